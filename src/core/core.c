@@ -1,0 +1,155 @@
+/*
+ * core: error formatting, assertions, file mapping, clock and half-precision
+ * conversion. Nothing here reads model data; it only moves bytes and numbers.
+ */
+#include "core/core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *kvl_status_str(kvl_status s) {
+    switch (s) {
+    case KVL_OK: return "ok";
+    case KVL_E_NOMEM: return "out of memory";
+    case KVL_E_INVALID: return "invalid argument";
+    case KVL_E_FORMAT: return "bad file format";
+    case KVL_E_IO: return "i/o error";
+    case KVL_E_LIMIT: return "limit exceeded";
+    case KVL_E_NO_KV: return "not enough KV cache";
+    case KVL_E_CANCELLED: return "cancelled";
+    case KVL_E_UNSUPPORTED: return "unsupported";
+    }
+    return "unknown status";
+}
+
+kvl_status kvl_errorf(kvl_error *err, kvl_status st, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->status = st;
+    }
+    return st;
+}
+
+void kvl_assert_fail(const char *expr, const char *file, int line) {
+    fprintf(stderr, "kvllm: internal invariant failed: %s (%s:%d)\n", expr, file, line);
+    abort();
+}
+
+kvl_status kvl_map_file(const char *path, kvl_mapped_file *out, kvl_error *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return kvl_errorf(err, KVL_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return kvl_errorf(err, KVL_E_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return kvl_errorf(err, KVL_E_IO, "%s: not a regular file", path);
+    }
+    size_t size = (size_t)st.st_size;
+    void *p = NULL;
+    if (size > 0) {
+        p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return kvl_errorf(err, KVL_E_IO, "%s: cannot map %zu bytes: %s", path, size,
+                              strerror(e));
+        }
+    }
+    close(fd);
+    out->data = p;
+    out->size = size;
+    return KVL_OK;
+}
+
+void kvl_unmap_file(kvl_mapped_file *f) {
+    if (f && f->data && f->size)
+        munmap((void *)f->data, f->size);
+    if (f) {
+        f->data = NULL;
+        f->size = 0;
+    }
+}
+
+double kvl_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+float kvl_fp16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    uint32_t u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while ((man & 0x400) == 0);
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t kvl_f32_to_fp16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    uint32_t absu = u & 0x7fffffffu;
+    if (absu > 0x7f800000u) /* NaN: keep it quiet */
+        return sign | 0x7e00;
+    if (absu >= 0x477ff000u) /* rounds to >= 65520: infinity */
+        return sign | 0x7c00;
+    if (absu < 0x38800000u) { /* below the smallest normal half: subnormal */
+        /* value = absf; half subnormal unit is 2^-24 */
+        float a;
+        memcpy(&a, &absu, 4);
+        float q = a * 16777216.0f; /* in units of 2^-24, exact scaling */
+        float r = nearbyintf(q);   /* round to nearest even (default mode) */
+        return sign | (uint16_t)r;
+    }
+    uint32_t exp = ((absu >> 23) - 127 + 15);
+    uint32_t man = absu & 0x7fffff;
+    uint32_t h = (exp << 10) | (man >> 13);
+    uint32_t rest = man & 0x1fff;
+    if (rest > 0x1000 || (rest == 0x1000 && (h & 1)))
+        h++;
+    return sign | (uint16_t)h;
+}
+
+uint16_t kvl_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fff + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+bool kvl_stderr_is_tty(void) { return isatty(2) != 0; }

@@ -1,0 +1,68 @@
+/*
+ * core: status and error messages, checked size arithmetic, read-only file
+ * mapping, monotonic clock, half-precision conversion. Private to kvllm.
+ */
+#ifndef KVL_CORE_H
+#define KVL_CORE_H
+
+#include "kvllm.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+/* Fill err (may be NULL) with a printf-style message; return st. */
+kvl_status kvl_errorf(kvl_error *err, kvl_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Always-on check of an internal invariant (never of input). */
+#define KVL_ASSERT(c)                                                          \
+    do {                                                                       \
+        if (!(c))                                                              \
+            kvl_assert_fail(#c, __FILE__, __LINE__);                           \
+    } while (0)
+void kvl_assert_fail(const char *expr, const char *file, int line)
+    __attribute__((noreturn));
+
+/* Checked arithmetic: return true on overflow (result then undefined). */
+static inline bool kvl_mul_overflow(size_t a, size_t b, size_t *r) {
+    return __builtin_mul_overflow(a, b, r);
+}
+static inline bool kvl_add_overflow(size_t a, size_t b, size_t *r) {
+    return __builtin_add_overflow(a, b, r);
+}
+/* Round x up to a multiple of align (a power of two); true on overflow. */
+static inline bool kvl_align_up(size_t x, size_t align, size_t *r) {
+    size_t t;
+    if (__builtin_add_overflow(x, align - 1, &t))
+        return true;
+    *r = t & ~(align - 1);
+    return false;
+}
+
+/* A whole file mapped read-only. */
+typedef struct kvl_mapped_file {
+    const uint8_t *data; /* (size) bytes, read-only */
+    size_t size;
+} kvl_mapped_file;
+
+kvl_status kvl_map_file(const char *path, kvl_mapped_file *out, kvl_error *err);
+void kvl_unmap_file(kvl_mapped_file *f);
+
+/* Seconds from an arbitrary fixed point (CLOCK_MONOTONIC). */
+double kvl_now(void);
+
+/* IEEE half and bfloat16 <-> float (round to nearest even). */
+float kvl_fp16_to_f32(uint16_t h);
+uint16_t kvl_f32_to_fp16(float f);
+static inline float kvl_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+uint16_t kvl_f32_to_bf16(float f);
+
+/* True when stderr is a terminal (progress output goes there). */
+bool kvl_stderr_is_tty(void);
+
+#endif

@@ -1,0 +1,134 @@
+/*
+ * GGUF reader (v2 and v3). The file is untrusted: every count, length, type
+ * id, offset and size is checked before use, and every failure is reported
+ * as KVL_E_FORMAT (or KVL_E_LIMIT / KVL_E_UNSUPPORTED) with a message naming
+ * the field, the value and the limit, e.g.
+ *     "gguf: tensor 'blk.3.attn_q.weight': n_dims 7 > 4".
+ *
+ * Strings and tensor data point into the caller's buffer (usually a
+ * read-only mapping of the file); nothing is copied. Strings are NOT
+ * NUL-terminated: use (ptr, len).
+ */
+#ifndef KVL_GGUF_H
+#define KVL_GGUF_H
+
+#include "core/core.h"
+
+/* Metadata value types (values as written by llama.cpp). */
+typedef enum kvl_gguf_vtype {
+    KVL_GGUF_UINT8 = 0,
+    KVL_GGUF_INT8 = 1,
+    KVL_GGUF_UINT16 = 2,
+    KVL_GGUF_INT16 = 3,
+    KVL_GGUF_UINT32 = 4,
+    KVL_GGUF_INT32 = 5,
+    KVL_GGUF_FLOAT32 = 6,
+    KVL_GGUF_BOOL = 7,
+    KVL_GGUF_STRING = 8,
+    KVL_GGUF_ARRAY = 9,
+    KVL_GGUF_UINT64 = 10,
+    KVL_GGUF_INT64 = 11,
+    KVL_GGUF_FLOAT64 = 12,
+    KVL_GGUF_VTYPE_COUNT
+} kvl_gguf_vtype;
+
+/* Tensor element types (ggml type ids). Only those kvllm computes with are
+ * named; kvl_gguf_parse accepts any id < KVL_TYPE_COUNT whose block layout it
+ * knows (see kvl_type_info) and rejects the rest. */
+typedef enum kvl_type {
+    KVL_TYPE_F32 = 0,
+    KVL_TYPE_F16 = 1,
+    KVL_TYPE_Q4_0 = 2,
+    KVL_TYPE_Q8_0 = 8,
+    KVL_TYPE_BF16 = 30,
+    KVL_TYPE_COUNT = 40
+} kvl_type;
+
+/* Block layout of a tensor type: blck elements take type_size bytes.
+ * Returns false for unknown/unsupported ids. name is static ("F32", "Q8_0"). */
+bool kvl_type_info(uint32_t type, size_t *blck, size_t *type_size, const char **name);
+
+/* Q8_0: 32 values = fp16 scale d + 32 int8; x = d * q. */
+#define KVL_QK8_0 32
+typedef struct {
+    uint16_t d;
+    int8_t qs[KVL_QK8_0];
+} kvl_block_q8_0;
+/* Q4_0: 32 values = fp16 scale d + 16 bytes; byte j holds element j in its
+ * low nibble and element j+16 in its high nibble; x = d * (nibble - 8). */
+#define KVL_QK4_0 32
+typedef struct {
+    uint16_t d;
+    uint8_t qs[KVL_QK4_0 / 2];
+} kvl_block_q4_0;
+
+typedef struct kvl_str {
+    const char *ptr; /* not NUL-terminated; points into the file buffer */
+    uint64_t len;
+} kvl_str;
+
+typedef struct kvl_gguf_kv {
+    kvl_str key;
+    uint32_t type; /* kvl_gguf_vtype */
+    union {
+        uint64_t u64; /* UINT8..UINT64 and BOOL (zero-extended) */
+        int64_t i64;  /* INT8..INT64 (sign-extended) */
+        double f64;   /* FLOAT32 and FLOAT64 */
+        kvl_str str;  /* STRING */
+        struct {
+            uint32_t type;       /* element type; never ARRAY (nested arrays are rejected) */
+            uint64_t n;          /* element count */
+            const uint8_t *data; /* first element in the file (numeric arrays) */
+            kvl_str *strs;       /* (n) strings, for arrays of STRING; NULL otherwise */
+        } arr;
+    } v;
+} kvl_gguf_kv;
+
+#define KVL_GGUF_MAX_DIMS 4
+typedef struct kvl_gguf_tensor {
+    kvl_str name;
+    uint32_t n_dims;
+    int64_t ne[KVL_GGUF_MAX_DIMS]; /* ne[0] is the fastest-varying; unused dims are 1 */
+    uint32_t type;                 /* kvl_type */
+    uint64_t offset;               /* from the start of the data section */
+    size_t nbytes;
+    const void *data; /* points into the buffer */
+} kvl_gguf_tensor;
+
+typedef struct kvl_gguf {
+    uint32_t version; /* 2 or 3 */
+    uint64_t n_kv;
+    kvl_gguf_kv *kv; /* (n_kv) */
+    uint64_t n_tensors;
+    kvl_gguf_tensor *tensors; /* (n_tensors) */
+    size_t alignment;          /* general.alignment or 32 */
+    size_t data_offset;        /* start of the tensor data section */
+    const uint8_t *buf;        /* (size) the whole file */
+    size_t size;
+    kvl_mapped_file map; /* set by kvl_gguf_open; unmapped by kvl_gguf_free */
+} kvl_gguf;
+
+/* Limits on untrusted counts (beyond "must fit in the file"). */
+#define KVL_GGUF_MAX_ALIGNMENT (1u << 20)
+
+/* Parse an in-memory GGUF image. buf must outlive the result. */
+kvl_status kvl_gguf_parse(const uint8_t *buf, size_t size, kvl_gguf **out, kvl_error *err);
+/* Map a file read-only and parse it. */
+kvl_status kvl_gguf_open(const char *path, kvl_gguf **out, kvl_error *err);
+void kvl_gguf_free(kvl_gguf *g);
+
+/* Lookup by exact name; NULL when absent. */
+const kvl_gguf_kv *kvl_gguf_find_key(const kvl_gguf *g, const char *key);
+const kvl_gguf_tensor *kvl_gguf_find_tensor(const kvl_gguf *g, const char *name);
+
+/* Typed getters: KVL_OK, or KVL_E_FORMAT naming the key when absent or of
+ * the wrong type. Integer getters accept any integer type whose value fits
+ * (range-checked); the float getter accepts FLOAT32/FLOAT64. */
+kvl_status kvl_gguf_get_u64(const kvl_gguf *g, const char *key, uint64_t *out, kvl_error *err);
+kvl_status kvl_gguf_get_f64(const kvl_gguf *g, const char *key, double *out, kvl_error *err);
+kvl_status kvl_gguf_get_str(const kvl_gguf *g, const char *key, kvl_str *out, kvl_error *err);
+
+/* Compare a kvl_str with a C string. */
+bool kvl_str_eq(kvl_str s, const char *c);
+
+#endif

@@ -1,0 +1,72 @@
+/*
+ * A tiny test harness: CHECK-style assertions that count failures and keep
+ * going, plus helpers to find shared/ files and write temporary files.
+ * Each test program returns non-zero when any check failed.
+ */
+#ifndef KVL_TESTUTIL_H
+#define KVL_TESTUTIL_H
+
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+extern int kvt_failures;
+extern int kvt_checks;
+
+#define CHECK(c)                                                                   \
+    do {                                                                           \
+        kvt_checks++;                                                              \
+        if (!(c)) {                                                                \
+            kvt_failures++;                                                        \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);  \
+        }                                                                          \
+    } while (0)
+
+#define CHECK_EQ_INT(a, b)                                                         \
+    do {                                                                           \
+        long long _a = (long long)(a), _b = (long long)(b);                        \
+        kvt_checks++;                                                              \
+        if (_a != _b) {                                                            \
+            kvt_failures++;                                                        \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld vs %lld)\n",      \
+                    __FILE__, __LINE__, #a, #b, _a, _b);                           \
+        }                                                                          \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol)                                                      \
+    do {                                                                           \
+        double _a = (double)(a), _b = (double)(b);                                 \
+        kvt_checks++;                                                              \
+        if (!(fabs(_a - _b) <= (tol))) {                                           \
+            kvt_failures++;                                                        \
+            fprintf(stderr, "%s:%d: CHECK failed: |%s - %s| <= %g (%.9g vs %.9g)\n", \
+                    __FILE__, __LINE__, #a, #b, (double)(tol), _a, _b);            \
+        }                                                                          \
+    } while (0)
+
+/* Check that a message contains a substring. */
+#define CHECK_CONTAINS(hay, needle)                                                \
+    do {                                                                           \
+        kvt_checks++;                                                              \
+        if (!strstr((hay), (needle))) {                                            \
+            kvt_failures++;                                                        \
+            fprintf(stderr, "%s:%d: CHECK failed: \"%s\" does not contain \"%s\"\n", \
+                    __FILE__, __LINE__, (hay), (needle));                          \
+        }                                                                          \
+    } while (0)
+
+/* Path of a file under shared/ (KVL_SHARED env or ../shared); static buffer. */
+const char *kvt_shared(const char *rel);
+/* A fresh path under the test temp dir (KVL_TMP or /tmp); static buffer. */
+const char *kvt_tmp(const char *name);
+/* Write bytes to a file; false on failure. */
+bool kvt_write_file(const char *path, const void *data, size_t n);
+/* Read a whole file into a malloc'd buffer; NULL on failure. */
+void *kvt_read_file(const char *path, size_t *n);
+/* Print "<name>: N passed, M failed" and return the exit code. */
+int kvt_finish(const char *name);
+
+#endif
