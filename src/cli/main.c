@@ -1,0 +1,46 @@
+/* kvllm: the command-line program. Dispatches to one function per subcommand. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "kvllm %s: LLM inference with a paged, quantized KV cache\n"
+            "\n"
+            "usage: kvllm <command> [flags]    (kvllm <command> --help for its flags)\n"
+            "\n"
+            "commands:\n"
+            "  run       generate text from a model (default: the shipped stories260K)\n"
+            "  ppl       perplexity of a text file, teacher-forced\n"
+            "  mkmodel   write a GGUF with random weights in a real architecture's shape\n"
+            "  plan      memory planner: KV bytes per token, capacity, what fits\n",
+            KVL_VERSION);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("kvllm %s\n", KVL_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "run"))
+        return kvl_cli_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "ppl"))
+        return kvl_cli_ppl(argc - 1, argv + 1);
+    if (!strcmp(cmd, "mkmodel"))
+        return kvl_cli_mkmodel(argc - 1, argv + 1);
+    if (!strcmp(cmd, "plan"))
+        return kvl_cli_plan(argc - 1, argv + 1);
+    fprintf(stderr, "kvllm: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,11 @@
+/* kvllm ppl: placeholder until its owner lands it (replaced in this session). */
+#include "cli/cli.h"
+
+#include <stdio.h>
+
+int kvl_cli_ppl(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "kvllm ppl: not built yet\n");
+    return 1;
+}
