@@ -1,0 +1,105 @@
+/*
+ * kv_attn: scaled dot-product attention over K/V that live in blocks (see
+ * kv_attn.h for the addressing). Used by the contiguous and the paged f32
+ * stores alike.
+ *
+ * Invariants:
+ *   - The arithmetic for a position depends only on q, that position's K and
+ *     V rows and its index p, never on how positions are split into blocks:
+ *     scores are one dot product per row, the softmax runs over the scratch
+ *     array of all n_ctx scores, and the output accumulates V rows in order
+ *     p = 0, 1, ..., n_ctx-1. Hence any block placement gives the same bits.
+ *
+ * Must not:
+ *   - write anything but out[h0..h1) and scratch (callers run it from several
+ *     threads at once on the same store);
+ *   - allocate.
+ */
+#include "kv/kv_attn.h"
+
+#include <math.h>
+
+/* Eight independent partial sums so the compiler can keep them in one vector
+ * register; reduced in a fixed order. */
+static inline float attn_dot(const float *a, const float *b, int32_t n) {
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            s[j] += a[i + j] * b[i + j];
+    for (; i < n; i++)
+        s[0] += a[i] * b[i];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+static inline void attn_axpy(float *y, float a, const float *x, int32_t n) {
+    for (int32_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, float *out,
+                       int32_t h0, int32_t h1, float scale, float *scratch) {
+    const int32_t hd = view->head_dim;
+    const int32_t bs = view->block_size;
+    const int32_t group = view->n_heads / view->n_kv_heads;
+    for (int32_t h = h0; h < h1; h++) {
+        float *oh = out + (int64_t)h * hd;
+        for (int32_t d = 0; d < hd; d++)
+            oh[d] = 0.0f;
+        if (n_ctx <= 0)
+            continue;
+        const float *qh = q + (int64_t)h * hd;
+        const int64_t head_off = (int64_t)(h / group) * view->head_stride;
+
+        /* scores, block by block */
+        float mx = -INFINITY;
+        for (int32_t p0 = 0, lb = 0; p0 < n_ctx; p0 += bs, lb++) {
+            const float *kb = view->k + (int64_t)view->blocks[lb] * view->block_stride + head_off;
+            int32_t n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
+            for (int32_t i = 0; i < n; i++) {
+                float s = attn_dot(qh, kb + (int64_t)i * hd, hd) * scale;
+                scratch[p0 + i] = s;
+                if (s > mx)
+                    mx = s;
+            }
+        }
+
+        /* softmax over all n_ctx scores */
+        float sum = 0.0f;
+        for (int32_t p = 0; p < n_ctx; p++) {
+            float e = expf(scratch[p] - mx);
+            scratch[p] = e;
+            sum += e;
+        }
+        const float inv = 1.0f / sum;
+
+        /* weighted sum of V rows in position order */
+        for (int32_t p0 = 0, lb = 0; p0 < n_ctx; p0 += bs, lb++) {
+            const float *vb = view->v + (int64_t)view->blocks[lb] * view->block_stride + head_off;
+            int32_t n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
+            for (int32_t i = 0; i < n; i++)
+                attn_axpy(oh, scratch[p0 + i] * inv, vb + (int64_t)i * hd, hd);
+        }
+    }
+}
+
+kvl_status kvl_kv_check_shape(const kvl_hparams *hp, const char *who, kvl_error *err) {
+    if (!hp)
+        return kvl_errorf(err, KVL_E_INVALID, "%s: hparams is NULL", who);
+    if (hp->n_layers < 1 || hp->n_layers > KVL_MAX_LAYERS)
+        return kvl_errorf(err, KVL_E_INVALID, "%s: n_layers %lld not in [1, %d]", who,
+                          (long long)hp->n_layers, KVL_MAX_LAYERS);
+    if (hp->n_heads < 1 || hp->n_heads > KVL_MAX_HEADS)
+        return kvl_errorf(err, KVL_E_INVALID, "%s: n_heads %lld not in [1, %d]", who,
+                          (long long)hp->n_heads, KVL_MAX_HEADS);
+    if (hp->n_kv_heads < 1 || hp->n_kv_heads > hp->n_heads)
+        return kvl_errorf(err, KVL_E_INVALID, "%s: n_kv_heads %lld not in [1, n_heads %lld]",
+                          who, (long long)hp->n_kv_heads, (long long)hp->n_heads);
+    if (hp->n_heads % hp->n_kv_heads != 0)
+        return kvl_errorf(err, KVL_E_INVALID, "%s: n_kv_heads %lld does not divide n_heads %lld",
+                          who, (long long)hp->n_kv_heads, (long long)hp->n_heads);
+    if (hp->head_dim < 1 || hp->head_dim > KVL_MAX_HEAD_DIM)
+        return kvl_errorf(err, KVL_E_INVALID, "%s: head_dim %lld not in [1, %d]", who,
+                          (long long)hp->head_dim, KVL_MAX_HEAD_DIM);
+    return KVL_OK;
+}

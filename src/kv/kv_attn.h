@@ -1,0 +1,59 @@
+/*
+ * The one f32 attention routine shared by every f32 KV store (module-private).
+ *
+ * The contiguous cache and the paged cache both describe their K/V memory as
+ * a kvl_kv_view: a sequence of blocks, each holding block_size positions of
+ * every KV head, found through a table of physical block numbers. The
+ * contiguous cache is one block of max_ctx positions (table {0}); the paged
+ * cache passes its block table. Because both run this same compiled
+ * function, with the same per-position arithmetic in the same order, their
+ * outputs are bit-identical (DESIGN.md invariant 3).
+ */
+#ifndef KVL_KV_ATTN_H
+#define KVL_KV_ATTN_H
+
+#include "core/core.h"
+#include "model/model.h"
+
+/* Largest block size and sequence count the KV stores accept. */
+#define KVL_KV_MAX_BLOCK_SIZE 4096
+#define KVL_KV_MAX_SEQS 65536
+
+/*
+ * Check the shape fields a KV store depends on (n_layers, n_heads,
+ * n_kv_heads, head_dim) against the model limits and each other; the
+ * message names the field, its value and the limit. who prefixes it.
+ */
+kvl_status kvl_kv_check_shape(const kvl_hparams *hp, const char *who, kvl_error *err);
+
+/*
+ * Element d of KV head h at logical position p lives at
+ *
+ *     k[blocks[p / block_size] * block_stride + h * head_stride
+ *       + (p % block_size) * head_dim + d]
+ *
+ * and likewise in v. So the head_dim floats of one position are contiguous,
+ * and so are the block_size rows of one head within one block.
+ */
+typedef struct kvl_kv_view {
+    const float *k;         /* layer base of K */
+    const float *v;         /* layer base of V */
+    const uint32_t *blocks; /* (ceil(n_ctx / block_size)) physical block of each logical block */
+    int64_t block_stride;   /* floats from one physical block to the next */
+    int64_t head_stride;    /* floats from one KV head to the next within a block */
+    int32_t block_size;     /* positions per block */
+    int32_t n_heads;        /* query heads */
+    int32_t n_kv_heads;     /* divides n_heads */
+    int32_t head_dim;
+} kvl_kv_view;
+
+/*
+ * For query heads [h0, h1): out[h] = sum_p softmax_p(q[h].K[p] * scale) V[p]
+ * over p in [0, n_ctx). q and out are (n_heads, head_dim); scratch holds at
+ * least n_ctx floats. Reads only; safe to call concurrently. n_ctx <= 0
+ * writes zeros.
+ */
+void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, float *out,
+                       int32_t h0, int32_t h1, float scale, float *scratch);
+
+#endif
