@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the Debian packages kvllm needs for building and testing, only
+# those that are missing. Usage: scripts/deps.sh [test]
+set -euo pipefail
+pkgs=(cmake make gcc libc6-dev)
+if [ "${1:-}" = test ]; then
+  pkgs+=(clang libclang-rt-14-dev libxml2-utils python3)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
