@@ -1,0 +1,159 @@
+/*
+ * The KV block pool: the whole KV budget, allocated once, cut into blocks of
+ * block_size token positions (all layers, all KV heads, K and V), with
+ * reference counts and a free queue in LRU order.
+ *
+ *     kvl_block_layout lay;
+ *     kvl_block_layout_init(&model->hp, 16, &lay, &err);
+ *     kvl_block_pool *p;
+ *     kvl_block_pool_init(&lay, kv_mem_bytes, &p, &err);
+ *     uint32_t ids[4];
+ *     if (kvl_block_pool_alloc(p, 4, ids, &err) == KVL_E_NO_KV) ... // nothing changed
+ *     kvl_block_pool_decref(p, ids, 4);
+ *     kvl_block_pool_free(p);
+ *
+ * Free-queue order (tested exactly):
+ *   - at init the queue is 0, 1, ..., n_blocks-1 (head to tail);
+ *   - alloc takes blocks from the head, in queue order;
+ *   - a block whose count drops to 0 goes to the tail, in the order the ids
+ *     were passed to decref. The least recently freed block is reused first.
+ *   - incref of a free block (a future prefix-cache hit) takes it out of the
+ *     queue wherever it is, in O(1).
+ */
+#ifndef KVL_BLOCK_POOL_H
+#define KVL_BLOCK_POOL_H
+
+#include "core/core.h"
+#include "model/model.h"
+
+/* Storage format of the cached K or V elements. Only f32 exists now; the
+ * quantized formats (issue 6) change k_head_bytes / v_head_bytes and keep
+ * their scales inside the same per-head segment. */
+typedef enum kvl_kv_type {
+    KVL_KV_F32 = 0,
+} kvl_kv_type;
+
+/*
+ * Where everything lives inside one block (byte offsets from the block base):
+ *
+ *   block (block_bytes, 64-byte aligned; padding at the end)
+ *   +---------------------------- layer 0 ----------------------------+-- layer 1 --+ ...
+ *   | K head 0  | K head 1  | ... | K head H-1 | V head 0  | ... | V head H-1 |  ...
+ *   +-----------+-----------+-----+------------+-----------+-----+------------+
+ *   ^ layer * layer_bytes         ^ + h * k_head_bytes  ^ + v_offset + h * v_head_bytes
+ *
+ *   one K (or V) head segment, f32: (block_size, head_dim)
+ *   | slot 0: head_dim floats | slot 1 | ... | slot block_size-1 |
+ *
+ * Slot i of logical block j holds position j * block_size + i.
+ *
+ * Why this order: attention for one (layer, KV head) reads, per block, one
+ * contiguous run of block_size * head_dim keys and one of values, with no
+ * gather; a block is one contiguous byte range, so copy-on-write is one
+ * memcpy and a future swap to host memory is one transfer; and every layer
+ * of a position shares one block id, so the block table is per sequence, not
+ * per layer. A quantized format only changes the size of a head segment.
+ */
+typedef struct kvl_block_layout {
+    int32_t block_size; /* token positions per block */
+    int32_t n_layers, n_kv_heads, head_dim;
+    kvl_kv_type k_type, v_type;
+    size_t k_head_bytes;    /* one KV head's K in one block: (block_size, head_dim) */
+    size_t v_head_bytes;    /* one KV head's V in one block: (block_size, head_dim) */
+    size_t v_offset;        /* n_kv_heads * k_head_bytes */
+    size_t layer_bytes;     /* v_offset + n_kv_heads * v_head_bytes */
+    size_t block_bytes;     /* n_layers * layer_bytes, rounded up to 64 */
+    size_t bytes_per_token; /* K+V of one position over all layers, no padding:
+                               2 * n_layers * n_kv_heads * head_dim * 4 for f32 */
+} kvl_block_layout;
+
+/* Fill the layout for this model shape and block size (1..KVL_KV_MAX_BLOCK_SIZE);
+ * f32 K and V. KVL_E_INVALID on a bad shape or block size, KVL_E_LIMIT on
+ * byte-size overflow. */
+kvl_status kvl_block_layout_init(const kvl_hparams *hp, int32_t block_size,
+                                 kvl_block_layout *out, kvl_error *err);
+
+/* What a KV budget holds for a model (the start-up capacity report). */
+typedef struct kvl_kv_capacity {
+    size_t bytes_per_token;  /* K+V, all layers */
+    size_t block_bytes;
+    int32_t block_size;
+    uint32_t n_blocks;       /* budget / block_bytes */
+    size_t bytes_used;       /* n_blocks * block_bytes (<= budget) */
+    int64_t token_capacity;  /* n_blocks * block_size */
+    int64_t ctx_len;         /* the context the next two refer to */
+    int64_t blocks_per_seq;  /* ceil(ctx_len / block_size) */
+    int64_t full_ctx_seqs;   /* n_blocks / blocks_per_seq */
+} kvl_kv_capacity;
+
+/*
+ * Compute the capacity of budget bytes for this model shape, block size and
+ * context length (the model's ctx_len or --ctx). Fails with KVL_E_NO_KV, the
+ * numbers in the message and *out still filled, when not even one sequence
+ * of ctx_len positions fits; KVL_E_INVALID / KVL_E_LIMIT on bad arguments.
+ */
+kvl_status kvl_kv_capacity_compute(const kvl_hparams *hp, int32_t block_size, size_t budget,
+                                   int64_t ctx_len, kvl_kv_capacity *out, kvl_error *err);
+
+typedef struct kvl_block_pool kvl_block_pool;
+
+/* Pool accounting at one moment: total = free + used; shared counts used
+ * blocks with more than one reference. Slots are token positions; filled
+ * slots are those reserved for a stored token; fragmentation is the
+ * unfilled slots of used blocks. */
+typedef struct kvl_block_pool_stats {
+    uint32_t n_blocks_total, n_blocks_free, n_blocks_used, n_blocks_shared;
+    size_t block_bytes;
+    size_t bytes_total, bytes_free, bytes_used, bytes_shared;
+    int64_t n_slots_used;   /* n_blocks_used * block_size */
+    int64_t n_slots_filled; /* sum of fill over used blocks */
+    int64_t n_slots_frag;   /* n_slots_used - n_slots_filled (internal fragmentation) */
+    double occupancy;       /* n_blocks_used / n_blocks_total */
+    double utilization;     /* n_slots_filled / n_slots_used (1 when none used) */
+} kvl_block_pool_stats;
+
+/* Allocate budget / layout->block_bytes blocks in one mapping. KVL_E_NO_KV
+ * when the budget holds no block (the message gives both sizes), KVL_E_LIMIT
+ * over UINT32_MAX - 1 blocks, KVL_E_NOMEM when memory is refused. */
+kvl_status kvl_block_pool_init(const kvl_block_layout *layout, size_t budget,
+                               kvl_block_pool **out, kvl_error *err);
+void kvl_block_pool_free(kvl_block_pool *p);
+
+const kvl_block_layout *kvl_block_pool_layout(const kvl_block_pool *p);
+uint32_t kvl_block_pool_n_blocks(const kvl_block_pool *p);
+uint32_t kvl_block_pool_n_free(const kvl_block_pool *p);
+
+/* Take n blocks from the head of the free queue, each with count 1 and fill
+ * 0, ids written to ids[0..n) in queue order. All or nothing: on shortage
+ * KVL_E_NO_KV ("need n, free f of t") and the pool is unchanged. */
+kvl_status kvl_block_pool_alloc(kvl_block_pool *p, uint32_t n, uint32_t *ids, kvl_error *err);
+
+/* Add a reference. A free block (count 0) leaves the free queue. */
+void kvl_block_pool_incref(kvl_block_pool *p, uint32_t id);
+/* Drop one reference from each of ids[0..n), in order; blocks reaching 0 go
+ * to the free-queue tail in that order and their fill is cleared. A count
+ * already 0 is an internal bug (KVL_ASSERT). */
+void kvl_block_pool_decref(kvl_block_pool *p, const uint32_t *ids, uint32_t n);
+uint32_t kvl_block_pool_refcount(const kvl_block_pool *p, uint32_t id);
+
+/* Token slots of a used block that hold (or are reserved for) tokens. */
+void kvl_block_pool_set_fill(kvl_block_pool *p, uint32_t id, uint32_t fill);
+uint32_t kvl_block_pool_fill(const kvl_block_pool *p, uint32_t id);
+
+/* Copy block src's bytes over block dst (copy-on-write). */
+void kvl_block_pool_copy(kvl_block_pool *p, uint32_t dst, uint32_t src);
+
+/* The base of all block data; block id starts at base + id * block_bytes. */
+uint8_t *kvl_block_pool_base(const kvl_block_pool *p);
+
+void kvl_block_pool_stats_get(const kvl_block_pool *p, kvl_block_pool_stats *s);
+
+/* Write up to cap ids of the free queue, head first; returns the queue
+ * length. For tests and debugging. */
+uint32_t kvl_block_pool_free_order(const kvl_block_pool *p, uint32_t *ids, uint32_t cap);
+
+/* Verify every internal invariant (queue links, counts, counters); KVL_OK or
+ * KVL_E_INVALID with the first broken one. O(n_blocks); for tests. */
+kvl_status kvl_block_pool_check(const kvl_block_pool *p, kvl_error *err);
+
+#endif

@@ -1,0 +1,63 @@
+/*
+ * A block table: one sequence's map from logical positions to physical KV
+ * blocks, and the operations that change it against a block pool: growth
+ * (with copy-on-write of a shared, partly filled last block), truncation,
+ * release and fork. Position p lives in block ids[p / block_size], slot
+ * p % block_size.
+ *
+ * Invariant: n_blocks == ceil(n_tokens / block_size), each id holds one
+ * reference in the pool, and a block this table will write next (the block
+ * of position n_tokens, when partly filled) has count 1 after a grow.
+ */
+#ifndef KVL_BLOCK_TABLE_H
+#define KVL_BLOCK_TABLE_H
+
+#include "kv/block_pool.h"
+
+typedef struct kvl_block_table {
+    uint32_t *ids;      /* (cap) physical block of each logical block */
+    uint32_t n_blocks;  /* blocks in use */
+    uint32_t cap;       /* ceil(max_ctx / block_size) */
+    int32_t n_tokens;   /* positions in use (stored, or reserved for this step) */
+    int32_t max_ctx;    /* most positions the table can map */
+    int32_t block_size;
+} kvl_block_table;
+
+/* Allocate the id array for max_ctx positions (all the table will ever
+ * need, so growth never allocates). */
+kvl_status kvl_block_table_init(kvl_block_table *t, int32_t max_ctx, int32_t block_size,
+                                kvl_error *err);
+/* Free the id array; the table must hold no blocks (release it first). */
+void kvl_block_table_free(kvl_block_table *t);
+
+/* Pool blocks that growing by n_new positions would take now: new blocks,
+ * plus 1 if the partly filled last block is shared and must be copied. */
+uint32_t kvl_block_table_blocks_needed(const kvl_block_table *t, const kvl_block_pool *p,
+                                       int32_t n_new);
+
+/*
+ * Make positions [n_tokens, n_tokens + n_new) writable, all or nothing.
+ * KVL_E_LIMIT past max_ctx, KVL_E_NO_KV when the pool is short; either way
+ * nothing changes. *n_copied (may be NULL) gets the blocks copied (0 or 1).
+ */
+kvl_status kvl_block_table_grow(kvl_block_table *t, kvl_block_pool *p, int32_t n_new,
+                                int32_t *n_copied, kvl_error *err);
+
+/* Keep only positions [0, n_tokens); blocks past them are released, last
+ * block first. KVL_E_INVALID (nothing changes) unless 0 <= n_tokens <= the
+ * current length. A shared block cut in the middle keeps its fill (it
+ * counts its longest user). */
+kvl_status kvl_block_table_truncate(kvl_block_table *t, kvl_block_pool *p, int32_t n_tokens,
+                                    kvl_error *err);
+
+/* Release every block, last logical block first (so the pool reuses a
+ * sequence's tail before its prefix), and empty the table. */
+void kvl_block_table_release(kvl_block_table *t, kvl_block_pool *p);
+
+/* Make dst share all of src's blocks (count + 1 each) and its length. dst
+ * must be empty and have src's block size and at least its blocks;
+ * KVL_E_INVALID otherwise (nothing changes). Takes no new block. */
+kvl_status kvl_block_table_fork(kvl_block_table *dst, const kvl_block_table *src,
+                                kvl_block_pool *p, kvl_error *err);
+
+#endif

@@ -1,0 +1,328 @@
+/*
+ * kv_paged: the paged f32 KV store. A block pool (block_pool.c) plus one
+ * block table per sequence slot (block_table.c), exposed as kvl_kv_iface.
+ *
+ * Where a value lives: K element d of KV head h, layer l, position p of
+ * sequence s is at
+ *
+ *     base + ids_s[p / bs] * block_bytes       (the block)
+ *          + l * layer_bytes                   (the layer inside it)
+ *          + h * k_head_bytes                  (the head; V adds v_offset)
+ *          + ((p % bs) * head_dim + d) * 4     (the slot, the element)
+ *
+ * which is kv_attn's addressing with k = base + l * layer_bytes,
+ * block_stride = block_bytes / 4, head_stride = k_head_bytes / 4. Attention
+ * passes the table itself as the block list: no gather, no copy.
+ *
+ * Invariants:
+ *   - every table satisfies block_table.h's invariant against the one pool;
+ *   - store() writes only blocks with count 1 (KVL_ASSERT): a shared block
+ *     is never written in place, which is what copy-on-write guarantees;
+ *   - n_copied counts the copies made by reserve.
+ *
+ * Must not: allocate or take blocks in store()/attend(); mutate anything
+ * in attend() (it runs on several threads); change anything on a failed
+ * reserve, fork, truncate or release.
+ */
+#include "kv/kv_paged.h"
+
+#include "kv/kv_attn.h"
+
+#include <stdlib.h>
+
+struct kvl_kv_paged {
+    kvl_block_pool *pool;
+    kvl_block_layout lay;
+    uint8_t *base; /* pool data: (n_blocks, block_bytes) */
+    int32_t n_heads;
+    int32_t max_seqs, max_ctx;
+    kvl_block_table *tables; /* (max_seqs) */
+    int64_t n_copied;
+};
+
+kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *params,
+                             kvl_kv_paged **out, kvl_error *err) {
+    if (!params)
+        return kvl_errorf(err, KVL_E_INVALID, "kv paged: params is NULL");
+    int32_t bs = params->block_size ? params->block_size : 16;
+    if (params->max_seqs < 1 || params->max_seqs > KVL_KV_MAX_SEQS)
+        return kvl_errorf(err, KVL_E_INVALID, "kv paged: max_seqs %d not in [1, %d]",
+                          (int)params->max_seqs, KVL_KV_MAX_SEQS);
+    if (params->max_ctx < 1 || params->max_ctx > KVL_MAX_CTX)
+        return kvl_errorf(err, KVL_E_INVALID, "kv paged: max_ctx %d not in [1, %d]",
+                          (int)params->max_ctx, KVL_MAX_CTX);
+    kvl_kv_capacity cap;
+    kvl_status st = kvl_kv_capacity_compute(hp, bs, params->budget, params->max_ctx, &cap, err);
+    if (st != KVL_OK)
+        return st;
+    kvl_block_layout lay;
+    st = kvl_block_layout_init(hp, bs, &lay, err);
+    if (st != KVL_OK)
+        return st;
+
+    kvl_kv_paged *kv = calloc(1, sizeof *kv);
+    if (!kv)
+        return kvl_errorf(err, KVL_E_NOMEM, "kv paged: cannot allocate the handle");
+    kv->lay = lay;
+    kv->n_heads = (int32_t)hp->n_heads;
+    kv->max_seqs = params->max_seqs;
+    kv->max_ctx = params->max_ctx;
+    kv->tables = calloc((size_t)params->max_seqs, sizeof(kvl_block_table));
+    if (!kv->tables) {
+        free(kv);
+        return kvl_errorf(err, KVL_E_NOMEM, "kv paged: cannot allocate %d block tables",
+                          (int)params->max_seqs);
+    }
+    st = kvl_block_pool_init(&lay, params->budget, &kv->pool, err);
+    for (int32_t s = 0; st == KVL_OK && s < kv->max_seqs; s++)
+        st = kvl_block_table_init(&kv->tables[s], kv->max_ctx, bs, err);
+    if (st != KVL_OK) {
+        kvl_kv_paged_free(kv);
+        return st;
+    }
+    kv->base = kvl_block_pool_base(kv->pool);
+    *out = kv;
+    return KVL_OK;
+}
+
+void kvl_kv_paged_free(kvl_kv_paged *kv) {
+    if (!kv)
+        return;
+    for (int32_t s = 0; s < kv->max_seqs; s++) {
+        if (kv->pool && kv->tables[s].ids)
+            kvl_block_table_release(&kv->tables[s], kv->pool);
+        kvl_block_table_free(&kv->tables[s]);
+    }
+    free(kv->tables);
+    kvl_block_pool_free(kv->pool);
+    free(kv);
+}
+
+/* ---- the forward-pass seam ---- */
+
+static void paged_store(void *ctx, int32_t layer, int32_t seq, int32_t pos, const float *k,
+                        const float *v) {
+    kvl_kv_paged *kv = ctx;
+    KVL_ASSERT(seq >= 0 && seq < kv->max_seqs);
+    KVL_ASSERT(layer >= 0 && layer < kv->lay.n_layers);
+    const kvl_block_table *t = &kv->tables[seq];
+    KVL_ASSERT(pos >= 0 && pos < t->n_tokens);
+    const int32_t bs = kv->lay.block_size, hd = kv->lay.head_dim;
+    uint32_t id = t->ids[pos / bs];
+    KVL_ASSERT(kvl_block_pool_refcount(kv->pool, id) == 1);
+    uint8_t *lb = kv->base + (size_t)id * kv->lay.block_bytes + (size_t)layer * kv->lay.layer_bytes;
+    size_t slot = (size_t)(pos % bs) * (size_t)hd * sizeof(float);
+    size_t row = (size_t)hd * sizeof(float);
+    for (int32_t h = 0; h < kv->lay.n_kv_heads; h++) {
+        memcpy(lb + (size_t)h * kv->lay.k_head_bytes + slot, k + (size_t)h * hd, row);
+        memcpy(lb + kv->lay.v_offset + (size_t)h * kv->lay.v_head_bytes + slot,
+               v + (size_t)h * hd, row);
+    }
+}
+
+static void paged_attend(void *ctx, int32_t layer, int32_t seq, int32_t n_ctx, const float *q,
+                         float *out, int32_t h0, int32_t h1, float scale, float *scratch) {
+    const kvl_kv_paged *kv = ctx;
+    KVL_ASSERT(seq >= 0 && seq < kv->max_seqs);
+    KVL_ASSERT(layer >= 0 && layer < kv->lay.n_layers);
+    KVL_ASSERT(h0 >= 0 && h0 <= h1 && h1 <= kv->n_heads);
+    const kvl_block_table *t = &kv->tables[seq];
+    KVL_ASSERT(n_ctx <= t->n_tokens);
+    const uint8_t *lb = kv->base + (size_t)layer * kv->lay.layer_bytes;
+    kvl_kv_view view = {
+        .k = (const float *)lb,
+        .v = (const float *)(lb + kv->lay.v_offset),
+        .blocks = t->ids,
+        .block_stride = (int64_t)(kv->lay.block_bytes / sizeof(float)),
+        .head_stride = (int64_t)(kv->lay.k_head_bytes / sizeof(float)),
+        .block_size = kv->lay.block_size,
+        .n_heads = kv->n_heads,
+        .n_kv_heads = kv->lay.n_kv_heads,
+        .head_dim = kv->lay.head_dim,
+    };
+    kvl_kv_attend_f32(&view, n_ctx, q, out, h0, h1, scale, scratch);
+}
+
+kvl_kv_iface kvl_kv_paged_iface(kvl_kv_paged *kv) {
+    kvl_kv_iface it = {.ctx = kv, .store = paged_store, .attend = paged_attend};
+    return it;
+}
+
+/* ---- sequence operations ---- */
+
+static kvl_status check_seq(const kvl_kv_paged *kv, const char *what, int32_t seq,
+                            kvl_error *err) {
+    if (seq < 0 || seq >= kv->max_seqs)
+        return kvl_errorf(err, KVL_E_INVALID, "kv paged %s: seq %d not in [0, %d)", what,
+                          (int)seq, (int)kv->max_seqs);
+    return KVL_OK;
+}
+
+/* The partly filled shared last block that growing t would copy, or
+ * UINT32_MAX when there is none. */
+static uint32_t cow_block(const kvl_kv_paged *kv, const kvl_block_table *t, int32_t n_new) {
+    if (n_new <= 0 || t->n_tokens % t->block_size == 0)
+        return UINT32_MAX;
+    uint32_t id = t->ids[t->n_blocks - 1];
+    return kvl_block_pool_refcount(kv->pool, id) > 1 ? id : UINT32_MAX;
+}
+
+kvl_status kvl_kv_paged_reserve_batch(kvl_kv_paged *kv, int32_t n, const int32_t *seqs,
+                                      const int32_t *n_new, kvl_error *err) {
+    if (n < 0)
+        return kvl_errorf(err, KVL_E_INVALID, "kv paged reserve: n %d < 0", (int)n);
+    /* 1. every argument */
+    for (int32_t i = 0; i < n; i++) {
+        kvl_status st = check_seq(kv, "reserve", seqs[i], err);
+        if (st != KVL_OK)
+            return st;
+        const kvl_block_table *t = &kv->tables[seqs[i]];
+        if (n_new[i] < 0)
+            return kvl_errorf(err, KVL_E_INVALID, "kv paged reserve: seq %d: n_new %d < 0",
+                              (int)seqs[i], (int)n_new[i]);
+        if (n_new[i] > kv->max_ctx - t->n_tokens)
+            return kvl_errorf(err, KVL_E_LIMIT,
+                              "kv paged reserve: seq %d: %d tokens + %d new > max_ctx %d",
+                              (int)seqs[i], (int)t->n_tokens, (int)n_new[i], (int)kv->max_ctx);
+        for (int32_t j = 0; j < i; j++)
+            if (seqs[j] == seqs[i])
+                return kvl_errorf(err, KVL_E_INVALID,
+                                  "kv paged reserve: seq %d appears twice (entries %d and %d)",
+                                  (int)seqs[i], (int)j, (int)i);
+    }
+    /* 2. exact block count: new blocks, plus copies. k sequences growing out
+     * of one shared block of count r make min(k, r - 1) copies. */
+    uint64_t need = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const kvl_block_table *t = &kv->tables[seqs[i]];
+        need += kvl_block_table_blocks_needed(t, kv->pool, n_new[i]);
+        uint32_t x = cow_block(kv, t, n_new[i]);
+        if (x == UINT32_MAX)
+            continue;
+        need -= 1; /* counted per block below */
+        bool first = true;
+        for (int32_t j = 0; j < i && first; j++)
+            first = cow_block(kv, &kv->tables[seqs[j]], n_new[j]) != x;
+        if (!first)
+            continue;
+        uint32_t k = 0, r = kvl_block_pool_refcount(kv->pool, x);
+        for (int32_t j = i; j < n; j++)
+            k += cow_block(kv, &kv->tables[seqs[j]], n_new[j]) == x;
+        need += k < r ? k : r - 1;
+    }
+    uint32_t n_free = kvl_block_pool_n_free(kv->pool);
+    if (need > n_free) {
+        if (n == 1)
+            return kvl_errorf(err, KVL_E_NO_KV,
+                              "kv paged reserve: seq %d: %d + %d tokens needs %llu blocks, "
+                              "free %u of %u",
+                              (int)seqs[0], (int)kv->tables[seqs[0]].n_tokens, (int)n_new[0],
+                              (unsigned long long)need, n_free,
+                              kvl_block_pool_n_blocks(kv->pool));
+        return kvl_errorf(err, KVL_E_NO_KV,
+                          "kv paged reserve: %d seqs need %llu blocks, free %u of %u", (int)n,
+                          (unsigned long long)need, n_free, kvl_block_pool_n_blocks(kv->pool));
+    }
+    /* 3. mutate; nothing below can fail */
+    for (int32_t i = 0; i < n; i++) {
+        int32_t copied = 0;
+        kvl_status st = kvl_block_table_grow(&kv->tables[seqs[i]], kv->pool, n_new[i], &copied,
+                                             err);
+        KVL_ASSERT(st == KVL_OK);
+        kv->n_copied += copied;
+    }
+    return KVL_OK;
+}
+
+kvl_status kvl_kv_paged_reserve(kvl_kv_paged *kv, int32_t seq, int32_t n_new, kvl_error *err) {
+    return kvl_kv_paged_reserve_batch(kv, 1, &seq, &n_new, err);
+}
+
+uint32_t kvl_kv_paged_blocks_needed(const kvl_kv_paged *kv, int32_t seq, int32_t n_new) {
+    if (seq < 0 || seq >= kv->max_seqs || n_new < 0 ||
+        n_new > kv->max_ctx - kv->tables[seq].n_tokens)
+        return 0;
+    return kvl_block_table_blocks_needed(&kv->tables[seq], kv->pool, n_new);
+}
+
+kvl_status kvl_kv_paged_fork(kvl_kv_paged *kv, int32_t src, int32_t dst, kvl_error *err) {
+    kvl_status st = check_seq(kv, "fork src", src, err);
+    if (st == KVL_OK)
+        st = check_seq(kv, "fork dst", dst, err);
+    if (st != KVL_OK)
+        return st;
+    if (src == dst)
+        return kvl_errorf(err, KVL_E_INVALID, "kv paged fork: src and dst are both seq %d",
+                          (int)src);
+    if (kv->tables[dst].n_tokens != 0)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "kv paged fork: dst seq %d holds %d tokens, not 0 (release it first)",
+                          (int)dst, (int)kv->tables[dst].n_tokens);
+    return kvl_block_table_fork(&kv->tables[dst], &kv->tables[src], kv->pool, err);
+}
+
+kvl_status kvl_kv_paged_truncate(kvl_kv_paged *kv, int32_t seq, int32_t n_tokens,
+                                 kvl_error *err) {
+    kvl_status st = check_seq(kv, "truncate", seq, err);
+    if (st != KVL_OK)
+        return st;
+    return kvl_block_table_truncate(&kv->tables[seq], kv->pool, n_tokens, err);
+}
+
+kvl_status kvl_kv_paged_release(kvl_kv_paged *kv, int32_t seq, kvl_error *err) {
+    kvl_status st = check_seq(kv, "release", seq, err);
+    if (st != KVL_OK)
+        return st;
+    kvl_block_table_release(&kv->tables[seq], kv->pool);
+    return KVL_OK;
+}
+
+int32_t kvl_kv_paged_len(const kvl_kv_paged *kv, int32_t seq) {
+    return seq >= 0 && seq < kv->max_seqs ? kv->tables[seq].n_tokens : -1;
+}
+int32_t kvl_kv_paged_max_seqs(const kvl_kv_paged *kv) { return kv->max_seqs; }
+int32_t kvl_kv_paged_max_ctx(const kvl_kv_paged *kv) { return kv->max_ctx; }
+
+const kvl_block_table *kvl_kv_paged_table(const kvl_kv_paged *kv, int32_t seq) {
+    return seq >= 0 && seq < kv->max_seqs ? &kv->tables[seq] : NULL;
+}
+
+kvl_block_pool *kvl_kv_paged_pool(kvl_kv_paged *kv) { return kv->pool; }
+
+/* ---- accounting ---- */
+
+kvl_status kvl_kv_paged_seq_stats_get(const kvl_kv_paged *kv, int32_t seq, kvl_kv_seq_stats *out,
+                                  kvl_error *err) {
+    kvl_status st = check_seq(kv, "stats", seq, err);
+    if (st != KVL_OK)
+        return st;
+    const kvl_block_table *t = &kv->tables[seq];
+    kvl_kv_seq_stats s = {0};
+    s.n_tokens = t->n_tokens;
+    s.n_blocks = t->n_blocks;
+    for (uint32_t b = 0; b < t->n_blocks; b++)
+        s.n_blocks_shared += kvl_block_pool_refcount(kv->pool, t->ids[b]) > 1;
+    s.n_blocks_own = s.n_blocks - s.n_blocks_shared;
+    size_t bb = kv->lay.block_bytes;
+    s.bytes = (size_t)s.n_blocks * bb;
+    s.bytes_own = (size_t)s.n_blocks_own * bb;
+    s.bytes_shared = (size_t)s.n_blocks_shared * bb;
+    s.n_slots_frag = (int64_t)s.n_blocks * kv->lay.block_size - s.n_tokens;
+    *out = s;
+    return KVL_OK;
+}
+
+void kvl_kv_paged_stats_get(const kvl_kv_paged *kv, kvl_kv_paged_stats *out) {
+    kvl_kv_paged_stats s = {0};
+    kvl_block_pool_stats_get(kv->pool, &s.pool);
+    for (int32_t i = 0; i < kv->max_seqs; i++) {
+        const kvl_block_table *t = &kv->tables[i];
+        s.n_seqs_active += t->n_tokens > 0;
+        s.n_tokens += t->n_tokens;
+        s.n_blocks_logical += t->n_blocks;
+    }
+    s.bytes_logical = (size_t)s.n_blocks_logical * kv->lay.block_bytes;
+    s.bytes_saved = s.bytes_logical - s.pool.bytes_used;
+    s.n_blocks_copied = kv->n_copied;
+    *out = s;
+}

@@ -1,0 +1,107 @@
+/*
+ * The paged KV cache (PagedAttention): a block pool shared by up to max_seqs
+ * sequence slots, each with a block table. Implements kvl_kv_iface; its
+ * attention reads K/V through the block table in place and is bit-identical
+ * to kvl_kv_contig's.
+ *
+ * Each step, before the forward pass, the caller reserves the positions it
+ * is about to write; reserve takes blocks (and copies a shared partly filled
+ * block) all or nothing, so store() never allocates and never fails:
+ *
+ *     kvl_kv_paged_params pp = {.budget = 2ull << 30, .block_size = 16,
+ *                               .max_seqs = 8, .max_ctx = hp->ctx_len};
+ *     kvl_kv_paged *kv;
+ *     kvl_kv_paged_init(&model->hp, &pp, &kv, &err);
+ *     kvl_kv_iface it = kvl_kv_paged_iface(kv);
+ *     // prompt of n tokens into seq 0 at positions 0..n-1:
+ *     if (kvl_kv_paged_reserve(kv, 0, n, &err) == KVL_E_NO_KV) ... // nothing changed
+ *     kvl_forward_run(f, &batch, &it, ...);
+ *     kvl_kv_paged_fork(kv, 0, 1, &err);  // seq 1 shares seq 0's blocks
+ *     // each decode step: reserve 1 for every sequence in the batch, run
+ *     kvl_kv_paged_release(kv, 1, &err);  // sequence finished
+ *
+ * Sequence ids are slots in [0, max_seqs); a slot is empty at length 0.
+ */
+#ifndef KVL_KV_PAGED_H
+#define KVL_KV_PAGED_H
+
+#include "kv/block_pool.h"
+#include "kv/block_table.h"
+#include "model/forward.h"
+
+typedef struct kvl_kv_paged_params {
+    size_t budget;      /* bytes of KV memory (--kv-mem) */
+    int32_t block_size; /* positions per block (--block-size); 0 means 16 */
+    int32_t max_seqs;   /* sequence slots */
+    int32_t max_ctx;    /* most positions of one sequence */
+} kvl_kv_paged_params;
+
+typedef struct kvl_kv_paged kvl_kv_paged;
+
+/* One sequence's share of the cache. */
+typedef struct kvl_kv_seq_stats {
+    int32_t n_tokens;
+    uint32_t n_blocks;        /* blocks in its table */
+    uint32_t n_blocks_own;    /* count 1: only this sequence uses them */
+    uint32_t n_blocks_shared; /* count > 1 */
+    size_t bytes, bytes_own, bytes_shared; /* the same, times block_bytes */
+    int64_t n_slots_frag;     /* n_blocks * block_size - n_tokens */
+} kvl_kv_seq_stats;
+
+/* The whole cache. */
+typedef struct kvl_kv_paged_stats {
+    kvl_block_pool_stats pool;
+    int32_t n_seqs_active;   /* slots with n_tokens > 0 */
+    int64_t n_tokens;        /* sum of sequence lengths */
+    int64_t n_blocks_logical; /* sum of table lengths: blocks used if nothing were shared */
+    size_t bytes_logical;    /* n_blocks_logical * block_bytes (N independent copies) */
+    size_t bytes_saved;      /* bytes_logical - pool.bytes_used */
+    int64_t n_blocks_copied; /* copy-on-write copies since init */
+} kvl_kv_paged_stats;
+
+/* Create the pool (budget / block_bytes blocks) and max_seqs empty tables.
+ * KVL_E_INVALID on a bad shape or parameter; KVL_E_NO_KV when not even one
+ * sequence of max_ctx positions fits (the message has the numbers). */
+kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *params,
+                             kvl_kv_paged **out, kvl_error *err);
+/* Frees everything, releasing any sequences still held. */
+void kvl_kv_paged_free(kvl_kv_paged *kv);
+
+/* store(): pos must be reserved (pos < length of seq); attend(): n_ctx <=
+ * length. Both are KVL_ASSERTed: the caller's contract, not input. */
+kvl_kv_iface kvl_kv_paged_iface(kvl_kv_paged *kv);
+
+/* Grow seq by n_new positions (the next forward call writes them), taking
+ * blocks and copying a shared partly filled last block as needed. All or
+ * nothing: KVL_E_NO_KV on shortage, KVL_E_LIMIT past max_ctx,
+ * KVL_E_INVALID on a bad seq or n_new. */
+kvl_status kvl_kv_paged_reserve(kvl_kv_paged *kv, int32_t seq, int32_t n_new, kvl_error *err);
+/* The same for n sequences at once (distinct ids): either all grow or none
+ * does. The block count is exact, including sequences that share one
+ * partly filled block (the last of them to grow keeps the original). */
+kvl_status kvl_kv_paged_reserve_batch(kvl_kv_paged *kv, int32_t n, const int32_t *seqs,
+                                      const int32_t *n_new, kvl_error *err);
+/* Pool blocks that reserving n_new for seq would take now (0 for a bad seq). */
+uint32_t kvl_kv_paged_blocks_needed(const kvl_kv_paged *kv, int32_t seq, int32_t n_new);
+
+/* dst (empty) shares all of src's blocks and takes its length. No block is
+ * taken; a later write into a shared partly filled block copies it. */
+kvl_status kvl_kv_paged_fork(kvl_kv_paged *kv, int32_t src, int32_t dst, kvl_error *err);
+/* Shorten seq to n_tokens, releasing the blocks past it. */
+kvl_status kvl_kv_paged_truncate(kvl_kv_paged *kv, int32_t seq, int32_t n_tokens,
+                                 kvl_error *err);
+/* Release all of seq's blocks (the slot becomes empty). */
+kvl_status kvl_kv_paged_release(kvl_kv_paged *kv, int32_t seq, kvl_error *err);
+
+int32_t kvl_kv_paged_len(const kvl_kv_paged *kv, int32_t seq); /* -1 for a bad seq */
+int32_t kvl_kv_paged_max_seqs(const kvl_kv_paged *kv);
+int32_t kvl_kv_paged_max_ctx(const kvl_kv_paged *kv);
+/* The block table of seq (read only; NULL for a bad seq). */
+const kvl_block_table *kvl_kv_paged_table(const kvl_kv_paged *kv, int32_t seq);
+kvl_block_pool *kvl_kv_paged_pool(kvl_kv_paged *kv);
+
+kvl_status kvl_kv_paged_seq_stats_get(const kvl_kv_paged *kv, int32_t seq, kvl_kv_seq_stats *out,
+                                  kvl_error *err);
+void kvl_kv_paged_stats_get(const kvl_kv_paged *kv, kvl_kv_paged_stats *out);
+
+#endif

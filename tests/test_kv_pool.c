@@ -1,0 +1,360 @@
+/*
+ * The KV block pool, vLLM style: a pool of 11 blocks of 16 positions, the
+ * whole free-queue order and every reference count checked after each
+ * operation; exhaustion leaves the pool exactly as it was; layout and
+ * capacity figures against the memory formula in DESIGN.md.
+ */
+#include "kv/block_pool.h"
+
+#include "testutil.h"
+
+#define NB 11
+
+static kvl_hparams shape(int64_t n_layers, int64_t n_heads, int64_t n_kv_heads, int64_t hd) {
+    kvl_hparams hp = {0};
+    hp.n_layers = n_layers;
+    hp.n_heads = n_heads;
+    hp.n_kv_heads = n_kv_heads;
+    hp.head_dim = hd;
+    hp.dim = n_heads * hd;
+    hp.ctx_len = 256;
+    return hp;
+}
+
+/* Everything observable about a pool. */
+typedef struct snap {
+    uint32_t ref[NB], fill[NB], order[NB], n_order;
+    int64_t st[12];
+} snap;
+
+static void take(const kvl_block_pool *p, snap *s) {
+    memset(s, 0, sizeof *s);
+    for (uint32_t i = 0; i < NB; i++) {
+        s->ref[i] = kvl_block_pool_refcount(p, i);
+        s->fill[i] = kvl_block_pool_fill(p, i);
+    }
+    s->n_order = kvl_block_pool_free_order(p, s->order, NB);
+    kvl_block_pool_stats ps;
+    kvl_block_pool_stats_get(p, &ps);
+    int64_t v[12] = {ps.n_blocks_total, ps.n_blocks_free, ps.n_blocks_used,
+                     ps.n_blocks_shared, (int64_t)ps.block_bytes, (int64_t)ps.bytes_total,
+                     (int64_t)ps.bytes_free, (int64_t)ps.bytes_used, (int64_t)ps.bytes_shared,
+                     ps.n_slots_used, ps.n_slots_filled, ps.n_slots_frag};
+    memcpy(s->st, v, sizeof v);
+}
+
+static bool same(const snap *a, const snap *b) { return memcmp(a, b, sizeof *a) == 0; }
+
+/* Check the free queue is exactly want[0..n) and the pool's invariants hold. */
+static void expect_queue(const kvl_block_pool *p, const uint32_t *want, uint32_t n, int line) {
+    uint32_t got[NB + 1];
+    uint32_t len = kvl_block_pool_free_order(p, got, NB + 1);
+    bool ok = len == n && memcmp(got, want, sizeof(uint32_t) * n) == 0;
+    CHECK(ok);
+    if (!ok) {
+        fprintf(stderr, "  line %d: free queue", line);
+        for (uint32_t i = 0; i < len && i <= NB; i++)
+            fprintf(stderr, " %u", got[i]);
+        fprintf(stderr, " (want");
+        for (uint32_t i = 0; i < n; i++)
+            fprintf(stderr, " %u", want[i]);
+        fprintf(stderr, ")\n");
+    }
+    kvl_error err;
+    CHECK_EQ_INT(kvl_block_pool_check(p, &err), KVL_OK);
+}
+#define QUEUE(p, ...)                                                                  \
+    do {                                                                               \
+        const uint32_t _w[] = {__VA_ARGS__};                                           \
+        expect_queue(p, _w, (uint32_t)(sizeof _w / sizeof _w[0]), __LINE__);            \
+    } while (0)
+#define QUEUE_EMPTY(p) expect_queue(p, NULL, 0, __LINE__)
+
+/* Check every reference count: want[i] for block i. */
+#define REFS(p, ...)                                                                   \
+    do {                                                                               \
+        const uint32_t _w[NB] = {__VA_ARGS__};                                         \
+        for (uint32_t _i = 0; _i < NB; _i++)                                           \
+            CHECK_EQ_INT(kvl_block_pool_refcount(p, _i), _w[_i]);                      \
+    } while (0)
+
+static kvl_block_pool *make_pool(kvl_block_layout *lay) {
+    kvl_hparams hp = shape(1, 2, 1, 4);
+    kvl_error err;
+    CHECK_EQ_INT(kvl_block_layout_init(&hp, 16, lay, &err), KVL_OK);
+    kvl_block_pool *p = NULL;
+    /* a budget that is not a multiple of the block: the remainder is unused */
+    CHECK_EQ_INT(kvl_block_pool_init(lay, NB * lay->block_bytes + lay->block_bytes - 1, &p, &err),
+                 KVL_OK);
+    return p;
+}
+
+static void test_queue_order(void) {
+    kvl_block_layout lay;
+    kvl_block_pool *p = make_pool(&lay);
+    if (!p)
+        return;
+    kvl_error err;
+    CHECK_EQ_INT(kvl_block_pool_n_blocks(p), NB);
+    QUEUE(p, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
+    REFS(p, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+
+    uint32_t a[4], b[4];
+    CHECK_EQ_INT(kvl_block_pool_alloc(p, 3, a, &err), KVL_OK);
+    CHECK_EQ_INT(a[0], 0);
+    CHECK_EQ_INT(a[1], 1);
+    CHECK_EQ_INT(a[2], 2);
+    QUEUE(p, 3, 4, 5, 6, 7, 8, 9, 10);
+    REFS(p, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+
+    CHECK_EQ_INT(kvl_block_pool_alloc(p, 4, b, &err), KVL_OK);
+    CHECK(b[0] == 3 && b[1] == 4 && b[2] == 5 && b[3] == 6);
+    QUEUE(p, 7, 8, 9, 10);
+    REFS(p, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0);
+
+    /* freed blocks go to the tail, in the order given */
+    uint32_t f1[] = {1};
+    kvl_block_pool_decref(p, f1, 1);
+    QUEUE(p, 7, 8, 9, 10, 1);
+    REFS(p, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0);
+
+    /* sharing: 1 -> 2 -> 1 references, never in the queue */
+    kvl_block_pool_incref(p, 0);
+    REFS(p, 2, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0);
+    kvl_block_pool_stats s;
+    kvl_block_pool_stats_get(p, &s);
+    CHECK_EQ_INT(s.n_blocks_shared, 1);
+    CHECK_EQ_INT(s.n_blocks_used, 6);
+    CHECK_EQ_INT(s.n_blocks_free, 5);
+    QUEUE(p, 7, 8, 9, 10, 1);
+    uint32_t f0[] = {0};
+    kvl_block_pool_decref(p, f0, 1);
+    REFS(p, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0);
+    QUEUE(p, 7, 8, 9, 10, 1);
+    kvl_block_pool_stats_get(p, &s);
+    CHECK_EQ_INT(s.n_blocks_shared, 0);
+
+    uint32_t f52[] = {5, 2};
+    kvl_block_pool_decref(p, f52, 2);
+    QUEUE(p, 7, 8, 9, 10, 1, 5, 2);
+    REFS(p, 1, 0, 0, 1, 1, 0, 1, 0, 0, 0, 0);
+
+    /* a free block taken back from the middle of the queue (a prefix-cache
+     * hit, later) keeps the rest of the order */
+    kvl_block_pool_incref(p, 10);
+    QUEUE(p, 7, 8, 9, 1, 5, 2);
+    REFS(p, 1, 0, 0, 1, 1, 0, 1, 0, 0, 0, 1);
+    kvl_block_pool_incref(p, 2); /* the tail */
+    kvl_block_pool_incref(p, 7); /* the head */
+    QUEUE(p, 8, 9, 1, 5);
+    REFS(p, 1, 0, 1, 1, 1, 0, 1, 1, 0, 0, 1);
+
+    /* allocation resumes from the head */
+    uint32_t c[2];
+    CHECK_EQ_INT(kvl_block_pool_alloc(p, 2, c, &err), KVL_OK);
+    CHECK(c[0] == 8 && c[1] == 9);
+    QUEUE(p, 1, 5);
+    REFS(p, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1, 1);
+
+    /* release everything in a stated order */
+    uint32_t all[] = {10, 0, 9, 3, 8, 4, 7, 6, 2};
+    kvl_block_pool_decref(p, all, 9);
+    QUEUE(p, 1, 5, 10, 0, 9, 3, 8, 4, 7, 6, 2);
+    REFS(p, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    kvl_block_pool_stats_get(p, &s);
+    CHECK_EQ_INT(s.n_blocks_used, 0);
+    CHECK_EQ_INT(s.n_blocks_free, NB);
+    kvl_block_pool_free(p);
+}
+
+static void test_exhaustion(void) {
+    kvl_block_layout lay;
+    kvl_block_pool *p = make_pool(&lay);
+    if (!p)
+        return;
+    kvl_error err;
+    uint32_t ids[NB + 1];
+    CHECK_EQ_INT(kvl_block_pool_alloc(p, 5, ids, &err), KVL_OK);
+    kvl_block_pool_incref(p, ids[1]);
+    kvl_block_pool_set_fill(p, ids[0], 16);
+    kvl_block_pool_set_fill(p, ids[1], 3);
+    uint32_t back[] = {ids[3]};
+    kvl_block_pool_decref(p, back, 1);
+    QUEUE(p, 5, 6, 7, 8, 9, 10, 3);
+
+    snap before, after;
+    take(p, &before);
+    uint32_t out[NB + 1];
+    for (uint32_t i = 0; i < NB + 1; i++)
+        out[i] = 0xdeadbeef;
+    CHECK_EQ_INT(kvl_block_pool_alloc(p, 8, out, &err), KVL_E_NO_KV);
+    CHECK_CONTAINS(err.msg, "need 8 blocks, free 7 of 11");
+    take(p, &after);
+    CHECK(same(&before, &after));
+    CHECK_EQ_INT(out[0], 0xdeadbeef); /* not even the output was touched */
+    CHECK_EQ_INT(kvl_block_pool_alloc(p, NB + 1, out, &err), KVL_E_NO_KV);
+    take(p, &after);
+    CHECK(same(&before, &after));
+
+    /* exactly the free count succeeds; then even one more fails */
+    CHECK_EQ_INT(kvl_block_pool_alloc(p, 7, out, &err), KVL_OK);
+    CHECK(out[0] == 5 && out[6] == 3);
+    QUEUE_EMPTY(p);
+    take(p, &before);
+    CHECK_EQ_INT(kvl_block_pool_alloc(p, 1, out + 7, &err), KVL_E_NO_KV);
+    CHECK_CONTAINS(err.msg, "need 1 blocks, free 0 of 11");
+    take(p, &after);
+    CHECK(same(&before, &after));
+    CHECK_EQ_INT(kvl_block_pool_alloc(p, 0, out + 7, &err), KVL_OK);
+
+    kvl_block_pool_decref(p, out, 7);
+    uint32_t rest[] = {ids[0], ids[1], ids[1], ids[2], ids[4]};
+    kvl_block_pool_decref(p, rest, 5);
+    QUEUE(p, 5, 6, 7, 8, 9, 10, 3, 0, 1, 2, 4);
+    kvl_block_pool_stats s;
+    kvl_block_pool_stats_get(p, &s);
+    CHECK_EQ_INT(s.n_blocks_used, 0);
+    CHECK_EQ_INT(s.n_slots_filled, 0);
+    kvl_block_pool_free(p);
+}
+
+static void test_accounting(void) {
+    kvl_block_layout lay;
+    kvl_block_pool *p = make_pool(&lay);
+    if (!p)
+        return;
+    kvl_error err;
+    uint32_t ids[3];
+    CHECK_EQ_INT(kvl_block_pool_alloc(p, 3, ids, &err), KVL_OK);
+    kvl_block_pool_set_fill(p, ids[0], 16);
+    kvl_block_pool_set_fill(p, ids[1], 16);
+    kvl_block_pool_set_fill(p, ids[2], 5);
+    kvl_block_pool_incref(p, ids[0]);
+    kvl_block_pool_stats s;
+    kvl_block_pool_stats_get(p, &s);
+    CHECK_EQ_INT(s.n_blocks_total, 11);
+    CHECK_EQ_INT(s.n_blocks_used, 3);
+    CHECK_EQ_INT(s.n_blocks_free, 8);
+    CHECK_EQ_INT(s.n_blocks_shared, 1);
+    CHECK_EQ_INT(s.block_bytes, lay.block_bytes);
+    CHECK_EQ_INT(s.bytes_total, 11 * lay.block_bytes);
+    CHECK_EQ_INT(s.bytes_used, 3 * lay.block_bytes);
+    CHECK_EQ_INT(s.bytes_free, 8 * lay.block_bytes);
+    CHECK_EQ_INT(s.bytes_shared, lay.block_bytes);
+    CHECK_EQ_INT(s.n_slots_used, 48);
+    CHECK_EQ_INT(s.n_slots_filled, 37);
+    CHECK_EQ_INT(s.n_slots_frag, 11);
+    CHECK_NEAR(s.occupancy, 3.0 / 11.0, 1e-12);
+    CHECK_NEAR(s.utilization, 37.0 / 48.0, 1e-12);
+    /* fill of a block is cleared when it is freed */
+    kvl_block_pool_decref(p, ids + 2, 1);
+    CHECK_EQ_INT(kvl_block_pool_fill(p, ids[2]), 0);
+    kvl_block_pool_stats_get(p, &s);
+    CHECK_EQ_INT(s.n_slots_filled, 32);
+    CHECK_EQ_INT(s.n_slots_frag, 0);
+    CHECK_EQ_INT(kvl_block_pool_check(p, &err), KVL_OK);
+    uint32_t rest[] = {ids[0], ids[0], ids[1]};
+    kvl_block_pool_decref(p, rest, 3);
+    kvl_block_pool_stats_get(p, &s);
+    CHECK_EQ_INT(s.n_blocks_used, 0);
+    CHECK_NEAR(s.utilization, 1.0, 0);
+    CHECK_EQ_INT(kvl_block_pool_check(p, &err), KVL_OK);
+
+    /* copy moves every byte of a block */
+    CHECK_EQ_INT(kvl_block_pool_alloc(p, 2, ids, &err), KVL_OK);
+    uint8_t *base = kvl_block_pool_base(p);
+    for (size_t i = 0; i < lay.block_bytes; i++)
+        base[ids[0] * lay.block_bytes + i] = (uint8_t)(i * 7 + 1);
+    kvl_block_pool_copy(p, ids[1], ids[0]);
+    CHECK(memcmp(base + ids[0] * lay.block_bytes, base + ids[1] * lay.block_bytes,
+                 lay.block_bytes) == 0);
+    kvl_block_pool_decref(p, ids, 2);
+    kvl_block_pool_stats_get(p, &s);
+    CHECK_EQ_INT(s.n_blocks_used, 0);
+    kvl_block_pool_free(p);
+    kvl_block_pool_free(NULL);
+}
+
+static void test_layout(void) {
+    kvl_error err;
+    kvl_block_layout lay;
+    /* Llama-3-8B shape: 32 layers, 8 KV heads of 128: 2*32*8*128*4 bytes per
+     * token in f32 (DESIGN.md gives 128 KiB in f16) */
+    kvl_hparams hp = shape(32, 32, 8, 128);
+    CHECK_EQ_INT(kvl_block_layout_init(&hp, 16, &lay, &err), KVL_OK);
+    CHECK_EQ_INT(lay.bytes_per_token, 256 * 1024);
+    CHECK_EQ_INT(lay.k_head_bytes, 16 * 128 * 4);
+    CHECK_EQ_INT(lay.v_offset, 8 * 16 * 128 * 4);
+    CHECK_EQ_INT(lay.layer_bytes, 2 * 8 * 16 * 128 * 4);
+    CHECK_EQ_INT(lay.block_bytes, 16 * 256 * 1024);
+    /* Llama-2-7B (MHA): 512 KiB per token in f16 -> 1 MiB in f32 */
+    hp = shape(32, 32, 32, 128);
+    CHECK_EQ_INT(kvl_block_layout_init(&hp, 16, &lay, &err), KVL_OK);
+    CHECK_EQ_INT(lay.bytes_per_token, 1024 * 1024);
+    /* padding to 64 bytes: 1 layer, 1 head of 3, block of 5 = 120 -> 128 */
+    hp = shape(1, 1, 1, 3);
+    CHECK_EQ_INT(kvl_block_layout_init(&hp, 5, &lay, &err), KVL_OK);
+    CHECK_EQ_INT(lay.layer_bytes, 120);
+    CHECK_EQ_INT(lay.block_bytes, 128);
+    CHECK_EQ_INT(lay.bytes_per_token, 24);
+
+    hp = shape(2, 4, 2, 8);
+    CHECK_EQ_INT(kvl_block_layout_init(&hp, 0, &lay, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "block_size 0 not in [1, 4096]");
+    CHECK_EQ_INT(kvl_block_layout_init(&hp, 4097, &lay, &err), KVL_E_INVALID);
+    hp = shape(2, 4, 3, 8);
+    CHECK_EQ_INT(kvl_block_layout_init(&hp, 16, &lay, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "n_kv_heads 3");
+    hp = shape(0, 4, 2, 8);
+    CHECK_EQ_INT(kvl_block_layout_init(&hp, 16, &lay, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "n_layers 0");
+
+    /* a budget below one block */
+    hp = shape(1, 2, 1, 4);
+    CHECK_EQ_INT(kvl_block_layout_init(&hp, 16, &lay, &err), KVL_OK);
+    kvl_block_pool *p = NULL;
+    CHECK_EQ_INT(kvl_block_pool_init(&lay, lay.block_bytes - 1, &p, &err), KVL_E_NO_KV);
+    CHECK_CONTAINS(err.msg, "511 bytes < one block of 16 positions (512 bytes)");
+    CHECK(p == NULL);
+}
+
+static void test_capacity(void) {
+    kvl_error err;
+    kvl_kv_capacity c;
+    /* TinyLlama-1.1B shape: 22 layers, 4 KV heads of 64, ctx 2048:
+     * 2*22*4*64*4 = 45056 bytes per token in f32 */
+    kvl_hparams hp = shape(22, 32, 4, 64);
+    CHECK_EQ_INT(kvl_kv_capacity_compute(&hp, 16, (size_t)1 << 30, 2048, &c, &err), KVL_OK);
+    CHECK_EQ_INT(c.bytes_per_token, 45056);
+    CHECK_EQ_INT(c.block_bytes, 16 * 45056);
+    CHECK_EQ_INT(c.n_blocks, ((size_t)1 << 30) / (16 * 45056));
+    CHECK_EQ_INT(c.token_capacity, (int64_t)c.n_blocks * 16);
+    CHECK_EQ_INT(c.blocks_per_seq, 128);
+    CHECK_EQ_INT(c.full_ctx_seqs, c.n_blocks / 128);
+    CHECK_EQ_INT(c.bytes_used, (size_t)c.n_blocks * c.block_bytes);
+    /* ctx not a multiple of the block size rounds up */
+    CHECK_EQ_INT(kvl_kv_capacity_compute(&hp, 16, (size_t)1 << 30, 2047, &c, &err), KVL_OK);
+    CHECK_EQ_INT(c.blocks_per_seq, 128);
+    CHECK_EQ_INT(kvl_kv_capacity_compute(&hp, 16, (size_t)1 << 30, 2049, &c, &err), KVL_OK);
+    CHECK_EQ_INT(c.blocks_per_seq, 129);
+    /* 64 MiB holds 93 blocks = 1488 tokens < 2048: refused with the numbers */
+    CHECK_EQ_INT(kvl_kv_capacity_compute(&hp, 16, (size_t)64 << 20, 2048, &c, &err),
+                 KVL_E_NO_KV);
+    CHECK_CONTAINS(err.msg, "holds 93 blocks of 16 positions");
+    CHECK_CONTAINS(err.msg, "45056 bytes per token");
+    CHECK_CONTAINS(err.msg, "= 1488 tokens");
+    CHECK_CONTAINS(err.msg, "ctx 2048 needs 128 blocks");
+    CHECK_EQ_INT(c.n_blocks, 93);
+    CHECK_EQ_INT(c.full_ctx_seqs, 0);
+    CHECK_EQ_INT(kvl_kv_capacity_compute(&hp, 16, (size_t)1 << 30, 0, &c, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "ctx_len 0");
+}
+
+int main(void) {
+    test_queue_order();
+    test_exhaustion();
+    test_accounting();
+    test_layout();
+    test_capacity();
+    return kvt_finish("test_kv_pool");
+}
