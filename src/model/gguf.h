@@ -102,7 +102,8 @@ typedef struct kvl_gguf {
     uint64_t n_tensors;
     kvl_gguf_tensor *tensors; /* (n_tensors) */
     size_t alignment;          /* general.alignment or 32 */
-    size_t data_offset;        /* start of the tensor data section */
+    size_t data_offset;        /* start of the tensor data section; <= size (a file
+                                  without tensors may end before the padding) */
     const uint8_t *buf;        /* (size) the whole file */
     size_t size;
     kvl_mapped_file map; /* set by kvl_gguf_open; unmapped by kvl_gguf_free */
@@ -130,5 +131,24 @@ kvl_status kvl_gguf_get_str(const kvl_gguf *g, const char *key, kvl_str *out, kv
 
 /* Compare a kvl_str with a C string. */
 bool kvl_str_eq(kvl_str s, const char *c);
+
+/* --- Additions (gguf.c owner) ------------------------------------------- */
+
+/* Signed counterpart of kvl_gguf_get_u64: any integer type whose value fits
+ * in int64_t. */
+kvl_status kvl_gguf_get_i64(const kvl_gguf *g, const char *key, int64_t *out, kvl_error *err);
+/* The array under key, whose elements have type elem_type (pass
+ * KVL_GGUF_VTYPE_COUNT to accept any element type). KVL_E_FORMAT naming the
+ * key when absent, not an array, or of another element type. */
+kvl_status kvl_gguf_get_arr(const kvl_gguf *g, const char *key, uint32_t elem_type,
+                            const kvl_gguf_kv **out, kvl_error *err);
+/* Element i of a numeric array (any integer, BOOL or float element type),
+ * converted; false when kv is not such an array or i >= n. Unaligned-safe. */
+bool kvl_gguf_arr_f64(const kvl_gguf_kv *kv, uint64_t i, double *out);
+bool kvl_gguf_arr_i64(const kvl_gguf_kv *kv, uint64_t i, int64_t *out);
+/* "UINT8", "STRING", ...; "?" for ids out of range. */
+const char *kvl_gguf_vtype_name(uint32_t vtype);
+/* Bytes of one scalar value in the file; 0 for STRING, ARRAY and unknown ids. */
+size_t kvl_gguf_vtype_size(uint32_t vtype);
 
 #endif
