@@ -153,7 +153,9 @@ typedef struct reader {
 
 static size_t left(const reader *r) { return r->size - r->pos; }
 
+/* The rd_* helpers always write their output (NULL / 0 on failure). */
 static kvl_status rd_bytes(reader *r, const char *field, size_t n, const uint8_t **p) {
+    *p = NULL;
     if (n > left(r))
         return kvl_errorf(r->err, KVL_E_FORMAT,
                           "gguf: %s: %s needs %zu bytes at offset %zu, only %zu left "
@@ -167,16 +169,14 @@ static kvl_status rd_bytes(reader *r, const char *field, size_t n, const uint8_t
 static kvl_status rd_u32(reader *r, const char *field, uint32_t *v) {
     const uint8_t *p;
     kvl_status st = rd_bytes(r, field, 4, &p);
-    if (st == KVL_OK)
-        *v = le32(p);
+    *v = st == KVL_OK ? le32(p) : 0;
     return st;
 }
 
 static kvl_status rd_u64(reader *r, const char *field, uint64_t *v) {
     const uint8_t *p;
     kvl_status st = rd_bytes(r, field, 8, &p);
-    if (st == KVL_OK)
-        *v = le64(p);
+    *v = st == KVL_OK ? le64(p) : 0;
     return st;
 }
 
@@ -577,8 +577,8 @@ kvl_status kvl_gguf_parse(const uint8_t *buf, size_t size, kvl_gguf **out, kvl_e
         return kvl_errorf(err, KVL_E_INVALID, "gguf: parse: %s is NULL", out ? "buf" : "out");
     reader r = {.buf = buf, .size = size, .pos = 0, .err = err};
     snprintf(r.ctx, sizeof r.ctx, "header");
-    uint32_t version;
-    uint64_t n_tensors, n_kv;
+    uint32_t version = 0;
+    uint64_t n_tensors = 0, n_kv = 0;
     kvl_status st = rd_header(&r, &version, &n_tensors, &n_kv);
     if (st != KVL_OK)
         return st;
