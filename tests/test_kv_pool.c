@@ -5,6 +5,7 @@
  * capacity figures against the memory formula in DESIGN.md.
  */
 #include "kv/block_pool.h"
+#include "plan/planner.h"
 
 #include "testutil.h"
 
@@ -291,11 +292,11 @@ static void test_layout(void) {
     hp = shape(32, 32, 32, 128);
     CHECK_EQ_INT(kvl_block_layout_init(&hp, 16, &lay, &err), KVL_OK);
     CHECK_EQ_INT(lay.bytes_per_token, 1024 * 1024);
-    /* padding to 64 bytes: 1 layer, 1 head of 3, block of 5 = 120 -> 128 */
+    /* no padding: 1 layer, 1 head of 3, block of 5 = 2*5*3*4 = 120 bytes */
     hp = shape(1, 1, 1, 3);
     CHECK_EQ_INT(kvl_block_layout_init(&hp, 5, &lay, &err), KVL_OK);
     CHECK_EQ_INT(lay.layer_bytes, 120);
-    CHECK_EQ_INT(lay.block_bytes, 128);
+    CHECK_EQ_INT(lay.block_bytes, 120);
     CHECK_EQ_INT(lay.bytes_per_token, 24);
 
     hp = shape(2, 4, 2, 8);
@@ -350,11 +351,48 @@ static void test_capacity(void) {
     CHECK_CONTAINS(err.msg, "ctx_len 0");
 }
 
+/* The pool holds exactly the blocks the planner promises for the same
+ * budget (planner.h: "what the KV pool allocates ... must equal n_blocks"). */
+static void test_agrees_with_planner(void) {
+    const int64_t shapes[][4] = {{1, 2, 1, 4}, {22, 32, 4, 64}, {32, 32, 8, 128},
+                                 {6, 6, 6, 48}, {3, 5, 5, 7}};
+    const int32_t sizes[] = {1, 5, 16, 32, 100};
+    const size_t budgets[] = {(size_t)1 << 20, (size_t)123456789, (size_t)3 << 30};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (size_t j = 0; j < sizeof sizes / sizeof sizes[0]; j++)
+            for (size_t b = 0; b < sizeof budgets / sizeof budgets[0]; b++) {
+                kvl_hparams hp = shape(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]);
+                kvl_plan_shape ps = {0};
+                snprintf(ps.name, sizeof ps.name, "t%zu", i);
+                ps.n_layers = hp.n_layers;
+                ps.n_heads = hp.n_heads;
+                ps.n_kv_heads = hp.n_kv_heads;
+                ps.head_dim = hp.head_dim;
+                ps.dim = hp.dim;
+                ps.ffn_dim = 4 * hp.dim;
+                ps.n_vocab = 256;
+                ps.ctx_len = 256;
+                kvl_error err;
+                kvl_plan_capacity pc;
+                kvl_kv_capacity kc;
+                kvl_status ps_st = kvl_plan_capacity_for(&ps, KVL_KV_F32, KVL_KV_F32, sizes[j],
+                                                         budgets[b], &pc, &err);
+                CHECK_EQ_INT(ps_st, KVL_OK);
+                kvl_status st = kvl_kv_capacity_compute(&hp, sizes[j], budgets[b], 1, &kc, &err);
+                if (ps_st != KVL_OK || (st != KVL_OK && st != KVL_E_NO_KV))
+                    continue;
+                CHECK_EQ_INT(kc.block_bytes, pc.block_bytes);
+                CHECK_EQ_INT(kc.n_blocks, pc.n_blocks);
+                CHECK_EQ_INT(kc.token_capacity, pc.n_tokens);
+            }
+}
+
 int main(void) {
     test_queue_order();
     test_exhaustion();
     test_accounting();
     test_layout();
     test_capacity();
+    test_agrees_with_planner();
     return kvt_finish("test_kv_pool");
 }

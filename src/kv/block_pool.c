@@ -53,12 +53,11 @@ kvl_status kvl_block_layout_init(const kvl_hparams *hp, int32_t block_size,
                           (int)block_size, KVL_KV_MAX_BLOCK_SIZE);
     /* The shape limits bound every product below far under SIZE_MAX on a
      * 64-bit target; the checks keep 32-bit targets honest. */
-    size_t head_bytes, v_off, layer_bytes, raw, block_bytes, per_tok;
+    size_t head_bytes, v_off, layer_bytes, block_bytes, per_tok;
     if (kvl_mul_overflow((size_t)block_size * (size_t)hp->head_dim, sizeof(float), &head_bytes) ||
         kvl_mul_overflow(head_bytes, (size_t)hp->n_kv_heads, &v_off) ||
         kvl_mul_overflow(v_off, 2, &layer_bytes) ||
-        kvl_mul_overflow(layer_bytes, (size_t)hp->n_layers, &raw) ||
-        kvl_align_up(raw, 64, &block_bytes) ||
+        kvl_mul_overflow(layer_bytes, (size_t)hp->n_layers, &block_bytes) ||
         kvl_mul_overflow((size_t)hp->n_layers * (size_t)hp->n_kv_heads,
                          (size_t)hp->head_dim * 2 * sizeof(float), &per_tok))
         return kvl_errorf(err, KVL_E_LIMIT, "kv layout: block of %d positions overflows size_t",
@@ -68,8 +67,6 @@ kvl_status kvl_block_layout_init(const kvl_hparams *hp, int32_t block_size,
     l.n_layers = (int32_t)hp->n_layers;
     l.n_kv_heads = (int32_t)hp->n_kv_heads;
     l.head_dim = (int32_t)hp->head_dim;
-    l.k_type = KVL_KV_F32;
-    l.v_type = KVL_KV_F32;
     l.k_head_bytes = head_bytes;
     l.v_head_bytes = head_bytes;
     l.v_offset = v_off;

@@ -26,17 +26,10 @@
 #include "core/core.h"
 #include "model/model.h"
 
-/* Storage format of the cached K or V elements. Only f32 exists now; the
- * quantized formats (issue 6) change k_head_bytes / v_head_bytes and keep
- * their scales inside the same per-head segment. */
-typedef enum kvl_kv_type {
-    KVL_KV_F32 = 0,
-} kvl_kv_type;
-
 /*
  * Where everything lives inside one block (byte offsets from the block base):
  *
- *   block (block_bytes, 64-byte aligned; padding at the end)
+ *   block (block_bytes, no padding: the planner's kvl_plan_kv_block_bytes)
  *   +---------------------------- layer 0 ----------------------------+-- layer 1 --+ ...
  *   | K head 0  | K head 1  | ... | K head H-1 | V head 0  | ... | V head H-1 |  ...
  *   +-----------+-----------+-----+------------+-----------+-----+------------+
@@ -52,17 +45,18 @@ typedef enum kvl_kv_type {
  * gather; a block is one contiguous byte range, so copy-on-write is one
  * memcpy and a future swap to host memory is one transfer; and every layer
  * of a position shares one block id, so the block table is per sequence, not
- * per layer. A quantized format only changes the size of a head segment.
+ * per layer. Elements are f32 now; a quantized format (issue 6) only
+ * changes the size of a head segment (data, then that head's scales), so
+ * k_head_bytes and v_head_bytes are the only per-format numbers.
  */
 typedef struct kvl_block_layout {
     int32_t block_size; /* token positions per block */
     int32_t n_layers, n_kv_heads, head_dim;
-    kvl_kv_type k_type, v_type;
     size_t k_head_bytes;    /* one KV head's K in one block: (block_size, head_dim) */
     size_t v_head_bytes;    /* one KV head's V in one block: (block_size, head_dim) */
     size_t v_offset;        /* n_kv_heads * k_head_bytes */
     size_t layer_bytes;     /* v_offset + n_kv_heads * v_head_bytes */
-    size_t block_bytes;     /* n_layers * layer_bytes, rounded up to 64 */
+    size_t block_bytes;     /* n_layers * layer_bytes */
     size_t bytes_per_token; /* K+V of one position over all layers, no padding:
                                2 * n_layers * n_kv_heads * head_dim * 4 for f32 */
 } kvl_block_layout;
