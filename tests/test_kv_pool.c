@@ -375,8 +375,10 @@ static void test_agrees_with_planner(void) {
                 kvl_error err;
                 kvl_plan_capacity pc;
                 kvl_kv_capacity kc;
-                kvl_status ps_st = kvl_plan_capacity_for(&ps, KVL_KV_F32, KVL_KV_F32, sizes[j],
-                                                         budgets[b], &pc, &err);
+                kvl_kv_format f32;
+                CHECK(kvl_kv_format_parse("f32", &f32));
+                kvl_status ps_st = kvl_plan_capacity_for(&ps, f32, f32, sizes[j], budgets[b],
+                                                         &pc, &err);
                 CHECK_EQ_INT(ps_st, KVL_OK);
                 kvl_status st = kvl_kv_capacity_compute(&hp, sizes[j], budgets[b], 1, &kc, &err);
                 if (ps_st != KVL_OK || (st != KVL_OK && st != KVL_E_NO_KV))
