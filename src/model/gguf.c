@@ -637,7 +637,7 @@ kvl_status kvl_gguf_open(const char *path, kvl_gguf **out, kvl_error *err) {
     kvl_status st = kvl_map_file(path, &m, err);
     if (st != KVL_OK)
         return st;
-    kvl_error perr;
+    kvl_error perr = {0};
     kvl_gguf *g = NULL;
     st = kvl_gguf_parse(m.data, m.size, &g, &perr);
     if (st != KVL_OK) {
