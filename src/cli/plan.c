@@ -1,11 +1,767 @@
-/* kvllm plan: placeholder until its owner lands it (replaced in this session). */
+/*
+ * kvllm plan: the memory planner's front end. Parses flags, builds a
+ * kvl_plan_request (named shape or GGUF file, devices, weight type, K/V
+ * formats, block size, reserve), and prints what fits as text, JSON
+ * (--json) and an SVG chart (--svg FILE).
+ *
+ * Invariants: every number printed comes from a kvl_plan_* function (the
+ * same ones the engine's start-up report uses) and is formatted by
+ * kvl_plan_fmt_*, so text, JSON and SVG agree. Bad flags and values exit 2
+ * with a message naming the flag, the value and the accepted range; a file
+ * that cannot be read exits 1.
+ *
+ * Must not: do capacity arithmetic of its own beyond summing for display,
+ * exit() (it returns the code to main), or leave a file open.
+ */
 #include "cli/cli.h"
+#include "plan/planner.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define CMD "plan"
+#define MAX_ROWS 16
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: kvllm plan (--model NAME | -m FILE.gguf) (--device NAME[,NAME..] | --mem "
+            "SIZE[,SIZE..]) [flags]\n"
+            "\n"
+            "How much KV cache fits, for how many users, at what context; and the reverse.\n"
+            "\n"
+            "  --model NAME        a named shape (--list-models)\n"
+            "  -m FILE             a llama GGUF file: shape from its metadata, weight bytes from "
+            "its tensors\n"
+            "  --device NAME,..    named devices (--list-devices), e.g. H100-80GB or "
+            "H100-80GB,A100-80GB\n"
+            "  --mem SIZE,..       devices given by memory: 24GiB, 80GB (decimal), 1073741824\n"
+            "  --devices N         N devices of the single --device/--mem given (1..%d)\n"
+            "  --weights TYPE      f32, f16, bf16, q8_0, q4_0 (default f16; with -m: the file's "
+            "own tensors)\n"
+            "  --kv-type X         K and V cache format: %s (default f16)\n"
+            "  --kv-type-k X       K format only\n"
+            "  --kv-type-v X       V format only\n"
+            "  --block-size N      KV block size in tokens (1..%d, default 16)\n"
+            "  --reserve R         per device, for activations and runtime: 10%% (default) or "
+            "2GiB\n"
+            "  --context C         context per sequence (default: the model's)\n"
+            "  --users N           concurrent sequences; with --context: memory needed and what "
+            "fits\n"
+            "  --json              machine-readable output\n"
+            "  --svg FILE          memory vs context chart and a stacked bar, as SVG\n"
+            "  --list-models       the named shapes and their sources\n"
+            "  --list-devices      the named devices and the bytes used for each\n"
+            "\n"
+            "example: kvllm plan --model Llama-3-8B --device H100-80GB --users 32 --context "
+            "8192\n",
+            KVL_PLAN_MAX_DEVICES, kvl_kv_format_names(), KVL_PLAN_MAX_BLOCK_SIZE);
+}
+
+static void list_models(void) {
+    size_t n;
+    const kvl_plan_shape *s = kvl_plan_shapes(&n);
+    printf("%-16s %6s %6s %6s %5s %6s %6s %7s %7s  %s\n", "name", "layers", "heads", "kv_hd",
+           "hdim", "dim", "ffn", "vocab", "context", "source");
+    for (size_t i = 0; i < n; i++)
+        printf("%-16s %6lld %6lld %6lld %5lld %6lld %6lld %7lld %7lld  %s%s\n", s[i].name,
+               (long long)s[i].n_layers, (long long)s[i].n_heads, (long long)s[i].n_kv_heads,
+               (long long)s[i].head_dim, (long long)s[i].dim, (long long)s[i].ffn_dim,
+               (long long)s[i].n_vocab, (long long)s[i].ctx_len, s[i].source,
+               s[i].tied_embd ? " (tied embeddings)" : "");
+}
+
+static void list_devices(void) {
+    size_t n;
+    char a[48], g[32];
+    const kvl_plan_device *d = kvl_plan_devices(&n);
+    printf("%-14s %18s %11s  %s\n", "name", "bytes", "GiB", "source");
+    for (size_t i = 0; i < n; i++)
+        printf("%-14s %18s %11s  %s\n", d[i].name, kvl_plan_fmt_int(d[i].bytes, a, sizeof a),
+               kvl_plan_fmt_gib(d[i].bytes, g, sizeof g), d[i].source);
+}
+
+/* Everything the flags say. */
+typedef struct {
+    const char *model, *file, *device, *mem, *svg, *reserve;
+    long long n_devices; /* 0: not given */
+    bool have_w, json, list_models, list_devices;
+    kvl_type wtype;
+    kvl_kv_format k, v;
+    long long block;
+    long long context, users; /* 0: not given */
+} opts;
+
+static bool parse_fmt(const char *flag, const char *s, kvl_kv_format *out) {
+    if (kvl_kv_format_parse(s, out))
+        return true;
+    fprintf(stderr, "kvllm plan: %s: unknown KV format '%s' (use %s)\n", flag, s,
+            kvl_kv_format_names());
+    return false;
+}
+
+/* 0 ok, 2 usage error, -1 --help */
+static int parse(int argc, char **argv, opts *o) {
+    *o = (opts){.wtype = KVL_TYPE_F16, .k = KVL_KV_FMT_F16, .v = KVL_KV_FMT_F16, .block = 16};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+            return -1;
+        else if (!strcmp(a, "--json"))
+            o->json = true;
+        else if (!strcmp(a, "--list-models"))
+            o->list_models = true;
+        else if (!strcmp(a, "--list-devices"))
+            o->list_devices = true;
+        else if (!strcmp(a, "--model")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &o->model))
+                return 2;
+        } else if (!strcmp(a, "-m")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &o->file))
+                return 2;
+        } else if (!strcmp(a, "--device")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &o->device))
+                return 2;
+        } else if (!strcmp(a, "--mem")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &o->mem))
+                return 2;
+        } else if (!strcmp(a, "--svg")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &o->svg))
+                return 2;
+        } else if (!strcmp(a, "--reserve")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &o->reserve))
+                return 2;
+        } else if (!strcmp(a, "--devices")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &v) ||
+                !kvl_cli_int(CMD, a, v, 1, KVL_PLAN_MAX_DEVICES, &o->n_devices))
+                return 2;
+        } else if (!strcmp(a, "--block-size")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &v) ||
+                !kvl_cli_int(CMD, a, v, 1, KVL_PLAN_MAX_BLOCK_SIZE, &o->block))
+                return 2;
+        } else if (!strcmp(a, "--context")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &v) ||
+                !kvl_cli_int(CMD, a, v, 1, 1LL << 30, &o->context))
+                return 2;
+        } else if (!strcmp(a, "--users")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &v) ||
+                !kvl_cli_int(CMD, a, v, 1, 1LL << 24, &o->users))
+                return 2;
+        } else if (!strcmp(a, "--weights")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &v))
+                return 2;
+            if (!kvl_plan_weight_type_parse(v, &o->wtype)) {
+                fprintf(stderr,
+                        "kvllm plan: --weights: unknown weight type '%s' (use f32, f16, bf16, "
+                        "q8_0, q4_0)\n",
+                        v);
+                return 2;
+            }
+            o->have_w = true;
+        } else if (!strcmp(a, "--kv-type")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &v) || !parse_fmt(a, v, &o->k))
+                return 2;
+            o->v = o->k;
+        } else if (!strcmp(a, "--kv-type-k")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &v) || !parse_fmt(a, v, &o->k))
+                return 2;
+        } else if (!strcmp(a, "--kv-type-v")) {
+            if (!kvl_cli_value(CMD, argc, argv, &i, &v) || !parse_fmt(a, v, &o->v))
+                return 2;
+        } else {
+            fprintf(stderr, "kvllm plan: unknown flag '%s' (kvllm plan --help lists them)\n", a);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+/* Fill r->dev_bytes and names from --device / --mem / --devices. */
+static int parse_devices(const opts *o, kvl_plan_request *r, const char **names) {
+    if (o->device && o->mem) {
+        fprintf(stderr, "kvllm plan: --device and --mem: give one of them, not both\n");
+        return 2;
+    }
+    const char *list = o->device ? o->device : o->mem;
+    const char *flag = o->device ? "--device" : "--mem";
+    if (!list) {
+        fprintf(stderr, "kvllm plan: no memory given: use --device NAME (--list-devices) or "
+                        "--mem SIZE\n");
+        return 2;
+    }
+    char buf[1024];
+    if (strlen(list) >= sizeof buf) {
+        fprintf(stderr, "kvllm plan: %s: list longer than %zu characters\n", flag,
+                sizeof buf - 1);
+        return 2;
+    }
+    strcpy(buf, list);
+    int n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (n >= KVL_PLAN_MAX_DEVICES) {
+            fprintf(stderr, "kvllm plan: %s: more than %d devices\n", flag, KVL_PLAN_MAX_DEVICES);
+            return 2;
+        }
+        if (o->device) {
+            const kvl_plan_device *d = kvl_plan_device_find(t);
+            if (!d) {
+                fprintf(stderr, "kvllm plan: --device: unknown device '%s' (kvllm plan "
+                                "--list-devices; or --mem SIZE)\n", t);
+                return 2;
+            }
+            r->dev_bytes[n] = d->bytes;
+            names[n] = d->name;
+        } else {
+            uint64_t b;
+            if (!kvl_cli_bytes(CMD, "--mem", t, &b))
+                return 2;
+            if (b == 0 || b > (uint64_t)1 << 50) {
+                fprintf(stderr, "kvllm plan: --mem: '%s' is outside [1 B, 1 PiB]\n", t);
+                return 2;
+            }
+            r->dev_bytes[n] = (size_t)b;
+            names[n] = NULL;
+        }
+        n++;
+    }
+    if (n == 0) {
+        fprintf(stderr, "kvllm plan: %s: '%s' names no device\n", flag, list);
+        return 2;
+    }
+    if (o->n_devices) {
+        if (n != 1 && n != o->n_devices) {
+            fprintf(stderr, "kvllm plan: --devices %lld: %s lists %d devices; give one device "
+                            "with --devices, or a list\n", o->n_devices, flag, n);
+            return 2;
+        }
+        for (int i = 1; i < o->n_devices; i++) {
+            r->dev_bytes[i] = r->dev_bytes[0];
+            names[i] = names[0];
+        }
+        n = (int)o->n_devices;
+    }
+    r->n_devices = n;
+    return 0;
+}
+
+static int parse_reserve(const char *s, kvl_plan_request *r) {
+    r->reserve_frac = 0.10;
+    r->reserve_bytes = 0;
+    if (!s)
+        return 0;
+    size_t len = strlen(s);
+    if (len > 0 && s[len - 1] == '%') {
+        char num[64];
+        double pct;
+        if (len - 1 >= sizeof num) {
+            fprintf(stderr, "kvllm plan: --reserve: '%s' is not a percentage\n", s);
+            return 2;
+        }
+        memcpy(num, s, len - 1);
+        num[len - 1] = 0;
+        if (!kvl_cli_float(CMD, "--reserve", num, 0.0, 99.0, &pct))
+            return 2;
+        r->reserve_frac = pct / 100.0;
+        return 0;
+    }
+    uint64_t b;
+    if (!kvl_cli_bytes(CMD, "--reserve", s, &b))
+        return 2;
+    r->reserve_frac = 0;
+    r->reserve_bytes = (size_t)b;
+    return 0;
+}
+
+/* ---- output helpers ---------------------------------------------------- */
+
+static const char *fmt_name(kvl_kv_format f) { return kvl_kv_format_get(f)->name; }
+
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* Describe one (head, block) of format f in role r: "16 x 128 x 1 B + 16 x 4 B scales". */
+static void head_block_desc(kvl_kv_format f, kvl_kv_role role, const kvl_plan_request *r,
+                            char *buf, size_t n) {
+    const kvl_kv_format_info *fi = kvl_kv_format_get(f);
+    const kvl_kv_overhead *o = &fi->ovh[role];
+    int B = r->block_size;
+    long long D = (long long)r->shape.head_dim;
+    int w = fi->elem_bits >= 8 ? snprintf(buf, n, "%d tok x %lld dims x %u B", B, D, fi->elem_bits / 8)
+                               : snprintf(buf, n, "%d tok x %lld dims x %u/8 B", B, D, fi->elem_bits);
+    if (w < 0 || (size_t)w >= n)
+        return;
+    if (o->head_block)
+        snprintf(buf + w, n - (size_t)w, " + %u B scale", o->head_block);
+    else if (o->token)
+        snprintf(buf + w, n - (size_t)w, " + %d tok x %u B scale/zero", B, o->token);
+    else if (o->channel)
+        snprintf(buf + w, n - (size_t)w, " + %lld dims x %u B scale/zero", D, o->channel);
+}
+
+typedef struct {
+    size_t ctx[MAX_ROWS];
+    int n_ctx;
+    size_t batch[KVL_PLAN_SVG_MAX_BATCH];
+    int n_batch;
+} tables;
+
+/* Insert v into the sorted array a of *n (capacity cap) unless present. */
+static void insert_sorted(size_t *a, int *n, int cap, size_t v) {
+    int i = 0;
+    while (i < *n && a[i] < v)
+        i++;
+    if ((i < *n && a[i] == v) || *n >= cap)
+        return;
+    memmove(a + i + 1, a + i, (size_t)(*n - i) * sizeof *a);
+    a[i] = v;
+    (*n)++;
+}
+
+/* Trade-off rows: ten halvings of the longest context (the model's or the
+ * one asked for) down to 128 tokens, plus the context asked for; users: 1, 4, 16, 64 and the
+ * number asked for. */
+static void make_tables(const kvl_plan_request *r, size_t context, size_t users, tables *t) {
+    size_t top = (size_t)r->shape.ctx_len > context ? (size_t)r->shape.ctx_len : context;
+    t->n_ctx = 0;
+    for (int k = 9; k >= 0; k--)
+        if (top >> k >= (top < 128 ? 1 : 128))
+            insert_sorted(t->ctx, &t->n_ctx, MAX_ROWS, top >> k);
+    insert_sorted(t->ctx, &t->n_ctx, MAX_ROWS, context);
+    static const size_t base[] = {1, 4, 16, 64};
+    t->n_batch = 0;
+    for (size_t i = 0; i < 4; i++)
+        insert_sorted(t->batch, &t->n_batch, KVL_PLAN_SVG_MAX_BATCH, base[i]);
+    if (users)
+        insert_sorted(t->batch, &t->n_batch, KVL_PLAN_SVG_MAX_BATCH, users);
+}
+
+/* ---- main -------------------------------------------------------------- */
 
 int kvl_cli_plan(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "kvllm plan: not built yet\n");
-    return 1;
+    opts o;
+    int rc = parse(argc, argv, &o);
+    if (rc == -1) {
+        usage(stdout);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (o.list_models || o.list_devices) {
+        if (o.list_models)
+            list_models();
+        if (o.list_devices)
+            list_devices();
+        return 0;
+    }
+    if (!!o.model == !!o.file) {
+        fprintf(stderr, "kvllm plan: give exactly one of --model NAME (--list-models) and -m "
+                        "FILE.gguf\n");
+        return 2;
+    }
+
+    kvl_plan_request r;
+    memset(&r, 0, sizeof r);
+    const char *dev_names[KVL_PLAN_MAX_DEVICES] = {0};
+    if ((rc = parse_devices(&o, &r, dev_names)) || (rc = parse_reserve(o.reserve, &r)))
+        return rc;
+    r.k_fmt = o.k;
+    r.v_fmt = o.v;
+    r.block_size = (int)o.block;
+
+    kvl_error err;
+    char a[48], b[48], c[48], d[48], e[48];
+    const char *wlabel;
+    if (o.model) {
+        const kvl_plan_shape *s = kvl_plan_shape_find(o.model);
+        if (!s) {
+            fprintf(stderr, "kvllm plan: --model: unknown model '%s' (kvllm plan "
+                            "--list-models; or -m FILE.gguf)\n", o.model);
+            return 2;
+        }
+        r.shape = *s;
+    } else {
+        kvl_gguf *g = NULL;
+        if (kvl_gguf_open(o.file, &g, &err) != KVL_OK) {
+            fprintf(stderr, "kvllm plan: -m: %s\n", err.msg);
+            return 1;
+        }
+        const char *base = strrchr(o.file, '/');
+        snprintf(r.shape.name, sizeof r.shape.name, "%s", base ? base + 1 : o.file);
+        kvl_status st = kvl_plan_shape_from_gguf(g, &r.shape, &r.weight_bytes, &err);
+        kvl_gguf_free(g);
+        if (st) {
+            fprintf(stderr, "kvllm plan: -m %s: %s\n", o.file, err.msg);
+            return 1;
+        }
+    }
+    if (o.model || o.have_w) {
+        if (kvl_plan_weight_bytes(&r.shape, o.wtype, &r.weight_bytes, &err)) {
+            fprintf(stderr, "kvllm plan: %s\n", err.msg);
+            return 1;
+        }
+        wlabel = kvl_plan_weight_type_name(o.wtype);
+    } else {
+        wlabel = "as stored in the file";
+    }
+
+    for (int i = 0; i < r.n_devices; i++) {
+        size_t res_b = kvl_plan_device_reserve(&r, r.dev_bytes[i]);
+        if (res_b >= r.dev_bytes[i]) {
+            fprintf(stderr,
+                    "kvllm plan: --reserve: %s per device is %s B, not below the %s B of "
+                    "device %d\n",
+                    o.reserve ? o.reserve : "10%", kvl_plan_fmt_int(res_b, a, sizeof a),
+                    kvl_plan_fmt_int(r.dev_bytes[i], b, sizeof b), i);
+            return 2;
+        }
+    }
+    kvl_plan_result res;
+    if (kvl_plan_compute(&r, &res, &err)) {
+        fprintf(stderr, "kvllm %s\n", err.msg);
+        return 2; /* only the flags can make a request invalid here */
+    }
+    size_t context = o.context ? (size_t)o.context : (size_t)r.shape.ctx_len;
+    size_t users = (size_t)o.users;
+    tables t;
+    make_tables(&r, context, users, &t);
+    bool reverse = o.users && o.context;
+    kvl_plan_need need = {0};
+    kvl_plan_need fneed[KVL_PLAN_N_LADDER + 1];
+    kvl_kv_format fk[KVL_PLAN_N_LADDER + 1], fv[KVL_PLAN_N_LADDER + 1];
+    size_t fbb[KVL_PLAN_N_LADDER + 1];
+    int n_f = 0;
+    bool sug = false;
+    kvl_kv_format sk = KVL_KV_FMT_F16, sv = KVL_KV_FMT_F16;
+    if (reverse) {
+        if (kvl_plan_need_for(&r, users, context, &need, &err)) {
+            fprintf(stderr, "kvllm plan: %s\n", err.msg);
+            return 2;
+        }
+        /* the chosen pair first, then the ladder */
+        for (int i = -1; i < KVL_PLAN_N_LADDER; i++) {
+            kvl_plan_request q = r;
+            if (i >= 0) {
+                kvl_plan_format_ladder(i, &q.k_fmt, &q.v_fmt);
+                if (q.k_fmt == r.k_fmt && q.v_fmt == r.v_fmt)
+                    continue;
+            }
+            if (kvl_plan_need_for(&q, users, context, &fneed[n_f], &err) ||
+                kvl_plan_kv_block_bytes(&q.shape, q.k_fmt, q.v_fmt, q.block_size, &fbb[n_f],
+                                        &err)) {
+                fprintf(stderr, "kvllm plan: %s\n", err.msg);
+                return 2;
+            }
+            fk[n_f] = q.k_fmt;
+            fv[n_f] = q.v_fmt;
+            n_f++;
+        }
+        sug = kvl_plan_suggest_format(&r, users, context, &sk, &sv);
+    }
+    size_t kv_bar = reverse ? need.kv_bytes : res.cap.n_blocks * res.cap.block_bytes;
+    char kv_bar_label[64];
+    if (reverse)
+        snprintf(kv_bar_label, sizeof kv_bar_label, "KV %zu x %zu tok", users, context);
+    else
+        snprintf(kv_bar_label, sizeof kv_bar_label, "KV (full capacity)");
+
+    char devdesc[160];
+    {
+        bool same = true;
+        for (int i = 1; i < r.n_devices; i++)
+            same = same && r.dev_bytes[i] == r.dev_bytes[0] &&
+                   ((!dev_names[i] && !dev_names[0]) ||
+                    (dev_names[i] && dev_names[0] && !strcmp(dev_names[i], dev_names[0])));
+        if (same)
+            snprintf(devdesc, sizeof devdesc, "%d x %s", r.n_devices,
+                     dev_names[0] ? dev_names[0] : kvl_plan_fmt_gib(r.dev_bytes[0], a, sizeof a));
+        else
+            snprintf(devdesc, sizeof devdesc, "%d devices", r.n_devices);
+    }
+
+    if (o.svg) {
+        kvl_plan_svg sv_in = {.req = &r, .res = &res, .ctx_max = t.ctx[t.n_ctx - 1],
+                              .kv_bar = kv_bar, .kv_bar_label = kv_bar_label};
+        char title[512];
+        snprintf(title, sizeof title, "%s on %s: weights %s, K %s / V %s, block %d", r.shape.name,
+                 devdesc, o.model || o.have_w ? wlabel : "from file", fmt_name(r.k_fmt),
+                 fmt_name(r.v_fmt), r.block_size);
+        sv_in.title = title;
+        sv_in.n_batch = t.n_batch;
+        memcpy(sv_in.batch, t.batch, sizeof t.batch);
+        FILE *f = fopen(o.svg, "w");
+        if (!f) {
+            fprintf(stderr, "kvllm plan: --svg: cannot write '%s': %s\n", o.svg, strerror(errno));
+            return 1;
+        }
+        kvl_status st = kvl_plan_svg_write(f, &sv_in, &err);
+        if (fclose(f) != 0 && !st)
+            st = kvl_errorf(&err, KVL_E_IO, "plan: svg: closing '%s' failed", o.svg);
+        if (st) {
+            fprintf(stderr, "kvllm plan: --svg %s: %s\n", o.svg, err.msg);
+            return 1;
+        }
+    }
+
+    const kvl_plan_shape *s = &r.shape;
+    size_t hk, hv;
+    kvl_plan_kv_head_block_bytes(r.k_fmt, KVL_KV_ROLE_K, s->head_dim, r.block_size, &hk, NULL);
+    kvl_plan_kv_head_block_bytes(r.v_fmt, KVL_KV_ROLE_V, s->head_dim, r.block_size, &hv, NULL);
+    double tok_bytes = (double)res.cap.block_bytes / r.block_size;
+    size_t max_seqs = kvl_plan_max_seqs(&res.cap, context);
+
+    if (o.json) {
+        FILE *f = stdout;
+        fprintf(f, "{\n  \"model\": {\"name\": ");
+        json_str(f, s->name);
+        fprintf(f, ", \"source\": ");
+        if (s->source)
+            json_str(f, s->source);
+        else
+            json_str(f, o.file);
+        fprintf(f,
+                ", \"n_layers\": %lld, \"n_heads\": %lld, \"n_kv_heads\": %lld, \"head_dim\": "
+                "%lld, \"dim\": %lld, \"ffn_dim\": %lld, \"n_vocab\": %lld, \"ctx_len\": %lld, "
+                "\"tied_embd\": %s, \"qkv_bias\": %s},\n",
+                (long long)s->n_layers, (long long)s->n_heads, (long long)s->n_kv_heads,
+                (long long)s->head_dim, (long long)s->dim, (long long)s->ffn_dim,
+                (long long)s->n_vocab, (long long)s->ctx_len, s->tied_embd ? "true" : "false",
+                s->qkv_bias ? "true" : "false");
+        fprintf(f, "  \"weights\": {\"type\": ");
+        json_str(f, o.model || o.have_w ? wlabel : "file");
+        fprintf(f, ", \"bytes\": %zu},\n  \"devices\": [", r.weight_bytes);
+        for (int i = 0; i < r.n_devices; i++) {
+            fprintf(f, "%s{\"name\": ", i ? ", " : "");
+            json_str(f, dev_names[i] ? dev_names[i] : "mem");
+            fprintf(f, ", \"bytes\": %zu, \"reserve\": %zu}", r.dev_bytes[i],
+                    kvl_plan_device_reserve(&r, r.dev_bytes[i]));
+        }
+        fprintf(f,
+                "],\n  \"mem_total\": %zu, \"reserve_total\": %zu, \"usable\": %zu, "
+                "\"weights_fit\": %s, \"kv_budget\": %zu,\n",
+                res.mem_total, res.reserve_total, res.usable, res.weights_fit ? "true" : "false",
+                res.kv_budget);
+        fprintf(f,
+                "  \"kv\": {\"k\": \"%s\", \"v\": \"%s\", \"block_size\": %d, "
+                "\"k_head_block_bytes\": %zu, \"v_head_block_bytes\": %zu, \"block_bytes\": %zu, "
+                "\"bytes_per_token\": %.4f},\n",
+                fmt_name(r.k_fmt), fmt_name(r.v_fmt), r.block_size, hk, hv, res.cap.block_bytes,
+                tok_bytes);
+        fprintf(f, "  \"capacity\": {\"blocks\": %zu, \"tokens\": %zu},\n", res.cap.n_blocks,
+                res.cap.n_tokens);
+        fprintf(f, "  \"context\": %zu, \"max_seqs_at_context\": %zu,\n", context, max_seqs);
+        fprintf(f, "  \"longest_context\": [");
+        for (int i = 0; i < t.n_batch; i++)
+            fprintf(f, "%s{\"users\": %zu, \"tokens\": %zu}", i ? ", " : "", t.batch[i],
+                    kvl_plan_max_context(&res.cap, t.batch[i]));
+        fprintf(f, "],\n  \"tradeoff\": [");
+        for (int i = 0; i < t.n_ctx; i++) {
+            size_t nb = kvl_plan_blocks_for_tokens(t.ctx[i], r.block_size);
+            fprintf(f,
+                    "%s\n    {\"context\": %zu, \"blocks_per_seq\": %zu, \"kv_bytes_per_seq\": "
+                    "%zu, \"max_seqs\": %zu}",
+                    i ? "," : "", t.ctx[i], nb, nb * res.cap.block_bytes,
+                    kvl_plan_max_seqs(&res.cap, t.ctx[i]));
+        }
+        fprintf(f, "\n  ]");
+        if (reverse) {
+            fprintf(f,
+                    ",\n  \"need\": {\"users\": %zu, \"context\": %zu, \"kv_bytes\": %zu, "
+                    "\"total_bytes\": %zu, \"fits\": %s, \"short_by\": %zu, \"max_seqs\": %zu, "
+                    "\"max_context\": %zu, \"devices_needed\": %d,\n    \"formats\": [",
+                    users, context, need.kv_bytes, need.total_bytes, need.fits ? "true" : "false",
+                    need.short_by, need.max_seqs, need.max_context, need.devices_needed);
+            for (int i = 0; i < n_f; i++)
+                fprintf(f,
+                        "%s\n      {\"k\": \"%s\", \"v\": \"%s\", \"bytes_per_token\": %.4f, "
+                        "\"kv_bytes\": %zu, \"total_bytes\": %zu, \"fits\": %s, \"max_seqs\": "
+                        "%zu, \"max_context\": %zu}",
+                        i ? "," : "", fmt_name(fk[i]), fmt_name(fv[i]),
+                        (double)fbb[i] / r.block_size, fneed[i].kv_bytes, fneed[i].total_bytes,
+                        fneed[i].fits ? "true" : "false", fneed[i].max_seqs,
+                        fneed[i].max_context);
+            fprintf(f, "],\n    \"suggested_format\": ");
+            if (sug)
+                fprintf(f, "{\"k\": \"%s\", \"v\": \"%s\"}", fmt_name(sk), fmt_name(sv));
+            else
+                fprintf(f, "null");
+            fprintf(f, "}");
+        }
+        fprintf(f, "\n}\n");
+        return 0;
+    }
+
+    /* ---- text ---- */
+    printf("model      %s: %lld layers, %lld heads, %lld KV heads", s->name,
+           (long long)s->n_layers, (long long)s->n_heads, (long long)s->n_kv_heads);
+    if (s->n_kv_heads == s->n_heads)
+        printf(" (MHA)");
+    else if (s->n_kv_heads == 1)
+        printf(" (MQA)");
+    else
+        printf(" (GQA %lld:1)", (long long)(s->n_heads / s->n_kv_heads));
+    printf(", head_dim %lld, dim %lld, ffn %lld, vocab %lld, context %lld\n",
+           (long long)s->head_dim, (long long)s->dim, (long long)s->ffn_dim,
+           (long long)s->n_vocab, (long long)s->ctx_len);
+    printf("           source: %s\n", s->source ? s->source : o.file);
+    if (o.model || o.have_w) {
+        size_t np = 0;
+        kvl_plan_n_params(s, &np, NULL);
+        printf("weights    %s: %s params -> %s B (%s)\n", wlabel, kvl_plan_fmt_int(np, a, sizeof a),
+               kvl_plan_fmt_int(r.weight_bytes, b, sizeof b),
+               kvl_plan_fmt_gib(r.weight_bytes, c, sizeof c));
+    } else {
+        printf("weights    %s: %s B (%s)\n", wlabel, kvl_plan_fmt_int(r.weight_bytes, b, sizeof b),
+               kvl_plan_fmt_gib(r.weight_bytes, c, sizeof c));
+    }
+    printf("memory     %s = %s B (%s)\n", devdesc, kvl_plan_fmt_int(res.mem_total, a, sizeof a),
+           kvl_plan_fmt_gib(res.mem_total, b, sizeof b));
+    if (r.reserve_bytes)
+        printf("reserve    %s B per device = %s B (%s)\n",
+               kvl_plan_fmt_int(r.reserve_bytes, d, sizeof d),
+               kvl_plan_fmt_int(res.reserve_total, a, sizeof a),
+               kvl_plan_fmt_gib(res.reserve_total, b, sizeof b));
+    else
+        printf("reserve    %g%% per device = %s B (%s)\n", r.reserve_frac * 100.0,
+               kvl_plan_fmt_int(res.reserve_total, a, sizeof a),
+               kvl_plan_fmt_gib(res.reserve_total, b, sizeof b));
+    if (res.weights_fit)
+        printf("KV budget  memory - weights - reserve = %s B (%s)\n",
+               kvl_plan_fmt_int(res.kv_budget, a, sizeof a),
+               kvl_plan_fmt_gib(res.kv_budget, b, sizeof b));
+    else
+        printf("KV budget  0: weights %s + reserve %s exceed memory %s\n",
+               kvl_plan_fmt_gib(r.weight_bytes, a, sizeof a),
+               kvl_plan_fmt_gib(res.reserve_total, b, sizeof b),
+               kvl_plan_fmt_gib(res.mem_total, c, sizeof c));
+
+    char desc[128];
+    printf("\nKV cache   K %s, V %s, blocks of %d tokens\n", fmt_name(r.k_fmt), fmt_name(r.v_fmt),
+           r.block_size);
+    head_block_desc(r.k_fmt, KVL_KV_ROLE_K, &r, desc, sizeof desc);
+    printf("  K per head per block: %s = %zu B\n", desc, hk);
+    head_block_desc(r.v_fmt, KVL_KV_ROLE_V, &r, desc, sizeof desc);
+    printf("  V per head per block: %s = %zu B\n", desc, hv);
+    printf("  block: %lld layers x %lld KV heads x (%zu + %zu) B = %s B\n", (long long)s->n_layers,
+           (long long)s->n_kv_heads, hk, hv, kvl_plan_fmt_int(res.cap.block_bytes, a, sizeof a));
+    printf("  per token: %s B / %d = %.2f B", a, r.block_size, tok_bytes);
+    if (hk % (size_t)r.block_size == 0 && hv % (size_t)r.block_size == 0 && r.k_fmt == r.v_fmt &&
+        kvl_kv_format_get(r.k_fmt)->elem_bits >= 16)
+        printf("  (= 2 x %lld x %lld x %lld x %u B)", (long long)s->n_layers,
+               (long long)s->n_kv_heads, (long long)s->head_dim,
+               kvl_kv_format_get(r.k_fmt)->elem_bits / 8);
+    printf("\n");
+    printf("KV capacity %s blocks x %d = %s tokens\n", kvl_plan_fmt_int(res.cap.n_blocks, a, sizeof a),
+           r.block_size, kvl_plan_fmt_int(res.cap.n_tokens, b, sizeof b));
+    printf("at context %s: %s concurrent sequences (%s blocks each)\n",
+           kvl_plan_fmt_int(context, a, sizeof a), kvl_plan_fmt_int(max_seqs, b, sizeof b),
+           kvl_plan_fmt_int(kvl_plan_blocks_for_tokens(context, r.block_size), c, sizeof c));
+
+    printf("\n%10s %12s %14s %12s\n", "context", "blocks/seq", "KV/seq MiB", "max seqs");
+    for (int i = 0; i < t.n_ctx; i++) {
+        size_t nb = kvl_plan_blocks_for_tokens(t.ctx[i], r.block_size);
+        printf("%10s %12s %14.2f %12s\n", kvl_plan_fmt_int(t.ctx[i], a, sizeof a),
+               kvl_plan_fmt_int(nb, b, sizeof b),
+               (double)nb * (double)res.cap.block_bytes / 1048576.0,
+               kvl_plan_fmt_int(kvl_plan_max_seqs(&res.cap, t.ctx[i]), d, sizeof d));
+    }
+    printf("\n%10s %16s\n", "users", "longest context");
+    for (int i = 0; i < t.n_batch; i++) {
+        size_t mc = kvl_plan_max_context(&res.cap, t.batch[i]);
+        printf("%10s %16s%s\n", kvl_plan_fmt_int(t.batch[i], a, sizeof a),
+               kvl_plan_fmt_int(mc, b, sizeof b),
+               mc > (size_t)s->ctx_len ? "  (over the model's context)" : "");
+    }
+
+    if (reverse) {
+        printf("\nneed       %zu users x %s tokens: KV %zu x %s blocks x %s B = %s B (%s)\n", users,
+               kvl_plan_fmt_int(context, a, sizeof a), users,
+               kvl_plan_fmt_int(kvl_plan_blocks_for_tokens(context, r.block_size), b, sizeof b),
+               kvl_plan_fmt_int(res.cap.block_bytes, c, sizeof c),
+               kvl_plan_fmt_int(need.kv_bytes, d, sizeof d),
+               kvl_plan_fmt_gib(need.kv_bytes, e, sizeof e));
+        printf("           weights %s + KV %s + reserve %s = %s", kvl_plan_fmt_gib(r.weight_bytes, a, sizeof a),
+               kvl_plan_fmt_gib(need.kv_bytes, b, sizeof b),
+               kvl_plan_fmt_gib(res.reserve_total, c, sizeof c),
+               kvl_plan_fmt_gib(need.total_bytes, d, sizeof d));
+        if (need.fits)
+            printf(" <= %s: fits\n", kvl_plan_fmt_gib(res.mem_total, a, sizeof a));
+        else
+            printf(" > %s: does NOT fit (short by %s)\n",
+                   kvl_plan_fmt_gib(res.mem_total, a, sizeof a),
+                   kvl_plan_fmt_gib(need.short_by, b, sizeof b));
+        printf("\n%-20s %12s %12s %12s %5s %10s %12s\n", "KV format K/V", "B/token", "KV needed",
+               "total", "fits", "max users", "longest ctx");
+        for (int i = 0; i < n_f; i++) {
+            char kv[40];
+            snprintf(kv, sizeof kv, "%s/%s%s", fmt_name(fk[i]), fmt_name(fv[i]),
+                     i == 0 ? " *" : "");
+            printf("%-20s %12.2f %12s %12s %5s %10s %12s\n", kv, (double)fbb[i] / r.block_size,
+                   kvl_plan_fmt_gib(fneed[i].kv_bytes, a, sizeof a),
+                   kvl_plan_fmt_gib(fneed[i].total_bytes, b, sizeof b),
+                   fneed[i].fits ? "yes" : "no", kvl_plan_fmt_int(fneed[i].max_seqs, c, sizeof c),
+                   kvl_plan_fmt_int(fneed[i].max_context, d, sizeof d));
+        }
+        printf("(* = the formats asked for)\n");
+        if (!need.fits) {
+            printf("\nto make it fit:\n");
+            if (sug)
+                printf("  KV format:    --kv-type-k %s --kv-type-v %s\n", fmt_name(sk),
+                       fmt_name(sv));
+            else
+                printf("  KV format:    none of the listed formats is enough alone\n");
+            if (!res.weights_fit)
+                printf("  the weights alone (%s) exceed the usable memory (%s)\n",
+                       kvl_plan_fmt_gib(r.weight_bytes, a, sizeof a),
+                       kvl_plan_fmt_gib(res.usable, b, sizeof b));
+            printf("  fewer users:  %s users at %s tokens\n",
+                   kvl_plan_fmt_int(need.max_seqs, a, sizeof a),
+                   kvl_plan_fmt_int(context, b, sizeof b));
+            printf("  shorter:      %s tokens for %zu users\n",
+                   kvl_plan_fmt_int(need.max_context, a, sizeof a), users);
+            /* smaller weights, when the shape's formula gives smaller ones */
+            static const kvl_type wq[] = {KVL_TYPE_Q8_0, KVL_TYPE_Q4_0};
+            for (int i = 0; i < 2; i++) {
+                kvl_plan_request q = r;
+                kvl_plan_need qn;
+                if (kvl_plan_weight_bytes(&q.shape, wq[i], &q.weight_bytes, NULL) ||
+                    q.weight_bytes >= r.weight_bytes ||
+                    kvl_plan_need_for(&q, users, context, &qn, NULL))
+                    continue;
+                if (qn.fits)
+                    printf("  weights:      --weights %s (%s) fits\n", kvl_plan_weight_type_name(wq[i]),
+                           kvl_plan_fmt_gib(q.weight_bytes, a, sizeof a));
+                else
+                    printf("  weights:      --weights %s (%s) is still short by %s\n",
+                           kvl_plan_weight_type_name(wq[i]),
+                           kvl_plan_fmt_gib(q.weight_bytes, a, sizeof a),
+                           kvl_plan_fmt_gib(qn.short_by, b, sizeof b));
+            }
+            if (need.devices_needed > 0)
+                printf("  more devices: %d x the smallest device given (weights and KV split "
+                       "evenly, reserve on each)\n",
+                       need.devices_needed);
+            else
+                printf("  more devices: over %d devices\n", KVL_PLAN_MAX_DEVICES);
+        }
+    }
+    printf("\nstacked bar: weights %s, %s %s, reserve %s\n",
+           kvl_plan_fmt_gib(r.weight_bytes, a, sizeof a), kv_bar_label,
+           kvl_plan_fmt_gib(kv_bar, b, sizeof b), kvl_plan_fmt_gib(res.reserve_total, c, sizeof c));
+    if (o.svg)
+        printf("svg        %s\n", o.svg);
+    return 0;
 }

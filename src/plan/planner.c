@@ -1,0 +1,642 @@
+/*
+ * planner.c: the KV format table, the named model shapes and devices, and
+ * the capacity arithmetic of the memory planner (see planner.h for the
+ * formulas and the contract the KV pool relies on).
+ *
+ * Invariants: every function is pure (no globals written, no I/O, no heap)
+ * apart from kvl_plan_shape_from_gguf, which only reads the parsed file.
+ * Every product or sum of sizes that comes from input goes through
+ * kvl_mul_overflow / kvl_add_overflow and fails with KVL_E_LIMIT naming the
+ * quantity; nothing here rounds a byte count down except the documented
+ * floor(budget / block_bytes).
+ *
+ * Must not: print, exit, or assert on input; keep any state between calls.
+ */
+#include "plan/planner.h"
+
+#include "model/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- KV formats -------------------------------------------------------- */
+
+static const kvl_kv_format_info k_formats[KVL_KV_FMT_COUNT] = {
+    {KVL_KV_FMT_F32, "f32", 32, {{0, 0, 0}, {0, 0, 0}}, "none"},
+    {KVL_KV_FMT_F16, "f16", 16, {{0, 0, 0}, {0, 0, 0}}, "none"},
+    {KVL_KV_FMT_BF16, "bf16", 16, {{0, 0, 0}, {0, 0, 0}}, "none"},
+    {KVL_KV_FMT_FP8_E4M3, "fp8_e4m3", 8, {{4, 0, 0}, {4, 0, 0}},
+     "one f32 scale per head per block"},
+    {KVL_KV_FMT_FP8_E5M2, "fp8_e5m2", 8, {{4, 0, 0}, {4, 0, 0}},
+     "one f32 scale per head per block"},
+    {KVL_KV_FMT_INT8, "int8", 8, {{0, 4, 0}, {0, 4, 0}}, "one f32 scale per token per head"},
+    {KVL_KV_FMT_INT4, "int4", 4, {{0, 0, 4}, {0, 4, 0}},
+     "K: f16 scale + f16 zero per channel per head per block; "
+     "V: f16 scale + f16 zero per token per head"},
+};
+
+const kvl_kv_format_info *kvl_kv_format_get(kvl_kv_format f) {
+    if ((int)f < 0 || f >= KVL_KV_FMT_COUNT)
+        return NULL;
+    return &k_formats[f];
+}
+
+bool kvl_kv_format_parse(const char *s, kvl_kv_format *out) {
+    static const struct {
+        const char *name;
+        kvl_kv_format f;
+    } alias[] = {
+        {"fp32", KVL_KV_FMT_F32},      {"fp16", KVL_KV_FMT_F16},      {"e4m3", KVL_KV_FMT_FP8_E4M3},
+        {"fp8", KVL_KV_FMT_FP8_E4M3},  {"e5m2", KVL_KV_FMT_FP8_E5M2}, {"q8", KVL_KV_FMT_INT8},
+        {"q8_0", KVL_KV_FMT_INT8},     {"q4", KVL_KV_FMT_INT4},
+    };
+    if (!s)
+        return false;
+    for (int i = 0; i < KVL_KV_FMT_COUNT; i++) {
+        if (!strcasecmp(s, k_formats[i].name)) {
+            *out = (kvl_kv_format)i;
+            return true;
+        }
+    }
+    for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++) {
+        if (!strcasecmp(s, alias[i].name)) {
+            *out = alias[i].f;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *kvl_kv_format_names(void) {
+    return "f32, f16, bf16, fp8_e4m3, fp8_e5m2, int8, int4";
+}
+
+/* ---- named shapes ------------------------------------------------------ */
+
+/* Facts from each model's config.json (hidden_size, num_hidden_layers,
+ * num_attention_heads, num_key_value_heads, intermediate_size, vocab_size,
+ * max_position_embeddings, tie_word_embeddings) on Hugging Face, and for
+ * stories260K the llama2.c checkpoint header (../shared/models/README.md).
+ * head_dim = hidden_size / num_attention_heads for all of them. */
+#define SHAPE(nm, L, H, KV, HD, D, F, V, C, TIED, BIAS, SRC) \
+    {nm, L, H, KV, HD, D, F, V, C, TIED, BIAS, SRC}
+static const kvl_plan_shape k_shapes[] = {
+    SHAPE("Llama-2-7B", 32, 32, 32, 128, 4096, 11008, 32000, 4096, false, false,
+          "meta-llama/Llama-2-7b-hf config.json"),
+    SHAPE("Llama-2-13B", 40, 40, 40, 128, 5120, 13824, 32000, 4096, false, false,
+          "meta-llama/Llama-2-13b-hf config.json"),
+    SHAPE("Llama-2-70B", 80, 64, 8, 128, 8192, 28672, 32000, 4096, false, false,
+          "meta-llama/Llama-2-70b-hf config.json"),
+    SHAPE("Llama-3-8B", 32, 32, 8, 128, 4096, 14336, 128256, 8192, false, false,
+          "meta-llama/Meta-Llama-3-8B config.json"),
+    SHAPE("Llama-3-70B", 80, 64, 8, 128, 8192, 28672, 128256, 8192, false, false,
+          "meta-llama/Meta-Llama-3-70B config.json"),
+    SHAPE("Llama-3.1-405B", 126, 128, 8, 128, 16384, 53248, 128256, 131072, false, false,
+          "meta-llama/Llama-3.1-405B config.json"),
+    SHAPE("Mistral-7B", 32, 32, 8, 128, 4096, 14336, 32000, 32768, false, false,
+          "mistralai/Mistral-7B-v0.1 config.json (sliding_window 4096 ignored: full KV)"),
+    SHAPE("Qwen2.5-7B", 28, 28, 4, 128, 3584, 18944, 152064, 131072, false, true,
+          "Qwen/Qwen2.5-7B config.json (q/k/v bias)"),
+    SHAPE("Qwen2.5-72B", 80, 64, 8, 128, 8192, 29568, 152064, 131072, false, true,
+          "Qwen/Qwen2.5-72B config.json (q/k/v bias)"),
+    SHAPE("TinyLlama-1.1B", 22, 32, 4, 64, 2048, 5632, 32000, 2048, false, false,
+          "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T config.json"),
+    SHAPE("stories260K", 5, 8, 4, 8, 64, 172, 512, 512, true, false,
+          "karpathy/tinyllamas stories260K.bin header (shared/models/README.md)"),
+};
+#undef SHAPE
+
+const kvl_plan_shape *kvl_plan_shapes(size_t *n) {
+    *n = sizeof k_shapes / sizeof k_shapes[0];
+    return k_shapes;
+}
+
+const kvl_plan_shape *kvl_plan_shape_find(const char *name) {
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < sizeof k_shapes / sizeof k_shapes[0]; i++)
+        if (!strcasecmp(name, k_shapes[i].name))
+            return &k_shapes[i];
+    return NULL;
+}
+
+kvl_status kvl_plan_shape_validate(const kvl_plan_shape *s, kvl_error *err) {
+    const struct {
+        const char *field;
+        int64_t v, hi;
+    } f[] = {
+        {"n_layers", s->n_layers, KVL_MAX_LAYERS}, {"n_heads", s->n_heads, KVL_MAX_HEADS},
+        {"n_kv_heads", s->n_kv_heads, KVL_MAX_HEADS}, {"head_dim", s->head_dim, KVL_MAX_HEAD_DIM},
+        {"dim", s->dim, KVL_MAX_DIM},                {"ffn_dim", s->ffn_dim, 16 * (int64_t)KVL_MAX_DIM},
+        {"n_vocab", s->n_vocab, KVL_MAX_VOCAB},      {"ctx_len", s->ctx_len, KVL_MAX_CTX},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        if (f[i].v < 1 || f[i].v > f[i].hi)
+            return kvl_errorf(err, KVL_E_INVALID, "plan: shape '%s': %s %lld outside [1, %lld]",
+                              s->name, f[i].field, (long long)f[i].v, (long long)f[i].hi);
+    }
+    if (s->n_heads % s->n_kv_heads != 0)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "plan: shape '%s': n_heads %lld is not a multiple of n_kv_heads %lld",
+                          s->name, (long long)s->n_heads, (long long)s->n_kv_heads);
+    return KVL_OK;
+}
+
+/* ---- devices ----------------------------------------------------------- */
+
+/* memory.total as nvidia-smi reports it (MiB), which is below the marketing
+ * figure: the runtime never gets the nominal "80GB". */
+#define MIB ((size_t)1 << 20)
+static const kvl_plan_device k_devices[] = {
+    {"H100-80GB", 81559 * MIB, "nvidia-smi: NVIDIA H100 80GB HBM3, 81559MiB"},
+    {"H200-141GB", 143771 * MIB, "nvidia-smi: NVIDIA H200, 143771MiB"},
+    {"A100-40GB", 40960 * MIB, "nvidia-smi: NVIDIA A100 40GB, 40960MiB"},
+    {"A100-80GB", 81920 * MIB, "nvidia-smi: NVIDIA A100 80GB, 81920MiB"},
+    {"L4-24GB", 23034 * MIB, "nvidia-smi: NVIDIA L4, 23034MiB"},
+    {"RTX4090-24GB", 24564 * MIB, "nvidia-smi: NVIDIA GeForce RTX 4090, 24564MiB"},
+};
+#undef MIB
+
+const kvl_plan_device *kvl_plan_devices(size_t *n) {
+    *n = sizeof k_devices / sizeof k_devices[0];
+    return k_devices;
+}
+
+/* Compare ignoring case and any '-', ' ' or '_' so "h100 80gb", "H100_80GB"
+ * and "RTX-4090-24GB" all match. */
+static bool name_match(const char *a, const char *b) {
+    for (;;) {
+        while (*a == '-' || *a == ' ' || *a == '_')
+            a++;
+        while (*b == '-' || *b == ' ' || *b == '_')
+            b++;
+        if (!*a || !*b)
+            return !*a && !*b;
+        char ca = *a, cb = *b;
+        if (ca >= 'a' && ca <= 'z')
+            ca = (char)(ca - 'a' + 'A');
+        if (cb >= 'a' && cb <= 'z')
+            cb = (char)(cb - 'a' + 'A');
+        if (ca != cb)
+            return false;
+        a++;
+        b++;
+    }
+}
+
+const kvl_plan_device *kvl_plan_device_find(const char *name) {
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < sizeof k_devices / sizeof k_devices[0]; i++)
+        if (name_match(name, k_devices[i].name))
+            return &k_devices[i];
+    return NULL;
+}
+
+/* ---- weights ----------------------------------------------------------- */
+
+/* acc += a * b, with overflow reported through *bad. */
+static void mac(size_t *acc, size_t a, size_t b, bool *bad) {
+    size_t p;
+    if (kvl_mul_overflow(a, b, &p) || kvl_add_overflow(*acc, p, acc))
+        *bad = true;
+}
+
+/* The matrices of one shape as (rows, row length) pairs, plus the count of
+ * f32 vector elements (norms, biases). */
+typedef struct {
+    size_t rows, cols, times; /* `times` copies of a (rows, cols) matrix */
+} mat;
+
+static int shape_mats(const kvl_plan_shape *s, mat m[9], size_t *n_vec) {
+    size_t L = (size_t)s->n_layers, D = (size_t)s->dim, q = (size_t)(s->n_heads * s->head_dim),
+           kv = (size_t)(s->n_kv_heads * s->head_dim), F = (size_t)s->ffn_dim,
+           V = (size_t)s->n_vocab;
+    int n = 0;
+    m[n++] = (mat){V, D, s->tied_embd ? 1 : 2}; /* token_embd (+ output) */
+    m[n++] = (mat){q, D, L};                    /* wq */
+    m[n++] = (mat){kv, D, 2 * L};               /* wk, wv */
+    m[n++] = (mat){D, q, L};                    /* wo */
+    m[n++] = (mat){F, D, 2 * L};                /* w_gate, w_up */
+    m[n++] = (mat){D, F, L};                    /* w_down */
+    /* attn_norm + ffn_norm per layer, output_norm, q/k/v biases */
+    *n_vec = 2 * L * D + D + (s->qkv_bias ? L * (q + 2 * kv) : 0);
+    return n;
+}
+
+kvl_status kvl_plan_n_params(const kvl_plan_shape *s, size_t *out, kvl_error *err) {
+    kvl_status st = kvl_plan_shape_validate(s, err);
+    if (st)
+        return st;
+    mat m[9];
+    size_t n_vec, total = 0;
+    bool bad = false;
+    int n = shape_mats(s, m, &n_vec);
+    for (int i = 0; i < n; i++) {
+        size_t per;
+        if (kvl_mul_overflow(m[i].rows, m[i].cols, &per))
+            bad = true;
+        else
+            mac(&total, per, m[i].times, &bad);
+    }
+    mac(&total, n_vec, 1, &bad);
+    if (bad)
+        return kvl_errorf(err, KVL_E_LIMIT, "plan: shape '%s': parameter count overflows size_t",
+                          s->name);
+    *out = total;
+    return KVL_OK;
+}
+
+static bool wtype_block(kvl_type t, size_t *blck, size_t *bytes) {
+    switch (t) {
+    case KVL_TYPE_F32: *blck = 1; *bytes = 4; return true;
+    case KVL_TYPE_F16:
+    case KVL_TYPE_BF16: *blck = 1; *bytes = 2; return true;
+    case KVL_TYPE_Q8_0: *blck = 32; *bytes = 34; return true;
+    case KVL_TYPE_Q4_0: *blck = 32; *bytes = 18; return true;
+    default: return false;
+    }
+}
+
+kvl_status kvl_plan_weight_bytes(const kvl_plan_shape *s, kvl_type wtype, size_t *out,
+                                 kvl_error *err) {
+    kvl_status st = kvl_plan_shape_validate(s, err);
+    if (st)
+        return st;
+    size_t blck, bb;
+    if (!wtype_block(wtype, &blck, &bb))
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "plan: weight type id %d is not one of f32, f16, bf16, q8_0, q4_0",
+                          (int)wtype);
+    mat m[9];
+    size_t n_vec, total = 0;
+    bool bad = false;
+    int n = shape_mats(s, m, &n_vec);
+    for (int i = 0; i < n; i++) {
+        size_t row = (m[i].cols + blck - 1) / blck * bb, per;
+        if (kvl_mul_overflow(m[i].rows, row, &per))
+            bad = true;
+        else
+            mac(&total, per, m[i].times, &bad);
+    }
+    mac(&total, n_vec, 4, &bad);
+    if (bad)
+        return kvl_errorf(err, KVL_E_LIMIT, "plan: shape '%s': weight bytes overflow size_t",
+                          s->name);
+    *out = total;
+    return KVL_OK;
+}
+
+bool kvl_plan_weight_type_parse(const char *s, kvl_type *out) {
+    static const struct {
+        const char *name;
+        kvl_type t;
+    } w[] = {{"f32", KVL_TYPE_F32},   {"f16", KVL_TYPE_F16},   {"bf16", KVL_TYPE_BF16},
+             {"q8_0", KVL_TYPE_Q8_0}, {"q4_0", KVL_TYPE_Q4_0}, {"fp16", KVL_TYPE_F16},
+             {"fp32", KVL_TYPE_F32}};
+    if (!s)
+        return false;
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
+        if (!strcasecmp(s, w[i].name)) {
+            *out = w[i].t;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *kvl_plan_weight_type_name(kvl_type t) {
+    switch (t) {
+    case KVL_TYPE_F32: return "f32";
+    case KVL_TYPE_F16: return "f16";
+    case KVL_TYPE_BF16: return "bf16";
+    case KVL_TYPE_Q8_0: return "q8_0";
+    case KVL_TYPE_Q4_0: return "q4_0";
+    default: return "?";
+    }
+}
+
+/* ---- GGUF shapes ------------------------------------------------------- */
+
+static kvl_status gguf_i64(const kvl_gguf *g, const char *key, int64_t *out, kvl_error *err) {
+    uint64_t v;
+    kvl_status st = kvl_gguf_get_u64(g, key, &v, err);
+    if (st)
+        return st;
+    if (v > (uint64_t)INT64_MAX)
+        return kvl_errorf(err, KVL_E_FORMAT, "plan: gguf: %s = %llu is too large", key,
+                          (unsigned long long)v);
+    *out = (int64_t)v;
+    return KVL_OK;
+}
+
+kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_plan_shape *out,
+                                    size_t *weight_bytes, kvl_error *err) {
+    kvl_plan_shape s = *out;
+    kvl_str arch;
+    kvl_status st = kvl_gguf_get_str(g, "general.architecture", &arch, err);
+    if (st)
+        return st;
+    if (!kvl_str_eq(arch, "llama"))
+        return kvl_errorf(err, KVL_E_UNSUPPORTED,
+                          "plan: gguf: general.architecture '%.*s' is not 'llama'",
+                          (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+    if ((st = gguf_i64(g, "llama.block_count", &s.n_layers, err)) ||
+        (st = gguf_i64(g, "llama.attention.head_count", &s.n_heads, err)) ||
+        (st = gguf_i64(g, "llama.embedding_length", &s.dim, err)) ||
+        (st = gguf_i64(g, "llama.feed_forward_length", &s.ffn_dim, err)) ||
+        (st = gguf_i64(g, "llama.context_length", &s.ctx_len, err)))
+        return st;
+    s.n_kv_heads = s.n_heads;
+    if (kvl_gguf_find_key(g, "llama.attention.head_count_kv") &&
+        (st = gguf_i64(g, "llama.attention.head_count_kv", &s.n_kv_heads, err)))
+        return st;
+    if (s.n_heads < 1)
+        return kvl_errorf(err, KVL_E_FORMAT, "plan: gguf: llama.attention.head_count %lld < 1",
+                          (long long)s.n_heads);
+    s.head_dim = s.dim / s.n_heads;
+    if (kvl_gguf_find_key(g, "llama.attention.key_length") &&
+        (st = gguf_i64(g, "llama.attention.key_length", &s.head_dim, err)))
+        return st;
+    const kvl_gguf_kv *toks = kvl_gguf_find_key(g, "tokenizer.ggml.tokens");
+    const kvl_gguf_tensor *emb = kvl_gguf_find_tensor(g, "token_embd.weight");
+    if (toks && toks->type == KVL_GGUF_ARRAY) {
+        s.n_vocab = toks->v.arr.n > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)toks->v.arr.n;
+    } else if (emb) {
+        s.n_vocab = emb->ne[1];
+    } else {
+        return kvl_errorf(err, KVL_E_FORMAT,
+                          "plan: gguf: no tokenizer.ggml.tokens array and no token_embd.weight "
+                          "tensor to take the vocabulary size from");
+    }
+    kvl_str gname;
+    const kvl_gguf_kv *nk = kvl_gguf_find_key(g, "general.name");
+    if (nk && nk->type == KVL_GGUF_STRING && kvl_gguf_get_str(g, "general.name", &gname, NULL) == KVL_OK &&
+        gname.len > 0) {
+        size_t n = gname.len < sizeof s.name - 1 ? (size_t)gname.len : sizeof s.name - 1;
+        memcpy(s.name, gname.ptr, n);
+        s.name[n] = 0;
+    }
+    s.tied_embd = kvl_gguf_find_tensor(g, "output.weight") == NULL;
+    s.qkv_bias = kvl_gguf_find_tensor(g, "blk.0.attn_q.bias") != NULL;
+    s.source = NULL;
+    if ((st = kvl_plan_shape_validate(&s, err)))
+        return st;
+    size_t total = 0;
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if (kvl_add_overflow(total, g->tensors[i].nbytes, &total))
+            return kvl_errorf(err, KVL_E_FORMAT, "plan: gguf: tensor bytes overflow size_t");
+    *out = s;
+    *weight_bytes = total;
+    return KVL_OK;
+}
+
+/* ---- KV bytes and capacity --------------------------------------------- */
+
+kvl_status kvl_plan_kv_head_block_bytes(kvl_kv_format f, kvl_kv_role r, int64_t head_dim,
+                                        int block_size, size_t *out, kvl_error *err) {
+    const kvl_kv_format_info *fi = kvl_kv_format_get(f);
+    if (!fi)
+        return kvl_errorf(err, KVL_E_INVALID, "plan: KV format id %d outside [0, %d)", (int)f,
+                          KVL_KV_FMT_COUNT);
+    if (r != KVL_KV_ROLE_K && r != KVL_KV_ROLE_V)
+        return kvl_errorf(err, KVL_E_INVALID, "plan: KV role %d is neither K (0) nor V (1)",
+                          (int)r);
+    if (block_size < 1 || block_size > KVL_PLAN_MAX_BLOCK_SIZE)
+        return kvl_errorf(err, KVL_E_INVALID, "plan: block_size %d outside [1, %d]", block_size,
+                          KVL_PLAN_MAX_BLOCK_SIZE);
+    if (head_dim < 1 || head_dim > KVL_MAX_HEAD_DIM)
+        return kvl_errorf(err, KVL_E_INVALID, "plan: head_dim %lld outside [1, %d]",
+                          (long long)head_dim, KVL_MAX_HEAD_DIM);
+    /* both bounded above, so no overflow: 4096 * 1024 * 32 bits */
+    size_t B = (size_t)block_size, D = (size_t)head_dim;
+    const kvl_kv_overhead *o = &fi->ovh[r];
+    *out = (B * D * fi->elem_bits + 7) / 8 + o->head_block + B * o->token + D * o->channel;
+    return KVL_OK;
+}
+
+kvl_status kvl_plan_kv_block_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+                                   int block_size, size_t *out, kvl_error *err) {
+    kvl_status st = kvl_plan_shape_validate(s, err);
+    size_t hk, hv;
+    if (st || (st = kvl_plan_kv_head_block_bytes(k, KVL_KV_ROLE_K, s->head_dim, block_size, &hk,
+                                                 err)) ||
+        (st = kvl_plan_kv_head_block_bytes(v, KVL_KV_ROLE_V, s->head_dim, block_size, &hv, err)))
+        return st;
+    size_t per_head = hk + hv, r;
+    if (kvl_mul_overflow(per_head, (size_t)s->n_kv_heads, &r) ||
+        kvl_mul_overflow(r, (size_t)s->n_layers, &r))
+        return kvl_errorf(err, KVL_E_LIMIT, "plan: shape '%s': KV block bytes overflow size_t",
+                          s->name);
+    *out = r;
+    return KVL_OK;
+}
+
+kvl_status kvl_plan_kv_token_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+                                   int block_size, double *out, kvl_error *err) {
+    size_t bb;
+    kvl_status st = kvl_plan_kv_block_bytes(s, k, v, block_size, &bb, err);
+    if (st)
+        return st;
+    *out = (double)bb / (double)block_size;
+    return KVL_OK;
+}
+
+size_t kvl_plan_blocks_for_tokens(size_t n_tokens, int block_size) {
+    KVL_ASSERT(block_size >= 1);
+    size_t B = (size_t)block_size;
+    return n_tokens / B + (n_tokens % B != 0);
+}
+
+kvl_status kvl_plan_capacity_for(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+                                 int block_size, size_t kv_budget, kvl_plan_capacity *out,
+                                 kvl_error *err) {
+    size_t bb;
+    kvl_status st = kvl_plan_kv_block_bytes(s, k, v, block_size, &bb, err);
+    if (st)
+        return st;
+    kvl_plan_capacity c = {.block_size = block_size, .block_bytes = bb, .kv_budget = kv_budget};
+    c.n_blocks = kv_budget / bb;
+    /* n_blocks <= budget / 1 and block_size <= 4096: check anyway */
+    if (kvl_mul_overflow(c.n_blocks, (size_t)block_size, &c.n_tokens))
+        return kvl_errorf(err, KVL_E_LIMIT, "plan: %zu blocks x %d tokens overflows size_t",
+                          c.n_blocks, block_size);
+    *out = c;
+    return KVL_OK;
+}
+
+size_t kvl_plan_max_seqs(const kvl_plan_capacity *c, size_t context) {
+    size_t per = kvl_plan_blocks_for_tokens(context ? context : 1, c->block_size);
+    return c->n_blocks / per;
+}
+
+size_t kvl_plan_max_context(const kvl_plan_capacity *c, size_t n_seqs) {
+    if (n_seqs == 0)
+        return 0;
+    return c->n_blocks / n_seqs * (size_t)c->block_size;
+}
+
+kvl_status kvl_plan_kv_bytes_for(size_t block_bytes, int block_size, size_t n_seqs,
+                                 size_t context, size_t *out, kvl_error *err) {
+    if (block_size < 1 || block_size > KVL_PLAN_MAX_BLOCK_SIZE)
+        return kvl_errorf(err, KVL_E_INVALID, "plan: block_size %d outside [1, %d]", block_size,
+                          KVL_PLAN_MAX_BLOCK_SIZE);
+    size_t r;
+    if (kvl_mul_overflow(kvl_plan_blocks_for_tokens(context, block_size), n_seqs, &r) ||
+        kvl_mul_overflow(r, block_bytes, &r))
+        return kvl_errorf(err, KVL_E_LIMIT,
+                          "plan: %zu sequences x %zu tokens: KV bytes overflow size_t", n_seqs,
+                          context);
+    *out = r;
+    return KVL_OK;
+}
+
+/* ---- a whole plan ------------------------------------------------------ */
+
+size_t kvl_plan_device_reserve(const kvl_plan_request *r, size_t bytes) {
+    double f = floor((double)bytes * r->reserve_frac);
+    size_t rf = f <= 0 ? 0 : f >= (double)bytes ? bytes : (size_t)f;
+    size_t t;
+    if (kvl_add_overflow(rf, r->reserve_bytes, &t))
+        return SIZE_MAX;
+    return t;
+}
+
+kvl_status kvl_plan_request_validate(const kvl_plan_request *r, kvl_error *err) {
+    kvl_status st = kvl_plan_shape_validate(&r->shape, err);
+    if (st)
+        return st;
+    if (!kvl_kv_format_get(r->k_fmt) || !kvl_kv_format_get(r->v_fmt))
+        return kvl_errorf(err, KVL_E_INVALID, "plan: KV format ids %d/%d outside [0, %d)",
+                          (int)r->k_fmt, (int)r->v_fmt, KVL_KV_FMT_COUNT);
+    if (r->block_size < 1 || r->block_size > KVL_PLAN_MAX_BLOCK_SIZE)
+        return kvl_errorf(err, KVL_E_INVALID, "plan: block_size %d outside [1, %d]",
+                          r->block_size, KVL_PLAN_MAX_BLOCK_SIZE);
+    if (r->n_devices < 1 || r->n_devices > KVL_PLAN_MAX_DEVICES)
+        return kvl_errorf(err, KVL_E_INVALID, "plan: %d devices outside [1, %d]", r->n_devices,
+                          KVL_PLAN_MAX_DEVICES);
+    if (!(r->reserve_frac >= 0.0 && r->reserve_frac < 1.0))
+        return kvl_errorf(err, KVL_E_INVALID, "plan: reserve fraction %g outside [0, 1)",
+                          r->reserve_frac);
+    size_t total = 0;
+    for (int i = 0; i < r->n_devices; i++) {
+        size_t b = r->dev_bytes[i];
+        if (b == 0)
+            return kvl_errorf(err, KVL_E_INVALID, "plan: device %d has 0 bytes of memory", i);
+        size_t res = kvl_plan_device_reserve(r, b);
+        if (res >= b)
+            return kvl_errorf(err, KVL_E_INVALID,
+                              "plan: reserve %zu B >= device %d memory %zu B: nothing left", res,
+                              i, b);
+        if (kvl_add_overflow(total, b, &total))
+            return kvl_errorf(err, KVL_E_LIMIT, "plan: total device memory overflows size_t");
+    }
+    return KVL_OK;
+}
+
+kvl_status kvl_plan_compute(const kvl_plan_request *r, kvl_plan_result *out, kvl_error *err) {
+    kvl_status st = kvl_plan_request_validate(r, err);
+    if (st)
+        return st;
+    kvl_plan_result res = {0};
+    for (int i = 0; i < r->n_devices; i++) {
+        res.mem_total += r->dev_bytes[i]; /* checked in validate */
+        res.reserve_total += kvl_plan_device_reserve(r, r->dev_bytes[i]);
+    }
+    res.usable = res.mem_total - res.reserve_total;
+    res.weights_fit = r->weight_bytes <= res.usable;
+    res.kv_budget = res.weights_fit ? res.usable - r->weight_bytes : 0;
+    st = kvl_plan_capacity_for(&r->shape, r->k_fmt, r->v_fmt, r->block_size, res.kv_budget,
+                               &res.cap, err);
+    if (st)
+        return st;
+    *out = res;
+    return KVL_OK;
+}
+
+kvl_status kvl_plan_need_for(const kvl_plan_request *r, size_t n_seqs, size_t context,
+                             kvl_plan_need *out, kvl_error *err) {
+    kvl_plan_result res;
+    kvl_status st = kvl_plan_compute(r, &res, err);
+    if (st)
+        return st;
+    kvl_plan_need n = {.n_seqs = n_seqs, .context = context};
+    if ((st = kvl_plan_kv_bytes_for(res.cap.block_bytes, r->block_size, n_seqs, context,
+                                    &n.kv_bytes, err)))
+        return st;
+    size_t wk;
+    if (kvl_add_overflow(r->weight_bytes, n.kv_bytes, &wk) ||
+        kvl_add_overflow(wk, res.reserve_total, &n.total_bytes))
+        return kvl_errorf(err, KVL_E_LIMIT, "plan: weights + KV + reserve overflow size_t");
+    n.fits = wk <= res.usable;
+    n.short_by = n.fits ? 0 : wk - res.usable;
+    n.max_seqs = kvl_plan_max_seqs(&res.cap, context);
+    n.max_context = kvl_plan_max_context(&res.cap, n_seqs);
+    /* devices of the smallest kind given, each keeping its own reserve */
+    size_t dmin = r->dev_bytes[0];
+    for (int i = 1; i < r->n_devices; i++)
+        if (r->dev_bytes[i] < dmin)
+            dmin = r->dev_bytes[i];
+    size_t use = dmin - kvl_plan_device_reserve(r, dmin); /* > 0 by validate */
+    size_t nd = wk / use + (wk % use != 0);
+    if (nd == 0)
+        nd = 1;
+    n.devices_needed = nd > KVL_PLAN_MAX_DEVICES ? -1 : (int)nd;
+    *out = n;
+    return KVL_OK;
+}
+
+void kvl_plan_format_ladder(int i, kvl_kv_format *k, kvl_kv_format *v) {
+    static const kvl_kv_format lk[KVL_PLAN_N_LADDER] = {KVL_KV_FMT_F16, KVL_KV_FMT_INT8, KVL_KV_FMT_FP8_E4M3,
+                                                        KVL_KV_FMT_INT4, KVL_KV_FMT_INT4};
+    static const kvl_kv_format lv[KVL_PLAN_N_LADDER] = {KVL_KV_FMT_F16, KVL_KV_FMT_INT8, KVL_KV_FMT_FP8_E4M3,
+                                                        KVL_KV_FMT_INT8, KVL_KV_FMT_INT4};
+    KVL_ASSERT(i >= 0 && i < KVL_PLAN_N_LADDER);
+    *k = lk[i];
+    *v = lv[i];
+}
+
+bool kvl_plan_suggest_format(const kvl_plan_request *r, size_t n_seqs, size_t context,
+                             kvl_kv_format *k, kvl_kv_format *v) {
+    size_t own;
+    if (kvl_plan_kv_block_bytes(&r->shape, r->k_fmt, r->v_fmt, r->block_size, &own, NULL))
+        return false;
+    for (int i = 0; i < KVL_PLAN_N_LADDER; i++) {
+        kvl_plan_request q = *r;
+        kvl_plan_format_ladder(i, &q.k_fmt, &q.v_fmt);
+        size_t bb;
+        kvl_plan_need n;
+        if (kvl_plan_kv_block_bytes(&q.shape, q.k_fmt, q.v_fmt, q.block_size, &bb, NULL) ||
+            bb >= own || kvl_plan_need_for(&q, n_seqs, context, &n, NULL))
+            continue;
+        if (n.fits) {
+            *k = q.k_fmt;
+            *v = q.v_fmt;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- formatting -------------------------------------------------------- */
+
+const char *kvl_plan_fmt_int(size_t v, char *buf, size_t n) {
+    char tmp[32];
+    int len = snprintf(tmp, sizeof tmp, "%zu", v), o = 0;
+    char out[48];
+    for (int i = 0; i < len; i++) {
+        if (i > 0 && (len - i) % 3 == 0)
+            out[o++] = ',';
+        out[o++] = tmp[i];
+    }
+    out[o] = 0;
+    snprintf(buf, n, "%s", out);
+    return buf;
+}
+
+const char *kvl_plan_fmt_gib(size_t v, char *buf, size_t n) {
+    snprintf(buf, n, "%.2f GiB", (double)v / 1073741824.0);
+    return buf;
+}

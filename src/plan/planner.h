@@ -1,0 +1,260 @@
+/*
+ * Memory planner: pure functions from a model's shape, the weight type, the
+ * K and V cache formats, the block size and the device memory to capacity
+ * (tokens, sequences, context), and the reverse (memory needed for N
+ * sequences of C tokens, and what would make it fit).
+ *
+ * The KV format table here is THE definition of how many bytes each cache
+ * format takes, scales included; the KV pool (issue 3), the codecs (issue 6)
+ * and the engine's start-up report use these functions so that every number
+ * kvllm prints agrees.
+ *
+ * Contract of the primitive, kvl_plan_kv_block_bytes: one KV block holds
+ * block_size token positions of K and V for EVERY layer and every KV head:
+ *
+ *   block_bytes = n_layers * n_kv_heads * (head_block(K) + head_block(V))
+ *   head_block  = ceil(block_size * head_dim * elem_bits / 8)   data
+ *               + scale_head_block                                per head per block
+ *               + block_size * scale_token                        per token per head
+ *               + head_dim   * scale_channel                      per channel per head per block
+ *
+ * A budget of B bytes gives floor(B / block_bytes) blocks and block_size
+ * times as many token positions; a sequence of C tokens takes
+ * ceil(C / block_size) blocks. A pool split per layer (L pools of budget B/L)
+ * holds exactly as many blocks, since floor(floor(B/L)/x) == floor(B/(L*x)).
+ *
+ * Example (the engine's start-up report):
+ *
+ *     kvl_plan_capacity cap;
+ *     if (kvl_plan_capacity_for(&shape, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16, kv_mem, &cap, &err))
+ *         return err.status;
+ *     printf("%zu blocks, %zu tokens\n", cap.n_blocks, cap.n_tokens);
+ */
+#ifndef KVL_PLANNER_H
+#define KVL_PLANNER_H
+
+#include "core/core.h"
+#include "model/gguf.h"
+
+#include <stdio.h>
+
+/* ---- KV cache formats -------------------------------------------------- */
+
+typedef enum kvl_kv_format {
+    KVL_KV_FMT_F32 = 0,
+    KVL_KV_FMT_F16,
+    KVL_KV_FMT_BF16,
+    KVL_KV_FMT_FP8_E4M3, /* 1 B/elem + one f32 scale per (head, block) */
+    KVL_KV_FMT_FP8_E5M2, /* 1 B/elem + one f32 scale per (head, block) */
+    KVL_KV_FMT_INT8,     /* 1 B/elem + one f32 scale per (token, head), symmetric */
+    KVL_KV_FMT_INT4,     /* 0.5 B/elem, KIVI: K f16 scale+zero per (channel, head, block),
+                        V f16 scale+zero per (token, head) */
+    KVL_KV_FMT_COUNT
+} kvl_kv_format;
+
+typedef enum kvl_kv_role { KVL_KV_ROLE_K = 0, KVL_KV_ROLE_V = 1 } kvl_kv_role;
+
+/* Scale bytes a format adds, for one role (K or V). */
+typedef struct kvl_kv_overhead {
+    uint32_t head_block; /* bytes per (head, block) */
+    uint32_t token;      /* bytes per (token, head) */
+    uint32_t channel;    /* bytes per (channel, head, block) */
+} kvl_kv_overhead;
+
+typedef struct kvl_kv_format_info {
+    kvl_kv_format fmt;
+    const char *name;        /* canonical CLI name: "f16", "fp8_e4m3", "int4" */
+    uint32_t elem_bits;      /* 32, 16, 8 or 4 */
+    kvl_kv_overhead ovh[2];  /* [KVL_KV_ROLE_K], [KVL_KV_ROLE_V] */
+    const char *scales;      /* one line describing the scales, for docs/--help */
+} kvl_kv_format_info;
+
+/* The row for f; NULL when f is out of range. */
+const kvl_kv_format_info *kvl_kv_format_get(kvl_kv_format f);
+/* Parse a format name (canonical names, plus "fp32", "fp16", "e4m3", "fp8"
+ * = fp8_e4m3, "e5m2", "q8"/"q8_0" = int8, "q4" = int4; case-insensitive). */
+bool kvl_kv_format_parse(const char *s, kvl_kv_format *out);
+/* "f32, f16, bf16, fp8_e4m3, fp8_e5m2, int8, int4" (static string). */
+const char *kvl_kv_format_names(void);
+
+/* ---- model shapes ------------------------------------------------------ */
+
+typedef struct kvl_plan_shape {
+    char name[64];
+    int64_t n_layers;
+    int64_t n_heads;    /* query heads */
+    int64_t n_kv_heads; /* KV heads (== n_heads for MHA) */
+    int64_t head_dim;
+    int64_t dim;        /* embedding length */
+    int64_t ffn_dim;
+    int64_t n_vocab;
+    int64_t ctx_len;    /* the model's context length */
+    bool tied_embd;     /* output shares the token embedding (counted once) */
+    bool qkv_bias;      /* q, k, v projections carry a bias (Qwen2) */
+    const char *source; /* where the numbers come from; NULL for files */
+} kvl_plan_shape;
+
+/* The named shapes table (static). */
+const kvl_plan_shape *kvl_plan_shapes(size_t *n);
+/* Case-insensitive lookup by name; NULL when unknown. */
+const kvl_plan_shape *kvl_plan_shape_find(const char *name);
+/* Check a shape's fields are positive and within model.h's limits. */
+kvl_status kvl_plan_shape_validate(const kvl_plan_shape *s, kvl_error *err);
+/* Read a llama-family shape from a parsed GGUF (llama.* keys; vocab from
+ * tokenizer.ggml.tokens, else token_embd.weight) and the sum of its tensor
+ * bytes. name comes from general.name when present, else stays as the
+ * caller set it in *out (e.g. the file name). *out is written only on success. */
+kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_plan_shape *out,
+                                    size_t *weight_bytes, kvl_error *err);
+
+/* ---- devices ----------------------------------------------------------- */
+
+typedef struct kvl_plan_device {
+    const char *name;   /* "H100-80GB" */
+    size_t bytes;       /* memory.total as nvidia-smi reports it, MiB * 2^20 */
+    const char *source;
+} kvl_plan_device;
+
+const kvl_plan_device *kvl_plan_devices(size_t *n);
+/* Case-insensitive; also accepts the name without the dash ("H100 80GB"). */
+const kvl_plan_device *kvl_plan_device_find(const char *name);
+
+/* ---- weights ----------------------------------------------------------- */
+
+/* Parameters of the shape: embedding, output (unless tied), per layer q k v o
+ * (+ q/k/v bias), gate/up/down, two norms, and the final norm. */
+kvl_status kvl_plan_n_params(const kvl_plan_shape *s, size_t *out, kvl_error *err);
+/* Bytes of all weights stored as wtype (F32, F16, BF16, Q8_0 or Q4_0).
+ * Matrices take wtype; norm vectors and biases stay F32 (as GGUF stores
+ * them). Q8_0 is 34 B and Q4_0 18 B per 32 weights, rounded up to whole
+ * blocks per row. */
+kvl_status kvl_plan_weight_bytes(const kvl_plan_shape *s, kvl_type wtype, size_t *out,
+                                 kvl_error *err);
+/* Parse "f32", "f16", "bf16", "q8_0", "q4_0" (case-insensitive). */
+bool kvl_plan_weight_type_parse(const char *s, kvl_type *out);
+const char *kvl_plan_weight_type_name(kvl_type t);
+
+/* ---- KV bytes and capacity --------------------------------------------- */
+
+#define KVL_PLAN_MAX_BLOCK_SIZE 4096
+
+/* Bytes of one (head, block) of format f in role r (formula above). */
+kvl_status kvl_plan_kv_head_block_bytes(kvl_kv_format f, kvl_kv_role r, int64_t head_dim,
+                                        int block_size, size_t *out, kvl_error *err);
+/* THE primitive: bytes of one block (block_size tokens, all layers, K and V). */
+kvl_status kvl_plan_kv_block_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+                                   int block_size, size_t *out, kvl_error *err);
+/* block_bytes / block_size (exact for f32/f16/bf16; scales per block make the
+ * quantized formats fractional). */
+kvl_status kvl_plan_kv_token_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+                                   int block_size, double *out, kvl_error *err);
+/* ceil(n_tokens / block_size); block_size >= 1. */
+size_t kvl_plan_blocks_for_tokens(size_t n_tokens, int block_size);
+
+typedef struct kvl_plan_capacity {
+    int block_size;
+    size_t block_bytes; /* kvl_plan_kv_block_bytes */
+    size_t kv_budget;   /* bytes given */
+    size_t n_blocks;    /* floor(kv_budget / block_bytes) */
+    size_t n_tokens;    /* n_blocks * block_size */
+} kvl_plan_capacity;
+
+/* Blocks and tokens a KV budget holds. What the KV pool allocates for the
+ * same budget and block size must equal n_blocks. */
+kvl_status kvl_plan_capacity_for(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+                                 int block_size, size_t kv_budget, kvl_plan_capacity *out,
+                                 kvl_error *err);
+/* Sequences of `context` tokens that fit at once: n_blocks / ceil(context/B).
+ * context 0 counts as 1 token. */
+size_t kvl_plan_max_seqs(const kvl_plan_capacity *c, size_t context);
+/* Longest context each of n_seqs sequences can reach at once:
+ * floor(n_blocks / n_seqs) * block_size; 0 when n_seqs is 0. */
+size_t kvl_plan_max_context(const kvl_plan_capacity *c, size_t n_seqs);
+/* KV bytes of n_seqs sequences of context tokens: n_seqs * ceil(C/B) * block_bytes. */
+kvl_status kvl_plan_kv_bytes_for(size_t block_bytes, int block_size, size_t n_seqs,
+                                 size_t context, size_t *out, kvl_error *err);
+
+/* ---- a whole plan ------------------------------------------------------ */
+
+#define KVL_PLAN_MAX_DEVICES 64
+
+typedef struct kvl_plan_request {
+    kvl_plan_shape shape;
+    size_t weight_bytes;                       /* kvl_plan_weight_bytes or the file's */
+    kvl_kv_format k_fmt, v_fmt;
+    int block_size;
+    size_t dev_bytes[KVL_PLAN_MAX_DEVICES];   /* memory of each device */
+    int n_devices;
+    /* Reserve for activations and runtime, per device: reserve_frac of its
+     * memory (floored to a byte) plus reserve_bytes. */
+    double reserve_frac;
+    size_t reserve_bytes;
+} kvl_plan_request;
+
+typedef struct kvl_plan_result {
+    size_t mem_total;     /* sum of dev_bytes */
+    size_t reserve_total; /* sum of per-device reserves */
+    size_t usable;        /* mem_total - reserve_total */
+    bool weights_fit;     /* weight_bytes <= usable */
+    size_t kv_budget;     /* usable - weight_bytes, or 0 */
+    kvl_plan_capacity cap;
+} kvl_plan_result;
+
+/* Reserve of one device of `bytes` under r's reserve settings. */
+size_t kvl_plan_device_reserve(const kvl_plan_request *r, size_t bytes);
+/* Check r (shape, block size, formats, devices, reserve below each device). */
+kvl_status kvl_plan_request_validate(const kvl_plan_request *r, kvl_error *err);
+kvl_status kvl_plan_compute(const kvl_plan_request *r, kvl_plan_result *out, kvl_error *err);
+
+/* The reverse question: n_seqs sequences of context tokens. */
+typedef struct kvl_plan_need {
+    size_t n_seqs, context;
+    size_t kv_bytes;    /* kvl_plan_kv_bytes_for */
+    size_t total_bytes; /* weights + kv + reserve of the given devices */
+    bool fits;          /* weights + kv <= usable */
+    size_t short_by;    /* weights + kv - usable when it does not fit */
+    size_t max_seqs;    /* at this context with the given settings */
+    size_t max_context; /* for this many sequences with the given settings */
+    int devices_needed; /* of the smallest given device: ceil((W+KV)/(dev - reserve));
+                           -1 when that is over KVL_PLAN_MAX_DEVICES */
+} kvl_plan_need;
+
+kvl_status kvl_plan_need_for(const kvl_plan_request *r, size_t n_seqs, size_t context,
+                             kvl_plan_need *out, kvl_error *err);
+
+/* The KV format pairs the planner suggests, least aggressive first:
+ * f16/f16, int8/int8, fp8_e4m3/fp8_e4m3, int4/int8, int4/int4. */
+#define KVL_PLAN_N_LADDER 5
+void kvl_plan_format_ladder(int i, kvl_kv_format *k, kvl_kv_format *v);
+/* The first pair of the ladder, taking fewer bytes per block than r's own
+ * formats, with which n_seqs x context fits; false when none does. */
+bool kvl_plan_suggest_format(const kvl_plan_request *r, size_t n_seqs, size_t context,
+                             kvl_kv_format *k, kvl_kv_format *v);
+
+/* ---- formatting (shared by the text, JSON and SVG outputs) ------------- */
+
+/* "1,234,567" */
+const char *kvl_plan_fmt_int(size_t v, char *buf, size_t n);
+/* "14.96 GiB" (two decimals, bytes / 2^30) */
+const char *kvl_plan_fmt_gib(size_t v, char *buf, size_t n);
+
+/* ---- SVG --------------------------------------------------------------- */
+
+#define KVL_PLAN_SVG_MAX_BATCH 8
+
+typedef struct kvl_plan_svg {
+    const kvl_plan_request *req;
+    const kvl_plan_result *res;
+    const char *title;
+    size_t batch[KVL_PLAN_SVG_MAX_BATCH]; /* batch sizes drawn as lines */
+    int n_batch;
+    size_t ctx_max;  /* x axis: 0 .. ctx_max tokens */
+    size_t kv_bar;   /* KV bytes shown in the stacked bar */
+    const char *kv_bar_label; /* "KV 64 x 8192" */
+} kvl_plan_svg;
+
+/* Write the chart as a standalone SVG document. Every number in its labels is
+ * formatted by kvl_plan_fmt_* so it reads as in the text output. */
+kvl_status kvl_plan_svg_write(FILE *f, const kvl_plan_svg *s, kvl_error *err);
+
+#endif

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# test_plan_cli: `kvllm plan` end to end. Exit codes and messages for bad
+# flags; the published numbers in the text output; --json parses and agrees
+# with the text; --svg is well-formed XML and its labels carry the same
+# numbers as the text tables; -m reads a GGUF's shape.
+set -u
+BIN=${KVL_BIN:?KVL_BIN must point at kvllm}
+SHARED=${KVL_SHARED:-$(dirname "$0")/../../shared}
+TMP=${KVL_TMP:-/tmp}/test_plan_cli.$$
+mkdir -p "$TMP"
+trap 'rm -rf "$TMP"' EXIT
+fails=0
+checks=0
+ok() { checks=$((checks + 1)); }
+bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
+
+# expect CODE NEEDLE -- ARGS: exit code and a substring of stdout+stderr
+expect() {
+    local code=$1 needle=$2
+    shift 3
+    local out rc
+    out=$("$BIN" plan "$@" 2>&1)
+    rc=$?
+    if [ "$rc" != "$code" ]; then
+        bad "plan $* exited $rc, wanted $code: $out"
+    elif [ -n "$needle" ] && ! grep -qF -- "$needle" <<<"$out"; then
+        bad "plan $*: output lacks '$needle': $out"
+    else
+        ok
+    fi
+}
+
+expect 0 "usage: kvllm plan" -- --help
+expect 0 "Llama-3.1-405B" -- --list-models
+expect 0 "85,520,809,984" -- --list-devices
+expect 2 "--frobnicate" -- --model Llama-3-8B --device H100-80GB --frobnicate
+expect 2 "exactly one of --model" -- --device H100-80GB
+expect 2 "no memory given" -- --model Llama-3-8B
+expect 2 "unknown model 'Llama-9'" -- --model Llama-9 --device H100-80GB
+expect 2 "unknown device 'TPU'" -- --model Llama-3-8B --device TPU
+expect 2 "--block-size: 0 is outside [1, 4096]" -- --model Llama-3-8B --device H100-80GB --block-size 0
+expect 2 "--block-size: 'x' is not an integer" -- --model Llama-3-8B --device H100-80GB --block-size x
+expect 2 "--kv-type: unknown KV format 'int3'" -- --model Llama-3-8B --device H100-80GB --kv-type int3
+expect 2 "--kv-type-v: unknown KV format" -- --model Llama-3-8B --device H100-80GB --kv-type-v q5
+expect 2 "--weights: unknown weight type 'q5_k'" -- --model Llama-3-8B --device H100-80GB --weights q5_k
+expect 2 "--reserve: 150 is outside [0, 99]" -- --model Llama-3-8B --device H100-80GB --reserve 150%
+expect 2 "reserve" -- --model Llama-3-8B --device L4-24GB --reserve 30GiB
+expect 2 "--mem" -- --model Llama-3-8B --mem 0
+expect 2 "--mem: unknown unit" -- --model Llama-3-8B --mem 24parsecs
+expect 2 "--devices: 0 is outside" -- --model Llama-3-8B --device H100-80GB --devices 0
+expect 2 "--devices 3" -- --model Llama-3-8B --device H100-80GB,A100-80GB --devices 3
+expect 2 "--users needs a value" -- --model Llama-3-8B --device H100-80GB --users
+expect 2 "--context: -5 is outside" -- --model Llama-3-8B --device H100-80GB --context -5
+expect 1 "-m: $TMP/none.gguf" -- -m "$TMP/none.gguf" --device H100-80GB
+
+# published facts in the text output
+expect 0 "2,097,152 B / 16 = 131072.00 B  (= 2 x 32 x 8 x 128 x 2 B)" -- --model Llama-3-8B --device H100-80GB
+expect 0 "= 524288.00 B" -- --model Llama-2-7B --mem 80GiB
+expect 0 "KV capacity 29,043 blocks x 16 = 464,688 tokens" -- --model Llama-3-8B --device H100-80GB
+# Llama-3-70B, one sequence of 131,072 tokens: 40.00 GiB of KV
+expect 0 "KV 1 x 8,192 blocks x 5,242,880 B = 42,949,672,960 B (40.00 GiB)" -- \
+    --model Llama-3-70B --mem 1TiB --users 1 --context 131072
+expect 0 "2 x A100-80GB" -- --model Llama-3-8B --device A100-80GB --devices 2
+expect 0 "2 devices" -- --model Llama-3-8B --device A100-80GB,H100-80GB
+expect 0 "16 tok x 128 dims x 1 B + 16 tok x 4 B scale/zero = 2112 B" -- \
+    --model Llama-3-8B --device H100-80GB --kv-type int8
+expect 0 "128 dims x 4 B scale/zero = 1536 B" -- --model Llama-3-8B --device H100-80GB --kv-type-k int4
+
+# the reverse question
+out=$("$BIN" plan --model Llama-3-8B --device H100-80GB --users 64 --context 8192 2>&1)
+for needle in "does NOT fit (short by 7.28 GiB)" "--kv-type-k int8 --kv-type-v int8" \
+    "fewer users:  56 users" "shorter:      7,248 tokens for 64 users" "more devices: 2 x"; do
+    if grep -qF -- "$needle" <<<"$out"; then ok; else bad "reverse: lacks '$needle': $out"; fi
+done
+expect 0 ": fits" -- --model Llama-3-8B --device H100-80GB --users 16 --context 8192
+
+# GGUF input
+GGUF=$SHARED/models/stories260K.gguf
+if [ -f "$GGUF" ]; then
+    expect 0 "10,240 B / 16 = 640.00 B" -- -m "$GGUF" --mem 1GiB
+    expect 0 "as stored in the file: 1,171,200 B" -- -m "$GGUF" --mem 1GiB
+else
+    bad "missing $GGUF"
+fi
+
+# --json agrees with the text; --svg is well-formed and agrees too
+args=(--model Llama-3-8B --device H100-80GB --users 64 --context 8192)
+"$BIN" plan "${args[@]}" >"$TMP/plan.txt" 2>&1 || bad "text run failed"
+"$BIN" plan "${args[@]}" --json >"$TMP/plan.json" 2>&1 || bad "json run failed"
+"$BIN" plan "${args[@]}" --svg "$TMP/plan.svg" >/dev/null 2>&1 || bad "svg run failed"
+if command -v xmllint >/dev/null; then
+    if xmllint --noout "$TMP/plan.svg"; then ok; else bad "xmllint rejects the SVG"; fi
+fi
+if command -v python3 >/dev/null; then
+    if python3 - "$TMP/plan.txt" "$TMP/plan.json" "$TMP/plan.svg" <<'EOF'; then ok; else bad "json/svg vs text"; fi
+import json, re, sys, xml.etree.ElementTree as ET
+txt = open(sys.argv[1]).read()
+js = json.load(open(sys.argv[2]))
+svg = ET.parse(sys.argv[3]).getroot()   # raises on malformed XML
+labels = [t.text or "" for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+fails = []
+def want(c, msg):
+    if not c: fails.append(msg)
+num = lambda s: int(s.replace(",", ""))
+# JSON numbers
+want(js["kv"]["bytes_per_token"] == 131072, "json bytes_per_token")
+want(js["kv"]["block_bytes"] == 2097152, "json block_bytes")
+cap = num(re.search(r"KV capacity [\d,]+ blocks x 16 = ([\d,]+) tokens", txt).group(1))
+want(js["capacity"]["tokens"] == cap, "json capacity vs text")
+want(js["need"]["fits"] is False, "json need.fits")
+want(js["need"]["suggested_format"] == {"k": "int8", "v": "int8"}, "json suggestion")
+want(js["need"]["kv_bytes"] == 64 << 30, "json need.kv_bytes")
+# text table: users -> longest context
+table = dict((num(u), num(c)) for u, c in re.findall(r"^\s+([\d,]+)\s+([\d,]+)(?:  \(over.*)?$",
+                                                     txt.split("longest context", 1)[1].split("need", 1)[0], re.M))
+want(table and table == {d["users"]: d["tokens"] for d in js["longest_context"]}, "json vs text users table")
+# SVG legend carries the same numbers
+legend = {int(m.group(1)): num(m.group(2)) for l in labels
+          for m in [re.match(r"batch (\d+): longest context ([\d,]+) tokens", l)] if m}
+want(legend == table, "svg legend %s vs text %s" % (legend, table))
+# SVG subtitle and bar labels
+want(any(("KV capacity %s tokens" % format(cap, ",")) in l for l in labels), "svg capacity")
+bar = re.search(r"stacked bar: weights ([\d.]+ GiB), (.*) ([\d.]+ GiB), reserve ([\d.]+ GiB)", txt)
+for v in (bar.group(1), bar.group(3), bar.group(4)):
+    want(v in labels, "svg bar label %s" % v)
+want(bar.group(2) in labels, "svg bar KV label")
+mem = re.search(r"memory .* \(([\d.]+ GiB)\)", txt).group(1)
+want(("device memory " + mem) in labels, "svg device line")
+for f in fails: print("FAIL:", f, file=sys.stderr)
+sys.exit(1 if fails else 0)
+EOF
+else
+    echo "test_plan_cli: python3 not found; JSON and SVG label checks skipped" >&2
+fi
+
+echo "test_plan_cli: $((checks - fails)) passed, $fails failed"
+[ "$fails" = 0 ]
