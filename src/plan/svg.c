@@ -161,10 +161,6 @@ kvl_status kvl_plan_svg_write(FILE *f, const kvl_plan_svg *s, kvl_error *err) {
             "transform=\"rotate(-90 24 %.1f)\">memory: weights + KV (GiB)</text>\n",
             (PY0 + PY1) / 2, (PY0 + PY1) / 2);
 
-    /* horizontal limits */
-    hline(f, &sc, r->weight_bytes, "#555", "", "weights", PX1, 15);
-    hline(f, &sc, res->usable, "#ff7f0e", " stroke-dasharray=\"6 4\"", "usable (minus reserve)",
-          PX1, -5);
 
     /* one line per batch size: weights + b * ceil(C / B) * block_bytes */
     double per_tok = (double)res->cap.block_bytes / r->block_size;
@@ -206,6 +202,11 @@ kvl_status kvl_plan_svg_write(FILE *f, const kvl_plan_svg *s, kvl_error *err) {
                  kvl_plan_fmt_int(mc, a, sizeof a));
         text(f, PX0 + 42, ly, "start", 12, "black", lab);
     }
+
+    /* horizontal limits, drawn over the curves so their labels stay readable */
+    hline(f, &sc, r->weight_bytes, "#555", "", "weights", PX1, 15);
+    hline(f, &sc, res->usable, "#ff7f0e", " stroke-dasharray=\"6 4\"", "usable (minus reserve)",
+          PX1, -5);
 
     /* stacked bar: weights, KV, reserve, free (bottom to top) */
     struct {
