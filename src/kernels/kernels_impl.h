@@ -1,0 +1,100 @@
+/*
+ * Private to src/kernels: the per-ISA entry points that kernels.c dispatches
+ * to, and the layout of the quantized activations in matmul scratch.
+ *
+ * Activation rows for the Q8_0 / Q4_0 paths (one per token, act_stride bytes
+ * apart, nb = n_cols / 32 blocks):
+ *
+ *   +--------------------+---------------------+----------------------+
+ *   | qs  int8[n_cols]   | dx  float[nb * 8]   | corr int32[nb * 8]   |
+ *   +--------------------+---------------------+----------------------+
+ *     q = round(x / d)     d of block b,         lane 0 of block b:
+ *     |q| <= 127           repeated 8 times      -k_corr * sum(q in b),
+ *                                                lanes 1..7 zero
+ *
+ * x ~= d * q per block of 32. dx is pre-broadcast so a 256-bit load gives
+ * one block's scale in every lane (and a 512-bit load two blocks'). corr
+ * lets unsigned-by-signed dot products (maddubs, dpbusd) run on weights
+ * shifted to be non-negative: sum((w + k) * q) - k * sum(q) = sum(w * q);
+ * k_corr is 8 for Q4_0 (nibbles 0..15) and 128 for Q8_0 (w ^ 0x80).
+ */
+#ifndef KVL_KERNELS_IMPL_H
+#define KVL_KERNELS_IMPL_H
+
+#include "kernels/kernels.h"
+
+typedef struct kvl_mm_ctx {
+    float *Y;          /* (n_tok, n_rows) */
+    const uint8_t *W;  /* (n_rows, n_cols) of type t, w_row_bytes per row */
+    kvl_type t;
+    int64_t n_rows, n_cols, n_tok;
+    const float *X;    /* (n_tok, n_cols) */
+    size_t w_row_bytes;
+    uint8_t *act;      /* (n_tok) activation rows, act_stride bytes each; quantized types only */
+    size_t act_stride;
+    int32_t k_corr;
+} kvl_mm_ctx;
+
+static inline const int8_t *kvl_act_qs(const kvl_mm_ctx *c, int64_t tok) {
+    return (const int8_t *)(c->act + (size_t)tok * c->act_stride);
+}
+static inline const float *kvl_act_dx(const kvl_mm_ctx *c, int64_t tok) {
+    return (const float *)(c->act + (size_t)tok * c->act_stride + (size_t)c->n_cols);
+}
+static inline const int32_t *kvl_act_corr(const kvl_mm_ctx *c, int64_t tok) {
+    return (const int32_t *)(c->act + (size_t)tok * c->act_stride + (size_t)c->n_cols * 2);
+}
+
+/* Bytes of one activation row (a multiple of 64). */
+static inline size_t kvl_act_stride(int64_t n_cols) {
+    return ((size_t)n_cols * 3 + 63) & ~(size_t)63;
+}
+
+/* A register tile: Y rows [r, r + R) x tokens [tok, tok + T), R and T fixed
+ * per function. */
+typedef void (*kvl_tile_fn)(const kvl_mm_ctx *c, int64_t r, int64_t tok);
+
+/* Tokens per outer chunk: one chunk of activations stays in L2 while every
+ * row tile of the thread's range passes over it; each row tile (rm rows of
+ * weights) stays in L1 while the chunk's token tiles pass over it. */
+#define KVL_MM_TOK_CHUNK 64
+
+/* Cover rows [r0, r1) x all tokens with tiles: big[T - 1] computes rm rows
+ * by T tokens, one[T - 1] one row by T tokens (T = 1..tm). */
+static inline void kvl_mm_drive(const kvl_mm_ctx *c, int64_t r0, int64_t r1, int rm, int tm,
+                                const kvl_tile_fn *big, const kvl_tile_fn *one) {
+    for (int64_t t0 = 0; t0 < c->n_tok; t0 += KVL_MM_TOK_CHUNK) {
+        const int64_t t1 = c->n_tok - t0 < KVL_MM_TOK_CHUNK ? c->n_tok : t0 + KVL_MM_TOK_CHUNK;
+        int64_t r = r0;
+        while (r < r1) {
+            const bool full = r1 - r >= rm;
+            const kvl_tile_fn *f = full ? big : one;
+            for (int64_t tok = t0; tok < t1; tok += tm) {
+                const int64_t nt = t1 - tok < tm ? t1 - tok : tm;
+                f[nt - 1](c, r, tok);
+            }
+            r += full ? rm : 1;
+        }
+    }
+}
+
+/* Quantize blocks [b0, b1) of one activation row x (n_cols floats) into the
+ * row at dst (laid out as above). */
+void kvl_quantize_act_scalar(const float *x, int64_t n_cols, int64_t b0, int64_t b1,
+                             int32_t k_corr, uint8_t *dst);
+void kvl_quantize_act_avx2(const float *x, int64_t n_cols, int64_t b0, int64_t b1,
+                           int32_t k_corr, uint8_t *dst);
+void kvl_quantize_act_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t b1,
+                             int32_t k_corr, uint8_t *dst);
+
+/* Y rows [r0, r1) for every token. */
+void kvl_mm_rows_scalar(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
+void kvl_mm_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
+void kvl_mm_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
+
+float kvl_dot_f32_avx2(const float *a, const float *b, int64_t n);
+float kvl_dot_f32_avx512(const float *a, const float *b, int64_t n);
+void kvl_axpy_f32_avx2(float *y, float a, const float *x, int64_t n);
+void kvl_axpy_f32_avx512(float *y, float a, const float *x, int64_t n);
+
+#endif

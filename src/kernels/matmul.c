@@ -1,0 +1,198 @@
+/*
+ * matmul: Y = X * W^T for every weight type, the scalar reference, the
+ * scalar fast path, and the split of the work over the thread pool.
+ *
+ * For Q8_0 / Q4_0 weights kvl_matmul first quantizes X into the caller's
+ * scratch (8-bit blocks of 32 with a float scale, see kernels_impl.h), then
+ * each thread computes a contiguous range of output rows for all tokens with
+ * integer block dot products. Rows are handed out in multiples of 4 (the
+ * register tile height of the SIMD paths). Float weights read X directly.
+ *
+ * kvl_matmul_ref is the definition the fast paths are tested against: float
+ * arithmetic on dequantized weights and unquantized X, summed in order.
+ *
+ * Must not: allocate, expand a quantized weight matrix to float, or read
+ * scratch beyond kvl_matmul_scratch_size.
+ */
+#include "kernels/kernels_impl.h"
+
+static bool is_quant(kvl_type t) { return t == KVL_TYPE_Q8_0 || t == KVL_TYPE_Q4_0; }
+
+size_t kvl_matmul_scratch_size(kvl_type t, int64_t n_cols, int64_t n_tok) {
+    if (!is_quant(t) || n_cols <= 0 || n_tok <= 0)
+        return 0;
+    size_t r;
+    if (kvl_mul_overflow(kvl_act_stride(n_cols), (size_t)n_tok, &r))
+        return 0;
+    return r;
+}
+
+/* Weight element k of a float-like row. */
+static inline float wf(kvl_type t, const uint8_t *row, int64_t k) {
+    switch (t) {
+    case KVL_TYPE_F32:
+        return ((const float *)row)[k];
+    case KVL_TYPE_F16:
+        return kvl_fp16_to_f32(((const uint16_t *)row)[k]);
+    default:
+        return kvl_bf16_to_f32(((const uint16_t *)row)[k]);
+    }
+}
+
+void kvl_matmul_ref(float *Y, const void *W, kvl_type t, int64_t n_rows, int64_t n_cols,
+                    const float *X, int64_t n_tok) {
+    const size_t rb = kvl_row_bytes(t, n_cols);
+    KVL_ASSERT(rb != 0 || n_cols == 0);
+    for (int64_t tok = 0; tok < n_tok; tok++) {
+        const float *x = X + tok * n_cols;
+        for (int64_t r = 0; r < n_rows; r++) {
+            const uint8_t *row = (const uint8_t *)W + (size_t)r * rb;
+            float s = 0.0f;
+            if (t == KVL_TYPE_Q8_0) {
+                const kvl_block_q8_0 *b = (const kvl_block_q8_0 *)row;
+                for (int64_t k = 0; k < n_cols; k++) {
+                    const kvl_block_q8_0 *bk = &b[k / KVL_QK8_0];
+                    s += kvl_fp16_to_f32(bk->d) * (float)bk->qs[k % KVL_QK8_0] * x[k];
+                }
+            } else if (t == KVL_TYPE_Q4_0) {
+                const kvl_block_q4_0 *b = (const kvl_block_q4_0 *)row;
+                for (int64_t k = 0; k < n_cols; k++) {
+                    const kvl_block_q4_0 *bk = &b[k / KVL_QK4_0];
+                    int j = (int)(k % KVL_QK4_0);
+                    int nib = j < 16 ? (bk->qs[j] & 0x0f) : (bk->qs[j - 16] >> 4);
+                    s += kvl_fp16_to_f32(bk->d) * (float)(nib - 8) * x[k];
+                }
+            } else {
+                for (int64_t k = 0; k < n_cols; k++)
+                    s += wf(t, row, k) * x[k];
+            }
+            Y[tok * n_rows + r] = s;
+        }
+    }
+}
+
+void kvl_mm_rows_scalar(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    const int64_t nb = c->n_cols / 32;
+    for (int64_t tok = 0; tok < c->n_tok; tok++) {
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *row = c->W + (size_t)r * c->w_row_bytes;
+            float s = 0.0f;
+            if (c->t == KVL_TYPE_Q8_0 || c->t == KVL_TYPE_Q4_0) {
+                const int8_t *qx = kvl_act_qs(c, tok);
+                const float *dx = kvl_act_dx(c, tok);
+                for (int64_t b = 0; b < nb; b++) {
+                    int32_t isum = 0;
+                    float dw;
+                    if (c->t == KVL_TYPE_Q8_0) {
+                        const kvl_block_q8_0 *w = (const kvl_block_q8_0 *)row + b;
+                        for (int i = 0; i < 32; i++)
+                            isum += w->qs[i] * qx[b * 32 + i];
+                        dw = kvl_fp16_to_f32(w->d);
+                    } else {
+                        const kvl_block_q4_0 *w = (const kvl_block_q4_0 *)row + b;
+                        for (int j = 0; j < 16; j++) {
+                            isum += ((w->qs[j] & 0x0f) - 8) * qx[b * 32 + j];
+                            isum += ((w->qs[j] >> 4) - 8) * qx[b * 32 + j + 16];
+                        }
+                        dw = kvl_fp16_to_f32(w->d);
+                    }
+                    s += (float)isum * (dw * dx[b * 8]);
+                }
+            } else {
+                const float *x = c->X + tok * c->n_cols;
+                for (int64_t k = 0; k < c->n_cols; k++)
+                    s += wf(c->t, row, k) * x[k];
+            }
+            c->Y[tok * c->n_rows + r] = s;
+        }
+    }
+}
+
+typedef struct mm_task {
+    const kvl_mm_ctx *c;
+    kvl_isa isa;
+} mm_task;
+
+static void quant_task(void *arg, int ith, int nth) {
+    const mm_task *m = arg;
+    const kvl_mm_ctx *c = m->c;
+    const int64_t nb = c->n_cols / 32;
+    int64_t lo, hi;
+    kvl_split(c->n_tok * nb, ith, nth, &lo, &hi);
+    while (lo < hi) {
+        const int64_t tok = lo / nb, b0 = lo % nb;
+        const int64_t b1 = (hi - tok * nb) < nb ? (hi - tok * nb) : nb;
+        const float *x = c->X + tok * c->n_cols;
+        uint8_t *dst = c->act + (size_t)tok * c->act_stride;
+        switch (m->isa) {
+        case KVL_ISA_AVX512:
+            kvl_quantize_act_avx512(x, c->n_cols, b0, b1, c->k_corr, dst);
+            break;
+        case KVL_ISA_AVX2:
+            kvl_quantize_act_avx2(x, c->n_cols, b0, b1, c->k_corr, dst);
+            break;
+        default:
+            kvl_quantize_act_scalar(x, c->n_cols, b0, b1, c->k_corr, dst);
+            break;
+        }
+        lo += b1 - b0;
+    }
+}
+
+static void rows_task(void *arg, int ith, int nth) {
+    const mm_task *m = arg;
+    const kvl_mm_ctx *c = m->c;
+    int64_t lo, hi;
+    kvl_split((c->n_rows + 3) / 4, ith, nth, &lo, &hi);
+    lo *= 4;
+    hi *= 4;
+    if (hi > c->n_rows)
+        hi = c->n_rows;
+    if (lo >= hi)
+        return;
+    switch (m->isa) {
+    case KVL_ISA_AVX512:
+        kvl_mm_rows_avx512(c, lo, hi);
+        break;
+    case KVL_ISA_AVX2:
+        kvl_mm_rows_avx2(c, lo, hi);
+        break;
+    default:
+        kvl_mm_rows_scalar(c, lo, hi);
+        break;
+    }
+}
+
+/* Below this many activation values, quantizing X on the caller thread is
+ * cheaper than a pool round trip. */
+#define KVL_QUANT_PAR_MIN 32768
+
+void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_rows,
+                int64_t n_cols, const float *X, int64_t n_tok, void *scratch) {
+    const size_t rb = kvl_row_bytes(t, n_cols);
+    KVL_ASSERT(rb != 0 || n_cols == 0);
+    if (n_rows <= 0 || n_tok <= 0)
+        return;
+    kvl_mm_ctx c = {
+        .Y = Y,
+        .W = W,
+        .t = t,
+        .n_rows = n_rows,
+        .n_cols = n_cols,
+        .n_tok = n_tok,
+        .X = X,
+        .w_row_bytes = rb,
+    };
+    mm_task m = {.c = &c, .isa = kvl_isa_active()};
+    if (is_quant(t)) {
+        KVL_ASSERT(scratch != NULL || n_cols == 0);
+        c.act = scratch;
+        c.act_stride = kvl_act_stride(n_cols);
+        c.k_corr = t == KVL_TYPE_Q4_0 ? 8 : 128;
+        if (n_tok * n_cols >= KVL_QUANT_PAR_MIN)
+            kvl_pool_run(pool, quant_task, &m);
+        else
+            quant_task(&m, 0, 1);
+    }
+    kvl_pool_run(pool, rows_task, &m);
+}

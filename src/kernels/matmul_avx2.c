@@ -1,0 +1,273 @@
+/*
+ * matmul_avx2: the AVX2 + FMA + F16C kernels (compiled with -mavx2 -mfma
+ * -mf16c; only called when kvl_isa_active() >= KVL_ISA_AVX2).
+ *
+ * Quantized weights: one 32-value block per 256-bit register.
+ *   Q8_0: maddubs(|w|, sign(x, w)) gives exact int16 pair sums (each at most
+ *         2 * 128 * 127 < 32767), madd with ones widens to int32.
+ *   Q4_0: the nibbles (0..15) are already unsigned: maddubs(n, x) then
+ *         madd, plus the activation row's corr lane (-8 * sum(x)).
+ *   Each block's int32 sums become float and are accumulated with the scale
+ *   d_w * d_x by one FMA; the 8 lanes are summed once per output.
+ * Float weights (F32, F16, BF16) widen to float and FMA over 8 columns.
+ * Tiles are R rows x T tokens, R <= 4, T <= 4, all indices fixed at compile
+ * time so the accumulators live in registers.
+ *
+ * Must not: allocate, read weights past their row, or use AVX-512.
+ */
+#include "kernels/kernels_impl.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+#define AI static inline __attribute__((always_inline))
+
+AI float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AI int32_t hsum8i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+float kvl_dot_f32_avx2(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum8(_mm256_add_ps(s0, s1));
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+void kvl_axpy_f32_avx2(float *y, float a, const float *x, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * x[i];
+}
+
+void kvl_quantize_act_avx2(const float *x, int64_t n_cols, int64_t b0, int64_t b1,
+                           int32_t k_corr, uint8_t *dst) {
+    int8_t *qs = (int8_t *)dst;
+    float *dx = (float *)(dst + n_cols);
+    int32_t *corr = (int32_t *)(dst + 2 * n_cols);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 lim = _mm256_set1_ps(127.0f), nlim = _mm256_set1_ps(-127.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = b0; b < b1; b++) {
+        const float *xb = x + b * 32;
+        __m256 v[4];
+        for (int i = 0; i < 4; i++)
+            v[i] = _mm256_loadu_ps(xb + 8 * i);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const __m256 vid = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int i = 0; i < 4; i++) {
+            /* min/max return the bound for NaN, like the scalar clamp */
+            __m256 s = _mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(v[i], vid), lim), nlim);
+            q[i] = _mm256_cvtps_epi32(s);
+        }
+        const int32_t sum = hsum8i(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]),
+                                                    _mm256_add_epi32(q[2], q[3])));
+        __m256i p16a = _mm256_packs_epi32(q[0], q[1]);
+        __m256i p16b = _mm256_packs_epi32(q[2], q[3]);
+        __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+        p8 = _mm256_permutevar8x32_epi32(p8, perm);
+        _mm256_storeu_si256((__m256i *)(qs + b * 32), p8);
+        _mm256_storeu_ps(dx + b * 8, _mm256_set1_ps(d));
+        _mm256_storeu_si256((__m256i *)(corr + b * 8), _mm256_setr_epi32(-k_corr * sum, 0, 0, 0, 0, 0, 0, 0));
+    }
+}
+
+/* ---- quantized tiles ---- */
+
+AI void tile_q(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
+               const kvl_type t) {
+    const int64_t nb = c->n_cols / 32;
+    const uint8_t *row[4];
+    const int8_t *qx[4];
+    const float *dx[4];
+    const int32_t *cr[4];
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        qx[j] = kvl_act_qs(c, tok + j);
+        dx[j] = kvl_act_dx(c, tok + j);
+        cr[j] = kvl_act_corr(c, tok + j);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm256_setzero_ps();
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i w[4], aw[4];
+        __m256 dw[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            if (t == KVL_TYPE_Q8_0) {
+                const kvl_block_q8_0 *blk = (const kvl_block_q8_0 *)row[i] + b;
+                w[i] = _mm256_loadu_si256((const __m256i *)blk->qs);
+                aw[i] = _mm256_abs_epi8(w[i]);
+                dw[i] = _mm256_set1_ps(_cvtsh_ss(blk->d));
+            } else {
+                const kvl_block_q4_0 *blk = (const kvl_block_q4_0 *)row[i] + b;
+                __m128i q = _mm_loadu_si128((const __m128i *)blk->qs);
+                __m256i qq = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+                w[i] = _mm256_and_si256(qq, m4);
+                aw[i] = w[i];
+                dw[i] = _mm256_set1_ps(_cvtsh_ss(blk->d));
+            }
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(qx[j] + b * 32));
+            const __m256 s = _mm256_loadu_ps(dx[j] + b * 8);
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++) {
+                __m256i p;
+                if (t == KVL_TYPE_Q8_0) {
+                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(x, w[i])), ones);
+                } else {
+                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(w[i], x), ones);
+                    p = _mm256_add_epi32(p, _mm256_loadu_si256((const __m256i *)(cr[j] + b * 8)));
+                }
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[i], s), acc[i][j]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            c->Y[(tok + j) * c->n_rows + r + i] = hsum8(acc[i][j]);
+}
+
+/* ---- float tiles ---- */
+
+AI __m256 load8(const uint8_t *row, int64_t k, const kvl_type t) {
+    if (t == KVL_TYPE_F32)
+        return _mm256_loadu_ps((const float *)row + k);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + k));
+    if (t == KVL_TYPE_F16)
+        return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AI float scalar_w(const uint8_t *row, int64_t k, const kvl_type t) {
+    if (t == KVL_TYPE_F32)
+        return ((const float *)row)[k];
+    uint16_t h = ((const uint16_t *)row)[k];
+    return t == KVL_TYPE_F16 ? _cvtsh_ss(h) : kvl_bf16_to_f32(h);
+}
+
+AI void tile_f(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
+               const kvl_type t) {
+    const int64_t n = c->n_cols;
+    const uint8_t *row[4];
+    const float *x[4];
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        x[j] = c->X + (tok + j) * n;
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm256_setzero_ps();
+    }
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 w[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            w[i] = load8(row[i], k, t);
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            const __m256 xv = _mm256_loadu_ps(x[j] + k);
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++)
+                acc[i][j] = _mm256_fmadd_ps(w[i], xv, acc[i][j]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            float s = hsum8(acc[i][j]);
+            for (int64_t kk = k; kk < n; kk++)
+                s += scalar_w(row[i], kk, t) * x[j][kk];
+            c->Y[(tok + j) * c->n_rows + r + i] = s;
+        }
+}
+
+#define TILE(kind, ty, tname, R, T)                                                    \
+    static void tile_##tname##_##R##x##T(const kvl_mm_ctx *c, int64_t r, int64_t tok) { \
+        tile_##kind(c, r, tok, R, T, ty);                                              \
+    }
+#define TILES(kind, ty, tname)                                                         \
+    TILE(kind, ty, tname, 4, 1)                                                        \
+    TILE(kind, ty, tname, 4, 2)                                                        \
+    TILE(kind, ty, tname, 4, 3)                                                        \
+    TILE(kind, ty, tname, 4, 4)                                                        \
+    TILE(kind, ty, tname, 1, 1)                                                        \
+    TILE(kind, ty, tname, 1, 2)                                                        \
+    TILE(kind, ty, tname, 1, 3)                                                        \
+    TILE(kind, ty, tname, 1, 4)                                                        \
+    static const kvl_tile_fn big_##tname[4] = {tile_##tname##_4x1, tile_##tname##_4x2,  \
+                                               tile_##tname##_4x3, tile_##tname##_4x4}; \
+    static const kvl_tile_fn one_##tname[4] = {tile_##tname##_1x1, tile_##tname##_1x2,  \
+                                               tile_##tname##_1x3, tile_##tname##_1x4};
+
+TILES(q, KVL_TYPE_Q8_0, q8_0)
+TILES(q, KVL_TYPE_Q4_0, q4_0)
+TILES(f, KVL_TYPE_F32, f32)
+TILES(f, KVL_TYPE_F16, f16)
+TILES(f, KVL_TYPE_BF16, bf16)
+
+void kvl_mm_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    switch (c->t) {
+    case KVL_TYPE_Q8_0:
+        kvl_mm_drive(c, r0, r1, 4, 4, big_q8_0, one_q8_0);
+        break;
+    case KVL_TYPE_Q4_0:
+        kvl_mm_drive(c, r0, r1, 4, 4, big_q4_0, one_q4_0);
+        break;
+    case KVL_TYPE_F32:
+        kvl_mm_drive(c, r0, r1, 4, 4, big_f32, one_f32);
+        break;
+    case KVL_TYPE_F16:
+        kvl_mm_drive(c, r0, r1, 4, 4, big_f16, one_f16);
+        break;
+    case KVL_TYPE_BF16:
+        kvl_mm_drive(c, r0, r1, 4, 4, big_bf16, one_bf16);
+        break;
+    default:
+        KVL_ASSERT(!"kvl_mm_rows_avx2: unsupported type");
+    }
+}

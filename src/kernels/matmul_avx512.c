@@ -1,0 +1,260 @@
+/*
+ * matmul_avx512: the AVX-512 (F/BW/VL/DQ + VNNI) kernels, compiled with the
+ * AVX-512 flags and only called when kvl_isa_active() == KVL_ISA_AVX512.
+ *
+ * Quantized weights: two 32-value blocks per 512-bit register, 16 int32
+ * lanes (0..7 block b, 8..15 block b + 1). vpdpbusd multiplies unsigned
+ * weights by signed activations, so weights are made non-negative first:
+ *   Q8_0: w ^ 0x80 = w + 128;  Q4_0: the nibbles 0..15 as they are,
+ * and the dot product starts from the activation row's corr vector
+ * (-128 * sum(x) or -8 * sum(x) in the first lane of each block), which
+ * removes the offset exactly in int32. Then one FMA per register scales by
+ * d_w * d_x (pre-broadcast per block in both operands) into float
+ * accumulators that are summed across lanes once per output. A single
+ * trailing block uses the same code with the upper half masked to zero.
+ * Float weights (F32, F16, BF16) widen to float and FMA over 16 columns,
+ * the column tail by masked loads.
+ * Tiles are R rows x T tokens (R <= 4, T <= 4) with indices fixed at compile
+ * time so the 16 accumulators live in registers.
+ *
+ * Must not: allocate, or touch weight bytes past a row's end (masked loads
+ * suppress faults on the masked-off part).
+ */
+#include "kernels/kernels_impl.h"
+
+#include <immintrin.h>
+
+#define AI static inline __attribute__((always_inline))
+
+float kvl_dot_f32_avx512(const float *a, const float *b, int64_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+void kvl_axpy_f32_avx512(float *y, float a, const float *x, int64_t n) {
+    const __m512 va = _mm512_set1_ps(a);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
+        _mm512_mask_storeu_ps(y + i, m, r);
+    }
+}
+
+void kvl_quantize_act_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t b1,
+                             int32_t k_corr, uint8_t *dst) {
+    int8_t *qs = (int8_t *)dst;
+    float *dx = (float *)(dst + n_cols);
+    int32_t *corr = (int32_t *)(dst + 2 * n_cols);
+    const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
+    for (int64_t b = b0; b < b1; b++) {
+        const __m512 v0 = _mm512_loadu_ps(x + b * 32);
+        const __m512 v1 = _mm512_loadu_ps(x + b * 32 + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const __m512 vid = _mm512_set1_ps(id);
+        /* min/max return the bound for NaN, like the scalar clamp */
+        const __m512i q0 = _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v0, vid), lim), nlim));
+        const __m512i q1 = _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v1, vid), lim), nlim));
+        const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        _mm_storeu_si128((__m128i *)(qs + b * 32), _mm512_cvtsepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(qs + b * 32 + 16), _mm512_cvtsepi32_epi8(q1));
+        _mm256_storeu_ps(dx + b * 8, _mm256_set1_ps(d));
+        _mm256_storeu_si256((__m256i *)(corr + b * 8), _mm256_setr_epi32(-k_corr * sum, 0, 0, 0, 0, 0, 0, 0));
+    }
+}
+
+/* ---- quantized tiles ---- */
+
+/* Weights of blocks b (and b + 1 when two) of one row as non-negative bytes,
+ * and their scales broadcast over each block's 8 lanes. */
+AI void load_wq(const uint8_t *row, int64_t b, const bool two, const kvl_type t, __m512i *w,
+                __m512 *dw) {
+    uint32_t dd;
+    if (t == KVL_TYPE_Q8_0) {
+        const kvl_block_q8_0 *blk = (const kvl_block_q8_0 *)row + b;
+        __m512i v = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)blk[0].qs));
+        if (two)
+            v = _mm512_inserti64x4(v, _mm256_loadu_si256((const __m256i *)blk[1].qs), 1);
+        *w = _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+        dd = blk[0].d | (two ? (uint32_t)blk[1].d << 16 : 0);
+    } else {
+        const kvl_block_q4_0 *blk = (const kvl_block_q4_0 *)row + b;
+        __m256i q = _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)blk[0].qs));
+        if (two)
+            q = _mm256_inserti128_si256(q, _mm_loadu_si128((const __m128i *)blk[1].qs), 1);
+        /* qwords [b0 b0 b1 b1]: low nibbles in 128-bit lanes 0 and 2, high in 1 and 3 */
+        const __m512i z = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3),
+                                                   _mm512_castsi256_si512(q));
+        const __m512i nib = _mm512_mask_blend_epi64(0xcc, z, _mm512_srli_epi16(z, 4));
+        *w = _mm512_and_si512(nib, _mm512_set1_epi8(0x0f));
+        dd = blk[0].d | (two ? (uint32_t)blk[1].d << 16 : 0);
+    }
+    const __m128 d2 = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dd));
+    *dw = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                                _mm512_castps128_ps512(d2));
+}
+
+AI void qstep(__m512 acc[4][4], const uint8_t *const *row, const int8_t *const *qx,
+              const float *const *dx, const int32_t *const *cr, int64_t b, const bool two,
+              const int R, const int T, const kvl_type t) {
+    __m512i w[4];
+    __m512 dw[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+        load_wq(row[i], b, two, t, &w[i], &dw[i]);
+    const __mmask64 mb = two ? ~(__mmask64)0 : (__mmask64)0xffffffffu;
+    const __mmask16 mw = two ? (__mmask16)0xffff : (__mmask16)0x00ff;
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        const __m512i x = _mm512_maskz_loadu_epi8(mb, qx[j] + b * 32);
+        const __m512 s = _mm512_maskz_loadu_ps(mw, dx[j] + b * 8);
+        const __m512i c0 = _mm512_maskz_loadu_epi32(mw, cr[j] + b * 8);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            const __m512i p = _mm512_dpbusd_epi32(c0, w[i], x);
+            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[i], s), acc[i][j]);
+        }
+    }
+}
+
+AI void tile_q(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
+               const kvl_type t) {
+    const int64_t nb = c->n_cols / 32;
+    const uint8_t *row[4];
+    const int8_t *qx[4];
+    const float *dx[4];
+    const int32_t *cr[4];
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        qx[j] = kvl_act_qs(c, tok + j);
+        dx[j] = kvl_act_dx(c, tok + j);
+        cr[j] = kvl_act_corr(c, tok + j);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm512_setzero_ps();
+    }
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2)
+        qstep(acc, row, qx, dx, cr, b, true, R, T, t);
+    if (b < nb)
+        qstep(acc, row, qx, dx, cr, b, false, R, T, t);
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            c->Y[(tok + j) * c->n_rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+/* ---- float tiles ---- */
+
+AI __m512 load16(const uint8_t *row, int64_t k, __mmask16 m, const kvl_type t) {
+    if (t == KVL_TYPE_F32)
+        return _mm512_maskz_loadu_ps(m, (const float *)row + k);
+    const __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + k);
+    if (t == KVL_TYPE_F16)
+        return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+AI void fstep(__m512 acc[4][4], const uint8_t *const *row, const float *const *x, int64_t k,
+              __mmask16 m, const int R, const int T, const kvl_type t) {
+    __m512 w[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+        w[i] = load16(row[i], k, m, t);
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x[j] + k);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm512_fmadd_ps(w[i], xv, acc[i][j]);
+    }
+}
+
+AI void tile_f(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
+               const kvl_type t) {
+    const int64_t n = c->n_cols;
+    const uint8_t *row[4];
+    const float *x[4];
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        x[j] = c->X + (tok + j) * n;
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm512_setzero_ps();
+    }
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16)
+        fstep(acc, row, x, k, (__mmask16)0xffff, R, T, t);
+    if (k < n)
+        fstep(acc, row, x, k, (__mmask16)((1u << (n - k)) - 1), R, T, t);
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            c->Y[(tok + j) * c->n_rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+#define TILE(kind, ty, tname, R, T)                                                    \
+    static void tile_##tname##_##R##x##T(const kvl_mm_ctx *c, int64_t r, int64_t tok) { \
+        tile_##kind(c, r, tok, R, T, ty);                                              \
+    }
+#define TILES(kind, ty, tname)                                                         \
+    TILE(kind, ty, tname, 4, 1)                                                        \
+    TILE(kind, ty, tname, 4, 2)                                                        \
+    TILE(kind, ty, tname, 4, 3)                                                        \
+    TILE(kind, ty, tname, 4, 4)                                                        \
+    TILE(kind, ty, tname, 1, 1)                                                        \
+    TILE(kind, ty, tname, 1, 2)                                                        \
+    TILE(kind, ty, tname, 1, 3)                                                        \
+    TILE(kind, ty, tname, 1, 4)                                                        \
+    static const kvl_tile_fn big_##tname[4] = {tile_##tname##_4x1, tile_##tname##_4x2,  \
+                                               tile_##tname##_4x3, tile_##tname##_4x4}; \
+    static const kvl_tile_fn one_##tname[4] = {tile_##tname##_1x1, tile_##tname##_1x2,  \
+                                               tile_##tname##_1x3, tile_##tname##_1x4};
+
+TILES(q, KVL_TYPE_Q8_0, q8_0)
+TILES(q, KVL_TYPE_Q4_0, q4_0)
+TILES(f, KVL_TYPE_F32, f32)
+TILES(f, KVL_TYPE_F16, f16)
+TILES(f, KVL_TYPE_BF16, bf16)
+
+void kvl_mm_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    switch (c->t) {
+    case KVL_TYPE_Q8_0:
+        kvl_mm_drive(c, r0, r1, 4, 4, big_q8_0, one_q8_0);
+        break;
+    case KVL_TYPE_Q4_0:
+        kvl_mm_drive(c, r0, r1, 4, 4, big_q4_0, one_q4_0);
+        break;
+    case KVL_TYPE_F32:
+        kvl_mm_drive(c, r0, r1, 4, 4, big_f32, one_f32);
+        break;
+    case KVL_TYPE_F16:
+        kvl_mm_drive(c, r0, r1, 4, 4, big_f16, one_f16);
+        break;
+    case KVL_TYPE_BF16:
+        kvl_mm_drive(c, r0, r1, 4, 4, big_bf16, one_bf16);
+        break;
+    default:
+        KVL_ASSERT(!"kvl_mm_rows_avx512: unsupported type");
+    }
+}

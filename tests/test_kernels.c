@@ -1,0 +1,553 @@
+/* Tests of the kernels and the thread pool: every fast matmul path against
+ * the scalar reference, pool sizes against one thread, storage quantization
+ * against hand-computed bytes, half/bfloat16 edge cases, element-wise ops
+ * against hand-computed values. */
+#include "kernels/kernels.h"
+#include "testutil.h"
+
+#include <float.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+/* ---- deterministic data ---- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static float frand(void) { /* uniform in [-1, 1) */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+static void *xaligned(size_t n) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n ? n : 64) != 0)
+        return NULL;
+    return p;
+}
+
+static uint32_t f2u(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* ---- pool ---- */
+
+typedef struct {
+    _Atomic int calls[8];
+    _Atomic int bad_nth;
+    int expect_nth;
+    _Atomic long covered; /* sum over split parts of [0, 1000) */
+} pool_probe;
+
+static void probe_fn(void *arg, int ith, int nth) {
+    pool_probe *p = arg;
+    if (nth != p->expect_nth || ith < 0 || ith >= nth)
+        atomic_fetch_add(&p->bad_nth, 1);
+    else
+        atomic_fetch_add(&p->calls[ith], 1);
+    int64_t lo, hi;
+    kvl_split(1000, ith, nth, &lo, &hi);
+    atomic_fetch_add(&p->covered, (long)(hi - lo));
+}
+
+static void test_pool(void) {
+    pool_probe pr;
+    memset(&pr, 0, sizeof pr);
+    pr.expect_nth = 1;
+    kvl_pool_run(NULL, probe_fn, &pr);
+    CHECK_EQ_INT(pr.calls[0], 1);
+    CHECK_EQ_INT(pr.bad_nth, 0);
+    CHECK_EQ_INT(kvl_pool_size(NULL), 1);
+    kvl_pool_free(NULL);
+
+    for (int n = 1; n <= 3; n++) {
+        kvl_pool *pool = NULL;
+        kvl_error err;
+        CHECK_EQ_INT(kvl_pool_init(n, &pool, &err), KVL_OK);
+        if (!pool)
+            continue;
+        CHECK_EQ_INT(kvl_pool_size(pool), n);
+        memset(&pr, 0, sizeof pr);
+        pr.expect_nth = n;
+        const int runs = 3000;
+        for (int r = 0; r < runs; r++)
+            kvl_pool_run(pool, probe_fn, &pr);
+        for (int i = 0; i < n; i++)
+            CHECK_EQ_INT(pr.calls[i], runs);
+        CHECK_EQ_INT(pr.bad_nth, 0);
+        CHECK_EQ_INT(pr.covered, 1000L * runs);
+        kvl_pool_free(pool);
+    }
+    kvl_pool *pool = NULL;
+    kvl_error err;
+    CHECK_EQ_INT(kvl_pool_init(100000, &pool, &err), KVL_E_LIMIT);
+    CHECK(pool == NULL);
+    CHECK_CONTAINS(err.msg, "n_threads");
+
+    int64_t lo, hi;
+    kvl_split(10, 2, 3, &lo, &hi);
+    CHECK_EQ_INT(lo, 7);
+    CHECK_EQ_INT(hi, 10);
+}
+
+/* ---- sizes and ISA ---- */
+
+static void test_sizes(void) {
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_F32, 3), 12);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_F16, 3), 6);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_BF16, 5), 10);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q8_0, 64), 68);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q4_0, 64), 36);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q8_0, 33), 0);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q4_0, 16), 0);
+    CHECK_EQ_INT(kvl_row_bytes((kvl_type)3, 64), 0);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_F32, -1), 0);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_F32, INT64_MAX), 0);
+    CHECK_EQ_INT(sizeof(kvl_block_q8_0), 34);
+    CHECK_EQ_INT(sizeof(kvl_block_q4_0), 18);
+    CHECK_EQ_INT(kvl_matmul_scratch_size(KVL_TYPE_F32, 64, 4), 0);
+    CHECK(kvl_matmul_scratch_size(KVL_TYPE_Q8_0, 64, 4) >= 4 * (64 + 2 * 4 + 2 * 4));
+    CHECK_EQ_INT(kvl_matmul_scratch_size(KVL_TYPE_Q8_0, INT64_MAX / 2, INT64_MAX / 2), 0);
+
+    kvl_isa hw = kvl_isa_set(KVL_ISA_AVX512);
+    CHECK(hw >= KVL_ISA_SCALAR && hw <= KVL_ISA_AVX512);
+    CHECK_EQ_INT(kvl_isa_active(), hw);
+    CHECK_EQ_INT(kvl_isa_set(KVL_ISA_SCALAR), KVL_ISA_SCALAR);
+    CHECK_EQ_INT(kvl_isa_active(), KVL_ISA_SCALAR);
+    CHECK(!strcmp(kvl_isa_name(KVL_ISA_AVX2), "avx2"));
+    CHECK(!strcmp(kvl_isa_name(KVL_ISA_AVX512), "avx512"));
+    CHECK(!strcmp(kvl_isa_name(KVL_ISA_SCALAR), "scalar"));
+    kvl_isa_set(hw);
+    fprintf(stderr, "test_kernels: CPU ISA level %s\n", kvl_isa_name(hw));
+}
+
+/* ---- half precision ---- */
+
+static void test_half(void) {
+    const float inf = INFINITY;
+    /* fp16 encoding */
+    CHECK_EQ_INT(kvl_f32_to_fp16(0.0f), 0x0000);
+    CHECK_EQ_INT(kvl_f32_to_fp16(-0.0f), 0x8000);
+    CHECK_EQ_INT(kvl_f32_to_fp16(1.0f), 0x3c00);
+    CHECK_EQ_INT(kvl_f32_to_fp16(-2.0f), 0xc000);
+    CHECK_EQ_INT(kvl_f32_to_fp16(inf), 0x7c00);
+    CHECK_EQ_INT(kvl_f32_to_fp16(-inf), 0xfc00);
+    CHECK_EQ_INT(kvl_f32_to_fp16(65504.0f), 0x7bff);  /* max */
+    CHECK_EQ_INT(kvl_f32_to_fp16(65519.0f), 0x7bff);  /* rounds down to max */
+    CHECK_EQ_INT(kvl_f32_to_fp16(65520.0f), 0x7c00);  /* rounds up to inf */
+    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(1.0f, -24)), 0x0001); /* smallest subnormal */
+    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(1.0f, -25)), 0x0000); /* tie to even: 0 */
+    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(3.0f, -25)), 0x0002); /* tie to even: 2 */
+    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(1023.0f, -24)), 0x03ff); /* largest subnormal */
+    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(1.0f, -14)), 0x0400); /* smallest normal */
+    CHECK_EQ_INT(kvl_f32_to_fp16(1.0f + ldexpf(1.0f, -11)), 0x3c00); /* tie to even */
+    CHECK_EQ_INT(kvl_f32_to_fp16(1.0f + ldexpf(3.0f, -11)), 0x3c02);
+    uint16_t hn = kvl_f32_to_fp16(NAN);
+    CHECK((hn & 0x7c00) == 0x7c00 && (hn & 0x03ff) != 0);
+    /* fp16 decoding */
+    CHECK_EQ_INT(f2u(kvl_fp16_to_f32(0x8000)), 0x80000000u);
+    CHECK(kvl_fp16_to_f32(0x7c00) == inf);
+    CHECK(kvl_fp16_to_f32(0xfc00) == -inf);
+    CHECK(isnan(kvl_fp16_to_f32(0x7e00)));
+    CHECK(kvl_fp16_to_f32(0x0001) == ldexpf(1.0f, -24));
+    CHECK(kvl_fp16_to_f32(0x83ff) == -ldexpf(1023.0f, -24));
+    CHECK(kvl_fp16_to_f32(0x7bff) == 65504.0f);
+    /* bf16 */
+    CHECK_EQ_INT(kvl_f32_to_bf16(0.0f), 0x0000);
+    CHECK_EQ_INT(kvl_f32_to_bf16(-0.0f), 0x8000);
+    CHECK_EQ_INT(kvl_f32_to_bf16(1.0f), 0x3f80);
+    CHECK_EQ_INT(kvl_f32_to_bf16(inf), 0x7f80);
+    CHECK_EQ_INT(kvl_f32_to_bf16(-inf), 0xff80);
+    CHECK_EQ_INT(kvl_f32_to_bf16(1.0f + ldexpf(1.0f, -8)), 0x3f80); /* tie to even */
+    CHECK_EQ_INT(kvl_f32_to_bf16(1.0f + ldexpf(3.0f, -8)), 0x3f82);
+    CHECK_EQ_INT(kvl_f32_to_bf16(3.3895313892515355e38f), 0x7f7f); /* max */
+    CHECK_EQ_INT(kvl_f32_to_bf16(FLT_MAX), 0x7f80);                /* rounds to inf */
+    CHECK_EQ_INT(kvl_f32_to_bf16(ldexpf(1.0f, -133)), 0x0001);    /* subnormal */
+    uint16_t bn = kvl_f32_to_bf16(NAN);
+    CHECK((bn & 0x7f80) == 0x7f80 && (bn & 0x007f) != 0);
+    CHECK(kvl_bf16_to_f32(0x0001) == ldexpf(1.0f, -133));
+    /* rows through kvl_quantize_row / kvl_dequantize_row */
+    const float vals[8] = {0.0f, -0.0f, inf, -inf, 65504.0f, ldexpf(1.0f, -24), 1.5f, -3.25f};
+    uint16_t h[8];
+    float back[8];
+    kvl_quantize_row(KVL_TYPE_F16, vals, h, 8);
+    kvl_dequantize_row(KVL_TYPE_F16, h, back, 8);
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ_INT(f2u(back[i]), f2u(vals[i]));
+    kvl_quantize_row(KVL_TYPE_BF16, vals, h, 8);
+    kvl_dequantize_row(KVL_TYPE_BF16, h, back, 8);
+    CHECK_EQ_INT(f2u(back[1]), 0x80000000u);
+    CHECK(back[2] == inf && back[3] == -inf && back[6] == 1.5f && back[7] == -3.25f);
+    CHECK(back[4] == 65536.0f); /* 65504 rounds to 2^16 in bf16 */
+}
+
+/* ---- storage quantization, hand-computed blocks ---- */
+
+static void test_quant_blocks(void) {
+    /* Q8_0, block 0: amax 127 gives d = 1 exactly, so q = round(x) with
+     * ties away from zero; block 1 all zero gives d = 0, q = 0. */
+    float x[64] = {127.0f, 2.5f, -2.5f, 0.49f, -0.5f};
+    for (int i = 5; i < 32; i++)
+        x[i] = (float)(i - 20);
+    kvl_block_q8_0 q8[2];
+    kvl_quantize_row(KVL_TYPE_Q8_0, x, q8, 64);
+    const int8_t want8[32] = {127, 3,  -3, 0,  -1, -15, -14, -13, -12, -11, -10,
+                              -9,  -8, -7, -6, -5, -4,  -3,  -2,  -1,  0,   1,
+                              2,   3,  4,  5,  6,  7,   8,   9,   10,  11};
+    const uint8_t *bytes = (const uint8_t *)q8;
+    CHECK_EQ_INT(bytes[0], 0x00); /* d = fp16(1.0) = 0x3c00, little endian */
+    CHECK_EQ_INT(bytes[1], 0x3c);
+    for (int i = 0; i < 32; i++)
+        CHECK_EQ_INT(q8[0].qs[i], want8[i]);
+    CHECK_EQ_INT(q8[1].d, 0);
+    for (int i = 0; i < 32; i++)
+        CHECK_EQ_INT(q8[1].qs[i], 0);
+    float y[64];
+    kvl_dequantize_row(KVL_TYPE_Q8_0, q8, y, 64);
+    CHECK(y[0] == 127.0f && y[1] == 3.0f && y[4] == -1.0f && y[31] == 11.0f && y[40] == 0.0f);
+
+    /* Q8_0 with a scale that fp16 cannot hold: the q use the float d. amax
+     * 1: d = 1/127, x = 0.5 -> 63.5 -> 64 (ties away), x = -0.25 -> -31.75
+     * -> -32. fp16(1/127) = 0x2008 (0.0078735...). */
+    float x1[32] = {1.0f, 0.5f, -0.25f};
+    kvl_block_q8_0 q1;
+    kvl_quantize_row(KVL_TYPE_Q8_0, x1, &q1, 32);
+    CHECK_EQ_INT(q1.d, 0x2008);
+    CHECK_EQ_INT(q1.qs[0], 127);
+    CHECK_EQ_INT(q1.qs[1], 64);
+    CHECK_EQ_INT(q1.qs[2], -32);
+    CHECK_EQ_INT(q1.qs[3], 0);
+
+    /* Q4_0: the largest magnitude is -16 (negative), so d = -16 / -8 = 2,
+     * id = 0.5, q = min(15, trunc(x/2 + 8.5)). Low nibbles (x[0..15]) and
+     * high nibbles (x[16..31] = -8..7) worked out by hand:
+     *   lo: 8 9 8 10 7 0 15 15 9 7 11 6 8 8 12 5
+     *   hi: 4 5 5 6 6 7 7 8 8 9 9 10 10 11 11 12 */
+    const float x4[32] = {0.0f, 1.0f, -1.0f, 3.0f, -3.0f, -16.0f, 14.0f, 15.9f,
+                          2.0f, -2.0f, 5.0f, -5.0f, 0.9f, -0.9f, 7.0f, -7.0f,
+                          -8.0f, -7.0f, -6.0f, -5.0f, -4.0f, -3.0f, -2.0f, -1.0f,
+                          0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f};
+    const uint8_t want4[16] = {0x48, 0x59, 0x58, 0x6a, 0x67, 0x70, 0x7f, 0x8f,
+                               0x89, 0x97, 0x9b, 0xa6, 0xa8, 0xb8, 0xbc, 0xc5};
+    kvl_block_q4_0 q4;
+    kvl_quantize_row(KVL_TYPE_Q4_0, x4, &q4, 32);
+    bytes = (const uint8_t *)&q4;
+    CHECK_EQ_INT(bytes[0], 0x00); /* d = fp16(2.0) = 0x4000 */
+    CHECK_EQ_INT(bytes[1], 0x40);
+    for (int j = 0; j < 16; j++)
+        CHECK_EQ_INT(q4.qs[j], want4[j]);
+    float y4[32];
+    kvl_dequantize_row(KVL_TYPE_Q4_0, &q4, y4, 32);
+    CHECK(y4[5] == -16.0f && y4[6] == 14.0f && y4[7] == 14.0f && y4[16] == -8.0f &&
+          y4[31] == 8.0f && y4[0] == 0.0f);
+
+    /* Q4_0 with a positive largest magnitude: d = -16 / 8 = -2, so the
+     * largest value maps to nibble 0 and -16 to min(15, 16) = 15. */
+    float xp[32] = {16.0f, -16.0f, 2.0f};
+    kvl_quantize_row(KVL_TYPE_Q4_0, xp, &q4, 32);
+    CHECK_EQ_INT(q4.d, 0xc000);
+    CHECK_EQ_INT(q4.qs[0] & 0x0f, 0);
+    CHECK_EQ_INT(q4.qs[1] & 0x0f, 15);
+    CHECK_EQ_INT(q4.qs[2] & 0x0f, 7); /* 2 * -0.5 + 8.5 = 7.5 */
+    CHECK_EQ_INT(q4.qs[3] & 0x0f, 8);
+
+    /* Round trips on random rows stay within half a step of the scale. */
+    float r[256], back[256];
+    for (int i = 0; i < 256; i++)
+        r[i] = frand() * 3.0f;
+    kvl_block_q8_0 rq8[8];
+    kvl_quantize_row(KVL_TYPE_Q8_0, r, rq8, 256);
+    kvl_dequantize_row(KVL_TYPE_Q8_0, rq8, back, 256);
+    int bad = 0;
+    for (int i = 0; i < 256; i++) {
+        float d = kvl_fp16_to_f32(rq8[i / 32].d);
+        /* error: half a step plus the fp16 rounding of d times |q| <= 127 */
+        if (fabsf(back[i] - r[i]) > 0.5f * d + 127.0f * d * ldexpf(1.0f, -11) * 1.01f)
+            bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    kvl_block_q4_0 rq4[8];
+    kvl_quantize_row(KVL_TYPE_Q4_0, r, rq4, 256);
+    kvl_dequantize_row(KVL_TYPE_Q4_0, rq4, back, 256);
+    bad = 0;
+    for (int i = 0; i < 256; i++) {
+        /* a full step: values near -max land on nibble 16, capped at 15 */
+        float d = fabsf(kvl_fp16_to_f32(rq4[i / 32].d));
+        if (fabsf(back[i] - r[i]) > d + 8.0f * d * ldexpf(1.0f, -11) * 1.01f + 1e-6f)
+            bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
+/* ---- matmul ---- */
+
+/*
+ * Bound for a fast path against kvl_matmul_ref.
+ * Float weights: only the summation order differs, |err| <= ~n * 2^-24 *
+ * sum|w x| in the worst case and far less in practice; 1e-5 * sum|w x| is
+ * the stated ~1e-5 relative target.
+ * Q8_0 / Q4_0: the fast paths quantize each block of 32 activations to
+ * q = round(x / d), d = amax / 127, so each x moves by at most d / 2 =
+ * amax_block / 254; the integer dot products are exact, so
+ * |err| <= sum_i |w_i| * amax_block(i) / 254 (+ the float rounding term).
+ * The factor 1.01 covers 1/d being rounded.
+ */
+static double mm_bound(const float *wrow, const float *x, int64_t n, kvl_type t) {
+    const bool q = t == KVL_TYPE_Q8_0 || t == KVL_TYPE_Q4_0;
+    double s_abs = 0.0, q_err = 0.0;
+    float amax = 0.0f;
+    for (int64_t k = 0; k < n; k++) {
+        s_abs += fabs((double)wrow[k] * x[k]);
+        if (q && k % 32 == 0) {
+            amax = 0.0f;
+            for (int64_t i = k; i < k + 32; i++)
+                amax = fmaxf(amax, fabsf(x[i]));
+        }
+        if (q)
+            q_err += fabs((double)wrow[k]) * amax / 254.0;
+    }
+    return 1.01 * q_err + 1e-5 * s_abs + 1e-30;
+}
+
+static int check_mm(const char *what, const float *Y, const float *Yref, const double *bound,
+                    int64_t n_rows, int64_t n_tok) {
+    int bad = 0;
+    for (int64_t tok = 0; tok < n_tok; tok++)
+        for (int64_t r = 0; r < n_rows; r++) {
+            double e = fabs((double)Y[tok * n_rows + r] - Yref[tok * n_rows + r]);
+            double b = bound[tok * n_rows + r];
+            if (!(e <= b)) {
+                if (bad < 3)
+                    fprintf(stderr, "%s: row %lld tok %lld: %.9g vs ref %.9g (bound %.3g)\n", what,
+                            (long long)r, (long long)tok, Y[tok * n_rows + r],
+                            Yref[tok * n_rows + r], b);
+                bad++;
+            }
+        }
+    return bad;
+}
+
+static void test_matmul_shape(kvl_pool *pools[3], kvl_type t, int64_t n_rows, int64_t n_cols,
+                              int64_t n_tok) {
+    const size_t rb = kvl_row_bytes(t, n_cols);
+    uint8_t *W = xaligned(rb * (size_t)n_rows);
+    float *Wf = malloc(sizeof(float) * (size_t)(n_rows * n_cols));
+    float *X = malloc(sizeof(float) * (size_t)(n_tok * n_cols));
+    float *Yref = malloc(sizeof(float) * (size_t)(n_tok * n_rows));
+    float *Y = malloc(sizeof(float) * (size_t)(n_tok * n_rows));
+    float *Y1 = malloc(sizeof(float) * (size_t)(n_tok * n_rows));
+    double *bound = malloc(sizeof(double) * (size_t)(n_tok * n_rows));
+    size_t ss = kvl_matmul_scratch_size(t, n_cols, n_tok);
+    void *scratch = xaligned(ss);
+    if (!W || !Wf || !X || !Yref || !Y || !Y1 || !bound || !scratch) {
+        CHECK(!"out of memory");
+        goto out;
+    }
+    for (int64_t i = 0; i < n_rows * n_cols; i++)
+        Wf[i] = frand();
+    for (int64_t r = 0; r < n_rows; r++) {
+        kvl_quantize_row(t, Wf + r * n_cols, W + (size_t)r * rb, n_cols);
+        kvl_dequantize_row(t, W + (size_t)r * rb, Wf + r * n_cols, n_cols); /* what W holds */
+    }
+    for (int64_t i = 0; i < n_tok * n_cols; i++)
+        X[i] = frand() * (i % 7 == 0 ? 4.0f : 1.0f);
+    kvl_matmul_ref(Yref, W, t, n_rows, n_cols, X, n_tok);
+
+    /* the reference against double precision on the same data */
+    int bad_ref = 0;
+    for (int64_t tok = 0; tok < n_tok; tok++)
+        for (int64_t r = 0; r < n_rows; r++) {
+            double s = 0.0, sa = 0.0;
+            for (int64_t k = 0; k < n_cols; k++) {
+                s += (double)Wf[r * n_cols + k] * X[tok * n_cols + k];
+                sa += fabs((double)Wf[r * n_cols + k] * X[tok * n_cols + k]);
+            }
+            if (!(fabs(s - Yref[tok * n_rows + r]) <= 1e-5 * sa + 1e-30))
+                bad_ref++;
+            bound[tok * n_rows + r] = mm_bound(Wf + r * n_cols, X + tok * n_cols, n_cols, t);
+        }
+    CHECK_EQ_INT(bad_ref, 0);
+
+    kvl_isa hw = kvl_isa_set(KVL_ISA_AVX512);
+    for (int isa = KVL_ISA_SCALAR; isa <= (int)hw; isa++) {
+        kvl_isa_set((kvl_isa)isa);
+        char what[128];
+        snprintf(what, sizeof what, "matmul %s type %d %lldx%lld tok %lld", kvl_isa_name((kvl_isa)isa),
+                 (int)t, (long long)n_rows, (long long)n_cols, (long long)n_tok);
+        memset(Y1, 0xff, sizeof(float) * (size_t)(n_tok * n_rows));
+        kvl_matmul(NULL, Y1, W, t, n_rows, n_cols, X, n_tok, scratch);
+        int bad = check_mm(what, Y1, Yref, bound, n_rows, n_tok);
+        if (bad)
+            fprintf(stderr, "%s: %d outputs out of bound\n", what, bad);
+        CHECK_EQ_INT(bad, 0);
+        for (int p = 0; p < 3; p++) {
+            if (!pools[p])
+                continue;
+            memset(Y, 0xff, sizeof(float) * (size_t)(n_tok * n_rows));
+            kvl_matmul(pools[p], Y, W, t, n_rows, n_cols, X, n_tok, scratch);
+            /* same arithmetic per output whatever the split: bit-identical */
+            int diff = memcmp(Y, Y1, sizeof(float) * (size_t)(n_tok * n_rows)) != 0;
+            if (diff)
+                fprintf(stderr, "%s: pool of %d differs from one thread\n", what,
+                        kvl_pool_size(pools[p]));
+            CHECK_EQ_INT(diff, 0);
+        }
+    }
+    kvl_isa_set(hw);
+out:
+    free(W);
+    free(Wf);
+    free(X);
+    free(Yref);
+    free(Y);
+    free(Y1);
+    free(bound);
+    free(scratch);
+}
+
+static void test_matmul(void) {
+    kvl_pool *pools[3] = {NULL, NULL, NULL};
+    kvl_error err;
+    for (int p = 0; p < 3; p++)
+        CHECK_EQ_INT(kvl_pool_init(p + 1, &pools[p], &err), KVL_OK);
+    const kvl_type types[5] = {KVL_TYPE_F32, KVL_TYPE_F16, KVL_TYPE_BF16, KVL_TYPE_Q8_0,
+                               KVL_TYPE_Q4_0};
+    /* rows: 1, below a tile, tiles plus a tail; cols: 1, 3 and 8 blocks
+     * (odd block counts exercise the AVX-512 single-block tail), 33 and 100
+     * for float types (column tails); tokens 1, 3, 17, 64 */
+    const int64_t rows[] = {1, 7, 13, 67};
+    const int64_t qcols[] = {32, 96, 256};
+    const int64_t fcols[] = {1, 33, 100, 256};
+    const int64_t toks[] = {1, 3, 17, 64};
+    for (int ti = 0; ti < 5; ti++) {
+        const kvl_type t = types[ti];
+        const bool q = t == KVL_TYPE_Q8_0 || t == KVL_TYPE_Q4_0;
+        const int64_t *cols = q ? qcols : fcols;
+        const int n_cols_cases = q ? 3 : 4;
+        for (int ri = 0; ri < 4; ri++)
+            for (int ci = 0; ci < n_cols_cases; ci++)
+                for (int k = 0; k < 4; k++) {
+                    if (rows[ri] * cols[ci] * toks[k] > 67 * 256 * 17 && rows[ri] != 67)
+                        continue;
+                    test_matmul_shape(pools, t, rows[ri], cols[ci], toks[k]);
+                }
+    }
+    /* a decode-sized case split over threads: 2 x 1000 rows */
+    test_matmul_shape(pools, KVL_TYPE_Q8_0, 2003, 512, 1);
+    test_matmul_shape(pools, KVL_TYPE_Q4_0, 2003, 512, 1);
+    test_matmul_shape(pools, KVL_TYPE_F16, 515, 515, 2);
+    for (int p = 0; p < 3; p++)
+        kvl_pool_free(pools[p]);
+}
+
+/* ---- element-wise ---- */
+
+static void test_rope(void) {
+    /* head_dim 4, rot_dim 4, pos 3, base 10000: pair 0 turns by 3 rad,
+     * pair 1 by 3 * 10000^(-2/4) = 0.03 rad.
+     *   cos 3 = -0.98999250, sin 3 = 0.14112001
+     *   cos .03 = 0.99955003, sin .03 = 0.02999550
+     * head 0 (1 2 3 4):
+     *   1 cos3 - 2 sin3 = -1.27223252   1 sin3 + 2 cos3 = -1.83886499
+     *   3 cos.03 - 4 sin.03 = 2.87866810   3 sin.03 + 4 cos.03 = 4.08818664 */
+    float x[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    kvl_rope(x, 2, 4, 4, 3, 10000.0f);
+    CHECK_NEAR(x[0], -1.27223252, 1e-5);
+    CHECK_NEAR(x[1], -1.83886499, 1e-5);
+    CHECK_NEAR(x[2], 2.87866810, 1e-5);
+    CHECK_NEAR(x[3], 4.08818664, 1e-5);
+    /* head 1 (5 6 7 8): 5 cos3 - 6 sin3 = -5.79668253, 5 sin3 + 6 cos3 = -5.23435495 */
+    CHECK_NEAR(x[4], -5.79668253, 1e-5);
+    CHECK_NEAR(x[5], -5.23435495, 1e-5);
+    /* partial rotation: head_dim 6, rot_dim 4 leaves x[4], x[5] alone and
+     * uses rot_dim for the frequencies */
+    float y[6] = {1, 2, 3, 4, 5, 6};
+    kvl_rope(y, 1, 6, 4, 3, 10000.0f);
+    CHECK_NEAR(y[2], 2.87866810, 1e-5);
+    CHECK(y[4] == 5.0f && y[5] == 6.0f);
+    /* pos 0 is the identity */
+    float z[4] = {1, 2, 3, 4};
+    kvl_rope(z, 1, 4, 4, 0, 10000.0f);
+    CHECK(z[0] == 1.0f && z[1] == 2.0f && z[2] == 3.0f && z[3] == 4.0f);
+}
+
+static void test_elementwise(void) {
+    /* softmax of large values: no overflow, matches the shifted values */
+    float s[3] = {1000.0f, 1001.0f, 1002.0f};
+    kvl_softmax(s, 3);
+    double den = 1.0 + exp(-1.0) + exp(-2.0);
+    CHECK_NEAR(s[0], exp(-2.0) / den, 1e-6);
+    CHECK_NEAR(s[1], exp(-1.0) / den, 1e-6);
+    CHECK_NEAR(s[2], 1.0 / den, 1e-6);
+    float s2[4] = {-1e30f, 0.0f, 3e38f, 3e38f};
+    kvl_softmax(s2, 4);
+    CHECK(s2[0] == 0.0f && s2[1] == 0.0f);
+    CHECK_NEAR(s2[2], 0.5, 1e-7);
+    float s1[1] = {-5.0f};
+    kvl_softmax(s1, 1);
+    CHECK(s1[0] == 1.0f);
+
+    /* swiglu: silu(x) * up */
+    float g[4] = {0.0f, 1.0f, -2.0f, -200.0f};
+    const float u[4] = {3.0f, 2.0f, 1.0f, 1.0f};
+    kvl_swiglu(g, u, 4);
+    CHECK(g[0] == 0.0f);
+    CHECK_NEAR(g[1], 2.0 / (1.0 + exp(-1.0)), 1e-6);
+    CHECK_NEAR(g[2], -2.0 / (1.0 + exp(2.0)), 1e-6);
+    CHECK(g[3] == 0.0f && !isnan(g[3]));
+
+    /* rmsnorm: x = (3, 4), mean square 12.5 */
+    float x[2] = {3.0f, 4.0f};
+    const float w[2] = {1.0f, 2.0f};
+    float o[2];
+    kvl_rmsnorm(o, x, w, 2, 1e-5f);
+    CHECK_NEAR(o[0], 3.0 / sqrt(12.5 + 1e-5), 1e-6);
+    CHECK_NEAR(o[1], 8.0 / sqrt(12.5 + 1e-5), 1e-6);
+    kvl_rmsnorm(x, x, w, 2, 1e-5f); /* in place */
+    CHECK(x[0] == o[0] && x[1] == o[1]);
+
+    /* dot and axpy on odd lengths at every ISA level */
+    float a[301], b[301], y0[301], y1[301];
+    for (int i = 0; i < 301; i++) {
+        a[i] = frand();
+        b[i] = frand();
+        y0[i] = frand();
+    }
+    kvl_isa hw = kvl_isa_set(KVL_ISA_AVX512);
+    const int ns[] = {0, 1, 7, 15, 16, 17, 31, 33, 301};
+    for (int isa = KVL_ISA_SCALAR; isa <= (int)hw; isa++) {
+        kvl_isa_set((kvl_isa)isa);
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+            const int n = ns[k];
+            double ref = 0.0, sa = 0.0;
+            for (int i = 0; i < n; i++) {
+                ref += (double)a[i] * b[i];
+                sa += fabs((double)a[i] * b[i]);
+            }
+            CHECK_NEAR(kvl_dot_f32(a, b, n), ref, 1e-6 * sa + 1e-30);
+            memcpy(y1, y0, sizeof y1);
+            kvl_axpy_f32(y1, 0.75f, a, n);
+            int bad = 0;
+            for (int i = 0; i < 301; i++) {
+                double want = i < n ? y0[i] + 0.75 * a[i] : y0[i];
+                if (fabs(y1[i] - want) > 1e-6)
+                    bad++;
+            }
+            CHECK_EQ_INT(bad, 0);
+        }
+    }
+    kvl_isa_set(hw);
+}
+
+int main(void) {
+    test_pool();
+    test_sizes();
+    test_half();
+    test_quant_blocks();
+    test_rope();
+    test_elementwise();
+    test_matmul();
+    return kvt_finish("test_kernels");
+}
