@@ -79,14 +79,15 @@ void kvl_quantize_act_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t
  * and their scales broadcast over each block's 8 lanes. */
 AI void load_wq(const uint8_t *row, int64_t b, const bool two, const kvl_type t, __m512i *w,
                 __m512 *dw) {
-    uint32_t dd;
+    uint16_t d0, d1;
     if (t == KVL_TYPE_Q8_0) {
         const kvl_block_q8_0 *blk = (const kvl_block_q8_0 *)row + b;
         __m512i v = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)blk[0].qs));
         if (two)
             v = _mm512_inserti64x4(v, _mm256_loadu_si256((const __m256i *)blk[1].qs), 1);
         *w = _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
-        dd = blk[0].d | (two ? (uint32_t)blk[1].d << 16 : 0);
+        d0 = blk[0].d;
+        d1 = two ? blk[1].d : 0;
     } else {
         const kvl_block_q4_0 *blk = (const kvl_block_q4_0 *)row + b;
         __m256i q = _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)blk[0].qs));
@@ -97,11 +98,12 @@ AI void load_wq(const uint8_t *row, int64_t b, const bool two, const kvl_type t,
                                                    _mm512_castsi256_si512(q));
         const __m512i nib = _mm512_mask_blend_epi64(0xcc, z, _mm512_srli_epi16(z, 4));
         *w = _mm512_and_si512(nib, _mm512_set1_epi8(0x0f));
-        dd = blk[0].d | (two ? (uint32_t)blk[1].d << 16 : 0);
+        d0 = blk[0].d;
+        d1 = two ? blk[1].d : 0;
     }
-    const __m128 d2 = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dd));
-    *dw = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-                                _mm512_castps128_ps512(d2));
+    /* 16 halves [d0 x8, d1 x8] (two broadcasts) widened to float */
+    const __m256i h = _mm256_mask_set1_epi16(_mm256_set1_epi16((short)d0), 0xff00, (short)d1);
+    *dw = _mm512_cvtph_ps(h);
 }
 
 AI void qstep(__m512 acc[4][4], const uint8_t *const *row, const int8_t *const *qx,
