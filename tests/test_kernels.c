@@ -542,6 +542,14 @@ static void test_elementwise(void) {
 }
 
 int main(void) {
+    /* KVL_ISA caps the level picked on first use (run with KVL_ISA=scalar
+     * or avx2 to see it); kvl_isa_set below overrides it */
+    const char *env = getenv("KVL_ISA");
+    const kvl_isa first = kvl_isa_active();
+    if (env && !strcmp(env, "scalar"))
+        CHECK_EQ_INT(first, KVL_ISA_SCALAR);
+    if (env && !strcmp(env, "avx2"))
+        CHECK(first <= KVL_ISA_AVX2);
     test_pool();
     test_sizes();
     test_half();
