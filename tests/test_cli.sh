@@ -68,8 +68,11 @@ toks=$(awk '/^predicted_tokens /{print $2}' "$tmp/out")
 echo "ppl $ppl over $toks tokens"
 [ "$toks" = 68541 ] && ok || bad "predicted tokens $toks != 68541"
 awk -v p="$ppl" 'BEGIN{exit !(p > 3.4203 && p < 3.4213)}' && ok || bad "ppl $ppl not 3.4208"
-expect_rc 0 "$bin" ppl -m "$shared/models/stories260K.gguf" -f "$shared/models/TinyStories-valid-reduced.txt" --max-docs 20
+expect_rc 0 "$bin" ppl -m "$shared/models/stories260K.gguf" -c 512 -f "$shared/models/TinyStories-valid-reduced.txt" --max-docs 20
 awk '/^ppl /{p=$2} /^predicted_tokens /{t=$2} END{exit !(t == 6453 && p > 3.2945 && p < 3.2955)}' "$tmp/out" && ok || { bad "first 20 stories"; cat "$tmp/out"; }
+# --long windows scores every token: 74,121 predictions (no story is cut)
+expect_rc 0 "$bin" ppl -m "$shared/models/stories260K.bin" -f "$shared/models/TinyStories-valid-reduced.txt" --long windows --max-docs 20
+awk '/^predicted_tokens /{t=$2} /^truncated /{c=$2} END{exit !(t == 6561 && c == 0)}' "$tmp/out" && ok || { bad "windows mode"; cat "$tmp/out"; }
 expect_rc 2 "$bin" ppl -m "$shared/models/stories260K.gguf";  expect_err "-f TEXT is required"
 expect_rc 2 "$bin" ppl -f x --split weird;  expect_err "--split: 'weird'"
 

@@ -4,8 +4,10 @@
  * lines that read "<|endoftext|>", each story is stripped of surrounding
  * whitespace and encoded with BOS (no EOS), and every token after the first
  * is predicted from the ones before it. A story longer than the context is
- * scored in windows of the context length (each window starts fresh with
- * its first token given, so no position is scored twice). Paragraph mode
+ * cut to the context length, as the reference (llama2.c with seq_len 512)
+ * does; --long windows scores the rest too, in further windows of the
+ * context length (each starts fresh with its first token given, so no
+ * position is scored twice). Paragraph mode
  * (--split blank) splits on blank lines instead, after CRLF -> LF.
  */
 #include "cli/cli.h"
@@ -28,6 +30,8 @@ static void usage(FILE *f) {
                "      --split MODE     eot: stories split on <|endoftext|> lines (default);\n"
                "                       blank: paragraphs split on blank lines (CRLF -> LF)\n"
                "  -c, --ctx N          window length (default: the model's context)\n"
+               "      --long MODE      documents longer than the window: truncate (default,\n"
+               "                       the reference protocol) or windows (score all of it)\n"
                "      --max-docs N     score only the first N documents\n"
                "  -t, --threads N      worker threads (default: one per core)\n"
                "  -h, --help\n");
@@ -99,7 +103,7 @@ static bool next_doc(const char *text, size_t len, size_t *at, bool blank_mode, 
 int kvl_cli_ppl(int argc, char **argv) {
     const char *cmd = "ppl", *model_path = NULL, *tok_path = NULL, *file = NULL;
     long long ctx = 0, threads = 0, max_docs = -1;
-    bool blank_mode = false;
+    bool blank_mode = false, windows = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -121,6 +125,15 @@ int kvl_cli_ppl(int argc, char **argv) {
                 blank_mode = true;
             else {
                 fprintf(stderr, "kvllm ppl: --split: '%s' is not eot or blank\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--long")) {
+            if (!strcmp(v, "truncate"))
+                windows = false;
+            else if (!strcmp(v, "windows"))
+                windows = true;
+            else {
+                fprintf(stderr, "kvllm ppl: --long: '%s' is not truncate or windows\n", v);
                 return 2;
             }
         } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) {
@@ -210,7 +223,7 @@ int kvl_cli_ppl(int argc, char **argv) {
     }
     kvl_kv_iface kv = kvl_kv_contig_iface(kvc);
     double nll = 0;
-    long long n_pred = 0, n_docs = 0, n_windows = 0;
+    long long n_pred = 0, n_docs = 0, n_windows = 0, n_cut = 0;
     double t0 = kvl_now();
     at = 0;
     while ((max_docs < 0 || n_docs < max_docs) && next_doc(text, len, &at, blank_mode, &d)) {
@@ -246,8 +259,12 @@ int kvl_cli_ppl(int argc, char **argv) {
                 nll += -((double)row[toks[w0 + i + 1]] - mx - log(s));
                 n_pred++;
             }
-            if (wn < (size_t)ctx)
+            if (w0 + wn >= n)
                 break;
+            if (!windows) {
+                n_cut++;
+                break;
+            }
         }
     }
     free(want);
@@ -257,8 +274,8 @@ int kvl_cli_ppl(int argc, char **argv) {
         goto done;
     }
     double mean = nll / (double)n_pred;
-    printf("documents %lld\npredicted_tokens %lld\nwindows %lld\nnll %.6f\nppl %.6f\n", n_docs,
-           n_pred, n_windows, mean, exp(mean));
+    printf("documents %lld\ntruncated %lld\npredicted_tokens %lld\nwindows %lld\nnll %.6f\nppl %.6f\n",
+           n_docs, n_cut, n_pred, n_windows, mean, exp(mean));
     fprintf(stderr, "kvllm ppl: %lld tokens in %.2f s (%.1f tokens/s)\n", n_pred, dt,
             dt > 0 ? (double)n_pred / dt : 0.0);
     rc = 0;
