@@ -261,19 +261,66 @@ static void test_accounting(void) {
     CHECK_NEAR(s.utilization, 1.0, 0);
     CHECK_EQ_INT(kvl_block_pool_check(p, &err), KVL_OK);
 
-    /* copy moves every byte of a block */
-    CHECK_EQ_INT(kvl_block_pool_alloc(p, 2, ids, &err), KVL_OK);
-    uint8_t *base = kvl_block_pool_base(p);
-    for (size_t i = 0; i < lay.block_bytes; i++)
-        base[ids[0] * lay.block_bytes + i] = (uint8_t)(i * 7 + 1);
-    kvl_block_pool_copy(p, ids[1], ids[0]);
-    CHECK(memcmp(base + ids[0] * lay.block_bytes, base + ids[1] * lay.block_bytes,
-                 lay.block_bytes) == 0);
-    kvl_block_pool_decref(p, ids, 2);
-    kvl_block_pool_stats_get(p, &s);
-    CHECK_EQ_INT(s.n_blocks_used, 0);
     kvl_block_pool_free(p);
     kvl_block_pool_free(NULL);
+}
+
+/* Chunk addresses follow block_pool.h's formula; the chunks of all blocks
+ * tile the mapping exactly; copy moves every chunk of one block and
+ * nothing else. */
+static void test_chunks(void) {
+    kvl_hparams hp = shape(3, 4, 2, 8);
+    kvl_error err;
+    kvl_block_layout lay;
+    CHECK_EQ_INT(kvl_block_layout_init(&hp, 16, &lay, &err), KVL_OK);
+    kvl_block_pool *p = NULL;
+    CHECK_EQ_INT(kvl_block_pool_init(&lay, NB * lay.block_bytes, &p, &err), KVL_OK);
+    if (!p)
+        return;
+    const size_t ch = 16 * 8 * 4, N = NB;
+    CHECK_EQ_INT(lay.k_head_bytes, ch);
+    CHECK_EQ_INT(lay.layer_bytes, 2 * 2 * ch);
+    uint8_t *base = kvl_block_pool_chunk(p, 0, 0, false, 0);
+    CHECK(kvl_block_pool_chunk(p, 3, 0, false, 0) == base + 3 * ch);
+    CHECK(kvl_block_pool_chunk(p, 3, 0, false, 1) == base + N * ch + 3 * ch);
+    CHECK(kvl_block_pool_chunk(p, 3, 0, true, 0) == base + 2 * N * ch + 3 * ch);
+    CHECK(kvl_block_pool_chunk(p, 3, 2, true, 1) ==
+          base + 2 * N * lay.layer_bytes + 3 * N * ch + 3 * ch);
+    kvl_block_region r = kvl_block_pool_region(p, 1, true);
+    CHECK(r.base == base + N * lay.layer_bytes + 2 * N * ch);
+    CHECK_EQ_INT(r.head_stride, N * ch);
+    CHECK_EQ_INT(r.chunk_bytes, ch);
+    /* the last chunk ends exactly at the end of the mapping */
+    CHECK(kvl_block_pool_chunk(p, NB - 1, 2, true, 1) + ch == base + NB * lay.block_bytes);
+
+    /* mark every chunk with its block id and place */
+    for (uint32_t b = 0; b < NB; b++)
+        for (int32_t l = 0; l < 3; l++)
+            for (int v = 0; v < 2; v++)
+                for (int32_t h = 0; h < 2; h++)
+                    memset(kvl_block_pool_chunk(p, b, l, v, h), (int)(b * 16 + l * 4 + v * 2 + h),
+                           ch);
+    uint32_t ids[2];
+    CHECK_EQ_INT(kvl_block_pool_alloc(p, 2, ids, &err), KVL_OK);
+    kvl_block_pool_copy(p, 7, ids[1]); /* block 7 is free: copy does not care */
+    for (uint32_t b = 0; b < NB; b++)
+        for (int32_t l = 0; l < 3; l++)
+            for (int v = 0; v < 2; v++)
+                for (int32_t h = 0; h < 2; h++) {
+                    uint32_t from = b == 7 ? ids[1] : b;
+                    const uint8_t *c = kvl_block_pool_chunk(p, b, l, v, h);
+                    uint8_t want = (uint8_t)(from * 16 + l * 4 + v * 2 + h);
+                    bool ok = true;
+                    for (size_t i = 0; i < ch; i++)
+                        ok = ok && c[i] == want;
+                    CHECK(ok);
+                }
+    kvl_block_pool_decref(p, ids, 2);
+    kvl_block_pool_stats s;
+    kvl_block_pool_stats_get(p, &s);
+    CHECK_EQ_INT(s.n_blocks_used, 0);
+    CHECK_EQ_INT(kvl_block_pool_check(p, &err), KVL_OK);
+    kvl_block_pool_free(p);
 }
 
 static void test_layout(void) {
@@ -285,7 +332,6 @@ static void test_layout(void) {
     CHECK_EQ_INT(kvl_block_layout_init(&hp, 16, &lay, &err), KVL_OK);
     CHECK_EQ_INT(lay.bytes_per_token, 256 * 1024);
     CHECK_EQ_INT(lay.k_head_bytes, 16 * 128 * 4);
-    CHECK_EQ_INT(lay.v_offset, 8 * 16 * 128 * 4);
     CHECK_EQ_INT(lay.layer_bytes, 2 * 8 * 16 * 128 * 4);
     CHECK_EQ_INT(lay.block_bytes, 16 * 256 * 1024);
     /* Llama-2-7B (MHA): 512 KiB per token in f16 -> 1 MiB in f32 */
@@ -393,6 +439,7 @@ int main(void) {
     test_queue_order();
     test_exhaustion();
     test_accounting();
+    test_chunks();
     test_layout();
     test_capacity();
     test_agrees_with_planner();

@@ -39,7 +39,7 @@ struct kvl_block_pool {
     uint32_t *fill; /* (n_blocks) filled slots */
     uint32_t *next; /* (n_blocks + 1) free-queue links; [n_blocks] is the sentinel */
     uint32_t *prev; /* (n_blocks + 1) */
-    uint8_t *data;  /* (n_blocks, block_bytes) */
+    uint8_t *data;  /* n_blocks * block_bytes, arranged as in block_pool.h */
     size_t data_bytes;
 };
 
@@ -53,10 +53,10 @@ kvl_status kvl_block_layout_init(const kvl_hparams *hp, int32_t block_size,
                           (int)block_size, KVL_KV_MAX_BLOCK_SIZE);
     /* The shape limits bound every product below far under SIZE_MAX on a
      * 64-bit target; the checks keep 32-bit targets honest. */
-    size_t head_bytes, v_off, layer_bytes, block_bytes, per_tok;
+    size_t head_bytes, k_all, layer_bytes, block_bytes, per_tok;
     if (kvl_mul_overflow((size_t)block_size * (size_t)hp->head_dim, sizeof(float), &head_bytes) ||
-        kvl_mul_overflow(head_bytes, (size_t)hp->n_kv_heads, &v_off) ||
-        kvl_mul_overflow(v_off, 2, &layer_bytes) ||
+        kvl_mul_overflow(head_bytes, (size_t)hp->n_kv_heads, &k_all) ||
+        kvl_mul_overflow(k_all, 2, &layer_bytes) ||
         kvl_mul_overflow(layer_bytes, (size_t)hp->n_layers, &block_bytes) ||
         kvl_mul_overflow((size_t)hp->n_layers * (size_t)hp->n_kv_heads,
                          (size_t)hp->head_dim * 2 * sizeof(float), &per_tok))
@@ -69,7 +69,6 @@ kvl_status kvl_block_layout_init(const kvl_hparams *hp, int32_t block_size,
     l.head_dim = (int32_t)hp->head_dim;
     l.k_head_bytes = head_bytes;
     l.v_head_bytes = head_bytes;
-    l.v_offset = v_off;
     l.layer_bytes = layer_bytes;
     l.block_bytes = block_bytes;
     l.bytes_per_token = per_tok;
@@ -154,6 +153,12 @@ kvl_status kvl_block_pool_init(const kvl_block_layout *layout, size_t budget,
     void *d = mmap(NULL, p->data_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
                    0);
     p->data = d == MAP_FAILED ? NULL : d;
+#ifdef MADV_HUGEPAGE
+    /* Attention jumps from chunk to chunk; 2 MiB pages keep those jumps
+     * out of the TLB's way. Advice only: failure changes nothing. */
+    if (p->data)
+        (void)madvise(p->data, p->data_bytes, MADV_HUGEPAGE);
+#endif
     if (!p->ref || !p->fill || !p->next || !p->prev || !p->data) {
         kvl_block_pool_free(p);
         return kvl_errorf(err, KVL_E_NOMEM, "kv pool: cannot map %zu bytes for %zu blocks",
@@ -183,7 +188,6 @@ void kvl_block_pool_free(kvl_block_pool *p) {
 const kvl_block_layout *kvl_block_pool_layout(const kvl_block_pool *p) { return &p->lay; }
 uint32_t kvl_block_pool_n_blocks(const kvl_block_pool *p) { return p->n_blocks; }
 uint32_t kvl_block_pool_n_free(const kvl_block_pool *p) { return p->n_free; }
-uint8_t *kvl_block_pool_base(const kvl_block_pool *p) { return p->data; }
 
 kvl_status kvl_block_pool_alloc(kvl_block_pool *p, uint32_t n, uint32_t *ids, kvl_error *err) {
     if (n > p->n_free)
@@ -246,10 +250,37 @@ uint32_t kvl_block_pool_fill(const kvl_block_pool *p, uint32_t id) {
     return p->fill[id];
 }
 
+kvl_block_region kvl_block_pool_region(const kvl_block_pool *p, int32_t layer, bool is_v) {
+    KVL_ASSERT(layer >= 0 && layer < p->lay.n_layers);
+    const size_t n = p->n_blocks;
+    kvl_block_region r;
+    /* all offsets are below n_blocks * block_bytes <= budget: no overflow */
+    r.base = p->data + (size_t)layer * n * p->lay.layer_bytes;
+    if (is_v)
+        r.base += (size_t)p->lay.n_kv_heads * n * p->lay.k_head_bytes;
+    r.chunk_bytes = is_v ? p->lay.v_head_bytes : p->lay.k_head_bytes;
+    r.head_stride = n * r.chunk_bytes;
+    return r;
+}
+
+uint8_t *kvl_block_pool_chunk(const kvl_block_pool *p, uint32_t id, int32_t layer, bool is_v,
+                              int32_t head) {
+    KVL_ASSERT(id < p->n_blocks && head >= 0 && head < p->lay.n_kv_heads);
+    kvl_block_region r = kvl_block_pool_region(p, layer, is_v);
+    return r.base + (size_t)head * r.head_stride + (size_t)id * r.chunk_bytes;
+}
+
 void kvl_block_pool_copy(kvl_block_pool *p, uint32_t dst, uint32_t src) {
     KVL_ASSERT(dst < p->n_blocks && src < p->n_blocks && dst != src);
-    size_t bb = p->lay.block_bytes;
-    memcpy(p->data + (size_t)dst * bb, p->data + (size_t)src * bb, bb);
+    for (int32_t l = 0; l < p->lay.n_layers; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            kvl_block_region r = kvl_block_pool_region(p, l, kv == 1);
+            for (int32_t h = 0; h < p->lay.n_kv_heads; h++) {
+                uint8_t *head = r.base + (size_t)h * r.head_stride;
+                memcpy(head + (size_t)dst * r.chunk_bytes, head + (size_t)src * r.chunk_bytes,
+                       r.chunk_bytes);
+            }
+        }
 }
 
 void kvl_block_pool_stats_get(const kvl_block_pool *p, kvl_block_pool_stats *s) {

@@ -27,37 +27,52 @@
 #include "model/model.h"
 
 /*
- * Where everything lives inside one block (byte offsets from the block base):
+ * Where a block's bytes live. A block is one index into 2 * n_layers *
+ * n_kv_heads arrays of chunks; each array holds one (layer, K or V, KV head)
+ * for all n_blocks blocks, and one chunk is block_size rows of head_dim:
  *
- *   block (block_bytes, no padding: the planner's kvl_plan_kv_block_bytes)
- *   +---------------------------- layer 0 ----------------------------+-- layer 1 --+ ...
- *   | K head 0  | K head 1  | ... | K head H-1 | V head 0  | ... | V head H-1 |  ...
- *   +-----------+-----------+-----+------------+-----------+-----+------------+
- *   ^ layer * layer_bytes         ^ + h * k_head_bytes  ^ + v_offset + h * v_head_bytes
+ *   pool data (n_blocks * block_bytes bytes, one mapping; N = n_blocks)
+ *   +-- layer 0 ------------------------------------------------------------+
+ *   | K head 0   | [blk 0][blk 1][blk 2] ... [blk N-1]   chunks of k_head_bytes
+ *   | K head 1   | [blk 0][blk 1][blk 2] ... [blk N-1]
+ *   | ...        |
+ *   | K head H-1 | ...
+ *   | V head 0   | [blk 0][blk 1][blk 2] ... [blk N-1]   chunks of v_head_bytes
+ *   | ...        |
+ *   +-- layer 1 ------------------------------------------------------------+
+ *   | ...
  *
- *   one K (or V) head segment, f32: (block_size, head_dim)
+ *   one chunk, f32: (block_size, head_dim)
  *   | slot 0: head_dim floats | slot 1 | ... | slot block_size-1 |
  *
- * Slot i of logical block j holds position j * block_size + i.
+ * Slot i of logical block j holds position j * block_size + i. Block b's
+ * chunk of (layer l, K, head h) starts at
+ *     l * N * layer_bytes + h * N * k_head_bytes + b * k_head_bytes
+ * and V adds n_kv_heads * N * k_head_bytes before its own h and b terms
+ * (kvl_block_pool_region computes this).
  *
  * Why this order: attention for one (layer, KV head) reads, per block, one
- * contiguous run of block_size * head_dim keys and one of values, with no
- * gather; a block is one contiguous byte range, so copy-on-write is one
- * memcpy and a future swap to host memory is one transfer; and every layer
- * of a position shares one block id, so the block table is per sequence, not
- * per layer. Elements are f32 now; a quantized format (issue 6) only
- * changes the size of a head segment (data, then that head's scales), so
- * k_head_bytes and v_head_bytes are the only per-format numbers.
+ * contiguous chunk of keys and one of values, with no gather, and the chunks
+ * of consecutive blocks are adjacent, so a sequence whose blocks were taken
+ * in order reads exactly like a contiguous cache. The obvious alternative,
+ * each block one contiguous range holding all layers, puts the chunks of
+ * one head block_bytes apart: a large power of two, so every chunk of a
+ * sequence lands in the same few cache sets and the re-reads of a GQA group
+ * miss. The price is that copy-on-write copies 2 * n_layers * n_kv_heads
+ * chunks instead of one range (once per fork, not per token). Every layer
+ * of a position shares one block id, so the block table is per sequence.
+ * Elements are f32 now; a quantized format (issue 6) only changes the size
+ * of a chunk (data, then that head's scales), so k_head_bytes and
+ * v_head_bytes are the only per-format numbers.
  */
 typedef struct kvl_block_layout {
     int32_t block_size; /* token positions per block */
     int32_t n_layers, n_kv_heads, head_dim;
-    size_t k_head_bytes;    /* one KV head's K in one block: (block_size, head_dim) */
-    size_t v_head_bytes;    /* one KV head's V in one block: (block_size, head_dim) */
-    size_t v_offset;        /* n_kv_heads * k_head_bytes */
-    size_t layer_bytes;     /* v_offset + n_kv_heads * v_head_bytes */
-    size_t block_bytes;     /* n_layers * layer_bytes */
-    size_t bytes_per_token; /* K+V of one position over all layers, no padding:
+    size_t k_head_bytes;    /* one chunk of K: (block_size, head_dim) */
+    size_t v_head_bytes;    /* one chunk of V: (block_size, head_dim) */
+    size_t layer_bytes;     /* one block's bytes in one layer: n_kv_heads * (k + v chunk) */
+    size_t block_bytes;     /* n_layers * layer_bytes (the planner's kvl_plan_kv_block_bytes) */
+    size_t bytes_per_token; /* K+V of one position over all layers:
                                2 * n_layers * n_kv_heads * head_dim * 4 for f32 */
 } kvl_block_layout;
 
@@ -134,11 +149,20 @@ uint32_t kvl_block_pool_refcount(const kvl_block_pool *p, uint32_t id);
 void kvl_block_pool_set_fill(kvl_block_pool *p, uint32_t id, uint32_t fill);
 uint32_t kvl_block_pool_fill(const kvl_block_pool *p, uint32_t id);
 
-/* Copy block src's bytes over block dst (copy-on-write). */
+/* Copy every chunk of block src over block dst (copy-on-write). */
 void kvl_block_pool_copy(kvl_block_pool *p, uint32_t dst, uint32_t src);
 
-/* The base of all block data; block id starts at base + id * block_bytes. */
-uint8_t *kvl_block_pool_base(const kvl_block_pool *p);
+/* The chunks of one layer's K (is_v false) or V: the chunk of KV head h in
+ * block b starts at base + h * head_stride + b * chunk_bytes. */
+typedef struct kvl_block_region {
+    uint8_t *base;
+    size_t head_stride; /* n_blocks * chunk_bytes */
+    size_t chunk_bytes; /* k_head_bytes or v_head_bytes */
+} kvl_block_region;
+kvl_block_region kvl_block_pool_region(const kvl_block_pool *p, int32_t layer, bool is_v);
+/* Start of chunk (layer, K or V, head) of block id. */
+uint8_t *kvl_block_pool_chunk(const kvl_block_pool *p, uint32_t id, int32_t layer, bool is_v,
+                              int32_t head);
 
 void kvl_block_pool_stats_get(const kvl_block_pool *p, kvl_block_pool_stats *s);
 

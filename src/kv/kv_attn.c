@@ -13,28 +13,33 @@
  * Must not:
  *   - write anything but out[h0..h1) and scratch (callers run it from several
  *     threads at once on the same store);
- *   - allocate.
+ *   - allocate;
+ *   - do arithmetic of its own: dot, softmax and axpy are the kernels' (SIMD
+ *     picked at run time), one call per row, so every store that routes
+ *     through here shares not just the order but the very instructions.
  */
 #include "kv/kv_attn.h"
 
-#include <math.h>
+#include "kernels/kernels.h"
 
-/* Eight independent partial sums so the compiler can keep them in one vector
- * register; reduced in a fixed order. */
-static inline float attn_dot(const float *a, const float *b, int32_t n) {
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++)
-            s[j] += a[i + j] * b[i + j];
-    for (; i < n; i++)
-        s[0] += a[i] * b[i];
-    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+
+/* Start fetching row i of the next block while row i of this one is used:
+ * the hardware prefetcher follows a stream within a page but loses it at the
+ * jump to another block. No effect on the arithmetic. */
+static inline void prefetch_row(const float *next_block, int32_t i, int32_t hd) {
+    if (!next_block)
+        return;
+    const float *r = next_block + (int64_t)i * hd;
+    for (int32_t d = 0; d < hd; d += 16)
+        __builtin_prefetch(r + d, 0, 3);
 }
 
-static inline void attn_axpy(float *y, float a, const float *x, int32_t n) {
-    for (int32_t i = 0; i < n; i++)
-        y[i] += a * x[i];
+/* Base of logical block lb + 1 for this head, or NULL past n_ctx. */
+static inline const float *next_base(const kvl_kv_view *view, const float *arr, int32_t lb,
+                                     int32_t p0, int32_t n_ctx, int64_t head_off) {
+    if (p0 + view->block_size >= n_ctx)
+        return NULL;
+    return arr + (int64_t)view->blocks[lb + 1] * view->block_stride + head_off;
 }
 
 void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, float *out,
@@ -52,33 +57,28 @@ void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, f
         const int64_t head_off = (int64_t)(h / group) * view->head_stride;
 
         /* scores, block by block */
-        float mx = -INFINITY;
         for (int32_t p0 = 0, lb = 0; p0 < n_ctx; p0 += bs, lb++) {
             const float *kb = view->k + (int64_t)view->blocks[lb] * view->block_stride + head_off;
+            const float *kn = next_base(view, view->k, lb, p0, n_ctx, head_off);
             int32_t n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
             for (int32_t i = 0; i < n; i++) {
-                float s = attn_dot(qh, kb + (int64_t)i * hd, hd) * scale;
-                scratch[p0 + i] = s;
-                if (s > mx)
-                    mx = s;
+                prefetch_row(kn, i, hd);
+                scratch[p0 + i] = kvl_dot_f32(qh, kb + (int64_t)i * hd, hd) * scale;
             }
         }
 
-        /* softmax over all n_ctx scores */
-        float sum = 0.0f;
-        for (int32_t p = 0; p < n_ctx; p++) {
-            float e = expf(scratch[p] - mx);
-            scratch[p] = e;
-            sum += e;
-        }
-        const float inv = 1.0f / sum;
+        /* softmax over all n_ctx scores at once */
+        kvl_softmax(scratch, n_ctx);
 
         /* weighted sum of V rows in position order */
         for (int32_t p0 = 0, lb = 0; p0 < n_ctx; p0 += bs, lb++) {
             const float *vb = view->v + (int64_t)view->blocks[lb] * view->block_stride + head_off;
+            const float *vn = next_base(view, view->v, lb, p0, n_ctx, head_off);
             int32_t n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
-            for (int32_t i = 0; i < n; i++)
-                attn_axpy(oh, scratch[p0 + i] * inv, vb + (int64_t)i * hd, hd);
+            for (int32_t i = 0; i < n; i++) {
+                prefetch_row(vn, i, hd);
+                kvl_axpy_f32(oh, scratch[p0 + i], vb + (int64_t)i * hd, hd);
+            }
         }
     }
 }

@@ -5,14 +5,14 @@
  * Where a value lives: K element d of KV head h, layer l, position p of
  * sequence s is at
  *
- *     base + ids_s[p / bs] * block_bytes       (the block)
- *          + l * layer_bytes                   (the layer inside it)
- *          + h * k_head_bytes                  (the head; V adds v_offset)
+ *     region(l, K).base                        (block_pool.h's layout)
+ *          + h * region.head_stride            (the head's array of chunks)
+ *          + ids_s[p / bs] * k_head_bytes      (the block's chunk)
  *          + ((p % bs) * head_dim + d) * 4     (the slot, the element)
  *
- * which is kv_attn's addressing with k = base + l * layer_bytes,
- * block_stride = block_bytes / 4, head_stride = k_head_bytes / 4. Attention
- * passes the table itself as the block list: no gather, no copy.
+ * which is kv_attn's addressing with k = region(l, K).base, block_stride =
+ * k_head_bytes / 4, head_stride = region.head_stride / 4. Attention passes
+ * the table itself as the block list: no gather, no copy.
  *
  * Invariants:
  *   - every table satisfies block_table.h's invariant against the one pool;
@@ -33,7 +33,7 @@
 struct kvl_kv_paged {
     kvl_block_pool *pool;
     kvl_block_layout lay;
-    uint8_t *base; /* pool data: (n_blocks, block_bytes) */
+    kvl_block_region *regions; /* (n_layers, 2): K and V chunk arrays of each layer */
     int32_t n_heads;
     int32_t max_seqs, max_ctx;
     kvl_block_table *tables; /* (max_seqs) */
@@ -80,7 +80,15 @@ kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *p
         kvl_kv_paged_free(kv);
         return st;
     }
-    kv->base = kvl_block_pool_base(kv->pool);
+    kv->regions = calloc((size_t)lay.n_layers * 2, sizeof(kvl_block_region));
+    if (!kv->regions) {
+        kvl_kv_paged_free(kv);
+        return kvl_errorf(err, KVL_E_NOMEM, "kv paged: cannot allocate %d layer regions",
+                          (int)lay.n_layers);
+    }
+    for (int32_t l = 0; l < lay.n_layers; l++)
+        for (int v = 0; v < 2; v++)
+            kv->regions[l * 2 + v] = kvl_block_pool_region(kv->pool, l, v == 1);
     *out = kv;
     return KVL_OK;
 }
@@ -94,6 +102,7 @@ void kvl_kv_paged_free(kvl_kv_paged *kv) {
         kvl_block_table_free(&kv->tables[s]);
     }
     free(kv->tables);
+    free(kv->regions);
     kvl_block_pool_free(kv->pool);
     free(kv);
 }
@@ -110,13 +119,14 @@ static void paged_store(void *ctx, int32_t layer, int32_t seq, int32_t pos, cons
     const int32_t bs = kv->lay.block_size, hd = kv->lay.head_dim;
     uint32_t id = t->ids[pos / bs];
     KVL_ASSERT(kvl_block_pool_refcount(kv->pool, id) == 1);
-    uint8_t *lb = kv->base + (size_t)id * kv->lay.block_bytes + (size_t)layer * kv->lay.layer_bytes;
+    const kvl_block_region *rk = &kv->regions[layer * 2], *rv = &kv->regions[layer * 2 + 1];
     size_t slot = (size_t)(pos % bs) * (size_t)hd * sizeof(float);
     size_t row = (size_t)hd * sizeof(float);
+    uint8_t *kc = rk->base + (size_t)id * rk->chunk_bytes + slot;
+    uint8_t *vc = rv->base + (size_t)id * rv->chunk_bytes + slot;
     for (int32_t h = 0; h < kv->lay.n_kv_heads; h++) {
-        memcpy(lb + (size_t)h * kv->lay.k_head_bytes + slot, k + (size_t)h * hd, row);
-        memcpy(lb + kv->lay.v_offset + (size_t)h * kv->lay.v_head_bytes + slot,
-               v + (size_t)h * hd, row);
+        memcpy(kc + (size_t)h * rk->head_stride, k + (size_t)h * hd, row);
+        memcpy(vc + (size_t)h * rv->head_stride, v + (size_t)h * hd, row);
     }
 }
 
@@ -128,13 +138,14 @@ static void paged_attend(void *ctx, int32_t layer, int32_t seq, int32_t n_ctx, c
     KVL_ASSERT(h0 >= 0 && h0 <= h1 && h1 <= kv->n_heads);
     const kvl_block_table *t = &kv->tables[seq];
     KVL_ASSERT(n_ctx <= t->n_tokens);
-    const uint8_t *lb = kv->base + (size_t)layer * kv->lay.layer_bytes;
+    const kvl_block_region *rk = &kv->regions[layer * 2], *rv = &kv->regions[layer * 2 + 1];
+    /* f32: K and V chunks and arrays have the same sizes */
     kvl_kv_view view = {
-        .k = (const float *)lb,
-        .v = (const float *)(lb + kv->lay.v_offset),
+        .k = (const float *)rk->base,
+        .v = (const float *)rv->base,
         .blocks = t->ids,
-        .block_stride = (int64_t)(kv->lay.block_bytes / sizeof(float)),
-        .head_stride = (int64_t)(kv->lay.k_head_bytes / sizeof(float)),
+        .block_stride = (int64_t)(rk->chunk_bytes / sizeof(float)),
+        .head_stride = (int64_t)(rk->head_stride / sizeof(float)),
         .block_size = kv->lay.block_size,
         .n_heads = kv->n_heads,
         .n_kv_heads = kv->lay.n_kv_heads,
