@@ -27,15 +27,29 @@
 #include "kv/kv_attn.h"
 
 #include <stdlib.h>
+#include <sys/mman.h>
 
 struct kvl_kv_contig {
     int32_t n_seqs, max_ctx;
     int32_t n_layers, n_heads, n_kv_heads, head_dim;
     size_t seq_floats;   /* floats of K for one sequence: n_layers*n_kv_heads*max_ctx*head_dim */
     size_t layer_floats; /* n_kv_heads*max_ctx*head_dim */
+    size_t map_bytes;    /* bytes of each of k and v */
     float *k;            /* (n_seqs, n_layers, n_kv_heads, max_ctx, head_dim) */
     float *v;            /* (n_seqs, n_layers, n_kv_heads, max_ctx, head_dim) */
 };
+
+/* Zeroed, lazily committed memory with transparent huge pages advised: the
+ * same treatment as the block pool, so comparisons are like for like. */
+static float *contig_map(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
+}
 
 /* The one-entry block table of every contiguous region. */
 static const uint32_t contig_block0[1] = {0};
@@ -63,11 +77,14 @@ kvl_status kvl_kv_contig_init(const kvl_hparams *hp, int32_t n_seqs, int32_t max
     kvl_kv_contig *c = calloc(1, sizeof *c);
     if (!c)
         return kvl_errorf(err, KVL_E_NOMEM, "kv contiguous: cannot allocate the handle");
-    c->k = calloc(all_floats, sizeof(float));
-    c->v = calloc(all_floats, sizeof(float));
+    c->map_bytes = all_bytes;
+    c->k = contig_map(all_bytes);
+    c->v = contig_map(all_bytes);
     if (!c->k || !c->v) {
-        free(c->k);
-        free(c->v);
+        if (c->k)
+            munmap(c->k, all_bytes);
+        if (c->v)
+            munmap(c->v, all_bytes);
         free(c);
         return kvl_errorf(err, KVL_E_NOMEM,
                           "kv contiguous: cannot allocate 2 x %zu bytes for %d seqs x %d "
@@ -89,8 +106,8 @@ kvl_status kvl_kv_contig_init(const kvl_hparams *hp, int32_t n_seqs, int32_t max
 void kvl_kv_contig_free(kvl_kv_contig *c) {
     if (!c)
         return;
-    free(c->k);
-    free(c->v);
+    munmap(c->k, c->map_bytes);
+    munmap(c->v, c->map_bytes);
     free(c);
 }
 
