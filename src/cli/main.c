@@ -14,7 +14,8 @@ static void usage(FILE *f) {
             "  run       generate text from a model (default: the shipped stories260K)\n"
             "  ppl       perplexity of a text file, teacher-forced\n"
             "  mkmodel   write a GGUF with random weights in a real architecture's shape\n"
-            "  plan      memory planner: KV bytes per token, capacity, what fits\n",
+            "  plan      memory planner: KV bytes per token, capacity, what fits\n"
+            "  bench     tokens/s of prompt processing and generation (like llama-bench)\n",
             KVL_VERSION);
 }
 
@@ -40,6 +41,8 @@ int main(int argc, char **argv) {
         return kvl_cli_mkmodel(argc - 1, argv + 1);
     if (!strcmp(cmd, "plan"))
         return kvl_cli_plan(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench"))
+        return kvl_cli_bench(argc - 1, argv + 1);
     fprintf(stderr, "kvllm: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

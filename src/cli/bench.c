@@ -1,0 +1,524 @@
+/*
+ * kvllm bench: throughput of the forward pass on one model, in the manner of
+ * llama.cpp's llama-bench, so the two can be run side by side on one file.
+ *
+ *   ppN        N random tokens of one sequence in one batch (prompt
+ *              processing), after D tokens of untimed prefill (ppN@dD)
+ *   tgN        N tokens decoded one step at a time, each step one token per
+ *              sequence with logits for every token (generation), starting
+ *              at depth D (tgN@dD)
+ *   bB tgN     the same with B sequences decoding together in one batch
+ *              (aggregate tokens/s over all B sequences)
+ *
+ * Token ids come from a fixed-seed generator (the text does not matter to
+ * the speed; no sampling is timed, as in llama-bench). Each test is prefilled
+ * to its depth once, warmed with one untimed step, then timed -r times; the
+ * depth's KV stays and every repetition rewrites the same positions after it.
+ *
+ * Besides tokens/s it reports the bytes one decoded token reads (the weights
+ * of one forward pass divided by the sequences that share it, plus the KV of
+ * its own sequence over the mean context of the test), so that
+ * bytes/token / memory bandwidth gives the decode roofline.
+ *
+ * Everything is allocated before the first timed step; the timed loops only
+ * call kvl_forward_run. It never writes files.
+ */
+#include "cli/cli.h"
+#include "cli/common.h"
+#include "core/pool.h"
+#include "kernels/kernels.h"
+#include "kv/kv_contig.h"
+#include "model/forward.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_LIST 16
+#define MAX_REPS 1000
+#define MAX_TESTS (MAX_LIST * MAX_LIST * MAX_LIST * 2)
+#define DEPTH_CHUNK 512 /* tokens per untimed prefill batch */
+#define SEED 0x6b766c6c6d62656eULL
+
+typedef enum { OUT_TEXT, OUT_JSON, OUT_CSV } out_fmt;
+typedef enum { TEST_PP, TEST_TG } test_kind;
+
+typedef struct {
+    long long v[MAX_LIST];
+    int n;
+} int_list;
+
+typedef struct {
+    test_kind kind;
+    int32_t n_tok;  /* tokens per sequence that are timed */
+    int32_t depth;  /* positions already in the KV before the timed tokens */
+    int32_t n_seq;  /* sequences decoding together (tg), 1 for pp */
+    char name[64];
+} test_spec;
+
+typedef struct {
+    double mean, sd, median, min, max;
+    double weight_bytes_tok; /* weight bytes read per token (one step / n_seq) */
+    double kv_bytes_tok;     /* KV bytes read per token (mean context of the test) */
+} test_stats;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: kvllm bench -m MODEL [flags]\n"
+            "\n"
+            "Tokens/s of prompt processing (pp) and generation (tg), like llama-bench.\n"
+            "Lists are comma-separated and every combination is run.\n"
+            "\n"
+            "  -m, --model PATH     GGUF or llama2.c checkpoint (default: shipped stories260K)\n"
+            "  -p, --n-prompt N,..  prompt tokens in one batch, 0..65536, 0 = no pp test\n"
+            "                       (default 512)\n"
+            "  -n, --n-gen N,..     tokens generated one step at a time, 0..65536,\n"
+            "                       0 = no tg test (default 128)\n"
+            "  -d, --depth D,..     positions prefilled (untimed) before each test,\n"
+            "                       0..%d (default 0)\n"
+            "  -b, --batch B,..     sequences generating together in tg tests, 1..256\n"
+            "                       (default 1)\n"
+            "  -r, --reps N         timed repetitions of each test, 1..%d (default 5)\n"
+            "  -t, --threads N      worker threads, 1..1024 (default: one per core)\n"
+            "  -o, --output FMT     text (markdown table), json or csv (default text)\n"
+            "  -h, --help\n"
+            "\n"
+            "Columns: t/s is mean +- standard deviation over the repetitions (tg: all\n"
+            "sequences together); W/tok and KV/tok are the bytes one generated token\n"
+            "reads from weights and from the KV cache (f32, contiguous).\n"
+            "\n"
+            "examples:\n"
+            "  kvllm bench -m tl-q8_0.gguf -p 512 -n 128 -d 0,2048 -r 3\n"
+            "  kvllm bench -m tl-q8_0.gguf -p 0 -n 32 -b 1,4,16 -o json\n",
+            KVL_MAX_CTX, MAX_REPS);
+}
+
+/* "512" or "0,2048": each element checked by kvl_cli_int. */
+static bool parse_list(const char *flag, const char *s, long long lo, long long hi,
+                       int_list *out) {
+    out->n = 0;
+    const char *p = s;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char buf[32];
+        if (len == 0 || len >= sizeof buf) {
+            fprintf(stderr, "kvllm bench: %s: '%s' is not a comma-separated list of integers\n",
+                    flag, s);
+            return false;
+        }
+        if (out->n == MAX_LIST) {
+            fprintf(stderr, "kvllm bench: %s: '%s' has more than %d values\n", flag, s,
+                    MAX_LIST);
+            return false;
+        }
+        memcpy(buf, p, len);
+        buf[len] = '\0';
+        if (!kvl_cli_int("bench", flag, buf, lo, hi, &out->v[out->n]))
+            return false;
+        out->n++;
+        if (!comma)
+            return true;
+        p = comma + 1;
+    }
+}
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void random_tokens(uint64_t *state, int32_t *out, int32_t n, int64_t n_vocab) {
+    for (int32_t i = 0; i < n; i++)
+        out[i] = (int32_t)(splitmix64(state) % (uint64_t)n_vocab);
+}
+
+static size_t weight_bytes(const kvl_weight *w) {
+    return kvl_row_bytes(w->type, w->ne0) * (size_t)w->ne1;
+}
+
+/* Bytes of weights one forward step reads for n_seq tokens: every layer
+ * matrix and norm, the output norm and classifier, and n_seq embedding
+ * rows. */
+static size_t step_weight_bytes(const kvl_model *m, int32_t n_seq) {
+    size_t b = weight_bytes(&m->output) + weight_bytes(&m->output_norm);
+    for (int64_t l = 0; l < m->hp.n_layers; l++) {
+        const kvl_layer_weights *L = &m->layers[l];
+        const kvl_weight *ws[] = {&L->attn_norm, &L->wq,     &L->wk,     &L->wv,  &L->wo,
+                                  &L->ffn_norm,  &L->w_gate, &L->w_down, &L->w_up};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
+            b += weight_bytes(ws[i]);
+    }
+    b += (size_t)n_seq * kvl_row_bytes(m->tok_embd.type, m->tok_embd.ne0);
+    return b;
+}
+
+static int64_t count_params(const kvl_model *m) {
+    int64_t n = m->tok_embd.ne0 * m->tok_embd.ne1 + m->output_norm.ne0 * m->output_norm.ne1;
+    if (m->output.data != m->tok_embd.data)
+        n += m->output.ne0 * m->output.ne1;
+    for (int64_t l = 0; l < m->hp.n_layers; l++) {
+        const kvl_layer_weights *L = &m->layers[l];
+        const kvl_weight *ws[] = {&L->attn_norm, &L->wq,     &L->wk,     &L->wv,  &L->wo,
+                                  &L->ffn_norm,  &L->w_gate, &L->w_down, &L->w_up};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
+            n += ws[i]->ne0 * ws[i]->ne1;
+    }
+    return n;
+}
+
+static const char *type_name(kvl_type t) {
+    size_t blck, ts;
+    const char *name = "?";
+    if (!kvl_type_info((uint32_t)t, &blck, &ts, &name))
+        return "?";
+    return name;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void stats_of(const double *ts, int n, double *sorted, test_stats *st) {
+    double sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += ts[i];
+    st->mean = sum / n;
+    double ss = 0;
+    for (int i = 0; i < n; i++)
+        ss += (ts[i] - st->mean) * (ts[i] - st->mean);
+    st->sd = n > 1 ? sqrt(ss / (n - 1)) : 0.0;
+    memcpy(sorted, ts, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_double);
+    st->median = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+    st->min = sorted[0];
+    st->max = sorted[n - 1];
+}
+
+/* Everything a test needs, allocated once for the largest test. */
+typedef struct {
+    const kvl_model *m;
+    kvl_forward *fw;
+    int32_t max_tokens;
+    int32_t *tok;  /* (max_tokens) */
+    int32_t *seq;  /* (max_tokens) */
+    int32_t *pos;  /* (max_tokens) */
+    bool *want;    /* (max_tokens) logits wanted */
+    uint64_t rng;
+} bench_ctx;
+
+static kvl_status run_batch(bench_ctx *c, const kvl_kv_iface *kv, int32_t n, bool all_logits,
+                            kvl_error *err) {
+    for (int32_t i = 0; i < n; i++)
+        c->want[i] = all_logits || i == n - 1;
+    kvl_batch b = {.n_tokens = n, .tokens = c->tok, .seq = c->seq, .pos = c->pos,
+                   .logits = c->want};
+    const float *logits;
+    int32_t n_out;
+    return kvl_forward_run(c->fw, &b, kv, &logits, &n_out, err);
+}
+
+/* Prefill positions [0, depth) of sequence 0 in chunks, then copy them into
+ * every other sequence. */
+static kvl_status fill_depth(bench_ctx *c, kvl_kv_contig *kvc, const kvl_kv_iface *kv,
+                             int32_t depth, int32_t n_seq, kvl_error *err) {
+    int32_t chunk = c->max_tokens < DEPTH_CHUNK ? c->max_tokens : DEPTH_CHUNK;
+    for (int32_t p0 = 0; p0 < depth; p0 += chunk) {
+        int32_t n = depth - p0 < chunk ? depth - p0 : chunk;
+        random_tokens(&c->rng, c->tok, n, c->m->hp.n_vocab);
+        for (int32_t i = 0; i < n; i++) {
+            c->seq[i] = 0;
+            c->pos[i] = p0 + i;
+        }
+        kvl_status st = run_batch(c, kv, n, false, err);
+        if (st != KVL_OK)
+            return st;
+    }
+    for (int32_t s = 1; s < n_seq && depth > 0; s++) {
+        kvl_status st = kvl_kv_contig_copy(kvc, 0, s, depth, err);
+        if (st != KVL_OK)
+            return st;
+    }
+    return KVL_OK;
+}
+
+/* One timed repetition: its seconds in *sec. */
+static kvl_status time_rep(bench_ctx *c, const test_spec *t, const kvl_kv_iface *kv,
+                           double *sec, kvl_error *err) {
+    kvl_status st = KVL_OK;
+    if (t->kind == TEST_PP) {
+        random_tokens(&c->rng, c->tok, t->n_tok, c->m->hp.n_vocab);
+        for (int32_t i = 0; i < t->n_tok; i++) {
+            c->seq[i] = 0;
+            c->pos[i] = t->depth + i;
+        }
+        double t0 = kvl_now();
+        st = run_batch(c, kv, t->n_tok, false, err);
+        *sec = kvl_now() - t0;
+        return st;
+    }
+    double t0 = kvl_now();
+    for (int32_t step = 0; step < t->n_tok && st == KVL_OK; step++) {
+        random_tokens(&c->rng, c->tok, t->n_seq, c->m->hp.n_vocab);
+        for (int32_t s = 0; s < t->n_seq; s++) {
+            c->seq[s] = s;
+            c->pos[s] = t->depth + step;
+        }
+        st = run_batch(c, kv, t->n_seq, true, err);
+    }
+    *sec = kvl_now() - t0;
+    return st;
+}
+
+static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *ts,
+                           test_stats *st, kvl_error *err) {
+    int32_t max_ctx = t->depth + t->n_tok + 1;
+    kvl_kv_contig *kvc = NULL;
+    kvl_status s = kvl_kv_contig_init(&c->m->hp, t->n_seq, max_ctx, &kvc, err);
+    if (s != KVL_OK)
+        return s;
+    kvl_kv_iface kv = kvl_kv_contig_iface(kvc);
+    s = fill_depth(c, kvc, &kv, t->depth, t->n_seq, err);
+    if (s == KVL_OK) { /* warm-up: one step at the first timed position */
+        random_tokens(&c->rng, c->tok, t->n_seq, c->m->hp.n_vocab);
+        for (int32_t i = 0; i < t->n_seq; i++) {
+            c->seq[i] = i;
+            c->pos[i] = t->depth;
+        }
+        s = run_batch(c, &kv, t->n_seq, true, err);
+    }
+    for (int r = 0; r < reps && s == KVL_OK; r++) {
+        double sec = 0;
+        s = time_rep(c, t, &kv, &sec, err);
+        ts[r] = (double)t->n_tok * t->n_seq / (sec > 0 ? sec : 1e-9);
+    }
+    if (s == KVL_OK) {
+        double sorted[MAX_REPS];
+        stats_of(ts, reps, sorted, st);
+        size_t w = step_weight_bytes(c->m, t->n_seq);
+        /* timed tokens sit at depth..depth+n-1 and read pos+1 positions each */
+        double mean_ctx = t->depth + (t->n_tok + 1) / 2.0;
+        st->weight_bytes_tok = (double)w / t->n_seq;
+        st->kv_bytes_tok = mean_ctx * (double)kvl_kv_contig_bytes_per_token(kvc);
+    }
+    kvl_kv_contig_free(kvc);
+    return s;
+}
+
+static void print_header(out_fmt fmt) {
+    if (fmt == OUT_TEXT) {
+        printf("| model | size | params | type | isa | threads | test | t/s | median t/s "
+               "| W/tok | KV/tok |\n");
+        printf("| --- | ---: | ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |\n");
+    } else if (fmt == OUT_CSV) {
+        printf("model,model_type,model_size,n_params,isa,threads,test,kind,n_tokens,depth,"
+               "n_seq,reps,avg_ts,stddev_ts,median_ts,min_ts,max_ts,weight_bytes_per_token,"
+               "kv_bytes_per_token,samples_ts\n");
+    } else {
+        printf("[");
+    }
+}
+
+static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
+                      const test_spec *t, int reps, const double *ts, const test_stats *st) {
+    const char *type = type_name(m->layers[0].wq.type);
+    const char *isa = kvl_isa_name(kvl_isa_active());
+    int64_t params = count_params(m);
+    if (fmt == OUT_TEXT) {
+        printf("| %s | %.2f GiB | %.2f B | %s | %s | %d | %s | %.2f ± %.2f | %.2f | %.1f MB | "
+               "%.1f MB |\n",
+               m->name, (double)m->weight_bytes / (1024.0 * 1024 * 1024), (double)params / 1e9,
+               type, isa, threads, t->name, st->mean, st->sd, st->median,
+               st->weight_bytes_tok / 1e6, st->kv_bytes_tok / 1e6);
+    } else if (fmt == OUT_CSV) {
+        printf("\"%s\",%s,%zu,%lld,%s,%d,\"%s\",%s,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.0f,%.0f,"
+               "\"",
+               m->name, type, m->weight_bytes, (long long)params, isa, threads, t->name,
+               t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth, (int)t->n_seq,
+               reps, st->mean, st->sd, st->median, st->min, st->max, st->weight_bytes_tok,
+               st->kv_bytes_tok);
+        for (int r = 0; r < reps; r++)
+            printf("%s%.4f", r ? ";" : "", ts[r]);
+        printf("\"\n");
+    } else {
+        printf("%s\n  {\"model\": \"%s\", \"model_type\": \"%s\", \"model_size\": %zu, "
+               "\"n_params\": %lld, \"isa\": \"%s\", \"threads\": %d, \"kv\": \"f32 contiguous\",\n"
+               "   \"test\": \"%s\", \"kind\": \"%s\", \"n_tokens\": %d, \"depth\": %d, "
+               "\"n_seq\": %d, \"reps\": %d,\n"
+               "   \"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"median_ts\": %.4f, \"min_ts\": %.4f, "
+               "\"max_ts\": %.4f,\n"
+               "   \"weight_bytes_per_token\": %.0f, \"kv_bytes_per_token\": %.0f, "
+               "\"samples_ts\": [",
+               first ? "" : ",", m->name, type, m->weight_bytes, (long long)params, isa,
+               threads, t->name, t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth,
+               (int)t->n_seq, reps, st->mean, st->sd, st->median, st->min, st->max,
+               st->weight_bytes_tok, st->kv_bytes_tok);
+        for (int r = 0; r < reps; r++)
+            printf("%s%.4f", r ? ", " : "", ts[r]);
+        printf("]}");
+    }
+    fflush(stdout);
+}
+
+static void name_test(test_spec *t) {
+    char depth[24] = "";
+    if (t->depth > 0)
+        snprintf(depth, sizeof depth, "@d%d", (int)t->depth);
+    if (t->kind == TEST_PP)
+        snprintf(t->name, sizeof t->name, "pp%d%s", (int)t->n_tok, depth);
+    else if (t->n_seq == 1)
+        snprintf(t->name, sizeof t->name, "tg%d%s", (int)t->n_tok, depth);
+    else
+        snprintf(t->name, sizeof t->name, "b%d tg%d%s", (int)t->n_seq, (int)t->n_tok, depth);
+}
+
+int kvl_cli_bench(int argc, char **argv) {
+    const char *cmd = "bench", *model_path = NULL;
+    int_list lp = {.v = {512}, .n = 1}, ln = {.v = {128}, .n = 1}, ld = {.v = {0}, .n = 1},
+             lb = {.v = {1}, .n = 1};
+    long long reps = 5, threads = 0;
+    out_fmt fmt = OUT_TEXT;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!kvl_cli_value(cmd, argc, argv, &i, &v))
+            return 2;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+            model_path = v;
+        else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) {
+            if (!parse_list(a, v, 0, 65536, &lp))
+                return 2;
+        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) {
+            if (!parse_list(a, v, 0, 65536, &ln))
+                return 2;
+        } else if (!strcmp(a, "-d") || !strcmp(a, "--depth")) {
+            if (!parse_list(a, v, 0, KVL_MAX_CTX, &ld))
+                return 2;
+        } else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) {
+            if (!parse_list(a, v, 1, 256, &lb))
+                return 2;
+        } else if (!strcmp(a, "-r") || !strcmp(a, "--reps")) {
+            if (!kvl_cli_int(cmd, a, v, 1, MAX_REPS, &reps))
+                return 2;
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            if (!kvl_cli_int(cmd, a, v, 1, 1024, &threads))
+                return 2;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+            if (!strcmp(v, "text") || !strcmp(v, "md"))
+                fmt = OUT_TEXT;
+            else if (!strcmp(v, "json"))
+                fmt = OUT_JSON;
+            else if (!strcmp(v, "csv"))
+                fmt = OUT_CSV;
+            else {
+                fprintf(stderr, "kvllm bench: %s: '%s' is not one of text, json, csv\n", a, v);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "kvllm bench: unknown flag '%s' (see kvllm bench --help)\n", a);
+            return 2;
+        }
+    }
+
+    /* the tests, in llama-bench's order: per depth, pp then tg */
+    static test_spec tests[MAX_TESTS];
+    int n_tests = 0;
+    int32_t max_tokens = 1, max_ctx = 1;
+    for (int di = 0; di < ld.n; di++) {
+        for (int pi = 0; pi < lp.n; pi++)
+            if (lp.v[pi] > 0)
+                tests[n_tests++] = (test_spec){TEST_PP, (int32_t)lp.v[pi], (int32_t)ld.v[di], 1,
+                                               ""};
+        for (int bi = 0; bi < lb.n; bi++)
+            for (int ni = 0; ni < ln.n; ni++)
+                if (ln.v[ni] > 0)
+                    tests[n_tests++] = (test_spec){TEST_TG, (int32_t)ln.v[ni],
+                                                   (int32_t)ld.v[di], (int32_t)lb.v[bi], ""};
+    }
+    if (n_tests == 0) {
+        fprintf(stderr, "kvllm bench: nothing to run: -p and -n are both 0\n");
+        return 2;
+    }
+    for (int i = 0; i < n_tests; i++) {
+        test_spec *t = &tests[i];
+        long long ctx = (long long)t->depth + t->n_tok + 1;
+        if (ctx > KVL_MAX_CTX) {
+            fprintf(stderr,
+                    "kvllm bench: -d %d with %d tokens needs %lld positions; the limit is %d\n",
+                    (int)t->depth, (int)t->n_tok, ctx, KVL_MAX_CTX);
+            return 2;
+        }
+        int32_t need = t->kind == TEST_PP ? t->n_tok : t->n_seq;
+        if (t->depth > 0 && need < DEPTH_CHUNK)
+            need = t->depth < DEPTH_CHUNK ? t->depth : DEPTH_CHUNK;
+        if (need > max_tokens)
+            max_tokens = need;
+        if (ctx > max_ctx)
+            max_ctx = (int32_t)ctx;
+        name_test(t);
+    }
+    if (!model_path && !(model_path = kvl_cli_default_model())) {
+        fprintf(stderr, "kvllm bench: no -m given and the shipped model "
+                        "(../shared/models/stories260K.gguf) was not found; set KVL_SHARED\n");
+        return 2;
+    }
+
+    int rc = 1;
+    kvl_error err = {0};
+    kvl_model *m = NULL;
+    kvl_pool *pool = NULL;
+    bench_ctx c = {.rng = SEED};
+    double *ts = NULL;
+    if (kvl_model_load(model_path, NULL, &m, &err) != KVL_OK) {
+        fprintf(stderr, "kvllm bench: %s\n", err.msg);
+        return 1;
+    }
+    c.m = m;
+    c.max_tokens = max_tokens;
+    if (kvl_pool_init((int)threads, &pool, &err) ||
+        kvl_forward_init(m, max_tokens, max_ctx, pool, &c.fw, &err)) {
+        fprintf(stderr, "kvllm bench: %s\n", err.msg);
+        goto done;
+    }
+    c.tok = calloc((size_t)max_tokens, sizeof *c.tok);
+    c.seq = calloc((size_t)max_tokens, sizeof *c.seq);
+    c.pos = calloc((size_t)max_tokens, sizeof *c.pos);
+    c.want = calloc((size_t)max_tokens, sizeof *c.want);
+    ts = calloc((size_t)reps, sizeof *ts);
+    if (!c.tok || !c.seq || !c.pos || !c.want || !ts) {
+        fprintf(stderr, "kvllm bench: out of memory\n");
+        goto done;
+    }
+    int n_threads = kvl_pool_size(pool);
+    print_header(fmt);
+    for (int i = 0; i < n_tests; i++) {
+        test_stats st;
+        if (run_test(&c, &tests[i], (int)reps, ts, &st, &err) != KVL_OK) {
+            if (fmt == OUT_JSON)
+                printf("\n]\n");
+            fprintf(stderr, "kvllm bench: %s: %s\n", tests[i].name, err.msg);
+            goto done;
+        }
+        print_row(fmt, i == 0, m, n_threads, &tests[i], (int)reps, ts, &st);
+        if (fmt == OUT_JSON && i == n_tests - 1)
+            printf("\n]\n");
+    }
+    rc = 0;
+done:
+    free(ts);
+    free(c.tok);
+    free(c.seq);
+    free(c.pos);
+    free(c.want);
+    kvl_forward_free(c.fw);
+    kvl_pool_free(pool);
+    kvl_model_free(m);
+    return rc;
+}
