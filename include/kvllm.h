@@ -56,6 +56,56 @@ typedef struct kvl_error {
 /* A short, static name for a status: "ok", "out of memory", ... */
 const char *kvl_status_str(kvl_status s);
 
+/* ---- KV cache accounting -------------------------------------------------
+ *
+ * A KV cache holds the keys and values of every sequence. With the paged
+ * layout (the default) its memory is one budget divided into blocks of
+ * block_size token positions; sequences take blocks as they grow and share
+ * them after a fork. With the contiguous layout (the pre-paging baseline)
+ * every sequence slot reserves max_ctx positions up front.
+ *
+ *     kvl_kv_stats st;
+ *     kvl_kv_cache_stats(cache, &st);
+ *     printf("%u of %u blocks used, %.1f%% of reserved slots hold tokens\n",
+ *            st.n_blocks_used, st.n_blocks_total, 100.0 * st.utilization);
+ */
+typedef struct kvl_kv_cache kvl_kv_cache;
+
+typedef enum kvl_kv_layout {
+    KVL_KV_LAYOUT_PAGED = 0,
+    KVL_KV_LAYOUT_CONTIGUOUS = 1,
+} kvl_kv_layout;
+
+typedef struct kvl_kv_stats {
+    kvl_kv_layout layout;
+    int32_t block_size;       /* positions per block (contiguous: max_ctx) */
+    size_t bytes_per_token;   /* K+V of one position, all layers, scales included */
+    size_t block_bytes;
+    uint32_t n_blocks_total, n_blocks_free, n_blocks_used, n_blocks_shared;
+    size_t bytes_total;       /* the whole budget that was allocated */
+    size_t bytes_used;        /* held by sequences (contiguous: every slot, always) */
+    size_t bytes_shared;      /* held by blocks that more than one sequence uses */
+    size_t bytes_logical;     /* what the sequences would hold with nothing shared */
+    int32_t n_seqs;           /* sequences holding at least one position */
+    int64_t n_tokens;         /* positions stored, summed over sequences */
+    int64_t n_slots_reserved; /* positions reserved in used memory */
+    int64_t n_slots_frag;     /* reserved minus filled: internal fragmentation */
+    double occupancy;         /* bytes_used / bytes_total */
+    double utilization;       /* filled / reserved slots (1 when nothing is used) */
+    int64_t n_blocks_copied;  /* copy-on-write copies since start */
+} kvl_kv_stats;
+
+/* One sequence's share. */
+typedef struct kvl_kv_seq_stats_public {
+    int32_t n_tokens;
+    uint32_t n_blocks, n_blocks_own, n_blocks_shared;
+    size_t bytes_own, bytes_shared;
+} kvl_kv_seq_stats_public;
+
+void kvl_kv_cache_stats(const kvl_kv_cache *c, kvl_kv_stats *out);
+kvl_status kvl_kv_cache_seq_stats(const kvl_kv_cache *c, int32_t seq, kvl_kv_seq_stats_public *out,
+                                  kvl_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,7 +1,9 @@
 /* Locating the shipped model for commands run without -m. */
 #include "cli/common.h"
+#include "cli/cli.h"
 
 #include <limits.h>
+#include <string.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -39,4 +41,115 @@ const char *kvl_cli_default_model(void) {
         }
     }
     return NULL;
+}
+
+void kvl_cli_kv_defaults(kvl_cli_kv_opts *o) {
+    o->p = kvl_kv_cache_defaults();
+    o->mem_fraction = 0;
+}
+
+void kvl_cli_kv_usage(FILE *f) {
+    fprintf(f,
+            "      --kv-layout L     paged (default) or contiguous (one max-length region per\n"
+            "                        sequence, the pre-paging baseline)\n"
+            "      --kv-mem SIZE     KV budget: bytes (512MiB, 2GiB) or N%% of available memory\n"
+            "                        (default: exactly what the sequences' full contexts need)\n"
+            "      --block-size N    positions per KV block, 1..%d (default 16)\n"
+            "      --kv-type F       K and V cache format: %s\n"
+            "      --kv-type-k F     K cache format only\n"
+            "      --kv-type-v F     V cache format only\n",
+            KVL_KV_MAX_BLOCK_SIZE, kvl_kv_format_names());
+}
+
+static long long mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
+int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_opts *o) {
+    const char *a = argv[*i], *v;
+    bool is_k = !strcmp(a, "--kv-type-k"), is_v = !strcmp(a, "--kv-type-v"),
+         both = !strcmp(a, "--kv-type");
+    if (strcmp(a, "--kv-layout") && strcmp(a, "--kv-mem") && strcmp(a, "--block-size") && !is_k &&
+        !is_v && !both)
+        return 0;
+    if (!kvl_cli_value(cmd, argc, argv, i, &v))
+        return -1;
+    if (!strcmp(a, "--kv-layout")) {
+        if (!strcmp(v, "paged"))
+            o->p.layout = KVL_KV_LAYOUT_PAGED;
+        else if (!strcmp(v, "contiguous"))
+            o->p.layout = KVL_KV_LAYOUT_CONTIGUOUS;
+        else {
+            fprintf(stderr, "kvllm %s: --kv-layout: '%s' is not paged or contiguous\n", cmd, v);
+            return -1;
+        }
+    } else if (!strcmp(a, "--kv-mem")) {
+        size_t n = strlen(v);
+        if (n > 1 && v[n - 1] == '%') {
+            char num[64];
+            snprintf(num, sizeof num, "%.*s", (int)(n - 1), v);
+            double pct;
+            if (!kvl_cli_float(cmd, a, num, 0.01, 100, &pct))
+                return -1;
+            o->mem_fraction = pct / 100.0;
+        } else {
+            uint64_t b;
+            if (!kvl_cli_bytes(cmd, a, v, &b))
+                return -1;
+            if (b == 0) {
+                fprintf(stderr, "kvllm %s: --kv-mem: 0 bytes holds no KV block\n", cmd);
+                return -1;
+            }
+            o->p.budget = (size_t)b;
+            o->mem_fraction = 0;
+        }
+    } else if (!strcmp(a, "--block-size")) {
+        long long bs;
+        if (!kvl_cli_int(cmd, a, v, 1, KVL_KV_MAX_BLOCK_SIZE, &bs))
+            return -1;
+        o->p.block_size = (int32_t)bs;
+    } else {
+        kvl_kv_format fmt;
+        if (!kvl_kv_format_parse(v, &fmt)) {
+            fprintf(stderr, "kvllm %s: %s: '%s' is not a KV format (%s)\n", cmd, a, v,
+                    kvl_kv_format_names());
+            return -1;
+        }
+        if (is_k || both)
+            o->p.k_fmt = fmt;
+        if (is_v || both)
+            o->p.v_fmt = fmt;
+    }
+    return 1;
+}
+
+bool kvl_cli_kv_params(const char *cmd, const kvl_cli_kv_opts *o, const kvl_hparams *hp,
+                       int32_t max_seqs, int32_t max_ctx, kvl_kv_cache_params *out) {
+    kvl_kv_cache_params p = o->p;
+    p.max_seqs = max_seqs;
+    p.max_ctx = max_ctx;
+    if (o->mem_fraction > 0) {
+        long long avail = mem_available();
+        if (avail <= 0) {
+            fprintf(stderr, "kvllm %s: --kv-mem: cannot read MemAvailable from /proc/meminfo\n", cmd);
+            return false;
+        }
+        p.budget = (size_t)((double)avail * o->mem_fraction);
+    }
+    kvl_error err;
+    if (p.budget == 0 && kvl_kv_cache_default_budget(hp, &p, &p.budget, &err)) {
+        fprintf(stderr, "kvllm %s: %s\n", cmd, err.msg);
+        return false;
+    }
+    *out = p;
+    return true;
 }

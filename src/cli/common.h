@@ -10,3 +10,25 @@
 const char *kvl_cli_default_model(void);
 
 #endif
+
+#include "kv/kv_cache.h"
+
+/* KV cache flags shared by run, ppl and bench:
+ *   --kv-layout paged|contiguous   --kv-mem BYTES|N%   --block-size N
+ *   --kv-type F (both)  --kv-type-k F  --kv-type-v F */
+typedef struct kvl_cli_kv_opts {
+    kvl_kv_cache_params p;
+    double mem_fraction; /* > 0 when --kv-mem was a percentage of available memory */
+} kvl_cli_kv_opts;
+
+void kvl_cli_kv_defaults(kvl_cli_kv_opts *o);
+/* 1: argv[*i] was a KV flag and was consumed (with its value); 0: not a KV
+ * flag; -1: a bad value (message printed). */
+int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_opts *o);
+/* Help text for those flags. */
+void kvl_cli_kv_usage(FILE *f);
+/* Turn the options into cache params for this model, max_seqs and max_ctx
+ * (the budget: --kv-mem, a fraction of MemAvailable, or exactly max_seqs
+ * full contexts). false with a message on failure. */
+bool kvl_cli_kv_params(const char *cmd, const kvl_cli_kv_opts *o, const kvl_hparams *hp,
+                       int32_t max_seqs, int32_t max_ctx, kvl_kv_cache_params *out);

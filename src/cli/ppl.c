@@ -13,7 +13,6 @@
 #include "cli/cli.h"
 #include "cli/common.h"
 #include "core/pool.h"
-#include "kv/kv_contig.h"
 #include "model/forward.h"
 
 #include <math.h>
@@ -33,8 +32,46 @@ static void usage(FILE *f) {
                "      --long MODE      documents longer than the window: truncate (default,\n"
                "                       the reference protocol) or windows (score all of it)\n"
                "      --max-docs N     score only the first N documents\n"
+               "      --kl-ref         also run an f32-KV reference in the same pass and report\n"
+               "                       the mean KL divergence of next-token distributions\n"
+               "                       KL(ref || this) and top-1 agreement\n"
                "  -t, --threads N      worker threads (default: one per core)\n"
-               "  -h, --help\n");
+               "  -h, --help\n"
+               "\nKV cache:\n");
+    kvl_cli_kv_usage(f);
+}
+
+/* log-softmax helpers over one logits row */
+static double log_sum_exp(const float *row, int64_t n, float *mx_out) {
+    float mx = row[0];
+    for (int64_t k = 1; k < n; k++)
+        if (row[k] > mx)
+            mx = row[k];
+    double s = 0;
+    for (int64_t k = 0; k < n; k++)
+        s += exp((double)row[k] - mx);
+    *mx_out = mx;
+    return log(s);
+}
+
+/* KL(p || q) for the distributions of two logits rows */
+static double kl_div(const float *p_row, const float *q_row, int64_t n) {
+    float mp, mq;
+    double lp = log_sum_exp(p_row, n, &mp), lq = log_sum_exp(q_row, n, &mq);
+    double kl = 0;
+    for (int64_t k = 0; k < n; k++) {
+        double a = (double)p_row[k] - mp - lp, b = (double)q_row[k] - mq - lq;
+        kl += exp(a) * (a - b);
+    }
+    return kl > 0 ? kl : 0;
+}
+
+static int64_t row_argmax(const float *row, int64_t n) {
+    int64_t b = 0;
+    for (int64_t k = 1; k < n; k++)
+        if (row[k] > row[b])
+            b = k;
+    return b;
 }
 
 typedef struct {
@@ -103,13 +140,24 @@ static bool next_doc(const char *text, size_t len, size_t *at, bool blank_mode, 
 int kvl_cli_ppl(int argc, char **argv) {
     const char *cmd = "ppl", *model_path = NULL, *tok_path = NULL, *file = NULL;
     long long ctx = 0, threads = 0, max_docs = -1;
-    bool blank_mode = false, windows = false;
+    bool blank_mode = false, windows = false, kl_ref = false;
+    kvl_cli_kv_opts kvo;
+    kvl_cli_kv_defaults(&kvo);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
         }
+        if (!strcmp(a, "--kl-ref")) {
+            kl_ref = true;
+            continue;
+        }
+        int kvf = kvl_cli_kv_flag(cmd, argc, argv, &i, &kvo);
+        if (kvf < 0)
+            return 2;
+        if (kvf > 0)
+            continue;
         if (!kvl_cli_value(cmd, argc, argv, &i, &v))
             return 2;
         if (!strcmp(a, "-m") || !strcmp(a, "--model"))
@@ -168,7 +216,8 @@ int kvl_cli_ppl(int argc, char **argv) {
     kvl_model *m = NULL;
     kvl_pool *pool = NULL;
     kvl_forward *fw = NULL;
-    kvl_kv_contig *kvc = NULL;
+    kvl_kv_cache *kvc = NULL, *kvr = NULL;
+    kvl_forward *fwr = NULL;
     int32_t *toks = NULL, *seq = NULL, *pos = NULL;
     char *text = NULL;
     kvl_model_params mp = {.tokenizer_path = tok_path};
@@ -214,16 +263,30 @@ int kvl_cli_ppl(int argc, char **argv) {
         pos[i] = (int32_t)i;
         want[i] = true;
     }
-    if (kvl_pool_init((int)threads, &pool, &err) ||
-        kvl_forward_init(m, (int32_t)ctx, (int32_t)ctx, pool, &fw, &err) ||
-        kvl_kv_contig_init(hp, 1, (int32_t)ctx, &kvc, &err)) {
+    kvl_kv_cache_params kvp, refp;
+    if (!kvl_cli_kv_params(cmd, &kvo, hp, 1, (int32_t)ctx, &kvp)) {
         free(want);
-        fprintf(stderr, "kvllm ppl: %s\n", err.msg);
+        rc = 2;
         goto done;
     }
-    kvl_kv_iface kv = kvl_kv_contig_iface(kvc);
-    double nll = 0;
-    long long n_pred = 0, n_docs = 0, n_windows = 0, n_cut = 0;
+    refp = kvp;
+    refp.k_fmt = refp.v_fmt = KVL_KV_FMT_F32;
+    refp.budget = 0;
+    if (kvl_pool_init((int)threads, &pool, &err) ||
+        kvl_forward_init(m, (int32_t)ctx, (int32_t)ctx, pool, &fw, &err) ||
+        kvl_kv_cache_init(hp, &kvp, &kvc, &err) ||
+        (kl_ref && (kvl_forward_init(m, (int32_t)ctx, (int32_t)ctx, pool, &fwr, &err) ||
+                    kvl_kv_cache_init(hp, &refp, &kvr, &err)))) {
+        free(want);
+        fprintf(stderr, "kvllm ppl: %s\n", err.msg);
+        rc = err.status == KVL_E_NO_KV || err.status == KVL_E_UNSUPPORTED ? 2 : 1;
+        goto done;
+    }
+    kvl_kv_cache_report(kvc, stderr);
+    kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
+    kvl_kv_iface kv_ref = kvr ? kvl_kv_cache_iface(kvr) : kv;
+    double nll = 0, kl_sum = 0;
+    long long n_pred = 0, n_docs = 0, n_windows = 0, n_cut = 0, n_agree = 0;
     double t0 = kvl_now();
     at = 0;
     while ((max_docs < 0 || n_docs < max_docs) && next_doc(text, len, &at, blank_mode, &d)) {
@@ -239,25 +302,37 @@ int kvl_cli_ppl(int argc, char **argv) {
             size_t wn = n - w0 < (size_t)ctx ? n - w0 : (size_t)ctx;
             kvl_batch b = {.n_tokens = (int32_t)wn, .tokens = toks + w0, .seq = seq, .pos = pos,
                            .logits = want};
-            const float *lg;
+            const float *lg, *lr = NULL;
             int32_t n_out;
-            if (kvl_forward_run(fw, &b, &kv, &lg, &n_out, &err)) {
+            /* each window is a fresh sequence 0 */
+            kvl_kv_cache_release(kvc, 0, &err);
+            if (kvl_kv_cache_reserve(kvc, 0, (int32_t)wn, &err) ||
+                kvl_forward_run(fw, &b, &kv, &lg, &n_out, &err)) {
                 free(want);
                 fprintf(stderr, "kvllm ppl: %s\n", err.msg);
                 goto done;
             }
+            if (kvr) {
+                kvl_kv_cache_release(kvr, 0, &err);
+                if (kvl_kv_cache_reserve(kvr, 0, (int32_t)wn, &err) ||
+                    kvl_forward_run(fwr, &b, &kv_ref, &lr, &n_out, &err)) {
+                    free(want);
+                    fprintf(stderr, "kvllm ppl: reference: %s\n", err.msg);
+                    goto done;
+                }
+            }
             n_windows++;
             for (size_t i = 0; i + 1 < wn; i++) {
                 const float *row = lg + i * (size_t)hp->n_vocab;
-                float mx = row[0];
-                for (int64_t k = 1; k < hp->n_vocab; k++)
-                    if (row[k] > mx)
-                        mx = row[k];
-                double s = 0;
-                for (int64_t k = 0; k < hp->n_vocab; k++)
-                    s += exp((double)row[k] - mx);
-                nll += -((double)row[toks[w0 + i + 1]] - mx - log(s));
+                float mx;
+                double lse = log_sum_exp(row, hp->n_vocab, &mx);
+                nll += -((double)row[toks[w0 + i + 1]] - mx - lse);
                 n_pred++;
+                if (lr) {
+                    const float *rr = lr + i * (size_t)hp->n_vocab;
+                    kl_sum += kl_div(rr, row, hp->n_vocab);
+                    n_agree += row_argmax(rr, hp->n_vocab) == row_argmax(row, hp->n_vocab);
+                }
             }
             if (w0 + wn >= n)
                 break;
@@ -276,6 +351,11 @@ int kvl_cli_ppl(int argc, char **argv) {
     double mean = nll / (double)n_pred;
     printf("documents %lld\ntruncated %lld\npredicted_tokens %lld\nwindows %lld\nnll %.6f\nppl %.6f\n",
            n_docs, n_cut, n_pred, n_windows, mean, exp(mean));
+    printf("kv_type_k %s\nkv_type_v %s\n", kvl_kv_format_get(kvp.k_fmt)->name,
+           kvl_kv_format_get(kvp.v_fmt)->name);
+    if (kvr)
+        printf("kl_mean %.6g\ntop1_agree %.6f\n", kl_sum / (double)n_pred,
+               (double)n_agree / (double)n_pred);
     fprintf(stderr, "kvllm ppl: %lld tokens in %.2f s (%.1f tokens/s)\n", n_pred, dt,
             dt > 0 ? (double)n_pred / dt : 0.0);
     rc = 0;
@@ -284,7 +364,9 @@ done:
     free(toks);
     free(seq);
     free(pos);
-    kvl_kv_contig_free(kvc);
+    kvl_kv_cache_free(kvc);
+    kvl_kv_cache_free(kvr);
+    kvl_forward_free(fwr);
     kvl_forward_free(fw);
     kvl_pool_free(pool);
     kvl_model_free(m);

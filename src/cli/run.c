@@ -9,7 +9,6 @@
 #include "cli/common.h"
 #include "core/pool.h"
 #include "engine/sampler.h"
-#include "kv/kv_contig.h"
 #include "model/forward.h"
 
 #include <stdio.h>
@@ -37,8 +36,10 @@ static void usage(FILE *f) {
             "      --stop TEXT       stop when TEXT is generated (repeatable, up to %d)\n"
             "      --parallel N      N samples from one prompt, 1..256 (default 1)\n"
             "  -t, --threads N       worker threads (default: one per core)\n"
-            "  -h, --help\n",
+            "  -h, --help\n"
+            "\nKV cache:\n",
             MAX_STOPS);
+    kvl_cli_kv_usage(f);
 }
 
 typedef struct {
@@ -99,6 +100,8 @@ int kvl_cli_run(int argc, char **argv) {
     int n_stops = 0;
     long long n_predict = 256, ctx = 0, parallel = 1, threads = 0;
     kvl_sampler_params sp = kvl_sampler_defaults();
+    kvl_cli_kv_opts kvo;
+    kvl_cli_kv_defaults(&kvo);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         long long iv;
@@ -107,6 +110,11 @@ int kvl_cli_run(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
+        int kvf = kvl_cli_kv_flag(cmd, argc, argv, &i, &kvo);
+        if (kvf < 0)
+            return 2;
+        if (kvf > 0)
+            continue;
         if (!kvl_cli_value(cmd, argc, argv, &i, &v))
             return 2;
         if (!strcmp(a, "-m") || !strcmp(a, "--model"))
@@ -181,7 +189,7 @@ int kvl_cli_run(int argc, char **argv) {
     kvl_model *m = NULL;
     kvl_pool *pool = NULL;
     kvl_forward *fw = NULL;
-    kvl_kv_contig *kvc = NULL;
+    kvl_kv_cache *kvc = NULL;
     kvl_sampler **samp = NULL;
     seq_out *outs = NULL;
     int32_t *toks = NULL, *bseq = NULL, *bpos = NULL, *hist = NULL, *cur = NULL;
@@ -220,12 +228,22 @@ int kvl_cli_run(int argc, char **argv) {
     if (total > ctx)
         total = ctx;
     int32_t max_batch = (int32_t)(n_prompt > (size_t)n_seq ? n_prompt : (size_t)n_seq);
+    kvl_kv_cache_params kvp;
+    if (!kvl_cli_kv_params(cmd, &kvo, hp, n_seq, (int32_t)total, &kvp)) {
+        rc = 2;
+        goto done;
+    }
     if (kvl_pool_init((int)threads, &pool, &err) ||
-        kvl_forward_init(m, max_batch, (int32_t)total, pool, &fw, &err) ||
-        kvl_kv_contig_init(hp, n_seq, (int32_t)total, &kvc, &err)) {
+        kvl_forward_init(m, max_batch, (int32_t)total, pool, &fw, &err)) {
         fprintf(stderr, "kvllm run: %s\n", err.msg);
         goto done;
     }
+    if (kvl_kv_cache_init(hp, &kvp, &kvc, &err)) {
+        fprintf(stderr, "kvllm run: %s\n", err.msg);
+        rc = err.status == KVL_E_NO_KV || err.status == KVL_E_UNSUPPORTED ? 2 : 1;
+        goto done;
+    }
+    kvl_kv_cache_report(kvc, stderr);
     samp = calloc((size_t)n_seq, sizeof *samp);
     outs = calloc((size_t)n_seq, sizeof *outs);
     bseq = calloc((size_t)max_batch, sizeof *bseq);
@@ -245,7 +263,7 @@ int kvl_cli_run(int argc, char **argv) {
         }
         memcpy(hist + (size_t)s * (size_t)(total + 1), toks, n_prompt * sizeof *toks);
     }
-    kvl_kv_iface kv = kvl_kv_contig_iface(kvc);
+    kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
     int32_t bos = kvl_tokenizer_bos(m->tok), eos = kvl_tokenizer_eos(m->tok);
     bool stream = n_seq == 1;
     if (stream) { /* echo the prompt as the model sees it */
@@ -266,15 +284,18 @@ int kvl_cli_run(int argc, char **argv) {
     kvl_batch b = {.n_tokens = (int32_t)n_prompt, .tokens = toks, .seq = bseq, .pos = bpos};
     const float *logits;
     int32_t n_out;
-    if (kvl_forward_run(fw, &b, &kv, &logits, &n_out, &err)) {
+    if (kvl_kv_cache_reserve(kvc, 0, (int32_t)n_prompt, &err) ||
+        kvl_forward_run(fw, &b, &kv, &logits, &n_out, &err)) {
         fprintf(stderr, "kvllm run: %s\n", err.msg);
         goto done;
     }
     for (int32_t s = 1; s < n_seq; s++)
-        if (kvl_kv_contig_copy(kvc, 0, s, (int32_t)n_prompt, &err)) {
+        if (kvl_kv_cache_fork(kvc, 0, s, &err)) {
             fprintf(stderr, "kvllm run: %s\n", err.msg);
             goto done;
         }
+    kvl_kv_stats kst_prompt;
+    kvl_kv_cache_stats(kvc, &kst_prompt);
     double t_prompt = kvl_now() - t1;
     float *work = malloc((size_t)hp->n_vocab * sizeof *work);
     if (!work) {
@@ -344,6 +365,19 @@ int kvl_cli_run(int argc, char **argv) {
         }
         if (n_active == 0)
             break;
+        int32_t ones[256];
+        for (int32_t i = 0; i < n_active; i++)
+            ones[i] = 1;
+        if (kvl_kv_cache_reserve_batch(kvc, n_active, seq_of, ones, &err)) {
+            /* out of KV: every sequence still running ends here, by length */
+            fprintf(stderr, "kvllm run: %s; stopping %d sequence%s\n", err.msg, n_active,
+                    n_active == 1 ? "" : "s");
+            for (int32_t i = 0; i < n_active; i++) {
+                outs[seq_of[i]].done = true;
+                outs[seq_of[i]].reason = "length (kv full)";
+            }
+            break;
+        }
         b = (kvl_batch){.n_tokens = n_active, .tokens = cur, .seq = seq_of, .pos = bpos};
         bool want[256];
         for (int32_t i = 0; i < n_active; i++)
@@ -360,6 +394,8 @@ int kvl_cli_run(int argc, char **argv) {
     }
     double t_gen = kvl_now() - t2;
     free(work);
+    kvl_kv_stats kst;
+    kvl_kv_cache_stats(kvc, &kst);
     if (stream) {
         if (outs[0].len > outs[0].printed)
             fwrite(outs[0].text + outs[0].printed, 1, outs[0].len - outs[0].printed, stdout);
@@ -378,6 +414,28 @@ int kvl_cli_run(int argc, char **argv) {
             t_prompt, t_prompt > 0 ? (double)n_prompt / t_prompt : 0.0, n_gen, t_gen,
             t_gen > 0 ? (double)n_gen / t_gen : 0.0, n_seq, n_seq == 1 ? "" : "s",
             kvl_pool_size(pool));
+    if (n_seq > 1) {
+        /* after the fork: the prompt's KV stored once, against n_seq copies */
+        size_t copies = (size_t)n_seq * (kvo.p.layout == KVL_KV_LAYOUT_PAGED
+                                              ? kst_prompt.bytes_used
+                                              : (size_t)n_prompt * kst_prompt.bytes_per_token);
+        size_t held = kvo.p.layout == KVL_KV_LAYOUT_PAGED
+                          ? kst_prompt.bytes_used
+                          : (size_t)n_seq * (size_t)n_prompt * kst_prompt.bytes_per_token;
+        fprintf(stderr,
+                "kvllm: prompt KV after forking %d sequences: %zu bytes held (%s) vs %zu bytes "
+                "for %d independent copies (%.2fx)\n",
+                n_seq, held, kvo.p.layout == KVL_KV_LAYOUT_PAGED ? "shared blocks" : "copied",
+                copies, n_seq, held ? (double)copies / (double)held : 0.0);
+        fprintf(stderr,
+                "kvllm: at the end: %zu bytes used by %d sequences vs %zu with nothing shared; "
+                "%lld copy-on-write block copies\n",
+                kst.bytes_used, kst.n_seqs, kst.bytes_logical, (long long)kst.n_blocks_copied);
+    }
+    for (int32_t s = 0; s < n_seq; s++)
+        kvl_kv_cache_release(kvc, s, &err);
+    kvl_kv_cache_stats(kvc, &kst);
+    KVL_ASSERT(kst.n_blocks_used == 0);
     rc = 0;
 done:
     if (samp)
@@ -393,7 +451,7 @@ done:
     free(bpos);
     free(hist);
     free(cur);
-    kvl_kv_contig_free(kvc);
+    kvl_kv_cache_free(kvc);
     kvl_forward_free(fw);
     kvl_pool_free(pool);
     kvl_model_free(m);

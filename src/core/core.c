@@ -153,3 +153,23 @@ uint16_t kvl_f32_to_bf16(float f) {
 }
 
 bool kvl_stderr_is_tty(void) { return isatty(2) != 0; }
+
+void kvl_prefault_with_progress(const kvl_mapped_file *f, const char *label) {
+    const size_t big = (size_t)256 << 20;
+    if (!f->data || f->size < big || !kvl_stderr_is_tty())
+        return;
+    const size_t page = 4096;
+    volatile uint8_t sink = 0;
+    int shown = -1;
+    for (size_t off = 0; off < f->size; off += page) {
+        sink ^= f->data[off];
+        int pct = (int)((off + page) * 100 / f->size);
+        if (pct != shown && pct % 5 == 0) {
+            fprintf(stderr, "\r%s: %3d%% of %.2f GiB", label, pct > 100 ? 100 : pct,
+                    (double)f->size / (1u << 30));
+            shown = pct;
+        }
+    }
+    (void)sink;
+    fprintf(stderr, "\n");
+}

@@ -62,6 +62,11 @@ static inline float kvl_bf16_to_f32(uint16_t h) {
 }
 uint16_t kvl_f32_to_bf16(float f);
 
+/* Read every page of a mapping once, showing "label: NN%" on stderr when it
+ * is a terminal (loading a multi-gigabyte model); does nothing otherwise,
+ * so pipes and logs stay quiet and the mapping stays lazy. */
+void kvl_prefault_with_progress(const kvl_mapped_file *f, const char *label);
+
 /* True when stderr is a terminal (progress output goes there). */
 bool kvl_stderr_is_tty(void);
 

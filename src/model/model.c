@@ -235,6 +235,7 @@ kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model
     kvl_status st = kvl_map_file(path, &mf, err);
     if (st)
         return st;
+    kvl_prefault_with_progress(&mf, "loading model");
     kvl_model *m = NULL;
     if (mf.size >= 4 && memcmp(mf.data, "GGUF", 4) == 0) {
         kvl_gguf *g = NULL;

@@ -1,0 +1,69 @@
+/*
+ * The KV cache as the rest of kvllm sees it: one object over either the
+ * paged store (blocks, tables, copy-on-write) or the contiguous baseline
+ * (one max_ctx region per sequence slot), so that every comparison runs
+ * side by side in one binary (--kv-layout). The engine reserves positions
+ * before each forward pass; store() never allocates; a shortage is the
+ * recoverable KVL_E_NO_KV with nothing changed.
+ *
+ *     kvl_kv_cache_params p = kvl_kv_cache_defaults();
+ *     p.budget = 1ull << 30; p.max_seqs = 4; p.max_ctx = 2048;
+ *     kvl_kv_cache *c;
+ *     if (kvl_kv_cache_init(&model->hp, &p, &c, &err)) ...
+ *     kvl_kv_iface kv = kvl_kv_cache_iface(c);
+ *     kvl_kv_cache_reserve(c, 0, n_prompt, &err);   // then kvl_forward_run(..., &kv, ...)
+ *     kvl_kv_cache_fork(c, 0, 1, &err);             // seq 1 shares seq 0's prompt
+ *     kvl_kv_cache_release(c, 1, &err);
+ */
+#ifndef KVL_KV_CACHE_H
+#define KVL_KV_CACHE_H
+
+#include "kv/block_pool.h"
+#include "kv/kv_attn.h"
+#include "model/forward.h"
+#include "plan/planner.h"
+
+typedef struct kvl_kv_cache_params {
+    kvl_kv_layout layout;  /* default paged */
+    size_t budget;         /* bytes; 0 = exactly max_seqs full contexts */
+    int32_t block_size;    /* paged: positions per block; default 16 */
+    int32_t max_seqs;      /* sequence slots */
+    int32_t max_ctx;       /* positions per sequence */
+    kvl_kv_format k_fmt, v_fmt; /* default f32; contiguous supports f32 only */
+} kvl_kv_cache_params;
+
+kvl_kv_cache_params kvl_kv_cache_defaults(void);
+
+/* Bytes that max_seqs full contexts need in this configuration (the default
+ * budget): max_seqs * ceil(max_ctx / block_size) * block_bytes (paged), or
+ * max_seqs * max_ctx * bytes_per_token (contiguous). */
+kvl_status kvl_kv_cache_default_budget(const kvl_hparams *hp, const kvl_kv_cache_params *p,
+                                       size_t *out, kvl_error *err);
+
+/* Allocate the whole budget. Refuses (KVL_E_NO_KV, with the numbers) a
+ * budget that cannot hold one sequence of max_ctx positions, and for the
+ * contiguous layout one that cannot hold max_seqs of them. */
+kvl_status kvl_kv_cache_init(const kvl_hparams *hp, const kvl_kv_cache_params *p,
+                             kvl_kv_cache **out, kvl_error *err);
+void kvl_kv_cache_free(kvl_kv_cache *c);
+
+kvl_kv_iface kvl_kv_cache_iface(kvl_kv_cache *c);
+const kvl_kv_cache_params *kvl_kv_cache_params_of(const kvl_kv_cache *c);
+
+/* Grow sequences before a forward pass writes their next positions; all or
+ * nothing over the whole batch (seqs distinct). */
+kvl_status kvl_kv_cache_reserve_batch(kvl_kv_cache *c, int32_t n, const int32_t *seqs,
+                                      const int32_t *n_new, kvl_error *err);
+kvl_status kvl_kv_cache_reserve(kvl_kv_cache *c, int32_t seq, int32_t n_new, kvl_error *err);
+/* dst (empty) continues from src: paged shares src's blocks, contiguous
+ * copies src's positions into dst's region. */
+kvl_status kvl_kv_cache_fork(kvl_kv_cache *c, int32_t src, int32_t dst, kvl_error *err);
+/* The sequence ends: its positions are released. */
+kvl_status kvl_kv_cache_release(kvl_kv_cache *c, int32_t seq, kvl_error *err);
+int32_t kvl_kv_cache_len(const kvl_kv_cache *c, int32_t seq);
+
+/* One line per fact, for the start-up report: layout, formats, bytes per
+ * token, blocks, token capacity, full-context sequences that fit. */
+void kvl_kv_cache_report(const kvl_kv_cache *c, FILE *f);
+
+#endif
