@@ -4,6 +4,7 @@
 set -u
 BIN=${KVL_BIN:?KVL_BIN must point to kvllm}
 TMP=${KVL_TMP:-/tmp}/mkmodel_cli.$$
+[ -x "$BIN" ] || { echo "test_mkmodel_cli: $BIN is not an executable" >&2; exit 1; }
 mkdir -p "$TMP"
 trap 'rm -rf "$TMP"' EXIT
 fails=0
@@ -15,8 +16,10 @@ fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 ok() {
     local name=$1; shift
     checks=$((checks + 1))
-    if ! "$BIN" mkmodel -o "$TMP/$name.gguf" "$@" >"$TMP/out" 2>"$TMP/err"; then
-        fail "mkmodel $* exited $?: $(cat "$TMP/err")"
+    "$BIN" mkmodel -o "$TMP/$name.gguf" "$@" >"$TMP/out" 2>"$TMP/err"
+    local rc=$?
+    if [ $rc -ne 0 ]; then
+        fail "mkmodel $* exited $rc: $(cat "$TMP/err")"
         return
     fi
     [ -s "$TMP/$name.gguf" ] || fail "mkmodel $*: no file"
