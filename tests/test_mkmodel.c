@@ -7,6 +7,7 @@
  */
 #include "kernels/kernels.h"
 #include "model/gguf_write.h"
+#include "model/model.h"
 #include "model/tokenizer.h"
 #include "testutil.h"
 
@@ -788,6 +789,28 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
     free(q);
     free(et);
     kvl_gguf_free(g);
+
+    /* kvllm's model loader accepts it, with the same hyperparameters */
+    kvl_model *m = NULL;
+    st = kvl_model_load(path, NULL, &m, &err);
+    CHECK(st == KVL_OK);
+    if (st != KVL_OK) {
+        fprintf(stderr, "model_load: %s\n", err.msg);
+        return;
+    }
+    CHECK_EQ_INT(m->hp.dim, s->dim);
+    CHECK_EQ_INT(m->hp.n_layers, s->n_layers);
+    CHECK_EQ_INT(m->hp.n_heads, s->n_heads);
+    CHECK_EQ_INT(m->hp.n_kv_heads, s->n_kv_heads);
+    CHECK_EQ_INT(m->hp.head_dim, s->dim / s->n_heads);
+    CHECK_EQ_INT(m->hp.ffn_dim, s->ffn_dim);
+    CHECK_EQ_INT(m->hp.n_vocab, s->n_vocab);
+    CHECK_EQ_INT(m->hp.ctx_len, s->ctx_len);
+    CHECK(m->hp.rope_base == s->rope_base);
+    CHECK(m->hp.rms_eps == s->rms_eps);
+    CHECK(m->layers && m->layers[0].w_down.type == kvl_mkmodel_weight_type(s, s->ffn_dim));
+    CHECK(s->tied ? m->output.data == m->tok_embd.data : m->output.data != m->tok_embd.data);
+    kvl_model_free(m);
 }
 
 static bool same_file(const char *a, const char *b) {

@@ -66,6 +66,13 @@ checks=$((checks + 1))
 "$BIN" mkmodel --help >"$TMP/out" 2>&1 || fail "--help exited $?"
 grep -q -- "--preset" "$TMP/out" || fail "--help lacks --preset"
 
+# --- kvllm itself loads and generates from what mkmodel wrote
+for m in s_q8_0 s_q4_0 tiny; do
+    checks=$((checks + 1))
+    "$BIN" run -m "$TMP/$m.gguf" -n 8 --temp 0 -p "Once upon a time" >"$TMP/out" 2>"$TMP/err" ||
+        fail "run -m $m.gguf exited $?: $(cat "$TMP/err")"
+done
+
 # --- bad flags
 bad "unknown flag '--bogus'" -o "$TMP/bad.gguf" --bogus
 bad "-o FILE is required" --type f16
