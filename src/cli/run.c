@@ -36,6 +36,8 @@ static void usage(FILE *f) {
             "      --stop TEXT       stop when TEXT is generated (repeatable, up to %d)\n"
             "      --parallel N      N samples from one prompt, 1..256 (default 1)\n"
             "  -t, --threads N       worker threads (default: one per core)\n"
+            "      --dump-logits F   append every logits row computed (float32, n_vocab each,\n"
+            "                        in batch order) to file F, for exact comparisons\n"
             "  -h, --help\n"
             "\nKV cache:\n",
             MAX_STOPS);
@@ -95,7 +97,7 @@ static size_t held_back(const seq_out *o, const char *const *stops, int n_stops)
 }
 
 int kvl_cli_run(int argc, char **argv) {
-    const char *cmd = "run", *model_path = NULL, *tok_path = NULL, *prompt = "";
+    const char *cmd = "run", *model_path = NULL, *tok_path = NULL, *prompt = "", *dump = NULL;
     const char *stops[MAX_STOPS];
     int n_stops = 0;
     long long n_predict = 256, ctx = 0, parallel = 1, threads = 0;
@@ -121,6 +123,8 @@ int kvl_cli_run(int argc, char **argv) {
             model_path = v;
         else if (!strcmp(a, "--tokenizer"))
             tok_path = v;
+        else if (!strcmp(a, "--dump-logits"))
+            dump = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt"))
             prompt = v;
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
@@ -192,6 +196,7 @@ int kvl_cli_run(int argc, char **argv) {
     kvl_kv_cache *kvc = NULL;
     kvl_sampler **samp = NULL;
     seq_out *outs = NULL;
+    FILE *dump_f = NULL;
     int32_t *toks = NULL, *bseq = NULL, *bpos = NULL, *hist = NULL, *cur = NULL;
     double t0 = kvl_now();
     kvl_model_params mp = {.tokenizer_path = tok_path};
@@ -244,6 +249,10 @@ int kvl_cli_run(int argc, char **argv) {
         goto done;
     }
     kvl_kv_cache_report(kvc, stderr);
+    if (dump && !(dump_f = fopen(dump, "wb"))) {
+        fprintf(stderr, "kvllm run: --dump-logits: cannot open '%s'\n", dump);
+        goto done;
+    }
     samp = calloc((size_t)n_seq, sizeof *samp);
     outs = calloc((size_t)n_seq, sizeof *outs);
     bseq = calloc((size_t)max_batch, sizeof *bseq);
@@ -314,6 +323,8 @@ int kvl_cli_run(int argc, char **argv) {
     const float *row_of[256];
     for (int32_t s = 0; s < n_seq; s++)
         row_of[s] = logits;
+    if (dump_f)
+        fwrite(logits, sizeof(float), (size_t)hp->n_vocab, dump_f);
     while (n_predict > 0) {
         n_active = 0;
         for (int32_t s = 0; s < n_seq; s++) {
@@ -390,6 +401,8 @@ int kvl_cli_run(int argc, char **argv) {
         }
         for (int32_t i = 0; i < n_active; i++)
             row_of[seq_of[i]] = logits + (size_t)i * (size_t)hp->n_vocab;
+        if (dump_f)
+            fwrite(logits, sizeof(float), (size_t)n_active * (size_t)hp->n_vocab, dump_f);
         pos++;
     }
     double t_gen = kvl_now() - t2;
@@ -451,6 +464,10 @@ done:
     free(bpos);
     free(hist);
     free(cur);
+    if (dump_f && fclose(dump_f) != 0) {
+        fprintf(stderr, "kvllm run: --dump-logits: write to '%s' failed\n", dump);
+        rc = 1;
+    }
     kvl_kv_cache_free(kvc);
     kvl_forward_free(fw);
     kvl_pool_free(pool);
