@@ -6,7 +6,7 @@
  * each tensor's bytes compared with a fresh run of the generator.
  */
 #include "kernels/kernels.h"
-#include "model/gguf_write.h"
+#include "model/mkmodel.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "testutil.h"

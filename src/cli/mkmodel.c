@@ -15,7 +15,7 @@
 #include "cli/cli.h"
 
 #include "core/core.h"
-#include "model/gguf_write.h"
+#include "model/mkmodel.h"
 
 #include <stdio.h>
 #include <stdlib.h>

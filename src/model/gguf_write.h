@@ -1,6 +1,6 @@
 /*
- * GGUF v3 writer, and the random-weight llama model generator built on it
- * (`kvllm mkmodel`).
+ * GGUF v3 writer (the random-weight model generator built on it is in
+ * mkmodel.h).
  *
  * Writer: collect metadata and tensor infos in memory, then stream the
  * tensor data. Nothing but the header is held in memory, so a multi-GB
@@ -98,88 +98,5 @@ kvl_status kvl_gguf_writer_write(kvl_gguf_writer *w, const void *data, size_t n,
 uint64_t kvl_gguf_writer_bytes_written(const kvl_gguf_writer *w);
 /* Check every declared byte arrived, flush, close, rename into place. */
 kvl_status kvl_gguf_writer_finish(kvl_gguf_writer *w, kvl_error *err);
-
-/* ---------------------------------------------------------------------------
- * Random llama models.
- *
- * Weights are deterministic functions of (seed, tensor name, row): each row
- * gets its own splitmix64 stream, seeded from the seed, the FNV-1a hash of the
- * tensor name and the row index. Each value takes one 64-bit draw, whose four
- * 16-bit parts are summed (Irwin-Hall, n = 4: bell-shaped, mean 0, bounded at
- * +-2*sqrt(3) std) and scaled to std 0.02. Norm weights are 1.0.
- * Pure integer and double arithmetic: the same seed gives the same file.
- */
-
-#define KVL_MKMODEL_STD 0.02
-
-typedef struct kvl_mkmodel_spec {
-    char name[64]; /* general.name */
-    int64_t dim, ffn_dim, n_layers, n_heads, n_kv_heads, n_vocab, ctx_len;
-    float rope_base, rms_eps;
-    kvl_type type;  /* of the 2-D weights: F32, F16, BF16, Q8_0, Q4_0 */
-    uint64_t seed;
-    bool tied;      /* no output.weight (readers use token_embd) */
-    size_t alignment; /* 0 = default 32 */
-} kvl_mkmodel_spec;
-
-/* Fill *out with a named preset: "stories260K", "tinyllama-1.1b",
- * "llama-3-8b", "llama-2-7b". False when the name is unknown. */
-bool kvl_mkmodel_preset(const char *name, kvl_mkmodel_spec *out);
-/* The preset names, comma-separated (for messages). */
-const char *kvl_mkmodel_preset_names(void);
-
-/* Validate a spec: KVL_E_INVALID naming the field (by its CLI flag), the
- * value and the limit: "--heads 7 does not divide --dim 64". */
-kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err);
-
-/* The type a 2-D weight of ne0 columns gets: s->type, or F16 when ne0 is not
- * a multiple of the type's block (llama.cpp's quantize falls back the same
- * way; stories260K's ffn_down has 172 columns). */
-kvl_type kvl_mkmodel_weight_type(const kvl_mkmodel_spec *s, int64_t ne0);
-
-/* The float values of row `row` (n values) of tensor `name`, before
- * conversion to the stored type. Norm weights ("*_norm.weight") are 1.0. */
-void kvl_mkmodel_row(const kvl_mkmodel_spec *s, const char *name, int64_t row, float *out,
-                     int64_t n);
-
-/* A GGUF "llama" vocabulary: pieces as GGUF stores them (U+2581 for space). */
-typedef struct kvl_mkmodel_vocab {
-    int32_t n;
-    char **pieces;  /* (n) NUL-terminated */
-    float *scores;  /* (n) */
-    int32_t *types; /* (n) KVL_TOK_* */
-} kvl_mkmodel_vocab;
-
-/* From a llama2.c tokenizer file. n_vocab = 0: as many records as the file
- * holds; otherwise the file must hold exactly n_vocab records. */
-kvl_status kvl_mkmodel_vocab_load(const char *path, int32_t n_vocab, kvl_mkmodel_vocab *out,
-                                  kvl_error *err);
-/* Count the records of a llama2.c tokenizer file (KVL_E_FORMAT if it is not
- * one). */
-kvl_status kvl_mkmodel_vocab_count(const char *path, int32_t *n, kvl_error *err);
-/* Synthesize n (>= 259) entries: <unk>, <s>, </s>, <0x00>..<0xFF>, then
- * "▁", a..z, ▁a..▁z, aa..zz, ▁aa.. with decreasing scores. */
-kvl_status kvl_mkmodel_vocab_synth(int32_t n, kvl_mkmodel_vocab *out, kvl_error *err);
-void kvl_mkmodel_vocab_free(kvl_mkmodel_vocab *v);
-
-/* Progress callback: bytes of tensor data written of total. */
-typedef void (*kvl_mkmodel_progress_fn)(void *ud, uint64_t done, uint64_t total);
-
-typedef struct kvl_mkmodel_stats {
-    uint64_t file_bytes;
-    uint64_t n_params;
-    uint64_t n_tensors;
-} kvl_mkmodel_stats;
-
-/* Write the model to path. v->n must equal s->n_vocab. progress may be NULL;
- * stats may be NULL. On failure nothing is left at path (an existing file
- * there is kept). */
-kvl_status kvl_mkmodel_write(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v,
-                             const char *path, kvl_mkmodel_progress_fn progress, void *ud,
-                             kvl_mkmodel_stats *stats, kvl_error *err);
-
-/* llama.cpp's general.file_type for a weight type (ALL_F32 = 0,
- * MOSTLY_F16 = 1, MOSTLY_Q4_0 = 2, MOSTLY_Q8_0 = 7, MOSTLY_BF16 = 32). */
-uint32_t kvl_mkmodel_file_type(kvl_type t);
 
 #endif

@@ -1,0 +1,535 @@
+/*
+ * The random-weight llama model generator behind `kvllm mkmodel`: presets
+ * of real architectures' shapes, a deterministic per-row RNG, the
+ * vocabulary (loaded from a llama2.c tokenizer file or synthesized), and
+ * the GGUF it streams through the writer. See mkmodel.h.
+ *
+ * Invariants: a generated model's bytes depend only on the spec and the
+ * vocabulary; no tensor is held in memory beyond one row.
+ * Must not: exit, abort or assert on a bad spec (status + message).
+ */
+#include "model/mkmodel.h"
+
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static const struct {
+    const char *name;
+    kvl_mkmodel_spec s;
+} presets[] = {
+    {"stories260K", {"stories260K", 64, 172, 5, 8, 4, 512, 512, 10000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0}},
+    {"tinyllama-1.1b", {"tinyllama-1.1b", 2048, 5632, 22, 32, 4, 32000, 2048, 10000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0}},
+    {"llama-3-8b", {"llama-3-8b", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0}},
+    {"llama-2-7b", {"llama-2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0}},
+};
+
+bool kvl_mkmodel_preset(const char *name, kvl_mkmodel_spec *out) {
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
+        if (!strcmp(presets[i].name, name)) {
+            *out = presets[i].s;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *kvl_mkmodel_preset_names(void) {
+    return "stories260K, tinyllama-1.1b, llama-3-8b, llama-2-7b";
+}
+
+static bool is_weight_type(kvl_type t) {
+    return t == KVL_TYPE_F32 || t == KVL_TYPE_F16 || t == KVL_TYPE_BF16 || t == KVL_TYPE_Q8_0 ||
+           t == KVL_TYPE_Q4_0;
+}
+
+kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err) {
+#define RANGE(field, flag, lo, hi)                                                               \
+    do {                                                                                         \
+        if (s->field < (lo) || s->field > (hi))                                                  \
+            return kvl_errorf(err, KVL_E_INVALID, "%s %lld is outside [%lld, %lld]", flag,       \
+                              (long long)s->field, (long long)(lo), (long long)(hi));            \
+    } while (0)
+    RANGE(dim, "--dim", 1, KVL_MAX_DIM);
+    RANGE(n_layers, "--layers", 1, KVL_MAX_LAYERS);
+    RANGE(n_heads, "--heads", 1, KVL_MAX_HEADS);
+    RANGE(n_kv_heads, "--kv-heads", 1, KVL_MAX_HEADS);
+    RANGE(ffn_dim, "--ffn", 1, 4 * (int64_t)KVL_MAX_DIM);
+    RANGE(n_vocab, "--vocab-size", 3, KVL_MAX_VOCAB);
+    RANGE(ctx_len, "--ctx", 1, KVL_MAX_CTX);
+#undef RANGE
+    if (s->dim % s->n_heads)
+        return kvl_errorf(err, KVL_E_INVALID, "--heads %lld does not divide --dim %lld",
+                          (long long)s->n_heads, (long long)s->dim);
+    int64_t hd = s->dim / s->n_heads;
+    if (hd % 2)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "head_dim = --dim %lld / --heads %lld = %lld is odd (RoPE rotates pairs)",
+                          (long long)s->dim, (long long)s->n_heads, (long long)hd);
+    if (hd > KVL_MAX_HEAD_DIM)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "head_dim = --dim %lld / --heads %lld = %lld > %d", (long long)s->dim,
+                          (long long)s->n_heads, (long long)hd, KVL_MAX_HEAD_DIM);
+    if (s->n_kv_heads > s->n_heads || s->n_heads % s->n_kv_heads)
+        return kvl_errorf(err, KVL_E_INVALID, "--kv-heads %lld does not divide --heads %lld",
+                          (long long)s->n_kv_heads, (long long)s->n_heads);
+    if (!(s->rope_base > 0.0f) || s->rope_base > 1e12f)
+        return kvl_errorf(err, KVL_E_INVALID, "--rope-base %g is outside (0, 1e12]",
+                          (double)s->rope_base);
+    if (!(s->rms_eps > 0.0f) || s->rms_eps > 0.1f)
+        return kvl_errorf(err, KVL_E_INVALID, "--eps %g is outside (0, 0.1]", (double)s->rms_eps);
+    if (!is_weight_type(s->type))
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "--type id %d is not one of f32, f16, bf16, q8_0, q4_0", (int)s->type);
+    if (s->alignment && ((s->alignment & (s->alignment - 1)) ||
+                         s->alignment > KVL_GGUF_MAX_ALIGNMENT))
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "--alignment %zu is not a power of two in [1, %u]", s->alignment,
+                          (unsigned)KVL_GGUF_MAX_ALIGNMENT);
+    if (strnlen(s->name, sizeof s->name) == sizeof s->name)
+        return kvl_errorf(err, KVL_E_INVALID, "--name is longer than %zu bytes",
+                          sizeof s->name - 1);
+    return KVL_OK;
+}
+
+kvl_type kvl_mkmodel_weight_type(const kvl_mkmodel_spec *s, int64_t ne0) {
+    size_t blck = 1, tsize = 0;
+    const char *nm = NULL;
+    if (!kvl_type_info((uint32_t)s->type, &blck, &tsize, &nm) || blck == 0)
+        return KVL_TYPE_F16;
+    return ne0 % (int64_t)blck ? KVL_TYPE_F16 : s->type;
+}
+
+uint32_t kvl_mkmodel_file_type(kvl_type t) {
+    switch (t) {
+    case KVL_TYPE_F32: return 0;
+    case KVL_TYPE_F16: return 1;
+    case KVL_TYPE_Q4_0: return 2;
+    case KVL_TYPE_Q8_0: return 7;
+    case KVL_TYPE_BF16: return 32;
+    default: return 1;
+    }
+}
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t fnv1a64(const char *s) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) {
+        h ^= (uint8_t)*s;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static bool is_norm(const char *name) {
+    size_t n = strlen(name);
+    static const char suf[] = "_norm.weight";
+    return n >= sizeof suf - 1 && !strcmp(name + n - (sizeof suf - 1), suf);
+}
+
+void kvl_mkmodel_row(const kvl_mkmodel_spec *s, const char *name, int64_t row, float *out,
+                     int64_t n) {
+    if (is_norm(name)) {
+        for (int64_t i = 0; i < n; i++)
+            out[i] = 1.0f;
+        return;
+    }
+    uint64_t x = s->seed ^ fnv1a64(name);
+    x = splitmix64(&x) ^ (uint64_t)row;
+    uint64_t st = splitmix64(&x);
+    /* four 16-bit uniforms on 0..65535: sum has mean 131070 and variance
+     * 4 * (65536^2 - 1) / 12, i.e. std 65536/sqrt(3) up to 1e-10 */
+    const double k = KVL_MKMODEL_STD * 1.7320508075688772 / 65536.0;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t r = splitmix64(&st);
+        int64_t sum = (int64_t)(r & 0xffff) + (int64_t)((r >> 16) & 0xffff) +
+                      (int64_t)((r >> 32) & 0xffff) + (int64_t)(r >> 48);
+        out[i] = (float)((double)(sum - 131070) * k);
+    }
+}
+
+/* -- vocabulary -- */
+
+void kvl_mkmodel_vocab_free(kvl_mkmodel_vocab *v) {
+    if (!v)
+        return;
+    if (v->pieces)
+        for (int32_t i = 0; i < v->n; i++)
+            free(v->pieces[i]);
+    free(v->pieces);
+    free(v->scores);
+    free(v->types);
+    memset(v, 0, sizeof *v);
+}
+
+static kvl_status vocab_alloc(int32_t n, kvl_mkmodel_vocab *v, kvl_error *err) {
+    memset(v, 0, sizeof *v);
+    v->pieces = calloc((size_t)n, sizeof *v->pieces);
+    v->scores = calloc((size_t)n, sizeof *v->scores);
+    v->types = calloc((size_t)n, sizeof *v->types);
+    if (!v->pieces || !v->scores || !v->types) {
+        free(v->pieces);
+        free(v->scores);
+        free(v->types);
+        memset(v, 0, sizeof *v);
+        return kvl_errorf(err, KVL_E_NOMEM, "mkmodel: vocabulary of %d: out of memory", n);
+    }
+    v->n = n;
+    return KVL_OK;
+}
+
+static bool is_byte_piece(const char *p, size_t len) {
+    static const char hex[] = "0123456789ABCDEF";
+    return len == 6 && !memcmp(p, "<0x", 3) && p[5] == '>' && strchr(hex, p[3]) && p[3] &&
+           strchr(hex, p[4]) && p[4];
+}
+
+kvl_status kvl_mkmodel_vocab_count(const char *path, int32_t *n, kvl_error *err) {
+    kvl_mapped_file f;
+    kvl_status st = kvl_map_file(path, &f, err);
+    if (st != KVL_OK)
+        return st;
+    size_t off = 4;
+    int64_t count = 0;
+    if (f.size < 4) {
+        kvl_unmap_file(&f);
+        return kvl_errorf(err, KVL_E_FORMAT,
+                          "%s: %zu bytes is too short for a llama2.c tokenizer", path, f.size);
+    }
+    while (off < f.size) {
+        int32_t len;
+        if (f.size - off < 8) {
+            kvl_unmap_file(&f);
+            return kvl_errorf(err, KVL_E_FORMAT,
+                              "%s: record %lld: header past the end of the file", path,
+                              (long long)count);
+        }
+        memcpy(&len, f.data + off + 4, 4);
+        if (len < 0 || (size_t)len > f.size - off - 8) {
+            kvl_unmap_file(&f);
+            return kvl_errorf(err, KVL_E_FORMAT,
+                              "%s: record %lld: length %d past the end of the file", path,
+                              (long long)count, len);
+        }
+        off += 8 + (size_t)len;
+        if (++count > KVL_MAX_VOCAB) {
+            kvl_unmap_file(&f);
+            return kvl_errorf(err, KVL_E_LIMIT, "%s: more than %d records", path,
+                              KVL_MAX_VOCAB);
+        }
+    }
+    kvl_unmap_file(&f);
+    *n = (int32_t)count;
+    return KVL_OK;
+}
+
+kvl_status kvl_mkmodel_vocab_load(const char *path, int32_t n_vocab, kvl_mkmodel_vocab *out,
+                                  kvl_error *err) {
+    int32_t n_file = 0;
+    kvl_status st = kvl_mkmodel_vocab_count(path, &n_file, err);
+    if (st != KVL_OK)
+        return st;
+    if (n_vocab && n_file != n_vocab)
+        return kvl_errorf(err, KVL_E_INVALID, "%s holds %d pieces, the model's vocab size is %d",
+                          path, n_file, n_vocab);
+    if (n_file < 3)
+        return kvl_errorf(err, KVL_E_FORMAT, "%s holds %d pieces, fewer than 3 (unk, bos, eos)",
+                          path, n_file);
+    kvl_tokenizer *tk = NULL;
+    st = kvl_tokenizer_load_llama2c(path, n_file, &tk, err);
+    if (st != KVL_OK)
+        return st;
+    kvl_mkmodel_vocab v;
+    st = vocab_alloc(n_file, &v, err);
+    if (st != KVL_OK) {
+        kvl_tokenizer_free(tk);
+        return st;
+    }
+    static const char *const special[3] = {"<unk>", "<s>", "</s>"};
+    for (int32_t id = 0; id < n_file && st == KVL_OK; id++) {
+        const char *p = NULL;
+        size_t len = 0;
+        float score = 0.0f;
+        int32_t type = 0;
+        st = kvl_tokenizer_get(tk, id, &p, &len, &score, &type);
+        if (st != KVL_OK) {
+            st = kvl_errorf(err, st, "%s: piece %d unreadable", path, id);
+            break;
+        }
+        if (id < 3) { /* llama2.c writes "\n<s>\n": GGUF has "<s>" */
+            while (len && (*p == '\n' || *p == ' ')) {
+                p++;
+                len--;
+            }
+            while (len && (p[len - 1] == '\n' || p[len - 1] == ' '))
+                len--;
+            if (!len) {
+                p = special[id];
+                len = strlen(p);
+            }
+        }
+        size_t spaces = 0;
+        for (size_t i = 0; i < len; i++)
+            spaces += p[i] == ' ';
+        char *q = malloc(len + 2 * spaces + 1);
+        if (!q) {
+            st = kvl_errorf(err, KVL_E_NOMEM, "mkmodel: vocabulary: out of memory");
+            break;
+        }
+        size_t m = 0;
+        for (size_t i = 0; i < len; i++) {
+            if (p[i] == ' ') {
+                memcpy(q + m, "\xE2\x96\x81", 3);
+                m += 3;
+            } else {
+                q[m++] = p[i];
+            }
+        }
+        q[m] = 0;
+        v.pieces[id] = q;
+        v.scores[id] = score;
+        v.types[id] = id == 0   ? KVL_TOK_UNKNOWN
+                      : id < 3  ? KVL_TOK_CONTROL
+                      : is_byte_piece(p, len) ? KVL_TOK_BYTE
+                                              : KVL_TOK_NORMAL;
+    }
+    kvl_tokenizer_free(tk);
+    if (st != KVL_OK) {
+        kvl_mkmodel_vocab_free(&v);
+        return st;
+    }
+    *out = v;
+    return KVL_OK;
+}
+
+kvl_status kvl_mkmodel_vocab_synth(int32_t n, kvl_mkmodel_vocab *out, kvl_error *err) {
+    if (n < 259 || n > KVL_MAX_VOCAB)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "--vocab-size %d is outside [259, %d] for a synthesized vocabulary "
+                          "(3 special + 256 byte tokens)",
+                          n, KVL_MAX_VOCAB);
+    kvl_mkmodel_vocab v;
+    kvl_status st = vocab_alloc(n, &v, err);
+    if (st != KVL_OK)
+        return st;
+    static const char *const special[3] = {"<unk>", "<s>", "</s>"};
+    int32_t id = 0;
+    char buf[64];
+    /* pieces after the bytes: "▁", then for L = 1, 2, ...: the 26^L strings
+     * of L letters a..z in order, then the same with a "▁" in front. Every
+     * piece's prefix is an earlier piece, so BPE can build each one. */
+    int32_t L = 1;
+    int64_t k = -1, n_of_len = 26; /* k: index within the 2*26^L pieces of length L */
+    while (id < n && st == KVL_OK) {
+        const char *p;
+        if (id < 3) {
+            p = special[id];
+            v.types[id] = id == 0 ? KVL_TOK_UNKNOWN : KVL_TOK_CONTROL;
+            v.scores[id] = 0.0f;
+        } else if (id < 259) {
+            snprintf(buf, sizeof buf, "<0x%02X>", (unsigned)(id - 3));
+            p = buf;
+            v.types[id] = KVL_TOK_BYTE;
+            v.scores[id] = 0.0f;
+        } else {
+            if (id == 259) {
+                p = "\xE2\x96\x81";
+            } else {
+                if (++k == 2 * n_of_len) {
+                    L++;
+                    n_of_len *= 26;
+                    k = 0;
+                }
+                size_t m = 0;
+                if (k >= n_of_len) {
+                    memcpy(buf, "\xE2\x96\x81", 3);
+                    m = 3;
+                }
+                int64_t x = k % n_of_len;
+                for (int32_t j = L - 1; j >= 0; j--) {
+                    buf[m + (size_t)j] = (char)('a' + x % 26);
+                    x /= 26;
+                }
+                buf[m + (size_t)L] = 0;
+                p = buf;
+            }
+            v.types[id] = KVL_TOK_NORMAL;
+            v.scores[id] = -(float)(id - 259);
+        }
+        v.pieces[id] = strdup(p);
+        if (!v.pieces[id])
+            st = kvl_errorf(err, KVL_E_NOMEM, "mkmodel: vocabulary: out of memory");
+        id++;
+    }
+    if (st != KVL_OK) {
+        kvl_mkmodel_vocab_free(&v);
+        return st;
+    }
+    *out = v;
+    return KVL_OK;
+}
+
+/* -- the model file -- */
+
+typedef struct mk_tensor {
+    char name[64]; /* ggml's GGML_MAX_NAME, NUL included */
+    uint32_t n_dims;
+    int64_t ne0, ne1; /* ne1 rows of ne0 values */
+    kvl_type type;
+} mk_tensor;
+
+/* The tensors in file order: token_embd, per layer (attn_norm, attn_q,
+ * attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down),
+ * output_norm, output (unless tied). */
+static size_t mk_tensors(const kvl_mkmodel_spec *s, mk_tensor *t) {
+    const int64_t hd = s->dim / s->n_heads;
+    const int64_t q = s->n_heads * hd, kv = s->n_kv_heads * hd;
+    size_t n = 0;
+#define ADD(nd, a, b, fmt, ...)                                                                  \
+    do {                                                                                         \
+        if (t) {                                                                                 \
+            snprintf(t[n].name, sizeof t[n].name, fmt, __VA_ARGS__);                            \
+            t[n].n_dims = nd;                                                                    \
+            t[n].ne0 = a;                                                                        \
+            t[n].ne1 = b;                                                                        \
+            t[n].type = nd == 1 ? KVL_TYPE_F32 : kvl_mkmodel_weight_type(s, a);                  \
+        }                                                                                        \
+        n++;                                                                                     \
+    } while (0)
+    ADD(2, s->dim, s->n_vocab, "%s", "token_embd.weight");
+    for (int64_t l = 0; l < s->n_layers; l++) {
+        ADD(1, s->dim, 1, "blk.%lld.attn_norm.weight", (long long)l);
+        ADD(2, s->dim, q, "blk.%lld.attn_q.weight", (long long)l);
+        ADD(2, s->dim, kv, "blk.%lld.attn_k.weight", (long long)l);
+        ADD(2, s->dim, kv, "blk.%lld.attn_v.weight", (long long)l);
+        ADD(2, q, s->dim, "blk.%lld.attn_output.weight", (long long)l);
+        ADD(1, s->dim, 1, "blk.%lld.ffn_norm.weight", (long long)l);
+        ADD(2, s->dim, s->ffn_dim, "blk.%lld.ffn_gate.weight", (long long)l);
+        ADD(2, s->dim, s->ffn_dim, "blk.%lld.ffn_up.weight", (long long)l);
+        ADD(2, s->ffn_dim, s->dim, "blk.%lld.ffn_down.weight", (long long)l);
+    }
+    ADD(1, s->dim, 1, "%s", "output_norm.weight");
+    if (!s->tied)
+        ADD(2, s->dim, s->n_vocab, "%s", "output.weight");
+#undef ADD
+    return n;
+}
+
+static kvl_status mk_metadata(kvl_gguf_writer *w, const kvl_mkmodel_spec *s,
+                              const kvl_mkmodel_vocab *v, kvl_error *err) {
+    const int64_t hd = s->dim / s->n_heads;
+    char desc[160];
+    snprintf(desc, sizeof desc, "random weights (kvllm mkmodel, seed %llu); not a trained model",
+             (unsigned long long)s->seed);
+    kvl_gguf_writer_add_str(w, "general.architecture", "llama", NULL);
+    kvl_gguf_writer_add_str(w, "general.name", s->name[0] ? s->name : "random-llama", NULL);
+    kvl_gguf_writer_add_str(w, "general.description", desc, NULL);
+    kvl_gguf_writer_add_u32(w, "general.file_type", kvl_mkmodel_file_type(s->type), NULL);
+    kvl_gguf_writer_add_u64(w, "kvllm.mkmodel.seed", s->seed, NULL);
+    kvl_gguf_writer_add_u32(w, "llama.context_length", (uint32_t)s->ctx_len, NULL);
+    kvl_gguf_writer_add_u32(w, "llama.embedding_length", (uint32_t)s->dim, NULL);
+    kvl_gguf_writer_add_u32(w, "llama.block_count", (uint32_t)s->n_layers, NULL);
+    kvl_gguf_writer_add_u32(w, "llama.feed_forward_length", (uint32_t)s->ffn_dim, NULL);
+    kvl_gguf_writer_add_u32(w, "llama.attention.head_count", (uint32_t)s->n_heads, NULL);
+    kvl_gguf_writer_add_u32(w, "llama.attention.head_count_kv", (uint32_t)s->n_kv_heads, NULL);
+    kvl_gguf_writer_add_u32(w, "llama.rope.dimension_count", (uint32_t)hd, NULL);
+    kvl_gguf_writer_add_f32(w, "llama.rope.freq_base", s->rope_base, NULL);
+    kvl_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", s->rms_eps, NULL);
+    kvl_gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)s->n_vocab, NULL);
+    kvl_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama", NULL);
+    kvl_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->pieces, NULL,
+                                (uint64_t)v->n, NULL);
+    kvl_gguf_writer_add_arr(w, "tokenizer.ggml.scores", KVL_GGUF_FLOAT32, v->scores,
+                            (uint64_t)v->n, NULL);
+    kvl_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", KVL_GGUF_INT32, v->types,
+                            (uint64_t)v->n, NULL);
+    kvl_gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", 0, NULL);
+    kvl_gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", 1, NULL);
+    kvl_gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", 2, NULL);
+    kvl_gguf_writer_add_bool(w, "tokenizer.ggml.add_bos_token", true, NULL);
+    return kvl_gguf_writer_add_bool(w, "tokenizer.ggml.add_eos_token", false, err);
+}
+
+kvl_status kvl_mkmodel_write(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v,
+                             const char *path, kvl_mkmodel_progress_fn progress, void *ud,
+                             kvl_mkmodel_stats *stats, kvl_error *err) {
+    kvl_status st = kvl_mkmodel_check(s, err);
+    if (st != KVL_OK)
+        return st;
+    if (!v || v->n != s->n_vocab)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "the vocabulary has %d pieces but --vocab-size is %lld",
+                          v ? v->n : 0, (long long)s->n_vocab);
+    size_t nt = mk_tensors(s, NULL);
+    mk_tensor *t = calloc(nt, sizeof *t);
+    if (!t)
+        return kvl_errorf(err, KVL_E_NOMEM, "mkmodel: out of memory");
+    mk_tensors(s, t);
+
+    kvl_gguf_writer *w = NULL;
+    float *row = NULL;
+    void *qrow = NULL;
+    st = kvl_gguf_writer_init(&w, err);
+    if (st != KVL_OK)
+        goto done;
+    if (s->alignment)
+        kvl_gguf_writer_set_alignment(w, s->alignment, NULL);
+    mk_metadata(w, s, v, NULL);
+    int64_t max_cols = 0;
+    uint64_t n_params = 0;
+    for (size_t i = 0; i < nt; i++) {
+        int64_t ne[2] = {t[i].ne0, t[i].ne1};
+        kvl_gguf_writer_add_tensor(w, t[i].name, t[i].n_dims, ne, t[i].type, NULL);
+        if (t[i].ne0 > max_cols)
+            max_cols = t[i].ne0;
+        n_params += (uint64_t)t[i].ne0 * (uint64_t)t[i].ne1;
+    }
+    /* a sticky error from any add above surfaces here */
+    st = kvl_gguf_writer_begin(w, path, err);
+    if (st != KVL_OK)
+        goto done;
+    row = malloc((size_t)max_cols * sizeof *row);
+    qrow = malloc((size_t)max_cols * sizeof(float));
+    if (!row || !qrow) {
+        st = kvl_errorf(err, KVL_E_NOMEM, "mkmodel: out of memory");
+        goto done;
+    }
+    /* progress counts file bytes: the header is written, the data follows */
+    const uint64_t total = kvl_gguf_writer_file_size(w);
+    const uint64_t header = total - kvl_gguf_writer_data_size(w);
+    for (size_t i = 0; i < nt && st == KVL_OK; i++) {
+        size_t rb = kvl_row_bytes(t[i].type, t[i].ne0);
+        KVL_ASSERT(rb > 0 && rb <= (size_t)max_cols * sizeof(float));
+        for (int64_t r = 0; r < t[i].ne1; r++) {
+            kvl_mkmodel_row(s, t[i].name, r, row, t[i].ne0);
+            kvl_quantize_row(t[i].type, row, qrow, t[i].ne0);
+            st = kvl_gguf_writer_write(w, qrow, rb, err);
+            if (st != KVL_OK)
+                break;
+            if (progress)
+                progress(ud, header + kvl_gguf_writer_bytes_written(w), total);
+        }
+    }
+    if (st == KVL_OK)
+        st = kvl_gguf_writer_finish(w, err);
+    if (st == KVL_OK && stats) {
+        stats->file_bytes = total;
+        stats->n_params = n_params;
+        stats->n_tensors = nt;
+    }
+done:
+    free(row);
+    free(qrow);
+    free(t);
+    kvl_gguf_writer_free(w);
+    return st;
+}
