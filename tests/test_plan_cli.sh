@@ -62,7 +62,7 @@ expect 0 "KV 1 x 8,192 blocks x 5,242,880 B = 42,949,672,960 B (40.00 GiB)" -- \
     --model Llama-3-70B --mem 1TiB --users 1 --context 131072
 expect 0 "2 x A100-80GB" -- --model Llama-3-8B --device A100-80GB --devices 2
 expect 0 "2 devices" -- --model Llama-3-8B --device A100-80GB,H100-80GB
-expect 0 "16 tok x 128 dims x 1 B + 16 tok x 4 B scale/zero = 2112 B" -- \
+expect 0 "16 tok x 128 dims x 1 B + 16 tok x 2 B scale/zero = 2080 B" -- \
     --model Llama-3-8B --device H100-80GB --kv-type int8
 expect 0 "128 dims x 4 B scale/zero = 1536 B" -- --model Llama-3-8B --device H100-80GB --kv-type-k int4
 

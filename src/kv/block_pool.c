@@ -25,6 +25,7 @@
 #include "kv/block_pool.h"
 
 #include "kv/kv_attn.h"
+#include "kv/kv_codec.h"
 
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -45,41 +46,61 @@ struct kvl_block_pool {
 
 kvl_status kvl_block_layout_init(const kvl_hparams *hp, int32_t block_size,
                                  kvl_block_layout *out, kvl_error *err) {
+    return kvl_block_layout_init_fmt(hp, block_size, KVL_KV_FMT_F32, KVL_KV_FMT_F32, out, err);
+}
+
+kvl_status kvl_block_layout_init_fmt(const kvl_hparams *hp, int32_t block_size,
+                                     kvl_kv_format k_fmt, kvl_kv_format v_fmt,
+                                     kvl_block_layout *out, kvl_error *err) {
     kvl_status st = kvl_kv_check_shape(hp, "kv layout", err);
     if (st != KVL_OK)
         return st;
     if (block_size < 1 || block_size > KVL_KV_MAX_BLOCK_SIZE)
         return kvl_errorf(err, KVL_E_INVALID, "kv layout: block_size %d not in [1, %d]",
                           (int)block_size, KVL_KV_MAX_BLOCK_SIZE);
-    /* The shape limits bound every product below far under SIZE_MAX on a
-     * 64-bit target; the checks keep 32-bit targets honest. */
-    size_t head_bytes, k_all, layer_bytes, block_bytes, per_tok;
-    if (kvl_mul_overflow((size_t)block_size * (size_t)hp->head_dim, sizeof(float), &head_bytes) ||
-        kvl_mul_overflow(head_bytes, (size_t)hp->n_kv_heads, &k_all) ||
-        kvl_mul_overflow(k_all, 2, &layer_bytes) ||
-        kvl_mul_overflow(layer_bytes, (size_t)hp->n_layers, &block_bytes) ||
-        kvl_mul_overflow((size_t)hp->n_layers * (size_t)hp->n_kv_heads,
-                         (size_t)hp->head_dim * 2 * sizeof(float), &per_tok))
+    if (!kvl_kv_format_get(k_fmt))
+        return kvl_errorf(err, KVL_E_INVALID, "kv layout: k_fmt %d not in [0, %d) (%s)",
+                          (int)k_fmt, KVL_KV_FMT_COUNT, kvl_kv_format_names());
+    if (!kvl_kv_format_get(v_fmt))
+        return kvl_errorf(err, KVL_E_INVALID, "kv layout: v_fmt %d not in [0, %d) (%s)",
+                          (int)v_fmt, KVL_KV_FMT_COUNT, kvl_kv_format_names());
+    /* The shape limits (head_dim <= 1024, block_size <= 4096) bound each
+     * chunk under 2^24 bytes; the products below are checked anyway. */
+    const int32_t hd = (int32_t)hp->head_dim;
+    size_t kh = kvl_kvq_chunk_bytes(kvl_kv_codec_for(k_fmt, KVL_KV_ROLE_K), block_size, hd);
+    size_t vh = kvl_kvq_chunk_bytes(kvl_kv_codec_for(v_fmt, KVL_KV_ROLE_V), block_size, hd);
+    size_t layer_bytes, block_bytes;
+    if (kvl_mul_overflow(kh + vh, (size_t)hp->n_kv_heads, &layer_bytes) ||
+        kvl_mul_overflow(layer_bytes, (size_t)hp->n_layers, &block_bytes))
         return kvl_errorf(err, KVL_E_LIMIT, "kv layout: block of %d positions overflows size_t",
                           (int)block_size);
     kvl_block_layout l = {0};
     l.block_size = block_size;
     l.n_layers = (int32_t)hp->n_layers;
     l.n_kv_heads = (int32_t)hp->n_kv_heads;
-    l.head_dim = (int32_t)hp->head_dim;
-    l.k_head_bytes = head_bytes;
-    l.v_head_bytes = head_bytes;
+    l.head_dim = hd;
+    l.k_head_bytes = kh;
+    l.v_head_bytes = vh;
     l.layer_bytes = layer_bytes;
     l.block_bytes = block_bytes;
-    l.bytes_per_token = per_tok;
+    l.bytes_per_token = (block_bytes + (size_t)block_size - 1) / (size_t)block_size;
+    l.k_fmt = k_fmt;
+    l.v_fmt = v_fmt;
     *out = l;
     return KVL_OK;
 }
 
 kvl_status kvl_kv_capacity_compute(const kvl_hparams *hp, int32_t block_size, size_t budget,
                                    int64_t ctx_len, kvl_kv_capacity *out, kvl_error *err) {
+    return kvl_kv_capacity_compute_fmt(hp, block_size, KVL_KV_FMT_F32, KVL_KV_FMT_F32, budget,
+                                       ctx_len, out, err);
+}
+
+kvl_status kvl_kv_capacity_compute_fmt(const kvl_hparams *hp, int32_t block_size,
+                                       kvl_kv_format k_fmt, kvl_kv_format v_fmt, size_t budget,
+                                       int64_t ctx_len, kvl_kv_capacity *out, kvl_error *err) {
     kvl_block_layout lay;
-    kvl_status st = kvl_block_layout_init(hp, block_size, &lay, err);
+    kvl_status st = kvl_block_layout_init_fmt(hp, block_size, k_fmt, v_fmt, &lay, err);
     if (st != KVL_OK)
         return st;
     if (ctx_len < 1 || ctx_len > KVL_MAX_CTX)

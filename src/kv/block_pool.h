@@ -25,6 +25,7 @@
 
 #include "core/core.h"
 #include "model/model.h"
+#include "plan/planner.h"
 
 /*
  * Where a block's bytes live. A block is one index into 2 * n_layers *
@@ -44,6 +45,9 @@
  *
  *   one chunk, f32: (block_size, head_dim)
  *   | slot 0: head_dim floats | slot 1 | ... | slot block_size-1 |
+ *
+ *   one chunk, quantized (src/kernels/kv_kern.h draws every format):
+ *   | slot 0 codes | slot 1 codes | ... | slot bs-1 codes | that chunk's scales |
  *
  * Slot i of logical block j holds position j * block_size + i. Block b's
  * chunk of (layer l, K, head h) starts at
@@ -72,8 +76,11 @@ typedef struct kvl_block_layout {
     size_t v_head_bytes;    /* one chunk of V: (block_size, head_dim) */
     size_t layer_bytes;     /* one block's bytes in one layer: n_kv_heads * (k + v chunk) */
     size_t block_bytes;     /* n_layers * layer_bytes (the planner's kvl_plan_kv_block_bytes) */
-    size_t bytes_per_token; /* K+V of one position over all layers:
-                               2 * n_layers * n_kv_heads * head_dim * 4 for f32 */
+    size_t bytes_per_token; /* block_bytes / block_size rounded up (exact for
+                               f32/f16/bf16: 2 * n_layers * n_kv_heads * head_dim * 4
+                               for f32); the planner's kvl_plan_kv_token_bytes
+                               gives the fraction */
+    kvl_kv_format k_fmt, v_fmt; /* storage formats of K and V */
 } kvl_block_layout;
 
 /* Fill the layout for this model shape and block size (1..KVL_KV_MAX_BLOCK_SIZE);
@@ -81,6 +88,11 @@ typedef struct kvl_block_layout {
  * byte-size overflow. */
 kvl_status kvl_block_layout_init(const kvl_hparams *hp, int32_t block_size,
                                  kvl_block_layout *out, kvl_error *err);
+/* The same with K stored as k_fmt and V as v_fmt (KVL_E_INVALID, naming
+ * the field, on a format id out of range). */
+kvl_status kvl_block_layout_init_fmt(const kvl_hparams *hp, int32_t block_size,
+                                     kvl_kv_format k_fmt, kvl_kv_format v_fmt,
+                                     kvl_block_layout *out, kvl_error *err);
 
 /* What a KV budget holds for a model (the start-up capacity report). */
 typedef struct kvl_kv_capacity {
@@ -103,6 +115,10 @@ typedef struct kvl_kv_capacity {
  */
 kvl_status kvl_kv_capacity_compute(const kvl_hparams *hp, int32_t block_size, size_t budget,
                                    int64_t ctx_len, kvl_kv_capacity *out, kvl_error *err);
+/* The same for K stored as k_fmt and V as v_fmt. */
+kvl_status kvl_kv_capacity_compute_fmt(const kvl_hparams *hp, int32_t block_size,
+                                       kvl_kv_format k_fmt, kvl_kv_format v_fmt, size_t budget,
+                                       int64_t ctx_len, kvl_kv_capacity *out, kvl_error *err);
 
 typedef struct kvl_block_pool kvl_block_pool;
 

@@ -22,6 +22,8 @@
 
 #include "kernels/kernels.h"
 
+#include <math.h>
+
 
 /* Start fetching row i of the next block while row i of this one is used:
  * the hardware prefetcher follows a stream within a page but loses it at the
@@ -80,6 +82,92 @@ void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, f
                 kvl_axpy_f32(oh, scratch[p0 + i], vb + (int64_t)i * hd, hd);
             }
         }
+    }
+}
+
+/* ---- any format: fused, online softmax -------------------------------- */
+
+#define ATT_GT 16 /* query heads per pass */
+#define ATT_RT 64 /* rows per tile */
+
+void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, float *out,
+                     int32_t h0, int32_t h1, float scale, bool ref) {
+    const int32_t hd = vw->head_dim, bs = vw->block_size;
+    const int32_t group = vw->n_heads / vw->n_kv_heads;
+    const kvl_kvq_ops ko = ref ? kvl_kvq_ops_ref(vw->k_codec) : kvl_kvq_ops_get(vw->k_codec, hd);
+    const kvl_kvq_ops vo = ref ? kvl_kvq_ops_ref(vw->v_codec) : kvl_kvq_ops_get(vw->v_codec, hd);
+    const kvl_kvq_ops fo = ref ? kvl_kvq_ops_ref(KVL_KVQ_F32) : kvl_kvq_ops_get(KVL_KVQ_F32, hd);
+    for (int64_t i = (int64_t)h0 * hd; i < (int64_t)h1 * hd; i++)
+        out[i] = 0.0f;
+    if (n_ctx <= 0)
+        return;
+    float S[ATT_GT * ATT_RT];
+    float m[ATT_GT], l[ATT_GT];
+    for (int32_t h = h0; h < h1;) {
+        const int32_t kh = h / group;
+        int32_t hend = (kh + 1) * group;
+        hend = hend < h1 ? hend : h1;
+        hend = hend < h + ATT_GT ? hend : h + ATT_GT;
+        const int32_t ng = hend - h;
+        const float *qh = q + (int64_t)h * hd;
+        float *oh = out + (int64_t)h * hd;
+        for (int32_t g = 0; g < ng; g++) {
+            m[g] = -INFINITY;
+            l[g] = 0.0f;
+        }
+        for (int32_t p0 = 0, lb = 0; p0 < n_ctx; p0 += bs, lb++) {
+            const int32_t n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
+            const bool res = lb == vw->res_block;
+            const uint8_t *kc, *vc;
+            kvl_kvq_ops kop = ko, vop = vo;
+            if (res && vw->k_res) {
+                kc = (const uint8_t *)(vw->k_res + (int64_t)kh * bs * hd);
+                kop = fo;
+            } else {
+                kc = vw->k + (size_t)kh * vw->k_head_stride + (size_t)vw->blocks[lb] * vw->k_chunk;
+            }
+            if (res && vw->v_res) {
+                vc = (const uint8_t *)(vw->v_res + (int64_t)kh * bs * hd);
+                vop = fo;
+            } else {
+                vc = vw->v + (size_t)kh * vw->v_head_stride + (size_t)vw->blocks[lb] * vw->v_chunk;
+            }
+            for (int32_t r0 = 0; r0 < n; r0 += ATT_RT) {
+                const int32_t r1 = n - r0 < ATT_RT ? n : r0 + ATT_RT;
+                kop.scores(kc, bs, hd, r0, r1, qh, ng, S, ATT_RT);
+                for (int32_t g = 0; g < ng; g++) {
+                    float *Sg = S + g * ATT_RT;
+                    float mt = -INFINITY;
+                    for (int32_t i = 0; i < r1 - r0; i++) {
+                        Sg[i] *= scale;
+                        mt = Sg[i] > mt ? Sg[i] : mt;
+                    }
+                    const float mnew = mt > m[g] ? mt : m[g];
+                    if (mnew != m[g]) {
+                        const float corr = expf(m[g] - mnew);
+                        l[g] *= corr;
+                        float *og = oh + (int64_t)g * hd;
+                        for (int32_t d = 0; d < hd; d++)
+                            og[d] *= corr;
+                        m[g] = mnew;
+                    }
+                    float sum = 0.0f;
+                    for (int32_t i = 0; i < r1 - r0; i++) {
+                        Sg[i] = expf(Sg[i] - mnew);
+                        sum += Sg[i];
+                    }
+                    l[g] += sum;
+                }
+                vop.accum(vc, bs, hd, r0, r1, S, ATT_RT, ng, oh);
+            }
+        }
+        for (int32_t g = 0; g < ng; g++) {
+            const float inv = 1.0f / l[g];
+            float *og = oh + (int64_t)g * hd;
+            for (int32_t d = 0; d < hd; d++)
+                og[d] *= inv;
+        }
+        h = hend;
     }
 }
 

@@ -13,6 +13,7 @@
 #define KVL_KV_ATTN_H
 
 #include "core/core.h"
+#include "kernels/kv_kern.h"
 #include "model/model.h"
 
 /* Largest block size and sequence count the KV stores accept. */
@@ -55,5 +56,42 @@ typedef struct kvl_kv_view {
  */
 void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, float *out,
                        int32_t h0, int32_t h1, float scale, float *scratch);
+
+/*
+ * Any storage format (kv_kern.h codecs), K and V each their own. Chunk of
+ * (KV head h, logical block lb) of K:
+ *
+ *     k + h * k_head_stride + blocks[lb] * k_chunk        (bytes)
+ *
+ * except that logical block res_block, when a role has a residual (k_res /
+ * v_res not NULL), is read from the residual instead, as f32 rows:
+ *
+ *     k_res + (h * block_size + slot) * head_dim           (floats)
+ *
+ * (the newest, partly filled block of a sequence whose format takes its
+ * scale from a whole block; kv_paged.c).
+ */
+typedef struct kvl_kvq_view {
+    const uint8_t *k, *v;             /* layer bases of the K and V chunk arrays */
+    size_t k_head_stride, v_head_stride; /* bytes from one KV head to the next */
+    size_t k_chunk, v_chunk;          /* bytes of one chunk (one block of one head) */
+    kvl_kvq_codec k_codec, v_codec;
+    const uint32_t *blocks;           /* (ceil(n_ctx / block_size)) */
+    int32_t block_size, n_heads, n_kv_heads, head_dim;
+    int32_t res_block;                /* logical block held in the residual; -1: none */
+    const float *k_res, *v_res;       /* (n_kv_heads, block_size, head_dim) or NULL */
+} kvl_kvq_view;
+
+/*
+ * Attention over any format, fused: scores and the weighted sum of V read
+ * the chunks through the kv_kern kernels (decoding in registers), with an
+ * online softmax per query head (running max and sum, rescaled per tile of
+ * rows), and the heads of one GQA group processed together so that each
+ * row is decoded once per group. Same contract as kvl_kv_attend_f32 but
+ * needs no scratch. A NaN in a score or in V makes that head's output NaN.
+ * ref selects the scalar reference kernels (tests).
+ */
+void kvl_kv_attend_q(const kvl_kvq_view *view, int32_t n_ctx, const float *q, float *out,
+                     int32_t h0, int32_t h1, float scale, bool ref);
 
 #endif

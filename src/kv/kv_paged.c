@@ -1,6 +1,9 @@
 /*
- * kv_paged: the paged f32 KV store. A block pool (block_pool.c) plus one
- * block table per sequence slot (block_table.c), exposed as kvl_kv_iface.
+ * kv_paged: the paged KV store, every format. A block pool (block_pool.c)
+ * plus one block table per sequence slot (block_table.c), exposed as
+ * kvl_kv_iface; quantized formats are encoded by kv_codec.c and read by the
+ * fused kernels through kvl_kv_attend_q; f32/f32 keeps kvl_kv_attend_f32
+ * (bit-identical to the contiguous store).
  *
  * Where a value lives: K element d of KV head h, layer l, position p of
  * sequence s is at
@@ -14,8 +17,17 @@
  * k_head_bytes / 4, head_stride = region.head_stride / 4. Attention passes
  * the table itself as the block list: no gather, no copy.
  *
+ * With a residual (kv_paged.h), K of head h, layer l, slot i of the newest
+ * block of seq s lives instead at
+ *
+ *     res_k + (((s * n_layers + l) * n_kv_heads + h) * bs + i) * head_dim
+ *
  * Invariants:
  *   - every table satisfies block_table.h's invariant against the one pool;
+ *   - res_start[s][l] is a multiple of bs, <= the sequence length rounded
+ *     down to bs... except while reserved positions are not yet stored; the
+ *     blocks below it hold quantized data, the one at it lives in the
+ *     residual for the deferred roles;
  *   - store() writes only blocks with count 1 (KVL_ASSERT): a shared block
  *     is never written in place, which is what copy-on-write guarantees;
  *   - n_copied counts the copies made by reserve.
@@ -27,6 +39,7 @@
 #include "kv/kv_paged.h"
 
 #include "kv/kv_attn.h"
+#include "kv/kv_codec.h"
 
 #include <stdlib.h>
 
@@ -38,13 +51,32 @@ struct kvl_kv_paged {
     int32_t max_seqs, max_ctx;
     kvl_block_table *tables; /* (max_seqs) */
     int64_t n_copied;
+    kvl_kvq_codec k_codec, v_codec;
+    bool k_def, v_def;   /* role kept in the residual until its block is full */
+    float *res_k, *res_v; /* (max_seqs, n_layers, n_kv_heads, bs, head_dim) or NULL */
+    int32_t *res_start;  /* (max_seqs, n_layers) first position in the residual */
+    size_t res_seq_floats; /* floats of one role's residual of one slot */
+    size_t residual_bytes;
 };
+
+static float *res_ptr(const kvl_kv_paged *kv, float *base, int32_t seq, int32_t layer,
+                      int32_t h) {
+    const size_t bs = (size_t)kv->lay.block_size, hd = (size_t)kv->lay.head_dim;
+    return base + (((size_t)seq * (size_t)kv->lay.n_layers + (size_t)layer) *
+                       (size_t)kv->lay.n_kv_heads + (size_t)h) * bs * hd;
+}
 
 kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *params,
                              kvl_kv_paged **out, kvl_error *err) {
     if (!params)
         return kvl_errorf(err, KVL_E_INVALID, "kv paged: params is NULL");
-    int32_t bs = params->block_size ? params->block_size : 16;
+    if (!kvl_kv_format_get(params->k_fmt) || !kvl_kv_format_get(params->v_fmt))
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "kv paged: k_fmt %d / v_fmt %d: a format id is not in [0, %d) (%s)",
+                          (int)params->k_fmt, (int)params->v_fmt, KVL_KV_FMT_COUNT,
+                          kvl_kv_format_names());
+    int32_t bs = params->block_size ? params->block_size
+                                    : kvl_plan_default_block_size(params->k_fmt, params->v_fmt);
     if (params->max_seqs < 1 || params->max_seqs > KVL_KV_MAX_SEQS)
         return kvl_errorf(err, KVL_E_INVALID, "kv paged: max_seqs %d not in [1, %d]",
                           (int)params->max_seqs, KVL_KV_MAX_SEQS);
@@ -52,18 +84,39 @@ kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *p
         return kvl_errorf(err, KVL_E_INVALID, "kv paged: max_ctx %d not in [1, %d]",
                           (int)params->max_ctx, KVL_MAX_CTX);
     kvl_kv_capacity cap;
-    kvl_status st = kvl_kv_capacity_compute(hp, bs, params->budget, params->max_ctx, &cap, err);
+    kvl_status st = kvl_kv_capacity_compute_fmt(hp, bs, params->k_fmt, params->v_fmt,
+                                                params->budget, params->max_ctx, &cap, err);
     if (st != KVL_OK)
         return st;
     kvl_block_layout lay;
-    st = kvl_block_layout_init(hp, bs, &lay, err);
+    st = kvl_block_layout_init_fmt(hp, bs, params->k_fmt, params->v_fmt, &lay, err);
     if (st != KVL_OK)
         return st;
+    const kvl_kvq_codec kc = kvl_kv_codec_for(params->k_fmt, KVL_KV_ROLE_K);
+    const kvl_kvq_codec vc = kvl_kv_codec_for(params->v_fmt, KVL_KV_ROLE_V);
+    const bool k_def = kvl_kv_codec_deferred(kc), v_def = kvl_kv_codec_deferred(vc);
+    size_t res_floats = 0, res_all = 0, res_bytes = 0;
+    if (k_def || v_def) {
+        /* bounded by the shape limits per slot; the slot count makes it big */
+        res_floats = (size_t)lay.n_layers * (size_t)lay.n_kv_heads * (size_t)bs *
+                     (size_t)lay.head_dim;
+        if (kvl_mul_overflow(res_floats, (size_t)params->max_seqs, &res_all) ||
+            kvl_mul_overflow(res_all, sizeof(float) * (size_t)(k_def + v_def), &res_bytes))
+            return kvl_errorf(err, KVL_E_LIMIT,
+                              "kv paged: residual of %d slots x %zu floats overflows size_t",
+                              (int)params->max_seqs, res_floats);
+    }
 
     kvl_kv_paged *kv = calloc(1, sizeof *kv);
     if (!kv)
         return kvl_errorf(err, KVL_E_NOMEM, "kv paged: cannot allocate the handle");
     kv->lay = lay;
+    kv->k_codec = kc;
+    kv->v_codec = vc;
+    kv->k_def = k_def;
+    kv->v_def = v_def;
+    kv->res_seq_floats = res_floats;
+    kv->residual_bytes = res_bytes;
     kv->n_heads = (int32_t)hp->n_heads;
     kv->max_seqs = params->max_seqs;
     kv->max_ctx = params->max_ctx;
@@ -89,6 +142,20 @@ kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *p
     for (int32_t l = 0; l < lay.n_layers; l++)
         for (int v = 0; v < 2; v++)
             kv->regions[l * 2 + v] = kvl_block_pool_region(kv->pool, l, v == 1);
+    if (k_def || v_def) {
+        kv->res_start = calloc((size_t)kv->max_seqs * (size_t)lay.n_layers, sizeof(int32_t));
+        if (k_def)
+            kv->res_k = calloc(res_all, sizeof(float));
+        if (v_def)
+            kv->res_v = calloc(res_all, sizeof(float));
+        if (!kv->res_start || (k_def && !kv->res_k) || (v_def && !kv->res_v)) {
+            kvl_kv_paged_free(kv);
+            return kvl_errorf(err, KVL_E_NOMEM,
+                              "kv paged: cannot allocate the f32 residual: %zu bytes for %d "
+                              "slots of block_size %d",
+                              res_bytes, (int)params->max_seqs, (int)bs);
+        }
+    }
     *out = kv;
     return KVL_OK;
 }
@@ -103,6 +170,9 @@ void kvl_kv_paged_free(kvl_kv_paged *kv) {
     }
     free(kv->tables);
     free(kv->regions);
+    free(kv->res_k);
+    free(kv->res_v);
+    free(kv->res_start);
     kvl_block_pool_free(kv->pool);
     free(kv);
 }
@@ -116,17 +186,53 @@ static void paged_store(void *ctx, int32_t layer, int32_t seq, int32_t pos, cons
     KVL_ASSERT(layer >= 0 && layer < kv->lay.n_layers);
     const kvl_block_table *t = &kv->tables[seq];
     KVL_ASSERT(pos >= 0 && pos < t->n_tokens);
-    const int32_t bs = kv->lay.block_size, hd = kv->lay.head_dim;
+    const int32_t bs = kv->lay.block_size, hd = kv->lay.head_dim, H = kv->lay.n_kv_heads;
     uint32_t id = t->ids[pos / bs];
     KVL_ASSERT(kvl_block_pool_refcount(kv->pool, id) == 1);
     const kvl_block_region *rk = &kv->regions[layer * 2], *rv = &kv->regions[layer * 2 + 1];
-    size_t slot = (size_t)(pos % bs) * (size_t)hd * sizeof(float);
-    size_t row = (size_t)hd * sizeof(float);
-    uint8_t *kc = rk->base + (size_t)id * rk->chunk_bytes + slot;
-    uint8_t *vc = rv->base + (size_t)id * rv->chunk_bytes + slot;
-    for (int32_t h = 0; h < kv->lay.n_kv_heads; h++) {
-        memcpy(kc + (size_t)h * rk->head_stride, k + (size_t)h * hd, row);
-        memcpy(vc + (size_t)h * rv->head_stride, v + (size_t)h * hd, row);
+    const int32_t slot = pos % bs;
+    if (kv->k_codec == KVL_KVQ_F32 && kv->v_codec == KVL_KVQ_F32) {
+        size_t off = (size_t)slot * (size_t)hd * sizeof(float);
+        size_t row = (size_t)hd * sizeof(float);
+        uint8_t *kc = rk->base + (size_t)id * rk->chunk_bytes + off;
+        uint8_t *vc = rv->base + (size_t)id * rv->chunk_bytes + off;
+        for (int32_t h = 0; h < H; h++) {
+            memcpy(kc + (size_t)h * rk->head_stride, k + (size_t)h * hd, row);
+            memcpy(vc + (size_t)h * rv->head_stride, v + (size_t)h * hd, row);
+        }
+        return;
+    }
+    int32_t *rs = kv->res_start ? &kv->res_start[(size_t)seq * kv->lay.n_layers + layer] : NULL;
+    if (rs) /* positions of a block arrive in order (kv_paged.h) */
+        KVL_ASSERT(pos >= *rs && pos - *rs < bs);
+    for (int32_t h = 0; h < H; h++) {
+        uint8_t *kc = rk->base + (size_t)h * rk->head_stride + (size_t)id * rk->chunk_bytes;
+        uint8_t *vc = rv->base + (size_t)h * rv->head_stride + (size_t)id * rv->chunk_bytes;
+        if (kv->k_def)
+            memcpy(res_ptr(kv, kv->res_k, seq, layer, h) + (size_t)slot * hd, k + (size_t)h * hd,
+                   (size_t)hd * sizeof(float));
+        else
+            kvl_kv_encode_row(kv->k_codec, kc, bs, hd, slot, k + (size_t)h * hd);
+        if (kv->v_def)
+            memcpy(res_ptr(kv, kv->res_v, seq, layer, h) + (size_t)slot * hd, v + (size_t)h * hd,
+                   (size_t)hd * sizeof(float));
+        else
+            kvl_kv_encode_row(kv->v_codec, vc, bs, hd, slot, v + (size_t)h * hd);
+    }
+    if (rs && slot == bs - 1) { /* the block is full: quantize it once */
+        for (int32_t h = 0; h < H; h++) {
+            if (kv->k_def)
+                kvl_kv_encode_block(kv->k_codec,
+                                    rk->base + (size_t)h * rk->head_stride +
+                                        (size_t)id * rk->chunk_bytes,
+                                    bs, hd, res_ptr(kv, kv->res_k, seq, layer, h), bs);
+            if (kv->v_def)
+                kvl_kv_encode_block(kv->v_codec,
+                                    rv->base + (size_t)h * rv->head_stride +
+                                        (size_t)id * rv->chunk_bytes,
+                                    bs, hd, res_ptr(kv, kv->res_v, seq, layer, h), bs);
+        }
+        *rs += bs;
     }
 }
 
@@ -139,19 +245,48 @@ static void paged_attend(void *ctx, int32_t layer, int32_t seq, int32_t n_ctx, c
     const kvl_block_table *t = &kv->tables[seq];
     KVL_ASSERT(n_ctx <= t->n_tokens);
     const kvl_block_region *rk = &kv->regions[layer * 2], *rv = &kv->regions[layer * 2 + 1];
-    /* f32: K and V chunks and arrays have the same sizes */
-    kvl_kv_view view = {
-        .k = (const float *)rk->base,
-        .v = (const float *)rv->base,
+    if (kv->k_codec == KVL_KVQ_F32 && kv->v_codec == KVL_KVQ_F32) {
+        /* f32: K and V chunks and arrays have the same sizes */
+        kvl_kv_view view = {
+            .k = (const float *)rk->base,
+            .v = (const float *)rv->base,
+            .blocks = t->ids,
+            .block_stride = (int64_t)(rk->chunk_bytes / sizeof(float)),
+            .head_stride = (int64_t)(rk->head_stride / sizeof(float)),
+            .block_size = kv->lay.block_size,
+            .n_heads = kv->n_heads,
+            .n_kv_heads = kv->lay.n_kv_heads,
+            .head_dim = kv->lay.head_dim,
+        };
+        kvl_kv_attend_f32(&view, n_ctx, q, out, h0, h1, scale, scratch);
+        return;
+    }
+    kvl_kvq_view view = {
+        .k = rk->base,
+        .v = rv->base,
+        .k_head_stride = rk->head_stride,
+        .v_head_stride = rv->head_stride,
+        .k_chunk = rk->chunk_bytes,
+        .v_chunk = rv->chunk_bytes,
+        .k_codec = kv->k_codec,
+        .v_codec = kv->v_codec,
         .blocks = t->ids,
-        .block_stride = (int64_t)(rk->chunk_bytes / sizeof(float)),
-        .head_stride = (int64_t)(rk->head_stride / sizeof(float)),
         .block_size = kv->lay.block_size,
         .n_heads = kv->n_heads,
         .n_kv_heads = kv->lay.n_kv_heads,
         .head_dim = kv->lay.head_dim,
+        .res_block = -1,
     };
-    kvl_kv_attend_f32(&view, n_ctx, q, out, h0, h1, scale, scratch);
+    if (kv->res_start) {
+        int32_t rs = kv->res_start[(size_t)seq * kv->lay.n_layers + layer];
+        KVL_ASSERT(n_ctx - rs <= kv->lay.block_size);
+        if (n_ctx > rs) {
+            view.res_block = rs / kv->lay.block_size;
+            view.k_res = kv->k_def ? res_ptr(kv, kv->res_k, seq, layer, 0) : NULL;
+            view.v_res = kv->v_def ? res_ptr(kv, kv->res_v, seq, layer, 0) : NULL;
+        }
+    }
+    kvl_kv_attend_q(&view, n_ctx, q, out, h0, h1, scale, false);
 }
 
 kvl_kv_iface kvl_kv_paged_iface(kvl_kv_paged *kv) {
@@ -269,7 +404,46 @@ kvl_status kvl_kv_paged_fork(kvl_kv_paged *kv, int32_t src, int32_t dst, kvl_err
         return kvl_errorf(err, KVL_E_INVALID,
                           "kv paged fork: dst seq %d holds %d tokens, not 0 (release it first)",
                           (int)dst, (int)kv->tables[dst].n_tokens);
-    return kvl_block_table_fork(&kv->tables[dst], &kv->tables[src], kv->pool, err);
+    st = kvl_block_table_fork(&kv->tables[dst], &kv->tables[src], kv->pool, err);
+    if (st != KVL_OK || !kv->res_start)
+        return st;
+    const size_t L = (size_t)kv->lay.n_layers;
+    memcpy(&kv->res_start[(size_t)dst * L], &kv->res_start[(size_t)src * L], L * sizeof(int32_t));
+    if (kv->res_k)
+        memcpy(res_ptr(kv, kv->res_k, dst, 0, 0), res_ptr(kv, kv->res_k, src, 0, 0),
+               kv->res_seq_floats * sizeof(float));
+    if (kv->res_v)
+        memcpy(res_ptr(kv, kv->res_v, dst, 0, 0), res_ptr(kv, kv->res_v, src, 0, 0),
+               kv->res_seq_floats * sizeof(float));
+    return KVL_OK;
+}
+
+/* After truncating seq to n tokens: the residual starts at the block of n;
+ * if that block was already quantized, its kept rows are decoded back into
+ * the residual (they were rounded once already; the next flush rounds them
+ * again with the new block's scale). */
+static void residual_truncate(kvl_kv_paged *kv, int32_t seq, int32_t n) {
+    const int32_t bs = kv->lay.block_size, hd = kv->lay.head_dim;
+    const int32_t nb = n / bs * bs;
+    const kvl_block_table *t = &kv->tables[seq];
+    for (int32_t l = 0; l < kv->lay.n_layers; l++) {
+        int32_t *rs = &kv->res_start[(size_t)seq * kv->lay.n_layers + l];
+        if (*rs <= nb)
+            continue;
+        *rs = nb;
+        if (n == nb)
+            continue;
+        uint32_t id = t->ids[nb / bs];
+        for (int32_t h = 0; h < kv->lay.n_kv_heads; h++)
+            for (int32_t r = 0; r < n - nb; r++) {
+                if (kv->k_def)
+                    kvl_kvq_decode_row(kv->k_codec, kvl_block_pool_chunk(kv->pool, id, l, false, h),
+                                       bs, hd, r, res_ptr(kv, kv->res_k, seq, l, h) + (size_t)r * hd);
+                if (kv->v_def)
+                    kvl_kvq_decode_row(kv->v_codec, kvl_block_pool_chunk(kv->pool, id, l, true, h),
+                                       bs, hd, r, res_ptr(kv, kv->res_v, seq, l, h) + (size_t)r * hd);
+            }
+    }
 }
 
 kvl_status kvl_kv_paged_truncate(kvl_kv_paged *kv, int32_t seq, int32_t n_tokens,
@@ -277,7 +451,10 @@ kvl_status kvl_kv_paged_truncate(kvl_kv_paged *kv, int32_t seq, int32_t n_tokens
     kvl_status st = check_seq(kv, "truncate", seq, err);
     if (st != KVL_OK)
         return st;
-    return kvl_block_table_truncate(&kv->tables[seq], kv->pool, n_tokens, err);
+    st = kvl_block_table_truncate(&kv->tables[seq], kv->pool, n_tokens, err);
+    if (st == KVL_OK && kv->res_start)
+        residual_truncate(kv, seq, n_tokens);
+    return st;
 }
 
 kvl_status kvl_kv_paged_release(kvl_kv_paged *kv, int32_t seq, kvl_error *err) {
@@ -285,6 +462,9 @@ kvl_status kvl_kv_paged_release(kvl_kv_paged *kv, int32_t seq, kvl_error *err) {
     if (st != KVL_OK)
         return st;
     kvl_block_table_release(&kv->tables[seq], kv->pool);
+    if (kv->res_start)
+        for (int32_t l = 0; l < kv->lay.n_layers; l++)
+            kv->res_start[(size_t)seq * kv->lay.n_layers + l] = 0;
     return KVL_OK;
 }
 
@@ -299,6 +479,7 @@ const kvl_block_table *kvl_kv_paged_table(const kvl_kv_paged *kv, int32_t seq) {
 }
 
 kvl_block_pool *kvl_kv_paged_pool(kvl_kv_paged *kv) { return kv->pool; }
+const kvl_block_layout *kvl_kv_paged_layout(const kvl_kv_paged *kv) { return &kv->lay; }
 
 /* ---- accounting ---- */
 
@@ -319,6 +500,11 @@ kvl_status kvl_kv_paged_seq_stats_get(const kvl_kv_paged *kv, int32_t seq, kvl_k
     s.bytes_own = (size_t)s.n_blocks_own * bb;
     s.bytes_shared = (size_t)s.n_blocks_shared * bb;
     s.n_slots_frag = (int64_t)s.n_blocks * kv->lay.block_size - s.n_tokens;
+    s.residual_bytes = kv->max_seqs ? kv->residual_bytes / (size_t)kv->max_seqs : 0;
+    if (kv->res_start) {
+        int32_t r = t->n_tokens - kv->res_start[(size_t)seq * kv->lay.n_layers];
+        s.n_residual = r > 0 ? r : 0;
+    }
     *out = s;
     return KVL_OK;
 }
@@ -335,5 +521,6 @@ void kvl_kv_paged_stats_get(const kvl_kv_paged *kv, kvl_kv_paged_stats *out) {
     s.bytes_logical = (size_t)s.n_blocks_logical * kv->lay.block_bytes;
     s.bytes_saved = s.bytes_logical - s.pool.bytes_used;
     s.n_blocks_copied = kv->n_copied;
+    s.residual_bytes = kv->residual_bytes;
     *out = s;
 }

@@ -21,6 +21,23 @@
  *     kvl_kv_paged_release(kv, 1, &err);  // sequence finished
  *
  * Sequence ids are slots in [0, max_seqs); a slot is empty at length 0.
+ *
+ * Quantized formats (k_fmt, v_fmt; docs/kv_formats.md). Formats whose
+ * scale covers a whole block (fp8, int4 K) and int4 V (KIVI) keep the
+ * newest, partly filled block of each sequence in an f32 residual, one per
+ * sequence slot, allocated at init (residual_bytes in the stats, outside
+ * the block budget); when store() writes the block's last slot, the block
+ * is quantized once, with scales from its data, into its pool chunk:
+ *
+ *   seq s, layer l:  positions [0, res_start)   in pool blocks (quantized)
+ *                    positions [res_start, len) in the residual (f32),
+ *                    res_start a multiple of block_size, len - res_start <= block_size
+ *
+ * store() must therefore see the positions of one block in increasing
+ * order (the forward pass does: batch order within a sequence). f32, f16,
+ * bf16 and int8 are written in place, token by token, with no residual.
+ * fork() copies the residual with the table; truncate() into a block that
+ * was already quantized decodes its kept rows back into the residual.
  */
 #ifndef KVL_KV_PAGED_H
 #define KVL_KV_PAGED_H
@@ -31,9 +48,12 @@
 
 typedef struct kvl_kv_paged_params {
     size_t budget;      /* bytes of KV memory (--kv-mem) */
-    int32_t block_size; /* positions per block (--block-size); 0 means 16 */
+    int32_t block_size; /* positions per block (--block-size); 0 means
+                           kvl_plan_default_block_size(k_fmt, v_fmt): 64 for
+                           int4 K, else 16 */
     int32_t max_seqs;   /* sequence slots */
     int32_t max_ctx;    /* most positions of one sequence */
+    kvl_kv_format k_fmt, v_fmt; /* storage formats (--kv-type-k/-v); 0 = f32 */
 } kvl_kv_paged_params;
 
 typedef struct kvl_kv_paged kvl_kv_paged;
@@ -46,6 +66,8 @@ typedef struct kvl_kv_seq_stats {
     uint32_t n_blocks_shared; /* count > 1 */
     size_t bytes, bytes_own, bytes_shared; /* the same, times block_bytes */
     int64_t n_slots_frag;     /* n_blocks * block_size - n_tokens */
+    size_t residual_bytes;    /* this slot's f32 residual (fixed; 0 without one) */
+    int32_t n_residual;       /* positions of layer 0 now held in the residual */
 } kvl_kv_seq_stats;
 
 /* The whole cache. */
@@ -57,6 +79,8 @@ typedef struct kvl_kv_paged_stats {
     size_t bytes_logical;    /* n_blocks_logical * block_bytes (N independent copies) */
     size_t bytes_saved;      /* bytes_logical - pool.bytes_used */
     int64_t n_blocks_copied; /* copy-on-write copies since init */
+    size_t residual_bytes;   /* f32 residuals of all max_seqs slots (allocated at init,
+                                outside the block budget); 0 when no format needs one */
 } kvl_kv_paged_stats;
 
 /* Create the pool (budget / block_bytes blocks) and max_seqs empty tables.
@@ -99,6 +123,7 @@ int32_t kvl_kv_paged_max_ctx(const kvl_kv_paged *kv);
 /* The block table of seq (read only; NULL for a bad seq). */
 const kvl_block_table *kvl_kv_paged_table(const kvl_kv_paged *kv, int32_t seq);
 kvl_block_pool *kvl_kv_paged_pool(kvl_kv_paged *kv);
+const kvl_block_layout *kvl_kv_paged_layout(const kvl_kv_paged *kv);
 
 kvl_status kvl_kv_paged_seq_stats_get(const kvl_kv_paged *kv, int32_t seq, kvl_kv_seq_stats *out,
                                   kvl_error *err);

@@ -1,0 +1,116 @@
+/*
+ * kv_kern: the bytes of one KV chunk in every storage format, and the fused
+ * attention kernels that read them (dequantizing in registers; no
+ * dequantized copy of the cache is ever made).
+ *
+ * A chunk is one (layer, K or V, KV head, block): bs token rows of hd
+ * elements, then that chunk's scales. Its size is exactly the planner's
+ * kvl_plan_kv_head_block_bytes for the matching format and role (tested).
+ *
+ *   F32   | bs*hd f32                                                     |
+ *   F16   | bs*hd f16 (IEEE half)                                         |
+ *   BF16  | bs*hd bf16                                                    |
+ *   E4M3  | bs*hd fp8 e4m3 codes                     | f32 s (unaligned)  |
+ *   E5M2  | bs*hd fp8 e5m2 codes                     | f32 s              |
+ *   I8    | bs*hd int8 codes                         | bs bf16 scales     |
+ *   I4C   | ceil(bs*hd/2) nibbles  | hd bf16 scales | hd bf16 zeros       |   keys, per channel
+ *   I4T   | ceil(bs*hd/2) nibbles  | bs bf16 scales | bs bf16 zeros       |   values, per token
+ *
+ *   element e = row * hd + d; int4 element e is the low nibble of byte e/2
+ *   when e is even, the high nibble when odd (packed across rows, so odd hd
+ *   wastes nothing and the size is the planner's ceil(bs*hd*bits/8)).
+ *
+ * What one element decodes to (the SAME float in the scalar reference and
+ * in every SIMD path, so they differ only in the order of the sums):
+ *
+ *   F16   fp16(h)                       BF16  bf16(h)
+ *   E5M2  fp16(b << 8) * s              (e5m2 is the top byte of a half)
+ *   E4M3  fp16(((b & 0x7f) << 7) | ((b & 0x80) << 8)) * (s * 256)
+ *         (e4m3 moved into a half's bits is the value / 256; the code
+ *          0x7f / 0xff, NaN in the OCP spec, is never written and reads 480)
+ *   I8    (float)n * s_row              (n in [-127, 127])
+ *   I4C   fmaf(s_d, n, z_d)             (n in [0, 15], channel d)
+ *   I4T   fmaf(s_row, n, z_row)
+ *
+ * A NaN scale (what the encoder writes for a group holding NaN or inf)
+ * makes the group decode to NaN.
+ */
+#ifndef KVL_KV_KERN_H
+#define KVL_KV_KERN_H
+
+#include "core/core.h"
+
+typedef enum kvl_kvq_codec {
+    KVL_KVQ_F32 = 0,
+    KVL_KVQ_F16,
+    KVL_KVQ_BF16,
+    KVL_KVQ_E4M3,
+    KVL_KVQ_E5M2,
+    KVL_KVQ_I8,
+    KVL_KVQ_I4C, /* int4, scale + zero per channel over the chunk's rows (keys) */
+    KVL_KVQ_I4T, /* int4, scale + zero per row (values) */
+    KVL_KVQ_COUNT
+} kvl_kvq_codec;
+
+const char *kvl_kvq_codec_name(kvl_kvq_codec c);
+/* Bytes of the element data of one chunk (before its scales). */
+size_t kvl_kvq_data_bytes(kvl_kvq_codec c, int32_t bs, int32_t hd);
+/* Bytes of one whole chunk. */
+size_t kvl_kvq_chunk_bytes(kvl_kvq_codec c, int32_t bs, int32_t hd);
+
+/* Decode row r of a chunk into hd floats (the reference decoder). */
+void kvl_kvq_decode_row(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd,
+                        int32_t r, float *out);
+
+/*
+ * The two fused kernels, for n_q query heads that share one KV head:
+ *
+ *   scores: S[g * s_stride + (i - r0)] = dot(q + g * hd, row i)
+ *   accum:  acc[g * hd + d] += sum_i W[g * w_stride + (i - r0)] * row_i[d]
+ *
+ * for rows i in [r0, r1) of the chunk. Each row is decoded once (in
+ * registers in the SIMD paths) and used for all n_q heads: a GQA group
+ * pays the decode once.
+ */
+typedef void (*kvl_kvq_scores_fn)(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,
+                                  int32_t r1, const float *q, int32_t n_q, float *S,
+                                  int32_t s_stride);
+typedef void (*kvl_kvq_accum_fn)(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,
+                                 int32_t r1, const float *W, int32_t w_stride, int32_t n_q,
+                                 float *acc);
+
+typedef struct kvl_kvq_ops {
+    kvl_kvq_scores_fn scores;
+    kvl_kvq_accum_fn accum;
+} kvl_kvq_ops;
+
+/* The scalar reference. */
+kvl_kvq_ops kvl_kvq_ops_ref(kvl_kvq_codec c);
+/* The fastest kernels for the active ISA (kvl_isa_active) and this head_dim
+ * (SIMD paths need hd % 8 == 0 for AVX2, hd % 16 == 0 for AVX-512; other
+ * head sizes get the reference). */
+kvl_kvq_ops kvl_kvq_ops_get(kvl_kvq_codec c, int32_t hd);
+
+/* ISA entry points (kv_kern_avx2.c, kv_kern_avx512.c); NULL members where a
+ * codec has no fast path. */
+kvl_kvq_ops kvl_kvq_ops_avx2(kvl_kvq_codec c);
+kvl_kvq_ops kvl_kvq_ops_avx512(kvl_kvq_codec c);
+
+/* bf16 bits of the smallest bf16 >= x (x finite, >= 0), and of the largest
+ * bf16 <= x (x finite). Used by the encoders so that the stored scale and
+ * zero point bracket the data. */
+uint16_t kvl_kvq_bf16_up(float x);
+uint16_t kvl_kvq_bf16_down(float x);
+
+static inline float kvl_kvq_rd_f32(const uint8_t *p) {
+    float f;
+    memcpy(&f, p, 4);
+    return f;
+}
+static inline uint16_t kvl_kvq_rd_u16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+}
+
+#endif

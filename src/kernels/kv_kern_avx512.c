@@ -1,0 +1,222 @@
+/*
+ * kv_kern_avx512.c: the fused KV attention kernels (kv_kern.h) with 16 f32
+ * lanes. Compiled with AVX-512 flags; called only when kvl_isa_active() is
+ * AVX-512 and head_dim % 16 == 0.
+ *
+ * Each 16-element piece of a row is decoded in a register with the formula
+ * of kv_kern.h (same floats as the reference), then used for up to NG = 8
+ * query heads of one GQA group:
+ *
+ *   scores: for each row i: 8 accumulators += piece(i, j) * q_g[j], then
+ *           one horizontal sum per head;
+ *   accum:  for each 16-column piece j: 8 accumulators (acc_g[j]) stay in
+ *           registers while rows r0..r1 stream past: acc_g += w_g,i * piece.
+ *
+ * A pass over fewer than 8 heads repeats head 0 in the spare lanes of the
+ * unrolled loop and discards them (reads only; nothing is stored for them).
+ *
+ * Must not: allocate; read outside the chunk; store to heads >= n_q.
+ */
+#if defined(__x86_64__)
+#include "kernels/kv_kern.h"
+
+#include <immintrin.h>
+
+#define NG 8
+
+typedef struct {
+    const uint8_t *data;
+    const uint8_t *sc; /* scales (and zeros) after the data */
+    int32_t bs, hd;
+    float s; /* per-chunk scale (fp8; e4m3 with the 256 folded in) */
+} dec_ctx;
+
+static inline dec_ctx dec_init(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd) {
+    dec_ctx x = {.data = chunk, .bs = bs, .hd = hd, .s = 1.0f};
+    x.sc = chunk + kvl_kvq_data_bytes(c, bs, hd);
+    if (c == KVL_KVQ_E4M3)
+        x.s = kvl_kvq_rd_f32(x.sc) * 256.0f;
+    else if (c == KVL_KVQ_E5M2)
+        x.s = kvl_kvq_rd_f32(x.sc);
+    return x;
+}
+
+static inline float bf(const uint8_t *p) { return kvl_bf16_to_f32(kvl_kvq_rd_u16(p)); }
+
+/* Per-row constants: the row scale and zero (i8, i4t). */
+typedef struct {
+    __m512 s, z;
+} row_ctx;
+
+static inline row_ctx row_init(kvl_kvq_codec c, const dec_ctx *x, int32_t i) {
+    row_ctx r = {_mm512_set1_ps(x->s), _mm512_setzero_ps()};
+    if (c == KVL_KVQ_I8) {
+        r.s = _mm512_set1_ps(bf(x->sc + (size_t)i * 2));
+    } else if (c == KVL_KVQ_I4T) {
+        r.s = _mm512_set1_ps(bf(x->sc + (size_t)i * 2));
+        r.z = _mm512_set1_ps(bf(x->sc + ((size_t)x->bs + (size_t)i) * 2));
+    }
+    return r;
+}
+
+static inline __m512 bf16x16(const uint8_t *p) {
+    __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+
+/* 16 nibbles starting at even element e: 8 bytes, low nibble first. */
+static inline __m512 nib16(const uint8_t *data, size_t e) {
+    __m128i b = _mm_loadl_epi64((const __m128i *)(data + e / 2));
+    __m128i m = _mm_set1_epi8(0x0f);
+    __m128i lo = _mm_and_si128(b, m);
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
+}
+
+/* Columns [16j, 16j + 16) of row i. */
+static inline __m512 piece(kvl_kvq_codec c, const dec_ctx *x, const row_ctx *r, int32_t i,
+                           int32_t j) {
+    const size_t e = (size_t)i * (size_t)x->hd + (size_t)j * 16;
+    switch (c) {
+    case KVL_KVQ_F32: return _mm512_loadu_ps((const float *)(x->data + e * 4));
+    case KVL_KVQ_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x->data + e * 2)));
+    case KVL_KVQ_BF16: return bf16x16(x->data + e * 2);
+    case KVL_KVQ_E5M2: {
+        __m256i h = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x->data + e)));
+        return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_slli_epi16(h, 8)), r->s);
+    }
+    case KVL_KVQ_E4M3: {
+        __m256i h = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x->data + e)));
+        __m256i mag = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x7f)), 7);
+        __m256i sgn = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x80)), 8);
+        return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_or_si256(mag, sgn)), r->s);
+    }
+    case KVL_KVQ_I8: {
+        __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(x->data + e)));
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(v), r->s);
+    }
+    case KVL_KVQ_I4C: {
+        __m512 s = bf16x16(x->sc + (size_t)j * 32);
+        __m512 z = bf16x16(x->sc + ((size_t)x->hd + (size_t)j * 16) * 2);
+        return _mm512_fmadd_ps(s, nib16(x->data, e), z);
+    }
+    case KVL_KVQ_I4T: return _mm512_fmadd_ps(r->s, nib16(x->data, e), r->z);
+    default: return _mm512_setzero_ps();
+    }
+}
+
+static inline __attribute__((always_inline)) void
+scores_pass(kvl_kvq_codec c, const dec_ctx *x, int32_t r0, int32_t r1, const float *q,
+            int32_t n_q, float *S, int32_t s_stride, int ng) {
+    const int32_t hd = x->hd, nj = hd / 16;
+    for (int32_t i = r0; i < r1; i++) {
+        row_ctx r = row_init(c, x, i);
+        __m512 acc[NG];
+        for (int g = 0; g < ng; g++)
+            acc[g] = _mm512_setzero_ps();
+        for (int32_t j = 0; j < nj; j++) {
+            __m512 p = piece(c, x, &r, i, j);
+            for (int g = 0; g < ng; g++) {
+                const int gi = g < n_q ? g : 0;
+                acc[g] = _mm512_fmadd_ps(p, _mm512_loadu_ps(q + (int64_t)gi * hd + j * 16),
+                                         acc[g]);
+            }
+        }
+        for (int g = 0; g < ng; g++)
+            if (g < n_q)
+                S[(int64_t)g * s_stride + (i - r0)] = _mm512_reduce_add_ps(acc[g]);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+scores_tpl(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,
+           int32_t r1, const float *q, int32_t n_q, float *S, int32_t s_stride) {
+    dec_ctx x = dec_init(c, chunk, bs, hd);
+    for (int32_t g0 = 0; g0 < n_q;) {
+        int32_t rem = n_q - g0;
+        const float *qg = q + (int64_t)g0 * hd;
+        float *Sg = S + (int64_t)g0 * s_stride;
+        if (rem >= 2) {
+            scores_pass(c, &x, r0, r1, qg, rem < NG ? rem : NG, Sg, s_stride, NG);
+            g0 += rem < NG ? rem : NG;
+        } else {
+            scores_pass(c, &x, r0, r1, qg, 1, Sg, s_stride, 1);
+            g0 += 1;
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void
+accum_pass(kvl_kvq_codec c, const dec_ctx *x, int32_t r0, int32_t r1, const float *W,
+           int32_t w_stride, int32_t n_q, float *acc_out, int ng) {
+    const int32_t hd = x->hd, nj = hd / 16;
+    for (int32_t j = 0; j < nj; j++) {
+        __m512 acc[NG];
+        for (int g = 0; g < ng; g++) {
+            const int gi = g < n_q ? g : 0;
+            acc[g] = _mm512_loadu_ps(acc_out + (int64_t)gi * hd + j * 16);
+        }
+        for (int32_t i = r0; i < r1; i++) {
+            row_ctx r = row_init(c, x, i);
+            __m512 p = piece(c, x, &r, i, j);
+            for (int g = 0; g < ng; g++) {
+                const int gi = g < n_q ? g : 0;
+                acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(W[(int64_t)gi * w_stride + (i - r0)]),
+                                         p, acc[g]);
+            }
+        }
+        for (int g = 0; g < ng; g++)
+            if (g < n_q)
+                _mm512_storeu_ps(acc_out + (int64_t)g * hd + j * 16, acc[g]);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+accum_tpl(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0, int32_t r1,
+          const float *W, int32_t w_stride, int32_t n_q, float *acc) {
+    dec_ctx x = dec_init(c, chunk, bs, hd);
+    for (int32_t g0 = 0; g0 < n_q;) {
+        int32_t rem = n_q - g0;
+        const float *Wg = W + (int64_t)g0 * w_stride;
+        float *ag = acc + (int64_t)g0 * hd;
+        if (rem >= 2) {
+            accum_pass(c, &x, r0, r1, Wg, w_stride, rem < NG ? rem : NG, ag, NG);
+            g0 += rem < NG ? rem : NG;
+        } else {
+            accum_pass(c, &x, r0, r1, Wg, w_stride, 1, ag, 1);
+            g0 += 1;
+        }
+    }
+}
+
+#define DEF(codec, tag)                                                                        \
+    static void scores_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,        \
+                             int32_t r1, const float *q, int32_t n_q, float *S,               \
+                             int32_t s_stride) {                                               \
+        scores_tpl(codec, chunk, bs, hd, r0, r1, q, n_q, S, s_stride);                         \
+    }                                                                                          \
+    static void accum_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,         \
+                            int32_t r1, const float *W, int32_t w_stride, int32_t n_q,        \
+                            float *acc) {                                                      \
+        accum_tpl(codec, chunk, bs, hd, r0, r1, W, w_stride, n_q, acc);                        \
+    }
+DEF(KVL_KVQ_F32, f32)
+DEF(KVL_KVQ_F16, f16)
+DEF(KVL_KVQ_BF16, bf16)
+DEF(KVL_KVQ_E4M3, e4m3)
+DEF(KVL_KVQ_E5M2, e5m2)
+DEF(KVL_KVQ_I8, i8)
+DEF(KVL_KVQ_I4C, i4c)
+DEF(KVL_KVQ_I4T, i4t)
+#undef DEF
+
+kvl_kvq_ops kvl_kvq_ops_avx512(kvl_kvq_codec c) {
+    static const kvl_kvq_ops t[KVL_KVQ_COUNT] = {
+        {scores_f32, accum_f32},   {scores_f16, accum_f16},   {scores_bf16, accum_bf16},
+        {scores_e4m3, accum_e4m3}, {scores_e5m2, accum_e5m2}, {scores_i8, accum_i8},
+        {scores_i4c, accum_i4c},   {scores_i4t, accum_i4t},
+    };
+    kvl_kvq_ops none = {0};
+    return (int)c >= 0 && c < KVL_KVQ_COUNT ? t[c] : none;
+}
+#endif
