@@ -3,8 +3,10 @@
 #
 #   bench/run_bench.sh [--nlc DIR] [--models DIR] [--pairs N] [--threads N]
 #                      [--types "q8_0 f16"] [--groups "base deep batch"]
+#                      [--kvllm PATH]
 #
-# 1. builds kvllm (build-bench/) and bench/out/stream when missing;
+# 1. builds kvllm (build-bench/, unless --kvllm names a binary) and
+#    bench/out/stream when missing;
 # 2. writes TinyLlama-1.1B-shaped random GGUFs (Q8_0, F16) with
 #    `kvllm mkmodel` into --models (default bench/out/models) when missing;
 # 3. measures memory bandwidth (bench/stream.c) before, between and after;
@@ -34,6 +36,7 @@ pairs=3
 threads=$(nproc)
 types="q8_0 f16"
 groups="base deep batch"
+kvllm=
 
 die() { echo "run_bench.sh: $*" >&2; exit 2; }
 posint() {
@@ -49,7 +52,8 @@ while (($#)); do
     --threads) posint --threads "${2:-}" 1 1024; threads=$2; shift 2 ;;
     --types) types=${2:?--types needs a value}; shift 2 ;;
     --groups) groups=${2:?--groups needs a value}; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --kvllm) kvllm=${2:?--kvllm needs a value}; [[ -x $kvllm ]] || die "--kvllm: '$kvllm' is not an executable"; shift 2 ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown flag '$1' (see --help)" ;;
     esac
 done
@@ -60,7 +64,9 @@ for g in $groups; do
     case $g in base|deep|batch) ;; *) die "--groups: '$g' is not one of base deep batch" ;; esac
 done
 
-kvllm=$root/build-bench/kvllm
+if [[ -z $kvllm ]]; then
+    kvllm=$root/build-bench/kvllm
+fi
 if [[ ! -x $kvllm ]]; then
     echo "building kvllm in build-bench/ ..." >&2
     cmake -S "$root" -B "$root/build-bench" -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -85,7 +91,7 @@ t_start=$(date +%s)
     echo "date: $(date -Is)"
     echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus, $(free -g | awk '/Mem:/{print $2}') GiB"
     echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "kvllm: $(git -C "$root" rev-parse --short HEAD), $("$kvllm" --version)"
+    echo "kvllm: $kvllm ($("$kvllm" --version)); checkout $(git -C "$root" rev-parse --short HEAD)"
     echo "threads: $threads, pairs: $pairs, types: $types, groups: $groups"
     echo "llama.cpp: $([[ $have_llama = 1 ]] && echo "node-llama-cpp $(node -p "require('$nlc/node_modules/node-llama-cpp/package.json').version")" || echo absent)"
 } | tee "$run/machine.txt" >&2
