@@ -108,7 +108,7 @@ static inline __m256 piece(kvl_kvq_codec c, const dec_ctx *x, const row_ctx *r, 
         return _mm256_mul_ps(_mm256_cvtepi32_ps(v), r->s);
     }
     case KVL_KVQ_I4C: {
-        __m256 s = bf16x8(x->sc + (size_t)j * 8);
+        __m256 s = bf16x8(x->sc + (size_t)j * 8 * 2);
         __m256 z = bf16x8(x->sc + ((size_t)x->hd + (size_t)j * 8) * 2);
         return _mm256_fmadd_ps(s, nib8(x->data, e), z);
     }

@@ -116,6 +116,10 @@ static void encode_fp8(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd,
     float s = amax == 0.0 ? 1.0f : (float)(amax / fmax);
     if (s == 0.0f)
         s = FLT_TRUE_MIN;
+    /* a denormal scale has few bits: round it up until amax fits (no
+     * saturation), but never so far that fmax * s overflows */
+    while ((double)s * fmax < amax && (double)s * fmax <= (double)FLT_MAX)
+        s = nextafterf(s, INFINITY);
     while ((double)s * fmax > (double)FLT_MAX)
         s = nextafterf(s, 0.0f);
     wr_f32(chunk + db, s);
@@ -161,14 +165,25 @@ static void i4_params(double lo, double hi, uint16_t *sb, uint16_t *zb) {
     double zf = kvl_bf16_to_f32(z);
     double range = hi - zf;
     *zb = z;
-    *sb = range <= 0.0 ? 0 : kvl_kvq_bf16_up((float)(range / 15.0));
+    float sf = (float)(range / 15.0);
+    if (sf == 0.0f && range > 0.0) /* a range of a few denormals */
+        sf = FLT_TRUE_MIN;
+    *sb = range <= 0.0 ? 0 : kvl_kvq_bf16_up(sf);
 }
 
-static inline uint8_t i4_code(double x, double s, double z) {
+/* Highest code whose decode fmaf(s, n, z) stays finite: 15 except for
+ * groups reaching FLT_MAX, where s (rounded up) * 15 + z can pass it. */
+static inline double i4_top(double s, double z) {
+    if (!(s > 0.0) || z + 15.0 * s <= (double)FLT_MAX)
+        return 15.0;
+    return floor(((double)FLT_MAX - z) / s);
+}
+
+static inline uint8_t i4_code(double x, double s, double z, double top) {
     if (!(s > 0.0))
         return 0;
     double v = (x - z) / s;
-    v = v > 15.0 ? 15.0 : v < 0.0 ? 0.0 : v;
+    v = v > top ? top : v < 0.0 ? 0.0 : v;
     return (uint8_t)(int)nearbyint(v);
 }
 
@@ -206,10 +221,10 @@ static void encode_i4(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd,
         wr_u16(sc + (n_sc + (size_t)g) * 2, zb);
         if (bad)
             continue;
-        double s = kvl_bf16_to_f32(sb), z = kvl_bf16_to_f32(zb);
+        double s = kvl_bf16_to_f32(sb), z = kvl_bf16_to_f32(zb), top = i4_top(s, z);
         for (int32_t k = 0; k < n_in; k++) {
             size_t idx = per_channel ? (size_t)k * hd + g : (size_t)g * hd + k;
-            put_nib(chunk, idx, i4_code(rows[idx], s, z));
+            put_nib(chunk, idx, i4_code(rows[idx], s, z, top));
         }
     }
     if (!per_channel) /* rows n..bs-1: scale 0 and zero 0 decode to 0 */
@@ -281,14 +296,28 @@ double kvl_kv_codec_bound(kvl_kvq_codec c, double lo, double hi, double x) {
     case KVL_KVQ_E4M3:
     case KVL_KVQ_E5M2: {
         const bool e4 = c == KVL_KVQ_E4M3;
-        double s = fmax(amax / (e4 ? 448.0 : 57344.0), FLT_TRUE_MIN);
+        double s = amax / (e4 ? 448.0 : 57344.0) + FLT_TRUE_MIN;
         return fmax(ax * ldexp(1.0, e4 ? -4 : -3), s * ldexp(1.0, e4 ? -10 : -17)) + slack;
     }
-    case KVL_KVQ_I8: return amax / 127.0 * (1.0 + ldexp(1.0, -7)) / 2.0 + slack + 1e-44;
+    case KVL_KVQ_I8: {
+        /* the encoder's own scale: a denormal amax gets a coarse scale */
+        double s = kvl_bf16_to_f32(kvl_kvq_bf16_up((float)amax / 127.0f));
+        return (s == 0.0 ? amax : s / 2.0) + slack;
+    }
     case KVL_KVQ_I4C:
     case KVL_KVQ_I4T: {
-        double range = (hi - lo) + fabs(lo) * ldexp(1.0, -7);
-        return range / 15.0 * (1.0 + ldexp(1.0, -7)) / 2.0 + slack + 1e-44;
+        uint16_t zb = kvl_kvq_bf16_down((float)lo);
+        if ((zb & 0x7fff) == 0x7f80)
+            zb = 0xff7f;
+        double z = kvl_bf16_to_f32(zb);
+        float sf = (float)((hi - z) / 15.0);
+        if (sf == 0.0f && hi > z)
+            sf = FLT_TRUE_MIN;
+        double s = kvl_bf16_to_f32(kvl_kvq_bf16_up(sf));
+        double clamp = z > lo ? z - lo : 0.0;
+        if (z + 15.0 * s > (double)FLT_MAX) /* top code held back from inf: one step */
+            clamp = fmax(clamp, s);
+        return fmax(s / 2.0, clamp) + slack + (hi - lo) * 1e-6;
     }
     default: return 0.0;
     }
