@@ -13,6 +13,7 @@
  *   - through kvl_forward on stories260K: logits of every format close to
  *     f32 KV, teacher-forcing the f32 greedy continuation.
  */
+#include "kv/kv_check.h"
 #include "kv/kv_paged.h"
 #include "model/forward.h"
 
@@ -295,8 +296,32 @@ static void test_forward(void) {
     kvl_model_free(m);
 }
 
+/* The quality guard on stories260K: every format, numbers printed. */
+static void test_check(void) {
+    kvl_error err;
+    kvl_model *m = NULL;
+    if (kvl_model_load(kvt_shared("models/stories260K.gguf"), NULL, &m, &err) != KVL_OK)
+        return; /* test_forward reported it */
+    kvl_kv_check_report r;
+    CHECK_EQ_INT(kvl_kv_check(m, (kvl_kv_format)42, KVL_KV_FMT_F16, NULL, &r, &err),
+                 KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "k format 42");
+    for (size_t i = 1; i < N_PAIRS; i++) {
+        CHECK_EQ_INT(kvl_kv_check(m, k_pairs[i].k, k_pairs[i].v, NULL, &r, &err), KVL_OK);
+        kvl_kv_check_print(&r, stderr);
+        CHECK_EQ_INT(r.n_tokens, 255);
+        CHECK(r.f16_kl_mean >= 0 && r.f16_kl_mean < 1e-3);
+        CHECK(r.kl_mean >= 0 && r.kl_max >= r.kl_mean);
+        CHECK(r.top1 > 0.5);
+        CHECK(r.warn == (r.kl_mean > KVL_KV_CHECK_KL_WARN || r.top1 < KVL_KV_CHECK_TOP1_WARN));
+        CHECK(!r.warn || strstr(r.message, "use --kv-type-") != NULL);
+    }
+    kvl_model_free(m);
+}
+
 int main(void) {
     test_parity();
+    test_check();
     for (size_t i = 0; i < N_PAIRS; i++)
         test_fork_cow(&k_pairs[i]);
     test_forward();
