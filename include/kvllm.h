@@ -93,6 +93,9 @@ typedef struct kvl_kv_stats {
     double occupancy;         /* bytes_used / bytes_total */
     double utilization;       /* filled / reserved slots (1 when nothing is used) */
     int64_t n_blocks_copied;  /* copy-on-write copies since start */
+    size_t bytes_residual;    /* quantized formats: the full-precision buffers that hold
+                                 each sequence's newest, partly filled block (outside
+                                 the block budget) */
 } kvl_kv_stats;
 
 /* One sequence's share. */

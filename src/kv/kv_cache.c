@@ -24,7 +24,7 @@ struct kvl_kv_cache {
 kvl_kv_cache_params kvl_kv_cache_defaults(void) {
     return (kvl_kv_cache_params){.layout = KVL_KV_LAYOUT_PAGED,
                                  .budget = 0,
-                                 .block_size = 16,
+                                 .block_size = 0,
                                  .max_seqs = 1,
                                  .max_ctx = 0,
                                  .k_fmt = KVL_KV_FMT_F32,
@@ -41,7 +41,7 @@ static kvl_status check_params(const kvl_kv_cache_params *p, kvl_error *err) {
     if (p->max_ctx < 1)
         return kvl_errorf(err, KVL_E_INVALID, "kv cache: max_ctx %d < 1", p->max_ctx);
     if (p->layout == KVL_KV_LAYOUT_PAGED &&
-        (p->block_size < 1 || p->block_size > KVL_KV_MAX_BLOCK_SIZE))
+        (p->block_size < 0 || p->block_size > KVL_KV_MAX_BLOCK_SIZE))
         return kvl_errorf(err, KVL_E_INVALID, "kv cache: block_size %d outside [1, %d]",
                           p->block_size, KVL_KV_MAX_BLOCK_SIZE);
     if (!kvl_kv_format_get(p->k_fmt) || !kvl_kv_format_get(p->v_fmt))
@@ -69,11 +69,19 @@ static kvl_status plan_shape(const kvl_hparams *hp, kvl_plan_shape *s) {
     return KVL_OK;
 }
 
-kvl_status kvl_kv_cache_default_budget(const kvl_hparams *hp, const kvl_kv_cache_params *p,
+/* block_size 0 means the formats' default (64 when int4 keys, else 16) */
+static int32_t block_size_of(const kvl_kv_cache_params *p) {
+    return p->block_size ? p->block_size : (int32_t)kvl_plan_default_block_size(p->k_fmt, p->v_fmt);
+}
+
+kvl_status kvl_kv_cache_default_budget(const kvl_hparams *hp, const kvl_kv_cache_params *p_in,
                                        size_t *out, kvl_error *err) {
-    kvl_status st = check_params(p, err);
+    kvl_status st = check_params(p_in, err);
     if (st)
         return st;
+    kvl_kv_cache_params q = *p_in;
+    q.block_size = block_size_of(&q);
+    const kvl_kv_cache_params *p = &q;
     kvl_plan_shape s;
     plan_shape(hp, &s);
     if (p->layout == KVL_KV_LAYOUT_CONTIGUOUS) {
@@ -99,6 +107,8 @@ kvl_status kvl_kv_cache_init(const kvl_hparams *hp, const kvl_kv_cache_params *p
     if (st)
         return st;
     kvl_kv_cache_params q = *p;
+    if (q.layout == KVL_KV_LAYOUT_PAGED)
+        q.block_size = block_size_of(&q);
     if (q.budget == 0 && (st = kvl_kv_cache_default_budget(hp, &q, &q.budget, err)))
         return st;
     kvl_kv_cache *c = calloc(1, sizeof *c);
@@ -107,16 +117,15 @@ kvl_status kvl_kv_cache_init(const kvl_hparams *hp, const kvl_kv_cache_params *p
     c->p = q;
     c->hp = *hp;
     if (q.layout == KVL_KV_LAYOUT_PAGED) {
-        if ((st = kvl_kv_capacity_compute(hp, q.block_size, q.budget, q.max_ctx, &c->cap, err)))
+        if ((st = kvl_kv_capacity_compute_fmt(hp, q.block_size, q.k_fmt, q.v_fmt, q.budget,
+                                              q.max_ctx, &c->cap, err)))
             goto fail;
         kvl_kv_paged_params pp = {.budget = q.budget,
                                   .block_size = q.block_size,
                                   .max_seqs = q.max_seqs,
-                                  .max_ctx = q.max_ctx};
-        if (q.k_fmt != KVL_KV_FMT_F32 || q.v_fmt != KVL_KV_FMT_F32) {
-            st = kvl_errorf(err, KVL_E_UNSUPPORTED, "kv cache: quantized formats are not wired yet");
-            goto fail;
-        }
+                                  .max_ctx = q.max_ctx,
+                                  .k_fmt = q.k_fmt,
+                                  .v_fmt = q.v_fmt};
         if ((st = kvl_kv_paged_init(hp, &pp, &c->paged, err)))
             goto fail;
     } else {
@@ -248,6 +257,7 @@ void kvl_kv_cache_stats(const kvl_kv_cache *c, kvl_kv_stats *o) {
         o->n_slots_reserved = s.pool.n_slots_used;
         o->n_slots_frag = s.pool.n_slots_frag;
         o->n_blocks_copied = s.n_blocks_copied;
+        o->bytes_residual = s.residual_bytes;
     } else {
         size_t per_tok = kvl_kv_contig_bytes_per_token(c->contig);
         size_t seq_bytes = kvl_kv_contig_seq_bytes(c->contig);
@@ -309,11 +319,15 @@ void kvl_kv_cache_report(const kvl_kv_cache *c, FILE *f) {
                 "kv cache: paged, K %s, V %s, %zu bytes per token, blocks of %d positions "
                 "(%zu bytes)\n"
                 "kv cache: budget %zu bytes -> %u blocks = %lld token positions; %lld "
-                "sequence%s of the full %d-token context fit\n",
+                "sequence%s of the full %d-token context fit%s\n",
                 kvl_kv_format_get(p->k_fmt)->name, kvl_kv_format_get(p->v_fmt)->name,
                 c->cap.bytes_per_token, p->block_size, c->cap.block_bytes, p->budget,
                 c->cap.n_blocks, (long long)c->cap.token_capacity, (long long)c->cap.full_ctx_seqs,
-                c->cap.full_ctx_seqs == 1 ? "" : "s", p->max_ctx);
+                c->cap.full_ctx_seqs == 1 ? "" : "s", p->max_ctx, "");
+        if (s.bytes_residual)
+            fprintf(f, "kv cache: plus %zu bytes of full-precision residual (the newest partly "
+                       "filled block of each of %d sequence slots)\n",
+                    s.bytes_residual, p->max_seqs);
     } else {
         fprintf(f,
                 "kv cache: contiguous, f32, %zu bytes per token, %d slots of %d positions "
