@@ -1,7 +1,18 @@
 /*
  * kv_attn: scaled dot-product attention over K/V that live in blocks (see
- * kv_attn.h for the addressing). Used by the contiguous and the paged f32
- * stores alike.
+ * kv_attn.h for the addressing). kvl_kv_attend_f32 is used by the contiguous
+ * and the paged f32 stores alike; kvl_kv_attend_q reads every other format
+ * through the fused kernels (kernels/kv_kern.h) with an online softmax:
+ *
+ *   per GQA group (up to 16 query heads), per block, per tile of <= 64 rows:
+ *     S[g][i]  = scale * q_g . K_i           (kernel: each K row decoded once)
+ *     m_g'     = max(m_g, max_i S[g][i]);  out_g *= exp(m_g - m_g'); l_g *= same
+ *     S[g][i]  = exp(S[g][i] - m_g');      l_g += sum_i S[g][i]
+ *     out_g   += sum_i S[g][i] V_i          (kernel: each V row decoded once)
+ *   out_g /= l_g
+ *
+ * (kvl_kv_attend_q's invariants: no allocation, the 4 KiB score tile on the
+ * stack; a NaN score or value reaches the output.)
  *
  * Invariants:
  *   - The arithmetic for a position depends only on q, that position's K and

@@ -1,5 +1,6 @@
 /*
- * The one f32 attention routine shared by every f32 KV store (module-private).
+ * Attention over the KV stores (module-private): the one f32 routine shared
+ * by every f32 store, and the fused any-format routine (kvl_kv_attend_q).
  *
  * The contiguous cache and the paged cache both describe their K/V memory as
  * a kvl_kv_view: a sequence of blocks, each holding block_size positions of

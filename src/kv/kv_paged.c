@@ -24,10 +24,10 @@
  *
  * Invariants:
  *   - every table satisfies block_table.h's invariant against the one pool;
- *   - res_start[s][l] is a multiple of bs, <= the sequence length rounded
- *     down to bs... except while reserved positions are not yet stored; the
- *     blocks below it hold quantized data, the one at it lives in the
- *     residual for the deferred roles;
+ *   - res_start[s][l] is a multiple of bs; the blocks below it hold
+ *     quantized data (flushed), the block at it lives in the residual for
+ *     the deferred roles, and every stored position p of s in layer l has
+ *     p < res_start + bs (stores of a block come in order; KVL_ASSERT);
  *   - store() writes only blocks with count 1 (KVL_ASSERT): a shared block
  *     is never written in place, which is what copy-on-write guarantees;
  *   - n_copied counts the copies made by reserve.
