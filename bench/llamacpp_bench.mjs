@@ -26,6 +26,7 @@
 
 import { existsSync } from "node:fs";
 import path from "node:path";
+import readline from "node:readline";
 import { pathToFileURL } from "node:url";
 
 const USAGE = `usage: node bench/llamacpp_bench.mjs -m MODEL [flags]
@@ -41,6 +42,9 @@ const USAGE = `usage: node bench/llamacpp_bench.mjs -m MODEL [flags]
   --nlc DIR        directory holding node_modules/node-llama-cpp
                    (default $NLC_DIR or /tmp/nlc)
   -o text|json     output (default text)
+  --gate           before each timed repetition print 'ready TEST REP' to
+                   stderr and wait for a line on stdin; after it print
+                   'done TEST REP T/S' (as kvllm bench --gate)
 `;
 
 function fail(msg, code = 2) {
@@ -62,13 +66,17 @@ function parseList(flag, s, lo, hi) {
 function parseArgs(argv) {
   const o = {
     model: null, p: [512], n: [128], d: [0], b: [1], r: 5, t: 0, fa: "auto",
-    nlc: process.env.NLC_DIR || "/tmp/nlc", out: "text",
+    nlc: process.env.NLC_DIR || "/tmp/nlc", out: "text", gate: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "-h" || a === "--help") {
       process.stdout.write(USAGE);
       process.exit(0);
+    }
+    if (a === "--gate") {
+      o.gate = true;
+      continue;
     }
     if (i + 1 >= argv.length) fail(`${a} needs a value`);
     const v = argv[++i];
@@ -165,7 +173,20 @@ async function generate(seq, first, n) {
   return count;
 }
 
+let stdinLines = null;
+let stdinReader = null;
+async function waitGate(name, rep) {
+  if (!stdinLines) {
+    stdinReader = readline.createInterface({ input: process.stdin });
+    stdinLines = stdinReader[Symbol.asyncIterator]();
+  }
+  process.stderr.write(`ready ${name} ${rep}\n`);
+  const { done } = await stdinLines.next();
+  if (done) throw new Error(`--gate: stdin closed before repetition ${rep}`);
+}
+
 async function runTest(llama, model, o, kind, n, d, b, rng) {
+  const name = testName(kind, n, d, b);
   const vocab = nVocabOf(model);
   const ctxPerSeq = d + n + 8;
   const fa = o.fa === "auto" ? "auto" : o.fa === "on";
@@ -186,6 +207,7 @@ async function runTest(llama, model, o, kind, n, d, b, rng) {
     for (const seq of seqs) await erasePast(seq, d);
     const ts = [];
     for (let r = 0; r < o.r; r++) {
+      if (o.gate) await waitGate(name, r + 1);
       let sec;
       if (kind === "pp") {
         const toks = Array.from({ length: n }, () => rng(vocab));
@@ -200,10 +222,11 @@ async function runTest(llama, model, o, kind, n, d, b, rng) {
         if (counts.some((c) => c !== n)) throw new Error(`generation stopped early: ${counts}`);
       }
       ts.push((n * nSeq) / sec);
+      if (o.gate) process.stderr.write(`done ${name} ${r + 1} ${ts[r].toFixed(4)}\n`);
       for (const seq of seqs) await erasePast(seq, d);
     }
     return {
-      test: testName(kind, n, d, b), kind, n_tokens: n, depth: d, n_seq: nSeq,
+      test: name, kind, n_tokens: n, depth: d, n_seq: nSeq,
       threads: context.idealThreads, flash_attention: String(context.flashAttention),
       kv_type: String(context.kvCacheKeyType), reps: o.r, samples_ts: ts, ...(() => {
         const s = stats(ts);
@@ -243,6 +266,7 @@ async function main() {
           `${r.avg_ts.toFixed(2)} ± ${r.stddev_ts.toFixed(2)} | ${r.median_ts.toFixed(2)} |\n`);
     }
   }
+  if (stdinReader) stdinReader.close();
   await model.dispose();
   await llama.dispose();
 }

@@ -11,9 +11,10 @@
 #    `kvllm mkmodel` into --models (default bench/out/models) when missing;
 # 3. measures memory bandwidth (bench/stream.c) before, between and after;
 # 4. for each model and each test group runs kvllm bench and llama.cpp
-#    (bench/llamacpp_bench.mjs) alternately, A B A B ..., --pairs times
-#    (default 3), one repetition per process, and keeps every JSON result
-#    under bench/out/run-DATE/;
+#    (bench/llamacpp_bench.mjs) side by side through bench/interleave.py:
+#    each loads and prefills once, then their timed repetitions alternate,
+#    A B A B ..., --pairs times (default 3); every JSON result is kept under
+#    bench/out/run-DATE/;
 # 5. prints a markdown table (bench/summarize.py): medians, the median of the
 #    pairwise kvllm/llama.cpp ratios, and the fraction of the decode roofline
 #    kvllm reached (bytes read per token / measured bandwidth).
@@ -53,7 +54,7 @@ while (($#)); do
     --types) types=${2:?--types needs a value}; shift 2 ;;
     --groups) groups=${2:?--groups needs a value}; shift 2 ;;
     --kvllm) kvllm=${2:?--kvllm needs a value}; [[ -x $kvllm ]] || die "--kvllm: '$kvllm' is not an executable"; shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown flag '$1' (see --help)" ;;
     esac
 done
@@ -123,18 +124,17 @@ measure_bw
 for t in $types; do
     f=$models/tinyllama-1.1b-$t.gguf
     for g in $groups; do
-        flags=$(group_flags "$g")
-        for ((i = 1; i <= pairs; i++)); do
-            echo "[$(($(date +%s) - t_start)) s] $t $g pair $i/$pairs: kvllm" >&2
-            # shellcheck disable=SC2086
-            "$kvllm" bench -m "$f" $flags -r 1 -t "$threads" -o json >"$run/$t-$g-kvllm-$i.json"
-            if [[ $have_llama = 1 ]]; then
-                echo "[$(($(date +%s) - t_start)) s] $t $g pair $i/$pairs: llama.cpp" >&2
-                # shellcheck disable=SC2086
-                node "$root/bench/llamacpp_bench.mjs" --nlc "$nlc" -m "$f" $flags -r 1 -t "$threads" \
-                    -o json >"$run/$t-$g-llamacpp-$i.json"
-            fi
-        done
+        read -r -a flags <<<"$(group_flags "$g")"
+        echo "[$(($(date +%s) - t_start)) s] $t $g: ${flags[*]}" >&2
+        kv_cmd=("$kvllm" bench -m "$f" "${flags[@]}" -r "$pairs" -t "$threads" -o json)
+        if [[ $have_llama = 1 ]]; then
+            python3 "$root/bench/interleave.py" "$run/$t-$g-kvllm.json" "$run/$t-$g-llamacpp.json" \
+                -- "${kv_cmd[@]}" --gate \
+                -- node "$root/bench/llamacpp_bench.mjs" --nlc "$nlc" -m "$f" "${flags[@]}" \
+                -r "$pairs" -t "$threads" -o json --gate
+        else
+            "${kv_cmd[@]}" >"$run/$t-$g-kvllm.json"
+        fi
     done
     measure_bw
 done

@@ -39,7 +39,10 @@ def main():
         print("usage: summarize.py RUN_DIR", file=sys.stderr)
         return 2
     run = sys.argv[1]
-    pat = re.compile(r"^(?P<type>[a-z0-9_]+)-(?P<group>[a-z]+)-(?P<engine>kvllm|llamacpp)-(?P<pair>\d+)\.json$")
+    # <type>-<group>-<engine>.json (interleaved: pair i = repetition i) or
+    # <type>-<group>-<engine>-<pair>.json (one repetition per process)
+    pat = re.compile(r"^(?P<type>[a-z0-9_]+)-(?P<group>[a-z]+)-(?P<engine>kvllm|llamacpp)"
+                     r"(-(?P<pair>\d+))?\.json$")
     samples = {}  # (type, test) -> engine -> {pair: t/s}
     info = {}     # (type, test) -> kvllm record (bytes per token, isa)
     order = []
@@ -52,7 +55,11 @@ def main():
             if key not in samples:
                 samples[key] = {"kvllm": {}, "llamacpp": {}}
                 order.append(key)
-            samples[key][m["engine"]][int(m["pair"])] = rec["median_ts"]
+            if m["pair"]:
+                samples[key][m["engine"]][int(m["pair"])] = rec["median_ts"]
+            else:
+                for i, v in enumerate(rec["samples_ts"]):
+                    samples[key][m["engine"]][i + 1] = v
             if m["engine"] == "kvllm":
                 info[key] = rec
     bws = []

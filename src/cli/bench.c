@@ -61,6 +61,7 @@ typedef struct {
     double mean, sd, median, min, max;
     double weight_bytes_tok; /* weight bytes read per token (one step / n_seq) */
     double kv_bytes_tok;     /* KV bytes read per token (mean context of the test) */
+    double fill_s;           /* seconds the untimed depth prefill took */
 } test_stats;
 
 static void usage(FILE *f) {
@@ -82,6 +83,9 @@ static void usage(FILE *f) {
             "  -r, --reps N         timed repetitions of each test, 1..%d (default 5)\n"
             "  -t, --threads N      worker threads, 1..1024 (default: one per core)\n"
             "  -o, --output FMT     text (markdown table), json or csv (default text)\n"
+            "      --gate           before each timed repetition print 'ready TEST REP' to\n"
+            "                       stderr and wait for a line on stdin; after it print\n"
+            "                       'done TEST REP T/S' (lets a driver interleave engines)\n"
             "  -h, --help\n"
             "\n"
             "Columns: t/s is mean +- standard deviation over the repetitions (tg: all\n"
@@ -209,6 +213,7 @@ typedef struct {
     int32_t *pos;  /* (max_tokens) */
     bool *want;    /* (max_tokens) logits wanted */
     uint64_t rng;
+    bool gate;     /* --gate: wait for a line on stdin before each repetition */
 } bench_ctx;
 
 static kvl_status run_batch(bench_ctx *c, const kvl_kv_iface *kv, int32_t n, bool all_logits,
@@ -282,7 +287,9 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
     if (s != KVL_OK)
         return s;
     kvl_kv_iface kv = kvl_kv_contig_iface(kvc);
+    double t_fill = kvl_now();
     s = fill_depth(c, kvc, &kv, t->depth, t->n_seq, err);
+    t_fill = kvl_now() - t_fill;
     if (s == KVL_OK) { /* warm-up: one step at the first timed position */
         random_tokens(&c->rng, c->tok, t->n_seq, c->m->hp.n_vocab);
         for (int32_t i = 0; i < t->n_seq; i++) {
@@ -292,9 +299,22 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
         s = run_batch(c, &kv, t->n_seq, true, err);
     }
     for (int r = 0; r < reps && s == KVL_OK; r++) {
+        if (c->gate) { /* the other engine runs while this one waits here */
+            char line[64];
+            fprintf(stderr, "ready %s %d\n", t->name, r + 1);
+            fflush(stderr);
+            if (!fgets(line, sizeof line, stdin)) {
+                s = kvl_errorf(err, KVL_E_IO, "--gate: stdin closed before repetition %d", r + 1);
+                break;
+            }
+        }
         double sec = 0;
         s = time_rep(c, t, &kv, &sec, err);
         ts[r] = (double)t->n_tok * t->n_seq / (sec > 0 ? sec : 1e-9);
+        if (c->gate) {
+            fprintf(stderr, "done %s %d %.4f\n", t->name, r + 1, ts[r]);
+            fflush(stderr);
+        }
     }
     if (s == KVL_OK) {
         double sorted[MAX_REPS];
@@ -304,6 +324,7 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
         double mean_ctx = t->depth + (t->n_tok + 1) / 2.0;
         st->weight_bytes_tok = (double)w / t->n_seq;
         st->kv_bytes_tok = mean_ctx * (double)kvl_kv_contig_bytes_per_token(kvc);
+        st->fill_s = t_fill;
     }
     kvl_kv_contig_free(kvc);
     return s;
@@ -317,7 +338,7 @@ static void print_header(out_fmt fmt) {
     } else if (fmt == OUT_CSV) {
         printf("model,model_type,model_size,n_params,isa,threads,test,kind,n_tokens,depth,"
                "n_seq,reps,avg_ts,stddev_ts,median_ts,min_ts,max_ts,weight_bytes_per_token,"
-               "kv_bytes_per_token,samples_ts\n");
+               "kv_bytes_per_token,depth_fill_s,samples_ts\n");
     } else {
         printf("[");
     }
@@ -336,11 +357,11 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
                st->weight_bytes_tok / 1e6, st->kv_bytes_tok / 1e6);
     } else if (fmt == OUT_CSV) {
         printf("\"%s\",%s,%zu,%lld,%s,%d,\"%s\",%s,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.0f,%.0f,"
-               "\"",
+               "%.3f,\"",
                m->name, type, m->weight_bytes, (long long)params, isa, threads, t->name,
                t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth, (int)t->n_seq,
                reps, st->mean, st->sd, st->median, st->min, st->max, st->weight_bytes_tok,
-               st->kv_bytes_tok);
+               st->kv_bytes_tok, st->fill_s);
         for (int r = 0; r < reps; r++)
             printf("%s%.4f", r ? ";" : "", ts[r]);
         printf("\"\n");
@@ -352,11 +373,11 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
                "   \"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"median_ts\": %.4f, \"min_ts\": %.4f, "
                "\"max_ts\": %.4f,\n"
                "   \"weight_bytes_per_token\": %.0f, \"kv_bytes_per_token\": %.0f, "
-               "\"samples_ts\": [",
+               "\"depth_fill_s\": %.3f, \"samples_ts\": [",
                first ? "" : ",", m->name, type, m->weight_bytes, (long long)params, isa,
                threads, t->name, t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth,
                (int)t->n_seq, reps, st->mean, st->sd, st->median, st->min, st->max,
-               st->weight_bytes_tok, st->kv_bytes_tok);
+               st->weight_bytes_tok, st->kv_bytes_tok, st->fill_s);
         for (int r = 0; r < reps; r++)
             printf("%s%.4f", r ? ", " : "", ts[r]);
         printf("]}");
@@ -382,11 +403,16 @@ int kvl_cli_bench(int argc, char **argv) {
              lb = {.v = {1}, .n = 1};
     long long reps = 5, threads = 0;
     out_fmt fmt = OUT_TEXT;
+    bool gate = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
+        }
+        if (!strcmp(a, "--gate")) {
+            gate = true;
+            continue;
         }
         if (!kvl_cli_value(cmd, argc, argv, &i, &v))
             return 2;
@@ -474,7 +500,7 @@ int kvl_cli_bench(int argc, char **argv) {
     kvl_error err = {0};
     kvl_model *m = NULL;
     kvl_pool *pool = NULL;
-    bench_ctx c = {.rng = SEED};
+    bench_ctx c = {.rng = SEED, .gate = gate};
     double *ts = NULL;
     if (kvl_model_load(model_path, NULL, &m, &err) != KVL_OK) {
         fprintf(stderr, "kvllm bench: %s\n", err.msg);
