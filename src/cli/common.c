@@ -1,6 +1,7 @@
 /* Locating the shipped model for commands run without -m. */
 #include "cli/common.h"
 #include "cli/cli.h"
+#include "kv/kv_check.h"
 
 #include <limits.h>
 #include <string.h>
@@ -57,7 +58,10 @@ void kvl_cli_kv_usage(FILE *f) {
             "      --block-size N    positions per KV block, 1..%d (default 16; 64 when K is int4)\n"
             "      --kv-type F       K and V cache format: %s\n"
             "      --kv-type-k F     K cache format only\n"
-            "      --kv-type-v F     V cache format only\n",
+            "      --kv-type-v F     V cache format only\n"
+            "      --kv-check        before running, measure the chosen formats against f32 and\n"
+            "                        f16 KV on this model (KL divergence, top-1) and warn when\n"
+            "                        they cost too much\n",
             KVL_KV_MAX_BLOCK_SIZE, kvl_kv_format_names());
 }
 
@@ -76,6 +80,10 @@ static long long mem_available(void) {
 
 int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_opts *o) {
     const char *a = argv[*i], *v;
+    if (!strcmp(a, "--kv-check")) {
+        o->check = true;
+        return 1;
+    }
     bool is_k = !strcmp(a, "--kv-type-k"), is_v = !strcmp(a, "--kv-type-v"),
          both = !strcmp(a, "--kv-type");
     if (strcmp(a, "--kv-layout") && strcmp(a, "--kv-mem") && strcmp(a, "--block-size") && !is_k &&
@@ -151,5 +159,19 @@ bool kvl_cli_kv_params(const char *cmd, const kvl_cli_kv_opts *o, const kvl_hpar
         return false;
     }
     *out = p;
+    return true;
+}
+
+bool kvl_cli_kv_check(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model *m,
+                      kvl_pool *pool) {
+    if (!o->check)
+        return true;
+    kvl_kv_check_report r;
+    kvl_error err;
+    if (kvl_kv_check(m, o->p.k_fmt, o->p.v_fmt, pool, &r, &err)) {
+        fprintf(stderr, "kvllm %s: --kv-check: %s\n", cmd, err.msg);
+        return false;
+    }
+    kvl_kv_check_print(&r, stderr);
     return true;
 }

@@ -11,6 +11,7 @@ const char *kvl_cli_default_model(void);
 
 #endif
 
+#include "core/pool.h"
 #include "kv/kv_cache.h"
 
 /* KV cache flags shared by run, ppl and bench:
@@ -19,6 +20,7 @@ const char *kvl_cli_default_model(void);
 typedef struct kvl_cli_kv_opts {
     kvl_kv_cache_params p;
     double mem_fraction; /* > 0 when --kv-mem was a percentage of available memory */
+    bool check;          /* --kv-check */
 } kvl_cli_kv_opts;
 
 void kvl_cli_kv_defaults(kvl_cli_kv_opts *o);
@@ -27,6 +29,11 @@ void kvl_cli_kv_defaults(kvl_cli_kv_opts *o);
 int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_opts *o);
 /* Help text for those flags. */
 void kvl_cli_kv_usage(FILE *f);
+/* --kv-check: measure the chosen formats against f32/f16 KV on the loaded
+ * model and print the verdict (a warning names the setting to change).
+ * Returns false only when the check itself could not run. */
+bool kvl_cli_kv_check(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model *m,
+                      kvl_pool *pool);
 /* Turn the options into cache params for this model, max_seqs and max_ctx
  * (the budget: --kv-mem, a fraction of MemAvailable, or exactly max_seqs
  * full contexts). false with a message on failure. */

@@ -283,6 +283,8 @@ int kvl_cli_ppl(int argc, char **argv) {
         goto done;
     }
     kvl_kv_cache_report(kvc, stderr);
+    if (!kvl_cli_kv_check(cmd, &kvo, m, pool))
+        goto done;
     kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
     kvl_kv_iface kv_ref = kvr ? kvl_kv_cache_iface(kvr) : kv;
     double nll = 0, kl_sum = 0;

@@ -249,6 +249,8 @@ int kvl_cli_run(int argc, char **argv) {
         goto done;
     }
     kvl_kv_cache_report(kvc, stderr);
+    if (!kvl_cli_kv_check(cmd, &kvo, m, pool))
+        goto done;
     if (dump && !(dump_f = fopen(dump, "wb"))) {
         fprintf(stderr, "kvllm run: --dump-logits: cannot open '%s'\n", dump);
         goto done;

@@ -166,6 +166,11 @@ static void rows_task(void *arg, int ith, int nth) {
 /* Below this many activation values, quantizing X on the caller thread is
  * cheaper than a pool round trip. */
 #define KVL_QUANT_PAR_MIN 32768
+/* Below this many multiply-adds a product runs on the caller thread: a pool
+ * round trip costs microseconds, and on a loaded machine far more (a worker
+ * that has gone to sleep must be scheduled again), which is more than a
+ * small product takes. Results are bit-identical either way. */
+#define KVL_MM_PAR_MIN (1 << 18)
 
 void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_rows,
                 int64_t n_cols, const float *X, int64_t n_tok, void *scratch) {
@@ -194,5 +199,8 @@ void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_r
         else
             quant_task(&m, 0, 1);
     }
-    kvl_pool_run(pool, rows_task, &m);
+    if (n_rows * n_cols * n_tok >= KVL_MM_PAR_MIN)
+        kvl_pool_run(pool, rows_task, &m);
+    else
+        rows_task(&m, 0, 1);
 }

@@ -192,6 +192,12 @@ kvl_status kvl_forward_run(kvl_forward *f, const kvl_batch *b, const kvl_kv_ifac
                            f->x + t * D, D);
 
     attn_job job = {.f = f, .b = b, .kv = kv, .scale = 1.0f / sqrtf((float)hd)};
+    /* attention work this batch: positions attended, over all tokens and heads;
+     * small batches run on the caller thread (a pool round trip costs more) */
+    int64_t attn_work = 0;
+    for (int64_t t = 0; t < T; t++)
+        attn_work += ((int64_t)b->pos[t] + 1) * H * hd;
+    bool attn_par = attn_work >= (1 << 16);
     for (int64_t l = 0; l < hp->n_layers; l++) {
         const kvl_layer_weights *L = &m->layers[l];
         for (int64_t t = 0; t < T; t++)
@@ -205,7 +211,10 @@ kvl_status kvl_forward_run(kvl_forward *f, const kvl_batch *b, const kvl_kv_ifac
             kv->store(kv->ctx, (int32_t)l, b->seq[t], b->pos[t], f->k + t * kvd, f->v + t * kvd);
         }
         job.layer = (int32_t)l;
-        kvl_pool_run(f->pool, attn_worker, &job);
+        if (attn_par)
+            kvl_pool_run(f->pool, attn_worker, &job);
+        else
+            attn_worker(&job, 0, 1);
         mm(f, f->xb2, &L->wo, f->xb, T);
         for (int64_t i = 0; i < T * D; i++)
             f->x[i] += f->xb2[i];
