@@ -22,39 +22,6 @@ void kvl_model_free(kvl_model *m) {
     free(m);
 }
 
-static kvl_status get_i64(const kvl_gguf *g, const char *key, bool required, int64_t dflt,
-                          int64_t *out, kvl_error *err) {
-    if (!kvl_gguf_find_key(g, key)) {
-        if (required)
-            return kvl_errorf(err, KVL_E_FORMAT, "gguf: required key '%s' is missing", key);
-        *out = dflt;
-        return KVL_OK;
-    }
-    uint64_t v;
-    kvl_status st = kvl_gguf_get_u64(g, key, &v, err);
-    if (st)
-        return st;
-    if (v > (uint64_t)INT32_MAX)
-        return kvl_errorf(err, KVL_E_FORMAT, "gguf: key '%s' value %llu > %d", key,
-                          (unsigned long long)v, INT32_MAX);
-    *out = (int64_t)v;
-    return KVL_OK;
-}
-
-static kvl_status get_f32(const kvl_gguf *g, const char *key, float dflt, float *out,
-                          kvl_error *err) {
-    if (!kvl_gguf_find_key(g, key)) {
-        *out = dflt;
-        return KVL_OK;
-    }
-    double v;
-    kvl_status st = kvl_gguf_get_f64(g, key, &v, err);
-    if (st)
-        return st;
-    *out = (float)v;
-    return KVL_OK;
-}
-
 /* Find a tensor, check its type is one kvllm computes with (F32 only when
  * f32_only) and that its shape is exactly (ne0, ne1). */
 static kvl_status bind(const kvl_gguf *g, const char *name, int64_t ne0, int64_t ne1,
@@ -97,36 +64,9 @@ static kvl_status bind(const kvl_gguf *g, const char *name, int64_t ne0, int64_t
 }
 
 kvl_status kvl_model_from_gguf(kvl_gguf *g, kvl_model **out, kvl_error *err) {
-    kvl_str arch;
-    kvl_status st = kvl_gguf_get_str(g, "general.architecture", &arch, err);
+    kvl_hparams hp;
+    kvl_status st = kvl_hparams_from_gguf(g, &hp, err);
     if (st)
-        return st;
-    if (!kvl_str_eq(arch, "llama"))
-        return kvl_errorf(err, KVL_E_UNSUPPORTED,
-                          "gguf: general.architecture '%.*s' is not supported (only 'llama')",
-                          (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
-    kvl_hparams hp = {0};
-    if ((st = get_i64(g, "llama.embedding_length", true, 0, &hp.dim, err)) ||
-        (st = get_i64(g, "llama.block_count", true, 0, &hp.n_layers, err)) ||
-        (st = get_i64(g, "llama.attention.head_count", true, 0, &hp.n_heads, err)) ||
-        (st = get_i64(g, "llama.attention.head_count_kv", false, hp.n_heads, &hp.n_kv_heads,
-                      err)) ||
-        (st = get_i64(g, "llama.feed_forward_length", true, 0, &hp.ffn_dim, err)) ||
-        (st = get_i64(g, "llama.context_length", true, 0, &hp.ctx_len, err)) ||
-        (st = get_f32(g, "llama.attention.layer_norm_rms_epsilon", 1e-5f, &hp.rms_eps, err)) ||
-        (st = get_f32(g, "llama.rope.freq_base", 10000.0f, &hp.rope_base, err)))
-        return st;
-    if (hp.n_heads <= 0)
-        return kvl_errorf(err, KVL_E_FORMAT, "gguf: llama.attention.head_count is 0");
-    if ((st = get_i64(g, "llama.attention.key_length", false, hp.dim / hp.n_heads, &hp.head_dim,
-                      err)) ||
-        (st = get_i64(g, "llama.rope.dimension_count", false, hp.head_dim, &hp.rope_dim, err)))
-        return st;
-    const kvl_gguf_tensor *emb = kvl_gguf_find_tensor(g, "token_embd.weight");
-    if (!emb)
-        return kvl_errorf(err, KVL_E_FORMAT, "gguf: tensor 'token_embd.weight' is missing");
-    hp.n_vocab = emb->ne[1];
-    if ((st = kvl_hparams_validate(&hp, err)))
         return st;
 
     kvl_model *m = calloc(1, sizeof *m);

@@ -85,6 +85,9 @@ kvl_status kvl_llama2c_parse(const uint8_t *buf, size_t size, kvl_model **out,
                              kvl_error *err);
 void kvl_model_free(kvl_model *m);
 
+/* Read and validate the llama.* hyperparameters of a GGUF (vocabulary size
+ * from token_embd.weight). Does not look at any other tensor. */
+kvl_status kvl_hparams_from_gguf(const kvl_gguf *g, kvl_hparams *out, kvl_error *err);
 /* Check that hyperparameters are within limits and consistent with each
  * other (heads divide, rope_dim even and <= head_dim, ...). */
 kvl_status kvl_hparams_validate(const kvl_hparams *hp, kvl_error *err);

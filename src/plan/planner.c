@@ -329,57 +329,21 @@ const char *kvl_plan_weight_type_name(kvl_type t) {
 
 /* ---- GGUF shapes ------------------------------------------------------- */
 
-static kvl_status gguf_i64(const kvl_gguf *g, const char *key, int64_t *out, kvl_error *err) {
-    uint64_t v;
-    kvl_status st = kvl_gguf_get_u64(g, key, &v, err);
-    if (st)
-        return st;
-    if (v > (uint64_t)INT64_MAX)
-        return kvl_errorf(err, KVL_E_FORMAT, "plan: gguf: %s = %llu is too large", key,
-                          (unsigned long long)v);
-    *out = (int64_t)v;
-    return KVL_OK;
-}
-
 kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_plan_shape *out,
                                     size_t *weight_bytes, kvl_error *err) {
     kvl_plan_shape s = *out;
-    kvl_str arch;
-    kvl_status st = kvl_gguf_get_str(g, "general.architecture", &arch, err);
+    kvl_hparams hp;
+    kvl_status st = kvl_hparams_from_gguf(g, &hp, err);
     if (st)
         return st;
-    if (!kvl_str_eq(arch, "llama"))
-        return kvl_errorf(err, KVL_E_UNSUPPORTED,
-                          "plan: gguf: general.architecture '%.*s' is not 'llama'",
-                          (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
-    if ((st = gguf_i64(g, "llama.block_count", &s.n_layers, err)) ||
-        (st = gguf_i64(g, "llama.attention.head_count", &s.n_heads, err)) ||
-        (st = gguf_i64(g, "llama.embedding_length", &s.dim, err)) ||
-        (st = gguf_i64(g, "llama.feed_forward_length", &s.ffn_dim, err)) ||
-        (st = gguf_i64(g, "llama.context_length", &s.ctx_len, err)))
-        return st;
-    s.n_kv_heads = s.n_heads;
-    if (kvl_gguf_find_key(g, "llama.attention.head_count_kv") &&
-        (st = gguf_i64(g, "llama.attention.head_count_kv", &s.n_kv_heads, err)))
-        return st;
-    if (s.n_heads < 1)
-        return kvl_errorf(err, KVL_E_FORMAT, "plan: gguf: llama.attention.head_count %lld < 1",
-                          (long long)s.n_heads);
-    s.head_dim = s.dim / s.n_heads;
-    if (kvl_gguf_find_key(g, "llama.attention.key_length") &&
-        (st = gguf_i64(g, "llama.attention.key_length", &s.head_dim, err)))
-        return st;
-    const kvl_gguf_kv *toks = kvl_gguf_find_key(g, "tokenizer.ggml.tokens");
-    const kvl_gguf_tensor *emb = kvl_gguf_find_tensor(g, "token_embd.weight");
-    if (toks && toks->type == KVL_GGUF_ARRAY) {
-        s.n_vocab = toks->v.arr.n > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)toks->v.arr.n;
-    } else if (emb) {
-        s.n_vocab = emb->ne[1];
-    } else {
-        return kvl_errorf(err, KVL_E_FORMAT,
-                          "plan: gguf: no tokenizer.ggml.tokens array and no token_embd.weight "
-                          "tensor to take the vocabulary size from");
-    }
+    s.n_layers = hp.n_layers;
+    s.n_heads = hp.n_heads;
+    s.n_kv_heads = hp.n_kv_heads;
+    s.head_dim = hp.head_dim;
+    s.dim = hp.dim;
+    s.ffn_dim = hp.ffn_dim;
+    s.n_vocab = hp.n_vocab;
+    s.ctx_len = hp.ctx_len;
     kvl_str gname;
     const kvl_gguf_kv *nk = kvl_gguf_find_key(g, "general.name");
     if (nk && nk->type == KVL_GGUF_STRING && kvl_gguf_get_str(g, "general.name", &gname, NULL) == KVL_OK &&
