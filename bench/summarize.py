@@ -72,7 +72,8 @@ def main():
     def sort_key(k):
         t, test = k
         kind = 0 if test.startswith("pp") else 1 if test.startswith("tg") else 2
-        return (t, kind, "@" in test, test)
+        b = re.match(r"b(\d+) ", test)
+        return (t, kind, int(b[1]) if b else 1, "@" in test, test)
 
     print("| model | test | kvllm t/s | llama.cpp t/s | kvllm/llama.cpp (min-max) "
           "| vs llama-bench (est.) | MB read/token | roofline t/s | kvllm % of roofline |")
