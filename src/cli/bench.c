@@ -27,7 +27,6 @@
 #include "cli/common.h"
 #include "core/pool.h"
 #include "kernels/kernels.h"
-#include "kv/kv_contig.h"
 #include "model/forward.h"
 
 #include <math.h>
@@ -87,15 +86,19 @@ static void usage(FILE *f) {
             "                       stderr and wait for a line on stdin; after it print\n"
             "                       'done TEST REP T/S' (lets a driver interleave engines)\n"
             "  -h, --help\n"
+            "\nKV cache (each test gets a cache of exactly its sequences and positions):\n"
+            "%s"
             "\n"
             "Columns: t/s is mean +- standard deviation over the repetitions (tg: all\n"
             "sequences together); W/tok and KV/tok are the bytes one generated token\n"
-            "reads from weights and from the KV cache (f32, contiguous).\n"
+            "reads from weights and from the KV cache (in its format). Every decode step\n"
+            "reserves its KV positions first, as a server does, and that is timed.\n"
             "\n"
             "examples:\n"
             "  kvllm bench -m tl-q8_0.gguf -p 512 -n 128 -d 0,2048 -r 3\n"
             "  kvllm bench -m tl-q8_0.gguf -p 0 -n 32 -b 1,4,16 -o json\n",
-            KVL_MAX_CTX, MAX_REPS);
+            KVL_MAX_CTX, MAX_REPS, "");
+    kvl_cli_kv_usage(f);
 }
 
 /* "512" or "0,2048": each element checked by kvl_cli_int. */
@@ -214,6 +217,8 @@ typedef struct {
     bool *want;    /* (max_tokens) logits wanted */
     uint64_t rng;
     bool gate;     /* --gate: wait for a line on stdin before each repetition */
+    const kvl_cli_kv_opts *kvo;
+    int32_t *ones; /* (max_tokens) 1 each: one new position per sequence */
 } bench_ctx;
 
 static kvl_status run_batch(bench_ctx *c, const kvl_kv_iface *kv, int32_t n, bool all_logits,
@@ -229,8 +234,11 @@ static kvl_status run_batch(bench_ctx *c, const kvl_kv_iface *kv, int32_t n, boo
 
 /* Prefill positions [0, depth) of sequence 0 in chunks, then copy them into
  * every other sequence. */
-static kvl_status fill_depth(bench_ctx *c, kvl_kv_contig *kvc, const kvl_kv_iface *kv,
+static kvl_status fill_depth(bench_ctx *c, kvl_kv_cache *kvc, const kvl_kv_iface *kv,
                              int32_t depth, int32_t n_seq, kvl_error *err) {
+    kvl_status rs = kvl_kv_cache_reserve(kvc, 0, depth, err);
+    if (rs != KVL_OK)
+        return rs;
     int32_t chunk = c->max_tokens < DEPTH_CHUNK ? c->max_tokens : DEPTH_CHUNK;
     for (int32_t p0 = 0; p0 < depth; p0 += chunk) {
         int32_t n = depth - p0 < chunk ? depth - p0 : chunk;
@@ -244,7 +252,7 @@ static kvl_status fill_depth(bench_ctx *c, kvl_kv_contig *kvc, const kvl_kv_ifac
             return st;
     }
     for (int32_t s = 1; s < n_seq && depth > 0; s++) {
-        kvl_status st = kvl_kv_contig_copy(kvc, 0, s, depth, err);
+        kvl_status st = kvl_kv_cache_fork(kvc, 0, s, err);
         if (st != KVL_OK)
             return st;
     }
@@ -252,9 +260,24 @@ static kvl_status fill_depth(bench_ctx *c, kvl_kv_contig *kvc, const kvl_kv_ifac
 }
 
 /* One timed repetition: its seconds in *sec. */
-static kvl_status time_rep(bench_ctx *c, const test_spec *t, const kvl_kv_iface *kv,
-                           double *sec, kvl_error *err) {
-    kvl_status st = KVL_OK;
+/* Back to the depth: every sequence drops the positions a repetition wrote. */
+static kvl_status rewind_to(kvl_kv_cache *kvc, const test_spec *t, kvl_error *err) {
+    for (int32_t s = 0; s < t->n_seq; s++) {
+        int32_t len = kvl_kv_cache_len(kvc, s);
+        kvl_status st = len > t->depth ? kvl_kv_cache_truncate(kvc, s, t->depth, err)
+                        : len < t->depth ? kvl_kv_cache_reserve(kvc, s, t->depth - len, err)
+                                         : KVL_OK;
+        if (st != KVL_OK)
+            return st;
+    }
+    return KVL_OK;
+}
+
+static kvl_status time_rep(bench_ctx *c, const test_spec *t, kvl_kv_cache *kvc,
+                           const kvl_kv_iface *kv, double *sec, kvl_error *err) {
+    kvl_status st = rewind_to(kvc, t, err);
+    if (st != KVL_OK)
+        return st;
     if (t->kind == TEST_PP) {
         random_tokens(&c->rng, c->tok, t->n_tok, c->m->hp.n_vocab);
         for (int32_t i = 0; i < t->n_tok; i++) {
@@ -262,7 +285,9 @@ static kvl_status time_rep(bench_ctx *c, const test_spec *t, const kvl_kv_iface 
             c->pos[i] = t->depth + i;
         }
         double t0 = kvl_now();
-        st = run_batch(c, kv, t->n_tok, false, err);
+        st = kvl_kv_cache_reserve(kvc, 0, t->n_tok, err);
+        if (st == KVL_OK)
+            st = run_batch(c, kv, t->n_tok, false, err);
         *sec = kvl_now() - t0;
         return st;
     }
@@ -273,7 +298,9 @@ static kvl_status time_rep(bench_ctx *c, const test_spec *t, const kvl_kv_iface 
             c->seq[s] = s;
             c->pos[s] = t->depth + step;
         }
-        st = run_batch(c, kv, t->n_seq, true, err);
+        st = kvl_kv_cache_reserve_batch(kvc, t->n_seq, c->seq, c->ones, err);
+        if (st == KVL_OK)
+            st = run_batch(c, kv, t->n_seq, true, err);
     }
     *sec = kvl_now() - t0;
     return st;
@@ -282,11 +309,14 @@ static kvl_status time_rep(bench_ctx *c, const test_spec *t, const kvl_kv_iface 
 static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *ts,
                            test_stats *st, kvl_error *err) {
     int32_t max_ctx = t->depth + t->n_tok + 1;
-    kvl_kv_contig *kvc = NULL;
-    kvl_status s = kvl_kv_contig_init(&c->m->hp, t->n_seq, max_ctx, &kvc, err);
+    kvl_kv_cache *kvc = NULL;
+    kvl_kv_cache_params kp;
+    if (!kvl_cli_kv_params("bench", c->kvo, c->m, t->n_seq, max_ctx, &kp))
+        return kvl_errorf(err, KVL_E_INVALID, "bad KV cache options");
+    kvl_status s = kvl_kv_cache_init(&c->m->hp, &kp, &kvc, err);
     if (s != KVL_OK)
         return s;
-    kvl_kv_iface kv = kvl_kv_contig_iface(kvc);
+    kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
     double t_fill = kvl_now();
     s = fill_depth(c, kvc, &kv, t->depth, t->n_seq, err);
     t_fill = kvl_now() - t_fill;
@@ -296,7 +326,9 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
             c->seq[i] = i;
             c->pos[i] = t->depth;
         }
-        s = run_batch(c, &kv, t->n_seq, true, err);
+        s = kvl_kv_cache_reserve_batch(kvc, t->n_seq, c->seq, c->ones, err);
+        if (s == KVL_OK)
+            s = run_batch(c, &kv, t->n_seq, true, err);
     }
     for (int r = 0; r < reps && s == KVL_OK; r++) {
         if (c->gate) { /* the other engine runs while this one waits here */
@@ -309,7 +341,7 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
             }
         }
         double sec = 0;
-        s = time_rep(c, t, &kv, &sec, err);
+        s = time_rep(c, t, kvc, &kv, &sec, err);
         ts[r] = (double)t->n_tok * t->n_seq / (sec > 0 ? sec : 1e-9);
         if (c->gate) {
             fprintf(stderr, "done %s %d %.4f\n", t->name, r + 1, ts[r]);
@@ -323,10 +355,12 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
         /* timed tokens sit at depth..depth+n-1 and read pos+1 positions each */
         double mean_ctx = t->depth + (t->n_tok + 1) / 2.0;
         st->weight_bytes_tok = (double)w / t->n_seq;
-        st->kv_bytes_tok = mean_ctx * (double)kvl_kv_contig_bytes_per_token(kvc);
+        kvl_kv_stats ks;
+        kvl_kv_cache_stats(kvc, &ks);
+        st->kv_bytes_tok = mean_ctx * (double)ks.bytes_per_token;
         st->fill_s = t_fill;
     }
-    kvl_kv_contig_free(kvc);
+    kvl_kv_cache_free(kvc);
     return s;
 }
 
@@ -404,12 +438,19 @@ int kvl_cli_bench(int argc, char **argv) {
     long long reps = 5, threads = 0;
     out_fmt fmt = OUT_TEXT;
     bool gate = false;
+    kvl_cli_kv_opts kvo;
+    kvl_cli_kv_defaults(&kvo);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
         }
+        int kvf = kvl_cli_kv_flag(cmd, argc, argv, &i, &kvo);
+        if (kvf < 0)
+            return 2;
+        if (kvf > 0)
+            continue;
         if (!strcmp(a, "--gate")) {
             gate = true;
             continue;
@@ -500,7 +541,7 @@ int kvl_cli_bench(int argc, char **argv) {
     kvl_error err = {0};
     kvl_model *m = NULL;
     kvl_pool *pool = NULL;
-    bench_ctx c = {.rng = SEED, .gate = gate};
+    bench_ctx c = {.rng = SEED, .gate = gate, .kvo = &kvo};
     double *ts = NULL;
     if (kvl_model_load(model_path, NULL, &m, &err) != KVL_OK) {
         fprintf(stderr, "kvllm bench: %s\n", err.msg);
@@ -517,15 +558,18 @@ int kvl_cli_bench(int argc, char **argv) {
     c.seq = calloc((size_t)max_tokens, sizeof *c.seq);
     c.pos = calloc((size_t)max_tokens, sizeof *c.pos);
     c.want = calloc((size_t)max_tokens, sizeof *c.want);
+    c.ones = calloc((size_t)max_tokens, sizeof *c.ones);
     ts = calloc((size_t)reps, sizeof *ts);
-    if (!c.tok || !c.seq || !c.pos || !c.want || !ts) {
+    if (!c.tok || !c.seq || !c.pos || !c.want || !c.ones || !ts) {
         fprintf(stderr, "kvllm bench: out of memory\n");
         goto done;
     }
+    for (int32_t i = 0; i < max_tokens; i++)
+        c.ones[i] = 1;
     int n_threads = kvl_pool_size(pool);
     print_header(fmt);
     for (int i = 0; i < n_tests; i++) {
-        test_stats st;
+        test_stats st = {0};
         if (run_test(&c, &tests[i], (int)reps, ts, &st, &err) != KVL_OK) {
             if (fmt == OUT_JSON)
                 printf("\n]\n");
@@ -543,6 +587,7 @@ done:
     free(c.seq);
     free(c.pos);
     free(c.want);
+    free(c.ones);
     kvl_forward_free(c.fw);
     kvl_pool_free(pool);
     kvl_model_free(m);

@@ -57,6 +57,8 @@ void kvl_cli_kv_usage(FILE *f) {
             "                        (default: exactly what the sequences' full contexts need)\n"
             "      --block-size N    positions per KV block, 1..%d (default 16; 64 when K is int4)\n"
             "      --kv-type F       K and V cache format: %s\n"
+            "                        (default: f32 for f32 weights and the contiguous layout,\n"
+            "                        else f16)\n"
             "      --kv-type-k F     K cache format only\n"
             "      --kv-type-v F     V cache format only\n"
             "      --kv-check        before running, measure the chosen formats against f32 and\n"
@@ -132,17 +134,30 @@ int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_o
                     kvl_kv_format_names());
             return -1;
         }
-        if (is_k || both)
+        if (is_k || both) {
             o->p.k_fmt = fmt;
-        if (is_v || both)
+            o->k_set = true;
+        }
+        if (is_v || both) {
             o->p.v_fmt = fmt;
+            o->v_set = true;
+        }
     }
     return 1;
 }
 
-bool kvl_cli_kv_params(const char *cmd, const kvl_cli_kv_opts *o, const kvl_hparams *hp,
+bool kvl_cli_kv_params(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model *m,
                        int32_t max_seqs, int32_t max_ctx, kvl_kv_cache_params *out) {
+    const kvl_hparams *hp = &m->hp;
     kvl_kv_cache_params p = o->p;
+    kvl_kv_format dflt = (m->layers[0].wq.type == KVL_TYPE_F32 ||
+                          p.layout == KVL_KV_LAYOUT_CONTIGUOUS)
+                             ? KVL_KV_FMT_F32
+                             : KVL_KV_FMT_F16;
+    if (!o->k_set)
+        p.k_fmt = dflt;
+    if (!o->v_set)
+        p.v_fmt = dflt;
     p.max_seqs = max_seqs;
     p.max_ctx = max_ctx;
     if (o->mem_fraction > 0) {
@@ -166,9 +181,12 @@ bool kvl_cli_kv_check(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model
                       kvl_pool *pool) {
     if (!o->check)
         return true;
+    kvl_kv_cache_params p;
+    if (!kvl_cli_kv_params(cmd, o, m, 1, 1, &p))
+        return false;
     kvl_kv_check_report r;
     kvl_error err;
-    if (kvl_kv_check(m, o->p.k_fmt, o->p.v_fmt, pool, &r, &err)) {
+    if (kvl_kv_check(m, p.k_fmt, p.v_fmt, pool, &r, &err)) {
         fprintf(stderr, "kvllm %s: --kv-check: %s\n", cmd, err.msg);
         return false;
     }

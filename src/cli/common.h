@@ -21,6 +21,7 @@ typedef struct kvl_cli_kv_opts {
     kvl_kv_cache_params p;
     double mem_fraction; /* > 0 when --kv-mem was a percentage of available memory */
     bool check;          /* --kv-check */
+    bool k_set, v_set;   /* a format was given; otherwise "auto" */
 } kvl_cli_kv_opts;
 
 void kvl_cli_kv_defaults(kvl_cli_kv_opts *o);
@@ -36,6 +37,9 @@ bool kvl_cli_kv_check(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model
                       kvl_pool *pool);
 /* Turn the options into cache params for this model, max_seqs and max_ctx
  * (the budget: --kv-mem, a fraction of MemAvailable, or exactly max_seqs
- * full contexts). false with a message on failure. */
-bool kvl_cli_kv_params(const char *cmd, const kvl_cli_kv_opts *o, const kvl_hparams *hp,
+ * full contexts). Formats not given are "auto": f32 for a model whose
+ * weights are f32 (the exact reference) and for the contiguous layout,
+ * f16 otherwise (as llama.cpp and vLLM default to the model's 16-bit type).
+ * false with a message on failure. */
+bool kvl_cli_kv_params(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model *m,
                        int32_t max_seqs, int32_t max_ctx, kvl_kv_cache_params *out);

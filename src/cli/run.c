@@ -234,7 +234,7 @@ int kvl_cli_run(int argc, char **argv) {
         total = ctx;
     int32_t max_batch = (int32_t)(n_prompt > (size_t)n_seq ? n_prompt : (size_t)n_seq);
     kvl_kv_cache_params kvp;
-    if (!kvl_cli_kv_params(cmd, &kvo, hp, n_seq, (int32_t)total, &kvp)) {
+    if (!kvl_cli_kv_params(cmd, &kvo, m, n_seq, (int32_t)total, &kvp)) {
         rc = 2;
         goto done;
     }

@@ -219,6 +219,19 @@ kvl_status kvl_kv_cache_fork(kvl_kv_cache *c, int32_t src, int32_t dst, kvl_erro
     return KVL_OK;
 }
 
+kvl_status kvl_kv_cache_truncate(kvl_kv_cache *c, int32_t seq, int32_t n, kvl_error *err) {
+    if (c->paged)
+        return kvl_kv_paged_truncate(c->paged, seq, n, err);
+    kvl_status st = check_seq(c, seq, err);
+    if (st)
+        return st;
+    if (n < 0 || n > c->len[seq])
+        return kvl_errorf(err, KVL_E_INVALID, "kv cache: truncate sequence %d to %d outside [0, %d]",
+                          seq, n, c->len[seq]);
+    c->len[seq] = n;
+    return KVL_OK;
+}
+
 kvl_status kvl_kv_cache_release(kvl_kv_cache *c, int32_t seq, kvl_error *err) {
     if (c->paged)
         return kvl_kv_paged_release(c->paged, seq, err);

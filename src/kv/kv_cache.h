@@ -59,6 +59,9 @@ kvl_status kvl_kv_cache_reserve(kvl_kv_cache *c, int32_t seq, int32_t n_new, kvl
 /* dst (empty) continues from src: paged shares src's blocks, contiguous
  * copies src's positions into dst's region. */
 kvl_status kvl_kv_cache_fork(kvl_kv_cache *c, int32_t src, int32_t dst, kvl_error *err);
+/* Shorten seq to n positions (the rest released; a later reserve writes
+ * them again). */
+kvl_status kvl_kv_cache_truncate(kvl_kv_cache *c, int32_t seq, int32_t n, kvl_error *err);
 /* The sequence ends: its positions are released. */
 kvl_status kvl_kv_cache_release(kvl_kv_cache *c, int32_t seq, kvl_error *err);
 int32_t kvl_kv_cache_len(const kvl_kv_cache *c, int32_t seq);
