@@ -38,7 +38,7 @@ grep -q "shared blocks" "$tmp/par.err" && grep -q "(8.00x)" "$tmp/par.err" && ok
 tl=$tmp/tl1.gguf
 [ -f "$tl" ] || "$bin" mkmodel --preset tinyllama-1.1b --layers 1 --type q8_0 --seed 11 -o "$tl" >/dev/null 2>&1 || bad "mkmodel"
 if [ -f "$tl" ]; then
-  "$bin" run -m "$tl" -p "$prompt" -n 12 --parallel 2 --temp 0.7 --ctx 256 --kv-layout paged \
+  "$bin" run -m "$tl" -p "$prompt" -n 12 --parallel 2 --temp 0.7 --ctx 256 --kv-layout paged --kv-type f32 \
     --dump-logits "$tmp/tp.f32" >"$tmp/tp.txt" 2>"$tmp/tp.err" || { bad "tl paged"; cat "$tmp/tp.err"; }
   "$bin" run -m "$tl" -p "$prompt" -n 12 --parallel 2 --temp 0.7 --ctx 256 --kv-layout contiguous \
     --dump-logits "$tmp/tc.f32" >"$tmp/tc.txt" 2>"$tmp/tc.err" || bad "tl contiguous"
