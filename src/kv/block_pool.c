@@ -67,8 +67,15 @@ kvl_status kvl_block_layout_init_fmt(const kvl_hparams *hp, int32_t block_size,
     /* The shape limits (head_dim <= 1024, block_size <= 4096) bound each
      * chunk under 2^24 bytes; the products below are checked anyway. */
     const int32_t hd = (int32_t)hp->head_dim;
-    size_t kh = kvl_kvq_chunk_bytes(kvl_kv_codec_for(k_fmt, KVL_KV_ROLE_K), block_size, hd);
-    size_t vh = kvl_kvq_chunk_bytes(kvl_kv_codec_for(v_fmt, KVL_KV_ROLE_V), block_size, hd);
+    /* The sizes come from the planner, the one definition of bytes per
+     * format, so the start-up report, `kvllm plan` and the pool agree by
+     * construction; the codecs lay out exactly that many bytes. */
+    size_t kh, vh;
+    if ((st = kvl_plan_kv_head_block_bytes(k_fmt, KVL_KV_ROLE_K, hd, block_size, &kh, err)) ||
+        (st = kvl_plan_kv_head_block_bytes(v_fmt, KVL_KV_ROLE_V, hd, block_size, &vh, err)))
+        return st;
+    KVL_ASSERT(kh == kvl_kvq_chunk_bytes(kvl_kv_codec_for(k_fmt, KVL_KV_ROLE_K), block_size, hd));
+    KVL_ASSERT(vh == kvl_kvq_chunk_bytes(kvl_kv_codec_for(v_fmt, KVL_KV_ROLE_V), block_size, hd));
     size_t layer_bytes, block_bytes;
     if (kvl_mul_overflow(kh + vh, (size_t)hp->n_kv_heads, &layer_bytes) ||
         kvl_mul_overflow(layer_bytes, (size_t)hp->n_layers, &block_bytes))
