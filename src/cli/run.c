@@ -234,12 +234,12 @@ int kvl_cli_run(int argc, char **argv) {
         total = ctx;
     int32_t max_batch = (int32_t)(n_prompt > (size_t)n_seq ? n_prompt : (size_t)n_seq);
     kvl_kv_cache_params kvp;
-    if (!kvl_cli_kv_params(cmd, &kvo, m, n_seq, (int32_t)total, &kvp)) {
+    if (!kvl_cli_kv_params(cmd, &kvo, m, n_seq, (int32_t)ctx, &kvp)) {
         rc = 2;
         goto done;
     }
     if (kvl_pool_init((int)threads, &pool, &err) ||
-        kvl_forward_init(m, max_batch, (int32_t)total, pool, &fw, &err)) {
+        kvl_forward_init(m, max_batch, (int32_t)ctx, pool, &fw, &err)) {
         fprintf(stderr, "kvllm run: %s\n", err.msg);
         goto done;
     }
