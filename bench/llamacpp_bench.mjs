@@ -39,6 +39,8 @@ const USAGE = `usage: node bench/llamacpp_bench.mjs -m MODEL [flags]
   -r N             repetitions, 1..1000 (default 5)
   -t N             threads, 1..1024 (default: cores)
   --fa auto|on|off flash attention (default auto, node-llama-cpp's default)
+  -ctk, --cache-type-k T   K cache type (f16, q8_0, q4_0; default llama.cpp's f16)
+  -ctv, --cache-type-v T   V cache type (quantized V needs flash attention)
   --nlc DIR        directory holding node_modules/node-llama-cpp
                    (default $NLC_DIR or /tmp/nlc)
   -o text|json     output (default text)
@@ -66,7 +68,7 @@ function parseList(flag, s, lo, hi) {
 function parseArgs(argv) {
   const o = {
     model: null, p: [512], n: [128], d: [0], b: [1], r: 5, t: 0, fa: "auto",
-    nlc: process.env.NLC_DIR || "/tmp/nlc", out: "text", gate: false,
+    nlc: process.env.NLC_DIR || "/tmp/nlc", out: "text", gate: false, ctk: null, ctv: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -93,6 +95,8 @@ function parseArgs(argv) {
         o.fa = v;
         break;
       case "--nlc": o.nlc = v; break;
+      case "-ctk": case "--cache-type-k": o.ctk = v.toUpperCase(); break;
+      case "-ctv": case "--cache-type-v": o.ctv = v.toUpperCase(); break;
       case "-o":
         if (!["text", "json"].includes(v)) fail(`-o: '${v}' is not one of text, json`);
         o.out = v;
@@ -196,6 +200,8 @@ async function runTest(llama, model, o, kind, n, d, b, rng) {
     batchSize: kind === "pp" ? Math.max(n, 512) : Math.max(512, b),
     threads: o.t || undefined,
     flashAttention: fa,
+    ...(o.ctk ? { experimentalKvCacheKeyType: o.ctk } : {}),
+    ...(o.ctv ? { experimentalKvCacheValueType: o.ctv } : {}),
   });
   try {
     const seqs = [];
