@@ -8,12 +8,15 @@
  * Build (not part of the CMake targets):
  *   cc -O2 -D_GNU_SOURCE -Iinclude -Isrc bench/bench_matmul.c \
  *      build/libkvl_kernels.a build/libkvl_core.a -lpthread -lm -o bench_matmul
- * Run: ./bench_matmul [threads]
+ * Run: ./bench_matmul [threads [TYPE [ISA [N_TOK,...]]]]
+ *   e.g. ./bench_matmul 1 Q8_0 avx512 1,64   (TYPE / ISA "all" for every one)
+ * Prints the best and the median time of the repetitions.
  */
 #include "kernels/kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static double read_bandwidth(size_t bytes) {
     float *buf = NULL;
@@ -40,8 +43,29 @@ typedef struct {
     kvl_type t;
 } type_case;
 
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
 int main(int argc, char **argv) {
     int n_threads = argc > 1 ? atoi(argv[1]) : 0;
+    const char *only_type = argc > 2 && strcmp(argv[2], "all") ? argv[2] : NULL;
+    const char *only_isa = argc > 3 && strcmp(argv[3], "all") ? argv[3] : NULL;
+    int64_t toks[8] = {1, 64};
+    int n_toks = 2;
+    if (argc > 4) {
+        n_toks = 0;
+        for (char *p = argv[4]; *p && n_toks < 8;) {
+            toks[n_toks] = strtoll(p, &p, 10);
+            if (toks[n_toks] >= 1 && toks[n_toks] <= 512)
+                n_toks++;
+            if (*p == ',')
+                p++;
+            else
+                break;
+        }
+    }
     kvl_pool *pool = NULL;
     kvl_error err;
     if (kvl_pool_init(n_threads, &pool, &err) != KVL_OK) {
@@ -57,21 +81,22 @@ int main(int argc, char **argv) {
     /* one layer's worth of FFN weights: up (5632 x 2048); 4 copies so decode
      * reads more than the caches hold */
     const int64_t n_rows = 5632, n_cols = 2048, n_copies = 8;
-    const int64_t toks[] = {1, 64};
     kvl_isa hw = kvl_isa_set(KVL_ISA_AVX512);
-    float *X = malloc(sizeof(float) * (size_t)(64 * n_cols));
-    float *Y = malloc(sizeof(float) * (size_t)(64 * n_rows));
+    float *X = malloc(sizeof(float) * (size_t)(512 * n_cols));
+    float *Y = malloc(sizeof(float) * (size_t)(512 * n_rows));
     float *row = malloc(sizeof(float) * (size_t)n_cols);
-    for (int64_t i = 0; i < 64 * n_cols; i++)
+    for (int64_t i = 0; i < 512 * n_cols; i++)
         X[i] = (float)((i * 7919) % 1000) / 500.0f - 1.0f;
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const kvl_type t = types[ti].t;
+        if (only_type && strcmp(only_type, types[ti].name))
+            continue;
         const size_t rb = kvl_row_bytes(t, n_cols);
         const size_t wbytes = rb * (size_t)n_rows;
         uint8_t *W = NULL;
         void *scratch = NULL;
         if (posix_memalign((void **)&W, 64, wbytes * n_copies) ||
-            posix_memalign(&scratch, 64, kvl_matmul_scratch_size(t, n_cols, 64) + 64))
+            posix_memalign(&scratch, 64, kvl_matmul_scratch_size(t, n_cols, 512) + 64))
             return 1;
         for (int64_t r = 0; r < n_rows * n_copies; r++) {
             for (int64_t k = 0; k < n_cols; k++)
@@ -79,24 +104,29 @@ int main(int argc, char **argv) {
             kvl_quantize_row(t, row, W + (size_t)r * rb, n_cols);
         }
         for (int isa = KVL_ISA_SCALAR; isa <= (int)hw; isa++) {
+            if (only_isa && strcmp(only_isa, kvl_isa_name((kvl_isa)isa)))
+                continue;
             kvl_isa_set((kvl_isa)isa);
-            for (int k = 0; k < 2; k++) {
+            for (int k = 0; k < n_toks; k++) {
                 const int64_t nt = toks[k];
                 if (isa == KVL_ISA_SCALAR && nt > 1)
                     continue;
-                int reps = nt == 1 ? 40 : 4;
-                double best = 1e30;
+                enum { MAX_REPS = 64 };
+                const int reps = nt == 1 ? MAX_REPS : nt <= 64 ? 8 : 3;
+                double dts[MAX_REPS];
                 for (int rep = 0; rep < reps; rep++) {
                     const uint8_t *w = W + (size_t)(rep % n_copies) * wbytes;
                     double t0 = kvl_now();
                     kvl_matmul(pool, Y, w, t, n_rows, n_cols, X, nt, scratch);
-                    double dt = kvl_now() - t0;
-                    best = dt < best ? dt : best;
+                    dts[rep] = kvl_now() - t0;
                 }
+                qsort(dts, (size_t)reps, sizeof dts[0], cmp_double);
+                const double best = dts[0], med = dts[reps / 2];
                 double gmac = (double)n_rows * n_cols * nt / best / 1e9;
-                printf("%-5s %-6s n_tok %2lld: %8.3f ms  %6.1f GB/s weights  %7.1f GMAC/s\n",
+                printf("%-5s %-6s n_tok %3lld: %8.3f ms (median %8.3f)  %6.1f GB/s weights (median "
+                       "%5.1f)  %7.1f GMAC/s\n",
                        types[ti].name, kvl_isa_name((kvl_isa)isa), (long long)nt, best * 1e3,
-                       (double)wbytes / best / 1e9, gmac);
+                       med * 1e3, (double)wbytes / best / 1e9, (double)wbytes / med / 1e9, gmac);
             }
         }
         free(W);

@@ -437,6 +437,10 @@ static void test_matmul(void) {
     /* a decode-sized case split over threads: 2 x 1000 rows */
     test_matmul_shape(pools, KVL_TYPE_Q8_0, 2003, 512, 1);
     test_matmul_shape(pools, KVL_TYPE_Q4_0, 2003, 512, 1);
+    /* 13 blocks: a full decode step of 8 blocks, two pairs and a single */
+    test_matmul_shape(pools, KVL_TYPE_Q8_0, 37, 416, 1);
+    test_matmul_shape(pools, KVL_TYPE_Q4_0, 37, 416, 1);
+    test_matmul_shape(pools, KVL_TYPE_BF16, 37, 200, 1);
     test_matmul_shape(pools, KVL_TYPE_F16, 515, 515, 2);
     for (int p = 0; p < 3; p++)
         kvl_pool_free(pools[p]);
