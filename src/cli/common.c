@@ -45,8 +45,8 @@ const char *kvl_cli_default_model(void) {
 }
 
 void kvl_cli_kv_defaults(kvl_cli_kv_opts *o) {
+    memset(o, 0, sizeof *o);
     o->p = kvl_kv_cache_defaults();
-    o->mem_fraction = 0;
 }
 
 void kvl_cli_kv_usage(FILE *f) {
