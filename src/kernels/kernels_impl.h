@@ -45,6 +45,26 @@ static inline const int32_t *kvl_act_corr(const kvl_mm_ctx *c, int64_t tok) {
     return (const int32_t *)(c->act + (size_t)tok * c->act_stride + (size_t)c->n_cols * 2);
 }
 
+/*
+ * Token-lane layout (AVX-512 Q8_0 products of KVL_TL_MIN_TOK or more
+ * tokens): tokens in groups of 16, one 640-byte record per (group, block
+ * of 32 columns), records of a group consecutive (nb of them):
+ *
+ *   offset   0: qs   int8 [8][16][4]  vector g holds columns 4g..4g+3 of
+ *                                    tokens 0..15 (one dword per token)
+ *   offset 512: dx   float[16]       d of each token for this block
+ *   offset 576: corr int32[16]       -128 * sum(q) of each token
+ *
+ * Slots past the last token of the last group are zero. A token's
+ * numbers are the same as in the row layout above.
+ */
+#define KVL_TL_REC 640
+#define KVL_TL_MIN_TOK 16
+
+static inline uint8_t *kvl_tl_group(uint8_t *act, int64_t n_cols, int64_t group) {
+    return act + (size_t)group * (size_t)(n_cols / 32) * KVL_TL_REC;
+}
+
 /* Bytes of one activation row (a multiple of 64). */
 static inline size_t kvl_act_stride(int64_t n_cols) {
     return ((size_t)n_cols * 3 + 63) & ~(size_t)63;
@@ -86,6 +106,11 @@ void kvl_quantize_act_avx2(const float *x, int64_t n_cols, int64_t b0, int64_t b
                            int32_t k_corr, uint8_t *dst);
 void kvl_quantize_act_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t b1,
                              int32_t k_corr, uint8_t *dst);
+/* Blocks [b0, b1) of one token into slot `slot` (0..15) of its token group
+ * grp (token-lane layout, Q8_0's k_corr of 128). */
+void kvl_quantize_act_tl_avx512(const float *x, int64_t b0, int64_t b1, int slot, uint8_t *grp);
+/* Y rows [r0, r1) for every token, Q8_0 weights, activations token-lane. */
+void kvl_mm_rows_tl_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
 
 /* Y rows [r0, r1) for every token. */
 void kvl_mm_rows_scalar(const kvl_mm_ctx *c, int64_t r0, int64_t r1);

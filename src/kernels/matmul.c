@@ -111,6 +111,7 @@ void kvl_mm_rows_scalar(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
 typedef struct mm_task {
     const kvl_mm_ctx *c;
     kvl_isa isa;
+    bool tl; /* activations in the token-lane layout (AVX-512 Q8_0) */
 } mm_task;
 
 static void quant_task(void *arg, int ith, int nth) {
@@ -124,6 +125,12 @@ static void quant_task(void *arg, int ith, int nth) {
         const int64_t b1 = (hi - tok * nb) < nb ? (hi - tok * nb) : nb;
         const float *x = c->X + tok * c->n_cols;
         uint8_t *dst = c->act + (size_t)tok * c->act_stride;
+        if (m->tl) {
+            kvl_quantize_act_tl_avx512(x, b0, b1, (int)(tok % 16),
+                                       kvl_tl_group(c->act, c->n_cols, tok / 16));
+            lo += b1 - b0;
+            continue;
+        }
         switch (m->isa) {
         case KVL_ISA_AVX512:
             kvl_quantize_act_avx512(x, c->n_cols, b0, b1, c->k_corr, dst);
@@ -150,6 +157,10 @@ static void rows_task(void *arg, int ith, int nth) {
         hi = c->n_rows;
     if (lo >= hi)
         return;
+    if (m->tl) {
+        kvl_mm_rows_tl_avx512(c, lo, hi);
+        return;
+    }
     switch (m->isa) {
     case KVL_ISA_AVX512:
         kvl_mm_rows_avx512(c, lo, hi);
@@ -194,6 +205,17 @@ void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_r
         c.act = scratch;
         c.act_stride = kvl_act_stride(n_cols);
         c.k_corr = t == KVL_TYPE_Q4_0 ? 8 : 128;
+        m.tl = m.isa == KVL_ISA_AVX512 && t == KVL_TYPE_Q8_0 && n_tok >= KVL_TL_MIN_TOK;
+        if (m.tl) {
+            /* the token-lane layout fits in the row layout's scratch:
+             * 16 * ceil(n_tok / 16) <= 2 * n_tok tokens of 1.25 * n_cols bytes */
+            const int64_t n_groups = (n_tok + 15) / 16;
+            KVL_ASSERT((size_t)n_groups * (size_t)(n_cols / 32) * KVL_TL_REC <=
+                       kvl_matmul_scratch_size(t, n_cols, n_tok));
+            if (n_tok % 16)
+                memset(kvl_tl_group(c.act, n_cols, n_groups - 1), 0,
+                       (size_t)(n_cols / 32) * KVL_TL_REC);
+        }
         if (n_tok * n_cols >= KVL_QUANT_PAR_MIN)
             kvl_pool_run(pool, quant_task, &m);
         else

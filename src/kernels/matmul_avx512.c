@@ -33,6 +33,7 @@
 #include "kernels/kernels_impl.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 #define AI static inline __attribute__((always_inline))
 
@@ -80,6 +81,30 @@ void kvl_quantize_act_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t
         _mm_storeu_si128((__m128i *)(qs + b * 32 + 16), _mm512_cvtsepi32_epi8(q1));
         _mm256_storeu_ps(dx + b * 8, _mm256_set1_ps(d));
         _mm256_storeu_si256((__m256i *)(corr + b * 8), _mm256_setr_epi32(-k_corr * sum, 0, 0, 0, 0, 0, 0, 0));
+    }
+}
+
+void kvl_quantize_act_tl_avx512(const float *x, int64_t b0, int64_t b1, int slot, uint8_t *grp) {
+    const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
+    const __m256i gidx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
+    for (int64_t b = b0; b < b1; b++) {
+        uint8_t *rec = grp + (size_t)b * KVL_TL_REC;
+        const __m512 v0 = _mm512_loadu_ps(x + b * 32);
+        const __m512 v1 = _mm512_loadu_ps(x + b * 32 + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const __m512 vid = _mm512_set1_ps(id);
+        const __m512i q0 = _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v0, vid), lim), nlim));
+        const __m512i q1 = _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v1, vid), lim), nlim));
+        const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        const __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtsepi32_epi8(q0)),
+                                                  _mm512_cvtsepi32_epi8(q1), 1);
+        /* dword g (columns 4g..4g+3) to vector g, this token's slot */
+        _mm256_i32scatter_epi32(rec + slot * 4, gidx, q, 4);
+        memcpy(rec + 512 + slot * 4, &d, 4);
+        const int32_t corr = -128 * sum;
+        memcpy(rec + 576 + slot * 4, &corr, 4);
     }
 }
 
@@ -215,6 +240,113 @@ AI void gemv_q(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t) {
         }
         const __m512 a01 = _mm512_add_ps(acc[0], acc[1]), a23 = _mm512_add_ps(acc[2], acc[3]);
         c->Y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a01, a23));
+    }
+}
+
+/* ---- Q8_0, many tokens: tokens in lanes ----
+ *
+ * A tile is R rows x TV token groups (16 tokens each). Per block of 32
+ * columns: the int32 accumulators start at the tokens' corr, then for each
+ * 4-column group g one broadcast dword of each row's weights (made
+ * unsigned, ^0x80) is multiplied by vector g of each token group (vpdpbusd,
+ * 64 multiply-adds); the block's exact int32 sums then become float and are
+ * scaled by d_w * d_x into the float accumulators with one FMA. Each lane is
+ * one (row, token) output with its own sequence of operations, so neither
+ * the tile shape nor the row split changes a bit. */
+AI uint32_t load_u32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+AI void tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, const int TV) {
+    const int64_t nb = c->n_cols / 32;
+    const uint8_t *row[4];
+    const uint8_t *grp[2];
+    __m512 acc[4][2];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
+#pragma GCC unroll 2
+    for (int v = 0; v < TV; v++) {
+        grp[v] = kvl_tl_group(c->act, c->n_cols, g0 + v);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][v] = _mm512_setzero_ps();
+    }
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i p[4][2];
+#pragma GCC unroll 2
+        for (int v = 0; v < TV; v++) {
+            const __m512i corr = _mm512_load_si512(grp[v] + (size_t)b * KVL_TL_REC + 576);
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++)
+                p[i][v] = corr;
+        }
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            __m512i x[2];
+#pragma GCC unroll 2
+            for (int v = 0; v < TV; v++)
+                x[v] = _mm512_load_si512(grp[v] + (size_t)b * KVL_TL_REC + g * 64);
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++) {
+                const kvl_block_q8_0 *blk = (const kvl_block_q8_0 *)row[i] + b;
+                const __m512i w = _mm512_xor_si512(
+                    _mm512_set1_epi32((int)load_u32((const uint8_t *)blk->qs + 4 * g)), bias);
+#pragma GCC unroll 2
+                for (int v = 0; v < TV; v++)
+                    p[i][v] = _mm512_dpbusd_epi32(p[i][v], w, x[v]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            const kvl_block_q8_0 *blk = (const kvl_block_q8_0 *)row[i] + b;
+            const __m512 dw = _mm512_cvtph_ps(_mm256_set1_epi16((short)blk->d));
+#pragma GCC unroll 2
+            for (int v = 0; v < TV; v++) {
+                const __m512 s = _mm512_load_ps((const float *)(grp[v] + (size_t)b * KVL_TL_REC + 512));
+                acc[i][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[i][v]), _mm512_mul_ps(dw, s), acc[i][v]);
+            }
+        }
+    }
+    /* lane t of acc[i][v] is Y[token 16 (g0 + v) + t][row r + i] */
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)c->n_rows));
+#pragma GCC unroll 2
+    for (int v = 0; v < TV; v++) {
+        const int64_t t0 = (g0 + v) * 16;
+        const int64_t nt = c->n_tok - t0 < 16 ? c->n_tok - t0 : 16;
+        const __mmask16 m = (__mmask16)((1u << nt) - 1);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            _mm512_mask_i32scatter_ps(c->Y + t0 * c->n_rows + r + i, m, idx, acc[i][v], 4);
+    }
+}
+
+static void tl_4x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) { tl_tile(c, r, g0, 4, 2); }
+static void tl_4x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) { tl_tile(c, r, g0, 4, 1); }
+static void tl_1x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) { tl_tile(c, r, g0, 1, 2); }
+static void tl_1x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) { tl_tile(c, r, g0, 1, 1); }
+
+/* Token groups per chunk: the chunk's activations (4 x 16 tokens, 1.25
+ * bytes per column each) stay in L2 while the rows pass over them. */
+#define TL_CHUNK 4
+
+void kvl_mm_rows_tl_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    const int64_t n_groups = (c->n_tok + 15) / 16;
+    for (int64_t c0 = 0; c0 < n_groups; c0 += TL_CHUNK) {
+        const int64_t c1 = n_groups - c0 < TL_CHUNK ? n_groups : c0 + TL_CHUNK;
+        for (int64_t r = r0; r < r1;) {
+            const bool full = r1 - r >= 4;
+            int64_t g = c0;
+            for (; g + 2 <= c1; g += 2)
+                (full ? tl_4x2 : tl_1x2)(c, r, g);
+            if (g < c1)
+                (full ? tl_4x1 : tl_1x1)(c, r, g);
+            r += full ? 4 : 1;
+        }
     }
 }
 
