@@ -14,20 +14,27 @@
  * (kvl_kv_attend_q's invariants: no allocation, the 4 KiB score tile on the
  * stack; a NaN score or value reaches the output.)
  *
+ * kvl_kv_attend_f32 runs the same online softmax over f32 rows with the F32
+ * kernels of kv_kern (each K and V row read once for the whole GQA group,
+ * not once per query head), in tiles of 64 logical positions.
+ *
  * Invariants:
  *   - The arithmetic for a position depends only on q, that position's K and
  *     V rows and its index p, never on how positions are split into blocks:
- *     scores are one dot product per row, the softmax runs over the scratch
- *     array of all n_ctx scores, and the output accumulates V rows in order
- *     p = 0, 1, ..., n_ctx-1. Hence any block placement gives the same bits.
+ *     the f32 tiles are fixed ranges of logical positions (a tile crossing
+ *     blocks is computed one block segment at a time, and the kernels' per
+ *     row arithmetic does not depend on the segment: one dot product per
+ *     row, V rows accumulated in order with the partial sums stored and
+ *     reloaded exactly between segments). Hence any block placement gives
+ *     the same bits, and the contiguous and paged f32 stores, which both
+ *     call kvl_kv_attend_f32, agree bit for bit.
+ *   - A query head's arithmetic does not depend on which other heads share
+ *     its pass, so any split of heads over threads gives the same bits.
  *
  * Must not:
- *   - write anything but out[h0..h1) and scratch (callers run it from several
- *     threads at once on the same store);
- *   - allocate;
- *   - do arithmetic of its own: dot, softmax and axpy are the kernels' (SIMD
- *     picked at run time), one call per row, so every store that routes
- *     through here shares not just the order but the very instructions.
+ *   - write anything but out[h0..h1) (callers run it from several threads
+ *     at once on the same store);
+ *   - allocate (the score tile, 4 KiB, is on the stack).
  */
 #include "kv/kv_attn.h"
 
@@ -36,63 +43,90 @@
 #include <math.h>
 
 
-/* Start fetching row i of the next block while row i of this one is used:
- * the hardware prefetcher follows a stream within a page but loses it at the
- * jump to another block. No effect on the arithmetic. */
-static inline void prefetch_row(const float *next_block, int32_t i, int32_t hd) {
-    if (!next_block)
-        return;
-    const float *r = next_block + (int64_t)i * hd;
-    for (int32_t d = 0; d < hd; d += 16)
-        __builtin_prefetch(r + d, 0, 3);
-}
-
-/* Base of logical block lb + 1 for this head, or NULL past n_ctx. */
-static inline const float *next_base(const kvl_kv_view *view, const float *arr, int32_t lb,
-                                     int32_t p0, int32_t n_ctx, int64_t head_off) {
-    if (p0 + view->block_size >= n_ctx)
-        return NULL;
-    return arr + (int64_t)view->blocks[lb + 1] * view->block_stride + head_off;
-}
+/* Positions per softmax tile of the f32 routine. Tiles are ranges of
+ * logical positions [64t, 64t + 64), cut into block segments only to find
+ * the rows, so the block size never changes a tile. */
+#define F32_RT 64
+#define F32_GT 16 /* query heads per pass */
 
 void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, float *out,
                        int32_t h0, int32_t h1, float scale, float *scratch) {
+    (void)scratch;
     const int32_t hd = view->head_dim;
     const int32_t bs = view->block_size;
     const int32_t group = view->n_heads / view->n_kv_heads;
-    for (int32_t h = h0; h < h1; h++) {
-        float *oh = out + (int64_t)h * hd;
-        for (int32_t d = 0; d < hd; d++)
-            oh[d] = 0.0f;
-        if (n_ctx <= 0)
-            continue;
+    const kvl_kvq_ops ops = kvl_kvq_ops_get(KVL_KVQ_F32, hd);
+    for (int64_t i = (int64_t)h0 * hd; i < (int64_t)h1 * hd; i++)
+        out[i] = 0.0f;
+    if (n_ctx <= 0)
+        return;
+    float S[F32_GT * F32_RT];
+    float m[F32_GT], l[F32_GT];
+    for (int32_t h = h0; h < h1;) {
+        const int32_t kh = h / group;
+        int32_t hend = (kh + 1) * group;
+        hend = hend < h1 ? hend : h1;
+        hend = hend < h + F32_GT ? hend : h + F32_GT;
+        const int32_t ng = hend - h;
         const float *qh = q + (int64_t)h * hd;
-        const int64_t head_off = (int64_t)(h / group) * view->head_stride;
-
-        /* scores, block by block */
-        for (int32_t p0 = 0, lb = 0; p0 < n_ctx; p0 += bs, lb++) {
-            const float *kb = view->k + (int64_t)view->blocks[lb] * view->block_stride + head_off;
-            const float *kn = next_base(view, view->k, lb, p0, n_ctx, head_off);
-            int32_t n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
-            for (int32_t i = 0; i < n; i++) {
-                prefetch_row(kn, i, hd);
-                scratch[p0 + i] = kvl_dot_f32(qh, kb + (int64_t)i * hd, hd) * scale;
+        float *oh = out + (int64_t)h * hd;
+        const int64_t head_off = (int64_t)kh * view->head_stride;
+        for (int32_t g = 0; g < ng; g++) {
+            m[g] = -INFINITY;
+            l[g] = 0.0f;
+        }
+        for (int32_t t0 = 0; t0 < n_ctx; t0 += F32_RT) {
+            const int32_t t1 = n_ctx - t0 < F32_RT ? n_ctx : t0 + F32_RT;
+            /* scores of the tile, one block segment at a time */
+            for (int32_t p = t0; p < t1;) {
+                const int32_t lb = p / bs, i0 = p % bs;
+                const int32_t e = t1 - p < bs - i0 ? t1 : p + (bs - i0);
+                const float *kb = view->k + (int64_t)view->blocks[lb] * view->block_stride + head_off;
+                ops.scores((const uint8_t *)kb, bs, hd, i0, i0 + (e - p), qh, ng, S + (p - t0),
+                           F32_RT);
+                p = e;
+            }
+            /* online softmax: running max m and sum l per head */
+            for (int32_t g = 0; g < ng; g++) {
+                float *Sg = S + g * F32_RT;
+                float mt = -INFINITY;
+                for (int32_t i = 0; i < t1 - t0; i++) {
+                    Sg[i] *= scale;
+                    mt = Sg[i] > mt ? Sg[i] : mt;
+                }
+                const float mnew = mt > m[g] ? mt : m[g];
+                if (mnew != m[g]) {
+                    const float corr = expf(m[g] - mnew);
+                    l[g] *= corr;
+                    float *og = oh + (int64_t)g * hd;
+                    for (int32_t d = 0; d < hd; d++)
+                        og[d] *= corr;
+                    m[g] = mnew;
+                }
+                float sum = 0.0f;
+                for (int32_t i = 0; i < t1 - t0; i++) {
+                    Sg[i] = expf(Sg[i] - mnew);
+                    sum += Sg[i];
+                }
+                l[g] += sum;
+            }
+            /* weighted sum of V rows, in position order */
+            for (int32_t p = t0; p < t1;) {
+                const int32_t lb = p / bs, i0 = p % bs;
+                const int32_t e = t1 - p < bs - i0 ? t1 : p + (bs - i0);
+                const float *vb = view->v + (int64_t)view->blocks[lb] * view->block_stride + head_off;
+                ops.accum((const uint8_t *)vb, bs, hd, i0, i0 + (e - p), S + (p - t0), F32_RT, ng,
+                          oh);
+                p = e;
             }
         }
-
-        /* softmax over all n_ctx scores at once */
-        kvl_softmax(scratch, n_ctx);
-
-        /* weighted sum of V rows in position order */
-        for (int32_t p0 = 0, lb = 0; p0 < n_ctx; p0 += bs, lb++) {
-            const float *vb = view->v + (int64_t)view->blocks[lb] * view->block_stride + head_off;
-            const float *vn = next_base(view, view->v, lb, p0, n_ctx, head_off);
-            int32_t n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
-            for (int32_t i = 0; i < n; i++) {
-                prefetch_row(vn, i, hd);
-                kvl_axpy_f32(oh, scratch[p0 + i], vb + (int64_t)i * hd, hd);
-            }
+        for (int32_t g = 0; g < ng; g++) {
+            const float inv = 1.0f / l[g];
+            float *og = oh + (int64_t)g * hd;
+            for (int32_t d = 0; d < hd; d++)
+                og[d] *= inv;
         }
+        h = hend;
     }
 }
 
