@@ -51,9 +51,11 @@ typedef struct kvl_kv_view {
 
 /*
  * For query heads [h0, h1): out[h] = sum_p softmax_p(q[h].K[p] * scale) V[p]
- * over p in [0, n_ctx). q and out are (n_heads, head_dim); scratch holds at
- * least n_ctx floats. Reads only; safe to call concurrently. n_ctx <= 0
- * writes zeros.
+ * over p in [0, n_ctx). q and out are (n_heads, head_dim). The softmax is
+ * computed online over tiles of 64 positions, each K/V row read once for
+ * the whole GQA group, so scratch (the seam's per-thread buffer) is not
+ * needed here. Reads only; safe to call concurrently. n_ctx <= 0 writes
+ * zeros.
  */
 void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, float *out,
                        int32_t h0, int32_t h1, float scale, float *scratch);
