@@ -107,7 +107,7 @@ def main():
               f"roofline uses the median of the per-run maxima: {bw:.1f} GB/s.")
     isa = next((rec.get("isa") for rec in info.values()), "?")
     thr = next((rec.get("threads") for rec in info.values()), "?")
-    print(f"kvllm: ISA {isa}, {thr} threads, KV f32 contiguous. "
+    print(f"kvllm: ISA {isa}, {thr} threads, KV paged, f16 (the auto format for 16-bit and 8-bit weights, as llama.cpp's default F16 cache). "
           f"t/s: median over the pairs; ratio: median of pairwise ratios.")
     return 0
 
