@@ -49,6 +49,38 @@
 #define F32_RT 64
 #define F32_GT 16 /* query heads per pass */
 
+/* One tile of the online softmax for the ng query heads of a GQA group:
+ * S holds n raw scores per head (row stride `stride`); they are scaled,
+ * the running max m and sum l of each head advance, the head's partial
+ * output oh (ng, hd) is rescaled when the max grows, and S is left holding
+ * exp(score - max) for the weighted sum of V. */
+static inline void online_softmax(float *S, int32_t stride, int32_t ng, int32_t n, float scale,
+                                  float *m, float *l, float *oh, int32_t hd) {
+    for (int32_t g = 0; g < ng; g++) {
+        float *Sg = S + g * stride;
+        float mt = -INFINITY;
+        for (int32_t i = 0; i < n; i++) {
+            Sg[i] *= scale;
+            mt = Sg[i] > mt ? Sg[i] : mt;
+        }
+        const float mnew = mt > m[g] ? mt : m[g];
+        if (mnew != m[g]) {
+            const float corr = expf(m[g] - mnew);
+            l[g] *= corr;
+            float *og = oh + (int64_t)g * hd;
+            for (int32_t d = 0; d < hd; d++)
+                og[d] *= corr;
+            m[g] = mnew;
+        }
+        float sum = 0.0f;
+        for (int32_t i = 0; i < n; i++) {
+            Sg[i] = expf(Sg[i] - mnew);
+            sum += Sg[i];
+        }
+        l[g] += sum;
+    }
+}
+
 void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, float *out,
                        int32_t h0, int32_t h1, float scale, float *scratch) {
     (void)scratch;
@@ -87,29 +119,7 @@ void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, f
                 p = e;
             }
             /* online softmax: running max m and sum l per head */
-            for (int32_t g = 0; g < ng; g++) {
-                float *Sg = S + g * F32_RT;
-                float mt = -INFINITY;
-                for (int32_t i = 0; i < t1 - t0; i++) {
-                    Sg[i] *= scale;
-                    mt = Sg[i] > mt ? Sg[i] : mt;
-                }
-                const float mnew = mt > m[g] ? mt : m[g];
-                if (mnew != m[g]) {
-                    const float corr = expf(m[g] - mnew);
-                    l[g] *= corr;
-                    float *og = oh + (int64_t)g * hd;
-                    for (int32_t d = 0; d < hd; d++)
-                        og[d] *= corr;
-                    m[g] = mnew;
-                }
-                float sum = 0.0f;
-                for (int32_t i = 0; i < t1 - t0; i++) {
-                    Sg[i] = expf(Sg[i] - mnew);
-                    sum += Sg[i];
-                }
-                l[g] += sum;
-            }
+            online_softmax(S, F32_RT, ng, t1 - t0, scale, m, l, oh, hd);
             /* weighted sum of V rows, in position order */
             for (int32_t p = t0; p < t1;) {
                 const int32_t lb = p / bs, i0 = p % bs;
@@ -180,29 +190,7 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
             for (int32_t r0 = 0; r0 < n; r0 += ATT_RT) {
                 const int32_t r1 = n - r0 < ATT_RT ? n : r0 + ATT_RT;
                 kop.scores(kc, bs, hd, r0, r1, qh, ng, S, ATT_RT);
-                for (int32_t g = 0; g < ng; g++) {
-                    float *Sg = S + g * ATT_RT;
-                    float mt = -INFINITY;
-                    for (int32_t i = 0; i < r1 - r0; i++) {
-                        Sg[i] *= scale;
-                        mt = Sg[i] > mt ? Sg[i] : mt;
-                    }
-                    const float mnew = mt > m[g] ? mt : m[g];
-                    if (mnew != m[g]) {
-                        const float corr = expf(m[g] - mnew);
-                        l[g] *= corr;
-                        float *og = oh + (int64_t)g * hd;
-                        for (int32_t d = 0; d < hd; d++)
-                            og[d] *= corr;
-                        m[g] = mnew;
-                    }
-                    float sum = 0.0f;
-                    for (int32_t i = 0; i < r1 - r0; i++) {
-                        Sg[i] = expf(Sg[i] - mnew);
-                        sum += Sg[i];
-                    }
-                    l[g] += sum;
-                }
+                online_softmax(S, ATT_RT, ng, r1 - r0, scale, m, l, oh, hd);
                 vop.accum(vc, bs, hd, r0, r1, S, ATT_RT, ng, oh);
             }
         }
