@@ -185,6 +185,17 @@ void kvl_softmax(float *x, int64_t n) {
         x[i] /= sum;
 }
 
+float kvl_exp_shift_sum(float *x, int64_t n, float shift) {
+    if (kvl_isa_active() == KVL_ISA_AVX512)
+        return kvl_exp_shift_sum_avx512(x, n, shift);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - shift);
+        sum += x[i];
+    }
+    return sum;
+}
+
 void kvl_swiglu(float *gate, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         float v = gate[i];

@@ -72,6 +72,11 @@ void kvl_softmax(float *x, int64_t n);
 /* gate[i] = silu(gate[i]) * up[i] */
 void kvl_swiglu(float *gate, const float *up, int64_t n);
 
+/* x[i] = exp(x[i] - shift) for n floats; returns the sum. The AVX-512
+ * path uses a polynomial exp within ~2 ulp of expf (the scalar reference);
+ * NaN stays NaN, very negative arguments give 0. */
+float kvl_exp_shift_sum(float *x, int64_t n, float shift);
+
 /* dot product and y += a*x, float */
 float kvl_dot_f32(const float *a, const float *b, int64_t n);
 void kvl_axpy_f32(float *y, float a, const float *x, int64_t n);

@@ -119,6 +119,7 @@ void kvl_mm_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
 
 float kvl_dot_f32_avx2(const float *a, const float *b, int64_t n);
 float kvl_dot_f32_avx512(const float *a, const float *b, int64_t n);
+float kvl_exp_shift_sum_avx512(float *x, int64_t n, float shift);
 void kvl_axpy_f32_avx2(float *y, float a, const float *x, int64_t n);
 void kvl_axpy_f32_avx512(float *y, float a, const float *x, int64_t n);
 

@@ -72,12 +72,7 @@ static inline void online_softmax(float *S, int32_t stride, int32_t ng, int32_t 
                 og[d] *= corr;
             m[g] = mnew;
         }
-        float sum = 0.0f;
-        for (int32_t i = 0; i < n; i++) {
-            Sg[i] = expf(Sg[i] - mnew);
-            sum += Sg[i];
-        }
-        l[g] += sum;
+        l[g] += kvl_exp_shift_sum(Sg, n, mnew);
     }
 }
 
