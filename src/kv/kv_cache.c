@@ -69,6 +69,12 @@ static kvl_status plan_shape(const kvl_hparams *hp, kvl_plan_shape *s) {
     return KVL_OK;
 }
 
+/* Contiguous store: f32 K and V of one position over all layers (the
+ * shape limits keep this and its product with max_ctx far from overflow). */
+static size_t contig_token_bytes(const kvl_hparams *hp) {
+    return 2 * (size_t)hp->n_layers * (size_t)hp->n_kv_heads * (size_t)hp->head_dim * sizeof(float);
+}
+
 /* block_size 0 means the formats' default (64 when int4 keys, else 16) */
 static int32_t block_size_of(const kvl_kv_cache_params *p) {
     return p->block_size ? p->block_size : (int32_t)kvl_plan_default_block_size(p->k_fmt, p->v_fmt);
@@ -85,7 +91,7 @@ kvl_status kvl_kv_cache_default_budget(const kvl_hparams *hp, const kvl_kv_cache
     kvl_plan_shape s;
     plan_shape(hp, &s);
     if (p->layout == KVL_KV_LAYOUT_CONTIGUOUS) {
-        size_t per_tok = 2 * (size_t)hp->n_layers * (size_t)hp->n_kv_heads * (size_t)hp->head_dim * 4;
+        size_t per_tok = contig_token_bytes(hp);
         size_t b;
         if (kvl_mul_overflow(per_tok, (size_t)p->max_ctx, &b) ||
             kvl_mul_overflow(b, (size_t)p->max_seqs, &b))
@@ -129,9 +135,7 @@ kvl_status kvl_kv_cache_init(const kvl_hparams *hp, const kvl_kv_cache_params *p
         if ((st = kvl_kv_paged_init(hp, &pp, &c->paged, err)))
             goto fail;
     } else {
-        size_t seq_bytes =
-            2 * (size_t)hp->n_layers * (size_t)hp->n_kv_heads * (size_t)hp->head_dim * 4 *
-            (size_t)q.max_ctx;
+        size_t seq_bytes = contig_token_bytes(hp) * (size_t)q.max_ctx;
         if (q.budget / seq_bytes < (size_t)q.max_seqs) {
             st = kvl_errorf(err, KVL_E_NO_KV,
                             "kv cache: contiguous layout: %d sequences of %d positions need %zu "
