@@ -35,7 +35,7 @@ static uint32_t f2u(float f) {
 /* ---- pool ---- */
 
 typedef struct {
-    _Atomic int calls[8];
+    _Atomic int calls[64];
     _Atomic int bad_nth;
     int expect_nth;
     _Atomic long covered; /* sum over split parts of [0, 1000) */
@@ -78,8 +78,25 @@ static void test_pool(void) {
             CHECK_EQ_INT(pr.calls[i], runs);
         CHECK_EQ_INT(pr.bad_nth, 0);
         CHECK_EQ_INT(pr.covered, 1000L * runs);
+        /* more items than threads, one item, none: every item exactly once
+         * per run, whichever thread takes it */
+        const int items[] = {64, 5, 1, 0};
+        for (int k = 0; k < 4; k++) {
+            memset(&pr, 0, sizeof pr);
+            pr.expect_nth = items[k];
+            for (int r = 0; r < 500; r++)
+                kvl_pool_run_n(pool, items[k], probe_fn, &pr);
+            for (int i = 0; i < items[k]; i++)
+                CHECK_EQ_INT(pr.calls[i], 500);
+            CHECK_EQ_INT(pr.bad_nth, 0);
+            CHECK_EQ_INT(pr.covered, items[k] ? 1000L * 500 : 0);
+        }
         kvl_pool_free(pool);
     }
+    memset(&pr, 0, sizeof pr);
+    pr.expect_nth = 3;
+    kvl_pool_run_n(NULL, 3, probe_fn, &pr);
+    CHECK(pr.calls[0] == 1 && pr.calls[1] == 1 && pr.calls[2] == 1);
     kvl_pool *pool = NULL;
     kvl_error err;
     CHECK_EQ_INT(kvl_pool_init(100000, &pool, &err), KVL_E_LIMIT);
@@ -442,6 +459,10 @@ static void test_matmul(void) {
     test_matmul_shape(pools, KVL_TYPE_Q4_0, 37, 416, 1);
     test_matmul_shape(pools, KVL_TYPE_BF16, 37, 200, 1);
     test_matmul_shape(pools, KVL_TYPE_F16, 515, 515, 2);
+    /* decode split into many pool items (256 KiB of weights each) with a
+     * partial last item: 8 items of 132 rows (F16), 5 of 68 (F32) */
+    test_matmul_shape(pools, KVL_TYPE_F16, 1001, 1000, 1);
+    test_matmul_shape(pools, KVL_TYPE_F32, 333, 1000, 1);
     for (int p = 0; p < 3; p++)
         kvl_pool_free(pools[p]);
 }

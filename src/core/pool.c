@@ -1,19 +1,37 @@
 /*
  * pool: a fixed set of worker threads for data-parallel kernels.
  *
- * kvl_pool_run publishes (fn, arg), bumps a generation counter and runs
- * fn(arg, 0, n) on the calling thread; each worker i runs fn(arg, i, n) once
- * per generation and decrements `pending`. The caller returns when pending
- * reaches zero. Waiting is two-phase: spin on the atomic for a short while
- * (a decode step issues hundreds of runs back to back), then sleep on a
- * futex. Sleepers announce themselves (n_sleep / caller_sleep) so the
- * waker issues a futex syscall only when someone actually sleeps; the
- * announce-then-recheck and publish-then-check pairs are both seq_cst, so a
- * wake-up cannot be lost (Dekker's argument).
+ * A run is n_items work items, fn(arg, i, n_items) for i in [0, n_items),
+ * each called exactly once, by whichever thread claims it: the items are
+ * split into one contiguous segment per thread (the caller is thread 0);
+ * a thread takes its own segment's items front to back (one linear stream
+ * of memory, which the hardware prefetcher follows), then takes items from
+ * the back of other segments. So a thread that is slow to start (a sleeping
+ * worker, or one whose core another process holds) delays a run by at most
+ * the item it has claimed, never by its wake-up: the others do its share.
+ *
+ *   seg[s]  (gen << 32) | (lo << 16) | hi: segment s's unclaimed items
+ *           [lo, hi) in run gen; an item is taken by compare-and-swap,
+ *           which fails once the run is over or replaced
+ *   left    items not finished yet; the caller returns when it reaches 0
+ *   gen     bumped once per run (and at shutdown); workers wait on it
+ *
+ * A worker reads fn / arg / n_items after seeing gen change and uses them
+ * only if a claim in that generation then succeeds: the caller rewrites
+ * them only after every item of the previous run was claimed and finished,
+ * so a successful claim proves they belong to the claimed run (all of these
+ * accesses are seq_cst).
+ *
+ * Waiting is two-phase: spin on the atomic for a short while (a decode step
+ * issues hundreds of runs back to back), then sleep on a futex. Sleepers
+ * announce themselves (n_sleep / caller_sleep) so the waker issues a futex
+ * syscall only when someone actually sleeps; the announce-then-recheck and
+ * publish-then-check pairs are both seq_cst, so a wake-up cannot be lost
+ * (Dekker's argument).
  *
  * Invariants: one run at a time per pool (the pool is owned by one thread);
- * `pending` is zero whenever no run is in progress; workers never touch fn/arg
- * outside the generation they observed.
+ * `left` is zero whenever no run is in progress; an item runs only under a
+ * claim of the run it belongs to; n_items <= KVL_POOL_MAX_ITEMS.
  * Must not: allocate after init, call fn re-entrantly, or be run from inside
  * fn (nested runs deadlock).
  */
@@ -48,18 +66,25 @@ typedef struct kvl_worker {
     int ith;
 } kvl_worker;
 
+/* One claim word per thread, each on its own cache line. */
+typedef struct kvl_pool_seg {
+    _Alignas(64) _Atomic uint64_t w; /* (gen << 32) | (lo << 16) | hi */
+} kvl_pool_seg;
+
 struct kvl_pool {
     int n_threads;         /* including the caller */
     int n_started;         /* workers successfully created */
     int spin;              /* spin iterations before sleeping */
     pthread_t *threads;    /* (n_threads - 1) */
     kvl_worker *workers;   /* (n_threads - 1) */
-    void (*fn)(void *arg, int ith, int nth);
-    void *arg;
+    _Atomic(kvl_pool_fn) fn;  /* the current run's */
+    _Atomic(void *) arg;
+    _Atomic int n_items;
+    kvl_pool_seg *seg;        /* (n_threads) */
     _Atomic uint32_t gen;     /* bumped once per run (and at shutdown) */
-    _Atomic uint32_t pending; /* workers still inside the current run */
+    _Atomic uint32_t left;    /* items of the current run not finished */
     _Atomic int n_sleep;      /* workers asleep (or about to be) on gen */
-    _Atomic int caller_sleep; /* caller asleep (or about to be) on pending */
+    _Atomic int caller_sleep; /* caller asleep (or about to be) on left */
     _Atomic int stop;
 };
 
@@ -86,18 +111,48 @@ static void wait_change(_Atomic uint32_t *addr, uint32_t val, _Atomic int *sleep
     }
 }
 
-static void *worker_main(void *p) {
-    kvl_worker *w = p;
-    kvl_pool *pool = w->pool;
+/* Next item of run g for thread t, or -1 when none is left: the front of
+ * its own segment, else the back of another's. */
+static int claim(kvl_pool *p, int t, uint32_t g) {
+    for (int k = 0; k < p->n_threads; k++) {
+        const int s = t + k < p->n_threads ? t + k : t + k - p->n_threads;
+        _Atomic uint64_t *w = &p->seg[s].w;
+        uint64_t c = atomic_load(w);
+        for (;;) {
+            const uint32_t lo = (uint32_t)(c >> 16) & 0xffff, hi = (uint32_t)c & 0xffff;
+            if ((uint32_t)(c >> 32) != g || lo >= hi)
+                break;
+            /* own segment: take lo (lo += 1); another's: take hi - 1 */
+            const uint64_t next = k == 0 ? c + ((uint64_t)1 << 16) : c - 1;
+            if (atomic_compare_exchange_weak(w, &c, next))
+                return (int)(k == 0 ? lo : hi - 1);
+        }
+    }
+    return -1;
+}
+
+/* Thread t claims and runs items of generation g until none is left. */
+static void run_items(kvl_pool *p, int t, uint32_t g) {
+    const kvl_pool_fn fn = atomic_load(&p->fn);
+    void *const arg = atomic_load(&p->arg);
+    const int n = atomic_load(&p->n_items);
+    for (int i; (i = claim(p, t, g)) >= 0;) {
+        fn(arg, i, n);
+        if (atomic_fetch_sub(&p->left, 1) == 1 && atomic_load(&p->caller_sleep))
+            futex_wake(&p->left, 1);
+    }
+}
+
+static void *worker_main(void *arg) {
+    kvl_worker *w = arg;
+    kvl_pool *p = w->pool;
     uint32_t seen = 0;
     for (;;) {
-        wait_change(&pool->gen, seen, &pool->n_sleep, pool->spin);
-        seen = atomic_load_explicit(&pool->gen, memory_order_acquire);
-        if (atomic_load(&pool->stop))
+        wait_change(&p->gen, seen, &p->n_sleep, p->spin);
+        seen = atomic_load(&p->gen);
+        if (atomic_load(&p->stop))
             return NULL;
-        pool->fn(pool->arg, w->ith, pool->n_threads);
-        if (atomic_fetch_sub(&pool->pending, 1) == 1 && atomic_load(&pool->caller_sleep))
-            futex_wake(&pool->pending, 1);
+        run_items(p, w->ith, seen);
     }
 }
 
@@ -129,7 +184,8 @@ kvl_status kvl_pool_init(int n_threads, kvl_pool **out, kvl_error *err) {
     if (n_workers > 0) {
         p->threads = calloc((size_t)n_workers, sizeof *p->threads);
         p->workers = calloc((size_t)n_workers, sizeof *p->workers);
-        if (!p->threads || !p->workers) {
+        p->seg = aligned_alloc(64, sizeof *p->seg * (size_t)n_threads);
+        if (!p->threads || !p->workers || !p->seg) {
             kvl_pool_free(p);
             return kvl_errorf(err, KVL_E_NOMEM, "pool: out of memory for %d threads",
                               n_threads);
@@ -156,29 +212,45 @@ void kvl_pool_free(kvl_pool *p) {
     shutdown_workers(p);
     free(p->threads);
     free(p->workers);
+    free(p->seg);
     free(p);
 }
 
 int kvl_pool_size(const kvl_pool *p) { return p ? p->n_threads : 1; }
 
-void kvl_pool_run(kvl_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg) {
-    if (!p || p->n_threads == 1) {
-        fn(arg, 0, 1);
+void kvl_pool_run_n(kvl_pool *p, int n_items, kvl_pool_fn fn, void *arg) {
+    if (n_items <= 0)
+        return;
+    if (!p || p->n_threads == 1 || n_items == 1) {
+        for (int i = 0; i < n_items; i++)
+            fn(arg, i, n_items);
         return;
     }
-    KVL_ASSERT(atomic_load(&p->pending) == 0);
-    p->fn = fn;
-    p->arg = arg;
-    atomic_store(&p->pending, (uint32_t)(p->n_threads - 1));
-    atomic_fetch_add(&p->gen, 1);
+    KVL_ASSERT(atomic_load(&p->left) == 0);
+    KVL_ASSERT(n_items <= KVL_POOL_MAX_ITEMS);
+    const uint32_t g = atomic_load(&p->gen) + 1;
+    atomic_store(&p->fn, fn);
+    atomic_store(&p->arg, arg);
+    atomic_store(&p->n_items, n_items);
+    atomic_store(&p->left, (uint32_t)n_items);
+    for (int s = 0; s < p->n_threads; s++) {
+        int64_t lo, hi;
+        kvl_split(n_items, s, p->n_threads, &lo, &hi);
+        atomic_store(&p->seg[s].w, (uint64_t)g << 32 | (uint64_t)lo << 16 | (uint64_t)hi);
+    }
+    atomic_store(&p->gen, g);
     if (atomic_load(&p->n_sleep) > 0)
-        futex_wake(&p->gen, INT_MAX);
-    fn(arg, 0, p->n_threads);
-    /* wait for pending == 0: wait_change waits for "not equal to v" */
+        futex_wake(&p->gen, n_items - 1 < p->n_threads - 1 ? n_items - 1 : p->n_threads - 1);
+    run_items(p, 0, g);
+    /* wait for left == 0: wait_change waits for "not equal to v" */
     for (;;) {
-        uint32_t v = atomic_load_explicit(&p->pending, memory_order_acquire);
+        uint32_t v = atomic_load(&p->left);
         if (v == 0)
             break;
-        wait_change(&p->pending, v, &p->caller_sleep, p->spin);
+        wait_change(&p->left, v, &p->caller_sleep, p->spin);
     }
+}
+
+void kvl_pool_run(kvl_pool *p, kvl_pool_fn fn, void *arg) {
+    kvl_pool_run_n(p, kvl_pool_size(p), fn, arg);
 }

@@ -112,6 +112,7 @@ typedef struct mm_task {
     const kvl_mm_ctx *c;
     kvl_isa isa;
     bool tl; /* activations in the token-lane layout (AVX-512 Q8_0) */
+    int64_t item_rows; /* rows per pool item (a multiple of 4); 0: one item per thread */
 } mm_task;
 
 static void quant_task(void *arg, int ith, int nth) {
@@ -146,13 +147,20 @@ static void quant_task(void *arg, int ith, int nth) {
     }
 }
 
+/* Item i of the row work: rows [i * item_rows, (i + 1) * item_rows) when
+ * item_rows is set, else part i of an even split (in multiples of 4). */
 static void rows_task(void *arg, int ith, int nth) {
     const mm_task *m = arg;
     const kvl_mm_ctx *c = m->c;
     int64_t lo, hi;
-    kvl_split((c->n_rows + 3) / 4, ith, nth, &lo, &hi);
-    lo *= 4;
-    hi *= 4;
+    if (m->item_rows > 0) {
+        lo = ith * m->item_rows;
+        hi = lo + m->item_rows;
+    } else {
+        kvl_split((c->n_rows + 3) / 4, ith, nth, &lo, &hi);
+        lo *= 4;
+        hi *= 4;
+    }
     if (hi > c->n_rows)
         hi = c->n_rows;
     if (lo >= hi)
@@ -182,6 +190,9 @@ static void rows_task(void *arg, int ith, int nth) {
  * that has gone to sleep must be scheduled again), which is more than a
  * small product takes. Results are bit-identical either way. */
 #define KVL_MM_PAR_MIN (1 << 18)
+/* Weight bytes per pool item in decode: ~10 us of reading, so the claim
+ * (one contended compare-and-swap) is noise and the last item is short. */
+#define KVL_MM_ITEM_BYTES (256u << 10)
 
 void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_rows,
                 int64_t n_cols, const float *X, int64_t n_tok, void *scratch) {
@@ -221,8 +232,17 @@ void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_r
         else
             quant_task(&m, 0, 1);
     }
-    if (n_rows * n_cols * n_tok >= KVL_MM_PAR_MIN)
-        kvl_pool_run(pool, rows_task, &m);
-    else
+    if (n_rows * n_cols * n_tok < KVL_MM_PAR_MIN || kvl_pool_size(pool) == 1) {
         rows_task(&m, 0, 1);
+    } else if (n_tok == 1) {
+        /* decode: many small items, so the threads finish together however
+         * late one starts or however often one is descheduled */
+        int64_t ir = ((int64_t)(KVL_MM_ITEM_BYTES / rb) + 3) & ~(int64_t)3;
+        m.item_rows = ir > 4 ? ir : 4;
+        while ((n_rows + m.item_rows - 1) / m.item_rows > KVL_POOL_MAX_ITEMS)
+            m.item_rows *= 2;
+        kvl_pool_run_n(pool, (int)((n_rows + m.item_rows - 1) / m.item_rows), rows_task, &m);
+    } else {
+        kvl_pool_run(pool, rows_task, &m);
+    }
 }

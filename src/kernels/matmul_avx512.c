@@ -404,6 +404,23 @@ AI void tile_f(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const i
             c->Y[(tok + j) * c->n_rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
+/* Weights k..k+31 of a 16-bit (F16 / BF16) row as two float vectors, from
+ * one 64-byte load. Converting straight from memory (vcvtph2ps zmm, m256:
+ * two loads per cache line) streamed F16 rows from DRAM at ~20 GB/s on one
+ * Zen 4 thread against ~30 GB/s for this form, though both run at the same
+ * speed from L2. */
+AI void load32(const uint8_t *row, int64_t k, const kvl_type t, __m512 *w0, __m512 *w1) {
+    const __m512i h = _mm512_loadu_si512(row + k * 2);
+    const __m256i h0 = _mm512_castsi512_si256(h), h1 = _mm512_extracti64x4_epi64(h, 1);
+    if (t == KVL_TYPE_F16) {
+        *w0 = _mm512_cvtph_ps(h0);
+        *w1 = _mm512_cvtph_ps(h1);
+    } else {
+        *w0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h0), 16));
+        *w1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h1), 16));
+    }
+}
+
 /* Decode, float weights: rows [r0, r1) x token 0, GV_U x 16 columns per
  * step; accumulator u takes columns [16u, 16u + 16) of each step; the
  * column tail (16 at a time, the last masked) goes into accumulator 0. */
@@ -417,11 +434,22 @@ AI void gemv_f(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t) {
         for (int u = 0; u < GV_U; u++)
             acc[u] = _mm512_setzero_ps();
         int64_t k = 0;
-        for (; k + 16 * GV_U <= n; k += 16 * GV_U)
+        for (; k + 16 * GV_U <= n; k += 16 * GV_U) {
+            if (t != KVL_TYPE_F32) {
+#pragma GCC unroll 2
+                for (int u = 0; u < GV_U; u += 2) {
+                    __m512 w0, w1;
+                    load32(row, k + 16 * u, t, &w0, &w1);
+                    acc[u] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + k + 16 * u), acc[u]);
+                    acc[u + 1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + k + 16 * u + 16), acc[u + 1]);
+                }
+                continue;
+            }
 #pragma GCC unroll 4
             for (int u = 0; u < GV_U; u++)
                 acc[u] = _mm512_fmadd_ps(load16(row, k + 16 * u, (__mmask16)0xffff, t),
                                          _mm512_loadu_ps(x + k + 16 * u), acc[u]);
+        }
         for (; k < n; k += 16) {
             const __mmask16 m = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
             acc[0] = _mm512_fmadd_ps(load16(row, k, m, t), _mm512_maskz_loadu_ps(m, x + k), acc[0]);
