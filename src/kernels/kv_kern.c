@@ -8,7 +8,9 @@
  *     kv_kern.h; the SIMD paths decode to the same floats, so reference and
  *     fast path differ only in summation order (tests bound that);
  *   - a row is decoded once per call into a stack row of at most
- *     KVL_MAX_HEAD_DIM floats and used for every head of the group.
+ *     KVL_MAX_HEAD_DIM floats and used for every head of the group;
+ *   - I8 keys score with the quantized query (prep_q_i8) and an exact
+ *     integer dot product, the semantics every path shares (kv_kern.h).
  *
  * Must not: allocate, write anything but S / acc, or read past the chunk.
  */
@@ -17,6 +19,7 @@
 #include "kernels/kernels.h"
 #include "model/model.h"
 
+#include <float.h>
 #include <math.h>
 
 static const char *const k_names[KVL_KVQ_COUNT] = {"f32",  "f16", "bf16", "e4m3",
@@ -139,8 +142,9 @@ void kvl_kvq_decode_row(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32
 
 #define DEF_REF(codec, tag)                                                                    \
     static void scores_ref_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,    \
-                                 int32_t r1, const float *q, int32_t n_q, float *S,           \
+                                 int32_t r1, const void *qp, int32_t n_q, float *S,           \
                                  int32_t s_stride) {                                           \
+        const float *q = qp;                                                                   \
         float row[KVL_MAX_HEAD_DIM];                                                           \
         for (int32_t i = r0; i < r1; i++) {                                                    \
             kvl_kvq_decode_row(codec, chunk, bs, hd, i, row);                                  \
@@ -153,6 +157,9 @@ void kvl_kvq_decode_row(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32
             }                                                                                  \
         }                                                                                      \
     }                                                                                          \
+    DEF_REF_ACCUM(codec, tag)
+
+#define DEF_REF_ACCUM(codec, tag)                                                              \
     static void accum_ref_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,     \
                                 int32_t r1, const float *W, int32_t w_stride, int32_t n_q,    \
                                 float *acc) {                                                  \
@@ -168,25 +175,103 @@ void kvl_kvq_decode_row(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32
         }                                                                                      \
     }
 
+/* I8 keys: the query quantized per head to two int8 terms (kv_kern.h),
+ * integer dot products. */
+static void prep_q_i8(const float *q, int32_t n_q, int32_t hd, void *qp) {
+    float *sq = qp;
+    uint8_t *sums = (uint8_t *)qp + 4 * (size_t)n_q; /* sum h, then sum l */
+    int8_t *ch = (int8_t *)qp + 12 * (size_t)n_q;
+    int8_t *cl = ch + (size_t)n_q * (size_t)hd;
+    for (int32_t g = 0; g < n_q; g++) {
+        const float *qg = q + (int64_t)g * hd;
+        int8_t *hg = ch + (int64_t)g * hd, *lg = cl + (int64_t)g * hd;
+        float a = 0.0f;
+        bool finite = true;
+        for (int32_t d = 0; d < hd; d++) {
+            const float v = fabsf(qg[d]);
+            finite = finite && v <= FLT_MAX;
+            a = v > a ? v : a;
+        }
+        int32_t sh = 0, sl = 0;
+        if (!finite || a < 1e-36f) {
+            sq[g] = finite ? 0.0f : NAN;
+            memset(hg, 0, (size_t)hd);
+            memset(lg, 0, (size_t)hd);
+        } else {
+            const float inv = 127.0f / a;
+            sq[g] = a / 127.0f;
+            for (int32_t d = 0; d < hd; d++) {
+                const float t = qg[d] * inv;
+                float h = rintf(t);
+                h = h > 127.0f ? 127.0f : h < -127.0f ? -127.0f : h;
+                float l = rintf((t - h) * 254.0f);
+                l = l > 127.0f ? 127.0f : l < -127.0f ? -127.0f : l;
+                hg[d] = (int8_t)h;
+                lg[d] = (int8_t)l;
+                sh += hg[d];
+                sl += lg[d];
+            }
+        }
+        memcpy(sums + 4 * (size_t)g, &sh, 4);
+        memcpy(sums + 4 * ((size_t)n_q + (size_t)g), &sl, 4);
+    }
+}
+
+static void scores_ref_i8q(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0, int32_t r1,
+                           const void *qp, int32_t n_q, float *S, int32_t s_stride) {
+    const float *sq = qp;
+    const int8_t *ch = (const int8_t *)qp + 12 * (size_t)n_q;
+    const int8_t *cl = ch + (size_t)n_q * (size_t)hd;
+    const uint8_t *sc = chunk + kvl_kvq_data_bytes(KVL_KVQ_I8, bs, hd);
+    for (int32_t i = r0; i < r1; i++) {
+        const int8_t *k = (const int8_t *)chunk + (size_t)i * (size_t)hd;
+        const float s_row = kvl_bf16_to_f32(kvl_kvq_rd_u16(sc + (size_t)i * 2));
+        for (int32_t g = 0; g < n_q; g++) {
+            const int8_t *hg = ch + (int64_t)g * hd, *lg = cl + (int64_t)g * hd;
+            int32_t H = 0, L = 0;
+            for (int32_t d = 0; d < hd; d++) {
+                H += (int32_t)hg[d] * (int32_t)k[d];
+                L += (int32_t)lg[d] * (int32_t)k[d];
+            }
+            S[(int64_t)g * s_stride + (i - r0)] =
+                fmaf((float)L, 1.0f / 254.0f, (float)H) * (sq[g] * s_row);
+        }
+    }
+}
+
 DEF_REF(KVL_KVQ_F32, f32)
 DEF_REF(KVL_KVQ_F16, f16)
 DEF_REF(KVL_KVQ_BF16, bf16)
 DEF_REF(KVL_KVQ_E4M3, e4m3)
 DEF_REF(KVL_KVQ_E5M2, e5m2)
-DEF_REF(KVL_KVQ_I8, i8)
+DEF_REF_ACCUM(KVL_KVQ_I8, i8)
 DEF_REF(KVL_KVQ_I4C, i4c)
 DEF_REF(KVL_KVQ_I4T, i4t)
 #undef DEF_REF
+#undef DEF_REF_ACCUM
 
 kvl_kvq_ops kvl_kvq_ops_ref(kvl_kvq_codec c) {
     static const kvl_kvq_ops t[KVL_KVQ_COUNT] = {
-        {scores_ref_f32, accum_ref_f32},   {scores_ref_f16, accum_ref_f16},
-        {scores_ref_bf16, accum_ref_bf16}, {scores_ref_e4m3, accum_ref_e4m3},
-        {scores_ref_e5m2, accum_ref_e5m2}, {scores_ref_i8, accum_ref_i8},
-        {scores_ref_i4c, accum_ref_i4c},   {scores_ref_i4t, accum_ref_i4t},
+        {NULL, scores_ref_f32, accum_ref_f32},   {NULL, scores_ref_f16, accum_ref_f16},
+        {NULL, scores_ref_bf16, accum_ref_bf16}, {NULL, scores_ref_e4m3, accum_ref_e4m3},
+        {NULL, scores_ref_e5m2, accum_ref_e5m2}, {prep_q_i8, scores_ref_i8q, accum_ref_i8},
+        {NULL, scores_ref_i4c, accum_ref_i4c},   {NULL, scores_ref_i4t, accum_ref_i4t},
     };
     KVL_ASSERT((int)c >= 0 && c < KVL_KVQ_COUNT);
     return t[c];
+}
+
+float kvl_kvq_scale_max(float *x, int32_t n, float scale) {
+#if defined(__x86_64__)
+    if (kvl_isa_active() == KVL_ISA_AVX512)
+        return kvl_kvq_scale_max_avx512(x, n, scale);
+#endif
+    float m = -INFINITY;
+    for (int32_t i = 0; i < n; i++) {
+        x[i] *= scale;
+        m = x[i] > m ? x[i] : m;
+    }
+    return m;
 }
 
 kvl_kvq_ops kvl_kvq_ops_get(kvl_kvq_codec c, int32_t hd) {
@@ -209,7 +294,7 @@ kvl_kvq_ops kvl_kvq_ops_get(kvl_kvq_codec c, int32_t hd) {
 #else
     (void)hd;
 #endif
-    if (f.scores)
+    if (f.scores) /* prep_q stays the reference's: one query format per codec */
         r.scores = f.scores;
     if (f.accum)
         r.accum = f.accum;

@@ -34,6 +34,26 @@
  *
  * A NaN scale (what the encoder writes for a group holding NaN or inf)
  * makes the group decode to NaN.
+ *
+ * The query. Every format but I8 keys reads q as f32. I8 keys read a query
+ * quantized once per attention call (prep_q) to two int8 terms, high and
+ * low, so that the scores are exact integer dot products (VNNI in the
+ * AVX-512 path) with a query as precise as 16 bits:
+ *
+ *   per query head g:  a = max_d |q_d|
+ *     a not finite (NaN or inf in q):  s_q = NaN, every h_d = l_d = 0
+ *     a < 1e-36 (zero or nearly):      s_q = 0,   every h_d = l_d = 0
+ *     otherwise:  s_q = a / 127,  t_d = q_d * (127 / a),
+ *                 h_d = rint(t_d),  l_d = rint((t_d - h_d) * 254)  (both in [-127, 127])
+ *   H = sum_d h_d * n_d,  L = sum_d l_d * n_d       (exact, int32)
+ *   score(g, row) = fmaf((float)L, 1 / 254.0f, (float)H) * (s_q * s_row)
+ *
+ *   so q_d ~ s_q * (h_d + l_d / 254); the reference and the SIMD paths give
+ *   the same bits (H and L are exact; their conversions are exact for
+ *   hd <= 1024). Prepared bytes for n_q heads (KVL_KVQ_QP_BYTES):
+ *
+ *   | n_q f32 s_q | n_q i32 sum h | n_q i32 sum l | n_q*hd int8 h | n_q*hd int8 l |
+ *                                                   (head-major)    (head-major)
  */
 #ifndef KVL_KV_KERN_H
 #define KVL_KV_KERN_H
@@ -65,21 +85,33 @@ void kvl_kvq_decode_row(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32
 /*
  * The two fused kernels, for n_q query heads that share one KV head:
  *
- *   scores: S[g * s_stride + (i - r0)] = dot(q + g * hd, row i)
+ *   scores: S[g * s_stride + (i - r0)] = dot(q_g, row i)
  *   accum:  acc[g * hd + d] += sum_i W[g * w_stride + (i - r0)] * row_i[d]
  *
  * for rows i in [r0, r1) of the chunk. Each row is decoded once (in
  * registers in the SIMD paths) and used for all n_q heads: a GQA group
- * pays the decode once.
+ * pays the decode once. A row's score and its accumulation do not depend on
+ * r0, r1 or which rows share a call (the SIMD paths work on 16 rows at a
+ * time, but each lane's arithmetic is its own row's, in a fixed order).
+ *
+ * qp is the query as the format reads it: when prep_q is NULL the f32 q
+ * itself, (n_q, hd); otherwise the bytes prep_q wrote from q (the I8
+ * layout above; qp 4-byte aligned). prep_q is called once per GQA group
+ * per attention call.
  */
+typedef void (*kvl_kvq_prep_fn)(const float *q, int32_t n_q, int32_t hd, void *qp);
 typedef void (*kvl_kvq_scores_fn)(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,
-                                  int32_t r1, const float *q, int32_t n_q, float *S,
+                                  int32_t r1, const void *qp, int32_t n_q, float *S,
                                   int32_t s_stride);
 typedef void (*kvl_kvq_accum_fn)(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,
                                  int32_t r1, const float *W, int32_t w_stride, int32_t n_q,
                                  float *acc);
 
+/* Bytes prep_q may write for n_q heads of hd elements (any format). */
+#define KVL_KVQ_QP_BYTES(n_q, hd) ((size_t)(n_q) * (2 * (size_t)(hd) + 12))
+
 typedef struct kvl_kvq_ops {
+    kvl_kvq_prep_fn prep_q; /* NULL: the scores kernel reads the f32 q */
     kvl_kvq_scores_fn scores;
     kvl_kvq_accum_fn accum;
 } kvl_kvq_ops;
@@ -92,9 +124,17 @@ kvl_kvq_ops kvl_kvq_ops_ref(kvl_kvq_codec c);
 kvl_kvq_ops kvl_kvq_ops_get(kvl_kvq_codec c, int32_t hd);
 
 /* ISA entry points (kv_kern_avx2.c, kv_kern_avx512.c); NULL members where a
- * codec has no fast path. */
+ * codec has no fast path. prep_q is the same function on every path (the
+ * reference's), so a fast path only replaces scores and accum. */
 kvl_kvq_ops kvl_kvq_ops_avx2(kvl_kvq_codec c);
 kvl_kvq_ops kvl_kvq_ops_avx512(kvl_kvq_codec c);
+
+/* x[i] *= scale for i < n, and the largest of the results, ignoring NaN
+ * (-inf when n == 0 or all are NaN): the first step of the attention's
+ * online softmax. Every path gives the same bits (one multiply per element;
+ * the max is exact). */
+float kvl_kvq_scale_max(float *x, int32_t n, float scale);
+float kvl_kvq_scale_max_avx512(float *x, int32_t n, float scale);
 
 /* bf16 bits of the smallest bf16 >= x (x finite, >= 0), and of the largest
  * bf16 <= x (x finite). Used by the encoders so that the stored scale and

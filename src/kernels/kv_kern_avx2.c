@@ -22,6 +22,7 @@
 #include "kernels/kv_kern.h"
 
 #include <immintrin.h>
+#include <math.h>
 
 #define NG 4
 
@@ -203,10 +204,12 @@ accum_tpl(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd, int32_t
 
 #define DEF(codec, tag)                                                                        \
     static void scores_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,        \
-                             int32_t r1, const float *q, int32_t n_q, float *S,               \
+                             int32_t r1, const void *q, int32_t n_q, float *S,                \
                              int32_t s_stride) {                                               \
         scores_tpl(codec, chunk, bs, hd, r0, r1, q, n_q, S, s_stride);                         \
     }                                                                                          \
+    DEF_ACCUM(codec, tag)
+#define DEF_ACCUM(codec, tag)                                                                  \
     static void accum_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,         \
                             int32_t r1, const float *W, int32_t w_stride, int32_t n_q,        \
                             float *acc) {                                                      \
@@ -217,16 +220,56 @@ DEF(KVL_KVQ_F16, f16)
 DEF(KVL_KVQ_BF16, bf16)
 DEF(KVL_KVQ_E4M3, e4m3)
 DEF(KVL_KVQ_E5M2, e5m2)
-DEF(KVL_KVQ_I8, i8)
+DEF_ACCUM(KVL_KVQ_I8, i8)
+
+/* I8 keys read the quantized query (kv_kern.h): exact int32 dot products of
+ * sign-extended codes, so the result is the reference's bits. */
+static inline __m128i dot_i8(const uint8_t *k, const int8_t *c, int32_t hd) {
+    __m256i acc = _mm256_setzero_si256();
+    int32_t d = 0;
+    for (; d + 16 <= hd; d += 16) {
+        __m256i kk = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(k + d)));
+        __m256i qq = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c + d)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(kk, qq));
+    }
+    __m128i a = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    if (d < hd) { /* hd % 16 == 8 */
+        __m128i kk = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(k + d)));
+        __m128i qq = _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(c + d)));
+        a = _mm_add_epi32(a, _mm_madd_epi16(kk, qq));
+    }
+    a = _mm_add_epi32(a, _mm_shuffle_epi32(a, 0x4e));
+    return _mm_add_epi32(a, _mm_shuffle_epi32(a, 0xb1));
+}
+
+static void scores_i8q(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0, int32_t r1,
+                       const void *qp, int32_t n_q, float *S, int32_t s_stride) {
+    const float *sq = qp;
+    const int8_t *ch = (const int8_t *)qp + 12 * (size_t)n_q;
+    const int8_t *cl = ch + (size_t)n_q * (size_t)hd;
+    const uint8_t *sc = chunk + kvl_kvq_data_bytes(KVL_KVQ_I8, bs, hd);
+    for (int32_t i = r0; i < r1; i++) {
+        const uint8_t *k = chunk + (size_t)i * (size_t)hd;
+        const float s_row = bf(sc + (size_t)i * 2);
+        for (int32_t g = 0; g < n_q; g++) {
+            const int32_t H = _mm_cvtsi128_si32(dot_i8(k, ch + (int64_t)g * hd, hd));
+            const int32_t L = _mm_cvtsi128_si32(dot_i8(k, cl + (int64_t)g * hd, hd));
+            S[(int64_t)g * s_stride + (i - r0)] =
+                fmaf((float)L, 1.0f / 254.0f, (float)H) * (sq[g] * s_row);
+        }
+    }
+}
 DEF(KVL_KVQ_I4C, i4c)
 DEF(KVL_KVQ_I4T, i4t)
 #undef DEF
+#undef DEF_ACCUM
 
 kvl_kvq_ops kvl_kvq_ops_avx2(kvl_kvq_codec c) {
     static const kvl_kvq_ops t[KVL_KVQ_COUNT] = {
-        {scores_f32, accum_f32},   {scores_f16, accum_f16},   {scores_bf16, accum_bf16},
-        {scores_e4m3, accum_e4m3}, {scores_e5m2, accum_e5m2}, {scores_i8, accum_i8},
-        {scores_i4c, accum_i4c},   {scores_i4t, accum_i4t},
+        {NULL, scores_f32, accum_f32},   {NULL, scores_f16, accum_f16},
+        {NULL, scores_bf16, accum_bf16}, {NULL, scores_e4m3, accum_e4m3},
+        {NULL, scores_e5m2, accum_e5m2}, {NULL, scores_i8q, accum_i8},
+        {NULL, scores_i4c, accum_i4c},   {NULL, scores_i4t, accum_i4t},
     };
     kvl_kvq_ops none = {0};
     return (int)c >= 0 && c < KVL_KVQ_COUNT ? t[c] : none;

@@ -4,15 +4,19 @@
  * and the paged f32 stores alike; kvl_kv_attend_q reads every other format
  * through the fused kernels (kernels/kv_kern.h) with an online softmax:
  *
- *   per GQA group (up to 16 query heads), per block, per tile of <= 64 rows:
+ *   per GQA group (up to 16 query heads): the query prepared once for the
+ *   K format (kv_kern.h prep_q: int8 keys read a two-term int8 query), then per
+ *   tile of 64 logical positions (crossing blocks, one block segment at a
+ *   time, as in the f32 routine):
  *     S[g][i]  = scale * q_g . K_i           (kernel: each K row decoded once)
  *     m_g'     = max(m_g, max_i S[g][i]);  out_g *= exp(m_g - m_g'); l_g *= same
  *     S[g][i]  = exp(S[g][i] - m_g');      l_g += sum_i S[g][i]
  *     out_g   += sum_i S[g][i] V_i          (kernel: each V row decoded once)
  *   out_g /= l_g
  *
- * (kvl_kv_attend_q's invariants: no allocation, the 4 KiB score tile on the
- * stack; a NaN score or value reaches the output.)
+ * (kvl_kv_attend_q's invariants: no allocation, the 4 KiB score tile and the
+ * prepared query, at most 32.2 KiB, on the stack; a NaN score or value
+ * reaches the output.)
  *
  * kvl_kv_attend_f32 runs the same online softmax over f32 rows with the F32
  * kernels of kv_kern (each K and V row read once for the whole GQA group,
@@ -58,11 +62,7 @@ static inline void online_softmax(float *S, int32_t stride, int32_t ng, int32_t 
                                   float *m, float *l, float *oh, int32_t hd) {
     for (int32_t g = 0; g < ng; g++) {
         float *Sg = S + g * stride;
-        float mt = -INFINITY;
-        for (int32_t i = 0; i < n; i++) {
-            Sg[i] *= scale;
-            mt = Sg[i] > mt ? Sg[i] : mt;
-        }
+        const float mt = kvl_kvq_scale_max(Sg, n, scale);
         const float mnew = mt > m[g] ? mt : m[g];
         if (mnew != m[g]) {
             const float corr = expf(m[g] - mnew);
@@ -153,6 +153,7 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
         return;
     float S[ATT_GT * ATT_RT];
     float m[ATT_GT], l[ATT_GT];
+    _Alignas(64) uint8_t qp[KVL_KVQ_QP_BYTES(ATT_GT, KVL_MAX_HEAD_DIM)];
     for (int32_t h = h0; h < h1;) {
         const int32_t kh = h / group;
         int32_t hend = (kh + 1) * group;
@@ -161,32 +162,43 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
         const int32_t ng = hend - h;
         const float *qh = q + (int64_t)h * hd;
         float *oh = out + (int64_t)h * hd;
+        const void *kq = qh; /* the query as the K format reads it */
+        if (ko.prep_q) {
+            ko.prep_q(qh, ng, hd, qp);
+            kq = qp;
+        }
         for (int32_t g = 0; g < ng; g++) {
             m[g] = -INFINITY;
             l[g] = 0.0f;
         }
-        for (int32_t p0 = 0, lb = 0; p0 < n_ctx; p0 += bs, lb++) {
-            const int32_t n = n_ctx - p0 < bs ? n_ctx - p0 : bs;
-            const bool res = lb == vw->res_block;
-            const uint8_t *kc, *vc;
-            kvl_kvq_ops kop = ko, vop = vo;
-            if (res && vw->k_res) {
-                kc = (const uint8_t *)(vw->k_res + (int64_t)kh * bs * hd);
-                kop = fo;
-            } else {
-                kc = vw->k + (size_t)kh * vw->k_head_stride + (size_t)vw->blocks[lb] * vw->k_chunk;
+        for (int32_t t0 = 0; t0 < n_ctx; t0 += ATT_RT) {
+            const int32_t t1 = n_ctx - t0 < ATT_RT ? n_ctx : t0 + ATT_RT;
+            /* scores of the tile, one block segment at a time */
+            for (int32_t p = t0; p < t1;) {
+                const int32_t lb = p / bs, i0 = p % bs;
+                const int32_t e = t1 - p < bs - i0 ? t1 : p + (bs - i0);
+                if (lb == vw->res_block && vw->k_res)
+                    fo.scores((const uint8_t *)(vw->k_res + (int64_t)kh * bs * hd), bs, hd, i0,
+                              i0 + (e - p), qh, ng, S + (p - t0), ATT_RT);
+                else
+                    ko.scores(vw->k + (size_t)kh * vw->k_head_stride +
+                                  (size_t)vw->blocks[lb] * vw->k_chunk,
+                              bs, hd, i0, i0 + (e - p), kq, ng, S + (p - t0), ATT_RT);
+                p = e;
             }
-            if (res && vw->v_res) {
-                vc = (const uint8_t *)(vw->v_res + (int64_t)kh * bs * hd);
-                vop = fo;
-            } else {
-                vc = vw->v + (size_t)kh * vw->v_head_stride + (size_t)vw->blocks[lb] * vw->v_chunk;
-            }
-            for (int32_t r0 = 0; r0 < n; r0 += ATT_RT) {
-                const int32_t r1 = n - r0 < ATT_RT ? n : r0 + ATT_RT;
-                kop.scores(kc, bs, hd, r0, r1, qh, ng, S, ATT_RT);
-                online_softmax(S, ATT_RT, ng, r1 - r0, scale, m, l, oh, hd);
-                vop.accum(vc, bs, hd, r0, r1, S, ATT_RT, ng, oh);
+            online_softmax(S, ATT_RT, ng, t1 - t0, scale, m, l, oh, hd);
+            /* weighted sum of V rows, in position order */
+            for (int32_t p = t0; p < t1;) {
+                const int32_t lb = p / bs, i0 = p % bs;
+                const int32_t e = t1 - p < bs - i0 ? t1 : p + (bs - i0);
+                if (lb == vw->res_block && vw->v_res)
+                    fo.accum((const uint8_t *)(vw->v_res + (int64_t)kh * bs * hd), bs, hd, i0,
+                             i0 + (e - p), S + (p - t0), ATT_RT, ng, oh);
+                else
+                    vo.accum(vw->v + (size_t)kh * vw->v_head_stride +
+                                 (size_t)vw->blocks[lb] * vw->v_chunk,
+                             bs, hd, i0, i0 + (e - p), S + (p - t0), ATT_RT, ng, oh);
+                p = e;
             }
         }
         for (int32_t g = 0; g < ng; g++) {
