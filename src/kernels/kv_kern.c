@@ -175,6 +175,13 @@ void kvl_kvq_decode_row(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32
         }                                                                                      \
     }
 
+/* rintf for |x| < 2^22 (round half to even, the default rounding mode):
+ * adding 1.5 * 2^23 leaves no fraction bits (a -0 comes out +0, the
+ * same int8). Inline, unlike libm's rintf on a baseline x86-64 build. */
+static inline float rint_small(float x) {
+    return (x + 12582912.0f) - 12582912.0f; /* not folded: C keeps float sums */
+}
+
 /* I8 keys: the query quantized per head to two int8 terms (kv_kern.h),
  * integer dot products. */
 static void prep_q_i8(const float *q, int32_t n_q, int32_t hd, void *qp) {
@@ -202,9 +209,9 @@ static void prep_q_i8(const float *q, int32_t n_q, int32_t hd, void *qp) {
             sq[g] = a / 127.0f;
             for (int32_t d = 0; d < hd; d++) {
                 const float t = qg[d] * inv;
-                float h = rintf(t);
+                float h = rint_small(t);
                 h = h > 127.0f ? 127.0f : h < -127.0f ? -127.0f : h;
-                float l = rintf((t - h) * 254.0f);
+                float l = rint_small((t - h) * 254.0f);
                 l = l > 127.0f ? 127.0f : l < -127.0f ? -127.0f : l;
                 hg[d] = (int8_t)h;
                 lg[d] = (int8_t)l;
