@@ -64,7 +64,7 @@ expect 0 "2 x A100-80GB" -- --model Llama-3-8B --device A100-80GB --devices 2
 expect 0 "2 devices" -- --model Llama-3-8B --device A100-80GB,H100-80GB
 expect 0 "16 tok x 128 dims x 1 B + 16 tok x 2 B scale/zero = 2080 B" -- \
     --model Llama-3-8B --device H100-80GB --kv-type int8
-expect 0 "128 dims x 4 B scale/zero = 1536 B" -- --model Llama-3-8B --device H100-80GB --kv-type-k int4
+expect 0 "32 tok x 128 dims x 4/8 B + 128 dims x 3 B scale/zero = 2432 B" -- --model Llama-3-8B --device H100-80GB --kv-type-k int4
 
 # the reverse question
 out=$("$BIN" plan --model Llama-3-8B --device H100-80GB --users 64 --context 8192 2>&1)

@@ -55,7 +55,7 @@ void kvl_cli_kv_usage(FILE *f) {
             "                        sequence, the pre-paging baseline)\n"
             "      --kv-mem SIZE     KV budget: bytes (512MiB, 2GiB) or N%% of available memory\n"
             "                        (default: exactly what the sequences' full contexts need)\n"
-            "      --block-size N    positions per KV block, 1..%d (default 16; 64 when K is int4)\n"
+            "      --block-size N    positions per KV block, 1..%d (default 16; 32 when K is int4)\n"
             "      --kv-type F       K and V cache format: %s\n"
             "                        (default: f32 for f32 weights and the contiguous layout,\n"
             "                        else f16)\n"

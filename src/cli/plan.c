@@ -44,7 +44,7 @@ static void usage(FILE *f) {
             "  --kv-type X         K and V cache format: %s (default f16)\n"
             "  --kv-type-k X       K format only\n"
             "  --kv-type-v X       V format only\n"
-            "  --block-size N      KV block size in tokens (1..%d, default 16)\n"
+            "  --block-size N      KV block size in tokens (1..%d, default 16, 32 when K is int4)\n"
             "  --reserve R         per device, for activations and runtime: 10%% (default) or "
             "2GiB\n"
             "  --context C         context per sequence (default: the model's)\n"
@@ -104,7 +104,7 @@ static bool parse_fmt(const char *flag, const char *s, kvl_kv_format *out) {
 
 /* 0 ok, 2 usage error, -1 --help */
 static int parse(int argc, char **argv, opts *o) {
-    *o = (opts){.wtype = KVL_TYPE_F16, .k = KVL_KV_FMT_F16, .v = KVL_KV_FMT_F16, .block = 16};
+    *o = (opts){.wtype = KVL_TYPE_F16, .k = KVL_KV_FMT_F16, .v = KVL_KV_FMT_F16, .block = 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
@@ -380,7 +380,7 @@ int kvl_cli_plan(int argc, char **argv) {
         return rc;
     r.k_fmt = o.k;
     r.v_fmt = o.v;
-    r.block_size = (int)o.block;
+    r.block_size = o.block ? (int)o.block : kvl_plan_default_block_size(o.k, o.v);
 
     kvl_error err;
     char a[48], b[48], c[48], d[48], e[48];

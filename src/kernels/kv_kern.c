@@ -22,8 +22,8 @@
 #include <float.h>
 #include <math.h>
 
-static const char *const k_names[KVL_KVQ_COUNT] = {"f32",  "f16", "bf16", "e4m3",
-                                                   "e5m2", "i8",  "i4c",  "i4t"};
+static const char *const k_names[KVL_KVQ_COUNT] = {"f32", "f16", "bf16", "e4m3",  "e5m2",
+                                                   "i8",  "i4c", "i4t",  "e4m3c", "e5m2c"};
 
 const char *kvl_kvq_codec_name(kvl_kvq_codec c) {
     return (int)c >= 0 && c < KVL_KVQ_COUNT ? k_names[c] : "?";
@@ -37,6 +37,8 @@ size_t kvl_kvq_data_bytes(kvl_kvq_codec c, int32_t bs, int32_t hd) {
     case KVL_KVQ_BF16: return n * 2;
     case KVL_KVQ_E4M3:
     case KVL_KVQ_E5M2:
+    case KVL_KVQ_E4M3C:
+    case KVL_KVQ_E5M2C:
     case KVL_KVQ_I8: return n;
     case KVL_KVQ_I4C:
     case KVL_KVQ_I4T: return (n + 1) / 2;
@@ -49,9 +51,11 @@ size_t kvl_kvq_chunk_bytes(kvl_kvq_codec c, int32_t bs, int32_t hd) {
     switch (c) {
     case KVL_KVQ_E4M3:
     case KVL_KVQ_E5M2: return d + 4;
+    case KVL_KVQ_E4M3C:
+    case KVL_KVQ_E5M2C: return d + 4 + 2 * (size_t)hd;
     case KVL_KVQ_I8: return d + 2 * (size_t)bs;
-    case KVL_KVQ_I4C: return d + 4 * (size_t)hd;
-    case KVL_KVQ_I4T: return d + 4 * (size_t)bs;
+    case KVL_KVQ_I4C: return d + 3 * (size_t)hd;
+    case KVL_KVQ_I4T: return d + 3 * (size_t)bs;
     default: return d;
     }
 }
@@ -118,6 +122,18 @@ void kvl_kvq_decode_row(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32
             out[d] = (float)(int8_t)chunk[e0 + (size_t)d] * s;
         break;
     }
+    case KVL_KVQ_E4M3C:
+    case KVL_KVQ_E5M2C: {
+        const bool e4 = c == KVL_KVQ_E4M3C;
+        const float s = kvl_kvq_rd_f32(chunk + db) * (e4 ? 256.0f : 1.0f);
+        const uint8_t *mu = chunk + db + 4;
+        for (int32_t d = 0; d < hd; d++) {
+            const uint8_t b = chunk[e0 + (size_t)d];
+            const float h = e4 ? e4m3_half(b) : kvl_fp16_to_f32((uint16_t)(b << 8));
+            out[d] = fmaf(h, s, kvl_bf16_to_f32(kvl_kvq_rd_u16(mu + (size_t)d * 2)));
+        }
+        break;
+    }
     case KVL_KVQ_I4C:
     case KVL_KVQ_I4T: {
         const uint8_t *sc = chunk + db;
@@ -125,11 +141,11 @@ void kvl_kvq_decode_row(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32
         for (int32_t d = 0; d < hd; d++) {
             size_t e = e0 + (size_t)d;
             uint8_t b = chunk[e >> 1];
-            float n = (float)((e & 1) ? b >> 4 : b & 0x0f);
+            int n = (e & 1) ? b >> 4 : b & 0x0f;
             size_t j = c == KVL_KVQ_I4C ? (size_t)d : (size_t)r;
             float s = kvl_bf16_to_f32(kvl_kvq_rd_u16(sc + j * 2));
-            float z = kvl_bf16_to_f32(kvl_kvq_rd_u16(sc + (n_sc + j) * 2));
-            out[d] = fmaf(s, n, z);
+            int z = (int8_t)sc[n_sc * 2 + j];
+            out[d] = (float)(n + z) * s;
         }
         break;
     }
@@ -254,6 +270,8 @@ DEF_REF(KVL_KVQ_E5M2, e5m2)
 DEF_REF_ACCUM(KVL_KVQ_I8, i8)
 DEF_REF(KVL_KVQ_I4C, i4c)
 DEF_REF(KVL_KVQ_I4T, i4t)
+DEF_REF(KVL_KVQ_E4M3C, e4m3c)
+DEF_REF(KVL_KVQ_E5M2C, e5m2c)
 #undef DEF_REF
 #undef DEF_REF_ACCUM
 
@@ -263,6 +281,7 @@ kvl_kvq_ops kvl_kvq_ops_ref(kvl_kvq_codec c) {
         {NULL, scores_ref_bf16, accum_ref_bf16}, {NULL, scores_ref_e4m3, accum_ref_e4m3},
         {NULL, scores_ref_e5m2, accum_ref_e5m2}, {prep_q_i8, scores_ref_i8q, accum_ref_i8},
         {NULL, scores_ref_i4c, accum_ref_i4c},   {NULL, scores_ref_i4t, accum_ref_i4t},
+        {NULL, scores_ref_e4m3c, accum_ref_e4m3c}, {NULL, scores_ref_e5m2c, accum_ref_e5m2c},
     };
     KVL_ASSERT((int)c >= 0 && c < KVL_KVQ_COUNT);
     return t[c];

@@ -36,9 +36,9 @@ typedef struct {
 static inline dec_ctx dec_init(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd) {
     dec_ctx x = {.data = chunk, .bs = bs, .hd = hd, .s = 1.0f};
     x.sc = chunk + kvl_kvq_data_bytes(c, bs, hd);
-    if (c == KVL_KVQ_E4M3)
+    if (c == KVL_KVQ_E4M3 || c == KVL_KVQ_E4M3C)
         x.s = kvl_kvq_rd_f32(x.sc) * 256.0f;
-    else if (c == KVL_KVQ_E5M2)
+    else if (c == KVL_KVQ_E5M2 || c == KVL_KVQ_E5M2C)
         x.s = kvl_kvq_rd_f32(x.sc);
     return x;
 }
@@ -56,7 +56,7 @@ static inline row_ctx row_init(kvl_kvq_codec c, const dec_ctx *x, int32_t i) {
         r.s = _mm256_set1_ps(bf(x->sc + (size_t)i * 2));
     } else if (c == KVL_KVQ_I4T) {
         r.s = _mm256_set1_ps(bf(x->sc + (size_t)i * 2));
-        r.z = _mm256_set1_ps(bf(x->sc + ((size_t)x->bs + (size_t)i) * 2));
+        r.z = _mm256_set1_ps((float)(int8_t)x->sc[(size_t)x->bs * 2 + (size_t)i]);
     }
     return r;
 }
@@ -75,6 +75,11 @@ static inline __m256 nib8(const uint8_t *data, size_t e) {
     __m128i lo = _mm_and_si128(b, m);
     __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
     return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
+}
+
+/* 8 int8 at p as floats. */
+static inline __m256 i8x8(const uint8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
 static inline __m128i fp8x8(const uint8_t *p) {
@@ -98,11 +103,18 @@ static inline __m256 piece(kvl_kvq_codec c, const dec_ctx *x, const row_ctx *r, 
     case KVL_KVQ_BF16: return bf16x8(x->data + e * 2);
     case KVL_KVQ_E5M2:
         return _mm256_mul_ps(_mm256_cvtph_ps(_mm_slli_epi16(fp8x8(x->data + e), 8)), r->s);
-    case KVL_KVQ_E4M3: {
+    case KVL_KVQ_E5M2C:
+        return _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_slli_epi16(fp8x8(x->data + e), 8)), r->s,
+                               bf16x8(x->sc + 4 + (size_t)j * 16));
+    case KVL_KVQ_E4M3:
+    case KVL_KVQ_E4M3C: {
         __m128i h = fp8x8(x->data + e);
         __m128i mag = _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7f)), 7);
         __m128i sgn = _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi16(0x80)), 8);
-        return _mm256_mul_ps(_mm256_cvtph_ps(_mm_or_si128(mag, sgn)), r->s);
+        __m256 v = _mm256_cvtph_ps(_mm_or_si128(mag, sgn));
+        if (c == KVL_KVQ_E4M3C)
+            return _mm256_fmadd_ps(v, r->s, bf16x8(x->sc + 4 + (size_t)j * 16));
+        return _mm256_mul_ps(v, r->s);
     }
     case KVL_KVQ_I8: {
         __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(x->data + e)));
@@ -110,10 +122,10 @@ static inline __m256 piece(kvl_kvq_codec c, const dec_ctx *x, const row_ctx *r, 
     }
     case KVL_KVQ_I4C: {
         __m256 s = bf16x8(x->sc + (size_t)j * 8 * 2);
-        __m256 z = bf16x8(x->sc + ((size_t)x->hd + (size_t)j * 8) * 2);
-        return _mm256_fmadd_ps(s, nib8(x->data, e), z);
+        __m256 z = i8x8(x->sc + (size_t)x->hd * 2 + (size_t)j * 8);
+        return _mm256_mul_ps(_mm256_add_ps(nib8(x->data, e), z), s);
     }
-    case KVL_KVQ_I4T: return _mm256_fmadd_ps(r->s, nib8(x->data, e), r->z);
+    case KVL_KVQ_I4T: return _mm256_mul_ps(_mm256_add_ps(nib8(x->data, e), r->z), r->s);
     default: return _mm256_setzero_ps();
     }
 }
@@ -261,6 +273,8 @@ static void scores_i8q(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,
 }
 DEF(KVL_KVQ_I4C, i4c)
 DEF(KVL_KVQ_I4T, i4t)
+DEF(KVL_KVQ_E4M3C, e4m3c)
+DEF(KVL_KVQ_E5M2C, e5m2c)
 #undef DEF
 #undef DEF_ACCUM
 
@@ -270,6 +284,7 @@ kvl_kvq_ops kvl_kvq_ops_avx2(kvl_kvq_codec c) {
         {NULL, scores_bf16, accum_bf16}, {NULL, scores_e4m3, accum_e4m3},
         {NULL, scores_e5m2, accum_e5m2}, {NULL, scores_i8q, accum_i8},
         {NULL, scores_i4c, accum_i4c},   {NULL, scores_i4t, accum_i4t},
+        {NULL, scores_e4m3c, accum_e4m3c}, {NULL, scores_e5m2c, accum_e5m2c},
     };
     kvl_kvq_ops none = {0};
     return (int)c >= 0 && c < KVL_KVQ_COUNT ? t[c] : none;

@@ -47,9 +47,9 @@ typedef struct {
 static inline dec_ctx dec_init(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd) {
     dec_ctx x = {.data = chunk, .bs = bs, .hd = hd, .s = 1.0f};
     x.sc = chunk + kvl_kvq_data_bytes(c, bs, hd);
-    if (c == KVL_KVQ_E4M3)
+    if (c == KVL_KVQ_E4M3 || c == KVL_KVQ_E4M3C)
         x.s = kvl_kvq_rd_f32(x.sc) * 256.0f;
-    else if (c == KVL_KVQ_E5M2)
+    else if (c == KVL_KVQ_E5M2 || c == KVL_KVQ_E5M2C)
         x.s = kvl_kvq_rd_f32(x.sc);
     return x;
 }
@@ -67,9 +67,14 @@ static inline row_ctx row_init(kvl_kvq_codec c, const dec_ctx *x, int32_t i) {
         r.s = _mm512_set1_ps(bf(x->sc + (size_t)i * 2));
     } else if (c == KVL_KVQ_I4T) {
         r.s = _mm512_set1_ps(bf(x->sc + (size_t)i * 2));
-        r.z = _mm512_set1_ps(bf(x->sc + ((size_t)x->bs + (size_t)i) * 2));
+        r.z = _mm512_set1_ps((float)(int8_t)x->sc[(size_t)x->bs * 2 + (size_t)i]);
     }
     return r;
+}
+
+/* 16 int8 at p as floats. */
+static inline __m512 i8x16(const uint8_t *p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
 }
 
 static inline __m512 bf16x16(const uint8_t *p) {
@@ -98,11 +103,20 @@ static inline __m512 piece(kvl_kvq_codec c, const dec_ctx *x, const row_ctx *r, 
         __m256i h = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x->data + e)));
         return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_slli_epi16(h, 8)), r->s);
     }
-    case KVL_KVQ_E4M3: {
+    case KVL_KVQ_E4M3:
+    case KVL_KVQ_E4M3C: {
         __m256i h = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x->data + e)));
         __m256i mag = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x7f)), 7);
         __m256i sgn = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x80)), 8);
-        return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_or_si256(mag, sgn)), r->s);
+        __m512 v = _mm512_cvtph_ps(_mm256_or_si256(mag, sgn));
+        if (c == KVL_KVQ_E4M3C)
+            return _mm512_fmadd_ps(v, r->s, bf16x16(x->sc + 4 + (size_t)j * 32));
+        return _mm512_mul_ps(v, r->s);
+    }
+    case KVL_KVQ_E5M2C: {
+        __m256i h = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x->data + e)));
+        return _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_slli_epi16(h, 8)), r->s,
+                               bf16x16(x->sc + 4 + (size_t)j * 32));
     }
     case KVL_KVQ_I8: {
         __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(x->data + e)));
@@ -110,10 +124,10 @@ static inline __m512 piece(kvl_kvq_codec c, const dec_ctx *x, const row_ctx *r, 
     }
     case KVL_KVQ_I4C: {
         __m512 s = bf16x16(x->sc + (size_t)j * 32);
-        __m512 z = bf16x16(x->sc + ((size_t)x->hd + (size_t)j * 16) * 2);
-        return _mm512_fmadd_ps(s, nib16(x->data, e), z);
+        __m512 z = i8x16(x->sc + (size_t)x->hd * 2 + (size_t)j * 16);
+        return _mm512_mul_ps(_mm512_add_ps(nib16(x->data, e), z), s);
     }
-    case KVL_KVQ_I4T: return _mm512_fmadd_ps(r->s, nib16(x->data, e), r->z);
+    case KVL_KVQ_I4T: return _mm512_mul_ps(_mm512_add_ps(nib16(x->data, e), r->z), r->s);
     default: return _mm512_setzero_ps();
     }
 }
@@ -419,6 +433,8 @@ DEF(KVL_KVQ_E4M3, e4m3)
 DEF(KVL_KVQ_E5M2, e5m2)
 DEF(KVL_KVQ_I4C, i4c)
 DEF(KVL_KVQ_I4T, i4t)
+DEF(KVL_KVQ_E4M3C, e4m3c)
+DEF(KVL_KVQ_E5M2C, e5m2c)
 #undef DEF
 #undef DEF_ACCUM
 
@@ -446,6 +462,7 @@ kvl_kvq_ops kvl_kvq_ops_avx512(kvl_kvq_codec c) {
         {NULL, scores_bf16, accum_bf16}, {NULL, scores_e4m3, accum_e4m3},
         {NULL, scores_e5m2, accum_e5m2}, {NULL, scores_i8q, accum_i8},
         {NULL, scores_i4c, accum_i4c},   {NULL, scores_i4t, accum_i4t},
+        {NULL, scores_e4m3c, accum_e4m3c}, {NULL, scores_e5m2c, accum_e5m2c},
     };
     kvl_kvq_ops none = {0};
     return (int)c >= 0 && c < KVL_KVQ_COUNT ? t[c] : none;
