@@ -513,6 +513,41 @@ static void test_attend(void) {
         CHECK_EQ_INT(bad, 0);
         att_free(&f);
     }
+    /* adversarial queries, every K format: an all-zero head attends
+     * uniformly (the mean of V); a head holding NaN gives NaN, only there */
+    for (int c = 0; c < KVL_KVQ_COUNT; c++) {
+        att_fix f;
+        kvl_kvq_codec vcod = c == KVL_KVQ_I4C ? KVL_KVQ_I4T : (kvl_kvq_codec)c;
+        att_build(&f, (kvl_kvq_codec)c, vcod, H, KV, hd, bs, 40, 0);
+        for (int i = 0; i < H * hd; i++)
+            q[i] = nrand();
+        memset(q + 2 * hd, 0, (size_t)hd * sizeof(float)); /* head 2: zeros */
+        q[5 * hd + 7] = NAN;                                 /* head 5: one NaN */
+        kvl_kv_attend_q(&f.v, 40, q, out, 0, H, 0.125f, false);
+        kvl_kv_attend_q(&f.v, 40, q, outr, 0, H, 0.125f, true);
+        int bad = 0;
+        for (int h = 0; h < H; h++)
+            for (int d = 0; d < hd; d++) {
+                const float o = out[h * hd + d], r = outr[h * hd + d];
+                if (h == 5) {
+                    bad += !isnan(o) || !isnan(r);
+                    continue;
+                }
+                bad += !isfinite(o) || !isfinite(r);
+                if (h == 2) { /* KV head 0: the mean of its 40 value rows */
+                    double mean = 0;
+                    for (int p = 0; p < 40; p++)
+                        mean += f.vd[(size_t)p * hd + d] / 40.0;
+                    bad += !(fabs(o - mean) <= 1e-5 * (1 + fabs(mean)));
+                    bad += !(fabs(r - mean) <= 1e-5 * (1 + fabs(mean)));
+                }
+            }
+        if (bad)
+            fprintf(stderr, "attend adversarial q, K %s: %d bad\n",
+                    kvl_kvq_codec_name((kvl_kvq_codec)c), bad);
+        CHECK_EQ_INT(bad, 0);
+        att_free(&f);
+    }
     /* NaN in one key or value: the heads reading that KV head give NaN,
      * the others do not */
     for (int c = 0; c < KVL_KVQ_COUNT; c++)
