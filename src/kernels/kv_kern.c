@@ -6,7 +6,8 @@
  * Invariants:
  *   - the reference decodes each element with exactly the formula in
  *     kv_kern.h; the SIMD paths decode to the same floats, so reference and
- *     fast path differ only in summation order (tests bound that);
+ *     fast path differ only in summation order (and the I8 accum's folded
+ *     scale; tests bound that);
  *   - a row is decoded once per call into a stack row of at most
  *     KVL_MAX_HEAD_DIM floats and used for every head of the group;
  *   - I8 keys score with the quantized query (prep_q_i8) and an exact

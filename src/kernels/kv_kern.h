@@ -23,7 +23,9 @@
  *   wastes nothing and the size is the planner's ceil(bs*hd*bits/8)).
  *
  * What one element decodes to (the SAME float in the scalar reference and
- * in every SIMD path, so they differ only in the order of the sums):
+ * in every SIMD path, so they differ only in the order of the sums; one
+ * exception: the AVX-512 accum of I8 values multiplies the row scale into
+ * the weight, (w * s_row) * n, one rounding apart from w * (n * s_row)):
  *
  *   F16   fp16(h)                       BF16  bf16(h)
  *   E5M2  fp16(b << 8) * s              (e5m2 is the top byte of a half)
