@@ -33,8 +33,8 @@ static const fmt k_fmts[] = {
     {"fp8_e4m3", KVL_KV_FMT_FP8_E4M3, KVL_KV_FMT_FP8_E4M3, 16},
     {"fp8_e5m2", KVL_KV_FMT_FP8_E5M2, KVL_KV_FMT_FP8_E5M2, 16},
     {"int8", KVL_KV_FMT_INT8, KVL_KV_FMT_INT8, 16},
-    {"int4 (bs 64)", KVL_KV_FMT_INT4, KVL_KV_FMT_INT4, 64},
-    {"int4K int8V (bs 64)", KVL_KV_FMT_INT4, KVL_KV_FMT_INT8, 64},
+    {"int4 (bs 32)", KVL_KV_FMT_INT4, KVL_KV_FMT_INT4, 32},
+    {"int4K int8V (bs 32)", KVL_KV_FMT_INT4, KVL_KV_FMT_INT8, 32},
 };
 #define N_FMT (sizeof k_fmts / sizeof k_fmts[0])
 
