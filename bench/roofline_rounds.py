@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Decode against the memory roofline, measured round by round.
+
+    roofline_rounds.py STREAM -- KVLLM bench -m MODEL -p 0 -n N -r R -o json --gate [...]
+
+Memory bandwidth on the shared machines moves between ~30 and ~55 GB/s from
+minute to minute, so a roofline taken from a stream run minutes apart from
+the decode means little. Here every timed repetition of `kvllm bench` (held
+at its --gate) is preceded by a stream read run (STREAM: bench/out/stream,
+2 threads) while kvllm waits idle, and the repetition's bytes read per
+second (t/s x the bytes one token reads, from kvllm's JSON) is divided by
+the bandwidth of its own round. Prints one row per round and the medians.
+Not a test: timing decides nothing here.
+"""
+import json
+import statistics
+import subprocess
+import sys
+
+
+def read_bw(stream):
+    out = subprocess.run([stream, "--threads", "2", "--mib", "512", "--reps", "3", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["read_best_gbs"]
+
+
+def next_event(p):
+    for line in p.stderr:
+        f = line.split()
+        if f and f[0] in ("ready", "done"):
+            return f
+        sys.stderr.write(line)
+    return None
+
+
+def main(argv):
+    if len(argv) < 4 or argv[2] != "--":
+        sys.exit(__doc__)
+    stream, cmd = argv[1], argv[3:]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, bufsize=1)
+    rounds = []
+    ev = next_event(p)
+    while ev and ev[0] == "ready":
+        bw = read_bw(stream)
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        ev = next_event(p)
+        if not ev or ev[0] != "done":
+            break
+        rounds.append((bw, float(ev[3])))
+        ev = next_event(p)
+    out, _ = p.communicate()
+    if p.returncode != 0 or not rounds:
+        sys.exit(f"roofline_rounds: kvllm bench failed (exit {p.returncode})")
+    rec = json.loads(out)[-1]
+    bpt = rec["weight_bytes_per_token"] + rec["kv_bytes_per_token"]
+    print(f"model {rec['model']} {rec['model_type']}, test {rec['test']}, "
+          f"{bpt / 1e6:.1f} MB read per token, {rec['threads']} threads")
+    print("| round | stream read GB/s | decode t/s | decode GB/s | % of the round's read |")
+    print("|---:|---:|---:|---:|---:|")
+    fr = []
+    for i, (bw, ts) in enumerate(rounds, 1):
+        gbs = ts * bpt / 1e9
+        fr.append(gbs / bw)
+        print(f"| {i} | {bw:.1f} | {ts:.2f} | {gbs:.1f} | {100 * gbs / bw:.0f}% |")
+    print(f"| median | {statistics.median(b for b, _ in rounds):.1f} | "
+          f"{statistics.median(t for _, t in rounds):.2f} | "
+          f"{statistics.median(t for _, t in rounds) * bpt / 1e9:.1f} | "
+          f"{100 * statistics.median(fr):.0f}% |")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
