@@ -202,10 +202,10 @@ static inline float rint_small(float x) {
 /* I8 keys: the query quantized per head to two int8 terms (kv_kern.h),
  * integer dot products. */
 static void prep_q_i8(const float *q, int32_t n_q, int32_t hd, void *qp) {
-    float *sq = qp;
-    uint8_t *sums = (uint8_t *)qp + 4 * (size_t)n_q; /* sum h, then sum l */
-    int8_t *ch = (int8_t *)qp + 12 * (size_t)n_q;
-    int8_t *cl = ch + (size_t)n_q * (size_t)hd;
+    const kvl_kvq_i8q at = kvl_kvq_i8q_at(qp, n_q, hd);
+    float *sq = at.s;
+    uint8_t *sums = at.sums; /* sum h, then sum l */
+    int8_t *ch = at.h, *cl = at.l;
     for (int32_t g = 0; g < n_q; g++) {
         const float *qg = q + (int64_t)g * hd;
         int8_t *hg = ch + (int64_t)g * hd, *lg = cl + (int64_t)g * hd;
@@ -243,9 +243,9 @@ static void prep_q_i8(const float *q, int32_t n_q, int32_t hd, void *qp) {
 
 static void scores_ref_i8q(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0, int32_t r1,
                            const void *qp, int32_t n_q, float *S, int32_t s_stride) {
-    const float *sq = qp;
-    const int8_t *ch = (const int8_t *)qp + 12 * (size_t)n_q;
-    const int8_t *cl = ch + (size_t)n_q * (size_t)hd;
+    const kvl_kvq_i8q_c v = kvl_kvq_i8q_view(qp, n_q, hd);
+    const float *sq = v.s;
+    const int8_t *ch = v.h, *cl = v.l;
     const uint8_t *sc = chunk + kvl_kvq_data_bytes(KVL_KVQ_I8, bs, hd);
     for (int32_t i = r0; i < r1; i++) {
         const int8_t *k = (const int8_t *)chunk + (size_t)i * (size_t)hd;

@@ -123,6 +123,35 @@ typedef void (*kvl_kvq_accum_fn)(const uint8_t *chunk, int32_t bs, int32_t hd, i
                                  int32_t r1, const float *W, int32_t w_stride, int32_t n_q,
                                  float *acc);
 
+/* Where the parts of a prepared I8 query lie (the layout above); qp as
+ * prep_q wrote it. Read-only users take the const view. */
+typedef struct kvl_kvq_i8q {
+    float *s;      /* n_q s_q */
+    uint8_t *sums; /* n_q i32 sum h, then n_q i32 sum l (memcpy: no aliasing) */
+    int8_t *h, *l; /* n_q * hd each, head-major */
+} kvl_kvq_i8q;
+
+static inline kvl_kvq_i8q kvl_kvq_i8q_at(void *qp, int32_t n_q, int32_t hd) {
+    uint8_t *b = qp;
+    kvl_kvq_i8q v = {(float *)qp, b + 4 * (size_t)n_q, (int8_t *)(b + 12 * (size_t)n_q),
+                     (int8_t *)(b + 12 * (size_t)n_q) + (size_t)n_q * (size_t)hd};
+    return v;
+}
+
+typedef struct kvl_kvq_i8q_c {
+    const float *s;
+    const uint8_t *sums;
+    const int8_t *h, *l;
+} kvl_kvq_i8q_c;
+
+static inline kvl_kvq_i8q_c kvl_kvq_i8q_view(const void *qp, int32_t n_q, int32_t hd) {
+    const uint8_t *b = qp;
+    kvl_kvq_i8q_c v = {(const float *)qp, b + 4 * (size_t)n_q,
+                       (const int8_t *)(b + 12 * (size_t)n_q),
+                       (const int8_t *)(b + 12 * (size_t)n_q) + (size_t)n_q * (size_t)hd};
+    return v;
+}
+
 /* Bytes prep_q may write for n_q heads of hd elements (any format). */
 #define KVL_KVQ_QP_BYTES(n_q, hd) ((size_t)(n_q) * (2 * (size_t)(hd) + 12))
 

@@ -256,9 +256,9 @@ static inline __m128i dot_i8(const uint8_t *k, const int8_t *c, int32_t hd) {
 
 static void scores_i8q(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0, int32_t r1,
                        const void *qp, int32_t n_q, float *S, int32_t s_stride) {
-    const float *sq = qp;
-    const int8_t *ch = (const int8_t *)qp + 12 * (size_t)n_q;
-    const int8_t *cl = ch + (size_t)n_q * (size_t)hd;
+    const kvl_kvq_i8q_c v = kvl_kvq_i8q_view(qp, n_q, hd);
+    const float *sq = v.s;
+    const int8_t *ch = v.h, *cl = v.l;
     const uint8_t *sc = chunk + kvl_kvq_data_bytes(KVL_KVQ_I8, bs, hd);
     for (int32_t i = r0; i < r1; i++) {
         const uint8_t *k = chunk + (size_t)i * (size_t)hd;

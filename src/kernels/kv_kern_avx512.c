@@ -298,10 +298,10 @@ scores_i8_tile(const uint8_t *data, const uint8_t *sc, int32_t hd, int32_t i0, i
 
 static void scores_i8q(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0, int32_t r1,
                        const void *qp, int32_t n_q, float *S, int32_t s_stride) {
-    const float *sq = qp;
-    const uint8_t *sums = (const uint8_t *)qp + 4 * (size_t)n_q;
-    const int8_t *ch = (const int8_t *)qp + 12 * (size_t)n_q;
-    const int8_t *cl = ch + (size_t)n_q * (size_t)hd;
+    const kvl_kvq_i8q_c v = kvl_kvq_i8q_view(qp, n_q, hd);
+    const float *sq = v.s;
+    const uint8_t *sums = v.sums;
+    const int8_t *ch = v.h, *cl = v.l;
     const uint8_t *sc = chunk + kvl_kvq_data_bytes(KVL_KVQ_I8, bs, hd);
     for (int32_t i0 = r0; i0 < r1; i0 += 16) {
         const int32_t n = r1 - i0 < 16 ? r1 - i0 : 16;
