@@ -11,6 +11,9 @@
 # Usage: bench/kv_formats_decode.sh [KVLLM] [REPS] [NLC_DIR]
 #   (defaults build/kvllm, 5, /tmp/nlc; the llama.cpp pairs are skipped when
 #    node-llama-cpp is not installed there; it is never installed by this)
+# FORMATS (default "bf16 fp8_e4m3 int8 int4") and LLAMA (default
+# "f16:f16 int8:q8_0 int4:q4_0", kvllm format:llama.cpp cache type) choose
+# the pairs; FORMATS=int8 LLAMA=int8:q8_0 is the former kv_quant_decode.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-build/kvllm}
@@ -38,14 +41,14 @@ PY
 }
 echo "| A | A t/s (median) | B | B t/s (median) | A/B, median of pairs (min-max) |"
 echo "|---|---:|---|---:|---:|"
-for f in bf16 fp8_e4m3 int8 int4; do
+for f in ${FORMATS:-bf16 fp8_e4m3 int8 int4}; do
   python3 bench/interleave.py "$out/$f.json" "$out/f16-$f.json" -- \
     "$bin" bench "${common[@]}" --kv-type "$f" -- \
     "$bin" bench "${common[@]}" --kv-type f16 2>"$out/pairs-$f.log"
   summ "kvllm $f KV" "kvllm f16 KV" "$out/pairs-$f.log"
 done
 if [ -d "$nlc/node_modules/node-llama-cpp" ]; then
-  for p in f16:f16 int8:q8_0 int4:q4_0; do
+  for p in ${LLAMA:-f16:f16 int8:q8_0 int4:q4_0}; do
     k=${p%%:*} l=${p##*:}
     fa=(); [ "$l" != f16 ] && fa=(--fa on)
     python3 bench/interleave.py "$out/k-$k.json" "$out/llama-$l.json" -- \
