@@ -9,6 +9,7 @@
 #include "kv/kv_contig.h"
 #include "kv/kv_paged.h"
 
+#include "kvt_pool.h"
 #include "testutil.h"
 
 #include <stdlib.h>
@@ -128,35 +129,10 @@ static void take(kvl_kv_paged *kv, snap *s) {
 
 static bool same(const snap *a, const snap *b) { return memcmp(a, b, sizeof *a) == 0; }
 
-static void expect_queue(kvl_kv_paged *kv, const uint32_t *want, uint32_t n, int line) {
-    kvl_block_pool *p = kvl_kv_paged_pool(kv);
-    uint32_t got[MAXB + 1];
-    uint32_t len = kvl_block_pool_free_order(p, got, MAXB + 1);
-    bool ok = len == n && (n == 0 || memcmp(got, want, sizeof(uint32_t) * n) == 0);
-    CHECK(ok);
-    if (!ok) {
-        fprintf(stderr, "  line %d: free queue", line);
-        for (uint32_t i = 0; i < len && i <= MAXB; i++)
-            fprintf(stderr, " %u", got[i]);
-        fprintf(stderr, "\n");
-    }
-    kvl_error err;
-    CHECK_EQ_INT(kvl_block_pool_check(p, &err), KVL_OK);
-}
-#define QUEUE(kv, ...)                                                                 \
-    do {                                                                               \
-        const uint32_t _w[] = {__VA_ARGS__};                                           \
-        expect_queue(kv, _w, (uint32_t)(sizeof _w / sizeof _w[0]), __LINE__);           \
-    } while (0)
-#define QUEUE_EMPTY(kv) expect_queue(kv, NULL, 0, __LINE__)
-
+#define QUEUE(kv, ...) KVT_QUEUE(kvl_kv_paged_pool(kv), __VA_ARGS__)
+#define QUEUE_EMPTY(kv) KVT_QUEUE_EMPTY(kvl_kv_paged_pool(kv))
 /* Reference counts of blocks 0..10 (the 11-block pool). */
-#define REFS(kv, ...)                                                                  \
-    do {                                                                               \
-        const uint32_t _w[11] = {__VA_ARGS__};                                         \
-        for (uint32_t _i = 0; _i < 11; _i++)                                           \
-            CHECK_EQ_INT(kvl_block_pool_refcount(kvl_kv_paged_pool(kv), _i), _w[_i]);  \
-    } while (0)
+#define REFS(kv, ...) KVT_REFS(kvl_kv_paged_pool(kv), 11, __VA_ARGS__)
 
 /* The block table of seq is exactly the given ids. */
 #define TABLE(kv, seq, ...)                                                            \

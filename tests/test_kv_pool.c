@@ -7,6 +7,7 @@
 #include "kv/block_pool.h"
 #include "plan/planner.h"
 
+#include "kvt_pool.h"
 #include "testutil.h"
 
 #define NB 11
@@ -47,37 +48,10 @@ static void take(const kvl_block_pool *p, snap *s) {
 static bool same(const snap *a, const snap *b) { return memcmp(a, b, sizeof *a) == 0; }
 
 /* Check the free queue is exactly want[0..n) and the pool's invariants hold. */
-static void expect_queue(const kvl_block_pool *p, const uint32_t *want, uint32_t n, int line) {
-    uint32_t got[NB + 1];
-    uint32_t len = kvl_block_pool_free_order(p, got, NB + 1);
-    bool ok = len == n && (n == 0 || memcmp(got, want, sizeof(uint32_t) * n) == 0);
-    CHECK(ok);
-    if (!ok) {
-        fprintf(stderr, "  line %d: free queue", line);
-        for (uint32_t i = 0; i < len && i <= NB; i++)
-            fprintf(stderr, " %u", got[i]);
-        fprintf(stderr, " (want");
-        for (uint32_t i = 0; i < n; i++)
-            fprintf(stderr, " %u", want[i]);
-        fprintf(stderr, ")\n");
-    }
-    kvl_error err;
-    CHECK_EQ_INT(kvl_block_pool_check(p, &err), KVL_OK);
-}
-#define QUEUE(p, ...)                                                                  \
-    do {                                                                               \
-        const uint32_t _w[] = {__VA_ARGS__};                                           \
-        expect_queue(p, _w, (uint32_t)(sizeof _w / sizeof _w[0]), __LINE__);            \
-    } while (0)
-#define QUEUE_EMPTY(p) expect_queue(p, NULL, 0, __LINE__)
-
+#define QUEUE(p, ...) KVT_QUEUE(p, __VA_ARGS__)
+#define QUEUE_EMPTY(p) KVT_QUEUE_EMPTY(p)
 /* Check every reference count: want[i] for block i. */
-#define REFS(p, ...)                                                                   \
-    do {                                                                               \
-        const uint32_t _w[NB] = {__VA_ARGS__};                                         \
-        for (uint32_t _i = 0; _i < NB; _i++)                                           \
-            CHECK_EQ_INT(kvl_block_pool_refcount(p, _i), _w[_i]);                      \
-    } while (0)
+#define REFS(p, ...) KVT_REFS(p, NB, __VA_ARGS__)
 
 static kvl_block_pool *make_pool(kvl_block_layout *lay) {
     kvl_hparams hp = shape(1, 2, 1, 4);
