@@ -23,11 +23,11 @@
  *         (at most (hi - lo) / 14: a few steps). A constant c becomes
  *         s = bf16_up(|c|), z = +-1, exact when bf16 holds c.
  *         Values (I4T, per token) use the row's min and max. Keys (I4C, per
- *         channel over the block) try 49 clipped ranges, lo + 4a% and
- *         hi - 4b% of the range for a, b in [0, 6], and keep the one with
- *         the least squared error over the group (a = b = 0 first, so never
- *         worse than min/max); n = rint(x / s - z) clamped to the codes
- *         whose decode is finite.
+ *         channel over the block) search clipped ranges lo + 4a% and
+ *         hi - 4b% of the range, a, b in [0, 6], for the least squared error
+ *         over the group: a with b = 0, then b, then a again (19 ranges;
+ *         min/max first, so never worse than min/max); n = rint(x / s - z)
+ *         clamped to the codes whose decode is finite.
  * The int8 scale is rounded up so that no code saturates; fp8 and int4
  * scales come from the data with the same care (denormal and FLT_MAX
  * groups included, tests/test_kv_codec.c).
@@ -219,6 +219,7 @@ typedef struct {
     uint16_t sb; /* bf16 scale */
     int z;       /* int8 zero point */
     double s;    /* the scale as a double */
+    double inv;  /* 1 / s (0 when s is 0) */
     int nlo, nhi; /* codes whose decode (n + z) * s is finite in f32 */
 } i4_grid;
 
@@ -239,7 +240,7 @@ static double bf16_next(double s) {
 }
 
 static i4_grid i4_fit(double lo, double hi) {
-    i4_grid g = {0, 0, 0.0, 0, 15};
+    i4_grid g = {0, 0, 0.0, 0.0, 0, 15};
     if (lo == 0.0 && hi == 0.0)
         return g;
     double s;
@@ -253,19 +254,25 @@ static i4_grid i4_fit(double lo, double hi) {
         s = bf16_up_d(s);
         if (s == 0.0) /* a range of a few denormals */
             s = kvl_bf16_to_f32(1);
+        /* grow s until [z, z + 15] * s reaches hi: jump to hi / (z + 15)
+         * when that is larger (z can only fall as s grows, so a few rounds
+         * do), else one bf16 step */
         for (int it = 0; it < 64; it++) {
             double z = floor(lo / s);
             z = z < -128.0 ? -128.0 : z > 127.0 ? 127.0 : z;
             g.z = (int)z;
             if ((z + 15.0) * s >= hi)
                 break;
-            double s2 = bf16_next(s);
+            double s2 = z + 15.0 > 0.0 ? bf16_up_d(hi / (z + 15.0)) : s;
+            if (!(s2 > s))
+                s2 = bf16_next(s);
             if (s2 == s)
                 break;
             s = s2;
         }
     }
     g.s = s;
+    g.inv = s > 0.0 ? 1.0 / s : 0.0;
     g.sb = kvl_kvq_bf16_up((float)s);
     /* FLT_MAX-sized groups: keep the decode finite */
     while (g.nhi > 0 && (double)(g.nhi + g.z) * s > (double)FLT_MAX)
@@ -275,11 +282,16 @@ static i4_grid i4_fit(double lo, double hi) {
     return g;
 }
 
+/* The nearest code (x finite): clamped first (also catches x far outside
+ * a clipped range), then rounded to nearest even by the 1.5 * 2^52 sum,
+ * exact for |v| < 2^51 (no libm call: this runs 49 x 32 times per key
+ * channel per block). */
 static inline int i4_code(double x, const i4_grid *g) {
     if (!(g->s > 0.0))
         return 0;
-    double v = nearbyint(x / g->s - g->z);
+    double v = x * g->inv - g->z;
     v = v > g->nhi ? g->nhi : v < g->nlo ? g->nlo : v;
+    v = (v + 6755399441055744.0) - 6755399441055744.0;
     return (int)v;
 }
 
@@ -332,18 +344,27 @@ static void encode_i4(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd,
         }
         i4_grid best = i4_fit(lo, hi);
         if (per_channel && hi > lo) {
+            /* coordinate search: the low clip (high at the max), the high
+             * clip at the best low, the low again at the best high: 19
+             * candidates instead of the 49 of the full grid, with the same
+             * perplexity on stories260K (3.5054 against 3.5058) */
             double best_e = i4_sse(x, n_in, stride, &best), r = hi - lo;
-            for (int a = 0; a <= I4_CLIP_STEPS; a++)
-                for (int b = 0; b <= I4_CLIP_STEPS; b++) {
-                    if (a == 0 && b == 0)
+            int ab[2] = {0, 0}; /* best low and high clip steps */
+            for (int pass = 0; pass < 3; pass++) {
+                const int side = pass & 1, keep = ab[side];
+                for (int k = 0; k <= I4_CLIP_STEPS; k++) {
+                    if (k == keep)
                         continue;
+                    const int a = side ? ab[0] : k, b = side ? k : ab[1];
                     i4_grid t = i4_fit(lo + r * a * I4_CLIP_STEP, hi - r * b * I4_CLIP_STEP);
                     double e = i4_sse(x, n_in, stride, &t);
                     if (e < best_e) {
                         best_e = e;
                         best = t;
+                        ab[side] = k;
                     }
                 }
+            }
         }
         wr_u16(sc + (size_t)g * 2, best.sb);
         sc[n_sc * 2 + (size_t)g] = (uint8_t)(int8_t)best.z;
