@@ -7,7 +7,7 @@
  *   per GQA group (up to 16 query heads): the query prepared once for the
  *   K format (kv_kern.h prep_q: int8 keys read a two-term int8 query), then per
  *   tile of 64 logical positions (crossing blocks, one block segment at a
- *   time, as in the f32 routine):
+ *   time):
  *     S[g][i]  = scale * q_g . K_i           (kernel: each K row decoded once)
  *     m_g'     = max(m_g, max_i S[g][i]);  out_g *= exp(m_g - m_g'); l_g *= same
  *     S[g][i]  = exp(S[g][i] - m_g');      l_g += sum_i S[g][i]
@@ -18,14 +18,14 @@
  * prepared query, at most 32.2 KiB, on the stack; a NaN score or value
  * reaches the output.)
  *
- * kvl_kv_attend_f32 runs the same online softmax over f32 rows with the F32
- * kernels of kv_kern (each K and V row read once for the whole GQA group,
- * not once per query head), in tiles of 64 logical positions.
+ * kvl_kv_attend_f32 is that same routine over f32 rows: it describes its
+ * view as F32 chunks (one per head and block, at the view's strides) and
+ * calls kvl_kv_attend_q.
  *
  * Invariants:
  *   - The arithmetic for a position depends only on q, that position's K and
  *     V rows and its index p, never on how positions are split into blocks:
- *     the f32 tiles are fixed ranges of logical positions (a tile crossing
+ *     the tiles are fixed ranges of logical positions (a tile crossing
  *     blocks is computed one block segment at a time, and the kernels' per
  *     row arithmetic does not depend on the segment: one dot product per
  *     row, V rows accumulated in order with the partial sums stored and
@@ -47,11 +47,6 @@
 #include <math.h>
 
 
-/* Positions per softmax tile of the f32 routine. Tiles are ranges of
- * logical positions [64t, 64t + 64), cut into block segments only to find
- * the rows, so the block size never changes a tile. */
-#define F32_RT 64
-#define F32_GT 16 /* query heads per pass */
 
 /* One tile of the online softmax for the ng query heads of a GQA group:
  * S holds n raw scores per head (row stride `stride`); they are scaled,
@@ -79,60 +74,25 @@ static inline void online_softmax(float *S, int32_t stride, int32_t ng, int32_t 
 void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, float *out,
                        int32_t h0, int32_t h1, float scale, float *scratch) {
     (void)scratch;
-    const int32_t hd = view->head_dim;
-    const int32_t bs = view->block_size;
-    const int32_t group = view->n_heads / view->n_kv_heads;
-    const kvl_kvq_ops ops = kvl_kvq_ops_get(KVL_KVQ_F32, hd);
-    for (int64_t i = (int64_t)h0 * hd; i < (int64_t)h1 * hd; i++)
-        out[i] = 0.0f;
-    if (n_ctx <= 0)
-        return;
-    float S[F32_GT * F32_RT];
-    float m[F32_GT], l[F32_GT];
-    for (int32_t h = h0; h < h1;) {
-        const int32_t kh = h / group;
-        int32_t hend = (kh + 1) * group;
-        hend = hend < h1 ? hend : h1;
-        hend = hend < h + F32_GT ? hend : h + F32_GT;
-        const int32_t ng = hend - h;
-        const float *qh = q + (int64_t)h * hd;
-        float *oh = out + (int64_t)h * hd;
-        const int64_t head_off = (int64_t)kh * view->head_stride;
-        for (int32_t g = 0; g < ng; g++) {
-            m[g] = -INFINITY;
-            l[g] = 0.0f;
-        }
-        for (int32_t t0 = 0; t0 < n_ctx; t0 += F32_RT) {
-            const int32_t t1 = n_ctx - t0 < F32_RT ? n_ctx : t0 + F32_RT;
-            /* scores of the tile, one block segment at a time */
-            for (int32_t p = t0; p < t1;) {
-                const int32_t lb = p / bs, i0 = p % bs;
-                const int32_t e = t1 - p < bs - i0 ? t1 : p + (bs - i0);
-                const float *kb = view->k + (int64_t)view->blocks[lb] * view->block_stride + head_off;
-                ops.scores((const uint8_t *)kb, bs, hd, i0, i0 + (e - p), qh, ng, S + (p - t0),
-                           F32_RT);
-                p = e;
-            }
-            /* online softmax: running max m and sum l per head */
-            online_softmax(S, F32_RT, ng, t1 - t0, scale, m, l, oh, hd);
-            /* weighted sum of V rows, in position order */
-            for (int32_t p = t0; p < t1;) {
-                const int32_t lb = p / bs, i0 = p % bs;
-                const int32_t e = t1 - p < bs - i0 ? t1 : p + (bs - i0);
-                const float *vb = view->v + (int64_t)view->blocks[lb] * view->block_stride + head_off;
-                ops.accum((const uint8_t *)vb, bs, hd, i0, i0 + (e - p), S + (p - t0), F32_RT, ng,
-                          oh);
-                p = e;
-            }
-        }
-        for (int32_t g = 0; g < ng; g++) {
-            const float inv = 1.0f / l[g];
-            float *og = oh + (int64_t)g * hd;
-            for (int32_t d = 0; d < hd; d++)
-                og[d] *= inv;
-        }
-        h = hend;
-    }
+    /* f32 rows are the F32 codec's chunks: the same fused routine, with
+     * one chunk per (head, block) at the view's strides and no residual */
+    const kvl_kvq_view qv = {
+        .k = (const uint8_t *)view->k,
+        .v = (const uint8_t *)view->v,
+        .k_head_stride = (size_t)view->head_stride * sizeof(float),
+        .v_head_stride = (size_t)view->head_stride * sizeof(float),
+        .k_chunk = (size_t)view->block_stride * sizeof(float),
+        .v_chunk = (size_t)view->block_stride * sizeof(float),
+        .k_codec = KVL_KVQ_F32,
+        .v_codec = KVL_KVQ_F32,
+        .blocks = view->blocks,
+        .block_size = view->block_size,
+        .n_heads = view->n_heads,
+        .n_kv_heads = view->n_kv_heads,
+        .head_dim = view->head_dim,
+        .res_block = -1,
+    };
+    kvl_kv_attend_q(&qv, n_ctx, q, out, h0, h1, scale, false);
 }
 
 /* ---- any format: fused, online softmax -------------------------------- */
