@@ -163,7 +163,14 @@ static void encode_fp8(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd,
     if (!centered)
         return;
     /* near FLT_MAX, difference + mean can round past it: step such codes
-     * one grid point toward zero until the decode is finite */
+     * one grid point toward zero until the decode is finite. A decode is at
+     * most |mu| + amax rounded up by a quarter (more than e5m2's half step),
+     * so ordinary blocks skip this pass. */
+    double mumax = 0.0;
+    for (int32_t d = 0; d < hd; d++)
+        mumax = fabs((double)mu[d]) > mumax ? fabs((double)mu[d]) : mumax;
+    if (mumax + amax * 1.25 <= (double)FLT_MAX)
+        return;
     float out[KVL_MAX_HEAD_DIM];
     for (int32_t r = 0; r < n; r++) {
         for (int it = 0; it < 4; it++) {
