@@ -12,7 +12,7 @@
  *   ppN  N random tokens through llama_decode in batches of n_batch (2048)
  *   tgN  N steps of llama_decode on one random token, llama_synchronize
  *        after each, no sampling (llama-bench's test_gen)
- *   bB   B sequences in one llama_batch per step (llama-batched-bench's
+ *   bB   (-b B,B,...) B sequences in one llama_batch per step (llama-batched-bench's
  *        shape; llama-bench has no parallel sequences)
  * with llama-bench's context settings: n_batch 2048, n_ubatch 512, F16 KV,
  * flash attention auto, a ggml threadpool with poll 50, one warm-up.
@@ -46,7 +46,8 @@
 
 typedef struct {
     const char *model;
-    int p, n, d, b, r, t;
+    int p, n, d, r, t;
+    int b[8], n_b; /* -b B,B,... */
     int gate;
 } opts;
 
@@ -67,7 +68,7 @@ static int parse_int(const char *flag, const char *s, long lo, long hi, int *out
 }
 
 static int parse_args(int argc, char **argv, opts *o) {
-    *o = (opts){.p = 512, .n = 128, .d = 0, .b = 1, .r = 5, .t = 2};
+    *o = (opts){.p = 512, .n = 128, .d = 0, .b = {1}, .n_b = 1, .r = 5, .t = 2};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--gate")) {
@@ -96,8 +97,23 @@ static int parse_args(int argc, char **argv, opts *o) {
             rc = parse_int(a, v, 0, 65536, &o->n);
         else if (!strcmp(a, "-d"))
             rc = parse_int(a, v, 0, 1 << 20, &o->d);
-        else if (!strcmp(a, "-b"))
-            rc = parse_int(a, v, 1, 256, &o->b);
+        else if (!strcmp(a, "-b")) {
+            char buf[128];
+            snprintf(buf, sizeof buf, "%s", v);
+            o->n_b = 0;
+            for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok && !rc;
+                 tok = strtok_r(NULL, ",", &save)) {
+                if (o->n_b == 8) {
+                    fprintf(stderr, "llama_gate: -b: more than 8 values\n");
+                    return -1;
+                }
+                rc = parse_int(a, tok, 1, 256, &o->b[o->n_b++]);
+            }
+            if (!rc && o->n_b == 0) {
+                fprintf(stderr, "llama_gate: -b: no value\n");
+                return -1;
+            }
+        }
         else if (!strcmp(a, "-r"))
             rc = parse_int(a, v, 1, MAX_REPS, &o->r);
         else if (!strcmp(a, "-t"))
@@ -249,12 +265,12 @@ int main(int argc, char **argv) {
     struct {
         const char *kind;
         int n, nb;
-    } tests[2];
+    } tests[9];
     int n_tests = 0;
     if (o.p > 0)
         tests[n_tests++] = (typeof(tests[0])){"pp", o.p, 1};
-    if (o.n > 0)
-        tests[n_tests++] = (typeof(tests[0])){"tg", o.n, o.b};
+    for (int i = 0; i < o.n_b && o.n > 0; i++)
+        tests[n_tests++] = (typeof(tests[0])){"tg", o.n, o.b[i]};
     int first = 1, status = 0;
     for (int ti = 0; ti < n_tests && !status; ti++) {
         const int n = tests[ti].n, nb = tests[ti].nb, is_pp = tests[ti].kind[0] == 'p';

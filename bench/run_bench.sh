@@ -3,7 +3,7 @@
 #
 #   bench/run_bench.sh [--nlc DIR] [--models DIR] [--pairs N] [--threads N]
 #                      [--types "q8_0 f16"] [--groups "base deep batch"]
-#                      [--kvllm PATH]
+#                      [--kvllm PATH] [--llama-gate PATH]
 #
 # 1. builds kvllm (build-bench/, unless --kvllm names a binary) and
 #    bench/out/stream when missing;
@@ -24,9 +24,12 @@
 #   deep   tg128 at depth 2048                   (-p 0 -n 128 -d 2048; prefill untimed)
 #   batch  tg32 with 4 and 16 sequences together (-p 0 -n 32 -b 4,16)
 #
-# llama.cpp comes from an existing node-llama-cpp install (--nlc, default
-# $NLC_DIR or /tmp/nlc); when it is absent, only kvllm runs and the table says
-# so. Nothing is installed. Not part of CI; takes about 10-15 minutes on 2
+# llama.cpp: with --llama-gate PATH (bench/llama_gate.c built by
+# bench/build_llamacpp.sh), llama.cpp's own llama-bench loop (llama_decode on
+# one token per step, no sampling); otherwise node-llama-cpp's generation
+# loop from an existing install (--nlc, default $NLC_DIR or /tmp/nlc), which
+# samples every token and decodes ~12% slower (issue 5). When neither is
+# there, only kvllm runs and the table says so. Nothing is installed. Not part of CI; takes about 10-15 minutes on 2
 # cores (mostly the 2048-token prefills and F16 decoding).
 set -euo pipefail
 
@@ -38,6 +41,7 @@ threads=$(nproc)
 types="q8_0 f16"
 groups="base deep batch"
 kvllm=
+gate=
 
 die() { echo "run_bench.sh: $*" >&2; exit 2; }
 posint() {
@@ -54,7 +58,8 @@ while (($#)); do
     --types) types=${2:?--types needs a value}; shift 2 ;;
     --groups) groups=${2:?--groups needs a value}; shift 2 ;;
     --kvllm) kvllm=${2:?--kvllm needs a value}; [[ -x $kvllm ]] || die "--kvllm: '$kvllm' is not an executable"; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --llama-gate) gate=${2:?--llama-gate needs a value}; [[ -x $gate ]] || die "--llama-gate: '$gate' is not an executable"; shift 2 ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown flag '$1' (see --help)" ;;
     esac
 done
@@ -80,7 +85,9 @@ if [[ ! -x $stream || $root/bench/stream.c -nt $stream ]]; then
 fi
 
 have_llama=1
-if [[ ! -f $nlc/node_modules/node-llama-cpp/dist/index.js ]] || ! command -v node >/dev/null; then
+if [[ -n $gate ]]; then
+    :
+elif [[ ! -f $nlc/node_modules/node-llama-cpp/dist/index.js ]] || ! command -v node >/dev/null; then
     have_llama=0
     echo "note: node-llama-cpp not found under $nlc (or no node): llama.cpp side skipped" >&2
 fi
@@ -94,7 +101,13 @@ t_start=$(date +%s)
     echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "kvllm: $kvllm ($("$kvllm" --version)); checkout $(git -C "$root" rev-parse --short HEAD)"
     echo "threads: $threads, pairs: $pairs, types: $types, groups: $groups"
-    echo "llama.cpp: $([[ $have_llama = 1 ]] && echo "node-llama-cpp $(node -p "require('$nlc/node_modules/node-llama-cpp/package.json').version")" || echo absent)"
+    if [[ -n $gate ]]; then
+        echo "llama.cpp: llama-bench loop, $gate"
+    elif [[ $have_llama = 1 ]]; then
+        echo "llama.cpp: node-llama-cpp $(node -p "require('$nlc/node_modules/node-llama-cpp/package.json').version")"
+    else
+        echo "llama.cpp: absent"
+    fi
 } | tee "$run/machine.txt" >&2
 
 for t in $types; do
@@ -127,7 +140,11 @@ for t in $types; do
         read -r -a flags <<<"$(group_flags "$g")"
         echo "[$(($(date +%s) - t_start)) s] $t $g: ${flags[*]}" >&2
         kv_cmd=("$kvllm" bench -m "$f" "${flags[@]}" -r "$pairs" -t "$threads" -o json)
-        if [[ $have_llama = 1 ]]; then
+        if [[ -n $gate ]]; then
+            python3 "$root/bench/interleave.py" "$run/$t-$g-kvllm.json" "$run/$t-$g-llamacpp.json" \
+                -- "${kv_cmd[@]}" --gate \
+                -- "$gate" -m "$f" "${flags[@]}" -r "$pairs" -t "$threads" --gate
+        elif [[ $have_llama = 1 ]]; then
             python3 "$root/bench/interleave.py" "$run/$t-$g-kvllm.json" "$run/$t-$g-llamacpp.json" \
                 -- "${kv_cmd[@]}" --gate \
                 -- node "$root/bench/llamacpp_bench.mjs" --nlc "$nlc" -m "$f" "${flags[@]}" \

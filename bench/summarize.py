@@ -10,9 +10,12 @@ generation tests the decode roofline: bandwidth / bytes read per token, with
 the bandwidth the median over the stream runs of the best of read, copy and
 triad (the highest figure, so the roofline is never flattering).
 
-Generation through node-llama-cpp is slower than llama.cpp's own llama-bench
-(issue 5 measured 18.7 vs 21.3 tokens/s, a factor 1.14); the column
-"vs llama-bench (est.)" divides the tg ratios by that factor.
+The llama.cpp side is either bench/llama_gate.c (llama-bench's own loop:
+its records carry "loop": "llama_decode (llama-bench)") or node-llama-cpp's
+generation loop, which is slower than llama-bench (issue 5 measured 18.7 vs
+21.3 tokens/s, a factor 1.14). The column "vs llama-bench" is then the
+measured ratio itself, or for node-llama-cpp the tg ratio divided by that
+factor, marked "est.".
 """
 import glob
 import json
@@ -34,6 +37,14 @@ def load(path):
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def vs_lb(r, is_tg, measured):
+    if r is None:
+        return "-"
+    if measured:
+        return f"{r:.3f}"
+    return f"{r / NLC_TG_FACTOR:.3f} (est.)" if is_tg else "n/a (pp)"
+
+
 def main():
     if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
         print("usage: summarize.py RUN_DIR", file=sys.stderr)
@@ -45,6 +56,7 @@ def main():
                      r"(-(?P<pair>\d+))?\.json$")
     samples = {}  # (type, test) -> engine -> {pair: t/s}
     info = {}     # (type, test) -> kvllm record (bytes per token, isa)
+    lb_loop = {}  # (type, test) -> True when the llama.cpp side is llama-bench's loop
     order = []
     for path in sorted(glob.glob(os.path.join(run, "*.json"))):
         m = pat.match(os.path.basename(path))
@@ -62,6 +74,8 @@ def main():
                     samples[key][m["engine"]][i + 1] = v
             if m["engine"] == "kvllm":
                 info[key] = rec
+            else:
+                lb_loop[key] = rec.get("loop", "").endswith("(llama-bench)")
     bws = []
     for path in sorted(glob.glob(os.path.join(run, "stream-*.json"))):
         s = load(path)[0]
@@ -76,7 +90,7 @@ def main():
         return (t, kind, int(b[1]) if b else 1, "@" in test, test)
 
     print("| model | test | kvllm t/s | llama.cpp t/s | kvllm/llama.cpp (min-max) "
-          "| vs llama-bench (est.) | MB read/token | roofline t/s | kvllm % of roofline |")
+          "| vs llama-bench | MB read/token | roofline t/s | kvllm % of roofline |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for key in sorted(order, key=sort_key):
         t, test = key
@@ -91,7 +105,7 @@ def main():
                f"{med_k:.2f} (n={len(kv)})" if med_k else "-",
                f"{med_l:.2f} (n={len(ll)})" if med_l else "absent",
                f"{r:.3f} ({min(ratios):.2f}-{max(ratios):.2f})" if r else "-",
-               f"{r / NLC_TG_FACTOR:.3f}" if (r and is_tg) else ("-" if is_tg else "n/a (pp)")]
+               vs_lb(r, is_tg, lb_loop.get(key, False))]
         if rec and is_tg and bw:
             bpt = rec["weight_bytes_per_token"] + rec["kv_bytes_per_token"]
             roof = bw * 1e9 / bpt
