@@ -402,6 +402,21 @@ AI void tile_f(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const i
             acc[i][j] = _mm512_setzero_ps();
     }
     int64_t k = 0;
+    /* The first token group of a chunk reads this tile's rows from memory:
+     * it also prefetches the next tile's rows, one line per row every 64
+     * bytes of columns, so that they are in L1 when that tile starts. */
+    if (R == FT_R && tok % KVL_MM_TOK_CHUNK == 0 && r + 2 * R <= c->n_rows) {
+        const size_t es = t == KVL_TYPE_F32 ? 4 : 2, rb = c->w_row_bytes;
+        const uint8_t *next = c->W + (size_t)(r + R) * rb;
+        for (; k + 16 <= n; k += 16) {
+            if (((size_t)k * es & 63) == 0) {
+#pragma GCC unroll 6
+                for (int i = 0; i < R; i++)
+                    _mm_prefetch((const char *)(next + i * rb + (size_t)k * es), _MM_HINT_T0);
+            }
+            fstep(acc, row, x, k, (__mmask16)0xffff, R, T, t);
+        }
+    }
     for (; k + 16 <= n; k += 16)
         fstep(acc, row, x, k, (__mmask16)0xffff, R, T, t);
     if (k < n)
