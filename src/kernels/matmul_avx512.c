@@ -35,9 +35,10 @@
  * block pair's weights decoded once and shuffled (vpshufd) so that one
  * vpdpbusd serves 4 tokens. Measured on the TinyLlama FFN up shape (5632 x
  * 2048, 2 threads, Zen 4 VM, bench_matmul, medians of alternating runs)
- * against the 4 x 4 tiles it replaces: Q8_0 2 tokens 0.37 ms (was 0.85),
- * 4: 0.47 (1.07), 8: 0.75-0.84 (1.48), 12: 1.23-1.43 (1.90); Q4_0 2: 0.28
- * (0.77), 4: 0.40 (1.02), 8: 0.60 (1.63), 16: 1.64 (2.5), 64: 6.5 (7.9).
+ * against the 4 x 4 tiles it replaces: Q8_0 2 tokens 0.39 ms (was 0.82),
+ * 4: 0.42 (1.02), 8: 0.75 (1.50), 12: 1.2-1.4 (1.9); Q4_0 2: 0.29 (0.73),
+ * 4: 0.38 (1.11), 8: 0.55 (1.72), 16: 1.64 (2.49), 64: 6.4-6.6 (7.7-8.0);
+ * one token (gemv_q) takes 0.24-0.36 ms.
  * Prefetching 3 KiB ahead took 8 tokens from 1.07-1.16 ms to 0.75-0.84;
  * without it the reads stalled behind the compute. From 12 tokens the
  * activations (1.5 bytes per column and token) no longer stay in L1 over a
