@@ -475,6 +475,42 @@ static void test_matmul(void) {
         kvl_pool_free(pools[p]);
 }
 
+/* ---- matmul, small batches (Q8_0 / Q4_0, 2 .. 64 tokens) ----
+ *
+ * AVX-512 takes these through the small-batch layout: tokens in groups of
+ * 4 with a last group of width 1, 2 or 4 (3 tokens, one slot empty), up to
+ * 4 groups per pass over a row. The shapes cover each last-group width
+ * (n_tok % 4 = 0..3), one pass and several (Q4_0 past 16 tokens; Q8_0
+ * takes the token-lane path there), an odd block count (a half-empty last
+ * block pair: 13 blocks, 1 block, 3 blocks), odd row counts, and products
+ * big enough (n_rows * n_cols * n_tok >= 2^18) for the pools to split them
+ * into items, which must give the same bits as one thread. */
+static void test_matmul_small_batch(void) {
+    kvl_pool *pools[3] = {NULL, NULL, NULL};
+    kvl_error err;
+    for (int p = 0; p < 3; p++)
+        CHECK_EQ_INT(kvl_pool_init(p + 1, &pools[p], &err), KVL_OK);
+    const kvl_type types[2] = {KVL_TYPE_Q8_0, KVL_TYPE_Q4_0};
+    const int64_t toks[] = {2, 3, 5, 6, 7, 8, 9, 15};
+    for (int ti = 0; ti < 2; ti++) {
+        for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) {
+            test_matmul_shape(pools, types[ti], 37, 416, toks[k]);
+            test_matmul_shape(pools, types[ti], 5, 32, toks[k]);
+        }
+        test_matmul_shape(pools, types[ti], 1001, 416, 2);
+        test_matmul_shape(pools, types[ti], 331, 416, 15);
+        test_matmul_shape(pools, types[ti], 203, 2048, 5);
+        test_matmul_shape(pools, types[ti], 77, 96, 8);
+    }
+    /* Q4_0 past one pass: 19 = 4 + a 3-token group (5 groups), 33 = 8 +
+     * 1 (9 groups), 64 (16 groups, four full passes) */
+    test_matmul_shape(pools, KVL_TYPE_Q4_0, 67, 416, 19);
+    test_matmul_shape(pools, KVL_TYPE_Q4_0, 67, 416, 33);
+    test_matmul_shape(pools, KVL_TYPE_Q4_0, 67, 96, 64);
+    for (int p = 0; p < 3; p++)
+        kvl_pool_free(pools[p]);
+}
+
 /* ---- element-wise ---- */
 
 static void test_rope(void) {
@@ -630,5 +666,6 @@ int main(void) {
     test_elementwise();
     test_exp_shift_sum();
     test_matmul();
+    test_matmul_small_batch();
     return kvt_finish("test_kernels");
 }

@@ -65,6 +65,47 @@ static inline uint8_t *kvl_tl_group(uint8_t *act, int64_t n_cols, int64_t group)
     return act + (size_t)group * (size_t)(n_cols / 32) * KVL_TL_REC;
 }
 
+/*
+ * Small-batch layout (AVX-512 Q8_0 / Q4_0 products of 2 .. KVL_SB_MAX_TOK
+ * tokens, besides those that take the token-lane layout): tokens in groups
+ * of 4 (the last group of n_tok % 4 tokens: width 1, 2, or 4 when 3, its
+ * fourth slot zero), one record per (group, block pair), records of a
+ * group consecutive (np = ceil(nb / 2) of them), groups one after another.
+ * A record of a width-G group is 64 * (G + 2) bytes, read as 512-bit
+ * vectors whose 128-bit lane L = 2e + h stands for the 16 columns
+ * 16h .. 16h + 15 of block 2p + e and whose dword slot s = m * G + j
+ * (j < G, m < 4 / G) belongs to the group's token j:
+ *
+ *   vector k < G : qs    slot s of lane L: the token's 4 columns
+ *                        16h + 4 (m G + k) .. + 3 of its block
+ *   vector G     : corr  int32 -k_corr * sum(q of the block) in slots with
+ *                        h = 0 and m = 0, zero in the others
+ *   vector G + 1 : dx    float d of the token's block in every slot
+ *
+ * (width 1 is the row layout's pair of blocks). The weights of a block
+ * pair, loaded as lanes [b lo, b hi, b+1 lo, b+1 hi], need one in-lane
+ * dword shuffle per k (slot s takes dword (s / G) G + k) for every slot to
+ * meet its own token's columns. A block past the last (odd nb) and a slot
+ * past the last token are zero.
+ */
+#define KVL_SB_MAX_TOK 64
+
+static inline int kvl_sb_width(int64_t n_tok, int64_t group) {
+    const int64_t left = n_tok - 4 * group;
+    return left >= 3 ? 4 : (int)left;
+}
+static inline size_t kvl_sb_rec(int width) { return (size_t)64 * (size_t)(width + 2); }
+/* Byte offset of group `group` (every group before it has width 4). */
+static inline size_t kvl_sb_group_off(int64_t n_cols, int64_t group) {
+    return (size_t)group * (size_t)((n_cols / 32 + 1) / 2) * kvl_sb_rec(4);
+}
+/* Bytes of the whole layout. */
+static inline size_t kvl_sb_bytes(int64_t n_cols, int64_t n_tok) {
+    const int64_t last = (n_tok + 3) / 4 - 1;
+    return kvl_sb_group_off(n_cols, last) +
+           (size_t)((n_cols / 32 + 1) / 2) * kvl_sb_rec(kvl_sb_width(n_tok, last));
+}
+
 /* Bytes of one activation row (a multiple of 64). */
 static inline size_t kvl_act_stride(int64_t n_cols) {
     return ((size_t)n_cols * 3 + 63) & ~(size_t)63;
@@ -109,6 +150,13 @@ void kvl_quantize_act_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t
 /* Blocks [b0, b1) of one token into slot `slot` (0..15) of its token group
  * grp (token-lane layout, Q8_0's k_corr of 128). */
 void kvl_quantize_act_tl_avx512(const float *x, int64_t b0, int64_t b1, int slot, uint8_t *grp);
+/* Blocks [b0, b1) of token `tok` of n_tok into the small-batch layout at
+ * act. */
+void kvl_quantize_act_sb_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t b1,
+                                int32_t k_corr, int64_t tok, int64_t n_tok, uint8_t *act);
+/* Y rows [r0, r1) for every token, Q8_0 / Q4_0 weights, activations in the
+ * small-batch layout. */
+void kvl_mm_rows_sb_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
 /* Y rows [r0, r1) for every token, Q8_0 weights, activations token-lane. */
 void kvl_mm_rows_tl_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
 

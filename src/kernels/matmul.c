@@ -7,6 +7,10 @@
  * each thread computes a contiguous range of output rows for all tokens with
  * integer block dot products. Rows are handed out in multiples of 4 (the
  * register tile height of the SIMD paths). Float weights read X directly.
+ * On AVX-512, Q8_0 products of 16 or more tokens quantize X into the
+ * token-lane layout and 2 .. KVL_SB_MAX_TOK tokens otherwise into the
+ * small-batch layout (kernels_impl.h); small batches, like decode, split
+ * the rows into ~256 KiB pool items.
  *
  * kvl_matmul_ref is the definition the fast paths are tested against: float
  * arithmetic on dequantized weights and unquantized X, summed in order.
@@ -112,6 +116,7 @@ typedef struct mm_task {
     const kvl_mm_ctx *c;
     kvl_isa isa;
     bool tl; /* activations in the token-lane layout (AVX-512 Q8_0) */
+    bool sb; /* activations in the small-batch layout (AVX-512 Q8_0 / Q4_0) */
     int64_t item_rows; /* rows per pool item (a multiple of 4); 0: one item per thread */
 } mm_task;
 
@@ -126,6 +131,11 @@ static void quant_task(void *arg, int ith, int nth) {
         const int64_t b1 = (hi - tok * nb) < nb ? (hi - tok * nb) : nb;
         const float *x = c->X + tok * c->n_cols;
         uint8_t *dst = c->act + (size_t)tok * c->act_stride;
+        if (m->sb) {
+            kvl_quantize_act_sb_avx512(x, c->n_cols, b0, b1, c->k_corr, tok, c->n_tok, c->act);
+            lo += b1 - b0;
+            continue;
+        }
         if (m->tl) {
             kvl_quantize_act_tl_avx512(x, b0, b1, (int)(tok % 16),
                                        kvl_tl_group(c->act, c->n_cols, tok / 16));
@@ -167,6 +177,10 @@ static void rows_task(void *arg, int ith, int nth) {
         return;
     if (m->tl) {
         kvl_mm_rows_tl_avx512(c, lo, hi);
+        return;
+    }
+    if (m->sb) {
+        kvl_mm_rows_sb_avx512(c, lo, hi);
         return;
     }
     switch (m->isa) {
@@ -227,6 +241,24 @@ void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_r
                 memset(kvl_tl_group(c.act, n_cols, n_groups - 1), 0,
                        (size_t)(n_cols / 32) * KVL_TL_REC);
         }
+        m.sb = m.isa == KVL_ISA_AVX512 && !m.tl && n_cols > 0 && n_tok >= 2 && n_tok <= KVL_SB_MAX_TOK;
+        if (m.sb) {
+            /* the small-batch layout fits in the row layout's scratch:
+             * per block pair and token 96 bytes (width 4), 128 (width 2)
+             * or 192 (width 1, only after a group of 4), against 192 */
+            const size_t rec_pairs = (size_t)((n_cols / 32 + 1) / 2);
+            const int64_t last = (n_tok + 3) / 4 - 1;
+            KVL_ASSERT(kvl_sb_bytes(n_cols, n_tok) <= kvl_matmul_scratch_size(t, n_cols, n_tok));
+            /* slots no token writes: the fourth of a 3-token group, a
+             * block past the last */
+            if (n_tok % 4 == 3)
+                memset(c.act + kvl_sb_group_off(n_cols, last), 0, rec_pairs * kvl_sb_rec(4));
+            if ((n_cols / 32) % 2)
+                for (int64_t g = 0; g <= last; g++) {
+                    const size_t rec = kvl_sb_rec(kvl_sb_width(n_tok, g));
+                    memset(c.act + kvl_sb_group_off(n_cols, g) + (rec_pairs - 1) * rec, 0, rec);
+                }
+        }
         if (n_tok * n_cols >= KVL_QUANT_PAR_MIN)
             kvl_pool_run(pool, quant_task, &m);
         else
@@ -234,7 +266,7 @@ void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_r
     }
     if (n_rows * n_cols * n_tok < KVL_MM_PAR_MIN || kvl_pool_size(pool) == 1) {
         rows_task(&m, 0, 1);
-    } else if (n_tok == 1) {
+    } else if (n_tok == 1 || m.sb) {
         /* decode: many small items, so the threads finish together however
          * late one starts or however often one is descheduled */
         int64_t ir = ((int64_t)(KVL_MM_ITEM_BYTES / rb) + 3) & ~(int64_t)3;
