@@ -14,8 +14,9 @@
  * trailing block uses the same code with the upper half masked to zero.
  * Float weights (F32, F16, BF16) widen to float and FMA over 16 columns,
  * the column tail by masked loads.
- * Tiles are R rows x T tokens (R <= 4, T <= 4) with indices fixed at compile
- * time so the 16 accumulators live in registers.
+ * Tiles are R rows x T tokens with indices fixed at compile time so the
+ * accumulators live in registers: quantized R <= 4, T <= 4 (16), float
+ * R <= FT_R = 6, T <= 4 (24; see FT_R for why 6).
  *
  * One token (decode) takes another path, gemv_*: the product is bound by
  * the weight bytes read, so each row is read start to end as one linear
@@ -23,7 +24,9 @@
  * stream that the hardware prefetcher follows at full speed; a tile of 4
  * interleaved 2 KiB row streams retrains it every tile and measured ~40%
  * slower), with GV_U independent accumulators per row (GV_U block pairs or
- * GV_U x 16 columns per iteration) for enough loads in flight. The
+ * GV_U x 16 columns per iteration) for enough loads in flight. Float rows
+ * longer than GW_COLS go GW_R rows at a time instead (gemv_fw: the f32
+ * activations no longer stay in L1 under the weight stream). The
  * summation order per output depends only on n_cols, never on the rows a
  * thread is given, so any split gives the same bits.
  *
