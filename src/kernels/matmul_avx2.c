@@ -11,7 +11,8 @@
  *   d_w * d_x by one FMA; the 8 lanes are summed once per output.
  * Float weights (F32, F16, BF16) widen to float and FMA over 8 columns.
  * Tiles are R rows x T tokens, R <= 4, T <= 4, all indices fixed at compile
- * time so the accumulators live in registers.
+ * time so the accumulators live in registers. One token (decode) streams
+ * rows one at a time instead (gemv_q, gemv_f below).
  *
  * Must not: allocate, read weights past their row, or use AVX-512.
  */
@@ -226,6 +227,128 @@ AI void tile_f(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const i
         }
 }
 
+/* ---- one token (decode) ----
+ *
+ * The product is bound by the weight bytes read, so each row is read start
+ * to end as one stream, rows one after another (the AVX-512 file's header
+ * says why: interleaved row streams of a 4-row tile retrain the hardware
+ * prefetcher every tile), with 4 independent accumulators per row so that
+ * the FMA latency does not bound it. Every output's summation order
+ * depends only on n_cols, so any row split gives the same bits. */
+
+/* Block b of a quantized row against the activation row: acc + sum of the
+ * block's products, scaled (the same arithmetic as tile_q). */
+AI __m256 qblock(__m256 acc, const uint8_t *row, int64_t b, const int8_t *qx, const float *dx,
+                 const int32_t *cr, const kvl_type t) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i x = _mm256_loadu_si256((const __m256i *)(qx + b * 32));
+    const __m256 s = _mm256_loadu_ps(dx + b * 8);
+    __m256i p;
+    float d;
+    if (t == KVL_TYPE_Q8_0) {
+        const kvl_block_q8_0 *blk = (const kvl_block_q8_0 *)row + b;
+        const __m256i w = _mm256_loadu_si256((const __m256i *)blk->qs);
+        p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)), ones);
+        d = _cvtsh_ss(blk->d);
+    } else {
+        const kvl_block_q4_0 *blk = (const kvl_block_q4_0 *)row + b;
+        const __m128i q = _mm_loadu_si128((const __m128i *)blk->qs);
+        const __m256i w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
+        p = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones),
+                             _mm256_loadu_si256((const __m256i *)(cr + b * 8)));
+        d = _cvtsh_ss(blk->d);
+    }
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(_mm256_set1_ps(d), s), acc);
+}
+
+/* Quantized rows [r0, r1) x token 0: block b goes to accumulator b % 4. */
+AI void gemv_q(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t) {
+    const int64_t nb = c->n_cols / 32;
+    const int8_t *qx = kvl_act_qs(c, 0);
+    const float *dx = kvl_act_dx(c, 0);
+    const int32_t *cr = kvl_act_corr(c, 0);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = c->W + (size_t)r * c->w_row_bytes;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                         _mm256_setzero_ps()};
+        int64_t b = 0;
+        for (; b + 4 <= nb; b += 4) {
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++)
+                acc[u] = qblock(acc[u], row, b + u, qx, dx, cr, t);
+        }
+        for (int u = 0; b < nb; b++, u++)
+            acc[u] = qblock(acc[u], row, b, qx, dx, cr, t);
+        c->Y[r] = hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    }
+}
+
+/* Float rows: R rows at a time (1 or GF_R), C accumulators of 8 columns per
+ * row (column j of a step goes to accumulator j / 8), the tail of fewer than
+ * 8 columns added in scalar after the sum, as tile_f does. Rows of up to
+ * GF_COLS columns go one at a time with 4 accumulators; longer rows GF_R at
+ * a time with 2, sharing each activation load: their f32 activations no
+ * longer stay in L1 under the weight stream (see gemv_fw in the AVX-512
+ * file), and 16 ymm registers hold 4 rows x 2 accumulators. A row's
+ * arithmetic is the same in a group and alone. 16-bit weights are
+ * converted 16 bytes at a time: one 32-byte load converted in two halves
+ * decoded F16 at 0.90x this speed (Zen 4, KVL_ISA=avx2, interleaved). */
+#define GF_COLS 4096
+#define GF_R 4
+AI void gemv_f_rows(const kvl_mm_ctx *c, int64_t r, const int R, const int C, const kvl_type t) {
+    const int64_t n = c->n_cols;
+    const float *x = c->X;
+    const uint8_t *row[GF_R];
+    __m256 acc[GF_R][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++) {
+        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
+#pragma GCC unroll 4
+        for (int u = 0; u < C; u++)
+            acc[i][u] = _mm256_setzero_ps();
+    }
+    int64_t k = 0;
+    for (; k + 8 * C <= n; k += 8 * C) {
+#pragma GCC unroll 4
+        for (int u = 0; u < C; u++) {
+            const __m256 xv = _mm256_loadu_ps(x + k + 8 * u);
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++)
+                acc[i][u] = _mm256_fmadd_ps(load8(row[i], k + 8 * u, t), xv, acc[i][u]);
+        }
+    }
+    for (; k + 8 <= n; k += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + k);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][0] = _mm256_fmadd_ps(load8(row[i], k, t), xv, acc[i][0]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++) {
+        __m256 sum = acc[i][0];
+#pragma GCC unroll 4
+        for (int u = 1; u < C; u++)
+            sum = _mm256_add_ps(sum, acc[i][u]);
+        float s = hsum8(sum);
+        for (int64_t kk = k; kk < n; kk++)
+            s += scalar_w(row[i], kk, t) * x[kk];
+        c->Y[r + i] = s;
+    }
+}
+
+AI void gemv_f(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t) {
+    int64_t r = r0;
+    if (c->n_cols <= GF_COLS) {
+        for (; r < r1; r++)
+            gemv_f_rows(c, r, 1, 4, t);
+        return;
+    }
+    for (; r + GF_R <= r1; r += GF_R)
+        gemv_f_rows(c, r, GF_R, 2, t);
+    for (; r < r1; r++)
+        gemv_f_rows(c, r, 1, 2, t);
+}
+
 #define TILE(kind, ty, tname, R, T)                                                    \
     static void tile_##tname##_##R##x##T(const kvl_mm_ctx *c, int64_t r, int64_t tok) { \
         tile_##kind(c, r, tok, R, T, ty);                                              \
@@ -251,6 +374,27 @@ TILES(f, KVL_TYPE_F16, f16)
 TILES(f, KVL_TYPE_BF16, bf16)
 
 void kvl_mm_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    if (c->n_tok == 1) {
+        switch (c->t) {
+        case KVL_TYPE_Q8_0:
+            gemv_q(c, r0, r1, KVL_TYPE_Q8_0);
+            return;
+        case KVL_TYPE_Q4_0:
+            gemv_q(c, r0, r1, KVL_TYPE_Q4_0);
+            return;
+        case KVL_TYPE_F32:
+            gemv_f(c, r0, r1, KVL_TYPE_F32);
+            return;
+        case KVL_TYPE_F16:
+            gemv_f(c, r0, r1, KVL_TYPE_F16);
+            return;
+        case KVL_TYPE_BF16:
+            gemv_f(c, r0, r1, KVL_TYPE_BF16);
+            return;
+        default:
+            break;
+        }
+    }
     switch (c->t) {
     case KVL_TYPE_Q8_0:
         kvl_mm_drive(c, r0, r1, 4, 4, big_q8_0, one_q8_0);
