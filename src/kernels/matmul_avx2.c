@@ -369,9 +369,24 @@ AI void gemv_f(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t) {
 
 TILES(q, KVL_TYPE_Q8_0, q8_0)
 TILES(q, KVL_TYPE_Q4_0, q4_0)
-TILES(f, KVL_TYPE_F32, f32)
-TILES(f, KVL_TYPE_F16, f16)
-TILES(f, KVL_TYPE_BF16, bf16)
+/* Float tiles are 3 rows x 4 tokens: 12 accumulators, 3 weights and one
+ * activation fill the 16 ymm registers; 4 x 4 needs 21 and spills. */
+#define FTILES(ty, tname)                                                              \
+    TILE(f, ty, tname, 3, 1)                                                           \
+    TILE(f, ty, tname, 3, 2)                                                           \
+    TILE(f, ty, tname, 3, 3)                                                           \
+    TILE(f, ty, tname, 3, 4)                                                           \
+    TILE(f, ty, tname, 1, 1)                                                           \
+    TILE(f, ty, tname, 1, 2)                                                           \
+    TILE(f, ty, tname, 1, 3)                                                           \
+    TILE(f, ty, tname, 1, 4)                                                           \
+    static const kvl_tile_fn big_##tname[4] = {tile_##tname##_3x1, tile_##tname##_3x2,  \
+                                               tile_##tname##_3x3, tile_##tname##_3x4}; \
+    static const kvl_tile_fn one_##tname[4] = {tile_##tname##_1x1, tile_##tname##_1x2,  \
+                                               tile_##tname##_1x3, tile_##tname##_1x4};
+FTILES(KVL_TYPE_F32, f32)
+FTILES(KVL_TYPE_F16, f16)
+FTILES(KVL_TYPE_BF16, bf16)
 
 void kvl_mm_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
     if (c->n_tok == 1) {
@@ -403,13 +418,13 @@ void kvl_mm_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
         kvl_mm_drive(c, r0, r1, 4, 4, big_q4_0, one_q4_0);
         break;
     case KVL_TYPE_F32:
-        kvl_mm_drive(c, r0, r1, 4, 4, big_f32, one_f32);
+        kvl_mm_drive(c, r0, r1, 3, 4, big_f32, one_f32);
         break;
     case KVL_TYPE_F16:
-        kvl_mm_drive(c, r0, r1, 4, 4, big_f16, one_f16);
+        kvl_mm_drive(c, r0, r1, 3, 4, big_f16, one_f16);
         break;
     case KVL_TYPE_BF16:
-        kvl_mm_drive(c, r0, r1, 4, 4, big_bf16, one_bf16);
+        kvl_mm_drive(c, r0, r1, 3, 4, big_bf16, one_bf16);
         break;
     default:
         KVL_ASSERT(!"kvl_mm_rows_avx2: unsupported type");
