@@ -115,6 +115,28 @@ static inline size_t kvl_act_stride(int64_t n_cols) {
  * per function. */
 typedef void (*kvl_tile_fn)(const kvl_mm_ctx *c, int64_t r, int64_t tok);
 
+/* The tile functions of one weight type for kvl_mm_drive: tile_<kind>(c, r,
+ * tok, R, T, ty) instantiated as tile_<tname>_<R>x<T> for R rows and for 1
+ * row, T = 1..4 tokens each, and the tables big_<tname> (R rows) and
+ * one_<tname> (1 row) indexed by T - 1. R must be a literal. */
+#define KVL_TILE(kind, ty, tname, R, T)                                                \
+    static void tile_##tname##_##R##x##T(const kvl_mm_ctx *c, int64_t r, int64_t tok) { \
+        tile_##kind(c, r, tok, R, T, ty);                                              \
+    }
+#define KVL_TILES(kind, ty, tname, R)                                                  \
+    KVL_TILE(kind, ty, tname, R, 1)                                                    \
+    KVL_TILE(kind, ty, tname, R, 2)                                                    \
+    KVL_TILE(kind, ty, tname, R, 3)                                                    \
+    KVL_TILE(kind, ty, tname, R, 4)                                                    \
+    KVL_TILE(kind, ty, tname, 1, 1)                                                    \
+    KVL_TILE(kind, ty, tname, 1, 2)                                                    \
+    KVL_TILE(kind, ty, tname, 1, 3)                                                    \
+    KVL_TILE(kind, ty, tname, 1, 4)                                                    \
+    static const kvl_tile_fn big_##tname[4] = {tile_##tname##_##R##x1, tile_##tname##_##R##x2, \
+                                               tile_##tname##_##R##x3, tile_##tname##_##R##x4}; \
+    static const kvl_tile_fn one_##tname[4] = {tile_##tname##_1x1, tile_##tname##_1x2,  \
+                                               tile_##tname##_1x3, tile_##tname##_1x4};
+
 /* Tokens per outer chunk: one chunk of activations stays in L2 while every
  * row tile of the thread's range passes over it; each row tile (rm rows of
  * weights) stays in L1 while the chunk's token tiles pass over it. */

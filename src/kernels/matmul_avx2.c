@@ -349,44 +349,13 @@ AI void gemv_f(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t) {
         gemv_f_rows(c, r, 1, 2, t);
 }
 
-#define TILE(kind, ty, tname, R, T)                                                    \
-    static void tile_##tname##_##R##x##T(const kvl_mm_ctx *c, int64_t r, int64_t tok) { \
-        tile_##kind(c, r, tok, R, T, ty);                                              \
-    }
-#define TILES(kind, ty, tname)                                                         \
-    TILE(kind, ty, tname, 4, 1)                                                        \
-    TILE(kind, ty, tname, 4, 2)                                                        \
-    TILE(kind, ty, tname, 4, 3)                                                        \
-    TILE(kind, ty, tname, 4, 4)                                                        \
-    TILE(kind, ty, tname, 1, 1)                                                        \
-    TILE(kind, ty, tname, 1, 2)                                                        \
-    TILE(kind, ty, tname, 1, 3)                                                        \
-    TILE(kind, ty, tname, 1, 4)                                                        \
-    static const kvl_tile_fn big_##tname[4] = {tile_##tname##_4x1, tile_##tname##_4x2,  \
-                                               tile_##tname##_4x3, tile_##tname##_4x4}; \
-    static const kvl_tile_fn one_##tname[4] = {tile_##tname##_1x1, tile_##tname##_1x2,  \
-                                               tile_##tname##_1x3, tile_##tname##_1x4};
-
-TILES(q, KVL_TYPE_Q8_0, q8_0)
-TILES(q, KVL_TYPE_Q4_0, q4_0)
+KVL_TILES(q, KVL_TYPE_Q8_0, q8_0, 4)
+KVL_TILES(q, KVL_TYPE_Q4_0, q4_0, 4)
 /* Float tiles are 3 rows x 4 tokens: 12 accumulators, 3 weights and one
  * activation fill the 16 ymm registers; 4 x 4 needs 21 and spills. */
-#define FTILES(ty, tname)                                                              \
-    TILE(f, ty, tname, 3, 1)                                                           \
-    TILE(f, ty, tname, 3, 2)                                                           \
-    TILE(f, ty, tname, 3, 3)                                                           \
-    TILE(f, ty, tname, 3, 4)                                                           \
-    TILE(f, ty, tname, 1, 1)                                                           \
-    TILE(f, ty, tname, 1, 2)                                                           \
-    TILE(f, ty, tname, 1, 3)                                                           \
-    TILE(f, ty, tname, 1, 4)                                                           \
-    static const kvl_tile_fn big_##tname[4] = {tile_##tname##_3x1, tile_##tname##_3x2,  \
-                                               tile_##tname##_3x3, tile_##tname##_3x4}; \
-    static const kvl_tile_fn one_##tname[4] = {tile_##tname##_1x1, tile_##tname##_1x2,  \
-                                               tile_##tname##_1x3, tile_##tname##_1x4};
-FTILES(KVL_TYPE_F32, f32)
-FTILES(KVL_TYPE_F16, f16)
-FTILES(KVL_TYPE_BF16, bf16)
+KVL_TILES(f, KVL_TYPE_F32, f32, 3)
+KVL_TILES(f, KVL_TYPE_F16, f16, 3)
+KVL_TILES(f, KVL_TYPE_BF16, bf16, 3)
 
 void kvl_mm_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
     if (c->n_tok == 1) {
