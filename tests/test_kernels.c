@@ -8,6 +8,8 @@
 #include <float.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* ---- deterministic data ---- */
 
@@ -24,6 +26,36 @@ static void *xaligned(size_t n) {
     if (posix_memalign(&p, 64, n ? n : 64) != 0)
         return NULL;
     return p;
+}
+
+/* n bytes that end where an inaccessible page begins: a kernel that reads
+ * past the end of the last weight row faults, so the test crashes instead
+ * of passing. Released with guard_free. */
+typedef struct {
+    void *map;
+    size_t len;
+} guard_map;
+
+static void *guard_alloc(size_t n, guard_map *g) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t body = (n + page - 1) / page * page;
+    g->len = body + page;
+    g->map = mmap(NULL, g->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (g->map == MAP_FAILED) {
+        g->map = NULL;
+        return NULL;
+    }
+    if (mprotect((uint8_t *)g->map + body, page, PROT_NONE) != 0) {
+        munmap(g->map, g->len);
+        g->map = NULL;
+        return NULL;
+    }
+    return (uint8_t *)g->map + body - n;
+}
+
+static void guard_free(guard_map *g) {
+    if (g->map)
+        munmap(g->map, g->len);
 }
 
 static uint32_t f2u(float f) {
@@ -349,7 +381,8 @@ static int check_mm(const char *what, const float *Y, const float *Yref, const d
 static void test_matmul_shape(kvl_pool *pools[3], kvl_type t, int64_t n_rows, int64_t n_cols,
                               int64_t n_tok) {
     const size_t rb = kvl_row_bytes(t, n_cols);
-    uint8_t *W = xaligned(rb * (size_t)n_rows);
+    guard_map wmap = {0};
+    uint8_t *W = guard_alloc(rb * (size_t)n_rows, &wmap); /* no reading past the last row */
     float *Wf = malloc(sizeof(float) * (size_t)(n_rows * n_cols));
     float *X = malloc(sizeof(float) * (size_t)(n_tok * n_cols));
     float *Yref = malloc(sizeof(float) * (size_t)(n_tok * n_rows));
@@ -414,7 +447,7 @@ static void test_matmul_shape(kvl_pool *pools[3], kvl_type t, int64_t n_rows, in
     }
     kvl_isa_set(hw);
 out:
-    free(W);
+    guard_free(&wmap);
     free(Wf);
     free(X);
     free(Yref);
