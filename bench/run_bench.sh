@@ -25,8 +25,9 @@
 #   batch  tg32 with 4 and 16 sequences together (-p 0 -n 32 -b 4,16)
 #
 # llama.cpp: with --llama-gate PATH (bench/llama_gate.c built by
-# bench/build_llamacpp.sh), llama.cpp's own llama-bench loop (llama_decode on
-# one token per step, no sampling); otherwise node-llama-cpp's generation
+# bench/build_llamacpp.sh; bench/out/llama_gate is taken when it exists and
+# no --llama-gate is given), llama.cpp's own llama-bench loop (llama_decode
+# on one token per step, no sampling); otherwise node-llama-cpp's generation
 # loop from an existing install (--nlc, default $NLC_DIR or /tmp/nlc), which
 # samples every token and decodes ~12% slower (issue 5). When neither is
 # there, only kvllm runs and the table says so. Nothing is installed. Not part of CI; takes about 10-15 minutes on 2
@@ -59,7 +60,7 @@ while (($#)); do
     --groups) groups=${2:?--groups needs a value}; shift 2 ;;
     --kvllm) kvllm=${2:?--kvllm needs a value}; [[ -x $kvllm ]] || die "--kvllm: '$kvllm' is not an executable"; shift 2 ;;
     --llama-gate) gate=${2:?--llama-gate needs a value}; [[ -x $gate ]] || die "--llama-gate: '$gate' is not an executable"; shift 2 ;;
-    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown flag '$1' (see --help)" ;;
     esac
 done
@@ -84,6 +85,9 @@ if [[ ! -x $stream || $root/bench/stream.c -nt $stream ]]; then
     cc -std=c11 -O2 -pthread -o "$stream" "$root/bench/stream.c"
 fi
 
+if [[ -z $gate && -x $root/bench/out/llama_gate ]]; then
+    gate=$root/bench/out/llama_gate
+fi
 have_llama=1
 if [[ -n $gate ]]; then
     :
