@@ -358,42 +358,37 @@ KVL_TILES(f, KVL_TYPE_F16, f16, 3)
 KVL_TILES(f, KVL_TYPE_BF16, bf16, 3)
 
 void kvl_mm_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
-    if (c->n_tok == 1) {
-        switch (c->t) {
-        case KVL_TYPE_Q8_0:
-            gemv_q(c, r0, r1, KVL_TYPE_Q8_0);
-            return;
-        case KVL_TYPE_Q4_0:
-            gemv_q(c, r0, r1, KVL_TYPE_Q4_0);
-            return;
-        case KVL_TYPE_F32:
-            gemv_f(c, r0, r1, KVL_TYPE_F32);
-            return;
-        case KVL_TYPE_F16:
-            gemv_f(c, r0, r1, KVL_TYPE_F16);
-            return;
-        case KVL_TYPE_BF16:
-            gemv_f(c, r0, r1, KVL_TYPE_BF16);
-            return;
-        default:
-            break;
-        }
-    }
+    const bool one = c->n_tok == 1;
     switch (c->t) {
     case KVL_TYPE_Q8_0:
-        kvl_mm_drive(c, r0, r1, 4, 4, big_q8_0, one_q8_0);
+        if (one)
+            gemv_q(c, r0, r1, KVL_TYPE_Q8_0);
+        else
+            kvl_mm_drive(c, r0, r1, 4, 4, big_q8_0, one_q8_0);
         break;
     case KVL_TYPE_Q4_0:
-        kvl_mm_drive(c, r0, r1, 4, 4, big_q4_0, one_q4_0);
+        if (one)
+            gemv_q(c, r0, r1, KVL_TYPE_Q4_0);
+        else
+            kvl_mm_drive(c, r0, r1, 4, 4, big_q4_0, one_q4_0);
         break;
     case KVL_TYPE_F32:
-        kvl_mm_drive(c, r0, r1, 3, 4, big_f32, one_f32);
+        if (one)
+            gemv_f(c, r0, r1, KVL_TYPE_F32);
+        else
+            kvl_mm_drive(c, r0, r1, 3, 4, big_f32, one_f32);
         break;
     case KVL_TYPE_F16:
-        kvl_mm_drive(c, r0, r1, 3, 4, big_f16, one_f16);
+        if (one)
+            gemv_f(c, r0, r1, KVL_TYPE_F16);
+        else
+            kvl_mm_drive(c, r0, r1, 3, 4, big_f16, one_f16);
         break;
     case KVL_TYPE_BF16:
-        kvl_mm_drive(c, r0, r1, 3, 4, big_bf16, one_bf16);
+        if (one)
+            gemv_f(c, r0, r1, KVL_TYPE_BF16);
+        else
+            kvl_mm_drive(c, r0, r1, 3, 4, big_bf16, one_bf16);
         break;
     default:
         KVL_ASSERT(!"kvl_mm_rows_avx2: unsupported type");
