@@ -10,13 +10,30 @@
  *      build/libkvl_kernels.a build/libkvl_core.a -lpthread -lm -o bench_matmul
  * Run: ./bench_matmul [threads [TYPE [ISA [N_TOK,...]]]]
  *   e.g. ./bench_matmul 1 Q8_0 avx512 1,64   (TYPE / ISA "all" for every one)
- * Prints the best and the median time of the repetitions.
+ * Prints the best and the median time of the repetitions. Weights and the
+ * read buffer sit in 2 MiB transparent huge pages, as kvllm's weights do
+ * (--load auto); KVL_BENCH_PAGES=4k in the environment gives 4 KiB pages.
  */
 #include "kernels/kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+/* bytes, 2 MiB-aligned and advised MADV_HUGEPAGE unless KVL_BENCH_PAGES=4k */
+static void *alloc_pages(size_t bytes) {
+    const char *e = getenv("KVL_BENCH_PAGES");
+    const bool huge = !(e && !strcmp(e, "4k"));
+    const size_t align = huge ? (size_t)2 << 20 : 64;
+    const size_t n = (bytes + align - 1) / align * align;
+    void *p = NULL;
+    if (posix_memalign(&p, align, n))
+        return NULL;
+    if (huge)
+        madvise(p, n, MADV_HUGEPAGE);
+    return p;
+}
 
 typedef struct {
     const float *buf;
@@ -35,8 +52,8 @@ static void read_item(void *arg, int i, int n) {
  * matmul is (1 MiB each): a streaming sum over a buffer larger than the
  * caches, the best of 5. */
 static double read_bandwidth(kvl_pool *pool, size_t bytes) {
-    float *buf = NULL;
-    if (posix_memalign((void **)&buf, 64, bytes))
+    float *buf = alloc_pages(bytes);
+    if (!buf)
         return 0.0;
     for (size_t i = 0; i < bytes / 4; i++)
         buf[i] = (float)(i & 7);
@@ -112,9 +129,9 @@ int main(int argc, char **argv) {
             continue;
         const size_t rb = kvl_row_bytes(t, n_cols);
         const size_t wbytes = rb * (size_t)n_rows;
-        uint8_t *W = NULL;
+        uint8_t *W = alloc_pages(wbytes * n_copies);
         void *scratch = NULL;
-        if (posix_memalign((void **)&W, 64, wbytes * n_copies) ||
+        if (!W ||
             posix_memalign(&scratch, 64, kvl_matmul_scratch_size(t, n_cols, 512) + 64))
             return 1;
         for (int64_t r = 0; r < n_rows * n_copies; r++) {

@@ -85,6 +85,7 @@ static void usage(FILE *f) {
             "      --gate           before each timed repetition print 'ready TEST REP' to\n"
             "                       stderr and wait for a line on stdin; after it print\n"
             "                       'done TEST REP T/S' (lets a driver interleave engines)\n"
+            KVL_CLI_LOAD_USAGE
             "  -h, --help\n"
             "\nKV cache (each test gets a cache of exactly its sequences and positions):\n"
             "%s"
@@ -378,8 +379,12 @@ static void print_header(out_fmt fmt) {
     }
 }
 
+/* weights_private: the weights were copied into private memory (--load
+ * huge/auto) rather than mapped; huge_bytes: anonymous memory in 2 MiB pages
+ * right after loading (-1 unknown). */
 static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
-                      const test_spec *t, int reps, const double *ts, const test_stats *st) {
+                      const test_spec *t, int reps, const double *ts, const test_stats *st,
+                      bool weights_private, long long huge_bytes) {
     const char *type = type_name(m->layers[0].wq.type);
     const char *isa = kvl_isa_name(kvl_isa_active());
     int64_t params = count_params(m);
@@ -407,11 +412,13 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
                "   \"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"median_ts\": %.4f, \"min_ts\": %.4f, "
                "\"max_ts\": %.4f,\n"
                "   \"weight_bytes_per_token\": %.0f, \"kv_bytes_per_token\": %.0f, "
-               "\"depth_fill_s\": %.3f, \"samples_ts\": [",
+               "\"depth_fill_s\": %.3f, \"weights_mem\": \"%s\", \"huge_page_bytes\": %lld,\n"
+               "   \"samples_ts\": [",
                first ? "" : ",", m->name, type, m->weight_bytes, (long long)params, isa,
                threads, t->name, t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth,
                (int)t->n_seq, reps, st->mean, st->sd, st->median, st->min, st->max,
-               st->weight_bytes_tok, st->kv_bytes_tok, st->fill_s);
+               st->weight_bytes_tok, st->kv_bytes_tok, st->fill_s,
+               weights_private ? "private copy" : "file mapping", huge_bytes);
         for (int r = 0; r < reps; r++)
             printf("%s%.4f", r ? ", " : "", ts[r]);
         printf("]}");
@@ -440,12 +447,18 @@ int kvl_cli_bench(int argc, char **argv) {
     bool gate = false;
     kvl_cli_kv_opts kvo;
     kvl_cli_kv_defaults(&kvo);
+    kvl_load_mode load = KVL_LOAD_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
         }
+        int ldf = kvl_cli_load_flag(cmd, argc, argv, &i, &load);
+        if (ldf < 0)
+            return 2;
+        if (ldf > 0)
+            continue;
         int kvf = kvl_cli_kv_flag(cmd, argc, argv, &i, &kvo);
         if (kvf < 0)
             return 2;
@@ -543,10 +556,13 @@ int kvl_cli_bench(int argc, char **argv) {
     kvl_pool *pool = NULL;
     bench_ctx c = {.rng = SEED, .gate = gate, .kvo = &kvo};
     double *ts = NULL;
-    if (kvl_model_load(model_path, NULL, &m, &err) != KVL_OK) {
+    kvl_model_params mp = {.load = load};
+    if (kvl_model_load(model_path, &mp, &m, &err) != KVL_OK) {
         fprintf(stderr, "kvllm bench: %s\n", err.msg);
         return 1;
     }
+    const long long huge_bytes = kvl_anon_huge_bytes();
+    const bool weights_private = (m->gguf ? m->gguf->map.anon_len : m->map.anon_len) > 0;
     c.m = m;
     c.max_tokens = max_tokens;
     if (kvl_pool_init((int)threads, &pool, &err) ||
@@ -576,7 +592,8 @@ int kvl_cli_bench(int argc, char **argv) {
             fprintf(stderr, "kvllm bench: %s: %s\n", tests[i].name, err.msg);
             goto done;
         }
-        print_row(fmt, i == 0, m, n_threads, &tests[i], (int)reps, ts, &st);
+        print_row(fmt, i == 0, m, n_threads, &tests[i], (int)reps, ts, &st, weights_private,
+                  huge_bytes);
         if (fmt == OUT_JSON && i == n_tests - 1)
             printf("\n]\n");
     }

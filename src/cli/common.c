@@ -80,6 +80,23 @@ static long long mem_available(void) {
     return kb < 0 ? -1 : kb * 1024;
 }
 
+int kvl_cli_load_flag(const char *cmd, int argc, char **argv, int *i, kvl_load_mode *out) {
+    if (strcmp(argv[*i], "--load"))
+        return 0;
+    const char *v;
+    if (!kvl_cli_value(cmd, argc, argv, i, &v))
+        return -1;
+    static const char *const names[] = {"auto", "mmap", "huge"};
+    static const kvl_load_mode modes[] = {KVL_LOAD_AUTO, KVL_LOAD_MMAP, KVL_LOAD_HUGE};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        if (!strcmp(v, names[k])) {
+            *out = modes[k];
+            return 1;
+        }
+    fprintf(stderr, "kvllm %s: --load: '%s' is not auto, mmap or huge\n", cmd, v);
+    return -1;
+}
+
 int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_opts *o) {
     const char *a = argv[*i], *v;
     if (!strcmp(a, "--kv-check")) {

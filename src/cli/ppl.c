@@ -36,6 +36,7 @@ static void usage(FILE *f) {
                "                       the mean KL divergence of next-token distributions\n"
                "                       KL(ref || this) and top-1 agreement\n"
                "  -t, --threads N      worker threads (default: one per core)\n"
+               KVL_CLI_LOAD_USAGE
                "  -h, --help\n"
                "\nKV cache:\n");
     kvl_cli_kv_usage(f);
@@ -143,6 +144,7 @@ int kvl_cli_ppl(int argc, char **argv) {
     bool blank_mode = false, windows = false, kl_ref = false;
     kvl_cli_kv_opts kvo;
     kvl_cli_kv_defaults(&kvo);
+    kvl_load_mode load = KVL_LOAD_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -153,6 +155,11 @@ int kvl_cli_ppl(int argc, char **argv) {
             kl_ref = true;
             continue;
         }
+        int ldf = kvl_cli_load_flag(cmd, argc, argv, &i, &load);
+        if (ldf < 0)
+            return 2;
+        if (ldf > 0)
+            continue;
         int kvf = kvl_cli_kv_flag(cmd, argc, argv, &i, &kvo);
         if (kvf < 0)
             return 2;
@@ -220,7 +227,7 @@ int kvl_cli_ppl(int argc, char **argv) {
     kvl_forward *fwr = NULL;
     int32_t *toks = NULL, *seq = NULL, *pos = NULL;
     char *text = NULL;
-    kvl_model_params mp = {.tokenizer_path = tok_path};
+    kvl_model_params mp = {.tokenizer_path = tok_path, .load = load};
     if (kvl_model_load(model_path, &mp, &m, &err)) {
         fprintf(stderr, "kvllm ppl: %s\n", err.msg);
         goto done;

@@ -38,6 +38,7 @@ static void usage(FILE *f) {
             "  -t, --threads N       worker threads (default: one per core)\n"
             "      --dump-logits F   append every logits row computed (float32, n_vocab each,\n"
             "                        in batch order) to file F, for exact comparisons\n"
+            KVL_CLI_LOAD_USAGE
             "  -h, --help\n"
             "\nKV cache:\n",
             MAX_STOPS);
@@ -104,6 +105,7 @@ int kvl_cli_run(int argc, char **argv) {
     kvl_sampler_params sp = kvl_sampler_defaults();
     kvl_cli_kv_opts kvo;
     kvl_cli_kv_defaults(&kvo);
+    kvl_load_mode load = KVL_LOAD_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         long long iv;
@@ -112,6 +114,11 @@ int kvl_cli_run(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
+        int ldf = kvl_cli_load_flag(cmd, argc, argv, &i, &load);
+        if (ldf < 0)
+            return 2;
+        if (ldf > 0)
+            continue;
         int kvf = kvl_cli_kv_flag(cmd, argc, argv, &i, &kvo);
         if (kvf < 0)
             return 2;
@@ -199,7 +206,7 @@ int kvl_cli_run(int argc, char **argv) {
     FILE *dump_f = NULL;
     int32_t *toks = NULL, *bseq = NULL, *bpos = NULL, *hist = NULL, *cur = NULL;
     double t0 = kvl_now();
-    kvl_model_params mp = {.tokenizer_path = tok_path};
+    kvl_model_params mp = {.tokenizer_path = tok_path, .load = load};
     if (kvl_model_load(model_path, &mp, &m, &err) != KVL_OK) {
         fprintf(stderr, "kvllm run: %s\n", err.msg);
         return 1;

@@ -45,7 +45,85 @@ void kvl_assert_fail(const char *expr, const char *file, int line) {
     abort();
 }
 
-kvl_status kvl_map_file(const char *path, kvl_mapped_file *out, kvl_error *err) {
+/* Transparent huge pages switched off for the whole system (or absent). */
+static bool thp_disabled(void) {
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f)
+        return true;
+    char buf[128] = {0};
+    bool never = !fgets(buf, sizeof buf, f) || strstr(buf, "[never]") != NULL;
+    fclose(f);
+    return never;
+}
+
+/* Copy the open file into a private region aligned to 2 MiB and advised
+ * MADV_HUGEPAGE, then make it read-only. KVL_E_NOMEM / KVL_E_UNSUPPORTED
+ * when the region cannot be had (the caller may map instead), KVL_E_IO
+ * when reading fails. */
+static kvl_status load_private(int fd, const char *path, size_t size, const char *label,
+                               kvl_mapped_file *out, kvl_error *err) {
+    const size_t huge = (size_t)2 << 20, chunk = (size_t)64 << 20;
+    size_t len;
+    if (kvl_align_up(size, huge, &len) || len > SIZE_MAX - huge)
+        return kvl_errorf(err, KVL_E_NOMEM, "%s: %zu bytes is too large to copy", path, size);
+    uint8_t *raw = mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        -1, 0);
+    if (raw == MAP_FAILED)
+        return kvl_errorf(err, KVL_E_NOMEM, "%s: cannot allocate %zu bytes for the weights: %s",
+                          path, len, strerror(errno));
+    /* keep the 2 MiB-aligned [al, al + len) of the over-allocation */
+    uint8_t *al = (uint8_t *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
+    if (al > raw)
+        munmap(raw, (size_t)(al - raw));
+    if (raw + len + huge > al + len)
+        munmap(al + len, (size_t)(raw + len + huge - (al + len)));
+    if (madvise(al, len, MADV_HUGEPAGE) != 0) {
+        int e = errno;
+        munmap(al, len);
+        return kvl_errorf(err, KVL_E_UNSUPPORTED, "%s: madvise(MADV_HUGEPAGE): %s", path,
+                          strerror(e));
+    }
+    const bool show = label && size >= ((size_t)256 << 20) && kvl_stderr_is_tty();
+    int shown = -1;
+    for (size_t off = 0; off < size;) {
+        size_t want = size - off < chunk ? size - off : chunk;
+        ssize_t r = pread(fd, al + off, want, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : 0;
+            munmap(al, len);
+            if (r == 0)
+                return kvl_errorf(err, KVL_E_IO, "%s: file ended after %zu of %zu bytes", path,
+                                  off, size);
+            return kvl_errorf(err, KVL_E_IO, "%s: read at byte %zu: %s", path, off,
+                              strerror(e));
+        }
+        off += (size_t)r;
+        int pct = (int)(off * 100 / size);
+        if (show && pct != shown && pct % 5 == 0) {
+            fprintf(stderr, "\r%s: %3d%% of %.2f GiB", label, pct, (double)size / (1u << 30));
+            shown = pct;
+        }
+    }
+    if (show)
+        fprintf(stderr, "\n");
+    if (mprotect(al, len, PROT_READ) != 0) {
+        int e = errno;
+        munmap(al, len);
+        return kvl_errorf(err, KVL_E_NOMEM, "%s: mprotect: %s", path, strerror(e));
+    }
+    out->data = al;
+    out->size = size;
+    out->anon_len = len;
+    return KVL_OK;
+}
+
+kvl_status kvl_load_file(const char *path, kvl_load_mode mode, const char *label,
+                         kvl_mapped_file *out, kvl_error *err) {
+    if (mode != KVL_LOAD_AUTO && mode != KVL_LOAD_MMAP && mode != KVL_LOAD_HUGE)
+        return kvl_errorf(err, KVL_E_INVALID, "%s: load mode %d is not auto, mmap or huge",
+                          path, (int)mode);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return kvl_errorf(err, KVL_E_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -60,15 +138,29 @@ kvl_status kvl_map_file(const char *path, kvl_mapped_file *out, kvl_error *err) 
         return kvl_errorf(err, KVL_E_IO, "%s: not a regular file", path);
     }
     size_t size = (size_t)st.st_size;
-    void *p = NULL;
-    if (size > 0) {
-        p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p == MAP_FAILED) {
-            int e = errno;
+    *out = (kvl_mapped_file){0};
+    if (size == 0) {
+        close(fd);
+        return KVL_OK;
+    }
+    if (mode == KVL_LOAD_HUGE ||
+        (mode == KVL_LOAD_AUTO && size >= KVL_LOAD_HUGE_MIN && !thp_disabled())) {
+        kvl_error e2 = {0};
+        kvl_status s = load_private(fd, path, size, label, out, &e2);
+        if (s == KVL_OK || mode == KVL_LOAD_HUGE || s == KVL_E_IO) {
             close(fd);
-            return kvl_errorf(err, KVL_E_IO, "%s: cannot map %zu bytes: %s", path, size,
-                              strerror(e));
+            if (s != KVL_OK && err)
+                *err = e2;
+            return s;
         }
+        /* auto: no memory for a copy, or no huge pages; map the file */
+    }
+    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        close(fd);
+        return kvl_errorf(err, KVL_E_IO, "%s: cannot map %zu bytes: %s", path, size,
+                          strerror(e));
     }
     close(fd);
     out->data = p;
@@ -76,13 +168,28 @@ kvl_status kvl_map_file(const char *path, kvl_mapped_file *out, kvl_error *err) 
     return KVL_OK;
 }
 
+kvl_status kvl_map_file(const char *path, kvl_mapped_file *out, kvl_error *err) {
+    return kvl_load_file(path, KVL_LOAD_MMAP, NULL, out, err);
+}
+
 void kvl_unmap_file(kvl_mapped_file *f) {
-    if (f && f->data && f->size)
-        munmap((void *)f->data, f->size);
-    if (f) {
-        f->data = NULL;
-        f->size = 0;
-    }
+    if (f && f->data)
+        munmap((void *)f->data, f->anon_len ? f->anon_len : f->size);
+    if (f)
+        *f = (kvl_mapped_file){0};
+}
+
+long long kvl_anon_huge_bytes(void) {
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "AnonHugePages: %lld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
 }
 
 double kvl_now(void) {
@@ -156,7 +263,7 @@ bool kvl_stderr_is_tty(void) { return isatty(2) != 0; }
 
 void kvl_prefault_with_progress(const kvl_mapped_file *f, const char *label) {
     const size_t big = (size_t)256 << 20;
-    if (!f->data || f->size < big || !kvl_stderr_is_tty())
+    if (!f->data || f->anon_len || f->size < big || !kvl_stderr_is_tty())
         return;
     const size_t page = 4096;
     volatile uint8_t sink = 0;

@@ -39,14 +39,38 @@ static inline bool kvl_align_up(size_t x, size_t align, size_t *r) {
     return false;
 }
 
-/* A whole file mapped read-only. */
+/* A whole file in memory, read-only: either mapped from the file (pages
+ * shared with the page cache, read lazily) or copied into private memory. */
 typedef struct kvl_mapped_file {
     const uint8_t *data; /* (size) bytes, read-only */
     size_t size;
+    size_t anon_len; /* 0: a file mapping; else the length of the private
+                        anonymous region holding the copy */
 } kvl_mapped_file;
 
+/* How a (model) file is brought into memory. Decode streams every weight
+ * once per token; with 4 KiB pages that is a TLB miss every 4 KiB, with
+ * 2 MiB pages one every 2 MiB. */
+typedef enum kvl_load_mode {
+    KVL_LOAD_AUTO = 0, /* KVL_LOAD_HUGE for files of KVL_LOAD_HUGE_MIN bytes or
+                          more when transparent huge pages are not disabled
+                          and the copy can be allocated; KVL_LOAD_MMAP otherwise */
+    KVL_LOAD_MMAP,     /* map the file (4 KiB pages, shared, lazy) */
+    KVL_LOAD_HUGE,     /* read the file into a private 2 MiB-aligned region
+                          advised MADV_HUGEPAGE, then make it read-only */
+} kvl_load_mode;
+
+#define KVL_LOAD_HUGE_MIN ((size_t)64 << 20)
+
 kvl_status kvl_map_file(const char *path, kvl_mapped_file *out, kvl_error *err);
+/* Like kvl_map_file with a load mode; shows "label: NN%" on stderr while
+ * copying a large file when stderr is a terminal (label may be NULL). */
+kvl_status kvl_load_file(const char *path, kvl_load_mode mode, const char *label,
+                         kvl_mapped_file *out, kvl_error *err);
 void kvl_unmap_file(kvl_mapped_file *f);
+/* Bytes of this process's anonymous memory backed by transparent huge
+ * pages (AnonHugePages of /proc/self/smaps_rollup); -1 when unknown. */
+long long kvl_anon_huge_bytes(void);
 
 /* Seconds from an arbitrary fixed point (CLOCK_MONOTONIC). */
 double kvl_now(void);

@@ -172,7 +172,8 @@ static kvl_status find_llama2c_tokenizer(const char *model_path, int64_t n_vocab
 kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model **out,
                           kvl_error *err) {
     kvl_mapped_file mf;
-    kvl_status st = kvl_map_file(path, &mf, err);
+    kvl_status st =
+        kvl_load_file(path, p ? p->load : KVL_LOAD_AUTO, "loading model", &mf, err);
     if (st)
         return st;
     kvl_prefault_with_progress(&mf, "loading model");

@@ -72,6 +72,8 @@ typedef struct kvl_model {
 typedef struct kvl_model_params {
     const char *tokenizer_path; /* llama2.c: tokenizer file (default: tok512.bin
                                    or tokenizer.bin beside the checkpoint, by vocab) */
+    kvl_load_mode load;         /* how the file is brought into memory (default
+                                   KVL_LOAD_AUTO: 2 MiB pages when it can) */
 } kvl_model_params;
 
 /* Load a GGUF or llama2.c checkpoint (told apart by the magic). All header
