@@ -544,6 +544,95 @@ static void test_matmul_small_batch(void) {
         kvl_pool_free(pools[p]);
 }
 
+/* ---- grouped products (kvl_matmul_multi) ----
+ *
+ * Q/K/V- and gate/up-like groups (a large matrix beside small ones, an
+ * empty one, sizes that are not multiples of a tile or a pool item) for
+ * every type, decode, a small batch and a prefill-sized batch, every ISA
+ * and pool: each Y must be bit-identical to kvl_matmul on its matrix
+ * alone, which test_matmul checks against the reference. */
+static void test_matmul_multi(void) {
+    kvl_pool *pools[3] = {NULL, NULL, NULL};
+    kvl_error err;
+    for (int p = 0; p < 3; p++)
+        CHECK_EQ_INT(kvl_pool_init(p + 1, &pools[p], &err), KVL_OK);
+    const kvl_type types[5] = {KVL_TYPE_F32, KVL_TYPE_F16, KVL_TYPE_BF16, KVL_TYPE_Q8_0,
+                               KVL_TYPE_Q4_0};
+    const int64_t groups[3][3] = {{1030, 130, 130}, {701, 0, 33}, {5, 517, 3}};
+    const int64_t toks[] = {1, 3, 20};
+    const int64_t n_cols = 544; /* 17 blocks */
+    for (int ti = 0; ti < 5; ti++) {
+        const kvl_type t = types[ti];
+        const size_t rb = kvl_row_bytes(t, n_cols);
+        float *row = malloc(sizeof(float) * (size_t)n_cols);
+        float *X = malloc(sizeof(float) * (size_t)(20 * n_cols));
+        void *scratch = xaligned(kvl_matmul_scratch_size(t, n_cols, 20) + 64);
+        uint8_t *W[3];
+        float *Ya[3], *Yb[3];
+        for (int o = 0; o < 3; o++) {
+            W[o] = malloc(rb * 1030);
+            Ya[o] = malloc(sizeof(float) * (1030 * 20 + 1));
+            Yb[o] = malloc(sizeof(float) * (1030 * 20 + 1));
+        }
+        for (int o = 0; o < 3; o++)
+            for (int64_t r = 0; r < 1030; r++) {
+                for (int64_t k = 0; k < n_cols; k++)
+                    row[k] = frand();
+                kvl_quantize_row(t, row, W[o] + (size_t)r * rb, n_cols);
+            }
+        for (int64_t i = 0; i < 20 * n_cols; i++)
+            X[i] = frand();
+        kvl_isa hw = kvl_isa_set(KVL_ISA_AVX512);
+        for (int isa = KVL_ISA_SCALAR; isa <= (int)hw; isa++) {
+            kvl_isa_set((kvl_isa)isa);
+            for (int gi = 0; gi < 3; gi++)
+                for (int k = 0; k < 3; k++)
+                    for (int p = -1; p < 3; p++) {
+                        kvl_pool *pool = p < 0 ? NULL : pools[p];
+                        if (p >= 0 && !pool)
+                            continue;
+                        const int64_t nt = toks[k];
+                        kvl_mm_out outs[3];
+                        for (int o = 0; o < 3; o++) {
+                            const size_t ny = sizeof(float) * (size_t)(groups[gi][o] * nt);
+                            memset(Ya[o], 0xff, ny + 4);
+                            memset(Yb[o], 0xee, ny + 4);
+                            kvl_matmul(pool, Ya[o], W[o], t, groups[gi][o], n_cols, X, nt,
+                                       scratch);
+                            outs[o] = (kvl_mm_out){.Y = Yb[o], .W = W[o], .n_rows = groups[gi][o]};
+                        }
+                        kvl_matmul_multi(pool, outs, 3, t, n_cols, X, nt, scratch);
+                        for (int o = 0; o < 3; o++) {
+                            const size_t ny = sizeof(float) * (size_t)(groups[gi][o] * nt);
+                            int diff = memcmp(Ya[o], Yb[o], ny) != 0;
+                            /* nothing written past the output */
+                            uint32_t past;
+                            memcpy(&past, (uint8_t *)Yb[o] + ny, 4);
+                            if (diff || past != 0xeeeeeeeeu)
+                                fprintf(stderr,
+                                        "matmul_multi %s type %d group %d out %d tok %lld "
+                                        "pool %d: %s\n",
+                                        kvl_isa_name((kvl_isa)isa), (int)t, gi, o, (long long)nt,
+                                        p + 1, diff ? "differs from kvl_matmul" : "wrote past Y");
+                            CHECK_EQ_INT(diff, 0);
+                            CHECK_EQ_INT(past, 0xeeeeeeeeu);
+                        }
+                    }
+        }
+        kvl_isa_set(hw);
+        for (int o = 0; o < 3; o++) {
+            free(W[o]);
+            free(Ya[o]);
+            free(Yb[o]);
+        }
+        free(row);
+        free(X);
+        free(scratch);
+    }
+    for (int p = 0; p < 3; p++)
+        kvl_pool_free(pools[p]);
+}
+
 /* ---- element-wise ---- */
 
 static void test_rope(void) {
@@ -700,5 +789,6 @@ int main(void) {
     test_exp_shift_sum();
     test_matmul();
     test_matmul_small_batch();
+    test_matmul_multi();
     return kvt_finish("test_kernels");
 }

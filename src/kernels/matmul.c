@@ -208,17 +208,40 @@ static void rows_task(void *arg, int ith, int nth) {
  * (one contended compare-and-swap) is noise and the last item is short. */
 #define KVL_MM_ITEM_BYTES (256u << 10)
 
+/* Several products sharing X (kvl_matmul_multi): output o's items are
+ * [first[o], first[o + 1]) of one pool run. */
+typedef struct mm_group {
+    mm_task m[KVL_MM_MAX_OUT];
+    int first[KVL_MM_MAX_OUT + 1];
+} mm_group;
+
+static void group_task(void *arg, int i, int n) {
+    const mm_group *g = arg;
+    int o = 0;
+    while (i >= g->first[o + 1])
+        o++;
+    (void)n;
+    rows_task((void *)&g->m[o], i - g->first[o], g->first[o + 1] - g->first[o]);
+}
+
 void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_rows,
                 int64_t n_cols, const float *X, int64_t n_tok, void *scratch) {
+    const kvl_mm_out out = {.Y = Y, .W = W, .n_rows = n_rows};
+    kvl_matmul_multi(pool, &out, 1, t, n_cols, X, n_tok, scratch);
+}
+
+void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_type t,
+                      int64_t n_cols, const float *X, int64_t n_tok, void *scratch) {
     const size_t rb = kvl_row_bytes(t, n_cols);
     KVL_ASSERT(rb != 0 || n_cols == 0);
-    if (n_rows <= 0 || n_tok <= 0)
+    KVL_ASSERT(n_out >= 1 && n_out <= KVL_MM_MAX_OUT);
+    int64_t total_rows = 0;
+    for (int o = 0; o < n_out; o++)
+        total_rows += outs[o].n_rows > 0 ? outs[o].n_rows : 0;
+    if (total_rows == 0 || n_tok <= 0)
         return;
     kvl_mm_ctx c = {
-        .Y = Y,
-        .W = W,
         .t = t,
-        .n_rows = n_rows,
         .n_cols = n_cols,
         .n_tok = n_tok,
         .X = X,
@@ -259,22 +282,52 @@ void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_r
                     memset(c.act + kvl_sb_group_off(n_cols, g) + (rec_pairs - 1) * rec, 0, rec);
                 }
         }
+        /* quantized once for all the outputs */
         if (n_tok * n_cols >= KVL_QUANT_PAR_MIN)
             kvl_pool_run(pool, quant_task, &m);
         else
             quant_task(&m, 0, 1);
     }
-    if (n_rows * n_cols * n_tok < KVL_MM_PAR_MIN || kvl_pool_size(pool) == 1) {
-        rows_task(&m, 0, 1);
-    } else if (n_tok == 1 || m.sb) {
+    kvl_mm_ctx cs[KVL_MM_MAX_OUT];
+    mm_group g;
+    for (int o = 0; o < n_out; o++) {
+        cs[o] = c;
+        cs[o].Y = outs[o].Y;
+        cs[o].W = outs[o].W;
+        cs[o].n_rows = outs[o].n_rows > 0 ? outs[o].n_rows : 0;
+        g.m[o] = m;
+        g.m[o].c = &cs[o];
+    }
+    const bool serial = total_rows * n_cols * n_tok < KVL_MM_PAR_MIN || kvl_pool_size(pool) == 1;
+    if (!serial && (n_tok == 1 || m.sb)) {
         /* decode: many small items, so the threads finish together however
-         * late one starts or however often one is descheduled */
-        int64_t ir = ((int64_t)(KVL_MM_ITEM_BYTES / rb) + 3) & ~(int64_t)3;
-        m.item_rows = ir > 4 ? ir : 4;
-        while ((n_rows + m.item_rows - 1) / m.item_rows > KVL_POOL_MAX_ITEMS)
-            m.item_rows *= 2;
-        kvl_pool_run_n(pool, (int)((n_rows + m.item_rows - 1) / m.item_rows), rows_task, &m);
-    } else {
-        kvl_pool_run(pool, rows_task, &m);
+         * late one starts or however often one is descheduled; the items of
+         * all the outputs go in one run (one wake-up and one wait, not one
+         * per matrix) */
+        int64_t ir = ((int64_t)(KVL_MM_ITEM_BYTES / (rb ? rb : 1)) + 3) & ~(int64_t)3;
+        ir = ir > 4 ? ir : 4;
+        for (;;) {
+            int64_t n_items = 0;
+            for (int o = 0; o < n_out; o++)
+                n_items += (cs[o].n_rows + ir - 1) / ir;
+            if (n_items <= KVL_POOL_MAX_ITEMS)
+                break;
+            ir *= 2;
+        }
+        g.first[0] = 0;
+        for (int o = 0; o < n_out; o++) {
+            g.m[o].item_rows = ir;
+            g.first[o + 1] = g.first[o] + (int)((cs[o].n_rows + ir - 1) / ir);
+        }
+        kvl_pool_run_n(pool, g.first[n_out], group_task, &g);
+        return;
+    }
+    for (int o = 0; o < n_out; o++) {
+        if (cs[o].n_rows == 0)
+            continue;
+        if (serial || cs[o].n_rows * n_cols * n_tok < KVL_MM_PAR_MIN)
+            rows_task(&g.m[o], 0, 1);
+        else
+            kvl_pool_run(pool, rows_task, &g.m[o]);
     }
 }

@@ -132,6 +132,25 @@ static void mm(kvl_forward *f, float *Y, const kvl_weight *w, const float *X, in
     kvl_matmul(f->pool, Y, w->data, w->type, w->ne1, w->ne0, X, n_tok, f->mm_scratch);
 }
 
+/* Y[i] = X w[i]^T for n matrices with the same input: one grouped product
+ * when they share type and width (as Q/K/V and gate/up do in every file we
+ * know), else one at a time. */
+static void mm_n(kvl_forward *f, float *const *Y, const kvl_weight *const *w, int n,
+                 const float *X, int64_t n_tok) {
+    kvl_mm_out outs[KVL_MM_MAX_OUT];
+    bool same = n <= KVL_MM_MAX_OUT;
+    for (int i = 0; i < n && same; i++) {
+        same = w[i]->type == w[0]->type && w[i]->ne0 == w[0]->ne0;
+        outs[i] = (kvl_mm_out){.Y = Y[i], .W = w[i]->data, .n_rows = w[i]->ne1};
+    }
+    if (same) {
+        kvl_matmul_multi(f->pool, outs, n, w[0]->type, w[0]->ne0, X, n_tok, f->mm_scratch);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        mm(f, Y[i], w[i], X, n_tok);
+}
+
 typedef struct {
     kvl_forward *f;
     const kvl_batch *b;
@@ -202,9 +221,9 @@ kvl_status kvl_forward_run(kvl_forward *f, const kvl_batch *b, const kvl_kv_ifac
         const kvl_layer_weights *L = &m->layers[l];
         for (int64_t t = 0; t < T; t++)
             kvl_rmsnorm(f->xb + t * D, f->x + t * D, L->attn_norm.data, D, hp->rms_eps);
-        mm(f, f->q, &L->wq, f->xb, T);
-        mm(f, f->k, &L->wk, f->xb, T);
-        mm(f, f->v, &L->wv, f->xb, T);
+        float *const qkv_y[] = {f->q, f->k, f->v};
+        const kvl_weight *const qkv_w[] = {&L->wq, &L->wk, &L->wv};
+        mm_n(f, qkv_y, qkv_w, 3, f->xb, T);
         for (int64_t t = 0; t < T; t++) {
             kvl_rope(f->q + t * qd, H, hd, hp->rope_dim, b->pos[t], hp->rope_base);
             kvl_rope(f->k + t * kvd, KV, hd, hp->rope_dim, b->pos[t], hp->rope_base);
@@ -220,8 +239,9 @@ kvl_status kvl_forward_run(kvl_forward *f, const kvl_batch *b, const kvl_kv_ifac
             f->x[i] += f->xb2[i];
         for (int64_t t = 0; t < T; t++)
             kvl_rmsnorm(f->xb + t * D, f->x + t * D, L->ffn_norm.data, D, hp->rms_eps);
-        mm(f, f->hb, &L->w_gate, f->xb, T);
-        mm(f, f->hb2, &L->w_up, f->xb, T);
+        float *const gu_y[] = {f->hb, f->hb2};
+        const kvl_weight *const gu_w[] = {&L->w_gate, &L->w_up};
+        mm_n(f, gu_y, gu_w, 2, f->xb, T);
         kvl_swiglu(f->hb, f->hb2, T * F);
         mm(f, f->xb2, &L->w_down, f->hb, T);
         for (int64_t i = 0; i < T * D; i++)
