@@ -28,6 +28,18 @@ for m in stories260K.gguf stories260K.bin; do
   head -1 "$tmp/out" | grep -qF -- "$want" && ok || { bad "$m greedy text"; head -2 "$tmp/out"; }
   grep -q "tokens/s" "$tmp/err" && ok || bad "$m stats line"
 done
+# --load: the weights copied into huge pages and the file mapping give the
+# same greedy text (both containers); a bad mode is a usage error naming it
+for m in stories260K.gguf stories260K.bin; do
+  for mode in huge mmap; do
+    expect_rc 0 "$bin" run -m "$shared/models/$m" -p "Once upon a time" -n 200 --temp 0 --load $mode
+    head -1 "$tmp/out" | grep -qF -- "$want" && ok || { bad "$m --load $mode greedy text"; head -2 "$tmp/out"; }
+  done
+done
+expect_rc 2 "$bin" run -m "$shared/models/stories260K.gguf" --load big
+expect_err "--load: 'big' is not auto, mmap or huge"
+expect_rc 2 "$bin" bench -m "$shared/models/stories260K.gguf" --load
+expect_err "--load"
 # default model (no -m) is found via KVL_SHARED
 KVL_SHARED=$shared expect_rc 0 "$bin" run -n 20 --temp 0 -p "Once upon a time"
 grep -qF "Once upon a time, there was" "$tmp/out" && ok || bad "default model"
