@@ -504,6 +504,12 @@ static void test_matmul(void) {
     test_matmul_shape(pools, KVL_TYPE_F16, 29, 12013, 1);
     test_matmul_shape(pools, KVL_TYPE_BF16, 29, 12013, 1);
     test_matmul_shape(pools, KVL_TYPE_F32, 45, 6007, 1);
+    /* many tokens: more than one 64-token chunk with a tail, rows past
+     * the last full tile, 600 columns (several K blocks for a blocked
+     * kernel): 70 rows x 600 columns x 100 tokens */
+    test_matmul_shape(pools, KVL_TYPE_F16, 70, 600, 100);
+    test_matmul_shape(pools, KVL_TYPE_BF16, 70, 600, 100);
+    test_matmul_shape(pools, KVL_TYPE_F32, 70, 600, 100);
     for (int p = 0; p < 3; p++)
         kvl_pool_free(pools[p]);
 }
