@@ -378,6 +378,18 @@ static int check_mm(const char *what, const float *Y, const float *Yref, const d
     return bad;
 }
 
+/* Pools of 1, 2 and 3 threads (a failed one stays NULL and is skipped). */
+static void pools_init(kvl_pool *pools[3]) {
+    kvl_error err;
+    for (int p = 0; p < 3; p++) {
+        pools[p] = NULL;
+        CHECK_EQ_INT(kvl_pool_init(p + 1, &pools[p], &err), KVL_OK);
+    }
+}
+
+static const kvl_type all_types[5] = {KVL_TYPE_F32, KVL_TYPE_F16, KVL_TYPE_BF16, KVL_TYPE_Q8_0,
+                                      KVL_TYPE_Q4_0};
+
 static void test_matmul_shape(kvl_pool *pools[3], kvl_type t, int64_t n_rows, int64_t n_cols,
                               int64_t n_tok) {
     const size_t rb = kvl_row_bytes(t, n_cols);
@@ -458,12 +470,9 @@ out:
 }
 
 static void test_matmul(void) {
-    kvl_pool *pools[3] = {NULL, NULL, NULL};
-    kvl_error err;
-    for (int p = 0; p < 3; p++)
-        CHECK_EQ_INT(kvl_pool_init(p + 1, &pools[p], &err), KVL_OK);
-    const kvl_type types[5] = {KVL_TYPE_F32, KVL_TYPE_F16, KVL_TYPE_BF16, KVL_TYPE_Q8_0,
-                               KVL_TYPE_Q4_0};
+    kvl_pool *pools[3];
+    pools_init(pools);
+    const kvl_type *types = all_types;
     /* rows: 1, below a tile, tiles plus a tail; cols: 1, 3 and 8 blocks
      * (odd block counts exercise the AVX-512 single-block tail), 33 and 100
      * for float types (column tails); tokens 1, 3, 17, 64 */
@@ -525,10 +534,8 @@ static void test_matmul(void) {
  * big enough (n_rows * n_cols * n_tok >= 2^18) for the pools to split them
  * into items, which must give the same bits as one thread. */
 static void test_matmul_small_batch(void) {
-    kvl_pool *pools[3] = {NULL, NULL, NULL};
-    kvl_error err;
-    for (int p = 0; p < 3; p++)
-        CHECK_EQ_INT(kvl_pool_init(p + 1, &pools[p], &err), KVL_OK);
+    kvl_pool *pools[3];
+    pools_init(pools);
     const kvl_type types[2] = {KVL_TYPE_Q8_0, KVL_TYPE_Q4_0};
     const int64_t toks[] = {2, 3, 5, 6, 7, 8, 9, 15};
     for (int ti = 0; ti < 2; ti++) {
@@ -558,12 +565,9 @@ static void test_matmul_small_batch(void) {
  * and pool: each Y must be bit-identical to kvl_matmul on its matrix
  * alone, which test_matmul checks against the reference. */
 static void test_matmul_multi(void) {
-    kvl_pool *pools[3] = {NULL, NULL, NULL};
-    kvl_error err;
-    for (int p = 0; p < 3; p++)
-        CHECK_EQ_INT(kvl_pool_init(p + 1, &pools[p], &err), KVL_OK);
-    const kvl_type types[5] = {KVL_TYPE_F32, KVL_TYPE_F16, KVL_TYPE_BF16, KVL_TYPE_Q8_0,
-                               KVL_TYPE_Q4_0};
+    kvl_pool *pools[3];
+    pools_init(pools);
+    const kvl_type *types = all_types;
     const int64_t groups[3][3] = {{1030, 130, 130}, {701, 0, 33}, {5, 517, 3}};
     const int64_t toks[] = {1, 3, 20};
     const int64_t n_cols = 544; /* 17 blocks */

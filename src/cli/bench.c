@@ -561,7 +561,7 @@ int kvl_cli_bench(int argc, char **argv) {
         fprintf(stderr, "kvllm bench: %s\n", err.msg);
         return 1;
     }
-    const long long huge_bytes = kvl_anon_huge_bytes();
+    const long long huge_bytes = kvl_proc_kb("/proc/self/smaps_rollup", "AnonHugePages");
     const bool weights_private = (m->gguf ? m->gguf->map.anon_len : m->map.anon_len) > 0;
     c.m = m;
     c.max_tokens = max_tokens;

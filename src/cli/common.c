@@ -67,18 +67,7 @@ void kvl_cli_kv_usage(FILE *f) {
             KVL_KV_MAX_BLOCK_SIZE, kvl_kv_format_names());
 }
 
-static long long mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f)
-        return -1;
-    char line[256];
-    long long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1)
-            break;
-    fclose(f);
-    return kb < 0 ? -1 : kb * 1024;
-}
+static long long mem_available(void) { return kvl_proc_kb("/proc/meminfo", "MemAvailable"); }
 
 int kvl_cli_load_flag(const char *cmd, int argc, char **argv, int *i, kvl_load_mode *out) {
     if (strcmp(argv[*i], "--load"))

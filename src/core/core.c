@@ -179,14 +179,15 @@ void kvl_unmap_file(kvl_mapped_file *f) {
         *f = (kvl_mapped_file){0};
 }
 
-long long kvl_anon_huge_bytes(void) {
-    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+long long kvl_proc_kb(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
     if (!f)
         return -1;
+    const size_t kl = strlen(key);
     char line[256];
     long long kb = -1;
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "AnonHugePages: %lld kB", &kb) == 1)
+        if (!strncmp(line, key, kl) && line[kl] == ':' && sscanf(line + kl + 1, "%lld", &kb) == 1)
             break;
     fclose(f);
     return kb < 0 ? -1 : kb * 1024;

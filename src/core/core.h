@@ -68,9 +68,11 @@ kvl_status kvl_map_file(const char *path, kvl_mapped_file *out, kvl_error *err);
 kvl_status kvl_load_file(const char *path, kvl_load_mode mode, const char *label,
                          kvl_mapped_file *out, kvl_error *err);
 void kvl_unmap_file(kvl_mapped_file *f);
-/* Bytes of this process's anonymous memory backed by transparent huge
- * pages (AnonHugePages of /proc/self/smaps_rollup); -1 when unknown. */
-long long kvl_anon_huge_bytes(void);
+/* The "KEY: N kB" line of a /proc file, in bytes: e.g. ("/proc/meminfo",
+ * "MemAvailable"), or ("/proc/self/smaps_rollup", "AnonHugePages"): this
+ * process's memory in transparent huge pages. -1 when the file or the key
+ * is missing. */
+long long kvl_proc_kb(const char *path, const char *key);
 
 /* Seconds from an arbitrary fixed point (CLOCK_MONOTONIC). */
 double kvl_now(void);
