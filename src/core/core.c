@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -56,13 +57,53 @@ static bool thp_disabled(void) {
     return never;
 }
 
+/* Bytes [begin, end) of a file into dst + begin (load_private). done: how
+ * far it got; err: errno of a failed read (0 with done < end: the file
+ * ended early). */
+typedef struct read_part {
+    int fd;
+    uint8_t *dst;
+    size_t begin, end, done;
+    int err;
+} read_part;
+
+/* Read a part; with label, show "label: NN%" of total (estimated from this
+ * part's progress, one of n_parts reading at the same pace). */
+static void read_range(read_part *rp, const char *label, size_t total, int n_parts) {
+    const size_t chunk = (size_t)64 << 20;
+    int shown = -1;
+    rp->done = rp->begin;
+    while (rp->done < rp->end) {
+        const size_t want = rp->end - rp->done < chunk ? rp->end - rp->done : chunk;
+        ssize_t r = pread(rp->fd, rp->dst + rp->done, want, (off_t)rp->done);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            rp->err = r < 0 ? errno : 0;
+            return;
+        }
+        rp->done += (size_t)r;
+        const size_t est = (rp->done - rp->begin) * (size_t)n_parts;
+        int pct = (int)((est < total ? est : total) * 100 / total);
+        if (label && pct != shown && pct % 5 == 0) {
+            fprintf(stderr, "\r%s: %3d%% of %.2f GiB", label, pct, (double)total / (1u << 30));
+            shown = pct;
+        }
+    }
+}
+
+static void *read_part_main(void *arg) {
+    read_range(arg, NULL, 1, 1);
+    return NULL;
+}
+
 /* Copy the open file into a private region aligned to 2 MiB and advised
  * MADV_HUGEPAGE, then make it read-only. KVL_E_NOMEM / KVL_E_UNSUPPORTED
  * when the region cannot be had (the caller may map instead), KVL_E_IO
  * when reading fails. */
 static kvl_status load_private(int fd, const char *path, size_t size, const char *label,
                                kvl_mapped_file *out, kvl_error *err) {
-    const size_t huge = (size_t)2 << 20, chunk = (size_t)64 << 20;
+    const size_t huge = (size_t)2 << 20;
     size_t len;
     if (kvl_align_up(size, huge, &len) || len > SIZE_MAX - huge)
         return kvl_errorf(err, KVL_E_NOMEM, "%s: %zu bytes is too large to copy", path, size);
@@ -83,31 +124,38 @@ static kvl_status load_private(int fd, const char *path, size_t size, const char
         return kvl_errorf(err, KVL_E_UNSUPPORTED, "%s: madvise(MADV_HUGEPAGE): %s", path,
                           strerror(e));
     }
-    const bool show = label && size >= ((size_t)256 << 20) && kvl_stderr_is_tty();
-    int shown = -1;
-    for (size_t off = 0; off < size;) {
-        size_t want = size - off < chunk ? size - off : chunk;
-        ssize_t r = pread(fd, al + off, want, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            int e = r < 0 ? errno : 0;
-            munmap(al, len);
-            if (r == 0)
-                return kvl_errorf(err, KVL_E_IO, "%s: file ended after %zu of %zu bytes", path,
-                                  off, size);
-            return kvl_errorf(err, KVL_E_IO, "%s: read at byte %zu: %s", path, off,
-                              strerror(e));
-        }
-        off += (size_t)r;
-        int pct = (int)(off * 100 / size);
-        if (show && pct != shown && pct % 5 == 0) {
-            fprintf(stderr, "\r%s: %3d%% of %.2f GiB", label, pct, (double)size / (1u << 30));
-            shown = pct;
+    /* two readers for large files: most of the time goes to faulting in
+     * and zeroing fresh pages, which runs in parallel */
+    read_part parts[2] = {{.fd = fd, .dst = al, .begin = 0, .end = size},
+                          {.fd = fd, .dst = al, .begin = size, .end = size, .done = size}};
+    pthread_t th;
+    bool two = false;
+    if (size >= KVL_LOAD_HUGE_MIN) {
+        const size_t mid = size / 2 / huge * huge;
+        parts[0].end = parts[1].begin = mid;
+        two = pthread_create(&th, NULL, read_part_main, &parts[1]) == 0;
+        if (!two) { /* no second thread: read it all here */
+            parts[0].end = size;
+            parts[1].begin = size;
         }
     }
+    const bool show = label && size >= ((size_t)256 << 20) && kvl_stderr_is_tty();
+    read_range(&parts[0], show ? label : NULL, size, two ? 2 : 1);
+    if (two)
+        pthread_join(th, NULL);
     if (show)
         fprintf(stderr, "\n");
+    for (int i = 0; i < 2; i++) {
+        const read_part *rp = &parts[i];
+        if (rp->done == rp->end)
+            continue;
+        munmap(al, len);
+        if (rp->err == 0)
+            return kvl_errorf(err, KVL_E_IO, "%s: file ended after %zu of %zu bytes", path,
+                              rp->done, size);
+        return kvl_errorf(err, KVL_E_IO, "%s: read at byte %zu: %s", path, rp->done,
+                          strerror(rp->err));
+    }
     if (mprotect(al, len, PROT_READ) != 0) {
         int e = errno;
         munmap(al, len);
