@@ -1,6 +1,6 @@
 /*
  * gemv_l2: the arithmetic speed of kvllm's decode product (one token), with
- * the weights in L2 instead of memory: a small matrix (ROWS x 2048, default
+ * the weights in L2 instead of memory: a small matrix (ROWS x COLS, default 2048 columns and
  * 256 rows: 544 KiB of Q8_0, 1 MiB of F16) multiplied over and over on one
  * thread. Decode from memory cannot be faster than this; when it is close to
  * the memory bandwidth per thread, the kernel's arithmetic, not memory,
@@ -9,7 +9,7 @@
  * Build (not part of the CMake targets):
  *   cc -O2 -D_GNU_SOURCE -Iinclude -Isrc bench/gemv_l2.c \
  *      build/libkvl_kernels.a build/libkvl_core.a -lpthread -lm -o gemv_l2
- * Run: ./gemv_l2 [q8_0|q4_0|f16|bf16|f32 [ROWS]]
+ * Run: ./gemv_l2 [q8_0|q4_0|f16|bf16|f32 [ROWS [COLS]]]
  * Prints the best of 20 timings of 200 products, as weight GB/s.
  */
 #include "kernels/kernels.h"
@@ -22,20 +22,20 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         kvl_type t;
-    } types[] = {{"q8_0", KVL_TYPE_Q8_0}, {"q4_0", KVL_TYPE_Q4_0}, {"f16", KVL_TYPE_F16},
-                 {"bf16", KVL_TYPE_BF16}, {"f32", KVL_TYPE_F32}};
+    } types[] = {{"q8_0", KVL_TYPE_Q8_0}, {"q4_0", KVL_TYPE_Q4_0},
+                 {"f16", KVL_TYPE_F16}, {"bf16", KVL_TYPE_BF16}, {"f32", KVL_TYPE_F32}};
     const char *tn = argc > 1 ? argv[1] : "q8_0";
     int ti = -1;
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < (int)(sizeof types / sizeof types[0]); i++)
         if (!strcmp(tn, types[i].name))
             ti = i;
     const long rows = argc > 2 ? strtol(argv[2], NULL, 10) : 256;
-    if (ti < 0 || rows < 1 || rows > 65536) {
-        fprintf(stderr, "usage: gemv_l2 [q8_0|q4_0|f16|bf16|f32 [ROWS 1..65536]]\n");
+    const int64_t cols = argc > 3 ? strtol(argv[3], NULL, 10) : 2048;
+    if (ti < 0 || rows < 1 || rows > 65536 || cols < 32 || cols > 65536 || cols % 32) {
+        fprintf(stderr, "usage: gemv_l2 [q8_0|q4_0|f16|bf16|f32 [ROWS 1..65536 [COLS 32..65536, multiple of 32]]]\n");
         return 2;
     }
     const kvl_type t = types[ti].t;
-    const int64_t cols = 2048;
     const size_t rb = kvl_row_bytes(t, cols);
     uint8_t *W = aligned_alloc(64, (rb * (size_t)rows + 63) / 64 * 64);
     float *row = malloc(sizeof(float) * cols), *X = malloc(sizeof(float) * cols);

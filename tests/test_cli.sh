@@ -40,6 +40,21 @@ expect_rc 2 "$bin" run -m "$shared/models/stories260K.gguf" --load big
 expect_err "--load: 'big' is not auto, mmap or huge"
 expect_rc 2 "$bin" bench -m "$shared/models/stories260K.gguf" --load
 expect_err "--load"
+# bench --roofline: one read of the weights' memory per timed tg repetition
+# (positive GB/s) and decode's fraction of it; pp tests get none
+expect_rc 0 "$bin" bench -m "$shared/models/stories260K.gguf" -p 8 -n 4 -r 3 --roofline -o json
+python3 - "$tmp/out" <<'PY' && ok || bad "bench --roofline json"
+import json, sys
+rows = json.load(open(sys.argv[1]))
+pp = [r for r in rows if r["kind"] == "pp"]
+tg = [r for r in rows if r["kind"] == "tg"]
+assert len(pp) == 1 and len(tg) == 1, rows
+assert "weights_read_gbs" not in pp[0]
+assert len(tg[0]["weights_read_gbs"]) == 3 and all(g > 0 for g in tg[0]["weights_read_gbs"])
+assert tg[0]["roofline_frac"] > 0
+PY
+expect_rc 0 "$bin" bench -m "$shared/models/stories260K.gguf" -p 0 -n 4 -r 2 --roofline
+expect_err "tg4: the weights' memory read at"
 # default model (no -m) is found via KVL_SHARED
 KVL_SHARED=$shared expect_rc 0 "$bin" run -n 20 --temp 0 -p "Once upon a time"
 grep -qF "Once upon a time, there was" "$tmp/out" && ok || bad "default model"

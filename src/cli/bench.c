@@ -61,6 +61,10 @@ typedef struct {
     double weight_bytes_tok; /* weight bytes read per token (one step / n_seq) */
     double kv_bytes_tok;     /* KV bytes read per token (mean context of the test) */
     double fill_s;           /* seconds the untimed depth prefill took */
+    bool roof;               /* --roofline figures below (tg tests) */
+    double read_med;         /* median over the repetitions of the weights' read, GB/s */
+    double roof_frac;        /* median over the repetitions of bytes read per second by
+                                decode / that repetition's read of the weights */
 } test_stats;
 
 static void usage(FILE *f) {
@@ -85,6 +89,10 @@ static void usage(FILE *f) {
             "      --gate           before each timed repetition print 'ready TEST REP' to\n"
             "                       stderr and wait for a line on stdin; after it print\n"
             "                       'done TEST REP T/S' (lets a driver interleave engines)\n"
+            "      --roofline       before each timed tg repetition read the model's own\n"
+            "                       memory with the same threads (best of 3 passes) and\n"
+            "                       report decode's bytes/s as a fraction of that read\n"
+            "                       (json: weights_read_gbs, roofline_frac; text: stderr)\n"
             KVL_CLI_LOAD_USAGE
             "  -h, --help\n"
             "\nKV cache (each test gets a cache of exactly its sequences and positions):\n"
@@ -218,6 +226,9 @@ typedef struct {
     bool *want;    /* (max_tokens) logits wanted */
     uint64_t rng;
     bool gate;     /* --gate: wait for a line on stdin before each repetition */
+    bool roofline; /* --roofline: read the weights' memory before each tg repetition */
+    kvl_pool *pool;
+    double *read_gbs; /* (reps) that read, GB/s */
     const kvl_cli_kv_opts *kvo;
     int32_t *ones; /* (max_tokens) 1 each: one new position per sequence */
 } bench_ctx;
@@ -307,6 +318,51 @@ static kvl_status time_rep(bench_ctx *c, const test_spec *t, kvl_kv_cache *kvc,
     return st;
 }
 
+/*
+ * --roofline: the read bandwidth of the model's own memory (the file's bytes
+ * as loaded: the private copy or the mapping), by the bench's threads, best
+ * of 3 passes, just before each timed tg repetition. On these VMs a fresh
+ * buffer (bench/stream) reads at ~30-35 or ~50-60 GB/s depending on where
+ * it lands, and the level can differ from that of the pages holding the
+ * weights for the whole life of a process; this measures the very pages
+ * decode reads, at the same moment.
+ */
+typedef struct {
+    const uint8_t *p;
+    size_t n;
+    uint64_t *sink; /* (threads * 8): one line per thread */
+} wread_task;
+
+static void wread_fn(void *arg, int ith, int nth) {
+    const wread_task *w = arg;
+    const size_t lines = w->n / 64;
+    const size_t lo = lines * (size_t)ith / (size_t)nth * 64, hi = lines * (size_t)(ith + 1) / (size_t)nth * 64;
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (size_t i = lo; i < hi; i += 64) {
+        uint64_t v[8];
+        memcpy(v, w->p + i, 64);
+        a0 += v[0] + v[4];
+        a1 += v[1] + v[5];
+        a2 += v[2] + v[6];
+        a3 += v[3] + v[7];
+    }
+    w->sink[(size_t)ith * 8] = a0 ^ a1 ^ a2 ^ a3;
+}
+
+static double weights_read_gbs(bench_ctx *c, uint64_t *sink) {
+    const kvl_mapped_file *mf = c->m->gguf ? &c->m->gguf->map : &c->m->map;
+    wread_task w = {.p = mf->data, .n = mf->size, .sink = sink};
+    double best = 0;
+    for (int k = 0; k < 3; k++) {
+        const double t0 = kvl_now();
+        kvl_pool_run(c->pool, wread_fn, &w);
+        const double dt = kvl_now() - t0;
+        const double gbs = (double)(w.n / 64 * 64) / (dt > 0 ? dt : 1e-9) / 1e9;
+        best = gbs > best ? gbs : best;
+    }
+    return best;
+}
+
 static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *ts,
                            test_stats *st, kvl_error *err) {
     int32_t max_ctx = t->depth + t->n_tok + 1;
@@ -341,6 +397,15 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
                 break;
             }
         }
+        if (c->roofline && t->kind == TEST_TG) {
+            uint64_t *sink = calloc((size_t)kvl_pool_size(c->pool) * 8, sizeof *sink);
+            if (!sink) {
+                s = kvl_errorf(err, KVL_E_NOMEM, "--roofline: out of memory");
+                break;
+            }
+            c->read_gbs[r] = weights_read_gbs(c, sink);
+            free(sink);
+        }
         double sec = 0;
         s = time_rep(c, t, kvc, &kv, &sec, err);
         ts[r] = (double)t->n_tok * t->n_seq / (sec > 0 ? sec : 1e-9);
@@ -360,6 +425,19 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
         kvl_kv_cache_stats(kvc, &ks);
         st->kv_bytes_tok = mean_ctx * (double)ks.bytes_per_token;
         st->fill_s = t_fill;
+        if (c->roofline && t->kind == TEST_TG) {
+            /* one step reads the weights once and every sequence's KV */
+            double fr[MAX_REPS], sorted2[MAX_REPS];
+            for (int r = 0; r < reps; r++)
+                fr[r] = ts[r] / t->n_seq * ((double)w + t->n_seq * st->kv_bytes_tok) / 1e9 /
+                        c->read_gbs[r];
+            test_stats a, b;
+            stats_of(fr, reps, sorted2, &a);
+            stats_of(c->read_gbs, reps, sorted2, &b);
+            st->roof = true;
+            st->roof_frac = a.median;
+            st->read_med = b.median;
+        }
     }
     kvl_kv_cache_free(kvc);
     return s;
@@ -384,7 +462,7 @@ static void print_header(out_fmt fmt) {
  * right after loading (-1 unknown). */
 static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
                       const test_spec *t, int reps, const double *ts, const test_stats *st,
-                      bool weights_private, long long huge_bytes) {
+                      const double *read_gbs, bool weights_private, long long huge_bytes) {
     const char *type = type_name(m->layers[0].wq.type);
     const char *isa = kvl_isa_name(kvl_isa_active());
     int64_t params = count_params(m);
@@ -421,8 +499,19 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
                weights_private ? "private copy" : "file mapping", huge_bytes);
         for (int r = 0; r < reps; r++)
             printf("%s%.4f", r ? ", " : "", ts[r]);
-        printf("]}");
+        printf("]");
+        if (st->roof) {
+            printf(",\n   \"weights_read_gbs\": [");
+            for (int r = 0; r < reps; r++)
+                printf("%s%.2f", r ? ", " : "", read_gbs[r]);
+            printf("], \"roofline_frac\": %.4f", st->roof_frac);
+        }
+        printf("}");
     }
+    if (st->roof && fmt == OUT_TEXT)
+        fprintf(stderr, "%s: the weights' memory read at %.1f GB/s (median); decode reached %.0f%% "
+                        "of it (median over repetitions)\n",
+                t->name, st->read_med, 100 * st->roof_frac);
     fflush(stdout);
 }
 
@@ -444,7 +533,7 @@ int kvl_cli_bench(int argc, char **argv) {
              lb = {.v = {1}, .n = 1};
     long long reps = 5, threads = 0;
     out_fmt fmt = OUT_TEXT;
-    bool gate = false;
+    bool gate = false, roofline = false;
     kvl_cli_kv_opts kvo;
     kvl_cli_kv_defaults(&kvo);
     kvl_load_mode load = KVL_LOAD_AUTO;
@@ -466,6 +555,10 @@ int kvl_cli_bench(int argc, char **argv) {
             continue;
         if (!strcmp(a, "--gate")) {
             gate = true;
+            continue;
+        }
+        if (!strcmp(a, "--roofline")) {
+            roofline = true;
             continue;
         }
         if (!kvl_cli_value(cmd, argc, argv, &i, &v))
@@ -554,7 +647,7 @@ int kvl_cli_bench(int argc, char **argv) {
     kvl_error err = {0};
     kvl_model *m = NULL;
     kvl_pool *pool = NULL;
-    bench_ctx c = {.rng = SEED, .gate = gate, .kvo = &kvo};
+    bench_ctx c = {.rng = SEED, .gate = gate, .roofline = roofline, .kvo = &kvo};
     double *ts = NULL;
     kvl_model_params mp = {.load = load};
     if (kvl_model_load(model_path, &mp, &m, &err) != KVL_OK) {
@@ -576,7 +669,9 @@ int kvl_cli_bench(int argc, char **argv) {
     c.want = calloc((size_t)max_tokens, sizeof *c.want);
     c.ones = calloc((size_t)max_tokens, sizeof *c.ones);
     ts = calloc((size_t)reps, sizeof *ts);
-    if (!c.tok || !c.seq || !c.pos || !c.want || !c.ones || !ts) {
+    c.read_gbs = calloc((size_t)reps, sizeof *c.read_gbs);
+    c.pool = pool;
+    if (!c.tok || !c.seq || !c.pos || !c.want || !c.ones || !ts || !c.read_gbs) {
         fprintf(stderr, "kvllm bench: out of memory\n");
         goto done;
     }
@@ -592,14 +687,15 @@ int kvl_cli_bench(int argc, char **argv) {
             fprintf(stderr, "kvllm bench: %s: %s\n", tests[i].name, err.msg);
             goto done;
         }
-        print_row(fmt, i == 0, m, n_threads, &tests[i], (int)reps, ts, &st, weights_private,
-                  huge_bytes);
+        print_row(fmt, i == 0, m, n_threads, &tests[i], (int)reps, ts, &st, c.read_gbs,
+                  weights_private, huge_bytes);
         if (fmt == OUT_JSON && i == n_tests - 1)
             printf("\n]\n");
     }
     rc = 0;
 done:
     free(ts);
+    free(c.read_gbs);
     free(c.tok);
     free(c.seq);
     free(c.pos);
