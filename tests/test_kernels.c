@@ -3,6 +3,7 @@
  * against hand-computed bytes, half/bfloat16 edge cases, element-wise ops
  * against hand-computed values. */
 #include "kernels/kernels.h"
+#include "kernels/kernels_impl.h" /* kvl_gemv_q_wide_cols */
 #include "testutil.h"
 
 #include <float.h>
@@ -492,6 +493,49 @@ static void test_matmul(void) {
                         continue;
                     test_matmul_shape(pools, t, rows[ri], cols[ci], toks[k]);
                 }
+    }
+    /* decode of rows past kvl_gemv_q_wide_cols (AVX-512: compact
+     * activation scales): 5632 columns (176 blocks, the TinyLlama FFN down
+     * row) and 4128 (129 blocks: a single last block); then every
+     * quantized decode shape above once more with the compact loads forced
+     * on: the bound, and the same bits as the row-layout loads */
+    test_matmul_shape(pools, KVL_TYPE_Q8_0, 37, 5632, 1);
+    test_matmul_shape(pools, KVL_TYPE_Q4_0, 37, 5632, 1);
+    test_matmul_shape(pools, KVL_TYPE_Q8_0, 21, 4128, 1);
+    test_matmul_shape(pools, KVL_TYPE_Q4_0, 21, 4128, 1);
+    {
+        const int64_t wide_cols[] = {32, 96, 256, 416, 544};
+        const kvl_type qt[2] = {KVL_TYPE_Q8_0, KVL_TYPE_Q4_0};
+        const int64_t saved = kvl_gemv_q_wide_cols;
+        for (int ti = 0; ti < 2; ti++)
+            for (size_t ci = 0; ci < sizeof wide_cols / sizeof wide_cols[0]; ci++) {
+                const int64_t n = wide_cols[ci], nr = 67;
+                const size_t rb = kvl_row_bytes(qt[ti], n);
+                uint8_t *W = malloc(rb * (size_t)nr);
+                float *row = malloc(sizeof(float) * (size_t)n), *X = malloc(sizeof(float) * (size_t)n);
+                float *Ya = malloc(sizeof(float) * (size_t)nr), *Yb = malloc(sizeof(float) * (size_t)nr);
+                void *scratch = xaligned(kvl_matmul_scratch_size(qt[ti], n, 1) + 64);
+                for (int64_t r = 0; r < nr; r++) {
+                    for (int64_t k = 0; k < n; k++)
+                        row[k] = frand();
+                    kvl_quantize_row(qt[ti], row, W + (size_t)r * rb, n);
+                }
+                for (int64_t k = 0; k < n; k++)
+                    X[k] = frand() * (k % 5 == 0 ? 3.0f : 1.0f);
+                kvl_gemv_q_wide_cols = INT64_MAX;
+                kvl_matmul(pools[1], Ya, W, qt[ti], nr, n, X, 1, scratch);
+                kvl_gemv_q_wide_cols = 0;
+                kvl_matmul(pools[1], Yb, W, qt[ti], nr, n, X, 1, scratch);
+                CHECK(memcmp(Ya, Yb, sizeof(float) * (size_t)nr) == 0);
+                test_matmul_shape(pools, qt[ti], nr, n, 1);
+                kvl_gemv_q_wide_cols = saved;
+                free(W);
+                free(row);
+                free(X);
+                free(Ya);
+                free(Yb);
+                free(scratch);
+            }
     }
     /* a decode-sized case split over threads: 2 x 1000 rows */
     test_matmul_shape(pools, KVL_TYPE_Q8_0, 2003, 512, 1);

@@ -5,18 +5,21 @@
  * Activation rows for the Q8_0 / Q4_0 paths (one per token, act_stride bytes
  * apart, nb = n_cols / 32 blocks):
  *
- *   +--------------------+---------------------+----------------------+
- *   | qs  int8[n_cols]   | dx  float[nb * 8]   | corr int32[nb * 8]   |
- *   +--------------------+---------------------+----------------------+
- *     q = round(x / d)     d of block b,         lane 0 of block b:
- *     |q| <= 127           repeated 8 times      -k_corr * sum(q in b),
- *                                                lanes 1..7 zero
+ *   +------------------+-------------------+--------------------+-----------+-------------+
+ *   | qs int8[n_cols]  | dx float[nb * 8]  | corr int32[nb * 8] | dc f[nb]  | cc i32[nb]  |
+ *   +------------------+-------------------+--------------------+-----------+-------------+
+ *     q = round(x / d)   d of block b,       lane 0 of block b:   d of      corr of
+ *     |q| <= 127         repeated 8 times    -k_corr * sum(q in   block b   block b
+ *                                            b), lanes 1..7 zero
  *
  * x ~= d * q per block of 32. dx is pre-broadcast so a 256-bit load gives
  * one block's scale in every lane (and a 512-bit load two blocks'). corr
  * lets unsigned-by-signed dot products (maddubs, dpbusd) run on weights
  * shifted to be non-negative: sum((w + k) * q) - k * sum(q) = sum(w * q);
  * k_corr is 8 for Q4_0 (nibbles 0..15) and 128 for Q8_0 (w ^ 0x80).
+ * dc and cc hold the same numbers once per block (1.25 bytes per column
+ * with qs instead of 3): the AVX-512 decode product of wide rows reads
+ * them, so that its activation row stays in L1 under the weight stream.
  */
 #ifndef KVL_KERNELS_IMPL_H
 #define KVL_KERNELS_IMPL_H
@@ -43,6 +46,13 @@ static inline const float *kvl_act_dx(const kvl_mm_ctx *c, int64_t tok) {
 }
 static inline const int32_t *kvl_act_corr(const kvl_mm_ctx *c, int64_t tok) {
     return (const int32_t *)(c->act + (size_t)tok * c->act_stride + (size_t)c->n_cols * 2);
+}
+
+static inline const float *kvl_act_dc(const kvl_mm_ctx *c, int64_t tok) {
+    return (const float *)(c->act + (size_t)tok * c->act_stride + (size_t)c->n_cols * 3);
+}
+static inline const int32_t *kvl_act_cc(const kvl_mm_ctx *c, int64_t tok) {
+    return (const int32_t *)(kvl_act_dc(c, tok) + c->n_cols / 32);
 }
 
 /*
@@ -108,7 +118,7 @@ static inline size_t kvl_sb_bytes(int64_t n_cols, int64_t n_tok) {
 
 /* Bytes of one activation row (a multiple of 64). */
 static inline size_t kvl_act_stride(int64_t n_cols) {
-    return ((size_t)n_cols * 3 + 63) & ~(size_t)63;
+    return ((size_t)n_cols * 3 + (size_t)(n_cols / 32) * 8 + 63) & ~(size_t)63;
 }
 
 /* A register tile: Y rows [r, r + R) x tokens [tok, tok + T), R and T fixed
@@ -181,6 +191,11 @@ void kvl_quantize_act_sb_avx512(const float *x, int64_t n_cols, int64_t b0, int6
 void kvl_mm_rows_sb_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
 /* Y rows [r0, r1) for every token, Q8_0 weights, activations token-lane. */
 void kvl_mm_rows_tl_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
+
+/* AVX-512 decode of Q8_0 / Q4_0 rows longer than this many columns reads
+ * the compact activation scales (matmul_avx512.c); tests set it to 0 or a
+ * large value to compare both ways. */
+extern int64_t kvl_gemv_q_wide_cols;
 
 /* Y rows [r0, r1) for every token. */
 void kvl_mm_rows_scalar(const kvl_mm_ctx *c, int64_t r0, int64_t r1);

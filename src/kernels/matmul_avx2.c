@@ -66,6 +66,8 @@ void kvl_quantize_act_avx2(const float *x, int64_t n_cols, int64_t b0, int64_t b
     int8_t *qs = (int8_t *)dst;
     float *dx = (float *)(dst + n_cols);
     int32_t *corr = (int32_t *)(dst + 2 * n_cols);
+    float *dc = (float *)(dst + 3 * n_cols);
+    int32_t *cc = (int32_t *)(dc + n_cols / 32);
     const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256 lim = _mm256_set1_ps(127.0f), nlim = _mm256_set1_ps(-127.0f);
     const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -98,6 +100,8 @@ void kvl_quantize_act_avx2(const float *x, int64_t n_cols, int64_t b0, int64_t b
         _mm256_storeu_si256((__m256i *)(qs + b * 32), p8);
         _mm256_storeu_ps(dx + b * 8, _mm256_set1_ps(d));
         _mm256_storeu_si256((__m256i *)(corr + b * 8), _mm256_setr_epi32(-k_corr * sum, 0, 0, 0, 0, 0, 0, 0));
+        dc[b] = d;
+        cc[b] = -k_corr * sum;
     }
 }
 
@@ -238,11 +242,11 @@ AI void tile_f(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const i
 
 /* Block b of a quantized row against the activation row: acc + sum of the
  * block's products, scaled (the same arithmetic as tile_q). */
-AI __m256 qblock(__m256 acc, const uint8_t *row, int64_t b, const int8_t *qx, const float *dx,
-                 const int32_t *cr, const kvl_type t) {
+AI __m256 qblock(__m256 acc, const uint8_t *row, int64_t b, const int8_t *qx, const float *dc,
+                 const int32_t *cc, const kvl_type t) {
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i x = _mm256_loadu_si256((const __m256i *)(qx + b * 32));
-    const __m256 s = _mm256_loadu_ps(dx + b * 8);
+    const __m256 s = _mm256_broadcast_ss(dc + b);
     __m256i p;
     float d;
     if (t == KVL_TYPE_Q8_0) {
@@ -255,7 +259,7 @@ AI __m256 qblock(__m256 acc, const uint8_t *row, int64_t b, const int8_t *qx, co
         const __m128i q = _mm_loadu_si128((const __m128i *)blk->qs);
         const __m256i w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
         p = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones),
-                             _mm256_loadu_si256((const __m256i *)(cr + b * 8)));
+                             _mm256_zextsi128_si256(_mm_cvtsi32_si128(cc[b])));
         d = _cvtsh_ss(blk->d);
     }
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(_mm256_set1_ps(d), s), acc);
@@ -265,8 +269,8 @@ AI __m256 qblock(__m256 acc, const uint8_t *row, int64_t b, const int8_t *qx, co
 AI void gemv_q(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t) {
     const int64_t nb = c->n_cols / 32;
     const int8_t *qx = kvl_act_qs(c, 0);
-    const float *dx = kvl_act_dx(c, 0);
-    const int32_t *cr = kvl_act_corr(c, 0);
+    const float *dc = kvl_act_dc(c, 0); /* compact: the row stays in L1 */
+    const int32_t *cc = kvl_act_cc(c, 0);
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = c->W + (size_t)r * c->w_row_bytes;
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
@@ -275,10 +279,10 @@ AI void gemv_q(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t) {
         for (; b + 4 <= nb; b += 4) {
 #pragma GCC unroll 4
             for (int u = 0; u < 4; u++)
-                acc[u] = qblock(acc[u], row, b + u, qx, dx, cr, t);
+                acc[u] = qblock(acc[u], row, b + u, qx, dc, cc, t);
         }
         for (int u = 0; b < nb; b++, u++)
-            acc[u] = qblock(acc[u], row, b, qx, dx, cr, t);
+            acc[u] = qblock(acc[u], row, b, qx, dc, cc, t);
         c->Y[r] = hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
     }
 }

@@ -85,6 +85,8 @@ void kvl_quantize_act_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t
     int8_t *qs = (int8_t *)dst;
     float *dx = (float *)(dst + n_cols);
     int32_t *corr = (int32_t *)(dst + 2 * n_cols);
+    float *dc = (float *)(dst + 3 * n_cols);
+    int32_t *cc = (int32_t *)(dc + n_cols / 32);
     const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
     for (int64_t b = b0; b < b1; b++) {
         const __m512 v0 = _mm512_loadu_ps(x + b * 32);
@@ -101,6 +103,8 @@ void kvl_quantize_act_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t
         _mm_storeu_si128((__m128i *)(qs + b * 32 + 16), _mm512_cvtsepi32_epi8(q1));
         _mm256_storeu_ps(dx + b * 8, _mm256_set1_ps(d));
         _mm256_storeu_si256((__m256i *)(corr + b * 8), _mm256_setr_epi32(-k_corr * sum, 0, 0, 0, 0, 0, 0, 0));
+        dc[b] = d;
+        cc[b] = -k_corr * sum;
     }
 }
 
@@ -221,11 +225,14 @@ AI void tile_q(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const i
  * step; accumulator u takes pairs u, u + GV_U, ...; the tail (pairs, then
  * a single block) goes on into accumulators 0, 1, ... in order. */
 #define GV_U 4
-AI void gemv_q(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t) {
+AI void gemv_q(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t, const bool WIDE) {
     const int64_t nb = c->n_cols / 32;
     const int8_t *qx = kvl_act_qs(c, 0);
     const float *dx = kvl_act_dx(c, 0);
     const int32_t *cr = kvl_act_corr(c, 0);
+    const float *dc = kvl_act_dc(c, 0);
+    const int32_t *cc = kvl_act_cc(c, 0);
+    const __m512i lanes = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = c->W + (size_t)r * c->w_row_bytes;
         __m512 acc[GV_U];
@@ -241,8 +248,18 @@ AI void gemv_q(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t) {
                 __m512 dw;
                 load_wq(row, bu, true, t, &w, &dw);
                 const __m512i x = _mm512_loadu_si512(qx + bu * 32);
-                const __m512 s = _mm512_loadu_ps(dx + bu * 8);
-                const __m512i p = _mm512_dpbusd_epi32(_mm512_loadu_si512(cr + bu * 8), w, x);
+                __m512 s;
+                __m512i c0;
+                if (WIDE) { /* the same numbers spread from 8-byte loads */
+                    s = _mm512_permutexvar_ps(
+                        lanes, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd((const double *)(dc + bu)))));
+                    c0 = _mm512_maskz_permutexvar_epi32(
+                        0x0101, lanes, _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(cc + bu))));
+                } else {
+                    s = _mm512_loadu_ps(dx + bu * 8);
+                    c0 = _mm512_loadu_si512(cr + bu * 8);
+                }
+                const __m512i p = _mm512_dpbusd_epi32(c0, w, x);
                 acc[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, s), acc[u]);
             }
         }
@@ -262,6 +279,14 @@ AI void gemv_q(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t) {
         c->Y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a01, a23));
     }
 }
+
+/* Rows longer than this take gemv_q's WIDE loads of the activation scales
+ * and corrections (kvl_act_dc / kvl_act_cc, 8 bytes per block pair instead
+ * of 128): the row layout's 3 bytes per column no longer stay in L1 under
+ * the weight stream there (TinyLlama's FFN down, 5632 columns: 16.5 KiB),
+ * and decode of those rows ran at 0.6-0.8x the speed of 2048-column rows.
+ * Same numbers either way: bit-identical. Variable for tests. */
+int64_t kvl_gemv_q_wide_cols = 4096;
 
 /* ---- Q8_0 / Q4_0, few tokens: the small-batch layout ----
  *
@@ -759,14 +784,18 @@ void kvl_mm_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
     const bool one = c->n_tok == 1;
     switch (c->t) {
     case KVL_TYPE_Q8_0:
-        if (one)
-            gemv_q(c, r0, r1, KVL_TYPE_Q8_0);
+        if (one && c->n_cols > kvl_gemv_q_wide_cols)
+            gemv_q(c, r0, r1, KVL_TYPE_Q8_0, true);
+        else if (one)
+            gemv_q(c, r0, r1, KVL_TYPE_Q8_0, false);
         else
             kvl_mm_drive(c, r0, r1, 4, 4, big_q8_0, one_q8_0);
         break;
     case KVL_TYPE_Q4_0:
-        if (one)
-            gemv_q(c, r0, r1, KVL_TYPE_Q4_0);
+        if (one && c->n_cols > kvl_gemv_q_wide_cols)
+            gemv_q(c, r0, r1, KVL_TYPE_Q4_0, true);
+        else if (one)
+            gemv_q(c, r0, r1, KVL_TYPE_Q4_0, false);
         else
             kvl_mm_drive(c, r0, r1, 4, 4, big_q4_0, one_q4_0);
         break;

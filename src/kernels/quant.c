@@ -173,6 +173,8 @@ void kvl_quantize_act_scalar(const float *x, int64_t n_cols, int64_t b0, int64_t
     int8_t *qs = (int8_t *)dst;
     float *dx = (float *)(dst + n_cols);
     int32_t *corr = (int32_t *)(dst + 2 * n_cols);
+    float *dc = (float *)(dst + 3 * n_cols);
+    int32_t *cc = (int32_t *)(dc + n_cols / 32);
     for (int64_t b = b0; b < b1; b++) {
         const float *xb = x + b * 32;
         float amax = 0.0f;
@@ -193,5 +195,7 @@ void kvl_quantize_act_scalar(const float *x, int64_t n_cols, int64_t b0, int64_t
             corr[b * 8 + i] = 0;
         }
         corr[b * 8] = -k_corr * sum;
+        dc[b] = d;
+        cc[b] = -k_corr * sum;
     }
 }
