@@ -19,7 +19,9 @@ round whose before and after reads differ by more than 10% straddled a
 switch, so it is not known which level the decode ran at. Prints one row
 per round, the medians over all rounds (against the read before), and the
 medians over the steady rounds (against the mean of the reads before and
-after).
+after). With `kvllm bench --roofline` the last two columns compare each
+repetition with kvllm's own read of its weights' memory, taken right after
+the gate (so after this script's reads).
 Not a test: timing decides nothing here.
 """
 import json
@@ -68,11 +70,13 @@ def main(argv):
         sys.exit(f"roofline_rounds: kvllm bench failed (exit {p.returncode})")
     rec = json.loads(out)[-1]
     bpt = rec["weight_bytes_per_token"] + rec["kv_bytes_per_token"]
+    own = rec.get("weights_read_gbs")  # kvllm bench --roofline: its weights' own read per rep
     print(f"model {rec['model']} {rec['model_type']}, test {rec['test']}, "
           f"{bpt / 1e6:.1f} MB read per token, {rec['threads']} threads")
     print("| round | read GB/s, 2 MiB pages | read after | read GB/s, 4 KiB pages | decode t/s "
-          "| decode GB/s | % of 2 MiB read | % of 4 KiB read | steady | % of 2 MiB read, before/after mean |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+          "| decode GB/s | % of 2 MiB read | % of 4 KiB read | steady | % of 2 MiB read, before/after mean "
+          "| weights' own read GB/s | % of own read |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     fh, f4, fs, steady = [], [], [], []
     for i, (bw, ts) in enumerate(rounds, 1):
         gbs = ts * bpt / 1e9
@@ -85,17 +89,20 @@ def main(argv):
             steady.append((bw, ts))
         print(f"| {i} | {bw['huge']:.1f} | {bw['after']:.1f} | {bw['4k']:.1f} | {ts:.2f} | {gbs:.1f} | "
               f"{100 * fh[-1]:.0f}% | {100 * f4[-1]:.0f}% | {'yes' if st else 'no'} | "
-              f"{100 * gbs / mean:.0f}% |")
+              f"{100 * gbs / mean:.0f}% | " +
+              (f"{own[i - 1]:.1f} | {100 * gbs / own[i - 1]:.0f}% |" if own else "- | - |"))
     med = statistics.median
     print(f"| median, all {len(rounds)} | {med(b['huge'] for b, _ in rounds):.1f} | "
           f"{med(b['after'] for b, _ in rounds):.1f} | {med(b['4k'] for b, _ in rounds):.1f} | "
           f"{med(t for _, t in rounds):.2f} | {med(t for _, t in rounds) * bpt / 1e9:.1f} | "
-          f"{100 * med(fh):.0f}% | {100 * med(f4):.0f}% | | |")
+          f"{100 * med(fh):.0f}% | {100 * med(f4):.0f}% | | | " +
+          (f"{med(own):.1f} | {100 * med(t * bpt / 1e9 / o for (_, t), o in zip(rounds, own)):.0f}% |"
+           if own else "- | - |"))
     if steady:
         print(f"| median, {len(steady)} steady | {med(b['huge'] for b, _ in steady):.1f} | "
               f"{med(b['after'] for b, _ in steady):.1f} | {med(b['4k'] for b, _ in steady):.1f} | "
               f"{med(t for _, t in steady):.2f} | {med(t for _, t in steady) * bpt / 1e9:.1f} | | | | "
-              f"{100 * med(fs):.0f}% |")
+              f"{100 * med(fs):.0f}% | | |")
     else:
         print("no steady round (every round's reads before and after differ by more than 10%)")
 
