@@ -228,7 +228,8 @@ typedef struct {
     bool gate;     /* --gate: wait for a line on stdin before each repetition */
     bool roofline; /* --roofline: read the weights' memory before each tg repetition */
     kvl_pool *pool;
-    double *read_gbs; /* (reps) that read, GB/s */
+    double *read_gbs;    /* (reps) that read, GB/s */
+    uint64_t *read_sink; /* (threads * 8) its per-thread results */
     const kvl_cli_kv_opts *kvo;
     int32_t *ones; /* (max_tokens) 1 each: one new position per sequence */
 } bench_ctx;
@@ -349,9 +350,9 @@ static void wread_fn(void *arg, int ith, int nth) {
     w->sink[(size_t)ith * 8] = a0 ^ a1 ^ a2 ^ a3;
 }
 
-static double weights_read_gbs(bench_ctx *c, uint64_t *sink) {
+static double weights_read_gbs(bench_ctx *c) {
     const kvl_mapped_file *mf = c->m->gguf ? &c->m->gguf->map : &c->m->map;
-    wread_task w = {.p = mf->data, .n = mf->size, .sink = sink};
+    wread_task w = {.p = mf->data, .n = mf->size, .sink = c->read_sink};
     double best = 0;
     for (int k = 0; k < 3; k++) {
         const double t0 = kvl_now();
@@ -397,15 +398,8 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
                 break;
             }
         }
-        if (c->roofline && t->kind == TEST_TG) {
-            uint64_t *sink = calloc((size_t)kvl_pool_size(c->pool) * 8, sizeof *sink);
-            if (!sink) {
-                s = kvl_errorf(err, KVL_E_NOMEM, "--roofline: out of memory");
-                break;
-            }
-            c->read_gbs[r] = weights_read_gbs(c, sink);
-            free(sink);
-        }
+        if (c->roofline && t->kind == TEST_TG)
+            c->read_gbs[r] = weights_read_gbs(c);
         double sec = 0;
         s = time_rep(c, t, kvc, &kv, &sec, err);
         ts[r] = (double)t->n_tok * t->n_seq / (sec > 0 ? sec : 1e-9);
@@ -670,8 +664,9 @@ int kvl_cli_bench(int argc, char **argv) {
     c.ones = calloc((size_t)max_tokens, sizeof *c.ones);
     ts = calloc((size_t)reps, sizeof *ts);
     c.read_gbs = calloc((size_t)reps, sizeof *c.read_gbs);
+    c.read_sink = calloc((size_t)kvl_pool_size(pool) * 8, sizeof *c.read_sink);
     c.pool = pool;
-    if (!c.tok || !c.seq || !c.pos || !c.want || !c.ones || !ts || !c.read_gbs) {
+    if (!c.tok || !c.seq || !c.pos || !c.want || !c.ones || !ts || !c.read_gbs || !c.read_sink) {
         fprintf(stderr, "kvllm bench: out of memory\n");
         goto done;
     }
@@ -696,6 +691,7 @@ int kvl_cli_bench(int argc, char **argv) {
 done:
     free(ts);
     free(c.read_gbs);
+    free(c.read_sink);
     free(c.tok);
     free(c.seq);
     free(c.pos);
