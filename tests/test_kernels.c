@@ -512,8 +512,10 @@ static void test_matmul(void) {
                 const int64_t n = wide_cols[ci], nr = 67;
                 const size_t rb = kvl_row_bytes(qt[ti], n);
                 uint8_t *W = malloc(rb * (size_t)nr);
-                float *row = malloc(sizeof(float) * (size_t)n), *X = malloc(sizeof(float) * (size_t)n);
-                float *Ya = malloc(sizeof(float) * (size_t)nr), *Yb = malloc(sizeof(float) * (size_t)nr);
+                float *row = malloc(sizeof(float) * (size_t)n);
+                float *X = malloc(sizeof(float) * (size_t)n);
+                float *Ya = malloc(sizeof(float) * (size_t)nr);
+                float *Yb = malloc(sizeof(float) * (size_t)nr);
                 void *scratch = xaligned(kvl_matmul_scratch_size(qt[ti], n, 1) + 64);
                 for (int64_t r = 0; r < nr; r++) {
                     for (int64_t k = 0; k < n; k++)

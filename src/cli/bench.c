@@ -336,12 +336,12 @@ typedef struct {
 
 static void wread_fn(void *arg, int ith, int nth) {
     const wread_task *w = arg;
-    const size_t lines = w->n / 64;
-    const size_t lo = lines * (size_t)ith / (size_t)nth * 64, hi = lines * (size_t)(ith + 1) / (size_t)nth * 64;
+    int64_t lo, hi; /* in 64-byte lines */
+    kvl_split((int64_t)(w->n / 64), ith, nth, &lo, &hi);
     uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    for (size_t i = lo; i < hi; i += 64) {
+    for (int64_t i = lo; i < hi; i++) {
         uint64_t v[8];
-        memcpy(v, w->p + i, 64);
+        memcpy(v, w->p + (size_t)i * 64, 64);
         a0 += v[0] + v[4];
         a1 += v[1] + v[5];
         a2 += v[2] + v[6];

@@ -251,10 +251,10 @@ AI void gemv_q(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t, co
                 __m512 s;
                 __m512i c0;
                 if (WIDE) { /* the same numbers spread from 8-byte loads */
-                    s = _mm512_permutexvar_ps(
-                        lanes, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd((const double *)(dc + bu)))));
-                    c0 = _mm512_maskz_permutexvar_epi32(
-                        0x0101, lanes, _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(cc + bu))));
+                    const __m128 d2 = _mm_castpd_ps(_mm_load_sd((const double *)(dc + bu)));
+                    const __m128i c2 = _mm_loadl_epi64((const __m128i *)(cc + bu));
+                    s = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(d2));
+                    c0 = _mm512_maskz_permutexvar_epi32(0x0101, lanes, _mm512_castsi128_si512(c2));
                 } else {
                     s = _mm512_loadu_ps(dx + bu * 8);
                     c0 = _mm512_loadu_si512(cr + bu * 8);
