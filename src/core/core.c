@@ -26,6 +26,8 @@ const char *kvl_status_str(kvl_status s) {
     case KVL_E_NO_KV: return "not enough KV cache";
     case KVL_E_CANCELLED: return "cancelled";
     case KVL_E_UNSUPPORTED: return "unsupported";
+    case KVL_E_BUSY: return "busy, retry later";
+    case KVL_E_NOT_FOUND: return "not found";
     }
     return "unknown status";
 }

@@ -48,17 +48,9 @@ typedef struct kvl_mapped_file {
                         anonymous region holding the copy */
 } kvl_mapped_file;
 
-/* How a (model) file is brought into memory. Decode streams every weight
- * once per token; with 4 KiB pages that is a TLB miss every 4 KiB, with
- * 2 MiB pages one every 2 MiB. */
-typedef enum kvl_load_mode {
-    KVL_LOAD_AUTO = 0, /* KVL_LOAD_HUGE for files of KVL_LOAD_HUGE_MIN bytes or
-                          more when transparent huge pages are not disabled
-                          and the copy can be allocated; KVL_LOAD_MMAP otherwise */
-    KVL_LOAD_MMAP,     /* map the file (4 KiB pages, shared, lazy) */
-    KVL_LOAD_HUGE,     /* read the file into a private 2 MiB-aligned region
-                          advised MADV_HUGEPAGE, then make it read-only */
-} kvl_load_mode;
+/* kvl_load_mode (public, kvllm.h): how a (model) file is brought into memory.
+ * Decode streams every weight once per token; with 4 KiB pages that is a
+ * TLB miss every 4 KiB, with 2 MiB pages one every 2 MiB. */
 
 #define KVL_LOAD_HUGE_MIN ((size_t)64 << 20)
 

@@ -246,6 +246,12 @@ kvl_status kvl_kv_cache_release(kvl_kv_cache *c, int32_t seq, kvl_error *err) {
     return KVL_OK;
 }
 
+struct kvl_kv_paged *kvl_kv_cache_paged(kvl_kv_cache *c) { return c->paged; }
+
+uint32_t kvl_kv_cache_blocks_needed(const kvl_kv_cache *c, int32_t seq, int32_t n_new) {
+    return c->paged ? kvl_kv_paged_blocks_needed(c->paged, seq, n_new) : 0;
+}
+
 int32_t kvl_kv_cache_len(const kvl_kv_cache *c, int32_t seq) {
     if (c->paged)
         return kvl_kv_paged_len(c->paged, seq);
@@ -299,32 +305,6 @@ void kvl_kv_cache_stats(const kvl_kv_cache *c, kvl_kv_stats *o) {
     o->utilization = o->n_slots_reserved
                          ? (double)(o->n_slots_reserved - o->n_slots_frag) / (double)o->n_slots_reserved
                          : 1.0;
-}
-
-kvl_status kvl_kv_cache_seq_stats(const kvl_kv_cache *c, int32_t seq, kvl_kv_seq_stats_public *out,
-                                  kvl_error *err) {
-    if (c->paged) {
-        kvl_kv_seq_stats s;
-        kvl_status st = kvl_kv_paged_seq_stats_get(c->paged, seq, &s, err);
-        if (st)
-            return st;
-        *out = (kvl_kv_seq_stats_public){.n_tokens = s.n_tokens,
-                                         .n_blocks = s.n_blocks,
-                                         .n_blocks_own = s.n_blocks_own,
-                                         .n_blocks_shared = s.n_blocks_shared,
-                                         .bytes_own = s.bytes_own,
-                                         .bytes_shared = s.bytes_shared};
-        return KVL_OK;
-    }
-    kvl_status st = check_seq(c, seq, err);
-    if (st)
-        return st;
-    bool used = c->len[seq] > 0;
-    *out = (kvl_kv_seq_stats_public){.n_tokens = c->len[seq],
-                                     .n_blocks = used,
-                                     .n_blocks_own = used,
-                                     .bytes_own = used ? kvl_kv_contig_seq_bytes(c->contig) : 0};
-    return KVL_OK;
 }
 
 void kvl_kv_cache_report(const kvl_kv_cache *c, FILE *f) {

@@ -68,13 +68,7 @@ typedef struct kvl_model {
     char name[64];
 } kvl_model;
 
-/* Load options; NULL means defaults. */
-typedef struct kvl_model_params {
-    const char *tokenizer_path; /* llama2.c: tokenizer file (default: tok512.bin
-                                   or tokenizer.bin beside the checkpoint, by vocab) */
-    kvl_load_mode load;         /* how the file is brought into memory (default
-                                   KVL_LOAD_AUTO: 2 MiB pages when it can) */
-} kvl_model_params;
+/* kvl_model_params, kvl_model_load and kvl_model_free are public (kvllm.h). */
 
 /* Load a GGUF or llama2.c checkpoint (told apart by the magic). All header
  * fields are validated against each other and against every tensor's shape
