@@ -658,3 +658,21 @@ kvl_status kvl_engine_check(kvl_engine *e, kvl_error *err) {
     pthread_mutex_unlock(&e->mu);
     return st;
 }
+
+kvl_kv_cache *kvl_engine_kv_cache(kvl_engine *e) { return e->kv; }
+
+int32_t kvl_engine_slot_of(kvl_engine *e, uint64_t id, int32_t si) {
+    pthread_mutex_lock(&e->mu);
+    eng_req *q = find(e, id);
+    int32_t slot = q && si >= 0 && si < q->r.n_samples ? q->r.seqs[si].slot : -1;
+    pthread_mutex_unlock(&e->mu);
+    return slot;
+}
+
+kvl_status kvl_engine_preempt(kvl_engine *e, uint64_t id, kvl_preempt_mode mode) {
+    pthread_mutex_lock(&e->mu);
+    eng_req *q = find(e, id);
+    kvl_status st = q ? kvl_sched_preempt(e->sched, &q->r, mode, NULL) : KVL_E_NOT_FOUND;
+    pthread_mutex_unlock(&e->mu);
+    return st;
+}

@@ -18,5 +18,12 @@ void kvl_engine_kv_report(kvl_engine *e, FILE *f);
  * KVL_E_INVALID with the first broken one. Takes the lock; O(requests +
  * blocks). */
 kvl_status kvl_engine_check(kvl_engine *e, kvl_error *err);
+/* Preempt request id now, between steps (sched's kvl_sched_preempt). */
+kvl_status kvl_engine_preempt(kvl_engine *e, uint64_t id, kvl_preempt_mode mode);
+/* The engine's KV cache, for tests that assert exact block ids. Read it
+ * only between steps, from the stepping thread. */
+kvl_kv_cache *kvl_engine_kv_cache(kvl_engine *e);
+/* Slot of sample si of request id (-1 when it holds none or is unknown). */
+int32_t kvl_engine_slot_of(kvl_engine *e, uint64_t id, int32_t si);
 
 #endif

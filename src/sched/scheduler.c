@@ -347,6 +347,18 @@ static void preempt(kvl_sched *s, kvl_request *r) {
         preempt_recompute(s, r);
 }
 
+kvl_status kvl_sched_preempt(kvl_sched *s, kvl_request *r, kvl_preempt_mode mode,
+                             kvl_error *err) {
+    if (r->state != KVL_REQ_RUNNING)
+        return kvl_errorf(err, KVL_E_INVALID, "preempt: request %llu is not running",
+                          (unsigned long long)r->id);
+    kvl_preempt_mode keep = s->p.preempt;
+    s->p.preempt = mode;
+    preempt(s, r);
+    s->p.preempt = keep;
+    return KVL_OK;
+}
+
 /* The worst-ranked running request ranked after r (or NULL). */
 static kvl_request *victim_for(kvl_sched *s, const kvl_request *r) {
     kvl_request *v = s->lists[KVL_REQ_RUNNING].tail;

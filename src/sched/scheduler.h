@@ -81,6 +81,11 @@ void kvl_sched_end_sample(kvl_sched *s, kvl_request *r, int32_t si);
  * item are reserved and n_kv advanced. This function can't fail: a request
  * that cannot get blocks waits or is preempted. */
 void kvl_sched_schedule(kvl_sched *s, int32_t max_requests, kvl_sched_plan **out);
+/* Preempt running request r now (mode RECOMPUTE or SWAP; AUTO applies the
+ * cost rule). SWAP falls back to recompute when the swap area cannot take
+ * it. For tests and operators. KVL_E_INVALID when r is not running. */
+kvl_status kvl_sched_preempt(kvl_sched *s, kvl_request *r, kvl_preempt_mode mode,
+                             kvl_error *err);
 /* After the batch ran: fork the samples whose lead reached the prompt's end
  * (fork takes no block). This function can't fail. */
 void kvl_sched_after_run(kvl_sched *s, kvl_sched_plan *plan);
