@@ -290,21 +290,46 @@ typedef struct run_state {
     sample_text *out; /* (parallel) */
     int32_t n_samples;
     bool stream, json;
-    kvl_event final;
+    kvl_event final;          /* the request's final (merged over split requests) */
+    uint64_t ids[KVL_MAX_SAMPLES];
+    int32_t n_reqs, n_finals; /* one request with n samples, or n requests */
     bool done;
     size_t peak_bytes;
 } run_state;
 
+/* Fold one request's final event into rs->final (split mode: sums and
+ * worst cases over the samples' requests). */
+static void merge_final(run_state *rs, const kvl_event *ev) {
+    if (rs->n_finals++ == 0) {
+        rs->final = *ev;
+        return;
+    }
+    kvl_usage *u = &rs->final.usage;
+    u->completion_tokens += ev->usage.completion_tokens;
+    u->recomputed_tokens += ev->usage.recomputed_tokens;
+    u->n_preemptions += ev->usage.n_preemptions;
+    u->ttft_s = ev->usage.ttft_s < u->ttft_s ? ev->usage.ttft_s : u->ttft_s;
+    u->e2e_s = ev->usage.e2e_s > u->e2e_s ? ev->usage.e2e_s : u->e2e_s;
+    if (ev->reason == KVL_FINISH_ERROR || rs->final.reason == KVL_FINISH_STOP)
+        rs->final.reason = ev->reason;
+}
+
 static bool on_event(run_state *rs, const kvl_event *ev) {
-    sample_text *s = &rs->out[ev->index];
+    int32_t si = ev->index;
+    if (rs->n_reqs > 1)
+        for (si = 0; si < rs->n_reqs && rs->ids[si] != ev->id; si++)
+            ;
+    if (si >= rs->n_samples)
+        return true;
+    sample_text *s = &rs->out[si];
     if (ev->type == KVL_EV_TOKEN && s->n_toks < (int32_t)rs->o->n_predict)
         s->toks[s->n_toks++] = ev->token;
     if (ev->type == KVL_EV_SAMPLE_END)
         s->reason = ev->reason;
     if (ev->type == KVL_EV_FINAL) {
-        rs->final = *ev;
-        rs->done = true;
-        if (rs->n_samples == 1)
+        merge_final(rs, ev);
+        rs->done = rs->n_finals == rs->n_reqs;
+        if (rs->n_reqs > 1 || rs->n_samples == 1)
             s->reason = ev->reason;
     }
     if (rs->stream && !rs->json) {
@@ -398,7 +423,7 @@ static void print_report(const run_state *rs, const kvl_model *m, double t_load,
     if (u->n_preemptions)
         fprintf(stderr, "kvllm: preempted %d times, %lld positions computed again\n",
                 u->n_preemptions, (long long)u->recomputed_tokens);
-    if (rs->n_samples > 1) {
+    if (rs->n_samples > 1 && rs->n_reqs == 1) {
         /* after the fork: the prompt's KV stored once, against n copies */
         bool paged = cfg.kv_layout == KVL_KV_LAYOUT_PAGED;
         size_t block_bytes = (size_t)cfg.block_size * cfg.bytes_per_token;
@@ -523,8 +548,24 @@ static int run_request(run_opts *o) {
     rp.seed = o->sp.seed;
     rp.stop = o->stops;
     rp.n_stop = o->n_stops;
-    uint64_t id;
-    if (!rs.out || kvl_engine_submit(e, &rp, &id, &err)) {
+    rs.n_reqs = 1;
+    kvl_status sst = rs.out ? kvl_engine_submit(e, &rp, &rs.ids[0], &err) : KVL_E_NOMEM;
+    if (sst == KVL_E_LIMIT && rp.n > 1) {
+        /* the pool cannot hold every sample at its longest at once: run the
+         * samples as separate requests that queue and preempt one another */
+        fprintf(stderr, "kvllm run: %s; running the %d samples as separate requests instead\n",
+                err.msg, rp.n);
+        rs.n_reqs = rp.n;
+        rp.n = 1;
+        uint64_t seed = rp.seed;
+        for (int32_t s = 0; s < rs.n_reqs && sst != KVL_E_NOMEM; s++) {
+            rp.seed = seed + (uint64_t)s;
+            sst = kvl_engine_submit(e, &rp, &rs.ids[s], &err);
+            if (sst)
+                break;
+        }
+    }
+    if (sst) {
         fprintf(stderr, "kvllm run: %s\n", rs.out ? err.msg : "out of memory");
         rc = rs.out && err.status != KVL_E_NOMEM ? 2 : 1;
         goto done;
