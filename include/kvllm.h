@@ -262,6 +262,10 @@ typedef struct kvl_engine_params {
     const char *swap_file;    /* back the swap area with this file instead of
                                  anonymous memory (a tier larger than RAM) */
     int32_t event_capacity;   /* events buffered for kvl_engine_poll; default 4096 */
+    bool batch_invariant;     /* every product takes one kernel path whatever the
+                                 batch, so a request's tokens at temperature 0 do not
+                                 depend on what else runs (slower decode: see
+                                 docs/engine.md). Process-wide once set. */
 } kvl_engine_params;
 
 KVL_API kvl_engine_params kvl_engine_defaults(void);

@@ -424,18 +424,36 @@ static void test_samples_share(const kvl_model *m) {
     kvl_engine_free(e);
 }
 
+static bool invariant;
+static kvl_engine *mk_big(const kvl_model *m, int32_t batch) {
+    kvl_engine_params p = kvl_engine_defaults();
+    p.batch_invariant = invariant;
+    p.n_threads = 2;
+    p.max_ctx = 256;
+    p.max_seqs = 8;
+    p.kv_mem = 8 * 256 * 2 * (size_t)m->hp.n_layers * (size_t)m->hp.n_kv_heads *
+               (size_t)m->hp.head_dim * 4;
+    p.max_batch_tokens = batch;
+    kvl_engine *e = NULL;
+    kvl_error err;
+    if (kvl_engine_init(m, &p, &e, &err))
+        fprintf(stderr, "engine init: %s\n", err.msg);
+    memset(logs, 0, sizeof logs);
+    return e;
+}
+
 /* Temperature 0: each request's tokens equal those it produces alone,
- * whatever else shares its batches. */
+ * whatever else shares its batches (prefill chunks beside decodes). */
 static void test_batch_invariance(const kvl_model *m) {
     rlog alone[4];
     for (int k = 0; k < 4; k++) {
-        kvl_engine *e = mk(m, 256, 8, 64, KVL_PREEMPT_RECOMPUTE, 0);
+        kvl_engine *e = mk_big(m, 64);
         uint64_t id = submit(e, k, 10 + 7 * k, 30, 1, 0);
         run_to_idle(e, 200);
         alone[k] = logs[id];
         kvl_engine_free(e);
     }
-    kvl_engine *e = mk(m, 256, 8, 24, KVL_PREEMPT_RECOMPUTE, 0);
+    kvl_engine *e = mk_big(m, 24);
     uint64_t ids[4];
     for (int k = 0; k < 4; k++) {
         ids[k] = submit(e, k, 10 + 7 * k, 30, 1, 0);
@@ -470,5 +488,22 @@ int main(void) {
     test_samples_share(m);
     test_batch_invariance(m);
     kvl_model_free(m);
+    /* the same on a TinyLlama-shaped Q8_0 model (2 layers, random weights) */
+    const char *bin = getenv("KVL_BIN");
+    const char *q8 = kvt_tmp("engine_q8.gguf");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "%s mkmodel --preset tinyllama-1.1b --layers 2 --dim 512 --heads 8 --kv-heads 2 "
+             "--ffn 1408 --type q8_0 --seed 5 -o %s >/dev/null 2>&1",
+             bin ? bin : "kvllm", q8);
+    CHECK(system(cmd) == 0);
+    if (kvl_model_load(q8, NULL, &m, &err) == KVL_OK) {
+        invariant = true; /* Q8_0's decode and small-batch kernels sum in other orders */
+        test_batch_invariance(m);
+        kvl_model_free(m);
+    } else {
+        fprintf(stderr, "%s\n", err.msg);
+        CHECK(!"q8_0 model");
+    }
     return kvt_finish("test_engine");
 }

@@ -30,6 +30,7 @@ typedef struct run_opts {
     kvl_preempt_mode preempt;
     uint64_t swap_mem;
     const char *swap_file;
+    bool batch_invariant;
 } run_opts;
 
 static void usage(FILE *f) {
@@ -63,6 +64,9 @@ static void usage(FILE *f) {
             "      --preempt MODE    auto (default), recompute or swap, when the KV pool runs dry\n"
             "      --swap-mem SIZE   swap area for preempted sequences (default 0: none)\n"
             "      --swap-file PATH  back the swap area with a file\n"
+            "      --batch-invariant every product takes one kernel path whatever the batch\n"
+            "                        (a request's greedy tokens never depend on the others;\n"
+            "                        slower decode)\n"
             "  -h, --help\n"
             "\nKV cache:\n",
             KVL_MAX_STOPS, KVL_MAX_SAMPLES);
@@ -170,6 +174,10 @@ static int parse_args(int argc, char **argv, run_opts *o) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 1;
+        }
+        if (!strcmp(a, "--batch-invariant")) {
+            o->batch_invariant = true;
+            continue;
         }
         int r = kvl_cli_load_flag(cmd, argc, argv, &i, &o->load);
         if (r == 0)
@@ -383,6 +391,7 @@ static kvl_engine_params engine_params(const run_opts *o, size_t n_prompt) {
     ep.preempt = o->preempt;
     ep.swap_mem = o->swap_mem;
     ep.swap_file = o->swap_file;
+    ep.batch_invariant = o->batch_invariant;
     return ep;
 }
 

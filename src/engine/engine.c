@@ -11,6 +11,7 @@
 #include "engine/engine_impl.h"
 
 #include "engine/engine_debug.h"
+#include "kernels/kernels.h"
 #include "kv/kv_paged.h"
 
 #include <errno.h>
@@ -114,6 +115,8 @@ kvl_status kvl_engine_init(const kvl_model *m, const kvl_engine_params *p, kvl_e
                            .preempt = ep->preempt};
     if ((st = kvl_sched_init(e->kv, e->swap, &sp, &e->sched, err)))
         goto fail;
+    if (ep->batch_invariant)
+        kvl_matmul_set_batch_invariant(true);
     e->swap_rate = measure_copy_rate();
     e->prefill_rate = 0;
     kvl_sched_set_rates(e->sched, 0, e->swap_rate);
