@@ -468,6 +468,69 @@ static void test_batch_invariance(const kvl_model *m) {
     kvl_engine_free(e);
 }
 
+/* Overload: 10x more requests than the pool holds at once. Each is either
+ * refused at submit with the limit status or completes; the KV pool and the
+ * swap area never hold more than their budgets. */
+static void test_overload(const kvl_model *m) {
+    kvl_engine_params p = kvl_engine_defaults();
+    p.n_threads = 1;
+    p.block_size = 4;
+    p.kv_type_k = p.kv_type_v = "f32";
+    p.kv_mem = 12 * BLOCK;
+    p.max_ctx = 48;
+    p.max_seqs = 4;
+    p.max_batch_tokens = 32;
+    p.max_queue = 40;
+    p.swap_mem = 8 * BLOCK;
+    kvl_engine *e = NULL;
+    kvl_error err;
+    CHECK(kvl_engine_init(m, &p, &e, &err) == KVL_OK);
+    memset(logs, 0, sizeof logs);
+    int accepted = 0, busy = 0, other = 0;
+    uint64_t ids[60];
+    for (int i = 0; i < 60; i++) { /* each holds 3..8 blocks at its longest: 12 fit ~2 */
+        int32_t t[48];
+        t[0] = 1;
+        for (int k = 1; k < 48; k++)
+            t[k] = 3 + (i * 13 + k * 7) % 400;
+        kvl_request_params rp = kvl_request_defaults();
+        rp.prompt_tokens = t;
+        rp.n_prompt_tokens = (size_t)(8 + i % 8);
+        rp.max_tokens = 4 + i % 16;
+        rp.temperature = 0.5f;
+        kvl_status st = kvl_engine_submit(e, &rp, &ids[i], &err);
+        if (st == KVL_OK)
+            ids[accepted++] = ids[i];
+        else if (st == KVL_E_BUSY)
+            busy++;
+        else
+            other++;
+        if (i % 5 == 4) /* arrivals interleaved with steps */
+            step(e);
+    }
+    CHECK(accepted >= 40);
+    CHECK(busy > 0);
+    CHECK_EQ_INT(other, 0);
+    int guard = 0;
+    while (!kvl_engine_idle(e) && guard++ < 5000) {
+        step(e);
+        kvl_engine_stats st;
+        kvl_engine_get_stats(e, &st);
+        CHECK(st.kv.bytes_used <= st.kv.bytes_total && st.kv.bytes_total <= p.kv_mem);
+        CHECK(st.n_swap_blocks_used <= st.n_swap_blocks_total && st.n_swap_blocks_total == 8);
+    }
+    int finals = 0;
+    for (int i = 0; i < accepted; i++)
+        finals += ids[i] <= MAXR && logs[ids[i]].n_final == 1 &&
+                  logs[ids[i]].reason != KVL_FINISH_ERROR;
+    CHECK_EQ_INT(finals, accepted > MAXR ? MAXR : accepted);
+    kvl_engine_stats st;
+    kvl_engine_get_stats(e, &st);
+    CHECK(st.n_preemptions > 0);
+    CHECK_EQ_INT(st.n_requests_finished, accepted);
+    kvl_engine_free(e);
+}
+
 int main(void) {
     kvl_model *m = NULL;
     kvl_error err;
@@ -486,6 +549,7 @@ int main(void) {
     test_refusals(m);
     test_cancel(m);
     test_samples_share(m);
+    test_overload(m);
     test_batch_invariance(m);
     kvl_model_free(m);
     /* the same on a TinyLlama-shaped Q8_0 model (2 layers, random weights) */
