@@ -439,6 +439,36 @@ typedef struct kvl_request_info {
 /* KVL_E_NOT_FOUND when id is unknown or finished. */
 KVL_API kvl_status kvl_engine_request_info(kvl_engine *e, uint64_t id, kvl_request_info *out);
 
+/* A conversation's ledger: the requests submitted with one session id
+ * (kvl_request_params.session), what they hold now, and each finished
+ * turn's footprint, the newest KVL_SESSION_TURNS of them (multi-turn creep
+ * shows as kv_bytes growing turn by turn). The engine tracks up to
+ * KVL_MAX_SESSIONS sessions; beyond that the least recently used idle one
+ * is forgotten. */
+#define KVL_SESSION_TURNS 16
+#define KVL_MAX_SESSIONS 4096
+typedef struct kvl_session_turn {
+    uint64_t request_id;
+    int64_t prompt_tokens, completion_tokens, cached_tokens;
+    uint32_t n_blocks;        /* blocks the turn held when it ended */
+    size_t kv_bytes;
+    kvl_finish_reason reason;
+} kvl_session_turn;
+
+typedef struct kvl_session_info {
+    uint64_t session;
+    int64_t n_requests;       /* submitted so far */
+    int32_t n_open;           /* not yet ended */
+    uint32_t n_blocks;        /* held now by its open requests */
+    size_t kv_bytes;
+    int32_t n_turns;          /* entries in turns, oldest first */
+    kvl_session_turn turns[KVL_SESSION_TURNS];
+} kvl_session_info;
+
+/* KVL_E_NOT_FOUND for a session never seen (or forgotten). */
+KVL_API kvl_status kvl_engine_session_info(kvl_engine *e, uint64_t session,
+                                           kvl_session_info *out);
+
 #ifdef __cplusplus
 }
 #endif

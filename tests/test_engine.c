@@ -531,6 +531,51 @@ static void test_overload(const kvl_model *m) {
     kvl_engine_free(e);
 }
 
+/* A conversation: three turns of one session, each resending the history
+ * and more; the ledger shows every turn and the footprint growing. */
+static void test_session(const kvl_model *m) {
+    kvl_engine *e = mk(m, 40, 4, 64, KVL_PREEMPT_RECOMPUTE, 0);
+    kvl_error err;
+    int32_t t[128];
+    t[0] = 1;
+    for (int k = 1; k < 128; k++)
+        t[k] = 3 + (k * 29) % 400;
+    uint64_t ids[3];
+    for (int turn = 0; turn < 3; turn++) {
+        kvl_request_params rp = kvl_request_defaults();
+        rp.prompt_tokens = t;
+        rp.n_prompt_tokens = (size_t)(12 + 16 * turn);
+        rp.max_tokens = 8;
+        rp.temperature = 0;
+        rp.session = 77;
+        CHECK(kvl_engine_submit(e, &rp, &ids[turn], &err) == KVL_OK);
+        kvl_session_info si;
+        CHECK(kvl_engine_session_info(e, 77, &si) == KVL_OK);
+        CHECK_EQ_INT(si.n_open, 1);
+        CHECK_EQ_INT(si.n_requests, turn + 1);
+        step(e);
+        CHECK(kvl_engine_session_info(e, 77, &si) == KVL_OK);
+        CHECK_EQ_INT(si.n_blocks, (12 + 16 * turn + 3) / 4); /* prompt blocks held now */
+        run_to_idle(e, 50);
+    }
+    kvl_session_info si;
+    CHECK(kvl_engine_session_info(e, 77, &si) == KVL_OK);
+    CHECK_EQ_INT(si.n_open, 0);
+    CHECK_EQ_INT(si.n_blocks, 0);
+    CHECK_EQ_INT(si.n_turns, 3);
+    for (int turn = 0; turn < 3; turn++) {
+        CHECK_EQ_INT(si.turns[turn].request_id, ids[turn]);
+        CHECK_EQ_INT(si.turns[turn].prompt_tokens, 12 + 16 * turn);
+        CHECK_EQ_INT(si.turns[turn].completion_tokens, 8);
+        /* at its end a turn held prompt + 7 fed tokens */
+        CHECK_EQ_INT(si.turns[turn].n_blocks, (12 + 16 * turn + 7 + 3) / 4);
+        CHECK_EQ_INT(si.turns[turn].kv_bytes, (size_t)si.turns[turn].n_blocks * BLOCK);
+    }
+    CHECK(si.turns[2].kv_bytes > si.turns[0].kv_bytes);
+    CHECK_EQ_INT(kvl_engine_session_info(e, 78, &si), KVL_E_NOT_FOUND);
+    kvl_engine_free(e);
+}
+
 int main(void) {
     kvl_model *m = NULL;
     kvl_error err;
@@ -550,6 +595,7 @@ int main(void) {
     test_cancel(m);
     test_samples_share(m);
     test_overload(m);
+    test_session(m);
     test_batch_invariance(m);
     kvl_model_free(m);
     /* the same on a TinyLlama-shaped Q8_0 model (2 layers, random weights) */

@@ -86,8 +86,9 @@ kvl_status kvl_engine_init(const kvl_model *m, const kvl_engine_params *p, kvl_e
     e->eos = kvl_tokenizer_eos(m->tok);
     const kvl_engine_params *ep = &e->cfg.p;
     e->ring = calloc((size_t)ep->event_capacity, sizeof *e->ring);
+    e->sessions = calloc(KVL_MAX_SESSIONS, sizeof *e->sessions);
     e->work = malloc((size_t)m->hp.n_vocab * sizeof *e->work);
-    if (!e->ring || !e->work) {
+    if (!e->ring || !e->work || !e->sessions) {
         st = kvl_errorf(err, KVL_E_NOMEM, "engine: out of memory for %d events",
                         ep->event_capacity);
         goto fail;
@@ -135,6 +136,7 @@ fail:
     kvl_pool_free(e->pool);
     free(e->ring);
     free(e->work);
+    free(e->sessions);
     free(e);
     return st;
 }
@@ -163,6 +165,7 @@ void kvl_engine_free(kvl_engine *e) {
     pthread_cond_destroy(&e->work_cond);
     free(e->ring);
     free(e->work);
+    free(e->sessions);
     free(e);
 }
 
@@ -358,6 +361,11 @@ kvl_status kvl_engine_submit(kvl_engine *e, const kvl_request_params *p, uint64_
     }
     q->r.id = e->next_id++;
     q->r.arrival = q->r.id;
+    eng_session *ss = q->session ? kvl_engine_session(e, q->session, true) : NULL;
+    if (ss) {
+        ss->n_requests++;
+        ss->n_open++;
+    }
     q->t_submit = kvl_now();
     q->all_next = e->all_head;
     if (e->all_head)
@@ -389,6 +397,7 @@ kvl_status kvl_engine_cancel(kvl_engine *e, uint64_t id) {
     pthread_mutex_unlock(&e->mu);
     return q ? KVL_OK : KVL_E_NOT_FOUND;
 }
+
 
 /* ---- events --------------------------------------------------------------- */
 
@@ -426,6 +435,19 @@ void kvl_engine_finish(kvl_engine *e, eng_req *q, kvl_finish_reason reason, kvl_
     u->ttft_s = q->t_first > 0 ? q->t_first - q->t_submit : 0;
     u->tpot_s = q->n_completion > 1 ? (q->t_last - q->t_first) / (double)(q->n_completion - 1) : 0;
     u->e2e_s = now - q->t_submit;
+    eng_session *ss = q->session ? kvl_engine_session(e, q->session, false) : NULL;
+    if (ss) {
+        kvl_session_turn *t = &ss->turns[(ss->turn_head + ss->n_turns) % KVL_SESSION_TURNS];
+        if (ss->n_turns == KVL_SESSION_TURNS)
+            ss->turn_head = (ss->turn_head + 1) % KVL_SESSION_TURNS;
+        else
+            ss->n_turns++;
+        *t = (kvl_session_turn){.request_id = q->r.id, .prompt_tokens = q->r.n_prompt,
+                                .completion_tokens = q->n_completion, .n_blocks = q->end_blocks,
+                                .kv_bytes = q->end_bytes, .reason = reason};
+        ss->n_open--;
+        ss->last_use = ++e->session_clock;
+    }
     kvl_sched_remove(e->sched, &q->r);
     if (q->all_prev)
         q->all_prev->all_next = q->all_next;
@@ -478,13 +500,9 @@ bool kvl_engine_idle(kvl_engine *e) {
     return idle;
 }
 
-kvl_status kvl_engine_request_info(kvl_engine *e, uint64_t id, kvl_request_info *o) {
-    pthread_mutex_lock(&e->mu);
-    eng_req *q = find(e, id);
-    if (!q) {
-        pthread_mutex_unlock(&e->mu);
-        return KVL_E_NOT_FOUND;
-    }
+/* Fill o from q's record and its block tables. Caller holds mu (block
+ * tables and counts change only under it). */
+void kvl_engine_req_info(kvl_engine *e, const eng_req *q, kvl_request_info *o) {
     memset(o, 0, sizeof *o);
     o->id = q->r.id;
     o->tag = q->tag;
@@ -499,8 +517,6 @@ kvl_status kvl_engine_request_info(kvl_engine *e, uint64_t id, kvl_request_info 
     o->age_s = now - q->t_submit;
     o->queue_s = (q->t_sched > 0 ? q->t_sched : now) - q->t_submit;
     kvl_kv_paged *pg = kvl_kv_cache_paged(e->kv);
-    /* while a step computes, the metadata read here is not being changed:
-     * block tables change only under mu */
     for (int32_t i = 0; i < q->r.n_samples; i++) {
         const kvl_seq *s = &q->r.seqs[i];
         o->computed_tokens += s->n_kv;
@@ -514,8 +530,60 @@ kvl_status kvl_engine_request_info(kvl_engine *e, uint64_t id, kvl_request_info 
             o->n_blocks_shared += kvl_block_pool_refcount(bp, t->ids[j]) > 1;
         o->kv_bytes += (size_t)t->n_blocks * kvl_kv_paged_layout(pg)->block_bytes;
     }
+}
+
+kvl_status kvl_engine_request_info(kvl_engine *e, uint64_t id, kvl_request_info *o) {
+    pthread_mutex_lock(&e->mu);
+    eng_req *q = find(e, id);
+    if (q)
+        kvl_engine_req_info(e, q, o);
     pthread_mutex_unlock(&e->mu);
-    return KVL_OK;
+    return q ? KVL_OK : KVL_E_NOT_FOUND;
+}
+
+/* ---- sessions ------------------------------------------------------------- */
+
+eng_session *kvl_engine_session(kvl_engine *e, uint64_t id, bool create) {
+    eng_session *empty = NULL, *lru = NULL;
+    for (int i = 0; i < KVL_MAX_SESSIONS; i++) {
+        eng_session *s = &e->sessions[i];
+        if (s->id == id)
+            return s;
+        if (s->id == 0 && !empty)
+            empty = s;
+        if (s->id && s->n_open == 0 && (!lru || s->last_use < lru->last_use))
+            lru = s;
+    }
+    if (!create || !(empty || lru))
+        return NULL;
+    eng_session *s = empty ? empty : lru;
+    memset(s, 0, sizeof *s);
+    s->id = id;
+    s->last_use = ++e->session_clock;
+    return s;
+}
+
+kvl_status kvl_engine_session_info(kvl_engine *e, uint64_t session, kvl_session_info *o) {
+    pthread_mutex_lock(&e->mu);
+    eng_session *s = session ? kvl_engine_session(e, session, false) : NULL;
+    if (s) {
+        memset(o, 0, sizeof *o);
+        o->session = s->id;
+        o->n_requests = s->n_requests;
+        o->n_open = s->n_open;
+        o->n_turns = s->n_turns;
+        for (int32_t i = 0; i < s->n_turns; i++)
+            o->turns[i] = s->turns[(s->turn_head + i) % KVL_SESSION_TURNS];
+        for (eng_req *q = e->all_head; q; q = q->all_next)
+            if (q->session == session) {
+                kvl_request_info ri;
+                kvl_engine_req_info(e, q, &ri);
+                o->n_blocks += ri.n_blocks;
+                o->kv_bytes += ri.kv_bytes;
+            }
+    }
+    pthread_mutex_unlock(&e->mu);
+    return s ? KVL_OK : KVL_E_NOT_FOUND;
 }
 
 /* ---- stepping ------------------------------------------------------------- */

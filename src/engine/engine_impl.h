@@ -33,8 +33,20 @@ typedef struct eng_req {
     int32_t n_stop;
     double t_submit, t_sched, t_first, t_last;
     int64_t n_completion;
+    uint32_t end_blocks;      /* blocks held when its first sample ended (the ledger) */
+    size_t end_bytes;
     struct eng_req *all_prev, *all_next; /* every open request */
 } eng_req;
+
+/* One session's ledger (kvl_session_info without the live block count). */
+typedef struct eng_session {
+    uint64_t id;              /* 0: the entry is empty */
+    int64_t n_requests;
+    int32_t n_open;
+    int32_t n_turns, turn_head; /* ring of the newest turns */
+    kvl_session_turn turns[KVL_SESSION_TURNS];
+    uint64_t last_use;        /* for forgetting the least recently used idle one */
+} eng_session;
 
 struct kvl_engine {
     const kvl_model *m;
@@ -65,7 +77,13 @@ struct kvl_engine {
     int64_t n_accepted, n_refused, n_finished, n_steps, tok_prefill, tok_decode;
     double prefill_rate, swap_rate;
     kvl_event scratch;        /* the event being built */
+    eng_session *sessions;    /* (KVL_MAX_SESSIONS), linear scan: the count is bounded */
+    uint64_t session_clock;
 };
+
+/* The session's entry, created when create and there is room (forgetting
+ * the least recently used idle session if needed); NULL otherwise. */
+eng_session *kvl_engine_session(kvl_engine *e, uint64_t id, bool create);
 
 /* Push ev (the ring has room: steps check first). Caller holds mu. */
 void kvl_engine_push(kvl_engine *e, const kvl_event *ev);
@@ -74,6 +92,8 @@ void kvl_engine_push(kvl_engine *e, const kvl_event *ev);
 void kvl_engine_finish(kvl_engine *e, eng_req *q, kvl_finish_reason reason, kvl_status st,
                        const char *msg);
 void kvl_engine_req_free(eng_req *q);
+/* Fill o from q's record and block tables. Caller holds mu. */
+void kvl_engine_req_info(kvl_engine *e, const eng_req *q, kvl_request_info *o);
 /* One step; caller holds no lock. */
 kvl_status kvl_engine_step_impl(kvl_engine *e, int32_t *n_tokens, kvl_error *err);
 

@@ -29,6 +29,12 @@ static float logprob_of(const float *row, int32_t n, int32_t tok) {
 static void sample_end(kvl_engine *e, eng_req *q, int32_t si, kvl_finish_reason why) {
     kvl_seq *s = &q->r.seqs[si];
     s->reason = why;
+    if (q->session && q->end_blocks == 0) { /* the footprint, for the session ledger */
+        kvl_request_info ri;
+        kvl_engine_req_info(e, q, &ri);
+        q->end_blocks = ri.n_blocks - (ri.n_blocks_shared - ri.n_blocks_shared / q->r.n_alive);
+        q->end_bytes = (size_t)q->end_blocks * (ri.n_blocks ? ri.kv_bytes / ri.n_blocks : 0);
+    }
     if (q->r.n_samples > 1) {
         kvl_event *ev = &e->scratch;
         memset(ev, 0, offsetof(kvl_event, text));
