@@ -145,8 +145,8 @@ static void test_weight_bytes(void) {
     CHECK(kvl_plan_weight_bytes(&l3, (kvl_type)3, &w, &err) == KVL_E_INVALID);
     CHECK_CONTAINS(err.msg, "weight type");
     kvl_type t;
-    CHECK(kvl_plan_weight_type_parse("Q4_0", &t) && t == KVL_TYPE_Q4_0);
-    CHECK(!kvl_plan_weight_type_parse("q5_k", &t));
+    CHECK(kvl_type_parse("Q4_0", &t) && t == KVL_TYPE_Q4_0);
+    CHECK(!kvl_type_parse("q5_k", &t));
 }
 
 static void test_quantized_formats(void) {
@@ -204,9 +204,9 @@ static void test_quantized_formats(void) {
     CHECK(f16b / token_bytes(&tl, KVL_KV_FMT_INT4, KVL_KV_FMT_INT4, 32) >= 3.5);
     CHECK_NEAR(token_bytes(&tl, KVL_KV_FMT_INT4, KVL_KV_FMT_INT4, 64), 6160.0, 0);
     CHECK_NEAR(token_bytes(&tl, KVL_KV_FMT_INT4, KVL_KV_FMT_INT4, 16), 6952.0, 0);
-    CHECK_EQ_INT(kvl_plan_default_block_size(KVL_KV_FMT_INT4, KVL_KV_FMT_INT8), 32);
-    CHECK_EQ_INT(kvl_plan_default_block_size(KVL_KV_FMT_INT8, KVL_KV_FMT_INT4), 16);
-    CHECK_EQ_INT(kvl_plan_default_block_size(KVL_KV_FMT_F16, KVL_KV_FMT_F16), 16);
+    CHECK_EQ_INT(kvl_kv_block_size(0, KVL_KV_FMT_INT4, KVL_KV_FMT_INT8), 32);
+    CHECK_EQ_INT(kvl_kv_block_size(0, KVL_KV_FMT_INT8, KVL_KV_FMT_INT4), 16);
+    CHECK_EQ_INT(kvl_kv_block_size(0, KVL_KV_FMT_F16, KVL_KV_FMT_F16), 16);
     /* stories260K f16: 2*5*4*8*2 = 640 B/token */
     kvl_plan_shape st = named("stories260K");
     CHECK_NEAR(token_bytes(&st, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16), 640.0, 0);
@@ -231,7 +231,7 @@ static void test_quantized_formats(void) {
     CHECK(kvl_plan_kv_head_block_bytes(KVL_KV_FMT_F16, KVL_KV_ROLE_K, 128, 0, &h, &err) ==
           KVL_E_INVALID);
     CHECK_CONTAINS(err.msg, "block_size 0");
-    CHECK(kvl_plan_kv_head_block_bytes(KVL_KV_FMT_F16, KVL_KV_ROLE_K, 128, KVL_PLAN_MAX_BLOCK_SIZE + 1,
+    CHECK(kvl_plan_kv_head_block_bytes(KVL_KV_FMT_F16, KVL_KV_ROLE_K, 128, KVL_MAX_BLOCK_SIZE + 1,
                                        &h, &err) == KVL_E_INVALID);
 }
 

@@ -63,32 +63,6 @@ static void usage(FILE *f) {
             KVL_MKMODEL_STD, kvl_mkmodel_preset_names());
 }
 
-static bool parse_type(const char *s, kvl_type *t) {
-    static const struct {
-        const char *name;
-        kvl_type t;
-    } types[] = {{"f32", KVL_TYPE_F32},   {"f16", KVL_TYPE_F16},   {"bf16", KVL_TYPE_BF16},
-                 {"q8_0", KVL_TYPE_Q8_0}, {"q4_0", KVL_TYPE_Q4_0}};
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-        if (!strcasecmp(s, types[i].name)) {
-            *t = types[i].t;
-            return true;
-        }
-    }
-    return false;
-}
-
-static const char *type_name(kvl_type t) {
-    switch (t) {
-    case KVL_TYPE_F32: return "f32";
-    case KVL_TYPE_F16: return "f16";
-    case KVL_TYPE_BF16: return "bf16";
-    case KVL_TYPE_Q8_0: return "q8_0";
-    case KVL_TYPE_Q4_0: return "q4_0";
-    default: return "?";
-    }
-}
-
 /* Look for shared/models/<file>; true and the path in buf when found. */
 static bool find_shared(const char *file, char *buf, size_t cap) {
     char dirs[4][4096];
@@ -166,7 +140,7 @@ int kvl_cli_mkmodel(int argc, char **argv) {
         } else if (!strcmp(a, "--type")) {
             if (!kvl_cli_value(cmd, argc, argv, &i, &v))
                 return 2;
-            if (!parse_type(v, &type)) {
+            if (!kvl_type_parse(v, &type)) {
                 fprintf(stderr, "kvllm mkmodel: --type: '%s' is not one of f32, f16, bf16, "
                                 "q8_0, q4_0\n", v);
                 return 2;
@@ -188,10 +162,14 @@ int kvl_cli_mkmodel(int argc, char **argv) {
                 const char *flag;
                 long long lo, hi;
             } ints[] = {
-                {"--layers", 1, 1024},        {"--dim", 1, 1 << 17},
-                {"--heads", 1, 1024},         {"--kv-heads", 1, 1024},
-                {"--ffn", 1, 1 << 19},        {"--vocab-size", 3, 1 << 22},
-                {"--ctx", 1, 1 << 24},        {"--alignment", 1, 1 << 20},
+                {"--layers", 1, KVL_MAX_LAYERS},
+                {"--dim", 1, KVL_MAX_DIM},
+                {"--heads", 1, KVL_MAX_HEADS},
+                {"--kv-heads", 1, KVL_MAX_HEADS},
+                {"--ffn", 1, 4 * (long long)KVL_MAX_DIM},
+                {"--vocab-size", 3, KVL_MAX_VOCAB},
+                {"--ctx", 1, KVL_MAX_CTX},
+                {"--alignment", 1, KVL_GGUF_MAX_ALIGNMENT},
             };
             long long *dst[] = {&layers, &dim, &heads, &kv_heads, &ffn, &vocab_size, &ctx,
                                 &alignment};
@@ -300,7 +278,7 @@ int kvl_cli_mkmodel(int argc, char **argv) {
            "seed %llu, %.1f s\n",
            out, (unsigned long long)stats.file_bytes, (double)stats.file_bytes / 1048576.0,
            (unsigned long long)stats.n_params, (unsigned long long)stats.n_tensors,
-           type_name(s.type), (long long)s.dim, (long long)s.n_layers, (long long)s.n_heads,
+           kvl_type_name(s.type), (long long)s.dim, (long long)s.n_layers, (long long)s.n_heads,
            (long long)s.n_kv_heads, (long long)s.ffn_dim, (long long)s.n_vocab, vocab_desc,
            (long long)s.ctx_len, (unsigned long long)s.seed, kvl_now() - t0);
     return 0;

@@ -57,7 +57,7 @@ static void usage(FILE *f) {
             "\n"
             "example: kvllm plan --model Llama-3-8B --device H100-80GB --users 32 --context "
             "8192\n",
-            KVL_PLAN_MAX_DEVICES, kvl_kv_format_names(), KVL_PLAN_MAX_BLOCK_SIZE);
+            KVL_PLAN_MAX_DEVICES, kvl_kv_format_names(), KVL_MAX_BLOCK_SIZE);
 }
 
 static void list_models(void) {
@@ -139,7 +139,7 @@ static int parse(int argc, char **argv, opts *o) {
                 return 2;
         } else if (!strcmp(a, "--block-size")) {
             if (!kvl_cli_value(CMD, argc, argv, &i, &v) ||
-                !kvl_cli_int(CMD, a, v, 1, KVL_PLAN_MAX_BLOCK_SIZE, &o->block))
+                !kvl_cli_int(CMD, a, v, 1, KVL_MAX_BLOCK_SIZE, &o->block))
                 return 2;
         } else if (!strcmp(a, "--context")) {
             if (!kvl_cli_value(CMD, argc, argv, &i, &v) ||
@@ -152,7 +152,7 @@ static int parse(int argc, char **argv, opts *o) {
         } else if (!strcmp(a, "--weights")) {
             if (!kvl_cli_value(CMD, argc, argv, &i, &v))
                 return 2;
-            if (!kvl_plan_weight_type_parse(v, &o->wtype)) {
+            if (!kvl_type_parse(v, &o->wtype)) {
                 fprintf(stderr,
                         "kvllm plan: --weights: unknown weight type '%s' (use f32, f16, bf16, "
                         "q8_0, q4_0)\n",
@@ -380,7 +380,7 @@ int kvl_cli_plan(int argc, char **argv) {
         return rc;
     r.k_fmt = o.k;
     r.v_fmt = o.v;
-    r.block_size = o.block ? (int)o.block : kvl_plan_default_block_size(o.k, o.v);
+    r.block_size = kvl_kv_block_size((int)o.block, o.k, o.v);
 
     kvl_error err;
     char a[48], b[48], c[48], d[48], e[48];
@@ -413,7 +413,7 @@ int kvl_cli_plan(int argc, char **argv) {
             fprintf(stderr, "kvllm plan: %s\n", err.msg);
             return 1;
         }
-        wlabel = kvl_plan_weight_type_name(o.wtype);
+        wlabel = kvl_type_name(o.wtype);
     } else {
         wlabel = "as stored in the file";
     }
@@ -742,11 +742,11 @@ int kvl_cli_plan(int argc, char **argv) {
                     kvl_plan_need_for(&q, users, context, &qn, NULL))
                     continue;
                 if (qn.fits)
-                    printf("  weights:      --weights %s (%s) fits\n", kvl_plan_weight_type_name(wq[i]),
+                    printf("  weights:      --weights %s (%s) fits\n", kvl_type_name(wq[i]),
                            kvl_plan_fmt_gib(q.weight_bytes, a, sizeof a));
                 else
                     printf("  weights:      --weights %s (%s) is still short by %s\n",
-                           kvl_plan_weight_type_name(wq[i]),
+                           kvl_type_name(wq[i]),
                            kvl_plan_fmt_gib(q.weight_bytes, a, sizeof a),
                            kvl_plan_fmt_gib(qn.short_by, b, sizeof b));
             }

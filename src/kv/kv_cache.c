@@ -75,9 +75,8 @@ static size_t contig_token_bytes(const kvl_hparams *hp) {
     return 2 * (size_t)hp->n_layers * (size_t)hp->n_kv_heads * (size_t)hp->head_dim * sizeof(float);
 }
 
-/* block_size 0 means the formats' default (32 when int4 keys, else 16) */
 static int32_t block_size_of(const kvl_kv_cache_params *p) {
-    return p->block_size ? p->block_size : (int32_t)kvl_plan_default_block_size(p->k_fmt, p->v_fmt);
+    return kvl_kv_block_size(p->block_size, p->k_fmt, p->v_fmt);
 }
 
 kvl_status kvl_kv_cache_default_budget(const kvl_hparams *hp, const kvl_kv_cache_params *p_in,

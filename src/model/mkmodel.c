@@ -41,11 +41,6 @@ const char *kvl_mkmodel_preset_names(void) {
     return "stories260K, tinyllama-1.1b, llama-3-8b, llama-2-7b";
 }
 
-static bool is_weight_type(kvl_type t) {
-    return t == KVL_TYPE_F32 || t == KVL_TYPE_F16 || t == KVL_TYPE_BF16 || t == KVL_TYPE_Q8_0 ||
-           t == KVL_TYPE_Q4_0;
-}
-
 kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err) {
 #define RANGE(field, flag, lo, hi)                                                               \
     do {                                                                                         \
@@ -81,9 +76,10 @@ kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err) {
                           (double)s->rope_base);
     if (!(s->rms_eps > 0.0f) || s->rms_eps > 0.1f)
         return kvl_errorf(err, KVL_E_INVALID, "--eps %g is outside (0, 0.1]", (double)s->rms_eps);
-    if (!is_weight_type(s->type))
+    if (!kvl_type_computed(s->type))
         return kvl_errorf(err, KVL_E_INVALID,
-                          "--type id %d is not one of f32, f16, bf16, q8_0, q4_0", (int)s->type);
+                          "--type id %d is not one of %s", (int)s->type,
+                          kvl_type_names());
     if (s->alignment && ((s->alignment & (s->alignment - 1)) ||
                          s->alignment > KVL_GGUF_MAX_ALIGNMENT))
         return kvl_errorf(err, KVL_E_INVALID,

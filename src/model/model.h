@@ -5,16 +5,11 @@
 #ifndef KVL_MODEL_H
 #define KVL_MODEL_H
 
+#include "core/dtype.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
 
-/* Hard limits on hyperparameters from files (far above any real model). */
-#define KVL_MAX_LAYERS 1024
-#define KVL_MAX_HEADS 1024
-#define KVL_MAX_HEAD_DIM 1024
-#define KVL_MAX_DIM (1 << 17)
-#define KVL_MAX_VOCAB (1 << 22)
-#define KVL_MAX_CTX (1 << 24)
+/* The hard limits on hyperparameters (KVL_MAX_*) are in core/dtype.h. */
 
 typedef struct kvl_hparams {
     int64_t n_vocab;

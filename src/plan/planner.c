@@ -21,70 +21,6 @@
 #include <string.h>
 #include <strings.h>
 
-/* ---- KV formats -------------------------------------------------------- */
-
-/* Scales of int8 and int4 are bf16: two bytes like f16 but with f32's
- * exponent range, so 1e30 or 1e-30 still gets a finite, non-zero scale (an
- * f16 scale overflows past 65504 * 127). With f32 per-token int8 scales
- * TinyLlama (head_dim 64) would save only 1.88x against f16; with bf16 it
- * saves 1.94x. The int4 zero point is one int8 on the scale's grid, and the
- * int4 key group is one block: at --block-size 32 (kvl_plan_default_block_size)
- * int4 K+V costs 73 B per token per head of 64, 3.51x less than f16, and
- * keeps perplexity within 3% where block 64 (3.66x) does not. fp8 keys add
- * a bf16 mean per channel per block (2 * head_dim bytes), which cuts their
- * error several times (kv_codec.c).
- * docs/kv_formats.md has every layout; src/kernels/kv_kern.h draws them. */
-static const kvl_kv_format_info k_formats[KVL_KV_FMT_COUNT] = {
-    {KVL_KV_FMT_F32, "f32", 32, {{0, 0, 0}, {0, 0, 0}}, "none"},
-    {KVL_KV_FMT_F16, "f16", 16, {{0, 0, 0}, {0, 0, 0}}, "none"},
-    {KVL_KV_FMT_BF16, "bf16", 16, {{0, 0, 0}, {0, 0, 0}}, "none"},
-    {KVL_KV_FMT_FP8_E4M3, "fp8_e4m3", 8, {{4, 0, 2}, {4, 0, 0}},
-     "one f32 scale per head per block (amax / 448); K also a bf16 mean per channel per block"},
-    {KVL_KV_FMT_FP8_E5M2, "fp8_e5m2", 8, {{4, 0, 2}, {4, 0, 0}},
-     "one f32 scale per head per block (amax / 57344); K also a bf16 mean per channel per block"},
-    {KVL_KV_FMT_INT8, "int8", 8, {{0, 2, 0}, {0, 2, 0}},
-     "one bf16 scale per token per head, symmetric"},
-    {KVL_KV_FMT_INT4, "int4", 4, {{0, 0, 3}, {0, 3, 0}},
-     "K: bf16 scale + int8 zero point per channel per head per block; "
-     "V: bf16 scale + int8 zero point per token per head"},
-};
-
-const kvl_kv_format_info *kvl_kv_format_get(kvl_kv_format f) {
-    if ((int)f < 0 || f >= KVL_KV_FMT_COUNT)
-        return NULL;
-    return &k_formats[f];
-}
-
-bool kvl_kv_format_parse(const char *s, kvl_kv_format *out) {
-    static const struct {
-        const char *name;
-        kvl_kv_format f;
-    } alias[] = {
-        {"fp32", KVL_KV_FMT_F32},      {"fp16", KVL_KV_FMT_F16},      {"e4m3", KVL_KV_FMT_FP8_E4M3},
-        {"fp8", KVL_KV_FMT_FP8_E4M3},  {"e5m2", KVL_KV_FMT_FP8_E5M2}, {"q8", KVL_KV_FMT_INT8},
-        {"q8_0", KVL_KV_FMT_INT8},     {"q4", KVL_KV_FMT_INT4},
-    };
-    if (!s)
-        return false;
-    for (int i = 0; i < KVL_KV_FMT_COUNT; i++) {
-        if (!strcasecmp(s, k_formats[i].name)) {
-            *out = (kvl_kv_format)i;
-            return true;
-        }
-    }
-    for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++) {
-        if (!strcasecmp(s, alias[i].name)) {
-            *out = alias[i].f;
-            return true;
-        }
-    }
-    return false;
-}
-
-const char *kvl_kv_format_names(void) {
-    return "f32, f16, bf16, fp8_e4m3, fp8_e5m2, int8, int4";
-}
-
 /* ---- named shapes ------------------------------------------------------ */
 
 /* Facts from each model's config.json (hidden_size, num_hidden_layers,
@@ -261,27 +197,16 @@ kvl_status kvl_plan_n_params(const kvl_plan_shape *s, size_t *out, kvl_error *er
     return KVL_OK;
 }
 
-static bool wtype_block(kvl_type t, size_t *blck, size_t *bytes) {
-    switch (t) {
-    case KVL_TYPE_F32: *blck = 1; *bytes = 4; return true;
-    case KVL_TYPE_F16:
-    case KVL_TYPE_BF16: *blck = 1; *bytes = 2; return true;
-    case KVL_TYPE_Q8_0: *blck = 32; *bytes = 34; return true;
-    case KVL_TYPE_Q4_0: *blck = 32; *bytes = 18; return true;
-    default: return false;
-    }
-}
-
 kvl_status kvl_plan_weight_bytes(const kvl_plan_shape *s, kvl_type wtype, size_t *out,
                                  kvl_error *err) {
     kvl_status st = kvl_plan_shape_validate(s, err);
     if (st)
         return st;
     size_t blck, bb;
-    if (!wtype_block(wtype, &blck, &bb))
+    if (!kvl_type_computed(wtype) || !kvl_type_info((uint32_t)wtype, &blck, &bb, NULL))
         return kvl_errorf(err, KVL_E_INVALID,
-                          "plan: weight type id %d is not one of f32, f16, bf16, q8_0, q4_0",
-                          (int)wtype);
+                          "plan: weight type id %d is not one of %s",
+                          (int)wtype, kvl_type_names());
     mat m[9];
     size_t n_vec, total = 0;
     bool bad = false;
@@ -299,35 +224,6 @@ kvl_status kvl_plan_weight_bytes(const kvl_plan_shape *s, kvl_type wtype, size_t
                           s->name);
     *out = total;
     return KVL_OK;
-}
-
-bool kvl_plan_weight_type_parse(const char *s, kvl_type *out) {
-    static const struct {
-        const char *name;
-        kvl_type t;
-    } w[] = {{"f32", KVL_TYPE_F32},   {"f16", KVL_TYPE_F16},   {"bf16", KVL_TYPE_BF16},
-             {"q8_0", KVL_TYPE_Q8_0}, {"q4_0", KVL_TYPE_Q4_0}, {"fp16", KVL_TYPE_F16},
-             {"fp32", KVL_TYPE_F32}};
-    if (!s)
-        return false;
-    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
-        if (!strcasecmp(s, w[i].name)) {
-            *out = w[i].t;
-            return true;
-        }
-    }
-    return false;
-}
-
-const char *kvl_plan_weight_type_name(kvl_type t) {
-    switch (t) {
-    case KVL_TYPE_F32: return "f32";
-    case KVL_TYPE_F16: return "f16";
-    case KVL_TYPE_BF16: return "bf16";
-    case KVL_TYPE_Q8_0: return "q8_0";
-    case KVL_TYPE_Q4_0: return "q4_0";
-    default: return "?";
-    }
 }
 
 /* ---- GGUF shapes ------------------------------------------------------- */
@@ -380,9 +276,9 @@ kvl_status kvl_plan_kv_head_block_bytes(kvl_kv_format f, kvl_kv_role r, int64_t 
     if (r != KVL_KV_ROLE_K && r != KVL_KV_ROLE_V)
         return kvl_errorf(err, KVL_E_INVALID, "plan: KV role %d is neither K (0) nor V (1)",
                           (int)r);
-    if (block_size < 1 || block_size > KVL_PLAN_MAX_BLOCK_SIZE)
+    if (block_size < 1 || block_size > KVL_MAX_BLOCK_SIZE)
         return kvl_errorf(err, KVL_E_INVALID, "plan: block_size %d outside [1, %d]", block_size,
-                          KVL_PLAN_MAX_BLOCK_SIZE);
+                          KVL_MAX_BLOCK_SIZE);
     if (head_dim < 1 || head_dim > KVL_MAX_HEAD_DIM)
         return kvl_errorf(err, KVL_E_INVALID, "plan: head_dim %lld outside [1, %d]",
                           (long long)head_dim, KVL_MAX_HEAD_DIM);
@@ -418,11 +314,6 @@ kvl_status kvl_plan_kv_token_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl
         return st;
     *out = (double)bb / (double)block_size;
     return KVL_OK;
-}
-
-int kvl_plan_default_block_size(kvl_kv_format k, kvl_kv_format v) {
-    (void)v;
-    return k == KVL_KV_FMT_INT4 ? 32 : 16;
 }
 
 size_t kvl_plan_blocks_for_tokens(size_t n_tokens, int block_size) {
@@ -461,9 +352,9 @@ size_t kvl_plan_max_context(const kvl_plan_capacity *c, size_t n_seqs) {
 
 kvl_status kvl_plan_kv_bytes_for(size_t block_bytes, int block_size, size_t n_seqs,
                                  size_t context, size_t *out, kvl_error *err) {
-    if (block_size < 1 || block_size > KVL_PLAN_MAX_BLOCK_SIZE)
+    if (block_size < 1 || block_size > KVL_MAX_BLOCK_SIZE)
         return kvl_errorf(err, KVL_E_INVALID, "plan: block_size %d outside [1, %d]", block_size,
-                          KVL_PLAN_MAX_BLOCK_SIZE);
+                          KVL_MAX_BLOCK_SIZE);
     size_t r;
     if (kvl_mul_overflow(kvl_plan_blocks_for_tokens(context, block_size), n_seqs, &r) ||
         kvl_mul_overflow(r, block_bytes, &r))
@@ -492,9 +383,9 @@ kvl_status kvl_plan_request_validate(const kvl_plan_request *r, kvl_error *err) 
     if (!kvl_kv_format_get(r->k_fmt) || !kvl_kv_format_get(r->v_fmt))
         return kvl_errorf(err, KVL_E_INVALID, "plan: KV format ids %d/%d outside [0, %d)",
                           (int)r->k_fmt, (int)r->v_fmt, KVL_KV_FMT_COUNT);
-    if (r->block_size < 1 || r->block_size > KVL_PLAN_MAX_BLOCK_SIZE)
+    if (r->block_size < 1 || r->block_size > KVL_MAX_BLOCK_SIZE)
         return kvl_errorf(err, KVL_E_INVALID, "plan: block_size %d outside [1, %d]",
-                          r->block_size, KVL_PLAN_MAX_BLOCK_SIZE);
+                          r->block_size, KVL_MAX_BLOCK_SIZE);
     if (r->n_devices < 1 || r->n_devices > KVL_PLAN_MAX_DEVICES)
         return kvl_errorf(err, KVL_E_INVALID, "plan: %d devices outside [1, %d]", r->n_devices,
                           KVL_PLAN_MAX_DEVICES);

@@ -4,10 +4,10 @@
  * (tokens, sequences, context), and the reverse (memory needed for N
  * sequences of C tokens, and what would make it fit).
  *
- * The KV format table here is THE definition of how many bytes each cache
- * format takes, scales included; the KV pool (issue 3), the codecs (issue 6)
- * and the engine's start-up report use these functions so that every number
- * kvllm prints agrees.
+ * With the KV format table of core/dtype.h (bits and scale bytes), the
+ * functions here are THE definition of how many bytes each cache format
+ * takes, scales included; the KV pool, the codecs and the engine's start-up
+ * report use them so that every number kvllm prints agrees.
  *
  * Contract of the primitive, kvl_plan_kv_block_bytes: one KV block holds
  * block_size token positions of K and V for EVERY layer and every KV head:
@@ -34,48 +34,13 @@
 #define KVL_PLANNER_H
 
 #include "core/core.h"
+#include "core/dtype.h"
 #include "model/gguf.h"
 
 #include <stdio.h>
 
-/* ---- KV cache formats -------------------------------------------------- */
-
-typedef enum kvl_kv_format {
-    KVL_KV_FMT_F32 = 0,
-    KVL_KV_FMT_F16,
-    KVL_KV_FMT_BF16,
-    KVL_KV_FMT_FP8_E4M3, /* 1 B/elem + one f32 scale per (head, block) */
-    KVL_KV_FMT_FP8_E5M2, /* 1 B/elem + one f32 scale per (head, block) */
-    KVL_KV_FMT_INT8,     /* 1 B/elem + one bf16 scale per (token, head), symmetric */
-    KVL_KV_FMT_INT4,     /* 0.5 B/elem, KIVI: K bf16 scale+zero per (channel, head, block),
-                            V bf16 scale+zero per (token, head) */
-    KVL_KV_FMT_COUNT
-} kvl_kv_format;
-
-typedef enum kvl_kv_role { KVL_KV_ROLE_K = 0, KVL_KV_ROLE_V = 1 } kvl_kv_role;
-
-/* Scale bytes a format adds, for one role (K or V). */
-typedef struct kvl_kv_overhead {
-    uint32_t head_block; /* bytes per (head, block) */
-    uint32_t token;      /* bytes per (token, head) */
-    uint32_t channel;    /* bytes per (channel, head, block) */
-} kvl_kv_overhead;
-
-typedef struct kvl_kv_format_info {
-    kvl_kv_format fmt;
-    const char *name;        /* canonical CLI name: "f16", "fp8_e4m3", "int4" */
-    uint32_t elem_bits;      /* 32, 16, 8 or 4 */
-    kvl_kv_overhead ovh[2];  /* [KVL_KV_ROLE_K], [KVL_KV_ROLE_V] */
-    const char *scales;      /* one line describing the scales, for docs/--help */
-} kvl_kv_format_info;
-
-/* The row for f; NULL when f is out of range. */
-const kvl_kv_format_info *kvl_kv_format_get(kvl_kv_format f);
-/* Parse a format name (canonical names, plus "fp32", "fp16", "e4m3", "fp8"
- * = fp8_e4m3, "e5m2", "q8"/"q8_0" = int8, "q4" = int4; case-insensitive). */
-bool kvl_kv_format_parse(const char *s, kvl_kv_format *out);
-/* "f32, f16, bf16, fp8_e4m3, fp8_e5m2, int8, int4" (static string). */
-const char *kvl_kv_format_names(void);
+/* KV cache formats (kvl_kv_format, their bits and scale bytes, the default
+ * block size) are in core/dtype.h. */
 
 /* ---- model shapes ------------------------------------------------------ */
 
@@ -130,13 +95,8 @@ kvl_status kvl_plan_n_params(const kvl_plan_shape *s, size_t *out, kvl_error *er
  * blocks per row. */
 kvl_status kvl_plan_weight_bytes(const kvl_plan_shape *s, kvl_type wtype, size_t *out,
                                  kvl_error *err);
-/* Parse "f32", "f16", "bf16", "q8_0", "q4_0" (case-insensitive). */
-bool kvl_plan_weight_type_parse(const char *s, kvl_type *out);
-const char *kvl_plan_weight_type_name(kvl_type t);
 
 /* ---- KV bytes and capacity --------------------------------------------- */
-
-#define KVL_PLAN_MAX_BLOCK_SIZE 4096
 
 /* Bytes of one (head, block) of format f in role r (formula above). */
 kvl_status kvl_plan_kv_head_block_bytes(kvl_kv_format f, kvl_kv_role r, int64_t head_dim,
@@ -148,12 +108,6 @@ kvl_status kvl_plan_kv_block_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl
  * quantized formats fractional). */
 kvl_status kvl_plan_kv_token_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
                                    int block_size, double *out, kvl_error *err);
-/* The block size to use when none is given: 32 when K is int4 (its
- * per-channel scale and zero are per block, so small blocks pay them often:
- * at head_dim 64 int4/int4 saves 3.51x against f16 at block 32, 3.66x at
- * block 64, 3.20x at block 16; 32 is the smallest block past 3.5x, and
- * smaller key groups keep more precision), else 16. */
-int kvl_plan_default_block_size(kvl_kv_format k, kvl_kv_format v);
 /* ceil(n_tokens / block_size); block_size >= 1. */
 size_t kvl_plan_blocks_for_tokens(size_t n_tokens, int block_size);
 
