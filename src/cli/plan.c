@@ -14,6 +14,7 @@
  * exit() (it returns the code to main), or leave a file open.
  */
 #include "cli/cli.h"
+#include "plan/catalog.h"
 #include "plan/planner.h"
 
 #include <errno.h>
@@ -62,21 +63,21 @@ static void usage(FILE *f) {
 
 static void list_models(void) {
     size_t n;
-    const kvl_plan_shape *s = kvl_plan_shapes(&n);
+    const kvl_model_shape *s = kvl_catalog_shapes(&n);
     printf("%-16s %6s %6s %6s %5s %6s %6s %7s %7s  %s\n", "name", "layers", "heads", "kv_hd",
            "hdim", "dim", "ffn", "vocab", "context", "source");
     for (size_t i = 0; i < n; i++)
         printf("%-16s %6lld %6lld %6lld %5lld %6lld %6lld %7lld %7lld  %s%s\n", s[i].name,
-               (long long)s[i].n_layers, (long long)s[i].n_heads, (long long)s[i].n_kv_heads,
-               (long long)s[i].head_dim, (long long)s[i].dim, (long long)s[i].ffn_dim,
-               (long long)s[i].n_vocab, (long long)s[i].ctx_len, s[i].source,
+               (long long)s[i].hp.n_layers, (long long)s[i].hp.n_heads, (long long)s[i].hp.n_kv_heads,
+               (long long)s[i].hp.head_dim, (long long)s[i].hp.dim, (long long)s[i].hp.ffn_dim,
+               (long long)s[i].hp.n_vocab, (long long)s[i].hp.ctx_len, s[i].source,
                s[i].tied_embd ? " (tied embeddings)" : "");
 }
 
 static void list_devices(void) {
     size_t n;
     char a[48], g[32];
-    const kvl_plan_device *d = kvl_plan_devices(&n);
+    const kvl_catalog_device *d = kvl_catalog_devices(&n);
     printf("%-14s %18s %11s  %s\n", "name", "bytes", "GiB", "source");
     for (size_t i = 0; i < n; i++)
         printf("%-14s %18s %11s  %s\n", d[i].name, kvl_plan_fmt_int(d[i].bytes, a, sizeof a),
@@ -206,7 +207,7 @@ static int parse_devices(const opts *o, kvl_plan_request *r, const char **names)
             return 2;
         }
         if (o->device) {
-            const kvl_plan_device *d = kvl_plan_device_find(t);
+            const kvl_catalog_device *d = kvl_catalog_device_find(t);
             if (!d) {
                 fprintf(stderr, "kvllm plan: --device: unknown device '%s' (kvllm plan "
                                 "--list-devices; or --mem SIZE)\n", t);
@@ -299,7 +300,7 @@ static void head_block_desc(kvl_kv_format f, kvl_kv_role role, const kvl_plan_re
     const kvl_kv_format_info *fi = kvl_kv_format_get(f);
     const kvl_kv_overhead *o = &fi->ovh[role];
     int B = r->block_size;
-    long long D = (long long)r->shape.head_dim;
+    long long D = (long long)r->shape.hp.head_dim;
     int w = fi->elem_bits >= 8 ? snprintf(buf, n, "%d tok x %lld dims x %u B", B, D, fi->elem_bits / 8)
                                : snprintf(buf, n, "%d tok x %lld dims x %u/8 B", B, D, fi->elem_bits);
     if (w < 0 || (size_t)w >= n)
@@ -335,7 +336,7 @@ static void insert_sorted(size_t *a, int *n, int cap, size_t v) {
  * one asked for) down to 128 tokens, plus the context asked for; users: 1, 4, 16, 64 and the
  * number asked for. */
 static void make_tables(const kvl_plan_request *r, size_t context, size_t users, tables *t) {
-    size_t top = (size_t)r->shape.ctx_len > context ? (size_t)r->shape.ctx_len : context;
+    size_t top = (size_t)r->shape.hp.ctx_len > context ? (size_t)r->shape.hp.ctx_len : context;
     t->n_ctx = 0;
     for (int k = 9; k >= 0; k--)
         if (top >> k >= (top < 128 ? 1 : 128))
@@ -386,7 +387,7 @@ int kvl_cli_plan(int argc, char **argv) {
     char a[48], b[48], c[48], d[48], e[48];
     const char *wlabel;
     if (o.model) {
-        const kvl_plan_shape *s = kvl_plan_shape_find(o.model);
+        const kvl_model_shape *s = kvl_catalog_shape_find(o.model);
         if (!s) {
             fprintf(stderr, "kvllm plan: --model: unknown model '%s' (kvllm plan "
                             "--list-models; or -m FILE.gguf)\n", o.model);
@@ -434,7 +435,7 @@ int kvl_cli_plan(int argc, char **argv) {
         fprintf(stderr, "kvllm %s\n", err.msg);
         return 2; /* only the flags can make a request invalid here */
     }
-    size_t context = o.context ? (size_t)o.context : (size_t)r.shape.ctx_len;
+    size_t context = o.context ? (size_t)o.context : (size_t)r.shape.hp.ctx_len;
     size_t users = (size_t)o.users;
     tables t;
     make_tables(&r, context, users, &t);
@@ -516,10 +517,10 @@ int kvl_cli_plan(int argc, char **argv) {
         }
     }
 
-    const kvl_plan_shape *s = &r.shape;
+    const kvl_model_shape *s = &r.shape;
     size_t hk, hv;
-    kvl_plan_kv_head_block_bytes(r.k_fmt, KVL_KV_ROLE_K, s->head_dim, r.block_size, &hk, NULL);
-    kvl_plan_kv_head_block_bytes(r.v_fmt, KVL_KV_ROLE_V, s->head_dim, r.block_size, &hv, NULL);
+    kvl_plan_kv_head_block_bytes(r.k_fmt, KVL_KV_ROLE_K, s->hp.head_dim, r.block_size, &hk, NULL);
+    kvl_plan_kv_head_block_bytes(r.v_fmt, KVL_KV_ROLE_V, s->hp.head_dim, r.block_size, &hv, NULL);
     double tok_bytes = (double)res.cap.block_bytes / r.block_size;
     size_t max_seqs = kvl_plan_max_seqs(&res.cap, context);
 
@@ -536,9 +537,9 @@ int kvl_cli_plan(int argc, char **argv) {
                 ", \"n_layers\": %lld, \"n_heads\": %lld, \"n_kv_heads\": %lld, \"head_dim\": "
                 "%lld, \"dim\": %lld, \"ffn_dim\": %lld, \"n_vocab\": %lld, \"ctx_len\": %lld, "
                 "\"tied_embd\": %s, \"qkv_bias\": %s},\n",
-                (long long)s->n_layers, (long long)s->n_heads, (long long)s->n_kv_heads,
-                (long long)s->head_dim, (long long)s->dim, (long long)s->ffn_dim,
-                (long long)s->n_vocab, (long long)s->ctx_len, s->tied_embd ? "true" : "false",
+                (long long)s->hp.n_layers, (long long)s->hp.n_heads, (long long)s->hp.n_kv_heads,
+                (long long)s->hp.head_dim, (long long)s->hp.dim, (long long)s->hp.ffn_dim,
+                (long long)s->hp.n_vocab, (long long)s->hp.ctx_len, s->tied_embd ? "true" : "false",
                 s->qkv_bias ? "true" : "false");
         fprintf(f, "  \"weights\": {\"type\": ");
         json_str(f, o.model || o.have_w ? wlabel : "file");
@@ -606,16 +607,16 @@ int kvl_cli_plan(int argc, char **argv) {
 
     /* ---- text ---- */
     printf("model      %s: %lld layers, %lld heads, %lld KV heads", s->name,
-           (long long)s->n_layers, (long long)s->n_heads, (long long)s->n_kv_heads);
-    if (s->n_kv_heads == s->n_heads)
+           (long long)s->hp.n_layers, (long long)s->hp.n_heads, (long long)s->hp.n_kv_heads);
+    if (s->hp.n_kv_heads == s->hp.n_heads)
         printf(" (MHA)");
-    else if (s->n_kv_heads == 1)
+    else if (s->hp.n_kv_heads == 1)
         printf(" (MQA)");
     else
-        printf(" (GQA %lld:1)", (long long)(s->n_heads / s->n_kv_heads));
+        printf(" (GQA %lld:1)", (long long)(s->hp.n_heads / s->hp.n_kv_heads));
     printf(", head_dim %lld, dim %lld, ffn %lld, vocab %lld, context %lld\n",
-           (long long)s->head_dim, (long long)s->dim, (long long)s->ffn_dim,
-           (long long)s->n_vocab, (long long)s->ctx_len);
+           (long long)s->hp.head_dim, (long long)s->hp.dim, (long long)s->hp.ffn_dim,
+           (long long)s->hp.n_vocab, (long long)s->hp.ctx_len);
     printf("           source: %s\n", s->source ? s->source : o.file);
     if (o.model || o.have_w) {
         size_t np = 0;
@@ -655,13 +656,13 @@ int kvl_cli_plan(int argc, char **argv) {
     printf("  K per head per block: %s = %zu B\n", desc, hk);
     head_block_desc(r.v_fmt, KVL_KV_ROLE_V, &r, desc, sizeof desc);
     printf("  V per head per block: %s = %zu B\n", desc, hv);
-    printf("  block: %lld layers x %lld KV heads x (%zu + %zu) B = %s B\n", (long long)s->n_layers,
-           (long long)s->n_kv_heads, hk, hv, kvl_plan_fmt_int(res.cap.block_bytes, a, sizeof a));
+    printf("  block: %lld layers x %lld KV heads x (%zu + %zu) B = %s B\n", (long long)s->hp.n_layers,
+           (long long)s->hp.n_kv_heads, hk, hv, kvl_plan_fmt_int(res.cap.block_bytes, a, sizeof a));
     printf("  per token: %s B / %d = %.2f B", a, r.block_size, tok_bytes);
     if (hk % (size_t)r.block_size == 0 && hv % (size_t)r.block_size == 0 && r.k_fmt == r.v_fmt &&
         kvl_kv_format_get(r.k_fmt)->elem_bits >= 16)
-        printf("  (= 2 x %lld x %lld x %lld x %u B)", (long long)s->n_layers,
-               (long long)s->n_kv_heads, (long long)s->head_dim,
+        printf("  (= 2 x %lld x %lld x %lld x %u B)", (long long)s->hp.n_layers,
+               (long long)s->hp.n_kv_heads, (long long)s->hp.head_dim,
                kvl_kv_format_get(r.k_fmt)->elem_bits / 8);
     printf("\n");
     printf("KV capacity %s blocks x %d = %s tokens\n", kvl_plan_fmt_int(res.cap.n_blocks, a, sizeof a),
@@ -683,7 +684,7 @@ int kvl_cli_plan(int argc, char **argv) {
         size_t mc = kvl_plan_max_context(&res.cap, t.batch[i]);
         printf("%10s %16s%s\n", kvl_plan_fmt_int(t.batch[i], a, sizeof a),
                kvl_plan_fmt_int(mc, b, sizeof b),
-               mc > (size_t)s->ctx_len ? "  (over the model's context)" : "");
+               mc > (size_t)s->hp.ctx_len ? "  (over the model's context)" : "");
     }
 
     if (reverse) {

@@ -56,16 +56,9 @@ static kvl_status check_params(const kvl_kv_cache_params *p, kvl_error *err) {
     return KVL_OK;
 }
 
-static kvl_status plan_shape(const kvl_hparams *hp, kvl_plan_shape *s) {
+static kvl_status plan_shape(const kvl_hparams *hp, kvl_model_shape *s) {
     memset(s, 0, sizeof *s);
-    s->n_layers = hp->n_layers;
-    s->n_heads = hp->n_heads;
-    s->n_kv_heads = hp->n_kv_heads;
-    s->head_dim = hp->head_dim;
-    s->dim = hp->dim;
-    s->ffn_dim = hp->ffn_dim;
-    s->n_vocab = hp->n_vocab;
-    s->ctx_len = hp->ctx_len;
+    s->hp = *hp;
     return KVL_OK;
 }
 
@@ -87,7 +80,7 @@ kvl_status kvl_kv_cache_default_budget(const kvl_hparams *hp, const kvl_kv_cache
     kvl_kv_cache_params q = *p_in;
     q.block_size = block_size_of(&q);
     const kvl_kv_cache_params *p = &q;
-    kvl_plan_shape s;
+    kvl_model_shape s;
     plan_shape(hp, &s);
     if (p->layout == KVL_KV_LAYOUT_CONTIGUOUS) {
         size_t per_tok = contig_token_bytes(hp);

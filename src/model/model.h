@@ -25,6 +25,23 @@ typedef struct kvl_hparams {
     float rms_eps;
 } kvl_hparams;
 
+/* The architectures whose shapes kvllm knows. kvllm computes LLAMA only;
+ * the planner also counts the weights of OPT (learned positions,
+ * LayerNorm, biases on every projection, a two-matrix ReLU FFN). */
+typedef enum kvl_arch { KVL_ARCH_LLAMA = 0, KVL_ARCH_OPT = 1 } kvl_arch;
+
+/* A model's shape: its hyperparameters and the facts that change the weight
+ * count. The one shape struct: the planner, the catalogue of named shapes
+ * (plan/catalog.h) and mkmodel's spec all hold one. */
+typedef struct kvl_model_shape {
+    char name[64];
+    kvl_hparams hp;
+    kvl_arch arch;
+    bool tied_embd;     /* output shares the token embedding (counted once) */
+    bool qkv_bias;      /* q, k, v projections carry a bias (Qwen2) */
+    const char *source; /* where the numbers come from; NULL for files */
+} kvl_model_shape;
+
 /* A weight matrix or vector: (ne1 rows, ne0 columns) of one kvl_type. */
 typedef struct kvl_weight {
     const void *data;

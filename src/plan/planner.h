@@ -35,7 +35,7 @@
 
 #include "core/core.h"
 #include "core/dtype.h"
-#include "model/gguf.h"
+#include "model/model.h"
 
 #include <stdio.h>
 
@@ -44,56 +44,28 @@
 
 /* ---- model shapes ------------------------------------------------------ */
 
-typedef struct kvl_plan_shape {
-    char name[64];
-    int64_t n_layers;
-    int64_t n_heads;    /* query heads */
-    int64_t n_kv_heads; /* KV heads (== n_heads for MHA) */
-    int64_t head_dim;
-    int64_t dim;        /* embedding length */
-    int64_t ffn_dim;
-    int64_t n_vocab;
-    int64_t ctx_len;    /* the model's context length */
-    bool tied_embd;     /* output shares the token embedding (counted once) */
-    bool qkv_bias;      /* q, k, v projections carry a bias (Qwen2) */
-    const char *source; /* where the numbers come from; NULL for files */
-} kvl_plan_shape;
+/* Shapes are kvl_model_shape (model/model.h); the named ones and the
+ * devices are in plan/catalog.h. */
 
-/* The named shapes table (static). */
-const kvl_plan_shape *kvl_plan_shapes(size_t *n);
-/* Case-insensitive lookup by name; NULL when unknown. */
-const kvl_plan_shape *kvl_plan_shape_find(const char *name);
-/* Check a shape's fields are positive and within model.h's limits. */
-kvl_status kvl_plan_shape_validate(const kvl_plan_shape *s, kvl_error *err);
+/* Check a shape's fields are positive and within core/dtype.h's limits. */
+kvl_status kvl_plan_shape_validate(const kvl_model_shape *s, kvl_error *err);
 /* Read a llama-family shape from a parsed GGUF (llama.* keys; vocab from
  * tokenizer.ggml.tokens, else token_embd.weight) and the sum of its tensor
  * bytes. name comes from general.name when present, else stays as the
  * caller set it in *out (e.g. the file name). *out is written only on success. */
-kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_plan_shape *out,
+kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_model_shape *out,
                                     size_t *weight_bytes, kvl_error *err);
-
-/* ---- devices ----------------------------------------------------------- */
-
-typedef struct kvl_plan_device {
-    const char *name;   /* "H100-80GB" */
-    size_t bytes;       /* memory.total as nvidia-smi reports it, MiB * 2^20 */
-    const char *source;
-} kvl_plan_device;
-
-const kvl_plan_device *kvl_plan_devices(size_t *n);
-/* Case-insensitive; also accepts the name without the dash ("H100 80GB"). */
-const kvl_plan_device *kvl_plan_device_find(const char *name);
 
 /* ---- weights ----------------------------------------------------------- */
 
 /* Parameters of the shape: embedding, output (unless tied), per layer q k v o
  * (+ q/k/v bias), gate/up/down, two norms, and the final norm. */
-kvl_status kvl_plan_n_params(const kvl_plan_shape *s, size_t *out, kvl_error *err);
+kvl_status kvl_plan_n_params(const kvl_model_shape *s, size_t *out, kvl_error *err);
 /* Bytes of all weights stored as wtype (F32, F16, BF16, Q8_0 or Q4_0).
  * Matrices take wtype; norm vectors and biases stay F32 (as GGUF stores
  * them). Q8_0 is 34 B and Q4_0 18 B per 32 weights, rounded up to whole
  * blocks per row. */
-kvl_status kvl_plan_weight_bytes(const kvl_plan_shape *s, kvl_type wtype, size_t *out,
+kvl_status kvl_plan_weight_bytes(const kvl_model_shape *s, kvl_type wtype, size_t *out,
                                  kvl_error *err);
 
 /* ---- KV bytes and capacity --------------------------------------------- */
@@ -102,11 +74,11 @@ kvl_status kvl_plan_weight_bytes(const kvl_plan_shape *s, kvl_type wtype, size_t
 kvl_status kvl_plan_kv_head_block_bytes(kvl_kv_format f, kvl_kv_role r, int64_t head_dim,
                                         int block_size, size_t *out, kvl_error *err);
 /* THE primitive: bytes of one block (block_size tokens, all layers, K and V). */
-kvl_status kvl_plan_kv_block_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+kvl_status kvl_plan_kv_block_bytes(const kvl_model_shape *s, kvl_kv_format k, kvl_kv_format v,
                                    int block_size, size_t *out, kvl_error *err);
 /* block_bytes / block_size (exact for f32/f16/bf16; scales per block make the
  * quantized formats fractional). */
-kvl_status kvl_plan_kv_token_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+kvl_status kvl_plan_kv_token_bytes(const kvl_model_shape *s, kvl_kv_format k, kvl_kv_format v,
                                    int block_size, double *out, kvl_error *err);
 /* ceil(n_tokens / block_size); block_size >= 1. */
 size_t kvl_plan_blocks_for_tokens(size_t n_tokens, int block_size);
@@ -121,7 +93,7 @@ typedef struct kvl_plan_capacity {
 
 /* Blocks and tokens a KV budget holds. What the KV pool allocates for the
  * same budget and block size must equal n_blocks. */
-kvl_status kvl_plan_capacity_for(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+kvl_status kvl_plan_capacity_for(const kvl_model_shape *s, kvl_kv_format k, kvl_kv_format v,
                                  int block_size, size_t kv_budget, kvl_plan_capacity *out,
                                  kvl_error *err);
 /* Sequences of `context` tokens that fit at once: n_blocks / ceil(context/B).
@@ -139,7 +111,7 @@ kvl_status kvl_plan_kv_bytes_for(size_t block_bytes, int block_size, size_t n_se
 #define KVL_PLAN_MAX_DEVICES 64
 
 typedef struct kvl_plan_request {
-    kvl_plan_shape shape;
+    kvl_model_shape shape;
     size_t weight_bytes;                       /* kvl_plan_weight_bytes or the file's */
     kvl_kv_format k_fmt, v_fmt;
     int block_size;
