@@ -395,7 +395,7 @@ static int load_shape(const opts *o, plan *p) {
     return 0;
 }
 
-/* "1 x H100-SXM-80GB", "2 x 24.00 GiB" or "3 devices". */
+/* "1 x H100-80GB", "2 x 24.00 GiB" or "3 devices". */
 static void describe_devices(plan *p) {
     const kvl_plan_request *r = &p->r;
     const char *const *nm = p->dev_names;

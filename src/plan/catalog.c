@@ -83,7 +83,7 @@ const kvl_model_shape *kvl_catalog_shape_find(const char *name) {
  * throughput, i.e. half the "with sparsity" figure the sheets headline). */
 #define MIB ((size_t)1 << 20)
 static const kvl_catalog_device k_devices[] = {
-    {"H100-SXM-80GB", "H100-80GB", 81559 * MIB, 3.35e12, 989.5e12,
+    {"H100-80GB", "H100-SXM-80GB", 81559 * MIB, 3.35e12, 989.5e12,
      "nvidia-smi: NVIDIA H100 80GB HBM3, 81559MiB",
      "NVIDIA H100 datasheet (SXM): 3.35 TB/s, BF16 1,979 TFLOPS with sparsity"},
     {"H200-141GB", "H200", 143771 * MIB, 4.8e12, 989.5e12, "nvidia-smi: NVIDIA H200, 143771MiB",
