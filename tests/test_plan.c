@@ -189,7 +189,7 @@ static void test_quantized_formats(void) {
      * head_dim 3, block 1: ceil(12 bits / 8) = 2, + 3 channels * 3 = 11 */
     kvl_plan_kv_head_block_bytes(KVL_KV_FMT_INT4, KVL_KV_ROLE_K, 3, 1, &h, NULL);
     CHECK_EQ_INT(h, 11);
-    /* issue 6 targets on TinyLlama-1.1B (head_dim 64, 4 KV heads, 22
+    /* the quantized formats' targets on TinyLlama-1.1B (head_dim 64, 4 KV heads, 22
      * layers): tokens per budget against f16 (22528 B/token).
      *   int8: (64 + 2) * 2 * 4 * 22 = 11616 B/token        -> 1.939x >= 1.9
      *   int4 at block 32: K (32*32 + 64*3) / 32 = 38, V 32 + 3 = 35
@@ -467,8 +467,8 @@ static kvl_hparams to_hparams(const kvl_model_shape *s) {
     return hp;
 }
 
-/* The pool stores f32 K and V today (issue 6 adds the other formats); for
- * every named shape, block size and budget, its block bytes, block count and
+/* With f32 K and V (the other formats have their parity in
+ * test_kv_quant.c), for every named shape, block size and budget, its block bytes, block count and
  * token capacity equal the planner's. A real pool of a small budget is
  * allocated too, and holds exactly the planned number of blocks. */
 static void test_pool_parity(void) {

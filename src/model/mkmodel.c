@@ -1,6 +1,7 @@
 /*
- * The random-weight llama model generator behind `kvllm mkmodel`: presets
- * of real architectures' shapes, a deterministic per-row RNG, the
+ * The random-weight llama model generator behind `kvllm mkmodel`: the spec
+ * check (shapes come from the caller; named presets are resolved in the
+ * catalogue, plan/catalog.c), a deterministic per-row RNG, the
  * vocabulary (loaded from a llama2.c tokenizer file or synthesized), and
  * the GGUF it streams through the writer. See mkmodel.h.
  *
