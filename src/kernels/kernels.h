@@ -12,8 +12,8 @@
 #define KVL_KERNELS_H
 
 #include "core/core.h"
+#include "core/dtype.h"
 #include "core/pool.h"
-#include "model/gguf.h"
 
 typedef enum kvl_isa {
     KVL_ISA_SCALAR = 0,

@@ -56,16 +56,9 @@ static kvl_status check_params(const kvl_kv_cache_params *p, kvl_error *err) {
     return KVL_OK;
 }
 
-static kvl_status plan_shape(const kvl_hparams *hp, kvl_plan_shape *s) {
+static kvl_status plan_shape(const kvl_hparams *hp, kvl_model_shape *s) {
     memset(s, 0, sizeof *s);
-    s->n_layers = hp->n_layers;
-    s->n_heads = hp->n_heads;
-    s->n_kv_heads = hp->n_kv_heads;
-    s->head_dim = hp->head_dim;
-    s->dim = hp->dim;
-    s->ffn_dim = hp->ffn_dim;
-    s->n_vocab = hp->n_vocab;
-    s->ctx_len = hp->ctx_len;
+    s->hp = *hp;
     return KVL_OK;
 }
 
@@ -75,9 +68,8 @@ static size_t contig_token_bytes(const kvl_hparams *hp) {
     return 2 * (size_t)hp->n_layers * (size_t)hp->n_kv_heads * (size_t)hp->head_dim * sizeof(float);
 }
 
-/* block_size 0 means the formats' default (32 when int4 keys, else 16) */
 static int32_t block_size_of(const kvl_kv_cache_params *p) {
-    return p->block_size ? p->block_size : (int32_t)kvl_plan_default_block_size(p->k_fmt, p->v_fmt);
+    return kvl_kv_block_size(p->block_size, p->k_fmt, p->v_fmt);
 }
 
 kvl_status kvl_kv_cache_default_budget(const kvl_hparams *hp, const kvl_kv_cache_params *p_in,
@@ -88,7 +80,7 @@ kvl_status kvl_kv_cache_default_budget(const kvl_hparams *hp, const kvl_kv_cache
     kvl_kv_cache_params q = *p_in;
     q.block_size = block_size_of(&q);
     const kvl_kv_cache_params *p = &q;
-    kvl_plan_shape s;
+    kvl_model_shape s;
     plan_shape(hp, &s);
     if (p->layout == KVL_KV_LAYOUT_CONTIGUOUS) {
         size_t per_tok = contig_token_bytes(hp);

@@ -52,7 +52,7 @@ typedef struct {
 
 static kvl_status make_store(const ctx *c, kvl_kv_format k, kvl_kv_format v, kvl_kv_paged **out,
                              kvl_error *err) {
-    int32_t bs = kvl_plan_default_block_size(k, v);
+    int32_t bs = kvl_kv_block_size(0, k, v);
     kvl_block_layout lay;
     kvl_status st = kvl_block_layout_init_fmt(&c->m->hp, bs, k, v, &lay, err);
     if (st)
@@ -144,7 +144,7 @@ kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kv
         return kvl_errorf(err, KVL_E_INVALID, "kv check: context %lld < 9 positions",
                           (long long)m->hp.ctx_len);
     kvl_kv_check_report r = {.k_fmt = k, .v_fmt = v, .n_tokens = c.n,
-                             .block_size = kvl_plan_default_block_size(k, v)};
+                             .block_size = kvl_kv_block_size(0, k, v)};
     c.toks = calloc((size_t)c.n + 1, sizeof(int32_t));
     c.ref = malloc((size_t)c.n * V * sizeof(float));
     c.f16 = malloc((size_t)c.n * V * sizeof(float));

@@ -75,8 +75,7 @@ kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *p
                           "kv paged: k_fmt %d / v_fmt %d: a format id is not in [0, %d) (%s)",
                           (int)params->k_fmt, (int)params->v_fmt, KVL_KV_FMT_COUNT,
                           kvl_kv_format_names());
-    int32_t bs = params->block_size ? params->block_size
-                                    : kvl_plan_default_block_size(params->k_fmt, params->v_fmt);
+    int32_t bs = kvl_kv_block_size(params->block_size, params->k_fmt, params->v_fmt);
     if (params->max_seqs < 1 || params->max_seqs > KVL_KV_MAX_SEQS)
         return kvl_errorf(err, KVL_E_INVALID, "kv paged: max_seqs %d not in [1, %d]",
                           (int)params->max_seqs, KVL_KV_MAX_SEQS);

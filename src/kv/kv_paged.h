@@ -49,7 +49,7 @@
 typedef struct kvl_kv_paged_params {
     size_t budget;      /* bytes of KV memory (--kv-mem) */
     int32_t block_size; /* positions per block (--block-size); 0 means
-                           kvl_plan_default_block_size(k_fmt, v_fmt): 32 for
+                           kvl_kv_block_size(0, k_fmt, v_fmt): 32 for
                            int4 K, else 16 */
     int32_t max_seqs;   /* sequence slots */
     int32_t max_ctx;    /* most positions of one sequence */

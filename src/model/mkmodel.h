@@ -12,24 +12,21 @@
 #define KVL_MKMODEL_H
 
 #include "model/gguf_write.h"
+#include "model/model.h"
 
 #define KVL_MKMODEL_STD 0.02
 
+/* What to write. The shape's arch must be llama without q/k/v biases;
+ * head_dim is dim / n_heads and RoPE turns the whole head, so
+ * shape.hp.head_dim and shape.hp.rope_dim are not read. shape.name is
+ * general.name; shape.tied_embd leaves out output.weight. Named presets
+ * come from the catalogue (plan/catalog.h: kvl_catalog_mkmodel_spec). */
 typedef struct kvl_mkmodel_spec {
-    char name[64]; /* general.name */
-    int64_t dim, ffn_dim, n_layers, n_heads, n_kv_heads, n_vocab, ctx_len;
-    float rope_base, rms_eps;
-    kvl_type type;  /* of the 2-D weights: F32, F16, BF16, Q8_0, Q4_0 */
+    kvl_model_shape shape;
+    kvl_type type;    /* of the 2-D weights: F32, F16, BF16, Q8_0, Q4_0 */
     uint64_t seed;
-    bool tied;      /* no output.weight (readers use token_embd) */
     size_t alignment; /* 0 = default 32 */
 } kvl_mkmodel_spec;
-
-/* Fill *out with a named preset: "stories260K", "tinyllama-1.1b",
- * "llama-3-8b", "llama-2-7b". False when the name is unknown. */
-bool kvl_mkmodel_preset(const char *name, kvl_mkmodel_spec *out);
-/* The preset names, comma-separated (for messages). */
-const char *kvl_mkmodel_preset_names(void);
 
 /* Validate a spec: KVL_E_INVALID naming the field (by its CLI flag), the
  * value and the limit: "--heads 7 does not divide --dim 64". */

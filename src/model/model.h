@@ -5,16 +5,11 @@
 #ifndef KVL_MODEL_H
 #define KVL_MODEL_H
 
+#include "core/dtype.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
 
-/* Hard limits on hyperparameters from files (far above any real model). */
-#define KVL_MAX_LAYERS 1024
-#define KVL_MAX_HEADS 1024
-#define KVL_MAX_HEAD_DIM 1024
-#define KVL_MAX_DIM (1 << 17)
-#define KVL_MAX_VOCAB (1 << 22)
-#define KVL_MAX_CTX (1 << 24)
+/* The hard limits on hyperparameters (KVL_MAX_*) are in core/dtype.h. */
 
 typedef struct kvl_hparams {
     int64_t n_vocab;
@@ -29,6 +24,23 @@ typedef struct kvl_hparams {
     float rope_base;
     float rms_eps;
 } kvl_hparams;
+
+/* The architectures whose shapes kvllm knows. kvllm computes LLAMA only;
+ * the planner also counts the weights of OPT (learned positions,
+ * LayerNorm, biases on every projection, a two-matrix ReLU FFN). */
+typedef enum kvl_arch { KVL_ARCH_LLAMA = 0, KVL_ARCH_OPT = 1 } kvl_arch;
+
+/* A model's shape: its hyperparameters and the facts that change the weight
+ * count. The one shape struct: the planner, the catalogue of named shapes
+ * (plan/catalog.h) and mkmodel's spec all hold one. */
+typedef struct kvl_model_shape {
+    char name[64];
+    kvl_hparams hp;
+    kvl_arch arch;
+    bool tied_embd;     /* output shares the token embedding (counted once) */
+    bool qkv_bias;      /* q, k, v projections carry a bias (Qwen2) */
+    const char *source; /* where the numbers come from; NULL for files */
+} kvl_model_shape;
 
 /* A weight matrix or vector: (ne1 rows, ne0 columns) of one kvl_type. */
 typedef struct kvl_weight {
