@@ -4,7 +4,6 @@
  * any thread.
  */
 #include "model/model.h"
-#include "plan/planner.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -13,7 +12,7 @@ void kvl_model_get_info(const kvl_model *m, kvl_model_info *o) {
     memset(o, 0, sizeof *o);
     snprintf(o->name, sizeof o->name, "%s", m->name);
     o->container = m->format == KVL_MODEL_GGUF ? "gguf" : "llama2.c";
-    o->weight_type = kvl_plan_weight_type_name(m->layers[0].wq.type);
+    o->weight_type = kvl_type_name(m->layers[0].wq.type);
     o->n_vocab = m->hp.n_vocab;
     o->dim = m->hp.dim;
     o->n_layers = m->hp.n_layers;
