@@ -452,6 +452,48 @@ static void print_report(const run_state *rs, const kvl_model *m, double t_load,
     }
 }
 
+/* Submit the prompt as one request with --parallel samples; when the pool
+ * cannot hold every sample at its longest at once, as one request per
+ * sample instead (they queue and preempt one another; sample i keeps the
+ * seed it would have had). */
+static kvl_status submit_all(run_state *rs, const int32_t *toks, size_t n_prompt,
+                             kvl_error *err) {
+    const run_opts *o = rs->o;
+    kvl_engine *e = rs->e;
+    kvl_request_params rp = kvl_request_defaults();
+    rp.prompt_tokens = toks;
+    rp.n_prompt_tokens = n_prompt;
+    rp.max_tokens = (int32_t)o->n_predict;
+    rp.n = rs->n_samples;
+    rp.temperature = o->sp.temperature;
+    rp.top_k = o->sp.top_k;
+    rp.top_p = o->sp.top_p;
+    rp.min_p = o->sp.min_p;
+    rp.repeat_penalty = o->sp.repeat_penalty;
+    rp.repeat_last_n = o->sp.repeat_last_n;
+    rp.seed = o->sp.seed;
+    rp.stop = o->stops;
+    rp.n_stop = o->n_stops;
+    rs->n_reqs = 1;
+    kvl_status sst = kvl_engine_submit(e, &rp, &rs->ids[0], err);
+    if (sst == KVL_E_LIMIT && rp.n > 1) {
+        /* the pool cannot hold every sample at its longest at once: run the
+         * samples as separate requests that queue and preempt one another */
+        fprintf(stderr, "kvllm run: %s; running the %d samples as separate requests instead\n",
+                err->msg, rp.n);
+        rs->n_reqs = rp.n;
+        rp.n = 1;
+        uint64_t seed = rp.seed;
+        for (int32_t s = 0; s < rs->n_reqs && sst != KVL_E_NOMEM; s++) {
+            rp.seed = seed + (uint64_t)s;
+            sst = kvl_engine_submit(e, &rp, &rs->ids[s], err);
+            if (sst)
+                break;
+        }
+    }
+    return sst;
+}
+
 /* Load, submit, drive, print. Returns the exit status. */
 static int run_request(run_opts *o) {
     kvl_error err = {0};
@@ -543,37 +585,7 @@ static int run_request(run_opts *o) {
             fprintf(stderr, "kvllm run: out of memory\n");
             goto done;
         }
-    kvl_request_params rp = kvl_request_defaults();
-    rp.prompt_tokens = toks;
-    rp.n_prompt_tokens = n_prompt;
-    rp.max_tokens = (int32_t)o->n_predict;
-    rp.n = rs.n_samples;
-    rp.temperature = o->sp.temperature;
-    rp.top_k = o->sp.top_k;
-    rp.top_p = o->sp.top_p;
-    rp.min_p = o->sp.min_p;
-    rp.repeat_penalty = o->sp.repeat_penalty;
-    rp.repeat_last_n = o->sp.repeat_last_n;
-    rp.seed = o->sp.seed;
-    rp.stop = o->stops;
-    rp.n_stop = o->n_stops;
-    rs.n_reqs = 1;
-    kvl_status sst = rs.out ? kvl_engine_submit(e, &rp, &rs.ids[0], &err) : KVL_E_NOMEM;
-    if (sst == KVL_E_LIMIT && rp.n > 1) {
-        /* the pool cannot hold every sample at its longest at once: run the
-         * samples as separate requests that queue and preempt one another */
-        fprintf(stderr, "kvllm run: %s; running the %d samples as separate requests instead\n",
-                err.msg, rp.n);
-        rs.n_reqs = rp.n;
-        rp.n = 1;
-        uint64_t seed = rp.seed;
-        for (int32_t s = 0; s < rs.n_reqs && sst != KVL_E_NOMEM; s++) {
-            rp.seed = seed + (uint64_t)s;
-            sst = kvl_engine_submit(e, &rp, &rs.ids[s], &err);
-            if (sst)
-                break;
-        }
-    }
+    kvl_status sst = rs.out ? submit_all(&rs, toks, n_prompt, &err) : KVL_E_NOMEM;
     if (sst) {
         fprintf(stderr, "kvllm run: %s\n", rs.out ? err.msg : "out of memory");
         rc = rs.out && err.status != KVL_E_NOMEM ? 2 : 1;
