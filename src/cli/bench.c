@@ -84,7 +84,7 @@ static void usage(FILE *f) {
             "  -b, --batch B,..     sequences generating together in tg tests, 1..256\n"
             "                       (default 1)\n"
             "  -r, --reps N         timed repetitions of each test, 1..%d (default 5)\n"
-            "  -t, --threads N      worker threads, 1..1024 (default: one per core)\n"
+            "  -t, --threads N      worker threads, 1..%d (default: one per core)\n"
             "  -o, --output FMT     text (markdown table), json or csv (default text)\n"
             "      --gate           before each timed repetition print 'ready TEST REP' to\n"
             "                       stderr and wait for a line on stdin; after it print\n"
@@ -106,7 +106,7 @@ static void usage(FILE *f) {
             "examples:\n"
             "  kvllm bench -m tl-q8_0.gguf -p 512 -n 128 -d 0,2048 -r 3\n"
             "  kvllm bench -m tl-q8_0.gguf -p 0 -n 32 -b 1,4,16 -o json\n",
-            KVL_MAX_CTX, MAX_REPS, "");
+            KVL_MAX_CTX, MAX_REPS, KVL_POOL_MAX_THREADS, "");
     kvl_cli_kv_usage(f);
 }
 
@@ -555,7 +555,10 @@ int kvl_cli_bench(int argc, char **argv) {
             roofline = true;
             continue;
         }
-        if (!kvl_cli_value(cmd, argc, argv, &i, &v))
+        static const char *const known[] = {
+            "-m", "--model", "-p", "--n-prompt", "-n", "--n-gen", "-d", "--depth", "-b",
+            "--batch", "-r", "--reps", "-t", "--threads", "-o", "--output", NULL};
+        if (!kvl_cli_flag_value(cmd, known, NULL, argc, argv, &i, &v))
             return 2;
         if (!strcmp(a, "-m") || !strcmp(a, "--model"))
             model_path = v;
@@ -575,7 +578,7 @@ int kvl_cli_bench(int argc, char **argv) {
             if (!kvl_cli_int(cmd, a, v, 1, MAX_REPS, &reps))
                 return 2;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (!kvl_cli_int(cmd, a, v, 1, 1024, &threads))
+            if (!kvl_cli_int(cmd, a, v, 1, KVL_POOL_MAX_THREADS, &threads))
                 return 2;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
             if (!strcmp(v, "text") || !strcmp(v, "md"))

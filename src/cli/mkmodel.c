@@ -199,8 +199,7 @@ int kvl_cli_mkmodel(int argc, char **argv) {
             while (k < sizeof ints / sizeof ints[0] && strcmp(a, ints[k].flag))
                 k++;
             if (k == sizeof ints / sizeof ints[0]) {
-                fprintf(stderr, "kvllm mkmodel: unknown flag '%s' (see kvllm mkmodel --help)\n",
-                        a);
+                kvl_cli_unknown(cmd, a, "the output goes after -o");
                 return 2;
             }
             if (!kvl_cli_value(cmd, argc, argv, &i, &v) ||

@@ -35,10 +35,10 @@ static void usage(FILE *f) {
                "      --kl-ref         also run an f32-KV reference in the same pass and report\n"
                "                       the mean KL divergence of next-token distributions\n"
                "                       KL(ref || this) and top-1 agreement\n"
-               "  -t, --threads N      worker threads (default: one per core)\n"
+               "  -t, --threads N      worker threads, 1..%d (default: one per core)\n"
                KVL_CLI_LOAD_USAGE
                "  -h, --help\n"
-               "\nKV cache:\n");
+               "\nKV cache:\n", KVL_POOL_MAX_THREADS);
     kvl_cli_kv_usage(f);
 }
 
@@ -165,7 +165,10 @@ int kvl_cli_ppl(int argc, char **argv) {
             return 2;
         if (kvf > 0)
             continue;
-        if (!kvl_cli_value(cmd, argc, argv, &i, &v))
+        static const char *const known[] = {
+            "-m", "--model", "--tokenizer", "-f", "--file", "--split", "--long", "-c", "--ctx",
+            "--max-docs", "-t", "--threads", NULL};
+        if (!kvl_cli_flag_value(cmd, known, "the text file goes after -f", argc, argv, &i, &v))
             return 2;
         if (!strcmp(a, "-m") || !strcmp(a, "--model"))
             model_path = v;
@@ -198,7 +201,7 @@ int kvl_cli_ppl(int argc, char **argv) {
             if (!kvl_cli_int(cmd, a, v, 1, INT32_MAX, &max_docs))
                 return 2;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (!kvl_cli_int(cmd, a, v, 1, 1024, &threads))
+            if (!kvl_cli_int(cmd, a, v, 1, KVL_POOL_MAX_THREADS, &threads))
                 return 2;
         } else {
             fprintf(stderr, "kvllm ppl: unknown flag '%s' (see kvllm ppl --help)\n", a);

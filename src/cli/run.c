@@ -35,13 +35,13 @@ static void usage(FILE *f) {
             "  -s, --seed N          sampling seed (default fixed)\n"
             "      --stop TEXT       stop when TEXT is generated (repeatable, up to %d)\n"
             "      --parallel N      N samples from one prompt, 1..256 (default 1)\n"
-            "  -t, --threads N       worker threads (default: one per core)\n"
+            "  -t, --threads N       worker threads, 1..%d (default: one per core)\n"
             "      --dump-logits F   append every logits row computed (float32, n_vocab each,\n"
             "                        in batch order) to file F, for exact comparisons\n"
             KVL_CLI_LOAD_USAGE
             "  -h, --help\n"
             "\nKV cache:\n",
-            MAX_STOPS);
+            MAX_STOPS, KVL_POOL_MAX_THREADS);
     kvl_cli_kv_usage(f);
 }
 
@@ -124,7 +124,11 @@ int kvl_cli_run(int argc, char **argv) {
             return 2;
         if (kvf > 0)
             continue;
-        if (!kvl_cli_value(cmd, argc, argv, &i, &v))
+        static const char *const known[] = {
+            "-m", "--model", "--tokenizer", "--dump-logits", "-p", "--prompt", "-n", "--n-predict",
+            "-c", "--ctx", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
+            "--repeat-last-n", "-s", "--seed", "--stop", "--parallel", "-t", "--threads", NULL};
+        if (!kvl_cli_flag_value(cmd, known, "the prompt goes after -p", argc, argv, &i, &v))
             return 2;
         if (!strcmp(a, "-m") || !strcmp(a, "--model"))
             model_path = v;
@@ -182,7 +186,7 @@ int kvl_cli_run(int argc, char **argv) {
             if (!kvl_cli_int(cmd, a, v, 1, 256, &parallel))
                 return 2;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (!kvl_cli_int(cmd, a, v, 1, 1024, &threads))
+            if (!kvl_cli_int(cmd, a, v, 1, KVL_POOL_MAX_THREADS, &threads))
                 return 2;
         } else {
             fprintf(stderr, "kvllm run: unknown flag '%s' (see kvllm run --help)\n", a);
