@@ -59,5 +59,52 @@ expect_rc 2 "$bin" run -m "$model" --kv-mem 1e19;  expect_err "--kv-mem: '1e19' 
 expect_rc 2 "$bin" run -m "$model" --kv-mem 8EiB;  expect_err "--kv-mem: unknown unit"
 expect_rc 2 "$bin" run -m "$model" --kv-mem 9000000T; expect_err "the limit is 2^63 - 1"
 
+# mkmodel -o: a path that is not a regular file is refused and left alone; a
+# symbolic link planted where the temporary file once went is not followed
+rm -f "$tmp/fifo"; mkfifo "$tmp/fifo"
+expect_rc 2 "$bin" mkmodel -o "$tmp/fifo" --layers 1
+expect_err "'$tmp/fifo' exists and is a FIFO, not a regular file: refusing to replace it"
+[ -p "$tmp/fifo" ] && ok || bad "the FIFO was replaced"
+if [ "$(id -u)" = 0 ]; then # as root: a copy of /dev/full's node, never the real one
+  rm -f "$tmp/full"
+  if mknod "$tmp/full" c 1 7 2>/dev/null; then
+    expect_rc 2 "$bin" mkmodel -o "$tmp/full" --layers 1
+    expect_err "exists and is a character device"
+    [ -c "$tmp/full" ] && ok || bad "the device node was replaced"
+  fi
+fi
+printf precious >"$tmp/victim"
+rm -f "$tmp/link.gguf"; ln -s "$tmp/victim" "$tmp/link.gguf"
+expect_rc 2 "$bin" mkmodel -o "$tmp/link.gguf" --layers 1; expect_err "is a symbolic link"
+[ "$(cat "$tmp/victim")" = precious ] && ok || bad "the link's target was written"
+# the old temporary names, planted for every pid nearby: none is followed
+rm -f "$tmp/m.gguf" "$tmp"/m.gguf.tmp-*
+for p in $(seq $(($$ + 1)) $(($$ + 200))); do ln -s "$tmp/victim" "$tmp/m.gguf.tmp-$p"; done
+expect_rc 0 "$bin" mkmodel -o "$tmp/m.gguf" --layers 1
+[ "$(cat "$tmp/victim")" = precious ] && ok || bad "a planted link's target was written"
+[ -f "$tmp/m.gguf" ] && [ ! -L "$tmp/m.gguf" ] && ok || bad "no regular output file"
+ls -a "$tmp" | grep -q '^\.m\.gguf\.tmp-' && bad "temporary file left behind" || ok
+rm -f "$tmp"/m.gguf.tmp-*
+
+# NaN logits fail the quality gates (they once read "KL 0, top-1 100%"): a copy of
+# stories260K.bin whose BOS embedding row (token 1, dim 64) is NaN
+python3 - "$shared/models/stories260K.bin" "$tmp/nan.bin" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+dim = struct.unpack("<i", b[:4])[0]
+off = 28 + 1 * dim * 4
+b[off:off + dim * 4] = struct.pack("<%df" % dim, *([float("nan")] * dim))
+open(sys.argv[2], "wb").write(b)
+PY
+tok="--tokenizer $shared/models/tok512.bin"
+expect_rc 1 "$bin" ppl -m "$tmp/nan.bin" $tok -f "$shared/models/TinyStories-valid-reduced.txt" \
+  --max-docs 2 --kl-ref --kv-type int8
+grep -qx "kl_mean inf" "$tmp/out" && ok || { bad "ppl --kl-ref: kl_mean not inf"; cat "$tmp/out"; }
+grep -qx "top1_agree 0.000000" "$tmp/out" && ok || bad "ppl --kl-ref: top-1 not 0"
+expect_err "--kl-ref: 680 of 680 positions have NaN logits (KL inf)"
+expect_rc 0 "$bin" run -m "$tmp/nan.bin" $tok -n 2 --kv-check --kv-type int8
+expect_err "warning: kv check: the f32-KV reference logits hold NaN at 255 of 255 positions"
+no_err "ok (mean KL"
+
 echo "test_cli_newuser: $pass passed, $fail failed"
 [ "$fail" = 0 ]

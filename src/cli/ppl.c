@@ -13,6 +13,7 @@
 #include "cli/cli.h"
 #include "cli/common.h"
 #include "core/pool.h"
+#include "kv/kv_check.h"
 #include "model/forward.h"
 
 #include <math.h>
@@ -55,25 +56,6 @@ static double log_sum_exp(const float *row, int64_t n, float *mx_out) {
     return log(s);
 }
 
-/* KL(p || q) for the distributions of two logits rows */
-static double kl_div(const float *p_row, const float *q_row, int64_t n) {
-    float mp, mq;
-    double lp = log_sum_exp(p_row, n, &mp), lq = log_sum_exp(q_row, n, &mq);
-    double kl = 0;
-    for (int64_t k = 0; k < n; k++) {
-        double a = (double)p_row[k] - mp - lp, b = (double)q_row[k] - mq - lq;
-        kl += exp(a) * (a - b);
-    }
-    return kl > 0 ? kl : 0;
-}
-
-static int64_t row_argmax(const float *row, int64_t n) {
-    int64_t b = 0;
-    for (int64_t k = 1; k < n; k++)
-        if (row[k] > row[b])
-            b = k;
-    return b;
-}
 
 typedef struct {
     const char *p;
@@ -298,7 +280,7 @@ int kvl_cli_ppl(int argc, char **argv) {
     kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
     kvl_kv_iface kv_ref = kvr ? kvl_kv_cache_iface(kvr) : kv;
     double nll = 0, kl_sum = 0;
-    long long n_pred = 0, n_docs = 0, n_windows = 0, n_cut = 0, n_agree = 0;
+    long long n_pred = 0, n_docs = 0, n_windows = 0, n_cut = 0, n_agree = 0, n_nan = 0;
     double t0 = kvl_now();
     at = 0;
     while ((max_docs < 0 || n_docs < max_docs) && next_doc(text, len, &at, blank_mode, &d)) {
@@ -342,8 +324,11 @@ int kvl_cli_ppl(int argc, char **argv) {
                 n_pred++;
                 if (lr) {
                     const float *rr = lr + i * (size_t)hp->n_vocab;
-                    kl_sum += kl_div(rr, row, hp->n_vocab);
-                    n_agree += row_argmax(rr, hp->n_vocab) == row_argmax(row, hp->n_vocab);
+                    bool same;
+                    const double kl = kvl_logits_kl(rr, row, hp->n_vocab, &same);
+                    kl_sum += kl;
+                    n_agree += same;
+                    n_nan += isinf(kl);
                 }
             }
             if (w0 + wn >= n)
@@ -370,6 +355,11 @@ int kvl_cli_ppl(int argc, char **argv) {
                (double)n_agree / (double)n_pred);
     fprintf(stderr, "kvllm ppl: %lld tokens in %.2f s (%.1f tokens/s)\n", n_pred, dt,
             dt > 0 ? (double)n_pred / dt : 0.0);
+    if (n_nan) { /* a quality gate fails on NaN */
+        fprintf(stderr, "kvllm ppl: --kl-ref: %lld of %lld positions have NaN logits (KL inf)\n",
+                n_nan, n_pred);
+        goto done;
+    }
     rc = 0;
 done:
     free(text);
