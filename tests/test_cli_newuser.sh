@@ -106,5 +106,20 @@ expect_rc 0 "$bin" run -m "$tmp/nan.bin" $tok -n 2 --kv-check --kv-type int8
 expect_err "warning: kv check: the f32-KV reference logits hold NaN at 255 of 255 positions"
 no_err "ok (mean KL"
 
+# a text file is "not a model file", not a llama2.c header complaint
+printf 'hello world, this is a text file\n' >"$tmp/notes.txt"
+for c in run "ppl -f $tmp/notes.txt" bench; do
+  expect_rc 1 "$bin" $c -m "$tmp/notes.txt"
+  expect_err "$tmp/notes.txt: not a model file: it is not GGUF (it starts with 'hell', not 'GGUF') and not a llama2.c checkpoint"
+done
+# a llama2.c tokenizer of another size is refused with both numbers, given or found
+expect_rc 1 "$bin" run -m "$shared/models/stories260K.bin" --tokenizer "$shared/models/tokenizer.bin" -n 2
+expect_err "tokenizer.bin: the tokenizer holds 32000 pieces but the model's vocab_size is 512"
+rm -rf "$tmp/l2c" && mkdir -p "$tmp/l2c" && cp "$shared/models/stories260K.bin" "$shared/models/tokenizer.bin" "$tmp/l2c/"
+expect_rc 1 "$bin" run -m "$tmp/l2c/stories260K.bin" -n 2
+expect_err "the tokenizer holds 32000 pieces but the model's vocab_size is 512"
+cp "$shared/models/tok512.bin" "$tmp/l2c/"
+expect_rc 0 "$bin" run -m "$tmp/l2c/stories260K.bin" -n 2
+
 echo "test_cli_newuser: $pass passed, $fail failed"
 [ "$fail" = 0 ]
