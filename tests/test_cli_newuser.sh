@@ -121,5 +121,52 @@ expect_err "the tokenizer holds 32000 pieces but the model's vocab_size is 512"
 cp "$shared/models/tok512.bin" "$tmp/l2c/"
 expect_rc 0 "$bin" run -m "$tmp/l2c/stories260K.bin" -n 2
 
+# bench records the KV cache it measured, in every output format
+expect_rc 0 "$bin" bench -m "$model" -p 8 -n 2 -r 1 -b 1,2 -o json --kv-type int8 --kv-type-v f16
+python3 - "$tmp/out" <<'PY' && ok || bad "bench json kv fields"
+import json, sys
+rows = json.load(open(sys.argv[1]))
+assert len(rows) == 3, rows
+for r in rows:
+    assert r["kv"] == "paged K int8 V f16 block 16", r["kv"]
+    assert (r["kv_layout"], r["kv_type_k"], r["kv_type_v"], r["kv_block_size"]) == \
+        ("paged", "int8", "f16", 16), r
+PY
+expect_rc 0 "$bin" bench -m "$model" -p 8 -n 2 -r 1 -o json --kv-layout contiguous
+python3 - "$tmp/out" <<'PY' && ok || bad "bench json contiguous kv fields"
+import json, sys
+for r in json.load(open(sys.argv[1])):
+    assert r["kv"] == "contiguous K f32 V f32" and r["kv_layout"] == "contiguous", r
+    assert r["kv_block_size"] is None and r["kv_type_k"] == r["kv_type_v"] == "f32", r
+PY
+expect_rc 0 "$bin" bench -m "$model" -p 8 -n 2 -r 1 --kv-type-k int4
+head -1 "$tmp/out" | grep -qF "| threads | kv | test |" && ok || bad "text header lacks kv"
+[ "$(grep -cF "| paged K int4 V f32 block 32 |" "$tmp/out")" = 2 ] && ok || { bad "text kv column"; cat "$tmp/out"; }
+expect_rc 0 "$bin" bench -m "$model" -p 8 -n 0 -r 1 -o csv --kv-type f32
+python3 - "$tmp/out" <<'PY' && ok || bad "csv kv columns"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert len(rows) == 1, rows
+r = rows[0]
+assert (r["kv_layout"], r["kv_type_k"], r["kv_type_v"], r["kv_block_size"]) == ("paged", "f32", "f32", "16"), r
+PY
+# bench --help: the model is optional; the KV flags sit under their heading,
+# before the columns and the examples
+expect_rc 0 "$bin" bench --help
+grep -qF "usage: kvllm bench [-m MODEL] [flags]" "$tmp/out" && ok || bad "bench usage line"
+awk '/^KV cache/{h=NR} /--kv-layout/{k=NR} /^examples:/{e=NR} END{exit !(h && k == h + 2 && e > k)}' "$tmp/out" \
+  && ok || { bad "bench --help layout"; cat "$tmp/out"; }
+# bench --kv-check measures the chosen formats once, before the tests
+expect_rc 0 "$bin" bench -m "$model" -p 8 -n 2 -r 1 --kv-type int8 --kv-check
+expect_err "kv check: K int8 V int8 (block 16), 255 positions"
+[ "$(grep -c "^kv check: K int8 V int8 (block" "$tmp/err")" = 1 ] && ok || bad "kv check ran more than once"
+# bench -d past the model's context (stories260K.gguf: 2048) is refused up front
+expect_rc 2 "$bin" bench -m "$model" -d 100000 -p 512 -n 0
+expect_err "pp512@d100000: -d 100000 with 512 tokens needs 100512 positions; the model's context is 2048"
+expect_rc 2 "$bin" bench -m "$model" -d 0,2000 -p 0 -n 64
+expect_err "tg64@d2000: -d 2000 with 64 tokens needs 2064 positions; the model's context is 2048"
+[ -s "$tmp/out" ] && bad "a table was printed before the refusal" || ok
+expect_rc 0 "$bin" bench -m "$model" -d 2040 -p 8 -n 0 -r 1
+
 echo "test_cli_newuser: $pass passed, $fail failed"
 [ "$fail" = 0 ]

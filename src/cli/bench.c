@@ -65,11 +65,12 @@ typedef struct {
     double read_med;         /* median over the repetitions of the weights' read, GB/s */
     double roof_frac;        /* median over the repetitions of bytes read per second by
                                 decode / that repetition's read of the weights */
+    kvl_kv_cache_params kv;  /* the KV cache measured: layout, formats, block size */
 } test_stats;
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: kvllm bench -m MODEL [flags]\n"
+            "usage: kvllm bench [-m MODEL] [flags]\n"
             "\n"
             "Tokens/s of prompt processing (pp) and generation (tg), like llama-bench.\n"
             "Lists are comma-separated and every combination is run.\n"
@@ -80,7 +81,8 @@ static void usage(FILE *f) {
             "  -n, --n-gen N,..     tokens generated one step at a time, 0..65536,\n"
             "                       0 = no tg test (default 128)\n"
             "  -d, --depth D,..     positions prefilled (untimed) before each test,\n"
-            "                       0..%d (default 0)\n"
+            "                       0..%d (default 0); depth + tokens must fit the\n"
+            "                       model's context\n"
             "  -b, --batch B,..     sequences generating together in tg tests, 1..256\n"
             "                       (default 1)\n"
             "  -r, --reps N         timed repetitions of each test, 1..%d (default 5)\n"
@@ -95,19 +97,21 @@ static void usage(FILE *f) {
             "                       (json: weights_read_gbs, roofline_frac; text: stderr)\n"
             KVL_CLI_LOAD_USAGE
             "  -h, --help\n"
-            "\nKV cache (each test gets a cache of exactly its sequences and positions):\n"
-            "%s"
+            "\nKV cache (each test gets a cache of exactly its sequences and positions;\n"
+            "--kv-check runs once, before the first test):\n",
+            KVL_MAX_CTX, MAX_REPS, KVL_POOL_MAX_THREADS);
+    kvl_cli_kv_usage(f);
+    fprintf(f,
             "\n"
-            "Columns: t/s is mean +- standard deviation over the repetitions (tg: all\n"
+            "Columns: kv is the KV cache measured (layout, K/V formats, block size);\n"
+            "t/s is mean +- standard deviation over the repetitions (tg: all\n"
             "sequences together); W/tok and KV/tok are the bytes one generated token\n"
             "reads from weights and from the KV cache (in its format). Every decode step\n"
             "reserves its KV positions first, as a server does, and that is timed.\n"
             "\n"
             "examples:\n"
-            "  kvllm bench -m tl-q8_0.gguf -p 512 -n 128 -d 0,2048 -r 3\n"
-            "  kvllm bench -m tl-q8_0.gguf -p 0 -n 32 -b 1,4,16 -o json\n",
-            KVL_MAX_CTX, MAX_REPS, KVL_POOL_MAX_THREADS, "");
-    kvl_cli_kv_usage(f);
+            "  kvllm bench -m tl-q8_0.gguf -p 512 -n 128 -d 0,1024 -r 3\n"
+            "  kvllm bench -m tl-q8_0.gguf -p 0 -n 32 -b 1,4,16 -o json --kv-type int8\n");
 }
 
 /* "512" or "0,2048": each element checked by kvl_cli_int. */
@@ -374,6 +378,7 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
     kvl_status s = kvl_kv_cache_init(&c->m->hp, &kp, &kvc, err);
     if (s != KVL_OK)
         return s;
+    st->kv = *kvl_kv_cache_params_of(kvc);
     kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
     double t_fill = kvl_now();
     s = fill_depth(c, kvc, &kv, t->depth, t->n_seq, err);
@@ -439,11 +444,12 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
 
 static void print_header(out_fmt fmt) {
     if (fmt == OUT_TEXT) {
-        printf("| model | size | params | type | isa | threads | test | t/s | median t/s "
+        printf("| model | size | params | type | isa | threads | kv | test | t/s | median t/s "
                "| W/tok | KV/tok |\n");
-        printf("| --- | ---: | ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |\n");
+        printf("| --- | ---: | ---: | --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: |\n");
     } else if (fmt == OUT_CSV) {
-        printf("model,model_type,model_size,n_params,isa,threads,test,kind,n_tokens,depth,"
+        printf("model,model_type,model_size,n_params,isa,threads,kv_layout,kv_type_k,kv_type_v,"
+               "kv_block_size,test,kind,n_tokens,depth,"
                "n_seq,reps,avg_ts,stddev_ts,median_ts,min_ts,max_ts,weight_bytes_per_token,"
                "kv_bytes_per_token,depth_fill_s,samples_ts\n");
     } else {
@@ -460,16 +466,25 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
     const char *type = type_name(m->layers[0].wq.type);
     const char *isa = kvl_isa_name(kvl_isa_active());
     int64_t params = count_params(m);
+    const bool paged = st->kv.layout == KVL_KV_LAYOUT_PAGED;
+    const char *layout = paged ? "paged" : "contiguous";
+    const char *kf = kvl_kv_format_get(st->kv.k_fmt)->name;
+    const char *vf = kvl_kv_format_get(st->kv.v_fmt)->name;
+    char kv[96], bs[16] = "";
+    if (paged)
+        snprintf(bs, sizeof bs, "%d", (int)st->kv.block_size);
+    snprintf(kv, sizeof kv, "%s K %s V %s%s%s", layout, kf, vf, paged ? " block " : "", bs);
     if (fmt == OUT_TEXT) {
-        printf("| %s | %.2f GiB | %.2f B | %s | %s | %d | %s | %.2f ± %.2f | %.2f | %.1f MB | "
+        printf("| %s | %.2f GiB | %.2f B | %s | %s | %d | %s | %s | %.2f ± %.2f | %.2f | %.1f MB | "
                "%.1f MB |\n",
                m->name, (double)m->weight_bytes / (1024.0 * 1024 * 1024), (double)params / 1e9,
-               type, isa, threads, t->name, st->mean, st->sd, st->median,
+               type, isa, threads, kv, t->name, st->mean, st->sd, st->median,
                st->weight_bytes_tok / 1e6, st->kv_bytes_tok / 1e6);
     } else if (fmt == OUT_CSV) {
-        printf("\"%s\",%s,%zu,%lld,%s,%d,\"%s\",%s,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.0f,%.0f,"
-               "%.3f,\"",
-               m->name, type, m->weight_bytes, (long long)params, isa, threads, t->name,
+        printf("\"%s\",%s,%zu,%lld,%s,%d,%s,%s,%s,%s,\"%s\",%s,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,"
+               "%.4f,%.0f,%.0f,%.3f,\"",
+               m->name, type, m->weight_bytes, (long long)params, isa, threads, layout, kf, vf, bs,
+               t->name,
                t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth, (int)t->n_seq,
                reps, st->mean, st->sd, st->median, st->min, st->max, st->weight_bytes_tok,
                st->kv_bytes_tok, st->fill_s);
@@ -478,7 +493,9 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
         printf("\"\n");
     } else {
         printf("%s\n  {\"model\": \"%s\", \"model_type\": \"%s\", \"model_size\": %zu, "
-               "\"n_params\": %lld, \"isa\": \"%s\", \"threads\": %d, \"kv\": \"f32 contiguous\",\n"
+               "\"n_params\": %lld, \"isa\": \"%s\", \"threads\": %d,\n"
+               "   \"kv\": \"%s\", \"kv_layout\": \"%s\", \"kv_type_k\": \"%s\", "
+               "\"kv_type_v\": \"%s\", \"kv_block_size\": %s,\n"
                "   \"test\": \"%s\", \"kind\": \"%s\", \"n_tokens\": %d, \"depth\": %d, "
                "\"n_seq\": %d, \"reps\": %d,\n"
                "   \"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"median_ts\": %.4f, \"min_ts\": %.4f, "
@@ -487,7 +504,7 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
                "\"depth_fill_s\": %.3f, \"weights_mem\": \"%s\", \"huge_page_bytes\": %lld,\n"
                "   \"samples_ts\": [",
                first ? "" : ",", m->name, type, m->weight_bytes, (long long)params, isa,
-               threads, t->name, t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth,
+               threads, kv, layout, kf, vf, paged ? bs : "null", t->name, t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth,
                (int)t->n_seq, reps, st->mean, st->sd, st->median, st->min, st->max,
                st->weight_bytes_tok, st->kv_bytes_tok, st->fill_s,
                weights_private ? "private copy" : "file mapping", huge_bytes);
@@ -651,6 +668,18 @@ int kvl_cli_bench(int argc, char **argv) {
         fprintf(stderr, "kvllm bench: %s\n", err.msg);
         return 1;
     }
+    for (int i = 0; i < n_tests; i++) { /* before any prefill: a deep one takes minutes */
+        const test_spec *t = &tests[i];
+        if ((int64_t)t->depth + t->n_tok > m->hp.ctx_len) {
+            fprintf(stderr,
+                    "kvllm bench: %s: -d %d with %d tokens needs %lld positions; the model's "
+                    "context is %lld\n",
+                    t->name, (int)t->depth, (int)t->n_tok, (long long)t->depth + t->n_tok,
+                    (long long)m->hp.ctx_len);
+            rc = 2;
+            goto done;
+        }
+    }
     const long long huge_bytes = kvl_proc_kb("/proc/self/smaps_rollup", "AnonHugePages");
     const bool weights_private = (m->gguf ? m->gguf->map.anon_len : m->map.anon_len) > 0;
     c.m = m;
@@ -675,6 +704,8 @@ int kvl_cli_bench(int argc, char **argv) {
     }
     for (int32_t i = 0; i < max_tokens; i++)
         c.ones[i] = 1;
+    if (!kvl_cli_kv_check(cmd, &kvo, m, pool))
+        goto done;
     int n_threads = kvl_pool_size(pool);
     print_header(fmt);
     for (int i = 0; i < n_tests; i++) {
