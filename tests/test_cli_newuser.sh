@@ -168,5 +168,27 @@ expect_err "tg64@d2000: -d 2000 with 64 tokens needs 2064 positions; the model's
 [ -s "$tmp/out" ] && bad "a table was printed before the refusal" || ok
 expect_rc 0 "$bin" bench -m "$model" -d 2040 -p 8 -n 0 -r 1
 
+# a file claiming a 16M-token context: a plain run reserves what the request
+# needs (prompt 2 + -n 8 = 10 positions: one block of 16 x 640 bytes), not 10 GiB
+expect_rc 0 "$bin" mkmodel -o "$tmp/ctx16m.gguf" --ctx 16777216 --type f16
+expect_rc 0 "$bin" run -m "$tmp/ctx16m.gguf" -p "Once" -n 8 --temp 0
+expect_err "KV budget 10240 bytes: what 1 sequence of 10 positions need (the request; the context is 16777216)"
+expect_err "kv cache: budget 10240 bytes -> 1 blocks"
+expect_rc 0 "$bin" run -m "$tmp/ctx16m.gguf" -p "Once" -n 8 --temp 0 --parallel 3
+expect_err "KV budget 30720 bytes: what 3 sequences of 10 positions need"
+# --kv-mem still sets the budget (and no note claims otherwise)
+expect_rc 0 "$bin" run -m "$model" -p "Once" -n 8 --temp 0 --kv-mem 4MiB
+expect_err "kv cache: budget 4194304 bytes"; no_err "KV budget"
+# the budget follows the request; the text does not change
+"$bin" run -m "$model" -p "Once upon a time" -n 40 --temp 0 --parallel 2 --kv-mem 64MiB >"$tmp/big.txt" 2>/dev/null
+expect_rc 0 "$bin" run -m "$model" -p "Once upon a time" -n 40 --temp 0 --parallel 2
+cmp -s "$tmp/out" "$tmp/big.txt" && ok || bad "text differs with the request-sized budget"
+
+# -n past the context: a notice at start, with the numbers
+expect_rc 0 "$bin" run -m "$model" -p "Once upon a time" -n 100 -c 16 --temp 0
+expect_err "note: the prompt's 5 tokens + -n 100 pass the 16-token context: at most 12 tokens will be generated"
+expect_err "generated 12 tokens"
+expect_rc 0 "$bin" run -m "$model" -p "Once upon a time" -n 11 -c 16 --temp 0; no_err "note:"
+
 echo "test_cli_newuser: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -373,7 +373,7 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
     int32_t max_ctx = t->depth + t->n_tok + 1;
     kvl_kv_cache *kvc = NULL;
     kvl_kv_cache_params kp;
-    if (!kvl_cli_kv_params("bench", c->kvo, c->m, t->n_seq, max_ctx, &kp))
+    if (!kvl_cli_kv_params("bench", c->kvo, c->m, t->n_seq, max_ctx, max_ctx, NULL, &kp))
         return kvl_errorf(err, KVL_E_INVALID, "bad KV cache options");
     kvl_status s = kvl_kv_cache_init(&c->m->hp, &kp, &kvc, err);
     if (s != KVL_OK)

@@ -256,7 +256,7 @@ int kvl_cli_ppl(int argc, char **argv) {
         want[i] = true;
     }
     kvl_kv_cache_params kvp, refp;
-    if (!kvl_cli_kv_params(cmd, &kvo, m, 1, (int32_t)ctx, &kvp)) {
+    if (!kvl_cli_kv_params(cmd, &kvo, m, 1, (int32_t)ctx, (int32_t)ctx, NULL, &kvp)) {
         free(want);
         rc = 2;
         goto done;

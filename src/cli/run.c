@@ -241,11 +241,15 @@ int kvl_cli_run(int argc, char **argv) {
     }
     int32_t n_seq = (int32_t)parallel;
     long long total = (long long)n_prompt + n_predict;
-    if (total > ctx)
+    if (total > ctx) {
+        fprintf(stderr, "kvllm run: note: the prompt's %zu tokens + -n %lld pass the %lld-token "
+                        "context: at most %lld tokens will be generated\n",
+                n_prompt, n_predict, ctx, ctx - (long long)n_prompt + 1);
         total = ctx;
+    }
     int32_t max_batch = (int32_t)(n_prompt > (size_t)n_seq ? n_prompt : (size_t)n_seq);
     kvl_kv_cache_params kvp;
-    if (!kvl_cli_kv_params(cmd, &kvo, m, n_seq, (int32_t)ctx, &kvp)) {
+    if (!kvl_cli_kv_params(cmd, &kvo, m, n_seq, (int32_t)ctx, (int32_t)total, stderr, &kvp)) {
         rc = 2;
         goto done;
     }
