@@ -190,5 +190,29 @@ expect_err "note: the prompt's 5 tokens + -n 100 pass the 16-token context: at m
 expect_err "generated 12 tokens"
 expect_rc 0 "$bin" run -m "$model" -p "Once upon a time" -n 11 -c 16 --temp 0; no_err "note:"
 
+# progress: quiet when stderr is not a terminal ...
+cr=$(printf '\r')
+expect_rc 0 "$bin" run -m "$model" -n 4 --kv-check --kv-type int8
+grep -q "$cr" "$tmp/err" && bad "run --kv-check: progress on a pipe" || ok
+expect_rc 0 "$bin" ppl -m "$model" -f "$shared/models/TinyStories-valid-reduced.txt" --max-docs 3
+grep -q "$cr" "$tmp/err" && bad "ppl: progress on a pipe" || ok
+expect_rc 0 "$bin" bench -m "$model" -p 16 -n 4 -d 0,64 -r 2
+grep -q "$cr" "$tmp/err" && bad "bench: progress on a pipe" || ok
+# ... and a line that counts up, then is erased, on a terminal (script(1) gives one)
+if command -v script >/dev/null && script -qec true /dev/null >/dev/null 2>&1; then
+  script -qec "$bin run -m $model -n 4 --kv-check --kv-type int8" /dev/null >"$tmp/tty" 2>&1
+  grep -aq "${cr}kv check: 100%${cr}" "$tmp/tty" && ok || bad "kv check progress on a terminal"
+  script -qec "$bin ppl -m $model -f $shared/models/TinyStories-valid-reduced.txt --max-docs 3" \
+    /dev/null >"$tmp/tty" 2>&1
+  grep -aq "${cr}ppl:  33%${cr}ppl:  66%${cr}ppl: 100%${cr}" "$tmp/tty" && ok || bad "ppl progress on a terminal"
+  script -qec "$bin bench -m $model -p 16 -n 4 -d 0,64 -r 2" /dev/null >"$tmp/tty" 2>&1
+  grep -aq "${cr}bench pp16@d64 (3 of 4):  66%" "$tmp/tty" && ok || bad "bench progress on a terminal"
+  grep -aq "${cr}bench tg4@d64 (4 of 4): 100%" "$tmp/tty" && ok || bad "bench progress on a terminal"
+  # each table row starts on an erased line
+  [ "$(grep -ac "$(printf '\033')\[K| llama " "$tmp/tty")" = 4 ] && ok || bad "table rows after erased progress"
+else
+  echo "test_cli_newuser: no script(1): terminal progress not checked"
+fi
+
 echo "test_cli_newuser: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -47,7 +47,61 @@ static void test_kl(void) {
     CHECK(!same);
 }
 
+/* What a progress line wrote to f, from the start. */
+static char *written(FILE *f) {
+    fflush(f);
+    long n = ftell(f);
+    char *s = calloc((size_t)n + 1, 1);
+    rewind(f);
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n)
+        s[0] = '\0';
+    return s;
+}
+
+static void test_progress(void) {
+    FILE *f = tmpfile();
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    kvl_progress pr;
+    kvl_progress_begin_to(&pr, f, "kv check");
+    for (uint64_t i = 0; i <= 1000; i++)
+        kvl_progress_update(&pr, i, 1000);
+    kvl_progress_update(&pr, 1000, 1000); /* no change: nothing more */
+    kvl_progress_end(&pr);
+    char *s = written(f);
+    CHECK(s && !strncmp(s, "\rkv check:   0%\rkv check:   1%", 30));
+    CHECK(s && strstr(s, "\rkv check:  50%\r"));
+    const char *tail = "\rkv check: 100%\r\033[K";
+    CHECK(s && strlen(s) >= strlen(tail) && !strcmp(s + strlen(s) - strlen(tail), tail));
+    int lines = 0;
+    for (const char *p = s; p && *p; p++)
+        lines += *p == '\r';
+    CHECK_EQ_INT(lines, 101 + 1); /* one per whole percentage, one to erase */
+    free(s);
+
+    /* after end it draws again; done > total and total 0 read as 100% */
+    rewind(f);
+    kvl_progress_begin_to(&pr, f, "bench");
+    kvl_progress_update(&pr, 5, 0);
+    kvl_progress_end(&pr);
+    kvl_progress_update(&pr, 7, 3);
+    kvl_progress_end(&pr);
+    kvl_progress_end(&pr); /* nothing drawn: nothing to erase */
+    s = written(f);
+    CHECK(s && !strncmp(s, "\rbench: 100%\r\033[K\rbench: 100%\r\033[K", 32));
+    free(s);
+    fclose(f);
+
+    /* quiet: nothing anywhere, nothing to end */
+    kvl_progress_begin_to(&pr, NULL, "quiet");
+    kvl_progress_update(&pr, 1, 2);
+    kvl_progress_end(&pr);
+    CHECK(pr.shown < 0);
+}
+
 int main(void) {
     test_kl();
+    test_progress();
     return kvt_finish("test_guards");
 }

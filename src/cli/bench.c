@@ -236,6 +236,10 @@ typedef struct {
     uint64_t *read_sink; /* (threads * 8) its per-thread results */
     const kvl_cli_kv_opts *kvo;
     int32_t *ones; /* (max_tokens) 1 each: one new position per sequence */
+    kvl_progress pr; /* the running test: depth prefilled + repetitions, in tokens;
+                        drawn between timed repetitions, never inside one */
+    uint64_t pr_total;
+    int test_i, n_tests;
 } bench_ctx;
 
 static kvl_status run_batch(bench_ctx *c, const kvl_kv_iface *kv, int32_t n, bool all_logits,
@@ -267,6 +271,7 @@ static kvl_status fill_depth(bench_ctx *c, kvl_kv_cache *kvc, const kvl_kv_iface
         kvl_status st = run_batch(c, kv, n, false, err);
         if (st != KVL_OK)
             return st;
+        kvl_progress_update(&c->pr, (uint64_t)(p0 + n), c->pr_total);
     }
     for (int32_t s = 1; s < n_seq && depth > 0; s++) {
         kvl_status st = kvl_kv_cache_fork(kvc, 0, s, err);
@@ -380,6 +385,13 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
         return s;
     st->kv = *kvl_kv_cache_params_of(kvc);
     kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
+    char label[96];
+    snprintf(label, sizeof label, "bench %s (%d of %d)", t->name, c->test_i + 1, c->n_tests);
+    if (c->gate) /* stderr carries the gate's protocol */
+        kvl_progress_begin_to(&c->pr, NULL, label);
+    else
+        kvl_progress_begin(&c->pr, label);
+    c->pr_total = (uint64_t)t->depth + (uint64_t)reps * (uint64_t)t->n_tok;
     double t_fill = kvl_now();
     s = fill_depth(c, kvc, &kv, t->depth, t->n_seq, err);
     t_fill = kvl_now() - t_fill;
@@ -408,6 +420,8 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
         double sec = 0;
         s = time_rep(c, t, kvc, &kv, &sec, err);
         ts[r] = (double)t->n_tok * t->n_seq / (sec > 0 ? sec : 1e-9);
+        kvl_progress_update(&c->pr, (uint64_t)t->depth + (uint64_t)(r + 1) * (uint64_t)t->n_tok,
+                            c->pr_total);
         if (c->gate) {
             fprintf(stderr, "done %s %d %.4f\n", t->name, r + 1, ts[r]);
             fflush(stderr);
@@ -438,6 +452,7 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
             st->read_med = b.median;
         }
     }
+    kvl_progress_end(&c->pr);
     kvl_kv_cache_free(kvc);
     return s;
 }
@@ -710,6 +725,8 @@ int kvl_cli_bench(int argc, char **argv) {
     print_header(fmt);
     for (int i = 0; i < n_tests; i++) {
         test_stats st = {0};
+        c.test_i = i;
+        c.n_tests = n_tests;
         if (run_test(&c, &tests[i], (int)reps, ts, &st, &err) != KVL_OK) {
             if (fmt == OUT_JSON)
                 printf("\n]\n");

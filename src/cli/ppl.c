@@ -205,6 +205,7 @@ int kvl_cli_ppl(int argc, char **argv) {
         return 1;
     }
     int rc = 1;
+    kvl_progress pr = {0}; /* quiet until begun */
     kvl_model *m = NULL;
     kvl_pool *pool = NULL;
     kvl_forward *fw = NULL;
@@ -282,6 +283,7 @@ int kvl_cli_ppl(int argc, char **argv) {
     double nll = 0, kl_sum = 0;
     long long n_pred = 0, n_docs = 0, n_windows = 0, n_cut = 0, n_agree = 0, n_nan = 0;
     double t0 = kvl_now();
+    kvl_progress_begin(&pr, "ppl");
     at = 0;
     while ((max_docs < 0 || n_docs < max_docs) && next_doc(text, len, &at, blank_mode, &d)) {
         size_t n = 0;
@@ -338,7 +340,12 @@ int kvl_cli_ppl(int argc, char **argv) {
                 break;
             }
         }
+        if (max_docs > 0)
+            kvl_progress_update(&pr, (uint64_t)n_docs, (uint64_t)max_docs);
+        else
+            kvl_progress_update(&pr, at, len);
     }
+    kvl_progress_end(&pr);
     free(want);
     double dt = kvl_now() - t0;
     if (n_pred == 0) {
@@ -362,6 +369,7 @@ int kvl_cli_ppl(int argc, char **argv) {
     }
     rc = 0;
 done:
+    kvl_progress_end(&pr);
     free(text);
     free(toks);
     free(seq);

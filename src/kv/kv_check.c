@@ -6,7 +6,8 @@
  * the greedy decode itself (its logits at each step), so the compared
  * sequence is the model's own output.
  *
- * Must not: print (kvl_kv_check_print is separate), change the model,
+ * Must not: print (kvl_kv_check_print is separate; the only output is
+ * core's progress line, on a terminal), change the model,
  * or leave anything allocated on any path.
  */
 #include "kv/kv_check.h"
@@ -75,7 +76,14 @@ typedef struct {
     float *ref;          /* (n, V) f32 logits: position i predicts toks[i + 1] */
     float *f16;          /* (n, V) f16 logits */
     bool *want;          /* (CHUNK) all true */
+    kvl_progress pr;     /* positions run so far, of pr_total */
+    int64_t pr_done, pr_total;
 } ctx;
+
+static void advance(ctx *c, int32_t n) {
+    c->pr_done += n;
+    kvl_progress_update(&c->pr, (uint64_t)c->pr_done, (uint64_t)c->pr_total);
+}
 
 static kvl_status make_store(const ctx *c, kvl_kv_format k, kvl_kv_format v, kvl_kv_paged **out,
                              kvl_error *err) {
@@ -113,6 +121,7 @@ static kvl_status run_forced(ctx *c, kvl_kv_format k, kvl_kv_format v, float *ds
             break;
         KVL_ASSERT(n_out == nt);
         memcpy(dst + (size_t)p0 * V, lg, (size_t)nt * V * sizeof(float));
+        advance(c, nt);
     }
     kvl_kv_paged_free(kv);
     return st;
@@ -181,6 +190,10 @@ kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kv
         c.want[i] = true;
     if ((st = kvl_forward_init(m, CHUNK, c.n, pool, &c.fw, err)))
         goto done;
+    /* the f32 decode, f16, the chosen formats, and (counted in advance,
+     * skipped without a warning) the K-only and V-only runs */
+    kvl_progress_begin(&c.pr, "kv check");
+    c.pr_total = (3 + (k > KVL_KV_FMT_F16) + (v > KVL_KV_FMT_F16)) * (int64_t)c.n;
 
     /* 1. the f32 greedy continuation of a fixed prompt; its logits are the
      * reference */
@@ -202,6 +215,7 @@ kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kv
         memcpy(c.ref + (size_t)p * V, lg, (size_t)V * sizeof(float));
         if (p + 1 >= n_prompt)
             c.toks[p + 1] = (int32_t)argmax(lg, V);
+        advance(&c, 1);
     }
 
     /* 2. f16 (the yardstick) and the chosen formats, teacher-forced */
@@ -253,6 +267,9 @@ kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kv
              kvl_kv_format_get(step_up(bad))->name);
 
 done:
+    if (st == KVL_OK) /* the K-only and V-only runs were skipped or done */
+        kvl_progress_update(&c.pr, 1, 1);
+    kvl_progress_end(&c.pr);
     kvl_kv_paged_free(kv);
     kvl_forward_free(c.fw);
     free(c.toks);
