@@ -12,17 +12,30 @@
 #include "model/tokenizer.h"
 #include "testutil.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 static bool file_exists(const char *p) { return access(p, F_OK) == 0; }
 
+/* The writer's temporary file for path: "<dir>/.<name>.tmp-XXXXXX". */
 static bool tmp_exists(const char *path) {
-    char buf[4200];
-    snprintf(buf, sizeof buf, "%s.tmp-%ld", path, (long)getpid());
-    return file_exists(buf);
+    char dir[4096], prefix[512];
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    snprintf(prefix, sizeof prefix, ".%s.tmp-", slash ? slash + 1 : path);
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    bool found = false;
+    for (struct dirent *e; !found && (e = readdir(d));)
+        found = !strncmp(e->d_name, prefix, strlen(prefix));
+    closedir(d);
+    return found;
 }
 
 static const kvl_gguf_kv *key(const kvl_gguf *g, const char *k, uint32_t type) {
@@ -387,6 +400,96 @@ static void test_writer_errors(void) {
     CHECK_CONTAINS(err.msg, "writing '");
     kvl_gguf_writer_free(w);
     CHECK(!file_exists(path) && !tmp_exists(path));
+}
+
+/* Writes one 8-float tensor to path; the status of the whole write. */
+static kvl_status write_one(const char *path, kvl_error *err) {
+    float buf[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    kvl_gguf_writer *w = begin_one(path, 8, err);
+    kvl_status st = w ? kvl_gguf_writer_write(w, buf, sizeof buf, err) : KVL_E_NOMEM;
+    if (st == KVL_OK)
+        st = kvl_gguf_writer_finish(w, err);
+    kvl_gguf_writer_free(w);
+    return st;
+}
+
+static bool file_is(const char *path, const char *text) {
+    size_t n = 0;
+    char *got = kvt_read_file(path, &n);
+    bool same = got && n == strlen(text) && !memcmp(got, text, n);
+    free(got);
+    return same;
+}
+
+/* The attacks of issue 13: a symbolic link planted at the temporary name
+ * the writer used to pick ("<path>.tmp-<pid>") made it overwrite the link's
+ * target; an output path that is a device (run as root, -o /dev/full) was
+ * replaced by a regular file. */
+static void test_writer_attacks(void) {
+    char path[4096], victim[4096], planted[4200], fifo[4096], dir[4096], link[4096];
+    snprintf(path, sizeof path, "%s", kvt_tmp("mk_attack.gguf"));
+    snprintf(victim, sizeof victim, "%s", kvt_tmp("mk_victim.txt"));
+    snprintf(fifo, sizeof fifo, "%s", kvt_tmp("mk_fifo"));
+    snprintf(dir, sizeof dir, "%s", kvt_tmp("mk_dir"));
+    snprintf(link, sizeof link, "%s", kvt_tmp("mk_link.gguf"));
+    snprintf(planted, sizeof planted, "%s.tmp-%ld", path, (long)getpid());
+    remove(path);
+    remove(planted);
+    CHECK(kvt_write_file(victim, "precious", 8));
+    kvl_error err;
+
+    /* a planted symbolic link at the old predictable name is never followed */
+    CHECK(symlink(victim, planted) == 0);
+    CHECK_EQ_INT(write_one(path, &err), KVL_OK);
+    CHECK(file_is(victim, "precious"));
+    struct stat st;
+    CHECK(lstat(planted, &st) == 0 && S_ISLNK(st.st_mode)); /* left as it was */
+    CHECK(stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 32);
+    CHECK(!tmp_exists(path));
+    remove(planted);
+
+    /* an existing regular file is replaced as before */
+    CHECK(kvt_write_file(path, "old", 3));
+    CHECK_EQ_INT(write_one(path, &err), KVL_OK);
+    CHECK(!file_is(path, "old"));
+
+    /* a path that exists and is not a regular file is refused, untouched */
+    remove(fifo);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    CHECK_EQ_INT(write_one(fifo, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "is a FIFO, not a regular file: refusing to replace it");
+    CHECK(lstat(fifo, &st) == 0 && S_ISFIFO(st.st_mode));
+    CHECK(!tmp_exists(fifo));
+    remove(fifo);
+
+    rmdir(dir);
+    CHECK(mkdir(dir, 0700) == 0);
+    CHECK_EQ_INT(write_one(dir, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "is a directory");
+    CHECK(lstat(dir, &st) == 0 && S_ISDIR(st.st_mode));
+    rmdir(dir);
+
+    remove(link);
+    CHECK(symlink(victim, link) == 0);
+    CHECK_EQ_INT(write_one(link, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "is a symbolic link");
+    CHECK(lstat(link, &st) == 0 && S_ISLNK(st.st_mode));
+    CHECK(file_is(victim, "precious"));
+    remove(link);
+
+    /* a character device (as root: a private copy of /dev/full's node, so a
+     * regression replaces that copy and never the real one) */
+    char dev[4096];
+    snprintf(dev, sizeof dev, "%s", kvt_tmp("mk_full"));
+    remove(dev);
+    if (geteuid() == 0 && mknod(dev, S_IFCHR | 0600, makedev(1, 7)) == 0) {
+        CHECK_EQ_INT(write_one(dev, &err), KVL_E_INVALID);
+        CHECK_CONTAINS(err.msg, "exists and is a character device");
+        CHECK(lstat(dev, &st) == 0 && S_ISCHR(st.st_mode));
+        remove(dev);
+    }
+    remove(path);
+    remove(victim);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -909,6 +1012,7 @@ static void test_models(void) {
 int main(void) {
     test_writer_types();
     test_writer_errors();
+    test_writer_attacks();
     test_rng();
     test_check();
     test_vocab();

@@ -65,11 +65,12 @@ typedef struct {
     double read_med;         /* median over the repetitions of the weights' read, GB/s */
     double roof_frac;        /* median over the repetitions of bytes read per second by
                                 decode / that repetition's read of the weights */
+    kvl_kv_cache_params kv;  /* the KV cache measured: layout, formats, block size */
 } test_stats;
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: kvllm bench -m MODEL [flags]\n"
+            "usage: kvllm bench [-m MODEL] [flags]\n"
             "\n"
             "Tokens/s of prompt processing (pp) and generation (tg), like llama-bench.\n"
             "Lists are comma-separated and every combination is run.\n"
@@ -80,11 +81,12 @@ static void usage(FILE *f) {
             "  -n, --n-gen N,..     tokens generated one step at a time, 0..65536,\n"
             "                       0 = no tg test (default 128)\n"
             "  -d, --depth D,..     positions prefilled (untimed) before each test,\n"
-            "                       0..%d (default 0)\n"
+            "                       0..%d (default 0); depth + tokens must fit the\n"
+            "                       model's context\n"
             "  -b, --batch B,..     sequences generating together in tg tests, 1..256\n"
             "                       (default 1)\n"
             "  -r, --reps N         timed repetitions of each test, 1..%d (default 5)\n"
-            "  -t, --threads N      worker threads, 1..1024 (default: one per core)\n"
+            "  -t, --threads N      worker threads, 1..%d (default: one per core)\n"
             "  -o, --output FMT     text (markdown table), json or csv (default text)\n"
             "      --gate           before each timed repetition print 'ready TEST REP' to\n"
             "                       stderr and wait for a line on stdin; after it print\n"
@@ -95,19 +97,21 @@ static void usage(FILE *f) {
             "                       (json: weights_read_gbs, roofline_frac; text: stderr)\n"
             KVL_CLI_LOAD_USAGE
             "  -h, --help\n"
-            "\nKV cache (each test gets a cache of exactly its sequences and positions):\n"
-            "%s"
+            "\nKV cache (each test gets a cache of exactly its sequences and positions;\n"
+            "--kv-check runs once, before the first test):\n",
+            KVL_MAX_CTX, MAX_REPS, KVL_POOL_MAX_THREADS);
+    kvl_cli_kv_usage(f);
+    fprintf(f,
             "\n"
-            "Columns: t/s is mean +- standard deviation over the repetitions (tg: all\n"
+            "Columns: kv is the KV cache measured (layout, K/V formats, block size);\n"
+            "t/s is mean +- standard deviation over the repetitions (tg: all\n"
             "sequences together); W/tok and KV/tok are the bytes one generated token\n"
             "reads from weights and from the KV cache (in its format). Every decode step\n"
             "reserves its KV positions first, as a server does, and that is timed.\n"
             "\n"
             "examples:\n"
-            "  kvllm bench -m tl-q8_0.gguf -p 512 -n 128 -d 0,2048 -r 3\n"
-            "  kvllm bench -m tl-q8_0.gguf -p 0 -n 32 -b 1,4,16 -o json\n",
-            KVL_MAX_CTX, MAX_REPS, "");
-    kvl_cli_kv_usage(f);
+            "  kvllm bench -m tl-q8_0.gguf -p 512 -n 128 -d 0,1024 -r 3\n"
+            "  kvllm bench -m tl-q8_0.gguf -p 0 -n 32 -b 1,4,16 -o json --kv-type int8\n");
 }
 
 /* "512" or "0,2048": each element checked by kvl_cli_int. */
@@ -232,6 +236,10 @@ typedef struct {
     uint64_t *read_sink; /* (threads * 8) its per-thread results */
     const kvl_cli_kv_opts *kvo;
     int32_t *ones; /* (max_tokens) 1 each: one new position per sequence */
+    kvl_progress pr; /* the running test: depth prefilled + repetitions, in tokens;
+                        drawn between timed repetitions, never inside one */
+    uint64_t pr_total;
+    int test_i, n_tests;
 } bench_ctx;
 
 static kvl_status run_batch(bench_ctx *c, const kvl_kv_iface *kv, int32_t n, bool all_logits,
@@ -263,6 +271,7 @@ static kvl_status fill_depth(bench_ctx *c, kvl_kv_cache *kvc, const kvl_kv_iface
         kvl_status st = run_batch(c, kv, n, false, err);
         if (st != KVL_OK)
             return st;
+        kvl_progress_update(&c->pr, (uint64_t)(p0 + n), c->pr_total);
     }
     for (int32_t s = 1; s < n_seq && depth > 0; s++) {
         kvl_status st = kvl_kv_cache_fork(kvc, 0, s, err);
@@ -369,12 +378,20 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
     int32_t max_ctx = t->depth + t->n_tok + 1;
     kvl_kv_cache *kvc = NULL;
     kvl_kv_cache_params kp;
-    if (!kvl_cli_kv_params("bench", c->kvo, c->m, t->n_seq, max_ctx, &kp))
+    if (!kvl_cli_kv_params("bench", c->kvo, c->m, t->n_seq, max_ctx, max_ctx, NULL, &kp))
         return kvl_errorf(err, KVL_E_INVALID, "bad KV cache options");
     kvl_status s = kvl_kv_cache_init(&c->m->hp, &kp, &kvc, err);
     if (s != KVL_OK)
         return s;
+    st->kv = *kvl_kv_cache_params_of(kvc);
     kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
+    char label[96];
+    snprintf(label, sizeof label, "bench %s (%d of %d)", t->name, c->test_i + 1, c->n_tests);
+    if (c->gate) /* stderr carries the gate's protocol */
+        kvl_progress_begin_to(&c->pr, NULL, label);
+    else
+        kvl_progress_begin(&c->pr, label);
+    c->pr_total = (uint64_t)t->depth + (uint64_t)reps * (uint64_t)t->n_tok;
     double t_fill = kvl_now();
     s = fill_depth(c, kvc, &kv, t->depth, t->n_seq, err);
     t_fill = kvl_now() - t_fill;
@@ -403,6 +420,8 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
         double sec = 0;
         s = time_rep(c, t, kvc, &kv, &sec, err);
         ts[r] = (double)t->n_tok * t->n_seq / (sec > 0 ? sec : 1e-9);
+        kvl_progress_update(&c->pr, (uint64_t)t->depth + (uint64_t)(r + 1) * (uint64_t)t->n_tok,
+                            c->pr_total);
         if (c->gate) {
             fprintf(stderr, "done %s %d %.4f\n", t->name, r + 1, ts[r]);
             fflush(stderr);
@@ -433,17 +452,19 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
             st->read_med = b.median;
         }
     }
+    kvl_progress_end(&c->pr);
     kvl_kv_cache_free(kvc);
     return s;
 }
 
 static void print_header(out_fmt fmt) {
     if (fmt == OUT_TEXT) {
-        printf("| model | size | params | type | isa | threads | test | t/s | median t/s "
+        printf("| model | size | params | type | isa | threads | kv | test | t/s | median t/s "
                "| W/tok | KV/tok |\n");
-        printf("| --- | ---: | ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |\n");
+        printf("| --- | ---: | ---: | --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: |\n");
     } else if (fmt == OUT_CSV) {
-        printf("model,model_type,model_size,n_params,isa,threads,test,kind,n_tokens,depth,"
+        printf("model,model_type,model_size,n_params,isa,threads,kv_layout,kv_type_k,kv_type_v,"
+               "kv_block_size,test,kind,n_tokens,depth,"
                "n_seq,reps,avg_ts,stddev_ts,median_ts,min_ts,max_ts,weight_bytes_per_token,"
                "kv_bytes_per_token,depth_fill_s,samples_ts\n");
     } else {
@@ -460,16 +481,25 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
     const char *type = type_name(m->layers[0].wq.type);
     const char *isa = kvl_isa_name(kvl_isa_active());
     int64_t params = count_params(m);
+    const bool paged = st->kv.layout == KVL_KV_LAYOUT_PAGED;
+    const char *layout = paged ? "paged" : "contiguous";
+    const char *kf = kvl_kv_format_get(st->kv.k_fmt)->name;
+    const char *vf = kvl_kv_format_get(st->kv.v_fmt)->name;
+    char kv[96], bs[16] = "";
+    if (paged)
+        snprintf(bs, sizeof bs, "%d", (int)st->kv.block_size);
+    snprintf(kv, sizeof kv, "%s K %s V %s%s%s", layout, kf, vf, paged ? " block " : "", bs);
     if (fmt == OUT_TEXT) {
-        printf("| %s | %.2f GiB | %.2f B | %s | %s | %d | %s | %.2f ± %.2f | %.2f | %.1f MB | "
+        printf("| %s | %.2f GiB | %.2f B | %s | %s | %d | %s | %s | %.2f ± %.2f | %.2f | %.1f MB | "
                "%.1f MB |\n",
                m->name, (double)m->weight_bytes / (1024.0 * 1024 * 1024), (double)params / 1e9,
-               type, isa, threads, t->name, st->mean, st->sd, st->median,
+               type, isa, threads, kv, t->name, st->mean, st->sd, st->median,
                st->weight_bytes_tok / 1e6, st->kv_bytes_tok / 1e6);
     } else if (fmt == OUT_CSV) {
-        printf("\"%s\",%s,%zu,%lld,%s,%d,\"%s\",%s,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.0f,%.0f,"
-               "%.3f,\"",
-               m->name, type, m->weight_bytes, (long long)params, isa, threads, t->name,
+        printf("\"%s\",%s,%zu,%lld,%s,%d,%s,%s,%s,%s,\"%s\",%s,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,"
+               "%.4f,%.0f,%.0f,%.3f,\"",
+               m->name, type, m->weight_bytes, (long long)params, isa, threads, layout, kf, vf, bs,
+               t->name,
                t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth, (int)t->n_seq,
                reps, st->mean, st->sd, st->median, st->min, st->max, st->weight_bytes_tok,
                st->kv_bytes_tok, st->fill_s);
@@ -478,7 +508,9 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
         printf("\"\n");
     } else {
         printf("%s\n  {\"model\": \"%s\", \"model_type\": \"%s\", \"model_size\": %zu, "
-               "\"n_params\": %lld, \"isa\": \"%s\", \"threads\": %d, \"kv\": \"f32 contiguous\",\n"
+               "\"n_params\": %lld, \"isa\": \"%s\", \"threads\": %d,\n"
+               "   \"kv\": \"%s\", \"kv_layout\": \"%s\", \"kv_type_k\": \"%s\", "
+               "\"kv_type_v\": \"%s\", \"kv_block_size\": %s,\n"
                "   \"test\": \"%s\", \"kind\": \"%s\", \"n_tokens\": %d, \"depth\": %d, "
                "\"n_seq\": %d, \"reps\": %d,\n"
                "   \"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"median_ts\": %.4f, \"min_ts\": %.4f, "
@@ -487,7 +519,7 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
                "\"depth_fill_s\": %.3f, \"weights_mem\": \"%s\", \"huge_page_bytes\": %lld,\n"
                "   \"samples_ts\": [",
                first ? "" : ",", m->name, type, m->weight_bytes, (long long)params, isa,
-               threads, t->name, t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth,
+               threads, kv, layout, kf, vf, paged ? bs : "null", t->name, t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth,
                (int)t->n_seq, reps, st->mean, st->sd, st->median, st->min, st->max,
                st->weight_bytes_tok, st->kv_bytes_tok, st->fill_s,
                weights_private ? "private copy" : "file mapping", huge_bytes);
@@ -555,7 +587,10 @@ int kvl_cli_bench(int argc, char **argv) {
             roofline = true;
             continue;
         }
-        if (!kvl_cli_value(cmd, argc, argv, &i, &v))
+        static const char *const known[] = {
+            "-m", "--model", "-p", "--n-prompt", "-n", "--n-gen", "-d", "--depth", "-b",
+            "--batch", "-r", "--reps", "-t", "--threads", "-o", "--output", NULL};
+        if (!kvl_cli_flag_value(cmd, known, NULL, argc, argv, &i, &v))
             return 2;
         if (!strcmp(a, "-m") || !strcmp(a, "--model"))
             model_path = v;
@@ -575,7 +610,7 @@ int kvl_cli_bench(int argc, char **argv) {
             if (!kvl_cli_int(cmd, a, v, 1, MAX_REPS, &reps))
                 return 2;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (!kvl_cli_int(cmd, a, v, 1, 1024, &threads))
+            if (!kvl_cli_int(cmd, a, v, 1, KVL_POOL_MAX_THREADS, &threads))
                 return 2;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
             if (!strcmp(v, "text") || !strcmp(v, "md"))
@@ -648,6 +683,18 @@ int kvl_cli_bench(int argc, char **argv) {
         fprintf(stderr, "kvllm bench: %s\n", err.msg);
         return 1;
     }
+    for (int i = 0; i < n_tests; i++) { /* before any prefill: a deep one takes minutes */
+        const test_spec *t = &tests[i];
+        if ((int64_t)t->depth + t->n_tok > m->hp.ctx_len) {
+            fprintf(stderr,
+                    "kvllm bench: %s: -d %d with %d tokens needs %lld positions; the model's "
+                    "context is %lld\n",
+                    t->name, (int)t->depth, (int)t->n_tok, (long long)t->depth + t->n_tok,
+                    (long long)m->hp.ctx_len);
+            rc = 2;
+            goto done;
+        }
+    }
     const long long huge_bytes = kvl_proc_kb("/proc/self/smaps_rollup", "AnonHugePages");
     const bool weights_private = (m->gguf ? m->gguf->map.anon_len : m->map.anon_len) > 0;
     c.m = m;
@@ -672,10 +719,14 @@ int kvl_cli_bench(int argc, char **argv) {
     }
     for (int32_t i = 0; i < max_tokens; i++)
         c.ones[i] = 1;
+    if (!kvl_cli_kv_check(cmd, &kvo, m, pool))
+        goto done;
     int n_threads = kvl_pool_size(pool);
     print_header(fmt);
     for (int i = 0; i < n_tests; i++) {
         test_stats st = {0};
+        c.test_i = i;
+        c.n_tests = n_tests;
         if (run_test(&c, &tests[i], (int)reps, ts, &st, &err) != KVL_OK) {
             if (fmt == OUT_JSON)
                 printf("\n]\n");

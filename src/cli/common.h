@@ -47,11 +47,17 @@ void kvl_cli_kv_usage(FILE *f);
  * Returns false only when the check itself could not run. */
 bool kvl_cli_kv_check(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model *m,
                       kvl_pool *pool);
-/* Turn the options into cache params for this model, max_seqs and max_ctx
- * (the budget: --kv-mem, a fraction of MemAvailable, or exactly max_seqs
- * full contexts). Formats not given are "auto": f32 for a model whose
- * weights are f32 (the exact reference) and for the contiguous layout,
- * f16 otherwise (as llama.cpp and vLLM default to the model's 16-bit type).
- * false with a message on failure. */
+/* Turn the options into cache params for this model, max_seqs and max_ctx.
+ * The budget: --kv-mem, or a fraction of MemAvailable, or by default what
+ * the request needs: max_seqs sequences of need_ctx positions (paged; 0 or
+ * more than max_ctx means max_ctx), cut to KVL_CLI_KV_MEM_CAP of
+ * MemAvailable; the contiguous layout always needs max_seqs full regions
+ * of max_ctx and is refused when they pass that cap. With note, the default
+ * budget is reported there in one line. Formats not given are "auto": f32
+ * for a model whose weights are f32 (the exact reference) and for the
+ * contiguous layout, f16 otherwise (as llama.cpp and vLLM default to the
+ * model's 16-bit type). false with a message on failure. */
+#define KVL_CLI_KV_MEM_CAP 0.8
 bool kvl_cli_kv_params(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model *m,
-                       int32_t max_seqs, int32_t max_ctx, kvl_kv_cache_params *out);
+                       int32_t max_seqs, int32_t max_ctx, int32_t need_ctx, FILE *note,
+                       kvl_kv_cache_params *out);

@@ -93,21 +93,8 @@ static bool find_shared(const char *file, char *buf, size_t cap) {
     return false;
 }
 
-typedef struct progress_state {
-    int last_pct;
-    bool printed;
-} progress_state;
-
 static void on_progress(void *ud, uint64_t done, uint64_t total) {
-    progress_state *p = ud;
-    int pct = total ? (int)(done * 100 / total) : 100;
-    if (pct == p->last_pct)
-        return;
-    p->last_pct = pct;
-    p->printed = true;
-    fprintf(stderr, "\rkvllm mkmodel: %3d%%  %.1f of %.1f MB", pct, (double)done / 1e6,
-            (double)total / 1e6);
-    fflush(stderr);
+    kvl_progress_update(ud, done, total);
 }
 
 /* The vocabulary: --vocab FILE, else the shipped tokenizer whose size fits
@@ -220,8 +207,7 @@ int kvl_cli_mkmodel(int argc, char **argv) {
             while (k < sizeof ints / sizeof ints[0] && strcmp(a, ints[k].flag))
                 k++;
             if (k == sizeof ints / sizeof ints[0]) {
-                fprintf(stderr, "kvllm mkmodel: unknown flag '%s' (see kvllm mkmodel --help)\n",
-                        a);
+                kvl_cli_unknown(cmd, a, "the output goes after -o");
                 return 2;
             }
             if (!kvl_cli_value(cmd, argc, argv, &i, &v) ||
@@ -277,13 +263,12 @@ int kvl_cli_mkmodel(int argc, char **argv) {
     if (rc)
         return rc;
 
-    progress_state ps = {-1, false};
-    bool tty = kvl_stderr_is_tty();
+    kvl_progress pr; /* quiet unless stderr is a terminal */
+    kvl_progress_begin(&pr, "kvllm mkmodel");
     kvl_mkmodel_stats stats;
     double t0 = kvl_now();
-    kvl_status st = kvl_mkmodel_write(&s, &voc, out, tty ? on_progress : NULL, &ps, &stats, &err);
-    if (ps.printed)
-        fputc('\n', stderr);
+    kvl_status st = kvl_mkmodel_write(&s, &voc, out, on_progress, &pr, &stats, &err);
+    kvl_progress_end(&pr);
     kvl_mkmodel_vocab_free(&voc);
     if (st != KVL_OK) {
         fprintf(stderr, "kvllm mkmodel: %s\n", err.msg);

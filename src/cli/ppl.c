@@ -13,6 +13,7 @@
 #include "cli/cli.h"
 #include "cli/common.h"
 #include "core/pool.h"
+#include "kv/kv_check.h"
 #include "model/forward.h"
 
 #include <math.h>
@@ -35,10 +36,10 @@ static void usage(FILE *f) {
                "      --kl-ref         also run an f32-KV reference in the same pass and report\n"
                "                       the mean KL divergence of next-token distributions\n"
                "                       KL(ref || this) and top-1 agreement\n"
-               "  -t, --threads N      worker threads (default: one per core)\n"
+               "  -t, --threads N      worker threads, 1..%d (default: one per core)\n"
                KVL_CLI_LOAD_USAGE
                "  -h, --help\n"
-               "\nKV cache:\n");
+               "\nKV cache:\n", KVL_POOL_MAX_THREADS);
     kvl_cli_kv_usage(f);
 }
 
@@ -55,25 +56,6 @@ static double log_sum_exp(const float *row, int64_t n, float *mx_out) {
     return log(s);
 }
 
-/* KL(p || q) for the distributions of two logits rows */
-static double kl_div(const float *p_row, const float *q_row, int64_t n) {
-    float mp, mq;
-    double lp = log_sum_exp(p_row, n, &mp), lq = log_sum_exp(q_row, n, &mq);
-    double kl = 0;
-    for (int64_t k = 0; k < n; k++) {
-        double a = (double)p_row[k] - mp - lp, b = (double)q_row[k] - mq - lq;
-        kl += exp(a) * (a - b);
-    }
-    return kl > 0 ? kl : 0;
-}
-
-static int64_t row_argmax(const float *row, int64_t n) {
-    int64_t b = 0;
-    for (int64_t k = 1; k < n; k++)
-        if (row[k] > row[b])
-            b = k;
-    return b;
-}
 
 typedef struct {
     const char *p;
@@ -165,7 +147,10 @@ int kvl_cli_ppl(int argc, char **argv) {
             return 2;
         if (kvf > 0)
             continue;
-        if (!kvl_cli_value(cmd, argc, argv, &i, &v))
+        static const char *const known[] = {
+            "-m", "--model", "--tokenizer", "-f", "--file", "--split", "--long", "-c", "--ctx",
+            "--max-docs", "-t", "--threads", NULL};
+        if (!kvl_cli_flag_value(cmd, known, "the text file goes after -f", argc, argv, &i, &v))
             return 2;
         if (!strcmp(a, "-m") || !strcmp(a, "--model"))
             model_path = v;
@@ -198,7 +183,7 @@ int kvl_cli_ppl(int argc, char **argv) {
             if (!kvl_cli_int(cmd, a, v, 1, INT32_MAX, &max_docs))
                 return 2;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (!kvl_cli_int(cmd, a, v, 1, 1024, &threads))
+            if (!kvl_cli_int(cmd, a, v, 1, KVL_POOL_MAX_THREADS, &threads))
                 return 2;
         } else {
             fprintf(stderr, "kvllm ppl: unknown flag '%s' (see kvllm ppl --help)\n", a);
@@ -220,6 +205,7 @@ int kvl_cli_ppl(int argc, char **argv) {
         return 1;
     }
     int rc = 1;
+    kvl_progress pr = {0}; /* quiet until begun */
     kvl_model *m = NULL;
     kvl_pool *pool = NULL;
     kvl_forward *fw = NULL;
@@ -271,7 +257,7 @@ int kvl_cli_ppl(int argc, char **argv) {
         want[i] = true;
     }
     kvl_kv_cache_params kvp, refp;
-    if (!kvl_cli_kv_params(cmd, &kvo, m, 1, (int32_t)ctx, &kvp)) {
+    if (!kvl_cli_kv_params(cmd, &kvo, m, 1, (int32_t)ctx, (int32_t)ctx, NULL, &kvp)) {
         free(want);
         rc = 2;
         goto done;
@@ -295,8 +281,9 @@ int kvl_cli_ppl(int argc, char **argv) {
     kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
     kvl_kv_iface kv_ref = kvr ? kvl_kv_cache_iface(kvr) : kv;
     double nll = 0, kl_sum = 0;
-    long long n_pred = 0, n_docs = 0, n_windows = 0, n_cut = 0, n_agree = 0;
+    long long n_pred = 0, n_docs = 0, n_windows = 0, n_cut = 0, n_agree = 0, n_nan = 0;
     double t0 = kvl_now();
+    kvl_progress_begin(&pr, "ppl");
     at = 0;
     while ((max_docs < 0 || n_docs < max_docs) && next_doc(text, len, &at, blank_mode, &d)) {
         size_t n = 0;
@@ -339,8 +326,11 @@ int kvl_cli_ppl(int argc, char **argv) {
                 n_pred++;
                 if (lr) {
                     const float *rr = lr + i * (size_t)hp->n_vocab;
-                    kl_sum += kl_div(rr, row, hp->n_vocab);
-                    n_agree += row_argmax(rr, hp->n_vocab) == row_argmax(row, hp->n_vocab);
+                    bool same;
+                    const double kl = kvl_logits_kl(rr, row, hp->n_vocab, &same);
+                    kl_sum += kl;
+                    n_agree += same;
+                    n_nan += isinf(kl);
                 }
             }
             if (w0 + wn >= n)
@@ -350,7 +340,12 @@ int kvl_cli_ppl(int argc, char **argv) {
                 break;
             }
         }
+        if (max_docs > 0)
+            kvl_progress_update(&pr, (uint64_t)n_docs, (uint64_t)max_docs);
+        else
+            kvl_progress_update(&pr, at, len);
     }
+    kvl_progress_end(&pr);
     free(want);
     double dt = kvl_now() - t0;
     if (n_pred == 0) {
@@ -367,8 +362,14 @@ int kvl_cli_ppl(int argc, char **argv) {
                (double)n_agree / (double)n_pred);
     fprintf(stderr, "kvllm ppl: %lld tokens in %.2f s (%.1f tokens/s)\n", n_pred, dt,
             dt > 0 ? (double)n_pred / dt : 0.0);
+    if (n_nan) { /* a quality gate fails on NaN */
+        fprintf(stderr, "kvllm ppl: --kl-ref: %lld of %lld positions have NaN logits (KL inf)\n",
+                n_nan, n_pred);
+        goto done;
+    }
     rc = 0;
 done:
+    kvl_progress_end(&pr);
     free(text);
     free(toks);
     free(seq);

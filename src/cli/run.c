@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "cli/common.h"
 #include "engine/engine_debug.h"
+#include "core/pool.h"
 #include "engine/sampler.h"
 #include "model/model.h"
 
@@ -53,7 +54,7 @@ static void usage(FILE *f) {
             "  -s, --seed N          sampling seed (default fixed)\n"
             "      --stop TEXT       stop when TEXT is generated (repeatable, up to %d)\n"
             "      --parallel N      N samples from one prompt, 1..%d (default 1)\n"
-            "  -t, --threads N       worker threads (default: one per core)\n"
+            "  -t, --threads N       worker threads, 1..%d (default: one per core)\n"
             "  -o, --output FMT      text (default) or json (text, tokens, usage, timings)\n"
             "      --dump-logits F   write every logits row computed (float32, n_vocab each,\n"
             "                        in batch order) to file F, for exact comparisons\n"
@@ -69,7 +70,7 @@ static void usage(FILE *f) {
             "                        slower decode)\n"
             "  -h, --help\n"
             "\nKV cache:\n",
-            KVL_MAX_STOPS, KVL_MAX_SAMPLES);
+            KVL_MAX_STOPS, KVL_MAX_SAMPLES, KVL_POOL_MAX_THREADS);
     kvl_cli_kv_usage(f);
 }
 
@@ -128,7 +129,7 @@ static int parse_value_flag(run_opts *o, const char *a, const char *v) {
     else if (!strcmp(a, "--parallel"))
         INT_FLAG(1, KVL_MAX_SAMPLES, o->parallel);
     else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
-        INT_FLAG(1, 512, o->threads);
+        INT_FLAG(1, KVL_POOL_MAX_THREADS, o->threads);
     else if (!strcmp(a, "--max-batch-tokens"))
         INT_FLAG(1, 65536, o->batch_tokens);
     else if (!strcmp(a, "--swap-file"))
@@ -164,7 +165,7 @@ static const char *const value_flags[] = {
     "-m", "--model", "--tokenizer", "--dump-logits", "-p", "--prompt", "-f", "--file", "-o",
     "--output", "-n", "--n-predict", "-c", "--ctx", "--temp", "--top-k", "--top-p", "--min-p",
     "--repeat-penalty", "--repeat-last-n", "-s", "--seed", "--parallel", "-t", "--threads",
-    "--max-batch-tokens", "--swap-file", "--swap-mem", "--preempt", "--stop"};
+    "--max-batch-tokens", "--swap-file", "--swap-mem", "--preempt", "--stop", NULL};
 
 /* 0 parsed, 1 help printed, 2 usage error (message printed). */
 static int parse_args(int argc, char **argv, run_opts *o) {
@@ -186,17 +187,8 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             return 2;
         if (r > 0)
             continue;
-        bool known = false;
-        for (size_t k = 0; k < sizeof value_flags / sizeof value_flags[0] && !known; k++)
-            known = !strcmp(a, value_flags[k]);
-        if (!known) {
-            if (a[0] == '-' && a[1])
-                fprintf(stderr, "kvllm run: unknown flag '%s' (see kvllm run --help)\n", a);
-            else
-                fprintf(stderr, "kvllm run: unexpected argument '%s' (a prompt goes after -p)\n", a);
-            return 2;
-        }
-        if (!kvl_cli_value(cmd, argc, argv, &i, &v) || parse_value_flag(o, a, v) < 0)
+        if (!kvl_cli_flag_value(cmd, value_flags, "the prompt goes after -p", argc, argv, &i, &v) ||
+            parse_value_flag(o, a, v) < 0)
             return 2;
     }
     if (o->prompt_file && o->prompt[0]) {
@@ -382,7 +374,9 @@ static kvl_engine_params engine_params(const run_opts *o, size_t n_prompt) {
     ep.kv_mem = kp->budget;
     ep.kv_mem_fraction = o->kvo.mem_fraction;
     ep.block_size = kp->block_size;
-    ep.max_ctx = (int32_t)o->ctx;
+    /* the pool and the buffers are sized by the request, not the model's
+     * context (a file may claim 16M positions) */
+    ep.max_ctx = (int32_t)((long long)n_prompt + o->n_predict);
     ep.max_seqs = (int32_t)o->parallel;
     long long bt = o->batch_tokens;
     if (bt == 0) /* the whole prompt in one pass when it is not huge */
@@ -563,6 +557,12 @@ static int run_request(run_opts *o) {
         goto done;
     }
     rs.e = e;
+    if (!o->kvo.p.budget && o->kvo.mem_fraction == 0) {
+        kvl_engine_config cfg;
+        kvl_engine_get_config(e, &cfg);
+        fprintf(stderr, "kvllm run: KV budget %zu bytes: %s (the request; the context is %lld)\n",
+                cfg.kv_mem, cfg.budget_reason, o->ctx);
+    }
     kvl_engine_kv_report(e, stderr);
     if (o->kvo.check) {
         kvl_pool *pool = NULL;

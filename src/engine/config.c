@@ -95,8 +95,8 @@ kvl_status kvl_engine_resolve(const kvl_model *m, const kvl_engine_params *in,
         if ((st = kvl_kv_cache_default_budget(hp, &kv, &need, err)))
             return st;
         kv.budget = need;
-        snprintf(r.budget_reason, sizeof r.budget_reason, "%d full contexts of %d positions",
-                 p->max_seqs, p->max_ctx);
+        snprintf(r.budget_reason, sizeof r.budget_reason, "what %d sequence%s of %d positions need",
+                 p->max_seqs, p->max_seqs == 1 ? "" : "s", p->max_ctx);
         if (avail > 0 && need > (size_t)avail / 2) {
             kv.budget = (size_t)avail / 2;
             snprintf(r.budget_reason, sizeof r.budget_reason,
