@@ -3,7 +3,7 @@
  * logits instead of reporting "KL 0, top-1 100%", and the progress line
  * shows only where it is asked to (a terminal) and ends cleanly.
  */
-#include "kv/kv_check.h"
+#include "engine/kv_check.h"
 #include "testutil.h"
 
 #include <stdlib.h>

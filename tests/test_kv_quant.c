@@ -13,7 +13,7 @@
  *   - through kvl_forward on stories260K: logits of every format close to
  *     f32 KV, teacher-forcing the f32 greedy continuation.
  */
-#include "kv/kv_check.h"
+#include "engine/kv_check.h"
 #include "kv/kv_paged.h"
 #include "model/forward.h"
 

@@ -21,13 +21,14 @@
  * bytes/token / memory bandwidth gives the decode roofline.
  *
  * Everything is allocated before the first timed step; the timed loops only
- * call kvl_forward_run. It never writes files.
+ * call kvl_executor_run_cache (reserve the step's KV positions, as a server
+ * does, then the forward pass). It never writes files.
  */
 #include "cli/cli.h"
 #include "cli/common.h"
 #include "core/pool.h"
 #include "kernels/kernels.h"
-#include "model/forward.h"
+#include "engine/executor.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -222,7 +223,7 @@ static void stats_of(const double *ts, int n, double *sorted, test_stats *st) {
 /* Everything a test needs, allocated once for the largest test. */
 typedef struct {
     const kvl_model *m;
-    kvl_forward *fw;
+    kvl_executor *fw;
     int32_t max_tokens;
     int32_t *tok;  /* (max_tokens) */
     int32_t *seq;  /* (max_tokens) */
@@ -235,14 +236,14 @@ typedef struct {
     double *read_gbs;    /* (reps) that read, GB/s */
     uint64_t *read_sink; /* (threads * 8) its per-thread results */
     const kvl_cli_kv_opts *kvo;
-    int32_t *ones; /* (max_tokens) 1 each: one new position per sequence */
     kvl_progress pr; /* the running test: depth prefilled + repetitions, in tokens;
                         drawn between timed repetitions, never inside one */
     uint64_t pr_total;
     int test_i, n_tests;
 } bench_ctx;
 
-static kvl_status run_batch(bench_ctx *c, const kvl_kv_iface *kv, int32_t n, bool all_logits,
+/* Reserve the batch's positions, then run it (kvl_executor_run_cache). */
+static kvl_status run_batch(bench_ctx *c, kvl_kv_cache *kvc, int32_t n, bool all_logits,
                             kvl_error *err) {
     for (int32_t i = 0; i < n; i++)
         c->want[i] = all_logits || i == n - 1;
@@ -250,16 +251,13 @@ static kvl_status run_batch(bench_ctx *c, const kvl_kv_iface *kv, int32_t n, boo
                    .logits = c->want};
     const float *logits;
     int32_t n_out;
-    return kvl_forward_run(c->fw, &b, kv, &logits, &n_out, err);
+    return kvl_executor_run_cache(c->fw, kvc, &b, &logits, &n_out, err);
 }
 
 /* Prefill positions [0, depth) of sequence 0 in chunks, then copy them into
  * every other sequence. */
-static kvl_status fill_depth(bench_ctx *c, kvl_kv_cache *kvc, const kvl_kv_iface *kv,
-                             int32_t depth, int32_t n_seq, kvl_error *err) {
-    kvl_status rs = kvl_kv_cache_reserve(kvc, 0, depth, err);
-    if (rs != KVL_OK)
-        return rs;
+static kvl_status fill_depth(bench_ctx *c, kvl_kv_cache *kvc, int32_t depth, int32_t n_seq,
+                             kvl_error *err) {
     int32_t chunk = c->max_tokens < DEPTH_CHUNK ? c->max_tokens : DEPTH_CHUNK;
     for (int32_t p0 = 0; p0 < depth; p0 += chunk) {
         int32_t n = depth - p0 < chunk ? depth - p0 : chunk;
@@ -268,7 +266,7 @@ static kvl_status fill_depth(bench_ctx *c, kvl_kv_cache *kvc, const kvl_kv_iface
             c->seq[i] = 0;
             c->pos[i] = p0 + i;
         }
-        kvl_status st = run_batch(c, kv, n, false, err);
+        kvl_status st = run_batch(c, kvc, n, false, err);
         if (st != KVL_OK)
             return st;
         kvl_progress_update(&c->pr, (uint64_t)(p0 + n), c->pr_total);
@@ -295,8 +293,8 @@ static kvl_status rewind_to(kvl_kv_cache *kvc, const test_spec *t, kvl_error *er
     return KVL_OK;
 }
 
-static kvl_status time_rep(bench_ctx *c, const test_spec *t, kvl_kv_cache *kvc,
-                           const kvl_kv_iface *kv, double *sec, kvl_error *err) {
+static kvl_status time_rep(bench_ctx *c, const test_spec *t, kvl_kv_cache *kvc, double *sec,
+                           kvl_error *err) {
     kvl_status st = rewind_to(kvc, t, err);
     if (st != KVL_OK)
         return st;
@@ -307,9 +305,7 @@ static kvl_status time_rep(bench_ctx *c, const test_spec *t, kvl_kv_cache *kvc,
             c->pos[i] = t->depth + i;
         }
         double t0 = kvl_now();
-        st = kvl_kv_cache_reserve(kvc, 0, t->n_tok, err);
-        if (st == KVL_OK)
-            st = run_batch(c, kv, t->n_tok, false, err);
+        st = run_batch(c, kvc, t->n_tok, false, err);
         *sec = kvl_now() - t0;
         return st;
     }
@@ -320,9 +316,7 @@ static kvl_status time_rep(bench_ctx *c, const test_spec *t, kvl_kv_cache *kvc,
             c->seq[s] = s;
             c->pos[s] = t->depth + step;
         }
-        st = kvl_kv_cache_reserve_batch(kvc, t->n_seq, c->seq, c->ones, err);
-        if (st == KVL_OK)
-            st = run_batch(c, kv, t->n_seq, true, err);
+        st = run_batch(c, kvc, t->n_seq, true, err);
     }
     *sec = kvl_now() - t0;
     return st;
@@ -384,7 +378,6 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
     if (s != KVL_OK)
         return s;
     st->kv = *kvl_kv_cache_params_of(kvc);
-    kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
     char label[96];
     snprintf(label, sizeof label, "bench %s (%d of %d)", t->name, c->test_i + 1, c->n_tests);
     if (c->gate) /* stderr carries the gate's protocol */
@@ -393,7 +386,7 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
         kvl_progress_begin(&c->pr, label);
     c->pr_total = (uint64_t)t->depth + (uint64_t)reps * (uint64_t)t->n_tok;
     double t_fill = kvl_now();
-    s = fill_depth(c, kvc, &kv, t->depth, t->n_seq, err);
+    s = fill_depth(c, kvc, t->depth, t->n_seq, err);
     t_fill = kvl_now() - t_fill;
     if (s == KVL_OK) { /* warm-up: one step at the first timed position */
         random_tokens(&c->rng, c->tok, t->n_seq, c->m->hp.n_vocab);
@@ -401,9 +394,7 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
             c->seq[i] = i;
             c->pos[i] = t->depth;
         }
-        s = kvl_kv_cache_reserve_batch(kvc, t->n_seq, c->seq, c->ones, err);
-        if (s == KVL_OK)
-            s = run_batch(c, &kv, t->n_seq, true, err);
+        s = run_batch(c, kvc, t->n_seq, true, err);
     }
     for (int r = 0; r < reps && s == KVL_OK; r++) {
         if (c->gate) { /* the other engine runs while this one waits here */
@@ -418,7 +409,7 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
         if (c->roofline && t->kind == TEST_TG)
             c->read_gbs[r] = weights_read_gbs(c);
         double sec = 0;
-        s = time_rep(c, t, kvc, &kv, &sec, err);
+        s = time_rep(c, t, kvc, &sec, err);
         ts[r] = (double)t->n_tok * t->n_seq / (sec > 0 ? sec : 1e-9);
         kvl_progress_update(&c->pr, (uint64_t)t->depth + (uint64_t)(r + 1) * (uint64_t)t->n_tok,
                             c->pr_total);
@@ -700,7 +691,7 @@ int kvl_cli_bench(int argc, char **argv) {
     c.m = m;
     c.max_tokens = max_tokens;
     if (kvl_pool_init((int)threads, &pool, &err) ||
-        kvl_forward_init(m, max_tokens, max_ctx, pool, &c.fw, &err)) {
+        kvl_executor_cpu_init(m, pool, max_tokens, max_ctx, &c.fw, &err)) {
         fprintf(stderr, "kvllm bench: %s\n", err.msg);
         goto done;
     }
@@ -708,17 +699,14 @@ int kvl_cli_bench(int argc, char **argv) {
     c.seq = calloc((size_t)max_tokens, sizeof *c.seq);
     c.pos = calloc((size_t)max_tokens, sizeof *c.pos);
     c.want = calloc((size_t)max_tokens, sizeof *c.want);
-    c.ones = calloc((size_t)max_tokens, sizeof *c.ones);
     ts = calloc((size_t)reps, sizeof *ts);
     c.read_gbs = calloc((size_t)reps, sizeof *c.read_gbs);
     c.read_sink = calloc((size_t)kvl_pool_size(pool) * 8, sizeof *c.read_sink);
     c.pool = pool;
-    if (!c.tok || !c.seq || !c.pos || !c.want || !c.ones || !ts || !c.read_gbs || !c.read_sink) {
+    if (!c.tok || !c.seq || !c.pos || !c.want || !ts || !c.read_gbs || !c.read_sink) {
         fprintf(stderr, "kvllm bench: out of memory\n");
         goto done;
     }
-    for (int32_t i = 0; i < max_tokens; i++)
-        c.ones[i] = 1;
     if (!kvl_cli_kv_check(cmd, &kvo, m, pool))
         goto done;
     int n_threads = kvl_pool_size(pool);
@@ -747,8 +735,7 @@ done:
     free(c.seq);
     free(c.pos);
     free(c.want);
-    free(c.ones);
-    kvl_forward_free(c.fw);
+    kvl_executor_free(c.fw);
     kvl_pool_free(pool);
     kvl_model_free(m);
     return rc;

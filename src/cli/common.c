@@ -1,7 +1,7 @@
 /* Locating the shipped model for commands run without -m. */
 #include "cli/common.h"
 #include "cli/cli.h"
-#include "kv/kv_check.h"
+#include "engine/kv_check.h"
 
 #include <limits.h>
 #include <string.h>

@@ -13,8 +13,8 @@
 #include "cli/cli.h"
 #include "cli/common.h"
 #include "core/pool.h"
-#include "kv/kv_check.h"
-#include "model/forward.h"
+#include "engine/kv_check.h"
+#include "engine/executor.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -208,9 +208,9 @@ int kvl_cli_ppl(int argc, char **argv) {
     kvl_progress pr = {0}; /* quiet until begun */
     kvl_model *m = NULL;
     kvl_pool *pool = NULL;
-    kvl_forward *fw = NULL;
+    kvl_executor *fw = NULL;
     kvl_kv_cache *kvc = NULL, *kvr = NULL;
-    kvl_forward *fwr = NULL;
+    kvl_executor *fwr = NULL;
     int32_t *toks = NULL, *seq = NULL, *pos = NULL;
     char *text = NULL;
     kvl_model_params mp = {.tokenizer_path = tok_path, .load = load};
@@ -266,9 +266,9 @@ int kvl_cli_ppl(int argc, char **argv) {
     refp.k_fmt = refp.v_fmt = KVL_KV_FMT_F32;
     refp.budget = 0;
     if (kvl_pool_init((int)threads, &pool, &err) ||
-        kvl_forward_init(m, (int32_t)ctx, (int32_t)ctx, pool, &fw, &err) ||
+        kvl_executor_cpu_init(m, pool, (int32_t)ctx, (int32_t)ctx, &fw, &err) ||
         kvl_kv_cache_init(hp, &kvp, &kvc, &err) ||
-        (kl_ref && (kvl_forward_init(m, (int32_t)ctx, (int32_t)ctx, pool, &fwr, &err) ||
+        (kl_ref && (kvl_executor_cpu_init(m, pool, (int32_t)ctx, (int32_t)ctx, &fwr, &err) ||
                     kvl_kv_cache_init(hp, &refp, &kvr, &err)))) {
         free(want);
         fprintf(stderr, "kvllm ppl: %s\n", err.msg);
@@ -278,8 +278,6 @@ int kvl_cli_ppl(int argc, char **argv) {
     kvl_kv_cache_report(kvc, stderr);
     if (!kvl_cli_kv_check(cmd, &kvo, m, pool))
         goto done;
-    kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
-    kvl_kv_iface kv_ref = kvr ? kvl_kv_cache_iface(kvr) : kv;
     double nll = 0, kl_sum = 0;
     long long n_pred = 0, n_docs = 0, n_windows = 0, n_cut = 0, n_agree = 0, n_nan = 0;
     double t0 = kvl_now();
@@ -302,16 +300,14 @@ int kvl_cli_ppl(int argc, char **argv) {
             int32_t n_out;
             /* each window is a fresh sequence 0 */
             kvl_kv_cache_release(kvc, 0, &err);
-            if (kvl_kv_cache_reserve(kvc, 0, (int32_t)wn, &err) ||
-                kvl_forward_run(fw, &b, &kv, &lg, &n_out, &err)) {
+            if (kvl_executor_run_cache(fw, kvc, &b, &lg, &n_out, &err)) {
                 free(want);
                 fprintf(stderr, "kvllm ppl: %s\n", err.msg);
                 goto done;
             }
             if (kvr) {
                 kvl_kv_cache_release(kvr, 0, &err);
-                if (kvl_kv_cache_reserve(kvr, 0, (int32_t)wn, &err) ||
-                    kvl_forward_run(fwr, &b, &kv_ref, &lr, &n_out, &err)) {
+                if (kvl_executor_run_cache(fwr, kvr, &b, &lr, &n_out, &err)) {
                     free(want);
                     fprintf(stderr, "kvllm ppl: reference: %s\n", err.msg);
                     goto done;
@@ -376,8 +372,8 @@ done:
     free(pos);
     kvl_kv_cache_free(kvc);
     kvl_kv_cache_free(kvr);
-    kvl_forward_free(fwr);
-    kvl_forward_free(fw);
+    kvl_executor_free(fwr);
+    kvl_executor_free(fw);
     kvl_pool_free(pool);
     kvl_model_free(m);
     kvl_unmap_file(&tf);

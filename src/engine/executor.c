@@ -14,6 +14,28 @@ kvl_status kvl_executor_run(kvl_executor *x, const kvl_batch *b, const kvl_kv_if
     return st;
 }
 
+kvl_status kvl_executor_run_cache(kvl_executor *x, kvl_kv_cache *kvc, const kvl_batch *b,
+                                  const float **logits, int32_t *n_out, kvl_error *err) {
+    int32_t n = 0;
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        int32_t k = 0;
+        while (k < n && x->rs_seq[k] != b->seq[i])
+            k++;
+        if (k == n) {
+            x->rs_seq[n] = b->seq[i];
+            x->rs_n[n++] = 0;
+        }
+        int32_t need = b->pos[i] + 1 - kvl_kv_cache_len(kvc, b->seq[i]);
+        if (need > x->rs_n[k])
+            x->rs_n[k] = need;
+    }
+    kvl_status st = kvl_kv_cache_reserve_batch(kvc, n, x->rs_seq, x->rs_n, err);
+    if (st)
+        return st;
+    kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
+    return kvl_executor_run(x, b, &kv, logits, n_out, err);
+}
+
 void kvl_executor_set_tap(kvl_executor *x, kvl_logits_tap tap, void *user) {
     x->tap = tap;
     x->tap_user = user;
@@ -31,6 +53,8 @@ static kvl_status cpu_run(kvl_executor *x, const kvl_batch *b, const kvl_kv_ifac
 
 static void cpu_destroy(kvl_executor *x) {
     kvl_forward_free(x->impl);
+    free(x->rs_seq);
+    free(x->rs_n);
     free(x);
 }
 
@@ -39,18 +63,28 @@ static const kvl_executor_ops cpu_ops = {.name = "cpu", .run = cpu_run, .destroy
 kvl_status kvl_executor_cpu_init(const kvl_model *m, kvl_pool *pool, int32_t max_tokens,
                                  int32_t max_ctx, kvl_executor **out, kvl_error *err) {
     kvl_executor *x = calloc(1, sizeof *x);
-    if (!x)
+    int32_t *rs_seq = malloc((size_t)(max_tokens > 0 ? max_tokens : 1) * sizeof *rs_seq);
+    int32_t *rs_n = malloc((size_t)(max_tokens > 0 ? max_tokens : 1) * sizeof *rs_n);
+    if (!x || !rs_seq || !rs_n) {
+        free(x);
+        free(rs_seq);
+        free(rs_n);
         return kvl_errorf(err, KVL_E_NOMEM, "executor: out of memory");
+    }
     kvl_forward *f;
     kvl_status st = kvl_forward_init(m, max_tokens, max_ctx, pool, &f, err);
     if (st) {
         free(x);
+        free(rs_seq);
+        free(rs_n);
         return st;
     }
     *x = (kvl_executor){.ops = &cpu_ops,
                         .impl = f,
                         .max_tokens = max_tokens,
-                        .n_vocab = (int32_t)m->hp.n_vocab};
+                        .n_vocab = (int32_t)m->hp.n_vocab,
+                        .rs_seq = rs_seq,
+                        .rs_n = rs_n};
     *out = x;
     return KVL_OK;
 }

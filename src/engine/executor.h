@@ -17,6 +17,7 @@
 #ifndef KVL_EXECUTOR_H
 #define KVL_EXECUTOR_H
 
+#include "kv/kv_cache.h"
 #include "model/forward.h"
 
 typedef struct kvl_executor kvl_executor;
@@ -42,6 +43,7 @@ struct kvl_executor {
     int32_t n_vocab;
     kvl_logits_tap tap;
     void *tap_user;
+    int32_t *rs_seq, *rs_n;  /* (max_tokens) run_cache's reservation */
 };
 
 /* The CPU executor: a kvl_forward for batches of up to max_tokens tokens and
@@ -53,6 +55,15 @@ kvl_status kvl_executor_cpu_init(const kvl_model *m, kvl_pool *pool, int32_t max
 /* Dispatch through ops, then call the tap. This function never allocates. */
 kvl_status kvl_executor_run(kvl_executor *x, const kvl_batch *b, const kvl_kv_iface *kv,
                             const float **logits, int32_t *n_out, kvl_error *err);
+/* Reserve, then run: every sequence the batch writes first grows (all or
+ * nothing, through kvc) to cover the largest position the batch gives it,
+ * then the batch runs on kvc's store. The one "reserve, then forward" of
+ * the tools that drive a model directly (ppl, bench, the KV check); the
+ * engine's scheduler reserves for itself, since it decides preemptions.
+ * KVL_E_NO_KV (nothing changed, nothing run) when the blocks are short.
+ * Never allocates. */
+kvl_status kvl_executor_run_cache(kvl_executor *x, kvl_kv_cache *kvc, const kvl_batch *b,
+                                  const float **logits, int32_t *n_out, kvl_error *err);
 void kvl_executor_set_tap(kvl_executor *x, kvl_logits_tap tap, void *user);
 void kvl_executor_free(kvl_executor *x);
 

@@ -10,10 +10,10 @@
  * core's progress line, on a terminal), change the model,
  * or leave anything allocated on any path.
  */
-#include "kv/kv_check.h"
+#include "engine/kv_check.h"
 
 #include "kv/kv_paged.h"
-#include "model/forward.h"
+#include "engine/executor.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -70,7 +70,7 @@ static bool row_has_nan(const float *x, int64_t n) {
 
 typedef struct {
     const kvl_model *m;
-    kvl_forward *fw;
+    kvl_executor *fw;
     int32_t n;           /* positions */
     int32_t *toks;       /* (n + 1) */
     float *ref;          /* (n, V) f32 logits: position i predicts toks[i + 1] */
@@ -117,7 +117,7 @@ static kvl_status run_forced(ctx *c, kvl_kv_format k, kvl_kv_format v, float *ds
         const float *lg;
         int32_t n_out = 0;
         if ((st = kvl_kv_paged_reserve(kv, 0, nt, err)) ||
-            (st = kvl_forward_run(c->fw, &b, &it, &lg, &n_out, err)))
+            (st = kvl_executor_run(c->fw, &b, &it, &lg, &n_out, err)))
             break;
         KVL_ASSERT(n_out == nt);
         memcpy(dst + (size_t)p0 * V, lg, (size_t)nt * V * sizeof(float));
@@ -188,7 +188,7 @@ kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kv
     }
     for (int i = 0; i < CHUNK; i++)
         c.want[i] = true;
-    if ((st = kvl_forward_init(m, CHUNK, c.n, pool, &c.fw, err)))
+    if ((st = kvl_executor_cpu_init(m, pool, CHUNK, c.n, &c.fw, err)))
         goto done;
     /* the f32 decode, f16, the chosen formats, and (counted in advance,
      * skipped without a warning) the K-only and V-only runs */
@@ -210,7 +210,7 @@ kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kv
         const float *lg;
         int32_t n_out;
         if ((st = kvl_kv_paged_reserve(kv, 0, 1, err)) ||
-            (st = kvl_forward_run(c.fw, &b, &it, &lg, &n_out, err)))
+            (st = kvl_executor_run(c.fw, &b, &it, &lg, &n_out, err)))
             goto done;
         memcpy(c.ref + (size_t)p * V, lg, (size_t)V * sizeof(float));
         if (p + 1 >= n_prompt)
@@ -271,7 +271,7 @@ done:
         kvl_progress_update(&c.pr, 1, 1);
     kvl_progress_end(&c.pr);
     kvl_kv_paged_free(kv);
-    kvl_forward_free(c.fw);
+    kvl_executor_free(c.fw);
     free(c.toks);
     free(c.ref);
     free(c.f16);
