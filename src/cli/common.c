@@ -1,5 +1,6 @@
 /* Locating the shipped model for commands run without -m. */
 #include "cli/common.h"
+#include "engine/config.h"
 #include "cli/cli.h"
 #include "engine/kv_check.h"
 
@@ -193,10 +194,7 @@ bool kvl_cli_kv_params(const char *cmd, const kvl_cli_kv_opts *o, const kvl_mode
                        kvl_kv_cache_params *out) {
     const kvl_hparams *hp = &m->hp;
     kvl_kv_cache_params p = o->p;
-    kvl_kv_format dflt = (m->layers[0].wq.type == KVL_TYPE_F32 ||
-                          p.layout == KVL_KV_LAYOUT_CONTIGUOUS)
-                             ? KVL_KV_FMT_F32
-                             : KVL_KV_FMT_F16;
+    kvl_kv_format dflt = kvl_engine_default_kv_format(m, p.layout);
     if (!o->k_set)
         p.k_fmt = dflt;
     if (!o->v_set)

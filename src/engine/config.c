@@ -25,6 +25,12 @@ kvl_request_params kvl_request_defaults(void) {
                                 .repeat_last_n = 64};
 }
 
+kvl_kv_format kvl_engine_default_kv_format(const kvl_model *m, kvl_kv_layout layout) {
+    return m->layers[0].wq.type == KVL_TYPE_F32 || layout == KVL_KV_LAYOUT_CONTIGUOUS
+               ? KVL_KV_FMT_F32
+               : KVL_KV_FMT_F16;
+}
+
 static kvl_status format_of(const char *name, const char *field, kvl_kv_format dflt,
                             kvl_kv_format *out, kvl_error *err) {
     if (!name) {
@@ -67,10 +73,7 @@ kvl_status kvl_engine_resolve(const kvl_model *m, const kvl_engine_params *in,
     if (!(p->kv_mem_fraction >= 0 && p->kv_mem_fraction <= 1))
         return kvl_errorf(err, KVL_E_INVALID, "engine: kv_mem_fraction %g outside [0, 1]",
                           p->kv_mem_fraction);
-    kvl_kv_format dflt = (m->layers[0].wq.type == KVL_TYPE_F32 ||
-                          p->kv_layout == KVL_KV_LAYOUT_CONTIGUOUS)
-                             ? KVL_KV_FMT_F32
-                             : KVL_KV_FMT_F16;
+    kvl_kv_format dflt = kvl_engine_default_kv_format(m, p->kv_layout);
     kvl_kv_cache_params kv = kvl_kv_cache_defaults();
     kv.layout = p->kv_layout;
     kv.block_size = p->block_size;

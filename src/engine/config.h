@@ -22,6 +22,10 @@ typedef struct kvl_engine_resolved {
     char budget_reason[128];
 } kvl_engine_resolved;
 
+/* The "auto" KV format: f32 when the attention weights are f32 or the
+ * layout is contiguous, else f16. This function can't fail. */
+kvl_kv_format kvl_engine_default_kv_format(const kvl_model *m, kvl_kv_layout layout);
+
 /* KVL_E_INVALID naming the field and its range on a bad parameter. */
 kvl_status kvl_engine_resolve(const kvl_model *m, const kvl_engine_params *p,
                               kvl_engine_resolved *out, kvl_error *err);
