@@ -246,3 +246,40 @@ bool kvl_cli_kv_check(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model
     kvl_kv_check_print(&r, stderr);
     return true;
 }
+
+void kvl_cli_common_defaults(kvl_cli_common *c) {
+    memset(c, 0, sizeof *c);
+    c->load = KVL_LOAD_AUTO;
+    kvl_cli_kv_defaults(&c->kvo);
+}
+
+int kvl_cli_common_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_common *c) {
+    int r = kvl_cli_load_flag(cmd, argc, argv, i, &c->load);
+    if (r == 0)
+        r = kvl_cli_kv_flag(cmd, argc, argv, i, &c->kvo);
+    if (r != 0)
+        return r;
+    const char *a = argv[*i], *v;
+    bool model = !strcmp(a, "-m") || !strcmp(a, "--model"), tok = !strcmp(a, "--tokenizer"),
+         thr = !strcmp(a, "-t") || !strcmp(a, "--threads");
+    if (!model && !tok && !thr)
+        return 0;
+    if (!kvl_cli_value(cmd, argc, argv, i, &v))
+        return -1;
+    if (model)
+        c->model = v;
+    else if (tok)
+        c->tokenizer = v;
+    else if (!kvl_cli_int(cmd, a, v, 1, KVL_POOL_MAX_THREADS, &c->threads))
+        return -1;
+    return 1;
+}
+
+const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c) {
+    const char *p = c->model ? c->model : kvl_cli_default_model();
+    if (!p)
+        fprintf(stderr, "kvllm %s: no -m given and the shipped model "
+                        "(../shared/models/stories260K.gguf) was not found; set KVL_SHARED\n",
+                cmd);
+    return p;
+}

@@ -37,6 +37,23 @@ int kvl_cli_load_flag(const char *cmd, int argc, char **argv, int *i, kvl_load_m
     "                        misses while decode streams the weights), mmap (map the\n"      \
     "                        file: 4 KiB pages shared with the page cache, read lazily)\n"
 
+/* The flags run, ppl and bench share: -m/--model, --tokenizer, -t/--threads,
+ * --load and the KV flags. */
+typedef struct kvl_cli_common {
+    const char *model, *tokenizer; /* NULL: the shipped model / beside the model */
+    long long threads;             /* 0: one per core */
+    kvl_load_mode load;
+    kvl_cli_kv_opts kvo;
+} kvl_cli_common;
+
+void kvl_cli_common_defaults(kvl_cli_common *c);
+/* 1: argv[*i] was one of the shared flags and was consumed (with its
+ * value); 0: not one of them; -1: a bad value (message printed). */
+int kvl_cli_common_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_common *c);
+/* The model the flags name (or the shipped one): NULL with a message when
+ * none is given and the shipped one is missing. */
+const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c);
+
 /* 1: argv[*i] was a KV flag and was consumed (with its value); 0: not a KV
  * flag; -1: a bad value (message printed). */
 int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_opts *o);

@@ -21,13 +21,12 @@
 #include <string.h>
 
 typedef struct run_opts {
-    const char *model, *tokenizer, *prompt, *prompt_file, *dump, *out_fmt;
+    kvl_cli_common com; /* -m, --tokenizer, -t, --load, the KV flags */
+    const char *prompt, *prompt_file, *dump, *out_fmt;
     const char *stops[KVL_MAX_STOPS];
     int32_t n_stops;
-    long long n_predict, ctx, parallel, threads, batch_tokens;
+    long long n_predict, ctx, parallel, batch_tokens;
     kvl_sampler_params sp;
-    kvl_cli_kv_opts kvo;
-    kvl_load_mode load;
     kvl_preempt_mode preempt;
     uint64_t swap_mem;
     const char *swap_file;
@@ -92,11 +91,7 @@ static int parse_value_flag(run_opts *o, const char *a, const char *v) {
             return -1;                                                                             \
         dst = (float)fv;                                                                           \
     } while (0)
-    if (!strcmp(a, "-m") || !strcmp(a, "--model"))
-        o->model = v;
-    else if (!strcmp(a, "--tokenizer"))
-        o->tokenizer = v;
-    else if (!strcmp(a, "--dump-logits"))
+    if (!strcmp(a, "--dump-logits"))
         o->dump = v;
     else if (!strcmp(a, "-p") || !strcmp(a, "--prompt"))
         o->prompt = v;
@@ -128,8 +123,6 @@ static int parse_value_flag(run_opts *o, const char *a, const char *v) {
         INT_FLAG(0, INT64_MAX, sp->seed);
     else if (!strcmp(a, "--parallel"))
         INT_FLAG(1, KVL_MAX_SAMPLES, o->parallel);
-    else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
-        INT_FLAG(1, KVL_POOL_MAX_THREADS, o->threads);
     else if (!strcmp(a, "--max-batch-tokens"))
         INT_FLAG(1, 65536, o->batch_tokens);
     else if (!strcmp(a, "--swap-file"))
@@ -162,9 +155,9 @@ static int parse_value_flag(run_opts *o, const char *a, const char *v) {
 }
 
 static const char *const value_flags[] = {
-    "-m", "--model", "--tokenizer", "--dump-logits", "-p", "--prompt", "-f", "--file", "-o",
+    "--dump-logits", "-p", "--prompt", "-f", "--file", "-o",
     "--output", "-n", "--n-predict", "-c", "--ctx", "--temp", "--top-k", "--top-p", "--min-p",
-    "--repeat-penalty", "--repeat-last-n", "-s", "--seed", "--parallel", "-t", "--threads",
+    "--repeat-penalty", "--repeat-last-n", "-s", "--seed", "--parallel",
     "--max-batch-tokens", "--swap-file", "--swap-mem", "--preempt", "--stop", NULL};
 
 /* 0 parsed, 1 help printed, 2 usage error (message printed). */
@@ -180,9 +173,7 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             o->batch_invariant = true;
             continue;
         }
-        int r = kvl_cli_load_flag(cmd, argc, argv, &i, &o->load);
-        if (r == 0)
-            r = kvl_cli_kv_flag(cmd, argc, argv, &i, &o->kvo);
+        int r = kvl_cli_common_flag(cmd, argc, argv, &i, &o->com);
         if (r < 0)
             return 2;
         if (r > 0)
@@ -366,13 +357,13 @@ static int drive(run_state *rs) {
 
 static kvl_engine_params engine_params(const run_opts *o, size_t n_prompt) {
     kvl_engine_params ep = kvl_engine_defaults();
-    const kvl_kv_cache_params *kp = &o->kvo.p;
-    ep.n_threads = (int32_t)o->threads;
+    const kvl_kv_cache_params *kp = &o->com.kvo.p;
+    ep.n_threads = (int32_t)o->com.threads;
     ep.kv_layout = kp->layout;
-    ep.kv_type_k = o->kvo.k_set ? kvl_kv_format_get(kp->k_fmt)->name : NULL;
-    ep.kv_type_v = o->kvo.v_set ? kvl_kv_format_get(kp->v_fmt)->name : NULL;
+    ep.kv_type_k = o->com.kvo.k_set ? kvl_kv_format_get(kp->k_fmt)->name : NULL;
+    ep.kv_type_v = o->com.kvo.v_set ? kvl_kv_format_get(kp->v_fmt)->name : NULL;
     ep.kv_mem = kp->budget;
-    ep.kv_mem_fraction = o->kvo.mem_fraction;
+    ep.kv_mem_fraction = o->com.kvo.mem_fraction;
     ep.block_size = kp->block_size;
     /* the pool and the buffers are sized by the request, not the model's
      * context (a file may claim 16M positions) */
@@ -498,8 +489,8 @@ static int run_request(run_opts *o) {
     FILE *dump_f = NULL;
     int rc = 1;
     double t0 = kvl_now();
-    kvl_model_params mp = {.tokenizer_path = o->tokenizer, .load = o->load};
-    if (kvl_model_load(o->model, &mp, &m, &err) != KVL_OK) {
+    kvl_model_params mp = {.tokenizer_path = o->com.tokenizer, .load = o->com.load};
+    if (kvl_model_load(o->com.model, &mp, &m, &err) != KVL_OK) {
         fprintf(stderr, "kvllm run: %s\n", err.msg);
         return 1;
     }
@@ -557,17 +548,17 @@ static int run_request(run_opts *o) {
         goto done;
     }
     rs.e = e;
-    if (!o->kvo.p.budget && o->kvo.mem_fraction == 0) {
+    if (!o->com.kvo.p.budget && o->com.kvo.mem_fraction == 0) {
         kvl_engine_config cfg;
         kvl_engine_get_config(e, &cfg);
         fprintf(stderr, "kvllm run: KV budget %zu bytes: %s (the request; the context is %lld)\n",
                 cfg.kv_mem, cfg.budget_reason, o->ctx);
     }
     kvl_engine_kv_report(e, stderr);
-    if (o->kvo.check) {
+    if (o->com.kvo.check) {
         kvl_pool *pool = NULL;
-        bool ok = kvl_pool_init((int)o->threads, &pool, &err) == KVL_OK &&
-                  kvl_cli_kv_check("run", &o->kvo, m, pool);
+        bool ok = kvl_pool_init((int)o->com.threads, &pool, &err) == KVL_OK &&
+                  kvl_cli_kv_check("run", &o->com.kvo, m, pool);
         kvl_pool_free(pool);
         if (!ok)
             goto done;
@@ -626,16 +617,13 @@ done:
 
 int kvl_cli_run(int argc, char **argv) {
     run_opts o = {.prompt = "", .out_fmt = "text", .n_predict = 256, .parallel = 1,
-                  .sp = kvl_sampler_defaults(), .load = KVL_LOAD_AUTO};
-    kvl_cli_kv_defaults(&o.kvo);
+                  .sp = kvl_sampler_defaults()};
+    kvl_cli_common_defaults(&o.com);
     int pr = parse_args(argc, argv, &o);
     if (pr)
         return pr == 1 ? 0 : 2;
-    if (!o.model && !(o.model = kvl_cli_default_model())) {
-        fprintf(stderr, "kvllm run: no -m given and the shipped model "
-                        "(../shared/models/stories260K.gguf) was not found; set KVL_SHARED\n");
+    if (!(o.com.model = kvl_cli_model_path("run", &o.com)))
         return 2;
-    }
     char *file_prompt = NULL;
     if (o.prompt_file) {
         if (!(file_prompt = read_prompt(o.prompt_file)))
