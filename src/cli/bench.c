@@ -544,84 +544,70 @@ static void name_test(test_spec *t) {
         snprintf(t->name, sizeof t->name, "b%d tg%d%s", (int)t->n_seq, (int)t->n_tok, depth);
 }
 
-int kvl_cli_bench(int argc, char **argv) {
-    const char *cmd = "bench", *model_path = NULL;
-    int_list lp = {.v = {512}, .n = 1}, ln = {.v = {128}, .n = 1}, ld = {.v = {0}, .n = 1},
-             lb = {.v = {1}, .n = 1};
-    long long reps = 5, threads = 0;
-    out_fmt fmt = OUT_TEXT;
-    bool gate = false, roofline = false;
-    kvl_cli_kv_opts kvo;
-    kvl_cli_kv_defaults(&kvo);
-    kvl_load_mode load = KVL_LOAD_AUTO;
+typedef struct bench_opts {
+    kvl_cli_common com; /* -m, -t, --load, the KV flags */
+    int_list lp, ln, ld, lb;
+    long long reps;
+    out_fmt fmt;
+    bool gate, roofline;
+} bench_opts;
+
+/* 0 parsed, 1 help printed, 2 usage error (message printed). */
+static int parse_args(int argc, char **argv, bench_opts *o) {
+    const char *cmd = "bench";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
-            return 0;
+            return 1;
         }
-        int ldf = kvl_cli_load_flag(cmd, argc, argv, &i, &load);
-        if (ldf < 0)
+        int r = kvl_cli_common_flag(cmd, argc, argv, &i, &o->com);
+        if (r < 0)
             return 2;
-        if (ldf > 0)
+        if (r > 0)
             continue;
-        int kvf = kvl_cli_kv_flag(cmd, argc, argv, &i, &kvo);
-        if (kvf < 0)
-            return 2;
-        if (kvf > 0)
-            continue;
-        if (!strcmp(a, "--gate")) {
-            gate = true;
+        if (!strcmp(a, "--gate") || !strcmp(a, "--roofline")) {
+            *(a[2] == 'g' ? &o->gate : &o->roofline) = true;
             continue;
         }
-        if (!strcmp(a, "--roofline")) {
-            roofline = true;
-            continue;
-        }
-        static const char *const known[] = {
-            "-m", "--model", "-p", "--n-prompt", "-n", "--n-gen", "-d", "--depth", "-b",
-            "--batch", "-r", "--reps", "-t", "--threads", "-o", "--output", NULL};
+        static const char *const known[] = {"-p", "--n-prompt", "-n",   "--n-gen", "-d",
+                                            "--depth", "-b", "--batch", "-r", "--reps",
+                                            "-o", "--output", NULL};
         if (!kvl_cli_flag_value(cmd, known, NULL, argc, argv, &i, &v))
             return 2;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model"))
-            model_path = v;
-        else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) {
-            if (!parse_list(a, v, 0, 65536, &lp))
-                return 2;
-        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) {
-            if (!parse_list(a, v, 0, 65536, &ln))
-                return 2;
-        } else if (!strcmp(a, "-d") || !strcmp(a, "--depth")) {
-            if (!parse_list(a, v, 0, KVL_MAX_CTX, &ld))
-                return 2;
-        } else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) {
-            if (!parse_list(a, v, 1, 256, &lb))
-                return 2;
-        } else if (!strcmp(a, "-r") || !strcmp(a, "--reps")) {
-            if (!kvl_cli_int(cmd, a, v, 1, MAX_REPS, &reps))
-                return 2;
-        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (!kvl_cli_int(cmd, a, v, 1, KVL_POOL_MAX_THREADS, &threads))
-                return 2;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            if (!strcmp(v, "text") || !strcmp(v, "md"))
-                fmt = OUT_TEXT;
-            else if (!strcmp(v, "json"))
-                fmt = OUT_JSON;
-            else if (!strcmp(v, "csv"))
-                fmt = OUT_CSV;
-            else {
-                fprintf(stderr, "kvllm bench: %s: '%s' is not one of text, json, csv\n", a, v);
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "kvllm bench: unknown flag '%s' (see kvllm bench --help)\n", a);
-            return 2;
+        bool ok = true;
+        if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt"))
+            ok = parse_list(a, v, 0, 65536, &o->lp);
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen"))
+            ok = parse_list(a, v, 0, 65536, &o->ln);
+        else if (!strcmp(a, "-d") || !strcmp(a, "--depth"))
+            ok = parse_list(a, v, 0, KVL_MAX_CTX, &o->ld);
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch"))
+            ok = parse_list(a, v, 1, 256, &o->lb);
+        else if (!strcmp(a, "-r") || !strcmp(a, "--reps"))
+            ok = kvl_cli_int(cmd, a, v, 1, MAX_REPS, &o->reps);
+        else if (!strcmp(v, "text") || !strcmp(v, "md")) /* -o */
+            o->fmt = OUT_TEXT;
+        else if (!strcmp(v, "json"))
+            o->fmt = OUT_JSON;
+        else if (!strcmp(v, "csv"))
+            o->fmt = OUT_CSV;
+        else {
+            fprintf(stderr, "kvllm bench: %s: '%s' is not one of text, json, csv\n", a, v);
+            ok = false;
         }
+        if (!ok)
+            return 2;
     }
+    return 0;
+}
 
+/* The tests, in llama-bench's order (per depth, pp then tg), and the
+ * largest batch and context they need. 0, or 2 with a message. */
+static int make_tests(const bench_opts *o, test_spec *tests, int *n_out, int32_t *max_tok_out,
+                      int32_t *max_ctx_out) {
+    const int_list lp = o->lp, ln = o->ln, ld = o->ld, lb = o->lb;
     /* the tests, in llama-bench's order: per depth, pp then tg */
-    static test_spec tests[MAX_TESTS];
     int n_tests = 0;
     int32_t max_tokens = 1, max_ctx = 1;
     for (int di = 0; di < ld.n; di++) {
@@ -657,24 +643,16 @@ int kvl_cli_bench(int argc, char **argv) {
             max_ctx = (int32_t)ctx;
         name_test(t);
     }
-    if (!model_path && !(model_path = kvl_cli_default_model())) {
-        fprintf(stderr, "kvllm bench: no -m given and the shipped model "
-                        "(../shared/models/stories260K.gguf) was not found; set KVL_SHARED\n");
-        return 2;
-    }
+    *n_out = n_tests;
+    *max_tok_out = max_tokens;
+    *max_ctx_out = max_ctx;
+    return 0;
+}
 
-    int rc = 1;
-    kvl_error err = {0};
-    kvl_model *m = NULL;
-    kvl_pool *pool = NULL;
-    bench_ctx c = {.rng = SEED, .gate = gate, .roofline = roofline, .kvo = &kvo};
-    double *ts = NULL;
-    kvl_model_params mp = {.load = load};
-    if (kvl_model_load(model_path, &mp, &m, &err) != KVL_OK) {
-        fprintf(stderr, "kvllm bench: %s\n", err.msg);
-        return 1;
-    }
-    for (int i = 0; i < n_tests; i++) { /* before any prefill: a deep one takes minutes */
+/* Refuse, before any prefill (a deep one takes minutes), a test that needs
+ * more positions than the model's context. */
+static bool tests_fit(const test_spec *tests, int n_tests, const kvl_model *m) {
+    for (int i = 0; i < n_tests; i++) {
         const test_spec *t = &tests[i];
         if ((int64_t)t->depth + t->n_tok > m->hp.ctx_len) {
             fprintf(stderr,
@@ -682,15 +660,51 @@ int kvl_cli_bench(int argc, char **argv) {
                     "context is %lld\n",
                     t->name, (int)t->depth, (int)t->n_tok, (long long)t->depth + t->n_tok,
                     (long long)m->hp.ctx_len);
-            rc = 2;
-            goto done;
+            return false;
         }
+    }
+    return true;
+}
+
+int kvl_cli_bench(int argc, char **argv) {
+    const char *cmd = "bench";
+    bench_opts o = {.lp = {.v = {512}, .n = 1}, .ln = {.v = {128}, .n = 1},
+                    .ld = {.v = {0}, .n = 1}, .lb = {.v = {1}, .n = 1}, .reps = 5,
+                    .fmt = OUT_TEXT};
+    kvl_cli_common_defaults(&o.com);
+    int pa = parse_args(argc, argv, &o);
+    if (pa)
+        return pa == 1 ? 0 : 2;
+    static test_spec tests[MAX_TESTS];
+    int n_tests = 0;
+    int32_t max_tokens = 1, max_ctx = 1;
+    if (make_tests(&o, tests, &n_tests, &max_tokens, &max_ctx))
+        return 2;
+    const char *model_path = kvl_cli_model_path(cmd, &o.com);
+    if (!model_path)
+        return 2;
+    const long long reps = o.reps;
+    const out_fmt fmt = o.fmt;
+    int rc = 1;
+    kvl_error err = {0};
+    kvl_model *m = NULL;
+    kvl_pool *pool = NULL;
+    bench_ctx c = {.rng = SEED, .gate = o.gate, .roofline = o.roofline, .kvo = &o.com.kvo};
+    double *ts = NULL;
+    kvl_model_params mp = {.tokenizer_path = o.com.tokenizer, .load = o.com.load};
+    if (kvl_model_load(model_path, &mp, &m, &err) != KVL_OK) {
+        fprintf(stderr, "kvllm bench: %s\n", err.msg);
+        return 1;
+    }
+    if (!tests_fit(tests, n_tests, m)) {
+        rc = 2;
+        goto done;
     }
     const long long huge_bytes = kvl_proc_kb("/proc/self/smaps_rollup", "AnonHugePages");
     const bool weights_private = (m->gguf ? m->gguf->map.anon_len : m->map.anon_len) > 0;
     c.m = m;
     c.max_tokens = max_tokens;
-    if (kvl_pool_init((int)threads, &pool, &err) ||
+    if (kvl_pool_init((int)o.com.threads, &pool, &err) ||
         kvl_executor_cpu_init(m, pool, max_tokens, max_ctx, &c.fw, &err)) {
         fprintf(stderr, "kvllm bench: %s\n", err.msg);
         goto done;
@@ -707,7 +721,7 @@ int kvl_cli_bench(int argc, char **argv) {
         fprintf(stderr, "kvllm bench: out of memory\n");
         goto done;
     }
-    if (!kvl_cli_kv_check(cmd, &kvo, m, pool))
+    if (!kvl_cli_kv_check(cmd, &o.com.kvo, m, pool))
         goto done;
     int n_threads = kvl_pool_size(pool);
     print_header(fmt);
