@@ -262,6 +262,8 @@ typedef struct kvl_engine_params {
     const char *swap_file;    /* back the swap area with this file instead of
                                  anonymous memory (a tier larger than RAM) */
     int32_t event_capacity;   /* events buffered for kvl_engine_poll; default 4096 */
+    bool prefix_cache;        /* find prompts' full blocks again by their tokens
+                                 (docs/prefix_cache.md); default true */
     bool batch_invariant;     /* every product takes one kernel path whatever the
                                  batch, so a request's tokens at temperature 0 do not
                                  depend on what else runs (slower decode: see
@@ -317,6 +319,8 @@ typedef struct kvl_request_params {
     int32_t priority;             /* higher runs first and is preempted last; default 0 */
     uint64_t session;             /* groups a conversation's requests in the ledger; 0 none */
     uint64_t tag;                 /* the caller's, echoed in every event */
+    const char *cache_salt;       /* prefix-cache namespace: blocks are shared only
+                                     between requests with the same salt (NULL: none) */
 } kvl_request_params;
 
 #define KVL_MAX_STOPS 16
@@ -411,6 +415,13 @@ typedef struct kvl_engine_stats {
     int64_t n_blocks_swapped_out, n_blocks_swapped_in;
     size_t bytes_swapped_out, bytes_swapped_in;
     int64_t tokens_prefilled, tokens_decoded;
+    int64_t prefix_lookup_tokens;   /* prompt positions looked up in the prefix cache */
+    int64_t prefix_hit_tokens;      /* of those, served from cached blocks */
+    int64_t prefix_hit_tokens_self; /* served on re-admission after a preemption */
+    int64_t prefix_hit_free_blocks; /* hits on blocks that were free but still cached */
+    uint32_t prefix_cached_blocks;  /* blocks with a hash now */
+    int64_t prefix_evicted_blocks;  /* cached blocks handed out for new data */
+    double prefill_s_saved;         /* hit tokens / the measured prefill rate */
     double prefill_tok_s;      /* measured prefill rate (cost rule input) */
     double swap_bytes_s;       /* measured swap copy rate (cost rule input) */
 } kvl_engine_stats;

@@ -16,6 +16,7 @@ sed -n '/<example>/,/<\/example>/p' "$src/include/kvllm.h" | sed '1d;$d' | sed -
 grep -q "kvl_engine_submit" "$tmp/example.c" && ok || bad "example extracted"
 cmake --install "$build" --prefix "$tmp/inst" >"$tmp/install.log" 2>&1 && ok || { bad "cmake --install"; cat "$tmp/install.log"; }
 [ -f "$tmp/inst/include/kvllm.h" ] && ok || bad "header installed"
+PKG_CONFIG_PATH="$tmp/inst/lib/pkgconfig" pkg-config --cflags kvllm | grep -q -- "-I$tmp/inst/include" && ok || bad "pkg-config kvllm"
 ls "$tmp/inst/lib/libkvllm.so" "$tmp/inst/lib/libkvllm.a" >/dev/null 2>&1 && ok || bad "libraries installed"
 # shared
 if $cc -std=c11 -Wall -Wextra -Werror ${KVL_SAN_FLAGS:-} -I"$tmp/inst/include" "$tmp/example.c" \
@@ -23,7 +24,8 @@ if $cc -std=c11 -Wall -Wextra -Werror ${KVL_SAN_FLAGS:-} -I"$tmp/inst/include" "
 else bad "example compiles (shared)"; cat "$tmp/cc.log"; fi
 # static
 if $cc -std=c11 -Wall -Wextra -Werror ${KVL_SAN_FLAGS:-} -I"$tmp/inst/include" "$tmp/example.c" \
-    "$tmp/inst/lib/libkvllm.a" -lpthread -lm -o "$tmp/ex_static" 2>"$tmp/cc2.log"; then ok
+    "$tmp/inst/lib/libkvllm.a" $(PKG_CONFIG_PATH="$tmp/inst/lib/pkgconfig" pkg-config --static --libs-only-l kvllm | sed 's/-lkvllm//') \
+    -o "$tmp/ex_static" 2>"$tmp/cc2.log"; then ok
 else bad "example compiles (static)"; cat "$tmp/cc2.log"; fi
 for v in shared static; do
   [ -x "$tmp/ex_$v" ] || continue

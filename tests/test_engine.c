@@ -576,6 +576,102 @@ static void test_session(const kvl_model *m) {
     kvl_engine_free(e);
 }
 
+/* A prefix-cache hit gives the tokens of a miss (greedy), for a prompt that
+ * ends mid-block (22: 5 blocks hit) and one that ends on a boundary (20: 4
+ * blocks hit, the last position is always computed); from blocks in use
+ * (submitted together: the first request's blocks register as they fill)
+ * and from free but cached blocks; per format. */
+static void test_prefix_hits(const kvl_model *m, const char *fmt) {
+    for (int plen = 20; plen <= 22; plen += 2) {
+        kvl_engine_params p = kvl_engine_defaults();
+        p.n_threads = 1;
+        p.block_size = 4;
+        p.kv_type_k = p.kv_type_v = fmt;
+        p.kv_mem = 1 << 20;
+        p.max_ctx = 128;
+        p.max_batch_tokens = 8; /* the prompt fills in chunks: blocks register as they fill */
+        kvl_engine *e = NULL;
+        kvl_error err;
+        CHECK(kvl_engine_init(m, &p, &e, &err) == KVL_OK);
+        memset(logs, 0, sizeof logs);
+        uint64_t a = submit(e, 0, plen, 24, 1, 0); /* the miss */
+        run_to_idle(e, 100);
+        uint64_t b = submit(e, 0, plen, 24, 1, 0); /* hit on free, cached blocks */
+        run_to_idle(e, 100);
+        int32_t want_hit = (plen - 1) / 4 * 4;
+        CHECK_EQ_INT(logs[a].usage.cached_tokens, 0);
+        CHECK_EQ_INT(logs[b].usage.cached_tokens, want_hit);
+        CHECK_EQ_INT(logs[b].n[0], logs[a].n[0]);
+        CHECK(memcmp(logs[a].toks[0], logs[b].toks[0], sizeof(int32_t) * (size_t)logs[a].n[0]) == 0);
+        kvl_engine_stats st;
+        kvl_engine_get_stats(e, &st);
+        CHECK_EQ_INT(st.prefix_hit_free_blocks, want_hit / 4);
+        /* together: c's first chunk registers 2 blocks; d, admitted a step
+         * later, shares them while c still holds them */
+        uint64_t c = submit(e, 1, plen, 8, 1, 0);
+        step(e);
+        uint64_t d = submit(e, 1, plen, 8, 1, 0);
+        int guard = 0;
+        while (state_of(e, d) == KVL_REQ_WAITING && guard++ < 10)
+            step(e); /* c's chunks of 8 take the budget until its last */
+        kvl_request_info ri;
+        CHECK(kvl_engine_request_info(e, d, &ri) == KVL_OK);
+        CHECK_EQ_INT(ri.n_blocks_shared, 4); /* c's 4 full prompt blocks, still c's too */
+        CHECK_EQ_INT(state_of(e, c), KVL_REQ_RUNNING);
+        run_to_idle(e, 100);
+        CHECK_EQ_INT(logs[d].usage.cached_tokens, 16);
+        CHECK(memcmp(logs[c].toks[0], logs[d].toks[0], sizeof(int32_t) * 8) == 0);
+        /* another salt never hits */
+        kvl_request_params rp = kvl_request_defaults();
+        rp.prompt_tokens = prompt_buf[0];
+        rp.n_prompt_tokens = (size_t)plen;
+        rp.max_tokens = 4;
+        rp.temperature = 0;
+        rp.cache_salt = "tenant-x";
+        uint64_t x;
+        CHECK(kvl_engine_submit(e, &rp, &x, &err) == KVL_OK);
+        run_to_idle(e, 100);
+        CHECK_EQ_INT(logs[x].usage.cached_tokens, 0);
+        CHECK(kvl_engine_check(e, &err) == KVL_OK);
+        kvl_engine_free(e);
+    }
+}
+
+/* Eviction order, exactly. 12 blocks, free queue 0..11 at start.
+ *   A: prompt 24 + 3 fed = 27 positions: blocks 0..6, 0..5 full and cached.
+ *      It ends; its blocks go to the queue's tail, its tail first:
+ *      7 8 9 10 11 | 6 5 4 3 2 1 0
+ *   B: 19 positions, 5 blocks: takes 7..11 (never cached): nothing evicted.
+ *      It ends: 6 5 4 3 2 1 0 | 11 10 9 8 7
+ *   D: 19 positions, 5 blocks: takes 6 (A's partial, no hash) and 5 4 3 2:
+ *      four of A's cached blocks are evicted, A's head (0, 1) stays.
+ *   C: A's prompt again: finds blocks 0 and 1, 8 positions. */
+static void test_prefix_eviction(const kvl_model *m) {
+    kvl_engine *e = mk(m, 12, 2, 64, KVL_PREEMPT_RECOMPUTE, 0);
+    kvl_error err;
+    submit(e, 0, 24, 4, 1, 0);
+    run_to_idle(e, 50);
+    kvl_engine_stats st;
+    kvl_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.prefix_cached_blocks, 6);
+    CHECK_EQ_INT(st.kv.n_blocks_free, 12);
+    submit(e, 1, 16, 4, 1, 0);
+    run_to_idle(e, 50);
+    kvl_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.prefix_evicted_blocks, 0);
+    CHECK_EQ_INT(st.prefix_cached_blocks, 10);
+    submit(e, 2, 16, 4, 1, 0);
+    run_to_idle(e, 50);
+    kvl_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.prefix_evicted_blocks, 4);
+    CHECK_EQ_INT(st.prefix_cached_blocks, 10); /* 2 of A + 4 of B + 4 of D */
+    uint64_t c = submit(e, 0, 24, 4, 1, 0);
+    run_to_idle(e, 50);
+    CHECK_EQ_INT(logs[c].usage.cached_tokens, 8);
+    CHECK(kvl_engine_check(e, &err) == KVL_OK);
+    kvl_engine_free(e);
+}
+
 int main(void) {
     kvl_model *m = NULL;
     kvl_error err;
@@ -596,6 +692,10 @@ int main(void) {
     test_samples_share(m);
     test_overload(m);
     test_session(m);
+    test_prefix_hits(m, "f32");
+    test_prefix_hits(m, "f16");
+    test_prefix_hits(m, "int8");
+    test_prefix_eviction(m);
     test_batch_invariance(m);
     kvl_model_free(m);
     /* the same on a TinyLlama-shaped Q8_0 model (2 layers, random weights) */
@@ -608,6 +708,8 @@ int main(void) {
              bin ? bin : "kvllm", q8);
     CHECK(system(cmd) == 0);
     if (kvl_model_load(q8, NULL, &m, &err) == KVL_OK) {
+        test_prefix_hits(m, "f16"); /* before batch invariance is switched on */
+        test_prefix_hits(m, "int8");
         invariant = true; /* Q8_0's decode and small-batch kernels sum in other orders */
         test_batch_invariance(m);
         kvl_model_free(m);

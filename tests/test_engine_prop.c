@@ -4,7 +4,8 @@
  * budget of 4..64, a preemption mode, a swap area or none, paged or
  * contiguous) and a random workload (requests arriving at random steps
  * with random prompt and output lengths, 1..3 samples, priorities, random
- * cancellations). After every step the engine's own invariants hold
+ * cancellations, prompts that often share a prefix, three cache salts,
+ * the prefix cache on or off). After every step the engine's own invariants hold
  * (kvl_engine_check: lists and states agree, slots and blocks accounted,
  * the pool's free queue intact). At the end:
  *   - every accepted request got exactly one final event, its last;
@@ -39,6 +40,8 @@ typedef struct pending {
     int64_t tokens;
 } pending;
 
+static int64_t total_hits, total_self_hits, total_preemptions; /* the paths were exercised */
+
 static int one_seed(const kvl_model *m, uint64_t seed) {
     rng_state = seed * 7919 + 1;
     int fails_before = kvt_failures;
@@ -53,6 +56,7 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
     p.swap_mem = rnd(2) ? (size_t)rnd(24) * BLOCK : 0;
     p.max_queue = 4 + (int32_t)rnd(16);
     p.kv_layout = rnd(6) == 0 ? KVL_KV_LAYOUT_CONTIGUOUS : KVL_KV_LAYOUT_PAGED;
+    p.prefix_cache = rnd(4) != 0;
     p.max_ctx = (int32_t)n_blocks * 4;
     p.kv_mem = (size_t)n_blocks * BLOCK;
     if (p.kv_layout == KVL_KV_LAYOUT_CONTIGUOUS) {
@@ -81,7 +85,11 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
         q->cancel_at = rnd(5) == 0 ? q->at_step + (int32_t)rnd(20) : -1;
         q->temp = rnd(2) ? 0.0f : 0.9f;
     }
-    int32_t toks[256];
+    int32_t toks[256], base[256]; /* prompts often share a prefix of base */
+    base[0] = 1;
+    for (int k = 1; k < 256; k++)
+        base[k] = 3 + (int32_t)rnd(500);
+    static const char *const salts[] = {NULL, "tenant-a", "tenant-b"};
     int64_t bound = 64, steps = 0;
     kvl_event ev[64];
     for (;;) {
@@ -89,8 +97,9 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
             pending *q = &req[i];
             if (q->at_step == steps) {
                 toks[0] = 1;
+                int32_t shared = rnd(2) ? (int32_t)rnd((uint32_t)q->n_prompt + 1) : 0;
                 for (int32_t k = 1; k < q->n_prompt; k++)
-                    toks[k] = 3 + (int32_t)rnd(500);
+                    toks[k] = k < shared ? base[k] : 3 + (int32_t)rnd(500);
                 kvl_request_params rp = kvl_request_defaults();
                 rp.prompt_tokens = toks;
                 rp.n_prompt_tokens = (size_t)q->n_prompt;
@@ -99,6 +108,7 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
                 rp.priority = q->prio;
                 rp.temperature = q->temp;
                 rp.seed = seed;
+                rp.cache_salt = salts[rnd(3)];
                 kvl_status st = kvl_engine_submit(e, &rp, &q->id, &err);
                 q->accepted = st == KVL_OK;
                 CHECK(st == KVL_OK || st == KVL_E_LIMIT || st == KVL_E_BUSY || st == KVL_E_INVALID);
@@ -152,6 +162,9 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
     CHECK_EQ_INT(st.kv.n_blocks_used, 0);
     CHECK_EQ_INT(st.n_swap_blocks_used, 0);
     CHECK_EQ_INT(st.n_waiting + st.n_running + st.n_swapped, 0);
+    total_hits += st.prefix_hit_tokens;
+    total_self_hits += st.prefix_hit_tokens_self;
+    total_preemptions += st.n_preemptions;
     CHECK(kvl_engine_check(e, &err) == KVL_OK);
     kvl_engine_free(e);
     if (kvt_failures != fails_before)
@@ -171,7 +184,15 @@ int main(void) {
     int bad = 0;
     for (long s = 0; s < n_seeds && bad < 5; s++)
         bad += one_seed(m, (uint64_t)s);
-    printf("test_engine_prop: %ld seeds\n", n_seeds);
+    printf("test_engine_prop: %ld seeds, %lld preemptions, %lld prefix-hit tokens (%lld on "
+           "re-admission)\n",
+           n_seeds, (long long)total_preemptions, (long long)total_hits,
+           (long long)total_self_hits);
+    if (n_seeds >= 100) {
+        CHECK(total_preemptions > 0);
+        CHECK(total_hits > 0);
+        CHECK(total_self_hits > 0);
+    }
     kvl_model_free(m);
     return kvt_finish("test_engine_prop");
 }

@@ -30,7 +30,7 @@ typedef struct run_opts {
     kvl_preempt_mode preempt;
     uint64_t swap_mem;
     const char *swap_file;
-    bool batch_invariant;
+    bool batch_invariant, no_prefix_cache;
 } run_opts;
 
 static void usage(FILE *f) {
@@ -64,6 +64,7 @@ static void usage(FILE *f) {
             "      --preempt MODE    auto (default), recompute or swap, when the KV pool runs dry\n"
             "      --swap-mem SIZE   swap area for preempted sequences (default 0: none)\n"
             "      --swap-file PATH  back the swap area with a file\n"
+            "      --no-prefix-cache do not look prompts up in the prefix cache (for comparison)\n"
             "      --batch-invariant every product takes one kernel path whatever the batch\n"
             "                        (a request's greedy tokens never depend on the others;\n"
             "                        slower decode)\n"
@@ -169,8 +170,8 @@ static int parse_args(int argc, char **argv, run_opts *o) {
             usage(stdout);
             return 1;
         }
-        if (!strcmp(a, "--batch-invariant")) {
-            o->batch_invariant = true;
+        if (!strcmp(a, "--batch-invariant") || !strcmp(a, "--no-prefix-cache")) {
+            *(a[2] == 'b' ? &o->batch_invariant : &o->no_prefix_cache) = true;
             continue;
         }
         int r = kvl_cli_common_flag(cmd, argc, argv, &i, &o->com);
@@ -377,6 +378,7 @@ static kvl_engine_params engine_params(const run_opts *o, size_t n_prompt) {
     ep.swap_mem = o->swap_mem;
     ep.swap_file = o->swap_file;
     ep.batch_invariant = o->batch_invariant;
+    ep.prefix_cache = !o->no_prefix_cache;
     return ep;
 }
 

@@ -11,7 +11,8 @@ kvl_engine_params kvl_engine_defaults(void) {
                                .max_queue = 1024,
                                .max_queue_tokens = 1 << 20,
                                .preempt = KVL_PREEMPT_AUTO,
-                               .event_capacity = 4096};
+                               .event_capacity = 4096,
+                               .prefix_cache = true};
 }
 
 kvl_request_params kvl_request_defaults(void) {

@@ -116,6 +116,11 @@ kvl_status kvl_engine_init(const kvl_model *m, const kvl_engine_params *p, kvl_e
                            .preempt = ep->preempt};
     if ((st = kvl_sched_init(e->kv, e->swap, &sp, &e->sched, err)))
         goto fail;
+    if (pg && ep->prefix_cache) {
+        if ((st = kvl_prefix_cache_init(kvl_sched_n_blocks(e->sched), bs, 0, &e->pc, err)))
+            goto fail;
+        kvl_sched_set_prefix_cache(e->sched, e->pc);
+    }
     if (ep->batch_invariant)
         kvl_matmul_set_batch_invariant(true);
     e->swap_rate = measure_copy_rate();
@@ -130,6 +135,7 @@ kvl_status kvl_engine_init(const kvl_model *m, const kvl_engine_params *p, kvl_e
     return KVL_OK;
 fail:
     kvl_sched_free(e->sched);
+    kvl_prefix_cache_free(e->pc);
     kvl_kv_swap_free(e->swap);
     kvl_executor_free(e->x);
     kvl_kv_cache_free(e->kv);
@@ -155,6 +161,7 @@ void kvl_engine_free(kvl_engine *e) {
     }
     pthread_mutex_unlock(&e->mu);
     kvl_sched_free(e->sched);
+    kvl_prefix_cache_free(e->pc);
     kvl_kv_swap_free(e->swap);
     kvl_executor_free(e->x);
     kvl_kv_cache_free(e->kv);
@@ -326,6 +333,10 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
     q->r.n_alive = ns;
     q->r.priority = p->priority;
     q->r.owner = q;
+    if (e->pc) {
+        const kvl_kv_cache_params *kp = kvl_kv_cache_params_of(e->kv);
+        q->r.ns = kvl_prefix_namespace(e->pc, p->cache_salt, (int)kp->k_fmt, (int)kp->v_fmt);
+    }
     q->tag = p->tag;
     q->session = p->session;
     *out = q;
@@ -429,6 +440,7 @@ void kvl_engine_finish(kvl_engine *e, eng_req *q, kvl_finish_reason reason, kvl_
     kvl_usage *u = &ev->usage;
     u->prompt_tokens = q->r.n_prompt;
     u->completion_tokens = q->n_completion;
+    u->cached_tokens = q->r.cached_tokens;
     u->recomputed_tokens = q->r.recomputed;
     u->n_preemptions = q->r.n_preempt;
     u->queue_s = q->t_sched > 0 ? q->t_sched - q->t_submit : now - q->t_submit;

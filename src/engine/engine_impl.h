@@ -17,6 +17,7 @@
 #include "engine/executor.h"
 #include "engine/sampler.h"
 #include "kv/kv_swap.h"
+#include "kv/prefix_cache.h"
 #include "sched/scheduler.h"
 
 #include <pthread.h>
@@ -56,6 +57,7 @@ struct kvl_engine {
     kvl_kv_cache *kv;
     kvl_kv_swap *swap;
     kvl_sched *sched;
+    kvl_prefix_cache *pc;     /* NULL when off or with the contiguous layout */
     int32_t max_blocks_per_seq;
     size_t res_state_bytes;
     float *work;              /* (n_vocab) sampling scratch */

@@ -143,6 +143,20 @@ static void snapshot(kvl_engine *e) {
     st->tokens_prefilled = e->tok_prefill;
     st->tokens_decoded = e->tok_decode;
     st->prefill_tok_s = e->prefill_rate;
+    st->prefix_lookup_tokens = c->prefix_lookup_tokens;
+    st->prefix_hit_tokens = c->prefix_hit_tokens;
+    st->prefix_hit_tokens_self = c->prefix_hit_tokens_self;
+    st->prefix_hit_free_blocks = c->prefix_hit_free_blocks;
+    if (e->pc) {
+        kvl_prefix_cache_stats ps;
+        kvl_prefix_cache_stats_get(e->pc, &ps);
+        st->prefix_cached_blocks = ps.n_entries;
+        st->prefix_evicted_blocks = ps.n_evicted;
+    }
+    st->prefill_s_saved = e->prefill_rate > 0
+                              ? (double)(c->prefix_hit_tokens + c->prefix_hit_tokens_self) /
+                                    e->prefill_rate
+                              : 0;
     st->swap_bytes_s = e->swap_rate;
 }
 

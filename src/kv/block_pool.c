@@ -42,7 +42,14 @@ struct kvl_block_pool {
     uint32_t *prev; /* (n_blocks + 1) */
     uint8_t *data;  /* n_blocks * block_bytes, arranged as in block_pool.h */
     size_t data_bytes;
+    kvl_block_evict_fn evict; /* may be NULL */
+    void *evict_ctx;
 };
+
+void kvl_block_pool_set_evict_hook(kvl_block_pool *p, kvl_block_evict_fn fn, void *ctx) {
+    p->evict = fn;
+    p->evict_ctx = ctx;
+}
 
 kvl_status kvl_block_layout_init(const kvl_hparams *hp, int32_t block_size,
                                  kvl_block_layout *out, kvl_error *err) {
@@ -227,6 +234,8 @@ kvl_status kvl_block_pool_alloc(kvl_block_pool *p, uint32_t n, uint32_t *ids, kv
         queue_unlink(p, id);
         p->ref[id] = 1;
         ids[i] = id;
+        if (p->evict)
+            p->evict(p->evict_ctx, id);
     }
     p->n_free -= n;
     return KVL_OK;

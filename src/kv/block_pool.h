@@ -155,6 +155,10 @@ kvl_status kvl_block_pool_alloc(kvl_block_pool *p, uint32_t n, uint32_t *ids, kv
 
 /* Add a reference. A free block (count 0) leaves the free queue. */
 void kvl_block_pool_incref(kvl_block_pool *p, uint32_t id);
+/* Called by alloc for every block it takes from the free queue, before it
+ * is handed out (the prefix cache forgets the block's old contents). */
+typedef void (*kvl_block_evict_fn)(void *ctx, uint32_t id);
+void kvl_block_pool_set_evict_hook(kvl_block_pool *p, kvl_block_evict_fn fn, void *ctx);
 /* Drop one reference from each of ids[0..n), in order; blocks reaching 0 go
  * to the free-queue tail in that order and their fill is cleared. A count
  * already 0 is an internal bug (KVL_ASSERT). */

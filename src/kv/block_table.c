@@ -152,6 +152,21 @@ kvl_status kvl_block_table_truncate(kvl_block_table *t, kvl_block_pool *p, int32
     return KVL_OK;
 }
 
+kvl_status kvl_block_table_attach(kvl_block_table *t, kvl_block_pool *p, const uint32_t *ids,
+                                  uint32_t n, kvl_error *err) {
+    if (t->n_blocks != 0 || n > t->cap)
+        return kvl_errorf(err, KVL_E_INVALID, "kv table: attach %u blocks to a table of %u (cap %u)",
+                          n, t->n_blocks, t->cap);
+    for (uint32_t j = 0; j < n; j++) {
+        kvl_block_pool_incref(p, ids[j]);
+        kvl_block_pool_set_fill(p, ids[j], (uint32_t)t->block_size);
+        t->ids[j] = ids[j];
+    }
+    t->n_blocks = n;
+    t->n_tokens = (int32_t)n * t->block_size;
+    return KVL_OK;
+}
+
 void kvl_block_table_release(kvl_block_table *t, kvl_block_pool *p) {
     drop_tail(t, p, 0);
     t->n_tokens = 0;

@@ -52,6 +52,12 @@ kvl_status kvl_block_table_truncate(kvl_block_table *t, kvl_block_pool *p, int32
 
 /* Release every block, last logical block first (so the pool reuses a
  * sequence's tail before its prefix), and empty the table. */
+/* An empty table takes n full blocks (a prefix-cache hit): each gains a
+ * reference (a free, cached block leaves the free queue) and holds
+ * block_size positions. KVL_E_INVALID when the table is not empty or n
+ * blocks pass max_ctx; nothing changes then. */
+kvl_status kvl_block_table_attach(kvl_block_table *t, kvl_block_pool *p, const uint32_t *ids,
+                                  uint32_t n, kvl_error *err);
 void kvl_block_table_release(kvl_block_table *t, kvl_block_pool *p);
 
 /* Make dst share all of src's blocks (count + 1 each) and its length. dst

@@ -456,6 +456,17 @@ kvl_status kvl_kv_paged_truncate(kvl_kv_paged *kv, int32_t seq, int32_t n_tokens
     return st;
 }
 
+kvl_status kvl_kv_paged_attach(kvl_kv_paged *kv, int32_t seq, const uint32_t *ids, uint32_t n,
+                               kvl_error *err) {
+    kvl_status st = check_seq(kv, "attach", seq, err);
+    if (st == KVL_OK)
+        st = kvl_block_table_attach(&kv->tables[seq], kv->pool, ids, n, err);
+    if (st == KVL_OK && kv->res_start)
+        for (int32_t l = 0; l < kv->lay.n_layers; l++)
+            kv->res_start[(size_t)seq * kv->lay.n_layers + l] = kv->tables[seq].n_tokens;
+    return st;
+}
+
 kvl_status kvl_kv_paged_release(kvl_kv_paged *kv, int32_t seq, kvl_error *err) {
     kvl_status st = check_seq(kv, "release", seq, err);
     if (st != KVL_OK)

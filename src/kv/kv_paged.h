@@ -114,6 +114,11 @@ kvl_status kvl_kv_paged_fork(kvl_kv_paged *kv, int32_t src, int32_t dst, kvl_err
 /* Shorten seq to n_tokens, releasing the blocks past it. */
 kvl_status kvl_kv_paged_truncate(kvl_kv_paged *kv, int32_t seq, int32_t n_tokens,
                                  kvl_error *err);
+/* Empty seq takes n full cached blocks as its first n * block_size
+ * positions (a prefix-cache hit; kvl_block_table_attach). Formats with a
+ * residual start it after them. */
+kvl_status kvl_kv_paged_attach(kvl_kv_paged *kv, int32_t seq, const uint32_t *ids, uint32_t n,
+                               kvl_error *err);
 /* Release all of seq's blocks (the slot becomes empty). */
 kvl_status kvl_kv_paged_release(kvl_kv_paged *kv, int32_t seq, kvl_error *err);
 

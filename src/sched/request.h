@@ -20,6 +20,7 @@
 #define KVL_REQUEST_H
 
 #include "core/core.h"
+#include "kv/prefix_cache.h"
 
 typedef struct kvl_seq {
     int32_t slot;    /* KV cache slot, -1 when none */
@@ -32,6 +33,8 @@ typedef struct kvl_seq {
     uint32_t *swap_ids; /* (max blocks of one sequence) while swapped */
     uint32_t n_swap;
     uint8_t *swap_res;  /* residual state while swapped (NULL if none) */
+    uint32_t n_hashed;  /* leading full blocks registered in the prefix cache */
+    kvl_hash128 chain;  /* the hash of block n_hashed - 1 ({0, 0} before any) */
 } kvl_seq;
 
 typedef struct kvl_request {
@@ -44,6 +47,9 @@ typedef struct kvl_request {
     bool forked;       /* every alive sample holds its own table (true with one alive) */
     int32_t n_preempt;
     int64_t recomputed;
+    uint64_t ns;           /* prefix-cache namespace (cache salt, KV format) */
+    int64_t cached_tokens; /* prompt positions found in the prefix cache at first admission */
+    int64_t cached_again;  /* positions found on re-admissions after a preemption */
     bool ever_run;
     kvl_seq *seqs;     /* (n_samples) */
     struct kvl_request *prev, *next; /* in its state's list */

@@ -44,6 +44,8 @@ struct kvl_sched {
     kvl_sched_plan plan;
     kvl_sched_counters c;
     double prefill_tok_s, swap_bytes_s;
+    kvl_prefix_cache *pc;  /* NULL: no prefix caching */
+    uint32_t *hit_ids;     /* (max blocks of one sequence) an admission's lookup */
 };
 
 /* ---- lists ---------------------------------------------------------------- */
@@ -145,6 +147,7 @@ kvl_status kvl_sched_init(kvl_kv_cache *kv, kvl_kv_swap *swap, const kvl_sched_p
 void kvl_sched_free(kvl_sched *s) {
     if (!s)
         return;
+    free(s->hit_ids);
     free(s->free_slots);
     free(s->items);
     free(s->rs_seq);
@@ -161,6 +164,60 @@ void kvl_sched_set_rates(kvl_sched *s, double prefill_tok_s, double swap_bytes_s
         s->prefill_tok_s = prefill_tok_s;
     if (swap_bytes_s > 0)
         s->swap_bytes_s = swap_bytes_s;
+}
+
+/* ---- the prefix cache ------------------------------------------------------ */
+
+static void evict_hook(void *ctx, uint32_t id) { kvl_prefix_cache_evict(ctx, id); }
+
+void kvl_sched_set_prefix_cache(kvl_sched *s, kvl_prefix_cache *pc) {
+    if (!s->paged)
+        return;
+    if (!s->hit_ids) {
+        int32_t mc = kvl_kv_paged_max_ctx(s->paged);
+        s->hit_ids = malloc(((size_t)mc / (size_t)s->block_size + 1) * sizeof *s->hit_ids);
+        if (!s->hit_ids)
+            return; /* no caching rather than no engine */
+    }
+    s->pc = pc;
+    kvl_block_pool_set_evict_hook(kvl_kv_paged_pool(s->paged), pc ? evict_hook : NULL, pc);
+}
+
+/* The longest cached prefix of sample q's first `limit` positions, in whole
+ * blocks: their ids into s->hit_ids, q's chain advanced over them. */
+static uint32_t prefix_lookup(kvl_sched *s, const kvl_request *r, kvl_seq *q, int32_t limit) {
+    uint32_t n = 0, max_blocks = (uint32_t)(limit / s->block_size);
+    kvl_hash128 h = {0, 0};
+    while (n < max_blocks) {
+        kvl_hash128 hn = kvl_prefix_hash(s->pc, h, r->ns, q->hist + (size_t)n * s->block_size);
+        uint32_t id = kvl_prefix_cache_find(s->pc, hn);
+        if (id == UINT32_MAX)
+            break;
+        s->hit_ids[n++] = id;
+        h = hn;
+    }
+    q->n_hashed = n;
+    q->chain = h;
+    return n;
+}
+
+/* Register sample q's full blocks not yet in the cache. */
+static void prefix_register(kvl_sched *s, const kvl_request *r, kvl_seq *q) {
+    if (!s->pc || q->slot < 0)
+        return;
+    const kvl_block_table *t = kvl_kv_paged_table(s->paged, q->slot);
+    while ((int64_t)(q->n_hashed + 1) * s->block_size <= q->n_kv) {
+        kvl_hash128 h = kvl_prefix_hash(s->pc, q->chain, r->ns,
+                                        q->hist + (size_t)q->n_hashed * s->block_size);
+        kvl_prefix_cache_insert(s->pc, h, t->ids[q->n_hashed]);
+        q->chain = h;
+        q->n_hashed++;
+    }
+}
+
+static void prefix_forget(kvl_seq *q) {
+    q->n_hashed = 0;
+    q->chain = (kvl_hash128){0, 0};
 }
 
 /* ---- queries -------------------------------------------------------------- */
@@ -234,6 +291,7 @@ void kvl_sched_add(kvl_sched *s, kvl_request *r) {
         r->seqs[i].slot = -1;
         r->seqs[i].n_kv = 0;
         r->seqs[i].n_swap = 0;
+        prefix_forget(&r->seqs[i]);
     }
     s->waiting_tokens += r->n_prompt;
     list_insert(&s->lists[KVL_REQ_WAITING], r);
@@ -286,6 +344,7 @@ static void preempt_recompute(kvl_sched *s, kvl_request *r) {
     for (int32_t i = 0; i < r->n_samples; i++) {
         slot_put(s, &r->seqs[i]);
         r->seqs[i].n_kv = 0;
+        prefix_forget(&r->seqs[i]);
     }
     r->forked = r->n_alive <= 1;
     move_to(s, r, KVL_REQ_WAITING);
@@ -390,6 +449,7 @@ static bool swap_in(kvl_sched *s, kvl_request *r) {
     s->c.n_blocks_swapped_in += q->n_swap;
     s->c.bytes_swapped_in += (size_t)q->n_swap * kvl_kv_swap_block_bytes(s->swap);
     swap_put(s, q);
+    prefix_forget(q); /* new block ids: registered again as they are seen */
     move_to(s, r, KVL_REQ_RUNNING);
     return true;
 }
@@ -478,24 +538,48 @@ static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
     if (s->n_free_slots < r->n_alive || *budget <= 0)
         return false;
     int32_t li = lead_of(r);
-    const kvl_seq *q = &r->seqs[li];
+    kvl_seq *q = &r->seqs[li];
     int32_t target = r->forked ? q->len : r->n_prompt;
-    int32_t chunk = target < *budget ? target : *budget;
-    uint64_t need = s->paged ? ceil_div((uint64_t)chunk, (uint64_t)s->block_size) : 0;
+    /* the prefix cache: whole blocks, at least the target's last position
+     * left to compute (its logits, or the fork point's) */
+    uint32_t n_hit = s->pc ? prefix_lookup(s, r, q, target - 1) : 0, n_hit_free = 0;
+    for (uint32_t j = 0; j < n_hit; j++)
+        n_hit_free += kvl_block_pool_refcount(kvl_kv_paged_pool(s->paged), s->hit_ids[j]) == 0;
+    int32_t hit = (int32_t)n_hit * s->block_size;
+    int32_t chunk = target - hit < *budget ? target - hit : *budget;
+    uint64_t need = s->paged ? ceil_div((uint64_t)(hit + chunk), (uint64_t)s->block_size) - n_hit
+                             : 0;
     if (r->n_preempt > 0 && s->paged) /* thrash guard: its whole history must fit */
         for (int32_t i = 0; i < r->n_samples; i++)
             if (!r->seqs[i].done) {
                 uint64_t b = ceil_div((uint64_t)r->seqs[i].len + 1, (uint64_t)s->block_size);
+                b = b > n_hit ? b - n_hit : 0;
                 need = b > need ? b : need;
             }
-    if (need + watermark(s) > n_free_blocks(s))
+    if (need + n_hit_free + watermark(s) > n_free_blocks(s)) {
+        prefix_forget(q);
         return false;
+    }
     for (int32_t i = 0; i < r->n_samples; i++)
         if (!r->seqs[i].done)
             r->seqs[i].slot = s->free_slots[--s->n_free_slots];
     move_to(s, r, KVL_REQ_RUNNING);
     kvl_error err;
-    kvl_status st = kvl_kv_cache_reserve(s->kv, q->slot, chunk, &err);
+    kvl_status st = KVL_OK;
+    if (n_hit) {
+        st = kvl_kv_paged_attach(s->paged, q->slot, s->hit_ids, n_hit, &err);
+        KVL_ASSERT(st == KVL_OK);
+        q->n_kv = hit;
+    }
+    if (s->pc) {
+        s->c.prefix_lookup_tokens += target;
+        s->c.prefix_hit_free_blocks += n_hit_free;
+        if (r->ever_run)
+            s->c.prefix_hit_tokens_self += hit, r->cached_again += hit;
+        else
+            s->c.prefix_hit_tokens += hit, r->cached_tokens = hit;
+    }
+    st = kvl_kv_cache_reserve(s->kv, q->slot, chunk, &err);
     KVL_ASSERT(st == KVL_OK);
     add_item(s, r, li, chunk);
     *budget -= chunk;
@@ -541,6 +625,8 @@ void kvl_sched_after_run(kvl_sched *s, kvl_sched_plan *pl) {
     for (int32_t i = 0; i < pl->n_items; i++) {
         kvl_sched_item *it = &pl->items[i];
         kvl_request *r = it->r;
+        if (r->state == KVL_REQ_RUNNING)
+            prefix_register(s, r, &r->seqs[it->si]);
         if (!it->fork_after || r->state != KVL_REQ_RUNNING || r->forked)
             continue;
         kvl_seq *lead = &r->seqs[it->si];
@@ -552,6 +638,8 @@ void kvl_sched_after_run(kvl_sched *s, kvl_sched_plan *pl) {
             kvl_status st = kvl_kv_cache_fork(s->kv, lead->slot, q->slot, &err);
             KVL_ASSERT(st == KVL_OK);
             q->n_kv = lead->n_kv;
+            q->n_hashed = lead->n_hashed;
+            q->chain = lead->chain;
         }
         r->forked = true;
     }

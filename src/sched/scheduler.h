@@ -59,6 +59,10 @@ typedef struct kvl_sched_counters {
     int64_t n_blocks_swapped_out, n_blocks_swapped_in;
     size_t bytes_swapped_out, bytes_swapped_in;
     double swap_seconds; /* time spent copying to and from the swap area */
+    int64_t prefix_lookup_tokens;  /* prompt positions looked up at admission */
+    int64_t prefix_hit_tokens;     /* of those, found cached (first admissions) */
+    int64_t prefix_hit_tokens_self; /* found on re-admission after a preemption */
+    int64_t prefix_hit_free_blocks; /* hits on blocks that were free but still cached */
 } kvl_sched_counters;
 
 typedef struct kvl_sched kvl_sched;
@@ -67,6 +71,11 @@ typedef struct kvl_sched kvl_sched;
 kvl_status kvl_sched_init(kvl_kv_cache *kv, kvl_kv_swap *swap, const kvl_sched_params *p,
                           kvl_sched **out, kvl_error *err);
 void kvl_sched_free(kvl_sched *s);
+
+/* Use pc (may be NULL: no prefix caching) for admission lookups and to
+ * register full blocks after each step; the pool's evict hook is set to it.
+ * Paged layout only. */
+void kvl_sched_set_prefix_cache(kvl_sched *s, kvl_prefix_cache *pc);
 
 /* Queue r (state WAITING, nothing held). This function can't fail. */
 void kvl_sched_add(kvl_sched *s, kvl_request *r);
