@@ -1,0 +1,203 @@
+/*
+ * kquant_avx512: the AVX-512 (F/BW/VL + VNNI) products of K-quant weights
+ * and the quantizer of their activation rows (only called when
+ * kvl_isa_active() == KVL_ISA_AVX512).
+ *
+ * One 512-bit register holds 64 weights that meet 64 consecutive
+ * activations:
+ *   Q4_K: the 32 bytes of a 64-value chunk broadcast to both halves, the
+ *         upper half shifted right by 4 (vpsrlvw), masked to nibbles:
+ *         [sub-block 2k | sub-block 2k+1], in the activations' order.
+ *   Q6_K: 64 bytes of ql give the low nibbles of values 0..63 of a half
+ *         (and the high nibbles those of 64..127); the 32 qh bytes,
+ *         broadcast and shifted per half (vpsllvw / vpsrlvw), give bits 4-5.
+ * maddubs(w, x) gives exact int16 pair sums (<= 2 * 63 * 127) and vpdpwssd
+ * multiplies them by the int16 sub-block scales (vpermw from the block's
+ * scales) and accumulates in int32. The offsets (Q4_K mins, Q6_K's -32)
+ * come from the activation sums per 16, as in kquant_avx2.c. Tiles are R
+ * rows x T tokens: 4 x 1 in decode, 2 x 1..4 otherwise.
+ *
+ * Must not: allocate, or read weights past their row.
+ */
+#include "kernels/kquant.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+#define AI static inline __attribute__((always_inline))
+
+AI void q4k_scales64(const uint8_t *s, uint64_t *sc, uint64_t *m) {
+    uint32_t a0, a1, a2;
+    memcpy(&a0, s, 4);
+    memcpy(&a1, s + 4, 4);
+    memcpy(&a2, s + 8, 4);
+    const uint32_t k6 = 0x3f3f3f3fu, k4 = 0x0f0f0f0fu, k2 = 0x03030303u;
+    const uint32_t sc_lo = a0 & k6, m_lo = a1 & k6;
+    const uint32_t sc_hi = (a2 & k4) | (((a0 >> 6) & k2) << 4);
+    const uint32_t m_hi = ((a2 >> 4) & k4) | (((a1 >> 6) & k2) << 4);
+    *sc = sc_lo | ((uint64_t)sc_hi << 32);
+    *m = m_lo | ((uint64_t)m_hi << 32);
+}
+
+/* int16 lanes 0..15 = a, 16..31 = b */
+AI __m512i halves16(int a, int b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)a)),
+                              _mm256_set1_epi16((short)b), 1);
+}
+
+/* int16 lane i = base + i / 8 */
+AI __m512i quarters16(int base) {
+    const int v0 = (base + 0) * 0x10001, v1 = (base + 1) * 0x10001, v2 = (base + 2) * 0x10001,
+              v3 = (base + 3) * 0x10001;
+    return _mm512_set_epi32(v3, v3, v3, v3, v2, v2, v2, v2, v1, v1, v1, v1, v0, v0, v0, v0);
+}
+
+AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
+                const kvl_type ty) {
+    const int64_t ns = c->n_cols / KVL_QK_K;
+    const uint8_t *row[4];
+    const int8_t *qx[4];
+    const float *dx[4];
+    const int16_t *bs[4];
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        qx[j] = kvl_act_qs(c, tok + j);
+        dx[j] = kvl_kq_act_d(c, tok + j);
+        bs[j] = kvl_kq_act_bsums(c, tok + j);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm512_setzero_ps();
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int64_t s = 0; s < ns; s++) {
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            __m512i iacc[4];
+            if (ty == KVL_TYPE_Q4_K) {
+                const kvl_block_q4_k *b = (const kvl_block_q4_k *)row[i] + s;
+                uint64_t sc8, m8;
+                q4k_scales64(b->scales, &sc8, &m8);
+                const __m512i scz =
+                    _mm512_zextsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc8)));
+                const __m128i mv = _mm_cvtsi64_si128((long long)m8);
+                const __m256i mdup = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv));
+                const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
+                const __m512i sh = halves16(0, 4);
+#pragma GCC unroll 4
+                for (int j = 0; j < T; j++) {
+                    const __m256i mins = _mm256_madd_epi16(
+                        mdup, _mm256_loadu_si256((const __m256i *)(bs[j] + s * 16)));
+                    acc[i][j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(mins)),
+                                                 _mm512_set1_ps(dmin * dx[j][s]), acc[i][j]);
+                    iacc[j] = _mm512_setzero_si512();
+                }
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    const __m512i q = _mm512_broadcast_i64x4(
+                        _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k)));
+                    const __m512i w = _mm512_and_si512(_mm512_srlv_epi16(q, sh), m4);
+                    const __m512i scv = _mm512_permutexvar_epi16(halves16(2 * k, 2 * k + 1), scz);
+#pragma GCC unroll 4
+                    for (int j = 0; j < T; j++) {
+                        const __m512i x =
+                            _mm512_loadu_si512(qx[j] + s * KVL_QK_K + 64 * k);
+                        iacc[j] = _mm512_dpwssd_epi32(iacc[j], _mm512_maddubs_epi16(w, x), scv);
+                    }
+                }
+#pragma GCC unroll 4
+                for (int j = 0; j < T; j++)
+                    acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[j]),
+                                                _mm512_set1_ps(d * dx[j][s]), acc[i][j]);
+            } else {
+                const kvl_block_q6_k *b = (const kvl_block_q6_k *)row[i] + s;
+                const __m256i s16 =
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+                const __m512i sz = _mm512_zextsi256_si512(s16);
+                const float d = _cvtsh_ss(b->d);
+                const __m512i m30 = _mm512_set1_epi8(0x30);
+                const __m512i shA = halves16(4, 2), shB = halves16(0, 2);
+#pragma GCC unroll 4
+                for (int j = 0; j < T; j++) {
+                    const __m256i off = _mm256_madd_epi16(
+                        s16, _mm256_loadu_si256((const __m256i *)(bs[j] + s * 16)));
+                    iacc[j] = _mm512_zextsi256_si512(
+                        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5)));
+                }
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; h++) {
+                    const __m512i L = _mm512_loadu_si512(b->ql + 64 * h);
+                    const __m512i H = _mm512_broadcast_i64x4(
+                        _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+                    const __m512i wA = _mm512_or_si512(
+                        _mm512_and_si512(L, m4), _mm512_and_si512(_mm512_sllv_epi16(H, shA), m30));
+                    const __m512i wB =
+                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                                        _mm512_and_si512(_mm512_srlv_epi16(H, shB), m30));
+                    const __m512i scA = _mm512_permutexvar_epi16(quarters16(8 * h), sz);
+                    const __m512i scB = _mm512_permutexvar_epi16(quarters16(8 * h + 4), sz);
+#pragma GCC unroll 4
+                    for (int j = 0; j < T; j++) {
+                        const int8_t *x = qx[j] + s * KVL_QK_K + 128 * h;
+                        iacc[j] = _mm512_dpwssd_epi32(
+                            iacc[j], _mm512_maddubs_epi16(wA, _mm512_loadu_si512(x)), scA);
+                        iacc[j] = _mm512_dpwssd_epi32(
+                            iacc[j], _mm512_maddubs_epi16(wB, _mm512_loadu_si512(x + 64)), scB);
+                    }
+                }
+#pragma GCC unroll 4
+                for (int j = 0; j < T; j++)
+                    acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[j]),
+                                                _mm512_set1_ps(d * dx[j][s]), acc[i][j]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            c->Y[(tok + j) * c->n_rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+KVL_TILES(kq, KVL_TYPE_Q4_K, q4k, 2)
+KVL_TILES(kq, KVL_TYPE_Q6_K, q6k, 2)
+KVL_TILES(kq, KVL_TYPE_Q4_K, q4k_dec, 4)
+KVL_TILES(kq, KVL_TYPE_Q6_K, q6k_dec, 4)
+
+void kvl_kq_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    const bool q4 = c->t == KVL_TYPE_Q4_K;
+    if (c->n_tok == 1)
+        kvl_mm_drive(c, r0, r1, 4, 1, q4 ? big_q4k_dec : big_q6k_dec, q4 ? one_q4k_dec : one_q6k_dec);
+    else
+        kvl_mm_drive(c, r0, r1, 2, 4, q4 ? big_q4k : big_q6k, q4 ? one_q4k : one_q6k);
+}
+
+void kvl_kq_quantize_act_avx512(const float *x, int64_t n_cols, int64_t s0, int64_t s1,
+                                uint8_t *dst) {
+    int8_t *qs = (int8_t *)dst;
+    float *dx = (float *)(dst + n_cols);
+    int16_t *bsum = (int16_t *)(dx + n_cols / KVL_QK_K);
+    const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
+    for (int64_t s = s0; s < s1; s++) {
+        const float *xb = x + s * KVL_QK_K;
+        __m512 m = _mm512_setzero_ps();
+        for (int g = 0; g < 16; g++)
+            m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xb + 16 * g)), m); /* NaN: keeps m */
+        const float amax = _mm512_reduce_max_ps(m);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const __m512 vid = _mm512_set1_ps(id);
+        for (int g = 0; g < 16; g++) {
+            /* min/max return the bound for NaN, like the scalar clamp */
+            const __m512 v = _mm512_max_ps(
+                _mm512_min_ps(_mm512_mul_ps(_mm512_loadu_ps(xb + 16 * g), vid), lim), nlim);
+            const __m512i q = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            _mm_storeu_si128((__m128i *)(qs + s * KVL_QK_K + 16 * g), _mm512_cvtsepi32_epi8(q));
+            bsum[s * 16 + g] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+        dx[s] = d;
+    }
+}
