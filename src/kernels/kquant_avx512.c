@@ -26,17 +26,18 @@
 
 #define AI static inline __attribute__((always_inline))
 
-AI void q4k_scales64(const uint8_t *s, uint64_t *sc, uint64_t *m) {
-    uint32_t a0, a1, a2;
-    memcpy(&a0, s, 4);
-    memcpy(&a1, s + 4, 4);
-    memcpy(&a2, s + 8, 4);
-    const uint32_t k6 = 0x3f3f3f3fu, k4 = 0x0f0f0f0fu, k2 = 0x03030303u;
-    const uint32_t sc_lo = a0 & k6, m_lo = a1 & k6;
-    const uint32_t sc_hi = (a2 & k4) | (((a0 >> 6) & k2) << 4);
-    const uint32_t m_hi = ((a2 >> 4) & k4) | (((a1 >> 6) & k2) << 4);
-    *sc = sc_lo | ((uint64_t)sc_hi << 32);
-    *m = m_lo | ((uint64_t)m_hi << 32);
+/* The 8 scales and 8 mins of a Q4_K block as bytes 0..7 and 8..15, from
+ * its 12 packed bytes (s[12..15], the first bytes of qs, are read and
+ * ignored). Dwords of the packed bytes A0 A1 A2 and of the result:
+ *   sc 0..3 = A0 & 0x3f..           sc 4..7 = (A2 & 0x0f..) | (A0 >> 6 & 3..) << 4
+ *   m  0..3 = A1 & 0x3f..           m  4..7 = (A2 >> 4 & 0x0f..) | (A1 >> 6 & 3..) << 4 */
+AI __m128i q4k_scales(const uint8_t *s) {
+    const __m128i a = _mm_loadu_si128((const __m128i *)s);
+    const __m128i x = _mm_srlv_epi32(_mm_shuffle_epi32(a, 0x98 /* 0 2 1 2 */), _mm_setr_epi32(0, 0, 0, 4));
+    const __m128i lo = _mm_and_si128(x, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m128i y = _mm_srli_epi32(_mm_shuffle_epi32(a, 0x50 /* 0 0 1 1 */), 2);
+    const __m128i hi = _mm_and_si128(y, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(lo, hi);
 }
 
 /* int16 lanes 0..15 = a, 16..31 = b */
@@ -79,12 +80,10 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
             __m512i iacc[4];
             if (ty == KVL_TYPE_Q4_K) {
                 const kvl_block_q4_k *b = (const kvl_block_q4_k *)row[i] + s;
-                uint64_t sc8, m8;
-                q4k_scales64(b->scales, &sc8, &m8);
-                const __m512i scz =
-                    _mm512_zextsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc8)));
-                const __m128i mv = _mm_cvtsi64_si128((long long)m8);
-                const __m256i mdup = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv));
+                const __m128i scm = q4k_scales(b->scales);
+                const __m512i scz = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(scm));
+                const __m256i mdup = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
+                    scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
                 const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
                 const __m512i sh = halves16(0, 4);
 #pragma GCC unroll 4
