@@ -200,3 +200,129 @@ void kvl_kq_quantize_act_avx512(const float *x, int64_t n_cols, int64_t s0, int6
         dx[s] = d;
     }
 }
+
+/*
+ * Q4_K products of KVL_TL_MIN_TOK or more tokens, activations in the
+ * token-lane layout of Q8_0 (kernels_impl.h: per 32 columns and 16 tokens,
+ * 4 columns per token in each dword, a d and -128 * sum(q) per token). A
+ * Q4_K sub-block is one such block: its nibbles are already unsigned, so
+ * one dword of 4 nibbles, broadcast, meets 16 tokens' 4 activations in one
+ * vpdpbusd with no bias; per sub-block and token
+ *     w . x = dx * (d sc * sum(q x) - dmin m * sum(q_x))
+ *           = dx * (d sc * dot + dmin m / 128 * corr).
+ * The activations keep Q8_0's scale per 32 (finer than the 256 of the
+ * row layout). Tiles are 4 rows x 2 token groups, as Q8_0's.
+ */
+AI uint32_t load_u32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+AI void q4k_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, const int TV) {
+    const int64_t ns = c->n_cols / KVL_QK_K;
+    const kvl_block_q4_k *row[4];
+    const uint8_t *grp[2];
+    __m512 acc[4][2];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+        row[i] = (const kvl_block_q4_k *)(c->W + (size_t)(r + i) * c->w_row_bytes);
+#pragma GCC unroll 2
+    for (int v = 0; v < TV; v++) {
+        grp[v] = kvl_tl_group(c->act, c->n_cols, g0 + v);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][v] = _mm512_setzero_ps();
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int64_t s = 0; s < ns; s++) {
+        /* per row: d * sc and dmin * m / 128 of each sub-block */
+        float fs[4][8], fm[4][8];
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            uint8_t sc[8], m[8];
+            kvl_q4k_scales(row[i][s].scales, sc, m);
+            const float d = _cvtsh_ss(row[i][s].d), dm = _cvtsh_ss(row[i][s].dmin) / 128.0f;
+            for (int j = 0; j < 8; j++) {
+                fs[i][j] = d * (float)sc[j];
+                fm[i][j] = dm * (float)m[j];
+            }
+        }
+        for (int j = 0; j < 8; j++) {
+            const int64_t b = s * 8 + j; /* the 32-column block of sub-block j */
+            const int k = j / 2, hi = j % 2;
+            __m512i p[4][2];
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++)
+#pragma GCC unroll 2
+                for (int v = 0; v < TV; v++)
+                    p[i][v] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                __m512i x[2];
+#pragma GCC unroll 2
+                for (int v = 0; v < TV; v++)
+                    x[v] = _mm512_load_si512(grp[v] + (size_t)b * KVL_TL_REC + g * 64);
+#pragma GCC unroll 4
+                for (int i = 0; i < R; i++) {
+                    __m512i w = _mm512_set1_epi32((int)load_u32(row[i][s].qs + 32 * k + 4 * g));
+                    if (hi)
+                        w = _mm512_srli_epi16(w, 4);
+                    w = _mm512_and_si512(w, m4);
+#pragma GCC unroll 2
+                    for (int v = 0; v < TV; v++)
+                        p[i][v] = _mm512_dpbusd_epi32(p[i][v], w, x[v]);
+                }
+            }
+#pragma GCC unroll 2
+            for (int v = 0; v < TV; v++) {
+                const uint8_t *rec = grp[v] + (size_t)b * KVL_TL_REC;
+                const __m512 dx = _mm512_load_ps((const float *)(rec + 512));
+                const __m512 corr = _mm512_cvtepi32_ps(_mm512_load_si512(rec + 576));
+#pragma GCC unroll 4
+                for (int i = 0; i < R; i++) {
+                    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(p[i][v]), _mm512_set1_ps(fs[i][j]));
+                    t = _mm512_fmadd_ps(corr, _mm512_set1_ps(fm[i][j]), t);
+                    acc[i][v] = _mm512_fmadd_ps(t, dx, acc[i][v]);
+                }
+            }
+        }
+    }
+    /* lane t of acc[i][v] is Y[token 16 (g0 + v) + t][row r + i] */
+    const __m512i idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32((int)c->n_rows));
+#pragma GCC unroll 2
+    for (int v = 0; v < TV; v++) {
+        const int64_t t0 = (g0 + v) * 16;
+        const int64_t nt = c->n_tok - t0 < 16 ? c->n_tok - t0 : 16;
+        const __mmask16 mk = (__mmask16)((1u << nt) - 1);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            _mm512_mask_i32scatter_ps(c->Y + t0 * c->n_rows + r + i, mk, idx, acc[i][v], 4);
+    }
+}
+
+static void q4k_tl_4x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) { q4k_tl_tile(c, r, g0, 4, 2); }
+static void q4k_tl_4x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) { q4k_tl_tile(c, r, g0, 4, 1); }
+static void q4k_tl_1x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) { q4k_tl_tile(c, r, g0, 1, 2); }
+static void q4k_tl_1x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) { q4k_tl_tile(c, r, g0, 1, 1); }
+
+/* Token groups per chunk: their activations stay in L2 while the rows pass. */
+#define KQ_TL_CHUNK 4
+
+void kvl_kq_rows_tl_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    const int64_t n_groups = (c->n_tok + 15) / 16;
+    for (int64_t c0 = 0; c0 < n_groups; c0 += KQ_TL_CHUNK) {
+        const int64_t c1 = n_groups - c0 < KQ_TL_CHUNK ? n_groups : c0 + KQ_TL_CHUNK;
+        for (int64_t r = r0; r < r1;) {
+            const bool full = r1 - r >= 4;
+            int64_t g = c0;
+            for (; g + 2 <= c1; g += 2)
+                (full ? q4k_tl_4x2 : q4k_tl_1x2)(c, r, g);
+            if (g < c1)
+                (full ? q4k_tl_4x1 : q4k_tl_1x1)(c, r, g);
+            r += full ? 4 : 1;
+        }
+    }
+}

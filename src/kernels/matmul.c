@@ -14,7 +14,8 @@
  *
  * K-quant weights (Q4_K, Q6_K) take X quantized per 256 values with sums
  * per 16 (kquant.h) and their own row kernels (kquant*.c), in the same
- * split.
+ * split; on AVX-512, Q4_K products of 16 or more tokens take Q8_0's
+ * token-lane layout instead (a Q4_K sub-block is a block of 32).
  *
  * kvl_matmul_ref is the definition the fast paths are tested against: float
  * arithmetic on dequantized weights and unquantized X, summed in order.
@@ -137,7 +138,7 @@ typedef struct mm_task {
 static void quant_task(void *arg, int ith, int nth) {
     const mm_task *m = arg;
     const kvl_mm_ctx *c = m->c;
-    const bool kq = kvl_is_kquant(c->t);
+    const bool kq = kvl_is_kquant(c->t) && !m->tl; /* Q4_K token-lane: blocks of 32 */
     const int64_t nb = c->n_cols / (kq ? KVL_QK_K : 32);
     int64_t lo, hi;
     kvl_split(c->n_tok * nb, ith, nth, &lo, &hi);
@@ -199,7 +200,9 @@ static void rows_task(void *arg, int ith, int nth) {
     if (lo >= hi)
         return;
     if (kvl_is_kquant(c->t)) {
-        if (m->isa == KVL_ISA_AVX512)
+        if (m->tl)
+            kvl_kq_rows_tl_avx512(c, lo, hi);
+        else if (m->isa == KVL_ISA_AVX512)
             kvl_kq_rows_avx512(c, lo, hi);
         else if (m->isa == KVL_ISA_AVX2)
             kvl_kq_rows_avx2(c, lo, hi);
@@ -283,9 +286,10 @@ void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_typ
     if (is_quant(t)) {
         KVL_ASSERT(scratch != NULL || n_cols == 0);
         c.act = scratch;
-        c.act_stride = kvl_is_kquant(t) ? kvl_kq_act_stride(n_cols) : kvl_act_stride(n_cols);
         c.k_corr = t == KVL_TYPE_Q4_0 ? 8 : 128;
-        m.tl = m.isa == KVL_ISA_AVX512 && t == KVL_TYPE_Q8_0 && n_tok >= KVL_TL_MIN_TOK;
+        m.tl = m.isa == KVL_ISA_AVX512 && (t == KVL_TYPE_Q8_0 || t == KVL_TYPE_Q4_K) &&
+               n_tok >= KVL_TL_MIN_TOK;
+        c.act_stride = kvl_is_kquant(t) && !m.tl ? kvl_kq_act_stride(n_cols) : kvl_act_stride(n_cols);
         if (m.tl) {
             /* the token-lane layout fits in the row layout's scratch:
              * 16 * ceil(n_tok / 16) <= 2 * n_tok tokens of 1.25 * n_cols bytes */
