@@ -94,7 +94,7 @@ void kvl_kq_quantize_act_avx512(const float *x, int64_t n_cols, int64_t s0, int6
 void kvl_kq_rows_scalar(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
 void kvl_kq_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
 void kvl_kq_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
-/* Y rows [r0, r1) for every token, Q4_K weights, activations in the
+/* Y rows [r0, r1) for every token, K-quant weights, activations in the
  * token-lane layout (kernels_impl.h; products of KVL_TL_MIN_TOK or more
  * tokens on AVX-512). */
 void kvl_kq_rows_tl_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1);

@@ -202,16 +202,20 @@ void kvl_kq_quantize_act_avx512(const float *x, int64_t n_cols, int64_t s0, int6
 }
 
 /*
- * Q4_K products of KVL_TL_MIN_TOK or more tokens, activations in the
+ * K-quant products of KVL_TL_MIN_TOK or more tokens, activations in the
  * token-lane layout of Q8_0 (kernels_impl.h: per 32 columns and 16 tokens,
- * 4 columns per token in each dword, a d and -128 * sum(q) per token). A
- * Q4_K sub-block is one such block: its nibbles are already unsigned, so
- * one dword of 4 nibbles, broadcast, meets 16 tokens' 4 activations in one
- * vpdpbusd with no bias; per sub-block and token
- *     w . x = dx * (d sc * sum(q x) - dmin m * sum(q_x))
- *           = dx * (d sc * dot + dmin m / 128 * corr).
- * The activations keep Q8_0's scale per 32 (finer than the 256 of the
- * row layout). Tiles are 4 rows x 2 token groups, as Q8_0's.
+ * 4 columns per token in each dword, a d and -128 * sum(q) per token).
+ * Each row's super-block is first unpacked into 256 unsigned bytes in
+ * value order (Q4_K: nibbles 0..15, Q6_K: q 0..63); then one dword of it,
+ * broadcast, meets 16 tokens' 4 activations in one vpdpbusd. Per token:
+ *   Q4_K, sub-block j = one block of 32:
+ *     w . x = dx * (d sc * dot + dmin m / 128 * corr)
+ *   Q6_K, sub-blocks a, b = the two halves of a block:
+ *     w . x = dx * d * (sc_a * (dot_a - 32 S_a) + sc_b * (dot_b - 32 S_b))
+ *     with S_a = sum(q_x) over the first half (vpdpbusd with bytes of 1,
+ *     once per block for all rows) and S_b = -corr / 128 - S_a.
+ * The activations keep Q8_0's scale per 32 (finer than the 256 of the row
+ * layout). Tiles are R = 4 rows x TV = 2 token groups, as Q8_0's.
  */
 AI uint32_t load_u32(const uint8_t *p) {
     uint32_t v;
@@ -219,14 +223,46 @@ AI uint32_t load_u32(const uint8_t *p) {
     return v;
 }
 
-AI void q4k_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, const int TV) {
+/* The 256 q of a super-block in value order. */
+AI void unpack_sb(const uint8_t *blk, uint8_t *out, const kvl_type ty) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    if (ty == KVL_TYPE_Q4_K) {
+        const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
+        const __m512i sh = halves16(0, 4);
+        for (int k = 0; k < 4; k++) {
+            const __m512i q =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * k)));
+            _mm512_store_si512(out + 64 * k, _mm512_and_si512(_mm512_srlv_epi16(q, sh), m4));
+        }
+    } else {
+        const kvl_block_q6_k *b = (const kvl_block_q6_k *)blk;
+        const __m512i m30 = _mm512_set1_epi8(0x30);
+        const __m512i shA = halves16(4, 2), shB = halves16(0, 2);
+        for (int h = 0; h < 2; h++) {
+            const __m512i L = _mm512_loadu_si512(b->ql + 64 * h);
+            const __m512i H =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+            _mm512_store_si512(out + 128 * h,
+                               _mm512_or_si512(_mm512_and_si512(L, m4),
+                                               _mm512_and_si512(_mm512_sllv_epi16(H, shA), m30)));
+            _mm512_store_si512(out + 128 * h + 64,
+                               _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                                               _mm512_and_si512(_mm512_srlv_epi16(H, shB), m30)));
+        }
+    }
+}
+
+AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, const int TV,
+                   const kvl_type ty) {
     const int64_t ns = c->n_cols / KVL_QK_K;
-    const kvl_block_q4_k *row[4];
+    const size_t bb = ty == KVL_TYPE_Q4_K ? sizeof(kvl_block_q4_k) : sizeof(kvl_block_q6_k);
+    const uint8_t *row[4];
     const uint8_t *grp[2];
     __m512 acc[4][2];
+    uint8_t wq[4][KVL_QK_K] __attribute__((aligned(64)));
 #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
-        row[i] = (const kvl_block_q4_k *)(c->W + (size_t)(r + i) * c->w_row_bytes);
+        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
 #pragma GCC unroll 2
     for (int v = 0; v < TV; v++) {
         grp[v] = kvl_tl_group(c->act, c->n_cols, g0 + v);
@@ -234,56 +270,88 @@ AI void q4k_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, con
         for (int i = 0; i < R; i++)
             acc[i][v] = _mm512_setzero_ps();
     }
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i ones = _mm512_set1_epi8(1);
     for (int64_t s = 0; s < ns; s++) {
-        /* per row: d * sc and dmin * m / 128 of each sub-block */
-        float fs[4][8], fm[4][8];
+        /* per row and sub-block: Q4_K d * sc and dmin * m / 128; Q6_K d * sc */
+        float fs[4][16], fm[4][8];
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
-            uint8_t sc[8], m[8];
-            kvl_q4k_scales(row[i][s].scales, sc, m);
-            const float d = _cvtsh_ss(row[i][s].d), dm = _cvtsh_ss(row[i][s].dmin) / 128.0f;
-            for (int j = 0; j < 8; j++) {
-                fs[i][j] = d * (float)sc[j];
-                fm[i][j] = dm * (float)m[j];
+            const uint8_t *blk = row[i] + (size_t)s * bb;
+            unpack_sb(blk, wq[i], ty);
+            if (ty == KVL_TYPE_Q4_K) {
+                const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
+                uint8_t sc[8], m[8];
+                kvl_q4k_scales(b->scales, sc, m);
+                const float d = _cvtsh_ss(b->d), dm = _cvtsh_ss(b->dmin) / 128.0f;
+                for (int j = 0; j < 8; j++) {
+                    fs[i][j] = d * (float)sc[j];
+                    fm[i][j] = dm * (float)m[j];
+                }
+            } else {
+                const kvl_block_q6_k *b = (const kvl_block_q6_k *)blk;
+                const float d = _cvtsh_ss(b->d);
+                for (int j = 0; j < 16; j++)
+                    fs[i][j] = d * (float)b->scales[j];
             }
         }
         for (int j = 0; j < 8; j++) {
-            const int64_t b = s * 8 + j; /* the 32-column block of sub-block j */
-            const int k = j / 2, hi = j % 2;
-            __m512i p[4][2];
+            const int64_t blk = s * 8 + j; /* the block of 32 columns */
+            __m512i p[4][2], pb[4][2], sa[2];
 #pragma GCC unroll 4
             for (int i = 0; i < R; i++)
 #pragma GCC unroll 2
                 for (int v = 0; v < TV; v++)
-                    p[i][v] = _mm512_setzero_si512();
+                    p[i][v] = pb[i][v] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+            for (int v = 0; v < TV; v++)
+                sa[v] = _mm512_setzero_si512();
 #pragma GCC unroll 8
             for (int g = 0; g < 8; g++) {
                 __m512i x[2];
 #pragma GCC unroll 2
-                for (int v = 0; v < TV; v++)
-                    x[v] = _mm512_load_si512(grp[v] + (size_t)b * KVL_TL_REC + g * 64);
+                for (int v = 0; v < TV; v++) {
+                    x[v] = _mm512_load_si512(grp[v] + (size_t)blk * KVL_TL_REC + g * 64);
+                    if (ty == KVL_TYPE_Q6_K && g < 4)
+                        sa[v] = _mm512_dpbusd_epi32(sa[v], ones, x[v]);
+                }
 #pragma GCC unroll 4
                 for (int i = 0; i < R; i++) {
-                    __m512i w = _mm512_set1_epi32((int)load_u32(row[i][s].qs + 32 * k + 4 * g));
-                    if (hi)
-                        w = _mm512_srli_epi16(w, 4);
-                    w = _mm512_and_si512(w, m4);
+                    const __m512i w = _mm512_set1_epi32((int)load_u32(wq[i] + 32 * j + 4 * g));
 #pragma GCC unroll 2
-                    for (int v = 0; v < TV; v++)
-                        p[i][v] = _mm512_dpbusd_epi32(p[i][v], w, x[v]);
+                    for (int v = 0; v < TV; v++) {
+                        if (ty == KVL_TYPE_Q6_K && g >= 4)
+                            pb[i][v] = _mm512_dpbusd_epi32(pb[i][v], w, x[v]);
+                        else
+                            p[i][v] = _mm512_dpbusd_epi32(p[i][v], w, x[v]);
+                    }
                 }
             }
 #pragma GCC unroll 2
             for (int v = 0; v < TV; v++) {
-                const uint8_t *rec = grp[v] + (size_t)b * KVL_TL_REC;
+                const uint8_t *rec = grp[v] + (size_t)blk * KVL_TL_REC;
                 const __m512 dx = _mm512_load_ps((const float *)(rec + 512));
-                const __m512 corr = _mm512_cvtepi32_ps(_mm512_load_si512(rec + 576));
+                const __m512i corr = _mm512_load_si512(rec + 576);
+                if (ty == KVL_TYPE_Q4_K) {
+                    const __m512 cf = _mm512_cvtepi32_ps(corr);
 #pragma GCC unroll 4
-                for (int i = 0; i < R; i++) {
-                    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(p[i][v]), _mm512_set1_ps(fs[i][j]));
-                    t = _mm512_fmadd_ps(corr, _mm512_set1_ps(fm[i][j]), t);
-                    acc[i][v] = _mm512_fmadd_ps(t, dx, acc[i][v]);
+                    for (int i = 0; i < R; i++) {
+                        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(p[i][v]), _mm512_set1_ps(fs[i][j]));
+                        t = _mm512_fmadd_ps(cf, _mm512_set1_ps(fm[i][j]), t);
+                        acc[i][v] = _mm512_fmadd_ps(t, dx, acc[i][v]);
+                    }
+                } else {
+                    /* 32 S_a and 32 S_b = 32 (sum - S_a), sum = -corr / 128 */
+                    const __m512i sa32 = _mm512_slli_epi32(sa[v], 5);
+                    const __m512i sb32 = _mm512_sub_epi32(
+                        _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_srai_epi32(corr, 2)), sa32);
+#pragma GCC unroll 4
+                    for (int i = 0; i < R; i++) {
+                        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p[i][v], sa32)),
+                                                 _mm512_set1_ps(fs[i][2 * j]));
+                        t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(pb[i][v], sb32)),
+                                            _mm512_set1_ps(fs[i][2 * j + 1]), t);
+                        acc[i][v] = _mm512_fmadd_ps(t, dx, acc[i][v]);
+                    }
                 }
             }
         }
@@ -303,15 +371,22 @@ AI void q4k_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, con
     }
 }
 
-static void q4k_tl_4x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) { q4k_tl_tile(c, r, g0, 4, 2); }
-static void q4k_tl_4x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) { q4k_tl_tile(c, r, g0, 4, 1); }
-static void q4k_tl_1x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) { q4k_tl_tile(c, r, g0, 1, 2); }
-static void q4k_tl_1x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) { q4k_tl_tile(c, r, g0, 1, 1); }
+typedef void (*kq_tl_fn)(const kvl_mm_ctx *c, int64_t r, int64_t g0);
+#define KQ_TL(tname, ty)                                                                         \
+    static void tl_##tname##_4x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) { kq_tl_tile(c, r, g0, 4, 2, ty); } \
+    static void tl_##tname##_4x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) { kq_tl_tile(c, r, g0, 4, 1, ty); } \
+    static void tl_##tname##_1x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) { kq_tl_tile(c, r, g0, 1, 2, ty); } \
+    static void tl_##tname##_1x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) { kq_tl_tile(c, r, g0, 1, 1, ty); } \
+    static const kq_tl_fn tl_##tname[4] = {tl_##tname##_4x2, tl_##tname##_4x1, tl_##tname##_1x2,  \
+                                           tl_##tname##_1x1};
+KQ_TL(q4k, KVL_TYPE_Q4_K)
+KQ_TL(q6k, KVL_TYPE_Q6_K)
 
 /* Token groups per chunk: their activations stay in L2 while the rows pass. */
 #define KQ_TL_CHUNK 4
 
 void kvl_kq_rows_tl_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    const kq_tl_fn *f = c->t == KVL_TYPE_Q4_K ? tl_q4k : tl_q6k;
     const int64_t n_groups = (c->n_tok + 15) / 16;
     for (int64_t c0 = 0; c0 < n_groups; c0 += KQ_TL_CHUNK) {
         const int64_t c1 = n_groups - c0 < KQ_TL_CHUNK ? n_groups : c0 + KQ_TL_CHUNK;
@@ -319,9 +394,9 @@ void kvl_kq_rows_tl_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
             const bool full = r1 - r >= 4;
             int64_t g = c0;
             for (; g + 2 <= c1; g += 2)
-                (full ? q4k_tl_4x2 : q4k_tl_1x2)(c, r, g);
+                f[full ? 0 : 2](c, r, g);
             if (g < c1)
-                (full ? q4k_tl_4x1 : q4k_tl_1x1)(c, r, g);
+                f[full ? 1 : 3](c, r, g);
             r += full ? 4 : 1;
         }
     }

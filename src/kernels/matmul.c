@@ -14,8 +14,8 @@
  *
  * K-quant weights (Q4_K, Q6_K) take X quantized per 256 values with sums
  * per 16 (kquant.h) and their own row kernels (kquant*.c), in the same
- * split; on AVX-512, Q4_K products of 16 or more tokens take Q8_0's
- * token-lane layout instead (a Q4_K sub-block is a block of 32).
+ * split; on AVX-512, their products of 16 or more tokens take Q8_0's
+ * token-lane layout instead (kquant_avx512.c).
  *
  * kvl_matmul_ref is the definition the fast paths are tested against: float
  * arithmetic on dequantized weights and unquantized X, summed in order.
@@ -138,7 +138,7 @@ typedef struct mm_task {
 static void quant_task(void *arg, int ith, int nth) {
     const mm_task *m = arg;
     const kvl_mm_ctx *c = m->c;
-    const bool kq = kvl_is_kquant(c->t) && !m->tl; /* Q4_K token-lane: blocks of 32 */
+    const bool kq = kvl_is_kquant(c->t) && !m->tl; /* K-quant token-lane: blocks of 32 */
     const int64_t nb = c->n_cols / (kq ? KVL_QK_K : 32);
     int64_t lo, hi;
     kvl_split(c->n_tok * nb, ith, nth, &lo, &hi);
@@ -287,7 +287,7 @@ void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_typ
         KVL_ASSERT(scratch != NULL || n_cols == 0);
         c.act = scratch;
         c.k_corr = t == KVL_TYPE_Q4_0 ? 8 : 128;
-        m.tl = m.isa == KVL_ISA_AVX512 && (t == KVL_TYPE_Q8_0 || t == KVL_TYPE_Q4_K) &&
+        m.tl = m.isa == KVL_ISA_AVX512 && (t == KVL_TYPE_Q8_0 || kvl_is_kquant(t)) &&
                n_tok >= KVL_TL_MIN_TOK;
         c.act_stride = kvl_is_kquant(t) && !m.tl ? kvl_kq_act_stride(n_cols) : kvl_act_stride(n_cols);
         if (m.tl) {
