@@ -618,8 +618,9 @@ static void test_matmul_multi(void) {
     const kvl_type *types = all_types;
     const int64_t groups[3][3] = {{1030, 130, 130}, {701, 0, 33}, {5, 517, 3}};
     const int64_t toks[] = {1, 3, 20};
-    for (int ti = 0; ti < 7; ti++) {
-        const kvl_type t = ti < 5 ? types[ti] : ti == 5 ? KVL_TYPE_Q4_K : KVL_TYPE_Q6_K;
+    const kvl_type kq_types[3] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K};
+    for (int ti = 0; ti < 8; ti++) {
+        const kvl_type t = ti < 5 ? types[ti] : kq_types[ti - 5];
         const int64_t n_cols = kvl_is_kquant(t) ? 768 : 544; /* 3 super-blocks, 17 blocks */
         const size_t rb = kvl_row_bytes(t, n_cols);
         float *row = malloc(sizeof(float) * (size_t)n_cols);
@@ -691,7 +692,7 @@ static void test_matmul_multi(void) {
         kvl_pool_free(pools[p]);
 }
 
-/* ---- K-quants (Q4_K, Q6_K) ----
+/* ---- K-quants (Q4_K, Q5_K, Q6_K) ----
  *
  * Layouts: blocks built by hand (scale packing worked out below) must
  * dequantize to ggml's formulas. Round trips of kvllm's quantizer: random
@@ -740,6 +741,30 @@ static void test_kquant_layout(void) {
     }
     CHECK_EQ_INT(bad, 0);
 
+    /* Q5_K: Q4_K's block above plus qh[l] = 37 l (mod 256); bit v / 32 of
+     * qh[v % 32] adds 16. v 165 (sb 5, l 5): qh[5] = 185 = 0b10111001, bit
+     * 5 set: q = 10 + 16, 33 * 26 - 20 = 838; v 200: qh[8] = 40, bit 6
+     * clear: 362 as in Q4_K. */
+    kvl_block_q5_k b5;
+    b5.d = b4.d;
+    b5.dmin = b4.dmin;
+    memcpy(b5.scales, b4.scales, 12);
+    memcpy(b5.qs, b4.qs, 128);
+    for (int l = 0; l < 32; l++)
+        b5.qh[l] = (uint8_t)(37 * l);
+    kvl_dequantize_row(KVL_TYPE_Q5_K, &b5, y, 256);
+    CHECK(y[165] == 838.0f);
+    CHECK(y[200] == 362.0f);
+    bad = 0;
+    for (int v = 0; v < 256; v++) {
+        const int j = v / 64, h = (v / 32) % 2, l = v % 32;
+        const int q = (h ? 15 - l % 16 : l % 16) + (((37 * l) & 255) >> (v / 32) & 1) * 16;
+        if (y[v] != (float)want_sc[2 * j + h] * (float)q - 0.5f * (float)want_m[2 * j + h])
+            bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q5_K, 512), 352);
+
     /* Q6_K: ql[i] = i, qh[i] = 3 i, scales[g] = g - 8, d = 0.25. Value
      * 128 h + 32 k + l: low 4 bits from nibble k / 2 of ql[64 h + 32 (k %
      * 2) + l], high 2 bits from bits 2k of qh[32 h + l], scale v / 16. */
@@ -782,13 +807,13 @@ static double rel_rms(const float *x, const float *back, int n) {
 }
 
 static void test_kquant_roundtrip(void) {
-    const kvl_type types[2] = {KVL_TYPE_Q4_K, KVL_TYPE_Q6_K};
-    /* 4-bit and 6-bit grids on bell-shaped data: ~0.07 and ~0.02 expected */
-    const double max_rms[2] = {0.10, 0.03};
+    const kvl_type types[3] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K};
+    /* 4-, 5- and 6-bit grids on bell-shaped data: ~0.07, ~0.035, ~0.02 */
+    const double max_rms[3] = {0.10, 0.05, 0.03};
     enum { N = 1024 };
     static float x[N], back[N];
     static uint8_t q[N];
-    for (int ti = 0; ti < 2; ti++) {
+    for (int ti = 0; ti < 3; ti++) {
         const kvl_type t = types[ti];
         for (int i = 0; i < N; i++)
             x[i] = (frand() + frand() + frand()) * (i < 512 ? 0.02f : 3.0f);
@@ -849,14 +874,14 @@ static void test_kquant_roundtrip(void) {
 static void test_matmul_kquant(void) {
     kvl_pool *pools[3];
     pools_init(pools);
-    const kvl_type types[2] = {KVL_TYPE_Q4_K, KVL_TYPE_Q6_K};
+    const kvl_type types[3] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K};
     /* rows: 1, below a tile (4 in decode, 2 otherwise), tails; columns: 1,
      * 2 and 3 super-blocks; tokens: decode, each tile width, more than a
      * 64-token chunk */
     const int64_t rows[] = {1, 3, 7, 67};
     const int64_t cols[] = {256, 512, 768};
     const int64_t toks[] = {1, 2, 3, 4, 5, 17, 70};
-    for (int ti = 0; ti < 2; ti++) {
+    for (int ti = 0; ti < 3; ti++) {
         for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
             for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++)
                 for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) {

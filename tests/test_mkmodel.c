@@ -636,7 +636,7 @@ static int expected_tensors(const kvl_mkmodel_spec *s, exp_tensor *t) {
 }
 
 /* The type of tensor `name` (n_dims, ne0 columns) under spec s, written
- * independently of the generator's rule. q4_k_m: llama.cpp's Q4_K_M mix,
+ * independently of the generator's rule. k_m: llama.cpp's Q4_K_M / Q5_K_M mix,
  * Q6_K for the classifier (token_embd when tied) and for attn_v and
  * ffn_down of the layers that llama-quant.cpp's use_more_bits picks. */
 static kvl_type expected_type(const kvl_mkmodel_spec *s, const char *name, uint32_t n_dims,
@@ -645,10 +645,11 @@ static kvl_type expected_type(const kvl_mkmodel_spec *s, const char *name, uint3
         return KVL_TYPE_F32;
     if (s->type == KVL_TYPE_F32 || s->type == KVL_TYPE_BF16 || s->type == KVL_TYPE_F16)
         return s->type;
-    const int64_t blk = s->type == KVL_TYPE_Q4_K || s->type == KVL_TYPE_Q6_K ? 256 : 32;
+    const int64_t blk =
+        s->type == KVL_TYPE_Q4_K || s->type == KVL_TYPE_Q5_K || s->type == KVL_TYPE_Q6_K ? 256 : 32;
     if (ne0 % blk)
         return KVL_TYPE_F16;
-    if (!s->q4_k_m)
+    if (!s->k_m)
         return s->type;
     if (!strcmp(name, "output.weight") || (s->tied && !strcmp(name, "token_embd.weight")))
         return KVL_TYPE_Q6_K;
@@ -660,7 +661,7 @@ static kvl_type expected_type(const kvl_mkmodel_spec *s, const char *name, uint3
         if (layer < n / 8 || layer >= 7 * n / 8 || (layer - n / 8) % 3 == 2)
             return KVL_TYPE_Q6_K;
     }
-    return KVL_TYPE_Q4_K;
+    return s->type;
 }
 
 static void check_u32(const kvl_gguf *g, const char *k, uint64_t v) {
@@ -797,6 +798,7 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
             kvl_mkmodel_row(s, et[i].name, 0, row, et[i].ne0);
             kvl_dequantize_row(want, t->data, back, et[i].ne0);
             double tol = want == KVL_TYPE_Q4_0 || want == KVL_TYPE_Q4_K ? 0.0125
+                         : want == KVL_TYPE_Q5_K                        ? 5e-3
                          : want == KVL_TYPE_Q6_K                        ? 2.5e-3
                          : want == KVL_TYPE_Q8_0                        ? 6e-4
                                                                         : 4e-4;
@@ -871,9 +873,10 @@ static void test_models(void) {
         remove(path);
     }
 
-    /* K-quants need rows of 256: q4_k, q6_k, and the q4_k_m mix untied
-     * and tied, on 8 layers (use_more_bits picks layers 0, 3, 6 and 7) */
-    for (int i = 0; i < 4; i++) {
+    /* K-quants need rows of 256: q4_k, q6_k, the q4_k_m mix untied and
+     * tied, q5_k and q5_k_m, on 8 layers (use_more_bits picks layers 0, 3,
+     * 6 and 7) */
+    for (int i = 0; i < 6; i++) {
         kvl_mkmodel_spec s;
         kvl_mkmodel_preset("stories260K", &s);
         s.dim = 256;
@@ -881,8 +884,8 @@ static void test_models(void) {
         s.n_heads = 4;
         s.n_kv_heads = 2;
         s.n_layers = 8;
-        s.type = i == 1 ? KVL_TYPE_Q6_K : KVL_TYPE_Q4_K;
-        s.q4_k_m = i >= 2;
+        s.type = i == 1 ? KVL_TYPE_Q6_K : i >= 4 ? KVL_TYPE_Q5_K : KVL_TYPE_Q4_K;
+        s.k_m = i == 2 || i == 3 || i == 5;
         s.tied = i == 3;
         s.seed = 7 + (uint64_t)i;
         char name[64];
@@ -890,13 +893,13 @@ static void test_models(void) {
         char path[4096];
         snprintf(path, sizeof path, "%s", kvt_tmp(name));
         roundtrip(&s, have512 ? &tok512 : &synth512, path);
-        if (s.q4_k_m) {
+        if (s.k_m) {
             const int64_t more[8] = {1, 0, 0, 1, 0, 0, 1, 1};
             for (int64_t l = 0; l < 8; l++) {
                 CHECK_EQ_INT(kvl_mkmodel_tensor_type(&s, KVL_MK_FFN_DOWN, l, 512),
-                             more[l] ? KVL_TYPE_Q6_K : KVL_TYPE_Q4_K);
+                             more[l] ? KVL_TYPE_Q6_K : s.type);
                 CHECK_EQ_INT(kvl_mkmodel_tensor_type(&s, KVL_MK_ATTN_V, l, 256),
-                             more[l] ? KVL_TYPE_Q6_K : KVL_TYPE_Q4_K);
+                             more[l] ? KVL_TYPE_Q6_K : s.type);
             }
         }
         remove(path);
@@ -907,7 +910,7 @@ static void test_models(void) {
         kvl_mkmodel_spec s;
         kvl_mkmodel_preset("tinyllama-1.1b", &s);
         s.type = KVL_TYPE_Q4_K;
-        s.q4_k_m = true;
+        s.k_m = true;
         int64_t n6 = 0, mask = 0;
         for (int64_t l = 0; l < 22; l++)
             if (kvl_mkmodel_tensor_type(&s, KVL_MK_FFN_DOWN, l, 5632) == KVL_TYPE_Q6_K) {
@@ -924,7 +927,7 @@ static void test_models(void) {
         kvl_error e;
         s.type = KVL_TYPE_Q8_0;
         CHECK(kvl_mkmodel_check(&s, &e) == KVL_E_INVALID);
-        CHECK_CONTAINS(e.msg, "q4_k_m mix needs type q4_k");
+        CHECK_CONTAINS(e.msg, "_k_m mix needs type q4_k or q5_k");
     }
 
     /* a tiny custom shape: MQA, tied output, Q4_0, alignment 64 */

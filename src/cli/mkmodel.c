@@ -32,11 +32,12 @@ static void usage(FILE *f) {
             "\n"
             "  -o, --output FILE   the GGUF to write (required)\n"
             "  --preset NAME       %s (default stories260K)\n"
-            "  --type T            f32, f16, bf16, q8_0, q4_0, q4_k, q6_k (default f16), or\n"
-            "                      q4_k_m (llama.cpp's mix: q6_k for output and for attn_v and\n"
-            "                      ffn_down of some layers, q4_k for the rest); 2-D weights\n"
-            "                      whose row length is not a multiple of the type's block (32,\n"
-            "                      256 for q4_k/q6_k) stay f16; norms are f32\n"
+            "  --type T            f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k (default f16),\n"
+            "                      or q4_k_m / q5_k_m (llama.cpp's mixes: q6_k for output and\n"
+            "                      for attn_v and ffn_down of some layers, q4_k / q5_k for the\n"
+            "                      rest); 2-D weights whose row length is not a multiple of\n"
+            "                      the type's block (32; 256 for the k types) stay f16; norms\n"
+            "                      are f32\n"
             "  --seed N            RNG seed, 0..2^63-1 (default 0)\n"
             "  --layers N          override the preset's layer count\n"
             "  --dim N             embedding size\n"
@@ -66,20 +67,21 @@ static void usage(FILE *f) {
             KVL_MKMODEL_STD, kvl_mkmodel_preset_names());
 }
 
-#define TYPE_NAMES "f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, q4_k_m"
+#define TYPE_NAMES "f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m, q5_k_m"
 
-/* --type: a weight type, or a mix of types (q4_k_m: *mix set) */
+/* --type: a weight type, or a mix of types (q4_k_m, q5_k_m: *mix set) */
 static bool parse_type(const char *s, kvl_type *t, bool *mix) {
     static const struct {
         const char *name;
         kvl_type t;
     } types[] = {{"f32", KVL_TYPE_F32},   {"f16", KVL_TYPE_F16},   {"bf16", KVL_TYPE_BF16},
                  {"q8_0", KVL_TYPE_Q8_0}, {"q4_0", KVL_TYPE_Q4_0}, {"q4_k", KVL_TYPE_Q4_K},
-                 {"q6_k", KVL_TYPE_Q6_K}, {"q4_k_m", KVL_TYPE_Q4_K}};
+                 {"q5_k", KVL_TYPE_Q5_K}, {"q6_k", KVL_TYPE_Q6_K}, {"q4_k_m", KVL_TYPE_Q4_K},
+                 {"q5_k_m", KVL_TYPE_Q5_K}};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         if (!strcasecmp(s, types[i].name)) {
             *t = types[i].t;
-            *mix = !strcasecmp(s, "q4_k_m");
+            *mix = !strcasecmp(s, "q4_k_m") || !strcasecmp(s, "q5_k_m");
             return true;
         }
     }
@@ -94,6 +96,7 @@ static const char *type_name(kvl_type t, bool mix) {
     case KVL_TYPE_Q8_0: return "q8_0";
     case KVL_TYPE_Q4_0: return "q4_0";
     case KVL_TYPE_Q4_K: return mix ? "q4_k_m" : "q4_k";
+    case KVL_TYPE_Q5_K: return mix ? "q5_k_m" : "q5_k";
     case KVL_TYPE_Q6_K: return "q6_k";
     default: return "?";
     }
@@ -244,7 +247,7 @@ int kvl_cli_mkmodel(int argc, char **argv) {
     if (eps > 0) s.rms_eps = (float)eps;
     if (alignment > 0) s.alignment = (size_t)alignment;
     s.type = type;
-    s.q4_k_m = mix;
+    s.k_m = mix;
     s.seed = (uint64_t)seed;
     s.tied = tied;
     if (name) {
@@ -311,7 +314,7 @@ int kvl_cli_mkmodel(int argc, char **argv) {
            "seed %llu, %.1f s\n",
            out, (unsigned long long)stats.file_bytes, (double)stats.file_bytes / 1048576.0,
            (unsigned long long)stats.n_params, (unsigned long long)stats.n_tensors,
-           type_name(s.type, s.q4_k_m), (long long)s.dim, (long long)s.n_layers, (long long)s.n_heads,
+           type_name(s.type, s.k_m), (long long)s.dim, (long long)s.n_layers, (long long)s.n_heads,
            (long long)s.n_kv_heads, (long long)s.ffn_dim, (long long)s.n_vocab, vocab_desc,
            (long long)s.ctx_len, (unsigned long long)s.seed, kvl_now() - t0);
     return 0;

@@ -1,12 +1,12 @@
 /*
- * kquant: the K-quant weight types (Q4_K, Q6_K; layouts in kquant.h):
+ * kquant: the K-quant weight types (Q4_K, Q5_K, Q6_K; layouts in kquant.h):
  * kvllm's own quantizer, the dequantizer, the scalar quantizer of their
  * activation rows, and the scalar integer product the SIMD paths match.
  *
  * Quantizer (kvllm's, not llama.cpp's; any file it writes reads the same
  * in llama.cpp because the block layout is ggml's):
  *   Q4_K: per sub-block of 32 a few candidate grids x ~ a * L + b
- *         (L in 0..15, b <= 0), each refitted by least squares, the one
+ *         (L in 0..15, Q5_K 0..31, b <= 0), each refitted by least squares, the one
  *         with the least squared error kept; the 8 scales a and mins -b are
  *         then stored as 6-bit multiples of d = max a / 63 and
  *         dmin = max(-b) / 63, and L recomputed against the stored values.
@@ -96,14 +96,16 @@ static void fit_scale_min(const float *x, int n, int nmax, float *a_out, float *
     *b_out = best_b;
 }
 
-static void quantize_q4_k(const float *src, kvl_block_q4_k *y, int64_t n) {
+/* Q4_K (nmax 15) or Q5_K (nmax 31): the same scales, mins and packing;
+ * Q5_K keeps bit 4 of each q in qh. */
+static void quantize_q45_k(const float *src, void *dst, int64_t n, int nmax) {
     float x[KVL_QK_K];
     for (int64_t s = 0; s < n / KVL_QK_K; s++) {
         sanitize(src + s * KVL_QK_K, x, KVL_QK_K);
         float a[8], mn[8], amax = 0.0f, mmax = 0.0f;
         for (int j = 0; j < 8; j++) {
             float b;
-            fit_scale_min(x + 32 * j, 32, 15, &a[j], &b);
+            fit_scale_min(x + 32 * j, 32, nmax, &a[j], &b);
             mn[j] = -b;
             amax = fmaxf(amax, a[j]);
             mmax = fmaxf(mmax, mn[j]);
@@ -114,21 +116,43 @@ static void quantize_q4_k(const float *src, kvl_block_q4_k *y, int64_t n) {
             sc[j] = (uint8_t)(d > 0 ? iround(a[j] / d, 0, 63) : 0);
             m[j] = (uint8_t)(dmin > 0 ? iround(mn[j] / dmin, 0, 63) : 0);
         }
-        kvl_block_q4_k *b = &y[s];
-        b->d = kvl_f32_to_fp16(d);
-        b->dmin = kvl_f32_to_fp16(dmin);
+        /* Q4_K and Q5_K share d, dmin and scales[12] at the start */
+        kvl_block_q4_k *b4 = nmax == 15 ? (kvl_block_q4_k *)dst + s : NULL;
+        kvl_block_q5_k *b5 = nmax == 31 ? (kvl_block_q5_k *)dst + s : NULL;
+        uint16_t *d16 = b4 ? &b4->d : &b5->d, *dm16 = b4 ? &b4->dmin : &b5->dmin;
+        uint8_t *scales = b4 ? b4->scales : b5->scales, *qs = b4 ? b4->qs : b5->qs;
+        *d16 = kvl_f32_to_fp16(d);
+        *dm16 = kvl_f32_to_fp16(dmin);
         for (int j = 0; j < 4; j++) {
-            b->scales[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
-            b->scales[j + 4] = (uint8_t)(m[j] | ((m[j + 4] >> 4) << 6));
-            b->scales[j + 8] = (uint8_t)((sc[j + 4] & 0x0f) | ((m[j + 4] & 0x0f) << 4));
+            scales[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
+            scales[j + 4] = (uint8_t)(m[j] | ((m[j + 4] >> 4) << 6));
+            scales[j + 8] = (uint8_t)((sc[j + 4] & 0x0f) | ((m[j + 4] & 0x0f) << 4));
         }
-        const float df = kvl_fp16_to_f32(b->d), dmf = kvl_fp16_to_f32(b->dmin);
-        memset(b->qs, 0, sizeof b->qs);
+        const float df = kvl_fp16_to_f32(*d16), dmf = kvl_fp16_to_f32(*dm16);
+        memset(qs, 0, KVL_QK_K / 2);
+        if (b5)
+            memset(b5->qh, 0, sizeof b5->qh);
         for (int v = 0; v < KVL_QK_K; v++) {
             const int j = v / 32;
             const float ds = df * sc[j], dm = dmf * m[j];
-            const int l = ds > 0 ? iround((x[v] + dm) / ds, 0, 15) : 0;
-            b->qs[32 * (v / 64) + v % 32] |= (uint8_t)(l << (4 * ((v / 32) % 2)));
+            const int l = ds > 0 ? iround((x[v] + dm) / ds, 0, nmax) : 0;
+            qs[32 * (v / 64) + v % 32] |= (uint8_t)((l & 0x0f) << (4 * (j % 2)));
+            if (b5)
+                b5->qh[v % 32] |= (uint8_t)((l >> 4) << j);
+        }
+    }
+}
+
+static void dequantize_q5_k(const kvl_block_q5_k *b, float *y, int64_t n) {
+    for (int64_t s = 0; s < n / KVL_QK_K; s++, b++) {
+        uint8_t sc[8], m[8];
+        kvl_q4k_scales(b->scales, sc, m);
+        const float d = kvl_fp16_to_f32(b->d), dmin = kvl_fp16_to_f32(b->dmin);
+        for (int v = 0; v < KVL_QK_K; v++) {
+            const int j = v / 32;
+            const int q = ((b->qs[32 * (v / 64) + v % 32] >> (4 * (j % 2))) & 0x0f) |
+                          (((b->qh[v % 32] >> j) & 1) << 4);
+            y[s * KVL_QK_K + v] = d * sc[j] * (float)q - dmin * m[j];
         }
     }
 }
@@ -229,7 +253,10 @@ static void dequantize_q6_k(const kvl_block_q6_k *b, float *y, int64_t n) {
 void kvl_kq_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
     switch (t) {
     case KVL_TYPE_Q4_K:
-        quantize_q4_k(src, dst, n);
+        quantize_q45_k(src, dst, n, 15);
+        break;
+    case KVL_TYPE_Q5_K:
+        quantize_q45_k(src, dst, n, 31);
         break;
     case KVL_TYPE_Q6_K:
         quantize_q6_k(src, dst, n);
@@ -243,6 +270,9 @@ void kvl_kq_dequantize_row(kvl_type t, const void *src, float *dst, int64_t n) {
     switch (t) {
     case KVL_TYPE_Q4_K:
         dequantize_q4_k(src, dst, n);
+        break;
+    case KVL_TYPE_Q5_K:
+        dequantize_q5_k(src, dst, n);
         break;
     case KVL_TYPE_Q6_K:
         dequantize_q6_k(src, dst, n);
@@ -287,15 +317,22 @@ void kvl_kq_quantize_act_scalar(const float *x, int64_t n_cols, int64_t s0, int6
 /* The integer part of one super-block product and its float factors:
  * w . x = dx * (d * isum - dmin * imin). */
 static float dot_sb(kvl_type t, const uint8_t *blk, const int8_t *q, const int16_t *bs, float dx) {
-    if (t == KVL_TYPE_Q4_K) {
+    if (t == KVL_TYPE_Q4_K || t == KVL_TYPE_Q5_K) {
+        /* the same header: d, dmin, scales */
         const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
+        const uint8_t *qs = t == KVL_TYPE_Q4_K ? b->qs : ((const kvl_block_q5_k *)blk)->qs;
+        const uint8_t *qh = t == KVL_TYPE_Q5_K ? ((const kvl_block_q5_k *)blk)->qh : NULL;
         uint8_t sc[8], m[8];
         kvl_q4k_scales(b->scales, sc, m);
         int32_t isum = 0, imin = 0;
         for (int j = 0; j < 8; j++) {
             int32_t s = 0;
-            for (int l = 0; l < 32; l++)
-                s += ((b->qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0f) * q[32 * j + l];
+            for (int l = 0; l < 32; l++) {
+                int w = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0f;
+                if (qh)
+                    w |= ((qh[l] >> j) & 1) << 4;
+                s += w * q[32 * j + l];
+            }
             isum += sc[j] * s;
             imin += m[j] * (bs[2 * j] + bs[2 * j + 1]);
         }
@@ -315,7 +352,7 @@ static float dot_sb(kvl_type t, const uint8_t *blk, const int8_t *q, const int16
 
 void kvl_kq_rows_scalar(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
     const int64_t ns = c->n_cols / KVL_QK_K;
-    const size_t bb = c->t == KVL_TYPE_Q4_K ? sizeof(kvl_block_q4_k) : sizeof(kvl_block_q6_k);
+    const size_t bb = kvl_kq_block_bytes(c->t);
     for (int64_t tok = 0; tok < c->n_tok; tok++) {
         const int8_t *q = kvl_act_qs(c, tok);
         const float *dx = kvl_kq_act_d(c, tok);

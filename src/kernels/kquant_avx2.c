@@ -9,6 +9,7 @@
  *         sub-block scale broadcast as int16 widens and scales them. The
  *         mins come from the activation sums: madd(min of each 32 twice,
  *         bsums), one per super-block.
+ *   Q5_K: as Q4_K, with bit 4 of each q from qh or'ed into the nibbles.
  *   Q6_K: low nibbles | high bits << 4 give q in 0..63 (maddubs pairs
  *         <= 2 * 63 * 127); madd with [scale 2g x 8 | scale 2g+1 x 8]
  *         (a register covers two sub-blocks of 16, one per 128-bit lane);
@@ -74,8 +75,14 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             __m256i iacc[4];
-            if (ty == KVL_TYPE_Q4_K) {
-                const kvl_block_q4_k *b = (const kvl_block_q4_k *)row[i] + s;
+            if (ty == KVL_TYPE_Q4_K || ty == KVL_TYPE_Q5_K) {
+                /* Q5_K: Q4_K's header (d, dmin, scales), then qh and qs */
+                const uint8_t *blk = row[i] + (size_t)s * kvl_kq_block_bytes(ty);
+                const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
+                const uint8_t *qs = ty == KVL_TYPE_Q4_K ? b->qs : ((const kvl_block_q5_k *)blk)->qs;
+                const __m256i qh = ty == KVL_TYPE_Q5_K
+                                       ? _mm256_loadu_si256((const __m256i *)((const kvl_block_q5_k *)blk)->qh)
+                                       : _mm256_setzero_si256();
                 uint64_t sc8, m8;
                 q4k_scales64(b->scales, &sc8, &m8);
                 const __m256i sc16 =
@@ -93,9 +100,14 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
                 }
 #pragma GCC unroll 4
                 for (int k = 0; k < 4; k++) {
-                    const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k));
-                    const __m256i lo = _mm256_and_si256(q, m4);
-                    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                    const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+                    __m256i lo = _mm256_and_si256(q, m4);
+                    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                    if (ty == KVL_TYPE_Q5_K) { /* bit 2k / 2k+1 of qh -> 16 */
+                        const __m256i one = _mm256_set1_epi8(1);
+                        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), one), 4));
+                        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k + 1), one), 4));
+                    }
                     const __m256i s_lo = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * k))));
                     const __m256i s_hi = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * k + 1))));
 #pragma GCC unroll 4
@@ -168,11 +180,14 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
 }
 
 KVL_TILES(kq, KVL_TYPE_Q4_K, q4k, 2)
+KVL_TILES(kq, KVL_TYPE_Q5_K, q5k, 2)
 KVL_TILES(kq, KVL_TYPE_Q6_K, q6k, 2)
 
 void kvl_kq_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
     if (c->t == KVL_TYPE_Q4_K)
         kvl_mm_drive(c, r0, r1, 2, 4, big_q4k, one_q4k);
+    else if (c->t == KVL_TYPE_Q5_K)
+        kvl_mm_drive(c, r0, r1, 2, 4, big_q5k, one_q5k);
     else
         kvl_mm_drive(c, r0, r1, 2, 4, big_q6k, one_q6k);
 }

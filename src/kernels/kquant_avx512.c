@@ -8,6 +8,7 @@
  *   Q4_K: the 32 bytes of a 64-value chunk broadcast to both halves, the
  *         upper half shifted right by 4 (vpsrlvw), masked to nibbles:
  *         [sub-block 2k | sub-block 2k+1], in the activations' order.
+ *   Q5_K: as Q4_K, with bit 4 from the broadcast qh (bit 2k / 2k+1 per half).
  *   Q6_K: 64 bytes of ql give the low nibbles of values 0..63 of a half
  *         (and the high nibbles those of 64..127); the 32 qh bytes,
  *         broadcast and shifted per half (vpsllvw / vpsrlvw), give bits 4-5.
@@ -47,6 +48,16 @@ AI __m512i halves16(int a, int b) {
 }
 
 /* int16 lane i = base + i / 8 */
+/* Q5_K: bit 2k (lanes 0..31) / 2k+1 (lanes 32..63) of the broadcast qh,
+ * moved to bit 4 of each byte */
+AI __m512i q5k_bit4(__m512i qh, int k) {
+    const __m512i b = _mm512_and_si512(
+        _mm512_srlv_epi16(qh, _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * k))),
+                                                  _mm256_set1_epi16((short)(2 * k + 1)), 1)),
+        _mm512_set1_epi8(1));
+    return _mm512_slli_epi16(b, 4);
+}
+
 AI __m512i quarters16(int base) {
     const int v0 = (base + 0) * 0x10001, v1 = (base + 1) * 0x10001, v2 = (base + 2) * 0x10001,
               v3 = (base + 3) * 0x10001;
@@ -78,8 +89,15 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             __m512i iacc[4];
-            if (ty == KVL_TYPE_Q4_K) {
-                const kvl_block_q4_k *b = (const kvl_block_q4_k *)row[i] + s;
+            if (ty == KVL_TYPE_Q4_K || ty == KVL_TYPE_Q5_K) {
+                /* Q5_K: Q4_K's header (d, dmin, scales), then qh and qs */
+                const uint8_t *blk = row[i] + (size_t)s * kvl_kq_block_bytes(ty);
+                const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
+                const uint8_t *qs = ty == KVL_TYPE_Q4_K ? b->qs : ((const kvl_block_q5_k *)blk)->qs;
+                const __m512i qh = ty == KVL_TYPE_Q5_K
+                                       ? _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                             (const __m256i *)((const kvl_block_q5_k *)blk)->qh))
+                                       : _mm512_setzero_si512();
                 const __m128i scm = q4k_scales(b->scales);
                 const __m512i scz = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(scm));
                 const __m256i mdup = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
@@ -97,8 +115,10 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
 #pragma GCC unroll 4
                 for (int k = 0; k < 4; k++) {
                     const __m512i q = _mm512_broadcast_i64x4(
-                        _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k)));
-                    const __m512i w = _mm512_and_si512(_mm512_srlv_epi16(q, sh), m4);
+                        _mm256_loadu_si256((const __m256i *)(qs + 32 * k)));
+                    __m512i w = _mm512_and_si512(_mm512_srlv_epi16(q, sh), m4);
+                    if (ty == KVL_TYPE_Q5_K)
+                        w = _mm512_or_si512(w, q5k_bit4(qh, k));
                     const __m512i scv = _mm512_permutexvar_epi16(halves16(2 * k, 2 * k + 1), scz);
 #pragma GCC unroll 4
                     for (int j = 0; j < T; j++) {
@@ -162,16 +182,28 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
 }
 
 KVL_TILES(kq, KVL_TYPE_Q4_K, q4k, 2)
+KVL_TILES(kq, KVL_TYPE_Q5_K, q5k, 2)
 KVL_TILES(kq, KVL_TYPE_Q6_K, q6k, 2)
 KVL_TILES(kq, KVL_TYPE_Q4_K, q4k_dec, 4)
+KVL_TILES(kq, KVL_TYPE_Q5_K, q5k_dec, 4)
 KVL_TILES(kq, KVL_TYPE_Q6_K, q6k_dec, 4)
 
 void kvl_kq_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
-    const bool q4 = c->t == KVL_TYPE_Q4_K;
-    if (c->n_tok == 1)
-        kvl_mm_drive(c, r0, r1, 4, 1, q4 ? big_q4k_dec : big_q6k_dec, q4 ? one_q4k_dec : one_q6k_dec);
-    else
-        kvl_mm_drive(c, r0, r1, 2, 4, q4 ? big_q4k : big_q6k, q4 ? one_q4k : one_q6k);
+    const bool dec = c->n_tok == 1;
+    switch (c->t) {
+    case KVL_TYPE_Q4_K:
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q4k_dec : big_q4k,
+                     dec ? one_q4k_dec : one_q4k);
+        break;
+    case KVL_TYPE_Q5_K:
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q5k_dec : big_q5k,
+                     dec ? one_q5k_dec : one_q5k);
+        break;
+    default:
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q6k_dec : big_q6k,
+                     dec ? one_q6k_dec : one_q6k);
+        break;
+    }
 }
 
 void kvl_kq_quantize_act_avx512(const float *x, int64_t n_cols, int64_t s0, int64_t s1,
@@ -226,13 +258,21 @@ AI uint32_t load_u32(const uint8_t *p) {
 /* The 256 q of a super-block in value order. */
 AI void unpack_sb(const uint8_t *blk, uint8_t *out, const kvl_type ty) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
-    if (ty == KVL_TYPE_Q4_K) {
-        const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
+    if (ty == KVL_TYPE_Q4_K || ty == KVL_TYPE_Q5_K) {
+        const uint8_t *qs = ty == KVL_TYPE_Q4_K ? ((const kvl_block_q4_k *)blk)->qs
+                                                : ((const kvl_block_q5_k *)blk)->qs;
+        const __m512i qh = ty == KVL_TYPE_Q5_K
+                               ? _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                     (const __m256i *)((const kvl_block_q5_k *)blk)->qh))
+                               : _mm512_setzero_si512();
         const __m512i sh = halves16(0, 4);
         for (int k = 0; k < 4; k++) {
             const __m512i q =
-                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * k)));
-            _mm512_store_si512(out + 64 * k, _mm512_and_si512(_mm512_srlv_epi16(q, sh), m4));
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * k)));
+            __m512i w = _mm512_and_si512(_mm512_srlv_epi16(q, sh), m4);
+            if (ty == KVL_TYPE_Q5_K)
+                w = _mm512_or_si512(w, q5k_bit4(qh, k));
+            _mm512_store_si512(out + 64 * k, w);
         }
     } else {
         const kvl_block_q6_k *b = (const kvl_block_q6_k *)blk;
@@ -255,7 +295,7 @@ AI void unpack_sb(const uint8_t *blk, uint8_t *out, const kvl_type ty) {
 AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, const int TV,
                    const kvl_type ty) {
     const int64_t ns = c->n_cols / KVL_QK_K;
-    const size_t bb = ty == KVL_TYPE_Q4_K ? sizeof(kvl_block_q4_k) : sizeof(kvl_block_q6_k);
+    const size_t bb = kvl_kq_block_bytes(ty);
     const uint8_t *row[4];
     const uint8_t *grp[2];
     __m512 acc[4][2];
@@ -278,7 +318,7 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = row[i] + (size_t)s * bb;
             unpack_sb(blk, wq[i], ty);
-            if (ty == KVL_TYPE_Q4_K) {
+            if (ty != KVL_TYPE_Q6_K) { /* Q4_K, Q5_K: the same header */
                 const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
                 uint8_t sc[8], m[8];
                 kvl_q4k_scales(b->scales, sc, m);
@@ -331,7 +371,7 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
                 const uint8_t *rec = grp[v] + (size_t)blk * KVL_TL_REC;
                 const __m512 dx = _mm512_load_ps((const float *)(rec + 512));
                 const __m512i corr = _mm512_load_si512(rec + 576);
-                if (ty == KVL_TYPE_Q4_K) {
+                if (ty != KVL_TYPE_Q6_K) {
                     const __m512 cf = _mm512_cvtepi32_ps(corr);
 #pragma GCC unroll 4
                     for (int i = 0; i < R; i++) {
@@ -380,13 +420,14 @@ typedef void (*kq_tl_fn)(const kvl_mm_ctx *c, int64_t r, int64_t g0);
     static const kq_tl_fn tl_##tname[4] = {tl_##tname##_4x2, tl_##tname##_4x1, tl_##tname##_1x2,  \
                                            tl_##tname##_1x1};
 KQ_TL(q4k, KVL_TYPE_Q4_K)
+KQ_TL(q5k, KVL_TYPE_Q5_K)
 KQ_TL(q6k, KVL_TYPE_Q6_K)
 
 /* Token groups per chunk: their activations stay in L2 while the rows pass. */
 #define KQ_TL_CHUNK 4
 
 void kvl_kq_rows_tl_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
-    const kq_tl_fn *f = c->t == KVL_TYPE_Q4_K ? tl_q4k : tl_q6k;
+    const kq_tl_fn *f = c->t == KVL_TYPE_Q4_K ? tl_q4k : c->t == KVL_TYPE_Q5_K ? tl_q5k : tl_q6k;
     const int64_t n_groups = (c->n_tok + 15) / 16;
     for (int64_t c0 = 0; c0 < n_groups; c0 += KQ_TL_CHUNK) {
         const int64_t c1 = n_groups - c0 < KQ_TL_CHUNK ? n_groups : c0 + KQ_TL_CHUNK;

@@ -38,14 +38,11 @@ size_t kvl_row_bytes(kvl_type t, int64_t n_cols) {
             return 0;
         return kvl_mul_overflow(n / KVL_QK4_0, sizeof(kvl_block_q4_0), &r) ? 0 : r;
     case KVL_TYPE_Q4_K:
+    case KVL_TYPE_Q5_K:
     case KVL_TYPE_Q6_K:
         if (n % KVL_QK_K)
             return 0;
-        return kvl_mul_overflow(n / KVL_QK_K,
-                                t == KVL_TYPE_Q4_K ? sizeof(kvl_block_q4_k) : sizeof(kvl_block_q6_k),
-                                &r)
-                   ? 0
-                   : r;
+        return kvl_mul_overflow(n / KVL_QK_K, kvl_kq_block_bytes(t), &r) ? 0 : r;
     default:
         return 0;
     }
@@ -129,6 +126,7 @@ void kvl_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
         quantize_q4_0(src, dst, n);
         break;
     case KVL_TYPE_Q4_K:
+    case KVL_TYPE_Q5_K:
     case KVL_TYPE_Q6_K:
         kvl_kq_quantize_row(t, src, dst, n);
         break;
@@ -177,6 +175,7 @@ void kvl_dequantize_row(kvl_type t, const void *src, float *dst, int64_t n) {
         break;
     }
     case KVL_TYPE_Q4_K:
+    case KVL_TYPE_Q5_K:
     case KVL_TYPE_Q6_K:
         kvl_kq_dequantize_row(t, src, dst, n);
         break;

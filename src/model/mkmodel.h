@@ -19,12 +19,13 @@ typedef struct kvl_mkmodel_spec {
     char name[64]; /* general.name */
     int64_t dim, ffn_dim, n_layers, n_heads, n_kv_heads, n_vocab, ctx_len;
     float rope_base, rms_eps;
-    kvl_type type;  /* of the 2-D weights: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K */
+    kvl_type type;  /* of the 2-D weights: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K */
     uint64_t seed;
     bool tied;      /* no output.weight (readers use token_embd) */
     size_t alignment; /* 0 = default 32 */
-    bool q4_k_m;    /* llama.cpp's Q4_K_M mix (type must be Q4_K): Q6_K for the
-                       classifier and for attn_v / ffn_down of some layers */
+    bool k_m;       /* llama.cpp's _K_M mix of type (Q4_K_M, Q5_K_M: type Q4_K
+                       or Q5_K): Q6_K for the classifier and for attn_v /
+                       ffn_down of some layers */
 } kvl_mkmodel_spec;
 
 /* Fill *out with a named preset: "stories260K", "tinyllama-1.1b",
@@ -42,7 +43,7 @@ kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err);
  * way; stories260K's ffn_down has 172 columns). */
 kvl_type kvl_mkmodel_weight_type(const kvl_mkmodel_spec *s, int64_t ne0);
 
-/* Roles of the 2-D weights that a mix (q4_k_m) tells apart. */
+/* Roles of the 2-D weights that a mix (q4_k_m, q5_k_m) tells apart. */
 typedef enum kvl_mkmodel_role {
     KVL_MK_TOKEN_EMBD,
     KVL_MK_OUTPUT,
@@ -52,12 +53,13 @@ typedef enum kvl_mkmodel_role {
 } kvl_mkmodel_role;
 
 /* The type of the 2-D weight of `role` in layer `layer` with ne0 columns.
- * Without a mix: kvl_mkmodel_weight_type. With q4_k_m, llama.cpp's rule
- * (llama-quant.cpp, llama_tensor_get_type, LLAMA_FTYPE_MOSTLY_Q4_K_M):
- * Q6_K for output.weight (token_embd when tied), for attn_v and ffn_down
- * of layer i of n when i < n/8, i >= 7n/8 or (i - n/8) % 3 == 2, Q4_K for
- * the rest; F16 where ne0 is not a multiple of 256 (llama.cpp falls back
- * to Q5_0 / Q8_0 there, which kvllm does not write). */
+ * Without a mix: kvl_mkmodel_weight_type. With k_m, llama.cpp's rule
+ * (llama-quant.cpp, llama_tensor_get_type, LLAMA_FTYPE_MOSTLY_Q4_K_M and
+ * _Q5_K_M): Q6_K for output.weight (token_embd when tied), for attn_v and
+ * ffn_down of layer i of n when i < n/8, i >= 7n/8 or (i - n/8) % 3 == 2,
+ * s->type (Q4_K / Q5_K) for the rest; F16 where ne0 is not a multiple of
+ * 256 (llama.cpp falls back to Q5_0 / Q5_1 / Q8_0 there, which kvllm does
+ * not write). */
 kvl_type kvl_mkmodel_tensor_type(const kvl_mkmodel_spec *s, kvl_mkmodel_role role, int64_t layer,
                                  int64_t ne0);
 
