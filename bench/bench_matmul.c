@@ -112,6 +112,7 @@ int main(int argc, char **argv) {
            kvl_pool_size(pool), bw);
 
     const type_case types[] = {{"Q8_0", KVL_TYPE_Q8_0}, {"Q4_0", KVL_TYPE_Q4_0},
+                               {"Q4_K", KVL_TYPE_Q4_K}, {"Q6_K", KVL_TYPE_Q6_K},
                                {"F16", KVL_TYPE_F16},   {"BF16", KVL_TYPE_BF16},
                                {"F32", KVL_TYPE_F32}};
     /* one layer's worth of FFN weights: up (5632 x 2048); 4 copies so decode

@@ -2,7 +2,8 @@
 # kvllm vs llama.cpp on the CPU, side by side in one run (issue 5).
 #
 #   bench/run_bench.sh [--nlc DIR] [--models DIR] [--pairs N] [--threads N]
-#                      [--types "q8_0 f16"] [--groups "base deep batch"]
+#                      [--types "q8_0 f16"] [--groups "base deep batch"]   (types: any of
+#                      q8_0 f16 q4_0 bf16 f32 q4_k q6_k q4_k_m)
 #                      [--kvllm PATH] [--llama-gate PATH]
 #
 # 1. builds kvllm (build-bench/, unless --kvllm names a binary) and
@@ -60,12 +61,12 @@ while (($#)); do
     --groups) groups=${2:?--groups needs a value}; shift 2 ;;
     --kvllm) kvllm=${2:?--kvllm needs a value}; [[ -x $kvllm ]] || die "--kvllm: '$kvllm' is not an executable"; shift 2 ;;
     --llama-gate) gate=${2:?--llama-gate needs a value}; [[ -x $gate ]] || die "--llama-gate: '$gate' is not an executable"; shift 2 ;;
-    -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown flag '$1' (see --help)" ;;
     esac
 done
 for t in $types; do
-    case $t in q8_0|f16|q4_0|bf16|f32) ;; *) die "--types: '$t' is not one of q8_0 f16 q4_0 bf16 f32" ;; esac
+    case $t in q8_0|f16|q4_0|bf16|f32|q4_k|q6_k|q4_k_m) ;; *) die "--types: '$t' is not one of q8_0 f16 q4_0 bf16 f32 q4_k q6_k q4_k_m" ;; esac
 done
 for g in $groups; do
     case $g in base|deep|batch) ;; *) die "--groups: '$g' is not one of base deep batch" ;; esac

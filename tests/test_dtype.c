@@ -23,13 +23,16 @@ static void test_weight_types(void) {
     CHECK(kvl_type_parse("FP16", &t) && t == KVL_TYPE_F16);
     CHECK(kvl_type_parse("fp32", &t) && t == KVL_TYPE_F32);
     t = KVL_TYPE_COUNT;
-    CHECK(!kvl_type_parse("q5_k", &t) && t == KVL_TYPE_COUNT);
+    CHECK(kvl_type_parse("Q5_K", &t) && t == KVL_TYPE_Q5_K);
+    t = KVL_TYPE_COUNT;
+    CHECK(!kvl_type_parse("q3_k", &t) && t == KVL_TYPE_COUNT);
     CHECK(!kvl_type_parse("fp8", &t) && t == KVL_TYPE_COUNT);
     CHECK(!kvl_type_parse("", &t));
     CHECK(!kvl_type_parse(NULL, &t));
     /* a known ggml type that kvllm does not compute with has no CLI name */
-    CHECK(!kvl_type_computed((kvl_type)12)); /* Q4_K */
-    CHECK(!strcmp(kvl_type_name((kvl_type)12), "?"));
+    CHECK(!kvl_type_computed((kvl_type)11)); /* Q3_K */
+    CHECK(!strcmp(kvl_type_name((kvl_type)11), "?"));
+    CHECK(kvl_type_computed(KVL_TYPE_Q6_K) && !strcmp(kvl_type_name(KVL_TYPE_Q6_K), "q6_k"));
     CHECK(!strcmp(kvl_type_name(KVL_TYPE_COUNT), "?"));
     CHECK(!strcmp(kvl_type_name((kvl_type)-1), "?"));
 

@@ -4,6 +4,7 @@
  * against hand-computed values. */
 #include "kernels/kernels.h"
 #include "kernels/kernels_impl.h" /* kvl_gemv_q_wide_cols */
+#include "kernels/kquant.h"       /* K-quant block layouts */
 #include "testutil.h"
 
 #include <float.h>
@@ -338,21 +339,22 @@ static void test_quant_blocks(void) {
  * Float weights: only the summation order differs, |err| <= ~n * 2^-24 *
  * sum|w x| in the worst case and far less in practice; 1e-5 * sum|w x| is
  * the stated ~1e-5 relative target.
- * Q8_0 / Q4_0: the fast paths quantize each block of 32 activations to
- * q = round(x / d), d = amax / 127, so each x moves by at most d / 2 =
- * amax_block / 254; the integer dot products are exact, so
+ * Q8_0 / Q4_0: the fast paths quantize each block of 32 activations (256
+ * for the K-quants) to q = round(x / d), d = amax / 127, so each x moves
+ * by at most d / 2 = amax_block / 254; the integer dot products are exact, so
  * |err| <= sum_i |w_i| * amax_block(i) / 254 (+ the float rounding term).
  * The factor 1.01 covers 1/d being rounded.
  */
 static double mm_bound(const float *wrow, const float *x, int64_t n, kvl_type t) {
-    const bool q = t == KVL_TYPE_Q8_0 || t == KVL_TYPE_Q4_0;
+    const bool q = t == KVL_TYPE_Q8_0 || t == KVL_TYPE_Q4_0 || kvl_is_kquant(t);
+    const int64_t qb = kvl_is_kquant(t) ? 256 : 32; /* values per activation scale */
     double s_abs = 0.0, q_err = 0.0;
     float amax = 0.0f;
     for (int64_t k = 0; k < n; k++) {
         s_abs += fabs((double)wrow[k] * x[k]);
-        if (q && k % 32 == 0) {
+        if (q && k % qb == 0) {
             amax = 0.0f;
-            for (int64_t i = k; i < k + 32; i++)
+            for (int64_t i = k; i < k + qb; i++)
                 amax = fmaxf(amax, fabsf(x[i]));
         }
         if (q)
@@ -616,9 +618,10 @@ static void test_matmul_multi(void) {
     const kvl_type *types = all_types;
     const int64_t groups[3][3] = {{1030, 130, 130}, {701, 0, 33}, {5, 517, 3}};
     const int64_t toks[] = {1, 3, 20};
-    const int64_t n_cols = 544; /* 17 blocks */
-    for (int ti = 0; ti < 5; ti++) {
-        const kvl_type t = types[ti];
+    const kvl_type kq_types[3] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K};
+    for (int ti = 0; ti < 8; ti++) {
+        const kvl_type t = ti < 5 ? types[ti] : kq_types[ti - 5];
+        const int64_t n_cols = kvl_is_kquant(t) ? 768 : 544; /* 3 super-blocks, 17 blocks */
         const size_t rb = kvl_row_bytes(t, n_cols);
         float *row = malloc(sizeof(float) * (size_t)n_cols);
         float *X = malloc(sizeof(float) * (size_t)(20 * n_cols));
@@ -684,6 +687,213 @@ static void test_matmul_multi(void) {
         free(row);
         free(X);
         free(scratch);
+    }
+    for (int p = 0; p < 3; p++)
+        kvl_pool_free(pools[p]);
+}
+
+/* ---- K-quants (Q4_K, Q5_K, Q6_K) ----
+ *
+ * Layouts: blocks built by hand (scale packing worked out below) must
+ * dequantize to ggml's formulas. Round trips of kvllm's quantizer: random
+ * rows within a stated relative RMS error, and adversarial rows (zeros,
+ * constants, huge values, NaN and infinities) to finite values. Products:
+ * every ISA and pool split against kvl_matmul_ref, as for Q8_0 / Q4_0. */
+static void test_kquant_layout(void) {
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q4_K, 512), 288);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q6_K, 512), 420);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q4_K, 32), 0);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q6_K, 300), 0);
+
+    /* Q4_K: scales sc = 1 2 3 4 17 33 49 63, mins m = 5 6 7 8 20 40 60 1.
+     * Bytes 0..3: sc[j] | (sc[j+4] >> 4) << 6; 4..7: m[j] | (m[j+4] >> 4)
+     * << 6; 8..11: (sc[j+4] & 15) | (m[j+4] & 15) << 4. */
+    kvl_block_q4_k b4;
+    const uint8_t packed[12] = {0x41, 0x82, 0xc3, 0xc4, 0x45, 0x86,
+                                0xc7, 0x08, 0x41, 0x81, 0xc1, 0x1f};
+    const uint8_t want_sc[8] = {1, 2, 3, 4, 17, 33, 49, 63}, want_m[8] = {5, 6, 7, 8, 20, 40, 60, 1};
+    memcpy(b4.scales, packed, 12);
+    b4.d = 0x3c00;    /* 1.0 */
+    b4.dmin = 0x3800; /* 0.5 */
+    for (int j = 0; j < 4; j++)
+        for (int l = 0; l < 32; l++)
+            b4.qs[32 * j + l] = (uint8_t)((l % 16) | ((15 - l % 16) << 4));
+    uint8_t sc[8], m[8];
+    kvl_q4k_scales(b4.scales, sc, m);
+    for (int j = 0; j < 8; j++) {
+        CHECK_EQ_INT(sc[j], want_sc[j]);
+        CHECK_EQ_INT(m[j], want_m[j]);
+    }
+    float y[256];
+    kvl_dequantize_row(KVL_TYPE_Q4_K, &b4, y, 256);
+    /* value 64 j + 32 h + l: nibble h of qs[32 j + l], sub-block 2 j + h */
+    CHECK(y[0] == -2.5f);   /* sb 0: 1 * 0 - 0.5 * 5 */
+    CHECK(y[33] == 25.0f);  /* sb 1, l 1, high nibble 14: 2 * 14 - 3 */
+    CHECK(y[165] == 310.0f); /* sb 5, l 5, high nibble 10: 33 * 10 - 20 */
+    CHECK(y[200] == 362.0f); /* sb 6, l 8, low nibble 8: 49 * 8 - 30 */
+    CHECK(y[255] == -0.5f); /* sb 7, l 31, high nibble 0: 0 - 0.5 */
+    int bad = 0;
+    for (int v = 0; v < 256; v++) {
+        const int j = v / 64, h = (v / 32) % 2, l = v % 32;
+        const int q = h ? 15 - l % 16 : l % 16;
+        if (y[v] != (float)want_sc[2 * j + h] * (float)q - 0.5f * (float)want_m[2 * j + h])
+            bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+
+    /* Q5_K: Q4_K's block above plus qh[l] = 37 l (mod 256); bit v / 32 of
+     * qh[v % 32] adds 16. v 165 (sb 5, l 5): qh[5] = 185 = 0b10111001, bit
+     * 5 set: q = 10 + 16, 33 * 26 - 20 = 838; v 200: qh[8] = 40, bit 6
+     * clear: 362 as in Q4_K. */
+    kvl_block_q5_k b5;
+    b5.d = b4.d;
+    b5.dmin = b4.dmin;
+    memcpy(b5.scales, b4.scales, 12);
+    memcpy(b5.qs, b4.qs, 128);
+    for (int l = 0; l < 32; l++)
+        b5.qh[l] = (uint8_t)(37 * l);
+    kvl_dequantize_row(KVL_TYPE_Q5_K, &b5, y, 256);
+    CHECK(y[165] == 838.0f);
+    CHECK(y[200] == 362.0f);
+    bad = 0;
+    for (int v = 0; v < 256; v++) {
+        const int j = v / 64, h = (v / 32) % 2, l = v % 32;
+        const int q = (h ? 15 - l % 16 : l % 16) + (((37 * l) & 255) >> (v / 32) & 1) * 16;
+        if (y[v] != (float)want_sc[2 * j + h] * (float)q - 0.5f * (float)want_m[2 * j + h])
+            bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q5_K, 512), 352);
+
+    /* Q6_K: ql[i] = i, qh[i] = 3 i, scales[g] = g - 8, d = 0.25. Value
+     * 128 h + 32 k + l: low 4 bits from nibble k / 2 of ql[64 h + 32 (k %
+     * 2) + l], high 2 bits from bits 2k of qh[32 h + l], scale v / 16. */
+    kvl_block_q6_k b6;
+    for (int i = 0; i < 128; i++)
+        b6.ql[i] = (uint8_t)i;
+    for (int i = 0; i < 64; i++)
+        b6.qh[i] = (uint8_t)(3 * i);
+    for (int g = 0; g < 16; g++)
+        b6.scales[g] = (int8_t)(g - 8);
+    b6.d = 0x3400; /* 0.25 */
+    kvl_dequantize_row(KVL_TYPE_Q6_K, &b6, y, 256);
+    /* v 0: ql 0 low 0, qh 0 -> q 0: 0.25 * -8 * -32 = 64 */
+    CHECK(y[0] == 64.0f);
+    /* v 45 (h 0, k 1, l 13): ql[45] = 0x2d low 13, qh[13] = 39 = 0b100111
+     * bits 2-3 = 01 -> q 29: 0.25 * (2 - 8) * (29 - 32) = 4.5 */
+    CHECK(y[45] == 4.5f);
+    /* v 200 (h 1, k 2, l 8): ql[72] = 0x48 high 4, qh[40] = 120 =
+     * 0b01111000 bits 4-5 = 11 -> q 52: 0.25 * (12 - 8) * 20 = 20 */
+    CHECK(y[200] == 20.0f);
+    bad = 0;
+    for (int v = 0; v < 256; v++) {
+        const int h = v / 128, k = (v % 128) / 32, l = v % 32;
+        const int lo = (b6.ql[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 15;
+        const int hi = (b6.qh[32 * h + l] >> (2 * k)) & 3;
+        if (y[v] != 0.25f * (float)(v / 16 - 8) * (float)((lo | hi << 4) - 32))
+            bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
+/* sqrt(mean((back - x)^2)) / sqrt(mean(x^2)) over n values */
+static double rel_rms(const float *x, const float *back, int n) {
+    double e = 0.0, s = 0.0;
+    for (int i = 0; i < n; i++) {
+        e += ((double)back[i] - x[i]) * ((double)back[i] - x[i]);
+        s += (double)x[i] * x[i];
+    }
+    return s > 0 ? sqrt(e / s) : sqrt(e);
+}
+
+static void test_kquant_roundtrip(void) {
+    const kvl_type types[3] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K};
+    /* 4-, 5- and 6-bit grids on bell-shaped data: ~0.07, ~0.035, ~0.02 */
+    const double max_rms[3] = {0.10, 0.05, 0.03};
+    enum { N = 1024 };
+    static float x[N], back[N];
+    static uint8_t q[N];
+    for (int ti = 0; ti < 3; ti++) {
+        const kvl_type t = types[ti];
+        for (int i = 0; i < N; i++)
+            x[i] = (frand() + frand() + frand()) * (i < 512 ? 0.02f : 3.0f);
+        kvl_quantize_row(t, x, q, N);
+        kvl_dequantize_row(t, q, back, N);
+        const double e = rel_rms(x, back, N);
+        if (!(e <= max_rms[ti]))
+            fprintf(stderr, "kquant round trip type %d: rel rms %.4f > %.2f\n", (int)t, e,
+                    max_rms[ti]);
+        CHECK(e <= max_rms[ti]);
+        /* the other half of the row does not leak into the first */
+        CHECK(rel_rms(x, back, 256) <= max_rms[ti]);
+
+        /* zeros stay exactly zero */
+        for (int i = 0; i < 256; i++)
+            x[i] = 0.0f;
+        kvl_quantize_row(t, x, q, 256);
+        kvl_dequantize_row(t, q, back, 256);
+        {
+            int bad = 0;
+            for (int i = 0; i < 256; i++)
+                bad += back[i] != 0.0f;
+            CHECK_EQ_INT(bad, 0);
+        }
+        /* constants: positive, negative, and a one-hot block */
+        const float consts[3] = {0.75f, -1.5f, 0.0f};
+        for (int c = 0; c < 3; c++) {
+            for (int i = 0; i < 256; i++)
+                x[i] = consts[c];
+            if (c == 2)
+                x[77] = 5.0f;
+            kvl_quantize_row(t, x, q, 256);
+            kvl_dequantize_row(t, q, back, 256);
+            int bad = 0;
+            for (int i = 0; i < 256; i++)
+                bad += !(fabsf(back[i] - x[i]) <= 0.01f * fabsf(x[i]) + 1e-6f);
+            if (bad)
+                fprintf(stderr, "kquant type %d constant %d: %d values off (e.g. %g for %g)\n",
+                        (int)t, c, bad, back[1], x[1]);
+            CHECK_EQ_INT(bad, 0);
+        }
+        /* huge values, NaN and infinities: defined, finite output */
+        for (int i = 0; i < 256; i++)
+            x[i] = frand() * 1e30f;
+        x[3] = NAN;
+        x[4] = INFINITY;
+        x[5] = -INFINITY;
+        x[6] = FLT_MAX;
+        kvl_quantize_row(t, x, q, 256);
+        kvl_dequantize_row(t, q, back, 256);
+        int bad = 0;
+        for (int i = 0; i < 256; i++)
+            bad += !isfinite(back[i]);
+        CHECK_EQ_INT(bad, 0);
+    }
+}
+
+static void test_matmul_kquant(void) {
+    kvl_pool *pools[3];
+    pools_init(pools);
+    const kvl_type types[3] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K};
+    /* rows: 1, below a tile (4 in decode, 2 otherwise), tails; columns: 1,
+     * 2 and 3 super-blocks; tokens: decode, each tile width, more than a
+     * 64-token chunk */
+    const int64_t rows[] = {1, 3, 7, 67};
+    const int64_t cols[] = {256, 512, 768};
+    const int64_t toks[] = {1, 2, 3, 4, 5, 17, 70};
+    for (int ti = 0; ti < 3; ti++) {
+        for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
+            for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++)
+                for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) {
+                    if (rows[ri] * cols[ci] * toks[k] > 67 * 256 * 17 && rows[ri] != 67)
+                        continue;
+                    test_matmul_shape(pools, types[ti], rows[ri], cols[ci], toks[k]);
+                }
+        /* TinyLlama's decode rows (2048 and 5632 columns) split into pool
+         * items, and a prefill-sized batch */
+        test_matmul_shape(pools, types[ti], 1001, 2048, 1);
+        test_matmul_shape(pools, types[ti], 37, 5632, 1);
+        test_matmul_shape(pools, types[ti], 130, 2048, 9);
     }
     for (int p = 0; p < 3; p++)
         kvl_pool_free(pools[p]);
@@ -846,5 +1056,8 @@ int main(void) {
     test_matmul();
     test_matmul_small_batch();
     test_matmul_multi();
+    test_kquant_layout();
+    test_kquant_roundtrip();
+    test_matmul_kquant();
     return kvt_finish("test_kernels");
 }

@@ -753,6 +753,35 @@ static int expected_tensors(const kvl_mkmodel_spec *s, exp_tensor *t) {
     return n;
 }
 
+/* The type of tensor `name` (n_dims, ne0 columns) under spec s, written
+ * independently of the generator's rule. k_m: llama.cpp's Q4_K_M / Q5_K_M mix,
+ * Q6_K for the classifier (token_embd when tied) and for attn_v and
+ * ffn_down of the layers that llama-quant.cpp's use_more_bits picks. */
+static kvl_type expected_type(const kvl_mkmodel_spec *s, const char *name, uint32_t n_dims,
+                              int64_t ne0) {
+    if (n_dims == 1)
+        return KVL_TYPE_F32;
+    if (s->type == KVL_TYPE_F32 || s->type == KVL_TYPE_BF16 || s->type == KVL_TYPE_F16)
+        return s->type;
+    const int64_t blk =
+        s->type == KVL_TYPE_Q4_K || s->type == KVL_TYPE_Q5_K || s->type == KVL_TYPE_Q6_K ? 256 : 32;
+    if (ne0 % blk)
+        return KVL_TYPE_F16;
+    if (!s->k_m)
+        return s->type;
+    if (!strcmp(name, "output.weight") || (s->shape.tied_embd && !strcmp(name, "token_embd.weight")))
+        return KVL_TYPE_Q6_K;
+    int layer = -1;
+    char role[32] = "";
+    if (sscanf(name, "blk.%d.%31[a-z_]", &layer, role) == 2 &&
+        (!strcmp(role, "attn_v") || !strcmp(role, "ffn_down"))) {
+        const int n = (int)s->shape.hp.n_layers;
+        if (layer < n / 8 || layer >= 7 * n / 8 || (layer - n / 8) % 3 == 2)
+            return KVL_TYPE_Q6_K;
+    }
+    return s->type;
+}
+
 static void check_u32(const kvl_gguf *g, const char *k, uint64_t v) {
     const kvl_gguf_kv *kv = key(g, k, KVL_GGUF_UINT32);
     if (kv && kv->v.u64 != v) {
@@ -866,11 +895,7 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
         CHECK_EQ_INT(t->n_dims, et[i].n_dims);
         CHECK_EQ_INT(t->ne[0], et[i].ne0);
         CHECK_EQ_INT(t->ne[1], et[i].ne1);
-        kvl_type want = et[i].n_dims == 1 ? KVL_TYPE_F32
-                        : et[i].ne0 % 32 == 0 || s->type == KVL_TYPE_F32 ||
-                                s->type == KVL_TYPE_BF16
-                            ? s->type
-                            : KVL_TYPE_F16;
+        kvl_type want = expected_type(s, et[i].name, et[i].n_dims, et[i].ne0);
         CHECK_EQ_INT(t->type, want);
         size_t rb = kvl_row_bytes((kvl_type)t->type, t->ne[0]);
         CHECK_EQ_INT(t->nbytes, rb * (size_t)et[i].ne1);
@@ -890,7 +915,11 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
             float *back = malloc((size_t)et[i].ne0 * sizeof *back);
             kvl_mkmodel_row(s, et[i].name, 0, row, et[i].ne0);
             kvl_dequantize_row(want, t->data, back, et[i].ne0);
-            double tol = want == KVL_TYPE_Q4_0 ? 0.0125 : want == KVL_TYPE_Q8_0 ? 6e-4 : 4e-4;
+            double tol = want == KVL_TYPE_Q4_0 || want == KVL_TYPE_Q4_K ? 0.0125
+                         : want == KVL_TYPE_Q5_K                        ? 5e-3
+                         : want == KVL_TYPE_Q6_K                        ? 2.5e-3
+                         : want == KVL_TYPE_Q8_0                        ? 6e-4
+                                                                        : 4e-4;
             double worst = 0;
             for (int64_t c = 0; c < et[i].ne0; c++)
                 worst = fmax(worst, fabs((double)back[c] - row[c]));
@@ -926,7 +955,8 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
     CHECK_EQ_INT(m->hp.ctx_len, s->shape.hp.ctx_len);
     CHECK(m->hp.rope_base == s->shape.hp.rope_base);
     CHECK(m->hp.rms_eps == s->shape.hp.rms_eps);
-    CHECK(m->layers && m->layers[0].w_down.type == kvl_mkmodel_weight_type(s, s->shape.hp.ffn_dim));
+    CHECK(m->layers && m->layers[0].w_down.type ==
+                           expected_type(s, "blk.0.ffn_down.weight", 2, s->shape.hp.ffn_dim));
     CHECK(s->shape.tied_embd ? m->output.data == m->tok_embd.data : m->output.data != m->tok_embd.data);
     kvl_model_free(m);
 }
@@ -959,6 +989,63 @@ static void test_models(void) {
         snprintf(path, sizeof path, "%s", kvt_tmp(name));
         roundtrip(&s, have512 ? &tok512 : &synth512, path);
         remove(path);
+    }
+
+    /* K-quants need rows of 256: q4_k, q6_k, the q4_k_m mix untied and
+     * tied, q5_k and q5_k_m, on 8 layers (use_more_bits picks layers 0, 3,
+     * 6 and 7) */
+    for (int i = 0; i < 6; i++) {
+        kvl_mkmodel_spec s;
+        kvl_catalog_mkmodel_spec("stories260K", &s, NULL);
+        s.shape.hp.dim = 256;
+        s.shape.hp.ffn_dim = 512;
+        s.shape.hp.n_heads = 4;
+        s.shape.hp.n_kv_heads = 2;
+        s.shape.hp.n_layers = 8;
+        s.type = i == 1 ? KVL_TYPE_Q6_K : i >= 4 ? KVL_TYPE_Q5_K : KVL_TYPE_Q4_K;
+        s.k_m = i == 2 || i == 3 || i == 5;
+        s.shape.tied_embd = i == 3;
+        s.seed = 7 + (uint64_t)i;
+        char name[64];
+        snprintf(name, sizeof name, "mk_kq_%d.gguf", i);
+        char path[4096];
+        snprintf(path, sizeof path, "%s", kvt_tmp(name));
+        roundtrip(&s, have512 ? &tok512 : &synth512, path);
+        if (s.k_m) {
+            const int64_t more[8] = {1, 0, 0, 1, 0, 0, 1, 1};
+            for (int64_t l = 0; l < 8; l++) {
+                CHECK_EQ_INT(kvl_mkmodel_tensor_type(&s, KVL_MK_FFN_DOWN, l, 512),
+                             more[l] ? KVL_TYPE_Q6_K : s.type);
+                CHECK_EQ_INT(kvl_mkmodel_tensor_type(&s, KVL_MK_ATTN_V, l, 256),
+                             more[l] ? KVL_TYPE_Q6_K : s.type);
+            }
+        }
+        remove(path);
+    }
+    {
+        /* TinyLlama's 22 layers: Q6_K ffn_down in layers 0, 1, 4, 7, 10,
+         * 13, 16, 19, 20, 21 (as in published TinyLlama Q4_K_M files) */
+        kvl_mkmodel_spec s;
+        kvl_catalog_mkmodel_spec("tinyllama-1.1b", &s, NULL);
+        s.type = KVL_TYPE_Q4_K;
+        s.k_m = true;
+        int64_t n6 = 0, mask = 0;
+        for (int64_t l = 0; l < 22; l++)
+            if (kvl_mkmodel_tensor_type(&s, KVL_MK_FFN_DOWN, l, 5632) == KVL_TYPE_Q6_K) {
+                n6++;
+                mask |= (int64_t)1 << l;
+            }
+        CHECK_EQ_INT(n6, 10);
+        CHECK_EQ_INT(mask, (1 << 0) | (1 << 1) | (1 << 4) | (1 << 7) | (1 << 10) | (1 << 13) |
+                               (1 << 16) | (1 << 19) | (1 << 20) | (1 << 21));
+        CHECK_EQ_INT(kvl_mkmodel_tensor_type(&s, KVL_MK_OUTPUT, 0, 2048), KVL_TYPE_Q6_K);
+        CHECK_EQ_INT(kvl_mkmodel_tensor_type(&s, KVL_MK_TOKEN_EMBD, 0, 2048), KVL_TYPE_Q4_K);
+        CHECK_EQ_INT(kvl_mkmodel_tensor_type(&s, KVL_MK_OTHER, 5, 2048), KVL_TYPE_Q4_K);
+        /* a mix of another type is refused */
+        kvl_error e;
+        s.type = KVL_TYPE_Q8_0;
+        CHECK(kvl_mkmodel_check(&s, &e) == KVL_E_INVALID);
+        CHECK_CONTAINS(e.msg, "_k_m mix needs type q4_k or q5_k");
     }
 
     /* a tiny custom shape: MQA, tied output, Q4_0, alignment 64 */

@@ -35,8 +35,12 @@ static void usage(FILE *f) {
             "  -o, --output FILE   the GGUF to write (required)\n"
             "  --preset NAME       a catalogue shape, case-insensitive (default stories260K):\n"
             "                      %s\n"
-            "  --type T            f32, f16, bf16, q8_0, q4_0 (default f16); 2-D weights whose\n"
-            "                      row length is not a multiple of 32 stay f16; norms are f32\n"
+            "  --type T            f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k (default f16),\n"
+            "                      or q4_k_m / q5_k_m (llama.cpp's mixes: q6_k for output and\n"
+            "                      for attn_v and ffn_down of some layers, q4_k / q5_k for the\n"
+            "                      rest); 2-D weights whose row length is not a multiple of\n"
+            "                      the type's block (32; 256 for the k types) stay f16; norms\n"
+            "                      are f32\n"
             "  --seed N            RNG seed, 0..2^63-1 (default 0)\n"
             "  --layers N          override the preset's layer count\n"
             "  --dim N             embedding size\n"
@@ -64,6 +68,26 @@ static void usage(FILE *f) {
             "  kvllm mkmodel -o tl.gguf --preset tinyllama-1.1b --layers 2 --type q4_0\n"
             "  kvllm mkmodel -o l3.gguf --preset llama-3-8b --layers 4 --seed 7\n",
             KVL_MKMODEL_STD, kvl_catalog_mkmodel_names(names, sizeof names));
+}
+
+#define TYPE_NAMES "f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m, q5_k_m"
+
+/* --type: a weight type (core/dtype's names), or a mix of types (q4_k_m,
+ * q5_k_m: *mix set) */
+static bool parse_type(const char *s, kvl_type *t, bool *mix) {
+    size_t n = strlen(s);
+    char base[16];
+    *mix = n > 2 && n < sizeof base && !strcasecmp(s + n - 2, "_m");
+    snprintf(base, sizeof base, "%.*s", (int)(*mix ? n - 2 : n), s);
+    if (!kvl_type_parse(base, t))
+        return false;
+    return !*mix || *t == KVL_TYPE_Q4_K || *t == KVL_TYPE_Q5_K;
+}
+
+static const char *type_name(kvl_type t, bool mix) {
+    static char buf[16];
+    snprintf(buf, sizeof buf, "%s%s", kvl_type_name(t), mix ? "_m" : "");
+    return buf;
 }
 
 /* Look for shared/models/<file>; true and the path in buf when found. */
@@ -142,6 +166,7 @@ int kvl_cli_mkmodel(int argc, char **argv) {
     const char *out = NULL, *preset = "stories260K", *vocab_path = NULL, *name = NULL;
     bool synth = false, tied = false;
     kvl_type type = KVL_TYPE_F16;
+    bool mix = false;
     long long seed = 0, layers = -1, dim = -1, heads = -1, kv_heads = -1, ffn = -1,
               vocab_size = -1, ctx = -1, alignment = 0;
     double rope_base = -1, eps = -1;
@@ -170,9 +195,8 @@ int kvl_cli_mkmodel(int argc, char **argv) {
         } else if (!strcmp(a, "--type")) {
             if (!kvl_cli_value(cmd, argc, argv, &i, &v))
                 return 2;
-            if (!kvl_type_parse(v, &type)) {
-                fprintf(stderr, "kvllm mkmodel: --type: '%s' is not one of f32, f16, bf16, "
-                                "q8_0, q4_0\n", v);
+            if (!parse_type(v, &type, &mix)) {
+                fprintf(stderr, "kvllm mkmodel: --type: '%s' is not one of " TYPE_NAMES "\n", v);
                 return 2;
             }
         } else if (!strcmp(a, "--seed")) {
@@ -241,6 +265,7 @@ int kvl_cli_mkmodel(int argc, char **argv) {
     if (eps > 0) s.shape.hp.rms_eps = (float)eps;
     if (alignment > 0) s.alignment = (size_t)alignment;
     s.type = type;
+    s.k_m = mix;
     s.seed = (uint64_t)seed;
     s.shape.tied_embd = tied;
     if (name) {
@@ -279,7 +304,7 @@ int kvl_cli_mkmodel(int argc, char **argv) {
            "seed %llu, %.1f s\n",
            out, (unsigned long long)stats.file_bytes, (double)stats.file_bytes / 1048576.0,
            (unsigned long long)stats.n_params, (unsigned long long)stats.n_tensors,
-           kvl_type_name(s.type), (long long)s.shape.hp.dim, (long long)s.shape.hp.n_layers, (long long)s.shape.hp.n_heads,
+           type_name(s.type, s.k_m), (long long)s.shape.hp.dim, (long long)s.shape.hp.n_layers, (long long)s.shape.hp.n_heads,
            (long long)s.shape.hp.n_kv_heads, (long long)s.shape.hp.ffn_dim, (long long)s.shape.hp.n_vocab, vocab_desc,
            (long long)s.shape.hp.ctx_len, (unsigned long long)s.seed, kvl_now() - t0);
     return 0;

@@ -1,6 +1,6 @@
 /*
  * quant: row conversion between float and the storage types (F32, F16, BF16,
- * Q8_0, Q4_0), row sizes, and the scalar quantizer of matmul activations.
+ * Q8_0, Q4_0; the K-quants through kquant.c), row sizes, and the scalar quantizer of matmul activations.
  *
  * Storage quantization reproduces llama.cpp's reference rounding exactly for
  * finite inputs (Q8_0: d = amax / 127, q = round(x / d); Q4_0: d = max / -8
@@ -15,7 +15,7 @@
  * (callers validate types with kvl_row_bytes first; a zero row size there
  * is their signal).
  */
-#include "kernels/kernels_impl.h"
+#include "kernels/kquant.h"
 
 #include <math.h>
 
@@ -37,6 +37,12 @@ size_t kvl_row_bytes(kvl_type t, int64_t n_cols) {
         if (n % KVL_QK4_0)
             return 0;
         return kvl_mul_overflow(n / KVL_QK4_0, sizeof(kvl_block_q4_0), &r) ? 0 : r;
+    case KVL_TYPE_Q4_K:
+    case KVL_TYPE_Q5_K:
+    case KVL_TYPE_Q6_K:
+        if (n % KVL_QK_K)
+            return 0;
+        return kvl_mul_overflow(n / KVL_QK_K, kvl_kq_block_bytes(t), &r) ? 0 : r;
     default:
         return 0;
     }
@@ -119,6 +125,11 @@ void kvl_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
     case KVL_TYPE_Q4_0:
         quantize_q4_0(src, dst, n);
         break;
+    case KVL_TYPE_Q4_K:
+    case KVL_TYPE_Q5_K:
+    case KVL_TYPE_Q6_K:
+        kvl_kq_quantize_row(t, src, dst, n);
+        break;
     default:
         KVL_ASSERT(!"kvl_quantize_row: unsupported type");
     }
@@ -163,6 +174,11 @@ void kvl_dequantize_row(kvl_type t, const void *src, float *dst, int64_t n) {
         }
         break;
     }
+    case KVL_TYPE_Q4_K:
+    case KVL_TYPE_Q5_K:
+    case KVL_TYPE_Q6_K:
+        kvl_kq_dequantize_row(t, src, dst, n);
+        break;
     default:
         KVL_ASSERT(!"kvl_dequantize_row: unsupported type");
     }

@@ -57,6 +57,9 @@ kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err) {
         return kvl_errorf(err, KVL_E_INVALID,
                           "--type id %d is not one of %s", (int)s->type,
                           kvl_type_names());
+    if (s->k_m && s->type != KVL_TYPE_Q4_K && s->type != KVL_TYPE_Q5_K)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "the _k_m mix needs type q4_k or q5_k, not type id %d", (int)s->type);
     if (s->alignment && ((s->alignment & (s->alignment - 1)) ||
                          s->alignment > KVL_GGUF_MAX_ALIGNMENT))
         return kvl_errorf(err, KVL_E_INVALID,
@@ -81,12 +84,33 @@ kvl_type kvl_mkmodel_weight_type(const kvl_mkmodel_spec *s, int64_t ne0) {
     return ne0 % (int64_t)blck ? KVL_TYPE_F16 : s->type;
 }
 
+/* llama.cpp's use_more_bits: the layers a _M mix gives more bits */
+static bool use_more_bits(int64_t i, int64_t n) {
+    return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+}
+
+kvl_type kvl_mkmodel_tensor_type(const kvl_mkmodel_spec *s, kvl_mkmodel_role role, int64_t layer,
+                                 int64_t ne0) {
+    if (!s->k_m)
+        return kvl_mkmodel_weight_type(s, ne0);
+    kvl_type t = s->type;
+    if (role == KVL_MK_OUTPUT || (s->shape.tied_embd && role == KVL_MK_TOKEN_EMBD))
+        t = KVL_TYPE_Q6_K;
+    else if ((role == KVL_MK_ATTN_V || role == KVL_MK_FFN_DOWN) &&
+             use_more_bits(layer, s->shape.hp.n_layers))
+        t = KVL_TYPE_Q6_K;
+    return ne0 % 256 ? KVL_TYPE_F16 : t;
+}
+
 uint32_t kvl_mkmodel_file_type(kvl_type t) {
     switch (t) {
     case KVL_TYPE_F32: return 0;
     case KVL_TYPE_F16: return 1;
     case KVL_TYPE_Q4_0: return 2;
     case KVL_TYPE_Q8_0: return 7;
+    case KVL_TYPE_Q4_K: return 15; /* MOSTLY_Q4_K_M, as llama-quantize --pure Q4_K_M */
+    case KVL_TYPE_Q5_K: return 17; /* MOSTLY_Q5_K_M */
+    case KVL_TYPE_Q6_K: return 18;
     case KVL_TYPE_BF16: return 32;
     default: return 1;
     }
@@ -372,32 +396,33 @@ static size_t mk_tensors(const kvl_mkmodel_spec *s, mk_tensor *t) {
     const int64_t hd = s->shape.hp.dim / s->shape.hp.n_heads;
     const int64_t q = s->shape.hp.n_heads * hd, kv = s->shape.hp.n_kv_heads * hd;
     size_t n = 0;
-#define ADD(nd, a, b, fmt, ...)                                                                  \
+#define ADD(nd, a, b, role, l, fmt, ...)                                                         \
     do {                                                                                         \
         if (t) {                                                                                 \
             snprintf(t[n].name, sizeof t[n].name, fmt, __VA_ARGS__);                            \
             t[n].n_dims = nd;                                                                    \
             t[n].ne0 = a;                                                                        \
             t[n].ne1 = b;                                                                        \
-            t[n].type = nd == 1 ? KVL_TYPE_F32 : kvl_mkmodel_weight_type(s, a);                  \
+            t[n].type = nd == 1 ? KVL_TYPE_F32 : kvl_mkmodel_tensor_type(s, role, l, a);         \
         }                                                                                        \
         n++;                                                                                     \
     } while (0)
-    ADD(2, s->shape.hp.dim, s->shape.hp.n_vocab, "%s", "token_embd.weight");
+    const kvl_mkmodel_role other = KVL_MK_OTHER;
+    ADD(2, s->shape.hp.dim, s->shape.hp.n_vocab, KVL_MK_TOKEN_EMBD, 0, "%s", "token_embd.weight");
     for (int64_t l = 0; l < s->shape.hp.n_layers; l++) {
-        ADD(1, s->shape.hp.dim, 1, "blk.%lld.attn_norm.weight", (long long)l);
-        ADD(2, s->shape.hp.dim, q, "blk.%lld.attn_q.weight", (long long)l);
-        ADD(2, s->shape.hp.dim, kv, "blk.%lld.attn_k.weight", (long long)l);
-        ADD(2, s->shape.hp.dim, kv, "blk.%lld.attn_v.weight", (long long)l);
-        ADD(2, q, s->shape.hp.dim, "blk.%lld.attn_output.weight", (long long)l);
-        ADD(1, s->shape.hp.dim, 1, "blk.%lld.ffn_norm.weight", (long long)l);
-        ADD(2, s->shape.hp.dim, s->shape.hp.ffn_dim, "blk.%lld.ffn_gate.weight", (long long)l);
-        ADD(2, s->shape.hp.dim, s->shape.hp.ffn_dim, "blk.%lld.ffn_up.weight", (long long)l);
-        ADD(2, s->shape.hp.ffn_dim, s->shape.hp.dim, "blk.%lld.ffn_down.weight", (long long)l);
+        ADD(1, s->shape.hp.dim, 1, other, l, "blk.%lld.attn_norm.weight", (long long)l);
+        ADD(2, s->shape.hp.dim, q, other, l, "blk.%lld.attn_q.weight", (long long)l);
+        ADD(2, s->shape.hp.dim, kv, other, l, "blk.%lld.attn_k.weight", (long long)l);
+        ADD(2, s->shape.hp.dim, kv, KVL_MK_ATTN_V, l, "blk.%lld.attn_v.weight", (long long)l);
+        ADD(2, q, s->shape.hp.dim, other, l, "blk.%lld.attn_output.weight", (long long)l);
+        ADD(1, s->shape.hp.dim, 1, other, l, "blk.%lld.ffn_norm.weight", (long long)l);
+        ADD(2, s->shape.hp.dim, s->shape.hp.ffn_dim, other, l, "blk.%lld.ffn_gate.weight", (long long)l);
+        ADD(2, s->shape.hp.dim, s->shape.hp.ffn_dim, other, l, "blk.%lld.ffn_up.weight", (long long)l);
+        ADD(2, s->shape.hp.ffn_dim, s->shape.hp.dim, KVL_MK_FFN_DOWN, l, "blk.%lld.ffn_down.weight", (long long)l);
     }
-    ADD(1, s->shape.hp.dim, 1, "%s", "output_norm.weight");
+    ADD(1, s->shape.hp.dim, 1, other, 0, "%s", "output_norm.weight");
     if (!s->shape.tied_embd)
-        ADD(2, s->shape.hp.dim, s->shape.hp.n_vocab, "%s", "output.weight");
+        ADD(2, s->shape.hp.dim, s->shape.hp.n_vocab, KVL_MK_OUTPUT, 0, "%s", "output.weight");
 #undef ADD
     return n;
 }

@@ -23,9 +23,12 @@
  * come from the catalogue (plan/catalog.h: kvl_catalog_mkmodel_spec). */
 typedef struct kvl_mkmodel_spec {
     kvl_model_shape shape;
-    kvl_type type;    /* of the 2-D weights: F32, F16, BF16, Q8_0, Q4_0 */
+    kvl_type type;    /* of the 2-D weights: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K */
     uint64_t seed;
     size_t alignment; /* 0 = default 32 */
+    bool k_m;       /* llama.cpp's _K_M mix of type (Q4_K_M, Q5_K_M: type Q4_K
+                       or Q5_K): Q6_K for the classifier and for attn_v /
+                       ffn_down of some layers */
 } kvl_mkmodel_spec;
 
 /* Validate a spec: KVL_E_INVALID naming the field (by its CLI flag), the
@@ -36,6 +39,26 @@ kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err);
  * a multiple of the type's block (llama.cpp's quantize falls back the same
  * way; stories260K's ffn_down has 172 columns). */
 kvl_type kvl_mkmodel_weight_type(const kvl_mkmodel_spec *s, int64_t ne0);
+
+/* Roles of the 2-D weights that a mix (q4_k_m, q5_k_m) tells apart. */
+typedef enum kvl_mkmodel_role {
+    KVL_MK_TOKEN_EMBD,
+    KVL_MK_OUTPUT,
+    KVL_MK_ATTN_V,
+    KVL_MK_FFN_DOWN,
+    KVL_MK_OTHER,
+} kvl_mkmodel_role;
+
+/* The type of the 2-D weight of `role` in layer `layer` with ne0 columns.
+ * Without a mix: kvl_mkmodel_weight_type. With k_m, llama.cpp's rule
+ * (llama-quant.cpp, llama_tensor_get_type, LLAMA_FTYPE_MOSTLY_Q4_K_M and
+ * _Q5_K_M): Q6_K for output.weight (token_embd when tied), for attn_v and
+ * ffn_down of layer i of n when i < n/8, i >= 7n/8 or (i - n/8) % 3 == 2,
+ * s->type (Q4_K / Q5_K) for the rest; F16 where ne0 is not a multiple of
+ * 256 (llama.cpp falls back to Q5_0 / Q5_1 / Q8_0 there, which kvllm does
+ * not write). */
+kvl_type kvl_mkmodel_tensor_type(const kvl_mkmodel_spec *s, kvl_mkmodel_role role, int64_t layer,
+                                 int64_t ne0);
 
 /* The float values of row `row` (n values) of tensor `name`, before
  * conversion to the stored type. Norm weights ("*_norm.weight") are 1.0. */

@@ -1,0 +1,368 @@
+/*
+ * kquant: the K-quant weight types (Q4_K, Q5_K, Q6_K; layouts in kquant.h):
+ * kvllm's own quantizer, the dequantizer, the scalar quantizer of their
+ * activation rows, and the scalar integer product the SIMD paths match.
+ *
+ * Quantizer (kvllm's, not llama.cpp's; any file it writes reads the same
+ * in llama.cpp because the block layout is ggml's):
+ *   Q4_K: per sub-block of 32 a few candidate grids x ~ a * L + b
+ *         (L in 0..15, Q5_K 0..31, b <= 0), each refitted by least squares, the one
+ *         with the least squared error kept; the 8 scales a and mins -b are
+ *         then stored as 6-bit multiples of d = max a / 63 and
+ *         dmin = max(-b) / 63, and L recomputed against the stored values.
+ *   Q6_K: per sub-block of 16 candidate grids x ~ s * L (L in -32..31)
+ *         refitted the same way; the 16 s are stored as int8 multiples of
+ *         d = s_max / -128 and L recomputed.
+ * Inputs are first made finite (NaN -> 0, |x| capped at 4e6, where Q4_K's
+ * dmin would leave fp16), so every float-to-int conversion is defined and
+ * every stored scale finite.
+ *
+ * Must not: allocate, or read or write outside the rows it is given.
+ */
+#include "kernels/kquant.h"
+
+#include <math.h>
+
+#define KQ_XMAX 4e6f /* Q4_K: dmin = max min / 63 must stay below fp16's 65504 */
+
+/* round(v) clamped to [lo, hi]; NaN gives lo. */
+static inline int iround(float v, int lo, int hi) {
+    if (!(v > (float)lo))
+        return lo;
+    if (v >= (float)hi)
+        return hi;
+    return (int)lrintf(v);
+}
+
+static void sanitize(const float *x, float *y, int n) {
+    for (int i = 0; i < n; i++) {
+        float v = x[i];
+        y[i] = v != v ? 0.0f : v > KQ_XMAX ? KQ_XMAX : v < -KQ_XMAX ? -KQ_XMAX : v;
+    }
+}
+
+/* x (n values) ~ a * L + b with L in 0..nmax and b <= 0: the best of a few
+ * grids, each refitted by least squares. */
+static void fit_scale_min(const float *x, int n, int nmax, float *a_out, float *b_out) {
+    float lo = 0.0f, hi = x[0];
+    for (int i = 0; i < n; i++) {
+        lo = fminf(lo, x[i]);
+        hi = fmaxf(hi, x[i]);
+    }
+    if (!(hi > lo)) {
+        *a_out = 0.0f;
+        *b_out = lo;
+        return;
+    }
+    float best_a = (hi - lo) / (float)nmax, best_b = lo, best_e = INFINITY;
+    for (int k = -4; k <= 6; k++) {
+        const float is = ((float)nmax + 0.1f * (float)k) / (hi - lo);
+        double sl = 0, sl2 = 0, sx = 0, sxl = 0;
+        for (int i = 0; i < n; i++) {
+            const int l = iround((x[i] - lo) * is, 0, nmax);
+            sl += l;
+            sl2 += (double)l * l;
+            sx += x[i];
+            sxl += (double)x[i] * l;
+        }
+        const double det = n * sl2 - sl * sl;
+        double a, b;
+        if (det > 0) {
+            a = (n * sxl - sl * sx) / det;
+            b = (sl2 * sx - sl * sxl) / det;
+        } else {
+            a = 0;
+            b = sx / n;
+        }
+        if (b > 0) { /* a positive offset is not storable: refit a alone */
+            b = 0;
+            a = sl2 > 0 ? sxl / sl2 : 0;
+        }
+        if (a < 0)
+            a = 0;
+        double e = 0;
+        for (int i = 0; i < n; i++) {
+            const int l = a > 0 ? iround((float)((x[i] - b) / a), 0, nmax) : 0;
+            const double r = a * l + b - x[i];
+            e += r * r;
+        }
+        if (e < best_e) {
+            best_e = (float)e;
+            best_a = (float)a;
+            best_b = (float)b;
+        }
+    }
+    *a_out = best_a;
+    *b_out = best_b;
+}
+
+/* Q4_K (nmax 15) or Q5_K (nmax 31): the same scales, mins and packing;
+ * Q5_K keeps bit 4 of each q in qh. */
+static void quantize_q45_k(const float *src, void *dst, int64_t n, int nmax) {
+    float x[KVL_QK_K];
+    for (int64_t s = 0; s < n / KVL_QK_K; s++) {
+        sanitize(src + s * KVL_QK_K, x, KVL_QK_K);
+        float a[8], mn[8], amax = 0.0f, mmax = 0.0f;
+        for (int j = 0; j < 8; j++) {
+            float b;
+            fit_scale_min(x + 32 * j, 32, nmax, &a[j], &b);
+            mn[j] = -b;
+            amax = fmaxf(amax, a[j]);
+            mmax = fmaxf(mmax, mn[j]);
+        }
+        const float d = amax / 63.0f, dmin = mmax / 63.0f;
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; j++) {
+            sc[j] = (uint8_t)(d > 0 ? iround(a[j] / d, 0, 63) : 0);
+            m[j] = (uint8_t)(dmin > 0 ? iround(mn[j] / dmin, 0, 63) : 0);
+        }
+        /* Q4_K and Q5_K share d, dmin and scales[12] at the start */
+        kvl_block_q4_k *b4 = nmax == 15 ? (kvl_block_q4_k *)dst + s : NULL;
+        kvl_block_q5_k *b5 = nmax == 31 ? (kvl_block_q5_k *)dst + s : NULL;
+        uint16_t *d16 = b4 ? &b4->d : &b5->d, *dm16 = b4 ? &b4->dmin : &b5->dmin;
+        uint8_t *scales = b4 ? b4->scales : b5->scales, *qs = b4 ? b4->qs : b5->qs;
+        *d16 = kvl_f32_to_fp16(d);
+        *dm16 = kvl_f32_to_fp16(dmin);
+        for (int j = 0; j < 4; j++) {
+            scales[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
+            scales[j + 4] = (uint8_t)(m[j] | ((m[j + 4] >> 4) << 6));
+            scales[j + 8] = (uint8_t)((sc[j + 4] & 0x0f) | ((m[j + 4] & 0x0f) << 4));
+        }
+        const float df = kvl_fp16_to_f32(*d16), dmf = kvl_fp16_to_f32(*dm16);
+        memset(qs, 0, KVL_QK_K / 2);
+        if (b5)
+            memset(b5->qh, 0, sizeof b5->qh);
+        for (int v = 0; v < KVL_QK_K; v++) {
+            const int j = v / 32;
+            const float ds = df * sc[j], dm = dmf * m[j];
+            const int l = ds > 0 ? iround((x[v] + dm) / ds, 0, nmax) : 0;
+            qs[32 * (v / 64) + v % 32] |= (uint8_t)((l & 0x0f) << (4 * (j % 2)));
+            if (b5)
+                b5->qh[v % 32] |= (uint8_t)((l >> 4) << j);
+        }
+    }
+}
+
+static void dequantize_q5_k(const kvl_block_q5_k *b, float *y, int64_t n) {
+    for (int64_t s = 0; s < n / KVL_QK_K; s++, b++) {
+        uint8_t sc[8], m[8];
+        kvl_q4k_scales(b->scales, sc, m);
+        const float d = kvl_fp16_to_f32(b->d), dmin = kvl_fp16_to_f32(b->dmin);
+        for (int v = 0; v < KVL_QK_K; v++) {
+            const int j = v / 32;
+            const int q = ((b->qs[32 * (v / 64) + v % 32] >> (4 * (j % 2))) & 0x0f) |
+                          (((b->qh[v % 32] >> j) & 1) << 4);
+            y[s * KVL_QK_K + v] = d * sc[j] * (float)q - dmin * m[j];
+        }
+    }
+}
+
+static void dequantize_q4_k(const kvl_block_q4_k *b, float *y, int64_t n) {
+    for (int64_t s = 0; s < n / KVL_QK_K; s++, b++) {
+        uint8_t sc[8], m[8];
+        kvl_q4k_scales(b->scales, sc, m);
+        const float d = kvl_fp16_to_f32(b->d), dmin = kvl_fp16_to_f32(b->dmin);
+        for (int v = 0; v < KVL_QK_K; v++) {
+            const int j = v / 32;
+            const int q = (b->qs[32 * (v / 64) + v % 32] >> (4 * (j % 2))) & 0x0f;
+            y[s * KVL_QK_K + v] = d * sc[j] * (float)q - dmin * m[j];
+        }
+    }
+}
+
+/* x (n values) ~ s * L with L in -32..31: the best of a few grids. */
+static float fit_scale_sym(const float *x, int n) {
+    float mx = 0.0f, amax = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            mx = x[i];
+        }
+    if (amax == 0.0f)
+        return 0.0f;
+    float best_s = mx / -32.0f, best_e = INFINITY;
+    for (int k = -4; k <= 4; k++) {
+        const float is = (-32.0f + 0.25f * (float)k) / mx;
+        double sxl = 0, sl2 = 0;
+        for (int i = 0; i < n; i++) {
+            const int l = iround(x[i] * is, -32, 31);
+            sxl += (double)x[i] * l;
+            sl2 += (double)l * l;
+        }
+        if (!(sl2 > 0))
+            continue;
+        const double s = sxl / sl2;
+        double e = 0;
+        for (int i = 0; i < n; i++) {
+            const int l = iround((float)(x[i] / s), -32, 31);
+            const double r = s * l - x[i];
+            e += r * r;
+        }
+        if (e < best_e) {
+            best_e = (float)e;
+            best_s = (float)s;
+        }
+    }
+    return best_s;
+}
+
+static void quantize_q6_k(const float *src, kvl_block_q6_k *y, int64_t n) {
+    float x[KVL_QK_K];
+    for (int64_t s = 0; s < n / KVL_QK_K; s++) {
+        sanitize(src + s * KVL_QK_K, x, KVL_QK_K);
+        float sg[16], smax = 0.0f;
+        for (int g = 0; g < 16; g++) {
+            sg[g] = fit_scale_sym(x + 16 * g, 16);
+            if (fabsf(sg[g]) > fabsf(smax))
+                smax = sg[g];
+        }
+        kvl_block_q6_k *b = &y[s];
+        const float d = smax / -128.0f;
+        for (int g = 0; g < 16; g++)
+            b->scales[g] = (int8_t)(d != 0.0f ? iround(sg[g] / d, -128, 127) : 0);
+        b->d = kvl_f32_to_fp16(d);
+        const float df = kvl_fp16_to_f32(b->d);
+        memset(b->ql, 0, sizeof b->ql);
+        memset(b->qh, 0, sizeof b->qh);
+        for (int v = 0; v < KVL_QK_K; v++) {
+            const float ds = df * b->scales[v / 16];
+            const int q = (ds != 0.0f ? iround(x[v] / ds, -32, 31) : 0) + 32;
+            const int h = v / 128, k = (v % 128) / 32, l = v % 32;
+            b->ql[64 * h + 32 * (k % 2) + l] |= (uint8_t)((q & 0x0f) << (4 * (k / 2)));
+            b->qh[32 * h + l] |= (uint8_t)((q >> 4) << (2 * k));
+        }
+    }
+}
+
+/* q (0..63) of value v of a Q6_K block. */
+static inline int q6k_at(const kvl_block_q6_k *b, int v) {
+    const int h = v / 128, k = (v % 128) / 32, l = v % 32;
+    const int lo = (b->ql[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0f;
+    const int hi = (b->qh[32 * h + l] >> (2 * k)) & 3;
+    return lo | (hi << 4);
+}
+
+static void dequantize_q6_k(const kvl_block_q6_k *b, float *y, int64_t n) {
+    for (int64_t s = 0; s < n / KVL_QK_K; s++, b++) {
+        const float d = kvl_fp16_to_f32(b->d);
+        for (int v = 0; v < KVL_QK_K; v++)
+            y[s * KVL_QK_K + v] = d * (float)b->scales[v / 16] * (float)(q6k_at(b, v) - 32);
+    }
+}
+
+void kvl_kq_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
+    switch (t) {
+    case KVL_TYPE_Q4_K:
+        quantize_q45_k(src, dst, n, 15);
+        break;
+    case KVL_TYPE_Q5_K:
+        quantize_q45_k(src, dst, n, 31);
+        break;
+    case KVL_TYPE_Q6_K:
+        quantize_q6_k(src, dst, n);
+        break;
+    default:
+        KVL_ASSERT(!"kvl_kq_quantize_row: not a K-quant type");
+    }
+}
+
+void kvl_kq_dequantize_row(kvl_type t, const void *src, float *dst, int64_t n) {
+    switch (t) {
+    case KVL_TYPE_Q4_K:
+        dequantize_q4_k(src, dst, n);
+        break;
+    case KVL_TYPE_Q5_K:
+        dequantize_q5_k(src, dst, n);
+        break;
+    case KVL_TYPE_Q6_K:
+        dequantize_q6_k(src, dst, n);
+        break;
+    default:
+        KVL_ASSERT(!"kvl_kq_dequantize_row: not a K-quant type");
+    }
+}
+
+/* round(v) of a value that should lie in [-127, 127]; NaN maps to +127
+ * (as the Q8_0 activation quantizer). */
+static inline int8_t round_q8(float v) {
+    v = fmaxf(-127.0f, fminf(127.0f, v));
+    return (int8_t)roundf(v);
+}
+
+void kvl_kq_quantize_act_scalar(const float *x, int64_t n_cols, int64_t s0, int64_t s1,
+                                uint8_t *dst) {
+    int8_t *qs = (int8_t *)dst;
+    float *dx = (float *)(dst + n_cols);
+    int16_t *bs = (int16_t *)(dx + n_cols / KVL_QK_K);
+    for (int64_t s = s0; s < s1; s++) {
+        const float *xb = x + s * KVL_QK_K;
+        float amax = 0.0f;
+        for (int i = 0; i < KVL_QK_K; i++)
+            amax = fmaxf(amax, fabsf(xb[i]));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int g = 0; g < 16; g++) {
+            int sum = 0;
+            for (int i = 16 * g; i < 16 * g + 16; i++) {
+                const int8_t q = round_q8(xb[i] * id);
+                qs[s * KVL_QK_K + i] = q;
+                sum += q;
+            }
+            bs[s * 16 + g] = (int16_t)sum;
+        }
+        dx[s] = d;
+    }
+}
+
+/* The integer part of one super-block product and its float factors:
+ * w . x = dx * (d * isum - dmin * imin). */
+static float dot_sb(kvl_type t, const uint8_t *blk, const int8_t *q, const int16_t *bs, float dx) {
+    if (t == KVL_TYPE_Q4_K || t == KVL_TYPE_Q5_K) {
+        /* the same header: d, dmin, scales */
+        const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
+        const uint8_t *qs = t == KVL_TYPE_Q4_K ? b->qs : ((const kvl_block_q5_k *)blk)->qs;
+        const uint8_t *qh = t == KVL_TYPE_Q5_K ? ((const kvl_block_q5_k *)blk)->qh : NULL;
+        uint8_t sc[8], m[8];
+        kvl_q4k_scales(b->scales, sc, m);
+        int32_t isum = 0, imin = 0;
+        for (int j = 0; j < 8; j++) {
+            int32_t s = 0;
+            for (int l = 0; l < 32; l++) {
+                int w = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0f;
+                if (qh)
+                    w |= ((qh[l] >> j) & 1) << 4;
+                s += w * q[32 * j + l];
+            }
+            isum += sc[j] * s;
+            imin += m[j] * (bs[2 * j] + bs[2 * j + 1]);
+        }
+        return (float)isum * (kvl_fp16_to_f32(b->d) * dx) -
+               (float)imin * (kvl_fp16_to_f32(b->dmin) * dx);
+    }
+    const kvl_block_q6_k *b = (const kvl_block_q6_k *)blk;
+    int32_t isum = 0;
+    for (int g = 0; g < 16; g++) {
+        int32_t s = 0;
+        for (int i = 16 * g; i < 16 * g + 16; i++)
+            s += q6k_at(b, i) * q[i];
+        isum += b->scales[g] * (s - 32 * bs[g]);
+    }
+    return (float)isum * (kvl_fp16_to_f32(b->d) * dx);
+}
+
+void kvl_kq_rows_scalar(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    const int64_t ns = c->n_cols / KVL_QK_K;
+    const size_t bb = kvl_kq_block_bytes(c->t);
+    for (int64_t tok = 0; tok < c->n_tok; tok++) {
+        const int8_t *q = kvl_act_qs(c, tok);
+        const float *dx = kvl_kq_act_d(c, tok);
+        const int16_t *bs = kvl_kq_act_bsums(c, tok);
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *row = c->W + (size_t)r * c->w_row_bytes;
+            float s = 0.0f;
+            for (int64_t k = 0; k < ns; k++)
+                s += dot_sb(c->t, row + (size_t)k * bb, q + k * KVL_QK_K, bs + k * 16, dx[k]);
+            c->Y[tok * c->n_rows + r] = s;
+        }
+    }
+}

@@ -1,0 +1,444 @@
+/*
+ * kquant_avx512: the AVX-512 (F/BW/VL + VNNI) products of K-quant weights
+ * and the quantizer of their activation rows (only called when
+ * kvl_isa_active() == KVL_ISA_AVX512).
+ *
+ * One 512-bit register holds 64 weights that meet 64 consecutive
+ * activations:
+ *   Q4_K: the 32 bytes of a 64-value chunk broadcast to both halves, the
+ *         upper half shifted right by 4 (vpsrlvw), masked to nibbles:
+ *         [sub-block 2k | sub-block 2k+1], in the activations' order.
+ *   Q5_K: as Q4_K, with bit 4 from the broadcast qh (bit 2k / 2k+1 per half).
+ *   Q6_K: 64 bytes of ql give the low nibbles of values 0..63 of a half
+ *         (and the high nibbles those of 64..127); the 32 qh bytes,
+ *         broadcast and shifted per half (vpsllvw / vpsrlvw), give bits 4-5.
+ * maddubs(w, x) gives exact int16 pair sums (<= 2 * 63 * 127) and vpdpwssd
+ * multiplies them by the int16 sub-block scales (vpermw from the block's
+ * scales) and accumulates in int32. The offsets (Q4_K mins, Q6_K's -32)
+ * come from the activation sums per 16, as in kquant_avx2.c. Tiles are R
+ * rows x T tokens: 4 x 1 in decode, 2 x 1..4 otherwise.
+ *
+ * Must not: allocate, or read weights past their row.
+ */
+#include "kernels/kquant.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+#define AI static inline __attribute__((always_inline))
+
+/* The 8 scales and 8 mins of a Q4_K block as bytes 0..7 and 8..15, from
+ * its 12 packed bytes (s[12..15], the first bytes of qs, are read and
+ * ignored). Dwords of the packed bytes A0 A1 A2 and of the result:
+ *   sc 0..3 = A0 & 0x3f..           sc 4..7 = (A2 & 0x0f..) | (A0 >> 6 & 3..) << 4
+ *   m  0..3 = A1 & 0x3f..           m  4..7 = (A2 >> 4 & 0x0f..) | (A1 >> 6 & 3..) << 4 */
+AI __m128i q4k_scales(const uint8_t *s) {
+    const __m128i a = _mm_loadu_si128((const __m128i *)s);
+    const __m128i x = _mm_srlv_epi32(_mm_shuffle_epi32(a, 0x98 /* 0 2 1 2 */), _mm_setr_epi32(0, 0, 0, 4));
+    const __m128i lo = _mm_and_si128(x, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m128i y = _mm_srli_epi32(_mm_shuffle_epi32(a, 0x50 /* 0 0 1 1 */), 2);
+    const __m128i hi = _mm_and_si128(y, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(lo, hi);
+}
+
+/* int16 lanes 0..15 = a, 16..31 = b */
+AI __m512i halves16(int a, int b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)a)),
+                              _mm256_set1_epi16((short)b), 1);
+}
+
+/* int16 lane i = base + i / 8 */
+/* Q5_K: bit 2k (lanes 0..31) / 2k+1 (lanes 32..63) of the broadcast qh,
+ * moved to bit 4 of each byte */
+AI __m512i q5k_bit4(__m512i qh, int k) {
+    const __m512i b = _mm512_and_si512(
+        _mm512_srlv_epi16(qh, _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * k))),
+                                                  _mm256_set1_epi16((short)(2 * k + 1)), 1)),
+        _mm512_set1_epi8(1));
+    return _mm512_slli_epi16(b, 4);
+}
+
+AI __m512i quarters16(int base) {
+    const int v0 = (base + 0) * 0x10001, v1 = (base + 1) * 0x10001, v2 = (base + 2) * 0x10001,
+              v3 = (base + 3) * 0x10001;
+    return _mm512_set_epi32(v3, v3, v3, v3, v2, v2, v2, v2, v1, v1, v1, v1, v0, v0, v0, v0);
+}
+
+AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
+                const kvl_type ty) {
+    const int64_t ns = c->n_cols / KVL_QK_K;
+    const uint8_t *row[4];
+    const int8_t *qx[4];
+    const float *dx[4];
+    const int16_t *bs[4];
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        qx[j] = kvl_act_qs(c, tok + j);
+        dx[j] = kvl_kq_act_d(c, tok + j);
+        bs[j] = kvl_kq_act_bsums(c, tok + j);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm512_setzero_ps();
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int64_t s = 0; s < ns; s++) {
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            __m512i iacc[4];
+            if (ty == KVL_TYPE_Q4_K || ty == KVL_TYPE_Q5_K) {
+                /* Q5_K: Q4_K's header (d, dmin, scales), then qh and qs */
+                const uint8_t *blk = row[i] + (size_t)s * kvl_kq_block_bytes(ty);
+                const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
+                const uint8_t *qs = ty == KVL_TYPE_Q4_K ? b->qs : ((const kvl_block_q5_k *)blk)->qs;
+                const __m512i qh = ty == KVL_TYPE_Q5_K
+                                       ? _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                             (const __m256i *)((const kvl_block_q5_k *)blk)->qh))
+                                       : _mm512_setzero_si512();
+                const __m128i scm = q4k_scales(b->scales);
+                const __m512i scz = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(scm));
+                const __m256i mdup = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
+                    scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+                const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
+                const __m512i sh = halves16(0, 4);
+#pragma GCC unroll 4
+                for (int j = 0; j < T; j++) {
+                    const __m256i mins = _mm256_madd_epi16(
+                        mdup, _mm256_loadu_si256((const __m256i *)(bs[j] + s * 16)));
+                    acc[i][j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(mins)),
+                                                 _mm512_set1_ps(dmin * dx[j][s]), acc[i][j]);
+                    iacc[j] = _mm512_setzero_si512();
+                }
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    const __m512i q = _mm512_broadcast_i64x4(
+                        _mm256_loadu_si256((const __m256i *)(qs + 32 * k)));
+                    __m512i w = _mm512_and_si512(_mm512_srlv_epi16(q, sh), m4);
+                    if (ty == KVL_TYPE_Q5_K)
+                        w = _mm512_or_si512(w, q5k_bit4(qh, k));
+                    const __m512i scv = _mm512_permutexvar_epi16(halves16(2 * k, 2 * k + 1), scz);
+#pragma GCC unroll 4
+                    for (int j = 0; j < T; j++) {
+                        const __m512i x =
+                            _mm512_loadu_si512(qx[j] + s * KVL_QK_K + 64 * k);
+                        iacc[j] = _mm512_dpwssd_epi32(iacc[j], _mm512_maddubs_epi16(w, x), scv);
+                    }
+                }
+#pragma GCC unroll 4
+                for (int j = 0; j < T; j++)
+                    acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[j]),
+                                                _mm512_set1_ps(d * dx[j][s]), acc[i][j]);
+            } else {
+                const kvl_block_q6_k *b = (const kvl_block_q6_k *)row[i] + s;
+                const __m256i s16 =
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+                const __m512i sz = _mm512_zextsi256_si512(s16);
+                const float d = _cvtsh_ss(b->d);
+                const __m512i m30 = _mm512_set1_epi8(0x30);
+                const __m512i shA = halves16(4, 2), shB = halves16(0, 2);
+#pragma GCC unroll 4
+                for (int j = 0; j < T; j++) {
+                    const __m256i off = _mm256_madd_epi16(
+                        s16, _mm256_loadu_si256((const __m256i *)(bs[j] + s * 16)));
+                    iacc[j] = _mm512_zextsi256_si512(
+                        _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5)));
+                }
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; h++) {
+                    const __m512i L = _mm512_loadu_si512(b->ql + 64 * h);
+                    const __m512i H = _mm512_broadcast_i64x4(
+                        _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+                    const __m512i wA = _mm512_or_si512(
+                        _mm512_and_si512(L, m4), _mm512_and_si512(_mm512_sllv_epi16(H, shA), m30));
+                    const __m512i wB =
+                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                                        _mm512_and_si512(_mm512_srlv_epi16(H, shB), m30));
+                    const __m512i scA = _mm512_permutexvar_epi16(quarters16(8 * h), sz);
+                    const __m512i scB = _mm512_permutexvar_epi16(quarters16(8 * h + 4), sz);
+#pragma GCC unroll 4
+                    for (int j = 0; j < T; j++) {
+                        const int8_t *x = qx[j] + s * KVL_QK_K + 128 * h;
+                        iacc[j] = _mm512_dpwssd_epi32(
+                            iacc[j], _mm512_maddubs_epi16(wA, _mm512_loadu_si512(x)), scA);
+                        iacc[j] = _mm512_dpwssd_epi32(
+                            iacc[j], _mm512_maddubs_epi16(wB, _mm512_loadu_si512(x + 64)), scB);
+                    }
+                }
+#pragma GCC unroll 4
+                for (int j = 0; j < T; j++)
+                    acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[j]),
+                                                _mm512_set1_ps(d * dx[j][s]), acc[i][j]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            c->Y[(tok + j) * c->n_rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+KVL_TILES(kq, KVL_TYPE_Q4_K, q4k, 2)
+KVL_TILES(kq, KVL_TYPE_Q5_K, q5k, 2)
+KVL_TILES(kq, KVL_TYPE_Q6_K, q6k, 2)
+KVL_TILES(kq, KVL_TYPE_Q4_K, q4k_dec, 4)
+KVL_TILES(kq, KVL_TYPE_Q5_K, q5k_dec, 4)
+KVL_TILES(kq, KVL_TYPE_Q6_K, q6k_dec, 4)
+
+void kvl_kq_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    const bool dec = c->n_tok == 1;
+    switch (c->t) {
+    case KVL_TYPE_Q4_K:
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q4k_dec : big_q4k,
+                     dec ? one_q4k_dec : one_q4k);
+        break;
+    case KVL_TYPE_Q5_K:
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q5k_dec : big_q5k,
+                     dec ? one_q5k_dec : one_q5k);
+        break;
+    default:
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q6k_dec : big_q6k,
+                     dec ? one_q6k_dec : one_q6k);
+        break;
+    }
+}
+
+void kvl_kq_quantize_act_avx512(const float *x, int64_t n_cols, int64_t s0, int64_t s1,
+                                uint8_t *dst) {
+    int8_t *qs = (int8_t *)dst;
+    float *dx = (float *)(dst + n_cols);
+    int16_t *bsum = (int16_t *)(dx + n_cols / KVL_QK_K);
+    const __m512 lim = _mm512_set1_ps(127.0f), nlim = _mm512_set1_ps(-127.0f);
+    for (int64_t s = s0; s < s1; s++) {
+        const float *xb = x + s * KVL_QK_K;
+        __m512 m = _mm512_setzero_ps();
+        for (int g = 0; g < 16; g++)
+            m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(xb + 16 * g)), m); /* NaN: keeps m */
+        const float amax = _mm512_reduce_max_ps(m);
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const __m512 vid = _mm512_set1_ps(id);
+        for (int g = 0; g < 16; g++) {
+            /* min/max return the bound for NaN, like the scalar clamp */
+            const __m512 v = _mm512_max_ps(
+                _mm512_min_ps(_mm512_mul_ps(_mm512_loadu_ps(xb + 16 * g), vid), lim), nlim);
+            const __m512i q = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            _mm_storeu_si128((__m128i *)(qs + s * KVL_QK_K + 16 * g), _mm512_cvtsepi32_epi8(q));
+            bsum[s * 16 + g] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+        dx[s] = d;
+    }
+}
+
+/*
+ * K-quant products of KVL_TL_MIN_TOK or more tokens, activations in the
+ * token-lane layout of Q8_0 (kernels_impl.h: per 32 columns and 16 tokens,
+ * 4 columns per token in each dword, a d and -128 * sum(q) per token).
+ * Each row's super-block is first unpacked into 256 unsigned bytes in
+ * value order (Q4_K: nibbles 0..15, Q6_K: q 0..63); then one dword of it,
+ * broadcast, meets 16 tokens' 4 activations in one vpdpbusd. Per token:
+ *   Q4_K, sub-block j = one block of 32:
+ *     w . x = dx * (d sc * dot + dmin m / 128 * corr)
+ *   Q6_K, sub-blocks a, b = the two halves of a block:
+ *     w . x = dx * d * (sc_a * (dot_a - 32 S_a) + sc_b * (dot_b - 32 S_b))
+ *     with S_a = sum(q_x) over the first half (vpdpbusd with bytes of 1,
+ *     once per block for all rows) and S_b = -corr / 128 - S_a.
+ * The activations keep Q8_0's scale per 32 (finer than the 256 of the row
+ * layout). Tiles are R = 4 rows x TV = 2 token groups, as Q8_0's.
+ */
+AI uint32_t load_u32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* The 256 q of a super-block in value order. */
+AI void unpack_sb(const uint8_t *blk, uint8_t *out, const kvl_type ty) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    if (ty == KVL_TYPE_Q4_K || ty == KVL_TYPE_Q5_K) {
+        const uint8_t *qs = ty == KVL_TYPE_Q4_K ? ((const kvl_block_q4_k *)blk)->qs
+                                                : ((const kvl_block_q5_k *)blk)->qs;
+        const __m512i qh = ty == KVL_TYPE_Q5_K
+                               ? _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                     (const __m256i *)((const kvl_block_q5_k *)blk)->qh))
+                               : _mm512_setzero_si512();
+        const __m512i sh = halves16(0, 4);
+        for (int k = 0; k < 4; k++) {
+            const __m512i q =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * k)));
+            __m512i w = _mm512_and_si512(_mm512_srlv_epi16(q, sh), m4);
+            if (ty == KVL_TYPE_Q5_K)
+                w = _mm512_or_si512(w, q5k_bit4(qh, k));
+            _mm512_store_si512(out + 64 * k, w);
+        }
+    } else {
+        const kvl_block_q6_k *b = (const kvl_block_q6_k *)blk;
+        const __m512i m30 = _mm512_set1_epi8(0x30);
+        const __m512i shA = halves16(4, 2), shB = halves16(0, 2);
+        for (int h = 0; h < 2; h++) {
+            const __m512i L = _mm512_loadu_si512(b->ql + 64 * h);
+            const __m512i H =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+            _mm512_store_si512(out + 128 * h,
+                               _mm512_or_si512(_mm512_and_si512(L, m4),
+                                               _mm512_and_si512(_mm512_sllv_epi16(H, shA), m30)));
+            _mm512_store_si512(out + 128 * h + 64,
+                               _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                                               _mm512_and_si512(_mm512_srlv_epi16(H, shB), m30)));
+        }
+    }
+}
+
+AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, const int TV,
+                   const kvl_type ty) {
+    const int64_t ns = c->n_cols / KVL_QK_K;
+    const size_t bb = kvl_kq_block_bytes(ty);
+    const uint8_t *row[4];
+    const uint8_t *grp[2];
+    __m512 acc[4][2];
+    uint8_t wq[4][KVL_QK_K] __attribute__((aligned(64)));
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
+#pragma GCC unroll 2
+    for (int v = 0; v < TV; v++) {
+        grp[v] = kvl_tl_group(c->act, c->n_cols, g0 + v);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][v] = _mm512_setzero_ps();
+    }
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int64_t s = 0; s < ns; s++) {
+        /* per row and sub-block: Q4_K d * sc and dmin * m / 128; Q6_K d * sc */
+        float fs[4][16], fm[4][8];
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            const uint8_t *blk = row[i] + (size_t)s * bb;
+            unpack_sb(blk, wq[i], ty);
+            if (ty != KVL_TYPE_Q6_K) { /* Q4_K, Q5_K: the same header */
+                const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
+                uint8_t sc[8], m[8];
+                kvl_q4k_scales(b->scales, sc, m);
+                const float d = _cvtsh_ss(b->d), dm = _cvtsh_ss(b->dmin) / 128.0f;
+                for (int j = 0; j < 8; j++) {
+                    fs[i][j] = d * (float)sc[j];
+                    fm[i][j] = dm * (float)m[j];
+                }
+            } else {
+                const kvl_block_q6_k *b = (const kvl_block_q6_k *)blk;
+                const float d = _cvtsh_ss(b->d);
+                for (int j = 0; j < 16; j++)
+                    fs[i][j] = d * (float)b->scales[j];
+            }
+        }
+        for (int j = 0; j < 8; j++) {
+            const int64_t blk = s * 8 + j; /* the block of 32 columns */
+            __m512i p[4][2], pb[4][2], sa[2];
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++)
+#pragma GCC unroll 2
+                for (int v = 0; v < TV; v++)
+                    p[i][v] = pb[i][v] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+            for (int v = 0; v < TV; v++)
+                sa[v] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                __m512i x[2];
+#pragma GCC unroll 2
+                for (int v = 0; v < TV; v++) {
+                    x[v] = _mm512_load_si512(grp[v] + (size_t)blk * KVL_TL_REC + g * 64);
+                    if (ty == KVL_TYPE_Q6_K && g < 4)
+                        sa[v] = _mm512_dpbusd_epi32(sa[v], ones, x[v]);
+                }
+#pragma GCC unroll 4
+                for (int i = 0; i < R; i++) {
+                    const __m512i w = _mm512_set1_epi32((int)load_u32(wq[i] + 32 * j + 4 * g));
+#pragma GCC unroll 2
+                    for (int v = 0; v < TV; v++) {
+                        if (ty == KVL_TYPE_Q6_K && g >= 4)
+                            pb[i][v] = _mm512_dpbusd_epi32(pb[i][v], w, x[v]);
+                        else
+                            p[i][v] = _mm512_dpbusd_epi32(p[i][v], w, x[v]);
+                    }
+                }
+            }
+#pragma GCC unroll 2
+            for (int v = 0; v < TV; v++) {
+                const uint8_t *rec = grp[v] + (size_t)blk * KVL_TL_REC;
+                const __m512 dx = _mm512_load_ps((const float *)(rec + 512));
+                const __m512i corr = _mm512_load_si512(rec + 576);
+                if (ty != KVL_TYPE_Q6_K) {
+                    const __m512 cf = _mm512_cvtepi32_ps(corr);
+#pragma GCC unroll 4
+                    for (int i = 0; i < R; i++) {
+                        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(p[i][v]), _mm512_set1_ps(fs[i][j]));
+                        t = _mm512_fmadd_ps(cf, _mm512_set1_ps(fm[i][j]), t);
+                        acc[i][v] = _mm512_fmadd_ps(t, dx, acc[i][v]);
+                    }
+                } else {
+                    /* 32 S_a and 32 S_b = 32 (sum - S_a), sum = -corr / 128 */
+                    const __m512i sa32 = _mm512_slli_epi32(sa[v], 5);
+                    const __m512i sb32 = _mm512_sub_epi32(
+                        _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_srai_epi32(corr, 2)), sa32);
+#pragma GCC unroll 4
+                    for (int i = 0; i < R; i++) {
+                        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p[i][v], sa32)),
+                                                 _mm512_set1_ps(fs[i][2 * j]));
+                        t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(pb[i][v], sb32)),
+                                            _mm512_set1_ps(fs[i][2 * j + 1]), t);
+                        acc[i][v] = _mm512_fmadd_ps(t, dx, acc[i][v]);
+                    }
+                }
+            }
+        }
+    }
+    /* lane t of acc[i][v] is Y[token 16 (g0 + v) + t][row r + i] */
+    const __m512i idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32((int)c->n_rows));
+#pragma GCC unroll 2
+    for (int v = 0; v < TV; v++) {
+        const int64_t t0 = (g0 + v) * 16;
+        const int64_t nt = c->n_tok - t0 < 16 ? c->n_tok - t0 : 16;
+        const __mmask16 mk = (__mmask16)((1u << nt) - 1);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            _mm512_mask_i32scatter_ps(c->Y + t0 * c->n_rows + r + i, mk, idx, acc[i][v], 4);
+    }
+}
+
+typedef void (*kq_tl_fn)(const kvl_mm_ctx *c, int64_t r, int64_t g0);
+#define KQ_TL(tname, ty)                                                                         \
+    static void tl_##tname##_4x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) { kq_tl_tile(c, r, g0, 4, 2, ty); } \
+    static void tl_##tname##_4x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) { kq_tl_tile(c, r, g0, 4, 1, ty); } \
+    static void tl_##tname##_1x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) { kq_tl_tile(c, r, g0, 1, 2, ty); } \
+    static void tl_##tname##_1x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) { kq_tl_tile(c, r, g0, 1, 1, ty); } \
+    static const kq_tl_fn tl_##tname[4] = {tl_##tname##_4x2, tl_##tname##_4x1, tl_##tname##_1x2,  \
+                                           tl_##tname##_1x1};
+KQ_TL(q4k, KVL_TYPE_Q4_K)
+KQ_TL(q5k, KVL_TYPE_Q5_K)
+KQ_TL(q6k, KVL_TYPE_Q6_K)
+
+/* Token groups per chunk: their activations stay in L2 while the rows pass. */
+#define KQ_TL_CHUNK 4
+
+void kvl_kq_rows_tl_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    const kq_tl_fn *f = c->t == KVL_TYPE_Q4_K ? tl_q4k : c->t == KVL_TYPE_Q5_K ? tl_q5k : tl_q6k;
+    const int64_t n_groups = (c->n_tok + 15) / 16;
+    for (int64_t c0 = 0; c0 < n_groups; c0 += KQ_TL_CHUNK) {
+        const int64_t c1 = n_groups - c0 < KQ_TL_CHUNK ? n_groups : c0 + KQ_TL_CHUNK;
+        for (int64_t r = r0; r < r1;) {
+            const bool full = r1 - r >= 4;
+            int64_t g = c0;
+            for (; g + 2 <= c1; g += 2)
+                f[full ? 0 : 2](c, r, g);
+            if (g < c1)
+                f[full ? 1 : 3](c, r, g);
+            r += full ? 4 : 1;
+        }
+    }
+}
