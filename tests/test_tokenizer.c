@@ -609,8 +609,12 @@ static void test_gguf_fake(void) {
     kvl_tokenizer_free(t);
 
     make_gguf(&f);
+    f.kv[0].v.str = S("bert");
+    expect_gguf_error(&f, KVL_E_UNSUPPORTED, "tokenizer.ggml.model", "'bert'");
+    /* "gpt2" goes to the byte-level BPE (tests/test_bpe.c), which needs merges */
+    make_gguf(&f);
     f.kv[0].v.str = S("gpt2");
-    expect_gguf_error(&f, KVL_E_UNSUPPORTED, "tokenizer.ggml.model", "'gpt2'");
+    expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.merges", NULL);
     make_gguf(&f);
     f.kv[0].type = KVL_GGUF_UINT32;
     expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.model", "STRING");

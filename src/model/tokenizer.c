@@ -46,6 +46,7 @@
 #include "model/tokenizer.h"
 
 #include "model/model.h"
+#include "model/tokenizer_bpe.h"
 
 #include <stdlib.h>
 
@@ -61,6 +62,7 @@ typedef struct tok_entry {
 } tok_entry;
 
 struct kvl_tokenizer {
+    kvl_bpe *bpe; /* "gpt2": everything below is unused */
     int32_t n_vocab;
     int32_t bos, eos, unk;
     tok_entry *tok;       /* (n_vocab) */
@@ -165,6 +167,7 @@ static size_t copy_piece(char *dst, const char *p, size_t n, bool convert) {
 void kvl_tokenizer_free(kvl_tokenizer *t) {
     if (!t)
         return;
+    kvl_bpe_free(t->bpe);
     free(t->tok);
     free(t->arena);
     free(t->table);
@@ -417,10 +420,23 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
     if (model->type != KVL_GGUF_STRING || (!model->v.str.ptr && model->v.str.len))
         return kvl_errorf(err, KVL_E_FORMAT, "%s: tokenizer.ggml.model has type %u, want STRING",
                           what, (unsigned)model->type);
-    if (!(model->v.str.len == 5 && memcmp(model->v.str.ptr, "llama", 5) == 0)) {
+    if (kvl_str_eq(model->v.str, "gpt2")) {
+        kvl_tokenizer *t = calloc(1, sizeof *t);
+        if (!t)
+            return kvl_errorf(err, KVL_E_NOMEM, "%s: out of memory", what);
+        kvl_status st = kvl_bpe_from_gguf(g, &t->bpe, err);
+        if (st != KVL_OK) {
+            free(t);
+            return st;
+        }
+        *out = t;
+        return KVL_OK;
+    }
+    if (!kvl_str_eq(model->v.str, "llama")) {
         int shown = model->v.str.len > 64 ? 64 : (int)model->v.str.len;
         return kvl_errorf(err, KVL_E_UNSUPPORTED,
-                          "%s: tokenizer.ggml.model '%.*s' is not supported (only 'llama')",
+                          "%s: tokenizer.ggml.model '%.*s' is not supported (only 'llama' and "
+                          "'gpt2')",
                           what, shown, model->v.str.ptr ? model->v.str.ptr : "");
     }
     const kvl_gguf_kv *toks, *scores, *types;
@@ -497,19 +513,37 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
 /* --- queries ---------------------------------------------------------------- */
 
 int32_t kvl_tokenizer_n_vocab(const kvl_tokenizer *t) {
+    if (t && t->bpe)
+        return kvl_bpe_n_vocab(t->bpe);
     return t ? t->n_vocab : 0;
 }
 
 int32_t kvl_tokenizer_bos(const kvl_tokenizer *t) {
+    if (t && t->bpe)
+        return kvl_bpe_bos(t->bpe);
     return t ? t->bos : -1;
 }
 
 int32_t kvl_tokenizer_eos(const kvl_tokenizer *t) {
+    if (t && t->bpe)
+        return kvl_bpe_eos(t->bpe);
     return t ? t->eos : -1;
+}
+
+const char *kvl_tokenizer_model(const kvl_tokenizer *t) {
+    return t && t->bpe ? "gpt2" : "llama";
+}
+
+bool kvl_tokenizer_is_eog(const kvl_tokenizer *t, int32_t id) {
+    if (t && t->bpe)
+        return kvl_bpe_is_eog(t->bpe, id);
+    return t && id >= 0 && id == t->eos;
 }
 
 kvl_status kvl_tokenizer_get(const kvl_tokenizer *t, int32_t id, const char **piece,
                              size_t *len, float *score, int32_t *type) {
+    if (t && t->bpe)
+        return kvl_bpe_get(t->bpe, id, piece, len, score, type);
     if (!t || id < 0 || id >= t->n_vocab)
         return KVL_E_INVALID;
     const tok_entry *e = &t->tok[id];
@@ -525,6 +559,8 @@ kvl_status kvl_tokenizer_get(const kvl_tokenizer *t, int32_t id, const char **pi
 }
 
 const char *kvl_tokenizer_piece(const kvl_tokenizer *t, int32_t prev, int32_t tok, size_t *len) {
+    if (t && t->bpe)
+        return kvl_bpe_piece(t->bpe, tok, false, len);
     size_t l = 0;
     const char *p = "";
     if (t && tok >= 0 && tok < t->n_vocab) {
@@ -739,6 +775,16 @@ static void merge_all(encoder *e, uint32_t n_sym) {
 kvl_status kvl_tokenizer_encode(const kvl_tokenizer *t, const char *text, size_t len,
                                 bool add_bos, int32_t *out, size_t cap, size_t *n_out,
                                 kvl_error *err) {
+    return kvl_tokenizer_tokenize(t, text, len, add_bos ? KVL_TOKENIZE_ADD_SPECIAL : 0, out, cap,
+                                  n_out, err);
+}
+
+kvl_status kvl_tokenizer_tokenize(const kvl_tokenizer *t, const char *text, size_t len,
+                                  unsigned flags, int32_t *out, size_t cap, size_t *n_out,
+                                  kvl_error *err) {
+    if (t && t->bpe)
+        return kvl_bpe_encode(t->bpe, text, len, flags, out, cap, n_out, err);
+    bool add_bos = (flags & KVL_TOKENIZE_ADD_SPECIAL) != 0;
     if (!t || (!text && len) || (!out && cap) || !n_out)
         return kvl_errorf(err, KVL_E_INVALID, "tokenizer: encode: NULL argument");
     if (len >= MAX_TEXT)
