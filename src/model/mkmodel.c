@@ -14,6 +14,7 @@
 #include "model/model.h"
 #include "model/tokenizer.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -21,10 +22,13 @@ static const struct {
     const char *name;
     kvl_mkmodel_spec s;
 } presets[] = {
-    {"stories260K", {"stories260K", 64, 172, 5, 8, 4, 512, 512, 10000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0}},
-    {"tinyllama-1.1b", {"tinyllama-1.1b", 2048, 5632, 22, 32, 4, 32000, 2048, 10000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0}},
-    {"llama-3-8b", {"llama-3-8b", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0}},
-    {"llama-2-7b", {"llama-2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0}},
+    {"stories260K", {"stories260K", 64, 172, 5, 8, 4, 512, 512, 10000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0, KVL_ARCH_LLAMA, 0, false}},
+    {"tinyllama-1.1b", {"tinyllama-1.1b", 2048, 5632, 22, 32, 4, 32000, 2048, 10000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0, KVL_ARCH_LLAMA, 0, false}},
+    {"llama-3-8b", {"llama-3-8b", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0, KVL_ARCH_LLAMA, 0, false}},
+    {"llama-2-7b", {"llama-2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0, KVL_ARCH_LLAMA, 0, false}},
+    {"llama-3.2-1b", {"llama-3.2-1b", 2048, 8192, 16, 32, 8, 128256, 131072, 500000.0f, 1e-5f, KVL_TYPE_F16, 0, true, 0, KVL_ARCH_LLAMA, 0, true}},
+    {"qwen2.5-0.5b", {"qwen2.5-0.5b", 896, 4864, 24, 14, 2, 151936, 32768, 1000000.0f, 1e-6f, KVL_TYPE_F16, 0, true, 0, KVL_ARCH_QWEN2, 0, false}},
+    {"qwen3-0.6b", {"qwen3-0.6b", 1024, 3072, 28, 16, 8, 151936, 40960, 1000000.0f, 1e-6f, KVL_TYPE_F16, 0, true, 0, KVL_ARCH_QWEN3, 128, false}},
 };
 
 bool kvl_mkmodel_preset(const char *name, kvl_mkmodel_spec *out) {
@@ -38,7 +42,8 @@ bool kvl_mkmodel_preset(const char *name, kvl_mkmodel_spec *out) {
 }
 
 const char *kvl_mkmodel_preset_names(void) {
-    return "stories260K, tinyllama-1.1b, llama-3-8b, llama-2-7b";
+    return "stories260K, tinyllama-1.1b, llama-3-8b, llama-2-7b, llama-3.2-1b, qwen2.5-0.5b, "
+           "qwen3-0.6b";
 }
 
 static bool is_weight_type(kvl_type t) {
@@ -61,10 +66,19 @@ kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err) {
     RANGE(n_vocab, "--vocab-size", 3, KVL_MAX_VOCAB);
     RANGE(ctx_len, "--ctx", 1, KVL_MAX_CTX);
 #undef RANGE
-    if (s->dim % s->n_heads)
+    if (s->arch < 0 || s->arch >= KVL_ARCH_COUNT)
+        return kvl_errorf(err, KVL_E_INVALID, "architecture id %d is not in [0, %d)",
+                          (int)s->arch, KVL_ARCH_COUNT);
+    if (s->rope_freqs && !kvl_arch_get(s->arch)->rope_freqs)
+        return kvl_errorf(err, KVL_E_INVALID, "rope_freqs: architecture '%s' does not use them",
+                          kvl_arch_get(s->arch)->name);
+    if (s->head_dim < 0 || s->head_dim > KVL_MAX_HEAD_DIM)
+        return kvl_errorf(err, KVL_E_INVALID, "head_dim %lld is outside [0, %d]",
+                          (long long)s->head_dim, KVL_MAX_HEAD_DIM);
+    if (!s->head_dim && s->dim % s->n_heads)
         return kvl_errorf(err, KVL_E_INVALID, "--heads %lld does not divide --dim %lld",
                           (long long)s->n_heads, (long long)s->dim);
-    int64_t hd = s->dim / s->n_heads;
+    int64_t hd = s->head_dim ? s->head_dim : s->dim / s->n_heads;
     if (hd % 2)
         return kvl_errorf(err, KVL_E_INVALID,
                           "head_dim = --dim %lld / --heads %lld = %lld is odd (RoPE rotates pairs)",
@@ -136,9 +150,40 @@ static bool is_norm(const char *name) {
     return n >= sizeof suf - 1 && !strcmp(name + n - (sizeof suf - 1), suf);
 }
 
+/* Llama 3.1's rotary divisors (its reference "apply_scaling"): long
+ * wavelengths divided by factor, short ones kept, a smooth ramp between. */
+static void llama3_rope_factors(const kvl_mkmodel_spec *s, float *out, int64_t n) {
+    const double factor = 32, low = 1, high = 4, old_ctx = 8192, pi = 3.14159265358979323846;
+    int64_t hd = s->head_dim ? s->head_dim : s->dim / s->n_heads;
+    for (int64_t i = 0; i < n; i++) {
+        double freq = pow((double)s->rope_base, -(double)(2 * i) / (double)hd);
+        double wavelen = 2 * pi / freq;
+        double f;
+        if (wavelen < old_ctx / high) {
+            f = 1;
+        } else if (wavelen > old_ctx / low) {
+            f = factor;
+        } else {
+            double smooth = (old_ctx / wavelen - low) / (high - low);
+            f = 1 / ((1 - smooth) / factor + smooth);
+        }
+        out[i] = (float)f;
+    }
+}
+
+static bool is_qk_norm(const char *name) {
+    size_t n = strlen(name);
+    return (n >= 18 && !strcmp(name + n - 18, "attn_q_norm.weight")) ||
+           (n >= 18 && !strcmp(name + n - 18, "attn_k_norm.weight"));
+}
+
 void kvl_mkmodel_row(const kvl_mkmodel_spec *s, const char *name, int64_t row, float *out,
                      int64_t n) {
-    if (is_norm(name)) {
+    if (!strcmp(name, "rope_freqs.weight")) {
+        llama3_rope_factors(s, out, n);
+        return;
+    }
+    if (is_norm(name) && !is_qk_norm(name)) {
         for (int64_t i = 0; i < n; i++)
             out[i] = 1.0f;
         return;
@@ -155,6 +200,9 @@ void kvl_mkmodel_row(const kvl_mkmodel_spec *s, const char *name, int64_t row, f
                       (int64_t)((r >> 32) & 0xffff) + (int64_t)(r >> 48);
         out[i] = (float)((double)(sum - 131070) * k);
     }
+    if (is_qk_norm(name))
+        for (int64_t i = 0; i < n; i++)
+            out[i] = 1.0f + 10.0f * out[i];
 }
 
 /* -- vocabulary -- */
@@ -391,7 +439,8 @@ typedef struct mk_tensor {
  * attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down),
  * output_norm, output (unless tied). */
 static size_t mk_tensors(const kvl_mkmodel_spec *s, mk_tensor *t) {
-    const int64_t hd = s->dim / s->n_heads;
+    const int64_t hd = s->head_dim ? s->head_dim : s->dim / s->n_heads;
+    const kvl_arch_info *ai = kvl_arch_get(s->arch);
     const int64_t q = s->n_heads * hd, kv = s->n_kv_heads * hd;
     size_t n = 0;
 #define ADD(nd, a, b, fmt, ...)                                                                  \
@@ -406,11 +455,22 @@ static size_t mk_tensors(const kvl_mkmodel_spec *s, mk_tensor *t) {
         n++;                                                                                     \
     } while (0)
     ADD(2, s->dim, s->n_vocab, "%s", "token_embd.weight");
+    if (s->rope_freqs)
+        ADD(1, hd / 2, 1, "%s", "rope_freqs.weight");
     for (int64_t l = 0; l < s->n_layers; l++) {
         ADD(1, s->dim, 1, "blk.%lld.attn_norm.weight", (long long)l);
         ADD(2, s->dim, q, "blk.%lld.attn_q.weight", (long long)l);
         ADD(2, s->dim, kv, "blk.%lld.attn_k.weight", (long long)l);
         ADD(2, s->dim, kv, "blk.%lld.attn_v.weight", (long long)l);
+        if (ai->qkv_bias) {
+            ADD(1, q, 1, "blk.%lld.attn_q.bias", (long long)l);
+            ADD(1, kv, 1, "blk.%lld.attn_k.bias", (long long)l);
+            ADD(1, kv, 1, "blk.%lld.attn_v.bias", (long long)l);
+        }
+        if (ai->qk_norm) {
+            ADD(1, hd, 1, "blk.%lld.attn_q_norm.weight", (long long)l);
+            ADD(1, hd, 1, "blk.%lld.attn_k_norm.weight", (long long)l);
+        }
         ADD(2, q, s->dim, "blk.%lld.attn_output.weight", (long long)l);
         ADD(1, s->dim, 1, "blk.%lld.ffn_norm.weight", (long long)l);
         ADD(2, s->dim, s->ffn_dim, "blk.%lld.ffn_gate.weight", (long long)l);
@@ -426,25 +486,33 @@ static size_t mk_tensors(const kvl_mkmodel_spec *s, mk_tensor *t) {
 
 static kvl_status mk_metadata(kvl_gguf_writer *w, const kvl_mkmodel_spec *s,
                               const kvl_mkmodel_vocab *v, kvl_error *err) {
-    const int64_t hd = s->dim / s->n_heads;
+    const int64_t hd = s->head_dim ? s->head_dim : s->dim / s->n_heads;
+    const char *arch = kvl_arch_get(s->arch)->name;
+    char key[96];
+#define K(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
     char desc[160];
     snprintf(desc, sizeof desc, "random weights (kvllm mkmodel, seed %llu); not a trained model",
              (unsigned long long)s->seed);
-    kvl_gguf_writer_add_str(w, "general.architecture", "llama", NULL);
-    kvl_gguf_writer_add_str(w, "general.name", s->name[0] ? s->name : "random-llama", NULL);
+    kvl_gguf_writer_add_str(w, "general.architecture", arch, NULL);
+    kvl_gguf_writer_add_str(w, "general.name", s->name[0] ? s->name : "random-model", NULL);
     kvl_gguf_writer_add_str(w, "general.description", desc, NULL);
     kvl_gguf_writer_add_u32(w, "general.file_type", kvl_mkmodel_file_type(s->type), NULL);
     kvl_gguf_writer_add_u64(w, "kvllm.mkmodel.seed", s->seed, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.context_length", (uint32_t)s->ctx_len, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.embedding_length", (uint32_t)s->dim, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.block_count", (uint32_t)s->n_layers, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.feed_forward_length", (uint32_t)s->ffn_dim, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.attention.head_count", (uint32_t)s->n_heads, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.attention.head_count_kv", (uint32_t)s->n_kv_heads, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.rope.dimension_count", (uint32_t)hd, NULL);
-    kvl_gguf_writer_add_f32(w, "llama.rope.freq_base", s->rope_base, NULL);
-    kvl_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", s->rms_eps, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)s->n_vocab, NULL);
+    kvl_gguf_writer_add_u32(w, K("context_length"), (uint32_t)s->ctx_len, NULL);
+    kvl_gguf_writer_add_u32(w, K("embedding_length"), (uint32_t)s->dim, NULL);
+    kvl_gguf_writer_add_u32(w, K("block_count"), (uint32_t)s->n_layers, NULL);
+    kvl_gguf_writer_add_u32(w, K("feed_forward_length"), (uint32_t)s->ffn_dim, NULL);
+    kvl_gguf_writer_add_u32(w, K("attention.head_count"), (uint32_t)s->n_heads, NULL);
+    kvl_gguf_writer_add_u32(w, K("attention.head_count_kv"), (uint32_t)s->n_kv_heads, NULL);
+    kvl_gguf_writer_add_u32(w, K("rope.dimension_count"), (uint32_t)hd, NULL);
+    kvl_gguf_writer_add_f32(w, K("rope.freq_base"), s->rope_base, NULL);
+    kvl_gguf_writer_add_f32(w, K("attention.layer_norm_rms_epsilon"), s->rms_eps, NULL);
+    kvl_gguf_writer_add_u32(w, K("vocab_size"), (uint32_t)s->n_vocab, NULL);
+    if (s->head_dim) {
+        kvl_gguf_writer_add_u32(w, K("attention.key_length"), (uint32_t)hd, NULL);
+        kvl_gguf_writer_add_u32(w, K("attention.value_length"), (uint32_t)hd, NULL);
+    }
+#undef K
     kvl_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama", NULL);
     kvl_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->pieces, NULL,
                                 (uint64_t)v->n, NULL);

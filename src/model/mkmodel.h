@@ -12,6 +12,7 @@
 #define KVL_MKMODEL_H
 
 #include "model/gguf_write.h"
+#include "model/model.h"
 
 #define KVL_MKMODEL_STD 0.02
 
@@ -23,10 +24,17 @@ typedef struct kvl_mkmodel_spec {
     uint64_t seed;
     bool tied;      /* no output.weight (readers use token_embd) */
     size_t alignment; /* 0 = default 32 */
+    kvl_arch arch;    /* general.architecture (0: llama); qwen2 adds Q/K/V
+                         biases, qwen3 per-head Q/K norms (kvl_arch_info) */
+    int64_t head_dim; /* 0: dim / n_heads; else written as key_length and
+                         value_length (qwen3: independent of dim) */
+    bool rope_freqs;  /* llama: write rope_freqs.weight with Llama 3.1's
+                         factors (factor 32, low 1, high 4, original 8192) */
 } kvl_mkmodel_spec;
 
 /* Fill *out with a named preset: "stories260K", "tinyllama-1.1b",
- * "llama-3-8b", "llama-2-7b". False when the name is unknown. */
+ * "llama-3-8b", "llama-2-7b", "llama-3.2-1b", "qwen2.5-0.5b", "qwen3-0.6b".
+ * False when the name is unknown. */
 bool kvl_mkmodel_preset(const char *name, kvl_mkmodel_spec *out);
 /* The preset names, comma-separated (for messages). */
 const char *kvl_mkmodel_preset_names(void);
@@ -41,7 +49,10 @@ kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err);
 kvl_type kvl_mkmodel_weight_type(const kvl_mkmodel_spec *s, int64_t ne0);
 
 /* The float values of row `row` (n values) of tensor `name`, before
- * conversion to the stored type. Norm weights ("*_norm.weight") are 1.0. */
+ * conversion to the stored type. Norm weights ("*_norm.weight") are 1.0,
+ * except the per-head attn_q_norm / attn_k_norm, 1.0 plus ten times the
+ * random values (so a test can tell them apart); rope_freqs.weight holds
+ * Llama 3.1's factors for the spec's rope base and head_dim. */
 void kvl_mkmodel_row(const kvl_mkmodel_spec *s, const char *name, int64_t row, float *out,
                      int64_t n);
 
