@@ -36,9 +36,14 @@
  * Invariants:
  *   - tok[i].text is the piece as stored in the file, tok[i].bytes what it
  *     decodes to (the byte map applied where the piece spells bytes); both
- *     live in one arena. Only pieces made entirely of byte-map code points
- *     are in the bytes -> id table (the others can never be produced by
- *     BPE); a later id with the same bytes replaces an earlier one, as in
+ *     live in one arena. The bytes -> id table that BPE's output comes from
+ *     holds the normal (and byte, and untyped) tokens spelled entirely in
+ *     byte-map code points that are not end-of-generation tokens, so every
+ *     id BPE emits decodes to exactly its bytes: decode(encode(s)) == s
+ *     whenever the vocabulary has the 256 single bytes (and no added token
+ *     is an end-of-generation one). llama.cpp also looks up control and
+ *     added tokens there; merges never build those in real vocabularies.
+ *     A later id with the same bytes replaces an earlier one, as in
  *     llama.cpp's token_to_id.
  *   - A merge is stored as the bytes of left+right with the length of left;
  *     the first of duplicate merges keeps its rank. Merges whose pieces are
@@ -415,7 +420,7 @@ static int cmp_special(const void *pa, const void *pb, void *ctx) {
 /* Copy tokens into the arena and build the tables. */
 static kvl_status load_tokens(kvl_bpe *b, const kvl_gguf_kv *toks, const kvl_gguf_kv *types,
                               const kvl_gguf_kv *scores, const kvl_gguf_kv *merges,
-                              const int16_t *cp_byte, kvl_error *err) {
+                              const int16_t *cp_byte, const int32_t eog_ids[3], kvl_error *err) {
     const char *what = "gguf tokenizer";
     int32_t n = b->n_vocab;
     uint64_t nm = merges->v.arr.n;
@@ -488,14 +493,18 @@ static kvl_status load_tokens(kvl_bpe *b, const kvl_gguf_kv *toks, const kvl_ggu
         t->bytes_off = off;
         t->bytes_len = (uint32_t)unmap_piece(cp_byte, s.ptr, s.len, b->arena + off, &all_mapped);
         off += t->bytes_len;
-        if (all_mapped && t->bytes_len > 0)
+        for (size_t k = 0; k < sizeof k_eog_text / sizeof k_eog_text[0]; k++)
+            if (kvl_str_eq(s, k_eog_text[k]))
+                t->eog = true;
+        t->eog = t->eog || i == eog_ids[0] || i == eog_ids[1] || i == eog_ids[2];
+        /* BPE's output: tokens that decode to the bytes they stand for (so
+         * decode(encode(s)) == s), never end-of-generation ones */
+        if (all_mapped && t->bytes_len > 0 && !t->eog &&
+            (type == KVL_TOK_NORMAL || type == KVL_TOK_BYTE || type == 0))
             insert_token(b, i);
         if (t->text_len > 0 && (type == KVL_TOK_CONTROL || type == KVL_TOK_USER_DEFINED ||
                                 type == KVL_TOK_UNKNOWN))
             b->special[b->n_special++] = i;
-        for (size_t k = 0; k < sizeof k_eog_text / sizeof k_eog_text[0]; k++)
-            if (kvl_str_eq(s, k_eog_text[k]))
-                t->eog = true;
     }
     qsort_r(b->special, b->n_special, sizeof *b->special, cmp_special, b);
 
@@ -585,6 +594,7 @@ kvl_status kvl_bpe_from_gguf(const kvl_gguf *g, kvl_bpe **out, kvl_error *err) {
                           "tokenizer.ggml.eos_token_id is missing",
                           what);
 
+    const int32_t eog_ids[3] = {eos, eot, eom};
     int16_t cp_byte[CP_MAP_N];
     for (int i = 0; i < CP_MAP_N; i++)
         cp_byte[i] = -1;
@@ -602,14 +612,10 @@ kvl_status kvl_bpe_from_gguf(const kvl_gguf *g, kvl_bpe **out, kvl_error *err) {
     b->pre = rule;
     b->pre_name = pre_name;
     if ((st = compile_re(b, err)) ||
-        (st = load_tokens(b, toks, types, scores, merges, cp_byte, err))) {
+        (st = load_tokens(b, toks, types, scores, merges, cp_byte, eog_ids, err))) {
         kvl_bpe_free(b);
         return st;
     }
-    int32_t eog_ids[3] = {eos, eot, eom};
-    for (int i = 0; i < 3; i++)
-        if (eog_ids[i] >= 0)
-            b->tok[eog_ids[i]].eog = true;
     *out = b;
     return KVL_OK;
 }
