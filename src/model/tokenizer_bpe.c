@@ -29,9 +29,10 @@
  * \p{L}, \p{N}, \p{P} from the library's tables, not ours). Whitespace is
  * spelled as the class [\t-\r\x{85}\p{Z}], which is exactly Unicode's
  * White_Space property (PCRE2's \s with UCP also takes U+180E). Text that is
- * not valid UTF-8 is accepted (PCRE2_MATCH_INVALID_UTF): invalid bytes never
- * match and end up in chunks of their own, so decode(encode(s)) == s for any
- * bytes (llama.cpp turns them into U+FFFD instead).
+ * not valid UTF-8 is accepted: each run of invalid bytes is cut out before
+ * the regexes (which then only see valid UTF-8, unchecked) and becomes a
+ * chunk of its own, so decode(encode(s)) == s for any bytes (llama.cpp
+ * turns them into U+FFFD instead).
  *
  * Invariants:
  *   - tok[i].text is the piece as stored in the file, tok[i].bytes what it
@@ -393,7 +394,7 @@ static kvl_status compile_re(kvl_bpe *b, kvl_error *err) {
         int ec;
         PCRE2_SIZE eo;
         b->re[i] = pcre2_compile((PCRE2_SPTR)b->pre->re[i], PCRE2_ZERO_TERMINATED,
-                                 PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &ec, &eo, NULL);
+                                 PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
         if (!b->re[i]) {
             /* our own pattern: a library without Unicode support, or OOM */
             PCRE2_UCHAR msg[128];
@@ -688,8 +689,12 @@ const char *kvl_bpe_piece(const kvl_bpe *b, int32_t id, bool special, size_t *le
 /* A piece of the text: raw text (id < 0) or a special token. */
 typedef struct span {
     uint32_t off, len;
-    int32_t id;
+    int32_t id; /* >= 0: special token; SPAN_TEXT; SPAN_INVALID: a run of
+                   bytes that are not UTF-8 (no regex sees them) */
 } span;
+
+#define SPAN_TEXT (-1)
+#define SPAN_INVALID (-2)
 
 typedef struct spans {
     span *v;
@@ -835,10 +840,15 @@ static kvl_status regex_split(benc *e, const pcre2_code *re, const spans *in, sp
     out->n = 0;
     for (size_t k = 0; k < in->n; k++) {
         span sp = in->v[k];
+        if (sp.id == SPAN_INVALID) { /* not UTF-8: never matched, kept whole */
+            if (!spans_push(out, sp.off, sp.len, sp.id))
+                return kvl_errorf(err, KVL_E_NOMEM, "tokenizer: out of memory splitting text");
+            continue;
+        }
         const PCRE2_SPTR subj = (PCRE2_SPTR)(e->text + sp.off);
         size_t pos = 0, gap = 0;
         while (pos < sp.len) {
-            int rc = pcre2_match(re, subj, sp.len, pos, 0, e->md, NULL);
+            int rc = pcre2_match(re, subj, sp.len, pos, PCRE2_NO_UTF_CHECK, e->md, NULL);
             if (rc == PCRE2_ERROR_NOMATCH)
                 break;
             if (rc < 0) {
@@ -864,6 +874,29 @@ static kvl_status regex_split(benc *e, const pcre2_code *re, const spans *in, sp
             return kvl_errorf(err, KVL_E_NOMEM, "tokenizer: out of memory splitting text");
     }
     return KVL_OK;
+}
+
+/* Split the text span sp into runs of well-formed UTF-8 (SPAN_TEXT) and
+ * runs of bytes that are not (SPAN_INVALID), so that PCRE2 only ever sees
+ * valid UTF-8 (and need not check it: a check per match would cost the
+ * rest of the text each time). */
+static bool split_invalid(const char *text, span sp, spans *out) {
+    const uint8_t *u = (const uint8_t *)text;
+    uint32_t i = sp.off, end = sp.off + sp.len, run = sp.off;
+    int32_t kind = SPAN_TEXT;
+    while (i < end) {
+        uint32_t cp;
+        size_t cl = utf8_decode(u + i, end - i, &cp);
+        int32_t k = cl ? SPAN_TEXT : SPAN_INVALID;
+        if (k != kind) {
+            if (i > run && !spans_push(out, run, i - run, kind))
+                return false;
+            run = i;
+            kind = k;
+        }
+        i += cl ? (uint32_t)cl : 1;
+    }
+    return end == run || spans_push(out, run, end - run, kind);
 }
 
 /* Stage 1: split raw spans of cur at occurrences of special token id. */
@@ -938,7 +971,7 @@ kvl_status kvl_bpe_encode(const kvl_bpe *b, const char *text, size_t len, unsign
                 continue;
             }
             a.n = 0;
-            if (!spans_push(&a, frag.v[f].off, frag.v[f].len, -1)) {
+            if (!split_invalid(text, frag.v[f], &a)) {
                 st = kvl_errorf(err, KVL_E_NOMEM, "tokenizer: out of memory splitting text");
                 break;
             }
