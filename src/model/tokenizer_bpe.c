@@ -861,8 +861,11 @@ static kvl_status regex_split(benc *e, const pcre2_code *re, const spans *in, sp
             }
             const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
             size_t ms = ov[0], me = ov[1];
-            if (me <= ms) { /* empty match (none of our patterns has one): step on */
-                pos = ms + 1;
+            if (me <= ms) { /* empty match (none of our patterns has one): step
+                               over one character (the span is valid UTF-8) */
+                uint32_t cp;
+                size_t cl = utf8_decode(subj + ms, sp.len - ms, &cp);
+                pos = ms + (cl ? cl : 1);
                 continue;
             }
             if ((ms > gap && !spans_push(out, sp.off + (uint32_t)gap, (uint32_t)(ms - gap), -1)) ||
