@@ -59,12 +59,15 @@ typedef struct tok_entry {
     float score;
     int32_t type; /* KVL_TOK_* */
     uint8_t byte; /* KVL_TOK_BYTE: the byte it stands for */
+    bool eog;     /* ends generation (kvl_tokenizer_is_eog) */
 } tok_entry;
 
 struct kvl_tokenizer {
     kvl_bpe *bpe; /* "gpt2": everything below is unused */
     int32_t n_vocab;
     int32_t bos, eos, unk;
+    bool add_bos, add_eos;  /* what ADD_SPECIAL adds (tokenizer.ggml.add_*_token) */
+    bool add_space_prefix;  /* the dummy prefix (tokenizer.ggml.add_space_prefix) */
     tok_entry *tok;       /* (n_vocab) */
     char *arena;          /* all pieces, each followed by a NUL */
     int32_t *table;       /* (table_mask + 1) ids of text pieces; -1 = empty */
@@ -207,6 +210,8 @@ static kvl_status build(const char *what, const raw_tok *raw, int32_t n, bool co
     t->bos = bos;
     t->eos = eos;
     t->unk = unk;
+    t->add_bos = true;
+    t->add_space_prefix = true;
     t->table_mask = cap - 1;
     for (size_t i = 0; i < cap; i++)
         t->table[i] = -1;
@@ -245,6 +250,12 @@ static kvl_status build(const char *what, const raw_tok *raw, int32_t n, bool co
                                   what, (int)i, plen);
             }
         }
+        static const char *const eog_names[] = {"<|eot_id|>", "<|im_end|>", "<|end|>",
+                                                "<end_of_turn>", "<|endoftext|>", "<EOT>"};
+        for (size_t k = 0; k < sizeof eog_names / sizeof eog_names[0]; k++)
+            e->eog |= e->type != KVL_TOK_NORMAL && e->type != KVL_TOK_BYTE &&
+                      e->len == strlen(eog_names[k]) && !memcmp(p, eog_names[k], e->len);
+        e->eog |= i == eos;
         if (e->type == KVL_TOK_BYTE) {
             e->byte = b;
             if (t->byte_id[b] < 0)
@@ -505,9 +516,30 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
         raw[i].score = rd_f32(scores->v.arr.data + (size_t)i * 4);
         raw[i].type = type;
     }
-    st = build(what, raw, nv, true, bos, eos, unk, out, err);
+    bool flags[3] = {true, false, true};
+    static const char *const flag_keys[3] = {"tokenizer.ggml.add_bos_token",
+                                             "tokenizer.ggml.add_eos_token",
+                                             "tokenizer.ggml.add_space_prefix"};
+    for (int k = 0; k < 3; k++) {
+        const kvl_gguf_kv *kv = find_kv(g, flag_keys[k]);
+        if (kv && kv->type != KVL_GGUF_BOOL) {
+            free(raw);
+            return kvl_errorf(err, KVL_E_FORMAT, "%s: %s has type %u, want BOOL", what,
+                              flag_keys[k], (unsigned)kv->type);
+        }
+        if (kv)
+            flags[k] = kv->v.u64 != 0;
+    }
+    kvl_tokenizer *t = NULL;
+    st = build(what, raw, nv, true, bos, eos, unk, &t, err);
     free(raw);
-    return st;
+    if (st != KVL_OK)
+        return st;
+    t->add_bos = flags[0];
+    t->add_eos = flags[1];
+    t->add_space_prefix = flags[2];
+    *out = t;
+    return KVL_OK;
 }
 
 /* --- queries ---------------------------------------------------------------- */
@@ -530,6 +562,22 @@ int32_t kvl_tokenizer_eos(const kvl_tokenizer *t) {
     return t ? t->eos : -1;
 }
 
+bool kvl_tokenizer_add_bos(const kvl_tokenizer *t) {
+    if (t && t->bpe)
+        return kvl_bpe_add_bos(t->bpe);
+    return t && t->add_bos;
+}
+
+bool kvl_tokenizer_add_eos(const kvl_tokenizer *t) {
+    if (t && t->bpe)
+        return kvl_bpe_add_eos(t->bpe);
+    return t && t->add_eos;
+}
+
+bool kvl_tokenizer_add_space_prefix(const kvl_tokenizer *t) {
+    return t && !t->bpe && t->add_space_prefix;
+}
+
 const char *kvl_tokenizer_model(const kvl_tokenizer *t) {
     return t && t->bpe ? "gpt2" : "llama";
 }
@@ -537,7 +585,7 @@ const char *kvl_tokenizer_model(const kvl_tokenizer *t) {
 bool kvl_tokenizer_is_eog(const kvl_tokenizer *t, int32_t id) {
     if (t && t->bpe)
         return kvl_bpe_is_eog(t->bpe, id);
-    return t && id >= 0 && id == t->eos;
+    return t && id >= 0 && id < t->n_vocab && t->tok[id].eog;
 }
 
 kvl_status kvl_tokenizer_get(const kvl_tokenizer *t, int32_t id, const char **piece,
@@ -574,7 +622,7 @@ const char *kvl_tokenizer_piece(const kvl_tokenizer *t, int32_t prev, int32_t to
             p = t->arena + e->off;
             l = e->len;
         }
-        if (prev == t->bos && l > 0 && p[0] == ' ') {
+        if (t->add_space_prefix && prev == t->bos && l > 0 && p[0] == ' ') {
             p++;
             l--;
         }
@@ -784,13 +832,15 @@ kvl_status kvl_tokenizer_tokenize(const kvl_tokenizer *t, const char *text, size
                                   kvl_error *err) {
     if (t && t->bpe)
         return kvl_bpe_encode(t->bpe, text, len, flags, out, cap, n_out, err);
-    bool add_bos = (flags & KVL_TOKENIZE_ADD_SPECIAL) != 0;
     if (!t || (!text && len) || (!out && cap) || !n_out)
         return kvl_errorf(err, KVL_E_INVALID, "tokenizer: encode: NULL argument");
     if (len >= MAX_TEXT)
         return kvl_errorf(err, KVL_E_LIMIT, "tokenizer: text of %zu bytes > %zu", len,
                           MAX_TEXT - 1);
-    uint32_t n_text = len > 0 ? (uint32_t)len + 1 : 0;
+    bool add_bos = (flags & KVL_TOKENIZE_ADD_SPECIAL) && t->add_bos;
+    bool add_eos = (flags & KVL_TOKENIZE_ADD_SPECIAL) && t->add_eos;
+    uint32_t pre = t->add_space_prefix ? 1 : 0;
+    uint32_t n_text = len > 0 ? (uint32_t)len + pre : 0;
     /* symbols <= n_text; live candidates <= symbols - 1 + merges <= 2 * symbols */
     size_t sym_bytes, heap_n = 2 * (size_t)n_text + 1, heap_bytes;
     if (kvl_mul_overflow(n_text, sizeof(sym), &sym_bytes) ||
@@ -811,8 +861,8 @@ kvl_status kvl_tokenizer_tokenize(const kvl_tokenizer *t, const char *text, size
             return kvl_errorf(err, KVL_E_NOMEM, "tokenizer: out of memory encoding %zu bytes",
                               len);
         }
-        padded[0] = ' '; /* the dummy prefix */
-        memcpy(padded + 1, text, len);
+        padded[0] = ' '; /* the dummy prefix (overwritten without one) */
+        memcpy(padded + pre, text, len);
         e.text = padded;
         n_sym = split(&e, n_text);
         merge_all(&e, n_sym);
@@ -821,11 +871,14 @@ kvl_status kvl_tokenizer_tokenize(const kvl_tokenizer *t, const char *text, size
     size_t count = add_bos ? 1 : 0;
     for (uint32_t i = first; i != NO_SYM; i = e.s[i].next)
         count++;
+    count += add_eos;
     size_t o = 0;
     if (add_bos && o < cap)
         out[o++] = t->bos;
     for (uint32_t i = first; i != NO_SYM && o < cap; i = e.s[i].next)
         out[o++] = e.s[i].id;
+    if (add_eos && o < cap)
+        out[o++] = t->eos;
     free(padded);
     free(e.s);
     free(e.heap);

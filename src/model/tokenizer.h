@@ -48,6 +48,14 @@ void kvl_tokenizer_free(kvl_tokenizer *t);
 int32_t kvl_tokenizer_n_vocab(const kvl_tokenizer *t);
 int32_t kvl_tokenizer_bos(const kvl_tokenizer *t); /* -1: none */
 int32_t kvl_tokenizer_eos(const kvl_tokenizer *t); /* -1: none */
+/* What KVL_TOKENIZE_ADD_SPECIAL adds: BOS first, EOS last
+ * (tokenizer.ggml.add_bos_token / add_eos_token; llama2.c: BOS only). */
+bool kvl_tokenizer_add_bos(const kvl_tokenizer *t);
+bool kvl_tokenizer_add_eos(const kvl_tokenizer *t);
+/* "llama": a space is put before the text (tokenizer.ggml.add_space_prefix,
+ * default true) and dropped again when decoding right after BOS. Always
+ * false for "gpt2". */
+bool kvl_tokenizer_add_space_prefix(const kvl_tokenizer *t);
 /* "llama" (SentencePiece, llama2.c) or "gpt2" (byte-level BPE). */
 const char *kvl_tokenizer_model(const kvl_tokenizer *t);
 /* End of generation: EOS, EOT/EOM ids from the file, and tokens named

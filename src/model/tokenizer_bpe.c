@@ -639,6 +639,10 @@ bool kvl_bpe_add_bos(const kvl_bpe *b) {
     return b && b->add_bos;
 }
 
+bool kvl_bpe_add_eos(const kvl_bpe *b) {
+    return b && b->add_eos;
+}
+
 bool kvl_bpe_is_eog(const kvl_bpe *b, int32_t id) {
     return b && id >= 0 && id < b->n_vocab && b->tok[id].eog;
 }

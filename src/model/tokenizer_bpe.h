@@ -19,6 +19,7 @@ int32_t kvl_bpe_n_vocab(const kvl_bpe *b);
 int32_t kvl_bpe_bos(const kvl_bpe *b); /* -1: none */
 int32_t kvl_bpe_eos(const kvl_bpe *b); /* -1: none */
 bool kvl_bpe_add_bos(const kvl_bpe *b);
+bool kvl_bpe_add_eos(const kvl_bpe *b);
 bool kvl_bpe_is_eog(const kvl_bpe *b, int32_t id);
 const char *kvl_bpe_pre(const kvl_bpe *b);
 
