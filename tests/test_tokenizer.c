@@ -611,6 +611,34 @@ static void test_gguf_flags(void) {
     f.kv[7].type = KVL_GGUF_UINT8;
     f.g.n_kv = 8;
     expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.add_bos_token", "BOOL");
+    /* special tokens in the text: user-defined always, control with
+     * PARSE_SPECIAL; the dummy prefix goes before the text and again after
+     * each special token (llama.cpp) */
+    make_gguf(&f);
+    f.strs[7] = S("<u>");
+    f.types[7] = KVL_TOK_USER_DEFINED;
+    t = NULL;
+    CHECK_EQ_INT(kvl_tokenizer_from_gguf(&f.g, &t, &err), KVL_OK);
+    if (t) {
+        static const int32_t w1[] = {6, 7, 6};
+        CHECK_EQ_INT(kvl_tokenizer_tokenize(t, "a<u>a", 5, 0, ids, 8, &n, &err), KVL_OK);
+        CHECK(n == 3 && memcmp(ids, w1, sizeof w1) == 0);
+        static const int32_t w2[] = {1, 6, 2, 6, 7};
+        CHECK_EQ_INT(kvl_tokenizer_tokenize(t, "a</s>a<u>", 9,
+                                            KVL_TOKENIZE_PARSE_SPECIAL | KVL_TOKENIZE_ADD_SPECIAL,
+                                            ids, 8, &n, &err),
+                     KVL_OK);
+        CHECK(n == 5 && memcmp(ids, w2, sizeof w2) == 0);
+        /* without PARSE_SPECIAL "</s>" is text: no EOS id */
+        CHECK_EQ_INT(kvl_tokenizer_tokenize(t, "a</s>a", 6, 0, ids, 8, &n, &err), KVL_OK);
+        for (size_t i = 0; i < n; i++)
+            CHECK(ids[i] != 2);
+        /* cap too small: the count, the first cap ids */
+        int32_t two[2];
+        CHECK_EQ_INT(kvl_tokenizer_tokenize(t, "a<u>a", 5, 0, two, 2, &n, &err), KVL_E_LIMIT);
+        CHECK(n == 3 && two[0] == 6 && two[1] == 7);
+        kvl_tokenizer_free(t);
+    }
     /* end of generation: EOS, and control tokens named like <|im_end|> */
     make_gguf(&f);
     f.strs[7] = S("<|im_end|>");

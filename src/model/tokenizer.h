@@ -68,9 +68,10 @@ enum {
     /* BOS (and EOS) as the vocabulary asks: always BOS for "llama";
      * tokenizer.ggml.add_bos_token / add_eos_token for "gpt2" */
     KVL_TOKENIZE_ADD_SPECIAL = 1u << 0,
-    /* "gpt2": control tokens written in the text (<|im_start|>) become their
+    /* control tokens written in the text (<|im_start|>, </s>) become their
      * id; without it they are tokenized as text. User-defined (added) tokens
-     * are always kept whole. "llama" ignores this flag. */
+     * are always kept whole. ("llama": the dummy prefix goes before the
+     * text and again after each special token, as in llama.cpp.) */
     KVL_TOKENIZE_PARSE_SPECIAL = 1u << 1,
 };
 
