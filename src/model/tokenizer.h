@@ -77,7 +77,9 @@ enum {
 
 /* Encode len bytes of text with KVL_TOKENIZE_* flags. Writes at most cap ids
  * to out and the count needed to *n_out; KVL_E_LIMIT when cap is too small
- * (out holds the first cap ids). len + 3 ids always suffice. */
+ * (out holds the first cap ids). len + 3 ids suffice, and 2 * len + 3
+ * always (a "llama" vocabulary with one-byte special tokens: each one
+ * brings a dummy-prefix space back). */
 kvl_status kvl_tokenizer_tokenize(const kvl_tokenizer *t, const char *text, size_t len,
                                   unsigned flags, int32_t *out, size_t cap, size_t *n_out,
                                   kvl_error *err);
@@ -87,7 +89,7 @@ kvl_status kvl_tokenizer_tokenize(const kvl_tokenizer *t, const char *text, size
  * Encode len bytes of text (any bytes; need not be valid UTF-8 or
  * NUL-terminated). Writes at most cap ids to out and the count needed to
  * *n_out; KVL_E_LIMIT (out untouched beyond cap) when cap is too small.
- * len + 3 ids always suffice. */
+ * The same bound on the count. */
 kvl_status kvl_tokenizer_encode(const kvl_tokenizer *t, const char *text, size_t len,
                                 bool add_bos, int32_t *out, size_t cap, size_t *n_out,
                                 kvl_error *err);
