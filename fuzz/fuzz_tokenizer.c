@@ -270,13 +270,19 @@ static void round_trip(const kvl_tokenizer *t, const uint8_t *s, size_t len, boo
     free(back);
 }
 
+/* All 256 byte tokens and no user-defined token (those are cut out of the
+ * text whole and bring the dummy-prefix space back after them, as in
+ * llama.cpp: no longer an exact round trip). */
 static bool has_all_bytes(const kvl_tokenizer *t) {
     bool seen[256] = {false};
     int n_seen = 0;
     for (int32_t id = 0; id < kvl_tokenizer_n_vocab(t); id++) {
         int32_t type;
-        if (kvl_tokenizer_get(t, id, NULL, NULL, NULL, &type) != KVL_OK ||
-            type != KVL_TOK_BYTE)
+        if (kvl_tokenizer_get(t, id, NULL, NULL, NULL, &type) != KVL_OK)
+            continue;
+        if (type == KVL_TOK_USER_DEFINED)
+            return false;
+        if (type != KVL_TOK_BYTE)
             continue;
         size_t pl;
         const char *p = kvl_tokenizer_piece(t, -1, id, &pl);
@@ -299,10 +305,10 @@ static void exercise(const kvl_tokenizer *t, const uint8_t *s, size_t len) {
         round_trip(t, s, len, true);
     } else {
         size_t n;
-        int32_t *ids = malloc((len + 3) * sizeof *ids);
+        int32_t *ids = malloc((2 * len + 3) * sizeof *ids);
         FUZZ_CHECK(ids);
-        FUZZ_CHECK(kvl_tokenizer_encode(t, (const char *)s, len, true, ids, len + 3, &n, NULL) ==
-                   KVL_OK);
+        FUZZ_CHECK(kvl_tokenizer_encode(t, (const char *)s, len, true, ids, 2 * len + 3, &n,
+                                        NULL) == KVL_OK);
         for (size_t i = 0; i < n; i++) {
             size_t pl;
             kvl_tokenizer_piece(t, i ? ids[i - 1] : -1, ids[i], &pl);
