@@ -207,7 +207,7 @@ static void test_load_paths(void) {
 /* --- architectures against a scalar reference --------------------------------- */
 
 /* Leave one feature out of the reference (to show the test sees it). */
-enum { REF_FULL, REF_NO_BIAS, REF_NO_QK_NORM, REF_WRONG_PAIRS, REF_NO_ROPE_FREQS };
+enum { REF_FULL, REF_NO_BIAS, REF_NO_QK_NORM, REF_WRONG_PAIRS, REF_NO_ROPE_FREQS, REF_NO_SCALE };
 
 static const float *tensor(const kvl_gguf *g, const char *name) {
     const kvl_gguf_tensor *t = kvl_gguf_find_tensor(g, name);
@@ -268,6 +268,7 @@ static void ref_forward(const kvl_model *m, const int32_t *toks, int n_tok, int 
     const float *emb = tensor(g, "token_embd.weight");
     const float *factors = variant == REF_NO_ROPE_FREQS ? NULL : tensor(g, "rope_freqs.weight");
     bool neox = ai->rope_neox != (variant == REF_WRONG_PAIRS);
+    double rope_scale = variant == REF_NO_SCALE ? 0 : hp->rope_scale;
     char nm[96];
 #define W(suffix) (snprintf(nm, sizeof nm, "blk.%d." suffix, (int)l), tensor(g, nm))
     for (int t = 0; t < n_tok; t++)
@@ -298,9 +299,9 @@ static void ref_forward(const kvl_model *m, const int32_t *toks, int n_tok, int 
                     ref_rmsnorm(kt + h * hd, kt + h * hd, kn, hd, eps);
             }
             for (int64_t h = 0; h < H; h++)
-                ref_rope(q + h * hd, hd, t, hp->rope_base, factors, hp->rope_scale, neox);
+                ref_rope(q + h * hd, hd, t, hp->rope_base, factors, rope_scale, neox);
             for (int64_t h = 0; h < KV; h++)
-                ref_rope(kt + h * hd, hd, t, hp->rope_base, factors, hp->rope_scale, neox);
+                ref_rope(kt + h * hd, hd, t, hp->rope_base, factors, rope_scale, neox);
             for (int64_t h = 0; h < H; h++) {
                 int64_t kvh = h / (H / KV);
                 double mx = -1e300, sum = 0;
@@ -357,7 +358,9 @@ static double max_abs_diff_d(const double *a, const double *b, size_t n) {
     return d;
 }
 
-static void test_arch(const char *what, kvl_mkmodel_spec s, const int *features) {
+/* rope_scale > 0: run as if the file said rope.scaling.type linear with
+ * that factor (set on the loaded hyperparameters) */
+static void test_arch(const char *what, kvl_mkmodel_spec s, float rope_scale, const int *features) {
     kvl_error err = {0};
     kvl_mkmodel_vocab voc;
     CHECK_EQ_INT(kvl_mkmodel_vocab_synth((int32_t)s.n_vocab, &voc, &err), KVL_OK);
@@ -373,6 +376,8 @@ static void test_arch(const char *what, kvl_mkmodel_spec s, const int *features)
         return;
     }
     CHECK_EQ_INT(m->hp.arch, s.arch);
+    if (rope_scale > 0)
+        m->hp.rope_scale = rope_scale;
     CHECK_EQ_INT(m->rope_freqs.data != NULL, s.rope_freqs);
     int32_t toks[ARCH_TOKENS], seq[ARCH_TOKENS], pos[ARCH_TOKENS];
     bool want[ARCH_TOKENS];
@@ -434,20 +439,23 @@ static void test_architectures(void) {
     s.rope_base = 500000.0f;
     s.rope_freqs = true;
     static const int f_llama[] = {REF_WRONG_PAIRS, REF_NO_ROPE_FREQS, 0};
-    test_arch("arch_llama31.gguf", s, f_llama);
+    test_arch("arch_llama31.gguf", s, 0, f_llama);
+    /* the same with linear rotary scaling by 4 */
+    static const int f_scale[] = {REF_NO_SCALE, 0};
+    test_arch("arch_llama31_linear.gguf", s, 4.0f, f_scale);
     /* Qwen2.5: Q/K/V biases, NeoX pairs, base 1e6, tied output */
     s = small_spec(KVL_ARCH_QWEN2);
     s.rope_base = 1000000.0f;
     s.tied = true;
     static const int f_qwen2[] = {REF_NO_BIAS, REF_WRONG_PAIRS, 0};
-    test_arch("arch_qwen2.gguf", s, f_qwen2);
+    test_arch("arch_qwen2.gguf", s, 0, f_qwen2);
     /* Qwen3: per-head Q/K RMSNorm, head_dim 16 with dim 32 and 4 heads */
     s = small_spec(KVL_ARCH_QWEN3);
     s.rope_base = 1000000.0f;
     s.tied = true;
     s.head_dim = 16;
     static const int f_qwen3[] = {REF_NO_QK_NORM, REF_WRONG_PAIRS, 0};
-    test_arch("arch_qwen3.gguf", s, f_qwen3);
+    test_arch("arch_qwen3.gguf", s, 0, f_qwen3);
     /* presets have the published shapes */
     CHECK(kvl_mkmodel_preset("qwen3-0.6b", &s));
     CHECK(s.arch == KVL_ARCH_QWEN3 && s.head_dim == 128 && s.dim == 1024 && s.tied);
