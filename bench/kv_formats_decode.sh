@@ -21,8 +21,10 @@ reps=${2:-5}
 nlc=${3:-/tmp/nlc}
 out=bench/out/kv-formats-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
-model=bench/out/tinyllama-4l-q8_0.gguf
-[ -f "$model" ] || "$bin" mkmodel --preset tinyllama-1.1b --layers 4 --type q8_0 -o "$model" >/dev/null
+# --ctx 8192: bench refuses depths past the model's context (TinyLlama's is 2048)
+model=bench/out/tinyllama-4l-q8_0-ctx8k.gguf
+[ -f "$model" ] || "$bin" mkmodel --preset tinyllama-1.1b --layers 4 --type q8_0 --ctx 8192 \
+  -o "$model" >/dev/null
 common=(-m "$model" -p 0 -n 64 -d 4096 -r "$reps" -t 2 -o json --gate)
 summ() { # label-A label-B pairs.log
   python3 - "$1" "$2" "$3" <<'PY'

@@ -18,8 +18,10 @@ bin=${1:-build/kvllm}
 reps=${2:-5}
 out=bench/out/paged-speed-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
-model=bench/out/tinyllama-4l-q8_0.gguf
-[ -f "$model" ] || "$bin" mkmodel --preset tinyllama-1.1b --layers 4 --type q8_0 -o "$model" >/dev/null
+# --ctx 8192: bench refuses depths past the model's context (TinyLlama's is 2048)
+model=bench/out/tinyllama-4l-q8_0-ctx8k.gguf
+[ -f "$model" ] || "$bin" mkmodel --preset tinyllama-1.1b --layers 4 --type q8_0 --ctx 8192 \
+  -o "$model" >/dev/null
 common=(-m "$model" -p 0 -n 64 -d 2048,4096 -r "$reps" -t 2 -o json --gate --kv-type f32)
 python3 bench/interleave.py "$out/paged.json" "$out/contig.json" -- \
   "$bin" bench "${common[@]}" --kv-layout paged -- \

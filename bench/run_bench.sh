@@ -115,10 +115,12 @@ t_start=$(date +%s)
 } | tee "$run/machine.txt" >&2
 
 for t in $types; do
-    f=$models/tinyllama-1.1b-$t.gguf
+    # --ctx 4096: the deep group needs 2048 + 128 positions, past TinyLlama's 2048
+    # (kvllm bench refuses depths past the model's context)
+    f=$models/tinyllama-1.1b-$t-ctx4k.gguf
     if [[ ! -f $f ]]; then
         echo "writing $f ..." >&2
-        "$kvllm" mkmodel --preset tinyllama-1.1b --type "$t" -o "$f" >&2
+        "$kvllm" mkmodel --preset tinyllama-1.1b --type "$t" --ctx 4096 -o "$f" >&2
     fi
 done
 
@@ -139,7 +141,7 @@ group_flags() {
 
 measure_bw
 for t in $types; do
-    f=$models/tinyllama-1.1b-$t.gguf
+    f=$models/tinyllama-1.1b-$t-ctx4k.gguf
     for g in $groups; do
         read -r -a flags <<<"$(group_flags "$g")"
         echo "[$(($(date +%s) - t_start)) s] $t $g: ${flags[*]}" >&2

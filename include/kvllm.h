@@ -1,26 +1,71 @@
 /*
- * kvllm: an LLM inference engine in C whose centre is the KV cache.
+ * kvllm: an LLM inference and serving engine in C whose centre is the KV
+ * cache. This is the one public header, written as the user's manual.
  *
- * This is the one public header. It is written as the user's manual.
+ * A complete program (tests/test_api_example.c builds this very text
+ * against the installed library and runs it):
  *
- * Example: load a model and generate greedily.
+ * <example>
+ *     #include <kvllm.h>
+ *     #include <stdio.h>
  *
- *     kvl_error err;
- *     kvl_model *m = NULL;
- *     if (kvl_model_load("stories260K.gguf", NULL, &m, &err) != KVL_OK) {
- *         fprintf(stderr, "%s\n", err.msg);
- *         return 1;
+ *     int main(int argc, char **argv) {
+ *         kvl_error err;
+ *         kvl_model *m = NULL;
+ *         kvl_engine *e = NULL;
+ *         if (kvl_model_load(argc > 1 ? argv[1] : "stories260K.gguf", NULL, &m, &err)) {
+ *             fprintf(stderr, "%s\n", err.msg);
+ *             return 1;
+ *         }
+ *         kvl_engine_params ep = kvl_engine_defaults();
+ *         ep.kv_mem = 16u << 20;              // 16 MiB of KV blocks
+ *         if (kvl_engine_init(m, &ep, &e, &err)) {
+ *             fprintf(stderr, "%s\n", err.msg);
+ *             kvl_model_free(m);
+ *             return 1;
+ *         }
+ *         const char *prompts[2] = {"Once upon a time", "Tom and his dog"};
+ *         for (int i = 0; i < 2; i++) {
+ *             kvl_request_params rp = kvl_request_defaults();
+ *             rp.prompt = prompts[i];
+ *             rp.max_tokens = 32;
+ *             rp.temperature = 0;             // greedy
+ *             uint64_t id;
+ *             if (kvl_engine_submit(e, &rp, &id, &err))
+ *                 fprintf(stderr, "refused: %s\n", err.msg);
+ *         }
+ *         int open = 2;
+ *         while (open > 0) {
+ *             kvl_engine_step(e, NULL, &err);  // or kvl_engine_start(e) for a thread
+ *             kvl_event ev[16];
+ *             int n = kvl_engine_poll(e, ev, 16, 0);
+ *             for (int i = 0; i < n; i++) {
+ *                 if (ev[i].type == KVL_EV_TOKEN)
+ *                     printf("[%llu] %.*s\n", (unsigned long long)ev[i].id,
+ *                            (int)ev[i].text_len, ev[i].text);
+ *                 else if (ev[i].type == KVL_EV_FINAL) {
+ *                     printf("[%llu] done: %s, %lld tokens\n", (unsigned long long)ev[i].id,
+ *                            kvl_finish_reason_str(ev[i].reason),
+ *                            (long long)ev[i].usage.completion_tokens);
+ *                     open--;
+ *                 }
+ *             }
+ *         }
+ *         kvl_engine_free(e);
+ *         kvl_model_free(m);
+ *         return 0;
  *     }
- *     ... see src/cli/run.c for the generation loop ...
- *     kvl_model_free(m);
+ * </example>
  *
  * Conventions
  *   - Fallible functions return kvl_status and, when given a kvl_error,
  *     fill it with a message that names the field, the value and the limit.
  *   - A failed call leaves every structure exactly as it was.
  *   - Pairs are _init/_free (or _load/_free); _free(NULL) does nothing.
- *   - Sizes are size_t, tensor dims int64_t, token ids int32_t, block ids
- *     uint32_t.
+ *   - Params structs come from a _defaults() function; set only the fields
+ *     you need, so that fields added later keep their defaults.
+ *   - Enums are append-only: a value's number never changes.
+ *   - Sizes are size_t, token ids int32_t, block ids uint32_t.
  */
 #ifndef KVLLM_H
 #define KVLLM_H
@@ -33,18 +78,28 @@
 extern "C" {
 #endif
 
-#define KVL_VERSION "0.1.0"
+#define KVL_VERSION "0.2.0"
+
+#if defined(_WIN32)
+#define KVL_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define KVL_API __attribute__((visibility("default")))
+#else
+#define KVL_API
+#endif
 
 typedef enum kvl_status {
     KVL_OK = 0,
-    KVL_E_NOMEM,       /* the heap could not satisfy a request */
-    KVL_E_INVALID,     /* a caller's argument is out of range */
-    KVL_E_FORMAT,      /* a file's contents break its format */
-    KVL_E_IO,          /* open/read/write/mmap failed */
-    KVL_E_LIMIT,       /* a value exceeds a documented limit */
-    KVL_E_NO_KV,       /* not enough free KV blocks (recoverable) */
-    KVL_E_CANCELLED,   /* the operation was cancelled */
-    KVL_E_UNSUPPORTED, /* well-formed but not supported (type, arch) */
+    KVL_E_NOMEM = 1,       /* the heap could not satisfy a request */
+    KVL_E_INVALID = 2,     /* a caller's argument is out of range */
+    KVL_E_FORMAT = 3,      /* a file's contents break its format */
+    KVL_E_IO = 4,          /* open/read/write/mmap failed */
+    KVL_E_LIMIT = 5,       /* a value exceeds a documented limit */
+    KVL_E_NO_KV = 6,       /* not enough free KV blocks (recoverable) */
+    KVL_E_CANCELLED = 7,   /* the operation was cancelled */
+    KVL_E_UNSUPPORTED = 8, /* well-formed but not supported (type, arch) */
+    KVL_E_BUSY = 9,        /* a bounded queue is full: retry later (HTTP 429) */
+    KVL_E_NOT_FOUND = 10,  /* no such request (unknown or already finished) */
 } kvl_status;
 
 /* Error details. msg is always NUL-terminated. */
@@ -54,7 +109,61 @@ typedef struct kvl_error {
 } kvl_error;
 
 /* A short, static name for a status: "ok", "out of memory", ... */
-const char *kvl_status_str(kvl_status s);
+KVL_API const char *kvl_status_str(kvl_status s);
+
+
+/* ---- Models and tokenizers ----------------------------------------------
+ *
+ * A model is loaded once, read-only, and may be shared by any number of
+ * engines and threads. GGUF (v2/v3) and llama2.c checkpoints are told apart
+ * by their magic; every header field is validated before use.
+ */
+typedef struct kvl_model kvl_model;
+
+/* How a model file is brought into memory. */
+typedef enum kvl_load_mode {
+    KVL_LOAD_AUTO = 0, /* 2 MiB huge pages for files of 64 MiB and more when
+                          the kernel allows, else a file mapping */
+    KVL_LOAD_MMAP = 1, /* map the file (4 KiB pages, shared, read lazily) */
+    KVL_LOAD_HUGE = 2, /* copy into private 2 MiB pages, then read-only */
+} kvl_load_mode;
+
+/* Load options; NULL means all defaults (zero-initialised is the default). */
+typedef struct kvl_model_params {
+    const char *tokenizer_path; /* llama2.c: the tokenizer file (default: tok<vocab>.bin
+                                   or tokenizer.bin beside the checkpoint) */
+    kvl_load_mode load;
+} kvl_model_params;
+
+KVL_API kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model **out,
+                                  kvl_error *err);
+KVL_API void kvl_model_free(kvl_model *m);
+
+/* Facts about a loaded model. */
+typedef struct kvl_model_info {
+    char name[64];
+    const char *container;  /* "gguf" or "llama2.c" */
+    const char *weight_type; /* of the attention weights: "f32", "q8_0", ... */
+    int64_t n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim;
+    int64_t ctx_len;        /* the model's context length */
+    size_t weight_bytes;
+    int32_t bos, eos;       /* token ids */
+} kvl_model_info;
+
+/* This function can't fail. */
+KVL_API void kvl_model_get_info(const kvl_model *m, kvl_model_info *out);
+
+/* Text to token ids (with BOS first when add_bos). At most cap ids are
+ * written; *n_out is the count. KVL_E_LIMIT when cap is too small (the
+ * message has the count needed, which is never more than len + 2). */
+KVL_API kvl_status kvl_tokenize(const kvl_model *m, const char *text, size_t len, bool add_bos,
+                                int32_t *out, size_t cap, size_t *n_out, kvl_error *err);
+/* Token ids to text, as the engine streams them (the leading space of the
+ * first word after BOS is dropped). Writes at most cap bytes and a NUL when
+ * room is left; *len_out is the full length. KVL_E_INVALID on an id out of
+ * range; KVL_E_LIMIT when cap is too small. */
+KVL_API kvl_status kvl_detokenize(const kvl_model *m, const int32_t *ids, size_t n, char *buf,
+                                  size_t cap, size_t *len_out, kvl_error *err);
 
 /* ---- KV cache accounting -------------------------------------------------
  *
@@ -64,12 +173,13 @@ const char *kvl_status_str(kvl_status s);
  * them after a fork. With the contiguous layout (the pre-paging baseline)
  * every sequence slot reserves max_ctx positions up front.
  *
- *     kvl_kv_stats st;
- *     kvl_kv_cache_stats(cache, &st);
+ * An engine's KV cache is read through kvl_engine_stats (below):
+ *
+ *     kvl_engine_stats st;
+ *     kvl_engine_get_stats(engine, &st);
  *     printf("%u of %u blocks used, %.1f%% of reserved slots hold tokens\n",
- *            st.n_blocks_used, st.n_blocks_total, 100.0 * st.utilization);
+ *            st.kv.n_blocks_used, st.kv.n_blocks_total, 100.0 * st.kv.utilization);
  */
-typedef struct kvl_kv_cache kvl_kv_cache;
 
 typedef enum kvl_kv_layout {
     KVL_KV_LAYOUT_PAGED = 0,
@@ -98,16 +208,266 @@ typedef struct kvl_kv_stats {
                                  the block budget) */
 } kvl_kv_stats;
 
-/* One sequence's share. */
-typedef struct kvl_kv_seq_stats_public {
-    int32_t n_tokens;
-    uint32_t n_blocks, n_blocks_own, n_blocks_shared;
-    size_t bytes_own, bytes_shared;
-} kvl_kv_seq_stats_public;
 
-void kvl_kv_cache_stats(const kvl_kv_cache *c, kvl_kv_stats *out);
-kvl_status kvl_kv_cache_seq_stats(const kvl_kv_cache *c, int32_t seq, kvl_kv_seq_stats_public *out,
-                                  kvl_error *err);
+
+
+/* ---- The serving engine --------------------------------------------------
+ *
+ * An engine serves many requests at once on one model: continuous batching
+ * (every step runs one flattened batch of decode tokens and prefill chunks
+ * under a token budget), admission through the KV ledger (a request starts
+ * only when its next blocks can be reserved), preemption by recompute or
+ * swap when the pool runs dry, and exactly one final event per accepted
+ * request. docs/engine.md has the state machine and the step algorithm.
+ *
+ * Threads: kvl_engine_submit, kvl_engine_cancel, kvl_engine_poll,
+ * kvl_engine_get_stats and kvl_engine_request_info are safe from any
+ * thread. Steps run either on the caller's thread (kvl_engine_step: tests,
+ * benchmarks, single-threaded programs) or on the engine's own thread
+ * (kvl_engine_start: servers); never both at once. Compute runs on the
+ * engine's worker pool either way.
+ */
+typedef struct kvl_engine kvl_engine;
+
+typedef enum kvl_preempt_mode {
+    KVL_PREEMPT_AUTO = 0,      /* per victim, whichever the cost rule says is cheaper */
+    KVL_PREEMPT_RECOMPUTE = 1, /* free the victim's blocks; prefill again later */
+    KVL_PREEMPT_SWAP = 2,      /* copy its blocks to the swap area and back (recompute
+                                  when the swap area is full) */
+} kvl_preempt_mode;
+
+typedef struct kvl_engine_params {
+    int32_t n_threads;        /* worker threads; 0 = one per core */
+    /* KV cache */
+    kvl_kv_layout kv_layout;  /* default paged */
+    const char *kv_type_k;    /* "f32", "f16", "bf16", "fp8_e4m3", "fp8_e5m2", "int8",
+                                 "int4"; NULL = auto: f32 for f32 weights, else f16 */
+    const char *kv_type_v;
+    size_t kv_mem;            /* bytes of KV blocks; 0 = kv_mem_fraction of the
+                                 available memory, or when that is 0 too, what
+                                 max_seqs full contexts need, capped at half the
+                                 available memory */
+    double kv_mem_fraction;   /* (0, 1] */
+    int32_t block_size;       /* positions per block; 0 = the formats' default (16;
+                                 32 with int4 keys) */
+    int32_t max_ctx;          /* positions per sequence; 0 = the model's context */
+    /* scheduling */
+    int32_t max_seqs;         /* sequences decoding at once (KV slots); default 16 */
+    int32_t max_batch_tokens; /* tokens per step (decodes + prefill chunks); default 256 */
+    int32_t max_queue;        /* waiting requests; default 1024; over it submit is
+                                 KVL_E_BUSY */
+    int64_t max_queue_tokens; /* prompt tokens waiting; default 1 << 20 */
+    kvl_preempt_mode preempt; /* default auto */
+    size_t swap_mem;          /* bytes of the swap area; default 0 (no swap) */
+    const char *swap_file;    /* back the swap area with this file instead of
+                                 anonymous memory (a tier larger than RAM) */
+    int32_t event_capacity;   /* events buffered for kvl_engine_poll; default 4096 */
+    bool batch_invariant;     /* every product takes one kernel path whatever the
+                                 batch, so a request's tokens at temperature 0 do not
+                                 depend on what else runs (slower decode: see
+                                 docs/engine.md). Process-wide once set. */
+} kvl_engine_params;
+
+KVL_API kvl_engine_params kvl_engine_defaults(void);
+
+/* Create an engine on m (which must outlive it): resolves the defaults,
+ * allocates the KV pool, the swap area, the batch buffers and the event
+ * queue up front, and prints nothing. On error nothing is allocated. */
+KVL_API kvl_status kvl_engine_init(const kvl_model *m, const kvl_engine_params *p,
+                                   kvl_engine **out, kvl_error *err);
+/* Stop the engine thread if started, release every open request and free
+ * everything. Events not yet polled are lost with the queue: to see every
+ * request's final event, cancel what is open and poll until idle first
+ * (kvllm's front ends do). */
+KVL_API void kvl_engine_free(kvl_engine *e);
+
+/* The resolved configuration (formats, budget, block size, limits). */
+typedef struct kvl_engine_config {
+    char kv_type_k[16], kv_type_v[16];
+    kvl_kv_layout kv_layout;
+    int32_t block_size, max_ctx, max_seqs, max_batch_tokens, max_queue;
+    int64_t max_queue_tokens;
+    size_t kv_mem, swap_mem;
+    uint32_t n_blocks;        /* blocks in the pool */
+    int64_t capacity_tokens;  /* positions the pool holds */
+    size_t bytes_per_token;
+    int32_t n_threads;
+    kvl_preempt_mode preempt;
+    char budget_reason[128];  /* how kv_mem was chosen */
+} kvl_engine_config;
+KVL_API void kvl_engine_get_config(const kvl_engine *e, kvl_engine_config *out);
+
+/* One request. */
+typedef struct kvl_request_params {
+    const char *prompt;           /* text (tokenized with BOS), or */
+    const int32_t *prompt_tokens; /* token ids, used as given when not NULL */
+    size_t n_prompt_tokens;
+    int32_t max_tokens;           /* tokens to generate per sample; default 256 */
+    int32_t n;                    /* samples sharing the prompt's blocks; default 1 */
+    float temperature;            /* 0 = greedy; default 0.8 */
+    int32_t top_k;                /* 0 = off; default 40 */
+    float top_p;                  /* 1 = off; default 0.95 */
+    float min_p;                  /* 0 = off; default 0.05 */
+    float repeat_penalty;         /* 1 = off; default 1 */
+    int32_t repeat_last_n;        /* default 64 */
+    uint64_t seed;                /* sample i uses seed + i */
+    const char *const *stop;      /* stop strings (never part of the output) */
+    int32_t n_stop;               /* at most KVL_MAX_STOPS, each at most
+                                     KVL_MAX_STOP_LEN bytes */
+    int32_t priority;             /* higher runs first and is preempted last; default 0 */
+    uint64_t session;             /* groups a conversation's requests in the ledger; 0 none */
+    uint64_t tag;                 /* the caller's, echoed in every event */
+} kvl_request_params;
+
+#define KVL_MAX_STOPS 16
+#define KVL_MAX_STOP_LEN 128
+#define KVL_MAX_SAMPLES 64
+
+KVL_API kvl_request_params kvl_request_defaults(void);
+
+/* Validate and queue a request; *id identifies it in events. Refused, with
+ * nothing queued and a message with the numbers: KVL_E_INVALID (a field out
+ * of range), KVL_E_LIMIT (prompt + max_tokens over the context, or more
+ * blocks than the whole pool holds: it could never run), KVL_E_BUSY (the
+ * waiting queue is at max_queue or max_queue_tokens: retry later). */
+KVL_API kvl_status kvl_engine_submit(kvl_engine *e, const kvl_request_params *p, uint64_t *id,
+                                     kvl_error *err);
+/* Ask for a request to end; its final event (KVL_FINISH_CANCELLED) follows
+ * within one step. KVL_E_NOT_FOUND when it is unknown or already ended. */
+KVL_API kvl_status kvl_engine_cancel(kvl_engine *e, uint64_t id);
+
+typedef enum kvl_event_type {
+    KVL_EV_TOKEN = 1,      /* a generated token and the text it completes */
+    KVL_EV_SAMPLE_END = 2, /* one of n > 1 samples ended (reason, leftover text) */
+    KVL_EV_FINAL = 3,      /* the request ended: exactly one per accepted request */
+} kvl_event_type;
+
+typedef enum kvl_finish_reason {
+    KVL_FINISH_NONE = 0,
+    KVL_FINISH_STOP = 1,      /* end-of-sequence token or a stop string */
+    KVL_FINISH_LENGTH = 2,    /* max_tokens, or the context is full */
+    KVL_FINISH_CANCELLED = 3, /* kvl_engine_cancel or kvl_engine_free */
+    KVL_FINISH_ERROR = 4,     /* see status and message */
+} kvl_finish_reason;
+
+KVL_API const char *kvl_finish_reason_str(kvl_finish_reason r);
+
+typedef struct kvl_usage {
+    int64_t prompt_tokens;
+    int64_t completion_tokens; /* over all samples */
+    int64_t cached_tokens;     /* prompt tokens whose KV was reused, not computed */
+    int64_t recomputed_tokens; /* positions computed again after a preemption */
+    int32_t n_preemptions;
+    double queue_s;            /* submit to first scheduled */
+    double ttft_s;             /* submit to first token */
+    double tpot_s;             /* mean time per output token after the first */
+    double e2e_s;              /* submit to the final event */
+} kvl_usage;
+
+#define KVL_EVENT_TEXT_MAX 512
+
+typedef struct kvl_event {
+    kvl_event_type type;
+    uint64_t id, tag;
+    int32_t index;             /* sample, 0..n-1 */
+    int32_t token;             /* TOKEN: the id */
+    float logprob;             /* TOKEN: log p(token) under the model's distribution */
+    kvl_finish_reason reason;  /* SAMPLE_END, FINAL */
+    kvl_status status;         /* FINAL with KVL_FINISH_ERROR */
+    kvl_usage usage;           /* FINAL */
+    size_t text_len;           /* bytes of text now final (stop strings held back) */
+    char text[KVL_EVENT_TEXT_MAX];
+    char message[192];         /* FINAL: why (error, or which limit ended it) */
+} kvl_event;
+
+/* Copy up to max events, oldest first, into out; waits up to timeout_s
+ * seconds for the first one (0 = do not wait). Returns the number copied.
+ * Events of one request come in order; its FINAL is its last. */
+KVL_API int kvl_engine_poll(kvl_engine *e, kvl_event *out, int max, double timeout_s);
+
+/* Run one step on the caller's thread: admit, schedule, run one batch,
+ * sample, emit events. *n_tokens (may be NULL) is the batch size (0 when
+ * idle). Errors of a request end that request with an ERROR event; the
+ * step itself fails only when the engine cannot go on (KVL_E_INVALID when
+ * the engine thread is running). A step waits when the event queue cannot
+ * take what it would emit: poll between steps. */
+KVL_API kvl_status kvl_engine_step(kvl_engine *e, int32_t *n_tokens, kvl_error *err);
+/* Run steps on the engine's own thread until kvl_engine_stop or free. */
+KVL_API kvl_status kvl_engine_start(kvl_engine *e, kvl_error *err);
+KVL_API void kvl_engine_stop(kvl_engine *e);
+/* True when nothing is waiting, running or swapped. */
+KVL_API bool kvl_engine_idle(kvl_engine *e);
+
+typedef struct kvl_engine_stats {
+    kvl_kv_stats kv;           /* the pool (blocks, bytes, tokens) */
+    int64_t capacity_tokens;   /* positions the pool holds */
+    int64_t free_tokens;       /* positions in free blocks */
+    int32_t n_waiting, n_running, n_swapped;
+    int64_t waiting_prompt_tokens;
+    uint32_t n_swap_blocks_total, n_swap_blocks_used;
+    int64_t n_steps, n_requests_accepted, n_requests_refused, n_requests_finished;
+    int64_t n_preemptions, n_preempt_recompute, n_preempt_swap;
+    int64_t tokens_recomputed;
+    int64_t n_blocks_swapped_out, n_blocks_swapped_in;
+    size_t bytes_swapped_out, bytes_swapped_in;
+    int64_t tokens_prefilled, tokens_decoded;
+    double prefill_tok_s;      /* measured prefill rate (cost rule input) */
+    double swap_bytes_s;       /* measured swap copy rate (cost rule input) */
+} kvl_engine_stats;
+
+/* A snapshot taken at the end of the last step. This function can't fail. */
+KVL_API void kvl_engine_get_stats(kvl_engine *e, kvl_engine_stats *out);
+
+typedef enum kvl_request_state {
+    KVL_REQ_WAITING = 0,  /* queued, nothing computed (or preempted to recompute) */
+    KVL_REQ_RUNNING = 1,  /* holds KV blocks: prefilling or decoding */
+    KVL_REQ_SWAPPED = 2,  /* its blocks are in the swap area */
+    KVL_REQ_FINISHED = 3,
+} kvl_request_state;
+
+typedef struct kvl_request_info {
+    uint64_t id, tag, session;
+    kvl_request_state state;
+    int32_t priority, n_samples;
+    int64_t prompt_tokens, computed_tokens, generated_tokens;
+    uint32_t n_blocks, n_blocks_shared, n_swap_blocks;
+    size_t kv_bytes;
+    int32_t n_preemptions;
+    double queue_s, age_s;
+} kvl_request_info;
+
+/* KVL_E_NOT_FOUND when id is unknown or finished. */
+KVL_API kvl_status kvl_engine_request_info(kvl_engine *e, uint64_t id, kvl_request_info *out);
+
+/* A conversation's ledger: the requests submitted with one session id
+ * (kvl_request_params.session), what they hold now, and each finished
+ * turn's footprint, the newest KVL_SESSION_TURNS of them (multi-turn creep
+ * shows as kv_bytes growing turn by turn). The engine tracks up to
+ * KVL_MAX_SESSIONS sessions; beyond that the least recently used idle one
+ * is forgotten. */
+#define KVL_SESSION_TURNS 16
+#define KVL_MAX_SESSIONS 4096
+typedef struct kvl_session_turn {
+    uint64_t request_id;
+    int64_t prompt_tokens, completion_tokens, cached_tokens;
+    uint32_t n_blocks;        /* blocks the turn held when it ended */
+    size_t kv_bytes;
+    kvl_finish_reason reason;
+} kvl_session_turn;
+
+typedef struct kvl_session_info {
+    uint64_t session;
+    int64_t n_requests;       /* submitted so far */
+    int32_t n_open;           /* not yet ended */
+    uint32_t n_blocks;        /* held now by its open requests */
+    size_t kv_bytes;
+    int32_t n_turns;          /* entries in turns, oldest first */
+    kvl_session_turn turns[KVL_SESSION_TURNS];
+} kvl_session_info;
+
+/* KVL_E_NOT_FOUND for a session never seen (or forgotten). */
+KVL_API kvl_status kvl_engine_session_info(kvl_engine *e, uint64_t session,
+                                           kvl_session_info *out);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build kvllm and run every test twice: a Release build with gcc, then an
 # ASan+UBSan build with clang that also runs each libFuzzer target for a
-# bounded time. Warnings are errors in both. The last line sums both runs.
+# bounded time; then the engine's multi-threaded stress test under clang's
+# ThreadSanitizer. Warnings are errors. The last line sums all of them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test || exit 1
@@ -51,5 +52,11 @@ fi
 run_suite "release (gcc)" build -DCMAKE_BUILD_TYPE=Release
 run_suite "asan+ubsan+fuzz (clang)" build-asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release \
   -DKVL_SANITIZE=ON -DKVL_FUZZ=ON -DKVL_FUZZ_SECONDS="$fuzz_seconds"
+echo "=== threads under ThreadSanitizer (clang) ==="
+if scripts/tsan.sh build-tsan; then
+  total_pass=$((total_pass + 1))
+else
+  total_fail=$((total_fail + 1)); status=1
+fi
 echo "all suites: $total_pass passed, $total_fail failed"
 exit $status

@@ -14,6 +14,7 @@
 #include "kernels/kernels.h"
 #include "kv/kv_attn.h"
 #include "kv/kv_codec.h"
+#include "plan/planner.h"
 
 #include "testutil.h"
 

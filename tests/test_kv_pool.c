@@ -382,16 +382,12 @@ static void test_agrees_with_planner(void) {
         for (size_t j = 0; j < sizeof sizes / sizeof sizes[0]; j++)
             for (size_t b = 0; b < sizeof budgets / sizeof budgets[0]; b++) {
                 kvl_hparams hp = shape(shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]);
-                kvl_plan_shape ps = {0};
+                kvl_model_shape ps = {0};
                 snprintf(ps.name, sizeof ps.name, "t%zu", i);
-                ps.n_layers = hp.n_layers;
-                ps.n_heads = hp.n_heads;
-                ps.n_kv_heads = hp.n_kv_heads;
-                ps.head_dim = hp.head_dim;
-                ps.dim = hp.dim;
-                ps.ffn_dim = 4 * hp.dim;
-                ps.n_vocab = 256;
-                ps.ctx_len = 256;
+                ps.hp = hp;
+                ps.hp.ffn_dim = 4 * hp.dim;
+                ps.hp.n_vocab = 256;
+                ps.hp.ctx_len = 256;
                 kvl_error err;
                 kvl_plan_capacity pc;
                 kvl_kv_capacity kc;

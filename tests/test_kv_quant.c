@@ -13,7 +13,7 @@
  *   - through kvl_forward on stories260K: logits of every format close to
  *     f32 KV, teacher-forcing the f32 greedy continuation.
  */
-#include "kv/kv_check.h"
+#include "engine/kv_check.h"
 #include "kv/kv_paged.h"
 #include "model/forward.h"
 
@@ -63,16 +63,13 @@ static kvl_hparams small_hp(void) {
 
 static void test_parity(void) {
     kvl_hparams hp = small_hp();
-    kvl_plan_shape ps = {0};
+    kvl_model_shape ps = {0};
     snprintf(ps.name, sizeof ps.name, "small");
-    ps.n_layers = hp.n_layers;
-    ps.n_heads = hp.n_heads;
-    ps.n_kv_heads = hp.n_kv_heads;
-    ps.head_dim = hp.head_dim;
-    ps.dim = 64;
-    ps.ffn_dim = 64;
-    ps.n_vocab = 32;
-    ps.ctx_len = 64;
+    ps.hp = hp;
+    ps.hp.dim = 64;
+    ps.hp.ffn_dim = 64;
+    ps.hp.n_vocab = 32;
+    ps.hp.ctx_len = 64;
     const int32_t sizes[] = {1, 5, 16, 64};
     const size_t budgets[] = {100000, 1 << 20, 12345678};
     for (int k = 0; k < KVL_KV_FMT_COUNT; k++)

@@ -7,21 +7,35 @@
  */
 #include "kernels/kernels.h"
 #include "model/mkmodel.h"
+#include "plan/catalog.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
 #include "testutil.h"
 
+#include <dirent.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 static bool file_exists(const char *p) { return access(p, F_OK) == 0; }
 
+/* The writer's temporary file for path: "<dir>/.<name>.tmp-XXXXXX". */
 static bool tmp_exists(const char *path) {
-    char buf[4200];
-    snprintf(buf, sizeof buf, "%s.tmp-%ld", path, (long)getpid());
-    return file_exists(buf);
+    char dir[4096], prefix[512];
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    snprintf(prefix, sizeof prefix, ".%s.tmp-", slash ? slash + 1 : path);
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    bool found = false;
+    for (struct dirent *e; !found && (e = readdir(d));)
+        found = !strncmp(e->d_name, prefix, strlen(prefix));
+    closedir(d);
+    return found;
 }
 
 static const kvl_gguf_kv *key(const kvl_gguf *g, const char *k, uint32_t type) {
@@ -388,11 +402,101 @@ static void test_writer_errors(void) {
     CHECK(!file_exists(path) && !tmp_exists(path));
 }
 
+/* Writes one 8-float tensor to path; the status of the whole write. */
+static kvl_status write_one(const char *path, kvl_error *err) {
+    float buf[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    kvl_gguf_writer *w = begin_one(path, 8, err);
+    kvl_status st = w ? kvl_gguf_writer_write(w, buf, sizeof buf, err) : KVL_E_NOMEM;
+    if (st == KVL_OK)
+        st = kvl_gguf_writer_finish(w, err);
+    kvl_gguf_writer_free(w);
+    return st;
+}
+
+static bool file_is(const char *path, const char *text) {
+    size_t n = 0;
+    char *got = kvt_read_file(path, &n);
+    bool same = got && n == strlen(text) && !memcmp(got, text, n);
+    free(got);
+    return same;
+}
+
+/* The attacks of issue 13: a symbolic link planted at the temporary name
+ * the writer used to pick ("<path>.tmp-<pid>") made it overwrite the link's
+ * target; an output path that is a device (run as root, -o /dev/full) was
+ * replaced by a regular file. */
+static void test_writer_attacks(void) {
+    char path[4096], victim[4096], planted[4200], fifo[4096], dir[4096], link[4096];
+    snprintf(path, sizeof path, "%s", kvt_tmp("mk_attack.gguf"));
+    snprintf(victim, sizeof victim, "%s", kvt_tmp("mk_victim.txt"));
+    snprintf(fifo, sizeof fifo, "%s", kvt_tmp("mk_fifo"));
+    snprintf(dir, sizeof dir, "%s", kvt_tmp("mk_dir"));
+    snprintf(link, sizeof link, "%s", kvt_tmp("mk_link.gguf"));
+    snprintf(planted, sizeof planted, "%s.tmp-%ld", path, (long)getpid());
+    remove(path);
+    remove(planted);
+    CHECK(kvt_write_file(victim, "precious", 8));
+    kvl_error err;
+
+    /* a planted symbolic link at the old predictable name is never followed */
+    CHECK(symlink(victim, planted) == 0);
+    CHECK_EQ_INT(write_one(path, &err), KVL_OK);
+    CHECK(file_is(victim, "precious"));
+    struct stat st;
+    CHECK(lstat(planted, &st) == 0 && S_ISLNK(st.st_mode)); /* left as it was */
+    CHECK(stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 32);
+    CHECK(!tmp_exists(path));
+    remove(planted);
+
+    /* an existing regular file is replaced as before */
+    CHECK(kvt_write_file(path, "old", 3));
+    CHECK_EQ_INT(write_one(path, &err), KVL_OK);
+    CHECK(!file_is(path, "old"));
+
+    /* a path that exists and is not a regular file is refused, untouched */
+    remove(fifo);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    CHECK_EQ_INT(write_one(fifo, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "is a FIFO, not a regular file: refusing to replace it");
+    CHECK(lstat(fifo, &st) == 0 && S_ISFIFO(st.st_mode));
+    CHECK(!tmp_exists(fifo));
+    remove(fifo);
+
+    rmdir(dir);
+    CHECK(mkdir(dir, 0700) == 0);
+    CHECK_EQ_INT(write_one(dir, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "is a directory");
+    CHECK(lstat(dir, &st) == 0 && S_ISDIR(st.st_mode));
+    rmdir(dir);
+
+    remove(link);
+    CHECK(symlink(victim, link) == 0);
+    CHECK_EQ_INT(write_one(link, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "is a symbolic link");
+    CHECK(lstat(link, &st) == 0 && S_ISLNK(st.st_mode));
+    CHECK(file_is(victim, "precious"));
+    remove(link);
+
+    /* a character device (as root: a private copy of /dev/full's node, so a
+     * regression replaces that copy and never the real one) */
+    char dev[4096];
+    snprintf(dev, sizeof dev, "%s", kvt_tmp("mk_full"));
+    remove(dev);
+    if (geteuid() == 0 && mknod(dev, S_IFCHR | 0600, makedev(1, 7)) == 0) {
+        CHECK_EQ_INT(write_one(dev, &err), KVL_E_INVALID);
+        CHECK_CONTAINS(err.msg, "exists and is a character device");
+        CHECK(lstat(dev, &st) == 0 && S_ISCHR(st.st_mode));
+        remove(dev);
+    }
+    remove(path);
+    remove(victim);
+}
+
 /* ------------------------------------------------------------------------ */
 
 static void test_rng(void) {
     kvl_mkmodel_spec s;
-    CHECK(kvl_mkmodel_preset("stories260K", &s));
+    CHECK((kvl_catalog_mkmodel_spec("stories260K", &s, NULL) == KVL_OK));
     enum { N = 200000 };
     float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
     kvl_mkmodel_row(&s, "blk.0.attn_q.weight", 3, x, N);
@@ -449,16 +553,16 @@ static void test_check(void) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         kvl_mkmodel_spec s;
-        kvl_mkmodel_preset("stories260K", &s);
+        kvl_catalog_mkmodel_spec("stories260K", &s, NULL);
         const char *f = bad[i].field;
-        if (!strcmp(f, "heads")) s.n_heads = bad[i].v;
-        if (!strcmp(f, "heads") && bad[i].v == 32) s.n_kv_heads = 4;
-        if (!strcmp(f, "kv_heads")) s.n_kv_heads = bad[i].v;
-        if (!strcmp(f, "layers")) s.n_layers = bad[i].v;
-        if (!strcmp(f, "dim")) s.dim = bad[i].v;
-        if (!strcmp(f, "vocab")) s.n_vocab = bad[i].v;
-        if (!strcmp(f, "ctx")) s.ctx_len = bad[i].v;
-        if (!strcmp(f, "ffn")) s.ffn_dim = bad[i].v;
+        if (!strcmp(f, "heads")) s.shape.hp.n_heads = bad[i].v;
+        if (!strcmp(f, "heads") && bad[i].v == 32) s.shape.hp.n_kv_heads = 4;
+        if (!strcmp(f, "kv_heads")) s.shape.hp.n_kv_heads = bad[i].v;
+        if (!strcmp(f, "layers")) s.shape.hp.n_layers = bad[i].v;
+        if (!strcmp(f, "dim")) s.shape.hp.dim = bad[i].v;
+        if (!strcmp(f, "vocab")) s.shape.hp.n_vocab = bad[i].v;
+        if (!strcmp(f, "ctx")) s.shape.hp.ctx_len = bad[i].v;
+        if (!strcmp(f, "ffn")) s.shape.hp.ffn_dim = bad[i].v;
         if (!strcmp(f, "type")) s.type = (kvl_type)bad[i].v;
         if (!strcmp(f, "alignment")) s.alignment = (size_t)bad[i].v;
         kvl_error err = {0};
@@ -473,20 +577,34 @@ static void test_check(void) {
     const char *names[] = {"stories260K", "tinyllama-1.1b", "llama-3-8b", "llama-2-7b"};
     for (int i = 0; i < 4; i++) {
         kvl_mkmodel_spec s;
-        CHECK(kvl_mkmodel_preset(names[i], &s));
+        CHECK((kvl_catalog_mkmodel_spec(names[i], &s, NULL) == KVL_OK));
         CHECK(kvl_mkmodel_check(&s, NULL) == KVL_OK);
     }
     kvl_mkmodel_spec s;
-    CHECK(!kvl_mkmodel_preset("llama-9", &s));
-    CHECK(kvl_mkmodel_preset("llama-3-8b", &s));
-    CHECK_EQ_INT(s.dim, 4096);
-    CHECK_EQ_INT(s.n_kv_heads, 8);
-    CHECK_EQ_INT(s.ffn_dim, 14336);
-    CHECK_EQ_INT(s.n_vocab, 128256);
-    CHECK(s.rope_base == 500000.0f);
-    CHECK(kvl_mkmodel_preset("tinyllama-1.1b", &s));
-    CHECK_EQ_INT(s.n_layers, 22);
-    CHECK_EQ_INT(s.ffn_dim, 5632);
+    kvl_error err;
+    CHECK(kvl_catalog_mkmodel_spec("llama-9", &s, &err) == KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "'llama-9' is not one of");
+    CHECK_CONTAINS(err.msg, "stories260K");
+    /* catalogue shapes mkmodel cannot write: OPT; qwen2 with its biases it can */
+    CHECK(kvl_catalog_mkmodel_spec("opt-13b", &s, &err) == KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "llama, qwen2 and qwen3");
+    CHECK(kvl_catalog_mkmodel_spec("Qwen2.5-7B", &s, &err) == KVL_OK);
+    /* names match case-insensitively; general.name is the name as given and
+     * the output is untied unless asked (the files stay what they were) */
+    CHECK(kvl_catalog_mkmodel_spec("LLAMA-2-7B", &s, NULL) == KVL_OK);
+    CHECK(!strcmp(s.shape.name, "LLAMA-2-7B"));
+    CHECK(!s.shape.tied_embd && s.type == KVL_TYPE_F16 && s.seed == 0);
+    CHECK(kvl_catalog_mkmodel_spec("stories260K", &s, NULL) == KVL_OK);
+    CHECK(!s.shape.tied_embd);
+    CHECK((kvl_catalog_mkmodel_spec("llama-3-8b", &s, NULL) == KVL_OK));
+    CHECK_EQ_INT(s.shape.hp.dim, 4096);
+    CHECK_EQ_INT(s.shape.hp.n_kv_heads, 8);
+    CHECK_EQ_INT(s.shape.hp.ffn_dim, 14336);
+    CHECK_EQ_INT(s.shape.hp.n_vocab, 128256);
+    CHECK(s.shape.hp.rope_base == 500000.0f);
+    CHECK((kvl_catalog_mkmodel_spec("tinyllama-1.1b", &s, NULL) == KVL_OK));
+    CHECK_EQ_INT(s.shape.hp.n_layers, 22);
+    CHECK_EQ_INT(s.shape.hp.ffn_dim, 5632);
     CHECK(kvl_mkmodel_weight_type(&s, 172) == KVL_TYPE_F16);
     s.type = KVL_TYPE_Q4_0;
     CHECK(kvl_mkmodel_weight_type(&s, 172) == KVL_TYPE_F16);
@@ -607,7 +725,7 @@ typedef struct exp_tensor {
 /* The expected tensor list, written independently of the generator's. */
 static int expected_tensors(const kvl_mkmodel_spec *s, exp_tensor *t) {
     int n = 0;
-    int64_t hd = s->dim / s->n_heads;
+    int64_t hd = s->shape.hp.dim / s->shape.hp.n_heads;
 #define T(nd, a, b, ...)                                                                        \
     do {                                                                                        \
         snprintf(t[n].name, sizeof t[n].name, __VA_ARGS__);                                     \
@@ -616,20 +734,20 @@ static int expected_tensors(const kvl_mkmodel_spec *s, exp_tensor *t) {
         t[n].ne1 = b;                                                                           \
         n++;                                                                                    \
     } while (0)
-    T(2, s->dim, s->n_vocab, "token_embd.weight");
-    T(1, s->dim, 1, "output_norm.weight");
-    if (!s->tied)
-        T(2, s->dim, s->n_vocab, "output.weight");
-    for (int l = 0; l < s->n_layers; l++) {
-        T(1, s->dim, 1, "blk.%d.attn_norm.weight", l);
-        T(2, s->dim, s->n_heads * hd, "blk.%d.attn_q.weight", l);
-        T(2, s->dim, s->n_kv_heads * hd, "blk.%d.attn_k.weight", l);
-        T(2, s->dim, s->n_kv_heads * hd, "blk.%d.attn_v.weight", l);
-        T(2, s->n_heads * hd, s->dim, "blk.%d.attn_output.weight", l);
-        T(1, s->dim, 1, "blk.%d.ffn_norm.weight", l);
-        T(2, s->dim, s->ffn_dim, "blk.%d.ffn_gate.weight", l);
-        T(2, s->dim, s->ffn_dim, "blk.%d.ffn_up.weight", l);
-        T(2, s->ffn_dim, s->dim, "blk.%d.ffn_down.weight", l);
+    T(2, s->shape.hp.dim, s->shape.hp.n_vocab, "token_embd.weight");
+    T(1, s->shape.hp.dim, 1, "output_norm.weight");
+    if (!s->shape.tied_embd)
+        T(2, s->shape.hp.dim, s->shape.hp.n_vocab, "output.weight");
+    for (int l = 0; l < s->shape.hp.n_layers; l++) {
+        T(1, s->shape.hp.dim, 1, "blk.%d.attn_norm.weight", l);
+        T(2, s->shape.hp.dim, s->shape.hp.n_heads * hd, "blk.%d.attn_q.weight", l);
+        T(2, s->shape.hp.dim, s->shape.hp.n_kv_heads * hd, "blk.%d.attn_k.weight", l);
+        T(2, s->shape.hp.dim, s->shape.hp.n_kv_heads * hd, "blk.%d.attn_v.weight", l);
+        T(2, s->shape.hp.n_heads * hd, s->shape.hp.dim, "blk.%d.attn_output.weight", l);
+        T(1, s->shape.hp.dim, 1, "blk.%d.ffn_norm.weight", l);
+        T(2, s->shape.hp.dim, s->shape.hp.ffn_dim, "blk.%d.ffn_gate.weight", l);
+        T(2, s->shape.hp.dim, s->shape.hp.ffn_dim, "blk.%d.ffn_up.weight", l);
+        T(2, s->shape.hp.ffn_dim, s->shape.hp.dim, "blk.%d.ffn_down.weight", l);
     }
 #undef T
     return n;
@@ -668,22 +786,22 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
     if ((kv = key(g, "general.architecture", KVL_GGUF_STRING)))
         CHECK(kvl_str_eq(kv->v.str, "llama"));
     if ((kv = key(g, "general.name", KVL_GGUF_STRING)))
-        CHECK(kvl_str_eq(kv->v.str, s->name));
+        CHECK(kvl_str_eq(kv->v.str, s->shape.name));
     check_u32(g, "general.file_type", kvl_mkmodel_file_type(s->type));
     if ((kv = key(g, "kvllm.mkmodel.seed", KVL_GGUF_UINT64)))
         CHECK(kv->v.u64 == s->seed);
-    check_u32(g, "llama.context_length", (uint64_t)s->ctx_len);
-    check_u32(g, "llama.embedding_length", (uint64_t)s->dim);
-    check_u32(g, "llama.block_count", (uint64_t)s->n_layers);
-    check_u32(g, "llama.feed_forward_length", (uint64_t)s->ffn_dim);
-    check_u32(g, "llama.attention.head_count", (uint64_t)s->n_heads);
-    check_u32(g, "llama.attention.head_count_kv", (uint64_t)s->n_kv_heads);
-    check_u32(g, "llama.rope.dimension_count", (uint64_t)(s->dim / s->n_heads));
-    check_u32(g, "llama.vocab_size", (uint64_t)s->n_vocab);
+    check_u32(g, "llama.context_length", (uint64_t)s->shape.hp.ctx_len);
+    check_u32(g, "llama.embedding_length", (uint64_t)s->shape.hp.dim);
+    check_u32(g, "llama.block_count", (uint64_t)s->shape.hp.n_layers);
+    check_u32(g, "llama.feed_forward_length", (uint64_t)s->shape.hp.ffn_dim);
+    check_u32(g, "llama.attention.head_count", (uint64_t)s->shape.hp.n_heads);
+    check_u32(g, "llama.attention.head_count_kv", (uint64_t)s->shape.hp.n_kv_heads);
+    check_u32(g, "llama.rope.dimension_count", (uint64_t)(s->shape.hp.dim / s->shape.hp.n_heads));
+    check_u32(g, "llama.vocab_size", (uint64_t)s->shape.hp.n_vocab);
     if ((kv = key(g, "llama.rope.freq_base", KVL_GGUF_FLOAT32)))
-        CHECK(kv->v.f64 == (double)s->rope_base);
+        CHECK(kv->v.f64 == (double)s->shape.hp.rope_base);
     if ((kv = key(g, "llama.attention.layer_norm_rms_epsilon", KVL_GGUF_FLOAT32)))
-        CHECK(kv->v.f64 == (double)s->rms_eps);
+        CHECK(kv->v.f64 == (double)s->shape.hp.rms_eps);
     if ((kv = key(g, "tokenizer.ggml.model", KVL_GGUF_STRING)))
         CHECK(kvl_str_eq(kv->v.str, "llama"));
     check_u32(g, "tokenizer.ggml.unknown_token_id", 0);
@@ -726,7 +844,7 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
         CHECK(!"tokenizer loads from the written file");
     }
 
-    exp_tensor *et = calloc((size_t)(3 + 9 * s->n_layers), sizeof *et);
+    exp_tensor *et = calloc((size_t)(3 + 9 * s->shape.hp.n_layers), sizeof *et);
     int n = expected_tensors(s, et);
     CHECK_EQ_INT(g->n_tensors, n);
     CHECK_EQ_INT(stats.n_tensors, n);
@@ -798,18 +916,18 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
         fprintf(stderr, "model_load: %s\n", err.msg);
         return;
     }
-    CHECK_EQ_INT(m->hp.dim, s->dim);
-    CHECK_EQ_INT(m->hp.n_layers, s->n_layers);
-    CHECK_EQ_INT(m->hp.n_heads, s->n_heads);
-    CHECK_EQ_INT(m->hp.n_kv_heads, s->n_kv_heads);
-    CHECK_EQ_INT(m->hp.head_dim, s->dim / s->n_heads);
-    CHECK_EQ_INT(m->hp.ffn_dim, s->ffn_dim);
-    CHECK_EQ_INT(m->hp.n_vocab, s->n_vocab);
-    CHECK_EQ_INT(m->hp.ctx_len, s->ctx_len);
-    CHECK(m->hp.rope_base == s->rope_base);
-    CHECK(m->hp.rms_eps == s->rms_eps);
-    CHECK(m->layers && m->layers[0].w_down.type == kvl_mkmodel_weight_type(s, s->ffn_dim));
-    CHECK(s->tied ? m->output.data == m->tok_embd.data : m->output.data != m->tok_embd.data);
+    CHECK_EQ_INT(m->hp.dim, s->shape.hp.dim);
+    CHECK_EQ_INT(m->hp.n_layers, s->shape.hp.n_layers);
+    CHECK_EQ_INT(m->hp.n_heads, s->shape.hp.n_heads);
+    CHECK_EQ_INT(m->hp.n_kv_heads, s->shape.hp.n_kv_heads);
+    CHECK_EQ_INT(m->hp.head_dim, s->shape.hp.dim / s->shape.hp.n_heads);
+    CHECK_EQ_INT(m->hp.ffn_dim, s->shape.hp.ffn_dim);
+    CHECK_EQ_INT(m->hp.n_vocab, s->shape.hp.n_vocab);
+    CHECK_EQ_INT(m->hp.ctx_len, s->shape.hp.ctx_len);
+    CHECK(m->hp.rope_base == s->shape.hp.rope_base);
+    CHECK(m->hp.rms_eps == s->shape.hp.rms_eps);
+    CHECK(m->layers && m->layers[0].w_down.type == kvl_mkmodel_weight_type(s, s->shape.hp.ffn_dim));
+    CHECK(s->shape.tied_embd ? m->output.data == m->tok_embd.data : m->output.data != m->tok_embd.data);
     kvl_model_free(m);
 }
 
@@ -832,7 +950,7 @@ static void test_models(void) {
                                KVL_TYPE_Q4_0};
     for (int i = 0; i < 5; i++) {
         kvl_mkmodel_spec s;
-        kvl_mkmodel_preset("stories260K", &s);
+        kvl_catalog_mkmodel_spec("stories260K", &s, NULL);
         s.type = types[i];
         s.seed = 42 + (uint64_t)i;
         char name[64];
@@ -845,19 +963,19 @@ static void test_models(void) {
 
     /* a tiny custom shape: MQA, tied output, Q4_0, alignment 64 */
     kvl_mkmodel_spec s;
-    kvl_mkmodel_preset("stories260K", &s);
-    snprintf(s.name, sizeof s.name, "tiny-custom");
-    s.dim = 32;
-    s.n_heads = 4;
-    s.n_kv_heads = 1;
-    s.ffn_dim = 96;
-    s.n_layers = 2;
-    s.n_vocab = 300;
-    s.ctx_len = 128;
-    s.rope_base = 500000.0f;
-    s.rms_eps = 1e-6f;
+    kvl_catalog_mkmodel_spec("stories260K", &s, NULL);
+    snprintf(s.shape.name, sizeof s.shape.name, "tiny-custom");
+    s.shape.hp.dim = 32;
+    s.shape.hp.n_heads = 4;
+    s.shape.hp.n_kv_heads = 1;
+    s.shape.hp.ffn_dim = 96;
+    s.shape.hp.n_layers = 2;
+    s.shape.hp.n_vocab = 300;
+    s.shape.hp.ctx_len = 128;
+    s.shape.hp.rope_base = 500000.0f;
+    s.shape.hp.rms_eps = 1e-6f;
     s.type = KVL_TYPE_Q4_0;
-    s.tied = true;
+    s.shape.tied_embd = true;
     s.alignment = 64;
     s.seed = 0xDEADBEEFull;
     kvl_mkmodel_vocab v300;
@@ -879,7 +997,7 @@ static void test_models(void) {
     remove(p3);
     CHECK(kvl_mkmodel_write(&s, &synth512, p3, NULL, NULL, NULL, &err) == KVL_E_INVALID);
     CHECK_CONTAINS(err.msg, "512 pieces but --vocab-size is 300");
-    s.n_heads = 5;
+    s.shape.hp.n_heads = 5;
     CHECK(kvl_mkmodel_write(&s, &v300, p3, NULL, NULL, NULL, &err) == KVL_E_INVALID);
     CHECK_CONTAINS(err.msg, "--heads 5");
     CHECK(!file_exists(p3));
@@ -894,6 +1012,7 @@ static void test_models(void) {
 int main(void) {
     test_writer_types();
     test_writer_errors();
+    test_writer_attacks();
     test_rng();
     test_check();
     test_vocab();

@@ -17,6 +17,7 @@
 #include "model/forward.h"
 #include "model/mkmodel.h"
 #include "model/model.h"
+#include "plan/catalog.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -363,7 +364,7 @@ static double max_abs_diff_d(const double *a, const double *b, size_t n) {
 static void test_arch(const char *what, kvl_mkmodel_spec s, float rope_scale, const int *features) {
     kvl_error err = {0};
     kvl_mkmodel_vocab voc;
-    CHECK_EQ_INT(kvl_mkmodel_vocab_synth((int32_t)s.n_vocab, &voc, &err), KVL_OK);
+    CHECK_EQ_INT(kvl_mkmodel_vocab_synth((int32_t)s.shape.hp.n_vocab, &voc, &err), KVL_OK);
     char path[4096];
     snprintf(path, sizeof path, "%s", kvt_tmp(what));
     kvl_status st = kvl_mkmodel_write(&s, &voc, path, NULL, NULL, NULL, &err);
@@ -375,14 +376,14 @@ static void test_arch(const char *what, kvl_mkmodel_spec s, float rope_scale, co
         CHECK(false);
         return;
     }
-    CHECK_EQ_INT(m->hp.arch, s.arch);
+    CHECK_EQ_INT(m->hp.arch, s.shape.hp.arch);
     if (rope_scale > 0)
         m->hp.rope_scale = rope_scale;
-    CHECK_EQ_INT(m->rope_freqs.data != NULL, s.rope_freqs);
+    CHECK_EQ_INT(m->rope_freqs.data != NULL, s.shape.rope_freqs);
     int32_t toks[ARCH_TOKENS], seq[ARCH_TOKENS], pos[ARCH_TOKENS];
     bool want[ARCH_TOKENS];
     for (int i = 0; i < ARCH_TOKENS; i++) {
-        toks[i] = (int32_t)((i * 37 + 11) % s.n_vocab);
+        toks[i] = (int32_t)((i * 37 + 11) % s.shape.hp.n_vocab);
         seq[i] = 0;
         pos[i] = i;
         want[i] = true;
@@ -398,7 +399,7 @@ static void test_arch(const char *what, kvl_mkmodel_spec s, float rope_scale, co
         int32_t n_out = 0;
         CHECK_EQ_INT(kvl_forward_run(fw, &b, &kv, &lg, &n_out, &err), KVL_OK);
         CHECK_EQ_INT(n_out, ARCH_TOKENS);
-        size_t n = (size_t)ARCH_TOKENS * (size_t)s.n_vocab;
+        size_t n = (size_t)ARCH_TOKENS * (size_t)s.shape.hp.n_vocab;
         double *ref = malloc(n * sizeof *ref), *alt = malloc(n * sizeof *alt);
         ref_forward(m, toks, ARCH_TOKENS, REF_FULL, ref);
         double scale = 0;
@@ -423,10 +424,13 @@ static void test_arch(const char *what, kvl_mkmodel_spec s, float rope_scale, co
 }
 
 static kvl_mkmodel_spec small_spec(kvl_arch arch) {
-    kvl_mkmodel_spec s = {.dim = 32, .ffn_dim = 48, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
-                          .n_vocab = 300, .ctx_len = 4096, .rope_base = 10000.0f,
-                          .rms_eps = 1e-6f, .type = KVL_TYPE_F32, .seed = 7, .arch = arch};
-    snprintf(s.name, sizeof s.name, "arch-test");
+    kvl_mkmodel_spec s = {.type = KVL_TYPE_F32, .seed = 7};
+    s.shape.hp = (kvl_hparams){.arch = arch, .dim = 32, .ffn_dim = 48, .n_layers = 2,
+                               .n_heads = 4, .n_kv_heads = 2, .n_vocab = 300, .ctx_len = 4096,
+                               .rope_base = 10000.0f, .rms_eps = 1e-6f};
+    s.shape.arch = KVL_ARCH_LLAMA;
+    s.shape.qkv_bias = arch == KVL_ARCH_QWEN2;
+    snprintf(s.shape.name, sizeof s.shape.name, "arch-test");
     return s;
 }
 
@@ -434,10 +438,10 @@ static void test_architectures(void) {
     /* Llama 3.1/3.2: GQA, base 500000, rope_freqs; head_dim 16 so that some
      * pairs fall in each of rope_freqs' three regions */
     kvl_mkmodel_spec s = small_spec(KVL_ARCH_LLAMA);
-    s.n_heads = 2;
-    s.n_kv_heads = 1;
-    s.rope_base = 500000.0f;
-    s.rope_freqs = true;
+    s.shape.hp.n_heads = 2;
+    s.shape.hp.n_kv_heads = 1;
+    s.shape.hp.rope_base = 500000.0f;
+    s.shape.rope_freqs = true;
     static const int f_llama[] = {REF_WRONG_PAIRS, REF_NO_ROPE_FREQS, 0};
     test_arch("arch_llama31.gguf", s, 0, f_llama);
     /* the same with linear rotary scaling by 4 */
@@ -445,28 +449,38 @@ static void test_architectures(void) {
     test_arch("arch_llama31_linear.gguf", s, 4.0f, f_scale);
     /* Qwen2.5: Q/K/V biases, NeoX pairs, base 1e6, tied output */
     s = small_spec(KVL_ARCH_QWEN2);
-    s.rope_base = 1000000.0f;
-    s.tied = true;
+    s.shape.hp.rope_base = 1000000.0f;
+    s.shape.tied_embd = true;
     static const int f_qwen2[] = {REF_NO_BIAS, REF_WRONG_PAIRS, 0};
     test_arch("arch_qwen2.gguf", s, 0, f_qwen2);
     /* Qwen3: per-head Q/K RMSNorm, head_dim 16 with dim 32 and 4 heads */
     s = small_spec(KVL_ARCH_QWEN3);
-    s.rope_base = 1000000.0f;
-    s.tied = true;
-    s.head_dim = 16;
+    s.shape.hp.rope_base = 1000000.0f;
+    s.shape.tied_embd = true;
+    s.shape.hp.head_dim = 16;
     static const int f_qwen3[] = {REF_NO_QK_NORM, REF_WRONG_PAIRS, 0};
     test_arch("arch_qwen3.gguf", s, 0, f_qwen3);
-    /* presets have the published shapes */
-    CHECK(kvl_mkmodel_preset("qwen3-0.6b", &s));
-    CHECK(s.arch == KVL_ARCH_QWEN3 && s.head_dim == 128 && s.dim == 1024 && s.tied);
-    CHECK(kvl_mkmodel_preset("qwen2.5-0.5b", &s));
-    CHECK(s.arch == KVL_ARCH_QWEN2 && s.n_kv_heads == 2 && s.dim == 896);
-    CHECK(kvl_mkmodel_preset("llama-3.2-1b", &s));
-    CHECK(s.arch == KVL_ARCH_LLAMA && s.rope_freqs && s.rope_base == 500000.0f);
-    /* rope_freqs only where the architecture reads them */
+    /* presets (the catalogue) have the published shapes */
     kvl_error err = {0};
+    CHECK_EQ_INT(kvl_catalog_mkmodel_spec("qwen3-0.6b", &s, &err), KVL_OK);
+    CHECK(s.shape.hp.arch == KVL_ARCH_QWEN3 && s.shape.hp.head_dim == 128 &&
+          s.shape.hp.dim == 1024);
+    CHECK_EQ_INT(kvl_mkmodel_check(&s, &err), KVL_OK);
+    CHECK_EQ_INT(kvl_catalog_mkmodel_spec("qwen2.5-0.5b", &s, &err), KVL_OK);
+    CHECK(s.shape.hp.arch == KVL_ARCH_QWEN2 && s.shape.qkv_bias && s.shape.hp.n_kv_heads == 2 &&
+          s.shape.hp.dim == 896);
+    CHECK_EQ_INT(kvl_mkmodel_check(&s, &err), KVL_OK);
+    CHECK_EQ_INT(kvl_catalog_mkmodel_spec("llama-3.2-1b", &s, &err), KVL_OK);
+    CHECK(s.shape.hp.arch == KVL_ARCH_LLAMA && s.shape.rope_freqs &&
+          s.shape.hp.rope_base == 500000.0f);
+    CHECK_EQ_INT(kvl_mkmodel_check(&s, &err), KVL_OK);
+    /* rope_freqs only where the architecture reads them; biases exactly
+     * for qwen2 */
     s = small_spec(KVL_ARCH_QWEN2);
-    s.rope_freqs = true;
+    s.shape.rope_freqs = true;
+    CHECK_EQ_INT(kvl_mkmodel_check(&s, &err), KVL_E_INVALID);
+    s = small_spec(KVL_ARCH_QWEN3);
+    s.shape.qkv_bias = true;
     CHECK_EQ_INT(kvl_mkmodel_check(&s, &err), KVL_E_INVALID);
 }
 
@@ -588,7 +602,7 @@ static void test_refusals(void) {
     /* tensors: one the architecture does not use, a block past block_count,
      * a missing bias */
     kvl_mkmodel_spec s = small_spec(KVL_ARCH_LLAMA);
-    s.rope_freqs = true;
+    s.shape.rope_freqs = true;
     kvl_mkmodel_vocab voc;
     CHECK_EQ_INT(kvl_mkmodel_vocab_synth(300, &voc, &err), KVL_OK);
     char p1[4096], p2[4096];

@@ -2,15 +2,13 @@
  * No heap allocation in the steady-state decode step (DESIGN invariant 7).
  * This program interposes malloc/calloc/realloc/free/aligned_alloc/
  * posix_memalign with counting wrappers around glibc's own allocator, then
- * runs decode steps (KV reservation, forward pass over a batch of sequences
- * on the thread pool, sampling) and checks that the count does not move.
+ * runs the engine's decode steps (scheduling, KV reservation, the forward
+ * pass over a batch of sequences on the thread pool, sampling, events) and
+ * checks that the count does not move.
  * Under ASan the sanitizer owns malloc, so the counting is compiled out and
  * the program says so (the Release build runs the real check).
  */
-#include "core/pool.h"
-#include "engine/sampler.h"
-#include "kv/kv_cache.h"
-#include "model/forward.h"
+#include "kvllm.h"
 #include "testutil.h"
 
 #include <stdlib.h>
@@ -62,79 +60,58 @@ int posix_memalign(void **out, size_t al, size_t n) {
 void free(void *p) { __libc_free(p); }
 #endif
 
-static void decode_steps(kvl_kv_layout layout, const kvl_model *m, kvl_pool *pool) {
-    kvl_error err;
+/* The engine's own step, the path kvllm run and the server take: one
+ * request of NS samples decoding together; from its first token until just
+ * before it ends, every kvl_engine_step and kvl_engine_poll must not
+ * allocate. */
+static void decode_steps(kvl_kv_layout layout, const char *fmt, const kvl_model *m) {
     enum { NS = 3, CTX = 160 };
-    kvl_forward *f = NULL;
-    kvl_kv_cache *kc = NULL;
-    kvl_kv_cache_params p = kvl_kv_cache_defaults();
-    p.layout = layout;
+    kvl_error err;
+    kvl_engine_params p = kvl_engine_defaults();
+    p.n_threads = 2;
+    p.kv_layout = layout;
+    p.kv_type_k = p.kv_type_v = fmt;
     p.max_seqs = NS;
     p.max_ctx = CTX;
     p.block_size = 16;
-    kvl_sampler *s = NULL;
-    kvl_sampler_params sp = kvl_sampler_defaults();
-    sp.repeat_penalty = 1.1f;
-    CHECK(kvl_forward_init(m, 32, CTX, pool, &f, &err) == KVL_OK);
-    CHECK(kvl_kv_cache_init(&m->hp, &p, &kc, &err) == KVL_OK);
-    CHECK(kvl_sampler_init(&sp, (int32_t)m->hp.n_vocab, &s, &err) == KVL_OK);
-    if (!f || !kc || !s)
+    kvl_engine *e = NULL;
+    CHECK(kvl_engine_init(m, &p, &e, &err) == KVL_OK);
+    if (!e)
         return;
-    kvl_kv_iface kv = kvl_kv_cache_iface(kc);
-    int32_t prompt[20], seq[32] = {0}, pos[32];
-    for (int i = 0; i < 20; i++) {
-        prompt[i] = 1 + (i * 37) % 500;
-        pos[i] = i;
-    }
-    const float *lg;
-    int32_t n_out;
-    CHECK(kvl_kv_cache_reserve(kc, 0, 20, &err) == KVL_OK);
-    kvl_batch b = {.n_tokens = 20, .tokens = prompt, .seq = seq, .pos = pos};
-    CHECK(kvl_forward_run(f, &b, &kv, &lg, &n_out, &err) == KVL_OK);
-    for (int i = 1; i < NS; i++)
-        CHECK(kvl_kv_cache_fork(kc, 0, i, &err) == KVL_OK);
-    static float work[NS][4096];
-    static int32_t hist[NS][CTX];
-    int32_t cur[NS], seqs[NS], ones[NS], dpos[NS];
-    bool want[NS];
-    for (int i = 0; i < NS; i++) {
-        memcpy(work[i], lg, (size_t)m->hp.n_vocab * sizeof(float));
-        memcpy(hist[i], prompt, sizeof prompt);
-        seqs[i] = i;
-        ones[i] = 1;
-        want[i] = true;
-    }
+    int32_t prompt[20];
+    for (int i = 0; i < 20; i++)
+        prompt[i] = i ? 3 + (i * 37) % 500 : 1;
+    kvl_request_params rp = kvl_request_defaults();
+    rp.prompt_tokens = prompt;
+    rp.n_prompt_tokens = 20;
+    rp.max_tokens = CTX - 20;
+    rp.n = NS;
+    rp.repeat_penalty = 1.1f;
+    rp.temperature = 0.9f; /* samples diverge: every decode writes its own block */
+    uint64_t id;
+    CHECK(kvl_engine_submit(e, &rp, &id, &err) == KVL_OK);
+    static kvl_event ev[64];
+    int32_t nt;
+    CHECK(kvl_engine_step(e, &nt, &err) == KVL_OK); /* the prompt and the first tokens */
+    kvl_engine_poll(e, ev, 64, 0);
     long before = n_allocs;
-    int steps = 0;
-    for (int t = 20; t < CTX; t++, steps++) {
-        for (int i = 0; i < NS; i++) {
-            cur[i] = kvl_sampler_sample(s, work[i], hist[i], t);
-            hist[i][t] = cur[i];
-            dpos[i] = t;
-        }
-        if (kvl_kv_cache_reserve_batch(kc, NS, seqs, ones, &err) != KVL_OK) {
-            CHECK(!"reserve");
+    int steps = 0, finals = 0;
+    for (; steps < CTX - 40; steps++) {
+        if (kvl_engine_step(e, &nt, &err) != KVL_OK) {
+            CHECK(!"step");
             break;
         }
-        kvl_batch d = {.n_tokens = NS, .tokens = cur, .seq = seqs, .pos = dpos, .logits = want};
-        if (kvl_forward_run(f, &d, &kv, &lg, &n_out, &err) != KVL_OK) {
-            CHECK(!"forward");
-            break;
-        }
-        for (int i = 0; i < NS; i++)
-            memcpy(work[i], lg + (size_t)i * (size_t)m->hp.n_vocab,
-                   (size_t)m->hp.n_vocab * sizeof(float));
+        int n = kvl_engine_poll(e, ev, 64, 0);
+        for (int i = 0; i < n; i++)
+            finals += ev[i].type != KVL_EV_TOKEN;
     }
     long after = n_allocs;
-    printf("%s: %d decode steps of %d sequences, %ld heap allocations\n",
-           layout == KVL_KV_LAYOUT_PAGED ? "paged" : "contiguous", steps, NS, after - before);
+    CHECK_EQ_INT(finals, 0); /* still decoding: the steady state was measured */
+    printf("%s %s: %d engine steps of %d sequences, %ld heap allocations\n",
+           layout == KVL_KV_LAYOUT_PAGED ? "paged" : "contiguous", fmt, steps, NS, after - before);
     if (KVT_COUNTING)
         CHECK_EQ_INT(after - before, 0);
-    for (int i = 0; i < NS; i++)
-        kvl_kv_cache_release(kc, i, &err);
-    kvl_sampler_free(s);
-    kvl_kv_cache_free(kc);
-    kvl_forward_free(f);
+    kvl_engine_free(e);
 }
 
 int main(void) {
@@ -143,8 +120,6 @@ int main(void) {
     kvl_error err;
     kvl_model *m = NULL;
     CHECK(kvl_model_load(kvt_shared("models/stories260K.gguf"), NULL, &m, &err) == KVL_OK);
-    kvl_pool *pool = NULL;
-    CHECK(kvl_pool_init(2, &pool, &err) == KVL_OK);
     if (m) {
         /* the counter must see allocations at all, or the check proves nothing */
         long a0 = n_allocs;
@@ -152,10 +127,10 @@ int main(void) {
         free(probe);
         if (KVT_COUNTING)
             CHECK(n_allocs > a0);
-        decode_steps(KVL_KV_LAYOUT_PAGED, m, pool);
-        decode_steps(KVL_KV_LAYOUT_CONTIGUOUS, m, pool);
+        decode_steps(KVL_KV_LAYOUT_PAGED, "f32", m);
+        decode_steps(KVL_KV_LAYOUT_PAGED, "int4", m);
+        decode_steps(KVL_KV_LAYOUT_CONTIGUOUS, "f32", m);
     }
-    kvl_pool_free(pool);
     kvl_model_free(m);
     return kvt_finish("test_noalloc");
 }

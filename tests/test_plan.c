@@ -7,22 +7,23 @@
  * the pool allocates for it.
  */
 #include "kv/block_pool.h"
+#include "plan/catalog.h"
 #include "plan/planner.h"
 #include "testutil.h"
 
 #include <stdlib.h>
 
-static kvl_plan_shape named(const char *n) {
-    const kvl_plan_shape *s = kvl_plan_shape_find(n);
+static kvl_model_shape named(const char *n) {
+    const kvl_model_shape *s = kvl_catalog_shape_find(n);
     CHECK(s != NULL);
-    kvl_plan_shape r;
+    kvl_model_shape r;
     memset(&r, 0, sizeof r);
     if (s)
         r = *s;
     return r;
 }
 
-static size_t block_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v, int b) {
+static size_t block_bytes(const kvl_model_shape *s, kvl_kv_format k, kvl_kv_format v, int b) {
     size_t out = 0;
     kvl_error err;
     kvl_status st = kvl_plan_kv_block_bytes(s, k, v, b, &out, &err);
@@ -30,7 +31,7 @@ static size_t block_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_forma
     return out;
 }
 
-static double token_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v, int b) {
+static double token_bytes(const kvl_model_shape *s, kvl_kv_format k, kvl_kv_format v, int b) {
     double out = 0;
     CHECK_EQ_INT(kvl_plan_kv_token_bytes(s, k, v, b, &out, NULL), KVL_OK);
     return out;
@@ -38,7 +39,7 @@ static double token_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_forma
 
 static void test_published_facts(void) {
     /* Llama-3-8B fp16: 2 * 32 layers * 8 KV heads * 128 * 2 B = 131,072 B/token */
-    kvl_plan_shape l3 = named("Llama-3-8B");
+    kvl_model_shape l3 = named("Llama-3-8B");
     CHECK_NEAR(token_bytes(&l3, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16), 131072.0, 0);
     CHECK_EQ_INT(block_bytes(&l3, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16), 16 * 131072);
     /* 128 MiB per 1,024 tokens */
@@ -52,25 +53,25 @@ static void test_published_facts(void) {
     CHECK_NEAR(token_bytes(&l3, KVL_KV_FMT_F32, KVL_KV_FMT_F32, 32), 262144.0, 0);
 
     /* Llama-3-70B at 131,072 tokens fp16: 2*80*8*128*2 * 131072 = 40 GiB */
-    kvl_plan_shape l70 = named("Llama-3-70B");
+    kvl_model_shape l70 = named("Llama-3-70B");
     bb = block_bytes(&l70, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16);
     CHECK_EQ_INT(bb, 16 * 327680);
     CHECK_EQ_INT(kvl_plan_kv_bytes_for(bb, 16, 1, 131072, &kv, NULL), KVL_OK);
     CHECK_EQ_INT(kv, 40ull << 30);
 
     /* Llama-2-7B, MHA with 32 KV heads: 2*32*32*128*2 = 524,288 B/token */
-    kvl_plan_shape l2 = named("Llama-2-7B");
-    CHECK_EQ_INT(l2.n_kv_heads, 32);
+    kvl_model_shape l2 = named("Llama-2-7B");
+    CHECK_EQ_INT(l2.hp.n_kv_heads, 32);
     CHECK_NEAR(token_bytes(&l2, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16), 524288.0, 0);
 
     /* GQA's saving: Llama-3-8B's shape with 32 KV heads (MHA) takes 4x */
-    kvl_plan_shape mha = l3;
-    mha.n_kv_heads = 32;
+    kvl_model_shape mha = l3;
+    mha.hp.n_kv_heads = 32;
     CHECK_EQ_INT(block_bytes(&mha, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16),
                  4 * block_bytes(&l3, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16));
     /* MQA: one KV head, 1/8 of GQA-8 */
-    kvl_plan_shape mqa = l3;
-    mqa.n_kv_heads = 1;
+    kvl_model_shape mqa = l3;
+    mqa.hp.n_kv_heads = 1;
     CHECK_NEAR(token_bytes(&mqa, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16), 131072.0 / 8, 0);
 
     /* Published parameter counts (model cards): Llama-2-7B 6,738,415,616;
@@ -79,36 +80,37 @@ static void test_published_facts(void) {
     size_t np;
     CHECK_EQ_INT(kvl_plan_n_params(&l2, &np, NULL), KVL_OK);
     CHECK_EQ_INT(np, 6738415616ull);
-    kvl_plan_shape tl = named("TinyLlama-1.1B");
+    kvl_model_shape tl = named("TinyLlama-1.1B");
     CHECK_EQ_INT(kvl_plan_n_params(&tl, &np, NULL), KVL_OK);
     CHECK_EQ_INT(np, 1100048384ull);
     CHECK_EQ_INT(kvl_plan_n_params(&l3, &np, NULL), KVL_OK);
     CHECK_EQ_INT(np, 8030261248ull);
-    kvl_plan_shape q7 = named("Qwen2.5-7B");
+    kvl_model_shape q7 = named("Qwen2.5-7B");
     CHECK_EQ_INT(kvl_plan_n_params(&q7, &np, NULL), KVL_OK);
     CHECK(np >= 7610000000ull && np < 7620000000ull);
-    kvl_plan_shape l405 = named("Llama-3.1-405B");
+    kvl_model_shape l405 = named("Llama-3.1-405B");
     CHECK_EQ_INT(kvl_plan_n_params(&l405, &np, NULL), KVL_OK);
     CHECK(np >= 405000000000ull && np < 406000000000ull);
-    kvl_plan_shape q72 = named("Qwen2.5-72B");
+    kvl_model_shape q72 = named("Qwen2.5-72B");
     CHECK_EQ_INT(kvl_plan_n_params(&q72, &np, NULL), KVL_OK);
     CHECK(np >= 72700000000ull && np < 72800000000ull);
 
     /* every named shape validates and has head_dim = dim / heads */
     size_t n;
-    const kvl_plan_shape *all = kvl_plan_shapes(&n);
+    const kvl_model_shape *all = kvl_catalog_shapes(&n);
     CHECK(n >= 11);
     for (size_t i = 0; i < n; i++) {
         CHECK_EQ_INT(kvl_plan_shape_validate(&all[i], NULL), KVL_OK);
-        CHECK_EQ_INT(all[i].head_dim * all[i].n_heads, all[i].dim);
+        if (all[i].hp.arch != KVL_ARCH_QWEN3) /* qwen3's head_dim is its own */
+            CHECK_EQ_INT(all[i].hp.head_dim * all[i].hp.n_heads, all[i].hp.dim);
         CHECK(all[i].source != NULL);
     }
-    CHECK(kvl_plan_shape_find("llama-3-8b") == kvl_plan_shape_find("Llama-3-8B"));
-    CHECK(kvl_plan_shape_find("Llama-4") == NULL);
+    CHECK(kvl_catalog_shape_find("llama-3-8b") == kvl_catalog_shape_find("Llama-3-8B"));
+    CHECK(kvl_catalog_shape_find("Llama-4") == NULL);
 }
 
 static void test_weight_bytes(void) {
-    kvl_plan_shape l3 = named("Llama-3-8B");
+    kvl_model_shape l3 = named("Llama-3-8B");
     size_t w;
     /* 8,030,261,248 params: 266,240 in norms (2*32*4096 + 4096) stay f32,
      * the 8,029,995,008 matrix weights take the type:
@@ -126,11 +128,11 @@ static void test_weight_bytes(void) {
     /* stories260K f32 with tied embeddings: 260,032 params * 4 = 1,040,128 B,
      * which is stories260K.bin (1,056,540 B) minus its 28 B header and its
      * 16,384 B of freq_cis tables. */
-    kvl_plan_shape st = named("stories260K");
+    kvl_model_shape st = named("stories260K");
     CHECK_EQ_INT(kvl_plan_weight_bytes(&st, KVL_TYPE_F32, &w, NULL), KVL_OK);
     CHECK_EQ_INT(w, 1056540 - 28 - 16384);
     /* untying adds the output matrix once: 512*64*4 B */
-    kvl_plan_shape un = st;
+    kvl_model_shape un = st;
     un.tied_embd = false;
     size_t w2;
     CHECK_EQ_INT(kvl_plan_weight_bytes(&un, KVL_TYPE_F32, &w2, NULL), KVL_OK);
@@ -145,12 +147,12 @@ static void test_weight_bytes(void) {
     CHECK(kvl_plan_weight_bytes(&l3, (kvl_type)3, &w, &err) == KVL_E_INVALID);
     CHECK_CONTAINS(err.msg, "weight type");
     kvl_type t;
-    CHECK(kvl_plan_weight_type_parse("Q4_0", &t) && t == KVL_TYPE_Q4_0);
-    CHECK(!kvl_plan_weight_type_parse("q5_k", &t));
+    CHECK(kvl_type_parse("Q4_0", &t) && t == KVL_TYPE_Q4_0);
+    CHECK(!kvl_type_parse("q5_k", &t));
 }
 
 static void test_quantized_formats(void) {
-    kvl_plan_shape l3 = named("Llama-3-8B");
+    kvl_model_shape l3 = named("Llama-3-8B");
     size_t h;
     /* per (head, block of 16) with head_dim 128:
      *   fp8 V: 16*128*1 + 4 (f32 scale per head per block)       = 2052
@@ -188,14 +190,14 @@ static void test_quantized_formats(void) {
      * head_dim 3, block 1: ceil(12 bits / 8) = 2, + 3 channels * 3 = 11 */
     kvl_plan_kv_head_block_bytes(KVL_KV_FMT_INT4, KVL_KV_ROLE_K, 3, 1, &h, NULL);
     CHECK_EQ_INT(h, 11);
-    /* issue 6 targets on TinyLlama-1.1B (head_dim 64, 4 KV heads, 22
+    /* the quantized formats' targets on TinyLlama-1.1B (head_dim 64, 4 KV heads, 22
      * layers): tokens per budget against f16 (22528 B/token).
      *   int8: (64 + 2) * 2 * 4 * 22 = 11616 B/token        -> 1.939x >= 1.9
      *   int4 at block 32: K (32*32 + 64*3) / 32 = 38, V 32 + 3 = 35
      *         -> 73 * 4 * 22 = 6424 B/token                  -> 3.507x >= 3.5
      *   int4 at block 64: K 32 + 3 = 35 -> 70 * 88 = 6160     -> 3.66x
      *   int4 at block 16: K 32 + 12 = 44 -> 79 * 88 = 6952    -> 3.24x */
-    kvl_plan_shape tl = named("TinyLlama-1.1B");
+    kvl_model_shape tl = named("TinyLlama-1.1B");
     double f16b = token_bytes(&tl, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16);
     CHECK_NEAR(f16b, 22528.0, 0);
     CHECK_NEAR(token_bytes(&tl, KVL_KV_FMT_INT8, KVL_KV_FMT_INT8, 16), 11616.0, 0);
@@ -204,11 +206,11 @@ static void test_quantized_formats(void) {
     CHECK(f16b / token_bytes(&tl, KVL_KV_FMT_INT4, KVL_KV_FMT_INT4, 32) >= 3.5);
     CHECK_NEAR(token_bytes(&tl, KVL_KV_FMT_INT4, KVL_KV_FMT_INT4, 64), 6160.0, 0);
     CHECK_NEAR(token_bytes(&tl, KVL_KV_FMT_INT4, KVL_KV_FMT_INT4, 16), 6952.0, 0);
-    CHECK_EQ_INT(kvl_plan_default_block_size(KVL_KV_FMT_INT4, KVL_KV_FMT_INT8), 32);
-    CHECK_EQ_INT(kvl_plan_default_block_size(KVL_KV_FMT_INT8, KVL_KV_FMT_INT4), 16);
-    CHECK_EQ_INT(kvl_plan_default_block_size(KVL_KV_FMT_F16, KVL_KV_FMT_F16), 16);
+    CHECK_EQ_INT(kvl_kv_block_size(0, KVL_KV_FMT_INT4, KVL_KV_FMT_INT8), 32);
+    CHECK_EQ_INT(kvl_kv_block_size(0, KVL_KV_FMT_INT8, KVL_KV_FMT_INT4), 16);
+    CHECK_EQ_INT(kvl_kv_block_size(0, KVL_KV_FMT_F16, KVL_KV_FMT_F16), 16);
     /* stories260K f16: 2*5*4*8*2 = 640 B/token */
-    kvl_plan_shape st = named("stories260K");
+    kvl_model_shape st = named("stories260K");
     CHECK_NEAR(token_bytes(&st, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16), 640.0, 0);
 
     /* names */
@@ -231,7 +233,7 @@ static void test_quantized_formats(void) {
     CHECK(kvl_plan_kv_head_block_bytes(KVL_KV_FMT_F16, KVL_KV_ROLE_K, 128, 0, &h, &err) ==
           KVL_E_INVALID);
     CHECK_CONTAINS(err.msg, "block_size 0");
-    CHECK(kvl_plan_kv_head_block_bytes(KVL_KV_FMT_F16, KVL_KV_ROLE_K, 128, KVL_PLAN_MAX_BLOCK_SIZE + 1,
+    CHECK(kvl_plan_kv_head_block_bytes(KVL_KV_FMT_F16, KVL_KV_ROLE_K, 128, KVL_MAX_BLOCK_SIZE + 1,
                                        &h, &err) == KVL_E_INVALID);
 }
 
@@ -242,7 +244,7 @@ static void test_blocks_and_capacity(void) {
     CHECK_EQ_INT(kvl_plan_blocks_for_tokens(1, 16), 1);
     CHECK_EQ_INT(kvl_plan_blocks_for_tokens(0, 16), 0);
     CHECK_EQ_INT(kvl_plan_blocks_for_tokens(33, 1), 33);
-    kvl_plan_shape l3 = named("Llama-3-8B");
+    kvl_model_shape l3 = named("Llama-3-8B");
     size_t bb = block_bytes(&l3, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16), kv;
     /* 17 tokens cost 2 whole blocks, not 17 * 131072 */
     CHECK_EQ_INT(kvl_plan_kv_bytes_for(bb, 16, 1, 17, &kv, NULL), KVL_OK);
@@ -295,7 +297,7 @@ static kvl_plan_request h100_l3(void) {
     CHECK_EQ_INT(kvl_plan_weight_bytes(&r.shape, KVL_TYPE_F16, &r.weight_bytes, NULL), KVL_OK);
     r.k_fmt = r.v_fmt = KVL_KV_FMT_F16;
     r.block_size = 16;
-    const kvl_plan_device *d = kvl_plan_device_find("h100 80gb");
+    const kvl_catalog_device *d = kvl_catalog_device_find("h100 80gb");
     CHECK(d != NULL);
     r.dev_bytes[0] = d ? d->bytes : 1;
     r.n_devices = 1;
@@ -305,10 +307,10 @@ static kvl_plan_request h100_l3(void) {
 
 static void test_plan_and_reverse(void) {
     /* H100 80GB: nvidia-smi's 81559 MiB = 85,520,809,984 B */
-    const kvl_plan_device *d = kvl_plan_device_find("H100-80GB");
+    const kvl_catalog_device *d = kvl_catalog_device_find("H100-80GB");
     CHECK(d && d->bytes == 85520809984ull);
-    CHECK(kvl_plan_device_find("RTX4090-24GB") == kvl_plan_device_find("rtx 4090 24gb"));
-    CHECK(kvl_plan_device_find("TPUv5") == NULL);
+    CHECK(kvl_catalog_device_find("RTX4090-24GB") == kvl_catalog_device_find("rtx 4090 24gb"));
+    CHECK(kvl_catalog_device_find("TPUv5") == NULL);
 
     /* Llama-3-8B f16 on one H100, 10% reserve:
      *   reserve  floor(85,520,809,984 * 0.1)             =  8,552,080,998
@@ -402,11 +404,11 @@ static void test_plan_and_reverse(void) {
     bad.reserve_frac = 1.5;
     CHECK(kvl_plan_compute(&bad, &res, &err) == KVL_E_INVALID);
     bad = r;
-    bad.shape.n_kv_heads = 5;
+    bad.shape.hp.n_kv_heads = 5;
     CHECK(kvl_plan_compute(&bad, &res, &err) == KVL_E_INVALID);
     CHECK_CONTAINS(err.msg, "n_kv_heads 5");
     bad = r;
-    bad.shape.head_dim = 0;
+    bad.shape.hp.head_dim = 0;
     CHECK(kvl_plan_compute(&bad, &res, &err) == KVL_E_INVALID);
     CHECK_CONTAINS(err.msg, "head_dim 0");
     bad = r;
@@ -430,21 +432,21 @@ static void test_gguf(void) {
     CHECK_EQ_INT(kvl_gguf_open(path, &g, &err), KVL_OK);
     if (!g)
         return;
-    kvl_plan_shape s;
+    kvl_model_shape s;
     memset(&s, 0, sizeof s);
     snprintf(s.name, sizeof s.name, "stories260K.gguf");
     size_t wb = 0;
     CHECK_EQ_INT(kvl_plan_shape_from_gguf(g, &s, &wb, &err), KVL_OK);
     /* shared/models/README.md: 5 layers, 8 heads, 4 KV heads, dim 64,
      * ffn 172, 512 tokens, context_length 2048; output.weight stored apart */
-    CHECK_EQ_INT(s.n_layers, 5);
-    CHECK_EQ_INT(s.n_heads, 8);
-    CHECK_EQ_INT(s.n_kv_heads, 4);
-    CHECK_EQ_INT(s.head_dim, 8);
-    CHECK_EQ_INT(s.dim, 64);
-    CHECK_EQ_INT(s.ffn_dim, 172);
-    CHECK_EQ_INT(s.n_vocab, 512);
-    CHECK_EQ_INT(s.ctx_len, 2048);
+    CHECK_EQ_INT(s.hp.n_layers, 5);
+    CHECK_EQ_INT(s.hp.n_heads, 8);
+    CHECK_EQ_INT(s.hp.n_kv_heads, 4);
+    CHECK_EQ_INT(s.hp.head_dim, 8);
+    CHECK_EQ_INT(s.hp.dim, 64);
+    CHECK_EQ_INT(s.hp.ffn_dim, 172);
+    CHECK_EQ_INT(s.hp.n_vocab, 512);
+    CHECK_EQ_INT(s.hp.ctx_len, 2048);
     CHECK(!s.tied_embd);
     /* 48 f32 tensors: the tied 260,032 params plus the separate output
      * (512*64 = 32,768) = 292,800 params * 4 B */
@@ -452,27 +454,27 @@ static void test_gguf(void) {
     size_t fw;
     CHECK_EQ_INT(kvl_plan_weight_bytes(&s, KVL_TYPE_F32, &fw, NULL), KVL_OK);
     CHECK_EQ_INT(fw, wb);
-    kvl_plan_shape named_s = named("stories260K");
+    kvl_model_shape named_s = named("stories260K");
     CHECK_EQ_INT(block_bytes(&s, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16),
                  block_bytes(&named_s, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16));
     kvl_gguf_free(g);
 }
 
-static kvl_hparams to_hparams(const kvl_plan_shape *s) {
-    kvl_hparams hp = {.n_vocab = s->n_vocab, .dim = s->dim, .n_layers = s->n_layers,
-                      .n_heads = s->n_heads, .n_kv_heads = s->n_kv_heads,
-                      .head_dim = s->head_dim, .ffn_dim = s->ffn_dim, .ctx_len = s->ctx_len,
-                      .rope_dim = s->head_dim, .rope_base = 10000.0f, .rms_eps = 1e-5f};
+static kvl_hparams to_hparams(const kvl_model_shape *s) {
+    kvl_hparams hp = {.n_vocab = s->hp.n_vocab, .dim = s->hp.dim, .n_layers = s->hp.n_layers,
+                      .n_heads = s->hp.n_heads, .n_kv_heads = s->hp.n_kv_heads,
+                      .head_dim = s->hp.head_dim, .ffn_dim = s->hp.ffn_dim, .ctx_len = s->hp.ctx_len,
+                      .rope_dim = s->hp.head_dim, .rope_base = 10000.0f, .rms_eps = 1e-5f};
     return hp;
 }
 
-/* The pool stores f32 K and V today (issue 6 adds the other formats); for
- * every named shape, block size and budget, its block bytes, block count and
+/* With f32 K and V (the other formats have their parity in
+ * test_kv_quant.c), for every named shape, block size and budget, its block bytes, block count and
  * token capacity equal the planner's. A real pool of a small budget is
  * allocated too, and holds exactly the planned number of blocks. */
 static void test_pool_parity(void) {
     size_t n;
-    const kvl_plan_shape *all = kvl_plan_shapes(&n);
+    const kvl_model_shape *all = kvl_catalog_shapes(&n);
     static const int bs[] = {1, 16, 32, 256};
     static const size_t budgets[] = {0, 1, 12345, 1u << 20, 3000000007u, 80ull << 30};
     for (size_t i = 0; i < n; i++) {
@@ -495,7 +497,7 @@ static void test_pool_parity(void) {
             }
         }
     }
-    kvl_plan_shape st = named("stories260K");
+    kvl_model_shape st = named("stories260K");
     kvl_hparams hp = to_hparams(&st);
     kvl_block_layout lay;
     CHECK_EQ_INT(kvl_block_layout_init(&hp, 16, &lay, NULL), KVL_OK);
@@ -512,6 +514,72 @@ static void test_pool_parity(void) {
     kvl_block_pool_free(pool);
 }
 
+/* The catalogue: what the simulator will need is there with its datasheet
+ * figures; OPT's weights count as published; every llama shape mkmodel can
+ * write passes its check; names and aliases resolve. */
+static void test_catalog(void) {
+    const char *shapes[] = {"OPT-13B", "Llama-2-7B", "Llama-2-13B", "Llama-3-8B", "Llama-3-70B",
+                            "Mistral-7B", "Qwen2.5-7B"};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        CHECK(kvl_catalog_shape_find(shapes[i]) != NULL);
+    /* OPT-13B (MHA, 40 x 5120, ffn 20480, vocab 50272, 2048 + 2 positions, tied):
+     *   embeddings 50272*5120 + 2050*5120                      =    267,888,640
+     *   per layer: 4*5120^2 + 2*5120*20480                      =    314,572,800
+     *             biases 4*5120 + 20480 + 5120, LN 4*5120       =         66,560
+     *   40 layers + final LN 2*5120                             = 12,853,473,280 (card: 13B,
+     *   the OPT paper's 12.85B) */
+    kvl_model_shape opt = named("OPT-13B");
+    size_t np = 0;
+    CHECK_EQ_INT(kvl_plan_n_params(&opt, &np, NULL), KVL_OK);
+    CHECK_EQ_INT(np, 12853473280ull);
+    CHECK_EQ_INT(opt.hp.n_kv_heads, opt.hp.n_heads);
+    /* bf16: matrices 2 B, vectors f32: (12,853,473,280 - 2,672,640) * 2 + 2,672,640 * 4 */
+    size_t wb = 0;
+    CHECK_EQ_INT(kvl_plan_weight_bytes(&opt, KVL_TYPE_BF16, &wb, NULL), KVL_OK);
+    CHECK_EQ_INT(wb, (12853473280ull - 2672640ull) * 2 + 2672640ull * 4);
+    opt.arch = (kvl_arch)7;
+    kvl_error err;
+    CHECK_EQ_INT(kvl_plan_shape_validate(&opt, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "arch id 7");
+
+    size_t n;
+    const kvl_model_shape *all = kvl_catalog_shapes(&n);
+    for (size_t i = 0; i < n; i++) {
+        kvl_mkmodel_spec sp;
+        kvl_status st = kvl_catalog_mkmodel_spec(all[i].name, &sp, NULL);
+        bool can = all[i].arch == KVL_ARCH_LLAMA &&
+                   all[i].qkv_bias == (all[i].hp.arch == KVL_ARCH_QWEN2);
+        CHECK_EQ_INT(st, can ? KVL_OK : KVL_E_INVALID);
+        if (st == KVL_OK)
+            CHECK_EQ_INT(kvl_mkmodel_check(&sp, NULL), KVL_OK);
+    }
+
+    /* datasheet figures (decimal), dense bf16 */
+    const struct {
+        const char *name;
+        size_t mib;
+        double bw, flops;
+    } dev[] = {
+        {"A100-40GB", 40960, 1.555e12, 312e12},     {"A100-80GB", 81920, 2.039e12, 312e12},
+        {"H100-SXM-80GB", 81559, 3.35e12, 989.5e12}, {"H200-141GB", 143771, 4.8e12, 989.5e12},
+        {"L40S", 46068, 864e9, 362.05e12},          {"L4", 23034, 300e9, 121e12},
+    };
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) {
+        const kvl_catalog_device *d = kvl_catalog_device_find(dev[i].name);
+        CHECK(d != NULL);
+        if (!d)
+            continue;
+        CHECK_EQ_INT(d->bytes, dev[i].mib << 20);
+        CHECK(d->bandwidth == dev[i].bw);
+        CHECK(d->flops_bf16 == dev[i].flops);
+        CHECK(d->source && d->spec_source);
+    }
+    CHECK(kvl_catalog_device_find("H100-80GB") == kvl_catalog_device_find("h100 sxm 80gb"));
+    CHECK(kvl_catalog_device_find("l40s-48gb") == kvl_catalog_device_find("L40S"));
+    CHECK(kvl_catalog_device_find("") == NULL);
+    CHECK(kvl_catalog_device_find(NULL) == NULL);
+}
+
 int main(void) {
     test_published_facts();
     test_weight_bytes();
@@ -521,5 +589,6 @@ int main(void) {
     test_format_helpers();
     test_gguf();
     test_pool_parity();
+    test_catalog();
     return kvt_finish("test_plan");
 }

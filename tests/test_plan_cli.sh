@@ -51,6 +51,7 @@ expect 2 "--devices: 0 is outside" -- --model Llama-3-8B --device H100-80GB --de
 expect 2 "--devices 3" -- --model Llama-3-8B --device H100-80GB,A100-80GB --devices 3
 expect 2 "--users needs a value" -- --model Llama-3-8B --device H100-80GB --users
 expect 2 "--context: -5 is outside" -- --model Llama-3-8B --device H100-80GB --context -5
+expect 2 "--context: 100000000 is outside [1, 16777216]" -- --model Llama-3-8B --device H100-80GB --context 100000000
 expect 1 "-m: $TMP/none.gguf" -- -m "$TMP/none.gguf" --device H100-80GB
 
 # published facts in the text output
@@ -73,6 +74,74 @@ for needle in "does NOT fit (short by 7.28 GiB)" "--kv-type-k int8 --kv-type-v i
     if grep -qF -- "$needle" <<<"$out"; then ok; else bad "reverse: lacks '$needle': $out"; fi
 done
 expect 0 ": fits" -- --model Llama-3-8B --device H100-80GB --users 16 --context 8192
+# "does NOT fit" has its own exit status (3), in text and JSON, and when the
+# weights alone exceed the memory
+expect 3 "does NOT fit (short by 7.28 GiB)" -- --model Llama-3-8B --device H100-80GB --users 64 --context 8192
+expect 3 '"fits": false' -- --model Llama-3-8B --device H100-80GB --users 64 --context 8192 --json
+expect 0 '"fits": true' -- --model Llama-3-8B --device H100-80GB --users 16 --context 8192 --json
+expect 3 "KV budget  0: weights" -- --model Llama-3-70B --device L4
+expect 0 "KV capacity" -- --model Llama-3-8B --device H100-SXM-80GB
+expect 0 "memory     1 x L40S-48GB" -- --model Llama-3-8B --device l40s
+expect 0 "OPT-13B" -- --list-models
+expect 0 "3350" -- --list-devices
+
+# contexts past the model's own (8,192 for Llama-3-8B) are marked in the
+# table, the summary line and the JSON; those within it are not
+out=$("$BIN" plan --model Llama-3-8B --device H100-80GB --context 16384 2>&1)
+if grep -qE "^ +16,384 .*\(over the model's context\)$" <<<"$out" &&
+    grep -qE "^ +8,192 +[0-9,]+ +[0-9.]+ +[0-9,]+$" <<<"$out" &&
+    grep -qF "at context 16,384: 28 concurrent sequences (1,024 blocks each)  (over the model's context)" <<<"$out"; then
+    ok
+else
+    bad "--context 16384: rows past 8,192 not marked (or 8,192 marked): $out"
+fi
+expect 0 '"context": 16384, "over_model_context": true' -- --model Llama-3-8B --device H100-80GB --context 16384 --json
+
+# the largest accepted values keep every table's columns aligned
+"$BIN" plan --model Llama-3.1-405B --mem 1024TiB --kv-type f32 --block-size 1 \
+    --context 16777216 --users 1000 >"$TMP/big.txt" 2>&1
+rc=$?
+if [ "$rc" = 3 ]; then ok; else bad "big plan exited $rc, wanted 3"; fi
+if command -v python3 >/dev/null; then
+    if python3 - "$TMP/big.txt" <<'PY'; then ok; else bad "big plan: columns misaligned: $(cat "$TMP/big.txt")"; fi
+import sys
+txt = open(sys.argv[1]).read()
+# each table: its header, then rows up to a blank line. Every row, its
+# "(over the model's context)" note removed, is as long as the header, and
+# each right-aligned cell ends in the column where its header cell ends
+tables = [["context", "blocks/seq", "KV/seq MiB", "max seqs"],
+          ["users", "longest context"],
+          ["B/token", "KV needed", "total", "fits", "max users", "longest ctx"]]
+fails = 0
+for cells in tables:
+    lines = txt.splitlines()
+    hi = [i for i, l in enumerate(lines)
+          if all(c in l for c in cells) and l.index(cells[0]) < l.index(cells[-1])][0]
+    block = []
+    for l in lines[hi:]:
+        if not l:
+            break
+        block.append(l)
+    rows = [r.replace("  (over the model's context)", "") for r in block if not r.startswith("(*")]
+    h = rows[0]
+    ends, pos = [], 0
+    for c in cells:
+        pos = h.index(c, pos) + len(c)
+        ends.append(pos)
+    for r in rows[1:]:
+        if len(r) != len(h):
+            print("length", len(r), "vs header", len(h), repr(r), repr(h), file=sys.stderr)
+            fails += 1
+        for e in ends:
+            if e > len(r) or r[e - 1] == " " or (e < len(r) and r[e] != " "):
+                print("cell ending at", e, "misaligned:", repr(r), "header", repr(h), file=sys.stderr)
+                fails += 1
+    if len(rows) < 3:
+        print("table", cells, "has", len(rows) - 1, "rows", file=sys.stderr)
+        fails += 1
+sys.exit(1 if fails else 0)
+PY
+fi
 
 # GGUF input
 GGUF=$SHARED/models/stories260K.gguf
@@ -85,9 +154,13 @@ fi
 
 # --json agrees with the text; --svg is well-formed and agrees too
 args=(--model Llama-3-8B --device H100-80GB --users 64 --context 8192)
-"$BIN" plan "${args[@]}" >"$TMP/plan.txt" 2>&1 || bad "text run failed"
-"$BIN" plan "${args[@]}" --json >"$TMP/plan.json" 2>&1 || bad "json run failed"
-"$BIN" plan "${args[@]}" --svg "$TMP/plan.svg" >/dev/null 2>&1 || bad "svg run failed"
+# (64 x 8,192 does not fit: exit status 3)
+"$BIN" plan "${args[@]}" >"$TMP/plan.txt" 2>&1
+[ $? = 3 ] || bad "text run failed"
+"$BIN" plan "${args[@]}" --json >"$TMP/plan.json" 2>&1
+[ $? = 3 ] || bad "json run failed"
+"$BIN" plan "${args[@]}" --svg "$TMP/plan.svg" >/dev/null 2>&1
+[ $? = 3 ] || bad "svg run failed"
 if command -v xmllint >/dev/null; then
     if xmllint --noout "$TMP/plan.svg"; then ok; else bad "xmllint rejects the SVG"; fi
 fi
@@ -132,6 +205,67 @@ EOF
 else
     echo "test_plan_cli: python3 not found; JSON and SVG label checks skipped" >&2
 fi
+
+# SVG geometry: the legend box is crossed by no line of the chart (curves,
+# device / usable / weights lines, the bar), whatever the device and batch
+# sizes (a small device puts its memory line near the top, where the legend
+# used to be; five batches and steep curves fill the top left); contexts
+# past the model's are shaded exactly when the x axis goes past it.
+svg_geom() { # NAME SHADED(0/1) ARGS...
+    local name=$1 shaded=$2
+    shift 2
+    "$BIN" plan "$@" --svg "$TMP/$name.svg" >/dev/null 2>&1
+    local rc=$?
+    if [ "$rc" != 0 ] && [ "$rc" != 3 ]; then
+        bad "svg $name: plan exited $rc"
+        return
+    fi
+    command -v python3 >/dev/null || return
+    if python3 - "$TMP/$name.svg" "$shaded" <<'PY'; then ok; else bad "svg geometry $name"; fi
+import sys, xml.etree.ElementTree as ET
+NS = "{http://www.w3.org/2000/svg}"
+root = ET.parse(sys.argv[1]).getroot()
+legend = [g for g in root.iter(NS + "g") if g.get("id") == "legend"]
+if len(legend) != 1:
+    sys.exit("no legend group")
+box = legend[0].find(NS + "rect")
+bx0, by0 = float(box.get("x")), float(box.get("y"))
+bx1, by1 = bx0 + float(box.get("width")), by0 + float(box.get("height"))
+inside = set(legend[0].iter())
+segs = []
+for el in root.iter():
+    if el in inside:
+        continue
+    if el.tag == NS + "line":
+        segs.append(((float(el.get("x1")), float(el.get("y1"))),
+                     (float(el.get("x2")), float(el.get("y2")))))
+    elif el.tag == NS + "polyline":
+        pts = [tuple(map(float, p.split(","))) for p in el.get("points").split()]
+        segs += list(zip(pts, pts[1:]))
+    elif el.tag == NS + "rect" and el.get("fill") != "white":
+        x, y, w, h = (float(el.get(k)) for k in ("x", "y", "width", "height"))
+        segs += [((x, y), (x + w, y)), ((x, y + h), (x + w, y + h)),
+                 ((x, y), (x, y + h)), ((x + w, y), (x + w, y + h))]
+def hits(a, b):
+    # a segment meets the box when its bounding box overlaps it (all chart
+    # lines are axis-parallel or sampled polylines of short segments)
+    return not (max(a[0], b[0]) < bx0 or min(a[0], b[0]) > bx1 or
+                max(a[1], b[1]) < by0 or min(a[1], b[1]) > by1)
+bad = [s for s in segs if hits(*s)]
+for s in bad[:5]:
+    print("segment", s, "crosses the legend box", (bx0, by0, bx1, by1), file=sys.stderr)
+shade = [r for r in root.iter(NS + "rect") if r.get("id") == "over-context"]
+if len(shade) != int(sys.argv[2]):
+    print("over-context shading: %d, wanted %s" % (len(shade), sys.argv[2]), file=sys.stderr)
+    bad.append(None)
+sys.exit(1 if bad or len(segs) < 10 else 0)
+PY
+}
+svg_geom l4 1 --model Llama-3-8B --device L4 --weights q4_0 --users 24 --context 16000
+svg_geom h100 0 --model Llama-3-8B --device H100-80GB --users 64 --context 8192
+svg_geom a100 0 --model Llama-2-13B --device A100-40GB
+svg_geom many 1 --model Llama-3-8B --mem 24GiB --users 3 --context 65536 --kv-type int4
+if grep -qF "shaded: beyond the model's context of 8,192 tokens" "$TMP/l4.svg"; then ok; else bad "svg l4: no shading label"; fi
 
 echo "test_plan_cli: $((checks - fails)) passed, $fails failed"
 [ "$fails" = 0 ]

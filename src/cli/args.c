@@ -18,6 +18,28 @@ bool kvl_cli_value(const char *cmd, int argc, char **argv, int *i, const char **
     return true;
 }
 
+void kvl_cli_unknown(const char *cmd, const char *arg, const char *hint) {
+    if (arg[0] == '-' && arg[1])
+        fprintf(stderr, "kvllm %s: unknown flag '%s' (see kvllm %s --help)\n", cmd, arg, cmd);
+    else
+        fprintf(stderr, "kvllm %s: unexpected argument '%s': not a flag, and every value follows "
+                        "its flag (%s%ssee kvllm %s --help)\n",
+                cmd, arg, hint ? hint : "", hint ? "; " : "", cmd);
+}
+
+bool kvl_cli_flag_value(const char *cmd, const char *const *known, const char *hint, int argc,
+                        char **argv, int *i, const char **out) {
+    const char *a = argv[*i];
+    size_t k = 0;
+    while (known[k] && strcmp(known[k], a))
+        k++;
+    if (!known[k]) {
+        kvl_cli_unknown(cmd, a, hint);
+        return false;
+    }
+    return kvl_cli_value(cmd, argc, argv, i, out);
+}
+
 bool kvl_cli_int(const char *cmd, const char *flag, const char *s, long long lo, long long hi,
                  long long *out) {
     char *end = NULL;
@@ -74,8 +96,10 @@ bool kvl_cli_bytes(const char *cmd, const char *flag, const char *s, uint64_t *o
     for (size_t k = 0; k < sizeof units / sizeof units[0]; k++) {
         if (strcasecmp(end, units[k].suf) == 0) {
             double b = v * units[k].mul;
-            if (b > 1.8e19) {
-                fprintf(stderr, "kvllm %s: %s: '%s' is larger than 2^64 bytes\n", cmd, flag, s);
+            /* llround's long holds less than 2^63: refuse, never wrap */
+            if (b >= 9223372036854775808.0) {
+                fprintf(stderr, "kvllm %s: %s: '%s' is %g bytes; the limit is 2^63 - 1 (8 EiB)\n",
+                        cmd, flag, s, b);
                 return false;
             }
             *out = (uint64_t)llround(b);

@@ -21,13 +21,14 @@
  * bytes/token / memory bandwidth gives the decode roofline.
  *
  * Everything is allocated before the first timed step; the timed loops only
- * call kvl_forward_run. It never writes files.
+ * call kvl_executor_run_cache (reserve the step's KV positions, as a server
+ * does, then the forward pass). It never writes files.
  */
 #include "cli/cli.h"
 #include "cli/common.h"
 #include "core/pool.h"
 #include "kernels/kernels.h"
-#include "model/forward.h"
+#include "engine/executor.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -65,11 +66,12 @@ typedef struct {
     double read_med;         /* median over the repetitions of the weights' read, GB/s */
     double roof_frac;        /* median over the repetitions of bytes read per second by
                                 decode / that repetition's read of the weights */
+    kvl_kv_cache_params kv;  /* the KV cache measured: layout, formats, block size */
 } test_stats;
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: kvllm bench -m MODEL [flags]\n"
+            "usage: kvllm bench [-m MODEL] [flags]\n"
             "\n"
             "Tokens/s of prompt processing (pp) and generation (tg), like llama-bench.\n"
             "Lists are comma-separated and every combination is run.\n"
@@ -80,11 +82,12 @@ static void usage(FILE *f) {
             "  -n, --n-gen N,..     tokens generated one step at a time, 0..65536,\n"
             "                       0 = no tg test (default 128)\n"
             "  -d, --depth D,..     positions prefilled (untimed) before each test,\n"
-            "                       0..%d (default 0)\n"
+            "                       0..%d (default 0); depth + tokens must fit the\n"
+            "                       model's context\n"
             "  -b, --batch B,..     sequences generating together in tg tests, 1..256\n"
             "                       (default 1)\n"
             "  -r, --reps N         timed repetitions of each test, 1..%d (default 5)\n"
-            "  -t, --threads N      worker threads, 1..1024 (default: one per core)\n"
+            "  -t, --threads N      worker threads, 1..%d (default: one per core)\n"
             "  -o, --output FMT     text (markdown table), json or csv (default text)\n"
             "      --gate           before each timed repetition print 'ready TEST REP' to\n"
             "                       stderr and wait for a line on stdin; after it print\n"
@@ -95,19 +98,21 @@ static void usage(FILE *f) {
             "                       (json: weights_read_gbs, roofline_frac; text: stderr)\n"
             KVL_CLI_LOAD_USAGE
             "  -h, --help\n"
-            "\nKV cache (each test gets a cache of exactly its sequences and positions):\n"
-            "%s"
+            "\nKV cache (each test gets a cache of exactly its sequences and positions;\n"
+            "--kv-check runs once, before the first test):\n",
+            KVL_MAX_CTX, MAX_REPS, KVL_POOL_MAX_THREADS);
+    kvl_cli_kv_usage(f);
+    fprintf(f,
             "\n"
-            "Columns: t/s is mean +- standard deviation over the repetitions (tg: all\n"
+            "Columns: kv is the KV cache measured (layout, K/V formats, block size);\n"
+            "t/s is mean +- standard deviation over the repetitions (tg: all\n"
             "sequences together); W/tok and KV/tok are the bytes one generated token\n"
             "reads from weights and from the KV cache (in its format). Every decode step\n"
             "reserves its KV positions first, as a server does, and that is timed.\n"
             "\n"
             "examples:\n"
-            "  kvllm bench -m tl-q8_0.gguf -p 512 -n 128 -d 0,2048 -r 3\n"
-            "  kvllm bench -m tl-q8_0.gguf -p 0 -n 32 -b 1,4,16 -o json\n",
-            KVL_MAX_CTX, MAX_REPS, "");
-    kvl_cli_kv_usage(f);
+            "  kvllm bench -m tl-q8_0.gguf -p 512 -n 128 -d 0,1024 -r 3\n"
+            "  kvllm bench -m tl-q8_0.gguf -p 0 -n 32 -b 1,4,16 -o json --kv-type int8\n");
 }
 
 /* "512" or "0,2048": each element checked by kvl_cli_int. */
@@ -218,7 +223,7 @@ static void stats_of(const double *ts, int n, double *sorted, test_stats *st) {
 /* Everything a test needs, allocated once for the largest test. */
 typedef struct {
     const kvl_model *m;
-    kvl_forward *fw;
+    kvl_executor *fw;
     int32_t max_tokens;
     int32_t *tok;  /* (max_tokens) */
     int32_t *seq;  /* (max_tokens) */
@@ -231,10 +236,14 @@ typedef struct {
     double *read_gbs;    /* (reps) that read, GB/s */
     uint64_t *read_sink; /* (threads * 8) its per-thread results */
     const kvl_cli_kv_opts *kvo;
-    int32_t *ones; /* (max_tokens) 1 each: one new position per sequence */
+    kvl_progress pr; /* the running test: depth prefilled + repetitions, in tokens;
+                        drawn between timed repetitions, never inside one */
+    uint64_t pr_total;
+    int test_i, n_tests;
 } bench_ctx;
 
-static kvl_status run_batch(bench_ctx *c, const kvl_kv_iface *kv, int32_t n, bool all_logits,
+/* Reserve the batch's positions, then run it (kvl_executor_run_cache). */
+static kvl_status run_batch(bench_ctx *c, kvl_kv_cache *kvc, int32_t n, bool all_logits,
                             kvl_error *err) {
     for (int32_t i = 0; i < n; i++)
         c->want[i] = all_logits || i == n - 1;
@@ -242,16 +251,13 @@ static kvl_status run_batch(bench_ctx *c, const kvl_kv_iface *kv, int32_t n, boo
                    .logits = c->want};
     const float *logits;
     int32_t n_out;
-    return kvl_forward_run(c->fw, &b, kv, &logits, &n_out, err);
+    return kvl_executor_run_cache(c->fw, kvc, &b, &logits, &n_out, err);
 }
 
 /* Prefill positions [0, depth) of sequence 0 in chunks, then copy them into
  * every other sequence. */
-static kvl_status fill_depth(bench_ctx *c, kvl_kv_cache *kvc, const kvl_kv_iface *kv,
-                             int32_t depth, int32_t n_seq, kvl_error *err) {
-    kvl_status rs = kvl_kv_cache_reserve(kvc, 0, depth, err);
-    if (rs != KVL_OK)
-        return rs;
+static kvl_status fill_depth(bench_ctx *c, kvl_kv_cache *kvc, int32_t depth, int32_t n_seq,
+                             kvl_error *err) {
     int32_t chunk = c->max_tokens < DEPTH_CHUNK ? c->max_tokens : DEPTH_CHUNK;
     for (int32_t p0 = 0; p0 < depth; p0 += chunk) {
         int32_t n = depth - p0 < chunk ? depth - p0 : chunk;
@@ -260,9 +266,10 @@ static kvl_status fill_depth(bench_ctx *c, kvl_kv_cache *kvc, const kvl_kv_iface
             c->seq[i] = 0;
             c->pos[i] = p0 + i;
         }
-        kvl_status st = run_batch(c, kv, n, false, err);
+        kvl_status st = run_batch(c, kvc, n, false, err);
         if (st != KVL_OK)
             return st;
+        kvl_progress_update(&c->pr, (uint64_t)(p0 + n), c->pr_total);
     }
     for (int32_t s = 1; s < n_seq && depth > 0; s++) {
         kvl_status st = kvl_kv_cache_fork(kvc, 0, s, err);
@@ -286,8 +293,8 @@ static kvl_status rewind_to(kvl_kv_cache *kvc, const test_spec *t, kvl_error *er
     return KVL_OK;
 }
 
-static kvl_status time_rep(bench_ctx *c, const test_spec *t, kvl_kv_cache *kvc,
-                           const kvl_kv_iface *kv, double *sec, kvl_error *err) {
+static kvl_status time_rep(bench_ctx *c, const test_spec *t, kvl_kv_cache *kvc, double *sec,
+                           kvl_error *err) {
     kvl_status st = rewind_to(kvc, t, err);
     if (st != KVL_OK)
         return st;
@@ -298,9 +305,7 @@ static kvl_status time_rep(bench_ctx *c, const test_spec *t, kvl_kv_cache *kvc,
             c->pos[i] = t->depth + i;
         }
         double t0 = kvl_now();
-        st = kvl_kv_cache_reserve(kvc, 0, t->n_tok, err);
-        if (st == KVL_OK)
-            st = run_batch(c, kv, t->n_tok, false, err);
+        st = run_batch(c, kvc, t->n_tok, false, err);
         *sec = kvl_now() - t0;
         return st;
     }
@@ -311,9 +316,7 @@ static kvl_status time_rep(bench_ctx *c, const test_spec *t, kvl_kv_cache *kvc,
             c->seq[s] = s;
             c->pos[s] = t->depth + step;
         }
-        st = kvl_kv_cache_reserve_batch(kvc, t->n_seq, c->seq, c->ones, err);
-        if (st == KVL_OK)
-            st = run_batch(c, kv, t->n_seq, true, err);
+        st = run_batch(c, kvc, t->n_seq, true, err);
     }
     *sec = kvl_now() - t0;
     return st;
@@ -369,14 +372,21 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
     int32_t max_ctx = t->depth + t->n_tok + 1;
     kvl_kv_cache *kvc = NULL;
     kvl_kv_cache_params kp;
-    if (!kvl_cli_kv_params("bench", c->kvo, c->m, t->n_seq, max_ctx, &kp))
+    if (!kvl_cli_kv_params("bench", c->kvo, c->m, t->n_seq, max_ctx, max_ctx, NULL, &kp))
         return kvl_errorf(err, KVL_E_INVALID, "bad KV cache options");
     kvl_status s = kvl_kv_cache_init(&c->m->hp, &kp, &kvc, err);
     if (s != KVL_OK)
         return s;
-    kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
+    st->kv = *kvl_kv_cache_params_of(kvc);
+    char label[96];
+    snprintf(label, sizeof label, "bench %s (%d of %d)", t->name, c->test_i + 1, c->n_tests);
+    if (c->gate) /* stderr carries the gate's protocol */
+        kvl_progress_begin_to(&c->pr, NULL, label);
+    else
+        kvl_progress_begin(&c->pr, label);
+    c->pr_total = (uint64_t)t->depth + (uint64_t)reps * (uint64_t)t->n_tok;
     double t_fill = kvl_now();
-    s = fill_depth(c, kvc, &kv, t->depth, t->n_seq, err);
+    s = fill_depth(c, kvc, t->depth, t->n_seq, err);
     t_fill = kvl_now() - t_fill;
     if (s == KVL_OK) { /* warm-up: one step at the first timed position */
         random_tokens(&c->rng, c->tok, t->n_seq, c->m->hp.n_vocab);
@@ -384,9 +394,7 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
             c->seq[i] = i;
             c->pos[i] = t->depth;
         }
-        s = kvl_kv_cache_reserve_batch(kvc, t->n_seq, c->seq, c->ones, err);
-        if (s == KVL_OK)
-            s = run_batch(c, &kv, t->n_seq, true, err);
+        s = run_batch(c, kvc, t->n_seq, true, err);
     }
     for (int r = 0; r < reps && s == KVL_OK; r++) {
         if (c->gate) { /* the other engine runs while this one waits here */
@@ -401,8 +409,10 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
         if (c->roofline && t->kind == TEST_TG)
             c->read_gbs[r] = weights_read_gbs(c);
         double sec = 0;
-        s = time_rep(c, t, kvc, &kv, &sec, err);
+        s = time_rep(c, t, kvc, &sec, err);
         ts[r] = (double)t->n_tok * t->n_seq / (sec > 0 ? sec : 1e-9);
+        kvl_progress_update(&c->pr, (uint64_t)t->depth + (uint64_t)(r + 1) * (uint64_t)t->n_tok,
+                            c->pr_total);
         if (c->gate) {
             fprintf(stderr, "done %s %d %.4f\n", t->name, r + 1, ts[r]);
             fflush(stderr);
@@ -433,17 +443,19 @@ static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *t
             st->read_med = b.median;
         }
     }
+    kvl_progress_end(&c->pr);
     kvl_kv_cache_free(kvc);
     return s;
 }
 
 static void print_header(out_fmt fmt) {
     if (fmt == OUT_TEXT) {
-        printf("| model | size | params | type | isa | threads | test | t/s | median t/s "
+        printf("| model | size | params | type | isa | threads | kv | test | t/s | median t/s "
                "| W/tok | KV/tok |\n");
-        printf("| --- | ---: | ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |\n");
+        printf("| --- | ---: | ---: | --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: |\n");
     } else if (fmt == OUT_CSV) {
-        printf("model,model_type,model_size,n_params,isa,threads,test,kind,n_tokens,depth,"
+        printf("model,model_type,model_size,n_params,isa,threads,kv_layout,kv_type_k,kv_type_v,"
+               "kv_block_size,test,kind,n_tokens,depth,"
                "n_seq,reps,avg_ts,stddev_ts,median_ts,min_ts,max_ts,weight_bytes_per_token,"
                "kv_bytes_per_token,depth_fill_s,samples_ts\n");
     } else {
@@ -460,16 +472,25 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
     const char *type = type_name(m->layers[0].wq.type);
     const char *isa = kvl_isa_name(kvl_isa_active());
     int64_t params = count_params(m);
+    const bool paged = st->kv.layout == KVL_KV_LAYOUT_PAGED;
+    const char *layout = paged ? "paged" : "contiguous";
+    const char *kf = kvl_kv_format_get(st->kv.k_fmt)->name;
+    const char *vf = kvl_kv_format_get(st->kv.v_fmt)->name;
+    char kv[96], bs[16] = "";
+    if (paged)
+        snprintf(bs, sizeof bs, "%d", (int)st->kv.block_size);
+    snprintf(kv, sizeof kv, "%s K %s V %s%s%s", layout, kf, vf, paged ? " block " : "", bs);
     if (fmt == OUT_TEXT) {
-        printf("| %s | %.2f GiB | %.2f B | %s | %s | %d | %s | %.2f ± %.2f | %.2f | %.1f MB | "
+        printf("| %s | %.2f GiB | %.2f B | %s | %s | %d | %s | %s | %.2f ± %.2f | %.2f | %.1f MB | "
                "%.1f MB |\n",
                m->name, (double)m->weight_bytes / (1024.0 * 1024 * 1024), (double)params / 1e9,
-               type, isa, threads, t->name, st->mean, st->sd, st->median,
+               type, isa, threads, kv, t->name, st->mean, st->sd, st->median,
                st->weight_bytes_tok / 1e6, st->kv_bytes_tok / 1e6);
     } else if (fmt == OUT_CSV) {
-        printf("\"%s\",%s,%zu,%lld,%s,%d,\"%s\",%s,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.0f,%.0f,"
-               "%.3f,\"",
-               m->name, type, m->weight_bytes, (long long)params, isa, threads, t->name,
+        printf("\"%s\",%s,%zu,%lld,%s,%d,%s,%s,%s,%s,\"%s\",%s,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,"
+               "%.4f,%.0f,%.0f,%.3f,\"",
+               m->name, type, m->weight_bytes, (long long)params, isa, threads, layout, kf, vf, bs,
+               t->name,
                t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth, (int)t->n_seq,
                reps, st->mean, st->sd, st->median, st->min, st->max, st->weight_bytes_tok,
                st->kv_bytes_tok, st->fill_s);
@@ -478,7 +499,9 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
         printf("\"\n");
     } else {
         printf("%s\n  {\"model\": \"%s\", \"model_type\": \"%s\", \"model_size\": %zu, "
-               "\"n_params\": %lld, \"isa\": \"%s\", \"threads\": %d, \"kv\": \"f32 contiguous\",\n"
+               "\"n_params\": %lld, \"isa\": \"%s\", \"threads\": %d,\n"
+               "   \"kv\": \"%s\", \"kv_layout\": \"%s\", \"kv_type_k\": \"%s\", "
+               "\"kv_type_v\": \"%s\", \"kv_block_size\": %s,\n"
                "   \"test\": \"%s\", \"kind\": \"%s\", \"n_tokens\": %d, \"depth\": %d, "
                "\"n_seq\": %d, \"reps\": %d,\n"
                "   \"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"median_ts\": %.4f, \"min_ts\": %.4f, "
@@ -487,7 +510,7 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
                "\"depth_fill_s\": %.3f, \"weights_mem\": \"%s\", \"huge_page_bytes\": %lld,\n"
                "   \"samples_ts\": [",
                first ? "" : ",", m->name, type, m->weight_bytes, (long long)params, isa,
-               threads, t->name, t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth,
+               threads, kv, layout, kf, vf, paged ? bs : "null", t->name, t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth,
                (int)t->n_seq, reps, st->mean, st->sd, st->median, st->min, st->max,
                st->weight_bytes_tok, st->kv_bytes_tok, st->fill_s,
                weights_private ? "private copy" : "file mapping", huge_bytes);
@@ -521,81 +544,70 @@ static void name_test(test_spec *t) {
         snprintf(t->name, sizeof t->name, "b%d tg%d%s", (int)t->n_seq, (int)t->n_tok, depth);
 }
 
-int kvl_cli_bench(int argc, char **argv) {
-    const char *cmd = "bench", *model_path = NULL;
-    int_list lp = {.v = {512}, .n = 1}, ln = {.v = {128}, .n = 1}, ld = {.v = {0}, .n = 1},
-             lb = {.v = {1}, .n = 1};
-    long long reps = 5, threads = 0;
-    out_fmt fmt = OUT_TEXT;
-    bool gate = false, roofline = false;
-    kvl_cli_kv_opts kvo;
-    kvl_cli_kv_defaults(&kvo);
-    kvl_load_mode load = KVL_LOAD_AUTO;
+typedef struct bench_opts {
+    kvl_cli_common com; /* -m, -t, --load, the KV flags */
+    int_list lp, ln, ld, lb;
+    long long reps;
+    out_fmt fmt;
+    bool gate, roofline;
+} bench_opts;
+
+/* 0 parsed, 1 help printed, 2 usage error (message printed). */
+static int parse_args(int argc, char **argv, bench_opts *o) {
+    const char *cmd = "bench";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
-            return 0;
+            return 1;
         }
-        int ldf = kvl_cli_load_flag(cmd, argc, argv, &i, &load);
-        if (ldf < 0)
+        int r = kvl_cli_common_flag(cmd, argc, argv, &i, &o->com);
+        if (r < 0)
             return 2;
-        if (ldf > 0)
+        if (r > 0)
             continue;
-        int kvf = kvl_cli_kv_flag(cmd, argc, argv, &i, &kvo);
-        if (kvf < 0)
-            return 2;
-        if (kvf > 0)
-            continue;
-        if (!strcmp(a, "--gate")) {
-            gate = true;
+        if (!strcmp(a, "--gate") || !strcmp(a, "--roofline")) {
+            *(a[2] == 'g' ? &o->gate : &o->roofline) = true;
             continue;
         }
-        if (!strcmp(a, "--roofline")) {
-            roofline = true;
-            continue;
-        }
-        if (!kvl_cli_value(cmd, argc, argv, &i, &v))
+        static const char *const known[] = {"-p", "--n-prompt", "-n",   "--n-gen", "-d",
+                                            "--depth", "-b", "--batch", "-r", "--reps",
+                                            "-o", "--output", NULL};
+        if (!kvl_cli_flag_value(cmd, known, NULL, argc, argv, &i, &v))
             return 2;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model"))
-            model_path = v;
-        else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) {
-            if (!parse_list(a, v, 0, 65536, &lp))
-                return 2;
-        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) {
-            if (!parse_list(a, v, 0, 65536, &ln))
-                return 2;
-        } else if (!strcmp(a, "-d") || !strcmp(a, "--depth")) {
-            if (!parse_list(a, v, 0, KVL_MAX_CTX, &ld))
-                return 2;
-        } else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) {
-            if (!parse_list(a, v, 1, 256, &lb))
-                return 2;
-        } else if (!strcmp(a, "-r") || !strcmp(a, "--reps")) {
-            if (!kvl_cli_int(cmd, a, v, 1, MAX_REPS, &reps))
-                return 2;
-        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (!kvl_cli_int(cmd, a, v, 1, 1024, &threads))
-                return 2;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            if (!strcmp(v, "text") || !strcmp(v, "md"))
-                fmt = OUT_TEXT;
-            else if (!strcmp(v, "json"))
-                fmt = OUT_JSON;
-            else if (!strcmp(v, "csv"))
-                fmt = OUT_CSV;
-            else {
-                fprintf(stderr, "kvllm bench: %s: '%s' is not one of text, json, csv\n", a, v);
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "kvllm bench: unknown flag '%s' (see kvllm bench --help)\n", a);
-            return 2;
+        bool ok = true;
+        if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt"))
+            ok = parse_list(a, v, 0, 65536, &o->lp);
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen"))
+            ok = parse_list(a, v, 0, 65536, &o->ln);
+        else if (!strcmp(a, "-d") || !strcmp(a, "--depth"))
+            ok = parse_list(a, v, 0, KVL_MAX_CTX, &o->ld);
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch"))
+            ok = parse_list(a, v, 1, 256, &o->lb);
+        else if (!strcmp(a, "-r") || !strcmp(a, "--reps"))
+            ok = kvl_cli_int(cmd, a, v, 1, MAX_REPS, &o->reps);
+        else if (!strcmp(v, "text") || !strcmp(v, "md")) /* -o */
+            o->fmt = OUT_TEXT;
+        else if (!strcmp(v, "json"))
+            o->fmt = OUT_JSON;
+        else if (!strcmp(v, "csv"))
+            o->fmt = OUT_CSV;
+        else {
+            fprintf(stderr, "kvllm bench: %s: '%s' is not one of text, json, csv\n", a, v);
+            ok = false;
         }
+        if (!ok)
+            return 2;
     }
+    return 0;
+}
 
+/* The tests, in llama-bench's order (per depth, pp then tg), and the
+ * largest batch and context they need. 0, or 2 with a message. */
+static int make_tests(const bench_opts *o, test_spec *tests, int *n_out, int32_t *max_tok_out,
+                      int32_t *max_ctx_out) {
+    const int_list lp = o->lp, ln = o->ln, ld = o->ld, lb = o->lb;
     /* the tests, in llama-bench's order: per depth, pp then tg */
-    static test_spec tests[MAX_TESTS];
     int n_tests = 0;
     int32_t max_tokens = 1, max_ctx = 1;
     for (int di = 0; di < ld.n; di++) {
@@ -631,29 +643,69 @@ int kvl_cli_bench(int argc, char **argv) {
             max_ctx = (int32_t)ctx;
         name_test(t);
     }
-    if (!model_path && !(model_path = kvl_cli_default_model())) {
-        fprintf(stderr, "kvllm bench: no -m given and the shipped model "
-                        "(../shared/models/stories260K.gguf) was not found; set KVL_SHARED\n");
-        return 2;
-    }
+    *n_out = n_tests;
+    *max_tok_out = max_tokens;
+    *max_ctx_out = max_ctx;
+    return 0;
+}
 
+/* Refuse, before any prefill (a deep one takes minutes), a test that needs
+ * more positions than the model's context. */
+static bool tests_fit(const test_spec *tests, int n_tests, const kvl_model *m) {
+    for (int i = 0; i < n_tests; i++) {
+        const test_spec *t = &tests[i];
+        if ((int64_t)t->depth + t->n_tok > m->hp.ctx_len) {
+            fprintf(stderr,
+                    "kvllm bench: %s: -d %d with %d tokens needs %lld positions; the model's "
+                    "context is %lld\n",
+                    t->name, (int)t->depth, (int)t->n_tok, (long long)t->depth + t->n_tok,
+                    (long long)m->hp.ctx_len);
+            return false;
+        }
+    }
+    return true;
+}
+
+int kvl_cli_bench(int argc, char **argv) {
+    const char *cmd = "bench";
+    bench_opts o = {.lp = {.v = {512}, .n = 1}, .ln = {.v = {128}, .n = 1},
+                    .ld = {.v = {0}, .n = 1}, .lb = {.v = {1}, .n = 1}, .reps = 5,
+                    .fmt = OUT_TEXT};
+    kvl_cli_common_defaults(&o.com);
+    int pa = parse_args(argc, argv, &o);
+    if (pa)
+        return pa == 1 ? 0 : 2;
+    static test_spec tests[MAX_TESTS];
+    int n_tests = 0;
+    int32_t max_tokens = 1, max_ctx = 1;
+    if (make_tests(&o, tests, &n_tests, &max_tokens, &max_ctx))
+        return 2;
+    const char *model_path = kvl_cli_model_path(cmd, &o.com);
+    if (!model_path)
+        return 2;
+    const long long reps = o.reps;
+    const out_fmt fmt = o.fmt;
     int rc = 1;
     kvl_error err = {0};
     kvl_model *m = NULL;
     kvl_pool *pool = NULL;
-    bench_ctx c = {.rng = SEED, .gate = gate, .roofline = roofline, .kvo = &kvo};
+    bench_ctx c = {.rng = SEED, .gate = o.gate, .roofline = o.roofline, .kvo = &o.com.kvo};
     double *ts = NULL;
-    kvl_model_params mp = {.load = load};
+    kvl_model_params mp = {.tokenizer_path = o.com.tokenizer, .load = o.com.load};
     if (kvl_model_load(model_path, &mp, &m, &err) != KVL_OK) {
         fprintf(stderr, "kvllm bench: %s\n", err.msg);
         return 1;
+    }
+    if (!tests_fit(tests, n_tests, m)) {
+        rc = 2;
+        goto done;
     }
     const long long huge_bytes = kvl_proc_kb("/proc/self/smaps_rollup", "AnonHugePages");
     const bool weights_private = (m->gguf ? m->gguf->map.anon_len : m->map.anon_len) > 0;
     c.m = m;
     c.max_tokens = max_tokens;
-    if (kvl_pool_init((int)threads, &pool, &err) ||
-        kvl_forward_init(m, max_tokens, max_ctx, pool, &c.fw, &err)) {
+    if (kvl_pool_init((int)o.com.threads, &pool, &err) ||
+        kvl_executor_cpu_init(m, pool, max_tokens, max_ctx, &c.fw, &err)) {
         fprintf(stderr, "kvllm bench: %s\n", err.msg);
         goto done;
     }
@@ -661,21 +713,22 @@ int kvl_cli_bench(int argc, char **argv) {
     c.seq = calloc((size_t)max_tokens, sizeof *c.seq);
     c.pos = calloc((size_t)max_tokens, sizeof *c.pos);
     c.want = calloc((size_t)max_tokens, sizeof *c.want);
-    c.ones = calloc((size_t)max_tokens, sizeof *c.ones);
     ts = calloc((size_t)reps, sizeof *ts);
     c.read_gbs = calloc((size_t)reps, sizeof *c.read_gbs);
     c.read_sink = calloc((size_t)kvl_pool_size(pool) * 8, sizeof *c.read_sink);
     c.pool = pool;
-    if (!c.tok || !c.seq || !c.pos || !c.want || !c.ones || !ts || !c.read_gbs || !c.read_sink) {
+    if (!c.tok || !c.seq || !c.pos || !c.want || !ts || !c.read_gbs || !c.read_sink) {
         fprintf(stderr, "kvllm bench: out of memory\n");
         goto done;
     }
-    for (int32_t i = 0; i < max_tokens; i++)
-        c.ones[i] = 1;
+    if (!kvl_cli_kv_check(cmd, &o.com.kvo, m, pool))
+        goto done;
     int n_threads = kvl_pool_size(pool);
     print_header(fmt);
     for (int i = 0; i < n_tests; i++) {
         test_stats st = {0};
+        c.test_i = i;
+        c.n_tests = n_tests;
         if (run_test(&c, &tests[i], (int)reps, ts, &st, &err) != KVL_OK) {
             if (fmt == OUT_JSON)
                 printf("\n]\n");
@@ -696,8 +749,7 @@ done:
     free(c.seq);
     free(c.pos);
     free(c.want);
-    free(c.ones);
-    kvl_forward_free(c.fw);
+    kvl_executor_free(c.fw);
     kvl_pool_free(pool);
     kvl_model_free(m);
     return rc;

@@ -1,7 +1,8 @@
 /* Locating the shipped model for commands run without -m. */
 #include "cli/common.h"
+#include "engine/config.h"
 #include "cli/cli.h"
-#include "kv/kv_check.h"
+#include "engine/kv_check.h"
 
 #include <limits.h>
 #include <string.h>
@@ -152,14 +153,48 @@ int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_o
     return 1;
 }
 
+/* The default budget: what max_seqs sequences of need_ctx positions take
+ * (paged: the store's max_ctx becomes need_ctx, as the request never goes
+ * further), or max_seqs full regions of max_ctx (contiguous), within
+ * KVL_CLI_KV_MEM_CAP of MemAvailable. *capped: the paged budget was cut to
+ * that. */
+static bool default_budget(const char *cmd, const kvl_hparams *hp, kvl_kv_cache_params *p,
+                           int32_t need_ctx, bool *capped) {
+    kvl_kv_cache_params q = *p;
+    if (q.layout == KVL_KV_LAYOUT_PAGED)
+        p->max_ctx = q.max_ctx = need_ctx;
+    kvl_error err;
+    if (kvl_kv_cache_default_budget(hp, &q, &p->budget, &err)) {
+        fprintf(stderr, "kvllm %s: %s\n", cmd, err.msg);
+        return false;
+    }
+    *capped = false;
+    const long long avail = mem_available();
+    if (avail <= 0)
+        return true; /* unknown: nothing to cap by */
+    const double cap = (double)avail * KVL_CLI_KV_MEM_CAP;
+    if ((double)p->budget <= cap)
+        return true;
+    if (q.layout == KVL_KV_LAYOUT_CONTIGUOUS) {
+        fprintf(stderr,
+                "kvllm %s: contiguous KV: %d sequence%s of the full %d-position context need %zu "
+                "bytes, more than %.0f%% of available memory (%lld bytes); use --ctx or the "
+                "paged layout\n",
+                cmd, (int)q.max_seqs, q.max_seqs == 1 ? "" : "s", (int)q.max_ctx, p->budget,
+                100 * KVL_CLI_KV_MEM_CAP, avail);
+        return false;
+    }
+    p->budget = (size_t)cap;
+    *capped = true;
+    return true;
+}
+
 bool kvl_cli_kv_params(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model *m,
-                       int32_t max_seqs, int32_t max_ctx, kvl_kv_cache_params *out) {
+                       int32_t max_seqs, int32_t max_ctx, int32_t need_ctx, FILE *note,
+                       kvl_kv_cache_params *out) {
     const kvl_hparams *hp = &m->hp;
     kvl_kv_cache_params p = o->p;
-    kvl_kv_format dflt = (m->layers[0].wq.type == KVL_TYPE_F32 ||
-                          p.layout == KVL_KV_LAYOUT_CONTIGUOUS)
-                             ? KVL_KV_FMT_F32
-                             : KVL_KV_FMT_F16;
+    kvl_kv_format dflt = kvl_engine_default_kv_format(m, p.layout);
     if (!o->k_set)
         p.k_fmt = dflt;
     if (!o->v_set)
@@ -174,10 +209,22 @@ bool kvl_cli_kv_params(const char *cmd, const kvl_cli_kv_opts *o, const kvl_mode
         }
         p.budget = (size_t)((double)avail * o->mem_fraction);
     }
-    kvl_error err;
-    if (p.budget == 0 && kvl_kv_cache_default_budget(hp, &p, &p.budget, &err)) {
-        fprintf(stderr, "kvllm %s: %s\n", cmd, err.msg);
-        return false;
+    if (p.budget == 0) {
+        bool capped = false;
+        if (need_ctx < 1 || need_ctx > max_ctx)
+            need_ctx = max_ctx;
+        if (!default_budget(cmd, hp, &p, need_ctx, &capped))
+            return false;
+        char cut[64] = "";
+        if (capped)
+            snprintf(cut, sizeof cut, ", cut to %.0f%% of available memory",
+                     100 * KVL_CLI_KV_MEM_CAP);
+        if (note && p.layout == KVL_KV_LAYOUT_PAGED)
+            fprintf(note,
+                    "kvllm %s: KV budget %zu bytes: what %d sequence%s of %d positions need (the "
+                    "request; the context is %d)%s; --kv-mem sets another\n",
+                    cmd, p.budget, (int)max_seqs, max_seqs == 1 ? "" : "s", (int)need_ctx,
+                    (int)max_ctx, cut);
     }
     *out = p;
     return true;
@@ -188,7 +235,7 @@ bool kvl_cli_kv_check(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model
     if (!o->check)
         return true;
     kvl_kv_cache_params p;
-    if (!kvl_cli_kv_params(cmd, o, m, 1, 1, &p))
+    if (!kvl_cli_kv_params(cmd, o, m, 1, 1, 1, NULL, &p))
         return false;
     kvl_kv_check_report r;
     kvl_error err;
@@ -198,4 +245,41 @@ bool kvl_cli_kv_check(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model
     }
     kvl_kv_check_print(&r, stderr);
     return true;
+}
+
+void kvl_cli_common_defaults(kvl_cli_common *c) {
+    memset(c, 0, sizeof *c);
+    c->load = KVL_LOAD_AUTO;
+    kvl_cli_kv_defaults(&c->kvo);
+}
+
+int kvl_cli_common_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_common *c) {
+    int r = kvl_cli_load_flag(cmd, argc, argv, i, &c->load);
+    if (r == 0)
+        r = kvl_cli_kv_flag(cmd, argc, argv, i, &c->kvo);
+    if (r != 0)
+        return r;
+    const char *a = argv[*i], *v;
+    bool model = !strcmp(a, "-m") || !strcmp(a, "--model"), tok = !strcmp(a, "--tokenizer"),
+         thr = !strcmp(a, "-t") || !strcmp(a, "--threads");
+    if (!model && !tok && !thr)
+        return 0;
+    if (!kvl_cli_value(cmd, argc, argv, i, &v))
+        return -1;
+    if (model)
+        c->model = v;
+    else if (tok)
+        c->tokenizer = v;
+    else if (!kvl_cli_int(cmd, a, v, 1, KVL_POOL_MAX_THREADS, &c->threads))
+        return -1;
+    return 1;
+}
+
+const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c) {
+    const char *p = c->model ? c->model : kvl_cli_default_model();
+    if (!p)
+        fprintf(stderr, "kvllm %s: no -m given and the shipped model "
+                        "(../shared/models/stories260K.gguf) was not found; set KVL_SHARED\n",
+                cmd);
+    return p;
 }

@@ -37,6 +37,23 @@ int kvl_cli_load_flag(const char *cmd, int argc, char **argv, int *i, kvl_load_m
     "                        misses while decode streams the weights), mmap (map the\n"      \
     "                        file: 4 KiB pages shared with the page cache, read lazily)\n"
 
+/* The flags run, ppl and bench share: -m/--model, --tokenizer, -t/--threads,
+ * --load and the KV flags. */
+typedef struct kvl_cli_common {
+    const char *model, *tokenizer; /* NULL: the shipped model / beside the model */
+    long long threads;             /* 0: one per core */
+    kvl_load_mode load;
+    kvl_cli_kv_opts kvo;
+} kvl_cli_common;
+
+void kvl_cli_common_defaults(kvl_cli_common *c);
+/* 1: argv[*i] was one of the shared flags and was consumed (with its
+ * value); 0: not one of them; -1: a bad value (message printed). */
+int kvl_cli_common_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_common *c);
+/* The model the flags name (or the shipped one): NULL with a message when
+ * none is given and the shipped one is missing. */
+const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c);
+
 /* 1: argv[*i] was a KV flag and was consumed (with its value); 0: not a KV
  * flag; -1: a bad value (message printed). */
 int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_opts *o);
@@ -47,11 +64,17 @@ void kvl_cli_kv_usage(FILE *f);
  * Returns false only when the check itself could not run. */
 bool kvl_cli_kv_check(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model *m,
                       kvl_pool *pool);
-/* Turn the options into cache params for this model, max_seqs and max_ctx
- * (the budget: --kv-mem, a fraction of MemAvailable, or exactly max_seqs
- * full contexts). Formats not given are "auto": f32 for a model whose
- * weights are f32 (the exact reference) and for the contiguous layout,
- * f16 otherwise (as llama.cpp and vLLM default to the model's 16-bit type).
- * false with a message on failure. */
+/* Turn the options into cache params for this model, max_seqs and max_ctx.
+ * The budget: --kv-mem, or a fraction of MemAvailable, or by default what
+ * the request needs: max_seqs sequences of need_ctx positions (paged; 0 or
+ * more than max_ctx means max_ctx), cut to KVL_CLI_KV_MEM_CAP of
+ * MemAvailable; the contiguous layout always needs max_seqs full regions
+ * of max_ctx and is refused when they pass that cap. With note, the default
+ * budget is reported there in one line. Formats not given are "auto": f32
+ * for a model whose weights are f32 (the exact reference) and for the
+ * contiguous layout, f16 otherwise (as llama.cpp and vLLM default to the
+ * model's 16-bit type). false with a message on failure. */
+#define KVL_CLI_KV_MEM_CAP 0.8
 bool kvl_cli_kv_params(const char *cmd, const kvl_cli_kv_opts *o, const kvl_model *m,
-                       int32_t max_seqs, int32_t max_ctx, kvl_kv_cache_params *out);
+                       int32_t max_seqs, int32_t max_ctx, int32_t need_ctx, FILE *note,
+                       kvl_kv_cache_params *out);

@@ -16,6 +16,7 @@
 
 #include "core/core.h"
 #include "model/mkmodel.h"
+#include "plan/catalog.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 static void usage(FILE *f) {
+    char names[512];
     fprintf(f,
             "usage: kvllm mkmodel -o FILE [flags]\n"
             "\n"
@@ -31,7 +33,8 @@ static void usage(FILE *f) {
             "Weights: std %.2f (bell-shaped, from splitmix64), norms 1.0; same seed, same file.\n"
             "\n"
             "  -o, --output FILE   the GGUF to write (required)\n"
-            "  --preset NAME       %s (default stories260K)\n"
+            "  --preset NAME       a catalogue shape, case-insensitive (default stories260K):\n"
+            "                      %s\n"
             "  --type T            f32, f16, bf16, q8_0, q4_0 (default f16); 2-D weights whose\n"
             "                      row length is not a multiple of 32 stay f16; norms are f32\n"
             "  --seed N            RNG seed, 0..2^63-1 (default 0)\n"
@@ -60,33 +63,7 @@ static void usage(FILE *f) {
             "  kvllm mkmodel -o tiny.gguf --preset stories260K --type q8_0\n"
             "  kvllm mkmodel -o tl.gguf --preset tinyllama-1.1b --layers 2 --type q4_0\n"
             "  kvllm mkmodel -o l3.gguf --preset llama-3-8b --layers 4 --seed 7\n",
-            KVL_MKMODEL_STD, kvl_mkmodel_preset_names());
-}
-
-static bool parse_type(const char *s, kvl_type *t) {
-    static const struct {
-        const char *name;
-        kvl_type t;
-    } types[] = {{"f32", KVL_TYPE_F32},   {"f16", KVL_TYPE_F16},   {"bf16", KVL_TYPE_BF16},
-                 {"q8_0", KVL_TYPE_Q8_0}, {"q4_0", KVL_TYPE_Q4_0}};
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-        if (!strcasecmp(s, types[i].name)) {
-            *t = types[i].t;
-            return true;
-        }
-    }
-    return false;
-}
-
-static const char *type_name(kvl_type t) {
-    switch (t) {
-    case KVL_TYPE_F32: return "f32";
-    case KVL_TYPE_F16: return "f16";
-    case KVL_TYPE_BF16: return "bf16";
-    case KVL_TYPE_Q8_0: return "q8_0";
-    case KVL_TYPE_Q4_0: return "q4_0";
-    default: return "?";
-    }
+            KVL_MKMODEL_STD, kvl_catalog_mkmodel_names(names, sizeof names));
 }
 
 /* Look for shared/models/<file>; true and the path in buf when found. */
@@ -116,21 +93,48 @@ static bool find_shared(const char *file, char *buf, size_t cap) {
     return false;
 }
 
-typedef struct progress_state {
-    int last_pct;
-    bool printed;
-} progress_state;
-
 static void on_progress(void *ud, uint64_t done, uint64_t total) {
-    progress_state *p = ud;
-    int pct = total ? (int)(done * 100 / total) : 100;
-    if (pct == p->last_pct)
-        return;
-    p->last_pct = pct;
-    p->printed = true;
-    fprintf(stderr, "\rkvllm mkmodel: %3d%%  %.1f of %.1f MB", pct, (double)done / 1e6,
-            (double)total / 1e6);
-    fflush(stderr);
+    kvl_progress_update(ud, done, total);
+}
+
+/* The vocabulary: --vocab FILE, else the shipped tokenizer whose size fits
+ * (found is the buffer its path goes in), else synthesized. Returns 0, or
+ * the exit status after printing why. */
+static int load_vocab(const kvl_mkmodel_spec *s, const char *vocab_path, bool synth,
+                      kvl_mkmodel_vocab *voc, char *found, size_t cap, const char **desc) {
+    kvl_error err;
+    int64_t n_vocab = s->shape.hp.n_vocab;
+    if (!vocab_path && !synth) {
+        if (n_vocab == 512 && find_shared("tok512.bin", found, cap))
+            vocab_path = found;
+        else if (n_vocab == 32000 && find_shared("tokenizer.bin", found, cap))
+            vocab_path = found;
+    }
+    if (!vocab_path) {
+        if (kvl_mkmodel_vocab_synth((int32_t)n_vocab, voc, &err) != KVL_OK) {
+            fprintf(stderr, "kvllm mkmodel: %s\n", err.msg);
+            return err.status == KVL_E_INVALID ? 2 : 1;
+        }
+        return 0;
+    }
+    int32_t n_file = 0;
+    if (kvl_mkmodel_vocab_count(vocab_path, &n_file, &err) != KVL_OK) {
+        fprintf(stderr, "kvllm mkmodel: --vocab: %s\n", err.msg);
+        return 2;
+    }
+    if (n_file != n_vocab) {
+        fprintf(stderr,
+                "kvllm mkmodel: --vocab: '%s' holds %d pieces but the vocab size is %lld "
+                "(set --vocab-size %d to use it)\n",
+                vocab_path, n_file, (long long)n_vocab, n_file);
+        return 2;
+    }
+    if (kvl_mkmodel_vocab_load(vocab_path, (int32_t)n_vocab, voc, &err) != KVL_OK) {
+        fprintf(stderr, "kvllm mkmodel: --vocab: %s\n", err.msg);
+        return 2;
+    }
+    *desc = vocab_path;
+    return 0;
 }
 
 int kvl_cli_mkmodel(int argc, char **argv) {
@@ -166,7 +170,7 @@ int kvl_cli_mkmodel(int argc, char **argv) {
         } else if (!strcmp(a, "--type")) {
             if (!kvl_cli_value(cmd, argc, argv, &i, &v))
                 return 2;
-            if (!parse_type(v, &type)) {
+            if (!kvl_type_parse(v, &type)) {
                 fprintf(stderr, "kvllm mkmodel: --type: '%s' is not one of f32, f16, bf16, "
                                 "q8_0, q4_0\n", v);
                 return 2;
@@ -188,10 +192,14 @@ int kvl_cli_mkmodel(int argc, char **argv) {
                 const char *flag;
                 long long lo, hi;
             } ints[] = {
-                {"--layers", 1, 1024},        {"--dim", 1, 1 << 17},
-                {"--heads", 1, 1024},         {"--kv-heads", 1, 1024},
-                {"--ffn", 1, 1 << 19},        {"--vocab-size", 3, 1 << 22},
-                {"--ctx", 1, 1 << 24},        {"--alignment", 1, 1 << 20},
+                {"--layers", 1, KVL_MAX_LAYERS},
+                {"--dim", 1, KVL_MAX_DIM},
+                {"--heads", 1, KVL_MAX_HEADS},
+                {"--kv-heads", 1, KVL_MAX_HEADS},
+                {"--ffn", 1, 4 * (long long)KVL_MAX_DIM},
+                {"--vocab-size", 3, KVL_MAX_VOCAB},
+                {"--ctx", 1, KVL_MAX_CTX},
+                {"--alignment", 1, KVL_GGUF_MAX_ALIGNMENT},
             };
             long long *dst[] = {&layers, &dim, &heads, &kv_heads, &ffn, &vocab_size, &ctx,
                                 &alignment};
@@ -199,8 +207,7 @@ int kvl_cli_mkmodel(int argc, char **argv) {
             while (k < sizeof ints / sizeof ints[0] && strcmp(a, ints[k].flag))
                 k++;
             if (k == sizeof ints / sizeof ints[0]) {
-                fprintf(stderr, "kvllm mkmodel: unknown flag '%s' (see kvllm mkmodel --help)\n",
-                        a);
+                kvl_cli_unknown(cmd, a, "the output goes after -o");
                 return 2;
             }
             if (!kvl_cli_value(cmd, argc, argv, &i, &v) ||
@@ -218,78 +225,50 @@ int kvl_cli_mkmodel(int argc, char **argv) {
     }
 
     kvl_mkmodel_spec s;
-    if (!kvl_mkmodel_preset(preset, &s)) {
-        fprintf(stderr, "kvllm mkmodel: --preset: '%s' is not one of %s\n", preset,
-                kvl_mkmodel_preset_names());
+    kvl_error err;
+    if (kvl_catalog_mkmodel_spec(preset, &s, &err) != KVL_OK) {
+        fprintf(stderr, "kvllm mkmodel: --preset: %s\n", err.msg);
         return 2;
     }
-    if (layers > 0) s.n_layers = layers;
-    if (dim > 0) s.dim = dim;
-    if (heads > 0) s.n_heads = heads;
-    if (kv_heads > 0) s.n_kv_heads = kv_heads;
-    if (ffn > 0) s.ffn_dim = ffn;
-    if (vocab_size > 0) s.n_vocab = vocab_size;
-    if (ctx > 0) s.ctx_len = ctx;
-    if (rope_base > 0) s.rope_base = (float)rope_base;
-    if (eps > 0) s.rms_eps = (float)eps;
+    if (layers > 0) s.shape.hp.n_layers = layers;
+    if (dim > 0) s.shape.hp.dim = dim;
+    if (heads > 0) s.shape.hp.n_heads = heads;
+    if (kv_heads > 0) s.shape.hp.n_kv_heads = kv_heads;
+    if (ffn > 0) s.shape.hp.ffn_dim = ffn;
+    if (vocab_size > 0) s.shape.hp.n_vocab = vocab_size;
+    if (ctx > 0) s.shape.hp.ctx_len = ctx;
+    if (rope_base > 0) s.shape.hp.rope_base = (float)rope_base;
+    if (eps > 0) s.shape.hp.rms_eps = (float)eps;
     if (alignment > 0) s.alignment = (size_t)alignment;
     s.type = type;
     s.seed = (uint64_t)seed;
-    s.tied = tied;
+    s.shape.tied_embd = tied;
     if (name) {
-        if (strlen(name) >= sizeof s.name) {
+        if (strlen(name) >= sizeof s.shape.name) {
             fprintf(stderr, "kvllm mkmodel: --name: %zu bytes is longer than %zu\n",
-                    strlen(name), sizeof s.name - 1);
+                    strlen(name), sizeof s.shape.name - 1);
             return 2;
         }
-        snprintf(s.name, sizeof s.name, "%s", name);
+        snprintf(s.shape.name, sizeof s.shape.name, "%s", name);
     }
-    kvl_error err;
     if (kvl_mkmodel_check(&s, &err) != KVL_OK) {
         fprintf(stderr, "kvllm mkmodel: %s\n", err.msg);
         return 2;
     }
 
-    /* the vocabulary */
     kvl_mkmodel_vocab voc;
     char found[4096];
     const char *vocab_desc = "synthesized";
-    if (!vocab_path && !synth) {
-        if (s.n_vocab == 512 && find_shared("tok512.bin", found, sizeof found))
-            vocab_path = found;
-        else if (s.n_vocab == 32000 && find_shared("tokenizer.bin", found, sizeof found))
-            vocab_path = found;
-    }
-    if (vocab_path) {
-        int32_t n_file = 0;
-        if (kvl_mkmodel_vocab_count(vocab_path, &n_file, &err) != KVL_OK) {
-            fprintf(stderr, "kvllm mkmodel: --vocab: %s\n", err.msg);
-            return 2;
-        }
-        if (n_file != s.n_vocab) {
-            fprintf(stderr,
-                    "kvllm mkmodel: --vocab: '%s' holds %d pieces but the vocab size is %lld "
-                    "(set --vocab-size %d to use it)\n",
-                    vocab_path, n_file, (long long)s.n_vocab, n_file);
-            return 2;
-        }
-        if (kvl_mkmodel_vocab_load(vocab_path, (int32_t)s.n_vocab, &voc, &err) != KVL_OK) {
-            fprintf(stderr, "kvllm mkmodel: --vocab: %s\n", err.msg);
-            return 2;
-        }
-        vocab_desc = vocab_path;
-    } else if (kvl_mkmodel_vocab_synth((int32_t)s.n_vocab, &voc, &err) != KVL_OK) {
-        fprintf(stderr, "kvllm mkmodel: %s\n", err.msg);
-        return err.status == KVL_E_INVALID ? 2 : 1;
-    }
+    int rc = load_vocab(&s, vocab_path, synth, &voc, found, sizeof found, &vocab_desc);
+    if (rc)
+        return rc;
 
-    progress_state ps = {-1, false};
-    bool tty = kvl_stderr_is_tty();
+    kvl_progress pr; /* quiet unless stderr is a terminal */
+    kvl_progress_begin(&pr, "kvllm mkmodel");
     kvl_mkmodel_stats stats;
     double t0 = kvl_now();
-    kvl_status st = kvl_mkmodel_write(&s, &voc, out, tty ? on_progress : NULL, &ps, &stats, &err);
-    if (ps.printed)
-        fputc('\n', stderr);
+    kvl_status st = kvl_mkmodel_write(&s, &voc, out, on_progress, &pr, &stats, &err);
+    kvl_progress_end(&pr);
     kvl_mkmodel_vocab_free(&voc);
     if (st != KVL_OK) {
         fprintf(stderr, "kvllm mkmodel: %s\n", err.msg);
@@ -300,8 +279,8 @@ int kvl_cli_mkmodel(int argc, char **argv) {
            "seed %llu, %.1f s\n",
            out, (unsigned long long)stats.file_bytes, (double)stats.file_bytes / 1048576.0,
            (unsigned long long)stats.n_params, (unsigned long long)stats.n_tensors,
-           type_name(s.type), (long long)s.dim, (long long)s.n_layers, (long long)s.n_heads,
-           (long long)s.n_kv_heads, (long long)s.ffn_dim, (long long)s.n_vocab, vocab_desc,
-           (long long)s.ctx_len, (unsigned long long)s.seed, kvl_now() - t0);
+           kvl_type_name(s.type), (long long)s.shape.hp.dim, (long long)s.shape.hp.n_layers, (long long)s.shape.hp.n_heads,
+           (long long)s.shape.hp.n_kv_heads, (long long)s.shape.hp.ffn_dim, (long long)s.shape.hp.n_vocab, vocab_desc,
+           (long long)s.shape.hp.ctx_len, (unsigned long long)s.seed, kvl_now() - t0);
     return 0;
 }

@@ -13,7 +13,8 @@
 #include "cli/cli.h"
 #include "cli/common.h"
 #include "core/pool.h"
-#include "model/forward.h"
+#include "engine/kv_check.h"
+#include "engine/executor.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -35,10 +36,10 @@ static void usage(FILE *f) {
                "      --kl-ref         also run an f32-KV reference in the same pass and report\n"
                "                       the mean KL divergence of next-token distributions\n"
                "                       KL(ref || this) and top-1 agreement\n"
-               "  -t, --threads N      worker threads (default: one per core)\n"
+               "  -t, --threads N      worker threads, 1..%d (default: one per core)\n"
                KVL_CLI_LOAD_USAGE
                "  -h, --help\n"
-               "\nKV cache:\n");
+               "\nKV cache:\n", KVL_POOL_MAX_THREADS);
     kvl_cli_kv_usage(f);
 }
 
@@ -55,25 +56,6 @@ static double log_sum_exp(const float *row, int64_t n, float *mx_out) {
     return log(s);
 }
 
-/* KL(p || q) for the distributions of two logits rows */
-static double kl_div(const float *p_row, const float *q_row, int64_t n) {
-    float mp, mq;
-    double lp = log_sum_exp(p_row, n, &mp), lq = log_sum_exp(q_row, n, &mq);
-    double kl = 0;
-    for (int64_t k = 0; k < n; k++) {
-        double a = (double)p_row[k] - mp - lp, b = (double)q_row[k] - mq - lq;
-        kl += exp(a) * (a - b);
-    }
-    return kl > 0 ? kl : 0;
-}
-
-static int64_t row_argmax(const float *row, int64_t n) {
-    int64_t b = 0;
-    for (int64_t k = 1; k < n; k++)
-        if (row[k] > row[b])
-            b = k;
-    return b;
-}
 
 typedef struct {
     const char *p;
@@ -138,247 +120,279 @@ static bool next_doc(const char *text, size_t len, size_t *at, bool blank_mode, 
     return false;
 }
 
-int kvl_cli_ppl(int argc, char **argv) {
-    const char *cmd = "ppl", *model_path = NULL, *tok_path = NULL, *file = NULL;
-    long long ctx = 0, threads = 0, max_docs = -1;
-    bool blank_mode = false, windows = false, kl_ref = false;
-    kvl_cli_kv_opts kvo;
-    kvl_cli_kv_defaults(&kvo);
-    kvl_load_mode load = KVL_LOAD_AUTO;
+typedef struct ppl_opts {
+    kvl_cli_common com;
+    const char *file;
+    long long ctx, max_docs;
+    bool blank_mode, windows, kl_ref;
+} ppl_opts;
+
+/* 0 parsed, 1 help printed, 2 usage error (message printed). */
+static int parse_args(int argc, char **argv, ppl_opts *o) {
+    const char *cmd = "ppl";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
-            return 0;
+            return 1;
         }
         if (!strcmp(a, "--kl-ref")) {
-            kl_ref = true;
+            o->kl_ref = true;
             continue;
         }
-        int ldf = kvl_cli_load_flag(cmd, argc, argv, &i, &load);
-        if (ldf < 0)
+        int r = kvl_cli_common_flag(cmd, argc, argv, &i, &o->com);
+        if (r < 0)
             return 2;
-        if (ldf > 0)
+        if (r > 0)
             continue;
-        int kvf = kvl_cli_kv_flag(cmd, argc, argv, &i, &kvo);
-        if (kvf < 0)
+        static const char *const known[] = {"-f",    "--file", "--split",    "--long",
+                                            "-c",    "--ctx",  "--max-docs", NULL};
+        if (!kvl_cli_flag_value(cmd, known, "the text file goes after -f", argc, argv, &i, &v))
             return 2;
-        if (kvf > 0)
-            continue;
-        if (!kvl_cli_value(cmd, argc, argv, &i, &v))
-            return 2;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model"))
-            model_path = v;
-        else if (!strcmp(a, "--tokenizer"))
-            tok_path = v;
-        else if (!strcmp(a, "-f") || !strcmp(a, "--file"))
-            file = v;
+        if (!strcmp(a, "-f") || !strcmp(a, "--file"))
+            o->file = v;
         else if (!strcmp(a, "--split")) {
-            if (!strcmp(v, "eot"))
-                blank_mode = false;
-            else if (!strcmp(v, "blank"))
-                blank_mode = true;
-            else {
+            if (strcmp(v, "eot") && strcmp(v, "blank")) {
                 fprintf(stderr, "kvllm ppl: --split: '%s' is not eot or blank\n", v);
                 return 2;
             }
+            o->blank_mode = !strcmp(v, "blank");
         } else if (!strcmp(a, "--long")) {
-            if (!strcmp(v, "truncate"))
-                windows = false;
-            else if (!strcmp(v, "windows"))
-                windows = true;
-            else {
+            if (strcmp(v, "truncate") && strcmp(v, "windows")) {
                 fprintf(stderr, "kvllm ppl: --long: '%s' is not truncate or windows\n", v);
                 return 2;
             }
+            o->windows = !strcmp(v, "windows");
         } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) {
-            if (!kvl_cli_int(cmd, a, v, 2, KVL_MAX_CTX, &ctx))
+            if (!kvl_cli_int(cmd, a, v, 2, KVL_MAX_CTX, &o->ctx))
                 return 2;
-        } else if (!strcmp(a, "--max-docs")) {
-            if (!kvl_cli_int(cmd, a, v, 1, INT32_MAX, &max_docs))
-                return 2;
-        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (!kvl_cli_int(cmd, a, v, 1, 1024, &threads))
-                return 2;
-        } else {
-            fprintf(stderr, "kvllm ppl: unknown flag '%s' (see kvllm ppl --help)\n", a);
+        } else if (!kvl_cli_int(cmd, a, v, 1, INT32_MAX, &o->max_docs)) /* --max-docs */
             return 2;
-        }
     }
-    if (!file) {
+    if (!o->file) {
         fprintf(stderr, "kvllm ppl: -f TEXT is required\n");
         return 2;
     }
-    if (!model_path && !(model_path = kvl_cli_default_model())) {
-        fprintf(stderr, "kvllm ppl: no -m given and the shipped model was not found; set KVL_SHARED\n");
+    return 0;
+}
+
+/* What is summed over the scored positions. */
+typedef struct ppl_acc {
+    double nll, kl_sum;
+    long long n_pred, n_docs, n_windows, n_cut, n_agree, n_nan;
+} ppl_acc;
+
+/* Everything the scoring loop uses, set up once. */
+typedef struct ppl_run {
+    kvl_model *m;
+    kvl_executor *fw, *fwr;   /* the measured KV, and the f32 reference (--kl-ref) */
+    kvl_kv_cache *kvc, *kvr;
+    int32_t *toks, *seq, *pos; /* (cap), (ctx), (ctx) */
+    bool *want;                /* (ctx) every row's logits */
+    size_t cap;
+} ppl_run;
+
+/* Score one window of wn tokens from toks (a fresh sequence 0). */
+static bool score_window(ppl_run *pr, const int32_t *toks, size_t wn, ppl_acc *acc) {
+    const int64_t nv = pr->m->hp.n_vocab;
+    kvl_error err;
+    kvl_batch b = {.n_tokens = (int32_t)wn, .tokens = toks, .seq = pr->seq, .pos = pr->pos,
+                   .logits = pr->want};
+    const float *lg, *lr = NULL;
+    int32_t n_out;
+    kvl_kv_cache_release(pr->kvc, 0, &err);
+    if (kvl_executor_run_cache(pr->fw, pr->kvc, &b, &lg, &n_out, &err)) {
+        fprintf(stderr, "kvllm ppl: %s\n", err.msg);
+        return false;
+    }
+    if (pr->kvr) {
+        kvl_kv_cache_release(pr->kvr, 0, &err);
+        if (kvl_executor_run_cache(pr->fwr, pr->kvr, &b, &lr, &n_out, &err)) {
+            fprintf(stderr, "kvllm ppl: reference: %s\n", err.msg);
+            return false;
+        }
+    }
+    acc->n_windows++;
+    for (size_t i = 0; i + 1 < wn; i++) {
+        const float *row = lg + i * (size_t)nv;
+        float mx;
+        double lse = log_sum_exp(row, nv, &mx);
+        acc->nll += -((double)row[toks[i + 1]] - mx - lse);
+        acc->n_pred++;
+        if (lr) {
+            bool same;
+            const double kl = kvl_logits_kl(lr + i * (size_t)nv, row, nv, &same);
+            acc->kl_sum += kl;
+            acc->n_agree += same;
+            acc->n_nan += isinf(kl);
+        }
+    }
+    return true;
+}
+
+/* Load the model, size the buffers by the longest document, make the
+ * caches and executors. Returns 0, or the exit status. */
+static int setup(const ppl_opts *o, const char *text, size_t len, long long *ctx,
+                 kvl_pool **pool, ppl_run *pr, kvl_kv_cache_params *kvp) {
+    const char *cmd = "ppl";
+    kvl_error err = {0};
+    kvl_model *m = NULL;
+    const char *path = kvl_cli_model_path(cmd, &o->com);
+    if (!path)
+        return 2;
+    kvl_model_params mp = {.tokenizer_path = o->com.tokenizer, .load = o->com.load};
+    if (kvl_model_load(path, &mp, &m, &err)) {
+        fprintf(stderr, "kvllm ppl: %s\n", err.msg);
+        return 1;
+    }
+    pr->m = m;
+    const kvl_hparams *hp = &m->hp;
+    if (*ctx == 0)
+        *ctx = hp->ctx_len;
+    if (*ctx > hp->ctx_len) {
+        fprintf(stderr, "kvllm ppl: --ctx: %lld is larger than the model's context %lld\n", *ctx,
+                (long long)hp->ctx_len);
         return 2;
     }
+    size_t max_doc = 0, at = 0;
+    span d;
+    while (next_doc(text, len, &at, o->blank_mode, &d))
+        max_doc = d.n > max_doc ? d.n : max_doc;
+    pr->cap = max_doc + 3;
+    pr->toks = malloc(pr->cap * sizeof *pr->toks);
+    pr->seq = calloc((size_t)*ctx, sizeof *pr->seq);
+    pr->pos = malloc((size_t)*ctx * sizeof *pr->pos);
+    pr->want = malloc((size_t)*ctx * sizeof *pr->want);
+    if (!pr->toks || !pr->seq || !pr->pos || !pr->want) {
+        fprintf(stderr, "kvllm ppl: out of memory\n");
+        return 1;
+    }
+    for (long long i = 0; i < *ctx; i++) {
+        pr->pos[i] = (int32_t)i;
+        pr->want[i] = true;
+    }
+    int32_t c32 = (int32_t)*ctx;
+    if (!kvl_cli_kv_params(cmd, &o->com.kvo, m, 1, c32, c32, NULL, kvp))
+        return 2;
+    kvl_kv_cache_params refp = *kvp;
+    refp.k_fmt = refp.v_fmt = KVL_KV_FMT_F32;
+    refp.budget = 0;
+    if (kvl_pool_init((int)o->com.threads, pool, &err) ||
+        kvl_executor_cpu_init(m, *pool, c32, c32, &pr->fw, &err) ||
+        kvl_kv_cache_init(hp, kvp, &pr->kvc, &err) ||
+        (o->kl_ref && (kvl_executor_cpu_init(m, *pool, c32, c32, &pr->fwr, &err) ||
+                       kvl_kv_cache_init(hp, &refp, &pr->kvr, &err)))) {
+        fprintf(stderr, "kvllm ppl: %s\n", err.msg);
+        return err.status == KVL_E_NO_KV || err.status == KVL_E_UNSUPPORTED ? 2 : 1;
+    }
+    kvl_kv_cache_report(pr->kvc, stderr);
+    return kvl_cli_kv_check(cmd, &o->com.kvo, m, *pool) ? 0 : 1;
+}
+
+/* Every document: windows of up to ctx tokens, each predicting its tokens
+ * 1..len-1. false on an error (message printed). */
+static bool score_all(const ppl_opts *o, const char *text, size_t len, long long ctx,
+                      ppl_run *pr, ppl_acc *acc) {
+    kvl_progress prog = {0};
+    kvl_progress_begin(&prog, "ppl");
+    size_t at = 0;
+    span d;
+    bool ok = true;
+    while (ok && (o->max_docs <= 0 || acc->n_docs < o->max_docs) &&
+           next_doc(text, len, &at, o->blank_mode, &d)) {
+        size_t n = 0;
+        kvl_error err;
+        if (kvl_tokenizer_encode(pr->m->tok, d.p, d.n, true, pr->toks, pr->cap, &n, &err)) {
+            fprintf(stderr, "kvllm ppl: %s\n", err.msg);
+            ok = false;
+            break;
+        }
+        acc->n_docs++;
+        for (size_t w0 = 0; ok && w0 + 1 < n; w0 += (size_t)ctx - 1) {
+            size_t wn = n - w0 < (size_t)ctx ? n - w0 : (size_t)ctx;
+            ok = score_window(pr, pr->toks + w0, wn, acc);
+            if (w0 + wn >= n)
+                break;
+            if (!o->windows) {
+                acc->n_cut++;
+                break;
+            }
+        }
+        if (o->max_docs > 0)
+            kvl_progress_update(&prog, (uint64_t)acc->n_docs, (uint64_t)o->max_docs);
+        else
+            kvl_progress_update(&prog, at, len);
+    }
+    kvl_progress_end(&prog);
+    return ok;
+}
+
+int kvl_cli_ppl(int argc, char **argv) {
+    ppl_opts o = {.max_docs = -1};
+    kvl_cli_common_defaults(&o.com);
+    int pa = parse_args(argc, argv, &o);
+    if (pa)
+        return pa == 1 ? 0 : 2;
     kvl_error err = {0};
     kvl_mapped_file tf = {0};
-    if (kvl_map_file(file, &tf, &err)) {
+    if (kvl_map_file(o.file, &tf, &err)) {
         fprintf(stderr, "kvllm ppl: %s\n", err.msg);
         return 1;
     }
     int rc = 1;
-    kvl_model *m = NULL;
     kvl_pool *pool = NULL;
-    kvl_forward *fw = NULL;
-    kvl_kv_cache *kvc = NULL, *kvr = NULL;
-    kvl_forward *fwr = NULL;
-    int32_t *toks = NULL, *seq = NULL, *pos = NULL;
-    char *text = NULL;
-    kvl_model_params mp = {.tokenizer_path = tok_path, .load = load};
-    if (kvl_model_load(model_path, &mp, &m, &err)) {
-        fprintf(stderr, "kvllm ppl: %s\n", err.msg);
-        goto done;
-    }
-    const kvl_hparams *hp = &m->hp;
-    if (ctx == 0)
-        ctx = hp->ctx_len;
-    if (ctx > hp->ctx_len) {
-        fprintf(stderr, "kvllm ppl: --ctx: %lld is larger than the model's context %lld\n", ctx,
-                (long long)hp->ctx_len);
-        rc = 2;
-        goto done;
-    }
+    ppl_run pr = {0};
+    ppl_acc acc = {0};
+    kvl_kv_cache_params kvp;
+    long long ctx = o.ctx;
     /* a private copy of the text; paragraph mode drops CR bytes */
-    text = malloc(tf.size + 1);
-    if (!text) {
-        fprintf(stderr, "kvllm ppl: out of memory\n");
-        goto done;
-    }
+    char *text = malloc(tf.size + 1);
     size_t len = 0;
-    for (size_t i = 0; i < tf.size; i++)
-        if (!(blank_mode && tf.data[i] == '\r' && i + 1 < tf.size && tf.data[i + 1] == '\n'))
+    for (size_t i = 0; text && i < tf.size; i++)
+        if (!(o.blank_mode && tf.data[i] == '\r' && i + 1 < tf.size && tf.data[i + 1] == '\n'))
             text[len++] = (char)tf.data[i];
-    size_t max_doc = 0, at = 0;
-    span d;
-    while (next_doc(text, len, &at, blank_mode, &d))
-        if (d.n > max_doc)
-            max_doc = d.n;
-    size_t cap = max_doc + 3;
-    toks = malloc(cap * sizeof *toks);
-    seq = calloc((size_t)ctx, sizeof *seq);
-    pos = malloc((size_t)ctx * sizeof *pos);
-    bool *want = malloc((size_t)ctx * sizeof *want);
-    if (!toks || !seq || !pos || !want) {
-        free(want);
+    if (!text)
         fprintf(stderr, "kvllm ppl: out of memory\n");
-        goto done;
-    }
-    for (long long i = 0; i < ctx; i++) {
-        pos[i] = (int32_t)i;
-        want[i] = true;
-    }
-    kvl_kv_cache_params kvp, refp;
-    if (!kvl_cli_kv_params(cmd, &kvo, m, 1, (int32_t)ctx, &kvp)) {
-        free(want);
-        rc = 2;
-        goto done;
-    }
-    refp = kvp;
-    refp.k_fmt = refp.v_fmt = KVL_KV_FMT_F32;
-    refp.budget = 0;
-    if (kvl_pool_init((int)threads, &pool, &err) ||
-        kvl_forward_init(m, (int32_t)ctx, (int32_t)ctx, pool, &fw, &err) ||
-        kvl_kv_cache_init(hp, &kvp, &kvc, &err) ||
-        (kl_ref && (kvl_forward_init(m, (int32_t)ctx, (int32_t)ctx, pool, &fwr, &err) ||
-                    kvl_kv_cache_init(hp, &refp, &kvr, &err)))) {
-        free(want);
-        fprintf(stderr, "kvllm ppl: %s\n", err.msg);
-        rc = err.status == KVL_E_NO_KV || err.status == KVL_E_UNSUPPORTED ? 2 : 1;
-        goto done;
-    }
-    kvl_kv_cache_report(kvc, stderr);
-    if (!kvl_cli_kv_check(cmd, &kvo, m, pool))
-        goto done;
-    kvl_kv_iface kv = kvl_kv_cache_iface(kvc);
-    kvl_kv_iface kv_ref = kvr ? kvl_kv_cache_iface(kvr) : kv;
-    double nll = 0, kl_sum = 0;
-    long long n_pred = 0, n_docs = 0, n_windows = 0, n_cut = 0, n_agree = 0;
-    double t0 = kvl_now();
-    at = 0;
-    while ((max_docs < 0 || n_docs < max_docs) && next_doc(text, len, &at, blank_mode, &d)) {
-        size_t n = 0;
-        if (kvl_tokenizer_encode(m->tok, d.p, d.n, true, toks, cap, &n, &err)) {
-            free(want);
-            fprintf(stderr, "kvllm ppl: %s\n", err.msg);
+    else if ((rc = setup(&o, text, len, &ctx, &pool, &pr, &kvp)) == 0) {
+        rc = 1;
+        double t0 = kvl_now();
+        if (!score_all(&o, text, len, ctx, &pr, &acc))
+            goto done;
+        double dt = kvl_now() - t0;
+        if (acc.n_pred == 0) {
+            fprintf(stderr, "kvllm ppl: %s has no tokens to predict\n", o.file);
             goto done;
         }
-        n_docs++;
-        /* windows of up to ctx tokens; each predicts its tokens 1..len-1 */
-        for (size_t w0 = 0; w0 + 1 < n; w0 += (size_t)ctx - 1) {
-            size_t wn = n - w0 < (size_t)ctx ? n - w0 : (size_t)ctx;
-            kvl_batch b = {.n_tokens = (int32_t)wn, .tokens = toks + w0, .seq = seq, .pos = pos,
-                           .logits = want};
-            const float *lg, *lr = NULL;
-            int32_t n_out;
-            /* each window is a fresh sequence 0 */
-            kvl_kv_cache_release(kvc, 0, &err);
-            if (kvl_kv_cache_reserve(kvc, 0, (int32_t)wn, &err) ||
-                kvl_forward_run(fw, &b, &kv, &lg, &n_out, &err)) {
-                free(want);
-                fprintf(stderr, "kvllm ppl: %s\n", err.msg);
-                goto done;
-            }
-            if (kvr) {
-                kvl_kv_cache_release(kvr, 0, &err);
-                if (kvl_kv_cache_reserve(kvr, 0, (int32_t)wn, &err) ||
-                    kvl_forward_run(fwr, &b, &kv_ref, &lr, &n_out, &err)) {
-                    free(want);
-                    fprintf(stderr, "kvllm ppl: reference: %s\n", err.msg);
-                    goto done;
-                }
-            }
-            n_windows++;
-            for (size_t i = 0; i + 1 < wn; i++) {
-                const float *row = lg + i * (size_t)hp->n_vocab;
-                float mx;
-                double lse = log_sum_exp(row, hp->n_vocab, &mx);
-                nll += -((double)row[toks[w0 + i + 1]] - mx - lse);
-                n_pred++;
-                if (lr) {
-                    const float *rr = lr + i * (size_t)hp->n_vocab;
-                    kl_sum += kl_div(rr, row, hp->n_vocab);
-                    n_agree += row_argmax(rr, hp->n_vocab) == row_argmax(row, hp->n_vocab);
-                }
-            }
-            if (w0 + wn >= n)
-                break;
-            if (!windows) {
-                n_cut++;
-                break;
-            }
+        double mean = acc.nll / (double)acc.n_pred;
+        printf("documents %lld\ntruncated %lld\npredicted_tokens %lld\nwindows %lld\nnll %.6f\n"
+               "ppl %.6f\n",
+               acc.n_docs, acc.n_cut, acc.n_pred, acc.n_windows, mean, exp(mean));
+        printf("kv_type_k %s\nkv_type_v %s\n", kvl_kv_format_get(kvp.k_fmt)->name,
+               kvl_kv_format_get(kvp.v_fmt)->name);
+        if (pr.kvr)
+            printf("kl_mean %.6g\ntop1_agree %.6f\n", acc.kl_sum / (double)acc.n_pred,
+                   (double)acc.n_agree / (double)acc.n_pred);
+        fprintf(stderr, "kvllm ppl: %lld tokens in %.2f s (%.1f tokens/s)\n", acc.n_pred, dt,
+                dt > 0 ? (double)acc.n_pred / dt : 0.0);
+        if (acc.n_nan) { /* a quality gate fails on NaN */
+            fprintf(stderr, "kvllm ppl: --kl-ref: %lld of %lld positions have NaN logits (KL inf)\n",
+                    acc.n_nan, acc.n_pred);
+            goto done;
         }
+        rc = 0;
     }
-    free(want);
-    double dt = kvl_now() - t0;
-    if (n_pred == 0) {
-        fprintf(stderr, "kvllm ppl: %s has no tokens to predict\n", file);
-        goto done;
-    }
-    double mean = nll / (double)n_pred;
-    printf("documents %lld\ntruncated %lld\npredicted_tokens %lld\nwindows %lld\nnll %.6f\nppl %.6f\n",
-           n_docs, n_cut, n_pred, n_windows, mean, exp(mean));
-    printf("kv_type_k %s\nkv_type_v %s\n", kvl_kv_format_get(kvp.k_fmt)->name,
-           kvl_kv_format_get(kvp.v_fmt)->name);
-    if (kvr)
-        printf("kl_mean %.6g\ntop1_agree %.6f\n", kl_sum / (double)n_pred,
-               (double)n_agree / (double)n_pred);
-    fprintf(stderr, "kvllm ppl: %lld tokens in %.2f s (%.1f tokens/s)\n", n_pred, dt,
-            dt > 0 ? (double)n_pred / dt : 0.0);
-    rc = 0;
 done:
     free(text);
-    free(toks);
-    free(seq);
-    free(pos);
-    kvl_kv_cache_free(kvc);
-    kvl_kv_cache_free(kvr);
-    kvl_forward_free(fwr);
-    kvl_forward_free(fw);
+    free(pr.toks);
+    free(pr.seq);
+    free(pr.pos);
+    free(pr.want);
+    kvl_kv_cache_free(pr.kvc);
+    kvl_kv_cache_free(pr.kvr);
+    kvl_executor_free(pr.fwr);
+    kvl_executor_free(pr.fw);
     kvl_pool_free(pool);
-    kvl_model_free(m);
+    kvl_model_free(pr.m);
     kvl_unmap_file(&tf);
     return rc;
 }

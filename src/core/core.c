@@ -26,6 +26,8 @@ const char *kvl_status_str(kvl_status s) {
     case KVL_E_NO_KV: return "not enough KV cache";
     case KVL_E_CANCELLED: return "cancelled";
     case KVL_E_UNSUPPORTED: return "unsupported";
+    case KVL_E_BUSY: return "busy, retry later";
+    case KVL_E_NOT_FOUND: return "not found";
     }
     return "unknown status";
 }
@@ -57,6 +59,18 @@ static bool thp_disabled(void) {
     return never;
 }
 
+/* "label (1.10 GiB)" for a file of KVL_PROGRESS_FILE_MIN bytes or more;
+ * quiet for smaller ones (they take no time) or without a label. */
+#define KVL_PROGRESS_FILE_MIN ((size_t)64 << 20)
+static void progress_for_file(kvl_progress *pr, const char *label, size_t size) {
+    char buf[96];
+    snprintf(buf, sizeof buf, "%s (%.2f GiB)", label ? label : "", (double)size / (1u << 30));
+    if (label && size >= KVL_PROGRESS_FILE_MIN)
+        kvl_progress_begin(pr, buf);
+    else
+        kvl_progress_begin_to(pr, NULL, buf);
+}
+
 /* Bytes [begin, end) of a file into dst + begin (load_private). done: how
  * far it got; err: errno of a failed read (0 with done < end: the file
  * ended early). */
@@ -67,11 +81,10 @@ typedef struct read_part {
     int err;
 } read_part;
 
-/* Read a part; with label, show "label: NN%" of total (estimated from this
+/* Read a part; with pr, show the share of total read (estimated from this
  * part's progress, one of n_parts reading at the same pace). */
-static void read_range(read_part *rp, const char *label, size_t total, int n_parts) {
+static void read_range(read_part *rp, kvl_progress *pr, size_t total, int n_parts) {
     const size_t chunk = (size_t)64 << 20;
-    int shown = -1;
     rp->done = rp->begin;
     while (rp->done < rp->end) {
         const size_t want = rp->end - rp->done < chunk ? rp->end - rp->done : chunk;
@@ -83,17 +96,13 @@ static void read_range(read_part *rp, const char *label, size_t total, int n_par
             return;
         }
         rp->done += (size_t)r;
-        const size_t est = (rp->done - rp->begin) * (size_t)n_parts;
-        int pct = (int)((est < total ? est : total) * 100 / total);
-        if (label && pct != shown && pct % 5 == 0) {
-            fprintf(stderr, "\r%s: %3d%% of %.2f GiB", label, pct, (double)total / (1u << 30));
-            shown = pct;
-        }
+        if (pr)
+            kvl_progress_update(pr, (rp->done - rp->begin) * (size_t)n_parts, total);
     }
 }
 
 static void *read_part_main(void *arg) {
-    read_range(arg, NULL, 1, 1);
+    read_range(arg, NULL, 1, 1); /* the other part shows the progress */
     return NULL;
 }
 
@@ -139,12 +148,12 @@ static kvl_status load_private(int fd, const char *path, size_t size, const char
             parts[1].begin = size;
         }
     }
-    const bool show = label && size >= ((size_t)256 << 20) && kvl_stderr_is_tty();
-    read_range(&parts[0], show ? label : NULL, size, two ? 2 : 1);
+    kvl_progress pr;
+    progress_for_file(&pr, label, size);
+    read_range(&parts[0], &pr, size, two ? 2 : 1);
     if (two)
         pthread_join(th, NULL);
-    if (show)
-        fprintf(stderr, "\n");
+    kvl_progress_end(&pr);
     for (int i = 0; i < 2; i++) {
         const read_part *rp = &parts[i];
         if (rp->done == rp->end)
@@ -310,22 +319,47 @@ uint16_t kvl_f32_to_bf16(float f) {
 
 bool kvl_stderr_is_tty(void) { return isatty(2) != 0; }
 
-void kvl_prefault_with_progress(const kvl_mapped_file *f, const char *label) {
-    const size_t big = (size_t)256 << 20;
-    if (!f->data || f->anon_len || f->size < big || !kvl_stderr_is_tty())
+void kvl_progress_begin_to(kvl_progress *p, FILE *f, const char *label) {
+    p->f = f;
+    snprintf(p->label, sizeof p->label, "%s", label ? label : "");
+    p->shown = -1;
+}
+
+void kvl_progress_begin(kvl_progress *p, const char *label) {
+    kvl_progress_begin_to(p, kvl_stderr_is_tty() ? stderr : NULL, label);
+}
+
+void kvl_progress_update(kvl_progress *p, uint64_t done, uint64_t total) {
+    if (!p->f)
         return;
+    const int pct = total == 0 || done >= total ? 100 : (int)((double)done * 100.0 / (double)total);
+    if (pct == p->shown)
+        return;
+    fprintf(p->f, "\r%s: %3d%%", p->label, pct);
+    fflush(p->f);
+    p->shown = pct;
+}
+
+void kvl_progress_end(kvl_progress *p) {
+    if (!p->f || p->shown < 0)
+        return;
+    fputs("\r\033[K", p->f); /* back to the start, erase to the end of the line */
+    fflush(p->f);
+    p->shown = -1;
+}
+
+void kvl_prefault_with_progress(const kvl_mapped_file *f, const char *label) {
+    if (!f->data || f->anon_len || f->size < KVL_PROGRESS_FILE_MIN || !kvl_stderr_is_tty())
+        return;
+    kvl_progress pr;
+    progress_for_file(&pr, label, f->size);
     const size_t page = 4096;
     volatile uint8_t sink = 0;
-    int shown = -1;
     for (size_t off = 0; off < f->size; off += page) {
         sink ^= f->data[off];
-        int pct = (int)((off + page) * 100 / f->size);
-        if (pct != shown && pct % 5 == 0) {
-            fprintf(stderr, "\r%s: %3d%% of %.2f GiB", label, pct > 100 ? 100 : pct,
-                    (double)f->size / (1u << 30));
-            shown = pct;
-        }
+        if (off % ((size_t)1 << 24) == 0) /* every 16 MiB */
+            kvl_progress_update(&pr, off, f->size);
     }
     (void)sink;
-    fprintf(stderr, "\n");
+    kvl_progress_end(&pr);
 }

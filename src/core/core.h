@@ -8,6 +8,7 @@
 #include "kvllm.h"
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Fill err (may be NULL) with a printf-style message; return st. */
@@ -48,17 +49,9 @@ typedef struct kvl_mapped_file {
                         anonymous region holding the copy */
 } kvl_mapped_file;
 
-/* How a (model) file is brought into memory. Decode streams every weight
- * once per token; with 4 KiB pages that is a TLB miss every 4 KiB, with
- * 2 MiB pages one every 2 MiB. */
-typedef enum kvl_load_mode {
-    KVL_LOAD_AUTO = 0, /* KVL_LOAD_HUGE for files of KVL_LOAD_HUGE_MIN bytes or
-                          more when transparent huge pages are not disabled
-                          and the copy can be allocated; KVL_LOAD_MMAP otherwise */
-    KVL_LOAD_MMAP,     /* map the file (4 KiB pages, shared, lazy) */
-    KVL_LOAD_HUGE,     /* read the file into a private 2 MiB-aligned region
-                          advised MADV_HUGEPAGE, then make it read-only */
-} kvl_load_mode;
+/* kvl_load_mode (public, kvllm.h): how a (model) file is brought into memory.
+ * Decode streams every weight once per token; with 4 KiB pages that is a
+ * TLB miss every 4 KiB, with 2 MiB pages one every 2 MiB. */
 
 #define KVL_LOAD_HUGE_MIN ((size_t)64 << 20)
 
@@ -88,12 +81,40 @@ static inline float kvl_bf16_to_f32(uint16_t h) {
 }
 uint16_t kvl_f32_to_bf16(float f);
 
-/* Read every page of a mapping once, showing "label: NN%" on stderr when it
- * is a terminal (loading a multi-gigabyte model); does nothing otherwise,
- * so pipes and logs stay quiet and the mapping stays lazy. */
+/* Read every page of a mapping of 64 MiB or more once, showing
+ * "label: NN%" on stderr when it is a terminal (loading a large model);
+ * does nothing otherwise, so pipes and logs stay quiet and the mapping
+ * stays lazy. */
 void kvl_prefault_with_progress(const kvl_mapped_file *f, const char *label);
 
 /* True when stderr is a terminal (progress output goes there). */
 bool kvl_stderr_is_tty(void);
+
+/*
+ * A progress line for work that takes seconds or minutes (loading a model,
+ * --kv-check, ppl, bench): "\rlabel: NN%" on stderr when stderr is a
+ * terminal, nothing otherwise, so pipes and logs stay quiet.
+ *
+ *     kvl_progress pr;
+ *     kvl_progress_begin(&pr, "kv check");
+ *     for (...) kvl_progress_update(&pr, done, total);
+ *     kvl_progress_end(&pr);
+ *
+ * A line is written only when the whole percentage changes (at most 101
+ * per begin). end erases the line, so the next output starts clean; an
+ * update after end draws it again (bench erases it before each table row).
+ * None of these can fail.
+ */
+typedef struct kvl_progress {
+    FILE *f;        /* NULL: quiet */
+    char label[96];
+    int shown;      /* percentage on the line now; -1: none drawn */
+} kvl_progress;
+/* On stderr when it is a terminal, else quiet. */
+void kvl_progress_begin(kvl_progress *p, const char *label);
+/* On f (NULL: quiet), whatever it is: for tests and callers that decide. */
+void kvl_progress_begin_to(kvl_progress *p, FILE *f, const char *label);
+void kvl_progress_update(kvl_progress *p, uint64_t done, uint64_t total);
+void kvl_progress_end(kvl_progress *p);
 
 #endif

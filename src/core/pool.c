@@ -53,7 +53,6 @@
 #define KVL_CPU_RELAX() ((void)0)
 #endif
 
-#define KVL_POOL_MAX_THREADS 512
 /* Spin iterations (one pause each, ~25 ns on the EPYC we measured) before
  * sleeping on the futex: ~50 us covers the gaps between the matmuls of a
  * decode step. With more threads than online cores a spinner would steal

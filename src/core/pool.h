@@ -20,7 +20,12 @@ typedef void (*kvl_pool_fn)(void *arg, int i, int n_items);
 /* Most items one kvl_pool_run_n may have. */
 #define KVL_POOL_MAX_ITEMS 65535
 
-/* n_threads <= 0 means one per online core. */
+/* Most threads a pool may have (the caller included); the command-line
+ * -t ranges are 1..this. */
+#define KVL_POOL_MAX_THREADS 512
+
+/* n_threads <= 0 means one per online core (at most KVL_POOL_MAX_THREADS);
+ * KVL_E_LIMIT above KVL_POOL_MAX_THREADS. */
 kvl_status kvl_pool_init(int n_threads, kvl_pool **out, kvl_error *err);
 void kvl_pool_free(kvl_pool *p);
 int kvl_pool_size(const kvl_pool *p); /* 1 for NULL */

@@ -12,8 +12,8 @@
 #define KVL_KERNELS_H
 
 #include "core/core.h"
+#include "core/dtype.h"
 #include "core/pool.h"
-#include "model/gguf.h"
 
 typedef enum kvl_isa {
     KVL_ISA_SCALAR = 0,
@@ -51,6 +51,13 @@ size_t kvl_matmul_scratch_size(kvl_type t, int64_t n_cols, int64_t n_tok);
  * aligned (for quantized types the activations are quantized into it).
  * pool may be NULL (single thread). No allocation.
  */
+/* Batch-invariant products: when on, one token, a few and many all take
+ * the tile kernels, whose summation order per output depends only on the
+ * row length, so a token's result is the same bits whatever else is in its
+ * batch (at the price of the decode and small-batch paths; docs/engine.md
+ * has the measured cost). Process-wide; set it before products run. */
+void kvl_matmul_set_batch_invariant(bool on);
+
 void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_rows,
                 int64_t n_cols, const float *X, int64_t n_tok, void *scratch);
 /* One output of kvl_matmul_multi: Y (n_tok, n_rows) = X * W^T. */

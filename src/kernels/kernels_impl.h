@@ -197,6 +197,10 @@ void kvl_mm_rows_tl_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
  * large value to compare both ways. */
 extern int64_t kvl_gemv_q_wide_cols;
 
+/* kvl_matmul_set_batch_invariant (kernels.h): every token count takes the
+ * tile path, so each output's summation order is the same in any batch. */
+extern bool kvl_mm_batch_invariant;
+
 /* Y rows [r0, r1) for every token. */
 void kvl_mm_rows_scalar(const kvl_mm_ctx *c, int64_t r0, int64_t r1);
 void kvl_mm_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1);

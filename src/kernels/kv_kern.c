@@ -17,8 +17,8 @@
  */
 #include "kernels/kv_kern.h"
 
+#include "core/dtype.h"
 #include "kernels/kernels.h"
-#include "model/model.h"
 
 #include <float.h>
 #include <math.h>

@@ -22,6 +22,10 @@
 
 static bool is_quant(kvl_type t) { return t == KVL_TYPE_Q8_0 || t == KVL_TYPE_Q4_0; }
 
+bool kvl_mm_batch_invariant;
+
+void kvl_matmul_set_batch_invariant(bool on) { kvl_mm_batch_invariant = on; }
+
 size_t kvl_matmul_scratch_size(kvl_type t, int64_t n_cols, int64_t n_tok) {
     if (!is_quant(t) || n_cols <= 0 || n_tok <= 0)
         return 0;
@@ -253,7 +257,8 @@ void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_typ
         c.act = scratch;
         c.act_stride = kvl_act_stride(n_cols);
         c.k_corr = t == KVL_TYPE_Q4_0 ? 8 : 128;
-        m.tl = m.isa == KVL_ISA_AVX512 && t == KVL_TYPE_Q8_0 && n_tok >= KVL_TL_MIN_TOK;
+        m.tl = m.isa == KVL_ISA_AVX512 && t == KVL_TYPE_Q8_0 && n_tok >= KVL_TL_MIN_TOK &&
+               !kvl_mm_batch_invariant;
         if (m.tl) {
             /* the token-lane layout fits in the row layout's scratch:
              * 16 * ceil(n_tok / 16) <= 2 * n_tok tokens of 1.25 * n_cols bytes */
@@ -264,7 +269,8 @@ void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_typ
                 memset(kvl_tl_group(c.act, n_cols, n_groups - 1), 0,
                        (size_t)(n_cols / 32) * KVL_TL_REC);
         }
-        m.sb = m.isa == KVL_ISA_AVX512 && !m.tl && n_cols > 0 && n_tok >= 2 && n_tok <= KVL_SB_MAX_TOK;
+        m.sb = m.isa == KVL_ISA_AVX512 && !m.tl && n_cols > 0 && n_tok >= 2 &&
+               n_tok <= KVL_SB_MAX_TOK && !kvl_mm_batch_invariant;
         if (m.sb) {
             /* the small-batch layout fits in the row layout's scratch:
              * per block pair and token 96 bytes (width 4), 128 (width 2)

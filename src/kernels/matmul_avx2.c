@@ -362,7 +362,7 @@ KVL_TILES(f, KVL_TYPE_F16, f16, 3)
 KVL_TILES(f, KVL_TYPE_BF16, bf16, 3)
 
 void kvl_mm_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
-    const bool one = c->n_tok == 1;
+    const bool one = c->n_tok == 1 && !kvl_mm_batch_invariant;
     switch (c->t) {
     case KVL_TYPE_Q8_0:
         if (one)

@@ -65,9 +65,9 @@
  * miss. The price is that copy-on-write copies 2 * n_layers * n_kv_heads
  * chunks instead of one range (once per fork, not per token). Every layer
  * of a position shares one block id, so the block table is per sequence.
- * Elements are f32 now; a quantized format (issue 6) only changes the size
- * of a chunk (data, then that head's scales), so k_head_bytes and
- * v_head_bytes are the only per-format numbers.
+ * A KV format only changes the size of a chunk (data, then that head's
+ * scales; kernels/kv_kern.h), so k_head_bytes and v_head_bytes are the only
+ * per-format numbers.
  */
 typedef struct kvl_block_layout {
     int32_t block_size; /* token positions per block */

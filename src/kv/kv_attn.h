@@ -18,7 +18,7 @@
 #include "model/model.h"
 
 /* Largest block size and sequence count the KV stores accept. */
-#define KVL_KV_MAX_BLOCK_SIZE 4096
+#define KVL_KV_MAX_BLOCK_SIZE KVL_MAX_BLOCK_SIZE /* core/dtype.h */
 #define KVL_KV_MAX_SEQS 65536
 
 /*

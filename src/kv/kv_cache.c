@@ -56,16 +56,9 @@ static kvl_status check_params(const kvl_kv_cache_params *p, kvl_error *err) {
     return KVL_OK;
 }
 
-static kvl_status plan_shape(const kvl_hparams *hp, kvl_plan_shape *s) {
+static kvl_status plan_shape(const kvl_hparams *hp, kvl_model_shape *s) {
     memset(s, 0, sizeof *s);
-    s->n_layers = hp->n_layers;
-    s->n_heads = hp->n_heads;
-    s->n_kv_heads = hp->n_kv_heads;
-    s->head_dim = hp->head_dim;
-    s->dim = hp->dim;
-    s->ffn_dim = hp->ffn_dim;
-    s->n_vocab = hp->n_vocab;
-    s->ctx_len = hp->ctx_len;
+    s->hp = *hp;
     return KVL_OK;
 }
 
@@ -75,9 +68,8 @@ static size_t contig_token_bytes(const kvl_hparams *hp) {
     return 2 * (size_t)hp->n_layers * (size_t)hp->n_kv_heads * (size_t)hp->head_dim * sizeof(float);
 }
 
-/* block_size 0 means the formats' default (32 when int4 keys, else 16) */
 static int32_t block_size_of(const kvl_kv_cache_params *p) {
-    return p->block_size ? p->block_size : (int32_t)kvl_plan_default_block_size(p->k_fmt, p->v_fmt);
+    return kvl_kv_block_size(p->block_size, p->k_fmt, p->v_fmt);
 }
 
 kvl_status kvl_kv_cache_default_budget(const kvl_hparams *hp, const kvl_kv_cache_params *p_in,
@@ -88,7 +80,7 @@ kvl_status kvl_kv_cache_default_budget(const kvl_hparams *hp, const kvl_kv_cache
     kvl_kv_cache_params q = *p_in;
     q.block_size = block_size_of(&q);
     const kvl_kv_cache_params *p = &q;
-    kvl_plan_shape s;
+    kvl_model_shape s;
     plan_shape(hp, &s);
     if (p->layout == KVL_KV_LAYOUT_CONTIGUOUS) {
         size_t per_tok = contig_token_bytes(hp);
@@ -246,6 +238,12 @@ kvl_status kvl_kv_cache_release(kvl_kv_cache *c, int32_t seq, kvl_error *err) {
     return KVL_OK;
 }
 
+struct kvl_kv_paged *kvl_kv_cache_paged(kvl_kv_cache *c) { return c->paged; }
+
+uint32_t kvl_kv_cache_blocks_needed(const kvl_kv_cache *c, int32_t seq, int32_t n_new) {
+    return c->paged ? kvl_kv_paged_blocks_needed(c->paged, seq, n_new) : 0;
+}
+
 int32_t kvl_kv_cache_len(const kvl_kv_cache *c, int32_t seq) {
     if (c->paged)
         return kvl_kv_paged_len(c->paged, seq);
@@ -299,32 +297,6 @@ void kvl_kv_cache_stats(const kvl_kv_cache *c, kvl_kv_stats *o) {
     o->utilization = o->n_slots_reserved
                          ? (double)(o->n_slots_reserved - o->n_slots_frag) / (double)o->n_slots_reserved
                          : 1.0;
-}
-
-kvl_status kvl_kv_cache_seq_stats(const kvl_kv_cache *c, int32_t seq, kvl_kv_seq_stats_public *out,
-                                  kvl_error *err) {
-    if (c->paged) {
-        kvl_kv_seq_stats s;
-        kvl_status st = kvl_kv_paged_seq_stats_get(c->paged, seq, &s, err);
-        if (st)
-            return st;
-        *out = (kvl_kv_seq_stats_public){.n_tokens = s.n_tokens,
-                                         .n_blocks = s.n_blocks,
-                                         .n_blocks_own = s.n_blocks_own,
-                                         .n_blocks_shared = s.n_blocks_shared,
-                                         .bytes_own = s.bytes_own,
-                                         .bytes_shared = s.bytes_shared};
-        return KVL_OK;
-    }
-    kvl_status st = check_seq(c, seq, err);
-    if (st)
-        return st;
-    bool used = c->len[seq] > 0;
-    *out = (kvl_kv_seq_stats_public){.n_tokens = c->len[seq],
-                                     .n_blocks = used,
-                                     .n_blocks_own = used,
-                                     .bytes_own = used ? kvl_kv_contig_seq_bytes(c->contig) : 0};
-    return KVL_OK;
 }
 
 void kvl_kv_cache_report(const kvl_kv_cache *c, FILE *f) {

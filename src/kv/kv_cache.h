@@ -33,6 +33,8 @@ typedef struct kvl_kv_cache_params {
     kvl_kv_format k_fmt, v_fmt; /* default f32; contiguous supports f32 only */
 } kvl_kv_cache_params;
 
+typedef struct kvl_kv_cache kvl_kv_cache;
+
 kvl_kv_cache_params kvl_kv_cache_defaults(void);
 
 /* Bytes that max_seqs full contexts need in this configuration (the default
@@ -65,6 +67,16 @@ kvl_status kvl_kv_cache_truncate(kvl_kv_cache *c, int32_t seq, int32_t n, kvl_er
 /* The sequence ends: its positions are released. */
 kvl_status kvl_kv_cache_release(kvl_kv_cache *c, int32_t seq, kvl_error *err);
 int32_t kvl_kv_cache_len(const kvl_kv_cache *c, int32_t seq);
+
+/* The paged store behind c, or NULL for the contiguous layout (the engine's
+ * swap and ledger queries go to it directly). */
+struct kvl_kv_paged *kvl_kv_cache_paged(kvl_kv_cache *c);
+/* Blocks a reserve of n_new positions for seq would take now (paged), or 0
+ * (contiguous: every slot holds max_ctx positions from the start). */
+uint32_t kvl_kv_cache_blocks_needed(const kvl_kv_cache *c, int32_t seq, int32_t n_new);
+
+/* The whole cache's accounting (kvl_kv_stats, public in kvllm.h). */
+void kvl_kv_cache_stats(const kvl_kv_cache *c, kvl_kv_stats *out);
 
 /* One line per fact, for the start-up report: layout, formats, bytes per
  * token, blocks, token capacity, full-context sequences that fit. */

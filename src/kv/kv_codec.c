@@ -40,7 +40,7 @@
  */
 #include "kv/kv_codec.h"
 
-#include "model/model.h"
+#include "core/dtype.h"
 
 #include <float.h>
 #include <math.h>

@@ -1,5 +1,5 @@
 /*
- * The KV codecs: from a cache format (planner.h's kvl_kv_format) and a role
+ * The KV codecs: from a cache format (core/dtype.h's kvl_kv_format) and a role
  * (K or V) to the chunk codec of src/kernels/kv_kern.h, and the encoders
  * that write floats into a chunk with their scales.
  *
@@ -23,8 +23,8 @@
 #ifndef KVL_KV_CODEC_H
 #define KVL_KV_CODEC_H
 
+#include "core/dtype.h"
 #include "kernels/kv_kern.h"
-#include "plan/planner.h"
 
 /* The chunk codec storing format f in role r (f valid). */
 kvl_kvq_codec kvl_kv_codec_for(kvl_kv_format f, kvl_kv_role r);

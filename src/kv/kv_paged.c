@@ -75,8 +75,7 @@ kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *p
                           "kv paged: k_fmt %d / v_fmt %d: a format id is not in [0, %d) (%s)",
                           (int)params->k_fmt, (int)params->v_fmt, KVL_KV_FMT_COUNT,
                           kvl_kv_format_names());
-    int32_t bs = params->block_size ? params->block_size
-                                    : kvl_plan_default_block_size(params->k_fmt, params->v_fmt);
+    int32_t bs = kvl_kv_block_size(params->block_size, params->k_fmt, params->v_fmt);
     if (params->max_seqs < 1 || params->max_seqs > KVL_KV_MAX_SEQS)
         return kvl_errorf(err, KVL_E_INVALID, "kv paged: max_seqs %d not in [1, %d]",
                           (int)params->max_seqs, KVL_KV_MAX_SEQS);
@@ -523,4 +522,69 @@ void kvl_kv_paged_stats_get(const kvl_kv_paged *kv, kvl_kv_paged_stats *out) {
     s.n_blocks_copied = kv->n_copied;
     s.residual_bytes = kv->residual_bytes;
     *out = s;
+}
+
+/* ---- swap: a sequence's blocks and residual out of the pool and back ---- */
+
+static void block_copy(const kvl_kv_paged *kv, uint32_t id, uint8_t *buf, bool save) {
+    for (int32_t l = 0; l < kv->lay.n_layers; l++)
+        for (int v = 0; v < 2; v++) {
+            size_t cb = v ? kv->lay.v_head_bytes : kv->lay.k_head_bytes;
+            for (int32_t h = 0; h < kv->lay.n_kv_heads; h++) {
+                uint8_t *chunk = kvl_block_pool_chunk(kv->pool, id, l, v, h);
+                if (save)
+                    memcpy(buf, chunk, cb);
+                else
+                    memcpy(chunk, buf, cb);
+                buf += cb;
+            }
+        }
+}
+
+size_t kvl_kv_paged_residual_state_bytes(const kvl_kv_paged *kv) {
+    if (!kv->res_start)
+        return 0;
+    return kv->res_seq_floats * sizeof(float) * (size_t)((kv->res_k != NULL) + (kv->res_v != NULL)) +
+           (size_t)kv->lay.n_layers * sizeof(int32_t);
+}
+
+void kvl_kv_paged_block_save(const kvl_kv_paged *kv, int32_t seq, uint32_t j, uint8_t *dst) {
+    KVL_ASSERT(seq >= 0 && seq < kv->max_seqs && j < kv->tables[seq].n_blocks);
+    block_copy(kv, kv->tables[seq].ids[j], dst, true);
+}
+
+void kvl_kv_paged_block_load(kvl_kv_paged *kv, int32_t seq, uint32_t j, const uint8_t *src) {
+    KVL_ASSERT(seq >= 0 && seq < kv->max_seqs && j < kv->tables[seq].n_blocks);
+    uint32_t id = kv->tables[seq].ids[j];
+    KVL_ASSERT(kvl_block_pool_refcount(kv->pool, id) == 1);
+    block_copy(kv, id, (uint8_t *)src, false);
+}
+
+static void residual_copy(const kvl_kv_paged *kv, int32_t seq, uint8_t *buf, bool save) {
+    if (!kv->res_start)
+        return;
+    const size_t L = (size_t)kv->lay.n_layers, fb = kv->res_seq_floats * sizeof(float);
+    float *roles[2] = {kv->res_k, kv->res_v};
+    for (int r = 0; r < 2; r++) {
+        if (!roles[r])
+            continue;
+        float *p = res_ptr(kv, roles[r], seq, 0, 0);
+        if (save)
+            memcpy(buf, p, fb);
+        else
+            memcpy(p, buf, fb);
+        buf += fb;
+    }
+    if (save)
+        memcpy(buf, &kv->res_start[(size_t)seq * L], L * sizeof(int32_t));
+    else
+        memcpy(&kv->res_start[(size_t)seq * L], buf, L * sizeof(int32_t));
+}
+
+void kvl_kv_paged_residual_save(const kvl_kv_paged *kv, int32_t seq, uint8_t *dst) {
+    residual_copy(kv, seq, dst, true);
+}
+
+void kvl_kv_paged_residual_load(kvl_kv_paged *kv, int32_t seq, const uint8_t *src) {
+    residual_copy(kv, seq, (uint8_t *)src, false);
 }

@@ -49,7 +49,7 @@
 typedef struct kvl_kv_paged_params {
     size_t budget;      /* bytes of KV memory (--kv-mem) */
     int32_t block_size; /* positions per block (--block-size); 0 means
-                           kvl_plan_default_block_size(k_fmt, v_fmt): 32 for
+                           kvl_kv_block_size(0, k_fmt, v_fmt): 32 for
                            int4 K, else 16 */
     int32_t max_seqs;   /* sequence slots */
     int32_t max_ctx;    /* most positions of one sequence */
@@ -124,6 +124,23 @@ int32_t kvl_kv_paged_max_ctx(const kvl_kv_paged *kv);
 const kvl_block_table *kvl_kv_paged_table(const kvl_kv_paged *kv, int32_t seq);
 kvl_block_pool *kvl_kv_paged_pool(kvl_kv_paged *kv);
 const kvl_block_layout *kvl_kv_paged_layout(const kvl_kv_paged *kv);
+
+/*
+ * Swap (the engine's second tier). A sequence's KV leaves the pool as its
+ * logical blocks, each saved as block_bytes bytes (every chunk of the
+ * block, layer by layer, K heads then V heads), plus its residual state
+ * (residual_state_bytes: the f32 residuals and their start positions; 0
+ * when no format keeps one). To come back, the slot is reserved again to
+ * the same length (new block ids), each block is loaded, then the
+ * residual. Neither call checks its arguments beyond KVL_ASSERTs: the
+ * engine owns both sides.
+ */
+size_t kvl_kv_paged_residual_state_bytes(const kvl_kv_paged *kv);
+void kvl_kv_paged_block_save(const kvl_kv_paged *kv, int32_t seq, uint32_t j, uint8_t *dst);
+/* Block j of seq must be held by seq alone (count 1). */
+void kvl_kv_paged_block_load(kvl_kv_paged *kv, int32_t seq, uint32_t j, const uint8_t *src);
+void kvl_kv_paged_residual_save(const kvl_kv_paged *kv, int32_t seq, uint8_t *dst);
+void kvl_kv_paged_residual_load(kvl_kv_paged *kv, int32_t seq, const uint8_t *src);
 
 kvl_status kvl_kv_paged_seq_stats_get(const kvl_kv_paged *kv, int32_t seq, kvl_kv_seq_stats *out,
                                   kvl_error *err);

@@ -41,42 +41,6 @@
 #define GGUF_MIN_TINFO_BYTES 33 /* u64 len + 1-byte name + u32 + i64 + u32 + u64 */
 #define SHOW_MAX 48             /* bytes of a name quoted in a message */
 
-/* ggml type ids whose block layout is known; name NULL = unknown/removed. */
-static const struct {
-    const char *name;
-    uint16_t blck;      /* elements per block */
-    uint16_t type_size; /* bytes per block */
-} k_types[KVL_TYPE_COUNT] = {
-    [0] = {"F32", 1, 4},         [1] = {"F16", 1, 2},
-    [2] = {"Q4_0", 32, 18},      [3] = {"Q4_1", 32, 20},
-    [6] = {"Q5_0", 32, 22},      [7] = {"Q5_1", 32, 24},
-    [8] = {"Q8_0", 32, 34},      [9] = {"Q8_1", 32, 36},
-    [10] = {"Q2_K", 256, 84},    [11] = {"Q3_K", 256, 110},
-    [12] = {"Q4_K", 256, 144},   [13] = {"Q5_K", 256, 176},
-    [14] = {"Q6_K", 256, 210},   [15] = {"Q8_K", 256, 292},
-    [16] = {"IQ2_XXS", 256, 66}, [17] = {"IQ2_XS", 256, 74},
-    [18] = {"IQ3_XXS", 256, 98}, [19] = {"IQ1_S", 256, 50},
-    [20] = {"IQ4_NL", 32, 18},   [21] = {"IQ3_S", 256, 110},
-    [22] = {"IQ2_S", 256, 82},   [23] = {"IQ4_XS", 256, 136},
-    [24] = {"I8", 1, 1},         [25] = {"I16", 1, 2},
-    [26] = {"I32", 1, 4},        [27] = {"I64", 1, 8},
-    [28] = {"F64", 1, 8},        [29] = {"IQ1_M", 256, 56},
-    [30] = {"BF16", 1, 2},       [34] = {"TQ1_0", 256, 54},
-    [35] = {"TQ2_0", 256, 66},   [39] = {"MXFP4", 32, 17},
-};
-
-bool kvl_type_info(uint32_t type, size_t *blck, size_t *type_size, const char **name) {
-    if (type >= KVL_TYPE_COUNT || !k_types[type].name)
-        return false;
-    if (blck)
-        *blck = k_types[type].blck;
-    if (type_size)
-        *type_size = k_types[type].type_size;
-    if (name)
-        *name = k_types[type].name;
-    return true;
-}
-
 static const char *const k_vtype_names[KVL_GGUF_VTYPE_COUNT] = {
     "UINT8", "INT8",   "UINT16", "INT16", "UINT32", "INT32",  "FLOAT32",
     "BOOL",  "STRING", "ARRAY",  "UINT64", "INT64", "FLOAT64",

@@ -13,6 +13,7 @@
 #define KVL_GGUF_H
 
 #include "core/core.h"
+#include "core/dtype.h"
 
 /* Metadata value types (values as written by llama.cpp). */
 typedef enum kvl_gguf_vtype {
@@ -32,35 +33,8 @@ typedef enum kvl_gguf_vtype {
     KVL_GGUF_VTYPE_COUNT
 } kvl_gguf_vtype;
 
-/* Tensor element types (ggml type ids). Only those kvllm computes with are
- * named; kvl_gguf_parse accepts any id < KVL_TYPE_COUNT whose block layout it
- * knows (see kvl_type_info) and rejects the rest. */
-typedef enum kvl_type {
-    KVL_TYPE_F32 = 0,
-    KVL_TYPE_F16 = 1,
-    KVL_TYPE_Q4_0 = 2,
-    KVL_TYPE_Q8_0 = 8,
-    KVL_TYPE_BF16 = 30,
-    KVL_TYPE_COUNT = 40
-} kvl_type;
-
-/* Block layout of a tensor type: blck elements take type_size bytes.
- * Returns false for unknown/unsupported ids. name is static ("F32", "Q8_0"). */
-bool kvl_type_info(uint32_t type, size_t *blck, size_t *type_size, const char **name);
-
-/* Q8_0: 32 values = fp16 scale d + 32 int8; x = d * q. */
-#define KVL_QK8_0 32
-typedef struct {
-    uint16_t d;
-    int8_t qs[KVL_QK8_0];
-} kvl_block_q8_0;
-/* Q4_0: 32 values = fp16 scale d + 16 bytes; byte j holds element j in its
- * low nibble and element j+16 in its high nibble; x = d * (nibble - 8). */
-#define KVL_QK4_0 32
-typedef struct {
-    uint16_t d;
-    uint8_t qs[KVL_QK4_0 / 2];
-} kvl_block_q4_0;
+/* Tensor element types (kvl_type, kvl_type_info) and the Q8_0 / Q4_0 block
+ * layouts live in core/dtype.h. */
 
 typedef struct kvl_str {
     const char *ptr; /* not NUL-terminated; points into the file buffer */

@@ -8,7 +8,10 @@
  *     section written) never passes the declared end of tensor `cur`.
  *   - The first error is kept (status + message) and returned by every later
  *     call; after an error the temporary file is closed and removed.
- *   - The target path is only ever created by rename() of a complete file.
+ *   - The target path is only ever created by rename() of a complete file
+ *     that this writer created exclusively (a fresh random name in the
+ *     target's folder), and only when the target is absent or a regular
+ *     file (checked at begin and again just before the rename).
  *
  * Must not:
  *   - hold tensor data in memory beyond one row (multi-GB models stream);
@@ -23,8 +26,12 @@
 #include "model/tokenizer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define GW_MAX_NAME 64 /* ggml's GGML_MAX_NAME, NUL included */
@@ -88,6 +95,78 @@ static kvl_status gw_fail(kvl_gguf_writer *w, kvl_error *err, kvl_status st, con
 
 static kvl_status gw_sticky(const kvl_gguf_writer *w, kvl_error *err) {
     return kvl_errorf(err, w->st, "%s", w->msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* the target and the temporary file */
+
+static const char *file_kind(mode_t m) {
+    return S_ISDIR(m)    ? "a directory"
+           : S_ISLNK(m)  ? "a symbolic link"
+           : S_ISCHR(m)  ? "a character device"
+           : S_ISBLK(m)  ? "a block device"
+           : S_ISFIFO(m) ? "a FIFO"
+           : S_ISSOCK(m) ? "a socket"
+                         : "not a regular file";
+}
+
+/* KVL_OK when path is absent or a regular file (not a link to one). */
+static kvl_status gw_check_target(kvl_gguf_writer *w, const char *path, kvl_error *err) {
+    struct stat st;
+    if (lstat(path, &st) != 0 || S_ISREG(st.st_mode))
+        return KVL_OK; /* absent (or unreadable: creating the file will say why) */
+    return gw_fail(w, err, KVL_E_INVALID,
+                   "gguf_write: '%s' exists and is %s, not a regular file: refusing to replace it",
+                   path, file_kind(st.st_mode));
+}
+
+/* Create "<dir>/.<name>.tmp-XXXXXX" exclusively, XXXXXX random; the open
+ * file in w->f, its name in w->tmp_path (set only once the file is ours). */
+static kvl_status gw_create_tmp(kvl_gguf_writer *w, const char *path, kvl_error *err) {
+    static const char digits[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    const char *slash = strrchr(path, '/');
+    const int dir_len = slash ? (int)(slash - path + 1) : 0;
+    const char *name = slash ? slash + 1 : path;
+    const size_t cap = strlen(path) + 16;
+    char *tmp = malloc(cap);
+    if (!tmp)
+        return gw_fail(w, err, KVL_E_NOMEM, "gguf_write: out of memory");
+    int e = EEXIST;
+    for (int attempt = 0; attempt < 64 && e == EEXIST; attempt++) {
+        uint8_t rnd[6];
+        if (getrandom(rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
+            /* no entropy yet: the name only needs to be unlikely, O_EXCL
+             * makes it safe */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t x = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid() ^
+                         ((uint64_t)attempt << 40);
+            memcpy(rnd, &x, sizeof rnd);
+        }
+        char suf[7];
+        for (int k = 0; k < 6; k++)
+            suf[k] = digits[rnd[k] % (sizeof digits - 1)];
+        suf[6] = '\0';
+        snprintf(tmp, cap, "%.*s.%s.tmp-%s", dir_len, path, name, suf);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (fd < 0) {
+            e = errno;
+            continue;
+        }
+        w->f = fdopen(fd, "wb");
+        if (!w->f) {
+            e = errno;
+            close(fd);
+            remove(tmp);
+            break;
+        }
+        w->tmp_path = tmp;
+        return KVL_OK;
+    }
+    kvl_status st = gw_fail(w, err, KVL_E_IO, "gguf_write: cannot create a temporary file '%s': %s",
+                            tmp, strerror(e));
+    free(tmp);
+    return st;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -478,12 +557,12 @@ kvl_status kvl_gguf_writer_begin(kvl_gguf_writer *w, const char *path, kvl_error
         return gw_fail(w, err, KVL_E_INVALID, "gguf_write: empty output path");
     if (kvl_gguf_writer_file_size(w) == 0)
         return gw_fail(w, err, KVL_E_LIMIT, "gguf_write: file size overflows");
-    size_t plen = strlen(path);
     w->path = strdup(path);
-    w->tmp_path = malloc(plen + 32);
-    if (!w->path || !w->tmp_path)
+    if (!w->path)
         return gw_fail(w, err, KVL_E_NOMEM, "gguf_write: out of memory");
-    snprintf(w->tmp_path, plen + 32, "%s.tmp-%ld", path, (long)getpid());
+    kvl_status cst = gw_check_target(w, path, err);
+    if (cst != KVL_OK)
+        return cst;
 
     size_t hlen = gw_header_len(w), hpad;
     if (kvl_align_up(hlen, w->alignment, &hpad))
@@ -512,12 +591,9 @@ kvl_status kvl_gguf_writer_begin(kvl_gguf_writer *w, const char *path, kvl_error
     }
     KVL_ASSERT(len == hlen);
 
-    w->f = fopen(w->tmp_path, "wb");
-    if (!w->f) {
-        int e = errno;
+    if ((cst = gw_create_tmp(w, path, err)) != KVL_OK) {
         free(h);
-        return gw_fail(w, err, KVL_E_IO, "gguf_write: cannot create '%s': %s", w->tmp_path,
-                       strerror(e));
+        return cst;
     }
     setvbuf(w->f, NULL, _IOFBF, 1 << 20);
     w->begun = true;
@@ -593,6 +669,8 @@ kvl_status kvl_gguf_writer_finish(kvl_gguf_writer *w, kvl_error *err) {
         int e = errno;
         return gw_fail(w, err, KVL_E_IO, "gguf_write: closing '%s': %s", w->path, strerror(e));
     }
+    if ((st = gw_check_target(w, w->path, err)) != KVL_OK)
+        return st; /* it changed since begin */
     if (rename(w->tmp_path, w->path) != 0) {
         int e = errno;
         return gw_fail(w, err, KVL_E_IO, "gguf_write: renaming '%s' to '%s': %s", w->tmp_path,

@@ -20,9 +20,13 @@
  *
  * Errors are sticky: after the first failed call every later call returns
  * the same status and message, so a run of add_* calls can be checked once
- * (at begin). The file is written to "<path>.tmp-<pid>" and renamed to path
- * by finish; on any failure, or when the writer is freed before finish, the
- * temporary file is removed and path is left as it was.
+ * (at begin). The file is written to a new temporary file beside path,
+ * "<dir>/.<name>.tmp-XXXXXX" (random, created exclusively: O_CREAT|O_EXCL|
+ * O_NOFOLLOW, so nothing planted at that name is followed or overwritten),
+ * and renamed to path by finish; on any failure, or when the writer is freed
+ * before finish, the temporary file is removed and path is left as it was.
+ * A path that exists and is not a regular file (a device, a directory, a
+ * FIFO, a symbolic link) is refused (KVL_E_INVALID), never replaced.
  *
  * File layout written (all little-endian):
  *

@@ -85,9 +85,11 @@ static kvl_status get_f32(const kvl_gguf *g, const char *key, float dflt, float 
 /* The architectures, indexed by kvl_arch (model.h says what each column
  * means). Shapes come from the same <arch>.* keys for all of them. */
 static const kvl_arch_info k_arch[KVL_ARCH_COUNT] = {
-    [KVL_ARCH_LLAMA] = {"llama", false, false, false, true},
-    [KVL_ARCH_QWEN2] = {"qwen2", true, true, false, false},
-    [KVL_ARCH_QWEN3] = {"qwen3", true, false, true, false},
+    /*                  name     computed neox   bias   qk_norm rope_freqs */
+    [KVL_ARCH_LLAMA] = {"llama", true, false, false, false, true},
+    [KVL_ARCH_OPT] = {"opt", false, false, true, false, false},
+    [KVL_ARCH_QWEN2] = {"qwen2", true, true, true, false, false},
+    [KVL_ARCH_QWEN3] = {"qwen3", true, true, false, true, false},
 };
 
 const kvl_arch_info *kvl_arch_get(kvl_arch a) {
@@ -193,7 +195,7 @@ kvl_status kvl_hparams_from_gguf(const kvl_gguf *g, kvl_hparams *out, kvl_error 
     kvl_hparams hp = {0};
     const kvl_arch_info *ai = NULL;
     for (int a = 0; a < KVL_ARCH_COUNT; a++)
-        if (kvl_str_eq(arch, k_arch[a].name)) {
+        if (k_arch[a].computed && kvl_str_eq(arch, k_arch[a].name)) {
             hp.arch = (kvl_arch)a;
             ai = &k_arch[a];
         }

@@ -1,6 +1,7 @@
 /*
- * The random-weight llama model generator behind `kvllm mkmodel`: presets
- * of real architectures' shapes, a deterministic per-row RNG, the
+ * The random-weight llama model generator behind `kvllm mkmodel`: the spec
+ * check (shapes come from the caller; named presets are resolved in the
+ * catalogue, plan/catalog.c), a deterministic per-row RNG, the
  * vocabulary (loaded from a llama2.c tokenizer file or synthesized), and
  * the GGUF it streams through the writer. See mkmodel.h.
  *
@@ -18,45 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static const struct {
-    const char *name;
-    kvl_mkmodel_spec s;
-} presets[] = {
-    {"stories260K", {"stories260K", 64, 172, 5, 8, 4, 512, 512, 10000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0, KVL_ARCH_LLAMA, 0, false}},
-    {"tinyllama-1.1b", {"tinyllama-1.1b", 2048, 5632, 22, 32, 4, 32000, 2048, 10000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0, KVL_ARCH_LLAMA, 0, false}},
-    {"llama-3-8b", {"llama-3-8b", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0, KVL_ARCH_LLAMA, 0, false}},
-    {"llama-2-7b", {"llama-2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0f, 1e-5f, KVL_TYPE_F16, 0, false, 0, KVL_ARCH_LLAMA, 0, false}},
-    {"llama-3.2-1b", {"llama-3.2-1b", 2048, 8192, 16, 32, 8, 128256, 131072, 500000.0f, 1e-5f, KVL_TYPE_F16, 0, true, 0, KVL_ARCH_LLAMA, 0, true}},
-    {"qwen2.5-0.5b", {"qwen2.5-0.5b", 896, 4864, 24, 14, 2, 151936, 32768, 1000000.0f, 1e-6f, KVL_TYPE_F16, 0, true, 0, KVL_ARCH_QWEN2, 0, false}},
-    {"qwen3-0.6b", {"qwen3-0.6b", 1024, 3072, 28, 16, 8, 151936, 40960, 1000000.0f, 1e-6f, KVL_TYPE_F16, 0, true, 0, KVL_ARCH_QWEN3, 128, false}},
-};
-
-bool kvl_mkmodel_preset(const char *name, kvl_mkmodel_spec *out) {
-    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
-        if (!strcmp(presets[i].name, name)) {
-            *out = presets[i].s;
-            return true;
-        }
-    }
-    return false;
-}
-
-const char *kvl_mkmodel_preset_names(void) {
-    return "stories260K, tinyllama-1.1b, llama-3-8b, llama-2-7b, llama-3.2-1b, qwen2.5-0.5b, "
-           "qwen3-0.6b";
-}
-
-static bool is_weight_type(kvl_type t) {
-    return t == KVL_TYPE_F32 || t == KVL_TYPE_F16 || t == KVL_TYPE_BF16 || t == KVL_TYPE_Q8_0 ||
-           t == KVL_TYPE_Q4_0;
-}
-
 kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err) {
 #define RANGE(field, flag, lo, hi)                                                               \
     do {                                                                                         \
-        if (s->field < (lo) || s->field > (hi))                                                  \
+        if (s->shape.hp.field < (lo) || s->shape.hp.field > (hi))                                \
             return kvl_errorf(err, KVL_E_INVALID, "%s %lld is outside [%lld, %lld]", flag,       \
-                              (long long)s->field, (long long)(lo), (long long)(hi));            \
+                              (long long)s->shape.hp.field, (long long)(lo), (long long)(hi));   \
     } while (0)
     RANGE(dim, "--dim", 1, KVL_MAX_DIM);
     RANGE(n_layers, "--layers", 1, KVL_MAX_LAYERS);
@@ -66,46 +34,55 @@ kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err) {
     RANGE(n_vocab, "--vocab-size", 3, KVL_MAX_VOCAB);
     RANGE(ctx_len, "--ctx", 1, KVL_MAX_CTX);
 #undef RANGE
-    if (s->arch < 0 || s->arch >= KVL_ARCH_COUNT)
-        return kvl_errorf(err, KVL_E_INVALID, "architecture id %d is not in [0, %d)",
-                          (int)s->arch, KVL_ARCH_COUNT);
-    if (s->rope_freqs && !kvl_arch_get(s->arch)->rope_freqs)
-        return kvl_errorf(err, KVL_E_INVALID, "rope_freqs: architecture '%s' does not use them",
-                          kvl_arch_get(s->arch)->name);
-    if (s->head_dim < 0 || s->head_dim > KVL_MAX_HEAD_DIM)
-        return kvl_errorf(err, KVL_E_INVALID, "head_dim %lld is outside [0, %d]",
-                          (long long)s->head_dim, KVL_MAX_HEAD_DIM);
-    if (!s->head_dim && s->dim % s->n_heads)
+    const kvl_hparams *hp = &s->shape.hp;
+    if (hp->arch < 0 || hp->arch >= KVL_ARCH_COUNT || !kvl_arch_get(hp->arch)->computed)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "shape '%s': architecture id %d is not one kvllm writes (llama 0, "
+                          "qwen2 2, qwen3 3)",
+                          s->shape.name, (int)hp->arch);
+    const kvl_arch_info *ai = kvl_arch_get(hp->arch);
+    if (s->shape.rope_freqs && !ai->rope_freqs)
+        return kvl_errorf(err, KVL_E_INVALID, "shape '%s': architecture '%s' has no rope_freqs",
+                          s->shape.name, ai->name);
+    bool own_hd = hp->arch == KVL_ARCH_QWEN3 && hp->head_dim > 0;
+    if (!own_hd && hp->dim % hp->n_heads)
         return kvl_errorf(err, KVL_E_INVALID, "--heads %lld does not divide --dim %lld",
-                          (long long)s->n_heads, (long long)s->dim);
-    int64_t hd = s->head_dim ? s->head_dim : s->dim / s->n_heads;
+                          (long long)hp->n_heads, (long long)hp->dim);
+    int64_t hd = own_hd ? hp->head_dim : hp->dim / hp->n_heads;
     if (hd % 2)
         return kvl_errorf(err, KVL_E_INVALID,
                           "head_dim = --dim %lld / --heads %lld = %lld is odd (RoPE rotates pairs)",
-                          (long long)s->dim, (long long)s->n_heads, (long long)hd);
+                          (long long)s->shape.hp.dim, (long long)s->shape.hp.n_heads, (long long)hd);
     if (hd > KVL_MAX_HEAD_DIM)
         return kvl_errorf(err, KVL_E_INVALID,
-                          "head_dim = --dim %lld / --heads %lld = %lld > %d", (long long)s->dim,
-                          (long long)s->n_heads, (long long)hd, KVL_MAX_HEAD_DIM);
-    if (s->n_kv_heads > s->n_heads || s->n_heads % s->n_kv_heads)
+                          "head_dim = --dim %lld / --heads %lld = %lld > %d", (long long)s->shape.hp.dim,
+                          (long long)s->shape.hp.n_heads, (long long)hd, KVL_MAX_HEAD_DIM);
+    if (s->shape.hp.n_kv_heads > s->shape.hp.n_heads || s->shape.hp.n_heads % s->shape.hp.n_kv_heads)
         return kvl_errorf(err, KVL_E_INVALID, "--kv-heads %lld does not divide --heads %lld",
-                          (long long)s->n_kv_heads, (long long)s->n_heads);
-    if (!(s->rope_base > 0.0f) || s->rope_base > 1e12f)
+                          (long long)s->shape.hp.n_kv_heads, (long long)s->shape.hp.n_heads);
+    if (!(s->shape.hp.rope_base > 0.0f) || s->shape.hp.rope_base > 1e12f)
         return kvl_errorf(err, KVL_E_INVALID, "--rope-base %g is outside (0, 1e12]",
-                          (double)s->rope_base);
-    if (!(s->rms_eps > 0.0f) || s->rms_eps > 0.1f)
-        return kvl_errorf(err, KVL_E_INVALID, "--eps %g is outside (0, 0.1]", (double)s->rms_eps);
-    if (!is_weight_type(s->type))
+                          (double)s->shape.hp.rope_base);
+    if (!(s->shape.hp.rms_eps > 0.0f) || s->shape.hp.rms_eps > 0.1f)
+        return kvl_errorf(err, KVL_E_INVALID, "--eps %g is outside (0, 0.1]", (double)s->shape.hp.rms_eps);
+    if (!kvl_type_computed(s->type))
         return kvl_errorf(err, KVL_E_INVALID,
-                          "--type id %d is not one of f32, f16, bf16, q8_0, q4_0", (int)s->type);
+                          "--type id %d is not one of %s", (int)s->type,
+                          kvl_type_names());
     if (s->alignment && ((s->alignment & (s->alignment - 1)) ||
                          s->alignment > KVL_GGUF_MAX_ALIGNMENT))
         return kvl_errorf(err, KVL_E_INVALID,
                           "--alignment %zu is not a power of two in [1, %u]", s->alignment,
                           (unsigned)KVL_GGUF_MAX_ALIGNMENT);
-    if (strnlen(s->name, sizeof s->name) == sizeof s->name)
+    if (s->shape.arch != KVL_ARCH_LLAMA || s->shape.qkv_bias != ai->qkv_bias)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "shape '%s': mkmodel writes llama-family models with q/k/v biases "
+                          "exactly for qwen2 (shape arch id %d, '%s'%s)",
+                          s->shape.name, (int)s->shape.arch, ai->name,
+                          s->shape.qkv_bias ? ", q/k/v biases" : "");
+    if (strnlen(s->shape.name, sizeof s->shape.name) == sizeof s->shape.name)
         return kvl_errorf(err, KVL_E_INVALID, "--name is longer than %zu bytes",
-                          sizeof s->name - 1);
+                          sizeof s->shape.name - 1);
     return KVL_OK;
 }
 
@@ -144,6 +121,12 @@ static uint64_t fnv1a64(const char *s) {
     return h;
 }
 
+/* qwen3 keeps its own head_dim; the others have dim / n_heads */
+static int64_t mk_head_dim(const kvl_mkmodel_spec *s) {
+    const kvl_hparams *hp = &s->shape.hp;
+    return hp->arch == KVL_ARCH_QWEN3 && hp->head_dim > 0 ? hp->head_dim : hp->dim / hp->n_heads;
+}
+
 static bool is_norm(const char *name) {
     size_t n = strlen(name);
     static const char suf[] = "_norm.weight";
@@ -154,9 +137,9 @@ static bool is_norm(const char *name) {
  * wavelengths divided by factor, short ones kept, a smooth ramp between. */
 static void llama3_rope_factors(const kvl_mkmodel_spec *s, float *out, int64_t n) {
     const double factor = 32, low = 1, high = 4, old_ctx = 8192, pi = 3.14159265358979323846;
-    int64_t hd = s->head_dim ? s->head_dim : s->dim / s->n_heads;
+    int64_t hd = mk_head_dim(s);
     for (int64_t i = 0; i < n; i++) {
-        double freq = pow((double)s->rope_base, -(double)(2 * i) / (double)hd);
+        double freq = pow((double)s->shape.hp.rope_base, -(double)(2 * i) / (double)hd);
         double wavelen = 2 * pi / freq;
         double f;
         if (wavelen < old_ctx / high) {
@@ -439,9 +422,10 @@ typedef struct mk_tensor {
  * attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down),
  * output_norm, output (unless tied). */
 static size_t mk_tensors(const kvl_mkmodel_spec *s, mk_tensor *t) {
-    const int64_t hd = s->head_dim ? s->head_dim : s->dim / s->n_heads;
-    const kvl_arch_info *ai = kvl_arch_get(s->arch);
-    const int64_t q = s->n_heads * hd, kv = s->n_kv_heads * hd;
+    const kvl_hparams *hp = &s->shape.hp;
+    const int64_t hd = mk_head_dim(s);
+    const kvl_arch_info *ai = kvl_arch_get(hp->arch);
+    const int64_t q = hp->n_heads * hd, kv = hp->n_kv_heads * hd;
     size_t n = 0;
 #define ADD(nd, a, b, fmt, ...)                                                                  \
     do {                                                                                         \
@@ -454,14 +438,14 @@ static size_t mk_tensors(const kvl_mkmodel_spec *s, mk_tensor *t) {
         }                                                                                        \
         n++;                                                                                     \
     } while (0)
-    ADD(2, s->dim, s->n_vocab, "%s", "token_embd.weight");
-    if (s->rope_freqs)
+    ADD(2, hp->dim, hp->n_vocab, "%s", "token_embd.weight");
+    if (s->shape.rope_freqs)
         ADD(1, hd / 2, 1, "%s", "rope_freqs.weight");
-    for (int64_t l = 0; l < s->n_layers; l++) {
-        ADD(1, s->dim, 1, "blk.%lld.attn_norm.weight", (long long)l);
-        ADD(2, s->dim, q, "blk.%lld.attn_q.weight", (long long)l);
-        ADD(2, s->dim, kv, "blk.%lld.attn_k.weight", (long long)l);
-        ADD(2, s->dim, kv, "blk.%lld.attn_v.weight", (long long)l);
+    for (int64_t l = 0; l < hp->n_layers; l++) {
+        ADD(1, hp->dim, 1, "blk.%lld.attn_norm.weight", (long long)l);
+        ADD(2, hp->dim, q, "blk.%lld.attn_q.weight", (long long)l);
+        ADD(2, hp->dim, kv, "blk.%lld.attn_k.weight", (long long)l);
+        ADD(2, hp->dim, kv, "blk.%lld.attn_v.weight", (long long)l);
         if (ai->qkv_bias) {
             ADD(1, q, 1, "blk.%lld.attn_q.bias", (long long)l);
             ADD(1, kv, 1, "blk.%lld.attn_k.bias", (long long)l);
@@ -471,44 +455,46 @@ static size_t mk_tensors(const kvl_mkmodel_spec *s, mk_tensor *t) {
             ADD(1, hd, 1, "blk.%lld.attn_q_norm.weight", (long long)l);
             ADD(1, hd, 1, "blk.%lld.attn_k_norm.weight", (long long)l);
         }
-        ADD(2, q, s->dim, "blk.%lld.attn_output.weight", (long long)l);
-        ADD(1, s->dim, 1, "blk.%lld.ffn_norm.weight", (long long)l);
-        ADD(2, s->dim, s->ffn_dim, "blk.%lld.ffn_gate.weight", (long long)l);
-        ADD(2, s->dim, s->ffn_dim, "blk.%lld.ffn_up.weight", (long long)l);
-        ADD(2, s->ffn_dim, s->dim, "blk.%lld.ffn_down.weight", (long long)l);
+        ADD(2, q, hp->dim, "blk.%lld.attn_output.weight", (long long)l);
+        ADD(1, hp->dim, 1, "blk.%lld.ffn_norm.weight", (long long)l);
+        ADD(2, hp->dim, hp->ffn_dim, "blk.%lld.ffn_gate.weight", (long long)l);
+        ADD(2, hp->dim, hp->ffn_dim, "blk.%lld.ffn_up.weight", (long long)l);
+        ADD(2, hp->ffn_dim, hp->dim, "blk.%lld.ffn_down.weight", (long long)l);
     }
-    ADD(1, s->dim, 1, "%s", "output_norm.weight");
-    if (!s->tied)
-        ADD(2, s->dim, s->n_vocab, "%s", "output.weight");
+    ADD(1, s->shape.hp.dim, 1, "%s", "output_norm.weight");
+    if (!s->shape.tied_embd)
+        ADD(2, s->shape.hp.dim, s->shape.hp.n_vocab, "%s", "output.weight");
 #undef ADD
     return n;
 }
 
 static kvl_status mk_metadata(kvl_gguf_writer *w, const kvl_mkmodel_spec *s,
                               const kvl_mkmodel_vocab *v, kvl_error *err) {
-    const int64_t hd = s->head_dim ? s->head_dim : s->dim / s->n_heads;
-    const char *arch = kvl_arch_get(s->arch)->name;
+    const kvl_hparams *hp = &s->shape.hp;
+    const int64_t hd = mk_head_dim(s);
+    const char *arch = kvl_arch_get(hp->arch)->name;
     char key[96];
 #define K(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
     char desc[160];
     snprintf(desc, sizeof desc, "random weights (kvllm mkmodel, seed %llu); not a trained model",
              (unsigned long long)s->seed);
     kvl_gguf_writer_add_str(w, "general.architecture", arch, NULL);
-    kvl_gguf_writer_add_str(w, "general.name", s->name[0] ? s->name : "random-model", NULL);
+    kvl_gguf_writer_add_str(w, "general.name", s->shape.name[0] ? s->shape.name : "random-model",
+                            NULL);
     kvl_gguf_writer_add_str(w, "general.description", desc, NULL);
     kvl_gguf_writer_add_u32(w, "general.file_type", kvl_mkmodel_file_type(s->type), NULL);
     kvl_gguf_writer_add_u64(w, "kvllm.mkmodel.seed", s->seed, NULL);
-    kvl_gguf_writer_add_u32(w, K("context_length"), (uint32_t)s->ctx_len, NULL);
-    kvl_gguf_writer_add_u32(w, K("embedding_length"), (uint32_t)s->dim, NULL);
-    kvl_gguf_writer_add_u32(w, K("block_count"), (uint32_t)s->n_layers, NULL);
-    kvl_gguf_writer_add_u32(w, K("feed_forward_length"), (uint32_t)s->ffn_dim, NULL);
-    kvl_gguf_writer_add_u32(w, K("attention.head_count"), (uint32_t)s->n_heads, NULL);
-    kvl_gguf_writer_add_u32(w, K("attention.head_count_kv"), (uint32_t)s->n_kv_heads, NULL);
+    kvl_gguf_writer_add_u32(w, K("context_length"), (uint32_t)hp->ctx_len, NULL);
+    kvl_gguf_writer_add_u32(w, K("embedding_length"), (uint32_t)hp->dim, NULL);
+    kvl_gguf_writer_add_u32(w, K("block_count"), (uint32_t)hp->n_layers, NULL);
+    kvl_gguf_writer_add_u32(w, K("feed_forward_length"), (uint32_t)hp->ffn_dim, NULL);
+    kvl_gguf_writer_add_u32(w, K("attention.head_count"), (uint32_t)hp->n_heads, NULL);
+    kvl_gguf_writer_add_u32(w, K("attention.head_count_kv"), (uint32_t)hp->n_kv_heads, NULL);
     kvl_gguf_writer_add_u32(w, K("rope.dimension_count"), (uint32_t)hd, NULL);
-    kvl_gguf_writer_add_f32(w, K("rope.freq_base"), s->rope_base, NULL);
-    kvl_gguf_writer_add_f32(w, K("attention.layer_norm_rms_epsilon"), s->rms_eps, NULL);
-    kvl_gguf_writer_add_u32(w, K("vocab_size"), (uint32_t)s->n_vocab, NULL);
-    if (s->head_dim) {
+    kvl_gguf_writer_add_f32(w, K("rope.freq_base"), hp->rope_base, NULL);
+    kvl_gguf_writer_add_f32(w, K("attention.layer_norm_rms_epsilon"), hp->rms_eps, NULL);
+    kvl_gguf_writer_add_u32(w, K("vocab_size"), (uint32_t)hp->n_vocab, NULL);
+    if (hd * hp->n_heads != hp->dim) {
         kvl_gguf_writer_add_u32(w, K("attention.key_length"), (uint32_t)hd, NULL);
         kvl_gguf_writer_add_u32(w, K("attention.value_length"), (uint32_t)hd, NULL);
     }
@@ -533,10 +519,10 @@ kvl_status kvl_mkmodel_write(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab 
     kvl_status st = kvl_mkmodel_check(s, err);
     if (st != KVL_OK)
         return st;
-    if (!v || v->n != s->n_vocab)
+    if (!v || v->n != s->shape.hp.n_vocab)
         return kvl_errorf(err, KVL_E_INVALID,
                           "the vocabulary has %d pieces but --vocab-size is %lld",
-                          v ? v->n : 0, (long long)s->n_vocab);
+                          v ? v->n : 0, (long long)s->shape.hp.n_vocab);
     size_t nt = mk_tensors(s, NULL);
     mk_tensor *t = calloc(nt, sizeof *t);
     if (!t)

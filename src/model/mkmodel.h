@@ -16,28 +16,22 @@
 
 #define KVL_MKMODEL_STD 0.02
 
+/* What to write. shape.hp.arch is the architecture written (llama, qwen2
+ * with its q/k/v biases, which shape.qkv_bias must say, or qwen3 with its
+ * per-head q/k norms); shape.arch must be llama (the planner's family).
+ * head_dim is dim / n_heads, except for qwen3, where a non-zero
+ * shape.hp.head_dim is used (and written as key_length / value_length);
+ * RoPE turns the whole head, so shape.hp.rope_dim is not read. shape.name
+ * is general.name; shape.tied_embd leaves out output.weight;
+ * shape.rope_freqs (llama) writes Llama 3.1's rope_freqs.weight (factor 32,
+ * low 1, high 4, original context 8192). Named presets come from the
+ * catalogue (plan/catalog.h: kvl_catalog_mkmodel_spec). */
 typedef struct kvl_mkmodel_spec {
-    char name[64]; /* general.name */
-    int64_t dim, ffn_dim, n_layers, n_heads, n_kv_heads, n_vocab, ctx_len;
-    float rope_base, rms_eps;
-    kvl_type type;  /* of the 2-D weights: F32, F16, BF16, Q8_0, Q4_0 */
+    kvl_model_shape shape;
+    kvl_type type;    /* of the 2-D weights: F32, F16, BF16, Q8_0, Q4_0 */
     uint64_t seed;
-    bool tied;      /* no output.weight (readers use token_embd) */
     size_t alignment; /* 0 = default 32 */
-    kvl_arch arch;    /* general.architecture (0: llama); qwen2 adds Q/K/V
-                         biases, qwen3 per-head Q/K norms (kvl_arch_info) */
-    int64_t head_dim; /* 0: dim / n_heads; else written as key_length and
-                         value_length (qwen3: independent of dim) */
-    bool rope_freqs;  /* llama: write rope_freqs.weight with Llama 3.1's
-                         factors (factor 32, low 1, high 4, original 8192) */
 } kvl_mkmodel_spec;
-
-/* Fill *out with a named preset: "stories260K", "tinyllama-1.1b",
- * "llama-3-8b", "llama-2-7b", "llama-3.2-1b", "qwen2.5-0.5b", "qwen3-0.6b".
- * False when the name is unknown. */
-bool kvl_mkmodel_preset(const char *name, kvl_mkmodel_spec *out);
-/* The preset names, comma-separated (for messages). */
-const char *kvl_mkmodel_preset_names(void);
 
 /* Validate a spec: KVL_E_INVALID naming the field (by its CLI flag), the
  * value and the limit: "--heads 7 does not divide --dim 64". */

@@ -8,6 +8,7 @@
 #include "model/model.h"
 
 #include "kernels/kernels.h"
+#include "model/mkmodel.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,13 +190,30 @@ static bool has_suffix(const char *s, const char *suf) {
     return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
+/* A llama2.c tokenizer file of exactly n_vocab pieces (the format has no
+ * count: a file of another size would otherwise be read in part and print
+ * gibberish). KVL_E_IO when the file cannot be read. */
+static kvl_status load_llama2c_tokenizer(const char *path, int64_t n_vocab, kvl_tokenizer **out,
+                                         kvl_error *err) {
+    int32_t n_file = 0;
+    kvl_status st = kvl_mkmodel_vocab_count(path, &n_file, err);
+    if (st != KVL_OK)
+        return st;
+    if (n_file != n_vocab)
+        return kvl_errorf(err, KVL_E_FORMAT,
+                          "%s: the tokenizer holds %d pieces but the model's vocab_size is %lld "
+                          "(use the tokenizer the model was trained with)",
+                          path, (int)n_file, (long long)n_vocab);
+    return kvl_tokenizer_load_llama2c(path, (int32_t)n_vocab, out, err);
+}
+
 /* llama2.c checkpoints carry no tokenizer: use the given path, else a file
  * beside the checkpoint chosen by vocabulary size. */
 static kvl_status find_llama2c_tokenizer(const char *model_path, int64_t n_vocab,
                                          const kvl_model_params *p, kvl_tokenizer **out,
                                          kvl_error *err) {
     if (p && p->tokenizer_path)
-        return kvl_tokenizer_load_llama2c(p->tokenizer_path, (int32_t)n_vocab, out, err);
+        return load_llama2c_tokenizer(p->tokenizer_path, n_vocab, out, err);
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", model_path);
     char *slash = strrchr(dir, '/');
@@ -208,7 +226,7 @@ static kvl_status find_llama2c_tokenizer(const char *model_path, int64_t n_vocab
     snprintf(cand[1], sizeof cand[1], "%stokenizer.bin", dir);
     for (int i = 0; i < 2; i++) {
         kvl_error e2;
-        kvl_status st = kvl_tokenizer_load_llama2c(cand[i], (int32_t)n_vocab, out, &e2);
+        kvl_status st = load_llama2c_tokenizer(cand[i], n_vocab, out, &e2);
         if (st == KVL_OK)
             return KVL_OK;
         if (st != KVL_E_IO) {
@@ -221,6 +239,24 @@ static kvl_status find_llama2c_tokenizer(const char *model_path, int64_t n_vocab
                       "%s: llama2.c checkpoint needs a tokenizer: none given and neither %s nor "
                       "%s exists",
                       model_path, cand[0], cand[1]);
+}
+
+/* Neither container: say so, keeping the llama2.c parser's reason. */
+static void not_a_model(const char *path, const kvl_mapped_file *mf, kvl_error *err) {
+    char head[20] = "";
+    size_t n = 0;
+    for (size_t i = 0; i < 4 && i < mf->size; i++) {
+        const uint8_t c = mf->data[i];
+        n += (size_t)snprintf(head + n, sizeof head - n, c >= 0x20 && c < 0x7f && c != '\'' ?
+                              "%c" : "\\x%02x", c);
+    }
+    char why[sizeof err->msg];
+    memcpy(why, err->msg, sizeof why);
+    why[sizeof why - 1] = '\0';
+    kvl_errorf(err, err->status,
+               "%s: not a model file: it is not GGUF (it starts with '%s', not 'GGUF') and not "
+               "a llama2.c checkpoint (%.300s)",
+               path, head, why);
 }
 
 kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model **out,
@@ -249,6 +285,8 @@ kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model
     } else {
         st = kvl_llama2c_parse(mf.data, mf.size, &m, err);
         if (st) {
+            if (st != KVL_E_NOMEM && err)
+                not_a_model(path, &mf, err);
             kvl_unmap_file(&mf);
             return st;
         }

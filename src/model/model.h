@@ -5,22 +5,22 @@
 #ifndef KVL_MODEL_H
 #define KVL_MODEL_H
 
+#include "core/dtype.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
 
-/* Hard limits on hyperparameters from files (far above any real model). */
-#define KVL_MAX_LAYERS 1024
-#define KVL_MAX_HEADS 1024
-#define KVL_MAX_HEAD_DIM 1024
-#define KVL_MAX_DIM (1 << 17)
-#define KVL_MAX_VOCAB (1 << 22)
-#define KVL_MAX_CTX (1 << 24)
+/* The hard limits on hyperparameters (KVL_MAX_*) are in core/dtype.h. */
 
-/* Architectures (GGUF general.architecture). Append only. */
+/* Architectures. Append only. kvllm computes LLAMA, QWEN2 and QWEN3 (the
+ * GGUF general.architecture of a loaded model, kvl_hparams.arch); the
+ * planner also counts the weights of OPT (learned positions, LayerNorm,
+ * biases on every projection, a two-matrix ReLU FFN), and its shapes use
+ * LLAMA for every llama-like family (kvl_model_shape.arch). */
 typedef enum kvl_arch {
     KVL_ARCH_LLAMA = 0, /* Llama 1/2/3.x, Mistral, TinyLlama, SmolLM */
-    KVL_ARCH_QWEN2 = 1, /* Qwen2, Qwen2.5 */
-    KVL_ARCH_QWEN3 = 2, /* Qwen3 (dense) */
+    KVL_ARCH_OPT = 1,   /* planner only */
+    KVL_ARCH_QWEN2 = 2, /* Qwen2, Qwen2.5 */
+    KVL_ARCH_QWEN3 = 3, /* Qwen3 (dense) */
     KVL_ARCH_COUNT
 } kvl_arch;
 
@@ -32,6 +32,7 @@ typedef enum kvl_arch {
  */
 typedef struct kvl_arch_info {
     const char *name; /* general.architecture; also the prefix of its keys */
+    bool computed;    /* kvllm runs it (OPT: the planner only) */
     bool rope_neox;   /* rotate pairs (i, i + rope_dim/2) (GPT-NeoX), not (2i, 2i+1) */
     bool qkv_bias;    /* blk.N.attn_{q,k,v}.bias added after the projections */
     bool qk_norm;     /* blk.N.attn_{q,k}_norm.weight: RMSNorm of each q and k
@@ -44,7 +45,8 @@ typedef struct kvl_arch_info {
 const kvl_arch_info *kvl_arch_get(kvl_arch a);
 
 typedef struct kvl_hparams {
-    kvl_arch arch; /* 0 (llama) for llama2.c files and hand-made shapes */
+    kvl_arch arch; /* what kvllm computes: LLAMA, QWEN2 or QWEN3 (0, llama,
+                      for llama2.c files and hand-made shapes) */
     int64_t n_vocab;
     int64_t dim;        /* embedding length */
     int64_t n_layers;
@@ -59,6 +61,19 @@ typedef struct kvl_hparams {
                          by it; 0 or 1 = none */
     float rms_eps;
 } kvl_hparams;
+
+/* A model's shape: its hyperparameters and the facts that change the weight
+ * count. The one shape struct: the planner, the catalogue of named shapes
+ * (plan/catalog.h) and mkmodel's spec all hold one. */
+typedef struct kvl_model_shape {
+    char name[64];
+    kvl_hparams hp;
+    kvl_arch arch;
+    bool tied_embd;     /* output shares the token embedding (counted once) */
+    bool qkv_bias;      /* q, k, v projections carry a bias (Qwen2) */
+    bool rope_freqs;    /* carries rope_freqs.weight (Llama 3.1+; mkmodel writes it) */
+    const char *source; /* where the numbers come from; NULL for files */
+} kvl_model_shape;
 
 /* A weight matrix or vector: (ne1 rows, ne0 columns) of one kvl_type. */
 typedef struct kvl_weight {
@@ -104,13 +119,7 @@ typedef struct kvl_model {
     char name[64];
 } kvl_model;
 
-/* Load options; NULL means defaults. */
-typedef struct kvl_model_params {
-    const char *tokenizer_path; /* llama2.c: tokenizer file (default: tok512.bin
-                                   or tokenizer.bin beside the checkpoint, by vocab) */
-    kvl_load_mode load;         /* how the file is brought into memory (default
-                                   KVL_LOAD_AUTO: 2 MiB pages when it can) */
-} kvl_model_params;
+/* kvl_model_params, kvl_model_load and kvl_model_free are public (kvllm.h). */
 
 /* Load a GGUF or llama2.c checkpoint (told apart by the magic). All header
  * fields are validated against each other and against every tensor's shape

@@ -1,7 +1,9 @@
 /*
- * planner.c: the KV format table, the named model shapes and devices, and
- * the capacity arithmetic of the memory planner (see planner.h for the
- * formulas and the contract the KV pool relies on).
+ * planner.c: the capacity arithmetic of the memory planner: weight bytes of
+ * a shape, KV bytes per block, capacity, and the reverse question (see
+ * planner.h for the formulas and the contract the KV pool relies on). The
+ * named shapes and devices are in catalog.c, the KV format table in
+ * core/dtype.c.
  *
  * Invariants: every function is pure (no globals written, no I/O, no heap)
  * apart from kvl_plan_shape_from_gguf, which only reads the parsed file.
@@ -21,190 +23,31 @@
 #include <string.h>
 #include <strings.h>
 
-/* ---- KV formats -------------------------------------------------------- */
+/* ---- shapes ------------------------------------------------------------ */
 
-/* Scales of int8 and int4 are bf16: two bytes like f16 but with f32's
- * exponent range, so 1e30 or 1e-30 still gets a finite, non-zero scale (an
- * f16 scale overflows past 65504 * 127). With f32 per-token int8 scales
- * TinyLlama (head_dim 64) would save only 1.88x against f16; with bf16 it
- * saves 1.94x. The int4 zero point is one int8 on the scale's grid, and the
- * int4 key group is one block: at --block-size 32 (kvl_plan_default_block_size)
- * int4 K+V costs 73 B per token per head of 64, 3.51x less than f16, and
- * keeps perplexity within 3% where block 64 (3.66x) does not. fp8 keys add
- * a bf16 mean per channel per block (2 * head_dim bytes), which cuts their
- * error several times (kv_codec.c).
- * docs/kv_formats.md has every layout; src/kernels/kv_kern.h draws them. */
-static const kvl_kv_format_info k_formats[KVL_KV_FMT_COUNT] = {
-    {KVL_KV_FMT_F32, "f32", 32, {{0, 0, 0}, {0, 0, 0}}, "none"},
-    {KVL_KV_FMT_F16, "f16", 16, {{0, 0, 0}, {0, 0, 0}}, "none"},
-    {KVL_KV_FMT_BF16, "bf16", 16, {{0, 0, 0}, {0, 0, 0}}, "none"},
-    {KVL_KV_FMT_FP8_E4M3, "fp8_e4m3", 8, {{4, 0, 2}, {4, 0, 0}},
-     "one f32 scale per head per block (amax / 448); K also a bf16 mean per channel per block"},
-    {KVL_KV_FMT_FP8_E5M2, "fp8_e5m2", 8, {{4, 0, 2}, {4, 0, 0}},
-     "one f32 scale per head per block (amax / 57344); K also a bf16 mean per channel per block"},
-    {KVL_KV_FMT_INT8, "int8", 8, {{0, 2, 0}, {0, 2, 0}},
-     "one bf16 scale per token per head, symmetric"},
-    {KVL_KV_FMT_INT4, "int4", 4, {{0, 0, 3}, {0, 3, 0}},
-     "K: bf16 scale + int8 zero point per channel per head per block; "
-     "V: bf16 scale + int8 zero point per token per head"},
-};
-
-const kvl_kv_format_info *kvl_kv_format_get(kvl_kv_format f) {
-    if ((int)f < 0 || f >= KVL_KV_FMT_COUNT)
-        return NULL;
-    return &k_formats[f];
-}
-
-bool kvl_kv_format_parse(const char *s, kvl_kv_format *out) {
-    static const struct {
-        const char *name;
-        kvl_kv_format f;
-    } alias[] = {
-        {"fp32", KVL_KV_FMT_F32},      {"fp16", KVL_KV_FMT_F16},      {"e4m3", KVL_KV_FMT_FP8_E4M3},
-        {"fp8", KVL_KV_FMT_FP8_E4M3},  {"e5m2", KVL_KV_FMT_FP8_E5M2}, {"q8", KVL_KV_FMT_INT8},
-        {"q8_0", KVL_KV_FMT_INT8},     {"q4", KVL_KV_FMT_INT4},
-    };
-    if (!s)
-        return false;
-    for (int i = 0; i < KVL_KV_FMT_COUNT; i++) {
-        if (!strcasecmp(s, k_formats[i].name)) {
-            *out = (kvl_kv_format)i;
-            return true;
-        }
-    }
-    for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++) {
-        if (!strcasecmp(s, alias[i].name)) {
-            *out = alias[i].f;
-            return true;
-        }
-    }
-    return false;
-}
-
-const char *kvl_kv_format_names(void) {
-    return "f32, f16, bf16, fp8_e4m3, fp8_e5m2, int8, int4";
-}
-
-/* ---- named shapes ------------------------------------------------------ */
-
-/* Facts from each model's config.json (hidden_size, num_hidden_layers,
- * num_attention_heads, num_key_value_heads, intermediate_size, vocab_size,
- * max_position_embeddings, tie_word_embeddings) on Hugging Face, and for
- * stories260K the llama2.c checkpoint header (../shared/models/README.md).
- * head_dim = hidden_size / num_attention_heads for all of them. */
-#define SHAPE(nm, L, H, KV, HD, D, F, V, C, TIED, BIAS, SRC) \
-    {nm, L, H, KV, HD, D, F, V, C, TIED, BIAS, SRC}
-static const kvl_plan_shape k_shapes[] = {
-    SHAPE("Llama-2-7B", 32, 32, 32, 128, 4096, 11008, 32000, 4096, false, false,
-          "meta-llama/Llama-2-7b-hf config.json"),
-    SHAPE("Llama-2-13B", 40, 40, 40, 128, 5120, 13824, 32000, 4096, false, false,
-          "meta-llama/Llama-2-13b-hf config.json"),
-    SHAPE("Llama-2-70B", 80, 64, 8, 128, 8192, 28672, 32000, 4096, false, false,
-          "meta-llama/Llama-2-70b-hf config.json"),
-    SHAPE("Llama-3-8B", 32, 32, 8, 128, 4096, 14336, 128256, 8192, false, false,
-          "meta-llama/Meta-Llama-3-8B config.json"),
-    SHAPE("Llama-3-70B", 80, 64, 8, 128, 8192, 28672, 128256, 8192, false, false,
-          "meta-llama/Meta-Llama-3-70B config.json"),
-    SHAPE("Llama-3.1-405B", 126, 128, 8, 128, 16384, 53248, 128256, 131072, false, false,
-          "meta-llama/Llama-3.1-405B config.json"),
-    SHAPE("Mistral-7B", 32, 32, 8, 128, 4096, 14336, 32000, 32768, false, false,
-          "mistralai/Mistral-7B-v0.1 config.json (sliding_window 4096 ignored: full KV)"),
-    SHAPE("Qwen2.5-7B", 28, 28, 4, 128, 3584, 18944, 152064, 131072, false, true,
-          "Qwen/Qwen2.5-7B config.json (q/k/v bias)"),
-    SHAPE("Qwen2.5-72B", 80, 64, 8, 128, 8192, 29568, 152064, 131072, false, true,
-          "Qwen/Qwen2.5-72B config.json (q/k/v bias)"),
-    SHAPE("TinyLlama-1.1B", 22, 32, 4, 64, 2048, 5632, 32000, 2048, false, false,
-          "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T config.json"),
-    SHAPE("stories260K", 5, 8, 4, 8, 64, 172, 512, 512, true, false,
-          "karpathy/tinyllamas stories260K.bin header (shared/models/README.md)"),
-};
-#undef SHAPE
-
-const kvl_plan_shape *kvl_plan_shapes(size_t *n) {
-    *n = sizeof k_shapes / sizeof k_shapes[0];
-    return k_shapes;
-}
-
-const kvl_plan_shape *kvl_plan_shape_find(const char *name) {
-    if (!name)
-        return NULL;
-    for (size_t i = 0; i < sizeof k_shapes / sizeof k_shapes[0]; i++)
-        if (!strcasecmp(name, k_shapes[i].name))
-            return &k_shapes[i];
-    return NULL;
-}
-
-kvl_status kvl_plan_shape_validate(const kvl_plan_shape *s, kvl_error *err) {
+kvl_status kvl_plan_shape_validate(const kvl_model_shape *s, kvl_error *err) {
     const struct {
         const char *field;
         int64_t v, hi;
     } f[] = {
-        {"n_layers", s->n_layers, KVL_MAX_LAYERS}, {"n_heads", s->n_heads, KVL_MAX_HEADS},
-        {"n_kv_heads", s->n_kv_heads, KVL_MAX_HEADS}, {"head_dim", s->head_dim, KVL_MAX_HEAD_DIM},
-        {"dim", s->dim, KVL_MAX_DIM},                {"ffn_dim", s->ffn_dim, 16 * (int64_t)KVL_MAX_DIM},
-        {"n_vocab", s->n_vocab, KVL_MAX_VOCAB},      {"ctx_len", s->ctx_len, KVL_MAX_CTX},
+        {"n_layers", s->hp.n_layers, KVL_MAX_LAYERS}, {"n_heads", s->hp.n_heads, KVL_MAX_HEADS},
+        {"n_kv_heads", s->hp.n_kv_heads, KVL_MAX_HEADS}, {"head_dim", s->hp.head_dim, KVL_MAX_HEAD_DIM},
+        {"dim", s->hp.dim, KVL_MAX_DIM},                {"ffn_dim", s->hp.ffn_dim, 16 * (int64_t)KVL_MAX_DIM},
+        {"n_vocab", s->hp.n_vocab, KVL_MAX_VOCAB},      {"ctx_len", s->hp.ctx_len, KVL_MAX_CTX},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         if (f[i].v < 1 || f[i].v > f[i].hi)
             return kvl_errorf(err, KVL_E_INVALID, "plan: shape '%s': %s %lld outside [1, %lld]",
                               s->name, f[i].field, (long long)f[i].v, (long long)f[i].hi);
     }
-    if (s->n_heads % s->n_kv_heads != 0)
+    if (s->arch != KVL_ARCH_LLAMA && s->arch != KVL_ARCH_OPT)
+        return kvl_errorf(err, KVL_E_INVALID, "plan: shape '%s': arch id %d is not llama (0) or opt (1)",
+                          s->name, (int)s->arch);
+    if (s->hp.n_heads % s->hp.n_kv_heads != 0)
         return kvl_errorf(err, KVL_E_INVALID,
                           "plan: shape '%s': n_heads %lld is not a multiple of n_kv_heads %lld",
-                          s->name, (long long)s->n_heads, (long long)s->n_kv_heads);
+                          s->name, (long long)s->hp.n_heads, (long long)s->hp.n_kv_heads);
     return KVL_OK;
-}
-
-/* ---- devices ----------------------------------------------------------- */
-
-/* memory.total as nvidia-smi reports it (MiB), which is below the marketing
- * figure: the runtime never gets the nominal "80GB". */
-#define MIB ((size_t)1 << 20)
-static const kvl_plan_device k_devices[] = {
-    {"H100-80GB", 81559 * MIB, "nvidia-smi: NVIDIA H100 80GB HBM3, 81559MiB"},
-    {"H200-141GB", 143771 * MIB, "nvidia-smi: NVIDIA H200, 143771MiB"},
-    {"A100-40GB", 40960 * MIB, "nvidia-smi: NVIDIA A100 40GB, 40960MiB"},
-    {"A100-80GB", 81920 * MIB, "nvidia-smi: NVIDIA A100 80GB, 81920MiB"},
-    {"L4-24GB", 23034 * MIB, "nvidia-smi: NVIDIA L4, 23034MiB"},
-    {"RTX4090-24GB", 24564 * MIB, "nvidia-smi: NVIDIA GeForce RTX 4090, 24564MiB"},
-};
-#undef MIB
-
-const kvl_plan_device *kvl_plan_devices(size_t *n) {
-    *n = sizeof k_devices / sizeof k_devices[0];
-    return k_devices;
-}
-
-/* Compare ignoring case and any '-', ' ' or '_' so "h100 80gb", "H100_80GB"
- * and "RTX-4090-24GB" all match. */
-static bool name_match(const char *a, const char *b) {
-    for (;;) {
-        while (*a == '-' || *a == ' ' || *a == '_')
-            a++;
-        while (*b == '-' || *b == ' ' || *b == '_')
-            b++;
-        if (!*a || !*b)
-            return !*a && !*b;
-        char ca = *a, cb = *b;
-        if (ca >= 'a' && ca <= 'z')
-            ca = (char)(ca - 'a' + 'A');
-        if (cb >= 'a' && cb <= 'z')
-            cb = (char)(cb - 'a' + 'A');
-        if (ca != cb)
-            return false;
-        a++;
-        b++;
-    }
-}
-
-const kvl_plan_device *kvl_plan_device_find(const char *name) {
-    if (!name)
-        return NULL;
-    for (size_t i = 0; i < sizeof k_devices / sizeof k_devices[0]; i++)
-        if (name_match(name, k_devices[i].name))
-            return &k_devices[i];
-    return NULL;
 }
 
 /* ---- weights ----------------------------------------------------------- */
@@ -222,15 +65,26 @@ typedef struct {
     size_t rows, cols, times; /* `times` copies of a (rows, cols) matrix */
 } mat;
 
-static int shape_mats(const kvl_plan_shape *s, mat m[9], size_t *n_vec) {
-    size_t L = (size_t)s->n_layers, D = (size_t)s->dim, q = (size_t)(s->n_heads * s->head_dim),
-           kv = (size_t)(s->n_kv_heads * s->head_dim), F = (size_t)s->ffn_dim,
-           V = (size_t)s->n_vocab;
+static int shape_mats(const kvl_model_shape *s, mat m[9], size_t *n_vec) {
+    const kvl_hparams *hp = &s->hp;
+    size_t L = (size_t)hp->n_layers, D = (size_t)hp->dim, q = (size_t)(hp->n_heads * hp->head_dim),
+           kv = (size_t)(hp->n_kv_heads * hp->head_dim), F = (size_t)hp->ffn_dim,
+           V = (size_t)hp->n_vocab;
     int n = 0;
     m[n++] = (mat){V, D, s->tied_embd ? 1 : 2}; /* token_embd (+ output) */
     m[n++] = (mat){q, D, L};                    /* wq */
     m[n++] = (mat){kv, D, 2 * L};               /* wk, wv */
     m[n++] = (mat){D, q, L};                    /* wo */
+    if (s->arch == KVL_ARCH_OPT) {
+        /* learned positions (OPT offsets them by 2), fc1, fc2; every
+         * projection has a bias; two LayerNorms (weight and bias) per layer
+         * and a final one */
+        m[n++] = (mat){(size_t)hp->ctx_len + 2, D, 1};
+        m[n++] = (mat){F, D, L}; /* fc1 */
+        m[n++] = (mat){D, F, L}; /* fc2 */
+        *n_vec = L * (q + 2 * kv + D + F + D + 4 * D) + 2 * D;
+        return n;
+    }
     m[n++] = (mat){F, D, 2 * L};                /* w_gate, w_up */
     m[n++] = (mat){D, F, L};                    /* w_down */
     /* attn_norm + ffn_norm per layer, output_norm, q/k/v biases */
@@ -238,7 +92,7 @@ static int shape_mats(const kvl_plan_shape *s, mat m[9], size_t *n_vec) {
     return n;
 }
 
-kvl_status kvl_plan_n_params(const kvl_plan_shape *s, size_t *out, kvl_error *err) {
+kvl_status kvl_plan_n_params(const kvl_model_shape *s, size_t *out, kvl_error *err) {
     kvl_status st = kvl_plan_shape_validate(s, err);
     if (st)
         return st;
@@ -261,27 +115,16 @@ kvl_status kvl_plan_n_params(const kvl_plan_shape *s, size_t *out, kvl_error *er
     return KVL_OK;
 }
 
-static bool wtype_block(kvl_type t, size_t *blck, size_t *bytes) {
-    switch (t) {
-    case KVL_TYPE_F32: *blck = 1; *bytes = 4; return true;
-    case KVL_TYPE_F16:
-    case KVL_TYPE_BF16: *blck = 1; *bytes = 2; return true;
-    case KVL_TYPE_Q8_0: *blck = 32; *bytes = 34; return true;
-    case KVL_TYPE_Q4_0: *blck = 32; *bytes = 18; return true;
-    default: return false;
-    }
-}
-
-kvl_status kvl_plan_weight_bytes(const kvl_plan_shape *s, kvl_type wtype, size_t *out,
+kvl_status kvl_plan_weight_bytes(const kvl_model_shape *s, kvl_type wtype, size_t *out,
                                  kvl_error *err) {
     kvl_status st = kvl_plan_shape_validate(s, err);
     if (st)
         return st;
     size_t blck, bb;
-    if (!wtype_block(wtype, &blck, &bb))
+    if (!kvl_type_computed(wtype) || !kvl_type_info((uint32_t)wtype, &blck, &bb, NULL))
         return kvl_errorf(err, KVL_E_INVALID,
-                          "plan: weight type id %d is not one of f32, f16, bf16, q8_0, q4_0",
-                          (int)wtype);
+                          "plan: weight type id %d is not one of %s",
+                          (int)wtype, kvl_type_names());
     mat m[9];
     size_t n_vec, total = 0;
     bool bad = false;
@@ -301,52 +144,17 @@ kvl_status kvl_plan_weight_bytes(const kvl_plan_shape *s, kvl_type wtype, size_t
     return KVL_OK;
 }
 
-bool kvl_plan_weight_type_parse(const char *s, kvl_type *out) {
-    static const struct {
-        const char *name;
-        kvl_type t;
-    } w[] = {{"f32", KVL_TYPE_F32},   {"f16", KVL_TYPE_F16},   {"bf16", KVL_TYPE_BF16},
-             {"q8_0", KVL_TYPE_Q8_0}, {"q4_0", KVL_TYPE_Q4_0}, {"fp16", KVL_TYPE_F16},
-             {"fp32", KVL_TYPE_F32}};
-    if (!s)
-        return false;
-    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
-        if (!strcasecmp(s, w[i].name)) {
-            *out = w[i].t;
-            return true;
-        }
-    }
-    return false;
-}
-
-const char *kvl_plan_weight_type_name(kvl_type t) {
-    switch (t) {
-    case KVL_TYPE_F32: return "f32";
-    case KVL_TYPE_F16: return "f16";
-    case KVL_TYPE_BF16: return "bf16";
-    case KVL_TYPE_Q8_0: return "q8_0";
-    case KVL_TYPE_Q4_0: return "q4_0";
-    default: return "?";
-    }
-}
-
 /* ---- GGUF shapes ------------------------------------------------------- */
 
-kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_plan_shape *out,
+kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_model_shape *out,
                                     size_t *weight_bytes, kvl_error *err) {
-    kvl_plan_shape s = *out;
+    kvl_model_shape s = *out;
     kvl_hparams hp;
     kvl_status st = kvl_hparams_from_gguf(g, &hp, err);
     if (st)
         return st;
-    s.n_layers = hp.n_layers;
-    s.n_heads = hp.n_heads;
-    s.n_kv_heads = hp.n_kv_heads;
-    s.head_dim = hp.head_dim;
-    s.dim = hp.dim;
-    s.ffn_dim = hp.ffn_dim;
-    s.n_vocab = hp.n_vocab;
-    s.ctx_len = hp.ctx_len;
+    s.hp = hp;
+    s.arch = KVL_ARCH_LLAMA;
     kvl_str gname;
     const kvl_gguf_kv *nk = kvl_gguf_find_key(g, "general.name");
     if (nk && nk->type == KVL_GGUF_STRING && kvl_gguf_get_str(g, "general.name", &gname, NULL) == KVL_OK &&
@@ -380,9 +188,9 @@ kvl_status kvl_plan_kv_head_block_bytes(kvl_kv_format f, kvl_kv_role r, int64_t 
     if (r != KVL_KV_ROLE_K && r != KVL_KV_ROLE_V)
         return kvl_errorf(err, KVL_E_INVALID, "plan: KV role %d is neither K (0) nor V (1)",
                           (int)r);
-    if (block_size < 1 || block_size > KVL_PLAN_MAX_BLOCK_SIZE)
+    if (block_size < 1 || block_size > KVL_MAX_BLOCK_SIZE)
         return kvl_errorf(err, KVL_E_INVALID, "plan: block_size %d outside [1, %d]", block_size,
-                          KVL_PLAN_MAX_BLOCK_SIZE);
+                          KVL_MAX_BLOCK_SIZE);
     if (head_dim < 1 || head_dim > KVL_MAX_HEAD_DIM)
         return kvl_errorf(err, KVL_E_INVALID, "plan: head_dim %lld outside [1, %d]",
                           (long long)head_dim, KVL_MAX_HEAD_DIM);
@@ -393,24 +201,24 @@ kvl_status kvl_plan_kv_head_block_bytes(kvl_kv_format f, kvl_kv_role r, int64_t 
     return KVL_OK;
 }
 
-kvl_status kvl_plan_kv_block_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+kvl_status kvl_plan_kv_block_bytes(const kvl_model_shape *s, kvl_kv_format k, kvl_kv_format v,
                                    int block_size, size_t *out, kvl_error *err) {
     kvl_status st = kvl_plan_shape_validate(s, err);
     size_t hk, hv;
-    if (st || (st = kvl_plan_kv_head_block_bytes(k, KVL_KV_ROLE_K, s->head_dim, block_size, &hk,
+    if (st || (st = kvl_plan_kv_head_block_bytes(k, KVL_KV_ROLE_K, s->hp.head_dim, block_size, &hk,
                                                  err)) ||
-        (st = kvl_plan_kv_head_block_bytes(v, KVL_KV_ROLE_V, s->head_dim, block_size, &hv, err)))
+        (st = kvl_plan_kv_head_block_bytes(v, KVL_KV_ROLE_V, s->hp.head_dim, block_size, &hv, err)))
         return st;
     size_t per_head = hk + hv, r;
-    if (kvl_mul_overflow(per_head, (size_t)s->n_kv_heads, &r) ||
-        kvl_mul_overflow(r, (size_t)s->n_layers, &r))
+    if (kvl_mul_overflow(per_head, (size_t)s->hp.n_kv_heads, &r) ||
+        kvl_mul_overflow(r, (size_t)s->hp.n_layers, &r))
         return kvl_errorf(err, KVL_E_LIMIT, "plan: shape '%s': KV block bytes overflow size_t",
                           s->name);
     *out = r;
     return KVL_OK;
 }
 
-kvl_status kvl_plan_kv_token_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+kvl_status kvl_plan_kv_token_bytes(const kvl_model_shape *s, kvl_kv_format k, kvl_kv_format v,
                                    int block_size, double *out, kvl_error *err) {
     size_t bb;
     kvl_status st = kvl_plan_kv_block_bytes(s, k, v, block_size, &bb, err);
@@ -420,18 +228,13 @@ kvl_status kvl_plan_kv_token_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl
     return KVL_OK;
 }
 
-int kvl_plan_default_block_size(kvl_kv_format k, kvl_kv_format v) {
-    (void)v;
-    return k == KVL_KV_FMT_INT4 ? 32 : 16;
-}
-
 size_t kvl_plan_blocks_for_tokens(size_t n_tokens, int block_size) {
     KVL_ASSERT(block_size >= 1);
     size_t B = (size_t)block_size;
     return n_tokens / B + (n_tokens % B != 0);
 }
 
-kvl_status kvl_plan_capacity_for(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+kvl_status kvl_plan_capacity_for(const kvl_model_shape *s, kvl_kv_format k, kvl_kv_format v,
                                  int block_size, size_t kv_budget, kvl_plan_capacity *out,
                                  kvl_error *err) {
     size_t bb;
@@ -461,9 +264,9 @@ size_t kvl_plan_max_context(const kvl_plan_capacity *c, size_t n_seqs) {
 
 kvl_status kvl_plan_kv_bytes_for(size_t block_bytes, int block_size, size_t n_seqs,
                                  size_t context, size_t *out, kvl_error *err) {
-    if (block_size < 1 || block_size > KVL_PLAN_MAX_BLOCK_SIZE)
+    if (block_size < 1 || block_size > KVL_MAX_BLOCK_SIZE)
         return kvl_errorf(err, KVL_E_INVALID, "plan: block_size %d outside [1, %d]", block_size,
-                          KVL_PLAN_MAX_BLOCK_SIZE);
+                          KVL_MAX_BLOCK_SIZE);
     size_t r;
     if (kvl_mul_overflow(kvl_plan_blocks_for_tokens(context, block_size), n_seqs, &r) ||
         kvl_mul_overflow(r, block_bytes, &r))
@@ -492,9 +295,9 @@ kvl_status kvl_plan_request_validate(const kvl_plan_request *r, kvl_error *err) 
     if (!kvl_kv_format_get(r->k_fmt) || !kvl_kv_format_get(r->v_fmt))
         return kvl_errorf(err, KVL_E_INVALID, "plan: KV format ids %d/%d outside [0, %d)",
                           (int)r->k_fmt, (int)r->v_fmt, KVL_KV_FMT_COUNT);
-    if (r->block_size < 1 || r->block_size > KVL_PLAN_MAX_BLOCK_SIZE)
+    if (r->block_size < 1 || r->block_size > KVL_MAX_BLOCK_SIZE)
         return kvl_errorf(err, KVL_E_INVALID, "plan: block_size %d outside [1, %d]",
-                          r->block_size, KVL_PLAN_MAX_BLOCK_SIZE);
+                          r->block_size, KVL_MAX_BLOCK_SIZE);
     if (r->n_devices < 1 || r->n_devices > KVL_PLAN_MAX_DEVICES)
         return kvl_errorf(err, KVL_E_INVALID, "plan: %d devices outside [1, %d]", r->n_devices,
                           KVL_PLAN_MAX_DEVICES);

@@ -4,10 +4,10 @@
  * (tokens, sequences, context), and the reverse (memory needed for N
  * sequences of C tokens, and what would make it fit).
  *
- * The KV format table here is THE definition of how many bytes each cache
- * format takes, scales included; the KV pool (issue 3), the codecs (issue 6)
- * and the engine's start-up report use these functions so that every number
- * kvllm prints agrees.
+ * With the KV format table of core/dtype.h (bits and scale bytes), the
+ * functions here are THE definition of how many bytes each cache format
+ * takes, scales included; the KV pool, the codecs and the engine's start-up
+ * report use them so that every number kvllm prints agrees.
  *
  * Contract of the primitive, kvl_plan_kv_block_bytes: one KV block holds
  * block_size token positions of K and V for EVERY layer and every KV head:
@@ -34,126 +34,52 @@
 #define KVL_PLANNER_H
 
 #include "core/core.h"
-#include "model/gguf.h"
+#include "core/dtype.h"
+#include "model/model.h"
 
 #include <stdio.h>
 
-/* ---- KV cache formats -------------------------------------------------- */
-
-typedef enum kvl_kv_format {
-    KVL_KV_FMT_F32 = 0,
-    KVL_KV_FMT_F16,
-    KVL_KV_FMT_BF16,
-    KVL_KV_FMT_FP8_E4M3, /* 1 B/elem + one f32 scale per (head, block) */
-    KVL_KV_FMT_FP8_E5M2, /* 1 B/elem + one f32 scale per (head, block) */
-    KVL_KV_FMT_INT8,     /* 1 B/elem + one bf16 scale per (token, head), symmetric */
-    KVL_KV_FMT_INT4,     /* 0.5 B/elem, KIVI: K bf16 scale+zero per (channel, head, block),
-                            V bf16 scale+zero per (token, head) */
-    KVL_KV_FMT_COUNT
-} kvl_kv_format;
-
-typedef enum kvl_kv_role { KVL_KV_ROLE_K = 0, KVL_KV_ROLE_V = 1 } kvl_kv_role;
-
-/* Scale bytes a format adds, for one role (K or V). */
-typedef struct kvl_kv_overhead {
-    uint32_t head_block; /* bytes per (head, block) */
-    uint32_t token;      /* bytes per (token, head) */
-    uint32_t channel;    /* bytes per (channel, head, block) */
-} kvl_kv_overhead;
-
-typedef struct kvl_kv_format_info {
-    kvl_kv_format fmt;
-    const char *name;        /* canonical CLI name: "f16", "fp8_e4m3", "int4" */
-    uint32_t elem_bits;      /* 32, 16, 8 or 4 */
-    kvl_kv_overhead ovh[2];  /* [KVL_KV_ROLE_K], [KVL_KV_ROLE_V] */
-    const char *scales;      /* one line describing the scales, for docs/--help */
-} kvl_kv_format_info;
-
-/* The row for f; NULL when f is out of range. */
-const kvl_kv_format_info *kvl_kv_format_get(kvl_kv_format f);
-/* Parse a format name (canonical names, plus "fp32", "fp16", "e4m3", "fp8"
- * = fp8_e4m3, "e5m2", "q8"/"q8_0" = int8, "q4" = int4; case-insensitive). */
-bool kvl_kv_format_parse(const char *s, kvl_kv_format *out);
-/* "f32, f16, bf16, fp8_e4m3, fp8_e5m2, int8, int4" (static string). */
-const char *kvl_kv_format_names(void);
+/* KV cache formats (kvl_kv_format, their bits and scale bytes, the default
+ * block size) are in core/dtype.h. */
 
 /* ---- model shapes ------------------------------------------------------ */
 
-typedef struct kvl_plan_shape {
-    char name[64];
-    int64_t n_layers;
-    int64_t n_heads;    /* query heads */
-    int64_t n_kv_heads; /* KV heads (== n_heads for MHA) */
-    int64_t head_dim;
-    int64_t dim;        /* embedding length */
-    int64_t ffn_dim;
-    int64_t n_vocab;
-    int64_t ctx_len;    /* the model's context length */
-    bool tied_embd;     /* output shares the token embedding (counted once) */
-    bool qkv_bias;      /* q, k, v projections carry a bias (Qwen2) */
-    const char *source; /* where the numbers come from; NULL for files */
-} kvl_plan_shape;
+/* Shapes are kvl_model_shape (model/model.h); the named ones and the
+ * devices are in plan/catalog.h. */
 
-/* The named shapes table (static). */
-const kvl_plan_shape *kvl_plan_shapes(size_t *n);
-/* Case-insensitive lookup by name; NULL when unknown. */
-const kvl_plan_shape *kvl_plan_shape_find(const char *name);
-/* Check a shape's fields are positive and within model.h's limits. */
-kvl_status kvl_plan_shape_validate(const kvl_plan_shape *s, kvl_error *err);
+/* Check a shape's fields are positive and within core/dtype.h's limits. */
+kvl_status kvl_plan_shape_validate(const kvl_model_shape *s, kvl_error *err);
 /* Read a llama-family shape from a parsed GGUF (llama.* keys; vocab from
  * tokenizer.ggml.tokens, else token_embd.weight) and the sum of its tensor
  * bytes. name comes from general.name when present, else stays as the
  * caller set it in *out (e.g. the file name). *out is written only on success. */
-kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_plan_shape *out,
+kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_model_shape *out,
                                     size_t *weight_bytes, kvl_error *err);
-
-/* ---- devices ----------------------------------------------------------- */
-
-typedef struct kvl_plan_device {
-    const char *name;   /* "H100-80GB" */
-    size_t bytes;       /* memory.total as nvidia-smi reports it, MiB * 2^20 */
-    const char *source;
-} kvl_plan_device;
-
-const kvl_plan_device *kvl_plan_devices(size_t *n);
-/* Case-insensitive; also accepts the name without the dash ("H100 80GB"). */
-const kvl_plan_device *kvl_plan_device_find(const char *name);
 
 /* ---- weights ----------------------------------------------------------- */
 
 /* Parameters of the shape: embedding, output (unless tied), per layer q k v o
  * (+ q/k/v bias), gate/up/down, two norms, and the final norm. */
-kvl_status kvl_plan_n_params(const kvl_plan_shape *s, size_t *out, kvl_error *err);
+kvl_status kvl_plan_n_params(const kvl_model_shape *s, size_t *out, kvl_error *err);
 /* Bytes of all weights stored as wtype (F32, F16, BF16, Q8_0 or Q4_0).
  * Matrices take wtype; norm vectors and biases stay F32 (as GGUF stores
  * them). Q8_0 is 34 B and Q4_0 18 B per 32 weights, rounded up to whole
  * blocks per row. */
-kvl_status kvl_plan_weight_bytes(const kvl_plan_shape *s, kvl_type wtype, size_t *out,
+kvl_status kvl_plan_weight_bytes(const kvl_model_shape *s, kvl_type wtype, size_t *out,
                                  kvl_error *err);
-/* Parse "f32", "f16", "bf16", "q8_0", "q4_0" (case-insensitive). */
-bool kvl_plan_weight_type_parse(const char *s, kvl_type *out);
-const char *kvl_plan_weight_type_name(kvl_type t);
 
 /* ---- KV bytes and capacity --------------------------------------------- */
-
-#define KVL_PLAN_MAX_BLOCK_SIZE 4096
 
 /* Bytes of one (head, block) of format f in role r (formula above). */
 kvl_status kvl_plan_kv_head_block_bytes(kvl_kv_format f, kvl_kv_role r, int64_t head_dim,
                                         int block_size, size_t *out, kvl_error *err);
 /* THE primitive: bytes of one block (block_size tokens, all layers, K and V). */
-kvl_status kvl_plan_kv_block_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+kvl_status kvl_plan_kv_block_bytes(const kvl_model_shape *s, kvl_kv_format k, kvl_kv_format v,
                                    int block_size, size_t *out, kvl_error *err);
 /* block_bytes / block_size (exact for f32/f16/bf16; scales per block make the
  * quantized formats fractional). */
-kvl_status kvl_plan_kv_token_bytes(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+kvl_status kvl_plan_kv_token_bytes(const kvl_model_shape *s, kvl_kv_format k, kvl_kv_format v,
                                    int block_size, double *out, kvl_error *err);
-/* The block size to use when none is given: 32 when K is int4 (its
- * per-channel scale and zero are per block, so small blocks pay them often:
- * at head_dim 64 int4/int4 saves 3.51x against f16 at block 32, 3.66x at
- * block 64, 3.20x at block 16; 32 is the smallest block past 3.5x, and
- * smaller key groups keep more precision), else 16. */
-int kvl_plan_default_block_size(kvl_kv_format k, kvl_kv_format v);
 /* ceil(n_tokens / block_size); block_size >= 1. */
 size_t kvl_plan_blocks_for_tokens(size_t n_tokens, int block_size);
 
@@ -167,7 +93,7 @@ typedef struct kvl_plan_capacity {
 
 /* Blocks and tokens a KV budget holds. What the KV pool allocates for the
  * same budget and block size must equal n_blocks. */
-kvl_status kvl_plan_capacity_for(const kvl_plan_shape *s, kvl_kv_format k, kvl_kv_format v,
+kvl_status kvl_plan_capacity_for(const kvl_model_shape *s, kvl_kv_format k, kvl_kv_format v,
                                  int block_size, size_t kv_budget, kvl_plan_capacity *out,
                                  kvl_error *err);
 /* Sequences of `context` tokens that fit at once: n_blocks / ceil(context/B).
@@ -185,7 +111,7 @@ kvl_status kvl_plan_kv_bytes_for(size_t block_bytes, int block_size, size_t n_se
 #define KVL_PLAN_MAX_DEVICES 64
 
 typedef struct kvl_plan_request {
-    kvl_plan_shape shape;
+    kvl_model_shape shape;
     size_t weight_bytes;                       /* kvl_plan_weight_bytes or the file's */
     kvl_kv_format k_fmt, v_fmt;
     int block_size;

@@ -55,6 +55,15 @@ typedef struct kvl_kv_check_report {
 kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kvl_pool *pool,
                         kvl_kv_check_report *out, kvl_error *err);
 
+/*
+ * KL(p || q) in nats between the softmax distributions of two logits rows
+ * of n >= 1 floats, and in *top1_agree whether their argmaxes agree. A row
+ * holding a NaN gives +inf and no agreement, so a quality gate fails on it
+ * (never "KL 0, top-1 100%"); rounding below 0 gives 0. This function can't
+ * fail.
+ */
+double kvl_logits_kl(const float *p, const float *q, int64_t n, bool *top1_agree);
+
 /* Two lines: the numbers, then the message. */
 void kvl_kv_check_print(const kvl_kv_check_report *r, FILE *f);
 

@@ -6,30 +6,35 @@
  * the greedy decode itself (its logits at each step), so the compared
  * sequence is the model's own output.
  *
- * Must not: print (kvl_kv_check_print is separate), change the model,
+ * Must not: print (kvl_kv_check_print is separate; the only output is
+ * core's progress line, on a terminal), change the model,
  * or leave anything allocated on any path.
  */
-#include "kv/kv_check.h"
+#include "engine/kv_check.h"
 
 #include "kv/kv_paged.h"
-#include "model/forward.h"
+#include "engine/executor.h"
 
 #include <math.h>
 #include <stdlib.h>
 
 #define CHUNK 64 /* prefill positions per forward call */
 
-/* log-softmax of n logits into out (double) */
-static void log_softmax(const float *x, int64_t n, double *out) {
+/* log of the softmax denominator of n logits (log-sum-exp); NaN when a
+ * logit is NaN */
+static double log_sum_exp(const float *x, int64_t n) {
     double mx = x[0];
-    for (int64_t i = 1; i < n; i++)
+    bool nan = isnan(x[0]);
+    for (int64_t i = 1; i < n; i++) {
         mx = x[i] > mx ? x[i] : mx;
+        nan |= isnan(x[i]);
+    }
+    if (nan)
+        return NAN;
     double s = 0;
     for (int64_t i = 0; i < n; i++)
         s += exp((double)x[i] - mx);
-    double ls = log(s) + mx;
-    for (int64_t i = 0; i < n; i++)
-        out[i] = (double)x[i] - ls;
+    return log(s) + mx;
 }
 
 static int64_t argmax(const float *x, int64_t n) {
@@ -39,20 +44,50 @@ static int64_t argmax(const float *x, int64_t n) {
     return b;
 }
 
+double kvl_logits_kl(const float *p, const float *q, int64_t n, bool *top1_agree) {
+    const double lp = log_sum_exp(p, n), lq = log_sum_exp(q, n);
+    double kl = 0;
+    if (!isnan(lp) && !isnan(lq))
+        for (int64_t j = 0; j < n; j++) {
+            const double a = (double)p[j] - lp, b = (double)q[j] - lq;
+            kl += exp(a) * (a - b);
+        }
+    /* NaN first: the clamp below would turn it into a perfect 0 */
+    if (isnan(lp) || isnan(lq) || isnan(kl)) {
+        *top1_agree = false;
+        return INFINITY; /* a NaN distribution is as bad as it gets */
+    }
+    *top1_agree = argmax(p, n) == argmax(q, n);
+    return kl > 0 ? kl : 0; /* rounding */
+}
+
+static bool row_has_nan(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (isnan(x[i]))
+            return true;
+    return false;
+}
+
 typedef struct {
     const kvl_model *m;
-    kvl_forward *fw;
+    kvl_executor *fw;
     int32_t n;           /* positions */
     int32_t *toks;       /* (n + 1) */
     float *ref;          /* (n, V) f32 logits: position i predicts toks[i + 1] */
     float *f16;          /* (n, V) f16 logits */
-    double *la, *lb;     /* (V) scratch */
     bool *want;          /* (CHUNK) all true */
+    kvl_progress pr;     /* positions run so far, of pr_total */
+    int64_t pr_done, pr_total;
 } ctx;
+
+static void advance(ctx *c, int32_t n) {
+    c->pr_done += n;
+    kvl_progress_update(&c->pr, (uint64_t)c->pr_done, (uint64_t)c->pr_total);
+}
 
 static kvl_status make_store(const ctx *c, kvl_kv_format k, kvl_kv_format v, kvl_kv_paged **out,
                              kvl_error *err) {
-    int32_t bs = kvl_plan_default_block_size(k, v);
+    int32_t bs = kvl_kv_block_size(0, k, v);
     kvl_block_layout lay;
     kvl_status st = kvl_block_layout_init_fmt(&c->m->hp, bs, k, v, &lay, err);
     if (st)
@@ -82,10 +117,11 @@ static kvl_status run_forced(ctx *c, kvl_kv_format k, kvl_kv_format v, float *ds
         const float *lg;
         int32_t n_out = 0;
         if ((st = kvl_kv_paged_reserve(kv, 0, nt, err)) ||
-            (st = kvl_forward_run(c->fw, &b, &it, &lg, &n_out, err)))
+            (st = kvl_executor_run(c->fw, &b, &it, &lg, &n_out, err)))
             break;
         KVL_ASSERT(n_out == nt);
         memcpy(dst + (size_t)p0 * V, lg, (size_t)nt * V * sizeof(float));
+        advance(c, nt);
     }
     kvl_kv_paged_free(kv);
     return st;
@@ -98,18 +134,11 @@ static void compare(ctx *c, const float *a, const float *b, double *kl_mean, dou
     double sum = 0, mx = 0;
     int32_t agree = 0;
     for (int32_t i = 0; i < c->n; i++) {
-        const float *x = a + (size_t)i * V, *y = b + (size_t)i * V;
-        log_softmax(x, V, c->la);
-        log_softmax(y, V, c->lb);
-        double kl = 0;
-        for (int64_t j = 0; j < V; j++)
-            kl += exp(c->la[j]) * (c->la[j] - c->lb[j]);
-        kl = kl > 0 ? kl : 0; /* rounding */
-        if (isnan(kl))
-            kl = INFINITY; /* a NaN distribution is as bad as it gets */
+        bool same;
+        const double kl = kvl_logits_kl(a + (size_t)i * V, b + (size_t)i * V, V, &same);
         sum += kl;
         mx = kl > mx ? kl : mx;
-        agree += argmax(x, V) == argmax(y, V);
+        agree += same;
     }
     *kl_mean = sum / c->n;
     *kl_max = mx;
@@ -144,25 +173,27 @@ kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kv
         return kvl_errorf(err, KVL_E_INVALID, "kv check: context %lld < 9 positions",
                           (long long)m->hp.ctx_len);
     kvl_kv_check_report r = {.k_fmt = k, .v_fmt = v, .n_tokens = c.n,
-                             .block_size = kvl_plan_default_block_size(k, v)};
+                             .block_size = kvl_kv_block_size(0, k, v)};
     c.toks = calloc((size_t)c.n + 1, sizeof(int32_t));
     c.ref = malloc((size_t)c.n * V * sizeof(float));
     c.f16 = malloc((size_t)c.n * V * sizeof(float));
     float *q = malloc((size_t)c.n * V * sizeof(float));
-    c.la = malloc((size_t)V * sizeof(double));
-    c.lb = malloc((size_t)V * sizeof(double));
     c.want = malloc(CHUNK * sizeof(bool));
     kvl_status st = KVL_OK;
     kvl_kv_paged *kv = NULL;
-    if (!c.toks || !c.ref || !c.f16 || !q || !c.la || !c.lb || !c.want) {
+    if (!c.toks || !c.ref || !c.f16 || !q || !c.want) {
         st = kvl_errorf(err, KVL_E_NOMEM, "kv check: cannot allocate logits of %d x %lld",
                         (int)c.n, (long long)V);
         goto done;
     }
     for (int i = 0; i < CHUNK; i++)
         c.want[i] = true;
-    if ((st = kvl_forward_init(m, CHUNK, c.n, pool, &c.fw, err)))
+    if ((st = kvl_executor_cpu_init(m, pool, CHUNK, c.n, &c.fw, err)))
         goto done;
+    /* the f32 decode, f16, the chosen formats, and (counted in advance,
+     * skipped without a warning) the K-only and V-only runs */
+    kvl_progress_begin(&c.pr, "kv check");
+    c.pr_total = (3 + (k > KVL_KV_FMT_F16) + (v > KVL_KV_FMT_F16)) * (int64_t)c.n;
 
     /* 1. the f32 greedy continuation of a fixed prompt; its logits are the
      * reference */
@@ -179,11 +210,12 @@ kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kv
         const float *lg;
         int32_t n_out;
         if ((st = kvl_kv_paged_reserve(kv, 0, 1, err)) ||
-            (st = kvl_forward_run(c.fw, &b, &it, &lg, &n_out, err)))
+            (st = kvl_executor_run(c.fw, &b, &it, &lg, &n_out, err)))
             goto done;
         memcpy(c.ref + (size_t)p * V, lg, (size_t)V * sizeof(float));
         if (p + 1 >= n_prompt)
             c.toks[p + 1] = (int32_t)argmax(lg, V);
+        advance(&c, 1);
     }
 
     /* 2. f16 (the yardstick) and the chosen formats, teacher-forced */
@@ -195,8 +227,18 @@ kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kv
     compare(&c, c.ref, q, &r.kl_mean, &r.kl_max, &r.top1);
     compare(&c, c.f16, q, &r.kl_mean_vs_f16, &dummy, &dummy);
 
-    /* 3. the verdict */
+    /* 3. the verdict (NaN logits fail it: their KL is +inf) */
     r.warn = !(r.kl_mean <= KVL_KV_CHECK_KL_WARN) || r.top1 < KVL_KV_CHECK_TOP1_WARN;
+    int32_t n_nan = 0;
+    for (int32_t i = 0; i < c.n; i++)
+        n_nan += row_has_nan(c.ref + (size_t)i * V, V);
+    if (n_nan) { /* no KV format can be judged against a broken reference */
+        snprintf(r.message, sizeof r.message,
+                 "kv check: the f32-KV reference logits hold NaN at %d of %d positions: the "
+                 "model itself computes NaN, so no KV format can be judged",
+                 (int)n_nan, (int)c.n);
+        goto done;
+    }
     if (!r.warn) {
         snprintf(r.message, sizeof r.message,
                  "kv check: K %s V %s ok (mean KL %.4g nats <= %.3g, top-1 %.1f%% >= %.0f%%)",
@@ -225,14 +267,15 @@ kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kv
              kvl_kv_format_get(step_up(bad))->name);
 
 done:
+    if (st == KVL_OK) /* the K-only and V-only runs were skipped or done */
+        kvl_progress_update(&c.pr, 1, 1);
+    kvl_progress_end(&c.pr);
     kvl_kv_paged_free(kv);
-    kvl_forward_free(c.fw);
+    kvl_executor_free(c.fw);
     free(c.toks);
     free(c.ref);
     free(c.f16);
     free(q);
-    free(c.la);
-    free(c.lb);
     free(c.want);
     if (st == KVL_OK)
         *out = r;

@@ -1,0 +1,53 @@
+/*
+ * A request as the scheduler sees it: n samples (sequences) sharing one
+ * prompt, each with its token history and its KV slot, and the request's
+ * place in one of the scheduler's three lists (waiting, running, swapped).
+ * The engine keeps its own per-request state (samplers, stop strings,
+ * timings) beside this and points back through owner.
+ *
+ * Token regions of one sample (hist holds prompt then generated tokens):
+ *
+ *   | prompt (n_prompt)        | generated (n_gen)      |
+ *   |<------------- len ---------------------------->|
+ *   |<---- n_kv: KV stored ---->|<- to feed ->|
+ *
+ * len - n_kv tokens are fed before the next sampling: the whole prompt
+ * after admission, one token per decode step, everything again after a
+ * recompute preemption (n_kv back to 0). Logits are needed only when a
+ * chunk reaches len.
+ */
+#ifndef KVL_REQUEST_H
+#define KVL_REQUEST_H
+
+#include "core/core.h"
+
+typedef struct kvl_seq {
+    int32_t slot;    /* KV cache slot, -1 when none */
+    int32_t len;     /* tokens in hist */
+    int32_t n_kv;    /* positions with KV stored or reserved */
+    int32_t n_gen;   /* tokens generated */
+    bool done;
+    kvl_finish_reason reason;
+    int32_t *hist;   /* (hist_cap) prompt then generated tokens */
+    uint32_t *swap_ids; /* (max blocks of one sequence) while swapped */
+    uint32_t n_swap;
+    uint8_t *swap_res;  /* residual state while swapped (NULL if none) */
+} kvl_seq;
+
+typedef struct kvl_request {
+    uint64_t id;
+    uint64_t arrival;  /* submit order: ties in priority go to the older */
+    int32_t priority;  /* higher first */
+    kvl_request_state state;
+    int32_t n_prompt, max_tokens, hist_cap;
+    int32_t n_samples, n_alive;
+    bool forked;       /* every alive sample holds its own table (true with one alive) */
+    int32_t n_preempt;
+    int64_t recomputed;
+    bool ever_run;
+    kvl_seq *seqs;     /* (n_samples) */
+    struct kvl_request *prev, *next; /* in its state's list */
+    void *owner;       /* the engine's record */
+} kvl_request;
+
+#endif

@@ -1,0 +1,558 @@
+/*
+ * The scheduler (scheduler.h has the contract and the step). It owns the
+ * three request lists, the free KV slots and the step's batch arrays, and
+ * talks to the KV store only through kv_cache's ledger calls (reserve,
+ * release, fork, blocks_needed) and the paged store's swap copies.
+ *
+ * Invariants (checked by the engine's tests after every step):
+ *   - a request is in exactly one list, the one its state names;
+ *   - WAITING: no sample holds a slot or a swap block, n_kv == 0;
+ *   - RUNNING: every alive sample holds a slot; unforked, only the lead's
+ *     slot holds KV; ended samples hold nothing;
+ *   - SWAPPED: no slot; the samples with KV hold swap blocks;
+ *   - free slots + held slots == max_seqs.
+ *
+ * Must not: allocate in a step (all arrays are sized at init); preempt a
+ * request ranked before the one that needs the blocks.
+ */
+#include "sched/scheduler.h"
+
+#include "kv/kv_paged.h"
+
+#include <stdlib.h>
+
+typedef struct req_list {
+    kvl_request *head, *tail;
+    int32_t n;
+} req_list;
+
+struct kvl_sched {
+    kvl_sched_params p;
+    kvl_kv_cache *kv;
+    kvl_kv_paged *paged; /* NULL for the contiguous layout */
+    kvl_kv_swap *swap;
+    int32_t block_size;
+    uint32_t n_blocks;    /* pool blocks; contiguous: max_seqs */
+    req_list lists[3];    /* WAITING, RUNNING, SWAPPED */
+    int64_t waiting_tokens;
+    int32_t *free_slots;  /* (max_seqs) stack */
+    int32_t n_free_slots;
+    kvl_sched_item *items; /* (max_seqs) */
+    int32_t *tok, *seq, *pos; /* (max_batch_tokens) */
+    bool *want;               /* (max_batch_tokens) */
+    int32_t *rs_seq, *rs_n;   /* (max_seqs) one request's reservation */
+    kvl_sched_plan plan;
+    kvl_sched_counters c;
+    double prefill_tok_s, swap_bytes_s;
+};
+
+/* ---- lists ---------------------------------------------------------------- */
+
+static bool ranks_before(const kvl_request *a, const kvl_request *b) {
+    return a->priority != b->priority ? a->priority > b->priority : a->arrival < b->arrival;
+}
+
+static void list_insert(req_list *l, kvl_request *r) {
+    kvl_request *at = l->head;
+    while (at && !ranks_before(r, at))
+        at = at->next;
+    r->next = at;
+    r->prev = at ? at->prev : l->tail;
+    if (r->prev)
+        r->prev->next = r;
+    else
+        l->head = r;
+    if (at)
+        at->prev = r;
+    else
+        l->tail = r;
+    l->n++;
+}
+
+static void list_unlink(req_list *l, kvl_request *r) {
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        l->head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        l->tail = r->prev;
+    r->prev = r->next = NULL;
+    l->n--;
+}
+
+static void move_to(kvl_sched *s, kvl_request *r, kvl_request_state st) {
+    if (r->state == KVL_REQ_WAITING)
+        s->waiting_tokens -= r->n_prompt;
+    list_unlink(&s->lists[r->state], r);
+    r->state = st;
+    if (st == KVL_REQ_FINISHED)
+        return;
+    if (st == KVL_REQ_WAITING)
+        s->waiting_tokens += r->n_prompt;
+    list_insert(&s->lists[st], r);
+}
+
+/* ---- init ----------------------------------------------------------------- */
+
+kvl_status kvl_sched_init(kvl_kv_cache *kv, kvl_kv_swap *swap, const kvl_sched_params *p,
+                          kvl_sched **out, kvl_error *err) {
+    if (p->max_seqs < 1 || p->max_batch_tokens < 1)
+        return kvl_errorf(err, KVL_E_INVALID, "scheduler: max_seqs %d and max_batch_tokens %d must be >= 1",
+                          p->max_seqs, p->max_batch_tokens);
+    if (kvl_kv_cache_params_of(kv)->max_seqs < p->max_seqs)
+        return kvl_errorf(err, KVL_E_INVALID, "scheduler: max_seqs %d > the KV cache's %d slots",
+                          p->max_seqs, kvl_kv_cache_params_of(kv)->max_seqs);
+    kvl_sched *s = calloc(1, sizeof *s);
+    if (!s)
+        return kvl_errorf(err, KVL_E_NOMEM, "scheduler: out of memory");
+    s->p = *p;
+    s->kv = kv;
+    s->paged = kvl_kv_cache_paged(kv);
+    s->swap = s->paged ? swap : NULL;
+    size_t nb = (size_t)p->max_batch_tokens, ns = (size_t)p->max_seqs;
+    s->free_slots = malloc(ns * sizeof *s->free_slots);
+    s->items = malloc(ns * sizeof *s->items);
+    s->rs_seq = malloc(ns * sizeof *s->rs_seq);
+    s->rs_n = malloc(ns * sizeof *s->rs_n);
+    s->tok = malloc(nb * sizeof *s->tok);
+    s->seq = malloc(nb * sizeof *s->seq);
+    s->pos = malloc(nb * sizeof *s->pos);
+    s->want = malloc(nb * sizeof *s->want);
+    if (!s->free_slots || !s->items || !s->rs_seq || !s->rs_n || !s->tok || !s->seq || !s->pos ||
+        !s->want) {
+        kvl_sched_free(s);
+        return kvl_errorf(err, KVL_E_NOMEM, "scheduler: out of memory for %d slots, %d tokens",
+                          p->max_seqs, p->max_batch_tokens);
+    }
+    for (int32_t i = 0; i < p->max_seqs; i++) /* pop order 0, 1, 2, ... */
+        s->free_slots[i] = p->max_seqs - 1 - i;
+    s->n_free_slots = p->max_seqs;
+    if (s->paged) {
+        s->block_size = kvl_kv_paged_layout(s->paged)->block_size;
+        s->n_blocks = kvl_block_pool_n_blocks(kvl_kv_paged_pool(s->paged));
+    } else {
+        s->block_size = kvl_kv_cache_params_of(kv)->max_ctx;
+        s->n_blocks = (uint32_t)p->max_seqs;
+    }
+    s->prefill_tok_s = 1000;
+    s->swap_bytes_s = 4e9;
+    *out = s;
+    return KVL_OK;
+}
+
+void kvl_sched_free(kvl_sched *s) {
+    if (!s)
+        return;
+    free(s->free_slots);
+    free(s->items);
+    free(s->rs_seq);
+    free(s->rs_n);
+    free(s->tok);
+    free(s->seq);
+    free(s->pos);
+    free(s->want);
+    free(s);
+}
+
+void kvl_sched_set_rates(kvl_sched *s, double prefill_tok_s, double swap_bytes_s) {
+    if (prefill_tok_s > 0)
+        s->prefill_tok_s = prefill_tok_s;
+    if (swap_bytes_s > 0)
+        s->swap_bytes_s = swap_bytes_s;
+}
+
+/* ---- queries -------------------------------------------------------------- */
+
+kvl_request *kvl_sched_first(const kvl_sched *s, kvl_request_state st) {
+    return st <= KVL_REQ_SWAPPED ? s->lists[st].head : NULL;
+}
+int32_t kvl_sched_count(const kvl_sched *s, kvl_request_state st) {
+    return st <= KVL_REQ_SWAPPED ? s->lists[st].n : 0;
+}
+int64_t kvl_sched_waiting_tokens(const kvl_sched *s) { return s->waiting_tokens; }
+const kvl_sched_counters *kvl_sched_counters_get(const kvl_sched *s) { return &s->c; }
+int32_t kvl_sched_free_slots(const kvl_sched *s) { return s->n_free_slots; }
+uint32_t kvl_sched_n_blocks(const kvl_sched *s) { return s->n_blocks; }
+int32_t kvl_sched_block_size(const kvl_sched *s) { return s->block_size; }
+
+static uint64_t ceil_div(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
+uint64_t kvl_sched_blocks_worst(const kvl_sched *s, int32_t n_prompt, int32_t max_tokens,
+                                int32_t n_samples) {
+    if (!s->paged) /* one slot per sample */
+        return (uint64_t)n_samples;
+    uint64_t bs = (uint64_t)s->block_size, total = (uint64_t)n_prompt + (uint64_t)max_tokens;
+    uint64_t shared = (uint64_t)n_prompt / bs;
+    return shared + (uint64_t)n_samples * (ceil_div(total, bs) - shared);
+}
+
+static uint32_t n_free_blocks(const kvl_sched *s) {
+    return s->paged ? kvl_block_pool_n_free(kvl_kv_paged_pool(s->paged)) : UINT32_MAX;
+}
+
+/* Blocks kept free when admitting or swapping in while others run, so that
+ * running sequences can take their next block without an immediate
+ * preemption (vLLM's watermark): 1% of the pool, at least one block. */
+static uint32_t watermark(const kvl_sched *s) {
+    if (!s->paged || s->lists[KVL_REQ_RUNNING].n == 0)
+        return 0;
+    uint32_t w = s->n_blocks / 100;
+    return w ? w : 1;
+}
+
+static int32_t lead_of(const kvl_request *r) {
+    for (int32_t i = 0; i < r->n_samples; i++)
+        if (!r->seqs[i].done)
+            return i;
+    return -1;
+}
+
+/* ---- slots and release ---------------------------------------------------- */
+
+static void slot_put(kvl_sched *s, kvl_seq *q) {
+    if (q->slot < 0)
+        return;
+    kvl_error err;
+    kvl_status st = kvl_kv_cache_release(s->kv, q->slot, &err);
+    KVL_ASSERT(st == KVL_OK);
+    s->free_slots[s->n_free_slots++] = q->slot;
+    q->slot = -1;
+}
+
+static void swap_put(kvl_sched *s, kvl_seq *q) {
+    if (q->n_swap)
+        kvl_kv_swap_release(s->swap, q->swap_ids, q->n_swap);
+    q->n_swap = 0;
+}
+
+void kvl_sched_add(kvl_sched *s, kvl_request *r) {
+    r->state = KVL_REQ_WAITING;
+    r->forked = r->n_alive <= 1;
+    for (int32_t i = 0; i < r->n_samples; i++) {
+        r->seqs[i].slot = -1;
+        r->seqs[i].n_kv = 0;
+        r->seqs[i].n_swap = 0;
+    }
+    s->waiting_tokens += r->n_prompt;
+    list_insert(&s->lists[KVL_REQ_WAITING], r);
+}
+
+void kvl_sched_remove(kvl_sched *s, kvl_request *r) {
+    if (r->state == KVL_REQ_FINISHED)
+        return;
+    for (int32_t i = 0; i < r->n_samples; i++) {
+        slot_put(s, &r->seqs[i]);
+        swap_put(s, &r->seqs[i]);
+        r->seqs[i].n_kv = 0;
+    }
+    move_to(s, r, KVL_REQ_FINISHED);
+}
+
+void kvl_sched_end_sample(kvl_sched *s, kvl_request *r, int32_t si) {
+    kvl_seq *q = &r->seqs[si];
+    if (q->done)
+        return;
+    q->done = true;
+    r->n_alive--;
+    slot_put(s, q);
+    swap_put(s, q);
+    q->n_kv = 0;
+    if (r->n_alive <= 1)
+        r->forked = true;
+}
+
+/* ---- preemption ----------------------------------------------------------- */
+
+/* Positions of r's KV, the shared prompt counted once. */
+static int64_t kv_tokens(const kvl_request *r) {
+    int64_t t = 0;
+    bool first = true;
+    for (int32_t i = 0; i < r->n_samples; i++) {
+        const kvl_seq *q = &r->seqs[i];
+        if (q->done || q->n_kv == 0)
+            continue;
+        t += (r->forked && !first && r->n_alive > 1) ? q->n_kv - r->n_prompt : q->n_kv;
+        first = false;
+    }
+    return t;
+}
+
+static void preempt_recompute(kvl_sched *s, kvl_request *r) {
+    s->c.n_preempt_recompute++;
+    s->c.tokens_recomputed += kv_tokens(r);
+    r->recomputed += kv_tokens(r);
+    for (int32_t i = 0; i < r->n_samples; i++) {
+        slot_put(s, &r->seqs[i]);
+        r->seqs[i].n_kv = 0;
+    }
+    r->forked = r->n_alive <= 1;
+    move_to(s, r, KVL_REQ_WAITING);
+}
+
+/* Swap is offered for requests whose KV is one table (one alive sample, or
+ * samples not yet forked): a forked request's shared prompt blocks would
+ * come back as copies, which could exceed what it was admitted with. */
+static bool swap_possible(const kvl_sched *s, const kvl_request *r, uint32_t *n_blocks) {
+    if (!s->swap || (r->forked && r->n_alive > 1))
+        return false;
+    int32_t li = lead_of(r);
+    const kvl_block_table *t = kvl_kv_paged_table(s->paged, r->seqs[li].slot);
+    *n_blocks = t->n_blocks;
+    return t->n_blocks <= kvl_kv_swap_n_free(s->swap);
+}
+
+static void preempt_swap(kvl_sched *s, kvl_request *r) {
+    int32_t li = lead_of(r);
+    kvl_seq *q = &r->seqs[li];
+    const kvl_block_table *t = kvl_kv_paged_table(s->paged, q->slot);
+    uint32_t n = t->n_blocks;
+    kvl_error err;
+    double t0 = kvl_now();
+    kvl_status st = kvl_kv_swap_alloc(s->swap, n, q->swap_ids, &err);
+    KVL_ASSERT(st == KVL_OK);
+    for (uint32_t j = 0; j < n; j++)
+        kvl_kv_paged_block_save(s->paged, q->slot, j, kvl_kv_swap_block(s->swap, q->swap_ids[j]));
+    if (q->swap_res)
+        kvl_kv_paged_residual_save(s->paged, q->slot, q->swap_res);
+    q->n_swap = n;
+    s->c.swap_seconds += kvl_now() - t0;
+    s->c.n_preempt_swap++;
+    s->c.n_blocks_swapped_out += n;
+    s->c.bytes_swapped_out += (size_t)n * kvl_kv_swap_block_bytes(s->swap);
+    int32_t n_kv = q->n_kv;
+    for (int32_t i = 0; i < r->n_samples; i++)
+        slot_put(s, &r->seqs[i]);
+    q->n_kv = n_kv; /* kept: it comes back */
+    move_to(s, r, KVL_REQ_SWAPPED);
+}
+
+/* The cost rule: swap when copying the blocks out and back is cheaper than
+ * computing their positions again (at the measured rates). */
+static void preempt(kvl_sched *s, kvl_request *r) {
+    s->c.n_preemptions++;
+    r->n_preempt++;
+    uint32_t nb = 0;
+    bool can_swap = s->p.preempt != KVL_PREEMPT_RECOMPUTE && swap_possible(s, r, &nb);
+    if (can_swap && s->p.preempt == KVL_PREEMPT_AUTO) {
+        double bytes = 2.0 * (double)nb * (double)kvl_kv_swap_block_bytes(s->swap);
+        double swap_s = bytes / s->swap_bytes_s;
+        double recompute_s = (double)kv_tokens(r) / s->prefill_tok_s;
+        can_swap = swap_s < recompute_s;
+    }
+    if (can_swap)
+        preempt_swap(s, r);
+    else
+        preempt_recompute(s, r);
+}
+
+kvl_status kvl_sched_preempt(kvl_sched *s, kvl_request *r, kvl_preempt_mode mode,
+                             kvl_error *err) {
+    if (r->state != KVL_REQ_RUNNING)
+        return kvl_errorf(err, KVL_E_INVALID, "preempt: request %llu is not running",
+                          (unsigned long long)r->id);
+    kvl_preempt_mode keep = s->p.preempt;
+    s->p.preempt = mode;
+    preempt(s, r);
+    s->p.preempt = keep;
+    return KVL_OK;
+}
+
+/* The worst-ranked running request ranked after r (or NULL). */
+static kvl_request *victim_for(kvl_sched *s, const kvl_request *r) {
+    kvl_request *v = s->lists[KVL_REQ_RUNNING].tail;
+    return (v && v != r && ranks_before(r, v)) ? v : NULL;
+}
+
+/* ---- swap in -------------------------------------------------------------- */
+
+static bool swap_in(kvl_sched *s, kvl_request *r) {
+    if (s->n_free_slots < r->n_alive)
+        return false;
+    int32_t li = lead_of(r);
+    kvl_seq *q = &r->seqs[li];
+    uint64_t need = ceil_div((uint64_t)q->n_kv, (uint64_t)s->block_size);
+    if (need + watermark(s) > n_free_blocks(s))
+        return false;
+    for (int32_t i = 0; i < r->n_samples; i++)
+        if (!r->seqs[i].done)
+            r->seqs[i].slot = s->free_slots[--s->n_free_slots];
+    double t0 = kvl_now();
+    kvl_error err;
+    kvl_status st = kvl_kv_cache_reserve(s->kv, q->slot, q->n_kv, &err);
+    KVL_ASSERT(st == KVL_OK);
+    for (uint32_t j = 0; j < q->n_swap; j++)
+        kvl_kv_paged_block_load(s->paged, q->slot, j, kvl_kv_swap_block(s->swap, q->swap_ids[j]));
+    if (q->swap_res)
+        kvl_kv_paged_residual_load(s->paged, q->slot, q->swap_res);
+    s->c.swap_seconds += kvl_now() - t0;
+    s->c.n_blocks_swapped_in += q->n_swap;
+    s->c.bytes_swapped_in += (size_t)q->n_swap * kvl_kv_swap_block_bytes(s->swap);
+    swap_put(s, q);
+    move_to(s, r, KVL_REQ_RUNNING);
+    return true;
+}
+
+/* ---- the step ------------------------------------------------------------- */
+
+/* Tokens sample si of r would feed now (before the budget): up to the
+ * prompt's end for the lead of unforked samples, else to len. */
+static int32_t want_tokens(const kvl_request *r, int32_t si) {
+    const kvl_seq *q = &r->seqs[si];
+    int32_t target = (!r->forked && q->n_kv < r->n_prompt) ? r->n_prompt : q->len;
+    return target - q->n_kv;
+}
+
+static void add_item(kvl_sched *s, kvl_request *r, int32_t si, int32_t n) {
+    kvl_seq *q = &r->seqs[si];
+    kvl_sched_plan *pl = &s->plan;
+    kvl_sched_item *it = &pl->items[pl->n_items++];
+    int32_t at = pl->batch.n_tokens;
+    *it = (kvl_sched_item){.r = r, .si = si, .pos0 = q->n_kv, .n_tokens = n, .logit_row = -1};
+    for (int32_t k = 0; k < n; k++) {
+        s->tok[at + k] = q->hist[q->n_kv + k];
+        s->seq[at + k] = q->slot;
+        s->pos[at + k] = q->n_kv + k;
+        s->want[at + k] = false;
+    }
+    bool unforked_lead = !r->forked;
+    if (q->n_kv + n == q->len) { /* the chunk reaches the end: sample after it */
+        s->want[at + n - 1] = true;
+        it->logit_row = 0; /* numbered below */
+    }
+    if (unforked_lead && q->n_kv + n == r->n_prompt)
+        it->fork_after = true;
+    if (n == 1 && q->n_kv + 1 == q->len && q->n_gen > 0)
+        pl->n_decode += 1;
+    else
+        pl->n_prefill += n;
+    pl->batch.n_tokens += n;
+    q->n_kv += n;
+    r->ever_run = true;
+}
+
+/* Give running request r its tokens for this step; false when r itself was
+ * preempted. budget is decreased by what was scheduled. */
+static bool schedule_running(kvl_sched *s, kvl_request *r, int32_t *budget) {
+    for (;;) {
+        int32_t n = 0, left = *budget;
+        for (int32_t i = 0; i < r->n_samples && left > 0; i++) {
+            const kvl_seq *q = &r->seqs[i];
+            if (q->done || q->slot < 0 || (!r->forked && i != lead_of(r)))
+                continue;
+            int32_t w = want_tokens(r, i);
+            if (w <= 0)
+                continue;
+            if (w > left)
+                w = left;
+            s->rs_seq[n] = i;
+            s->rs_n[n] = w;
+            left -= w;
+            n++;
+        }
+        if (n == 0)
+            return true;
+        int32_t slots[KVL_MAX_SAMPLES];
+        for (int32_t k = 0; k < n; k++)
+            slots[k] = r->seqs[s->rs_seq[k]].slot;
+        kvl_error err;
+        kvl_status st = kvl_kv_cache_reserve_batch(s->kv, n, slots, s->rs_n, &err);
+        if (st == KVL_OK) {
+            for (int32_t k = 0; k < n; k++)
+                add_item(s, r, s->rs_seq[k], s->rs_n[k]);
+            *budget = left;
+            return true;
+        }
+        KVL_ASSERT(st == KVL_E_NO_KV);
+        kvl_request *v = victim_for(s, r);
+        if (!v) {
+            preempt(s, r);
+            return false;
+        }
+        preempt(s, v);
+    }
+}
+
+static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
+    if (s->n_free_slots < r->n_alive || *budget <= 0)
+        return false;
+    int32_t li = lead_of(r);
+    const kvl_seq *q = &r->seqs[li];
+    int32_t target = r->forked ? q->len : r->n_prompt;
+    int32_t chunk = target < *budget ? target : *budget;
+    uint64_t need = s->paged ? ceil_div((uint64_t)chunk, (uint64_t)s->block_size) : 0;
+    if (r->n_preempt > 0 && s->paged) /* thrash guard: its whole history must fit */
+        for (int32_t i = 0; i < r->n_samples; i++)
+            if (!r->seqs[i].done) {
+                uint64_t b = ceil_div((uint64_t)r->seqs[i].len + 1, (uint64_t)s->block_size);
+                need = b > need ? b : need;
+            }
+    if (need + watermark(s) > n_free_blocks(s))
+        return false;
+    for (int32_t i = 0; i < r->n_samples; i++)
+        if (!r->seqs[i].done)
+            r->seqs[i].slot = s->free_slots[--s->n_free_slots];
+    move_to(s, r, KVL_REQ_RUNNING);
+    kvl_error err;
+    kvl_status st = kvl_kv_cache_reserve(s->kv, q->slot, chunk, &err);
+    KVL_ASSERT(st == KVL_OK);
+    add_item(s, r, li, chunk);
+    *budget -= chunk;
+    return true;
+}
+
+void kvl_sched_schedule(kvl_sched *s, int32_t max_requests, kvl_sched_plan **out) {
+    kvl_sched_plan *pl = &s->plan;
+    *pl = (kvl_sched_plan){.items = s->items,
+                           .batch = {.tokens = s->tok, .seq = s->seq, .pos = s->pos,
+                                     .logits = s->want}};
+    int32_t budget = s->p.max_batch_tokens, n_req = 0;
+    /* 1. swapped requests come back while they fit */
+    for (kvl_request *r = s->lists[KVL_REQ_SWAPPED].head, *nx; r; r = nx) {
+        nx = r->next;
+        if (!swap_in(s, r))
+            break;
+    }
+    /* 2. running requests, best first */
+    for (kvl_request *r = s->lists[KVL_REQ_RUNNING].head, *nx; r && budget > 0; r = nx) {
+        if (n_req >= max_requests)
+            break;
+        int32_t before = pl->n_items;
+        bool kept = schedule_running(s, r, &budget);
+        nx = kept ? r->next : NULL; /* r preempted itself: everything after it is worse */
+        n_req += pl->n_items > before;
+    }
+    /* 3. waiting requests, best first, no overtaking */
+    for (kvl_request *r = s->lists[KVL_REQ_WAITING].head, *nx; r && budget > 0; r = nx) {
+        nx = r->next;
+        if (n_req >= max_requests || !admit(s, r, &budget))
+            break;
+        n_req++;
+    }
+    int32_t row = 0;
+    for (int32_t i = 0; i < pl->n_items; i++)
+        if (pl->items[i].logit_row >= 0)
+            pl->items[i].logit_row = row++;
+    *out = pl;
+}
+
+void kvl_sched_after_run(kvl_sched *s, kvl_sched_plan *pl) {
+    for (int32_t i = 0; i < pl->n_items; i++) {
+        kvl_sched_item *it = &pl->items[i];
+        kvl_request *r = it->r;
+        if (!it->fork_after || r->state != KVL_REQ_RUNNING || r->forked)
+            continue;
+        kvl_seq *lead = &r->seqs[it->si];
+        for (int32_t k = 0; k < r->n_samples; k++) {
+            kvl_seq *q = &r->seqs[k];
+            if (k == it->si || q->done)
+                continue;
+            kvl_error err;
+            kvl_status st = kvl_kv_cache_fork(s->kv, lead->slot, q->slot, &err);
+            KVL_ASSERT(st == KVL_OK);
+            q->n_kv = lead->n_kv;
+        }
+        r->forked = true;
+    }
+}

@@ -1,0 +1,110 @@
+/*
+ * The scheduler: one step at a time it decides which requests run, which
+ * tokens of each are fed, who is admitted and who is preempted, and
+ * describes the step as a flattened batch (kvl_sched_plan) for the
+ * executor. It reserves the step's KV positions through the KV cache's
+ * all-or-nothing calls before the plan is returned, so the forward pass
+ * never runs short. It never calls the forward pass and never samples.
+ *
+ * Ranking: a ranks before b when a.priority > b.priority, or equal
+ * priorities and a arrived first. Lists are kept in rank order.
+ *
+ * One step (docs/engine.md draws it):
+ *   1. swapped requests, best rank first, come back while their blocks,
+ *      slots and the watermark fit;
+ *   2. running requests, best rank first, get their tokens under the token
+ *      budget: one per decoding sample, a prefill chunk otherwise; when the
+ *      pool is short, the worst-ranked running request ranked after this
+ *      one is preempted (swap or recompute, by the cost rule); with no such
+ *      victim this request itself is preempted. The best-ranked request is
+ *      therefore never preempted for a worse one: progress is guaranteed;
+ *   3. waiting requests, best rank first, are admitted while slots, budget
+ *      and blocks (plus the watermark) allow; the first that does not fit
+ *      stops admission (no overtaking within the queue).
+ *
+ * Work per step is bounded by max_seqs items and max_batch_tokens tokens;
+ * the list walks are O(requests in the lists).
+ */
+#ifndef KVL_SCHEDULER_H
+#define KVL_SCHEDULER_H
+
+#include "kv/kv_cache.h"
+#include "kv/kv_swap.h"
+#include "sched/request.h"
+
+typedef struct kvl_sched_params {
+    int32_t max_seqs;         /* KV slots (sequences in flight) */
+    int32_t max_batch_tokens; /* tokens per step */
+    kvl_preempt_mode preempt;
+} kvl_sched_params;
+
+/* One sample's share of a step: n_tokens of hist from position pos0. */
+typedef struct kvl_sched_item {
+    kvl_request *r;
+    int32_t si;       /* sample index */
+    int32_t pos0, n_tokens;
+    int32_t logit_row; /* row of the step's logits, or -1 */
+    bool fork_after;  /* lead of unforked samples reaches the prompt's end */
+} kvl_sched_item;
+
+typedef struct kvl_sched_plan {
+    int32_t n_items;
+    kvl_sched_item *items; /* (max_seqs) */
+    kvl_batch batch;       /* over the arrays below */
+    int32_t n_prefill, n_decode; /* tokens of each kind */
+} kvl_sched_plan;
+
+typedef struct kvl_sched_counters {
+    int64_t n_preemptions, n_preempt_recompute, n_preempt_swap, tokens_recomputed;
+    int64_t n_blocks_swapped_out, n_blocks_swapped_in;
+    size_t bytes_swapped_out, bytes_swapped_in;
+    double swap_seconds; /* time spent copying to and from the swap area */
+} kvl_sched_counters;
+
+typedef struct kvl_sched kvl_sched;
+
+/* kv and swap (may be NULL) must outlive the scheduler. */
+kvl_status kvl_sched_init(kvl_kv_cache *kv, kvl_kv_swap *swap, const kvl_sched_params *p,
+                          kvl_sched **out, kvl_error *err);
+void kvl_sched_free(kvl_sched *s);
+
+/* Queue r (state WAITING, nothing held). This function can't fail. */
+void kvl_sched_add(kvl_sched *s, kvl_request *r);
+/* Take r out of its list and release everything it holds (slots, blocks,
+ * swap blocks); state FINISHED. This function can't fail. */
+void kvl_sched_remove(kvl_sched *s, kvl_request *r);
+/* Sample si ended: release its slot and KV. This function can't fail. */
+void kvl_sched_end_sample(kvl_sched *s, kvl_request *r, int32_t si);
+
+/* Plan one step (see above). max_requests bounds how many requests it may
+ * schedule (the engine's room for their events). The KV positions of every
+ * item are reserved and n_kv advanced. This function can't fail: a request
+ * that cannot get blocks waits or is preempted. */
+void kvl_sched_schedule(kvl_sched *s, int32_t max_requests, kvl_sched_plan **out);
+/* Preempt running request r now (mode RECOMPUTE or SWAP; AUTO applies the
+ * cost rule). SWAP falls back to recompute when the swap area cannot take
+ * it. For tests and operators. KVL_E_INVALID when r is not running. */
+kvl_status kvl_sched_preempt(kvl_sched *s, kvl_request *r, kvl_preempt_mode mode,
+                             kvl_error *err);
+/* After the batch ran: fork the samples whose lead reached the prompt's end
+ * (fork takes no block). This function can't fail. */
+void kvl_sched_after_run(kvl_sched *s, kvl_sched_plan *plan);
+
+/* The measured rates the cost rule weighs (tokens/s of prefill, bytes/s of
+ * swap copies); the engine updates them. */
+void kvl_sched_set_rates(kvl_sched *s, double prefill_tok_s, double swap_bytes_s);
+
+/* Walk the lists (for stats and tests): each in rank order. */
+kvl_request *kvl_sched_first(const kvl_sched *s, kvl_request_state st);
+int32_t kvl_sched_count(const kvl_sched *s, kvl_request_state st);
+int64_t kvl_sched_waiting_tokens(const kvl_sched *s);
+const kvl_sched_counters *kvl_sched_counters_get(const kvl_sched *s);
+int32_t kvl_sched_free_slots(const kvl_sched *s);
+/* Blocks the worst case of a request needs alone: shared full prompt blocks
+ * once plus every sample's own rest (the submit-time "could it ever fit"). */
+uint64_t kvl_sched_blocks_worst(const kvl_sched *s, int32_t n_prompt, int32_t max_tokens,
+                                int32_t n_samples);
+uint32_t kvl_sched_n_blocks(const kvl_sched *s); /* the pool's blocks (contiguous: slots) */
+int32_t kvl_sched_block_size(const kvl_sched *s);
+
+#endif
