@@ -2,7 +2,7 @@
 # Install the Debian packages kvllm needs for building and testing, only
 # those that are missing. Usage: scripts/deps.sh [test]
 set -euo pipefail
-pkgs=(cmake make gcc libc6-dev libxxhash-dev)
+pkgs=(cmake make gcc libc6-dev pkg-config libpcre2-dev libxxhash-dev)
 if [ "${1:-}" = test ]; then
   pkgs+=(clang libclang-rt-14-dev libxml2-utils python3 pkg-config)
 fi

@@ -42,6 +42,13 @@ run_suite() { # name builddir cmake-args...
 }
 
 mkdir -p build build-asan
+# llama.cpp's tokenizer test vocabularies for tests/test_bpe.c (not stored
+# here): extracted from the npm package node-llama-cpp when npm is there
+if [ -z "${KVL_LLAMACPP_VOCAB:-}" ] && command -v npm >/dev/null; then
+  export KVL_LLAMACPP_VOCAB=$PWD/build/llamacpp-vocab
+  [ -f "$KVL_LLAMACPP_VOCAB/ggml-vocab-qwen2.gguf.out" ] || scripts/fetch_llamacpp_vocab.sh \
+    "$KVL_LLAMACPP_VOCAB" || echo "no llama.cpp vocab files: test_bpe skips its conformance part"
+fi
 run_suite "release (gcc)" build -DCMAKE_BUILD_TYPE=Release
 run_suite "asan+ubsan+fuzz (clang)" build-asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release \
   -DKVL_SANITIZE=ON -DKVL_FUZZ=ON -DKVL_FUZZ_SECONDS="$fuzz_seconds"

@@ -568,6 +568,95 @@ static void expect_gguf_error(const fake_gguf *f, kvl_status want, const char *n
         kvl_tokenizer_free(t);
 }
 
+/* tokenizer.ggml.add_bos_token / add_eos_token / add_space_prefix (as
+ * llama.cpp reads them for SentencePiece) and the end-of-generation set */
+static void test_gguf_flags(void) {
+    fake_gguf f;
+    kvl_tokenizer *t = NULL;
+    kvl_error err = {0};
+    int32_t ids[8];
+    size_t n = 0;
+    static const struct {
+        const char *key;
+        bool v;
+        int32_t want[4];
+        size_t n_want;
+    } cases[] = {
+        {"tokenizer.ggml.add_bos_token", false, {6}, 1},       /* " a" */
+        {"tokenizer.ggml.add_eos_token", true, {1, 6, 2}, 3},  /* <s> " a" </s> */
+        {"tokenizer.ggml.add_space_prefix", false, {1, 5}, 2}, /* <s> "a" */
+        {"tokenizer.ggml.add_space_prefix", true, {1, 6}, 2},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        make_gguf(&f);
+        f.kv[7].key = S(cases[c].key);
+        f.kv[7].type = KVL_GGUF_BOOL;
+        f.kv[7].v.u64 = cases[c].v;
+        f.g.n_kv = 8;
+        t = NULL;
+        CHECK_EQ_INT(kvl_tokenizer_from_gguf(&f.g, &t, &err), KVL_OK);
+        if (!t)
+            continue;
+        CHECK_EQ_INT(kvl_tokenizer_tokenize(t, "a", 1, KVL_TOKENIZE_ADD_SPECIAL, ids, 8, &n, &err),
+                     KVL_OK);
+        CHECK(n == cases[c].n_want && memcmp(ids, cases[c].want, n * sizeof *ids) == 0);
+        /* without the dummy prefix, decoding after BOS keeps a leading space */
+        size_t pl;
+        const char *p = kvl_tokenizer_piece(t, 1, 6, &pl);
+        CHECK(pl == (cases[c].v || c != 2 ? 1u : 2u) && p[pl - 1] == 'a');
+        kvl_tokenizer_free(t);
+    }
+    make_gguf(&f);
+    f.kv[7].key = S("tokenizer.ggml.add_bos_token");
+    f.kv[7].type = KVL_GGUF_UINT8;
+    f.g.n_kv = 8;
+    expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.add_bos_token", "BOOL");
+    /* special tokens in the text: user-defined always, control with
+     * PARSE_SPECIAL; the dummy prefix goes before the text and again after
+     * each special token (llama.cpp) */
+    make_gguf(&f);
+    f.strs[7] = S("<u>");
+    f.types[7] = KVL_TOK_USER_DEFINED;
+    t = NULL;
+    CHECK_EQ_INT(kvl_tokenizer_from_gguf(&f.g, &t, &err), KVL_OK);
+    if (t) {
+        static const int32_t w1[] = {6, 7, 6};
+        CHECK_EQ_INT(kvl_tokenizer_tokenize(t, "a<u>a", 5, 0, ids, 8, &n, &err), KVL_OK);
+        CHECK(n == 3 && memcmp(ids, w1, sizeof w1) == 0);
+        static const int32_t w2[] = {1, 6, 2, 6, 7};
+        CHECK_EQ_INT(kvl_tokenizer_tokenize(t, "a</s>a<u>", 9,
+                                            KVL_TOKENIZE_PARSE_SPECIAL | KVL_TOKENIZE_ADD_SPECIAL,
+                                            ids, 8, &n, &err),
+                     KVL_OK);
+        CHECK(n == 5 && memcmp(ids, w2, sizeof w2) == 0);
+        /* without PARSE_SPECIAL "</s>" is text: no EOS id */
+        CHECK_EQ_INT(kvl_tokenizer_tokenize(t, "a</s>a", 6, 0, ids, 8, &n, &err), KVL_OK);
+        for (size_t i = 0; i < n; i++)
+            CHECK(ids[i] != 2);
+        /* cap too small: the count, the first cap ids */
+        int32_t two[2];
+        CHECK_EQ_INT(kvl_tokenizer_tokenize(t, "a<u>a", 5, 0, two, 2, &n, &err), KVL_E_LIMIT);
+        CHECK(n == 3 && two[0] == 6 && two[1] == 7);
+        kvl_tokenizer_free(t);
+    }
+    /* end of generation: EOS, and control tokens named like <|im_end|> */
+    make_gguf(&f);
+    f.strs[7] = S("<|im_end|>");
+    f.types[7] = KVL_TOK_CONTROL;
+    t = NULL;
+    CHECK_EQ_INT(kvl_tokenizer_from_gguf(&f.g, &t, &err), KVL_OK);
+    if (t) {
+        CHECK(kvl_tokenizer_is_eog(t, 2));
+        CHECK(kvl_tokenizer_is_eog(t, 7));
+        CHECK(!kvl_tokenizer_is_eog(t, 1));
+        CHECK(!kvl_tokenizer_is_eog(t, 6));
+        CHECK(!kvl_tokenizer_is_eog(t, 8));
+        CHECK(!kvl_tokenizer_is_eog(t, -1));
+        CHECK(strcmp(kvl_tokenizer_model(t), "llama") == 0);
+        kvl_tokenizer_free(t);
+    }
+}
+
 static void test_gguf_fake(void) {
     fake_gguf f;
     make_gguf(&f);
@@ -609,8 +698,12 @@ static void test_gguf_fake(void) {
     kvl_tokenizer_free(t);
 
     make_gguf(&f);
+    f.kv[0].v.str = S("bert");
+    expect_gguf_error(&f, KVL_E_UNSUPPORTED, "tokenizer.ggml.model", "'bert'");
+    /* "gpt2" goes to the byte-level BPE (tests/test_bpe.c), which needs merges */
+    make_gguf(&f);
     f.kv[0].v.str = S("gpt2");
-    expect_gguf_error(&f, KVL_E_UNSUPPORTED, "tokenizer.ggml.model", "'gpt2'");
+    expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.merges", NULL);
     make_gguf(&f);
     f.kv[0].type = KVL_GGUF_UINT32;
     expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.model", "STRING");
@@ -741,5 +834,6 @@ int main(void) {
     test_small_vocab();
     test_malformed_llama2c();
     test_gguf_fake();
+    test_gguf_flags();
     return kvt_finish("test_tokenizer");
 }

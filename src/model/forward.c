@@ -5,7 +5,10 @@
  *
  *   xb  = rmsnorm(x) * attn_norm                  (T, dim)
  *   q,k,v = xb Wq^T, xb Wk^T, xb Wv^T              (T, H*hd), (T, KV*hd) x2
- *   rope(q), rope(k) at each token's position
+ *   prepare_qk: the architecture's extras (q/k/v biases, per-head q/k
+ *     RMSNorm), then rotary at each token's position (pairs (2i, 2i+1) or,
+ *     NeoX style, (i, i + rope_dim/2); frequencies base^(-2i/rope_dim)
+ *     divided by rope_freqs[i] and the linear scale when the file has them)
  *   kv.store(k, v) for every token, then kv.attend(q) for every token
  *   x  += attn Wo^T
  *   xb  = rmsnorm(x) * ffn_norm
@@ -22,6 +25,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct kvl_forward {
     const kvl_model *m;
@@ -37,6 +41,8 @@ struct kvl_forward {
     float *hb2;    /* (max_tokens, ffn) */
     float *logits; /* (max_tokens, vocab) */
     int32_t *out_rows; /* (max_tokens) batch index of each logits row */
+    float *rope_freq;   /* (rope_dim/2) rotary frequency of each pair */
+    float *rope_cs;     /* (rope_dim/2, 2) cos, sin of one position */
     float *att_scratch; /* (n_threads, max_ctx) attention scores per thread */
     void *mm_scratch;   /* matmul activation scratch, 64-byte aligned */
 };
@@ -54,6 +60,8 @@ void kvl_forward_free(kvl_forward *f) {
     free(f->hb2);
     free(f->logits);
     free(f->out_rows);
+    free(f->rope_freq);
+    free(f->rope_cs);
     free(f->att_scratch);
     free(f->mm_scratch);
     free(f);
@@ -103,6 +111,22 @@ kvl_status kvl_forward_init(const kvl_model *m, int32_t max_tokens, int32_t max_
     f->hb2 = alloc_f(T, hp->ffn_dim, &ok);
     f->logits = alloc_f(T, hp->n_vocab, &ok);
     f->out_rows = calloc((size_t)T, sizeof(int32_t));
+    f->rope_freq = alloc_f(1, hp->rope_dim / 2, &ok);
+    f->rope_cs = alloc_f(2, hp->rope_dim / 2, &ok);
+    if (f->rope_freq) {
+        /* the same float expression as kvl_rope, so plain llama is unchanged */
+        for (int64_t i = 0; i < hp->rope_dim / 2; i++) {
+            float freq = 1.0f / powf(hp->rope_base, (float)(2 * i) / (float)hp->rope_dim);
+            if (m->rope_freqs.data) {
+                float div;
+                memcpy(&div, (const float *)m->rope_freqs.data + i, sizeof div);
+                freq /= div;
+            }
+            if (hp->rope_scale > 0.0f && hp->rope_scale != 1.0f)
+                freq /= hp->rope_scale;
+            f->rope_freq[i] = freq;
+        }
+    }
     f->att_scratch = alloc_f(kvl_pool_size(pool), max_ctx, &ok);
     size_t need = mm_need(&m->output, T);
     for (int64_t l = 0; l < hp->n_layers; l++) {
@@ -149,6 +173,58 @@ static void mm_n(kvl_forward *f, float *const *Y, const kvl_weight *const *w, in
     }
     for (int i = 0; i < n; i++)
         mm(f, Y[i], w[i], X, n_tok);
+}
+
+/* Rotate n_heads heads of x (head_dim apart) by the angles in f->rope_cs. */
+static void rope_heads(const kvl_forward *f, float *x, int64_t n_heads, bool neox) {
+    const kvl_hparams *hp = &f->m->hp;
+    int64_t half = hp->rope_dim / 2;
+    int64_t step = neox ? 1 : 2, other = neox ? half : 1; /* pair i: (i*step, i*step + other) */
+    for (int64_t h = 0; h < n_heads; h++) {
+        float *v = x + h * hp->head_dim;
+        for (int64_t i = 0; i < half; i++) {
+            float c = f->rope_cs[2 * i], s = f->rope_cs[2 * i + 1];
+            float v0 = v[i * step], v1 = v[i * step + other];
+            v[i * step] = v0 * c - v1 * s;
+            v[i * step + other] = v0 * s + v1 * c;
+        }
+    }
+}
+
+/*
+ * Between the Q/K/V projections and attention, for token t: everything the
+ * architectures do differently (kvl_arch_info) happens here and only here.
+ *   qkv_bias:  q += bq, k += bk, v += bv
+ *   qk_norm:   each head of q and of k: rmsnorm(head) * q_norm / k_norm
+ *   rotary:    q and k at position pos, NeoX pairs when rope_neox
+ */
+static void prepare_qk(kvl_forward *f, const kvl_layer_weights *L, int64_t t, int32_t pos) {
+    const kvl_hparams *hp = &f->m->hp;
+    const kvl_arch_info *ai = kvl_arch_get(hp->arch);
+    int64_t hd = hp->head_dim, H = hp->n_heads, KV = hp->n_kv_heads;
+    float *q = f->q + t * H * hd, *k = f->k + t * KV * hd, *v = f->v + t * KV * hd;
+    if (L->bq.data) {
+        const float *bq = L->bq.data, *bk = L->bk.data, *bv = L->bv.data;
+        for (int64_t i = 0; i < H * hd; i++)
+            q[i] += bq[i];
+        for (int64_t i = 0; i < KV * hd; i++) {
+            k[i] += bk[i];
+            v[i] += bv[i];
+        }
+    }
+    if (L->q_norm.data) {
+        for (int64_t h = 0; h < H; h++)
+            kvl_rmsnorm(q + h * hd, q + h * hd, L->q_norm.data, hd, hp->rms_eps);
+        for (int64_t h = 0; h < KV; h++)
+            kvl_rmsnorm(k + h * hd, k + h * hd, L->k_norm.data, hd, hp->rms_eps);
+    }
+    for (int64_t i = 0; i < hp->rope_dim / 2; i++) {
+        const float val = (float)pos * f->rope_freq[i];
+        f->rope_cs[2 * i] = cosf(val);
+        f->rope_cs[2 * i + 1] = sinf(val);
+    }
+    rope_heads(f, q, H, ai->rope_neox);
+    rope_heads(f, k, KV, ai->rope_neox);
 }
 
 typedef struct {
@@ -203,7 +279,7 @@ kvl_status kvl_forward_run(kvl_forward *f, const kvl_batch *b, const kvl_kv_ifac
     }
 
     int64_t D = hp->dim, H = hp->n_heads, KV = hp->n_kv_heads, hd = hp->head_dim;
-    int64_t qd = H * hd, kvd = KV * hd, F = hp->ffn_dim;
+    int64_t kvd = KV * hd, F = hp->ffn_dim;
     size_t emb_row = kvl_row_bytes(m->tok_embd.type, D);
     for (int64_t t = 0; t < T; t++)
         kvl_dequantize_row(m->tok_embd.type,
@@ -225,8 +301,7 @@ kvl_status kvl_forward_run(kvl_forward *f, const kvl_batch *b, const kvl_kv_ifac
         const kvl_weight *const qkv_w[] = {&L->wq, &L->wk, &L->wv};
         mm_n(f, qkv_y, qkv_w, 3, f->xb, T);
         for (int64_t t = 0; t < T; t++) {
-            kvl_rope(f->q + t * qd, H, hd, hp->rope_dim, b->pos[t], hp->rope_base);
-            kvl_rope(f->k + t * kvd, KV, hd, hp->rope_dim, b->pos[t], hp->rope_base);
+            prepare_qk(f, L, t, b->pos[t]);
             kv->store(kv->ctx, (int32_t)l, b->seq[t], b->pos[t], f->k + t * kvd, f->v + t * kvd);
         }
         job.layer = (int32_t)l;

@@ -8,6 +8,7 @@
  */
 #include "model/model.h"
 
+#include <math.h>
 #include <stdio.h>
 
 static kvl_status range(kvl_error *err, const char *field, int64_t v, int64_t lo, int64_t hi) {
@@ -81,32 +82,161 @@ static kvl_status get_f32(const kvl_gguf *g, const char *key, float dflt, float 
     return KVL_OK;
 }
 
+/* The architectures, indexed by kvl_arch (model.h says what each column
+ * means). Shapes come from the same <arch>.* keys for all of them. */
+static const kvl_arch_info k_arch[KVL_ARCH_COUNT] = {
+    /*                  name     computed neox   bias   qk_norm rope_freqs */
+    [KVL_ARCH_LLAMA] = {"llama", true, false, false, false, true},
+    [KVL_ARCH_OPT] = {"opt", false, false, true, false, false},
+    [KVL_ARCH_QWEN2] = {"qwen2", true, true, true, false, false},
+    [KVL_ARCH_QWEN3] = {"qwen3", true, true, false, true, false},
+};
+
+const kvl_arch_info *kvl_arch_get(kvl_arch a) {
+    KVL_ASSERT(a >= 0 && a < KVL_ARCH_COUNT);
+    return &k_arch[a];
+}
+
+/* Keys (after "<arch>.") that change the math in ways kvllm does not
+ * implement; present with a value other than `neutral` they are refused.
+ * NaN: refused whatever the value. */
+static const struct {
+    const char *suffix;
+    double neutral;
+    const char *what;
+} k_refused[] = {
+    {"attention.sliding_window", 0, "sliding-window attention"},
+    {"attention.sliding_window_pattern", NAN, "sliding-window attention"},
+    {"rope.dimension_sections", NAN, "multi-section (M-RoPE) rotary"},
+    {"rope.scaling.attn_factor", 1, "rotary attention-factor scaling (YaRN)"},
+    {"rope.scaling.yarn_log_multiplier", NAN, "YaRN rotary scaling"},
+    {"rope.scaling.yarn_ext_factor", NAN, "YaRN rotary scaling"},
+    {"rope.scaling.yarn_attn_factor", NAN, "YaRN rotary scaling"},
+    {"rope.scaling.yarn_beta_fast", NAN, "YaRN rotary scaling"},
+    {"rope.scaling.yarn_beta_slow", NAN, "YaRN rotary scaling"},
+    {"attention.layer_norm_epsilon", NAN, "LayerNorm (kvllm has RMSNorm only)"},
+    {"attention.clamp_kqv", NAN, "clamped Q/K/V"},
+    {"attention.max_alibi_bias", 0, "ALiBi"},
+    {"attention.causal", 1, "non-causal attention"},
+    {"attention.scale", NAN, "a custom attention scale"},
+    {"attn_logit_softcapping", NAN, "attention logit soft-capping"},
+    {"final_logit_softcapping", NAN, "final logit soft-capping"},
+    {"expert_count", 0, "mixture of experts"},
+    {"embedding_scale", NAN, "embedding scaling"},
+    {"residual_scale", NAN, "residual scaling"},
+    {"logit_scale", NAN, "logit scaling"},
+};
+
+/* A key's value as a number for k_refused: numbers and bools as such,
+ * anything else (strings, arrays) as NaN (never neutral). */
+static double key_number(const kvl_gguf_kv *kv) {
+    switch (kv->type) {
+    case KVL_GGUF_UINT8:
+    case KVL_GGUF_UINT16:
+    case KVL_GGUF_UINT32:
+    case KVL_GGUF_UINT64:
+    case KVL_GGUF_BOOL:
+        return (double)kv->v.u64;
+    case KVL_GGUF_INT8:
+    case KVL_GGUF_INT16:
+    case KVL_GGUF_INT32:
+    case KVL_GGUF_INT64:
+        return (double)kv->v.i64;
+    case KVL_GGUF_FLOAT32:
+    case KVL_GGUF_FLOAT64:
+        return kv->v.f64;
+    default:
+        return NAN;
+    }
+}
+
+static kvl_status check_refused(const kvl_gguf *g, const char *arch, kvl_error *err) {
+    char key[128];
+    for (size_t i = 0; i < sizeof k_refused / sizeof k_refused[0]; i++) {
+        snprintf(key, sizeof key, "%s.%s", arch, k_refused[i].suffix);
+        const kvl_gguf_kv *kv = kvl_gguf_find_key(g, key);
+        if (!kv)
+            continue;
+        double v = key_number(kv);
+        if (v == k_refused[i].neutral)
+            continue;
+        if (isnan(v))
+            return kvl_errorf(err, KVL_E_UNSUPPORTED,
+                              "gguf: key '%s' (%s, type %s) asks for %s, which kvllm does not "
+                              "implement",
+                              key, kv->type == KVL_GGUF_ARRAY ? "an array" : "set",
+                              kvl_gguf_vtype_name(kv->type), k_refused[i].what);
+        return kvl_errorf(err, KVL_E_UNSUPPORTED,
+                          "gguf: key '%s' = %g asks for %s, which kvllm does not implement", key,
+                          v, k_refused[i].what);
+    }
+    /* rotary scaling: none or linear (a factor dividing positions) */
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    const kvl_gguf_kv *kv = kvl_gguf_find_key(g, key);
+    if (kv) {
+        if (kv->type != KVL_GGUF_STRING)
+            return kvl_errorf(err, KVL_E_FORMAT, "gguf: key '%s': type %s, expected STRING", key,
+                              kvl_gguf_vtype_name(kv->type));
+        if (!kvl_str_eq(kv->v.str, "none") && !kvl_str_eq(kv->v.str, "linear"))
+            return kvl_errorf(err, KVL_E_UNSUPPORTED,
+                              "gguf: key '%s' = '%.*s' is not supported (only 'none' and "
+                              "'linear'; Llama 3.1's scaling comes as rope_freqs.weight)",
+                              key, (int)(kv->v.str.len > 64 ? 64 : kv->v.str.len),
+                              kv->v.str.ptr ? kv->v.str.ptr : "");
+    }
+    return KVL_OK;
+}
+
 kvl_status kvl_hparams_from_gguf(const kvl_gguf *g, kvl_hparams *out, kvl_error *err) {
     kvl_str arch;
     kvl_status st = kvl_gguf_get_str(g, "general.architecture", &arch, err);
     if (st)
         return st;
-    if (!kvl_str_eq(arch, "llama"))
-        return kvl_errorf(err, KVL_E_UNSUPPORTED,
-                          "gguf: general.architecture '%.*s' is not supported (only 'llama')",
-                          (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
     kvl_hparams hp = {0};
-    if ((st = get_i64(g, "llama.embedding_length", true, 0, &hp.dim, err)) ||
-        (st = get_i64(g, "llama.block_count", true, 0, &hp.n_layers, err)) ||
-        (st = get_i64(g, "llama.attention.head_count", true, 0, &hp.n_heads, err)) ||
-        (st = get_i64(g, "llama.attention.head_count_kv", false, hp.n_heads, &hp.n_kv_heads,
+    const kvl_arch_info *ai = NULL;
+    for (int a = 0; a < KVL_ARCH_COUNT; a++)
+        if (k_arch[a].computed && kvl_str_eq(arch, k_arch[a].name)) {
+            hp.arch = (kvl_arch)a;
+            ai = &k_arch[a];
+        }
+    if (!ai)
+        return kvl_errorf(err, KVL_E_UNSUPPORTED,
+                          "gguf: general.architecture '%.*s' is not supported (supported: llama, "
+                          "qwen2, qwen3)",
+                          (int)(arch.len > 64 ? 64 : arch.len), arch.ptr ? arch.ptr : "");
+    if ((st = check_refused(g, ai->name, err)))
+        return st;
+    char k[13][96];
+#define KEY(i, suffix) (snprintf(k[i], sizeof k[i], "%s." suffix, ai->name), k[i])
+    if ((st = get_i64(g, KEY(0, "embedding_length"), true, 0, &hp.dim, err)) ||
+        (st = get_i64(g, KEY(1, "block_count"), true, 0, &hp.n_layers, err)) ||
+        (st = get_i64(g, KEY(2, "attention.head_count"), true, 0, &hp.n_heads, err)) ||
+        (st = get_i64(g, KEY(3, "attention.head_count_kv"), false, hp.n_heads, &hp.n_kv_heads,
                       err)) ||
-        (st = get_i64(g, "llama.feed_forward_length", true, 0, &hp.ffn_dim, err)) ||
-        (st = get_i64(g, "llama.context_length", true, 0, &hp.ctx_len, err)) ||
-        (st = get_f32(g, "llama.attention.layer_norm_rms_epsilon", 1e-5f, &hp.rms_eps, err)) ||
-        (st = get_f32(g, "llama.rope.freq_base", 10000.0f, &hp.rope_base, err)))
+        (st = get_i64(g, KEY(4, "feed_forward_length"), true, 0, &hp.ffn_dim, err)) ||
+        (st = get_i64(g, KEY(5, "context_length"), true, 0, &hp.ctx_len, err)) ||
+        (st = get_f32(g, KEY(6, "attention.layer_norm_rms_epsilon"), 1e-5f, &hp.rms_eps, err)) ||
+        (st = get_f32(g, KEY(7, "rope.freq_base"), 10000.0f, &hp.rope_base, err)) ||
+        (st = get_f32(g, KEY(8, "rope.scale_linear"), 0.0f, &hp.rope_scale, err)) ||
+        (st = get_f32(g, KEY(9, "rope.scaling.factor"), hp.rope_scale, &hp.rope_scale, err)))
         return st;
     if (hp.n_heads <= 0)
-        return kvl_errorf(err, KVL_E_FORMAT, "gguf: llama.attention.head_count is 0");
-    if ((st = get_i64(g, "llama.attention.key_length", false, hp.dim / hp.n_heads, &hp.head_dim,
-                      err)) ||
-        (st = get_i64(g, "llama.rope.dimension_count", false, hp.head_dim, &hp.rope_dim, err)))
+        return kvl_errorf(err, KVL_E_FORMAT, "gguf: %s is 0", k[2]);
+    int64_t v_len;
+    if ((st = get_i64(g, KEY(10, "attention.key_length"), false, hp.dim / hp.n_heads,
+                      &hp.head_dim, err)) ||
+        (st = get_i64(g, KEY(11, "attention.value_length"), false, hp.head_dim, &v_len, err)) ||
+        (st = get_i64(g, KEY(12, "rope.dimension_count"), false, hp.head_dim, &hp.rope_dim, err)))
         return st;
+#undef KEY
+    if (v_len != hp.head_dim)
+        return kvl_errorf(err, KVL_E_UNSUPPORTED,
+                          "gguf: %s %lld differs from %s %lld (kvllm needs equal key and value "
+                          "head sizes)",
+                          k[11], (long long)v_len, k[10], (long long)hp.head_dim);
+    if (hp.rope_scale != 0.0f && !(hp.rope_scale >= 1e-3f && hp.rope_scale <= 1e3f))
+        return kvl_errorf(err, KVL_E_FORMAT, "gguf: %s.rope.scaling.factor %g outside [0.001, 1000]",
+                          ai->name, (double)hp.rope_scale);
     const kvl_gguf_tensor *emb = kvl_gguf_find_tensor(g, "token_embd.weight");
     if (!emb)
         return kvl_errorf(err, KVL_E_FORMAT, "gguf: tensor 'token_embd.weight' is missing");

@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "model/tokenizer.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -33,10 +34,21 @@ kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err) {
     RANGE(n_vocab, "--vocab-size", 3, KVL_MAX_VOCAB);
     RANGE(ctx_len, "--ctx", 1, KVL_MAX_CTX);
 #undef RANGE
-    if (s->shape.hp.dim % s->shape.hp.n_heads)
+    const kvl_hparams *hp = &s->shape.hp;
+    if (hp->arch < 0 || hp->arch >= KVL_ARCH_COUNT || !kvl_arch_get(hp->arch)->computed)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "shape '%s': architecture id %d is not one kvllm writes (llama 0, "
+                          "qwen2 2, qwen3 3)",
+                          s->shape.name, (int)hp->arch);
+    const kvl_arch_info *ai = kvl_arch_get(hp->arch);
+    if (s->shape.rope_freqs && !ai->rope_freqs)
+        return kvl_errorf(err, KVL_E_INVALID, "shape '%s': architecture '%s' has no rope_freqs",
+                          s->shape.name, ai->name);
+    bool own_hd = hp->arch == KVL_ARCH_QWEN3 && hp->head_dim > 0;
+    if (!own_hd && hp->dim % hp->n_heads)
         return kvl_errorf(err, KVL_E_INVALID, "--heads %lld does not divide --dim %lld",
-                          (long long)s->shape.hp.n_heads, (long long)s->shape.hp.dim);
-    int64_t hd = s->shape.hp.dim / s->shape.hp.n_heads;
+                          (long long)hp->n_heads, (long long)hp->dim);
+    int64_t hd = own_hd ? hp->head_dim : hp->dim / hp->n_heads;
     if (hd % 2)
         return kvl_errorf(err, KVL_E_INVALID,
                           "head_dim = --dim %lld / --heads %lld = %lld is odd (RoPE rotates pairs)",
@@ -65,10 +77,11 @@ kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err) {
         return kvl_errorf(err, KVL_E_INVALID,
                           "--alignment %zu is not a power of two in [1, %u]", s->alignment,
                           (unsigned)KVL_GGUF_MAX_ALIGNMENT);
-    if (s->shape.arch != KVL_ARCH_LLAMA || s->shape.qkv_bias)
+    if (s->shape.arch != KVL_ARCH_LLAMA || s->shape.qkv_bias != ai->qkv_bias)
         return kvl_errorf(err, KVL_E_INVALID,
-                          "shape '%s': mkmodel writes llama models without biases (arch id %d%s)",
-                          s->shape.name, (int)s->shape.arch,
+                          "shape '%s': mkmodel writes llama-family models with q/k/v biases "
+                          "exactly for qwen2 (shape arch id %d, '%s'%s)",
+                          s->shape.name, (int)s->shape.arch, ai->name,
                           s->shape.qkv_bias ? ", q/k/v biases" : "");
     if (strnlen(s->shape.name, sizeof s->shape.name) == sizeof s->shape.name)
         return kvl_errorf(err, KVL_E_INVALID, "--name is longer than %zu bytes",
@@ -132,15 +145,52 @@ static uint64_t fnv1a64(const char *s) {
     return h;
 }
 
+/* qwen3 keeps its own head_dim; the others have dim / n_heads */
+static int64_t mk_head_dim(const kvl_mkmodel_spec *s) {
+    const kvl_hparams *hp = &s->shape.hp;
+    return hp->arch == KVL_ARCH_QWEN3 && hp->head_dim > 0 ? hp->head_dim : hp->dim / hp->n_heads;
+}
+
 static bool is_norm(const char *name) {
     size_t n = strlen(name);
     static const char suf[] = "_norm.weight";
     return n >= sizeof suf - 1 && !strcmp(name + n - (sizeof suf - 1), suf);
 }
 
+/* Llama 3.1's rotary divisors (its reference "apply_scaling"): long
+ * wavelengths divided by factor, short ones kept, a smooth ramp between. */
+static void llama3_rope_factors(const kvl_mkmodel_spec *s, float *out, int64_t n) {
+    const double factor = 32, low = 1, high = 4, old_ctx = 8192, pi = 3.14159265358979323846;
+    int64_t hd = mk_head_dim(s);
+    for (int64_t i = 0; i < n; i++) {
+        double freq = pow((double)s->shape.hp.rope_base, -(double)(2 * i) / (double)hd);
+        double wavelen = 2 * pi / freq;
+        double f;
+        if (wavelen < old_ctx / high) {
+            f = 1;
+        } else if (wavelen > old_ctx / low) {
+            f = factor;
+        } else {
+            double smooth = (old_ctx / wavelen - low) / (high - low);
+            f = 1 / ((1 - smooth) / factor + smooth);
+        }
+        out[i] = (float)f;
+    }
+}
+
+static bool is_qk_norm(const char *name) {
+    size_t n = strlen(name);
+    return (n >= 18 && !strcmp(name + n - 18, "attn_q_norm.weight")) ||
+           (n >= 18 && !strcmp(name + n - 18, "attn_k_norm.weight"));
+}
+
 void kvl_mkmodel_row(const kvl_mkmodel_spec *s, const char *name, int64_t row, float *out,
                      int64_t n) {
-    if (is_norm(name)) {
+    if (!strcmp(name, "rope_freqs.weight")) {
+        llama3_rope_factors(s, out, n);
+        return;
+    }
+    if (is_norm(name) && !is_qk_norm(name)) {
         for (int64_t i = 0; i < n; i++)
             out[i] = 1.0f;
         return;
@@ -157,6 +207,9 @@ void kvl_mkmodel_row(const kvl_mkmodel_spec *s, const char *name, int64_t row, f
                       (int64_t)((r >> 32) & 0xffff) + (int64_t)(r >> 48);
         out[i] = (float)((double)(sum - 131070) * k);
     }
+    if (is_qk_norm(name))
+        for (int64_t i = 0; i < n; i++)
+            out[i] = 1.0f + 10.0f * out[i];
 }
 
 /* -- vocabulary -- */
@@ -393,8 +446,10 @@ typedef struct mk_tensor {
  * attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down),
  * output_norm, output (unless tied). */
 static size_t mk_tensors(const kvl_mkmodel_spec *s, mk_tensor *t) {
-    const int64_t hd = s->shape.hp.dim / s->shape.hp.n_heads;
-    const int64_t q = s->shape.hp.n_heads * hd, kv = s->shape.hp.n_kv_heads * hd;
+    const kvl_hparams *hp = &s->shape.hp;
+    const int64_t hd = mk_head_dim(s);
+    const kvl_arch_info *ai = kvl_arch_get(hp->arch);
+    const int64_t q = hp->n_heads * hd, kv = hp->n_kv_heads * hd;
     size_t n = 0;
 #define ADD(nd, a, b, role, l, fmt, ...)                                                         \
     do {                                                                                         \
@@ -408,17 +463,28 @@ static size_t mk_tensors(const kvl_mkmodel_spec *s, mk_tensor *t) {
         n++;                                                                                     \
     } while (0)
     const kvl_mkmodel_role other = KVL_MK_OTHER;
-    ADD(2, s->shape.hp.dim, s->shape.hp.n_vocab, KVL_MK_TOKEN_EMBD, 0, "%s", "token_embd.weight");
-    for (int64_t l = 0; l < s->shape.hp.n_layers; l++) {
-        ADD(1, s->shape.hp.dim, 1, other, l, "blk.%lld.attn_norm.weight", (long long)l);
-        ADD(2, s->shape.hp.dim, q, other, l, "blk.%lld.attn_q.weight", (long long)l);
-        ADD(2, s->shape.hp.dim, kv, other, l, "blk.%lld.attn_k.weight", (long long)l);
-        ADD(2, s->shape.hp.dim, kv, KVL_MK_ATTN_V, l, "blk.%lld.attn_v.weight", (long long)l);
-        ADD(2, q, s->shape.hp.dim, other, l, "blk.%lld.attn_output.weight", (long long)l);
-        ADD(1, s->shape.hp.dim, 1, other, l, "blk.%lld.ffn_norm.weight", (long long)l);
-        ADD(2, s->shape.hp.dim, s->shape.hp.ffn_dim, other, l, "blk.%lld.ffn_gate.weight", (long long)l);
-        ADD(2, s->shape.hp.dim, s->shape.hp.ffn_dim, other, l, "blk.%lld.ffn_up.weight", (long long)l);
-        ADD(2, s->shape.hp.ffn_dim, s->shape.hp.dim, KVL_MK_FFN_DOWN, l, "blk.%lld.ffn_down.weight", (long long)l);
+    ADD(2, hp->dim, hp->n_vocab, KVL_MK_TOKEN_EMBD, 0, "%s", "token_embd.weight");
+    if (s->shape.rope_freqs)
+        ADD(1, hd / 2, 1, other, 0, "%s", "rope_freqs.weight");
+    for (int64_t l = 0; l < hp->n_layers; l++) {
+        ADD(1, hp->dim, 1, other, l, "blk.%lld.attn_norm.weight", (long long)l);
+        ADD(2, hp->dim, q, other, l, "blk.%lld.attn_q.weight", (long long)l);
+        ADD(2, hp->dim, kv, other, l, "blk.%lld.attn_k.weight", (long long)l);
+        ADD(2, hp->dim, kv, KVL_MK_ATTN_V, l, "blk.%lld.attn_v.weight", (long long)l);
+        if (ai->qkv_bias) {
+            ADD(1, q, 1, other, l, "blk.%lld.attn_q.bias", (long long)l);
+            ADD(1, kv, 1, other, l, "blk.%lld.attn_k.bias", (long long)l);
+            ADD(1, kv, 1, other, l, "blk.%lld.attn_v.bias", (long long)l);
+        }
+        if (ai->qk_norm) {
+            ADD(1, hd, 1, other, l, "blk.%lld.attn_q_norm.weight", (long long)l);
+            ADD(1, hd, 1, other, l, "blk.%lld.attn_k_norm.weight", (long long)l);
+        }
+        ADD(2, q, hp->dim, other, l, "blk.%lld.attn_output.weight", (long long)l);
+        ADD(1, hp->dim, 1, other, l, "blk.%lld.ffn_norm.weight", (long long)l);
+        ADD(2, hp->dim, hp->ffn_dim, other, l, "blk.%lld.ffn_gate.weight", (long long)l);
+        ADD(2, hp->dim, hp->ffn_dim, other, l, "blk.%lld.ffn_up.weight", (long long)l);
+        ADD(2, hp->ffn_dim, hp->dim, KVL_MK_FFN_DOWN, l, "blk.%lld.ffn_down.weight", (long long)l);
     }
     ADD(1, s->shape.hp.dim, 1, other, 0, "%s", "output_norm.weight");
     if (!s->shape.tied_embd)
@@ -429,25 +495,35 @@ static size_t mk_tensors(const kvl_mkmodel_spec *s, mk_tensor *t) {
 
 static kvl_status mk_metadata(kvl_gguf_writer *w, const kvl_mkmodel_spec *s,
                               const kvl_mkmodel_vocab *v, kvl_error *err) {
-    const int64_t hd = s->shape.hp.dim / s->shape.hp.n_heads;
+    const kvl_hparams *hp = &s->shape.hp;
+    const int64_t hd = mk_head_dim(s);
+    const char *arch = kvl_arch_get(hp->arch)->name;
+    char key[96];
+#define K(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
     char desc[160];
     snprintf(desc, sizeof desc, "random weights (kvllm mkmodel, seed %llu); not a trained model",
              (unsigned long long)s->seed);
-    kvl_gguf_writer_add_str(w, "general.architecture", "llama", NULL);
-    kvl_gguf_writer_add_str(w, "general.name", s->shape.name[0] ? s->shape.name : "random-llama", NULL);
+    kvl_gguf_writer_add_str(w, "general.architecture", arch, NULL);
+    kvl_gguf_writer_add_str(w, "general.name", s->shape.name[0] ? s->shape.name : "random-model",
+                            NULL);
     kvl_gguf_writer_add_str(w, "general.description", desc, NULL);
     kvl_gguf_writer_add_u32(w, "general.file_type", kvl_mkmodel_file_type(s->type), NULL);
     kvl_gguf_writer_add_u64(w, "kvllm.mkmodel.seed", s->seed, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.context_length", (uint32_t)s->shape.hp.ctx_len, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.embedding_length", (uint32_t)s->shape.hp.dim, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.block_count", (uint32_t)s->shape.hp.n_layers, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.feed_forward_length", (uint32_t)s->shape.hp.ffn_dim, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.attention.head_count", (uint32_t)s->shape.hp.n_heads, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.attention.head_count_kv", (uint32_t)s->shape.hp.n_kv_heads, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.rope.dimension_count", (uint32_t)hd, NULL);
-    kvl_gguf_writer_add_f32(w, "llama.rope.freq_base", s->shape.hp.rope_base, NULL);
-    kvl_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", s->shape.hp.rms_eps, NULL);
-    kvl_gguf_writer_add_u32(w, "llama.vocab_size", (uint32_t)s->shape.hp.n_vocab, NULL);
+    kvl_gguf_writer_add_u32(w, K("context_length"), (uint32_t)hp->ctx_len, NULL);
+    kvl_gguf_writer_add_u32(w, K("embedding_length"), (uint32_t)hp->dim, NULL);
+    kvl_gguf_writer_add_u32(w, K("block_count"), (uint32_t)hp->n_layers, NULL);
+    kvl_gguf_writer_add_u32(w, K("feed_forward_length"), (uint32_t)hp->ffn_dim, NULL);
+    kvl_gguf_writer_add_u32(w, K("attention.head_count"), (uint32_t)hp->n_heads, NULL);
+    kvl_gguf_writer_add_u32(w, K("attention.head_count_kv"), (uint32_t)hp->n_kv_heads, NULL);
+    kvl_gguf_writer_add_u32(w, K("rope.dimension_count"), (uint32_t)hd, NULL);
+    kvl_gguf_writer_add_f32(w, K("rope.freq_base"), hp->rope_base, NULL);
+    kvl_gguf_writer_add_f32(w, K("attention.layer_norm_rms_epsilon"), hp->rms_eps, NULL);
+    kvl_gguf_writer_add_u32(w, K("vocab_size"), (uint32_t)hp->n_vocab, NULL);
+    if (hd * hp->n_heads != hp->dim) {
+        kvl_gguf_writer_add_u32(w, K("attention.key_length"), (uint32_t)hd, NULL);
+        kvl_gguf_writer_add_u32(w, K("attention.value_length"), (uint32_t)hd, NULL);
+    }
+#undef K
     kvl_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama", NULL);
     kvl_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->pieces, NULL,
                                 (uint64_t)v->n, NULL);

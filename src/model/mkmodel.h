@@ -16,11 +16,16 @@
 
 #define KVL_MKMODEL_STD 0.02
 
-/* What to write. The shape's arch must be llama without q/k/v biases;
- * head_dim is dim / n_heads and RoPE turns the whole head, so
- * shape.hp.head_dim and shape.hp.rope_dim are not read. shape.name is
- * general.name; shape.tied_embd leaves out output.weight. Named presets
- * come from the catalogue (plan/catalog.h: kvl_catalog_mkmodel_spec). */
+/* What to write. shape.hp.arch is the architecture written (llama, qwen2
+ * with its q/k/v biases, which shape.qkv_bias must say, or qwen3 with its
+ * per-head q/k norms); shape.arch must be llama (the planner's family).
+ * head_dim is dim / n_heads, except for qwen3, where a non-zero
+ * shape.hp.head_dim is used (and written as key_length / value_length);
+ * RoPE turns the whole head, so shape.hp.rope_dim is not read. shape.name
+ * is general.name; shape.tied_embd leaves out output.weight;
+ * shape.rope_freqs (llama) writes Llama 3.1's rope_freqs.weight (factor 32,
+ * low 1, high 4, original context 8192). Named presets come from the
+ * catalogue (plan/catalog.h: kvl_catalog_mkmodel_spec). */
 typedef struct kvl_mkmodel_spec {
     kvl_model_shape shape;
     kvl_type type;    /* of the 2-D weights: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K */
@@ -61,7 +66,10 @@ kvl_type kvl_mkmodel_tensor_type(const kvl_mkmodel_spec *s, kvl_mkmodel_role rol
                                  int64_t ne0);
 
 /* The float values of row `row` (n values) of tensor `name`, before
- * conversion to the stored type. Norm weights ("*_norm.weight") are 1.0. */
+ * conversion to the stored type. Norm weights ("*_norm.weight") are 1.0,
+ * except the per-head attn_q_norm / attn_k_norm, 1.0 plus ten times the
+ * random values (so a test can tell them apart); rope_freqs.weight holds
+ * Llama 3.1's factors for the spec's rope base and head_dim. */
 void kvl_mkmodel_row(const kvl_mkmodel_spec *s, const char *name, int64_t row, float *out,
                      int64_t n);
 

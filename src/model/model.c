@@ -23,11 +23,18 @@ void kvl_model_free(kvl_model *m) {
     free(m);
 }
 
+/* Binding state: which of the file's tensors the architecture uses. */
+typedef struct binder {
+    const kvl_gguf *g;
+    bool *used; /* (g->n_tensors) */
+} binder;
+
 /* Find a tensor, check its type is one kvllm computes with (F32 only when
- * f32_only) and that its shape is exactly (ne0, ne1). */
-static kvl_status bind(const kvl_gguf *g, const char *name, int64_t ne0, int64_t ne1,
-                       bool f32_only, bool required, kvl_weight *w, kvl_error *err) {
-    const kvl_gguf_tensor *t = kvl_gguf_find_tensor(g, name);
+ * f32_only) and that its extents are exactly (ne0, ne1) (trailing 1s are
+ * extents too: {64, 1} is a vector of 64, as llama.cpp reads it). */
+static kvl_status bind(binder *bd, const char *name, int64_t ne0, int64_t ne1, bool f32_only,
+                       bool required, kvl_weight *w, kvl_error *err) {
+    const kvl_gguf_tensor *t = kvl_gguf_find_tensor(bd->g, name);
     if (!t) {
         if (!required) {
             w->data = NULL;
@@ -35,6 +42,7 @@ static kvl_status bind(const kvl_gguf *g, const char *name, int64_t ne0, int64_t
         }
         return kvl_errorf(err, KVL_E_FORMAT, "gguf: tensor '%s' is missing", name);
     }
+    bd->used[t - bd->g->tensors] = true;
     bool ok_type = t->type == KVL_TYPE_F32 ||
                    (!f32_only && (t->type == KVL_TYPE_F16 || t->type == KVL_TYPE_BF16 ||
                                   t->type == KVL_TYPE_Q8_0 || t->type == KVL_TYPE_Q4_0 ||
@@ -47,12 +55,9 @@ static kvl_status bind(const kvl_gguf *g, const char *name, int64_t ne0, int64_t
         return kvl_errorf(err, KVL_E_UNSUPPORTED, "gguf: tensor '%s': type %s (%u) not supported%s",
                           name, tn, t->type, f32_only ? " (norm weights must be F32)" : "");
     }
-    int64_t want1 = ne1 == 1 ? 1 : ne1;
-    bool shape_ok = t->ne[0] == ne0 && t->ne[1] == want1 && t->ne[2] == 1 && t->ne[3] == 1 &&
-                    (ne1 == 1 ? t->n_dims == 1 : t->n_dims <= 2);
-    if (!shape_ok)
+    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
         return kvl_errorf(err, KVL_E_FORMAT,
-                          "gguf: tensor '%s': shape {%lld, %lld, %lld, %lld} but the "
+                          "gguf: tensor '%s': extents {%lld, %lld, %lld, %lld} but the "
                           "hyperparameters need {%lld, %lld}",
                           name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
                           (long long)t->ne[3], (long long)ne0, (long long)ne1);
@@ -66,47 +71,94 @@ static kvl_status bind(const kvl_gguf *g, const char *name, int64_t ne0, int64_t
     return KVL_OK;
 }
 
+/* Bind one block's tensors; which optional ones exist is the
+ * architecture's row (kvl_arch_info). */
+static kvl_status bind_layer(binder *bd, const kvl_hparams *hp, int64_t l, kvl_layer_weights *L,
+                             kvl_error *err) {
+    const kvl_arch_info *ai = kvl_arch_get(hp->arch);
+    int64_t qd = hp->n_heads * hp->head_dim, kvd = hp->n_kv_heads * hp->head_dim;
+    char nm[96];
+    kvl_status st;
+#define B(field, suffix, n0, n1, f32)                                                      \
+    snprintf(nm, sizeof nm, "blk.%lld." suffix, (long long)l);                             \
+    if ((st = bind(bd, nm, n0, n1, f32, true, &L->field, err)))                            \
+        return st;
+    B(attn_norm, "attn_norm.weight", hp->dim, 1, true)
+    B(wq, "attn_q.weight", hp->dim, qd, false)
+    B(wk, "attn_k.weight", hp->dim, kvd, false)
+    B(wv, "attn_v.weight", hp->dim, kvd, false)
+    B(wo, "attn_output.weight", qd, hp->dim, false)
+    B(ffn_norm, "ffn_norm.weight", hp->dim, 1, true)
+    B(w_gate, "ffn_gate.weight", hp->dim, hp->ffn_dim, false)
+    B(w_down, "ffn_down.weight", hp->ffn_dim, hp->dim, false)
+    B(w_up, "ffn_up.weight", hp->dim, hp->ffn_dim, false)
+    if (ai->qkv_bias) {
+        B(bq, "attn_q.bias", qd, 1, true)
+        B(bk, "attn_k.bias", kvd, 1, true)
+        B(bv, "attn_v.bias", kvd, 1, true)
+    }
+    if (ai->qk_norm) {
+        B(q_norm, "attn_q_norm.weight", hp->head_dim, 1, true)
+        B(k_norm, "attn_k_norm.weight", hp->head_dim, 1, true)
+    }
+#undef B
+    return KVL_OK;
+}
+
 kvl_status kvl_model_from_gguf(kvl_gguf *g, kvl_model **out, kvl_error *err) {
     kvl_hparams hp;
     kvl_status st = kvl_hparams_from_gguf(g, &hp, err);
     if (st)
         return st;
+    const kvl_arch_info *ai = kvl_arch_get(hp.arch);
 
     kvl_model *m = calloc(1, sizeof *m);
     kvl_layer_weights *L = calloc((size_t)hp.n_layers, sizeof *L);
-    if (!m || !L) {
+    binder bd = {g, calloc(g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(bool))};
+    if (!m || !L || !bd.used) {
         free(m);
         free(L);
+        free(bd.used);
         return kvl_errorf(err, KVL_E_NOMEM, "model: cannot allocate %lld layers",
                           (long long)hp.n_layers);
     }
     m->format = KVL_MODEL_GGUF;
     m->hp = hp;
     m->layers = L;
-    int64_t qd = hp.n_heads * hp.head_dim, kvd = hp.n_kv_heads * hp.head_dim;
-    if ((st = bind(g, "token_embd.weight", hp.dim, hp.n_vocab, false, true, &m->tok_embd, err)) ||
-        (st = bind(g, "output_norm.weight", hp.dim, 1, true, true, &m->output_norm, err)) ||
-        (st = bind(g, "output.weight", hp.dim, hp.n_vocab, false, false, &m->output, err)))
+    if ((st = bind(&bd, "token_embd.weight", hp.dim, hp.n_vocab, false, true, &m->tok_embd, err)) ||
+        (st = bind(&bd, "output_norm.weight", hp.dim, 1, true, true, &m->output_norm, err)) ||
+        (st = bind(&bd, "output.weight", hp.dim, hp.n_vocab, false, false, &m->output, err)))
         goto fail;
     if (!m->output.data)
         m->output = m->tok_embd; /* tied classifier */
-    for (int64_t l = 0; l < hp.n_layers; l++) {
-        char nm[96];
-#define B(field, suffix, n0, n1, f32)                                                      \
-    snprintf(nm, sizeof nm, "blk.%lld." suffix, (long long)l);                             \
-    if ((st = bind(g, nm, n0, n1, f32, true, &L[l].field, err)))                           \
+    if (ai->rope_freqs &&
+        (st = bind(&bd, "rope_freqs.weight", hp.rope_dim / 2, 1, true, false, &m->rope_freqs, err)))
         goto fail;
-        B(attn_norm, "attn_norm.weight", hp.dim, 1, true)
-        B(wq, "attn_q.weight", hp.dim, qd, false)
-        B(wk, "attn_k.weight", hp.dim, kvd, false)
-        B(wv, "attn_v.weight", hp.dim, kvd, false)
-        B(wo, "attn_output.weight", qd, hp.dim, false)
-        B(ffn_norm, "ffn_norm.weight", hp.dim, 1, true)
-        B(w_gate, "ffn_gate.weight", hp.dim, hp.ffn_dim, false)
-        B(w_down, "ffn_down.weight", hp.ffn_dim, hp.dim, false)
-        B(w_up, "ffn_up.weight", hp.dim, hp.ffn_dim, false)
-#undef B
+    for (int64_t i = 0; m->rope_freqs.data && i < hp.rope_dim / 2; i++) {
+        float d;
+        memcpy(&d, (const float *)m->rope_freqs.data + i, sizeof d);
+        if (!(d >= 1e-6f && d <= 1e6f)) {
+            st = kvl_errorf(err, KVL_E_FORMAT,
+                            "gguf: tensor 'rope_freqs.weight'[%lld] = %g outside [1e-6, 1e6]",
+                            (long long)i, (double)d);
+            goto fail;
+        }
     }
+    for (int64_t l = 0; l < hp.n_layers; l++)
+        if ((st = bind_layer(&bd, &hp, l, &L[l], err)))
+            goto fail;
+    /* a tensor the architecture does not use would be silently ignored: a
+     * file that means another model (llama.cpp: "wrong number of tensors") */
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if (!bd.used[i]) {
+            const kvl_str *n = &g->tensors[i].name;
+            st = kvl_errorf(err, KVL_E_UNSUPPORTED,
+                            "gguf: tensor '%.*s' is not used by architecture '%s' with %lld "
+                            "blocks (refused: it would be silently ignored)",
+                            (int)(n->len > 64 ? 64 : n->len), n->ptr ? n->ptr : "", ai->name,
+                            (long long)hp.n_layers);
+            goto fail;
+        }
     if ((st = kvl_tokenizer_from_gguf(g, &m->tok, err)))
         goto fail;
     if (kvl_tokenizer_n_vocab(m->tok) != hp.n_vocab) {
@@ -116,6 +168,7 @@ kvl_status kvl_model_from_gguf(kvl_gguf *g, kvl_model **out, kvl_error *err) {
                         kvl_tokenizer_n_vocab(m->tok), (long long)hp.n_vocab);
         goto fail;
     }
+    free(bd.used);
     for (uint64_t i = 0; i < g->n_tensors; i++)
         m->weight_bytes += g->tensors[i].nbytes;
     kvl_str name;
@@ -123,11 +176,12 @@ kvl_status kvl_model_from_gguf(kvl_gguf *g, kvl_model **out, kvl_error *err) {
     if (kvl_gguf_get_str(g, "general.name", &name, &ignore) == KVL_OK)
         snprintf(m->name, sizeof m->name, "%.*s", (int)(name.len > 63 ? 63 : name.len), name.ptr);
     else
-        snprintf(m->name, sizeof m->name, "llama");
+        snprintf(m->name, sizeof m->name, "%s", ai->name);
     *out = m;
     return KVL_OK;
 fail:
     kvl_tokenizer_free(m->tok);
+    free(bd.used);
     free(L);
     free(m);
     return st;

@@ -11,7 +11,42 @@
 
 /* The hard limits on hyperparameters (KVL_MAX_*) are in core/dtype.h. */
 
+/* Architectures. Append only. kvllm computes LLAMA, QWEN2 and QWEN3 (the
+ * GGUF general.architecture of a loaded model, kvl_hparams.arch); the
+ * planner also counts the weights of OPT (learned positions, LayerNorm,
+ * biases on every projection, a two-matrix ReLU FFN), and its shapes use
+ * LLAMA for every llama-like family (kvl_model_shape.arch). */
+typedef enum kvl_arch {
+    KVL_ARCH_LLAMA = 0, /* Llama 1/2/3.x, Mistral, TinyLlama, SmolLM */
+    KVL_ARCH_OPT = 1,   /* planner only */
+    KVL_ARCH_QWEN2 = 2, /* Qwen2, Qwen2.5 */
+    KVL_ARCH_QWEN3 = 3, /* Qwen3 (dense) */
+    KVL_ARCH_COUNT
+} kvl_arch;
+
+/*
+ * What sets the architectures apart, one row each (hparams.c, k_arch): the
+ * loader binds the optional tensors a row names and refuses any other, and
+ * forward.c's prepare_qk() is the one place that applies them. The rest of
+ * the block (RMSNorm, SwiGLU FFN, residuals, GQA attention) is shared.
+ */
+typedef struct kvl_arch_info {
+    const char *name; /* general.architecture; also the prefix of its keys */
+    bool computed;    /* kvllm runs it (OPT: the planner only) */
+    bool rope_neox;   /* rotate pairs (i, i + rope_dim/2) (GPT-NeoX), not (2i, 2i+1) */
+    bool qkv_bias;    /* blk.N.attn_{q,k,v}.bias added after the projections */
+    bool qk_norm;     /* blk.N.attn_{q,k}_norm.weight: RMSNorm of each q and k
+                         head (head_dim) before the rotation */
+    bool rope_freqs;  /* may carry rope_freqs.weight (rope_dim/2 divisors of the
+                         rotary frequencies: Llama 3.1+'s long-context scaling) */
+} kvl_arch_info;
+
+/* The row of an architecture (a < KVL_ARCH_COUNT). */
+const kvl_arch_info *kvl_arch_get(kvl_arch a);
+
 typedef struct kvl_hparams {
+    kvl_arch arch; /* what kvllm computes: LLAMA, QWEN2 or QWEN3 (0, llama,
+                      for llama2.c files and hand-made shapes) */
     int64_t n_vocab;
     int64_t dim;        /* embedding length */
     int64_t n_layers;
@@ -22,13 +57,10 @@ typedef struct kvl_hparams {
     int64_t ctx_len; /* the model's context length */
     int64_t rope_dim; /* rotated dims per head (<= head_dim, even) */
     float rope_base;
+    float rope_scale; /* rope.scaling.factor (linear): positions are divided
+                         by it; 0 or 1 = none */
     float rms_eps;
 } kvl_hparams;
-
-/* The architectures whose shapes kvllm knows. kvllm computes LLAMA only;
- * the planner also counts the weights of OPT (learned positions,
- * LayerNorm, biases on every projection, a two-matrix ReLU FFN). */
-typedef enum kvl_arch { KVL_ARCH_LLAMA = 0, KVL_ARCH_OPT = 1 } kvl_arch;
 
 /* A model's shape: its hyperparameters and the facts that change the weight
  * count. The one shape struct: the planner, the catalogue of named shapes
@@ -39,6 +71,7 @@ typedef struct kvl_model_shape {
     kvl_arch arch;
     bool tied_embd;     /* output shares the token embedding (counted once) */
     bool qkv_bias;      /* q, k, v projections carry a bias (Qwen2) */
+    bool rope_freqs;    /* carries rope_freqs.weight (Llama 3.1+; mkmodel writes it) */
     const char *source; /* where the numbers come from; NULL for files */
 } kvl_model_shape;
 
@@ -54,6 +87,11 @@ typedef struct kvl_layer_weights {
     kvl_weight wq;        /* (n_heads*head_dim, dim) */
     kvl_weight wk;        /* (n_kv_heads*head_dim, dim) */
     kvl_weight wv;        /* (n_kv_heads*head_dim, dim) */
+    kvl_weight bq;        /* (n_heads*head_dim) f32; data NULL unless qkv_bias */
+    kvl_weight bk;        /* (n_kv_heads*head_dim) f32; likewise */
+    kvl_weight bv;        /* (n_kv_heads*head_dim) f32; likewise */
+    kvl_weight q_norm;    /* (head_dim) f32; data NULL unless qk_norm */
+    kvl_weight k_norm;    /* (head_dim) f32; likewise */
     kvl_weight wo;        /* (dim, n_heads*head_dim) */
     kvl_weight ffn_norm;  /* (dim) f32 */
     kvl_weight w_gate;    /* (ffn_dim, dim) */
@@ -72,6 +110,7 @@ typedef struct kvl_model {
     kvl_weight tok_embd;    /* (n_vocab, dim) */
     kvl_weight output_norm; /* (dim) f32 */
     kvl_weight output;      /* (n_vocab, dim); may alias tok_embd */
+    kvl_weight rope_freqs;  /* (rope_dim/2) f32 divisors; data NULL when absent */
     kvl_layer_weights *layers; /* (n_layers) */
     kvl_tokenizer *tok;
     kvl_gguf *gguf;       /* GGUF: the parsed file (owns the mapping) */
@@ -93,8 +132,12 @@ kvl_status kvl_llama2c_parse(const uint8_t *buf, size_t size, kvl_model **out,
                              kvl_error *err);
 void kvl_model_free(kvl_model *m);
 
-/* Read and validate the llama.* hyperparameters of a GGUF (vocabulary size
- * from token_embd.weight). Does not look at any other tensor. */
+/* Read and validate the hyperparameters of a GGUF: general.architecture
+ * (one of k_arch) and its <arch>.* keys (vocabulary size from
+ * token_embd.weight). Keys that would change the math in ways kvllm does not
+ * implement (sliding windows, YaRN/LongRoPE scaling, soft-capping, experts,
+ * a value_length unlike key_length, ...) are KVL_E_UNSUPPORTED naming the
+ * key and its value. Does not look at any other tensor. */
 kvl_status kvl_hparams_from_gguf(const kvl_gguf *g, kvl_hparams *out, kvl_error *err);
 /* Check that hyperparameters are within limits and consistent with each
  * other (heads divide, rope_dim even and <= head_dim, ...). */

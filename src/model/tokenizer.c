@@ -46,6 +46,7 @@
 #include "model/tokenizer.h"
 
 #include "model/model.h"
+#include "model/tokenizer_bpe.h"
 
 #include <stdlib.h>
 
@@ -58,13 +59,20 @@ typedef struct tok_entry {
     float score;
     int32_t type; /* KVL_TOK_* */
     uint8_t byte; /* KVL_TOK_BYTE: the byte it stands for */
+    bool eog;     /* ends generation (kvl_tokenizer_is_eog) */
 } tok_entry;
 
 struct kvl_tokenizer {
+    kvl_bpe *bpe; /* "gpt2": everything below is unused */
     int32_t n_vocab;
     int32_t bos, eos, unk;
+    bool add_bos, add_eos;  /* what ADD_SPECIAL adds (tokenizer.ggml.add_*_token) */
+    bool add_space_prefix;  /* the dummy prefix (tokenizer.ggml.add_space_prefix) */
     tok_entry *tok;       /* (n_vocab) */
     char *arena;          /* all pieces, each followed by a NUL */
+    int32_t *special;     /* (n_special) control, user-defined and unknown tokens
+                             with text, longest first: cut out of the text whole */
+    size_t n_special, n_user_defined;
     int32_t *table;       /* (table_mask + 1) ids of text pieces; -1 = empty */
     size_t table_mask;
     int32_t byte_id[256]; /* id of the first <0xHH> token per byte; -1 = none */
@@ -165,10 +173,22 @@ static size_t copy_piece(char *dst, const char *p, size_t n, bool convert) {
 void kvl_tokenizer_free(kvl_tokenizer *t) {
     if (!t)
         return;
+    kvl_bpe_free(t->bpe);
+    free(t->special);
     free(t->tok);
     free(t->arena);
     free(t->table);
     free(t);
+}
+
+/* Longer piece first; by id among equals. */
+static int cmp_special(const void *pa, const void *pb, void *ctx) {
+    const kvl_tokenizer *t = ctx;
+    int32_t x = *(const int32_t *)pa, y = *(const int32_t *)pb;
+    uint32_t lx = t->tok[x].len, ly = t->tok[y].len;
+    if (lx != ly)
+        return lx > ly ? -1 : 1;
+    return x < y ? -1 : x > y;
 }
 
 /* Build a tokenizer from n validated-count raw entries. what names the source
@@ -195,7 +215,8 @@ static kvl_status build(const char *what, const raw_tok *raw, int32_t n, bool co
     t->tok = calloc((size_t)n, sizeof *t->tok);
     t->arena = malloc(arena_size);
     t->table = malloc(cap * sizeof *t->table);
-    if (!t->tok || !t->arena || !t->table) {
+    t->special = malloc((size_t)n * sizeof *t->special);
+    if (!t->tok || !t->arena || !t->table || !t->special) {
         kvl_tokenizer_free(t);
         return kvl_errorf(err, KVL_E_NOMEM, "%s: out of memory for %d tokens (%zu piece bytes)",
                           what, (int)n, arena_size);
@@ -204,6 +225,8 @@ static kvl_status build(const char *what, const raw_tok *raw, int32_t n, bool co
     t->bos = bos;
     t->eos = eos;
     t->unk = unk;
+    t->add_bos = true;
+    t->add_space_prefix = true;
     t->table_mask = cap - 1;
     for (size_t i = 0; i < cap; i++)
         t->table[i] = -1;
@@ -242,6 +265,17 @@ static kvl_status build(const char *what, const raw_tok *raw, int32_t n, bool co
                                   what, (int)i, plen);
             }
         }
+        static const char *const eog_names[] = {"<|eot_id|>", "<|im_end|>", "<|end|>",
+                                                "<end_of_turn>", "<|endoftext|>", "<EOT>"};
+        for (size_t k = 0; k < sizeof eog_names / sizeof eog_names[0]; k++)
+            e->eog |= e->type != KVL_TOK_NORMAL && e->type != KVL_TOK_BYTE &&
+                      e->len == strlen(eog_names[k]) && !memcmp(p, eog_names[k], e->len);
+        e->eog |= i == eos;
+        if (e->len > 0 && (e->type == KVL_TOK_CONTROL || e->type == KVL_TOK_USER_DEFINED ||
+                           e->type == KVL_TOK_UNKNOWN)) {
+            t->special[t->n_special++] = i;
+            t->n_user_defined += e->type == KVL_TOK_USER_DEFINED;
+        }
         if (e->type == KVL_TOK_BYTE) {
             e->byte = b;
             if (t->byte_id[b] < 0)
@@ -250,6 +284,7 @@ static kvl_status build(const char *what, const raw_tok *raw, int32_t n, bool co
             table_insert(t, i);
         }
     }
+    qsort_r(t->special, t->n_special, sizeof *t->special, cmp_special, t);
     *out = t;
     return KVL_OK;
 }
@@ -417,10 +452,23 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
     if (model->type != KVL_GGUF_STRING || (!model->v.str.ptr && model->v.str.len))
         return kvl_errorf(err, KVL_E_FORMAT, "%s: tokenizer.ggml.model has type %u, want STRING",
                           what, (unsigned)model->type);
-    if (!(model->v.str.len == 5 && memcmp(model->v.str.ptr, "llama", 5) == 0)) {
+    if (kvl_str_eq(model->v.str, "gpt2")) {
+        kvl_tokenizer *t = calloc(1, sizeof *t);
+        if (!t)
+            return kvl_errorf(err, KVL_E_NOMEM, "%s: out of memory", what);
+        kvl_status st = kvl_bpe_from_gguf(g, &t->bpe, err);
+        if (st != KVL_OK) {
+            free(t);
+            return st;
+        }
+        *out = t;
+        return KVL_OK;
+    }
+    if (!kvl_str_eq(model->v.str, "llama")) {
         int shown = model->v.str.len > 64 ? 64 : (int)model->v.str.len;
         return kvl_errorf(err, KVL_E_UNSUPPORTED,
-                          "%s: tokenizer.ggml.model '%.*s' is not supported (only 'llama')",
+                          "%s: tokenizer.ggml.model '%.*s' is not supported (only 'llama' and "
+                          "'gpt2')",
                           what, shown, model->v.str.ptr ? model->v.str.ptr : "");
     }
     const kvl_gguf_kv *toks, *scores, *types;
@@ -489,27 +537,82 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
         raw[i].score = rd_f32(scores->v.arr.data + (size_t)i * 4);
         raw[i].type = type;
     }
-    st = build(what, raw, nv, true, bos, eos, unk, out, err);
+    bool flags[3] = {true, false, true};
+    static const char *const flag_keys[3] = {"tokenizer.ggml.add_bos_token",
+                                             "tokenizer.ggml.add_eos_token",
+                                             "tokenizer.ggml.add_space_prefix"};
+    for (int k = 0; k < 3; k++) {
+        const kvl_gguf_kv *kv = find_kv(g, flag_keys[k]);
+        if (kv && kv->type != KVL_GGUF_BOOL) {
+            free(raw);
+            return kvl_errorf(err, KVL_E_FORMAT, "%s: %s has type %u, want BOOL", what,
+                              flag_keys[k], (unsigned)kv->type);
+        }
+        if (kv)
+            flags[k] = kv->v.u64 != 0;
+    }
+    kvl_tokenizer *t = NULL;
+    st = build(what, raw, nv, true, bos, eos, unk, &t, err);
     free(raw);
-    return st;
+    if (st != KVL_OK)
+        return st;
+    t->add_bos = flags[0];
+    t->add_eos = flags[1];
+    t->add_space_prefix = flags[2];
+    *out = t;
+    return KVL_OK;
 }
 
 /* --- queries ---------------------------------------------------------------- */
 
 int32_t kvl_tokenizer_n_vocab(const kvl_tokenizer *t) {
+    if (t && t->bpe)
+        return kvl_bpe_n_vocab(t->bpe);
     return t ? t->n_vocab : 0;
 }
 
 int32_t kvl_tokenizer_bos(const kvl_tokenizer *t) {
+    if (t && t->bpe)
+        return kvl_bpe_bos(t->bpe);
     return t ? t->bos : -1;
 }
 
 int32_t kvl_tokenizer_eos(const kvl_tokenizer *t) {
+    if (t && t->bpe)
+        return kvl_bpe_eos(t->bpe);
     return t ? t->eos : -1;
+}
+
+bool kvl_tokenizer_add_bos(const kvl_tokenizer *t) {
+    if (t && t->bpe)
+        return kvl_bpe_add_bos(t->bpe);
+    return t && t->add_bos;
+}
+
+bool kvl_tokenizer_add_eos(const kvl_tokenizer *t) {
+    if (t && t->bpe)
+        return kvl_bpe_add_eos(t->bpe);
+    return t && t->add_eos;
+}
+
+bool kvl_tokenizer_add_space_prefix(const kvl_tokenizer *t) {
+    return t && !t->bpe && t->add_space_prefix;
+}
+
+const char *kvl_tokenizer_model(const kvl_tokenizer *t) {
+    return t && t->bpe ? "gpt2" : "llama";
+}
+
+bool kvl_tokenizer_is_eog(const kvl_tokenizer *t, int32_t id) {
+    if (t && t->bpe)
+        return kvl_bpe_is_eog(t->bpe, id);
+    return t && id >= 0 && id < t->n_vocab && t->tok[id].eog;
 }
 
 kvl_status kvl_tokenizer_get(const kvl_tokenizer *t, int32_t id, const char **piece,
                              size_t *len, float *score, int32_t *type) {
+    if (t && t->bpe)
+        return kvl_bpe_get(t->bpe, id, piece, len, score, type);
     if (!t || id < 0 || id >= t->n_vocab)
         return KVL_E_INVALID;
     const tok_entry *e = &t->tok[id];
@@ -525,6 +628,8 @@ kvl_status kvl_tokenizer_get(const kvl_tokenizer *t, int32_t id, const char **pi
 }
 
 const char *kvl_tokenizer_piece(const kvl_tokenizer *t, int32_t prev, int32_t tok, size_t *len) {
+    if (t && t->bpe)
+        return kvl_bpe_piece(t->bpe, tok, false, len);
     size_t l = 0;
     const char *p = "";
     if (t && tok >= 0 && tok < t->n_vocab) {
@@ -538,7 +643,7 @@ const char *kvl_tokenizer_piece(const kvl_tokenizer *t, int32_t prev, int32_t to
             p = t->arena + e->off;
             l = e->len;
         }
-        if (prev == t->bos && l > 0 && p[0] == ' ') {
+        if (t->add_space_prefix && prev == t->bos && l > 0 && p[0] == ' ') {
             p++;
             l--;
         }
@@ -739,50 +844,154 @@ static void merge_all(encoder *e, uint32_t n_sym) {
 kvl_status kvl_tokenizer_encode(const kvl_tokenizer *t, const char *text, size_t len,
                                 bool add_bos, int32_t *out, size_t cap, size_t *n_out,
                                 kvl_error *err) {
+    return kvl_tokenizer_tokenize(t, text, len, add_bos ? KVL_TOKENIZE_ADD_SPECIAL : 0, out, cap,
+                                  n_out, err);
+}
+
+/* A piece of the text: raw (id < 0) or a special token's id. */
+typedef struct frag {
+    uint32_t off, len;
+    int32_t id;
+} frag;
+
+/* Cut the special tokens that apply (user-defined always, control and
+ * unknown with parse) out of text[0..len), longest token first, each at its
+ * leftmost occurrences in what is still raw (llama.cpp's order). a and b
+ * hold 2 * len + 1 fragments each; returns the fragment count, in *res. */
+static size_t split_specials(const kvl_tokenizer *t, const char *text, uint32_t len, bool parse,
+                             frag *a, frag *b, frag **res) {
+    size_t n = 0;
+    a[n++] = (frag){0, len, -1};
+    for (size_t k = 0; k < t->n_special; k++) {
+        const tok_entry *e = &t->tok[t->special[k]];
+        if (!parse && e->type != KVL_TOK_USER_DEFINED)
+            continue;
+        const char *needle = t->arena + e->off;
+        size_t m = 0;
+        for (size_t f = 0; f < n; f++) {
+            frag fr = a[f];
+            if (fr.id >= 0 || fr.len < e->len) {
+                b[m++] = fr;
+                continue;
+            }
+            uint32_t pos = fr.off, end = fr.off + fr.len;
+            const char *hit;
+            while ((hit = memmem(text + pos, end - pos, needle, e->len)) != NULL) {
+                uint32_t h = (uint32_t)(hit - text);
+                if (h > pos)
+                    b[m++] = (frag){pos, h - pos, -1};
+                b[m++] = (frag){h, e->len, t->special[k]};
+                pos = h + e->len;
+            }
+            if (pos < end)
+                b[m++] = (frag){pos, end - pos, -1};
+        }
+        frag *tmp = a;
+        a = b;
+        b = tmp;
+        n = m;
+    }
+    *res = a;
+    return n;
+}
+
+/* SentencePiece BPE of one raw fragment, with the dummy prefix when pre;
+ * ids go to out[*count] while *count < cap, all are counted. */
+static void encode_fragment(encoder *e, char *padded, const char *text, uint32_t len, bool pre,
+                            int32_t *out, size_t cap, size_t *count) {
+    uint32_t p = pre ? 1 : 0;
+    padded[0] = ' ';
+    memcpy(padded + p, text, len);
+    e->text = padded;
+    e->n_heap = 0;
+    uint32_t n_sym = split(e, len + p);
+    merge_all(e, n_sym);
+    for (uint32_t i = n_sym > 0 ? 0 : NO_SYM; i != NO_SYM; i = e->s[i].next) {
+        if (*count < cap)
+            out[*count] = e->s[i].id;
+        (*count)++;
+    }
+}
+
+kvl_status kvl_tokenizer_tokenize(const kvl_tokenizer *t, const char *text, size_t len,
+                                  unsigned flags, int32_t *out, size_t cap, size_t *n_out,
+                                  kvl_error *err) {
+    if (t && t->bpe)
+        return kvl_bpe_encode(t->bpe, text, len, flags, out, cap, n_out, err);
     if (!t || (!text && len) || (!out && cap) || !n_out)
         return kvl_errorf(err, KVL_E_INVALID, "tokenizer: encode: NULL argument");
-    if (len >= MAX_TEXT)
+    if (len >= MAX_TEXT / 2)
         return kvl_errorf(err, KVL_E_LIMIT, "tokenizer: text of %zu bytes > %zu", len,
-                          MAX_TEXT - 1);
+                          MAX_TEXT / 2 - 1);
+    bool add_bos = (flags & KVL_TOKENIZE_ADD_SPECIAL) && t->add_bos;
+    bool add_eos = (flags & KVL_TOKENIZE_ADD_SPECIAL) && t->add_eos;
+    bool parse = (flags & KVL_TOKENIZE_PARSE_SPECIAL) != 0;
+    bool specials = t->n_special > 0 && (parse || t->n_user_defined > 0);
     uint32_t n_text = len > 0 ? (uint32_t)len + 1 : 0;
     /* symbols <= n_text; live candidates <= symbols - 1 + merges <= 2 * symbols */
-    size_t sym_bytes, heap_n = 2 * (size_t)n_text + 1, heap_bytes;
+    size_t sym_bytes, heap_n = 2 * (size_t)n_text + 1, heap_bytes, frag_bytes = 0;
     if (kvl_mul_overflow(n_text, sizeof(sym), &sym_bytes) ||
-        kvl_mul_overflow(heap_n, sizeof(cand), &heap_bytes))
+        kvl_mul_overflow(heap_n, sizeof(cand), &heap_bytes) ||
+        (specials && kvl_mul_overflow(heap_n, sizeof(frag), &frag_bytes)))
         return kvl_errorf(err, KVL_E_LIMIT, "tokenizer: text of %zu bytes is too long", len);
 
     encoder e = {.t = t, .cap_heap = heap_n};
     char *padded = NULL;
-    uint32_t n_sym = 0;
+    frag *fa = NULL, *fb = NULL;
+    size_t count = 0;
+    if (add_bos) {
+        if (count < cap)
+            out[count] = t->bos;
+        count++;
+    }
     if (n_text > 0) {
         padded = malloc(n_text);
         e.s = malloc(sym_bytes);
         e.heap = malloc(heap_bytes);
-        if (!padded || !e.s || !e.heap) {
+        if (specials) {
+            fa = malloc(frag_bytes);
+            fb = malloc(frag_bytes);
+        }
+        if (!padded || !e.s || !e.heap || (specials && (!fa || !fb))) {
             free(padded);
             free(e.s);
             free(e.heap);
+            free(fa);
+            free(fb);
             return kvl_errorf(err, KVL_E_NOMEM, "tokenizer: out of memory encoding %zu bytes",
                               len);
         }
-        padded[0] = ' '; /* the dummy prefix */
-        memcpy(padded + 1, text, len);
-        e.text = padded;
-        n_sym = split(&e, n_text);
-        merge_all(&e, n_sym);
+        if (!specials) {
+            encode_fragment(&e, padded, text, (uint32_t)len, t->add_space_prefix, out, cap,
+                            &count);
+        } else {
+            frag *fr;
+            size_t nf = split_specials(t, text, (uint32_t)len, parse, fa, fb, &fr);
+            bool prev_special = true; /* the prefix goes first and after specials */
+            for (size_t f = 0; f < nf; f++) {
+                if (fr[f].id >= 0) {
+                    if (count < cap)
+                        out[count] = fr[f].id;
+                    count++;
+                    prev_special = true;
+                    continue;
+                }
+                encode_fragment(&e, padded, text + fr[f].off, fr[f].len,
+                                t->add_space_prefix && prev_special, out, cap, &count);
+                prev_special = false;
+            }
+        }
     }
-    uint32_t first = n_sym > 0 ? 0 : NO_SYM;
-    size_t count = add_bos ? 1 : 0;
-    for (uint32_t i = first; i != NO_SYM; i = e.s[i].next)
+    if (add_eos) {
+        if (count < cap)
+            out[count] = t->eos;
         count++;
-    size_t o = 0;
-    if (add_bos && o < cap)
-        out[o++] = t->bos;
-    for (uint32_t i = first; i != NO_SYM && o < cap; i = e.s[i].next)
-        out[o++] = e.s[i].id;
+    }
     free(padded);
     free(e.s);
     free(e.heap);
+    free(fa);
+    free(fb);
     *n_out = count;
     if (count > cap)
         return kvl_errorf(err, KVL_E_LIMIT, "tokenizer: %zu tokens do not fit in cap %zu",

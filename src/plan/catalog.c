@@ -27,6 +27,13 @@
             .head_dim = HD, .ffn_dim = F, .ctx_len = C, .rope_dim = HD, .rope_base = ROPE,       \
             .rms_eps = EPS},                                                                     \
      .arch = KVL_ARCH_LLAMA, .tied_embd = TIED, .qkv_bias = BIAS, .source = SRC}
+/* Qwen2: the llama family for the planner, GGUF architecture qwen2 */
+#define QWEN2(nm, L, H, KV, HD, D, F, V, C, ROPE, EPS, TIED, BIAS, SRC)                          \
+    {.name = nm,                                                                                 \
+     .hp = {.arch = KVL_ARCH_QWEN2, .n_vocab = V, .dim = D, .n_layers = L, .n_heads = H,         \
+            .n_kv_heads = KV, .head_dim = HD, .ffn_dim = F, .ctx_len = C, .rope_dim = HD,        \
+            .rope_base = ROPE, .rms_eps = EPS},                                                  \
+     .arch = KVL_ARCH_LLAMA, .tied_embd = TIED, .qkv_bias = BIAS, .source = SRC}
 static const kvl_model_shape k_shapes[] = {
     /* OPT: MHA, learned positions, LayerNorm (eps 1e-5), ReLU FFN of two
      * matrices, biases everywhere, output tied to the embedding */
@@ -50,16 +57,31 @@ static const kvl_model_shape k_shapes[] = {
           false, false, "meta-llama/Llama-3.1-405B config.json"),
     LLAMA("Mistral-7B", 32, 32, 8, 128, 4096, 14336, 32000, 32768, 10000.0f, 1e-5f, false, false,
           "mistralai/Mistral-7B-v0.1 config.json (sliding_window 4096 ignored: full KV)"),
-    LLAMA("Qwen2.5-7B", 28, 28, 4, 128, 3584, 18944, 152064, 131072, 1000000.0f, 1e-6f, false,
+    QWEN2("Qwen2.5-7B", 28, 28, 4, 128, 3584, 18944, 152064, 131072, 1000000.0f, 1e-6f, false,
           true, "Qwen/Qwen2.5-7B config.json (q/k/v bias)"),
-    LLAMA("Qwen2.5-72B", 80, 64, 8, 128, 8192, 29568, 152064, 131072, 1000000.0f, 1e-6f, false,
+    QWEN2("Qwen2.5-72B", 80, 64, 8, 128, 8192, 29568, 152064, 131072, 1000000.0f, 1e-6f, false,
           true, "Qwen/Qwen2.5-72B config.json (q/k/v bias)"),
+    QWEN2("Qwen2.5-0.5B", 24, 14, 2, 64, 896, 4864, 151936, 32768, 1000000.0f, 1e-6f, true,
+          true, "Qwen/Qwen2.5-0.5B config.json (q/k/v bias)"),
+    {.name = "Qwen3-0.6B",
+     .hp = {.arch = KVL_ARCH_QWEN3, .n_vocab = 151936, .dim = 1024, .n_layers = 28,
+            .n_heads = 16, .n_kv_heads = 8, .head_dim = 128, .ffn_dim = 3072, .ctx_len = 40960,
+            .rope_dim = 128, .rope_base = 1000000.0f, .rms_eps = 1e-6f},
+     .arch = KVL_ARCH_LLAMA, .tied_embd = true, .qkv_bias = false,
+     .source = "Qwen/Qwen3-0.6B config.json (head_dim 128, q/k norms)"},
+    {.name = "Llama-3.2-1B",
+     .hp = {.n_vocab = 128256, .dim = 2048, .n_layers = 16, .n_heads = 32, .n_kv_heads = 8,
+            .head_dim = 64, .ffn_dim = 8192, .ctx_len = 131072, .rope_dim = 64,
+            .rope_base = 500000.0f, .rms_eps = 1e-5f},
+     .arch = KVL_ARCH_LLAMA, .tied_embd = true, .rope_freqs = true,
+     .source = "meta-llama/Llama-3.2-1B config.json (rope_scaling llama3, factor 32)"},
     LLAMA("TinyLlama-1.1B", 22, 32, 4, 64, 2048, 5632, 32000, 2048, 10000.0f, 1e-5f, false, false,
           "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T config.json"),
     LLAMA("stories260K", 5, 8, 4, 8, 64, 172, 512, 512, 10000.0f, 1e-5f, true, false,
           "karpathy/tinyllamas stories260K.bin header (shared/models/README.md)"),
 };
 #undef LLAMA
+#undef QWEN2
 
 const kvl_model_shape *kvl_catalog_shapes(size_t *n) {
     *n = sizeof k_shapes / sizeof k_shapes[0];
@@ -141,9 +163,11 @@ const kvl_catalog_device *kvl_catalog_device_find(const char *name) {
 
 /* ---- mkmodel presets --------------------------------------------------- */
 
-/* mkmodel writes llama models without biases, head_dim = dim / n_heads. */
+/* mkmodel writes the llama family: llama without biases, qwen2 with them,
+ * head_dim = dim / n_heads, except qwen3 (its own head_dim). */
 static bool mkmodel_can_write(const kvl_model_shape *s) {
-    return s->arch == KVL_ARCH_LLAMA && !s->qkv_bias && s->hp.head_dim * s->hp.n_heads == s->hp.dim;
+    return s->arch == KVL_ARCH_LLAMA && s->qkv_bias == (s->hp.arch == KVL_ARCH_QWEN2) &&
+           (s->hp.head_dim * s->hp.n_heads == s->hp.dim || s->hp.arch == KVL_ARCH_QWEN3);
 }
 
 const char *kvl_catalog_mkmodel_names(char *buf, size_t n) {
@@ -168,7 +192,7 @@ kvl_status kvl_catalog_mkmodel_spec(const char *name, kvl_mkmodel_spec *out, kvl
     if (!sh || !mkmodel_can_write(sh))
         return kvl_errorf(err, KVL_E_INVALID, "'%s' is not one of %s%s", name ? name : "(null)",
                           kvl_catalog_mkmodel_names(names, sizeof names),
-                          sh ? " (mkmodel writes llama shapes without biases)" : "");
+                          sh ? " (mkmodel writes llama, qwen2 and qwen3 shapes)" : "");
     if (strlen(name) >= sizeof out->shape.name)
         return kvl_errorf(err, KVL_E_INVALID, "preset name is longer than %zu bytes",
                           sizeof out->shape.name - 1);
