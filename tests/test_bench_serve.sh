@@ -50,6 +50,18 @@ for m in ("ttft", "tpot", "itl", "e2el"):
     assert d[f"median_{m}_ms"] == d[f"p50_{m}_ms"]
     assert 0 <= d[f"p50_{m}_ms"] <= d[f"p90_{m}_ms"] <= d[f"p99_{m}_ms"], m
 assert d["n_ttft"] == n and d["n_e2el"] == n
+# the percentiles interpolate linearly between order statistics (numpy's default)
+def pct(v, p):
+    v = sorted(v)
+    x = p / 100 * (len(v) - 1)
+    lo = int(x)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (x - lo)
+ttfts = [t * 1e3 for t in d["ttfts"]]
+assert len(ttfts) == n
+for p in (50, 90, 99):
+    assert abs(pct(ttfts, p) - d[f"p{p}_ttft_ms"]) < 2e-3, (p, pct(ttfts, p), d[f"p{p}_ttft_ms"])
+assert abs(sum(ttfts) / n - d["mean_ttft_ms"]) < 2e-3
 assert d["n_tpot"] == sum(1 for o in outs if o > 1)
 assert d["n_itl"] == sum(outs) - n   # every gap between one request's tokens
 assert d["max_concurrent_requests"] <= max_conc

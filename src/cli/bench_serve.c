@@ -54,6 +54,8 @@ static void usage(FILE *f) {
             "\n"
             "Drives the serving engine in-process with a generated workload and reports\n"
             "throughput and latency percentiles under the names `vllm bench serve` uses.\n"
+            "Steps run on this thread (kvl_engine_step); each step that only decoded is\n"
+            "timed for the batch size vs TPOT curve.\n"
             "\n"
             "Workload:\n"
             "  -m, --model PATH        GGUF or llama2.c checkpoint (default: shipped stories260K.gguf)\n"
@@ -283,7 +285,6 @@ static double rng_gamma(uint64_t *s, double k) {
 
 /* ---- the workload ----------------------------------------------------------- */
 
-
 typedef struct dataset {
     int32_t *pairs; /* (n, 2) */
     size_t n;
@@ -411,8 +412,6 @@ static void make_prompt(const serve_opts *o, const kvl_model_info *mi, size_t i,
 }
 
 /* ---- measurement ------------------------------------------------------------ */
-
-
 
 /* Give request r one more output token at time t (seconds after t0). */
 static void stamp(serve_run *sr, sreq *r, double t) {

@@ -15,7 +15,6 @@ static const char *const CMD = KVL_SERVE_CMD;
 
 /* ---- statistics ------------------------------------------------------------- */
 
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -46,7 +45,6 @@ static dist dist_of(double *v, size_t n) {
     d.p99 = pct(v, n, 99) * 1e3;
     return d;
 }
-
 
 bool kvl_serve_summarize(serve_run *sr, serve_report *rep) {
     memset(rep, 0, sizeof *rep);
@@ -271,6 +269,13 @@ void kvl_serve_print_json(const serve_run *sr, const serve_report *rep) {
     for (size_t i = 0; i < sr->n; i++)
         if (sr->rq[i].done && !sr->rq[i].failed) {
             printf("%s%lld", any ? ", " : "", (long long)sr->rq[i].n_out);
+            any = true;
+        }
+    printf("], \"ttfts\": [");
+    any = false;
+    for (size_t i = 0; i < sr->n; i++)
+        if (sr->rq[i].done && !sr->rq[i].failed && sr->rq[i].n_out >= 1) {
+            printf("%s%.6f", any ? ", " : "", sr->rq[i].t_first - sr->rq[i].t_arrival);
             any = true;
         }
     printf("], \"errors\": [");
