@@ -15,7 +15,8 @@ static void usage(FILE *f) {
             "  ppl       perplexity of a text file, teacher-forced\n"
             "  mkmodel   write a GGUF with random weights in a real architecture's shape\n"
             "  plan      memory planner: KV bytes per token, capacity, what fits\n"
-            "  bench     tokens/s of prompt processing and generation (like llama-bench)\n",
+            "  bench     tokens/s of prompt processing and generation (like llama-bench)\n"
+            "  bench serve  a serving workload through the engine: throughput, TTFT/TPOT/ITL\n",
             KVL_VERSION);
 }
 
@@ -41,6 +42,8 @@ int main(int argc, char **argv) {
         return kvl_cli_mkmodel(argc - 1, argv + 1);
     if (!strcmp(cmd, "plan"))
         return kvl_cli_plan(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "serve"))
+        return kvl_cli_bench_serve(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return kvl_cli_bench(argc - 1, argv + 1);
     fprintf(stderr, "kvllm: unknown command '%s'\n", cmd);

@@ -1,0 +1,730 @@
+/*
+ * kvllm bench serve: a serving workload generator that drives the engine
+ * in-process through the public API only (kvllm.h), and reports what a
+ * user of `vllm bench serve` reads, under the same names.
+ *
+ * The loop is caller-driven (kvl_engine_step, then kvl_engine_poll until
+ * the queue is empty), not the engine thread: it sees every step, so it can
+ * time each step and read how many sequences decoded in it (the batch size
+ * vs TPOT curve), which a poll loop beside kvl_engine_start could not.
+ *
+ *     t0 ---- a0 --- a1 -- a2 ------------ a3 ...   arrivals (Poisson, gamma, or all at 0)
+ *     loop: submit every request whose arrival time has passed
+ *           (KVL_E_BUSY: it stays pending and is tried again after the step)
+ *           when nothing is open, sleep until the next arrival
+ *           step; every event polled is stamped with the time the step ended
+ *
+ * Latencies are measured from the request's scheduled arrival, as a client
+ * would see them: a request that arrives during a step waits for it.
+ * TTFT = first token - arrival; TPOT = (E2EL - TTFT) / (output tokens - 1);
+ * ITL = the gaps between a request's successive tokens; E2EL = final event
+ * - arrival. Output tokens are the engine's completion_tokens, which count
+ * a sampled end-of-sequence token as vLLM does; the EOS comes with the final
+ * event (same step), so every output token has a time.
+ *
+ * Outputs are forced to their length only as far as the engine allows: it
+ * ends a sequence at EOS, and the public API has no ignore_eos. Requests
+ * sample at --temp (default 1.0, no top-k/top-p/min-p cut) with seed
+ * --seed + i; early stops are counted and the actual output tokens are
+ * reported and used in every rate.
+ *
+ * Prompts are random token ids (BOS first, then ids drawn uniformly from
+ * the vocabulary, never BOS or EOS), one seeded stream per request.
+ *
+ * Nothing here calls exit(): every error returns a status to main.
+ */
+#include "cli/bench_serve.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- options -------------------------------------------------------------- */
+
+static const char *const CMD = KVL_SERVE_CMD;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: kvllm bench serve [-m MODEL] [--num-prompts N] [--request-rate R]\n"
+            "                         [--input-len N|A:B] [--output-len N|A:B] [--dataset FILE]\n"
+            "                         [engine flags] [-o text|json] [--svg FILE]\n"
+            "\n"
+            "Drives the serving engine in-process with a generated workload and reports\n"
+            "throughput and latency percentiles under the names `vllm bench serve` uses.\n"
+            "Steps run on this thread (kvl_engine_step); each step that only decoded is\n"
+            "timed for the batch size vs TPOT curve.\n"
+            "\n"
+            "Workload:\n"
+            "  -m, --model PATH        GGUF or llama2.c checkpoint (default: shipped stories260K.gguf)\n"
+            "      --num-prompts N     requests, 1..1000000 (default 16; with --dataset, its lines)\n"
+            "      --request-rate R    arrivals per second, (0, 1e6], or inf: all at t = 0\n"
+            "                          (default inf)\n"
+            "      --burstiness B      gamma shape of the arrival gaps, [0.01, 100]: 1 = Poisson\n"
+            "                          (default), < 1 burstier, > 1 more regular\n"
+            "      --max-concurrency N at most N requests submitted and not finished, 1..1000000\n"
+            "                          (default: no limit)\n"
+            "      --input-len L       prompt tokens (BOS + random ids): N, or A:B uniform\n"
+            "                          (default 128)\n"
+            "      --output-len L      max_tokens of each request: N, or A:B uniform (default 64)\n"
+            "      --dataset FILE      lines of \"prompt_len output_len\" ('#' comments), used in\n"
+            "                          order and cycled; replaces --input-len/--output-len\n"
+            "      --temp T            sampling temperature, [0, 100] (default 1.0; outputs end\n"
+            "                          early when the model samples EOS: reported)\n"
+            "  -s, --seed N            seed of arrivals, lengths, prompts and sampling (default 0)\n"
+            "  -o, --output FMT        text (default) or json\n"
+            "      --svg FILE          write the batch size vs TPOT chart\n"
+            "\n"
+            "Engine:\n"
+            "  -t, --threads N         worker threads, 1..512 (default: one per core)\n"
+            "  -c, --ctx N             positions per sequence (default: the model's context)\n"
+            "      --max-seqs N        sequences decoding at once, 1..%d (default 16)\n"
+            "      --max-batch-tokens N  tokens per step, 1..65536 (default 256)\n"
+            "      --preempt MODE      auto (default), recompute or swap\n"
+            "      --swap-mem SIZE     swap area for preempted sequences (default 0: none)\n"
+            "      --swap-file PATH    back the swap area with a file\n"
+            KVL_CLI_LOAD_USAGE
+            "  -h, --help\n"
+            "\nKV cache:\n",
+            KVL_KV_MAX_SEQS);
+    kvl_cli_kv_usage(f);
+}
+
+/* "N" or "A:B" with lo <= A <= B <= hi. */
+static bool parse_len(const char *flag, const char *v, long long lo, long long hi,
+                      len_range *out) {
+    const char *colon = strchr(v, ':');
+    if (!colon) {
+        if (!kvl_cli_int(CMD, flag, v, lo, hi, &out->lo))
+            return false;
+        out->hi = out->lo;
+        return true;
+    }
+    char a[32];
+    size_t n = (size_t)(colon - v);
+    if (n >= sizeof a) {
+        fprintf(stderr, "kvllm %s: %s: '%s' is not N or A:B\n", CMD, flag, v);
+        return false;
+    }
+    memcpy(a, v, n);
+    a[n] = '\0';
+    if (!kvl_cli_int(CMD, flag, a, lo, hi, &out->lo) ||
+        !kvl_cli_int(CMD, flag, colon + 1, lo, hi, &out->hi))
+        return false;
+    if (out->lo > out->hi) {
+        fprintf(stderr, "kvllm %s: %s: '%s': %lld > %lld (A:B needs A <= B)\n", CMD, flag, v,
+                out->lo, out->hi);
+        return false;
+    }
+    return true;
+}
+
+/* 1 consumed, 0 not one of ours, -1 bad value (message printed). */
+static int parse_flag(serve_opts *o, const char *a, const char *v) {
+    long long iv;
+    double fv;
+#define INT_FLAG(lo, hi, dst)                                                                      \
+    do {                                                                                           \
+        if (!kvl_cli_int(CMD, a, v, lo, hi, &iv))                                                  \
+            return -1;                                                                             \
+        dst = iv;                                                                                  \
+    } while (0)
+    if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+        o->model = v;
+    else if (!strcmp(a, "--dataset"))
+        o->dataset = v;
+    else if (!strcmp(a, "--svg"))
+        o->svg = v;
+    else if (!strcmp(a, "--swap-file"))
+        o->swap_file = v;
+    else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+        if (strcmp(v, "text") && strcmp(v, "json")) {
+            fprintf(stderr, "kvllm %s: %s: '%s' is not text or json\n", CMD, a, v);
+            return -1;
+        }
+        o->json = !strcmp(v, "json");
+    } else if (!strcmp(a, "--num-prompts"))
+        INT_FLAG(1, 1000000, o->n_prompts);
+    else if (!strcmp(a, "--max-concurrency"))
+        INT_FLAG(1, 1000000, o->max_conc);
+    else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
+        INT_FLAG(1, 512, o->threads);
+    else if (!strcmp(a, "-c") || !strcmp(a, "--ctx"))
+        INT_FLAG(1, KVL_MAX_CTX, o->ctx);
+    else if (!strcmp(a, "--max-seqs"))
+        INT_FLAG(1, KVL_KV_MAX_SEQS, o->max_seqs);
+    else if (!strcmp(a, "--max-batch-tokens"))
+        INT_FLAG(1, 65536, o->batch_tokens);
+    else if (!strcmp(a, "-s") || !strcmp(a, "--seed"))
+        INT_FLAG(0, INT64_MAX, o->seed);
+    else if (!strcmp(a, "--input-len")) {
+        if (!parse_len(a, v, 1, KVL_MAX_CTX, &o->in))
+            return -1;
+    } else if (!strcmp(a, "--output-len")) {
+        if (!parse_len(a, v, 1, KVL_MAX_CTX, &o->out))
+            return -1;
+    } else if (!strcmp(a, "--request-rate")) {
+        if (!strcmp(v, "inf"))
+            o->rate = INFINITY;
+        else if (!kvl_cli_float(CMD, a, v, 1e-6, 1e6, &o->rate))
+            return -1;
+    } else if (!strcmp(a, "--burstiness")) {
+        if (!kvl_cli_float(CMD, a, v, 0.01, 100, &o->burstiness))
+            return -1;
+    } else if (!strcmp(a, "--temp")) {
+        if (!kvl_cli_float(CMD, a, v, 0, 100, &fv))
+            return -1;
+        o->temp = fv;
+    } else if (!strcmp(a, "--swap-mem")) {
+        if (!kvl_cli_bytes(CMD, a, v, &o->swap_mem))
+            return -1;
+    } else if (!strcmp(a, "--preempt")) {
+        static const char *const names[] = {"auto", "recompute", "swap"};
+        int k = 0;
+        while (k < 3 && strcmp(v, names[k]))
+            k++;
+        if (k == 3) {
+            fprintf(stderr, "kvllm %s: --preempt: '%s' is not auto, recompute or swap\n", CMD, v);
+            return -1;
+        }
+        o->preempt = (kvl_preempt_mode)k;
+    } else
+        return 0;
+    return 1;
+#undef INT_FLAG
+}
+
+static const char *const value_flags[] = {
+    "-m", "--model", "--dataset", "--svg", "--swap-file", "-o", "--output", "--num-prompts",
+    "--max-concurrency", "-t", "--threads", "-c", "--ctx", "--max-seqs", "--max-batch-tokens",
+    "-s", "--seed", "--input-len", "--output-len", "--request-rate", "--burstiness", "--temp",
+    "--swap-mem", "--preempt"};
+
+/* 0 parsed, 1 help printed, 2 usage error (message printed). */
+static int parse_args(int argc, char **argv, serve_opts *o) {
+    bool len_set = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 1;
+        }
+        if (!strcmp(a, "--kv-check")) {
+            fprintf(stderr, "kvllm %s: --kv-check is not supported here (use kvllm run "
+                            "--kv-check)\n", CMD);
+            return 2;
+        }
+        int r = kvl_cli_load_flag(CMD, argc, argv, &i, &o->load);
+        if (r == 0)
+            r = kvl_cli_kv_flag(CMD, argc, argv, &i, &o->kvo);
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
+        bool known = false;
+        for (size_t k = 0; k < sizeof value_flags / sizeof value_flags[0] && !known; k++)
+            known = !strcmp(a, value_flags[k]);
+        if (!known) {
+            if (a[0] == '-' && a[1])
+                fprintf(stderr, "kvllm %s: unknown flag '%s' (see kvllm bench serve --help)\n",
+                        CMD, a);
+            else
+                fprintf(stderr, "kvllm %s: unexpected argument '%s'\n", CMD, a);
+            return 2;
+        }
+        if (!kvl_cli_value(CMD, argc, argv, &i, &v) || parse_flag(o, a, v) < 0)
+            return 2;
+        len_set |= !strcmp(a, "--input-len") || !strcmp(a, "--output-len");
+    }
+    if (o->dataset && len_set) {
+        fprintf(stderr, "kvllm %s: --dataset gives the lengths; drop --input-len/--output-len\n",
+                CMD);
+        return 2;
+    }
+    return 0;
+}
+
+/* ---- random numbers: splitmix64 ------------------------------------------- */
+
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in (0, 1]. */
+static double rng_unit(uint64_t *s) { return ((double)(rng_next(s) >> 11) + 1.0) / 9007199254740992.0; }
+
+/* Uniform in [lo, hi]. */
+static long long rng_range(uint64_t *s, long long lo, long long hi) {
+    return lo + (long long)(rng_next(s) % (uint64_t)(hi - lo + 1));
+}
+
+static double rng_normal(uint64_t *s) {
+    return sqrt(-2.0 * log(rng_unit(s))) * cos(6.283185307179586 * rng_unit(s));
+}
+
+/* Gamma(shape k, scale 1): Marsaglia and Tsang; k < 1 by boosting. */
+static double rng_gamma(uint64_t *s, double k) {
+    if (k < 1)
+        return rng_gamma(s, k + 1) * pow(rng_unit(s), 1.0 / k);
+    double d = k - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
+    for (;;) {
+        double x = rng_normal(s), v = 1 + c * x;
+        if (v <= 0)
+            continue;
+        v = v * v * v;
+        double u = rng_unit(s);
+        if (log(u) < 0.5 * x * x + d - d * v + d * log(v))
+            return d * v;
+    }
+}
+
+/* ---- the workload ----------------------------------------------------------- */
+
+typedef struct dataset {
+    int32_t *pairs; /* (n, 2) */
+    size_t n;
+} dataset;
+
+/* Read "prompt_len output_len" lines. Errors name the file and line. */
+static bool read_dataset(const char *path, dataset *d) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "kvllm %s: --dataset: cannot open '%s': %s\n", CMD, path, strerror(errno));
+        return false;
+    }
+    size_t cap = 0;
+    char line[256];
+    long lineno = 0;
+    bool ok = true;
+    while (ok && fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            fprintf(stderr, "kvllm %s: --dataset: %s:%ld: line longer than %zu bytes\n", CMD,
+                    path, lineno, sizeof line - 2);
+            ok = false;
+            break;
+        }
+        char *p = line;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '#' || *p == '\n' || *p == '\r' || !*p)
+            continue;
+        char *e1, *e2;
+        errno = 0;
+        long long a = strtoll(p, &e1, 10), b = e1 != p ? strtoll(e1, &e2, 10) : 0;
+        if (e1 == p || e2 == e1 || errno)
+            ok = false;
+        else
+            while (*e2 == ' ' || *e2 == '\t' || *e2 == '\r' || *e2 == '\n')
+                e2++;
+        if (!ok || *e2) {
+            fprintf(stderr, "kvllm %s: --dataset: %s:%ld: not \"prompt_len output_len\"\n", CMD,
+                    path, lineno);
+            ok = false;
+            break;
+        }
+        if (a < 1 || a > KVL_MAX_CTX || b < 1 || b > KVL_MAX_CTX) {
+            fprintf(stderr, "kvllm %s: --dataset: %s:%ld: lengths %lld %lld outside [1, %d]\n",
+                    CMD, path, lineno, a, b, KVL_MAX_CTX);
+            ok = false;
+            break;
+        }
+        if (d->n == 1000000) {
+            fprintf(stderr, "kvllm %s: --dataset: %s: more than 1000000 pairs\n", CMD, path);
+            ok = false;
+            break;
+        }
+        if (d->n == cap) {
+            cap = cap ? cap * 2 : 256;
+            int32_t *t = realloc(d->pairs, cap * 2 * sizeof *t);
+            if (!t) {
+                fprintf(stderr, "kvllm %s: out of memory\n", CMD);
+                ok = false;
+                break;
+            }
+            d->pairs = t;
+        }
+        d->pairs[2 * d->n] = (int32_t)a;
+        d->pairs[2 * d->n + 1] = (int32_t)b;
+        d->n++;
+    }
+    if (ok && ferror(f)) {
+        fprintf(stderr, "kvllm %s: --dataset: read error on '%s'\n", CMD, path);
+        ok = false;
+    }
+    if (ok && d->n == 0) {
+        fprintf(stderr, "kvllm %s: --dataset: '%s' has no \"prompt_len output_len\" line\n", CMD,
+                path);
+        ok = false;
+    }
+    fclose(f);
+    return ok;
+}
+
+/* Lengths and arrival times of every request, from one seeded stream.
+ * Returns 2 (usage) when a request cannot fit the context. */
+static int make_workload(const serve_opts *o, const dataset *d, int32_t max_ctx, sreq *rq,
+                         size_t n) {
+    uint64_t s = (uint64_t)o->seed ^ 0x5e12e5e12eull;
+    double t = 0;
+    for (size_t i = 0; i < n; i++) {
+        sreq *r = &rq[i];
+        if (d->n) {
+            r->in_len = d->pairs[2 * (i % d->n)];
+            r->out_len = d->pairs[2 * (i % d->n) + 1];
+        } else {
+            r->in_len = (int32_t)rng_range(&s, o->in.lo, o->in.hi);
+            r->out_len = (int32_t)rng_range(&s, o->out.lo, o->out.hi);
+        }
+        if ((long long)r->in_len + r->out_len > max_ctx) {
+            fprintf(stderr,
+                    "kvllm %s: request %zu: input %d + output %d = %lld tokens > the context %d "
+                    "(%s)\n",
+                    CMD, i, r->in_len, r->out_len, (long long)r->in_len + r->out_len, max_ctx,
+                    d->n ? "--dataset" : "--input-len, --output-len");
+            return 2;
+        }
+        r->t_arrival = t;
+        if (isfinite(o->rate)) /* gamma gaps of mean 1/rate; shape 1 is Poisson */
+            t += rng_gamma(&s, o->burstiness) / (o->burstiness * o->rate);
+    }
+    return 0;
+}
+
+/* Request i's prompt: BOS, then ids uniform over the vocabulary without
+ * BOS and EOS, from the seeded stream of (seed, i). */
+static void make_prompt(const serve_opts *o, const kvl_model_info *mi, size_t i, int32_t *toks,
+                        int32_t n) {
+    uint64_t s = (uint64_t)o->seed * 0x100000001b3ull + (uint64_t)i + 1;
+    toks[0] = mi->bos;
+    for (int32_t k = 1; k < n; k++) {
+        int32_t t;
+        do
+            t = (int32_t)rng_range(&s, 0, mi->n_vocab - 1);
+        while ((t == mi->bos || t == mi->eos) && mi->n_vocab > 2);
+        toks[k] = t;
+    }
+}
+
+/* ---- measurement ------------------------------------------------------------ */
+
+/* Give request r one more output token at time t (seconds after t0). */
+static void stamp(serve_run *sr, sreq *r, double t) {
+    if (r->n_times == 0)
+        r->t_first = t;
+    else if (sr->n_itl < sr->itl_cap)
+        sr->itl[sr->n_itl++] = t - r->t_last;
+    r->t_last = t;
+    r->n_times++;
+}
+
+static void on_event(serve_run *sr, const kvl_event *ev, double t) {
+    if (ev->tag >= sr->n)
+        return; /* not ours: every request is submitted with its index as tag */
+    sreq *r = &sr->rq[ev->tag];
+    if (ev->type == KVL_EV_TOKEN) {
+        sr->n_token_events++;
+        stamp(sr, r, t);
+        return;
+    }
+    if (ev->type != KVL_EV_FINAL)
+        return;
+    r->n_out = ev->usage.completion_tokens;
+    while (r->n_times < r->n_out) /* a sampled EOS: no token event, counted in the usage */
+        stamp(sr, r, t);
+    r->t_end = t;
+    r->reason = ev->reason;
+    r->n_preempt = ev->usage.n_preemptions;
+    r->recomputed = ev->usage.recomputed_tokens;
+    r->done = true;
+    if (ev->reason == KVL_FINISH_ERROR || ev->reason == KVL_FINISH_CANCELLED) {
+        r->failed = true;
+        if (!sr->n_failed++)
+            snprintf(sr->first_error, sizeof sr->first_error, "request %llu: %s: %s",
+                     (unsigned long long)ev->tag, kvl_finish_reason_str(ev->reason), ev->message);
+    }
+    sr->n_done++;
+    sr->n_open--;
+}
+
+/* Submit request i. 0 accepted, 1 busy (retry later), -1 refused (counted
+ * as failed and done). */
+static int submit_one(serve_run *sr, size_t i, int32_t *toks) {
+    sreq *r = &sr->rq[i];
+    make_prompt(sr->o, &sr->mi, i, toks, r->in_len);
+    kvl_request_params rp = kvl_request_defaults();
+    rp.prompt_tokens = toks;
+    rp.n_prompt_tokens = (size_t)r->in_len;
+    rp.max_tokens = r->out_len;
+    rp.temperature = (float)sr->o->temp;
+    rp.top_k = 0;
+    rp.top_p = 1;
+    rp.min_p = 0;
+    rp.seed = (uint64_t)sr->o->seed + i;
+    rp.tag = i;
+    uint64_t id;
+    kvl_error err = {0};
+    kvl_status st = kvl_engine_submit(sr->e, &rp, &id, &err);
+    if (st == KVL_E_BUSY)
+        return 1;
+    r->submitted = true;
+    if (st) {
+        r->done = r->failed = true;
+        sr->n_done++;
+        if (!sr->n_failed++)
+            snprintf(sr->first_error, sizeof sr->first_error, "request %zu refused: %s", i,
+                     err.msg);
+        return -1;
+    }
+    sr->n_open++;
+    if (sr->n_open > sr->peak_open)
+        sr->peak_open = sr->n_open;
+    return 0;
+}
+
+static void sleep_s(double s) {
+    if (s <= 0)
+        return;
+    struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - floor(s)) * 1e9)};
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+}
+
+/* One step, timed, and its events. false on an engine failure. */
+static bool step_once(serve_run *sr, double t0, kvl_engine_stats *prev, kvl_event *ev,
+                      int max_ev, bool *progress) {
+    kvl_error err = {0};
+    int32_t nt = 0;
+    double ts = kvl_now();
+    if (kvl_engine_step(sr->e, &nt, &err)) {
+        fprintf(stderr, "kvllm %s: %s\n", CMD, err.msg);
+        return false;
+    }
+    double te = kvl_now();
+    kvl_engine_stats st;
+    kvl_engine_get_stats(sr->e, &st);
+    if (nt > 0) {
+        int64_t dec = st.tokens_decoded - prev->tokens_decoded;
+        int64_t pre = st.tokens_prefilled - prev->tokens_prefilled;
+        step_bucket *b = pre == 0 && dec > 0 && dec < sr->n_buckets ? &sr->decode[dec] : &sr->mixed;
+        b->n_steps++;
+        b->sum_s += te - ts;
+    }
+    *prev = st;
+    *progress = nt > 0;
+    int k;
+    while ((k = kvl_engine_poll(sr->e, ev, max_ev, 0)) > 0) {
+        *progress = true;
+        for (int j = 0; j < k; j++)
+            on_event(sr, &ev[j], te - t0);
+    }
+    return true;
+}
+
+/* Submit on schedule, step, poll, until every request is done.
+ * Returns 0, or 1 on an engine failure or no progress. */
+static int drive(serve_run *sr) {
+    const serve_opts *o = sr->o;
+    int32_t max_in = 1;
+    for (size_t i = 0; i < sr->n; i++)
+        max_in = sr->rq[i].in_len > max_in ? sr->rq[i].in_len : max_in;
+    enum { MAX_EV = 256 };
+    int32_t *toks = malloc((size_t)max_in * sizeof *toks);
+    kvl_event *ev = malloc(MAX_EV * sizeof *ev);
+    if (!toks || !ev) {
+        free(toks);
+        free(ev);
+        fprintf(stderr, "kvllm %s: out of memory\n", CMD);
+        return 1;
+    }
+    kvl_engine_stats prev;
+    kvl_engine_get_stats(sr->e, &prev);
+    size_t next = 0;
+    int64_t stalled = 0;
+    int rc = 0;
+    double t0 = kvl_now();
+    while (sr->n_done < sr->n && rc == 0) {
+        double now = kvl_now() - t0;
+        bool busy = false;
+        while (next < sr->n && sr->rq[next].t_arrival <= now &&
+               (o->max_conc == 0 || sr->n_open < (size_t)o->max_conc)) {
+            if (submit_one(sr, next, toks) == 1) {
+                busy = true;
+                break;
+            }
+            next++;
+        }
+        if (sr->n_open == 0) {
+            if (busy || next == sr->n) {
+                fprintf(stderr, "kvllm %s: the engine refuses work with nothing open\n", CMD);
+                rc = 1;
+            } else {
+                sleep_s(sr->rq[next].t_arrival - (kvl_now() - t0));
+            }
+            continue;
+        }
+        bool progress = false;
+        if (!step_once(sr, t0, &prev, ev, MAX_EV, &progress))
+            rc = 1;
+        stalled = progress ? 0 : stalled + 1;
+        if (stalled > 100000) {
+            fprintf(stderr, "kvllm %s: no progress in %lld steps with %zu requests open\n", CMD,
+                    (long long)stalled, sr->n_open);
+            rc = 1;
+        }
+    }
+    for (size_t i = 0; i < sr->n; i++)
+        if (sr->rq[i].done && !sr->rq[i].failed && sr->rq[i].t_end > sr->duration)
+            sr->duration = sr->rq[i].t_end;
+    free(toks);
+    free(ev);
+    return rc;
+}
+
+/* ---- the command ------------------------------------------------------------ */
+
+static kvl_engine_params engine_params(const serve_opts *o) {
+    kvl_engine_params ep = kvl_engine_defaults();
+    const kvl_kv_cache_params *kp = &o->kvo.p;
+    ep.n_threads = (int32_t)o->threads;
+    ep.kv_layout = kp->layout;
+    ep.kv_type_k = o->kvo.k_set ? kvl_kv_format_get(kp->k_fmt)->name : NULL;
+    ep.kv_type_v = o->kvo.v_set ? kvl_kv_format_get(kp->v_fmt)->name : NULL;
+    ep.kv_mem = kp->budget;
+    ep.kv_mem_fraction = o->kvo.mem_fraction;
+    ep.block_size = kp->block_size;
+    ep.max_ctx = (int32_t)o->ctx;
+    if (o->max_seqs)
+        ep.max_seqs = (int32_t)o->max_seqs;
+    if (o->batch_tokens)
+        ep.max_batch_tokens = (int32_t)o->batch_tokens;
+    ep.preempt = o->preempt;
+    ep.swap_mem = o->swap_mem;
+    ep.swap_file = o->swap_file;
+    return ep;
+}
+
+/* The workload's arrays, sized up front. false on out of memory. */
+static bool alloc_run(serve_run *sr) {
+    sr->rq = calloc(sr->n, sizeof *sr->rq);
+    sr->n_buckets = sr->cfg.max_seqs + 1;
+    sr->decode = calloc((size_t)sr->n_buckets, sizeof *sr->decode);
+    if (!sr->rq || !sr->decode) {
+        fprintf(stderr, "kvllm %s: out of memory for %zu requests\n", CMD, sr->n);
+        return false;
+    }
+    return true;
+}
+
+static bool alloc_itl(serve_run *sr) {
+    size_t cap = 1;
+    for (size_t i = 0; i < sr->n; i++)
+        cap += (size_t)sr->rq[i].out_len;
+    sr->itl_cap = cap;
+    if (!(sr->itl = malloc(cap * sizeof *sr->itl))) {
+        fprintf(stderr, "kvllm %s: out of memory for %zu token times\n", CMD, cap);
+        return false;
+    }
+    return true;
+}
+
+static void print_setup(const serve_run *sr) {
+    const kvl_engine_config *c = &sr->cfg;
+    const char *const modes[] = {"auto", "recompute", "swap"};
+    fprintf(stderr,
+            "kvllm bench serve: model %s (%s), %d threads; KV %s/%s, %u blocks of %d positions "
+            "(%lld tokens, %zu bytes; %s); max_seqs %d, max_batch_tokens %d, preempt %s, swap "
+            "%zu bytes\n",
+            sr->mi.name, sr->mi.weight_type, c->n_threads, c->kv_type_k, c->kv_type_v,
+            c->n_blocks, c->block_size, (long long)c->capacity_tokens, c->kv_mem,
+            c->budget_reason, c->max_seqs, c->max_batch_tokens, modes[c->preempt], c->swap_mem);
+    if (isfinite(sr->o->rate))
+        fprintf(stderr, "kvllm bench serve: %zu requests at %g/s (burstiness %g)\n", sr->n,
+                sr->o->rate, sr->o->burstiness);
+    else
+        fprintf(stderr, "kvllm bench serve: %zu requests, all at t = 0\n", sr->n);
+}
+
+static int bench_serve(const serve_opts *o, const dataset *d) {
+    kvl_error err = {0};
+    kvl_model *m = NULL;
+    serve_run sr = {.o = o};
+    int rc = 1;
+    kvl_model_params mp = {.load = o->load};
+    if (kvl_model_load(o->model, &mp, &m, &err)) {
+        fprintf(stderr, "kvllm %s: %s\n", CMD, err.msg);
+        return 1;
+    }
+    kvl_model_get_info(m, &sr.mi);
+    if (o->ctx > sr.mi.ctx_len) {
+        fprintf(stderr, "kvllm %s: --ctx: %lld is larger than the model's context %lld\n", CMD,
+                o->ctx, (long long)sr.mi.ctx_len);
+        rc = 2;
+        goto done;
+    }
+    kvl_engine_params ep = engine_params(o);
+    if (kvl_engine_init(m, &ep, &sr.e, &err)) {
+        fprintf(stderr, "kvllm %s: %s\n", CMD, err.msg);
+        rc = err.status == KVL_E_NOMEM || err.status == KVL_E_IO ? 1 : 2;
+        goto done;
+    }
+    kvl_engine_get_config(sr.e, &sr.cfg);
+    sr.n = (size_t)(o->n_prompts ? o->n_prompts : d->n ? (long long)d->n : 16);
+    if (!alloc_run(&sr))
+        goto done;
+    if ((rc = make_workload(o, d, sr.cfg.max_ctx, sr.rq, sr.n)) != 0 || !alloc_itl(&sr)) {
+        rc = rc ? rc : 1;
+        goto done;
+    }
+    print_setup(&sr);
+    rc = drive(&sr);
+    serve_report rep;
+    if (!kvl_serve_summarize(&sr, &rep))
+        rc = 1;
+    else if (o->json)
+        kvl_serve_print_json(&sr, &rep);
+    else
+        kvl_serve_print_text(&sr, &rep);
+    fflush(stdout);
+    if (o->svg && !kvl_serve_write_svg(&sr, o->svg))
+        rc = 1;
+    if (sr.n_failed) {
+        fprintf(stderr, "kvllm %s: %zu of %zu requests failed; first: %s\n", CMD, sr.n_failed,
+                sr.n, sr.first_error);
+        rc = 1;
+    }
+done:
+    kvl_engine_free(sr.e);
+    kvl_model_free(m);
+    free(sr.rq);
+    free(sr.decode);
+    free(sr.itl);
+    return rc;
+}
+
+int kvl_cli_bench_serve(int argc, char **argv) {
+    serve_opts o = {.n_prompts = 0, .rate = INFINITY, .burstiness = 1.0, .temp = 1.0,
+                    .in = {128, 128}, .out = {64, 64}, .load = KVL_LOAD_AUTO};
+    kvl_cli_kv_defaults(&o.kvo);
+    int pr = parse_args(argc, argv, &o);
+    if (pr)
+        return pr == 1 ? 0 : 2;
+    if (!o.model && !(o.model = kvl_cli_default_model())) {
+        fprintf(stderr, "kvllm %s: no -m given and the shipped model "
+                        "(../shared/models/stories260K.gguf) was not found; set KVL_SHARED\n", CMD);
+        return 2;
+    }
+    dataset d = {0};
+    if (o.dataset && !read_dataset(o.dataset, &d)) {
+        free(d.pairs);
+        return 2;
+    }
+    int rc = bench_serve(&o, &d);
+    free(d.pairs);
+    return rc;
+}
