@@ -321,6 +321,8 @@ typedef struct kvl_request_params {
     uint64_t tag;                 /* the caller's, echoed in every event */
     const char *cache_salt;       /* prefix-cache namespace: blocks are shared only
                                      between requests with the same salt (NULL: none) */
+    bool ignore_eos;              /* keep generating past end-of-sequence (benchmarks:
+                                     every output runs to max_tokens) */
 } kvl_request_params;
 
 #define KVL_MAX_STOPS 16
@@ -358,9 +360,11 @@ KVL_API const char *kvl_finish_reason_str(kvl_finish_reason r);
 
 typedef struct kvl_usage {
     int64_t prompt_tokens;
-    int64_t completion_tokens; /* over all samples */
+    int64_t completion_tokens; /* over all samples, counting a sampled end-of-sequence
+                                  token (which has no TOKEN event), as vLLM does */
     int64_t cached_tokens;     /* prompt tokens whose KV was reused, not computed */
-    int64_t recomputed_tokens; /* positions computed again after a preemption */
+    int64_t recomputed_tokens; /* positions computed again after a preemption (prefix-cache
+                                  hits on its own old blocks not counted) */
     int32_t n_preemptions;
     double queue_s;            /* submit to first scheduled */
     double ttft_s;             /* submit to first token */

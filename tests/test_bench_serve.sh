@@ -195,5 +195,17 @@ expect_err "--dataset gives the lengths"
 expect_rc 0 "$bin" bench serve --help
 grep -qF -- "--request-rate" "$tmp/out" && ok || bad "help lists --request-rate"
 
+# no swap thrash: a swapped request comes back only when its next chunk
+# fits too (it used to swap out and in again every step: 93 swaps here)
+expect_rc 0 "$bin" bench serve -m "$m" --num-prompts 4 --input-len 480 --output-len 32 --max-seqs 4 \
+  -c 512 --kv-mem 819200 --swap-mem 64MiB --preempt swap -o json
+python3 - "$tmp/out" <<'PY' && ok || bad "swap thrash"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["completed"] == 4, d
+assert 1 <= d["preemptions_swap"] <= 4, d["preemptions_swap"]
+assert d["swap_in_blocks"] == d["swap_out_blocks"]
+PY
+
 echo "test_bench_serve: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -339,6 +339,7 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
     }
     q->tag = p->tag;
     q->session = p->session;
+    q->ignore_eos = p->ignore_eos;
     *out = q;
     return KVL_OK;
 }

@@ -27,6 +27,7 @@ typedef struct eng_req {
     kvl_request r;
     uint64_t tag, session;
     bool cancel;              /* kvl_engine_cancel asked; handled at the next step */
+    bool ignore_eos;
     kvl_sampler **samplers;   /* (n_samples) */
     kvl_detok *detok;         /* (n_samples) */
     int32_t *last;            /* (n_samples) previous token, for pieces */

@@ -72,7 +72,7 @@ static void sample_one(kvl_engine *e, eng_req *q, int32_t si, const float *row, 
     if (q->t_first == 0)
         q->t_first = now;
     q->t_last = now;
-    if (next == e->eos || next == e->bos) {
+    if ((next == e->eos && !q->ignore_eos) || next == e->bos) {
         sample_end(e, q, si, KVL_FINISH_STOP);
         return;
     }
@@ -162,8 +162,8 @@ static void snapshot(kvl_engine *e) {
 
 /* After a batch: the rates the cost rule weighs, as moving averages. */
 static void update_rates(kvl_engine *e, const kvl_sched_plan *pl, double dt) {
-    if (pl->n_prefill >= 16 && dt > 0) {
-        double r = (double)pl->batch.n_tokens / dt;
+    if (pl->n_prefill >= 16 && pl->n_prefill >= 4 * pl->n_decode && dt > 0) {
+        double r = (double)pl->n_prefill / dt; /* decodes ride along nearly free */
         e->prefill_rate = e->prefill_rate > 0 ? 0.8 * e->prefill_rate + 0.2 * r : r;
     }
     const kvl_sched_counters *c = kvl_sched_counters_get(e->sched);

@@ -46,7 +46,8 @@ typedef struct kvl_request {
     int32_t n_samples, n_alive;
     bool forked;       /* every alive sample holds its own table (true with one alive) */
     int32_t n_preempt;
-    int64_t recomputed;
+    int64_t recomputed;    /* positions computed again after recompute preemptions */
+    int64_t to_recompute;  /* positions lost by the last preemption, not yet recomputed */
     uint64_t ns;           /* prefix-cache namespace (cache salt, KV format) */
     int64_t cached_tokens; /* prompt positions found in the prefix cache at first admission */
     int64_t cached_again;  /* positions found on re-admissions after a preemption */

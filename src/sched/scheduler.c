@@ -339,8 +339,7 @@ static int64_t kv_tokens(const kvl_request *r) {
 
 static void preempt_recompute(kvl_sched *s, kvl_request *r) {
     s->c.n_preempt_recompute++;
-    s->c.tokens_recomputed += kv_tokens(r);
-    r->recomputed += kv_tokens(r);
+    r->to_recompute += kv_tokens(r); /* counted when computed again (admit) */
     for (int32_t i = 0; i < r->n_samples; i++) {
         slot_put(s, &r->seqs[i]);
         r->seqs[i].n_kv = 0;
@@ -431,7 +430,12 @@ static bool swap_in(kvl_sched *s, kvl_request *r) {
         return false;
     int32_t li = lead_of(r);
     kvl_seq *q = &r->seqs[li];
-    uint64_t need = ceil_div((uint64_t)q->n_kv, (uint64_t)s->block_size);
+    /* its blocks and those of its next chunk: coming back only to be
+     * preempted again in the same step would thrash */
+    int32_t target = (!r->forked && q->n_kv < r->n_prompt) ? r->n_prompt : q->len;
+    int32_t next = target - q->n_kv < s->p.max_batch_tokens ? target - q->n_kv
+                                                           : s->p.max_batch_tokens;
+    uint64_t need = ceil_div((uint64_t)(q->n_kv + next), (uint64_t)s->block_size);
     if (need + watermark(s) > n_free_blocks(s))
         return false;
     for (int32_t i = 0; i < r->n_samples; i++)
@@ -525,6 +529,21 @@ static bool schedule_running(kvl_sched *s, kvl_request *r, int32_t *budget) {
             return true;
         }
         KVL_ASSERT(st == KVL_E_NO_KV);
+        if (n == 1 && s->rs_n[0] > 1) { /* a prefill chunk: take what fits */
+            int32_t lo = 0, hi = s->rs_n[0] - 1; /* largest k <= hi whose blocks are free */
+            while (lo < hi) {
+                int32_t mid = lo + (hi - lo + 1) / 2;
+                if (kvl_kv_cache_blocks_needed(s->kv, slots[0], mid) <= n_free_blocks(s))
+                    lo = mid;
+                else
+                    hi = mid - 1;
+            }
+            if (lo >= 1 && kvl_kv_cache_reserve(s->kv, slots[0], lo, &err) == KVL_OK) {
+                add_item(s, r, s->rs_seq[0], lo);
+                *budget -= lo;
+                return true;
+            }
+        }
         kvl_request *v = victim_for(s, r);
         if (!v) {
             preempt(s, r);
@@ -579,6 +598,12 @@ static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
         else
             s->c.prefix_hit_tokens += hit, r->cached_tokens = hit;
     }
+    if (r->to_recompute > 0) { /* what the cache did not give back is computed again */
+        int64_t again = r->to_recompute > hit ? r->to_recompute - hit : 0;
+        s->c.tokens_recomputed += again;
+        r->recomputed += again;
+        r->to_recompute = 0;
+    }
     st = kvl_kv_cache_reserve(s->kv, q->slot, chunk, &err);
     KVL_ASSERT(st == KVL_OK);
     add_item(s, r, li, chunk);
@@ -607,8 +632,11 @@ void kvl_sched_schedule(kvl_sched *s, int32_t max_requests, kvl_sched_plan **out
         nx = kept ? r->next : NULL; /* r preempted itself: everything after it is worse */
         n_req += pl->n_items > before;
     }
-    /* 3. waiting requests, best first, no overtaking */
-    for (kvl_request *r = s->lists[KVL_REQ_WAITING].head, *nx; r && budget > 0; r = nx) {
+    /* 3. waiting requests, best first, no overtaking (not even of a swapped
+     * request that could not come back: it was running before them) */
+    for (kvl_request *r = s->lists[KVL_REQ_SWAPPED].head ? NULL : s->lists[KVL_REQ_WAITING].head,
+                     *nx;
+         r && budget > 0; r = nx) {
         nx = r->next;
         if (n_req >= max_requests || !admit(s, r, &budget))
             break;
