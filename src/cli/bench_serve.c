@@ -71,6 +71,10 @@ static void usage(FILE *f) {
             "      --output-len L      max_tokens of each request: N, or A:B uniform (default 64)\n"
             "      --dataset FILE      lines of \"prompt_len output_len\" ('#' comments), used in\n"
             "                          order and cycled; replaces --input-len/--output-len\n"
+            "      --shared-prefix N   every prompt starts with the same N tokens (a system\n"
+            "                          prompt: what the prefix cache serves)\n"
+            "      --ignore-eos        every output runs to its length\n"
+            "      --no-prefix-cache   the engine without its prefix cache, for comparison\n"
             "      --temp T            sampling temperature, [0, 100] (default 1.0; outputs end\n"
             "                          early when the model samples EOS: reported)\n"
             "  -s, --seed N            seed of arrivals, lengths, prompts and sampling (default 0)\n"
@@ -153,6 +157,8 @@ static int parse_flag(serve_opts *o, const char *a, const char *v) {
         INT_FLAG(1, 512, o->threads);
     else if (!strcmp(a, "-c") || !strcmp(a, "--ctx"))
         INT_FLAG(1, KVL_MAX_CTX, o->ctx);
+    else if (!strcmp(a, "--shared-prefix"))
+        INT_FLAG(0, KVL_MAX_CTX, o->shared_prefix);
     else if (!strcmp(a, "--max-seqs"))
         INT_FLAG(1, KVL_KV_MAX_SEQS, o->max_seqs);
     else if (!strcmp(a, "--max-batch-tokens"))
@@ -200,6 +206,7 @@ static const char *const value_flags[] = {
     "-m", "--model", "--dataset", "--svg", "--swap-file", "-o", "--output", "--num-prompts",
     "--max-concurrency", "-t", "--threads", "-c", "--ctx", "--max-seqs", "--max-batch-tokens",
     "-s", "--seed", "--input-len", "--output-len", "--request-rate", "--burstiness", "--temp",
+    "--shared-prefix",
     "--swap-mem", "--preempt"};
 
 /* 0 parsed, 1 help printed, 2 usage error (message printed). */
@@ -210,6 +217,10 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 1;
+        }
+        if (!strcmp(a, "--ignore-eos") || !strcmp(a, "--no-prefix-cache")) {
+            *(a[2] == 'i' ? &o->ignore_eos : &o->no_prefix_cache) = true;
+            continue;
         }
         if (!strcmp(a, "--kv-check")) {
             fprintf(stderr, "kvllm %s: --kv-check is not supported here (use kvllm run "
@@ -401,11 +412,13 @@ static int make_workload(const serve_opts *o, const dataset *d, int32_t max_ctx,
 static void make_prompt(const serve_opts *o, const kvl_model_info *mi, size_t i, int32_t *toks,
                         int32_t n) {
     uint64_t s = (uint64_t)o->seed * 0x100000001b3ull + (uint64_t)i + 1;
+    uint64_t sp = (uint64_t)o->seed * 0x100000001b3ull; /* the shared prefix's stream */
     toks[0] = mi->bos;
     for (int32_t k = 1; k < n; k++) {
+        uint64_t *src = k < o->shared_prefix ? &sp : &s;
         int32_t t;
         do
-            t = (int32_t)rng_range(&s, 0, mi->n_vocab - 1);
+            t = (int32_t)rng_range(src, 0, mi->n_vocab - 1);
         while ((t == mi->bos || t == mi->eos) && mi->n_vocab > 2);
         toks[k] = t;
     }
@@ -467,6 +480,7 @@ static int submit_one(serve_run *sr, size_t i, int32_t *toks) {
     rp.min_p = 0;
     rp.seed = (uint64_t)sr->o->seed + i;
     rp.tag = i;
+    rp.ignore_eos = sr->o->ignore_eos;
     uint64_t id;
     kvl_error err = {0};
     kvl_status st = kvl_engine_submit(sr->e, &rp, &id, &err);
@@ -606,6 +620,7 @@ static kvl_engine_params engine_params(const serve_opts *o) {
     ep.preempt = o->preempt;
     ep.swap_mem = o->swap_mem;
     ep.swap_file = o->swap_file;
+    ep.prefix_cache = !o->no_prefix_cache;
     return ep;
 }
 

@@ -33,6 +33,8 @@ typedef struct serve_opts {
     kvl_load_mode load;
     kvl_preempt_mode preempt;
     uint64_t swap_mem;
+    long long shared_prefix; /* every prompt starts with the same this many tokens */
+    bool ignore_eos, no_prefix_cache;
 } serve_opts;
 
 /* One request of the workload: what was asked, what came back, when. */

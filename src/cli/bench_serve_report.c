@@ -147,6 +147,13 @@ void kvl_serve_print_text(const serve_run *sr, const serve_report *rep) {
              (long long)st->n_preempt_recompute, (long long)st->n_preempt_swap);
     printf("%-40s %s\n", "Preemptions (recompute / swap):", buf);
     line_i("Tokens recomputed:", (long long)st->tokens_recomputed);
+    snprintf(buf, sizeof buf, "%lld of %lld (%.1f%%), %.2f s saved", (long long)st->prefix_hit_tokens,
+             (long long)st->prefix_lookup_tokens,
+             st->prefix_lookup_tokens ? 100.0 * (double)st->prefix_hit_tokens /
+                                            (double)st->prefix_lookup_tokens
+                                      : 0.0,
+             st->prefill_s_saved);
+    printf("%-40s %s\n", "Prefix-cache hits (prompt tokens):", buf);
     snprintf(buf, sizeof buf, "%lld / %zu", (long long)st->n_blocks_swapped_out,
              st->bytes_swapped_out);
     printf("%-40s %s\n", "Swapped out (blocks / bytes):", buf);
@@ -237,6 +244,12 @@ void kvl_serve_print_json(const serve_run *sr, const serve_report *rep) {
            (long long)st->n_preempt_swap, (long long)st->tokens_recomputed,
            (long long)st->n_blocks_swapped_out, st->bytes_swapped_out,
            (long long)st->n_blocks_swapped_in, st->bytes_swapped_in, (long long)st->n_steps);
+    printf(", \"prefix_lookup_tokens\": %lld, \"prefix_hit_tokens\": %lld, "
+           "\"prefix_hit_tokens_self\": %lld, \"prefix_evicted_blocks\": %lld, "
+           "\"prefill_s_saved\": %.6f",
+           (long long)st->prefix_lookup_tokens, (long long)st->prefix_hit_tokens,
+           (long long)st->prefix_hit_tokens_self, (long long)st->prefix_evicted_blocks,
+           st->prefill_s_saved);
     const char *const modes[] = {"auto", "recompute", "swap"};
     printf(", \"engine\": {\"threads\": %d, \"max_seqs\": %d, \"max_batch_tokens\": %d, "
            "\"max_ctx\": %d, \"kv_type_k\": \"%s\", \"kv_type_v\": \"%s\", \"block_size\": %d, "
