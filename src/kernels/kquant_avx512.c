@@ -313,25 +313,24 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
     const __m512i ones = _mm512_set1_epi8(1);
     for (int64_t s = 0; s < ns; s++) {
         /* per row and sub-block: Q4_K d * sc and dmin * m / 128; Q6_K d * sc */
-        float fs[4][16], fm[4][8];
+        float fs[4][16] __attribute__((aligned(64))), fm[4][8] __attribute__((aligned(32)));
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = row[i] + (size_t)s * bb;
             unpack_sb(blk, wq[i], ty);
             if (ty != KVL_TYPE_Q6_K) { /* Q4_K, Q5_K: the same header */
                 const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
-                uint8_t sc[8], m[8];
-                kvl_q4k_scales(b->scales, sc, m);
-                const float d = _cvtsh_ss(b->d), dm = _cvtsh_ss(b->dmin) / 128.0f;
-                for (int j = 0; j < 8; j++) {
-                    fs[i][j] = d * (float)sc[j];
-                    fm[i][j] = dm * (float)m[j];
-                }
+                const __m128i scm = q4k_scales(b->scales); /* sc bytes 0..7, m bytes 8..15 */
+                _mm256_store_ps(fs[i], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(scm)),
+                                                     _mm256_set1_ps(_cvtsh_ss(b->d))));
+                _mm256_store_ps(fm[i], _mm256_mul_ps(
+                                           _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(scm, 8))),
+                                           _mm256_set1_ps(_cvtsh_ss(b->dmin) / 128.0f)));
             } else {
                 const kvl_block_q6_k *b = (const kvl_block_q6_k *)blk;
-                const float d = _cvtsh_ss(b->d);
-                for (int j = 0; j < 16; j++)
-                    fs[i][j] = d * (float)b->scales[j];
+                _mm512_store_ps(fs[i], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                         _mm_loadu_si128((const __m128i *)b->scales))),
+                                                     _mm512_set1_ps(_cvtsh_ss(b->d))));
             }
         }
         for (int j = 0; j < 8; j++) {
