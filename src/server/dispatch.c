@@ -244,6 +244,19 @@ int srv_cancel_all(kvl_server *s) {
     return n;
 }
 
+void srv_resume_all(kvl_server *s) {
+    pthread_mutex_lock(&s->reg_mu);
+    for (srv_req *r = s->head; r; r = r->next) {
+        pthread_mutex_lock(&r->mu);
+        if (r->suspended && r->conn) {
+            r->suspended = false;
+            MHD_resume_connection(r->conn);
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    pthread_mutex_unlock(&s->reg_mu);
+}
+
 void srv_session_seen(kvl_server *s, uint64_t session, const char *user) {
     if (!session)
         return;

@@ -477,6 +477,8 @@ void kvl_server_shutdown(kvl_server *s, double grace_s, FILE *log) {
         while ((atomic_load(&s->n_calls) > 0 || srv_n_open(s) > 0) && kvl_now() - t0 < 60)
             nap();
     }
+    if (s->disp_started)
+        srv_resume_all(s);
     if (s->d) {
         MHD_stop_daemon(s->d);
         s->d = NULL;

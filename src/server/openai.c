@@ -973,7 +973,9 @@ unsigned oai_detokenize(kvl_server *s, const char *body, size_t n, srv_buf *out)
     size_t len = 0;
     kvl_error err = {0};
     char *txt = NULL;
-    if (kvl_detokenize(s->m, tmp.toks, tmp.n_toks, NULL, 0, &len, &err) == KVL_E_INVALID) {
+    char probe[1]; /* sizing call: kvl_detokenize(NULL, 0) offsets a null pointer */
+    if (kvl_detokenize(s->m, tmp.toks, tmp.n_toks, probe, sizeof probe, &len, &err) ==
+        KVL_E_INVALID) {
         free(tmp.toks);
         return BAD("tokens", "tokens: %s", err.msg);
     }

@@ -143,6 +143,10 @@ kvl_status srv_submit(kvl_server *s, const kvl_request_params *p, srv_req *r, kv
 /* Cancel every open request (shutdown). Returns how many. */
 int srv_cancel_all(kvl_server *s);
 int64_t srv_n_open(kvl_server *s);
+/* Resume every suspended connection (before the daemon stops, when an
+ * open request did not end in time: libmicrohttpd must not stop with a
+ * connection suspended). */
+void srv_resume_all(kvl_server *s);
 /* Move the mailbox's contents to *out (caller frees each and the array);
  * when it is empty and not final, suspend conn (under the lock, so that
  * the dispatcher resumes it) and return 0 items. */
