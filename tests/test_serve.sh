@@ -170,6 +170,13 @@ check400 '{"messages":[]}' messages /v1/chat/completions
 check400 '{"messages":[{"role":"robot","content":"hi"}]}' 'messages[0].role' /v1/chat/completions
 check400 '{"messages":[{"role":"user","content":"hi"}],"top_logprobs":2}' top_logprobs /v1/chat/completions
 grep -q '"message":"top_logprobs is not supported' "$tmp/body" && ok || bad "top_logprobs refusal says why"
+check400 '{"messages":[1]}' 'messages[0].role' /v1/chat/completions
+check400 '{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}' 'messages[0].content' /v1/chat/completions
+check400 '{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]}' messages /v1/chat/completions
+mt=$(post /v1/chat/completions '{"messages":[{"role":"system","content":"s"},{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":[{"type":"text","text":"c"}]}],"max_tokens":3}' | py 'j["choices"][0]["finish_reason"]')
+[ "$(code)" = 200 ] && [ "$mt" = length ] && ok || bad "multi-turn chat: $(code) $(cat "$tmp/body")"
+c=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health" -H "X-Big: $(head -c 40000 /dev/zero | tr '\0' a)")
+[ "$c" = 431 ] && ok || bad "headers over 32 KiB: $c"
 # oversize: prompt + max_tokens over the context (the numbers in the message)
 post /v1/completions '{"prompt":"Once upon a time","max_tokens":2045}' >/dev/null
 [ "$(code)" = 400 ] && grep -q '2050 > the context 2048' "$tmp/body" && ok || bad "over the context: $(code) $(cat "$tmp/body")"
