@@ -308,6 +308,11 @@ for _ in range(3000):  # until the server noticed and cancelled it
 sys.exit("not cancelled")
 PYEOF
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ] && ok || bad "healthy while busy"
+# the ledger while the stream runs: one running request holding blocks, the pool agrees
+curl -s "http://127.0.0.1:$port/v1/kv" >"$tmp/kv_busy.json"
+r=$(py '[(q["state"], q["blocks"] > 0, q["kv_bytes"] == q["blocks"] * j["pool"]["block_bytes"]) for q in j["requests"]] == [("running", True, True)] and j["pool"]["blocks_used"] > 0 and j["pool"]["blocks_used"] + j["pool"]["blocks_free"] == j["pool"]["blocks_total"]' <"$tmp/kv_busy.json")
+[ "$r" = True ] && ok || bad "ledger while busy: $(cat "$tmp/kv_busy.json")"
+grep -qE '^kvllm:num_requests_running 1$' <(curl -s "http://127.0.0.1:$port/metrics") && ok || bad "metrics: one running"
 # SIGINT with the stream in flight (grace 0): it gets finish_reason abort and [DONE]; exit 0
 kill -INT "$spid"; wait "$spid"; rc=$?
 wait "$r1"
@@ -323,6 +328,13 @@ start holder -m "$model" || exit 1
 kill -TERM "$spid"; wait "$spid"
 "$bin" serve --port 99999 >/dev/null 2>"$tmp/badport.err"; rc=$?
 [ "$rc" = 2 ] && grep -q -- '--port' "$tmp/badport.err" && ok || bad "bad --port: rc $rc"
+
+# flag errors: exit 2 naming the flag
+for args in "--max-seqs 0" "--preempt sometimes" "--max-body 1" "--grace -1" "--bogus" "--host nowhere"; do
+  "$bin" serve -m "$model" --port 0 $args >/dev/null 2>"$tmp/flag.err"; rc=$?
+  flag=${args%% *}; [ "$flag" = --host ] && flag=--host
+  [ "$rc" = 2 ] && grep -q -- "$flag" "$tmp/flag.err" && ok || bad "serve $args: rc $rc $(cat "$tmp/flag.err")"
+done
 
 echo "test_serve: $pass passed, $fail failed"
 [ "$fail" = 0 ]
