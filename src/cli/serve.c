@@ -32,44 +32,58 @@ typedef struct serve_opts {
 } serve_opts;
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: kvllm serve [-m MODEL] [--host ADDR] [--port N] [flags]\n"
-            "\n"
-            "An OpenAI-compatible HTTP server (docs/server.md): POST /v1/completions,\n"
-            "/v1/chat/completions, /tokenize, /detokenize; GET /v1/models, /health,\n"
-            "/metrics (Prometheus), /v1/kv (the KV ledger). SIGINT/SIGTERM shut it down.\n"
-            "\n"
-            "  -m, --model PATH      GGUF or llama2.c checkpoint (default: shipped stories260K.gguf)\n"
-            "      --tokenizer PATH  llama2.c tokenizer (default: beside the model)\n"
-            "      --model-name NAME the id clients use (default: the file name without extension)\n"
-            "      --host ADDR       IPv4 address to listen on (default 127.0.0.1)\n"
-            "      --port N          TCP port, 0 = any free one (default 8080)\n"
-            "      --http-threads N  HTTP threads (epoll, event-driven), 1..64 (default 2)\n"
-            "      --max-connections N  open connections, 1..65536 (default 512)\n"
-            "      --max-body SIZE   request body limit, 413 beyond (default 1MiB)\n"
-            "      --timeout S       idle / read deadline per connection, 1..3600 s (default 30)\n"
-            "      --grace S         at shutdown, seconds open requests may finish before they\n"
-            "                        are cancelled, 0..3600 (default 5)\n"
-            "  -c, --ctx N           context per sequence, at most the model's (default: the model's)\n"
-            "  -t, --threads N       worker threads (default: one per core)\n"
-            KVL_CLI_LOAD_USAGE
-            "\nScheduling (the engine's; see docs/engine.md):\n"
-            "      --max-seqs N      sequences decoding at once, 1..4096 (default 16)\n"
-            "      --max-batch-tokens N  tokens per step (default 256)\n"
-            "      --max-queue N     waiting requests; beyond it 429 (default 1024)\n"
-            "      --max-queue-tokens N  prompt tokens waiting; beyond it 429 (default 1048576)\n"
-            "      --preempt MODE    auto (default), recompute or swap\n"
-            "      --swap-mem SIZE   swap area for preempted sequences (default 0: none)\n"
-            "      --swap-file PATH  back the swap area with a file\n"
-            "  -h, --help\n"
-            "\nKV cache:\n");
+    fprintf(
+        f,
+        "usage: kvllm serve [-m MODEL] [--host ADDR] [--port N] [flags]\n"
+        "\n"
+        "An OpenAI-compatible HTTP server (docs/server.md): POST /v1/completions,\n"
+        "/v1/chat/completions, /tokenize, /detokenize; GET /v1/models, /health,\n"
+        "/metrics (Prometheus), /v1/kv (the KV ledger). SIGINT/SIGTERM shut it down.\n"
+        "\n"
+        "  -m, --model PATH      GGUF or llama2.c checkpoint (default: shipped stories260K.gguf)\n"
+        "      --tokenizer PATH  llama2.c tokenizer (default: beside the model)\n"
+        "      --model-name NAME the id clients use (default: the file name without extension)\n"
+        "      --host ADDR       IPv4 address to listen on (default 127.0.0.1)\n"
+        "      --port N          TCP port, 0 = any free one (default 8080)\n"
+        "      --http-threads N  HTTP threads (epoll, event-driven), 1..64 (default 2)\n"
+        "      --max-connections N  open connections, 1..65536 (default 512)\n"
+        "      --max-body SIZE   request body limit, 413 beyond (default 1MiB)\n"
+        "      --timeout S       idle / read deadline per connection, 1..3600 s (default 30)\n"
+        "      --grace S         at shutdown, seconds open requests may finish before they\n"
+        "                        are cancelled, 0..3600 (default 5)\n"
+        "  -c, --ctx N           context per sequence, at most the model's (default: the model's)\n"
+        "  -t, --threads N       worker threads (default: one per core)\n" KVL_CLI_LOAD_USAGE
+        "\nScheduling (the engine's; see docs/engine.md):\n"
+        "      --max-seqs N      sequences decoding at once, 1..4096 (default 16)\n"
+        "      --max-batch-tokens N  tokens per step (default 256)\n"
+        "      --max-queue N     waiting requests; beyond it 429 (default 1024)\n"
+        "      --max-queue-tokens N  prompt tokens waiting; beyond it 429 (default 1048576)\n"
+        "      --preempt MODE    auto (default), recompute or swap\n"
+        "      --swap-mem SIZE   swap area for preempted sequences (default 0: none)\n"
+        "      --swap-file PATH  back the swap area with a file\n"
+        "  -h, --help\n"
+        "\nKV cache:\n");
     kvl_cli_kv_usage(f);
 }
 
-static const char *const value_flags[] = {
-    "--host", "--port", "--http-threads", "--max-connections", "--max-body", "--timeout",
-    "--grace", "-c", "--ctx", "--max-seqs", "--max-batch-tokens", "--max-queue",
-    "--max-queue-tokens", "--preempt", "--swap-mem", "--swap-file", "--model-name", NULL};
+static const char *const value_flags[] = {"--host",
+                                          "--port",
+                                          "--http-threads",
+                                          "--max-connections",
+                                          "--max-body",
+                                          "--timeout",
+                                          "--grace",
+                                          "-c",
+                                          "--ctx",
+                                          "--max-seqs",
+                                          "--max-batch-tokens",
+                                          "--max-queue",
+                                          "--max-queue-tokens",
+                                          "--preempt",
+                                          "--swap-mem",
+                                          "--swap-file",
+                                          "--model-name",
+                                          NULL};
 
 /* 1 consumed, -1 bad value. */
 static int parse_value_flag(serve_opts *o, const char *a, const char *v) {
@@ -205,12 +219,12 @@ static void report(const serve_opts *o, const kvl_model *m, kvl_engine *e, int32
             "kvllm serve: listening on http://%s:%d (shutdown grace %g s)\n",
             mi.name, mi.container, mi.weight_type, (long long)mi.n_layers, (long long)mi.n_heads,
             (long long)mi.n_kv_heads, (long long)mi.ctx_len, o->model_id,
-            c.kv_layout == KVL_KV_LAYOUT_PAGED ? "paged" : "contiguous", c.kv_type_k,
-            c.kv_type_v, c.block_size, c.n_blocks, (long long)c.capacity_tokens,
+            c.kv_layout == KVL_KV_LAYOUT_PAGED ? "paged" : "contiguous", c.kv_type_k, c.kv_type_v,
+            c.block_size, c.n_blocks, (long long)c.capacity_tokens,
             c.max_ctx ? (long long)(c.capacity_tokens / c.max_ctx) : 0LL, c.max_ctx,
             c.bytes_per_token, c.kv_mem, c.budget_reason, c.max_seqs, c.max_batch_tokens,
-            c.max_queue, (long long)c.max_queue_tokens, pre[c.preempt % 3], c.swap_mem,
-            c.n_threads, o->sp.host, port, o->grace);
+            c.max_queue, (long long)c.max_queue_tokens, pre[c.preempt % 3], c.swap_mem, c.n_threads,
+            o->sp.host, port, o->grace);
 }
 
 /* The id clients name: the file name without directory and extension. */

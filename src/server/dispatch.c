@@ -20,8 +20,8 @@
  * Work per poll is bounded: at most SRV_POLL_MAX events, each routed with
  * one hash lookup; the hang-up probe visits each open request once.
  */
-#include "server/server_impl.h"
 #include "core/core.h"
+#include "server/server_impl.h"
 
 #include <poll.h>
 #include <stdarg.h>
@@ -154,8 +154,12 @@ static bool req_push(srv_req *r, const kvl_event *ev) {
         r->cap_mail = cap;
     }
     srv_mail *m = &r->mail[r->n_mail];
-    *m = (srv_mail){.type = ev->type, .index = ev->index, .token = ev->token,
-                    .logprob = ev->logprob, .reason = ev->reason, .status = ev->status,
+    *m = (srv_mail){.type = ev->type,
+                    .index = ev->index,
+                    .token = ev->token,
+                    .logprob = ev->logprob,
+                    .reason = ev->reason,
+                    .status = ev->status,
                     .usage = ev->usage};
     if (ev->text_len && (m->text = malloc(ev->text_len + 1))) {
         memcpy(m->text, ev->text, ev->text_len);
@@ -170,7 +174,9 @@ static bool req_push(srv_req *r, const kvl_event *ev) {
 
 /* ---- the registry ---- */
 
-static size_t bucket(uint64_t id) { return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 54) % SRV_BUCKETS; }
+static size_t bucket(uint64_t id) {
+    return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 54) % SRV_BUCKETS;
+}
 
 kvl_status srv_submit(kvl_server *s, const kvl_request_params *p, srv_req *r, kvl_error *err) {
     pthread_mutex_lock(&s->reg_mu);

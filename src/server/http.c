@@ -24,8 +24,8 @@
  * connection is suspended when the daemon stops (shutdown waits for every
  * generation call to complete first).
  */
-#include "server/openai.h"
 #include "core/core.h"
+#include "server/openai.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -245,7 +245,8 @@ static enum MHD_Result serve_call(srv_call *c, struct MHD_Connection *conn) {
     }
     if (c->too_big) {
         char msg[128];
-        snprintf(msg, sizeof msg, "the request body is larger than the limit of %zu bytes (--max-body)",
+        snprintf(msg, sizeof msg,
+                 "the request body is larger than the limit of %zu bytes (--max-body)",
                  s->p.max_body);
         return reply_error(c, conn, 413, "invalid_request_error", "body_too_large", msg);
     }
@@ -412,13 +413,12 @@ kvl_status kvl_server_init(const kvl_server_params *p, kvl_server **out, kvl_err
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME;
     if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES)
         flags |= MHD_USE_EPOLL;
-    s->d = MHD_start_daemon(flags, (uint16_t)sp.port, NULL, NULL, on_request, s,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)sp.http_threads,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)sp.max_connections,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)sp.timeout_s,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, sp.max_header,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    s->d = MHD_start_daemon(
+        flags, (uint16_t)sp.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)sp.http_threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)sp.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)sp.timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, sp.max_header,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->d) {
         kvl_server_free(s);
         return kvl_errorf(err, KVL_E_IO, "cannot start the HTTP server on %s:%d", host, sp.port);

@@ -18,17 +18,17 @@
 #include <string.h>
 
 const unsigned srv_status_codes[SRV_N_STATUS] = {200, 400, 401, 404, 405, 413,
-                                                 429, 431, 500, 503, 0, 0};
+                                                 429, 431, 500, 503, 0,   0};
 
 /* vLLM's buckets */
-static const double b_ttft[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,   0.25,  0.5,
-                                0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0,  80.0,  160.0,
-                                640.0, 2560.0};
-static const double b_tpot[] = {0.01, 0.025, 0.05, 0.075, 0.1,  0.15, 0.2,  0.3,  0.4, 0.5,
-                                0.75, 1.0,   2.5,  5.0,   7.5,  10.0, 20.0, 40.0, 80.0};
-static const double b_e2e[] = {0.3,  0.5,  0.8,  1.0,   1.5,   2.0,   2.5,   5.0,    10.0,   15.0,
-                               20.0, 30.0, 40.0, 50.0,  60.0,  120.0, 240.0, 480.0,  960.0,  1920.0,
-                               7680.0};
+static const double b_ttft[] = {0.001, 0.005, 0.01, 0.02,  0.04,  0.06,  0.08, 0.1,
+                                0.25,  0.5,   0.75, 1.0,   2.5,   5.0,   7.5,  10.0,
+                                20.0,  40.0,  80.0, 160.0, 640.0, 2560.0};
+static const double b_tpot[] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,  0.3,  0.4, 0.5,
+                                0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0};
+static const double b_e2e[] = {0.3,  0.5,   0.8,   1.0,   1.5,   2.0,    2.5,
+                               5.0,  10.0,  15.0,  20.0,  30.0,  40.0,   50.0,
+                               60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
 #define NB(a) ((int)(sizeof a / sizeof a[0]))
 
 void srv_metrics_init(srv_metrics *m) {
@@ -97,8 +97,8 @@ static bool hist(srv_buf *b, const char *name, const char *help, const srv_hist 
             ok = srv_buf_printf(b, "kvllm:%s_bucket{le=\"+Inf\"} %llu\n", name,
                                 (unsigned long long)cum);
     }
-    return ok && srv_buf_printf(b, "kvllm:%s_sum %.17g\nkvllm:%s_count %llu\n", name, h->sum,
-                                name, (unsigned long long)h->count);
+    return ok && srv_buf_printf(b, "kvllm:%s_sum %.17g\nkvllm:%s_count %llu\n", name, h->sum, name,
+                                (unsigned long long)h->count);
 }
 
 bool srv_metrics_text(kvl_server *s, srv_buf *b) {
@@ -111,9 +111,10 @@ bool srv_metrics_text(kvl_server *s, srv_buf *b) {
     static const char *const reasons[5] = {"none", "stop", "length", "abort", "error"};
     const kvl_kv_stats *kv = &st.kv;
     bool ok =
-        metric(b, "num_requests_running", "gauge", "Requests holding KV blocks (prefill or decode).",
-               st.n_running) &&
-        metric(b, "num_requests_waiting", "gauge", "Requests waiting to be admitted.", st.n_waiting) &&
+        metric(b, "num_requests_running", "gauge",
+               "Requests holding KV blocks (prefill or decode).", st.n_running) &&
+        metric(b, "num_requests_waiting", "gauge", "Requests waiting to be admitted.",
+               st.n_waiting) &&
         metric(b, "num_requests_swapped", "gauge", "Requests whose KV is in the swap area.",
                st.n_swapped) &&
         metric(b, "waiting_prompt_tokens", "gauge", "Prompt tokens of the waiting requests.",
@@ -131,7 +132,8 @@ bool srv_metrics_text(kvl_server *s, srv_buf *b) {
                (double)st.free_tokens) &&
         metric(b, "kv_bytes_total", "gauge", "Bytes of the KV pool.", (double)kv->bytes_total) &&
         metric(b, "kv_bytes_used", "gauge", "Bytes of KV blocks in use.", (double)kv->bytes_used) &&
-        metric(b, "swap_blocks_total", "gauge", "Blocks of the swap area.", st.n_swap_blocks_total) &&
+        metric(b, "swap_blocks_total", "gauge", "Blocks of the swap area.",
+               st.n_swap_blocks_total) &&
         metric(b, "swap_blocks_used", "gauge", "Blocks of the swap area in use.",
                st.n_swap_blocks_used) &&
         metric(b, "num_preemptions_total", "counter", "Preemptions (recompute and swap).",
@@ -144,8 +146,8 @@ bool srv_metrics_text(kvl_server *s, srv_buf *b) {
                (double)st.bytes_swapped_out) &&
         metric(b, "swap_in_bytes_total", "counter", "Bytes copied back from the swap area.",
                (double)st.bytes_swapped_in) &&
-        metric(b, "recomputed_tokens_total", "counter", "Positions computed again after preemption.",
-               (double)st.tokens_recomputed) &&
+        metric(b, "recomputed_tokens_total", "counter",
+               "Positions computed again after preemption.", (double)st.tokens_recomputed) &&
         metric(b, "engine_steps_total", "counter", "Engine steps run.", (double)st.n_steps) &&
         metric(b, "prompt_tokens_total", "counter", "Prompt tokens of finished requests.",
                (double)m.prompt_tokens) &&
@@ -175,8 +177,7 @@ bool srv_metrics_text(kvl_server *s, srv_buf *b) {
             ok = srv_buf_printf(b, "kvllm:http_responses_total{status=\"%u\"} %llu\n",
                                 srv_status_codes[i], (unsigned long long)m.http[i]);
     }
-    return ok &&
-           hist(b, "time_to_first_token_seconds", "Submission to first token.", &m.ttft) &&
+    return ok && hist(b, "time_to_first_token_seconds", "Submission to first token.", &m.ttft) &&
            hist(b, "time_per_output_token_seconds", "Mean time per output token after the first.",
                 &m.tpot) &&
            hist(b, "e2e_request_latency_seconds", "Submission to the final event.", &m.e2e) &&
@@ -201,7 +202,9 @@ static cJSON *pool_json(kvl_server *s) {
     kvl_engine_get_stats(s->e, &st);
     const kvl_kv_stats *kv = &st.kv;
     cJSON *p = cJSON_CreateObject();
-    bool ok = p && cJSON_AddStringToObject(p, "layout", kv->layout == KVL_KV_LAYOUT_PAGED ? "paged" : "contiguous") &&
+    bool ok = p &&
+              cJSON_AddStringToObject(p, "layout",
+                                      kv->layout == KVL_KV_LAYOUT_PAGED ? "paged" : "contiguous") &&
               cJSON_AddStringToObject(p, "kv_type_k", s->cfg.kv_type_k) &&
               cJSON_AddStringToObject(p, "kv_type_v", s->cfg.kv_type_v) &&
               add_num(p, "block_size", kv->block_size) &&
@@ -260,7 +263,8 @@ static cJSON *session_json(const kvl_session_info *si, const char *user) {
     for (int32_t i = 0; ok && i < si->n_turns; i++) {
         const kvl_session_turn *t = &si->turns[i];
         cJSON *j = cJSON_CreateObject();
-        ok = j && cJSON_AddItemToArray(turns, j) && add_num(j, "request_id", (double)t->request_id) &&
+        ok = j && cJSON_AddItemToArray(turns, j) &&
+             add_num(j, "request_id", (double)t->request_id) &&
              add_num(j, "prompt_tokens", (double)t->prompt_tokens) &&
              add_num(j, "completion_tokens", (double)t->completion_tokens) &&
              add_num(j, "cached_tokens", (double)t->cached_tokens) &&
@@ -302,7 +306,7 @@ bool srv_kv_json(kvl_server *s, srv_buf *b) {
     free(ids);
     if (ok) {
         uint64_t sid[SRV_SESSIONS];
-        char (*users)[SRV_USER_MAX] = malloc(sizeof s->ses_user);
+        char(*users)[SRV_USER_MAX] = malloc(sizeof s->ses_user);
         int ns = 0;
         ok = users != NULL;
         if (ok) {

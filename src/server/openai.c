@@ -32,8 +32,8 @@
 
 /* ---- errors ---- */
 
-bool oai_error(srv_buf *out, const char *type, const char *param, const char *code,
-               const char *fmt, ...) {
+bool oai_error(srv_buf *out, const char *type, const char *param, const char *code, const char *fmt,
+               ...) {
     char msg[768];
     va_list ap;
     va_start(ap, fmt);
@@ -55,7 +55,7 @@ bool oai_error(srv_buf *out, const char *type, const char *param, const char *co
     return ok;
 }
 
-#define BAD(param, ...) \
+#define BAD(param, ...)                                                                            \
     (oai_error(out, "invalid_request_error", param, "invalid_value", __VA_ARGS__), 400u)
 
 static bool utf8_valid(const unsigned char *p, size_t n) {
@@ -217,8 +217,10 @@ static unsigned parse_prompt(kvl_server *s, const cJSON *root, oai_req *o, srv_b
     const cJSON *first = p->child;
     if (first && (cJSON_IsString(first) || cJSON_IsArray(first))) {
         if (n != 1)
-            return BAD("prompt", "prompt: %d prompts in one request; kvllm takes 1 (use n for "
-                                 "several samples of one prompt)", n);
+            return BAD("prompt",
+                       "prompt: %d prompts in one request; kvllm takes 1 (use n for "
+                       "several samples of one prompt)",
+                       n);
         if (cJSON_IsString(first))
             return add_text(s, o, first->valuestring, strlen(first->valuestring), true, "prompt",
                             out);
@@ -241,7 +243,8 @@ static unsigned content_text(const cJSON *c, int i, srv_buf *txt, srv_buf *out) 
     for (const cJSON *part = c->child; part; part = part->next, j++) {
         const cJSON *type = field(part, "type"), *t = field(part, "text");
         if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") || !cJSON_IsString(t))
-            return BAD(param, "%s[%d]: only {\"type\": \"text\", \"text\": ...} parts are supported",
+            return BAD(param,
+                       "%s[%d]: only {\"type\": \"text\", \"text\": ...} parts are supported",
                        param, j);
         if (!srv_buf_str(txt, t->valuestring))
             return 500;
@@ -347,8 +350,10 @@ static unsigned refuse_unsupported(const cJSON *root, bool chat, srv_buf *out) {
     for (int i = 0; i < 2; i++) {
         const cJSON *f = field(root, pen[i]);
         if (f && (!cJSON_IsNumber(f) || f->valuedouble != 0))
-            return BAD(pen[i], "%s is not supported (only 0); kvllm has no presence or frequency "
-                               "penalty", pen[i]);
+            return BAD(pen[i],
+                       "%s is not supported (only 0); kvllm has no presence or frequency "
+                       "penalty",
+                       pen[i]);
     }
     const cJSON *f;
     if ((f = field(root, "echo")) && !cJSON_IsFalse(f))
@@ -395,9 +400,10 @@ unsigned oai_parse(kvl_server *s, bool chat, const char *body, size_t n, oai_req
         goto done;
     }
     if (model && strcmp(model->valuestring, s->model_id)) {
-        r = (oai_error(out, "invalid_request_error", "model", "model_not_found",
-                       "model '%.200s' is not served here; this server serves '%s' (GET /v1/models)",
-                       model->valuestring, s->model_id),
+        r = (oai_error(
+                 out, "invalid_request_error", "model", "model_not_found",
+                 "model '%.200s' is not served here; this server serves '%s' (GET /v1/models)",
+                 model->valuestring, s->model_id),
              400);
         goto done;
     }
@@ -463,8 +469,9 @@ unsigned oai_parse(kvl_server *s, bool chat, const char *body, size_t n, oai_req
     } else {
         if (!(r = get_int(root, "logprobs", 0, 5, &iv, out))) {
             if (iv > 0) {
-                r = BAD("logprobs", "logprobs %lld: only 0 is supported (the chosen token's "
-                                    "log-probability; the engine does not compute alternatives)",
+                r = BAD("logprobs",
+                        "logprobs %lld: only 0 is supported (the chosen token's "
+                        "log-probability; the engine does not compute alternatives)",
                         iv);
                 goto done;
             }
@@ -487,8 +494,9 @@ unsigned oai_parse(kvl_server *s, bool chat, const char *body, size_t n, oai_req
     CHECK(parse_stop(root, o, out));
     CHECK(chat ? parse_messages(s, root, o, out) : parse_prompt(s, root, o, out));
     if ((int64_t)o->n_toks >= s->cfg.max_ctx) {
-        r = BAD(chat ? "messages" : "prompt", "the prompt has %zu tokens; the context holds %d "
-                                              "(the prompt and at least 1 new token)",
+        r = BAD(chat ? "messages" : "prompt",
+                "the prompt has %zu tokens; the context holds %d "
+                "(the prompt and at least 1 new token)",
                 o->n_toks, s->cfg.max_ctx);
         goto done;
     }
@@ -564,8 +572,7 @@ unsigned oai_submit(srv_call *c, struct MHD_Connection *conn, srv_buf *out) {
         pthread_mutex_unlock(&s->met.mu);
     }
     switch (st) {
-    case KVL_OK:
-        break;
+    case KVL_OK: break;
     case KVL_E_BUSY:
         return oai_error(out, "rate_limit_error", NULL, "queue_full",
                          "the server is busy: %s; retry later", err.msg),
@@ -575,8 +582,7 @@ unsigned oai_submit(srv_call *c, struct MHD_Connection *conn, srv_buf *out) {
         return oai_error(out, "invalid_request_error", refusal_param(o, err.msg), "invalid_value",
                          "%s", err.msg),
                400;
-    default:
-        return oai_error(out, "server_error", NULL, NULL, "%s", err.msg), 500;
+    default: return oai_error(out, "server_error", NULL, NULL, "%s", err.msg), 500;
     }
     srv_session_seen(s, o->session, o->user);
     snprintf(c->id, sizeof c->id, "%s-%llu", o->chat ? "chatcmpl" : "cmpl",
@@ -983,7 +989,9 @@ unsigned oai_detokenize(kvl_server *s, const char *body, size_t n, srv_buf *out)
         kvl_detokenize(s->m, tmp.toks, tmp.n_toks, txt, len + 1, &len, &err)) {
         free(tmp.toks);
         free(txt);
-        return oai_error(out, "server_error", NULL, NULL, "detokenize: %s", txt ? err.msg : "out of memory"), 500;
+        return oai_error(out, "server_error", NULL, NULL, "detokenize: %s",
+                         txt ? err.msg : "out of memory"),
+               500;
     }
     free(tmp.toks);
     cJSON *o = cJSON_CreateObject();

@@ -50,9 +50,9 @@ typedef struct srv_call {
     char message[192];
     char id[48];
     long long created;
-    srv_buf out;          /* stream: rendered bytes not yet sent */
+    srv_buf out; /* stream: rendered bytes not yet sent */
     size_t out_pos;
-    bool stream_done;     /* stream: [DONE] rendered */
+    bool stream_done; /* stream: [DONE] rendered */
 } srv_call;
 
 /* Each returns an HTTP status; on anything but 200, out holds the OpenAI
@@ -73,7 +73,7 @@ unsigned oai_models(kvl_server *s, srv_buf *out);
 unsigned oai_tokenize(kvl_server *s, const char *body, size_t n, srv_buf *out);
 unsigned oai_detokenize(kvl_server *s, const char *body, size_t n, srv_buf *out);
 /* The OpenAI error object. param and code may be NULL. false on OOM. */
-bool oai_error(srv_buf *out, const char *type, const char *param, const char *code,
-               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+bool oai_error(srv_buf *out, const char *type, const char *param, const char *code, const char *fmt,
+               ...) __attribute__((format(printf, 5, 6)));
 
 #endif

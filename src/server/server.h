@@ -24,14 +24,14 @@
 typedef struct kvl_server kvl_server;
 
 typedef struct kvl_server_params {
-    const char *host;         /* IPv4 address or "localhost"; default 127.0.0.1 */
-    int32_t port;             /* 0 = any free port (the report says which) */
-    int32_t http_threads;     /* libmicrohttpd's thread pool; default 2 */
-    int32_t max_connections;  /* open connections; default 512 */
-    size_t max_body;          /* request body bytes; default 1 MiB (413 beyond) */
-    size_t max_header;        /* header buffer per connection; default 32 KiB (431) */
-    int32_t timeout_s;        /* idle / read deadline per connection; default 30 */
-    const char *model_id;     /* the name /v1/models lists and requests must use */
+    const char *host;        /* IPv4 address or "localhost"; default 127.0.0.1 */
+    int32_t port;            /* 0 = any free port (the report says which) */
+    int32_t http_threads;    /* libmicrohttpd's thread pool; default 2 */
+    int32_t max_connections; /* open connections; default 512 */
+    size_t max_body;         /* request body bytes; default 1 MiB (413 beyond) */
+    size_t max_header;       /* header buffer per connection; default 32 KiB (431) */
+    int32_t timeout_s;       /* idle / read deadline per connection; default 30 */
+    const char *model_id;    /* the name /v1/models lists and requests must use */
 } kvl_server_params;
 
 kvl_server_params kvl_server_defaults(void);

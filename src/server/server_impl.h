@@ -36,8 +36,8 @@
  * its client (cancels it; the final event still gets through). */
 #define SRV_MAIL_MAX 65536
 #define SRV_BUCKETS 1024
-#define SRV_SESSIONS 256   /* sessions the /v1/kv ledger lists (most recent) */
-#define SRV_USER_MAX 64    /* bytes of a `user` string kept for the ledger */
+#define SRV_SESSIONS 256 /* sessions the /v1/kv ledger lists (most recent) */
+#define SRV_USER_MAX 64  /* bytes of a `user` string kept for the ledger */
 #define SRV_HIST_MAX 24
 
 /* A growable byte buffer; the append functions return false on OOM and
@@ -69,7 +69,7 @@ void srv_mail_free(srv_mail *m);
  * dispatcher and the connection. */
 typedef struct srv_req {
     pthread_mutex_t mu;
-    int refs;                    /* under mu */
+    int refs; /* under mu */
     uint64_t id, session;
     struct MHD_Connection *conn; /* NULL once the connection completed */
     bool suspended;              /* the connection waits for mail (resume it) */
@@ -92,8 +92,8 @@ typedef struct srv_hist {
 #define SRV_N_STATUS 12
 typedef struct srv_metrics {
     pthread_mutex_t mu;
-    uint64_t http[SRV_N_STATUS];  /* responses by status (srv_status_codes order) */
-    uint64_t finished[5];         /* requests by kvl_finish_reason */
+    uint64_t http[SRV_N_STATUS]; /* responses by status (srv_status_codes order) */
+    uint64_t finished[5];        /* requests by kvl_finish_reason */
     uint64_t rejected_busy, rejected_invalid, rejected_limit;
     uint64_t prompt_tokens, generation_tokens, cached_tokens;
     uint64_t disconnects;
@@ -120,7 +120,7 @@ struct kvl_server {
     /* the registry of open engine requests */
     pthread_mutex_t reg_mu;
     srv_req *buckets[SRV_BUCKETS];
-    srv_req *head;        /* all open requests, newest first */
+    srv_req *head; /* all open requests, newest first */
     int64_t n_open;
     atomic_llong n_calls; /* generation calls whose connection has not completed */
     /* sessions seen (for the ledger), under ses_mu */
