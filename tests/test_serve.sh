@@ -253,9 +253,9 @@ grep -q 'kvllm serve: stopped' "$tmp/main.err" && ok || bad "shutdown reported"
 # --- a slow model (random weights, ~60 MB) so that requests stay open while
 # the test looks: one sequence, a queue of one
 "$bin" mkmodel -o "$tmp/slow.gguf" --dim 768 --layers 8 --ffn 2048 --heads 12 --kv-heads 12 \
-  --vocab-size 512 --ctx 2048 --type q8_0 >/dev/null 2>"$tmp/mkmodel.err" || { bad "mkmodel"; cat "$tmp/mkmodel.err"; }
+  --vocab-size 512 --ctx 4096 --type q8_0 >/dev/null 2>"$tmp/mkmodel.err" || { bad "mkmodel"; cat "$tmp/mkmodel.err"; }
 start slow -m "$tmp/slow.gguf" --max-seqs 1 --max-queue 1 --grace 0 || exit 1
-long='{"prompt":"x","max_tokens":2000,"temperature":0,"stream":true}'
+long='{"prompt":"x","max_tokens":4000,"temperature":0,"stream":true}'
 
 # client disconnect mid-stream: cancelled, no block held once idle
 cut_stream /v1/completions "$long" >"$tmp/cut.txt"

@@ -479,6 +479,11 @@ unsigned oai_parse(kvl_server *s, bool chat, const char *body, size_t n, oai_req
         }
         CHECK(r);
     }
+    const cJSON *salt = field(root, "cache_salt"); /* no prefix cache yet: nothing to salt */
+    if (salt && !cJSON_IsString(salt)) {
+        r = BAD("cache_salt", "cache_salt must be a string");
+        goto done;
+    }
     const cJSON *user = field(root, "user");
     if (user && !cJSON_IsString(user)) {
         r = BAD("user", "user must be a string");
