@@ -322,7 +322,14 @@ grep -q '"finish_reason":"abort"' "$tmp/r1.txt" && ok || bad "in-flight stream e
 grep -q 'cancelled 1 requests' "$tmp/slow.err" && ok || bad "shutdown says what it cancelled: $(cat "$tmp/slow.err")"
 
 # --- a port in use is refused with the reason
-start holder -m "$model" || exit 1
+start holder -m "$model" --api-key s3cret || exit 1
+# --api-key: 401 without or with a wrong key, 200 with it; /health and /metrics open
+c1=$(curl -s -o "$tmp/body" -w '%{http_code}' "http://127.0.0.1:$port/v1/models")
+[ "$c1" = 401 ] && [ "$(py 'j["error"]["code"]' <"$tmp/body")" = invalid_api_key ] && ok || bad "no key: $c1"
+c2=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer s3cre' "http://127.0.0.1:$port/v1/models")
+c3=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer s3cret' "http://127.0.0.1:$port/v1/models")
+c4=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/metrics")
+[ "$c2 $c3 $c4" = "401 200 200" ] && ok || bad "api key: wrong $c2, right $c3, metrics $c4"
 "$bin" serve -m "$model" --port "$port" >/dev/null 2>"$tmp/inuse.err"; rc=$?
 [ "$rc" = 1 ] && grep -q 'Address already in use' "$tmp/inuse.err" && ok || bad "port in use: rc $rc $(cat "$tmp/inuse.err")"
 kill -TERM "$spid"; wait "$spid"

@@ -45,6 +45,9 @@ static void usage(FILE *f) {
         "      --model-name NAME the id clients use (default: the file name without extension)\n"
         "      --host ADDR       IPv4 address to listen on (default 127.0.0.1)\n"
         "      --port N          TCP port, 0 = any free one (default 8080)\n"
+        "      --api-key KEY     require \"Authorization: Bearer KEY\" on the /v1 endpoints,\n"
+        "                        /tokenize and /detokenize (401 otherwise; /health and /metrics\n"
+        "                        stay open)\n"
         "      --http-threads N  HTTP threads (epoll, event-driven), 1..64 (default 2)\n"
         "      --max-connections N  open connections, 1..65536 (default 512)\n"
         "      --max-body SIZE   request body limit, 413 beyond (default 1MiB)\n"
@@ -83,6 +86,7 @@ static const char *const value_flags[] = {"--host",
                                           "--swap-mem",
                                           "--swap-file",
                                           "--model-name",
+                                          "--api-key",
                                           NULL};
 
 /* 1 consumed, -1 bad value. */
@@ -99,7 +103,13 @@ static int parse_value_flag(serve_opts *o, const char *a, const char *v) {
     } while (0)
     if (!strcmp(a, "--host"))
         o->sp.host = v;
-    else if (!strcmp(a, "--model-name")) {
+    else if (!strcmp(a, "--api-key")) {
+        if (!*v) {
+            fprintf(stderr, "kvllm serve: --api-key: empty\n");
+            return -1;
+        }
+        o->sp.api_key = v;
+    } else if (!strcmp(a, "--model-name")) {
         if (!*v || strlen(v) >= sizeof o->model_id) {
             fprintf(stderr, "kvllm serve: --model-name: 1..%zu bytes\n", sizeof o->model_id - 1);
             return -1;

@@ -230,6 +230,16 @@ static enum MHD_Result generate(srv_call *c, struct MHD_Connection *conn, bool c
     return ret;
 }
 
+/* "Bearer KEY" against the key, in time independent of where they differ. */
+static bool key_ok(const char *key, const char *header) {
+    const char *got = header && !strncmp(header, "Bearer ", 7) ? header + 7 : "";
+    size_t kl = strlen(key), gl = strlen(got);
+    unsigned diff = kl != gl;
+    for (size_t i = 0; i < kl; i++)
+        diff |= (unsigned)(unsigned char)key[i] ^ (unsigned char)(i < gl ? got[i] : 0);
+    return diff == 0;
+}
+
 static enum MHD_Result serve_call(srv_call *c, struct MHD_Connection *conn) {
     kvl_server *s = c->s;
     srv_buf b = {0};
@@ -250,6 +260,11 @@ static enum MHD_Result serve_call(srv_call *c, struct MHD_Connection *conn) {
                  s->p.max_body);
         return reply_error(c, conn, 413, "invalid_request_error", "body_too_large", msg);
     }
+    if (s->api_key && c->route != R_HEALTH && c->route != R_METRICS &&
+        !key_ok(s->api_key,
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION)))
+        return reply_error(c, conn, 401, "invalid_request_error", "invalid_api_key",
+                           "a valid API key is required: Authorization: Bearer KEY (--api-key)");
     bool ready = atomic_load(&s->ready), draining = atomic_load(&s->draining);
     if (c->route == R_HEALTH) {
         srv_buf_str(&b, ready && !draining ? "{\"status\":\"ok\"}"
@@ -406,6 +421,11 @@ kvl_status kvl_server_init(const kvl_server_params *p, kvl_server **out, kvl_err
     snprintf(s->model_id, sizeof s->model_id, "%s", sp.model_id ? sp.model_id : "kvllm");
     s->p.host = s->host;
     s->p.model_id = s->model_id;
+    if (sp.api_key && !(s->api_key = strdup(sp.api_key))) {
+        free(s);
+        return kvl_errorf(err, KVL_E_NOMEM, "serve: out of memory");
+    }
+    s->p.api_key = s->api_key;
     s->t_start = (double)time(NULL);
     pthread_mutex_init(&s->reg_mu, NULL);
     pthread_mutex_init(&s->ses_mu, NULL);
@@ -499,5 +519,6 @@ void kvl_server_free(kvl_server *s) {
     srv_metrics_free(&s->met);
     pthread_mutex_destroy(&s->reg_mu);
     pthread_mutex_destroy(&s->ses_mu);
+    free(s->api_key);
     free(s);
 }

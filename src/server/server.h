@@ -32,6 +32,8 @@ typedef struct kvl_server_params {
     size_t max_header;       /* header buffer per connection; default 32 KiB (431) */
     int32_t timeout_s;       /* idle / read deadline per connection; default 30 */
     const char *model_id;    /* the name /v1/models lists and requests must use */
+    const char *api_key;     /* when not NULL: the /v1 endpoints, /tokenize and /detokenize need
+                                "Authorization: Bearer KEY" (401 otherwise) */
 } kvl_server_params;
 
 kvl_server_params kvl_server_defaults(void);

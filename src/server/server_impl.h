@@ -104,6 +104,7 @@ extern const unsigned srv_status_codes[SRV_N_STATUS];
 struct kvl_server {
     kvl_server_params p;
     char host[64], model_id[128];
+    char *api_key; /* owned copy; NULL: no key */
     struct MHD_Daemon *d;
     int32_t port;
     const kvl_model *m;
