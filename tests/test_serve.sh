@@ -321,6 +321,51 @@ tail -c 14 "$tmp/r1.txt" | grep -q 'data: \[DONE\]' && ok || bad "in-flight stre
 grep -q '"finish_reason":"abort"' "$tmp/r1.txt" && ok || bad "in-flight stream ended with abort"
 grep -q 'cancelled 1 requests' "$tmp/slow.err" && ok || bad "shutdown says what it cancelled: $(cat "$tmp/slow.err")"
 
+# --- overload: 64 concurrent streaming clients (every 4th hangs up after its first
+# chunk) against 4 sequences and a queue of 16: each ends with [DONE] or 429,
+# none hangs, and afterwards no block is held
+start load -m "$model" --max-seqs 4 --max-queue 16 --http-threads 2 || exit 1
+python3 - "$port" >"$tmp/load.txt" 2>&1 <<'PYEOF' && ok || { bad "overload"; cat "$tmp/load.txt"; }
+import http.client, json, sys, threading
+port = int(sys.argv[1])
+res = [None] * 64
+def client(i):
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        body = json.dumps({"prompt": "Once upon a time", "max_tokens": 48, "temperature": 1,
+                           "seed": i, "stream": True, "n": 1 + i % 2})
+        c.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        r = c.getresponse()
+        if r.status == 429:
+            res[i] = "429"
+            return
+        if r.status != 200:
+            res[i] = "status %d" % r.status
+            return
+        data = b""
+        while True:
+            chunk = r.read1(65536) if hasattr(r, "read1") else r.read(1)
+            if not chunk:
+                break
+            data += chunk
+            if i % 4 == 3 and b"data: {" in data:
+                c.close()
+                res[i] = "cut"
+                return
+        res[i] = "done" if data.endswith(b"data: [DONE]\n\n") else "no [DONE]: %r" % data[-80:]
+    except Exception as e:
+        res[i] = "error %r" % e
+ts = [threading.Thread(target=client, args=(i,)) for i in range(64)]
+for t in ts: t.start()
+for t in ts: t.join(180)
+bad = [(i, r) for i, r in enumerate(res) if r not in ("done", "429", "cut")]
+print({k: res.count(k) for k in set(res) if isinstance(k, str) and len(k) < 5})
+sys.exit("bad: %r" % bad if bad else 0)
+PYEOF
+wait_idle && ok || { bad "not idle after the overload"; cat "$tmp/kv.json"; }
+grep -qE '^kvllm:kv_blocks_used 0$' <(curl -s "http://127.0.0.1:$port/metrics") && ok || bad "blocks held after the overload"
+kill -TERM "$spid"; wait "$spid" && ok || bad "load server exit status"
+
 # --- a port in use is refused with the reason
 start holder -m "$model" --api-key s3cret || exit 1
 # --api-key: 401 without or with a wrong key, 200 with it; /health and /metrics open
