@@ -160,8 +160,9 @@ KVL_API kvl_status kvl_tokenize(const kvl_model *m, const char *text, size_t len
                                 int32_t *out, size_t cap, size_t *n_out, kvl_error *err);
 /* Token ids to text, as the engine streams them (the leading space of the
  * first word after BOS is dropped). Writes at most cap bytes and a NUL when
- * room is left; *len_out is the full length. KVL_E_INVALID on an id out of
- * range; KVL_E_LIMIT when cap is too small. */
+ * room is left; *len_out is the full length (buf may be NULL with cap 0 to
+ * ask only the length). KVL_E_INVALID on an id out of range; KVL_E_LIMIT
+ * when cap is too small. */
 KVL_API kvl_status kvl_detokenize(const kvl_model *m, const int32_t *ids, size_t n, char *buf,
                                   size_t cap, size_t *len_out, kvl_error *err);
 

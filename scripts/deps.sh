@@ -2,9 +2,9 @@
 # Install the Debian packages kvllm needs for building and testing, only
 # those that are missing. Usage: scripts/deps.sh [test]
 set -euo pipefail
-pkgs=(cmake make gcc libc6-dev pkg-config libpcre2-dev libxxhash-dev)
+pkgs=(cmake make gcc libc6-dev pkg-config libpcre2-dev libxxhash-dev libmicrohttpd-dev libcjson-dev)
 if [ "${1:-}" = test ]; then
-  pkgs+=(clang libclang-rt-14-dev libxml2-utils python3 pkg-config)
+  pkgs+=(clang libclang-rt-14-dev libxml2-utils python3 curl)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

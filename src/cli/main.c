@@ -16,7 +16,9 @@ static void usage(FILE *f) {
             "  mkmodel   write a GGUF with random weights in a real architecture's shape\n"
             "  plan      memory planner: KV bytes per token, capacity, what fits\n"
             "  bench     tokens/s of prompt processing and generation (like llama-bench)\n"
-            "  bench serve  a serving workload through the engine: throughput, TTFT/TPOT/ITL\n",
+            "  bench serve  a serving workload through the engine: throughput, TTFT/TPOT/ITL\n"
+
+            "  serve     OpenAI-compatible HTTP server with streaming, metrics and a KV ledger\n",
             KVL_VERSION);
 }
 
@@ -46,6 +48,8 @@ int main(int argc, char **argv) {
         return kvl_cli_bench_serve(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench"))
         return kvl_cli_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve"))
+        return kvl_cli_serve(argc - 1, argv + 1);
     fprintf(stderr, "kvllm: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

@@ -44,13 +44,13 @@ kvl_status kvl_detokenize(const kvl_model *m, const int32_t *ids, size_t n, char
     for (size_t i = 0; i < n; i++) {
         size_t l;
         const char *p = kvl_tokenizer_piece(m->tok, i ? ids[i - 1] : -1, ids[i], &l);
-        if (total + l <= cap)
+        if (buf && l && total + l <= cap)
             memcpy(buf + total, p, l);
         total += l;
     }
     if (len_out)
         *len_out = total;
-    if (total < cap)
+    if (buf && total < cap)
         buf[total] = '\0';
     if (total > cap)
         return kvl_errorf(err, KVL_E_LIMIT, "detokenize: %zu bytes do not fit in %zu", total, cap);

@@ -1,0 +1,317 @@
+/*
+ * kvllm serve: the OpenAI-compatible HTTP server (src/server/, docs/server.md)
+ * as a subcommand. Parses the flags, binds the port (every endpoint answers
+ * 503 "loading" meanwhile), loads the model, creates the engine, prints the
+ * start-up report on stderr, serves until SIGINT or SIGTERM, then shuts
+ * down cleanly: stop accepting, let open requests finish for --grace
+ * seconds, cancel the rest (each client still gets its final response),
+ * exit 0.
+ *
+ * Exit status: 0 after a clean shutdown, 1 when it could not start (port,
+ * model, engine), 2 on a usage error.
+ */
+#include "cli/cli.h"
+#include "cli/common.h"
+#include "core/pool.h"
+#include "server/server.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct serve_opts {
+    kvl_cli_common com; /* -m, --tokenizer, -t, --load, the KV flags */
+    kvl_server_params sp;
+    long long ctx, max_seqs, batch_tokens, max_queue, max_queue_tokens;
+    kvl_preempt_mode preempt;
+    uint64_t swap_mem;
+    const char *swap_file;
+    double grace;
+    char model_id[128];
+} serve_opts;
+
+static void usage(FILE *f) {
+    fprintf(
+        f,
+        "usage: kvllm serve [-m MODEL] [--host ADDR] [--port N] [flags]\n"
+        "\n"
+        "An OpenAI-compatible HTTP server (docs/server.md): POST /v1/completions,\n"
+        "/v1/chat/completions, /tokenize, /detokenize; GET /v1/models, /health,\n"
+        "/metrics (Prometheus), /v1/kv (the KV ledger). SIGINT/SIGTERM shut it down.\n"
+        "\n"
+        "  -m, --model PATH      GGUF or llama2.c checkpoint (default: shipped stories260K.gguf)\n"
+        "      --tokenizer PATH  llama2.c tokenizer (default: beside the model)\n"
+        "      --model-name NAME the id clients use (default: the file name without extension)\n"
+        "      --host ADDR       IPv4 address to listen on (default 127.0.0.1)\n"
+        "      --port N          TCP port, 0 = any free one (default 8080)\n"
+        "      --api-key KEY     require \"Authorization: Bearer KEY\" on the /v1 endpoints,\n"
+        "                        /tokenize and /detokenize (401 otherwise; /health and /metrics\n"
+        "                        stay open)\n"
+        "      --http-threads N  HTTP threads (epoll, event-driven), 1..64 (default 2)\n"
+        "      --max-connections N  open connections, 1..65536 (default 512)\n"
+        "      --max-body SIZE   request body limit, 413 beyond (default 1MiB)\n"
+        "      --timeout S       idle / read deadline per connection, 1..3600 s (default 30)\n"
+        "      --grace S         at shutdown, seconds open requests may finish before they\n"
+        "                        are cancelled, 0..3600 (default 5)\n"
+        "  -c, --ctx N           context per sequence, at most the model's (default: the model's)\n"
+        "  -t, --threads N       worker threads (default: one per core)\n" KVL_CLI_LOAD_USAGE
+        "\nScheduling (the engine's; see docs/engine.md):\n"
+        "      --max-seqs N      sequences decoding at once, 1..4096 (default 16)\n"
+        "      --max-batch-tokens N  tokens per step (default 256)\n"
+        "      --max-queue N     waiting requests; beyond it 429 (default 1024)\n"
+        "      --max-queue-tokens N  prompt tokens waiting; beyond it 429 (default 1048576)\n"
+        "      --preempt MODE    auto (default), recompute or swap\n"
+        "      --swap-mem SIZE   swap area for preempted sequences (default 0: none)\n"
+        "      --swap-file PATH  back the swap area with a file\n"
+        "  -h, --help\n"
+        "\nKV cache:\n");
+    kvl_cli_kv_usage(f);
+}
+
+static const char *const value_flags[] = {"--host",
+                                          "--port",
+                                          "--http-threads",
+                                          "--max-connections",
+                                          "--max-body",
+                                          "--timeout",
+                                          "--grace",
+                                          "-c",
+                                          "--ctx",
+                                          "--max-seqs",
+                                          "--max-batch-tokens",
+                                          "--max-queue",
+                                          "--max-queue-tokens",
+                                          "--preempt",
+                                          "--swap-mem",
+                                          "--swap-file",
+                                          "--model-name",
+                                          "--api-key",
+                                          NULL};
+
+/* 1 consumed, -1 bad value. */
+static int parse_value_flag(serve_opts *o, const char *a, const char *v) {
+    const char *cmd = "serve";
+    long long iv;
+    double fv;
+    uint64_t bv;
+#define INT_FLAG(lo, hi, dst)                                                                      \
+    do {                                                                                           \
+        if (!kvl_cli_int(cmd, a, v, lo, hi, &iv))                                                  \
+            return -1;                                                                             \
+        dst = iv;                                                                                  \
+    } while (0)
+    if (!strcmp(a, "--host"))
+        o->sp.host = v;
+    else if (!strcmp(a, "--api-key")) {
+        if (!*v) {
+            fprintf(stderr, "kvllm serve: --api-key: empty\n");
+            return -1;
+        }
+        o->sp.api_key = v;
+    } else if (!strcmp(a, "--model-name")) {
+        if (!*v || strlen(v) >= sizeof o->model_id) {
+            fprintf(stderr, "kvllm serve: --model-name: 1..%zu bytes\n", sizeof o->model_id - 1);
+            return -1;
+        }
+        snprintf(o->model_id, sizeof o->model_id, "%s", v);
+    } else if (!strcmp(a, "--port"))
+        INT_FLAG(0, 65535, o->sp.port);
+    else if (!strcmp(a, "--http-threads"))
+        INT_FLAG(1, 64, o->sp.http_threads);
+    else if (!strcmp(a, "--max-connections"))
+        INT_FLAG(1, 65536, o->sp.max_connections);
+    else if (!strcmp(a, "--timeout"))
+        INT_FLAG(1, 3600, o->sp.timeout_s);
+    else if (!strcmp(a, "--grace")) {
+        if (!kvl_cli_float(cmd, a, v, 0, 3600, &fv))
+            return -1;
+        o->grace = fv;
+    } else if (!strcmp(a, "--max-body")) {
+        if (!kvl_cli_bytes(cmd, a, v, &bv))
+            return -1;
+        if (bv < 1024 || bv > (64u << 20)) {
+            fprintf(stderr, "kvllm serve: --max-body: %llu outside [1KiB, 64MiB]\n",
+                    (unsigned long long)bv);
+            return -1;
+        }
+        o->sp.max_body = (size_t)bv;
+    } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx"))
+        INT_FLAG(1, KVL_MAX_CTX, o->ctx);
+    else if (!strcmp(a, "--max-seqs"))
+        INT_FLAG(1, 4096, o->max_seqs);
+    else if (!strcmp(a, "--max-batch-tokens"))
+        INT_FLAG(1, 65536, o->batch_tokens);
+    else if (!strcmp(a, "--max-queue"))
+        INT_FLAG(1, 1 << 24, o->max_queue);
+    else if (!strcmp(a, "--max-queue-tokens"))
+        INT_FLAG(1, 1ll << 40, o->max_queue_tokens);
+    else if (!strcmp(a, "--swap-file"))
+        o->swap_file = v;
+    else if (!strcmp(a, "--swap-mem")) {
+        if (!kvl_cli_bytes(cmd, a, v, &o->swap_mem))
+            return -1;
+    } else if (!strcmp(a, "--preempt")) {
+        static const char *const names[] = {"auto", "recompute", "swap"};
+        int k = 0;
+        while (k < 3 && strcmp(v, names[k]))
+            k++;
+        if (k == 3) {
+            fprintf(stderr, "kvllm serve: --preempt: '%s' is not auto, recompute or swap\n", v);
+            return -1;
+        }
+        o->preempt = (kvl_preempt_mode)k;
+    } else
+        return 0;
+    return 1;
+#undef INT_FLAG
+}
+
+/* 0 parsed, 1 help printed, 2 usage error (message printed). */
+static int parse_args(int argc, char **argv, serve_opts *o) {
+    const char *cmd = "serve";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 1;
+        }
+        int r = kvl_cli_common_flag(cmd, argc, argv, &i, &o->com);
+        if (r < 0)
+            return 2;
+        if (r > 0)
+            continue;
+        if (!kvl_cli_flag_value(cmd, value_flags, NULL, argc, argv, &i, &v) ||
+            parse_value_flag(o, a, v) <= 0)
+            return 2;
+    }
+    return 0;
+}
+
+static kvl_engine_params engine_params(const serve_opts *o) {
+    kvl_engine_params ep = kvl_engine_defaults();
+    const kvl_kv_cache_params *kp = &o->com.kvo.p;
+    ep.n_threads = (int32_t)o->com.threads;
+    ep.kv_layout = kp->layout;
+    ep.kv_type_k = o->com.kvo.k_set ? kvl_kv_format_get(kp->k_fmt)->name : NULL;
+    ep.kv_type_v = o->com.kvo.v_set ? kvl_kv_format_get(kp->v_fmt)->name : NULL;
+    ep.kv_mem = kp->budget;
+    ep.kv_mem_fraction = o->com.kvo.mem_fraction;
+    ep.block_size = kp->block_size;
+    ep.max_ctx = (int32_t)o->ctx;
+    if (o->max_seqs)
+        ep.max_seqs = (int32_t)o->max_seqs;
+    if (o->batch_tokens)
+        ep.max_batch_tokens = (int32_t)o->batch_tokens;
+    if (o->max_queue)
+        ep.max_queue = (int32_t)o->max_queue;
+    if (o->max_queue_tokens)
+        ep.max_queue_tokens = o->max_queue_tokens;
+    ep.preempt = o->preempt;
+    ep.swap_mem = o->swap_mem;
+    ep.swap_file = o->swap_file;
+    return ep;
+}
+
+static void report(const serve_opts *o, const kvl_model *m, kvl_engine *e, int32_t port) {
+    kvl_model_info mi;
+    kvl_engine_config c;
+    kvl_model_get_info(m, &mi);
+    kvl_engine_get_config(e, &c);
+    static const char *const pre[] = {"auto", "recompute", "swap"};
+    fprintf(stderr,
+            "kvllm serve: model %s (%s, %s weights, %lld layers, %lld/%lld heads, context %lld) "
+            "as '%s'\n"
+            "kvllm serve: KV %s, %s/%s, block %d, %u blocks = %lld tokens = %lld full-context "
+            "sequences of %d (%zu bytes per token, %zu bytes: %s)\n"
+            "kvllm serve: up to %d sequences, %d tokens per step, queue %d requests / %lld "
+            "tokens, preempt %s, swap %zu bytes, %d threads\n"
+            "kvllm serve: listening on http://%s:%d (shutdown grace %g s)\n",
+            mi.name, mi.container, mi.weight_type, (long long)mi.n_layers, (long long)mi.n_heads,
+            (long long)mi.n_kv_heads, (long long)mi.ctx_len, o->model_id,
+            c.kv_layout == KVL_KV_LAYOUT_PAGED ? "paged" : "contiguous", c.kv_type_k, c.kv_type_v,
+            c.block_size, c.n_blocks, (long long)c.capacity_tokens,
+            c.max_ctx ? (long long)(c.capacity_tokens / c.max_ctx) : 0LL, c.max_ctx,
+            c.bytes_per_token, c.kv_mem, c.budget_reason, c.max_seqs, c.max_batch_tokens,
+            c.max_queue, (long long)c.max_queue_tokens, pre[c.preempt % 3], c.swap_mem, c.n_threads,
+            o->sp.host, port, o->grace);
+}
+
+/* The id clients name: the file name without directory and extension. */
+static void default_model_id(const char *path, char *out, size_t cap) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    snprintf(out, cap, "%s", b);
+    char *dot = strrchr(out, '.');
+    if (dot && dot != out)
+        *dot = '\0';
+}
+
+static int serve(serve_opts *o) {
+    kvl_error err = {0};
+    kvl_server *srv = NULL;
+    kvl_model *m = NULL;
+    kvl_engine *e = NULL;
+    int rc = 1;
+    /* every thread inherits this mask; the main thread takes the signals */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (!o->model_id[0])
+        default_model_id(o->com.model, o->model_id, sizeof o->model_id);
+    o->sp.model_id = o->model_id;
+    if (kvl_server_init(&o->sp, &srv, &err)) {
+        fprintf(stderr, "kvllm serve: %s\n", err.msg);
+        return err.status == KVL_E_INVALID ? 2 : 1;
+    }
+    kvl_model_params mp = {.tokenizer_path = o->com.tokenizer, .load = o->com.load};
+    if (kvl_model_load(o->com.model, &mp, &m, &err)) {
+        fprintf(stderr, "kvllm serve: %s\n", err.msg);
+        goto done;
+    }
+    kvl_model_info mi;
+    kvl_model_get_info(m, &mi);
+    if (o->ctx > mi.ctx_len) {
+        fprintf(stderr, "kvllm serve: --ctx: %lld is larger than the model's context %lld\n",
+                o->ctx, (long long)mi.ctx_len);
+        rc = 2;
+        goto done;
+    }
+    kvl_engine_params ep = engine_params(o);
+    if (kvl_engine_init(m, &ep, &e, &err)) {
+        fprintf(stderr, "kvllm serve: %s\n", err.msg);
+        rc = err.status == KVL_E_INVALID || err.status == KVL_E_NO_KV ? 2 : 1;
+        goto done;
+    }
+    report(o, m, e, kvl_server_port(srv));
+    if (kvl_server_attach(srv, m, e, &err)) {
+        fprintf(stderr, "kvllm serve: %s\n", err.msg);
+        goto done;
+    }
+    fprintf(stderr, "kvllm serve: ready\n");
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "kvllm serve: %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    kvl_server_shutdown(srv, o->grace, stderr);
+    fprintf(stderr, "kvllm serve: stopped\n");
+    rc = 0;
+done:
+    kvl_server_free(srv); /* stops the HTTP threads and the engine thread first */
+    kvl_engine_free(e);
+    kvl_model_free(m);
+    return rc;
+}
+
+int kvl_cli_serve(int argc, char **argv) {
+    serve_opts o = {.sp = kvl_server_defaults(), .grace = 5};
+    kvl_cli_common_defaults(&o.com);
+    int pr = parse_args(argc, argv, &o);
+    if (pr)
+        return pr == 1 ? 0 : 2;
+    if (!(o.com.model = kvl_cli_model_path("serve", &o.com)))
+        return 2;
+    return serve(&o);
+}

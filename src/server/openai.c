@@ -1,0 +1,1014 @@
+/*
+ * The OpenAI JSON of kvllm serve, parsed and printed with cJSON.
+ *
+ * Requests: every field is checked for its type and range before anything
+ * is submitted; a bad one gets 400 with an OpenAI error object whose param
+ * names the field and whose message has the value and the limit. Unknown
+ * fields are ignored (clients send many); fields kvllm cannot honour are
+ * refused rather than ignored (presence/frequency penalties other than 0,
+ * top log-probabilities, echo, suffix, best_of, logit_bias, tools).
+ *
+ * Prompts are tokenized here, on the HTTP thread, never the engine's.
+ * Chat messages go through a minimal llama2 template (docs/server.md):
+ *
+ *   <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] {user} [/INST]
+ *
+ * where <s> and </s> are the BOS and EOS token ids, not text.
+ *
+ * Responses: a non-streamed call accumulates each sample's text (and
+ * log-probabilities) until the FINAL; a streamed one renders one SSE chunk
+ * per event with text, a chunk with each sample's finish_reason, the usage
+ * chunk (stream_options.include_usage) and `data: [DONE]`.
+ */
+#include "server/openai.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- errors ---- */
+
+bool oai_error(srv_buf *out, const char *type, const char *param, const char *code, const char *fmt,
+               ...) {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cJSON *root = cJSON_CreateObject(), *e = NULL;
+    bool ok = root && (e = cJSON_AddObjectToObject(root, "error")) &&
+              cJSON_AddStringToObject(e, "message", msg) &&
+              cJSON_AddStringToObject(e, "type", type) &&
+              (param ? cJSON_AddStringToObject(e, "param", param) != NULL
+                     : cJSON_AddNullToObject(e, "param") != NULL) &&
+              (code ? cJSON_AddStringToObject(e, "code", code) != NULL
+                    : cJSON_AddNullToObject(e, "code") != NULL);
+    char *txt = ok ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    out->n = 0;
+    ok = txt && srv_buf_str(out, txt);
+    free(txt);
+    return ok;
+}
+
+#define BAD(param, ...)                                                                            \
+    (oai_error(out, "invalid_request_error", param, "invalid_value", __VA_ARGS__), 400u)
+
+static bool utf8_valid(const unsigned char *p, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = p[i], cp;
+        size_t k;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF)
+            k = 1, cp = c & 0x1Fu;
+        else if ((c & 0xF0u) == 0xE0)
+            k = 2, cp = c & 0x0Fu;
+        else if (c >= 0xF0 && c <= 0xF4)
+            k = 3, cp = c & 0x07u;
+        else
+            return false;
+        if (n - i <= k)
+            return false;
+        for (size_t j = 1; j <= k; j++) {
+            if ((p[i + j] & 0xC0u) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i + j] & 0x3Fu);
+        }
+        if ((k == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+            (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+/* Parse a JSON object body. 0 with *root, or 400 with the error. */
+static unsigned parse_body(const char *body, size_t n, cJSON **root, srv_buf *out) {
+    *root = NULL;
+    if (!utf8_valid((const unsigned char *)body, n))
+        return BAD(NULL, "the request body is not valid UTF-8");
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(body, n, &end, false);
+    if (!j) {
+        size_t at = end && end >= body ? (size_t)(end - body) : 0;
+        return BAD(NULL, "the request body is not valid JSON (error near byte %zu of %zu)", at, n);
+    }
+    while (end && (size_t)(end - body) < n && strchr(" \t\r\n", *end))
+        end++;
+    if (end && (size_t)(end - body) < n) {
+        cJSON_Delete(j);
+        return BAD(NULL, "the request body has bytes after the JSON value (at byte %zu)",
+                   (size_t)(end - body));
+    }
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return BAD(NULL, "the request body must be a JSON object");
+    }
+    *root = j;
+    return 0;
+}
+
+static const cJSON *field(const cJSON *o, const char *name) {
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, name);
+    return f && !cJSON_IsNull(f) ? f : NULL;
+}
+
+/* Integer field in [lo, hi]: 0 (set), 1 (absent), or 400. */
+static unsigned get_int(const cJSON *o, const char *name, double lo, double hi, long long *v,
+                        srv_buf *out) {
+    const cJSON *f = field(o, name);
+    if (!f)
+        return 1;
+    if (!cJSON_IsNumber(f) || f->valuedouble != floor(f->valuedouble))
+        return BAD(name, "%s must be an integer", name);
+    if (!(f->valuedouble >= lo && f->valuedouble <= hi))
+        return BAD(name, "%s %.17g is outside [%.17g, %.17g]", name, f->valuedouble, lo, hi);
+    *v = (long long)f->valuedouble;
+    return 0;
+}
+
+static unsigned get_num(const cJSON *o, const char *name, double lo, double hi, bool lo_open,
+                        double *v, srv_buf *out) {
+    const cJSON *f = field(o, name);
+    if (!f)
+        return 1;
+    if (!cJSON_IsNumber(f))
+        return BAD(name, "%s must be a number", name);
+    double x = f->valuedouble;
+    if (!(lo_open ? x > lo : x >= lo) || !(x <= hi))
+        return BAD(name, "%s %.17g is outside %c%g, %g]", name, x, lo_open ? '(' : '[', lo, hi);
+    *v = x;
+    return 0;
+}
+
+static unsigned get_bool(const cJSON *o, const char *name, bool *v, srv_buf *out) {
+    const cJSON *f = field(o, name);
+    if (!f)
+        return 1;
+    if (!cJSON_IsBool(f))
+        return BAD(name, "%s must be true or false", name);
+    *v = cJSON_IsTrue(f);
+    return 0;
+}
+
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        unsigned _r = (x);                                                                         \
+        if (_r > 1)                                                                                \
+            return _r;                                                                             \
+    } while (0)
+
+/* Append the tokens of text to o->toks (BOS first when bos). */
+static unsigned add_text(kvl_server *s, oai_req *o, const char *text, size_t len, bool bos,
+                         const char *param, srv_buf *out) {
+    size_t cap = o->n_toks + len + 3;
+    int32_t *t = realloc(o->toks, cap * sizeof *t);
+    if (!t)
+        return oai_error(out, "server_error", NULL, NULL, "out of memory"), 500;
+    o->toks = t;
+    size_t n = 0;
+    kvl_error err = {0};
+    if (kvl_tokenize(s->m, text, len, bos, t + o->n_toks, cap - o->n_toks, &n, &err))
+        return BAD(param, "%s: %s", param, err.msg);
+    o->n_toks += n;
+    return 0;
+}
+
+static unsigned add_ids(kvl_server *s, oai_req *o, const cJSON *arr, const char *param,
+                        srv_buf *out) {
+    int n = cJSON_GetArraySize(arr);
+    if (n < 1)
+        return BAD(param, "%s: an empty token array", param);
+    if ((int64_t)n > s->cfg.max_ctx)
+        return BAD(param, "%s: %d tokens > the context %d", param, n, s->cfg.max_ctx);
+    int32_t *t = realloc(o->toks, (o->n_toks + (size_t)n) * sizeof *t);
+    if (!t)
+        return oai_error(out, "server_error", NULL, NULL, "out of memory"), 500;
+    o->toks = t;
+    int i = 0;
+    for (const cJSON *x = arr->child; x; x = x->next, i++) {
+        if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble) || x->valuedouble < 0 ||
+            x->valuedouble >= (double)s->mi.n_vocab)
+            return BAD(param, "%s[%d] is not a token id in [0, %lld)", param, i,
+                       (long long)s->mi.n_vocab);
+        t[o->n_toks++] = (int32_t)x->valuedouble;
+    }
+    return 0;
+}
+
+/* completions: prompt is a string, [string], [ids] or [[ids]]. */
+static unsigned parse_prompt(kvl_server *s, const cJSON *root, oai_req *o, srv_buf *out) {
+    const cJSON *p = field(root, "prompt");
+    if (!p)
+        return BAD("prompt", "prompt is required");
+    if (cJSON_IsString(p))
+        return add_text(s, o, p->valuestring, strlen(p->valuestring), true, "prompt", out);
+    if (!cJSON_IsArray(p))
+        return BAD("prompt", "prompt must be a string or an array of token ids");
+    int n = cJSON_GetArraySize(p);
+    const cJSON *first = p->child;
+    if (first && (cJSON_IsString(first) || cJSON_IsArray(first))) {
+        if (n != 1)
+            return BAD("prompt",
+                       "prompt: %d prompts in one request; kvllm takes 1 (use n for "
+                       "several samples of one prompt)",
+                       n);
+        if (cJSON_IsString(first))
+            return add_text(s, o, first->valuestring, strlen(first->valuestring), true, "prompt",
+                            out);
+        return add_ids(s, o, first, "prompt", out);
+    }
+    return add_ids(s, o, p, "prompt", out);
+}
+
+/* The text of a message's content: a string or an array of text parts. */
+static unsigned content_text(const cJSON *c, int i, srv_buf *txt, srv_buf *out) {
+    char param[64];
+    snprintf(param, sizeof param, "messages[%d].content", i);
+    if (!c)
+        return 0; /* an empty message */
+    if (cJSON_IsString(c))
+        return srv_buf_str(txt, c->valuestring) ? 0 : 500;
+    if (!cJSON_IsArray(c))
+        return BAD(param, "%s must be a string or an array of text parts", param);
+    int j = 0;
+    for (const cJSON *part = c->child; part; part = part->next, j++) {
+        const cJSON *type = field(part, "type"), *t = field(part, "text");
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") || !cJSON_IsString(t))
+            return BAD(param,
+                       "%s[%d]: only {\"type\": \"text\", \"text\": ...} parts are supported",
+                       param, j);
+        if (!srv_buf_str(txt, t->valuestring))
+            return 500;
+    }
+    return 0;
+}
+
+/* chat: messages through the llama2 template into o->toks. */
+static unsigned parse_messages(kvl_server *s, const cJSON *root, oai_req *o, srv_buf *out) {
+    const cJSON *msgs = field(root, "messages");
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) < 1)
+        return BAD("messages", "messages must be a non-empty array of {role, content}");
+    srv_buf sys = {0}, turn = {0}, txt = {0};
+    unsigned r = 0;
+    int i = 0;
+    const char *last_role = "";
+    for (const cJSON *m = msgs->child; m && !r; m = m->next, i++) {
+        const cJSON *role = field(m, "role");
+        if (!cJSON_IsObject(m) || !cJSON_IsString(role)) {
+            char param[48];
+            snprintf(param, sizeof param, "messages[%d].role", i);
+            r = BAD(param, "%s must be a string", param);
+            break;
+        }
+        const char *rn = role->valuestring;
+        txt.n = 0;
+        if ((r = content_text(field(m, "content"), i, &txt, out)))
+            break;
+        const char *t = txt.p ? txt.p : "";
+        if (!strcmp(rn, "system") || !strcmp(rn, "developer")) {
+            if (!srv_buf_printf(&sys, "%s%s", sys.n ? "\n" : "", t))
+                r = 500;
+        } else if (!strcmp(rn, "user")) {
+            /* [INST] (the system block with the first user turn) user [/INST] */
+            turn.n = 0;
+            bool ok = srv_buf_str(&turn, "[INST] ");
+            if (ok && sys.n) {
+                ok = srv_buf_printf(&turn, "<<SYS>>\n%s\n<</SYS>>\n\n", sys.p);
+                sys.n = 0;
+            }
+            ok = ok && srv_buf_printf(&turn, "%s [/INST]", t);
+            if (!ok)
+                r = 500;
+            else
+                r = add_text(s, o, turn.p, turn.n, true, "messages", out);
+        } else if (!strcmp(rn, "assistant")) {
+            turn.n = 0;
+            if (!srv_buf_printf(&turn, " %s ", t))
+                r = 500;
+            else if (!(r = add_text(s, o, turn.p, turn.n, false, "messages", out))) {
+                int32_t *tk = realloc(o->toks, (o->n_toks + 1) * sizeof *tk);
+                if (!tk)
+                    r = 500;
+                else {
+                    o->toks = tk;
+                    tk[o->n_toks++] = s->mi.eos;
+                }
+            }
+        } else {
+            char param[48];
+            snprintf(param, sizeof param, "messages[%d].role", i);
+            r = BAD(param, "%s '%.32s' is not system, developer, user or assistant", param, rn);
+        }
+        last_role = rn;
+    }
+    if (!r && strcmp(last_role, "user"))
+        r = BAD("messages", "the last message must have role user (the llama2 template ends "
+                            "with [/INST])");
+    srv_buf_free(&sys);
+    srv_buf_free(&turn);
+    srv_buf_free(&txt);
+    if (r == 500)
+        oai_error(out, "server_error", NULL, NULL, "out of memory");
+    return r;
+}
+
+static unsigned parse_stop(const cJSON *root, oai_req *o, srv_buf *out) {
+    const cJSON *st = field(root, "stop");
+    if (!st)
+        return 0;
+    const cJSON *one = cJSON_IsString(st) ? st : NULL;
+    if (!one && !cJSON_IsArray(st))
+        return BAD("stop", "stop must be a string or an array of strings");
+    if (!one && cJSON_GetArraySize(st) > KVL_MAX_STOPS)
+        return BAD("stop", "stop: %d strings > %d", cJSON_GetArraySize(st), KVL_MAX_STOPS);
+    int i = 0;
+    for (const cJSON *x = one ? one : st->child; x; x = one ? NULL : x->next, i++) {
+        if (!cJSON_IsString(x))
+            return BAD("stop", "stop[%d] must be a string", i);
+        size_t l = strlen(x->valuestring);
+        if (l < 1 || l > KVL_MAX_STOP_LEN)
+            return BAD("stop", "stop[%d] is %zu bytes, not in [1, %d]", i, l, KVL_MAX_STOP_LEN);
+        if (!(o->stop[o->n_stop] = strdup(x->valuestring)))
+            return oai_error(out, "server_error", NULL, NULL, "out of memory"), 500;
+        o->n_stop++;
+    }
+    return 0;
+}
+
+/* Fields kvllm cannot honour: refused unless at their neutral value. */
+static unsigned refuse_unsupported(const cJSON *root, bool chat, srv_buf *out) {
+    static const char *const pen[] = {"presence_penalty", "frequency_penalty"};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *f = field(root, pen[i]);
+        if (f && (!cJSON_IsNumber(f) || f->valuedouble != 0))
+            return BAD(pen[i],
+                       "%s is not supported (only 0); kvllm has no presence or frequency "
+                       "penalty",
+                       pen[i]);
+    }
+    const cJSON *f;
+    if ((f = field(root, "echo")) && !cJSON_IsFalse(f))
+        return BAD("echo", "echo is not supported");
+    if ((f = field(root, "suffix")))
+        return BAD("suffix", "suffix is not supported");
+    if ((f = field(root, "logit_bias")) && !(cJSON_IsObject(f) && !f->child))
+        return BAD("logit_bias", "logit_bias is not supported");
+    if ((f = field(root, "best_of")) && !(cJSON_IsNumber(f) && f->valuedouble == 1))
+        return BAD("best_of", "best_of is not supported (only 1)");
+    if ((f = field(root, "tools")) && !(cJSON_IsArray(f) && !f->child))
+        return BAD("tools", "tools are not supported");
+    if (chat && (f = field(root, "top_logprobs")) && !(cJSON_IsNumber(f) && f->valuedouble == 0))
+        return BAD("top_logprobs", "top_logprobs is not supported (only 0): the engine reports "
+                                   "the chosen token's log-probability, not the alternatives");
+    return 0;
+}
+
+static uint64_t fnv1a(const char *s) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h ? h : 1;
+}
+
+unsigned oai_parse(kvl_server *s, bool chat, const char *body, size_t n, oai_req *o, srv_buf *out) {
+    memset(o, 0, sizeof *o);
+    o->chat = chat;
+    cJSON *root = NULL;
+    unsigned r = parse_body(body, n, &root, out);
+    if (r)
+        return r;
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        unsigned _r = (x);                                                                         \
+        if (_r > 1) {                                                                              \
+            r = _r;                                                                                \
+            goto done;                                                                             \
+        }                                                                                          \
+    } while (0)
+    const cJSON *model = field(root, "model");
+    if (model && !cJSON_IsString(model)) {
+        r = BAD("model", "model must be a string");
+        goto done;
+    }
+    if (model && strcmp(model->valuestring, s->model_id)) {
+        r = (oai_error(
+                 out, "invalid_request_error", "model", "model_not_found",
+                 "model '%.200s' is not served here; this server serves '%s' (GET /v1/models)",
+                 model->valuestring, s->model_id),
+             400);
+        goto done;
+    }
+    CHECK(refuse_unsupported(root, chat, out));
+    long long iv;
+    double dv;
+    bool bv;
+    int32_t max_n = s->cfg.max_seqs < KVL_MAX_SAMPLES ? s->cfg.max_seqs : KVL_MAX_SAMPLES;
+    o->n = 1;
+    if (!(r = get_int(root, "n", 1, max_n, &iv, out)))
+        o->n = (int32_t)iv;
+    CHECK(r);
+    o->max_tokens = 0;
+    if (!(r = get_int(root, "max_tokens", 1, s->cfg.max_ctx, &iv, out)))
+        o->max_tokens = (int32_t)iv;
+    CHECK(r);
+    if (!(r = get_int(root, "max_completion_tokens", 1, s->cfg.max_ctx, &iv, out)))
+        o->max_tokens = (int32_t)iv;
+    CHECK(r);
+    o->temperature = 1.0f;
+    if (!(r = get_num(root, "temperature", 0, 2, false, &dv, out)))
+        o->temperature = (float)dv;
+    CHECK(r);
+    o->top_p = 1.0f;
+    if (!(r = get_num(root, "top_p", 0, 1, true, &dv, out)))
+        o->top_p = (float)dv;
+    CHECK(r);
+    if (!(r = get_num(root, "min_p", 0, 1, false, &dv, out)))
+        o->min_p = (float)dv;
+    CHECK(r);
+    if (!(r = get_int(root, "top_k", -1, (double)s->mi.n_vocab, &iv, out)))
+        o->top_k = iv < 0 ? 0 : (int32_t)iv;
+    CHECK(r);
+    if (!(r = get_int(root, "seed", -9007199254740991.0, 9007199254740991.0, &iv, out)))
+        o->seed = (uint64_t)iv;
+    else
+        o->seed = atomic_fetch_add(&s->counter, 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t)time(NULL);
+    CHECK(r);
+    if (!(r = get_int(root, "priority", INT32_MIN, INT32_MAX, &iv, out)))
+        o->priority = (int32_t)iv;
+    CHECK(r);
+    if (!(r = get_bool(root, "stream", &bv, out)))
+        o->stream = bv;
+    CHECK(r);
+    const cJSON *so = field(root, "stream_options");
+    if (so) {
+        if (!cJSON_IsObject(so)) {
+            r = BAD("stream_options", "stream_options must be an object");
+            goto done;
+        }
+        if (!(r = get_bool(so, "include_usage", &bv, out)))
+            o->include_usage = bv;
+        if (r > 1) { /* name the nested field */
+            r = BAD("stream_options.include_usage", "stream_options.include_usage must be true "
+                                                    "or false");
+            goto done;
+        }
+    }
+    if (chat) {
+        if (!(r = get_bool(root, "logprobs", &bv, out)))
+            o->logprobs = bv;
+        CHECK(r);
+    } else {
+        if (!(r = get_int(root, "logprobs", 0, 5, &iv, out))) {
+            if (iv > 0) {
+                r = BAD("logprobs",
+                        "logprobs %lld: only 0 is supported (the chosen token's "
+                        "log-probability; the engine does not compute alternatives)",
+                        iv);
+                goto done;
+            }
+            o->logprobs = true;
+        }
+        CHECK(r);
+    }
+    const cJSON *salt = field(root, "cache_salt"); /* no prefix cache yet: nothing to salt */
+    if (salt && !cJSON_IsString(salt)) {
+        r = BAD("cache_salt", "cache_salt must be a string");
+        goto done;
+    }
+    const cJSON *user = field(root, "user");
+    if (user && !cJSON_IsString(user)) {
+        r = BAD("user", "user must be a string");
+        goto done;
+    }
+    if (user && user->valuestring[0]) {
+        snprintf(o->user, sizeof o->user, "%s", user->valuestring);
+        o->session = fnv1a(user->valuestring);
+    }
+    if (!(r = get_int(root, "session", 1, 9007199254740991.0, &iv, out)))
+        o->session = (uint64_t)iv;
+    CHECK(r);
+    CHECK(parse_stop(root, o, out));
+    CHECK(chat ? parse_messages(s, root, o, out) : parse_prompt(s, root, o, out));
+    if ((int64_t)o->n_toks >= s->cfg.max_ctx) {
+        r = BAD(chat ? "messages" : "prompt",
+                "the prompt has %zu tokens; the context holds %d "
+                "(the prompt and at least 1 new token)",
+                o->n_toks, s->cfg.max_ctx);
+        goto done;
+    }
+    if (!o->max_tokens) /* completions: OpenAI's 16; chat: the rest of the context */
+        o->max_tokens = chat ? (int32_t)(s->cfg.max_ctx - (int64_t)o->n_toks) : 16;
+    r = 200;
+done:
+    cJSON_Delete(root);
+    if (r != 200)
+        oai_req_free(o);
+    return r;
+#undef CHECK
+}
+
+void oai_req_free(oai_req *o) {
+    for (int32_t i = 0; i < o->n_stop; i++)
+        free(o->stop[i]);
+    o->n_stop = 0;
+    free(o->toks);
+    o->toks = NULL;
+}
+
+/* Guess the field an engine refusal is about, from its message. */
+static const char *refusal_param(const oai_req *o, const char *msg) {
+    if (strstr(msg, "max_tokens"))
+        return "max_tokens";
+    if (strstr(msg, "prompt"))
+        return o->chat ? "messages" : "prompt";
+    if (strstr(msg, "submit: n "))
+        return "n";
+    if (strstr(msg, "stop"))
+        return "stop";
+    if (strstr(msg, "temperature"))
+        return "temperature";
+    if (strstr(msg, "top_p"))
+        return "top_p";
+    if (strstr(msg, "min_p"))
+        return "min_p";
+    return NULL;
+}
+
+unsigned oai_submit(srv_call *c, struct MHD_Connection *conn, srv_buf *out) {
+    kvl_server *s = c->s;
+    oai_req *o = &c->o;
+    kvl_request_params rp = kvl_request_defaults();
+    rp.prompt_tokens = o->toks;
+    rp.n_prompt_tokens = o->n_toks;
+    rp.max_tokens = o->max_tokens;
+    rp.n = o->n;
+    rp.temperature = o->temperature;
+    rp.top_k = o->top_k;
+    rp.top_p = o->top_p;
+    rp.min_p = o->min_p;
+    rp.repeat_penalty = 1.0f;
+    rp.seed = o->seed;
+    rp.stop = (const char *const *)o->stop;
+    rp.n_stop = o->n_stop;
+    rp.priority = o->priority;
+    rp.session = o->session;
+    if (!(c->smp = calloc((size_t)o->n, sizeof *c->smp)) || !(c->req = srv_req_new()))
+        return oai_error(out, "server_error", NULL, NULL, "out of memory"), 500;
+    c->req->conn = conn; /* before the submit: the dispatcher may resume it at once */
+    kvl_error err = {0};
+    kvl_status st = srv_submit(s, &rp, c->req, &err);
+    if (st) {
+        pthread_mutex_lock(&s->met.mu);
+        if (st == KVL_E_BUSY)
+            s->met.rejected_busy++;
+        else if (st == KVL_E_LIMIT)
+            s->met.rejected_limit++;
+        else
+            s->met.rejected_invalid++;
+        pthread_mutex_unlock(&s->met.mu);
+    }
+    switch (st) {
+    case KVL_OK: break;
+    case KVL_E_BUSY:
+        return oai_error(out, "rate_limit_error", NULL, "queue_full",
+                         "the server is busy: %s; retry later", err.msg),
+               429;
+    case KVL_E_LIMIT:
+    case KVL_E_INVALID:
+        return oai_error(out, "invalid_request_error", refusal_param(o, err.msg), "invalid_value",
+                         "%s", err.msg),
+               400;
+    default: return oai_error(out, "server_error", NULL, NULL, "%s", err.msg), 500;
+    }
+    srv_session_seen(s, o->session, o->user);
+    snprintf(c->id, sizeof c->id, "%s-%llu", o->chat ? "chatcmpl" : "cmpl",
+             (unsigned long long)c->req->id);
+    c->created = (long long)time(NULL);
+    atomic_fetch_add(&s->n_calls, 1);
+    c->submitted = true;
+    return 200;
+}
+
+/* ---- responses ---- */
+
+static const char *reason_str(kvl_finish_reason r) {
+    switch (r) {
+    case KVL_FINISH_STOP: return "stop";
+    case KVL_FINISH_LENGTH: return "length";
+    case KVL_FINISH_CANCELLED: return "abort";
+    case KVL_FINISH_ERROR: return "error";
+    default: return NULL;
+    }
+}
+
+/* A token's text for logprobs, made valid UTF-8 (a lone byte piece becomes
+ * U+FFFD; its bytes are in "bytes"). */
+static void token_text(kvl_server *s, int32_t tok, char *buf, size_t cap, unsigned char *raw,
+                       size_t *n_raw) {
+    size_t len = 0;
+    if (kvl_detokenize(s->m, &tok, 1, buf, cap, &len, NULL) != KVL_OK || len >= cap)
+        len = 0;
+    memcpy(raw, buf, len);
+    *n_raw = len;
+    buf[len] = '\0';
+    if (!utf8_valid(raw, len))
+        snprintf(buf, cap, "\xEF\xBF\xBD");
+}
+
+/* logprobs JSON for tokens [from, to) of sample sm. */
+static cJSON *logprobs_json(srv_call *c, const oai_sample *sm, size_t from, size_t to,
+                            size_t text_off) {
+    kvl_server *s = c->s;
+    cJSON *lp = cJSON_CreateObject();
+    if (!lp)
+        return NULL;
+    bool ok = true;
+    if (c->o.chat) {
+        cJSON *content = cJSON_AddArrayToObject(lp, "content");
+        ok = content != NULL;
+        for (size_t i = from; ok && i < to; i++) {
+            char t[64];
+            unsigned char raw[64];
+            size_t nr;
+            token_text(s, sm->toks[i], t, sizeof t, raw, &nr);
+            cJSON *e = cJSON_CreateObject(), *bytes = NULL;
+            ok = e && cJSON_AddItemToArray(content, e) && cJSON_AddStringToObject(e, "token", t) &&
+                 cJSON_AddNumberToObject(e, "logprob", sm->lps[i]) &&
+                 (bytes = cJSON_AddArrayToObject(e, "bytes")) &&
+                 cJSON_AddArrayToObject(e, "top_logprobs");
+            for (size_t k = 0; ok && k < nr; k++)
+                ok = cJSON_AddItemToArray(bytes, cJSON_CreateNumber(raw[k]));
+        }
+    } else {
+        cJSON *toks = cJSON_AddArrayToObject(lp, "tokens"),
+              *lps = cJSON_AddArrayToObject(lp, "token_logprobs"),
+              *offs = cJSON_AddArrayToObject(lp, "text_offset");
+        ok = toks && lps && offs && cJSON_AddNullToObject(lp, "top_logprobs");
+        size_t off = text_off;
+        for (size_t i = from; ok && i < to; i++) {
+            char t[64];
+            unsigned char raw[64];
+            size_t nr;
+            token_text(s, sm->toks[i], t, sizeof t, raw, &nr);
+            ok = cJSON_AddItemToArray(toks, cJSON_CreateString(t)) &&
+                 cJSON_AddItemToArray(lps, cJSON_CreateNumber(sm->lps[i])) &&
+                 cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+            off += nr;
+        }
+    }
+    if (!ok) {
+        cJSON_Delete(lp);
+        return NULL;
+    }
+    return lp;
+}
+
+static bool add_usage(cJSON *o, const kvl_usage *u) {
+    cJSON *us = cJSON_AddObjectToObject(o, "usage"), *d = NULL;
+    return us && cJSON_AddNumberToObject(us, "prompt_tokens", (double)u->prompt_tokens) &&
+           cJSON_AddNumberToObject(us, "completion_tokens", (double)u->completion_tokens) &&
+           cJSON_AddNumberToObject(us, "total_tokens",
+                                   (double)(u->prompt_tokens + u->completion_tokens)) &&
+           (d = cJSON_AddObjectToObject(us, "prompt_tokens_details")) &&
+           cJSON_AddNumberToObject(d, "cached_tokens", (double)u->cached_tokens);
+}
+
+static cJSON *envelope(srv_call *c, const char *object) {
+    cJSON *o = cJSON_CreateObject();
+    if (o && cJSON_AddStringToObject(o, "id", c->id) &&
+        cJSON_AddStringToObject(o, "object", object) &&
+        cJSON_AddNumberToObject(o, "created", (double)c->created) &&
+        cJSON_AddStringToObject(o, "model", c->s->model_id))
+        return o;
+    cJSON_Delete(o);
+    return NULL;
+}
+
+static bool sse(srv_call *c, cJSON *o) {
+    char *txt = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    bool ok = txt && srv_buf_printf(&c->out, "data: %s\n\n", txt);
+    free(txt);
+    return ok;
+}
+
+/* One streamed chunk for sample i: text (may be empty), the logprobs of its
+ * tokens [lp_from, end), and a finish reason (NULL: none yet). */
+static bool stream_chunk(srv_call *c, int32_t i, const char *text, size_t len, size_t lp_from,
+                         const char *finish) {
+    oai_sample *sm = &c->smp[i];
+    bool chat = c->o.chat;
+    cJSON *o = envelope(c, chat ? "chat.completion.chunk" : "text_completion"), *arr = NULL,
+          *ch = NULL;
+    bool ok = o && (arr = cJSON_AddArrayToObject(o, "choices")) && (ch = cJSON_CreateObject()) &&
+              cJSON_AddItemToArray(arr, ch) && cJSON_AddNumberToObject(ch, "index", i);
+    char *t = malloc(len + 1);
+    ok = ok && t;
+    if (t) {
+        memcpy(t, text, len);
+        t[len] = '\0';
+    }
+    if (ok && chat) {
+        cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+        ok = d != NULL;
+        if (ok && !sm->role_sent) {
+            ok = cJSON_AddStringToObject(d, "role", "assistant") != NULL;
+            sm->role_sent = true;
+        }
+        if (ok && (len || !finish))
+            ok = cJSON_AddStringToObject(d, "content", t) != NULL;
+    } else if (ok) {
+        ok = cJSON_AddStringToObject(ch, "text", t) != NULL;
+    }
+    free(t);
+    if (ok && c->o.logprobs && lp_from < sm->n_toks) {
+        cJSON *lp = logprobs_json(c, sm, lp_from, sm->n_toks, sm->text.n);
+        ok = lp && cJSON_AddItemToObject(ch, "logprobs", lp);
+    } else if (ok)
+        ok = cJSON_AddNullToObject(ch, "logprobs") != NULL;
+    ok = ok && (finish ? cJSON_AddStringToObject(ch, "finish_reason", finish) != NULL
+                       : cJSON_AddNullToObject(ch, "finish_reason") != NULL);
+    if (!ok) {
+        cJSON_Delete(o);
+        return false;
+    }
+    return sse(c, o);
+}
+
+static bool add_token(oai_sample *sm, int32_t tok, float lp) {
+    if (sm->n_toks == sm->cap_toks) {
+        size_t cap = sm->cap_toks ? sm->cap_toks * 2 : 64;
+        int32_t *t = realloc(sm->toks, cap * sizeof *t);
+        if (!t)
+            return false;
+        sm->toks = t;
+        float *l = realloc(sm->lps, cap * sizeof *l);
+        if (!l)
+            return false;
+        sm->lps = l;
+        sm->cap_toks = cap;
+    }
+    sm->toks[sm->n_toks] = tok;
+    sm->lps[sm->n_toks] = lp;
+    sm->n_toks++;
+    return true;
+}
+
+/* The end of a stream: error event or per-sample finish chunks (n = 1; n > 1
+ * had theirs at SAMPLE_END), the usage chunk, [DONE]. */
+static bool stream_end(srv_call *c, const srv_mail *m) {
+    bool ok = true;
+    if (m->reason == KVL_FINISH_ERROR) {
+        srv_buf e = {0};
+        ok = oai_error(&e, "server_error", NULL, NULL, "the request failed: %s",
+                       m->message ? m->message : kvl_status_str(m->status)) &&
+             srv_buf_printf(&c->out, "data: %s\n\n", e.p);
+        srv_buf_free(&e);
+    } else {
+        for (int32_t i = 0; ok && i < c->o.n; i++) {
+            oai_sample *sm = &c->smp[i];
+            if (sm->reason != KVL_FINISH_NONE)
+                continue;
+            sm->reason = m->reason;
+            size_t lp_from = sm->n_toks;
+            ok = stream_chunk(c, i, i == 0 && m->text ? m->text : "", i == 0 ? m->text_len : 0,
+                              lp_from, reason_str(m->reason));
+        }
+    }
+    if (ok && c->o.include_usage) {
+        cJSON *o = envelope(c, c->o.chat ? "chat.completion.chunk" : "text_completion");
+        ok = o && cJSON_AddArrayToObject(o, "choices") && add_usage(o, &m->usage);
+        if (!ok)
+            cJSON_Delete(o);
+        ok = ok && sse(c, o);
+    }
+    ok = ok && srv_buf_str(&c->out, "data: [DONE]\n\n");
+    c->stream_done = ok;
+    return ok;
+}
+
+bool oai_consume(srv_call *c, const srv_mail *m, size_t n) {
+    for (size_t k = 0; k < n; k++, m++) {
+        if (c->final_seen)
+            continue;
+        int32_t i = m->index >= 0 && m->index < c->o.n ? m->index : 0;
+        oai_sample *sm = &c->smp[i];
+        const char *text = m->text ? m->text : "";
+        size_t lp_from = sm->n_toks;
+        if (m->type == KVL_EV_TOKEN && c->o.logprobs && !add_token(sm, m->token, m->logprob))
+            return false;
+        if (m->type == KVL_EV_FINAL) {
+            c->final_seen = true;
+            c->reason = m->reason;
+            c->status = m->status;
+            c->usage = m->usage;
+            snprintf(c->message, sizeof c->message, "%s", m->message ? m->message : "");
+            if (c->o.stream) {
+                if (!stream_end(c, m))
+                    return false;
+            } else {
+                if (c->o.n == 1 && m->text_len && !srv_buf_add(&sm->text, text, m->text_len))
+                    return false;
+                for (int32_t j = 0; j < c->o.n; j++)
+                    if (c->smp[j].reason == KVL_FINISH_NONE)
+                        c->smp[j].reason = m->reason;
+            }
+            continue;
+        }
+        if (m->type == KVL_EV_SAMPLE_END)
+            sm->reason = m->reason;
+        if (c->o.stream) {
+            bool any = m->text_len || (c->o.logprobs && lp_from < sm->n_toks) ||
+                       m->type == KVL_EV_SAMPLE_END;
+            if (any && !stream_chunk(c, i, text, m->text_len, lp_from,
+                                     m->type == KVL_EV_SAMPLE_END ? reason_str(m->reason) : NULL))
+                return false;
+        }
+        if (m->text_len && !srv_buf_add(&sm->text, text, m->text_len))
+            return false;
+    }
+    return true;
+}
+
+unsigned oai_final(srv_call *c, srv_buf *out) {
+    if (c->reason == KVL_FINISH_ERROR) {
+        oai_error(out, "server_error", NULL, NULL, "the request failed: %s",
+                  c->message[0] ? c->message : kvl_status_str(c->status));
+        return 500;
+    }
+    bool chat = c->o.chat;
+    cJSON *o = envelope(c, chat ? "chat.completion" : "text_completion"), *arr = NULL;
+    bool ok = o && (arr = cJSON_AddArrayToObject(o, "choices"));
+    for (int32_t i = 0; ok && i < c->o.n; i++) {
+        oai_sample *sm = &c->smp[i];
+        cJSON *ch = cJSON_CreateObject();
+        const char *text = sm->text.p ? sm->text.p : "";
+        ok = ch && cJSON_AddItemToArray(arr, ch) && cJSON_AddNumberToObject(ch, "index", i);
+        if (ok && chat) {
+            cJSON *msg = cJSON_AddObjectToObject(ch, "message");
+            ok = msg && cJSON_AddStringToObject(msg, "role", "assistant") &&
+                 cJSON_AddStringToObject(msg, "content", text);
+        } else if (ok)
+            ok = cJSON_AddStringToObject(ch, "text", text) != NULL;
+        if (ok && c->o.logprobs) {
+            cJSON *lp = logprobs_json(c, sm, 0, sm->n_toks, 0);
+            ok = lp && cJSON_AddItemToObject(ch, "logprobs", lp);
+        } else if (ok)
+            ok = cJSON_AddNullToObject(ch, "logprobs") != NULL;
+        const char *fr = reason_str(sm->reason);
+        ok = ok && cJSON_AddStringToObject(ch, "finish_reason", fr ? fr : "stop");
+    }
+    ok = ok && add_usage(o, &c->usage);
+    char *txt = ok ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    out->n = 0;
+    ok = txt && srv_buf_str(out, txt);
+    free(txt);
+    if (!ok) {
+        oai_error(out, "server_error", NULL, NULL, "out of memory");
+        return 500;
+    }
+    return 200;
+}
+
+void oai_call_free(srv_call *c) {
+    oai_req_free(&c->o);
+    for (int32_t i = 0; c->smp && i < c->o.n; i++) {
+        srv_buf_free(&c->smp[i].text);
+        free(c->smp[i].toks);
+        free(c->smp[i].lps);
+    }
+    free(c->smp);
+    srv_buf_free(&c->body);
+    srv_buf_free(&c->out);
+}
+
+/* ---- models, tokenize, detokenize ---- */
+
+static unsigned print_json(cJSON *o, srv_buf *out) {
+    char *txt = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    out->n = 0;
+    bool ok = txt && srv_buf_str(out, txt);
+    free(txt);
+    if (!ok) {
+        oai_error(out, "server_error", NULL, NULL, "out of memory");
+        return 500;
+    }
+    return 200;
+}
+
+unsigned oai_models(kvl_server *s, srv_buf *out) {
+    cJSON *o = cJSON_CreateObject(), *arr = NULL, *m = NULL;
+    bool ok = o && cJSON_AddStringToObject(o, "object", "list") &&
+              (arr = cJSON_AddArrayToObject(o, "data")) && (m = cJSON_CreateObject()) &&
+              cJSON_AddItemToArray(arr, m) && cJSON_AddStringToObject(m, "id", s->model_id) &&
+              cJSON_AddStringToObject(m, "object", "model") &&
+              cJSON_AddNumberToObject(m, "created", (double)(long long)s->t_start) &&
+              cJSON_AddStringToObject(m, "owned_by", "kvllm") &&
+              cJSON_AddNumberToObject(m, "max_model_len", s->cfg.max_ctx);
+    if (!ok) {
+        cJSON_Delete(o);
+        o = NULL;
+    }
+    return print_json(o, out);
+}
+
+unsigned oai_tokenize(kvl_server *s, const char *body, size_t n, srv_buf *out) {
+    cJSON *root = NULL;
+    unsigned r = parse_body(body, n, &root, out);
+    if (r)
+        return r;
+    const cJSON *p = field(root, "prompt");
+    if (!p)
+        p = field(root, "text");
+    bool bos = true;
+    if (!cJSON_IsString(p)) {
+        cJSON_Delete(root);
+        return BAD("prompt", "prompt must be a string");
+    }
+    if ((r = get_bool(root, "add_special_tokens", &bos, out)) > 1) {
+        cJSON_Delete(root);
+        return r;
+    }
+    size_t len = strlen(p->valuestring), nt = 0;
+    int32_t *t = malloc((len + 3) * sizeof *t);
+    kvl_error err = {0};
+    if (!t || kvl_tokenize(s->m, p->valuestring, len, bos, t, len + 3, &nt, &err)) {
+        free(t);
+        cJSON_Delete(root);
+        return t ? BAD("prompt", "prompt: %s", err.msg)
+                 : (oai_error(out, "server_error", NULL, NULL, "out of memory"), 500);
+    }
+    cJSON_Delete(root);
+    cJSON *o = cJSON_CreateObject(), *arr = NULL;
+    bool ok = o && (arr = cJSON_AddArrayToObject(o, "tokens")) &&
+              cJSON_AddNumberToObject(o, "count", (double)nt) &&
+              cJSON_AddNumberToObject(o, "max_model_len", s->cfg.max_ctx);
+    for (size_t i = 0; ok && i < nt; i++)
+        ok = cJSON_AddItemToArray(arr, cJSON_CreateNumber(t[i]));
+    free(t);
+    if (!ok) {
+        cJSON_Delete(o);
+        o = NULL;
+    }
+    return print_json(o, out);
+}
+
+unsigned oai_detokenize(kvl_server *s, const char *body, size_t n, srv_buf *out) {
+    cJSON *root = NULL;
+    unsigned r = parse_body(body, n, &root, out);
+    if (r)
+        return r;
+    const cJSON *tk = field(root, "tokens");
+    if (!cJSON_IsArray(tk)) {
+        cJSON_Delete(root);
+        return BAD("tokens", "tokens must be an array of token ids");
+    }
+    oai_req tmp = {0};
+    if (tk->child && (r = add_ids(s, &tmp, tk, "tokens", out))) {
+        cJSON_Delete(root);
+        free(tmp.toks);
+        return r;
+    }
+    cJSON_Delete(root);
+    size_t len = 0;
+    kvl_error err = {0};
+    char *txt = NULL;
+    char probe[1]; /* sizing call: kvl_detokenize(NULL, 0) offsets a null pointer */
+    if (kvl_detokenize(s->m, tmp.toks, tmp.n_toks, probe, sizeof probe, &len, &err) ==
+        KVL_E_INVALID) {
+        free(tmp.toks);
+        return BAD("tokens", "tokens: %s", err.msg);
+    }
+    if (!(txt = malloc(len + 1)) ||
+        kvl_detokenize(s->m, tmp.toks, tmp.n_toks, txt, len + 1, &len, &err)) {
+        free(tmp.toks);
+        free(txt);
+        return oai_error(out, "server_error", NULL, NULL, "detokenize: %s",
+                         txt ? err.msg : "out of memory"),
+               500;
+    }
+    free(tmp.toks);
+    cJSON *o = cJSON_CreateObject();
+    if (!utf8_valid((unsigned char *)txt, len)) /* byte tokens cut mid-character */
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)txt[i] >= 0x80)
+                txt[i] = '?';
+    bool ok = o && cJSON_AddStringToObject(o, "prompt", txt);
+    free(txt);
+    if (!ok) {
+        cJSON_Delete(o);
+        o = NULL;
+    }
+    return print_json(o, out);
+}

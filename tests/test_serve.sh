@@ -1,0 +1,392 @@
+#!/usr/bin/env bash
+# End-to-end checks of kvllm serve with curl (and the official `openai` npm
+# client): start the server on a free port with stories260K, wait for
+# /health, then completions (greedy text equals kvllm run's), a streamed
+# chat completion (SSE chunks, usage chunk, [DONE]; same text as the
+# non-streamed one), n=2, stop strings, logprobs, bad JSON and bad fields
+# (400 naming the field), oversize requests (400 / 413 with the numbers),
+# 429 with Retry-After when the queue is full, client disconnect mid-stream
+# (the engine request is cancelled, no block stays held), /metrics parses,
+# /v1/kv, and SIGTERM with a request in flight (it gets its final chunk and
+# [DONE]; exit 0). Nothing here asserts timing: waits poll for a state.
+set -u
+bin=${KVL_BIN:?} shared=${KVL_SHARED:?}
+tmp=${KVL_TMP:-/tmp}/serve
+build=${KVL_BUILD:-$tmp}
+src=$(cd "$(dirname "$0")/.." && pwd)
+rm -rf "$tmp"; mkdir -p "$tmp"
+model=$shared/models/stories260K.gguf
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+# py EXPR: evaluate a Python expression over the JSON on stdin (as j); prints it
+py() { python3 -c "import json,sys; j=json.load(sys.stdin); print(($1))"; }
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done; }
+trap cleanup EXIT
+
+# start NAME ARGS...: start a server; sets $port and $spid (waits for /health 200)
+start() {
+  local name=$1; shift
+  "$bin" serve --port 0 -t 1 "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+  spid=$!
+  pids+=("$spid")
+  port=""
+  for _ in $(seq 1 600); do
+    port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/$name.err" | sed 's/.*://')
+    if [ -n "$port" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ]; then
+      return 0
+    fi
+    kill -0 "$spid" 2>/dev/null || break
+    sleep 0.1
+  done
+  bad "server $name did not become healthy"; cat "$tmp/$name.err"
+  return 1
+}
+# post PATH BODY: prints the body, status code in $tmp/code
+post() { curl -s -o "$tmp/body" -w '%{http_code}' -D "$tmp/headers" "http://127.0.0.1:$port$1" \
+  -H 'Content-Type: application/json' -d "$2" >"$tmp/code"; cat "$tmp/body"; }
+code() { cat "$tmp/code"; }
+# cut_stream PATH BODY: send a streamed request, read its first chunk, hang up
+cut_stream() {
+  python3 - "$port" "$1" "$2" <<'PYEOF'
+import socket, sys
+port, path, body = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (path.encode(), len(body)) + body)
+got = b""
+while b"data: {" not in got:
+    d = s.recv(4096)
+    if not d:
+        break
+    got += d
+s.close()
+print(got.decode(errors="replace"))
+PYEOF
+}
+# wait_idle: poll /v1/kv until no request is open and no block is used
+wait_idle() {
+  for _ in $(seq 1 600); do
+    curl -s "http://127.0.0.1:$port/v1/kv" >"$tmp/kv.json"
+    [ "$(py 'len(j["requests"]) == 0 and j["pool"]["blocks_used"] == 0 and j["pool"]["requests_running"] + j["pool"]["requests_waiting"] == 0' <"$tmp/kv.json")" = True ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+start main -m "$model" || exit 1
+grep -q 'kvllm serve: KV paged, .* tokens = .* full-context sequences' "$tmp/main.err" && ok || bad "start-up report has the KV capacity"
+grep -q "as 'stories260K'" "$tmp/main.err" && ok || bad "start-up report names the model id"
+mid=$(curl -s "http://127.0.0.1:$port/v1/models" | py 'j["data"][0]["id"]')
+[ "$mid" = stories260K ] && ok || bad "/v1/models lists stories260K (got '$mid')"
+
+# --- completion: greedy text equals kvllm run's
+want=$("$bin" run -m "$model" -p "Once upon a time" -n 40 --temp 0 -t 1 -o json 2>/dev/null | py 'j["samples"][0]["text"]')
+got=$(post /v1/completions '{"model":"stories260K","prompt":"Once upon a time","max_tokens":40,"temperature":0}' | py 'j["choices"][0]["text"]')
+[ "$(code)" = 200 ] && ok || bad "completion status $(code)"
+[ -n "$want" ] && [ "$got" = "$want" ] && ok || bad "completion text '$got' != kvllm run's '$want'"
+u=$(py '(j["usage"]["prompt_tokens"], j["usage"]["completion_tokens"], j["usage"]["total_tokens"], j["usage"]["prompt_tokens_details"]["cached_tokens"], j["choices"][0]["finish_reason"], j["object"])' <"$tmp/body")
+[ "$u" = "(5, 40, 45, 0, 'length', 'text_completion')" ] && ok || bad "completion usage/finish $u"
+
+# --- chat: streamed text equals non-streamed text; SSE shape; usage chunk
+chat='"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Tell me about a cat."}],"max_tokens":30,"temperature":0'
+ns=$(post /v1/chat/completions "{$chat}" | py 'j["choices"][0]["message"]["content"]')
+cp "$tmp/body" "$tmp/chat_ns.json"
+[ "$(code)" = 200 ] && [ -n "$ns" ] && ok || bad "chat completion ($(code)): $(cat "$tmp/body")"
+[ "$(py 'j["object"], j["choices"][0]["message"]["role"]' <"$tmp/body")" = "('chat.completion', 'assistant')" ] && ok || bad "chat object/role"
+curl -sN "http://127.0.0.1:$port/v1/chat/completions" -d "{$chat,\"stream\":true,\"stream_options\":{\"include_usage\":true}}" >"$tmp/sse.txt"
+python3 - "$tmp/sse.txt" "$tmp/chat_ns.json" >"$tmp/sse.check" 2>&1 <<'EOF' && ok || { bad "SSE stream"; cat "$tmp/sse.check"; }
+import json, sys
+raw = open(sys.argv[1]).read()
+events = [e for e in raw.split("\n\n") if e.strip()]
+assert all(e.startswith("data: ") for e in events), "every event is data:"
+assert events[-1] == "data: [DONE]", "ends with [DONE]"
+chunks = [json.loads(e[6:]) for e in events[:-1]]
+assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+assert chunks[0]["choices"][0]["delta"].get("role") == "assistant", "first delta has the role"
+text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+want = json.load(open(sys.argv[2]))["choices"][0]["message"]["content"]
+assert text == want, "streamed text %r != non-streamed %r" % (text, want)
+fin = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+assert fin == ["length"] or fin == ["stop"], fin
+last = chunks[-1]
+assert last["choices"] == [] and last["usage"]["completion_tokens"] > 0, "usage chunk last"
+assert last["usage"]["total_tokens"] == last["usage"]["prompt_tokens"] + last["usage"]["completion_tokens"]
+print("ok", len(chunks))
+EOF
+curl -sN "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":40,"temperature":0,"stream":true}' >"$tmp/sse2.txt"
+st=$(python3 -c "
+import json,sys
+ev=[e for e in open('$tmp/sse2.txt').read().split('\n\n') if e.strip()]
+print(''.join(json.loads(e[6:])['choices'][0]['text'] for e in ev[:-1] if json.loads(e[6:])['choices']), end='')
+")
+[ "$st" = "$want" ] && tail -c 14 "$tmp/sse2.txt" | grep -q 'data: \[DONE\]' && ok || bad "streamed completion '$st' != '$want'"
+
+# --- n=2, stop strings, logprobs, sessions
+post /v1/completions '{"prompt":"Once upon a time","max_tokens":20,"n":2,"temperature":0.9,"seed":7,"user":"alice"}' >/dev/null
+[ "$(code)" = 200 ] && [ "$(py '[c["index"] for c in j["choices"]]' <"$tmp/body")" = "[0, 1]" ] && ok || bad "n=2: $(cat "$tmp/body")"
+stop=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":40,"temperature":0,"stop":["Lily","zzz"]}' | py 'j["choices"][0]["text"], j["choices"][0]["finish_reason"]')
+exp=$(python3 -c "import sys; t=sys.argv[1]; print((t[:t.index('Lily')], 'stop'))" "$want")
+[ "$stop" = "$exp" ] && ok || bad "stop: got $stop, want $exp"
+stop1=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":40,"temperature":0,"stop":"Lily"}' | py 'j["choices"][0]["finish_reason"]')
+[ "$stop1" = stop ] && ok || bad "stop as a string"
+lp=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":5,"temperature":0,"logprobs":0}' | py 'len(j["choices"][0]["logprobs"]["token_logprobs"]), all(x <= 0 for x in j["choices"][0]["logprobs"]["token_logprobs"])')
+[ "$lp" = "(5, True)" ] && ok || bad "completion logprobs: $lp"
+lpc=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":4,"temperature":0,"logprobs":true,"top_logprobs":0}' | py 'len(j["choices"][0]["logprobs"]["content"])')
+[ "$lpc" = 4 ] && ok || bad "chat logprobs: $lpc"
+ses=$(curl -s "http://127.0.0.1:$port/v1/kv" | py '[(s["user"], s["requests"]) for s in j["sessions"]]')
+[ "$ses" = "[('alice', 1)]" ] && ok || bad "session of user alice in /v1/kv: $ses"
+
+# --- bad input: 400 naming the field
+check400() { # BODY PARAM [PATH]
+  post "${3:-/v1/completions}" "$1" >/dev/null
+  local p; p=$(py 'j["error"]["param"]' <"$tmp/body" 2>/dev/null)
+  [ "$(code)" = 400 ] && [ "$p" = "$2" ] && ok || bad "body $1: want 400 param $2, got $(code) $(cat "$tmp/body")"
+}
+post /v1/completions '{"prompt": "Once' >/dev/null
+[ "$(code)" = 400 ] && grep -q 'not valid JSON' "$tmp/body" && ok || bad "bad JSON: $(code) $(cat "$tmp/body")"
+post /v1/completions '[1,2]' >/dev/null
+[ "$(code)" = 400 ] && grep -q 'JSON object' "$tmp/body" && ok || bad "non-object body"
+printf '{"prompt":"\xff\xfe"}' >"$tmp/bad_utf8.json"
+c=$(curl -s -o "$tmp/body" -w '%{http_code}' "http://127.0.0.1:$port/v1/completions" --data-binary @"$tmp/bad_utf8.json")
+[ "$c" = 400 ] && grep -q 'UTF-8' "$tmp/body" && ok || bad "invalid UTF-8: $c"
+check400 '{"prompt":"x","temperature":"hot"}' temperature
+check400 '{"prompt":"x","temperature":3}' temperature
+check400 '{"prompt":"x","top_p":0}' top_p
+check400 '{"prompt":"x","max_tokens":0}' max_tokens
+check400 '{"prompt":"x","max_tokens":1.5}' max_tokens
+check400 '{"prompt":"x","n":1000}' n
+check400 '{"prompt":"x","presence_penalty":0.5}' presence_penalty
+check400 '{"prompt":"x","frequency_penalty":1}' frequency_penalty
+check400 '{"prompt":"x","logprobs":3}' logprobs
+check400 '{"prompt":"x","stop":[1]}' stop
+check400 '{"prompt":"x","stop":""}' stop
+check400 '{"prompt":"x","model":"gpt-4"}' model
+check400 '{"prompt":"x","stream":"yes"}' stream
+check400 '{"prompt":[1,99999]}' prompt
+check400 '{"max_tokens":3}' prompt
+check400 '{"messages":[]}' messages /v1/chat/completions
+check400 '{"messages":[{"role":"robot","content":"hi"}]}' 'messages[0].role' /v1/chat/completions
+check400 '{"messages":[{"role":"user","content":"hi"}],"top_logprobs":2}' top_logprobs /v1/chat/completions
+grep -q '"message":"top_logprobs is not supported' "$tmp/body" && ok || bad "top_logprobs refusal says why"
+check400 '{"messages":[1]}' 'messages[0].role' /v1/chat/completions
+check400 '{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}' 'messages[0].content' /v1/chat/completions
+check400 '{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]}' messages /v1/chat/completions
+mt=$(post /v1/chat/completions '{"messages":[{"role":"system","content":"s"},{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":[{"type":"text","text":"c"}]}],"max_tokens":3}' | py 'j["choices"][0]["finish_reason"]')
+[ "$(code)" = 200 ] && [ "$mt" = length ] && ok || bad "multi-turn chat: $(code) $(cat "$tmp/body")"
+c=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health" -H "X-Big: $(head -c 40000 /dev/zero | tr '\0' a)")
+[ "$c" = 431 ] && ok || bad "headers over 32 KiB: $c"
+# oversize: prompt + max_tokens over the context (the numbers in the message)
+post /v1/completions '{"prompt":"Once upon a time","max_tokens":2045}' >/dev/null
+[ "$(code)" = 400 ] && grep -q '2050 > the context 2048' "$tmp/body" && ok || bad "over the context: $(code) $(cat "$tmp/body")"
+python3 -c "print('{\"prompt\":\"' + 'a' * 1100000 + '\"}')" >"$tmp/big.json"
+c=$(curl -s -o "$tmp/body" -w '%{http_code}' "http://127.0.0.1:$port/v1/completions" --data-binary @"$tmp/big.json")
+[ "$c" = 413 ] && grep -q '1048576 bytes' "$tmp/body" && ok || bad "body over --max-body: $c $(cat "$tmp/body")"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/nope")" = 404 ] && ok || bad "404"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/completions")" = 405 ] && ok || bad "405 for GET /v1/completions"
+tk=$(post /tokenize '{"prompt":"Once upon a time"}' | py 'j["tokens"]')
+dt=$(post /detokenize "{\"tokens\":$tk}" | py 'j["prompt"]')
+[ "$dt" = "Once upon a time" ] && ok || bad "tokenize/detokenize round trip: $tk -> '$dt'"
+check400 '{"tokens":[-1]}' tokens /detokenize
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ] && ok || bad "still healthy after bad input"
+
+curl -s "http://127.0.0.1:$port/metrics" >"$tmp/metrics.txt"
+# --- /metrics parses (Prometheus text format)
+python3 - "$tmp/metrics.txt" >"$tmp/metrics.check" 2>&1 <<'EOF' && ok || { bad "/metrics format"; cat "$tmp/metrics.check"; }
+import re, sys
+types, seen = {}, set()
+name_re = r'[a-zA-Z_:][a-zA-Z0-9_:]*'
+for line in open(sys.argv[1]):
+    line = line.rstrip("\n")
+    if line.startswith("# HELP "):
+        continue
+    m = re.fullmatch(r'# TYPE (%s) (counter|gauge|histogram)' % name_re, line)
+    if m:
+        assert m.group(1) not in types, "TYPE twice: " + line
+        types[m.group(1)] = m.group(2)
+        continue
+    m = re.fullmatch(r'(%s)(\{[a-zA-Z_]+="[^"]*"(,[a-zA-Z_]+="[^"]*")*\})? (\S+)' % name_re, line)
+    assert m, "bad line: %r" % line
+    float(m.group(4))
+    base = re.sub(r'_(bucket|sum|count)$', '', m.group(1)) if m.group(1) not in types else m.group(1)
+    assert base in types, "no TYPE for " + line
+for need in ["kvllm:num_requests_running", "kvllm:num_requests_waiting", "kvllm:kv_blocks_total",
+             "kvllm:kv_blocks_free", "kvllm:kv_blocks_used", "kvllm:num_preemptions_total",
+             "kvllm:swap_out_bytes_total", "kvllm:prompt_tokens_total", "kvllm:generation_tokens_total",
+             "kvllm:time_to_first_token_seconds", "kvllm:time_per_output_token_seconds",
+             "kvllm:http_responses_total", "kvllm:request_success_total"]:
+    assert need in types, "missing " + need
+print("ok", len(types))
+EOF
+grep -qE '^kvllm:http_responses_total\{status="400"\} [1-9]' "$tmp/metrics.txt" && ok || bad "400s counted"
+grep -qE '^kvllm:time_to_first_token_seconds_count [1-9]' "$tmp/metrics.txt" && ok || bad "TTFT observed"
+
+# --- the official openai npm client (skipped when npm cannot reach the registry)
+npmdir=$build/npm_openai
+if command -v npm >/dev/null && command -v node >/dev/null; then
+  mkdir -p "$npmdir"
+  if [ -d "$npmdir/node_modules/openai" ] || (cd "$npmdir" && timeout 180 npm install --no-audit --no-fund --silent openai >"$tmp/npm.log" 2>&1); then
+    cp "$src/tests/serve_openai_client.mjs" "$npmdir/"
+    if node "$npmdir/serve_openai_client.mjs" "$port" stories260K >"$tmp/node.json" 2>"$tmp/node.err"; then
+      r=$(py 'j["text"] != "" and j["role"] == "assistant" and j["finish"] in ("length","stop") and j["usage"]["completion_tokens"] > 0 and j["completion_usage"]["completion_tokens"] == 12' <"$tmp/node.json")
+      [ "$r" = True ] && ok || bad "openai client saw: $(cat "$tmp/node.json")"
+      nc=$(py 'j["completion"]' <"$tmp/node.json")
+      want12=$("$bin" run -m "$model" -p "Once upon a time" -n 12 --temp 0 -t 1 -o json 2>/dev/null | py 'j["samples"][0]["text"]')
+      [ "$nc" = "$want12" ] && ok || bad "openai client completion '$nc' != kvllm run's '$want12'"
+    else
+      bad "the openai client failed"; cat "$tmp/node.err"
+    fi
+  else
+    echo "SKIP: npm install openai failed (no registry?): $(tail -2 "$tmp/npm.log")"
+  fi
+else
+  echo "SKIP: node/npm not installed: the openai client test did not run"
+fi
+
+# --- SIGTERM: exit 0
+kill -TERM "$spid"
+wait "$spid"; rc=$?
+[ "$rc" = 0 ] && ok || bad "SIGTERM exit status $rc"
+grep -q 'kvllm serve: stopped' "$tmp/main.err" && ok || bad "shutdown reported"
+
+# --- a slow model (random weights, ~60 MB) so that requests stay open while
+# the test looks: one sequence, a queue of one
+"$bin" mkmodel -o "$tmp/slow.gguf" --dim 768 --layers 8 --ffn 2048 --heads 12 --kv-heads 12 \
+  --vocab-size 512 --ctx 4096 --type q8_0 >/dev/null 2>"$tmp/mkmodel.err" || { bad "mkmodel"; cat "$tmp/mkmodel.err"; }
+start slow -m "$tmp/slow.gguf" --max-seqs 1 --max-queue 1 --grace 0 || exit 1
+long='{"prompt":"x","max_tokens":4000,"temperature":0,"stream":true}'
+
+# client disconnect mid-stream: cancelled, no block held once idle
+cut_stream /v1/completions "$long" >"$tmp/cut.txt"
+grep -q '^data: {' "$tmp/cut.txt" && ok || bad "the cut stream had started"
+wait_idle && ok || { bad "not idle after a disconnect"; cat "$tmp/kv.json"; }
+curl -s "http://127.0.0.1:$port/metrics" >"$tmp/metrics2.txt"
+grep -qE '^kvllm:client_disconnects_total [1-9]' "$tmp/metrics2.txt" && ok || bad "disconnect counted: $(grep disconnects "$tmp/metrics2.txt")"
+grep -qE '^kvllm:request_success_total\{finished_reason="abort"\} [1-9]' "$tmp/metrics2.txt" && ok || bad "aborted request counted"
+grep -qE '^kvllm:kv_blocks_used 0$' "$tmp/metrics2.txt" && ok || bad "metrics: blocks used after idle"
+
+# one request running (streamed), one waiting, the next refused with 429;
+# then the waiting one's client hangs up: its request is cancelled
+curl -sN "http://127.0.0.1:$port/v1/completions" -d "$long" >"$tmp/r1.txt" 2>/dev/null &
+r1=$!
+for _ in $(seq 1 3000); do grep -q '^data: {' "$tmp/r1.txt" 2>/dev/null && break; sleep 0.02; done
+python3 - "$port" >"$tmp/queue.txt" 2>&1 <<'PYEOF' && ok || { bad "queue full / hang-up while queued"; cat "$tmp/queue.txt"; }
+import json, socket, sys, time, urllib.request, urllib.error
+port = int(sys.argv[1])
+url = "http://127.0.0.1:%d" % port
+def metric(name):
+    for line in urllib.request.urlopen(url + "/metrics").read().decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+body = b'{"prompt":"x","max_tokens":5}'
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+for _ in range(3000):  # until it waits (the stream holds the only sequence)
+    if metric("kvllm:num_requests_waiting") >= 1:
+        break
+    time.sleep(0.01)
+else:
+    sys.exit("never queued")
+try:
+    urllib.request.urlopen(urllib.request.Request(url + "/v1/completions", data=body))
+    sys.exit("no 429 with a full queue")
+except urllib.error.HTTPError as e:
+    assert e.code == 429, e.code
+    assert e.headers["Retry-After"] == "1", dict(e.headers)
+    j = json.loads(e.read())
+    assert j["error"]["type"] == "rate_limit_error", j
+    assert "requests waiting, the queue holds 1" in j["error"]["message"], j
+print("429 ok")
+d0 = metric("kvllm:client_disconnects_total")
+s.close()
+for _ in range(3000):  # until the server noticed and cancelled it
+    if metric("kvllm:client_disconnects_total") > d0 and metric("kvllm:num_requests_waiting") == 0:
+        print("cancelled while queued")
+        sys.exit(0)
+    time.sleep(0.01)
+sys.exit("not cancelled")
+PYEOF
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ] && ok || bad "healthy while busy"
+# the ledger while the stream runs: one running request holding blocks, the pool agrees
+curl -s "http://127.0.0.1:$port/v1/kv" >"$tmp/kv_busy.json"
+r=$(py '[(q["state"], q["blocks"] > 0, q["kv_bytes"] == q["blocks"] * j["pool"]["block_bytes"]) for q in j["requests"]] == [("running", True, True)] and j["pool"]["blocks_used"] > 0 and j["pool"]["blocks_used"] + j["pool"]["blocks_free"] == j["pool"]["blocks_total"]' <"$tmp/kv_busy.json")
+[ "$r" = True ] && ok || bad "ledger while busy: $(cat "$tmp/kv_busy.json")"
+grep -qE '^kvllm:num_requests_running 1$' <(curl -s "http://127.0.0.1:$port/metrics") && ok || bad "metrics: one running"
+# SIGINT with the stream in flight (grace 0): it gets finish_reason abort and [DONE]; exit 0
+kill -INT "$spid"; wait "$spid"; rc=$?
+wait "$r1"
+[ "$rc" = 0 ] && ok || bad "SIGINT exit status $rc"
+tail -c 14 "$tmp/r1.txt" | grep -q 'data: \[DONE\]' && ok || bad "in-flight stream got [DONE] at shutdown"
+grep -q '"finish_reason":"abort"' "$tmp/r1.txt" && ok || bad "in-flight stream ended with abort"
+grep -q 'cancelled 1 requests' "$tmp/slow.err" && ok || bad "shutdown says what it cancelled: $(cat "$tmp/slow.err")"
+
+# --- overload: 64 concurrent streaming clients (every 4th hangs up after its first
+# chunk) against 4 sequences and a queue of 16: each ends with [DONE] or 429,
+# none hangs, and afterwards no block is held
+start load -m "$model" --max-seqs 4 --max-queue 16 --http-threads 2 || exit 1
+python3 - "$port" >"$tmp/load.txt" 2>&1 <<'PYEOF' && ok || { bad "overload"; cat "$tmp/load.txt"; }
+import http.client, json, sys, threading
+port = int(sys.argv[1])
+res = [None] * 64
+def client(i):
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        body = json.dumps({"prompt": "Once upon a time", "max_tokens": 48, "temperature": 1,
+                           "seed": i, "stream": True, "n": 1 + i % 2})
+        c.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        r = c.getresponse()
+        if r.status == 429:
+            res[i] = "429"
+            return
+        if r.status != 200:
+            res[i] = "status %d" % r.status
+            return
+        data = b""
+        while True:
+            chunk = r.read1(65536) if hasattr(r, "read1") else r.read(1)
+            if not chunk:
+                break
+            data += chunk
+            if i % 4 == 3 and b"data: {" in data:
+                c.close()
+                res[i] = "cut"
+                return
+        res[i] = "done" if data.endswith(b"data: [DONE]\n\n") else "no [DONE]: %r" % data[-80:]
+    except Exception as e:
+        res[i] = "error %r" % e
+ts = [threading.Thread(target=client, args=(i,)) for i in range(64)]
+for t in ts: t.start()
+for t in ts: t.join(180)
+bad = [(i, r) for i, r in enumerate(res) if r not in ("done", "429", "cut")]
+print({k: res.count(k) for k in set(res) if isinstance(k, str) and len(k) < 5})
+sys.exit("bad: %r" % bad if bad else 0)
+PYEOF
+wait_idle && ok || { bad "not idle after the overload"; cat "$tmp/kv.json"; }
+grep -qE '^kvllm:kv_blocks_used 0$' <(curl -s "http://127.0.0.1:$port/metrics") && ok || bad "blocks held after the overload"
+kill -TERM "$spid"; wait "$spid" && ok || bad "load server exit status"
+
+# --- a port in use is refused with the reason
+start holder -m "$model" --api-key s3cret || exit 1
+# --api-key: 401 without or with a wrong key, 200 with it; /health and /metrics open
+c1=$(curl -s -o "$tmp/body" -w '%{http_code}' "http://127.0.0.1:$port/v1/models")
+[ "$c1" = 401 ] && [ "$(py 'j["error"]["code"]' <"$tmp/body")" = invalid_api_key ] && ok || bad "no key: $c1"
+c2=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer s3cre' "http://127.0.0.1:$port/v1/models")
+c3=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer s3cret' "http://127.0.0.1:$port/v1/models")
+c4=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/metrics")
+[ "$c2 $c3 $c4" = "401 200 200" ] && ok || bad "api key: wrong $c2, right $c3, metrics $c4"
+"$bin" serve -m "$model" --port "$port" >/dev/null 2>"$tmp/inuse.err"; rc=$?
+[ "$rc" = 1 ] && grep -q 'Address already in use' "$tmp/inuse.err" && ok || bad "port in use: rc $rc $(cat "$tmp/inuse.err")"
+kill -TERM "$spid"; wait "$spid"
+"$bin" serve --port 99999 >/dev/null 2>"$tmp/badport.err"; rc=$?
+[ "$rc" = 2 ] && grep -q -- '--port' "$tmp/badport.err" && ok || bad "bad --port: rc $rc"
+
+# flag errors: exit 2 naming the flag
+for args in "--max-seqs 0" "--preempt sometimes" "--max-body 1" "--grace -1" "--bogus" "--host nowhere"; do
+  "$bin" serve -m "$model" --port 0 $args >/dev/null 2>"$tmp/flag.err"; rc=$?
+  flag=${args%% *}; [ "$flag" = --host ] && flag=--host
+  [ "$rc" = 2 ] && grep -q -- "$flag" "$tmp/flag.err" && ok || bad "serve $args: rc $rc $(cat "$tmp/flag.err")"
+done
+
+echo "test_serve: $pass passed, $fail failed"
+[ "$fail" = 0 ]
