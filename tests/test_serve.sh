@@ -89,6 +89,18 @@ got=$(post /v1/completions '{"model":"stories260K","prompt":"Once upon a time","
 u=$(py '(j["usage"]["prompt_tokens"], j["usage"]["completion_tokens"], j["usage"]["total_tokens"], j["usage"]["prompt_tokens_details"]["cached_tokens"], j["choices"][0]["finish_reason"], j["object"])' <"$tmp/body")
 [ "$u" = "(5, 40, 45, 0, 'length', 'text_completion')" ] && ok || bad "completion usage/finish $u"
 
+# --- the prefix cache: the same long prompt again is served from cached
+# blocks (same text), another cache_salt never is
+long='Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball.'
+r1=$(post /v1/completions "{\"prompt\":\"$long\",\"max_tokens\":8,\"temperature\":0,\"cache_salt\":\"t1\"}" | py '(j["choices"][0]["text"], j["usage"]["prompt_tokens_details"]["cached_tokens"])')
+r2=$(post /v1/completions "{\"prompt\":\"$long\",\"max_tokens\":8,\"temperature\":0,\"cache_salt\":\"t1\"}" | py '(j["choices"][0]["text"], j["usage"]["prompt_tokens_details"]["cached_tokens"])')
+r3=$(post /v1/completions "{\"prompt\":\"$long\",\"max_tokens\":8,\"temperature\":0,\"cache_salt\":\"other\"}" | py 'j["usage"]["prompt_tokens_details"]["cached_tokens"]')
+python3 - "$r1" "$r2" "$r3" <<'PY' && ok || bad "prefix cache over HTTP: $r1 / $r2 / $r3"
+import ast, sys
+t1, c1 = ast.literal_eval(sys.argv[1]); t2, c2 = ast.literal_eval(sys.argv[2])
+assert c1 == 0 and c2 >= 16 and t1 == t2 and int(sys.argv[3]) == 0
+PY
+
 # --- chat: streamed text equals non-streamed text; SSE shape; usage chunk
 chat='"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Tell me about a cat."}],"max_tokens":30,"temperature":0'
 ns=$(post /v1/chat/completions "{$chat}" | py 'j["choices"][0]["message"]["content"]')

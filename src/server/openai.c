@@ -479,10 +479,15 @@ unsigned oai_parse(kvl_server *s, bool chat, const char *body, size_t n, oai_req
         }
         CHECK(r);
     }
-    const cJSON *salt = field(root, "cache_salt"); /* no prefix cache yet: nothing to salt */
-    if (salt && !cJSON_IsString(salt)) {
-        r = BAD("cache_salt", "cache_salt must be a string");
+    const cJSON *salt = field(root, "cache_salt"); /* prefix-cache hits stay within a salt */
+    if (salt && (!cJSON_IsString(salt) || strlen(salt->valuestring) >= sizeof o->cache_salt)) {
+        r = BAD("cache_salt", "cache_salt must be a string of at most %zu bytes",
+                sizeof o->cache_salt - 1);
         goto done;
+    }
+    if (salt) {
+        snprintf(o->cache_salt, sizeof o->cache_salt, "%s", salt->valuestring);
+        o->has_salt = true;
     }
     const cJSON *user = field(root, "user");
     if (user && !cJSON_IsString(user)) {
@@ -561,6 +566,7 @@ unsigned oai_submit(srv_call *c, struct MHD_Connection *conn, srv_buf *out) {
     rp.n_stop = o->n_stop;
     rp.priority = o->priority;
     rp.session = o->session;
+    rp.cache_salt = o->has_salt ? o->cache_salt : NULL;
     if (!(c->smp = calloc((size_t)o->n, sizeof *c->smp)) || !(c->req = srv_req_new()))
         return oai_error(out, "server_error", NULL, NULL, "out of memory"), 500;
     c->req->conn = conn; /* before the submit: the dispatcher may resume it at once */

@@ -21,6 +21,8 @@ typedef struct oai_req {
     int32_t *toks; /* the prompt (BOS first), (n_toks) */
     size_t n_toks;
     char user[SRV_USER_MAX];
+    char cache_salt[SRV_USER_MAX]; /* prefix-cache namespace; "" = none */
+    bool has_salt;
 } oai_req;
 
 /* What one sample produced so far (non-streamed), or its stream state. */
