@@ -72,7 +72,8 @@ static void sample_one(kvl_engine *e, eng_req *q, int32_t si, const float *row, 
     if (q->t_first == 0)
         q->t_first = now;
     q->t_last = now;
-    if ((next == e->eos && !q->ignore_eos) || next == e->bos) {
+    bool eog = next == e->eos || kvl_tokenizer_is_eog(e->m->tok, next);
+    if ((eog && !q->ignore_eos) || next == e->bos) {
         sample_end(e, q, si, KVL_FINISH_STOP);
         return;
     }
