@@ -15,7 +15,8 @@ static void usage(FILE *f) {
             "  ppl       perplexity of a text file, teacher-forced\n"
             "  mkmodel   write a GGUF with random weights in a real architecture's shape\n"
             "  plan      memory planner: KV bytes per token, capacity, what fits\n"
-            "  bench     tokens/s of prompt processing and generation (like llama-bench)\n",
+            "  bench     tokens/s of prompt processing and generation (like llama-bench)\n"
+            "  sim       the scheduler and KV ledger at data-centre scale, on a cost model\n",
             KVL_VERSION);
 }
 
@@ -43,6 +44,8 @@ int main(int argc, char **argv) {
         return kvl_cli_plan(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench"))
         return kvl_cli_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "sim"))
+        return kvl_cli_sim(argc - 1, argv + 1);
     fprintf(stderr, "kvllm: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;
