@@ -223,8 +223,37 @@ static void test_workloads(void) {
     CHECK_CONTAINS(err.msg, "rate");
 }
 
+static void test_calib_file(void) {
+    const char *dir = getenv("KVL_TMP");
+    char path[512];
+    snprintf(path, sizeof path, "%s/sim_calib.txt", dir ? dir : "/tmp");
+    FILE *f = fopen(path, "w");
+    fprintf(f, "# comment\nname cpu-2t\nthreads 2\nbandwidth 3e9\nflops 9e10\nserial 1\n");
+    fclose(f);
+    kvl_sim_device d;
+    kvl_error err;
+    CHECK_EQ_INT(kvl_sim_device_from_file(path, &d, &err), KVL_OK);
+    CHECK(!strcmp(d.name, "cpu-2t"));
+    CHECK_NEAR(d.bandwidth, 3e9, 0);
+    CHECK_NEAR(d.flops, 9e10, 0);
+    CHECK(d.serial);
+    CHECK_NEAR(d.mbu, 1, 0);
+    f = fopen(path, "w");
+    fprintf(f, "bandwidth fast\n");
+    fclose(f);
+    CHECK_EQ_INT(kvl_sim_device_from_file(path, &d, &err), KVL_E_FORMAT);
+    CHECK_CONTAINS(err.msg, "line 1: bandwidth 'fast'");
+    f = fopen(path, "w");
+    fprintf(f, "bandwidth 1e9\n");
+    fclose(f);
+    CHECK_EQ_INT(kvl_sim_device_from_file(path, &d, &err), KVL_E_FORMAT);
+    CHECK_CONTAINS(err.msg, "flops");
+    remove(path);
+}
+
 int main(void) {
     test_cost();
+    test_calib_file();
     test_pinned();
     test_determinism();
     test_workloads();

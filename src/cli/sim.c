@@ -185,7 +185,8 @@ static int calibrate(int argc, char **argv) {
             "# flops: FLOP/s of a Q8_0 product of %lld tokens over the same weight (prefill)\n"
             "# stream_read: bytes/s of a %zu MiB sum (for reference; not used)\n"
             "name cpu-%lldt\nthreads %lld\nbandwidth %.6g\nflops %.6g\nstream_read %.6g\n"
-            "step_overhead_s 0\n",
+            "# serial: compute and memory time add (the same cores do both)\n"
+            "serial 1\nstep_overhead_s 0\n",
             REPS, threads, (long long)rows, (long long)cols, (long long)ntok,
             nd * sizeof *a >> 20, threads, threads, bw_gemv, flops, bw_read);
     fclose(f);

@@ -138,6 +138,8 @@ kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_e
             v.step_overhead_s = x;
         else if (!strcmp(key, "bytes"))
             v.bytes = (size_t)x;
+        else if (!strcmp(key, "serial"))
+            v.serial = x != 0;
         /* other keys (stream_read, threads, ...) are for people */
     }
     fclose(f);
@@ -239,8 +241,9 @@ void kvl_sim_cost_batch(const kvl_sim_cost *c, const kvl_batch *b, kvl_sim_step 
         double per = c->dev.link_latency_s + 2 * (tp - 1) / tp * msg / c->dev.link_bandwidth;
         s.t_comm = kvl_sim_constant_get("allreduces_per_layer") * (double)hp->n_layers * per;
     }
-    s.seconds = (s.t_compute > s.t_memory ? s.t_compute : s.t_memory) + s.t_comm +
-                c->dev.step_overhead_s;
+    double busy = c->dev.serial ? s.t_compute + s.t_memory
+                                : (s.t_compute > s.t_memory ? s.t_compute : s.t_memory);
+    s.seconds = busy + s.t_comm + c->dev.step_overhead_s;
     *out = s;
 }
 

@@ -7,6 +7,9 @@
  *   step_s = max(FLOPs / (flops x mfu), bytes / (bandwidth x mbu))
  *          + all-reduce time (tensor parallel) + step_overhead_s
  *
+ * (the sum of the two terms instead of their max for a serial device: a
+ * calibrated CPU, docs/sim.md has the measurements that chose this)
+ *
  * counted per device of a tensor-parallel group of tp devices:
  *
  *   FLOPs = 2 x P_lin x n_tokens + 2 x P_head x n_logits           (matmuls)
@@ -52,6 +55,8 @@ typedef struct kvl_sim_device {
     double link_bandwidth;  /* device-to-device bytes/s per direction (all-reduce); 0 = none */
     double link_latency_s;  /* per all-reduce */
     double host_bandwidth;  /* host <-> device bytes/s per direction (swap copies) */
+    bool serial;            /* compute and memory time add instead of overlapping (a
+                               CPU: the same cores load, dequantize and multiply) */
     const char *source;     /* where the numbers come from */
 } kvl_sim_device;
 
@@ -70,7 +75,7 @@ double kvl_sim_constant_get(const char *name); /* 0 when unknown */
 kvl_status kvl_sim_device_from_catalog(const char *name, kvl_sim_device *out, kvl_error *err);
 
 /* Read a calibration file written by `kvllm sim calibrate` (key value
- * lines: bandwidth, flops, step_overhead_s, threads, name). mbu = mfu = 1:
+ * lines: bandwidth, flops, step_overhead_s, serial, threads, name). mbu = mfu = 1:
  * the measured rates are what this machine reaches. KVL_E_IO / KVL_E_FORMAT
  * naming the file, line and key. */
 kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_error *err);
