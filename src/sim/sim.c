@@ -192,9 +192,10 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     S.ttft = malloc(((size_t)n + 1) * sizeof(double));
     S.tpot = malloc(((size_t)n + 1) * sizeof(double));
     S.norm = malloc(((size_t)n + 1) * sizeof(double));
+    int64_t *fifo = malloc(((size_t)n + 1) * sizeof *fifo); /* arrived, not yet queued */
     kvl_sim_cost cost = p->cost;
     cost.paged = p->policy == KVL_RESERVE_PAGED; /* reservations are contiguous kernels */
-    if (!S.ttft || !S.tpot || !S.norm)
+    if (!S.ttft || !S.tpot || !S.norm || !fifo)
         st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory for %lld requests", (long long)n);
     if (!st)
         st = make_ledger(p, &kv, &sched, err);
@@ -212,7 +213,7 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     const int32_t max_ctx = kvl_kv_cache_params_of(kv)->max_ctx;
     kv_acc acc = {0};
     double t = 0, batch_sum = 0, tok_sum = 0, step_sum = 0, dec_sum = 0;
-    int64_t next = 0, n_dec = 0, in_flight = 0;
+    int64_t next = 0, n_dec = 0, in_flight = 0, n_fifo = 0, head = 0;
     for (;;) {
         for (; next < n && reqs[next].arrival <= t; next++) {
             const kvl_sim_request *q = &reqs[next];
@@ -221,24 +222,32 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
                 R.n_refused++;
                 continue;
             }
-            sim_req *sr = req_new(q, next);
+            fifo[n_fifo++] = next;
+        }
+        /* The scheduler's waiting list is topped up to max_seqs + 1 from the
+         * arrival FIFO: a step admits at most max_seqs (its slots), in rank
+         * order, and everything in the FIFO ranks after everything queued
+         * (later arrivals), so the steps are those of queueing everything at
+         * once, without the list's O(n) insertion over a long backlog. */
+        for (; head < n_fifo && kvl_sched_count(sched, KVL_REQ_WAITING) <= p->max_seqs; head++) {
+            sim_req *sr = req_new(&reqs[fifo[head]], fifo[head]);
             if (!sr) {
                 st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory at request %lld",
-                                (long long)next);
+                                (long long)fifo[head]);
                 goto done;
             }
             kvl_sched_add(sched, &sr->r);
             in_flight++;
         }
-        if (in_flight == S.n_done + 0 && next >= n)
+        if (in_flight == S.n_done && head == n_fifo && next >= n)
             break;
         kvl_sched_plan *pl;
         kvl_sched_schedule(sched, INT32_MAX, &pl);
         if (pl->batch.n_tokens == 0) {
-            if (next >= n) { /* nothing runs and nothing comes: a scheduler bug */
+            if (next >= n || head < n_fifo) { /* nothing runs, nothing comes: a bug */
                 st = kvl_errorf(err, KVL_E_INVALID,
                                 "sim: stalled at t=%.3f s with %lld requests queued",
-                                t, (long long)(in_flight - S.n_done));
+                                t, (long long)(in_flight - S.n_done + n_fifo - head));
                 goto done;
             }
             t = reqs[next].arrival; /* idle until the next arrival */
@@ -318,6 +327,7 @@ done:
     free(S.ttft);
     free(S.tpot);
     free(S.norm);
+    free(fifo);
     free(reqs);
     return st;
 }
