@@ -24,7 +24,7 @@
 #define MAX_RATES 64
 
 typedef struct sim_opts {
-    const char *model, *file, *device, *calib, *json, *csv, *steps;
+    const char *model, *file, *device, *calib, *json, *csv, *steps, *svg;
     kvl_type wtype;
     kvl_kv_format kv_fmt;
     int32_t tp, block_size, max_seqs, max_batch_tokens, max_ctx;
@@ -71,6 +71,7 @@ static void usage(FILE *f) {
             "  --seed N              (default 1)\n"
             "reports:\n"
             "  --json FILE  --csv FILE  --steps FILE (one line per step)\n"
+            "  --svg FILE            normalized latency vs rate, one line per policy\n"
             "  --slo S               normalized latency (s/token) for the sustainable-rate summary\n"
             "                        of a sweep (default 0.5)\n");
 }
@@ -263,7 +264,7 @@ static const char *const k_value_flags[] = {
     "--model", "-m", "--type", "--kv-type", "--device", "--calib", "--tp", "--mbu", "--mfu",
     "--overhead", "--kv-mem", "--mem-util", "--block-size", "--max-seqs", "--max-batch-tokens",
     "--ctx", "--policy", "--workload", "--rate", "--rates", "--arrival", "--duration",
-    "--requests", "--seed", "--json", "--csv", "--steps", "--slo", NULL};
+    "--requests", "--seed", "--json", "--csv", "--steps", "--slo", "--svg", NULL};
 
 static int parse(int argc, char **argv, sim_opts *o) {
     memset(o, 0, sizeof *o);
@@ -312,6 +313,8 @@ static int parse(int argc, char **argv, sim_opts *o) {
             o->csv = v;
         else if (!strcmp(f, "--steps"))
             o->steps = v;
+        else if (!strcmp(f, "--svg"))
+            o->svg = v;
         else if (!strcmp(f, "--tp")) {
             if (!kvl_cli_int("sim", f, v, 1, 64, &x))
                 return 2;
@@ -485,6 +488,51 @@ static int setup(const sim_opts *o, kvl_sim_params *p, size_t *weight_bytes) {
     return 0;
 }
 
+/* ---- chart ---------------------------------------------------------------- */
+
+/* Normalized latency (y, clipped at ymax) against rate (x), one polyline
+ * per policy; res[k * n_rates + i] is policy k at rate i. */
+static void write_svg(FILE *f, const sim_opts *o, const kvl_sim_result *res, const char *title) {
+    static const char *const colour[4] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"};
+    const double W = 640, H = 400, L = 70, R = 130, T = 40, B = 50, ymax = 1.0;
+    double xmax = 0;
+    for (int i = 0; i < o->n_rates; i++)
+        xmax = o->rates[i] > xmax ? o->rates[i] : xmax;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n"
+               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+               "<text x=\"%g\" y=\"20\" font-size=\"14\">%s</text>\n",
+            W, H, L, title);
+    double pw = W - L - R, ph = H - T - B;
+    fprintf(f, "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" "
+               "stroke=\"black\"/>\n", L, T, pw, ph);
+    for (int k = 0; k <= 4; k++) {
+        double yv = ymax * k / 4, y = T + ph - ph * k / 4, xv = xmax * k / 4, x = L + pw * k / 4;
+        fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"end\">%.2f</text>\n", L - 6, y + 4, yv);
+        fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">%.3g</text>\n", x, T + ph + 18,
+                xv);
+    }
+    fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">request rate (req/s)</text>\n",
+            L + pw / 2, H - 10);
+    fprintf(f, "<text x=\"15\" y=\"%g\" transform=\"rotate(-90 15 %g)\" text-anchor=\"middle\">"
+               "normalized latency (s/token, clipped at %.1f)</text>\n",
+            T + ph / 2, T + ph / 2, ymax);
+    int row = 0;
+    for (int k = 0; k < 4; k++) {
+        if (!o->policies[k])
+            continue;
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", colour[k]);
+        for (int i = 0; i < o->n_rates; i++) {
+            const kvl_sim_result *r = &res[k * o->n_rates + i];
+            double y = r->norm_latency < ymax ? r->norm_latency : ymax;
+            fprintf(f, "%.1f,%.1f ", L + pw * o->rates[i] / xmax, T + ph - ph * y / ymax);
+        }
+        fprintf(f, "\"/>\n<text x=\"%g\" y=\"%g\" fill=\"%s\">%s</text>\n", W - R + 10,
+                T + 16 + 18 * row++, colour[k], kvl_sim_policy_name((kvl_sched_reserve)k));
+    }
+    fprintf(f, "</svg>\n");
+}
+
 /* ---- run ------------------------------------------------------------------ */
 
 static void step_line(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c, double t) {
@@ -529,6 +577,11 @@ int kvl_cli_sim(int argc, char **argv) {
                 (unsigned long long)o.w.seed);
     double best[4] = {0};
     int done = 0;
+    kvl_sim_result *all = calloc((size_t)(4 * o.n_rates), sizeof *all);
+    if (!all) {
+        fprintf(stderr, "kvllm sim: out of memory\n");
+        return 1;
+    }
     for (int k = 0; k < 4; k++) {
         if (!o.policies[k])
             continue;
@@ -542,8 +595,10 @@ int kvl_cli_sim(int argc, char **argv) {
             kvl_error err;
             if (kvl_sim_run(&p, &w, &r, &err)) {
                 fprintf(stderr, "kvllm %s\n", err.msg);
+                free(all);
                 return 1;
             }
+            all[k * o.n_rates + i] = r;
             if (n_runs == 1)
                 kvl_sim_result_text(&r, stdout);
             else
@@ -567,6 +622,19 @@ int kvl_cli_sim(int argc, char **argv) {
                 printf("  %s %.3g", kvl_sim_policy_name((kvl_sched_reserve)k), best[k]);
         printf("\n");
     }
+    if (o.svg) {
+        FILE *f = fopen(o.svg, "w");
+        char title[160];
+        snprintf(title, sizeof title, "%s on %d x %s, KV %.1f GiB", c->shape.name, (int)c->tp,
+                 c->dev.name, (double)p.kv_budget / (1u << 30));
+        if (f) {
+            write_svg(f, &o, all, title);
+            fclose(f);
+        } else {
+            fprintf(stderr, "kvllm sim: --svg %s: cannot create\n", o.svg);
+        }
+    }
+    free(all);
     if (json) {
         fprintf(json, "\n]}\n");
         fclose(json);
