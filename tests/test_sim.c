@@ -64,6 +64,28 @@ static void test_cost(void) {
     CHECK_NEAR(s.flops, (655360.0 + 25600.0 + 8192.0) / 2, 1e-6);
     CHECK_NEAR(s.t_comm, 2 * 2 * (2 * 0.5 * 4 * 64 * 2 / 1e6), 1e-12);
     CHECK_EQ_INT(kvl_sim_cost_init(&sh, KVL_TYPE_F16, 512, &d, 3, true, &c, &err), KVL_E_INVALID);
+    /* a calibrated serial device: 10 decode tokens price the weights at the
+     * rate halfway between the 4- and 16-token points (3e-9 s/byte) */
+    d.serial = true;
+    d.mm_s_per_byte[0] = 1e-9, d.mm_s_per_byte[1] = 2e-9;
+    d.mm_s_per_byte[2] = 4e-9, d.mm_s_per_byte[3] = 8e-9;
+    CHECK_EQ_INT(kvl_sim_cost_init(&sh, KVL_TYPE_F16, 512, &d, 1, false, &c, &err), KVL_OK);
+    int32_t t10[10] = {0}, s10[10], p10[10] = {0};
+    for (int i = 0; i < 10; i++)
+        s10[i] = i;
+    kvl_batch b10 = {.n_tokens = 10, .tokens = t10, .seq = s10, .pos = p10, .logits = NULL};
+    kvl_sim_cost_batch(&c, &b10, &s); /* logits NULL: the last token only */
+    double attn = 4.0 * 2 * 64 * 10;  /* pos 0: context 1 each */
+    CHECK_NEAR(s.t_compute, 163840.0 * 3e-9 + 12800.0 * 1e-9 + attn / 1e9, 1e-15);
+    CHECK_NEAR(s.t_memory, (10 * 512.0 + 10 * 512.0 + 10 * 128.0) / 1e9, 1e-15);
+    CHECK_NEAR(s.seconds, s.t_compute + s.t_memory + 0.5, 1e-12);
+    int32_t s100[100] = {0}, p100[100], t100[100] = {0};
+    for (int i = 0; i < 100; i++)
+        p100[i] = i;
+    kvl_batch b100 = {.n_tokens = 100, .tokens = t100, .seq = s100, .pos = p100, .logits = NULL};
+    kvl_sim_cost_batch(&c, &b100, &s); /* past 64: proportional to tokens */
+    CHECK_NEAR(s.t_compute, 163840.0 * 8e-9 * 100 / 64 + 12800.0 * 1e-9 +
+                                4.0 * 2 * 64 * 5050 / 1e9, 1e-12);
     CHECK_CONTAINS(err.msg, "--tp 3");
 }
 

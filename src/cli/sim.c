@@ -160,25 +160,28 @@ static int calibrate(int argc, char **argv) {
     for (int64_t i = 0; i < ntok * cols; i++)
         X[i] = (float)(i % 97) / 97.0f - 0.5f;
     enum { REPS = 7 };
-    double t_read[REPS], t_gemv[REPS], t_mm[REPS];
+    static const int64_t k_ntok[4] = {1, 4, 16, 64};
+    double t_read[REPS], t_mm[4][REPS], med[4];
     read_arg ra = {.a = a, .n = nd};
-    for (int k = 0; k < REPS; k++) {
+    for (int k = 0; k < REPS; k++) { /* interleaved, so that load changes hit all alike */
         double t0 = now_s();
         kvl_pool_run(pool, read_fn, &ra);
         t_read[k] = now_s() - t0;
-        t0 = now_s();
-        kvl_matmul(pool, Y, W, KVL_TYPE_Q8_0, rows, cols, X, 1, scratch);
-        t_gemv[k] = now_s() - t0;
-        t0 = now_s();
-        kvl_matmul(pool, Y, W, KVL_TYPE_Q8_0, rows, cols, X, ntok, scratch);
-        t_mm[k] = now_s() - t0;
+        for (int j = 0; j < 4; j++) {
+            t0 = now_s();
+            kvl_matmul(pool, Y, W, KVL_TYPE_Q8_0, rows, cols, X, k_ntok[j], scratch);
+            t_mm[j][k] = now_s() - t0;
+        }
     }
     qsort(t_read, REPS, sizeof(double), cmp_d);
-    qsort(t_gemv, REPS, sizeof(double), cmp_d);
-    qsort(t_mm, REPS, sizeof(double), cmp_d);
+    for (int j = 0; j < 4; j++) {
+        qsort(t_mm[j], REPS, sizeof(double), cmp_d);
+        med[j] = t_mm[j][REPS / 2];
+    }
+    const double wbytes = (double)((size_t)rows * row_bytes);
     double bw_read = (double)(nd * sizeof *a) / t_read[REPS / 2];
-    double bw_gemv = (double)((size_t)rows * row_bytes) / t_gemv[REPS / 2];
-    double flops = 2.0 * (double)rows * (double)cols * (double)ntok / t_mm[REPS / 2];
+    double bw_gemv = wbytes / med[0];
+    double flops = 2.0 * (double)rows * (double)cols * (double)ntok / med[3];
     FILE *f = fopen(out, "w");
     if (!f) {
         fprintf(stderr, "kvllm sim calibrate: -o %s: cannot create\n", out);
@@ -191,9 +194,13 @@ static int calibrate(int argc, char **argv) {
             "# stream_read: bytes/s of a %zu MiB sum (for reference; not used)\n"
             "name cpu-%lldt\nthreads %lld\nbandwidth %.6g\nflops %.6g\nstream_read %.6g\n"
             "# serial: compute and memory time add (the same cores do both)\n"
-            "serial 1\nstep_overhead_s 0\n",
+            "serial 1\nstep_overhead_s 0\n"
+            "# seconds per weight byte of Q8_0 products of 1, 4, 16, 64 tokens\n"
+            "mm_s_per_byte_1 %.6g\nmm_s_per_byte_4 %.6g\nmm_s_per_byte_16 %.6g\n"
+            "mm_s_per_byte_64 %.6g\n",
             REPS, threads, (long long)rows, (long long)cols, (long long)ntok,
-            nd * sizeof *a >> 20, threads, threads, bw_gemv, flops, bw_read);
+            nd * sizeof *a >> 20, threads, threads, bw_gemv, flops, bw_read, med[0] / wbytes,
+            med[1] / wbytes, med[2] / wbytes, med[3] / wbytes);
     fclose(f);
     printf("calibrated %lld threads: GEMV stream %.2f GB/s, Q8_0 x%lld %.2f GFLOP/s, read %.2f "
            "GB/s -> %s\n",

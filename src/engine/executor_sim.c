@@ -140,6 +140,14 @@ kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_e
             v.bytes = (size_t)x;
         else if (!strcmp(key, "serial"))
             v.serial = x != 0;
+        else if (!strcmp(key, "mm_s_per_byte_1"))
+            v.mm_s_per_byte[0] = x;
+        else if (!strcmp(key, "mm_s_per_byte_4"))
+            v.mm_s_per_byte[1] = x;
+        else if (!strcmp(key, "mm_s_per_byte_16"))
+            v.mm_s_per_byte[2] = x;
+        else if (!strcmp(key, "mm_s_per_byte_64"))
+            v.mm_s_per_byte[3] = x;
         /* other keys (stream_read, threads, ...) are for people */
     }
     fclose(f);
@@ -207,6 +215,22 @@ kvl_status kvl_sim_cost_init(const kvl_model_shape *shape, kvl_type wtype, doubl
     return KVL_OK;
 }
 
+/* Seconds per weight byte of a product of n tokens, from the measured
+ * points (1, 4, 16, 64 tokens). */
+static double mm_per_byte(const kvl_sim_device *d, double n) {
+    static const double at[4] = {1, 4, 16, 64};
+    if (n <= 0)
+        return 0;
+    if (n <= 1)
+        return d->mm_s_per_byte[0];
+    for (int i = 1; i < 4; i++)
+        if (n <= at[i]) {
+            double f = (n - at[i - 1]) / (at[i] - at[i - 1]);
+            return d->mm_s_per_byte[i - 1] + f * (d->mm_s_per_byte[i] - d->mm_s_per_byte[i - 1]);
+        }
+    return d->mm_s_per_byte[3] * n / 64;
+}
+
 void kvl_sim_cost_batch(const kvl_sim_cost *c, const kvl_batch *b, kvl_sim_step *out) {
     const kvl_hparams *hp = &c->shape.hp;
     kvl_sim_step s;
@@ -243,6 +267,15 @@ void kvl_sim_cost_batch(const kvl_sim_cost *c, const kvl_batch *b, kvl_sim_step 
     }
     double busy = c->dev.serial ? s.t_compute + s.t_memory
                                 : (s.t_compute > s.t_memory ? s.t_compute : s.t_memory);
+    if (c->dev.serial && c->dev.mm_s_per_byte[0] > 0) {
+        /* measured products for the weights; attention at the FLOP rate,
+         * the KV and embedding rows at the bandwidth */
+        s.t_compute = c->lin_bytes / tp * mm_per_byte(&c->dev, n) +
+                      c->head_bytes / tp * mm_per_byte(&c->dev, s.n_logits) +
+                      attn_flops / tp / (c->dev.flops * c->dev.mfu);
+        s.t_memory = (s.bytes - weights + n * c->embd_row_bytes) / (c->dev.bandwidth * c->dev.mbu);
+        busy = s.t_compute + s.t_memory;
+    }
     s.seconds = busy + s.t_comm + c->dev.step_overhead_s;
     *out = s;
 }

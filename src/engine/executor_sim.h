@@ -8,7 +8,8 @@
  *          + all-reduce time (tensor parallel) + step_overhead_s
  *
  * (the sum of the two terms instead of their max for a serial device: a
- * calibrated CPU, docs/sim.md has the measurements that chose this)
+ * calibrated CPU, whose weight matmuls are priced from measured products of
+ * 1, 4, 16 and 64 tokens; docs/sim.md has the measurements that chose this)
  *
  * counted per device of a tensor-parallel group of tp devices:
  *
@@ -57,6 +58,11 @@ typedef struct kvl_sim_device {
     double host_bandwidth;  /* host <-> device bytes/s per direction (swap copies) */
     bool serial;            /* compute and memory time add instead of overlapping (a
                                CPU: the same cores load, dequantize and multiply) */
+    /* Measured matmul seconds per weight byte for products of 1, 4, 16 and
+     * 64 tokens (a calibrated CPU; 0 = not measured). When set, the weight
+     * matmuls are priced from them (interpolated linearly in tokens between
+     * the points, proportional to tokens past 64) instead of the two rates. */
+    double mm_s_per_byte[4];
     const char *source;     /* where the numbers come from */
 } kvl_sim_device;
 
