@@ -96,8 +96,10 @@ typedef struct rec {
     size_t n;
 } rec;
 
-static void record(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c, double t) {
+static void record(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c,
+                   const kvl_sim_kv *kv, double t) {
     (void)c;
+    (void)kv;
     (void)t;
     rec *r = user;
     r->n += (size_t)snprintf(r->buf + r->n, sizeof r->buf - r->n, "|");

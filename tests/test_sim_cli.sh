@@ -78,6 +78,12 @@ if command -v python3 >/dev/null; then
         "$TMP/r1.json"; then ok; else bad "json does not parse"; fi
 fi
 
+# the KV-over-time chart and the step log of one run
+"$BIN" sim "${A[@]}" --rate 2 --duration 60 --svg-kv "$TMP/kv.svg" --steps "$TMP/steps.txt" \
+    >/dev/null 2>&1 || bad "svg-kv run"
+if [ "$(grep -c "<polyline" "$TMP/kv.svg")" = 3 ]; then ok; else bad "kv svg"; fi
+if awk 'NF != 10 { exit 1 }' "$TMP/steps.txt" && [ -s "$TMP/steps.txt" ]; then ok; else bad "steps"; fi
+
 # a calibration file read back; a bad one refused
 printf 'name cpu-test\nbandwidth 3e9\nflops 9e10\nserial 1\n' >"$TMP/calib.txt"
 expect 0 "cpu-test" -- --model TinyLlama-1.1B --type q8_0 --device cpu --calib "$TMP/calib.txt" \

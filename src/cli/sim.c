@@ -24,7 +24,7 @@
 #define MAX_RATES 64
 
 typedef struct sim_opts {
-    const char *model, *file, *device, *calib, *json, *csv, *steps, *svg;
+    const char *model, *file, *device, *calib, *json, *csv, *steps, *svg, *svg_kv;
     kvl_type wtype;
     kvl_kv_format kv_fmt;
     int32_t tp, block_size, max_seqs, max_batch_tokens, max_ctx;
@@ -72,6 +72,10 @@ static void usage(FILE *f) {
             "reports:\n"
             "  --json FILE  --csv FILE  --steps FILE (one line per step)\n"
             "  --svg FILE            normalized latency vs rate, one line per policy\n"
+            "  --svg-kv FILE         KV slots over time (one policy and rate): tokens,\n"
+            "                        + fragmentation, + reserved\n"
+            "  --steps FILE columns: end_s step_s requests tokens prefill decode occupancy\n"
+            "                        tokens frag reserved (KV as fractions of the slots)\n"
             "  --slo S               normalized latency (s/token) for the sustainable-rate summary\n"
             "                        of a sweep (default 0.5)\n");
 }
@@ -275,7 +279,7 @@ static const char *const k_value_flags[] = {
     "--model", "-m", "--type", "--kv-type", "--device", "--calib", "--tp", "--mbu", "--mfu",
     "--overhead", "--kv-mem", "--mem-util", "--block-size", "--max-seqs", "--max-batch-tokens",
     "--ctx", "--policy", "--workload", "--rate", "--rates", "--arrival", "--duration",
-    "--requests", "--seed", "--json", "--csv", "--steps", "--slo", "--svg", NULL};
+    "--requests", "--seed", "--json", "--csv", "--steps", "--slo", "--svg", "--svg-kv", NULL};
 
 static int parse(int argc, char **argv, sim_opts *o) {
     memset(o, 0, sizeof *o);
@@ -326,6 +330,8 @@ static int parse(int argc, char **argv, sim_opts *o) {
             o->steps = v;
         else if (!strcmp(f, "--svg"))
             o->svg = v;
+        else if (!strcmp(f, "--svg-kv"))
+            o->svg_kv = v;
         else if (!strcmp(f, "--tp")) {
             if (!kvl_cli_int("sim", f, v, 1, 64, &x))
                 return 2;
@@ -546,10 +552,78 @@ static void write_svg(FILE *f, const sim_opts *o, const kvl_sim_result *res, con
 
 /* ---- run ------------------------------------------------------------------ */
 
-static void step_line(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c, double t) {
-    FILE *f = user;
-    fprintf(f, "%.6f %.6f %d %d %d %d\n", t, c->seconds, (int)pl->n_items,
-            (int)pl->batch.n_tokens, (int)pl->n_prefill, (int)pl->n_decode);
+/* What the per-step callback feeds: the --steps log and the samples of the
+ * KV-over-time chart (at most KV_PTS, thinned by halving when full). */
+#define KV_PTS 1024
+typedef struct step_sink {
+    FILE *steps;
+    double t[KV_PTS], tok[KV_PTS], frag[KV_PTS], res[KV_PTS];
+    int n;
+    double every, next;
+} step_sink;
+
+static void on_step(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c,
+                    const kvl_sim_kv *kv, double t) {
+    step_sink *k = user;
+    if (k->steps)
+        fprintf(k->steps, "%.6f %.6f %d %d %d %d %.5f %.5f %.5f %.5f\n", t, c->seconds,
+                (int)pl->n_items, (int)pl->batch.n_tokens, (int)pl->n_prefill, (int)pl->n_decode,
+                kv->occupancy, kv->tokens, kv->frag, kv->reserved);
+    if (t < k->next)
+        return;
+    if (k->n == KV_PTS) { /* keep every other sample, sample half as often */
+        for (int i = 0; i < KV_PTS / 2; i++) {
+            k->t[i] = k->t[2 * i];
+            k->tok[i] = k->tok[2 * i];
+            k->frag[i] = k->frag[2 * i];
+            k->res[i] = k->res[2 * i];
+        }
+        k->n = KV_PTS / 2;
+        k->every *= 2;
+    }
+    k->t[k->n] = t;
+    k->tok[k->n] = kv->tokens;
+    k->frag[k->n] = kv->tokens + kv->frag;
+    k->res[k->n] = kv->tokens + kv->frag + kv->reserved;
+    k->n++;
+    k->next = t + k->every;
+}
+
+/* KV over time: stacked lines (tokens; + fragmentation; + reservation) as
+ * fractions of the pool's slots. */
+static void write_kv_svg(FILE *f, const step_sink *k, const char *title) {
+    const double W = 640, H = 360, L = 60, R = 150, T = 40, B = 50;
+    double pw = W - L - R, ph = H - T - B, tmax = k->n ? k->t[k->n - 1] : 1;
+    if (tmax <= 0)
+        tmax = 1;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n"
+               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+               "<text x=\"%g\" y=\"20\" font-size=\"14\">%s</text>\n"
+               "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" "
+               "stroke=\"black\"/>\n",
+            W, H, L, title, L, T, pw, ph);
+    for (int i = 0; i <= 4; i++)
+        fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"end\">%.2f</text>\n"
+                   "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">%.0f</text>\n",
+                L - 6, T + ph - ph * i / 4 + 4, i / 4.0, L + pw * i / 4, T + ph + 18,
+                tmax * i / 4);
+    fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">simulated time (s)</text>\n"
+               "<text x=\"15\" y=\"%g\" transform=\"rotate(-90 15 %g)\" "
+               "text-anchor=\"middle\">fraction of KV slots</text>\n",
+            L + pw / 2, H - 10, T + ph / 2, T + ph / 2);
+    static const char *const names[3] = {"tokens", "+ fragmentation", "+ reserved"};
+    static const char *const colour[3] = {"#1f77b4", "#ff7f0e", "#d62728"};
+    for (int j = 0; j < 3; j++) {
+        const double *y = j == 0 ? k->tok : j == 1 ? k->frag : k->res;
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"",
+                colour[j]);
+        for (int i = 0; i < k->n; i++)
+            fprintf(f, "%.1f,%.1f ", L + pw * k->t[i] / tmax, T + ph - ph * y[i]);
+        fprintf(f, "\"/>\n<text x=\"%g\" y=\"%g\" fill=\"%s\">%s</text>\n", W - R + 10,
+                T + 16 + 18 * j, colour[j], names[j]);
+    }
+    fprintf(f, "</svg>\n");
 }
 
 int kvl_cli_sim(int argc, char **argv) {
@@ -589,7 +663,10 @@ int kvl_cli_sim(int argc, char **argv) {
     double best[4] = {0};
     int done = 0;
     kvl_sim_result *all = calloc((size_t)(4 * o.n_rates), sizeof *all);
-    if (!all) {
+    step_sink *sink = calloc(1, sizeof *sink);
+    if (!all || !sink) {
+        free(all);
+        free(sink);
         fprintf(stderr, "kvllm sim: out of memory\n");
         return 1;
     }
@@ -600,16 +677,34 @@ int kvl_cli_sim(int argc, char **argv) {
             kvl_sim_workload w = o.w;
             w.rate = o.rates[i];
             p.policy = (kvl_sched_reserve)k;
-            p.on_step = steps ? step_line : NULL;
-            p.user = steps;
+            sink->steps = steps;
+            sink->n = 0;
+            sink->next = 0;
+            sink->every = (w.arrivals == KVL_SIM_ARR_BURST || w.lengths == KVL_SIM_LEN_TRACE ||
+                           w.n_requests > 0) ? 0.01 : w.duration_s / (KV_PTS / 2);
+            p.on_step = steps || o.svg_kv ? on_step : NULL;
+            p.user = sink;
             kvl_sim_result r;
             kvl_error err;
             if (kvl_sim_run(&p, &w, &r, &err)) {
                 fprintf(stderr, "kvllm %s\n", err.msg);
                 free(all);
+                free(sink);
                 return 1;
             }
             all[k * o.n_rates + i] = r;
+            if (o.svg_kv && n_runs == 1) {
+                FILE *f = fopen(o.svg_kv, "w");
+                char title[200];
+                snprintf(title, sizeof title, "KV: %s on %s, %s, %.3g req/s", c->shape.name,
+                         c->dev.name, r.policy, r.rate);
+                if (f) {
+                    write_kv_svg(f, sink, title);
+                    fclose(f);
+                } else {
+                    fprintf(stderr, "kvllm sim: --svg-kv %s: cannot create\n", o.svg_kv);
+                }
+            }
             if (n_runs == 1)
                 kvl_sim_result_text(&r, stdout);
             else
@@ -646,6 +741,7 @@ int kvl_cli_sim(int argc, char **argv) {
         }
     }
     free(all);
+    free(sink);
     if (json) {
         fprintf(json, "\n]}\n");
         fclose(json);

@@ -164,17 +164,22 @@ typedef struct kv_acc {
     double occ, tok, frag, res, free_, t;
 } kv_acc;
 
-static void kv_sample(kvl_kv_cache *kv, kvl_sched *sched, double dt, kv_acc *a) {
+static void kv_sample(kvl_kv_cache *kv, kvl_sched *sched, double dt, kv_acc *a, kvl_sim_kv *now) {
     kvl_kv_paged_stats s;
     kvl_kv_paged_stats_get(kvl_kv_cache_paged(kv), &s);
     double slots = (double)s.pool.n_blocks_total * (double)kvl_sched_block_size(sched);
     double res = (double)kvl_sched_reserved_unused(sched) * kvl_sched_block_size(sched);
     double tok = (double)s.pool.n_slots_filled, frag = (double)s.pool.n_slots_frag;
-    a->occ += dt * s.pool.occupancy;
-    a->tok += dt * tok / slots;
-    a->frag += dt * frag / slots;
-    a->res += dt * res / slots;
-    a->free_ += dt * (slots - tok - frag - res) / slots;
+    *now = (kvl_sim_kv){.occupancy = s.pool.occupancy,
+                        .tokens = tok / slots,
+                        .frag = frag / slots,
+                        .reserved = res / slots,
+                        .free_ = (slots - tok - frag - res) / slots};
+    a->occ += dt * now->occupancy;
+    a->tok += dt * now->tokens;
+    a->frag += dt * now->frag;
+    a->res += dt * now->reserved;
+    a->free_ += dt * now->free_;
     a->t += dt;
 }
 
@@ -259,7 +264,8 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
         if ((st = kvl_executor_run(x, &pl->batch, &none, &logits, &n_out, err)))
             goto done;
         const kvl_sim_step *c = kvl_executor_sim_last(x);
-        kv_sample(kv, sched, c->seconds, &acc); /* the KV held while the step runs */
+        kvl_sim_kv kvnow;
+        kv_sample(kv, sched, c->seconds, &acc, &kvnow); /* the KV held while the step runs */
         t += c->seconds;
         kvl_sched_after_run(sched, pl);
         R.n_steps++;
@@ -273,7 +279,7 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
         R.n_prefill_fed += pl->n_prefill;
         R.n_decode_fed += pl->n_decode;
         if (p->on_step)
-            p->on_step(p->user, pl, c, t);
+            p->on_step(p->user, pl, c, &kvnow, t);
         for (int32_t i = 0; i < pl->n_items; i++)
             if (pl->items[i].logit_row >= 0)
                 emit(&S, sched, pl->items[i].r->owner, t);

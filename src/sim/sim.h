@@ -70,6 +70,12 @@ kvl_status kvl_sim_workload_make(const kvl_sim_workload *w, kvl_sim_request **ou
 
 /* ---- the run -------------------------------------------------------------- */
 
+/* The KV pool during one step, as fractions of its token slots (see
+ * kvl_sim_result for the terms). */
+typedef struct kvl_sim_kv {
+    double occupancy, tokens, frag, reserved, free_;
+} kvl_sim_kv;
+
 typedef struct kvl_sim_params {
     kvl_sim_cost cost;        /* model, device, weight type (kvl_sim_cost_init) */
     kvl_kv_format kv_fmt;     /* K and V */
@@ -80,8 +86,10 @@ typedef struct kvl_sim_params {
     int32_t max_ctx;          /* 0 = the model's context */
     kvl_sched_reserve policy;
     /* Called after every step (NULL: none): the plan as scheduled, its
-     * price, the virtual time at its end. For tests and step logs. */
-    void (*on_step)(void *user, const kvl_sched_plan *pl, const kvl_sim_step *cost, double t_end);
+     * price, the KV held while it ran, the virtual time at its end. For
+     * tests, step logs and the KV-over-time chart. */
+    void (*on_step)(void *user, const kvl_sched_plan *pl, const kvl_sim_step *cost,
+                    const struct kvl_sim_kv *kv, double t_end);
     void *user;
 } kvl_sim_params;
 
