@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #define MAX_RATES 64
 
@@ -199,11 +200,14 @@ static int calibrate(int argc, char **argv) {
             "name cpu-%lldt\nthreads %lld\nbandwidth %.6g\nflops %.6g\nstream_read %.6g\n"
             "# serial: compute and memory time add (the same cores do both)\n"
             "serial 1\nstep_overhead_s 0\n"
+            "# bytes: this machine's physical memory (the device's memory for the KV budget)\n"
+            "bytes %.0f\n"
             "# seconds per weight byte of Q8_0 products of 1, 4, 16, 64 tokens\n"
             "mm_s_per_byte_1 %.6g\nmm_s_per_byte_4 %.6g\nmm_s_per_byte_16 %.6g\n"
             "mm_s_per_byte_64 %.6g\n",
             REPS, threads, (long long)rows, (long long)cols, (long long)ntok,
-            nd * sizeof *a >> 20, threads, threads, bw_gemv, flops, bw_read, med[0] / wbytes,
+            nd * sizeof *a >> 20, threads, threads, bw_gemv, flops, bw_read,
+            (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE), med[0] / wbytes,
             med[1] / wbytes, med[2] / wbytes, med[3] / wbytes);
     fclose(f);
     printf("calibrated %lld threads: GEMV stream %.2f GB/s, Q8_0 x%lld %.2f GFLOP/s, read %.2f "

@@ -108,7 +108,7 @@ kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_e
     memset(&v, 0, sizeof v);
     snprintf(v.name, sizeof v.name, "cpu");
     v.mbu = v.mfu = 1;
-    v.bytes = (size_t)1 << 40;
+    v.bytes = (size_t)16 << 30; /* when the file has no bytes line */
     v.source = "measured by kvllm sim calibrate";
     char line[256];
     int ln = 0;

@@ -81,7 +81,8 @@ double kvl_sim_constant_get(const char *name); /* 0 when unknown */
 kvl_status kvl_sim_device_from_catalog(const char *name, kvl_sim_device *out, kvl_error *err);
 
 /* Read a calibration file written by `kvllm sim calibrate` (key value
- * lines: bandwidth, flops, step_overhead_s, serial, threads, name). mbu = mfu = 1:
+ * lines: bandwidth, flops, step_overhead_s, serial, bytes (default 16 GiB),
+ * mm_s_per_byte_1/4/16/64, threads, name). mbu = mfu = 1:
  * the measured rates are what this machine reaches. KVL_E_IO / KVL_E_FORMAT
  * naming the file, line and key. */
 kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_error *err);
