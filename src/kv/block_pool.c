@@ -40,10 +40,12 @@ struct kvl_block_pool {
     uint32_t *fill; /* (n_blocks) filled slots */
     uint32_t *next; /* (n_blocks + 1) free-queue links; [n_blocks] is the sentinel */
     uint32_t *prev; /* (n_blocks + 1) */
-    uint8_t *data;  /* n_blocks * block_bytes, arranged as in block_pool.h */
+    uint8_t *data;  /* n_blocks * block_bytes, arranged as in block_pool.h; NULL
+                       in metadata-only mode */
     size_t data_bytes;
     kvl_block_evict_fn evict; /* may be NULL */
     void *evict_ctx;
+    bool meta;      /* metadata only: counts and queue, no KV bytes (the simulator) */
 };
 
 void kvl_block_pool_set_evict_hook(kvl_block_pool *p, kvl_block_evict_fn fn, void *ctx) {
@@ -163,8 +165,8 @@ static void queue_unlink(kvl_block_pool *p, uint32_t id) {
     p->next[id] = p->prev[id] = id; /* self-linked while out of the queue */
 }
 
-kvl_status kvl_block_pool_init(const kvl_block_layout *layout, size_t budget,
-                               kvl_block_pool **out, kvl_error *err) {
+static kvl_status pool_init(const kvl_block_layout *layout, size_t budget, bool meta,
+                            kvl_block_pool **out, kvl_error *err) {
     if (!layout || layout->block_bytes == 0 || layout->block_size < 1)
         return kvl_errorf(err, KVL_E_INVALID, "kv pool: layout is missing or empty");
     size_t nb = budget / layout->block_bytes;
@@ -179,22 +181,25 @@ kvl_status kvl_block_pool_init(const kvl_block_layout *layout, size_t budget,
     if (!p)
         return kvl_errorf(err, KVL_E_NOMEM, "kv pool: cannot allocate the handle");
     p->lay = *layout;
+    p->meta = meta;
     p->n_blocks = (uint32_t)nb;
     p->data_bytes = nb * layout->block_bytes; /* <= budget, no overflow */
     p->ref = calloc(nb, sizeof(uint32_t));
     p->fill = calloc(nb, sizeof(uint32_t));
     p->next = calloc(nb + 1, sizeof(uint32_t));
     p->prev = calloc(nb + 1, sizeof(uint32_t));
-    void *d = mmap(NULL, p->data_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-                   0);
-    p->data = d == MAP_FAILED ? NULL : d;
+    if (!meta) {
+        void *d = mmap(NULL, p->data_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+        p->data = d == MAP_FAILED ? NULL : d;
 #ifdef MADV_HUGEPAGE
-    /* Attention jumps from chunk to chunk; 2 MiB pages keep those jumps
-     * out of the TLB's way. Advice only: failure changes nothing. */
-    if (p->data)
-        (void)madvise(p->data, p->data_bytes, MADV_HUGEPAGE);
+        /* Attention jumps from chunk to chunk; 2 MiB pages keep those jumps
+         * out of the TLB's way. Advice only: failure changes nothing. */
+        if (p->data)
+            (void)madvise(p->data, p->data_bytes, MADV_HUGEPAGE);
 #endif
-    if (!p->ref || !p->fill || !p->next || !p->prev || !p->data) {
+    }
+    if (!p->ref || !p->fill || !p->next || !p->prev || (!meta && !p->data)) {
         kvl_block_pool_free(p);
         return kvl_errorf(err, KVL_E_NOMEM, "kv pool: cannot map %zu bytes for %zu blocks",
                           nb * layout->block_bytes, nb);
@@ -207,6 +212,18 @@ kvl_status kvl_block_pool_init(const kvl_block_layout *layout, size_t budget,
     *out = p;
     return KVL_OK;
 }
+
+kvl_status kvl_block_pool_init(const kvl_block_layout *layout, size_t budget,
+                               kvl_block_pool **out, kvl_error *err) {
+    return pool_init(layout, budget, false, out, err);
+}
+
+kvl_status kvl_block_pool_init_meta(const kvl_block_layout *layout, size_t budget,
+                                    kvl_block_pool **out, kvl_error *err) {
+    return pool_init(layout, budget, true, out, err);
+}
+
+bool kvl_block_pool_is_meta(const kvl_block_pool *p) { return p->meta; }
 
 void kvl_block_pool_free(kvl_block_pool *p) {
     if (!p)
@@ -289,6 +306,7 @@ uint32_t kvl_block_pool_fill(const kvl_block_pool *p, uint32_t id) {
 
 kvl_block_region kvl_block_pool_region(const kvl_block_pool *p, int32_t layer, bool is_v) {
     KVL_ASSERT(layer >= 0 && layer < p->lay.n_layers);
+    KVL_ASSERT(!p->meta); /* no bytes to point at */
     const size_t n = p->n_blocks;
     kvl_block_region r;
     /* all offsets are below n_blocks * block_bytes <= budget: no overflow */
@@ -309,6 +327,8 @@ uint8_t *kvl_block_pool_chunk(const kvl_block_pool *p, uint32_t id, int32_t laye
 
 void kvl_block_pool_copy(kvl_block_pool *p, uint32_t dst, uint32_t src) {
     KVL_ASSERT(dst < p->n_blocks && src < p->n_blocks && dst != src);
+    if (p->meta) /* copy-on-write of metadata: the new block is taken, no bytes move */
+        return;
     for (int32_t l = 0; l < p->lay.n_layers; l++)
         for (int kv = 0; kv < 2; kv++) {
             kvl_block_region r = kvl_block_pool_region(p, l, kv == 1);

@@ -142,6 +142,14 @@ typedef struct kvl_block_pool_stats {
  * over UINT32_MAX - 1 blocks, KVL_E_NOMEM when memory is refused. */
 kvl_status kvl_block_pool_init(const kvl_block_layout *layout, size_t budget,
                                kvl_block_pool **out, kvl_error *err);
+/* The same ledger with no KV bytes behind it (metadata-only mode, for the
+ * simulator: an 80 GB device's pool costs its counts and links, 16 bytes a
+ * block). Allocation, reference counts, fill, the free queue and the stats
+ * behave exactly as in a backed pool of the same budget; copy() does
+ * nothing; region() and chunk() must not be called (KVL_ASSERT). */
+kvl_status kvl_block_pool_init_meta(const kvl_block_layout *layout, size_t budget,
+                                    kvl_block_pool **out, kvl_error *err);
+bool kvl_block_pool_is_meta(const kvl_block_pool *p);
 void kvl_block_pool_free(kvl_block_pool *p);
 
 const kvl_block_layout *kvl_block_pool_layout(const kvl_block_pool *p);

@@ -47,6 +47,9 @@ static kvl_status check_params(const kvl_kv_cache_params *p, kvl_error *err) {
     if (!kvl_kv_format_get(p->k_fmt) || !kvl_kv_format_get(p->v_fmt))
         return kvl_errorf(err, KVL_E_INVALID, "kv cache: format id %d/%d out of range",
                           (int)p->k_fmt, (int)p->v_fmt);
+    if (p->layout == KVL_KV_LAYOUT_CONTIGUOUS && p->metadata_only)
+        return kvl_errorf(err, KVL_E_UNSUPPORTED,
+                          "kv cache: metadata_only needs the paged layout (contiguous asked)");
     if (p->layout == KVL_KV_LAYOUT_CONTIGUOUS &&
         (p->k_fmt != KVL_KV_FMT_F32 || p->v_fmt != KVL_KV_FMT_F32))
         return kvl_errorf(err, KVL_E_UNSUPPORTED,
@@ -123,7 +126,8 @@ kvl_status kvl_kv_cache_init(const kvl_hparams *hp, const kvl_kv_cache_params *p
                                   .max_seqs = q.max_seqs,
                                   .max_ctx = q.max_ctx,
                                   .k_fmt = q.k_fmt,
-                                  .v_fmt = q.v_fmt};
+                                  .v_fmt = q.v_fmt,
+                                  .metadata_only = q.metadata_only};
         if ((st = kvl_kv_paged_init(hp, &pp, &c->paged, err)))
             goto fail;
     } else {

@@ -31,6 +31,8 @@ typedef struct kvl_kv_cache_params {
     int32_t max_seqs;      /* sequence slots */
     int32_t max_ctx;       /* positions per sequence */
     kvl_kv_format k_fmt, v_fmt; /* default f32; contiguous supports f32 only */
+    bool metadata_only;    /* paged only: the ledger without KV bytes (kvllm sim);
+                              the iface's store/attend must not be called */
 } kvl_kv_cache_params;
 
 typedef struct kvl_kv_cache kvl_kv_cache;

@@ -57,6 +57,7 @@ struct kvl_kv_paged {
     int32_t *res_start;  /* (max_seqs, n_layers) first position in the residual */
     size_t res_seq_floats; /* floats of one role's residual of one slot */
     size_t residual_bytes;
+    bool meta; /* metadata only: no bytes, no regions, no residual */
 };
 
 static float *res_ptr(const kvl_kv_paged *kv, float *base, int32_t seq, int32_t layer,
@@ -93,7 +94,9 @@ kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *p
         return st;
     const kvl_kvq_codec kc = kvl_kv_codec_for(params->k_fmt, KVL_KV_ROLE_K);
     const kvl_kvq_codec vc = kvl_kv_codec_for(params->v_fmt, KVL_KV_ROLE_V);
-    const bool k_def = kvl_kv_codec_deferred(kc), v_def = kvl_kv_codec_deferred(vc);
+    const bool meta = params->metadata_only;
+    const bool k_def = !meta && kvl_kv_codec_deferred(kc);
+    const bool v_def = !meta && kvl_kv_codec_deferred(vc);
     size_t res_floats = 0, res_all = 0, res_bytes = 0;
     if (k_def || v_def) {
         /* bounded by the shape limits per slot; the slot count makes it big */
@@ -116,6 +119,7 @@ kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *p
     kv->v_def = v_def;
     kv->res_seq_floats = res_floats;
     kv->residual_bytes = res_bytes;
+    kv->meta = meta;
     kv->n_heads = (int32_t)hp->n_heads;
     kv->max_seqs = params->max_seqs;
     kv->max_ctx = params->max_ctx;
@@ -125,7 +129,8 @@ kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *p
         return kvl_errorf(err, KVL_E_NOMEM, "kv paged: cannot allocate %d block tables",
                           (int)params->max_seqs);
     }
-    st = kvl_block_pool_init(&lay, params->budget, &kv->pool, err);
+    st = meta ? kvl_block_pool_init_meta(&lay, params->budget, &kv->pool, err)
+              : kvl_block_pool_init(&lay, params->budget, &kv->pool, err);
     for (int32_t s = 0; st == KVL_OK && s < kv->max_seqs; s++)
         st = kvl_block_table_init(&kv->tables[s], kv->max_ctx, bs, err);
     if (st != KVL_OK) {
@@ -138,7 +143,7 @@ kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *p
         return kvl_errorf(err, KVL_E_NOMEM, "kv paged: cannot allocate %d layer regions",
                           (int)lay.n_layers);
     }
-    for (int32_t l = 0; l < lay.n_layers; l++)
+    for (int32_t l = 0; l < lay.n_layers && !meta; l++)
         for (int v = 0; v < 2; v++)
             kv->regions[l * 2 + v] = kvl_block_pool_region(kv->pool, l, v == 1);
     if (k_def || v_def) {
@@ -181,6 +186,7 @@ void kvl_kv_paged_free(kvl_kv_paged *kv) {
 static void paged_store(void *ctx, int32_t layer, int32_t seq, int32_t pos, const float *k,
                         const float *v) {
     kvl_kv_paged *kv = ctx;
+    KVL_ASSERT(!kv->meta);
     KVL_ASSERT(seq >= 0 && seq < kv->max_seqs);
     KVL_ASSERT(layer >= 0 && layer < kv->lay.n_layers);
     const kvl_block_table *t = &kv->tables[seq];
@@ -238,6 +244,7 @@ static void paged_store(void *ctx, int32_t layer, int32_t seq, int32_t pos, cons
 static void paged_attend(void *ctx, int32_t layer, int32_t seq, int32_t n_ctx, const float *q,
                          float *out, int32_t h0, int32_t h1, float scale, float *scratch) {
     const kvl_kv_paged *kv = ctx;
+    KVL_ASSERT(!kv->meta);
     KVL_ASSERT(seq >= 0 && seq < kv->max_seqs);
     KVL_ASSERT(layer >= 0 && layer < kv->lay.n_layers);
     KVL_ASSERT(h0 >= 0 && h0 <= h1 && h1 <= kv->n_heads);
@@ -538,6 +545,7 @@ void kvl_kv_paged_stats_get(const kvl_kv_paged *kv, kvl_kv_paged_stats *out) {
 /* ---- swap: a sequence's blocks and residual out of the pool and back ---- */
 
 static void block_copy(const kvl_kv_paged *kv, uint32_t id, uint8_t *buf, bool save) {
+    KVL_ASSERT(!kv->meta);
     for (int32_t l = 0; l < kv->lay.n_layers; l++)
         for (int v = 0; v < 2; v++) {
             size_t cb = v ? kv->lay.v_head_bytes : kv->lay.k_head_bytes;

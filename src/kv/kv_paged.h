@@ -54,6 +54,10 @@ typedef struct kvl_kv_paged_params {
     int32_t max_seqs;   /* sequence slots */
     int32_t max_ctx;    /* most positions of one sequence */
     kvl_kv_format k_fmt, v_fmt; /* storage formats (--kv-type-k/-v); 0 = f32 */
+    bool metadata_only; /* blocks, tables and counts without KV bytes (the
+                           simulator): reserve/fork/truncate/release and the
+                           stats work; no residual; store(), attend() and the
+                           swap copies must not be called (KVL_ASSERT) */
 } kvl_kv_paged_params;
 
 typedef struct kvl_kv_paged kvl_kv_paged;

@@ -266,6 +266,63 @@ static int32_t lead_of(const kvl_request *r) {
     return -1;
 }
 
+/* ---- reserving KV policies (kvl_sched_reserve) ------------------------------
+ *
+ * Admission accounting only: blocks are still taken on demand through the
+ * ledger, but a request is admitted only when its whole reservation fits
+ * beside the unused part of everyone else's:
+ *
+ *   R(r) + sum over running q of (R(q) - blocks q holds) <= free blocks
+ */
+
+/* Blocks policy p reserves for each alive sample of r (0: paged). */
+static uint64_t policy_blocks(const kvl_sched *s, const kvl_request *r) {
+    int64_t max_ctx = kvl_kv_cache_params_of(s->kv)->max_ctx;
+    int64_t want = (int64_t)r->n_prompt + r->max_tokens, out = r->max_tokens, p2 = 1;
+    switch (s->p.reserve) {
+    case KVL_RESERVE_MAX:
+        want = max_ctx;
+        break;
+    case KVL_RESERVE_POW2: /* the output's room rounded up to a power of two */
+        while (p2 < out)
+            p2 *= 2;
+        want = (int64_t)r->n_prompt + p2;
+        break;
+    case KVL_RESERVE_ORACLE:
+        break;
+    default:
+        return 0;
+    }
+    if (want > max_ctx)
+        want = max_ctx;
+    return ceil_div((uint64_t)want, (uint64_t)s->block_size);
+}
+
+uint64_t kvl_sched_reserved_unused(const kvl_sched *s) {
+    if (!s->paged || s->p.reserve == KVL_RESERVE_PAGED)
+        return 0;
+    uint64_t u = 0;
+    for (const kvl_request *r = s->lists[KVL_REQ_RUNNING].head; r; r = r->next) {
+        uint64_t per = policy_blocks(s, r);
+        for (int32_t i = 0; i < r->n_samples; i++) {
+            const kvl_seq *q = &r->seqs[i];
+            if (q->done || q->slot < 0)
+                continue;
+            uint64_t held = kvl_kv_paged_table(s->paged, q->slot)->n_blocks;
+            u += per > held ? per - held : 0;
+        }
+    }
+    return u;
+}
+
+/* Whether the reserving policy lets r in now (always under paged). */
+static bool policy_admits(const kvl_sched *s, const kvl_request *r) {
+    if (!s->paged || s->p.reserve == KVL_RESERVE_PAGED)
+        return true;
+    uint64_t need = policy_blocks(s, r) * (uint64_t)r->n_alive;
+    return need + kvl_sched_reserved_unused(s) <= n_free_blocks(s);
+}
+
 /* ---- slots and release ---------------------------------------------------- */
 
 static void slot_put(kvl_sched *s, kvl_seq *q) {
@@ -575,7 +632,7 @@ static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
                 b = b > n_hit ? b - n_hit : 0;
                 need = b > need ? b : need;
             }
-    if (need + n_hit_free + watermark(s) > n_free_blocks(s)) {
+    if (need + n_hit_free + watermark(s) > n_free_blocks(s) || !policy_admits(s, r)) {
         prefix_forget(q);
         return false;
     }

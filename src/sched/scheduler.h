@@ -32,10 +32,26 @@
 #include "kv/kv_swap.h"
 #include "sched/request.h"
 
+/* KV allocation policy (paged layout only; the simulator's baselines, so
+ * that only the memory policy differs between them). The reserving
+ * policies keep, for every running sample, a reservation of R blocks taken
+ * at admission: its blocks not yet held still count as taken when others
+ * are admitted (the contiguous reservations of Orca, PagedAttention paper
+ * section 6.2), so a running request never needs a block the pool lacks. */
+typedef enum kvl_sched_reserve {
+    KVL_RESERVE_PAGED = 0,  /* on demand, block by block (kvllm; default) */
+    KVL_RESERVE_MAX = 1,    /* R = the KV cache's max_ctx ("Orca Max") */
+    KVL_RESERVE_ORACLE = 2, /* R = prompt + max_tokens ("Orca Oracle": the sim
+                               sets max_tokens to the true output length) */
+    KVL_RESERVE_POW2 = 3,   /* R = prompt + max_tokens rounded up to a power
+                               of two ("Orca Pow2": at most 2x over), <= max_ctx */
+} kvl_sched_reserve;
+
 typedef struct kvl_sched_params {
     int32_t max_seqs;         /* KV slots (sequences in flight) */
     int32_t max_batch_tokens; /* tokens per step */
     kvl_preempt_mode preempt;
+    kvl_sched_reserve reserve; /* default paged */
 } kvl_sched_params;
 
 /* One sample's share of a step: n_tokens of hist from position pos0. */
@@ -114,6 +130,9 @@ int32_t kvl_sched_free_slots(const kvl_sched *s);
 uint64_t kvl_sched_blocks_worst(const kvl_sched *s, int32_t n_prompt, int32_t max_tokens,
                                 int32_t n_samples);
 uint32_t kvl_sched_n_blocks(const kvl_sched *s); /* the pool's blocks (contiguous: slots) */
+/* Blocks the reserving policy holds for running requests beyond the blocks
+ * they have taken (0 under KVL_RESERVE_PAGED). O(running requests). */
+uint64_t kvl_sched_reserved_unused(const kvl_sched *s);
 int32_t kvl_sched_block_size(const kvl_sched *s);
 
 #endif

@@ -1,0 +1,128 @@
+/*
+ * The simulated executor: behind the same seam as the CPU executor
+ * (executor.h), it prices a batch with a roofline cost model instead of
+ * computing it, so that the real scheduler and KV ledger can be studied at
+ * data-centre scale (`kvllm sim`, docs/sim.md).
+ *
+ *   step_s = max(FLOPs / (flops x mfu), bytes / (bandwidth x mbu))
+ *          + all-reduce time (tensor parallel) + step_overhead_s
+ *
+ * (the sum of the two terms instead of their max for a serial device: a
+ * calibrated CPU, whose weight matmuls are priced from measured products of
+ * 1, 4, 16 and 64 tokens; docs/sim.md has the measurements that chose this)
+ *
+ * counted per device of a tensor-parallel group of tp devices:
+ *
+ *   FLOPs = 2 x P_lin x n_tokens + 2 x P_head x n_logits           (matmuls)
+ *         + 4 x n_layers x n_heads x head_dim x sum over tokens of (pos + 1)
+ *   bytes = W_lin + W_head (when any logits) + embedding rows
+ *         + (1 + paged_penalty) x kv_token_bytes x n_layers-wide KV read:
+ *             sum over the batch's sequence runs of (last pos + 1)
+ *         + kv_token_bytes x n_tokens                                (KV written)
+ *
+ * P_lin: the per-layer projection and FFN weights times n_layers; P_head:
+ * dim x n_vocab; W_*: their bytes in the weight type; kv_token_bytes from
+ * the planner (plan/planner.h, the formula the pool uses). A run is the
+ * batch's consecutive tokens of one sequence (the scheduler emits each
+ * sequence's chunk as one run); its KV is read once per step, as a fused
+ * paged-attention kernel does. Activations are not counted.
+ *
+ * The executor's run() returns one logits row of one value (0) per token
+ * that asked for logits: the simulator never samples (it forces lengths).
+ *
+ *     kvl_sim_cost c;
+ *     kvl_sim_cost_init(&shape, KVL_TYPE_F16, kv_token_bytes, &dev, 1, true, &c, &err);
+ *     kvl_sim_step s;
+ *     kvl_sim_cost_batch(&c, &batch, &s);      // s.seconds
+ *     kvl_executor *x;
+ *     kvl_executor_sim_init(&c, max_tokens, &x, &err);
+ *     kvl_executor_run(x, &batch, NULL, &logits, &n_out, &err);
+ *     kvl_executor_sim_last(x)->seconds;
+ */
+#ifndef KVL_EXECUTOR_SIM_H
+#define KVL_EXECUTOR_SIM_H
+
+#include "engine/executor.h"
+#include "plan/catalog.h"
+
+/* A device as the cost model sees it. */
+typedef struct kvl_sim_device {
+    char name[64];
+    size_t bytes;           /* memory of one device */
+    double bandwidth;       /* bytes/s, peak (datasheet) or measured */
+    double flops;           /* FLOP/s, peak dense bf16 (datasheet) or measured */
+    double mbu, mfu;        /* fraction of bandwidth / FLOP/s reached (docs/sim.md table) */
+    double step_overhead_s; /* fixed cost of one step (launches, scheduling) */
+    double link_bandwidth;  /* device-to-device bytes/s per direction (all-reduce); 0 = none */
+    double link_latency_s;  /* per all-reduce */
+    double host_bandwidth;  /* host <-> device bytes/s per direction (swap copies) */
+    bool serial;            /* compute and memory time add instead of overlapping (a
+                               CPU: the same cores load, dequantize and multiply) */
+    /* Measured matmul seconds per weight byte for products of 1, 4, 16 and
+     * 64 tokens (a calibrated CPU; 0 = not measured). When set, the weight
+     * matmuls are priced from them (interpolated linearly in tokens between
+     * the points, proportional to tokens past 64) instead of the two rates. */
+    double mm_s_per_byte[4];
+    const char *source;     /* where the numbers come from */
+} kvl_sim_device;
+
+/* The constants of the model, each with its source (docs/sim.md prints
+ * this table). */
+typedef struct kvl_sim_constant {
+    const char *name;
+    double value;
+    const char *source;
+} kvl_sim_constant;
+const kvl_sim_constant *kvl_sim_constants(size_t *n);
+double kvl_sim_constant_get(const char *name); /* 0 when unknown */
+
+/* A catalogue device (plan/catalog.h) with the constants above and its
+ * link figures. KVL_E_INVALID naming the devices when unknown. */
+kvl_status kvl_sim_device_from_catalog(const char *name, kvl_sim_device *out, kvl_error *err);
+
+/* Read a calibration file written by `kvllm sim calibrate` (key value
+ * lines: bandwidth, flops, step_overhead_s, serial, bytes (default 16 GiB),
+ * mm_s_per_byte_1/4/16/64, threads, name). mbu = mfu = 1:
+ * the measured rates are what this machine reaches. KVL_E_IO / KVL_E_FORMAT
+ * naming the file, line and key. */
+kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_error *err);
+
+typedef struct kvl_sim_cost {
+    kvl_model_shape shape;
+    kvl_type wtype;
+    double kv_token_bytes;   /* whole model, all layers, K+V */
+    kvl_sim_device dev;
+    int32_t tp;              /* devices in the tensor-parallel group */
+    bool paged;              /* the paged-attention penalty applies */
+    double paged_penalty;    /* kvl_sim_constant "paged_attention_penalty" */
+    double lin_params;       /* P_lin */
+    double head_params;      /* P_head */
+    double lin_bytes, head_bytes, embd_row_bytes;
+} kvl_sim_cost;
+
+/* One priced step. */
+typedef struct kvl_sim_step {
+    int32_t n_tokens, n_logits, n_runs;
+    double flops, bytes;      /* per device */
+    double kv_read_bytes;     /* per device, before the paged penalty */
+    double t_compute, t_memory, t_comm;
+    double seconds;           /* the step's time */
+} kvl_sim_step;
+
+/* KVL_E_INVALID on a bad shape, weight type, tp (1..64, dividing n_heads and
+ * n_kv_heads) or device figure. */
+kvl_status kvl_sim_cost_init(const kvl_model_shape *shape, kvl_type wtype, double kv_token_bytes,
+                             const kvl_sim_device *dev, int32_t tp, bool paged, kvl_sim_cost *out,
+                             kvl_error *err);
+/* Price batch b. This function can't fail and never allocates. */
+void kvl_sim_cost_batch(const kvl_sim_cost *c, const kvl_batch *b, kvl_sim_step *out);
+/* Seconds to copy bytes one way over the host link. */
+double kvl_sim_cost_swap_seconds(const kvl_sim_cost *c, double bytes);
+
+/* The simulated executor over c (copied). max_tokens bounds a batch. */
+kvl_status kvl_executor_sim_init(const kvl_sim_cost *c, int32_t max_tokens, kvl_executor **out,
+                                 kvl_error *err);
+/* The last run's price (zeros before the first run). */
+const kvl_sim_step *kvl_executor_sim_last(const kvl_executor *x);
+
+#endif

@@ -1,0 +1,408 @@
+/*
+ * The simulation loop (sim.h): a discrete-event clock over the real
+ * scheduler and a metadata-only KV ledger.
+ *
+ *   t = 0
+ *   loop:  queue every request with arrival <= t (refuse what can never fit)
+ *          idle?  t = next arrival
+ *          plan = kvl_sched_schedule()          the engine's scheduler, unchanged
+ *          dt   = simulated executor's price of plan->batch
+ *          t   += dt;  kvl_sched_after_run()
+ *          every item that asked for logits gets one token (hist += 1, n_gen++);
+ *          a request with n_gen == its output length ends (kvl_sched_remove)
+ *
+ * as the engine's step does (engine_step.c: the last token is appended but
+ * never fed). Requests arriving during a step wait for the next one.
+ *
+ * Invariants: no wall clock in any result; every queued request finishes
+ * (the scheduler guarantees progress for one that fits the pool alone).
+ * Must not: call the KV store's store/attend (the ledger has no bytes).
+ */
+#include "sim/sim.h"
+
+#include "kv/kv_paged.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <strings.h>
+
+kvl_sim_params kvl_sim_defaults(void) {
+    return (kvl_sim_params){.kv_fmt = KVL_KV_FMT_F16,
+                            .block_size = 16,
+                            .max_seqs = 256,
+                            .max_batch_tokens = 2048,
+                            .policy = KVL_RESERVE_PAGED};
+}
+
+static const char *const k_policy[] = {"paged", "max", "oracle", "pow2"};
+
+const char *kvl_sim_policy_name(kvl_sched_reserve p) {
+    return (unsigned)p < 4 ? k_policy[p] : "?";
+}
+
+bool kvl_sim_policy_parse(const char *s, kvl_sched_reserve *out) {
+    for (int i = 0; i < 4; i++)
+        if (!strcasecmp(s, k_policy[i])) {
+            *out = (kvl_sched_reserve)i;
+            return true;
+        }
+    return false;
+}
+
+/* One request in flight: the scheduler's record and the simulator's times. */
+typedef struct sim_req {
+    kvl_request r;
+    kvl_seq seq;
+    int64_t idx;
+    double t_first;
+} sim_req;
+
+typedef struct sim_state {
+    const kvl_sim_params *p;
+    const kvl_sim_request *reqs;
+    int64_t n_reqs;
+    double *ttft, *tpot, *norm; /* (n_reqs) of finished requests, in finish order */
+    int64_t n_done;
+    double e2e_sum, norm_sum;
+    int64_t prompt_tokens, output_tokens;
+    double t_last_finish;
+} sim_state;
+
+static sim_req *req_new(const kvl_sim_request *q, int64_t idx) {
+    sim_req *s = calloc(1, sizeof *s);
+    int32_t *hist = calloc((size_t)q->n_prompt + (size_t)q->n_output, sizeof *hist);
+    if (!s || !hist) {
+        free(s);
+        free(hist);
+        return NULL;
+    }
+    s->idx = idx;
+    s->seq = (kvl_seq){.slot = -1, .len = q->n_prompt, .hist = hist};
+    s->r = (kvl_request){.id = (uint64_t)idx,
+                         .arrival = (uint64_t)idx,
+                         .n_prompt = q->n_prompt,
+                         .max_tokens = q->n_output,
+                         .hist_cap = q->n_prompt + q->n_output,
+                         .n_samples = 1,
+                         .n_alive = 1,
+                         .seqs = &s->seq,
+                         .owner = s};
+    return s;
+}
+
+static void req_free(sim_req *s) {
+    if (s) {
+        free(s->seq.hist);
+        free(s);
+    }
+}
+
+/* The token of one item that asked for logits. */
+static void emit(sim_state *st, kvl_sched *sched, sim_req *q, double t) {
+    kvl_seq *s = &q->seq;
+    s->n_gen++;
+    s->hist[s->len++] = 1;
+    if (s->n_gen == 1)
+        q->t_first = t;
+    if (s->n_gen < q->r.max_tokens)
+        return;
+    kvl_sched_end_sample(sched, &q->r, 0);
+    kvl_sched_remove(sched, &q->r);
+    const kvl_sim_request *w = &st->reqs[q->idx];
+    double e2e = t - w->arrival;
+    int64_t k = st->n_done++;
+    st->ttft[k] = q->t_first - w->arrival;
+    st->tpot[k] = w->n_output > 1 ? (t - q->t_first) / (w->n_output - 1) : 0;
+    st->norm[k] = e2e / w->n_output;
+    st->e2e_sum += e2e;
+    st->norm_sum += e2e / w->n_output;
+    st->prompt_tokens += w->n_prompt;
+    st->output_tokens += w->n_output;
+    st->t_last_finish = t;
+    req_free(q);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of sorted v[0..n). */
+static double pct(const double *v, int64_t n, double q) {
+    if (n == 0)
+        return 0;
+    int64_t k = (int64_t)ceil(q * (double)n) - 1;
+    return v[k < 0 ? 0 : k >= n ? n - 1 : k];
+}
+
+static kvl_status make_ledger(const kvl_sim_params *p, kvl_kv_cache **kv, kvl_sched **sched,
+                              kvl_error *err) {
+    kvl_kv_cache_params kp = kvl_kv_cache_defaults();
+    kp.layout = KVL_KV_LAYOUT_PAGED;
+    kp.budget = p->kv_budget;
+    kp.block_size = p->block_size;
+    kp.max_seqs = p->max_seqs;
+    kp.max_ctx = p->max_ctx > 0 ? p->max_ctx : (int32_t)p->cost.shape.hp.ctx_len;
+    kp.k_fmt = kp.v_fmt = p->kv_fmt;
+    kp.metadata_only = true;
+    kvl_status st = kvl_kv_cache_init(&p->cost.shape.hp, &kp, kv, err);
+    if (st)
+        return st;
+    kvl_sched_params sp = {.max_seqs = p->max_seqs,
+                           .max_batch_tokens = p->max_batch_tokens,
+                           .preempt = KVL_PREEMPT_RECOMPUTE,
+                           .reserve = p->policy};
+    if ((st = kvl_sched_init(*kv, NULL, &sp, sched, err))) {
+        kvl_kv_cache_free(*kv);
+        *kv = NULL;
+    }
+    return st;
+}
+
+/* KV accounting of one step, added with weight dt. */
+typedef struct kv_acc {
+    double occ, tok, frag, res, free_, t;
+} kv_acc;
+
+static void kv_sample(kvl_kv_cache *kv, kvl_sched *sched, double dt, kv_acc *a, kvl_sim_kv *now) {
+    kvl_kv_paged_stats s;
+    kvl_kv_paged_stats_get(kvl_kv_cache_paged(kv), &s);
+    double slots = (double)s.pool.n_blocks_total * (double)kvl_sched_block_size(sched);
+    double res = (double)kvl_sched_reserved_unused(sched) * kvl_sched_block_size(sched);
+    double tok = (double)s.pool.n_slots_filled, frag = (double)s.pool.n_slots_frag;
+    *now = (kvl_sim_kv){.occupancy = s.pool.occupancy,
+                        .tokens = tok / slots,
+                        .frag = frag / slots,
+                        .reserved = res / slots,
+                        .free_ = (slots - tok - frag - res) / slots};
+    a->occ += dt * now->occupancy;
+    a->tok += dt * now->tokens;
+    a->frag += dt * now->frag;
+    a->res += dt * now->reserved;
+    a->free_ += dt * now->free_;
+    a->t += dt;
+}
+
+kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_sim_result *out,
+                       kvl_error *err) {
+    kvl_sim_request *reqs = NULL;
+    int64_t n = 0;
+    kvl_status st = kvl_sim_workload_make(w, &reqs, &n, err);
+    if (st)
+        return st;
+    kvl_kv_cache *kv = NULL;
+    kvl_sched *sched = NULL;
+    kvl_executor *x = NULL;
+    sim_state S = {.p = p, .reqs = reqs, .n_reqs = n};
+    S.ttft = malloc(((size_t)n + 1) * sizeof(double));
+    S.tpot = malloc(((size_t)n + 1) * sizeof(double));
+    S.norm = malloc(((size_t)n + 1) * sizeof(double));
+    int64_t *fifo = malloc(((size_t)n + 1) * sizeof *fifo); /* arrived, not yet queued */
+    kvl_sim_cost cost = p->cost;
+    cost.paged = p->policy == KVL_RESERVE_PAGED; /* reservations are contiguous kernels */
+    if (!S.ttft || !S.tpot || !S.norm || !fifo)
+        st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory for %lld requests", (long long)n);
+    if (!st)
+        st = make_ledger(p, &kv, &sched, err);
+    if (!st)
+        st = kvl_executor_sim_init(&cost, p->max_batch_tokens, &x, err);
+    if (st)
+        goto done;
+    kvl_sim_result R;
+    memset(&R, 0, sizeof R);
+    R.policy = kvl_sim_policy_name(p->policy);
+    R.rate = w->lengths == KVL_SIM_LEN_TRACE || w->arrivals == KVL_SIM_ARR_BURST ? 0 : w->rate;
+    R.n_requests = n;
+    R.kv_blocks = kvl_sched_n_blocks(sched);
+    R.block_size = kvl_sched_block_size(sched);
+    const int32_t max_ctx = kvl_kv_cache_params_of(kv)->max_ctx;
+    kv_acc acc = {0};
+    double t = 0, batch_sum = 0, tok_sum = 0, step_sum = 0, dec_sum = 0;
+    int64_t next = 0, n_dec = 0, in_flight = 0, n_fifo = 0, head = 0;
+    for (;;) {
+        for (; next < n && reqs[next].arrival <= t; next++) {
+            const kvl_sim_request *q = &reqs[next];
+            if ((int64_t)q->n_prompt + q->n_output > max_ctx ||
+                kvl_sched_blocks_worst(sched, q->n_prompt, q->n_output, 1) > R.kv_blocks) {
+                R.n_refused++;
+                continue;
+            }
+            fifo[n_fifo++] = next;
+        }
+        /* The scheduler's waiting list is topped up to max_seqs + 1 from the
+         * arrival FIFO: a step admits at most max_seqs (its slots), in rank
+         * order, and everything in the FIFO ranks after everything queued
+         * (later arrivals), so the steps are those of queueing everything at
+         * once, without the list's O(n) insertion over a long backlog. */
+        for (; head < n_fifo && kvl_sched_count(sched, KVL_REQ_WAITING) <= p->max_seqs; head++) {
+            sim_req *sr = req_new(&reqs[fifo[head]], fifo[head]);
+            if (!sr) {
+                st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory at request %lld",
+                                (long long)fifo[head]);
+                goto done;
+            }
+            kvl_sched_add(sched, &sr->r);
+            in_flight++;
+        }
+        if (in_flight == S.n_done && head == n_fifo && next >= n)
+            break;
+        kvl_sched_plan *pl;
+        kvl_sched_schedule(sched, INT32_MAX, &pl);
+        if (pl->batch.n_tokens == 0) {
+            if (next >= n || head < n_fifo) { /* nothing runs, nothing comes: a bug */
+                st = kvl_errorf(err, KVL_E_INVALID,
+                                "sim: stalled at t=%.3f s with %lld requests queued",
+                                t, (long long)(in_flight - S.n_done + n_fifo - head));
+                goto done;
+            }
+            t = reqs[next].arrival; /* idle until the next arrival */
+            continue;
+        }
+        const float *logits;
+        int32_t n_out;
+        kvl_kv_iface none = {0};
+        if ((st = kvl_executor_run(x, &pl->batch, &none, &logits, &n_out, err)))
+            goto done;
+        const kvl_sim_step *c = kvl_executor_sim_last(x);
+        kvl_sim_kv kvnow;
+        kv_sample(kv, sched, c->seconds, &acc, &kvnow); /* the KV held while the step runs */
+        t += c->seconds;
+        kvl_sched_after_run(sched, pl);
+        R.n_steps++;
+        batch_sum += pl->n_items;
+        tok_sum += pl->batch.n_tokens;
+        step_sum += c->seconds;
+        if (pl->n_prefill == 0) {
+            dec_sum += c->seconds;
+            n_dec++;
+        }
+        R.n_prefill_fed += pl->n_prefill;
+        R.n_decode_fed += pl->n_decode;
+        if (p->on_step)
+            p->on_step(p->user, pl, c, &kvnow, t);
+        for (int32_t i = 0; i < pl->n_items; i++)
+            if (pl->items[i].logit_row >= 0)
+                emit(&S, sched, pl->items[i].r->owner, t);
+    }
+    const kvl_sched_counters *sc = kvl_sched_counters_get(sched);
+    R.n_done = S.n_done;
+    R.n_prompt_tokens = S.prompt_tokens;
+    R.n_output_tokens = S.output_tokens;
+    R.makespan_s = n > 0 ? S.t_last_finish - reqs[0].arrival : 0;
+    if (R.makespan_s > 0) {
+        R.throughput_rps = (double)R.n_done / R.makespan_s;
+        R.throughput_tps = (double)R.n_output_tokens / R.makespan_s;
+    }
+    if (S.n_done) {
+        R.norm_latency = S.norm_sum / (double)S.n_done;
+        R.e2e_mean = S.e2e_sum / (double)S.n_done;
+        qsort(S.ttft, (size_t)S.n_done, sizeof(double), cmp_double);
+        qsort(S.tpot, (size_t)S.n_done, sizeof(double), cmp_double);
+        R.ttft_p50 = pct(S.ttft, S.n_done, 0.5);
+        R.ttft_p99 = pct(S.ttft, S.n_done, 0.99);
+        R.tpot_p50 = pct(S.tpot, S.n_done, 0.5);
+        R.tpot_p99 = pct(S.tpot, S.n_done, 0.99);
+    }
+    if (R.n_steps) {
+        R.mean_batch = batch_sum / (double)R.n_steps;
+        R.mean_batch_tokens = tok_sum / (double)R.n_steps;
+        R.mean_step_s = step_sum / (double)R.n_steps;
+    }
+    R.mean_decode_step_s = n_dec ? dec_sum / (double)n_dec : 0;
+    if (acc.t > 0) {
+        R.kv_occupancy = acc.occ / acc.t;
+        R.kv_tokens = acc.tok / acc.t;
+        R.kv_frag = acc.frag / acc.t;
+        R.kv_reserved = acc.res / acc.t;
+        R.kv_free = acc.free_ / acc.t;
+    }
+    R.n_preemptions = sc->n_preemptions;
+    R.tokens_recomputed = sc->tokens_recomputed;
+    *out = R;
+done:
+    /* requests still held (only after an error) */
+    for (int st_i = KVL_REQ_WAITING; sched && st_i <= KVL_REQ_SWAPPED; st_i++)
+        while (kvl_sched_first(sched, (kvl_request_state)st_i)) {
+            kvl_request *r = kvl_sched_first(sched, (kvl_request_state)st_i);
+            kvl_sched_remove(sched, r);
+            req_free(r->owner);
+        }
+    kvl_executor_free(x);
+    kvl_sched_free(sched);
+    kvl_kv_cache_free(kv);
+    free(S.ttft);
+    free(S.tpot);
+    free(S.norm);
+    free(fifo);
+    free(reqs);
+    return st;
+}
+
+/* ---- reports -------------------------------------------------------------- */
+
+void kvl_sim_result_text(const kvl_sim_result *r, FILE *f) {
+    fprintf(f,
+            "policy %s, rate %.3f req/s: %lld requests (%lld refused), %lld steps, %.1f s "
+            "simulated\n"
+            "  throughput      %.3f req/s, %.1f output tokens/s\n"
+            "  latency         normalized %.4f s/token, end-to-end mean %.3f s\n"
+            "  TTFT            p50 %.4f s, p99 %.4f s\n"
+            "  TPOT            p50 %.4f s, p99 %.4f s\n"
+            "  batch           %.2f requests, %.1f tokens per step; step %.4f s (decode-only "
+            "%.4f s)\n"
+            "  KV              %u blocks of %d; occupancy %.3f; of the slots: tokens %.3f, "
+            "fragmentation %.3f, reserved %.3f, free %.3f\n"
+            "  preemptions     %lld (%lld tokens recomputed)\n",
+            r->policy, r->rate, (long long)r->n_done, (long long)r->n_refused,
+            (long long)r->n_steps, r->makespan_s, r->throughput_rps, r->throughput_tps,
+            r->norm_latency, r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99,
+            r->mean_batch, r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s,
+            r->kv_blocks, r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag,
+            r->kv_reserved, r->kv_free, (long long)r->n_preemptions,
+            (long long)r->tokens_recomputed);
+}
+
+void kvl_sim_result_row(const kvl_sim_result *r, bool header, FILE *f) {
+    if (header)
+        fprintf(f, "%-7s %7s %7s %9s %9s %8s %8s %8s %8s %7s %6s %6s %6s %6s %7s\n", "policy",
+                "rate", "done", "req/s", "norm_lat", "ttft50", "ttft99", "tpot50", "tpot99",
+                "batch", "kvtok", "frag", "resv", "free", "preempt");
+    fprintf(f, "%-7s %7.3f %7lld %9.3f %9.4f %8.3f %8.3f %8.4f %8.4f %7.2f %6.3f %6.3f %6.3f "
+               "%6.3f %7lld\n",
+            r->policy, r->rate, (long long)r->n_done, r->throughput_rps, r->norm_latency,
+            r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99, r->mean_batch, r->kv_tokens,
+            r->kv_frag, r->kv_reserved, r->kv_free, (long long)r->n_preemptions);
+}
+
+void kvl_sim_result_json(const kvl_sim_result *r, FILE *f) {
+    fprintf(f,
+            "{\"policy\": \"%s\", \"rate\": %.6g, \"requests\": %lld, \"done\": %lld, "
+            "\"refused\": %lld, \"steps\": %lld, \"makespan_s\": %.6f, "
+            "\"throughput_rps\": %.6f, \"throughput_tps\": %.6f, \"norm_latency\": %.6f, "
+            "\"e2e_mean\": %.6f, \"ttft_p50\": %.6f, \"ttft_p99\": %.6f, \"tpot_p50\": %.6f, "
+            "\"tpot_p99\": %.6f, \"mean_batch\": %.4f, \"mean_batch_tokens\": %.4f, "
+            "\"mean_step_s\": %.6f, \"mean_decode_step_s\": %.6f, \"prefill_fed\": %lld, "
+            "\"decode_fed\": %lld, \"kv_blocks\": %u, \"block_size\": %d, "
+            "\"kv_occupancy\": %.6f, \"kv_tokens\": %.6f, \"kv_frag\": %.6f, "
+            "\"kv_reserved\": %.6f, \"kv_free\": %.6f, \"preemptions\": %lld, "
+            "\"tokens_recomputed\": %lld}",
+            r->policy, r->rate, (long long)r->n_requests, (long long)r->n_done,
+            (long long)r->n_refused, (long long)r->n_steps, r->makespan_s, r->throughput_rps,
+            r->throughput_tps, r->norm_latency, r->e2e_mean, r->ttft_p50, r->ttft_p99,
+            r->tpot_p50, r->tpot_p99, r->mean_batch, r->mean_batch_tokens, r->mean_step_s,
+            r->mean_decode_step_s, (long long)r->n_prefill_fed, (long long)r->n_decode_fed,
+            r->kv_blocks, r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag,
+            r->kv_reserved, r->kv_free, (long long)r->n_preemptions,
+            (long long)r->tokens_recomputed);
+}
+
+void kvl_sim_result_csv(const kvl_sim_result *r, bool header, FILE *f) {
+    if (header)
+        fprintf(f, "policy,rate,done,throughput_rps,norm_latency,ttft_p50,ttft_p99,tpot_p50,"
+                   "tpot_p99,mean_batch,mean_step_s,kv_tokens,kv_frag,kv_reserved,kv_free,"
+                   "preemptions\n");
+    fprintf(f, "%s,%.6g,%lld,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.4f,%.6f,%.6f,%.6f,%.6f,%.6f,%lld\n",
+            r->policy, r->rate, (long long)r->n_done, r->throughput_rps, r->norm_latency,
+            r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99, r->mean_batch, r->mean_step_s,
+            r->kv_tokens, r->kv_frag, r->kv_reserved, r->kv_free, (long long)r->n_preemptions);
+}

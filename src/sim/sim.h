@@ -1,0 +1,138 @@
+/*
+ * The simulator (`kvllm sim`, docs/sim.md): the real scheduler
+ * (src/sched) over a metadata-only KV ledger (src/kv), fed by a synthetic
+ * or recorded workload, each step priced by the simulated executor
+ * (engine/executor_sim.h) on a discrete-event virtual clock. Nothing is
+ * computed and nothing is sampled: a request's output length is forced
+ * (max_tokens = its length, end-of-sequence never drawn).
+ *
+ *     kvl_sim_workload w = kvl_sim_workload_defaults();   // ShareGPT-like, Poisson
+ *     w.rate = 2; w.duration_s = 3600;
+ *     kvl_sim_params p = kvl_sim_defaults();
+ *     p.cost = cost;  p.kv_budget = 12ull << 30;  p.policy = KVL_RESERVE_PAGED;
+ *     kvl_sim_result r;
+ *     kvl_sim_run(&p, &w, &r, &err);
+ *     kvl_sim_result_text(&r, stdout);
+ *
+ * Deterministic: the same parameters and seed give the same result, to the
+ * bit (no wall clock enters it; sorting is total).
+ */
+#ifndef KVL_SIM_H
+#define KVL_SIM_H
+
+#include "engine/executor_sim.h"
+#include "sched/scheduler.h"
+
+#include <stdio.h>
+
+/* ---- workloads ------------------------------------------------------------ */
+
+typedef enum kvl_sim_lengths {
+    KVL_SIM_LEN_SHAREGPT = 0, /* lognormal, truncated as vLLM's sampler filters (docs/sim.md) */
+    KVL_SIM_LEN_ALPACA = 1,
+    KVL_SIM_LEN_FIXED = 2,    /* prompt_lo / output_lo */
+    KVL_SIM_LEN_UNIFORM = 3,  /* [prompt_lo, prompt_hi] x [output_lo, output_hi] */
+    KVL_SIM_LEN_TRACE = 4,    /* rows of a trace file */
+} kvl_sim_lengths;
+
+typedef enum kvl_sim_arrivals {
+    KVL_SIM_ARR_POISSON = 0, /* exponential gaps of mean 1/rate */
+    KVL_SIM_ARR_GAMMA = 1,   /* gamma gaps of mean 1/rate and coefficient of variation cv */
+    KVL_SIM_ARR_BURST = 2,   /* every request at time 0 */
+} kvl_sim_arrivals;
+
+typedef struct kvl_sim_request {
+    double arrival;    /* seconds */
+    int32_t n_prompt;  /* >= 1 */
+    int32_t n_output;  /* >= 1 */
+} kvl_sim_request;
+
+typedef struct kvl_sim_workload {
+    kvl_sim_lengths lengths;
+    kvl_sim_arrivals arrivals;
+    double rate;        /* requests per second (Poisson, gamma) */
+    double cv;          /* gamma's coefficient of variation (1 = Poisson) */
+    double duration_s;  /* arrivals in [0, duration_s) ... */
+    int64_t n_requests; /* ... or exactly this many (when > 0) */
+    int32_t prompt_lo, prompt_hi, output_lo, output_hi;
+    int32_t max_prompt, max_total; /* filters (ShareGPT-like: 1024, 2048) */
+    const char *trace_path; /* KVL_SIM_LEN_TRACE: "arrival_s prompt output" rows */
+    uint64_t seed;
+} kvl_sim_workload;
+
+kvl_sim_workload kvl_sim_workload_defaults(void);
+
+/* Generate the requests (arrival order); *out is malloc'd, the caller frees
+ * it. KVL_E_INVALID naming the field on bad settings, KVL_E_IO / FORMAT
+ * naming the line for a bad trace, KVL_E_LIMIT past 10^8 requests. */
+kvl_status kvl_sim_workload_make(const kvl_sim_workload *w, kvl_sim_request **out, int64_t *n,
+                                 kvl_error *err);
+
+/* ---- the run -------------------------------------------------------------- */
+
+/* The KV pool during one step, as fractions of its token slots (see
+ * kvl_sim_result for the terms). */
+typedef struct kvl_sim_kv {
+    double occupancy, tokens, frag, reserved, free_;
+} kvl_sim_kv;
+
+typedef struct kvl_sim_params {
+    kvl_sim_cost cost;        /* model, device, weight type (kvl_sim_cost_init) */
+    kvl_kv_format kv_fmt;     /* K and V */
+    size_t kv_budget;         /* bytes of KV (per tensor-parallel group) */
+    int32_t block_size;       /* 16 */
+    int32_t max_seqs;         /* 256 */
+    int32_t max_batch_tokens; /* 2048 */
+    int32_t max_ctx;          /* 0 = the model's context */
+    kvl_sched_reserve policy;
+    /* Called after every step (NULL: none): the plan as scheduled, its
+     * price, the KV held while it ran, the virtual time at its end. For
+     * tests, step logs and the KV-over-time chart. */
+    void (*on_step)(void *user, const kvl_sched_plan *pl, const kvl_sim_step *cost,
+                    const struct kvl_sim_kv *kv, double t_end);
+    void *user;
+} kvl_sim_params;
+
+kvl_sim_params kvl_sim_defaults(void);
+
+typedef struct kvl_sim_result {
+    const char *policy;
+    double rate;
+    int64_t n_requests, n_done, n_refused, n_steps;
+    int64_t n_prompt_tokens, n_output_tokens; /* of finished requests */
+    int64_t n_prefill_fed, n_decode_fed;      /* tokens run (recompute included) */
+    double makespan_s;        /* first arrival to last finish */
+    double throughput_rps, throughput_tps; /* finished requests (output tokens) per second */
+    double norm_latency;      /* mean over requests of e2e latency / output tokens, s/token */
+    double e2e_mean;
+    double ttft_p50, ttft_p99, tpot_p50, tpot_p99;
+    double mean_batch;        /* requests per step, mean over steps */
+    double mean_batch_tokens;
+    double mean_step_s, mean_decode_step_s; /* decode: steps with no prefill token */
+    /* KV, time-weighted means as fractions of the pool's token slots:
+     * tokens (stored or reserved this step), internal fragmentation (unfilled
+     * slots of used blocks), reservation (blocks reserved, not yet taken),
+     * free (the rest). occupancy = blocks taken / all. */
+    double kv_occupancy, kv_tokens, kv_frag, kv_reserved, kv_free;
+    uint32_t kv_blocks;
+    int32_t block_size;
+    int64_t n_preemptions, tokens_recomputed;
+} kvl_sim_result;
+
+/* Run w through the scheduler under p. KVL_E_INVALID / KVL_E_NO_KV with the
+ * numbers when the pool cannot hold one max_ctx sequence; requests that
+ * could never fit are refused and counted, not queued. */
+kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_sim_result *out,
+                       kvl_error *err);
+
+const char *kvl_sim_policy_name(kvl_sched_reserve p);
+bool kvl_sim_policy_parse(const char *s, kvl_sched_reserve *out);
+
+/* Reports. text: one block per result; rows: one line per result (a sweep
+ * table, with a header when header is true); json: one object. */
+void kvl_sim_result_text(const kvl_sim_result *r, FILE *f);
+void kvl_sim_result_row(const kvl_sim_result *r, bool header, FILE *f);
+void kvl_sim_result_json(const kvl_sim_result *r, FILE *f);
+void kvl_sim_result_csv(const kvl_sim_result *r, bool header, FILE *f);
+
+#endif

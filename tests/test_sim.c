@@ -1,0 +1,285 @@
+/*
+ * kvllm sim: the cost model's counts on hand-computed batches; the exact
+ * batch sequence of a small scenario (3 requests, a pool of 12 blocks of
+ * 4) under the paged and the max-reservation policies; the same seed gives
+ * byte-identical reports; reserving policies never preempt; workload
+ * lengths obey their filters and means.
+ */
+#include "plan/catalog.h"
+#include "plan/planner.h"
+#include "sim/sim.h"
+
+#include "testutil.h"
+
+#include <stdlib.h>
+
+/* ---- the cost model ------------------------------------------------------- */
+
+static void test_cost(void) {
+    /* a 2-layer MHA shape with round numbers */
+    kvl_model_shape sh;
+    memset(&sh, 0, sizeof sh);
+    snprintf(sh.name, sizeof sh.name, "t");
+    sh.hp = (kvl_hparams){.n_vocab = 100, .dim = 64, .n_layers = 2, .n_heads = 4,
+                          .n_kv_heads = 4, .head_dim = 16, .ffn_dim = 128, .ctx_len = 64,
+                          .rope_dim = 16, .rope_base = 10000, .rms_eps = 1e-5f};
+    sh.arch = KVL_ARCH_LLAMA;
+    kvl_sim_device d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.name, sizeof d.name, "unit");
+    d.bandwidth = 1e9;
+    d.flops = 1e9;
+    d.mbu = d.mfu = 1;
+    d.step_overhead_s = 0.5;
+    kvl_sim_cost c;
+    kvl_error err;
+    /* KV: 2 x 2 layers x 4 heads x 16 x 2 bytes = 512 bytes per token */
+    CHECK_EQ_INT(kvl_sim_cost_init(&sh, KVL_TYPE_F16, 512, &d, 1, true, &c, &err), KVL_OK);
+    /* per layer: q 64x64, k 64x64, v 64x64, o 64x64, ffn 3 x 64x128 = 40960 */
+    CHECK_NEAR(c.lin_params, 2 * 40960.0, 0);
+    CHECK_NEAR(c.head_params, 6400.0, 0);
+    /* seq 0: prefill positions 0..2 (logits on the last); seq 1: decode at pos 9 */
+    int32_t tok[4] = {0}, seq[4] = {0, 0, 0, 1}, pos[4] = {0, 1, 2, 9};
+    bool lg[4] = {false, false, true, true};
+    kvl_batch b = {.n_tokens = 4, .tokens = tok, .seq = seq, .pos = pos, .logits = lg};
+    kvl_sim_step s;
+    kvl_sim_cost_batch(&c, &b, &s);
+    CHECK_EQ_INT(s.n_logits, 2);
+    CHECK_EQ_INT(s.n_runs, 2);
+    /* FLOPs: 2 x 81920 x 4 + 2 x 6400 x 2 + 4 x 2 x 64 x (1+2+3+10) */
+    CHECK_NEAR(s.flops, 655360.0 + 25600.0 + 8192.0, 0);
+    /* bytes: weights 81920 x 2 + head 6400 x 2 + 4 embedding rows of 128;
+     * KV read (3 + 10) x 512 x 1.2 (paged); KV written 4 x 512 */
+    CHECK_NEAR(s.kv_read_bytes, 13 * 512.0, 0);
+    CHECK_NEAR(s.bytes, 163840.0 + 12800.0 + 512.0 + 13 * 512.0 * 1.2 + 2048.0, 1e-6);
+    CHECK_NEAR(s.seconds, s.flops / 1e9 + 0.5, 1e-12); /* compute-bound here */
+    c.paged = false;
+    kvl_sim_cost_batch(&c, &b, &s);
+    CHECK_NEAR(s.bytes, 163840.0 + 12800.0 + 512.0 + 13 * 512.0 + 2048.0, 1e-6);
+    /* tp 2: half of everything per device, plus 2 all-reduces per layer */
+    d.link_bandwidth = 1e6;
+    d.link_latency_s = 0;
+    CHECK_EQ_INT(kvl_sim_cost_init(&sh, KVL_TYPE_F16, 512, &d, 2, true, &c, &err), KVL_OK);
+    kvl_sim_cost_batch(&c, &b, &s);
+    CHECK_NEAR(s.flops, (655360.0 + 25600.0 + 8192.0) / 2, 1e-6);
+    CHECK_NEAR(s.t_comm, 2 * 2 * (2 * 0.5 * 4 * 64 * 2 / 1e6), 1e-12);
+    CHECK_EQ_INT(kvl_sim_cost_init(&sh, KVL_TYPE_F16, 512, &d, 3, true, &c, &err), KVL_E_INVALID);
+    /* a calibrated serial device: 10 decode tokens price the weights at the
+     * rate halfway between the 4- and 16-token points (3e-9 s/byte) */
+    d.serial = true;
+    d.mm_s_per_byte[0] = 1e-9, d.mm_s_per_byte[1] = 2e-9;
+    d.mm_s_per_byte[2] = 4e-9, d.mm_s_per_byte[3] = 8e-9;
+    CHECK_EQ_INT(kvl_sim_cost_init(&sh, KVL_TYPE_F16, 512, &d, 1, false, &c, &err), KVL_OK);
+    int32_t t10[10] = {0}, s10[10], p10[10] = {0};
+    for (int i = 0; i < 10; i++)
+        s10[i] = i;
+    kvl_batch b10 = {.n_tokens = 10, .tokens = t10, .seq = s10, .pos = p10, .logits = NULL};
+    kvl_sim_cost_batch(&c, &b10, &s); /* logits NULL: the last token only */
+    double attn = 4.0 * 2 * 64 * 10;  /* pos 0: context 1 each */
+    CHECK_NEAR(s.t_compute, 163840.0 * 3e-9 + 12800.0 * 1e-9 + attn / 1e9, 1e-15);
+    CHECK_NEAR(s.t_memory, (10 * 512.0 + 10 * 512.0 + 10 * 128.0) / 1e9, 1e-15);
+    CHECK_NEAR(s.seconds, s.t_compute + s.t_memory + 0.5, 1e-12);
+    int32_t s100[100] = {0}, p100[100], t100[100] = {0};
+    for (int i = 0; i < 100; i++)
+        p100[i] = i;
+    kvl_batch b100 = {.n_tokens = 100, .tokens = t100, .seq = s100, .pos = p100, .logits = NULL};
+    kvl_sim_cost_batch(&c, &b100, &s); /* past 64: proportional to tokens */
+    CHECK_NEAR(s.t_compute, 163840.0 * 8e-9 * 100 / 64 + 12800.0 * 1e-9 +
+                                4.0 * 2 * 64 * 5050 / 1e9, 1e-12);
+    CHECK_CONTAINS(err.msg, "--tp 3");
+}
+
+/* ---- the pinned scenario -------------------------------------------------- */
+
+typedef struct rec {
+    char buf[4096];
+    size_t n;
+} rec;
+
+static void record(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c,
+                   const kvl_sim_kv *kv, double t) {
+    (void)c;
+    (void)kv;
+    (void)t;
+    rec *r = user;
+    r->n += (size_t)snprintf(r->buf + r->n, sizeof r->buf - r->n, "|");
+    for (int32_t i = 0; i < pl->n_items; i++)
+        r->n += (size_t)snprintf(r->buf + r->n, sizeof r->buf - r->n, "%s%llu:%d@%d",
+                                 i ? " " : "", (unsigned long long)pl->items[i].r->id,
+                                 (int)pl->items[i].n_tokens, (int)pl->items[i].pos0);
+}
+
+static kvl_sim_params small_params(kvl_sched_reserve pol) {
+    const kvl_model_shape *sh = kvl_catalog_shape_find("stories260K");
+    kvl_sim_device d;
+    kvl_error err;
+    CHECK_EQ_INT(kvl_sim_device_from_catalog("A100-40GB", &d, &err), KVL_OK);
+    kvl_sim_params p = kvl_sim_defaults();
+    CHECK_EQ_INT(kvl_sim_cost_init(sh, KVL_TYPE_F16, 0, &d, 1, true, &p.cost, &err), KVL_OK);
+    size_t bb;
+    CHECK_EQ_INT(kvl_plan_kv_block_bytes(sh, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 4, &bb, &err), KVL_OK);
+    p.block_size = 4;
+    p.kv_budget = 12 * bb;
+    p.max_seqs = 4;
+    p.max_batch_tokens = 8;
+    p.max_ctx = 24;
+    p.policy = pol;
+    return p;
+}
+
+static void test_pinned(void) {
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.lengths = KVL_SIM_LEN_FIXED;
+    w.arrivals = KVL_SIM_ARR_BURST;
+    w.n_requests = 3;
+    w.prompt_lo = w.prompt_hi = 6;
+    w.output_lo = w.output_hi = 14; /* 20 positions = 5 blocks each; 3 do not fit 12 */
+    kvl_error err;
+    kvl_sim_result r;
+    rec a = {.n = 0};
+    kvl_sim_params p = small_params(KVL_RESERVE_PAGED);
+    p.on_step = record;
+    p.user = &a;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    /* Worked by hand (docs/sim.md): 0 and 1 admitted (1 with the budget's
+     * last 2 tokens), 2 joins in step 2; at step 12 request 0 needs its 5th
+     * block, the pool (12) is full, 2 (worst ranked) is preempted by
+     * recompute; it comes back when 0 ends and its whole history (15
+     * tokens + 1) fits with the watermark, re-fed in chunks of 7 and 8. */
+    const char *want_paged =
+        "|0:6@0 1:2@0|0:1@6 1:4@2 2:3@0|0:1@7 1:1@6 2:3@3|0:1@8 1:1@7 2:1@6|0:1@9 1:1@8 2:1@7"
+        "|0:1@10 1:1@9 2:1@8|0:1@11 1:1@10 2:1@9|0:1@12 1:1@11 2:1@10|0:1@13 1:1@12 2:1@11"
+        "|0:1@14 1:1@13 2:1@12|0:1@15 1:1@14 2:1@13|0:1@16 1:1@15|0:1@17 1:1@16|0:1@18 1:1@17"
+        "|1:1@18 2:7@0|2:8@7|2:1@15|2:1@16|2:1@17|2:1@18";
+    CHECK(!strcmp(a.buf, want_paged));
+    if (strcmp(a.buf, want_paged))
+        fprintf(stderr, "paged: %s\n", a.buf);
+    CHECK_EQ_INT(r.n_done, 3);
+    CHECK_EQ_INT(r.n_preemptions, 1);
+    CHECK_EQ_INT(r.tokens_recomputed, 14); /* 2's KV positions when preempted */
+    rec m = {.n = 0};
+    p = small_params(KVL_RESERVE_MAX);
+    p.on_step = record;
+    p.user = &m;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    /* max: 6 blocks (24 positions) reserved each, so 2 never runs beside 0
+     * and 1; admitted when 0 ends (7 free = its 6 + 1's unused 1). */
+    const char *want_max =
+        "|0:6@0 1:2@0|0:1@6 1:4@2|0:1@7 1:1@6|0:1@8 1:1@7|0:1@9 1:1@8|0:1@10 1:1@9"
+        "|0:1@11 1:1@10|0:1@12 1:1@11|0:1@13 1:1@12|0:1@14 1:1@13|0:1@15 1:1@14"
+        "|0:1@16 1:1@15|0:1@17 1:1@16|0:1@18 1:1@17|1:1@18 2:6@0|2:1@6|2:1@7|2:1@8|2:1@9"
+        "|2:1@10|2:1@11|2:1@12|2:1@13|2:1@14|2:1@15|2:1@16|2:1@17|2:1@18";
+    CHECK(!strcmp(m.buf, want_max));
+    if (strcmp(m.buf, want_max))
+        fprintf(stderr, "max: %s\n", m.buf);
+    CHECK_EQ_INT(r.n_done, 3);
+    CHECK_EQ_INT(r.n_preemptions, 0);
+}
+
+/* ---- determinism, policies, workloads ------------------------------------ */
+
+static void run_json(kvl_sched_reserve pol, char *buf, size_t cap, kvl_sim_result *r) {
+    const kvl_model_shape *sh = kvl_catalog_shape_find("OPT-13B");
+    kvl_sim_device d;
+    kvl_error err;
+    CHECK_EQ_INT(kvl_sim_device_from_catalog("A100-40GB", &d, &err), KVL_OK);
+    kvl_sim_params p = kvl_sim_defaults();
+    CHECK_EQ_INT(kvl_sim_cost_init(sh, KVL_TYPE_F16, 819200, &d, 1, true, &p.cost, &err), KVL_OK);
+    p.kv_budget = (size_t)3 << 30; /* a quarter of the paper's pool: memory-bound */
+    p.policy = pol;
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.rate = 4;
+    w.n_requests = 300;
+    w.seed = 7;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, r, &err), KVL_OK);
+    FILE *f = fmemopen(buf, cap, "w");
+    kvl_sim_result_json(r, f);
+    fclose(f);
+}
+
+static void test_determinism(void) {
+    static char a[4096], b[4096];
+    kvl_sim_result ra, rb;
+    run_json(KVL_RESERVE_PAGED, a, sizeof a, &ra);
+    run_json(KVL_RESERVE_PAGED, b, sizeof b, &rb);
+    CHECK(!strcmp(a, b));
+    CHECK_EQ_INT(ra.n_done, 300);
+    CHECK(ra.n_preemptions > 0); /* the pool is the bottleneck */
+    CHECK_NEAR(ra.kv_reserved, 0, 0);
+    for (int k = KVL_RESERVE_MAX; k <= KVL_RESERVE_POW2; k++) {
+        kvl_sim_result r;
+        run_json((kvl_sched_reserve)k, a, sizeof a, &r);
+        CHECK_EQ_INT(r.n_done, 300);
+        CHECK_EQ_INT(r.n_preemptions, 0); /* reservations cover every growth */
+        CHECK(r.kv_reserved > 0);
+        CHECK(r.mean_batch < ra.mean_batch); /* paged packs more requests */
+    }
+}
+
+static void test_workloads(void) {
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.n_requests = 20000;
+    kvl_sim_request *v;
+    int64_t n;
+    kvl_error err;
+    for (int k = 0; k < 2; k++) {
+        w.lengths = k ? KVL_SIM_LEN_ALPACA : KVL_SIM_LEN_SHAREGPT;
+        CHECK_EQ_INT(kvl_sim_workload_make(&w, &v, &n, &err), KVL_OK);
+        CHECK_EQ_INT(n, 20000);
+        double sp = 0, so = 0;
+        bool ok = true;
+        for (int64_t i = 0; i < n; i++) {
+            ok = ok && v[i].n_prompt >= 4 && v[i].n_output >= 4 && v[i].n_prompt <= 1024 &&
+                 v[i].n_prompt + v[i].n_output <= 2048 && (i == 0 || v[i].arrival >= v[i - 1].arrival);
+            sp += v[i].n_prompt;
+            so += v[i].n_output;
+        }
+        CHECK(ok);
+        /* the fitted means, within sampling error of 20000 draws */
+        CHECK_NEAR(sp / (double)n, k ? 19 : 161, k ? 0.6 : 5);
+        CHECK_NEAR(so / (double)n, k ? 58 : 338, k ? 2 : 10);
+        CHECK_NEAR((double)n / v[n - 1].arrival, 1, 0.05); /* rate 1 */
+        free(v);
+    }
+    w.lengths = KVL_SIM_LEN_FIXED;
+    w.rate = -1;
+    CHECK_EQ_INT(kvl_sim_workload_make(&w, &v, &n, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "rate");
+}
+
+static void test_calib_file(void) {
+    const char *dir = getenv("KVL_TMP");
+    char path[512];
+    snprintf(path, sizeof path, "%s/sim_calib.txt", dir ? dir : "/tmp");
+    FILE *f = fopen(path, "w");
+    fprintf(f, "# comment\nname cpu-2t\nthreads 2\nbandwidth 3e9\nflops 9e10\nserial 1\n");
+    fclose(f);
+    kvl_sim_device d;
+    kvl_error err;
+    CHECK_EQ_INT(kvl_sim_device_from_file(path, &d, &err), KVL_OK);
+    CHECK(!strcmp(d.name, "cpu-2t"));
+    CHECK_NEAR(d.bandwidth, 3e9, 0);
+    CHECK_NEAR(d.flops, 9e10, 0);
+    CHECK(d.serial);
+    CHECK_NEAR(d.mbu, 1, 0);
+    f = fopen(path, "w");
+    fprintf(f, "bandwidth fast\n");
+    fclose(f);
+    CHECK_EQ_INT(kvl_sim_device_from_file(path, &d, &err), KVL_E_FORMAT);
+    CHECK_CONTAINS(err.msg, "line 1: bandwidth 'fast'");
+    f = fopen(path, "w");
+    fprintf(f, "bandwidth 1e9\n");
+    fclose(f);
+    CHECK_EQ_INT(kvl_sim_device_from_file(path, &d, &err), KVL_E_FORMAT);
+    CHECK_CONTAINS(err.msg, "flops");
+    remove(path);
+}
+
+int main(void) {
+    test_cost();
+    test_calib_file();
+    test_pinned();
+    test_determinism();
+    test_workloads();
+    return kvt_finish("test_sim");
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# test_sim_cli: `kvllm sim` end to end. Exit codes and messages for bad
+# flags and files; a trace workload's exact request count; gamma arrivals;
+# byte-identical JSON for one seed; --csv and --svg written; a calibration
+# file read back (with a bad one refused).
+set -u
+BIN=${KVL_BIN:?KVL_BIN must point at kvllm}
+TMP=${KVL_TMP:-/tmp}/test_sim_cli.$$
+mkdir -p "$TMP"
+trap 'rm -rf "$TMP"' EXIT
+fails=0
+checks=0
+ok() { checks=$((checks + 1)); }
+bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*" >&2; }
+
+# expect CODE NEEDLE -- ARGS: exit code and a substring of stdout+stderr
+expect() {
+    local code=$1 needle=$2
+    shift 3
+    local out rc
+    out=$("$BIN" sim "$@" 2>&1)
+    rc=$?
+    if [ "$rc" != "$code" ]; then
+        bad "sim $* exited $rc, wanted $code: $out"
+    elif [ -n "$needle" ] && ! grep -qF -- "$needle" <<<"$out"; then
+        bad "sim $*: output lacks '$needle': $out"
+    else
+        ok
+    fi
+}
+
+A=(--model OPT-13B --device A100-40GB --kv-mem 12GiB)
+expect 0 "usage: kvllm sim" -- --help
+expect 2 "give one of --model" -- --device A100-40GB
+expect 2 "--device is required" -- --model OPT-13B
+expect 2 "unknown model" -- --model nope --device A100-40GB
+expect 2 "is not one of" -- --model OPT-13B --device B200
+expect 2 "--device cpu needs --calib" -- --model OPT-13B --device cpu
+expect 2 "--policy 'lru'" -- "${A[@]}" --policy lru
+expect 2 "--workload 'zipf'" -- "${A[@]}" --workload zipf
+expect 2 "--arrival 'x'" -- "${A[@]}" --arrival x
+expect 2 "unknown flag '--bogus'" -- "${A[@]}" --bogus
+expect 2 "--tp 3" -- "${A[@]}" --tp 3
+expect 1 "cannot open" -- "${A[@]}" --workload trace:"$TMP"/missing
+expect 1 "a burst needs a request count" -- "${A[@]}" --arrival burst
+
+# a trace: 5 rows, one too long for the 2048 context (refused, counted)
+printf '# arrival prompt output\n0 100 50\n0.5 200 20\n0.5 10 10\n1.25 1500 1000\n2 64 64\n' \
+    >"$TMP/trace.txt"
+out=$("$BIN" sim "${A[@]}" --workload trace:"$TMP/trace.txt" 2>&1)
+if grep -qF "4 requests (1 refused)" <<<"$out"; then ok; else bad "trace: $out"; fi
+printf '0 100 50\n1 x 3\n' >"$TMP/bad.txt"
+expect 1 "line 2" -- "${A[@]}" --workload trace:"$TMP/bad.txt"
+printf '2 100 50\n1 10 3\n' >"$TMP/order.txt"
+expect 1 "before the previous row" -- "${A[@]}" --workload trace:"$TMP/order.txt"
+
+# gamma arrivals, a sweep of two policies: a table with both
+out=$("$BIN" sim "${A[@]}" --arrival gamma:2 --rates 1,2 --duration 120 --policy paged,max 2>&1)
+if grep -q "^paged " <<<"$out" && grep -q "^max " <<<"$out" && grep -q "highest swept rate" <<<"$out"; then
+    ok
+else
+    bad "gamma sweep: $out"
+fi
+
+# one seed, byte-identical JSON; another seed differs
+for i in 1 2; do
+    "$BIN" sim "${A[@]}" --workload alpaca --rate 5 --duration 120 --seed 3 --policy all \
+        --json "$TMP/r$i.json" --csv "$TMP/r$i.csv" --svg "$TMP/r$i.svg" >/dev/null 2>&1 || bad "run $i"
+done
+if cmp -s "$TMP/r1.json" "$TMP/r2.json"; then ok; else bad "same seed, different JSON"; fi
+"$BIN" sim "${A[@]}" --workload alpaca --rate 5 --duration 120 --seed 4 --json "$TMP/r3.json" \
+    >/dev/null 2>&1
+if cmp -s "$TMP/r1.json" "$TMP/r3.json"; then bad "another seed, same JSON"; else ok; fi
+if [ "$(wc -l <"$TMP/r1.csv")" = 5 ]; then ok; else bad "csv rows: $(wc -l <"$TMP/r1.csv")"; fi
+if grep -q "<polyline" "$TMP/r1.svg" && tail -1 "$TMP/r1.svg" | grep -q "</svg>"; then ok; else bad "svg"; fi
+if command -v python3 >/dev/null; then
+    if python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert len(d['results']) == 4" \
+        "$TMP/r1.json"; then ok; else bad "json does not parse"; fi
+fi
+
+# the KV-over-time chart and the step log of one run
+"$BIN" sim "${A[@]}" --rate 2 --duration 60 --svg-kv "$TMP/kv.svg" --steps "$TMP/steps.txt" \
+    >/dev/null 2>&1 || bad "svg-kv run"
+if [ "$(grep -c "<polyline" "$TMP/kv.svg")" = 3 ]; then ok; else bad "kv svg"; fi
+if awk 'NF != 10 { exit 1 }' "$TMP/steps.txt" && [ -s "$TMP/steps.txt" ]; then ok; else bad "steps"; fi
+
+# a calibration file read back; a bad one refused
+printf 'name cpu-test\nbandwidth 3e9\nflops 9e10\nserial 1\n' >"$TMP/calib.txt"
+expect 0 "cpu-test" -- --model TinyLlama-1.1B --type q8_0 --device cpu --calib "$TMP/calib.txt" \
+    --workload fixed:16,4 --requests 2 --arrival burst
+printf 'bandwidth 3e9\n' >"$TMP/calib_bad.txt"
+expect 1 "must both be > 0" -- --model TinyLlama-1.1B --device cpu --calib "$TMP/calib_bad.txt"
+out=$("$BIN" sim calibrate 2>&1)
+if [ $? = 2 ] && grep -qF -- "-o FILE is required" <<<"$out"; then ok; else bad "calibrate: $out"; fi
+
+echo "test_sim_cli: $checks checks, $fails failed"
+[ "$fails" = 0 ]
