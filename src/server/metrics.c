@@ -155,6 +155,21 @@ bool srv_metrics_text(kvl_server *s, srv_buf *b) {
                (double)m.generation_tokens) &&
         metric(b, "prompt_tokens_cached_total", "counter", "Prompt tokens whose KV was reused.",
                (double)m.cached_tokens) &&
+        metric(b, "prefix_cache_queries_total", "counter",
+               "Prompt tokens looked up in the prefix cache.", (double)st.prefix_lookup_tokens) &&
+        metric(b, "prefix_cache_hits_total", "counter",
+               "Prompt tokens served from cached blocks (first admissions).",
+               (double)st.prefix_hit_tokens) &&
+        metric(b, "prefix_cache_hits_readmission_total", "counter",
+               "Positions a preempted request found cached again.",
+               (double)st.prefix_hit_tokens_self) &&
+        metric(b, "prefix_cache_blocks", "gauge", "KV blocks with a prefix-cache hash.",
+               st.prefix_cached_blocks) &&
+        metric(b, "prefix_cache_evicted_blocks_total", "counter",
+               "Cached blocks handed out for new data.", (double)st.prefix_evicted_blocks) &&
+        metric(b, "prefix_cache_seconds_saved_total", "counter",
+               "Prefill time the hits saved, at the measured prefill rate.",
+               st.prefill_s_saved) &&
         metric(b, "client_disconnects_total", "counter",
                "Requests cancelled because the client hung up.", (double)m.disconnects);
     ok = ok && head(b, "request_success_total", "counter", "Finished requests by finish reason.");
