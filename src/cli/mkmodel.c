@@ -32,7 +32,8 @@ static void usage(FILE *f) {
             "\n"
             "  -o, --output FILE   the GGUF to write (required)\n"
             "  --preset NAME       %s (default stories260K)\n"
-            "  --type T            f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k (default f16),\n"
+            "  --type T            f32, f16, bf16, q8_0, q4_0, q2_k, q4_k, q5_k, q6_k (default\n"
+            "                      f16),\n"
             "                      or q4_k_m / q5_k_m (llama.cpp's mixes: q6_k for output and\n"
             "                      for attn_v and ffn_down of some layers, q4_k / q5_k for the\n"
             "                      rest); 2-D weights whose row length is not a multiple of\n"
@@ -67,7 +68,7 @@ static void usage(FILE *f) {
             KVL_MKMODEL_STD, kvl_mkmodel_preset_names());
 }
 
-#define TYPE_NAMES "f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m, q5_k_m"
+#define TYPE_NAMES "f32, f16, bf16, q8_0, q4_0, q2_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m"
 
 /* --type: a weight type, or a mix of types (q4_k_m, q5_k_m: *mix set) */
 static bool parse_type(const char *s, kvl_type *t, bool *mix) {
@@ -76,7 +77,7 @@ static bool parse_type(const char *s, kvl_type *t, bool *mix) {
         kvl_type t;
     } types[] = {{"f32", KVL_TYPE_F32},   {"f16", KVL_TYPE_F16},   {"bf16", KVL_TYPE_BF16},
                  {"q8_0", KVL_TYPE_Q8_0}, {"q4_0", KVL_TYPE_Q4_0}, {"q4_k", KVL_TYPE_Q4_K},
-                 {"q5_k", KVL_TYPE_Q5_K}, {"q6_k", KVL_TYPE_Q6_K}, {"q4_k_m", KVL_TYPE_Q4_K},
+                 {"q2_k", KVL_TYPE_Q2_K}, {"q5_k", KVL_TYPE_Q5_K}, {"q6_k", KVL_TYPE_Q6_K}, {"q4_k_m", KVL_TYPE_Q4_K},
                  {"q5_k_m", KVL_TYPE_Q5_K}};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         if (!strcasecmp(s, types[i].name)) {
@@ -95,6 +96,7 @@ static const char *type_name(kvl_type t, bool mix) {
     case KVL_TYPE_BF16: return "bf16";
     case KVL_TYPE_Q8_0: return "q8_0";
     case KVL_TYPE_Q4_0: return "q4_0";
+    case KVL_TYPE_Q2_K: return "q2_k";
     case KVL_TYPE_Q4_K: return mix ? "q4_k_m" : "q4_k";
     case KVL_TYPE_Q5_K: return mix ? "q5_k_m" : "q5_k";
     case KVL_TYPE_Q6_K: return "q6_k";

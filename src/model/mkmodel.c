@@ -43,7 +43,8 @@ const char *kvl_mkmodel_preset_names(void) {
 
 static bool is_weight_type(kvl_type t) {
     return t == KVL_TYPE_F32 || t == KVL_TYPE_F16 || t == KVL_TYPE_BF16 || t == KVL_TYPE_Q8_0 ||
-           t == KVL_TYPE_Q4_0 || t == KVL_TYPE_Q4_K || t == KVL_TYPE_Q5_K || t == KVL_TYPE_Q6_K;
+           t == KVL_TYPE_Q4_0 || t == KVL_TYPE_Q2_K || t == KVL_TYPE_Q4_K || t == KVL_TYPE_Q5_K ||
+           t == KVL_TYPE_Q6_K;
 }
 
 kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err) {
@@ -83,8 +84,8 @@ kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err) {
         return kvl_errorf(err, KVL_E_INVALID, "--eps %g is outside (0, 0.1]", (double)s->rms_eps);
     if (!is_weight_type(s->type))
         return kvl_errorf(err, KVL_E_INVALID,
-                          "--type id %d is not one of f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, "
-                          "q6_k",
+                          "--type id %d is not one of f32, f16, bf16, q8_0, q4_0, q2_k, q4_k, "
+                          "q5_k, q6_k",
                           (int)s->type);
     if (s->k_m && s->type != KVL_TYPE_Q4_K && s->type != KVL_TYPE_Q5_K)
         return kvl_errorf(err, KVL_E_INVALID,
@@ -132,6 +133,7 @@ uint32_t kvl_mkmodel_file_type(kvl_type t) {
     case KVL_TYPE_F16: return 1;
     case KVL_TYPE_Q4_0: return 2;
     case KVL_TYPE_Q8_0: return 7;
+    case KVL_TYPE_Q2_K: return 10; /* MOSTLY_Q2_K */
     case KVL_TYPE_Q4_K: return 15; /* MOSTLY_Q4_K_M, as llama-quantize --pure Q4_K_M */
     case KVL_TYPE_Q5_K: return 17; /* MOSTLY_Q5_K_M */
     case KVL_TYPE_Q6_K: return 18;

@@ -19,7 +19,7 @@ typedef struct kvl_mkmodel_spec {
     char name[64]; /* general.name */
     int64_t dim, ffn_dim, n_layers, n_heads, n_kv_heads, n_vocab, ctx_len;
     float rope_base, rms_eps;
-    kvl_type type;  /* of the 2-D weights: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K */
+    kvl_type type;  /* of the 2-D weights: F32, F16, BF16, Q8_0, Q4_0, Q2_K, Q4_K, Q5_K, Q6_K */
     uint64_t seed;
     bool tied;      /* no output.weight (readers use token_embd) */
     size_t alignment; /* 0 = default 32 */
