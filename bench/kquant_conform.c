@@ -1,7 +1,7 @@
 /*
  * kquant_conform: kvllm's K-quant weights against llama.cpp's, three ways.
  *
- *   kquant_conform quantize IN OUT [q4_k_m|q4_k_s|q5_k_m|q6_k]
+ *   kquant_conform quantize IN OUT [q4_k_m|q4_k_s|q5_k_m|q6_k|q2_k]
  *       llama.cpp's own quantizer (llama_model_quantize, the code behind
  *       llama-quantize) turns a kvllm mkmodel F16 file into OUT.
  *   kquant_conform dequant FILE
@@ -47,12 +47,14 @@ static int cmd_quantize(const char *in, const char *out, const char *kind) {
         qp.ftype = LLAMA_FTYPE_MOSTLY_Q4_K_M;
     else if (!strcmp(kind, "q4_k_s"))
         qp.ftype = LLAMA_FTYPE_MOSTLY_Q4_K_S;
+    else if (!strcmp(kind, "q2_k"))
+        qp.ftype = LLAMA_FTYPE_MOSTLY_Q2_K;
     else if (!strcmp(kind, "q5_k_m"))
         qp.ftype = LLAMA_FTYPE_MOSTLY_Q5_K_M;
     else if (!strcmp(kind, "q6_k"))
         qp.ftype = LLAMA_FTYPE_MOSTLY_Q6_K;
     else {
-        fprintf(stderr, "kquant_conform: quantize: '%s' is not q4_k_m, q4_k_s, q5_k_m or q6_k\n",
+        fprintf(stderr, "kquant_conform: quantize: '%s' is not q4_k_m, q4_k_s, q5_k_m, q6_k or q2_k\n",
                 kind);
         return 2;
     }
@@ -331,7 +333,7 @@ int main(int argc, char **argv) {
         }
         return cmd_logits(argv[2], argv[3], n, t);
     }
-    fprintf(stderr, "usage: kquant_conform quantize IN OUT [q4_k_m|q4_k_s|q5_k_m|q6_k]\n"
+    fprintf(stderr, "usage: kquant_conform quantize IN OUT [q4_k_m|q4_k_s|q5_k_m|q6_k|q2_k]\n"
                     "       kquant_conform dequant FILE\n"
                     "       kquant_conform logits REF QUANT [-n N] [-t T]\n");
     return 2;

@@ -8,7 +8,7 @@
 #      same N tokens (bench/kquant_conform.c).
 #
 #   bench/kquant_conform.sh [--llama-dir DIR] [--layers N] [-n N] [--kvllm-build DIR]
-#                           [--ftype q4_k_m|q4_k_s|q5_k_m|q6_k]
+#                           [--ftype q4_k_m|q4_k_s|q5_k_m|q6_k|q2_k]
 #
 #   --llama-dir DIR   a llama.cpp checkout whose build/bin holds libllama.so
 #                     and the ggml libraries (bench/build_llamacpp.sh makes

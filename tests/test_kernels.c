@@ -618,8 +618,8 @@ static void test_matmul_multi(void) {
     const kvl_type *types = all_types;
     const int64_t groups[3][3] = {{1030, 130, 130}, {701, 0, 33}, {5, 517, 3}};
     const int64_t toks[] = {1, 3, 20};
-    const kvl_type kq_types[3] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K};
-    for (int ti = 0; ti < 8; ti++) {
+    const kvl_type kq_types[4] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K, KVL_TYPE_Q2_K};
+    for (int ti = 0; ti < 9; ti++) {
         const kvl_type t = ti < 5 ? types[ti] : kq_types[ti - 5];
         const int64_t n_cols = kvl_is_kquant(t) ? 768 : 544; /* 3 super-blocks, 17 blocks */
         const size_t rb = kvl_row_bytes(t, n_cols);
@@ -692,7 +692,7 @@ static void test_matmul_multi(void) {
         kvl_pool_free(pools[p]);
 }
 
-/* ---- K-quants (Q4_K, Q5_K, Q6_K) ----
+/* ---- K-quants (Q2_K, Q4_K, Q5_K, Q6_K) ----
  *
  * Layouts: blocks built by hand (scale packing worked out below) must
  * dequantize to ggml's formulas. Round trips of kvllm's quantizer: random
@@ -765,6 +765,32 @@ static void test_kquant_layout(void) {
     CHECK_EQ_INT(bad, 0);
     CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q5_K, 512), 352);
 
+    /* Q2_K: scales[g] = (g + 1) | (g % 4) << 4 (scale low nibble, min high),
+     * qs[i] = 7 i (mod 256), d = 1, dmin = 0.5. Value 128 n + 32 j + 16 h +
+     * l is bits 2j of qs[32 n + 16 h + l]. v 150 (n 1, j 0, h 1, l 6):
+     * qs[54] = 122, bits 0-1 = 2, sub-block 9: 10 * 2 - 0.5 * 1 = 19.5;
+     * v 255: qs[63] = 185, bits 6-7 = 2, sub-block 15: scale 0, min 3. */
+    kvl_block_q2_k b2;
+    for (int g = 0; g < 16; g++)
+        b2.scales[g] = (uint8_t)((g + 1) | ((g % 4) << 4));
+    for (int i = 0; i < 64; i++)
+        b2.qs[i] = (uint8_t)(7 * i);
+    b2.d = 0x3c00;
+    b2.dmin = 0x3800;
+    kvl_dequantize_row(KVL_TYPE_Q2_K, &b2, y, 256);
+    CHECK(y[150] == 19.5f);
+    CHECK(y[255] == -1.5f);
+    bad = 0;
+    for (int v = 0; v < 256; v++) {
+        const int n = v / 128, j = (v % 128) / 32, h = (v % 32) / 16, l = v % 16;
+        const int q = ((7 * (32 * n + 16 * h + l)) & 255) >> (2 * j) & 3;
+        const int g = v / 16, sc2 = (g + 1) & 15, m2 = g % 4;
+        if (y[v] != (float)sc2 * (float)q - 0.5f * (float)m2)
+            bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q2_K, 512), 168);
+
     /* Q6_K: ql[i] = i, qh[i] = 3 i, scales[g] = g - 8, d = 0.25. Value
      * 128 h + 32 k + l: low 4 bits from nibble k / 2 of ql[64 h + 32 (k %
      * 2) + l], high 2 bits from bits 2k of qh[32 h + l], scale v / 16. */
@@ -807,13 +833,14 @@ static double rel_rms(const float *x, const float *back, int n) {
 }
 
 static void test_kquant_roundtrip(void) {
-    const kvl_type types[3] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K};
-    /* 4-, 5- and 6-bit grids on bell-shaped data: ~0.07, ~0.035, ~0.02 */
-    const double max_rms[3] = {0.10, 0.05, 0.03};
+    const kvl_type types[4] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K, KVL_TYPE_Q2_K};
+    /* 4-, 5-, 6- and 2-bit grids on bell-shaped data: ~0.07, ~0.035,
+     * ~0.02, ~0.3 */
+    const double max_rms[4] = {0.10, 0.05, 0.03, 0.40};
     enum { N = 1024 };
     static float x[N], back[N];
     static uint8_t q[N];
-    for (int ti = 0; ti < 3; ti++) {
+    for (int ti = 0; ti < 4; ti++) {
         const kvl_type t = types[ti];
         for (int i = 0; i < N; i++)
             x[i] = (frand() + frand() + frand()) * (i < 512 ? 0.02f : 3.0f);
@@ -874,14 +901,14 @@ static void test_kquant_roundtrip(void) {
 static void test_matmul_kquant(void) {
     kvl_pool *pools[3];
     pools_init(pools);
-    const kvl_type types[3] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K};
+    const kvl_type types[4] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K, KVL_TYPE_Q2_K};
     /* rows: 1, below a tile (4 in decode, 2 otherwise), tails; columns: 1,
      * 2 and 3 super-blocks; tokens: decode, each tile width, more than a
      * 64-token chunk */
     const int64_t rows[] = {1, 3, 7, 67};
     const int64_t cols[] = {256, 512, 768};
     const int64_t toks[] = {1, 2, 3, 4, 5, 17, 70};
-    for (int ti = 0; ti < 3; ti++) {
+    for (int ti = 0; ti < 4; ti++) {
         for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
             for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++)
                 for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) {

@@ -764,7 +764,10 @@ static kvl_type expected_type(const kvl_mkmodel_spec *s, const char *name, uint3
     if (s->type == KVL_TYPE_F32 || s->type == KVL_TYPE_BF16 || s->type == KVL_TYPE_F16)
         return s->type;
     const int64_t blk =
-        s->type == KVL_TYPE_Q4_K || s->type == KVL_TYPE_Q5_K || s->type == KVL_TYPE_Q6_K ? 256 : 32;
+        s->type == KVL_TYPE_Q2_K || s->type == KVL_TYPE_Q4_K || s->type == KVL_TYPE_Q5_K ||
+                s->type == KVL_TYPE_Q6_K
+            ? 256
+            : 32;
     if (ne0 % blk)
         return KVL_TYPE_F16;
     if (!s->k_m)
@@ -915,7 +918,8 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
             float *back = malloc((size_t)et[i].ne0 * sizeof *back);
             kvl_mkmodel_row(s, et[i].name, 0, row, et[i].ne0);
             kvl_dequantize_row(want, t->data, back, et[i].ne0);
-            double tol = want == KVL_TYPE_Q4_0 || want == KVL_TYPE_Q4_K ? 0.0125
+            double tol = want == KVL_TYPE_Q2_K                          ? 0.05
+                         : want == KVL_TYPE_Q4_0 || want == KVL_TYPE_Q4_K ? 0.0125
                          : want == KVL_TYPE_Q5_K                        ? 5e-3
                          : want == KVL_TYPE_Q6_K                        ? 2.5e-3
                          : want == KVL_TYPE_Q8_0                        ? 6e-4
@@ -992,9 +996,9 @@ static void test_models(void) {
     }
 
     /* K-quants need rows of 256: q4_k, q6_k, the q4_k_m mix untied and
-     * tied, q5_k and q5_k_m, on 8 layers (use_more_bits picks layers 0, 3,
+     * tied, q5_k and q5_k_m, q2_k, on 8 layers (use_more_bits picks layers 0, 3,
      * 6 and 7) */
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 7; i++) {
         kvl_mkmodel_spec s;
         kvl_catalog_mkmodel_spec("stories260K", &s, NULL);
         s.shape.hp.dim = 256;
@@ -1002,7 +1006,10 @@ static void test_models(void) {
         s.shape.hp.n_heads = 4;
         s.shape.hp.n_kv_heads = 2;
         s.shape.hp.n_layers = 8;
-        s.type = i == 1 ? KVL_TYPE_Q6_K : i >= 4 ? KVL_TYPE_Q5_K : KVL_TYPE_Q4_K;
+        s.type = i == 1 ? KVL_TYPE_Q6_K
+                 : i == 6 ? KVL_TYPE_Q2_K
+                 : i >= 4 ? KVL_TYPE_Q5_K
+                          : KVL_TYPE_Q4_K;
         s.k_m = i == 2 || i == 3 || i == 5;
         s.shape.tied_embd = i == 3;
         s.seed = 7 + (uint64_t)i;

@@ -47,7 +47,7 @@ for t in f32 f16 bf16 q8_0 q4_0 Q8_0; do
     ok "s_$t" --preset stories260K --type "$t" --seed 5
 done
 # K-quants need rows of 256 values
-for t in q4_k q5_k q6_k q4_k_m q5_k_m; do
+for t in q2_k q4_k q5_k q6_k q4_k_m q5_k_m; do
     ok "k_$t" --preset stories260K --dim 256 --heads 4 --kv-heads 2 --ffn 512 --layers 2 \
         --type "$t" --seed 3
     grep -q "$t, dim 256" "$TMP/out" || fail "--type $t: summary does not name the type"
@@ -73,7 +73,7 @@ checks=$((checks + 1))
 grep -q -- "--preset" "$TMP/out" || fail "--help lacks --preset"
 
 # --- kvllm itself loads and generates from what mkmodel wrote
-for m in s_q8_0 s_q4_0 tiny k_q4_k k_q5_k k_q6_k k_q4_k_m k_q5_k_m; do
+for m in s_q8_0 s_q4_0 tiny k_q2_k k_q4_k k_q5_k k_q6_k k_q4_k_m k_q5_k_m; do
     checks=$((checks + 1))
     "$BIN" run -m "$TMP/$m.gguf" -n 8 --temp 0 -p "Once upon a time" >"$TMP/out" 2>"$TMP/err" ||
         fail "run -m $m.gguf exited $?: $(cat "$TMP/err")"

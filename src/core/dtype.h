@@ -48,6 +48,7 @@ typedef enum kvl_type {
     KVL_TYPE_F16 = 1,
     KVL_TYPE_Q4_0 = 2,
     KVL_TYPE_Q8_0 = 8,
+    KVL_TYPE_Q2_K = 10,
     KVL_TYPE_Q4_K = 12,
     KVL_TYPE_Q5_K = 13,
     KVL_TYPE_Q6_K = 14,

@@ -1,5 +1,5 @@
 /*
- * kquant: the K-quant weight types (Q4_K, Q5_K, Q6_K; layouts in kquant.h):
+ * kquant: the K-quant weight types (Q2_K, Q4_K, Q5_K, Q6_K; layouts in kquant.h):
  * kvllm's own quantizer, the dequantizer, the scalar quantizer of their
  * activation rows, and the scalar integer product the SIMD paths match.
  *
@@ -10,6 +10,8 @@
  *         with the least squared error kept; the 8 scales a and mins -b are
  *         then stored as 6-bit multiples of d = max a / 63 and
  *         dmin = max(-b) / 63, and L recomputed against the stored values.
+ *   Q2_K: the same per sub-block of 16 (L in 0..3), 4-bit scales and mins
+ *         against d = max a / 15, dmin = max(-b) / 15.
  *   Q6_K: per sub-block of 16 candidate grids x ~ s * L (L in -32..31)
  *         refitted the same way; the 16 s are stored as int8 multiples of
  *         d = s_max / -128 and L recomputed.
@@ -23,7 +25,8 @@
 
 #include <math.h>
 
-#define KQ_XMAX 4e6f /* Q4_K: dmin = max min / 63 must stay below fp16's 65504 */
+#define KQ_XMAX 4e6f   /* Q4_K: dmin = max min / 63 must stay below fp16's 65504 */
+#define KQ2_XMAX 9e5f  /* Q2_K: dmin = max min / 15, the same */
 
 /* round(v) clamped to [lo, hi]; NaN gives lo. */
 static inline int iround(float v, int lo, int hi) {
@@ -34,12 +37,13 @@ static inline int iround(float v, int lo, int hi) {
     return (int)lrintf(v);
 }
 
-static void sanitize(const float *x, float *y, int n) {
+static void sanitize_to(const float *x, float *y, int n, float xmax) {
     for (int i = 0; i < n; i++) {
         float v = x[i];
-        y[i] = v != v ? 0.0f : v > KQ_XMAX ? KQ_XMAX : v < -KQ_XMAX ? -KQ_XMAX : v;
+        y[i] = v != v ? 0.0f : v > xmax ? xmax : v < -xmax ? -xmax : v;
     }
 }
+static void sanitize(const float *x, float *y, int n) { sanitize_to(x, y, n, KQ_XMAX); }
 
 /* x (n values) ~ a * L + b with L in 0..nmax and b <= 0: the best of a few
  * grids, each refitted by least squares. */
@@ -139,6 +143,52 @@ static void quantize_q45_k(const float *src, void *dst, int64_t n, int nmax) {
             qs[32 * (v / 64) + v % 32] |= (uint8_t)((l & 0x0f) << (4 * (j % 2)));
             if (b5)
                 b5->qh[v % 32] |= (uint8_t)((l >> 4) << j);
+        }
+    }
+}
+
+static void quantize_q2_k(const float *src, kvl_block_q2_k *y, int64_t n) {
+    float x[KVL_QK_K];
+    for (int64_t s = 0; s < n / KVL_QK_K; s++) {
+        sanitize_to(src + s * KVL_QK_K, x, KVL_QK_K, KQ2_XMAX);
+        float a[16], mn[16], amax = 0.0f, mmax = 0.0f;
+        for (int g = 0; g < 16; g++) {
+            float b;
+            fit_scale_min(x + 16 * g, 16, 3, &a[g], &b);
+            mn[g] = -b;
+            amax = fmaxf(amax, a[g]);
+            mmax = fmaxf(mmax, mn[g]);
+        }
+        kvl_block_q2_k *b = &y[s];
+        const float d = amax / 15.0f, dmin = mmax / 15.0f;
+        b->d = kvl_f32_to_fp16(d);
+        b->dmin = kvl_f32_to_fp16(dmin);
+        const float df = kvl_fp16_to_f32(b->d), dmf = kvl_fp16_to_f32(b->dmin);
+        memset(b->qs, 0, sizeof b->qs);
+        for (int g = 0; g < 16; g++) {
+            const int sc = d > 0 ? iround(a[g] / d, 0, 15) : 0;
+            const int m = dmin > 0 ? iround(mn[g] / dmin, 0, 15) : 0;
+            b->scales[g] = (uint8_t)(sc | (m << 4));
+            const float ds = df * (float)sc, dm = dmf * (float)m;
+            for (int i = 16 * g; i < 16 * g + 16; i++) {
+                const int l = ds > 0 ? iround((x[i] + dm) / ds, 0, 3) : 0;
+                b->qs[32 * (i / 128) + 16 * ((i / 16) % 2) + i % 16] |= (uint8_t)(l << (2 * ((i % 128) / 32)));
+            }
+        }
+    }
+}
+
+/* q (0..3) of value v of a Q2_K block. */
+static inline int q2k_at(const kvl_block_q2_k *b, int v) {
+    return (b->qs[32 * (v / 128) + 16 * ((v / 16) % 2) + v % 16] >> (2 * ((v % 128) / 32))) & 3;
+}
+
+static void dequantize_q2_k(const kvl_block_q2_k *b, float *y, int64_t n) {
+    for (int64_t s = 0; s < n / KVL_QK_K; s++, b++) {
+        const float d = kvl_fp16_to_f32(b->d), dmin = kvl_fp16_to_f32(b->dmin);
+        for (int v = 0; v < KVL_QK_K; v++) {
+            const uint8_t sc = b->scales[v / 16];
+            y[s * KVL_QK_K + v] = d * (float)(sc & 0x0f) * (float)q2k_at(b, v) - dmin * (float)(sc >> 4);
         }
     }
 }
@@ -252,6 +302,9 @@ static void dequantize_q6_k(const kvl_block_q6_k *b, float *y, int64_t n) {
 
 void kvl_kq_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
     switch (t) {
+    case KVL_TYPE_Q2_K:
+        quantize_q2_k(src, dst, n);
+        break;
     case KVL_TYPE_Q4_K:
         quantize_q45_k(src, dst, n, 15);
         break;
@@ -268,6 +321,9 @@ void kvl_kq_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
 
 void kvl_kq_dequantize_row(kvl_type t, const void *src, float *dst, int64_t n) {
     switch (t) {
+    case KVL_TYPE_Q2_K:
+        dequantize_q2_k(src, dst, n);
+        break;
     case KVL_TYPE_Q4_K:
         dequantize_q4_k(src, dst, n);
         break;
@@ -317,6 +373,19 @@ void kvl_kq_quantize_act_scalar(const float *x, int64_t n_cols, int64_t s0, int6
 /* The integer part of one super-block product and its float factors:
  * w . x = dx * (d * isum - dmin * imin). */
 static float dot_sb(kvl_type t, const uint8_t *blk, const int8_t *q, const int16_t *bs, float dx) {
+    if (t == KVL_TYPE_Q2_K) {
+        const kvl_block_q2_k *b = (const kvl_block_q2_k *)blk;
+        int32_t isum = 0, imin = 0;
+        for (int g = 0; g < 16; g++) {
+            int32_t s = 0;
+            for (int i = 16 * g; i < 16 * g + 16; i++)
+                s += q2k_at(b, i) * q[i];
+            isum += (b->scales[g] & 0x0f) * s;
+            imin += (b->scales[g] >> 4) * bs[g];
+        }
+        return (float)isum * (kvl_fp16_to_f32(b->d) * dx) -
+               (float)imin * (kvl_fp16_to_f32(b->dmin) * dx);
+    }
     if (t == KVL_TYPE_Q4_K || t == KVL_TYPE_Q5_K) {
         /* the same header: d, dmin, scales */
         const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;

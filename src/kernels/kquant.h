@@ -13,6 +13,12 @@
  *   Q5_K (176 bytes): d | dmin | scales[12] | qh[32] | qs[128]
  *     as Q4_K, plus a fifth bit: bit (v / 32) of qh[v % 32] adds 16 to q.
  *
+ *   Q2_K (84 bytes): scales[16] | qs[64] | d | dmin
+ *     16 sub-blocks of 16; value v = 128 n + 32 j + 16 h + l (n < 2, j < 4,
+ *     h < 2, l < 16) is bits 2j..2j+1 of qs[32 n + 16 h + l]; scales[v / 16]
+ *     holds the sub-block's scale (low 4 bits) and min (high 4 bits):
+ *     x = d * sc * q - dmin * m. (Scalar products only, on every ISA.)
+ *
  *   Q6_K (210 bytes): ql[128] | qh[64] | scales[16] (int8) | d
  *     16 sub-blocks of 16; value v = 128 h + 32 k + l (h < 2, k < 4,
  *     l < 32) has its low 4 bits in nibble (k / 2) of ql[64 h + 32 (k % 2)
@@ -45,6 +51,12 @@ typedef struct {
 } kvl_block_q4_k;
 
 typedef struct {
+    uint8_t scales[KVL_QK_K / 16];
+    uint8_t qs[KVL_QK_K / 4];
+    uint16_t d, dmin;
+} kvl_block_q2_k;
+
+typedef struct {
     uint16_t d, dmin;
     uint8_t scales[12];
     uint8_t qh[KVL_QK_K / 8];
@@ -59,18 +71,26 @@ typedef struct {
 } kvl_block_q6_k;
 
 _Static_assert(sizeof(kvl_block_q4_k) == 144, "Q4_K block is 144 bytes");
+_Static_assert(sizeof(kvl_block_q2_k) == 84, "Q2_K block is 84 bytes");
 _Static_assert(sizeof(kvl_block_q5_k) == 176, "Q5_K block is 176 bytes");
 _Static_assert(sizeof(kvl_block_q6_k) == 210, "Q6_K block is 210 bytes");
 
 /* Bytes of one super-block of a K-quant type. */
 static inline size_t kvl_kq_block_bytes(kvl_type t) {
-    return t == KVL_TYPE_Q4_K ? sizeof(kvl_block_q4_k)
+    return t == KVL_TYPE_Q2_K   ? sizeof(kvl_block_q2_k)
+           : t == KVL_TYPE_Q4_K ? sizeof(kvl_block_q4_k)
            : t == KVL_TYPE_Q5_K ? sizeof(kvl_block_q5_k)
                                 : sizeof(kvl_block_q6_k);
 }
 
 /* True for the weight types whose products use the activation row above. */
 static inline bool kvl_is_kquant(kvl_type t) {
+    return t == KVL_TYPE_Q2_K || t == KVL_TYPE_Q4_K || t == KVL_TYPE_Q5_K || t == KVL_TYPE_Q6_K;
+}
+
+/* True for the K-quant types with SIMD products (the others run
+ * kvl_kq_rows_scalar on every ISA). */
+static inline bool kvl_kq_has_simd(kvl_type t) {
     return t == KVL_TYPE_Q4_K || t == KVL_TYPE_Q5_K || t == KVL_TYPE_Q6_K;
 }
 

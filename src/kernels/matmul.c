@@ -152,7 +152,7 @@ static void quant_task(void *arg, int ith, int nth) {
         const float *x = c->X + tok * c->n_cols;
         uint8_t *dst = c->act + (size_t)tok * c->act_stride;
         if (kq) {
-            if (m->isa == KVL_ISA_AVX512)
+            if (m->isa == KVL_ISA_AVX512 && kvl_kq_has_simd(c->t))
                 kvl_kq_quantize_act_avx512(x, c->n_cols, b0, b1, dst);
             else
                 kvl_kq_quantize_act_scalar(x, c->n_cols, b0, b1, dst);
@@ -204,7 +204,9 @@ static void rows_task(void *arg, int ith, int nth) {
     if (lo >= hi)
         return;
     if (kvl_is_kquant(c->t)) {
-        if (m->tl)
+        if (!kvl_kq_has_simd(c->t))
+            kvl_kq_rows_scalar(c, lo, hi);
+        else if (m->tl)
             kvl_kq_rows_tl_avx512(c, lo, hi);
         else if (m->isa == KVL_ISA_AVX512)
             kvl_kq_rows_avx512(c, lo, hi);
@@ -291,7 +293,7 @@ void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_typ
         KVL_ASSERT(scratch != NULL || n_cols == 0);
         c.act = scratch;
         c.k_corr = t == KVL_TYPE_Q4_0 ? 8 : 128;
-        m.tl = m.isa == KVL_ISA_AVX512 && (t == KVL_TYPE_Q8_0 || kvl_is_kquant(t)) &&
+        m.tl = m.isa == KVL_ISA_AVX512 && (t == KVL_TYPE_Q8_0 || kvl_kq_has_simd(t)) &&
                n_tok >= KVL_TL_MIN_TOK && !kvl_mm_batch_invariant;
         c.act_stride = kvl_is_kquant(t) && !m.tl ? kvl_kq_act_stride(n_cols) : kvl_act_stride(n_cols);
         if (m.tl) {

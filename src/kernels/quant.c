@@ -37,6 +37,7 @@ size_t kvl_row_bytes(kvl_type t, int64_t n_cols) {
         if (n % KVL_QK4_0)
             return 0;
         return kvl_mul_overflow(n / KVL_QK4_0, sizeof(kvl_block_q4_0), &r) ? 0 : r;
+    case KVL_TYPE_Q2_K:
     case KVL_TYPE_Q4_K:
     case KVL_TYPE_Q5_K:
     case KVL_TYPE_Q6_K:
@@ -125,6 +126,7 @@ void kvl_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
     case KVL_TYPE_Q4_0:
         quantize_q4_0(src, dst, n);
         break;
+    case KVL_TYPE_Q2_K:
     case KVL_TYPE_Q4_K:
     case KVL_TYPE_Q5_K:
     case KVL_TYPE_Q6_K:
@@ -174,6 +176,7 @@ void kvl_dequantize_row(kvl_type t, const void *src, float *dst, int64_t n) {
         }
         break;
     }
+    case KVL_TYPE_Q2_K:
     case KVL_TYPE_Q4_K:
     case KVL_TYPE_Q5_K:
     case KVL_TYPE_Q6_K:

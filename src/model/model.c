@@ -46,7 +46,8 @@ static kvl_status bind(binder *bd, const char *name, int64_t ne0, int64_t ne1, b
     bool ok_type = t->type == KVL_TYPE_F32 ||
                    (!f32_only && (t->type == KVL_TYPE_F16 || t->type == KVL_TYPE_BF16 ||
                                   t->type == KVL_TYPE_Q8_0 || t->type == KVL_TYPE_Q4_0 ||
-                                  t->type == KVL_TYPE_Q4_K || t->type == KVL_TYPE_Q5_K ||
+                                  t->type == KVL_TYPE_Q2_K || t->type == KVL_TYPE_Q4_K ||
+                                  t->type == KVL_TYPE_Q5_K ||
                                   t->type == KVL_TYPE_Q6_K));
     if (!ok_type) {
         const char *tn = "?";
