@@ -16,7 +16,7 @@
 #include <stdlib.h>
 
 typedef struct {
-    double med[2];             /* median seconds of variant 0 and 1 */
+    double med[2];              /* median seconds of variant 0 and 1 */
     double r_med, r_min, r_max; /* time of 0 / time of 1: speed of 1 over 0 */
 } ab_same_result;
 

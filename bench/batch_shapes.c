@@ -37,12 +37,13 @@ int main(int argc, char **argv) {
                 p++;
         }
     }
-    const int64_t shape[2][2] = {{5632, 2048}, {2048, 5632}}; /* rows, columns */
+    const int64_t shape[2][2] = {{5632, 2048}, {2048, 5632}};    /* rows, columns */
     const size_t mb = kvl_row_bytes(KVL_TYPE_Q8_0, 2048) * 5632; /* both shapes */
     const size_t huge = (size_t)2 << 20, len = (mb * N_COPIES + huge - 1) / huge * huge;
     uint8_t *W = aligned_alloc(huge, len);
     float *X = malloc(sizeof(float) * 5632 * MAX_TOK), *Y = malloc(sizeof(float) * 5632 * MAX_TOK);
-    void *scratch = aligned_alloc(64, (kvl_matmul_scratch_size(KVL_TYPE_Q8_0, 5632, MAX_TOK) + 63) / 64 * 64);
+    void *scratch =
+        aligned_alloc(64, (kvl_matmul_scratch_size(KVL_TYPE_Q8_0, 5632, MAX_TOK) + 63) / 64 * 64);
     kvl_pool *pool = NULL;
     kvl_error err;
     if (!W || !X || !Y || !scratch || kvl_pool_init(2, &pool, &err) != KVL_OK) {
@@ -71,8 +72,8 @@ int main(int argc, char **argv) {
                 best[s] = dt < best[s] ? dt : best[s];
             }
         printf("Q8_0, %2d tokens: 5632 x 2048 %.1f GB/s, 2048 x 5632 %.1f GB/s (%.2f of it)\n",
-               toks[ti], (double)mb * N_COPIES / best[0] / 1e9, (double)mb * N_COPIES / best[1] / 1e9,
-               best[0] / best[1]);
+               toks[ti], (double)mb * N_COPIES / best[0] / 1e9,
+               (double)mb * N_COPIES / best[1] / 1e9, best[0] / best[1]);
     }
     kvl_pool_free(pool);
     free(W);

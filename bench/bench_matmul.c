@@ -132,8 +132,7 @@ int main(int argc, char **argv) {
         const size_t wbytes = rb * (size_t)n_rows;
         uint8_t *W = alloc_pages(wbytes * n_copies);
         void *scratch = NULL;
-        if (!W ||
-            posix_memalign(&scratch, 64, kvl_matmul_scratch_size(t, n_cols, 512) + 64))
+        if (!W || posix_memalign(&scratch, 64, kvl_matmul_scratch_size(t, n_cols, 512) + 64))
             return 1;
         for (int64_t r = 0; r < n_rows * n_copies; r++) {
             for (int64_t k = 0; k < n_cols; k++)

@@ -22,8 +22,11 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         kvl_type t;
-    } types[] = {{"q8_0", KVL_TYPE_Q8_0}, {"q4_0", KVL_TYPE_Q4_0},
-                 {"f16", KVL_TYPE_F16}, {"bf16", KVL_TYPE_BF16}, {"f32", KVL_TYPE_F32}};
+    } types[] = {{"q8_0", KVL_TYPE_Q8_0},
+                 {"q4_0", KVL_TYPE_Q4_0},
+                 {"f16", KVL_TYPE_F16},
+                 {"bf16", KVL_TYPE_BF16},
+                 {"f32", KVL_TYPE_F32}};
     const char *tn = argc > 1 ? argv[1] : "q8_0";
     int ti = -1;
     for (int i = 0; i < (int)(sizeof types / sizeof types[0]); i++)
@@ -32,7 +35,8 @@ int main(int argc, char **argv) {
     const long rows = argc > 2 ? strtol(argv[2], NULL, 10) : 256;
     const int64_t cols = argc > 3 ? strtol(argv[3], NULL, 10) : 2048;
     if (ti < 0 || rows < 1 || rows > 65536 || cols < 32 || cols > 65536 || cols % 32) {
-        fprintf(stderr, "usage: gemv_l2 [q8_0|q4_0|f16|bf16|f32 [ROWS 1..65536 [COLS 32..65536, multiple of 32]]]\n");
+        fprintf(stderr, "usage: gemv_l2 [q8_0|q4_0|f16|bf16|f32 [ROWS 1..65536 [COLS 32..65536, "
+                        "multiple of 32]]]\n");
         return 2;
     }
     const kvl_type t = types[ti].t;
@@ -60,9 +64,9 @@ int main(int argc, char **argv) {
         const double dt = (kvl_now() - t0) / 200;
         best = dt < best ? dt : best;
     }
-    printf("%s %ld x %lld (%.0f KiB), %s, one thread: %.2f us per product, %.1f GB/s\n", tn,
-           rows, (long long)cols, (double)rb * (double)rows / 1024.0,
-           kvl_isa_name(kvl_isa_active()), best * 1e6, (double)rb * (double)rows / best / 1e9);
+    printf("%s %ld x %lld (%.0f KiB), %s, one thread: %.2f us per product, %.1f GB/s\n", tn, rows,
+           (long long)cols, (double)rb * (double)rows / 1024.0, kvl_isa_name(kvl_isa_active()),
+           best * 1e6, (double)rb * (double)rows / best / 1e9);
     free(W);
     free(row);
     free(X);

@@ -54,7 +54,8 @@ int main(int argc, char **argv) {
     c.mb = rb * (size_t)c.rows;
     const size_t huge = (size_t)2 << 20, len = (c.mb * N_COPIES + huge - 1) / huge * huge;
     uint8_t *W = aligned_alloc(huge, len);
-    float *row = malloc(sizeof(float) * (size_t)c.cols), *X = malloc(sizeof(float) * (size_t)c.cols);
+    float *row = malloc(sizeof(float) * (size_t)c.cols),
+          *X = malloc(sizeof(float) * (size_t)c.cols);
     float *Y = malloc(sizeof(float) * (size_t)c.rows), *Y2 = malloc(sizeof(float) * (size_t)c.rows);
     c.scratch = aligned_alloc(64, (kvl_matmul_scratch_size(c.t, c.cols, 1) + 63) / 64 * 64);
     kvl_error err;

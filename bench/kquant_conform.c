@@ -54,7 +54,8 @@ static int cmd_quantize(const char *in, const char *out, const char *kind) {
     else if (!strcmp(kind, "q6_k"))
         qp.ftype = LLAMA_FTYPE_MOSTLY_Q6_K;
     else {
-        fprintf(stderr, "kquant_conform: quantize: '%s' is not q4_k_m, q4_k_s, q5_k_m, q6_k or q2_k\n",
+        fprintf(stderr,
+                "kquant_conform: quantize: '%s' is not q4_k_m, q4_k_s, q5_k_m, q6_k or q2_k\n",
                 kind);
         return 2;
     }
@@ -290,8 +291,8 @@ static int cmd_logits(const char *ref, const char *quant, int n, int t) {
     sd = sqrt(sd / (double)nv);
     const double margin = 0.01 * sd; /* near-ties: top-2 gap under 1% of the logits' RMS */
     int a1, c1, a2, c2, a3, c3, a4, c4;
-    printf("%d positions, vocabulary %d, F16 logits RMS %.4g; rel RMS = RMS(a - b) / RMS(b)\n",
-           n, v, sd);
+    printf("%d positions, vocabulary %d, F16 logits RMS %.4g; rel RMS = RMS(a - b) / RMS(b)\n", n,
+           v, sd);
     printf("| a | b | rel RMS | top-1 agreement (margin >= %.2g) |\n|---|---|---|---|\n", margin);
     top1(kr, lr, n, v, margin, &a1, &c1);
     printf("| kvllm F16 | llama.cpp F16 | %.3g | %d / %d |\n", rel_rms(kr, lr, nv), a1, c1);

@@ -59,8 +59,10 @@ int main(int argc, char **argv) {
     const int32_t L = 22, H = 32, KV = 4, hd = 64;
     kvl_kv_paged *kv[N_FMT];
     size_t bytes[N_FMT];
-    float *k = malloc((size_t)KV * hd * sizeof(float)), *v = malloc((size_t)KV * hd * sizeof(float));
-    float *q = malloc((size_t)H * hd * sizeof(float)), *out = malloc((size_t)H * hd * sizeof(float));
+    float *k = malloc((size_t)KV * hd * sizeof(float)),
+          *v = malloc((size_t)KV * hd * sizeof(float));
+    float *q = malloc((size_t)H * hd * sizeof(float)),
+          *out = malloc((size_t)H * hd * sizeof(float));
     float *scratch = malloc((size_t)(depth + 1) * sizeof(float));
     uint64_t r = 42;
     for (size_t f = 0; f < N_FMT; f++) {
@@ -71,8 +73,11 @@ int main(int argc, char **argv) {
             return 1;
         }
         size_t nb = (size_t)(depth + k_fmts[f].bs - 1) / (size_t)k_fmts[f].bs;
-        kvl_kv_paged_params pp = {.budget = nb * lay.block_bytes, .block_size = k_fmts[f].bs,
-                                  .max_seqs = 1, .max_ctx = depth, .k_fmt = k_fmts[f].k,
+        kvl_kv_paged_params pp = {.budget = nb * lay.block_bytes,
+                                  .block_size = k_fmts[f].bs,
+                                  .max_seqs = 1,
+                                  .max_ctx = depth,
+                                  .k_fmt = k_fmts[f].k,
                                   .v_fmt = k_fmts[f].v};
         if (kvl_kv_paged_init(&hp, &pp, &kv[f], &err) ||
             kvl_kv_paged_reserve(kv[f], 0, depth, &err)) {

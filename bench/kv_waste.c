@@ -57,8 +57,8 @@ static result fill(const kvl_hparams *hp, kvl_kv_layout layout, size_t budget, i
     p.budget = budget;
     p.block_size = bs;
     p.max_ctx = ctx;
-    size_t seq_bytes = 2 * (size_t)hp->n_layers * (size_t)hp->n_kv_heads * (size_t)hp->head_dim *
-                       4 * (size_t)ctx;
+    size_t seq_bytes =
+        2 * (size_t)hp->n_layers * (size_t)hp->n_kv_heads * (size_t)hp->head_dim * 4 * (size_t)ctx;
     /* contiguous: as many slots as the budget holds; paged: a slot per request */
     p.max_seqs = layout == KVL_KV_LAYOUT_CONTIGUOUS ? (int32_t)(budget / seq_bytes) : n_req;
     result r = {0};
@@ -79,7 +79,9 @@ static result fill(const kvl_hparams *hp, kvl_kv_layout layout, size_t budget, i
     r.n_seqs = st.n_seqs;
     r.tokens = st.n_tokens;
     r.bytes_reserved = st.bytes_used;
-    r.util = st.bytes_used ? (double)st.n_tokens * (double)st.bytes_per_token / (double)st.bytes_used : 0;
+    r.util = st.bytes_used
+                 ? (double)st.n_tokens * (double)st.bytes_per_token / (double)st.bytes_used
+                 : 0;
     for (int32_t i = 0; i < p.max_seqs; i++)
         kvl_kv_cache_release(c, i, &err);
     kvl_kv_cache_stats(c, &st);
@@ -93,9 +95,17 @@ static result fill(const kvl_hparams *hp, kvl_kv_layout layout, size_t budget, i
 
 int main(int argc, char **argv) {
     /* TinyLlama-1.1B shape (22 layers, 4 KV heads of 64) unless -m is given */
-    kvl_hparams hp = {.n_vocab = 32000, .dim = 2048, .n_layers = 22, .n_heads = 32,
-                      .n_kv_heads = 4, .head_dim = 64, .ffn_dim = 5632, .ctx_len = 2048,
-                      .rope_dim = 64, .rope_base = 10000.0f, .rms_eps = 1e-5f};
+    kvl_hparams hp = {.n_vocab = 32000,
+                      .dim = 2048,
+                      .n_layers = 22,
+                      .n_heads = 32,
+                      .n_kv_heads = 4,
+                      .head_dim = 64,
+                      .ffn_dim = 5632,
+                      .ctx_len = 2048,
+                      .rope_dim = 64,
+                      .rope_base = 10000.0f,
+                      .rms_eps = 1e-5f};
     size_t budget = (size_t)2 << 30;
     int32_t ctx = 2048, bs = 16, n_req = 4096;
     const char *name = "TinyLlama-1.1B shape";
@@ -139,7 +149,8 @@ int main(int argc, char **argv) {
            name, (long long)hp.n_layers, (long long)hp.n_kv_heads, (long long)hp.head_dim, budget,
            ctx, bs);
     printf("workload: %d requests, prompt log-normal(mean 161, sigma 1.0), output "
-           "log-normal(mean 338, sigma 0.8), clamped to ctx; drawn means: prompt %.1f, output %.1f\n\n",
+           "log-normal(mean 338, sigma 0.8), clamped to ctx; drawn means: prompt %.1f, output "
+           "%.1f\n\n",
            n_req, sum_p / n_req, sum_o / n_req);
     printf("| snapshot | layout | sequences that fit | tokens stored | bytes reserved | "
            "reserved bytes holding tokens | waste |\n|---|---|---:|---:|---:|---:|---:|\n");

@@ -51,8 +51,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     FILE *f = fopen(argv[3], "wb");
-    if (!f || fwrite(lg, sizeof(float), (size_t)n * (size_t)m->hp.n_vocab, f) !=
-                  (size_t)n * (size_t)m->hp.n_vocab || fclose(f) != 0) {
+    if (!f ||
+        fwrite(lg, sizeof(float), (size_t)n * (size_t)m->hp.n_vocab, f) !=
+            (size_t)n * (size_t)m->hp.n_vocab ||
+        fclose(f) != 0) {
         fprintf(stderr, "kvl_logits: cannot write %s\n", argv[3]);
         return 1;
     }

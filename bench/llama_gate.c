@@ -113,13 +113,14 @@ static int parse_args(int argc, char **argv, opts *o) {
                 fprintf(stderr, "llama_gate: -b: no value\n");
                 return -1;
             }
-        }
-        else if (!strcmp(a, "-r"))
+        } else if (!strcmp(a, "-r"))
             rc = parse_int(a, v, 1, MAX_REPS, &o->r);
         else if (!strcmp(a, "-t"))
             rc = parse_int(a, v, 1, 1024, &o->t);
         else {
-            fprintf(stderr, "llama_gate: unknown flag '%s' (flags: -m -p -n -d -b -r -t --gate -o json)\n", a);
+            fprintf(stderr,
+                    "llama_gate: unknown flag '%s' (flags: -m -p -n -d -b -r -t --gate -o json)\n",
+                    a);
             return -1;
         }
         if (rc)
@@ -156,8 +157,8 @@ static void quiet_log(enum ggml_log_level level, const char *text, void *user) {
 
 /* Tokens [pos, pos + n) of sequence seq through llama_decode, n_batch at a
  * time; only the last token asks for logits. */
-static int decode_run(struct llama_context *ctx, struct llama_batch *bt, int n_batch, int seq, int pos,
-                      int n, int n_vocab) {
+static int decode_run(struct llama_context *ctx, struct llama_batch *bt, int n_batch, int seq,
+                      int pos, int n, int n_vocab) {
     for (int done = 0; done < n;) {
         int k = n - done < n_batch ? n - done : n_batch;
         bt->n_tokens = k;
@@ -180,7 +181,8 @@ static int decode_run(struct llama_context *ctx, struct llama_batch *bt, int n_b
 }
 
 /* One decode step: one new token for each of nb sequences at position pos. */
-static int decode_step(struct llama_context *ctx, struct llama_batch *bt, int nb, int pos, int n_vocab) {
+static int decode_step(struct llama_context *ctx, struct llama_batch *bt, int nb, int pos,
+                       int n_vocab) {
     bt->n_tokens = nb;
     for (int s = 0; s < nb; s++) {
         bt->token[s] = rand_token(n_vocab);
@@ -214,8 +216,8 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static void print_result(const char *name, const char *kind, int n_tok, int depth, int nb, int threads,
-                         const double *ts, int reps, int first) {
+static void print_result(const char *name, const char *kind, int n_tok, int depth, int nb,
+                         int threads, const double *ts, int reps, int first) {
     double sorted[MAX_REPS], sum = 0, sd = 0;
     for (int i = 0; i < reps; i++) {
         sorted[i] = ts[i];
@@ -227,12 +229,15 @@ static void print_result(const char *name, const char *kind, int n_tok, int dept
         sd += (ts[i] - mean) * (ts[i] - mean);
     sd = reps > 1 ? sqrt(sd / (reps - 1)) : 0.0;
     const double med = reps % 2 ? sorted[reps / 2] : (sorted[reps / 2 - 1] + sorted[reps / 2]) / 2;
-    printf("%s  {\"engine\": \"llama.cpp\", \"loop\": \"llama_decode (llama-bench)\", \"llama_cpp\": \"%s\", "
-           "\"test\": \"%s\", \"kind\": \"%s\", \"n_tokens\": %d, \"depth\": %d, \"n_seq\": %d, \"threads\": %d, "
-           "\"reps\": %d, \"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"median_ts\": %.4f, \"min_ts\": %.4f, "
+    printf("%s  {\"engine\": \"llama.cpp\", \"loop\": \"llama_decode (llama-bench)\", "
+           "\"llama_cpp\": \"%s\", "
+           "\"test\": \"%s\", \"kind\": \"%s\", \"n_tokens\": %d, \"depth\": %d, \"n_seq\": %d, "
+           "\"threads\": %d, "
+           "\"reps\": %d, \"avg_ts\": %.4f, \"stddev_ts\": %.4f, \"median_ts\": %.4f, \"min_ts\": "
+           "%.4f, "
            "\"max_ts\": %.4f, \"samples_ts\": [",
-           first ? "[\n" : ",\n", LG_LLAMA_VERSION, name, kind, n_tok, depth, nb,
-           threads, reps, mean, sd, med, sorted[0], sorted[reps - 1]);
+           first ? "[\n" : ",\n", LG_LLAMA_VERSION, name, kind, n_tok, depth, nb, threads, reps,
+           mean, sd, med, sorted[0], sorted[reps - 1]);
     for (int i = 0; i < reps; i++)
         printf("%s%.4f", i ? ", " : "", ts[i]);
     printf("]}");

@@ -90,8 +90,7 @@ static void *work(void *arg) {
             a[i] = b[i] + q * c[i];
         break;
     }
-    default:
-        break;
+    default: break;
     }
     return NULL;
 }
@@ -156,14 +155,15 @@ static double *alloc_array(size_t n, int huge) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: stream [--mib N] [--threads N] [--reps N] [--pages huge|4k] [--json]\n"
-               "\n"
-               "  --mib N      MiB per array, 1..65536 (default 1024; three arrays)\n"
-               "  --threads N  threads, 1..%d (default: online cores)\n"
-               "  --reps N     repetitions of each kernel, 1..%d (default 5)\n"
-               "  --pages P    huge: 2 MiB transparent huge pages (default); 4k: malloc\n"
-               "  --json       one JSON object instead of the table\n",
-               MAX_THREADS, MAX_REPS);
+    fprintf(f,
+            "usage: stream [--mib N] [--threads N] [--reps N] [--pages huge|4k] [--json]\n"
+            "\n"
+            "  --mib N      MiB per array, 1..65536 (default 1024; three arrays)\n"
+            "  --threads N  threads, 1..%d (default: online cores)\n"
+            "  --reps N     repetitions of each kernel, 1..%d (default 5)\n"
+            "  --pages P    huge: 2 MiB transparent huge pages (default); 4k: malloc\n"
+            "  --json       one JSON object instead of the table\n",
+            MAX_THREADS, MAX_REPS);
 }
 
 int main(int argc, char **argv) {
@@ -191,10 +191,10 @@ int main(int argc, char **argv) {
             huge = !strcmp(argv[++i], "huge");
             continue;
         }
-        long *dst = !strcmp(a, "--mib") ? &mib
+        long *dst = !strcmp(a, "--mib")       ? &mib
                     : !strcmp(a, "--threads") ? &n_threads
-                    : !strcmp(a, "--reps") ? &reps
-                    : NULL;
+                    : !strcmp(a, "--reps")    ? &reps
+                                              : NULL;
         if (!dst) {
             fprintf(stderr, "stream: unknown flag '%s'\n", a);
             usage(stderr);

@@ -43,8 +43,8 @@ static void set_off(int v, void *arg) {
 static void run_all(void *arg) {
     const ctx *c = arg;
     for (int k = 0; k < N_COPIES; k++)
-        kvl_matmul(c->pool, c->Y, c->buf + c->off + (size_t)k * c->mb, c->t, c->rows, c->cols,
-                   c->X, 1, c->scratch);
+        kvl_matmul(c->pool, c->Y, c->buf + c->off + (size_t)k * c->mb, c->t, c->rows, c->cols, c->X,
+                   1, c->scratch);
 }
 
 int main(int argc, char **argv) {
@@ -59,7 +59,8 @@ int main(int argc, char **argv) {
     c.mb = rb * (size_t)c.rows;
     const size_t huge = (size_t)2 << 20, len = (c.mb * N_COPIES + 64 + huge - 1) / huge * huge;
     c.buf = aligned_alloc(huge, len);
-    float *row = malloc(sizeof(float) * (size_t)c.cols), *X = malloc(sizeof(float) * (size_t)c.cols);
+    float *row = malloc(sizeof(float) * (size_t)c.cols),
+          *X = malloc(sizeof(float) * (size_t)c.cols);
     c.Y = malloc(sizeof(float) * (size_t)c.rows);
     c.scratch = aligned_alloc(64, (kvl_matmul_scratch_size(c.t, c.cols, 1) + 64) / 64 * 64);
     kvl_error err;

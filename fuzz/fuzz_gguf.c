@@ -58,8 +58,7 @@ static void touch_kv(const kvl_gguf *g, const kvl_gguf_kv *kv) {
             for (uint64_t j = 0; j < kv->v.arr.n; j++)
                 touch_bytes(kv->v.arr.strs[j].ptr, (size_t)kv->v.arr.strs[j].len);
         } else {
-            touch_bytes(kv->v.arr.data,
-                        (size_t)kv->v.arr.n * kvl_gguf_vtype_size(kv->v.arr.type));
+            touch_bytes(kv->v.arr.data, (size_t)kv->v.arr.n * kvl_gguf_vtype_size(kv->v.arr.type));
             for (uint64_t j = 0; j < kv->v.arr.n && j < 64; j++) {
                 double f;
                 int64_t i;

@@ -28,10 +28,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define FUZZ_CHECK(c)                                                          \
-    do {                                                                       \
-        if (!(c))                                                              \
-            __builtin_trap();                                                  \
+#define FUZZ_CHECK(c)                                                                              \
+    do {                                                                                           \
+        if (!(c))                                                                                  \
+            __builtin_trap();                                                                      \
     } while (0)
 
 static void put(uint8_t **p, const void *v, size_t n) {
@@ -48,8 +48,8 @@ static void put_rec(uint8_t **p, float score, const char *piece) {
 
 /* A llama2.c image: specials, 256 byte tokens and a few merges. */
 static kvl_tokenizer *builtin_vocab(void) {
-    static const char *merges[] = {" ", "e", "t", "a", "h", " t", "he", " a", "th", "the",
-                                   " the", "\xc3\xa9", "  ", "\n", "<", "s>", "ab", "bc"};
+    static const char *merges[] = {" ",   "e",    "t",        "a",  "h",  " t", "he", " a", "th",
+                                   "the", " the", "\xc3\xa9", "  ", "\n", "<",  "s>", "ab", "bc"};
     const int n_merges = (int)(sizeof merges / sizeof merges[0]);
     static uint8_t img[8192];
     uint8_t *p = img;
@@ -122,8 +122,8 @@ static kvl_tokenizer *bpe_vocab(int pre) {
         types[i] = KVL_TOK_NORMAL;
     }
     /* merges: "Ġ t", "h e", "Ġt he", "1 2", "Ċ Ċ" */
-    static const char *const m[5][2] = {{"\xc4\xa0", "t"}, {"h", "e"}, {"\xc4\xa0t", "he"},
-                                        {"1", "2"}, {"\xc4\x8a", "\xc4\x8a"}};
+    static const char *const m[5][2] = {
+        {"\xc4\xa0", "t"}, {"h", "e"}, {"\xc4\xa0t", "he"}, {"1", "2"}, {"\xc4\x8a", "\xc4\x8a"}};
     for (int i = 0; i < 5; i++) {
         snprintf(text[256 + i], sizeof text[0], "%s%s", m[i][0], m[i][1]);
         snprintf(mtext[i], sizeof mtext[0], "%s %s", m[i][0], m[i][1]);

@@ -111,7 +111,6 @@ typedef struct kvl_error {
 /* A short, static name for a status: "ok", "out of memory", ... */
 KVL_API const char *kvl_status_str(kvl_status s);
 
-
 /* ---- Models and tokenizers ----------------------------------------------
  *
  * A model is loaded once, read-only, and may be shared by any number of
@@ -142,12 +141,12 @@ KVL_API void kvl_model_free(kvl_model *m);
 /* Facts about a loaded model. */
 typedef struct kvl_model_info {
     char name[64];
-    const char *container;  /* "gguf" or "llama2.c" */
+    const char *container;   /* "gguf" or "llama2.c" */
     const char *weight_type; /* of the attention weights: "f32", "q8_0", ... */
     int64_t n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim;
-    int64_t ctx_len;        /* the model's context length */
+    int64_t ctx_len; /* the model's context length */
     size_t weight_bytes;
-    int32_t bos, eos;       /* token ids */
+    int32_t bos, eos; /* token ids */
 } kvl_model_info;
 
 /* This function can't fail. */
@@ -189,8 +188,8 @@ typedef enum kvl_kv_layout {
 
 typedef struct kvl_kv_stats {
     kvl_kv_layout layout;
-    int32_t block_size;       /* positions per block (contiguous: max_ctx) */
-    size_t bytes_per_token;   /* K+V of one position, all layers, scales included */
+    int32_t block_size;     /* positions per block (contiguous: max_ctx) */
+    size_t bytes_per_token; /* K+V of one position, all layers, scales included */
     size_t block_bytes;
     uint32_t n_blocks_total, n_blocks_free, n_blocks_used, n_blocks_shared;
     size_t bytes_total;       /* the whole budget that was allocated */
@@ -208,9 +207,6 @@ typedef struct kvl_kv_stats {
                                  each sequence's newest, partly filled block (outside
                                  the block budget) */
 } kvl_kv_stats;
-
-
-
 
 /* ---- The serving engine --------------------------------------------------
  *
@@ -238,20 +234,20 @@ typedef enum kvl_preempt_mode {
 } kvl_preempt_mode;
 
 typedef struct kvl_engine_params {
-    int32_t n_threads;        /* worker threads; 0 = one per core */
+    int32_t n_threads; /* worker threads; 0 = one per core */
     /* KV cache */
-    kvl_kv_layout kv_layout;  /* default paged */
-    const char *kv_type_k;    /* "f32", "f16", "bf16", "fp8_e4m3", "fp8_e5m2", "int8",
+    kvl_kv_layout kv_layout; /* default paged */
+    const char *kv_type_k;   /* "f32", "f16", "bf16", "fp8_e4m3", "fp8_e5m2", "int8",
                                  "int4"; NULL = auto: f32 for f32 weights, else f16 */
     const char *kv_type_v;
-    size_t kv_mem;            /* bytes of KV blocks; 0 = kv_mem_fraction of the
+    size_t kv_mem;          /* bytes of KV blocks; 0 = kv_mem_fraction of the
                                  available memory, or when that is 0 too, what
                                  max_seqs full contexts need, capped at half the
                                  available memory */
-    double kv_mem_fraction;   /* (0, 1] */
-    int32_t block_size;       /* positions per block; 0 = the formats' default (16;
+    double kv_mem_fraction; /* (0, 1] */
+    int32_t block_size;     /* positions per block; 0 = the formats' default (16;
                                  32 with int4 keys) */
-    int32_t max_ctx;          /* positions per sequence; 0 = the model's context */
+    int32_t max_ctx;        /* positions per sequence; 0 = the model's context */
     /* scheduling */
     int32_t max_seqs;         /* sequences decoding at once (KV slots); default 16 */
     int32_t max_batch_tokens; /* tokens per step (decodes + prefill chunks); default 256 */
@@ -276,8 +272,8 @@ KVL_API kvl_engine_params kvl_engine_defaults(void);
 /* Create an engine on m (which must outlive it): resolves the defaults,
  * allocates the KV pool, the swap area, the batch buffers and the event
  * queue up front, and prints nothing. On error nothing is allocated. */
-KVL_API kvl_status kvl_engine_init(const kvl_model *m, const kvl_engine_params *p,
-                                   kvl_engine **out, kvl_error *err);
+KVL_API kvl_status kvl_engine_init(const kvl_model *m, const kvl_engine_params *p, kvl_engine **out,
+                                   kvl_error *err);
 /* Stop the engine thread if started, release every open request and free
  * everything. Events not yet polled are lost with the queue: to see every
  * request's final event, cancel what is open and poll until idle first
@@ -291,12 +287,12 @@ typedef struct kvl_engine_config {
     int32_t block_size, max_ctx, max_seqs, max_batch_tokens, max_queue;
     int64_t max_queue_tokens;
     size_t kv_mem, swap_mem;
-    uint32_t n_blocks;        /* blocks in the pool */
-    int64_t capacity_tokens;  /* positions the pool holds */
+    uint32_t n_blocks;       /* blocks in the pool */
+    int64_t capacity_tokens; /* positions the pool holds */
     size_t bytes_per_token;
     int32_t n_threads;
     kvl_preempt_mode preempt;
-    char budget_reason[128];  /* how kv_mem was chosen */
+    char budget_reason[128]; /* how kv_mem was chosen */
 } kvl_engine_config;
 KVL_API void kvl_engine_get_config(const kvl_engine *e, kvl_engine_config *out);
 
@@ -305,24 +301,24 @@ typedef struct kvl_request_params {
     const char *prompt;           /* text (tokenized with BOS), or */
     const int32_t *prompt_tokens; /* token ids, used as given when not NULL */
     size_t n_prompt_tokens;
-    int32_t max_tokens;           /* tokens to generate per sample; default 256 */
-    int32_t n;                    /* samples sharing the prompt's blocks; default 1 */
-    float temperature;            /* 0 = greedy; default 0.8 */
-    int32_t top_k;                /* 0 = off; default 40 */
-    float top_p;                  /* 1 = off; default 0.95 */
-    float min_p;                  /* 0 = off; default 0.05 */
-    float repeat_penalty;         /* 1 = off; default 1 */
-    int32_t repeat_last_n;        /* default 64 */
-    uint64_t seed;                /* sample i uses seed + i */
-    const char *const *stop;      /* stop strings (never part of the output) */
-    int32_t n_stop;               /* at most KVL_MAX_STOPS, each at most
+    int32_t max_tokens;      /* tokens to generate per sample; default 256 */
+    int32_t n;               /* samples sharing the prompt's blocks; default 1 */
+    float temperature;       /* 0 = greedy; default 0.8 */
+    int32_t top_k;           /* 0 = off; default 40 */
+    float top_p;             /* 1 = off; default 0.95 */
+    float min_p;             /* 0 = off; default 0.05 */
+    float repeat_penalty;    /* 1 = off; default 1 */
+    int32_t repeat_last_n;   /* default 64 */
+    uint64_t seed;           /* sample i uses seed + i */
+    const char *const *stop; /* stop strings (never part of the output) */
+    int32_t n_stop;          /* at most KVL_MAX_STOPS, each at most
                                      KVL_MAX_STOP_LEN bytes */
-    int32_t priority;             /* higher runs first and is preempted last; default 0 */
-    uint64_t session;             /* groups a conversation's requests in the ledger; 0 none */
-    uint64_t tag;                 /* the caller's, echoed in every event */
-    const char *cache_salt;       /* prefix-cache namespace: blocks are shared only
+    int32_t priority;        /* higher runs first and is preempted last; default 0 */
+    uint64_t session;        /* groups a conversation's requests in the ledger; 0 none */
+    uint64_t tag;            /* the caller's, echoed in every event */
+    const char *cache_salt;  /* prefix-cache namespace: blocks are shared only
                                      between requests with the same salt (NULL: none) */
-    bool ignore_eos;              /* keep generating past end-of-sequence (benchmarks:
+    bool ignore_eos;         /* keep generating past end-of-sequence (benchmarks:
                                      every output runs to max_tokens) */
 } kvl_request_params;
 
@@ -367,10 +363,10 @@ typedef struct kvl_usage {
     int64_t recomputed_tokens; /* positions computed again after a preemption (prefix-cache
                                   hits on its own old blocks not counted) */
     int32_t n_preemptions;
-    double queue_s;            /* submit to first scheduled */
-    double ttft_s;             /* submit to first token */
-    double tpot_s;             /* mean time per output token after the first */
-    double e2e_s;              /* submit to the final event */
+    double queue_s; /* submit to first scheduled */
+    double ttft_s;  /* submit to first token */
+    double tpot_s;  /* mean time per output token after the first */
+    double e2e_s;   /* submit to the final event */
 } kvl_usage;
 
 #define KVL_EVENT_TEXT_MAX 512
@@ -378,15 +374,15 @@ typedef struct kvl_usage {
 typedef struct kvl_event {
     kvl_event_type type;
     uint64_t id, tag;
-    int32_t index;             /* sample, 0..n-1 */
-    int32_t token;             /* TOKEN: the id */
-    float logprob;             /* TOKEN: log p(token) under the model's distribution */
-    kvl_finish_reason reason;  /* SAMPLE_END, FINAL */
-    kvl_status status;         /* FINAL with KVL_FINISH_ERROR */
-    kvl_usage usage;           /* FINAL */
-    size_t text_len;           /* bytes of text now final (stop strings held back) */
+    int32_t index;            /* sample, 0..n-1 */
+    int32_t token;            /* TOKEN: the id */
+    float logprob;            /* TOKEN: log p(token) under the model's distribution */
+    kvl_finish_reason reason; /* SAMPLE_END, FINAL */
+    kvl_status status;        /* FINAL with KVL_FINISH_ERROR */
+    kvl_usage usage;          /* FINAL */
+    size_t text_len;          /* bytes of text now final (stop strings held back) */
     char text[KVL_EVENT_TEXT_MAX];
-    char message[192];         /* FINAL: why (error, or which limit ended it) */
+    char message[192]; /* FINAL: why (error, or which limit ended it) */
 } kvl_event;
 
 /* Copy up to max events, oldest first, into out; waits up to timeout_s
@@ -408,9 +404,9 @@ KVL_API void kvl_engine_stop(kvl_engine *e);
 KVL_API bool kvl_engine_idle(kvl_engine *e);
 
 typedef struct kvl_engine_stats {
-    kvl_kv_stats kv;           /* the pool (blocks, bytes, tokens) */
-    int64_t capacity_tokens;   /* positions the pool holds */
-    int64_t free_tokens;       /* positions in free blocks */
+    kvl_kv_stats kv;         /* the pool (blocks, bytes, tokens) */
+    int64_t capacity_tokens; /* positions the pool holds */
+    int64_t free_tokens;     /* positions in free blocks */
     int32_t n_waiting, n_running, n_swapped;
     int64_t waiting_prompt_tokens;
     uint32_t n_swap_blocks_total, n_swap_blocks_used;
@@ -427,17 +423,17 @@ typedef struct kvl_engine_stats {
     uint32_t prefix_cached_blocks;  /* blocks with a hash now */
     int64_t prefix_evicted_blocks;  /* cached blocks handed out for new data */
     double prefill_s_saved;         /* hit tokens / the measured prefill rate */
-    double prefill_tok_s;      /* measured prefill rate (cost rule input) */
-    double swap_bytes_s;       /* measured swap copy rate (cost rule input) */
+    double prefill_tok_s;           /* measured prefill rate (cost rule input) */
+    double swap_bytes_s;            /* measured swap copy rate (cost rule input) */
 } kvl_engine_stats;
 
 /* A snapshot taken at the end of the last step. This function can't fail. */
 KVL_API void kvl_engine_get_stats(kvl_engine *e, kvl_engine_stats *out);
 
 typedef enum kvl_request_state {
-    KVL_REQ_WAITING = 0,  /* queued, nothing computed (or preempted to recompute) */
-    KVL_REQ_RUNNING = 1,  /* holds KV blocks: prefilling or decoding */
-    KVL_REQ_SWAPPED = 2,  /* its blocks are in the swap area */
+    KVL_REQ_WAITING = 0, /* queued, nothing computed (or preempted to recompute) */
+    KVL_REQ_RUNNING = 1, /* holds KV blocks: prefilling or decoding */
+    KVL_REQ_SWAPPED = 2, /* its blocks are in the swap area */
     KVL_REQ_FINISHED = 3,
 } kvl_request_state;
 
@@ -466,24 +462,23 @@ KVL_API kvl_status kvl_engine_request_info(kvl_engine *e, uint64_t id, kvl_reque
 typedef struct kvl_session_turn {
     uint64_t request_id;
     int64_t prompt_tokens, completion_tokens, cached_tokens;
-    uint32_t n_blocks;        /* blocks the turn held when it ended */
+    uint32_t n_blocks; /* blocks the turn held when it ended */
     size_t kv_bytes;
     kvl_finish_reason reason;
 } kvl_session_turn;
 
 typedef struct kvl_session_info {
     uint64_t session;
-    int64_t n_requests;       /* submitted so far */
-    int32_t n_open;           /* not yet ended */
-    uint32_t n_blocks;        /* held now by its open requests */
+    int64_t n_requests; /* submitted so far */
+    int32_t n_open;     /* not yet ended */
+    uint32_t n_blocks;  /* held now by its open requests */
     size_t kv_bytes;
-    int32_t n_turns;          /* entries in turns, oldest first */
+    int32_t n_turns; /* entries in turns, oldest first */
     kvl_session_turn turns[KVL_SESSION_TURNS];
 } kvl_session_info;
 
 /* KVL_E_NOT_FOUND for a session never seen (or forgotten). */
-KVL_API kvl_status kvl_engine_session_info(kvl_engine *e, uint64_t session,
-                                           kvl_session_info *out);
+KVL_API kvl_status kvl_engine_session_info(kvl_engine *e, uint64_t session, kvl_session_info *out);
 
 #ifdef __cplusplus
 }

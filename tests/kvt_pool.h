@@ -38,19 +38,19 @@ static inline void kvt_expect_queue(const kvl_block_pool *p, const uint32_t *wan
     CHECK_EQ_INT(kvl_block_pool_check(p, &err), KVL_OK);
 }
 
-#define KVT_QUEUE(p, ...)                                                              \
-    do {                                                                               \
-        const uint32_t _w[] = {__VA_ARGS__};                                           \
-        kvt_expect_queue(p, _w, (uint32_t)(sizeof _w / sizeof _w[0]), __LINE__);        \
+#define KVT_QUEUE(p, ...)                                                                          \
+    do {                                                                                           \
+        const uint32_t _w[] = {__VA_ARGS__};                                                       \
+        kvt_expect_queue(p, _w, (uint32_t)(sizeof _w / sizeof _w[0]), __LINE__);                   \
     } while (0)
 #define KVT_QUEUE_EMPTY(p) kvt_expect_queue(p, NULL, 0, __LINE__)
 
 /* Reference counts of blocks 0..nb-1: want[i] for block i. */
-#define KVT_REFS(p, nb, ...)                                                           \
-    do {                                                                               \
-        const uint32_t _w[nb] = {__VA_ARGS__};                                         \
-        for (uint32_t _i = 0; _i < (nb); _i++)                                         \
-            CHECK_EQ_INT(kvl_block_pool_refcount(p, _i), _w[_i]);                      \
+#define KVT_REFS(p, nb, ...)                                                                       \
+    do {                                                                                           \
+        const uint32_t _w[nb] = {__VA_ARGS__};                                                     \
+        for (uint32_t _i = 0; _i < (nb); _i++)                                                     \
+            CHECK_EQ_INT(kvl_block_pool_refcount(p, _i), _w[_i]);                                  \
     } while (0)
 
 #endif

@@ -103,8 +103,8 @@ static const char *const k_merges[][2] = {
 #define ID_NL2 265
 #define ID_XX 266
 /* specials after the merged pieces */
-#define ID_BOS 267 /* <|begin|> control */
-#define ID_EOS 268 /* <|end|> control, also EOG by name */
+#define ID_BOS 267   /* <|begin|> control */
+#define ID_EOS 268   /* <|end|> control, also EOG by name */
 #define ID_IMEND 269 /* <|im_end|> control, EOG by name */
 #define ID_ADDED 270 /* "xx!" user-defined: always whole */
 #define ID_ADDSP 271 /* "a b" user-defined with a raw space */
@@ -595,7 +595,8 @@ out:
 }
 
 static void test_llamacpp_conformance(void) {
-    static const char *names[] = {"llama-bpe", "qwen2", "gpt-2", "starcoder", "refact", "llama-spm", "phi-3"};
+    static const char *names[] = {"llama-bpe", "qwen2",     "gpt-2", "starcoder",
+                                  "refact",    "llama-spm", "phi-3"};
     int found = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         found += conform(names[i]);

@@ -92,8 +92,8 @@ static kvl_engine *mk(const kvl_model *m, uint32_t n_blocks, int32_t max_seqs, i
 
 /* Prompt of n tokens: BOS then ids from a fixed pattern (no BOS/EOS). */
 static int32_t prompt_buf[8][512];
-static uint64_t submit(kvl_engine *e, int which, int32_t n_prompt, int32_t max_tokens,
-                       int32_t n, int32_t prio) {
+static uint64_t submit(kvl_engine *e, int which, int32_t n_prompt, int32_t max_tokens, int32_t n,
+                       int32_t prio) {
     int32_t *t = prompt_buf[which];
     t[0] = 1;
     for (int32_t i = 1; i < n_prompt; i++)
@@ -137,7 +137,8 @@ static uint32_t n_free(kvl_engine *e) {
  * until A finishes, then takes A's freed blocks. */
 static void test_admission(const kvl_model *m) {
     kvl_engine *e = mk(m, 11, 4, 64, KVL_PREEMPT_RECOMPUTE, 0);
-    uint64_t a = submit(e, 0, 16, 3, 1, 0), b = submit(e, 1, 20, 3, 1, 0), c = submit(e, 2, 8, 3, 1, 0);
+    uint64_t a = submit(e, 0, 16, 3, 1, 0), b = submit(e, 1, 20, 3, 1, 0),
+             c = submit(e, 2, 8, 3, 1, 0);
     step(e);
     uint32_t n;
     const uint32_t *ta = table_of(e, a, 0, &n);
@@ -307,9 +308,9 @@ static void test_refusals(const kvl_model *m) {
     rp.max_tokens = 8;
     rp.n = 2;
     CHECK_EQ_INT(kvl_engine_submit(e, &rp, &id, &err), KVL_OK);
-    rp.n = 3;  /* 5 + 3 x 2 = 11 fits */
+    rp.n = 3; /* 5 + 3 x 2 = 11 fits */
     CHECK_EQ_INT(kvl_engine_submit(e, &rp, &id, &err), KVL_OK);
-    rp.n = 4;  /* 5 + 4 x 2 = 13 > 11 */
+    rp.n = 4; /* 5 + 4 x 2 = 13 > 11 */
     CHECK_EQ_INT(kvl_engine_submit(e, &rp, &id, &err), KVL_E_LIMIT);
     CHECK_CONTAINS(err.msg, "13 KV blocks");
     CHECK_CONTAINS(err.msg, "holds 11");
@@ -363,7 +364,7 @@ static void test_refusals(const kvl_model *m) {
 /* Cancel in every state: waiting, prefilling, decoding, swapped. */
 static void test_cancel(const kvl_model *m) {
     kvl_engine *e = mk(m, 12, 4, 8, KVL_PREEMPT_SWAP, 16);
-    uint64_t w = submit(e, 0, 12, 20, 1, -5); /* waits behind the others */
+    uint64_t w = submit(e, 0, 12, 20, 1, -5);  /* waits behind the others */
     uint64_t pre = submit(e, 1, 20, 20, 1, 9); /* prefilling in chunks of 8 */
     step(e);
     CHECK_EQ_INT(state_of(e, pre), KVL_REQ_RUNNING);
@@ -521,8 +522,8 @@ static void test_overload(const kvl_model *m) {
     }
     int finals = 0;
     for (int i = 0; i < accepted; i++)
-        finals += ids[i] <= MAXR && logs[ids[i]].n_final == 1 &&
-                  logs[ids[i]].reason != KVL_FINISH_ERROR;
+        finals +=
+            ids[i] <= MAXR && logs[ids[i]].n_final == 1 && logs[ids[i]].reason != KVL_FINISH_ERROR;
     CHECK_EQ_INT(finals, accepted > MAXR ? MAXR : accepted);
     kvl_engine_stats st;
     kvl_engine_get_stats(e, &st);
@@ -602,7 +603,8 @@ static void test_prefix_hits(const kvl_model *m, const char *fmt) {
         CHECK_EQ_INT(logs[a].usage.cached_tokens, 0);
         CHECK_EQ_INT(logs[b].usage.cached_tokens, want_hit);
         CHECK_EQ_INT(logs[b].n[0], logs[a].n[0]);
-        CHECK(memcmp(logs[a].toks[0], logs[b].toks[0], sizeof(int32_t) * (size_t)logs[a].n[0]) == 0);
+        CHECK(memcmp(logs[a].toks[0], logs[b].toks[0], sizeof(int32_t) * (size_t)logs[a].n[0]) ==
+              0);
         kvl_engine_stats st;
         kvl_engine_get_stats(e, &st);
         CHECK_EQ_INT(st.prefix_hit_free_blocks, want_hit / 4);

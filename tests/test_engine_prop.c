@@ -123,8 +123,8 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
         CHECK(kvl_engine_step(e, NULL, &err) == KVL_OK);
         kvl_status cst = kvl_engine_check(e, &err);
         if (cst) {
-            fprintf(stderr, "seed %llu step %lld: %s\n", (unsigned long long)seed,
-                    (long long)steps, err.msg);
+            fprintf(stderr, "seed %llu step %lld: %s\n", (unsigned long long)seed, (long long)steps,
+                    err.msg);
             CHECK(!"engine invariants");
             break;
         }

@@ -112,10 +112,8 @@ static const struct {
     int64_t ne[4];
     size_t nbytes;
 } k_base_t[N_BASE_T] = {
-    {"a", KVL_TYPE_F32, 2, {8, 2, 1, 1}, 64},
-    {"b", KVL_TYPE_Q8_0, 2, {32, 3, 1, 1}, 102},
-    {"c", KVL_TYPE_F16, 1, {4, 1, 1, 1}, 8},
-    {"d", KVL_TYPE_Q4_0, 4, {64, 1, 1, 2}, 72},
+    {"a", KVL_TYPE_F32, 2, {8, 2, 1, 1}, 64},  {"b", KVL_TYPE_Q8_0, 2, {32, 3, 1, 1}, 102},
+    {"c", KVL_TYPE_F16, 1, {4, 1, 1, 1}, 8},   {"d", KVL_TYPE_Q4_0, 4, {64, 1, 1, 2}, 72},
     {"e", KVL_TYPE_BF16, 2, {3, 5, 1, 1}, 30},
 };
 
@@ -229,8 +227,8 @@ static wbuf base_default(base_pos *pos) {
 
 /* Parse buf; expect failure with status st and every needle in the message.
  * On an unexpected success the result is freed. */
-static void expect_fail_at(int line, const uint8_t *p, size_t n, kvl_status st,
-                           const char *n1, const char *n2, const char *n3) {
+static void expect_fail_at(int line, const uint8_t *p, size_t n, kvl_status st, const char *n1,
+                           const char *n2, const char *n3) {
     kvl_gguf *g = (kvl_gguf *)(uintptr_t)0x1; /* must stay untouched */
     kvl_error err = {0};
     kvl_status got = kvl_gguf_parse(p, n, &g, &err);
@@ -340,8 +338,11 @@ static void test_base_and_alignment(void) {
 
     const size_t aligns[] = {1, 8, 64, 4096};
     for (size_t i = 0; i < sizeof aligns / sizeof aligns[0]; i++) {
-        base_opts o = {.version = 3, .with_align = true, .align_type = KVL_GGUF_UINT32,
-                       .align_value = aligns[i], .align = aligns[i]};
+        base_opts o = {.version = 3,
+                       .with_align = true,
+                       .align_type = KVL_GGUF_UINT32,
+                       .align_value = aligns[i],
+                       .align = aligns[i]};
         b = build_base(&o, &ps);
         g = NULL;
         CHECK_EQ_INT(kvl_gguf_parse(b.p, b.n, &g, &err), KVL_OK);
@@ -581,7 +582,7 @@ static void test_type_info(void) {
     CHECK(kvl_type_info(KVL_TYPE_Q4_0, &blck, &ts, &name) && blck == 32 && ts == 18);
     CHECK(ts == sizeof(kvl_block_q4_0));
     CHECK(kvl_type_info(14, &blck, &ts, NULL) && blck == 256 && ts == 210); /* Q6_K */
-    CHECK(!kvl_type_info(4, NULL, NULL, NULL)); /* removed Q4_2 */
+    CHECK(!kvl_type_info(4, NULL, NULL, NULL));                             /* removed Q4_2 */
     CHECK(!kvl_type_info(5, NULL, NULL, NULL));
     CHECK(!kvl_type_info(31, NULL, NULL, NULL));
     CHECK(!kvl_type_info(KVL_TYPE_COUNT, NULL, NULL, NULL));
@@ -621,8 +622,7 @@ static void test_header(void) {
     FAIL_U64(ps.n_kv, UINT64_MAX, KVL_E_FORMAT, "n_kv 18446744073709551615 >", NULL, NULL);
     FAIL_U64(ps.n_tensors, (uint64_t)1 << 62, KVL_E_FORMAT, "n_tensors 4611686018427387904 >",
              "the most tensor infos", NULL);
-    FAIL_U64(ps.n_tensors, UINT64_MAX, KVL_E_FORMAT, "n_tensors 18446744073709551615", NULL,
-             NULL);
+    FAIL_U64(ps.n_tensors, UINT64_MAX, KVL_E_FORMAT, "n_tensors 18446744073709551615", NULL, NULL);
     /* a count that fits the bound but not the data: runs into the tensor infos */
     FAIL_U64(ps.n_kv, 6, KVL_E_FORMAT, NULL, NULL, NULL);
 }
@@ -638,15 +638,14 @@ static void test_kv_errors(void) {
              "key length 18446744073709551615 >", NULL);
     FAIL_U64(ps.str_val_len, 100000, KVL_E_FORMAT, "key 'k.name'", "value length 100000 >",
              "bytes left");
-    FAIL_U64(ps.sarr_elem1, 1u << 20, KVL_E_FORMAT, "key 'k.strs'",
-             "element 1 length 1048576 >", NULL);
+    FAIL_U64(ps.sarr_elem1, 1u << 20, KVL_E_FORMAT, "key 'k.strs'", "element 1 length 1048576 >",
+             NULL);
     /* empty and duplicate keys */
     FAIL_U64(ps.kv_key_len[1], 0, KVL_E_FORMAT, "kv 1: empty key", NULL, NULL);
     {
         wbuf c = base_default(NULL);
         memcpy(c.p + ps.key_two, "k.one", 5);
-        EXPECT_FAIL(c.p, c.n, KVL_E_FORMAT, "key 'k.one' appears twice", "kv 1 and kv 2",
-                    NULL);
+        EXPECT_FAIL(c.p, c.n, KVL_E_FORMAT, "key 'k.one' appears twice", "kv 1 and kv 2", NULL);
         free(c.p);
     }
     /* value type ids */
@@ -697,15 +696,21 @@ static void test_alignment_errors(void) {
         {KVL_GGUF_UINT8, 32, KVL_E_FORMAT, "type UINT8, expected UINT32", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        base_opts o = {.version = 3, .with_align = true, .align_type = cases[i].type,
-                       .align_value = cases[i].value, .align = 32};
+        base_opts o = {.version = 3,
+                       .with_align = true,
+                       .align_type = cases[i].type,
+                       .align_value = cases[i].value,
+                       .align = 32};
         wbuf b = build_base(&o, NULL);
         EXPECT_FAIL(b.p, b.n, cases[i].st, cases[i].n1, cases[i].n2, NULL);
         free(b.p);
     }
     /* a file laid out for 32 but declaring 64: offset 32*k misaligned */
-    base_opts o = {.version = 3, .with_align = true, .align_type = KVL_GGUF_UINT32,
-                   .align_value = 64, .align = 32};
+    base_opts o = {.version = 3,
+                   .with_align = true,
+                   .align_type = KVL_GGUF_UINT32,
+                   .align_value = 64,
+                   .align = 32};
     wbuf b = build_base(&o, NULL);
     EXPECT_FAIL(b.p, b.n, KVL_E_FORMAT, "not a multiple of the alignment 64", NULL, NULL);
     free(b.p);
@@ -722,8 +727,8 @@ static void test_tensor_errors(void) {
         uint8_t *c = malloc(b.n);
         memcpy(c, b.p, b.n);
         c[ps.t_name[3]] = 'b';
-        EXPECT_FAIL(c, b.n, KVL_E_FORMAT, "tensor name 'b' appears twice",
-                    "tensor 1 and tensor 3", NULL);
+        EXPECT_FAIL(c, b.n, KVL_E_FORMAT, "tensor name 'b' appears twice", "tensor 1 and tensor 3",
+                    NULL);
         free(c);
     }
     /* n_dims */
@@ -764,10 +769,8 @@ static void test_tensor_errors(void) {
     FAIL_U32(ps.t_type[0], 4, KVL_E_FORMAT, "tensor 'a'", "type 4 is not a ggml type id",
              "(0..39)");
     FAIL_U32(ps.t_type[0], 40, KVL_E_FORMAT, "tensor 'a'", "type 40 is not", NULL);
-    FAIL_U32(ps.t_type[0], UINT32_MAX, KVL_E_FORMAT, "type 4294967295 (-1 as int32)", NULL,
-             NULL);
-    FAIL_U32(ps.t_type[4], 0x80000000u, KVL_E_FORMAT, "tensor 'e'", "(-2147483648 as int32)",
-             NULL);
+    FAIL_U32(ps.t_type[0], UINT32_MAX, KVL_E_FORMAT, "type 4294967295 (-1 as int32)", NULL, NULL);
+    FAIL_U32(ps.t_type[4], 0x80000000u, KVL_E_FORMAT, "tensor 'e'", "(-2147483648 as int32)", NULL);
     /* offsets: misaligned, overlapping, past the end */
     FAIL_U64(ps.t_offset[1], 80, KVL_E_FORMAT, "tensor 'b'",
              "offset 80 is not a multiple of the alignment 32", NULL);
@@ -855,8 +858,7 @@ static void test_stories(void) {
     CHECK_EQ_INT(kvl_gguf_get_str(g, "general.architecture", &arch, &err), KVL_OK);
     CHECK(kvl_str_eq(arch, "llama"));
     const kvl_gguf_kv *tok = NULL;
-    CHECK_EQ_INT(kvl_gguf_get_arr(g, "tokenizer.ggml.tokens", KVL_GGUF_STRING, &tok, &err),
-                 KVL_OK);
+    CHECK_EQ_INT(kvl_gguf_get_arr(g, "tokenizer.ggml.tokens", KVL_GGUF_STRING, &tok, &err), KVL_OK);
     if (tok) {
         CHECK_EQ_INT(tok->v.arr.n, 512);
         CHECK(tok->v.arr.strs != NULL);
@@ -901,8 +903,11 @@ static void write_seeds(void) {
     snprintf(path, sizeof path, "%s/values_v3.gguf", dir);
     CHECK(kvt_write_file(path, b.p, b.n));
     free(b.p);
-    base_opts o = {.version = 3, .with_align = true, .align_type = KVL_GGUF_UINT32,
-                   .align_value = 8, .align = 8};
+    base_opts o = {.version = 3,
+                   .with_align = true,
+                   .align_type = KVL_GGUF_UINT32,
+                   .align_value = 8,
+                   .align = 8};
     b = build_base(&o, NULL);
     snprintf(path, sizeof path, "%s/align8.gguf", dir);
     CHECK(kvt_write_file(path, b.p, b.n));

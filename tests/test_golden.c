@@ -31,7 +31,8 @@ static int load_cases(golden_case *cs, int max) {
     txt[n] = '\0';
     int k = 0;
     char *save = NULL;
-    for (char *line = strtok_r(txt, "\n", &save); line && k < max; line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = strtok_r(txt, "\n", &save); line && k < max;
+         line = strtok_r(NULL, "\n", &save)) {
         char *t1 = strchr(line, '\t');
         if (!t1)
             continue;
@@ -117,22 +118,23 @@ static void check_model(const char *path, golden_case *cs, int n_cases, kvl_pool
     int32_t prompt[MAXTOK];
     for (int c = 0; c < n_cases; c++) {
         size_t np = 0;
-        CHECK(kvl_tokenizer_encode(m->tok, cs[c].prompt, strlen(cs[c].prompt), true, prompt,
-                                   MAXTOK, &np, &err) == KVL_OK);
+        CHECK(kvl_tokenizer_encode(m->tok, cs[c].prompt, strlen(cs[c].prompt), true, prompt, MAXTOK,
+                                   &np, &err) == KVL_OK);
         int n = generate(m, pool, prompt, (int)np, cs[c].budget, c % 2 == 0, gen);
         bool same = n == cs[c].n && memcmp(gen, cs[c].toks, (size_t)n * sizeof *gen) == 0;
         if (!same) {
             int at = 0;
             while (at < n && at < cs[c].n && gen[at] == cs[c].toks[at])
                 at++;
-            fprintf(stderr, "%s: case '%s': %d tokens vs golden %d, first difference at %d\n",
-                    path, cs[c].prompt, n, cs[c].n, at);
+            fprintf(stderr, "%s: case '%s': %d tokens vs golden %d, first difference at %d\n", path,
+                    cs[c].prompt, n, cs[c].n, at);
         }
         CHECK(same);
     }
     /* one case prefilled token by token must equal the batched prefill */
     size_t np = 0;
-    kvl_tokenizer_encode(m->tok, cs[0].prompt, strlen(cs[0].prompt), true, prompt, MAXTOK, &np, &err);
+    kvl_tokenizer_encode(m->tok, cs[0].prompt, strlen(cs[0].prompt), true, prompt, MAXTOK, &np,
+                         &err);
     int32_t *gen2 = malloc(MAXTOK * sizeof *gen2);
     int n1 = generate(m, pool, prompt, (int)np, 64, true, gen);
     int n2 = generate(m, pool, prompt, (int)np, 64, false, gen2);
@@ -155,7 +157,8 @@ static void check_model(const char *path, golden_case *cs, int n_cases, kvl_pool
             pos[i] = i;
             want[i] = true;
         }
-        kvl_batch b = {.n_tokens = 64, .tokens = cs[0].toks, .seq = seq, .pos = pos, .logits = want};
+        kvl_batch b = {
+            .n_tokens = 64, .tokens = cs[0].toks, .seq = seq, .pos = pos, .logits = want};
         const float *lg;
         int32_t n_out;
         CHECK(kvl_forward_run(f, &b, &kv, &lg, &n_out, &err) == KVL_OK);

@@ -185,14 +185,14 @@ static void test_half(void) {
     CHECK_EQ_INT(kvl_f32_to_fp16(-2.0f), 0xc000);
     CHECK_EQ_INT(kvl_f32_to_fp16(inf), 0x7c00);
     CHECK_EQ_INT(kvl_f32_to_fp16(-inf), 0xfc00);
-    CHECK_EQ_INT(kvl_f32_to_fp16(65504.0f), 0x7bff);  /* max */
-    CHECK_EQ_INT(kvl_f32_to_fp16(65519.0f), 0x7bff);  /* rounds down to max */
-    CHECK_EQ_INT(kvl_f32_to_fp16(65520.0f), 0x7c00);  /* rounds up to inf */
-    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(1.0f, -24)), 0x0001); /* smallest subnormal */
-    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(1.0f, -25)), 0x0000); /* tie to even: 0 */
-    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(3.0f, -25)), 0x0002); /* tie to even: 2 */
-    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(1023.0f, -24)), 0x03ff); /* largest subnormal */
-    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(1.0f, -14)), 0x0400); /* smallest normal */
+    CHECK_EQ_INT(kvl_f32_to_fp16(65504.0f), 0x7bff);                 /* max */
+    CHECK_EQ_INT(kvl_f32_to_fp16(65519.0f), 0x7bff);                 /* rounds down to max */
+    CHECK_EQ_INT(kvl_f32_to_fp16(65520.0f), 0x7c00);                 /* rounds up to inf */
+    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(1.0f, -24)), 0x0001);        /* smallest subnormal */
+    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(1.0f, -25)), 0x0000);        /* tie to even: 0 */
+    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(3.0f, -25)), 0x0002);        /* tie to even: 2 */
+    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(1023.0f, -24)), 0x03ff);     /* largest subnormal */
+    CHECK_EQ_INT(kvl_f32_to_fp16(ldexpf(1.0f, -14)), 0x0400);        /* smallest normal */
     CHECK_EQ_INT(kvl_f32_to_fp16(1.0f + ldexpf(1.0f, -11)), 0x3c00); /* tie to even */
     CHECK_EQ_INT(kvl_f32_to_fp16(1.0f + ldexpf(3.0f, -11)), 0x3c02);
     uint16_t hn = kvl_f32_to_fp16(NAN);
@@ -215,7 +215,7 @@ static void test_half(void) {
     CHECK_EQ_INT(kvl_f32_to_bf16(1.0f + ldexpf(3.0f, -8)), 0x3f82);
     CHECK_EQ_INT(kvl_f32_to_bf16(3.3895313892515355e38f), 0x7f7f); /* max */
     CHECK_EQ_INT(kvl_f32_to_bf16(FLT_MAX), 0x7f80);                /* rounds to inf */
-    CHECK_EQ_INT(kvl_f32_to_bf16(ldexpf(1.0f, -133)), 0x0001);    /* subnormal */
+    CHECK_EQ_INT(kvl_f32_to_bf16(ldexpf(1.0f, -133)), 0x0001);     /* subnormal */
     uint16_t bn = kvl_f32_to_bf16(NAN);
     CHECK((bn & 0x7f80) == 0x7f80 && (bn & 0x007f) != 0);
     CHECK(kvl_bf16_to_f32(0x0001) == ldexpf(1.0f, -133));
@@ -276,10 +276,10 @@ static void test_quant_blocks(void) {
      * high nibbles (x[16..31] = -8..7) worked out by hand:
      *   lo: 8 9 8 10 7 0 15 15 9 7 11 6 8 8 12 5
      *   hi: 4 5 5 6 6 7 7 8 8 9 9 10 10 11 11 12 */
-    const float x4[32] = {0.0f, 1.0f, -1.0f, 3.0f, -3.0f, -16.0f, 14.0f, 15.9f,
-                          2.0f, -2.0f, 5.0f, -5.0f, 0.9f, -0.9f, 7.0f, -7.0f,
-                          -8.0f, -7.0f, -6.0f, -5.0f, -4.0f, -3.0f, -2.0f, -1.0f,
-                          0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f};
+    const float x4[32] = {0.0f,  1.0f,  -1.0f, 3.0f,  -3.0f, -16.0f, 14.0f, 15.9f,
+                          2.0f,  -2.0f, 5.0f,  -5.0f, 0.9f,  -0.9f,  7.0f,  -7.0f,
+                          -8.0f, -7.0f, -6.0f, -5.0f, -4.0f, -3.0f,  -2.0f, -1.0f,
+                          0.0f,  1.0f,  2.0f,  3.0f,  4.0f,  5.0f,   6.0f,  7.0f};
     const uint8_t want4[16] = {0x48, 0x59, 0x58, 0x6a, 0x67, 0x70, 0x7f, 0x8f,
                                0x89, 0x97, 0x9b, 0xa6, 0xa8, 0xb8, 0xbc, 0xc5};
     kvl_block_q4_0 q4;
@@ -439,8 +439,9 @@ static void test_matmul_shape(kvl_pool *pools[3], kvl_type t, int64_t n_rows, in
     for (int isa = KVL_ISA_SCALAR; isa <= (int)hw; isa++) {
         kvl_isa_set((kvl_isa)isa);
         char what[128];
-        snprintf(what, sizeof what, "matmul %s type %d %lldx%lld tok %lld", kvl_isa_name((kvl_isa)isa),
-                 (int)t, (long long)n_rows, (long long)n_cols, (long long)n_tok);
+        snprintf(what, sizeof what, "matmul %s type %d %lldx%lld tok %lld",
+                 kvl_isa_name((kvl_isa)isa), (int)t, (long long)n_rows, (long long)n_cols,
+                 (long long)n_tok);
         memset(Y1, 0xff, sizeof(float) * (size_t)(n_tok * n_rows));
         kvl_matmul(NULL, Y1, W, t, n_rows, n_cols, X, n_tok, scratch);
         int bad = check_mm(what, Y1, Yref, bound, n_rows, n_tok);
@@ -656,8 +657,7 @@ static void test_matmul_multi(void) {
                             const size_t ny = sizeof(float) * (size_t)(groups[gi][o] * nt);
                             memset(Ya[o], 0xff, ny + 4);
                             memset(Yb[o], 0xee, ny + 4);
-                            kvl_matmul(pool, Ya[o], W[o], t, groups[gi][o], n_cols, X, nt,
-                                       scratch);
+                            kvl_matmul(pool, Ya[o], W[o], t, groups[gi][o], n_cols, X, nt, scratch);
                             outs[o] = (kvl_mm_out){.Y = Yb[o], .W = W[o], .n_rows = groups[gi][o]};
                         }
                         kvl_matmul_multi(pool, outs, 3, t, n_cols, X, nt, scratch);
@@ -711,7 +711,8 @@ static void test_kquant_layout(void) {
     kvl_block_q4_k b4;
     const uint8_t packed[12] = {0x41, 0x82, 0xc3, 0xc4, 0x45, 0x86,
                                 0xc7, 0x08, 0x41, 0x81, 0xc1, 0x1f};
-    const uint8_t want_sc[8] = {1, 2, 3, 4, 17, 33, 49, 63}, want_m[8] = {5, 6, 7, 8, 20, 40, 60, 1};
+    const uint8_t want_sc[8] = {1, 2, 3, 4, 17, 33, 49, 63},
+                  want_m[8] = {5, 6, 7, 8, 20, 40, 60, 1};
     memcpy(b4.scales, packed, 12);
     b4.d = 0x3c00;    /* 1.0 */
     b4.dmin = 0x3800; /* 0.5 */
@@ -727,11 +728,11 @@ static void test_kquant_layout(void) {
     float y[256];
     kvl_dequantize_row(KVL_TYPE_Q4_K, &b4, y, 256);
     /* value 64 j + 32 h + l: nibble h of qs[32 j + l], sub-block 2 j + h */
-    CHECK(y[0] == -2.5f);   /* sb 0: 1 * 0 - 0.5 * 5 */
-    CHECK(y[33] == 25.0f);  /* sb 1, l 1, high nibble 14: 2 * 14 - 3 */
+    CHECK(y[0] == -2.5f);    /* sb 0: 1 * 0 - 0.5 * 5 */
+    CHECK(y[33] == 25.0f);   /* sb 1, l 1, high nibble 14: 2 * 14 - 3 */
     CHECK(y[165] == 310.0f); /* sb 5, l 5, high nibble 10: 33 * 10 - 20 */
     CHECK(y[200] == 362.0f); /* sb 6, l 8, low nibble 8: 49 * 8 - 30 */
-    CHECK(y[255] == -0.5f); /* sb 7, l 31, high nibble 0: 0 - 0.5 */
+    CHECK(y[255] == -0.5f);  /* sb 7, l 31, high nibble 0: 0 - 0.5 */
     int bad = 0;
     for (int v = 0; v < 256; v++) {
         const int j = v / 64, h = (v / 32) % 2, l = v % 32;

@@ -94,9 +94,9 @@ static int check_roundtrip(kvl_kvq_codec c, int32_t bs, int32_t hd, const float 
             float xv = x[(size_t)r * hd + d], y = row[d];
             bool ok;
             if (c == KVL_KVQ_F32 || c == KVL_KVQ_F16 || c == KVL_KVQ_BF16) {
-                ok = isnan(xv) ? isnan(y) : isinf(xv) ? y == xv
-                                                       : fabs((double)y - xv) <=
-                                                             kvl_kv_codec_bound(c, xv, xv, xv);
+                ok = isnan(xv)   ? isnan(y)
+                     : isinf(xv) ? y == xv
+                                 : fabs((double)y - xv) <= kvl_kv_codec_bound(c, xv, xv, xv);
             } else if (nonfinite) {
                 ok = isnan(y);
             } else {
@@ -116,15 +116,15 @@ static int check_roundtrip(kvl_kvq_codec c, int32_t bs, int32_t hd, const float 
 static void fill(float *x, size_t n, int kind) {
     for (size_t i = 0; i < n; i++) {
         switch (kind) {
-        case 0: x[i] = nrand(); break;                              /* ordinary */
-        case 1: x[i] = 0.0f; break;                                 /* zeros */
-        case 2: x[i] = 3.25f; break;                                /* constant, exact in bf16 */
-        case 3: x[i] = -1234.567f; break;                           /* constant, not exact */
-        case 4: x[i] = nrand() * 1e30f; break;                      /* huge */
+        case 0: x[i] = nrand(); break;         /* ordinary */
+        case 1: x[i] = 0.0f; break;            /* zeros */
+        case 2: x[i] = 3.25f; break;           /* constant, exact in bf16 */
+        case 3: x[i] = -1234.567f; break;      /* constant, not exact */
+        case 4: x[i] = nrand() * 1e30f; break; /* huge */
         case 5: x[i] = (i % 3 == 0) ? FLT_MAX : -FLT_MAX * (float)urand(); break;
-        case 6: x[i] = nrand() * 1e-40f; break;                     /* denormals */
-        case 7: x[i] = nrand() * (i % 7 == 0 ? 40.0f : 0.5f); break;/* outlier channels */
-        case 8: x[i] = (float)((i % 5) - 2) * FLT_TRUE_MIN; break;  /* smallest denormals */
+        case 6: x[i] = nrand() * 1e-40f; break;                      /* denormals */
+        case 7: x[i] = nrand() * (i % 7 == 0 ? 40.0f : 0.5f); break; /* outlier channels */
+        case 8: x[i] = (float)((i % 5) - 2) * FLT_TRUE_MIN; break;   /* smallest denormals */
         }
     }
 }
@@ -240,8 +240,8 @@ static void test_kernels_isa(kvl_isa isa) {
                 for (int i = 0; i < nq * hd; i++)
                     bad += !(fabsf(A0[i] - A1[i]) <= 1e-5f * (1.0f + fabsf(A0[i])) * 16);
                 if (bad)
-                    fprintf(stderr, "kernels %s %s hd %d nq %d: %d mismatches\n",
-                            kvl_isa_name(isa), kvl_kvq_codec_name((kvl_kvq_codec)c), hd, nq, bad);
+                    fprintf(stderr, "kernels %s %s hd %d nq %d: %d mismatches\n", kvl_isa_name(isa),
+                            kvl_kvq_codec_name((kvl_kvq_codec)c), hd, nq, bad);
                 CHECK_EQ_INT(bad, 0);
             }
             free(chunk);
@@ -295,13 +295,13 @@ static void test_prep_q(void) {
         for (int i = 0; i < nq * hd; i++) {
             switch (kind) {
             case 0: q[i] = nrand(); break;
-            case 1: q[i] = 0.0f; break;                            /* all zero */
-            case 2: q[i] = nrand() * 1e30f; break;                 /* huge */
-            case 3: q[i] = (i % 5 == 0) ? FLT_MAX : -FLT_MAX; break; /* the largest */
-            case 4: q[i] = nrand() * 1e-38f; break;                /* below 1e-36: zero */
-            case 5: q[i] = nrand() * 1e-30f; break;                /* tiny, kept */
-            case 6: q[i] = (i == 70) ? NAN : nrand(); break;       /* NaN in head 1 */
-            case 7: q[i] = (i == 200) ? -INFINITY : nrand(); break;/* inf in head 3 */
+            case 1: q[i] = 0.0f; break;                                      /* all zero */
+            case 2: q[i] = nrand() * 1e30f; break;                           /* huge */
+            case 3: q[i] = (i % 5 == 0) ? FLT_MAX : -FLT_MAX; break;         /* the largest */
+            case 4: q[i] = nrand() * 1e-38f; break;                          /* below 1e-36: zero */
+            case 5: q[i] = nrand() * 1e-30f; break;                          /* tiny, kept */
+            case 6: q[i] = (i == 70) ? NAN : nrand(); break;                 /* NaN in head 1 */
+            case 7: q[i] = (i == 200) ? -INFINITY : nrand(); break;          /* inf in head 3 */
             case 8: q[i] = (i % 64 == 5) ? 1000.0f : nrand() * 1e-3f; break; /* one outlier */
             }
         }
@@ -358,8 +358,9 @@ static void test_prep_q(void) {
             for (int32_t i = 0; i < 16; i++) {
                 const bool want_nan = (kind == 6 && g == 1) || (kind == 7 && g == 3);
                 /* FLT_MAX queries may overflow to inf, as the true scores do */
-                CHECK(want_nan ? isnan(S0[g * 16 + i])
-                               : kind == 3 ? !isnan(S0[g * 16 + i]) : isfinite(S0[g * 16 + i]));
+                CHECK(want_nan    ? isnan(S0[g * 16 + i])
+                      : kind == 3 ? !isnan(S0[g * 16 + i])
+                                  : isfinite(S0[g * 16 + i]));
                 if (kind == 1 || kind == 4)
                     CHECK(S0[g * 16 + i] == 0.0f);
             }
@@ -377,8 +378,8 @@ typedef struct {
     uint32_t blocks[64];
 } att_fix;
 
-static void att_build(att_fix *f, kvl_kvq_codec kc, kvl_kvq_codec vc, int32_t n_heads,
-                      int32_t n_kv, int32_t hd, int32_t bs, int32_t n_ctx, int kind) {
+static void att_build(att_fix *f, kvl_kvq_codec kc, kvl_kvq_codec vc, int32_t n_heads, int32_t n_kv,
+                      int32_t hd, int32_t bs, int32_t n_ctx, int kind) {
     const int32_t nlb = (n_ctx + bs - 1) / bs, nb = nlb + 3;
     memset(f, 0, sizeof *f);
     f->v.k_codec = kc;
@@ -436,7 +437,8 @@ static void att_ref(const att_fix *f, int32_t n_ctx, const float *q, double *out
     double *s = malloc((size_t)n_ctx * sizeof(double));
     for (int32_t h = 0; h < f->v.n_heads; h++) {
         const int32_t kh = h / grp;
-        const float *K = f->kd + (size_t)kh * nlb * bs * hd, *V = f->vd + (size_t)kh * nlb * bs * hd;
+        const float *K = f->kd + (size_t)kh * nlb * bs * hd,
+                    *V = f->vd + (size_t)kh * nlb * bs * hd;
         double mx = -INFINITY, sum = 0, smag = 0;
         for (int32_t p = 0; p < n_ctx; p++) {
             double a = 0, m = 0;
@@ -523,7 +525,7 @@ static void test_attend(void) {
         for (int i = 0; i < H * hd; i++)
             q[i] = nrand();
         memset(q + 2 * hd, 0, (size_t)hd * sizeof(float)); /* head 2: zeros */
-        q[5 * hd + 7] = NAN;                                 /* head 5: one NaN */
+        q[5 * hd + 7] = NAN;                               /* head 5: one NaN */
         kvl_kv_attend_q(&f.v, 40, q, out, 0, H, 0.125f, false);
         kvl_kv_attend_q(&f.v, 40, q, outr, 0, H, 0.125f, true);
         int bad = 0;
@@ -561,8 +563,8 @@ static void test_attend(void) {
             float x[16 * 64];
             fill(x, 16 * 64, 0);
             x[3 * 64 + 9] = NAN;
-            uint8_t *chunk = (role ? f.vbuf : f.kbuf) + (size_t)f.blocks[1] *
-                                                           (role ? f.v.v_chunk : f.v.k_chunk);
+            uint8_t *chunk =
+                (role ? f.vbuf : f.kbuf) + (size_t)f.blocks[1] * (role ? f.v.v_chunk : f.v.k_chunk);
             kvl_kv_encode_block(cc, chunk, bs, hd, x, bs);
             for (int i = 0; i < H * hd; i++)
                 q[i] = nrand();

@@ -56,8 +56,8 @@ int main(void) {
     kvl_block_layout lay;
     CHECK_EQ_INT(kvl_block_layout_init(hp, 16, &lay, &err), KVL_OK);
     const uint32_t NB = 40;
-    kvl_kv_paged_params pp = {.budget = NB * lay.block_bytes, .block_size = 16,
-                              .max_seqs = N_BRANCH, .max_ctx = CTX};
+    kvl_kv_paged_params pp = {
+        .budget = NB * lay.block_bytes, .block_size = 16, .max_seqs = N_BRANCH, .max_ctx = CTX};
     kvl_kv_paged *kp = NULL;
     CHECK_EQ_INT(kvl_kv_paged_init(hp, &pp, &kp, &err), KVL_OK);
     if (!fc || !fp || !kc || !kp)
@@ -116,8 +116,8 @@ int main(void) {
     for (int step = 0; step < N_STEPS; step++) {
         for (int s = 0; s < N_BRANCH; s++)
             bpos[s] = N_PROMPT + step;
-        kvl_batch d = {.n_tokens = N_BRANCH, .tokens = next, .seq = bseq, .pos = bpos,
-                       .logits = want};
+        kvl_batch d = {
+            .n_tokens = N_BRANCH, .tokens = next, .seq = bseq, .pos = bpos, .logits = want};
         CHECK_EQ_INT(kvl_kv_paged_reserve_batch(kp, N_BRANCH, bseq, ones, &err), KVL_OK);
         CHECK_EQ_INT(kvl_forward_run(fc, &d, &ic, &lc, &nc, &err), KVL_OK);
         CHECK_EQ_INT(kvl_forward_run(fp, &d, &ip, &lp, &np, &err), KVL_OK);

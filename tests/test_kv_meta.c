@@ -61,8 +61,8 @@ static void test_twins(void) {
     kvl_block_layout lay;
     kvl_error err;
     CHECK_EQ_INT(kvl_block_layout_init(&hp, 16, &lay, &err), KVL_OK);
-    kvl_kv_paged_params pp = {.budget = 11 * lay.block_bytes, .block_size = 16, .max_seqs = 4,
-                              .max_ctx = 128};
+    kvl_kv_paged_params pp = {
+        .budget = 11 * lay.block_bytes, .block_size = 16, .max_seqs = 4, .max_ctx = 128};
     kvl_kv_paged *a = NULL, *b = NULL;
     CHECK_EQ_INT(kvl_kv_paged_init(&hp, &pp, &a, &err), KVL_OK);
     pp.metadata_only = true;
@@ -136,15 +136,15 @@ static void test_datacentre(void) {
     long long after = vm_size_kib();
     CHECK(after - before < (1 << 20)); /* well under 1 GiB mapped for a 60 GiB budget */
     kvl_plan_capacity cap;
-    CHECK_EQ_INT(kvl_plan_capacity_for(opt, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16, p.budget, &cap,
-                                       &err),
-                 KVL_OK);
+    CHECK_EQ_INT(
+        kvl_plan_capacity_for(opt, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16, p.budget, &cap, &err),
+        KVL_OK);
     kvl_kv_stats st;
     kvl_kv_cache_stats(c, &st);
     CHECK_EQ_INT(st.n_blocks_total, cap.n_blocks);
     CHECK_EQ_INT(st.bytes_per_token, 819200); /* 2 x 40 x 40 x 128 x 2: 800 KiB */
-    CHECK_EQ_INT(st.n_blocks_total, 4915); /* 60 GiB / 12.5 MiB blocks */
-    for (int32_t s = 0; s < 38; s++)       /* 38 full contexts of 128 blocks */
+    CHECK_EQ_INT(st.n_blocks_total, 4915);    /* 60 GiB / 12.5 MiB blocks */
+    for (int32_t s = 0; s < 38; s++)          /* 38 full contexts of 128 blocks */
         CHECK_EQ_INT(kvl_kv_cache_reserve(c, s, 2048, &err), KVL_OK);
     CHECK_EQ_INT(kvl_kv_cache_reserve(c, 38, 2048, &err), KVL_E_NO_KV);
     kvl_kv_cache_stats(c, &st);

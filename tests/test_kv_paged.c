@@ -37,8 +37,8 @@ static float rnd(void) { return (float)(rnd_u32() >> 8) / (float)(1 << 24) * 2.0
 /* Deterministic K/V for (tag, layer, pos): tag tells branches apart. */
 static void gen_kv(const kvl_hparams *hp, uint32_t tag, int32_t layer, int32_t pos, float *k,
                    float *v) {
-    uint64_t s = ((uint64_t)tag << 40) ^ ((uint64_t)layer << 24) ^ (uint64_t)pos ^
-                 0x9e3779b97f4a7c15ull;
+    uint64_t s =
+        ((uint64_t)tag << 40) ^ ((uint64_t)layer << 24) ^ (uint64_t)pos ^ 0x9e3779b97f4a7c15ull;
     int64_t n = hp->n_kv_heads * hp->head_dim;
     for (int64_t i = 0; i < n; i++) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
@@ -121,9 +121,14 @@ static void take(kvl_kv_paged *kv, snap *s) {
     }
     kvl_kv_paged_stats ps;
     kvl_kv_paged_stats_get(kv, &ps);
-    int64_t v[8] = {ps.pool.n_blocks_free,  ps.pool.n_blocks_shared, ps.pool.n_slots_filled,
-                    ps.n_seqs_active,       ps.n_tokens,             ps.n_blocks_logical,
-                    (int64_t)ps.bytes_saved, ps.n_blocks_copied};
+    int64_t v[8] = {ps.pool.n_blocks_free,
+                    ps.pool.n_blocks_shared,
+                    ps.pool.n_slots_filled,
+                    ps.n_seqs_active,
+                    ps.n_tokens,
+                    ps.n_blocks_logical,
+                    (int64_t)ps.bytes_saved,
+                    ps.n_blocks_copied};
     memcpy(s->st, v, sizeof v);
 }
 
@@ -135,13 +140,13 @@ static bool same(const snap *a, const snap *b) { return memcmp(a, b, sizeof *a) 
 #define REFS(kv, ...) KVT_REFS(kvl_kv_paged_pool(kv), 11, __VA_ARGS__)
 
 /* The block table of seq is exactly the given ids. */
-#define TABLE(kv, seq, ...)                                                            \
-    do {                                                                               \
-        const uint32_t _w[] = {__VA_ARGS__};                                           \
-        const kvl_block_table *_t = kvl_kv_paged_table(kv, seq);                       \
-        uint32_t _n = (uint32_t)(sizeof _w / sizeof _w[0]);                            \
-        CHECK_EQ_INT(_t->n_blocks, _n);                                                \
-        CHECK(_t->n_blocks == _n && memcmp(_t->ids, _w, sizeof _w) == 0);              \
+#define TABLE(kv, seq, ...)                                                                        \
+    do {                                                                                           \
+        const uint32_t _w[] = {__VA_ARGS__};                                                       \
+        const kvl_block_table *_t = kvl_kv_paged_table(kv, seq);                                   \
+        uint32_t _n = (uint32_t)(sizeof _w / sizeof _w[0]);                                        \
+        CHECK_EQ_INT(_t->n_blocks, _n);                                                            \
+        CHECK(_t->n_blocks == _n && memcmp(_t->ids, _w, sizeof _w) == 0);                          \
     } while (0)
 
 static void expect_idle(kvl_kv_paged *kv) {
@@ -167,8 +172,8 @@ static kvl_kv_paged *make_11x16(const kvl_hparams *hp, int32_t max_seqs) {
     kvl_block_layout lay;
     kvl_error err;
     CHECK_EQ_INT(kvl_block_layout_init(hp, 16, &lay, &err), KVL_OK);
-    kvl_kv_paged_params pp = {.budget = 11 * lay.block_bytes, .block_size = 16,
-                              .max_seqs = max_seqs, .max_ctx = 176};
+    kvl_kv_paged_params pp = {
+        .budget = 11 * lay.block_bytes, .block_size = 16, .max_seqs = max_seqs, .max_ctx = 176};
     kvl_kv_paged *kv = NULL;
     CHECK_EQ_INT(kvl_kv_paged_init(hp, &pp, &kv, &err), KVL_OK);
     return kv;
@@ -181,8 +186,10 @@ static void test_bit_identical(kvl_hparams hp, int32_t bs) {
     const int32_t n_seqs = 3, max_ctx = 80, n_blocks = 3 * ((max_ctx + bs - 1) / bs) + 4;
     kvl_block_layout lay;
     CHECK_EQ_INT(kvl_block_layout_init(&hp, bs, &lay, &err), KVL_OK);
-    kvl_kv_paged_params pp = {.budget = (size_t)n_blocks * lay.block_bytes, .block_size = bs,
-                              .max_seqs = n_seqs, .max_ctx = max_ctx};
+    kvl_kv_paged_params pp = {.budget = (size_t)n_blocks * lay.block_bytes,
+                              .block_size = bs,
+                              .max_seqs = n_seqs,
+                              .max_ctx = max_ctx};
     kvl_kv_paged *kv = NULL;
     kvl_kv_contig *c = NULL;
     CHECK_EQ_INT(kvl_kv_paged_init(&hp, &pp, &kv, &err), KVL_OK);
@@ -210,7 +217,9 @@ static void test_bit_identical(kvl_hparams hp, int32_t bs) {
 
     /* prompts in interleaved chunks, then decode steps for all three */
     const int32_t seqs[3] = {0, 1, 2}, one[3] = {1, 1, 1};
-    struct { int32_t seq, n; } chunks[] = {{0, 10}, {1, 20}, {0, 27}, {2, 31}, {2, 22}};
+    struct {
+        int32_t seq, n;
+    } chunks[] = {{0, 10}, {1, 20}, {0, 27}, {2, 31}, {2, 22}};
     int32_t len[3] = {0, 0, 0};
     for (size_t i = 0; i < sizeof chunks / sizeof chunks[0]; i++) {
         int32_t s = chunks[i].seq, n = chunks[i].n;
@@ -251,9 +260,8 @@ static void test_bit_identical(kvl_hparams hp, int32_t bs) {
             CHECK(ok);
             if (!ok)
                 fprintf(stderr, "  shape %lld/%lld/%lld/%lld bs %d seq %d n_ctx %d differs\n",
-                        (long long)hp.n_layers, (long long)hp.n_heads,
-                        (long long)hp.n_kv_heads, (long long)hp.head_dim, (int)bs, (int)s,
-                        (int)n_ctx);
+                        (long long)hp.n_layers, (long long)hp.n_heads, (long long)hp.n_kv_heads,
+                        (long long)hp.head_dim, (int)bs, (int)s, (int)n_ctx);
         }
     }
 
@@ -537,8 +545,8 @@ static void test_init_errors(void) {
     kvl_error err;
     CHECK_EQ_INT(kvl_block_layout_init(&hp, 16, &lay, &err), KVL_OK);
     kvl_kv_paged *kv = NULL;
-    kvl_kv_paged_params pp = {.budget = 11 * lay.block_bytes, .block_size = 16, .max_seqs = 2,
-                              .max_ctx = 177};
+    kvl_kv_paged_params pp = {
+        .budget = 11 * lay.block_bytes, .block_size = 16, .max_seqs = 2, .max_ctx = 177};
     CHECK_EQ_INT(kvl_kv_paged_init(&hp, &pp, &kv, &err), KVL_E_NO_KV);
     CHECK_CONTAINS(err.msg, "holds 11 blocks of 16 positions");
     CHECK_CONTAINS(err.msg, "ctx 177 needs 12 blocks");

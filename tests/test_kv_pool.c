@@ -38,10 +38,10 @@ static void take(const kvl_block_pool *p, snap *s) {
     s->n_order = kvl_block_pool_free_order(p, s->order, NB);
     kvl_block_pool_stats ps;
     kvl_block_pool_stats_get(p, &ps);
-    int64_t v[12] = {ps.n_blocks_total, ps.n_blocks_free, ps.n_blocks_used,
-                     ps.n_blocks_shared, (int64_t)ps.block_bytes, (int64_t)ps.bytes_total,
-                     (int64_t)ps.bytes_free, (int64_t)ps.bytes_used, (int64_t)ps.bytes_shared,
-                     ps.n_slots_used, ps.n_slots_filled, ps.n_slots_frag};
+    int64_t v[12] = {ps.n_blocks_total,      ps.n_blocks_free,        ps.n_blocks_used,
+                     ps.n_blocks_shared,     (int64_t)ps.block_bytes, (int64_t)ps.bytes_total,
+                     (int64_t)ps.bytes_free, (int64_t)ps.bytes_used,  (int64_t)ps.bytes_shared,
+                     ps.n_slots_used,        ps.n_slots_filled,       ps.n_slots_frag};
     memcpy(s->st, v, sizeof v);
 }
 
@@ -359,8 +359,7 @@ static void test_capacity(void) {
     CHECK_EQ_INT(kvl_kv_capacity_compute(&hp, 16, (size_t)1 << 30, 2049, &c, &err), KVL_OK);
     CHECK_EQ_INT(c.blocks_per_seq, 129);
     /* 64 MiB holds 93 blocks = 1488 tokens < 2048: refused with the numbers */
-    CHECK_EQ_INT(kvl_kv_capacity_compute(&hp, 16, (size_t)64 << 20, 2048, &c, &err),
-                 KVL_E_NO_KV);
+    CHECK_EQ_INT(kvl_kv_capacity_compute(&hp, 16, (size_t)64 << 20, 2048, &c, &err), KVL_E_NO_KV);
     CHECK_CONTAINS(err.msg, "holds 93 blocks of 16 positions");
     CHECK_CONTAINS(err.msg, "45056 bytes per token");
     CHECK_CONTAINS(err.msg, "= 1488 tokens");
@@ -374,8 +373,8 @@ static void test_capacity(void) {
 /* The pool holds exactly the blocks the planner promises for the same
  * budget (planner.h: "what the KV pool allocates ... must equal n_blocks"). */
 static void test_agrees_with_planner(void) {
-    const int64_t shapes[][4] = {{1, 2, 1, 4}, {22, 32, 4, 64}, {32, 32, 8, 128},
-                                 {6, 6, 6, 48}, {3, 5, 5, 7}};
+    const int64_t shapes[][4] = {
+        {1, 2, 1, 4}, {22, 32, 4, 64}, {32, 32, 8, 128}, {6, 6, 6, 48}, {3, 5, 5, 7}};
     const int32_t sizes[] = {1, 5, 16, 32, 100};
     const size_t budgets[] = {(size_t)1 << 20, (size_t)123456789, (size_t)3 << 30};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
@@ -393,8 +392,8 @@ static void test_agrees_with_planner(void) {
                 kvl_kv_capacity kc;
                 kvl_kv_format f32;
                 CHECK(kvl_kv_format_parse("f32", &f32));
-                kvl_status ps_st = kvl_plan_capacity_for(&ps, f32, f32, sizes[j], budgets[b],
-                                                         &pc, &err);
+                kvl_status ps_st =
+                    kvl_plan_capacity_for(&ps, f32, f32, sizes[j], budgets[b], &pc, &err);
                 CHECK_EQ_INT(ps_st, KVL_OK);
                 kvl_status st = kvl_kv_capacity_compute(&hp, sizes[j], budgets[b], 1, &kc, &err);
                 if (ps_st != KVL_OK || (st != KVL_OK && st != KVL_E_NO_KV))

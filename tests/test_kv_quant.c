@@ -81,17 +81,17 @@ static void test_parity(void) {
                     CHECK_EQ_INT(kvl_plan_capacity_for(&ps, (kvl_kv_format)k, (kvl_kv_format)v,
                                                        sizes[b], budgets[j], &pc, NULL),
                                  KVL_OK);
-                    kvl_status st = kvl_kv_capacity_compute_fmt(&hp, sizes[b], (kvl_kv_format)k,
-                                                                (kvl_kv_format)v, budgets[j], 1,
-                                                                &kc, NULL);
+                    kvl_status st =
+                        kvl_kv_capacity_compute_fmt(&hp, sizes[b], (kvl_kv_format)k,
+                                                    (kvl_kv_format)v, budgets[j], 1, &kc, NULL);
                     CHECK(st == KVL_OK || st == KVL_E_NO_KV);
                     CHECK_EQ_INT(kc.n_blocks, pc.n_blocks);
                     CHECK_EQ_INT(kc.block_bytes, pc.block_bytes);
                 }
     /* a bad format id is refused with its field named */
     kvl_error err;
-    kvl_kv_paged_params pp = {.budget = 1 << 20, .max_seqs = 1, .max_ctx = 16,
-                              .k_fmt = (kvl_kv_format)99};
+    kvl_kv_paged_params pp = {
+        .budget = 1 << 20, .max_seqs = 1, .max_ctx = 16, .k_fmt = (kvl_kv_format)99};
     kvl_kv_paged *kv = NULL;
     CHECK_EQ_INT(kvl_kv_paged_init(&hp, &pp, &kv, &err), KVL_E_INVALID);
     CHECK_CONTAINS(err.msg, "k_fmt 99");
@@ -100,7 +100,8 @@ static void test_parity(void) {
 /* Token t's K/V (2 layers, 2 heads, 16 dims), deterministic per (branch, t). */
 static void token_kv(int branch, int t, int layer, float *k, float *v) {
     uint64_t save = g_rng;
-    g_rng = 0x1234567ull + (uint64_t)branch * 1000003u + (uint64_t)t * 7919u + (uint64_t)layer * 31u;
+    g_rng =
+        0x1234567ull + (uint64_t)branch * 1000003u + (uint64_t)t * 7919u + (uint64_t)layer * 31u;
     for (int i = 0; i < 4; i++)
         (void)nrand();
     for (int i = 0; i < 32; i++) {
@@ -135,8 +136,12 @@ static void attend(kvl_kv_paged *kv, int32_t seq, int layer, const float *q, flo
 static void test_fork_cow(const pair *pr) {
     kvl_hparams hp = small_hp();
     kvl_error err;
-    kvl_kv_paged_params pp = {.budget = 1 << 20, .block_size = pr->bs, .max_seqs = 3,
-                              .max_ctx = 128, .k_fmt = pr->k, .v_fmt = pr->v};
+    kvl_kv_paged_params pp = {.budget = 1 << 20,
+                              .block_size = pr->bs,
+                              .max_seqs = 3,
+                              .max_ctx = 128,
+                              .k_fmt = pr->k,
+                              .v_fmt = pr->v};
     kvl_kv_paged_params pf = pp;
     pf.k_fmt = pf.v_fmt = KVL_KV_FMT_F32;
     kvl_kv_paged *a = NULL, *b = NULL, *f = NULL;
@@ -163,10 +168,9 @@ static void test_fork_cow(const pair *pr) {
     const bool def = pr->k == KVL_KV_FMT_INT4 || pr->v == KVL_KV_FMT_INT4 ||
                      pr->k == KVL_KV_FMT_FP8_E4M3 || pr->k == KVL_KV_FMT_FP8_E5M2 ||
                      pr->v == KVL_KV_FMT_FP8_E4M3 || pr->v == KVL_KV_FMT_FP8_E5M2;
-    const int n_def = (pr->k == KVL_KV_FMT_INT4 || pr->k == KVL_KV_FMT_FP8_E4M3 ||
-                       pr->k == KVL_KV_FMT_FP8_E5M2) +
-                      (pr->v == KVL_KV_FMT_INT4 || pr->v == KVL_KV_FMT_FP8_E4M3 ||
-                       pr->v == KVL_KV_FMT_FP8_E5M2);
+    const int n_def =
+        (pr->k == KVL_KV_FMT_INT4 || pr->k == KVL_KV_FMT_FP8_E4M3 || pr->k == KVL_KV_FMT_FP8_E5M2) +
+        (pr->v == KVL_KV_FMT_INT4 || pr->v == KVL_KV_FMT_FP8_E4M3 || pr->v == KVL_KV_FMT_FP8_E5M2);
     CHECK_EQ_INT(st.residual_bytes, def ? (size_t)3 * 2 * 2 * bs * 16 * 4 * n_def : 0);
     kvl_kv_seq_stats ss;
     CHECK_EQ_INT(kvl_kv_paged_seq_stats_get(a, 0, &ss, &err), KVL_OK);
@@ -241,8 +245,12 @@ static void test_forward(void) {
         toks[i] = 1 + (i * 37) % (int32_t)(V - 1);
     for (size_t pi = 0; pi < N_PAIRS && fw; pi++) {
         const pair *pr = &k_pairs[pi];
-        kvl_kv_paged_params pp = {.budget = 4 << 20, .block_size = pr->bs, .max_seqs = 1,
-                                  .max_ctx = FW_CTX, .k_fmt = pr->k, .v_fmt = pr->v};
+        kvl_kv_paged_params pp = {.budget = 4 << 20,
+                                  .block_size = pr->bs,
+                                  .max_seqs = 1,
+                                  .max_ctx = FW_CTX,
+                                  .k_fmt = pr->k,
+                                  .v_fmt = pr->v};
         kvl_kv_paged *kv = NULL;
         CHECK_EQ_INT(kvl_kv_paged_init(hp, &pp, &kv, &err), KVL_OK);
         if (!kv)
@@ -300,8 +308,7 @@ static void test_check(void) {
     if (kvl_model_load(kvt_shared("models/stories260K.gguf"), NULL, &m, &err) != KVL_OK)
         return; /* test_forward reported it */
     kvl_kv_check_report r;
-    CHECK_EQ_INT(kvl_kv_check(m, (kvl_kv_format)42, KVL_KV_FMT_F16, NULL, &r, &err),
-                 KVL_E_INVALID);
+    CHECK_EQ_INT(kvl_kv_check(m, (kvl_kv_format)42, KVL_KV_FMT_F16, NULL, &r, &err), KVL_E_INVALID);
     CHECK_CONTAINS(err.msg, "k format 42");
     for (size_t i = 1; i < N_PAIRS; i++) {
         CHECK_EQ_INT(kvl_kv_check(m, k_pairs[i].k, k_pairs[i].v, NULL, &r, &err), KVL_OK);

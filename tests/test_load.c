@@ -135,7 +135,7 @@ static bool model_logits(kvl_load_mode mode, float *out, int64_t *n_vocab, bool 
 }
 
 int main(void) {
-    check_modes(3 << 20);            /* not a multiple of 2 MiB */
+    check_modes(3 << 20);                  /* not a multiple of 2 MiB */
     check_modes(KVL_LOAD_HUGE_MIN + 4096); /* large enough for auto to copy */
     check_errors();
 

@@ -49,7 +49,9 @@ static const kvl_gguf_kv *key(const kvl_gguf *g, const char *k, uint32_t type) {
     return kv;
 }
 
-static bool str_is(kvl_str s, const char *c, size_t n) { return s.len == n && !memcmp(s.ptr, c, n); }
+static bool str_is(kvl_str s, const char *c, size_t n) {
+    return s.len == n && !memcmp(s.ptr, c, n);
+}
 
 /* ------------------------------------------------------------------------ */
 
@@ -143,23 +145,38 @@ static void test_writer_types(void) {
     CHECK_EQ_INT(g->alignment, 64);
     CHECK_EQ_INT(g->data_offset % 64, 0);
     const kvl_gguf_kv *kv;
-    if ((kv = key(g, "general.alignment", KVL_GGUF_UINT32))) CHECK_EQ_INT(kv->v.u64, 64);
-    if ((kv = key(g, "t.u8", KVL_GGUF_UINT8))) CHECK_EQ_INT(kv->v.u64, 200);
-    if ((kv = key(g, "t.i8", KVL_GGUF_INT8))) CHECK_EQ_INT(kv->v.i64, -100);
-    if ((kv = key(g, "t.u16", KVL_GGUF_UINT16))) CHECK_EQ_INT(kv->v.u64, 65535);
-    if ((kv = key(g, "t.i16", KVL_GGUF_INT16))) CHECK_EQ_INT(kv->v.i64, -32768);
-    if ((kv = key(g, "t.u32", KVL_GGUF_UINT32))) CHECK_EQ_INT(kv->v.u64, 4000000000u);
-    if ((kv = key(g, "t.i32", KVL_GGUF_INT32))) CHECK_EQ_INT(kv->v.i64, -2000000000);
-    if ((kv = key(g, "t.u64", KVL_GGUF_UINT64))) CHECK(kv->v.u64 == 0xFEDCBA9876543210ull);
-    if ((kv = key(g, "t.i64", KVL_GGUF_INT64))) CHECK(kv->v.i64 == INT64_MIN + 5);
-    if ((kv = key(g, "t.f32", KVL_GGUF_FLOAT32))) CHECK(kv->v.f64 == (double)1e-5f);
-    if ((kv = key(g, "t.f64", KVL_GGUF_FLOAT64))) CHECK(kv->v.f64 == -3.141592653589793);
-    if ((kv = key(g, "t.true", KVL_GGUF_BOOL))) CHECK_EQ_INT(kv->v.u64, 1);
-    if ((kv = key(g, "t.false", KVL_GGUF_BOOL))) CHECK_EQ_INT(kv->v.u64, 0);
+    if ((kv = key(g, "general.alignment", KVL_GGUF_UINT32)))
+        CHECK_EQ_INT(kv->v.u64, 64);
+    if ((kv = key(g, "t.u8", KVL_GGUF_UINT8)))
+        CHECK_EQ_INT(kv->v.u64, 200);
+    if ((kv = key(g, "t.i8", KVL_GGUF_INT8)))
+        CHECK_EQ_INT(kv->v.i64, -100);
+    if ((kv = key(g, "t.u16", KVL_GGUF_UINT16)))
+        CHECK_EQ_INT(kv->v.u64, 65535);
+    if ((kv = key(g, "t.i16", KVL_GGUF_INT16)))
+        CHECK_EQ_INT(kv->v.i64, -32768);
+    if ((kv = key(g, "t.u32", KVL_GGUF_UINT32)))
+        CHECK_EQ_INT(kv->v.u64, 4000000000u);
+    if ((kv = key(g, "t.i32", KVL_GGUF_INT32)))
+        CHECK_EQ_INT(kv->v.i64, -2000000000);
+    if ((kv = key(g, "t.u64", KVL_GGUF_UINT64)))
+        CHECK(kv->v.u64 == 0xFEDCBA9876543210ull);
+    if ((kv = key(g, "t.i64", KVL_GGUF_INT64)))
+        CHECK(kv->v.i64 == INT64_MIN + 5);
+    if ((kv = key(g, "t.f32", KVL_GGUF_FLOAT32)))
+        CHECK(kv->v.f64 == (double)1e-5f);
+    if ((kv = key(g, "t.f64", KVL_GGUF_FLOAT64)))
+        CHECK(kv->v.f64 == -3.141592653589793);
+    if ((kv = key(g, "t.true", KVL_GGUF_BOOL)))
+        CHECK_EQ_INT(kv->v.u64, 1);
+    if ((kv = key(g, "t.false", KVL_GGUF_BOOL)))
+        CHECK_EQ_INT(kv->v.u64, 0);
     if ((kv = key(g, "t.str", KVL_GGUF_STRING)))
         CHECK(str_is(kv->v.str, "hello \xE2\x96\x81world", 14));
-    if ((kv = key(g, "t.empty", KVL_GGUF_STRING))) CHECK_EQ_INT(kv->v.str.len, 0);
-    if ((kv = key(g, "t.nul", KVL_GGUF_STRING))) CHECK(str_is(kv->v.str, "a\0b", 3));
+    if ((kv = key(g, "t.empty", KVL_GGUF_STRING)))
+        CHECK_EQ_INT(kv->v.str.len, 0);
+    if ((kv = key(g, "t.nul", KVL_GGUF_STRING)))
+        CHECK(str_is(kv->v.str, "a\0b", 3));
 
     const struct {
         const char *k;
@@ -168,12 +185,12 @@ static void test_writer_types(void) {
         uint64_t n;
         size_t es;
     } arrs[] = {
-        {"a.u8", KVL_GGUF_UINT8, a_u8, 3, 1},      {"a.i8", KVL_GGUF_INT8, a_i8, 3, 1},
-        {"a.u16", KVL_GGUF_UINT16, a_u16, 2, 2},   {"a.i16", KVL_GGUF_INT16, a_i16, 2, 2},
-        {"a.u32", KVL_GGUF_UINT32, a_u32, 2, 4},   {"a.i32", KVL_GGUF_INT32, a_i32, 4, 4},
-        {"a.u64", KVL_GGUF_UINT64, a_u64, 2, 8},   {"a.i64", KVL_GGUF_INT64, a_i64, 2, 8},
-        {"a.f32", KVL_GGUF_FLOAT32, a_f32, 3, 4},  {"a.f64", KVL_GGUF_FLOAT64, a_f64, 2, 8},
-        {"a.bool", KVL_GGUF_BOOL, a_bool, 3, 1},   {"a.none", KVL_GGUF_INT32, NULL, 0, 4},
+        {"a.u8", KVL_GGUF_UINT8, a_u8, 3, 1},     {"a.i8", KVL_GGUF_INT8, a_i8, 3, 1},
+        {"a.u16", KVL_GGUF_UINT16, a_u16, 2, 2},  {"a.i16", KVL_GGUF_INT16, a_i16, 2, 2},
+        {"a.u32", KVL_GGUF_UINT32, a_u32, 2, 4},  {"a.i32", KVL_GGUF_INT32, a_i32, 4, 4},
+        {"a.u64", KVL_GGUF_UINT64, a_u64, 2, 8},  {"a.i64", KVL_GGUF_INT64, a_i64, 2, 8},
+        {"a.f32", KVL_GGUF_FLOAT32, a_f32, 3, 4}, {"a.f64", KVL_GGUF_FLOAT64, a_f64, 2, 8},
+        {"a.bool", KVL_GGUF_BOOL, a_bool, 3, 1},  {"a.none", KVL_GGUF_INT32, NULL, 0, 4},
     };
     for (size_t i = 0; i < sizeof arrs / sizeof arrs[0]; i++) {
         if (!(kv = key(g, arrs[i].k, KVL_GGUF_ARRAY)))
@@ -318,9 +335,7 @@ static void test_writer_errors(void) {
             st = kvl_gguf_writer_add_tensor(w, "x", 1, ok1, KVL_TYPE_F32, &err);
             break;
         case 12: st = kvl_gguf_writer_add_tensor(w, "x", 1, ok1, (kvl_type)99, &err); break;
-        case 13:
-            st = kvl_gguf_writer_add_arr(w, "s", KVL_GGUF_STRING, "abc", 1, &err);
-            break;
+        case 13: st = kvl_gguf_writer_add_arr(w, "s", KVL_GGUF_STRING, "abc", 1, &err); break;
         case 14: st = kvl_gguf_writer_add_tensor(w, "x", 4, big, KVL_TYPE_F32, &err); break;
         case 15:
             kvl_gguf_writer_begin(w, path, &err);
@@ -555,16 +570,26 @@ static void test_check(void) {
         kvl_mkmodel_spec s;
         kvl_catalog_mkmodel_spec("stories260K", &s, NULL);
         const char *f = bad[i].field;
-        if (!strcmp(f, "heads")) s.shape.hp.n_heads = bad[i].v;
-        if (!strcmp(f, "heads") && bad[i].v == 32) s.shape.hp.n_kv_heads = 4;
-        if (!strcmp(f, "kv_heads")) s.shape.hp.n_kv_heads = bad[i].v;
-        if (!strcmp(f, "layers")) s.shape.hp.n_layers = bad[i].v;
-        if (!strcmp(f, "dim")) s.shape.hp.dim = bad[i].v;
-        if (!strcmp(f, "vocab")) s.shape.hp.n_vocab = bad[i].v;
-        if (!strcmp(f, "ctx")) s.shape.hp.ctx_len = bad[i].v;
-        if (!strcmp(f, "ffn")) s.shape.hp.ffn_dim = bad[i].v;
-        if (!strcmp(f, "type")) s.type = (kvl_type)bad[i].v;
-        if (!strcmp(f, "alignment")) s.alignment = (size_t)bad[i].v;
+        if (!strcmp(f, "heads"))
+            s.shape.hp.n_heads = bad[i].v;
+        if (!strcmp(f, "heads") && bad[i].v == 32)
+            s.shape.hp.n_kv_heads = 4;
+        if (!strcmp(f, "kv_heads"))
+            s.shape.hp.n_kv_heads = bad[i].v;
+        if (!strcmp(f, "layers"))
+            s.shape.hp.n_layers = bad[i].v;
+        if (!strcmp(f, "dim"))
+            s.shape.hp.dim = bad[i].v;
+        if (!strcmp(f, "vocab"))
+            s.shape.hp.n_vocab = bad[i].v;
+        if (!strcmp(f, "ctx"))
+            s.shape.hp.ctx_len = bad[i].v;
+        if (!strcmp(f, "ffn"))
+            s.shape.hp.ffn_dim = bad[i].v;
+        if (!strcmp(f, "type"))
+            s.type = (kvl_type)bad[i].v;
+        if (!strcmp(f, "alignment"))
+            s.alignment = (size_t)bad[i].v;
         kvl_error err = {0};
         kvl_status st = kvl_mkmodel_check(&s, &err);
         if (bad[i].v == 32 && !strcmp(f, "heads")) {
@@ -633,9 +658,13 @@ static void test_vocab(void) {
         CHECK_EQ_INT(v.types[i], KVL_TOK_BYTE);
     CHECK(!strcmp(v.pieces[259], "\xE2\x96\x81"));
     CHECK(!strcmp(v.pieces[260], "a") && !strcmp(v.pieces[285], "z"));
-    CHECK(!strcmp(v.pieces[286], "\xE2\x96\x81" "a") && !strcmp(v.pieces[311], "\xE2\x96\x81" "z"));
+    CHECK(!strcmp(v.pieces[286], "\xE2\x96\x81"
+                                 "a") &&
+          !strcmp(v.pieces[311], "\xE2\x96\x81"
+                                 "z"));
     CHECK(!strcmp(v.pieces[312], "aa") && !strcmp(v.pieces[313], "ab"));
-    CHECK(!strcmp(v.pieces[312 + 676], "\xE2\x96\x81" "aa"));
+    CHECK(!strcmp(v.pieces[312 + 676], "\xE2\x96\x81"
+                                       "aa"));
     CHECK(!strcmp(v.pieces[312 + 2 * 676], "aaa"));
     for (int i = 259; i < v.n; i++) {
         CHECK_EQ_INT(v.types[i], KVL_TOK_NORMAL);
@@ -676,8 +705,8 @@ static void test_vocab(void) {
         const kvl_gguf_kv *toks = key(g, "tokenizer.ggml.tokens", KVL_GGUF_ARRAY);
         const kvl_gguf_kv *sc = key(g, "tokenizer.ggml.scores", KVL_GGUF_ARRAY);
         const kvl_gguf_kv *ty = key(g, "tokenizer.ggml.token_type", KVL_GGUF_ARRAY);
-        if (toks && sc && ty && toks->v.arr.n == 512 && sc->v.arr.n == 512 &&
-            ty->v.arr.n == 512 && toks->v.arr.strs) {
+        if (toks && sc && ty && toks->v.arr.n == 512 && sc->v.arr.n == 512 && ty->v.arr.n == 512 &&
+            toks->v.arr.strs) {
             int bad = 0;
             for (int i = 0; i < 512; i++) {
                 float f;
@@ -689,8 +718,8 @@ static void test_vocab(void) {
                     if (bad++ < 3)
                         fprintf(stderr, "token %d: '%s' %g %d vs file '%.*s' %g %d\n", i,
                                 v.pieces[i], (double)v.scores[i], v.types[i],
-                                (int)toks->v.arr.strs[i].len, toks->v.arr.strs[i].ptr,
-                                (double)f, t);
+                                (int)toks->v.arr.strs[i].len, toks->v.arr.strs[i].ptr, (double)f,
+                                t);
                 }
             }
             CHECK_EQ_INT(bad, 0);
@@ -726,13 +755,13 @@ typedef struct exp_tensor {
 static int expected_tensors(const kvl_mkmodel_spec *s, exp_tensor *t) {
     int n = 0;
     int64_t hd = s->shape.hp.dim / s->shape.hp.n_heads;
-#define T(nd, a, b, ...)                                                                        \
-    do {                                                                                        \
-        snprintf(t[n].name, sizeof t[n].name, __VA_ARGS__);                                     \
-        t[n].n_dims = nd;                                                                       \
-        t[n].ne0 = a;                                                                           \
-        t[n].ne1 = b;                                                                           \
-        n++;                                                                                    \
+#define T(nd, a, b, ...)                                                                           \
+    do {                                                                                           \
+        snprintf(t[n].name, sizeof t[n].name, __VA_ARGS__);                                        \
+        t[n].n_dims = nd;                                                                          \
+        t[n].ne0 = a;                                                                              \
+        t[n].ne1 = b;                                                                              \
+        n++;                                                                                       \
     } while (0)
     T(2, s->shape.hp.dim, s->shape.hp.n_vocab, "token_embd.weight");
     T(1, s->shape.hp.dim, 1, "output_norm.weight");
@@ -763,16 +792,16 @@ static kvl_type expected_type(const kvl_mkmodel_spec *s, const char *name, uint3
         return KVL_TYPE_F32;
     if (s->type == KVL_TYPE_F32 || s->type == KVL_TYPE_BF16 || s->type == KVL_TYPE_F16)
         return s->type;
-    const int64_t blk =
-        s->type == KVL_TYPE_Q2_K || s->type == KVL_TYPE_Q4_K || s->type == KVL_TYPE_Q5_K ||
-                s->type == KVL_TYPE_Q6_K
-            ? 256
-            : 32;
+    const int64_t blk = s->type == KVL_TYPE_Q2_K || s->type == KVL_TYPE_Q4_K ||
+                                s->type == KVL_TYPE_Q5_K || s->type == KVL_TYPE_Q6_K
+                            ? 256
+                            : 32;
     if (ne0 % blk)
         return KVL_TYPE_F16;
     if (!s->k_m)
         return s->type;
-    if (!strcmp(name, "output.weight") || (s->shape.tied_embd && !strcmp(name, "token_embd.weight")))
+    if (!strcmp(name, "output.weight") ||
+        (s->shape.tied_embd && !strcmp(name, "token_embd.weight")))
         return KVL_TYPE_Q6_K;
     int layer = -1;
     char role[32] = "";
@@ -857,8 +886,7 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
     }
     if ((kv = key(g, "tokenizer.ggml.token_type", KVL_GGUF_ARRAY))) {
         CHECK_EQ_INT(kv->v.arr.type, KVL_GGUF_INT32);
-        CHECK(kv->v.arr.n == (uint64_t)v->n &&
-              !memcmp(kv->v.arr.data, v->types, (size_t)v->n * 4));
+        CHECK(kv->v.arr.n == (uint64_t)v->n && !memcmp(kv->v.arr.data, v->types, (size_t)v->n * 4));
     }
     kvl_tokenizer *tk = NULL;
     if (kvl_tokenizer_from_gguf(g, &tk, &err) == KVL_OK) {
@@ -867,8 +895,7 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
         CHECK_EQ_INT(kvl_tokenizer_eos(tk), 2);
         int32_t ids[64];
         size_t n_ids = 0;
-        CHECK(kvl_tokenizer_encode(tk, "hello world", 11, true, ids, 64, &n_ids, &err) ==
-              KVL_OK);
+        CHECK(kvl_tokenizer_encode(tk, "hello world", 11, true, ids, 64, &n_ids, &err) == KVL_OK);
         CHECK(n_ids >= 2 && ids[0] == 1);
         kvl_tokenizer_free(tk);
     } else {
@@ -909,8 +936,8 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
             kvl_quantize_row(want, row, q, et[i].ne0);
             if (memcmp(q, (const uint8_t *)t->data + (size_t)r * rb, rb)) {
                 if (bad_bytes++ < 3)
-                    fprintf(stderr, "tensor %s row %lld differs from the generator\n",
-                            et[i].name, (long long)r);
+                    fprintf(stderr, "tensor %s row %lld differs from the generator\n", et[i].name,
+                            (long long)r);
             }
         }
         /* stored values are close to the generator's floats */
@@ -918,12 +945,12 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
             float *back = malloc((size_t)et[i].ne0 * sizeof *back);
             kvl_mkmodel_row(s, et[i].name, 0, row, et[i].ne0);
             kvl_dequantize_row(want, t->data, back, et[i].ne0);
-            double tol = want == KVL_TYPE_Q2_K                          ? 0.05
+            double tol = want == KVL_TYPE_Q2_K                            ? 0.05
                          : want == KVL_TYPE_Q4_0 || want == KVL_TYPE_Q4_K ? 0.0125
-                         : want == KVL_TYPE_Q5_K                        ? 5e-3
-                         : want == KVL_TYPE_Q6_K                        ? 2.5e-3
-                         : want == KVL_TYPE_Q8_0                        ? 6e-4
-                                                                        : 4e-4;
+                         : want == KVL_TYPE_Q5_K                          ? 5e-3
+                         : want == KVL_TYPE_Q6_K                          ? 2.5e-3
+                         : want == KVL_TYPE_Q8_0                          ? 6e-4
+                                                                          : 4e-4;
             double worst = 0;
             for (int64_t c = 0; c < et[i].ne0; c++)
                 worst = fmax(worst, fabs((double)back[c] - row[c]));
@@ -961,7 +988,8 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
     CHECK(m->hp.rms_eps == s->shape.hp.rms_eps);
     CHECK(m->layers && m->layers[0].w_down.type ==
                            expected_type(s, "blk.0.ffn_down.weight", 2, s->shape.hp.ffn_dim));
-    CHECK(s->shape.tied_embd ? m->output.data == m->tok_embd.data : m->output.data != m->tok_embd.data);
+    CHECK(s->shape.tied_embd ? m->output.data == m->tok_embd.data
+                             : m->output.data != m->tok_embd.data);
     kvl_model_free(m);
 }
 
@@ -1006,7 +1034,7 @@ static void test_models(void) {
         s.shape.hp.n_heads = 4;
         s.shape.hp.n_kv_heads = 2;
         s.shape.hp.n_layers = 8;
-        s.type = i == 1 ? KVL_TYPE_Q6_K
+        s.type = i == 1   ? KVL_TYPE_Q6_K
                  : i == 6 ? KVL_TYPE_Q2_K
                  : i >= 4 ? KVL_TYPE_Q5_K
                           : KVL_TYPE_Q4_K;

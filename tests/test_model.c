@@ -138,16 +138,16 @@ static void test_llama2c(void) {
         int32_t value;
         const char *needle;
     } lies[] = {
-        {0, 128, "needs"},            /* dim: file too short for the header's promise */
+        {0, 128, "needs"}, /* dim: file too short for the header's promise */
         {0, 0, "dim 0"},
         {0, -64, "dim -64"},
-        {1, 1 << 30, "ffn_dim"},      /* ffn: far beyond the limit */
-        {2, 6, "needs"},              /* one layer more than stored */
-        {3, 7, "multiple"},           /* 64 % 7 */
-        {4, 3, "n_kv_heads"},         /* 8 % 3 */
-        {4, 16, "n_kv_heads 16"},     /* more KV heads than heads */
+        {1, 1 << 30, "ffn_dim"},  /* ffn: far beyond the limit */
+        {2, 6, "needs"},          /* one layer more than stored */
+        {3, 7, "multiple"},       /* 64 % 7 */
+        {4, 3, "n_kv_heads"},     /* 8 % 3 */
+        {4, 16, "n_kv_heads 16"}, /* more KV heads than heads */
         {5, 0, "vocab_size 0"},
-        {5, -512, "needs"},           /* separate classifier that is not there */
+        {5, -512, "needs"}, /* separate classifier that is not there */
         {5, INT32_MIN, "vocab_size"},
         {6, 0, "seq_len 0"},
         {6, 1 << 30, "ctx_len"},
@@ -260,7 +260,8 @@ static void ref_forward(const kvl_model *m, const int32_t *toks, int n_tok, int 
     int64_t D = hp->dim, H = hp->n_heads, KV = hp->n_kv_heads, hd = hp->head_dim;
     int64_t F = hp->ffn_dim, V = hp->n_vocab, L = hp->n_layers;
     double eps = hp->rms_eps;
-    double *x = calloc((size_t)(n_tok * D), sizeof *x), *xb = calloc((size_t)(H * hd + D + F), sizeof *xb);
+    double *x = calloc((size_t)(n_tok * D), sizeof *x),
+           *xb = calloc((size_t)(H * hd + D + F), sizeof *xb);
     double *q = calloc((size_t)(H * hd), sizeof *q), *att = calloc((size_t)(H * hd), sizeof *att);
     double *K = calloc((size_t)(L * n_tok * KV * hd), sizeof *K);
     double *Vc = calloc((size_t)(L * n_tok * KV * hd), sizeof *Vc);
@@ -340,7 +341,8 @@ static void ref_forward(const kvl_model *m, const int32_t *toks, int n_tok, int 
         ref_mv(logits + (int64_t)t * V, out ? out : emb, xb, V, D);
     }
 #undef W
-    free(x), free(xb), free(q), free(att), free(K), free(Vc), free(hb), free(hb2), free(o), free(sc);
+    free(x), free(xb), free(q), free(att), free(K), free(Vc), free(hb), free(hb2), free(o),
+        free(sc);
 }
 
 #define ARCH_TOKENS 160
@@ -425,9 +427,16 @@ static void test_arch(const char *what, kvl_mkmodel_spec s, float rope_scale, co
 
 static kvl_mkmodel_spec small_spec(kvl_arch arch) {
     kvl_mkmodel_spec s = {.type = KVL_TYPE_F32, .seed = 7};
-    s.shape.hp = (kvl_hparams){.arch = arch, .dim = 32, .ffn_dim = 48, .n_layers = 2,
-                               .n_heads = 4, .n_kv_heads = 2, .n_vocab = 300, .ctx_len = 4096,
-                               .rope_base = 10000.0f, .rms_eps = 1e-6f};
+    s.shape.hp = (kvl_hparams){.arch = arch,
+                               .dim = 32,
+                               .ffn_dim = 48,
+                               .n_layers = 2,
+                               .n_heads = 4,
+                               .n_kv_heads = 2,
+                               .n_vocab = 300,
+                               .ctx_len = 4096,
+                               .rope_base = 10000.0f,
+                               .rms_eps = 1e-6f};
     s.shape.arch = KVL_ARCH_LLAMA;
     s.shape.qkv_bias = arch == KVL_ARCH_QWEN2;
     snprintf(s.shape.name, sizeof s.shape.name, "arch-test");

@@ -116,7 +116,8 @@ static void decode_steps(kvl_kv_layout layout, const char *fmt, const kvl_model 
 
 int main(void) {
     if (!KVT_COUNTING)
-        printf("malloc is the sanitizer's in this build: counting is off here (the Release build checks)\n");
+        printf("malloc is the sanitizer's in this build: counting is off here (the Release build "
+               "checks)\n");
     kvl_error err;
     kvl_model *m = NULL;
     CHECK(kvl_model_load(kvt_shared("models/stories260K.gguf"), NULL, &m, &err) == KVL_OK);

@@ -160,8 +160,9 @@ static void test_quantized_formats(void) {
      *   int8: 16*128*1 + 16*2 (bf16 scale per token per head)    = 2080
      *   int4 K: 16*128/2 + 128*(2+1) (bf16 scale + int8 zero per channel) = 1408
      *   int4 V: 16*128/2 + 16*(2+1) (bf16 scale + int8 zero per token)  = 1072 */
-    CHECK_EQ_INT(kvl_plan_kv_head_block_bytes(KVL_KV_FMT_FP8_E4M3, KVL_KV_ROLE_K, 128, 16, &h, NULL),
-                 KVL_OK);
+    CHECK_EQ_INT(
+        kvl_plan_kv_head_block_bytes(KVL_KV_FMT_FP8_E4M3, KVL_KV_ROLE_K, 128, 16, &h, NULL),
+        KVL_OK);
     CHECK_EQ_INT(h, 2308);
     kvl_plan_kv_head_block_bytes(KVL_KV_FMT_FP8_E5M2, KVL_KV_ROLE_V, 128, 16, &h, NULL);
     CHECK_EQ_INT(h, 2052);
@@ -257,13 +258,14 @@ static void test_blocks_and_capacity(void) {
 
     /* a budget one byte short of 11 blocks holds 10 */
     kvl_plan_capacity c;
-    CHECK_EQ_INT(kvl_plan_capacity_for(&l3, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16, 11 * bb - 1, &c, NULL),
-                 KVL_OK);
+    CHECK_EQ_INT(
+        kvl_plan_capacity_for(&l3, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16, 11 * bb - 1, &c, NULL),
+        KVL_OK);
     CHECK_EQ_INT(c.n_blocks, 10);
     CHECK_EQ_INT(c.n_tokens, 160);
     CHECK_EQ_INT(c.block_bytes, bb);
-    CHECK_EQ_INT(kvl_plan_max_seqs(&c, 17), 5);  /* 2 blocks each */
-    CHECK_EQ_INT(kvl_plan_max_seqs(&c, 33), 3);  /* 3 blocks each */
+    CHECK_EQ_INT(kvl_plan_max_seqs(&c, 17), 5); /* 2 blocks each */
+    CHECK_EQ_INT(kvl_plan_max_seqs(&c, 33), 3); /* 3 blocks each */
     CHECK_EQ_INT(kvl_plan_max_seqs(&c, 160), 1);
     CHECK_EQ_INT(kvl_plan_max_seqs(&c, 161), 0);
     CHECK_EQ_INT(kvl_plan_max_context(&c, 3), 48); /* floor(10/3) = 3 blocks */
@@ -272,8 +274,9 @@ static void test_blocks_and_capacity(void) {
     CHECK_EQ_INT(kvl_plan_max_context(&c, 0), 0);
     /* consistency: n sequences of their longest context fit, one more
      * token each does not; C-token sequences fit max_seqs(C) times */
-    CHECK_EQ_INT(kvl_plan_capacity_for(&l3, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16, 29043 * bb + 5, &c, NULL),
-                 KVL_OK);
+    CHECK_EQ_INT(
+        kvl_plan_capacity_for(&l3, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16, 29043 * bb + 5, &c, NULL),
+        KVL_OK);
     for (size_t n = 1; n <= 300; n += 7) {
         size_t mc = kvl_plan_max_context(&c, n);
         CHECK(kvl_plan_max_seqs(&c, mc) >= n);
@@ -286,7 +289,8 @@ static void test_blocks_and_capacity(void) {
         CHECK(kvl_plan_max_context(&c, ms) >= ctx);
     }
     /* zero budget: zero capacity, not an error */
-    CHECK_EQ_INT(kvl_plan_capacity_for(&l3, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16, 0, &c, NULL), KVL_OK);
+    CHECK_EQ_INT(kvl_plan_capacity_for(&l3, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16, 0, &c, NULL),
+                 KVL_OK);
     CHECK_EQ_INT(c.n_tokens, 0);
 }
 
@@ -461,10 +465,17 @@ static void test_gguf(void) {
 }
 
 static kvl_hparams to_hparams(const kvl_model_shape *s) {
-    kvl_hparams hp = {.n_vocab = s->hp.n_vocab, .dim = s->hp.dim, .n_layers = s->hp.n_layers,
-                      .n_heads = s->hp.n_heads, .n_kv_heads = s->hp.n_kv_heads,
-                      .head_dim = s->hp.head_dim, .ffn_dim = s->hp.ffn_dim, .ctx_len = s->hp.ctx_len,
-                      .rope_dim = s->hp.head_dim, .rope_base = 10000.0f, .rms_eps = 1e-5f};
+    kvl_hparams hp = {.n_vocab = s->hp.n_vocab,
+                      .dim = s->hp.dim,
+                      .n_layers = s->hp.n_layers,
+                      .n_heads = s->hp.n_heads,
+                      .n_kv_heads = s->hp.n_kv_heads,
+                      .head_dim = s->hp.head_dim,
+                      .ffn_dim = s->hp.ffn_dim,
+                      .ctx_len = s->hp.ctx_len,
+                      .rope_dim = s->hp.head_dim,
+                      .rope_base = 10000.0f,
+                      .rms_eps = 1e-5f};
     return hp;
 }
 
@@ -518,8 +529,8 @@ static void test_pool_parity(void) {
  * figures; OPT's weights count as published; every llama shape mkmodel can
  * write passes its check; names and aliases resolve. */
 static void test_catalog(void) {
-    const char *shapes[] = {"OPT-13B", "Llama-2-7B", "Llama-2-13B", "Llama-3-8B", "Llama-3-70B",
-                            "Mistral-7B", "Qwen2.5-7B"};
+    const char *shapes[] = {"OPT-13B",     "Llama-2-7B", "Llama-2-13B", "Llama-3-8B",
+                            "Llama-3-70B", "Mistral-7B", "Qwen2.5-7B"};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         CHECK(kvl_catalog_shape_find(shapes[i]) != NULL);
     /* OPT-13B (MHA, 40 x 5120, ffn 20480, vocab 50272, 2048 + 2 positions, tied):
@@ -547,8 +558,8 @@ static void test_catalog(void) {
     for (size_t i = 0; i < n; i++) {
         kvl_mkmodel_spec sp;
         kvl_status st = kvl_catalog_mkmodel_spec(all[i].name, &sp, NULL);
-        bool can = all[i].arch == KVL_ARCH_LLAMA &&
-                   all[i].qkv_bias == (all[i].hp.arch == KVL_ARCH_QWEN2);
+        bool can =
+            all[i].arch == KVL_ARCH_LLAMA && all[i].qkv_bias == (all[i].hp.arch == KVL_ARCH_QWEN2);
         CHECK_EQ_INT(st, can ? KVL_OK : KVL_E_INVALID);
         if (st == KVL_OK)
             CHECK_EQ_INT(kvl_mkmodel_check(&sp, NULL), KVL_OK);
@@ -560,9 +571,9 @@ static void test_catalog(void) {
         size_t mib;
         double bw, flops;
     } dev[] = {
-        {"A100-40GB", 40960, 1.555e12, 312e12},     {"A100-80GB", 81920, 2.039e12, 312e12},
+        {"A100-40GB", 40960, 1.555e12, 312e12},      {"A100-80GB", 81920, 2.039e12, 312e12},
         {"H100-SXM-80GB", 81559, 3.35e12, 989.5e12}, {"H200-141GB", 143771, 4.8e12, 989.5e12},
-        {"L40S", 46068, 864e9, 362.05e12},          {"L4", 23034, 300e9, 121e12},
+        {"L40S", 46068, 864e9, 362.05e12},           {"L4", 23034, 300e9, 121e12},
     };
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) {
         const kvl_catalog_device *d = kvl_catalog_device_find(dev[i].name);

@@ -30,7 +30,7 @@ int main(void) {
     CHECK(ns != kvl_prefix_namespace(pc, "t1", 1, 1));
     CHECK(kvl_prefix_namespace(pc, "t1", 1, 1) != kvl_prefix_namespace(pc, "t2", 1, 1));
     CHECK(ns != kvl_prefix_namespace(pc, NULL, 1, 5)); /* int8 vs f16 blocks never mix */
-    CHECK(kvl_prefix_namespace(pc, "", 1, 1) != ns);  /* an empty salt is a salt */
+    CHECK(kvl_prefix_namespace(pc, "", 1, 1) != ns);   /* an empty salt is a salt */
     /* the map against a model */
     kvl_hash128 model[NB];
     bool has[NB] = {false};

@@ -20,9 +20,17 @@ static void test_cost(void) {
     kvl_model_shape sh;
     memset(&sh, 0, sizeof sh);
     snprintf(sh.name, sizeof sh.name, "t");
-    sh.hp = (kvl_hparams){.n_vocab = 100, .dim = 64, .n_layers = 2, .n_heads = 4,
-                          .n_kv_heads = 4, .head_dim = 16, .ffn_dim = 128, .ctx_len = 64,
-                          .rope_dim = 16, .rope_base = 10000, .rms_eps = 1e-5f};
+    sh.hp = (kvl_hparams){.n_vocab = 100,
+                          .dim = 64,
+                          .n_layers = 2,
+                          .n_heads = 4,
+                          .n_kv_heads = 4,
+                          .head_dim = 16,
+                          .ffn_dim = 128,
+                          .ctx_len = 64,
+                          .rope_dim = 16,
+                          .rope_base = 10000,
+                          .rms_eps = 1e-5f};
     sh.arch = KVL_ARCH_LLAMA;
     kvl_sim_device d;
     memset(&d, 0, sizeof d);
@@ -84,8 +92,8 @@ static void test_cost(void) {
         p100[i] = i;
     kvl_batch b100 = {.n_tokens = 100, .tokens = t100, .seq = s100, .pos = p100, .logits = NULL};
     kvl_sim_cost_batch(&c, &b100, &s); /* past 64: proportional to tokens */
-    CHECK_NEAR(s.t_compute, 163840.0 * 8e-9 * 100 / 64 + 12800.0 * 1e-9 +
-                                4.0 * 2 * 64 * 5050 / 1e9, 1e-12);
+    CHECK_NEAR(s.t_compute, 163840.0 * 8e-9 * 100 / 64 + 12800.0 * 1e-9 + 4.0 * 2 * 64 * 5050 / 1e9,
+               1e-12);
     CHECK_CONTAINS(err.msg, "--tp 3");
 }
 
@@ -104,9 +112,9 @@ static void record(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c,
     rec *r = user;
     r->n += (size_t)snprintf(r->buf + r->n, sizeof r->buf - r->n, "|");
     for (int32_t i = 0; i < pl->n_items; i++)
-        r->n += (size_t)snprintf(r->buf + r->n, sizeof r->buf - r->n, "%s%llu:%d@%d",
-                                 i ? " " : "", (unsigned long long)pl->items[i].r->id,
-                                 (int)pl->items[i].n_tokens, (int)pl->items[i].pos0);
+        r->n += (size_t)snprintf(r->buf + r->n, sizeof r->buf - r->n, "%s%llu:%d@%d", i ? " " : "",
+                                 (unsigned long long)pl->items[i].r->id, (int)pl->items[i].n_tokens,
+                                 (int)pl->items[i].pos0);
 }
 
 static kvl_sim_params small_params(kvl_sched_reserve pol) {
@@ -230,7 +238,8 @@ static void test_workloads(void) {
         bool ok = true;
         for (int64_t i = 0; i < n; i++) {
             ok = ok && v[i].n_prompt >= 4 && v[i].n_output >= 4 && v[i].n_prompt <= 1024 &&
-                 v[i].n_prompt + v[i].n_output <= 2048 && (i == 0 || v[i].arrival >= v[i - 1].arrival);
+                 v[i].n_prompt + v[i].n_output <= 2048 &&
+                 (i == 0 || v[i].arrival >= v[i - 1].arrival);
             sp += v[i].n_prompt;
             so += v[i].n_output;
         }

@@ -46,8 +46,7 @@ static void expect_ids(const kvl_tokenizer *t, const char *s, const int32_t *wan
 }
 
 /* Decode ids (starting after prev) into a malloc'd buffer. */
-static char *dec(const kvl_tokenizer *t, int32_t prev, const int32_t *ids, size_t n,
-                 size_t *len) {
+static char *dec(const kvl_tokenizer *t, int32_t prev, const int32_t *ids, size_t n, size_t *len) {
     size_t cap = 64, o = 0;
     char *buf = malloc(cap);
     for (size_t i = 0; i < n; i++) {
@@ -95,9 +94,23 @@ static uint32_t rnd(void) {
 }
 
 static void random_round_trips(const kvl_tokenizer *t, const char *name) {
-    static const char *alphabet[] = {"a", "b", "e", " ", "  ", "the", "\n", "\xc3\xa9",
-                                     "\xe2\x96\x81", "\xf0\x9f\x98\x80", "\xff", "\x80",
-                                     "\xed\xa0\x80", "\xc0\xaf", "<0x0A>", "\0", "\xe4\xb8"};
+    static const char *alphabet[] = {"a",
+                                     "b",
+                                     "e",
+                                     " ",
+                                     "  ",
+                                     "the",
+                                     "\n",
+                                     "\xc3\xa9",
+                                     "\xe2\x96\x81",
+                                     "\xf0\x9f\x98\x80",
+                                     "\xff",
+                                     "\x80",
+                                     "\xed\xa0\x80",
+                                     "\xc0\xaf",
+                                     "<0x0A>",
+                                     "\0",
+                                     "\xe4\xb8"};
     const size_t n_alpha = sizeof alphabet / sizeof alphabet[0];
     char buf[256];
     int bad = 0;
@@ -142,24 +155,25 @@ static void test_llama2_vocab(void) {
     expect_ids(t, "", e0, 1);
     static const int32_t e1[] = {1, 306, 4658, 278, 6593, 310, 2834, 338};
     expect_ids(t, "I believe the meaning of life is", e1, 8);
-    static const int32_t e2[] = {1,   3439, 17632, 1925, 29892, 278,  6368,
-                                 310, 14215, 537,  5922, 393,   29871};
+    static const int32_t e2[] = {1,   3439,  17632, 1925, 29892, 278,  6368,
+                                 310, 14215, 537,   5922, 393,   29871};
     expect_ids(t, "Simply put, the theory of relativity states that ", e2, 13);
-    static const int32_t e3[] = {1,   319,   11473, 2643, 378,  629,  271, 18099, 278,
-                                 3815, 373,  278,   6826, 29901, 13,  13,  4706,  6324,
-                                 14332, 29892, 13,  13,   4706,  306, 925, 29871};
+    static const int32_t e3[] = {1,     319,   11473, 2643, 378,   629, 271, 18099, 278,
+                                 3815,  373,   278,   6826, 29901, 13,  13,  4706,  6324,
+                                 14332, 29892, 13,    13,   4706,  306, 925, 29871};
     expect_ids(t,
                "A brief message congratulating the team on the launch:\n\n        Hi "
                "everyone,\n\n        I just ",
                e3, 26);
-    static const int32_t e4[] = {
-        1,    4103, 9632, 4223, 304,  5176, 29901, 13,    13,   4706, 7205, 4932, 357,
-        1149, 301,  449,  276,  316,  2778, 13,    4706,  1236, 407,  837,  524,  1149,
-        6042, 354,  772,  440,  29878, 1318, 13,   4706,  715,  1878, 330,  3055, 1725,
-        1149, 330,  3055, 1725, 4639, 28754, 13,   4706,  923,  968,  1149};
+    static const int32_t e4[] = {1,     4103, 9632, 4223, 304,   5176, 29901, 13,   13,   4706,
+                                 7205,  4932, 357,  1149, 301,   449,  276,   316,  2778, 13,
+                                 4706,  1236, 407,  837,  524,   1149, 6042,  354,  772,  440,
+                                 29878, 1318, 13,   4706, 715,   1878, 330,   3055, 1725, 1149,
+                                 330,   3055, 1725, 4639, 28754, 13,   4706,  923,  968,  1149};
     expect_ids(t,
                "Translate English to French:\n\n        sea otter => loutre de mer\n        "
-               "peppermint => menthe poivr\xc3\xa9" "e\n        plush girafe => girafe "
+               "peppermint => menthe poivr\xc3\xa9"
+               "e\n        plush girafe => girafe "
                "peluche\n        cheese =>",
                e4, 50);
     /* " ab" (633, score -374) then "cd" (2252): the pieces say so */
@@ -289,8 +303,7 @@ static void test_encode_args(const kvl_tokenizer *t) {
     CHECK(need >= 2 && need < 8);
     for (int i = 0; i < 8; i++)
         out[i] = -7;
-    CHECK_EQ_INT(kvl_tokenizer_encode(t, s, strlen(s), true, out, need - 1, &n, &err),
-                 KVL_E_LIMIT);
+    CHECK_EQ_INT(kvl_tokenizer_encode(t, s, strlen(s), true, out, need - 1, &n, &err), KVL_E_LIMIT);
     CHECK_EQ_INT(n, need);
     CHECK_EQ_INT(out[0], 1);
     CHECK_EQ_INT(out[need - 1], -7);
@@ -331,8 +344,26 @@ static void put_rec(image *b, float score, const char *piece) {
 }
 
 /* ids: 0..2 specials, 3..258 bytes, then the pieces below */
-enum { T_SP = 259, T_A, T_B, T_C, T_AB, T_BC, T_SPA, T_ABC, T_DUP, T_LOW, T_E, T_NL,
-       T_X, T_Y, T_Z, T_XY, T_YZ, T_END };
+enum {
+    T_SP = 259,
+    T_A,
+    T_B,
+    T_C,
+    T_AB,
+    T_BC,
+    T_SPA,
+    T_ABC,
+    T_DUP,
+    T_LOW,
+    T_E,
+    T_NL,
+    T_X,
+    T_Y,
+    T_Z,
+    T_XY,
+    T_YZ,
+    T_END
+};
 static void make_vocab(image *b) {
     b->n = 0;
     put_i32(b, 8);
@@ -352,10 +383,10 @@ static void make_vocab(image *b) {
     put_rec(b, -6, "bc");
     put_rec(b, -50, " a");
     put_rec(b, -1, "abc");
-    put_rec(b, 10, "ab");       /* a duplicate: the first id (T_AB) wins */
-    put_rec(b, -2e10f, "cc");   /* below llama2.c's -1e10 floor: never merged */
+    put_rec(b, 10, "ab");         /* a duplicate: the first id (T_AB) wins */
+    put_rec(b, -2e10f, "cc");     /* below llama2.c's -1e10 floor: never merged */
     put_rec(b, -100, "\xc3\xa9"); /* é */
-    put_rec(b, -1, "\n<");      /* would start "\n<s>\n" */
+    put_rec(b, -1, "\n<");        /* would start "\n<s>\n" */
     put_rec(b, -100, "x");
     put_rec(b, -100, "y");
     put_rec(b, -100, "z");
@@ -388,7 +419,10 @@ static void test_small_vocab(void) {
     /* invalid UTF-8: each byte alone, even where a lead byte is followed by
      * continuation bytes of a malformed character (overlong, surrogate) */
     static const int32_t w5[] = {1, T_SP, 3 + 0xC0, 3 + 0xAF, 3 + 0xED, 3 + 0xA0, 3 + 0x80, T_A};
-    expect_ids(t, "\xc0\xaf\xed\xa0\x80" "a", w5, 8);
+    expect_ids(t,
+               "\xc0\xaf\xed\xa0\x80"
+               "a",
+               w5, 8);
     /* "\n<s>\n" never becomes the control token */
     size_t n;
     int32_t *ids = enc(t, "\n<s>\n", 5, false, &n);
@@ -513,8 +547,16 @@ static kvl_str S(const char *c) {
  * token_type, bos, eos, unk */
 static void make_gguf(fake_gguf *f) {
     memset(f, 0, sizeof *f);
-    static const char *pieces[G_N] = {"<unk>", "<s>", "</s>", "<0x41>", "\xe2\x96\x81",
-                                      "a", "\xe2\x96\x81" "a", "\xe2\x96\x81" "b"};
+    static const char *pieces[G_N] = {"<unk>",
+                                      "<s>",
+                                      "</s>",
+                                      "<0x41>",
+                                      "\xe2\x96\x81",
+                                      "a",
+                                      "\xe2\x96\x81"
+                                      "a",
+                                      "\xe2\x96\x81"
+                                      "b"};
     static const int32_t types[G_N] = {2, 3, 3, 6, 1, 1, 1, 1};
     for (int i = 0; i < G_N; i++) {
         f->strs[i] = S(pieces[i]);
@@ -554,8 +596,7 @@ static void make_gguf(fake_gguf *f) {
     f->g.kv = f->kv;
 }
 
-static void expect_gguf_error(const fake_gguf *f, kvl_status want, const char *n1,
-                              const char *n2) {
+static void expect_gguf_error(const fake_gguf *f, kvl_status want, const char *n1, const char *n2) {
     kvl_tokenizer *t = SENTINEL;
     kvl_error err = {0};
     CHECK_EQ_INT(kvl_tokenizer_from_gguf(&f->g, &t, &err), want);

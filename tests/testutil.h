@@ -16,46 +16,46 @@
 extern int kvt_failures;
 extern int kvt_checks;
 
-#define CHECK(c)                                                                   \
-    do {                                                                           \
-        kvt_checks++;                                                              \
-        if (!(c)) {                                                                \
-            kvt_failures++;                                                        \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);  \
-        }                                                                          \
+#define CHECK(c)                                                                                   \
+    do {                                                                                           \
+        kvt_checks++;                                                                              \
+        if (!(c)) {                                                                                \
+            kvt_failures++;                                                                        \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);                  \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_EQ_INT(a, b)                                                         \
-    do {                                                                           \
-        long long _a = (long long)(a), _b = (long long)(b);                        \
-        kvt_checks++;                                                              \
-        if (_a != _b) {                                                            \
-            kvt_failures++;                                                        \
-            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld vs %lld)\n",      \
-                    __FILE__, __LINE__, #a, #b, _a, _b);                           \
-        }                                                                          \
+#define CHECK_EQ_INT(a, b)                                                                         \
+    do {                                                                                           \
+        long long _a = (long long)(a), _b = (long long)(b);                                        \
+        kvt_checks++;                                                                              \
+        if (_a != _b) {                                                                            \
+            kvt_failures++;                                                                        \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld vs %lld)\n", __FILE__, __LINE__,  \
+                    #a, #b, _a, _b);                                                               \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_NEAR(a, b, tol)                                                      \
-    do {                                                                           \
-        double _a = (double)(a), _b = (double)(b);                                 \
-        kvt_checks++;                                                              \
-        if (!(fabs(_a - _b) <= (tol))) {                                           \
-            kvt_failures++;                                                        \
-            fprintf(stderr, "%s:%d: CHECK failed: |%s - %s| <= %g (%.9g vs %.9g)\n", \
-                    __FILE__, __LINE__, #a, #b, (double)(tol), _a, _b);            \
-        }                                                                          \
+#define CHECK_NEAR(a, b, tol)                                                                      \
+    do {                                                                                           \
+        double _a = (double)(a), _b = (double)(b);                                                 \
+        kvt_checks++;                                                                              \
+        if (!(fabs(_a - _b) <= (tol))) {                                                           \
+            kvt_failures++;                                                                        \
+            fprintf(stderr, "%s:%d: CHECK failed: |%s - %s| <= %g (%.9g vs %.9g)\n", __FILE__,     \
+                    __LINE__, #a, #b, (double)(tol), _a, _b);                                      \
+        }                                                                                          \
     } while (0)
 
 /* Check that a message contains a substring. */
-#define CHECK_CONTAINS(hay, needle)                                                \
-    do {                                                                           \
-        kvt_checks++;                                                              \
-        if (!strstr((hay), (needle))) {                                            \
-            kvt_failures++;                                                        \
-            fprintf(stderr, "%s:%d: CHECK failed: \"%s\" does not contain \"%s\"\n", \
-                    __FILE__, __LINE__, (hay), (needle));                          \
-        }                                                                          \
+#define CHECK_CONTAINS(hay, needle)                                                                \
+    do {                                                                                           \
+        kvt_checks++;                                                                              \
+        if (!strstr((hay), (needle))) {                                                            \
+            kvt_failures++;                                                                        \
+            fprintf(stderr, "%s:%d: CHECK failed: \"%s\" does not contain \"%s\"\n", __FILE__,     \
+                    __LINE__, (hay), (needle));                                                    \
+        }                                                                                          \
     } while (0)
 
 /* Path of a file under shared/ (KVL_SHARED env or ../shared); static buffer. */

@@ -22,8 +22,9 @@ void kvl_cli_unknown(const char *cmd, const char *arg, const char *hint) {
     if (arg[0] == '-' && arg[1])
         fprintf(stderr, "kvllm %s: unknown flag '%s' (see kvllm %s --help)\n", cmd, arg, cmd);
     else
-        fprintf(stderr, "kvllm %s: unexpected argument '%s': not a flag, and every value follows "
-                        "its flag (%s%ssee kvllm %s --help)\n",
+        fprintf(stderr,
+                "kvllm %s: unexpected argument '%s': not a flag, and every value follows "
+                "its flag (%s%ssee kvllm %s --help)\n",
                 cmd, arg, hint ? hint : "", hint ? "; " : "", cmd);
 }
 
@@ -79,19 +80,28 @@ bool kvl_cli_bytes(const char *cmd, const char *flag, const char *s, uint64_t *o
     errno = 0;
     double v = strtod(s, &end);
     if (end == s || errno == ERANGE || isnan(v) || v < 0) {
-        fprintf(stderr, "kvllm %s: %s: '%s' is not a byte size (e.g. 512MiB, 2GiB, 80GB)\n",
-                cmd, flag, s);
+        fprintf(stderr, "kvllm %s: %s: '%s' is not a byte size (e.g. 512MiB, 2GiB, 80GB)\n", cmd,
+                flag, s);
         return false;
     }
     static const struct {
         const char *suf;
         double mul;
     } units[] = {
-        {"", 1.0},          {"B", 1.0},
-        {"K", 1024.0},      {"KiB", 1024.0},      {"KB", 1e3},
-        {"M", 1048576.0},   {"MiB", 1048576.0},   {"MB", 1e6},
-        {"G", 1073741824.0}, {"GiB", 1073741824.0}, {"GB", 1e9},
-        {"T", 1099511627776.0}, {"TiB", 1099511627776.0}, {"TB", 1e12},
+        {"", 1.0},
+        {"B", 1.0},
+        {"K", 1024.0},
+        {"KiB", 1024.0},
+        {"KB", 1e3},
+        {"M", 1048576.0},
+        {"MiB", 1048576.0},
+        {"MB", 1e6},
+        {"G", 1073741824.0},
+        {"GiB", 1073741824.0},
+        {"GB", 1e9},
+        {"T", 1099511627776.0},
+        {"TiB", 1099511627776.0},
+        {"TB", 1e12},
     };
     for (size_t k = 0; k < sizeof units / sizeof units[0]; k++) {
         if (strcasecmp(end, units[k].suf) == 0) {
@@ -106,7 +116,8 @@ bool kvl_cli_bytes(const char *cmd, const char *flag, const char *s, uint64_t *o
             return true;
         }
     }
-    fprintf(stderr, "kvllm %s: %s: unknown unit in '%s' (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)\n",
-            cmd, flag, s);
+    fprintf(stderr,
+            "kvllm %s: %s: unknown unit in '%s' (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)\n", cmd,
+            flag, s);
     return false;
 }

@@ -51,9 +51,9 @@ typedef struct {
 
 typedef struct {
     test_kind kind;
-    int32_t n_tok;  /* tokens per sequence that are timed */
-    int32_t depth;  /* positions already in the KV before the timed tokens */
-    int32_t n_seq;  /* sequences decoding together (tg), 1 for pp */
+    int32_t n_tok; /* tokens per sequence that are timed */
+    int32_t depth; /* positions already in the KV before the timed tokens */
+    int32_t n_seq; /* sequences decoding together (tg), 1 for pp */
     char name[64];
 } test_spec;
 
@@ -95,29 +95,26 @@ static void usage(FILE *f) {
             "      --roofline       before each timed tg repetition read the model's own\n"
             "                       memory with the same threads (best of 3 passes) and\n"
             "                       report decode's bytes/s as a fraction of that read\n"
-            "                       (json: weights_read_gbs, roofline_frac; text: stderr)\n"
-            KVL_CLI_LOAD_USAGE
-            "  -h, --help\n"
+            "                       (json: weights_read_gbs, roofline_frac; text: "
+            "stderr)\n" KVL_CLI_LOAD_USAGE "  -h, --help\n"
             "\nKV cache (each test gets a cache of exactly its sequences and positions;\n"
             "--kv-check runs once, before the first test):\n",
             KVL_MAX_CTX, MAX_REPS, KVL_POOL_MAX_THREADS);
     kvl_cli_kv_usage(f);
-    fprintf(f,
-            "\n"
-            "Columns: kv is the KV cache measured (layout, K/V formats, block size);\n"
-            "t/s is mean +- standard deviation over the repetitions (tg: all\n"
-            "sequences together); W/tok and KV/tok are the bytes one generated token\n"
-            "reads from weights and from the KV cache (in its format). Every decode step\n"
-            "reserves its KV positions first, as a server does, and that is timed.\n"
-            "\n"
-            "examples:\n"
-            "  kvllm bench -m tl-q8_0.gguf -p 512 -n 128 -d 0,1024 -r 3\n"
-            "  kvllm bench -m tl-q8_0.gguf -p 0 -n 32 -b 1,4,16 -o json --kv-type int8\n");
+    fprintf(f, "\n"
+               "Columns: kv is the KV cache measured (layout, K/V formats, block size);\n"
+               "t/s is mean +- standard deviation over the repetitions (tg: all\n"
+               "sequences together); W/tok and KV/tok are the bytes one generated token\n"
+               "reads from weights and from the KV cache (in its format). Every decode step\n"
+               "reserves its KV positions first, as a server does, and that is timed.\n"
+               "\n"
+               "examples:\n"
+               "  kvllm bench -m tl-q8_0.gguf -p 512 -n 128 -d 0,1024 -r 3\n"
+               "  kvllm bench -m tl-q8_0.gguf -p 0 -n 32 -b 1,4,16 -o json --kv-type int8\n");
 }
 
 /* "512" or "0,2048": each element checked by kvl_cli_int. */
-static bool parse_list(const char *flag, const char *s, long long lo, long long hi,
-                       int_list *out) {
+static bool parse_list(const char *flag, const char *s, long long lo, long long hi, int_list *out) {
     out->n = 0;
     const char *p = s;
     for (;;) {
@@ -130,8 +127,7 @@ static bool parse_list(const char *flag, const char *s, long long lo, long long 
             return false;
         }
         if (out->n == MAX_LIST) {
-            fprintf(stderr, "kvllm bench: %s: '%s' has more than %d values\n", flag, s,
-                    MAX_LIST);
+            fprintf(stderr, "kvllm bench: %s: '%s' has more than %d values\n", flag, s, MAX_LIST);
             return false;
         }
         memcpy(buf, p, len);
@@ -225,10 +221,10 @@ typedef struct {
     const kvl_model *m;
     kvl_executor *fw;
     int32_t max_tokens;
-    int32_t *tok;  /* (max_tokens) */
-    int32_t *seq;  /* (max_tokens) */
-    int32_t *pos;  /* (max_tokens) */
-    bool *want;    /* (max_tokens) logits wanted */
+    int32_t *tok; /* (max_tokens) */
+    int32_t *seq; /* (max_tokens) */
+    int32_t *pos; /* (max_tokens) */
+    bool *want;   /* (max_tokens) logits wanted */
     uint64_t rng;
     bool gate;     /* --gate: wait for a line on stdin before each repetition */
     bool roofline; /* --roofline: read the weights' memory before each tg repetition */
@@ -247,8 +243,8 @@ static kvl_status run_batch(bench_ctx *c, kvl_kv_cache *kvc, int32_t n, bool all
                             kvl_error *err) {
     for (int32_t i = 0; i < n; i++)
         c->want[i] = all_logits || i == n - 1;
-    kvl_batch b = {.n_tokens = n, .tokens = c->tok, .seq = c->seq, .pos = c->pos,
-                   .logits = c->want};
+    kvl_batch b = {
+        .n_tokens = n, .tokens = c->tok, .seq = c->seq, .pos = c->pos, .logits = c->want};
     const float *logits;
     int32_t n_out;
     return kvl_executor_run_cache(c->fw, kvc, &b, &logits, &n_out, err);
@@ -284,7 +280,7 @@ static kvl_status fill_depth(bench_ctx *c, kvl_kv_cache *kvc, int32_t depth, int
 static kvl_status rewind_to(kvl_kv_cache *kvc, const test_spec *t, kvl_error *err) {
     for (int32_t s = 0; s < t->n_seq; s++) {
         int32_t len = kvl_kv_cache_len(kvc, s);
-        kvl_status st = len > t->depth ? kvl_kv_cache_truncate(kvc, s, t->depth, err)
+        kvl_status st = len > t->depth   ? kvl_kv_cache_truncate(kvc, s, t->depth, err)
                         : len < t->depth ? kvl_kv_cache_reserve(kvc, s, t->depth - len, err)
                                          : KVL_OK;
         if (st != KVL_OK)
@@ -367,8 +363,8 @@ static double weights_read_gbs(bench_ctx *c) {
     return best;
 }
 
-static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *ts,
-                           test_stats *st, kvl_error *err) {
+static kvl_status run_test(bench_ctx *c, const test_spec *t, int reps, double *ts, test_stats *st,
+                           kvl_error *err) {
     int32_t max_ctx = t->depth + t->n_tok + 1;
     kvl_kv_cache *kvc = NULL;
     kvl_kv_cache_params kp;
@@ -452,7 +448,8 @@ static void print_header(out_fmt fmt) {
     if (fmt == OUT_TEXT) {
         printf("| model | size | params | type | isa | threads | kv | test | t/s | median t/s "
                "| W/tok | KV/tok |\n");
-        printf("| --- | ---: | ---: | --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: |\n");
+        printf(
+            "| --- | ---: | ---: | --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: |\n");
     } else if (fmt == OUT_CSV) {
         printf("model,model_type,model_size,n_params,isa,threads,kv_layout,kv_type_k,kv_type_v,"
                "kv_block_size,test,kind,n_tokens,depth,"
@@ -466,9 +463,9 @@ static void print_header(out_fmt fmt) {
 /* weights_private: the weights were copied into private memory (--load
  * huge/auto) rather than mapped; huge_bytes: anonymous memory in 2 MiB pages
  * right after loading (-1 unknown). */
-static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
-                      const test_spec *t, int reps, const double *ts, const test_stats *st,
-                      const double *read_gbs, bool weights_private, long long huge_bytes) {
+static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads, const test_spec *t,
+                      int reps, const double *ts, const test_stats *st, const double *read_gbs,
+                      bool weights_private, long long huge_bytes) {
     const char *type = type_name(m->layers[0].wq.type);
     const char *isa = kvl_isa_name(kvl_isa_active());
     int64_t params = count_params(m);
@@ -490,10 +487,9 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
         printf("\"%s\",%s,%zu,%lld,%s,%d,%s,%s,%s,%s,\"%s\",%s,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,"
                "%.4f,%.0f,%.0f,%.3f,\"",
                m->name, type, m->weight_bytes, (long long)params, isa, threads, layout, kf, vf, bs,
-               t->name,
-               t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth, (int)t->n_seq,
-               reps, st->mean, st->sd, st->median, st->min, st->max, st->weight_bytes_tok,
-               st->kv_bytes_tok, st->fill_s);
+               t->name, t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth,
+               (int)t->n_seq, reps, st->mean, st->sd, st->median, st->min, st->max,
+               st->weight_bytes_tok, st->kv_bytes_tok, st->fill_s);
         for (int r = 0; r < reps; r++)
             printf("%s%.4f", r ? ";" : "", ts[r]);
         printf("\"\n");
@@ -509,10 +505,10 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
                "   \"weight_bytes_per_token\": %.0f, \"kv_bytes_per_token\": %.0f, "
                "\"depth_fill_s\": %.3f, \"weights_mem\": \"%s\", \"huge_page_bytes\": %lld,\n"
                "   \"samples_ts\": [",
-               first ? "" : ",", m->name, type, m->weight_bytes, (long long)params, isa,
-               threads, kv, layout, kf, vf, paged ? bs : "null", t->name, t->kind == TEST_PP ? "pp" : "tg", (int)t->n_tok, (int)t->depth,
-               (int)t->n_seq, reps, st->mean, st->sd, st->median, st->min, st->max,
-               st->weight_bytes_tok, st->kv_bytes_tok, st->fill_s,
+               first ? "" : ",", m->name, type, m->weight_bytes, (long long)params, isa, threads,
+               kv, layout, kf, vf, paged ? bs : "null", t->name, t->kind == TEST_PP ? "pp" : "tg",
+               (int)t->n_tok, (int)t->depth, (int)t->n_seq, reps, st->mean, st->sd, st->median,
+               st->min, st->max, st->weight_bytes_tok, st->kv_bytes_tok, st->fill_s,
                weights_private ? "private copy" : "file mapping", huge_bytes);
         for (int r = 0; r < reps; r++)
             printf("%s%.4f", r ? ", " : "", ts[r]);
@@ -526,8 +522,9 @@ static void print_row(out_fmt fmt, bool first, const kvl_model *m, int threads,
         printf("}");
     }
     if (st->roof && fmt == OUT_TEXT)
-        fprintf(stderr, "%s: the weights' memory read at %.1f GB/s (median); decode reached %.0f%% "
-                        "of it (median over repetitions)\n",
+        fprintf(stderr,
+                "%s: the weights' memory read at %.1f GB/s (median); decode reached %.0f%% "
+                "of it (median over repetitions)\n",
                 t->name, st->read_med, 100 * st->roof_frac);
     fflush(stdout);
 }
@@ -570,9 +567,9 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
             *(a[2] == 'g' ? &o->gate : &o->roofline) = true;
             continue;
         }
-        static const char *const known[] = {"-p", "--n-prompt", "-n",   "--n-gen", "-d",
-                                            "--depth", "-b", "--batch", "-r", "--reps",
-                                            "-o", "--output", NULL};
+        static const char *const known[] = {"-p",      "--n-prompt", "-n",      "--n-gen", "-d",
+                                            "--depth", "-b",         "--batch", "-r",      "--reps",
+                                            "-o",      "--output",   NULL};
         if (!kvl_cli_flag_value(cmd, known, NULL, argc, argv, &i, &v))
             return 2;
         bool ok = true;
@@ -613,13 +610,13 @@ static int make_tests(const bench_opts *o, test_spec *tests, int *n_out, int32_t
     for (int di = 0; di < ld.n; di++) {
         for (int pi = 0; pi < lp.n; pi++)
             if (lp.v[pi] > 0)
-                tests[n_tests++] = (test_spec){TEST_PP, (int32_t)lp.v[pi], (int32_t)ld.v[di], 1,
-                                               ""};
+                tests[n_tests++] =
+                    (test_spec){TEST_PP, (int32_t)lp.v[pi], (int32_t)ld.v[di], 1, ""};
         for (int bi = 0; bi < lb.n; bi++)
             for (int ni = 0; ni < ln.n; ni++)
                 if (ln.v[ni] > 0)
-                    tests[n_tests++] = (test_spec){TEST_TG, (int32_t)ln.v[ni],
-                                                   (int32_t)ld.v[di], (int32_t)lb.v[bi], ""};
+                    tests[n_tests++] = (test_spec){TEST_TG, (int32_t)ln.v[ni], (int32_t)ld.v[di],
+                                                   (int32_t)lb.v[bi], ""};
     }
     if (n_tests == 0) {
         fprintf(stderr, "kvllm bench: nothing to run: -p and -n are both 0\n");
@@ -668,8 +665,11 @@ static bool tests_fit(const test_spec *tests, int n_tests, const kvl_model *m) {
 
 int kvl_cli_bench(int argc, char **argv) {
     const char *cmd = "bench";
-    bench_opts o = {.lp = {.v = {512}, .n = 1}, .ln = {.v = {128}, .n = 1},
-                    .ld = {.v = {0}, .n = 1}, .lb = {.v = {1}, .n = 1}, .reps = 5,
+    bench_opts o = {.lp = {.v = {512}, .n = 1},
+                    .ln = {.v = {128}, .n = 1},
+                    .ld = {.v = {0}, .n = 1},
+                    .lb = {.v = {1}, .n = 1},
+                    .reps = 5,
                     .fmt = OUT_TEXT};
     kvl_cli_common_defaults(&o.com);
     int pa = parse_args(argc, argv, &o);

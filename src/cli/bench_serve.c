@@ -47,58 +47,58 @@
 static const char *const CMD = KVL_SERVE_CMD;
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: kvllm bench serve [-m MODEL] [--num-prompts N] [--request-rate R]\n"
-            "                         [--input-len N|A:B] [--output-len N|A:B] [--dataset FILE]\n"
-            "                         [engine flags] [-o text|json] [--svg FILE]\n"
-            "\n"
-            "Drives the serving engine in-process with a generated workload and reports\n"
-            "throughput and latency percentiles under the names `vllm bench serve` uses.\n"
-            "Steps run on this thread (kvl_engine_step); each step that only decoded is\n"
-            "timed for the batch size vs TPOT curve.\n"
-            "\n"
-            "Workload:\n"
-            "  -m, --model PATH        GGUF or llama2.c checkpoint (default: shipped stories260K.gguf)\n"
-            "      --num-prompts N     requests, 1..1000000 (default 16; with --dataset, its lines)\n"
-            "      --request-rate R    arrivals per second, (0, 1e6], or inf: all at t = 0\n"
-            "                          (default inf)\n"
-            "      --burstiness B      gamma shape of the arrival gaps, [0.01, 100]: 1 = Poisson\n"
-            "                          (default), < 1 burstier, > 1 more regular\n"
-            "      --max-concurrency N at most N requests submitted and not finished, 1..1000000\n"
-            "                          (default: no limit)\n"
-            "      --input-len L       prompt tokens (BOS + random ids): N, or A:B uniform\n"
-            "                          (default 128)\n"
-            "      --output-len L      max_tokens of each request: N, or A:B uniform (default 64)\n"
-            "      --dataset FILE      lines of \"prompt_len output_len\" ('#' comments), used in\n"
-            "                          order and cycled; replaces --input-len/--output-len\n"
-            "      --shared-prefix N   every prompt starts with the same N tokens (a system\n"
-            "                          prompt: what the prefix cache serves)\n"
-            "      --ignore-eos        every output runs to its length\n"
-            "      --no-prefix-cache   the engine without its prefix cache, for comparison\n"
-            "      --temp T            sampling temperature, [0, 100] (default 1.0; outputs end\n"
-            "                          early when the model samples EOS: reported)\n"
-            "  -s, --seed N            seed of arrivals, lengths, prompts and sampling (default 0)\n"
-            "  -o, --output FMT        text (default) or json\n"
-            "      --svg FILE          write the batch size vs TPOT chart\n"
-            "\n"
-            "Engine:\n"
-            "  -t, --threads N         worker threads, 1..512 (default: one per core)\n"
-            "  -c, --ctx N             positions per sequence (default: the model's context)\n"
-            "      --max-seqs N        sequences decoding at once, 1..%d (default 16)\n"
-            "      --max-batch-tokens N  tokens per step, 1..65536 (default 256)\n"
-            "      --preempt MODE      auto (default), recompute or swap\n"
-            "      --swap-mem SIZE     swap area for preempted sequences (default 0: none)\n"
-            "      --swap-file PATH    back the swap area with a file\n"
-            KVL_CLI_LOAD_USAGE
-            "  -h, --help\n"
-            "\nKV cache:\n",
-            KVL_KV_MAX_SEQS);
+    fprintf(
+        f,
+        "usage: kvllm bench serve [-m MODEL] [--num-prompts N] [--request-rate R]\n"
+        "                         [--input-len N|A:B] [--output-len N|A:B] [--dataset FILE]\n"
+        "                         [engine flags] [-o text|json] [--svg FILE]\n"
+        "\n"
+        "Drives the serving engine in-process with a generated workload and reports\n"
+        "throughput and latency percentiles under the names `vllm bench serve` uses.\n"
+        "Steps run on this thread (kvl_engine_step); each step that only decoded is\n"
+        "timed for the batch size vs TPOT curve.\n"
+        "\n"
+        "Workload:\n"
+        "  -m, --model PATH        GGUF or llama2.c checkpoint (default: shipped "
+        "stories260K.gguf)\n"
+        "      --num-prompts N     requests, 1..1000000 (default 16; with --dataset, its lines)\n"
+        "      --request-rate R    arrivals per second, (0, 1e6], or inf: all at t = 0\n"
+        "                          (default inf)\n"
+        "      --burstiness B      gamma shape of the arrival gaps, [0.01, 100]: 1 = Poisson\n"
+        "                          (default), < 1 burstier, > 1 more regular\n"
+        "      --max-concurrency N at most N requests submitted and not finished, 1..1000000\n"
+        "                          (default: no limit)\n"
+        "      --input-len L       prompt tokens (BOS + random ids): N, or A:B uniform\n"
+        "                          (default 128)\n"
+        "      --output-len L      max_tokens of each request: N, or A:B uniform (default 64)\n"
+        "      --dataset FILE      lines of \"prompt_len output_len\" ('#' comments), used in\n"
+        "                          order and cycled; replaces --input-len/--output-len\n"
+        "      --shared-prefix N   every prompt starts with the same N tokens (a system\n"
+        "                          prompt: what the prefix cache serves)\n"
+        "      --ignore-eos        every output runs to its length\n"
+        "      --no-prefix-cache   the engine without its prefix cache, for comparison\n"
+        "      --temp T            sampling temperature, [0, 100] (default 1.0; outputs end\n"
+        "                          early when the model samples EOS: reported)\n"
+        "  -s, --seed N            seed of arrivals, lengths, prompts and sampling (default 0)\n"
+        "  -o, --output FMT        text (default) or json\n"
+        "      --svg FILE          write the batch size vs TPOT chart\n"
+        "\n"
+        "Engine:\n"
+        "  -t, --threads N         worker threads, 1..512 (default: one per core)\n"
+        "  -c, --ctx N             positions per sequence (default: the model's context)\n"
+        "      --max-seqs N        sequences decoding at once, 1..%d (default 16)\n"
+        "      --max-batch-tokens N  tokens per step, 1..65536 (default 256)\n"
+        "      --preempt MODE      auto (default), recompute or swap\n"
+        "      --swap-mem SIZE     swap area for preempted sequences (default 0: none)\n"
+        "      --swap-file PATH    back the swap area with a file\n" KVL_CLI_LOAD_USAGE
+        "  -h, --help\n"
+        "\nKV cache:\n",
+        KVL_KV_MAX_SEQS);
     kvl_cli_kv_usage(f);
 }
 
 /* "N" or "A:B" with lo <= A <= B <= hi. */
-static bool parse_len(const char *flag, const char *v, long long lo, long long hi,
-                      len_range *out) {
+static bool parse_len(const char *flag, const char *v, long long lo, long long hi, len_range *out) {
     const char *colon = strchr(v, ':');
     if (!colon) {
         if (!kvl_cli_int(CMD, flag, v, lo, hi, &out->lo))
@@ -202,12 +202,15 @@ static int parse_flag(serve_opts *o, const char *a, const char *v) {
 #undef INT_FLAG
 }
 
-static const char *const value_flags[] = {
-    "-m", "--model", "--dataset", "--svg", "--swap-file", "-o", "--output", "--num-prompts",
-    "--max-concurrency", "-t", "--threads", "-c", "--ctx", "--max-seqs", "--max-batch-tokens",
-    "-s", "--seed", "--input-len", "--output-len", "--request-rate", "--burstiness", "--temp",
-    "--shared-prefix",
-    "--swap-mem", "--preempt"};
+static const char *const value_flags[] = {"-m",           "--model",         "--dataset",
+                                          "--svg",        "--swap-file",     "-o",
+                                          "--output",     "--num-prompts",   "--max-concurrency",
+                                          "-t",           "--threads",       "-c",
+                                          "--ctx",        "--max-seqs",      "--max-batch-tokens",
+                                          "-s",           "--seed",          "--input-len",
+                                          "--output-len", "--request-rate",  "--burstiness",
+                                          "--temp",       "--shared-prefix", "--swap-mem",
+                                          "--preempt"};
 
 /* 0 parsed, 1 help printed, 2 usage error (message printed). */
 static int parse_args(int argc, char **argv, serve_opts *o) {
@@ -223,8 +226,10 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
             continue;
         }
         if (!strcmp(a, "--kv-check")) {
-            fprintf(stderr, "kvllm %s: --kv-check is not supported here (use kvllm run "
-                            "--kv-check)\n", CMD);
+            fprintf(stderr,
+                    "kvllm %s: --kv-check is not supported here (use kvllm run "
+                    "--kv-check)\n",
+                    CMD);
             return 2;
         }
         int r = kvl_cli_load_flag(CMD, argc, argv, &i, &o->load);
@@ -239,8 +244,8 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
             known = !strcmp(a, value_flags[k]);
         if (!known) {
             if (a[0] == '-' && a[1])
-                fprintf(stderr, "kvllm %s: unknown flag '%s' (see kvllm bench serve --help)\n",
-                        CMD, a);
+                fprintf(stderr, "kvllm %s: unknown flag '%s' (see kvllm bench serve --help)\n", CMD,
+                        a);
             else
                 fprintf(stderr, "kvllm %s: unexpected argument '%s'\n", CMD, a);
             return 2;
@@ -267,7 +272,9 @@ static uint64_t rng_next(uint64_t *s) {
 }
 
 /* Uniform in (0, 1]. */
-static double rng_unit(uint64_t *s) { return ((double)(rng_next(s) >> 11) + 1.0) / 9007199254740992.0; }
+static double rng_unit(uint64_t *s) {
+    return ((double)(rng_next(s) >> 11) + 1.0) / 9007199254740992.0;
+}
 
 /* Uniform in [lo, hi]. */
 static long long rng_range(uint64_t *s, long long lo, long long hi) {
@@ -315,8 +322,8 @@ static bool read_dataset(const char *path, dataset *d) {
     while (ok && fgets(line, sizeof line, f)) {
         lineno++;
         if (!strchr(line, '\n') && !feof(f)) {
-            fprintf(stderr, "kvllm %s: --dataset: %s:%ld: line longer than %zu bytes\n", CMD,
-                    path, lineno, sizeof line - 2);
+            fprintf(stderr, "kvllm %s: --dataset: %s:%ld: line longer than %zu bytes\n", CMD, path,
+                    lineno, sizeof line - 2);
             ok = false;
             break;
         }
@@ -340,8 +347,8 @@ static bool read_dataset(const char *path, dataset *d) {
             break;
         }
         if (a < 1 || a > KVL_MAX_CTX || b < 1 || b > KVL_MAX_CTX) {
-            fprintf(stderr, "kvllm %s: --dataset: %s:%ld: lengths %lld %lld outside [1, %d]\n",
-                    CMD, path, lineno, a, b, KVL_MAX_CTX);
+            fprintf(stderr, "kvllm %s: --dataset: %s:%ld: lengths %lld %lld outside [1, %d]\n", CMD,
+                    path, lineno, a, b, KVL_MAX_CTX);
             ok = false;
             break;
         }
@@ -510,8 +517,8 @@ static void sleep_s(double s) {
 }
 
 /* One step, timed, and its events. false on an engine failure. */
-static bool step_once(serve_run *sr, double t0, kvl_engine_stats *prev, kvl_event *ev,
-                      int max_ev, bool *progress) {
+static bool step_once(serve_run *sr, double t0, kvl_engine_stats *prev, kvl_event *ev, int max_ev,
+                      bool *progress) {
     kvl_error err = {0};
     int32_t nt = 0;
     double ts = kvl_now();
@@ -655,9 +662,9 @@ static void print_setup(const serve_run *sr) {
             "kvllm bench serve: model %s (%s), %d threads; KV %s/%s, %u blocks of %d positions "
             "(%lld tokens, %zu bytes; %s); max_seqs %d, max_batch_tokens %d, preempt %s, swap "
             "%zu bytes\n",
-            sr->mi.name, sr->mi.weight_type, c->n_threads, c->kv_type_k, c->kv_type_v,
-            c->n_blocks, c->block_size, (long long)c->capacity_tokens, c->kv_mem,
-            c->budget_reason, c->max_seqs, c->max_batch_tokens, modes[c->preempt], c->swap_mem);
+            sr->mi.name, sr->mi.weight_type, c->n_threads, c->kv_type_k, c->kv_type_v, c->n_blocks,
+            c->block_size, (long long)c->capacity_tokens, c->kv_mem, c->budget_reason, c->max_seqs,
+            c->max_batch_tokens, modes[c->preempt], c->swap_mem);
     if (isfinite(sr->o->rate))
         fprintf(stderr, "kvllm bench serve: %zu requests at %g/s (burstiness %g)\n", sr->n,
                 sr->o->rate, sr->o->burstiness);
@@ -709,8 +716,8 @@ static int bench_serve(const serve_opts *o, const dataset *d) {
     if (o->svg && !kvl_serve_write_svg(&sr, o->svg))
         rc = 1;
     if (sr.n_failed) {
-        fprintf(stderr, "kvllm %s: %zu of %zu requests failed; first: %s\n", CMD, sr.n_failed,
-                sr.n, sr.first_error);
+        fprintf(stderr, "kvllm %s: %zu of %zu requests failed; first: %s\n", CMD, sr.n_failed, sr.n,
+                sr.first_error);
         rc = 1;
     }
 done:
@@ -723,15 +730,22 @@ done:
 }
 
 int kvl_cli_bench_serve(int argc, char **argv) {
-    serve_opts o = {.n_prompts = 0, .rate = INFINITY, .burstiness = 1.0, .temp = 1.0,
-                    .in = {128, 128}, .out = {64, 64}, .load = KVL_LOAD_AUTO};
+    serve_opts o = {.n_prompts = 0,
+                    .rate = INFINITY,
+                    .burstiness = 1.0,
+                    .temp = 1.0,
+                    .in = {128, 128},
+                    .out = {64, 64},
+                    .load = KVL_LOAD_AUTO};
     kvl_cli_kv_defaults(&o.kvo);
     int pr = parse_args(argc, argv, &o);
     if (pr)
         return pr == 1 ? 0 : 2;
     if (!o.model && !(o.model = kvl_cli_default_model())) {
-        fprintf(stderr, "kvllm %s: no -m given and the shipped model "
-                        "(../shared/models/stories260K.gguf) was not found; set KVL_SHARED\n", CMD);
+        fprintf(stderr,
+                "kvllm %s: no -m given and the shipped model "
+                "(../shared/models/stories260K.gguf) was not found; set KVL_SHARED\n",
+                CMD);
         return 2;
     }
     dataset d = {0};

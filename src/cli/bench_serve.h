@@ -24,8 +24,8 @@ typedef struct serve_opts {
     bool json;
     long long n_prompts; /* 0: the dataset's lines, else 16 */
     long long threads, max_seqs, batch_tokens, max_conc, ctx;
-    double rate;         /* requests/s; INFINITY: all at t = 0 */
-    double burstiness;   /* gamma shape; 1 = Poisson */
+    double rate;       /* requests/s; INFINITY: all at t = 0 */
+    double burstiness; /* gamma shape; 1 = Poisson */
     double temp;
     long long seed;
     len_range in, out;
@@ -42,8 +42,8 @@ typedef struct sreq {
     int32_t in_len, out_len; /* prompt tokens; max_tokens */
     double t_arrival;        /* scheduled, seconds after t0 */
     double t_first, t_last, t_end;
-    int64_t n_out;           /* the engine's completion_tokens */
-    int32_t n_times;         /* output tokens that have a time so far */
+    int64_t n_out;   /* the engine's completion_tokens */
+    int32_t n_times; /* output tokens that have a time so far */
     int32_t n_preempt;
     int64_t recomputed;
     kvl_finish_reason reason;
@@ -64,12 +64,12 @@ typedef struct serve_run {
     kvl_engine_config cfg;
     sreq *rq;
     size_t n;
-    double *itl;         /* (itl_cap) gaps between a request's tokens, seconds */
+    double *itl; /* (itl_cap) gaps between a request's tokens, seconds */
     size_t n_itl, itl_cap;
     step_bucket *decode; /* (max_seqs + 1): pure-decode steps by sequences decoding */
     step_bucket mixed;   /* steps that also prefilled */
     int64_t n_token_events;
-    int32_t n_buckets;   /* max_seqs + 1 */
+    int32_t n_buckets; /* max_seqs + 1 */
     size_t n_done, n_failed, n_open, peak_open;
     double duration;
     char first_error[640];

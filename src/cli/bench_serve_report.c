@@ -147,11 +147,11 @@ void kvl_serve_print_text(const serve_run *sr, const serve_report *rep) {
              (long long)st->n_preempt_recompute, (long long)st->n_preempt_swap);
     printf("%-40s %s\n", "Preemptions (recompute / swap):", buf);
     line_i("Tokens recomputed:", (long long)st->tokens_recomputed);
-    snprintf(buf, sizeof buf, "%lld of %lld (%.1f%%), %.2f s saved", (long long)st->prefix_hit_tokens,
-             (long long)st->prefix_lookup_tokens,
-             st->prefix_lookup_tokens ? 100.0 * (double)st->prefix_hit_tokens /
-                                            (double)st->prefix_lookup_tokens
-                                      : 0.0,
+    snprintf(buf, sizeof buf, "%lld of %lld (%.1f%%), %.2f s saved",
+             (long long)st->prefix_hit_tokens, (long long)st->prefix_lookup_tokens,
+             st->prefix_lookup_tokens
+                 ? 100.0 * (double)st->prefix_hit_tokens / (double)st->prefix_lookup_tokens
+                 : 0.0,
              st->prefill_s_saved);
     printf("%-40s %s\n", "Prefix-cache hits (prompt tokens):", buf);
     snprintf(buf, sizeof buf, "%lld / %zu", (long long)st->n_blocks_swapped_out,
@@ -220,8 +220,7 @@ void kvl_serve_print_json(const serve_run *sr, const serve_report *rep) {
         printf(", \"request_rate\": %.6g", sr->o->rate);
     else
         printf(", \"request_rate\": \"inf\"");
-    printf(", \"burstiness\": %.6g, \"max_concurrency\": %lld", sr->o->burstiness,
-           sr->o->max_conc);
+    printf(", \"burstiness\": %.6g, \"max_concurrency\": %lld", sr->o->burstiness, sr->o->max_conc);
     printf(", \"duration\": %.6f, \"completed\": %zu, \"failed\": %zu", sr->duration,
            rep->completed, sr->n_failed);
     printf(", \"total_input_tokens\": %lld, \"total_output_tokens\": %lld, "
@@ -320,22 +319,27 @@ bool kvl_serve_write_svg(const serve_run *sr, const char *path) {
             double y = 1e3 * sr->decode[b].sum_s / (double)sr->decode[b].n_steps;
             ymax = y > ymax ? y : ymax;
         }
-    double ystep = nice_step(ymax > 0 ? ymax * 1.1 : 1), ytop = ystep * ceil((ymax > 0 ? ymax * 1.1 : 1) / ystep);
+    double ystep = nice_step(ymax > 0 ? ymax * 1.1 : 1),
+           ytop = ystep * ceil((ymax > 0 ? ymax * 1.1 : 1) / ystep);
     int32_t xstep = bmax <= 16 ? 1 : bmax <= 64 ? 4 : bmax <= 256 ? 16 : 64;
-#define XS(b) (L + ((double)(b) - 0.5) / ((double)bmax) * (W - L - R))
+#define XS(b) (L + ((double)(b)-0.5) / ((double)bmax) * (W - L - R))
 #define YS(y) (H - B - (y) / ytop * (H - T - B))
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-               "font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n",
+            W, H);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    fprintf(f, "<text x=\"%.0f\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">kvllm bench "
-               "serve: ", W / 2);
+    fprintf(f,
+            "<text x=\"%.0f\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">kvllm bench "
+            "serve: ",
+            W / 2);
     xml_text(f, sr->mi.name);
     fprintf(f, ", batch size vs TPOT (decode-only steps)</text>\n");
     for (double y = 0; y <= ytop + 1e-9; y += ystep) {
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L,
                 YS(y), W - R, YS(y));
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", L - 6,
-                YS(y) + 4, y);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", L - 6, YS(y) + 4,
+                y);
     }
     for (int32_t b = 1; b <= bmax; b += (b == 1 && xstep > 1) ? xstep - 1 : xstep)
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%d</text>\n", XS(b),
@@ -344,19 +348,25 @@ bool kvl_serve_write_svg(const serve_run *sr, const char *path) {
             H - B, W - R, H - B);
     fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"black\"/>\n", L, T,
             L, H - B);
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">sequences decoding in the "
-               "step (batch size)</text>\n", (L + W - R) / 2, H - 20);
-    fprintf(f, "<text transform=\"translate(18 %.0f) rotate(-90)\" text-anchor=\"middle\">TPOT: "
-               "step time (ms)</text>\n", (T + H - B) / 2);
+    fprintf(f,
+            "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">sequences decoding in the "
+            "step (batch size)</text>\n",
+            (L + W - R) / 2, H - 20);
+    fprintf(f,
+            "<text transform=\"translate(18 %.0f) rotate(-90)\" text-anchor=\"middle\">TPOT: "
+            "step time (ms)</text>\n",
+            (T + H - B) / 2);
     fprintf(f, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"");
     for (int32_t b = 1; b < sr->n_buckets; b++)
         if (sr->decode[b].n_steps)
-            fprintf(f, "%.1f,%.1f ", XS(b), YS(1e3 * sr->decode[b].sum_s / (double)sr->decode[b].n_steps));
+            fprintf(f, "%.1f,%.1f ", XS(b),
+                    YS(1e3 * sr->decode[b].sum_s / (double)sr->decode[b].n_steps));
     fprintf(f, "\"/>\n");
     for (int32_t b = 1; b < sr->n_buckets; b++)
         if (sr->decode[b].n_steps)
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"#1f77b4\"><title>batch %d: "
-                       "%.2f ms, %lld steps</title></circle>\n",
+            fprintf(f,
+                    "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"#1f77b4\"><title>batch %d: "
+                    "%.2f ms, %lld steps</title></circle>\n",
                     XS(b), YS(1e3 * sr->decode[b].sum_s / (double)sr->decode[b].n_steps), b,
                     1e3 * sr->decode[b].sum_s / (double)sr->decode[b].n_steps,
                     (long long)sr->decode[b].n_steps);
@@ -365,15 +375,20 @@ bool kvl_serve_write_svg(const serve_run *sr, const char *path) {
         n_points += sr->decode[b].n_steps > 0;
     for (int32_t b = 1; b < sr->n_buckets && n_points <= 24; b++)
         if (sr->decode[b].n_steps)
-            fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"10\" "
-                       "fill=\"#555\">%lld</text>\n",
+            fprintf(f,
+                    "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"10\" "
+                    "fill=\"#555\">%lld</text>\n",
                     XS(b), YS(1e3 * sr->decode[b].sum_s / (double)sr->decode[b].n_steps) - 8,
                     (long long)sr->decode[b].n_steps);
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\" font-size=\"10\" fill=\"#555\">"
-               "labels: steps measured</text>\n", W - R, T - 6);
+    fprintf(f,
+            "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\" font-size=\"10\" fill=\"#555\">"
+            "labels: steps measured</text>\n",
+            W - R, T - 6);
     if (ymax == 0)
-        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">no decode-only steps"
-                   "</text>\n", W / 2, H / 2);
+        fprintf(f,
+                "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">no decode-only steps"
+                "</text>\n",
+                W / 2, H / 2);
     fprintf(f, "</svg>\n");
 #undef XS
 #undef YS

@@ -51,21 +51,22 @@ void kvl_cli_kv_defaults(kvl_cli_kv_opts *o) {
 }
 
 void kvl_cli_kv_usage(FILE *f) {
-    fprintf(f,
-            "      --kv-layout L     paged (default) or contiguous (one max-length region per\n"
-            "                        sequence, the pre-paging baseline)\n"
-            "      --kv-mem SIZE     KV budget: bytes (512MiB, 2GiB) or N%% of available memory\n"
-            "                        (default: exactly what the sequences' full contexts need)\n"
-            "      --block-size N    positions per KV block, 1..%d (default 16; 32 when K is int4)\n"
-            "      --kv-type F       K and V cache format: %s\n"
-            "                        (default: f32 for f32 weights and the contiguous layout,\n"
-            "                        else f16)\n"
-            "      --kv-type-k F     K cache format only\n"
-            "      --kv-type-v F     V cache format only\n"
-            "      --kv-check        before running, measure the chosen formats against f32 and\n"
-            "                        f16 KV on this model (KL divergence, top-1) and warn when\n"
-            "                        they cost too much\n",
-            KVL_KV_MAX_BLOCK_SIZE, kvl_kv_format_names());
+    fprintf(
+        f,
+        "      --kv-layout L     paged (default) or contiguous (one max-length region per\n"
+        "                        sequence, the pre-paging baseline)\n"
+        "      --kv-mem SIZE     KV budget: bytes (512MiB, 2GiB) or N%% of available memory\n"
+        "                        (default: exactly what the sequences' full contexts need)\n"
+        "      --block-size N    positions per KV block, 1..%d (default 16; 32 when K is int4)\n"
+        "      --kv-type F       K and V cache format: %s\n"
+        "                        (default: f32 for f32 weights and the contiguous layout,\n"
+        "                        else f16)\n"
+        "      --kv-type-k F     K cache format only\n"
+        "      --kv-type-v F     V cache format only\n"
+        "      --kv-check        before running, measure the chosen formats against f32 and\n"
+        "                        f16 KV on this model (KL divergence, top-1) and warn when\n"
+        "                        they cost too much\n",
+        KVL_KV_MAX_BLOCK_SIZE, kvl_kv_format_names());
 }
 
 static long long mem_available(void) { return kvl_proc_kb("/proc/meminfo", "MemAvailable"); }
@@ -204,7 +205,8 @@ bool kvl_cli_kv_params(const char *cmd, const kvl_cli_kv_opts *o, const kvl_mode
     if (o->mem_fraction > 0) {
         long long avail = mem_available();
         if (avail <= 0) {
-            fprintf(stderr, "kvllm %s: --kv-mem: cannot read MemAvailable from /proc/meminfo\n", cmd);
+            fprintf(stderr, "kvllm %s: --kv-mem: cannot read MemAvailable from /proc/meminfo\n",
+                    cmd);
             return false;
         }
         p.budget = (size_t)((double)avail * o->mem_fraction);
@@ -278,8 +280,9 @@ int kvl_cli_common_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_
 const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c) {
     const char *p = c->model ? c->model : kvl_cli_default_model();
     if (!p)
-        fprintf(stderr, "kvllm %s: no -m given and the shipped model "
-                        "(../shared/models/stories260K.gguf) was not found; set KVL_SHARED\n",
+        fprintf(stderr,
+                "kvllm %s: no -m given and the shipped model "
+                "(../shared/models/stories260K.gguf) was not found; set KVL_SHARED\n",
                 cmd);
     return p;
 }

@@ -30,11 +30,11 @@ void kvl_cli_kv_defaults(kvl_cli_kv_opts *o);
  * was --load and was consumed with its value; 0: not --load; -1: a bad value
  * (message printed). */
 int kvl_cli_load_flag(const char *cmd, int argc, char **argv, int *i, kvl_load_mode *out);
-#define KVL_CLI_LOAD_USAGE                                                                    \
-    "      --load MODE       how the model file is brought into memory: auto (default:\n"     \
-    "                        huge for files of 64 MiB and more when the kernel allows),\n"   \
-    "                        huge (copy into 2 MiB transparent huge pages: fewer TLB\n"       \
-    "                        misses while decode streams the weights), mmap (map the\n"      \
+#define KVL_CLI_LOAD_USAGE                                                                         \
+    "      --load MODE       how the model file is brought into memory: auto (default:\n"          \
+    "                        huge for files of 64 MiB and more when the kernel allows),\n"         \
+    "                        huge (copy into 2 MiB transparent huge pages: fewer TLB\n"            \
+    "                        misses while decode streams the weights), mmap (map the\n"            \
     "                        file: 4 KiB pages shared with the page cache, read lazily)\n"
 
 /* The flags run, ppl and bench share: -m/--model, --tokenizer, -t/--threads,

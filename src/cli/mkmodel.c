@@ -168,8 +168,8 @@ int kvl_cli_mkmodel(int argc, char **argv) {
     bool synth = false, tied = false;
     kvl_type type = KVL_TYPE_F16;
     bool mix = false;
-    long long seed = 0, layers = -1, dim = -1, heads = -1, kv_heads = -1, ffn = -1,
-              vocab_size = -1, ctx = -1, alignment = 0;
+    long long seed = 0, layers = -1, dim = -1, heads = -1, kv_heads = -1, ffn = -1, vocab_size = -1,
+              ctx = -1, alignment = 0;
     double rope_base = -1, eps = -1;
 
     for (int i = 1; i < argc; i++) {
@@ -226,8 +226,8 @@ int kvl_cli_mkmodel(int argc, char **argv) {
                 {"--ctx", 1, KVL_MAX_CTX},
                 {"--alignment", 1, KVL_GGUF_MAX_ALIGNMENT},
             };
-            long long *dst[] = {&layers, &dim, &heads, &kv_heads, &ffn, &vocab_size, &ctx,
-                                &alignment};
+            long long *dst[] = {&layers, &dim,        &heads, &kv_heads,
+                                &ffn,    &vocab_size, &ctx,   &alignment};
             size_t k = 0;
             while (k < sizeof ints / sizeof ints[0] && strcmp(a, ints[k].flag))
                 k++;
@@ -255,24 +255,34 @@ int kvl_cli_mkmodel(int argc, char **argv) {
         fprintf(stderr, "kvllm mkmodel: --preset: %s\n", err.msg);
         return 2;
     }
-    if (layers > 0) s.shape.hp.n_layers = layers;
-    if (dim > 0) s.shape.hp.dim = dim;
-    if (heads > 0) s.shape.hp.n_heads = heads;
-    if (kv_heads > 0) s.shape.hp.n_kv_heads = kv_heads;
-    if (ffn > 0) s.shape.hp.ffn_dim = ffn;
-    if (vocab_size > 0) s.shape.hp.n_vocab = vocab_size;
-    if (ctx > 0) s.shape.hp.ctx_len = ctx;
-    if (rope_base > 0) s.shape.hp.rope_base = (float)rope_base;
-    if (eps > 0) s.shape.hp.rms_eps = (float)eps;
-    if (alignment > 0) s.alignment = (size_t)alignment;
+    if (layers > 0)
+        s.shape.hp.n_layers = layers;
+    if (dim > 0)
+        s.shape.hp.dim = dim;
+    if (heads > 0)
+        s.shape.hp.n_heads = heads;
+    if (kv_heads > 0)
+        s.shape.hp.n_kv_heads = kv_heads;
+    if (ffn > 0)
+        s.shape.hp.ffn_dim = ffn;
+    if (vocab_size > 0)
+        s.shape.hp.n_vocab = vocab_size;
+    if (ctx > 0)
+        s.shape.hp.ctx_len = ctx;
+    if (rope_base > 0)
+        s.shape.hp.rope_base = (float)rope_base;
+    if (eps > 0)
+        s.shape.hp.rms_eps = (float)eps;
+    if (alignment > 0)
+        s.alignment = (size_t)alignment;
     s.type = type;
     s.k_m = mix;
     s.seed = (uint64_t)seed;
     s.shape.tied_embd = tied;
     if (name) {
         if (strlen(name) >= sizeof s.shape.name) {
-            fprintf(stderr, "kvllm mkmodel: --name: %zu bytes is longer than %zu\n",
-                    strlen(name), sizeof s.shape.name - 1);
+            fprintf(stderr, "kvllm mkmodel: --name: %zu bytes is longer than %zu\n", strlen(name),
+                    sizeof s.shape.name - 1);
             return 2;
         }
         snprintf(s.shape.name, sizeof s.shape.name, "%s", name);
@@ -305,8 +315,9 @@ int kvl_cli_mkmodel(int argc, char **argv) {
            "seed %llu, %.1f s\n",
            out, (unsigned long long)stats.file_bytes, (double)stats.file_bytes / 1048576.0,
            (unsigned long long)stats.n_params, (unsigned long long)stats.n_tensors,
-           type_name(s.type, s.k_m), (long long)s.shape.hp.dim, (long long)s.shape.hp.n_layers, (long long)s.shape.hp.n_heads,
-           (long long)s.shape.hp.n_kv_heads, (long long)s.shape.hp.ffn_dim, (long long)s.shape.hp.n_vocab, vocab_desc,
+           type_name(s.type, s.k_m), (long long)s.shape.hp.dim, (long long)s.shape.hp.n_layers,
+           (long long)s.shape.hp.n_heads, (long long)s.shape.hp.n_kv_heads,
+           (long long)s.shape.hp.ffn_dim, (long long)s.shape.hp.n_vocab, vocab_desc,
            (long long)s.shape.hp.ctx_len, (unsigned long long)s.seed, kvl_now() - t0);
     return 0;
 }

@@ -79,10 +79,10 @@ static void list_models(void) {
            "hdim", "dim", "ffn", "vocab", "context", "source");
     for (size_t i = 0; i < n; i++)
         printf("%-16s %6lld %6lld %6lld %5lld %6lld %6lld %7lld %7lld  %s%s\n", s[i].name,
-               (long long)s[i].hp.n_layers, (long long)s[i].hp.n_heads, (long long)s[i].hp.n_kv_heads,
-               (long long)s[i].hp.head_dim, (long long)s[i].hp.dim, (long long)s[i].hp.ffn_dim,
-               (long long)s[i].hp.n_vocab, (long long)s[i].hp.ctx_len, s[i].source,
-               s[i].tied_embd ? " (tied embeddings)" : "");
+               (long long)s[i].hp.n_layers, (long long)s[i].hp.n_heads,
+               (long long)s[i].hp.n_kv_heads, (long long)s[i].hp.head_dim, (long long)s[i].hp.dim,
+               (long long)s[i].hp.ffn_dim, (long long)s[i].hp.n_vocab, (long long)s[i].hp.ctx_len,
+               s[i].source, s[i].tied_embd ? " (tied embeddings)" : "");
 }
 
 static void list_devices(void) {
@@ -207,8 +207,7 @@ static int parse_devices(const opts *o, kvl_plan_request *r, const char **names)
     }
     char buf[1024];
     if (strlen(list) >= sizeof buf) {
-        fprintf(stderr, "kvllm plan: %s: list longer than %zu characters\n", flag,
-                sizeof buf - 1);
+        fprintf(stderr, "kvllm plan: %s: list longer than %zu characters\n", flag, sizeof buf - 1);
         return 2;
     }
     strcpy(buf, list);
@@ -222,8 +221,10 @@ static int parse_devices(const opts *o, kvl_plan_request *r, const char **names)
         if (o->device) {
             const kvl_catalog_device *d = kvl_catalog_device_find(t);
             if (!d) {
-                fprintf(stderr, "kvllm plan: --device: unknown device '%s' (kvllm plan "
-                                "--list-devices; or --mem SIZE)\n", t);
+                fprintf(stderr,
+                        "kvllm plan: --device: unknown device '%s' (kvllm plan "
+                        "--list-devices; or --mem SIZE)\n",
+                        t);
                 return 2;
             }
             r->dev_bytes[n] = d->bytes;
@@ -247,8 +248,10 @@ static int parse_devices(const opts *o, kvl_plan_request *r, const char **names)
     }
     if (o->n_devices) {
         if (n != 1 && n != o->n_devices) {
-            fprintf(stderr, "kvllm plan: --devices %lld: %s lists %d devices; give one device "
-                            "with --devices, or a list\n", o->n_devices, flag, n);
+            fprintf(stderr,
+                    "kvllm plan: --devices %lld: %s lists %d devices; give one device "
+                    "with --devices, or a list\n",
+                    o->n_devices, flag, n);
             return 2;
         }
         for (int i = 1; i < o->n_devices; i++) {
@@ -306,13 +309,13 @@ typedef struct {
     char devdesc[160];
     const char *wlabel;
     kvl_plan_result res;
-    size_t hk, hv;      /* K and V bytes per (head, block) */
-    double tok_bytes;   /* block_bytes / block_size */
-    size_t context;     /* --context or the model's */
-    size_t users;       /* --users, 0 when not given */
-    size_t max_seqs;    /* at context */
+    size_t hk, hv;    /* K and V bytes per (head, block) */
+    double tok_bytes; /* block_bytes / block_size */
+    size_t context;   /* --context or the model's */
+    size_t users;     /* --users, 0 when not given */
+    size_t max_seqs;  /* at context */
     tables t;
-    bool reverse;       /* --users and --context: the reverse question */
+    bool reverse; /* --users and --context: the reverse question */
     kvl_plan_need need;
     /* the formats asked for, then the ladder (each pair once) */
     int n_f;
@@ -364,8 +367,10 @@ static int load_shape(const opts *o, plan *p) {
     if (o->model) {
         const kvl_model_shape *s = kvl_catalog_shape_find(o->model);
         if (!s) {
-            fprintf(stderr, "kvllm plan: --model: unknown model '%s' (kvllm plan "
-                            "--list-models; or -m FILE.gguf)\n", o->model);
+            fprintf(stderr,
+                    "kvllm plan: --model: unknown model '%s' (kvllm plan "
+                    "--list-models; or -m FILE.gguf)\n",
+                    o->model);
             return 2;
         }
         r->shape = *s;
@@ -481,8 +486,7 @@ static int compute(const opts *o, plan *p) {
         return rc;
     p->kv_bar = p->reverse ? p->need.kv_bytes : p->res.cap.n_blocks * p->res.cap.block_bytes;
     if (p->reverse)
-        snprintf(p->kv_bar_label, sizeof p->kv_bar_label, "KV %zu x %zu tok", p->users,
-                 p->context);
+        snprintf(p->kv_bar_label, sizeof p->kv_bar_label, "KV %zu x %zu tok", p->users, p->context);
     else
         snprintf(p->kv_bar_label, sizeof p->kv_bar_label, "KV (full capacity)");
     describe_devices(p);
@@ -498,20 +502,21 @@ static int compute(const opts *o, plan *p) {
 
 /* The answer to the question asked: does NOT fit when the reverse question
  * fails, or when the weights alone exceed the usable memory. */
-static bool plan_fits(const plan *p) {
-    return p->res.weights_fit && (!p->reverse || p->need.fits);
-}
+static bool plan_fits(const plan *p) { return p->res.weights_fit && (!p->reverse || p->need.fits); }
 
 /* ---- render: SVG ------------------------------------------------------- */
 
 static int render_svg(const plan *p, const char *path) {
     const kvl_plan_request *r = &p->r;
-    kvl_plan_svg in = {.req = r, .res = &p->res, .ctx_max = p->t.ctx[p->t.n_ctx - 1],
-                       .kv_bar = p->kv_bar, .kv_bar_label = p->kv_bar_label};
+    kvl_plan_svg in = {.req = r,
+                       .res = &p->res,
+                       .ctx_max = p->t.ctx[p->t.n_ctx - 1],
+                       .kv_bar = p->kv_bar,
+                       .kv_bar_label = p->kv_bar_label};
     char title[512];
     snprintf(title, sizeof title, "%s on %s: weights %s, K %s / V %s, block %d", r->shape.name,
-             p->devdesc, p->o->model || p->o->have_w ? p->wlabel : "from file",
-             fmt_name(r->k_fmt), fmt_name(r->v_fmt), r->block_size);
+             p->devdesc, p->o->model || p->o->have_w ? p->wlabel : "from file", fmt_name(r->k_fmt),
+             fmt_name(r->v_fmt), r->block_size);
     in.title = title;
     in.n_batch = p->t.n_batch;
     memcpy(in.batch, p->t.batch, sizeof p->t.batch);
@@ -597,9 +602,8 @@ static void json_need(FILE *f, const plan *p) {
                 "\"kv_bytes\": %zu, \"total_bytes\": %zu, \"fits\": %s, \"max_seqs\": "
                 "%zu, \"max_context\": %zu}",
                 i ? "," : "", fmt_name(p->fk[i]), fmt_name(p->fv[i]),
-                (double)p->fbb[i] / p->r.block_size, p->fneed[i].kv_bytes,
-                p->fneed[i].total_bytes, jbool(p->fneed[i].fits), p->fneed[i].max_seqs,
-                p->fneed[i].max_context);
+                (double)p->fbb[i] / p->r.block_size, p->fneed[i].kv_bytes, p->fneed[i].total_bytes,
+                jbool(p->fneed[i].fits), p->fneed[i].max_seqs, p->fneed[i].max_context);
     fprintf(f, "],\n    \"suggested_format\": ");
     if (p->sug)
         fprintf(f, "{\"k\": \"%s\", \"v\": \"%s\"}", fmt_name(p->sk), fmt_name(p->sv));
@@ -617,8 +621,8 @@ static void render_json(FILE *f, const plan *p) {
             "  \"kv\": {\"k\": \"%s\", \"v\": \"%s\", \"block_size\": %d, "
             "\"k_head_block_bytes\": %zu, \"v_head_block_bytes\": %zu, \"block_bytes\": %zu, "
             "\"bytes_per_token\": %.4f},\n",
-            fmt_name(r->k_fmt), fmt_name(r->v_fmt), r->block_size, p->hk, p->hv,
-            cap->block_bytes, p->tok_bytes);
+            fmt_name(r->k_fmt), fmt_name(r->v_fmt), r->block_size, p->hk, p->hv, cap->block_bytes,
+            p->tok_bytes);
     fprintf(f, "  \"capacity\": {\"blocks\": %zu, \"tokens\": %zu},\n", cap->n_blocks,
             cap->n_tokens);
     fprintf(f, "  \"context\": %zu, \"over_model_context\": %s, \"max_seqs_at_context\": %zu,\n",
@@ -626,8 +630,8 @@ static void render_json(FILE *f, const plan *p) {
     fprintf(f, "  \"longest_context\": [");
     for (int i = 0; i < p->t.n_batch; i++) {
         size_t mc = kvl_plan_max_context(cap, p->t.batch[i]);
-        fprintf(f, "%s{\"users\": %zu, \"tokens\": %zu, \"over_model_context\": %s}",
-                i ? ", " : "", p->t.batch[i], mc, jbool(mc > ctx_len));
+        fprintf(f, "%s{\"users\": %zu, \"tokens\": %zu, \"over_model_context\": %s}", i ? ", " : "",
+                p->t.batch[i], mc, jbool(mc > ctx_len));
     }
     fprintf(f, "],\n  \"tradeoff\": [");
     for (int i = 0; i < p->t.n_ctx; i++) {
@@ -732,14 +736,15 @@ static void text_memory(const plan *p) {
 }
 
 /* Describe one (head, block) of format f in role r: "16 x 128 x 1 B + 16 x 4 B scales". */
-static void head_block_desc(kvl_kv_format f, kvl_kv_role role, const kvl_plan_request *r,
-                            char *buf, size_t n) {
+static void head_block_desc(kvl_kv_format f, kvl_kv_role role, const kvl_plan_request *r, char *buf,
+                            size_t n) {
     const kvl_kv_format_info *fi = kvl_kv_format_get(f);
     const kvl_kv_overhead *o = &fi->ovh[role];
     int B = r->block_size;
     long long D = (long long)r->shape.hp.head_dim;
-    int w = fi->elem_bits >= 8 ? snprintf(buf, n, "%d tok x %lld dims x %u B", B, D, fi->elem_bits / 8)
-                               : snprintf(buf, n, "%d tok x %lld dims x %u/8 B", B, D, fi->elem_bits);
+    int w = fi->elem_bits >= 8
+                ? snprintf(buf, n, "%d tok x %lld dims x %u B", B, D, fi->elem_bits / 8)
+                : snprintf(buf, n, "%d tok x %lld dims x %u/8 B", B, D, fi->elem_bits);
     if (w < 0 || (size_t)w >= n)
         return;
     if (o->head_block)
@@ -759,8 +764,8 @@ static void text_kv(const plan *p) {
     const kvl_model_shape *s = &r->shape;
     size_t ctx_len = (size_t)s->hp.ctx_len;
     char a[48], b[48], c[48], desc[128];
-    printf("\nKV cache   K %s, V %s, blocks of %d tokens\n", fmt_name(r->k_fmt),
-           fmt_name(r->v_fmt), r->block_size);
+    printf("\nKV cache   K %s, V %s, blocks of %d tokens\n", fmt_name(r->k_fmt), fmt_name(r->v_fmt),
+           r->block_size);
     head_block_desc(r->k_fmt, KVL_KV_ROLE_K, r, desc, sizeof desc);
     printf("  K per head per block: %s = %zu B\n", desc, p->hk);
     head_block_desc(r->v_fmt, KVL_KV_ROLE_V, r, desc, sizeof desc);
@@ -782,7 +787,8 @@ static void text_kv(const plan *p) {
            kvl_plan_fmt_int(kvl_plan_blocks_for_tokens(p->context, r->block_size), c, sizeof c),
            p->context > ctx_len ? OVER_CTX : "");
 
-    tbl t = {.n_cols = 4, .head = {"context", "blocks/seq", "KV/seq MiB", "max seqs"},
+    tbl t = {.n_cols = 4,
+             .head = {"context", "blocks/seq", "KV/seq MiB", "max seqs"},
              .min_w = {10, 12, 14, 12}};
     for (int i = 0; i < p->t.n_ctx; i++) {
         size_t nb = kvl_plan_blocks_for_tokens(p->t.ctx[i], r->block_size);
@@ -839,8 +845,8 @@ static void text_remedies(const plan *p) {
             printf("  weights:      --weights %s (%s) fits\n", kvl_type_name(wq[i]),
                    kvl_plan_fmt_gib(q.weight_bytes, a, sizeof a));
         else
-            printf("  weights:      --weights %s (%s) is still short by %s\n",
-                   kvl_type_name(wq[i]), kvl_plan_fmt_gib(q.weight_bytes, a, sizeof a),
+            printf("  weights:      --weights %s (%s) is still short by %s\n", kvl_type_name(wq[i]),
+                   kvl_plan_fmt_gib(q.weight_bytes, a, sizeof a),
                    kvl_plan_fmt_gib(qn.short_by, b, sizeof b));
     }
     if (need->devices_needed > 0)

@@ -22,24 +22,26 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: kvllm ppl [-m MODEL] -f TEXT [flags]\n"
-               "\n"
-               "  -m, --model PATH     GGUF or llama2.c checkpoint (default: shipped stories260K.gguf)\n"
-               "      --tokenizer PATH llama2.c tokenizer (default: beside the model)\n"
-               "  -f, --file PATH      text to score\n"
-               "      --split MODE     eot: stories split on <|endoftext|> lines (default);\n"
-               "                       blank: paragraphs split on blank lines (CRLF -> LF)\n"
-               "  -c, --ctx N          window length (default: the model's context)\n"
-               "      --long MODE      documents longer than the window: truncate (default,\n"
-               "                       the reference protocol) or windows (score all of it)\n"
-               "      --max-docs N     score only the first N documents\n"
-               "      --kl-ref         also run an f32-KV reference in the same pass and report\n"
-               "                       the mean KL divergence of next-token distributions\n"
-               "                       KL(ref || this) and top-1 agreement\n"
-               "  -t, --threads N      worker threads, 1..%d (default: one per core)\n"
-               KVL_CLI_LOAD_USAGE
-               "  -h, --help\n"
-               "\nKV cache:\n", KVL_POOL_MAX_THREADS);
+    fprintf(
+        f,
+        "usage: kvllm ppl [-m MODEL] -f TEXT [flags]\n"
+        "\n"
+        "  -m, --model PATH     GGUF or llama2.c checkpoint (default: shipped stories260K.gguf)\n"
+        "      --tokenizer PATH llama2.c tokenizer (default: beside the model)\n"
+        "  -f, --file PATH      text to score\n"
+        "      --split MODE     eot: stories split on <|endoftext|> lines (default);\n"
+        "                       blank: paragraphs split on blank lines (CRLF -> LF)\n"
+        "  -c, --ctx N          window length (default: the model's context)\n"
+        "      --long MODE      documents longer than the window: truncate (default,\n"
+        "                       the reference protocol) or windows (score all of it)\n"
+        "      --max-docs N     score only the first N documents\n"
+        "      --kl-ref         also run an f32-KV reference in the same pass and report\n"
+        "                       the mean KL divergence of next-token distributions\n"
+        "                       KL(ref || this) and top-1 agreement\n"
+        "  -t, --threads N      worker threads, 1..%d (default: one per core)\n" KVL_CLI_LOAD_USAGE
+        "  -h, --help\n"
+        "\nKV cache:\n",
+        KVL_POOL_MAX_THREADS);
     kvl_cli_kv_usage(f);
 }
 
@@ -56,13 +58,14 @@ static double log_sum_exp(const float *row, int64_t n, float *mx_out) {
     return log(s);
 }
 
-
 typedef struct {
     const char *p;
     size_t n;
 } span;
 
-static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+static bool is_ws(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
 
 static span strip(const char *p, size_t n) {
     while (n && is_ws(*p)) {
@@ -145,8 +148,8 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
             return 2;
         if (r > 0)
             continue;
-        static const char *const known[] = {"-f",    "--file", "--split",    "--long",
-                                            "-c",    "--ctx",  "--max-docs", NULL};
+        static const char *const known[] = {"-f", "--file", "--split",    "--long",
+                                            "-c", "--ctx",  "--max-docs", NULL};
         if (!kvl_cli_flag_value(cmd, known, "the text file goes after -f", argc, argv, &i, &v))
             return 2;
         if (!strcmp(a, "-f") || !strcmp(a, "--file"))
@@ -185,7 +188,7 @@ typedef struct ppl_acc {
 /* Everything the scoring loop uses, set up once. */
 typedef struct ppl_run {
     kvl_model *m;
-    kvl_executor *fw, *fwr;   /* the measured KV, and the f32 reference (--kl-ref) */
+    kvl_executor *fw, *fwr; /* the measured KV, and the f32 reference (--kl-ref) */
     kvl_kv_cache *kvc, *kvr;
     int32_t *toks, *seq, *pos; /* (cap), (ctx), (ctx) */
     bool *want;                /* (ctx) every row's logits */
@@ -196,7 +199,10 @@ typedef struct ppl_run {
 static bool score_window(ppl_run *pr, const int32_t *toks, size_t wn, ppl_acc *acc) {
     const int64_t nv = pr->m->hp.n_vocab;
     kvl_error err;
-    kvl_batch b = {.n_tokens = (int32_t)wn, .tokens = toks, .seq = pr->seq, .pos = pr->pos,
+    kvl_batch b = {.n_tokens = (int32_t)wn,
+                   .tokens = toks,
+                   .seq = pr->seq,
+                   .pos = pr->pos,
                    .logits = pr->want};
     const float *lg, *lr = NULL;
     int32_t n_out;
@@ -232,8 +238,8 @@ static bool score_window(ppl_run *pr, const int32_t *toks, size_t wn, ppl_acc *a
 
 /* Load the model, size the buffers by the longest document, make the
  * caches and executors. Returns 0, or the exit status. */
-static int setup(const ppl_opts *o, const char *text, size_t len, long long *ctx,
-                 kvl_pool **pool, ppl_run *pr, kvl_kv_cache_params *kvp) {
+static int setup(const ppl_opts *o, const char *text, size_t len, long long *ctx, kvl_pool **pool,
+                 ppl_run *pr, kvl_kv_cache_params *kvp) {
     const char *cmd = "ppl";
     kvl_error err = {0};
     kvl_model *m = NULL;
@@ -291,8 +297,8 @@ static int setup(const ppl_opts *o, const char *text, size_t len, long long *ctx
 
 /* Every document: windows of up to ctx tokens, each predicting its tokens
  * 1..len-1. false on an error (message printed). */
-static bool score_all(const ppl_opts *o, const char *text, size_t len, long long ctx,
-                      ppl_run *pr, ppl_acc *acc) {
+static bool score_all(const ppl_opts *o, const char *text, size_t len, long long ctx, ppl_run *pr,
+                      ppl_acc *acc) {
     kvl_progress prog = {0};
     kvl_progress_begin(&prog, "ppl");
     size_t at = 0;
@@ -375,7 +381,8 @@ int kvl_cli_ppl(int argc, char **argv) {
         fprintf(stderr, "kvllm ppl: %lld tokens in %.2f s (%.1f tokens/s)\n", acc.n_pred, dt,
                 dt > 0 ? (double)acc.n_pred / dt : 0.0);
         if (acc.n_nan) { /* a quality gate fails on NaN */
-            fprintf(stderr, "kvllm ppl: --kl-ref: %lld of %lld positions have NaN logits (KL inf)\n",
+            fprintf(stderr,
+                    "kvllm ppl: --kl-ref: %lld of %lld positions have NaN logits (KL inf)\n",
                     acc.n_nan, acc.n_pred);
             goto done;
         }

@@ -34,43 +34,44 @@ typedef struct run_opts {
 } run_opts;
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: kvllm run [-m MODEL] [-p PROMPT | -f FILE] [-n N] [flags]\n"
-            "\n"
-            "  -m, --model PATH      GGUF or llama2.c checkpoint (default: shipped stories260K.gguf)\n"
-            "      --tokenizer PATH  llama2.c tokenizer (default: tok<vocab>.bin or tokenizer.bin beside the model)\n"
-            "  -p, --prompt TEXT     prompt (default: empty, i.e. BOS only)\n"
-            "  -f, --file FILE       read the prompt from FILE ('-': standard input)\n"
-            "  -n, --n-predict N     tokens to generate, 0..1000000 (default 256; cut to what the\n"
-            "                        context leaves, with a notice)\n"
-            "  -c, --ctx N           context length, at most the model's (default: the model's)\n"
-            "      --temp T          temperature, 0 = greedy (default 0.8)\n"
-            "      --top-k K         0 = off (default 40)\n"
-            "      --top-p P         (0, 1], 1 = off (default 0.95)\n"
-            "      --min-p P         [0, 1], 0 = off (default 0.05)\n"
-            "      --repeat-penalty R  (0, 10], 1 = off (default 1.0)\n"
-            "      --repeat-last-n N   tokens the penalty looks back over (default 64)\n"
-            "  -s, --seed N          sampling seed (default fixed)\n"
-            "      --stop TEXT       stop when TEXT is generated (repeatable, up to %d)\n"
-            "      --parallel N      N samples from one prompt, 1..%d (default 1)\n"
-            "  -t, --threads N       worker threads, 1..%d (default: one per core)\n"
-            "  -o, --output FMT      text (default) or json (text, tokens, usage, timings)\n"
-            "      --dump-logits F   write every logits row computed (float32, n_vocab each,\n"
-            "                        in batch order) to file F, for exact comparisons\n"
-            KVL_CLI_LOAD_USAGE
-            "\nScheduling (the engine's; see docs/engine.md):\n"
-            "      --max-batch-tokens N  tokens per step: prefill chunks and decodes (default:\n"
-            "                        the prompt's length, at least 256, at most 4096)\n"
-            "      --preempt MODE    auto (default), recompute or swap, when the KV pool runs dry\n"
-            "      --swap-mem SIZE   swap area for preempted sequences (default 0: none)\n"
-            "      --swap-file PATH  back the swap area with a file\n"
-            "      --no-prefix-cache do not look prompts up in the prefix cache (for comparison)\n"
-            "      --batch-invariant every product takes one kernel path whatever the batch\n"
-            "                        (a request's greedy tokens never depend on the others;\n"
-            "                        slower decode)\n"
-            "  -h, --help\n"
-            "\nKV cache:\n",
-            KVL_MAX_STOPS, KVL_MAX_SAMPLES, KVL_POOL_MAX_THREADS);
+    fprintf(
+        f,
+        "usage: kvllm run [-m MODEL] [-p PROMPT | -f FILE] [-n N] [flags]\n"
+        "\n"
+        "  -m, --model PATH      GGUF or llama2.c checkpoint (default: shipped stories260K.gguf)\n"
+        "      --tokenizer PATH  llama2.c tokenizer (default: tok<vocab>.bin or tokenizer.bin "
+        "beside the model)\n"
+        "  -p, --prompt TEXT     prompt (default: empty, i.e. BOS only)\n"
+        "  -f, --file FILE       read the prompt from FILE ('-': standard input)\n"
+        "  -n, --n-predict N     tokens to generate, 0..1000000 (default 256; cut to what the\n"
+        "                        context leaves, with a notice)\n"
+        "  -c, --ctx N           context length, at most the model's (default: the model's)\n"
+        "      --temp T          temperature, 0 = greedy (default 0.8)\n"
+        "      --top-k K         0 = off (default 40)\n"
+        "      --top-p P         (0, 1], 1 = off (default 0.95)\n"
+        "      --min-p P         [0, 1], 0 = off (default 0.05)\n"
+        "      --repeat-penalty R  (0, 10], 1 = off (default 1.0)\n"
+        "      --repeat-last-n N   tokens the penalty looks back over (default 64)\n"
+        "  -s, --seed N          sampling seed (default fixed)\n"
+        "      --stop TEXT       stop when TEXT is generated (repeatable, up to %d)\n"
+        "      --parallel N      N samples from one prompt, 1..%d (default 1)\n"
+        "  -t, --threads N       worker threads, 1..%d (default: one per core)\n"
+        "  -o, --output FMT      text (default) or json (text, tokens, usage, timings)\n"
+        "      --dump-logits F   write every logits row computed (float32, n_vocab each,\n"
+        "                        in batch order) to file F, for exact "
+        "comparisons\n" KVL_CLI_LOAD_USAGE "\nScheduling (the engine's; see docs/engine.md):\n"
+        "      --max-batch-tokens N  tokens per step: prefill chunks and decodes (default:\n"
+        "                        the prompt's length, at least 256, at most 4096)\n"
+        "      --preempt MODE    auto (default), recompute or swap, when the KV pool runs dry\n"
+        "      --swap-mem SIZE   swap area for preempted sequences (default 0: none)\n"
+        "      --swap-file PATH  back the swap area with a file\n"
+        "      --no-prefix-cache do not look prompts up in the prefix cache (for comparison)\n"
+        "      --batch-invariant every product takes one kernel path whatever the batch\n"
+        "                        (a request's greedy tokens never depend on the others;\n"
+        "                        slower decode)\n"
+        "  -h, --help\n"
+        "\nKV cache:\n",
+        KVL_MAX_STOPS, KVL_MAX_SAMPLES, KVL_POOL_MAX_THREADS);
     kvl_cli_kv_usage(f);
 }
 
@@ -155,11 +156,32 @@ static int parse_value_flag(run_opts *o, const char *a, const char *v) {
 #undef FLOAT_FLAG
 }
 
-static const char *const value_flags[] = {
-    "--dump-logits", "-p", "--prompt", "-f", "--file", "-o",
-    "--output", "-n", "--n-predict", "-c", "--ctx", "--temp", "--top-k", "--top-p", "--min-p",
-    "--repeat-penalty", "--repeat-last-n", "-s", "--seed", "--parallel",
-    "--max-batch-tokens", "--swap-file", "--swap-mem", "--preempt", "--stop", NULL};
+static const char *const value_flags[] = {"--dump-logits",
+                                          "-p",
+                                          "--prompt",
+                                          "-f",
+                                          "--file",
+                                          "-o",
+                                          "--output",
+                                          "-n",
+                                          "--n-predict",
+                                          "-c",
+                                          "--ctx",
+                                          "--temp",
+                                          "--top-k",
+                                          "--top-p",
+                                          "--min-p",
+                                          "--repeat-penalty",
+                                          "--repeat-last-n",
+                                          "-s",
+                                          "--seed",
+                                          "--parallel",
+                                          "--max-batch-tokens",
+                                          "--swap-file",
+                                          "--swap-mem",
+                                          "--preempt",
+                                          "--stop",
+                                          NULL};
 
 /* 0 parsed, 1 help printed, 2 usage error (message printed). */
 static int parse_args(int argc, char **argv, run_opts *o) {
@@ -282,7 +304,7 @@ typedef struct run_state {
     sample_text *out; /* (parallel) */
     int32_t n_samples;
     bool stream, json;
-    kvl_event final;          /* the request's final (merged over split requests) */
+    kvl_event final; /* the request's final (merged over split requests) */
     uint64_t ids[KVL_MAX_SAMPLES];
     int32_t n_reqs, n_finals; /* one request with n samples, or n requests */
     bool done;
@@ -423,9 +445,9 @@ static void print_report(const run_state *rs, const kvl_model *m, double t_load,
         /* after the fork: the prompt's KV stored once, against n copies */
         bool paged = cfg.kv_layout == KVL_KV_LAYOUT_PAGED;
         size_t block_bytes = (size_t)cfg.block_size * cfg.bytes_per_token;
-        size_t one = paged ? (n_prompt + (size_t)cfg.block_size - 1) / (size_t)cfg.block_size *
-                                 block_bytes
-                           : n_prompt * cfg.bytes_per_token;
+        size_t one =
+            paged ? (n_prompt + (size_t)cfg.block_size - 1) / (size_t)cfg.block_size * block_bytes
+                  : n_prompt * cfg.bytes_per_token;
         size_t copies = (size_t)rs->n_samples * one, held = paged ? one : copies;
         fprintf(stderr,
                 "kvllm: prompt KV after forking %d sequences: %zu bytes held (%s) vs %zu bytes "
@@ -443,8 +465,7 @@ static void print_report(const run_state *rs, const kvl_model *m, double t_load,
  * cannot hold every sample at its longest at once, as one request per
  * sample instead (they queue and preempt one another; sample i keeps the
  * seed it would have had). */
-static kvl_status submit_all(run_state *rs, const int32_t *toks, size_t n_prompt,
-                             kvl_error *err) {
+static kvl_status submit_all(run_state *rs, const int32_t *toks, size_t n_prompt, kvl_error *err) {
     const run_opts *o = rs->o;
     kvl_engine *e = rs->e;
     kvl_request_params rp = kvl_request_defaults();
@@ -519,8 +540,9 @@ static int run_request(run_opts *o) {
     }
     long long room = o->ctx - (long long)n_prompt;
     if (o->n_predict > room) {
-        fprintf(stderr, "kvllm run: -n %lld: the %zu-token prompt leaves %lld of the context's %lld "
-                        "positions; generating at most %lld tokens\n",
+        fprintf(stderr,
+                "kvllm run: -n %lld: the %zu-token prompt leaves %lld of the context's %lld "
+                "positions; generating at most %lld tokens\n",
                 o->n_predict, n_prompt, room, o->ctx, room);
         o->n_predict = room;
     }
@@ -618,7 +640,10 @@ done:
 }
 
 int kvl_cli_run(int argc, char **argv) {
-    run_opts o = {.prompt = "", .out_fmt = "text", .n_predict = 256, .parallel = 1,
+    run_opts o = {.prompt = "",
+                  .out_fmt = "text",
+                  .n_predict = 256,
+                  .parallel = 1,
                   .sp = kvl_sampler_defaults()};
     kvl_cli_common_defaults(&o.com);
     int pr = parse_args(argc, argv, &o);

@@ -38,47 +38,48 @@ typedef struct sim_opts {
 } sim_opts;
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: kvllm sim (--model NAME | -m FILE.gguf) --device NAME [flags]\n"
-            "       kvllm sim calibrate -o FILE [-t THREADS]\n"
-            "\n"
-            "The real scheduler and KV ledger (metadata only) on a virtual clock; each step\n"
-            "priced as max(FLOPs / (flops x mfu), bytes / (bandwidth x mbu)) + overhead.\n"
-            "\n"
-            "model and device:\n"
-            "  --model NAME          a catalogue shape (kvllm plan --list-models)\n"
-            "  -m FILE.gguf          the shape of a GGUF file\n"
-            "  --type T              weight type: f16 (default), bf16, f32, q8_0, q4_0\n"
-            "  --kv-type F           KV format of K and V (default f16)\n"
-            "  --device NAME         A100-40GB, A100-80GB, H100-80GB, H200-141GB, L40S-48GB,\n"
-            "                        L4-24GB, RTX4090-24GB, or cpu (with --calib FILE)\n"
-            "  --calib FILE          rates measured by kvllm sim calibrate\n"
-            "  --tp N                tensor-parallel devices (default 1)\n"
-            "  --mbu X --mfu X       fractions of peak bandwidth / FLOP/s (GPU default 0.8 / 0.5)\n"
-            "  --overhead S          seconds per step (GPU default 0.002)\n"
-            "KV and scheduler:\n"
-            "  --kv-mem BYTES        KV budget (default: devices x --mem-util - weights)\n"
-            "  --mem-util F          fraction of device memory usable (default 0.9)\n"
-            "  --block-size N        16   --max-seqs N 256   --max-batch-tokens N 2048\n"
-            "  --ctx N               max context (default: the model's)\n"
-            "  --policy P[,P..]      paged, max, oracle, pow2, or all (default paged)\n"
-            "workload:\n"
-            "  --workload W          sharegpt (default), alpaca, fixed:P,O,\n"
-            "                        uniform:P0-P1,O0-O1, trace:FILE (rows 'arrival prompt output')\n"
-            "  --rate R | --rates R1,R2,..   requests/s (default 1)\n"
-            "  --arrival A           poisson (default), gamma:CV, burst\n"
-            "  --duration S          seconds of arrivals (default 600)\n"
-            "  --requests N          exactly N requests instead\n"
-            "  --seed N              (default 1)\n"
-            "reports:\n"
-            "  --json FILE  --csv FILE  --steps FILE (one line per step)\n"
-            "  --svg FILE            normalized latency vs rate, one line per policy\n"
-            "  --svg-kv FILE         KV slots over time (one policy and rate): tokens,\n"
-            "                        + fragmentation, + reserved\n"
-            "  --steps FILE columns: end_s step_s requests tokens prefill decode occupancy\n"
-            "                        tokens frag reserved (KV as fractions of the slots)\n"
-            "  --slo S               normalized latency (s/token) for the sustainable-rate summary\n"
-            "                        of a sweep (default 0.5)\n");
+    fprintf(
+        f,
+        "usage: kvllm sim (--model NAME | -m FILE.gguf) --device NAME [flags]\n"
+        "       kvllm sim calibrate -o FILE [-t THREADS]\n"
+        "\n"
+        "The real scheduler and KV ledger (metadata only) on a virtual clock; each step\n"
+        "priced as max(FLOPs / (flops x mfu), bytes / (bandwidth x mbu)) + overhead.\n"
+        "\n"
+        "model and device:\n"
+        "  --model NAME          a catalogue shape (kvllm plan --list-models)\n"
+        "  -m FILE.gguf          the shape of a GGUF file\n"
+        "  --type T              weight type: f16 (default), bf16, f32, q8_0, q4_0\n"
+        "  --kv-type F           KV format of K and V (default f16)\n"
+        "  --device NAME         A100-40GB, A100-80GB, H100-80GB, H200-141GB, L40S-48GB,\n"
+        "                        L4-24GB, RTX4090-24GB, or cpu (with --calib FILE)\n"
+        "  --calib FILE          rates measured by kvllm sim calibrate\n"
+        "  --tp N                tensor-parallel devices (default 1)\n"
+        "  --mbu X --mfu X       fractions of peak bandwidth / FLOP/s (GPU default 0.8 / 0.5)\n"
+        "  --overhead S          seconds per step (GPU default 0.002)\n"
+        "KV and scheduler:\n"
+        "  --kv-mem BYTES        KV budget (default: devices x --mem-util - weights)\n"
+        "  --mem-util F          fraction of device memory usable (default 0.9)\n"
+        "  --block-size N        16   --max-seqs N 256   --max-batch-tokens N 2048\n"
+        "  --ctx N               max context (default: the model's)\n"
+        "  --policy P[,P..]      paged, max, oracle, pow2, or all (default paged)\n"
+        "workload:\n"
+        "  --workload W          sharegpt (default), alpaca, fixed:P,O,\n"
+        "                        uniform:P0-P1,O0-O1, trace:FILE (rows 'arrival prompt output')\n"
+        "  --rate R | --rates R1,R2,..   requests/s (default 1)\n"
+        "  --arrival A           poisson (default), gamma:CV, burst\n"
+        "  --duration S          seconds of arrivals (default 600)\n"
+        "  --requests N          exactly N requests instead\n"
+        "  --seed N              (default 1)\n"
+        "reports:\n"
+        "  --json FILE  --csv FILE  --steps FILE (one line per step)\n"
+        "  --svg FILE            normalized latency vs rate, one line per policy\n"
+        "  --svg-kv FILE         KV slots over time (one policy and rate): tokens,\n"
+        "                        + fragmentation, + reserved\n"
+        "  --steps FILE columns: end_s step_s requests tokens prefill decode occupancy\n"
+        "                        tokens frag reserved (KV as fractions of the slots)\n"
+        "  --slo S               normalized latency (s/token) for the sustainable-rate summary\n"
+        "                        of a sweep (default 0.5)\n");
 }
 
 /* ---- calibrate ------------------------------------------------------------ */
@@ -145,9 +146,11 @@ static int calibrate(int argc, char **argv) {
     const int64_t rows = 8192, cols = 16384, ntok = 64;
     size_t row_bytes = (size_t)cols / 32 * 34;
     uint8_t *W = malloc((size_t)rows * row_bytes);
-    float *X = malloc((size_t)(ntok * cols) * sizeof *X), *Y = malloc((size_t)(ntok * rows) * sizeof *Y);
+    float *X = malloc((size_t)(ntok * cols) * sizeof *X),
+          *Y = malloc((size_t)(ntok * rows) * sizeof *Y);
     float *tmp = malloc((size_t)cols * sizeof *tmp);
-    void *scratch = aligned_alloc(64, (kvl_matmul_scratch_size(KVL_TYPE_Q8_0, cols, ntok) + 63) / 64 * 64);
+    void *scratch =
+        aligned_alloc(64, (kvl_matmul_scratch_size(KVL_TYPE_Q8_0, cols, ntok) + 63) / 64 * 64);
     if (!a || !W || !X || !Y || !tmp || !scratch) {
         fprintf(stderr, "kvllm sim calibrate: out of memory\n");
         return 1;
@@ -205,8 +208,8 @@ static int calibrate(int argc, char **argv) {
             "# seconds per weight byte of Q8_0 products of 1, 4, 16, 64 tokens\n"
             "mm_s_per_byte_1 %.6g\nmm_s_per_byte_4 %.6g\nmm_s_per_byte_16 %.6g\n"
             "mm_s_per_byte_64 %.6g\n",
-            REPS, threads, (long long)rows, (long long)cols, (long long)ntok,
-            nd * sizeof *a >> 20, threads, threads, bw_gemv, flops, bw_read,
+            REPS, threads, (long long)rows, (long long)cols, (long long)ntok, nd * sizeof *a >> 20,
+            threads, threads, bw_gemv, flops, bw_read,
             (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE), med[0] / wbytes,
             med[1] / wbytes, med[2] / wbytes, med[3] / wbytes);
     fclose(f);
@@ -242,8 +245,10 @@ static bool parse_workload(const char *v, kvl_sim_workload *w) {
         w->lengths = KVL_SIM_LEN_TRACE;
         w->trace_path = v + 6;
     } else {
-        fprintf(stderr, "kvllm sim: --workload '%s': want sharegpt, alpaca, fixed:P,O, "
-                        "uniform:P0-P1,O0-O1 or trace:FILE\n", v);
+        fprintf(stderr,
+                "kvllm sim: --workload '%s': want sharegpt, alpaca, fixed:P,O, "
+                "uniform:P0-P1,O0-O1 or trace:FILE\n",
+                v);
         return false;
     }
     return true;
@@ -280,10 +285,13 @@ static bool parse_list(const char *flag, const char *v, sim_opts *o) {
 }
 
 static const char *const k_value_flags[] = {
-    "--model", "-m", "--type", "--kv-type", "--device", "--calib", "--tp", "--mbu", "--mfu",
-    "--overhead", "--kv-mem", "--mem-util", "--block-size", "--max-seqs", "--max-batch-tokens",
-    "--ctx", "--policy", "--workload", "--rate", "--rates", "--arrival", "--duration",
-    "--requests", "--seed", "--json", "--csv", "--steps", "--slo", "--svg", "--svg-kv", NULL};
+    "--model",   "-m",         "--type",       "--kv-type",  "--device",
+    "--calib",   "--tp",       "--mbu",        "--mfu",      "--overhead",
+    "--kv-mem",  "--mem-util", "--block-size", "--max-seqs", "--max-batch-tokens",
+    "--ctx",     "--policy",   "--workload",   "--rate",     "--rates",
+    "--arrival", "--duration", "--requests",   "--seed",     "--json",
+    "--csv",     "--steps",    "--slo",        "--svg",      "--svg-kv",
+    NULL};
 
 static int parse(int argc, char **argv, sim_opts *o) {
     memset(o, 0, sizeof *o);
@@ -421,7 +429,8 @@ static int parse(int argc, char **argv, sim_opts *o) {
         return 2;
     }
     if (!o->device) {
-        fprintf(stderr, "kvllm sim: --device is required (a catalogue name, or cpu --calib FILE)\n");
+        fprintf(stderr,
+                "kvllm sim: --device is required (a catalogue name, or cpu --calib FILE)\n");
         return 2;
     }
     return 0;
@@ -480,8 +489,8 @@ static int setup(const sim_opts *o, kvl_sim_params *p, size_t *weight_bytes) {
         dev.step_overhead_s = o->overhead;
     double kv_tok;
     if ((st = kvl_plan_weight_bytes(&shape, o->wtype, weight_bytes, &err)) ||
-        (st = kvl_plan_kv_token_bytes(&shape, o->kv_fmt, o->kv_fmt, o->block_size, &kv_tok,
-                                      &err))) {
+        (st =
+             kvl_plan_kv_token_bytes(&shape, o->kv_fmt, o->kv_fmt, o->block_size, &kv_tok, &err))) {
         fprintf(stderr, "kvllm sim: %s\n", err.msg);
         return 2;
     }
@@ -519,14 +528,17 @@ static void write_svg(FILE *f, const sim_opts *o, const kvl_sim_result *res, con
     double xmax = 0;
     for (int i = 0; i < o->n_rates; i++)
         xmax = o->rates[i] > xmax ? o->rates[i] : xmax;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" "
-               "font-family=\"sans-serif\" font-size=\"12\">\n"
-               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-               "<text x=\"%g\" y=\"20\" font-size=\"14\">%s</text>\n",
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n"
+            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+            "<text x=\"%g\" y=\"20\" font-size=\"14\">%s</text>\n",
             W, H, L, title);
     double pw = W - L - R, ph = H - T - B;
-    fprintf(f, "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" "
-               "stroke=\"black\"/>\n", L, T, pw, ph);
+    fprintf(f,
+            "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" "
+            "stroke=\"black\"/>\n",
+            L, T, pw, ph);
     for (int k = 0; k <= 4; k++) {
         double yv = ymax * k / 4, y = T + ph - ph * k / 4, xv = xmax * k / 4, x = L + pw * k / 4;
         fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"end\">%.2f</text>\n", L - 6, y + 4, yv);
@@ -535,8 +547,9 @@ static void write_svg(FILE *f, const sim_opts *o, const kvl_sim_result *res, con
     }
     fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">request rate (req/s)</text>\n",
             L + pw / 2, H - 10);
-    fprintf(f, "<text x=\"15\" y=\"%g\" transform=\"rotate(-90 15 %g)\" text-anchor=\"middle\">"
-               "normalized latency (s/token, clipped at %.1f)</text>\n",
+    fprintf(f,
+            "<text x=\"15\" y=\"%g\" transform=\"rotate(-90 15 %g)\" text-anchor=\"middle\">"
+            "normalized latency (s/token, clipped at %.1f)</text>\n",
             T + ph / 2, T + ph / 2, ymax);
     int row = 0;
     for (int k = 0; k < 4; k++) {
@@ -600,21 +613,23 @@ static void write_kv_svg(FILE *f, const step_sink *k, const char *title) {
     double pw = W - L - R, ph = H - T - B, tmax = k->n ? k->t[k->n - 1] : 1;
     if (tmax <= 0)
         tmax = 1;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" "
-               "font-family=\"sans-serif\" font-size=\"12\">\n"
-               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-               "<text x=\"%g\" y=\"20\" font-size=\"14\">%s</text>\n"
-               "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" "
-               "stroke=\"black\"/>\n",
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n"
+            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+            "<text x=\"%g\" y=\"20\" font-size=\"14\">%s</text>\n"
+            "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" "
+            "stroke=\"black\"/>\n",
             W, H, L, title, L, T, pw, ph);
     for (int i = 0; i <= 4; i++)
-        fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"end\">%.2f</text>\n"
-                   "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">%.0f</text>\n",
-                L - 6, T + ph - ph * i / 4 + 4, i / 4.0, L + pw * i / 4, T + ph + 18,
-                tmax * i / 4);
-    fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">simulated time (s)</text>\n"
-               "<text x=\"15\" y=\"%g\" transform=\"rotate(-90 15 %g)\" "
-               "text-anchor=\"middle\">fraction of KV slots</text>\n",
+        fprintf(f,
+                "<text x=\"%g\" y=\"%g\" text-anchor=\"end\">%.2f</text>\n"
+                "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">%.0f</text>\n",
+                L - 6, T + ph - ph * i / 4 + 4, i / 4.0, L + pw * i / 4, T + ph + 18, tmax * i / 4);
+    fprintf(f,
+            "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">simulated time (s)</text>\n"
+            "<text x=\"15\" y=\"%g\" transform=\"rotate(-90 15 %g)\" "
+            "text-anchor=\"middle\">fraction of KV slots</text>\n",
             L + pw / 2, H - 10, T + ph / 2, T + ph / 2);
     static const char *const names[3] = {"tokens", "+ fragmentation", "+ reserved"};
     static const char *const colour[3] = {"#1f77b4", "#ff7f0e", "#d62728"};
@@ -660,10 +675,10 @@ int kvl_cli_sim(int argc, char **argv) {
     for (int k = 0; k < 4; k++)
         n_runs += o.policies[k] ? o.n_rates : 0;
     if (json)
-        fprintf(json, "{\"model\": \"%s\", \"device\": \"%s\", \"tp\": %d, \"kv_budget\": %zu, "
-                      "\"seed\": %llu, \"results\": [",
-                c->shape.name, c->dev.name, (int)c->tp, p.kv_budget,
-                (unsigned long long)o.w.seed);
+        fprintf(json,
+                "{\"model\": \"%s\", \"device\": \"%s\", \"tp\": %d, \"kv_budget\": %zu, "
+                "\"seed\": %llu, \"results\": [",
+                c->shape.name, c->dev.name, (int)c->tp, p.kv_budget, (unsigned long long)o.w.seed);
     double best[4] = {0};
     int done = 0;
     kvl_sim_result *all = calloc((size_t)(4 * o.n_rates), sizeof *all);
@@ -685,7 +700,9 @@ int kvl_cli_sim(int argc, char **argv) {
             sink->n = 0;
             sink->next = 0;
             sink->every = (w.arrivals == KVL_SIM_ARR_BURST || w.lengths == KVL_SIM_LEN_TRACE ||
-                           w.n_requests > 0) ? 0.01 : w.duration_s / (KV_PTS / 2);
+                           w.n_requests > 0)
+                              ? 0.01
+                              : w.duration_s / (KV_PTS / 2);
             p.on_step = steps || o.svg_kv ? on_step : NULL;
             p.user = sink;
             kvl_sim_result r;

@@ -116,8 +116,8 @@ static kvl_status load_private(int fd, const char *path, size_t size, const char
     size_t len;
     if (kvl_align_up(size, huge, &len) || len > SIZE_MAX - huge)
         return kvl_errorf(err, KVL_E_NOMEM, "%s: %zu bytes is too large to copy", path, size);
-    uint8_t *raw = mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                        -1, 0);
+    uint8_t *raw =
+        mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED)
         return kvl_errorf(err, KVL_E_NOMEM, "%s: cannot allocate %zu bytes for the weights: %s",
                           path, len, strerror(errno));
@@ -179,8 +179,8 @@ static kvl_status load_private(int fd, const char *path, size_t size, const char
 kvl_status kvl_load_file(const char *path, kvl_load_mode mode, const char *label,
                          kvl_mapped_file *out, kvl_error *err) {
     if (mode != KVL_LOAD_AUTO && mode != KVL_LOAD_MMAP && mode != KVL_LOAD_HUGE)
-        return kvl_errorf(err, KVL_E_INVALID, "%s: load mode %d is not auto, mmap or huge",
-                          path, (int)mode);
+        return kvl_errorf(err, KVL_E_INVALID, "%s: load mode %d is not auto, mmap or huge", path,
+                          (int)mode);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return kvl_errorf(err, KVL_E_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -216,8 +216,7 @@ kvl_status kvl_load_file(const char *path, kvl_load_mode mode, const char *label
     if (p == MAP_FAILED) {
         int e = errno;
         close(fd);
-        return kvl_errorf(err, KVL_E_IO, "%s: cannot map %zu bytes: %s", path, size,
-                          strerror(e));
+        return kvl_errorf(err, KVL_E_IO, "%s: cannot map %zu bytes: %s", path, size, strerror(e));
     }
     close(fd);
     out->data = p;

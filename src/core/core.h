@@ -16,13 +16,12 @@ kvl_status kvl_errorf(kvl_error *err, kvl_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Always-on check of an internal invariant (never of input). */
-#define KVL_ASSERT(c)                                                          \
-    do {                                                                       \
-        if (!(c))                                                              \
-            kvl_assert_fail(#c, __FILE__, __LINE__);                           \
+#define KVL_ASSERT(c)                                                                              \
+    do {                                                                                           \
+        if (!(c))                                                                                  \
+            kvl_assert_fail(#c, __FILE__, __LINE__);                                               \
     } while (0)
-void kvl_assert_fail(const char *expr, const char *file, int line)
-    __attribute__((noreturn));
+void kvl_assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn));
 
 /* Checked arithmetic: return true on overflow (result then undefined). */
 static inline bool kvl_mul_overflow(size_t a, size_t b, size_t *r) {
@@ -106,9 +105,9 @@ bool kvl_stderr_is_tty(void);
  * None of these can fail.
  */
 typedef struct kvl_progress {
-    FILE *f;        /* NULL: quiet */
+    FILE *f; /* NULL: quiet */
     char label[96];
-    int shown;      /* percentage on the line now; -1: none drawn */
+    int shown; /* percentage on the line now; -1: none drawn */
 } kvl_progress;
 /* On stderr when it is a terminal, else quiet. */
 void kvl_progress_begin(kvl_progress *p, const char *label);

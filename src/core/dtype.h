@@ -109,10 +109,10 @@ typedef struct kvl_kv_overhead {
 
 typedef struct kvl_kv_format_info {
     kvl_kv_format fmt;
-    const char *name;        /* canonical CLI name: "f16", "fp8_e4m3", "int4" */
-    uint32_t elem_bits;      /* 32, 16, 8 or 4 */
-    kvl_kv_overhead ovh[2];  /* [KVL_KV_ROLE_K], [KVL_KV_ROLE_V] */
-    const char *scales;      /* one line describing the scales, for docs/--help */
+    const char *name;       /* canonical CLI name: "f16", "fp8_e4m3", "int4" */
+    uint32_t elem_bits;     /* 32, 16, 8 or 4 */
+    kvl_kv_overhead ovh[2]; /* [KVL_KV_ROLE_K], [KVL_KV_ROLE_V] */
+    const char *scales;     /* one line describing the scales, for docs/--help */
 } kvl_kv_format_info;
 
 /* The row for f; NULL when f is out of range. */

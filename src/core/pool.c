@@ -71,12 +71,12 @@ typedef struct kvl_pool_seg {
 } kvl_pool_seg;
 
 struct kvl_pool {
-    int n_threads;         /* including the caller */
-    int n_started;         /* workers successfully created */
-    int spin;              /* spin iterations before sleeping */
-    pthread_t *threads;    /* (n_threads - 1) */
-    kvl_worker *workers;   /* (n_threads - 1) */
-    _Atomic(kvl_pool_fn) fn;  /* the current run's */
+    int n_threads;           /* including the caller */
+    int n_started;           /* workers successfully created */
+    int spin;                /* spin iterations before sleeping */
+    pthread_t *threads;      /* (n_threads - 1) */
+    kvl_worker *workers;     /* (n_threads - 1) */
+    _Atomic(kvl_pool_fn) fn; /* the current run's */
     _Atomic(void *) arg;
     _Atomic int n_items;
     kvl_pool_seg *seg;        /* (n_threads) */
@@ -186,8 +186,7 @@ kvl_status kvl_pool_init(int n_threads, kvl_pool **out, kvl_error *err) {
         p->seg = aligned_alloc(64, sizeof *p->seg * (size_t)n_threads);
         if (!p->threads || !p->workers || !p->seg) {
             kvl_pool_free(p);
-            return kvl_errorf(err, KVL_E_NOMEM, "pool: out of memory for %d threads",
-                              n_threads);
+            return kvl_errorf(err, KVL_E_NOMEM, "pool: out of memory for %d threads", n_threads);
         }
     }
     for (int i = 0; i < n_workers; i++) {

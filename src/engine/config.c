@@ -47,8 +47,8 @@ static kvl_status format_of(const char *name, const char *field, kvl_kv_format d
 static kvl_status range(const char *field, long long v, long long lo, long long hi,
                         kvl_error *err) {
     if (v < lo || v > hi)
-        return kvl_errorf(err, KVL_E_INVALID, "engine: %s %lld outside [%lld, %lld]", field, v,
-                          lo, hi);
+        return kvl_errorf(err, KVL_E_INVALID, "engine: %s %lld outside [%lld, %lld]", field, v, lo,
+                          hi);
     return KVL_OK;
 }
 
@@ -89,8 +89,9 @@ kvl_status kvl_engine_resolve(const kvl_model *m, const kvl_engine_params *in,
         snprintf(r.budget_reason, sizeof r.budget_reason, "kv_mem as given");
     } else if (p->kv_mem_fraction > 0) {
         if (avail <= 0)
-            return kvl_errorf(err, KVL_E_IO,
-                              "engine: kv_mem_fraction: cannot read MemAvailable from /proc/meminfo");
+            return kvl_errorf(
+                err, KVL_E_IO,
+                "engine: kv_mem_fraction: cannot read MemAvailable from /proc/meminfo");
         kv.budget = (size_t)((double)avail * p->kv_mem_fraction);
         snprintf(r.budget_reason, sizeof r.budget_reason, "%.0f%% of MemAvailable (%lld MiB)",
                  100 * p->kv_mem_fraction, avail >> 20);

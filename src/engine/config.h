@@ -17,8 +17,8 @@
 #include "kv/kv_cache.h"
 
 typedef struct kvl_engine_resolved {
-    kvl_engine_params p;      /* with every default filled in */
-    kvl_kv_cache_params kv;   /* budget, formats, slots, context */
+    kvl_engine_params p;    /* with every default filled in */
+    kvl_kv_cache_params kv; /* budget, formats, slots, context */
     char budget_reason[128];
 } kvl_engine_resolved;
 

@@ -89,8 +89,8 @@ kvl_status kvl_engine_init(const kvl_model *m, const kvl_engine_params *p, kvl_e
     e->sessions = calloc(KVL_MAX_SESSIONS, sizeof *e->sessions);
     e->work = malloc((size_t)m->hp.n_vocab * sizeof *e->work);
     if (!e->ring || !e->work || !e->sessions) {
-        st = kvl_errorf(err, KVL_E_NOMEM, "engine: out of memory for %d events",
-                        ep->event_capacity);
+        st =
+            kvl_errorf(err, KVL_E_NOMEM, "engine: out of memory for %d events", ep->event_capacity);
         goto fail;
     }
     if ((st = kvl_pool_init(ep->n_threads, &e->pool, err)) ||
@@ -111,9 +111,8 @@ kvl_status kvl_engine_init(const kvl_model *m, const kvl_engine_params *p, kvl_e
                         "recompute)");
         goto fail;
     }
-    kvl_sched_params sp = {.max_seqs = ep->max_seqs,
-                           .max_batch_tokens = ep->max_batch_tokens,
-                           .preempt = ep->preempt};
+    kvl_sched_params sp = {
+        .max_seqs = ep->max_seqs, .max_batch_tokens = ep->max_batch_tokens, .preempt = ep->preempt};
     if ((st = kvl_sched_init(e->kv, e->swap, &sp, &e->sched, err)))
         goto fail;
     if (pg && ep->prefix_cache) {
@@ -243,9 +242,13 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
             return kvl_errorf(err, KVL_E_INVALID, "submit: stop[%d] is %zu bytes, not in [1, %d]",
                               i, l, KVL_MAX_STOP_LEN);
     }
-    kvl_sampler_params sp = {.temperature = p->temperature, .top_k = p->top_k, .top_p = p->top_p,
-                             .min_p = p->min_p, .repeat_penalty = p->repeat_penalty,
-                             .repeat_last_n = p->repeat_last_n, .seed = p->seed};
+    kvl_sampler_params sp = {.temperature = p->temperature,
+                             .top_k = p->top_k,
+                             .top_p = p->top_p,
+                             .min_p = p->min_p,
+                             .repeat_penalty = p->repeat_penalty,
+                             .repeat_last_n = p->repeat_last_n,
+                             .seed = p->seed};
     kvl_status st = kvl_sampler_params_validate(&sp, err);
     if (st)
         return st;
@@ -271,8 +274,8 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
         toks = malloc((len + 3) * sizeof *toks);
         if (!toks)
             return kvl_errorf(err, KVL_E_NOMEM, "submit: out of memory");
-        if ((st = kvl_tokenizer_encode(e->m->tok, text, len, true, toks, len + 3, &n_prompt,
-                                       err))) {
+        if ((st =
+                 kvl_tokenizer_encode(e->m->tok, text, len, true, toks, len + 3, &n_prompt, err))) {
             free(toks);
             return st;
         }
@@ -306,7 +309,8 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
         kvl_seq *s = &q->r.seqs[i];
         s->slot = -1;
         ok = (s->hist = malloc((size_t)hist_cap * sizeof *s->hist)) &&
-             (!e->swap || (s->swap_ids = malloc((size_t)e->max_blocks_per_seq * sizeof(uint32_t)))) &&
+             (!e->swap ||
+              (s->swap_ids = malloc((size_t)e->max_blocks_per_seq * sizeof(uint32_t)))) &&
              (!e->swap || !e->res_state_bytes || (s->swap_res = malloc(e->res_state_bytes)));
         if (ok) {
             memcpy(s->hist, toks ? toks : p->prompt_tokens, n_prompt * sizeof *s->hist);
@@ -358,8 +362,8 @@ kvl_status kvl_engine_submit(kvl_engine *e, const kvl_request_params *p, uint64_
         int32_t nw = kvl_sched_count(e->sched, KVL_REQ_WAITING);
         int64_t wt = kvl_sched_waiting_tokens(e->sched);
         if (nw >= ep->max_queue)
-            st = kvl_errorf(err, KVL_E_BUSY, "submit: %d requests waiting, the queue holds %d",
-                            nw, ep->max_queue);
+            st = kvl_errorf(err, KVL_E_BUSY, "submit: %d requests waiting, the queue holds %d", nw,
+                            ep->max_queue);
         else if (wt + q->r.n_prompt > ep->max_queue_tokens)
             st = kvl_errorf(err, KVL_E_BUSY,
                             "submit: %lld prompt tokens waiting + %d > the queue's %lld",
@@ -410,7 +414,6 @@ kvl_status kvl_engine_cancel(kvl_engine *e, uint64_t id) {
     return q ? KVL_OK : KVL_E_NOT_FOUND;
 }
 
-
 /* ---- events --------------------------------------------------------------- */
 
 void kvl_engine_push(kvl_engine *e, const kvl_event *ev) {
@@ -455,9 +458,12 @@ void kvl_engine_finish(kvl_engine *e, eng_req *q, kvl_finish_reason reason, kvl_
             ss->turn_head = (ss->turn_head + 1) % KVL_SESSION_TURNS;
         else
             ss->n_turns++;
-        *t = (kvl_session_turn){.request_id = q->r.id, .prompt_tokens = q->r.n_prompt,
-                                .completion_tokens = q->n_completion, .n_blocks = q->end_blocks,
-                                .kv_bytes = q->end_bytes, .reason = reason};
+        *t = (kvl_session_turn){.request_id = q->r.id,
+                                .prompt_tokens = q->r.n_prompt,
+                                .completion_tokens = q->n_completion,
+                                .n_blocks = q->end_blocks,
+                                .kv_bytes = q->end_bytes,
+                                .reason = reason};
         ss->n_open--;
         ss->last_use = ++e->session_clock;
     }
@@ -606,7 +612,8 @@ kvl_status kvl_engine_step(kvl_engine *e, int32_t *n_tokens, kvl_error *err) {
     bool busy = e->thread_on;
     pthread_mutex_unlock(&e->mu);
     if (busy)
-        return kvl_errorf(err, KVL_E_INVALID, "engine: kvl_engine_step while the engine thread runs");
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "engine: kvl_engine_step while the engine thread runs");
     return kvl_engine_step_impl(e, n_tokens, err);
 }
 
@@ -691,7 +698,8 @@ static kvl_status check_locked(kvl_engine *e, kvl_error *err) {
                 bool slot = s->slot >= 0;
                 held += slot;
                 if (s->done && (slot || s->n_swap))
-                    return kvl_errorf(err, KVL_E_INVALID, "request %llu sample %d ended but holds KV",
+                    return kvl_errorf(err, KVL_E_INVALID,
+                                      "request %llu sample %d ended but holds KV",
                                       (unsigned long long)r->id, i);
                 if (st == KVL_REQ_WAITING && (slot || s->n_swap || s->n_kv))
                     return kvl_errorf(err, KVL_E_INVALID,
@@ -699,10 +707,12 @@ static kvl_status check_locked(kvl_engine *e, kvl_error *err) {
                                       "blocks, %d positions",
                                       (unsigned long long)r->id, i, s->slot, s->n_swap, s->n_kv);
                 if (st == KVL_REQ_RUNNING && !s->done && !slot)
-                    return kvl_errorf(err, KVL_E_INVALID, "running request %llu sample %d has no slot",
+                    return kvl_errorf(err, KVL_E_INVALID,
+                                      "running request %llu sample %d has no slot",
                                       (unsigned long long)r->id, i);
                 if (st == KVL_REQ_SWAPPED && slot)
-                    return kvl_errorf(err, KVL_E_INVALID, "swapped request %llu sample %d holds a slot",
+                    return kvl_errorf(err, KVL_E_INVALID,
+                                      "swapped request %llu sample %d holds a slot",
                                       (unsigned long long)r->id, i);
                 if (slot && kvl_kv_cache_len(e->kv, s->slot) != s->n_kv)
                     return kvl_errorf(err, KVL_E_INVALID,

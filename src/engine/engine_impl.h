@@ -26,28 +26,28 @@
 typedef struct eng_req {
     kvl_request r;
     uint64_t tag, session;
-    bool cancel;              /* kvl_engine_cancel asked; handled at the next step */
+    bool cancel; /* kvl_engine_cancel asked; handled at the next step */
     bool ignore_eos;
-    kvl_sampler **samplers;   /* (n_samples) */
-    kvl_detok *detok;         /* (n_samples) */
-    int32_t *last;            /* (n_samples) previous token, for pieces */
-    char **stops;             /* (n_stop) copies */
+    kvl_sampler **samplers; /* (n_samples) */
+    kvl_detok *detok;       /* (n_samples) */
+    int32_t *last;          /* (n_samples) previous token, for pieces */
+    char **stops;           /* (n_stop) copies */
     int32_t n_stop;
     double t_submit, t_sched, t_first, t_last;
     int64_t n_completion;
-    uint32_t end_blocks;      /* blocks held when its first sample ended (the ledger) */
+    uint32_t end_blocks; /* blocks held when its first sample ended (the ledger) */
     size_t end_bytes;
     struct eng_req *all_prev, *all_next; /* every open request */
 } eng_req;
 
 /* One session's ledger (kvl_session_info without the live block count). */
 typedef struct eng_session {
-    uint64_t id;              /* 0: the entry is empty */
+    uint64_t id; /* 0: the entry is empty */
     int64_t n_requests;
     int32_t n_open;
     int32_t n_turns, turn_head; /* ring of the newest turns */
     kvl_session_turn turns[KVL_SESSION_TURNS];
-    uint64_t last_use;        /* for forgetting the least recently used idle one */
+    uint64_t last_use; /* for forgetting the least recently used idle one */
 } eng_session;
 
 struct kvl_engine {
@@ -58,29 +58,29 @@ struct kvl_engine {
     kvl_kv_cache *kv;
     kvl_kv_swap *swap;
     kvl_sched *sched;
-    kvl_prefix_cache *pc;     /* NULL when off or with the contiguous layout */
+    kvl_prefix_cache *pc; /* NULL when off or with the contiguous layout */
     int32_t max_blocks_per_seq;
     size_t res_state_bytes;
-    float *work;              /* (n_vocab) sampling scratch */
+    float *work; /* (n_vocab) sampling scratch */
     int32_t bos, eos;
 
     pthread_mutex_t mu;
-    pthread_cond_t ev_cond;   /* an event was pushed */
-    pthread_cond_t space_cond;/* events were taken */
-    pthread_cond_t work_cond; /* a submit, cancel or stop */
-    kvl_event *ring;          /* (event_capacity) */
+    pthread_cond_t ev_cond;    /* an event was pushed */
+    pthread_cond_t space_cond; /* events were taken */
+    pthread_cond_t work_cond;  /* a submit, cancel or stop */
+    kvl_event *ring;           /* (event_capacity) */
     int32_t ring_head, ring_n;
     eng_req *all_head;
     int32_t n_open;
     uint64_t next_id;
-    bool stepping;            /* a step is running (on any thread) */
+    bool stepping; /* a step is running (on any thread) */
     bool thread_on, thread_stop;
     pthread_t thread;
-    kvl_engine_stats stats;   /* snapshot at the end of the last step */
+    kvl_engine_stats stats; /* snapshot at the end of the last step */
     int64_t n_accepted, n_refused, n_finished, n_steps, tok_prefill, tok_decode;
     double prefill_rate, swap_rate;
-    kvl_event scratch;        /* the event being built */
-    eng_session *sessions;    /* (KVL_MAX_SESSIONS), linear scan: the count is bounded */
+    kvl_event scratch;     /* the event being built */
+    eng_session *sessions; /* (KVL_MAX_SESSIONS), linear scan: the count is bounded */
     uint64_t session_clock;
 };
 

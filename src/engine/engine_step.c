@@ -89,8 +89,8 @@ static void sample_one(kvl_engine *e, eng_req *q, int32_t si, const float *row, 
     ev->index = si;
     ev->token = next;
     ev->logprob = logprob_of(row, nv, next);
-    bool stopped = kvl_detok_push(&q->detok[si], piece, n, (const char *const *)q->stops,
-                                  q->n_stop, ev->text, &ev->text_len);
+    bool stopped = kvl_detok_push(&q->detok[si], piece, n, (const char *const *)q->stops, q->n_stop,
+                                  ev->text, &ev->text_len);
     kvl_engine_push(e, ev);
     if (stopped)
         sample_end(e, q, si, KVL_FINISH_STOP);
@@ -154,10 +154,10 @@ static void snapshot(kvl_engine *e) {
         st->prefix_cached_blocks = ps.n_entries;
         st->prefix_evicted_blocks = ps.n_evicted;
     }
-    st->prefill_s_saved = e->prefill_rate > 0
-                              ? (double)(c->prefix_hit_tokens + c->prefix_hit_tokens_self) /
-                                    e->prefill_rate
-                              : 0;
+    st->prefill_s_saved =
+        e->prefill_rate > 0
+            ? (double)(c->prefix_hit_tokens + c->prefix_hit_tokens_self) / e->prefill_rate
+            : 0;
     st->swap_bytes_s = e->swap_rate;
 }
 

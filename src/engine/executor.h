@@ -23,8 +23,7 @@
 typedef struct kvl_executor kvl_executor;
 
 /* Called after each run with the rows it returned: (n_rows, n_vocab). */
-typedef void (*kvl_logits_tap)(void *user, const float *logits, int32_t n_rows,
-                               int32_t n_vocab);
+typedef void (*kvl_logits_tap)(void *user, const float *logits, int32_t n_rows, int32_t n_vocab);
 
 typedef struct kvl_executor_ops {
     const char *name;
@@ -43,7 +42,7 @@ struct kvl_executor {
     int32_t n_vocab;
     kvl_logits_tap tap;
     void *tap_user;
-    int32_t *rs_seq, *rs_n;  /* (max_tokens) run_cache's reservation */
+    int32_t *rs_seq, *rs_n; /* (max_tokens) run_cache's reservation */
 };
 
 /* The CPU executor: a kvl_forward for batches of up to max_tokens tokens and

@@ -102,8 +102,10 @@ kvl_status kvl_sim_device_from_catalog(const char *name, kvl_sim_device *out, kv
 kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_error *err) {
     FILE *f = fopen(path, "r");
     if (!f)
-        return kvl_errorf(err, KVL_E_IO, "sim: --calib %s: cannot open (run `kvllm sim calibrate "
-                                         "-o %s` first)", path, path);
+        return kvl_errorf(err, KVL_E_IO,
+                          "sim: --calib %s: cannot open (run `kvllm sim calibrate "
+                          "-o %s` first)",
+                          path, path);
     kvl_sim_device v;
     memset(&v, 0, sizeof v);
     snprintf(v.name, sizeof v.name, "cpu");
@@ -152,8 +154,10 @@ kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_e
     }
     fclose(f);
     if (st == KVL_OK && (v.bandwidth <= 0 || v.flops <= 0))
-        st = kvl_errorf(err, KVL_E_FORMAT, "sim: %s: bandwidth and flops must both be > 0 "
-                                           "(got %g, %g)", path, v.bandwidth, v.flops);
+        st = kvl_errorf(err, KVL_E_FORMAT,
+                        "sim: %s: bandwidth and flops must both be > 0 "
+                        "(got %g, %g)",
+                        path, v.bandwidth, v.flops);
     v.host_bandwidth = v.bandwidth; /* swap on a CPU is a memcpy */
     if (st == KVL_OK)
         *out = v;

@@ -63,7 +63,7 @@ typedef struct kvl_sim_device {
      * matmuls are priced from them (interpolated linearly in tokens between
      * the points, proportional to tokens past 64) instead of the two rates. */
     double mm_s_per_byte[4];
-    const char *source;     /* where the numbers come from */
+    const char *source; /* where the numbers come from */
 } kvl_sim_device;
 
 /* The constants of the model, each with its source (docs/sim.md prints
@@ -90,23 +90,23 @@ kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_e
 typedef struct kvl_sim_cost {
     kvl_model_shape shape;
     kvl_type wtype;
-    double kv_token_bytes;   /* whole model, all layers, K+V */
+    double kv_token_bytes; /* whole model, all layers, K+V */
     kvl_sim_device dev;
-    int32_t tp;              /* devices in the tensor-parallel group */
-    bool paged;              /* the paged-attention penalty applies */
-    double paged_penalty;    /* kvl_sim_constant "paged_attention_penalty" */
-    double lin_params;       /* P_lin */
-    double head_params;      /* P_head */
+    int32_t tp;           /* devices in the tensor-parallel group */
+    bool paged;           /* the paged-attention penalty applies */
+    double paged_penalty; /* kvl_sim_constant "paged_attention_penalty" */
+    double lin_params;    /* P_lin */
+    double head_params;   /* P_head */
     double lin_bytes, head_bytes, embd_row_bytes;
 } kvl_sim_cost;
 
 /* One priced step. */
 typedef struct kvl_sim_step {
     int32_t n_tokens, n_logits, n_runs;
-    double flops, bytes;      /* per device */
-    double kv_read_bytes;     /* per device, before the paged penalty */
+    double flops, bytes;  /* per device */
+    double kv_read_bytes; /* per device, before the paged penalty */
     double t_compute, t_memory, t_comm;
-    double seconds;           /* the step's time */
+    double seconds; /* the step's time */
 } kvl_sim_step;
 
 /* KVL_E_INVALID on a bad shape, weight type, tp (1..64, dividing n_heads and

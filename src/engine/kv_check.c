@@ -71,12 +71,12 @@ static bool row_has_nan(const float *x, int64_t n) {
 typedef struct {
     const kvl_model *m;
     kvl_executor *fw;
-    int32_t n;           /* positions */
-    int32_t *toks;       /* (n + 1) */
-    float *ref;          /* (n, V) f32 logits: position i predicts toks[i + 1] */
-    float *f16;          /* (n, V) f16 logits */
-    bool *want;          /* (CHUNK) all true */
-    kvl_progress pr;     /* positions run so far, of pr_total */
+    int32_t n;       /* positions */
+    int32_t *toks;   /* (n + 1) */
+    float *ref;      /* (n, V) f32 logits: position i predicts toks[i + 1] */
+    float *f16;      /* (n, V) f16 logits */
+    bool *want;      /* (CHUNK) all true */
+    kvl_progress pr; /* positions run so far, of pr_total */
     int64_t pr_done, pr_total;
 } ctx;
 
@@ -93,14 +93,17 @@ static kvl_status make_store(const ctx *c, kvl_kv_format k, kvl_kv_format v, kvl
     if (st)
         return st;
     size_t nb = (size_t)(c->n + bs - 1) / (size_t)bs;
-    kvl_kv_paged_params pp = {.budget = nb * lay.block_bytes, .block_size = bs, .max_seqs = 1,
-                              .max_ctx = c->n, .k_fmt = k, .v_fmt = v};
+    kvl_kv_paged_params pp = {.budget = nb * lay.block_bytes,
+                              .block_size = bs,
+                              .max_seqs = 1,
+                              .max_ctx = c->n,
+                              .k_fmt = k,
+                              .v_fmt = v};
     return kvl_kv_paged_init(&c->m->hp, &pp, out, err);
 }
 
 /* Teacher-force toks[0..n) through formats (k, v); logits into dst (n, V). */
-static kvl_status run_forced(ctx *c, kvl_kv_format k, kvl_kv_format v, float *dst,
-                             kvl_error *err) {
+static kvl_status run_forced(ctx *c, kvl_kv_format k, kvl_kv_format v, float *dst, kvl_error *err) {
     const int64_t V = c->m->hp.n_vocab;
     kvl_kv_paged *kv = NULL;
     kvl_status st = make_store(c, k, v, &kv, err);
@@ -112,8 +115,8 @@ static kvl_status run_forced(ctx *c, kvl_kv_format k, kvl_kv_format v, float *ds
         int32_t nt = c->n - p0 < CHUNK ? c->n - p0 : CHUNK;
         for (int32_t i = 0; i < nt; i++)
             pos[i] = p0 + i;
-        kvl_batch b = {.n_tokens = nt, .tokens = c->toks + p0, .seq = seq, .pos = pos,
-                       .logits = c->want};
+        kvl_batch b = {
+            .n_tokens = nt, .tokens = c->toks + p0, .seq = seq, .pos = pos, .logits = c->want};
         const float *lg;
         int32_t n_out = 0;
         if ((st = kvl_kv_paged_reserve(kv, 0, nt, err)) ||
@@ -172,8 +175,8 @@ kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kv
     if (c.n < 8)
         return kvl_errorf(err, KVL_E_INVALID, "kv check: context %lld < 9 positions",
                           (long long)m->hp.ctx_len);
-    kvl_kv_check_report r = {.k_fmt = k, .v_fmt = v, .n_tokens = c.n,
-                             .block_size = kvl_kv_block_size(0, k, v)};
+    kvl_kv_check_report r = {
+        .k_fmt = k, .v_fmt = v, .n_tokens = c.n, .block_size = kvl_kv_block_size(0, k, v)};
     c.toks = calloc((size_t)c.n + 1, sizeof(int32_t));
     c.ref = malloc((size_t)c.n * V * sizeof(float));
     c.f16 = malloc((size_t)c.n * V * sizeof(float));
@@ -182,8 +185,8 @@ kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kv
     kvl_status st = KVL_OK;
     kvl_kv_paged *kv = NULL;
     if (!c.toks || !c.ref || !c.f16 || !q || !c.want) {
-        st = kvl_errorf(err, KVL_E_NOMEM, "kv check: cannot allocate logits of %d x %lld",
-                        (int)c.n, (long long)V);
+        st = kvl_errorf(err, KVL_E_NOMEM, "kv check: cannot allocate logits of %d x %lld", (int)c.n,
+                        (long long)V);
         goto done;
     }
     for (int i = 0; i < CHUNK; i++)
@@ -248,8 +251,7 @@ kvl_status kvl_kv_check(const kvl_model *m, kvl_kv_format k, kvl_kv_format v, kv
     }
     double t1;
     r.kl_mean_k_only = r.kl_mean_v_only = 0;
-    if (k > KVL_KV_FMT_F16 &&
-        ((st = run_forced(&c, k, KVL_KV_FMT_F16, q, err)) == KVL_OK))
+    if (k > KVL_KV_FMT_F16 && ((st = run_forced(&c, k, KVL_KV_FMT_F16, q, err)) == KVL_OK))
         compare(&c, c.ref, q, &r.kl_mean_k_only, &dummy, &t1);
     if (st == KVL_OK && v > KVL_KV_FMT_F16 &&
         ((st = run_forced(&c, KVL_KV_FMT_F16, v, q, err)) == KVL_OK))

@@ -37,15 +37,15 @@
 
 typedef struct kvl_kv_check_report {
     kvl_kv_format k_fmt, v_fmt;
-    int32_t block_size;  /* the block size the check ran with */
-    int32_t n_tokens;    /* positions compared */
-    double kl_mean, kl_max; /* chosen vs f32 KV (nats) */
-    double top1;            /* fraction of positions whose argmax equals f32's */
-    double kl_mean_vs_f16;  /* chosen vs f16 KV (nats) */
+    int32_t block_size;                       /* the block size the check ran with */
+    int32_t n_tokens;                         /* positions compared */
+    double kl_mean, kl_max;                   /* chosen vs f32 KV (nats) */
+    double top1;                              /* fraction of positions whose argmax equals f32's */
+    double kl_mean_vs_f16;                    /* chosen vs f16 KV (nats) */
     double f16_kl_mean, f16_kl_max, f16_top1; /* the yardstick: f16 vs f32 */
     bool warn;
     double kl_mean_k_only, kl_mean_v_only; /* set when warn: (k, f16) and (f16, v) runs */
-    char message[256];   /* one line: the verdict, and the setting to change on a warning */
+    char message[256]; /* one line: the verdict, and the setting to change on a warning */
 } kvl_kv_check_report;
 
 /*

@@ -18,8 +18,8 @@ typedef struct {
 struct kvl_sampler {
     kvl_sampler_params p;
     int32_t n_vocab;
-    cand *c;          /* (n_vocab) */
-    uint64_t rng[4];  /* xoshiro256** state */
+    cand *c;         /* (n_vocab) */
+    uint64_t rng[4]; /* xoshiro256** state */
 };
 
 kvl_sampler_params kvl_sampler_defaults(void) {
@@ -114,7 +114,9 @@ int32_t kvl_argmax(const float *x, int32_t n) {
 }
 
 /* a comes before b: larger logit first, then smaller id */
-static bool before(cand a, cand b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); }
+static bool before(cand a, cand b) {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
 
 /* In-place heapsort into descending order (glibc's qsort may allocate, and
  * sampling must not). */
@@ -175,8 +177,7 @@ static void select_top(cand *c, int32_t n, int32_t k) {
     sort_desc(c, k);
 }
 
-int32_t kvl_sampler_sample(kvl_sampler *s, float *logits, const int32_t *recent,
-                           int32_t n_recent) {
+int32_t kvl_sampler_sample(kvl_sampler *s, float *logits, const int32_t *recent, int32_t n_recent) {
     const kvl_sampler_params *p = &s->p;
     int32_t n = s->n_vocab;
     if (p->repeat_penalty != 1.0f && recent) {
@@ -191,7 +192,8 @@ int32_t kvl_sampler_sample(kvl_sampler *s, float *logits, const int32_t *recent,
                 again = recent[j] == t;
             if (again)
                 continue;
-            logits[t] = logits[t] > 0 ? logits[t] / p->repeat_penalty : logits[t] * p->repeat_penalty;
+            logits[t] =
+                logits[t] > 0 ? logits[t] / p->repeat_penalty : logits[t] * p->repeat_penalty;
         }
     }
     /* NaN logits never win: treat them as -inf */

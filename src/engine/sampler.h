@@ -10,11 +10,11 @@
 #include "core/core.h"
 
 typedef struct kvl_sampler_params {
-    float temperature;    /* 0 = greedy (argmax); default 0.8 */
-    int32_t top_k;        /* 0 = off; default 40 */
-    float top_p;          /* 1 = off; default 0.95 */
-    float min_p;          /* 0 = off; default 0.05 */
-    float repeat_penalty; /* 1 = off; default 1.0 */
+    float temperature;     /* 0 = greedy (argmax); default 0.8 */
+    int32_t top_k;         /* 0 = off; default 40 */
+    float top_p;           /* 1 = off; default 0.95 */
+    float min_p;           /* 0 = off; default 0.05 */
+    float repeat_penalty;  /* 1 = off; default 1.0 */
     int32_t repeat_last_n; /* how many recent tokens the penalty sees; default 64 */
     uint64_t seed;
 } kvl_sampler_params;
@@ -30,8 +30,7 @@ kvl_status kvl_sampler_init(const kvl_sampler_params *p, int32_t n_vocab, kvl_sa
 void kvl_sampler_free(kvl_sampler *s);
 /* Pick the next token. logits (n_vocab) is modified in place (penalty and
  * temperature). recent: the last n_recent tokens of the sequence. */
-int32_t kvl_sampler_sample(kvl_sampler *s, float *logits, const int32_t *recent,
-                           int32_t n_recent);
+int32_t kvl_sampler_sample(kvl_sampler *s, float *logits, const int32_t *recent, int32_t n_recent);
 /* Index of the largest value (the first on ties). */
 int32_t kvl_argmax(const float *x, int32_t n);
 

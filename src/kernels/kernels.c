@@ -48,8 +48,8 @@ static kvl_isa detect_x86(void) {
     const bool avx2 = b & (1u << 5);
     if (!avx2 || !fma || !f16c)
         return KVL_ISA_SCALAR;
-    const bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30),
-               vl = b & (1u << 31), vnni = c & (1u << 11);
+    const bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31),
+               vnni = c & (1u << 11);
     const bool zmm_state = (xcr0 & 0xe6) == 0xe6; /* opmask, ZMM0-15 high, ZMM16-31 */
     if (f && dq && bw && vl && vnni && zmm_state)
         return KVL_ISA_AVX512;
@@ -93,12 +93,9 @@ kvl_isa kvl_isa_active(void) {
 
 const char *kvl_isa_name(kvl_isa isa) {
     switch (isa) {
-    case KVL_ISA_SCALAR:
-        return "scalar";
-    case KVL_ISA_AVX2:
-        return "avx2";
-    case KVL_ISA_AVX512:
-        return "avx512";
+    case KVL_ISA_SCALAR: return "scalar";
+    case KVL_ISA_AVX2: return "avx2";
+    case KVL_ISA_AVX512: return "avx512";
     }
     return "unknown";
 }
@@ -115,12 +112,9 @@ kvl_isa kvl_isa_set(kvl_isa isa) {
 
 float kvl_dot_f32(const float *a, const float *b, int64_t n) {
     switch (kvl_isa_active()) {
-    case KVL_ISA_AVX512:
-        return kvl_dot_f32_avx512(a, b, n);
-    case KVL_ISA_AVX2:
-        return kvl_dot_f32_avx2(a, b, n);
-    default:
-        break;
+    case KVL_ISA_AVX512: return kvl_dot_f32_avx512(a, b, n);
+    case KVL_ISA_AVX2: return kvl_dot_f32_avx2(a, b, n);
+    default: break;
     }
     float s = 0.0f;
     for (int64_t i = 0; i < n; i++)
@@ -130,14 +124,9 @@ float kvl_dot_f32(const float *a, const float *b, int64_t n) {
 
 void kvl_axpy_f32(float *y, float a, const float *x, int64_t n) {
     switch (kvl_isa_active()) {
-    case KVL_ISA_AVX512:
-        kvl_axpy_f32_avx512(y, a, x, n);
-        return;
-    case KVL_ISA_AVX2:
-        kvl_axpy_f32_avx2(y, a, x, n);
-        return;
-    default:
-        break;
+    case KVL_ISA_AVX512: kvl_axpy_f32_avx512(y, a, x, n); return;
+    case KVL_ISA_AVX2: kvl_axpy_f32_avx2(y, a, x, n); return;
+    default: break;
     }
     for (int64_t i = 0; i < n; i++)
         y[i] += a * x[i];

@@ -58,8 +58,8 @@ size_t kvl_matmul_scratch_size(kvl_type t, int64_t n_cols, int64_t n_tok);
  * has the measured cost). Process-wide; set it before products run. */
 void kvl_matmul_set_batch_invariant(bool on);
 
-void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_rows,
-                int64_t n_cols, const float *X, int64_t n_tok, void *scratch);
+void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_rows, int64_t n_cols,
+                const float *X, int64_t n_tok, void *scratch);
 /* One output of kvl_matmul_multi: Y (n_tok, n_rows) = X * W^T. */
 typedef struct kvl_mm_out {
     float *Y;
@@ -73,8 +73,8 @@ typedef struct kvl_mm_out {
  * decode and small batches the rows of all of them are one pool run, so a
  * layer waits for the threads three times fewer. Every Y is bit-identical
  * to kvl_matmul's. scratch as for kvl_matmul. No allocation. */
-void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_type t,
-                      int64_t n_cols, const float *X, int64_t n_tok, void *scratch);
+void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_type t, int64_t n_cols,
+                      const float *X, int64_t n_tok, void *scratch);
 /* Scalar reference: same contract, straightforward loops, no pool. */
 void kvl_matmul_ref(float *Y, const void *W, kvl_type t, int64_t n_rows, int64_t n_cols,
                     const float *X, int64_t n_tok);

@@ -27,13 +27,13 @@
 #include "kernels/kernels.h"
 
 typedef struct kvl_mm_ctx {
-    float *Y;          /* (n_tok, n_rows) */
-    const uint8_t *W;  /* (n_rows, n_cols) of type t, w_row_bytes per row */
+    float *Y;         /* (n_tok, n_rows) */
+    const uint8_t *W; /* (n_rows, n_cols) of type t, w_row_bytes per row */
     kvl_type t;
     int64_t n_rows, n_cols, n_tok;
-    const float *X;    /* (n_tok, n_cols) */
+    const float *X; /* (n_tok, n_cols) */
     size_t w_row_bytes;
-    uint8_t *act;      /* (n_tok) activation rows, act_stride bytes each; quantized types only */
+    uint8_t *act; /* (n_tok) activation rows, act_stride bytes each; quantized types only */
     size_t act_stride;
     int32_t k_corr;
 } kvl_mm_ctx;
@@ -129,22 +129,22 @@ typedef void (*kvl_tile_fn)(const kvl_mm_ctx *c, int64_t r, int64_t tok);
  * tok, R, T, ty) instantiated as tile_<tname>_<R>x<T> for R rows and for 1
  * row, T = 1..4 tokens each, and the tables big_<tname> (R rows) and
  * one_<tname> (1 row) indexed by T - 1. R must be a literal. */
-#define KVL_TILE(kind, ty, tname, R, T)                                                \
-    static void tile_##tname##_##R##x##T(const kvl_mm_ctx *c, int64_t r, int64_t tok) { \
-        tile_##kind(c, r, tok, R, T, ty);                                              \
+#define KVL_TILE(kind, ty, tname, R, T)                                                            \
+    static void tile_##tname##_##R##x##T(const kvl_mm_ctx *c, int64_t r, int64_t tok) {            \
+        tile_##kind(c, r, tok, R, T, ty);                                                          \
     }
-#define KVL_TILES(kind, ty, tname, R)                                                  \
-    KVL_TILE(kind, ty, tname, R, 1)                                                    \
-    KVL_TILE(kind, ty, tname, R, 2)                                                    \
-    KVL_TILE(kind, ty, tname, R, 3)                                                    \
-    KVL_TILE(kind, ty, tname, R, 4)                                                    \
-    KVL_TILE(kind, ty, tname, 1, 1)                                                    \
-    KVL_TILE(kind, ty, tname, 1, 2)                                                    \
-    KVL_TILE(kind, ty, tname, 1, 3)                                                    \
-    KVL_TILE(kind, ty, tname, 1, 4)                                                    \
-    static const kvl_tile_fn big_##tname[4] = {tile_##tname##_##R##x1, tile_##tname##_##R##x2, \
-                                               tile_##tname##_##R##x3, tile_##tname##_##R##x4}; \
-    static const kvl_tile_fn one_##tname[4] = {tile_##tname##_1x1, tile_##tname##_1x2,  \
+#define KVL_TILES(kind, ty, tname, R)                                                              \
+    KVL_TILE(kind, ty, tname, R, 1)                                                                \
+    KVL_TILE(kind, ty, tname, R, 2)                                                                \
+    KVL_TILE(kind, ty, tname, R, 3)                                                                \
+    KVL_TILE(kind, ty, tname, R, 4)                                                                \
+    KVL_TILE(kind, ty, tname, 1, 1)                                                                \
+    KVL_TILE(kind, ty, tname, 1, 2)                                                                \
+    KVL_TILE(kind, ty, tname, 1, 3)                                                                \
+    KVL_TILE(kind, ty, tname, 1, 4)                                                                \
+    static const kvl_tile_fn big_##tname[4] = {tile_##tname##_##R##x1, tile_##tname##_##R##x2,     \
+                                               tile_##tname##_##R##x3, tile_##tname##_##R##x4};    \
+    static const kvl_tile_fn one_##tname[4] = {tile_##tname##_1x1, tile_##tname##_1x2,             \
                                                tile_##tname##_1x3, tile_##tname##_1x4};
 
 /* Tokens per outer chunk: one chunk of activations stays in L2 while every
@@ -173,12 +173,12 @@ static inline void kvl_mm_drive(const kvl_mm_ctx *c, int64_t r0, int64_t r1, int
 
 /* Quantize blocks [b0, b1) of one activation row x (n_cols floats) into the
  * row at dst (laid out as above). */
-void kvl_quantize_act_scalar(const float *x, int64_t n_cols, int64_t b0, int64_t b1,
-                             int32_t k_corr, uint8_t *dst);
-void kvl_quantize_act_avx2(const float *x, int64_t n_cols, int64_t b0, int64_t b1,
-                           int32_t k_corr, uint8_t *dst);
-void kvl_quantize_act_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t b1,
-                             int32_t k_corr, uint8_t *dst);
+void kvl_quantize_act_scalar(const float *x, int64_t n_cols, int64_t b0, int64_t b1, int32_t k_corr,
+                             uint8_t *dst);
+void kvl_quantize_act_avx2(const float *x, int64_t n_cols, int64_t b0, int64_t b1, int32_t k_corr,
+                           uint8_t *dst);
+void kvl_quantize_act_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t b1, int32_t k_corr,
+                             uint8_t *dst);
 /* Blocks [b0, b1) of one token into slot `slot` (0..15) of its token group
  * grp (token-lane layout, Q8_0's k_corr of 128). */
 void kvl_quantize_act_tl_avx512(const float *x, int64_t b0, int64_t b1, int slot, uint8_t *grp);

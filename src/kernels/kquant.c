@@ -25,8 +25,8 @@
 
 #include <math.h>
 
-#define KQ_XMAX 4e6f   /* Q4_K: dmin = max min / 63 must stay below fp16's 65504 */
-#define KQ2_XMAX 9e5f  /* Q2_K: dmin = max min / 15, the same */
+#define KQ_XMAX 4e6f  /* Q4_K: dmin = max min / 63 must stay below fp16's 65504 */
+#define KQ2_XMAX 9e5f /* Q2_K: dmin = max min / 15, the same */
 
 /* round(v) clamped to [lo, hi]; NaN gives lo. */
 static inline int iround(float v, int lo, int hi) {
@@ -172,7 +172,8 @@ static void quantize_q2_k(const float *src, kvl_block_q2_k *y, int64_t n) {
             const float ds = df * (float)sc, dm = dmf * (float)m;
             for (int i = 16 * g; i < 16 * g + 16; i++) {
                 const int l = ds > 0 ? iround((x[i] + dm) / ds, 0, 3) : 0;
-                b->qs[32 * (i / 128) + 16 * ((i / 16) % 2) + i % 16] |= (uint8_t)(l << (2 * ((i % 128) / 32)));
+                b->qs[32 * (i / 128) + 16 * ((i / 16) % 2) + i % 16] |=
+                    (uint8_t)(l << (2 * ((i % 128) / 32)));
             }
         }
     }
@@ -188,7 +189,8 @@ static void dequantize_q2_k(const kvl_block_q2_k *b, float *y, int64_t n) {
         const float d = kvl_fp16_to_f32(b->d), dmin = kvl_fp16_to_f32(b->dmin);
         for (int v = 0; v < KVL_QK_K; v++) {
             const uint8_t sc = b->scales[v / 16];
-            y[s * KVL_QK_K + v] = d * (float)(sc & 0x0f) * (float)q2k_at(b, v) - dmin * (float)(sc >> 4);
+            y[s * KVL_QK_K + v] =
+                d * (float)(sc & 0x0f) * (float)q2k_at(b, v) - dmin * (float)(sc >> 4);
         }
     }
 }
@@ -302,39 +304,21 @@ static void dequantize_q6_k(const kvl_block_q6_k *b, float *y, int64_t n) {
 
 void kvl_kq_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
     switch (t) {
-    case KVL_TYPE_Q2_K:
-        quantize_q2_k(src, dst, n);
-        break;
-    case KVL_TYPE_Q4_K:
-        quantize_q45_k(src, dst, n, 15);
-        break;
-    case KVL_TYPE_Q5_K:
-        quantize_q45_k(src, dst, n, 31);
-        break;
-    case KVL_TYPE_Q6_K:
-        quantize_q6_k(src, dst, n);
-        break;
-    default:
-        KVL_ASSERT(!"kvl_kq_quantize_row: not a K-quant type");
+    case KVL_TYPE_Q2_K: quantize_q2_k(src, dst, n); break;
+    case KVL_TYPE_Q4_K: quantize_q45_k(src, dst, n, 15); break;
+    case KVL_TYPE_Q5_K: quantize_q45_k(src, dst, n, 31); break;
+    case KVL_TYPE_Q6_K: quantize_q6_k(src, dst, n); break;
+    default: KVL_ASSERT(!"kvl_kq_quantize_row: not a K-quant type");
     }
 }
 
 void kvl_kq_dequantize_row(kvl_type t, const void *src, float *dst, int64_t n) {
     switch (t) {
-    case KVL_TYPE_Q2_K:
-        dequantize_q2_k(src, dst, n);
-        break;
-    case KVL_TYPE_Q4_K:
-        dequantize_q4_k(src, dst, n);
-        break;
-    case KVL_TYPE_Q5_K:
-        dequantize_q5_k(src, dst, n);
-        break;
-    case KVL_TYPE_Q6_K:
-        dequantize_q6_k(src, dst, n);
-        break;
-    default:
-        KVL_ASSERT(!"kvl_kq_dequantize_row: not a K-quant type");
+    case KVL_TYPE_Q2_K: dequantize_q2_k(src, dst, n); break;
+    case KVL_TYPE_Q4_K: dequantize_q4_k(src, dst, n); break;
+    case KVL_TYPE_Q5_K: dequantize_q5_k(src, dst, n); break;
+    case KVL_TYPE_Q6_K: dequantize_q6_k(src, dst, n); break;
+    default: KVL_ASSERT(!"kvl_kq_dequantize_row: not a K-quant type");
     }
 }
 

@@ -80,13 +80,14 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
                 const uint8_t *blk = row[i] + (size_t)s * kvl_kq_block_bytes(ty);
                 const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
                 const uint8_t *qs = ty == KVL_TYPE_Q4_K ? b->qs : ((const kvl_block_q5_k *)blk)->qs;
-                const __m256i qh = ty == KVL_TYPE_Q5_K
-                                       ? _mm256_loadu_si256((const __m256i *)((const kvl_block_q5_k *)blk)->qh)
-                                       : _mm256_setzero_si256();
+                const __m256i qh =
+                    ty == KVL_TYPE_Q5_K
+                        ? _mm256_loadu_si256((const __m256i *)((const kvl_block_q5_k *)blk)->qh)
+                        : _mm256_setzero_si256();
                 uint64_t sc8, m8;
                 q4k_scales64(b->scales, &sc8, &m8);
-                const __m256i sc16 =
-                    _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc8)));
+                const __m256i sc16 = _mm256_broadcastsi128_si256(
+                    _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc8)));
                 const __m128i mv = _mm_cvtsi64_si128((long long)m8);
                 const __m256i mdup = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv));
                 const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
@@ -105,18 +106,25 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
                     __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
                     if (ty == KVL_TYPE_Q5_K) { /* bit 2k / 2k+1 of qh -> 16 */
                         const __m256i one = _mm256_set1_epi8(1);
-                        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), one), 4));
-                        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k + 1), one), 4));
+                        lo = _mm256_or_si256(
+                            lo, _mm256_slli_epi16(
+                                    _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), one), 4));
+                        hi = _mm256_or_si256(
+                            hi, _mm256_slli_epi16(
+                                    _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k + 1), one), 4));
                     }
-                    const __m256i s_lo = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * k))));
-                    const __m256i s_hi = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * k + 1))));
+                    const __m256i s_lo = _mm256_shuffle_epi8(
+                        sc16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * k))));
+                    const __m256i s_hi = _mm256_shuffle_epi8(
+                        sc16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * k + 1))));
 #pragma GCC unroll 4
                     for (int j = 0; j < T; j++) {
                         const int8_t *x = qx[j] + s * KVL_QK_K + 64 * k;
                         const __m256i p_lo = _mm256_madd_epi16(
                             _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)x)), s_lo);
                         const __m256i p_hi = _mm256_madd_epi16(
-                            _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x + 32))), s_hi);
+                            _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x + 32))),
+                            s_hi);
                         iacc[j] = _mm256_add_epi32(iacc[j], _mm256_add_epi32(p_lo, p_hi));
                     }
                 }
@@ -130,8 +138,9 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
                     _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
                 const float d = _cvtsh_ss(b->d);
                 const __m256i m30 = _mm256_set1_epi8(0x30);
-                const __m256i pair = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
-                                                      2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+                const __m256i pair =
+                    _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2,
+                                     3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
 #pragma GCC unroll 4
                 for (int j = 0; j < T; j++) {
                     const __m256i off = _mm256_madd_epi16(

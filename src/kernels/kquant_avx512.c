@@ -34,8 +34,10 @@
  *   m  0..3 = A1 & 0x3f..           m  4..7 = (A2 >> 4 & 0x0f..) | (A1 >> 6 & 3..) << 4 */
 AI __m128i q4k_scales(const uint8_t *s) {
     const __m128i a = _mm_loadu_si128((const __m128i *)s);
-    const __m128i x = _mm_srlv_epi32(_mm_shuffle_epi32(a, 0x98 /* 0 2 1 2 */), _mm_setr_epi32(0, 0, 0, 4));
-    const __m128i lo = _mm_and_si128(x, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m128i x =
+        _mm_srlv_epi32(_mm_shuffle_epi32(a, 0x98 /* 0 2 1 2 */), _mm_setr_epi32(0, 0, 0, 4));
+    const __m128i lo =
+        _mm_and_si128(x, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
     const __m128i y = _mm_srli_epi32(_mm_shuffle_epi32(a, 0x50 /* 0 0 1 1 */), 2);
     const __m128i hi = _mm_and_si128(y, _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
     return _mm_or_si128(lo, hi);
@@ -52,8 +54,9 @@ AI __m512i halves16(int a, int b) {
  * moved to bit 4 of each byte */
 AI __m512i q5k_bit4(__m512i qh, int k) {
     const __m512i b = _mm512_and_si512(
-        _mm512_srlv_epi16(qh, _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * k))),
-                                                  _mm256_set1_epi16((short)(2 * k + 1)), 1)),
+        _mm512_srlv_epi16(
+            qh, _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * k))),
+                                   _mm256_set1_epi16((short)(2 * k + 1)), 1)),
         _mm512_set1_epi8(1));
     return _mm512_slli_epi16(b, 4);
 }
@@ -100,8 +103,9 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
                                        : _mm512_setzero_si512();
                 const __m128i scm = q4k_scales(b->scales);
                 const __m512i scz = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(scm));
-                const __m256i mdup = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(
-                    scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+                const __m256i mdup = _mm256_cvtepu8_epi16(
+                    _mm_shuffle_epi8(scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13,
+                                                        14, 14, 15, 15)));
                 const float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
                 const __m512i sh = halves16(0, 4);
 #pragma GCC unroll 4
@@ -114,16 +118,15 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
                 }
 #pragma GCC unroll 4
                 for (int k = 0; k < 4; k++) {
-                    const __m512i q = _mm512_broadcast_i64x4(
-                        _mm256_loadu_si256((const __m256i *)(qs + 32 * k)));
+                    const __m512i q =
+                        _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * k)));
                     __m512i w = _mm512_and_si512(_mm512_srlv_epi16(q, sh), m4);
                     if (ty == KVL_TYPE_Q5_K)
                         w = _mm512_or_si512(w, q5k_bit4(qh, k));
                     const __m512i scv = _mm512_permutexvar_epi16(halves16(2 * k, 2 * k + 1), scz);
 #pragma GCC unroll 4
                     for (int j = 0; j < T; j++) {
-                        const __m512i x =
-                            _mm512_loadu_si512(qx[j] + s * KVL_QK_K + 64 * k);
+                        const __m512i x = _mm512_loadu_si512(qx[j] + s * KVL_QK_K + 64 * k);
                         iacc[j] = _mm512_dpwssd_epi32(iacc[j], _mm512_maddubs_epi16(w, x), scv);
                     }
                 }
@@ -225,7 +228,8 @@ void kvl_kq_quantize_act_avx512(const float *x, int64_t n_cols, int64_t s0, int6
             /* min/max return the bound for NaN, like the scalar clamp */
             const __m512 v = _mm512_max_ps(
                 _mm512_min_ps(_mm512_mul_ps(_mm512_loadu_ps(xb + 16 * g), vid), lim), nlim);
-            const __m512i q = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            const __m512i q =
+                _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             _mm_storeu_si128((__m128i *)(qs + s * KVL_QK_K + 16 * g), _mm512_cvtsepi32_epi8(q));
             bsum[s * 16 + g] = (int16_t)_mm512_reduce_add_epi32(q);
         }
@@ -323,14 +327,16 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
                 const __m128i scm = q4k_scales(b->scales); /* sc bytes 0..7, m bytes 8..15 */
                 _mm256_store_ps(fs[i], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(scm)),
                                                      _mm256_set1_ps(_cvtsh_ss(b->d))));
-                _mm256_store_ps(fm[i], _mm256_mul_ps(
-                                           _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(scm, 8))),
-                                           _mm256_set1_ps(_cvtsh_ss(b->dmin) / 128.0f)));
+                _mm256_store_ps(
+                    fm[i],
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(scm, 8))),
+                                  _mm256_set1_ps(_cvtsh_ss(b->dmin) / 128.0f)));
             } else {
                 const kvl_block_q6_k *b = (const kvl_block_q6_k *)blk;
-                _mm512_store_ps(fs[i], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                                                         _mm_loadu_si128((const __m128i *)b->scales))),
-                                                     _mm512_set1_ps(_cvtsh_ss(b->d))));
+                _mm512_store_ps(fs[i],
+                                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                  _mm_loadu_si128((const __m128i *)b->scales))),
+                                              _mm512_set1_ps(_cvtsh_ss(b->d))));
             }
         }
         for (int j = 0; j < 8; j++) {
@@ -374,7 +380,8 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
                     const __m512 cf = _mm512_cvtepi32_ps(corr);
 #pragma GCC unroll 4
                     for (int i = 0; i < R; i++) {
-                        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(p[i][v]), _mm512_set1_ps(fs[i][j]));
+                        __m512 t =
+                            _mm512_mul_ps(_mm512_cvtepi32_ps(p[i][v]), _mm512_set1_ps(fs[i][j]));
                         t = _mm512_fmadd_ps(cf, _mm512_set1_ps(fm[i][j]), t);
                         acc[i][v] = _mm512_fmadd_ps(t, dx, acc[i][v]);
                     }
@@ -385,8 +392,9 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
                         _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_srai_epi32(corr, 2)), sa32);
 #pragma GCC unroll 4
                     for (int i = 0; i < R; i++) {
-                        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p[i][v], sa32)),
-                                                 _mm512_set1_ps(fs[i][2 * j]));
+                        __m512 t =
+                            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p[i][v], sa32)),
+                                          _mm512_set1_ps(fs[i][2 * j]));
                         t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(pb[i][v], sb32)),
                                             _mm512_set1_ps(fs[i][2 * j + 1]), t);
                         acc[i][v] = _mm512_fmadd_ps(t, dx, acc[i][v]);
@@ -396,9 +404,9 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
         }
     }
     /* lane t of acc[i][v] is Y[token 16 (g0 + v) + t][row r + i] */
-    const __m512i idx = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32((int)c->n_rows));
+    const __m512i idx =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32((int)c->n_rows));
 #pragma GCC unroll 2
     for (int v = 0; v < TV; v++) {
         const int64_t t0 = (g0 + v) * 16;
@@ -411,12 +419,20 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
 }
 
 typedef void (*kq_tl_fn)(const kvl_mm_ctx *c, int64_t r, int64_t g0);
-#define KQ_TL(tname, ty)                                                                         \
-    static void tl_##tname##_4x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) { kq_tl_tile(c, r, g0, 4, 2, ty); } \
-    static void tl_##tname##_4x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) { kq_tl_tile(c, r, g0, 4, 1, ty); } \
-    static void tl_##tname##_1x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) { kq_tl_tile(c, r, g0, 1, 2, ty); } \
-    static void tl_##tname##_1x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) { kq_tl_tile(c, r, g0, 1, 1, ty); } \
-    static const kq_tl_fn tl_##tname[4] = {tl_##tname##_4x2, tl_##tname##_4x1, tl_##tname##_1x2,  \
+#define KQ_TL(tname, ty)                                                                           \
+    static void tl_##tname##_4x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) {                     \
+        kq_tl_tile(c, r, g0, 4, 2, ty);                                                            \
+    }                                                                                              \
+    static void tl_##tname##_4x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) {                     \
+        kq_tl_tile(c, r, g0, 4, 1, ty);                                                            \
+    }                                                                                              \
+    static void tl_##tname##_1x2(const kvl_mm_ctx *c, int64_t r, int64_t g0) {                     \
+        kq_tl_tile(c, r, g0, 1, 2, ty);                                                            \
+    }                                                                                              \
+    static void tl_##tname##_1x1(const kvl_mm_ctx *c, int64_t r, int64_t g0) {                     \
+        kq_tl_tile(c, r, g0, 1, 1, ty);                                                            \
+    }                                                                                              \
+    static const kq_tl_fn tl_##tname[4] = {tl_##tname##_4x2, tl_##tname##_4x1, tl_##tname##_1x2,   \
                                            tl_##tname##_1x1};
 KQ_TL(q4k, KVL_TYPE_Q4_K)
 KQ_TL(q5k, KVL_TYPE_Q5_K)

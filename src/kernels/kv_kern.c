@@ -89,14 +89,12 @@ static inline float e4m3_half(uint8_t b) {
     return kvl_fp16_to_f32((uint16_t)(((b & 0x7fu) << 7) | ((b & 0x80u) << 8)));
 }
 
-void kvl_kvq_decode_row(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd,
-                        int32_t r, float *out) {
+void kvl_kvq_decode_row(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r,
+                        float *out) {
     const size_t db = kvl_kvq_data_bytes(c, bs, hd);
     const size_t e0 = (size_t)r * (size_t)hd;
     switch (c) {
-    case KVL_KVQ_F32:
-        memcpy(out, chunk + e0 * 4, (size_t)hd * 4);
-        break;
+    case KVL_KVQ_F32: memcpy(out, chunk + e0 * 4, (size_t)hd * 4); break;
     case KVL_KVQ_F16:
         for (int32_t d = 0; d < hd; d++)
             out[d] = kvl_fp16_to_f32(kvl_kvq_rd_u16(chunk + (e0 + (size_t)d) * 2));
@@ -150,46 +148,45 @@ void kvl_kvq_decode_row(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32
         }
         break;
     }
-    default:
-        KVL_ASSERT(!"kv_kern: bad codec");
+    default: KVL_ASSERT(!"kv_kern: bad codec");
     }
 }
 
 /* ---- scalar reference kernels ------------------------------------------ */
 
-#define DEF_REF(codec, tag)                                                                    \
-    static void scores_ref_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,    \
-                                 int32_t r1, const void *qp, int32_t n_q, float *S,           \
-                                 int32_t s_stride) {                                           \
-        const float *q = qp;                                                                   \
-        float row[KVL_MAX_HEAD_DIM];                                                           \
-        for (int32_t i = r0; i < r1; i++) {                                                    \
-            kvl_kvq_decode_row(codec, chunk, bs, hd, i, row);                                  \
-            for (int32_t g = 0; g < n_q; g++) {                                                \
-                const float *qg = q + (int64_t)g * hd;                                         \
-                float acc = 0.0f;                                                              \
-                for (int32_t d = 0; d < hd; d++)                                               \
-                    acc += qg[d] * row[d];                                                     \
-                S[(int64_t)g * s_stride + (i - r0)] = acc;                                     \
-            }                                                                                  \
-        }                                                                                      \
-    }                                                                                          \
+#define DEF_REF(codec, tag)                                                                        \
+    static void scores_ref_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,         \
+                                 int32_t r1, const void *qp, int32_t n_q, float *S,                \
+                                 int32_t s_stride) {                                               \
+        const float *q = qp;                                                                       \
+        float row[KVL_MAX_HEAD_DIM];                                                               \
+        for (int32_t i = r0; i < r1; i++) {                                                        \
+            kvl_kvq_decode_row(codec, chunk, bs, hd, i, row);                                      \
+            for (int32_t g = 0; g < n_q; g++) {                                                    \
+                const float *qg = q + (int64_t)g * hd;                                             \
+                float acc = 0.0f;                                                                  \
+                for (int32_t d = 0; d < hd; d++)                                                   \
+                    acc += qg[d] * row[d];                                                         \
+                S[(int64_t)g * s_stride + (i - r0)] = acc;                                         \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
     DEF_REF_ACCUM(codec, tag)
 
-#define DEF_REF_ACCUM(codec, tag)                                                              \
-    static void accum_ref_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,     \
-                                int32_t r1, const float *W, int32_t w_stride, int32_t n_q,    \
-                                float *acc) {                                                  \
-        float row[KVL_MAX_HEAD_DIM];                                                           \
-        for (int32_t i = r0; i < r1; i++) {                                                    \
-            kvl_kvq_decode_row(codec, chunk, bs, hd, i, row);                                  \
-            for (int32_t g = 0; g < n_q; g++) {                                                \
-                const float w = W[(int64_t)g * w_stride + (i - r0)];                           \
-                float *ag = acc + (int64_t)g * hd;                                             \
-                for (int32_t d = 0; d < hd; d++)                                               \
-                    ag[d] += w * row[d];                                                       \
-            }                                                                                  \
-        }                                                                                      \
+#define DEF_REF_ACCUM(codec, tag)                                                                  \
+    static void accum_ref_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,          \
+                                int32_t r1, const float *W, int32_t w_stride, int32_t n_q,         \
+                                float *acc) {                                                      \
+        float row[KVL_MAX_HEAD_DIM];                                                               \
+        for (int32_t i = r0; i < r1; i++) {                                                        \
+            kvl_kvq_decode_row(codec, chunk, bs, hd, i, row);                                      \
+            for (int32_t g = 0; g < n_q; g++) {                                                    \
+                const float w = W[(int64_t)g * w_stride + (i - r0)];                               \
+                float *ag = acc + (int64_t)g * hd;                                                 \
+                for (int32_t d = 0; d < hd; d++)                                                   \
+                    ag[d] += w * row[d];                                                           \
+            }                                                                                      \
+        }                                                                                          \
     }
 
 /* rintf for |x| < 2^22 (round half to even, the default rounding mode):
@@ -278,10 +275,10 @@ DEF_REF(KVL_KVQ_E5M2C, e5m2c)
 
 kvl_kvq_ops kvl_kvq_ops_ref(kvl_kvq_codec c) {
     static const kvl_kvq_ops t[KVL_KVQ_COUNT] = {
-        {NULL, scores_ref_f32, accum_ref_f32},   {NULL, scores_ref_f16, accum_ref_f16},
-        {NULL, scores_ref_bf16, accum_ref_bf16}, {NULL, scores_ref_e4m3, accum_ref_e4m3},
-        {NULL, scores_ref_e5m2, accum_ref_e5m2}, {prep_q_i8, scores_ref_i8q, accum_ref_i8},
-        {NULL, scores_ref_i4c, accum_ref_i4c},   {NULL, scores_ref_i4t, accum_ref_i4t},
+        {NULL, scores_ref_f32, accum_ref_f32},     {NULL, scores_ref_f16, accum_ref_f16},
+        {NULL, scores_ref_bf16, accum_ref_bf16},   {NULL, scores_ref_e4m3, accum_ref_e4m3},
+        {NULL, scores_ref_e5m2, accum_ref_e5m2},   {prep_q_i8, scores_ref_i8q, accum_ref_i8},
+        {NULL, scores_ref_i4c, accum_ref_i4c},     {NULL, scores_ref_i4t, accum_ref_i4t},
         {NULL, scores_ref_e4m3c, accum_ref_e4m3c}, {NULL, scores_ref_e5m2c, accum_ref_e5m2c},
     };
     KVL_ASSERT((int)c >= 0 && c < KVL_KVQ_COUNT);
@@ -315,8 +312,7 @@ kvl_kvq_ops kvl_kvq_ops_get(kvl_kvq_codec c, int32_t hd) {
         if (hd % 8 == 0)
             f = kvl_kvq_ops_avx2(c);
         break;
-    default:
-        break;
+    default: break;
     }
 #else
     (void)hd;

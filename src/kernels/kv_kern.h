@@ -81,8 +81,8 @@ typedef enum kvl_kvq_codec {
     KVL_KVQ_E4M3,
     KVL_KVQ_E5M2,
     KVL_KVQ_I8,
-    KVL_KVQ_I4C, /* int4, scale + zero per channel over the chunk's rows (keys) */
-    KVL_KVQ_I4T, /* int4, scale + zero per row (values) */
+    KVL_KVQ_I4C,   /* int4, scale + zero per channel over the chunk's rows (keys) */
+    KVL_KVQ_I4T,   /* int4, scale + zero per row (values) */
     KVL_KVQ_E4M3C, /* e4m3 around per-channel block means (keys) */
     KVL_KVQ_E5M2C, /* e5m2 around per-channel block means (keys) */
     KVL_KVQ_COUNT
@@ -95,8 +95,8 @@ size_t kvl_kvq_data_bytes(kvl_kvq_codec c, int32_t bs, int32_t hd);
 size_t kvl_kvq_chunk_bytes(kvl_kvq_codec c, int32_t bs, int32_t hd);
 
 /* Decode row r of a chunk into hd floats (the reference decoder). */
-void kvl_kvq_decode_row(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd,
-                        int32_t r, float *out);
+void kvl_kvq_decode_row(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r,
+                        float *out);
 
 /*
  * The two fused kernels, for n_q query heads that share one KV head:

@@ -130,9 +130,10 @@ static inline __m256 piece(kvl_kvq_codec c, const dec_ctx *x, const row_ctx *r, 
     }
 }
 
-static inline __attribute__((always_inline)) void
-scores_pass(kvl_kvq_codec c, const dec_ctx *x, int32_t r0, int32_t r1, const float *q,
-            int32_t n_q, float *S, int32_t s_stride, int ng) {
+static inline __attribute__((always_inline)) void scores_pass(kvl_kvq_codec c, const dec_ctx *x,
+                                                              int32_t r0, int32_t r1,
+                                                              const float *q, int32_t n_q, float *S,
+                                                              int32_t s_stride, int ng) {
     const int32_t hd = x->hd, nj = hd / 8;
     for (int32_t i = r0; i < r1; i++) {
         row_ctx r = row_init(c, x, i);
@@ -143,8 +144,7 @@ scores_pass(kvl_kvq_codec c, const dec_ctx *x, int32_t r0, int32_t r1, const flo
             __m256 p = piece(c, x, &r, i, j);
             for (int g = 0; g < ng; g++) {
                 const int gi = g < n_q ? g : 0;
-                acc[g] = _mm256_fmadd_ps(p, _mm256_loadu_ps(q + (int64_t)gi * hd + j * 8),
-                                         acc[g]);
+                acc[g] = _mm256_fmadd_ps(p, _mm256_loadu_ps(q + (int64_t)gi * hd + j * 8), acc[g]);
             }
         }
         for (int g = 0; g < ng; g++)
@@ -154,8 +154,8 @@ scores_pass(kvl_kvq_codec c, const dec_ctx *x, int32_t r0, int32_t r1, const flo
 }
 
 static inline __attribute__((always_inline)) void
-scores_tpl(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,
-           int32_t r1, const float *q, int32_t n_q, float *S, int32_t s_stride) {
+scores_tpl(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0, int32_t r1,
+           const float *q, int32_t n_q, float *S, int32_t s_stride) {
     dec_ctx x = dec_init(c, chunk, bs, hd);
     for (int32_t g0 = 0; g0 < n_q;) {
         int32_t rem = n_q - g0;
@@ -171,9 +171,10 @@ scores_tpl(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd, int32_
     }
 }
 
-static inline __attribute__((always_inline)) void
-accum_pass(kvl_kvq_codec c, const dec_ctx *x, int32_t r0, int32_t r1, const float *W,
-           int32_t w_stride, int32_t n_q, float *acc_out, int ng) {
+static inline __attribute__((always_inline)) void accum_pass(kvl_kvq_codec c, const dec_ctx *x,
+                                                             int32_t r0, int32_t r1, const float *W,
+                                                             int32_t w_stride, int32_t n_q,
+                                                             float *acc_out, int ng) {
     const int32_t hd = x->hd, nj = hd / 8;
     for (int32_t j = 0; j < nj; j++) {
         __m256 acc[NG];
@@ -186,8 +187,8 @@ accum_pass(kvl_kvq_codec c, const dec_ctx *x, int32_t r0, int32_t r1, const floa
             __m256 p = piece(c, x, &r, i, j);
             for (int g = 0; g < ng; g++) {
                 const int gi = g < n_q ? g : 0;
-                acc[g] = _mm256_fmadd_ps(_mm256_set1_ps(W[(int64_t)gi * w_stride + (i - r0)]),
-                                         p, acc[g]);
+                acc[g] = _mm256_fmadd_ps(_mm256_set1_ps(W[(int64_t)gi * w_stride + (i - r0)]), p,
+                                         acc[g]);
             }
         }
         for (int g = 0; g < ng; g++)
@@ -214,18 +215,16 @@ accum_tpl(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd, int32_t
     }
 }
 
-#define DEF(codec, tag)                                                                        \
-    static void scores_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,        \
-                             int32_t r1, const void *q, int32_t n_q, float *S,                \
-                             int32_t s_stride) {                                               \
-        scores_tpl(codec, chunk, bs, hd, r0, r1, q, n_q, S, s_stride);                         \
-    }                                                                                          \
+#define DEF(codec, tag)                                                                            \
+    static void scores_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0, int32_t r1, \
+                             const void *q, int32_t n_q, float *S, int32_t s_stride) {             \
+        scores_tpl(codec, chunk, bs, hd, r0, r1, q, n_q, S, s_stride);                             \
+    }                                                                                              \
     DEF_ACCUM(codec, tag)
-#define DEF_ACCUM(codec, tag)                                                                  \
-    static void accum_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,         \
-                            int32_t r1, const float *W, int32_t w_stride, int32_t n_q,        \
-                            float *acc) {                                                      \
-        accum_tpl(codec, chunk, bs, hd, r0, r1, W, w_stride, n_q, acc);                        \
+#define DEF_ACCUM(codec, tag)                                                                      \
+    static void accum_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0, int32_t r1,  \
+                            const float *W, int32_t w_stride, int32_t n_q, float *acc) {           \
+        accum_tpl(codec, chunk, bs, hd, r0, r1, W, w_stride, n_q, acc);                            \
     }
 DEF(KVL_KVQ_F32, f32)
 DEF(KVL_KVQ_F16, f16)
@@ -280,10 +279,10 @@ DEF(KVL_KVQ_E5M2C, e5m2c)
 
 kvl_kvq_ops kvl_kvq_ops_avx2(kvl_kvq_codec c) {
     static const kvl_kvq_ops t[KVL_KVQ_COUNT] = {
-        {NULL, scores_f32, accum_f32},   {NULL, scores_f16, accum_f16},
-        {NULL, scores_bf16, accum_bf16}, {NULL, scores_e4m3, accum_e4m3},
-        {NULL, scores_e5m2, accum_e5m2}, {NULL, scores_i8q, accum_i8},
-        {NULL, scores_i4c, accum_i4c},   {NULL, scores_i4t, accum_i4t},
+        {NULL, scores_f32, accum_f32},     {NULL, scores_f16, accum_f16},
+        {NULL, scores_bf16, accum_bf16},   {NULL, scores_e4m3, accum_e4m3},
+        {NULL, scores_e5m2, accum_e5m2},   {NULL, scores_i8q, accum_i8},
+        {NULL, scores_i4c, accum_i4c},     {NULL, scores_i4t, accum_i4t},
         {NULL, scores_e4m3c, accum_e4m3c}, {NULL, scores_e5m2c, accum_e5m2c},
     };
     kvl_kvq_ops none = {0};

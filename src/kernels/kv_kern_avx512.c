@@ -97,7 +97,8 @@ static inline __m512 piece(kvl_kvq_codec c, const dec_ctx *x, const row_ctx *r, 
     const size_t e = (size_t)i * (size_t)x->hd + (size_t)j * 16;
     switch (c) {
     case KVL_KVQ_F32: return _mm512_loadu_ps((const float *)(x->data + e * 4));
-    case KVL_KVQ_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x->data + e * 2)));
+    case KVL_KVQ_F16:
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x->data + e * 2)));
     case KVL_KVQ_BF16: return bf16x16(x->data + e * 2);
     case KVL_KVQ_E5M2: {
         __m256i h = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x->data + e)));
@@ -172,9 +173,10 @@ static inline __attribute__((always_inline)) void transpose16(__m512i t[16]) {
  * (one FMA chain over d), with no horizontal sums; rows past n are zeros
  * and are not stored.
  */
-static inline __attribute__((always_inline)) void
-scores_tile(kvl_kvq_codec c, const dec_ctx *x, int32_t i0, int32_t n, const float *q,
-            float *S, int32_t s_stride, const int NGC) {
+static inline __attribute__((always_inline)) void scores_tile(kvl_kvq_codec c, const dec_ctx *x,
+                                                              int32_t i0, int32_t n, const float *q,
+                                                              float *S, int32_t s_stride,
+                                                              const int NGC) {
     const int32_t hd = x->hd, nj = hd / 16;
     __m512 acc[NG];
 #pragma GCC unroll 8
@@ -208,8 +210,8 @@ scores_tile(kvl_kvq_codec c, const dec_ctx *x, int32_t i0, int32_t n, const floa
 }
 
 static inline __attribute__((always_inline)) void
-scores_tpl(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,
-           int32_t r1, const void *qp, int32_t n_q, float *S, int32_t s_stride) {
+scores_tpl(kvl_kvq_codec c, const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0, int32_t r1,
+           const void *qp, int32_t n_q, float *S, int32_t s_stride) {
     const float *q = qp;
     dec_ctx x = dec_init(c, chunk, bs, hd);
     for (int32_t i0 = r0; i0 < r1; i0 += 16) {
@@ -331,9 +333,10 @@ static void scores_i8q(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,
  * while rows r0..r1 stream past, in order: acc_g += w_g,i * piece(i, j).
  * I8 folds the row scale into the weight: acc_g += (w_g,i * s_i) * n_i
  * (W is then the caller's scaled copy). */
-static inline __attribute__((always_inline)) void
-accum_pass(kvl_kvq_codec c, const dec_ctx *x, int32_t r0, int32_t r1, const float *W,
-           int32_t w_stride, float *acc_out, const int NGC) {
+static inline __attribute__((always_inline)) void accum_pass(kvl_kvq_codec c, const dec_ctx *x,
+                                                             int32_t r0, int32_t r1, const float *W,
+                                                             int32_t w_stride, float *acc_out,
+                                                             const int NGC) {
     const int32_t hd = x->hd, nj = hd / 16;
     for (int32_t j = 0; j < nj; j++) {
         __m512 acc[NG];
@@ -360,9 +363,10 @@ accum_pass(kvl_kvq_codec c, const dec_ctx *x, int32_t r0, int32_t r1, const floa
     }
 }
 
-static inline __attribute__((always_inline)) void
-accum_groups(kvl_kvq_codec c, const dec_ctx *x, int32_t r0, int32_t r1, const float *W,
-             int32_t w_stride, int32_t n_q, float *acc) {
+static inline __attribute__((always_inline)) void accum_groups(kvl_kvq_codec c, const dec_ctx *x,
+                                                               int32_t r0, int32_t r1,
+                                                               const float *W, int32_t w_stride,
+                                                               int32_t n_q, float *acc) {
     for (int32_t g0 = 0; g0 < n_q;) {
         const int32_t rem = n_q - g0;
         const float *Wg = W + (int64_t)g0 * w_stride;
@@ -404,27 +408,25 @@ static void accum_i8(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0, i
         for (int32_t g0 = 0; g0 < n_q; g0 += 16) {
             const int32_t ng = n_q - g0 < 16 ? n_q - g0 : 16;
             for (int32_t g = 0; g < ng; g++)
-                _mm512_storeu_ps(Ws + g * 16,
-                                 _mm512_mul_ps(_mm512_maskz_loadu_ps(
-                                                   m, W + (int64_t)(g0 + g) * w_stride + (i0 - r0)),
-                                               s));
+                _mm512_storeu_ps(
+                    Ws + g * 16,
+                    _mm512_mul_ps(
+                        _mm512_maskz_loadu_ps(m, W + (int64_t)(g0 + g) * w_stride + (i0 - r0)), s));
             accum_groups(KVL_KVQ_I8, &x, i0, i0 + n, Ws, 16, ng, acc + (int64_t)g0 * hd);
         }
     }
 }
 
-#define DEF(codec, tag)                                                                        \
-    static void scores_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,        \
-                             int32_t r1, const void *q, int32_t n_q, float *S,                \
-                             int32_t s_stride) {                                               \
-        scores_tpl(codec, chunk, bs, hd, r0, r1, q, n_q, S, s_stride);                         \
-    }                                                                                          \
+#define DEF(codec, tag)                                                                            \
+    static void scores_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0, int32_t r1, \
+                             const void *q, int32_t n_q, float *S, int32_t s_stride) {             \
+        scores_tpl(codec, chunk, bs, hd, r0, r1, q, n_q, S, s_stride);                             \
+    }                                                                                              \
     DEF_ACCUM(codec, tag)
-#define DEF_ACCUM(codec, tag)                                                                  \
-    static void accum_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0,         \
-                            int32_t r1, const float *W, int32_t w_stride, int32_t n_q,        \
-                            float *acc) {                                                      \
-        accum_tpl(codec, chunk, bs, hd, r0, r1, W, w_stride, n_q, acc);                        \
+#define DEF_ACCUM(codec, tag)                                                                      \
+    static void accum_##tag(const uint8_t *chunk, int32_t bs, int32_t hd, int32_t r0, int32_t r1,  \
+                            const float *W, int32_t w_stride, int32_t n_q, float *acc) {           \
+        accum_tpl(codec, chunk, bs, hd, r0, r1, W, w_stride, n_q, acc);                            \
     }
 DEF(KVL_KVQ_F32, f32)
 DEF(KVL_KVQ_F16, f16)
@@ -458,10 +460,10 @@ float kvl_kvq_scale_max_avx512(float *x, int32_t n, float scale) {
 
 kvl_kvq_ops kvl_kvq_ops_avx512(kvl_kvq_codec c) {
     static const kvl_kvq_ops t[KVL_KVQ_COUNT] = {
-        {NULL, scores_f32, accum_f32},   {NULL, scores_f16, accum_f16},
-        {NULL, scores_bf16, accum_bf16}, {NULL, scores_e4m3, accum_e4m3},
-        {NULL, scores_e5m2, accum_e5m2}, {NULL, scores_i8q, accum_i8},
-        {NULL, scores_i4c, accum_i4c},   {NULL, scores_i4t, accum_i4t},
+        {NULL, scores_f32, accum_f32},     {NULL, scores_f16, accum_f16},
+        {NULL, scores_bf16, accum_bf16},   {NULL, scores_e4m3, accum_e4m3},
+        {NULL, scores_e5m2, accum_e5m2},   {NULL, scores_i8q, accum_i8},
+        {NULL, scores_i4c, accum_i4c},     {NULL, scores_i4t, accum_i4t},
         {NULL, scores_e4m3c, accum_e4m3c}, {NULL, scores_e5m2c, accum_e5m2c},
     };
     kvl_kvq_ops none = {0};

@@ -45,12 +45,9 @@ size_t kvl_matmul_scratch_size(kvl_type t, int64_t n_cols, int64_t n_tok) {
 /* Weight element k of a float-like row. */
 static inline float wf(kvl_type t, const uint8_t *row, int64_t k) {
     switch (t) {
-    case KVL_TYPE_F32:
-        return ((const float *)row)[k];
-    case KVL_TYPE_F16:
-        return kvl_fp16_to_f32(((const uint16_t *)row)[k]);
-    default:
-        return kvl_bf16_to_f32(((const uint16_t *)row)[k]);
+    case KVL_TYPE_F32: return ((const float *)row)[k];
+    case KVL_TYPE_F16: return kvl_fp16_to_f32(((const uint16_t *)row)[k]);
+    default: return kvl_bf16_to_f32(((const uint16_t *)row)[k]);
     }
 }
 
@@ -134,8 +131,8 @@ void kvl_mm_rows_scalar(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
 typedef struct mm_task {
     const kvl_mm_ctx *c;
     kvl_isa isa;
-    bool tl; /* activations in the token-lane layout (AVX-512 Q8_0) */
-    bool sb; /* activations in the small-batch layout (AVX-512 Q8_0 / Q4_0) */
+    bool tl;           /* activations in the token-lane layout (AVX-512 Q8_0) */
+    bool sb;           /* activations in the small-batch layout (AVX-512 Q8_0 / Q4_0) */
     int64_t item_rows; /* rows per pool item (a multiple of 4); 0: one item per thread */
 } mm_task;
 
@@ -171,15 +168,9 @@ static void quant_task(void *arg, int ith, int nth) {
             continue;
         }
         switch (m->isa) {
-        case KVL_ISA_AVX512:
-            kvl_quantize_act_avx512(x, c->n_cols, b0, b1, c->k_corr, dst);
-            break;
-        case KVL_ISA_AVX2:
-            kvl_quantize_act_avx2(x, c->n_cols, b0, b1, c->k_corr, dst);
-            break;
-        default:
-            kvl_quantize_act_scalar(x, c->n_cols, b0, b1, c->k_corr, dst);
-            break;
+        case KVL_ISA_AVX512: kvl_quantize_act_avx512(x, c->n_cols, b0, b1, c->k_corr, dst); break;
+        case KVL_ISA_AVX2: kvl_quantize_act_avx2(x, c->n_cols, b0, b1, c->k_corr, dst); break;
+        default: kvl_quantize_act_scalar(x, c->n_cols, b0, b1, c->k_corr, dst); break;
         }
         lo += b1 - b0;
     }
@@ -225,15 +216,9 @@ static void rows_task(void *arg, int ith, int nth) {
         return;
     }
     switch (m->isa) {
-    case KVL_ISA_AVX512:
-        kvl_mm_rows_avx512(c, lo, hi);
-        break;
-    case KVL_ISA_AVX2:
-        kvl_mm_rows_avx2(c, lo, hi);
-        break;
-    default:
-        kvl_mm_rows_scalar(c, lo, hi);
-        break;
+    case KVL_ISA_AVX512: kvl_mm_rows_avx512(c, lo, hi); break;
+    case KVL_ISA_AVX2: kvl_mm_rows_avx2(c, lo, hi); break;
+    default: kvl_mm_rows_scalar(c, lo, hi); break;
     }
 }
 
@@ -265,14 +250,14 @@ static void group_task(void *arg, int i, int n) {
     rows_task((void *)&g->m[o], i - g->first[o], g->first[o + 1] - g->first[o]);
 }
 
-void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_rows,
-                int64_t n_cols, const float *X, int64_t n_tok, void *scratch) {
+void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_rows, int64_t n_cols,
+                const float *X, int64_t n_tok, void *scratch) {
     const kvl_mm_out out = {.Y = Y, .W = W, .n_rows = n_rows};
     kvl_matmul_multi(pool, &out, 1, t, n_cols, X, n_tok, scratch);
 }
 
-void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_type t,
-                      int64_t n_cols, const float *X, int64_t n_tok, void *scratch) {
+void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_type t, int64_t n_cols,
+                      const float *X, int64_t n_tok, void *scratch) {
     const size_t rb = kvl_row_bytes(t, n_cols);
     KVL_ASSERT(rb != 0 || n_cols == 0);
     KVL_ASSERT(n_out >= 1 && n_out <= KVL_MM_MAX_OUT);
@@ -295,7 +280,8 @@ void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_typ
         c.k_corr = t == KVL_TYPE_Q4_0 ? 8 : 128;
         m.tl = m.isa == KVL_ISA_AVX512 && (t == KVL_TYPE_Q8_0 || kvl_kq_has_simd(t)) &&
                n_tok >= KVL_TL_MIN_TOK && !kvl_mm_batch_invariant;
-        c.act_stride = kvl_is_kquant(t) && !m.tl ? kvl_kq_act_stride(n_cols) : kvl_act_stride(n_cols);
+        c.act_stride =
+            kvl_is_kquant(t) && !m.tl ? kvl_kq_act_stride(n_cols) : kvl_act_stride(n_cols);
         if (m.tl) {
             /* the token-lane layout fits in the row layout's scratch:
              * 16 * ceil(n_tok / 16) <= 2 * n_tok tokens of 1.25 * n_cols bytes */
@@ -306,8 +292,8 @@ void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_typ
                 memset(kvl_tl_group(c.act, n_cols, n_groups - 1), 0,
                        (size_t)(n_cols / 32) * KVL_TL_REC);
         }
-        m.sb = m.isa == KVL_ISA_AVX512 && !m.tl && !kvl_is_kquant(t) && n_cols > 0 &&
-               n_tok >= 2 && n_tok <= KVL_SB_MAX_TOK && !kvl_mm_batch_invariant;
+        m.sb = m.isa == KVL_ISA_AVX512 && !m.tl && !kvl_is_kquant(t) && n_cols > 0 && n_tok >= 2 &&
+               n_tok <= KVL_SB_MAX_TOK && !kvl_mm_batch_invariant;
         if (m.sb) {
             /* the small-batch layout fits in the row layout's scratch:
              * per block pair and token 96 bytes (width 4), 128 (width 2)

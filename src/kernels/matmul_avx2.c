@@ -56,13 +56,14 @@ void kvl_axpy_f32_avx2(float *y, float a, const float *x, int64_t n) {
     const __m256 va = _mm256_set1_ps(a);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++)
         y[i] += a * x[i];
 }
 
-void kvl_quantize_act_avx2(const float *x, int64_t n_cols, int64_t b0, int64_t b1,
-                           int32_t k_corr, uint8_t *dst) {
+void kvl_quantize_act_avx2(const float *x, int64_t n_cols, int64_t b0, int64_t b1, int32_t k_corr,
+                           uint8_t *dst) {
     int8_t *qs = (int8_t *)dst;
     float *dx = (float *)(dst + n_cols);
     int32_t *corr = (int32_t *)(dst + 2 * n_cols);
@@ -76,8 +77,9 @@ void kvl_quantize_act_avx2(const float *x, int64_t n_cols, int64_t b0, int64_t b
         __m256 v[4];
         for (int i = 0; i < 4; i++)
             v[i] = _mm256_loadu_ps(xb + 8 * i);
-        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                                 _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        __m256 m = _mm256_max_ps(
+            _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+            _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
         __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         h = _mm_max_ps(h, _mm_movehl_ps(h, h));
         h = _mm_max_ss(h, _mm_movehdup_ps(h));
@@ -91,15 +93,16 @@ void kvl_quantize_act_avx2(const float *x, int64_t n_cols, int64_t b0, int64_t b
             __m256 s = _mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(v[i], vid), lim), nlim);
             q[i] = _mm256_cvtps_epi32(s);
         }
-        const int32_t sum = hsum8i(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]),
-                                                    _mm256_add_epi32(q[2], q[3])));
+        const int32_t sum =
+            hsum8i(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
         __m256i p16a = _mm256_packs_epi32(q[0], q[1]);
         __m256i p16b = _mm256_packs_epi32(q[2], q[3]);
         __m256i p8 = _mm256_packs_epi16(p16a, p16b);
         p8 = _mm256_permutevar8x32_epi32(p8, perm);
         _mm256_storeu_si256((__m256i *)(qs + b * 32), p8);
         _mm256_storeu_ps(dx + b * 8, _mm256_set1_ps(d));
-        _mm256_storeu_si256((__m256i *)(corr + b * 8), _mm256_setr_epi32(-k_corr * sum, 0, 0, 0, 0, 0, 0, 0));
+        _mm256_storeu_si256((__m256i *)(corr + b * 8),
+                            _mm256_setr_epi32(-k_corr * sum, 0, 0, 0, 0, 0, 0, 0));
         dc[b] = d;
         cc[b] = -k_corr * sum;
     }
@@ -156,12 +159,14 @@ AI void tile_q(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const i
             for (int i = 0; i < R; i++) {
                 __m256i p;
                 if (t == KVL_TYPE_Q8_0) {
-                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(x, w[i])), ones);
+                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(x, w[i])),
+                                          ones);
                 } else {
                     p = _mm256_madd_epi16(_mm256_maddubs_epi16(w[i], x), ones);
                     p = _mm256_add_epi32(p, _mm256_loadu_si256((const __m256i *)(cr[j] + b * 8)));
                 }
-                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[i], s), acc[i][j]);
+                acc[i][j] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[i], s), acc[i][j]);
             }
         }
     }
@@ -252,12 +257,14 @@ AI __m256 qblock(__m256 acc, const uint8_t *row, int64_t b, const int8_t *qx, co
     if (t == KVL_TYPE_Q8_0) {
         const kvl_block_q8_0 *blk = (const kvl_block_q8_0 *)row + b;
         const __m256i w = _mm256_loadu_si256((const __m256i *)blk->qs);
-        p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)), ones);
+        p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)),
+                              ones);
         d = _cvtsh_ss(blk->d);
     } else {
         const kvl_block_q4_0 *blk = (const kvl_block_q4_0 *)row + b;
         const __m128i q = _mm_loadu_si128((const __m128i *)blk->qs);
-        const __m256i w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
+        const __m256i w =
+            _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
         p = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones),
                              _mm256_zextsi128_si256(_mm_cvtsi32_si128(cc[b])));
         d = _cvtsh_ss(blk->d);
@@ -283,7 +290,8 @@ AI void gemv_q(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t) {
         }
         for (int u = 0; b < nb; b++, u++)
             acc[u] = qblock(acc[u], row, b, qx, dc, cc, t);
-        c->Y[r] = hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+        c->Y[r] =
+            hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
     }
 }
 
@@ -394,7 +402,6 @@ void kvl_mm_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
         else
             kvl_mm_drive(c, r0, r1, 3, 4, big_bf16, one_bf16);
         break;
-    default:
-        KVL_ASSERT(!"kvl_mm_rows_avx2: unsupported type");
+    default: KVL_ASSERT(!"kvl_mm_rows_avx2: unsupported type");
     }
 }

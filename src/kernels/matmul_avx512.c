@@ -75,13 +75,14 @@ void kvl_axpy_f32_avx512(float *y, float a, const float *x, int64_t n) {
     const __m512 va = _mm512_set1_ps(a);
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-        __m512 r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
+        __m512 r =
+            _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
         _mm512_mask_storeu_ps(y + i, m, r);
     }
 }
 
-void kvl_quantize_act_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t b1,
-                             int32_t k_corr, uint8_t *dst) {
+void kvl_quantize_act_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t b1, int32_t k_corr,
+                             uint8_t *dst) {
     int8_t *qs = (int8_t *)dst;
     float *dx = (float *)(dst + n_cols);
     int32_t *corr = (int32_t *)(dst + 2 * n_cols);
@@ -91,18 +92,22 @@ void kvl_quantize_act_avx512(const float *x, int64_t n_cols, int64_t b0, int64_t
     for (int64_t b = b0; b < b1; b++) {
         const __m512 v0 = _mm512_loadu_ps(x + b * 32);
         const __m512 v1 = _mm512_loadu_ps(x + b * 32 + 16);
-        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float amax =
+            _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         const __m512 vid = _mm512_set1_ps(id);
         /* min/max return the bound for NaN, like the scalar clamp */
-        const __m512i q0 = _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v0, vid), lim), nlim));
-        const __m512i q1 = _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v1, vid), lim), nlim));
+        const __m512i q0 =
+            _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v0, vid), lim), nlim));
+        const __m512i q1 =
+            _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v1, vid), lim), nlim));
         const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
         _mm_storeu_si128((__m128i *)(qs + b * 32), _mm512_cvtsepi32_epi8(q0));
         _mm_storeu_si128((__m128i *)(qs + b * 32 + 16), _mm512_cvtsepi32_epi8(q1));
         _mm256_storeu_ps(dx + b * 8, _mm256_set1_ps(d));
-        _mm256_storeu_si256((__m256i *)(corr + b * 8), _mm256_setr_epi32(-k_corr * sum, 0, 0, 0, 0, 0, 0, 0));
+        _mm256_storeu_si256((__m256i *)(corr + b * 8),
+                            _mm256_setr_epi32(-k_corr * sum, 0, 0, 0, 0, 0, 0, 0));
         dc[b] = d;
         cc[b] = -k_corr * sum;
     }
@@ -115,12 +120,15 @@ void kvl_quantize_act_tl_avx512(const float *x, int64_t b0, int64_t b1, int slot
         uint8_t *rec = grp + (size_t)b * KVL_TL_REC;
         const __m512 v0 = _mm512_loadu_ps(x + b * 32);
         const __m512 v1 = _mm512_loadu_ps(x + b * 32 + 16);
-        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float amax =
+            _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         const __m512 vid = _mm512_set1_ps(id);
-        const __m512i q0 = _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v0, vid), lim), nlim));
-        const __m512i q1 = _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v1, vid), lim), nlim));
+        const __m512i q0 =
+            _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v0, vid), lim), nlim));
+        const __m512i q1 =
+            _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v1, vid), lim), nlim));
         const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
         const __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtsepi32_epi8(q0)),
                                                   _mm512_cvtsepi32_epi8(q1), 1);
@@ -313,7 +321,8 @@ AI void sb_group(__m512 *acc, const uint8_t *rec, const __m512i *wk, const int G
     for (int k = 0; k < G; k++)
         s = _mm512_dpbusd_epi32(s, wk[k], _mm512_loadu_si512(rec + 64 * k));
     *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s),
-                           _mm512_mul_ps(dw, _mm512_loadu_ps((const float *)(rec + 64 * (G + 1)))), *acc);
+                           _mm512_mul_ps(dw, _mm512_loadu_ps((const float *)(rec + 64 * (G + 1)))),
+                           *acc);
 }
 
 /* Block pair p of one row for NF groups of width 4 and one of width RW
@@ -323,9 +332,12 @@ AI void sb_step(__m512 acc[SB_NG][GV_U], const int u, const uint8_t *row, int64_
     __m512i w, w4[4], w2[2];
     __m512 dw;
     if (SB_PF > 0)
-        _mm_prefetch((const char *)row + (size_t)p * 2 *
-                     (t == KVL_TYPE_Q8_0 ? sizeof(kvl_block_q8_0) : sizeof(kvl_block_q4_0)) + SB_PF,
-                     _MM_HINT_T0);
+        _mm_prefetch(
+            (const char *)row +
+                (size_t)p * 2 *
+                    (t == KVL_TYPE_Q8_0 ? sizeof(kvl_block_q8_0) : sizeof(kvl_block_q4_0)) +
+                SB_PF,
+            _MM_HINT_T0);
     load_wq(row, 2 * p, two, t, &w, &dw);
     if (NF > 0 || RW == 4) {
         w4[0] = _mm512_shuffle_epi32(w, (_MM_PERM_ENUM)0x00);
@@ -341,7 +353,10 @@ AI void sb_step(__m512 acc[SB_NG][GV_U], const int u, const uint8_t *row, int64_
     for (int g = 0; g < NF; g++)
         sb_group(&acc[g][u], grp[g] + (size_t)p * kvl_sb_rec(4), w4, 4, dw);
     if (RW > 0)
-        sb_group(&acc[NF][u], grp[NF] + (size_t)p * kvl_sb_rec(RW), RW == 4 ? w4 : RW == 2 ? w2 : &w,
+        sb_group(&acc[NF][u], grp[NF] + (size_t)p * kvl_sb_rec(RW),
+                 RW == 4   ? w4
+                 : RW == 2 ? w2
+                           : &w,
                  RW, dw);
 }
 
@@ -371,7 +386,8 @@ AI void sb_pass(const kvl_mm_ctx *c, const uint8_t *row, int64_t r, int64_t g0, 
     for (int g = 0; g < NG; g++) {
         const int G = g < NF ? 4 : RW;
         const int64_t tok = 4 * (g0 + g);
-        __m512 a = _mm512_add_ps(_mm512_add_ps(acc[g][0], acc[g][1]), _mm512_add_ps(acc[g][2], acc[g][3]));
+        __m512 a =
+            _mm512_add_ps(_mm512_add_ps(acc[g][0], acc[g][1]), _mm512_add_ps(acc[g][2], acc[g][3]));
         if (G == 1) {
             c->Y[tok * c->n_rows + r] = _mm512_reduce_add_ps(a);
             continue;
@@ -391,21 +407,26 @@ AI void sb_pass(const kvl_mm_ctx *c, const uint8_t *row, int64_t r, int64_t g0, 
 }
 
 typedef void (*sb_pass_fn)(const kvl_mm_ctx *c, const uint8_t *row, int64_t r, int64_t g0);
-#define SB_PASS(tname, ty, NF, RW)                                                               \
-    static void sb_##tname##_##NF##_##RW(const kvl_mm_ctx *c, const uint8_t *row, int64_t r, \
-                                          int64_t g0) {                                          \
-        sb_pass(c, row, r, g0, NF, RW, ty);                                                      \
+#define SB_PASS(tname, ty, NF, RW)                                                                 \
+    static void sb_##tname##_##NF##_##RW(const kvl_mm_ctx *c, const uint8_t *row, int64_t r,       \
+                                         int64_t g0) {                                             \
+        sb_pass(c, row, r, g0, NF, RW, ty);                                                        \
     }
-#define SB_PASSES(tname, ty)                                                                      \
-    SB_PASS(tname, ty, 1, 0) SB_PASS(tname, ty, 2, 0) SB_PASS(tname, ty, 3, 0)                    \
-    SB_PASS(tname, ty, 4, 0) SB_PASS(tname, ty, 0, 1) SB_PASS(tname, ty, 1, 1)                    \
-    SB_PASS(tname, ty, 2, 1) SB_PASS(tname, ty, 3, 1) SB_PASS(tname, ty, 0, 2)                    \
-    SB_PASS(tname, ty, 1, 2) SB_PASS(tname, ty, 2, 2) SB_PASS(tname, ty, 3, 2)                    \
-    /* [RW code 0 / 1 / 2][NF] */                                                                 \
-    static const sb_pass_fn sb_##tname[3][SB_NG + 1] = {                                          \
-        {NULL, sb_##tname##_1_0, sb_##tname##_2_0, sb_##tname##_3_0, sb_##tname##_4_0},           \
-        {sb_##tname##_0_1, sb_##tname##_1_1, sb_##tname##_2_1, sb_##tname##_3_1, NULL},           \
+/* a list of passes, one row per RW code, kept as written */
+// clang-format off
+#define SB_PASSES(tname, ty)                                                                       \
+    SB_PASS(tname, ty, 1, 0) SB_PASS(tname, ty, 2, 0)                                              \
+    SB_PASS(tname, ty, 3, 0) SB_PASS(tname, ty, 4, 0)                                              \
+    SB_PASS(tname, ty, 0, 1) SB_PASS(tname, ty, 1, 1)                                              \
+    SB_PASS(tname, ty, 2, 1) SB_PASS(tname, ty, 3, 1)                                              \
+    SB_PASS(tname, ty, 0, 2) SB_PASS(tname, ty, 1, 2)                                              \
+    SB_PASS(tname, ty, 2, 2) SB_PASS(tname, ty, 3, 2)                                              \
+    /* [RW code 0 / 1 / 2][NF] */                                                                  \
+    static const sb_pass_fn sb_##tname[3][SB_NG + 1] = {                                           \
+        {NULL, sb_##tname##_1_0, sb_##tname##_2_0, sb_##tname##_3_0, sb_##tname##_4_0},            \
+        {sb_##tname##_0_1, sb_##tname##_1_1, sb_##tname##_2_1, sb_##tname##_3_1, NULL},            \
         {sb_##tname##_0_2, sb_##tname##_1_2, sb_##tname##_2_2, sb_##tname##_3_2, NULL}};
+// clang-format on
 SB_PASSES(q8_0, KVL_TYPE_Q8_0)
 SB_PASSES(q4_0, KVL_TYPE_Q4_0)
 
@@ -532,14 +553,17 @@ AI void tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, const i
             const __m512 dw = _mm512_cvtph_ps(_mm256_set1_epi16((short)blk->d));
 #pragma GCC unroll 2
             for (int v = 0; v < TV; v++) {
-                const __m512 s = _mm512_load_ps((const float *)(grp[v] + (size_t)b * KVL_TL_REC + 512));
-                acc[i][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[i][v]), _mm512_mul_ps(dw, s), acc[i][v]);
+                const __m512 s =
+                    _mm512_load_ps((const float *)(grp[v] + (size_t)b * KVL_TL_REC + 512));
+                acc[i][v] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[i][v]), _mm512_mul_ps(dw, s), acc[i][v]);
             }
         }
     }
     /* lane t of acc[i][v] is Y[token 16 (g0 + v) + t][row r + i] */
-    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32((int)c->n_rows));
+    const __m512i idx =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32((int)c->n_rows));
 #pragma GCC unroll 2
     for (int v = 0; v < TV; v++) {
         const int64_t t0 = (g0 + v) * 16;
@@ -694,7 +718,8 @@ AI void gemv_f(const kvl_mm_ctx *c, int64_t r0, int64_t r1, const kvl_type t) {
                     __m512 w0, w1;
                     load32(row, k + 16 * u, t, &w0, &w1);
                     acc[u] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + k + 16 * u), acc[u]);
-                    acc[u + 1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + k + 16 * u + 16), acc[u + 1]);
+                    acc[u + 1] =
+                        _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + k + 16 * u + 16), acc[u + 1]);
                 }
                 continue;
             }
@@ -817,7 +842,6 @@ void kvl_mm_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
         else
             kvl_mm_drive(c, r0, r1, FT_R, 4, big_bf16, one_bf16);
         break;
-    default:
-        KVL_ASSERT(!"kvl_mm_rows_avx512: unsupported type");
+    default: KVL_ASSERT(!"kvl_mm_rows_avx512: unsupported type");
     }
 }

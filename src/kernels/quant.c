@@ -24,11 +24,9 @@ size_t kvl_row_bytes(kvl_type t, int64_t n_cols) {
         return 0;
     size_t n = (size_t)n_cols, r;
     switch (t) {
-    case KVL_TYPE_F32:
-        return kvl_mul_overflow(n, 4, &r) ? 0 : r;
+    case KVL_TYPE_F32: return kvl_mul_overflow(n, 4, &r) ? 0 : r;
     case KVL_TYPE_F16:
-    case KVL_TYPE_BF16:
-        return kvl_mul_overflow(n, 2, &r) ? 0 : r;
+    case KVL_TYPE_BF16: return kvl_mul_overflow(n, 2, &r) ? 0 : r;
     case KVL_TYPE_Q8_0:
         if (n % KVL_QK8_0)
             return 0;
@@ -44,8 +42,7 @@ size_t kvl_row_bytes(kvl_type t, int64_t n_cols) {
         if (n % KVL_QK_K)
             return 0;
         return kvl_mul_overflow(n / KVL_QK_K, kvl_kq_block_bytes(t), &r) ? 0 : r;
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -105,9 +102,7 @@ static void quantize_q4_0(const float *x, kvl_block_q4_0 *y, int64_t n) {
 void kvl_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
     KVL_ASSERT(kvl_row_bytes(t, n) != 0 || n == 0);
     switch (t) {
-    case KVL_TYPE_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        break;
+    case KVL_TYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
     case KVL_TYPE_F16: {
         uint16_t *d = dst;
         for (int64_t i = 0; i < n; i++)
@@ -120,29 +115,20 @@ void kvl_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
             d[i] = kvl_f32_to_bf16(src[i]);
         break;
     }
-    case KVL_TYPE_Q8_0:
-        quantize_q8_0(src, dst, n);
-        break;
-    case KVL_TYPE_Q4_0:
-        quantize_q4_0(src, dst, n);
-        break;
+    case KVL_TYPE_Q8_0: quantize_q8_0(src, dst, n); break;
+    case KVL_TYPE_Q4_0: quantize_q4_0(src, dst, n); break;
     case KVL_TYPE_Q2_K:
     case KVL_TYPE_Q4_K:
     case KVL_TYPE_Q5_K:
-    case KVL_TYPE_Q6_K:
-        kvl_kq_quantize_row(t, src, dst, n);
-        break;
-    default:
-        KVL_ASSERT(!"kvl_quantize_row: unsupported type");
+    case KVL_TYPE_Q6_K: kvl_kq_quantize_row(t, src, dst, n); break;
+    default: KVL_ASSERT(!"kvl_quantize_row: unsupported type");
     }
 }
 
 void kvl_dequantize_row(kvl_type t, const void *src, float *dst, int64_t n) {
     KVL_ASSERT(kvl_row_bytes(t, n) != 0 || n == 0);
     switch (t) {
-    case KVL_TYPE_F32:
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        break;
+    case KVL_TYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
     case KVL_TYPE_F16: {
         const uint16_t *s = src;
         for (int64_t i = 0; i < n; i++)
@@ -179,16 +165,13 @@ void kvl_dequantize_row(kvl_type t, const void *src, float *dst, int64_t n) {
     case KVL_TYPE_Q2_K:
     case KVL_TYPE_Q4_K:
     case KVL_TYPE_Q5_K:
-    case KVL_TYPE_Q6_K:
-        kvl_kq_dequantize_row(t, src, dst, n);
-        break;
-    default:
-        KVL_ASSERT(!"kvl_dequantize_row: unsupported type");
+    case KVL_TYPE_Q6_K: kvl_kq_dequantize_row(t, src, dst, n); break;
+    default: KVL_ASSERT(!"kvl_dequantize_row: unsupported type");
     }
 }
 
-void kvl_quantize_act_scalar(const float *x, int64_t n_cols, int64_t b0, int64_t b1,
-                             int32_t k_corr, uint8_t *dst) {
+void kvl_quantize_act_scalar(const float *x, int64_t n_cols, int64_t b0, int64_t b1, int32_t k_corr,
+                             uint8_t *dst) {
     int8_t *qs = (int8_t *)dst;
     float *dx = (float *)(dst + n_cols);
     int32_t *corr = (int32_t *)(dst + 2 * n_cols);

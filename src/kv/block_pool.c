@@ -45,7 +45,7 @@ struct kvl_block_pool {
     size_t data_bytes;
     kvl_block_evict_fn evict; /* may be NULL */
     void *evict_ctx;
-    bool meta;      /* metadata only: counts and queue, no KV bytes (the simulator) */
+    bool meta; /* metadata only: counts and queue, no KV bytes (the simulator) */
 };
 
 void kvl_block_pool_set_evict_hook(kvl_block_pool *p, kvl_block_evict_fn fn, void *ctx) {
@@ -53,14 +53,13 @@ void kvl_block_pool_set_evict_hook(kvl_block_pool *p, kvl_block_evict_fn fn, voi
     p->evict_ctx = ctx;
 }
 
-kvl_status kvl_block_layout_init(const kvl_hparams *hp, int32_t block_size,
-                                 kvl_block_layout *out, kvl_error *err) {
+kvl_status kvl_block_layout_init(const kvl_hparams *hp, int32_t block_size, kvl_block_layout *out,
+                                 kvl_error *err) {
     return kvl_block_layout_init_fmt(hp, block_size, KVL_KV_FMT_F32, KVL_KV_FMT_F32, out, err);
 }
 
-kvl_status kvl_block_layout_init_fmt(const kvl_hparams *hp, int32_t block_size,
-                                     kvl_kv_format k_fmt, kvl_kv_format v_fmt,
-                                     kvl_block_layout *out, kvl_error *err) {
+kvl_status kvl_block_layout_init_fmt(const kvl_hparams *hp, int32_t block_size, kvl_kv_format k_fmt,
+                                     kvl_kv_format v_fmt, kvl_block_layout *out, kvl_error *err) {
     kvl_status st = kvl_kv_check_shape(hp, "kv layout", err);
     if (st != KVL_OK)
         return st;
@@ -68,11 +67,11 @@ kvl_status kvl_block_layout_init_fmt(const kvl_hparams *hp, int32_t block_size,
         return kvl_errorf(err, KVL_E_INVALID, "kv layout: block_size %d not in [1, %d]",
                           (int)block_size, KVL_KV_MAX_BLOCK_SIZE);
     if (!kvl_kv_format_get(k_fmt))
-        return kvl_errorf(err, KVL_E_INVALID, "kv layout: k_fmt %d not in [0, %d) (%s)",
-                          (int)k_fmt, KVL_KV_FMT_COUNT, kvl_kv_format_names());
+        return kvl_errorf(err, KVL_E_INVALID, "kv layout: k_fmt %d not in [0, %d) (%s)", (int)k_fmt,
+                          KVL_KV_FMT_COUNT, kvl_kv_format_names());
     if (!kvl_kv_format_get(v_fmt))
-        return kvl_errorf(err, KVL_E_INVALID, "kv layout: v_fmt %d not in [0, %d) (%s)",
-                          (int)v_fmt, KVL_KV_FMT_COUNT, kvl_kv_format_names());
+        return kvl_errorf(err, KVL_E_INVALID, "kv layout: v_fmt %d not in [0, %d) (%s)", (int)v_fmt,
+                          KVL_KV_FMT_COUNT, kvl_kv_format_names());
     /* The shape limits (head_dim <= 1024, block_size <= 4096) bound each
      * chunk under 2^24 bytes; the products below are checked anyway. */
     const int32_t hd = (int32_t)hp->head_dim;
@@ -141,10 +140,9 @@ kvl_status kvl_kv_capacity_compute_fmt(const kvl_hparams *hp, int32_t block_size
                           "kv capacity: kv-mem %zu bytes holds %u blocks of %d positions "
                           "(%zu bytes each, %zu bytes per token) = %lld tokens, but one "
                           "sequence of ctx %lld needs %lld blocks (%zu bytes)",
-                          budget, c.n_blocks, (int)block_size, c.block_bytes,
-                          c.bytes_per_token, (long long)c.token_capacity, (long long)ctx_len,
-                          (long long)c.blocks_per_seq,
-                          (size_t)c.blocks_per_seq * c.block_bytes);
+                          budget, c.n_blocks, (int)block_size, c.block_bytes, c.bytes_per_token,
+                          (long long)c.token_capacity, (long long)ctx_len,
+                          (long long)c.blocks_per_seq, (size_t)c.blocks_per_seq * c.block_bytes);
     return KVL_OK;
 }
 
@@ -189,8 +187,8 @@ static kvl_status pool_init(const kvl_block_layout *layout, size_t budget, bool 
     p->next = calloc(nb + 1, sizeof(uint32_t));
     p->prev = calloc(nb + 1, sizeof(uint32_t));
     if (!meta) {
-        void *d = mmap(NULL, p->data_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                       -1, 0);
+        void *d =
+            mmap(NULL, p->data_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         p->data = d == MAP_FAILED ? NULL : d;
 #ifdef MADV_HUGEPAGE
         /* Attention jumps from chunk to chunk; 2 MiB pages keep those jumps
@@ -213,8 +211,8 @@ static kvl_status pool_init(const kvl_block_layout *layout, size_t budget, bool 
     return KVL_OK;
 }
 
-kvl_status kvl_block_pool_init(const kvl_block_layout *layout, size_t budget,
-                               kvl_block_pool **out, kvl_error *err) {
+kvl_status kvl_block_pool_init(const kvl_block_layout *layout, size_t budget, kvl_block_pool **out,
+                               kvl_error *err) {
     return pool_init(layout, budget, false, out, err);
 }
 
@@ -243,8 +241,8 @@ uint32_t kvl_block_pool_n_free(const kvl_block_pool *p) { return p->n_free; }
 
 kvl_status kvl_block_pool_alloc(kvl_block_pool *p, uint32_t n, uint32_t *ids, kvl_error *err) {
     if (n > p->n_free)
-        return kvl_errorf(err, KVL_E_NO_KV, "kv pool: need %u blocks, free %u of %u", n,
-                          p->n_free, p->n_blocks);
+        return kvl_errorf(err, KVL_E_NO_KV, "kv pool: need %u blocks, free %u of %u", n, p->n_free,
+                          p->n_blocks);
     for (uint32_t i = 0; i < n; i++) {
         uint32_t id = p->next[p->n_blocks];
         KVL_ASSERT(id < p->n_blocks && p->ref[id] == 0);
@@ -356,8 +354,7 @@ void kvl_block_pool_stats_get(const kvl_block_pool *p, kvl_block_pool_stats *s) 
     r.n_slots_filled = p->n_filled;
     r.n_slots_frag = r.n_slots_used - r.n_slots_filled;
     r.occupancy = (double)r.n_blocks_used / (double)r.n_blocks_total;
-    r.utilization =
-        r.n_slots_used ? (double)r.n_slots_filled / (double)r.n_slots_used : 1.0;
+    r.utilization = r.n_slots_used ? (double)r.n_slots_filled / (double)r.n_slots_used : 1.0;
     *s = r;
 }
 
@@ -393,16 +390,16 @@ kvl_status kvl_block_pool_check(const kvl_block_pool *p, kvl_error *err) {
         n_zero += p->ref[id] == 0;
         n_shared += p->ref[id] > 1;
         if (p->fill[id] > (uint32_t)p->lay.block_size || (p->ref[id] == 0 && p->fill[id] != 0))
-            return kvl_errorf(err, KVL_E_INVALID, "kv pool: block %u: fill %u with count %u",
-                              id, p->fill[id], p->ref[id]);
+            return kvl_errorf(err, KVL_E_INVALID, "kv pool: block %u: fill %u with count %u", id,
+                              p->fill[id], p->ref[id]);
         filled += p->fill[id];
     }
     if (n_zero != p->n_free)
-        return kvl_errorf(err, KVL_E_INVALID, "kv pool: %u blocks at count 0 != n_free %u",
-                          n_zero, p->n_free);
+        return kvl_errorf(err, KVL_E_INVALID, "kv pool: %u blocks at count 0 != n_free %u", n_zero,
+                          p->n_free);
     if (n_shared != p->n_shared)
-        return kvl_errorf(err, KVL_E_INVALID, "kv pool: %u shared blocks != n_shared %u",
-                          n_shared, p->n_shared);
+        return kvl_errorf(err, KVL_E_INVALID, "kv pool: %u shared blocks != n_shared %u", n_shared,
+                          p->n_shared);
     if (filled != p->n_filled)
         return kvl_errorf(err, KVL_E_INVALID, "kv pool: fill sum %lld != n_filled %lld",
                           (long long)filled, (long long)p->n_filled);

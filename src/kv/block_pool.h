@@ -72,11 +72,11 @@
 typedef struct kvl_block_layout {
     int32_t block_size; /* token positions per block */
     int32_t n_layers, n_kv_heads, head_dim;
-    size_t k_head_bytes;    /* one chunk of K: (block_size, head_dim) */
-    size_t v_head_bytes;    /* one chunk of V: (block_size, head_dim) */
-    size_t layer_bytes;     /* one block's bytes in one layer: n_kv_heads * (k + v chunk) */
-    size_t block_bytes;     /* n_layers * layer_bytes (the planner's kvl_plan_kv_block_bytes) */
-    size_t bytes_per_token; /* block_bytes / block_size rounded up (exact for
+    size_t k_head_bytes;        /* one chunk of K: (block_size, head_dim) */
+    size_t v_head_bytes;        /* one chunk of V: (block_size, head_dim) */
+    size_t layer_bytes;         /* one block's bytes in one layer: n_kv_heads * (k + v chunk) */
+    size_t block_bytes;         /* n_layers * layer_bytes (the planner's kvl_plan_kv_block_bytes) */
+    size_t bytes_per_token;     /* block_bytes / block_size rounded up (exact for
                                f32/f16/bf16: 2 * n_layers * n_kv_heads * head_dim * 4
                                for f32); the planner's kvl_plan_kv_token_bytes
                                gives the fraction */
@@ -86,25 +86,24 @@ typedef struct kvl_block_layout {
 /* Fill the layout for this model shape and block size (1..KVL_KV_MAX_BLOCK_SIZE);
  * f32 K and V. KVL_E_INVALID on a bad shape or block size, KVL_E_LIMIT on
  * byte-size overflow. */
-kvl_status kvl_block_layout_init(const kvl_hparams *hp, int32_t block_size,
-                                 kvl_block_layout *out, kvl_error *err);
+kvl_status kvl_block_layout_init(const kvl_hparams *hp, int32_t block_size, kvl_block_layout *out,
+                                 kvl_error *err);
 /* The same with K stored as k_fmt and V as v_fmt (KVL_E_INVALID, naming
  * the field, on a format id out of range). */
-kvl_status kvl_block_layout_init_fmt(const kvl_hparams *hp, int32_t block_size,
-                                     kvl_kv_format k_fmt, kvl_kv_format v_fmt,
-                                     kvl_block_layout *out, kvl_error *err);
+kvl_status kvl_block_layout_init_fmt(const kvl_hparams *hp, int32_t block_size, kvl_kv_format k_fmt,
+                                     kvl_kv_format v_fmt, kvl_block_layout *out, kvl_error *err);
 
 /* What a KV budget holds for a model (the start-up capacity report). */
 typedef struct kvl_kv_capacity {
-    size_t bytes_per_token;  /* K+V, all layers */
+    size_t bytes_per_token; /* K+V, all layers */
     size_t block_bytes;
     int32_t block_size;
-    uint32_t n_blocks;       /* budget / block_bytes */
-    size_t bytes_used;       /* n_blocks * block_bytes (<= budget) */
-    int64_t token_capacity;  /* n_blocks * block_size */
-    int64_t ctx_len;         /* the context the next two refer to */
-    int64_t blocks_per_seq;  /* ceil(ctx_len / block_size) */
-    int64_t full_ctx_seqs;   /* n_blocks / blocks_per_seq */
+    uint32_t n_blocks;      /* budget / block_bytes */
+    size_t bytes_used;      /* n_blocks * block_bytes (<= budget) */
+    int64_t token_capacity; /* n_blocks * block_size */
+    int64_t ctx_len;        /* the context the next two refer to */
+    int64_t blocks_per_seq; /* ceil(ctx_len / block_size) */
+    int64_t full_ctx_seqs;  /* n_blocks / blocks_per_seq */
 } kvl_kv_capacity;
 
 /*
@@ -140,8 +139,8 @@ typedef struct kvl_block_pool_stats {
 /* Allocate budget / layout->block_bytes blocks in one mapping. KVL_E_NO_KV
  * when the budget holds no block (the message gives both sizes), KVL_E_LIMIT
  * over UINT32_MAX - 1 blocks, KVL_E_NOMEM when memory is refused. */
-kvl_status kvl_block_pool_init(const kvl_block_layout *layout, size_t budget,
-                               kvl_block_pool **out, kvl_error *err);
+kvl_status kvl_block_pool_init(const kvl_block_layout *layout, size_t budget, kvl_block_pool **out,
+                               kvl_error *err);
 /* The same ledger with no KV bytes behind it (metadata-only mode, for the
  * simulator: an 80 GB device's pool costs its counts and links, 16 bytes a
  * block). Allocation, reference counts, fill, the free queue and the stats

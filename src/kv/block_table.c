@@ -37,8 +37,8 @@ kvl_status kvl_block_table_init(kvl_block_table *t, int32_t max_ctx, int32_t blo
     if (block_size < 1)
         return kvl_errorf(err, KVL_E_INVALID, "kv table: block_size %d < 1", (int)block_size);
     if (max_ctx < 1 || max_ctx > KVL_MAX_CTX)
-        return kvl_errorf(err, KVL_E_INVALID, "kv table: max_ctx %d not in [1, %d]",
-                          (int)max_ctx, KVL_MAX_CTX);
+        return kvl_errorf(err, KVL_E_INVALID, "kv table: max_ctx %d not in [1, %d]", (int)max_ctx,
+                          KVL_MAX_CTX);
     uint32_t cap = blocks_for(max_ctx, block_size);
     uint32_t *ids = calloc(cap, sizeof(uint32_t));
     if (!ids)
@@ -98,8 +98,8 @@ kvl_status kvl_block_table_grow(kvl_block_table *t, kvl_block_pool *p, int32_t n
         return kvl_errorf(err, KVL_E_NO_KV,
                           "kv table: growing %d -> %d positions needs %u blocks (%u new%s), "
                           "free %u of %u",
-                          (int)t->n_tokens, (int)new_len, need, n_add,
-                          copy ? " + 1 copy" : "", n_free, kvl_block_pool_n_blocks(p));
+                          (int)t->n_tokens, (int)new_len, need, n_add, copy ? " + 1 copy" : "",
+                          n_free, kvl_block_pool_n_blocks(p));
 
     /* Checked: from here on nothing fails. */
     uint32_t first_new = t->n_blocks;
@@ -155,8 +155,9 @@ kvl_status kvl_block_table_truncate(kvl_block_table *t, kvl_block_pool *p, int32
 kvl_status kvl_block_table_attach(kvl_block_table *t, kvl_block_pool *p, const uint32_t *ids,
                                   uint32_t n, kvl_error *err) {
     if (t->n_blocks != 0 || n > t->cap)
-        return kvl_errorf(err, KVL_E_INVALID, "kv table: attach %u blocks to a table of %u (cap %u)",
-                          n, t->n_blocks, t->cap);
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "kv table: attach %u blocks to a table of %u (cap %u)", n, t->n_blocks,
+                          t->cap);
     for (uint32_t j = 0; j < n; j++) {
         kvl_block_pool_incref(p, ids[j]);
         kvl_block_pool_set_fill(p, ids[j], (uint32_t)t->block_size);
@@ -172,8 +173,8 @@ void kvl_block_table_release(kvl_block_table *t, kvl_block_pool *p) {
     t->n_tokens = 0;
 }
 
-kvl_status kvl_block_table_fork(kvl_block_table *dst, const kvl_block_table *src,
-                                kvl_block_pool *p, kvl_error *err) {
+kvl_status kvl_block_table_fork(kvl_block_table *dst, const kvl_block_table *src, kvl_block_pool *p,
+                                kvl_error *err) {
     if (dst == src)
         return kvl_errorf(err, KVL_E_INVALID, "kv table: fork into itself");
     if (dst->n_blocks != 0)

@@ -15,11 +15,11 @@
 #include "kv/block_pool.h"
 
 typedef struct kvl_block_table {
-    uint32_t *ids;      /* (cap) physical block of each logical block */
-    uint32_t n_blocks;  /* blocks in use */
-    uint32_t cap;       /* ceil(max_ctx / block_size) */
-    int32_t n_tokens;   /* positions in use (stored, or reserved for this step) */
-    int32_t max_ctx;    /* most positions the table can map */
+    uint32_t *ids;     /* (cap) physical block of each logical block */
+    uint32_t n_blocks; /* blocks in use */
+    uint32_t cap;      /* ceil(max_ctx / block_size) */
+    int32_t n_tokens;  /* positions in use (stored, or reserved for this step) */
+    int32_t max_ctx;   /* most positions the table can map */
     int32_t block_size;
 } kvl_block_table;
 
@@ -63,7 +63,7 @@ void kvl_block_table_release(kvl_block_table *t, kvl_block_pool *p);
 /* Make dst share all of src's blocks (count + 1 each) and its length. dst
  * must be empty and have src's block size and at least its blocks;
  * KVL_E_INVALID otherwise (nothing changes). Takes no new block. */
-kvl_status kvl_block_table_fork(kvl_block_table *dst, const kvl_block_table *src,
-                                kvl_block_pool *p, kvl_error *err);
+kvl_status kvl_block_table_fork(kvl_block_table *dst, const kvl_block_table *src, kvl_block_pool *p,
+                                kvl_error *err);
 
 #endif

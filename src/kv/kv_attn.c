@@ -46,8 +46,6 @@
 
 #include <math.h>
 
-
-
 /* One tile of the online softmax for the ng query heads of a GQA group:
  * S holds n raw scores per head (row stride `stride`); they are scaled,
  * the running max m and sum l of each head advance, the head's partial
@@ -100,8 +98,8 @@ void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, f
 #define ATT_GT 16 /* query heads per pass */
 #define ATT_RT 64 /* rows per tile */
 
-void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, float *out,
-                     int32_t h0, int32_t h1, float scale, bool ref) {
+void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, float *out, int32_t h0,
+                     int32_t h1, float scale, bool ref) {
     const int32_t hd = vw->head_dim, bs = vw->block_size;
     const int32_t group = vw->n_heads / vw->n_kv_heads;
     const kvl_kvq_ops ko = ref ? kvl_kvq_ops_ref(vw->k_codec) : kvl_kvq_ops_get(vw->k_codec, hd);
@@ -181,8 +179,8 @@ kvl_status kvl_kv_check_shape(const kvl_hparams *hp, const char *who, kvl_error 
         return kvl_errorf(err, KVL_E_INVALID, "%s: n_heads %lld not in [1, %d]", who,
                           (long long)hp->n_heads, KVL_MAX_HEADS);
     if (hp->n_kv_heads < 1 || hp->n_kv_heads > hp->n_heads)
-        return kvl_errorf(err, KVL_E_INVALID, "%s: n_kv_heads %lld not in [1, n_heads %lld]",
-                          who, (long long)hp->n_kv_heads, (long long)hp->n_heads);
+        return kvl_errorf(err, KVL_E_INVALID, "%s: n_kv_heads %lld not in [1, n_heads %lld]", who,
+                          (long long)hp->n_kv_heads, (long long)hp->n_heads);
     if (hp->n_heads % hp->n_kv_heads != 0)
         return kvl_errorf(err, KVL_E_INVALID, "%s: n_kv_heads %lld does not divide n_heads %lld",
                           who, (long long)hp->n_kv_heads, (long long)hp->n_heads);

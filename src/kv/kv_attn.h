@@ -75,14 +75,14 @@ void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, f
  * scale from a whole block; kv_paged.c).
  */
 typedef struct kvl_kvq_view {
-    const uint8_t *k, *v;             /* layer bases of the K and V chunk arrays */
+    const uint8_t *k, *v;                /* layer bases of the K and V chunk arrays */
     size_t k_head_stride, v_head_stride; /* bytes from one KV head to the next */
-    size_t k_chunk, v_chunk;          /* bytes of one chunk (one block of one head) */
+    size_t k_chunk, v_chunk;             /* bytes of one chunk (one block of one head) */
     kvl_kvq_codec k_codec, v_codec;
-    const uint32_t *blocks;           /* (ceil(n_ctx / block_size)) */
+    const uint32_t *blocks; /* (ceil(n_ctx / block_size)) */
     int32_t block_size, n_heads, n_kv_heads, head_dim;
-    int32_t res_block;                /* logical block held in the residual; -1: none */
-    const float *k_res, *v_res;       /* (n_kv_heads, block_size, head_dim) or NULL */
+    int32_t res_block;          /* logical block held in the residual; -1: none */
+    const float *k_res, *v_res; /* (n_kv_heads, block_size, head_dim) or NULL */
 } kvl_kvq_view;
 
 /*

@@ -210,8 +210,8 @@ kvl_status kvl_kv_cache_fork(kvl_kv_cache *c, int32_t src, int32_t dst, kvl_erro
     if ((st = check_seq(c, src, err)) || (st = check_seq(c, dst, err)))
         return st;
     if (c->len[dst] != 0)
-        return kvl_errorf(err, KVL_E_INVALID, "kv cache: fork target %d holds %d positions",
-                          dst, c->len[dst]);
+        return kvl_errorf(err, KVL_E_INVALID, "kv cache: fork target %d holds %d positions", dst,
+                          c->len[dst]);
     if (src != dst && c->len[src] > 0 &&
         (st = kvl_kv_contig_copy(c->contig, src, dst, c->len[src], err)))
         return st;
@@ -226,8 +226,9 @@ kvl_status kvl_kv_cache_truncate(kvl_kv_cache *c, int32_t seq, int32_t n, kvl_er
     if (st)
         return st;
     if (n < 0 || n > c->len[seq])
-        return kvl_errorf(err, KVL_E_INVALID, "kv cache: truncate sequence %d to %d outside [0, %d]",
-                          seq, n, c->len[seq]);
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "kv cache: truncate sequence %d to %d outside [0, %d]", seq, n,
+                          c->len[seq]);
     c->len[seq] = n;
     return KVL_OK;
 }
@@ -242,7 +243,9 @@ kvl_status kvl_kv_cache_release(kvl_kv_cache *c, int32_t seq, kvl_error *err) {
     return KVL_OK;
 }
 
-struct kvl_kv_paged *kvl_kv_cache_paged(kvl_kv_cache *c) { return c->paged; }
+struct kvl_kv_paged *kvl_kv_cache_paged(kvl_kv_cache *c) {
+    return c->paged;
+}
 
 uint32_t kvl_kv_cache_blocks_needed(const kvl_kv_cache *c, int32_t seq, int32_t n_new) {
     return c->paged ? kvl_kv_paged_blocks_needed(c->paged, seq, n_new) : 0;
@@ -298,9 +301,9 @@ void kvl_kv_cache_stats(const kvl_kv_cache *c, kvl_kv_stats *o) {
         o->n_slots_frag = o->n_slots_reserved - o->n_tokens;
     }
     o->occupancy = o->bytes_total ? (double)o->bytes_used / (double)o->bytes_total : 0.0;
-    o->utilization = o->n_slots_reserved
-                         ? (double)(o->n_slots_reserved - o->n_slots_frag) / (double)o->n_slots_reserved
-                         : 1.0;
+    o->utilization = o->n_slots_reserved ? (double)(o->n_slots_reserved - o->n_slots_frag) /
+                                               (double)o->n_slots_reserved
+                                         : 1.0;
 }
 
 void kvl_kv_cache_report(const kvl_kv_cache *c, FILE *f) {
@@ -318,8 +321,9 @@ void kvl_kv_cache_report(const kvl_kv_cache *c, FILE *f) {
                 c->cap.n_blocks, (long long)c->cap.token_capacity, (long long)c->cap.full_ctx_seqs,
                 c->cap.full_ctx_seqs == 1 ? "" : "s", p->max_ctx, "");
         if (s.bytes_residual)
-            fprintf(f, "kv cache: plus %zu bytes of full-precision residual (the newest partly "
-                       "filled block of each of %d sequence slots)\n",
+            fprintf(f,
+                    "kv cache: plus %zu bytes of full-precision residual (the newest partly "
+                    "filled block of each of %d sequence slots)\n",
                     s.bytes_residual, p->max_seqs);
     } else {
         fprintf(f,

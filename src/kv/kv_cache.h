@@ -24,14 +24,14 @@
 #include "plan/planner.h"
 
 typedef struct kvl_kv_cache_params {
-    kvl_kv_layout layout;  /* default paged */
-    size_t budget;         /* bytes; 0 = exactly max_seqs full contexts */
-    int32_t block_size;    /* paged: positions per block; 0 (default) = the formats'
+    kvl_kv_layout layout;       /* default paged */
+    size_t budget;              /* bytes; 0 = exactly max_seqs full contexts */
+    int32_t block_size;         /* paged: positions per block; 0 (default) = the formats'
                               default: 32 when K is int4, else 16 */
-    int32_t max_seqs;      /* sequence slots */
-    int32_t max_ctx;       /* positions per sequence */
+    int32_t max_seqs;           /* sequence slots */
+    int32_t max_ctx;            /* positions per sequence */
     kvl_kv_format k_fmt, v_fmt; /* default f32; contiguous supports f32 only */
-    bool metadata_only;    /* paged only: the ledger without KV bytes (kvllm sim);
+    bool metadata_only;         /* paged only: the ledger without KV bytes (kvllm sim);
                               the iface's store/attend must not be called */
 } kvl_kv_cache_params;
 

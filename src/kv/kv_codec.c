@@ -115,8 +115,8 @@ static uint8_t fp8_encode(double y, int mbits, int bias, double fmax) {
     return (uint8_t)(sign | (field << mbits) | m);
 }
 
-static void encode_fp8(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd,
-                       const float *rows, int32_t n) {
+static void encode_fp8(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd, const float *rows,
+                       int32_t n) {
     const bool e4 = c == KVL_KVQ_E4M3 || c == KVL_KVQ_E4M3C;
     const bool centered = c == KVL_KVQ_E4M3C || c == KVL_KVQ_E5M2C;
     const double fmax = e4 ? 448.0 : 57344.0;
@@ -223,10 +223,10 @@ static void encode_i8_row(uint8_t *chunk, int32_t bs, int32_t hd, int32_t r, con
  * (finite, lo <= hi): see the header comment. Computed in double; the
  * scale is a bf16 (as stored). */
 typedef struct {
-    uint16_t sb; /* bf16 scale */
-    int z;       /* int8 zero point */
-    double s;    /* the scale as a double */
-    double inv;  /* 1 / s (0 when s is 0) */
+    uint16_t sb;  /* bf16 scale */
+    int z;        /* int8 zero point */
+    double s;     /* the scale as a double */
+    double inv;   /* 1 / s (0 when s is 0) */
     int nlo, nhi; /* codes whose decode (n + z) * s is finite in f32 */
 } i4_grid;
 
@@ -318,11 +318,11 @@ static double i4_sse(const float *x, int32_t k, size_t stride, const i4_grid *g)
     return e;
 }
 
-#define I4_CLIP_STEPS 6    /* clip candidates per side (keys) */
-#define I4_CLIP_STEP 0.04  /* of the range per candidate */
+#define I4_CLIP_STEPS 6   /* clip candidates per side (keys) */
+#define I4_CLIP_STEP 0.04 /* of the range per candidate */
 
-static void encode_i4(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd,
-                      const float *rows, int32_t n) {
+static void encode_i4(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd, const float *rows,
+                      int32_t n) {
     const size_t db = kvl_kvq_data_bytes(c, bs, hd);
     memset(chunk, 0, kvl_kvq_chunk_bytes(c, bs, hd));
     uint8_t *sc = chunk + db;
@@ -390,9 +390,7 @@ void kvl_kv_encode_row(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd, 
     KVL_ASSERT(r >= 0 && r < bs);
     const size_t e0 = (size_t)r * (size_t)hd;
     switch (c) {
-    case KVL_KVQ_F32:
-        memcpy(chunk + e0 * 4, x, (size_t)hd * 4);
-        break;
+    case KVL_KVQ_F32: memcpy(chunk + e0 * 4, x, (size_t)hd * 4); break;
     case KVL_KVQ_F16:
         for (int32_t d = 0; d < hd; d++)
             wr_u16(chunk + (e0 + (size_t)d) * 2, f16_sat(x[d]));
@@ -401,28 +399,21 @@ void kvl_kv_encode_row(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd, 
         for (int32_t d = 0; d < hd; d++)
             wr_u16(chunk + (e0 + (size_t)d) * 2, bf16_sat(x[d]));
         break;
-    case KVL_KVQ_I8:
-        encode_i8_row(chunk, bs, hd, r, x);
-        break;
-    default:
-        KVL_ASSERT(!"kv codec: deferred codec encoded by row");
+    case KVL_KVQ_I8: encode_i8_row(chunk, bs, hd, r, x); break;
+    default: KVL_ASSERT(!"kv codec: deferred codec encoded by row");
     }
 }
 
-void kvl_kv_encode_block(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd,
-                         const float *rows, int32_t n) {
+void kvl_kv_encode_block(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd, const float *rows,
+                         int32_t n) {
     KVL_ASSERT(n >= 0 && n <= bs);
     switch (c) {
     case KVL_KVQ_E4M3:
     case KVL_KVQ_E5M2:
     case KVL_KVQ_E4M3C:
-    case KVL_KVQ_E5M2C:
-        encode_fp8(c, chunk, bs, hd, rows, n);
-        break;
+    case KVL_KVQ_E5M2C: encode_fp8(c, chunk, bs, hd, rows, n); break;
     case KVL_KVQ_I4C:
-    case KVL_KVQ_I4T:
-        encode_i4(c, chunk, bs, hd, rows, n);
-        break;
+    case KVL_KVQ_I4T: encode_i4(c, chunk, bs, hd, rows, n); break;
     default:
         memset(chunk, 0, kvl_kvq_chunk_bytes(c, bs, hd));
         for (int32_t r = 0; r < n; r++)
@@ -476,8 +467,8 @@ double kvl_kv_codec_bound(kvl_kvq_codec c, double lo, double hi, double x) {
         i4_grid g = i4_fit(lo, hi);
         double e = g.s / 2.0;
         if ((double)(g.nhi + g.z) * g.s < hi || (double)(g.nlo + g.z) * g.s > lo)
-            e = fmax(e, g.s + fmax((double)(g.nlo + g.z) * g.s - lo,
-                                   hi - (double)(g.nhi + g.z) * g.s));
+            e = fmax(
+                e, g.s + fmax((double)(g.nlo + g.z) * g.s - lo, hi - (double)(g.nhi + g.z) * g.s));
         if (c == KVL_KVQ_I4C) /* a clipped grid: its own step, plus the clip */
             e = fmax(e, g.s) + (hi - lo) * I4_CLIP_STEP * I4_CLIP_STEPS;
         return e + ax * ldexp(1.0, -24) + slack + (hi - lo) * 1e-6;

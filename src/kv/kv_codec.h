@@ -40,8 +40,8 @@ void kvl_kv_encode_row(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd, 
 /* Encode n rows (n <= bs; (n, hd) floats) as rows 0..n-1 of the chunk,
  * computing block scales from those n rows; rows n..bs-1 are zeroed. Any
  * codec. */
-void kvl_kv_encode_block(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd,
-                         const float *rows, int32_t n);
+void kvl_kv_encode_block(kvl_kvq_codec c, uint8_t *chunk, int32_t bs, int32_t hd, const float *rows,
+                         int32_t n);
 
 /* Largest error |decode(encode(x)) - x| the codec allows for a finite
  * element of a group whose values lie in [lo, hi] (lo <= x <= hi), from the

@@ -186,9 +186,7 @@ kvl_status kvl_kv_contig_copy(kvl_kv_contig *c, int32_t src, int32_t dst, int32_
 int32_t kvl_kv_contig_n_seqs(const kvl_kv_contig *c) { return c->n_seqs; }
 int32_t kvl_kv_contig_max_ctx(const kvl_kv_contig *c) { return c->max_ctx; }
 
-size_t kvl_kv_contig_seq_bytes(const kvl_kv_contig *c) {
-    return 2 * c->seq_floats * sizeof(float);
-}
+size_t kvl_kv_contig_seq_bytes(const kvl_kv_contig *c) { return 2 * c->seq_floats * sizeof(float); }
 
 size_t kvl_kv_contig_bytes(const kvl_kv_contig *c) {
     return (size_t)c->n_seqs * kvl_kv_contig_seq_bytes(c);

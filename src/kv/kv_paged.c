@@ -52,19 +52,20 @@ struct kvl_kv_paged {
     kvl_block_table *tables; /* (max_seqs) */
     int64_t n_copied;
     kvl_kvq_codec k_codec, v_codec;
-    bool k_def, v_def;   /* role kept in the residual until its block is full */
-    float *res_k, *res_v; /* (max_seqs, n_layers, n_kv_heads, bs, head_dim) or NULL */
-    int32_t *res_start;  /* (max_seqs, n_layers) first position in the residual */
+    bool k_def, v_def;     /* role kept in the residual until its block is full */
+    float *res_k, *res_v;  /* (max_seqs, n_layers, n_kv_heads, bs, head_dim) or NULL */
+    int32_t *res_start;    /* (max_seqs, n_layers) first position in the residual */
     size_t res_seq_floats; /* floats of one role's residual of one slot */
     size_t residual_bytes;
     bool meta; /* metadata only: no bytes, no regions, no residual */
 };
 
-static float *res_ptr(const kvl_kv_paged *kv, float *base, int32_t seq, int32_t layer,
-                      int32_t h) {
+static float *res_ptr(const kvl_kv_paged *kv, float *base, int32_t seq, int32_t layer, int32_t h) {
     const size_t bs = (size_t)kv->lay.block_size, hd = (size_t)kv->lay.head_dim;
-    return base + (((size_t)seq * (size_t)kv->lay.n_layers + (size_t)layer) *
-                       (size_t)kv->lay.n_kv_heads + (size_t)h) * bs * hd;
+    return base +
+           (((size_t)seq * (size_t)kv->lay.n_layers + (size_t)layer) * (size_t)kv->lay.n_kv_heads +
+            (size_t)h) *
+               bs * hd;
 }
 
 kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *params,
@@ -72,10 +73,9 @@ kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *p
     if (!params)
         return kvl_errorf(err, KVL_E_INVALID, "kv paged: params is NULL");
     if (!kvl_kv_format_get(params->k_fmt) || !kvl_kv_format_get(params->v_fmt))
-        return kvl_errorf(err, KVL_E_INVALID,
-                          "kv paged: k_fmt %d / v_fmt %d: a format id is not in [0, %d) (%s)",
-                          (int)params->k_fmt, (int)params->v_fmt, KVL_KV_FMT_COUNT,
-                          kvl_kv_format_names());
+        return kvl_errorf(
+            err, KVL_E_INVALID, "kv paged: k_fmt %d / v_fmt %d: a format id is not in [0, %d) (%s)",
+            (int)params->k_fmt, (int)params->v_fmt, KVL_KV_FMT_COUNT, kvl_kv_format_names());
     int32_t bs = kvl_kv_block_size(params->block_size, params->k_fmt, params->v_fmt);
     if (params->max_seqs < 1 || params->max_seqs > KVL_KV_MAX_SEQS)
         return kvl_errorf(err, KVL_E_INVALID, "kv paged: max_seqs %d not in [1, %d]",
@@ -100,8 +100,8 @@ kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *p
     size_t res_floats = 0, res_all = 0, res_bytes = 0;
     if (k_def || v_def) {
         /* bounded by the shape limits per slot; the slot count makes it big */
-        res_floats = (size_t)lay.n_layers * (size_t)lay.n_kv_heads * (size_t)bs *
-                     (size_t)lay.head_dim;
+        res_floats =
+            (size_t)lay.n_layers * (size_t)lay.n_kv_heads * (size_t)bs * (size_t)lay.head_dim;
         if (kvl_mul_overflow(res_floats, (size_t)params->max_seqs, &res_all) ||
             kvl_mul_overflow(res_all, sizeof(float) * (size_t)(k_def + v_def), &res_bytes))
             return kvl_errorf(err, KVL_E_LIMIT,
@@ -302,11 +302,10 @@ kvl_kv_iface kvl_kv_paged_iface(kvl_kv_paged *kv) {
 
 /* ---- sequence operations ---- */
 
-static kvl_status check_seq(const kvl_kv_paged *kv, const char *what, int32_t seq,
-                            kvl_error *err) {
+static kvl_status check_seq(const kvl_kv_paged *kv, const char *what, int32_t seq, kvl_error *err) {
     if (seq < 0 || seq >= kv->max_seqs)
-        return kvl_errorf(err, KVL_E_INVALID, "kv paged %s: seq %d not in [0, %d)", what,
-                          (int)seq, (int)kv->max_seqs);
+        return kvl_errorf(err, KVL_E_INVALID, "kv paged %s: seq %d not in [0, %d)", what, (int)seq,
+                          (int)kv->max_seqs);
     return KVL_OK;
 }
 
@@ -369,8 +368,7 @@ kvl_status kvl_kv_paged_reserve_batch(kvl_kv_paged *kv, int32_t n, const int32_t
                               "kv paged reserve: seq %d: %d + %d tokens needs %llu blocks, "
                               "free %u of %u",
                               (int)seqs[0], (int)kv->tables[seqs[0]].n_tokens, (int)n_new[0],
-                              (unsigned long long)need, n_free,
-                              kvl_block_pool_n_blocks(kv->pool));
+                              (unsigned long long)need, n_free, kvl_block_pool_n_blocks(kv->pool));
         return kvl_errorf(err, KVL_E_NO_KV,
                           "kv paged reserve: %d seqs need %llu blocks, free %u of %u", (int)n,
                           (unsigned long long)need, n_free, kvl_block_pool_n_blocks(kv->pool));
@@ -378,8 +376,8 @@ kvl_status kvl_kv_paged_reserve_batch(kvl_kv_paged *kv, int32_t n, const int32_t
     /* 3. mutate; nothing below can fail */
     for (int32_t i = 0; i < n; i++) {
         int32_t copied = 0;
-        kvl_status st = kvl_block_table_grow(&kv->tables[seqs[i]], kv->pool, n_new[i], &copied,
-                                             err);
+        kvl_status st =
+            kvl_block_table_grow(&kv->tables[seqs[i]], kv->pool, n_new[i], &copied, err);
         KVL_ASSERT(st == KVL_OK);
         kv->n_copied += copied;
     }
@@ -444,16 +442,17 @@ static void residual_truncate(kvl_kv_paged *kv, int32_t seq, int32_t n) {
             for (int32_t r = 0; r < n - nb; r++) {
                 if (kv->k_def)
                     kvl_kvq_decode_row(kv->k_codec, kvl_block_pool_chunk(kv->pool, id, l, false, h),
-                                       bs, hd, r, res_ptr(kv, kv->res_k, seq, l, h) + (size_t)r * hd);
+                                       bs, hd, r,
+                                       res_ptr(kv, kv->res_k, seq, l, h) + (size_t)r * hd);
                 if (kv->v_def)
                     kvl_kvq_decode_row(kv->v_codec, kvl_block_pool_chunk(kv->pool, id, l, true, h),
-                                       bs, hd, r, res_ptr(kv, kv->res_v, seq, l, h) + (size_t)r * hd);
+                                       bs, hd, r,
+                                       res_ptr(kv, kv->res_v, seq, l, h) + (size_t)r * hd);
             }
     }
 }
 
-kvl_status kvl_kv_paged_truncate(kvl_kv_paged *kv, int32_t seq, int32_t n_tokens,
-                                 kvl_error *err) {
+kvl_status kvl_kv_paged_truncate(kvl_kv_paged *kv, int32_t seq, int32_t n_tokens, kvl_error *err) {
     kvl_status st = check_seq(kv, "truncate", seq, err);
     if (st != KVL_OK)
         return st;
@@ -501,7 +500,7 @@ const kvl_block_layout *kvl_kv_paged_layout(const kvl_kv_paged *kv) { return &kv
 /* ---- accounting ---- */
 
 kvl_status kvl_kv_paged_seq_stats_get(const kvl_kv_paged *kv, int32_t seq, kvl_kv_seq_stats *out,
-                                  kvl_error *err) {
+                                      kvl_error *err) {
     kvl_status st = check_seq(kv, "stats", seq, err);
     if (st != KVL_OK)
         return st;
@@ -563,7 +562,8 @@ static void block_copy(const kvl_kv_paged *kv, uint32_t id, uint8_t *buf, bool s
 size_t kvl_kv_paged_residual_state_bytes(const kvl_kv_paged *kv) {
     if (!kv->res_start)
         return 0;
-    return kv->res_seq_floats * sizeof(float) * (size_t)((kv->res_k != NULL) + (kv->res_v != NULL)) +
+    return kv->res_seq_floats * sizeof(float) *
+               (size_t)((kv->res_k != NULL) + (kv->res_v != NULL)) +
            (size_t)kv->lay.n_layers * sizeof(int32_t);
 }
 

@@ -47,14 +47,14 @@
 #include "model/forward.h"
 
 typedef struct kvl_kv_paged_params {
-    size_t budget;      /* bytes of KV memory (--kv-mem) */
-    int32_t block_size; /* positions per block (--block-size); 0 means
+    size_t budget;              /* bytes of KV memory (--kv-mem) */
+    int32_t block_size;         /* positions per block (--block-size); 0 means
                            kvl_kv_block_size(0, k_fmt, v_fmt): 32 for
                            int4 K, else 16 */
-    int32_t max_seqs;   /* sequence slots */
-    int32_t max_ctx;    /* most positions of one sequence */
+    int32_t max_seqs;           /* sequence slots */
+    int32_t max_ctx;            /* most positions of one sequence */
     kvl_kv_format k_fmt, v_fmt; /* storage formats (--kv-type-k/-v); 0 = f32 */
-    bool metadata_only; /* blocks, tables and counts without KV bytes (the
+    bool metadata_only;         /* blocks, tables and counts without KV bytes (the
                            simulator): reserve/fork/truncate/release and the
                            stats work; no residual; store(), attend() and the
                            swap copies must not be called (KVL_ASSERT) */
@@ -65,25 +65,25 @@ typedef struct kvl_kv_paged kvl_kv_paged;
 /* One sequence's share of the cache. */
 typedef struct kvl_kv_seq_stats {
     int32_t n_tokens;
-    uint32_t n_blocks;        /* blocks in its table */
-    uint32_t n_blocks_own;    /* count 1: only this sequence uses them */
-    uint32_t n_blocks_shared; /* count > 1 */
+    uint32_t n_blocks;                     /* blocks in its table */
+    uint32_t n_blocks_own;                 /* count 1: only this sequence uses them */
+    uint32_t n_blocks_shared;              /* count > 1 */
     size_t bytes, bytes_own, bytes_shared; /* the same, times block_bytes */
-    int64_t n_slots_frag;     /* n_blocks * block_size - n_tokens */
-    size_t residual_bytes;    /* this slot's f32 residual (fixed; 0 without one) */
-    int32_t n_residual;       /* positions of layer 0 now held in the residual */
+    int64_t n_slots_frag;                  /* n_blocks * block_size - n_tokens */
+    size_t residual_bytes;                 /* this slot's f32 residual (fixed; 0 without one) */
+    int32_t n_residual;                    /* positions of layer 0 now held in the residual */
 } kvl_kv_seq_stats;
 
 /* The whole cache. */
 typedef struct kvl_kv_paged_stats {
     kvl_block_pool_stats pool;
-    int32_t n_seqs_active;   /* slots with n_tokens > 0 */
-    int64_t n_tokens;        /* sum of sequence lengths */
+    int32_t n_seqs_active;    /* slots with n_tokens > 0 */
+    int64_t n_tokens;         /* sum of sequence lengths */
     int64_t n_blocks_logical; /* sum of table lengths: blocks used if nothing were shared */
-    size_t bytes_logical;    /* n_blocks_logical * block_bytes (N independent copies) */
-    size_t bytes_saved;      /* bytes_logical - pool.bytes_used */
-    int64_t n_blocks_copied; /* copy-on-write copies since init */
-    size_t residual_bytes;   /* f32 residuals of all max_seqs slots (allocated at init,
+    size_t bytes_logical;     /* n_blocks_logical * block_bytes (N independent copies) */
+    size_t bytes_saved;       /* bytes_logical - pool.bytes_used */
+    int64_t n_blocks_copied;  /* copy-on-write copies since init */
+    size_t residual_bytes;    /* f32 residuals of all max_seqs slots (allocated at init,
                                 outside the block budget); 0 when no format needs one */
 } kvl_kv_paged_stats;
 
@@ -116,8 +116,7 @@ uint32_t kvl_kv_paged_blocks_needed(const kvl_kv_paged *kv, int32_t seq, int32_t
  * taken; a later write into a shared partly filled block copies it. */
 kvl_status kvl_kv_paged_fork(kvl_kv_paged *kv, int32_t src, int32_t dst, kvl_error *err);
 /* Shorten seq to n_tokens, releasing the blocks past it. */
-kvl_status kvl_kv_paged_truncate(kvl_kv_paged *kv, int32_t seq, int32_t n_tokens,
-                                 kvl_error *err);
+kvl_status kvl_kv_paged_truncate(kvl_kv_paged *kv, int32_t seq, int32_t n_tokens, kvl_error *err);
 /* Empty seq takes n full cached blocks as its first n * block_size
  * positions (a prefix-cache hit; kvl_block_table_attach). Formats with a
  * residual start it after them. */
@@ -152,7 +151,7 @@ void kvl_kv_paged_residual_save(const kvl_kv_paged *kv, int32_t seq, uint8_t *ds
 void kvl_kv_paged_residual_load(kvl_kv_paged *kv, int32_t seq, const uint8_t *src);
 
 kvl_status kvl_kv_paged_seq_stats_get(const kvl_kv_paged *kv, int32_t seq, kvl_kv_seq_stats *out,
-                                  kvl_error *err);
+                                      kvl_error *err);
 void kvl_kv_paged_stats_get(const kvl_kv_paged *kv, kvl_kv_paged_stats *out);
 
 #endif

@@ -19,8 +19,8 @@ struct kvl_kv_swap {
     uint32_t *free_ids; /* (n_blocks) stack: free_ids[0..n_free) */
 };
 
-kvl_status kvl_kv_swap_init(size_t block_bytes, size_t budget, const char *path,
-                            kvl_kv_swap **out, kvl_error *err) {
+kvl_status kvl_kv_swap_init(size_t block_bytes, size_t budget, const char *path, kvl_kv_swap **out,
+                            kvl_error *err) {
     if (block_bytes == 0)
         return kvl_errorf(err, KVL_E_INVALID, "swap: block_bytes is 0");
     size_t n = budget / block_bytes;

@@ -25,8 +25,8 @@ typedef struct kvl_kv_swap kvl_kv_swap;
 /* budget / block_bytes blocks (0 blocks is allowed: swap disabled). path
  * NULL: anonymous memory; else the file is created (or truncated) and
  * mapped shared. KVL_E_IO names the file and the call that failed. */
-kvl_status kvl_kv_swap_init(size_t block_bytes, size_t budget, const char *path,
-                            kvl_kv_swap **out, kvl_error *err);
+kvl_status kvl_kv_swap_init(size_t block_bytes, size_t budget, const char *path, kvl_kv_swap **out,
+                            kvl_error *err);
 void kvl_kv_swap_free(kvl_kv_swap *sw);
 
 uint32_t kvl_kv_swap_n_blocks(const kvl_kv_swap *sw); /* 0 for NULL */

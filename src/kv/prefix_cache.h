@@ -33,9 +33,9 @@ typedef struct kvl_hash128 {
 typedef struct kvl_prefix_cache kvl_prefix_cache;
 
 typedef struct kvl_prefix_cache_stats {
-    uint32_t n_entries;     /* blocks with a hash now */
-    int64_t n_inserted;     /* hashes registered since init */
-    int64_t n_evicted;      /* cached blocks handed out for new data */
+    uint32_t n_entries; /* blocks with a hash now */
+    int64_t n_inserted; /* hashes registered since init */
+    int64_t n_evicted;  /* cached blocks handed out for new data */
 } kvl_prefix_cache_stats;
 
 /* seed 0 draws one from getrandom. KVL_E_NOMEM on allocation failure. */

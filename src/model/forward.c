@@ -31,16 +31,16 @@ struct kvl_forward {
     const kvl_model *m;
     kvl_pool *pool;
     int32_t max_tokens, max_ctx;
-    float *x;      /* (max_tokens, dim) residual stream */
-    float *xb;     /* (max_tokens, max(dim, H*hd)) normed input / attention output */
-    float *xb2;    /* (max_tokens, dim) projection output */
-    float *q;      /* (max_tokens, H*hd) */
-    float *k;      /* (max_tokens, KV*hd) */
-    float *v;      /* (max_tokens, KV*hd) */
-    float *hb;     /* (max_tokens, ffn) */
-    float *hb2;    /* (max_tokens, ffn) */
-    float *logits; /* (max_tokens, vocab) */
-    int32_t *out_rows; /* (max_tokens) batch index of each logits row */
+    float *x;           /* (max_tokens, dim) residual stream */
+    float *xb;          /* (max_tokens, max(dim, H*hd)) normed input / attention output */
+    float *xb2;         /* (max_tokens, dim) projection output */
+    float *q;           /* (max_tokens, H*hd) */
+    float *k;           /* (max_tokens, KV*hd) */
+    float *v;           /* (max_tokens, KV*hd) */
+    float *hb;          /* (max_tokens, ffn) */
+    float *hb2;         /* (max_tokens, ffn) */
+    float *logits;      /* (max_tokens, vocab) */
+    int32_t *out_rows;  /* (max_tokens) batch index of each logits row */
     float *rope_freq;   /* (rope_dim/2) rotary frequency of each pair */
     float *rope_cs;     /* (rope_dim/2, 2) cos, sin of one position */
     float *att_scratch; /* (n_threads, max_ctx) attention scores per thread */
@@ -69,7 +69,8 @@ void kvl_forward_free(kvl_forward *f) {
 
 static float *alloc_f(int64_t rows, int64_t cols, bool *ok) {
     size_t n;
-    if (kvl_mul_overflow((size_t)rows, (size_t)cols, &n) || kvl_mul_overflow(n, sizeof(float), &n)) {
+    if (kvl_mul_overflow((size_t)rows, (size_t)cols, &n) ||
+        kvl_mul_overflow(n, sizeof(float), &n)) {
         *ok = false;
         return NULL;
     }
@@ -83,8 +84,8 @@ static size_t mm_need(const kvl_weight *w, int64_t n_tok) {
     return kvl_matmul_scratch_size(w->type, w->ne0, n_tok);
 }
 
-kvl_status kvl_forward_init(const kvl_model *m, int32_t max_tokens, int32_t max_ctx,
-                            kvl_pool *pool, kvl_forward **out, kvl_error *err) {
+kvl_status kvl_forward_init(const kvl_model *m, int32_t max_tokens, int32_t max_ctx, kvl_pool *pool,
+                            kvl_forward **out, kvl_error *err) {
     const kvl_hparams *hp = &m->hp;
     if (max_tokens < 1 || max_tokens > 65536)
         return kvl_errorf(err, KVL_E_INVALID, "forward: max_tokens %d outside [1, 65536]",
@@ -145,8 +146,8 @@ kvl_status kvl_forward_init(const kvl_model *m, int32_t max_tokens, int32_t max_
         f->mm_scratch = aligned_alloc(64, aligned);
     if (!ok || !f->out_rows || !f->mm_scratch) {
         kvl_forward_free(f);
-        return kvl_errorf(err, KVL_E_NOMEM,
-                          "forward: cannot allocate activations for %d tokens", max_tokens);
+        return kvl_errorf(err, KVL_E_NOMEM, "forward: cannot allocate activations for %d tokens",
+                          max_tokens);
     }
     *out = f;
     return KVL_OK;
@@ -159,8 +160,8 @@ static void mm(kvl_forward *f, float *Y, const kvl_weight *w, const float *X, in
 /* Y[i] = X w[i]^T for n matrices with the same input: one grouped product
  * when they share type and width (as Q/K/V and gate/up do in every file we
  * know), else one at a time. */
-static void mm_n(kvl_forward *f, float *const *Y, const kvl_weight *const *w, int n,
-                 const float *X, int64_t n_tok) {
+static void mm_n(kvl_forward *f, float *const *Y, const kvl_weight *const *w, int n, const float *X,
+                 int64_t n_tok) {
     kvl_mm_out outs[KVL_MM_MAX_OUT];
     bool same = n <= KVL_MM_MAX_OUT;
     for (int i = 0; i < n && same; i++) {
@@ -248,9 +249,8 @@ static void attn_worker(void *arg, int ith, int nth) {
         int64_t h1 = H;
         if ((t + 1) * H > hi)
             h1 = hi - t * H;
-        j->kv->attend(j->kv->ctx, j->layer, j->b->seq[t], j->b->pos[t] + 1,
-                      j->f->q + t * H * hd, j->f->xb + t * H * hd, (int32_t)h0, (int32_t)h1,
-                      j->scale, scratch);
+        j->kv->attend(j->kv->ctx, j->layer, j->b->seq[t], j->b->pos[t] + 1, j->f->q + t * H * hd,
+                      j->f->xb + t * H * hd, (int32_t)h0, (int32_t)h1, j->scale, scratch);
         lo = t * H + h1;
     }
 }
@@ -266,14 +266,17 @@ kvl_status kvl_forward_run(kvl_forward *f, const kvl_batch *b, const kvl_kv_ifac
     int32_t n_logits = 0;
     for (int64_t t = 0; t < T; t++) {
         if (b->tokens[t] < 0 || b->tokens[t] >= hp->n_vocab)
-            return kvl_errorf(err, KVL_E_INVALID, "forward: token %d at batch index %lld outside [0, %lld)",
+            return kvl_errorf(err, KVL_E_INVALID,
+                              "forward: token %d at batch index %lld outside [0, %lld)",
                               b->tokens[t], (long long)t, (long long)hp->n_vocab);
         if (b->pos[t] < 0 || b->pos[t] >= f->max_ctx)
-            return kvl_errorf(err, KVL_E_INVALID, "forward: position %d at batch index %lld outside [0, %d)",
-                              b->pos[t], (long long)t, f->max_ctx);
+            return kvl_errorf(err, KVL_E_INVALID,
+                              "forward: position %d at batch index %lld outside [0, %d)", b->pos[t],
+                              (long long)t, f->max_ctx);
         if (b->seq[t] < 0)
-            return kvl_errorf(err, KVL_E_INVALID, "forward: sequence id %d at batch index %lld is negative",
-                              b->seq[t], (long long)t);
+            return kvl_errorf(err, KVL_E_INVALID,
+                              "forward: sequence id %d at batch index %lld is negative", b->seq[t],
+                              (long long)t);
         if (b->logits ? b->logits[t] : t == T - 1)
             f->out_rows[n_logits++] = (int32_t)t;
     }
@@ -324,8 +327,8 @@ kvl_status kvl_forward_run(kvl_forward *f, const kvl_batch *b, const kvl_kv_ifac
     }
     /* gather the rows that want logits, normalise, classify */
     for (int32_t i = 0; i < n_logits; i++)
-        kvl_rmsnorm(f->xb + (int64_t)i * D, f->x + (int64_t)f->out_rows[i] * D,
-                    m->output_norm.data, D, hp->rms_eps);
+        kvl_rmsnorm(f->xb + (int64_t)i * D, f->x + (int64_t)f->out_rows[i] * D, m->output_norm.data,
+                    D, hp->rms_eps);
     if (n_logits > 0)
         mm(f, f->logits, &m->output, f->xb, n_logits);
     *logits_out = f->logits;

@@ -30,8 +30,8 @@ typedef struct kvl_kv_iface {
      * scratch holds at least n_ctx floats. Called concurrently from several
      * threads with disjoint head ranges or tokens: it must not mutate
      * shared state. */
-    void (*attend)(void *ctx, int32_t layer, int32_t seq, int32_t n_ctx, const float *q,
-                   float *out, int32_t h0, int32_t h1, float scale, float *scratch);
+    void (*attend)(void *ctx, int32_t layer, int32_t seq, int32_t n_ctx, const float *q, float *out,
+                   int32_t h0, int32_t h1, float scale, float *scratch);
 } kvl_kv_iface;
 
 /* One flattened batch. */
@@ -47,8 +47,8 @@ typedef struct kvl_forward kvl_forward;
 
 /* Allocate every buffer for batches of up to max_tokens tokens with up to
  * max_ctx positions per sequence. pool may be NULL. */
-kvl_status kvl_forward_init(const kvl_model *m, int32_t max_tokens, int32_t max_ctx,
-                            kvl_pool *pool, kvl_forward **out, kvl_error *err);
+kvl_status kvl_forward_init(const kvl_model *m, int32_t max_tokens, int32_t max_ctx, kvl_pool *pool,
+                            kvl_forward **out, kvl_error *err);
 void kvl_forward_free(kvl_forward *f);
 
 /*

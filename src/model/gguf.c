@@ -42,8 +42,8 @@
 #define SHOW_MAX 48             /* bytes of a name quoted in a message */
 
 static const char *const k_vtype_names[KVL_GGUF_VTYPE_COUNT] = {
-    "UINT8", "INT8",   "UINT16", "INT16", "UINT32", "INT32",  "FLOAT32",
-    "BOOL",  "STRING", "ARRAY",  "UINT64", "INT64", "FLOAT64",
+    "UINT8", "INT8",   "UINT16", "INT16",  "UINT32", "INT32",   "FLOAT32",
+    "BOOL",  "STRING", "ARRAY",  "UINT64", "INT64",  "FLOAT64",
 };
 static const uint8_t k_vtype_sizes[KVL_GGUF_VTYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
 
@@ -64,15 +64,12 @@ bool kvl_str_eq(kvl_str s, const char *c) {
 
 static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static uint32_t le32(const uint8_t *p) {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | ((uint64_t)le32(p + 4) << 32); }
 
 /* Two's-complement reinterpretation without implementation-defined casts. */
-static int64_t as_i64(uint64_t u) {
-    return u <= INT64_MAX ? (int64_t)u : -(int64_t)(~u) - 1;
-}
+static int64_t as_i64(uint64_t u) { return u <= INT64_MAX ? (int64_t)u : -(int64_t)(~u) - 1; }
 static int64_t sext(uint64_t u, unsigned bits) {
     uint64_t sign = (uint64_t)1 << (bits - 1);
     uint64_t mask = bits == 64 ? ~(uint64_t)0 : (sign << 1) - 1;
@@ -166,8 +163,8 @@ static kvl_status rd_str(reader *r, const char *field, kvl_str *s) {
 static kvl_status bad_id(reader *r, kvl_status st, const char *field, uint32_t v,
                          const char *limit) {
     if (v > INT32_MAX)
-        return kvl_errorf(r->err, st, "gguf: %s: %s %" PRIu32 " (%" PRId64 " as int32) %s",
-                          r->ctx, field, v, (int64_t)v - ((int64_t)1 << 32), limit);
+        return kvl_errorf(r->err, st, "gguf: %s: %s %" PRIu32 " (%" PRId64 " as int32) %s", r->ctx,
+                          field, v, (int64_t)v - ((int64_t)1 << 32), limit);
     return kvl_errorf(r->err, st, "gguf: %s: %s %" PRIu32 " %s", r->ctx, field, v, limit);
 }
 
@@ -260,8 +257,8 @@ static kvl_status rd_array(reader *r, kvl_gguf_kv *kv) {
         for (size_t i = 0; i < bytes; i++)
             if (r->buf[r->pos + i] > 1)
                 return kvl_errorf(r->err, KVL_E_FORMAT,
-                                  "gguf: %s: BOOL element %zu value %u is not 0 or 1", r->ctx,
-                                  i, r->buf[r->pos + i]);
+                                  "gguf: %s: BOOL element %zu value %u is not 0 or 1", r->ctx, i,
+                                  r->buf[r->pos + i]);
     }
     r->pos += bytes;
     return KVL_OK;
@@ -334,7 +331,8 @@ static kvl_status rd_tensor_info(reader *r, uint64_t i, kvl_gguf_tensor *t) {
                       "is not a ggml type id with a known block layout (0..39)");
     if (t->ne[0] % (int64_t)blck != 0)
         return kvl_errorf(r->err, KVL_E_FORMAT,
-                          "gguf: %s: ne[0] = %" PRId64 " is not a multiple of the %s block size %zu",
+                          "gguf: %s: ne[0] = %" PRId64
+                          " is not a multiple of the %s block size %zu",
                           r->ctx, t->ne[0], tname, blck);
     int64_t nel = t->ne[0];
     bool ovf = false;
@@ -430,8 +428,8 @@ static kvl_status check_tensor_layout(const kvl_gguf *g, const void **scratch, k
             return kvl_errorf(err, KVL_E_FORMAT,
                               "gguf: tensor '%s': data [%" PRIu64 ", %" PRIu64
                               ") overlaps tensor '%s' [%" PRIu64 ", %" PRIu64 ")",
-                              show(y->name, a), y->offset, y->offset + y->nbytes,
-                              show(x->name, b), x->offset, x->offset + x->nbytes);
+                              show(y->name, a), y->offset, y->offset + y->nbytes, show(x->name, b),
+                              x->offset, x->offset + x->nbytes);
     }
     return KVL_OK;
 }
@@ -500,13 +498,13 @@ static kvl_status rd_alignment(kvl_gguf *g, kvl_error *err) {
                           kvl_gguf_vtype_name(a->type));
     uint64_t v = a->v.u64;
     if (v == 0 || (v & (v - 1)) != 0)
-        return kvl_errorf(err, KVL_E_FORMAT,
-                          "gguf: key 'general.alignment': %" PRIu64
-                          " is not a nonzero power of two",
-                          v);
+        return kvl_errorf(
+            err, KVL_E_FORMAT,
+            "gguf: key 'general.alignment': %" PRIu64 " is not a nonzero power of two", v);
     if (v > KVL_GGUF_MAX_ALIGNMENT)
         return kvl_errorf(err, KVL_E_LIMIT,
-                          "gguf: key 'general.alignment': %" PRIu64 " > %u (KVL_GGUF_MAX_ALIGNMENT)",
+                          "gguf: key 'general.alignment': %" PRIu64
+                          " > %u (KVL_GGUF_MAX_ALIGNMENT)",
                           v, (unsigned)KVL_GGUF_MAX_ALIGNMENT);
     g->alignment = (size_t)v;
     return KVL_OK;
@@ -569,8 +567,8 @@ kvl_status kvl_gguf_parse(const uint8_t *buf, size_t size, kvl_gguf **out, kvl_e
     }
     g->n_kv = n_kv; /* set after the allocation: kvl_gguf_free walks kv[0, n_kv) */
     if (n_tensors && !(g->tensors = calloc((size_t)n_tensors, sizeof *g->tensors))) {
-        st = kvl_errorf(err, KVL_E_NOMEM, "gguf: no memory for %" PRIu64 " tensor infos",
-                        n_tensors);
+        st =
+            kvl_errorf(err, KVL_E_NOMEM, "gguf: no memory for %" PRIu64 " tensor infos", n_tensors);
         goto fail;
     }
     g->n_tensors = n_tensors;
@@ -658,8 +656,7 @@ static bool is_unsigned_type(uint32_t t) {
            t == KVL_GGUF_UINT64;
 }
 static bool is_signed_type(uint32_t t) {
-    return t == KVL_GGUF_INT8 || t == KVL_GGUF_INT16 || t == KVL_GGUF_INT32 ||
-           t == KVL_GGUF_INT64;
+    return t == KVL_GGUF_INT8 || t == KVL_GGUF_INT16 || t == KVL_GGUF_INT32 || t == KVL_GGUF_INT64;
 }
 
 static kvl_status find_typed(const kvl_gguf *g, const char *key, const kvl_gguf_kv **kv,
@@ -719,9 +716,8 @@ kvl_status kvl_gguf_get_f64(const kvl_gguf *g, const char *key, double *out, kvl
     if (st != KVL_OK)
         return st;
     if (kv->type != KVL_GGUF_FLOAT32 && kv->type != KVL_GGUF_FLOAT64)
-        return kvl_errorf(err, KVL_E_FORMAT,
-                          "gguf: key '%s': type %s, expected FLOAT32 or FLOAT64", key,
-                          kvl_gguf_vtype_name(kv->type));
+        return kvl_errorf(err, KVL_E_FORMAT, "gguf: key '%s': type %s, expected FLOAT32 or FLOAT64",
+                          key, kvl_gguf_vtype_name(kv->type));
     *out = kv->v.f64;
     return KVL_OK;
 }
@@ -748,9 +744,8 @@ kvl_status kvl_gguf_get_arr(const kvl_gguf *g, const char *key, uint32_t elem_ty
         return kvl_errorf(err, KVL_E_FORMAT, "gguf: key '%s': type %s, expected ARRAY", key,
                           kvl_gguf_vtype_name(kv->type));
     if (elem_type < KVL_GGUF_VTYPE_COUNT && kv->v.arr.type != elem_type)
-        return kvl_errorf(err, KVL_E_FORMAT,
-                          "gguf: key '%s': array of %s, expected an array of %s", key,
-                          kvl_gguf_vtype_name(kv->v.arr.type), kvl_gguf_vtype_name(elem_type));
+        return kvl_errorf(err, KVL_E_FORMAT, "gguf: key '%s': array of %s, expected an array of %s",
+                          key, kvl_gguf_vtype_name(kv->v.arr.type), kvl_gguf_vtype_name(elem_type));
     *out = kv;
     return KVL_OK;
 }

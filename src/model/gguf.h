@@ -75,10 +75,10 @@ typedef struct kvl_gguf {
     kvl_gguf_kv *kv; /* (n_kv) */
     uint64_t n_tensors;
     kvl_gguf_tensor *tensors; /* (n_tensors) */
-    size_t alignment;          /* general.alignment or 32 */
-    size_t data_offset;        /* start of the tensor data section; <= size (a file
+    size_t alignment;         /* general.alignment or 32 */
+    size_t data_offset;       /* start of the tensor data section; <= size (a file
                                   without tensors may end before the padding) */
-    const uint8_t *buf;        /* (size) the whole file */
+    const uint8_t *buf;       /* (size) the whole file */
     size_t size;
     kvl_mapped_file map; /* set by kvl_gguf_open; unmapped by kvl_gguf_free */
 } kvl_gguf;

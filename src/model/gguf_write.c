@@ -80,10 +80,9 @@ static void gw_discard(kvl_gguf_writer *w) {
         remove(w->tmp_path);
 }
 
-static kvl_status gw_fail(kvl_gguf_writer *w, kvl_error *err, kvl_status st, const char *fmt,
-                          ...) __attribute__((format(printf, 4, 5)));
-static kvl_status gw_fail(kvl_gguf_writer *w, kvl_error *err, kvl_status st, const char *fmt,
-                          ...) {
+static kvl_status gw_fail(kvl_gguf_writer *w, kvl_error *err, kvl_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static kvl_status gw_fail(kvl_gguf_writer *w, kvl_error *err, kvl_status st, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(w->msg, sizeof w->msg, fmt, ap);
@@ -235,10 +234,17 @@ static void put_str(uint8_t *buf, size_t *len, const char *s, size_t n) {
 /* Bytes of one scalar value; 0 for STRING/ARRAY/unknown. */
 static size_t vtype_size(uint32_t t) {
     switch (t) {
-    case KVL_GGUF_UINT8: case KVL_GGUF_INT8: case KVL_GGUF_BOOL: return 1;
-    case KVL_GGUF_UINT16: case KVL_GGUF_INT16: return 2;
-    case KVL_GGUF_UINT32: case KVL_GGUF_INT32: case KVL_GGUF_FLOAT32: return 4;
-    case KVL_GGUF_UINT64: case KVL_GGUF_INT64: case KVL_GGUF_FLOAT64: return 8;
+    case KVL_GGUF_UINT8:
+    case KVL_GGUF_INT8:
+    case KVL_GGUF_BOOL: return 1;
+    case KVL_GGUF_UINT16:
+    case KVL_GGUF_INT16: return 2;
+    case KVL_GGUF_UINT32:
+    case KVL_GGUF_INT32:
+    case KVL_GGUF_FLOAT32: return 4;
+    case KVL_GGUF_UINT64:
+    case KVL_GGUF_INT64:
+    case KVL_GGUF_FLOAT64: return 8;
     default: return 0;
     }
 }
@@ -301,31 +307,27 @@ kvl_status kvl_gguf_writer_add_u16(kvl_gguf_writer *w, const char *key, uint16_t
                                    kvl_error *err) {
     return gw_scalar(w, key, KVL_GGUF_UINT16, &v, err);
 }
-kvl_status kvl_gguf_writer_add_i16(kvl_gguf_writer *w, const char *key, int16_t v,
-                                   kvl_error *err) {
+kvl_status kvl_gguf_writer_add_i16(kvl_gguf_writer *w, const char *key, int16_t v, kvl_error *err) {
     return gw_scalar(w, key, KVL_GGUF_INT16, &v, err);
 }
 kvl_status kvl_gguf_writer_add_u32(kvl_gguf_writer *w, const char *key, uint32_t v,
                                    kvl_error *err) {
     return gw_scalar(w, key, KVL_GGUF_UINT32, &v, err);
 }
-kvl_status kvl_gguf_writer_add_i32(kvl_gguf_writer *w, const char *key, int32_t v,
-                                   kvl_error *err) {
+kvl_status kvl_gguf_writer_add_i32(kvl_gguf_writer *w, const char *key, int32_t v, kvl_error *err) {
     return gw_scalar(w, key, KVL_GGUF_INT32, &v, err);
 }
 kvl_status kvl_gguf_writer_add_u64(kvl_gguf_writer *w, const char *key, uint64_t v,
                                    kvl_error *err) {
     return gw_scalar(w, key, KVL_GGUF_UINT64, &v, err);
 }
-kvl_status kvl_gguf_writer_add_i64(kvl_gguf_writer *w, const char *key, int64_t v,
-                                   kvl_error *err) {
+kvl_status kvl_gguf_writer_add_i64(kvl_gguf_writer *w, const char *key, int64_t v, kvl_error *err) {
     return gw_scalar(w, key, KVL_GGUF_INT64, &v, err);
 }
 kvl_status kvl_gguf_writer_add_f32(kvl_gguf_writer *w, const char *key, float v, kvl_error *err) {
     return gw_scalar(w, key, KVL_GGUF_FLOAT32, &v, err);
 }
-kvl_status kvl_gguf_writer_add_f64(kvl_gguf_writer *w, const char *key, double v,
-                                   kvl_error *err) {
+kvl_status kvl_gguf_writer_add_f64(kvl_gguf_writer *w, const char *key, double v, kvl_error *err) {
     return gw_scalar(w, key, KVL_GGUF_FLOAT64, &v, err);
 }
 kvl_status kvl_gguf_writer_add_bool(kvl_gguf_writer *w, const char *key, bool v, kvl_error *err) {
@@ -333,8 +335,8 @@ kvl_status kvl_gguf_writer_add_bool(kvl_gguf_writer *w, const char *key, bool v,
     return gw_scalar(w, key, KVL_GGUF_BOOL, &b, err);
 }
 
-kvl_status kvl_gguf_writer_add_strn(kvl_gguf_writer *w, const char *key, const char *v,
-                                    size_t len, kvl_error *err) {
+kvl_status kvl_gguf_writer_add_strn(kvl_gguf_writer *w, const char *key, const char *v, size_t len,
+                                    kvl_error *err) {
     if (!v && len)
         return w->st ? gw_sticky(w, err)
                      : gw_fail(w, err, KVL_E_INVALID, "gguf_write: key '%s': NULL string",
@@ -381,9 +383,8 @@ kvl_status kvl_gguf_writer_add_arr(kvl_gguf_writer *w, const char *key, kvl_gguf
     return KVL_OK;
 }
 
-kvl_status kvl_gguf_writer_add_arr_str(kvl_gguf_writer *w, const char *key,
-                                       const char *const *strs, const size_t *lens, uint64_t n,
-                                       kvl_error *err) {
+kvl_status kvl_gguf_writer_add_arr_str(kvl_gguf_writer *w, const char *key, const char *const *strs,
+                                       const size_t *lens, uint64_t n, kvl_error *err) {
     if (w->st != KVL_OK)
         return gw_sticky(w, err);
     const char *k = key ? key : "(null)";
@@ -393,8 +394,8 @@ kvl_status kvl_gguf_writer_add_arr_str(kvl_gguf_writer *w, const char *key,
     for (uint64_t i = 0; i < n; i++) {
         size_t l = lens ? lens[i] : (strs[i] ? strlen(strs[i]) : 0);
         if (!strs[i] && l)
-            return gw_fail(w, err, KVL_E_INVALID, "gguf_write: key '%s': string %llu is NULL",
-                           k, (unsigned long long)i);
+            return gw_fail(w, err, KVL_E_INVALID, "gguf_write: key '%s': string %llu is NULL", k,
+                           (unsigned long long)i);
         if (kvl_add_overflow(more, l, &more) || kvl_add_overflow(more, 8, &more))
             return gw_fail(w, err, KVL_E_LIMIT, "gguf_write: key '%s': array too large", k);
     }
@@ -434,8 +435,8 @@ kvl_status kvl_gguf_writer_add_tensor(kvl_gguf_writer *w, const char *name, uint
         return gw_fail(w, err, KVL_E_INVALID, "gguf_write: empty tensor name");
     size_t nlen = strlen(name);
     if (nlen >= GW_MAX_NAME)
-        return gw_fail(w, err, KVL_E_LIMIT, "gguf_write: tensor '%s': name of %zu bytes > %d",
-                       name, nlen, GW_MAX_NAME - 1);
+        return gw_fail(w, err, KVL_E_LIMIT, "gguf_write: tensor '%s': name of %zu bytes > %d", name,
+                       nlen, GW_MAX_NAME - 1);
     for (size_t i = 0; i < w->n_t; i++)
         if (!strcmp(w->t[i].name, name))
             return gw_fail(w, err, KVL_E_INVALID, "gguf_write: duplicate tensor '%s'", name);
@@ -445,8 +446,8 @@ kvl_status kvl_gguf_writer_add_tensor(kvl_gguf_writer *w, const char *name, uint
     size_t blck = 0, tsize = 0;
     const char *tname = NULL;
     if (!kvl_type_info((uint32_t)type, &blck, &tsize, &tname) || blck == 0)
-        return gw_fail(w, err, KVL_E_UNSUPPORTED, "gguf_write: tensor '%s': type %d unknown",
-                       name, (int)type);
+        return gw_fail(w, err, KVL_E_UNSUPPORTED, "gguf_write: tensor '%s': type %d unknown", name,
+                       (int)type);
     gw_tensor t;
     memset(&t, 0, sizeof t);
     memcpy(t.name, name, nlen + 1);
@@ -460,8 +461,8 @@ kvl_status kvl_gguf_writer_add_tensor(kvl_gguf_writer *w, const char *name, uint
             return gw_fail(w, err, KVL_E_INVALID, "gguf_write: tensor '%s': ne[%u] = %lld < 1",
                            name, d, (long long)ne[d]);
         if ((uint64_t)ne[d] > SIZE_MAX)
-            return gw_fail(w, err, KVL_E_LIMIT, "gguf_write: tensor '%s': ne[%u] too large",
-                           name, d);
+            return gw_fail(w, err, KVL_E_LIMIT, "gguf_write: tensor '%s': ne[%u] too large", name,
+                           d);
         t.ne[d] = ne[d];
         if (d == 0) {
             if ((size_t)ne[0] % blck)
@@ -569,8 +570,7 @@ kvl_status kvl_gguf_writer_begin(kvl_gguf_writer *w, const char *path, kvl_error
         return gw_fail(w, err, KVL_E_LIMIT, "gguf_write: header size overflows");
     uint8_t *h = malloc(hlen);
     if (!h)
-        return gw_fail(w, err, KVL_E_NOMEM, "gguf_write: header of %zu bytes: out of memory",
-                       hlen);
+        return gw_fail(w, err, KVL_E_NOMEM, "gguf_write: header of %zu bytes: out of memory", hlen);
     size_t len = 0;
     put(h, &len, "GGUF", 4);
     put_u32(h, &len, 3);

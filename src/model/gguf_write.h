@@ -69,17 +69,16 @@ kvl_status kvl_gguf_writer_add_f64(kvl_gguf_writer *w, const char *key, double v
 kvl_status kvl_gguf_writer_add_bool(kvl_gguf_writer *w, const char *key, bool v, kvl_error *err);
 kvl_status kvl_gguf_writer_add_str(kvl_gguf_writer *w, const char *key, const char *v,
                                    kvl_error *err);
-kvl_status kvl_gguf_writer_add_strn(kvl_gguf_writer *w, const char *key, const char *v,
-                                    size_t len, kvl_error *err);
+kvl_status kvl_gguf_writer_add_strn(kvl_gguf_writer *w, const char *key, const char *v, size_t len,
+                                    kvl_error *err);
 /* Array of n numbers of element type elem (any scalar vtype but STRING and
  * ARRAY; BOOL elements are one byte each), packed in host order, which must
  * be little-endian. */
 kvl_status kvl_gguf_writer_add_arr(kvl_gguf_writer *w, const char *key, kvl_gguf_vtype elem,
                                    const void *data, uint64_t n, kvl_error *err);
 /* Array of n strings; lens may be NULL (strs are then NUL-terminated). */
-kvl_status kvl_gguf_writer_add_arr_str(kvl_gguf_writer *w, const char *key,
-                                       const char *const *strs, const size_t *lens, uint64_t n,
-                                       kvl_error *err);
+kvl_status kvl_gguf_writer_add_arr_str(kvl_gguf_writer *w, const char *key, const char *const *strs,
+                                       const size_t *lens, uint64_t n, kvl_error *err);
 
 /* Tensor info: n_dims 1..4, every ne >= 1, ne[0] a multiple of the type's
  * block size, names non-empty (< 64 bytes, as ggml requires) and unique.

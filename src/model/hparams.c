@@ -135,18 +135,14 @@ static double key_number(const kvl_gguf_kv *kv) {
     case KVL_GGUF_UINT16:
     case KVL_GGUF_UINT32:
     case KVL_GGUF_UINT64:
-    case KVL_GGUF_BOOL:
-        return (double)kv->v.u64;
+    case KVL_GGUF_BOOL: return (double)kv->v.u64;
     case KVL_GGUF_INT8:
     case KVL_GGUF_INT16:
     case KVL_GGUF_INT32:
-    case KVL_GGUF_INT64:
-        return (double)kv->v.i64;
+    case KVL_GGUF_INT64: return (double)kv->v.i64;
     case KVL_GGUF_FLOAT32:
-    case KVL_GGUF_FLOAT64:
-        return kv->v.f64;
-    default:
-        return NAN;
+    case KVL_GGUF_FLOAT64: return kv->v.f64;
+    default: return NAN;
     }
 }
 
@@ -167,8 +163,8 @@ static kvl_status check_refused(const kvl_gguf *g, const char *arch, kvl_error *
                               key, kv->type == KVL_GGUF_ARRAY ? "an array" : "set",
                               kvl_gguf_vtype_name(kv->type), k_refused[i].what);
         return kvl_errorf(err, KVL_E_UNSUPPORTED,
-                          "gguf: key '%s' = %g asks for %s, which kvllm does not implement", key,
-                          v, k_refused[i].what);
+                          "gguf: key '%s' = %g asks for %s, which kvllm does not implement", key, v,
+                          k_refused[i].what);
     }
     /* rotary scaling: none or linear (a factor dividing positions) */
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
@@ -223,8 +219,8 @@ kvl_status kvl_hparams_from_gguf(const kvl_gguf *g, kvl_hparams *out, kvl_error 
     if (hp.n_heads <= 0)
         return kvl_errorf(err, KVL_E_FORMAT, "gguf: %s is 0", k[2]);
     int64_t v_len;
-    if ((st = get_i64(g, KEY(10, "attention.key_length"), false, hp.dim / hp.n_heads,
-                      &hp.head_dim, err)) ||
+    if ((st = get_i64(g, KEY(10, "attention.key_length"), false, hp.dim / hp.n_heads, &hp.head_dim,
+                      err)) ||
         (st = get_i64(g, KEY(11, "attention.value_length"), false, hp.head_dim, &v_len, err)) ||
         (st = get_i64(g, KEY(12, "rope.dimension_count"), false, hp.head_dim, &hp.rope_dim, err)))
         return st;
@@ -235,8 +231,9 @@ kvl_status kvl_hparams_from_gguf(const kvl_gguf *g, kvl_hparams *out, kvl_error 
                           "head sizes)",
                           k[11], (long long)v_len, k[10], (long long)hp.head_dim);
     if (hp.rope_scale != 0.0f && !(hp.rope_scale >= 1e-3f && hp.rope_scale <= 1e3f))
-        return kvl_errorf(err, KVL_E_FORMAT, "gguf: %s.rope.scaling.factor %g outside [0.001, 1000]",
-                          ai->name, (double)hp.rope_scale);
+        return kvl_errorf(err, KVL_E_FORMAT,
+                          "gguf: %s.rope.scaling.factor %g outside [0.001, 1000]", ai->name,
+                          (double)hp.rope_scale);
     const kvl_gguf_tensor *emb = kvl_gguf_find_tensor(g, "token_embd.weight");
     if (!emb)
         return kvl_errorf(err, KVL_E_FORMAT, "gguf: tensor 'token_embd.weight' is missing");

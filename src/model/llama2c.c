@@ -18,8 +18,7 @@
 
 #include <stdlib.h>
 
-kvl_status kvl_llama2c_parse(const uint8_t *buf, size_t size, kvl_model **out,
-                             kvl_error *err) {
+kvl_status kvl_llama2c_parse(const uint8_t *buf, size_t size, kvl_model **out, kvl_error *err) {
     static const char *names[7] = {"dim",        "hidden_dim", "n_layers", "n_heads",
                                    "n_kv_heads", "vocab_size", "seq_len"};
     if (size < 28)
@@ -49,7 +48,8 @@ kvl_status kvl_llama2c_parse(const uint8_t *buf, size_t size, kvl_model **out,
         .rms_eps = 1e-5f,
     };
     if (hp.dim % hp.n_heads != 0)
-        return kvl_errorf(err, KVL_E_FORMAT, "llama2c: header dim %lld is not a multiple of n_heads %lld",
+        return kvl_errorf(err, KVL_E_FORMAT,
+                          "llama2c: header dim %lld is not a multiple of n_heads %lld",
                           (long long)hp.dim, (long long)hp.n_heads);
     hp.head_dim = hp.dim / hp.n_heads;
     hp.rope_dim = hp.head_dim;
@@ -65,17 +65,17 @@ kvl_status kvl_llama2c_parse(const uint8_t *buf, size_t size, kvl_model **out,
     int64_t D = hp.dim, F = hp.ffn_dim, L = hp.n_layers, V = hp.n_vocab;
     int64_t qd = hp.n_heads * hp.head_dim, kvd = hp.n_kv_heads * hp.head_dim;
     int64_t sec[] = {
-        V * D,        /* token_embedding */
-        L * D,        /* rms_att */
-        L * qd * D,   /* wq */
-        L * kvd * D,  /* wk */
-        L * kvd * D,  /* wv */
-        L * D * qd,   /* wo */
-        L * D,        /* rms_ffn */
-        L * F * D,    /* w1 */
-        L * D * F,    /* w2 */
-        L * F * D,    /* w3 */
-        D,            /* rms_final */
+        V * D,                    /* token_embedding */
+        L * D,                    /* rms_att */
+        L * qd * D,               /* wq */
+        L * kvd * D,              /* wk */
+        L * kvd * D,              /* wv */
+        L * D * qd,               /* wo */
+        L * D,                    /* rms_ffn */
+        L * F * D,                /* w1 */
+        L * D * F,                /* w2 */
+        L * F * D,                /* w3 */
+        D,                        /* rms_final */
         hp.ctx_len * hp.head_dim, /* freq_cis real + imag */
         shared ? 0 : V * D,       /* wcls */
     };

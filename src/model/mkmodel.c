@@ -20,11 +20,11 @@
 #include <stdlib.h>
 
 kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err) {
-#define RANGE(field, flag, lo, hi)                                                               \
-    do {                                                                                         \
-        if (s->shape.hp.field < (lo) || s->shape.hp.field > (hi))                                \
-            return kvl_errorf(err, KVL_E_INVALID, "%s %lld is outside [%lld, %lld]", flag,       \
-                              (long long)s->shape.hp.field, (long long)(lo), (long long)(hi));   \
+#define RANGE(field, flag, lo, hi)                                                                 \
+    do {                                                                                           \
+        if (s->shape.hp.field < (lo) || s->shape.hp.field > (hi))                                  \
+            return kvl_errorf(err, KVL_E_INVALID, "%s %lld is outside [%lld, %lld]", flag,         \
+                              (long long)s->shape.hp.field, (long long)(lo), (long long)(hi));     \
     } while (0)
     RANGE(dim, "--dim", 1, KVL_MAX_DIM);
     RANGE(n_layers, "--layers", 1, KVL_MAX_LAYERS);
@@ -52,31 +52,32 @@ kvl_status kvl_mkmodel_check(const kvl_mkmodel_spec *s, kvl_error *err) {
     if (hd % 2)
         return kvl_errorf(err, KVL_E_INVALID,
                           "head_dim = --dim %lld / --heads %lld = %lld is odd (RoPE rotates pairs)",
-                          (long long)s->shape.hp.dim, (long long)s->shape.hp.n_heads, (long long)hd);
+                          (long long)s->shape.hp.dim, (long long)s->shape.hp.n_heads,
+                          (long long)hd);
     if (hd > KVL_MAX_HEAD_DIM)
-        return kvl_errorf(err, KVL_E_INVALID,
-                          "head_dim = --dim %lld / --heads %lld = %lld > %d", (long long)s->shape.hp.dim,
-                          (long long)s->shape.hp.n_heads, (long long)hd, KVL_MAX_HEAD_DIM);
-    if (s->shape.hp.n_kv_heads > s->shape.hp.n_heads || s->shape.hp.n_heads % s->shape.hp.n_kv_heads)
+        return kvl_errorf(err, KVL_E_INVALID, "head_dim = --dim %lld / --heads %lld = %lld > %d",
+                          (long long)s->shape.hp.dim, (long long)s->shape.hp.n_heads, (long long)hd,
+                          KVL_MAX_HEAD_DIM);
+    if (s->shape.hp.n_kv_heads > s->shape.hp.n_heads ||
+        s->shape.hp.n_heads % s->shape.hp.n_kv_heads)
         return kvl_errorf(err, KVL_E_INVALID, "--kv-heads %lld does not divide --heads %lld",
                           (long long)s->shape.hp.n_kv_heads, (long long)s->shape.hp.n_heads);
     if (!(s->shape.hp.rope_base > 0.0f) || s->shape.hp.rope_base > 1e12f)
         return kvl_errorf(err, KVL_E_INVALID, "--rope-base %g is outside (0, 1e12]",
                           (double)s->shape.hp.rope_base);
     if (!(s->shape.hp.rms_eps > 0.0f) || s->shape.hp.rms_eps > 0.1f)
-        return kvl_errorf(err, KVL_E_INVALID, "--eps %g is outside (0, 0.1]", (double)s->shape.hp.rms_eps);
+        return kvl_errorf(err, KVL_E_INVALID, "--eps %g is outside (0, 0.1]",
+                          (double)s->shape.hp.rms_eps);
     if (!kvl_type_computed(s->type))
-        return kvl_errorf(err, KVL_E_INVALID,
-                          "--type id %d is not one of %s", (int)s->type,
+        return kvl_errorf(err, KVL_E_INVALID, "--type id %d is not one of %s", (int)s->type,
                           kvl_type_names());
     if (s->k_m && s->type != KVL_TYPE_Q4_K && s->type != KVL_TYPE_Q5_K)
         return kvl_errorf(err, KVL_E_INVALID,
                           "the _k_m mix needs type q4_k or q5_k, not type id %d", (int)s->type);
-    if (s->alignment && ((s->alignment & (s->alignment - 1)) ||
-                         s->alignment > KVL_GGUF_MAX_ALIGNMENT))
-        return kvl_errorf(err, KVL_E_INVALID,
-                          "--alignment %zu is not a power of two in [1, %u]", s->alignment,
-                          (unsigned)KVL_GGUF_MAX_ALIGNMENT);
+    if (s->alignment &&
+        ((s->alignment & (s->alignment - 1)) || s->alignment > KVL_GGUF_MAX_ALIGNMENT))
+        return kvl_errorf(err, KVL_E_INVALID, "--alignment %zu is not a power of two in [1, %u]",
+                          s->alignment, (unsigned)KVL_GGUF_MAX_ALIGNMENT);
     if (s->shape.arch != KVL_ARCH_LLAMA || s->shape.qkv_bias != ai->qkv_bias)
         return kvl_errorf(err, KVL_E_INVALID,
                           "shape '%s': mkmodel writes llama-family models with q/k/v biases "
@@ -258,16 +259,15 @@ kvl_status kvl_mkmodel_vocab_count(const char *path, int32_t *n, kvl_error *err)
     int64_t count = 0;
     if (f.size < 4) {
         kvl_unmap_file(&f);
-        return kvl_errorf(err, KVL_E_FORMAT,
-                          "%s: %zu bytes is too short for a llama2.c tokenizer", path, f.size);
+        return kvl_errorf(err, KVL_E_FORMAT, "%s: %zu bytes is too short for a llama2.c tokenizer",
+                          path, f.size);
     }
     while (off < f.size) {
         int32_t len;
         if (f.size - off < 8) {
             kvl_unmap_file(&f);
-            return kvl_errorf(err, KVL_E_FORMAT,
-                              "%s: record %lld: header past the end of the file", path,
-                              (long long)count);
+            return kvl_errorf(err, KVL_E_FORMAT, "%s: record %lld: header past the end of the file",
+                              path, (long long)count);
         }
         memcpy(&len, f.data + off + 4, 4);
         if (len < 0 || (size_t)len > f.size - off - 8) {
@@ -279,8 +279,7 @@ kvl_status kvl_mkmodel_vocab_count(const char *path, int32_t *n, kvl_error *err)
         off += 8 + (size_t)len;
         if (++count > KVL_MAX_VOCAB) {
             kvl_unmap_file(&f);
-            return kvl_errorf(err, KVL_E_LIMIT, "%s: more than %d records", path,
-                              KVL_MAX_VOCAB);
+            return kvl_errorf(err, KVL_E_LIMIT, "%s: more than %d records", path, KVL_MAX_VOCAB);
         }
     }
     kvl_unmap_file(&f);
@@ -353,8 +352,8 @@ kvl_status kvl_mkmodel_vocab_load(const char *path, int32_t n_vocab, kvl_mkmodel
         q[m] = 0;
         v.pieces[id] = q;
         v.scores[id] = score;
-        v.types[id] = id == 0   ? KVL_TOK_UNKNOWN
-                      : id < 3  ? KVL_TOK_CONTROL
+        v.types[id] = id == 0                 ? KVL_TOK_UNKNOWN
+                      : id < 3                ? KVL_TOK_CONTROL
                       : is_byte_piece(p, len) ? KVL_TOK_BYTE
                                               : KVL_TOK_NORMAL;
     }
@@ -452,16 +451,16 @@ static size_t mk_tensors(const kvl_mkmodel_spec *s, mk_tensor *t) {
     const kvl_arch_info *ai = kvl_arch_get(hp->arch);
     const int64_t q = hp->n_heads * hd, kv = hp->n_kv_heads * hd;
     size_t n = 0;
-#define ADD(nd, a, b, role, l, fmt, ...)                                                         \
-    do {                                                                                         \
-        if (t) {                                                                                 \
-            snprintf(t[n].name, sizeof t[n].name, fmt, __VA_ARGS__);                            \
-            t[n].n_dims = nd;                                                                    \
-            t[n].ne0 = a;                                                                        \
-            t[n].ne1 = b;                                                                        \
-            t[n].type = nd == 1 ? KVL_TYPE_F32 : kvl_mkmodel_tensor_type(s, role, l, a);         \
-        }                                                                                        \
-        n++;                                                                                     \
+#define ADD(nd, a, b, role, l, fmt, ...)                                                           \
+    do {                                                                                           \
+        if (t) {                                                                                   \
+            snprintf(t[n].name, sizeof t[n].name, fmt, __VA_ARGS__);                               \
+            t[n].n_dims = nd;                                                                      \
+            t[n].ne0 = a;                                                                          \
+            t[n].ne1 = b;                                                                          \
+            t[n].type = nd == 1 ? KVL_TYPE_F32 : kvl_mkmodel_tensor_type(s, role, l, a);           \
+        }                                                                                          \
+        n++;                                                                                       \
     } while (0)
     const kvl_mkmodel_role other = KVL_MK_OTHER;
     ADD(2, hp->dim, hp->n_vocab, KVL_MK_TOKEN_EMBD, 0, "%s", "token_embd.weight");
@@ -528,8 +527,8 @@ static kvl_status mk_metadata(kvl_gguf_writer *w, const kvl_mkmodel_spec *s,
     kvl_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama", NULL);
     kvl_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->pieces, NULL,
                                 (uint64_t)v->n, NULL);
-    kvl_gguf_writer_add_arr(w, "tokenizer.ggml.scores", KVL_GGUF_FLOAT32, v->scores,
-                            (uint64_t)v->n, NULL);
+    kvl_gguf_writer_add_arr(w, "tokenizer.ggml.scores", KVL_GGUF_FLOAT32, v->scores, (uint64_t)v->n,
+                            NULL);
     kvl_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", KVL_GGUF_INT32, v->types,
                             (uint64_t)v->n, NULL);
     kvl_gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", 0, NULL);
@@ -547,8 +546,8 @@ kvl_status kvl_mkmodel_write(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab 
         return st;
     if (!v || v->n != s->shape.hp.n_vocab)
         return kvl_errorf(err, KVL_E_INVALID,
-                          "the vocabulary has %d pieces but --vocab-size is %lld",
-                          v ? v->n : 0, (long long)s->shape.hp.n_vocab);
+                          "the vocabulary has %d pieces but --vocab-size is %lld", v ? v->n : 0,
+                          (long long)s->shape.hp.n_vocab);
     size_t nt = mk_tensors(s, NULL);
     mk_tensor *t = calloc(nt, sizeof *t);
     if (!t)

@@ -47,8 +47,7 @@ static kvl_status bind(binder *bd, const char *name, int64_t ne0, int64_t ne1, b
                    (!f32_only && (t->type == KVL_TYPE_F16 || t->type == KVL_TYPE_BF16 ||
                                   t->type == KVL_TYPE_Q8_0 || t->type == KVL_TYPE_Q4_0 ||
                                   t->type == KVL_TYPE_Q2_K || t->type == KVL_TYPE_Q4_K ||
-                                  t->type == KVL_TYPE_Q5_K ||
-                                  t->type == KVL_TYPE_Q6_K));
+                                  t->type == KVL_TYPE_Q5_K || t->type == KVL_TYPE_Q6_K));
     if (!ok_type) {
         const char *tn = "?";
         size_t b, s;
@@ -80,9 +79,9 @@ static kvl_status bind_layer(binder *bd, const kvl_hparams *hp, int64_t l, kvl_l
     int64_t qd = hp->n_heads * hp->head_dim, kvd = hp->n_kv_heads * hp->head_dim;
     char nm[96];
     kvl_status st;
-#define B(field, suffix, n0, n1, f32)                                                      \
-    snprintf(nm, sizeof nm, "blk.%lld." suffix, (long long)l);                             \
-    if ((st = bind(bd, nm, n0, n1, f32, true, &L->field, err)))                            \
+#define B(field, suffix, n0, n1, f32)                                                              \
+    snprintf(nm, sizeof nm, "blk.%lld." suffix, (long long)l);                                     \
+    if ((st = bind(bd, nm, n0, n1, f32, true, &L->field, err)))                                    \
         return st;
     B(attn_norm, "attn_norm.weight", hp->dim, 1, true)
     B(wq, "attn_q.weight", hp->dim, qd, false)
@@ -250,8 +249,8 @@ static void not_a_model(const char *path, const kvl_mapped_file *mf, kvl_error *
     size_t n = 0;
     for (size_t i = 0; i < 4 && i < mf->size; i++) {
         const uint8_t c = mf->data[i];
-        n += (size_t)snprintf(head + n, sizeof head - n, c >= 0x20 && c < 0x7f && c != '\'' ?
-                              "%c" : "\\x%02x", c);
+        n += (size_t)snprintf(head + n, sizeof head - n,
+                              c >= 0x20 && c < 0x7f && c != '\'' ? "%c" : "\\x%02x", c);
     }
     char why[sizeof err->msg];
     memcpy(why, err->msg, sizeof why);
@@ -265,8 +264,7 @@ static void not_a_model(const char *path, const kvl_mapped_file *mf, kvl_error *
 kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model **out,
                           kvl_error *err) {
     kvl_mapped_file mf;
-    kvl_status st =
-        kvl_load_file(path, p ? p->load : KVL_LOAD_AUTO, "loading model", &mf, err);
+    kvl_status st = kvl_load_file(path, p ? p->load : KVL_LOAD_AUTO, "loading model", &mf, err);
     if (st)
         return st;
     kvl_prefault_with_progress(&mf, "loading model");

@@ -48,13 +48,13 @@ typedef struct kvl_hparams {
     kvl_arch arch; /* what kvllm computes: LLAMA, QWEN2 or QWEN3 (0, llama,
                       for llama2.c files and hand-made shapes) */
     int64_t n_vocab;
-    int64_t dim;        /* embedding length */
+    int64_t dim; /* embedding length */
     int64_t n_layers;
     int64_t n_heads;    /* query heads */
     int64_t n_kv_heads; /* MHA: == n_heads; GQA: divides n_heads; MQA: 1 */
     int64_t head_dim;
     int64_t ffn_dim;
-    int64_t ctx_len; /* the model's context length */
+    int64_t ctx_len;  /* the model's context length */
     int64_t rope_dim; /* rotated dims per head (<= head_dim, even) */
     float rope_base;
     float rope_scale; /* rope.scaling.factor (linear): positions are divided
@@ -107,15 +107,15 @@ typedef enum kvl_model_format {
 typedef struct kvl_model {
     kvl_model_format format;
     kvl_hparams hp;
-    kvl_weight tok_embd;    /* (n_vocab, dim) */
-    kvl_weight output_norm; /* (dim) f32 */
-    kvl_weight output;      /* (n_vocab, dim); may alias tok_embd */
-    kvl_weight rope_freqs;  /* (rope_dim/2) f32 divisors; data NULL when absent */
+    kvl_weight tok_embd;       /* (n_vocab, dim) */
+    kvl_weight output_norm;    /* (dim) f32 */
+    kvl_weight output;         /* (n_vocab, dim); may alias tok_embd */
+    kvl_weight rope_freqs;     /* (rope_dim/2) f32 divisors; data NULL when absent */
     kvl_layer_weights *layers; /* (n_layers) */
     kvl_tokenizer *tok;
-    kvl_gguf *gguf;       /* GGUF: the parsed file (owns the mapping) */
-    kvl_mapped_file map;  /* llama2.c: the checkpoint mapping */
-    size_t weight_bytes;  /* bytes of all weights */
+    kvl_gguf *gguf;      /* GGUF: the parsed file (owns the mapping) */
+    kvl_mapped_file map; /* llama2.c: the checkpoint mapping */
+    size_t weight_bytes; /* bytes of all weights */
     char name[64];
 } kvl_model;
 
@@ -128,8 +128,7 @@ kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model
                           kvl_error *err);
 /* The pieces, for tests and fuzzing on in-memory images. */
 kvl_status kvl_model_from_gguf(kvl_gguf *g, kvl_model **out, kvl_error *err);
-kvl_status kvl_llama2c_parse(const uint8_t *buf, size_t size, kvl_model **out,
-                             kvl_error *err);
+kvl_status kvl_llama2c_parse(const uint8_t *buf, size_t size, kvl_model **out, kvl_error *err);
 void kvl_model_free(kvl_model *m);
 
 /* Read and validate the hyperparameters of a GGUF: general.architecture

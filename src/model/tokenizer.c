@@ -66,14 +66,14 @@ struct kvl_tokenizer {
     kvl_bpe *bpe; /* "gpt2": everything below is unused */
     int32_t n_vocab;
     int32_t bos, eos, unk;
-    bool add_bos, add_eos;  /* what ADD_SPECIAL adds (tokenizer.ggml.add_*_token) */
-    bool add_space_prefix;  /* the dummy prefix (tokenizer.ggml.add_space_prefix) */
-    tok_entry *tok;       /* (n_vocab) */
-    char *arena;          /* all pieces, each followed by a NUL */
-    int32_t *special;     /* (n_special) control, user-defined and unknown tokens
+    bool add_bos, add_eos; /* what ADD_SPECIAL adds (tokenizer.ggml.add_*_token) */
+    bool add_space_prefix; /* the dummy prefix (tokenizer.ggml.add_space_prefix) */
+    tok_entry *tok;        /* (n_vocab) */
+    char *arena;           /* all pieces, each followed by a NUL */
+    int32_t *special;      /* (n_special) control, user-defined and unknown tokens
                              with text, longest first: cut out of the text whole */
     size_t n_special, n_user_defined;
-    int32_t *table;       /* (table_mask + 1) ids of text pieces; -1 = empty */
+    int32_t *table; /* (table_mask + 1) ids of text pieces; -1 = empty */
     size_t table_mask;
     int32_t byte_id[256]; /* id of the first <0xHH> token per byte; -1 = none */
     char bytes[256];      /* bytes[i] == i: what byte tokens decode to */
@@ -193,14 +193,13 @@ static int cmp_special(const void *pa, const void *pb, void *ctx) {
 
 /* Build a tokenizer from n validated-count raw entries. what names the source
  * in messages. Types of -1 are inferred the llama2.c way. */
-static kvl_status build(const char *what, const raw_tok *raw, int32_t n, bool convert,
-                        int32_t bos, int32_t eos, int32_t unk, kvl_tokenizer **out,
-                        kvl_error *err) {
+static kvl_status build(const char *what, const raw_tok *raw, int32_t n, bool convert, int32_t bos,
+                        int32_t eos, int32_t unk, kvl_tokenizer **out, kvl_error *err) {
     size_t arena_size = 0;
     for (int32_t i = 0; i < n; i++) {
         if (raw[i].len > UINT32_MAX)
-            return kvl_errorf(err, KVL_E_LIMIT, "%s: token %d: piece length %zu > %u", what,
-                              (int)i, raw[i].len, (unsigned)UINT32_MAX);
+            return kvl_errorf(err, KVL_E_LIMIT, "%s: token %d: piece length %zu > %u", what, (int)i,
+                              raw[i].len, (unsigned)UINT32_MAX);
         if (kvl_add_overflow(arena_size, raw[i].len, &arena_size) ||
             kvl_add_overflow(arena_size, 1, &arena_size))
             return kvl_errorf(err, KVL_E_LIMIT, "%s: total piece bytes overflow size_t", what);
@@ -265,7 +264,7 @@ static kvl_status build(const char *what, const raw_tok *raw, int32_t n, bool co
                                   what, (int)i, plen);
             }
         }
-        static const char *const eog_names[] = {"<|eot_id|>", "<|im_end|>", "<|end|>",
+        static const char *const eog_names[] = {"<|eot_id|>",    "<|im_end|>",    "<|end|>",
                                                 "<end_of_turn>", "<|endoftext|>", "<EOT>"};
         for (size_t k = 0; k < sizeof eog_names / sizeof eog_names[0]; k++)
             e->eog |= e->type != KVL_TOK_NORMAL && e->type != KVL_TOK_BYTE &&
@@ -321,8 +320,8 @@ kvl_status kvl_tokenizer_from_llama2c(const uint8_t *buf, size_t size, int32_t v
                           KVL_MAX_VOCAB);
     if (size < 4)
         return kvl_errorf(err, KVL_E_FORMAT,
-                          "%s: file is %zu bytes, too short for max_token_length (4 bytes)",
-                          what, size);
+                          "%s: file is %zu bytes, too short for max_token_length (4 bytes)", what,
+                          size);
     raw_tok *raw = malloc((size_t)vocab_size * sizeof *raw);
     if (!raw)
         return kvl_errorf(err, KVL_E_NOMEM, "%s: out of memory for %d tokens", what,
@@ -347,8 +346,8 @@ kvl_status kvl_tokenizer_from_llama2c(const uint8_t *buf, size_t size, int32_t v
         if ((size_t)len > size - pos) {
             free(raw);
             return kvl_errorf(err, KVL_E_FORMAT,
-                              "%s: record %d: len %d > %zu bytes left in the file", what,
-                              (int)i, (int)len, size - pos);
+                              "%s: record %d: len %d > %zu bytes left in the file", what, (int)i,
+                              (int)len, size - pos);
         }
         raw[i].ptr = (const char *)buf + pos;
         raw[i].len = (size_t)len;
@@ -361,8 +360,8 @@ kvl_status kvl_tokenizer_from_llama2c(const uint8_t *buf, size_t size, int32_t v
     return st;
 }
 
-kvl_status kvl_tokenizer_load_llama2c(const char *path, int32_t vocab_size,
-                                      kvl_tokenizer **out, kvl_error *err) {
+kvl_status kvl_tokenizer_load_llama2c(const char *path, int32_t vocab_size, kvl_tokenizer **out,
+                                      kvl_error *err) {
     kvl_mapped_file f;
     kvl_status st = kvl_map_file(path, &f, err);
     if (st != KVL_OK)
@@ -392,20 +391,20 @@ static const kvl_gguf_kv *find_kv(const kvl_gguf *g, const char *key) {
     return NULL;
 }
 
-static kvl_status find_arr(const kvl_gguf *g, const char *key, uint32_t elem,
-                           const char *elem_name, const kvl_gguf_kv **out, kvl_error *err) {
+static kvl_status find_arr(const kvl_gguf *g, const char *key, uint32_t elem, const char *elem_name,
+                           const kvl_gguf_kv **out, kvl_error *err) {
     const kvl_gguf_kv *kv = find_kv(g, key);
     if (!kv)
         return kvl_errorf(err, KVL_E_FORMAT, "gguf tokenizer: missing key %s", key);
     if (kv->type != KVL_GGUF_ARRAY || kv->v.arr.type != elem)
         return kvl_errorf(err, KVL_E_FORMAT,
-                          "gguf tokenizer: %s has type %u (element type %u), want ARRAY of %s",
-                          key, (unsigned)kv->type,
+                          "gguf tokenizer: %s has type %u (element type %u), want ARRAY of %s", key,
+                          (unsigned)kv->type,
                           kv->type == KVL_GGUF_ARRAY ? (unsigned)kv->v.arr.type : 0u, elem_name);
     bool have = elem == KVL_GGUF_STRING ? kv->v.arr.strs != NULL : kv->v.arr.data != NULL;
     if (kv->v.arr.n > 0 && !have)
-        return kvl_errorf(err, KVL_E_FORMAT, "gguf tokenizer: %s: %llu elements but no data",
-                          key, (unsigned long long)kv->v.arr.n);
+        return kvl_errorf(err, KVL_E_FORMAT, "gguf tokenizer: %s: %llu elements but no data", key,
+                          (unsigned long long)kv->v.arr.n);
     *out = kv;
     return KVL_OK;
 }
@@ -431,14 +430,13 @@ static kvl_status get_id(const kvl_gguf *g, const char *key, int32_t n_vocab, in
     case KVL_GGUF_INT32:
     case KVL_GGUF_INT64:
         if (kv->v.i64 < 0 || kv->v.i64 >= (int64_t)n_vocab)
-            return kvl_errorf(err, KVL_E_FORMAT,
-                              "gguf tokenizer: %s %lld not in [0, n_vocab %d)", key,
-                              (long long)kv->v.i64, (int)n_vocab);
+            return kvl_errorf(err, KVL_E_FORMAT, "gguf tokenizer: %s %lld not in [0, n_vocab %d)",
+                              key, (long long)kv->v.i64, (int)n_vocab);
         *id = (int32_t)kv->v.i64;
         return KVL_OK;
     default:
-        return kvl_errorf(err, KVL_E_FORMAT, "gguf tokenizer: %s has type %u, want an integer",
-                          key, (unsigned)kv->type);
+        return kvl_errorf(err, KVL_E_FORMAT, "gguf tokenizer: %s has type %u, want an integer", key,
+                          (unsigned)kv->type);
     }
 }
 
@@ -529,8 +527,8 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
         if (type < 0 || type > KVL_TOK_BYTE) {
             free(raw);
             return kvl_errorf(err, KVL_E_FORMAT,
-                              "%s: tokenizer.ggml.token_type[%d] = %d not in [0, %d]", what,
-                              (int)i, (int)type, KVL_TOK_BYTE);
+                              "%s: tokenizer.ggml.token_type[%d] = %d not in [0, %d]", what, (int)i,
+                              (int)type, KVL_TOK_BYTE);
         }
         raw[i].ptr = s.ptr;
         raw[i].len = (size_t)s.len;
@@ -599,9 +597,7 @@ bool kvl_tokenizer_add_space_prefix(const kvl_tokenizer *t) {
     return t && !t->bpe && t->add_space_prefix;
 }
 
-const char *kvl_tokenizer_model(const kvl_tokenizer *t) {
-    return t && t->bpe ? "gpt2" : "llama";
-}
+const char *kvl_tokenizer_model(const kvl_tokenizer *t) { return t && t->bpe ? "gpt2" : "llama"; }
 
 bool kvl_tokenizer_is_eog(const kvl_tokenizer *t, int32_t id) {
     if (t && t->bpe)
@@ -609,8 +605,8 @@ bool kvl_tokenizer_is_eog(const kvl_tokenizer *t, int32_t id) {
     return t && id >= 0 && id < t->n_vocab && t->tok[id].eog;
 }
 
-kvl_status kvl_tokenizer_get(const kvl_tokenizer *t, int32_t id, const char **piece,
-                             size_t *len, float *score, int32_t *type) {
+kvl_status kvl_tokenizer_get(const kvl_tokenizer *t, int32_t id, const char **piece, size_t *len,
+                             float *score, int32_t *type) {
     if (t && t->bpe)
         return kvl_bpe_get(t->bpe, id, piece, len, score, type);
     if (!t || id < 0 || id >= t->n_vocab)
@@ -841,9 +837,8 @@ static void merge_all(encoder *e, uint32_t n_sym) {
     }
 }
 
-kvl_status kvl_tokenizer_encode(const kvl_tokenizer *t, const char *text, size_t len,
-                                bool add_bos, int32_t *out, size_t cap, size_t *n_out,
-                                kvl_error *err) {
+kvl_status kvl_tokenizer_encode(const kvl_tokenizer *t, const char *text, size_t len, bool add_bos,
+                                int32_t *out, size_t cap, size_t *n_out, kvl_error *err) {
     return kvl_tokenizer_tokenize(t, text, len, add_bos ? KVL_TOKENIZE_ADD_SPECIAL : 0, out, cap,
                                   n_out, err);
 }
@@ -958,12 +953,10 @@ kvl_status kvl_tokenizer_tokenize(const kvl_tokenizer *t, const char *text, size
             free(e.heap);
             free(fa);
             free(fb);
-            return kvl_errorf(err, KVL_E_NOMEM, "tokenizer: out of memory encoding %zu bytes",
-                              len);
+            return kvl_errorf(err, KVL_E_NOMEM, "tokenizer: out of memory encoding %zu bytes", len);
         }
         if (!specials) {
-            encode_fragment(&e, padded, text, (uint32_t)len, t->add_space_prefix, out, cap,
-                            &count);
+            encode_fragment(&e, padded, text, (uint32_t)len, t->add_space_prefix, out, cap, &count);
         } else {
             frag *fr;
             size_t nf = split_specials(t, text, (uint32_t)len, parse, fa, fb, &fr);
@@ -994,7 +987,7 @@ kvl_status kvl_tokenizer_tokenize(const kvl_tokenizer *t, const char *text, size
     free(fb);
     *n_out = count;
     if (count > cap)
-        return kvl_errorf(err, KVL_E_LIMIT, "tokenizer: %zu tokens do not fit in cap %zu",
-                          count, cap);
+        return kvl_errorf(err, KVL_E_LIMIT, "tokenizer: %zu tokens do not fit in cap %zu", count,
+                          cap);
     return KVL_OK;
 }

@@ -41,8 +41,8 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
  * pieces "<0xHH>" are byte tokens; ids 0..2 are control tokens. */
 kvl_status kvl_tokenizer_from_llama2c(const uint8_t *buf, size_t size, int32_t vocab_size,
                                       kvl_tokenizer **out, kvl_error *err);
-kvl_status kvl_tokenizer_load_llama2c(const char *path, int32_t vocab_size,
-                                      kvl_tokenizer **out, kvl_error *err);
+kvl_status kvl_tokenizer_load_llama2c(const char *path, int32_t vocab_size, kvl_tokenizer **out,
+                                      kvl_error *err);
 void kvl_tokenizer_free(kvl_tokenizer *t);
 
 int32_t kvl_tokenizer_n_vocab(const kvl_tokenizer *t);
@@ -90,9 +90,8 @@ kvl_status kvl_tokenizer_tokenize(const kvl_tokenizer *t, const char *text, size
  * NUL-terminated). Writes at most cap ids to out and the count needed to
  * *n_out; KVL_E_LIMIT (out untouched beyond cap) when cap is too small.
  * The same bound on the count. */
-kvl_status kvl_tokenizer_encode(const kvl_tokenizer *t, const char *text, size_t len,
-                                bool add_bos, int32_t *out, size_t cap, size_t *n_out,
-                                kvl_error *err);
+kvl_status kvl_tokenizer_encode(const kvl_tokenizer *t, const char *text, size_t len, bool add_bos,
+                                int32_t *out, size_t cap, size_t *n_out, kvl_error *err);
 
 /* The bytes token `tok` stands for when it follows `prev`: byte tokens give
  * their byte, control tokens give nothing, and ("llama" only) the space that
@@ -104,7 +103,7 @@ const char *kvl_tokenizer_piece(const kvl_tokenizer *t, int32_t prev, int32_t to
 
 /* Raw vocabulary entry (for writers and tests): "llama": piece with real
  * spaces; "gpt2": the piece as stored (byte-level spelling). */
-kvl_status kvl_tokenizer_get(const kvl_tokenizer *t, int32_t id, const char **piece,
-                             size_t *len, float *score, int32_t *type);
+kvl_status kvl_tokenizer_get(const kvl_tokenizer *t, int32_t id, const char **piece, size_t *len,
+                             float *score, int32_t *type);
 
 #endif

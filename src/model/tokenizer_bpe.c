@@ -70,17 +70,16 @@
 #define WS "[" WSC "]"
 #define NWS "[^" WSC "]"
 
-#define RE_LLAMA3                                                                        \
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"                          \
-    "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^" WSC "\\p{L}\\p{N}]+[\\r\\n]*"      \
+#define RE_LLAMA3                                                                                  \
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"                                    \
+    "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^" WSC "\\p{L}\\p{N}]+[\\r\\n]*"                \
     "|" WS "*[\\r\\n]+|" WS "+(?!" NWS ")|" WS "+"
-#define RE_QWEN2                                                                         \
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"                          \
-    "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^" WSC "\\p{L}\\p{N}]+[\\r\\n]*"           \
+#define RE_QWEN2                                                                                   \
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"                                    \
+    "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^" WSC "\\p{L}\\p{N}]+[\\r\\n]*"                     \
     "|" WS "*[\\r\\n]+|" WS "+(?!" NWS ")|" WS "+"
-#define RE_GPT2                                                                          \
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WSC "\\p{L}\\p{N}]+|" WS "+(?!" NWS \
-    ")"
+#define RE_GPT2                                                                                    \
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" WSC "\\p{L}\\p{N}]+|" WS "+(?!" NWS ")"
 
 #define MAX_RE 4
 
@@ -140,7 +139,7 @@ struct kvl_bpe {
     int32_t *table; /* (table_mask + 1) token ids by bytes; -1 empty */
     size_t table_mask;
 
-    bpe_merge *merge;  /* (n_merge), index = rank */
+    bpe_merge *merge; /* (n_merge), index = rank */
     uint32_t n_merge;
     int32_t *mtable; /* (mtable_mask + 1) merge ranks; -1 empty */
     size_t mtable_mask;
@@ -332,9 +331,7 @@ void kvl_bpe_free(kvl_bpe *b) {
     free(b);
 }
 
-static int show_len(uint64_t n) {
-    return n > 64 ? 64 : (int)n;
-}
+static int show_len(uint64_t n) { return n > 64 ? 64 : (int)n; }
 
 /* Optional token id key: *id keeps its default when absent. */
 static kvl_status opt_id(const kvl_gguf *g, const char *key, int32_t n_vocab, int32_t *id,
@@ -346,8 +343,8 @@ static kvl_status opt_id(const kvl_gguf *g, const char *key, int32_t n_vocab, in
     if (st != KVL_OK)
         return st;
     if (v < 0 || v >= n_vocab)
-        return kvl_errorf(err, KVL_E_FORMAT, "gguf tokenizer: %s %lld not in [0, n_vocab %d)",
-                          key, (long long)v, (int)n_vocab);
+        return kvl_errorf(err, KVL_E_FORMAT, "gguf tokenizer: %s %lld not in [0, n_vocab %d)", key,
+                          (long long)v, (int)n_vocab);
     *id = (int32_t)v;
     return KVL_OK;
 }
@@ -503,8 +500,8 @@ static kvl_status load_tokens(kvl_bpe *b, const kvl_gguf_kv *toks, const kvl_ggu
         if (all_mapped && t->bytes_len > 0 && !t->eog &&
             (type == KVL_TOK_NORMAL || type == KVL_TOK_BYTE || type == 0))
             insert_token(b, i);
-        if (t->text_len > 0 && (type == KVL_TOK_CONTROL || type == KVL_TOK_USER_DEFINED ||
-                                type == KVL_TOK_UNKNOWN))
+        if (t->text_len > 0 &&
+            (type == KVL_TOK_CONTROL || type == KVL_TOK_USER_DEFINED || type == KVL_TOK_UNKNOWN))
             b->special[b->n_special++] = i;
     }
     qsort_r(b->special, b->n_special, sizeof *b->special, cmp_special, b);
@@ -550,11 +547,11 @@ kvl_status kvl_bpe_from_gguf(const kvl_gguf *g, kvl_bpe **out, kvl_error *err) {
     if (n == 0)
         return kvl_errorf(err, KVL_E_FORMAT, "%s: tokenizer.ggml.tokens is empty", what);
     if (n > KVL_MAX_VOCAB)
-        return kvl_errorf(err, KVL_E_LIMIT, "%s: tokenizer.ggml.tokens has %llu entries > %d",
-                          what, (unsigned long long)n, KVL_MAX_VOCAB);
+        return kvl_errorf(err, KVL_E_LIMIT, "%s: tokenizer.ggml.tokens has %llu entries > %d", what,
+                          (unsigned long long)n, KVL_MAX_VOCAB);
     if (merges->v.arr.n > (uint64_t)INT32_MAX)
-        return kvl_errorf(err, KVL_E_LIMIT, "%s: tokenizer.ggml.merges has %llu entries > %d",
-                          what, (unsigned long long)merges->v.arr.n, INT32_MAX);
+        return kvl_errorf(err, KVL_E_LIMIT, "%s: tokenizer.ggml.merges has %llu entries > %d", what,
+                          (unsigned long long)merges->v.arr.n, INT32_MAX);
     if ((toks->v.arr.n && !toks->v.arr.strs) || (merges->v.arr.n && !merges->v.arr.strs))
         return kvl_errorf(err, KVL_E_FORMAT, "%s: string array without strings", what);
     if (kvl_gguf_find_key(g, "tokenizer.ggml.token_type")) {
@@ -623,36 +620,24 @@ kvl_status kvl_bpe_from_gguf(const kvl_gguf *g, kvl_bpe **out, kvl_error *err) {
 
 /* --- queries ------------------------------------------------------------------- */
 
-int32_t kvl_bpe_n_vocab(const kvl_bpe *b) {
-    return b ? b->n_vocab : 0;
-}
+int32_t kvl_bpe_n_vocab(const kvl_bpe *b) { return b ? b->n_vocab : 0; }
 
-int32_t kvl_bpe_bos(const kvl_bpe *b) {
-    return b ? b->bos : -1;
-}
+int32_t kvl_bpe_bos(const kvl_bpe *b) { return b ? b->bos : -1; }
 
-int32_t kvl_bpe_eos(const kvl_bpe *b) {
-    return b ? b->eos : -1;
-}
+int32_t kvl_bpe_eos(const kvl_bpe *b) { return b ? b->eos : -1; }
 
-bool kvl_bpe_add_bos(const kvl_bpe *b) {
-    return b && b->add_bos;
-}
+bool kvl_bpe_add_bos(const kvl_bpe *b) { return b && b->add_bos; }
 
-bool kvl_bpe_add_eos(const kvl_bpe *b) {
-    return b && b->add_eos;
-}
+bool kvl_bpe_add_eos(const kvl_bpe *b) { return b && b->add_eos; }
 
 bool kvl_bpe_is_eog(const kvl_bpe *b, int32_t id) {
     return b && id >= 0 && id < b->n_vocab && b->tok[id].eog;
 }
 
-const char *kvl_bpe_pre(const kvl_bpe *b) {
-    return b ? b->pre_name : "";
-}
+const char *kvl_bpe_pre(const kvl_bpe *b) { return b ? b->pre_name : ""; }
 
-kvl_status kvl_bpe_get(const kvl_bpe *b, int32_t id, const char **piece, size_t *len,
-                       float *score, int32_t *type) {
+kvl_status kvl_bpe_get(const kvl_bpe *b, int32_t id, const char **piece, size_t *len, float *score,
+                       int32_t *type) {
     if (!b || id < 0 || id >= b->n_vocab)
         return KVL_E_INVALID;
     const bpe_tok *t = &b->tok[id];
@@ -734,8 +719,8 @@ typedef struct bcand {
 typedef struct benc {
     const kvl_bpe *b;
     const char *text;
-    bsym *s;           /* (longest chunk) */
-    bcand *heap;       /* (3 * longest chunk) */
+    bsym *s;     /* (longest chunk) */
+    bcand *heap; /* (3 * longest chunk) */
     size_t n_heap;
     int32_t *out;
     size_t cap, n; /* ids written: min(n, cap); n counts them all */

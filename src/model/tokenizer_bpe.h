@@ -33,7 +33,7 @@ kvl_status kvl_bpe_encode(const kvl_bpe *b, const char *text, size_t len, unsign
 const char *kvl_bpe_piece(const kvl_bpe *b, int32_t id, bool special, size_t *len);
 
 /* Raw vocabulary entry: the piece as stored in the file. */
-kvl_status kvl_bpe_get(const kvl_bpe *b, int32_t id, const char **piece, size_t *len,
-                       float *score, int32_t *type);
+kvl_status kvl_bpe_get(const kvl_bpe *b, int32_t id, const char **piece, size_t *len, float *score,
+                       int32_t *type);
 
 #endif

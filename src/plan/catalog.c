@@ -21,59 +21,111 @@
  * llama2.c checkpoint header (../shared/models/README.md).
  * head_dim = hidden_size / num_attention_heads for all of them; RoPE turns
  * the whole head. */
-#define LLAMA(nm, L, H, KV, HD, D, F, V, C, ROPE, EPS, TIED, BIAS, SRC)                          \
-    {.name = nm,                                                                                 \
-     .hp = {.n_vocab = V, .dim = D, .n_layers = L, .n_heads = H, .n_kv_heads = KV,               \
-            .head_dim = HD, .ffn_dim = F, .ctx_len = C, .rope_dim = HD, .rope_base = ROPE,       \
-            .rms_eps = EPS},                                                                     \
-     .arch = KVL_ARCH_LLAMA, .tied_embd = TIED, .qkv_bias = BIAS, .source = SRC}
+#define LLAMA(nm, L, H, KV, HD, D, F, V, C, ROPE, EPS, TIED, BIAS, SRC)                            \
+    {                                                                                              \
+        .name = nm,                                                                                \
+        .hp = {.n_vocab = V,                                                                       \
+               .dim = D,                                                                           \
+               .n_layers = L,                                                                      \
+               .n_heads = H,                                                                       \
+               .n_kv_heads = KV,                                                                   \
+               .head_dim = HD,                                                                     \
+               .ffn_dim = F,                                                                       \
+               .ctx_len = C,                                                                       \
+               .rope_dim = HD,                                                                     \
+               .rope_base = ROPE,                                                                  \
+               .rms_eps = EPS},                                                                    \
+        .arch = KVL_ARCH_LLAMA, .tied_embd = TIED, .qkv_bias = BIAS, .source = SRC                 \
+    }
 /* Qwen2: the llama family for the planner, GGUF architecture qwen2 */
-#define QWEN2(nm, L, H, KV, HD, D, F, V, C, ROPE, EPS, TIED, BIAS, SRC)                          \
-    {.name = nm,                                                                                 \
-     .hp = {.arch = KVL_ARCH_QWEN2, .n_vocab = V, .dim = D, .n_layers = L, .n_heads = H,         \
-            .n_kv_heads = KV, .head_dim = HD, .ffn_dim = F, .ctx_len = C, .rope_dim = HD,        \
-            .rope_base = ROPE, .rms_eps = EPS},                                                  \
-     .arch = KVL_ARCH_LLAMA, .tied_embd = TIED, .qkv_bias = BIAS, .source = SRC}
+#define QWEN2(nm, L, H, KV, HD, D, F, V, C, ROPE, EPS, TIED, BIAS, SRC)                            \
+    {                                                                                              \
+        .name = nm,                                                                                \
+        .hp = {.arch = KVL_ARCH_QWEN2,                                                             \
+               .n_vocab = V,                                                                       \
+               .dim = D,                                                                           \
+               .n_layers = L,                                                                      \
+               .n_heads = H,                                                                       \
+               .n_kv_heads = KV,                                                                   \
+               .head_dim = HD,                                                                     \
+               .ffn_dim = F,                                                                       \
+               .ctx_len = C,                                                                       \
+               .rope_dim = HD,                                                                     \
+               .rope_base = ROPE,                                                                  \
+               .rms_eps = EPS},                                                                    \
+        .arch = KVL_ARCH_LLAMA, .tied_embd = TIED, .qkv_bias = BIAS, .source = SRC                 \
+    }
 static const kvl_model_shape k_shapes[] = {
     /* OPT: MHA, learned positions, LayerNorm (eps 1e-5), ReLU FFN of two
      * matrices, biases everywhere, output tied to the embedding */
     {.name = "OPT-13B",
-     .hp = {.n_vocab = 50272, .dim = 5120, .n_layers = 40, .n_heads = 40, .n_kv_heads = 40,
-            .head_dim = 128, .ffn_dim = 20480, .ctx_len = 2048, .rope_dim = 0, .rope_base = 0,
+     .hp = {.n_vocab = 50272,
+            .dim = 5120,
+            .n_layers = 40,
+            .n_heads = 40,
+            .n_kv_heads = 40,
+            .head_dim = 128,
+            .ffn_dim = 20480,
+            .ctx_len = 2048,
+            .rope_dim = 0,
+            .rope_base = 0,
             .rms_eps = 1e-5f},
-     .arch = KVL_ARCH_OPT, .tied_embd = true, .qkv_bias = true,
+     .arch = KVL_ARCH_OPT,
+     .tied_embd = true,
+     .qkv_bias = true,
      .source = "facebook/opt-13b config.json (learned positions, LayerNorm, ReLU FFN)"},
     LLAMA("Llama-2-7B", 32, 32, 32, 128, 4096, 11008, 32000, 4096, 10000.0f, 1e-5f, false, false,
           "meta-llama/Llama-2-7b-hf config.json"),
-    LLAMA("Llama-2-13B", 40, 40, 40, 128, 5120, 13824, 32000, 4096, 10000.0f, 1e-5f, false,
-          false, "meta-llama/Llama-2-13b-hf config.json"),
+    LLAMA("Llama-2-13B", 40, 40, 40, 128, 5120, 13824, 32000, 4096, 10000.0f, 1e-5f, false, false,
+          "meta-llama/Llama-2-13b-hf config.json"),
     LLAMA("Llama-2-70B", 80, 64, 8, 128, 8192, 28672, 32000, 4096, 10000.0f, 1e-5f, false, false,
           "meta-llama/Llama-2-70b-hf config.json"),
-    LLAMA("Llama-3-8B", 32, 32, 8, 128, 4096, 14336, 128256, 8192, 500000.0f, 1e-5f, false,
-          false, "meta-llama/Meta-Llama-3-8B config.json"),
-    LLAMA("Llama-3-70B", 80, 64, 8, 128, 8192, 28672, 128256, 8192, 500000.0f, 1e-5f, false,
-          false, "meta-llama/Meta-Llama-3-70B config.json"),
-    LLAMA("Llama-3.1-405B", 126, 128, 8, 128, 16384, 53248, 128256, 131072, 500000.0f, 1e-5f,
-          false, false, "meta-llama/Llama-3.1-405B config.json"),
+    LLAMA("Llama-3-8B", 32, 32, 8, 128, 4096, 14336, 128256, 8192, 500000.0f, 1e-5f, false, false,
+          "meta-llama/Meta-Llama-3-8B config.json"),
+    LLAMA("Llama-3-70B", 80, 64, 8, 128, 8192, 28672, 128256, 8192, 500000.0f, 1e-5f, false, false,
+          "meta-llama/Meta-Llama-3-70B config.json"),
+    LLAMA("Llama-3.1-405B", 126, 128, 8, 128, 16384, 53248, 128256, 131072, 500000.0f, 1e-5f, false,
+          false, "meta-llama/Llama-3.1-405B config.json"),
     LLAMA("Mistral-7B", 32, 32, 8, 128, 4096, 14336, 32000, 32768, 10000.0f, 1e-5f, false, false,
           "mistralai/Mistral-7B-v0.1 config.json (sliding_window 4096 ignored: full KV)"),
-    QWEN2("Qwen2.5-7B", 28, 28, 4, 128, 3584, 18944, 152064, 131072, 1000000.0f, 1e-6f, false,
-          true, "Qwen/Qwen2.5-7B config.json (q/k/v bias)"),
+    QWEN2("Qwen2.5-7B", 28, 28, 4, 128, 3584, 18944, 152064, 131072, 1000000.0f, 1e-6f, false, true,
+          "Qwen/Qwen2.5-7B config.json (q/k/v bias)"),
     QWEN2("Qwen2.5-72B", 80, 64, 8, 128, 8192, 29568, 152064, 131072, 1000000.0f, 1e-6f, false,
           true, "Qwen/Qwen2.5-72B config.json (q/k/v bias)"),
-    QWEN2("Qwen2.5-0.5B", 24, 14, 2, 64, 896, 4864, 151936, 32768, 1000000.0f, 1e-6f, true,
-          true, "Qwen/Qwen2.5-0.5B config.json (q/k/v bias)"),
+    QWEN2("Qwen2.5-0.5B", 24, 14, 2, 64, 896, 4864, 151936, 32768, 1000000.0f, 1e-6f, true, true,
+          "Qwen/Qwen2.5-0.5B config.json (q/k/v bias)"),
     {.name = "Qwen3-0.6B",
-     .hp = {.arch = KVL_ARCH_QWEN3, .n_vocab = 151936, .dim = 1024, .n_layers = 28,
-            .n_heads = 16, .n_kv_heads = 8, .head_dim = 128, .ffn_dim = 3072, .ctx_len = 40960,
-            .rope_dim = 128, .rope_base = 1000000.0f, .rms_eps = 1e-6f},
-     .arch = KVL_ARCH_LLAMA, .tied_embd = true, .qkv_bias = false,
+     .hp = {.arch = KVL_ARCH_QWEN3,
+            .n_vocab = 151936,
+            .dim = 1024,
+            .n_layers = 28,
+            .n_heads = 16,
+            .n_kv_heads = 8,
+            .head_dim = 128,
+            .ffn_dim = 3072,
+            .ctx_len = 40960,
+            .rope_dim = 128,
+            .rope_base = 1000000.0f,
+            .rms_eps = 1e-6f},
+     .arch = KVL_ARCH_LLAMA,
+     .tied_embd = true,
+     .qkv_bias = false,
      .source = "Qwen/Qwen3-0.6B config.json (head_dim 128, q/k norms)"},
     {.name = "Llama-3.2-1B",
-     .hp = {.n_vocab = 128256, .dim = 2048, .n_layers = 16, .n_heads = 32, .n_kv_heads = 8,
-            .head_dim = 64, .ffn_dim = 8192, .ctx_len = 131072, .rope_dim = 64,
-            .rope_base = 500000.0f, .rms_eps = 1e-5f},
-     .arch = KVL_ARCH_LLAMA, .tied_embd = true, .rope_freqs = true,
+     .hp = {.n_vocab = 128256,
+            .dim = 2048,
+            .n_layers = 16,
+            .n_heads = 32,
+            .n_kv_heads = 8,
+            .head_dim = 64,
+            .ffn_dim = 8192,
+            .ctx_len = 131072,
+            .rope_dim = 64,
+            .rope_base = 500000.0f,
+            .rms_eps = 1e-5f},
+     .arch = KVL_ARCH_LLAMA,
+     .tied_embd = true,
+     .rope_freqs = true,
      .source = "meta-llama/Llama-3.2-1B config.json (rope_scaling llama3, factor 32)"},
     LLAMA("TinyLlama-1.1B", 22, 32, 4, 64, 2048, 5632, 32000, 2048, 10000.0f, 1e-5f, false, false,
           "TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T config.json"),
@@ -120,7 +172,8 @@ static const kvl_catalog_device k_devices[] = {
      "NVIDIA L4 datasheet: 300 GB/s, BF16 242 TFLOPS with sparsity"},
     {"RTX4090-24GB", "RTX4090", 24564 * MIB, 1.008e12, 165.2e12,
      "nvidia-smi: NVIDIA GeForce RTX 4090, 24564MiB",
-     "NVIDIA Ada Lovelace architecture whitepaper: 1,008 GB/s, BF16 (FP32 accumulate) 165.2 TFLOPS"},
+     "NVIDIA Ada Lovelace architecture whitepaper: 1,008 GB/s, BF16 (FP32 accumulate) 165.2 "
+     "TFLOPS"},
 };
 #undef MIB
 

@@ -30,12 +30,12 @@ const kvl_model_shape *kvl_catalog_shape_find(const char *name);
 /* ---- devices ----------------------------------------------------------- */
 
 typedef struct kvl_catalog_device {
-    const char *name;       /* "H100-80GB" */
-    const char *alias;      /* another accepted name ("H100-SXM-80GB"), or NULL */
-    size_t bytes;           /* memory.total as nvidia-smi reports it, MiB * 2^20 */
-    double bandwidth;       /* memory bandwidth, bytes/s (datasheet, decimal) */
-    double flops_bf16;      /* dense bf16 tensor FLOP/s (datasheet; without sparsity) */
-    const char *source;     /* where bytes comes from */
+    const char *name;        /* "H100-80GB" */
+    const char *alias;       /* another accepted name ("H100-SXM-80GB"), or NULL */
+    size_t bytes;            /* memory.total as nvidia-smi reports it, MiB * 2^20 */
+    double bandwidth;        /* memory bandwidth, bytes/s (datasheet, decimal) */
+    double flops_bf16;       /* dense bf16 tensor FLOP/s (datasheet; without sparsity) */
+    const char *source;      /* where bytes comes from */
     const char *spec_source; /* where bandwidth and FLOP/s come from */
 } kvl_catalog_device;
 

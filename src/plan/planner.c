@@ -30,10 +30,14 @@ kvl_status kvl_plan_shape_validate(const kvl_model_shape *s, kvl_error *err) {
         const char *field;
         int64_t v, hi;
     } f[] = {
-        {"n_layers", s->hp.n_layers, KVL_MAX_LAYERS}, {"n_heads", s->hp.n_heads, KVL_MAX_HEADS},
-        {"n_kv_heads", s->hp.n_kv_heads, KVL_MAX_HEADS}, {"head_dim", s->hp.head_dim, KVL_MAX_HEAD_DIM},
-        {"dim", s->hp.dim, KVL_MAX_DIM},                {"ffn_dim", s->hp.ffn_dim, 16 * (int64_t)KVL_MAX_DIM},
-        {"n_vocab", s->hp.n_vocab, KVL_MAX_VOCAB},      {"ctx_len", s->hp.ctx_len, KVL_MAX_CTX},
+        {"n_layers", s->hp.n_layers, KVL_MAX_LAYERS},
+        {"n_heads", s->hp.n_heads, KVL_MAX_HEADS},
+        {"n_kv_heads", s->hp.n_kv_heads, KVL_MAX_HEADS},
+        {"head_dim", s->hp.head_dim, KVL_MAX_HEAD_DIM},
+        {"dim", s->hp.dim, KVL_MAX_DIM},
+        {"ffn_dim", s->hp.ffn_dim, 16 * (int64_t)KVL_MAX_DIM},
+        {"n_vocab", s->hp.n_vocab, KVL_MAX_VOCAB},
+        {"ctx_len", s->hp.ctx_len, KVL_MAX_CTX},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         if (f[i].v < 1 || f[i].v > f[i].hi)
@@ -41,8 +45,9 @@ kvl_status kvl_plan_shape_validate(const kvl_model_shape *s, kvl_error *err) {
                               s->name, f[i].field, (long long)f[i].v, (long long)f[i].hi);
     }
     if (s->arch != KVL_ARCH_LLAMA && s->arch != KVL_ARCH_OPT)
-        return kvl_errorf(err, KVL_E_INVALID, "plan: shape '%s': arch id %d is not llama (0) or opt (1)",
-                          s->name, (int)s->arch);
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "plan: shape '%s': arch id %d is not llama (0) or opt (1)", s->name,
+                          (int)s->arch);
     if (s->hp.n_heads % s->hp.n_kv_heads != 0)
         return kvl_errorf(err, KVL_E_INVALID,
                           "plan: shape '%s': n_heads %lld is not a multiple of n_kv_heads %lld",
@@ -85,8 +90,8 @@ static int shape_mats(const kvl_model_shape *s, mat m[9], size_t *n_vec) {
         *n_vec = L * (q + 2 * kv + D + F + D + 4 * D) + 2 * D;
         return n;
     }
-    m[n++] = (mat){F, D, 2 * L};                /* w_gate, w_up */
-    m[n++] = (mat){D, F, L};                    /* w_down */
+    m[n++] = (mat){F, D, 2 * L}; /* w_gate, w_up */
+    m[n++] = (mat){D, F, L};     /* w_down */
     /* attn_norm + ffn_norm per layer, output_norm, q/k/v biases */
     *n_vec = 2 * L * D + D + (s->qkv_bias ? L * (q + 2 * kv) : 0);
     return n;
@@ -122,8 +127,7 @@ kvl_status kvl_plan_weight_bytes(const kvl_model_shape *s, kvl_type wtype, size_
         return st;
     size_t blck, bb;
     if (!kvl_type_computed(wtype) || !kvl_type_info((uint32_t)wtype, &blck, &bb, NULL))
-        return kvl_errorf(err, KVL_E_INVALID,
-                          "plan: weight type id %d is not one of %s",
+        return kvl_errorf(err, KVL_E_INVALID, "plan: weight type id %d is not one of %s",
                           (int)wtype, kvl_type_names());
     mat m[9];
     size_t n_vec, total = 0;
@@ -146,8 +150,8 @@ kvl_status kvl_plan_weight_bytes(const kvl_model_shape *s, kvl_type wtype, size_
 
 /* ---- GGUF shapes ------------------------------------------------------- */
 
-kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_model_shape *out,
-                                    size_t *weight_bytes, kvl_error *err) {
+kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_model_shape *out, size_t *weight_bytes,
+                                    kvl_error *err) {
     kvl_model_shape s = *out;
     kvl_hparams hp;
     kvl_status st = kvl_hparams_from_gguf(g, &hp, err);
@@ -157,8 +161,8 @@ kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_model_shape *out,
     s.arch = KVL_ARCH_LLAMA;
     kvl_str gname;
     const kvl_gguf_kv *nk = kvl_gguf_find_key(g, "general.name");
-    if (nk && nk->type == KVL_GGUF_STRING && kvl_gguf_get_str(g, "general.name", &gname, NULL) == KVL_OK &&
-        gname.len > 0) {
+    if (nk && nk->type == KVL_GGUF_STRING &&
+        kvl_gguf_get_str(g, "general.name", &gname, NULL) == KVL_OK && gname.len > 0) {
         size_t n = gname.len < sizeof s.name - 1 ? (size_t)gname.len : sizeof s.name - 1;
         memcpy(s.name, gname.ptr, n);
         s.name[n] = 0;
@@ -205,8 +209,9 @@ kvl_status kvl_plan_kv_block_bytes(const kvl_model_shape *s, kvl_kv_format k, kv
                                    int block_size, size_t *out, kvl_error *err) {
     kvl_status st = kvl_plan_shape_validate(s, err);
     size_t hk, hv;
-    if (st || (st = kvl_plan_kv_head_block_bytes(k, KVL_KV_ROLE_K, s->hp.head_dim, block_size, &hk,
-                                                 err)) ||
+    if (st ||
+        (st = kvl_plan_kv_head_block_bytes(k, KVL_KV_ROLE_K, s->hp.head_dim, block_size, &hk,
+                                           err)) ||
         (st = kvl_plan_kv_head_block_bytes(v, KVL_KV_ROLE_V, s->hp.head_dim, block_size, &hv, err)))
         return st;
     size_t per_head = hk + hv, r;
@@ -262,8 +267,8 @@ size_t kvl_plan_max_context(const kvl_plan_capacity *c, size_t n_seqs) {
     return c->n_blocks / n_seqs * (size_t)c->block_size;
 }
 
-kvl_status kvl_plan_kv_bytes_for(size_t block_bytes, int block_size, size_t n_seqs,
-                                 size_t context, size_t *out, kvl_error *err) {
+kvl_status kvl_plan_kv_bytes_for(size_t block_bytes, int block_size, size_t n_seqs, size_t context,
+                                 size_t *out, kvl_error *err) {
     if (block_size < 1 || block_size > KVL_MAX_BLOCK_SIZE)
         return kvl_errorf(err, KVL_E_INVALID, "plan: block_size %d outside [1, %d]", block_size,
                           KVL_MAX_BLOCK_SIZE);
@@ -296,8 +301,8 @@ kvl_status kvl_plan_request_validate(const kvl_plan_request *r, kvl_error *err) 
         return kvl_errorf(err, KVL_E_INVALID, "plan: KV format ids %d/%d outside [0, %d)",
                           (int)r->k_fmt, (int)r->v_fmt, KVL_KV_FMT_COUNT);
     if (r->block_size < 1 || r->block_size > KVL_MAX_BLOCK_SIZE)
-        return kvl_errorf(err, KVL_E_INVALID, "plan: block_size %d outside [1, %d]",
-                          r->block_size, KVL_MAX_BLOCK_SIZE);
+        return kvl_errorf(err, KVL_E_INVALID, "plan: block_size %d outside [1, %d]", r->block_size,
+                          KVL_MAX_BLOCK_SIZE);
     if (r->n_devices < 1 || r->n_devices > KVL_PLAN_MAX_DEVICES)
         return kvl_errorf(err, KVL_E_INVALID, "plan: %d devices outside [1, %d]", r->n_devices,
                           KVL_PLAN_MAX_DEVICES);
@@ -312,8 +317,8 @@ kvl_status kvl_plan_request_validate(const kvl_plan_request *r, kvl_error *err) 
         size_t res = kvl_plan_device_reserve(r, b);
         if (res >= b)
             return kvl_errorf(err, KVL_E_INVALID,
-                              "plan: reserve %zu B >= device %d memory %zu B: nothing left", res,
-                              i, b);
+                              "plan: reserve %zu B >= device %d memory %zu B: nothing left", res, i,
+                              b);
         if (kvl_add_overflow(total, b, &total))
             return kvl_errorf(err, KVL_E_LIMIT, "plan: total device memory overflows size_t");
     }
@@ -373,10 +378,10 @@ kvl_status kvl_plan_need_for(const kvl_plan_request *r, size_t n_seqs, size_t co
 }
 
 void kvl_plan_format_ladder(int i, kvl_kv_format *k, kvl_kv_format *v) {
-    static const kvl_kv_format lk[KVL_PLAN_N_LADDER] = {KVL_KV_FMT_F16, KVL_KV_FMT_INT8, KVL_KV_FMT_FP8_E4M3,
-                                                        KVL_KV_FMT_INT4, KVL_KV_FMT_INT4};
-    static const kvl_kv_format lv[KVL_PLAN_N_LADDER] = {KVL_KV_FMT_F16, KVL_KV_FMT_INT8, KVL_KV_FMT_FP8_E4M3,
-                                                        KVL_KV_FMT_INT8, KVL_KV_FMT_INT4};
+    static const kvl_kv_format lk[KVL_PLAN_N_LADDER] = {
+        KVL_KV_FMT_F16, KVL_KV_FMT_INT8, KVL_KV_FMT_FP8_E4M3, KVL_KV_FMT_INT4, KVL_KV_FMT_INT4};
+    static const kvl_kv_format lv[KVL_PLAN_N_LADDER] = {
+        KVL_KV_FMT_F16, KVL_KV_FMT_INT8, KVL_KV_FMT_FP8_E4M3, KVL_KV_FMT_INT8, KVL_KV_FMT_INT4};
     KVL_ASSERT(i >= 0 && i < KVL_PLAN_N_LADDER);
     *k = lk[i];
     *v = lv[i];

@@ -53,8 +53,8 @@ kvl_status kvl_plan_shape_validate(const kvl_model_shape *s, kvl_error *err);
  * tokenizer.ggml.tokens, else token_embd.weight) and the sum of its tensor
  * bytes. name comes from general.name when present, else stays as the
  * caller set it in *out (e.g. the file name). *out is written only on success. */
-kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_model_shape *out,
-                                    size_t *weight_bytes, kvl_error *err);
+kvl_status kvl_plan_shape_from_gguf(const kvl_gguf *g, kvl_model_shape *out, size_t *weight_bytes,
+                                    kvl_error *err);
 
 /* ---- weights ----------------------------------------------------------- */
 
@@ -103,8 +103,8 @@ size_t kvl_plan_max_seqs(const kvl_plan_capacity *c, size_t context);
  * floor(n_blocks / n_seqs) * block_size; 0 when n_seqs is 0. */
 size_t kvl_plan_max_context(const kvl_plan_capacity *c, size_t n_seqs);
 /* KV bytes of n_seqs sequences of context tokens: n_seqs * ceil(C/B) * block_bytes. */
-kvl_status kvl_plan_kv_bytes_for(size_t block_bytes, int block_size, size_t n_seqs,
-                                 size_t context, size_t *out, kvl_error *err);
+kvl_status kvl_plan_kv_bytes_for(size_t block_bytes, int block_size, size_t n_seqs, size_t context,
+                                 size_t *out, kvl_error *err);
 
 /* ---- a whole plan ------------------------------------------------------ */
 
@@ -112,10 +112,10 @@ kvl_status kvl_plan_kv_bytes_for(size_t block_bytes, int block_size, size_t n_se
 
 typedef struct kvl_plan_request {
     kvl_model_shape shape;
-    size_t weight_bytes;                       /* kvl_plan_weight_bytes or the file's */
+    size_t weight_bytes; /* kvl_plan_weight_bytes or the file's */
     kvl_kv_format k_fmt, v_fmt;
     int block_size;
-    size_t dev_bytes[KVL_PLAN_MAX_DEVICES];   /* memory of each device */
+    size_t dev_bytes[KVL_PLAN_MAX_DEVICES]; /* memory of each device */
     int n_devices;
     /* Reserve for activations and runtime, per device: reserve_frac of its
      * memory (floored to a byte) plus reserve_bytes. */
@@ -180,8 +180,8 @@ typedef struct kvl_plan_svg {
     const char *title;
     size_t batch[KVL_PLAN_SVG_MAX_BATCH]; /* batch sizes drawn as lines */
     int n_batch;
-    size_t ctx_max;  /* x axis: 0 .. ctx_max tokens */
-    size_t kv_bar;   /* KV bytes shown in the stacked bar */
+    size_t ctx_max;           /* x axis: 0 .. ctx_max tokens */
+    size_t kv_bar;            /* KV bytes shown in the stacked bar */
     const char *kv_bar_label; /* "KV 64 x 8192" */
 } kvl_plan_svg;
 

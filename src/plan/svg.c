@@ -29,7 +29,7 @@
 #include <math.h>
 
 #define W 1000
-#define PX0 90.0  /* plot area */
+#define PX0 90.0 /* plot area */
 #define PX1 700.0
 #define PY0 80.0
 #define PY1 610.0
@@ -43,8 +43,8 @@
 #define LEG_X1 (BAR_X + BAR_W + 100.0)
 #define LEG_ROW 20.0
 
-static const char *k_colors[KVL_PLAN_SVG_MAX_BATCH] = {
-    "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"};
+static const char *k_colors[KVL_PLAN_SVG_MAX_BATCH] = {"#1f77b4", "#2ca02c", "#9467bd", "#8c564b",
+                                                       "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"};
 
 static void xml_text(FILE *f, const char *s) {
     for (; s && *s; s++) {
@@ -140,9 +140,10 @@ static void draw_axes(FILE *f, const scale *sc, double ystep) {
     for (size_t x = xstep; x <= sc->ctx_max; x += xstep)
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", sx(sc, (double)x),
                 PY0, sx(sc, (double)x), PY1);
-    fprintf(f, "</g>\n<g stroke=\"black\" stroke-width=\"1.5\">\n"
-               "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n"
-               "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n</g>\n",
+    fprintf(f,
+            "</g>\n<g stroke=\"black\" stroke-width=\"1.5\">\n"
+            "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n"
+            "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n</g>\n",
             PX0, PY1, PX1, PY1, PX0, PY0, PX0, PY1);
     for (double g = 0; g <= sc->gib_max + 1e-9; g += ystep) {
         snprintf(lab, sizeof lab, "%g", g);
@@ -161,8 +162,6 @@ static void draw_axes(FILE *f, const scale *sc, double ystep) {
             "<text x=\"24\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"14\" "
             "transform=\"rotate(-90 24 %.1f)\">memory: weights + KV (GiB)</text>\n",
             (PY0 + PY1) / 2, (PY0 + PY1) / 2);
-
-
 }
 
 /* One line per batch size: weights + b * ceil(C / B) * block_bytes, and a
@@ -183,8 +182,8 @@ static void draw_curves(FILE *f, const scale *sc, const kvl_plan_svg *s) {
                                (double)res->cap.block_bytes;
             if (bytes / 1073741824.0 > sc->gib_max) {
                 /* stop where the line leaves the chart */
-                double cc = (sc->gib_max * 1073741824.0 - (double)r->weight_bytes) /
-                            ((double)bs * per_tok);
+                double cc =
+                    (sc->gib_max * 1073741824.0 - (double)r->weight_bytes) / ((double)bs * per_tok);
                 if (cc > 0)
                     fprintf(f, "%.1f,%.1f", sx(sc, cc), PY0);
                 break;
@@ -194,13 +193,12 @@ static void draw_curves(FILE *f, const scale *sc, const kvl_plan_svg *s) {
         fputs("\"/>\n", f);
         size_t mc = res->weights_fit ? kvl_plan_max_context(&res->cap, bs) : 0;
         if (mc > 0 && mc <= sc->ctx_max) {
-            double yb = (double)r->weight_bytes + (double)bs * (double)(mc / r->block_size) *
-                                                      (double)res->cap.block_bytes;
+            double yb = (double)r->weight_bytes +
+                        (double)bs * (double)(mc / r->block_size) * (double)res->cap.block_bytes;
             fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"%s\"/>\n",
                     sx(sc, (double)mc), sy(sc, yb), col);
         }
     }
-
 }
 
 /* The legend, in its own box below the chart (LEG_*). */
@@ -220,12 +218,10 @@ static void draw_legend(FILE *f, const kvl_plan_svg *s, double leg_h, size_t ctx
                 "stroke-width=\"3\"/>\n",
                 lx, ly - 4, lx + 24, ly - 4, k_colors[i]);
         snprintf(lab, sizeof lab, "batch %zu: longest context %s tokens%s", s->batch[i],
-                 kvl_plan_fmt_int(mc, a, sizeof a),
-                 mc > ctx_len ? " (over the model's)" : "");
+                 kvl_plan_fmt_int(mc, a, sizeof a), mc > ctx_len ? " (over the model's)" : "");
         text(f, lx + 30, ly, "start", 12, "black", lab);
     }
     fputs("</g>\n", f);
-
 }
 
 /* The stacked bar (weights, KV, reserve, free, bottom to top) and the

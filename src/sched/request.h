@@ -23,28 +23,28 @@
 #include "kv/prefix_cache.h"
 
 typedef struct kvl_seq {
-    int32_t slot;    /* KV cache slot, -1 when none */
-    int32_t len;     /* tokens in hist */
-    int32_t n_kv;    /* positions with KV stored or reserved */
-    int32_t n_gen;   /* tokens generated */
+    int32_t slot;  /* KV cache slot, -1 when none */
+    int32_t len;   /* tokens in hist */
+    int32_t n_kv;  /* positions with KV stored or reserved */
+    int32_t n_gen; /* tokens generated */
     bool done;
     kvl_finish_reason reason;
-    int32_t *hist;   /* (hist_cap) prompt then generated tokens */
+    int32_t *hist;      /* (hist_cap) prompt then generated tokens */
     uint32_t *swap_ids; /* (max blocks of one sequence) while swapped */
     uint32_t n_swap;
-    uint8_t *swap_res;  /* residual state while swapped (NULL if none) */
-    uint32_t n_hashed;  /* leading full blocks registered in the prefix cache */
-    kvl_hash128 chain;  /* the hash of block n_hashed - 1 ({0, 0} before any) */
+    uint8_t *swap_res; /* residual state while swapped (NULL if none) */
+    uint32_t n_hashed; /* leading full blocks registered in the prefix cache */
+    kvl_hash128 chain; /* the hash of block n_hashed - 1 ({0, 0} before any) */
 } kvl_seq;
 
 typedef struct kvl_request {
     uint64_t id;
-    uint64_t arrival;  /* submit order: ties in priority go to the older */
-    int32_t priority;  /* higher first */
+    uint64_t arrival; /* submit order: ties in priority go to the older */
+    int32_t priority; /* higher first */
     kvl_request_state state;
     int32_t n_prompt, max_tokens, hist_cap;
     int32_t n_samples, n_alive;
-    bool forked;       /* every alive sample holds its own table (true with one alive) */
+    bool forked; /* every alive sample holds its own table (true with one alive) */
     int32_t n_preempt;
     int64_t recomputed;    /* positions computed again after recompute preemptions */
     int64_t to_recompute;  /* positions lost by the last preemption, not yet recomputed */
@@ -52,9 +52,9 @@ typedef struct kvl_request {
     int64_t cached_tokens; /* prompt positions found in the prefix cache at first admission */
     int64_t cached_again;  /* positions found on re-admissions after a preemption */
     bool ever_run;
-    kvl_seq *seqs;     /* (n_samples) */
+    kvl_seq *seqs;                   /* (n_samples) */
     struct kvl_request *prev, *next; /* in its state's list */
-    void *owner;       /* the engine's record */
+    void *owner;                     /* the engine's record */
 } kvl_request;
 
 #endif

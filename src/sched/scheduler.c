@@ -32,20 +32,20 @@ struct kvl_sched {
     kvl_kv_paged *paged; /* NULL for the contiguous layout */
     kvl_kv_swap *swap;
     int32_t block_size;
-    uint32_t n_blocks;    /* pool blocks; contiguous: max_seqs */
-    req_list lists[3];    /* WAITING, RUNNING, SWAPPED */
+    uint32_t n_blocks; /* pool blocks; contiguous: max_seqs */
+    req_list lists[3]; /* WAITING, RUNNING, SWAPPED */
     int64_t waiting_tokens;
-    int32_t *free_slots;  /* (max_seqs) stack */
+    int32_t *free_slots; /* (max_seqs) stack */
     int32_t n_free_slots;
-    kvl_sched_item *items; /* (max_seqs) */
+    kvl_sched_item *items;    /* (max_seqs) */
     int32_t *tok, *seq, *pos; /* (max_batch_tokens) */
     bool *want;               /* (max_batch_tokens) */
     int32_t *rs_seq, *rs_n;   /* (max_seqs) one request's reservation */
     kvl_sched_plan plan;
     kvl_sched_counters c;
     double prefill_tok_s, swap_bytes_s;
-    kvl_prefix_cache *pc;  /* NULL: no prefix caching */
-    uint32_t *hit_ids;     /* (max blocks of one sequence) an admission's lookup */
+    kvl_prefix_cache *pc; /* NULL: no prefix caching */
+    uint32_t *hit_ids;    /* (max blocks of one sequence) an admission's lookup */
 };
 
 /* ---- lists ---------------------------------------------------------------- */
@@ -101,7 +101,8 @@ static void move_to(kvl_sched *s, kvl_request *r, kvl_request_state st) {
 kvl_status kvl_sched_init(kvl_kv_cache *kv, kvl_kv_swap *swap, const kvl_sched_params *p,
                           kvl_sched **out, kvl_error *err) {
     if (p->max_seqs < 1 || p->max_batch_tokens < 1)
-        return kvl_errorf(err, KVL_E_INVALID, "scheduler: max_seqs %d and max_batch_tokens %d must be >= 1",
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "scheduler: max_seqs %d and max_batch_tokens %d must be >= 1",
                           p->max_seqs, p->max_batch_tokens);
     if (kvl_kv_cache_params_of(kv)->max_seqs < p->max_seqs)
         return kvl_errorf(err, KVL_E_INVALID, "scheduler: max_seqs %d > the KV cache's %d slots",
@@ -207,8 +208,8 @@ static void prefix_register(kvl_sched *s, const kvl_request *r, kvl_seq *q) {
         return;
     const kvl_block_table *t = kvl_kv_paged_table(s->paged, q->slot);
     while ((int64_t)(q->n_hashed + 1) * s->block_size <= q->n_kv) {
-        kvl_hash128 h = kvl_prefix_hash(s->pc, q->chain, r->ns,
-                                        q->hist + (size_t)q->n_hashed * s->block_size);
+        kvl_hash128 h =
+            kvl_prefix_hash(s->pc, q->chain, r->ns, q->hist + (size_t)q->n_hashed * s->block_size);
         kvl_prefix_cache_insert(s->pc, h, t->ids[q->n_hashed]);
         q->chain = h;
         q->n_hashed++;
@@ -280,18 +281,14 @@ static uint64_t policy_blocks(const kvl_sched *s, const kvl_request *r) {
     int64_t max_ctx = kvl_kv_cache_params_of(s->kv)->max_ctx;
     int64_t want = (int64_t)r->n_prompt + r->max_tokens, out = r->max_tokens, p2 = 1;
     switch (s->p.reserve) {
-    case KVL_RESERVE_MAX:
-        want = max_ctx;
-        break;
+    case KVL_RESERVE_MAX: want = max_ctx; break;
     case KVL_RESERVE_POW2: /* the output's room rounded up to a power of two */
         while (p2 < out)
             p2 *= 2;
         want = (int64_t)r->n_prompt + p2;
         break;
-    case KVL_RESERVE_ORACLE:
-        break;
-    default:
-        return 0;
+    case KVL_RESERVE_ORACLE: break;
+    default: return 0;
     }
     if (want > max_ctx)
         want = max_ctx;
@@ -462,8 +459,7 @@ static void preempt(kvl_sched *s, kvl_request *r) {
         preempt_recompute(s, r);
 }
 
-kvl_status kvl_sched_preempt(kvl_sched *s, kvl_request *r, kvl_preempt_mode mode,
-                             kvl_error *err) {
+kvl_status kvl_sched_preempt(kvl_sched *s, kvl_request *r, kvl_preempt_mode mode, kvl_error *err) {
     if (r->state != KVL_REQ_RUNNING)
         return kvl_errorf(err, KVL_E_INVALID, "preempt: request %llu is not running",
                           (unsigned long long)r->id);
@@ -490,8 +486,8 @@ static bool swap_in(kvl_sched *s, kvl_request *r) {
     /* its blocks and those of its next chunk: coming back only to be
      * preempted again in the same step would thrash */
     int32_t target = (!r->forked && q->n_kv < r->n_prompt) ? r->n_prompt : q->len;
-    int32_t next = target - q->n_kv < s->p.max_batch_tokens ? target - q->n_kv
-                                                           : s->p.max_batch_tokens;
+    int32_t next =
+        target - q->n_kv < s->p.max_batch_tokens ? target - q->n_kv : s->p.max_batch_tokens;
     uint64_t need = ceil_div((uint64_t)(q->n_kv + next), (uint64_t)s->block_size);
     if (need + watermark(s) > n_free_blocks(s))
         return false;
@@ -586,7 +582,7 @@ static bool schedule_running(kvl_sched *s, kvl_request *r, int32_t *budget) {
             return true;
         }
         KVL_ASSERT(st == KVL_E_NO_KV);
-        if (n == 1 && s->rs_n[0] > 1) { /* a prefill chunk: take what fits */
+        if (n == 1 && s->rs_n[0] > 1) {          /* a prefill chunk: take what fits */
             int32_t lo = 0, hi = s->rs_n[0] - 1; /* largest k <= hi whose blocks are free */
             while (lo < hi) {
                 int32_t mid = lo + (hi - lo + 1) / 2;
@@ -623,8 +619,8 @@ static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
         n_hit_free += kvl_block_pool_refcount(kvl_kv_paged_pool(s->paged), s->hit_ids[j]) == 0;
     int32_t hit = (int32_t)n_hit * s->block_size;
     int32_t chunk = target - hit < *budget ? target - hit : *budget;
-    uint64_t need = s->paged ? ceil_div((uint64_t)(hit + chunk), (uint64_t)s->block_size) - n_hit
-                             : 0;
+    uint64_t need =
+        s->paged ? ceil_div((uint64_t)(hit + chunk), (uint64_t)s->block_size) - n_hit : 0;
     if (r->n_preempt > 0 && s->paged) /* thrash guard: its whole history must fit */
         for (int32_t i = 0; i < r->n_samples; i++)
             if (!r->seqs[i].done) {
@@ -670,9 +666,9 @@ static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
 
 void kvl_sched_schedule(kvl_sched *s, int32_t max_requests, kvl_sched_plan **out) {
     kvl_sched_plan *pl = &s->plan;
-    *pl = (kvl_sched_plan){.items = s->items,
-                           .batch = {.tokens = s->tok, .seq = s->seq, .pos = s->pos,
-                                     .logits = s->want}};
+    *pl = (kvl_sched_plan){
+        .items = s->items,
+        .batch = {.tokens = s->tok, .seq = s->seq, .pos = s->pos, .logits = s->want}};
     int32_t budget = s->p.max_batch_tokens, n_req = 0;
     /* 1. swapped requests come back while they fit */
     for (kvl_request *r = s->lists[KVL_REQ_SWAPPED].head, *nx; r; r = nx) {

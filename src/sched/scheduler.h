@@ -57,16 +57,16 @@ typedef struct kvl_sched_params {
 /* One sample's share of a step: n_tokens of hist from position pos0. */
 typedef struct kvl_sched_item {
     kvl_request *r;
-    int32_t si;       /* sample index */
+    int32_t si; /* sample index */
     int32_t pos0, n_tokens;
     int32_t logit_row; /* row of the step's logits, or -1 */
-    bool fork_after;  /* lead of unforked samples reaches the prompt's end */
+    bool fork_after;   /* lead of unforked samples reaches the prompt's end */
 } kvl_sched_item;
 
 typedef struct kvl_sched_plan {
     int32_t n_items;
-    kvl_sched_item *items; /* (max_seqs) */
-    kvl_batch batch;       /* over the arrays below */
+    kvl_sched_item *items;       /* (max_seqs) */
+    kvl_batch batch;             /* over the arrays below */
     int32_t n_prefill, n_decode; /* tokens of each kind */
 } kvl_sched_plan;
 
@@ -74,9 +74,9 @@ typedef struct kvl_sched_counters {
     int64_t n_preemptions, n_preempt_recompute, n_preempt_swap, tokens_recomputed;
     int64_t n_blocks_swapped_out, n_blocks_swapped_in;
     size_t bytes_swapped_out, bytes_swapped_in;
-    double swap_seconds; /* time spent copying to and from the swap area */
-    int64_t prefix_lookup_tokens;  /* prompt positions looked up at admission */
-    int64_t prefix_hit_tokens;     /* of those, found cached (first admissions) */
+    double swap_seconds;            /* time spent copying to and from the swap area */
+    int64_t prefix_lookup_tokens;   /* prompt positions looked up at admission */
+    int64_t prefix_hit_tokens;      /* of those, found cached (first admissions) */
     int64_t prefix_hit_tokens_self; /* found on re-admission after a preemption */
     int64_t prefix_hit_free_blocks; /* hits on blocks that were free but still cached */
 } kvl_sched_counters;
@@ -109,8 +109,7 @@ void kvl_sched_schedule(kvl_sched *s, int32_t max_requests, kvl_sched_plan **out
 /* Preempt running request r now (mode RECOMPUTE or SWAP; AUTO applies the
  * cost rule). SWAP falls back to recompute when the swap area cannot take
  * it. For tests and operators. KVL_E_INVALID when r is not running. */
-kvl_status kvl_sched_preempt(kvl_sched *s, kvl_request *r, kvl_preempt_mode mode,
-                             kvl_error *err);
+kvl_status kvl_sched_preempt(kvl_sched *s, kvl_request *r, kvl_preempt_mode mode, kvl_error *err);
 /* After the batch ran: fork the samples whose lead reached the prompt's end
  * (fork takes no block). This function can't fail. */
 void kvl_sched_after_run(kvl_sched *s, kvl_sched_plan *plan);

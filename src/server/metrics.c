@@ -168,8 +168,7 @@ bool srv_metrics_text(kvl_server *s, srv_buf *b) {
         metric(b, "prefix_cache_evicted_blocks_total", "counter",
                "Cached blocks handed out for new data.", (double)st.prefix_evicted_blocks) &&
         metric(b, "prefix_cache_seconds_saved_total", "counter",
-               "Prefill time the hits saved, at the measured prefill rate.",
-               st.prefill_s_saved) &&
+               "Prefill time the hits saved, at the measured prefill rate.", st.prefill_s_saved) &&
         metric(b, "client_disconnects_total", "counter",
                "Requests cancelled because the client hung up.", (double)m.disconnects);
     ok = ok && head(b, "request_success_total", "counter", "Finished requests by finish reason.");

@@ -36,9 +36,7 @@ kvl_sim_params kvl_sim_defaults(void) {
 
 static const char *const k_policy[] = {"paged", "max", "oracle", "pow2"};
 
-const char *kvl_sim_policy_name(kvl_sched_reserve p) {
-    return (unsigned)p < 4 ? k_policy[p] : "?";
-}
+const char *kvl_sim_policy_name(kvl_sched_reserve p) { return (unsigned)p < 4 ? k_policy[p] : "?"; }
 
 bool kvl_sim_policy_parse(const char *s, kvl_sched_reserve *out) {
     for (int i = 0; i < 4; i++)
@@ -251,8 +249,8 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
         if (pl->batch.n_tokens == 0) {
             if (next >= n || head < n_fifo) { /* nothing runs, nothing comes: a bug */
                 st = kvl_errorf(err, KVL_E_INVALID,
-                                "sim: stalled at t=%.3f s with %lld requests queued",
-                                t, (long long)(in_flight - S.n_done + n_fifo - head));
+                                "sim: stalled at t=%.3f s with %lld requests queued", t,
+                                (long long)(in_flight - S.n_done + n_fifo - head));
                 goto done;
             }
             t = reqs[next].arrival; /* idle until the next arrival */
@@ -357,9 +355,8 @@ void kvl_sim_result_text(const kvl_sim_result *r, FILE *f) {
             (long long)r->n_steps, r->makespan_s, r->throughput_rps, r->throughput_tps,
             r->norm_latency, r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99,
             r->mean_batch, r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s,
-            r->kv_blocks, r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag,
-            r->kv_reserved, r->kv_free, (long long)r->n_preemptions,
-            (long long)r->tokens_recomputed);
+            r->kv_blocks, r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved,
+            r->kv_free, (long long)r->n_preemptions, (long long)r->tokens_recomputed);
 }
 
 void kvl_sim_result_row(const kvl_sim_result *r, bool header, FILE *f) {
@@ -367,8 +364,9 @@ void kvl_sim_result_row(const kvl_sim_result *r, bool header, FILE *f) {
         fprintf(f, "%-7s %7s %7s %9s %9s %8s %8s %8s %8s %7s %6s %6s %6s %6s %7s\n", "policy",
                 "rate", "done", "req/s", "norm_lat", "ttft50", "ttft99", "tpot50", "tpot99",
                 "batch", "kvtok", "frag", "resv", "free", "preempt");
-    fprintf(f, "%-7s %7.3f %7lld %9.3f %9.4f %8.3f %8.3f %8.4f %8.4f %7.2f %6.3f %6.3f %6.3f "
-               "%6.3f %7lld\n",
+    fprintf(f,
+            "%-7s %7.3f %7lld %9.3f %9.4f %8.3f %8.3f %8.4f %8.4f %7.2f %6.3f %6.3f %6.3f "
+            "%6.3f %7lld\n",
             r->policy, r->rate, (long long)r->n_done, r->throughput_rps, r->norm_latency,
             r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99, r->mean_batch, r->kv_tokens,
             r->kv_frag, r->kv_reserved, r->kv_free, (long long)r->n_preemptions);
@@ -388,12 +386,11 @@ void kvl_sim_result_json(const kvl_sim_result *r, FILE *f) {
             "\"tokens_recomputed\": %lld}",
             r->policy, r->rate, (long long)r->n_requests, (long long)r->n_done,
             (long long)r->n_refused, (long long)r->n_steps, r->makespan_s, r->throughput_rps,
-            r->throughput_tps, r->norm_latency, r->e2e_mean, r->ttft_p50, r->ttft_p99,
-            r->tpot_p50, r->tpot_p99, r->mean_batch, r->mean_batch_tokens, r->mean_step_s,
-            r->mean_decode_step_s, (long long)r->n_prefill_fed, (long long)r->n_decode_fed,
-            r->kv_blocks, r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag,
-            r->kv_reserved, r->kv_free, (long long)r->n_preemptions,
-            (long long)r->tokens_recomputed);
+            r->throughput_tps, r->norm_latency, r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50,
+            r->tpot_p99, r->mean_batch, r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s,
+            (long long)r->n_prefill_fed, (long long)r->n_decode_fed, r->kv_blocks, r->block_size,
+            r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved, r->kv_free,
+            (long long)r->n_preemptions, (long long)r->tokens_recomputed);
 }
 
 void kvl_sim_result_csv(const kvl_sim_result *r, bool header, FILE *f) {

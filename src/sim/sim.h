@@ -30,9 +30,9 @@
 typedef enum kvl_sim_lengths {
     KVL_SIM_LEN_SHAREGPT = 0, /* lognormal, truncated as vLLM's sampler filters (docs/sim.md) */
     KVL_SIM_LEN_ALPACA = 1,
-    KVL_SIM_LEN_FIXED = 2,    /* prompt_lo / output_lo */
-    KVL_SIM_LEN_UNIFORM = 3,  /* [prompt_lo, prompt_hi] x [output_lo, output_hi] */
-    KVL_SIM_LEN_TRACE = 4,    /* rows of a trace file */
+    KVL_SIM_LEN_FIXED = 2,   /* prompt_lo / output_lo */
+    KVL_SIM_LEN_UNIFORM = 3, /* [prompt_lo, prompt_hi] x [output_lo, output_hi] */
+    KVL_SIM_LEN_TRACE = 4,   /* rows of a trace file */
 } kvl_sim_lengths;
 
 typedef enum kvl_sim_arrivals {
@@ -42,9 +42,9 @@ typedef enum kvl_sim_arrivals {
 } kvl_sim_arrivals;
 
 typedef struct kvl_sim_request {
-    double arrival;    /* seconds */
-    int32_t n_prompt;  /* >= 1 */
-    int32_t n_output;  /* >= 1 */
+    double arrival;   /* seconds */
+    int32_t n_prompt; /* >= 1 */
+    int32_t n_output; /* >= 1 */
 } kvl_sim_request;
 
 typedef struct kvl_sim_workload {
@@ -56,7 +56,7 @@ typedef struct kvl_sim_workload {
     int64_t n_requests; /* ... or exactly this many (when > 0) */
     int32_t prompt_lo, prompt_hi, output_lo, output_hi;
     int32_t max_prompt, max_total; /* filters (ShareGPT-like: 1024, 2048) */
-    const char *trace_path; /* KVL_SIM_LEN_TRACE: "arrival_s prompt output" rows */
+    const char *trace_path;        /* KVL_SIM_LEN_TRACE: "arrival_s prompt output" rows */
     uint64_t seed;
 } kvl_sim_workload;
 
@@ -101,12 +101,12 @@ typedef struct kvl_sim_result {
     int64_t n_requests, n_done, n_refused, n_steps;
     int64_t n_prompt_tokens, n_output_tokens; /* of finished requests */
     int64_t n_prefill_fed, n_decode_fed;      /* tokens run (recompute included) */
-    double makespan_s;        /* first arrival to last finish */
-    double throughput_rps, throughput_tps; /* finished requests (output tokens) per second */
-    double norm_latency;      /* mean over requests of e2e latency / output tokens, s/token */
+    double makespan_s;                        /* first arrival to last finish */
+    double throughput_rps, throughput_tps;    /* finished requests (output tokens) per second */
+    double norm_latency; /* mean over requests of e2e latency / output tokens, s/token */
     double e2e_mean;
     double ttft_p50, ttft_p99, tpot_p50, tpot_p99;
-    double mean_batch;        /* requests per step, mean over steps */
+    double mean_batch; /* requests per step, mean over steps */
     double mean_batch_tokens;
     double mean_step_s, mean_decode_step_s; /* decode: steps with no prefill token */
     /* KV, time-weighted means as fractions of the pool's token slots:

@@ -199,8 +199,7 @@ kvl_status kvl_sim_workload_make(const kvl_sim_workload *w, kvl_sim_request **ou
     if (w->arrivals == KVL_SIM_ARR_GAMMA && !(w->cv > 0 && w->cv <= 100))
         return kvl_errorf(err, KVL_E_INVALID, "sim: gamma cv %g not in (0, 100]", w->cv);
     if (w->n_requests <= 0 && !(w->duration_s > 0 && w->duration_s <= 1e7))
-        return kvl_errorf(err, KVL_E_INVALID, "sim: duration %g s not in (0, 1e7]",
-                          w->duration_s);
+        return kvl_errorf(err, KVL_E_INVALID, "sim: duration %g s not in (0, 1e7]", w->duration_s);
     if (w->arrivals == KVL_SIM_ARR_BURST && w->n_requests <= 0)
         return kvl_errorf(err, KVL_E_INVALID, "sim: a burst needs a request count (--requests)");
     if (w->prompt_lo < 1 || w->prompt_hi < w->prompt_lo || w->output_lo < 1 ||
@@ -213,8 +212,8 @@ kvl_status kvl_sim_workload_make(const kvl_sim_workload *w, kvl_sim_request **ou
         return kvl_errorf(err, KVL_E_INVALID, "sim: max_prompt %d >= 4 and max_total %d >= 8",
                           w->max_prompt, w->max_total);
     double mean_gap = w->arrivals == KVL_SIM_ARR_BURST ? 0 : 1 / w->rate;
-    int64_t cap = w->n_requests > 0 ? w->n_requests
-                                    : (int64_t)(w->duration_s / mean_gap * 1.5) + 1024;
+    int64_t cap =
+        w->n_requests > 0 ? w->n_requests : (int64_t)(w->duration_s / mean_gap * 1.5) + 1024;
     if (cap > 100000000)
         return kvl_errorf(err, KVL_E_LIMIT, "sim: about %lld requests > 10^8", (long long)cap);
     lognorm2 m = {.max_prompt = w->max_prompt, .max_total = w->max_total};
@@ -248,11 +247,12 @@ kvl_status kvl_sim_workload_make(const kvl_sim_workload *w, kvl_sim_request **ou
             q.n_output = w->output_lo;
             break;
         case KVL_SIM_LEN_UNIFORM:
-            q.n_prompt = w->prompt_lo + (int32_t)(rng_u64(&rl) % (uint64_t)(w->prompt_hi - w->prompt_lo + 1));
-            q.n_output = w->output_lo + (int32_t)(rng_u64(&rl) % (uint64_t)(w->output_hi - w->output_lo + 1));
+            q.n_prompt = w->prompt_lo +
+                         (int32_t)(rng_u64(&rl) % (uint64_t)(w->prompt_hi - w->prompt_lo + 1));
+            q.n_output = w->output_lo +
+                         (int32_t)(rng_u64(&rl) % (uint64_t)(w->output_hi - w->output_lo + 1));
             break;
-        default:
-            draw_pair(&rl, &m, &q.n_prompt, &q.n_output);
+        default: draw_pair(&rl, &m, &q.n_prompt, &q.n_output);
         }
         v[n++] = q;
     }
