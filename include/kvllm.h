@@ -233,6 +233,11 @@ typedef enum kvl_preempt_mode {
                                   when the swap area is full) */
 } kvl_preempt_mode;
 
+/* "auto", "recompute" or "swap" ("?" out of range); parse with
+ * kvl_preempt_mode_parse (false for an unknown name). */
+KVL_API const char *kvl_preempt_mode_str(kvl_preempt_mode m);
+KVL_API bool kvl_preempt_mode_parse(const char *s, kvl_preempt_mode *out);
+
 typedef struct kvl_engine_params {
     int32_t n_threads; /* worker threads; 0 = one per core */
     /* KV cache */

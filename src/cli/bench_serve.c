@@ -187,15 +187,10 @@ static int parse_flag(serve_opts *o, const char *a, const char *v) {
         if (!kvl_cli_bytes(CMD, a, v, &o->swap_mem))
             return -1;
     } else if (!strcmp(a, "--preempt")) {
-        static const char *const names[] = {"auto", "recompute", "swap"};
-        int k = 0;
-        while (k < 3 && strcmp(v, names[k]))
-            k++;
-        if (k == 3) {
+        if (!kvl_preempt_mode_parse(v, &o->preempt)) {
             fprintf(stderr, "kvllm %s: --preempt: '%s' is not auto, recompute or swap\n", CMD, v);
             return -1;
         }
-        o->preempt = (kvl_preempt_mode)k;
     } else
         return 0;
     return 1;
@@ -657,14 +652,13 @@ static bool alloc_itl(serve_run *sr) {
 
 static void print_setup(const serve_run *sr) {
     const kvl_engine_config *c = &sr->cfg;
-    const char *const modes[] = {"auto", "recompute", "swap"};
     fprintf(stderr,
             "kvllm bench serve: model %s (%s), %d threads; KV %s/%s, %u blocks of %d positions "
             "(%lld tokens, %zu bytes; %s); max_seqs %d, max_batch_tokens %d, preempt %s, swap "
             "%zu bytes\n",
             sr->mi.name, sr->mi.weight_type, c->n_threads, c->kv_type_k, c->kv_type_v, c->n_blocks,
             c->block_size, (long long)c->capacity_tokens, c->kv_mem, c->budget_reason, c->max_seqs,
-            c->max_batch_tokens, modes[c->preempt], c->swap_mem);
+            c->max_batch_tokens, kvl_preempt_mode_str(c->preempt), c->swap_mem);
     if (isfinite(sr->o->rate))
         fprintf(stderr, "kvllm bench serve: %zu requests at %g/s (burstiness %g)\n", sr->n,
                 sr->o->rate, sr->o->burstiness);

@@ -249,14 +249,13 @@ void kvl_serve_print_json(const serve_run *sr, const serve_report *rep) {
            (long long)st->prefix_lookup_tokens, (long long)st->prefix_hit_tokens,
            (long long)st->prefix_hit_tokens_self, (long long)st->prefix_evicted_blocks,
            st->prefill_s_saved);
-    const char *const modes[] = {"auto", "recompute", "swap"};
     printf(", \"engine\": {\"threads\": %d, \"max_seqs\": %d, \"max_batch_tokens\": %d, "
            "\"max_ctx\": %d, \"kv_type_k\": \"%s\", \"kv_type_v\": \"%s\", \"block_size\": %d, "
            "\"kv_blocks\": %u, \"kv_mem\": %zu, \"capacity_tokens\": %lld, \"swap_mem\": %zu, "
            "\"preempt\": \"%s\"}",
            c->n_threads, c->max_seqs, c->max_batch_tokens, c->max_ctx, c->kv_type_k, c->kv_type_v,
            c->block_size, c->n_blocks, c->kv_mem, (long long)c->capacity_tokens, c->swap_mem,
-           modes[c->preempt]);
+           kvl_preempt_mode_str(c->preempt));
     printf(", \"batch_tpot\": [");
     bool first = true;
     for (int32_t b = 1; b < sr->n_buckets; b++) {

@@ -133,15 +133,10 @@ static int parse_value_flag(run_opts *o, const char *a, const char *v) {
         if (!kvl_cli_bytes(cmd, a, v, &o->swap_mem))
             return -1;
     } else if (!strcmp(a, "--preempt")) {
-        static const char *const names[] = {"auto", "recompute", "swap"};
-        int k = 0;
-        while (k < 3 && strcmp(v, names[k]))
-            k++;
-        if (k == 3) {
+        if (!kvl_preempt_mode_parse(v, &o->preempt)) {
             fprintf(stderr, "kvllm run: --preempt: '%s' is not auto, recompute or swap\n", v);
             return -1;
         }
-        o->preempt = (kvl_preempt_mode)k;
     } else if (!strcmp(a, "--stop")) {
         if (o->n_stops == KVL_MAX_STOPS || !*v || strlen(v) > KVL_MAX_STOP_LEN) {
             fprintf(stderr, "kvllm run: --stop: at most %d stop strings of 1..%d bytes\n",

@@ -152,15 +152,10 @@ static int parse_value_flag(serve_opts *o, const char *a, const char *v) {
         if (!kvl_cli_bytes(cmd, a, v, &o->swap_mem))
             return -1;
     } else if (!strcmp(a, "--preempt")) {
-        static const char *const names[] = {"auto", "recompute", "swap"};
-        int k = 0;
-        while (k < 3 && strcmp(v, names[k]))
-            k++;
-        if (k == 3) {
+        if (!kvl_preempt_mode_parse(v, &o->preempt)) {
             fprintf(stderr, "kvllm serve: --preempt: '%s' is not auto, recompute or swap\n", v);
             return -1;
         }
-        o->preempt = (kvl_preempt_mode)k;
     } else
         return 0;
     return 1;
@@ -218,7 +213,6 @@ static void report(const serve_opts *o, const kvl_model *m, kvl_engine *e, int32
     kvl_engine_config c;
     kvl_model_get_info(m, &mi);
     kvl_engine_get_config(e, &c);
-    static const char *const pre[] = {"auto", "recompute", "swap"};
     fprintf(stderr,
             "kvllm serve: model %s (%s, %s weights, %lld layers, %lld/%lld heads, context %lld) "
             "as '%s'\n"
@@ -233,8 +227,8 @@ static void report(const serve_opts *o, const kvl_model *m, kvl_engine *e, int32
             c.block_size, c.n_blocks, (long long)c.capacity_tokens,
             c.max_ctx ? (long long)(c.capacity_tokens / c.max_ctx) : 0LL, c.max_ctx,
             c.bytes_per_token, c.kv_mem, c.budget_reason, c.max_seqs, c.max_batch_tokens,
-            c.max_queue, (long long)c.max_queue_tokens, pre[c.preempt % 3], c.swap_mem, c.n_threads,
-            o->sp.host, port, o->grace);
+            c.max_queue, (long long)c.max_queue_tokens, kvl_preempt_mode_str(c.preempt), c.swap_mem,
+            c.n_threads, o->sp.host, port, o->grace);
 }
 
 /* The id clients name: the file name without directory and extension. */

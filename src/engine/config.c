@@ -2,6 +2,22 @@
 #include "engine/config.h"
 
 #include <stdio.h>
+#include <string.h>
+
+static const char *const k_preempt[] = {"auto", "recompute", "swap"};
+
+const char *kvl_preempt_mode_str(kvl_preempt_mode m) {
+    return (unsigned)m < 3 ? k_preempt[m] : "?";
+}
+
+bool kvl_preempt_mode_parse(const char *s, kvl_preempt_mode *out) {
+    for (int k = 0; s && k < 3; k++)
+        if (!strcmp(s, k_preempt[k])) {
+            *out = (kvl_preempt_mode)k;
+            return true;
+        }
+    return false;
+}
 
 kvl_engine_params kvl_engine_defaults(void) {
     return (kvl_engine_params){.n_threads = 0,
