@@ -314,6 +314,12 @@ typedef struct kvl_request_params {
     float min_p;             /* 0 = off; default 0.05 */
     float repeat_penalty;    /* 1 = off; default 1 */
     int32_t repeat_last_n;   /* default 64 */
+    float presence_penalty;  /* [-2, 2]; default 0: subtracted from the logit of
+                                     every token the sample has generated */
+    float frequency_penalty; /* [-2, 2]; default 0: subtracted once per time the
+                                     sample generated the token (OpenAI's rule) */
+    int32_t top_logprobs;    /* 0..KVL_MAX_TOP_LOGPROBS alternatives in each TOKEN
+                                     event; default 0 */
     uint64_t seed;           /* sample i uses seed + i */
     const char *const *stop; /* stop strings (never part of the output) */
     int32_t n_stop;          /* at most KVL_MAX_STOPS, each at most
@@ -330,6 +336,7 @@ typedef struct kvl_request_params {
 #define KVL_MAX_STOPS 16
 #define KVL_MAX_STOP_LEN 128
 #define KVL_MAX_SAMPLES 64
+#define KVL_MAX_TOP_LOGPROBS 20
 
 KVL_API kvl_request_params kvl_request_defaults(void);
 
@@ -379,13 +386,20 @@ typedef struct kvl_usage {
 typedef struct kvl_event {
     kvl_event_type type;
     uint64_t id, tag;
-    int32_t index;            /* sample, 0..n-1 */
-    int32_t token;            /* TOKEN: the id */
-    float logprob;            /* TOKEN: log p(token) under the model's distribution */
-    kvl_finish_reason reason; /* SAMPLE_END, FINAL */
-    kvl_status status;        /* FINAL with KVL_FINISH_ERROR */
-    kvl_usage usage;          /* FINAL */
-    size_t text_len;          /* bytes of text now final (stop strings held back) */
+    int32_t index; /* sample, 0..n-1 */
+    int32_t token; /* TOKEN: the id */
+    float logprob; /* TOKEN: log p(token) under the model's distribution
+                                 (the logits before penalties and temperature) */
+    int32_t n_top; /* TOKEN: entries in top (the request's top_logprobs) */
+    struct {
+        int32_t token;
+        float logprob;
+    } top[KVL_MAX_TOP_LOGPROBS]; /* TOKEN: the most likely tokens, best first (ties:
+                                    lower id first), same distribution as logprob */
+    kvl_finish_reason reason;    /* SAMPLE_END, FINAL */
+    kvl_status status;           /* FINAL with KVL_FINISH_ERROR */
+    kvl_usage usage;             /* FINAL */
+    size_t text_len;             /* bytes of text now final (stop strings held back) */
     char text[KVL_EVENT_TEXT_MAX];
     char message[192]; /* FINAL: why (error, or which limit ended it) */
 } kvl_event;

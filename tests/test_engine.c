@@ -674,6 +674,76 @@ static void test_prefix_eviction(const kvl_model *m) {
     kvl_engine_free(e);
 }
 
+static double penalty_of(const kvl_request_params *rp, const int32_t *gen, int32_t n_gen,
+                         int32_t tok) {
+    int32_t count = 0;
+    for (int32_t g = 0; g < n_gen; g++)
+        count += gen[g] == tok;
+    return count * (double)rp->frequency_penalty + (count ? rp->presence_penalty : 0);
+}
+
+/* top_logprobs: the k best tokens of the model's distribution, best first;
+ * greedy picks the first. Presence and frequency penalties: the token picked
+ * is the best after subtracting them from what was generated so far. */
+static void test_logprobs_penalties(const kvl_model *m) {
+    for (int pen = 0; pen < 2; pen++) {
+        kvl_engine *e = mk(m, 64, 4, 64, KVL_PREEMPT_RECOMPUTE, 0);
+        int32_t prompt[3] = {1, 403, 2};
+        kvl_request_params rp = kvl_request_defaults();
+        rp.prompt_tokens = prompt;
+        rp.n_prompt_tokens = 3;
+        rp.max_tokens = 40;
+        rp.temperature = 0;
+        rp.ignore_eos = true;
+        rp.top_logprobs = KVL_MAX_TOP_LOGPROBS;
+        rp.frequency_penalty = pen ? 1.5f : 0;
+        rp.presence_penalty = pen ? 0.5f : 0;
+        uint64_t id;
+        kvl_error err;
+        CHECK(kvl_engine_submit(e, &rp, &id, &err) == KVL_OK);
+        int32_t gen[64], n_gen = 0, n_not_first = 0;
+        kvl_event ev[8];
+        while (!kvl_engine_idle(e)) {
+            CHECK(kvl_engine_step(e, NULL, &err) == KVL_OK);
+            int n;
+            while ((n = kvl_engine_poll(e, ev, 8, 0)) > 0)
+                for (int i = 0; i < n; i++) {
+                    if (ev[i].type != KVL_EV_TOKEN)
+                        continue;
+                    const kvl_event *t = &ev[i];
+                    CHECK_EQ_INT(t->n_top, KVL_MAX_TOP_LOGPROBS);
+                    double mass = 0, best = -1e30;
+                    for (int j = 0; j < t->n_top; j++) {
+                        mass += exp(t->top[j].logprob);
+                        CHECK(t->top[j].logprob <= 0);
+                        if (j)
+                            CHECK(t->top[j].logprob <= t->top[j - 1].logprob);
+                        double sc =
+                            t->top[j].logprob - penalty_of(&rp, gen, n_gen, t->top[j].token);
+                        best = sc > best ? sc : best;
+                    }
+                    CHECK(mass <= 1.0 + 1e-4);
+                    /* the pick is at least as good as every top entry after penalties */
+                    CHECK(t->logprob - penalty_of(&rp, gen, n_gen, t->token) >= best - 1e-5);
+                    if (!pen) /* greedy without penalties: the first entry */
+                        CHECK_NEAR(t->top[0].logprob, t->logprob, 1e-6);
+                    n_not_first += t->top[0].token != t->token;
+                    if (n_gen < 64)
+                        gen[n_gen++] = t->token;
+                }
+        }
+        CHECK_EQ_INT(n_gen, 40);
+        if (pen)
+            CHECK(n_not_first > 0); /* the penalties changed some picks */
+        else
+            CHECK_EQ_INT(n_not_first, 0);
+        rp.top_logprobs = KVL_MAX_TOP_LOGPROBS + 1;
+        CHECK(kvl_engine_submit(e, &rp, &id, &err) == KVL_E_INVALID);
+        CHECK_CONTAINS(err.msg, "top_logprobs");
+        kvl_engine_free(e);
+    }
+}
+
 int main(void) {
     kvl_model *m = NULL;
     kvl_error err;
@@ -692,6 +762,7 @@ int main(void) {
     test_refusals(m);
     test_cancel(m);
     test_samples_share(m);
+    test_logprobs_penalties(m);
     test_overload(m);
     test_session(m);
     test_prefix_hits(m, "f32");

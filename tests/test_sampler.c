@@ -140,6 +140,39 @@ int main(void) {
     CHECK_EQ_INT(kvl_sampler_sample(s, w, recent, 3), 1);
     kvl_sampler_free(s);
 
+    /* presence and frequency penalties over the generated tokens {1, 1, 3}:
+     * id 1 loses 2 x 0.5 + 0.25, id 3 loses 0.5 + 0.25; others untouched;
+     * the candidate scratch they use does not disturb the next draw */
+    kvl_error err0;
+    p = kvl_sampler_defaults();
+    p.temperature = 0;
+    p.frequency_penalty = 0.5f;
+    p.presence_penalty = 0.25f;
+    s = make(p, 8);
+    memcpy(w, L, sizeof w);
+    kvl_sampler_penalize_output(s, w, recent, 3);
+    CHECK_NEAR(w[1], L[1] - 1.25f, 1e-6);
+    CHECK_NEAR(w[3], L[3] - 0.75f, 1e-6);
+    for (int i = 0; i < 8; i++)
+        if (i != 1 && i != 3)
+            CHECK_NEAR(w[i], L[i], 0);
+    kvl_sampler_penalize_output(s, w, recent, 3); /* again: the marks were reset */
+    CHECK_NEAR(w[1], L[1] - 2.5f, 1e-6);
+    CHECK_EQ_INT(kvl_sampler_sample(s, w, NULL, 0), kvl_argmax(w, 8));
+    /* negative values reward; a token id out of range is ignored */
+    kvl_sampler_free(s);
+    p.frequency_penalty = -1;
+    p.presence_penalty = 0;
+    s = make(p, 8);
+    memcpy(w, L, sizeof w);
+    int32_t odd[2] = {7, 99};
+    kvl_sampler_penalize_output(s, w, odd, 2);
+    CHECK_NEAR(w[7], L[7] + 1, 1e-6);
+    kvl_sampler_free(s);
+    p.frequency_penalty = 2.5f;
+    CHECK(kvl_sampler_init(&p, 8, &s, &err0) == KVL_E_INVALID);
+    CHECK_CONTAINS(err0.msg, "frequency_penalty");
+
     /* NaN never wins, at any temperature */
     float nanl[4] = {NAN, 1.0f, NAN, 0.5f};
     p = kvl_sampler_defaults();

@@ -52,6 +52,8 @@ static void usage(FILE *f) {
         "      --min-p P         [0, 1], 0 = off (default 0.05)\n"
         "      --repeat-penalty R  (0, 10], 1 = off (default 1.0)\n"
         "      --repeat-last-n N   tokens the penalty looks back over (default 64)\n"
+        "      --presence-penalty X   [-2, 2], subtracted from every generated token (default 0)\n"
+        "      --frequency-penalty X  [-2, 2], subtracted per time generated (default 0)\n"
         "  -s, --seed N          sampling seed (default fixed)\n"
         "      --stop TEXT       stop when TEXT is generated (repeatable, up to %d)\n"
         "      --parallel N      N samples from one prompt, 1..%d (default 1)\n"
@@ -121,6 +123,10 @@ static int parse_value_flag(run_opts *o, const char *a, const char *v) {
         FLOAT_FLAG(1e-6, 10, sp->repeat_penalty);
     else if (!strcmp(a, "--repeat-last-n"))
         INT_FLAG(0, 1 << 20, sp->repeat_last_n);
+    else if (!strcmp(a, "--presence-penalty"))
+        FLOAT_FLAG(-2, 2, sp->presence_penalty);
+    else if (!strcmp(a, "--frequency-penalty"))
+        FLOAT_FLAG(-2, 2, sp->frequency_penalty);
     else if (!strcmp(a, "-s") || !strcmp(a, "--seed"))
         INT_FLAG(0, INT64_MAX, sp->seed);
     else if (!strcmp(a, "--parallel"))
@@ -168,6 +174,8 @@ static const char *const value_flags[] = {"--dump-logits",
                                           "--min-p",
                                           "--repeat-penalty",
                                           "--repeat-last-n",
+                                          "--presence-penalty",
+                                          "--frequency-penalty",
                                           "-s",
                                           "--seed",
                                           "--parallel",
@@ -474,6 +482,8 @@ static kvl_status submit_all(run_state *rs, const int32_t *toks, size_t n_prompt
     rp.min_p = o->sp.min_p;
     rp.repeat_penalty = o->sp.repeat_penalty;
     rp.repeat_last_n = o->sp.repeat_last_n;
+    rp.presence_penalty = o->sp.presence_penalty;
+    rp.frequency_penalty = o->sp.frequency_penalty;
     rp.seed = o->sp.seed;
     rp.stop = o->stops;
     rp.n_stop = o->n_stops;

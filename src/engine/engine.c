@@ -248,10 +248,15 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
                              .min_p = p->min_p,
                              .repeat_penalty = p->repeat_penalty,
                              .repeat_last_n = p->repeat_last_n,
+                             .presence_penalty = p->presence_penalty,
+                             .frequency_penalty = p->frequency_penalty,
                              .seed = p->seed};
     kvl_status st = kvl_sampler_params_validate(&sp, err);
     if (st)
         return st;
+    if (p->top_logprobs < 0 || p->top_logprobs > KVL_MAX_TOP_LOGPROBS)
+        return kvl_errorf(err, KVL_E_INVALID, "submit: top_logprobs %d outside [0, %d]",
+                          p->top_logprobs, KVL_MAX_TOP_LOGPROBS);
     /* the prompt */
     int32_t nv = (int32_t)e->m->hp.n_vocab;
     size_t n_prompt = 0;
@@ -342,6 +347,7 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
         q->r.ns = kvl_prefix_namespace(e->pc, p->cache_salt, (int)kp->k_fmt, (int)kp->v_fmt);
     }
     q->tag = p->tag;
+    q->top_logprobs = p->top_logprobs;
     q->session = p->session;
     q->ignore_eos = p->ignore_eos;
     *out = q;

@@ -28,6 +28,7 @@ typedef struct eng_req {
     uint64_t tag, session;
     bool cancel; /* kvl_engine_cancel asked; handled at the next step */
     bool ignore_eos;
+    int32_t top_logprobs;   /* alternatives per TOKEN event */
     kvl_sampler **samplers; /* (n_samples) */
     kvl_detok *detok;       /* (n_samples) */
     int32_t *last;          /* (n_samples) previous token, for pieces */

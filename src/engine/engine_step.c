@@ -16,14 +16,35 @@
 #include <math.h>
 #include <stdio.h>
 
-static float logprob_of(const float *row, int32_t n, int32_t tok) {
+/* log of the sum of exp over the row (the softmax's normaliser). */
+static double log_sum_exp(const float *row, int32_t n) {
     float mx = row[0];
     for (int32_t i = 1; i < n; i++)
         mx = row[i] > mx ? row[i] : mx;
     double sum = 0;
     for (int32_t i = 0; i < n; i++)
         sum += exp((double)(row[i] - mx));
-    return (float)((double)(row[tok] - mx) - log(sum));
+    return (double)mx + log(sum);
+}
+
+/* The k most likely tokens of row into ev->top, best first, ties by the
+ * lower id: an insertion into the short sorted list. */
+static void top_logprobs(kvl_event *ev, const float *row, int32_t n, int32_t k, double lse) {
+    int32_t m = 0;
+    for (int32_t i = 0; i < n; i++) {
+        float v = row[i];
+        if (m == k && !(v > row[ev->top[m - 1].token]))
+            continue;
+        int32_t j = m < k ? m++ : k - 1;
+        while (j > 0 && v > row[ev->top[j - 1].token]) {
+            ev->top[j] = ev->top[j - 1];
+            j--;
+        }
+        ev->top[j].token = i;
+    }
+    for (int32_t j = 0; j < m; j++)
+        ev->top[j].logprob = (float)((double)row[ev->top[j].token] - lse);
+    ev->n_top = m;
 }
 
 static void sample_end(kvl_engine *e, eng_req *q, int32_t si, kvl_finish_reason why) {
@@ -66,6 +87,7 @@ static void sample_one(kvl_engine *e, eng_req *q, int32_t si, const float *row, 
     kvl_seq *s = &q->r.seqs[si];
     int32_t nv = (int32_t)e->m->hp.n_vocab;
     memcpy(e->work, row, (size_t)nv * sizeof *e->work);
+    kvl_sampler_penalize_output(q->samplers[si], e->work, s->hist + s->len - s->n_gen, s->n_gen);
     int32_t next = kvl_sampler_sample(q->samplers[si], e->work, s->hist, s->len);
     s->n_gen++;
     q->n_completion++;
@@ -88,7 +110,10 @@ static void sample_one(kvl_engine *e, eng_req *q, int32_t si, const float *row, 
     ev->tag = q->tag;
     ev->index = si;
     ev->token = next;
-    ev->logprob = logprob_of(row, nv, next);
+    double lse = log_sum_exp(row, nv);
+    ev->logprob = (float)((double)row[next] - lse);
+    if (q->top_logprobs)
+        top_logprobs(ev, row, nv, q->top_logprobs, lse);
     bool stopped = kvl_detok_push(&q->detok[si], piece, n, (const char *const *)q->stops, q->n_stop,
                                   ev->text, &ev->text_len);
     kvl_engine_push(e, ev);

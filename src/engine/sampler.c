@@ -48,6 +48,12 @@ kvl_status kvl_sampler_params_validate(const kvl_sampler_params *p, kvl_error *e
     if (p->repeat_last_n < 0 || p->repeat_last_n > 1 << 20)
         return kvl_errorf(err, KVL_E_INVALID, "sampler: repeat_last_n %d outside [0, %d]",
                           p->repeat_last_n, 1 << 20);
+    if (!(p->presence_penalty >= -2.0f && p->presence_penalty <= 2.0f))
+        return kvl_errorf(err, KVL_E_INVALID, "sampler: presence_penalty %g outside [-2, 2]",
+                          (double)p->presence_penalty);
+    if (!(p->frequency_penalty >= -2.0f && p->frequency_penalty <= 2.0f))
+        return kvl_errorf(err, KVL_E_INVALID, "sampler: frequency_penalty %g outside [-2, 2]",
+                          (double)p->frequency_penalty);
     return KVL_OK;
 }
 
@@ -175,6 +181,28 @@ static void select_top(cand *c, int32_t n, int32_t k) {
             break;
     }
     sort_desc(c, k);
+}
+
+void kvl_sampler_penalize_output(kvl_sampler *s, float *logits, const int32_t *gen, int32_t n_gen) {
+    float pres = s->p.presence_penalty, freq = s->p.frequency_penalty;
+    if ((pres == 0.0f && freq == 0.0f) || !gen)
+        return;
+    /* The candidate buffer is scratch until sampling refills it: its id
+     * field marks the tokens already given the presence penalty. */
+    cand *c = s->c;
+    for (int32_t i = 0; i < n_gen; i++)
+        if (gen[i] >= 0 && gen[i] < s->n_vocab)
+            c[gen[i]].id = 0;
+    for (int32_t i = 0; i < n_gen; i++) {
+        int32_t t = gen[i];
+        if (t < 0 || t >= s->n_vocab)
+            continue;
+        logits[t] -= freq;
+        if (c[t].id == 0) {
+            logits[t] -= pres;
+            c[t].id = 1;
+        }
+    }
 }
 
 int32_t kvl_sampler_sample(kvl_sampler *s, float *logits, const int32_t *recent, int32_t n_recent) {
