@@ -322,6 +322,32 @@ static void test_determinism(void) {
     CHECK_NEAR(ra.goodput_rps * ra.makespan_s, (double)ra.n_good, 1e-6);
 }
 
+/* Shared prefixes through the engine's prefix cache: four requests, far
+ * apart, 12-token prompts whose first 8 are shared (2 blocks of 4): every
+ * request after the first finds those 2 blocks and feeds only 4 prompt
+ * tokens; unique prompts find nothing. */
+static void test_prefix(void) {
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.lengths = KVL_SIM_LEN_FIXED;
+    w.prompt_lo = w.prompt_hi = 12;
+    w.output_lo = w.output_hi = 3;
+    w.n_requests = 4;
+    w.rate = 0.001;
+    kvl_error err;
+    kvl_sim_result r;
+    kvl_sim_params p = small_params(KVL_RESERVE_PAGED);
+    p.shared_prefix = 8;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.n_done, 4);
+    CHECK_EQ_INT(r.prefix_hit_tokens, 3 * 8);
+    CHECK_EQ_INT(r.n_prefill_fed, 12 + 3 * 4);
+    p.shared_prefix = 0;
+    p.prefix_cache = true;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.prefix_hit_tokens, 0);
+    CHECK_EQ_INT(r.n_prefill_fed, 4 * 12);
+}
+
 static void test_goodput(void) {
     kvl_sim_workload w = kvl_sim_workload_defaults();
     w.n_requests = 50;
@@ -407,6 +433,7 @@ int main(void) {
     test_pinned();
     test_buddy();
     test_goodput();
+    test_prefix();
     test_determinism();
     test_workloads();
     return kvt_finish("test_sim");

@@ -93,6 +93,12 @@ b=$("$BIN" sim "${A[@]}" --rate 2 --duration 120 --policy oracle --alloc blocks 
 u=$("$BIN" sim "${A[@]}" --rate 2 --duration 120 --policy oracle 2>&1 | grep rounding)
 if grep -q "rounding 0.000" <<<"$b" && [ "$b" != "$u" ]; then ok; else bad "alloc: $b / $u"; fi
 
+# a shared prefix is served from the prefix cache; a bad length refused
+expect 0 "prefix cache hits 0 tokens" -- "${A[@]}" --requests 20 --prefix-cache
+out=$("$BIN" sim "${A[@]}" --requests 20 --shared-prefix 64 2>&1 | grep -o "prefix cache hits [0-9]*")
+if [ -n "$out" ] && [ "${out##* }" -gt 0 ]; then ok; else bad "shared prefix: $out"; fi
+expect 2 "--shared-prefix: -1 is outside" -- "${A[@]}" --shared-prefix -1
+
 # a calibration file read back; a bad one refused
 printf 'name cpu-test\nbandwidth 3e9\nflops 9e10\nserial 1\n' >"$TMP/calib.txt"
 expect 0 "cpu-test" -- --model TinyLlama-1.1B --type q8_0 --device cpu --calib "$TMP/calib.txt" \

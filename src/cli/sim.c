@@ -32,7 +32,8 @@ typedef struct sim_opts {
     uint64_t kv_mem;
     double mem_util, mbu, mfu, overhead, slo, slo_ttft, slo_tpot;
     bool policies[4];
-    bool no_buddy;
+    bool no_buddy, prefix_cache;
+    int32_t shared_prefix;
     double rates[MAX_RATES];
     int n_rates;
     kvl_sim_workload w;
@@ -66,6 +67,9 @@ static void usage(FILE *f) {
         "  --policy P[,P..]      paged, max, oracle, pow2, or all (default paged)\n"
         "  --alloc A             where max/oracle/pow2 place reservations: buddy (default,\n"
         "                        the paper's Orca) or blocks (any free blocks)\n"
+        "  --prefix-cache        the engine's prefix cache on the scheduler (default off)\n"
+        "  --shared-prefix N     every prompt starts with the same N tokens (implies\n"
+        "                        --prefix-cache)\n"
         "workload:\n"
         "  --workload W          sharegpt (default), alpaca, fixed:P,O,\n"
         "                        uniform:P0-P1,O0-O1, trace:FILE (rows 'arrival prompt output')\n"
@@ -289,13 +293,13 @@ static bool parse_list(const char *flag, const char *v, sim_opts *o) {
 }
 
 static const char *const k_value_flags[] = {
-    "--model",   "-m",         "--type",       "--kv-type",  "--device",
-    "--calib",   "--tp",       "--mbu",        "--mfu",      "--overhead",
-    "--kv-mem",  "--mem-util", "--block-size", "--max-seqs", "--max-batch-tokens",
-    "--ctx",     "--policy",   "--workload",   "--rate",     "--rates",
-    "--arrival", "--duration", "--requests",   "--seed",     "--json",
-    "--csv",     "--steps",    "--slo",        "--svg",      "--svg-kv",
-    "--alloc",   "--slo-ttft", "--slo-tpot",   NULL};
+    "--model",   "-m",         "--type",       "--kv-type",       "--device",
+    "--calib",   "--tp",       "--mbu",        "--mfu",           "--overhead",
+    "--kv-mem",  "--mem-util", "--block-size", "--max-seqs",      "--max-batch-tokens",
+    "--ctx",     "--policy",   "--workload",   "--rate",          "--rates",
+    "--arrival", "--duration", "--requests",   "--seed",          "--json",
+    "--csv",     "--steps",    "--slo",        "--svg",           "--svg-kv",
+    "--alloc",   "--slo-ttft", "--slo-tpot",   "--shared-prefix", NULL};
 
 static int parse(int argc, char **argv, sim_opts *o) {
     memset(o, 0, sizeof *o);
@@ -318,6 +322,10 @@ static int parse(int argc, char **argv, sim_opts *o) {
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             usage(stdout);
             return -1;
+        }
+        if (!strcmp(f, "--prefix-cache")) {
+            o->prefix_cache = true;
+            continue;
         }
         if (!kvl_cli_flag_value("sim", k_value_flags, "kvllm sim --help", argc, argv, &i, &v))
             return 2;
@@ -428,6 +436,10 @@ static int parse(int argc, char **argv, sim_opts *o) {
             if (!kvl_cli_float("sim", f, v, 0, 1e6,
                                !strcmp(f, "--slo-ttft") ? &o->slo_ttft : &o->slo_tpot))
                 return 2;
+        } else if (!strcmp(f, "--shared-prefix")) {
+            if (!kvl_cli_int("sim", f, v, 0, KVL_MAX_CTX, &x))
+                return 2;
+            o->shared_prefix = (int32_t)x;
         } else if (!strcmp(f, "--alloc")) {
             if (strcasecmp(v, "buddy") && strcasecmp(v, "blocks")) {
                 fprintf(stderr, "kvllm sim: --alloc '%s': want buddy or blocks\n", v);
@@ -521,6 +533,8 @@ static int setup(const sim_opts *o, kvl_sim_params *p, size_t *weight_bytes) {
     p->max_batch_tokens = o->max_batch_tokens;
     p->max_ctx = o->max_ctx;
     p->buddy = !o->no_buddy;
+    p->prefix_cache = o->prefix_cache;
+    p->shared_prefix = o->shared_prefix;
     p->slo_ttft = o->slo_ttft;
     p->slo_tpot = o->slo_tpot;
     if (o->kv_mem) {

@@ -21,6 +21,7 @@
 #include "sim/sim.h"
 
 #include "kv/kv_paged.h"
+#include "kv/prefix_cache.h"
 #include "sim/buddy.h"
 
 #include <math.h>
@@ -73,7 +74,17 @@ typedef struct sim_state {
     double t_last_finish;
 } sim_state;
 
-static sim_req *req_new(const kvl_sim_request *q, int64_t idx) {
+/* A token id unique to (request idx, position j), never below 2^20, so it
+ * never equals a shared-prefix id (1 + j). splitmix64's finalizer. */
+static int32_t token_of(int64_t idx, int32_t j) {
+    uint64_t z = (uint64_t)idx * 0x9e3779b97f4a7c15ull + (uint64_t)j + 1;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (int32_t)((1u << 20) + (z % (0x7fffffffu - (1u << 20))));
+}
+
+static sim_req *req_new(const kvl_sim_request *q, int64_t idx, int32_t shared_prefix) {
     sim_req *s = calloc(1, sizeof *s);
     int32_t *hist = calloc((size_t)q->n_prompt + (size_t)q->n_output, sizeof *hist);
     if (!s || !hist) {
@@ -81,6 +92,8 @@ static sim_req *req_new(const kvl_sim_request *q, int64_t idx) {
         free(hist);
         return NULL;
     }
+    for (int32_t j = 0; j < q->n_prompt + q->n_output; j++)
+        hist[j] = j < shared_prefix && j < q->n_prompt ? 1 + j : token_of(idx, j);
     s->idx = idx;
     s->buddy_off = -1;
     s->seq = (kvl_seq){.slot = -1, .len = q->n_prompt, .hist = hist};
@@ -107,7 +120,7 @@ static void req_free(sim_req *s) {
 static void emit(sim_state *st, kvl_sched *sched, sim_req *q, double t) {
     kvl_seq *s = &q->seq;
     s->n_gen++;
-    s->hist[s->len++] = 1;
+    s->len++; /* its id was drawn in req_new */
     if (s->n_gen == 1)
         q->t_first = t;
     if (s->n_gen < q->r.max_tokens)
@@ -236,6 +249,8 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     kvl_sim_cost cost = p->cost;
     cost.paged = p->policy == KVL_RESERVE_PAGED; /* reservations are contiguous kernels */
     kvl_buddy buddy = {0};
+    kvl_prefix_cache *pc = NULL;
+    uint64_t ns = 0;
     if (!S.ttft || !S.tpot || !S.norm || !fifo)
         st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory for %lld requests", (long long)n);
     if (!st)
@@ -243,6 +258,12 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     if (!st && p->buddy && p->policy != KVL_RESERVE_PAGED &&
         !(st = kvl_buddy_init(&buddy, kvl_sched_n_blocks(sched), err)))
         S.buddy = &buddy;
+    if (!st && (p->prefix_cache || p->shared_prefix > 0) &&
+        !(st = kvl_prefix_cache_init(kvl_sched_n_blocks(sched), kvl_sched_block_size(sched),
+                                     0x5157ull, &pc, err))) {
+        kvl_sched_set_prefix_cache(sched, pc);
+        ns = kvl_prefix_namespace(pc, NULL, p->kv_fmt, p->kv_fmt);
+    }
     if (!st)
         st = kvl_executor_sim_init(&cost, p->max_batch_tokens, &x, err);
     if (st)
@@ -275,7 +296,7 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
          * (later arrivals), so the steps are those of queueing everything at
          * once, without the list's O(n) insertion over a long backlog. */
         for (; head < n_fifo && kvl_sched_count(sched, KVL_REQ_WAITING) <= p->max_seqs; head++) {
-            sim_req *sr = req_new(&reqs[fifo[head]], fifo[head]);
+            sim_req *sr = req_new(&reqs[fifo[head]], fifo[head], p->shared_prefix);
             if (!sr) {
                 st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory at request %lld",
                                 (long long)fifo[head]);
@@ -285,6 +306,7 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
                 req_free(sr);
                 break;
             }
+            sr->r.ns = ns;
             kvl_sched_add(sched, &sr->r);
             in_flight++;
         }
@@ -369,6 +391,7 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
         R.goodput_rps = (double)S.n_good / R.makespan_s;
     R.n_preemptions = sc->n_preemptions;
     R.tokens_recomputed = sc->tokens_recomputed;
+    R.prefix_hit_tokens = sc->prefix_hit_tokens + sc->prefix_hit_tokens_self;
     *out = R;
 done:
     /* requests still held (only after an error) */
@@ -382,6 +405,7 @@ done:
     kvl_executor_free(x);
     kvl_sched_free(sched);
     kvl_kv_cache_free(kv);
+    kvl_prefix_cache_free(pc); /* after the pool, whose evict hook points at it */
     free(S.ttft);
     free(S.tpot);
     free(S.norm);
@@ -405,7 +429,7 @@ void kvl_sim_result_text(const kvl_sim_result *r, FILE *f) {
             "%.4f s)\n"
             "  KV              %u blocks of %d; occupancy %.3f; of the slots: tokens %.3f, "
             "fragmentation %.3f, reserved %.3f, rounding %.3f, free %.3f\n"
-            "  preemptions     %lld (%lld tokens recomputed)\n",
+            "  preemptions     %lld (%lld tokens recomputed); prefix cache hits %lld tokens\n",
             r->policy, r->rate, (long long)r->n_done, (long long)r->n_refused,
             (long long)r->n_steps, r->makespan_s, r->throughput_rps, r->throughput_tps,
             r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot, r->norm_latency,
@@ -413,7 +437,7 @@ void kvl_sim_result_text(const kvl_sim_result *r, FILE *f) {
             r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s, r->kv_blocks,
             r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved,
             r->kv_rounding, r->kv_free, (long long)r->n_preemptions,
-            (long long)r->tokens_recomputed);
+            (long long)r->tokens_recomputed, (long long)r->prefix_hit_tokens);
 }
 
 void kvl_sim_result_row(const kvl_sim_result *r, bool header, FILE *f) {
@@ -442,7 +466,7 @@ void kvl_sim_result_json(const kvl_sim_result *r, FILE *f) {
             "\"decode_fed\": %lld, \"kv_blocks\": %u, \"block_size\": %d, "
             "\"kv_occupancy\": %.6f, \"kv_tokens\": %.6f, \"kv_frag\": %.6f, "
             "\"kv_reserved\": %.6f, \"kv_rounding\": %.6f, \"kv_free\": %.6f, "
-            "\"preemptions\": %lld, \"tokens_recomputed\": %lld}",
+            "\"preemptions\": %lld, \"tokens_recomputed\": %lld, \"prefix_hit_tokens\": %lld}",
             r->policy, r->rate, (long long)r->n_requests, (long long)r->n_done,
             (long long)r->n_refused, (long long)r->n_steps, r->makespan_s, r->throughput_rps,
             r->throughput_tps, r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot,
@@ -450,7 +474,8 @@ void kvl_sim_result_json(const kvl_sim_result *r, FILE *f) {
             r->mean_batch, r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s,
             (long long)r->n_prefill_fed, (long long)r->n_decode_fed, r->kv_blocks, r->block_size,
             r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved, r->kv_rounding, r->kv_free,
-            (long long)r->n_preemptions, (long long)r->tokens_recomputed);
+            (long long)r->n_preemptions, (long long)r->tokens_recomputed,
+            (long long)r->prefix_hit_tokens);
 }
 
 void kvl_sim_result_csv(const kvl_sim_result *r, bool header, FILE *f) {

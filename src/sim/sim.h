@@ -90,6 +90,12 @@ typedef struct kvl_sim_params {
      * true); false: only the block count limits them. */
     bool buddy;
     double slo_ttft, slo_tpot; /* goodput's SLOs, seconds (defaults 1 and 0.1) */
+    /* The engine's prefix cache on the scheduler (paged only; default off,
+     * as in the paper's vLLM). Prompts get token ids: the first
+     * min(shared_prefix, prompt) are the same for every request, the rest
+     * unique to the request; generated tokens are unique too. */
+    bool prefix_cache;
+    int32_t shared_prefix;
     /* Called after every step (NULL: none): the plan as scheduled, its
      * price, the KV held while it ran, the virtual time at its end. For
      * tests, step logs and the KV-over-time chart. */
@@ -128,6 +134,8 @@ typedef struct kvl_sim_result {
     int64_t n_good;            /* finished with TTFT <= slo_ttft and TPOT <= slo_tpot */
     double slo_ttft, slo_tpot; /* the SLOs used */
     double goodput_rps;        /* n_good per second of the makespan */
+    int64_t prefix_hit_tokens; /* prompt positions served from the prefix cache
+                                  (first admissions and re-admissions) */
 } kvl_sim_result;
 
 /* Run w through the scheduler under p. KVL_E_INVALID / KVL_E_NO_KV with the
