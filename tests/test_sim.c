@@ -348,6 +348,41 @@ static void test_prefix(void) {
     CHECK_EQ_INT(r.n_prefill_fed, 4 * 12);
 }
 
+/* Swap preemption through the scheduler's real path on the metadata-only
+ * ledger: the pinned scenario's one preemption (request 2, 14 positions =
+ * 4 blocks of 4) goes to the swap area and back, nothing is recomputed,
+ * and the 8 block copies are priced at the host link. */
+static void test_swap(void) {
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.lengths = KVL_SIM_LEN_FIXED;
+    w.arrivals = KVL_SIM_ARR_BURST;
+    w.n_requests = 3;
+    w.prompt_lo = w.prompt_hi = 6;
+    w.output_lo = w.output_hi = 14;
+    kvl_error err;
+    kvl_sim_result r;
+    kvl_sim_params p = small_params(KVL_RESERVE_PAGED);
+    size_t bb;
+    CHECK_EQ_INT(kvl_plan_kv_block_bytes(kvl_catalog_shape_find("stories260K"), KVL_KV_FMT_F16,
+                                         KVL_KV_FMT_F16, 4, &bb, &err),
+                 KVL_OK);
+    p.preempt = KVL_PREEMPT_SWAP;
+    p.swap_mem = 16 * bb;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.n_done, 3);
+    CHECK_EQ_INT(r.n_preemptions, 1);
+    CHECK_EQ_INT(r.n_preempt_swap, 1);
+    CHECK_EQ_INT(r.tokens_recomputed, 0);
+    CHECK_NEAR(r.swap_bytes, 8.0 * (double)bb, 0);
+    CHECK_NEAR(r.swap_s, r.swap_bytes / p.cost.dev.host_bandwidth, 1e-15);
+    /* a swap area too small for 4 blocks: the scheduler falls back to recompute */
+    p.swap_mem = 3 * bb;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.n_preempt_swap, 0);
+    CHECK_EQ_INT(r.tokens_recomputed, 14);
+    CHECK_NEAR(r.swap_s, 0, 0);
+}
+
 static void test_goodput(void) {
     kvl_sim_workload w = kvl_sim_workload_defaults();
     w.n_requests = 50;
@@ -434,6 +469,7 @@ int main(void) {
     test_buddy();
     test_goodput();
     test_prefix();
+    test_swap();
     test_determinism();
     test_workloads();
     return kvt_finish("test_sim");

@@ -99,6 +99,11 @@ out=$("$BIN" sim "${A[@]}" --requests 20 --shared-prefix 64 2>&1 | grep -o "pref
 if [ -n "$out" ] && [ "${out##* }" -gt 0 ]; then ok; else bad "shared prefix: $out"; fi
 expect 2 "--shared-prefix: -1 is outside" -- "${A[@]}" --shared-prefix -1
 
+# swap preemption: flags read, bad values refused
+expect 0 "by swap" -- "${A[@]}" --requests 20 --preempt swap --swap-mem 1GiB
+expect 2 "--preempt 'later': want recompute, swap or auto" -- "${A[@]}" --preempt later
+expect 2 "--swap-mem" -- "${A[@]}" --swap-mem lots
+
 # a calibration file read back; a bad one refused
 printf 'name cpu-test\nbandwidth 3e9\nflops 9e10\nserial 1\n' >"$TMP/calib.txt"
 expect 0 "cpu-test" -- --model TinyLlama-1.1B --type q8_0 --device cpu --calib "$TMP/calib.txt" \

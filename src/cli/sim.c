@@ -34,6 +34,8 @@ typedef struct sim_opts {
     bool policies[4];
     bool no_buddy, prefix_cache;
     int32_t shared_prefix;
+    kvl_preempt_mode preempt;
+    uint64_t swap_mem;
     double rates[MAX_RATES];
     int n_rates;
     kvl_sim_workload w;
@@ -68,6 +70,9 @@ static void usage(FILE *f) {
         "  --alloc A             where max/oracle/pow2 place reservations: buddy (default,\n"
         "                        the paper's Orca) or blocks (any free blocks)\n"
         "  --prefix-cache        the engine's prefix cache on the scheduler (default off)\n"
+        "  --preempt MODE        recompute (default), swap or auto (the engine's cost rule)\n"
+        "  --swap-mem BYTES      host swap area for swap preemption (default 0: none);\n"
+        "                        copies priced at the device's host link\n"
         "  --shared-prefix N     every prompt starts with the same N tokens (implies\n"
         "                        --prefix-cache)\n"
         "workload:\n"
@@ -293,13 +298,14 @@ static bool parse_list(const char *flag, const char *v, sim_opts *o) {
 }
 
 static const char *const k_value_flags[] = {
-    "--model",   "-m",         "--type",       "--kv-type",       "--device",
-    "--calib",   "--tp",       "--mbu",        "--mfu",           "--overhead",
-    "--kv-mem",  "--mem-util", "--block-size", "--max-seqs",      "--max-batch-tokens",
-    "--ctx",     "--policy",   "--workload",   "--rate",          "--rates",
-    "--arrival", "--duration", "--requests",   "--seed",          "--json",
-    "--csv",     "--steps",    "--slo",        "--svg",           "--svg-kv",
-    "--alloc",   "--slo-ttft", "--slo-tpot",   "--shared-prefix", NULL};
+    "--model",    "-m",         "--type",       "--kv-type",       "--device",
+    "--calib",    "--tp",       "--mbu",        "--mfu",           "--overhead",
+    "--kv-mem",   "--mem-util", "--block-size", "--max-seqs",      "--max-batch-tokens",
+    "--ctx",      "--policy",   "--workload",   "--rate",          "--rates",
+    "--arrival",  "--duration", "--requests",   "--seed",          "--json",
+    "--csv",      "--steps",    "--slo",        "--svg",           "--svg-kv",
+    "--alloc",    "--slo-ttft", "--slo-tpot",   "--shared-prefix", "--preempt",
+    "--swap-mem", NULL};
 
 static int parse(int argc, char **argv, sim_opts *o) {
     memset(o, 0, sizeof *o);
@@ -314,6 +320,7 @@ static int parse(int argc, char **argv, sim_opts *o) {
     o->slo = 0.5;
     o->slo_ttft = 1.0;
     o->slo_tpot = 0.1;
+    o->preempt = KVL_PREEMPT_RECOMPUTE;
     o->w = kvl_sim_workload_defaults();
     bool any_policy = false;
     for (int i = 1; i < argc; i++) {
@@ -436,6 +443,14 @@ static int parse(int argc, char **argv, sim_opts *o) {
             if (!kvl_cli_float("sim", f, v, 0, 1e6,
                                !strcmp(f, "--slo-ttft") ? &o->slo_ttft : &o->slo_tpot))
                 return 2;
+        } else if (!strcmp(f, "--preempt")) {
+            if (!kvl_preempt_mode_parse(v, &o->preempt)) {
+                fprintf(stderr, "kvllm sim: --preempt '%s': want recompute, swap or auto\n", v);
+                return 2;
+            }
+        } else if (!strcmp(f, "--swap-mem")) {
+            if (!kvl_cli_bytes("sim", f, v, &o->swap_mem))
+                return 2;
         } else if (!strcmp(f, "--shared-prefix")) {
             if (!kvl_cli_int("sim", f, v, 0, KVL_MAX_CTX, &x))
                 return 2;
@@ -535,6 +550,8 @@ static int setup(const sim_opts *o, kvl_sim_params *p, size_t *weight_bytes) {
     p->buddy = !o->no_buddy;
     p->prefix_cache = o->prefix_cache;
     p->shared_prefix = o->shared_prefix;
+    p->preempt = o->preempt;
+    p->swap_mem = (size_t)o->swap_mem;
     p->slo_ttft = o->slo_ttft;
     p->slo_tpot = o->slo_tpot;
     if (o->kv_mem) {

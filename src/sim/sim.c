@@ -36,7 +36,8 @@ kvl_sim_params kvl_sim_defaults(void) {
                             .policy = KVL_RESERVE_PAGED,
                             .buddy = true,
                             .slo_ttft = 1.0,
-                            .slo_tpot = 0.1};
+                            .slo_tpot = 0.1,
+                            .preempt = KVL_PREEMPT_RECOMPUTE};
 }
 
 static const char *const k_policy[] = {"paged", "max", "oracle", "pow2"};
@@ -84,19 +85,24 @@ static int32_t token_of(int64_t idx, int32_t j) {
     return (int32_t)((1u << 20) + (z % (0x7fffffffu - (1u << 20))));
 }
 
-static sim_req *req_new(const kvl_sim_request *q, int64_t idx, int32_t shared_prefix) {
+/* block_size: for the swap ids a swapped-out sequence holds. */
+static sim_req *req_new(const kvl_sim_request *q, int64_t idx, int32_t shared_prefix,
+                        int32_t block_size) {
     sim_req *s = calloc(1, sizeof *s);
-    int32_t *hist = calloc((size_t)q->n_prompt + (size_t)q->n_output, sizeof *hist);
-    if (!s || !hist) {
+    size_t n_tok = (size_t)q->n_prompt + (size_t)q->n_output;
+    int32_t *hist = calloc(n_tok, sizeof *hist);
+    uint32_t *swap_ids = calloc(n_tok / (size_t)block_size + 2, sizeof *swap_ids);
+    if (!s || !hist || !swap_ids) {
         free(s);
         free(hist);
+        free(swap_ids);
         return NULL;
     }
     for (int32_t j = 0; j < q->n_prompt + q->n_output; j++)
         hist[j] = j < shared_prefix && j < q->n_prompt ? 1 + j : token_of(idx, j);
     s->idx = idx;
     s->buddy_off = -1;
-    s->seq = (kvl_seq){.slot = -1, .len = q->n_prompt, .hist = hist};
+    s->seq = (kvl_seq){.slot = -1, .len = q->n_prompt, .hist = hist, .swap_ids = swap_ids};
     s->r = (kvl_request){.id = (uint64_t)idx,
                          .arrival = (uint64_t)idx,
                          .n_prompt = q->n_prompt,
@@ -112,6 +118,7 @@ static sim_req *req_new(const kvl_sim_request *q, int64_t idx, int32_t shared_pr
 static void req_free(sim_req *s) {
     if (s) {
         free(s->seq.hist);
+        free(s->seq.swap_ids);
         free(s);
     }
 }
@@ -157,8 +164,8 @@ static double pct(const double *v, int64_t n, double q) {
     return v[k < 0 ? 0 : k >= n ? n - 1 : k];
 }
 
-static kvl_status make_ledger(const kvl_sim_params *p, kvl_kv_cache **kv, kvl_sched **sched,
-                              kvl_error *err) {
+static kvl_status make_ledger(const kvl_sim_params *p, kvl_kv_cache **kv, kvl_kv_swap **sw,
+                              kvl_sched **sched, kvl_error *err) {
     kvl_kv_cache_params kp = kvl_kv_cache_defaults();
     kp.layout = KVL_KV_LAYOUT_PAGED;
     kp.budget = p->kv_budget;
@@ -172,10 +179,15 @@ static kvl_status make_ledger(const kvl_sim_params *p, kvl_kv_cache **kv, kvl_sc
         return st;
     kvl_sched_params sp = {.max_seqs = p->max_seqs,
                            .max_batch_tokens = p->max_batch_tokens,
-                           .preempt = KVL_PREEMPT_RECOMPUTE,
+                           .preempt = p->preempt,
                            .reserve = p->policy};
-    if ((st = kvl_sched_init(*kv, NULL, &sp, sched, err))) {
+    if (p->swap_mem > 0)
+        st = kvl_kv_swap_init_meta(kvl_kv_paged_layout(kvl_kv_cache_paged(*kv))->block_bytes,
+                                   p->swap_mem, sw, err);
+    if (st || (st = kvl_sched_init(*kv, *sw, &sp, sched, err))) {
+        kvl_kv_swap_free(*sw);
         kvl_kv_cache_free(*kv);
+        *sw = NULL;
         *kv = NULL;
     }
     return st;
@@ -211,6 +223,25 @@ static void kv_sample(kvl_kv_cache *kv, kvl_sched *sched, const kvl_buddy *b, do
     a->t += dt;
 }
 
+/* The scheduler's cost rule weighs a recompute (prefill tokens/s) against
+ * a swap (bytes/s); give it the simulated device's rates: one full prefill
+ * chunk from position 0, and the host link. */
+static kvl_status set_rates(const kvl_sim_params *p, const kvl_sim_cost *c, kvl_sched *sched,
+                            kvl_error *err) {
+    int32_t n = p->max_batch_tokens;
+    int32_t *a = malloc((size_t)n * 3 * sizeof *a);
+    if (!a)
+        return kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory for %d tokens", n);
+    for (int32_t i = 0; i < n; i++)
+        a[i] = 1, a[n + i] = 0, a[2 * n + i] = i;
+    kvl_batch b = {.n_tokens = n, .tokens = a, .seq = a + n, .pos = a + 2 * n};
+    kvl_sim_step s;
+    kvl_sim_cost_batch(c, &b, &s);
+    kvl_sched_set_rates(sched, s.seconds > 0 ? n / s.seconds : 0, c->dev.host_bandwidth);
+    free(a);
+    return KVL_OK;
+}
+
 /* The blocks request q reserves under the policy (0: paged). */
 static uint64_t resv_blocks(const kvl_sched *sched, const kvl_sim_request *q) {
     kvl_request tmp = {.n_prompt = q->n_prompt, .max_tokens = q->n_output, .n_alive = 1};
@@ -240,6 +271,7 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
         return st;
     kvl_kv_cache *kv = NULL;
     kvl_sched *sched = NULL;
+    kvl_kv_swap *sw = NULL;
     kvl_executor *x = NULL;
     sim_state S = {.p = p, .reqs = reqs, .n_reqs = n};
     S.ttft = malloc(((size_t)n + 1) * sizeof(double));
@@ -254,7 +286,9 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     if (!S.ttft || !S.tpot || !S.norm || !fifo)
         st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory for %lld requests", (long long)n);
     if (!st)
-        st = make_ledger(p, &kv, &sched, err);
+        st = make_ledger(p, &kv, &sw, &sched, err);
+    if (!st)
+        st = set_rates(p, &cost, sched, err);
     if (!st && p->buddy && p->policy != KVL_RESERVE_PAGED &&
         !(st = kvl_buddy_init(&buddy, kvl_sched_n_blocks(sched), err)))
         S.buddy = &buddy;
@@ -277,7 +311,7 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     R.block_size = kvl_sched_block_size(sched);
     const int32_t max_ctx = kvl_kv_cache_params_of(kv)->max_ctx;
     kv_acc acc = {0};
-    double t = 0, batch_sum = 0, tok_sum = 0, step_sum = 0, dec_sum = 0;
+    double t = 0, batch_sum = 0, tok_sum = 0, step_sum = 0, dec_sum = 0, swapped = 0;
     int64_t next = 0, n_dec = 0, in_flight = 0, n_fifo = 0, head = 0;
     for (;;) {
         for (; next < n && reqs[next].arrival <= t; next++) {
@@ -296,7 +330,7 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
          * (later arrivals), so the steps are those of queueing everything at
          * once, without the list's O(n) insertion over a long backlog. */
         for (; head < n_fifo && kvl_sched_count(sched, KVL_REQ_WAITING) <= p->max_seqs; head++) {
-            sim_req *sr = req_new(&reqs[fifo[head]], fifo[head], p->shared_prefix);
+            sim_req *sr = req_new(&reqs[fifo[head]], fifo[head], p->shared_prefix, R.block_size);
             if (!sr) {
                 st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory at request %lld",
                                 (long long)fifo[head]);
@@ -314,6 +348,13 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
             break;
         kvl_sched_plan *pl;
         kvl_sched_schedule(sched, INT32_MAX, &pl);
+        /* swap copies the scheduler made this step, priced at the host link */
+        const kvl_sched_counters *sc = kvl_sched_counters_get(sched);
+        double bytes = (double)sc->bytes_swapped_out + (double)sc->bytes_swapped_in - swapped;
+        double swap_s = kvl_sim_cost_swap_seconds(&cost, bytes);
+        swapped += bytes;
+        R.swap_s += swap_s;
+        t += swap_s;
         if (pl->batch.n_tokens == 0) {
             if (next >= n || head < n_fifo) { /* nothing runs, nothing comes: a bug */
                 st = kvl_errorf(err, KVL_E_INVALID,
@@ -331,16 +372,16 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
             goto done;
         const kvl_sim_step *c = kvl_executor_sim_last(x);
         kvl_sim_kv kvnow;
-        kv_sample(kv, sched, S.buddy, c->seconds, &acc,
-                  &kvnow); /* the KV held while the step runs */
+        double dt = c->seconds + swap_s;
+        kv_sample(kv, sched, S.buddy, dt, &acc, &kvnow); /* the KV held while the step runs */
         t += c->seconds;
         kvl_sched_after_run(sched, pl);
         R.n_steps++;
         batch_sum += pl->n_items;
         tok_sum += pl->batch.n_tokens;
-        step_sum += c->seconds;
+        step_sum += dt;
         if (pl->n_prefill == 0) {
-            dec_sum += c->seconds;
+            dec_sum += dt;
             n_dec++;
         }
         R.n_prefill_fed += pl->n_prefill;
@@ -392,6 +433,8 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     R.n_preemptions = sc->n_preemptions;
     R.tokens_recomputed = sc->tokens_recomputed;
     R.prefix_hit_tokens = sc->prefix_hit_tokens + sc->prefix_hit_tokens_self;
+    R.n_preempt_swap = sc->n_preempt_swap;
+    R.swap_bytes = swapped;
     *out = R;
 done:
     /* requests still held (only after an error) */
@@ -404,6 +447,7 @@ done:
     kvl_buddy_free_all(&buddy);
     kvl_executor_free(x);
     kvl_sched_free(sched);
+    kvl_kv_swap_free(sw);
     kvl_kv_cache_free(kv);
     kvl_prefix_cache_free(pc); /* after the pool, whose evict hook points at it */
     free(S.ttft);
@@ -429,15 +473,17 @@ void kvl_sim_result_text(const kvl_sim_result *r, FILE *f) {
             "%.4f s)\n"
             "  KV              %u blocks of %d; occupancy %.3f; of the slots: tokens %.3f, "
             "fragmentation %.3f, reserved %.3f, rounding %.3f, free %.3f\n"
-            "  preemptions     %lld (%lld tokens recomputed); prefix cache hits %lld tokens\n",
+            "  preemptions     %lld (%lld by swap: %.3g GB over the host link, %.3f s; %lld "
+            "tokens recomputed); prefix cache hits %lld tokens\n",
             r->policy, r->rate, (long long)r->n_done, (long long)r->n_refused,
             (long long)r->n_steps, r->makespan_s, r->throughput_rps, r->throughput_tps,
             r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot, r->norm_latency,
             r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99, r->mean_batch,
             r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s, r->kv_blocks,
             r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved,
-            r->kv_rounding, r->kv_free, (long long)r->n_preemptions,
-            (long long)r->tokens_recomputed, (long long)r->prefix_hit_tokens);
+            r->kv_rounding, r->kv_free, (long long)r->n_preemptions, (long long)r->n_preempt_swap,
+            r->swap_bytes / 1e9, r->swap_s, (long long)r->tokens_recomputed,
+            (long long)r->prefix_hit_tokens);
 }
 
 void kvl_sim_result_row(const kvl_sim_result *r, bool header, FILE *f) {
@@ -466,7 +512,8 @@ void kvl_sim_result_json(const kvl_sim_result *r, FILE *f) {
             "\"decode_fed\": %lld, \"kv_blocks\": %u, \"block_size\": %d, "
             "\"kv_occupancy\": %.6f, \"kv_tokens\": %.6f, \"kv_frag\": %.6f, "
             "\"kv_reserved\": %.6f, \"kv_rounding\": %.6f, \"kv_free\": %.6f, "
-            "\"preemptions\": %lld, \"tokens_recomputed\": %lld, \"prefix_hit_tokens\": %lld}",
+            "\"preemptions\": %lld, \"preempt_swap\": %lld, \"swap_bytes\": %.0f, "
+            "\"swap_s\": %.6f, \"tokens_recomputed\": %lld, \"prefix_hit_tokens\": %lld}",
             r->policy, r->rate, (long long)r->n_requests, (long long)r->n_done,
             (long long)r->n_refused, (long long)r->n_steps, r->makespan_s, r->throughput_rps,
             r->throughput_tps, r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot,
@@ -474,8 +521,8 @@ void kvl_sim_result_json(const kvl_sim_result *r, FILE *f) {
             r->mean_batch, r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s,
             (long long)r->n_prefill_fed, (long long)r->n_decode_fed, r->kv_blocks, r->block_size,
             r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved, r->kv_rounding, r->kv_free,
-            (long long)r->n_preemptions, (long long)r->tokens_recomputed,
-            (long long)r->prefix_hit_tokens);
+            (long long)r->n_preemptions, (long long)r->n_preempt_swap, r->swap_bytes, r->swap_s,
+            (long long)r->tokens_recomputed, (long long)r->prefix_hit_tokens);
 }
 
 void kvl_sim_result_csv(const kvl_sim_result *r, bool header, FILE *f) {

@@ -96,6 +96,12 @@ typedef struct kvl_sim_params {
      * unique to the request; generated tokens are unique too. */
     bool prefix_cache;
     int32_t shared_prefix;
+    /* Preemption (paged): the scheduler's mode (default recompute) and a
+     * host swap area of swap_mem bytes (0: none; swap falls back to
+     * recompute). Swap copies are priced at the device's host link and
+     * added to the step that makes them. */
+    kvl_preempt_mode preempt;
+    size_t swap_mem;
     /* Called after every step (NULL: none): the plan as scheduled, its
      * price, the KV held while it ran, the virtual time at its end. For
      * tests, step logs and the KV-over-time chart. */
@@ -136,6 +142,9 @@ typedef struct kvl_sim_result {
     double goodput_rps;        /* n_good per second of the makespan */
     int64_t prefix_hit_tokens; /* prompt positions served from the prefix cache
                                   (first admissions and re-admissions) */
+    int64_t n_preempt_swap;    /* of n_preemptions, by swap */
+    double swap_bytes;         /* copied out and in over the host link */
+    double swap_s;             /* their price, inside the steps' time */
 } kvl_sim_result;
 
 /* Run w through the scheduler under p. KVL_E_INVALID / KVL_E_NO_KV with the
