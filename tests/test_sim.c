@@ -1,12 +1,15 @@
 /*
  * kvllm sim: the cost model's counts on hand-computed batches; the exact
  * batch sequence of a small scenario (3 requests, a pool of 12 blocks of
- * 4) under the paged and the max-reservation policies; the same seed gives
- * byte-identical reports; reserving policies never preempt; workload
- * lengths obey their filters and means.
+ * 4) under the paged and the max-reservation policies (with and without
+ * the buddy allocator); the buddy allocator's invariants under random
+ * traffic; the same seed gives byte-identical reports; reserving policies
+ * never preempt; goodput counts the SLOs; workload lengths obey their
+ * filters and means.
  */
 #include "plan/catalog.h"
 #include "plan/planner.h"
+#include "sim/buddy.h"
 #include "sim/sim.h"
 
 #include "testutil.h"
@@ -167,6 +170,7 @@ static void test_pinned(void) {
     CHECK_EQ_INT(r.tokens_recomputed, 14); /* 2's KV positions when preempted */
     rec m = {.n = 0};
     p = small_params(KVL_RESERVE_MAX);
+    p.buddy = false; /* the block count alone */
     p.on_step = record;
     p.user = &m;
     CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
@@ -182,6 +186,97 @@ static void test_pinned(void) {
         fprintf(stderr, "max: %s\n", m.buf);
     CHECK_EQ_INT(r.n_done, 3);
     CHECK_EQ_INT(r.n_preemptions, 0);
+    /* max with the buddy allocator: 12 blocks = runs of 8 + 4; a 6-block
+     * reservation takes a run of 8, so only one request runs at a time */
+    rec b = {.n = 0};
+    p = small_params(KVL_RESERVE_MAX);
+    p.on_step = record;
+    p.user = &b;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    char want_buddy[1024] = "";
+    for (int q = 0; q < 3; q++) {
+        size_t k = strlen(want_buddy);
+        snprintf(want_buddy + k, sizeof want_buddy - k, "|%d:6@0", q);
+        for (int pos = 6; pos <= 18; pos++) {
+            k = strlen(want_buddy);
+            snprintf(want_buddy + k, sizeof want_buddy - k, "|%d:1@%d", q, pos);
+        }
+    }
+    CHECK(!strcmp(b.buf, want_buddy));
+    if (strcmp(b.buf, want_buddy))
+        fprintf(stderr, "max, buddy: %s\n", b.buf);
+    CHECK_EQ_INT(r.n_done, 3);
+    CHECK(r.kv_rounding > 0); /* 2 of the 8 blocks are never reserved */
+}
+
+/* ---- the buddy allocator -------------------------------------------------- */
+
+static uint64_t xrand(uint64_t *x) { /* xorshift64 */
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+static void test_buddy(void) {
+    kvl_buddy b;
+    kvl_error err;
+    CHECK_EQ_INT(kvl_buddy_init(&b, 983, &err), KVL_OK);
+    /* the paper's pool in blocks of 16: 7 runs of 2048 tokens (Orca Max) */
+    int n128 = 0;
+    while (kvl_buddy_alloc(&b, kvl_buddy_order(&b, 128)) >= 0)
+        n128++;
+    CHECK_EQ_INT(n128, 7);
+    CHECK_EQ_INT(kvl_buddy_order(&b, 513), -1); /* past the largest run */
+    CHECK_EQ_INT(kvl_buddy_order(&b, 5), 3);
+    kvl_buddy_free_all(&b);
+    CHECK_EQ_INT(kvl_buddy_init(&b, 0, &err), KVL_E_INVALID);
+    /* random traffic: runs stay aligned, in the arena and disjoint; used
+     * counts them; after all are released the whole arena is one run again */
+    uint64_t rng = 12345;
+    for (int round = 0; round < 20; round++) {
+        uint32_t n = 1 + (uint32_t)(xrand(&rng) % 700);
+        CHECK_EQ_INT(kvl_buddy_init(&b, n, &err), KVL_OK);
+        static uint8_t owner[1024];
+        static int64_t off[400];
+        static int32_t ord[400];
+        memset(owner, 0, sizeof owner);
+        int live = 0;
+        bool ok = true;
+        for (int it = 0; it < 2000; it++) {
+            if (live < 400 && (live == 0 || xrand(&rng) % 3)) {
+                int32_t k = kvl_buddy_order(&b, 1 + xrand(&rng) % 40);
+                int64_t o = kvl_buddy_alloc(&b, k);
+                if (o < 0)
+                    continue;
+                ok = ok && o % (1 << k) == 0 && o + (1 << k) <= n;
+                for (int64_t j = o; j < o + (1 << k) && j < 1024; j++)
+                    ok = ok && !owner[j]++;
+                off[live] = o;
+                ord[live++] = k;
+            } else {
+                int i = (int)(xrand(&rng) % (uint64_t)live);
+                for (int64_t j = off[i]; j < off[i] + (1 << ord[i]); j++)
+                    owner[j] = 0;
+                kvl_buddy_release(&b, (uint32_t)off[i], ord[i]);
+                off[i] = off[--live];
+                ord[i] = ord[live];
+            }
+            uint64_t used = 0;
+            for (int i = 0; i < live; i++)
+                used += 1u << ord[i];
+            ok = ok && used == b.used;
+        }
+        CHECK(ok);
+        while (live > 0) {
+            live--;
+            kvl_buddy_release(&b, (uint32_t)off[live], ord[live]);
+        }
+        CHECK_EQ_INT(b.used, 0);
+        int32_t top = kvl_buddy_order(&b, 1u << b.top);
+        CHECK_EQ_INT(kvl_buddy_alloc(&b, top), 0); /* merged back into the largest run */
+        kvl_buddy_free_all(&b);
+    }
 }
 
 /* ---- determinism, policies, workloads ------------------------------------ */
@@ -222,6 +317,89 @@ static void test_determinism(void) {
         CHECK(r.kv_reserved > 0);
         CHECK(r.mean_batch < ra.mean_batch); /* paged packs more requests */
     }
+    /* goodput: at most the finished requests, all of them with loose SLOs */
+    CHECK(ra.n_good <= ra.n_done);
+    CHECK_NEAR(ra.goodput_rps * ra.makespan_s, (double)ra.n_good, 1e-6);
+}
+
+/* Shared prefixes through the engine's prefix cache: four requests, far
+ * apart, 12-token prompts whose first 8 are shared (2 blocks of 4): every
+ * request after the first finds those 2 blocks and feeds only 4 prompt
+ * tokens; unique prompts find nothing. */
+static void test_prefix(void) {
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.lengths = KVL_SIM_LEN_FIXED;
+    w.prompt_lo = w.prompt_hi = 12;
+    w.output_lo = w.output_hi = 3;
+    w.n_requests = 4;
+    w.rate = 0.001;
+    kvl_error err;
+    kvl_sim_result r;
+    kvl_sim_params p = small_params(KVL_RESERVE_PAGED);
+    p.shared_prefix = 8;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.n_done, 4);
+    CHECK_EQ_INT(r.prefix_hit_tokens, 3 * 8);
+    CHECK_EQ_INT(r.n_prefill_fed, 12 + 3 * 4);
+    p.shared_prefix = 0;
+    p.prefix_cache = true;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.prefix_hit_tokens, 0);
+    CHECK_EQ_INT(r.n_prefill_fed, 4 * 12);
+}
+
+/* Swap preemption through the scheduler's real path on the metadata-only
+ * ledger: the pinned scenario's one preemption (request 2, 14 positions =
+ * 4 blocks of 4) goes to the swap area and back, nothing is recomputed,
+ * and the 8 block copies are priced at the host link. */
+static void test_swap(void) {
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.lengths = KVL_SIM_LEN_FIXED;
+    w.arrivals = KVL_SIM_ARR_BURST;
+    w.n_requests = 3;
+    w.prompt_lo = w.prompt_hi = 6;
+    w.output_lo = w.output_hi = 14;
+    kvl_error err;
+    kvl_sim_result r;
+    kvl_sim_params p = small_params(KVL_RESERVE_PAGED);
+    size_t bb;
+    CHECK_EQ_INT(kvl_plan_kv_block_bytes(kvl_catalog_shape_find("stories260K"), KVL_KV_FMT_F16,
+                                         KVL_KV_FMT_F16, 4, &bb, &err),
+                 KVL_OK);
+    p.preempt = KVL_PREEMPT_SWAP;
+    p.swap_mem = 16 * bb;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.n_done, 3);
+    CHECK_EQ_INT(r.n_preemptions, 1);
+    CHECK_EQ_INT(r.n_preempt_swap, 1);
+    CHECK_EQ_INT(r.tokens_recomputed, 0);
+    CHECK_NEAR(r.swap_bytes, 8.0 * (double)bb, 0);
+    CHECK_NEAR(r.swap_s, r.swap_bytes / p.cost.dev.host_bandwidth, 1e-15);
+    /* a swap area too small for 4 blocks: the scheduler falls back to recompute */
+    p.swap_mem = 3 * bb;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.n_preempt_swap, 0);
+    CHECK_EQ_INT(r.tokens_recomputed, 14);
+    CHECK_NEAR(r.swap_s, 0, 0);
+}
+
+static void test_goodput(void) {
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.n_requests = 50;
+    w.rate = 5;
+    kvl_error err;
+    kvl_sim_result r;
+    kvl_sim_params p = small_params(KVL_RESERVE_PAGED);
+    w.lengths = KVL_SIM_LEN_FIXED;
+    w.prompt_lo = w.prompt_hi = 4;
+    w.output_lo = w.output_hi = 4;
+    p.slo_ttft = p.slo_tpot = 1e9;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.n_good, 50);
+    p.slo_tpot = 0; /* no step is free */
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.n_good, 0);
+    CHECK_NEAR(r.goodput_rps, 0, 0);
 }
 
 static void test_workloads(void) {
@@ -288,6 +466,10 @@ int main(void) {
     test_cost();
     test_calib_file();
     test_pinned();
+    test_buddy();
+    test_goodput();
+    test_prefix();
+    test_swap();
     test_determinism();
     test_workloads();
     return kvt_finish("test_sim");

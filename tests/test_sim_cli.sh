@@ -81,8 +81,28 @@ fi
 # the KV-over-time chart and the step log of one run
 "$BIN" sim "${A[@]}" --rate 2 --duration 60 --svg-kv "$TMP/kv.svg" --steps "$TMP/steps.txt" \
     >/dev/null 2>&1 || bad "svg-kv run"
-if [ "$(grep -c "<polyline" "$TMP/kv.svg")" = 3 ]; then ok; else bad "kv svg"; fi
-if awk 'NF != 10 { exit 1 }' "$TMP/steps.txt" && [ -s "$TMP/steps.txt" ]; then ok; else bad "steps"; fi
+if [ "$(grep -c "<polyline" "$TMP/kv.svg")" = 4 ]; then ok; else bad "kv svg"; fi
+if awk 'NF != 11 { exit 1 }' "$TMP/steps.txt" && [ -s "$TMP/steps.txt" ]; then ok; else bad "steps"; fi
+
+# goodput's SLOs and the reservation allocator: flags read, bad values refused
+expect 0 "goodput         0.000 req/s (0 requests with TTFT <= 0 s" -- "${A[@]}" --requests 20 \
+    --slo-ttft 0
+expect 2 "--slo-tpot" -- "${A[@]}" --slo-tpot -1
+expect 2 "--alloc 'first': want buddy or blocks" -- "${A[@]}" --alloc first
+b=$("$BIN" sim "${A[@]}" --rate 2 --duration 120 --policy oracle --alloc blocks 2>&1 | grep rounding)
+u=$("$BIN" sim "${A[@]}" --rate 2 --duration 120 --policy oracle 2>&1 | grep rounding)
+if grep -q "rounding 0.000" <<<"$b" && [ "$b" != "$u" ]; then ok; else bad "alloc: $b / $u"; fi
+
+# a shared prefix is served from the prefix cache; a bad length refused
+expect 0 "prefix cache hits 0 tokens" -- "${A[@]}" --requests 20 --prefix-cache
+out=$("$BIN" sim "${A[@]}" --requests 20 --shared-prefix 64 2>&1 | grep -o "prefix cache hits [0-9]*")
+if [ -n "$out" ] && [ "${out##* }" -gt 0 ]; then ok; else bad "shared prefix: $out"; fi
+expect 2 "--shared-prefix: -1 is outside" -- "${A[@]}" --shared-prefix -1
+
+# swap preemption: flags read, bad values refused
+expect 0 "by swap" -- "${A[@]}" --requests 20 --preempt swap --swap-mem 1GiB
+expect 2 "--preempt 'later': want recompute, swap or auto" -- "${A[@]}" --preempt later
+expect 2 "--swap-mem" -- "${A[@]}" --swap-mem lots
 
 # a calibration file read back; a bad one refused
 printf 'name cpu-test\nbandwidth 3e9\nflops 9e10\nserial 1\n' >"$TMP/calib.txt"

@@ -30,8 +30,12 @@ typedef struct sim_opts {
     kvl_kv_format kv_fmt;
     int32_t tp, block_size, max_seqs, max_batch_tokens, max_ctx;
     uint64_t kv_mem;
-    double mem_util, mbu, mfu, overhead, slo;
+    double mem_util, mbu, mfu, overhead, slo, slo_ttft, slo_tpot;
     bool policies[4];
+    bool no_buddy, prefix_cache;
+    int32_t shared_prefix;
+    kvl_preempt_mode preempt;
+    uint64_t swap_mem;
     double rates[MAX_RATES];
     int n_rates;
     kvl_sim_workload w;
@@ -63,6 +67,14 @@ static void usage(FILE *f) {
         "  --block-size N        16   --max-seqs N 256   --max-batch-tokens N 2048\n"
         "  --ctx N               max context (default: the model's)\n"
         "  --policy P[,P..]      paged, max, oracle, pow2, or all (default paged)\n"
+        "  --alloc A             where max/oracle/pow2 place reservations: buddy (default,\n"
+        "                        the paper's Orca) or blocks (any free blocks)\n"
+        "  --prefix-cache        the engine's prefix cache on the scheduler (default off)\n"
+        "  --preempt MODE        recompute (default), swap or auto (the engine's cost rule)\n"
+        "  --swap-mem BYTES      host swap area for swap preemption (default 0: none);\n"
+        "                        copies priced at the device's host link\n"
+        "  --shared-prefix N     every prompt starts with the same N tokens (implies\n"
+        "                        --prefix-cache)\n"
         "workload:\n"
         "  --workload W          sharegpt (default), alpaca, fixed:P,O,\n"
         "                        uniform:P0-P1,O0-O1, trace:FILE (rows 'arrival prompt output')\n"
@@ -75,11 +87,12 @@ static void usage(FILE *f) {
         "  --json FILE  --csv FILE  --steps FILE (one line per step)\n"
         "  --svg FILE            normalized latency vs rate, one line per policy\n"
         "  --svg-kv FILE         KV slots over time (one policy and rate): tokens,\n"
-        "                        + fragmentation, + reserved\n"
+        "                        + fragmentation, + reserved, + buddy rounding\n"
         "  --steps FILE columns: end_s step_s requests tokens prefill decode occupancy\n"
-        "                        tokens frag reserved (KV as fractions of the slots)\n"
+        "                        tokens frag reserved rounding (KV as fractions of the slots)\n"
         "  --slo S               normalized latency (s/token) for the sustainable-rate summary\n"
-        "                        of a sweep (default 0.5)\n");
+        "                        of a sweep (default 0.5)\n"
+        "  --slo-ttft S --slo-tpot S   goodput's SLOs in seconds (default 1 and 0.1)\n");
 }
 
 /* ---- calibrate ------------------------------------------------------------ */
@@ -285,13 +298,14 @@ static bool parse_list(const char *flag, const char *v, sim_opts *o) {
 }
 
 static const char *const k_value_flags[] = {
-    "--model",   "-m",         "--type",       "--kv-type",  "--device",
-    "--calib",   "--tp",       "--mbu",        "--mfu",      "--overhead",
-    "--kv-mem",  "--mem-util", "--block-size", "--max-seqs", "--max-batch-tokens",
-    "--ctx",     "--policy",   "--workload",   "--rate",     "--rates",
-    "--arrival", "--duration", "--requests",   "--seed",     "--json",
-    "--csv",     "--steps",    "--slo",        "--svg",      "--svg-kv",
-    NULL};
+    "--model",    "-m",         "--type",       "--kv-type",       "--device",
+    "--calib",    "--tp",       "--mbu",        "--mfu",           "--overhead",
+    "--kv-mem",   "--mem-util", "--block-size", "--max-seqs",      "--max-batch-tokens",
+    "--ctx",      "--policy",   "--workload",   "--rate",          "--rates",
+    "--arrival",  "--duration", "--requests",   "--seed",          "--json",
+    "--csv",      "--steps",    "--slo",        "--svg",           "--svg-kv",
+    "--alloc",    "--slo-ttft", "--slo-tpot",   "--shared-prefix", "--preempt",
+    "--swap-mem", NULL};
 
 static int parse(int argc, char **argv, sim_opts *o) {
     memset(o, 0, sizeof *o);
@@ -304,6 +318,9 @@ static int parse(int argc, char **argv, sim_opts *o) {
     o->mem_util = 0.9;
     o->mbu = o->mfu = o->overhead = -1;
     o->slo = 0.5;
+    o->slo_ttft = 1.0;
+    o->slo_tpot = 0.1;
+    o->preempt = KVL_PREEMPT_RECOMPUTE;
     o->w = kvl_sim_workload_defaults();
     bool any_policy = false;
     for (int i = 1; i < argc; i++) {
@@ -312,6 +329,10 @@ static int parse(int argc, char **argv, sim_opts *o) {
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
             usage(stdout);
             return -1;
+        }
+        if (!strcmp(f, "--prefix-cache")) {
+            o->prefix_cache = true;
+            continue;
         }
         if (!kvl_cli_flag_value("sim", k_value_flags, "kvllm sim --help", argc, argv, &i, &v))
             return 2;
@@ -418,6 +439,28 @@ static int parse(int argc, char **argv, sim_opts *o) {
         } else if (!strcmp(f, "--slo")) {
             if (!kvl_cli_float("sim", f, v, 1e-6, 1e6, &o->slo))
                 return 2;
+        } else if (!strcmp(f, "--slo-ttft") || !strcmp(f, "--slo-tpot")) {
+            if (!kvl_cli_float("sim", f, v, 0, 1e6,
+                               !strcmp(f, "--slo-ttft") ? &o->slo_ttft : &o->slo_tpot))
+                return 2;
+        } else if (!strcmp(f, "--preempt")) {
+            if (!kvl_preempt_mode_parse(v, &o->preempt)) {
+                fprintf(stderr, "kvllm sim: --preempt '%s': want recompute, swap or auto\n", v);
+                return 2;
+            }
+        } else if (!strcmp(f, "--swap-mem")) {
+            if (!kvl_cli_bytes("sim", f, v, &o->swap_mem))
+                return 2;
+        } else if (!strcmp(f, "--shared-prefix")) {
+            if (!kvl_cli_int("sim", f, v, 0, KVL_MAX_CTX, &x))
+                return 2;
+            o->shared_prefix = (int32_t)x;
+        } else if (!strcmp(f, "--alloc")) {
+            if (strcasecmp(v, "buddy") && strcasecmp(v, "blocks")) {
+                fprintf(stderr, "kvllm sim: --alloc '%s': want buddy or blocks\n", v);
+                return 2;
+            }
+            o->no_buddy = !strcasecmp(v, "blocks");
         }
     }
     if (!any_policy)
@@ -504,6 +547,13 @@ static int setup(const sim_opts *o, kvl_sim_params *p, size_t *weight_bytes) {
     p->max_seqs = o->max_seqs;
     p->max_batch_tokens = o->max_batch_tokens;
     p->max_ctx = o->max_ctx;
+    p->buddy = !o->no_buddy;
+    p->prefix_cache = o->prefix_cache;
+    p->shared_prefix = o->shared_prefix;
+    p->preempt = o->preempt;
+    p->swap_mem = (size_t)o->swap_mem;
+    p->slo_ttft = o->slo_ttft;
+    p->slo_tpot = o->slo_tpot;
     if (o->kv_mem) {
         p->kv_budget = (size_t)o->kv_mem;
     } else {
@@ -574,7 +624,7 @@ static void write_svg(FILE *f, const sim_opts *o, const kvl_sim_result *res, con
 #define KV_PTS 1024
 typedef struct step_sink {
     FILE *steps;
-    double t[KV_PTS], tok[KV_PTS], frag[KV_PTS], res[KV_PTS];
+    double t[KV_PTS], tok[KV_PTS], frag[KV_PTS], res[KV_PTS], rnd[KV_PTS];
     int n;
     double every, next;
 } step_sink;
@@ -583,9 +633,9 @@ static void on_step(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c,
                     const kvl_sim_kv *kv, double t) {
     step_sink *k = user;
     if (k->steps)
-        fprintf(k->steps, "%.6f %.6f %d %d %d %d %.5f %.5f %.5f %.5f\n", t, c->seconds,
+        fprintf(k->steps, "%.6f %.6f %d %d %d %d %.5f %.5f %.5f %.5f %.5f\n", t, c->seconds,
                 (int)pl->n_items, (int)pl->batch.n_tokens, (int)pl->n_prefill, (int)pl->n_decode,
-                kv->occupancy, kv->tokens, kv->frag, kv->reserved);
+                kv->occupancy, kv->tokens, kv->frag, kv->reserved, kv->rounding);
     if (t < k->next)
         return;
     if (k->n == KV_PTS) { /* keep every other sample, sample half as often */
@@ -594,6 +644,7 @@ static void on_step(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c,
             k->tok[i] = k->tok[2 * i];
             k->frag[i] = k->frag[2 * i];
             k->res[i] = k->res[2 * i];
+            k->rnd[i] = k->rnd[2 * i];
         }
         k->n = KV_PTS / 2;
         k->every *= 2;
@@ -602,11 +653,13 @@ static void on_step(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c,
     k->tok[k->n] = kv->tokens;
     k->frag[k->n] = kv->tokens + kv->frag;
     k->res[k->n] = kv->tokens + kv->frag + kv->reserved;
+    k->rnd[k->n] = k->res[k->n] + kv->rounding;
     k->n++;
     k->next = t + k->every;
 }
 
-/* KV over time: stacked lines (tokens; + fragmentation; + reservation) as
+/* KV over time: stacked lines (tokens; + fragmentation; + reservation;
+ * + the buddy allocator's rounding) as
  * fractions of the pool's slots. */
 static void write_kv_svg(FILE *f, const step_sink *k, const char *title) {
     const double W = 640, H = 360, L = 60, R = 150, T = 40, B = 50;
@@ -631,10 +684,11 @@ static void write_kv_svg(FILE *f, const step_sink *k, const char *title) {
             "<text x=\"15\" y=\"%g\" transform=\"rotate(-90 15 %g)\" "
             "text-anchor=\"middle\">fraction of KV slots</text>\n",
             L + pw / 2, H - 10, T + ph / 2, T + ph / 2);
-    static const char *const names[3] = {"tokens", "+ fragmentation", "+ reserved"};
-    static const char *const colour[3] = {"#1f77b4", "#ff7f0e", "#d62728"};
-    for (int j = 0; j < 3; j++) {
-        const double *y = j == 0 ? k->tok : j == 1 ? k->frag : k->res;
+    static const char *const names[4] = {"tokens", "+ fragmentation", "+ reserved",
+                                         "+ buddy rounding"};
+    static const char *const colour[4] = {"#1f77b4", "#ff7f0e", "#d62728", "#7f7f7f"};
+    for (int j = 0; j < 4; j++) {
+        const double *y = j == 0 ? k->tok : j == 1 ? k->frag : j == 2 ? k->res : k->rnd;
         fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"",
                 colour[j]);
         for (int i = 0; i < k->n; i++)

@@ -544,7 +544,8 @@ void kvl_kv_paged_stats_get(const kvl_kv_paged *kv, kvl_kv_paged_stats *out) {
 /* ---- swap: a sequence's blocks and residual out of the pool and back ---- */
 
 static void block_copy(const kvl_kv_paged *kv, uint32_t id, uint8_t *buf, bool save) {
-    KVL_ASSERT(!kv->meta);
+    if (kv->meta) /* a ledger's swap moves no bytes (kvllm sim prices them) */
+        return;
     for (int32_t l = 0; l < kv->lay.n_layers; l++)
         for (int v = 0; v < 2; v++) {
             size_t cb = v ? kv->lay.v_head_bytes : kv->lay.k_head_bytes;

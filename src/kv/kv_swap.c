@@ -19,8 +19,8 @@ struct kvl_kv_swap {
     uint32_t *free_ids; /* (n_blocks) stack: free_ids[0..n_free) */
 };
 
-kvl_status kvl_kv_swap_init(size_t block_bytes, size_t budget, const char *path, kvl_kv_swap **out,
-                            kvl_error *err) {
+/* The ids of budget / block_bytes blocks, no bytes yet. */
+static kvl_status swap_ids(size_t block_bytes, size_t budget, kvl_kv_swap **out, kvl_error *err) {
     if (block_bytes == 0)
         return kvl_errorf(err, KVL_E_INVALID, "swap: block_bytes is 0");
     size_t n = budget / block_bytes;
@@ -36,6 +36,22 @@ kvl_status kvl_kv_swap_init(size_t block_bytes, size_t budget, const char *path,
     sw->map_bytes = n * block_bytes;
     for (uint32_t i = 0; i < sw->n_blocks; i++) /* pop order 0, 1, 2, ... */
         sw->free_ids[i] = sw->n_blocks - 1 - i;
+    *out = sw;
+    return KVL_OK;
+}
+
+kvl_status kvl_kv_swap_init_meta(size_t block_bytes, size_t budget, kvl_kv_swap **out,
+                                 kvl_error *err) {
+    return swap_ids(block_bytes, budget, out, err);
+}
+
+kvl_status kvl_kv_swap_init(size_t block_bytes, size_t budget, const char *path, kvl_kv_swap **out,
+                            kvl_error *err) {
+    kvl_kv_swap *sw;
+    kvl_status st = swap_ids(block_bytes, budget, &sw, err);
+    if (st)
+        return st;
+    size_t n = sw->n_blocks;
     if (n == 0) {
         *out = sw;
         return KVL_OK;
@@ -106,5 +122,5 @@ void kvl_kv_swap_release(kvl_kv_swap *sw, const uint32_t *ids, uint32_t n) {
 
 uint8_t *kvl_kv_swap_block(kvl_kv_swap *sw, uint32_t id) {
     KVL_ASSERT(id < sw->n_blocks);
-    return sw->data + (size_t)id * sw->block_bytes;
+    return sw->data ? sw->data + (size_t)id * sw->block_bytes : NULL;
 }

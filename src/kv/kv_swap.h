@@ -27,6 +27,10 @@ typedef struct kvl_kv_swap kvl_kv_swap;
  * mapped shared. KVL_E_IO names the file and the call that failed. */
 kvl_status kvl_kv_swap_init(size_t block_bytes, size_t budget, const char *path, kvl_kv_swap **out,
                             kvl_error *err);
+/* The same ledger without bytes, for a metadata-only KV cache (kvllm sim):
+ * blocks are counted, kvl_kv_swap_block returns NULL. */
+kvl_status kvl_kv_swap_init_meta(size_t block_bytes, size_t budget, kvl_kv_swap **out,
+                                 kvl_error *err);
 void kvl_kv_swap_free(kvl_kv_swap *sw);
 
 uint32_t kvl_kv_swap_n_blocks(const kvl_kv_swap *sw); /* 0 for NULL */
@@ -36,6 +40,6 @@ size_t kvl_kv_swap_block_bytes(const kvl_kv_swap *sw);
 /* Take n blocks, all or nothing (KVL_E_NO_KV with the numbers). */
 kvl_status kvl_kv_swap_alloc(kvl_kv_swap *sw, uint32_t n, uint32_t *ids, kvl_error *err);
 void kvl_kv_swap_release(kvl_kv_swap *sw, const uint32_t *ids, uint32_t n);
-uint8_t *kvl_kv_swap_block(kvl_kv_swap *sw, uint32_t id);
+uint8_t *kvl_kv_swap_block(kvl_kv_swap *sw, uint32_t id); /* NULL without bytes */
 
 #endif

@@ -278,6 +278,8 @@ static int32_t lead_of(const kvl_request *r) {
 
 /* Blocks policy p reserves for each alive sample of r (0: paged). */
 static uint64_t policy_blocks(const kvl_sched *s, const kvl_request *r) {
+    if (!s->paged)
+        return 0;
     int64_t max_ctx = kvl_kv_cache_params_of(s->kv)->max_ctx;
     int64_t want = (int64_t)r->n_prompt + r->max_tokens, out = r->max_tokens, p2 = 1;
     switch (s->p.reserve) {
@@ -293,6 +295,10 @@ static uint64_t policy_blocks(const kvl_sched *s, const kvl_request *r) {
     if (want > max_ctx)
         want = max_ctx;
     return ceil_div((uint64_t)want, (uint64_t)s->block_size);
+}
+
+uint64_t kvl_sched_reserve_blocks(const kvl_sched *s, const kvl_request *r) {
+    return policy_blocks(s, r);
 }
 
 uint64_t kvl_sched_reserved_unused(const kvl_sched *s) {

@@ -129,6 +129,9 @@ int32_t kvl_sched_free_slots(const kvl_sched *s);
 uint64_t kvl_sched_blocks_worst(const kvl_sched *s, int32_t n_prompt, int32_t max_tokens,
                                 int32_t n_samples);
 uint32_t kvl_sched_n_blocks(const kvl_sched *s); /* the pool's blocks (contiguous: slots) */
+/* Blocks the reserving policy reserves for each alive sample of r (0 under
+ * KVL_RESERVE_PAGED or the contiguous layout); r need not be queued. */
+uint64_t kvl_sched_reserve_blocks(const kvl_sched *s, const kvl_request *r);
 /* Blocks the reserving policy holds for running requests beyond the blocks
  * they have taken (0 under KVL_RESERVE_PAGED). O(running requests). */
 uint64_t kvl_sched_reserved_unused(const kvl_sched *s);

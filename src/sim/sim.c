@@ -21,6 +21,8 @@
 #include "sim/sim.h"
 
 #include "kv/kv_paged.h"
+#include "kv/prefix_cache.h"
+#include "sim/buddy.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -31,7 +33,11 @@ kvl_sim_params kvl_sim_defaults(void) {
                             .block_size = 16,
                             .max_seqs = 256,
                             .max_batch_tokens = 2048,
-                            .policy = KVL_RESERVE_PAGED};
+                            .policy = KVL_RESERVE_PAGED,
+                            .buddy = true,
+                            .slo_ttft = 1.0,
+                            .slo_tpot = 0.1,
+                            .preempt = KVL_PREEMPT_RECOMPUTE};
 }
 
 static const char *const k_policy[] = {"paged", "max", "oracle", "pow2"};
@@ -53,6 +59,8 @@ typedef struct sim_req {
     kvl_seq seq;
     int64_t idx;
     double t_first;
+    int64_t buddy_off; /* its run in the buddy allocator, or -1 */
+    int32_t buddy_order;
 } sim_req;
 
 typedef struct sim_state {
@@ -60,22 +68,41 @@ typedef struct sim_state {
     const kvl_sim_request *reqs;
     int64_t n_reqs;
     double *ttft, *tpot, *norm; /* (n_reqs) of finished requests, in finish order */
-    int64_t n_done;
+    int64_t n_done, n_good;
     double e2e_sum, norm_sum;
+    kvl_buddy *buddy; /* NULL: no contiguous placement */
     int64_t prompt_tokens, output_tokens;
     double t_last_finish;
 } sim_state;
 
-static sim_req *req_new(const kvl_sim_request *q, int64_t idx) {
+/* A token id unique to (request idx, position j), never below 2^20, so it
+ * never equals a shared-prefix id (1 + j). splitmix64's finalizer. */
+static int32_t token_of(int64_t idx, int32_t j) {
+    uint64_t z = (uint64_t)idx * 0x9e3779b97f4a7c15ull + (uint64_t)j + 1;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (int32_t)((1u << 20) + (z % (0x7fffffffu - (1u << 20))));
+}
+
+/* block_size: for the swap ids a swapped-out sequence holds. */
+static sim_req *req_new(const kvl_sim_request *q, int64_t idx, int32_t shared_prefix,
+                        int32_t block_size) {
     sim_req *s = calloc(1, sizeof *s);
-    int32_t *hist = calloc((size_t)q->n_prompt + (size_t)q->n_output, sizeof *hist);
-    if (!s || !hist) {
+    size_t n_tok = (size_t)q->n_prompt + (size_t)q->n_output;
+    int32_t *hist = calloc(n_tok, sizeof *hist);
+    uint32_t *swap_ids = calloc(n_tok / (size_t)block_size + 2, sizeof *swap_ids);
+    if (!s || !hist || !swap_ids) {
         free(s);
         free(hist);
+        free(swap_ids);
         return NULL;
     }
+    for (int32_t j = 0; j < q->n_prompt + q->n_output; j++)
+        hist[j] = j < shared_prefix && j < q->n_prompt ? 1 + j : token_of(idx, j);
     s->idx = idx;
-    s->seq = (kvl_seq){.slot = -1, .len = q->n_prompt, .hist = hist};
+    s->buddy_off = -1;
+    s->seq = (kvl_seq){.slot = -1, .len = q->n_prompt, .hist = hist, .swap_ids = swap_ids};
     s->r = (kvl_request){.id = (uint64_t)idx,
                          .arrival = (uint64_t)idx,
                          .n_prompt = q->n_prompt,
@@ -91,6 +118,7 @@ static sim_req *req_new(const kvl_sim_request *q, int64_t idx) {
 static void req_free(sim_req *s) {
     if (s) {
         free(s->seq.hist);
+        free(s->seq.swap_ids);
         free(s);
     }
 }
@@ -99,18 +127,21 @@ static void req_free(sim_req *s) {
 static void emit(sim_state *st, kvl_sched *sched, sim_req *q, double t) {
     kvl_seq *s = &q->seq;
     s->n_gen++;
-    s->hist[s->len++] = 1;
+    s->len++; /* its id was drawn in req_new */
     if (s->n_gen == 1)
         q->t_first = t;
     if (s->n_gen < q->r.max_tokens)
         return;
     kvl_sched_end_sample(sched, &q->r, 0);
     kvl_sched_remove(sched, &q->r);
+    if (q->buddy_off >= 0)
+        kvl_buddy_release(st->buddy, (uint32_t)q->buddy_off, q->buddy_order);
     const kvl_sim_request *w = &st->reqs[q->idx];
     double e2e = t - w->arrival;
     int64_t k = st->n_done++;
     st->ttft[k] = q->t_first - w->arrival;
     st->tpot[k] = w->n_output > 1 ? (t - q->t_first) / (w->n_output - 1) : 0;
+    st->n_good += st->ttft[k] <= st->p->slo_ttft && st->tpot[k] <= st->p->slo_tpot;
     st->norm[k] = e2e / w->n_output;
     st->e2e_sum += e2e;
     st->norm_sum += e2e / w->n_output;
@@ -133,8 +164,8 @@ static double pct(const double *v, int64_t n, double q) {
     return v[k < 0 ? 0 : k >= n ? n - 1 : k];
 }
 
-static kvl_status make_ledger(const kvl_sim_params *p, kvl_kv_cache **kv, kvl_sched **sched,
-                              kvl_error *err) {
+static kvl_status make_ledger(const kvl_sim_params *p, kvl_kv_cache **kv, kvl_kv_swap **sw,
+                              kvl_sched **sched, kvl_error *err) {
     kvl_kv_cache_params kp = kvl_kv_cache_defaults();
     kp.layout = KVL_KV_LAYOUT_PAGED;
     kp.budget = p->kv_budget;
@@ -148,10 +179,15 @@ static kvl_status make_ledger(const kvl_sim_params *p, kvl_kv_cache **kv, kvl_sc
         return st;
     kvl_sched_params sp = {.max_seqs = p->max_seqs,
                            .max_batch_tokens = p->max_batch_tokens,
-                           .preempt = KVL_PREEMPT_RECOMPUTE,
+                           .preempt = p->preempt,
                            .reserve = p->policy};
-    if ((st = kvl_sched_init(*kv, NULL, &sp, sched, err))) {
+    if (p->swap_mem > 0)
+        st = kvl_kv_swap_init_meta(kvl_kv_paged_layout(kvl_kv_cache_paged(*kv))->block_bytes,
+                                   p->swap_mem, sw, err);
+    if (st || (st = kvl_sched_init(*kv, *sw, &sp, sched, err))) {
+        kvl_kv_swap_free(*sw);
         kvl_kv_cache_free(*kv);
+        *sw = NULL;
         *kv = NULL;
     }
     return st;
@@ -159,26 +195,71 @@ static kvl_status make_ledger(const kvl_sim_params *p, kvl_kv_cache **kv, kvl_sc
 
 /* KV accounting of one step, added with weight dt. */
 typedef struct kv_acc {
-    double occ, tok, frag, res, free_, t;
+    double occ, tok, frag, res, round, free_, t;
 } kv_acc;
 
-static void kv_sample(kvl_kv_cache *kv, kvl_sched *sched, double dt, kv_acc *a, kvl_sim_kv *now) {
+static void kv_sample(kvl_kv_cache *kv, kvl_sched *sched, const kvl_buddy *b, double dt, kv_acc *a,
+                      kvl_sim_kv *now) {
     kvl_kv_paged_stats s;
     kvl_kv_paged_stats_get(kvl_kv_cache_paged(kv), &s);
-    double slots = (double)s.pool.n_blocks_total * (double)kvl_sched_block_size(sched);
-    double res = (double)kvl_sched_reserved_unused(sched) * kvl_sched_block_size(sched);
+    double bs = (double)kvl_sched_block_size(sched);
+    double slots = (double)s.pool.n_blocks_total * bs;
+    double res = (double)kvl_sched_reserved_unused(sched) * bs;
     double tok = (double)s.pool.n_slots_filled, frag = (double)s.pool.n_slots_frag;
+    double placed = b ? (double)b->used * bs : 0, round = placed - tok - frag - res;
+    round = round > 0 ? round : 0;
     *now = (kvl_sim_kv){.occupancy = s.pool.occupancy,
                         .tokens = tok / slots,
                         .frag = frag / slots,
                         .reserved = res / slots,
-                        .free_ = (slots - tok - frag - res) / slots};
+                        .rounding = round / slots,
+                        .free_ = (slots - tok - frag - res - round) / slots};
     a->occ += dt * now->occupancy;
     a->tok += dt * now->tokens;
     a->frag += dt * now->frag;
     a->res += dt * now->reserved;
+    a->round += dt * now->rounding;
     a->free_ += dt * now->free_;
     a->t += dt;
+}
+
+/* The scheduler's cost rule weighs a recompute (prefill tokens/s) against
+ * a swap (bytes/s); give it the simulated device's rates: one full prefill
+ * chunk from position 0, and the host link. */
+static kvl_status set_rates(const kvl_sim_params *p, const kvl_sim_cost *c, kvl_sched *sched,
+                            kvl_error *err) {
+    int32_t n = p->max_batch_tokens;
+    int32_t *a = malloc((size_t)n * 3 * sizeof *a);
+    if (!a)
+        return kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory for %d tokens", n);
+    for (int32_t i = 0; i < n; i++)
+        a[i] = 1, a[n + i] = 0, a[2 * n + i] = i;
+    kvl_batch b = {.n_tokens = n, .tokens = a, .seq = a + n, .pos = a + 2 * n};
+    kvl_sim_step s;
+    kvl_sim_cost_batch(c, &b, &s);
+    kvl_sched_set_rates(sched, s.seconds > 0 ? n / s.seconds : 0, c->dev.host_bandwidth);
+    free(a);
+    return KVL_OK;
+}
+
+/* The blocks request q reserves under the policy (0: paged). */
+static uint64_t resv_blocks(const kvl_sched *sched, const kvl_sim_request *q) {
+    kvl_request tmp = {.n_prompt = q->n_prompt, .max_tokens = q->n_output, .n_alive = 1};
+    return kvl_sched_reserve_blocks(sched, &tmp);
+}
+
+/* Under the buddy allocator, q is queued only once its reservation has a
+ * run (false: it stays in the arrival FIFO, and so does everyone after it). */
+static bool place(sim_state *S, const kvl_sched *sched, sim_req *sr) {
+    if (!S->buddy)
+        return true;
+    int32_t k = kvl_buddy_order(S->buddy, resv_blocks(sched, &S->reqs[sr->idx]));
+    int64_t off = kvl_buddy_alloc(S->buddy, k);
+    if (off < 0)
+        return false;
+    sr->buddy_off = off;
+    sr->buddy_order = k;
+    return true;
 }
 
 kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_sim_result *out,
@@ -190,6 +271,7 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
         return st;
     kvl_kv_cache *kv = NULL;
     kvl_sched *sched = NULL;
+    kvl_kv_swap *sw = NULL;
     kvl_executor *x = NULL;
     sim_state S = {.p = p, .reqs = reqs, .n_reqs = n};
     S.ttft = malloc(((size_t)n + 1) * sizeof(double));
@@ -198,10 +280,24 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     int64_t *fifo = malloc(((size_t)n + 1) * sizeof *fifo); /* arrived, not yet queued */
     kvl_sim_cost cost = p->cost;
     cost.paged = p->policy == KVL_RESERVE_PAGED; /* reservations are contiguous kernels */
+    kvl_buddy buddy = {0};
+    kvl_prefix_cache *pc = NULL;
+    uint64_t ns = 0;
     if (!S.ttft || !S.tpot || !S.norm || !fifo)
         st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory for %lld requests", (long long)n);
     if (!st)
-        st = make_ledger(p, &kv, &sched, err);
+        st = make_ledger(p, &kv, &sw, &sched, err);
+    if (!st)
+        st = set_rates(p, &cost, sched, err);
+    if (!st && p->buddy && p->policy != KVL_RESERVE_PAGED &&
+        !(st = kvl_buddy_init(&buddy, kvl_sched_n_blocks(sched), err)))
+        S.buddy = &buddy;
+    if (!st && (p->prefix_cache || p->shared_prefix > 0) &&
+        !(st = kvl_prefix_cache_init(kvl_sched_n_blocks(sched), kvl_sched_block_size(sched),
+                                     0x5157ull, &pc, err))) {
+        kvl_sched_set_prefix_cache(sched, pc);
+        ns = kvl_prefix_namespace(pc, NULL, p->kv_fmt, p->kv_fmt);
+    }
     if (!st)
         st = kvl_executor_sim_init(&cost, p->max_batch_tokens, &x, err);
     if (st)
@@ -215,13 +311,14 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     R.block_size = kvl_sched_block_size(sched);
     const int32_t max_ctx = kvl_kv_cache_params_of(kv)->max_ctx;
     kv_acc acc = {0};
-    double t = 0, batch_sum = 0, tok_sum = 0, step_sum = 0, dec_sum = 0;
+    double t = 0, batch_sum = 0, tok_sum = 0, step_sum = 0, dec_sum = 0, swapped = 0;
     int64_t next = 0, n_dec = 0, in_flight = 0, n_fifo = 0, head = 0;
     for (;;) {
         for (; next < n && reqs[next].arrival <= t; next++) {
             const kvl_sim_request *q = &reqs[next];
             if ((int64_t)q->n_prompt + q->n_output > max_ctx ||
-                kvl_sched_blocks_worst(sched, q->n_prompt, q->n_output, 1) > R.kv_blocks) {
+                kvl_sched_blocks_worst(sched, q->n_prompt, q->n_output, 1) > R.kv_blocks ||
+                (S.buddy && kvl_buddy_order(S.buddy, resv_blocks(sched, q)) < 0)) {
                 R.n_refused++;
                 continue;
             }
@@ -233,12 +330,17 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
          * (later arrivals), so the steps are those of queueing everything at
          * once, without the list's O(n) insertion over a long backlog. */
         for (; head < n_fifo && kvl_sched_count(sched, KVL_REQ_WAITING) <= p->max_seqs; head++) {
-            sim_req *sr = req_new(&reqs[fifo[head]], fifo[head]);
+            sim_req *sr = req_new(&reqs[fifo[head]], fifo[head], p->shared_prefix, R.block_size);
             if (!sr) {
                 st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory at request %lld",
                                 (long long)fifo[head]);
                 goto done;
             }
+            if (!place(&S, sched, sr)) {
+                req_free(sr);
+                break;
+            }
+            sr->r.ns = ns;
             kvl_sched_add(sched, &sr->r);
             in_flight++;
         }
@@ -246,6 +348,13 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
             break;
         kvl_sched_plan *pl;
         kvl_sched_schedule(sched, INT32_MAX, &pl);
+        /* swap copies the scheduler made this step, priced at the host link */
+        const kvl_sched_counters *sc = kvl_sched_counters_get(sched);
+        double bytes = (double)sc->bytes_swapped_out + (double)sc->bytes_swapped_in - swapped;
+        double swap_s = kvl_sim_cost_swap_seconds(&cost, bytes);
+        swapped += bytes;
+        R.swap_s += swap_s;
+        t += swap_s;
         if (pl->batch.n_tokens == 0) {
             if (next >= n || head < n_fifo) { /* nothing runs, nothing comes: a bug */
                 st = kvl_errorf(err, KVL_E_INVALID,
@@ -263,15 +372,16 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
             goto done;
         const kvl_sim_step *c = kvl_executor_sim_last(x);
         kvl_sim_kv kvnow;
-        kv_sample(kv, sched, c->seconds, &acc, &kvnow); /* the KV held while the step runs */
+        double dt = c->seconds + swap_s;
+        kv_sample(kv, sched, S.buddy, dt, &acc, &kvnow); /* the KV held while the step runs */
         t += c->seconds;
         kvl_sched_after_run(sched, pl);
         R.n_steps++;
         batch_sum += pl->n_items;
         tok_sum += pl->batch.n_tokens;
-        step_sum += c->seconds;
+        step_sum += dt;
         if (pl->n_prefill == 0) {
-            dec_sum += c->seconds;
+            dec_sum += dt;
             n_dec++;
         }
         R.n_prefill_fed += pl->n_prefill;
@@ -312,10 +422,19 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
         R.kv_tokens = acc.tok / acc.t;
         R.kv_frag = acc.frag / acc.t;
         R.kv_reserved = acc.res / acc.t;
+        R.kv_rounding = acc.round / acc.t;
         R.kv_free = acc.free_ / acc.t;
     }
+    R.n_good = S.n_good;
+    R.slo_ttft = p->slo_ttft;
+    R.slo_tpot = p->slo_tpot;
+    if (R.makespan_s > 0)
+        R.goodput_rps = (double)S.n_good / R.makespan_s;
     R.n_preemptions = sc->n_preemptions;
     R.tokens_recomputed = sc->tokens_recomputed;
+    R.prefix_hit_tokens = sc->prefix_hit_tokens + sc->prefix_hit_tokens_self;
+    R.n_preempt_swap = sc->n_preempt_swap;
+    R.swap_bytes = swapped;
     *out = R;
 done:
     /* requests still held (only after an error) */
@@ -325,9 +444,12 @@ done:
             kvl_sched_remove(sched, r);
             req_free(r->owner);
         }
+    kvl_buddy_free_all(&buddy);
     kvl_executor_free(x);
     kvl_sched_free(sched);
+    kvl_kv_swap_free(sw);
     kvl_kv_cache_free(kv);
+    kvl_prefix_cache_free(pc); /* after the pool, whose evict hook points at it */
     free(S.ttft);
     free(S.tpot);
     free(S.norm);
@@ -343,63 +465,76 @@ void kvl_sim_result_text(const kvl_sim_result *r, FILE *f) {
             "policy %s, rate %.3f req/s: %lld requests (%lld refused), %lld steps, %.1f s "
             "simulated\n"
             "  throughput      %.3f req/s, %.1f output tokens/s\n"
+            "  goodput         %.3f req/s (%lld requests with TTFT <= %.3g s and TPOT <= %.3g s)\n"
             "  latency         normalized %.4f s/token, end-to-end mean %.3f s\n"
             "  TTFT            p50 %.4f s, p99 %.4f s\n"
             "  TPOT            p50 %.4f s, p99 %.4f s\n"
             "  batch           %.2f requests, %.1f tokens per step; step %.4f s (decode-only "
             "%.4f s)\n"
             "  KV              %u blocks of %d; occupancy %.3f; of the slots: tokens %.3f, "
-            "fragmentation %.3f, reserved %.3f, free %.3f\n"
-            "  preemptions     %lld (%lld tokens recomputed)\n",
+            "fragmentation %.3f, reserved %.3f, rounding %.3f, free %.3f\n"
+            "  preemptions     %lld (%lld by swap: %.3g GB over the host link, %.3f s; %lld "
+            "tokens recomputed); prefix cache hits %lld tokens\n",
             r->policy, r->rate, (long long)r->n_done, (long long)r->n_refused,
             (long long)r->n_steps, r->makespan_s, r->throughput_rps, r->throughput_tps,
-            r->norm_latency, r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99,
-            r->mean_batch, r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s,
-            r->kv_blocks, r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved,
-            r->kv_free, (long long)r->n_preemptions, (long long)r->tokens_recomputed);
+            r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot, r->norm_latency,
+            r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99, r->mean_batch,
+            r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s, r->kv_blocks,
+            r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved,
+            r->kv_rounding, r->kv_free, (long long)r->n_preemptions, (long long)r->n_preempt_swap,
+            r->swap_bytes / 1e9, r->swap_s, (long long)r->tokens_recomputed,
+            (long long)r->prefix_hit_tokens);
 }
 
 void kvl_sim_result_row(const kvl_sim_result *r, bool header, FILE *f) {
     if (header)
-        fprintf(f, "%-7s %7s %7s %9s %9s %8s %8s %8s %8s %7s %6s %6s %6s %6s %7s\n", "policy",
-                "rate", "done", "req/s", "norm_lat", "ttft50", "ttft99", "tpot50", "tpot99",
-                "batch", "kvtok", "frag", "resv", "free", "preempt");
+        fprintf(f, "%-7s %7s %7s %9s %9s %9s %8s %8s %8s %8s %7s %6s %6s %6s %6s %6s %7s\n",
+                "policy", "rate", "done", "req/s", "good/s", "norm_lat", "ttft50", "ttft99",
+                "tpot50", "tpot99", "batch", "kvtok", "frag", "resv", "round", "free", "preempt");
     fprintf(f,
-            "%-7s %7.3f %7lld %9.3f %9.4f %8.3f %8.3f %8.4f %8.4f %7.2f %6.3f %6.3f %6.3f "
-            "%6.3f %7lld\n",
-            r->policy, r->rate, (long long)r->n_done, r->throughput_rps, r->norm_latency,
-            r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99, r->mean_batch, r->kv_tokens,
-            r->kv_frag, r->kv_reserved, r->kv_free, (long long)r->n_preemptions);
+            "%-7s %7.3f %7lld %9.3f %9.3f %9.4f %8.3f %8.3f %8.4f %8.4f %7.2f %6.3f %6.3f "
+            "%6.3f %6.3f %6.3f %7lld\n",
+            r->policy, r->rate, (long long)r->n_done, r->throughput_rps, r->goodput_rps,
+            r->norm_latency, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99, r->mean_batch,
+            r->kv_tokens, r->kv_frag, r->kv_reserved, r->kv_rounding, r->kv_free,
+            (long long)r->n_preemptions);
 }
 
 void kvl_sim_result_json(const kvl_sim_result *r, FILE *f) {
     fprintf(f,
             "{\"policy\": \"%s\", \"rate\": %.6g, \"requests\": %lld, \"done\": %lld, "
             "\"refused\": %lld, \"steps\": %lld, \"makespan_s\": %.6f, "
-            "\"throughput_rps\": %.6f, \"throughput_tps\": %.6f, \"norm_latency\": %.6f, "
+            "\"throughput_rps\": %.6f, \"throughput_tps\": %.6f, \"goodput_rps\": %.6f, "
+            "\"good\": %lld, \"slo_ttft\": %.6g, \"slo_tpot\": %.6g, \"norm_latency\": %.6f, "
             "\"e2e_mean\": %.6f, \"ttft_p50\": %.6f, \"ttft_p99\": %.6f, \"tpot_p50\": %.6f, "
             "\"tpot_p99\": %.6f, \"mean_batch\": %.4f, \"mean_batch_tokens\": %.4f, "
             "\"mean_step_s\": %.6f, \"mean_decode_step_s\": %.6f, \"prefill_fed\": %lld, "
             "\"decode_fed\": %lld, \"kv_blocks\": %u, \"block_size\": %d, "
             "\"kv_occupancy\": %.6f, \"kv_tokens\": %.6f, \"kv_frag\": %.6f, "
-            "\"kv_reserved\": %.6f, \"kv_free\": %.6f, \"preemptions\": %lld, "
-            "\"tokens_recomputed\": %lld}",
+            "\"kv_reserved\": %.6f, \"kv_rounding\": %.6f, \"kv_free\": %.6f, "
+            "\"preemptions\": %lld, \"preempt_swap\": %lld, \"swap_bytes\": %.0f, "
+            "\"swap_s\": %.6f, \"tokens_recomputed\": %lld, \"prefix_hit_tokens\": %lld}",
             r->policy, r->rate, (long long)r->n_requests, (long long)r->n_done,
             (long long)r->n_refused, (long long)r->n_steps, r->makespan_s, r->throughput_rps,
-            r->throughput_tps, r->norm_latency, r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50,
-            r->tpot_p99, r->mean_batch, r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s,
+            r->throughput_tps, r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot,
+            r->norm_latency, r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99,
+            r->mean_batch, r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s,
             (long long)r->n_prefill_fed, (long long)r->n_decode_fed, r->kv_blocks, r->block_size,
-            r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved, r->kv_free,
-            (long long)r->n_preemptions, (long long)r->tokens_recomputed);
+            r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved, r->kv_rounding, r->kv_free,
+            (long long)r->n_preemptions, (long long)r->n_preempt_swap, r->swap_bytes, r->swap_s,
+            (long long)r->tokens_recomputed, (long long)r->prefix_hit_tokens);
 }
 
 void kvl_sim_result_csv(const kvl_sim_result *r, bool header, FILE *f) {
     if (header)
-        fprintf(f, "policy,rate,done,throughput_rps,norm_latency,ttft_p50,ttft_p99,tpot_p50,"
-                   "tpot_p99,mean_batch,mean_step_s,kv_tokens,kv_frag,kv_reserved,kv_free,"
-                   "preemptions\n");
-    fprintf(f, "%s,%.6g,%lld,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.4f,%.6f,%.6f,%.6f,%.6f,%.6f,%lld\n",
-            r->policy, r->rate, (long long)r->n_done, r->throughput_rps, r->norm_latency,
-            r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99, r->mean_batch, r->mean_step_s,
-            r->kv_tokens, r->kv_frag, r->kv_reserved, r->kv_free, (long long)r->n_preemptions);
+        fprintf(f, "policy,rate,done,throughput_rps,goodput_rps,norm_latency,ttft_p50,ttft_p99,"
+                   "tpot_p50,tpot_p99,mean_batch,mean_step_s,kv_tokens,kv_frag,kv_reserved,"
+                   "kv_rounding,kv_free,preemptions\n");
+    fprintf(f,
+            "%s,%.6g,%lld,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.4f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,"
+            "%lld\n",
+            r->policy, r->rate, (long long)r->n_done, r->throughput_rps, r->goodput_rps,
+            r->norm_latency, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99, r->mean_batch,
+            r->mean_step_s, r->kv_tokens, r->kv_frag, r->kv_reserved, r->kv_rounding, r->kv_free,
+            (long long)r->n_preemptions);
 }

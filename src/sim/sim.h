@@ -73,7 +73,7 @@ kvl_status kvl_sim_workload_make(const kvl_sim_workload *w, kvl_sim_request **ou
 /* The KV pool during one step, as fractions of its token slots (see
  * kvl_sim_result for the terms). */
 typedef struct kvl_sim_kv {
-    double occupancy, tokens, frag, reserved, free_;
+    double occupancy, tokens, frag, reserved, rounding, free_;
 } kvl_sim_kv;
 
 typedef struct kvl_sim_params {
@@ -85,6 +85,23 @@ typedef struct kvl_sim_params {
     int32_t max_batch_tokens; /* 2048 */
     int32_t max_ctx;          /* 0 = the model's context */
     kvl_sched_reserve policy;
+    /* Reserving policies: place each reservation in a buddy allocator over
+     * the pool's blocks before queueing (the paper's Orca baselines; default
+     * true); false: only the block count limits them. */
+    bool buddy;
+    double slo_ttft, slo_tpot; /* goodput's SLOs, seconds (defaults 1 and 0.1) */
+    /* The engine's prefix cache on the scheduler (paged only; default off,
+     * as in the paper's vLLM). Prompts get token ids: the first
+     * min(shared_prefix, prompt) are the same for every request, the rest
+     * unique to the request; generated tokens are unique too. */
+    bool prefix_cache;
+    int32_t shared_prefix;
+    /* Preemption (paged): the scheduler's mode (default recompute) and a
+     * host swap area of swap_mem bytes (0: none; swap falls back to
+     * recompute). Swap copies are priced at the device's host link and
+     * added to the step that makes them. */
+    kvl_preempt_mode preempt;
+    size_t swap_mem;
     /* Called after every step (NULL: none): the plan as scheduled, its
      * price, the KV held while it ran, the virtual time at its end. For
      * tests, step logs and the KV-over-time chart. */
@@ -112,11 +129,22 @@ typedef struct kvl_sim_result {
     /* KV, time-weighted means as fractions of the pool's token slots:
      * tokens (stored or reserved this step), internal fragmentation (unfilled
      * slots of used blocks), reservation (blocks reserved, not yet taken),
-     * free (the rest). occupancy = blocks taken / all. */
-    double kv_occupancy, kv_tokens, kv_frag, kv_reserved, kv_free;
+     * rounding (buddy runs beyond tokens, fragmentation and reservations:
+     * power-of-two rounding, and runs of requests queued but not yet
+     * admitted), free (the rest; under the buddy allocator it includes the
+     * external fragmentation). occupancy = blocks taken / all. */
+    double kv_occupancy, kv_tokens, kv_frag, kv_reserved, kv_rounding, kv_free;
     uint32_t kv_blocks;
     int32_t block_size;
     int64_t n_preemptions, tokens_recomputed;
+    int64_t n_good;            /* finished with TTFT <= slo_ttft and TPOT <= slo_tpot */
+    double slo_ttft, slo_tpot; /* the SLOs used */
+    double goodput_rps;        /* n_good per second of the makespan */
+    int64_t prefix_hit_tokens; /* prompt positions served from the prefix cache
+                                  (first admissions and re-admissions) */
+    int64_t n_preempt_swap;    /* of n_preemptions, by swap */
+    double swap_bytes;         /* copied out and in over the host link */
+    double swap_s;             /* their price, inside the steps' time */
 } kvl_sim_result;
 
 /* Run w through the scheduler under p. KVL_E_INVALID / KVL_E_NO_KV with the
