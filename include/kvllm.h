@@ -554,7 +554,8 @@ KVL_API kvl_chat_template kvl_chat_template_detect(const char *jinja, size_t len
 KVL_API kvl_status kvl_chat_params_for_model(const kvl_model *m, const char *name,
                                              kvl_chat_params *out, kvl_error *err);
 /* Render n messages with p into buf (NUL-terminated when room is left);
- * *len_out is the full length (buf may be NULL with cap 0 to ask it).
+ * *len_out is the full length (buf may be NULL with cap 0 to ask it: then
+ * KVL_E_LIMIT with *len_out set; every other failure leaves it untouched).
  * KVL_E_INVALID naming messages[i].role for an unknown role or an order the
  * template refuses (llama2, mistral and gemma: after an optional first
  * system message, user and assistant alternate starting with user);

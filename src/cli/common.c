@@ -286,3 +286,19 @@ const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c) {
                 cmd);
     return p;
 }
+
+int kvl_cli_chat_template_flag(const char *cmd, int argc, char **argv, int *i, const char **out) {
+    if (strcmp(argv[*i], "--chat-template"))
+        return 0;
+    const char *v;
+    kvl_chat_template t;
+    kvl_error err;
+    if (!kvl_cli_value(cmd, argc, argv, i, &v))
+        return -1;
+    if (kvl_chat_template_parse(v, &t, &err)) {
+        fprintf(stderr, "kvllm %s: --chat-template: %s\n", cmd, err.msg);
+        return -1;
+    }
+    *out = v;
+    return 1;
+}

@@ -54,6 +54,14 @@ int kvl_cli_common_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_
  * none is given and the shipped one is missing. */
 const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c);
 
+/* --chat-template NAME (one of kvl_chat_template_name's). 1: consumed, the
+ * name in *out; 0: not that flag; -1: a bad name (message printed). */
+int kvl_cli_chat_template_flag(const char *cmd, int argc, char **argv, int *i, const char **out);
+#define KVL_CLI_CHAT_TEMPLATE_USAGE                                                                \
+    "      --chat-template NAME  llama2, llama3, chatml, mistral, zephyr, phi3, gemma or\n"        \
+    "                        plain (default: the one the model file's tokenizer.chat_template\n"   \
+    "                        is; docs/chat.md)\n"
+
 /* 1: argv[*i] was a KV flag and was consumed (with its value); 0: not a KV
  * flag; -1: a bad value (message printed). */
 int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_opts *o);
