@@ -302,3 +302,37 @@ int kvl_cli_chat_template_flag(const char *cmd, int argc, char **argv, int *i, c
     *out = v;
     return 1;
 }
+
+int kvl_cli_sampler_flag(const char *cmd, const char *a, const char *v, kvl_sampler_params *sp) {
+    static const struct {
+        const char *flag;
+        double lo, hi;
+    } fl[] = {{"--temp", 0, 100},
+              {"--top-p", 1e-6, 1},
+              {"--min-p", 0, 1},
+              {"--repeat-penalty", 1e-6, 10}};
+    float *fdst[] = {&sp->temperature, &sp->top_p, &sp->min_p, &sp->repeat_penalty};
+    for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++) {
+        double fv;
+        if (strcmp(a, fl[i].flag))
+            continue;
+        if (!kvl_cli_float(cmd, a, v, fl[i].lo, fl[i].hi, &fv))
+            return -1;
+        *fdst[i] = (float)fv;
+        return 1;
+    }
+    long long iv;
+    if (!strcmp(a, "--top-k") || !strcmp(a, "--repeat-last-n")) {
+        bool k = a[2] == 't';
+        if (!kvl_cli_int(cmd, a, v, 0, k ? KVL_MAX_VOCAB : 1 << 20, &iv))
+            return -1;
+        *(k ? &sp->top_k : &sp->repeat_last_n) = (int32_t)iv;
+        return 1;
+    }
+    if (strcmp(a, "-s") && strcmp(a, "--seed"))
+        return 0;
+    if (!kvl_cli_int(cmd, a, v, 0, INT64_MAX, &iv))
+        return -1;
+    sp->seed = (uint64_t)iv;
+    return 1;
+}

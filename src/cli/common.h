@@ -12,6 +12,7 @@ const char *kvl_cli_default_model(void);
 #endif
 
 #include "core/pool.h"
+#include "engine/sampler.h"
 #include "kv/kv_cache.h"
 
 /* KV cache flags shared by run, ppl and bench:
@@ -53,6 +54,22 @@ int kvl_cli_common_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_
 /* The model the flags name (or the shipped one): NULL with a message when
  * none is given and the shipped one is missing. */
 const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c);
+
+/* The sampling flags run and chat share (value in v): --temp, --top-k,
+ * --top-p, --min-p, --repeat-penalty, --repeat-last-n, -s/--seed. 1: a with
+ * v was one of them and is stored in *sp; 0: not one of them; -1: a bad
+ * value (message printed). */
+int kvl_cli_sampler_flag(const char *cmd, const char *a, const char *v, kvl_sampler_params *sp);
+#define KVL_CLI_SAMPLER_FLAGS                                                                      \
+    "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n", "-s", "--seed"
+#define KVL_CLI_SAMPLER_USAGE                                                                      \
+    "      --temp T          temperature, 0 = greedy (default 0.8)\n"                              \
+    "      --top-k K         0 = off (default 40)\n"                                               \
+    "      --top-p P         (0, 1], 1 = off (default 0.95)\n"                                     \
+    "      --min-p P         [0, 1], 0 = off (default 0.05)\n"                                     \
+    "      --repeat-penalty R  (0, 10], 1 = off (default 1.0)\n"                                   \
+    "      --repeat-last-n N   tokens the penalty looks back over (default 64)\n"                  \
+    "  -s, --seed N          sampling seed (default fixed)\n"
 
 /* --chat-template NAME (one of kvl_chat_template_name's). 1: consumed, the
  * name in *out; 0: not that flag; -1: a bad name (message printed). */
