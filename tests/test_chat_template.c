@@ -317,8 +317,63 @@ static void model_file(void) {
     kvl_model_free(m);
 }
 
+/* Random conversations (seeded): the length query equals the rendering;
+ * for the templates that never move or drop text (chatml, llama3, zephyr,
+ * plain)
+ * the conversation less its last message, without the generation prompt,
+ * renders to a prefix of the whole, which kvllm chat's reuse of a turn's
+ * tokens relies on; and for the strict ones, any order that alternates is
+ * accepted. */
+static void random_conversations(void) {
+    static const char *const pieces[] = {"a",      " ",        "\n",    "\t",    "<|im_end|>",
+                                         "[INST]", "\xc2\xa0", "Hello", "  x  ", ""};
+    static const char *const roles[] = {"system", "user", "assistant"};
+    uint64_t rng = 42;
+    char texts[8][64];
+    kvl_chat_message m[8];
+    int bad = 0;
+    for (int iter = 0; iter < 2000; iter++) {
+        size_t n =
+            1 + (size_t)((rng = rng * 6364136223846793005ull + 1442695040888963407ull) >> 61);
+        bool strict = iter % 2;
+        for (size_t i = 0; i < n; i++) {
+            texts[i][0] = '\0';
+            for (int k = 0; k < 4; k++) {
+                rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                strcat(texts[i], pieces[(rng >> 33) % 10]);
+            }
+            m[i].content = texts[i];
+            m[i].role = strict ? (i % 2 ? "assistant" : "user") : roles[(rng >> 40) % 3];
+        }
+        static const kvl_chat_template all[] = {KVL_CHAT_LLAMA2,  KVL_CHAT_LLAMA3, KVL_CHAT_CHATML,
+                                                KVL_CHAT_MISTRAL, KVL_CHAT_ZEPHYR, KVL_CHAT_PHI3,
+                                                KVL_CHAT_GEMMA,   KVL_CHAT_PLAIN};
+        for (size_t ti = 0; ti < 8; ti++) {
+            kvl_chat_template t = all[ti];
+            bool strict_t = t == KVL_CHAT_LLAMA2 || t == KVL_CHAT_MISTRAL || t == KVL_CHAT_GEMMA;
+            kvl_chat_params p = kvl_chat_defaults(t);
+            char whole[1024], part[1024];
+            size_t need = 0, len = 0, plen = 0;
+            kvl_status q = kvl_chat_apply(&p, m, n, NULL, 0, &need, NULL);
+            kvl_status st = kvl_chat_apply(&p, m, n, whole, sizeof whole, &len, NULL);
+            if (strict && st != KVL_OK)
+                bad++; /* alternating from user: always accepted */
+            if (st == KVL_OK && (q != KVL_E_LIMIT || need != len || whole[len] != '\0'))
+                bad++;
+            if (st != KVL_OK || strict_t || t == KVL_CHAT_PHI3 || n < 2)
+                continue;
+            p.add_generation_prompt = false;
+            if (kvl_chat_apply(&p, m, n - 1, part, sizeof part, &plen, NULL) != KVL_OK ||
+                plen > len || memcmp(part, whole, plen))
+                bad++;
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+}
+
 int main(void) {
     fixed_conversation();
+    random_conversations();
     variants();
     errors();
     names();
