@@ -9,6 +9,8 @@
  * template texts, and a model file without a template.
  */
 #include "kvllm.h"
+#include "model/gguf_write.h"
+#include "model/model.h"
 #include "testutil.h"
 
 #include <stdlib.h>
@@ -281,6 +283,38 @@ static void detection(void) {
     CHECK_EQ_INT(kvl_chat_template_detect(NULL, 0), KVL_CHAT_NONE);
 }
 
+/* A model whose file carries tokenizer.chat_template: the shipped model's
+ * weights with the metadata of a GGUF written here holding only that key
+ * (kvl_chat_params_for_model reads the key from m->gguf). */
+static void file_template(kvl_model *m, const char *jinja, kvl_status want_st,
+                          kvl_chat_template want) {
+    kvl_error err;
+    kvl_gguf_writer *w = NULL;
+    kvl_gguf *g = NULL;
+    const char *path = kvt_tmp("chat_template.gguf");
+    CHECK(kvl_gguf_writer_init(&w, &err) == KVL_OK &&
+          kvl_gguf_writer_add_str(w, "tokenizer.chat_template", jinja, &err) == KVL_OK &&
+          kvl_gguf_writer_begin(w, path, &err) == KVL_OK &&
+          kvl_gguf_writer_finish(w, &err) == KVL_OK && kvl_gguf_open(path, &g, &err) == KVL_OK);
+    kvl_gguf_writer_free(w);
+    if (!g)
+        return;
+    kvl_gguf *keep = m->gguf;
+    m->gguf = g;
+    kvl_chat_params p = kvl_chat_defaults(KVL_CHAT_NONE);
+    CHECK_EQ_INT(kvl_chat_params_for_model(m, NULL, &p, &err), want_st);
+    CHECK_EQ_INT(p.tmpl, want);
+    if (want_st == KVL_OK) /* ChatML writes no BOS; EOS is the vocabulary's */
+        CHECK(!strcmp(p.bos_token, "") && !strcmp(p.eos_token, "</s>"));
+    else
+        CHECK_CONTAINS(err.msg, "--chat-template");
+    /* a name wins over the file */
+    CHECK_EQ_INT(kvl_chat_params_for_model(m, "llama3", &p, &err), KVL_OK);
+    CHECK_EQ_INT(p.tmpl, KVL_CHAT_LLAMA3);
+    m->gguf = keep;
+    kvl_gguf_free(g);
+}
+
 /* The shipped model has no template: a status and a message naming the
  * flag; with a name, its BOS text and control-token parsing. */
 static void model_file(void) {
@@ -314,6 +348,9 @@ static void model_file(void) {
     CHECK_EQ_INT(n, n_plain);
     CHECK(n == n_plain && !memcmp(ids, plain_ids, n * sizeof *ids));
     CHECK_EQ_INT(kvl_chat_tokenize(m, text, len, ids, 1, &n, &err), KVL_E_LIMIT);
+    file_template(m, "{{'<|im_start|>' + message['role'] + '\\n'}}", KVL_OK, KVL_CHAT_CHATML);
+    file_template(m, "{% for m in messages %}{{ m.content }}{% endfor %}", KVL_E_UNSUPPORTED,
+                  KVL_CHAT_NONE);
     kvl_model_free(m);
 }
 
