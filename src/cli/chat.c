@@ -362,9 +362,11 @@ static bool keep_answer(chat *c, const answer *a) {
                                            .cached_tokens = u->cached_tokens,
                                            .reason = a->final.reason};
     c->turn++;
-    fprintf(stderr, "[turn %d: %lld prompt tokens, %lld cached; %lld answer tokens%s]\n", c->turn,
-            (long long)u->prompt_tokens, (long long)u->cached_tokens,
-            (long long)u->completion_tokens,
+    fprintf(stderr,
+            "[turn %d: %lld prompt tokens, %lld cached; %lld answer tokens; first token after "
+            "%.3f s%s]\n",
+            c->turn, (long long)u->prompt_tokens, (long long)u->cached_tokens,
+            (long long)u->completion_tokens, u->ttft_s,
             a->final.reason == KVL_FINISH_CANCELLED ? "; stopped" : "");
     return true;
 }
