@@ -336,3 +336,14 @@ int kvl_cli_sampler_flag(const char *cmd, const char *a, const char *v, kvl_samp
     sp->seed = (uint64_t)iv;
     return 1;
 }
+
+void kvl_cli_engine_kv(const kvl_cli_common *c, kvl_engine_params *ep) {
+    const kvl_kv_cache_params *kp = &c->kvo.p;
+    ep->n_threads = (int32_t)c->threads;
+    ep->kv_layout = kp->layout;
+    ep->kv_type_k = c->kvo.k_set ? kvl_kv_format_get(kp->k_fmt)->name : NULL;
+    ep->kv_type_v = c->kvo.v_set ? kvl_kv_format_get(kp->v_fmt)->name : NULL;
+    ep->kv_mem = kp->budget;
+    ep->kv_mem_fraction = c->kvo.mem_fraction;
+    ep->block_size = kp->block_size;
+}

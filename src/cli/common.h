@@ -51,6 +51,10 @@ void kvl_cli_common_defaults(kvl_cli_common *c);
 /* 1: argv[*i] was one of the shared flags and was consumed (with its
  * value); 0: not one of them; -1: a bad value (message printed). */
 int kvl_cli_common_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_common *c);
+/* The engine's worker threads and KV cache fields from the shared flags
+ * (-t, --kv-layout, --kv-type*, --kv-mem, --block-size). This function
+ * can't fail. */
+void kvl_cli_engine_kv(const kvl_cli_common *c, kvl_engine_params *ep);
 /* The model the flags name (or the shipped one): NULL with a message when
  * none is given and the shipped one is missing. */
 const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c);

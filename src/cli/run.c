@@ -343,14 +343,7 @@ static int drive(run_state *rs) {
 
 static kvl_engine_params engine_params(const run_opts *o, size_t n_prompt) {
     kvl_engine_params ep = kvl_engine_defaults();
-    const kvl_kv_cache_params *kp = &o->com.kvo.p;
-    ep.n_threads = (int32_t)o->com.threads;
-    ep.kv_layout = kp->layout;
-    ep.kv_type_k = o->com.kvo.k_set ? kvl_kv_format_get(kp->k_fmt)->name : NULL;
-    ep.kv_type_v = o->com.kvo.v_set ? kvl_kv_format_get(kp->v_fmt)->name : NULL;
-    ep.kv_mem = kp->budget;
-    ep.kv_mem_fraction = o->com.kvo.mem_fraction;
-    ep.block_size = kp->block_size;
+    kvl_cli_engine_kv(&o->com, &ep);
     /* the pool and the buffers are sized by the request, not the model's
      * context (a file may claim 16M positions) */
     ep.max_ctx = (int32_t)((long long)n_prompt + o->n_predict);
