@@ -499,6 +499,92 @@ typedef struct kvl_session_info {
 /* KVL_E_NOT_FOUND for a session never seen (or forgotten). */
 KVL_API kvl_status kvl_engine_session_info(kvl_engine *e, uint64_t session, kvl_session_info *out);
 
+/* ---- Chat templates ------------------------------------------------------
+ *
+ * A chat model was trained on conversations written in one fixed markup;
+ * its GGUF file carries that markup as a Jinja program in the metadata key
+ * tokenizer.chat_template. kvllm never runs that program (it is data from
+ * a file): it recognises which of a fixed set of templates the text is by
+ * its markers and renders that template with its own code, byte for byte
+ * as the published Jinja template renders it (docs/chat.md names the model
+ * each one comes from, and tests/test_chat_template.c holds the expected
+ * strings).
+ *
+ *     kvl_chat_params cp;
+ *     if (kvl_chat_params_for_model(m, NULL, &cp, &err))   // or "chatml", ...
+ *         fprintf(stderr, "%s\n", err.msg);                 // none recognised
+ *     kvl_chat_message msgs[2] = {{"system", "Be brief."}, {"user", "Hi"}};
+ *     size_t len;
+ *     kvl_chat_apply(&cp, msgs, 2, buf, sizeof buf, &len, &err);
+ *     kvl_chat_tokenize(m, buf, len, ids, cap, &n_ids, &err);  // control tokens parsed
+ */
+typedef enum kvl_chat_template {
+    KVL_CHAT_NONE = 0,    /* not recognised */
+    KVL_CHAT_LLAMA2 = 1,  /* Llama 2 chat: <s>[INST] <<SYS>>...<</SYS>> ... [/INST] */
+    KVL_CHAT_LLAMA3 = 2,  /* Llama 3 instruct: <|start_header_id|>role<|end_header_id|> */
+    KVL_CHAT_CHATML = 3,  /* ChatML (Qwen2, Qwen2.5 with a system message, SmolLM) */
+    KVL_CHAT_MISTRAL = 4, /* Mistral 7B Instruct v0.3: [INST] ...[/INST] */
+    KVL_CHAT_ZEPHYR = 5,  /* Zephyr, TinyLlama chat: <|user|>\n...</s> */
+    KVL_CHAT_PHI3 = 6,    /* Phi-3 / Phi-3.5: <|user|>\n...<|end|> */
+    KVL_CHAT_GEMMA = 7,   /* Gemma: <start_of_turn>user ... <end_of_turn> */
+    KVL_CHAT_PLAIN = 8,   /* no markup: BOS, then each message's text and a newline */
+} kvl_chat_template;
+
+/* One message: role "system" (or "developer", its newer OpenAI name),
+ * "user" or "assistant"; content is UTF-8 text (NULL: empty). */
+typedef struct kvl_chat_message {
+    const char *role;
+    const char *content;
+} kvl_chat_message;
+
+#define KVL_CHAT_MAX_MESSAGES 65536
+#define KVL_CHAT_MAX_BYTES ((size_t)64 << 20) /* a rendered conversation, at most */
+
+typedef struct kvl_chat_params {
+    kvl_chat_template tmpl;
+    bool add_generation_prompt; /* end with the assistant's header (default true) */
+    char bos_token[64];         /* the texts the templates write for BOS and EOS: */
+    char eos_token[64];         /* the model's, or each template's usual ones */
+} kvl_chat_params;
+
+/* tmpl's usual BOS/EOS texts and add_generation_prompt. This function can't fail. */
+KVL_API kvl_chat_params kvl_chat_defaults(kvl_chat_template tmpl);
+/* "llama2", "llama3", "chatml", "mistral", "zephyr", "phi3", "gemma", "plain"
+ * ("none" for KVL_CHAT_NONE, "?" out of range). */
+KVL_API const char *kvl_chat_template_name(kvl_chat_template t);
+/* A name (as above) to its template; KVL_E_INVALID naming the accepted names
+ * otherwise. On error *out is unchanged. */
+KVL_API kvl_status kvl_chat_template_parse(const char *name, kvl_chat_template *out,
+                                           kvl_error *err);
+/* Which template a Jinja chat-template text is, by its markers (the text is
+ * only searched, never run); KVL_CHAT_NONE when none fits. This function
+ * can't fail. */
+KVL_API kvl_chat_template kvl_chat_template_detect(const char *jinja, size_t len);
+/* The parameters for chatting with m: the template named (name not NULL)
+ * or else the one its file's tokenizer.chat_template is; BOS/EOS texts from
+ * its vocabulary. KVL_E_NOT_FOUND when name is NULL and the file has no
+ * template, KVL_E_UNSUPPORTED when it has one that is not recognised (both
+ * messages name --chat-template), KVL_E_INVALID for a bad name. */
+KVL_API kvl_status kvl_chat_params_for_model(const kvl_model *m, const char *name,
+                                             kvl_chat_params *out, kvl_error *err);
+/* Render n messages with p into buf (NUL-terminated when room is left);
+ * *len_out is the full length (buf may be NULL with cap 0 to ask it: then
+ * KVL_E_LIMIT with *len_out set; every other failure leaves it untouched).
+ * KVL_E_INVALID naming messages[i].role for an unknown role or an order the
+ * template refuses (llama2, mistral and gemma: after an optional first
+ * system message, user and assistant alternate starting with user);
+ * KVL_E_LIMIT for more than KVL_CHAT_MAX_MESSAGES messages, a result over
+ * KVL_CHAT_MAX_BYTES, or cap too small (with the length needed). */
+KVL_API kvl_status kvl_chat_apply(const kvl_chat_params *p, const kvl_chat_message *msgs, size_t n,
+                                  char *buf, size_t cap, size_t *len_out, kvl_error *err);
+/* Tokenize rendered chat text for m: control tokens written in it (<s>,
+ * <|im_start|>, ...) become their ids, and no BOS is added (the template
+ * wrote it). As kvl_tokenize: at most cap ids, KVL_E_LIMIT when cap is too
+ * small (2 * len + 3 always suffice). Control-token text inside a message is
+ * parsed too, as vLLM and llama.cpp do. */
+KVL_API kvl_status kvl_chat_tokenize(const kvl_model *m, const char *text, size_t len, int32_t *out,
+                                     size_t cap, size_t *n_out, kvl_error *err);
+
 #ifdef __cplusplus
 }
 #endif

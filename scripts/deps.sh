@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(cmake make gcc libc6-dev pkg-config libpcre2-dev libxxhash-dev libmicrohttpd-dev libcjson-dev)
 if [ "${1:-}" = test ]; then
-  pkgs+=(clang clang-format libclang-rt-14-dev libxml2-utils python3 curl)
+  pkgs+=(clang clang-format libclang-rt-14-dev libxml2-utils python3 curl tmux)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

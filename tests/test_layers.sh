@@ -2,10 +2,10 @@
 # test_layers: the dependency order of docs and CMakeLists.txt holds in the
 # sources: a file in src/<module>/ includes headers of its own module or of
 # modules below it, never above
-# (core <- kernels <- model <- plan <- kv <- sched <- engine <- sim <- server <- cli).
+# (core <- kernels <- model <- plan <- kv <- sched <- engine <- sim <- chat <- server <- cli).
 set -u
 SRC=$(cd "$(dirname "$0")/../src" && pwd)
-order=(core kernels model plan kv sched engine sim server cli)
+order=(core kernels model plan kv sched engine sim chat server cli)
 rank() {
     local i
     for i in "${!order[@]}"; do

@@ -75,7 +75,9 @@ wait_idle() {
   return 1
 }
 
-start main -m "$model" || exit 1
+# the shipped model's file has no chat template: the main server names one
+start main -m "$model" --chat-template llama2 || exit 1
+grep -q 'kvllm serve: chat template llama2 (--chat-template)' "$tmp/main.err" && ok || bad "start-up report names the chat template"
 grep -q 'kvllm serve: KV paged, .* tokens = .* full-context sequences' "$tmp/main.err" && ok || bad "start-up report has the KV capacity"
 grep -q "as 'stories260K'" "$tmp/main.err" && ok || bad "start-up report names the model id"
 mid=$(curl -s "http://127.0.0.1:$port/v1/models" | py 'j["data"][0]["id"]')
@@ -337,6 +339,10 @@ grep -q 'cancelled 1 requests' "$tmp/slow.err" && ok || bad "shutdown says what 
 # chunk) against 4 sequences and a queue of 16: each ends with [DONE] or 429,
 # none hangs, and afterwards no block is held
 start load -m "$model" --max-seqs 4 --max-queue 16 --http-threads 2 || exit 1
+# no --chat-template and none in the file: chat is 400 naming the flag
+post /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}]}' >/dev/null
+[ "$(code)" = 400 ] && grep -q -- '--chat-template' "$tmp/body" && grep -q '"code":"chat_template_missing"' "$tmp/body" && ok || bad "chat without a template: $(code) $(cat "$tmp/body")"
+grep -q 'no chat template.*answers 400' "$tmp/load.err" && ok || bad "start-up report says chat is off"
 python3 - "$port" >"$tmp/load.txt" 2>&1 <<'PYEOF' && ok || { bad "overload"; cat "$tmp/load.txt"; }
 import http.client, json, sys, threading
 port = int(sys.argv[1])

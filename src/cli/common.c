@@ -286,3 +286,68 @@ const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c) {
                 cmd);
     return p;
 }
+
+int kvl_cli_chat_template_flag(const char *cmd, int argc, char **argv, int *i, const char **out) {
+    if (strcmp(argv[*i], "--chat-template"))
+        return 0;
+    const char *v;
+    kvl_chat_template t;
+    kvl_error err;
+    if (!kvl_cli_value(cmd, argc, argv, i, &v))
+        return -1;
+    if (kvl_chat_template_parse(v, &t, &err)) {
+        fprintf(stderr, "kvllm %s: --chat-template: %s\n", cmd, err.msg);
+        return -1;
+    }
+    *out = v;
+    return 1;
+}
+
+int kvl_cli_sampler_flag(const char *cmd, const char *a, const char *v, kvl_sampler_params *sp) {
+    static const struct {
+        const char *flag;
+        double lo, hi;
+    } fl[] = {{"--temp", 0, 100},
+              {"--top-p", 1e-6, 1},
+              {"--min-p", 0, 1},
+              {"--repeat-penalty", 1e-6, 10},
+              {"--presence-penalty", -2, 2},
+              {"--frequency-penalty", -2, 2}};
+    float *fdst[] = {
+        &sp->temperature,      &sp->top_p, &sp->min_p, &sp->repeat_penalty, &sp->presence_penalty,
+        &sp->frequency_penalty};
+    for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++) {
+        double fv;
+        if (strcmp(a, fl[i].flag))
+            continue;
+        if (!kvl_cli_float(cmd, a, v, fl[i].lo, fl[i].hi, &fv))
+            return -1;
+        *fdst[i] = (float)fv;
+        return 1;
+    }
+    long long iv;
+    if (!strcmp(a, "--top-k") || !strcmp(a, "--repeat-last-n")) {
+        bool k = a[2] == 't';
+        if (!kvl_cli_int(cmd, a, v, 0, k ? KVL_MAX_VOCAB : 1 << 20, &iv))
+            return -1;
+        *(k ? &sp->top_k : &sp->repeat_last_n) = (int32_t)iv;
+        return 1;
+    }
+    if (strcmp(a, "-s") && strcmp(a, "--seed"))
+        return 0;
+    if (!kvl_cli_int(cmd, a, v, 0, INT64_MAX, &iv))
+        return -1;
+    sp->seed = (uint64_t)iv;
+    return 1;
+}
+
+void kvl_cli_engine_kv(const kvl_cli_common *c, kvl_engine_params *ep) {
+    const kvl_kv_cache_params *kp = &c->kvo.p;
+    ep->n_threads = (int32_t)c->threads;
+    ep->kv_layout = kp->layout;
+    ep->kv_type_k = c->kvo.k_set ? kvl_kv_format_get(kp->k_fmt)->name : NULL;
+    ep->kv_type_v = c->kvo.v_set ? kvl_kv_format_get(kp->v_fmt)->name : NULL;
+    ep->kv_mem = kp->budget;
+    ep->kv_mem_fraction = c->kvo.mem_fraction;
+    ep->block_size = kp->block_size;
+}

@@ -12,6 +12,7 @@ const char *kvl_cli_default_model(void);
 #endif
 
 #include "core/pool.h"
+#include "engine/sampler.h"
 #include "kv/kv_cache.h"
 
 /* KV cache flags shared by run, ppl and bench:
@@ -50,9 +51,40 @@ void kvl_cli_common_defaults(kvl_cli_common *c);
 /* 1: argv[*i] was one of the shared flags and was consumed (with its
  * value); 0: not one of them; -1: a bad value (message printed). */
 int kvl_cli_common_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_common *c);
+/* The engine's worker threads and KV cache fields from the shared flags
+ * (-t, --kv-layout, --kv-type*, --kv-mem, --block-size). This function
+ * can't fail. */
+void kvl_cli_engine_kv(const kvl_cli_common *c, kvl_engine_params *ep);
 /* The model the flags name (or the shipped one): NULL with a message when
  * none is given and the shipped one is missing. */
 const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c);
+
+/* The sampling flags run and chat share (value in v): --temp, --top-k,
+ * --top-p, --min-p, --repeat-penalty, --repeat-last-n, -s/--seed. 1: a with
+ * v was one of them and is stored in *sp; 0: not one of them; -1: a bad
+ * value (message printed). */
+int kvl_cli_sampler_flag(const char *cmd, const char *a, const char *v, kvl_sampler_params *sp);
+#define KVL_CLI_SAMPLER_FLAGS                                                                      \
+    "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n",              \
+        "--presence-penalty", "--frequency-penalty", "-s", "--seed"
+#define KVL_CLI_SAMPLER_USAGE                                                                      \
+    "      --temp T          temperature, 0 = greedy (default 0.8)\n"                              \
+    "      --top-k K         0 = off (default 40)\n"                                               \
+    "      --top-p P         (0, 1], 1 = off (default 0.95)\n"                                     \
+    "      --min-p P         [0, 1], 0 = off (default 0.05)\n"                                     \
+    "      --repeat-penalty R  (0, 10], 1 = off (default 1.0)\n"                                   \
+    "      --repeat-last-n N   tokens the penalty looks back over (default 64)\n"                  \
+    "      --presence-penalty X   [-2, 2], subtracted from every generated token (default 0)\n"    \
+    "      --frequency-penalty X  [-2, 2], subtracted per time generated (default 0)\n"            \
+    "  -s, --seed N          sampling seed (default fixed)\n"
+
+/* --chat-template NAME (one of kvl_chat_template_name's). 1: consumed, the
+ * name in *out; 0: not that flag; -1: a bad name (message printed). */
+int kvl_cli_chat_template_flag(const char *cmd, int argc, char **argv, int *i, const char **out);
+#define KVL_CLI_CHAT_TEMPLATE_USAGE                                                                \
+    "      --chat-template NAME  llama2, llama3, chatml, mistral, zephyr, phi3, gemma or\n"        \
+    "                        plain (default: the one the model file's tokenizer.chat_template\n"   \
+    "                        is; docs/chat.md)\n"
 
 /* 1: argv[*i] was a KV flag and was consumed (with its value); 0: not a KV
  * flag; -1: a bad value (message printed). */

@@ -18,6 +18,7 @@ static void usage(FILE *f) {
             "  bench     tokens/s of prompt processing and generation (like llama-bench)\n"
             "  bench serve  a serving workload through the engine: throughput, TTFT/TPOT/ITL\n"
             "  serve     OpenAI-compatible HTTP server with streaming, metrics and a KV ledger\n"
+            "  chat      an interactive chat on the terminal, multi-turn through the prefix cache\n"
 
             "  sim       the scheduler and KV ledger at data-centre scale, on a cost model\n",
             KVL_VERSION);
@@ -51,6 +52,8 @@ int main(int argc, char **argv) {
         return kvl_cli_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "serve"))
         return kvl_cli_serve(argc - 1, argv + 1);
+    if (!strcmp(cmd, "chat"))
+        return kvl_cli_chat(argc - 1, argv + 1);
     if (!strcmp(cmd, "sim"))
         return kvl_cli_sim(argc - 1, argv + 1);
     fprintf(stderr, "kvllm: unknown command '%s'\n", cmd);

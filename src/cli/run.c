@@ -45,16 +45,8 @@ static void usage(FILE *f) {
         "  -f, --file FILE       read the prompt from FILE ('-': standard input)\n"
         "  -n, --n-predict N     tokens to generate, 0..1000000 (default 256; cut to what the\n"
         "                        context leaves, with a notice)\n"
-        "  -c, --ctx N           context length, at most the model's (default: the model's)\n"
-        "      --temp T          temperature, 0 = greedy (default 0.8)\n"
-        "      --top-k K         0 = off (default 40)\n"
-        "      --top-p P         (0, 1], 1 = off (default 0.95)\n"
-        "      --min-p P         [0, 1], 0 = off (default 0.05)\n"
-        "      --repeat-penalty R  (0, 10], 1 = off (default 1.0)\n"
-        "      --repeat-last-n N   tokens the penalty looks back over (default 64)\n"
-        "      --presence-penalty X   [-2, 2], subtracted from every generated token (default 0)\n"
-        "      --frequency-penalty X  [-2, 2], subtracted per time generated (default 0)\n"
-        "  -s, --seed N          sampling seed (default fixed)\n"
+        "  -c, --ctx N           context length, at most the model's (default: the "
+        "model's)\n" KVL_CLI_SAMPLER_USAGE
         "      --stop TEXT       stop when TEXT is generated (repeatable, up to %d)\n"
         "      --parallel N      N samples from one prompt, 1..%d (default 1)\n"
         "  -t, --threads N       worker threads, 1..%d (default: one per core)\n"
@@ -81,7 +73,6 @@ static void usage(FILE *f) {
 static int parse_value_flag(run_opts *o, const char *a, const char *v) {
     const char *cmd = "run";
     long long iv;
-    double fv;
     kvl_sampler_params *sp = &o->sp;
 #define INT_FLAG(lo, hi, dst)                                                                      \
     do {                                                                                           \
@@ -89,12 +80,9 @@ static int parse_value_flag(run_opts *o, const char *a, const char *v) {
             return -1;                                                                             \
         dst = iv;                                                                                  \
     } while (0)
-#define FLOAT_FLAG(lo, hi, dst)                                                                    \
-    do {                                                                                           \
-        if (!kvl_cli_float(cmd, a, v, lo, hi, &fv))                                                \
-            return -1;                                                                             \
-        dst = (float)fv;                                                                           \
-    } while (0)
+    int sr = kvl_cli_sampler_flag(cmd, a, v, sp);
+    if (sr != 0)
+        return sr;
     if (!strcmp(a, "--dump-logits"))
         o->dump = v;
     else if (!strcmp(a, "-p") || !strcmp(a, "--prompt"))
@@ -111,24 +99,6 @@ static int parse_value_flag(run_opts *o, const char *a, const char *v) {
         INT_FLAG(0, 1000000, o->n_predict);
     else if (!strcmp(a, "-c") || !strcmp(a, "--ctx"))
         INT_FLAG(1, KVL_MAX_CTX, o->ctx);
-    else if (!strcmp(a, "--temp"))
-        FLOAT_FLAG(0, 100, sp->temperature);
-    else if (!strcmp(a, "--top-k"))
-        INT_FLAG(0, KVL_MAX_VOCAB, sp->top_k);
-    else if (!strcmp(a, "--top-p"))
-        FLOAT_FLAG(1e-6, 1, sp->top_p);
-    else if (!strcmp(a, "--min-p"))
-        FLOAT_FLAG(0, 1, sp->min_p);
-    else if (!strcmp(a, "--repeat-penalty"))
-        FLOAT_FLAG(1e-6, 10, sp->repeat_penalty);
-    else if (!strcmp(a, "--repeat-last-n"))
-        INT_FLAG(0, 1 << 20, sp->repeat_last_n);
-    else if (!strcmp(a, "--presence-penalty"))
-        FLOAT_FLAG(-2, 2, sp->presence_penalty);
-    else if (!strcmp(a, "--frequency-penalty"))
-        FLOAT_FLAG(-2, 2, sp->frequency_penalty);
-    else if (!strcmp(a, "-s") || !strcmp(a, "--seed"))
-        INT_FLAG(0, INT64_MAX, sp->seed);
     else if (!strcmp(a, "--parallel"))
         INT_FLAG(1, KVL_MAX_SAMPLES, o->parallel);
     else if (!strcmp(a, "--max-batch-tokens"))
@@ -154,7 +124,6 @@ static int parse_value_flag(run_opts *o, const char *a, const char *v) {
         return 0;
     return 1;
 #undef INT_FLAG
-#undef FLOAT_FLAG
 }
 
 static const char *const value_flags[] = {"--dump-logits",
@@ -168,16 +137,7 @@ static const char *const value_flags[] = {"--dump-logits",
                                           "--n-predict",
                                           "-c",
                                           "--ctx",
-                                          "--temp",
-                                          "--top-k",
-                                          "--top-p",
-                                          "--min-p",
-                                          "--repeat-penalty",
-                                          "--repeat-last-n",
-                                          "--presence-penalty",
-                                          "--frequency-penalty",
-                                          "-s",
-                                          "--seed",
+                                          KVL_CLI_SAMPLER_FLAGS,
                                           "--parallel",
                                           "--max-batch-tokens",
                                           "--swap-file",
@@ -383,14 +343,7 @@ static int drive(run_state *rs) {
 
 static kvl_engine_params engine_params(const run_opts *o, size_t n_prompt) {
     kvl_engine_params ep = kvl_engine_defaults();
-    const kvl_kv_cache_params *kp = &o->com.kvo.p;
-    ep.n_threads = (int32_t)o->com.threads;
-    ep.kv_layout = kp->layout;
-    ep.kv_type_k = o->com.kvo.k_set ? kvl_kv_format_get(kp->k_fmt)->name : NULL;
-    ep.kv_type_v = o->com.kvo.v_set ? kvl_kv_format_get(kp->v_fmt)->name : NULL;
-    ep.kv_mem = kp->budget;
-    ep.kv_mem_fraction = o->com.kvo.mem_fraction;
-    ep.block_size = kp->block_size;
+    kvl_cli_engine_kv(&o->com, &ep);
     /* the pool and the buffers are sized by the request, not the model's
      * context (a file may claim 16M positions) */
     ep.max_ctx = (int32_t)((long long)n_prompt + o->n_predict);

@@ -42,7 +42,8 @@ static void usage(FILE *f) {
         "\n"
         "  -m, --model PATH      GGUF or llama2.c checkpoint (default: shipped stories260K.gguf)\n"
         "      --tokenizer PATH  llama2.c tokenizer (default: beside the model)\n"
-        "      --model-name NAME the id clients use (default: the file name without extension)\n"
+        "      --model-name NAME the id clients use (default: the file name without "
+        "extension)\n" KVL_CLI_CHAT_TEMPLATE_USAGE
         "      --host ADDR       IPv4 address to listen on (default 127.0.0.1)\n"
         "      --port N          TCP port, 0 = any free one (default 8080)\n"
         "      --api-key KEY     require \"Authorization: Bearer KEY\" on the /v1 endpoints,\n"
@@ -172,6 +173,8 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
             return 1;
         }
         int r = kvl_cli_common_flag(cmd, argc, argv, &i, &o->com);
+        if (r == 0)
+            r = kvl_cli_chat_template_flag(cmd, argc, argv, &i, &o->sp.chat_template);
         if (r < 0)
             return 2;
         if (r > 0)
@@ -285,6 +288,12 @@ static int serve(serve_opts *o) {
         fprintf(stderr, "kvllm serve: %s\n", err.msg);
         goto done;
     }
+    kvl_chat_params cp;
+    if (kvl_chat_params_for_model(m, o->sp.chat_template, &cp, &err))
+        fprintf(stderr, "kvllm serve: %s; /v1/chat/completions answers 400\n", err.msg);
+    else
+        fprintf(stderr, "kvllm serve: chat template %s (%s)\n", kvl_chat_template_name(cp.tmpl),
+                o->sp.chat_template ? "--chat-template" : "the model file's");
     fprintf(stderr, "kvllm serve: ready\n");
     int sig = 0;
     sigwait(&sigs, &sig);

@@ -456,7 +456,15 @@ kvl_status kvl_server_attach(kvl_server *s, const kvl_model *m, kvl_engine *e, k
     s->e = e;
     kvl_model_get_info(m, &s->mi);
     kvl_engine_get_config(e, &s->cfg);
-    kvl_status st = kvl_engine_start(e, err);
+    kvl_error cerr;
+    kvl_status st = kvl_chat_params_for_model(m, s->p.chat_template, &s->chat, &cerr);
+    if (st == KVL_E_INVALID)
+        return kvl_errorf(err, st, "%s", cerr.msg);
+    if (st) {
+        s->chat.tmpl = KVL_CHAT_NONE;
+        snprintf(s->chat_err, sizeof s->chat_err, "%s", cerr.msg);
+    }
+    st = kvl_engine_start(e, err);
     if (st)
         return st;
     s->engine_started = true;

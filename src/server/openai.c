@@ -9,11 +9,9 @@
  * top log-probabilities, echo, suffix, best_of, logit_bias, tools).
  *
  * Prompts are tokenized here, on the HTTP thread, never the engine's.
- * Chat messages go through a minimal llama2 template (docs/server.md):
- *
- *   <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] {user} [/INST]
- *
- * where <s> and </s> are the BOS and EOS token ids, not text.
+ * Chat messages go through the model's chat template (or the one
+ * --chat-template names; src/chat/, docs/chat.md); a model without a
+ * recognised template gets 400 naming the flag.
  *
  * Responses: a non-streamed call accumulates each sample's text (and
  * log-probabilities) until the FINAL; a streamed one renders one SSE chunk
@@ -25,6 +23,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,72 +251,80 @@ static unsigned content_text(const cJSON *c, int i, srv_buf *txt, srv_buf *out) 
     return 0;
 }
 
-/* chat: messages through the llama2 template into o->toks. */
-static unsigned parse_messages(kvl_server *s, const cJSON *root, oai_req *o, srv_buf *out) {
-    const cJSON *msgs = field(root, "messages");
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) < 1)
-        return BAD("messages", "messages must be a non-empty array of {role, content}");
-    srv_buf sys = {0}, turn = {0}, txt = {0};
+/* The role and text of each message into msgs (contents point into txt,
+ * which must not grow afterwards): the texts are gathered first, with
+ * their offsets, then pointed at. */
+static unsigned gather_messages(const cJSON *msgs, kvl_chat_message *m, srv_buf *txt,
+                                srv_buf *out) {
+    size_t *off = malloc((size_t)cJSON_GetArraySize(msgs) * sizeof *off);
+    if (!off)
+        return oai_error(out, "server_error", NULL, NULL, "out of memory"), 500;
     unsigned r = 0;
     int i = 0;
-    const char *last_role = "";
-    for (const cJSON *m = msgs->child; m && !r; m = m->next, i++) {
-        const cJSON *role = field(m, "role");
-        if (!cJSON_IsObject(m) || !cJSON_IsString(role)) {
+    for (const cJSON *x = msgs->child; x && !r; x = x->next, i++) {
+        const cJSON *role = field(x, "role");
+        if (!cJSON_IsObject(x) || !cJSON_IsString(role)) {
             char param[48];
             snprintf(param, sizeof param, "messages[%d].role", i);
             r = BAD(param, "%s must be a string", param);
             break;
         }
-        const char *rn = role->valuestring;
-        txt.n = 0;
-        if ((r = content_text(field(m, "content"), i, &txt, out)))
-            break;
-        const char *t = txt.p ? txt.p : "";
-        if (!strcmp(rn, "system") || !strcmp(rn, "developer")) {
-            if (!srv_buf_printf(&sys, "%s%s", sys.n ? "\n" : "", t))
-                r = 500;
-        } else if (!strcmp(rn, "user")) {
-            /* [INST] (the system block with the first user turn) user [/INST] */
-            turn.n = 0;
-            bool ok = srv_buf_str(&turn, "[INST] ");
-            if (ok && sys.n) {
-                ok = srv_buf_printf(&turn, "<<SYS>>\n%s\n<</SYS>>\n\n", sys.p);
-                sys.n = 0;
-            }
-            ok = ok && srv_buf_printf(&turn, "%s [/INST]", t);
-            if (!ok)
-                r = 500;
-            else
-                r = add_text(s, o, turn.p, turn.n, true, "messages", out);
-        } else if (!strcmp(rn, "assistant")) {
-            turn.n = 0;
-            if (!srv_buf_printf(&turn, " %s ", t))
-                r = 500;
-            else if (!(r = add_text(s, o, turn.p, turn.n, false, "messages", out))) {
-                int32_t *tk = realloc(o->toks, (o->n_toks + 1) * sizeof *tk);
-                if (!tk)
-                    r = 500;
-                else {
-                    o->toks = tk;
-                    tk[o->n_toks++] = s->mi.eos;
-                }
-            }
-        } else {
-            char param[48];
-            snprintf(param, sizeof param, "messages[%d].role", i);
-            r = BAD(param, "%s '%.32s' is not system, developer, user or assistant", param, rn);
-        }
-        last_role = rn;
+        m[i].role = role->valuestring;
+        off[i] = txt->n;
+        if (!(r = content_text(field(x, "content"), i, txt, out)) && !srv_buf_add(txt, "", 1))
+            r = (oai_error(out, "server_error", NULL, NULL, "out of memory"), 500);
     }
-    if (!r && strcmp(last_role, "user"))
-        r = BAD("messages", "the last message must have role user (the llama2 template ends "
-                            "with [/INST])");
-    srv_buf_free(&sys);
-    srv_buf_free(&turn);
+    for (int k = 0; k < i && !r; k++)
+        m[k].content = txt->p + off[k];
+    free(off);
+    return r;
+}
+
+/* chat: the messages through the model's chat template (or
+ * --chat-template's; src/chat/, docs/chat.md) into o->toks. */
+static unsigned parse_messages(kvl_server *s, const cJSON *root, oai_req *o, srv_buf *out) {
+    const cJSON *msgs = field(root, "messages");
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) < 1)
+        return BAD("messages", "messages must be a non-empty array of {role, content}");
+    size_t n = (size_t)cJSON_GetArraySize(msgs);
+    if (s->chat.tmpl == KVL_CHAT_NONE)
+        return oai_error(out, "invalid_request_error", "messages", "chat_template_missing",
+                         "%s (kvllm serve --chat-template NAME)", s->chat_err),
+               400;
+    kvl_chat_message *m = calloc(n, sizeof *m);
+    srv_buf txt = {0};
+    char *text = NULL;
+    kvl_error err = {0};
+    unsigned r = m ? gather_messages(msgs, m, &txt, out)
+                   : (oai_error(out, "server_error", NULL, NULL, "out of memory"), 500);
+    size_t len = SIZE_MAX; /* set by the size query alone */
+    kvl_status st = r ? KVL_OK : kvl_chat_apply(&s->chat, m, n, NULL, 0, &len, &err);
+    if (!r && !(st == KVL_E_LIMIT && len != SIZE_MAX)) {
+        /* refused: the message names the field (messages[i].role, ...) */
+        char param[48] = "messages";
+        sscanf(err.msg, "%47[^ :]", param);
+        r = BAD(strncmp(param, "messages", 8) ? "messages" : param, "%s", err.msg);
+    }
+    if (!r && strcmp(m[n - 1].role, "user"))
+        r = BAD("messages", "the last message must have role user (kvllm writes the "
+                            "assistant's next turn)");
+    if (!r && !(text = malloc(len + 1)))
+        r = (oai_error(out, "server_error", NULL, NULL, "out of memory"), 500);
+    if (!r && (st = kvl_chat_apply(&s->chat, m, n, text, len + 1, &len, &err)))
+        r = BAD("messages", "%s", err.msg);
+    int32_t *t = r ? NULL : realloc(o->toks, (2 * len + 3) * sizeof *t);
+    if (!r && !t)
+        r = (oai_error(out, "server_error", NULL, NULL, "out of memory"), 500);
+    if (t) {
+        o->toks = t;
+        size_t nt = 0;
+        if ((st = kvl_chat_tokenize(s->m, text, len, t, 2 * len + 3, &nt, &err)))
+            r = BAD("messages", "messages: %s", err.msg);
+        o->n_toks = st ? 0 : nt;
+    }
+    free(text);
+    free(m);
     srv_buf_free(&txt);
-    if (r == 500)
-        oai_error(out, "server_error", NULL, NULL, "out of memory");
     return r;
 }
 

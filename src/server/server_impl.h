@@ -111,6 +111,8 @@ struct kvl_server {
     kvl_engine *e;
     kvl_model_info mi;
     kvl_engine_config cfg;
+    kvl_chat_params chat; /* the chat template; chat.tmpl NONE: chat_err says why */
+    char chat_err[512];
     atomic_int ready, draining;
     double t_start;
     /* the dispatcher */
