@@ -110,9 +110,13 @@ static void rotate_heads(const kvl_kv_rope *r, int32_t d, const float *src, floa
                          int32_t hd) {
     const int32_t half = r->rot_dim / 2;
     const int32_t step = r->neox ? 1 : 2, other = r->neox ? half : 1;
+    const float *cs = NULL;
+    if (r->cs && d % r->cs_step == 0 && d / r->cs_step < r->n_cs)
+        cs = r->cs + (size_t)(d / r->cs_step) * (size_t)r->rot_dim;
     memcpy(dst, src, (size_t)ng * (size_t)hd * sizeof(float));
     for (int32_t i = 0; i < half; i++) {
-        const float a = (float)d * r->freq[i], c = cosf(a), s = sinf(a);
+        const float a = (float)d * r->freq[i];
+        const float c = cs ? cs[2 * i] : cosf(a), s = cs ? cs[2 * i + 1] : sinf(a);
         for (int32_t g = 0; g < ng; g++) {
             float *v = dst + (int64_t)g * hd;
             const float v0 = v[i * step], v1 = v[i * step + other];

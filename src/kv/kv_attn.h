@@ -49,6 +49,11 @@ typedef struct kvl_kv_rope {
     const float *freq; /* (rot_dim / 2) angle per position of each pair */
     int32_t rot_dim;   /* rotated dims per head, even, <= head_dim */
     bool neox;         /* pairs (i, i + rot_dim/2), else (2i, 2i+1) */
+    /* (n_cs, rot_dim / 2, 2) cos and sin of shift k * cs_step for k < n_cs
+     * (a shift is a multiple of the block size and at most the context),
+     * so attention computes no sine; NULL: computed from freq */
+    const float *cs;
+    int32_t cs_step, n_cs;
 } kvl_kv_rope;
 
 /* Fill freq (rot_dim/2 floats) from the hyper-parameters as the forward

@@ -42,6 +42,7 @@
 #include "kv/kv_codec.h"
 #include "kv/kv_policy.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 struct kvl_kv_paged {
@@ -64,6 +65,8 @@ struct kvl_kv_paged {
     int64_t *n_evicted_blocks; /* (max_seqs) since the slot's last release */
     int64_t n_evicted_total;   /* blocks, since init */
     float *rope_freq;          /* (rope_dim / 2) */
+    float *rope_cs;            /* (max_ctx / bs + 1, rope_dim) kvl_kv_rope.cs; made by the
+                                  first set_policy that evicts */
     kvl_kv_rope rope;
 };
 
@@ -199,6 +202,7 @@ void kvl_kv_paged_free(kvl_kv_paged *kv) {
     free(kv->policy);
     free(kv->n_evicted_blocks);
     free(kv->rope_freq);
+    free(kv->rope_cs);
     kvl_block_pool_free(kv->pool);
     free(kv);
 }
@@ -513,6 +517,33 @@ kvl_status kvl_kv_paged_release(kvl_kv_paged *kv, int32_t seq, kvl_error *err) {
 
 /* ---- eviction ---- */
 
+static void fill_rope_table(kvl_kv_paged *kv) {
+    const int32_t half = kv->rope.rot_dim / 2;
+    for (int32_t k = 0; k < kv->rope.n_cs; k++)
+        for (int32_t i = 0; i < half; i++) {
+            const float a = (float)(k * kv->rope.cs_step) * kv->rope_freq[i];
+            kv->rope_cs[((size_t)k * (size_t)half + (size_t)i) * 2] = cosf(a);
+            kv->rope_cs[((size_t)k * (size_t)half + (size_t)i) * 2 + 1] = sinf(a);
+        }
+}
+
+/* cos and sin of every shift a table can carry (multiples of the block
+ * size up to max_ctx), so that attention computes no sine. */
+static kvl_status rope_table(kvl_kv_paged *kv, kvl_error *err) {
+    const int32_t n = kv->max_ctx / kv->lay.block_size + 1;
+    kv->rope_cs = malloc((size_t)n * (size_t)kv->rope.rot_dim * sizeof(float));
+    if (!kv->rope_cs)
+        return kvl_errorf(err, KVL_E_NOMEM,
+                          "kv paged set_policy: cannot allocate %d x %d rotary "
+                          "cos/sin",
+                          (int)n, (int)kv->rope.rot_dim);
+    kv->rope.cs = kv->rope_cs;
+    kv->rope.cs_step = kv->lay.block_size;
+    kv->rope.n_cs = n;
+    fill_rope_table(kv);
+    return KVL_OK;
+}
+
 kvl_status kvl_kv_paged_set_policy(kvl_kv_paged *kv, int32_t seq, const kvl_kv_policy *p,
                                    kvl_error *err) {
     kvl_status st = check_seq(kv, "set_policy", seq, err);
@@ -520,6 +551,11 @@ kvl_status kvl_kv_paged_set_policy(kvl_kv_paged *kv, int32_t seq, const kvl_kv_p
         st = kvl_kv_policy_check(p, kv->lay.block_size, kv->max_ctx, err);
     if (st != KVL_OK)
         return st;
+    if (kvl_kv_policy_evicts(p) && !kv->rope_cs && kv->rope.rot_dim > 0) {
+        st = rope_table(kv, err);
+        if (st != KVL_OK)
+            return st;
+    }
     kv->policy[seq] = *p;
     return KVL_OK;
 }
@@ -530,6 +566,8 @@ void kvl_kv_paged_rope_divide(kvl_kv_paged *kv, const void *div) {
         memcpy(&d, (const float *)div + i, sizeof d);
         kv->rope_freq[i] /= d;
     }
+    if (kv->rope_cs)
+        fill_rope_table(kv);
 }
 
 kvl_status kvl_kv_paged_make_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, int32_t *n_evicted,
