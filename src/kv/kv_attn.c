@@ -14,9 +14,15 @@
  *     out_g   += sum_i S[g][i] V_i          (kernel: each V row decoded once)
  *   out_g /= l_g
  *
- * (kvl_kv_attend_q's invariants: no allocation, the 4 KiB score tile and the
- * prepared query, at most 32.2 KiB, on the stack; a NaN score or value
- * reaches the output.)
+ * (kvl_kv_attend_q's invariants: no allocation, the 4 KiB score tile, the
+ * prepared query, at most 32.2 KiB, and the rotated query, 64 KiB, on the
+ * stack; a NaN score or value reaches the output.)
+ *
+ * Eviction (docs/eviction.md): a block whose keys were rotated `shift`
+ * positions past its place in the table (view.shift) is scored with the
+ * query rotated further by that shift; the rotated query (and its
+ * preparation for the K format) is redone only when the shift changes
+ * from one block to the next. Without a shift array nothing changes.
  *
  * kvl_kv_attend_f32 is that same routine over f32 rows: it describes its
  * view as F32 chunks (one per head and block, at the view's strides) and
