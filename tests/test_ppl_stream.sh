@@ -2,7 +2,8 @@
 # kvllm ppl --stream with KV policies, end to end on stories260K (context
 # 512): a stream past the context runs under window and sinks and never
 # holds more than the budget; with a budget at least the stream's length
-# window and sinks score exactly the same; bad policy flags are refused
+# window and sinks score exactly the same and match full f32 KV decoding
+# the same stream (--kl-ref: KL 0); bad policy flags are refused
 # with the field and the limit; run refuses the policy flags.
 set -u
 bin=${KVL_BIN:?}
@@ -34,6 +35,14 @@ ppl --stream 300 --kv-policy window --kv-budget-tokens 320 >"$tmp/w.txt" 2>/dev/
 ppl --stream 300 --kv-policy sinks --kv-budget-tokens 300 >"$tmp/s.txt" 2>/dev/null || bad "sinks 300"
 [ "$(val nll "$tmp/w.txt")" = "$(val nll "$tmp/s.txt")" ] && [ "$(val evicted_tokens "$tmp/s.txt")" = 0 ] && ok ||
   bad "within budget: window nll $(val nll "$tmp/w.txt") sinks $(val nll "$tmp/s.txt")"
+
+# against full f32 KV decoding the same stream: identical logits (KL 0,
+# every top-1 the same) within the budget; evicting changes them
+ppl --stream 300 -c 512 --kl-ref --kv-policy sinks --kv-budget-tokens 320 >"$tmp/k0.txt" 2>/dev/null || bad "kl-ref within budget"
+[ "$(val kl_mean "$tmp/k0.txt")" = 0 ] && [ "$(val top1_agree "$tmp/k0.txt")" = 1.000000 ] && ok ||
+  bad "kl within budget: $(val kl_mean "$tmp/k0.txt") $(val top1_agree "$tmp/k0.txt")"
+ppl --stream 300 -c 512 --kl-ref --kv-policy window --kv-budget-tokens 64 >"$tmp/k1.txt" 2>/dev/null || bad "kl-ref evicting"
+awk -v k="$(val kl_mean "$tmp/k1.txt")" 'BEGIN{exit !(k > 0 && k < 1)}' && ok || bad "kl evicting: $(val kl_mean "$tmp/k1.txt")"
 
 # refusals: exit 2 (usage) or 1, with the field named
 ppl --stream 300 --kv-policy sinks --kv-budget-tokens 20 >/dev/null 2>"$tmp/e1.err"

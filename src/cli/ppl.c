@@ -57,7 +57,8 @@ static void usage(FILE *f) {
         "      --recompute-stride S\n"
         "      --kl-ref         also run an f32-KV reference in the same pass and report\n"
         "                       the mean KL divergence of next-token distributions\n"
-        "                       KL(ref || this) and top-1 agreement\n"
+        "                       KL(ref || this) and top-1 agreement (with --stream and a\n"
+        "                       policy: full KV of the whole stream, --stream <= -c)\n"
         "  -t, --threads N      worker threads, 1..%d (default: one per core)\n" KVL_CLI_LOAD_USAGE
         "  -h, --help\n"
         "\nKV cache:\n",
@@ -227,8 +228,9 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
                 kvl_kv_policy_str(o->com.kvo.policy.kind));
         return 2;
     }
-    if (o->stream && o->kl_ref) {
-        fprintf(stderr, "kvllm ppl: --kl-ref does not combine with --stream\n");
+    if (o->stream && o->kl_ref && (!evicts || o->ctx == 0 || o->stream > o->ctx)) {
+        fprintf(stderr, "kvllm ppl: --kl-ref with --stream compares a window or sinks policy "
+                        "to full KV: give --kv-policy and -c N with --stream <= N\n");
         return 2;
     }
     if (o->stride > o->recompute - 1 && o->recompute) {
@@ -450,6 +452,30 @@ static bool build_stream(const ppl_opts *o, const char *text, size_t len, ppl_ru
     return true;
 }
 
+/* --kl-ref in stream mode: the full-KV f32 reference decodes stream token
+ * i at position i; KL(reference || policy) of the next-token distribution. */
+static bool kl_step(ppl_run *pr, size_t i, const float *lg, ppl_acc *acc) {
+    kvl_error err;
+    int32_t seq = 0, pos = (int32_t)i;
+    const bool want = true;
+    kvl_batch b = {
+        .n_tokens = 1, .tokens = pr->stream + i, .seq = &seq, .pos = &pos, .logits = &want};
+    const float *lr;
+    int32_t n_out;
+    if (i == 0)
+        kvl_kv_cache_release(pr->kvr, 0, &err);
+    if (kvl_executor_run_cache(pr->fwr, pr->kvr, &b, &lr, &n_out, &err)) {
+        fprintf(stderr, "kvllm ppl: reference: %s\n", err.msg);
+        return false;
+    }
+    bool same;
+    const double kl = kvl_logits_kl(lr, lg, pr->m->hp.n_vocab, &same);
+    acc->kl_sum += kl;
+    acc->n_agree += same;
+    acc->n_nan += isinf(kl);
+    return true;
+}
+
 /* window / sinks: one sequence, a token at a time, at its place in the
  * cache, the policy making room before each. */
 static bool score_stream_evict(const ppl_opts *o, ppl_run *pr, ppl_acc *acc) {
@@ -482,6 +508,8 @@ static bool score_stream_evict(const ppl_opts *o, ppl_run *pr, ppl_acc *acc) {
         if (pos + 1 > acc->max_len)
             acc->max_len = pos + 1;
         acc_add(acc, pr, row_nll(lg, nv, pr->stream[i + 1]), i + 1);
+        if (pr->kvr && !kl_step(pr, i, lg, acc))
+            return false;
         if ((i & 255) == 0)
             kvl_progress_update(&prog, i, pr->n_stream);
     }
