@@ -30,6 +30,11 @@ for pol in window sinks; do
   awk -v p="$p" 'BEGIN{exit !(p > 1 && p < 20)}' && ok || bad "$pol: ppl '$p'"
 done
 
+# --stream-log: a line every 256 tokens; KV bytes stop growing at the budget
+ppl --stream 1300 --kv-policy sinks --kv-budget-tokens 128 --stream-log "$tmp/log.txt" >/dev/null 2>&1 || bad "stream-log run"
+[ "$(wc -l <"$tmp/log.txt")" = 5 ] && [ "$(awk '{print $3}' "$tmp/log.txt" | sort -u | wc -l)" = 1 ] &&
+  [ "$(awk '{print $4}' "$tmp/log.txt" | sort -u)" -le 128 ] && ok || { bad "stream-log"; cat "$tmp/log.txt"; }
+
 # budget >= stream: no eviction, the same numbers for both policies
 ppl --stream 300 --kv-policy window --kv-budget-tokens 320 >"$tmp/w.txt" 2>/dev/null || bad "window 320"
 ppl --stream 300 --kv-policy sinks --kv-budget-tokens 300 >"$tmp/s.txt" 2>/dev/null || bad "sinks 300"

@@ -52,6 +52,8 @@ static void usage(FILE *f) {
         "                        each) with the --kv-policy below (docs/eviction.md)\n"
         "      --stream-bos B   each (default: BOS before every document, as llama2.c\n"
         "                        trains) or first (one BOS, at the stream's start)\n"
+        "      --stream-log F   window/sinks: every 256 tokens append 'index tokens/s\n"
+        "                        kv_bytes_used cache_len' to F (the rate since the last line)\n"
         "      --recompute W    stream mode: score by recomputing a fresh window of W\n"
         "                        tokens every --recompute-stride tokens (default 16)\n"
         "      --recompute-stride S\n"
@@ -151,7 +153,8 @@ typedef struct ppl_opts {
     long long ctx, max_docs;
     long long stream, recompute, stride; /* --stream N, --recompute W, --recompute-stride */
     bool blank_mode, windows, kl_ref;
-    bool bos_first; /* --stream-bos first: one BOS, at the start of the stream */
+    bool bos_first;         /* --stream-bos first: one BOS, at the start of the stream */
+    const char *stream_log; /* --stream-log FILE: rate and KV bytes every 256 tokens */
 } ppl_opts;
 
 /* 0 parsed, 1 help printed, 2 usage error (message printed). */
@@ -173,9 +176,9 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
         if (r > 0)
             continue;
         static const char *const known[] = {
-            "-f",           "--file",     "--split",  "--long",      "-c",
-            "--ctx",        "--max-docs", "--stream", "--recompute", "--recompute-stride",
-            "--stream-bos", NULL};
+            "-f",           "--file",       "--split",  "--long",      "-c",
+            "--ctx",        "--max-docs",   "--stream", "--recompute", "--recompute-stride",
+            "--stream-bos", "--stream-log", NULL};
         if (!kvl_cli_flag_value(cmd, known, "the text file goes after -f", argc, argv, &i, &v))
             return 2;
         if (!strcmp(a, "-f") || !strcmp(a, "--file"))
@@ -195,6 +198,8 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
         } else if (!strcmp(a, "--stream")) {
             if (!kvl_cli_int(cmd, a, v, 2, INT32_MAX, &o->stream))
                 return 2;
+        } else if (!strcmp(a, "--stream-log")) {
+            o->stream_log = v;
         } else if (!strcmp(a, "--stream-bos")) {
             if (strcmp(v, "each") && strcmp(v, "first")) {
                 fprintf(stderr, "kvllm ppl: --stream-bos: '%s' is not each or first\n", v);
@@ -476,46 +481,74 @@ static bool kl_step(ppl_run *pr, size_t i, const float *lg, ppl_acc *acc) {
     return true;
 }
 
+static bool evict_step(ppl_run *pr, size_t i, ppl_acc *acc, const bool *want);
+
+/* One --stream-log line; returns the time it was written. */
+static double log_line(FILE *log, const kvl_kv_cache *kvc, size_t i, double t_last) {
+    const double t = kvl_now();
+    kvl_kv_stats ks;
+    kvl_kv_cache_stats(kvc, &ks);
+    fprintf(log, "%zu %.1f %zu %lld\n", i, t > t_last ? 256.0 / (t - t_last) : 0.0, ks.bytes_used,
+            (long long)ks.n_tokens);
+    return kvl_now();
+}
+
 /* window / sinks: one sequence, a token at a time, at its place in the
  * cache, the policy making room before each. */
 static bool score_stream_evict(const ppl_opts *o, ppl_run *pr, ppl_acc *acc) {
-    const int64_t nv = pr->m->hp.n_vocab;
     kvl_error err;
     kvl_kv_cache_release(pr->kvc, 0, &err);
     if (kvl_kv_cache_set_policy(pr->kvc, 0, &o->com.kvo.policy, &err)) {
         fprintf(stderr, "kvllm ppl: --kv-policy: %s\n", err.msg);
         return false;
     }
+    FILE *log = NULL;
+    if (o->stream_log && !(log = fopen(o->stream_log, "w"))) {
+        fprintf(stderr, "kvllm ppl: --stream-log: cannot open %s\n", o->stream_log);
+        return false;
+    }
     kvl_progress prog = {0};
     kvl_progress_begin(&prog, "ppl stream");
     const bool want = true;
-    for (size_t i = 0; i + 1 < pr->n_stream; i++) {
-        int32_t ev = 0, seq = 0;
-        if (kvl_kv_cache_make_room(pr->kvc, 0, 1, &ev, &err)) {
-            fprintf(stderr, "kvllm ppl: %s\n", err.msg);
-            return false;
-        }
-        acc->n_evicted += ev;
-        int32_t pos = kvl_kv_cache_len(pr->kvc, 0);
-        kvl_batch b = {
-            .n_tokens = 1, .tokens = pr->stream + i, .seq = &seq, .pos = &pos, .logits = &want};
-        const float *lg;
-        int32_t n_out;
-        if (kvl_executor_run_cache(pr->fw, pr->kvc, &b, &lg, &n_out, &err)) {
-            fprintf(stderr, "kvllm ppl: %s\n", err.msg);
-            return false;
-        }
-        if (pos + 1 > acc->max_len)
-            acc->max_len = pos + 1;
-        acc_add(acc, pr, row_nll(lg, nv, pr->stream[i + 1]), i + 1);
-        if (pr->kvr && !kl_step(pr, i, lg, acc))
-            return false;
+    double t_last = kvl_now();
+    bool ok = true;
+    for (size_t i = 0; ok && i + 1 < pr->n_stream; i++) {
+        if (log && i % 256 == 0 && i > 0)
+            t_last = log_line(log, pr->kvc, i, t_last);
+        ok = evict_step(pr, i, acc, &want);
         if ((i & 255) == 0)
             kvl_progress_update(&prog, i, pr->n_stream);
     }
     kvl_progress_end(&prog);
+    if (log)
+        fclose(log);
     acc->n_windows = 1;
-    return true;
+    return ok;
+}
+
+/* One token of the stream under the policy. */
+static bool evict_step(ppl_run *pr, size_t i, ppl_acc *acc, const bool *want) {
+    const int64_t nv = pr->m->hp.n_vocab;
+    kvl_error err;
+    int32_t ev = 0, seq = 0;
+    if (kvl_kv_cache_make_room(pr->kvc, 0, 1, &ev, &err)) {
+        fprintf(stderr, "kvllm ppl: %s\n", err.msg);
+        return false;
+    }
+    acc->n_evicted += ev;
+    int32_t pos = kvl_kv_cache_len(pr->kvc, 0);
+    kvl_batch b = {
+        .n_tokens = 1, .tokens = pr->stream + i, .seq = &seq, .pos = &pos, .logits = want};
+    const float *lg;
+    int32_t n_out;
+    if (kvl_executor_run_cache(pr->fw, pr->kvc, &b, &lg, &n_out, &err)) {
+        fprintf(stderr, "kvllm ppl: %s\n", err.msg);
+        return false;
+    }
+    if (pos + 1 > acc->max_len)
+        acc->max_len = pos + 1;
+    acc_add(acc, pr, row_nll(lg, nv, pr->stream[i + 1]), i + 1);
+    return !pr->kvr || kl_step(pr, i, lg, acc);
 }
 
 /* full: fresh windows of ctx, one after the other; --recompute W: a fresh
