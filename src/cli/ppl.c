@@ -490,6 +490,7 @@ static double log_line(FILE *log, const kvl_kv_cache *kvc, size_t i, double t_la
     kvl_kv_cache_stats(kvc, &ks);
     fprintf(log, "%zu %.1f %zu %lld\n", i, t > t_last ? 256.0 / (t - t_last) : 0.0, ks.bytes_used,
             (long long)ks.n_tokens);
+    fflush(log); /* a long stream can be watched */
     return kvl_now();
 }
 

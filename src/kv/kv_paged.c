@@ -30,7 +30,11 @@
  *     p < res_start + bs (stores of a block come in order; KVL_ASSERT);
  *   - store() writes only blocks with count 1 (KVL_ASSERT): a shared block
  *     is never written in place, which is what copy-on-write guarantees;
- *   - n_copied counts the copies made by reserve.
+ *   - n_copied counts the copies made by reserve;
+ *   - eviction (make_room, docs/eviction.md) removes only full blocks below
+ *     every layer's res_start, never writes a block, and moves res_start
+ *     down with the table; a table's shift[b] is a multiple of bs and at
+ *     most max_ctx, so rope_cs covers every shift attention meets.
  *
  * Must not: allocate or take blocks in store()/attend(); mutate anything
  * in attend() (it runs on several threads); change anything on a failed
