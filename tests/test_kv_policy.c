@@ -12,10 +12,12 @@
  *     rows stored with keys rotated at their place in the cache (the
  *     StreamingLLM rule), to f32 rounding;
  *   - a block shared by a fork is never written by a policy: the other
- *     sequence's bytes, counts and attention are unchanged.
+ *     sequence's bytes, counts and attention are unchanged;
+ *   - the engine refuses window and sinks requests (not run there yet).
  */
 #include "kernels/kernels.h"
 #include "kv/kv_paged.h"
+#include "model/model.h"
 #include "kv/kv_policy.h"
 
 #include "testutil.h"
@@ -372,7 +374,40 @@ static void test_shared_untouched(void) {
     kvl_kv_paged_free(kv);
 }
 
+/* The engine takes the request field but runs full KV only: window and
+ * sinks are refused (KVL_E_UNSUPPORTED), an unknown kind is invalid, and
+ * nothing is queued either way. */
+static void test_engine_refuses(void) {
+    kvl_model *m = NULL;
+    kvl_error err;
+    if (kvl_model_load(kvt_shared("models/stories260K.gguf"), NULL, &m, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        CHECK(false);
+        return;
+    }
+    kvl_engine_params ep = kvl_engine_defaults();
+    ep.n_threads = 1;
+    ep.max_ctx = 256;
+    kvl_engine *e = NULL;
+    CHECK_EQ_INT(kvl_engine_init(m, &ep, &e, &err), KVL_OK);
+    kvl_request_params rp = kvl_request_defaults();
+    CHECK_EQ_INT(rp.kv_policy.kind, KVL_KV_POLICY_FULL);
+    CHECK_EQ_INT(rp.kv_policy.sinks, KVL_KV_POLICY_DEFAULT_SINKS);
+    rp.prompt = "Once upon a time";
+    rp.max_tokens = 4;
+    rp.kv_policy.kind = KVL_KV_POLICY_SINKS;
+    rp.kv_policy.budget_tokens = 64;
+    uint64_t id = 0;
+    CHECK_EQ_INT(kvl_engine_submit(e, &rp, &id, &err), KVL_E_UNSUPPORTED);
+    CHECK_CONTAINS(err.msg, "kv_policy 2 (sinks)");
+    rp.kv_policy.kind = (kvl_kv_policy_kind)9;
+    CHECK_EQ_INT(kvl_engine_submit(e, &rp, &id, &err), KVL_E_INVALID);
+    kvl_engine_free(e);
+    kvl_model_free(m);
+}
+
 int main(void) {
+    test_engine_refuses();
     test_names_and_checks();
     for (uint32_t seed = 0; seed < 60; seed++)
         random_stream(seed);
