@@ -206,7 +206,38 @@ typedef struct kvl_kv_stats {
     size_t bytes_residual;    /* quantized formats: the full-precision buffers that hold
                                  each sequence's newest, partly filled block (outside
                                  the block budget) */
+    int64_t n_blocks_evicted; /* blocks an eviction policy took out of tables since start */
+    int64_t n_tokens_evicted; /* the same in positions */
 } kvl_kv_stats;
+
+/* ---- KV eviction policy (docs/eviction.md) ------------------------------
+ *
+ * What a sequence keeps when its cache reaches budget_tokens positions.
+ * full: everything (the budget is not used; the context limits the length).
+ * window: the most recent positions. sinks: the first `sinks` positions
+ * (rounded up to whole blocks; StreamingLLM's attention sinks) plus the most
+ * recent ones. Whole blocks leave the sequence's table; positions are those
+ * within the cache, so rotary angles stay inside the trained range and a
+ * stream can run past the model's context. */
+typedef enum kvl_kv_policy_kind {
+    KVL_KV_POLICY_FULL = 0,
+    KVL_KV_POLICY_WINDOW,
+    KVL_KV_POLICY_SINKS,
+} kvl_kv_policy_kind;
+
+typedef struct kvl_kv_policy {
+    kvl_kv_policy_kind kind; /* default full */
+    int32_t budget_tokens;   /* window, sinks: most positions held; >= sinks
+                                (rounded to the block) + 2 blocks */
+    int32_t sinks;           /* sinks: first positions always kept; default 4 */
+} kvl_kv_policy;
+
+#define KVL_KV_POLICY_DEFAULT_SINKS 4
+
+/* "full", "window", "sinks"; NULL for a value out of range. */
+KVL_API const char *kvl_kv_policy_str(kvl_kv_policy_kind k);
+/* false for an unknown name (*out unchanged). */
+KVL_API bool kvl_kv_policy_parse(const char *s, kvl_kv_policy_kind *out);
 
 /* ---- The serving engine --------------------------------------------------
  *
@@ -331,6 +362,8 @@ typedef struct kvl_request_params {
                                      between requests with the same salt (NULL: none) */
     bool ignore_eos;         /* keep generating past end-of-sequence (benchmarks:
                                      every output runs to max_tokens) */
+    kvl_kv_policy kv_policy; /* default full; the engine refuses others for now
+                                (KVL_E_UNSUPPORTED): `kvllm ppl` runs them */
 } kvl_request_params;
 
 #define KVL_MAX_STOPS 16

@@ -48,6 +48,46 @@ const char *kvl_cli_default_model(void) {
 void kvl_cli_kv_defaults(kvl_cli_kv_opts *o) {
     memset(o, 0, sizeof *o);
     o->p = kvl_kv_cache_defaults();
+    o->policy.sinks = KVL_KV_POLICY_DEFAULT_SINKS;
+}
+
+void kvl_cli_kv_policy_usage(FILE *f) {
+    fprintf(f,
+            "      --kv-policy P     what the cache keeps at its token budget: full (default),\n"
+            "                        window (the most recent positions) or sinks (the first\n"
+            "                        --kv-sinks positions + the most recent); docs/eviction.md\n"
+            "      --kv-budget-tokens N  positions a window/sinks sequence holds at most\n"
+            "      --kv-sinks N      sink positions, rounded up to whole blocks (default %d)\n",
+            KVL_KV_POLICY_DEFAULT_SINKS);
+}
+
+/* --kv-policy, --kv-budget-tokens, --kv-sinks: as kvl_cli_kv_flag. */
+static int kv_policy_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_opts *o) {
+    const char *a = argv[*i], *v;
+    if (strcmp(a, "--kv-policy") && strcmp(a, "--kv-budget-tokens") && strcmp(a, "--kv-sinks"))
+        return 0;
+    if (!o->policy_ok) {
+        fprintf(stderr,
+                "kvllm %s: %s: this subcommand keeps full KV (the engine has no eviction "
+                "yet); kvllm ppl takes it\n",
+                cmd, a);
+        return -1;
+    }
+    if (!kvl_cli_value(cmd, argc, argv, i, &v))
+        return -1;
+    long long n;
+    if (!strcmp(a, "--kv-policy")) {
+        if (!kvl_kv_policy_parse(v, &o->policy.kind)) {
+            fprintf(stderr, "kvllm %s: --kv-policy: '%s' is not full, window or sinks\n", cmd, v);
+            return -1;
+        }
+    } else if (!kvl_cli_int(cmd, a, v, !strcmp(a, "--kv-sinks") ? 0 : 1, KVL_MAX_CTX, &n))
+        return -1;
+    else if (!strcmp(a, "--kv-sinks"))
+        o->policy.sinks = (int32_t)n;
+    else
+        o->policy.budget_tokens = (int32_t)n;
+    return 1;
 }
 
 void kvl_cli_kv_usage(FILE *f) {
@@ -94,6 +134,9 @@ int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_o
         o->check = true;
         return 1;
     }
+    int pr = kv_policy_flag(cmd, argc, argv, i, o);
+    if (pr != 0)
+        return pr;
     bool is_k = !strcmp(a, "--kv-type-k"), is_v = !strcmp(a, "--kv-type-v"),
          both = !strcmp(a, "--kv-type");
     if (strcmp(a, "--kv-layout") && strcmp(a, "--kv-mem") && strcmp(a, "--block-size") && !is_k &&

@@ -20,9 +20,12 @@ const char *kvl_cli_default_model(void);
  *   --kv-type F (both)  --kv-type-k F  --kv-type-v F */
 typedef struct kvl_cli_kv_opts {
     kvl_kv_cache_params p;
-    double mem_fraction; /* > 0 when --kv-mem was a percentage of available memory */
-    bool check;          /* --kv-check */
-    bool k_set, v_set;   /* a format was given; otherwise "auto" */
+    double mem_fraction;  /* > 0 when --kv-mem was a percentage of available memory */
+    bool check;           /* --kv-check */
+    bool k_set, v_set;    /* a format was given; otherwise "auto" */
+    kvl_kv_policy policy; /* --kv-policy, --kv-budget-tokens, --kv-sinks */
+    bool policy_ok;       /* the subcommand runs policies (set before parsing); else
+                             the policy flags are refused */
 } kvl_cli_kv_opts;
 
 void kvl_cli_kv_defaults(kvl_cli_kv_opts *o);
@@ -89,8 +92,9 @@ int kvl_cli_chat_template_flag(const char *cmd, int argc, char **argv, int *i, c
 /* 1: argv[*i] was a KV flag and was consumed (with its value); 0: not a KV
  * flag; -1: a bad value (message printed). */
 int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_opts *o);
-/* Help text for those flags. */
+/* Help text for those flags (and the policy flags when o->policy_ok). */
 void kvl_cli_kv_usage(FILE *f);
+void kvl_cli_kv_policy_usage(FILE *f);
 /* --kv-check: measure the chosen formats against f32/f16 KV on the loaded
  * model and print the verdict (a warning names the setting to change).
  * Returns false only when the check itself could not run. */

@@ -9,12 +9,25 @@
  * context length (each starts fresh with its first token given, so no
  * position is scored twice). Paragraph mode
  * (--split blank) splits on blank lines instead, after CRLF -> LF.
+ *
+ * Stream mode (--stream N; docs/eviction.md): the documents, each encoded
+ * with BOS as llama2.c's training shards are (--stream-bos first: only the
+ * first), are concatenated into one
+ * stream of N tokens, which may be many times the context. It is scored
+ *   - with --kv-policy full: in fresh windows of the context, one after the
+ *     other (the most a full cache can do);
+ *   - with window or sinks: as one sequence decoded a token at a time, the
+ *     policy evicting blocks at its budget, positions within the cache;
+ *   - with --recompute W: every --recompute-stride tokens a fresh sequence
+ *     over the W tokens before them (the expensive sliding-window reference:
+ *     each scored token sees between W - stride and W - 1 earlier tokens).
  */
 #include "cli/cli.h"
 #include "cli/common.h"
 #include "core/pool.h"
 #include "engine/kv_check.h"
 #include "engine/executor.h"
+#include "kv/kv_policy.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -35,14 +48,25 @@ static void usage(FILE *f) {
         "      --long MODE      documents longer than the window: truncate (default,\n"
         "                       the reference protocol) or windows (score all of it)\n"
         "      --max-docs N     score only the first N documents\n"
+        "      --stream N       score the documents as one stream of N tokens (BOS before\n"
+        "                        each) with the --kv-policy below (docs/eviction.md)\n"
+        "      --stream-bos B   each (default: BOS before every document, as llama2.c\n"
+        "                        trains) or first (one BOS, at the stream's start)\n"
+        "      --stream-log F   window/sinks: every 256 tokens append 'index tokens/s\n"
+        "                        kv_bytes_used cache_len' to F (the rate since the last line)\n"
+        "      --recompute W    stream mode: score by recomputing a fresh window of W\n"
+        "                        tokens every --recompute-stride tokens (default 16)\n"
+        "      --recompute-stride S\n"
         "      --kl-ref         also run an f32-KV reference in the same pass and report\n"
         "                       the mean KL divergence of next-token distributions\n"
-        "                       KL(ref || this) and top-1 agreement\n"
+        "                       KL(ref || this) and top-1 agreement (with --stream and a\n"
+        "                       policy: full KV of the whole stream, --stream <= -c)\n"
         "  -t, --threads N      worker threads, 1..%d (default: one per core)\n" KVL_CLI_LOAD_USAGE
         "  -h, --help\n"
         "\nKV cache:\n",
         KVL_POOL_MAX_THREADS);
     kvl_cli_kv_usage(f);
+    kvl_cli_kv_policy_usage(f);
 }
 
 /* log-softmax helpers over one logits row */
@@ -127,7 +151,10 @@ typedef struct ppl_opts {
     kvl_cli_common com;
     const char *file;
     long long ctx, max_docs;
+    long long stream, recompute, stride; /* --stream N, --recompute W, --recompute-stride */
     bool blank_mode, windows, kl_ref;
+    bool bos_first;         /* --stream-bos first: one BOS, at the start of the stream */
+    const char *stream_log; /* --stream-log FILE: rate and KV bytes every 256 tokens */
 } ppl_opts;
 
 /* 0 parsed, 1 help printed, 2 usage error (message printed). */
@@ -148,8 +175,10 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
             return 2;
         if (r > 0)
             continue;
-        static const char *const known[] = {"-f", "--file", "--split",    "--long",
-                                            "-c", "--ctx",  "--max-docs", NULL};
+        static const char *const known[] = {
+            "-f",           "--file",       "--split",  "--long",      "-c",
+            "--ctx",        "--max-docs",   "--stream", "--recompute", "--recompute-stride",
+            "--stream-bos", "--stream-log", NULL};
         if (!kvl_cli_flag_value(cmd, known, "the text file goes after -f", argc, argv, &i, &v))
             return 2;
         if (!strcmp(a, "-f") || !strcmp(a, "--file"))
@@ -166,6 +195,23 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
                 return 2;
             }
             o->windows = !strcmp(v, "windows");
+        } else if (!strcmp(a, "--stream")) {
+            if (!kvl_cli_int(cmd, a, v, 2, INT32_MAX, &o->stream))
+                return 2;
+        } else if (!strcmp(a, "--stream-log")) {
+            o->stream_log = v;
+        } else if (!strcmp(a, "--stream-bos")) {
+            if (strcmp(v, "each") && strcmp(v, "first")) {
+                fprintf(stderr, "kvllm ppl: --stream-bos: '%s' is not each or first\n", v);
+                return 2;
+            }
+            o->bos_first = !strcmp(v, "first");
+        } else if (!strcmp(a, "--recompute")) {
+            if (!kvl_cli_int(cmd, a, v, 2, KVL_MAX_CTX, &o->recompute))
+                return 2;
+        } else if (!strcmp(a, "--recompute-stride")) {
+            if (!kvl_cli_int(cmd, a, v, 1, KVL_MAX_CTX, &o->stride))
+                return 2;
         } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) {
             if (!kvl_cli_int(cmd, a, v, 2, KVL_MAX_CTX, &o->ctx))
                 return 2;
@@ -176,6 +222,27 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
         fprintf(stderr, "kvllm ppl: -f TEXT is required\n");
         return 2;
     }
+    const bool evicts = kvl_kv_policy_evicts(&o->com.kvo.policy);
+    if ((evicts || o->recompute) && !o->stream) {
+        fprintf(stderr, "kvllm ppl: --kv-policy %s / --recompute score a stream: give --stream N\n",
+                kvl_kv_policy_str(o->com.kvo.policy.kind));
+        return 2;
+    }
+    if (o->recompute && evicts) {
+        fprintf(stderr, "kvllm ppl: --recompute is the full-KV reference: drop --kv-policy %s\n",
+                kvl_kv_policy_str(o->com.kvo.policy.kind));
+        return 2;
+    }
+    if (o->stream && o->kl_ref && (!evicts || o->ctx == 0 || o->stream > o->ctx)) {
+        fprintf(stderr, "kvllm ppl: --kl-ref with --stream compares a window or sinks policy "
+                        "to full KV: give --kv-policy and -c N with --stream <= N\n");
+        return 2;
+    }
+    if (o->stride > o->recompute - 1 && o->recompute) {
+        fprintf(stderr, "kvllm ppl: --recompute-stride %lld must be < --recompute %lld\n",
+                o->stride, o->recompute);
+        return 2;
+    }
     return 0;
 }
 
@@ -183,6 +250,10 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
 typedef struct ppl_acc {
     double nll, kl_sum;
     long long n_pred, n_docs, n_windows, n_cut, n_agree, n_nan;
+    double nll_late; /* stream: predictions of tokens at index >= the context */
+    long long n_late;
+    long long n_evicted; /* stream: positions evicted */
+    int32_t max_len;     /* stream: most positions the sequence held */
 } ppl_acc;
 
 /* Everything the scoring loop uses, set up once. */
@@ -193,10 +264,32 @@ typedef struct ppl_run {
     int32_t *toks, *seq, *pos; /* (cap), (ctx), (ctx) */
     bool *want;                /* (ctx) every row's logits */
     size_t cap;
+    int32_t *stream; /* (--stream) the concatenated documents */
+    size_t n_stream;
+    size_t late_from; /* stream index from which a prediction also counts as late */
 } ppl_run;
 
-/* Score one window of wn tokens from toks (a fresh sequence 0). */
-static bool score_window(ppl_run *pr, const int32_t *toks, size_t wn, ppl_acc *acc) {
+/* -log p(next) from one logits row. */
+static double row_nll(const float *row, int64_t nv, int32_t next) {
+    float mx;
+    double lse = log_sum_exp(row, nv, &mx);
+    return -((double)row[next] - mx - lse);
+}
+
+/* Count the prediction of the token at stream index idx. */
+static void acc_add(ppl_acc *acc, const ppl_run *pr, double nll, size_t idx) {
+    acc->nll += nll;
+    acc->n_pred++;
+    if (idx >= pr->late_from) {
+        acc->nll_late += nll;
+        acc->n_late++;
+    }
+}
+
+/* Score one window of wn tokens from toks (a fresh sequence 0), toks[0]
+ * being stream index base. Predictions from score_from on are counted. */
+static bool score_window(ppl_run *pr, const int32_t *toks, size_t wn, size_t base,
+                         size_t score_from, ppl_acc *acc) {
     const int64_t nv = pr->m->hp.n_vocab;
     kvl_error err;
     kvl_batch b = {.n_tokens = (int32_t)wn,
@@ -219,12 +312,9 @@ static bool score_window(ppl_run *pr, const int32_t *toks, size_t wn, ppl_acc *a
         }
     }
     acc->n_windows++;
-    for (size_t i = 0; i + 1 < wn; i++) {
+    for (size_t i = score_from; i + 1 < wn; i++) {
         const float *row = lg + i * (size_t)nv;
-        float mx;
-        double lse = log_sum_exp(row, nv, &mx);
-        acc->nll += -((double)row[toks[i + 1]] - mx - lse);
-        acc->n_pred++;
+        acc_add(acc, pr, row_nll(row, nv, toks[i + 1]), base + i + 1);
         if (lr) {
             bool same;
             const double kl = kvl_logits_kl(lr + i * (size_t)nv, row, nv, &same);
@@ -291,6 +381,7 @@ static int setup(const ppl_opts *o, const char *text, size_t len, long long *ctx
         fprintf(stderr, "kvllm ppl: %s\n", err.msg);
         return err.status == KVL_E_NO_KV || err.status == KVL_E_UNSUPPORTED ? 2 : 1;
     }
+    kvl_kv_cache_rope_divide(pr->kvc, m->rope_freqs.data);
     kvl_kv_cache_report(pr->kvc, stderr);
     return kvl_cli_kv_check(cmd, &o->com.kvo, m, *pool) ? 0 : 1;
 }
@@ -316,7 +407,7 @@ static bool score_all(const ppl_opts *o, const char *text, size_t len, long long
         acc->n_docs++;
         for (size_t w0 = 0; ok && w0 + 1 < n; w0 += (size_t)ctx - 1) {
             size_t wn = n - w0 < (size_t)ctx ? n - w0 : (size_t)ctx;
-            ok = score_window(pr, pr->toks + w0, wn, acc);
+            ok = score_window(pr, pr->toks + w0, wn, 0, 0, acc);
             if (w0 + wn >= n)
                 break;
             if (!o->windows) {
@@ -333,9 +424,167 @@ static bool score_all(const ppl_opts *o, const char *text, size_t len, long long
     return ok;
 }
 
+/* The documents, each encoded with BOS, concatenated into pr->stream up to
+ * n tokens. false (message printed) when the text holds fewer. */
+static bool build_stream(const ppl_opts *o, const char *text, size_t len, ppl_run *pr,
+                         ppl_acc *acc) {
+    const size_t n = (size_t)o->stream;
+    pr->stream = malloc(n * sizeof *pr->stream);
+    if (!pr->stream) {
+        fprintf(stderr, "kvllm ppl: --stream: cannot allocate %zu tokens\n", n);
+        return false;
+    }
+    size_t at = 0;
+    span d;
+    while (pr->n_stream < n && next_doc(text, len, &at, o->blank_mode, &d)) {
+        size_t k = 0;
+        kvl_error err;
+        const bool bos = !o->bos_first || pr->n_stream == 0;
+        if (kvl_tokenizer_encode(pr->m->tok, d.p, d.n, bos, pr->toks, pr->cap, &k, &err)) {
+            fprintf(stderr, "kvllm ppl: %s\n", err.msg);
+            return false;
+        }
+        k = k < n - pr->n_stream ? k : n - pr->n_stream;
+        memcpy(pr->stream + pr->n_stream, pr->toks, k * sizeof *pr->toks);
+        pr->n_stream += k;
+        acc->n_docs++;
+    }
+    if (pr->n_stream < n) {
+        fprintf(stderr, "kvllm ppl: --stream %zu: %s holds only %zu tokens\n", n, o->file,
+                pr->n_stream);
+        return false;
+    }
+    return true;
+}
+
+/* --kl-ref in stream mode: the full-KV f32 reference decodes stream token
+ * i at position i; KL(reference || policy) of the next-token distribution. */
+static bool kl_step(ppl_run *pr, size_t i, const float *lg, ppl_acc *acc) {
+    kvl_error err;
+    int32_t seq = 0, pos = (int32_t)i;
+    const bool want = true;
+    kvl_batch b = {
+        .n_tokens = 1, .tokens = pr->stream + i, .seq = &seq, .pos = &pos, .logits = &want};
+    const float *lr;
+    int32_t n_out;
+    if (i == 0)
+        kvl_kv_cache_release(pr->kvr, 0, &err);
+    if (kvl_executor_run_cache(pr->fwr, pr->kvr, &b, &lr, &n_out, &err)) {
+        fprintf(stderr, "kvllm ppl: reference: %s\n", err.msg);
+        return false;
+    }
+    bool same;
+    const double kl = kvl_logits_kl(lr, lg, pr->m->hp.n_vocab, &same);
+    acc->kl_sum += kl;
+    acc->n_agree += same;
+    acc->n_nan += isinf(kl);
+    return true;
+}
+
+static bool evict_step(ppl_run *pr, size_t i, ppl_acc *acc, const bool *want);
+
+/* One --stream-log line; returns the time it was written. */
+static double log_line(FILE *log, const kvl_kv_cache *kvc, size_t i, double t_last) {
+    const double t = kvl_now();
+    kvl_kv_stats ks;
+    kvl_kv_cache_stats(kvc, &ks);
+    fprintf(log, "%zu %.1f %zu %lld\n", i, t > t_last ? 256.0 / (t - t_last) : 0.0, ks.bytes_used,
+            (long long)ks.n_tokens);
+    fflush(log); /* a long stream can be watched */
+    return kvl_now();
+}
+
+/* window / sinks: one sequence, a token at a time, at its place in the
+ * cache, the policy making room before each. */
+static bool score_stream_evict(const ppl_opts *o, ppl_run *pr, ppl_acc *acc) {
+    kvl_error err;
+    kvl_kv_cache_release(pr->kvc, 0, &err);
+    if (kvl_kv_cache_set_policy(pr->kvc, 0, &o->com.kvo.policy, &err)) {
+        fprintf(stderr, "kvllm ppl: --kv-policy: %s\n", err.msg);
+        return false;
+    }
+    FILE *log = NULL;
+    if (o->stream_log && !(log = fopen(o->stream_log, "w"))) {
+        fprintf(stderr, "kvllm ppl: --stream-log: cannot open %s\n", o->stream_log);
+        return false;
+    }
+    kvl_progress prog = {0};
+    kvl_progress_begin(&prog, "ppl stream");
+    const bool want = true;
+    double t_last = kvl_now();
+    bool ok = true;
+    for (size_t i = 0; ok && i + 1 < pr->n_stream; i++) {
+        if (log && i % 256 == 0 && i > 0)
+            t_last = log_line(log, pr->kvc, i, t_last);
+        ok = evict_step(pr, i, acc, &want);
+        if ((i & 255) == 0)
+            kvl_progress_update(&prog, i, pr->n_stream);
+    }
+    kvl_progress_end(&prog);
+    if (log)
+        fclose(log);
+    acc->n_windows = 1;
+    return ok;
+}
+
+/* One token of the stream under the policy. */
+static bool evict_step(ppl_run *pr, size_t i, ppl_acc *acc, const bool *want) {
+    const int64_t nv = pr->m->hp.n_vocab;
+    kvl_error err;
+    int32_t ev = 0, seq = 0;
+    if (kvl_kv_cache_make_room(pr->kvc, 0, 1, &ev, &err)) {
+        fprintf(stderr, "kvllm ppl: %s\n", err.msg);
+        return false;
+    }
+    acc->n_evicted += ev;
+    int32_t pos = kvl_kv_cache_len(pr->kvc, 0);
+    kvl_batch b = {
+        .n_tokens = 1, .tokens = pr->stream + i, .seq = &seq, .pos = &pos, .logits = want};
+    const float *lg;
+    int32_t n_out;
+    if (kvl_executor_run_cache(pr->fw, pr->kvc, &b, &lg, &n_out, &err)) {
+        fprintf(stderr, "kvllm ppl: %s\n", err.msg);
+        return false;
+    }
+    if (pos + 1 > acc->max_len)
+        acc->max_len = pos + 1;
+    acc_add(acc, pr, row_nll(lg, nv, pr->stream[i + 1]), i + 1);
+    return !pr->kvr || kl_step(pr, i, lg, acc);
+}
+
+/* full: fresh windows of ctx, one after the other; --recompute W: a fresh
+ * window of W tokens ending at every stride-th token, scoring the last
+ * stride predictions (the first window scores all of its own). */
+static bool score_stream_windows(const ppl_opts *o, long long ctx, ppl_run *pr, ppl_acc *acc) {
+    const size_t n = pr->n_stream;
+    kvl_progress prog = {0};
+    kvl_progress_begin(&prog, "ppl stream");
+    bool ok = true;
+    if (!o->recompute) {
+        for (size_t w0 = 0; ok && w0 + 1 < n; w0 += (size_t)ctx) {
+            size_t wn = n - w0 < (size_t)ctx ? n - w0 : (size_t)ctx;
+            ok = score_window(pr, pr->stream + w0, wn, w0, 0, acc);
+            /* each window's first token is given, not predicted */
+            kvl_progress_update(&prog, w0, n);
+        }
+    } else {
+        const size_t W = (size_t)o->recompute, st = (size_t)(o->stride ? o->stride : 16);
+        ok = score_window(pr, pr->stream, W < n ? W : n, 0, 0, acc);
+        for (size_t e = W; ok && e < n; e += st) {
+            size_t end = e + st < n ? e + st : n; /* predict tokens [e, end) */
+            size_t w0 = end - W;
+            ok = score_window(pr, pr->stream + w0, W, w0, W - 1 - (end - e), acc);
+            kvl_progress_update(&prog, e, n);
+        }
+    }
+    kvl_progress_end(&prog);
+    return ok;
+}
+
 int kvl_cli_ppl(int argc, char **argv) {
     ppl_opts o = {.max_docs = -1};
     kvl_cli_common_defaults(&o.com);
+    o.com.kvo.policy_ok = true;
     int pa = parse_args(argc, argv, &o);
     if (pa)
         return pa == 1 ? 0 : 2;
@@ -362,7 +611,14 @@ int kvl_cli_ppl(int argc, char **argv) {
     else if ((rc = setup(&o, text, len, &ctx, &pool, &pr, &kvp)) == 0) {
         rc = 1;
         double t0 = kvl_now();
-        if (!score_all(&o, text, len, ctx, &pr, &acc))
+        pr.late_from = o.stream ? (size_t)ctx : SIZE_MAX;
+        if (o.stream) {
+            if (!build_stream(&o, text, len, &pr, &acc) ||
+                !(kvl_kv_policy_evicts(&o.com.kvo.policy)
+                      ? score_stream_evict(&o, &pr, &acc)
+                      : score_stream_windows(&o, ctx, &pr, &acc)))
+                goto done;
+        } else if (!score_all(&o, text, len, ctx, &pr, &acc))
             goto done;
         double dt = kvl_now() - t0;
         if (acc.n_pred == 0) {
@@ -375,6 +631,20 @@ int kvl_cli_ppl(int argc, char **argv) {
                acc.n_docs, acc.n_cut, acc.n_pred, acc.n_windows, mean, exp(mean));
         printf("kv_type_k %s\nkv_type_v %s\n", kvl_kv_format_get(kvp.k_fmt)->name,
                kvl_kv_format_get(kvp.v_fmt)->name);
+        if (o.stream) {
+            const kvl_kv_policy *kp = &o.com.kvo.policy;
+            printf("stream_tokens %zu\nkv_policy %s\n", pr.n_stream,
+                   o.recompute ? "recompute" : kvl_kv_policy_str(kp->kind));
+            if (kvl_kv_policy_evicts(kp))
+                printf("kv_budget_tokens %d\nkv_sinks %d\nevicted_tokens %lld\nmax_cache_len %d\n",
+                       (int)kp->budget_tokens, kp->kind == KVL_KV_POLICY_SINKS ? (int)kp->sinks : 0,
+                       acc.n_evicted, (int)acc.max_len);
+            if (o.recompute)
+                printf("recompute_window %lld\nrecompute_stride %lld\n", o.recompute,
+                       o.stride ? o.stride : 16);
+            if (acc.n_late)
+                printf("ppl_past_ctx %.6f\n", exp(acc.nll_late / (double)acc.n_late));
+        }
         if (pr.kvr)
             printf("kl_mean %.6g\ntop1_agree %.6f\n", acc.kl_sum / (double)acc.n_pred,
                    (double)acc.n_agree / (double)acc.n_pred);
@@ -394,6 +664,7 @@ done:
     free(pr.seq);
     free(pr.pos);
     free(pr.want);
+    free(pr.stream);
     kvl_kv_cache_free(pr.kvc);
     kvl_kv_cache_free(pr.kvr);
     kvl_executor_free(pr.fwr);

@@ -39,7 +39,8 @@ kvl_request_params kvl_request_defaults(void) {
                                 .top_p = 0.95f,
                                 .min_p = 0.05f,
                                 .repeat_penalty = 1.0f,
-                                .repeat_last_n = 64};
+                                .repeat_last_n = 64,
+                                .kv_policy = {.sinks = KVL_KV_POLICY_DEFAULT_SINKS}};
 }
 
 kvl_kv_format kvl_engine_default_kv_format(const kvl_model *m, kvl_kv_layout layout) {

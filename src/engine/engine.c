@@ -358,6 +358,14 @@ kvl_status kvl_engine_submit(kvl_engine *e, const kvl_request_params *p, uint64_
                              kvl_error *err) {
     if (!p)
         return kvl_errorf(err, KVL_E_INVALID, "submit: params is NULL");
+    if (p->kv_policy.kind != KVL_KV_POLICY_FULL) /* docs/eviction.md: not in the engine yet */
+        return kvl_errorf(
+            err, kvl_kv_policy_str(p->kv_policy.kind) ? KVL_E_UNSUPPORTED : KVL_E_INVALID,
+            "submit: kv_policy %d (%s): the engine keeps full KV only; `kvllm ppl "
+            "--kv-policy` runs window and sinks",
+            (int)p->kv_policy.kind,
+            kvl_kv_policy_str(p->kv_policy.kind) ? kvl_kv_policy_str(p->kv_policy.kind)
+                                                 : "unknown");
     eng_req *q = NULL;
     kvl_status st = req_build(e, p, &q, err);
     pthread_mutex_lock(&e->mu);

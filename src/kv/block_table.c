@@ -27,6 +27,7 @@
 #include "kv/block_table.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static uint32_t blocks_for(int64_t n_tokens, int32_t block_size) {
     return (uint32_t)((n_tokens + block_size - 1) / block_size);
@@ -41,9 +42,15 @@ kvl_status kvl_block_table_init(kvl_block_table *t, int32_t max_ctx, int32_t blo
                           KVL_MAX_CTX);
     uint32_t cap = blocks_for(max_ctx, block_size);
     uint32_t *ids = calloc(cap, sizeof(uint32_t));
-    if (!ids)
+    int32_t *shift = calloc(cap, sizeof(int32_t));
+    if (!ids || !shift) {
+        free(ids);
+        free(shift);
         return kvl_errorf(err, KVL_E_NOMEM, "kv table: cannot allocate %u block ids", cap);
+    }
     t->ids = ids;
+    t->shift = shift;
+    t->shifted = false;
     t->n_blocks = 0;
     t->cap = cap;
     t->n_tokens = 0;
@@ -57,7 +64,9 @@ void kvl_block_table_free(kvl_block_table *t) {
         return;
     KVL_ASSERT(t->n_blocks == 0);
     free(t->ids);
+    free(t->shift);
     t->ids = NULL;
+    t->shift = NULL;
     t->cap = 0;
 }
 
@@ -117,6 +126,7 @@ kvl_status kvl_block_table_grow(kvl_block_table *t, kvl_block_pool *p, int32_t n
     if (n_add > 0) {
         kvl_status st = kvl_block_pool_alloc(p, n_add, t->ids + t->n_blocks, err);
         KVL_ASSERT(st == KVL_OK);
+        memset(t->shift + t->n_blocks, 0, n_add * sizeof(int32_t));
         t->n_blocks = want;
     }
     /* fills: the partly filled block we now own, then the new ones */
@@ -162,7 +172,9 @@ kvl_status kvl_block_table_attach(kvl_block_table *t, kvl_block_pool *p, const u
         kvl_block_pool_incref(p, ids[j]);
         kvl_block_pool_set_fill(p, ids[j], (uint32_t)t->block_size);
         t->ids[j] = ids[j];
+        t->shift[j] = 0;
     }
+    t->shifted = false;
     t->n_blocks = n;
     t->n_tokens = (int32_t)n * t->block_size;
     return KVL_OK;
@@ -171,6 +183,31 @@ kvl_status kvl_block_table_attach(kvl_block_table *t, kvl_block_pool *p, const u
 void kvl_block_table_release(kvl_block_table *t, kvl_block_pool *p) {
     drop_tail(t, p, 0);
     t->n_tokens = 0;
+    t->shifted = false;
+}
+
+kvl_status kvl_block_table_evict(kvl_block_table *t, kvl_block_pool *p, uint32_t first, uint32_t n,
+                                 kvl_error *err) {
+    const uint32_t n_full = (uint32_t)(t->n_tokens / t->block_size);
+    if (first > n_full || n > n_full - first)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "kv table: evict blocks [%u, %u + %u): only blocks [0, %u) are full "
+                          "(%d tokens)",
+                          first, first, n, n_full, (int)t->n_tokens);
+    if (n == 0)
+        return KVL_OK;
+    /* drop references oldest first: a block held only here goes to the free
+     * queue's tail now, in table order */
+    kvl_block_pool_decref(p, t->ids + first, n);
+    const int32_t d = (int32_t)n * t->block_size;
+    for (uint32_t b = first; b + n < t->n_blocks; b++) {
+        t->ids[b] = t->ids[b + n];
+        t->shift[b] = t->shift[b + n] + d;
+    }
+    t->n_blocks -= n;
+    t->n_tokens -= d;
+    t->shifted = t->shifted || first < t->n_blocks;
+    return KVL_OK;
 }
 
 kvl_status kvl_block_table_fork(kvl_block_table *dst, const kvl_block_table *src, kvl_block_pool *p,
@@ -189,7 +226,9 @@ kvl_status kvl_block_table_fork(kvl_block_table *dst, const kvl_block_table *src
     for (uint32_t b = 0; b < src->n_blocks; b++) {
         kvl_block_pool_incref(p, src->ids[b]);
         dst->ids[b] = src->ids[b];
+        dst->shift[b] = src->shift[b];
     }
+    dst->shifted = src->shifted;
     dst->n_blocks = src->n_blocks;
     dst->n_tokens = src->n_tokens;
     return KVL_OK;

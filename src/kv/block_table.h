@@ -16,6 +16,10 @@
 
 typedef struct kvl_block_table {
     uint32_t *ids;     /* (cap) physical block of each logical block */
+    int32_t *shift;    /* (cap) positions the keys of each logical block were rotated
+                          past their place in the table: blocks evicted before it since
+                          it was written, times block_size (0 without eviction) */
+    bool shifted;      /* some entry of shift is non-zero */
     uint32_t n_blocks; /* blocks in use */
     uint32_t cap;      /* ceil(max_ctx / block_size) */
     int32_t n_tokens;  /* positions in use (stored, or reserved for this step) */
@@ -59,6 +63,16 @@ kvl_status kvl_block_table_truncate(kvl_block_table *t, kvl_block_pool *p, int32
 kvl_status kvl_block_table_attach(kvl_block_table *t, kvl_block_pool *p, const uint32_t *ids,
                                   uint32_t n, kvl_error *err);
 void kvl_block_table_release(kvl_block_table *t, kvl_block_pool *p);
+
+/* Evict logical blocks [first, first + n) (an eviction policy's victims,
+ * kv_policy.h): each loses this table's reference (a block shared with
+ * another table or the prefix cache keeps its bytes and its other users;
+ * one held only here returns to the free queue at once), the later blocks
+ * move down n places with shift += n * block_size, and n_tokens drops by
+ * n * block_size. The victims must be full blocks before the block of
+ * position n_tokens: KVL_E_INVALID otherwise, nothing changed. */
+kvl_status kvl_block_table_evict(kvl_block_table *t, kvl_block_pool *p, uint32_t first, uint32_t n,
+                                 kvl_error *err);
 
 /* Make dst share all of src's blocks (count + 1 each) and its length. dst
  * must be empty and have src's block size and at least its blocks;

@@ -14,9 +14,15 @@
  *     out_g   += sum_i S[g][i] V_i          (kernel: each V row decoded once)
  *   out_g /= l_g
  *
- * (kvl_kv_attend_q's invariants: no allocation, the 4 KiB score tile and the
- * prepared query, at most 32.2 KiB, on the stack; a NaN score or value
- * reaches the output.)
+ * (kvl_kv_attend_q's invariants: no allocation, the 4 KiB score tile, the
+ * prepared query, at most 32.2 KiB, and the rotated query, 64 KiB, on the
+ * stack; a NaN score or value reaches the output.)
+ *
+ * Eviction (docs/eviction.md): a block whose keys were rotated `shift`
+ * positions past its place in the table (view.shift) is scored with the
+ * query rotated further by that shift; the rotated query (and its
+ * preparation for the K format) is redone only when the shift changes
+ * from one block to the next. Without a shift array nothing changes.
  *
  * kvl_kv_attend_f32 is that same routine over f32 rows: it describes its
  * view as F32 chunks (one per head and block, at the view's strides) and
@@ -45,6 +51,7 @@
 #include "kernels/kernels.h"
 
 #include <math.h>
+#include <string.h>
 
 /* One tile of the online softmax for the ng query heads of a GQA group:
  * S holds n raw scores per head (row stride `stride`); they are scaled,
@@ -89,8 +96,40 @@ void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, f
         .n_kv_heads = view->n_kv_heads,
         .head_dim = view->head_dim,
         .res_block = -1,
+        .shift = view->shift,
+        .rope = view->rope,
     };
     kvl_kv_attend_q(&qv, n_ctx, q, out, h0, h1, scale, false);
+}
+
+void kvl_kv_rope_freqs(const kvl_hparams *hp, float *freq) {
+    for (int64_t i = 0; i < hp->rope_dim / 2; i++) {
+        float f = 1.0f / powf(hp->rope_base, (float)(2 * i) / (float)hp->rope_dim);
+        if (hp->rope_scale > 0.0f && hp->rope_scale != 1.0f)
+            f /= hp->rope_scale;
+        freq[i] = f;
+    }
+}
+
+/* dst = the ng heads of src (hd apart) rotated further by d positions. */
+static void rotate_heads(const kvl_kv_rope *r, int32_t d, const float *src, float *dst, int32_t ng,
+                         int32_t hd) {
+    const int32_t half = r->rot_dim / 2;
+    const int32_t step = r->neox ? 1 : 2, other = r->neox ? half : 1;
+    const float *cs = NULL;
+    if (r->cs && d % r->cs_step == 0 && d / r->cs_step < r->n_cs)
+        cs = r->cs + (size_t)(d / r->cs_step) * (size_t)r->rot_dim;
+    memcpy(dst, src, (size_t)ng * (size_t)hd * sizeof(float));
+    for (int32_t i = 0; i < half; i++) {
+        const float a = (float)d * r->freq[i];
+        const float c = cs ? cs[2 * i] : cosf(a), s = cs ? cs[2 * i + 1] : sinf(a);
+        for (int32_t g = 0; g < ng; g++) {
+            float *v = dst + (int64_t)g * hd;
+            const float v0 = v[i * step], v1 = v[i * step + other];
+            v[i * step] = v0 * c - v1 * s;
+            v[i * step + other] = v0 * s + v1 * c;
+        }
+    }
 }
 
 /* ---- any format: fused, online softmax -------------------------------- */
@@ -112,6 +151,7 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
     float S[ATT_GT * ATT_RT];
     float m[ATT_GT], l[ATT_GT];
     _Alignas(64) uint8_t qp[KVL_KVQ_QP_BYTES(ATT_GT, KVL_MAX_HEAD_DIM)];
+    _Alignas(64) float qrot[ATT_GT * KVL_MAX_HEAD_DIM]; /* query rotated by a block's shift */
     for (int32_t h = h0; h < h1;) {
         const int32_t kh = h / group;
         int32_t hend = (kh + 1) * group;
@@ -120,7 +160,9 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
         const int32_t ng = hend - h;
         const float *qh = q + (int64_t)h * hd;
         float *oh = out + (int64_t)h * hd;
-        const void *kq = qh; /* the query as the K format reads it */
+        const void *kq = qh;  /* the query as the K format reads it */
+        const float *qf = qh; /* the query as f32 (the residual reads it) */
+        int32_t q_shift = 0;  /* the rotation qf and kq carry past q's */
         if (ko.prep_q) {
             ko.prep_q(qh, ng, hd, qp);
             kq = qp;
@@ -135,9 +177,19 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
             for (int32_t p = t0; p < t1;) {
                 const int32_t lb = p / bs, i0 = p % bs;
                 const int32_t e = t1 - p < bs - i0 ? t1 : p + (bs - i0);
+                if (vw->shift && vw->shift[lb] != q_shift) { /* evicted before this block */
+                    q_shift = vw->shift[lb];
+                    rotate_heads(vw->rope, q_shift, qh, qrot, ng, hd);
+                    qf = qrot;
+                    kq = qrot;
+                    if (ko.prep_q) {
+                        ko.prep_q(qrot, ng, hd, qp);
+                        kq = qp;
+                    }
+                }
                 if (lb == vw->res_block && vw->k_res)
                     fo.scores((const uint8_t *)(vw->k_res + (int64_t)kh * bs * hd), bs, hd, i0,
-                              i0 + (e - p), qh, ng, S + (p - t0), ATT_RT);
+                              i0 + (e - p), qf, ng, S + (p - t0), ATT_RT);
                 else
                     ko.scores(vw->k + (size_t)kh * vw->k_head_stride +
                                   (size_t)vw->blocks[lb] * vw->k_chunk,

@@ -37,6 +37,30 @@ kvl_status kvl_kv_check_shape(const kvl_hparams *hp, const char *who, kvl_error 
  * and likewise in v. So the head_dim floats of one position are contiguous,
  * and so are the block_size rows of one head within one block.
  */
+/*
+ * Rotary frequencies of a model, for attention over a table whose blocks
+ * were moved by eviction (block_table.h: shift). Keys stay as they were
+ * stored (rotated at the position they were written to); the query is
+ * rotated further by a block's shift before it meets that block's keys,
+ * which gives the scores of keys rotated at their place in the table
+ * (rotary scores depend only on the difference of the two angles).
+ */
+typedef struct kvl_kv_rope {
+    const float *freq; /* (rot_dim / 2) angle per position of each pair */
+    int32_t rot_dim;   /* rotated dims per head, even, <= head_dim */
+    bool neox;         /* pairs (i, i + rot_dim/2), else (2i, 2i+1) */
+    /* (n_cs, rot_dim / 2, 2) cos and sin of shift k * cs_step for k < n_cs
+     * (a shift is a multiple of the block size and at most the context),
+     * so attention computes no sine; NULL: computed from freq */
+    const float *cs;
+    int32_t cs_step, n_cs;
+} kvl_kv_rope;
+
+/* Fill freq (rot_dim/2 floats) from the hyper-parameters as the forward
+ * pass does (base^(-2i/rot_dim), divided by the linear rope scale);
+ * rope_freqs divisors are applied by kvl_kv_paged_rope_divide. */
+void kvl_kv_rope_freqs(const kvl_hparams *hp, float *freq);
+
 typedef struct kvl_kv_view {
     const float *k;         /* layer base of K */
     const float *v;         /* layer base of V */
@@ -47,6 +71,8 @@ typedef struct kvl_kv_view {
     int32_t n_heads;        /* query heads */
     int32_t n_kv_heads;     /* divides n_heads */
     int32_t head_dim;
+    const int32_t *shift;    /* (blocks) or NULL: rotation shift of each logical block */
+    const kvl_kv_rope *rope; /* needed when shift is not NULL */
 } kvl_kv_view;
 
 /*
@@ -83,6 +109,8 @@ typedef struct kvl_kvq_view {
     int32_t block_size, n_heads, n_kv_heads, head_dim;
     int32_t res_block;          /* logical block held in the residual; -1: none */
     const float *k_res, *v_res; /* (n_kv_heads, block_size, head_dim) or NULL */
+    const int32_t *shift;       /* (blocks) or NULL; see kvl_kv_view */
+    const kvl_kv_rope *rope;
 } kvl_kvq_view;
 
 /*

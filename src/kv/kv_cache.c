@@ -233,6 +233,32 @@ kvl_status kvl_kv_cache_truncate(kvl_kv_cache *c, int32_t seq, int32_t n, kvl_er
     return KVL_OK;
 }
 
+kvl_status kvl_kv_cache_set_policy(kvl_kv_cache *c, int32_t seq, const kvl_kv_policy *p,
+                                   kvl_error *err) {
+    if (c->paged)
+        return kvl_kv_paged_set_policy(c->paged, seq, p, err);
+    kvl_status st = check_seq(c, seq, err);
+    if (st == KVL_OK && p->kind != KVL_KV_POLICY_FULL)
+        st = kvl_errorf(err, KVL_E_UNSUPPORTED,
+                        "kv cache: policy %s needs the paged layout (blocks leave a table)",
+                        kvl_kv_policy_str(p->kind) ? kvl_kv_policy_str(p->kind) : "unknown");
+    return st;
+}
+
+kvl_status kvl_kv_cache_make_room(kvl_kv_cache *c, int32_t seq, int32_t n_new, int32_t *n_evicted,
+                                  kvl_error *err) {
+    if (c->paged)
+        return kvl_kv_paged_make_room(c->paged, seq, n_new, n_evicted, err);
+    if (n_evicted)
+        *n_evicted = 0;
+    return check_seq(c, seq, err);
+}
+
+void kvl_kv_cache_rope_divide(kvl_kv_cache *c, const void *div) {
+    if (c->paged)
+        kvl_kv_paged_rope_divide(c->paged, div);
+}
+
 kvl_status kvl_kv_cache_release(kvl_kv_cache *c, int32_t seq, kvl_error *err) {
     if (c->paged)
         return kvl_kv_paged_release(c->paged, seq, err);
@@ -280,6 +306,8 @@ void kvl_kv_cache_stats(const kvl_kv_cache *c, kvl_kv_stats *o) {
         o->n_slots_frag = s.pool.n_slots_frag;
         o->n_blocks_copied = s.n_blocks_copied;
         o->bytes_residual = s.residual_bytes;
+        o->n_blocks_evicted = s.n_blocks_evicted;
+        o->n_tokens_evicted = s.n_blocks_evicted * c->p.block_size;
     } else {
         size_t per_tok = kvl_kv_contig_bytes_per_token(c->contig);
         size_t seq_bytes = kvl_kv_contig_seq_bytes(c->contig);

@@ -66,6 +66,16 @@ kvl_status kvl_kv_cache_fork(kvl_kv_cache *c, int32_t src, int32_t dst, kvl_erro
 /* Shorten seq to n positions (the rest released; a later reserve writes
  * them again). */
 kvl_status kvl_kv_cache_truncate(kvl_kv_cache *c, int32_t seq, int32_t n, kvl_error *err);
+/* Eviction (kv_paged.h: kvl_kv_paged_set_policy / make_room). The
+ * contiguous layout takes full only (KVL_E_UNSUPPORTED otherwise) and
+ * make_room does nothing there. */
+kvl_status kvl_kv_cache_set_policy(kvl_kv_cache *c, int32_t seq, const kvl_kv_policy *p,
+                                   kvl_error *err);
+kvl_status kvl_kv_cache_make_room(kvl_kv_cache *c, int32_t seq, int32_t n_new, int32_t *n_evicted,
+                                  kvl_error *err);
+/* The model's rope_freqs divisors (kvl_kv_paged_rope_divide); the
+ * contiguous layout ignores them. */
+void kvl_kv_cache_rope_divide(kvl_kv_cache *c, const void *div);
 /* The sequence ends: its positions are released. */
 kvl_status kvl_kv_cache_release(kvl_kv_cache *c, int32_t seq, kvl_error *err);
 int32_t kvl_kv_cache_len(const kvl_kv_cache *c, int32_t seq);

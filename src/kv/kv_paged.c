@@ -30,7 +30,11 @@
  *     p < res_start + bs (stores of a block come in order; KVL_ASSERT);
  *   - store() writes only blocks with count 1 (KVL_ASSERT): a shared block
  *     is never written in place, which is what copy-on-write guarantees;
- *   - n_copied counts the copies made by reserve.
+ *   - n_copied counts the copies made by reserve;
+ *   - eviction (make_room, docs/eviction.md) removes only full blocks below
+ *     every layer's res_start, never writes a block, and moves res_start
+ *     down with the table; a table's shift[b] is a multiple of bs and at
+ *     most max_ctx, so rope_cs covers every shift attention meets.
  *
  * Must not: allocate or take blocks in store()/attend(); mutate anything
  * in attend() (it runs on several threads); change anything on a failed
@@ -40,7 +44,9 @@
 
 #include "kv/kv_attn.h"
 #include "kv/kv_codec.h"
+#include "kv/kv_policy.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 struct kvl_kv_paged {
@@ -58,6 +64,14 @@ struct kvl_kv_paged {
     size_t res_seq_floats; /* floats of one role's residual of one slot */
     size_t residual_bytes;
     bool meta; /* metadata only: no bytes, no regions, no residual */
+    /* eviction (kv_policy.h, docs/eviction.md) */
+    kvl_kv_policy *policy;     /* (max_seqs) each slot's; full by default */
+    int64_t *n_evicted_blocks; /* (max_seqs) since the slot's last release */
+    int64_t n_evicted_total;   /* blocks, since init */
+    float *rope_freq;          /* (rope_dim / 2) */
+    float *rope_cs;            /* (max_ctx / bs + 1, rope_dim) kvl_kv_rope.cs; made by the
+                                  first set_policy that evicts */
+    kvl_kv_rope rope;
 };
 
 static float *res_ptr(const kvl_kv_paged *kv, float *base, int32_t seq, int32_t layer, int32_t h) {
@@ -137,6 +151,18 @@ kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *p
         kvl_kv_paged_free(kv);
         return st;
     }
+    kv->policy = calloc((size_t)kv->max_seqs, sizeof *kv->policy);
+    kv->n_evicted_blocks = calloc((size_t)kv->max_seqs, sizeof *kv->n_evicted_blocks);
+    kv->rope_freq = calloc((size_t)(hp->rope_dim / 2 + 1), sizeof(float));
+    if (!kv->policy || !kv->n_evicted_blocks || !kv->rope_freq) {
+        kvl_kv_paged_free(kv);
+        return kvl_errorf(err, KVL_E_NOMEM, "kv paged: cannot allocate %d policy slots",
+                          (int)params->max_seqs);
+    }
+    kvl_kv_rope_freqs(hp, kv->rope_freq);
+    kv->rope = (kvl_kv_rope){.freq = kv->rope_freq,
+                             .rot_dim = (int32_t)hp->rope_dim,
+                             .neox = kvl_arch_get(hp->arch)->rope_neox};
     kv->regions = calloc((size_t)lay.n_layers * 2, sizeof(kvl_block_region));
     if (!kv->regions) {
         kvl_kv_paged_free(kv);
@@ -177,6 +203,10 @@ void kvl_kv_paged_free(kvl_kv_paged *kv) {
     free(kv->res_k);
     free(kv->res_v);
     free(kv->res_start);
+    free(kv->policy);
+    free(kv->n_evicted_blocks);
+    free(kv->rope_freq);
+    free(kv->rope_cs);
     kvl_block_pool_free(kv->pool);
     free(kv);
 }
@@ -263,6 +293,8 @@ static void paged_attend(void *ctx, int32_t layer, int32_t seq, int32_t n_ctx, c
             .n_heads = kv->n_heads,
             .n_kv_heads = kv->lay.n_kv_heads,
             .head_dim = kv->lay.head_dim,
+            .shift = t->shifted ? t->shift : NULL,
+            .rope = &kv->rope,
         };
         kvl_kv_attend_f32(&view, n_ctx, q, out, h0, h1, scale, scratch);
         return;
@@ -282,6 +314,8 @@ static void paged_attend(void *ctx, int32_t layer, int32_t seq, int32_t n_ctx, c
         .n_kv_heads = kv->lay.n_kv_heads,
         .head_dim = kv->lay.head_dim,
         .res_block = -1,
+        .shift = t->shifted ? t->shift : NULL,
+        .rope = &kv->rope,
     };
     if (kv->res_start) {
         int32_t rs = kv->res_start[(size_t)seq * kv->lay.n_layers + layer];
@@ -481,6 +515,94 @@ kvl_status kvl_kv_paged_release(kvl_kv_paged *kv, int32_t seq, kvl_error *err) {
     if (kv->res_start)
         for (int32_t l = 0; l < kv->lay.n_layers; l++)
             kv->res_start[(size_t)seq * kv->lay.n_layers + l] = 0;
+    kv->n_evicted_blocks[seq] = 0;
+    return KVL_OK;
+}
+
+/* ---- eviction ---- */
+
+static void fill_rope_table(kvl_kv_paged *kv) {
+    const int32_t half = kv->rope.rot_dim / 2;
+    for (int32_t k = 0; k < kv->rope.n_cs; k++)
+        for (int32_t i = 0; i < half; i++) {
+            const float a = (float)(k * kv->rope.cs_step) * kv->rope_freq[i];
+            kv->rope_cs[((size_t)k * (size_t)half + (size_t)i) * 2] = cosf(a);
+            kv->rope_cs[((size_t)k * (size_t)half + (size_t)i) * 2 + 1] = sinf(a);
+        }
+}
+
+/* cos and sin of every shift a table can carry (multiples of the block
+ * size up to max_ctx), so that attention computes no sine. */
+static kvl_status rope_table(kvl_kv_paged *kv, kvl_error *err) {
+    const int32_t n = kv->max_ctx / kv->lay.block_size + 1;
+    kv->rope_cs = malloc((size_t)n * (size_t)kv->rope.rot_dim * sizeof(float));
+    if (!kv->rope_cs)
+        return kvl_errorf(err, KVL_E_NOMEM,
+                          "kv paged set_policy: cannot allocate %d x %d rotary "
+                          "cos/sin",
+                          (int)n, (int)kv->rope.rot_dim);
+    kv->rope.cs = kv->rope_cs;
+    kv->rope.cs_step = kv->lay.block_size;
+    kv->rope.n_cs = n;
+    fill_rope_table(kv);
+    return KVL_OK;
+}
+
+kvl_status kvl_kv_paged_set_policy(kvl_kv_paged *kv, int32_t seq, const kvl_kv_policy *p,
+                                   kvl_error *err) {
+    kvl_status st = check_seq(kv, "set_policy", seq, err);
+    if (st == KVL_OK)
+        st = kvl_kv_policy_check(p, kv->lay.block_size, kv->max_ctx, err);
+    if (st != KVL_OK)
+        return st;
+    if (kvl_kv_policy_evicts(p) && !kv->rope_cs && kv->rope.rot_dim > 0) {
+        st = rope_table(kv, err);
+        if (st != KVL_OK)
+            return st;
+    }
+    kv->policy[seq] = *p;
+    return KVL_OK;
+}
+
+void kvl_kv_paged_rope_divide(kvl_kv_paged *kv, const void *div) {
+    for (int32_t i = 0; div && i < kv->rope.rot_dim / 2; i++) {
+        float d;
+        memcpy(&d, (const float *)div + i, sizeof d);
+        kv->rope_freq[i] /= d;
+    }
+    if (kv->rope_cs)
+        fill_rope_table(kv);
+}
+
+kvl_status kvl_kv_paged_make_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, int32_t *n_evicted,
+                                  kvl_error *err) {
+    if (n_evicted)
+        *n_evicted = 0;
+    kvl_status st = check_seq(kv, "make_room", seq, err);
+    if (st != KVL_OK)
+        return st;
+    if (n_new < 0)
+        return kvl_errorf(err, KVL_E_INVALID, "kv paged make_room: seq %d: n_new %d < 0", (int)seq,
+                          (int)n_new);
+    kvl_block_table *t = &kv->tables[seq];
+    uint32_t first, n;
+    st = kvl_kv_policy_victims(&kv->policy[seq], kv->lay.block_size, t->n_tokens, n_new, &first, &n,
+                               err);
+    if (st != KVL_OK || n == 0)
+        return st;
+    st = kvl_block_table_evict(t, kv->pool, first, n, err);
+    KVL_ASSERT(st == KVL_OK); /* the victims are full blocks before n_tokens */
+    const int32_t d = (int32_t)n * kv->lay.block_size;
+    if (kv->res_start) /* every victim lies below the residual's block */
+        for (int32_t l = 0; l < kv->lay.n_layers; l++) {
+            int32_t *rs = &kv->res_start[(size_t)seq * kv->lay.n_layers + l];
+            KVL_ASSERT(*rs >= (int32_t)(first + n) * kv->lay.block_size);
+            *rs -= d;
+        }
+    kv->n_evicted_blocks[seq] += n;
+    kv->n_evicted_total += n;
+    if (n_evicted)
+        *n_evicted = d;
     return KVL_OK;
 }
 
@@ -521,6 +643,9 @@ kvl_status kvl_kv_paged_seq_stats_get(const kvl_kv_paged *kv, int32_t seq, kvl_k
         int32_t r = t->n_tokens - kv->res_start[(size_t)seq * kv->lay.n_layers];
         s.n_residual = r > 0 ? r : 0;
     }
+    s.policy = kv->policy[seq].kind;
+    s.n_evicted_blocks = kv->n_evicted_blocks[seq];
+    s.n_evicted_tokens = s.n_evicted_blocks * kv->lay.block_size;
     *out = s;
     return KVL_OK;
 }
@@ -538,6 +663,7 @@ void kvl_kv_paged_stats_get(const kvl_kv_paged *kv, kvl_kv_paged_stats *out) {
     s.bytes_saved = s.bytes_logical - s.pool.bytes_used;
     s.n_blocks_copied = kv->n_copied;
     s.residual_bytes = kv->residual_bytes;
+    s.n_blocks_evicted = kv->n_evicted_total;
     *out = s;
 }
 

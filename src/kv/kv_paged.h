@@ -44,6 +44,7 @@
 
 #include "kv/block_pool.h"
 #include "kv/block_table.h"
+#include "kv/kv_policy.h"
 #include "model/forward.h"
 
 typedef struct kvl_kv_paged_params {
@@ -72,6 +73,9 @@ typedef struct kvl_kv_seq_stats {
     int64_t n_slots_frag;                  /* n_blocks * block_size - n_tokens */
     size_t residual_bytes;                 /* this slot's f32 residual (fixed; 0 without one) */
     int32_t n_residual;                    /* positions of layer 0 now held in the residual */
+    kvl_kv_policy_kind policy;             /* its eviction policy */
+    int64_t n_evicted_blocks;              /* evicted since the slot was last released */
+    int64_t n_evicted_tokens;              /* the same in positions */
 } kvl_kv_seq_stats;
 
 /* The whole cache. */
@@ -85,6 +89,7 @@ typedef struct kvl_kv_paged_stats {
     int64_t n_blocks_copied;  /* copy-on-write copies since init */
     size_t residual_bytes;    /* f32 residuals of all max_seqs slots (allocated at init,
                                 outside the block budget); 0 when no format needs one */
+    int64_t n_blocks_evicted; /* blocks that left a table by a policy since init */
 } kvl_kv_paged_stats;
 
 /* Create the pool (budget / block_bytes blocks) and max_seqs empty tables.
@@ -124,6 +129,26 @@ kvl_status kvl_kv_paged_attach(kvl_kv_paged *kv, int32_t seq, const uint32_t *id
                                kvl_error *err);
 /* Release all of seq's blocks (the slot becomes empty). */
 kvl_status kvl_kv_paged_release(kvl_kv_paged *kv, int32_t seq, kvl_error *err);
+
+/*
+ * Eviction (docs/eviction.md). set_policy gives slot seq a policy (checked
+ * by kvl_kv_policy_check); it stays until changed, release
+ * does not reset it. make_room evicts the policy's victims before seq grows
+ * by n_new (call it before reserve): their table entries go, blocks held
+ * only by seq return to the free queue at once, shared ones only lose
+ * seq's reference and are never written; seq's length drops by the
+ * evicted positions (*n_evicted, may be NULL), so the next position to
+ * write is kvl_kv_paged_len. KVL_E_LIMIT (nothing changed) when n_new
+ * cannot fit the budget even after evicting every window block.
+ */
+kvl_status kvl_kv_paged_set_policy(kvl_kv_paged *kv, int32_t seq, const kvl_kv_policy *p,
+                                   kvl_error *err);
+/* The model's rope_freqs divisors ((rope_dim / 2) f32, maybe unaligned;
+ * NULL: none), which the forward pass applies and a shifted query must
+ * too: call once after init for a model that carries them. */
+void kvl_kv_paged_rope_divide(kvl_kv_paged *kv, const void *div);
+kvl_status kvl_kv_paged_make_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, int32_t *n_evicted,
+                                  kvl_error *err);
 
 int32_t kvl_kv_paged_len(const kvl_kv_paged *kv, int32_t seq); /* -1 for a bad seq */
 int32_t kvl_kv_paged_max_seqs(const kvl_kv_paged *kv);

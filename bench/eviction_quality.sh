@@ -1,0 +1,61 @@
+#!/bin/sh
+# Perplexity of a concatenated TinyStories stream 10x the trained context
+# under each KV policy (docs/eviction.md), with the full-KV references:
+# fresh context windows one after the other, and a recomputed sliding
+# window. Prints a markdown table. Usage: bench/eviction_quality.sh [BUILD]
+set -eu
+B=${1:-build}
+M=${KVL_SHARED:-../shared}/models
+T=$M/TinyStories-valid-reduced.txt
+row() { # label model tok stream args...
+    label=$1 model=$2 tok=$3 n=$4
+    shift 4
+    out=$("$B/kvllm" ppl -m "$M/$model" --tokenizer "$M/$tok" -f "$T" --stream "$n" -t 1 "$@" 2>/dev/null)
+    ppl=$(echo "$out" | awk '$1=="ppl"{print $2}')
+    late=$(echo "$out" | awk '$1=="ppl_past_ctx"{print $2}')
+    ev=$(echo "$out" | awk '$1=="evicted_tokens"{print $2}')
+    mx=$(echo "$out" | awk '$1=="max_cache_len"{print $2}')
+    echo "| $model | $label | $ppl | $late | ${mx:--} | ${ev:--} | \`$*\` |"
+}
+echo "| model | policy | ppl (whole stream) | ppl (tokens past the context) | most positions held | evicted | flags |"
+echo "|---|---|---:|---:|---:|---:|---|"
+S=stories260K.bin K=tok512.bin
+for bos in each first; do
+    row "full: fresh 512 windows, bos $bos" $S $K 5120 --stream-bos $bos --kv-policy full
+    row "recompute 512 (stride 16), bos $bos" $S $K 5120 --stream-bos $bos --recompute 512 --recompute-stride 16
+    row "window 512, bos $bos" $S $K 5120 --stream-bos $bos --kv-policy window --kv-budget-tokens 512
+    row "sinks 4+512, bos $bos" $S $K 5120 --stream-bos $bos --kv-policy sinks --kv-budget-tokens 512
+done
+for b in 256 128 64; do
+    row "recompute $b (stride 16)" $S $K 5120 --recompute $b --recompute-stride 16
+    row "window $b" $S $K 5120 --kv-policy window --kv-budget-tokens $b
+    row "sinks 4+$b" $S $K 5120 --kv-policy sinks --kv-budget-tokens $b
+done
+for f in f16 fp8_e4m3 int8 int4; do
+    row "full windows, KV $f" $S $K 5120 --kv-type $f --kv-policy full
+    row "sinks 4+512, KV $f" $S $K 5120 --kv-type $f --kv-policy sinks --kv-budget-tokens 512
+done
+Y=babyllama105.bin Z=tok105.bin
+row "full: fresh 256 windows" $Y $Z 2560 --kv-policy full
+row "recompute 256 (stride 16)" $Y $Z 2560 --recompute 256 --recompute-stride 16
+row "window 256" $Y $Z 2560 --kv-policy window --kv-budget-tokens 256
+row "sinks 4+256" $Y $Z 2560 --kv-policy sinks --kv-budget-tokens 256
+row "window 64" $Y $Z 2560 --kv-policy window --kv-budget-tokens 64
+row "sinks 4+64" $Y $Z 2560 --kv-policy sinks --kv-budget-tokens 64
+
+# KL divergence of next-token distributions to full KV (f32, the whole
+# stream in context) at a budget of 25% of the stream (docs/eviction.md)
+kl() { # model tok n args...
+    model=$1 tok=$2 n=$3
+    shift 3
+    out=$("$B/kvllm" ppl -m "$M/$model" --tokenizer "$M/$tok" -f "$T" --stream "$n" -c "$n" --kl-ref -t 1 "$@" 2>/dev/null)
+    echo "| $model | $n | $(echo "$out" | awk '$1=="kv_policy"{print $2}') | $(echo "$out" | awk '$1=="kv_budget_tokens"{print $2}') | $(echo "$out" | awk '$1=="kl_mean"{print $2}') | $(echo "$out" | awk '$1=="top1_agree"{print $2}') | $(echo "$out" | awk '$1=="ppl"{print $2}') |"
+}
+echo
+echo "| model | stream = context | policy | budget | KL(full f32 || policy) mean | top-1 agreement | ppl |"
+echo "|---|---:|---|---:|---:|---:|---:|"
+for pol in window sinks; do
+    kl $S $K 512 --kv-policy $pol --kv-budget-tokens 512
+    kl $S $K 512 --kv-policy $pol --kv-budget-tokens 128
+    kl $Y $Z 256 --kv-policy $pol --kv-budget-tokens 64
+done

@@ -1,0 +1,422 @@
+/*
+ * KV eviction policies (kv_policy.h, kvl_kv_paged_make_room):
+ *   - names, parsing and the checks on bad policies (nothing changes);
+ *   - randomized streams over every format and several block sizes: the
+ *     sequence never holds more than its budget, sink blocks keep their
+ *     physical ids, blocks evicted return to the free queue in the same
+ *     call, the pool's own check holds after every step, and after the
+ *     release every block is free;
+ *   - with a budget at least the stream's length, window and sinks give
+ *     attention bit-identical to full;
+ *   - positions: attention after eviction equals attention over the kept
+ *     rows stored with keys rotated at their place in the cache (the
+ *     StreamingLLM rule), to f32 rounding;
+ *   - a block shared by a fork is never written by a policy: the other
+ *     sequence's bytes, counts and attention are unchanged;
+ *   - the engine refuses window and sinks requests (not run there yet).
+ */
+#include "kernels/kernels.h"
+#include "kv/kv_paged.h"
+#include "model/model.h"
+#include "kv/kv_policy.h"
+
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static kvl_hparams shape(int64_t n_layers, int64_t n_heads, int64_t n_kv_heads, int64_t hd) {
+    kvl_hparams hp = {0};
+    hp.n_layers = n_layers;
+    hp.n_heads = n_heads;
+    hp.n_kv_heads = n_kv_heads;
+    hp.head_dim = hd;
+    hp.dim = n_heads * hd;
+    hp.ctx_len = 4096;
+    hp.rope_dim = hd;
+    hp.rope_base = 10000.0f;
+    return hp;
+}
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static uint32_t rnd_u32(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 32);
+}
+static float rnd(void) { return (float)(rnd_u32() >> 8) / (float)(1 << 24) * 2.0f - 1.0f; }
+static int32_t rnd_in(int32_t lo, int32_t hi) {
+    return lo + (int32_t)(rnd_u32() % (uint32_t)(hi - lo + 1));
+}
+
+/* K/V of (layer, stream index i), unrotated; deterministic. */
+static void gen_kv(const kvl_hparams *hp, int32_t layer, int32_t i, float *k, float *v) {
+    uint64_t s = ((uint64_t)layer << 32) ^ (uint64_t)i ^ 0x9e3779b97f4a7c15ull;
+    for (int64_t j = 0; j < hp->n_kv_heads * hp->head_dim; j++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        k[j] = (float)(int32_t)(s >> 40 & 0xffffff) / (float)(1 << 23) - 1.0f;
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        v[j] = (float)(int32_t)(s >> 40 & 0xffffff) / (float)(1 << 23) - 1.0f;
+    }
+}
+
+/* Store stream tokens [i0, i0 + n) of every layer at cache positions
+ * [pos0, pos0 + n), keys rotated at rot0 + (their offset) as the forward
+ * pass does (rot0 == pos0 for a live stream). */
+static void feed(const kvl_hparams *hp, kvl_kv_iface *kv, int32_t seq, int32_t i0, int32_t pos0,
+                 int32_t rot0, int32_t n) {
+    float k[4 * 64], v[4 * 64];
+    for (int32_t l = 0; l < hp->n_layers; l++)
+        for (int32_t t = 0; t < n; t++) {
+            gen_kv(hp, l, i0 + t, k, v);
+            kvl_rope(k, hp->n_kv_heads, hp->head_dim, hp->rope_dim, rot0 + t, hp->rope_base);
+            kv->store(kv->ctx, l, seq, pos0 + t, k, v);
+        }
+}
+
+/* out = attention of seq over its n_ctx positions, layer l, for the query
+ * q (unrotated) rotated at position qpos. */
+static void attend(const kvl_hparams *hp, kvl_kv_iface *kv, int32_t l, int32_t seq, int32_t n_ctx,
+                   const float *q0, int32_t qpos, float *out) {
+    float q[8 * 64];
+    memcpy(q, q0, sizeof(float) * (size_t)(hp->n_heads * hp->head_dim));
+    kvl_rope(q, hp->n_heads, hp->head_dim, hp->rope_dim, qpos, hp->rope_base);
+    float scratch[1];
+    kv->attend(kv->ctx, l, seq, n_ctx, q, out, 0, (int32_t)hp->n_heads,
+               1.0f / sqrtf((float)hp->head_dim), scratch);
+}
+
+static kvl_kv_paged *make(const kvl_hparams *hp, int32_t bs, kvl_kv_format fmt, int32_t n_blocks,
+                          int32_t max_ctx, int32_t max_seqs) {
+    kvl_kv_paged_params pp = {
+        .block_size = bs, .max_seqs = max_seqs, .max_ctx = max_ctx, .k_fmt = fmt, .v_fmt = fmt};
+    kvl_block_layout lay;
+    kvl_error err;
+    CHECK_EQ_INT(
+        kvl_block_layout_init_fmt(hp, kvl_kv_block_size(bs, fmt, fmt), fmt, fmt, &lay, &err),
+        KVL_OK);
+    pp.budget = lay.block_bytes * (size_t)n_blocks;
+    kvl_kv_paged *kv = NULL;
+    CHECK_EQ_INT(kvl_kv_paged_init(hp, &pp, &kv, &err), KVL_OK);
+    return kv;
+}
+
+static void test_names_and_checks(void) {
+    kvl_kv_policy_kind k = KVL_KV_POLICY_FULL;
+    CHECK(kvl_kv_policy_parse("sinks", &k) && k == KVL_KV_POLICY_SINKS);
+    CHECK(kvl_kv_policy_parse("window", &k) && k == KVL_KV_POLICY_WINDOW);
+    CHECK(!kvl_kv_policy_parse("h2o", &k) && k == KVL_KV_POLICY_WINDOW);
+    CHECK(!strcmp(kvl_kv_policy_str(KVL_KV_POLICY_FULL), "full"));
+    CHECK(kvl_kv_policy_str((kvl_kv_policy_kind)9) == NULL);
+    kvl_error err;
+    kvl_kv_policy p = {.kind = KVL_KV_POLICY_SINKS, .budget_tokens = 47, .sinks = 4};
+    /* sinks 4 -> 1 block of 16; + 2 blocks = 48 */
+    CHECK_EQ_INT(kvl_kv_policy_check(&p, 16, 512, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "budget_tokens 47 not in [48");
+    p.budget_tokens = 48;
+    CHECK_EQ_INT(kvl_kv_policy_check(&p, 16, 512, &err), KVL_OK);
+    CHECK_EQ_INT(kvl_kv_policy_check(&p, 16, 40, &err), KVL_E_INVALID);
+    p.sinks = -1;
+    CHECK_EQ_INT(kvl_kv_policy_check(&p, 16, 512, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "sinks -1");
+    p.kind = (kvl_kv_policy_kind)7;
+    CHECK_EQ_INT(kvl_kv_policy_check(&p, 16, 512, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "kind 7");
+    /* window: no sink blocks; victims start at block 0 */
+    kvl_kv_policy w = {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 64};
+    uint32_t first = 9, n = 9;
+    CHECK_EQ_INT(kvl_kv_policy_victims(&w, 16, 64, 1, &first, &n, &err), KVL_OK);
+    CHECK(first == 0 && n == 1);
+    CHECK_EQ_INT(kvl_kv_policy_victims(&w, 16, 63, 1, &first, &n, &err), KVL_OK);
+    CHECK(n == 0);
+    /* 60 new tokens into 64 with 2 full blocks (40 tokens): needs 3 */
+    CHECK_EQ_INT(kvl_kv_policy_victims(&w, 16, 40, 60, &first, &n, &err), KVL_E_LIMIT);
+    CHECK_CONTAINS(err.msg, "budget_tokens 64");
+
+    /* a bad policy leaves the slot's policy as it was; bad seq / n_new */
+    kvl_hparams hp = shape(1, 2, 1, 8);
+    kvl_kv_paged *kv = make(&hp, 16, KVL_KV_FMT_F32, 8, 128, 2);
+    kvl_kv_policy bad = {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 8};
+    CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 0, &bad, &err), KVL_E_INVALID);
+    CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 5, &w, &err), KVL_E_INVALID);
+    int32_t ev = -1;
+    CHECK_EQ_INT(kvl_kv_paged_make_room(kv, 0, -1, &ev, &err), KVL_E_INVALID);
+    CHECK_EQ_INT(kvl_kv_paged_reserve(kv, 0, 100, &err), KVL_OK);
+    CHECK_EQ_INT(kvl_kv_paged_make_room(kv, 0, 1, &ev, &err), KVL_OK); /* still full */
+    CHECK_EQ_INT(ev, 0);
+    CHECK_EQ_INT(kvl_kv_paged_len(kv, 0), 100);
+    kvl_kv_paged_free(kv);
+}
+
+/* One randomized stream; returns false on the first broken invariant. */
+static void random_stream(uint32_t seed) {
+    rng = 0x9e3779b97f4a7c15ull * (seed + 1);
+    static const kvl_kv_format fmts[] = {KVL_KV_FMT_F32,      KVL_KV_FMT_F16,  KVL_KV_FMT_BF16,
+                                         KVL_KV_FMT_FP8_E4M3, KVL_KV_FMT_INT8, KVL_KV_FMT_INT4};
+    const kvl_kv_format fmt = fmts[rnd_u32() % 6];
+    const int32_t bs_pick[] = {4, 5, 16, 0};
+    const int32_t bs = kvl_kv_block_size(bs_pick[rnd_u32() % 4], fmt, fmt);
+    kvl_hparams hp = shape(2, 4, 2, 8);
+    const int32_t max_ctx = 40 * bs;
+    kvl_kv_paged *kv = make(&hp, bs, fmt, 48, max_ctx, 1);
+    kvl_kv_iface it = kvl_kv_paged_iface(kv);
+    kvl_block_pool *pool = kvl_kv_paged_pool(kv);
+    kvl_kv_policy p = {.kind = rnd_u32() % 2 ? KVL_KV_POLICY_SINKS : KVL_KV_POLICY_WINDOW,
+                       .sinks = rnd_in(0, 3 * bs)};
+    const int32_t ns = kvl_kv_policy_sink_blocks(&p, bs);
+    p.budget_tokens = rnd_in((ns + 2) * bs, max_ctx);
+    kvl_error err;
+    CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 0, &p, &err), KVL_OK);
+    const int32_t total = rnd_in(p.budget_tokens, 5 * max_ctx);
+    uint32_t sink_ids[64];
+    int32_t fed = 0, pos_check_fails = 0;
+    int64_t evicted = 0;
+    while (fed < total) {
+        int32_t n_new = rnd_in(1, rnd_u32() % 4 ? 3 : 2 * bs);
+        n_new = n_new < total - fed ? n_new : total - fed;
+        const int32_t len0 = kvl_kv_paged_len(kv, 0);
+        const uint32_t free0 = kvl_block_pool_n_free(pool);
+        int32_t ev = 0;
+        kvl_status st = kvl_kv_paged_make_room(kv, 0, n_new, &ev, &err);
+        if (st == KVL_E_LIMIT) { /* too big a chunk: nothing changed */
+            CHECK_EQ_INT(kvl_kv_paged_len(kv, 0), len0);
+            CHECK_EQ_INT((int)kvl_block_pool_n_free(pool), (int)free0);
+            n_new = 1;
+            st = kvl_kv_paged_make_room(kv, 0, n_new, &ev, &err);
+        }
+        CHECK_EQ_INT(st, KVL_OK);
+        /* evicted blocks (held only here) are free in the same call */
+        CHECK_EQ_INT((int)kvl_block_pool_n_free(pool), (int)(free0 + (uint32_t)(ev / bs)));
+        CHECK_EQ_INT(ev % bs, 0);
+        evicted += ev;
+        const int32_t pos = kvl_kv_paged_len(kv, 0);
+        CHECK_EQ_INT(pos, len0 - ev);
+        CHECK_EQ_INT(kvl_kv_paged_reserve(kv, 0, n_new, &err), KVL_OK);
+        feed(&hp, &it, 0, fed, pos, pos, n_new);
+        fed += n_new;
+        const kvl_block_table *t = kvl_kv_paged_table(kv, 0);
+        CHECK(t->n_tokens <= p.budget_tokens);
+        CHECK(t->n_blocks == (uint32_t)((t->n_tokens + bs - 1) / bs));
+        CHECK_EQ_INT((int)(kvl_block_pool_n_blocks(pool) - kvl_block_pool_n_free(pool)),
+                     (int)t->n_blocks);
+        CHECK_EQ_INT(kvl_block_pool_check(pool, &err), KVL_OK);
+        /* sink blocks: the same physical blocks once written, shift 0 */
+        for (int32_t b = 0; b < ns && (b + 1) * bs <= fed; b++) {
+            if ((b + 1) * bs > fed - n_new && b * bs < fed) /* just filled */
+                sink_ids[b] = t->ids[b];
+            pos_check_fails += t->ids[b] != sink_ids[b] || t->shift[b] != 0;
+        }
+        /* positions kept = fed - evicted, and the shift of the last block
+         * is what was evicted after the sinks */
+        CHECK_EQ_INT(t->n_tokens, fed - (int32_t)evicted);
+    }
+    CHECK_EQ_INT(pos_check_fails, 0);
+    kvl_kv_seq_stats ss;
+    CHECK_EQ_INT(kvl_kv_paged_seq_stats_get(kv, 0, &ss, &err), KVL_OK);
+    CHECK(ss.n_evicted_tokens == evicted && ss.policy == p.kind);
+    kvl_kv_paged_stats ps;
+    kvl_kv_paged_stats_get(kv, &ps);
+    CHECK(ps.n_blocks_evicted * bs == evicted);
+    CHECK(total <= p.budget_tokens || evicted > 0);
+    CHECK_EQ_INT(kvl_kv_paged_release(kv, 0, &err), KVL_OK);
+    CHECK_EQ_INT((int)kvl_block_pool_n_free(pool), (int)kvl_block_pool_n_blocks(pool));
+    kvl_kv_paged_free(kv);
+}
+
+/* Budget >= the stream: window and sinks == full, bit for bit. */
+static void test_identical_within_budget(kvl_kv_format fmt) {
+    kvl_hparams hp = shape(2, 8, 2, 16);
+    const int32_t n = 150;
+    kvl_kv_paged *kv = make(&hp, 16, fmt, 64, 256, 3);
+    kvl_kv_iface it = kvl_kv_paged_iface(kv);
+    kvl_error err;
+    kvl_kv_policy pol[3] = {{.kind = KVL_KV_POLICY_FULL},
+                            {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 160},
+                            {.kind = KVL_KV_POLICY_SINKS, .budget_tokens = 150, .sinks = 4}};
+    for (int32_t s = 0; s < 3; s++) {
+        CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, s, &pol[s], &err), KVL_OK);
+        for (int32_t i = 0; i < n; i++) { /* a token at a time, as decode */
+            int32_t ev = -1;
+            CHECK_EQ_INT(kvl_kv_paged_make_room(kv, s, 1, &ev, &err), KVL_OK);
+            CHECK_EQ_INT(ev, 0);
+            CHECK_EQ_INT(kvl_kv_paged_reserve(kv, s, 1, &err), KVL_OK);
+            feed(&hp, &it, s, i, i, i, 1);
+        }
+    }
+    float q[8 * 16], o[3][8 * 16];
+    int mismatches = 0;
+    for (int32_t l = 0; l < 2; l++)
+        for (int rep = 0; rep < 4; rep++) {
+            for (int i = 0; i < 8 * 16; i++)
+                q[i] = 3.0f * rnd();
+            for (int32_t s = 0; s < 3; s++)
+                attend(&hp, &it, l, s, n, q, n - 1, o[s]);
+            mismatches += memcmp(o[0], o[1], sizeof o[0]) != 0;
+            mismatches += memcmp(o[0], o[2], sizeof o[0]) != 0;
+        }
+    CHECK_EQ_INT(mismatches, 0);
+    kvl_kv_paged_free(kv);
+}
+
+/* Attention after eviction == attention over the kept rows with keys
+ * rotated at their cache positions (a second, never-evicted sequence). */
+static void test_positions(kvl_kv_format fmt, float tol, bool check_off) {
+    kvl_hparams hp = shape(1, 4, 2, 16);
+    const int32_t bs = 16, n = 200;
+    kvl_kv_paged *kv = make(&hp, bs, fmt, 64, 256, 2);
+    kvl_kv_iface it = kvl_kv_paged_iface(kv);
+    kvl_error err;
+    kvl_kv_policy p = {.kind = KVL_KV_POLICY_SINKS, .budget_tokens = 96, .sinks = 4};
+    CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 0, &p, &err), KVL_OK);
+    for (int32_t i = 0; i < n; i++) {
+        CHECK_EQ_INT(kvl_kv_paged_make_room(kv, 0, 1, NULL, &err), KVL_OK);
+        int32_t pos = kvl_kv_paged_len(kv, 0);
+        CHECK_EQ_INT(kvl_kv_paged_reserve(kv, 0, 1, &err), KVL_OK);
+        feed(&hp, &it, 0, i, pos, pos, 1);
+    }
+    /* kept: stream 0..15 (sinks) and the last len - 16 tokens */
+    const int32_t len = kvl_kv_paged_len(kv, 0), tail = len - bs;
+    CHECK(len <= 96 && len > 2 * bs);
+    CHECK(kvl_kv_paged_table(kv, 0)->shifted);
+    CHECK_EQ_INT(kvl_kv_paged_reserve(kv, 1, len, &err), KVL_OK);
+    feed(&hp, &it, 1, 0, 0, 0, bs);
+    feed(&hp, &it, 1, n - tail, bs, bs, tail);
+    float q[4 * 16], a[4 * 16], b[4 * 16];
+    double worst = 0;
+    for (int rep = 0; rep < 8; rep++) {
+        for (int i = 0; i < 4 * 16; i++)
+            q[i] = 4.0f * rnd();
+        attend(&hp, &it, 0, 0, len, q, len - 1, a);
+        attend(&hp, &it, 0, 1, len, q, len - 1, b);
+        for (int i = 0; i < 4 * 16; i++)
+            worst = fmax(worst, fabs((double)a[i] - b[i]));
+    }
+    CHECK(worst < tol);
+    if (worst >= tol)
+        fprintf(stderr, "  positions, format %d: max |diff| %g >= %g\n", (int)fmt, worst, tol);
+    /* and without the shift the result would differ: the rule matters */
+    kvl_block_table *t = (kvl_block_table *)kvl_kv_paged_table(kv, 0);
+    t->shifted = false;
+    attend(&hp, &it, 0, 0, len, q, len - 1, a);
+    t->shifted = true;
+    double off = 0;
+    for (int i = 0; i < 4 * 16; i++)
+        off = fmax(off, fabs((double)a[i] - b[i]));
+    CHECK(!check_off || off > 100 * tol);
+    kvl_kv_paged_free(kv);
+}
+
+/* A forked sequence with a sinks policy evicts blocks it shares: they are
+ * neither written nor freed, the other sequence reads the same bits. */
+static void test_shared_untouched(void) {
+    kvl_hparams hp = shape(2, 4, 2, 8);
+    const int32_t bs = 8;
+    kvl_kv_paged *kv = make(&hp, bs, KVL_KV_FMT_INT4, 64, 256, 2);
+    kvl_kv_iface it = kvl_kv_paged_iface(kv);
+    kvl_block_pool *pool = kvl_kv_paged_pool(kv);
+    const kvl_block_layout *lay = kvl_kv_paged_layout(kv);
+    const int32_t bsz = lay->block_size; /* int4 K: 32 by default when bs 0; here 8 */
+    CHECK_EQ_INT(bsz, bs);
+    kvl_error err;
+    const int32_t n0 = 6 * bs + 3;
+    CHECK_EQ_INT(kvl_kv_paged_reserve(kv, 0, n0, &err), KVL_OK);
+    feed(&hp, &it, 0, 0, 0, 0, n0);
+    CHECK_EQ_INT(kvl_kv_paged_fork(kv, 0, 1, &err), KVL_OK);
+    const kvl_block_table *t0 = kvl_kv_paged_table(kv, 0);
+    /* snapshot of seq 0's blocks and attention */
+    const size_t cb = lay->k_head_bytes;
+    uint8_t *snap = malloc((size_t)t0->n_blocks * cb);
+    for (uint32_t b = 0; b < t0->n_blocks; b++)
+        memcpy(snap + b * cb, kvl_block_pool_chunk(pool, t0->ids[b], 1, false, 0), cb);
+    float q[4 * 8], before[4 * 8], after[4 * 8];
+    for (int i = 0; i < 4 * 8; i++)
+        q[i] = rnd();
+    attend(&hp, &it, 1, 0, n0, q, n0 - 1, before);
+    kvl_kv_policy p = {.kind = KVL_KV_POLICY_SINKS, .budget_tokens = 4 * bs, .sinks = 1};
+    CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 1, &p, &err), KVL_OK);
+    int32_t fed = n0, n_shared_evicted = 0;
+    for (int32_t i = 0; i < 5 * bs; i++, fed++) {
+        const uint32_t free0 = kvl_block_pool_n_free(pool);
+        const kvl_block_table *t1 = kvl_kv_paged_table(kv, 1);
+        uint32_t ids[64], own = 0;
+        memcpy(ids, t1->ids, t1->n_blocks * sizeof(uint32_t));
+        int32_t ev = 0;
+        CHECK_EQ_INT(kvl_kv_paged_make_room(kv, 1, 1, &ev, &err), KVL_OK);
+        /* victims follow the one sink block; shared ones only lose a
+         * reference, only those seq 1 held alone are freed */
+        for (int32_t j = 1; j <= ev / bs; j++)
+            own += kvl_block_pool_refcount(pool, ids[j]) == 0;
+        for (int32_t j = 1; j <= ev / bs; j++)
+            n_shared_evicted += kvl_block_pool_refcount(pool, ids[j]) == 1;
+        CHECK_EQ_INT((int)kvl_block_pool_n_free(pool), (int)(free0 + own));
+        int32_t pos = kvl_kv_paged_len(kv, 1);
+        CHECK_EQ_INT(kvl_kv_paged_reserve(kv, 1, 1, &err), KVL_OK);
+        feed(&hp, &it, 1, fed, pos, pos, 1);
+    }
+    CHECK(kvl_kv_paged_len(kv, 1) <= 4 * bs);
+    CHECK(n_shared_evicted >= 5); /* blocks 1..5 were shared with seq 0 */
+    int changed = 0;
+    for (uint32_t b = 0; b < t0->n_blocks; b++) {
+        changed +=
+            memcmp(snap + b * cb, kvl_block_pool_chunk(pool, t0->ids[b], 1, false, 0), cb) != 0;
+        CHECK(kvl_block_pool_refcount(pool, t0->ids[b]) >= 1);
+    }
+    CHECK_EQ_INT(changed, 0);
+    attend(&hp, &it, 1, 0, n0, q, n0 - 1, after);
+    CHECK(memcmp(before, after, sizeof before) == 0);
+    CHECK_EQ_INT(kvl_block_pool_check(pool, &err), KVL_OK);
+    CHECK_EQ_INT(kvl_kv_paged_release(kv, 1, &err), KVL_OK);
+    CHECK_EQ_INT(kvl_kv_paged_release(kv, 0, &err), KVL_OK);
+    CHECK_EQ_INT((int)kvl_block_pool_n_free(pool), (int)kvl_block_pool_n_blocks(pool));
+    free(snap);
+    kvl_kv_paged_free(kv);
+}
+
+/* The engine takes the request field but runs full KV only: window and
+ * sinks are refused (KVL_E_UNSUPPORTED), an unknown kind is invalid, and
+ * nothing is queued either way. */
+static void test_engine_refuses(void) {
+    kvl_model *m = NULL;
+    kvl_error err;
+    if (kvl_model_load(kvt_shared("models/stories260K.gguf"), NULL, &m, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        CHECK(false);
+        return;
+    }
+    kvl_engine_params ep = kvl_engine_defaults();
+    ep.n_threads = 1;
+    ep.max_ctx = 256;
+    kvl_engine *e = NULL;
+    CHECK_EQ_INT(kvl_engine_init(m, &ep, &e, &err), KVL_OK);
+    kvl_request_params rp = kvl_request_defaults();
+    CHECK_EQ_INT(rp.kv_policy.kind, KVL_KV_POLICY_FULL);
+    CHECK_EQ_INT(rp.kv_policy.sinks, KVL_KV_POLICY_DEFAULT_SINKS);
+    rp.prompt = "Once upon a time";
+    rp.max_tokens = 4;
+    rp.kv_policy.kind = KVL_KV_POLICY_SINKS;
+    rp.kv_policy.budget_tokens = 64;
+    uint64_t id = 0;
+    CHECK_EQ_INT(kvl_engine_submit(e, &rp, &id, &err), KVL_E_UNSUPPORTED);
+    CHECK_CONTAINS(err.msg, "kv_policy 2 (sinks)");
+    rp.kv_policy.kind = (kvl_kv_policy_kind)9;
+    CHECK_EQ_INT(kvl_engine_submit(e, &rp, &id, &err), KVL_E_INVALID);
+    kvl_engine_free(e);
+    kvl_model_free(m);
+}
+
+int main(void) {
+    test_engine_refuses();
+    test_names_and_checks();
+    for (uint32_t seed = 0; seed < 60; seed++)
+        random_stream(seed);
+    test_identical_within_budget(KVL_KV_FMT_F32);
+    test_identical_within_budget(KVL_KV_FMT_INT4);
+    test_identical_within_budget(KVL_KV_FMT_FP8_E4M3);
+    test_positions(KVL_KV_FMT_F32, 2e-5f, true);
+    /* f16: the reference's keys round differently (rotated elsewhere) */
+    test_positions(KVL_KV_FMT_F16, 2e-2f, false);
+    test_shared_untouched();
+    return kvt_finish("test_kv_policy");
+}
