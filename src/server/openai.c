@@ -448,6 +448,9 @@ unsigned oai_parse(kvl_server *s, bool chat, const char *body, size_t n, oai_req
     if (!(r = get_bool(root, "stream", &bv, out)))
         o->stream = bv;
     CHECK(r);
+    if (!(r = get_bool(root, "ignore_eos", &bv, out))) /* vLLM's extension */
+        o->ignore_eos = bv;
+    CHECK(r);
     const cJSON *so = field(root, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so)) {
@@ -567,6 +570,7 @@ unsigned oai_submit(srv_call *c, struct MHD_Connection *conn, srv_buf *out) {
     rp.priority = o->priority;
     rp.session = o->session;
     rp.cache_salt = o->has_salt ? o->cache_salt : NULL;
+    rp.ignore_eos = o->ignore_eos;
     if (!(c->smp = calloc((size_t)o->n, sizeof *c->smp)) || !(c->req = srv_req_new()))
         return oai_error(out, "server_error", NULL, NULL, "out of memory"), 500;
     c->req->conn = conn; /* before the submit: the dispatcher may resume it at once */

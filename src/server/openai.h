@@ -12,7 +12,7 @@
 
 /* A parsed generation request (owns its strings and tokens). */
 typedef struct oai_req {
-    bool chat, stream, include_usage, logprobs;
+    bool chat, stream, include_usage, logprobs, ignore_eos;
     int32_t n, max_tokens, top_k, priority;
     float temperature, top_p, min_p;
     uint64_t seed, session;
@@ -40,6 +40,7 @@ typedef struct srv_call {
     int route;
     srv_buf body;
     bool too_big;
+    bool close; /* answer with Connection: close */
     bool submitted, answered;
     oai_req o;
     srv_req *req;
