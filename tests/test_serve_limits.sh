@@ -189,6 +189,8 @@ def client(i):
                 break
             data += chunk
         ok = data.endswith(b"data: [DONE]\n\n")
+        for ev in data.split(b"\n\n")[:-2]:  # every chunk is JSON in valid UTF-8
+            json.loads(ev[len(b"data: "):])
         res[i] = "done" if ok else "no [DONE]: %r" % data[-80:]
     except Exception as e:
         res[i] = "error %r" % e

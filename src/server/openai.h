@@ -30,7 +30,9 @@ typedef struct oai_sample {
     srv_buf text;
     kvl_finish_reason reason; /* NONE until its SAMPLE_END (or the FINAL) */
     bool role_sent;           /* stream, chat: the first chunk went out */
-    int32_t *toks;            /* logprobs: the tokens and their log-probabilities */
+    char tail[4];             /* the start of a UTF-8 character cut by the last event */
+    size_t n_tail;
+    int32_t *toks; /* logprobs: the tokens and their log-probabilities */
     float *lps;
     size_t n_toks, cap_toks;
 } oai_sample;
