@@ -138,6 +138,9 @@ mt=$(post /v1/chat/completions '{"messages":[{"role":"system","content":"s"},{"r
 [ "$(code)" = 200 ] && [ "$mt" = length ] && ok || bad "multi-turn chat: $(code) $(cat "$tmp/body")"
 c=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health" -H "X-Big: $(head -c 40000 /dev/zero | tr '\0' a)")
 [ "$c" = 431 ] && ok || bad "headers over 32 KiB: $c"
+hdrs=(); for i in $(seq 1 3000); do hdrs+=(-H "X-$i: v"); done
+c=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health" "${hdrs[@]}")
+[ "$c" = 431 ] && ok || bad "3000 small headers: $c"
 # oversize: prompt + max_tokens over the context (the numbers in the message)
 post /v1/completions '{"prompt":"Once upon a time","max_tokens":2045}' >/dev/null
 [ "$(code)" = 400 ] && grep -q '2050 > the context 2048' "$tmp/body" && ok || bad "over the context: $(code) $(cat "$tmp/body")"
