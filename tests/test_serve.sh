@@ -179,7 +179,8 @@ for need in ["kvllm:num_requests_running", "kvllm:num_requests_waiting", "kvllm:
              "kvllm:kv_blocks_free", "kvllm:kv_blocks_used", "kvllm:num_preemptions_total",
              "kvllm:swap_out_bytes_total", "kvllm:prompt_tokens_total", "kvllm:generation_tokens_total",
              "kvllm:time_to_first_token_seconds", "kvllm:time_per_output_token_seconds",
-             "kvllm:http_responses_total", "kvllm:request_success_total"]:
+             "kvllm:http_responses_total", "kvllm:request_success_total",
+             "kvllm:inter_token_latency_seconds", "kvllm:http_deadline_closed_total"]:
     assert need in types, "missing " + need
 print("ok", len(types))
 EOF
@@ -194,6 +195,7 @@ else
   echo "SKIP: promtool not installed (Debian package prometheus; scripts/deps.sh test): /metrics not checked by promtool"
 fi
 grep -qE '^kvllm:time_to_first_token_seconds_count [1-9]' "$tmp/metrics.txt" && ok || bad "TTFT observed"
+grep -qE '^kvllm:inter_token_latency_seconds_count [1-9]' "$tmp/metrics.txt" && ok || bad "ITL observed"
 
 # --- the official openai npm client (skipped when npm cannot reach the registry)
 npmdir=$build/npm_openai
@@ -229,6 +231,24 @@ grep -q 'kvllm serve: stopped' "$tmp/main.err" && ok || bad "shutdown reported"
   --vocab-size 512 --ctx 4096 --type q8_0 >/dev/null 2>"$tmp/mkmodel.err" || { bad "mkmodel"; cat "$tmp/mkmodel.err"; }
 start slow -m "$tmp/slow.gguf" --max-seqs 1 --max-queue 1 --grace 0 || exit 1
 long='{"prompt":"x","max_tokens":4000,"temperature":0,"stream":true}'
+
+# random weights over a vocabulary of byte pieces emit byte sequences that
+# are not UTF-8: every response and chunk is still strict UTF-8 JSON, the
+# streamed text equals the non-streamed one, and the bad bytes became U+FFFD
+rnd='{"prompt":"x","max_tokens":48,"temperature":0,"ignore_eos":true'
+curl -s "http://127.0.0.1:$port/v1/completions" -d "$rnd}" >"$tmp/rnd.json"
+curl -sN "http://127.0.0.1:$port/v1/completions" -d "$rnd,\"stream\":true}" >"$tmp/rnd.sse"
+python3 - "$tmp/rnd.json" "$tmp/rnd.sse" >"$tmp/rnd.check" 2>&1 <<'PYEOF' && ok || { bad "UTF-8 of random-model text"; cat "$tmp/rnd.check"; }
+import json, sys
+whole = json.loads(open(sys.argv[1], "rb").read())["choices"][0]["text"]
+chunks = [json.loads(e[6:]) for e in open(sys.argv[2], "rb").read().split(b"\n\n")
+          if e.startswith(b"data: {")]
+streamed = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+assert streamed == whole, (streamed, whole)
+print("text of %d characters, %d U+FFFD, %d other non-ASCII" % (
+    len(whole), whole.count("\ufffd"), sum(ord(ch) > 127 and ch != "\ufffd" for ch in whole)))
+PYEOF
+cat "$tmp/rnd.check"
 
 # client disconnect mid-stream: cancelled, no block held once idle
 cut_stream /v1/completions "$long" >"$tmp/cut.txt"
