@@ -144,6 +144,8 @@ c=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health" "${hd
 # oversize: prompt + max_tokens over the context (the numbers in the message)
 post /v1/completions '{"prompt":"Once upon a time","max_tokens":2045}' >/dev/null
 [ "$(code)" = 400 ] && grep -q '2050 > the context 2048' "$tmp/body" && ok || bad "over the context: $(code) $(cat "$tmp/body")"
+post /v1/completions "{\"prompt\":\"$(python3 -c "print('hello ' * 3000)")\",\"max_tokens\":4}" >/dev/null
+[ "$(code)" = 400 ] && grep -q 'the prompt has 9002 tokens; the context holds 2048' "$tmp/body" && ok || bad "prompt over the context: $(code) $(cat "$tmp/body")"
 python3 -c "print('{\"prompt\":\"' + 'a' * 1100000 + '\"}')" >"$tmp/big.json"
 c=$(curl -s -o "$tmp/body" -w '%{http_code}' "http://127.0.0.1:$port/v1/completions" --data-binary @"$tmp/big.json")
 [ "$c" = 413 ] && grep -q '1048576 bytes' "$tmp/body" && ok || bad "body over --max-body: $c $(cat "$tmp/body")"

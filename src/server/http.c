@@ -19,6 +19,11 @@
  * the suspended socket closed; either way the engine request is cancelled
  * and its remaining events are dropped when the FINAL comes.
  *
+ * Connections: a watchdog thread enforces the read deadlines (keep-alive,
+ * headers, body) that libmicrohttpd lacks (it has one inactivity timeout,
+ * which a client dribbling a byte at a time never trips), and a
+ * connection opened past max_connections gets 503 for its request.
+ *
  * Invariants: every call that submitted answers exactly once (one JSON
  * response, or one stream ending in [DONE]) unless its client is gone; no
  * connection is suspended when the daemon stops (shutdown waits for every

@@ -17,7 +17,11 @@
  *   engine thread (kvl_engine_start):            connection whose peer hung up
  *   steps; never touched by the server           gets its request cancelled
  *
- * Lock order: reg_mu, then a req's mu, then libmicrohttpd's own locks.
+ *   watchdog thread (http.c): every 100 ms, under conn_mu, shuts down the
+ *   connections past a read deadline
+ *
+ * Lock order: reg_mu, then a req's mu, then libmicrohttpd's own locks;
+ * conn_mu and met.mu are leaves (nothing is locked while holding them).
  * A srv_req is reference counted: one reference for the registry (dropped
  * when its FINAL is routed) and one for the connection (dropped when
  * libmicrohttpd reports the request completed).
