@@ -221,6 +221,24 @@ else
   echo "SKIP: node/npm not installed: the openai client test did not run"
 fi
 
+# --- bench/serve_load.py replays a workload of kvllm bench serve --dump-workload
+"$bin" bench serve -m "$model" --num-prompts 6 --input-len 8:24 --output-len 4:12 --shared-prefix 6 \
+  --request-rate 50 --dump-workload "$tmp/w.jsonl" 2>"$tmp/dump.err" || bad "dump-workload: $(cat "$tmp/dump.err")"
+r=$(python3 -c "
+import json,sys
+w=[json.loads(l) for l in open(sys.argv[1])]
+print(len(w), all(x['prompt'][:6] == w[0]['prompt'][:6] for x in w), sum(x['max_tokens'] for x in w))" "$tmp/w.jsonl")
+set -- $r
+[ "$1 $2" = "6 True" ] && ok || bad "dumped workload: $r"
+for mode in "" "--turns 3 --max-concurrency 1 --prompt text"; do
+  # shellcheck disable=SC2086
+  python3 "$src/bench/serve_load.py" --url "http://127.0.0.1:$port" --workload "$tmp/w.jsonl" \
+    --json "$tmp/load.json" $mode >"$tmp/load.txt" 2>&1 || bad "serve_load $mode: $(cat "$tmp/load.txt")"
+  got=$(py '(j["completed"], j["failed"], j["total_output_tokens"])' <"$tmp/load.json")
+  [ "$got" = "(6, 0, $3)" ] && ok || bad "serve_load $mode: $got, want (6, 0, $3)"
+done
+grep -q 'Output token throughput (tok/s):' "$tmp/load.txt" && grep -q 'P99 ITL (ms):' "$tmp/load.txt" && ok || bad "serve_load report: $(cat "$tmp/load.txt")"
+
 # --- SIGTERM: exit 0
 kill -TERM "$spid"
 wait "$spid"; rc=$?
