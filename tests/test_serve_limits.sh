@@ -104,29 +104,25 @@ def get(path, s=None):
         body += s.recv(65536)
     return head.decode(), body.decode(), s
 
+def health_until(status, why):
+    """GET /health on new connections until it answers status."""
+    for _ in range(200):
+        head, body, s = get("/health")
+        s.close()
+        if " %d " % status in head.split("\r\n")[0]:
+            return head, body
+        time.sleep(0.02)
+    sys.exit(why)
+
 # connections past --max-connections 8: 503 with the error object, then close
 hold = [conn() for _ in range(8)]
-for _ in range(200):
-    head, body, s = get("/health")
-    s.close()
-    if " 503 " in head.split("\r\n")[0]:
-        break
-    time.sleep(0.02)
-else:
-    sys.exit("never refused with 8 connections held")
+head, body = health_until(503, "never refused with 8 connections held")
 j = json.loads(body)
 assert j["error"]["code"] == "too_many_connections" and "--max-connections" in j["error"]["message"], j
 assert "connection: close" in head.lower(), head
 for h in hold:
     h.close()
-for _ in range(200):  # the server sees the 8 go
-    head, body, s = get("/health")
-    s.close()
-    if " 200 " in head.split("\r\n")[0]:
-        break
-    time.sleep(0.02)
-else:
-    sys.exit("still refused after the connections closed")
+health_until(200, "still refused after the connections closed")  # the server sees the 8 go
 print("503 past the connection limit ok")
 
 # slow-loris: headers, the request line, a body
