@@ -17,3 +17,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# promtool (Debian package prometheus) lints kvllm serve's /metrics in
+# tests/test_serve.sh; optional: the test says SKIP without it
+if [ "${1:-}" = test ] && ! command -v promtool >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus \
+    >/dev/null 2>&1 || echo "deps.sh: prometheus (promtool) not installable; its check will be skipped" >&2
+fi

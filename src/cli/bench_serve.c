@@ -77,6 +77,8 @@ static void usage(FILE *f) {
         "                          prompt: what the prefix cache serves)\n"
         "      --ignore-eos        every output runs to its length\n"
         "      --no-prefix-cache   the engine without its prefix cache, for comparison\n"
+        "      --dump-workload FILE  write the requests as JSON lines (arrival_s, prompt ids,\n"
+        "                          text, max_tokens) for bench/serve_load and exit\n"
         "      --temp T            sampling temperature, [0, 100] (default 1.0; outputs end\n"
         "                          early when the model samples EOS: reported)\n"
         "  -s, --seed N            seed of arrivals, lengths, prompts and sampling (default 0)\n"
@@ -141,6 +143,8 @@ static int parse_flag(serve_opts *o, const char *a, const char *v) {
         o->dataset = v;
     else if (!strcmp(a, "--svg"))
         o->svg = v;
+    else if (!strcmp(a, "--dump-workload"))
+        o->dump = v;
     else if (!strcmp(a, "--swap-file"))
         o->swap_file = v;
     else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
@@ -205,7 +209,7 @@ static const char *const value_flags[] = {"-m",           "--model",         "--
                                           "-s",           "--seed",          "--input-len",
                                           "--output-len", "--request-rate",  "--burstiness",
                                           "--temp",       "--shared-prefix", "--swap-mem",
-                                          "--preempt"};
+                                          "--preempt",    "--dump-workload"};
 
 /* 0 parsed, 1 help printed, 2 usage error (message printed). */
 static int parse_args(int argc, char **argv, serve_opts *o) {
@@ -424,6 +428,53 @@ static void make_prompt(const serve_opts *o, const kvl_model_info *mi, size_t i,
         while ((t == mi->bos || t == mi->eos) && mi->n_vocab > 2);
         toks[k] = t;
     }
+}
+
+/* --dump-workload: one JSON object per request, in arrival order: what
+ * bench/serve_load replays against an HTTP server. "text" is the prompt
+ * after BOS, detokenized, with bytes outside printable ASCII as spaces
+ * (a string any server accepts; for workloads sent as text). */
+static int dump_workload(const serve_opts *o, const kvl_model *m, const kvl_model_info *mi,
+                         const sreq *rq, size_t n) {
+    FILE *f = fopen(o->dump, "w");
+    if (!f) {
+        fprintf(stderr, "kvllm %s: --dump-workload: cannot open '%s': %s\n", CMD, o->dump,
+                strerror(errno));
+        return 1;
+    }
+    int32_t *toks = malloc(KVL_MAX_CTX * sizeof *toks);
+    char *text = malloc((size_t)KVL_MAX_CTX * 64 + 1);
+    int rc = toks && text ? 0 : 1;
+    for (size_t i = 0; !rc && i < n; i++) {
+        make_prompt(o, mi, i, toks, rq[i].in_len);
+        size_t len = 0;
+        kvl_error err;
+        if (kvl_detokenize(m, toks + 1, (size_t)rq[i].in_len - 1, text, (size_t)KVL_MAX_CTX * 64,
+                           &len, &err) != KVL_OK) {
+            fprintf(stderr, "kvllm %s: --dump-workload: %s\n", CMD, err.msg);
+            rc = 1;
+            break;
+        }
+        fprintf(f, "{\"arrival_s\":%.6f,\"max_tokens\":%d,\"prompt\":[", rq[i].t_arrival,
+                rq[i].out_len);
+        for (int32_t k = 0; k < rq[i].in_len; k++)
+            fprintf(f, "%s%d", k ? "," : "", toks[k]);
+        fputs("],\"text\":\"", f);
+        for (size_t k = 0; k < len; k++) {
+            unsigned char c = (unsigned char)text[k];
+            if (c == '"' || c == '\\')
+                fputc('\\', f);
+            fputc(c >= 0x20 && c < 0x7f ? c : ' ', f);
+        }
+        fputs("\"}\n", f);
+    }
+    free(toks);
+    free(text);
+    if (fclose(f) != 0 && !rc) {
+        fprintf(stderr, "kvllm %s: --dump-workload: write error on '%s'\n", CMD, o->dump);
+        rc = 1;
+    }
+    return rc;
 }
 
 /* ---- measurement ------------------------------------------------------------ */
@@ -695,6 +746,10 @@ static int bench_serve(const serve_opts *o, const dataset *d) {
         goto done;
     if ((rc = make_workload(o, d, sr.cfg.max_ctx, sr.rq, sr.n)) != 0 || !alloc_itl(&sr)) {
         rc = rc ? rc : 1;
+        goto done;
+    }
+    if (o->dump) {
+        rc = dump_workload(o, m, &sr.mi, sr.rq, sr.n);
         goto done;
     }
     print_setup(&sr);

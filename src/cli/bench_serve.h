@@ -35,6 +35,7 @@ typedef struct serve_opts {
     uint64_t swap_mem;
     long long shared_prefix; /* every prompt starts with the same this many tokens */
     bool ignore_eos, no_prefix_cache;
+    const char *dump; /* --dump-workload: write the requests as JSONL instead of running */
 } serve_opts;
 
 /* One request of the workload: what was asked, what came back, when. */

@@ -52,7 +52,13 @@ static void usage(FILE *f) {
         "      --http-threads N  HTTP threads (epoll, event-driven), 1..64 (default 2)\n"
         "      --max-connections N  open connections, 1..65536 (default 512)\n"
         "      --max-body SIZE   request body limit, 413 beyond (default 1MiB)\n"
-        "      --timeout S       idle / read deadline per connection, 1..3600 s (default 30)\n"
+        "      --timeout S       inactivity limit per connection (no byte moved), 1..3600 s\n"
+        "                        (default 30)\n"
+        "      --keepalive-timeout S  idle connection, from accept or the last response to\n"
+        "                        the next request line, 1..3600 s (default 10)\n"
+        "      --header-timeout S  request line to the end of the headers, 1..3600 s (default 10)\n"
+        "      --body-timeout S  end of the headers to the end of the body, 1..3600 s (default "
+        "30)\n"
         "      --grace S         at shutdown, seconds open requests may finish before they\n"
         "                        are cancelled, 0..3600 (default 5)\n"
         "  -c, --ctx N           context per sequence, at most the model's (default: the model's)\n"
@@ -76,6 +82,9 @@ static const char *const value_flags[] = {"--host",
                                           "--max-connections",
                                           "--max-body",
                                           "--timeout",
+                                          "--keepalive-timeout",
+                                          "--header-timeout",
+                                          "--body-timeout",
                                           "--grace",
                                           "-c",
                                           "--ctx",
@@ -124,6 +133,12 @@ static int parse_value_flag(serve_opts *o, const char *a, const char *v) {
         INT_FLAG(1, 65536, o->sp.max_connections);
     else if (!strcmp(a, "--timeout"))
         INT_FLAG(1, 3600, o->sp.timeout_s);
+    else if (!strcmp(a, "--keepalive-timeout"))
+        INT_FLAG(1, 3600, o->sp.keepalive_s);
+    else if (!strcmp(a, "--header-timeout"))
+        INT_FLAG(1, 3600, o->sp.header_s);
+    else if (!strcmp(a, "--body-timeout"))
+        INT_FLAG(1, 3600, o->sp.body_s);
     else if (!strcmp(a, "--grace")) {
         if (!kvl_cli_float(cmd, a, v, 0, 3600, &fv))
             return -1;
@@ -211,7 +226,7 @@ static kvl_engine_params engine_params(const serve_opts *o) {
     return ep;
 }
 
-static void report(const serve_opts *o, const kvl_model *m, kvl_engine *e, int32_t port) {
+static void report(const serve_opts *o, const kvl_model *m, kvl_engine *e) {
     kvl_model_info mi;
     kvl_engine_config c;
     kvl_model_get_info(m, &mi);
@@ -223,7 +238,8 @@ static void report(const serve_opts *o, const kvl_model *m, kvl_engine *e, int32
             "sequences of %d (%zu bytes per token, %zu bytes: %s)\n"
             "kvllm serve: up to %d sequences, %d tokens per step, queue %d requests / %lld "
             "tokens, preempt %s, swap %zu bytes, %d threads\n"
-            "kvllm serve: listening on http://%s:%d (shutdown grace %g s)\n",
+            "kvllm serve: connections %d, body %zu bytes, deadlines: keep-alive %d s, headers "
+            "%d s, body %d s, inactivity %d s; shutdown grace %g s\n",
             mi.name, mi.container, mi.weight_type, (long long)mi.n_layers, (long long)mi.n_heads,
             (long long)mi.n_kv_heads, (long long)mi.ctx_len, o->model_id,
             c.kv_layout == KVL_KV_LAYOUT_PAGED ? "paged" : "contiguous", c.kv_type_k, c.kv_type_v,
@@ -231,7 +247,8 @@ static void report(const serve_opts *o, const kvl_model *m, kvl_engine *e, int32
             c.max_ctx ? (long long)(c.capacity_tokens / c.max_ctx) : 0LL, c.max_ctx,
             c.bytes_per_token, c.kv_mem, c.budget_reason, c.max_seqs, c.max_batch_tokens,
             c.max_queue, (long long)c.max_queue_tokens, kvl_preempt_mode_str(c.preempt), c.swap_mem,
-            c.n_threads, o->sp.host, port, o->grace);
+            c.n_threads, o->sp.max_connections, o->sp.max_body, o->sp.keepalive_s, o->sp.header_s,
+            o->sp.body_s, o->sp.timeout_s, o->grace);
 }
 
 /* The id clients name: the file name without directory and extension. */
@@ -264,6 +281,9 @@ static int serve(serve_opts *o) {
         fprintf(stderr, "kvllm serve: %s\n", err.msg);
         return err.status == KVL_E_INVALID ? 2 : 1;
     }
+    fprintf(stderr,
+            "kvllm serve: listening on http://%s:%d; loading %s (/health: 503 until ready)\n",
+            o->sp.host, kvl_server_port(srv), o->com.model);
     kvl_model_params mp = {.tokenizer_path = o->com.tokenizer, .load = o->com.load};
     if (kvl_model_load(o->com.model, &mp, &m, &err)) {
         fprintf(stderr, "kvllm serve: %s\n", err.msg);
@@ -283,7 +303,7 @@ static int serve(serve_opts *o) {
         rc = err.status == KVL_E_INVALID || err.status == KVL_E_NO_KV ? 2 : 1;
         goto done;
     }
-    report(o, m, e, kvl_server_port(srv));
+    report(o, m, e);
     if (kvl_server_attach(srv, m, e, &err)) {
         fprintf(stderr, "kvllm serve: %s\n", err.msg);
         goto done;

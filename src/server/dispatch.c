@@ -293,6 +293,12 @@ static void route(kvl_server *s, const kvl_event *ev) {
     if (!r) /* not ours (cannot happen: every request comes through srv_submit) */
         return;
     bool cancel = false;
+    if (ev->type == KVL_EV_TOKEN && ev->index == 0) { /* only the dispatcher touches t_tok */
+        double now = kvl_now();
+        if (r->t_tok > 0)
+            srv_metrics_itl(&s->met, now - r->t_tok);
+        r->t_tok = now;
+    }
     pthread_mutex_lock(&r->mu);
     if (!req_push(r, ev) && !r->cancel_sent)
         cancel = r->cancel_sent = true;

@@ -19,6 +19,11 @@
  * the suspended socket closed; either way the engine request is cancelled
  * and its remaining events are dropped when the FINAL comes.
  *
+ * Connections: a watchdog thread enforces the read deadlines (keep-alive,
+ * headers, body) that libmicrohttpd lacks (it has one inactivity timeout,
+ * which a client dribbling a byte at a time never trips), and a
+ * connection opened past max_connections gets 503 for its request.
+ *
  * Invariants: every call that submitted answers exactly once (one JSON
  * response, or one stream ending in [DONE]) unless its client is gone; no
  * connection is suspended when the daemon stops (shutdown waits for every
@@ -72,7 +77,130 @@ kvl_server_params kvl_server_defaults(void) {
                                .max_body = 1u << 20,
                                .max_header = 32u << 10,
                                .timeout_s = 30,
+                               .keepalive_s = 10,
+                               .header_s = 10,
+                               .body_s = 30,
                                .model_id = "kvllm"};
+}
+
+/* ---- connections: the limit and the read deadlines ----
+ *
+ * Each connection is in one phase; the watchdog thread shuts down (both
+ * directions) a connection that stays in a phase with a deadline past it,
+ * and libmicrohttpd then reads EOF and closes it:
+ *
+ *   accept / last response sent -- request line -- headers end -- body end -- response sent
+ *   |<------ IDLE: keepalive_s ->|<- HEADERS: ->|<-- BODY: ---->|<-- BUSY: none -->|
+ *                                   header_s        body_s
+ *
+ * libmicrohttpd calls the notify-connection callback with STARTED before
+ * the connection's first request and with CLOSED before it closes the
+ * socket, both under conn_mu here, so the watchdog never touches a
+ * descriptor that was closed (and maybe reused). Connections past
+ * max_connections are accepted (libmicrohttpd's own limit is higher, see
+ * hard_conn_limit) so that their request can be answered 503. */
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    kvl_server *s = cls;
+    srv_conn *k = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        if (!(k = calloc(1, sizeof *k)))
+            return; /* untracked: no deadline but libmicrohttpd's inactivity timeout */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        k->fd = ci ? ci->connect_fd : -1;
+        k->phase = SRV_PH_IDLE;
+        k->t = kvl_now();
+        pthread_mutex_lock(&s->conn_mu);
+        k->over = s->n_conns >= s->p.max_connections;
+        k->next = s->conns;
+        if (s->conns)
+            s->conns->prev = k;
+        s->conns = k;
+        s->n_conns++;
+        pthread_mutex_unlock(&s->conn_mu);
+        *socket_context = k;
+        return;
+    }
+    if (!k)
+        return;
+    pthread_mutex_lock(&s->conn_mu);
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        s->conns = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    s->n_conns--;
+    pthread_mutex_unlock(&s->conn_mu);
+    free(k);
+    *socket_context = NULL;
+}
+
+static srv_conn *conn_of(struct MHD_Connection *conn) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void set_phase(kvl_server *s, struct MHD_Connection *conn, int phase) {
+    srv_conn *k = conn_of(conn);
+    if (!k)
+        return;
+    pthread_mutex_lock(&s->conn_mu);
+    k->phase = phase;
+    k->t = kvl_now();
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
+/* The request line is in: the headers' deadline starts. */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *conn) {
+    (void)uri;
+    set_phase(cls, conn, SRV_PH_HEADERS);
+    return NULL;
+}
+
+int32_t srv_n_conns(kvl_server *s) {
+    pthread_mutex_lock(&s->conn_mu);
+    int32_t n = s->n_conns;
+    pthread_mutex_unlock(&s->conn_mu);
+    return n;
+}
+
+static void cut_late_connections(kvl_server *s) {
+    const double limit[3] = {s->p.keepalive_s, s->p.header_s, s->p.body_s};
+    uint64_t cut[3] = {0};
+    double now = kvl_now();
+    pthread_mutex_lock(&s->conn_mu);
+    for (srv_conn *k = s->conns; k; k = k->next)
+        if (k->phase != SRV_PH_BUSY && !k->cut && k->fd >= 0 && now - k->t > limit[k->phase]) {
+            shutdown(k->fd, SHUT_RDWR);
+            k->cut = true;
+            cut[k->phase]++;
+        }
+    pthread_mutex_unlock(&s->conn_mu);
+    if (cut[0] + cut[1] + cut[2]) {
+        pthread_mutex_lock(&s->met.mu);
+        for (int i = 0; i < 3; i++)
+            s->met.deadline_cut[i] += cut[i];
+        pthread_mutex_unlock(&s->met.mu);
+    }
+}
+
+static void *watchdog(void *arg) {
+    kvl_server *s = arg;
+    while (!atomic_load(&s->wd_stop)) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        cut_late_connections(s);
+    }
+    return NULL;
+}
+
+/* libmicrohttpd's own limit: room above max_connections for the 503s. */
+static unsigned hard_conn_limit(int32_t max_connections) {
+    return (unsigned)max_connections + (unsigned)max_connections / 8 + 16;
 }
 
 /* ---- answering ---- */
@@ -86,7 +214,7 @@ static enum MHD_Result reply(srv_call *c, struct MHD_Connection *conn, unsigned 
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (status == 429)
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    if (atomic_load(&c->s->draining))
+    if (atomic_load(&c->s->draining) || c->close)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
@@ -245,6 +373,17 @@ static enum MHD_Result serve_call(srv_call *c, struct MHD_Connection *conn) {
     srv_buf b = {0};
     unsigned st = 200;
     enum MHD_Result r;
+    srv_conn *k = conn_of(conn);
+    if (k && k->over) { /* set once at accept; read-only since */
+        c->close = true;
+        pthread_mutex_lock(&s->met.mu);
+        s->met.conn_refused++;
+        pthread_mutex_unlock(&s->met.mu);
+        char msg[128];
+        snprintf(msg, sizeof msg, "too many open connections: the limit is %d (--max-connections)",
+                 s->p.max_connections);
+        return reply_error(c, conn, 503, "server_error", "too_many_connections", msg);
+    }
     if (c->route == R_NOT_FOUND)
         return reply_error(c, conn, 404, "invalid_request_error", "not_found",
                            "no such endpoint; see docs/server.md");
@@ -329,10 +468,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c->s = s;
         c->route = route_of(method, url);
         *req_cls = c;
+        set_phase(s, conn, SRV_PH_BODY);
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->p.max_body) {
             c->too_big = true;
+            set_phase(s, conn, SRV_PH_BUSY);
             return serve_call(c, conn); /* 413 before reading the body */
         }
         return MHD_YES;
@@ -352,15 +493,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return wait_answer(c, conn);
     if (c->answered)
         return MHD_YES;
+    set_phase(s, conn, SRV_PH_BUSY);
     return serve_call(c, conn);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)conn;
     (void)toe;
     kvl_server *s = cls;
     srv_call *c = *req_cls;
+    set_phase(s, conn, SRV_PH_IDLE);
     if (!c)
         return;
     if (c->req) {
@@ -429,6 +571,7 @@ kvl_status kvl_server_init(const kvl_server_params *p, kvl_server **out, kvl_err
     s->t_start = (double)time(NULL);
     pthread_mutex_init(&s->reg_mu, NULL);
     pthread_mutex_init(&s->ses_mu, NULL);
+    pthread_mutex_init(&s->conn_mu, NULL);
     srv_metrics_init(&s->met);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME;
     if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES)
@@ -436,13 +579,20 @@ kvl_status kvl_server_init(const kvl_server_params *p, kvl_server **out, kvl_err
     s->d = MHD_start_daemon(
         flags, (uint16_t)sp.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)sp.http_threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)sp.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)sp.timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, sp.max_header,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, hard_conn_limit(sp.max_connections),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)sp.timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        sp.max_header, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, s, MHD_OPTION_URI_LOG_CALLBACK, on_request_line, s, MHD_OPTION_END);
     if (!s->d) {
         kvl_server_free(s);
         return kvl_errorf(err, KVL_E_IO, "cannot start the HTTP server on %s:%d", host, sp.port);
     }
+    int rc = pthread_create(&s->wd, NULL, watchdog, s);
+    if (rc) {
+        kvl_server_free(s);
+        return kvl_errorf(err, KVL_E_NOMEM, "serve: pthread_create: %s", strerror(rc));
+    }
+    s->wd_started = true;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? (int32_t)di->port : sp.port;
     *out = s;
@@ -511,6 +661,11 @@ void kvl_server_shutdown(kvl_server *s, double grace_s, FILE *log) {
         MHD_stop_daemon(s->d);
         s->d = NULL;
     }
+    if (s->wd_started) {
+        atomic_store(&s->wd_stop, 1);
+        pthread_join(s->wd, NULL);
+        s->wd_started = false;
+    }
     srv_dispatch_stop(s);
     if (s->engine_started) {
         kvl_engine_stop(s->e);
@@ -522,11 +677,12 @@ void kvl_server_shutdown(kvl_server *s, double grace_s, FILE *log) {
 void kvl_server_free(kvl_server *s) {
     if (!s)
         return;
-    if (s->d || s->disp_started || s->engine_started)
+    if (s->d || s->disp_started || s->engine_started || s->wd_started)
         kvl_server_shutdown(s, 0, NULL);
     srv_metrics_free(&s->met);
     pthread_mutex_destroy(&s->reg_mu);
     pthread_mutex_destroy(&s->ses_mu);
+    pthread_mutex_destroy(&s->conn_mu);
     free(s->api_key);
     free(s);
 }

@@ -36,6 +36,7 @@ void srv_metrics_init(srv_metrics *m) {
     pthread_mutex_init(&m->mu, NULL);
     m->ttft = (srv_hist){.bounds = b_ttft, .n = NB(b_ttft)};
     m->tpot = (srv_hist){.bounds = b_tpot, .n = NB(b_tpot)};
+    m->itl = (srv_hist){.bounds = b_tpot, .n = NB(b_tpot)};
     m->e2e = (srv_hist){.bounds = b_e2e, .n = NB(b_e2e)};
     m->queue = (srv_hist){.bounds = b_e2e, .n = NB(b_e2e)};
 }
@@ -74,6 +75,12 @@ void srv_metrics_final(srv_metrics *m, const kvl_event *ev) {
         hist_add(&m->tpot, u->tpot_s);
     hist_add(&m->e2e, u->e2e_s);
     hist_add(&m->queue, u->queue_s);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void srv_metrics_itl(srv_metrics *m, double gap_s) {
+    pthread_mutex_lock(&m->mu);
+    hist_add(&m->itl, gap_s);
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -121,7 +128,7 @@ bool srv_metrics_text(kvl_server *s, srv_buf *b) {
                (double)st.waiting_prompt_tokens) &&
         metric(b, "kv_cache_usage_perc", "gauge", "Fraction of KV blocks in use (1 = full).",
                kv->n_blocks_total ? (double)kv->n_blocks_used / kv->n_blocks_total : 0) &&
-        metric(b, "kv_blocks_total", "gauge", "KV blocks in the pool.", kv->n_blocks_total) &&
+        metric(b, "kv_blocks_capacity", "gauge", "KV blocks in the pool.", kv->n_blocks_total) &&
         metric(b, "kv_blocks_free", "gauge", "KV blocks free.", kv->n_blocks_free) &&
         metric(b, "kv_blocks_used", "gauge", "KV blocks held by sequences.", kv->n_blocks_used) &&
         metric(b, "kv_blocks_shared", "gauge", "KV blocks held by more than one sequence.",
@@ -130,9 +137,9 @@ bool srv_metrics_text(kvl_server *s, srv_buf *b) {
                (double)st.capacity_tokens) &&
         metric(b, "kv_free_tokens", "gauge", "Token positions in free KV blocks.",
                (double)st.free_tokens) &&
-        metric(b, "kv_bytes_total", "gauge", "Bytes of the KV pool.", (double)kv->bytes_total) &&
+        metric(b, "kv_bytes_capacity", "gauge", "Bytes of the KV pool.", (double)kv->bytes_total) &&
         metric(b, "kv_bytes_used", "gauge", "Bytes of KV blocks in use.", (double)kv->bytes_used) &&
-        metric(b, "swap_blocks_total", "gauge", "Blocks of the swap area.",
+        metric(b, "swap_blocks_capacity", "gauge", "Blocks of the swap area.",
                st.n_swap_blocks_total) &&
         metric(b, "swap_blocks_used", "gauge", "Blocks of the swap area in use.",
                st.n_swap_blocks_used) &&
@@ -170,7 +177,17 @@ bool srv_metrics_text(kvl_server *s, srv_buf *b) {
         metric(b, "prefix_cache_seconds_saved_total", "counter",
                "Prefill time the hits saved, at the measured prefill rate.", st.prefill_s_saved) &&
         metric(b, "client_disconnects_total", "counter",
-               "Requests cancelled because the client hung up.", (double)m.disconnects);
+               "Requests cancelled because the client hung up.", (double)m.disconnects) &&
+        metric(b, "http_connections", "gauge", "Open HTTP connections.", srv_n_conns(s)) &&
+        metric(b, "http_connections_refused_total", "counter",
+               "Requests answered 503 because the connection was past --max-connections.",
+               (double)m.conn_refused);
+    static const char *const phases[3] = {"idle", "headers", "body"};
+    ok = ok && head(b, "http_deadline_closed_total", "counter",
+                    "Connections closed at a read deadline, by what they were waiting for.");
+    for (int i = 0; ok && i < 3; i++)
+        ok = srv_buf_printf(b, "kvllm:http_deadline_closed_total{phase=\"%s\"} %llu\n", phases[i],
+                            (unsigned long long)m.deadline_cut[i]);
     ok = ok && head(b, "request_success_total", "counter", "Finished requests by finish reason.");
     for (int i = 1; ok && i < 5; i++)
         ok = srv_buf_printf(b, "kvllm:request_success_total{finished_reason=\"%s\"} %llu\n",
@@ -194,6 +211,9 @@ bool srv_metrics_text(kvl_server *s, srv_buf *b) {
     return ok && hist(b, "time_to_first_token_seconds", "Submission to first token.", &m.ttft) &&
            hist(b, "time_per_output_token_seconds", "Mean time per output token after the first.",
                 &m.tpot) &&
+           hist(b, "inter_token_latency_seconds",
+                "Gap between two tokens of a request's first sample, as the server routes them.",
+                &m.itl) &&
            hist(b, "e2e_request_latency_seconds", "Submission to the final event.", &m.e2e) &&
            hist(b, "request_queue_time_seconds", "Submission to first scheduled.", &m.queue);
 }
@@ -228,6 +248,7 @@ static cJSON *pool_json(kvl_server *s) {
               add_num(p, "blocks_free", kv->n_blocks_free) &&
               add_num(p, "blocks_used", kv->n_blocks_used) &&
               add_num(p, "blocks_shared", kv->n_blocks_shared) &&
+              add_num(p, "blocks_cached", st.prefix_cached_blocks) &&
               add_num(p, "bytes_total", (double)kv->bytes_total) &&
               add_num(p, "bytes_used", (double)kv->bytes_used) &&
               add_num(p, "bytes_shared", (double)kv->bytes_shared) &&

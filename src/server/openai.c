@@ -57,35 +57,41 @@ bool oai_error(srv_buf *out, const char *type, const char *param, const char *co
 #define BAD(param, ...)                                                                            \
     (oai_error(out, "invalid_request_error", param, "invalid_value", __VA_ARGS__), 400u)
 
-static bool utf8_valid(const unsigned char *p, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = p[i], cp;
-        size_t k;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xC2 && c <= 0xDF)
-            k = 1, cp = c & 0x1Fu;
-        else if ((c & 0xF0u) == 0xE0)
-            k = 2, cp = c & 0x0Fu;
-        else if (c >= 0xF0 && c <= 0xF4)
-            k = 3, cp = c & 0x07u;
-        else
-            return false;
-        if (n - i <= k)
-            return false;
-        for (size_t j = 1; j <= k; j++) {
-            if ((p[i + j] & 0xC0u) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i + j] & 0x3Fu);
-        }
-        if ((k == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-            (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return false;
-        i += k + 1;
+#define UTF8_MORE ((size_t)-1)
+
+/* The length of the UTF-8 character at p (n bytes available): 1..4, 0
+ * when the bytes cannot start one (or it is overlong, a surrogate, past
+ * U+10FFFF), UTF8_MORE when it is cut short by the end of the bytes. */
+static size_t utf8_char(const unsigned char *p, size_t n) {
+    unsigned c = p[0], cp;
+    size_t k;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        k = 1, cp = c & 0x1Fu;
+    else if ((c & 0xF0u) == 0xE0)
+        k = 2, cp = c & 0x0Fu;
+    else if (c >= 0xF0 && c <= 0xF4)
+        k = 3, cp = c & 0x07u;
+    else
+        return 0;
+    for (size_t j = 1; j <= k; j++) {
+        if (j >= n)
+            return UTF8_MORE;
+        if ((p[j] & 0xC0u) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[j] & 0x3Fu);
     }
+    if ((k == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0;
+    return k + 1;
+}
+
+static bool utf8_valid(const unsigned char *p, size_t n) {
+    for (size_t i = 0, k; i < n; i += k)
+        if ((k = utf8_char(p + i, n - i)) == 0 || k == UTF8_MORE)
+            return false;
     return true;
 }
 
@@ -455,6 +461,9 @@ unsigned oai_parse(kvl_server *s, bool chat, const char *body, size_t n, oai_req
     if (!(r = get_bool(root, "stream", &bv, out)))
         o->stream = bv;
     CHECK(r);
+    if (!(r = get_bool(root, "ignore_eos", &bv, out))) /* vLLM's extension */
+        o->ignore_eos = bv;
+    CHECK(r);
     const cJSON *so = field(root, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so)) {
@@ -574,6 +583,7 @@ unsigned oai_submit(srv_call *c, struct MHD_Connection *conn, srv_buf *out) {
     rp.priority = o->priority;
     rp.session = o->session;
     rp.cache_salt = o->has_salt ? o->cache_salt : NULL;
+    rp.ignore_eos = o->ignore_eos;
     if (!(c->smp = calloc((size_t)o->n, sizeof *c->smp)) || !(c->req = srv_req_new()))
         return oai_error(out, "server_error", NULL, NULL, "out of memory"), 500;
     c->req->conn = conn; /* before the submit: the dispatcher may resume it at once */
@@ -809,44 +819,82 @@ static bool stream_end(srv_call *c, const srv_mail *m) {
     return ok;
 }
 
+/* A sample's text as valid UTF-8 while it streams (the engine cuts text
+ * between tokens, and a byte-level token can cut a character): the start
+ * of a character cut at the end of an event waits in sm->tail for the
+ * rest; a byte that cannot start or continue a character becomes U+FFFD;
+ * at the sample's end (last) a cut character left over becomes U+FFFD.
+ * out gets the clean text; false on OOM. */
+static bool utf8_clean(oai_sample *sm, const char *text, size_t n, bool last, srv_buf *out) {
+    srv_buf in = {0};
+    bool ok = srv_buf_add(&in, sm->tail, sm->n_tail) && srv_buf_add(&in, text, n);
+    sm->n_tail = 0;
+    const unsigned char *p = (const unsigned char *)in.p;
+    for (size_t i = 0, k; ok && i < in.n; i += k) {
+        k = utf8_char(p + i, in.n - i);
+        if (k == UTF8_MORE && !last) { /* at most 3 bytes */
+            sm->n_tail = in.n - i;
+            memcpy(sm->tail, p + i, sm->n_tail);
+            break;
+        }
+        if (k == 0 || k == UTF8_MORE) {
+            ok = srv_buf_add(out, "\xEF\xBF\xBD", 3);
+            k = k ? in.n - i : 1;
+        } else
+            ok = srv_buf_add(out, p + i, k);
+    }
+    srv_buf_free(&in);
+    return ok;
+}
+
+/* One event of sample i, its text (len bytes) already valid UTF-8. */
+static bool consume_one(srv_call *c, const srv_mail *m, oai_sample *sm, int32_t i, const char *text,
+                        size_t len) {
+    size_t lp_from = sm->n_toks;
+    if (m->type == KVL_EV_TOKEN && c->o.logprobs && !add_token(sm, m->token, m->logprob))
+        return false;
+    if (m->type == KVL_EV_FINAL) {
+        c->final_seen = true;
+        c->reason = m->reason;
+        c->status = m->status;
+        c->usage = m->usage;
+        snprintf(c->message, sizeof c->message, "%s", m->message ? m->message : "");
+        if (c->o.stream) {
+            srv_mail fin = *m;
+            fin.text = (char *)text;
+            fin.text_len = (uint32_t)len;
+            return stream_end(c, &fin);
+        }
+        if (c->o.n == 1 && len && !srv_buf_add(&sm->text, text, len))
+            return false;
+        for (int32_t j = 0; j < c->o.n; j++)
+            if (c->smp[j].reason == KVL_FINISH_NONE)
+                c->smp[j].reason = m->reason;
+        return true;
+    }
+    if (m->type == KVL_EV_SAMPLE_END)
+        sm->reason = m->reason;
+    if (c->o.stream) {
+        bool any = len || (c->o.logprobs && lp_from < sm->n_toks) || m->type == KVL_EV_SAMPLE_END;
+        if (any && !stream_chunk(c, i, text, len, lp_from,
+                                 m->type == KVL_EV_SAMPLE_END ? reason_str(m->reason) : NULL))
+            return false;
+    }
+    return !len || srv_buf_add(&sm->text, text, len);
+}
+
 bool oai_consume(srv_call *c, const srv_mail *m, size_t n) {
     for (size_t k = 0; k < n; k++, m++) {
         if (c->final_seen)
             continue;
         int32_t i = m->index >= 0 && m->index < c->o.n ? m->index : 0;
         oai_sample *sm = &c->smp[i];
-        const char *text = m->text ? m->text : "";
-        size_t lp_from = sm->n_toks;
-        if (m->type == KVL_EV_TOKEN && c->o.logprobs && !add_token(sm, m->token, m->logprob))
-            return false;
-        if (m->type == KVL_EV_FINAL) {
-            c->final_seen = true;
-            c->reason = m->reason;
-            c->status = m->status;
-            c->usage = m->usage;
-            snprintf(c->message, sizeof c->message, "%s", m->message ? m->message : "");
-            if (c->o.stream) {
-                if (!stream_end(c, m))
-                    return false;
-            } else {
-                if (c->o.n == 1 && m->text_len && !srv_buf_add(&sm->text, text, m->text_len))
-                    return false;
-                for (int32_t j = 0; j < c->o.n; j++)
-                    if (c->smp[j].reason == KVL_FINISH_NONE)
-                        c->smp[j].reason = m->reason;
-            }
-            continue;
-        }
-        if (m->type == KVL_EV_SAMPLE_END)
-            sm->reason = m->reason;
-        if (c->o.stream) {
-            bool any = m->text_len || (c->o.logprobs && lp_from < sm->n_toks) ||
-                       m->type == KVL_EV_SAMPLE_END;
-            if (any && !stream_chunk(c, i, text, m->text_len, lp_from,
-                                     m->type == KVL_EV_SAMPLE_END ? reason_str(m->reason) : NULL))
-                return false;
-        }
-        if (m->text_len && !srv_buf_add(&sm->text, text, m->text_len))
+        srv_buf clean = {0};
+        bool last = m->type == KVL_EV_SAMPLE_END || m->type == KVL_EV_FINAL;
+        bool ok = utf8_clean(sm, m->text ? m->text : "", m->text_len, last, &clean) &&
+                  consume_one(c, m, sm, i, clean.p ? clean.p : "", clean.n);
+        srv_buf_free(&clean);
+        if (!ok)
             return false;
     }
     return true;

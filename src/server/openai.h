@@ -12,7 +12,7 @@
 
 /* A parsed generation request (owns its strings and tokens). */
 typedef struct oai_req {
-    bool chat, stream, include_usage, logprobs;
+    bool chat, stream, include_usage, logprobs, ignore_eos;
     int32_t n, max_tokens, top_k, priority;
     float temperature, top_p, min_p;
     uint64_t seed, session;
@@ -30,7 +30,9 @@ typedef struct oai_sample {
     srv_buf text;
     kvl_finish_reason reason; /* NONE until its SAMPLE_END (or the FINAL) */
     bool role_sent;           /* stream, chat: the first chunk went out */
-    int32_t *toks;            /* logprobs: the tokens and their log-probabilities */
+    char tail[4];             /* the start of a UTF-8 character cut by the last event */
+    size_t n_tail;
+    int32_t *toks; /* logprobs: the tokens and their log-probabilities */
     float *lps;
     size_t n_toks, cap_toks;
 } oai_sample;
@@ -40,6 +42,7 @@ typedef struct srv_call {
     int route;
     srv_buf body;
     bool too_big;
+    bool close; /* answer with Connection: close */
     bool submitted, answered;
     oai_req o;
     srv_req *req;

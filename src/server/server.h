@@ -27,10 +27,13 @@ typedef struct kvl_server_params {
     const char *host;          /* IPv4 address or "localhost"; default 127.0.0.1 */
     int32_t port;              /* 0 = any free port (the report says which) */
     int32_t http_threads;      /* libmicrohttpd's thread pool; default 2 */
-    int32_t max_connections;   /* open connections; default 512 */
+    int32_t max_connections;   /* open connections; default 512 (503 beyond) */
     size_t max_body;           /* request body bytes; default 1 MiB (413 beyond) */
     size_t max_header;         /* header buffer per connection; default 32 KiB (431) */
-    int32_t timeout_s;         /* idle / read deadline per connection; default 30 */
+    int32_t timeout_s;         /* inactivity (no byte moved) per connection; default 30 */
+    int32_t keepalive_s;       /* idle between requests (to the next request line); default 10 */
+    int32_t header_s;          /* request line to the end of the headers; default 10 */
+    int32_t body_s;            /* end of the headers to the end of the body; default 30 */
     const char *model_id;      /* the name /v1/models lists and requests must use */
     const char *api_key;       /* when not NULL: the /v1 endpoints, /tokenize and /detokenize need
                                 "Authorization: Bearer KEY" (401 otherwise) */
@@ -45,10 +48,7 @@ kvl_status kvl_server_init(const kvl_server_params *p, kvl_server **out, kvl_err
 /* The port actually bound. This function can't fail. */
 int32_t kvl_server_port(const kvl_server *s);
 /* Start serving model m with engine e (not yet started; the server starts
- * its thread and owns the stopping of it, never the freeing). The chat
- * template is resolved here (kvl_chat_params_for_model): a bad
- * chat_template name fails; a model without a recognised one is served,
- * and /v1/chat/completions answers 400 with that message. */
+ * its thread and owns the stopping of it, never the freeing). */
 kvl_status kvl_server_attach(kvl_server *s, const kvl_model *m, kvl_engine *e, kvl_error *err);
 /* Stop accepting; wait up to grace_s for open requests to end; cancel what
  * is still open; wait until every client got its final response; stop the

@@ -17,7 +17,11 @@
  *   engine thread (kvl_engine_start):            connection whose peer hung up
  *   steps; never touched by the server           gets its request cancelled
  *
- * Lock order: reg_mu, then a req's mu, then libmicrohttpd's own locks.
+ *   watchdog thread (http.c): every 100 ms, under conn_mu, shuts down the
+ *   connections past a read deadline
+ *
+ * Lock order: reg_mu, then a req's mu, then libmicrohttpd's own locks;
+ * conn_mu and met.mu are leaves (nothing is locked while holding them).
  * A srv_req is reference counted: one reference for the registry (dropped
  * when its FINAL is routed) and one for the connection (dropped when
  * libmicrohttpd reports the request completed).
@@ -76,6 +80,7 @@ typedef struct srv_req {
     bool final_routed;           /* the FINAL is in the mailbox (or was) */
     bool cancel_sent;            /* kvl_engine_cancel was called */
     bool gone;                   /* the connection completed: mail is dropped */
+    double t_tok;                /* dispatcher: when sample 0's last token came; 0 = none yet */
     srv_mail *mail;              /* (cap_mail) ring-less queue, oldest first */
     size_t n_mail, cap_mail;
     struct srv_req *bucket_next, *prev, *next; /* the registry, under reg_mu */
@@ -89,6 +94,18 @@ typedef struct srv_hist {
     double sum;
 } srv_hist;
 
+/* One open TCP connection, tracked for the read deadlines and the
+ * connection limit (libmicrohttpd's socket context; list under conn_mu). */
+enum { SRV_PH_IDLE, SRV_PH_HEADERS, SRV_PH_BODY, SRV_PH_BUSY };
+typedef struct srv_conn {
+    struct srv_conn *prev, *next;
+    int fd;
+    int phase; /* SRV_PH_*: what the connection is waiting for */
+    double t;  /* kvl_now() when the phase began */
+    bool over; /* opened past --max-connections: its request gets 503 */
+    bool cut;  /* shut down by the deadline watchdog */
+} srv_conn;
+
 #define SRV_N_STATUS 12
 typedef struct srv_metrics {
     pthread_mutex_t mu;
@@ -97,7 +114,9 @@ typedef struct srv_metrics {
     uint64_t rejected_busy, rejected_invalid, rejected_limit;
     uint64_t prompt_tokens, generation_tokens, cached_tokens;
     uint64_t disconnects;
-    srv_hist ttft, tpot, e2e, queue;
+    uint64_t conn_refused;    /* 503: past --max-connections */
+    uint64_t deadline_cut[3]; /* connections shut by deadline: idle, headers, body */
+    srv_hist ttft, tpot, itl, e2e, queue;
 } srv_metrics;
 extern const unsigned srv_status_codes[SRV_N_STATUS];
 
@@ -133,6 +152,13 @@ struct kvl_server {
     int n_ses, ses_next;
     atomic_ullong counter; /* ids and default seeds */
     srv_metrics met;
+    /* open connections (deadlines, the connection limit) and their watchdog */
+    pthread_mutex_t conn_mu;
+    srv_conn *conns;
+    int32_t n_conns;
+    pthread_t wd;
+    bool wd_started;
+    atomic_int wd_stop;
 };
 
 /* ---- dispatch.c ---- */
@@ -157,11 +183,16 @@ size_t srv_req_take(srv_req *r, struct MHD_Connection *conn, srv_mail **out, boo
 /* Remember a session for the ledger. */
 void srv_session_seen(kvl_server *s, uint64_t session, const char *user);
 
+/* ---- http.c ---- */
+int32_t srv_n_conns(kvl_server *s); /* open connections now */
+
 /* ---- metrics.c ---- */
 void srv_metrics_init(srv_metrics *m);
 void srv_metrics_free(srv_metrics *m);
 void srv_metrics_http(srv_metrics *m, unsigned status);
 void srv_metrics_final(srv_metrics *m, const kvl_event *ev);
+/* One inter-token gap (seconds) of a request's first sample. */
+void srv_metrics_itl(srv_metrics *m, double gap_s);
 /* The Prometheus text (metrics) and the ledger (kv) into b; false on OOM. */
 bool srv_metrics_text(kvl_server *s, srv_buf *b);
 bool srv_kv_json(kvl_server *s, srv_buf *b);
