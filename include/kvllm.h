@@ -416,6 +416,11 @@ typedef struct kvl_usage {
 
 #define KVL_EVENT_TEXT_MAX 512
 
+typedef struct kvl_token_logprob {
+    int32_t token;
+    float logprob;
+} kvl_token_logprob;
+
 typedef struct kvl_event {
     kvl_event_type type;
     uint64_t id, tag;
@@ -424,15 +429,12 @@ typedef struct kvl_event {
     float logprob; /* TOKEN: log p(token) under the model's distribution
                                  (the logits before penalties and temperature) */
     int32_t n_top; /* TOKEN: entries in top (the request's top_logprobs) */
-    struct {
-        int32_t token;
-        float logprob;
-    } top[KVL_MAX_TOP_LOGPROBS]; /* TOKEN: the most likely tokens, best first (ties:
+    kvl_token_logprob top[KVL_MAX_TOP_LOGPROBS]; /* TOKEN: the most likely tokens, best first (ties:
                                     lower id first), same distribution as logprob */
-    kvl_finish_reason reason;    /* SAMPLE_END, FINAL */
-    kvl_status status;           /* FINAL with KVL_FINISH_ERROR */
-    kvl_usage usage;             /* FINAL */
-    size_t text_len;             /* bytes of text now final (stop strings held back) */
+    kvl_finish_reason reason;                    /* SAMPLE_END, FINAL */
+    kvl_status status;                           /* FINAL with KVL_FINISH_ERROR */
+    kvl_usage usage;                             /* FINAL */
+    size_t text_len; /* bytes of text now final (stop strings held back) */
     char text[KVL_EVENT_TEXT_MAX];
     char message[192]; /* FINAL: why (error, or which limit ended it) */
 } kvl_event;

@@ -87,6 +87,15 @@ lp=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":5,"temperat
 [ "$lp" = "(5, True)" ] && ok || bad "completion logprobs: $lp"
 lpc=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":4,"temperature":0,"logprobs":true,"top_logprobs":0}' | py 'len(j["choices"][0]["logprobs"]["content"])')
 [ "$lpc" = 4 ] && ok || bad "chat logprobs: $lpc"
+# top log-probabilities: greedy picks the first alternative; best first; as many as asked
+tl=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":4,"temperature":0,"logprobs":true,"top_logprobs":3}' | py 'all(len(e["top_logprobs"]) == 3 and e["top_logprobs"][0]["token"] == e["token"] and abs(e["top_logprobs"][0]["logprob"] - e["logprob"]) < 1e-6 and e["top_logprobs"][0]["logprob"] >= e["top_logprobs"][1]["logprob"] >= e["top_logprobs"][2]["logprob"] and "bytes" in e["top_logprobs"][1] for e in j["choices"][0]["logprobs"]["content"])')
+[ "$tl" = True ] && ok || bad "chat top_logprobs: $tl $(cat "$tmp/body")"
+tlc=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":5,"temperature":0,"logprobs":2}' | py '[(len(d) >= 1, max(d.values()) == lp) for d, lp in zip(j["choices"][0]["logprobs"]["top_logprobs"], j["choices"][0]["logprobs"]["token_logprobs"])]')
+[ "$tlc" = "[(True, True), (True, True), (True, True), (True, True), (True, True)]" ] && ok || bad "completion top_logprobs: $tlc $(cat "$tmp/body")"
+# penalties: accepted, and at temperature 0 a strong frequency penalty changes a 60-token greedy text
+p0=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":60,"temperature":0}' | py 'j["choices"][0]["text"]')
+p1=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":60,"temperature":0,"frequency_penalty":2,"presence_penalty":0.5}' | py 'j["choices"][0]["text"]')
+[ "$(code)" = 200 ] && [ -n "$p1" ] && [ "$p0" != "$p1" ] && ok || bad "penalties: $(code) same text: $p1"
 ses=$(curl -s "http://127.0.0.1:$port/v1/kv" | py '[(s["user"], s["requests"]) for s in j["sessions"]]')
 [ "$ses" = "[('alice', 1)]" ] && ok || bad "session of user alice in /v1/kv: $ses"
 
@@ -120,9 +129,9 @@ check400 '{"prompt":"x","stream_options":[]}' stream_options
 check400 '{"prompt":"x","stop":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}' stop
 check400 "{\"prompt\":\"x\",\"stop\":\"$(head -c 129 /dev/zero | tr '\0' s)\"}" stop
 check400 '{"prompt":"x","user":5}' user
-check400 '{"prompt":"x","presence_penalty":0.5}' presence_penalty
-check400 '{"prompt":"x","frequency_penalty":1}' frequency_penalty
-check400 '{"prompt":"x","logprobs":3}' logprobs
+check400 '{"prompt":"x","presence_penalty":2.5}' presence_penalty
+check400 '{"prompt":"x","frequency_penalty":"1"}' frequency_penalty
+check400 '{"prompt":"x","logprobs":6}' logprobs
 check400 '{"prompt":"x","stop":[1]}' stop
 check400 '{"prompt":"x","stop":""}' stop
 check400 '{"prompt":"x","model":"gpt-4"}' model
@@ -132,7 +141,8 @@ check400 '{"max_tokens":3}' prompt
 check400 '{"messages":[]}' messages /v1/chat/completions
 check400 '{"messages":[{"role":"robot","content":"hi"}]}' 'messages[0].role' /v1/chat/completions
 check400 '{"messages":[{"role":"user","content":"hi"}],"top_logprobs":2}' top_logprobs /v1/chat/completions
-grep -q '"message":"top_logprobs is not supported' "$tmp/body" && ok || bad "top_logprobs refusal says why"
+grep -q '"message":"top_logprobs needs logprobs: true' "$tmp/body" && ok || bad "top_logprobs without logprobs says why"
+check400 '{"messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":21}' top_logprobs /v1/chat/completions
 check400 '{"messages":[1]}' 'messages[0].role' /v1/chat/completions
 check400 '{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}' 'messages[0].content' /v1/chat/completions
 check400 '{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]}' messages /v1/chat/completions

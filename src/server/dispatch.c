@@ -84,6 +84,7 @@ void srv_buf_free(srv_buf *b) {
 
 void srv_mail_free(srv_mail *m) {
     free(m->text);
+    free(m->top);
     free(m->message);
     m->text = m->message = NULL;
 }
@@ -168,6 +169,10 @@ static bool req_push(srv_req *r, const kvl_event *ev) {
     }
     if (ev->type == KVL_EV_FINAL && ev->message[0])
         m->message = strdup(ev->message);
+    if (ev->n_top && (m->top = malloc((size_t)ev->n_top * sizeof *m->top))) {
+        memcpy(m->top, ev->top, (size_t)ev->n_top * sizeof *m->top);
+        m->n_top = ev->n_top;
+    }
     r->n_mail++;
     return true;
 }

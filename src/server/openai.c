@@ -358,16 +358,7 @@ static unsigned parse_stop(const cJSON *root, oai_req *o, srv_buf *out) {
 }
 
 /* Fields kvllm cannot honour: refused unless at their neutral value. */
-static unsigned refuse_unsupported(const cJSON *root, bool chat, srv_buf *out) {
-    static const char *const pen[] = {"presence_penalty", "frequency_penalty"};
-    for (int i = 0; i < 2; i++) {
-        const cJSON *f = field(root, pen[i]);
-        if (f && (!cJSON_IsNumber(f) || f->valuedouble != 0))
-            return BAD(pen[i],
-                       "%s is not supported (only 0); kvllm has no presence or frequency "
-                       "penalty",
-                       pen[i]);
-    }
+static unsigned refuse_unsupported(const cJSON *root, srv_buf *out) {
     const cJSON *f;
     if ((f = field(root, "echo")) && !cJSON_IsFalse(f))
         return BAD("echo", "echo is not supported");
@@ -379,9 +370,6 @@ static unsigned refuse_unsupported(const cJSON *root, bool chat, srv_buf *out) {
         return BAD("best_of", "best_of is not supported (only 1)");
     if ((f = field(root, "tools")) && !(cJSON_IsArray(f) && !f->child))
         return BAD("tools", "tools are not supported");
-    if (chat && (f = field(root, "top_logprobs")) && !(cJSON_IsNumber(f) && f->valuedouble == 0))
-        return BAD("top_logprobs", "top_logprobs is not supported (only 0): the engine reports "
-                                   "the chosen token's log-probability, not the alternatives");
     return 0;
 }
 
@@ -420,7 +408,7 @@ unsigned oai_parse(kvl_server *s, bool chat, const char *body, size_t n, oai_req
              400);
         goto done;
     }
-    CHECK(refuse_unsupported(root, chat, out));
+    CHECK(refuse_unsupported(root, out));
     long long iv;
     double dv;
     bool bv;
@@ -482,19 +470,27 @@ unsigned oai_parse(kvl_server *s, bool chat, const char *body, size_t n, oai_req
         if (!(r = get_bool(root, "logprobs", &bv, out)))
             o->logprobs = bv;
         CHECK(r);
-    } else {
-        if (!(r = get_int(root, "logprobs", 0, 5, &iv, out))) {
-            if (iv > 0) {
-                r = BAD("logprobs",
-                        "logprobs %lld: only 0 is supported (the chosen token's "
-                        "log-probability; the engine does not compute alternatives)",
-                        iv);
+        if (!(r = get_int(root, "top_logprobs", 0, KVL_MAX_TOP_LOGPROBS, &iv, out))) {
+            if (iv > 0 && !o->logprobs) {
+                r = BAD("top_logprobs", "top_logprobs needs logprobs: true");
                 goto done;
             }
+            o->top_logprobs = (int32_t)iv;
+        }
+        CHECK(r);
+    } else {
+        if (!(r = get_int(root, "logprobs", 0, 5, &iv, out))) {
             o->logprobs = true;
+            o->top_logprobs = (int32_t)iv;
         }
         CHECK(r);
     }
+    if (!(r = get_num(root, "presence_penalty", -2, 2, false, &dv, out)))
+        o->presence_penalty = (float)dv;
+    CHECK(r);
+    if (!(r = get_num(root, "frequency_penalty", -2, 2, false, &dv, out)))
+        o->frequency_penalty = (float)dv;
+    CHECK(r);
     const cJSON *salt = field(root, "cache_salt"); /* prefix-cache hits stay within a salt */
     if (salt && (!cJSON_IsString(salt) || strlen(salt->valuestring) >= sizeof o->cache_salt)) {
         r = BAD("cache_salt", "cache_salt must be a string of at most %zu bytes",
@@ -577,6 +573,9 @@ unsigned oai_submit(srv_call *c, struct MHD_Connection *conn, srv_buf *out) {
     rp.top_p = o->top_p;
     rp.min_p = o->min_p;
     rp.repeat_penalty = 1.0f;
+    rp.presence_penalty = o->presence_penalty;
+    rp.frequency_penalty = o->frequency_penalty;
+    rp.top_logprobs = o->top_logprobs;
     rp.seed = o->seed;
     rp.stop = (const char *const *)o->stop;
     rp.n_stop = o->n_stop;
@@ -647,6 +646,16 @@ static void token_text(kvl_server *s, int32_t tok, char *buf, size_t cap, unsign
         snprintf(buf, cap, "\xEF\xBF\xBD");
 }
 
+/* "token", "logprob" and "bytes" of one chat logprobs entry. */
+static bool token_entry(cJSON *e, const char *t, float lp, const unsigned char *raw, size_t nr) {
+    cJSON *bytes = NULL;
+    bool ok = cJSON_AddStringToObject(e, "token", t) && cJSON_AddNumberToObject(e, "logprob", lp) &&
+              (bytes = cJSON_AddArrayToObject(e, "bytes"));
+    for (size_t k = 0; ok && k < nr; k++)
+        ok = cJSON_AddItemToArray(bytes, cJSON_CreateNumber(raw[k]));
+    return ok;
+}
+
 /* logprobs JSON for tokens [from, to) of sample sm. */
 static cJSON *logprobs_json(srv_call *c, const oai_sample *sm, size_t from, size_t to,
                             size_t text_off) {
@@ -663,19 +672,26 @@ static cJSON *logprobs_json(srv_call *c, const oai_sample *sm, size_t from, size
             unsigned char raw[64];
             size_t nr;
             token_text(s, sm->toks[i], t, sizeof t, raw, &nr);
-            cJSON *e = cJSON_CreateObject(), *bytes = NULL;
-            ok = e && cJSON_AddItemToArray(content, e) && cJSON_AddStringToObject(e, "token", t) &&
-                 cJSON_AddNumberToObject(e, "logprob", sm->lps[i]) &&
-                 (bytes = cJSON_AddArrayToObject(e, "bytes")) &&
-                 cJSON_AddArrayToObject(e, "top_logprobs");
-            for (size_t k = 0; ok && k < nr; k++)
-                ok = cJSON_AddItemToArray(bytes, cJSON_CreateNumber(raw[k]));
+            cJSON *e = cJSON_CreateObject();
+            cJSON *top = NULL;
+            ok = e && cJSON_AddItemToArray(content, e) && token_entry(e, t, sm->lps[i], raw, nr) &&
+                 (top = cJSON_AddArrayToObject(e, "top_logprobs"));
+            for (int32_t j = 0; ok && j < c->o.top_logprobs; j++) {
+                const kvl_token_logprob *a = &sm->tops[i * (size_t)c->o.top_logprobs + (size_t)j];
+                if (a->token < 0)
+                    break;
+                token_text(s, a->token, t, sizeof t, raw, &nr);
+                cJSON *x = cJSON_CreateObject();
+                ok = x && cJSON_AddItemToArray(top, x) && token_entry(x, t, a->logprob, raw, nr);
+            }
         }
     } else {
         cJSON *toks = cJSON_AddArrayToObject(lp, "tokens"),
               *lps = cJSON_AddArrayToObject(lp, "token_logprobs"),
               *offs = cJSON_AddArrayToObject(lp, "text_offset");
-        ok = toks && lps && offs && cJSON_AddNullToObject(lp, "top_logprobs");
+        cJSON *tops = c->o.top_logprobs ? cJSON_AddArrayToObject(lp, "top_logprobs")
+                                        : cJSON_AddNullToObject(lp, "top_logprobs");
+        ok = toks && lps && offs && tops;
         size_t off = text_off;
         for (size_t i = from; ok && i < to; i++) {
             char t[64];
@@ -686,6 +702,19 @@ static cJSON *logprobs_json(srv_call *c, const oai_sample *sm, size_t from, size
                  cJSON_AddItemToArray(lps, cJSON_CreateNumber(sm->lps[i])) &&
                  cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
             off += nr;
+            cJSON *alt = c->o.top_logprobs ? cJSON_CreateObject() : NULL;
+            if (c->o.top_logprobs) /* {text: logprob}; a text seen twice keeps the first */
+                ok = ok && alt && cJSON_AddItemToArray(tops, alt);
+            for (int32_t j = 0; ok && j < c->o.top_logprobs; j++) {
+                const kvl_token_logprob *a = &sm->tops[i * (size_t)c->o.top_logprobs + (size_t)j];
+                if (a->token < 0)
+                    break;
+                unsigned char r2[64];
+                size_t n2;
+                token_text(s, a->token, t, sizeof t, r2, &n2);
+                if (!cJSON_GetObjectItemCaseSensitive(alt, t))
+                    ok = cJSON_AddNumberToObject(alt, t, a->logprob) != NULL;
+            }
         }
     }
     if (!ok) {
@@ -767,7 +796,9 @@ static bool stream_chunk(srv_call *c, int32_t i, const char *text, size_t len, s
     return sse(c, o);
 }
 
-static bool add_token(oai_sample *sm, int32_t tok, float lp) {
+/* Keep a TOKEN's id, log-probability and k alternatives (k: the request's
+ * top_logprobs; entries the engine did not send stay token -1). */
+static bool add_token(oai_sample *sm, const srv_mail *m, int32_t k) {
     if (sm->n_toks == sm->cap_toks) {
         size_t cap = sm->cap_toks ? sm->cap_toks * 2 : 64;
         int32_t *t = realloc(sm->toks, cap * sizeof *t);
@@ -778,10 +809,19 @@ static bool add_token(oai_sample *sm, int32_t tok, float lp) {
         if (!l)
             return false;
         sm->lps = l;
+        if (k) {
+            kvl_token_logprob *tp = realloc(sm->tops, cap * (size_t)k * sizeof *tp);
+            if (!tp)
+                return false;
+            sm->tops = tp;
+        }
         sm->cap_toks = cap;
     }
-    sm->toks[sm->n_toks] = tok;
-    sm->lps[sm->n_toks] = lp;
+    sm->toks[sm->n_toks] = m->token;
+    sm->lps[sm->n_toks] = m->logprob;
+    for (int32_t j = 0; j < k; j++)
+        sm->tops[sm->n_toks * (size_t)k + (size_t)j] =
+            j < m->n_top ? m->top[j] : (kvl_token_logprob){-1, 0};
     sm->n_toks++;
     return true;
 }
@@ -851,7 +891,7 @@ static bool utf8_clean(oai_sample *sm, const char *text, size_t n, bool last, sr
 static bool consume_one(srv_call *c, const srv_mail *m, oai_sample *sm, int32_t i, const char *text,
                         size_t len) {
     size_t lp_from = sm->n_toks;
-    if (m->type == KVL_EV_TOKEN && c->o.logprobs && !add_token(sm, m->token, m->logprob))
+    if (m->type == KVL_EV_TOKEN && c->o.logprobs && !add_token(sm, m, c->o.top_logprobs))
         return false;
     if (m->type == KVL_EV_FINAL) {
         c->final_seen = true;
@@ -947,6 +987,7 @@ void oai_call_free(srv_call *c) {
         srv_buf_free(&c->smp[i].text);
         free(c->smp[i].toks);
         free(c->smp[i].lps);
+        free(c->smp[i].tops);
     }
     free(c->smp);
     srv_buf_free(&c->body);

@@ -14,7 +14,8 @@
 typedef struct oai_req {
     bool chat, stream, include_usage, logprobs, ignore_eos;
     int32_t n, max_tokens, top_k, priority;
-    float temperature, top_p, min_p;
+    int32_t top_logprobs; /* alternatives per token (chat: top_logprobs; completions: logprobs) */
+    float temperature, top_p, min_p, presence_penalty, frequency_penalty;
     uint64_t seed, session;
     char *stop[KVL_MAX_STOPS];
     int32_t n_stop;
@@ -34,6 +35,7 @@ typedef struct oai_sample {
     size_t n_tail;
     int32_t *toks; /* logprobs: the tokens and their log-probabilities */
     float *lps;
+    kvl_token_logprob *tops; /* (cap_toks x the request's top_logprobs) */
     size_t n_toks, cap_toks;
 } oai_sample;
 

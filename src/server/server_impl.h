@@ -60,6 +60,8 @@ typedef struct srv_mail {
     kvl_event_type type;
     int32_t index, token;
     float logprob;
+    int32_t n_top;
+    kvl_token_logprob *top; /* malloc'd (n_top); NULL when none */
     kvl_finish_reason reason;
     kvl_status status;
     uint32_t text_len;
