@@ -622,6 +622,7 @@ static kvl_engine_params engine_params(const serve_opts *o) {
     ep.preempt = o->preempt;
     ep.swap_mem = o->swap_mem;
     ep.swap_file = o->swap_file;
+    ep.prefix_tier = o->kvo.prefix_tier;
     ep.prefix_cache = !o->no_prefix_cache;
     return ep;
 }
