@@ -616,8 +616,9 @@ static int drive(serve_run *sr) {
         bool busy = false;
         while (next < sr->n && sr->rq[next].t_arrival <= now && ready(sr, next) &&
                (o->max_conc == 0 || sr->n_open < (size_t)o->max_conc)) {
-            if (o->chat_sessions && next >= (size_t)o->chat_sessions)
-                sr->rq[next].t_arrival = now; /* sent when the previous answer came */
+            if (o->chat_sessions) /* a turn is sent when it can run: after its previous
+                                     answer, and (--max-concurrency) when a client is free */
+                sr->rq[next].t_arrival = now;
             if (submit_one(sr, next, toks) == 1) {
                 busy = true;
                 break;

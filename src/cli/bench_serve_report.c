@@ -462,8 +462,15 @@ void kvl_serve_print_turns_json(const serve_run *sr) {
     for (size_t t = 0; t < (size_t)sr->o->chat_turns; t++) {
         turn_row w = turn_of(sr, t);
         printf("%s{\"turn\": %zu, \"n\": %d, \"prompt_tokens\": %.1f, \"cached_tokens\": %.1f, "
-               "\"ttft_ms\": %.3f}",
+               "\"ttft_ms\": %.3f, \"ttft_ms_by_session\": [",
                t ? ", " : "", t + 1, w.n, w.prompt, w.cached, w.ttft_ms);
+        size_t ns = (size_t)sr->o->chat_sessions;
+        for (size_t i = t * ns; i < (t + 1) * ns && i < sr->n; i++) {
+            const sreq *r = &sr->rq[i];
+            bool ok = r->done && !r->failed && r->n_times > 0;
+            printf("%s%.3f", i > t * ns ? ", " : "", ok ? 1e3 * (r->t_first - r->t_arrival) : -1.0);
+        }
+        printf("]}");
     }
     printf("]");
 }
