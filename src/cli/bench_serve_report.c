@@ -258,12 +258,13 @@ void kvl_serve_print_json(const serve_run *sr, const serve_report *rep) {
     printf(", \"prefix_hit_tokens_pool\": %lld, \"prefix_hit_tokens_tier\": %lld, "
            "\"prefix_hit_rate\": %.6f, \"prefix_evicted_unused\": %lld, "
            "\"prefix_demoted_blocks\": %lld, \"prefix_promoted_blocks\": %lld, "
-           "\"prefix_tier_dropped\": %lld, \"prefix_tier_seconds\": %.6f, \"prefix_tier\": \"%s\"",
+           "\"prefix_tier_dropped\": %lld, \"prefix_tier_seconds\": %.6f, \"prefix_tier\": \"%s\", "
+           "\"prefix_swapin_hit_blocks\": %lld",
            (long long)st->prefix_hit_tokens_pool, (long long)st->prefix_hit_tokens_tier,
            st->prefix_hit_rate, (long long)st->prefix_evicted_unused,
            (long long)st->prefix_demoted_blocks, (long long)st->prefix_promoted_blocks,
            (long long)st->prefix_tier_dropped, st->prefix_tier_seconds,
-           kvl_prefix_tier_str(c->prefix_tier));
+           kvl_prefix_tier_str(c->prefix_tier), (long long)st->prefix_swapin_hit_blocks);
     kvl_serve_print_turns_json(sr);
     printf(", \"engine\": {\"threads\": %d, \"max_seqs\": %d, \"max_batch_tokens\": %d, "
            "\"max_ctx\": %d, \"kv_type_k\": \"%s\", \"kv_type_v\": \"%s\", \"block_size\": %d, "
