@@ -269,6 +269,20 @@ typedef enum kvl_preempt_mode {
 KVL_API const char *kvl_preempt_mode_str(kvl_preempt_mode m);
 KVL_API bool kvl_preempt_mode_parse(const char *s, kvl_preempt_mode *out);
 
+/* The prefix cache's second tier: where cached blocks evicted from the
+ * pool go instead of being dropped (docs/prefix_cache.md). It lives in the
+ * swap area (swap_mem bytes), after swapped-out requests' needs. */
+typedef enum kvl_prefix_tier_mode {
+    KVL_PREFIX_TIER_OFF = 0,  /* evicted cached blocks are dropped (default) */
+    KVL_PREFIX_TIER_HOST = 1, /* the swap area in anonymous memory (swap_file NULL) */
+    KVL_PREFIX_TIER_FILE = 2, /* the swap area backed by swap_file */
+} kvl_prefix_tier_mode;
+
+/* "off", "host" or "file" ("?" out of range); parse with
+ * kvl_prefix_tier_parse (false for an unknown name). */
+KVL_API const char *kvl_prefix_tier_str(kvl_prefix_tier_mode m);
+KVL_API bool kvl_prefix_tier_parse(const char *s, kvl_prefix_tier_mode *out);
+
 typedef struct kvl_engine_params {
     int32_t n_threads; /* worker threads; 0 = one per core */
     /* KV cache */
@@ -285,19 +299,22 @@ typedef struct kvl_engine_params {
                                  32 with int4 keys) */
     int32_t max_ctx;        /* positions per sequence; 0 = the model's context */
     /* scheduling */
-    int32_t max_seqs;         /* sequences decoding at once (KV slots); default 16 */
-    int32_t max_batch_tokens; /* tokens per step (decodes + prefill chunks); default 256 */
-    int32_t max_queue;        /* waiting requests; default 1024; over it submit is
+    int32_t max_seqs;                 /* sequences decoding at once (KV slots); default 16 */
+    int32_t max_batch_tokens;         /* tokens per step (decodes + prefill chunks); default 256 */
+    int32_t max_queue;                /* waiting requests; default 1024; over it submit is
                                  KVL_E_BUSY */
-    int64_t max_queue_tokens; /* prompt tokens waiting; default 1 << 20 */
-    kvl_preempt_mode preempt; /* default auto */
-    size_t swap_mem;          /* bytes of the swap area; default 0 (no swap) */
-    const char *swap_file;    /* back the swap area with this file instead of
+    int64_t max_queue_tokens;         /* prompt tokens waiting; default 1 << 20 */
+    kvl_preempt_mode preempt;         /* default auto */
+    size_t swap_mem;                  /* bytes of the swap area; default 0 (no swap) */
+    const char *swap_file;            /* back the swap area with this file instead of
                                  anonymous memory (a tier larger than RAM) */
-    int32_t event_capacity;   /* events buffered for kvl_engine_poll; default 4096 */
-    bool prefix_cache;        /* find prompts' full blocks again by their tokens
+    int32_t event_capacity;           /* events buffered for kvl_engine_poll; default 4096 */
+    bool prefix_cache;                /* find prompts' full blocks again by their tokens
                                  (docs/prefix_cache.md); default true */
-    bool batch_invariant;     /* every product takes one kernel path whatever the
+    kvl_prefix_tier_mode prefix_tier; /* default off; host needs swap_mem and no
+                                 swap_file, file needs both (KVL_E_INVALID
+                                 otherwise) */
+    bool batch_invariant;             /* every product takes one kernel path whatever the
                                  batch, so a request's tokens at temperature 0 do not
                                  depend on what else runs (slower decode: see
                                  docs/engine.md). Process-wide once set. */
@@ -328,7 +345,8 @@ typedef struct kvl_engine_config {
     size_t bytes_per_token;
     int32_t n_threads;
     kvl_preempt_mode preempt;
-    char budget_reason[128]; /* how kv_mem was chosen */
+    kvl_prefix_tier_mode prefix_tier; /* off when the prefix cache is off */
+    char budget_reason[128];          /* how kv_mem was chosen */
 } kvl_engine_config;
 KVL_API void kvl_engine_get_config(const kvl_engine *e, kvl_engine_config *out);
 
@@ -470,15 +488,29 @@ typedef struct kvl_engine_stats {
     int64_t n_blocks_swapped_out, n_blocks_swapped_in;
     size_t bytes_swapped_out, bytes_swapped_in;
     int64_t tokens_prefilled, tokens_decoded;
-    int64_t prefix_lookup_tokens;   /* prompt positions looked up in the prefix cache */
-    int64_t prefix_hit_tokens;      /* of those, served from cached blocks */
-    int64_t prefix_hit_tokens_self; /* served on re-admission after a preemption */
-    int64_t prefix_hit_free_blocks; /* hits on blocks that were free but still cached */
-    uint32_t prefix_cached_blocks;  /* blocks with a hash now */
-    int64_t prefix_evicted_blocks;  /* cached blocks handed out for new data */
-    double prefill_s_saved;         /* hit tokens / the measured prefill rate */
-    double prefill_tok_s;           /* measured prefill rate (cost rule input) */
-    double swap_bytes_s;            /* measured swap copy rate (cost rule input) */
+    int64_t prefix_lookup_tokens;     /* prompt positions looked up in the prefix cache */
+    int64_t prefix_hit_tokens;        /* of those, served from cached blocks */
+    int64_t prefix_hit_tokens_self;   /* served on re-admission or swap-in after a
+                                       preemption (its own blocks, or others') */
+    int64_t prefix_hit_tokens_pool;   /* of hit + self, found in the pool */
+    int64_t prefix_hit_tokens_tier;   /* of hit + self, promoted from the second tier */
+    double prefix_hit_rate;           /* (hit + self) / lookup tokens; 0 before a lookup */
+    int64_t prefix_hit_free_blocks;   /* hits on blocks that were free but still cached */
+    int64_t prefix_swapin_hit_blocks; /* blocks of swapped-in requests found in the pool
+                                         (attached, not copied back) */
+    uint32_t prefix_cached_blocks;    /* blocks with a hash now */
+    int64_t prefix_evicted_blocks;    /* cached blocks handed out for new data */
+    int64_t prefix_evicted_unused;    /* cached blocks that left the cache (pool and
+                                       tier) without ever being hit */
+    uint32_t prefix_tier_blocks;      /* blocks in the second tier now */
+    int64_t prefix_demoted_blocks;    /* pool -> tier copies */
+    int64_t prefix_promoted_blocks;   /* tier -> pool copies (hits) */
+    int64_t prefix_tier_dropped;      /* tier blocks dropped (LRU, or for swap) */
+    int64_t prefix_tier_dropped_swap; /* of those, to make room for swapped requests */
+    double prefix_tier_seconds;       /* time spent on demotion and promotion copies */
+    double prefill_s_saved;           /* hit tokens / the measured prefill rate */
+    double prefill_tok_s;             /* measured prefill rate (cost rule input) */
+    double swap_bytes_s;              /* measured swap copy rate (cost rule input) */
 } kvl_engine_stats;
 
 /* A snapshot taken at the end of the last step. This function can't fail. */
@@ -499,6 +531,10 @@ typedef struct kvl_request_info {
     uint32_t n_blocks, n_blocks_shared, n_swap_blocks;
     size_t kv_bytes;
     int32_t n_preemptions;
+    int64_t cached_tokens;      /* prompt positions served by the prefix cache at first
+                                   admission (as in its usage) */
+    int64_t cached_tokens_tier; /* of those, promoted from the second tier */
+    int64_t cached_again;       /* positions found cached on re-admissions and swap-ins */
     double queue_s, age_s;
 } kvl_request_info;
 

@@ -151,9 +151,11 @@ if mode == "recompute":
     assert d["swap_out_blocks"] == 0 and d["swap_in_blocks"] == 0
 else:
     assert d["preemptions_swap"] > 0 and d["swap_out_blocks"] > 0
-    assert d["swap_in_blocks"] == d["swap_out_blocks"]      # every block came back
-    assert d["swap_out_bytes"] == d["swap_in_bytes"]
+    # every block came back: copied, or found still cached in the pool
+    assert d["swap_in_blocks"] + d["prefix_swapin_hit_blocks"] == d["swap_out_blocks"], d
     assert d["swap_out_bytes"] % d["swap_out_blocks"] == 0
+    bb = d["swap_out_bytes"] // d["swap_out_blocks"]
+    assert d["swap_in_bytes"] == d["swap_in_blocks"] * bb
 PY
 done
 
@@ -204,8 +206,36 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["completed"] == 4, d
 assert 1 <= d["preemptions_swap"] <= 4, d["preemptions_swap"]
-assert d["swap_in_blocks"] == d["swap_out_blocks"]
+assert d["swap_in_blocks"] + d["prefix_swapin_hit_blocks"] == d["swap_out_blocks"], d
 PY
+
+# multi-turn chat (bench_workload.c): every turn resends the history; with
+# the prefix tier the evicted sessions come back from it, without it the
+# small pool (40 blocks of 4) has evicted them: no hits.
+for tier in host off; do
+  expect_rc 0 "$bin" bench serve -m "$m" -t 1 --chat-sessions 4 --chat-turns 5 --input-len 16 \
+    --output-len 8 --ignore-eos --temp 0 --block-size 4 --kv-mem 200KiB --swap-mem 2MiB \
+    --prefix-tier $tier --max-concurrency 1 -c 160 -o json
+  python3 - "$tmp/out" $tier <<'PY' && ok || bad "chat workload, tier $tier"
+import json, sys
+d, tier = json.load(open(sys.argv[1])), sys.argv[2]
+assert d["completed"] == 20 and d["prefix_tier"] == tier, d
+t = d["chat_turns"]
+assert [x["prompt_tokens"] for x in t] == [17, 41, 65, 89, 113], t  # + 8 answer + 16 user a turn
+assert t[0]["cached_tokens"] == 0
+if tier == "host":
+    assert all(t[k]["cached_tokens"] == t[k - 1]["prompt_tokens"] + 7 for k in range(1, 5)), t
+    assert d["prefix_hit_tokens_tier"] > 0 and d["prefix_promoted_blocks"] > 0, d
+else:
+    assert d["prefix_hit_tokens_tier"] == 0 and d["prefix_demoted_blocks"] == 0, d
+PY
+done
+expect_rc 2 "$bin" bench serve -m "$m" --chat-sessions 4
+expect_err "--chat-sessions and --chat-turns go together"
+expect_rc 2 "$bin" bench serve -m "$m" --prefix-tier disk
+expect_err "--prefix-tier: 'disk' is not off, host or file"
+expect_rc 2 "$bin" bench serve -m "$m" --prefix-tier host
+expect_err "prefix_tier host lives in the swap area in memory: it needs swap_mem > 0"
 
 echo "test_bench_serve: $pass passed, $fail failed"
 [ "$fail" = 0 ]

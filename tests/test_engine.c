@@ -70,8 +70,8 @@ static int run_to_idle(kvl_engine *e, int max_steps) {
     return s;
 }
 
-static kvl_engine *mk(const kvl_model *m, uint32_t n_blocks, int32_t max_seqs, int32_t batch,
-                      kvl_preempt_mode pm, uint32_t swap_blocks) {
+static kvl_engine_params mk_params(uint32_t n_blocks, int32_t max_seqs, int32_t batch,
+                                   kvl_preempt_mode pm, uint32_t swap_blocks) {
     kvl_engine_params p = kvl_engine_defaults();
     p.n_threads = 1;
     p.block_size = 4;
@@ -82,18 +82,28 @@ static kvl_engine *mk(const kvl_model *m, uint32_t n_blocks, int32_t max_seqs, i
     p.max_ctx = n_blocks * 4 < 2048 ? (int32_t)n_blocks * 4 : 2048; /* the pool holds one */
     p.preempt = pm;
     p.swap_mem = (size_t)swap_blocks * BLOCK;
+    return p;
+}
+
+static kvl_engine *mk_from(const kvl_model *m, const kvl_engine_params *p) {
     kvl_engine *e = NULL;
     kvl_error err;
-    if (kvl_engine_init(m, &p, &e, &err))
+    if (kvl_engine_init(m, p, &e, &err))
         fprintf(stderr, "engine init: %s\n", err.msg);
     memset(logs, 0, sizeof logs);
     return e;
 }
 
+static kvl_engine *mk(const kvl_model *m, uint32_t n_blocks, int32_t max_seqs, int32_t batch,
+                      kvl_preempt_mode pm, uint32_t swap_blocks) {
+    kvl_engine_params p = mk_params(n_blocks, max_seqs, batch, pm, swap_blocks);
+    return mk_from(m, &p);
+}
+
 /* Prompt of n tokens: BOS then ids from a fixed pattern (no BOS/EOS). */
 static int32_t prompt_buf[8][512];
-static uint64_t submit(kvl_engine *e, int which, int32_t n_prompt, int32_t max_tokens, int32_t n,
-                       int32_t prio) {
+static uint64_t submit_salt(kvl_engine *e, int which, int32_t n_prompt, int32_t max_tokens,
+                            int32_t n, int32_t prio, const char *salt) {
     int32_t *t = prompt_buf[which];
     t[0] = 1;
     for (int32_t i = 1; i < n_prompt; i++)
@@ -105,12 +115,18 @@ static uint64_t submit(kvl_engine *e, int which, int32_t n_prompt, int32_t max_t
     rp.n = n;
     rp.temperature = 0;
     rp.priority = prio;
+    rp.cache_salt = salt;
     uint64_t id = 0;
     kvl_error err;
     kvl_status st = kvl_engine_submit(e, &rp, &id, &err);
     if (st)
         fprintf(stderr, "submit: %s\n", err.msg);
     return st ? 0 : id;
+}
+
+static uint64_t submit(kvl_engine *e, int which, int32_t n_prompt, int32_t max_tokens, int32_t n,
+                       int32_t prio) {
+    return submit_salt(e, which, n_prompt, max_tokens, n, prio, NULL);
 }
 
 static kvl_request_state state_of(kvl_engine *e, uint64_t id) {
@@ -249,7 +265,10 @@ static void test_swap_exact(const kvl_model *m, const char *fmt) {
         kvl_engine_stats st;
         kvl_engine_get_stats(e, &st);
         CHECK_EQ_INT(st.n_preempt_swap, forced);
-        CHECK_EQ_INT(st.n_blocks_swapped_in, forced ? 6 : 0);
+        /* its first 5 blocks were still cached in the pool: attached, not
+         * copied; the last (partly filled) one is copied back */
+        CHECK_EQ_INT(st.n_blocks_swapped_in, forced ? 1 : 0);
+        CHECK_EQ_INT(st.prefix_swapin_hit_blocks, forced ? 5 : 0);
         kvl_engine_free(e);
     }
     CHECK_EQ_INT(runs[0].n[0], 30);
@@ -744,6 +763,175 @@ static void test_logprobs_penalties(const kvl_model *m) {
     }
 }
 
+/* ---- the prefix cache's second tier ------------------------------------- */
+
+/* Demotion order, exactly: the eviction scenario above with the tier in a
+ * 3-block swap area. D evicts A's blocks 5, 4, 3, 2 (pool queue order)
+ * and each is demoted in that order; the fourth drops the oldest (A5,
+ * never hit: evicted before reuse). C, A's prompt again, finds A0 and A1
+ * in the pool and promotes A2, A3, A4 from the tier: 20 positions cached,
+ * 12 of them from the tier, and A's tokens exactly. */
+static void test_tier_order(const kvl_model *m) {
+    kvl_engine_params p = mk_params(12, 2, 64, KVL_PREEMPT_RECOMPUTE, 3);
+    p.prefix_tier = KVL_PREFIX_TIER_HOST;
+    kvl_engine *e = mk_from(m, &p);
+    kvl_error err;
+    uint64_t a = submit(e, 0, 24, 4, 1, 0);
+    run_to_idle(e, 50);
+    submit(e, 1, 16, 4, 1, 0);
+    run_to_idle(e, 50);
+    kvl_engine_stats st;
+    kvl_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.prefix_demoted_blocks, 0);
+    submit(e, 2, 16, 4, 1, 0);
+    run_to_idle(e, 50);
+    kvl_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.prefix_evicted_blocks, 4);
+    CHECK_EQ_INT(st.prefix_demoted_blocks, 4);
+    CHECK_EQ_INT(st.prefix_tier_dropped, 1);
+    CHECK_EQ_INT(st.prefix_tier_blocks, 3);
+    CHECK_EQ_INT(st.prefix_evicted_unused, 1);
+    CHECK_EQ_INT(st.n_swap_blocks_used, 3); /* the tier's, accounted in the swap area */
+    uint64_t c = submit(e, 0, 24, 4, 1, 0);
+    run_to_idle(e, 50);
+    kvl_engine_get_stats(e, &st);
+    CHECK_EQ_INT(logs[c].usage.cached_tokens, 20);
+    CHECK_EQ_INT(st.prefix_hit_tokens_tier, 12);
+    CHECK_EQ_INT(st.prefix_hit_tokens_pool, 8);
+    CHECK_EQ_INT(st.prefix_promoted_blocks, 3);
+    CHECK_EQ_INT(logs[c].n[0], logs[a].n[0]);
+    CHECK(memcmp(logs[a].toks[0], logs[c].toks[0], sizeof(int32_t) * 4) == 0);
+    CHECK(kvl_engine_check(e, &err) == KVL_OK);
+    kvl_engine_free(e);
+}
+
+/* A request's blocks leave the pool (two other prompts take all of it);
+ * the same prompt again: with the tier it is served from the tier (a copy)
+ * and gives exactly the miss's tokens (greedy); without the tier it is a
+ * miss. Prompts ending mid-block (22) and on a boundary (20); per format.
+ * Salts stay apart through the tier: a second tenant's identical prompt
+ * finds nothing, and leaves the first tenant's tier blocks usable. */
+static void test_tier_hits(const kvl_model *m, const char *fmt) {
+    kvl_kv_format f;
+    kvl_block_layout lay;
+    kvl_error err;
+    CHECK(kvl_kv_format_parse(fmt, &f));
+    CHECK(kvl_block_layout_init_fmt(&m->hp, 4, f, f, &lay, &err) == KVL_OK);
+    for (int tier = 0; tier < 2; tier++)
+        for (int plen = 20; plen <= 22; plen += 2) {
+            kvl_engine_params p = kvl_engine_defaults();
+            p.n_threads = 1;
+            p.block_size = 4;
+            p.kv_type_k = p.kv_type_v = fmt;
+            p.kv_mem = 12 * lay.block_bytes;
+            p.max_ctx = 48;
+            p.max_batch_tokens = 8;
+            p.swap_mem = 64 * lay.block_bytes;
+            p.prefix_tier = tier ? KVL_PREFIX_TIER_HOST : KVL_PREFIX_TIER_OFF;
+            kvl_engine *e = mk_from(m, &p);
+            CHECK(e != NULL);
+            if (!e)
+                return;
+            uint64_t a = submit_salt(e, 0, plen, 8, 1, 0, "t1"); /* the miss */
+            run_to_idle(e, 100);
+            submit(e, 3, 36, 4, 1, 0); /* 10 blocks each: A's blocks all leave */
+            run_to_idle(e, 100);
+            submit(e, 4, 36, 4, 1, 0);
+            run_to_idle(e, 100);
+            kvl_engine_stats st0, st;
+            kvl_engine_get_stats(e, &st0);
+            uint64_t x = submit_salt(e, 0, plen, 8, 1, 0, "t2"); /* another tenant */
+            run_to_idle(e, 100);
+            uint64_t b = submit_salt(e, 0, plen, 8, 1, 0, "t1");
+            run_to_idle(e, 100);
+            kvl_engine_get_stats(e, &st);
+            int32_t want_hit = (plen - 1) / 4 * 4;
+            CHECK_EQ_INT(logs[a].usage.cached_tokens, 0);
+            CHECK_EQ_INT(logs[x].usage.cached_tokens, 0);
+            CHECK_EQ_INT(logs[b].usage.cached_tokens, tier ? want_hit : 0);
+            CHECK_EQ_INT(st.prefix_hit_tokens_tier - st0.prefix_hit_tokens_tier,
+                         tier ? want_hit : 0);
+            CHECK_EQ_INT(st.prefix_promoted_blocks - st0.prefix_promoted_blocks,
+                         tier ? want_hit / 4 : 0);
+            CHECK_EQ_INT(logs[b].n[0], logs[a].n[0]);
+            CHECK(memcmp(logs[a].toks[0], logs[b].toks[0],
+                         sizeof(int32_t) * (size_t)logs[a].n[0]) == 0);
+            CHECK(memcmp(logs[a].toks[0], logs[x].toks[0],
+                         sizeof(int32_t) * (size_t)logs[a].n[0]) == 0);
+            CHECK(kvl_engine_check(e, &err) == KVL_OK);
+            kvl_engine_free(e);
+        }
+}
+
+/* Swapped-out requests come before the tier: with the swap area full of
+ * tier blocks, a swap preemption drops the tier's oldest for room and the
+ * request comes back with its tokens intact. request_info reports the
+ * cached tokens of a running request, tier share included. */
+static void test_tier_swap_first(const kvl_model *m) {
+    kvl_engine_params p = mk_params(12, 2, 64, KVL_PREEMPT_SWAP, 8);
+    p.prefix_tier = KVL_PREFIX_TIER_HOST;
+    kvl_engine *e = mk_from(m, &p);
+    kvl_error err;
+    uint64_t a = submit(e, 0, 24, 4, 1, 0); /* 6 cached blocks */
+    run_to_idle(e, 50);
+    submit(e, 1, 36, 4, 1, 0); /* 10 blocks: demotes A's (4 fit the tier) */
+    run_to_idle(e, 50);
+    kvl_engine_stats st;
+    kvl_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.prefix_tier_blocks, 4);
+    CHECK_EQ_INT(st.n_swap_blocks_used, 4);
+    uint64_t c = submit(e, 0, 24, 12, 1, 0); /* A's prompt: hits, partly from the tier */
+    step(e);
+    kvl_request_info ri;
+    CHECK(kvl_engine_request_info(e, c, &ri) == KVL_OK);
+    CHECK_EQ_INT(ri.cached_tokens, 20);
+    CHECK(ri.cached_tokens_tier > 0);
+    while (logs[c].n[0] < 2)
+        step(e);
+    kvl_engine_get_stats(e, &st);
+    uint32_t tier_before = st.prefix_tier_blocks;
+    CHECK(tier_before > 0);
+    CHECK(kvl_engine_preempt(e, c, KVL_PREEMPT_SWAP) == KVL_OK);
+    CHECK_EQ_INT(state_of(e, c), KVL_REQ_SWAPPED);
+    CHECK(kvl_engine_check(e, &err) == KVL_OK);
+    run_to_idle(e, 50);
+    kvl_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.n_preempt_swap, 1);
+    CHECK(st.prefix_tier_dropped_swap > 0);
+    CHECK_EQ_INT(logs[c].n[0], 12);
+    CHECK(memcmp(logs[a].toks[0], logs[c].toks[0], 4 * sizeof(int32_t)) == 0);
+    CHECK(kvl_engine_check(e, &err) == KVL_OK);
+    kvl_engine_free(e);
+}
+
+/* The tier's parameters are checked against the swap area. */
+static void test_tier_params(const kvl_model *m) {
+    kvl_engine_params p = mk_params(12, 2, 64, KVL_PREEMPT_AUTO, 0);
+    kvl_engine *e = NULL;
+    kvl_error err;
+    p.prefix_tier = KVL_PREFIX_TIER_HOST; /* no swap area */
+    CHECK_EQ_INT(kvl_engine_init(m, &p, &e, &err), KVL_E_INVALID);
+    CHECK(strstr(err.msg, "swap_mem") != NULL);
+    p.swap_mem = 4 * BLOCK;
+    p.prefix_tier = KVL_PREFIX_TIER_FILE; /* no file */
+    CHECK_EQ_INT(kvl_engine_init(m, &p, &e, &err), KVL_E_INVALID);
+    CHECK(strstr(err.msg, "swap_file") != NULL);
+    p.prefix_tier = (kvl_prefix_tier_mode)7;
+    CHECK_EQ_INT(kvl_engine_init(m, &p, &e, &err), KVL_E_INVALID);
+    CHECK(strstr(err.msg, "prefix_tier") != NULL);
+    p.prefix_tier = KVL_PREFIX_TIER_FILE;
+    p.swap_file = kvt_tmp("tier_swap.bin");
+    CHECK_EQ_INT(kvl_engine_init(m, &p, &e, &err), KVL_OK);
+    kvl_engine_config c;
+    kvl_engine_get_config(e, &c);
+    CHECK_EQ_INT(c.prefix_tier, KVL_PREFIX_TIER_FILE);
+    kvl_engine_free(e);
+    kvl_prefix_tier_mode t;
+    CHECK(kvl_prefix_tier_parse("host", &t) && t == KVL_PREFIX_TIER_HOST);
+    CHECK(!kvl_prefix_tier_parse("disk", &t));
+    CHECK(!strcmp(kvl_prefix_tier_str(KVL_PREFIX_TIER_OFF), "off"));
+}
+
 int main(void) {
     kvl_model *m = NULL;
     kvl_error err;
@@ -769,6 +957,11 @@ int main(void) {
     test_prefix_hits(m, "f16");
     test_prefix_hits(m, "int8");
     test_prefix_eviction(m);
+    test_tier_order(m);
+    test_tier_hits(m, "f16");
+    test_tier_hits(m, "int8");
+    test_tier_swap_first(m);
+    test_tier_params(m);
     test_batch_invariance(m);
     kvl_model_free(m);
     /* the same on a TinyLlama-shaped Q8_0 model (2 layers, random weights) */
@@ -783,6 +976,8 @@ int main(void) {
     if (kvl_model_load(q8, NULL, &m, &err) == KVL_OK) {
         test_prefix_hits(m, "f16"); /* before batch invariance is switched on */
         test_prefix_hits(m, "int8");
+        test_tier_hits(m, "f16");
+        test_tier_hits(m, "int8");
         invariant = true; /* Q8_0's decode and small-batch kernels sum in other orders */
         test_batch_invariance(m);
         kvl_model_free(m);

@@ -5,11 +5,13 @@
  * contiguous) and a random workload (requests arriving at random steps
  * with random prompt and output lengths, 1..3 samples, priorities, random
  * cancellations, prompts that often share a prefix, three cache salts,
- * the prefix cache on or off). After every step the engine's own invariants hold
+ * the prefix cache on or off, its second tier off, in host memory or in a
+ * swap file). After every step the engine's own invariants hold
  * (kvl_engine_check: lists and states agree, slots and blocks accounted,
  * the pool's free queue intact). At the end:
  *   - every accepted request got exactly one final event, its last;
- *   - idle: every block free with no reference, the swap area empty;
+ *   - idle: every block free with no reference, the swap area holding only
+ *     the prefix tier's blocks;
  *   - nothing starved: the workload finished within the stated bound of
  *     steps, 64 + 4 x (the tokens of all accepted requests, every sample's
  *     prompt and outputs counted).
@@ -41,6 +43,7 @@ typedef struct pending {
 } pending;
 
 static int64_t total_hits, total_self_hits, total_preemptions; /* the paths were exercised */
+static int64_t total_promoted, total_demoted, total_tier_swap_drops;
 
 static int one_seed(const kvl_model *m, uint64_t seed) {
     rng_state = seed * 7919 + 1;
@@ -59,10 +62,15 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
     p.prefix_cache = rnd(4) != 0;
     p.max_ctx = (int32_t)n_blocks * 4;
     p.kv_mem = (size_t)n_blocks * BLOCK;
+    uint32_t tier = rnd(4); /* 0, 1: off; 2: host; 3: file */
     if (p.kv_layout == KVL_KV_LAYOUT_CONTIGUOUS) {
         p.max_ctx = 48;
         p.kv_mem = (size_t)p.max_seqs * 48 * 1280;
         p.swap_mem = 0;
+    }
+    if (tier >= 2 && p.swap_mem && p.prefix_cache) {
+        p.prefix_tier = tier == 2 ? KVL_PREFIX_TIER_HOST : KVL_PREFIX_TIER_FILE;
+        p.swap_file = tier == 3 ? kvt_tmp("prop_swap.bin") : NULL;
     }
     kvl_engine *e = NULL;
     kvl_error err;
@@ -160,11 +168,15 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
     kvl_engine_stats st;
     kvl_engine_get_stats(e, &st);
     CHECK_EQ_INT(st.kv.n_blocks_used, 0);
-    CHECK_EQ_INT(st.n_swap_blocks_used, 0);
+    CHECK_EQ_INT(st.n_swap_blocks_used, st.prefix_tier_blocks);
+    CHECK(st.prefix_tier_blocks <= st.n_swap_blocks_total);
     CHECK_EQ_INT(st.n_waiting + st.n_running + st.n_swapped, 0);
     total_hits += st.prefix_hit_tokens;
     total_self_hits += st.prefix_hit_tokens_self;
     total_preemptions += st.n_preemptions;
+    total_promoted += st.prefix_promoted_blocks;
+    total_demoted += st.prefix_demoted_blocks;
+    total_tier_swap_drops += st.prefix_tier_dropped_swap;
     CHECK(kvl_engine_check(e, &err) == KVL_OK);
     kvl_engine_free(e);
     if (kvt_failures != fails_before)
@@ -188,10 +200,15 @@ int main(void) {
            "re-admission)\n",
            n_seeds, (long long)total_preemptions, (long long)total_hits,
            (long long)total_self_hits);
+    printf("test_engine_prop: prefix tier: %lld blocks demoted, %lld promoted, %lld dropped for "
+           "swapped requests\n",
+           (long long)total_demoted, (long long)total_promoted, (long long)total_tier_swap_drops);
     if (n_seeds >= 100) {
         CHECK(total_preemptions > 0);
         CHECK(total_hits > 0);
         CHECK(total_self_hits > 0);
+        CHECK(total_demoted > 0);
+        CHECK(total_promoted > 0);
     }
     kvl_model_free(m);
     return kvt_finish("test_engine_prop");

@@ -34,6 +34,7 @@
  * Nothing here calls exit(): every error returns a status to main.
  */
 #include "cli/bench_serve.h"
+#include "cli/bench_workload.h"
 
 #include <errno.h>
 #include <math.h>
@@ -75,6 +76,11 @@ static void usage(FILE *f) {
         "                          order and cycled; replaces --input-len/--output-len\n"
         "      --shared-prefix N   every prompt starts with the same N tokens (a system\n"
         "                          prompt: what the prefix cache serves)\n"
+        "      --chat-sessions S   multi-turn chat: S sessions of --chat-turns T turns each,\n"
+        "      --chat-turns T      interleaved turn by turn; every turn resends the session's\n"
+        "                          history (system prompt, earlier turns and the model's\n"
+        "                          answers) plus --input-len new tokens; a turn is sent when\n"
+        "                          its previous answer ends. Per-turn TTFT is reported\n"
         "      --ignore-eos        every output runs to its length\n"
         "      --no-prefix-cache   the engine without its prefix cache, for comparison\n"
         "      --dump-workload FILE  write the requests as JSON lines (arrival_s, prompt ids,\n"
@@ -163,6 +169,10 @@ static int parse_flag(serve_opts *o, const char *a, const char *v) {
         INT_FLAG(1, KVL_MAX_CTX, o->ctx);
     else if (!strcmp(a, "--shared-prefix"))
         INT_FLAG(0, KVL_MAX_CTX, o->shared_prefix);
+    else if (!strcmp(a, "--chat-sessions"))
+        INT_FLAG(1, 4096, o->chat_sessions);
+    else if (!strcmp(a, "--chat-turns"))
+        INT_FLAG(1, 4096, o->chat_turns);
     else if (!strcmp(a, "--max-seqs"))
         INT_FLAG(1, KVL_KV_MAX_SEQS, o->max_seqs);
     else if (!strcmp(a, "--max-batch-tokens"))
@@ -201,15 +211,34 @@ static int parse_flag(serve_opts *o, const char *a, const char *v) {
 #undef INT_FLAG
 }
 
-static const char *const value_flags[] = {"-m",           "--model",         "--dataset",
-                                          "--svg",        "--swap-file",     "-o",
-                                          "--output",     "--num-prompts",   "--max-concurrency",
-                                          "-t",           "--threads",       "-c",
-                                          "--ctx",        "--max-seqs",      "--max-batch-tokens",
-                                          "-s",           "--seed",          "--input-len",
-                                          "--output-len", "--request-rate",  "--burstiness",
-                                          "--temp",       "--shared-prefix", "--swap-mem",
-                                          "--preempt",    "--dump-workload"};
+static const char *const value_flags[] = {"-m",
+                                          "--model",
+                                          "--dataset",
+                                          "--svg",
+                                          "--swap-file",
+                                          "-o",
+                                          "--output",
+                                          "--num-prompts",
+                                          "--max-concurrency",
+                                          "-t",
+                                          "--threads",
+                                          "-c",
+                                          "--ctx",
+                                          "--max-seqs",
+                                          "--max-batch-tokens",
+                                          "-s",
+                                          "--seed",
+                                          "--input-len",
+                                          "--output-len",
+                                          "--request-rate",
+                                          "--burstiness",
+                                          "--temp",
+                                          "--shared-prefix",
+                                          "--swap-mem",
+                                          "--preempt",
+                                          "--chat-sessions",
+                                          "--chat-turns",
+                                          "--dump-workload"};
 
 /* 0 parsed, 1 help printed, 2 usage error (message printed). */
 static int parse_args(int argc, char **argv, serve_opts *o) {
@@ -253,6 +282,21 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
             return 2;
         len_set |= !strcmp(a, "--input-len") || !strcmp(a, "--output-len");
     }
+    if ((o->chat_sessions > 0) != (o->chat_turns > 0) ||
+        (o->chat_sessions && (o->dataset || o->n_prompts || isfinite(o->rate)))) {
+        fprintf(stderr,
+                "kvllm %s: --chat-sessions and --chat-turns go together, and replace --dataset, "
+                "--num-prompts and --request-rate (turns are sent as answers come)\n",
+                CMD);
+        return 2;
+    }
+    if (o->chat_sessions && o->dump) {
+        fprintf(stderr,
+                "kvllm %s: --dump-workload cannot write a chat workload (each turn holds "
+                "the answers before it); bench/serve_load.py --turns builds chats itself\n",
+                CMD);
+        return 2;
+    }
     if (o->dataset && len_set) {
         fprintf(stderr, "kvllm %s: --dataset gives the lengths; drop --input-len/--output-len\n",
                 CMD);
@@ -263,21 +307,15 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
 
 /* ---- random numbers: splitmix64 ------------------------------------------- */
 
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_next(uint64_t *s) { return kvl_wl_rng_next(s); }
 
 /* Uniform in (0, 1]. */
 static double rng_unit(uint64_t *s) {
     return ((double)(rng_next(s) >> 11) + 1.0) / 9007199254740992.0;
 }
 
-/* Uniform in [lo, hi]. */
 static long long rng_range(uint64_t *s, long long lo, long long hi) {
-    return lo + (long long)(rng_next(s) % (uint64_t)(hi - lo + 1));
+    return kvl_wl_rng_range(s, lo, hi);
 }
 
 static double rng_normal(uint64_t *s) {
@@ -406,6 +444,7 @@ static int make_workload(const serve_opts *o, const dataset *d, int32_t max_ctx,
                     d->n ? "--dataset" : "--input-len, --output-len");
             return 2;
         }
+        r->user_len = r->in_len;
         r->t_arrival = t;
         if (isfinite(o->rate)) /* gamma gaps of mean 1/rate; shape 1 is Poisson */
             t += rng_gamma(&s, o->burstiness) / (o->burstiness * o->rate);
@@ -413,21 +452,51 @@ static int make_workload(const serve_opts *o, const dataset *d, int32_t max_ctx,
     return 0;
 }
 
-/* Request i's prompt: BOS, then ids uniform over the vocabulary without
- * BOS and EOS, from the seeded stream of (seed, i). */
-static void make_prompt(const serve_opts *o, const kvl_model_info *mi, size_t i, int32_t *toks,
-                        int32_t n) {
-    uint64_t s = (uint64_t)o->seed * 0x100000001b3ull + (uint64_t)i + 1;
-    uint64_t sp = (uint64_t)o->seed * 0x100000001b3ull; /* the shared prefix's stream */
-    toks[0] = mi->bos;
-    for (int32_t k = 1; k < n; k++) {
-        uint64_t *src = k < o->shared_prefix ? &sp : &s;
-        int32_t t;
-        do
-            t = (int32_t)rng_range(src, 0, mi->n_vocab - 1);
-        while ((t == mi->bos || t == mi->eos) && mi->n_vocab > 2);
-        toks[k] = t;
+/* Chat: each session's whole conversation must fit the context. */
+static int check_chat(const serve_opts *o, const sreq *rq, size_t n, int32_t max_ctx) {
+    for (size_t ses = 0; ses < (size_t)o->chat_sessions; ses++) {
+        int64_t user = 0, ans = 0;
+        for (size_t i = ses; i < n; i += (size_t)o->chat_sessions) {
+            user += rq[i].user_len;
+            ans += rq[i].out_len;
+        }
+        int64_t len = kvl_wl_chat_len(o->shared_prefix, user, ans);
+        if (len > max_ctx) {
+            fprintf(stderr,
+                    "kvllm %s: chat session %zu: 1 + system %lld + user %lld + answers %lld = %lld "
+                    "tokens > the context %d (--chat-turns, --input-len, --output-len, -c)\n",
+                    CMD, ses, o->shared_prefix, (long long)user, (long long)ans, (long long)len,
+                    max_ctx);
+            return 2;
+        }
     }
+    return 0;
+}
+
+/* Request i's prompt into toks (the buffer of max_prompt tokens); its
+ * length. Chat turns extend their session's history (bench_workload.h). */
+static int32_t build_prompt(serve_run *sr, size_t i, int32_t *toks) {
+    const serve_opts *o = sr->o;
+    sreq *r = &sr->rq[i];
+    if (!o->chat_sessions) {
+        kvl_wl_prompt((uint64_t)o->seed, o->shared_prefix, &sr->mi, i, toks, r->in_len);
+        return r->in_len;
+    }
+    size_t ses = i % (size_t)o->chat_sessions;
+    const sreq *prev = i >= (size_t)o->chat_sessions ? &sr->rq[i - (size_t)o->chat_sessions] : NULL;
+    int32_t n = kvl_wl_chat_prompt((uint64_t)o->seed, o->shared_prefix, &sr->mi, i, sr->hist[ses],
+                                   sr->n_hist[ses], prev ? prev->answer : NULL,
+                                   prev ? prev->n_answer : 0, r->user_len);
+    sr->n_hist[ses] = n;
+    memcpy(toks, sr->hist[ses], (size_t)n * sizeof *toks);
+    r->in_len = n;
+    return n;
+}
+
+/* A chat turn can go once its session's previous turn ended. */
+static bool ready(const serve_run *sr, size_t i) {
+    size_t s = (size_t)sr->o->chat_sessions;
+    return !s || i < s || sr->rq[i - s].done;
 }
 
 /* --dump-workload: one JSON object per request, in arrival order: what
@@ -446,7 +515,7 @@ static int dump_workload(const serve_opts *o, const kvl_model *m, const kvl_mode
     char *text = malloc((size_t)KVL_MAX_CTX * 64 + 1);
     int rc = toks && text ? 0 : 1;
     for (size_t i = 0; !rc && i < n; i++) {
-        make_prompt(o, mi, i, toks, rq[i].in_len);
+        kvl_wl_prompt((uint64_t)o->seed, o->shared_prefix, mi, i, toks, rq[i].in_len);
         size_t len = 0;
         kvl_error err;
         if (kvl_detokenize(m, toks + 1, (size_t)rq[i].in_len - 1, text, (size_t)KVL_MAX_CTX * 64,
@@ -496,6 +565,8 @@ static void on_event(serve_run *sr, const kvl_event *ev, double t) {
     if (ev->type == KVL_EV_TOKEN) {
         sr->n_token_events++;
         stamp(sr, r, t);
+        if (r->answer && r->n_answer < r->out_len)
+            r->answer[r->n_answer++] = ev->token;
         return;
     }
     if (ev->type != KVL_EV_FINAL)
@@ -507,6 +578,7 @@ static void on_event(serve_run *sr, const kvl_event *ev, double t) {
     r->reason = ev->reason;
     r->n_preempt = ev->usage.n_preemptions;
     r->recomputed = ev->usage.recomputed_tokens;
+    r->cached = ev->usage.cached_tokens;
     r->done = true;
     if (ev->reason == KVL_FINISH_ERROR || ev->reason == KVL_FINISH_CANCELLED) {
         r->failed = true;
@@ -522,10 +594,11 @@ static void on_event(serve_run *sr, const kvl_event *ev, double t) {
  * as failed and done). */
 static int submit_one(serve_run *sr, size_t i, int32_t *toks) {
     sreq *r = &sr->rq[i];
-    make_prompt(sr->o, &sr->mi, i, toks, r->in_len);
+    int32_t n_prompt = build_prompt(sr, i, toks);
     kvl_request_params rp = kvl_request_defaults();
     rp.prompt_tokens = toks;
-    rp.n_prompt_tokens = (size_t)r->in_len;
+    rp.n_prompt_tokens = (size_t)n_prompt;
+    rp.session = sr->o->chat_sessions ? 1 + i % (size_t)sr->o->chat_sessions : 0;
     rp.max_tokens = r->out_len;
     rp.temperature = (float)sr->o->temp;
     rp.top_k = 0;
@@ -597,7 +670,7 @@ static bool step_once(serve_run *sr, double t0, kvl_engine_stats *prev, kvl_even
  * Returns 0, or 1 on an engine failure or no progress. */
 static int drive(serve_run *sr) {
     const serve_opts *o = sr->o;
-    int32_t max_in = 1;
+    int32_t max_in = o->chat_sessions ? sr->cfg.max_ctx : 1;
     for (size_t i = 0; i < sr->n; i++)
         max_in = sr->rq[i].in_len > max_in ? sr->rq[i].in_len : max_in;
     enum { MAX_EV = 256 };
@@ -618,8 +691,11 @@ static int drive(serve_run *sr) {
     while (sr->n_done < sr->n && rc == 0) {
         double now = kvl_now() - t0;
         bool busy = false;
-        while (next < sr->n && sr->rq[next].t_arrival <= now &&
+        while (next < sr->n && sr->rq[next].t_arrival <= now && ready(sr, next) &&
                (o->max_conc == 0 || sr->n_open < (size_t)o->max_conc)) {
+            if (o->chat_sessions) /* a turn is sent when it can run: after its previous
+                                     answer, and (--max-concurrency) when a client is free */
+                sr->rq[next].t_arrival = now;
             if (submit_one(sr, next, toks) == 1) {
                 busy = true;
                 break;
@@ -673,6 +749,7 @@ static kvl_engine_params engine_params(const serve_opts *o) {
     ep.preempt = o->preempt;
     ep.swap_mem = o->swap_mem;
     ep.swap_file = o->swap_file;
+    ep.prefix_tier = o->kvo.prefix_tier;
     ep.prefix_cache = !o->no_prefix_cache;
     return ep;
 }
@@ -687,6 +764,32 @@ static bool alloc_run(serve_run *sr) {
         return false;
     }
     return true;
+}
+
+/* Chat: each session's history and each request's answer. */
+static bool alloc_chat(serve_run *sr) {
+    size_t ns = (size_t)sr->o->chat_sessions;
+    if (!ns)
+        return true;
+    sr->hist = calloc(ns, sizeof *sr->hist);
+    sr->n_hist = calloc(ns, sizeof *sr->n_hist);
+    bool ok = sr->hist && sr->n_hist;
+    for (size_t k = 0; ok && k < ns; k++)
+        ok = (sr->hist[k] = malloc((size_t)sr->cfg.max_ctx * sizeof **sr->hist)) != NULL;
+    for (size_t i = 0; ok && i < sr->n; i++)
+        ok = (sr->rq[i].answer = malloc((size_t)sr->rq[i].out_len * sizeof(int32_t))) != NULL;
+    if (!ok)
+        fprintf(stderr, "kvllm %s: out of memory for %zu chat sessions\n", CMD, ns);
+    return ok;
+}
+
+static void free_chat(serve_run *sr) {
+    for (size_t k = 0; sr->hist && k < (size_t)sr->o->chat_sessions; k++)
+        free(sr->hist[k]);
+    for (size_t i = 0; sr->rq && i < sr->n; i++)
+        free(sr->rq[i].answer);
+    free(sr->hist);
+    free(sr->n_hist);
 }
 
 static bool alloc_itl(serve_run *sr) {
@@ -741,10 +844,15 @@ static int bench_serve(const serve_opts *o, const dataset *d) {
         goto done;
     }
     kvl_engine_get_config(sr.e, &sr.cfg);
-    sr.n = (size_t)(o->n_prompts ? o->n_prompts : d->n ? (long long)d->n : 16);
+    sr.n = (size_t)(o->chat_sessions ? o->chat_sessions * o->chat_turns
+                    : o->n_prompts   ? o->n_prompts
+                    : d->n           ? (long long)d->n
+                                     : 16);
     if (!alloc_run(&sr))
         goto done;
-    if ((rc = make_workload(o, d, sr.cfg.max_ctx, sr.rq, sr.n)) != 0 || !alloc_itl(&sr)) {
+    if ((rc = make_workload(o, d, sr.cfg.max_ctx, sr.rq, sr.n)) != 0 ||
+        (o->chat_sessions && (rc = check_chat(o, sr.rq, sr.n, sr.cfg.max_ctx)) != 0) ||
+        !alloc_chat(&sr) || !alloc_itl(&sr)) {
         rc = rc ? rc : 1;
         goto done;
     }
@@ -759,8 +867,10 @@ static int bench_serve(const serve_opts *o, const dataset *d) {
         rc = 1;
     else if (o->json)
         kvl_serve_print_json(&sr, &rep);
-    else
+    else {
         kvl_serve_print_text(&sr, &rep);
+        kvl_serve_print_turns_text(&sr);
+    }
     fflush(stdout);
     if (o->svg && !kvl_serve_write_svg(&sr, o->svg))
         rc = 1;
@@ -772,6 +882,7 @@ static int bench_serve(const serve_opts *o, const dataset *d) {
 done:
     kvl_engine_free(sr.e);
     kvl_model_free(m);
+    free_chat(&sr);
     free(sr.rq);
     free(sr.decode);
     free(sr.itl);

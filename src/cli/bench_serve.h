@@ -36,12 +36,17 @@ typedef struct serve_opts {
     long long shared_prefix; /* every prompt starts with the same this many tokens */
     bool ignore_eos, no_prefix_cache;
     const char *dump; /* --dump-workload: write the requests as JSONL instead of running */
+    long long chat_sessions, chat_turns; /* multi-turn chat (bench_workload.h); 0: off */
 } serve_opts;
 
 /* One request of the workload: what was asked, what came back, when. */
 typedef struct sreq {
     int32_t in_len, out_len; /* prompt tokens; max_tokens */
-    double t_arrival;        /* scheduled, seconds after t0 */
+    int32_t user_len;        /* chat: the new user message's tokens */
+    int32_t *answer;         /* chat: (out_len) the generated tokens */
+    int32_t n_answer;
+    int64_t cached;   /* usage.cached_tokens */
+    double t_arrival; /* scheduled, seconds after t0 */
     double t_first, t_last, t_end;
     int64_t n_out;   /* the engine's completion_tokens */
     int32_t n_times; /* output tokens that have a time so far */
@@ -72,6 +77,8 @@ typedef struct serve_run {
     int64_t n_token_events;
     int32_t n_buckets; /* max_seqs + 1 */
     size_t n_done, n_failed, n_open, peak_open;
+    int32_t **hist;  /* chat: (sessions) each session's last prompt, growing */
+    int32_t *n_hist; /* (sessions) */
     double duration;
     char first_error[640];
 } serve_run;
@@ -91,6 +98,11 @@ typedef struct serve_report {
     dist ttft, tpot, itl, e2el;
     kvl_engine_stats st;
 } serve_report;
+
+/* Chat workloads: mean TTFT, prompt and cached tokens per turn (text and
+ * JSON); nothing otherwise. */
+void kvl_serve_print_turns_text(const serve_run *sr);
+void kvl_serve_print_turns_json(const serve_run *sr);
 
 /* Summarize the finished run (sorts sr->itl in place). false, with a
  * message, when out of memory. */

@@ -154,6 +154,12 @@ void kvl_serve_print_text(const serve_run *sr, const serve_report *rep) {
                  : 0.0,
              st->prefill_s_saved);
     printf("%-40s %s\n", "Prefix-cache hits (prompt tokens):", buf);
+    snprintf(buf, sizeof buf, "%lld pool / %lld tier (%s)", (long long)st->prefix_hit_tokens_pool,
+             (long long)st->prefix_hit_tokens_tier, kvl_prefix_tier_str(sr->cfg.prefix_tier));
+    printf("%-40s %s\n", "Prefix hits by where (pool / tier):", buf);
+    snprintf(buf, sizeof buf, "%lld / %lld / %lld", (long long)st->prefix_demoted_blocks,
+             (long long)st->prefix_promoted_blocks, (long long)st->prefix_evicted_unused);
+    printf("%-40s %s\n", "Tier demoted / promoted / lost unused:", buf);
     snprintf(buf, sizeof buf, "%lld / %zu", (long long)st->n_blocks_swapped_out,
              st->bytes_swapped_out);
     printf("%-40s %s\n", "Swapped out (blocks / bytes):", buf);
@@ -249,6 +255,17 @@ void kvl_serve_print_json(const serve_run *sr, const serve_report *rep) {
            (long long)st->prefix_lookup_tokens, (long long)st->prefix_hit_tokens,
            (long long)st->prefix_hit_tokens_self, (long long)st->prefix_evicted_blocks,
            st->prefill_s_saved);
+    printf(", \"prefix_hit_tokens_pool\": %lld, \"prefix_hit_tokens_tier\": %lld, "
+           "\"prefix_hit_rate\": %.6f, \"prefix_evicted_unused\": %lld, "
+           "\"prefix_demoted_blocks\": %lld, \"prefix_promoted_blocks\": %lld, "
+           "\"prefix_tier_dropped\": %lld, \"prefix_tier_seconds\": %.6f, \"prefix_tier\": \"%s\", "
+           "\"prefix_swapin_hit_blocks\": %lld",
+           (long long)st->prefix_hit_tokens_pool, (long long)st->prefix_hit_tokens_tier,
+           st->prefix_hit_rate, (long long)st->prefix_evicted_unused,
+           (long long)st->prefix_demoted_blocks, (long long)st->prefix_promoted_blocks,
+           (long long)st->prefix_tier_dropped, st->prefix_tier_seconds,
+           kvl_prefix_tier_str(c->prefix_tier), (long long)st->prefix_swapin_hit_blocks);
+    kvl_serve_print_turns_json(sr);
     printf(", \"engine\": {\"threads\": %d, \"max_seqs\": %d, \"max_batch_tokens\": %d, "
            "\"max_ctx\": %d, \"kv_type_k\": \"%s\", \"kv_type_v\": \"%s\", \"block_size\": %d, "
            "\"kv_blocks\": %u, \"kv_mem\": %zu, \"capacity_tokens\": %lld, \"swap_mem\": %zu, "
@@ -397,4 +414,64 @@ bool kvl_serve_write_svg(const serve_run *sr, const char *path) {
         return false;
     }
     return true;
+}
+
+/* ---- chat workloads: per turn ---------------------------------------------- */
+
+typedef struct turn_row {
+    int32_t n;
+    double ttft_ms, prompt, cached;
+} turn_row;
+
+static turn_row turn_of(const serve_run *sr, size_t t) {
+    turn_row w = {0};
+    size_t ns = (size_t)sr->o->chat_sessions;
+    for (size_t i = t * ns; i < (t + 1) * ns && i < sr->n; i++) {
+        const sreq *r = &sr->rq[i];
+        if (!r->done || r->failed || r->n_times == 0)
+            continue;
+        w.n++;
+        w.ttft_ms += 1e3 * (r->t_first - r->t_arrival);
+        w.prompt += r->in_len;
+        w.cached += (double)r->cached;
+    }
+    if (w.n) {
+        w.ttft_ms /= w.n;
+        w.prompt /= w.n;
+        w.cached /= w.n;
+    }
+    return w;
+}
+
+void kvl_serve_print_turns_text(const serve_run *sr) {
+    if (!sr->o->chat_sessions)
+        return;
+    rule("Multi-turn chat: per turn (means over sessions)", '-');
+    printf("%-6s %-10s %-14s %-14s %s\n", "Turn", "Sessions", "Prompt tokens", "Cached tokens",
+           "TTFT (ms)");
+    for (size_t t = 0; t < (size_t)sr->o->chat_turns; t++) {
+        turn_row w = turn_of(sr, t);
+        printf("%-6zu %-10d %-14.1f %-14.1f %.2f\n", t + 1, w.n, w.prompt, w.cached, w.ttft_ms);
+    }
+    rule("", '=');
+}
+
+void kvl_serve_print_turns_json(const serve_run *sr) {
+    if (!sr->o->chat_sessions)
+        return;
+    printf(", \"chat_sessions\": %lld, \"chat_turns\": [", sr->o->chat_sessions);
+    for (size_t t = 0; t < (size_t)sr->o->chat_turns; t++) {
+        turn_row w = turn_of(sr, t);
+        printf("%s{\"turn\": %zu, \"n\": %d, \"prompt_tokens\": %.1f, \"cached_tokens\": %.1f, "
+               "\"ttft_ms\": %.3f, \"ttft_ms_by_session\": [",
+               t ? ", " : "", t + 1, w.n, w.prompt, w.cached, w.ttft_ms);
+        size_t ns = (size_t)sr->o->chat_sessions;
+        for (size_t i = t * ns; i < (t + 1) * ns && i < sr->n; i++) {
+            const sreq *r = &sr->rq[i];
+            bool ok = r->done && !r->failed && r->n_times > 0;
+            printf("%s%.3f", i > t * ns ? ", " : "", ok ? 1e3 * (r->t_first - r->t_arrival) : -1.0);
+        }
+        printf("]}");
+    }
+    printf("]");
 }

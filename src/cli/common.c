@@ -105,7 +105,10 @@ void kvl_cli_kv_usage(FILE *f) {
         "      --kv-type-v F     V cache format only\n"
         "      --kv-check        before running, measure the chosen formats against f32 and\n"
         "                        f16 KV on this model (KL divergence, top-1) and warn when\n"
-        "                        they cost too much\n",
+        "                        they cost too much\n"
+        "      --prefix-tier T   off (default), host or file: cached prefix blocks evicted\n"
+        "                        from the pool go to the swap area (--swap-mem; file: the\n"
+        "                        --swap-file) and come back on a hit (run, serve, bench serve)\n",
         KVL_KV_MAX_BLOCK_SIZE, kvl_kv_format_names());
 }
 
@@ -137,6 +140,15 @@ int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_o
     int pr = kv_policy_flag(cmd, argc, argv, i, o);
     if (pr != 0)
         return pr;
+    if (!strcmp(a, "--prefix-tier")) {
+        if (!kvl_cli_value(cmd, argc, argv, i, &v))
+            return -1;
+        if (!kvl_prefix_tier_parse(v, &o->prefix_tier)) {
+            fprintf(stderr, "kvllm %s: --prefix-tier: '%s' is not off, host or file\n", cmd, v);
+            return -1;
+        }
+        return 1;
+    }
     bool is_k = !strcmp(a, "--kv-type-k"), is_v = !strcmp(a, "--kv-type-v"),
          both = !strcmp(a, "--kv-type");
     if (strcmp(a, "--kv-layout") && strcmp(a, "--kv-mem") && strcmp(a, "--block-size") && !is_k &&

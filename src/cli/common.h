@@ -17,15 +17,18 @@ const char *kvl_cli_default_model(void);
 
 /* KV cache flags shared by run, ppl and bench:
  *   --kv-layout paged|contiguous   --kv-mem BYTES|N%   --block-size N
- *   --kv-type F (both)  --kv-type-k F  --kv-type-v F */
+ *   --kv-type F (both)  --kv-type-k F  --kv-type-v F
+ *   --prefix-tier off|host|file (used by the engine commands: run, serve,
+ *   bench serve) */
 typedef struct kvl_cli_kv_opts {
     kvl_kv_cache_params p;
-    double mem_fraction;  /* > 0 when --kv-mem was a percentage of available memory */
-    bool check;           /* --kv-check */
-    bool k_set, v_set;    /* a format was given; otherwise "auto" */
-    kvl_kv_policy policy; /* --kv-policy, --kv-budget-tokens, --kv-sinks */
-    bool policy_ok;       /* the subcommand runs policies (set before parsing); else
+    double mem_fraction;              /* > 0 when --kv-mem was a percentage of available memory */
+    bool check;                       /* --kv-check */
+    bool k_set, v_set;                /* a format was given; otherwise "auto" */
+    kvl_kv_policy policy;             /* --kv-policy, --kv-budget-tokens, --kv-sinks */
+    bool policy_ok;                   /* the subcommand runs policies (set before parsing); else
                              the policy flags are refused */
+    kvl_prefix_tier_mode prefix_tier; /* --prefix-tier (the engine commands) */
 } kvl_cli_kv_opts;
 
 void kvl_cli_kv_defaults(kvl_cli_kv_opts *o);

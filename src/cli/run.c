@@ -355,6 +355,7 @@ static kvl_engine_params engine_params(const run_opts *o, size_t n_prompt) {
     ep.preempt = o->preempt;
     ep.swap_mem = o->swap_mem;
     ep.swap_file = o->swap_file;
+    ep.prefix_tier = o->com.kvo.prefix_tier;
     ep.batch_invariant = o->batch_invariant;
     ep.prefix_cache = !o->no_prefix_cache;
     return ep;

@@ -223,6 +223,7 @@ static kvl_engine_params engine_params(const serve_opts *o) {
     ep.preempt = o->preempt;
     ep.swap_mem = o->swap_mem;
     ep.swap_file = o->swap_file;
+    ep.prefix_tier = o->com.kvo.prefix_tier;
     return ep;
 }
 

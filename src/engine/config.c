@@ -5,18 +5,36 @@
 #include <string.h>
 
 static const char *const k_preempt[] = {"auto", "recompute", "swap"};
+static const char *const k_tier[] = {"off", "host", "file"};
+
+/* The index of s in names[0..n), or -1. */
+static int name_index(const char *const *names, int n, const char *s) {
+    for (int k = 0; s && k < n; k++)
+        if (!strcmp(s, names[k]))
+            return k;
+    return -1;
+}
 
 const char *kvl_preempt_mode_str(kvl_preempt_mode m) {
     return (unsigned)m < 3 ? k_preempt[m] : "?";
 }
 
 bool kvl_preempt_mode_parse(const char *s, kvl_preempt_mode *out) {
-    for (int k = 0; s && k < 3; k++)
-        if (!strcmp(s, k_preempt[k])) {
-            *out = (kvl_preempt_mode)k;
-            return true;
-        }
-    return false;
+    int k = name_index(k_preempt, 3, s);
+    if (k >= 0)
+        *out = (kvl_preempt_mode)k;
+    return k >= 0;
+}
+
+const char *kvl_prefix_tier_str(kvl_prefix_tier_mode m) {
+    return (unsigned)m < 3 ? k_tier[m] : "?";
+}
+
+bool kvl_prefix_tier_parse(const char *s, kvl_prefix_tier_mode *out) {
+    int k = name_index(k_tier, 3, s);
+    if (k >= 0)
+        *out = (kvl_prefix_tier_mode)k;
+    return k >= 0;
 }
 
 kvl_engine_params kvl_engine_defaults(void) {
@@ -86,8 +104,20 @@ kvl_status kvl_engine_resolve(const kvl_model *m, const kvl_engine_params *in,
         (st = range("block_size", p->block_size, 0, KVL_KV_MAX_BLOCK_SIZE, err)) ||
         (st = range("event_capacity", p->event_capacity, 16, 1 << 22, err)) ||
         (st = range("preempt", p->preempt, KVL_PREEMPT_AUTO, KVL_PREEMPT_SWAP, err)) ||
+        (st = range("prefix_tier", p->prefix_tier, KVL_PREFIX_TIER_OFF, KVL_PREFIX_TIER_FILE,
+                    err)) ||
         (st = range("kv_layout", p->kv_layout, KVL_KV_LAYOUT_PAGED, KVL_KV_LAYOUT_CONTIGUOUS, err)))
         return st;
+    if (p->prefix_tier == KVL_PREFIX_TIER_HOST && (!p->swap_mem || p->swap_file))
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "engine: prefix_tier host lives in the swap area in memory: it needs "
+                          "swap_mem > 0 (is %zu) and no swap_file (is %s)",
+                          p->swap_mem, p->swap_file ? p->swap_file : "none");
+    if (p->prefix_tier == KVL_PREFIX_TIER_FILE && (!p->swap_mem || !p->swap_file))
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "engine: prefix_tier file lives in the swap file: it needs swap_mem > 0 "
+                          "(is %zu) and a swap_file (is none)",
+                          p->swap_mem);
     if (!(p->kv_mem_fraction >= 0 && p->kv_mem_fraction <= 1))
         return kvl_errorf(err, KVL_E_INVALID, "engine: kv_mem_fraction %g outside [0, 1]",
                           p->kv_mem_fraction);

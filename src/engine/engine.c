@@ -119,6 +119,11 @@ kvl_status kvl_engine_init(const kvl_model *m, const kvl_engine_params *p, kvl_e
         if ((st = kvl_prefix_cache_init(kvl_sched_n_blocks(e->sched), bs, 0, &e->pc, err)))
             goto fail;
         kvl_sched_set_prefix_cache(e->sched, e->pc);
+        if (ep->prefix_tier != KVL_PREFIX_TIER_OFF && e->swap) {
+            if ((st = kvl_kv_tier_init(e->swap, &e->tier, err)))
+                goto fail;
+            kvl_sched_set_prefix_tier(e->sched, e->tier);
+        }
     }
     if (ep->batch_invariant)
         kvl_matmul_set_batch_invariant(true);
@@ -134,6 +139,7 @@ kvl_status kvl_engine_init(const kvl_model *m, const kvl_engine_params *p, kvl_e
     return KVL_OK;
 fail:
     kvl_sched_free(e->sched);
+    kvl_kv_tier_free(e->tier);
     kvl_prefix_cache_free(e->pc);
     kvl_kv_swap_free(e->swap);
     kvl_executor_free(e->x);
@@ -160,6 +166,7 @@ void kvl_engine_free(kvl_engine *e) {
     }
     pthread_mutex_unlock(&e->mu);
     kvl_sched_free(e->sched);
+    kvl_kv_tier_free(e->tier);
     kvl_prefix_cache_free(e->pc);
     kvl_kv_swap_free(e->swap);
     kvl_executor_free(e->x);
@@ -195,6 +202,7 @@ void kvl_engine_get_config(const kvl_engine *e, kvl_engine_config *o) {
     o->bytes_per_token = e->stats.kv.bytes_per_token;
     o->n_threads = kvl_pool_size(e->pool);
     o->preempt = p->preempt;
+    o->prefix_tier = e->tier ? p->prefix_tier : KVL_PREFIX_TIER_OFF;
     snprintf(o->budget_reason, sizeof o->budget_reason, "%s", e->cfg.budget_reason);
 }
 
@@ -546,6 +554,9 @@ void kvl_engine_req_info(kvl_engine *e, const eng_req *q, kvl_request_info *o) {
     o->prompt_tokens = q->r.n_prompt;
     o->generated_tokens = q->n_completion;
     o->n_preemptions = q->r.n_preempt;
+    o->cached_tokens = q->r.cached_tokens;
+    o->cached_tokens_tier = q->r.cached_tier;
+    o->cached_again = q->r.cached_again;
     double now = kvl_now();
     o->age_s = now - q->t_submit;
     o->queue_s = (q->t_sched > 0 ? q->t_sched : now) - q->t_submit;
@@ -699,6 +710,7 @@ void kvl_engine_kv_report(kvl_engine *e, FILE *f) { kvl_kv_cache_report(e->kv, f
 
 static kvl_status check_locked(kvl_engine *e, kvl_error *err) {
     int32_t held = 0;
+    uint32_t swap_held = 0;
     static const char *const names[] = {"waiting", "running", "swapped"};
     for (int st = KVL_REQ_WAITING; st <= KVL_REQ_SWAPPED; st++)
         for (kvl_request *r = kvl_sched_first(e->sched, st); r; r = r->next) {
@@ -711,6 +723,7 @@ static kvl_status check_locked(kvl_engine *e, kvl_error *err) {
                 alive += !s->done;
                 bool slot = s->slot >= 0;
                 held += slot;
+                swap_held += s->n_swap;
                 if (s->done && (slot || s->n_swap))
                     return kvl_errorf(err, KVL_E_INVALID,
                                       "request %llu sample %d ended but holds KV",
@@ -747,15 +760,21 @@ static kvl_status check_locked(kvl_engine *e, kvl_error *err) {
         if (st)
             return st;
     }
-    if (e->n_open == 0) { /* idle: every block free, no reference, swap empty */
+    /* the swap area: swapped requests' blocks + the prefix tier's + free */
+    uint32_t n_tier = kvl_kv_tier_n_entries(e->tier);
+    if (swap_held + n_tier + kvl_kv_swap_n_free(e->swap) != kvl_kv_swap_n_blocks(e->swap))
+        return kvl_errorf(err, KVL_E_INVALID, "swap: %u held + %u tier + %u free != %u blocks",
+                          swap_held, n_tier, kvl_kv_swap_n_free(e->swap),
+                          kvl_kv_swap_n_blocks(e->swap));
+    if (e->n_open == 0) { /* idle: every block free, no reference; swap holds the tier only */
         kvl_kv_stats ks;
         kvl_kv_cache_stats(e->kv, &ks);
         if (pg && ks.n_blocks_used != 0)
             return kvl_errorf(err, KVL_E_INVALID, "idle engine: %u blocks still used",
                               ks.n_blocks_used);
-        if (kvl_kv_swap_n_free(e->swap) != kvl_kv_swap_n_blocks(e->swap))
-            return kvl_errorf(err, KVL_E_INVALID, "idle engine: %u swap blocks still used",
-                              kvl_kv_swap_n_blocks(e->swap) - kvl_kv_swap_n_free(e->swap));
+        if (swap_held != 0)
+            return kvl_errorf(err, KVL_E_INVALID, "idle engine: %u swap blocks still held",
+                              swap_held);
     }
     return KVL_OK;
 }

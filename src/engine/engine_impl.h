@@ -60,6 +60,7 @@ struct kvl_engine {
     kvl_kv_swap *swap;
     kvl_sched *sched;
     kvl_prefix_cache *pc; /* NULL when off or with the contiguous layout */
+    kvl_kv_tier *tier;    /* the prefix cache's second tier in swap; NULL when off */
     int32_t max_blocks_per_seq;
     size_t res_state_bytes;
     float *work; /* (n_vocab) sampling scratch */

@@ -173,11 +173,31 @@ static void snapshot(kvl_engine *e) {
     st->prefix_hit_tokens = c->prefix_hit_tokens;
     st->prefix_hit_tokens_self = c->prefix_hit_tokens_self;
     st->prefix_hit_free_blocks = c->prefix_hit_free_blocks;
+    st->prefix_hit_tokens_tier = c->prefix_hit_tokens_tier;
+    st->prefix_hit_tokens_pool =
+        c->prefix_hit_tokens + c->prefix_hit_tokens_self - c->prefix_hit_tokens_tier;
+    st->prefix_hit_rate = c->prefix_lookup_tokens > 0
+                              ? (double)(c->prefix_hit_tokens + c->prefix_hit_tokens_self) /
+                                    (double)c->prefix_lookup_tokens
+                              : 0;
+    st->prefix_swapin_hit_blocks = c->prefix_swapin_hit_blocks;
+    st->prefix_evicted_unused = c->prefix_evicted_unused;
+    st->prefix_tier_seconds = c->prefix_tier_seconds;
     if (e->pc) {
         kvl_prefix_cache_stats ps;
         kvl_prefix_cache_stats_get(e->pc, &ps);
         st->prefix_cached_blocks = ps.n_entries;
         st->prefix_evicted_blocks = ps.n_evicted;
+    }
+    if (e->tier) {
+        kvl_kv_tier_stats ts;
+        kvl_kv_tier_stats_get(e->tier, &ts);
+        st->prefix_tier_blocks = ts.n_entries;
+        st->prefix_demoted_blocks = ts.n_put;
+        st->prefix_promoted_blocks = ts.n_taken;
+        st->prefix_tier_dropped = ts.n_dropped;
+        st->prefix_tier_dropped_swap = ts.n_dropped_swap;
+        st->prefix_evicted_unused += ts.n_dropped_unhit;
     }
     st->prefill_s_saved =
         e->prefill_rate > 0

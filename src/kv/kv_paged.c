@@ -706,6 +706,15 @@ void kvl_kv_paged_block_load(kvl_kv_paged *kv, int32_t seq, uint32_t j, const ui
     block_copy(kv, id, (uint8_t *)src, false);
 }
 
+void kvl_kv_paged_block_save_id(const kvl_kv_paged *kv, uint32_t id, uint8_t *dst) {
+    block_copy(kv, id, dst, true);
+}
+
+void kvl_kv_paged_block_load_id(kvl_kv_paged *kv, uint32_t id, const uint8_t *src) {
+    KVL_ASSERT(kvl_block_pool_refcount(kv->pool, id) == 1);
+    block_copy(kv, id, (uint8_t *)src, false);
+}
+
 static void residual_copy(const kvl_kv_paged *kv, int32_t seq, uint8_t *buf, bool save) {
     if (!kv->res_start)
         return;

@@ -172,6 +172,10 @@ size_t kvl_kv_paged_residual_state_bytes(const kvl_kv_paged *kv);
 void kvl_kv_paged_block_save(const kvl_kv_paged *kv, int32_t seq, uint32_t j, uint8_t *dst);
 /* Block j of seq must be held by seq alone (count 1). */
 void kvl_kv_paged_block_load(kvl_kv_paged *kv, int32_t seq, uint32_t j, const uint8_t *src);
+/* The same copies by pool block id (the prefix cache's second tier:
+ * kv/kv_tier.h). load_id's block must be held by the caller alone. */
+void kvl_kv_paged_block_save_id(const kvl_kv_paged *kv, uint32_t id, uint8_t *dst);
+void kvl_kv_paged_block_load_id(kvl_kv_paged *kv, uint32_t id, const uint8_t *src);
 void kvl_kv_paged_residual_save(const kvl_kv_paged *kv, int32_t seq, uint8_t *dst);
 void kvl_kv_paged_residual_load(kvl_kv_paged *kv, int32_t seq, const uint8_t *src);
 

@@ -21,6 +21,7 @@ struct kvl_prefix_cache {
     uint32_t *slots;         /* (mask + 1) block ids or EMPTY */
     uint32_t *slot_of;       /* (n_blocks) */
     kvl_hash128 *hash;       /* (n_blocks) valid where slot_of != EMPTY */
+    bool *hit;               /* (n_blocks) reused since inserted */
     kvl_prefix_cache_stats st;
 };
 
@@ -37,8 +38,9 @@ kvl_status kvl_prefix_cache_init(uint32_t n_blocks, int32_t block_size, uint64_t
         pc->slots = malloc((size_t)cap * sizeof *pc->slots);
         pc->slot_of = malloc((size_t)n_blocks * sizeof *pc->slot_of);
         pc->hash = calloc(n_blocks, sizeof *pc->hash);
+        pc->hit = calloc(n_blocks, sizeof *pc->hit);
     }
-    if (!pc || !pc->slots || !pc->slot_of || !pc->hash) {
+    if (!pc || !pc->slots || !pc->slot_of || !pc->hash || !pc->hit) {
         kvl_prefix_cache_free(pc);
         return kvl_errorf(err, KVL_E_NOMEM, "prefix cache: out of memory for %u blocks", n_blocks);
     }
@@ -62,6 +64,7 @@ void kvl_prefix_cache_free(kvl_prefix_cache *pc) {
     free(pc->slots);
     free(pc->slot_of);
     free(pc->hash);
+    free(pc->hit);
     free(pc);
 }
 
@@ -108,6 +111,7 @@ bool kvl_prefix_cache_insert(kvl_prefix_cache *pc, kvl_hash128 h, uint32_t id) {
     pc->slots[s] = id;
     pc->slot_of[id] = s;
     pc->hash[id] = h;
+    pc->hit[id] = false;
     pc->st.n_entries++;
     pc->st.n_inserted++;
     return true;
@@ -142,4 +146,20 @@ bool kvl_prefix_cache_has(const kvl_prefix_cache *pc, uint32_t id) {
 
 void kvl_prefix_cache_stats_get(const kvl_prefix_cache *pc, kvl_prefix_cache_stats *out) {
     *out = pc->st;
+}
+
+bool kvl_prefix_cache_hash_of(const kvl_prefix_cache *pc, uint32_t id, kvl_hash128 *out) {
+    if (!kvl_prefix_cache_has(pc, id))
+        return false;
+    *out = pc->hash[id];
+    return true;
+}
+
+void kvl_prefix_cache_mark_hit(kvl_prefix_cache *pc, uint32_t id) {
+    if (kvl_prefix_cache_has(pc, id))
+        pc->hit[id] = true;
+}
+
+bool kvl_prefix_cache_was_hit(const kvl_prefix_cache *pc, uint32_t id) {
+    return kvl_prefix_cache_has(pc, id) && pc->hit[id];
 }

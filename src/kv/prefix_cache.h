@@ -59,6 +59,12 @@ bool kvl_prefix_cache_insert(kvl_prefix_cache *pc, kvl_hash128 h, uint32_t id);
 void kvl_prefix_cache_evict(kvl_prefix_cache *pc, uint32_t id);
 /* True when id has a hash. */
 bool kvl_prefix_cache_has(const kvl_prefix_cache *pc, uint32_t id);
+/* id's hash into *out; false (nothing written) when id has none. */
+bool kvl_prefix_cache_hash_of(const kvl_prefix_cache *pc, uint32_t id, kvl_hash128 *out);
+/* Record that id's cached contents were reused (a hit); cleared when id is
+ * inserted again. was_hit is false for an id with no hash. */
+void kvl_prefix_cache_mark_hit(kvl_prefix_cache *pc, uint32_t id);
+bool kvl_prefix_cache_was_hit(const kvl_prefix_cache *pc, uint32_t id);
 void kvl_prefix_cache_stats_get(const kvl_prefix_cache *pc, kvl_prefix_cache_stats *out);
 
 #endif

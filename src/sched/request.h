@@ -50,7 +50,8 @@ typedef struct kvl_request {
     int64_t to_recompute;  /* positions lost by the last preemption, not yet recomputed */
     uint64_t ns;           /* prefix-cache namespace (cache salt, KV format) */
     int64_t cached_tokens; /* prompt positions found in the prefix cache at first admission */
-    int64_t cached_again;  /* positions found on re-admissions after a preemption */
+    int64_t cached_tier;   /* of those, promoted from the second tier */
+    int64_t cached_again;  /* positions found on re-admissions and swap-ins after a preemption */
     bool ever_run;
     kvl_seq *seqs;                   /* (n_samples) */
     struct kvl_request *prev, *next; /* in its state's list */

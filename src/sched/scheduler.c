@@ -44,8 +44,11 @@ struct kvl_sched {
     kvl_sched_plan plan;
     kvl_sched_counters c;
     double prefill_tok_s, swap_bytes_s;
-    kvl_prefix_cache *pc; /* NULL: no prefix caching */
-    uint32_t *hit_ids;    /* (max blocks of one sequence) an admission's lookup */
+    kvl_prefix_cache *pc;  /* NULL: no prefix caching */
+    kvl_kv_tier *tier;     /* NULL: evicted cached blocks are dropped */
+    uint32_t *hit_ids;     /* (max blocks of one sequence) a lookup: pool ids, */
+    uint32_t *hit_swap;    /* (same) tier swap ids, */
+    kvl_hash128 *hit_hash; /* (same) and hashes */
 };
 
 /* ---- lists ---------------------------------------------------------------- */
@@ -149,6 +152,8 @@ void kvl_sched_free(kvl_sched *s) {
     if (!s)
         return;
     free(s->hit_ids);
+    free(s->hit_swap);
+    free(s->hit_hash);
     free(s->free_slots);
     free(s->items);
     free(s->rs_seq);
@@ -167,39 +172,134 @@ void kvl_sched_set_rates(kvl_sched *s, double prefill_tok_s, double swap_bytes_s
         s->swap_bytes_s = swap_bytes_s;
 }
 
-/* ---- the prefix cache ------------------------------------------------------ */
+/* ---- the prefix cache and its second tier --------------------------------
+ *
+ *   pool (free queue, LRU)  --evict hook: demote (copy out)-->  tier (LRU)
+ *        ^                                                        |
+ *        +------------- admission hit: promote (copy in) ---------+
+ *
+ * A hash is normally in one of the two; a block computed again while its
+ * hash waits in the tier is simply in both until one copy goes.
+ */
 
-static void evict_hook(void *ctx, uint32_t id) { kvl_prefix_cache_evict(ctx, id); }
+static void evict_hook(void *ctx, uint32_t id) {
+    kvl_sched *s = ctx;
+    kvl_hash128 h;
+    if (!kvl_prefix_cache_hash_of(s->pc, id, &h))
+        return;
+    bool hit = kvl_prefix_cache_was_hit(s->pc, id);
+    uint8_t *dst = s->tier ? kvl_kv_tier_put(s->tier, h, hit) : NULL;
+    if (dst) {
+        double t0 = kvl_now();
+        kvl_kv_paged_block_save_id(s->paged, id, dst);
+        s->c.prefix_tier_seconds += kvl_now() - t0;
+    } else if (!hit && !(s->tier && kvl_kv_tier_find(s->tier, h) != UINT32_MAX)) {
+        s->c.prefix_evicted_unused++;
+    }
+    kvl_prefix_cache_evict(s->pc, id);
+}
 
 void kvl_sched_set_prefix_cache(kvl_sched *s, kvl_prefix_cache *pc) {
     if (!s->paged)
         return;
     if (!s->hit_ids) {
         int32_t mc = kvl_kv_paged_max_ctx(s->paged);
-        s->hit_ids = malloc(((size_t)mc / (size_t)s->block_size + 1) * sizeof *s->hit_ids);
-        if (!s->hit_ids)
+        size_t n = (size_t)mc / (size_t)s->block_size + 1;
+        s->hit_ids = malloc(n * sizeof *s->hit_ids);
+        s->hit_swap = malloc(n * sizeof *s->hit_swap);
+        s->hit_hash = malloc(n * sizeof *s->hit_hash);
+        if (!s->hit_ids || !s->hit_swap || !s->hit_hash) {
+            free(s->hit_ids);
+            free(s->hit_swap);
+            free(s->hit_hash);
+            s->hit_ids = s->hit_swap = NULL;
+            s->hit_hash = NULL;
             return; /* no caching rather than no engine */
+        }
     }
     s->pc = pc;
-    kvl_block_pool_set_evict_hook(kvl_kv_paged_pool(s->paged), pc ? evict_hook : NULL, pc);
+    if (!pc)
+        s->tier = NULL;
+    kvl_block_pool_set_evict_hook(kvl_kv_paged_pool(s->paged), pc ? evict_hook : NULL, s);
+}
+
+void kvl_sched_set_prefix_tier(kvl_sched *s, kvl_kv_tier *tier) {
+    s->tier = s->pc && s->swap ? tier : NULL;
 }
 
 /* The longest cached prefix of sample q's first `limit` positions, in whole
- * blocks: their ids into s->hit_ids, q's chain advanced over them. */
-static uint32_t prefix_lookup(kvl_sched *s, const kvl_request *r, kvl_seq *q, int32_t limit) {
-    uint32_t n = 0, max_blocks = (uint32_t)(limit / s->block_size);
+ * blocks, from the pool or (with_tier) the second tier: per block j its
+ * pool id (UINT32_MAX when in the tier) in s->hit_ids, its swap block
+ * (UINT32_MAX when in the pool) in s->hit_swap and its hash; q's chain
+ * advanced over them. *n_tier: how many are in the tier. */
+static uint32_t prefix_lookup(kvl_sched *s, const kvl_request *r, kvl_seq *q, int32_t limit,
+                              bool with_tier, uint32_t *n_tier) {
+    uint32_t n = 0, max_blocks = limit > 0 ? (uint32_t)(limit / s->block_size) : 0;
     kvl_hash128 h = {0, 0};
+    *n_tier = 0;
     while (n < max_blocks) {
         kvl_hash128 hn = kvl_prefix_hash(s->pc, h, r->ns, q->hist + (size_t)n * s->block_size);
-        uint32_t id = kvl_prefix_cache_find(s->pc, hn);
-        if (id == UINT32_MAX)
+        uint32_t id = kvl_prefix_cache_find(s->pc, hn), sid = UINT32_MAX;
+        if (id == UINT32_MAX && with_tier && s->tier)
+            sid = kvl_kv_tier_find(s->tier, hn);
+        if (id == UINT32_MAX && sid == UINT32_MAX)
             break;
-        s->hit_ids[n++] = id;
+        s->hit_ids[n] = id;
+        s->hit_swap[n] = sid;
+        s->hit_hash[n] = hn;
+        *n_tier += sid != UINT32_MAX;
+        n++;
         h = hn;
     }
     q->n_hashed = n;
     q->chain = h;
     return n;
+}
+
+/* Pool hits of the lookup that are free (count 0) but still cached. */
+static uint32_t lookup_free_hits(const kvl_sched *s, uint32_t n_hit) {
+    uint32_t k = 0;
+    for (uint32_t j = 0; j < n_hit; j++)
+        k += s->hit_ids[j] != UINT32_MAX &&
+             kvl_block_pool_refcount(kvl_kv_paged_pool(s->paged), s->hit_ids[j]) == 0;
+    return k;
+}
+
+/* Attach the lookup's n_hit blocks to q's empty table, promoting the tier
+ * hits first: each takes a fresh pool block, gets its bytes copied back
+ * and its hash entered in the pool's map. Order matters: the tier entries
+ * are taken out and the pool hits pinned (one reference each) before the
+ * fresh blocks are allocated, so the demotions those allocations cause
+ * can drop neither. The caller has checked that n_tier + the free pool
+ * hits fit in the free blocks. */
+static void prefix_attach(kvl_sched *s, kvl_seq *q, uint32_t n_hit, uint32_t n_tier) {
+    kvl_block_pool *pool = kvl_kv_paged_pool(s->paged);
+    for (uint32_t j = 0; j < n_hit; j++)
+        if (s->hit_swap[j] != UINT32_MAX) {
+            uint32_t sid = kvl_kv_tier_take(s->tier, s->hit_hash[j]);
+            KVL_ASSERT(sid == s->hit_swap[j]);
+        } else {
+            kvl_block_pool_incref(pool, s->hit_ids[j]);
+        }
+    kvl_error err;
+    double t0 = kvl_now();
+    for (uint32_t j = 0; j < n_hit && n_tier; j++) {
+        if (s->hit_swap[j] == UINT32_MAX)
+            continue;
+        kvl_status st = kvl_block_pool_alloc(pool, 1, &s->hit_ids[j], &err);
+        KVL_ASSERT(st == KVL_OK);
+        kvl_kv_paged_block_load_id(s->paged, s->hit_ids[j],
+                                   kvl_kv_swap_block(s->swap, s->hit_swap[j]));
+        kvl_kv_swap_release(s->swap, &s->hit_swap[j], 1);
+        kvl_prefix_cache_insert(s->pc, s->hit_hash[j], s->hit_ids[j]);
+    }
+    if (n_tier)
+        s->c.prefix_tier_seconds += kvl_now() - t0;
+    kvl_status st = kvl_kv_paged_attach(s->paged, q->slot, s->hit_ids, n_hit, &err);
+    KVL_ASSERT(st == KVL_OK);
+    kvl_block_pool_decref(pool, s->hit_ids, n_hit); /* the pins and the fresh blocks' own */
+    for (uint32_t j = 0; j < n_hit; j++)
+        kvl_prefix_cache_mark_hit(s->pc, s->hit_ids[j]);
 }
 
 /* Register sample q's full blocks not yet in the cache. */
@@ -418,7 +518,8 @@ static bool swap_possible(const kvl_sched *s, const kvl_request *r, uint32_t *n_
     int32_t li = lead_of(r);
     const kvl_block_table *t = kvl_kv_paged_table(s->paged, r->seqs[li].slot);
     *n_blocks = t->n_blocks;
-    return t->n_blocks <= kvl_kv_swap_n_free(s->swap);
+    /* the prefix tier's blocks are dropped for it: swapped requests first */
+    return t->n_blocks <= kvl_kv_swap_n_free(s->swap) + kvl_kv_tier_n_entries(s->tier);
 }
 
 static void preempt_swap(kvl_sched *s, kvl_request *r) {
@@ -428,6 +529,8 @@ static void preempt_swap(kvl_sched *s, kvl_request *r) {
     uint32_t n = t->n_blocks;
     kvl_error err;
     double t0 = kvl_now();
+    if (s->tier)
+        kvl_kv_tier_make_room(s->tier, n);
     kvl_status st = kvl_kv_swap_alloc(s->swap, n, q->swap_ids, &err);
     KVL_ASSERT(st == KVL_OK);
     for (uint32_t j = 0; j < n; j++)
@@ -484,6 +587,10 @@ static kvl_request *victim_for(kvl_sched *s, const kvl_request *r) {
 
 /* ---- swap in -------------------------------------------------------------- */
 
+/* A swapped request comes back: its leading full blocks still cached in
+ * the pool are attached (shared, not copied); the rest are reserved anew
+ * and copied from the swap area. The last block is always copied (a
+ * format's residual may cover it). */
 static bool swap_in(kvl_sched *s, kvl_request *r) {
     if (s->n_free_slots < r->n_alive)
         return false;
@@ -494,25 +601,35 @@ static bool swap_in(kvl_sched *s, kvl_request *r) {
     int32_t target = (!r->forked && q->n_kv < r->n_prompt) ? r->n_prompt : q->len;
     int32_t next =
         target - q->n_kv < s->p.max_batch_tokens ? target - q->n_kv : s->p.max_batch_tokens;
-    uint64_t need = ceil_div((uint64_t)(q->n_kv + next), (uint64_t)s->block_size);
-    if (need + watermark(s) > n_free_blocks(s))
+    uint32_t n_tier = 0;
+    uint32_t n_hit = s->pc ? prefix_lookup(s, r, q, q->n_kv - 1, false, &n_tier) : 0;
+    uint32_t n_hit_free = s->pc ? lookup_free_hits(s, n_hit) : 0;
+    uint64_t need = ceil_div((uint64_t)(q->n_kv + next), (uint64_t)s->block_size) - n_hit;
+    if (need + n_hit_free + watermark(s) > n_free_blocks(s)) {
+        prefix_forget(q);
         return false;
+    }
     for (int32_t i = 0; i < r->n_samples; i++)
         if (!r->seqs[i].done)
             r->seqs[i].slot = s->free_slots[--s->n_free_slots];
     double t0 = kvl_now();
     kvl_error err;
-    kvl_status st = kvl_kv_cache_reserve(s->kv, q->slot, q->n_kv, &err);
+    if (n_hit)
+        prefix_attach(s, q, n_hit, 0);
+    int32_t hit = (int32_t)n_hit * s->block_size;
+    kvl_status st = kvl_kv_cache_reserve(s->kv, q->slot, q->n_kv - hit, &err);
     KVL_ASSERT(st == KVL_OK);
-    for (uint32_t j = 0; j < q->n_swap; j++)
+    for (uint32_t j = n_hit; j < q->n_swap; j++)
         kvl_kv_paged_block_load(s->paged, q->slot, j, kvl_kv_swap_block(s->swap, q->swap_ids[j]));
     if (q->swap_res)
         kvl_kv_paged_residual_load(s->paged, q->slot, q->swap_res);
     s->c.swap_seconds += kvl_now() - t0;
-    s->c.n_blocks_swapped_in += q->n_swap;
-    s->c.bytes_swapped_in += (size_t)q->n_swap * kvl_kv_swap_block_bytes(s->swap);
+    s->c.n_blocks_swapped_in += q->n_swap - n_hit;
+    s->c.bytes_swapped_in += (size_t)(q->n_swap - n_hit) * kvl_kv_swap_block_bytes(s->swap);
+    s->c.prefix_swapin_hit_blocks += n_hit;
+    s->c.prefix_hit_free_blocks += n_hit_free;
+    r->cached_again += hit;
     swap_put(s, q);
-    prefix_forget(q); /* new block ids: registered again as they are seen */
     move_to(s, r, KVL_REQ_RUNNING);
     return true;
 }
@@ -612,6 +729,24 @@ static bool schedule_running(kvl_sched *s, kvl_request *r, int32_t *budget) {
     }
 }
 
+/* Count an admission's prefix hits (hit positions, n_tier of its blocks
+ * from the tier) against r: a first admission's, or a re-admission's. */
+static void count_hits(kvl_sched *s, kvl_request *r, int32_t target, int32_t hit, uint32_t n_tier,
+                       uint32_t n_hit_free) {
+    int64_t tier = (int64_t)n_tier * s->block_size;
+    s->c.prefix_lookup_tokens += target;
+    s->c.prefix_hit_free_blocks += n_hit_free;
+    s->c.prefix_hit_tokens_tier += tier;
+    if (r->ever_run) {
+        s->c.prefix_hit_tokens_self += hit;
+        r->cached_again += hit;
+    } else {
+        s->c.prefix_hit_tokens += hit;
+        r->cached_tokens = hit;
+        r->cached_tier = tier;
+    }
+}
+
 static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
     if (s->n_free_slots < r->n_alive || *budget <= 0)
         return false;
@@ -619,19 +754,20 @@ static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
     kvl_seq *q = &r->seqs[li];
     int32_t target = r->forked ? q->len : r->n_prompt;
     /* the prefix cache: whole blocks, at least the target's last position
-     * left to compute (its logits, or the fork point's) */
-    uint32_t n_hit = s->pc ? prefix_lookup(s, r, q, target - 1) : 0, n_hit_free = 0;
-    for (uint32_t j = 0; j < n_hit; j++)
-        n_hit_free += kvl_block_pool_refcount(kvl_kv_paged_pool(s->paged), s->hit_ids[j]) == 0;
+     * left to compute (its logits, or the fork point's); tier hits need a
+     * fresh pool block each, like the blocks of the chunk */
+    uint32_t n_tier = 0;
+    uint32_t n_hit = s->pc ? prefix_lookup(s, r, q, target - 1, true, &n_tier) : 0;
+    uint32_t n_hit_free = s->pc ? lookup_free_hits(s, n_hit) : 0, n_pool = n_hit - n_tier;
     int32_t hit = (int32_t)n_hit * s->block_size;
     int32_t chunk = target - hit < *budget ? target - hit : *budget;
     uint64_t need =
-        s->paged ? ceil_div((uint64_t)(hit + chunk), (uint64_t)s->block_size) - n_hit : 0;
+        s->paged ? ceil_div((uint64_t)(hit + chunk), (uint64_t)s->block_size) - n_pool : 0;
     if (r->n_preempt > 0 && s->paged) /* thrash guard: its whole history must fit */
         for (int32_t i = 0; i < r->n_samples; i++)
             if (!r->seqs[i].done) {
                 uint64_t b = ceil_div((uint64_t)r->seqs[i].len + 1, (uint64_t)s->block_size);
-                b = b > n_hit ? b - n_hit : 0;
+                b = b > n_pool ? b - n_pool : 0;
                 need = b > need ? b : need;
             }
     if (need + n_hit_free + watermark(s) > n_free_blocks(s) || !policy_admits(s, r)) {
@@ -642,28 +778,20 @@ static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
         if (!r->seqs[i].done)
             r->seqs[i].slot = s->free_slots[--s->n_free_slots];
     move_to(s, r, KVL_REQ_RUNNING);
-    kvl_error err;
-    kvl_status st = KVL_OK;
     if (n_hit) {
-        st = kvl_kv_paged_attach(s->paged, q->slot, s->hit_ids, n_hit, &err);
-        KVL_ASSERT(st == KVL_OK);
+        prefix_attach(s, q, n_hit, n_tier);
         q->n_kv = hit;
     }
-    if (s->pc) {
-        s->c.prefix_lookup_tokens += target;
-        s->c.prefix_hit_free_blocks += n_hit_free;
-        if (r->ever_run)
-            s->c.prefix_hit_tokens_self += hit, r->cached_again += hit;
-        else
-            s->c.prefix_hit_tokens += hit, r->cached_tokens = hit;
-    }
+    if (s->pc)
+        count_hits(s, r, target, hit, n_tier, n_hit_free);
     if (r->to_recompute > 0) { /* what the cache did not give back is computed again */
         int64_t again = r->to_recompute > hit ? r->to_recompute - hit : 0;
         s->c.tokens_recomputed += again;
         r->recomputed += again;
         r->to_recompute = 0;
     }
-    st = kvl_kv_cache_reserve(s->kv, q->slot, chunk, &err);
+    kvl_error err;
+    kvl_status st = kvl_kv_cache_reserve(s->kv, q->slot, chunk, &err);
     KVL_ASSERT(st == KVL_OK);
     add_item(s, r, li, chunk);
     *budget -= chunk;

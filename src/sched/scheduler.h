@@ -30,6 +30,7 @@
 
 #include "kv/kv_cache.h"
 #include "kv/kv_swap.h"
+#include "kv/kv_tier.h"
 #include "sched/request.h"
 
 /* KV allocation policy (paged layout only; the simulator's baselines, so
@@ -74,11 +75,15 @@ typedef struct kvl_sched_counters {
     int64_t n_preemptions, n_preempt_recompute, n_preempt_swap, tokens_recomputed;
     int64_t n_blocks_swapped_out, n_blocks_swapped_in;
     size_t bytes_swapped_out, bytes_swapped_in;
-    double swap_seconds;            /* time spent copying to and from the swap area */
-    int64_t prefix_lookup_tokens;   /* prompt positions looked up at admission */
-    int64_t prefix_hit_tokens;      /* of those, found cached (first admissions) */
-    int64_t prefix_hit_tokens_self; /* found on re-admission after a preemption */
-    int64_t prefix_hit_free_blocks; /* hits on blocks that were free but still cached */
+    double swap_seconds;              /* time spent copying to and from the swap area */
+    int64_t prefix_lookup_tokens;     /* prompt positions looked up at admission */
+    int64_t prefix_hit_tokens;        /* of those, found cached (first admissions) */
+    int64_t prefix_hit_tokens_self;   /* found on re-admission after a preemption */
+    int64_t prefix_hit_free_blocks;   /* hits on blocks that were free but still cached */
+    int64_t prefix_hit_tokens_tier;   /* of hit + self, promoted from the second tier */
+    int64_t prefix_swapin_hit_blocks; /* swap-in blocks attached from the pool, not copied */
+    int64_t prefix_evicted_unused; /* cached blocks dropped by the pool (not demoted) never hit */
+    double prefix_tier_seconds;    /* demotion and promotion copies */
 } kvl_sched_counters;
 
 typedef struct kvl_sched kvl_sched;
@@ -92,6 +97,12 @@ void kvl_sched_free(kvl_sched *s);
  * register full blocks after each step; the pool's evict hook is set to it.
  * Paged layout only. */
 void kvl_sched_set_prefix_cache(kvl_sched *s, kvl_prefix_cache *pc);
+/* Demote cached blocks the pool evicts into tier (NULL: drop them) and
+ * promote them back on admission hits. tier must sit on the swap area
+ * given to kvl_sched_init and outlive the scheduler; needs a prefix cache.
+ * Swapped-out requests come first: preemption by swap drops the tier's
+ * oldest blocks for room. */
+void kvl_sched_set_prefix_tier(kvl_sched *s, kvl_kv_tier *tier);
 
 /* Queue r (state WAITING, nothing held). This function can't fail. */
 void kvl_sched_add(kvl_sched *s, kvl_request *r);

@@ -176,6 +176,15 @@ bool srv_metrics_text(kvl_server *s, srv_buf *b) {
                "Cached blocks handed out for new data.", (double)st.prefix_evicted_blocks) &&
         metric(b, "prefix_cache_seconds_saved_total", "counter",
                "Prefill time the hits saved, at the measured prefill rate.", st.prefill_s_saved) &&
+        metric(b, "prefix_cache_hits_tier_total", "counter",
+               "Hit positions promoted from the second tier.", (double)st.prefix_hit_tokens_tier) &&
+        metric(b, "prefix_cache_demoted_blocks_total", "counter",
+               "Cached blocks demoted to the second tier.", (double)st.prefix_demoted_blocks) &&
+        metric(b, "prefix_cache_tier_blocks", "gauge", "Blocks in the second tier.",
+               st.prefix_tier_blocks) &&
+        metric(b, "prefix_cache_evicted_unused_total", "counter",
+               "Cached blocks that left the cache without a hit.",
+               (double)st.prefix_evicted_unused) &&
         metric(b, "client_disconnects_total", "counter",
                "Requests cancelled because the client hung up.", (double)m.disconnects) &&
         metric(b, "http_connections", "gauge", "Open HTTP connections.", srv_n_conns(s)) &&
