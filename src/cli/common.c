@@ -286,3 +286,42 @@ const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c) {
                 cmd);
     return p;
 }
+
+char *kvl_cli_read_text(const char *cmd, const char *path, size_t *len) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) {
+        fprintf(stderr, "kvllm %s: -f: cannot open '%s'\n", cmd, path);
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n - 1, f);
+        if (n < cap - 1)
+            break;
+        if (cap >= ((size_t)64 << 20)) {
+            fprintf(stderr, "kvllm %s: -f: '%s' is larger than 64 MiB\n", cmd, path);
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        char *t = realloc(buf, cap * 2);
+        if (!t)
+            free(buf);
+        buf = t;
+        cap *= 2;
+    }
+    if (buf && ferror(f)) {
+        fprintf(stderr, "kvllm %s: -f: read error on '%s'\n", cmd, path);
+        free(buf);
+        buf = NULL;
+    }
+    if (f != stdin)
+        fclose(f);
+    if (buf) {
+        buf[n] = '\0';
+        if (len)
+            *len = n;
+    }
+    return buf;
+}

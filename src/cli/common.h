@@ -53,6 +53,10 @@ int kvl_cli_common_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_
 /* The model the flags name (or the shipped one): NULL with a message when
  * none is given and the shipped one is missing. */
 const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c);
+/* The whole of a text file ("-": stdin), at most 64 MiB, NUL-terminated
+ * and malloc'd, its length in *len (may be NULL); NULL with a message
+ * "kvllm <cmd>: -f: ..." when it cannot be read. */
+char *kvl_cli_read_text(const char *cmd, const char *path, size_t *len);
 
 /* 1: argv[*i] was a KV flag and was consumed (with its value); 0: not a KV
  * flag; -1: a bad value (message printed). */

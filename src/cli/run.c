@@ -207,46 +207,6 @@ static int parse_args(int argc, char **argv, run_opts *o) {
     return 0;
 }
 
-/* The prompt file's contents (NUL-terminated, malloc'd), or NULL with a
- * message. */
-static char *read_prompt(const char *path) {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) {
-        fprintf(stderr, "kvllm run: -f: cannot open '%s'\n", path);
-        return NULL;
-    }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n - 1, f);
-        if (n < cap - 1)
-            break;
-        if (cap >= ((size_t)64 << 20)) {
-            fprintf(stderr, "kvllm run: -f: '%s' is larger than 64 MiB\n", path);
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        char *t = realloc(buf, cap * 2);
-        if (!t) {
-            free(buf);
-            buf = NULL;
-        }
-        buf = t;
-        cap *= 2;
-    }
-    if (buf && ferror(f)) {
-        fprintf(stderr, "kvllm run: -f: read error on '%s'\n", path);
-        free(buf);
-        buf = NULL;
-    }
-    if (f != stdin)
-        fclose(f);
-    if (buf)
-        buf[n] = '\0';
-    return buf;
-}
-
 static void dump_tap(void *user, const float *logits, int32_t n_rows, int32_t n_vocab) {
     fwrite(logits, sizeof(float), (size_t)n_rows * (size_t)n_vocab, user);
 }
@@ -648,7 +608,7 @@ int kvl_cli_run(int argc, char **argv) {
         return 2;
     char *file_prompt = NULL;
     if (o.prompt_file) {
-        if (!(file_prompt = read_prompt(o.prompt_file)))
+        if (!(file_prompt = kvl_cli_read_text("run", o.prompt_file, NULL)))
             return 2;
         o.prompt = file_prompt;
     }

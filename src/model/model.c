@@ -306,3 +306,28 @@ kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model
     *out = m;
     return KVL_OK;
 }
+
+kvl_status kvl_model_load_tokenizer(const char *path, const kvl_model_params *p,
+                                    kvl_tokenizer **out, kvl_error *err) {
+    kvl_mapped_file mf;
+    kvl_status st = kvl_load_file(path, KVL_LOAD_MMAP, NULL, &mf, err);
+    if (st)
+        return st;
+    if (!(mf.size >= 4 && memcmp(mf.data, "GGUF", 4) == 0)) {
+        kvl_unmap_file(&mf);
+        kvl_model *m = NULL;
+        if ((st = kvl_model_load(path, p, &m, err)))
+            return st;
+        *out = m->tok;
+        m->tok = NULL;
+        kvl_model_free(m);
+        return KVL_OK;
+    }
+    kvl_gguf *g = NULL;
+    st = kvl_gguf_parse(mf.data, mf.size, &g, err);
+    if (st == KVL_OK)
+        st = kvl_tokenizer_from_gguf(g, out, err); /* copies what it keeps */
+    kvl_gguf_free(g);
+    kvl_unmap_file(&mf);
+    return st;
+}

@@ -131,6 +131,14 @@ kvl_status kvl_model_from_gguf(kvl_gguf *g, kvl_model **out, kvl_error *err);
 kvl_status kvl_llama2c_parse(const uint8_t *buf, size_t size, kvl_model **out, kvl_error *err);
 void kvl_model_free(kvl_model *m);
 
+/* Only the tokenizer of a model file (llama.cpp's vocab_only): a GGUF's
+ * tokenizer.ggml.* keys, tensors neither needed nor read (vocabulary-only
+ * files such as llama.cpp's ggml-vocab-*.gguf load); a llama2.c checkpoint
+ * loads whole for its vocabulary size, then its tokenizer file (p's
+ * tokenizer_path or beside it). On error *out is untouched. */
+kvl_status kvl_model_load_tokenizer(const char *path, const kvl_model_params *p,
+                                    kvl_tokenizer **out, kvl_error *err);
+
 /* Read and validate the hyperparameters of a GGUF: general.architecture
  * (one of k_arch) and its <arch>.* keys (vocabulary size from
  * token_embd.weight). Keys that would change the math in ways kvllm does not

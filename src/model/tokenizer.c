@@ -264,11 +264,10 @@ static kvl_status build(const char *what, const raw_tok *raw, int32_t n, bool co
                                   what, (int)i, plen);
             }
         }
-        static const char *const eog_names[] = {"<|eot_id|>",    "<|im_end|>",    "<|end|>",
-                                                "<end_of_turn>", "<|endoftext|>", "<EOT>"};
-        for (size_t k = 0; k < sizeof eog_names / sizeof eog_names[0]; k++)
-            e->eog |= e->type != KVL_TOK_NORMAL && e->type != KVL_TOK_BYTE &&
-                      e->len == strlen(eog_names[k]) && !memcmp(p, eog_names[k], e->len);
+        if (kvl_tokenizer_eog_name(p, e->len)) { /* llama.cpp's override */
+            e->eog = true;
+            e->type = KVL_TOK_CONTROL;
+        }
         e->eog |= i == eos;
         if (e->len > 0 && (e->type == KVL_TOK_CONTROL || e->type == KVL_TOK_USER_DEFINED ||
                            e->type == KVL_TOK_UNKNOWN)) {
@@ -561,6 +560,17 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
     return KVL_OK;
 }
 
+bool kvl_tokenizer_eog_name(const char *p, size_t n) {
+    static const char *const names[] = {
+        "<|eot_id|>", "<|im_end|>", "<|end|>",         "<end_of_turn>", "<|endoftext|>",
+        "</s>",       "<|eom_id|>", "<|end_of_text|>", "<EOT>",         "_<EOT>",
+    };
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        if (n == strlen(names[k]) && !memcmp(p, names[k], n))
+            return true;
+    return false;
+}
+
 /* --- queries ---------------------------------------------------------------- */
 
 int32_t kvl_tokenizer_n_vocab(const kvl_tokenizer *t) {
@@ -642,6 +652,26 @@ const char *kvl_tokenizer_piece(const kvl_tokenizer *t, int32_t prev, int32_t to
         if (t->add_space_prefix && prev == t->bos && l > 0 && p[0] == ' ') {
             p++;
             l--;
+        }
+    }
+    if (len)
+        *len = l;
+    return p;
+}
+
+const char *kvl_tokenizer_piece_special(const kvl_tokenizer *t, int32_t tok, size_t *len) {
+    if (t && t->bpe)
+        return kvl_bpe_piece(t->bpe, tok, true, len);
+    size_t l = 0;
+    const char *p = "";
+    if (t && tok >= 0 && tok < t->n_vocab) {
+        const tok_entry *e = &t->tok[tok];
+        if (e->type == KVL_TOK_BYTE) {
+            p = &t->bytes[e->byte];
+            l = 1;
+        } else if (e->type != KVL_TOK_UNUSED) {
+            p = t->arena + e->off;
+            l = e->len;
         }
     }
     if (len)

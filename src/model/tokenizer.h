@@ -63,6 +63,13 @@ const char *kvl_tokenizer_model(const kvl_tokenizer *t);
  * <|end_of_text|>, <EOT>. Generation stops on any of them. */
 bool kvl_tokenizer_is_eog(const kvl_tokenizer *t, int32_t id);
 
+/* Whether p[0..n) is the text of a token that ends generation whatever
+ * the file says (as llama.cpp: <|eot_id|>, <|im_end|>, <|end|>,
+ * <end_of_turn>, <|endoftext|>, </s>, <|eom_id|>, <|end_of_text|>, <EOT>,
+ * _<EOT>). Both models make such a token a control token, as llama.cpp
+ * does (Qwen2's vocabulary stores "</s>" as a normal token). */
+bool kvl_tokenizer_eog_name(const char *p, size_t n);
+
 /* Flags of kvl_tokenizer_tokenize (llama.cpp's add_special, parse_special). */
 enum {
     /* BOS (and EOS) as the vocabulary asks: always BOS for "llama";
@@ -100,6 +107,14 @@ kvl_status kvl_tokenizer_encode(const kvl_tokenizer *t, const char *text, size_t
  * give nothing. Out-of-range ids give nothing. The returned pointer stays
  * valid while t lives. */
 const char *kvl_tokenizer_piece(const kvl_tokenizer *t, int32_t prev, int32_t tok, size_t *len);
+
+/* The bytes of token tok on its own, as llama.cpp's token_to_piece gives
+ * them with special = true (what llama-tokenize prints): normal and
+ * user-defined tokens their text, byte tokens their byte, control and
+ * unknown tokens their text (e.g. "<s>"), unused tokens nothing. No
+ * dummy-prefix space is dropped. Out-of-range ids give nothing. The pointer
+ * stays valid while t lives. */
+const char *kvl_tokenizer_piece_special(const kvl_tokenizer *t, int32_t tok, size_t *len);
 
 /* Raw vocabulary entry (for writers and tests): "llama": piece with real
  * spaces; "gpt2": the piece as stored (byte-level spelling). */

@@ -104,13 +104,6 @@ static const pre_rule k_pre[] = {
 };
 #define N_PRE (sizeof k_pre / sizeof k_pre[0])
 
-/* Texts of end-of-generation tokens found by name (llama.cpp does the same,
- * as files rarely list them): generation stops on any of them. */
-static const char *const k_eog_text[] = {
-    "<|eot_id|>", "<|im_end|>",      "<|end|>", "<end_of_turn>", "<|endoftext|>",
-    "<|eom_id|>", "<|end_of_text|>", "<EOT>",   "_<EOT>",
-};
-
 typedef struct bpe_tok {
     size_t text_off, bytes_off; /* in arena */
     uint32_t text_len, bytes_len;
@@ -479,6 +472,11 @@ static kvl_status load_tokens(kvl_bpe *b, const kvl_gguf_kv *toks, const kvl_ggu
                                   "%s: tokenizer.ggml.token_type[%d] = %d not in [0, %d]", what,
                                   (int)i, (int)type, KVL_TOK_BYTE);
         }
+        /* end of generation by name, made a control token whatever the
+         * file says (llama.cpp's override: Qwen2's normal "</s>") */
+        t->eog = kvl_tokenizer_eog_name(s.ptr, s.len);
+        if (t->eog)
+            type = KVL_TOK_CONTROL;
         t->type = type;
         if (scores)
             memcpy(&t->score, scores->v.arr.data + (size_t)i * 4, 4);
@@ -491,9 +489,6 @@ static kvl_status load_tokens(kvl_bpe *b, const kvl_gguf_kv *toks, const kvl_ggu
         t->bytes_off = off;
         t->bytes_len = (uint32_t)unmap_piece(cp_byte, s.ptr, s.len, b->arena + off, &all_mapped);
         off += t->bytes_len;
-        for (size_t k = 0; k < sizeof k_eog_text / sizeof k_eog_text[0]; k++)
-            if (kvl_str_eq(s, k_eog_text[k]))
-                t->eog = true;
         t->eog = t->eog || i == eog_ids[0] || i == eog_ids[1] || i == eog_ids[2];
         /* BPE's output: tokens that decode to the bytes they stand for (so
          * decode(encode(s)) == s), never end-of-generation ones */
