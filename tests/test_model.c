@@ -148,6 +148,12 @@ static void test_llama2c(void) {
         {4, 16, "n_kv_heads 16"}, /* more KV heads than heads */
         {5, 0, "vocab_size 0"},
         {5, -512, "needs"}, /* separate classifier that is not there */
+        /* a header vocab of 256 on the 512-vocab file: every later tensor
+         * would be read shifted (issue 14); refused with both sizes */
+        {5, 256,
+         "vocab_size 256, seq_len 512) needs a file of 991004 bytes but the file has "
+         "1056540 (longer: the header does not match)"},
+        {2, 4, "longer"}, /* fewer layers than stored */
         {5, INT32_MIN, "vocab_size"},
         {6, 0, "seq_len 0"},
         {6, 1 << 30, "ctx_len"},
@@ -157,6 +163,12 @@ static void test_llama2c(void) {
         memcpy(buf + 4 * lies[i].field, &lies[i].value, 4);
         expect_l2c_error(buf, n, lies[i].needle);
     }
+    /* bytes past what the header describes */
+    uint8_t *longer = malloc(n + 4);
+    memcpy(longer, orig, n);
+    memset(longer + n, 0, 4);
+    expect_l2c_error(longer, n + 4, "but the file has 1056544 (longer");
+    free(longer);
     /* truncation at a spread of lengths, header included */
     size_t cuts[] = {0, 1, 27, 28, 100, n / 2, n - 4, n - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
