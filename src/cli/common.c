@@ -262,6 +262,10 @@ int kvl_cli_common_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_
     if (r != 0)
         return r;
     const char *a = argv[*i], *v;
+    if (!strcmp(a, "--check-tensors")) {
+        c->check_tensors = true;
+        return 1;
+    }
     bool model = !strcmp(a, "-m") || !strcmp(a, "--model"), tok = !strcmp(a, "--tokenizer"),
          thr = !strcmp(a, "-t") || !strcmp(a, "--threads");
     if (!model && !tok && !thr)

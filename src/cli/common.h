@@ -37,12 +37,17 @@ int kvl_cli_load_flag(const char *cmd, int argc, char **argv, int *i, kvl_load_m
     "                        misses while decode streams the weights), mmap (map the\n"            \
     "                        file: 4 KiB pages shared with the page cache, read lazily)\n"
 
+#define KVL_CLI_CHECK_USAGE                                                                        \
+    "      --check-tensors   scan every weight for NaN and Inf after loading and refuse\n"         \
+    "                        the model naming the tensor (reads all the weights)\n"
+
 /* The flags run, ppl and bench share: -m/--model, --tokenizer, -t/--threads,
  * --load and the KV flags. */
 typedef struct kvl_cli_common {
     const char *model, *tokenizer; /* NULL: the shipped model / beside the model */
     long long threads;             /* 0: one per core */
     kvl_load_mode load;
+    bool check_tensors; /* --check-tensors */
     kvl_cli_kv_opts kvo;
 } kvl_cli_common;
 

@@ -59,7 +59,8 @@ static void usage(FILE *f) {
         "  -o, --output FMT      text (default) or json (text, tokens, usage, timings)\n"
         "      --dump-logits F   write every logits row computed (float32, n_vocab each,\n"
         "                        in batch order) to file F, for exact "
-        "comparisons\n" KVL_CLI_LOAD_USAGE "\nScheduling (the engine's; see docs/engine.md):\n"
+        "comparisons\n" KVL_CLI_LOAD_USAGE KVL_CLI_CHECK_USAGE
+        "\nScheduling (the engine's; see docs/engine.md):\n"
         "      --max-batch-tokens N  tokens per step: prefill chunks and decodes (default:\n"
         "                        the prompt's length, at least 256, at most 4096)\n"
         "      --preempt MODE    auto (default), recompute or swap, when the KV pool runs dry\n"
@@ -467,7 +468,9 @@ static int run_request(run_opts *o) {
     FILE *dump_f = NULL;
     int rc = 1;
     double t0 = kvl_now();
-    kvl_model_params mp = {.tokenizer_path = o->com.tokenizer, .load = o->com.load};
+    kvl_model_params mp = {.tokenizer_path = o->com.tokenizer,
+                           .load = o->com.load,
+                           .check_tensors = o->com.check_tensors};
     if (kvl_model_load(o->com.model, &mp, &m, &err) != KVL_OK) {
         fprintf(stderr, "kvllm run: %s\n", err.msg);
         return 1;

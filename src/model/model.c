@@ -10,6 +10,8 @@
 #include "kernels/kernels.h"
 #include "model/mkmodel.h"
 
+#include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -261,6 +263,74 @@ static void not_a_model(const char *path, const kvl_mapped_file *mf, kvl_error *
                path, head, why);
 }
 
+/* Every row of w dequantized (row: room for w->ne0 floats) and checked
+ * finite; KVL_E_FORMAT naming the tensor, row and column of the first
+ * value that is not. */
+static kvl_status check_weight(const char *name, const kvl_weight *w, float *row, kvl_error *err) {
+    if (!w->data)
+        return KVL_OK;
+    const size_t rb = kvl_row_bytes(w->type, w->ne0);
+    for (int64_t r = 0; r < w->ne1; r++) {
+        kvl_dequantize_row(w->type, (const uint8_t *)w->data + (size_t)r * rb, row, w->ne0);
+        for (int64_t c = 0; c < w->ne0; c++)
+            if (!isfinite(row[c]))
+                return kvl_errorf(err, KVL_E_FORMAT,
+                                  "check tensors: '%s' row %lld column %lld is %s (the file's "
+                                  "weights are damaged; every output would be garbage)",
+                                  name, (long long)r, (long long)c, isnan(row[c]) ? "NaN" : "Inf");
+    }
+    return KVL_OK;
+}
+
+kvl_status kvl_model_check_tensors(const kvl_model *m, kvl_error *err) {
+    static const struct {
+        const char *suffix;
+        size_t off;
+    } k_layer[] = {
+        {"attn_norm.weight", offsetof(kvl_layer_weights, attn_norm)},
+        {"attn_q.weight", offsetof(kvl_layer_weights, wq)},
+        {"attn_k.weight", offsetof(kvl_layer_weights, wk)},
+        {"attn_v.weight", offsetof(kvl_layer_weights, wv)},
+        {"attn_q.bias", offsetof(kvl_layer_weights, bq)},
+        {"attn_k.bias", offsetof(kvl_layer_weights, bk)},
+        {"attn_v.bias", offsetof(kvl_layer_weights, bv)},
+        {"attn_q_norm.weight", offsetof(kvl_layer_weights, q_norm)},
+        {"attn_k_norm.weight", offsetof(kvl_layer_weights, k_norm)},
+        {"attn_output.weight", offsetof(kvl_layer_weights, wo)},
+        {"ffn_norm.weight", offsetof(kvl_layer_weights, ffn_norm)},
+        {"ffn_gate.weight", offsetof(kvl_layer_weights, w_gate)},
+        {"ffn_down.weight", offsetof(kvl_layer_weights, w_down)},
+        {"ffn_up.weight", offsetof(kvl_layer_weights, w_up)},
+    };
+    const kvl_hparams *hp = &m->hp;
+    int64_t widest = hp->dim > hp->ffn_dim ? hp->dim : hp->ffn_dim;
+    if (hp->n_heads * hp->head_dim > widest)
+        widest = hp->n_heads * hp->head_dim;
+    float *row = malloc((size_t)widest * sizeof *row);
+    if (!row)
+        return kvl_errorf(err, KVL_E_NOMEM, "check tensors: no memory for a row of %lld",
+                          (long long)widest);
+    kvl_status st;
+    if ((st = check_weight("token_embd.weight", &m->tok_embd, row, err)) ||
+        (st = check_weight("output_norm.weight", &m->output_norm, row, err)) ||
+        (m->output.data != m->tok_embd.data &&
+         (st = check_weight("output.weight", &m->output, row, err))) ||
+        (st = check_weight("rope_freqs.weight", &m->rope_freqs, row, err)))
+        goto out;
+    for (int64_t l = 0; l < hp->n_layers; l++)
+        for (size_t k = 0; k < sizeof k_layer / sizeof k_layer[0]; k++) {
+            char name[96];
+            snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, k_layer[k].suffix);
+            const kvl_weight *w =
+                (const kvl_weight *)(const void *)((const char *)&m->layers[l] + k_layer[k].off);
+            if ((st = check_weight(name, w, row, err)))
+                goto out;
+        }
+out:
+    free(row);
+    return st;
+}
+
 kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model **out,
                           kvl_error *err) {
     kvl_mapped_file mf;
@@ -302,6 +372,10 @@ kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model
         snprintf(m->name, sizeof m->name, "%s", base);
         if (has_suffix(m->name, ".bin"))
             m->name[strlen(m->name) - 4] = '\0';
+    }
+    if (p && p->check_tensors && (st = kvl_model_check_tensors(m, err))) {
+        kvl_model_free(m);
+        return st;
     }
     *out = m;
     return KVL_OK;

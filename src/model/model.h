@@ -131,6 +131,11 @@ kvl_status kvl_model_from_gguf(kvl_gguf *g, kvl_model **out, kvl_error *err);
 kvl_status kvl_llama2c_parse(const uint8_t *buf, size_t size, kvl_model **out, kvl_error *err);
 void kvl_model_free(kvl_model *m);
 
+/* Every weight row dequantized and checked for NaN and Inf (what
+ * kvl_model_params.check_tensors asks of kvl_model_load): KVL_E_FORMAT naming
+ * the tensor, row and column of the first. Reads all the weights. */
+kvl_status kvl_model_check_tensors(const kvl_model *m, kvl_error *err);
+
 /* Only the tokenizer of a model file (llama.cpp's vocab_only): a GGUF's
  * tokenizer.ggml.* keys, tensors neither needed nor read (vocabulary-only
  * files such as llama.cpp's ggml-vocab-*.gguf load); a llama2.c checkpoint
