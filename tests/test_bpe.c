@@ -460,9 +460,19 @@ static void test_malformed(void) {
     make_fake(&f, "gpt-2");
     f.kv[3].v.arr.n = 5;
     expect_load_error(&f, KVL_E_FORMAT, "tokenizer.ggml.token_type", "5");
+    /* a special id out of range keeps the default (none), as llama.cpp */
     make_fake(&f, "gpt-2");
     f.kv[5].v.u64 = N_TOK;
-    expect_load_error(&f, KVL_E_FORMAT, "tokenizer.ggml.bos_token_id", "272");
+    {
+        kvl_tokenizer *t = load_fake(&f);
+        CHECK(t != NULL);
+        if (t) {
+            CHECK_EQ_INT(kvl_tokenizer_bos(t), -1);
+            CHECK_CONTAINS(kvl_tokenizer_note(t), "tokenizer.ggml.bos_token_id 272 is not in [0, "
+                                                  "n_vocab 272): the default -1 is used");
+            kvl_tokenizer_free(t);
+        }
+    }
     make_fake(&f, "gpt-2");
     f.kv[5].key = S("tokenizer.ggml.bos_token_idx");
     f.kv[7].v.u64 = true;

@@ -596,6 +596,22 @@ static void make_gguf(fake_gguf *f) {
     f->g.kv = f->kv;
 }
 
+/* Loads (a fault llama.cpp tolerates), with note in kvl_tokenizer_note ("":
+ * none) and these BOS and EOS ids. */
+static void expect_tolerated(const fake_gguf *f, const char *note, int32_t bos, int32_t eos) {
+    kvl_tokenizer *t = NULL;
+    kvl_error err = {0};
+    CHECK_EQ_INT(kvl_tokenizer_from_gguf(&f->g, &t, &err), KVL_OK);
+    if (!t)
+        return;
+    CHECK_CONTAINS(kvl_tokenizer_note(t), note);
+    if (!note[0])
+        CHECK_EQ_INT(strlen(kvl_tokenizer_note(t)), 0);
+    CHECK_EQ_INT(kvl_tokenizer_bos(t), bos);
+    CHECK_EQ_INT(kvl_tokenizer_eos(t), eos);
+    kvl_tokenizer_free(t);
+}
+
 static void expect_gguf_error(const fake_gguf *f, kvl_status want, const char *n1, const char *n2) {
     kvl_tokenizer *t = SENTINEL;
     kvl_error err = {0};
@@ -762,19 +778,42 @@ static void test_gguf_fake(void) {
     f.kv[2].v.arr.n = 0;
     f.kv[3].v.arr.n = 0;
     expect_gguf_error(&f, KVL_E_FORMAT, "empty", NULL);
+    /* special ids out of range: llama.cpp warns and keeps its default;
+     * so does kvllm, saying so in kvl_tokenizer_note */
     make_gguf(&f);
     f.kv[4].v.u64 = G_N;
-    expect_gguf_error(&f, KVL_E_FORMAT, "bos_token_id 8 >= n_vocab 8", NULL);
+    expect_tolerated(&f,
+                     "tokenizer.ggml.bos_token_id 8 is not in [0, n_vocab 8): the default 1 "
+                     "is used",
+                     1, 2);
     make_gguf(&f);
     f.kv[5].v.u64 = 1ull << 40;
-    expect_gguf_error(&f, KVL_E_FORMAT, "eos_token_id 1099511627776 >= n_vocab 8", NULL);
+    expect_tolerated(&f, "eos_token_id 1099511627776 is not in [0, n_vocab 8): the default 2", 1,
+                     2);
     make_gguf(&f);
     f.kv[6].type = KVL_GGUF_INT32;
     f.kv[6].v.i64 = -1;
-    expect_gguf_error(&f, KVL_E_FORMAT, "unknown_token_id -1", "n_vocab 8");
+    expect_tolerated(&f, "unknown_token_id -1 is not in [0, n_vocab 8)", 1, 2);
+    make_gguf(&f);
+    expect_tolerated(&f, "", 1, 2);
+    /* no scores and no token_type (llama.cpp: score 0, every token normal) */
+    make_gguf(&f);
+    f.kv[2] = f.kv[4];
+    f.kv[3] = f.kv[5];
+    f.kv[4] = f.kv[6];
+    f.g.n_kv = 5;
+    {
+        kvl_tokenizer *plain = NULL;
+        CHECK_EQ_INT(kvl_tokenizer_from_gguf(&f.g, &plain, &err), KVL_OK);
+        int32_t type = -1;
+        float score = -1;
+        CHECK_EQ_INT(kvl_tokenizer_get(plain, 4, NULL, NULL, &score, &type), KVL_OK);
+        CHECK(type == KVL_TOK_NORMAL && score == 0.0f);
+        kvl_tokenizer_free(plain);
+    }
     make_gguf(&f);
     f.kv[6].type = KVL_GGUF_STRING;
-    expect_gguf_error(&f, KVL_E_FORMAT, "unknown_token_id has type 8", NULL);
+    expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.unknown_token_id': type STRING", NULL);
     make_gguf(&f);
     f.g.n_kv = 4;
     f.kv[1].v.arr.n = f.kv[2].v.arr.n = f.kv[3].v.arr.n = 2; /* default EOS 2 missing */

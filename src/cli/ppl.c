@@ -394,14 +394,14 @@ int kvl_cli_ppl(int argc, char **argv) {
                     "nll above): the model computes non-finite logits; --check-tensors finds "
                     "damaged weights\n",
                     acc.n_bad_loss, acc.n_pred);
-            goto done;
         }
         if (acc.n_nan) { /* a quality gate fails on NaN */
             fprintf(stderr,
                     "kvllm ppl: --kl-ref: %lld of %lld positions have NaN logits (KL inf)\n",
                     acc.n_nan, acc.n_pred);
-            goto done;
         }
+        if (acc.n_bad_loss || acc.n_nan)
+            goto done;
         rc = 0;
     }
 done:

@@ -163,6 +163,8 @@ int kvl_cli_tokenize(int argc, char **argv) {
         fprintf(stderr, "kvllm tokenize: %s\n", err.msg);
         goto out;
     }
+    if (*kvl_tokenizer_note(t))
+        fprintf(stderr, "kvllm tokenize: warning: %s\n", kvl_tokenizer_note(t));
     unsigned flags = (kvl_tokenizer_add_bos(t) && !o.no_bos ? KVL_TOKENIZE_ADD_SPECIAL : 0u) |
                      (o.parse_special ? KVL_TOKENIZE_PARSE_SPECIAL : 0u);
     size_t cap = 2 * len + 3, n = 0; /* the bound kvl_tokenizer_tokenize states */

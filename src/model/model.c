@@ -19,6 +19,9 @@ void kvl_model_free(kvl_model *m) {
     if (!m)
         return;
     kvl_tokenizer_free(m->tok);
+    for (size_t i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
     free(m->layers);
     kvl_gguf_free(m->gguf);
     kvl_unmap_file(&m->map);
@@ -28,8 +31,28 @@ void kvl_model_free(kvl_model *m) {
 /* Binding state: which of the file's tensors the architecture uses. */
 typedef struct binder {
     const kvl_gguf *g;
-    bool *used; /* (g->n_tensors) */
+    bool *used;   /* (g->n_tensors) */
+    kvl_model *m; /* owns the F32 copies of 16-bit norms */
 } binder;
+
+/* A norm or bias stored as F16 or BF16 (llama.cpp accepts them): an F32
+ * copy owned by the model, since the forward pass reads these as F32. */
+static kvl_status widen_to_f32(binder *bd, const char *name, kvl_weight *w, kvl_error *err) {
+    size_t n = (size_t)(w->ne0 * w->ne1);
+    float *buf = malloc(n * sizeof *buf);
+    float **list = realloc(bd->m->owned, (bd->m->n_owned + 1) * sizeof *list);
+    if (list)
+        bd->m->owned = list;
+    if (!buf || !list) {
+        free(buf);
+        return kvl_errorf(err, KVL_E_NOMEM, "gguf: tensor '%s': no memory for an F32 copy", name);
+    }
+    kvl_dequantize_row(w->type, w->data, buf, (int64_t)n);
+    list[bd->m->n_owned++] = buf;
+    w->data = buf;
+    w->type = KVL_TYPE_F32;
+    return KVL_OK;
+}
 
 /* Find a tensor, check its type is one kvllm computes with (F32 only when
  * f32_only) and that its extents are exactly (ne0, ne1) (trailing 1s are
@@ -45,7 +68,8 @@ static kvl_status bind(binder *bd, const char *name, int64_t ne0, int64_t ne1, b
         return kvl_errorf(err, KVL_E_FORMAT, "gguf: tensor '%s' is missing", name);
     }
     bd->used[t - bd->g->tensors] = true;
-    bool ok_type = t->type == KVL_TYPE_F32 ||
+    bool wide16 = t->type == KVL_TYPE_F16 || t->type == KVL_TYPE_BF16;
+    bool ok_type = t->type == KVL_TYPE_F32 || (f32_only && wide16) ||
                    (!f32_only && (t->type == KVL_TYPE_F16 || t->type == KVL_TYPE_BF16 ||
                                   t->type == KVL_TYPE_Q8_0 || t->type == KVL_TYPE_Q4_0 ||
                                   t->type == KVL_TYPE_Q2_K || t->type == KVL_TYPE_Q4_K ||
@@ -55,7 +79,8 @@ static kvl_status bind(binder *bd, const char *name, int64_t ne0, int64_t ne1, b
         size_t b, s;
         kvl_type_info(t->type, &b, &s, &tn);
         return kvl_errorf(err, KVL_E_UNSUPPORTED, "gguf: tensor '%s': type %s (%u) not supported%s",
-                          name, tn, t->type, f32_only ? " (norm weights must be F32)" : "");
+                          name, tn, t->type,
+                          f32_only ? " (norms and biases: F32, F16 or BF16)" : "");
     }
     if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
         return kvl_errorf(err, KVL_E_FORMAT,
@@ -70,7 +95,7 @@ static kvl_status bind(binder *bd, const char *name, int64_t ne0, int64_t ne1, b
     w->type = (kvl_type)t->type;
     w->ne0 = ne0;
     w->ne1 = ne1;
-    return KVL_OK;
+    return f32_only && wide16 ? widen_to_f32(bd, name, w, err) : KVL_OK;
 }
 
 /* Bind one block's tensors; which optional ones exist is the
@@ -116,7 +141,7 @@ kvl_status kvl_model_from_gguf(kvl_gguf *g, kvl_model **out, kvl_error *err) {
 
     kvl_model *m = calloc(1, sizeof *m);
     kvl_layer_weights *L = calloc((size_t)hp.n_layers, sizeof *L);
-    binder bd = {g, calloc(g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(bool))};
+    binder bd = {g, calloc(g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(bool)), m};
     if (!m || !L || !bd.used) {
         free(m);
         free(L);
@@ -182,10 +207,8 @@ kvl_status kvl_model_from_gguf(kvl_gguf *g, kvl_model **out, kvl_error *err) {
     *out = m;
     return KVL_OK;
 fail:
-    kvl_tokenizer_free(m->tok);
     free(bd.used);
-    free(L);
-    free(m);
+    kvl_model_free(m); /* its tokenizer, F32 copies and layers (L) */
     return st;
 }
 

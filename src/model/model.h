@@ -116,6 +116,9 @@ typedef struct kvl_model {
     kvl_gguf *gguf;      /* GGUF: the parsed file (owns the mapping) */
     kvl_mapped_file map; /* llama2.c: the checkpoint mapping */
     size_t weight_bytes; /* bytes of all weights */
+    float **owned;       /* (n_owned) F16/BF16 norms and biases converted to F32 at
+                            load (the forward pass reads them as F32); freed with m */
+    size_t n_owned;
     char name[64];
 } kvl_model;
 

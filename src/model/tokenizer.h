@@ -36,6 +36,17 @@ enum {
  * tokenizer.ggml.{merges,pre,add_bos_token,add_eos_token,eot_token_id,...}
  * (tokenizer_bpe.h). Another model is KVL_E_UNSUPPORTED naming it. */
 kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_error *err);
+/* What the loaded file got wrong that was tolerated as llama.cpp tolerates
+ * it (a special-token id out of range: the default id is kept); "" when
+ * nothing. Callers print it as a warning. */
+const char *kvl_tokenizer_note(const kvl_tokenizer *t);
+/* Optional token-id key (for both models): *id is set when the key is
+ * present and in [0, n_vocab); out of range keeps *id (llama.cpp keeps its
+ * default) and says so in note when note is empty; a key that is not an
+ * integer is KVL_E_FORMAT naming it. */
+kvl_status kvl_tokenizer_opt_id(const kvl_gguf *g, const char *key, int32_t n_vocab, int32_t *id,
+                                char *note, size_t note_cap, kvl_error *err);
+
 /* From a llama2.c tokenizer image: int32 max_token_length, then vocab_size
  * records of [float32 score][int32 len][len bytes]. BOS=1, EOS=2, UNK=0;
  * pieces "<0xHH>" are byte tokens; ids 0..2 are control tokens. */

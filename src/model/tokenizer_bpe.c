@@ -326,22 +326,6 @@ void kvl_bpe_free(kvl_bpe *b) {
 
 static int show_len(uint64_t n) { return n > 64 ? 64 : (int)n; }
 
-/* Optional token id key: *id keeps its default when absent. */
-static kvl_status opt_id(const kvl_gguf *g, const char *key, int32_t n_vocab, int32_t *id,
-                         kvl_error *err) {
-    if (!kvl_gguf_find_key(g, key))
-        return KVL_OK;
-    int64_t v;
-    kvl_status st = kvl_gguf_get_i64(g, key, &v, err);
-    if (st != KVL_OK)
-        return st;
-    if (v < 0 || v >= n_vocab)
-        return kvl_errorf(err, KVL_E_FORMAT, "gguf tokenizer: %s %lld not in [0, n_vocab %d)", key,
-                          (long long)v, (int)n_vocab);
-    *id = (int32_t)v;
-    return KVL_OK;
-}
-
 static kvl_status opt_bool(const kvl_gguf *g, const char *key, bool *v, kvl_error *err) {
     const kvl_gguf_kv *kv = kvl_gguf_find_key(g, key);
     if (!kv)
@@ -525,7 +509,8 @@ static kvl_status load_tokens(kvl_bpe *b, const kvl_gguf_kv *toks, const kvl_ggu
     return KVL_OK;
 }
 
-kvl_status kvl_bpe_from_gguf(const kvl_gguf *g, kvl_bpe **out, kvl_error *err) {
+kvl_status kvl_bpe_from_gguf(const kvl_gguf *g, kvl_bpe **out, char *note, size_t note_cap,
+                             kvl_error *err) {
     const char *what = "gguf tokenizer";
     if (!g || !out)
         return kvl_errorf(err, KVL_E_INVALID, "%s: NULL gguf or output", what);
@@ -569,10 +554,14 @@ kvl_status kvl_bpe_from_gguf(const kvl_gguf *g, kvl_bpe **out, kvl_error *err) {
     }
     int32_t nv = (int32_t)n, bos = -1, eos = -1, eot = -1, eom = -1;
     bool add_bos = rule->add_bos, add_eos = false;
-    if ((st = opt_id(g, "tokenizer.ggml.bos_token_id", nv, &bos, err)) ||
-        (st = opt_id(g, "tokenizer.ggml.eos_token_id", nv, &eos, err)) ||
-        (st = opt_id(g, "tokenizer.ggml.eot_token_id", nv, &eot, err)) ||
-        (st = opt_id(g, "tokenizer.ggml.eom_token_id", nv, &eom, err)) ||
+    if ((st = kvl_tokenizer_opt_id(g, "tokenizer.ggml.bos_token_id", nv, &bos, note, note_cap,
+                                   err)) ||
+        (st = kvl_tokenizer_opt_id(g, "tokenizer.ggml.eos_token_id", nv, &eos, note, note_cap,
+                                   err)) ||
+        (st = kvl_tokenizer_opt_id(g, "tokenizer.ggml.eot_token_id", nv, &eot, note, note_cap,
+                                   err)) ||
+        (st = kvl_tokenizer_opt_id(g, "tokenizer.ggml.eom_token_id", nv, &eom, note, note_cap,
+                                   err)) ||
         (st = opt_bool(g, "tokenizer.ggml.add_bos_token", &add_bos, err)) ||
         (st = opt_bool(g, "tokenizer.ggml.add_eos_token", &add_eos, err)))
         return st;
