@@ -17,6 +17,7 @@
 #include "core/core.h"
 #include "model/mkmodel.h"
 #include "plan/catalog.h"
+#include "plan/planner.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,19 +72,7 @@ static void usage(FILE *f) {
             KVL_MKMODEL_STD, kvl_catalog_mkmodel_names(names, sizeof names));
 }
 
-#define TYPE_NAMES "f32, f16, bf16, q8_0, q4_0, q2_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m"
-
-/* --type: a weight type (core/dtype's names), or a mix of types (q4_k_m,
- * q5_k_m: *mix set) */
-static bool parse_type(const char *s, kvl_type *t, bool *mix) {
-    size_t n = strlen(s);
-    char base[16];
-    *mix = n > 2 && n < sizeof base && !strcasecmp(s + n - 2, "_m");
-    snprintf(base, sizeof base, "%.*s", (int)(*mix ? n - 2 : n), s);
-    if (!kvl_type_parse(base, t))
-        return false;
-    return !*mix || *t == KVL_TYPE_Q4_K || *t == KVL_TYPE_Q5_K;
-}
+#define TYPE_NAMES KVL_PLAN_WEIGHT_NAMES
 
 static const char *type_name(kvl_type t, bool mix) {
     static char buf[16];
@@ -196,7 +185,7 @@ int kvl_cli_mkmodel(int argc, char **argv) {
         } else if (!strcmp(a, "--type")) {
             if (!kvl_cli_value(cmd, argc, argv, &i, &v))
                 return 2;
-            if (!parse_type(v, &type, &mix)) {
+            if (!kvl_plan_parse_weights(v, &type, &mix)) {
                 fprintf(stderr, "kvllm mkmodel: --type: '%s' is not one of " TYPE_NAMES "\n", v);
                 return 2;
             }
