@@ -83,6 +83,18 @@ refused 1 "not a model file" -m "$TMP/notes.txt" -p x
 # a llama2.c checkpoint: its tokenizer beside it
 same "[1, 403, 407, 261, 378]" "$BIN" tokenize -m "$SHARED/models/stories260K.bin" -p "Once upon a time" --ids
 
+# mkmodel --vocab FILE.gguf copies a GGUF's tokenizer: the new model
+# tokenizes exactly as the source does
+text=$SHARED/models/TinyStories-valid-reduced.txt
+head -c 4000 "$text" >"$TMP/story.txt"
+checks=$((checks + 1))
+"$BIN" mkmodel -o "$TMP/copy.gguf" --vocab "$M" --layers 1 >/dev/null 2>"$TMP/err" ||
+    fail "mkmodel --vocab $M: $(cat "$TMP/err")"
+a=$("$BIN" tokenize -m "$M" -f "$TMP/story.txt" --ids)
+b=$("$BIN" tokenize -m "$TMP/copy.gguf" -f "$TMP/story.txt" --ids)
+checks=$((checks + 1))
+[ -n "$a" ] && [ "$a" = "$b" ] || fail "mkmodel --vocab (SentencePiece GGUF): ids differ"
+
 # 2. llama.cpp's vocabulary cases through the command
 VOCAB=${KVL_LLAMACPP_VOCAB:-${KVL_BUILD:-build}/llamacpp-vocab}
 sep=$'\n__ggml_vocab_test__\n'
@@ -109,6 +121,22 @@ for name in llama-spm llama-bpe qwen2 phi-3 gpt-2 starcoder refact; do
         n=$((n + 1))
     done
     [ "$n" -eq "${#outs[@]}" ] || fail "$name: $n cases but ${#outs[@]} expected lines"
+    # a model made with this vocabulary (mkmodel --vocab) tokenizes the same
+    if [ "$name" = llama-bpe ] || [ "$name" = qwen2 ]; then
+        preset=llama-3.2-1b
+        [ "$name" = qwen2 ] && preset=qwen2.5-0.5b
+        checks=$((checks + 1))
+        if "$BIN" mkmodel -o "$TMP/v.gguf" --preset $preset --layers 1 --dim 64 --heads 2 \
+            --kv-heads 1 --ffn 128 --type f16 --vocab "$g" >/dev/null 2>"$TMP/err"; then
+            a=$("$BIN" tokenize -m "$g" -f "$g.inp" --ids --parse-special)
+            b=$("$BIN" tokenize -m "$TMP/v.gguf" -f "$g.inp" --ids --parse-special)
+            [ "$a" = "$b" ] || fail "mkmodel --vocab $name: ids differ"
+            "$BIN" run -m "$TMP/v.gguf" -p "Hello" -n 2 --temp 0 >/dev/null 2>"$TMP/err" ||
+                fail "run on mkmodel --vocab $name: $(tail -2 "$TMP/err")"
+        else
+            fail "mkmodel --vocab $g: $(cat "$TMP/err")"
+        fi
+    fi
     echo "llama.cpp ggml-vocab-$name (vocabulary only) through kvllm tokenize: $n cases, $bad differ"
 done
 [ "$found" -gt 0 ] ||

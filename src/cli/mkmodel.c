@@ -56,7 +56,9 @@ static void usage(FILE *f) {
             "  --name S            general.name (default: the preset's name)\n"
             "  --tied              no output.weight (the output shares token_embd)\n"
             "  --alignment N       data alignment, a power of two (default 32)\n"
-            "  --vocab FILE        a llama2.c tokenizer file (e.g. tok512.bin, tokenizer.bin);\n"
+            "  --vocab FILE        a llama2.c tokenizer file (e.g. tok512.bin, tokenizer.bin),\n"
+            "                      or a GGUF whose tokenizer.* keys are copied (a model or a\n"
+            "                      vocabulary-only file: byte-level BPE or SentencePiece);\n"
             "                      its size must equal the vocab size\n"
             "  --synth-vocab       synthesize the vocabulary even if a shipped one fits\n"
             "  -h, --help          this text\n"
@@ -132,7 +134,20 @@ static int load_vocab(const kvl_mkmodel_spec *s, const char *vocab_path, bool sy
         return 0;
     }
     int32_t n_file = 0;
-    if (kvl_mkmodel_vocab_count(vocab_path, &n_file, &err) != KVL_OK) {
+    char magic[4] = {0};
+    FILE *f = fopen(vocab_path, "rb");
+    bool gguf = f && fread(magic, 1, 4, f) == 4 && !memcmp(magic, "GGUF", 4);
+    if (f)
+        fclose(f);
+    if (gguf) { /* another GGUF's tokenizer, copied as it is */
+        if (kvl_mkmodel_vocab_from_gguf(vocab_path, voc, &err) != KVL_OK) {
+            fprintf(stderr, "kvllm mkmodel: --vocab: %s\n", err.msg);
+            return 2;
+        }
+        n_file = voc->n;
+        if (n_file != n_vocab)
+            kvl_mkmodel_vocab_free(voc);
+    } else if (kvl_mkmodel_vocab_count(vocab_path, &n_file, &err) != KVL_OK) {
         fprintf(stderr, "kvllm mkmodel: --vocab: %s\n", err.msg);
         return 2;
     }
@@ -143,7 +158,7 @@ static int load_vocab(const kvl_mkmodel_spec *s, const char *vocab_path, bool sy
                 vocab_path, n_file, (long long)n_vocab, n_file);
         return 2;
     }
-    if (kvl_mkmodel_vocab_load(vocab_path, (int32_t)n_vocab, voc, &err) != KVL_OK) {
+    if (!gguf && kvl_mkmodel_vocab_load(vocab_path, (int32_t)n_vocab, voc, &err) != KVL_OK) {
         fprintf(stderr, "kvllm mkmodel: --vocab: %s\n", err.msg);
         return 2;
     }
