@@ -45,37 +45,17 @@ static void expect_ids(const kvl_tokenizer *t, const char *s, const int32_t *wan
     free(got);
 }
 
-/* Decode ids (starting after prev) into a malloc'd buffer. */
-static char *dec(const kvl_tokenizer *t, int32_t prev, const int32_t *ids, size_t n, size_t *len) {
-    size_t cap = 64, o = 0;
-    char *buf = malloc(cap);
-    for (size_t i = 0; i < n; i++) {
-        size_t pl;
-        const char *p = kvl_tokenizer_piece(t, prev, ids[i], &pl);
-        while (o + pl + 1 > cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-        }
-        memcpy(buf + o, p, pl);
-        o += pl;
-        prev = ids[i];
-    }
-    buf[o] = '\0';
-    *len = o;
-    return buf;
-}
-
 /* decode(encode(s)) == s with BOS (which drops the dummy prefix) and
  * " " + s without it. */
 static bool round_trip(const kvl_tokenizer *t, const char *s, size_t len) {
     size_t n, dl;
     int32_t *ids = enc(t, s, len, true, &n);
-    char *d = dec(t, -1, ids, n, &dl);
+    char *d = kvt_decode(t, -1, ids, n, &dl);
     bool ok = dl == len && memcmp(d, s, len) == 0;
     free(d);
     free(ids);
     ids = enc(t, s, len, false, &n);
-    d = dec(t, -1, ids, n, &dl);
+    d = kvt_decode(t, -1, ids, n, &dl);
     if (len == 0)
         ok = ok && n == 0 && dl == 0;
     else
@@ -268,7 +248,7 @@ static kvl_tokenizer *test_tok512(void) {
         CHECK(n <= n_golden && ids_equal(ids, n, golden, n));
         /* and the whole golden sequence decodes to text starting with the prompt */
         size_t dl;
-        char *d = dec(t, -1, golden, n_golden, &dl);
+        char *d = kvt_decode(t, -1, golden, n_golden, &dl);
         CHECK(dl > strlen(line) && memcmp(d, line, strlen(line)) == 0);
         if (lines == 0)
             CHECK(strstr(d, "Once upon a time, there was a little girl named Lily.") == d);
@@ -538,11 +518,6 @@ typedef struct fake_gguf {
     int32_t types[G_N];
 } fake_gguf;
 
-static kvl_str S(const char *c) {
-    kvl_str s = {c, strlen(c)};
-    return s;
-}
-
 /* <unk> <s> </s> <0x41> ▁ a ▁a ▁b ; keys in order: model, tokens, scores,
  * token_type, bos, eos, unk */
 static void make_gguf(fake_gguf *f) {
@@ -559,38 +534,18 @@ static void make_gguf(fake_gguf *f) {
                                       "b"};
     static const int32_t types[G_N] = {2, 3, 3, 6, 1, 1, 1, 1};
     for (int i = 0; i < G_N; i++) {
-        f->strs[i] = S(pieces[i]);
+        f->strs[i] = kvt_str(pieces[i]);
         f->scores[i] = -(float)i;
         f->types[i] = types[i];
     }
     kvl_gguf_kv *kv = f->kv;
-    kv[0].key = S("tokenizer.ggml.model");
-    kv[0].type = KVL_GGUF_STRING;
-    kv[0].v.str = S("llama");
-    kv[1].key = S("tokenizer.ggml.tokens");
-    kv[1].type = KVL_GGUF_ARRAY;
-    kv[1].v.arr.type = KVL_GGUF_STRING;
-    kv[1].v.arr.n = G_N;
-    kv[1].v.arr.strs = f->strs;
-    kv[2].key = S("tokenizer.ggml.scores");
-    kv[2].type = KVL_GGUF_ARRAY;
-    kv[2].v.arr.type = KVL_GGUF_FLOAT32;
-    kv[2].v.arr.n = G_N;
-    kv[2].v.arr.data = (const uint8_t *)f->scores;
-    kv[3].key = S("tokenizer.ggml.token_type");
-    kv[3].type = KVL_GGUF_ARRAY;
-    kv[3].v.arr.type = KVL_GGUF_INT32;
-    kv[3].v.arr.n = G_N;
-    kv[3].v.arr.data = (const uint8_t *)f->types;
-    kv[4].key = S("tokenizer.ggml.bos_token_id");
-    kv[4].type = KVL_GGUF_UINT32;
-    kv[4].v.u64 = 1;
-    kv[5].key = S("tokenizer.ggml.eos_token_id");
-    kv[5].type = KVL_GGUF_UINT32;
-    kv[5].v.u64 = 2;
-    kv[6].key = S("tokenizer.ggml.unknown_token_id");
-    kv[6].type = KVL_GGUF_UINT32;
-    kv[6].v.u64 = 0;
+    kvt_kv_str(&kv[0], "tokenizer.ggml.model", "llama");
+    kvt_kv_arr(&kv[1], "tokenizer.ggml.tokens", KVL_GGUF_STRING, G_N, f->strs);
+    kvt_kv_arr(&kv[2], "tokenizer.ggml.scores", KVL_GGUF_FLOAT32, G_N, f->scores);
+    kvt_kv_arr(&kv[3], "tokenizer.ggml.token_type", KVL_GGUF_INT32, G_N, f->types);
+    kvt_kv_u32(&kv[4], "tokenizer.ggml.bos_token_id", 1);
+    kvt_kv_u32(&kv[5], "tokenizer.ggml.eos_token_id", 2);
+    kvt_kv_u32(&kv[6], "tokenizer.ggml.unknown_token_id", 0);
     f->g.version = 3;
     f->g.n_kv = 7;
     f->g.kv = f->kv;
@@ -646,7 +601,7 @@ static void test_gguf_flags(void) {
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         make_gguf(&f);
-        f.kv[7].key = S(cases[c].key);
+        f.kv[7].key = kvt_str(cases[c].key);
         f.kv[7].type = KVL_GGUF_BOOL;
         f.kv[7].v.u64 = cases[c].v;
         f.g.n_kv = 8;
@@ -664,7 +619,7 @@ static void test_gguf_flags(void) {
         kvl_tokenizer_free(t);
     }
     make_gguf(&f);
-    f.kv[7].key = S("tokenizer.ggml.add_bos_token");
+    f.kv[7].key = kvt_str("tokenizer.ggml.add_bos_token");
     f.kv[7].type = KVL_GGUF_UINT8;
     f.g.n_kv = 8;
     expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.add_bos_token", "BOOL");
@@ -672,7 +627,7 @@ static void test_gguf_flags(void) {
      * PARSE_SPECIAL; the dummy prefix goes before the text and again after
      * each special token (llama.cpp) */
     make_gguf(&f);
-    f.strs[7] = S("<u>");
+    f.strs[7] = kvt_str("<u>");
     f.types[7] = KVL_TOK_USER_DEFINED;
     t = NULL;
     CHECK_EQ_INT(kvl_tokenizer_from_gguf(&f.g, &t, &err), KVL_OK);
@@ -698,7 +653,7 @@ static void test_gguf_flags(void) {
     }
     /* end of generation: EOS, and control tokens named like <|im_end|> */
     make_gguf(&f);
-    f.strs[7] = S("<|im_end|>");
+    f.strs[7] = kvt_str("<|im_end|>");
     f.types[7] = KVL_TOK_CONTROL;
     t = NULL;
     CHECK_EQ_INT(kvl_tokenizer_from_gguf(&f.g, &t, &err), KVL_OK);
@@ -755,17 +710,17 @@ static void test_gguf_fake(void) {
     kvl_tokenizer_free(t);
 
     make_gguf(&f);
-    f.kv[0].v.str = S("bert");
+    f.kv[0].v.str = kvt_str("bert");
     expect_gguf_error(&f, KVL_E_UNSUPPORTED, "tokenizer.ggml.model", "'bert'");
     /* "gpt2" goes to the byte-level BPE (tests/test_bpe.c), which needs merges */
     make_gguf(&f);
-    f.kv[0].v.str = S("gpt2");
+    f.kv[0].v.str = kvt_str("gpt2");
     expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.merges", NULL);
     make_gguf(&f);
     f.kv[0].type = KVL_GGUF_UINT32;
     expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.model", "STRING");
     make_gguf(&f);
-    f.kv[0].key = S("tokenizer.ggml.modelx");
+    f.kv[0].key = kvt_str("tokenizer.ggml.modelx");
     expect_gguf_error(&f, KVL_E_FORMAT, "missing key tokenizer.ggml.model", NULL);
     make_gguf(&f);
     f.kv[2].v.arr.n = G_N - 1;

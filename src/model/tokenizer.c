@@ -678,24 +678,28 @@ const char *kvl_tokenizer_piece_special(const kvl_tokenizer *t, int32_t tok, siz
 
 /* --- encoding --------------------------------------------------------------- */
 
-/* Bytes in the well-formed UTF-8 character at p[0..n) (n > 0), or 0 when
- * p[0] does not start one (Unicode Table 3-7). */
-static size_t utf8_char_len(const uint8_t *p, size_t n) {
+size_t kvl_utf8_decode(const uint8_t *p, size_t n, uint32_t *cp) {
     uint8_t c = p[0];
     size_t need;
     uint8_t lo = 0x80, hi = 0xBF; /* range of the second byte */
-    if (c < 0x80)
+    uint32_t v;
+    if (c < 0x80) {
+        *cp = c;
         return 1;
+    }
     if (c >= 0xC2 && c <= 0xDF) {
         need = 2;
+        v = c & 0x1F;
     } else if (c >= 0xE0 && c <= 0xEF) {
         need = 3;
+        v = c & 0x0F;
         if (c == 0xE0)
             lo = 0xA0;
         else if (c == 0xED)
             hi = 0x9F;
     } else if (c >= 0xF0 && c <= 0xF4) {
         need = 4;
+        v = c & 0x07;
         if (c == 0xF0)
             lo = 0x90;
         else if (c == 0xF4)
@@ -705,9 +709,12 @@ static size_t utf8_char_len(const uint8_t *p, size_t n) {
     }
     if (n < need || p[1] < lo || p[1] > hi)
         return 0;
-    for (size_t i = 2; i < need; i++)
+    for (size_t i = 1; i < need; i++) {
         if (p[i] < 0x80 || p[i] > 0xBF)
             return 0;
+        v = v << 6 | (p[i] & 0x3F);
+    }
+    *cp = v;
     return need;
 }
 
@@ -814,7 +821,7 @@ static uint32_t split(encoder *e, uint32_t n_text) {
     const uint8_t *u = (const uint8_t *)e->text;
     uint32_t n_sym = 0;
     for (uint32_t i = 0; i < n_text;) {
-        uint32_t cl = (uint32_t)utf8_char_len(u + i, n_text - i);
+        uint32_t cp, cl = (uint32_t)kvl_utf8_decode(u + i, n_text - i, &cp);
         int32_t id = cl ? lookup(t, e->text + i, cl) : -1;
         uint32_t nb = id >= 0 ? 1 : cl ? cl : 1; /* symbols this character makes */
         for (uint32_t k = 0; k < nb; k++) {

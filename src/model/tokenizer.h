@@ -81,6 +81,12 @@ bool kvl_tokenizer_is_eog(const kvl_tokenizer *t, int32_t id);
  * does (Qwen2's vocabulary stores "</s>" as a normal token). */
 bool kvl_tokenizer_eog_name(const char *p, size_t n);
 
+/* The well-formed UTF-8 character at p[0..n) (n > 0): its length in bytes,
+ * and its code point in *cp; 0 (and *cp unset) when p[0] does not start one
+ * (Unicode Table 3-7: no overlong forms, surrogates or values past
+ * U+10FFFF). Shared by both tokenizers. */
+size_t kvl_utf8_decode(const uint8_t *p, size_t n, uint32_t *cp);
+
 /* Flags of kvl_tokenizer_tokenize (llama.cpp's add_special, parse_special). */
 enum {
     /* BOS (and EOS) as the vocabulary asks: always BOS for "llama";

@@ -157,46 +157,6 @@ static uint32_t byte_cp(int b) {
 
 #define CP_MAP_N 0x144 /* code points below this may spell a byte */
 
-/* Decode the well-formed UTF-8 character at p[0..n) (n > 0); 0 when p does
- * not start one (Unicode Table 3-7). */
-static size_t utf8_decode(const uint8_t *p, size_t n, uint32_t *cp) {
-    uint8_t c = p[0];
-    size_t need;
-    uint8_t lo = 0x80, hi = 0xBF;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    if (c >= 0xC2 && c <= 0xDF) {
-        need = 2;
-        *cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        need = 3;
-        *cp = c & 0x0F;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 4;
-        *cp = c & 0x07;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (n < need || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 1; i < need; i++) {
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-        *cp = *cp << 6 | (p[i] & 0x3F);
-    }
-    return need;
-}
-
 /* Map the piece p[0..n) back to bytes in dst (room for n bytes): code
  * points of the byte map become their byte, anything else is copied.
  * Returns the bytes written; *all_mapped tells whether every character
@@ -208,7 +168,7 @@ static size_t unmap_piece(const int16_t *cp_byte, const char *p, size_t n, char 
     *all_mapped = true;
     for (size_t i = 0; i < n;) {
         uint32_t cp = 0;
-        size_t cl = utf8_decode(u + i, n - i, &cp);
+        size_t cl = kvl_utf8_decode(u + i, n - i, &cp);
         if (cl > 0 && cp < CP_MAP_N && cp_byte[cp] >= 0) {
             dst[o++] = (char)cp_byte[cp];
             i += cl;
@@ -837,7 +797,7 @@ static kvl_status regex_split(benc *e, const pcre2_code *re, const spans *in, sp
             if (me <= ms) { /* empty match (none of our patterns has one): step
                                over one character (the span is valid UTF-8) */
                 uint32_t cp;
-                size_t cl = utf8_decode(subj + ms, sp.len - ms, &cp);
+                size_t cl = kvl_utf8_decode(subj + ms, sp.len - ms, &cp);
                 pos = ms + (cl ? cl : 1);
                 continue;
             }
@@ -862,7 +822,7 @@ static bool split_invalid(const char *text, span sp, spans *out) {
     int32_t kind = SPAN_TEXT;
     while (i < end) {
         uint32_t cp;
-        size_t cl = utf8_decode(u + i, end - i, &cp);
+        size_t cl = kvl_utf8_decode(u + i, end - i, &cp);
         int32_t k = cl ? SPAN_TEXT : SPAN_INVALID;
         if (k != kind) {
             if (i > run && !spans_push(out, run, i - run, kind))
