@@ -46,6 +46,13 @@ mkfifo "$TMP/fifo.gguf"
 expect 1 "fifo.gguf: not a regular file" "$BIN" run -m "$TMP/fifo.gguf" -p x -n 1
 expect 1 "fifo.gguf: not a regular file" "$BIN" tokenize -m "$TMP/fifo.gguf" -p x
 
+# an empty file and a GGUF with another magic are named for what they are
+: >"$TMP/empty.gguf"
+expect 1 "empty.gguf: not a model file: it is empty (0 bytes)" "$BIN" run -m "$TMP/empty.gguf" -p x
+printf 'GGUX' >"$TMP/ggux.gguf"
+expect 1 "not a model file: it is not GGUF (it starts with 'GGUX', not 'GGUF')" \
+    "$BIN" run -m "$TMP/ggux.gguf" -p x
+
 # a llama2.c checkpoint with bytes past what its header describes
 cp "$SHARED/models/stories260K.bin" "$TMP/long.bin"
 cp "$SHARED/models/tok512.bin" "$TMP/tok512.bin"

@@ -280,6 +280,10 @@ static void not_a_model(const char *path, const kvl_mapped_file *mf, kvl_error *
     char why[sizeof err->msg];
     memcpy(why, err->msg, sizeof why);
     why[sizeof why - 1] = '\0';
+    if (mf->size == 0) {
+        kvl_errorf(err, err->status, "%s: not a model file: it is empty (0 bytes)", path);
+        return;
+    }
     kvl_errorf(err, err->status,
                "%s: not a model file: it is not GGUF (it starts with '%s', not 'GGUF') and not "
                "a llama2.c checkpoint (%.300s)",
