@@ -132,6 +132,9 @@ typedef struct kvl_model_params {
     const char *tokenizer_path; /* llama2.c: the tokenizer file (default: tok<vocab>.bin
                                    or tokenizer.bin beside the checkpoint) */
     kvl_load_mode load;
+    bool check_tensors; /* scan every weight row for NaN and Inf after loading and
+                           refuse the model naming the tensor, row and column
+                           (llama.cpp's --check-tensors; reads all the weights) */
 } kvl_model_params;
 
 KVL_API kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model **out,

@@ -914,8 +914,49 @@ static void write_seeds(void) {
     free(b.p);
 }
 
+/* A file of one F32 tensor {4} named by a run of 'n' of name_len bytes. */
+static wbuf one_tensor(size_t name_len) {
+    wbuf b = {0};
+    char name[128];
+    memset(name, 'n', name_len);
+    name[name_len] = '\0';
+    put(&b, "GGUF", 4);
+    put_u32(&b, 3);
+    put_u64(&b, 1); /* n_tensors */
+    put_u64(&b, 0); /* n_kv */
+    put_str(&b, name);
+    put_u32(&b, 1);
+    put_u64(&b, 4);
+    put_u32(&b, KVL_TYPE_F32);
+    put_u64(&b, 0);
+    pad_to(&b, 32);
+    for (int i = 0; i < 4; i++)
+        put_f32(&b, 1.0f);
+    return b;
+}
+
+/* GGUF's tensor names are shorter than 64 bytes (llama.cpp refuses longer
+ * ones; a name cut at 64 could read as another tensor's) */
+static void test_name_limit(void) {
+    wbuf b = one_tensor(63);
+    kvl_gguf *g = NULL;
+    kvl_error err = {0};
+    CHECK_EQ_INT(kvl_gguf_parse(b.p, b.n, &g, &err), KVL_OK);
+    CHECK(g && g->n_tensors == 1 && g->tensors[0].name.len == 63);
+    kvl_gguf_free(g);
+    free(b.p);
+    b = one_tensor(64);
+    EXPECT_FAIL(b.p, b.n, KVL_E_FORMAT, "tensor 0 'nnnn", "name of 64 bytes > 63 (GGUF's limit)",
+                NULL);
+    free(b.p);
+    b = one_tensor(100);
+    EXPECT_FAIL(b.p, b.n, KVL_E_FORMAT, "name of 100 bytes > 63", NULL, NULL);
+    free(b.p);
+}
+
 int main(void) {
     test_type_info();
+    test_name_limit();
     test_base_and_alignment();
     test_all_value_types(3);
     test_all_value_types(2);

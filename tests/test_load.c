@@ -13,6 +13,7 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -86,6 +87,19 @@ static void check_errors(void) {
     CHECK_CONTAINS(err.msg, "/nonexistent/kvllm-model.gguf");
     CHECK_EQ_INT(kvl_load_file("/tmp", KVL_LOAD_AUTO, NULL, &f, &err), KVL_E_IO);
     CHECK_CONTAINS(err.msg, "not a regular file");
+    /* a FIFO is refused at once, not waited on for a writer (alarm: a hang
+     * fails the test instead of stalling it) */
+    const char *fifo = kvt_tmp("load.fifo");
+    remove(fifo);
+    CHECK(mkfifo(fifo, 0600) == 0);
+    alarm(20);
+    CHECK_EQ_INT(kvl_load_file(fifo, KVL_LOAD_AUTO, NULL, &f, &err), KVL_E_IO);
+    CHECK_CONTAINS(err.msg, "load.fifo: not a regular file");
+    kvl_model *m = NULL;
+    CHECK_EQ_INT(kvl_model_load(fifo, NULL, &m, &err), KVL_E_IO);
+    CHECK(m == NULL);
+    alarm(0);
+    remove(fifo);
     const char *path = kvt_tmp("load-mode.bin");
     CHECK(kvt_write_file(path, "abc", 3));
     CHECK_EQ_INT(kvl_load_file(path, (kvl_load_mode)7, NULL, &f, &err), KVL_E_INVALID);

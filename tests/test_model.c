@@ -102,8 +102,31 @@ static void test_gguf_shape_lies(void) {
     expect_gguf_error(buf, n, "llama.context_length", 0, "ctx_len 0");
     expect_gguf_error(buf, n, "llama.rope.dimension_count", 9, "rope_dim");
     expect_gguf_error(buf, n, "llama.rope.dimension_count", 64, "rope_dim 64");
-    expect_gguf_error(buf, n, "tokenizer.ggml.bos_token_id", 512, "512");
-    expect_gguf_error(buf, n, "tokenizer.ggml.eos_token_id", 0xffffffffu, "eos");
+    /* special ids out of range: the defaults (1, 2) kept, as llama.cpp */
+    static const char *const ids[2] = {"tokenizer.ggml.bos_token_id",
+                                       "tokenizer.ggml.eos_token_id"};
+    for (int k = 0; k < 2; k++) {
+        uint8_t *c = malloc(n);
+        memcpy(c, buf, n);
+        uint32_t type, v = k ? 0xffffffffu : 512;
+        size_t off = find_value(c, n, ids[k], &type);
+        CHECK(off != 0);
+        if (off)
+            memcpy(c + off, &v, 4);
+        g = NULL;
+        m = NULL;
+        CHECK_EQ_INT(kvl_gguf_parse(c, n, &g, &err), KVL_OK);
+        if (g)
+            CHECK_EQ_INT(kvl_model_from_gguf(g, &m, &err), KVL_OK);
+        if (m) {
+            CHECK_EQ_INT(kvl_tokenizer_bos(m->tok), 1);
+            CHECK_EQ_INT(kvl_tokenizer_eos(m->tok), 2);
+            CHECK_CONTAINS(kvl_tokenizer_note(m->tok), ids[k]);
+            kvl_model_free(m);
+        }
+        kvl_gguf_free(g);
+        free(c);
+    }
     free(buf);
 }
 
@@ -148,6 +171,12 @@ static void test_llama2c(void) {
         {4, 16, "n_kv_heads 16"}, /* more KV heads than heads */
         {5, 0, "vocab_size 0"},
         {5, -512, "needs"}, /* separate classifier that is not there */
+        /* a header vocab of 256 on the 512-vocab file: every later tensor
+         * would be read shifted (issue 14); refused with both sizes */
+        {5, 256,
+         "vocab_size 256, seq_len 512) needs a file of 991004 bytes but the file has "
+         "1056540 (longer: the header does not match)"},
+        {2, 4, "longer"}, /* fewer layers than stored */
         {5, INT32_MIN, "vocab_size"},
         {6, 0, "seq_len 0"},
         {6, 1 << 30, "ctx_len"},
@@ -157,6 +186,12 @@ static void test_llama2c(void) {
         memcpy(buf + 4 * lies[i].field, &lies[i].value, 4);
         expect_l2c_error(buf, n, lies[i].needle);
     }
+    /* bytes past what the header describes */
+    uint8_t *longer = malloc(n + 4);
+    memcpy(longer, orig, n);
+    memset(longer + n, 0, 4);
+    expect_l2c_error(longer, n + 4, "but the file has 1056544 (longer");
+    free(longer);
     /* truncation at a spread of lengths, header included */
     size_t cuts[] = {0, 1, 27, 28, 100, n / 2, n - 4, n - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
@@ -572,6 +607,67 @@ static void expect_patched(const char *path, const char *from, const char *to, c
     free(buf);
 }
 
+/* Set the type id of tensor `name` in a GGUF image; false when not found. */
+static bool patch_tensor_type(uint8_t *buf, size_t n, const char *name, uint32_t type) {
+    const size_t nl = strlen(name);
+    uint8_t *hit = memmem(buf, n, name, nl);
+    if (!hit || (size_t)(hit - buf) + nl + 4 > n)
+        return false;
+    uint32_t n_dims;
+    memcpy(&n_dims, hit + nl, 4);
+    size_t at = (size_t)(hit - buf) + nl + 4 + 8 * (size_t)n_dims;
+    if (n_dims > 4 || at + 4 > n)
+        return false;
+    memcpy(buf + at, &type, 4);
+    return true;
+}
+
+/* Norms stored as F16 load as llama.cpp loads them (widened to F32); a
+ * quantized norm is still refused. */
+static void test_f16_norms(void) {
+    kvl_mkmodel_spec s = small_spec(KVL_ARCH_QWEN2); /* biases too */
+    kvl_mkmodel_vocab voc;
+    kvl_error err = {0};
+    CHECK_EQ_INT(kvl_mkmodel_vocab_synth(300, &voc, &err), KVL_OK);
+    char path[4096];
+    snprintf(path, sizeof path, "%s", kvt_tmp("f16norm.gguf"));
+    CHECK_EQ_INT(kvl_mkmodel_write(&s, &voc, path, NULL, NULL, NULL, &err), KVL_OK);
+    kvl_mkmodel_vocab_free(&voc);
+    size_t n;
+    uint8_t *buf = kvt_read_file(path, &n);
+    CHECK(buf != NULL);
+    if (!buf)
+        return;
+    /* the F32 bytes of 1.0f (00 00 80 3f) read as two F16 values: 0 and 1.875 */
+    CHECK(patch_tensor_type(buf, n, "output_norm.weight", KVL_TYPE_F16));
+    CHECK(patch_tensor_type(buf, n, "blk.0.attn_q.bias", KVL_TYPE_BF16));
+    kvl_gguf *g = NULL;
+    kvl_model *m = NULL;
+    CHECK_EQ_INT(kvl_gguf_parse(buf, n, &g, &err), KVL_OK);
+    if (g)
+        CHECK_EQ_INT(kvl_model_from_gguf(g, &m, &err), KVL_OK);
+    if (m) {
+        const float *w = m->output_norm.data;
+        CHECK_EQ_INT(m->output_norm.type, KVL_TYPE_F32);
+        CHECK(w[0] == 0.0f && w[1] == 1.875f && w[m->hp.dim - 1] == 1.875f);
+        CHECK_EQ_INT(m->layers[0].bq.type, KVL_TYPE_F32);
+        CHECK_EQ_INT(m->n_owned, 2);
+        kvl_model_free(m);
+    } else {
+        printf("  f16 norms: %s\n", err.msg);
+    }
+    kvl_gguf_free(g);
+    g = NULL;
+    m = NULL;
+    CHECK(patch_tensor_type(buf, n, "output_norm.weight", KVL_TYPE_Q8_0));
+    if (kvl_gguf_parse(buf, n, &g, &err) == KVL_OK) {
+        CHECK(kvl_model_from_gguf(g, &m, &err) != KVL_OK);
+        CHECK_CONTAINS(err.msg, "norms and biases: F32, F16 or BF16");
+    }
+    kvl_gguf_free(g);
+    free(buf);
+}
+
 static void test_refusals(void) {
     hp_fake f;
     hp_make(&f, "llama");
@@ -637,5 +733,6 @@ int main(void) {
     test_load_paths();
     test_architectures();
     test_refusals();
+    test_f16_norms();
     return kvt_finish("test_model");
 }

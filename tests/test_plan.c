@@ -7,6 +7,7 @@
  * the pool allocates for it.
  */
 #include "kv/block_pool.h"
+#include "model/mkmodel.h"
 #include "plan/catalog.h"
 #include "plan/planner.h"
 #include "testutil.h"
@@ -591,9 +592,81 @@ static void test_catalog(void) {
     CHECK(kvl_catalog_device_find(NULL) == NULL);
 }
 
+/* K-quant weights: the super-block sizes (Q2_K 84, Q4_K 144, Q5_K 176, Q6_K
+ * 210 B per 256), and the _K_M mixes sized exactly as mkmodel writes them. */
+static void test_kquant_weights(void) {
+    kvl_model_shape l3 = named("Llama-3-8B");
+    size_t w;
+    /* 8,029,995,008 matrix weights = 31,367,168 blocks of 256; norms
+     * 1,064,960 B in f32 */
+    static const struct {
+        kvl_type t;
+        size_t bb;
+    } k[] = {{KVL_TYPE_Q2_K, 84}, {KVL_TYPE_Q4_K, 144}, {KVL_TYPE_Q5_K, 176}, {KVL_TYPE_Q6_K, 210}};
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        CHECK_EQ_INT(kvl_plan_weight_bytes(&l3, k[i].t, &w, NULL), KVL_OK);
+        CHECK_EQ_INT(w, 31367168ull * k[i].bb + 1064960);
+    }
+    /* Q4_K_M of Llama-3-8B: 4.58 GiB, the size llama.cpp reports for its
+     * Meta-Llama-3-8B Q4_K_M files (4.89 bits per weight) */
+    CHECK_EQ_INT(kvl_plan_weight_bytes_mix(&l3, KVL_TYPE_Q4_K, true, &w, NULL), KVL_OK);
+    CHECK_NEAR((double)w / (1 << 30), 4.58, 0.005);
+    CHECK_NEAR(8.0 * (double)w / 8030261248.0, 4.89, 0.01);
+    /* without the mix: the plain type */
+    size_t w2;
+    CHECK_EQ_INT(kvl_plan_weight_bytes_mix(&l3, KVL_TYPE_Q4_K, false, &w2, NULL), KVL_OK);
+    CHECK_EQ_INT(w2, 31367168ull * 144 + 1064960);
+    kvl_error err;
+    CHECK(kvl_plan_weight_bytes_mix(&l3, KVL_TYPE_Q8_0, true, &w, &err) == KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "_k_m mix");
+
+    /* every mix and type against the tensors of the file mkmodel writes
+     * (8 layers: use_more_bits picks layers 0, 2, 5, 7; ffn 320 is not
+     * whole 256-blocks, so ffn_down stays f16) */
+    static const char *const names[] = {"q4_k_m", "q5_k_m", "q4_k", "q6_k", "q2_k", "q8_0"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        kvl_mkmodel_spec spec = {.seed = 3};
+        spec.shape = named("TinyLlama-1.1B");
+        spec.shape.hp.dim = 256;
+        spec.shape.hp.n_heads = 4;
+        spec.shape.hp.n_kv_heads = 2;
+        spec.shape.hp.head_dim = 64;
+        spec.shape.hp.rope_dim = 64;
+        spec.shape.hp.ffn_dim = 320;
+        spec.shape.hp.n_layers = 8;
+        spec.shape.hp.n_vocab = 300;
+        spec.shape.hp.ctx_len = 256;
+        CHECK(kvl_plan_parse_weights(names[i], &spec.type, &spec.k_m));
+        kvl_mkmodel_vocab voc;
+        CHECK_EQ_INT(kvl_mkmodel_vocab_synth(300, &voc, &err), KVL_OK);
+        const char *path = kvt_tmp("plan_kquant.gguf");
+        CHECK_EQ_INT(kvl_mkmodel_write(&spec, &voc, path, NULL, NULL, NULL, &err), KVL_OK);
+        kvl_mkmodel_vocab_free(&voc);
+        kvl_gguf *g = NULL;
+        size_t file_bytes = 0;
+        CHECK_EQ_INT(kvl_gguf_open(path, &g, &err), KVL_OK);
+        for (uint64_t t = 0; g && t < g->n_tensors; t++)
+            file_bytes += g->tensors[t].nbytes;
+        kvl_gguf_free(g);
+        CHECK_EQ_INT(kvl_plan_weight_bytes_mix(&spec.shape, spec.type, spec.k_m, &w, &err), KVL_OK);
+        if (spec.k_m || spec.type == KVL_TYPE_Q8_0)
+            CHECK_EQ_INT(w, file_bytes);
+        else /* rows of 320 are rounded up to whole blocks (mkmodel: f16) */
+            CHECK(w != file_bytes);
+        remove(path);
+    }
+    kvl_type t;
+    bool k_m;
+    CHECK(kvl_plan_parse_weights("Q4_K_M", &t, &k_m) && t == KVL_TYPE_Q4_K && k_m);
+    CHECK(kvl_plan_parse_weights("q6_k", &t, &k_m) && t == KVL_TYPE_Q6_K && !k_m);
+    CHECK(!kvl_plan_parse_weights("q8_0_m", &t, &k_m));
+    CHECK(!kvl_plan_parse_weights("q3_k_s", &t, &k_m));
+}
+
 int main(void) {
     test_published_facts();
     test_weight_bytes();
+    test_kquant_weights();
     test_quantized_formats();
     test_blocks_and_capacity();
     test_plan_and_reverse();

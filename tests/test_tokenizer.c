@@ -45,37 +45,17 @@ static void expect_ids(const kvl_tokenizer *t, const char *s, const int32_t *wan
     free(got);
 }
 
-/* Decode ids (starting after prev) into a malloc'd buffer. */
-static char *dec(const kvl_tokenizer *t, int32_t prev, const int32_t *ids, size_t n, size_t *len) {
-    size_t cap = 64, o = 0;
-    char *buf = malloc(cap);
-    for (size_t i = 0; i < n; i++) {
-        size_t pl;
-        const char *p = kvl_tokenizer_piece(t, prev, ids[i], &pl);
-        while (o + pl + 1 > cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-        }
-        memcpy(buf + o, p, pl);
-        o += pl;
-        prev = ids[i];
-    }
-    buf[o] = '\0';
-    *len = o;
-    return buf;
-}
-
 /* decode(encode(s)) == s with BOS (which drops the dummy prefix) and
  * " " + s without it. */
 static bool round_trip(const kvl_tokenizer *t, const char *s, size_t len) {
     size_t n, dl;
     int32_t *ids = enc(t, s, len, true, &n);
-    char *d = dec(t, -1, ids, n, &dl);
+    char *d = kvt_decode(t, -1, ids, n, &dl);
     bool ok = dl == len && memcmp(d, s, len) == 0;
     free(d);
     free(ids);
     ids = enc(t, s, len, false, &n);
-    d = dec(t, -1, ids, n, &dl);
+    d = kvt_decode(t, -1, ids, n, &dl);
     if (len == 0)
         ok = ok && n == 0 && dl == 0;
     else
@@ -268,7 +248,7 @@ static kvl_tokenizer *test_tok512(void) {
         CHECK(n <= n_golden && ids_equal(ids, n, golden, n));
         /* and the whole golden sequence decodes to text starting with the prompt */
         size_t dl;
-        char *d = dec(t, -1, golden, n_golden, &dl);
+        char *d = kvt_decode(t, -1, golden, n_golden, &dl);
         CHECK(dl > strlen(line) && memcmp(d, line, strlen(line)) == 0);
         if (lines == 0)
             CHECK(strstr(d, "Once upon a time, there was a little girl named Lily.") == d);
@@ -538,11 +518,6 @@ typedef struct fake_gguf {
     int32_t types[G_N];
 } fake_gguf;
 
-static kvl_str S(const char *c) {
-    kvl_str s = {c, strlen(c)};
-    return s;
-}
-
 /* <unk> <s> </s> <0x41> ▁ a ▁a ▁b ; keys in order: model, tokens, scores,
  * token_type, bos, eos, unk */
 static void make_gguf(fake_gguf *f) {
@@ -559,41 +534,37 @@ static void make_gguf(fake_gguf *f) {
                                       "b"};
     static const int32_t types[G_N] = {2, 3, 3, 6, 1, 1, 1, 1};
     for (int i = 0; i < G_N; i++) {
-        f->strs[i] = S(pieces[i]);
+        f->strs[i] = kvt_str(pieces[i]);
         f->scores[i] = -(float)i;
         f->types[i] = types[i];
     }
     kvl_gguf_kv *kv = f->kv;
-    kv[0].key = S("tokenizer.ggml.model");
-    kv[0].type = KVL_GGUF_STRING;
-    kv[0].v.str = S("llama");
-    kv[1].key = S("tokenizer.ggml.tokens");
-    kv[1].type = KVL_GGUF_ARRAY;
-    kv[1].v.arr.type = KVL_GGUF_STRING;
-    kv[1].v.arr.n = G_N;
-    kv[1].v.arr.strs = f->strs;
-    kv[2].key = S("tokenizer.ggml.scores");
-    kv[2].type = KVL_GGUF_ARRAY;
-    kv[2].v.arr.type = KVL_GGUF_FLOAT32;
-    kv[2].v.arr.n = G_N;
-    kv[2].v.arr.data = (const uint8_t *)f->scores;
-    kv[3].key = S("tokenizer.ggml.token_type");
-    kv[3].type = KVL_GGUF_ARRAY;
-    kv[3].v.arr.type = KVL_GGUF_INT32;
-    kv[3].v.arr.n = G_N;
-    kv[3].v.arr.data = (const uint8_t *)f->types;
-    kv[4].key = S("tokenizer.ggml.bos_token_id");
-    kv[4].type = KVL_GGUF_UINT32;
-    kv[4].v.u64 = 1;
-    kv[5].key = S("tokenizer.ggml.eos_token_id");
-    kv[5].type = KVL_GGUF_UINT32;
-    kv[5].v.u64 = 2;
-    kv[6].key = S("tokenizer.ggml.unknown_token_id");
-    kv[6].type = KVL_GGUF_UINT32;
-    kv[6].v.u64 = 0;
+    kvt_kv_str(&kv[0], "tokenizer.ggml.model", "llama");
+    kvt_kv_arr(&kv[1], "tokenizer.ggml.tokens", KVL_GGUF_STRING, G_N, f->strs);
+    kvt_kv_arr(&kv[2], "tokenizer.ggml.scores", KVL_GGUF_FLOAT32, G_N, f->scores);
+    kvt_kv_arr(&kv[3], "tokenizer.ggml.token_type", KVL_GGUF_INT32, G_N, f->types);
+    kvt_kv_u32(&kv[4], "tokenizer.ggml.bos_token_id", 1);
+    kvt_kv_u32(&kv[5], "tokenizer.ggml.eos_token_id", 2);
+    kvt_kv_u32(&kv[6], "tokenizer.ggml.unknown_token_id", 0);
     f->g.version = 3;
     f->g.n_kv = 7;
     f->g.kv = f->kv;
+}
+
+/* Loads (a fault llama.cpp tolerates), with note in kvl_tokenizer_note ("":
+ * none) and these BOS and EOS ids. */
+static void expect_tolerated(const fake_gguf *f, const char *note, int32_t bos, int32_t eos) {
+    kvl_tokenizer *t = NULL;
+    kvl_error err = {0};
+    CHECK_EQ_INT(kvl_tokenizer_from_gguf(&f->g, &t, &err), KVL_OK);
+    if (!t)
+        return;
+    CHECK_CONTAINS(kvl_tokenizer_note(t), note);
+    if (!note[0])
+        CHECK_EQ_INT(strlen(kvl_tokenizer_note(t)), 0);
+    CHECK_EQ_INT(kvl_tokenizer_bos(t), bos);
+    CHECK_EQ_INT(kvl_tokenizer_eos(t), eos);
+    kvl_tokenizer_free(t);
 }
 
 static void expect_gguf_error(const fake_gguf *f, kvl_status want, const char *n1, const char *n2) {
@@ -630,7 +601,7 @@ static void test_gguf_flags(void) {
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         make_gguf(&f);
-        f.kv[7].key = S(cases[c].key);
+        f.kv[7].key = kvt_str(cases[c].key);
         f.kv[7].type = KVL_GGUF_BOOL;
         f.kv[7].v.u64 = cases[c].v;
         f.g.n_kv = 8;
@@ -648,7 +619,7 @@ static void test_gguf_flags(void) {
         kvl_tokenizer_free(t);
     }
     make_gguf(&f);
-    f.kv[7].key = S("tokenizer.ggml.add_bos_token");
+    f.kv[7].key = kvt_str("tokenizer.ggml.add_bos_token");
     f.kv[7].type = KVL_GGUF_UINT8;
     f.g.n_kv = 8;
     expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.add_bos_token", "BOOL");
@@ -656,7 +627,7 @@ static void test_gguf_flags(void) {
      * PARSE_SPECIAL; the dummy prefix goes before the text and again after
      * each special token (llama.cpp) */
     make_gguf(&f);
-    f.strs[7] = S("<u>");
+    f.strs[7] = kvt_str("<u>");
     f.types[7] = KVL_TOK_USER_DEFINED;
     t = NULL;
     CHECK_EQ_INT(kvl_tokenizer_from_gguf(&f.g, &t, &err), KVL_OK);
@@ -682,7 +653,7 @@ static void test_gguf_flags(void) {
     }
     /* end of generation: EOS, and control tokens named like <|im_end|> */
     make_gguf(&f);
-    f.strs[7] = S("<|im_end|>");
+    f.strs[7] = kvt_str("<|im_end|>");
     f.types[7] = KVL_TOK_CONTROL;
     t = NULL;
     CHECK_EQ_INT(kvl_tokenizer_from_gguf(&f.g, &t, &err), KVL_OK);
@@ -739,17 +710,17 @@ static void test_gguf_fake(void) {
     kvl_tokenizer_free(t);
 
     make_gguf(&f);
-    f.kv[0].v.str = S("bert");
+    f.kv[0].v.str = kvt_str("bert");
     expect_gguf_error(&f, KVL_E_UNSUPPORTED, "tokenizer.ggml.model", "'bert'");
     /* "gpt2" goes to the byte-level BPE (tests/test_bpe.c), which needs merges */
     make_gguf(&f);
-    f.kv[0].v.str = S("gpt2");
+    f.kv[0].v.str = kvt_str("gpt2");
     expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.merges", NULL);
     make_gguf(&f);
     f.kv[0].type = KVL_GGUF_UINT32;
     expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.model", "STRING");
     make_gguf(&f);
-    f.kv[0].key = S("tokenizer.ggml.modelx");
+    f.kv[0].key = kvt_str("tokenizer.ggml.modelx");
     expect_gguf_error(&f, KVL_E_FORMAT, "missing key tokenizer.ggml.model", NULL);
     make_gguf(&f);
     f.kv[2].v.arr.n = G_N - 1;
@@ -762,19 +733,42 @@ static void test_gguf_fake(void) {
     f.kv[2].v.arr.n = 0;
     f.kv[3].v.arr.n = 0;
     expect_gguf_error(&f, KVL_E_FORMAT, "empty", NULL);
+    /* special ids out of range: llama.cpp warns and keeps its default;
+     * so does kvllm, saying so in kvl_tokenizer_note */
     make_gguf(&f);
     f.kv[4].v.u64 = G_N;
-    expect_gguf_error(&f, KVL_E_FORMAT, "bos_token_id 8 >= n_vocab 8", NULL);
+    expect_tolerated(&f,
+                     "tokenizer.ggml.bos_token_id 8 is not in [0, n_vocab 8): the default 1 "
+                     "is used",
+                     1, 2);
     make_gguf(&f);
     f.kv[5].v.u64 = 1ull << 40;
-    expect_gguf_error(&f, KVL_E_FORMAT, "eos_token_id 1099511627776 >= n_vocab 8", NULL);
+    expect_tolerated(&f, "eos_token_id 1099511627776 is not in [0, n_vocab 8): the default 2", 1,
+                     2);
     make_gguf(&f);
     f.kv[6].type = KVL_GGUF_INT32;
     f.kv[6].v.i64 = -1;
-    expect_gguf_error(&f, KVL_E_FORMAT, "unknown_token_id -1", "n_vocab 8");
+    expect_tolerated(&f, "unknown_token_id -1 is not in [0, n_vocab 8)", 1, 2);
+    make_gguf(&f);
+    expect_tolerated(&f, "", 1, 2);
+    /* no scores and no token_type (llama.cpp: score 0, every token normal) */
+    make_gguf(&f);
+    f.kv[2] = f.kv[4];
+    f.kv[3] = f.kv[5];
+    f.kv[4] = f.kv[6];
+    f.g.n_kv = 5;
+    {
+        kvl_tokenizer *plain = NULL;
+        CHECK_EQ_INT(kvl_tokenizer_from_gguf(&f.g, &plain, &err), KVL_OK);
+        int32_t type = -1;
+        float score = -1;
+        CHECK_EQ_INT(kvl_tokenizer_get(plain, 4, NULL, NULL, &score, &type), KVL_OK);
+        CHECK(type == KVL_TOK_NORMAL && score == 0.0f);
+        kvl_tokenizer_free(plain);
+    }
     make_gguf(&f);
     f.kv[6].type = KVL_GGUF_STRING;
-    expect_gguf_error(&f, KVL_E_FORMAT, "unknown_token_id has type 8", NULL);
+    expect_gguf_error(&f, KVL_E_FORMAT, "tokenizer.ggml.unknown_token_id': type STRING", NULL);
     make_gguf(&f);
     f.g.n_kv = 4;
     f.kv[1].v.arr.n = f.kv[2].v.arr.n = f.kv[3].v.arr.n = 2; /* default EOS 2 missing */

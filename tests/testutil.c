@@ -59,3 +59,62 @@ int kvt_finish(const char *name) {
     printf("%s: %d passed, %d failed\n", name, kvt_checks - kvt_failures, kvt_failures);
     return kvt_failures ? 1 : 0;
 }
+
+kvl_str kvt_str(const char *c) {
+    kvl_str s = {c, strlen(c)};
+    return s;
+}
+
+void kvt_kv_str(kvl_gguf_kv *kv, const char *key, const char *v) {
+    kv->key = kvt_str(key);
+    kv->type = KVL_GGUF_STRING;
+    kv->v.str = kvt_str(v);
+}
+
+void kvt_kv_u32(kvl_gguf_kv *kv, const char *key, uint32_t v) {
+    kv->key = kvt_str(key);
+    kv->type = KVL_GGUF_UINT32;
+    kv->v.u64 = v;
+}
+
+void kvt_kv_bool(kvl_gguf_kv *kv, const char *key, bool v) {
+    kv->key = kvt_str(key);
+    kv->type = KVL_GGUF_BOOL;
+    kv->v.u64 = v;
+}
+
+void kvt_kv_arr(kvl_gguf_kv *kv, const char *key, uint32_t elem, uint64_t n, const void *data) {
+    kv->key = kvt_str(key);
+    kv->type = KVL_GGUF_ARRAY;
+    kv->v.arr.type = elem;
+    kv->v.arr.n = n;
+    kv->v.arr.strs = elem == KVL_GGUF_STRING ? (kvl_str *)(uintptr_t)data : NULL;
+    kv->v.arr.data = elem == KVL_GGUF_STRING ? NULL : (const uint8_t *)data;
+}
+
+char *kvt_decode(const kvl_tokenizer *t, int32_t prev, const int32_t *ids, size_t n, size_t *len) {
+    size_t cap = 64, o = 0;
+    char *buf = malloc(cap);
+    for (size_t i = 0; buf && i < n; i++) {
+        size_t pl;
+        const char *p = kvl_tokenizer_piece(t, prev, ids[i], &pl);
+        while (buf && o + pl + 1 > cap) {
+            cap *= 2;
+            char *nb = realloc(buf, cap);
+            if (!nb)
+                free(buf);
+            buf = nb;
+        }
+        if (buf)
+            memcpy(buf + o, p, pl);
+        o += pl;
+        prev = ids[i];
+    }
+    if (!buf) {
+        fprintf(stderr, "kvt_decode: out of memory\n");
+        exit(2);
+    }
+    buf[o] = '\0';
+    *len = o;
+    return buf;
+}

@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "model/gguf.h"
+#include "model/tokenizer.h"
+
 extern int kvt_failures;
 extern int kvt_checks;
 
@@ -66,6 +69,20 @@ const char *kvt_tmp(const char *name);
 bool kvt_write_file(const char *path, const void *data, size_t n);
 /* Read a whole file into a malloc'd buffer; NULL on failure. */
 void *kvt_read_file(const char *path, size_t *n);
+/* In-memory GGUF metadata for tokenizer tests: a kvl_str of a C string, and
+ * one key set to a string, a UINT32, a BOOL, or an array of n elements of
+ * type elem (data: kvl_str strings for STRING, the packed values
+ * otherwise). The key and data are not copied. */
+kvl_str kvt_str(const char *c);
+void kvt_kv_str(kvl_gguf_kv *kv, const char *key, const char *v);
+void kvt_kv_u32(kvl_gguf_kv *kv, const char *key, uint32_t v);
+void kvt_kv_bool(kvl_gguf_kv *kv, const char *key, bool v);
+void kvt_kv_arr(kvl_gguf_kv *kv, const char *key, uint32_t elem, uint64_t n, const void *data);
+
+/* ids decoded (kvl_tokenizer_piece, the first after prev) into a malloc'd,
+ * NUL-terminated buffer; *len gets the byte count. The caller frees it. */
+char *kvt_decode(const kvl_tokenizer *t, int32_t prev, const int32_t *ids, size_t n, size_t *len);
+
 /* Print "<name>: N passed, M failed" and return the exit code. */
 int kvt_finish(const char *name);
 

@@ -96,7 +96,7 @@ static void usage(FILE *f) {
             "                       memory with the same threads (best of 3 passes) and\n"
             "                       report decode's bytes/s as a fraction of that read\n"
             "                       (json: weights_read_gbs, roofline_frac; text: "
-            "stderr)\n" KVL_CLI_LOAD_USAGE "  -h, --help\n"
+            "stderr)\n" KVL_CLI_LOAD_USAGE KVL_CLI_CHECK_USAGE "  -h, --help\n"
             "\nKV cache (each test gets a cache of exactly its sequences and positions;\n"
             "--kv-check runs once, before the first test):\n",
             KVL_MAX_CTX, MAX_REPS, KVL_POOL_MAX_THREADS);
@@ -691,7 +691,9 @@ int kvl_cli_bench(int argc, char **argv) {
     kvl_pool *pool = NULL;
     bench_ctx c = {.rng = SEED, .gate = o.gate, .roofline = o.roofline, .kvo = &o.com.kvo};
     double *ts = NULL;
-    kvl_model_params mp = {.tokenizer_path = o.com.tokenizer, .load = o.com.load};
+    kvl_model_params mp = {.tokenizer_path = o.com.tokenizer,
+                           .load = o.com.load,
+                           .check_tensors = o.com.check_tensors};
     if (kvl_model_load(model_path, &mp, &m, &err) != KVL_OK) {
         fprintf(stderr, "kvllm bench: %s\n", err.msg);
         return 1;

@@ -21,6 +21,7 @@ int kvl_cli_bench_serve(int argc, char **argv); /* kvllm bench serve */
 int kvl_cli_serve(int argc, char **argv);
 int kvl_cli_chat(int argc, char **argv); /* kvllm chat: an interactive terminal chat */
 int kvl_cli_sim(int argc, char **argv);
+int kvl_cli_tokenize(int argc, char **argv);
 
 /* Parse helpers: return false and print "kvllm <cmd>: <flag>: ..." to stderr
  * on a bad value. */

@@ -317,6 +317,10 @@ int kvl_cli_common_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_
     if (r != 0)
         return r;
     const char *a = argv[*i], *v;
+    if (!strcmp(a, "--check-tensors")) {
+        c->check_tensors = true;
+        return 1;
+    }
     bool model = !strcmp(a, "-m") || !strcmp(a, "--model"), tok = !strcmp(a, "--tokenizer"),
          thr = !strcmp(a, "-t") || !strcmp(a, "--threads");
     if (!model && !tok && !thr)
@@ -405,4 +409,43 @@ void kvl_cli_engine_kv(const kvl_cli_common *c, kvl_engine_params *ep) {
     ep->kv_mem = kp->budget;
     ep->kv_mem_fraction = c->kvo.mem_fraction;
     ep->block_size = kp->block_size;
+}
+
+char *kvl_cli_read_text(const char *cmd, const char *path, size_t *len) {
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) {
+        fprintf(stderr, "kvllm %s: -f: cannot open '%s'\n", cmd, path);
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n - 1, f);
+        if (n < cap - 1)
+            break;
+        if (cap >= ((size_t)64 << 20)) {
+            fprintf(stderr, "kvllm %s: -f: '%s' is larger than 64 MiB\n", cmd, path);
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        char *t = realloc(buf, cap * 2);
+        if (!t)
+            free(buf);
+        buf = t;
+        cap *= 2;
+    }
+    if (buf && ferror(f)) {
+        fprintf(stderr, "kvllm %s: -f: read error on '%s'\n", cmd, path);
+        free(buf);
+        buf = NULL;
+    }
+    if (f != stdin)
+        fclose(f);
+    if (buf) {
+        buf[n] = '\0';
+        if (len)
+            *len = n;
+    }
+    return buf;
 }

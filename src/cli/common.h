@@ -44,12 +44,17 @@ int kvl_cli_load_flag(const char *cmd, int argc, char **argv, int *i, kvl_load_m
     "                        misses while decode streams the weights), mmap (map the\n"            \
     "                        file: 4 KiB pages shared with the page cache, read lazily)\n"
 
+#define KVL_CLI_CHECK_USAGE                                                                        \
+    "      --check-tensors   scan every weight for NaN and Inf after loading and refuse\n"         \
+    "                        the model naming the tensor (reads all the weights)\n"
+
 /* The flags run, ppl and bench share: -m/--model, --tokenizer, -t/--threads,
  * --load and the KV flags. */
 typedef struct kvl_cli_common {
     const char *model, *tokenizer; /* NULL: the shipped model / beside the model */
     long long threads;             /* 0: one per core */
     kvl_load_mode load;
+    bool check_tensors; /* --check-tensors */
     kvl_cli_kv_opts kvo;
 } kvl_cli_common;
 
@@ -64,6 +69,10 @@ void kvl_cli_engine_kv(const kvl_cli_common *c, kvl_engine_params *ep);
 /* The model the flags name (or the shipped one): NULL with a message when
  * none is given and the shipped one is missing. */
 const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c);
+/* The whole of a text file ("-": stdin), at most 64 MiB, NUL-terminated
+ * and malloc'd, its length in *len (may be NULL); NULL with a message
+ * "kvllm <cmd>: -f: ..." when it cannot be read. */
+char *kvl_cli_read_text(const char *cmd, const char *path, size_t *len);
 
 /* The sampling flags run and chat share (value in v): --temp, --top-k,
  * --top-p, --min-p, --repeat-penalty, --repeat-last-n, -s/--seed. 1: a with

@@ -20,6 +20,7 @@ static void usage(FILE *f) {
             "  serve     OpenAI-compatible HTTP server with streaming, metrics and a KV ledger\n"
             "  chat      an interactive chat on the terminal, multi-turn through the prefix cache\n"
 
+            "  tokenize  the token ids of a text (as llama-tokenize prints them)\n"
             "  sim       the scheduler and KV ledger at data-centre scale, on a cost model\n",
             KVL_VERSION);
 }
@@ -54,6 +55,8 @@ int main(int argc, char **argv) {
         return kvl_cli_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "chat"))
         return kvl_cli_chat(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize"))
+        return kvl_cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "sim"))
         return kvl_cli_sim(argc - 1, argv + 1);
     fprintf(stderr, "kvllm: unknown command '%s'\n", cmd);

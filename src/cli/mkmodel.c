@@ -17,6 +17,7 @@
 #include "core/core.h"
 #include "model/mkmodel.h"
 #include "plan/catalog.h"
+#include "plan/planner.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,7 +56,9 @@ static void usage(FILE *f) {
             "  --name S            general.name (default: the preset's name)\n"
             "  --tied              no output.weight (the output shares token_embd)\n"
             "  --alignment N       data alignment, a power of two (default 32)\n"
-            "  --vocab FILE        a llama2.c tokenizer file (e.g. tok512.bin, tokenizer.bin);\n"
+            "  --vocab FILE        a llama2.c tokenizer file (e.g. tok512.bin, tokenizer.bin),\n"
+            "                      or a GGUF whose tokenizer.* keys are copied (a model or a\n"
+            "                      vocabulary-only file: byte-level BPE or SentencePiece);\n"
             "                      its size must equal the vocab size\n"
             "  --synth-vocab       synthesize the vocabulary even if a shipped one fits\n"
             "  -h, --help          this text\n"
@@ -71,19 +74,7 @@ static void usage(FILE *f) {
             KVL_MKMODEL_STD, kvl_catalog_mkmodel_names(names, sizeof names));
 }
 
-#define TYPE_NAMES "f32, f16, bf16, q8_0, q4_0, q2_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m"
-
-/* --type: a weight type (core/dtype's names), or a mix of types (q4_k_m,
- * q5_k_m: *mix set) */
-static bool parse_type(const char *s, kvl_type *t, bool *mix) {
-    size_t n = strlen(s);
-    char base[16];
-    *mix = n > 2 && n < sizeof base && !strcasecmp(s + n - 2, "_m");
-    snprintf(base, sizeof base, "%.*s", (int)(*mix ? n - 2 : n), s);
-    if (!kvl_type_parse(base, t))
-        return false;
-    return !*mix || *t == KVL_TYPE_Q4_K || *t == KVL_TYPE_Q5_K;
-}
+#define TYPE_NAMES KVL_PLAN_WEIGHT_NAMES
 
 static const char *type_name(kvl_type t, bool mix) {
     static char buf[16];
@@ -143,7 +134,20 @@ static int load_vocab(const kvl_mkmodel_spec *s, const char *vocab_path, bool sy
         return 0;
     }
     int32_t n_file = 0;
-    if (kvl_mkmodel_vocab_count(vocab_path, &n_file, &err) != KVL_OK) {
+    char magic[4] = {0};
+    FILE *f = fopen(vocab_path, "rb");
+    bool gguf = f && fread(magic, 1, 4, f) == 4 && !memcmp(magic, "GGUF", 4);
+    if (f)
+        fclose(f);
+    if (gguf) { /* another GGUF's tokenizer, copied as it is */
+        if (kvl_mkmodel_vocab_from_gguf(vocab_path, voc, &err) != KVL_OK) {
+            fprintf(stderr, "kvllm mkmodel: --vocab: %s\n", err.msg);
+            return 2;
+        }
+        n_file = voc->n;
+        if (n_file != n_vocab)
+            kvl_mkmodel_vocab_free(voc);
+    } else if (kvl_mkmodel_vocab_count(vocab_path, &n_file, &err) != KVL_OK) {
         fprintf(stderr, "kvllm mkmodel: --vocab: %s\n", err.msg);
         return 2;
     }
@@ -154,7 +158,7 @@ static int load_vocab(const kvl_mkmodel_spec *s, const char *vocab_path, bool sy
                 vocab_path, n_file, (long long)n_vocab, n_file);
         return 2;
     }
-    if (kvl_mkmodel_vocab_load(vocab_path, (int32_t)n_vocab, voc, &err) != KVL_OK) {
+    if (!gguf && kvl_mkmodel_vocab_load(vocab_path, (int32_t)n_vocab, voc, &err) != KVL_OK) {
         fprintf(stderr, "kvllm mkmodel: --vocab: %s\n", err.msg);
         return 2;
     }
@@ -196,7 +200,7 @@ int kvl_cli_mkmodel(int argc, char **argv) {
         } else if (!strcmp(a, "--type")) {
             if (!kvl_cli_value(cmd, argc, argv, &i, &v))
                 return 2;
-            if (!parse_type(v, &type, &mix)) {
+            if (!kvl_plan_parse_weights(v, &type, &mix)) {
                 fprintf(stderr, "kvllm mkmodel: --type: '%s' is not one of " TYPE_NAMES "\n", v);
                 return 2;
             }

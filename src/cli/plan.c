@@ -47,8 +47,9 @@ static void usage(FILE *f) {
             "H100-80GB,A100-80GB\n"
             "  --mem SIZE,..       devices given by memory: 24GiB, 80GB (decimal), 1073741824\n"
             "  --devices N         N devices of the single --device/--mem given (1..%d)\n"
-            "  --weights TYPE      f32, f16, bf16, q8_0, q4_0 (default f16; with -m: the file's "
-            "own tensors)\n"
+            "  --weights TYPE      " KVL_PLAN_WEIGHT_NAMES "\n"
+            "                      (default f16; with -m: the file's own tensors; q4_k_m /\n"
+            "                      q5_k_m: llama.cpp's mixes, as mkmodel writes them)\n"
             "  --kv-type X         K and V cache format: %s (default f16)\n"
             "  --kv-type-k X       K format only\n"
             "  --kv-type-v X       V format only\n"
@@ -103,6 +104,7 @@ typedef struct {
     long long n_devices; /* 0: not given */
     bool have_w, json, list_models, list_devices;
     kvl_type wtype;
+    bool k_m; /* --weights q4_k_m / q5_k_m */
     kvl_kv_format k, v;
     long long block;
     long long context, users; /* 0: not given */
@@ -166,11 +168,12 @@ static int parse(int argc, char **argv, opts *o) {
         } else if (!strcmp(a, "--weights")) {
             if (!kvl_cli_value(CMD, argc, argv, &i, &v))
                 return 2;
-            if (!kvl_type_parse(v, &o->wtype)) {
-                fprintf(stderr,
-                        "kvllm plan: --weights: unknown weight type '%s' (use f32, f16, bf16, "
-                        "q8_0, q4_0)\n",
-                        v);
+            if (!kvl_plan_parse_weights(v, &o->wtype, &o->k_m)) {
+                fprintf(
+                    stderr,
+                    "kvllm plan: --weights: unknown weight type '%s' (use " KVL_PLAN_WEIGHT_NAMES
+                    ")\n",
+                    v);
                 return 2;
             }
             o->have_w = true;
@@ -391,11 +394,13 @@ static int load_shape(const opts *o, plan *p) {
     }
     p->wlabel = "as stored in the file";
     if (o->model || o->have_w) {
-        if (kvl_plan_weight_bytes(&r->shape, o->wtype, &r->weight_bytes, &err)) {
+        if (kvl_plan_weight_bytes_mix(&r->shape, o->wtype, o->k_m, &r->weight_bytes, &err)) {
             fprintf(stderr, "kvllm plan: %s\n", err.msg);
             return 1;
         }
-        p->wlabel = kvl_type_name(o->wtype);
+        static char label[16];
+        snprintf(label, sizeof label, "%s%s", kvl_type_name(o->wtype), o->k_m ? "_m" : "");
+        p->wlabel = label;
     }
     return 0;
 }

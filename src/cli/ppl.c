@@ -62,7 +62,7 @@ static void usage(FILE *f) {
         "                       KL(ref || this) and top-1 agreement (with --stream and a\n"
         "                       policy: full KV of the whole stream, --stream <= -c)\n"
         "  -t, --threads N      worker threads, 1..%d (default: one per core)\n" KVL_CLI_LOAD_USAGE
-        "  -h, --help\n"
+            KVL_CLI_CHECK_USAGE "  -h, --help\n"
         "\nKV cache:\n",
         KVL_POOL_MAX_THREADS);
     kvl_cli_kv_usage(f);
@@ -252,8 +252,9 @@ typedef struct ppl_acc {
     long long n_pred, n_docs, n_windows, n_cut, n_agree, n_nan;
     double nll_late; /* stream: predictions of tokens at index >= the context */
     long long n_late;
-    long long n_evicted; /* stream: positions evicted */
-    int32_t max_len;     /* stream: most positions the sequence held */
+    long long n_evicted;  /* stream: positions evicted */
+    int32_t max_len;      /* stream: most positions the sequence held */
+    long long n_bad_loss; /* positions whose loss is NaN or Inf */
 } ppl_acc;
 
 /* Everything the scoring loop uses, set up once. */
@@ -278,8 +279,12 @@ static double row_nll(const float *row, int64_t nv, int32_t next) {
 
 /* Count the prediction of the token at stream index idx. */
 static void acc_add(ppl_acc *acc, const ppl_run *pr, double nll, size_t idx) {
-    acc->nll += nll;
     acc->n_pred++;
+    if (!isfinite(nll)) { /* counted, reported and failed on, never summed */
+        acc->n_bad_loss++;
+        return;
+    }
+    acc->nll += nll;
     if (idx >= pr->late_from) {
         acc->nll_late += nll;
         acc->n_late++;
@@ -336,7 +341,9 @@ static int setup(const ppl_opts *o, const char *text, size_t len, long long *ctx
     const char *path = kvl_cli_model_path(cmd, &o->com);
     if (!path)
         return 2;
-    kvl_model_params mp = {.tokenizer_path = o->com.tokenizer, .load = o->com.load};
+    kvl_model_params mp = {.tokenizer_path = o->com.tokenizer,
+                           .load = o->com.load,
+                           .check_tensors = o->com.check_tensors};
     if (kvl_model_load(path, &mp, &m, &err)) {
         fprintf(stderr, "kvllm ppl: %s\n", err.msg);
         return 1;
@@ -625,7 +632,8 @@ int kvl_cli_ppl(int argc, char **argv) {
             fprintf(stderr, "kvllm ppl: %s has no tokens to predict\n", o.file);
             goto done;
         }
-        double mean = acc.nll / (double)acc.n_pred;
+        const long long n_ok = acc.n_pred - acc.n_bad_loss;
+        double mean = n_ok > 0 ? acc.nll / (double)n_ok : NAN;
         printf("documents %lld\ntruncated %lld\npredicted_tokens %lld\nwindows %lld\nnll %.6f\n"
                "ppl %.6f\n",
                acc.n_docs, acc.n_cut, acc.n_pred, acc.n_windows, mean, exp(mean));
@@ -650,12 +658,20 @@ int kvl_cli_ppl(int argc, char **argv) {
                    (double)acc.n_agree / (double)acc.n_pred);
         fprintf(stderr, "kvllm ppl: %lld tokens in %.2f s (%.1f tokens/s)\n", acc.n_pred, dt,
                 dt > 0 ? (double)acc.n_pred / dt : 0.0);
+        if (acc.n_bad_loss) { /* a NaN perplexity is a failure, never a result */
+            fprintf(stderr,
+                    "kvllm ppl: the loss is NaN or Inf at %lld of %lld positions (left out of "
+                    "nll above): the model computes non-finite logits; --check-tensors finds "
+                    "damaged weights\n",
+                    acc.n_bad_loss, acc.n_pred);
+        }
         if (acc.n_nan) { /* a quality gate fails on NaN */
             fprintf(stderr,
                     "kvllm ppl: --kl-ref: %lld of %lld positions have NaN logits (KL inf)\n",
                     acc.n_nan, acc.n_pred);
-            goto done;
         }
+        if (acc.n_bad_loss || acc.n_nan)
+            goto done;
         rc = 0;
     }
 done:

@@ -53,7 +53,8 @@ static void usage(FILE *f) {
         "  -o, --output FMT      text (default) or json (text, tokens, usage, timings)\n"
         "      --dump-logits F   write every logits row computed (float32, n_vocab each,\n"
         "                        in batch order) to file F, for exact "
-        "comparisons\n" KVL_CLI_LOAD_USAGE "\nScheduling (the engine's; see docs/engine.md):\n"
+        "comparisons\n" KVL_CLI_LOAD_USAGE KVL_CLI_CHECK_USAGE
+        "\nScheduling (the engine's; see docs/engine.md):\n"
         "      --max-batch-tokens N  tokens per step: prefill chunks and decodes (default:\n"
         "                        the prompt's length, at least 256, at most 4096)\n"
         "      --preempt MODE    auto (default), recompute or swap, when the KV pool runs dry\n"
@@ -173,46 +174,6 @@ static int parse_args(int argc, char **argv, run_opts *o) {
         return 2;
     }
     return 0;
-}
-
-/* The prompt file's contents (NUL-terminated, malloc'd), or NULL with a
- * message. */
-static char *read_prompt(const char *path) {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) {
-        fprintf(stderr, "kvllm run: -f: cannot open '%s'\n", path);
-        return NULL;
-    }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n - 1, f);
-        if (n < cap - 1)
-            break;
-        if (cap >= ((size_t)64 << 20)) {
-            fprintf(stderr, "kvllm run: -f: '%s' is larger than 64 MiB\n", path);
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        char *t = realloc(buf, cap * 2);
-        if (!t) {
-            free(buf);
-            buf = NULL;
-        }
-        buf = t;
-        cap *= 2;
-    }
-    if (buf && ferror(f)) {
-        fprintf(stderr, "kvllm run: -f: read error on '%s'\n", path);
-        free(buf);
-        buf = NULL;
-    }
-    if (f != stdin)
-        fclose(f);
-    if (buf)
-        buf[n] = '\0';
-    return buf;
 }
 
 static void dump_tap(void *user, const float *logits, int32_t n_rows, int32_t n_vocab) {
@@ -471,7 +432,9 @@ static int run_request(run_opts *o) {
     FILE *dump_f = NULL;
     int rc = 1;
     double t0 = kvl_now();
-    kvl_model_params mp = {.tokenizer_path = o->com.tokenizer, .load = o->com.load};
+    kvl_model_params mp = {.tokenizer_path = o->com.tokenizer,
+                           .load = o->com.load,
+                           .check_tensors = o->com.check_tensors};
     if (kvl_model_load(o->com.model, &mp, &m, &err) != KVL_OK) {
         fprintf(stderr, "kvllm run: %s\n", err.msg);
         return 1;
@@ -612,7 +575,7 @@ int kvl_cli_run(int argc, char **argv) {
         return 2;
     char *file_prompt = NULL;
     if (o.prompt_file) {
-        if (!(file_prompt = read_prompt(o.prompt_file)))
+        if (!(file_prompt = kvl_cli_read_text("run", o.prompt_file, NULL)))
             return 2;
         o.prompt = file_prompt;
     }

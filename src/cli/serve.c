@@ -63,7 +63,7 @@ static void usage(FILE *f) {
         "                        are cancelled, 0..3600 (default 5)\n"
         "  -c, --ctx N           context per sequence, at most the model's (default: the model's)\n"
         "  -t, --threads N       worker threads (default: one per core)\n" KVL_CLI_LOAD_USAGE
-        "\nScheduling (the engine's; see docs/engine.md):\n"
+            KVL_CLI_CHECK_USAGE "\nScheduling (the engine's; see docs/engine.md):\n"
         "      --max-seqs N      sequences decoding at once, 1..4096 (default 16)\n"
         "      --max-batch-tokens N  tokens per step (default 256)\n"
         "      --max-queue N     waiting requests; beyond it 429 (default 1024)\n"
@@ -285,7 +285,9 @@ static int serve(serve_opts *o) {
     fprintf(stderr,
             "kvllm serve: listening on http://%s:%d; loading %s (/health: 503 until ready)\n",
             o->sp.host, kvl_server_port(srv), o->com.model);
-    kvl_model_params mp = {.tokenizer_path = o->com.tokenizer, .load = o->com.load};
+    kvl_model_params mp = {.tokenizer_path = o->com.tokenizer,
+                           .load = o->com.load,
+                           .check_tensors = o->com.check_tensors};
     if (kvl_model_load(o->com.model, &mp, &m, &err)) {
         fprintf(stderr, "kvllm serve: %s\n", err.msg);
         goto done;

@@ -181,7 +181,10 @@ kvl_status kvl_load_file(const char *path, kvl_load_mode mode, const char *label
     if (mode != KVL_LOAD_AUTO && mode != KVL_LOAD_MMAP && mode != KVL_LOAD_HUGE)
         return kvl_errorf(err, KVL_E_INVALID, "%s: load mode %d is not auto, mmap or huge", path,
                           (int)mode);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+     * writer before the regular-file check below could refuse it (it has
+     * no effect on regular files) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return kvl_errorf(err, KVL_E_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;

@@ -300,6 +300,13 @@ static kvl_status rd_tensor_info(reader *r, uint64_t i, kvl_gguf_tensor *t) {
     if (t->name.len == 0)
         return kvl_errorf(r->err, KVL_E_FORMAT, "gguf: tensor %" PRIu64 ": empty name (length 0)",
                           i);
+    /* GGML_MAX_NAME: llama.cpp refuses longer names, and a name cut there
+     * could become another tensor's (a renamed output.weight) */
+    if (t->name.len >= KVL_GGUF_MAX_NAME)
+        return kvl_errorf(r->err, KVL_E_FORMAT,
+                          "gguf: tensor %" PRIu64 " '%s': name of %" PRIu64
+                          " bytes > %d (GGUF's limit)",
+                          i, show(t->name, name), t->name.len, KVL_GGUF_MAX_NAME - 1);
     snprintf(r->ctx, sizeof r->ctx, "tensor '%s'", show(t->name, name));
     if ((st = rd_u32(r, "n_dims", &t->n_dims)) != KVL_OK)
         return st;

@@ -85,6 +85,8 @@ typedef struct kvl_gguf {
 
 /* Limits on untrusted counts (beyond "must fit in the file"). */
 #define KVL_GGUF_MAX_ALIGNMENT (1u << 20)
+/* Tensor names are shorter than this (ggml's GGML_MAX_NAME, with the NUL). */
+#define KVL_GGUF_MAX_NAME 64
 
 /* Parse an in-memory GGUF image. buf must outlive the result. */
 kvl_status kvl_gguf_parse(const uint8_t *buf, size_t size, kvl_gguf **out, kvl_error *err);

@@ -10,8 +10,8 @@
  *   rms_final (dim) | freq_cis_real (seq_len, hd/2) | freq_cis_imag (same)
  *   [wcls (vocab, dim) when vocab_size < 0]
  *
- * Every header field is range-checked and the file must hold every byte the
- * header promises before a single weight pointer is formed. Weights point
+ * Every header field is range-checked and the file must be exactly as long
+ * as the header implies (no more, no less) before a single weight pointer is formed. Weights point
  * into the caller's buffer.
  */
 #include "model/model.h"
@@ -85,10 +85,17 @@ kvl_status kvl_llama2c_parse(const uint8_t *buf, size_t size, kvl_model **out, k
         if (kvl_mul_overflow((size_t)sec[i], 4, &bytes) || kvl_add_overflow(total, bytes, &total))
             return kvl_errorf(err, KVL_E_FORMAT, "llama2c: weight size overflows");
     }
-    if (total > size)
+    /* the format has no count of its own: a file of another size is a
+     * header that does not describe it (a smaller vocab_size than the
+     * weights were saved with would read every later tensor shifted) */
+    if (total != size)
         return kvl_errorf(err, KVL_E_FORMAT,
-                          "llama2c: the header needs %zu bytes of weights but the file has %zu",
-                          total, size);
+                          "llama2c: the header (dim %lld, hidden_dim %lld, n_layers %lld, "
+                          "n_heads %lld, n_kv_heads %lld, vocab_size %d, seq_len %lld) needs a "
+                          "file of %zu bytes but the file has %zu (%s)",
+                          (long long)D, (long long)F, (long long)L, (long long)hp.n_heads,
+                          (long long)hp.n_kv_heads, (int)h[5], (long long)hp.ctx_len, total, size,
+                          total > size ? "too short" : "longer: the header does not match");
 
     kvl_model *m = calloc(1, sizeof *m);
     kvl_layer_weights *lw = calloc((size_t)L, sizeof *lw);

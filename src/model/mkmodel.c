@@ -225,6 +225,7 @@ void kvl_mkmodel_vocab_free(kvl_mkmodel_vocab *v) {
     free(v->pieces);
     free(v->scores);
     free(v->types);
+    kvl_gguf_free(v->src);
     memset(v, 0, sizeof *v);
 }
 
@@ -524,6 +525,8 @@ static kvl_status mk_metadata(kvl_gguf_writer *w, const kvl_mkmodel_spec *s,
         kvl_gguf_writer_add_u32(w, K("attention.value_length"), (uint32_t)hd, NULL);
     }
 #undef K
+    if (v->src) /* another GGUF's tokenizer, copied (mkmodel_vocab.c) */
+        return kvl_mkmodel_vocab_write_keys(w, v, err);
     kvl_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama", NULL);
     kvl_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->pieces, NULL,
                                 (uint64_t)v->n, NULL);

@@ -73,13 +73,24 @@ kvl_type kvl_mkmodel_tensor_type(const kvl_mkmodel_spec *s, kvl_mkmodel_role rol
 void kvl_mkmodel_row(const kvl_mkmodel_spec *s, const char *name, int64_t row, float *out,
                      int64_t n);
 
-/* A GGUF "llama" vocabulary: pieces as GGUF stores them (U+2581 for space). */
+/* A GGUF "llama" vocabulary: pieces as GGUF stores them (U+2581 for space);
+ * or (src set, pieces NULL) the tokenizer.* keys of another GGUF, copied. */
 typedef struct kvl_mkmodel_vocab {
     int32_t n;
     char **pieces;  /* (n) NUL-terminated */
     float *scores;  /* (n) */
     int32_t *types; /* (n) KVL_TOK_* */
+    kvl_gguf *src;  /* owned: the GGUF whose tokenizer.* keys are written */
 } kvl_mkmodel_vocab;
+
+/* The vocabulary of a GGUF file (a model or a vocabulary-only file such as
+ * llama.cpp's ggml-vocab-*.gguf; any tokenizer kvllm loads: "llama" or
+ * "gpt2"): its tokenizer.* keys are written as they are
+ * (mkmodel_vocab.c). out->n is its token count. On error nothing is held. */
+kvl_status kvl_mkmodel_vocab_from_gguf(const char *path, kvl_mkmodel_vocab *out, kvl_error *err);
+/* Write the tokenizer.* keys of v->src (v from kvl_mkmodel_vocab_from_gguf). */
+kvl_status kvl_mkmodel_vocab_write_keys(kvl_gguf_writer *w, const kvl_mkmodel_vocab *v,
+                                        kvl_error *err);
 
 /* From a llama2.c tokenizer file. n_vocab = 0: as many records as the file
  * holds; otherwise the file must hold exactly n_vocab records. */

@@ -10,6 +10,8 @@
 #include "kernels/kernels.h"
 #include "model/mkmodel.h"
 
+#include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -17,6 +19,9 @@ void kvl_model_free(kvl_model *m) {
     if (!m)
         return;
     kvl_tokenizer_free(m->tok);
+    for (size_t i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
     free(m->layers);
     kvl_gguf_free(m->gguf);
     kvl_unmap_file(&m->map);
@@ -26,8 +31,28 @@ void kvl_model_free(kvl_model *m) {
 /* Binding state: which of the file's tensors the architecture uses. */
 typedef struct binder {
     const kvl_gguf *g;
-    bool *used; /* (g->n_tensors) */
+    bool *used;   /* (g->n_tensors) */
+    kvl_model *m; /* owns the F32 copies of 16-bit norms */
 } binder;
+
+/* A norm or bias stored as F16 or BF16 (llama.cpp accepts them): an F32
+ * copy owned by the model, since the forward pass reads these as F32. */
+static kvl_status widen_to_f32(binder *bd, const char *name, kvl_weight *w, kvl_error *err) {
+    size_t n = (size_t)(w->ne0 * w->ne1);
+    float *buf = malloc(n * sizeof *buf);
+    float **list = realloc(bd->m->owned, (bd->m->n_owned + 1) * sizeof *list);
+    if (list)
+        bd->m->owned = list;
+    if (!buf || !list) {
+        free(buf);
+        return kvl_errorf(err, KVL_E_NOMEM, "gguf: tensor '%s': no memory for an F32 copy", name);
+    }
+    kvl_dequantize_row(w->type, w->data, buf, (int64_t)n);
+    list[bd->m->n_owned++] = buf;
+    w->data = buf;
+    w->type = KVL_TYPE_F32;
+    return KVL_OK;
+}
 
 /* Find a tensor, check its type is one kvllm computes with (F32 only when
  * f32_only) and that its extents are exactly (ne0, ne1) (trailing 1s are
@@ -43,7 +68,8 @@ static kvl_status bind(binder *bd, const char *name, int64_t ne0, int64_t ne1, b
         return kvl_errorf(err, KVL_E_FORMAT, "gguf: tensor '%s' is missing", name);
     }
     bd->used[t - bd->g->tensors] = true;
-    bool ok_type = t->type == KVL_TYPE_F32 ||
+    bool wide16 = t->type == KVL_TYPE_F16 || t->type == KVL_TYPE_BF16;
+    bool ok_type = t->type == KVL_TYPE_F32 || (f32_only && wide16) ||
                    (!f32_only && (t->type == KVL_TYPE_F16 || t->type == KVL_TYPE_BF16 ||
                                   t->type == KVL_TYPE_Q8_0 || t->type == KVL_TYPE_Q4_0 ||
                                   t->type == KVL_TYPE_Q2_K || t->type == KVL_TYPE_Q4_K ||
@@ -53,7 +79,8 @@ static kvl_status bind(binder *bd, const char *name, int64_t ne0, int64_t ne1, b
         size_t b, s;
         kvl_type_info(t->type, &b, &s, &tn);
         return kvl_errorf(err, KVL_E_UNSUPPORTED, "gguf: tensor '%s': type %s (%u) not supported%s",
-                          name, tn, t->type, f32_only ? " (norm weights must be F32)" : "");
+                          name, tn, t->type,
+                          f32_only ? " (norms and biases: F32, F16 or BF16)" : "");
     }
     if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
         return kvl_errorf(err, KVL_E_FORMAT,
@@ -68,7 +95,7 @@ static kvl_status bind(binder *bd, const char *name, int64_t ne0, int64_t ne1, b
     w->type = (kvl_type)t->type;
     w->ne0 = ne0;
     w->ne1 = ne1;
-    return KVL_OK;
+    return f32_only && wide16 ? widen_to_f32(bd, name, w, err) : KVL_OK;
 }
 
 /* Bind one block's tensors; which optional ones exist is the
@@ -114,7 +141,7 @@ kvl_status kvl_model_from_gguf(kvl_gguf *g, kvl_model **out, kvl_error *err) {
 
     kvl_model *m = calloc(1, sizeof *m);
     kvl_layer_weights *L = calloc((size_t)hp.n_layers, sizeof *L);
-    binder bd = {g, calloc(g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(bool))};
+    binder bd = {g, calloc(g->n_tensors ? (size_t)g->n_tensors : 1, sizeof(bool)), m};
     if (!m || !L || !bd.used) {
         free(m);
         free(L);
@@ -180,10 +207,8 @@ kvl_status kvl_model_from_gguf(kvl_gguf *g, kvl_model **out, kvl_error *err) {
     *out = m;
     return KVL_OK;
 fail:
-    kvl_tokenizer_free(m->tok);
     free(bd.used);
-    free(L);
-    free(m);
+    kvl_model_free(m); /* its tokenizer, F32 copies and layers (L) */
     return st;
 }
 
@@ -255,10 +280,82 @@ static void not_a_model(const char *path, const kvl_mapped_file *mf, kvl_error *
     char why[sizeof err->msg];
     memcpy(why, err->msg, sizeof why);
     why[sizeof why - 1] = '\0';
+    if (mf->size == 0) {
+        kvl_errorf(err, err->status, "%s: not a model file: it is empty (0 bytes)", path);
+        return;
+    }
     kvl_errorf(err, err->status,
                "%s: not a model file: it is not GGUF (it starts with '%s', not 'GGUF') and not "
                "a llama2.c checkpoint (%.300s)",
                path, head, why);
+}
+
+/* Every row of w dequantized (row: room for w->ne0 floats) and checked
+ * finite; KVL_E_FORMAT naming the tensor, row and column of the first
+ * value that is not. */
+static kvl_status check_weight(const char *name, const kvl_weight *w, float *row, kvl_error *err) {
+    if (!w->data)
+        return KVL_OK;
+    const size_t rb = kvl_row_bytes(w->type, w->ne0);
+    for (int64_t r = 0; r < w->ne1; r++) {
+        kvl_dequantize_row(w->type, (const uint8_t *)w->data + (size_t)r * rb, row, w->ne0);
+        for (int64_t c = 0; c < w->ne0; c++)
+            if (!isfinite(row[c]))
+                return kvl_errorf(err, KVL_E_FORMAT,
+                                  "check tensors: '%s' row %lld column %lld is %s (the file's "
+                                  "weights are damaged; every output would be garbage)",
+                                  name, (long long)r, (long long)c, isnan(row[c]) ? "NaN" : "Inf");
+    }
+    return KVL_OK;
+}
+
+kvl_status kvl_model_check_tensors(const kvl_model *m, kvl_error *err) {
+    static const struct {
+        const char *suffix;
+        size_t off;
+    } k_layer[] = {
+        {"attn_norm.weight", offsetof(kvl_layer_weights, attn_norm)},
+        {"attn_q.weight", offsetof(kvl_layer_weights, wq)},
+        {"attn_k.weight", offsetof(kvl_layer_weights, wk)},
+        {"attn_v.weight", offsetof(kvl_layer_weights, wv)},
+        {"attn_q.bias", offsetof(kvl_layer_weights, bq)},
+        {"attn_k.bias", offsetof(kvl_layer_weights, bk)},
+        {"attn_v.bias", offsetof(kvl_layer_weights, bv)},
+        {"attn_q_norm.weight", offsetof(kvl_layer_weights, q_norm)},
+        {"attn_k_norm.weight", offsetof(kvl_layer_weights, k_norm)},
+        {"attn_output.weight", offsetof(kvl_layer_weights, wo)},
+        {"ffn_norm.weight", offsetof(kvl_layer_weights, ffn_norm)},
+        {"ffn_gate.weight", offsetof(kvl_layer_weights, w_gate)},
+        {"ffn_down.weight", offsetof(kvl_layer_weights, w_down)},
+        {"ffn_up.weight", offsetof(kvl_layer_weights, w_up)},
+    };
+    const kvl_hparams *hp = &m->hp;
+    int64_t widest = hp->dim > hp->ffn_dim ? hp->dim : hp->ffn_dim;
+    if (hp->n_heads * hp->head_dim > widest)
+        widest = hp->n_heads * hp->head_dim;
+    float *row = malloc((size_t)widest * sizeof *row);
+    if (!row)
+        return kvl_errorf(err, KVL_E_NOMEM, "check tensors: no memory for a row of %lld",
+                          (long long)widest);
+    kvl_status st;
+    if ((st = check_weight("token_embd.weight", &m->tok_embd, row, err)) ||
+        (st = check_weight("output_norm.weight", &m->output_norm, row, err)) ||
+        (m->output.data != m->tok_embd.data &&
+         (st = check_weight("output.weight", &m->output, row, err))) ||
+        (st = check_weight("rope_freqs.weight", &m->rope_freqs, row, err)))
+        goto out;
+    for (int64_t l = 0; l < hp->n_layers; l++)
+        for (size_t k = 0; k < sizeof k_layer / sizeof k_layer[0]; k++) {
+            char name[96];
+            snprintf(name, sizeof name, "blk.%lld.%s", (long long)l, k_layer[k].suffix);
+            const kvl_weight *w =
+                (const kvl_weight *)(const void *)((const char *)&m->layers[l] + k_layer[k].off);
+            if ((st = check_weight(name, w, row, err)))
+                goto out;
+        }
+out:
+    free(row);
+    return st;
 }
 
 kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model **out,
@@ -303,6 +400,35 @@ kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model
         if (has_suffix(m->name, ".bin"))
             m->name[strlen(m->name) - 4] = '\0';
     }
+    if (p && p->check_tensors && (st = kvl_model_check_tensors(m, err))) {
+        kvl_model_free(m);
+        return st;
+    }
     *out = m;
     return KVL_OK;
+}
+
+kvl_status kvl_model_load_tokenizer(const char *path, const kvl_model_params *p,
+                                    kvl_tokenizer **out, kvl_error *err) {
+    kvl_mapped_file mf;
+    kvl_status st = kvl_load_file(path, KVL_LOAD_MMAP, NULL, &mf, err);
+    if (st)
+        return st;
+    if (!(mf.size >= 4 && memcmp(mf.data, "GGUF", 4) == 0)) {
+        kvl_unmap_file(&mf);
+        kvl_model *m = NULL;
+        if ((st = kvl_model_load(path, p, &m, err)))
+            return st;
+        *out = m->tok;
+        m->tok = NULL;
+        kvl_model_free(m);
+        return KVL_OK;
+    }
+    kvl_gguf *g = NULL;
+    st = kvl_gguf_parse(mf.data, mf.size, &g, err);
+    if (st == KVL_OK)
+        st = kvl_tokenizer_from_gguf(g, out, err); /* copies what it keeps */
+    kvl_gguf_free(g);
+    kvl_unmap_file(&mf);
+    return st;
 }

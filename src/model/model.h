@@ -116,6 +116,9 @@ typedef struct kvl_model {
     kvl_gguf *gguf;      /* GGUF: the parsed file (owns the mapping) */
     kvl_mapped_file map; /* llama2.c: the checkpoint mapping */
     size_t weight_bytes; /* bytes of all weights */
+    float **owned;       /* (n_owned) F16/BF16 norms and biases converted to F32 at
+                            load (the forward pass reads them as F32); freed with m */
+    size_t n_owned;
     char name[64];
 } kvl_model;
 
@@ -130,6 +133,19 @@ kvl_status kvl_model_load(const char *path, const kvl_model_params *p, kvl_model
 kvl_status kvl_model_from_gguf(kvl_gguf *g, kvl_model **out, kvl_error *err);
 kvl_status kvl_llama2c_parse(const uint8_t *buf, size_t size, kvl_model **out, kvl_error *err);
 void kvl_model_free(kvl_model *m);
+
+/* Every weight row dequantized and checked for NaN and Inf (what
+ * kvl_model_params.check_tensors asks of kvl_model_load): KVL_E_FORMAT naming
+ * the tensor, row and column of the first. Reads all the weights. */
+kvl_status kvl_model_check_tensors(const kvl_model *m, kvl_error *err);
+
+/* Only the tokenizer of a model file (llama.cpp's vocab_only): a GGUF's
+ * tokenizer.ggml.* keys, tensors neither needed nor read (vocabulary-only
+ * files such as llama.cpp's ggml-vocab-*.gguf load); a llama2.c checkpoint
+ * loads whole for its vocabulary size, then its tokenizer file (p's
+ * tokenizer_path or beside it). On error *out is untouched. */
+kvl_status kvl_model_load_tokenizer(const char *path, const kvl_model_params *p,
+                                    kvl_tokenizer **out, kvl_error *err);
 
 /* Read and validate the hyperparameters of a GGUF: general.architecture
  * (one of k_arch) and its <arch>.* keys (vocabulary size from

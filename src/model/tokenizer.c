@@ -77,6 +77,7 @@ struct kvl_tokenizer {
     size_t table_mask;
     int32_t byte_id[256]; /* id of the first <0xHH> token per byte; -1 = none */
     char bytes[256];      /* bytes[i] == i: what byte tokens decode to */
+    char note[192];       /* what the file got wrong that was tolerated; "" if nothing */
 };
 
 /* One vocabulary entry as read from a file, before it is copied. */
@@ -264,11 +265,10 @@ static kvl_status build(const char *what, const raw_tok *raw, int32_t n, bool co
                                   what, (int)i, plen);
             }
         }
-        static const char *const eog_names[] = {"<|eot_id|>",    "<|im_end|>",    "<|end|>",
-                                                "<end_of_turn>", "<|endoftext|>", "<EOT>"};
-        for (size_t k = 0; k < sizeof eog_names / sizeof eog_names[0]; k++)
-            e->eog |= e->type != KVL_TOK_NORMAL && e->type != KVL_TOK_BYTE &&
-                      e->len == strlen(eog_names[k]) && !memcmp(p, eog_names[k], e->len);
+        if (kvl_tokenizer_eog_name(p, e->len)) { /* llama.cpp's override */
+            e->eog = true;
+            e->type = KVL_TOK_CONTROL;
+        }
         e->eog |= i == eos;
         if (e->len > 0 && (e->type == KVL_TOK_CONTROL || e->type == KVL_TOK_USER_DEFINED ||
                            e->type == KVL_TOK_UNKNOWN)) {
@@ -409,35 +409,23 @@ static kvl_status find_arr(const kvl_gguf *g, const char *key, uint32_t elem, co
     return KVL_OK;
 }
 
-/* Optional token id: *id keeps its default when the key is absent. */
-static kvl_status get_id(const kvl_gguf *g, const char *key, int32_t n_vocab, int32_t *id,
-                         kvl_error *err) {
-    const kvl_gguf_kv *kv = find_kv(g, key);
-    if (!kv)
+kvl_status kvl_tokenizer_opt_id(const kvl_gguf *g, const char *key, int32_t n_vocab, int32_t *id,
+                                char *note, size_t note_cap, kvl_error *err) {
+    if (!kvl_gguf_find_key(g, key))
         return KVL_OK;
-    switch (kv->type) {
-    case KVL_GGUF_UINT8:
-    case KVL_GGUF_UINT16:
-    case KVL_GGUF_UINT32:
-    case KVL_GGUF_UINT64:
-        if (kv->v.u64 >= (uint64_t)n_vocab)
-            return kvl_errorf(err, KVL_E_FORMAT, "gguf tokenizer: %s %llu >= n_vocab %d", key,
-                              (unsigned long long)kv->v.u64, (int)n_vocab);
-        *id = (int32_t)kv->v.u64;
+    int64_t v;
+    kvl_status st = kvl_gguf_get_i64(g, key, &v, err);
+    if (st != KVL_OK)
+        return st;
+    if (v >= 0 && v < n_vocab) {
+        *id = (int32_t)v;
         return KVL_OK;
-    case KVL_GGUF_INT8:
-    case KVL_GGUF_INT16:
-    case KVL_GGUF_INT32:
-    case KVL_GGUF_INT64:
-        if (kv->v.i64 < 0 || kv->v.i64 >= (int64_t)n_vocab)
-            return kvl_errorf(err, KVL_E_FORMAT, "gguf tokenizer: %s %lld not in [0, n_vocab %d)",
-                              key, (long long)kv->v.i64, (int)n_vocab);
-        *id = (int32_t)kv->v.i64;
-        return KVL_OK;
-    default:
-        return kvl_errorf(err, KVL_E_FORMAT, "gguf tokenizer: %s has type %u, want an integer", key,
-                          (unsigned)kv->type);
     }
+    /* llama.cpp: "bad special token", and it keeps its default */
+    if (note && note_cap && !note[0])
+        snprintf(note, note_cap, "%s %lld is not in [0, n_vocab %d): the default %d is used", key,
+                 (long long)v, (int)n_vocab, (int)*id);
+    return KVL_OK;
 }
 
 kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_error *err) {
@@ -454,7 +442,7 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
         kvl_tokenizer *t = calloc(1, sizeof *t);
         if (!t)
             return kvl_errorf(err, KVL_E_NOMEM, "%s: out of memory", what);
-        kvl_status st = kvl_bpe_from_gguf(g, &t->bpe, err);
+        kvl_status st = kvl_bpe_from_gguf(g, &t->bpe, t->note, sizeof t->note, err);
         if (st != KVL_OK) {
             free(t);
             return st;
@@ -469,21 +457,23 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
                           "'gpt2')",
                           what, shown, model->v.str.ptr ? model->v.str.ptr : "");
     }
-    const kvl_gguf_kv *toks, *scores, *types;
+    /* scores and token_type may be absent, as llama.cpp allows: every score
+     * 0, every token normal */
+    const kvl_gguf_kv *toks, *scores = NULL, *types = NULL;
     kvl_status st = find_arr(g, "tokenizer.ggml.tokens", KVL_GGUF_STRING, "STRING", &toks, err);
-    if (st == KVL_OK)
+    if (st == KVL_OK && find_kv(g, "tokenizer.ggml.scores"))
         st = find_arr(g, "tokenizer.ggml.scores", KVL_GGUF_FLOAT32, "FLOAT32", &scores, err);
-    if (st == KVL_OK)
+    if (st == KVL_OK && find_kv(g, "tokenizer.ggml.token_type"))
         st = find_arr(g, "tokenizer.ggml.token_type", KVL_GGUF_INT32, "INT32", &types, err);
     if (st != KVL_OK)
         return st;
     uint64_t n = toks->v.arr.n;
-    if (scores->v.arr.n != n)
+    if (scores && scores->v.arr.n != n)
         return kvl_errorf(err, KVL_E_FORMAT,
                           "%s: tokenizer.ggml.scores has %llu entries but tokenizer.ggml.tokens "
                           "has %llu",
                           what, (unsigned long long)scores->v.arr.n, (unsigned long long)n);
-    if (types->v.arr.n != n)
+    if (types && types->v.arr.n != n)
         return kvl_errorf(err, KVL_E_FORMAT,
                           "%s: tokenizer.ggml.token_type has %llu entries but "
                           "tokenizer.ggml.tokens has %llu",
@@ -495,11 +485,14 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
                           KVL_MAX_VOCAB);
     int32_t nv = (int32_t)n;
     int32_t bos = 1, eos = 2, unk = 0;
-    st = get_id(g, "tokenizer.ggml.bos_token_id", nv, &bos, err);
+    char note[sizeof((kvl_tokenizer *)0)->note] = "";
+    st = kvl_tokenizer_opt_id(g, "tokenizer.ggml.bos_token_id", nv, &bos, note, sizeof note, err);
     if (st == KVL_OK)
-        st = get_id(g, "tokenizer.ggml.eos_token_id", nv, &eos, err);
+        st = kvl_tokenizer_opt_id(g, "tokenizer.ggml.eos_token_id", nv, &eos, note, sizeof note,
+                                  err);
     if (st == KVL_OK)
-        st = get_id(g, "tokenizer.ggml.unknown_token_id", nv, &unk, err);
+        st = kvl_tokenizer_opt_id(g, "tokenizer.ggml.unknown_token_id", nv, &unk, note, sizeof note,
+                                  err);
     if (st != KVL_OK)
         return st;
     /* the defaults must also exist */
@@ -513,7 +506,7 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
         return kvl_errorf(err, KVL_E_NOMEM, "%s: out of memory for %d tokens", what, (int)nv);
     for (int32_t i = 0; i < nv; i++) {
         kvl_str s = toks->v.arr.strs[i];
-        int32_t type = rd_i32(types->v.arr.data + (size_t)i * 4);
+        int32_t type = types ? rd_i32(types->v.arr.data + (size_t)i * 4) : KVL_TOK_NORMAL;
         if (s.len > INT32_MAX) {
             free(raw);
             return kvl_errorf(err, KVL_E_LIMIT, "%s: tokenizer.ggml.tokens[%d] length %llu > %d",
@@ -532,7 +525,7 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
         }
         raw[i].ptr = s.ptr;
         raw[i].len = (size_t)s.len;
-        raw[i].score = rd_f32(scores->v.arr.data + (size_t)i * 4);
+        raw[i].score = scores ? rd_f32(scores->v.arr.data + (size_t)i * 4) : 0.0f;
         raw[i].type = type;
     }
     bool flags[3] = {true, false, true};
@@ -557,8 +550,20 @@ kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_e
     t->add_bos = flags[0];
     t->add_eos = flags[1];
     t->add_space_prefix = flags[2];
+    memcpy(t->note, note, sizeof note);
     *out = t;
     return KVL_OK;
+}
+
+bool kvl_tokenizer_eog_name(const char *p, size_t n) {
+    static const char *const names[] = {
+        "<|eot_id|>", "<|im_end|>", "<|end|>",         "<end_of_turn>", "<|endoftext|>",
+        "</s>",       "<|eom_id|>", "<|end_of_text|>", "<EOT>",         "_<EOT>",
+    };
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        if (n == strlen(names[k]) && !memcmp(p, names[k], n))
+            return true;
+    return false;
 }
 
 /* --- queries ---------------------------------------------------------------- */
@@ -596,6 +601,8 @@ bool kvl_tokenizer_add_eos(const kvl_tokenizer *t) {
 bool kvl_tokenizer_add_space_prefix(const kvl_tokenizer *t) {
     return t && !t->bpe && t->add_space_prefix;
 }
+
+const char *kvl_tokenizer_note(const kvl_tokenizer *t) { return t ? t->note : ""; }
 
 const char *kvl_tokenizer_model(const kvl_tokenizer *t) { return t && t->bpe ? "gpt2" : "llama"; }
 
@@ -649,26 +656,50 @@ const char *kvl_tokenizer_piece(const kvl_tokenizer *t, int32_t prev, int32_t to
     return p;
 }
 
+const char *kvl_tokenizer_piece_special(const kvl_tokenizer *t, int32_t tok, size_t *len) {
+    if (t && t->bpe)
+        return kvl_bpe_piece(t->bpe, tok, true, len);
+    size_t l = 0;
+    const char *p = "";
+    if (t && tok >= 0 && tok < t->n_vocab) {
+        const tok_entry *e = &t->tok[tok];
+        if (e->type == KVL_TOK_BYTE) {
+            p = &t->bytes[e->byte];
+            l = 1;
+        } else if (e->type != KVL_TOK_UNUSED) {
+            p = t->arena + e->off;
+            l = e->len;
+        }
+    }
+    if (len)
+        *len = l;
+    return p;
+}
+
 /* --- encoding --------------------------------------------------------------- */
 
-/* Bytes in the well-formed UTF-8 character at p[0..n) (n > 0), or 0 when
- * p[0] does not start one (Unicode Table 3-7). */
-static size_t utf8_char_len(const uint8_t *p, size_t n) {
+size_t kvl_utf8_decode(const uint8_t *p, size_t n, uint32_t *cp) {
     uint8_t c = p[0];
     size_t need;
     uint8_t lo = 0x80, hi = 0xBF; /* range of the second byte */
-    if (c < 0x80)
+    uint32_t v;
+    if (c < 0x80) {
+        *cp = c;
         return 1;
+    }
     if (c >= 0xC2 && c <= 0xDF) {
         need = 2;
+        v = c & 0x1F;
     } else if (c >= 0xE0 && c <= 0xEF) {
         need = 3;
+        v = c & 0x0F;
         if (c == 0xE0)
             lo = 0xA0;
         else if (c == 0xED)
             hi = 0x9F;
     } else if (c >= 0xF0 && c <= 0xF4) {
         need = 4;
+        v = c & 0x07;
         if (c == 0xF0)
             lo = 0x90;
         else if (c == 0xF4)
@@ -678,9 +709,12 @@ static size_t utf8_char_len(const uint8_t *p, size_t n) {
     }
     if (n < need || p[1] < lo || p[1] > hi)
         return 0;
-    for (size_t i = 2; i < need; i++)
+    for (size_t i = 1; i < need; i++) {
         if (p[i] < 0x80 || p[i] > 0xBF)
             return 0;
+        v = v << 6 | (p[i] & 0x3F);
+    }
+    *cp = v;
     return need;
 }
 
@@ -787,7 +821,7 @@ static uint32_t split(encoder *e, uint32_t n_text) {
     const uint8_t *u = (const uint8_t *)e->text;
     uint32_t n_sym = 0;
     for (uint32_t i = 0; i < n_text;) {
-        uint32_t cl = (uint32_t)utf8_char_len(u + i, n_text - i);
+        uint32_t cp, cl = (uint32_t)kvl_utf8_decode(u + i, n_text - i, &cp);
         int32_t id = cl ? lookup(t, e->text + i, cl) : -1;
         uint32_t nb = id >= 0 ? 1 : cl ? cl : 1; /* symbols this character makes */
         for (uint32_t k = 0; k < nb; k++) {

@@ -36,6 +36,17 @@ enum {
  * tokenizer.ggml.{merges,pre,add_bos_token,add_eos_token,eot_token_id,...}
  * (tokenizer_bpe.h). Another model is KVL_E_UNSUPPORTED naming it. */
 kvl_status kvl_tokenizer_from_gguf(const kvl_gguf *g, kvl_tokenizer **out, kvl_error *err);
+/* What the loaded file got wrong that was tolerated as llama.cpp tolerates
+ * it (a special-token id out of range: the default id is kept); "" when
+ * nothing. Callers print it as a warning. */
+const char *kvl_tokenizer_note(const kvl_tokenizer *t);
+/* Optional token-id key (for both models): *id is set when the key is
+ * present and in [0, n_vocab); out of range keeps *id (llama.cpp keeps its
+ * default) and says so in note when note is empty; a key that is not an
+ * integer is KVL_E_FORMAT naming it. */
+kvl_status kvl_tokenizer_opt_id(const kvl_gguf *g, const char *key, int32_t n_vocab, int32_t *id,
+                                char *note, size_t note_cap, kvl_error *err);
+
 /* From a llama2.c tokenizer image: int32 max_token_length, then vocab_size
  * records of [float32 score][int32 len][len bytes]. BOS=1, EOS=2, UNK=0;
  * pieces "<0xHH>" are byte tokens; ids 0..2 are control tokens. */
@@ -62,6 +73,19 @@ const char *kvl_tokenizer_model(const kvl_tokenizer *t);
  * <|eot_id|>, <|im_end|>, <|end|>, <end_of_turn>, <|endoftext|>, <|eom_id|>,
  * <|end_of_text|>, <EOT>. Generation stops on any of them. */
 bool kvl_tokenizer_is_eog(const kvl_tokenizer *t, int32_t id);
+
+/* Whether p[0..n) is the text of a token that ends generation whatever
+ * the file says (as llama.cpp: <|eot_id|>, <|im_end|>, <|end|>,
+ * <end_of_turn>, <|endoftext|>, </s>, <|eom_id|>, <|end_of_text|>, <EOT>,
+ * _<EOT>). Both models make such a token a control token, as llama.cpp
+ * does (Qwen2's vocabulary stores "</s>" as a normal token). */
+bool kvl_tokenizer_eog_name(const char *p, size_t n);
+
+/* The well-formed UTF-8 character at p[0..n) (n > 0): its length in bytes,
+ * and its code point in *cp; 0 (and *cp unset) when p[0] does not start one
+ * (Unicode Table 3-7: no overlong forms, surrogates or values past
+ * U+10FFFF). Shared by both tokenizers. */
+size_t kvl_utf8_decode(const uint8_t *p, size_t n, uint32_t *cp);
 
 /* Flags of kvl_tokenizer_tokenize (llama.cpp's add_special, parse_special). */
 enum {
@@ -100,6 +124,14 @@ kvl_status kvl_tokenizer_encode(const kvl_tokenizer *t, const char *text, size_t
  * give nothing. Out-of-range ids give nothing. The returned pointer stays
  * valid while t lives. */
 const char *kvl_tokenizer_piece(const kvl_tokenizer *t, int32_t prev, int32_t tok, size_t *len);
+
+/* The bytes of token tok on its own, as llama.cpp's token_to_piece gives
+ * them with special = true (what llama-tokenize prints): normal and
+ * user-defined tokens their text, byte tokens their byte, control and
+ * unknown tokens their text (e.g. "<s>"), unused tokens nothing. No
+ * dummy-prefix space is dropped. Out-of-range ids give nothing. The pointer
+ * stays valid while t lives. */
+const char *kvl_tokenizer_piece_special(const kvl_tokenizer *t, int32_t tok, size_t *len);
 
 /* Raw vocabulary entry (for writers and tests): "llama": piece with real
  * spaces; "gpt2": the piece as stored (byte-level spelling). */

@@ -104,13 +104,6 @@ static const pre_rule k_pre[] = {
 };
 #define N_PRE (sizeof k_pre / sizeof k_pre[0])
 
-/* Texts of end-of-generation tokens found by name (llama.cpp does the same,
- * as files rarely list them): generation stops on any of them. */
-static const char *const k_eog_text[] = {
-    "<|eot_id|>", "<|im_end|>",      "<|end|>", "<end_of_turn>", "<|endoftext|>",
-    "<|eom_id|>", "<|end_of_text|>", "<EOT>",   "_<EOT>",
-};
-
 typedef struct bpe_tok {
     size_t text_off, bytes_off; /* in arena */
     uint32_t text_len, bytes_len;
@@ -164,46 +157,6 @@ static uint32_t byte_cp(int b) {
 
 #define CP_MAP_N 0x144 /* code points below this may spell a byte */
 
-/* Decode the well-formed UTF-8 character at p[0..n) (n > 0); 0 when p does
- * not start one (Unicode Table 3-7). */
-static size_t utf8_decode(const uint8_t *p, size_t n, uint32_t *cp) {
-    uint8_t c = p[0];
-    size_t need;
-    uint8_t lo = 0x80, hi = 0xBF;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    if (c >= 0xC2 && c <= 0xDF) {
-        need = 2;
-        *cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        need = 3;
-        *cp = c & 0x0F;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 4;
-        *cp = c & 0x07;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (n < need || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 1; i < need; i++) {
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-        *cp = *cp << 6 | (p[i] & 0x3F);
-    }
-    return need;
-}
-
 /* Map the piece p[0..n) back to bytes in dst (room for n bytes): code
  * points of the byte map become their byte, anything else is copied.
  * Returns the bytes written; *all_mapped tells whether every character
@@ -215,7 +168,7 @@ static size_t unmap_piece(const int16_t *cp_byte, const char *p, size_t n, char 
     *all_mapped = true;
     for (size_t i = 0; i < n;) {
         uint32_t cp = 0;
-        size_t cl = utf8_decode(u + i, n - i, &cp);
+        size_t cl = kvl_utf8_decode(u + i, n - i, &cp);
         if (cl > 0 && cp < CP_MAP_N && cp_byte[cp] >= 0) {
             dst[o++] = (char)cp_byte[cp];
             i += cl;
@@ -332,22 +285,6 @@ void kvl_bpe_free(kvl_bpe *b) {
 }
 
 static int show_len(uint64_t n) { return n > 64 ? 64 : (int)n; }
-
-/* Optional token id key: *id keeps its default when absent. */
-static kvl_status opt_id(const kvl_gguf *g, const char *key, int32_t n_vocab, int32_t *id,
-                         kvl_error *err) {
-    if (!kvl_gguf_find_key(g, key))
-        return KVL_OK;
-    int64_t v;
-    kvl_status st = kvl_gguf_get_i64(g, key, &v, err);
-    if (st != KVL_OK)
-        return st;
-    if (v < 0 || v >= n_vocab)
-        return kvl_errorf(err, KVL_E_FORMAT, "gguf tokenizer: %s %lld not in [0, n_vocab %d)", key,
-                          (long long)v, (int)n_vocab);
-    *id = (int32_t)v;
-    return KVL_OK;
-}
 
 static kvl_status opt_bool(const kvl_gguf *g, const char *key, bool *v, kvl_error *err) {
     const kvl_gguf_kv *kv = kvl_gguf_find_key(g, key);
@@ -479,6 +416,11 @@ static kvl_status load_tokens(kvl_bpe *b, const kvl_gguf_kv *toks, const kvl_ggu
                                   "%s: tokenizer.ggml.token_type[%d] = %d not in [0, %d]", what,
                                   (int)i, (int)type, KVL_TOK_BYTE);
         }
+        /* end of generation by name, made a control token whatever the
+         * file says (llama.cpp's override: Qwen2's normal "</s>") */
+        t->eog = kvl_tokenizer_eog_name(s.ptr, s.len);
+        if (t->eog)
+            type = KVL_TOK_CONTROL;
         t->type = type;
         if (scores)
             memcpy(&t->score, scores->v.arr.data + (size_t)i * 4, 4);
@@ -491,9 +433,6 @@ static kvl_status load_tokens(kvl_bpe *b, const kvl_gguf_kv *toks, const kvl_ggu
         t->bytes_off = off;
         t->bytes_len = (uint32_t)unmap_piece(cp_byte, s.ptr, s.len, b->arena + off, &all_mapped);
         off += t->bytes_len;
-        for (size_t k = 0; k < sizeof k_eog_text / sizeof k_eog_text[0]; k++)
-            if (kvl_str_eq(s, k_eog_text[k]))
-                t->eog = true;
         t->eog = t->eog || i == eog_ids[0] || i == eog_ids[1] || i == eog_ids[2];
         /* BPE's output: tokens that decode to the bytes they stand for (so
          * decode(encode(s)) == s), never end-of-generation ones */
@@ -530,7 +469,8 @@ static kvl_status load_tokens(kvl_bpe *b, const kvl_gguf_kv *toks, const kvl_ggu
     return KVL_OK;
 }
 
-kvl_status kvl_bpe_from_gguf(const kvl_gguf *g, kvl_bpe **out, kvl_error *err) {
+kvl_status kvl_bpe_from_gguf(const kvl_gguf *g, kvl_bpe **out, char *note, size_t note_cap,
+                             kvl_error *err) {
     const char *what = "gguf tokenizer";
     if (!g || !out)
         return kvl_errorf(err, KVL_E_INVALID, "%s: NULL gguf or output", what);
@@ -574,10 +514,14 @@ kvl_status kvl_bpe_from_gguf(const kvl_gguf *g, kvl_bpe **out, kvl_error *err) {
     }
     int32_t nv = (int32_t)n, bos = -1, eos = -1, eot = -1, eom = -1;
     bool add_bos = rule->add_bos, add_eos = false;
-    if ((st = opt_id(g, "tokenizer.ggml.bos_token_id", nv, &bos, err)) ||
-        (st = opt_id(g, "tokenizer.ggml.eos_token_id", nv, &eos, err)) ||
-        (st = opt_id(g, "tokenizer.ggml.eot_token_id", nv, &eot, err)) ||
-        (st = opt_id(g, "tokenizer.ggml.eom_token_id", nv, &eom, err)) ||
+    if ((st = kvl_tokenizer_opt_id(g, "tokenizer.ggml.bos_token_id", nv, &bos, note, note_cap,
+                                   err)) ||
+        (st = kvl_tokenizer_opt_id(g, "tokenizer.ggml.eos_token_id", nv, &eos, note, note_cap,
+                                   err)) ||
+        (st = kvl_tokenizer_opt_id(g, "tokenizer.ggml.eot_token_id", nv, &eot, note, note_cap,
+                                   err)) ||
+        (st = kvl_tokenizer_opt_id(g, "tokenizer.ggml.eom_token_id", nv, &eom, note, note_cap,
+                                   err)) ||
         (st = opt_bool(g, "tokenizer.ggml.add_bos_token", &add_bos, err)) ||
         (st = opt_bool(g, "tokenizer.ggml.add_eos_token", &add_eos, err)))
         return st;
@@ -853,7 +797,7 @@ static kvl_status regex_split(benc *e, const pcre2_code *re, const spans *in, sp
             if (me <= ms) { /* empty match (none of our patterns has one): step
                                over one character (the span is valid UTF-8) */
                 uint32_t cp;
-                size_t cl = utf8_decode(subj + ms, sp.len - ms, &cp);
+                size_t cl = kvl_utf8_decode(subj + ms, sp.len - ms, &cp);
                 pos = ms + (cl ? cl : 1);
                 continue;
             }
@@ -878,7 +822,7 @@ static bool split_invalid(const char *text, span sp, spans *out) {
     int32_t kind = SPAN_TEXT;
     while (i < end) {
         uint32_t cp;
-        size_t cl = utf8_decode(u + i, end - i, &cp);
+        size_t cl = kvl_utf8_decode(u + i, end - i, &cp);
         int32_t k = cl ? SPAN_TEXT : SPAN_INVALID;
         if (k != kind) {
             if (i > run && !spans_push(out, run, i - run, kind))

@@ -11,8 +11,10 @@
 typedef struct kvl_bpe kvl_bpe;
 
 /* From a GGUF file's tokenizer.ggml.* keys (model "gpt2"). On error *out is
- * untouched and nothing is allocated. */
-kvl_status kvl_bpe_from_gguf(const kvl_gguf *g, kvl_bpe **out, kvl_error *err);
+ * untouched and nothing is allocated. What was tolerated (a special-token id
+ * out of range) is written to note (note_cap bytes) when it is empty. */
+kvl_status kvl_bpe_from_gguf(const kvl_gguf *g, kvl_bpe **out, char *note, size_t note_cap,
+                             kvl_error *err);
 void kvl_bpe_free(kvl_bpe *b);
 
 int32_t kvl_bpe_n_vocab(const kvl_bpe *b);

@@ -16,6 +16,7 @@
  */
 #include "plan/planner.h"
 
+#include "model/mkmodel.h"
 #include "model/model.h"
 
 #include <math.h>
@@ -140,6 +141,72 @@ kvl_status kvl_plan_weight_bytes(const kvl_model_shape *s, kvl_type wtype, size_
         else
             mac(&total, per, m[i].times, &bad);
     }
+    mac(&total, n_vec, 4, &bad);
+    if (bad)
+        return kvl_errorf(err, KVL_E_LIMIT, "plan: shape '%s': weight bytes overflow size_t",
+                          s->name);
+    *out = total;
+    return KVL_OK;
+}
+
+bool kvl_plan_parse_weights(const char *s, kvl_type *t, bool *k_m) {
+    size_t n = strlen(s);
+    char base[16];
+    *k_m = n > 2 && n < sizeof base && !strcasecmp(s + n - 2, "_m");
+    snprintf(base, sizeof base, "%.*s", (int)(*k_m ? n - 2 : n), s);
+    if (!kvl_type_parse(base, t))
+        return false;
+    return !*k_m || *t == KVL_TYPE_Q4_K || *t == KVL_TYPE_Q5_K;
+}
+
+/* Bytes of rows x cols stored as t; false on overflow. */
+static bool mat_bytes(kvl_type t, size_t rows, size_t cols, size_t *out) {
+    size_t blck = 1, bb = 4;
+    kvl_type_info((uint32_t)t, &blck, &bb, NULL);
+    return !kvl_mul_overflow(rows, (cols + blck - 1) / blck * bb, out);
+}
+
+kvl_status kvl_plan_weight_bytes_mix(const kvl_model_shape *s, kvl_type wtype, bool k_m,
+                                     size_t *out, kvl_error *err) {
+    if (!k_m)
+        return kvl_plan_weight_bytes(s, wtype, out, err);
+    kvl_status st = kvl_plan_shape_validate(s, err);
+    if (st)
+        return st;
+    if ((wtype != KVL_TYPE_Q4_K && wtype != KVL_TYPE_Q5_K) || s->arch == KVL_ARCH_OPT)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "plan: the _k_m mix is of q4_k or q5_k weights of a llama-like shape "
+                          "(not %s, shape '%s')",
+                          kvl_type_name(wtype), s->name);
+    const kvl_mkmodel_spec spec = {.shape = *s, .type = wtype, .k_m = true};
+    const kvl_hparams *hp = &s->hp;
+    size_t D = (size_t)hp->dim, q = (size_t)(hp->n_heads * hp->head_dim),
+           kv = (size_t)(hp->n_kv_heads * hp->head_dim), F = (size_t)hp->ffn_dim,
+           V = (size_t)hp->n_vocab, L = (size_t)hp->n_layers;
+    /* one layer's matrices: role, rows, columns (ne0) */
+    const struct {
+        kvl_mkmodel_role role;
+        size_t rows, cols;
+    } mats[] = {
+        {KVL_MK_OTHER, q, D}, {KVL_MK_OTHER, kv, D}, {KVL_MK_ATTN_V, kv, D},  {KVL_MK_OTHER, D, q},
+        {KVL_MK_OTHER, F, D}, {KVL_MK_OTHER, F, D},  {KVL_MK_FFN_DOWN, D, F},
+    };
+    size_t total = 0, b;
+    bool bad =
+        !mat_bytes(kvl_mkmodel_tensor_type(&spec, KVL_MK_TOKEN_EMBD, 0, (int64_t)D), V, D, &b);
+    mac(&total, b, 1, &bad);
+    if (!s->tied_embd) {
+        bad |= !mat_bytes(kvl_mkmodel_tensor_type(&spec, KVL_MK_OUTPUT, 0, (int64_t)D), V, D, &b);
+        mac(&total, b, 1, &bad);
+    }
+    for (size_t l = 0; l < L && !bad; l++)
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+            kvl_type t =
+                kvl_mkmodel_tensor_type(&spec, mats[i].role, (int64_t)l, (int64_t)mats[i].cols);
+            bad |= !mat_bytes(t, mats[i].rows, mats[i].cols, &b);
+            mac(&total, b, 1, &bad);
+        }
+    size_t n_vec = 2 * L * D + D + (s->qkv_bias ? L * (q + 2 * kv) : 0);
     mac(&total, n_vec, 4, &bad);
     if (bad)
         return kvl_errorf(err, KVL_E_LIMIT, "plan: shape '%s': weight bytes overflow size_t",

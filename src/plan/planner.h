@@ -67,6 +67,18 @@ kvl_status kvl_plan_n_params(const kvl_model_shape *s, size_t *out, kvl_error *e
  * blocks per row. */
 kvl_status kvl_plan_weight_bytes(const kvl_model_shape *s, kvl_type wtype, size_t *out,
                                  kvl_error *err);
+/* The same for llama.cpp's _K_M mix of wtype (Q4_K_M, Q5_K_M: wtype Q4_K or
+ * Q5_K): every matrix gets the type mkmodel writes for it
+ * (kvl_mkmodel_tensor_type: Q6_K for the classifier and for attn_v /
+ * ffn_down of some layers, F16 where a row is not whole 256-blocks), so a
+ * plan sizes exactly the file mkmodel makes. Without k_m:
+ * kvl_plan_weight_bytes. KVL_E_INVALID for a mix of another type or of OPT. */
+kvl_status kvl_plan_weight_bytes_mix(const kvl_model_shape *s, kvl_type wtype, bool k_m,
+                                     size_t *out, kvl_error *err);
+/* A weight-type name as --weights and mkmodel --type take it: one of
+ * kvl_type_names(), or q4_k_m / q5_k_m (*k_m set). false when neither. */
+bool kvl_plan_parse_weights(const char *s, kvl_type *t, bool *k_m);
+#define KVL_PLAN_WEIGHT_NAMES "f32, f16, bf16, q8_0, q4_0, q2_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m"
 
 /* ---- KV bytes and capacity --------------------------------------------- */
 
