@@ -42,7 +42,7 @@ expect 2 "--block-size: 0 is outside [1, 4096]" -- --model Llama-3-8B --device H
 expect 2 "--block-size: 'x' is not an integer" -- --model Llama-3-8B --device H100-80GB --block-size x
 expect 2 "--kv-type: unknown KV format 'int3'" -- --model Llama-3-8B --device H100-80GB --kv-type int3
 expect 2 "--kv-type-v: unknown KV format" -- --model Llama-3-8B --device H100-80GB --kv-type-v q5
-expect 2 "--weights: unknown weight type 'q3_k'" -- --model Llama-3-8B --device H100-80GB --weights q3_k
+expect 2 "--weights: unknown weight type 'q4_1'" -- --model Llama-3-8B --device H100-80GB --weights q4_1
 expect 2 "--reserve: 150 is outside [0, 99]" -- --model Llama-3-8B --device H100-80GB --reserve 150%
 expect 2 "reserve" -- --model Llama-3-8B --device L4-24GB --reserve 30GiB
 expect 2 "--mem" -- --model Llama-3-8B --mem 0

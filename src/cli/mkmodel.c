@@ -35,8 +35,8 @@ static void usage(FILE *f) {
             "  -o, --output FILE   the GGUF to write (required)\n"
             "  --preset NAME       a catalogue shape, case-insensitive (default stories260K):\n"
             "                      %s\n"
-            "  --type T            f32, f16, bf16, q8_0, q4_0, q2_k, q4_k, q5_k, q6_k (default\n"
-            "                      f16),\n"
+            "  --type T            f32, f16, bf16, q8_0, q4_0, q5_0, q5_1, q2_k, q3_k, q4_k,\n"
+            "                      q5_k, q6_k (default f16),\n"
             "                      or q4_k_m / q5_k_m (llama.cpp's mixes: q6_k for output and\n"
             "                      for attn_v and ffn_down of some layers, q4_k / q5_k for the\n"
             "                      rest); 2-D weights whose row length is not a multiple of\n"
@@ -71,7 +71,8 @@ static void usage(FILE *f) {
             KVL_MKMODEL_STD, kvl_catalog_mkmodel_names(names, sizeof names));
 }
 
-#define TYPE_NAMES "f32, f16, bf16, q8_0, q4_0, q2_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m"
+#define TYPE_NAMES                                                                                 \
+    "f32, f16, bf16, q8_0, q4_0, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m"
 
 /* --type: a weight type (core/dtype's names), or a mix of types (q4_k_m,
  * q5_k_m: *mix set) */

@@ -53,23 +53,18 @@ AI void q4k_scales64(const uint8_t *s, uint64_t *sc, uint64_t *m) {
 AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
                 const kvl_type ty) {
     const int64_t ns = c->n_cols / KVL_QK_K;
-    const uint8_t *row[4];
-    const int8_t *qx[4];
-    const float *dx[4];
-    const int16_t *bs[4];
+    kvl_tile_in in;
+    kvl_tile_in_init(&in, c, r, R, tok, T);
+    const uint8_t *const *row = in.row;
+    const int8_t *const *qx = in.qx;
+    const float *const *dx = in.dx;
+    const int16_t *const *bs = in.bsums;
     __m256 acc[4][4];
 #pragma GCC unroll 4
-    for (int i = 0; i < R; i++)
-        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++) {
-        qx[j] = kvl_act_qs(c, tok + j);
-        dx[j] = kvl_kq_act_d(c, tok + j);
-        bs[j] = kvl_kq_act_bsums(c, tok + j);
+    for (int j = 0; j < T; j++)
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++)
             acc[i][j] = _mm256_setzero_ps();
-    }
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (int64_t s = 0; s < ns; s++) {
 #pragma GCC unroll 4
@@ -199,4 +194,93 @@ void kvl_kq_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
         kvl_mm_drive(c, r0, r1, 2, 4, big_q5k, one_q5k);
     else
         kvl_mm_drive(c, r0, r1, 2, 4, big_q6k, one_q6k);
+}
+
+/*
+ * Q5_0 / Q5_1, activations in the Q8_0 row layout: one 32-value block per
+ * register. The 32 bits of qh become bytes of 0x10 (each byte of qh spread
+ * over 8 bytes, tested against its own bit) or'ed into the nibbles; q in
+ * 0..31 meets x in maddubs (pairs <= 2 * 31 * 127), madd with ones widens.
+ * Q5_0 adds the corr lane (-16 * sum(q_x)) before the scale d_w * d_x;
+ * Q5_1 subtracts corr * d_x (corr = -sum(q_x)) times each row's m.
+ */
+AI __m256i q5_hbits(const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i spread =
+        _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+                            _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                             2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit),
+                            _mm256_set1_epi8(0x10));
+}
+
+/* q (0..31) of the 32 values of a Q5_0 / Q5_1 block, in value order. */
+AI __m256i q5_weights(const uint8_t *qh, const uint8_t *qs) {
+    const __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i nib =
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
+    return _mm256_or_si256(nib, q5_hbits(qh));
+}
+
+AI void tile_q5(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
+                const kvl_type ty) {
+    const int64_t nb = c->n_cols / 32;
+    const bool q50 = ty == KVL_TYPE_Q5_0;
+    const size_t bb = q50 ? sizeof(kvl_block_q5_0) : sizeof(kvl_block_q5_1);
+    kvl_tile_in in;
+    kvl_tile_in_init(&in, c, r, R, tok, T);
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i w[4];
+        float dw[4], mw[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            const uint8_t *blk = in.row[i] + (size_t)b * bb;
+            uint16_t h[2];
+            memcpy(h, blk, q50 ? 2 : 4);
+            dw[i] = _cvtsh_ss(h[0]);
+            mw[i] = q50 ? 0.0f : _cvtsh_ss(h[1]);
+            w[i] = q5_weights(blk + (q50 ? 2 : 4), blk + (q50 ? 6 : 8));
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(in.qx[j] + b * 32));
+            const __m256 s = _mm256_loadu_ps(in.dx[j] + b * 8);
+            const __m256i cr = _mm256_loadu_si256((const __m256i *)(in.corr[j] + b * 8));
+            const __m256 crs = _mm256_mul_ps(_mm256_cvtepi32_ps(cr), s);
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++) {
+                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(w[i], x), ones);
+                if (q50)
+                    p = _mm256_add_epi32(p, cr);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                            _mm256_mul_ps(_mm256_set1_ps(dw[i]), s), acc[i][j]);
+                if (!q50)
+                    acc[i][j] = _mm256_fnmadd_ps(crs, _mm256_set1_ps(mw[i]), acc[i][j]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            c->Y[(tok + j) * c->n_rows + r + i] = hsum8(acc[i][j]);
+}
+
+KVL_TILES(q5, KVL_TYPE_Q5_0, q50, 4)
+KVL_TILES(q5, KVL_TYPE_Q5_1, q51, 4)
+
+void kvl_q5_rows_avx2(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    if (c->t == KVL_TYPE_Q5_0)
+        kvl_mm_drive(c, r0, r1, 4, 4, big_q50, one_q50);
+    else
+        kvl_mm_drive(c, r0, r1, 4, 4, big_q51, one_q51);
 }

@@ -70,23 +70,18 @@ AI __m512i quarters16(int base) {
 AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
                 const kvl_type ty) {
     const int64_t ns = c->n_cols / KVL_QK_K;
-    const uint8_t *row[4];
-    const int8_t *qx[4];
-    const float *dx[4];
-    const int16_t *bs[4];
+    kvl_tile_in in;
+    kvl_tile_in_init(&in, c, r, R, tok, T);
+    const uint8_t *const *row = in.row;
+    const int8_t *const *qx = in.qx;
+    const float *const *dx = in.dx;
+    const int16_t *const *bs = in.bsums;
     __m512 acc[4][4];
 #pragma GCC unroll 4
-    for (int i = 0; i < R; i++)
-        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++) {
-        qx[j] = kvl_act_qs(c, tok + j);
-        dx[j] = kvl_kq_act_d(c, tok + j);
-        bs[j] = kvl_kq_act_bsums(c, tok + j);
+    for (int j = 0; j < T; j++)
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++)
             acc[i][j] = _mm512_setzero_ps();
-    }
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     for (int64_t s = 0; s < ns; s++) {
 #pragma GCC unroll 4
@@ -207,6 +202,103 @@ void kvl_kq_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
                      dec ? one_q6k_dec : one_q6k);
         break;
     }
+}
+
+/*
+ * Q5_0 / Q5_1, activations in the Q8_0 row layout: two 32-value blocks per
+ * register (a pair's dx, 8 copies per block, and corr lanes load as they
+ * are). The 32 bits of each block's qh become bytes of 0x10 by a mask
+ * register (bit i of qh selects byte i) or'ed into the nibbles; vpdpbusd
+ * gives exact int32 sums of 4 products. Q5_0 adds the corr lane (-16 *
+ * sum(q_x)) before the scale d_w * d_x; Q5_1 subtracts corr * d_x (corr =
+ * -sum(q_x)) times each row's m. An odd last block runs with the upper
+ * half zero.
+ */
+AI __m256i q5_weights(const uint8_t *qh, const uint8_t *qs) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i nib =
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
+    return _mm256_mask_add_epi8(nib, (__mmask32)h, nib, _mm256_set1_epi8(0x10));
+}
+
+AI void tile_q5(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
+                const kvl_type ty) {
+    const int64_t nb = c->n_cols / 32;
+    const bool q50 = ty == KVL_TYPE_Q5_0;
+    const size_t bb = q50 ? sizeof(kvl_block_q5_0) : sizeof(kvl_block_q5_1);
+    kvl_tile_in in;
+    kvl_tile_in_init(&in, c, r, R, tok, T);
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 2) {
+        const bool two = b + 1 < nb;
+        __m512i w[4];
+        __m512 dw[4], mw[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            const uint8_t *blk = in.row[i] + (size_t)b * bb;
+            uint16_t h0[2] = {0, 0}, h1[2] = {0, 0};
+            memcpy(h0, blk, q50 ? 2 : 4);
+            __m256i w1 = _mm256_setzero_si256();
+            if (two) {
+                memcpy(h1, blk + bb, q50 ? 2 : 4);
+                w1 = q5_weights(blk + bb + (q50 ? 2 : 4), blk + bb + (q50 ? 6 : 8));
+            }
+            w[i] = _mm512_inserti64x4(
+                _mm512_castsi256_si512(q5_weights(blk + (q50 ? 2 : 4), blk + (q50 ? 6 : 8))), w1,
+                1);
+            dw[i] = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(h0[0])),
+                                       _mm256_set1_ps(_cvtsh_ss(h1[0])), 1);
+            if (!q50)
+                mw[i] = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(h0[1])),
+                                           _mm256_set1_ps(_cvtsh_ss(h1[1])), 1);
+        }
+        const __mmask16 mk = two ? 0xffff : 0x00ff;
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            const __m512i x =
+                _mm512_maskz_loadu_epi8(two ? ~0ull : 0xffffffffull, in.qx[j] + b * 32);
+            const __m512 s = _mm512_maskz_loadu_ps(mk, in.dx[j] + b * 8);
+            const __m512i cr = _mm512_maskz_loadu_epi32(mk, in.corr[j] + b * 8);
+            const __m512 crs = _mm512_mul_ps(_mm512_cvtepi32_ps(cr), s);
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++) {
+                __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[i], x);
+                if (q50)
+                    p = _mm512_add_epi32(p, cr);
+                acc[i][j] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[i], s), acc[i][j]);
+                if (!q50)
+                    acc[i][j] = _mm512_fnmadd_ps(crs, mw[i], acc[i][j]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            c->Y[(tok + j) * c->n_rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+KVL_TILES(q5, KVL_TYPE_Q5_0, q50, 2)
+KVL_TILES(q5, KVL_TYPE_Q5_1, q51, 2)
+KVL_TILES(q5, KVL_TYPE_Q5_0, q50_dec, 4)
+KVL_TILES(q5, KVL_TYPE_Q5_1, q51_dec, 4)
+
+void kvl_q5_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    const bool dec = c->n_tok == 1;
+    if (c->t == KVL_TYPE_Q5_0)
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q50_dec : big_q50,
+                     dec ? one_q50_dec : one_q50);
+    else
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q51_dec : big_q51,
+                     dec ? one_q51_dec : one_q51);
 }
 
 void kvl_kq_quantize_act_avx512(const float *x, int64_t n_cols, int64_t s0, int64_t s1,
