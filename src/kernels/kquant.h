@@ -129,9 +129,9 @@ static inline bool kvl_is_kquant(kvl_type t) {
 /* True for Q5_0 / Q5_1 (32-blocks, Q8_0's activation rows). */
 static inline bool kvl_is_q5(kvl_type t) { return t == KVL_TYPE_Q5_0 || t == KVL_TYPE_Q5_1; }
 
-/* True for the K-quant types with SIMD products (the others run
- * kvl_kq_rows_scalar on every ISA). */
-static inline bool kvl_kq_has_simd(kvl_type t) {
+/* True for the K-quant types with an AVX-512 token-lane product
+ * (kvl_kq_rows_tl_avx512; the others take the row layout for every batch). */
+static inline bool kvl_kq_has_tl(kvl_type t) {
     return t == KVL_TYPE_Q4_K || t == KVL_TYPE_Q5_K || t == KVL_TYPE_Q6_K;
 }
 

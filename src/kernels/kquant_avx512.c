@@ -67,6 +67,91 @@ AI __m512i quarters16(int base) {
     return _mm512_set_epi32(v3, v3, v3, v3, v2, v2, v2, v2, v1, v1, v1, v1, v0, v0, v0, v0);
 }
 
+/* The int16 scales of a Q2_K (sc & 15; mins in *m16) or Q3_K (sc - 32)
+ * block, and its d (Q2_K: also *dmin). */
+AI __m256i lo23_scales(const uint8_t *blk, __m256i *m16, float *d, float *dmin, const kvl_type ty) {
+    if (ty == KVL_TYPE_Q2_K) {
+        const kvl_block_q2_k *b = (const kvl_block_q2_k *)blk;
+        const __m128i raw = _mm_loadu_si128((const __m128i *)b->scales);
+        const __m128i m4 = _mm_set1_epi8(0x0f);
+        *m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
+        *d = _cvtsh_ss(b->d);
+        *dmin = _cvtsh_ss(b->dmin);
+        return _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
+    }
+    const kvl_block_q3_k *b = (const kvl_block_q3_k *)blk;
+    int8_t sc[16];
+    kvl_q3k_scales(b->scales, sc);
+    *m16 = _mm256_setzero_si256();
+    *d = _cvtsh_ss(b->d);
+    *dmin = 0.0f;
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+}
+
+/* q of values 128 n + 64 k + (0..63) of a Q2_K / Q3_K block: the 32 qs
+ * bytes of half n broadcast, the halves shifted by 4k and 4k + 2 (bits
+ * 2j of j = 2k, 2k + 1); Q3_K's bit 2 from bits 4n + 2k, 4n + 2k + 1 of
+ * the broadcast hmask. */
+AI __m512i lo23_weights(__m512i q, __m512i hm, int n, int k, const kvl_type ty) {
+    __m512i w =
+        _mm512_and_si512(_mm512_srlv_epi16(q, halves16(4 * k, 4 * k + 2)), _mm512_set1_epi8(3));
+    if (ty == KVL_TYPE_Q3_K) {
+        const __m512i hb = _mm512_and_si512(
+            _mm512_srlv_epi16(hm, halves16(4 * n + 2 * k, 4 * n + 2 * k + 1)), _mm512_set1_epi8(1));
+        w = _mm512_or_si512(w, _mm512_slli_epi16(hb, 2));
+    }
+    return w;
+}
+
+/* One Q2_K or Q3_K super-block of one row against T tokens, into acc[j]
+ * (kquant_avx2.c's lo23_sb, 64 values per register). */
+AI void lo23_sb(const uint8_t *blk, int64_t s, const int T, const int8_t *const *qx,
+                const float *const *dx, const int16_t *const *bs, __m512 *acc, const kvl_type ty) {
+    __m256i m16;
+    float d, dmin;
+    const __m256i sc16 = lo23_scales(blk, &m16, &d, &dmin, ty);
+    const __m512i sz = _mm512_zextsi256_si512(sc16);
+    __m512i iacc[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        const __m256i sums = _mm256_loadu_si256((const __m256i *)(bs[j] + s * 16));
+        if (ty == KVL_TYPE_Q2_K) {
+            const __m256i mins = _mm256_madd_epi16(m16, sums);
+            acc[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(mins)),
+                                      _mm512_set1_ps(dmin * dx[j][s]), acc[j]);
+            iacc[j] = _mm512_setzero_si512();
+        } else {
+            const __m256i off = _mm256_madd_epi16(sc16, sums);
+            iacc[j] = _mm512_zextsi256_si512(
+                _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 2)));
+        }
+    }
+    const uint8_t *qs =
+        ty == KVL_TYPE_Q2_K ? ((const kvl_block_q2_k *)blk)->qs : ((const kvl_block_q3_k *)blk)->qs;
+    const __m512i hm = ty == KVL_TYPE_Q3_K
+                           ? _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                 (const __m256i *)((const kvl_block_q3_k *)blk)->hmask))
+                           : _mm512_setzero_si512();
+#pragma GCC unroll 2
+    for (int n = 0; n < 2; n++) {
+        const __m512i q =
+            _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * n)));
+#pragma GCC unroll 2
+        for (int k = 0; k < 2; k++) {
+            const __m512i w = lo23_weights(q, hm, n, k, ty);
+            const __m512i scv = _mm512_permutexvar_epi16(quarters16(8 * n + 4 * k), sz);
+#pragma GCC unroll 4
+            for (int j = 0; j < T; j++) {
+                const __m512i x = _mm512_loadu_si512(qx[j] + s * KVL_QK_K + 128 * n + 64 * k);
+                iacc[j] = _mm512_dpwssd_epi32(iacc[j], _mm512_maddubs_epi16(w, x), scv);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[j]), _mm512_set1_ps(d * dx[j][s]), acc[j]);
+}
+
 AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
                 const kvl_type ty) {
     const int64_t ns = c->n_cols / KVL_QK_K;
@@ -129,6 +214,8 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
                 for (int j = 0; j < T; j++)
                     acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[j]),
                                                 _mm512_set1_ps(d * dx[j][s]), acc[i][j]);
+            } else if (ty == KVL_TYPE_Q2_K || ty == KVL_TYPE_Q3_K) {
+                lo23_sb(row[i] + (size_t)s * kvl_kq_block_bytes(ty), s, T, qx, dx, bs, acc[i], ty);
             } else {
                 const kvl_block_q6_k *b = (const kvl_block_q6_k *)row[i] + s;
                 const __m256i s16 =
@@ -186,9 +273,22 @@ KVL_TILES(kq, KVL_TYPE_Q4_K, q4k_dec, 4)
 KVL_TILES(kq, KVL_TYPE_Q5_K, q5k_dec, 4)
 KVL_TILES(kq, KVL_TYPE_Q6_K, q6k_dec, 4)
 
+KVL_TILES(kq, KVL_TYPE_Q2_K, q2k, 2)
+KVL_TILES(kq, KVL_TYPE_Q3_K, q3k, 2)
+KVL_TILES(kq, KVL_TYPE_Q2_K, q2k_dec, 4)
+KVL_TILES(kq, KVL_TYPE_Q3_K, q3k_dec, 4)
+
 void kvl_kq_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
     const bool dec = c->n_tok == 1;
     switch (c->t) {
+    case KVL_TYPE_Q2_K:
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q2k_dec : big_q2k,
+                     dec ? one_q2k_dec : one_q2k);
+        break;
+    case KVL_TYPE_Q3_K:
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q3k_dec : big_q3k,
+                     dec ? one_q3k_dec : one_q3k);
+        break;
     case KVL_TYPE_Q4_K:
         kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q4k_dec : big_q4k,
                      dec ? one_q4k_dec : one_q4k);

@@ -151,7 +151,7 @@ static void quant_task(void *arg, int ith, int nth) {
         const float *x = c->X + tok * c->n_cols;
         uint8_t *dst = c->act + (size_t)tok * c->act_stride;
         if (kq) {
-            if (m->isa == KVL_ISA_AVX512 && kvl_kq_has_simd(c->t))
+            if (m->isa == KVL_ISA_AVX512)
                 kvl_kq_quantize_act_avx512(x, c->n_cols, b0, b1, dst);
             else
                 kvl_kq_quantize_act_scalar(x, c->n_cols, b0, b1, dst);
@@ -206,9 +206,7 @@ static void rows_task(void *arg, int ith, int nth) {
         return;
     }
     if (kvl_is_kquant(c->t)) {
-        if (!kvl_kq_has_simd(c->t))
-            kvl_kq_rows_scalar(c, lo, hi);
-        else if (m->tl)
+        if (m->tl)
             kvl_kq_rows_tl_avx512(c, lo, hi);
         else if (m->isa == KVL_ISA_AVX512)
             kvl_kq_rows_avx512(c, lo, hi);
@@ -289,7 +287,7 @@ void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_typ
         KVL_ASSERT(scratch != NULL || n_cols == 0);
         c.act = scratch;
         c.k_corr = t == KVL_TYPE_Q4_0 ? 8 : t == KVL_TYPE_Q5_0 ? 16 : t == KVL_TYPE_Q5_1 ? 1 : 128;
-        m.tl = m.isa == KVL_ISA_AVX512 && (t == KVL_TYPE_Q8_0 || kvl_kq_has_simd(t)) &&
+        m.tl = m.isa == KVL_ISA_AVX512 && (t == KVL_TYPE_Q8_0 || kvl_kq_has_tl(t)) &&
                n_tok >= KVL_TL_MIN_TOK && !kvl_mm_batch_invariant;
         c.act_stride =
             kvl_is_kquant(t) && !m.tl ? kvl_kq_act_stride(n_cols) : kvl_act_stride(n_cols);
