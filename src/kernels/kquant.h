@@ -130,10 +130,8 @@ static inline bool kvl_is_kquant(kvl_type t) {
 static inline bool kvl_is_q5(kvl_type t) { return t == KVL_TYPE_Q5_0 || t == KVL_TYPE_Q5_1; }
 
 /* True for the K-quant types with an AVX-512 token-lane product
- * (kvl_kq_rows_tl_avx512; the others take the row layout for every batch). */
-static inline bool kvl_kq_has_tl(kvl_type t) {
-    return t == KVL_TYPE_Q4_K || t == KVL_TYPE_Q5_K || t == KVL_TYPE_Q6_K;
-}
+ * (kvl_kq_rows_tl_avx512): all of them. */
+static inline bool kvl_kq_has_tl(kvl_type t) { return kvl_is_kquant(t); }
 
 /* Bytes of one K-quant activation row (a multiple of 64; at most
  * kvl_act_stride(n_cols), so the scratch size formula covers it). */

@@ -470,6 +470,19 @@ AI void unpack_sb(const uint8_t *blk, uint8_t *out, const kvl_type ty) {
                 w = _mm512_or_si512(w, q5k_bit4(qh, k));
             _mm512_store_si512(out + 64 * k, w);
         }
+    } else if (ty == KVL_TYPE_Q2_K || ty == KVL_TYPE_Q3_K) {
+        const uint8_t *qs = ty == KVL_TYPE_Q2_K ? ((const kvl_block_q2_k *)blk)->qs
+                                                : ((const kvl_block_q3_k *)blk)->qs;
+        const __m512i hm = ty == KVL_TYPE_Q3_K
+                               ? _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                     (const __m256i *)((const kvl_block_q3_k *)blk)->hmask))
+                               : _mm512_setzero_si512();
+        for (int n = 0; n < 2; n++) {
+            const __m512i q =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * n)));
+            for (int k = 0; k < 2; k++)
+                _mm512_store_si512(out + 128 * n + 64 * k, lo23_weights(q, hm, n, k, ty));
+        }
     } else {
         const kvl_block_q6_k *b = (const kvl_block_q6_k *)blk;
         const __m512i m30 = _mm512_set1_epi8(0x30);
@@ -507,14 +520,26 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
             acc[i][v] = _mm512_setzero_ps();
     }
     const __m512i ones = _mm512_set1_epi8(1);
+    /* sub-blocks of 16: two per block of 32 columns */
+    const bool s16 = ty == KVL_TYPE_Q2_K || ty == KVL_TYPE_Q3_K || ty == KVL_TYPE_Q6_K;
     for (int64_t s = 0; s < ns; s++) {
         /* per row and sub-block: Q4_K d * sc and dmin * m / 128; Q6_K d * sc */
-        float fs[4][16] __attribute__((aligned(64))), fm[4][8] __attribute__((aligned(32)));
+        /* Q2_K: d * sc and dmin * m per sub-block of 16; Q3_K: d * sc */
+        float fs[4][16] __attribute__((aligned(64))), fm[4][16] __attribute__((aligned(64)));
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = row[i] + (size_t)s * bb;
             unpack_sb(blk, wq[i], ty);
-            if (ty != KVL_TYPE_Q6_K) { /* Q4_K, Q5_K: the same header */
+            if (ty == KVL_TYPE_Q2_K || ty == KVL_TYPE_Q3_K) {
+                __m256i m16;
+                float d, dmin;
+                const __m256i sc16 = lo23_scales(blk, &m16, &d, &dmin, ty);
+                _mm512_store_ps(fs[i],
+                                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(sc16)),
+                                              _mm512_set1_ps(d)));
+                _mm512_store_ps(fm[i], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(m16)),
+                                                     _mm512_set1_ps(dmin)));
+            } else if (!s16) { /* Q4_K, Q5_K: the same header */
                 const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
                 const __m128i scm = q4k_scales(b->scales); /* sc bytes 0..7, m bytes 8..15 */
                 _mm256_store_ps(fs[i], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(scm)),
@@ -548,7 +573,7 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
 #pragma GCC unroll 2
                 for (int v = 0; v < TV; v++) {
                     x[v] = _mm512_load_si512(grp[v] + (size_t)blk * KVL_TL_REC + g * 64);
-                    if (ty == KVL_TYPE_Q6_K && g < 4)
+                    if (s16 && g < 4)
                         sa[v] = _mm512_dpbusd_epi32(sa[v], ones, x[v]);
                 }
 #pragma GCC unroll 4
@@ -556,7 +581,7 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
                     const __m512i w = _mm512_set1_epi32((int)load_u32(wq[i] + 32 * j + 4 * g));
 #pragma GCC unroll 2
                     for (int v = 0; v < TV; v++) {
-                        if (ty == KVL_TYPE_Q6_K && g >= 4)
+                        if (s16 && g >= 4)
                             pb[i][v] = _mm512_dpbusd_epi32(pb[i][v], w, x[v]);
                         else
                             p[i][v] = _mm512_dpbusd_epi32(p[i][v], w, x[v]);
@@ -568,7 +593,7 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
                 const uint8_t *rec = grp[v] + (size_t)blk * KVL_TL_REC;
                 const __m512 dx = _mm512_load_ps((const float *)(rec + 512));
                 const __m512i corr = _mm512_load_si512(rec + 576);
-                if (ty != KVL_TYPE_Q6_K) {
+                if (!s16) {
                     const __m512 cf = _mm512_cvtepi32_ps(corr);
 #pragma GCC unroll 4
                     for (int i = 0; i < R; i++) {
@@ -578,17 +603,30 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
                         acc[i][v] = _mm512_fmadd_ps(t, dx, acc[i][v]);
                     }
                 } else {
-                    /* 32 S_a and 32 S_b = 32 (sum - S_a), sum = -corr / 128 */
-                    const __m512i sa32 = _mm512_slli_epi32(sa[v], 5);
-                    const __m512i sb32 = _mm512_sub_epi32(
-                        _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_srai_epi32(corr, 2)), sa32);
+                    /* S_a, and S_b = sum - S_a with sum = -corr / 128; Q6_K
+                     * and Q3_K subtract 32 S or 4 S in the integer sums,
+                     * Q2_K its mins times S in float */
+                    const __m512i sum =
+                        _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_srai_epi32(corr, 7));
+                    const __m512i sb = _mm512_sub_epi32(sum, sa[v]);
+                    const int sh = ty == KVL_TYPE_Q6_K ? 5 : 2;
+                    const __m512i oa = _mm512_slli_epi32(sa[v], sh), ob = _mm512_slli_epi32(sb, sh);
+                    const __m512 fa = _mm512_cvtepi32_ps(sa[v]), fb = _mm512_cvtepi32_ps(sb);
 #pragma GCC unroll 4
                     for (int i = 0; i < R; i++) {
+                        __m512i pa = p[i][v], pbb = pb[i][v];
+                        if (ty != KVL_TYPE_Q2_K) {
+                            pa = _mm512_sub_epi32(pa, oa);
+                            pbb = _mm512_sub_epi32(pbb, ob);
+                        }
                         __m512 t =
-                            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p[i][v], sa32)),
-                                          _mm512_set1_ps(fs[i][2 * j]));
-                        t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(pb[i][v], sb32)),
+                            _mm512_mul_ps(_mm512_cvtepi32_ps(pa), _mm512_set1_ps(fs[i][2 * j]));
+                        t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pbb),
                                             _mm512_set1_ps(fs[i][2 * j + 1]), t);
+                        if (ty == KVL_TYPE_Q2_K) {
+                            t = _mm512_fnmadd_ps(fa, _mm512_set1_ps(fm[i][2 * j]), t);
+                            t = _mm512_fnmadd_ps(fb, _mm512_set1_ps(fm[i][2 * j + 1]), t);
+                        }
                         acc[i][v] = _mm512_fmadd_ps(t, dx, acc[i][v]);
                     }
                 }
@@ -629,12 +667,18 @@ typedef void (*kq_tl_fn)(const kvl_mm_ctx *c, int64_t r, int64_t g0);
 KQ_TL(q4k, KVL_TYPE_Q4_K)
 KQ_TL(q5k, KVL_TYPE_Q5_K)
 KQ_TL(q6k, KVL_TYPE_Q6_K)
+KQ_TL(q2k, KVL_TYPE_Q2_K)
+KQ_TL(q3k, KVL_TYPE_Q3_K)
 
 /* Token groups per chunk: their activations stay in L2 while the rows pass. */
 #define KQ_TL_CHUNK 4
 
 void kvl_kq_rows_tl_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
-    const kq_tl_fn *f = c->t == KVL_TYPE_Q4_K ? tl_q4k : c->t == KVL_TYPE_Q5_K ? tl_q5k : tl_q6k;
+    const kq_tl_fn *f = c->t == KVL_TYPE_Q2_K   ? tl_q2k
+                        : c->t == KVL_TYPE_Q3_K ? tl_q3k
+                        : c->t == KVL_TYPE_Q4_K ? tl_q4k
+                        : c->t == KVL_TYPE_Q5_K ? tl_q5k
+                                                : tl_q6k;
     const int64_t n_groups = (c->n_tok + 15) / 16;
     for (int64_t c0 = 0; c0 < n_groups; c0 += KQ_TL_CHUNK) {
         const int64_t c1 = n_groups - c0 < KQ_TL_CHUNK ? n_groups : c0 + KQ_TL_CHUNK;
