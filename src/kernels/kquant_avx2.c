@@ -14,6 +14,10 @@
  *         <= 2 * 63 * 127); madd with [scale 2g x 8 | scale 2g+1 x 8]
  *         (a register covers two sub-blocks of 16, one per 128-bit lane);
  *         the -32 offset is -32 * madd(scales, bsums).
+ *   Q2_K, Q3_K: 2 bits of 32 consecutive values per byte position of qs
+ *         (Q3_K: bit 2 from hmask), scales per 16 as Q6_K's; Q2_K's mins
+ *         as Q4_K's, Q3_K's -4 offset as Q6_K's -32 (lo23_sb).
+ * Q5_0 / Q5_1 (32-blocks, Q8_0's activation rows) at the end of the file.
  * Each super-block's int32 sums become float and are accumulated with the
  * scales d_w * d_x by FMA. All of it is exact integer arithmetic until the
  * float conversion, so the result matches kvl_kq_rows_scalar up to the

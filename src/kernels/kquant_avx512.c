@@ -12,11 +12,14 @@
  *   Q6_K: 64 bytes of ql give the low nibbles of values 0..63 of a half
  *         (and the high nibbles those of 64..127); the 32 qh bytes,
  *         broadcast and shifted per half (vpsllvw / vpsrlvw), give bits 4-5.
+ *   Q2_K, Q3_K: the 32 qs bytes of a half broadcast and shifted per half
+ *         give 64 values in order (Q3_K: bit 2 from the broadcast hmask).
  * maddubs(w, x) gives exact int16 pair sums (<= 2 * 63 * 127) and vpdpwssd
  * multiplies them by the int16 sub-block scales (vpermw from the block's
  * scales) and accumulates in int32. The offsets (Q4_K mins, Q6_K's -32)
  * come from the activation sums per 16, as in kquant_avx2.c. Tiles are R
- * rows x T tokens: 4 x 1 in decode, 2 x 1..4 otherwise.
+ * rows x T tokens: 4 x 1 in decode, 2 x 1..4 otherwise. Q5_0 / Q5_1
+ * (32-blocks, Q8_0's activation rows) before the activation quantizer.
  *
  * Must not: allocate, or read weights past their row.
  */
