@@ -19,7 +19,7 @@
  *     16 sub-blocks of 16; value v = 128 n + 32 j + 16 h + l (n < 2, j < 4,
  *     h < 2, l < 16) is bits 2j..2j+1 of qs[32 n + 16 h + l]; scales[v / 16]
  *     holds the sub-block's scale (low 4 bits) and min (high 4 bits):
- *     x = d * sc * q - dmin * m. (Scalar products only, on every ISA.)
+ *     x = d * sc * q - dmin * m.
  *
  *   Q3_K (110 bytes): hmask[32] | qs[64] | scales[12] | d
  *     16 sub-blocks of 16; value v = 128 n + 32 j + 16 h + l as in Q2_K:
