@@ -1175,7 +1175,16 @@ static void test_exp_shift_sum(void) {
     kvl_isa_set(top);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    /* `test_kernels quant`: only the storage round trips and layouts (the
+     * adversarial rows of every quantizer; quick under a sanitizer) */
+    if (argc > 1 && !strcmp(argv[1], "quant")) {
+        test_quant_blocks();
+        test_kquant_layout();
+        test_q3k_q5_layout();
+        test_kquant_roundtrip();
+        return kvt_finish("test_kernels quant");
+    }
     /* KVL_ISA caps the level picked on first use (run with KVL_ISA=scalar
      * or avx2 to see it); kvl_isa_set below overrides it */
     const char *env = getenv("KVL_ISA");
