@@ -111,10 +111,11 @@ int main(int argc, char **argv) {
     printf("threads %d, read bandwidth (all threads, dot over 512 MiB): %.1f GB/s\n",
            kvl_pool_size(pool), bw);
 
-    const type_case types[] = {{"Q8_0", KVL_TYPE_Q8_0}, {"Q4_0", KVL_TYPE_Q4_0},
-                               {"Q4_K", KVL_TYPE_Q4_K}, {"Q6_K", KVL_TYPE_Q6_K},
-                               {"F16", KVL_TYPE_F16},   {"BF16", KVL_TYPE_BF16},
-                               {"F32", KVL_TYPE_F32}};
+    const type_case types[] = {
+        {"Q8_0", KVL_TYPE_Q8_0}, {"Q4_0", KVL_TYPE_Q4_0}, {"Q5_0", KVL_TYPE_Q5_0},
+        {"Q5_1", KVL_TYPE_Q5_1}, {"Q2_K", KVL_TYPE_Q2_K}, {"Q3_K", KVL_TYPE_Q3_K},
+        {"Q4_K", KVL_TYPE_Q4_K}, {"Q5_K", KVL_TYPE_Q5_K}, {"Q6_K", KVL_TYPE_Q6_K},
+        {"F16", KVL_TYPE_F16},   {"BF16", KVL_TYPE_BF16}, {"F32", KVL_TYPE_F32}};
     /* one layer's worth of FFN weights: up (5632 x 2048); 4 copies so decode
      * reads more than the caches hold */
     const int64_t n_rows = 5632, n_cols = 2048, n_copies = 8;

@@ -1,7 +1,7 @@
 /*
  * kquant_conform: kvllm's K-quant weights against llama.cpp's, three ways.
  *
- *   kquant_conform quantize IN OUT [q4_k_m|q4_k_s|q5_k_m|q6_k|q2_k]
+ *   kquant_conform quantize IN OUT [KIND] (KINDS below; default q4_k_m)
  *       llama.cpp's own quantizer (llama_model_quantize, the code behind
  *       llama-quantize) turns a kvllm mkmodel F16 file into OUT.
  *   kquant_conform dequant FILE
@@ -40,25 +40,29 @@ static void quiet_log(enum ggml_log_level level, const char *text, void *user) {
         fputs(text, stderr);
 }
 
+#define KINDS "q4_k_m|q4_k_s|q5_k_m|q6_k|q2_k|q3_k_s|q3_k_m|q3_k_l|q5_0|q5_1"
+
 static int cmd_quantize(const char *in, const char *out, const char *kind) {
     struct llama_model_quantize_params qp = llama_model_quantize_default_params();
     qp.nthread = 2;
-    if (!strcmp(kind, "q4_k_m"))
-        qp.ftype = LLAMA_FTYPE_MOSTLY_Q4_K_M;
-    else if (!strcmp(kind, "q4_k_s"))
-        qp.ftype = LLAMA_FTYPE_MOSTLY_Q4_K_S;
-    else if (!strcmp(kind, "q2_k"))
-        qp.ftype = LLAMA_FTYPE_MOSTLY_Q2_K;
-    else if (!strcmp(kind, "q5_k_m"))
-        qp.ftype = LLAMA_FTYPE_MOSTLY_Q5_K_M;
-    else if (!strcmp(kind, "q6_k"))
-        qp.ftype = LLAMA_FTYPE_MOSTLY_Q6_K;
-    else {
-        fprintf(stderr,
-                "kquant_conform: quantize: '%s' is not q4_k_m, q4_k_s, q5_k_m, q6_k or q2_k\n",
-                kind);
+    static const struct {
+        const char *name;
+        enum llama_ftype ftype;
+    } kinds[] = {
+        {"q4_k_m", LLAMA_FTYPE_MOSTLY_Q4_K_M}, {"q4_k_s", LLAMA_FTYPE_MOSTLY_Q4_K_S},
+        {"q5_k_m", LLAMA_FTYPE_MOSTLY_Q5_K_M}, {"q6_k", LLAMA_FTYPE_MOSTLY_Q6_K},
+        {"q2_k", LLAMA_FTYPE_MOSTLY_Q2_K},     {"q3_k_s", LLAMA_FTYPE_MOSTLY_Q3_K_S},
+        {"q3_k_m", LLAMA_FTYPE_MOSTLY_Q3_K_M}, {"q3_k_l", LLAMA_FTYPE_MOSTLY_Q3_K_L},
+        {"q5_0", LLAMA_FTYPE_MOSTLY_Q5_0},     {"q5_1", LLAMA_FTYPE_MOSTLY_Q5_1},
+    };
+    size_t k = 0;
+    while (k < sizeof kinds / sizeof kinds[0] && strcmp(kind, kinds[k].name))
+        k++;
+    if (k == sizeof kinds / sizeof kinds[0]) {
+        fprintf(stderr, "kquant_conform: quantize: '%s' is not one of " KINDS "\n", kind);
         return 2;
     }
+    qp.ftype = kinds[k].ftype;
     uint32_t rc = llama_model_quantize(in, out, &qp);
     if (rc) {
         fprintf(stderr, "kquant_conform: llama_model_quantize returned %u\n", rc);
@@ -334,7 +338,7 @@ int main(int argc, char **argv) {
         }
         return cmd_logits(argv[2], argv[3], n, t);
     }
-    fprintf(stderr, "usage: kquant_conform quantize IN OUT [q4_k_m|q4_k_s|q5_k_m|q6_k|q2_k]\n"
+    fprintf(stderr, "usage: kquant_conform quantize IN OUT [" KINDS "]\n"
                     "       kquant_conform dequant FILE\n"
                     "       kquant_conform logits REF QUANT [-n N] [-t T]\n");
     return 2;

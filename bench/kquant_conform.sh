@@ -8,7 +8,7 @@
 #      same N tokens (bench/kquant_conform.c).
 #
 #   bench/kquant_conform.sh [--llama-dir DIR] [--layers N] [-n N] [--kvllm-build DIR]
-#                           [--ftype q4_k_m|q4_k_s|q5_k_m|q6_k|q2_k]
+#                           [--ftype q4_k_m|q4_k_s|q5_k_m|q6_k|q2_k|q3_k_s|q3_k_m|q3_k_l|q5_0|q5_1]
 #
 #   --llama-dir DIR   a llama.cpp checkout whose build/bin holds libllama.so
 #                     and the ggml libraries (bench/build_llamacpp.sh makes
@@ -48,7 +48,7 @@ cc -std=gnu11 -O2 -Wall -Wextra -D_GNU_SOURCE -o "$bin" "$root/bench/kquant_conf
     -I"$root/src" -I"$root/include" -I"$llama/include" -I"$llama/ggml/include" \
     "$kb/libkvl_kv.a" "$kb/libkvl_plan.a" "$kb/libkvl_model.a" "$kb/libkvl_kernels.a" \
     "$kb/libkvl_core.a" -L"$llama/build/bin" -lllama -lggml -lggml-base -lggml-cpu \
-    -Wl,-rpath,"$llama/build/bin" -lm -lpthread
+    -Wl,-rpath,"$llama/build/bin" -lpcre2-8 -lm -lpthread
 f16=$out/tinyllama-l$layers-f16.gguf
 q=$out/tinyllama-l$layers-$ftype-llamacpp.gguf
 [[ -f $f16 ]] || "$kb/kvllm" mkmodel --preset tinyllama-1.1b --layers "$layers" --type f16 -o "$f16"

@@ -345,8 +345,13 @@ static void test_quant_blocks(void) {
  * |err| <= sum_i |w_i| * amax_block(i) / 254 (+ the float rounding term).
  * The factor 1.01 covers 1/d being rounded.
  */
+/* Weight types whose products quantize the activations. */
+static bool quant_act(kvl_type t) {
+    return t == KVL_TYPE_Q8_0 || t == KVL_TYPE_Q4_0 || kvl_is_q5(t) || kvl_is_kquant(t);
+}
+
 static double mm_bound(const float *wrow, const float *x, int64_t n, kvl_type t) {
-    const bool q = t == KVL_TYPE_Q8_0 || t == KVL_TYPE_Q4_0 || kvl_is_kquant(t);
+    const bool q = quant_act(t);
     const int64_t qb = kvl_is_kquant(t) ? 256 : 32; /* values per activation scale */
     double s_abs = 0.0, q_err = 0.0;
     float amax = 0.0f;
@@ -390,8 +395,10 @@ static void pools_init(kvl_pool *pools[3]) {
     }
 }
 
-static const kvl_type all_types[5] = {KVL_TYPE_F32, KVL_TYPE_F16, KVL_TYPE_BF16, KVL_TYPE_Q8_0,
-                                      KVL_TYPE_Q4_0};
+#define N_ALL_TYPES 7
+static const kvl_type all_types[N_ALL_TYPES] = {KVL_TYPE_F32,  KVL_TYPE_F16,  KVL_TYPE_BF16,
+                                                KVL_TYPE_Q8_0, KVL_TYPE_Q4_0, KVL_TYPE_Q5_0,
+                                                KVL_TYPE_Q5_1};
 
 static void test_matmul_shape(kvl_pool *pools[3], kvl_type t, int64_t n_rows, int64_t n_cols,
                               int64_t n_tok) {
@@ -484,9 +491,9 @@ static void test_matmul(void) {
     const int64_t qcols[] = {32, 96, 256};
     const int64_t fcols[] = {1, 33, 100, 256};
     const int64_t toks[] = {1, 3, 17, 64};
-    for (int ti = 0; ti < 5; ti++) {
+    for (int ti = 0; ti < N_ALL_TYPES; ti++) {
         const kvl_type t = types[ti];
-        const bool q = t == KVL_TYPE_Q8_0 || t == KVL_TYPE_Q4_0;
+        const bool q = quant_act(t);
         const int64_t *cols = q ? qcols : fcols;
         const int n_cols_cases = q ? 3 : 4;
         for (int ri = 0; ri < 4; ri++)
@@ -545,6 +552,16 @@ static void test_matmul(void) {
     /* a decode-sized case split over threads: 2 x 1000 rows */
     test_matmul_shape(pools, KVL_TYPE_Q8_0, 2003, 512, 1);
     test_matmul_shape(pools, KVL_TYPE_Q4_0, 2003, 512, 1);
+    test_matmul_shape(pools, KVL_TYPE_Q5_0, 2003, 512, 1);
+    test_matmul_shape(pools, KVL_TYPE_Q5_1, 2003, 512, 1);
+    /* Q5_0 / Q5_1: TinyLlama's decode rows, a 13-block row (AVX-512: an
+     * odd last block), a prefill-sized batch */
+    for (int t5 = 0; t5 < 2; t5++) {
+        const kvl_type t = t5 ? KVL_TYPE_Q5_1 : KVL_TYPE_Q5_0;
+        test_matmul_shape(pools, t, 37, 5632, 1);
+        test_matmul_shape(pools, t, 37, 416, 1);
+        test_matmul_shape(pools, t, 70, 416, 100);
+    }
     /* 13 blocks: a full decode step of 8 blocks, two pairs and a single */
     test_matmul_shape(pools, KVL_TYPE_Q8_0, 37, 416, 1);
     test_matmul_shape(pools, KVL_TYPE_Q4_0, 37, 416, 1);
@@ -619,9 +636,10 @@ static void test_matmul_multi(void) {
     const kvl_type *types = all_types;
     const int64_t groups[3][3] = {{1030, 130, 130}, {701, 0, 33}, {5, 517, 3}};
     const int64_t toks[] = {1, 3, 20};
-    const kvl_type kq_types[4] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K, KVL_TYPE_Q2_K};
-    for (int ti = 0; ti < 9; ti++) {
-        const kvl_type t = ti < 5 ? types[ti] : kq_types[ti - 5];
+    const kvl_type kq_types[5] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K, KVL_TYPE_Q2_K,
+                                  KVL_TYPE_Q3_K};
+    for (int ti = 0; ti < N_ALL_TYPES + 5; ti++) {
+        const kvl_type t = ti < N_ALL_TYPES ? types[ti] : kq_types[ti - N_ALL_TYPES];
         const int64_t n_cols = kvl_is_kquant(t) ? 768 : 544; /* 3 super-blocks, 17 blocks */
         const size_t rb = kvl_row_bytes(t, n_cols);
         float *row = malloc(sizeof(float) * (size_t)n_cols);
@@ -823,6 +841,96 @@ static void test_kquant_layout(void) {
     CHECK_EQ_INT(bad, 0);
 }
 
+/* Q3_K, Q5_0, Q5_1: blocks built by hand against ggml's formulas. */
+static void test_q3k_q5_layout(void) {
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q3_K, 512), 220);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q3_K, 300), 0);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q5_0, 64), 44);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q5_1, 64), 48);
+    CHECK_EQ_INT(kvl_row_bytes(KVL_TYPE_Q5_0, 48), 0);
+
+    /* Q3_K: 6-bit scales u_i = 4 i + 3 (stored minus 32: 4 i - 29). Low
+     * nibbles: bytes 0..7 hold u_k & 15 (low) and u_{k+8} & 15 (high):
+     * 0x33 0x77 0xbb 0xff twice; bytes 8..11 hold the top 2 bits of u_m,
+     * u_{m+4}, u_{m+8}, u_{m+12} (0, 1, 2, 3) at bits 0, 2, 4, 6: 0xe4.
+     * qs[i] = 7 i, hmask[i] = 29 i (mod 256), d = 0.5. */
+    kvl_block_q3_k b3;
+    const uint8_t packed[12] = {0x33, 0x77, 0xbb, 0xff, 0x33, 0x77,
+                                0xbb, 0xff, 0xe4, 0xe4, 0xe4, 0xe4};
+    memcpy(b3.scales, packed, 12);
+    for (int i = 0; i < 64; i++)
+        b3.qs[i] = (uint8_t)(7 * i);
+    for (int i = 0; i < 32; i++)
+        b3.hmask[i] = (uint8_t)(29 * i);
+    b3.d = 0x3800;
+    int8_t sc[16];
+    kvl_q3k_scales(b3.scales, sc);
+    for (int i = 0; i < 16; i++)
+        CHECK_EQ_INT(sc[i], 4 * i - 29);
+    float y[256];
+    kvl_dequantize_row(KVL_TYPE_Q3_K, &b3, y, 256);
+    /* v 5: qs[5] = 35 bits 0-1 = 3, hmask[5] = 145 bit 0 set: q - 4 = 3,
+     * 0.5 * -29 * 3 */
+    CHECK(y[5] == -43.5f);
+    /* v 150 (n 1, j 0, h 1, l 6): qs[54] = 122 bits 0-1 = 2, hmask[22] =
+     * 126 bit 4 set: 2; sub-block 9: 0.5 * 7 * 2 */
+    CHECK(y[150] == 7.0f);
+    /* v 255: qs[63] = 185 bits 6-7 = 2, hmask[31] = 131 bit 7 set: 0.5 * 31 * 2 */
+    CHECK(y[255] == 31.0f);
+    int bad = 0;
+    for (int v = 0; v < 256; v++) {
+        const int n = v / 128, j = (v % 128) / 32, h = (v % 32) / 16, l = v % 16;
+        const int lo = ((7 * (32 * n + 16 * h + l)) & 255) >> (2 * j) & 3;
+        const int hb = ((29 * (16 * h + l)) & 255) >> (4 * n + j) & 1;
+        if (y[v] != 0.5f * (float)(4 * (v / 16) - 29) * (float)(lo - (hb ? 0 : 4)))
+            bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+
+    /* Q5_0: d = 2, qh = 0x0f 0xf0 0x55 0x00 (bits 0-3, 12-15, 16, 18, 20,
+     * 22), qs[j] = j | (15 - j) << 4: value i < 16 has nibble i, value
+     * i >= 16 nibble 31 - i; x = d * (q - 16). */
+    kvl_block_q5_0 b50;
+    kvl_block_q5_1 b51;
+    const uint8_t qh[4] = {0x0f, 0xf0, 0x55, 0x00};
+    b50.d = 0x4000;
+    b51.d = 0x3800; /* 0.5 */
+    b51.m = 0xbc00; /* -1 */
+    memcpy(b50.qh, qh, 4);
+    memcpy(b51.qh, qh, 4);
+    for (int j = 0; j < 16; j++)
+        b50.qs[j] = b51.qs[j] = (uint8_t)(j | ((15 - j) << 4));
+    float y5[32], y51[32];
+    kvl_dequantize_row(KVL_TYPE_Q5_0, &b50, y5, 32);
+    kvl_dequantize_row(KVL_TYPE_Q5_1, &b51, y51, 32);
+    CHECK(y5[0] == 0.0f && y5[5] == -22.0f && y5[13] == 26.0f);
+    CHECK(y5[16] == 30.0f && y5[17] == -4.0f && y5[31] == -32.0f);
+    CHECK(y51[16] == 14.5f && y51[31] == -1.0f && y51[13] == 13.5f);
+    bad = 0;
+    for (int i = 0; i < 32; i++) {
+        const uint32_t bits = 0x0055f00fu;
+        const int q = (i < 16 ? i : 31 - i) | (int)((bits >> i) & 1) << 4;
+        bad += y5[i] != 2.0f * (float)(q - 16);
+        bad += y51[i] != 0.5f * (float)q - 1.0f;
+    }
+    CHECK_EQ_INT(bad, 0);
+
+    /* Q5_0 quantizer: largest magnitude -16 gives d = 1, q = round(x) + 16
+     * clamped to 0..31 (15.9 -> 31); stored nibbles and fifth bits. */
+    float x[32] = {-16.0f, 15.0f, 0.4f, 0.6f, 15.9f, -3.2f};
+    kvl_quantize_row(KVL_TYPE_Q5_0, x, &b50, 32);
+    CHECK_EQ_INT(b50.d, 0x3c00);
+    const int want[6] = {0, 31, 16, 17, 31, 13};
+    for (int i = 0; i < 6; i++)
+        CHECK_EQ_INT(kvl_q5_at(b50.qh, b50.qs, i), want[i]);
+    CHECK_EQ_INT(kvl_q5_at(b50.qh, b50.qs, 20), 16);
+    /* Q5_1: min -16, max 15.9: d = 31.9 / 31, m = -16 */
+    kvl_quantize_row(KVL_TYPE_Q5_1, x, &b51, 32);
+    CHECK_EQ_INT(b51.m, 0xcc00);
+    CHECK_EQ_INT(kvl_q5_at(b51.qh, b51.qs, 0), 0);
+    CHECK_EQ_INT(kvl_q5_at(b51.qh, b51.qs, 4), 31);
+}
+
 /* sqrt(mean((back - x)^2)) / sqrt(mean(x^2)) over n values */
 static double rel_rms(const float *x, const float *back, int n) {
     double e = 0.0, s = 0.0;
@@ -834,14 +942,15 @@ static double rel_rms(const float *x, const float *back, int n) {
 }
 
 static void test_kquant_roundtrip(void) {
-    const kvl_type types[4] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K, KVL_TYPE_Q2_K};
-    /* 4-, 5-, 6- and 2-bit grids on bell-shaped data: ~0.07, ~0.035,
-     * ~0.02, ~0.3 */
-    const double max_rms[4] = {0.10, 0.05, 0.03, 0.40};
+    const kvl_type types[7] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K, KVL_TYPE_Q2_K,
+                               KVL_TYPE_Q3_K, KVL_TYPE_Q5_0, KVL_TYPE_Q5_1};
+    /* 4-, 5-, 6-, 2- and 3-bit grids on bell-shaped data: ~0.07, ~0.035,
+     * ~0.02, ~0.26, ~0.14; 5-bit per 32: ~0.041, ~0.035 */
+    const double max_rms[7] = {0.10, 0.05, 0.03, 0.40, 0.18, 0.05, 0.045};
     enum { N = 1024 };
     static float x[N], back[N];
     static uint8_t q[N];
-    for (int ti = 0; ti < 4; ti++) {
+    for (int ti = 0; ti < 7; ti++) {
         const kvl_type t = types[ti];
         for (int i = 0; i < N; i++)
             x[i] = (frand() + frand() + frand()) * (i < 512 ? 0.02f : 3.0f);
@@ -902,14 +1011,15 @@ static void test_kquant_roundtrip(void) {
 static void test_matmul_kquant(void) {
     kvl_pool *pools[3];
     pools_init(pools);
-    const kvl_type types[4] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K, KVL_TYPE_Q2_K};
+    const kvl_type types[5] = {KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K, KVL_TYPE_Q2_K,
+                               KVL_TYPE_Q3_K};
     /* rows: 1, below a tile (4 in decode, 2 otherwise), tails; columns: 1,
      * 2 and 3 super-blocks; tokens: decode, each tile width, more than a
      * 64-token chunk */
     const int64_t rows[] = {1, 3, 7, 67};
     const int64_t cols[] = {256, 512, 768};
     const int64_t toks[] = {1, 2, 3, 4, 5, 17, 70};
-    for (int ti = 0; ti < 4; ti++) {
+    for (int ti = 0; ti < 5; ti++) {
         for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
             for (size_t ci = 0; ci < sizeof cols / sizeof cols[0]; ci++)
                 for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) {
@@ -1065,7 +1175,16 @@ static void test_exp_shift_sum(void) {
     kvl_isa_set(top);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    /* `test_kernels quant`: only the storage round trips and layouts (the
+     * adversarial rows of every quantizer; quick under a sanitizer) */
+    if (argc > 1 && !strcmp(argv[1], "quant")) {
+        test_quant_blocks();
+        test_kquant_layout();
+        test_q3k_q5_layout();
+        test_kquant_roundtrip();
+        return kvt_finish("test_kernels quant");
+    }
     /* KVL_ISA caps the level picked on first use (run with KVL_ISA=scalar
      * or avx2 to see it); kvl_isa_set below overrides it */
     const char *env = getenv("KVL_ISA");
@@ -1085,6 +1204,7 @@ int main(void) {
     test_matmul_small_batch();
     test_matmul_multi();
     test_kquant_layout();
+    test_q3k_q5_layout();
     test_kquant_roundtrip();
     test_matmul_kquant();
     return kvt_finish("test_kernels");

@@ -946,7 +946,9 @@ static void roundtrip(const kvl_mkmodel_spec *s, const kvl_mkmodel_vocab *v, con
             kvl_mkmodel_row(s, et[i].name, 0, row, et[i].ne0);
             kvl_dequantize_row(want, t->data, back, et[i].ne0);
             double tol = want == KVL_TYPE_Q2_K                            ? 0.05
+                         : want == KVL_TYPE_Q3_K                          ? 0.025
                          : want == KVL_TYPE_Q4_0 || want == KVL_TYPE_Q4_K ? 0.0125
+                         : want == KVL_TYPE_Q5_0 || want == KVL_TYPE_Q5_1 ? 6e-3
                          : want == KVL_TYPE_Q5_K                          ? 5e-3
                          : want == KVL_TYPE_Q6_K                          ? 2.5e-3
                          : want == KVL_TYPE_Q8_0                          ? 6e-4
@@ -1008,9 +1010,9 @@ static void test_models(void) {
     bool have512 =
         kvl_mkmodel_vocab_load(kvt_shared("models/tok512.bin"), 512, &tok512, &err) == KVL_OK;
     CHECK(kvl_mkmodel_vocab_synth(512, &synth512, &err) == KVL_OK);
-    const kvl_type types[5] = {KVL_TYPE_F32, KVL_TYPE_F16, KVL_TYPE_BF16, KVL_TYPE_Q8_0,
-                               KVL_TYPE_Q4_0};
-    for (int i = 0; i < 5; i++) {
+    const kvl_type types[7] = {KVL_TYPE_F32,  KVL_TYPE_F16,  KVL_TYPE_BF16, KVL_TYPE_Q8_0,
+                               KVL_TYPE_Q4_0, KVL_TYPE_Q5_0, KVL_TYPE_Q5_1};
+    for (int i = 0; i < 7; i++) {
         kvl_mkmodel_spec s;
         kvl_catalog_mkmodel_spec("stories260K", &s, NULL);
         s.type = types[i];
@@ -1024,9 +1026,9 @@ static void test_models(void) {
     }
 
     /* K-quants need rows of 256: q4_k, q6_k, the q4_k_m mix untied and
-     * tied, q5_k and q5_k_m, q2_k, on 8 layers (use_more_bits picks layers 0, 3,
-     * 6 and 7) */
-    for (int i = 0; i < 7; i++) {
+     * tied, q5_k and q5_k_m, q2_k, q3_k, on 8 layers (use_more_bits picks layers
+     * 0, 3, 6 and 7) */
+    for (int i = 0; i < 8; i++) {
         kvl_mkmodel_spec s;
         kvl_catalog_mkmodel_spec("stories260K", &s, NULL);
         s.shape.hp.dim = 256;
@@ -1036,6 +1038,7 @@ static void test_models(void) {
         s.shape.hp.n_layers = 8;
         s.type = i == 1   ? KVL_TYPE_Q6_K
                  : i == 6 ? KVL_TYPE_Q2_K
+                 : i == 7 ? KVL_TYPE_Q3_K
                  : i >= 4 ? KVL_TYPE_Q5_K
                           : KVL_TYPE_Q4_K;
         s.k_m = i == 2 || i == 3 || i == 5;

@@ -149,7 +149,7 @@ static void test_weight_bytes(void) {
     CHECK_CONTAINS(err.msg, "weight type");
     kvl_type t;
     CHECK(kvl_type_parse("Q4_0", &t) && t == KVL_TYPE_Q4_0);
-    CHECK(!kvl_type_parse("q3_k", &t));
+    CHECK(!kvl_type_parse("q4_1", &t));
 }
 
 static void test_quantized_formats(void) {

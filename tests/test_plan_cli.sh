@@ -42,8 +42,8 @@ expect 2 "--block-size: 0 is outside [1, 4096]" -- --model Llama-3-8B --device H
 expect 2 "--block-size: 'x' is not an integer" -- --model Llama-3-8B --device H100-80GB --block-size x
 expect 2 "--kv-type: unknown KV format 'int3'" -- --model Llama-3-8B --device H100-80GB --kv-type int3
 expect 2 "--kv-type-v: unknown KV format" -- --model Llama-3-8B --device H100-80GB --kv-type-v q5
-expect 2 "--weights: unknown weight type 'q3_k'" -- --model Llama-3-8B --device H100-80GB --weights q3_k
-expect 2 "q4_k, q5_k, q6_k, q4_k_m, q5_k_m)" -- --model Llama-3-8B --device H100-80GB --weights q3_k
+expect 2 "--weights: unknown weight type 'q4_1'" -- --model Llama-3-8B --device H100-80GB --weights q4_1
+expect 2 "q4_k, q5_k, q6_k, q4_k_m, q5_k_m)" -- --model Llama-3-8B --device H100-80GB --weights q4_1
 # K-quant weights and llama.cpp's mixes (test_plan derives the numbers)
 expect 0 "weights    q4_k_m: 8,030,261,248 params -> 4,912,898,048 B (4.58 GiB)" -- --model Llama-3-8B --device L4 --weights q4_k_m
 expect 0 "weights    q6_k: 8,030,261,248 params -> 6,588,170,240 B" -- --model Llama-3-8B --device L4 --weights Q6_K

@@ -24,9 +24,9 @@ static const struct {
 } k_types[KVL_TYPE_COUNT] = {
     [0] = {"F32", "f32", 1, 4},        [1] = {"F16", "f16", 1, 2},
     [2] = {"Q4_0", "q4_0", 32, 18},    [3] = {"Q4_1", NULL, 32, 20},
-    [6] = {"Q5_0", NULL, 32, 22},      [7] = {"Q5_1", NULL, 32, 24},
+    [6] = {"Q5_0", "q5_0", 32, 22},    [7] = {"Q5_1", "q5_1", 32, 24},
     [8] = {"Q8_0", "q8_0", 32, 34},    [9] = {"Q8_1", NULL, 32, 36},
-    [10] = {"Q2_K", "q2_k", 256, 84},  [11] = {"Q3_K", NULL, 256, 110},
+    [10] = {"Q2_K", "q2_k", 256, 84},  [11] = {"Q3_K", "q3_k", 256, 110},
     [12] = {"Q4_K", "q4_k", 256, 144}, [13] = {"Q5_K", "q5_k", 256, 176},
     [14] = {"Q6_K", "q6_k", 256, 210}, [15] = {"Q8_K", NULL, 256, 292},
     [16] = {"IQ2_XXS", NULL, 256, 66}, [17] = {"IQ2_XS", NULL, 256, 74},
@@ -41,9 +41,9 @@ static const struct {
 };
 
 /* The computed types in the order names and messages list them. */
-static const kvl_type k_computed[] = {KVL_TYPE_F32,  KVL_TYPE_F16,  KVL_TYPE_BF16,
-                                      KVL_TYPE_Q8_0, KVL_TYPE_Q4_0, KVL_TYPE_Q2_K,
-                                      KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K};
+static const kvl_type k_computed[] = {KVL_TYPE_F32,  KVL_TYPE_F16,  KVL_TYPE_BF16, KVL_TYPE_Q8_0,
+                                      KVL_TYPE_Q4_0, KVL_TYPE_Q5_0, KVL_TYPE_Q5_1, KVL_TYPE_Q2_K,
+                                      KVL_TYPE_Q3_K, KVL_TYPE_Q4_K, KVL_TYPE_Q5_K, KVL_TYPE_Q6_K};
 
 bool kvl_type_info(uint32_t type, size_t *blck, size_t *type_size, const char **name) {
     if (type >= KVL_TYPE_COUNT || !k_types[type].name)
@@ -79,7 +79,9 @@ bool kvl_type_parse(const char *s, kvl_type *out) {
     return false;
 }
 
-const char *kvl_type_names(void) { return "f32, f16, bf16, q8_0, q4_0, q2_k, q4_k, q5_k, q6_k"; }
+const char *kvl_type_names(void) {
+    return "f32, f16, bf16, q8_0, q4_0, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k";
+}
 
 /* ---- KV formats -------------------------------------------------------- */
 

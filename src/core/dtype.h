@@ -47,8 +47,11 @@ typedef enum kvl_type {
     KVL_TYPE_F32 = 0,
     KVL_TYPE_F16 = 1,
     KVL_TYPE_Q4_0 = 2,
+    KVL_TYPE_Q5_0 = 6,
+    KVL_TYPE_Q5_1 = 7,
     KVL_TYPE_Q8_0 = 8,
     KVL_TYPE_Q2_K = 10,
+    KVL_TYPE_Q3_K = 11,
     KVL_TYPE_Q4_K = 12,
     KVL_TYPE_Q5_K = 13,
     KVL_TYPE_Q6_K = 14,
@@ -60,14 +63,15 @@ typedef enum kvl_type {
  * as ggml spells it ("F32", "Q8_0", "IQ2_XXS"; static). Each out pointer may
  * be NULL. Returns false for unknown or removed ids. */
 bool kvl_type_info(uint32_t type, size_t *blck, size_t *type_size, const char **name);
-/* True for the five types kvllm computes with: F32, F16, BF16, Q8_0, Q4_0. */
+/* True for the types kvllm computes with: F32, F16, BF16, Q8_0, Q4_0, Q5_0,
+ * Q5_1 and the K-quants Q2_K..Q6_K. */
 bool kvl_type_computed(kvl_type t);
 /* The CLI name of a computed type ("f32", "q8_0"); "?" for any other id. */
 const char *kvl_type_name(kvl_type t);
 /* Parse a computed type's name, case-insensitive, plus "fp32" and "fp16".
  * False (and *out untouched) for anything else. */
 bool kvl_type_parse(const char *s, kvl_type *out);
-/* "f32, f16, bf16, q8_0, q4_0" (static; for messages and --help). */
+/* "f32, f16, bf16, q8_0, q4_0, ..." (static; for messages and --help). */
 const char *kvl_type_names(void);
 
 /* Q8_0: 32 values = fp16 scale d + 32 int8; x = d * q. */

@@ -147,6 +147,37 @@ typedef void (*kvl_tile_fn)(const kvl_mm_ctx *c, int64_t r, int64_t tok);
     static const kvl_tile_fn one_##tname[4] = {tile_##tname##_1x1, tile_##tname##_1x2,             \
                                                tile_##tname##_1x3, tile_##tname##_1x4};
 
+/* The inputs of a register tile, rows [r, r + R) x tokens [tok, tok + T)
+ * (R, T <= 4): each row's weights and each token's activation row, its
+ * scales (dx: the row layout's per-32 scales, or the K-quant layout's per
+ * 256 in kquant.h, both right after qs), and its offset terms: corr in the
+ * row layout, bsums in the K-quant layout (pointers only; a kernel reads
+ * the one of its layout). */
+typedef struct kvl_tile_in {
+    const uint8_t *row[4];
+    const int8_t *qx[4];
+    const float *dx[4];
+    const int32_t *corr[4];
+    const int16_t *bsums[4];
+} kvl_tile_in;
+
+static inline __attribute__((always_inline)) void kvl_tile_in_init(kvl_tile_in *in,
+                                                                   const kvl_mm_ctx *c, int64_t r,
+                                                                   const int R, int64_t tok,
+                                                                   const int T) {
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+        in->row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        const uint8_t *a = c->act + (size_t)(tok + j) * c->act_stride;
+        in->qx[j] = (const int8_t *)a;
+        in->dx[j] = (const float *)(a + c->n_cols);
+        in->corr[j] = (const int32_t *)(a + 2 * (size_t)c->n_cols);
+        in->bsums[j] = (const int16_t *)(a + (size_t)c->n_cols + (size_t)(c->n_cols / 256) * 4);
+    }
+}
+
 /* Tokens per outer chunk: one chunk of activations stays in L2 while every
  * row tile of the thread's range passes over it; each row tile (rm rows of
  * weights) stays in L1 while the chunk's token tiles pass over it. */

@@ -1,5 +1,6 @@
 /*
- * kquant: the K-quant weight types (Q2_K, Q4_K, Q5_K, Q6_K; layouts in kquant.h):
+ * kquant: the K-quant weight types (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) and Q5_0 / Q5_1
+ * (layouts in kquant.h):
  * kvllm's own quantizer, the dequantizer, the scalar quantizer of their
  * activation rows, and the scalar integer product the SIMD paths match.
  *
@@ -15,6 +16,9 @@
  *   Q6_K: per sub-block of 16 candidate grids x ~ s * L (L in -32..31)
  *         refitted the same way; the 16 s are stored as int8 multiples of
  *         d = s_max / -128 and L recomputed.
+ *   Q3_K: as Q6_K with L in -4..3 and 6-bit s against d = s_max / -32.
+ *   Q5_0 / Q5_1: one scale (and Q5_1 a min) per 32 from the block's
+ *         extremes (quantize_q5 below).
  * Inputs are first made finite (NaN -> 0, |x| capped at 4e6, where Q4_K's
  * dmin would leave fp16), so every float-to-int conversion is defined and
  * every stored scale finite.
@@ -222,8 +226,10 @@ static void dequantize_q4_k(const kvl_block_q4_k *b, float *y, int64_t n) {
     }
 }
 
-/* x (n values) ~ s * L with L in -32..31: the best of a few grids. */
-static float fit_scale_sym(const float *x, int n) {
+/* x (n values) ~ s * L with L in nmin..nmax (nmin < 0 < nmax): the best of
+ * a few grids (inverse scales around nmin / x_max, step apart), each
+ * refitted by least squares. */
+static float fit_scale_sym(const float *x, int n, int nmin, int nmax, float step) {
     float mx = 0.0f, amax = 0.0f;
     for (int i = 0; i < n; i++)
         if (fabsf(x[i]) > amax) {
@@ -232,12 +238,12 @@ static float fit_scale_sym(const float *x, int n) {
         }
     if (amax == 0.0f)
         return 0.0f;
-    float best_s = mx / -32.0f, best_e = INFINITY;
+    float best_s = mx / (float)nmin, best_e = INFINITY;
     for (int k = -4; k <= 4; k++) {
-        const float is = (-32.0f + 0.25f * (float)k) / mx;
+        const float is = ((float)nmin + step * (float)k) / mx;
         double sxl = 0, sl2 = 0;
         for (int i = 0; i < n; i++) {
-            const int l = iround(x[i] * is, -32, 31);
+            const int l = iround(x[i] * is, nmin, nmax);
             sxl += (double)x[i] * l;
             sl2 += (double)l * l;
         }
@@ -246,7 +252,7 @@ static float fit_scale_sym(const float *x, int n) {
         const double s = sxl / sl2;
         double e = 0;
         for (int i = 0; i < n; i++) {
-            const int l = iround((float)(x[i] / s), -32, 31);
+            const int l = iround((float)(x[i] / s), nmin, nmax);
             const double r = s * l - x[i];
             e += r * r;
         }
@@ -264,7 +270,7 @@ static void quantize_q6_k(const float *src, kvl_block_q6_k *y, int64_t n) {
         sanitize(src + s * KVL_QK_K, x, KVL_QK_K);
         float sg[16], smax = 0.0f;
         for (int g = 0; g < 16; g++) {
-            sg[g] = fit_scale_sym(x + 16 * g, 16);
+            sg[g] = fit_scale_sym(x + 16 * g, 16, -32, 31, 0.25f);
             if (fabsf(sg[g]) > fabsf(smax))
                 smax = sg[g];
         }
@@ -302,9 +308,62 @@ static void dequantize_q6_k(const kvl_block_q6_k *b, float *y, int64_t n) {
     }
 }
 
+/* Q3_K: as Q6_K with L in -4..3 and 6-bit scales sc - 32 against
+ * d = s_max / -32. */
+static void quantize_q3_k(const float *src, kvl_block_q3_k *y, int64_t n) {
+    float x[KVL_QK_K];
+    for (int64_t s = 0; s < n / KVL_QK_K; s++) {
+        sanitize(src + s * KVL_QK_K, x, KVL_QK_K);
+        float sg[16], smax = 0.0f;
+        for (int g = 0; g < 16; g++) {
+            sg[g] = fit_scale_sym(x + 16 * g, 16, -4, 3, 0.1f);
+            if (fabsf(sg[g]) > fabsf(smax))
+                smax = sg[g];
+        }
+        kvl_block_q3_k *b = &y[s];
+        const float d = smax / -32.0f;
+        int sc[16];
+        memset(b->scales, 0, sizeof b->scales);
+        for (int g = 0; g < 16; g++) {
+            sc[g] = d != 0.0f ? iround(sg[g] / d, -32, 31) : 0;
+            const int u = sc[g] + 32;
+            b->scales[g % 8] |= (uint8_t)((u & 0x0f) << (4 * (g / 8)));
+            b->scales[8 + g % 4] |= (uint8_t)((u >> 4) << (2 * (g / 4)));
+        }
+        b->d = kvl_f32_to_fp16(d);
+        const float df = kvl_fp16_to_f32(b->d);
+        memset(b->qs, 0, sizeof b->qs);
+        memset(b->hmask, 0, sizeof b->hmask);
+        for (int v = 0; v < KVL_QK_K; v++) {
+            const float ds = df * (float)sc[v / 16];
+            const int q = (ds != 0.0f ? iround(x[v] / ds, -4, 3) : 0) + 4;
+            const int nn = v / 128, j = (v % 128) / 32, hl = v % 32;
+            b->qs[32 * nn + hl] |= (uint8_t)((q & 3) << (2 * j));
+            b->hmask[hl] |= (uint8_t)((q >> 2) << (4 * nn + j));
+        }
+    }
+}
+
+/* q (0..7) of value v of a Q3_K block. */
+static inline int q3k_at(const kvl_block_q3_k *b, int v) {
+    const int nn = v / 128, j = (v % 128) / 32, hl = v % 32;
+    return ((b->qs[32 * nn + hl] >> (2 * j)) & 3) | (((b->hmask[hl] >> (4 * nn + j)) & 1) << 2);
+}
+
+static void dequantize_q3_k(const kvl_block_q3_k *b, float *y, int64_t n) {
+    for (int64_t s = 0; s < n / KVL_QK_K; s++, b++) {
+        int8_t sc[16];
+        kvl_q3k_scales(b->scales, sc);
+        const float d = kvl_fp16_to_f32(b->d);
+        for (int v = 0; v < KVL_QK_K; v++)
+            y[s * KVL_QK_K + v] = d * (float)sc[v / 16] * (float)(q3k_at(b, v) - 4);
+    }
+}
+
 void kvl_kq_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
     switch (t) {
     case KVL_TYPE_Q2_K: quantize_q2_k(src, dst, n); break;
+    case KVL_TYPE_Q3_K: quantize_q3_k(src, dst, n); break;
     case KVL_TYPE_Q4_K: quantize_q45_k(src, dst, n, 15); break;
     case KVL_TYPE_Q5_K: quantize_q45_k(src, dst, n, 31); break;
     case KVL_TYPE_Q6_K: quantize_q6_k(src, dst, n); break;
@@ -315,6 +374,7 @@ void kvl_kq_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
 void kvl_kq_dequantize_row(kvl_type t, const void *src, float *dst, int64_t n) {
     switch (t) {
     case KVL_TYPE_Q2_K: dequantize_q2_k(src, dst, n); break;
+    case KVL_TYPE_Q3_K: dequantize_q3_k(src, dst, n); break;
     case KVL_TYPE_Q4_K: dequantize_q4_k(src, dst, n); break;
     case KVL_TYPE_Q5_K: dequantize_q5_k(src, dst, n); break;
     case KVL_TYPE_Q6_K: dequantize_q6_k(src, dst, n); break;
@@ -392,6 +452,19 @@ static float dot_sb(kvl_type t, const uint8_t *blk, const int8_t *q, const int16
         return (float)isum * (kvl_fp16_to_f32(b->d) * dx) -
                (float)imin * (kvl_fp16_to_f32(b->dmin) * dx);
     }
+    if (t == KVL_TYPE_Q3_K) {
+        const kvl_block_q3_k *b = (const kvl_block_q3_k *)blk;
+        int8_t sc[16];
+        kvl_q3k_scales(b->scales, sc);
+        int32_t isum = 0;
+        for (int g = 0; g < 16; g++) {
+            int32_t s = 0;
+            for (int i = 16 * g; i < 16 * g + 16; i++)
+                s += q3k_at(b, i) * q[i];
+            isum += sc[g] * (s - 4 * bs[g]);
+        }
+        return (float)isum * (kvl_fp16_to_f32(b->d) * dx);
+    }
     const kvl_block_q6_k *b = (const kvl_block_q6_k *)blk;
     int32_t isum = 0;
     for (int g = 0; g < 16; g++) {
@@ -415,6 +488,123 @@ void kvl_kq_rows_scalar(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
             float s = 0.0f;
             for (int64_t k = 0; k < ns; k++)
                 s += dot_sb(c->t, row + (size_t)k * bb, q + k * KVL_QK_K, bs + k * 16, dx[k]);
+            c->Y[tok * c->n_rows + r] = s;
+        }
+    }
+}
+
+/* ---- Q5_0, Q5_1 ---- */
+
+#define Q5_0_XMAX 1e6f   /* d = max / -16 stays below fp16's 65504 */
+#define Q5_1_XMAX 6.5e4f /* m = min is itself an fp16 */
+
+/* Q5_0: d = x_max / -16 (x_max the value of largest magnitude, with its
+ * sign), q = round(x / d) + 16 against the stored d, clamped to 0..31.
+ * Q5_1: d = (max - min) / 31, m = min, q = round((x - m) / d), against the
+ * stored d and m. */
+static void quantize_q5(kvl_type t, const float *src, void *dst, int64_t n) {
+    float x[32];
+    for (int64_t k = 0; k < n / 32; k++) {
+        sanitize_to(src + k * 32, x, 32, t == KVL_TYPE_Q5_0 ? Q5_0_XMAX : Q5_1_XMAX);
+        uint8_t *qh, *qs;
+        float df, mf = 0.0f;
+        if (t == KVL_TYPE_Q5_0) {
+            kvl_block_q5_0 *b = (kvl_block_q5_0 *)dst + k;
+            float mx = 0.0f;
+            for (int i = 0; i < 32; i++)
+                if (fabsf(x[i]) > fabsf(mx))
+                    mx = x[i];
+            b->d = kvl_f32_to_fp16(mx / -16.0f);
+            df = kvl_fp16_to_f32(b->d);
+            qh = b->qh;
+            qs = b->qs;
+        } else {
+            kvl_block_q5_1 *b = (kvl_block_q5_1 *)dst + k;
+            float lo = x[0], hi = x[0];
+            for (int i = 1; i < 32; i++) {
+                lo = fminf(lo, x[i]);
+                hi = fmaxf(hi, x[i]);
+            }
+            b->d = kvl_f32_to_fp16((hi - lo) / 31.0f);
+            b->m = kvl_f32_to_fp16(lo);
+            df = kvl_fp16_to_f32(b->d);
+            mf = kvl_fp16_to_f32(b->m);
+            qh = b->qh;
+            qs = b->qs;
+        }
+        memset(qh, 0, 4);
+        memset(qs, 0, 16);
+        for (int i = 0; i < 32; i++) {
+            int q;
+            if (t == KVL_TYPE_Q5_0)
+                q = df != 0.0f ? iround(x[i] / df + 16.0f, 0, 31) : 16;
+            else
+                q = df != 0.0f ? iround((x[i] - mf) / df, 0, 31) : 0;
+            qs[i % 16] |= (uint8_t)((q & 0x0f) << (4 * (i / 16)));
+            qh[i / 8] |= (uint8_t)((q >> 4) << (i % 8));
+        }
+    }
+}
+
+void kvl_q5_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
+    KVL_ASSERT(kvl_is_q5(t));
+    quantize_q5(t, src, dst, n);
+}
+
+void kvl_q5_dequantize_row(kvl_type t, const void *src, float *dst, int64_t n) {
+    KVL_ASSERT(kvl_is_q5(t));
+    for (int64_t k = 0; k < n / 32; k++) {
+        const uint8_t *qh, *qs;
+        float d, m;
+        if (t == KVL_TYPE_Q5_0) {
+            const kvl_block_q5_0 *b = (const kvl_block_q5_0 *)src + k;
+            d = kvl_fp16_to_f32(b->d);
+            m = -16.0f * d;
+            qh = b->qh;
+            qs = b->qs;
+        } else {
+            const kvl_block_q5_1 *b = (const kvl_block_q5_1 *)src + k;
+            d = kvl_fp16_to_f32(b->d);
+            m = kvl_fp16_to_f32(b->m);
+            qh = b->qh;
+            qs = b->qs;
+        }
+        for (int i = 0; i < 32; i++) {
+            const int q = kvl_q5_at(qh, qs, i);
+            dst[k * 32 + i] = t == KVL_TYPE_Q5_0 ? d * (float)(q - 16) : d * (float)q + m;
+        }
+    }
+}
+
+void kvl_q5_rows_scalar(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    const int64_t nb = c->n_cols / 32;
+    const bool q50 = c->t == KVL_TYPE_Q5_0;
+    const size_t bb = q50 ? sizeof(kvl_block_q5_0) : sizeof(kvl_block_q5_1);
+    for (int64_t tok = 0; tok < c->n_tok; tok++) {
+        const int8_t *qx = kvl_act_qs(c, tok);
+        const float *dx = kvl_act_dx(c, tok);
+        const int32_t *corr = kvl_act_corr(c, tok);
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *row = c->W + (size_t)r * c->w_row_bytes;
+            float s = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *blk = row + (size_t)b * bb;
+                /* Q5_1 has m between d and qh */
+                const uint8_t *qh = blk + (q50 ? 2 : 4), *qs = qh + 4;
+                uint16_t d16, m16 = 0;
+                memcpy(&d16, blk, 2);
+                if (!q50)
+                    memcpy(&m16, blk + 2, 2);
+                int32_t isum = 0;
+                for (int i = 0; i < 32; i++)
+                    isum += kvl_q5_at(qh, qs, i) * qx[b * 32 + i];
+                /* corr = -k_corr * sum(q_x): Q5_0 -16 sum, Q5_1 -sum */
+                if (q50)
+                    s += (float)(isum + corr[b * 8]) * (kvl_fp16_to_f32(d16) * dx[b * 8]);
+                else
+                    s += (float)isum * (kvl_fp16_to_f32(d16) * dx[b * 8]) -
+                         (float)corr[b * 8] * (kvl_fp16_to_f32(m16) * dx[b * 8]);
+            }
             c->Y[tok * c->n_rows + r] = s;
         }
     }

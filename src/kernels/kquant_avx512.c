@@ -12,11 +12,14 @@
  *   Q6_K: 64 bytes of ql give the low nibbles of values 0..63 of a half
  *         (and the high nibbles those of 64..127); the 32 qh bytes,
  *         broadcast and shifted per half (vpsllvw / vpsrlvw), give bits 4-5.
+ *   Q2_K, Q3_K: the 32 qs bytes of a half broadcast and shifted per half
+ *         give 64 values in order (Q3_K: bit 2 from the broadcast hmask).
  * maddubs(w, x) gives exact int16 pair sums (<= 2 * 63 * 127) and vpdpwssd
  * multiplies them by the int16 sub-block scales (vpermw from the block's
  * scales) and accumulates in int32. The offsets (Q4_K mins, Q6_K's -32)
  * come from the activation sums per 16, as in kquant_avx2.c. Tiles are R
- * rows x T tokens: 4 x 1 in decode, 2 x 1..4 otherwise.
+ * rows x T tokens: 4 x 1 in decode, 2 x 1..4 otherwise. Q5_0 / Q5_1
+ * (32-blocks, Q8_0's activation rows) before the activation quantizer.
  *
  * Must not: allocate, or read weights past their row.
  */
@@ -67,26 +70,106 @@ AI __m512i quarters16(int base) {
     return _mm512_set_epi32(v3, v3, v3, v3, v2, v2, v2, v2, v1, v1, v1, v1, v0, v0, v0, v0);
 }
 
+/* The int16 scales of a Q2_K (sc & 15; mins in *m16) or Q3_K (sc - 32)
+ * block, and its d (Q2_K: also *dmin). */
+AI __m256i lo23_scales(const uint8_t *blk, __m256i *m16, float *d, float *dmin, const kvl_type ty) {
+    if (ty == KVL_TYPE_Q2_K) {
+        const kvl_block_q2_k *b = (const kvl_block_q2_k *)blk;
+        const __m128i raw = _mm_loadu_si128((const __m128i *)b->scales);
+        const __m128i m4 = _mm_set1_epi8(0x0f);
+        *m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));
+        *d = _cvtsh_ss(b->d);
+        *dmin = _cvtsh_ss(b->dmin);
+        return _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
+    }
+    const kvl_block_q3_k *b = (const kvl_block_q3_k *)blk;
+    int8_t sc[16];
+    kvl_q3k_scales(b->scales, sc);
+    *m16 = _mm256_setzero_si256();
+    *d = _cvtsh_ss(b->d);
+    *dmin = 0.0f;
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+}
+
+/* q of values 128 n + 64 k + (0..63) of a Q2_K / Q3_K block: the 32 qs
+ * bytes of half n broadcast, the halves shifted by 4k and 4k + 2 (bits
+ * 2j of j = 2k, 2k + 1); Q3_K's bit 2 from bits 4n + 2k, 4n + 2k + 1 of
+ * the broadcast hmask. */
+AI __m512i lo23_weights(__m512i q, __m512i hm, int n, int k, const kvl_type ty) {
+    __m512i w =
+        _mm512_and_si512(_mm512_srlv_epi16(q, halves16(4 * k, 4 * k + 2)), _mm512_set1_epi8(3));
+    if (ty == KVL_TYPE_Q3_K) {
+        const __m512i hb = _mm512_and_si512(
+            _mm512_srlv_epi16(hm, halves16(4 * n + 2 * k, 4 * n + 2 * k + 1)), _mm512_set1_epi8(1));
+        w = _mm512_or_si512(w, _mm512_slli_epi16(hb, 2));
+    }
+    return w;
+}
+
+/* One Q2_K or Q3_K super-block of one row against T tokens, into acc[j]
+ * (kquant_avx2.c's lo23_sb, 64 values per register). */
+AI void lo23_sb(const uint8_t *blk, int64_t s, const int T, const int8_t *const *qx,
+                const float *const *dx, const int16_t *const *bs, __m512 *acc, const kvl_type ty) {
+    __m256i m16;
+    float d, dmin;
+    const __m256i sc16 = lo23_scales(blk, &m16, &d, &dmin, ty);
+    const __m512i sz = _mm512_zextsi256_si512(sc16);
+    __m512i iacc[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        const __m256i sums = _mm256_loadu_si256((const __m256i *)(bs[j] + s * 16));
+        if (ty == KVL_TYPE_Q2_K) {
+            const __m256i mins = _mm256_madd_epi16(m16, sums);
+            acc[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(mins)),
+                                      _mm512_set1_ps(dmin * dx[j][s]), acc[j]);
+            iacc[j] = _mm512_setzero_si512();
+        } else {
+            const __m256i off = _mm256_madd_epi16(sc16, sums);
+            iacc[j] = _mm512_zextsi256_si512(
+                _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 2)));
+        }
+    }
+    const uint8_t *qs =
+        ty == KVL_TYPE_Q2_K ? ((const kvl_block_q2_k *)blk)->qs : ((const kvl_block_q3_k *)blk)->qs;
+    const __m512i hm = ty == KVL_TYPE_Q3_K
+                           ? _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                 (const __m256i *)((const kvl_block_q3_k *)blk)->hmask))
+                           : _mm512_setzero_si512();
+#pragma GCC unroll 2
+    for (int n = 0; n < 2; n++) {
+        const __m512i q =
+            _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * n)));
+#pragma GCC unroll 2
+        for (int k = 0; k < 2; k++) {
+            const __m512i w = lo23_weights(q, hm, n, k, ty);
+            const __m512i scv = _mm512_permutexvar_epi16(quarters16(8 * n + 4 * k), sz);
+#pragma GCC unroll 4
+            for (int j = 0; j < T; j++) {
+                const __m512i x = _mm512_loadu_si512(qx[j] + s * KVL_QK_K + 128 * n + 64 * k);
+                iacc[j] = _mm512_dpwssd_epi32(iacc[j], _mm512_maddubs_epi16(w, x), scv);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[j]), _mm512_set1_ps(d * dx[j][s]), acc[j]);
+}
+
 AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
                 const kvl_type ty) {
     const int64_t ns = c->n_cols / KVL_QK_K;
-    const uint8_t *row[4];
-    const int8_t *qx[4];
-    const float *dx[4];
-    const int16_t *bs[4];
+    kvl_tile_in in;
+    kvl_tile_in_init(&in, c, r, R, tok, T);
+    const uint8_t *const *row = in.row;
+    const int8_t *const *qx = in.qx;
+    const float *const *dx = in.dx;
+    const int16_t *const *bs = in.bsums;
     __m512 acc[4][4];
 #pragma GCC unroll 4
-    for (int i = 0; i < R; i++)
-        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++) {
-        qx[j] = kvl_act_qs(c, tok + j);
-        dx[j] = kvl_kq_act_d(c, tok + j);
-        bs[j] = kvl_kq_act_bsums(c, tok + j);
+    for (int j = 0; j < T; j++)
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++)
             acc[i][j] = _mm512_setzero_ps();
-    }
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     for (int64_t s = 0; s < ns; s++) {
 #pragma GCC unroll 4
@@ -134,6 +217,8 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
                 for (int j = 0; j < T; j++)
                     acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[j]),
                                                 _mm512_set1_ps(d * dx[j][s]), acc[i][j]);
+            } else if (ty == KVL_TYPE_Q2_K || ty == KVL_TYPE_Q3_K) {
+                lo23_sb(row[i] + (size_t)s * kvl_kq_block_bytes(ty), s, T, qx, dx, bs, acc[i], ty);
             } else {
                 const kvl_block_q6_k *b = (const kvl_block_q6_k *)row[i] + s;
                 const __m256i s16 =
@@ -191,9 +276,22 @@ KVL_TILES(kq, KVL_TYPE_Q4_K, q4k_dec, 4)
 KVL_TILES(kq, KVL_TYPE_Q5_K, q5k_dec, 4)
 KVL_TILES(kq, KVL_TYPE_Q6_K, q6k_dec, 4)
 
+KVL_TILES(kq, KVL_TYPE_Q2_K, q2k, 2)
+KVL_TILES(kq, KVL_TYPE_Q3_K, q3k, 2)
+KVL_TILES(kq, KVL_TYPE_Q2_K, q2k_dec, 4)
+KVL_TILES(kq, KVL_TYPE_Q3_K, q3k_dec, 4)
+
 void kvl_kq_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
     const bool dec = c->n_tok == 1;
     switch (c->t) {
+    case KVL_TYPE_Q2_K:
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q2k_dec : big_q2k,
+                     dec ? one_q2k_dec : one_q2k);
+        break;
+    case KVL_TYPE_Q3_K:
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q3k_dec : big_q3k,
+                     dec ? one_q3k_dec : one_q3k);
+        break;
     case KVL_TYPE_Q4_K:
         kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q4k_dec : big_q4k,
                      dec ? one_q4k_dec : one_q4k);
@@ -207,6 +305,103 @@ void kvl_kq_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
                      dec ? one_q6k_dec : one_q6k);
         break;
     }
+}
+
+/*
+ * Q5_0 / Q5_1, activations in the Q8_0 row layout: two 32-value blocks per
+ * register (a pair's dx, 8 copies per block, and corr lanes load as they
+ * are). The 32 bits of each block's qh become bytes of 0x10 by a mask
+ * register (bit i of qh selects byte i) or'ed into the nibbles; vpdpbusd
+ * gives exact int32 sums of 4 products. Q5_0 adds the corr lane (-16 *
+ * sum(q_x)) before the scale d_w * d_x; Q5_1 subtracts corr * d_x (corr =
+ * -sum(q_x)) times each row's m. An odd last block runs with the upper
+ * half zero.
+ */
+AI __m256i q5_weights(const uint8_t *qh, const uint8_t *qs) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i nib =
+        _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
+    return _mm256_mask_add_epi8(nib, (__mmask32)h, nib, _mm256_set1_epi8(0x10));
+}
+
+AI void tile_q5(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
+                const kvl_type ty) {
+    const int64_t nb = c->n_cols / 32;
+    const bool q50 = ty == KVL_TYPE_Q5_0;
+    const size_t bb = q50 ? sizeof(kvl_block_q5_0) : sizeof(kvl_block_q5_1);
+    kvl_tile_in in;
+    kvl_tile_in_init(&in, c, r, R, tok, T);
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            acc[i][j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 2) {
+        const bool two = b + 1 < nb;
+        __m512i w[4];
+        __m512 dw[4], mw[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            const uint8_t *blk = in.row[i] + (size_t)b * bb;
+            uint16_t h0[2] = {0, 0}, h1[2] = {0, 0};
+            memcpy(h0, blk, q50 ? 2 : 4);
+            __m256i w1 = _mm256_setzero_si256();
+            if (two) {
+                memcpy(h1, blk + bb, q50 ? 2 : 4);
+                w1 = q5_weights(blk + bb + (q50 ? 2 : 4), blk + bb + (q50 ? 6 : 8));
+            }
+            w[i] = _mm512_inserti64x4(
+                _mm512_castsi256_si512(q5_weights(blk + (q50 ? 2 : 4), blk + (q50 ? 6 : 8))), w1,
+                1);
+            dw[i] = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(h0[0])),
+                                       _mm256_set1_ps(_cvtsh_ss(h1[0])), 1);
+            if (!q50)
+                mw[i] = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(h0[1])),
+                                           _mm256_set1_ps(_cvtsh_ss(h1[1])), 1);
+        }
+        const __mmask16 mk = two ? 0xffff : 0x00ff;
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            const __m512i x =
+                _mm512_maskz_loadu_epi8(two ? ~0ull : 0xffffffffull, in.qx[j] + b * 32);
+            const __m512 s = _mm512_maskz_loadu_ps(mk, in.dx[j] + b * 8);
+            const __m512i cr = _mm512_maskz_loadu_epi32(mk, in.corr[j] + b * 8);
+            const __m512 crs = _mm512_mul_ps(_mm512_cvtepi32_ps(cr), s);
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++) {
+                __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[i], x);
+                if (q50)
+                    p = _mm512_add_epi32(p, cr);
+                acc[i][j] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[i], s), acc[i][j]);
+                if (!q50)
+                    acc[i][j] = _mm512_fnmadd_ps(crs, mw[i], acc[i][j]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++)
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++)
+            c->Y[(tok + j) * c->n_rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+KVL_TILES(q5, KVL_TYPE_Q5_0, q50, 2)
+KVL_TILES(q5, KVL_TYPE_Q5_1, q51, 2)
+KVL_TILES(q5, KVL_TYPE_Q5_0, q50_dec, 4)
+KVL_TILES(q5, KVL_TYPE_Q5_1, q51_dec, 4)
+
+void kvl_q5_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
+    const bool dec = c->n_tok == 1;
+    if (c->t == KVL_TYPE_Q5_0)
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q50_dec : big_q50,
+                     dec ? one_q50_dec : one_q50);
+    else
+        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q51_dec : big_q51,
+                     dec ? one_q51_dec : one_q51);
 }
 
 void kvl_kq_quantize_act_avx512(const float *x, int64_t n_cols, int64_t s0, int64_t s1,
@@ -278,6 +473,19 @@ AI void unpack_sb(const uint8_t *blk, uint8_t *out, const kvl_type ty) {
                 w = _mm512_or_si512(w, q5k_bit4(qh, k));
             _mm512_store_si512(out + 64 * k, w);
         }
+    } else if (ty == KVL_TYPE_Q2_K || ty == KVL_TYPE_Q3_K) {
+        const uint8_t *qs = ty == KVL_TYPE_Q2_K ? ((const kvl_block_q2_k *)blk)->qs
+                                                : ((const kvl_block_q3_k *)blk)->qs;
+        const __m512i hm = ty == KVL_TYPE_Q3_K
+                               ? _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                     (const __m256i *)((const kvl_block_q3_k *)blk)->hmask))
+                               : _mm512_setzero_si512();
+        for (int n = 0; n < 2; n++) {
+            const __m512i q =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * n)));
+            for (int k = 0; k < 2; k++)
+                _mm512_store_si512(out + 128 * n + 64 * k, lo23_weights(q, hm, n, k, ty));
+        }
     } else {
         const kvl_block_q6_k *b = (const kvl_block_q6_k *)blk;
         const __m512i m30 = _mm512_set1_epi8(0x30);
@@ -315,14 +523,26 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
             acc[i][v] = _mm512_setzero_ps();
     }
     const __m512i ones = _mm512_set1_epi8(1);
+    /* sub-blocks of 16: two per block of 32 columns */
+    const bool s16 = ty == KVL_TYPE_Q2_K || ty == KVL_TYPE_Q3_K || ty == KVL_TYPE_Q6_K;
     for (int64_t s = 0; s < ns; s++) {
         /* per row and sub-block: Q4_K d * sc and dmin * m / 128; Q6_K d * sc */
-        float fs[4][16] __attribute__((aligned(64))), fm[4][8] __attribute__((aligned(32)));
+        /* Q2_K: d * sc and dmin * m per sub-block of 16; Q3_K: d * sc */
+        float fs[4][16] __attribute__((aligned(64))), fm[4][16] __attribute__((aligned(64)));
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             const uint8_t *blk = row[i] + (size_t)s * bb;
             unpack_sb(blk, wq[i], ty);
-            if (ty != KVL_TYPE_Q6_K) { /* Q4_K, Q5_K: the same header */
+            if (ty == KVL_TYPE_Q2_K || ty == KVL_TYPE_Q3_K) {
+                __m256i m16;
+                float d, dmin;
+                const __m256i sc16 = lo23_scales(blk, &m16, &d, &dmin, ty);
+                _mm512_store_ps(fs[i],
+                                _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(sc16)),
+                                              _mm512_set1_ps(d)));
+                _mm512_store_ps(fm[i], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(m16)),
+                                                     _mm512_set1_ps(dmin)));
+            } else if (!s16) { /* Q4_K, Q5_K: the same header */
                 const kvl_block_q4_k *b = (const kvl_block_q4_k *)blk;
                 const __m128i scm = q4k_scales(b->scales); /* sc bytes 0..7, m bytes 8..15 */
                 _mm256_store_ps(fs[i], _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(scm)),
@@ -356,7 +576,7 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
 #pragma GCC unroll 2
                 for (int v = 0; v < TV; v++) {
                     x[v] = _mm512_load_si512(grp[v] + (size_t)blk * KVL_TL_REC + g * 64);
-                    if (ty == KVL_TYPE_Q6_K && g < 4)
+                    if (s16 && g < 4)
                         sa[v] = _mm512_dpbusd_epi32(sa[v], ones, x[v]);
                 }
 #pragma GCC unroll 4
@@ -364,7 +584,7 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
                     const __m512i w = _mm512_set1_epi32((int)load_u32(wq[i] + 32 * j + 4 * g));
 #pragma GCC unroll 2
                     for (int v = 0; v < TV; v++) {
-                        if (ty == KVL_TYPE_Q6_K && g >= 4)
+                        if (s16 && g >= 4)
                             pb[i][v] = _mm512_dpbusd_epi32(pb[i][v], w, x[v]);
                         else
                             p[i][v] = _mm512_dpbusd_epi32(p[i][v], w, x[v]);
@@ -376,7 +596,7 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
                 const uint8_t *rec = grp[v] + (size_t)blk * KVL_TL_REC;
                 const __m512 dx = _mm512_load_ps((const float *)(rec + 512));
                 const __m512i corr = _mm512_load_si512(rec + 576);
-                if (ty != KVL_TYPE_Q6_K) {
+                if (!s16) {
                     const __m512 cf = _mm512_cvtepi32_ps(corr);
 #pragma GCC unroll 4
                     for (int i = 0; i < R; i++) {
@@ -386,17 +606,30 @@ AI void kq_tl_tile(const kvl_mm_ctx *c, int64_t r, int64_t g0, const int R, cons
                         acc[i][v] = _mm512_fmadd_ps(t, dx, acc[i][v]);
                     }
                 } else {
-                    /* 32 S_a and 32 S_b = 32 (sum - S_a), sum = -corr / 128 */
-                    const __m512i sa32 = _mm512_slli_epi32(sa[v], 5);
-                    const __m512i sb32 = _mm512_sub_epi32(
-                        _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_srai_epi32(corr, 2)), sa32);
+                    /* S_a, and S_b = sum - S_a with sum = -corr / 128; Q6_K
+                     * and Q3_K subtract 32 S or 4 S in the integer sums,
+                     * Q2_K its mins times S in float */
+                    const __m512i sum =
+                        _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_srai_epi32(corr, 7));
+                    const __m512i sb = _mm512_sub_epi32(sum, sa[v]);
+                    const int sh = ty == KVL_TYPE_Q6_K ? 5 : 2;
+                    const __m512i oa = _mm512_slli_epi32(sa[v], sh), ob = _mm512_slli_epi32(sb, sh);
+                    const __m512 fa = _mm512_cvtepi32_ps(sa[v]), fb = _mm512_cvtepi32_ps(sb);
 #pragma GCC unroll 4
                     for (int i = 0; i < R; i++) {
+                        __m512i pa = p[i][v], pbb = pb[i][v];
+                        if (ty != KVL_TYPE_Q2_K) {
+                            pa = _mm512_sub_epi32(pa, oa);
+                            pbb = _mm512_sub_epi32(pbb, ob);
+                        }
                         __m512 t =
-                            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(p[i][v], sa32)),
-                                          _mm512_set1_ps(fs[i][2 * j]));
-                        t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(pb[i][v], sb32)),
+                            _mm512_mul_ps(_mm512_cvtepi32_ps(pa), _mm512_set1_ps(fs[i][2 * j]));
+                        t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pbb),
                                             _mm512_set1_ps(fs[i][2 * j + 1]), t);
+                        if (ty == KVL_TYPE_Q2_K) {
+                            t = _mm512_fnmadd_ps(fa, _mm512_set1_ps(fm[i][2 * j]), t);
+                            t = _mm512_fnmadd_ps(fb, _mm512_set1_ps(fm[i][2 * j + 1]), t);
+                        }
                         acc[i][v] = _mm512_fmadd_ps(t, dx, acc[i][v]);
                     }
                 }
@@ -437,12 +670,18 @@ typedef void (*kq_tl_fn)(const kvl_mm_ctx *c, int64_t r, int64_t g0);
 KQ_TL(q4k, KVL_TYPE_Q4_K)
 KQ_TL(q5k, KVL_TYPE_Q5_K)
 KQ_TL(q6k, KVL_TYPE_Q6_K)
+KQ_TL(q2k, KVL_TYPE_Q2_K)
+KQ_TL(q3k, KVL_TYPE_Q3_K)
 
 /* Token groups per chunk: their activations stay in L2 while the rows pass. */
 #define KQ_TL_CHUNK 4
 
 void kvl_kq_rows_tl_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
-    const kq_tl_fn *f = c->t == KVL_TYPE_Q4_K ? tl_q4k : c->t == KVL_TYPE_Q5_K ? tl_q5k : tl_q6k;
+    const kq_tl_fn *f = c->t == KVL_TYPE_Q2_K   ? tl_q2k
+                        : c->t == KVL_TYPE_Q3_K ? tl_q3k
+                        : c->t == KVL_TYPE_Q4_K ? tl_q4k
+                        : c->t == KVL_TYPE_Q5_K ? tl_q5k
+                                                : tl_q6k;
     const int64_t n_groups = (c->n_tok + 15) / 16;
     for (int64_t c0 = 0; c0 < n_groups; c0 += KQ_TL_CHUNK) {
         const int64_t c1 = n_groups - c0 < KQ_TL_CHUNK ? n_groups : c0 + KQ_TL_CHUNK;

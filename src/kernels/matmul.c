@@ -12,9 +12,10 @@
  * small-batch layout (kernels_impl.h); small batches, like decode, split
  * the rows into ~256 KiB pool items.
  *
- * K-quant weights (Q4_K, Q6_K) take X quantized per 256 values with sums
+ * K-quant weights (Q2_K .. Q6_K) take X quantized per 256 values with sums
  * per 16 (kquant.h) and their own row kernels (kquant*.c), in the same
- * split; on AVX-512, their products of 16 or more tokens take Q8_0's
+ * split; Q5_0 / Q5_1 take the Q8_0 row layout (k_corr 16 and 1) and their
+ * own row kernels (kquant*.c); on AVX-512, their products of 16 or more tokens take Q8_0's
  * token-lane layout instead (kquant_avx512.c).
  *
  * kvl_matmul_ref is the definition the fast paths are tested against: float
@@ -26,7 +27,7 @@
 #include "kernels/kquant.h"
 
 static bool is_quant(kvl_type t) {
-    return t == KVL_TYPE_Q8_0 || t == KVL_TYPE_Q4_0 || kvl_is_kquant(t);
+    return t == KVL_TYPE_Q8_0 || t == KVL_TYPE_Q4_0 || kvl_is_q5(t) || kvl_is_kquant(t);
 }
 
 bool kvl_mm_batch_invariant;
@@ -74,12 +75,13 @@ void kvl_matmul_ref(float *Y, const void *W, kvl_type t, int64_t n_rows, int64_t
                     int nib = j < 16 ? (bk->qs[j] & 0x0f) : (bk->qs[j - 16] >> 4);
                     s += kvl_fp16_to_f32(bk->d) * (float)(nib - 8) * x[k];
                 }
-            } else if (kvl_is_kquant(t)) {
-                const size_t sbb = kvl_row_bytes(t, KVL_QK_K);
+            } else if (kvl_is_kquant(t) || kvl_is_q5(t)) {
+                const int64_t bl = kvl_is_q5(t) ? 32 : KVL_QK_K;
+                const size_t sbb = kvl_row_bytes(t, bl);
                 float w[KVL_QK_K];
-                for (int64_t k0 = 0; k0 < n_cols; k0 += KVL_QK_K) {
-                    kvl_dequantize_row(t, row + (size_t)(k0 / KVL_QK_K) * sbb, w, KVL_QK_K);
-                    for (int k = 0; k < KVL_QK_K; k++)
+                for (int64_t k0 = 0; k0 < n_cols; k0 += bl) {
+                    kvl_dequantize_row(t, row + (size_t)(k0 / bl) * sbb, w, bl);
+                    for (int k = 0; k < bl; k++)
                         s += w[k] * x[k0 + k];
                 }
             } else {
@@ -149,7 +151,7 @@ static void quant_task(void *arg, int ith, int nth) {
         const float *x = c->X + tok * c->n_cols;
         uint8_t *dst = c->act + (size_t)tok * c->act_stride;
         if (kq) {
-            if (m->isa == KVL_ISA_AVX512 && kvl_kq_has_simd(c->t))
+            if (m->isa == KVL_ISA_AVX512)
                 kvl_kq_quantize_act_avx512(x, c->n_cols, b0, b1, dst);
             else
                 kvl_kq_quantize_act_scalar(x, c->n_cols, b0, b1, dst);
@@ -194,10 +196,17 @@ static void rows_task(void *arg, int ith, int nth) {
         hi = c->n_rows;
     if (lo >= hi)
         return;
+    if (kvl_is_q5(c->t)) {
+        if (m->isa == KVL_ISA_AVX512)
+            kvl_q5_rows_avx512(c, lo, hi);
+        else if (m->isa == KVL_ISA_AVX2)
+            kvl_q5_rows_avx2(c, lo, hi);
+        else
+            kvl_q5_rows_scalar(c, lo, hi);
+        return;
+    }
     if (kvl_is_kquant(c->t)) {
-        if (!kvl_kq_has_simd(c->t))
-            kvl_kq_rows_scalar(c, lo, hi);
-        else if (m->tl)
+        if (m->tl)
             kvl_kq_rows_tl_avx512(c, lo, hi);
         else if (m->isa == KVL_ISA_AVX512)
             kvl_kq_rows_avx512(c, lo, hi);
@@ -277,8 +286,8 @@ void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_typ
     if (is_quant(t)) {
         KVL_ASSERT(scratch != NULL || n_cols == 0);
         c.act = scratch;
-        c.k_corr = t == KVL_TYPE_Q4_0 ? 8 : 128;
-        m.tl = m.isa == KVL_ISA_AVX512 && (t == KVL_TYPE_Q8_0 || kvl_kq_has_simd(t)) &&
+        c.k_corr = t == KVL_TYPE_Q4_0 ? 8 : t == KVL_TYPE_Q5_0 ? 16 : t == KVL_TYPE_Q5_1 ? 1 : 128;
+        m.tl = m.isa == KVL_ISA_AVX512 && (t == KVL_TYPE_Q8_0 || kvl_kq_has_tl(t)) &&
                n_tok >= KVL_TL_MIN_TOK && !kvl_mm_batch_invariant;
         c.act_stride =
             kvl_is_kquant(t) && !m.tl ? kvl_kq_act_stride(n_cols) : kvl_act_stride(n_cols);
@@ -292,8 +301,8 @@ void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_typ
                 memset(kvl_tl_group(c.act, n_cols, n_groups - 1), 0,
                        (size_t)(n_cols / 32) * KVL_TL_REC);
         }
-        m.sb = m.isa == KVL_ISA_AVX512 && !m.tl && !kvl_is_kquant(t) && n_cols > 0 && n_tok >= 2 &&
-               n_tok <= KVL_SB_MAX_TOK && !kvl_mm_batch_invariant;
+        m.sb = m.isa == KVL_ISA_AVX512 && !m.tl && !kvl_is_kquant(t) && !kvl_is_q5(t) &&
+               n_cols > 0 && n_tok >= 2 && n_tok <= KVL_SB_MAX_TOK && !kvl_mm_batch_invariant;
         if (m.sb) {
             /* the small-batch layout fits in the row layout's scratch:
              * per block pair and token 96 bytes (width 4), 128 (width 2)

@@ -113,23 +113,18 @@ void kvl_quantize_act_avx2(const float *x, int64_t n_cols, int64_t b0, int64_t b
 AI void tile_q(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
                const kvl_type t) {
     const int64_t nb = c->n_cols / 32;
-    const uint8_t *row[4];
-    const int8_t *qx[4];
-    const float *dx[4];
-    const int32_t *cr[4];
+    kvl_tile_in in;
+    kvl_tile_in_init(&in, c, r, R, tok, T);
+    const uint8_t *const *row = in.row;
+    const int8_t *const *qx = in.qx;
+    const float *const *dx = in.dx;
+    const int32_t *const *cr = in.corr;
     __m256 acc[4][4];
 #pragma GCC unroll 4
-    for (int i = 0; i < R; i++)
-        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++) {
-        qx[j] = kvl_act_qs(c, tok + j);
-        dx[j] = kvl_act_dx(c, tok + j);
-        cr[j] = kvl_act_corr(c, tok + j);
+    for (int j = 0; j < T; j++)
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++)
             acc[i][j] = _mm256_setzero_ps();
-    }
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (int64_t b = 0; b < nb; b++) {

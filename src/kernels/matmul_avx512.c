@@ -199,23 +199,18 @@ AI void qstep(__m512 acc[4][4], const uint8_t *const *row, const int8_t *const *
 AI void tile_q(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const int T,
                const kvl_type t) {
     const int64_t nb = c->n_cols / 32;
-    const uint8_t *row[4];
-    const int8_t *qx[4];
-    const float *dx[4];
-    const int32_t *cr[4];
+    kvl_tile_in in;
+    kvl_tile_in_init(&in, c, r, R, tok, T);
+    const uint8_t *const *row = in.row;
+    const int8_t *const *qx = in.qx;
+    const float *const *dx = in.dx;
+    const int32_t *const *cr = in.corr;
     __m512 acc[4][4];
 #pragma GCC unroll 4
-    for (int i = 0; i < R; i++)
-        row[i] = c->W + (size_t)(r + i) * c->w_row_bytes;
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++) {
-        qx[j] = kvl_act_qs(c, tok + j);
-        dx[j] = kvl_act_dx(c, tok + j);
-        cr[j] = kvl_act_corr(c, tok + j);
+    for (int j = 0; j < T; j++)
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++)
             acc[i][j] = _mm512_setzero_ps();
-    }
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2)
         qstep(acc, row, qx, dx, cr, b, true, R, T, t);

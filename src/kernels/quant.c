@@ -1,6 +1,6 @@
 /*
  * quant: row conversion between float and the storage types (F32, F16, BF16,
- * Q8_0, Q4_0; the K-quants through kquant.c), row sizes, and the scalar quantizer of matmul activations.
+ * Q8_0, Q4_0; the K-quants and Q5_0 / Q5_1 through kquant.c), row sizes, and the scalar quantizer of matmul activations.
  *
  * Storage quantization reproduces llama.cpp's reference rounding exactly for
  * finite inputs (Q8_0: d = amax / 127, q = round(x / d); Q4_0: d = max / -8
@@ -35,7 +35,16 @@ size_t kvl_row_bytes(kvl_type t, int64_t n_cols) {
         if (n % KVL_QK4_0)
             return 0;
         return kvl_mul_overflow(n / KVL_QK4_0, sizeof(kvl_block_q4_0), &r) ? 0 : r;
+    case KVL_TYPE_Q5_0:
+    case KVL_TYPE_Q5_1:
+        if (n % 32)
+            return 0;
+        return kvl_mul_overflow(
+                   n / 32, t == KVL_TYPE_Q5_0 ? sizeof(kvl_block_q5_0) : sizeof(kvl_block_q5_1), &r)
+                   ? 0
+                   : r;
     case KVL_TYPE_Q2_K:
+    case KVL_TYPE_Q3_K:
     case KVL_TYPE_Q4_K:
     case KVL_TYPE_Q5_K:
     case KVL_TYPE_Q6_K:
@@ -117,7 +126,10 @@ void kvl_quantize_row(kvl_type t, const float *src, void *dst, int64_t n) {
     }
     case KVL_TYPE_Q8_0: quantize_q8_0(src, dst, n); break;
     case KVL_TYPE_Q4_0: quantize_q4_0(src, dst, n); break;
+    case KVL_TYPE_Q5_0:
+    case KVL_TYPE_Q5_1: kvl_q5_quantize_row(t, src, dst, n); break;
     case KVL_TYPE_Q2_K:
+    case KVL_TYPE_Q3_K:
     case KVL_TYPE_Q4_K:
     case KVL_TYPE_Q5_K:
     case KVL_TYPE_Q6_K: kvl_kq_quantize_row(t, src, dst, n); break;
@@ -162,7 +174,10 @@ void kvl_dequantize_row(kvl_type t, const void *src, float *dst, int64_t n) {
         }
         break;
     }
+    case KVL_TYPE_Q5_0:
+    case KVL_TYPE_Q5_1: kvl_q5_dequantize_row(t, src, dst, n); break;
     case KVL_TYPE_Q2_K:
+    case KVL_TYPE_Q3_K:
     case KVL_TYPE_Q4_K:
     case KVL_TYPE_Q5_K:
     case KVL_TYPE_Q6_K: kvl_kq_dequantize_row(t, src, dst, n); break;

@@ -122,7 +122,10 @@ uint32_t kvl_mkmodel_file_type(kvl_type t) {
     case KVL_TYPE_F16: return 1;
     case KVL_TYPE_Q4_0: return 2;
     case KVL_TYPE_Q8_0: return 7;
+    case KVL_TYPE_Q5_0: return 8;
+    case KVL_TYPE_Q5_1: return 9;
     case KVL_TYPE_Q2_K: return 10; /* MOSTLY_Q2_K */
+    case KVL_TYPE_Q3_K: return 12; /* MOSTLY_Q3_K_M, as llama-quantize --pure Q3_K_M */
     case KVL_TYPE_Q4_K: return 15; /* MOSTLY_Q4_K_M, as llama-quantize --pure Q4_K_M */
     case KVL_TYPE_Q5_K: return 17; /* MOSTLY_Q5_K_M */
     case KVL_TYPE_Q6_K: return 18;

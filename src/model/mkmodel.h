@@ -28,7 +28,7 @@
  * catalogue (plan/catalog.h: kvl_catalog_mkmodel_spec). */
 typedef struct kvl_mkmodel_spec {
     kvl_model_shape shape;
-    kvl_type type; /* of the 2-D weights: F32, F16, BF16, Q8_0, Q4_0, Q2_K, Q4_K, Q5_K, Q6_K */
+    kvl_type type; /* of the 2-D weights: a computed type (core/dtype.h) */
     uint64_t seed;
     size_t alignment; /* 0 = default 32 */
     bool k_m;         /* llama.cpp's _K_M mix of type (Q4_K_M, Q5_K_M: type Q4_K

@@ -70,10 +70,7 @@ static kvl_status bind(binder *bd, const char *name, int64_t ne0, int64_t ne1, b
     bd->used[t - bd->g->tensors] = true;
     bool wide16 = t->type == KVL_TYPE_F16 || t->type == KVL_TYPE_BF16;
     bool ok_type = t->type == KVL_TYPE_F32 || (f32_only && wide16) ||
-                   (!f32_only && (t->type == KVL_TYPE_F16 || t->type == KVL_TYPE_BF16 ||
-                                  t->type == KVL_TYPE_Q8_0 || t->type == KVL_TYPE_Q4_0 ||
-                                  t->type == KVL_TYPE_Q2_K || t->type == KVL_TYPE_Q4_K ||
-                                  t->type == KVL_TYPE_Q5_K || t->type == KVL_TYPE_Q6_K));
+                   (!f32_only && kvl_type_computed((kvl_type)t->type));
     if (!ok_type) {
         const char *tn = "?";
         size_t b, s;

@@ -78,7 +78,8 @@ kvl_status kvl_plan_weight_bytes_mix(const kvl_model_shape *s, kvl_type wtype, b
 /* A weight-type name as --weights and mkmodel --type take it: one of
  * kvl_type_names(), or q4_k_m / q5_k_m (*k_m set). false when neither. */
 bool kvl_plan_parse_weights(const char *s, kvl_type *t, bool *k_m);
-#define KVL_PLAN_WEIGHT_NAMES "f32, f16, bf16, q8_0, q4_0, q2_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m"
+#define KVL_PLAN_WEIGHT_NAMES                                                                      \
+    "f32, f16, bf16, q8_0, q4_0, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m"
 
 /* ---- KV bytes and capacity --------------------------------------------- */
 
