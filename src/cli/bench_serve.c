@@ -15,7 +15,9 @@
  *           step; every event polled is stamped with the time the step ended
  *
  * Latencies are measured from the request's scheduled arrival, as a client
- * would see them: a request that arrives during a step waits for it.
+ * would see them: a request that arrives during a step waits for it. Under
+ * --max-concurrency (and for chat turns) the arrival is when a client sends
+ * it, not when it was generated.
  * TTFT = first token - arrival; TPOT = (E2EL - TTFT) / (output tokens - 1);
  * ITL = the gaps between a request's successive tokens; E2EL = final event
  * - arrival. Output tokens are the engine's completion_tokens, which count
@@ -67,7 +69,8 @@ static void usage(FILE *f) {
         "                          (default inf)\n"
         "      --burstiness B      gamma shape of the arrival gaps, [0.01, 100]: 1 = Poisson\n"
         "                          (default), < 1 burstier, > 1 more regular\n"
-        "      --max-concurrency N at most N requests submitted and not finished, 1..1000000\n"
+        "      --max-concurrency N at most N requests submitted and not finished, 1..1000000;\n"
+        "                          a request's latencies count from when it is submitted\n"
         "                          (default: no limit)\n"
         "      --input-len L       prompt tokens (BOS + random ids): N, or A:B uniform\n"
         "                          (default 128)\n"
@@ -693,8 +696,10 @@ static int drive(serve_run *sr) {
         bool busy = false;
         while (next < sr->n && sr->rq[next].t_arrival <= now && ready(sr, next) &&
                (o->max_conc == 0 || sr->n_open < (size_t)o->max_conc)) {
-            if (o->chat_sessions) /* a turn is sent when it can run: after its previous
-                                     answer, and (--max-concurrency) when a client is free */
+            /* a chat turn is sent when it can run (after its previous answer), and
+             * under --max-concurrency a request when a client is free: its
+             * latencies count from then, as vllm bench serve times them */
+            if (o->chat_sessions || o->max_conc)
                 sr->rq[next].t_arrival = now;
             if (submit_one(sr, next, toks) == 1) {
                 busy = true;
