@@ -381,7 +381,7 @@ typedef struct kvl_request_params {
     uint64_t tag;            /* the caller's, echoed in every event */
     const char *cache_salt;  /* prefix-cache namespace: blocks are shared only
                                      between requests with the same salt (NULL: none) */
-    bool ignore_eos;         /* keep generating past end-of-sequence (benchmarks:
+    bool ignore_eos;         /* keep generating past end-of-sequence and BOS (benchmarks:
                                      every output runs to max_tokens) */
     kvl_kv_policy kv_policy; /* default full; the engine refuses others for now
                                 (KVL_E_UNSUPPORTED): `kvllm ppl` runs them */

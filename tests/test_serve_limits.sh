@@ -206,7 +206,11 @@ echo "overload: $(cat "$tmp/load.txt"), preemptions $p"
 kill -TERM "$spid"; wait "$spid" && ok || bad "load server exit status"
 
 # --- disconnects: 20 streams running, 20 requests queued, all 40 hang up
-start drop -m "$model" --max-seqs 20 --max-queue 40 --kv-mem 64MiB || exit 1
+# (a stories260K-shaped model with a 32768-token context, so that no stream can
+# finish on its own before its client hangs up, however slow the machine)
+"$bin" mkmodel --preset stories260K --ctx 32768 --seed 3 -o "$tmp/long_ctx.gguf" >/dev/null 2>&1 ||
+  bad "mkmodel for the disconnect test"
+start drop -m "$tmp/long_ctx.gguf" --max-seqs 20 --max-queue 40 --kv-mem 512MiB || exit 1
 python3 - "$port" >"$tmp/drop.txt" 2>&1 <<'PYEOF' && ok || { bad "disconnects"; cat "$tmp/drop.txt"; }
 import json, socket, sys, time, urllib.request
 port = int(sys.argv[1])
@@ -216,7 +220,7 @@ def metric(name):
         if line.startswith(name + " "):
             return float(line.split()[1])
 def send(stream):
-    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True,
+    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 30000, "ignore_eos": True,
                        "stream": stream}).encode()
     s = socket.create_connection(("127.0.0.1", port), timeout=60)
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)

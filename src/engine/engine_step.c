@@ -95,7 +95,7 @@ static void sample_one(kvl_engine *e, eng_req *q, int32_t si, const float *row, 
         q->t_first = now;
     q->t_last = now;
     bool eog = next == e->eos || kvl_tokenizer_is_eog(e->m->tok, next);
-    if ((eog && !q->ignore_eos) || next == e->bos) {
+    if (!q->ignore_eos && (eog || next == e->bos)) {
         sample_end(e, q, si, KVL_FINISH_STOP);
         return;
     }
