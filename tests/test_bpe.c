@@ -342,12 +342,7 @@ static void test_specials(void) {
 }
 
 static uint64_t rng = 0x243F6A8885A308D3ull;
-static uint32_t rnd(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 11);
-}
+static uint32_t rnd(void) { return (uint32_t)(kvt_xorshift64(&rng) >> 11); }
 
 /* decode(encode(s)) == s for random bytes, for every pre-tokenizer */
 static void test_round_trips(void) {

@@ -26,12 +26,7 @@ static kvl_hparams shape(int64_t n_layers, int64_t n_heads, int64_t n_kv_heads, 
 }
 
 static uint64_t rng = 88172645463325252ull;
-static uint32_t rnd_u32(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 32);
-}
+static uint32_t rnd_u32(void) { return (uint32_t)(kvt_xorshift64(&rng) >> 32); }
 static float rnd(void) { return (float)(rnd_u32() >> 8) / (float)(1 << 24) * 2.0f - 1.0f; }
 
 /* Deterministic K/V for (tag, layer, pos): tag tells branches apart. */

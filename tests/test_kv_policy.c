@@ -40,12 +40,7 @@ static kvl_hparams shape(int64_t n_layers, int64_t n_heads, int64_t n_kv_heads, 
 }
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
-static uint32_t rnd_u32(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 32);
-}
+static uint32_t rnd_u32(void) { return (uint32_t)(kvt_xorshift64(&rng) >> 32); }
 static float rnd(void) { return (float)(rnd_u32() >> 8) / (float)(1 << 24) * 2.0f - 1.0f; }
 static int32_t rnd_in(int32_t lo, int32_t hi) {
     return lo + (int32_t)(rnd_u32() % (uint32_t)(hi - lo + 1));

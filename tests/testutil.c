@@ -118,3 +118,11 @@ char *kvt_decode(const kvl_tokenizer *t, int32_t prev, const int32_t *ids, size_
     *len = o;
     return buf;
 }
+
+uint64_t kvt_xorshift64(uint64_t *state) {
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}

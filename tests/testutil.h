@@ -84,6 +84,10 @@ void kvt_kv_arr(kvl_gguf_kv *kv, const char *key, uint32_t elem, uint64_t n, con
 char *kvt_decode(const kvl_tokenizer *t, int32_t prev, const int32_t *ids, size_t n, size_t *len);
 
 /* Print "<name>: N passed, M failed" and return the exit code. */
+/* One step of Marsaglia's xorshift64 (13, 7, 17) on *state; returns the new
+ * state. Each test keeps its own seeded state and takes the bits it wants. */
+uint64_t kvt_xorshift64(uint64_t *state);
+
 int kvt_finish(const char *name);
 
 #endif
