@@ -102,7 +102,9 @@ static void test_names_and_checks(void) {
     kvl_kv_policy_kind k = KVL_KV_POLICY_FULL;
     CHECK(kvl_kv_policy_parse("sinks", &k) && k == KVL_KV_POLICY_SINKS);
     CHECK(kvl_kv_policy_parse("window", &k) && k == KVL_KV_POLICY_WINDOW);
-    CHECK(!kvl_kv_policy_parse("h2o", &k) && k == KVL_KV_POLICY_WINDOW);
+    CHECK(kvl_kv_policy_parse("h2o", &k) && k == KVL_KV_POLICY_H2O);
+    CHECK(kvl_kv_policy_parse("snapkv", &k) && k == KVL_KV_POLICY_SNAPKV);
+    CHECK(!kvl_kv_policy_parse("lru", &k) && k == KVL_KV_POLICY_SNAPKV);
     CHECK(!strcmp(kvl_kv_policy_str(KVL_KV_POLICY_FULL), "full"));
     CHECK(kvl_kv_policy_str((kvl_kv_policy_kind)9) == NULL);
     kvl_error err;

@@ -53,7 +53,7 @@ awk -v k="$(val kl_mean "$tmp/k1.txt")" 'BEGIN{exit !(k > 0 && k < 1)}' && ok ||
 ppl --stream 300 --kv-policy sinks --kv-budget-tokens 20 >/dev/null 2>"$tmp/e1.err"
 [ $? != 0 ] && grep -q "budget_tokens 20 not in \[48" "$tmp/e1.err" && ok || { bad "small budget"; cat "$tmp/e1.err"; }
 ppl --stream 300 --kv-policy lru >/dev/null 2>"$tmp/e2.err"
-[ $? = 2 ] && grep -q "'lru' is not full, window or sinks" "$tmp/e2.err" && ok || { bad "bad policy"; cat "$tmp/e2.err"; }
+[ $? = 2 ] && grep -q "'lru' is not full, window, sinks, h2o or snapkv" "$tmp/e2.err" && ok || { bad "bad policy"; cat "$tmp/e2.err"; }
 ppl --kv-policy sinks --kv-budget-tokens 64 >/dev/null 2>"$tmp/e3.err"
 [ $? = 2 ] && grep -q "give --stream N" "$tmp/e3.err" && ok || { bad "policy without stream"; cat "$tmp/e3.err"; }
 ppl --stream 300 --kv-policy sinks --kv-budget-tokens 600 >/dev/null 2>"$tmp/e4.err"

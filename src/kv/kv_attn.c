@@ -24,6 +24,16 @@
  * preparation for the K format) is redone only when the shift changes
  * from one block to the next. Without a shift array nothing changes.
  *
+ * Attention mass (h2o, snapkv; view.mass not NULL): after each tile's
+ * softmax step the weights of each block segment are summed per head and
+ * kept as a log-sum per (head, block) in the caller's scratch (mass_tmp;
+ * a pass then takes at most n_ctx / blocks heads so that they fit); at the
+ * end of the pass, with the final max and sum known, each block's weight
+ * summed over the pass's heads goes to view.mass[block] by one atomic
+ * integer add. The output arithmetic is untouched, so out has the same
+ * bits with and without it; with view.mass NULL the only extra work is a
+ * NULL test per tile.
+ *
  * kvl_kv_attend_f32 is that same routine over f32 rows: it describes its
  * view as F32 chunks (one per head and block, at the view's strides) and
  * calls kvl_kv_attend_q.
@@ -42,8 +52,9 @@
  *     its pass, so any split of heads over threads gives the same bits.
  *
  * Must not:
- *   - write anything but out[h0..h1) (callers run it from several threads
- *     at once on the same store);
+ *   - write anything but out[h0..h1), and view.mass (atomic adds) and
+ *     mass_tmp when given (callers run it from several threads at once on
+ *     the same store);
  *   - allocate (the score tile, 4 KiB, is on the stack).
  */
 #include "kv/kv_attn.h"
@@ -52,6 +63,9 @@
 
 #include <math.h>
 #include <string.h>
+
+#define ATT_GT 16 /* query heads per pass */
+#define ATT_RT 64 /* rows per tile */
 
 /* One tile of the online softmax for the ng query heads of a GQA group:
  * S holds n raw scores per head (row stride `stride`); they are scaled,
@@ -73,6 +87,54 @@ static inline void online_softmax(float *S, int32_t stride, int32_t ng, int32_t 
             m[g] = mnew;
         }
         l[g] += kvl_exp_shift_sum(Sg, n, mnew);
+    }
+}
+
+/* ---- attention mass (h2o / snapkv) ------------------------------------ */
+
+/* log(exp(a) + exp(b)), -inf being an empty sum. */
+static inline float log_add(float a, float b) {
+    if (a == -INFINITY)
+        return b;
+    if (b == -INFINITY)
+        return a;
+    const float hi = a > b ? a : b, lo = a > b ? b : a;
+    return hi + log1pf(expf(lo - hi));
+}
+
+/* After online_softmax of tile [t0, t1): S holds exp(score - m[g]) for the
+ * ng heads; lbs[g * nb + b] becomes log(sum of exp(score - 0)) over the
+ * positions of block b seen so far (a block crossing tiles is combined in
+ * the log domain). */
+static void mass_tile(const float *S, int32_t t0, int32_t t1, int32_t bs, int32_t ng,
+                      const float *m, float *lbs, int32_t nb) {
+    for (int32_t p = t0; p < t1;) {
+        const int32_t lb = p / bs, i0 = p % bs;
+        const int32_t e = t1 - p < bs - i0 ? t1 : p + (bs - i0);
+        for (int32_t g = 0; g < ng; g++) {
+            const float *Sg = S + g * ATT_RT;
+            float sum = 0.0f;
+            for (int32_t i = p - t0; i < e - t0; i++)
+                sum += Sg[i];
+            const float ls = m[g] + logf(sum);
+            float *x = lbs + (int64_t)g * nb + lb;
+            *x = i0 == 0 ? ls : log_add(*x, ls);
+        }
+        p = e;
+    }
+}
+
+/* Add each block's softmax weight, summed over the ng heads (final max m
+ * and sum l), to mass as fixed point. */
+static void mass_add(uint64_t *mass, const float *lbs, int32_t nb, int32_t ng, const float *m,
+                     const float *l) {
+    for (int32_t b = 0; b < nb; b++) {
+        double t = 0.0;
+        for (int32_t g = 0; g < ng; g++)
+            t += (double)expf(lbs[(int64_t)g * nb + b] - m[g]) / (double)l[g];
+        const uint64_t x = (uint64_t)(t * KVL_KV_MASS_ONE + 0.5);
+        if (x)
+            __atomic_fetch_add(&mass[b], x, __ATOMIC_RELAXED);
     }
 }
 
@@ -98,6 +160,8 @@ void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, f
         .res_block = -1,
         .shift = view->shift,
         .rope = view->rope,
+        .mass = view->mass,
+        .mass_tmp = view->mass_tmp,
     };
     kvl_kv_attend_q(&qv, n_ctx, q, out, h0, h1, scale, false);
 }
@@ -134,9 +198,6 @@ static void rotate_heads(const kvl_kv_rope *r, int32_t d, const float *src, floa
 
 /* ---- any format: fused, online softmax -------------------------------- */
 
-#define ATT_GT 16 /* query heads per pass */
-#define ATT_RT 64 /* rows per tile */
-
 void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, float *out, int32_t h0,
                      int32_t h1, float scale, bool ref) {
     const int32_t hd = vw->head_dim, bs = vw->block_size;
@@ -150,6 +211,7 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
         return;
     float S[ATT_GT * ATT_RT];
     float m[ATT_GT], l[ATT_GT];
+    const int32_t nb = (n_ctx + bs - 1) / bs; /* logical blocks seen */
     _Alignas(64) uint8_t qp[KVL_KVQ_QP_BYTES(ATT_GT, KVL_MAX_HEAD_DIM)];
     _Alignas(64) float qrot[ATT_GT * KVL_MAX_HEAD_DIM]; /* query rotated by a block's shift */
     for (int32_t h = h0; h < h1;) {
@@ -157,6 +219,10 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
         int32_t hend = (kh + 1) * group;
         hend = hend < h1 ? hend : h1;
         hend = hend < h + ATT_GT ? hend : h + ATT_GT;
+        if (vw->mass) { /* the block sums of the pass's heads fit mass_tmp */
+            const int32_t lim = n_ctx / nb > 1 ? n_ctx / nb : 1;
+            hend = hend < h + lim ? hend : h + lim;
+        }
         const int32_t ng = hend - h;
         const float *qh = q + (int64_t)h * hd;
         float *oh = out + (int64_t)h * hd;
@@ -197,6 +263,8 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
                 p = e;
             }
             online_softmax(S, ATT_RT, ng, t1 - t0, scale, m, l, oh, hd);
+            if (vw->mass)
+                mass_tile(S, t0, t1, bs, ng, m, vw->mass_tmp, nb);
             /* weighted sum of V rows, in position order */
             for (int32_t p = t0; p < t1;) {
                 const int32_t lb = p / bs, i0 = p % bs;
@@ -211,6 +279,8 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
                 p = e;
             }
         }
+        if (vw->mass)
+            mass_add(vw->mass, vw->mass_tmp, nb, ng, m, l);
         for (int32_t g = 0; g < ng; g++) {
             const float inv = 1.0f / l[g];
             float *og = oh + (int64_t)g * hd;
