@@ -701,6 +701,10 @@ kvl_status kvl_kv_paged_make_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, 
     return KVL_OK;
 }
 
+const uint64_t *kvl_kv_paged_mass(const kvl_kv_paged *kv, int32_t seq) {
+    return kv->mass && seq >= 0 && seq < kv->max_seqs ? kv->mass + (size_t)seq * kv->cap : NULL;
+}
+
 int32_t kvl_kv_paged_len(const kvl_kv_paged *kv, int32_t seq) {
     return seq >= 0 && seq < kv->max_seqs ? kv->tables[seq].n_tokens : -1;
 }

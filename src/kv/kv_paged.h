@@ -159,6 +159,10 @@ void kvl_kv_paged_rope_divide(kvl_kv_paged *kv, const void *div);
 kvl_status kvl_kv_paged_make_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, int32_t *n_evicted,
                                   kvl_error *err);
 
+/* seq's attention mass per logical block (fixed point, kv_attn.h), read
+ * only; NULL for a bad seq or before any set_policy of h2o / snapkv. */
+const uint64_t *kvl_kv_paged_mass(const kvl_kv_paged *kv, int32_t seq);
+
 int32_t kvl_kv_paged_len(const kvl_kv_paged *kv, int32_t seq); /* -1 for a bad seq */
 int32_t kvl_kv_paged_max_seqs(const kvl_kv_paged *kv);
 int32_t kvl_kv_paged_max_ctx(const kvl_kv_paged *kv);
