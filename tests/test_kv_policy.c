@@ -569,8 +569,10 @@ static void random_scored(uint32_t seed) {
 /* The mass attention adds equals, block by block, the softmax weights
  * summed over the heads, computed here in double from the stored f32 keys
  * (no rotary: rope_dim 0), for block sizes that split the 64-row tiles
- * (4), cross them (48) and force one head per pass (1). */
-static void test_mass_reference(int32_t bs) {
+ * (4, 16), cross them (48) and force one head per pass (1); boost scales
+ * the keys after the first tile so that the max passes the first tile's by
+ * far more than 60 (the rescaling path). */
+static void test_mass_reference(int32_t bs, float boost) {
     kvl_hparams hp = shape(1, 4, 2, 16);
     hp.rope_dim = 0;
     const int32_t n = 150, hd = 16;
@@ -581,9 +583,15 @@ static void test_mass_reference(int32_t bs) {
     kvl_kv_policy w = {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 256 / bs * bs};
     CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 0, &h, &err), KVL_OK);
     CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 1, &w, &err), KVL_OK);
+    float k[2 * 16], v[2 * 16];
     for (int32_t s = 0; s < 2; s++) {
         CHECK_EQ_INT(kvl_kv_paged_reserve(kv, s, n, &err), KVL_OK);
-        feed(&hp, &it, s, 0, 0, 0, n);
+        for (int32_t p = 0; p < n; p++) {
+            gen_kv(&hp, 0, p, k, v);
+            for (int32_t i = 0; i < 2 * 16 && p >= 64; i++)
+                k[i] *= boost; /* later tiles' scores far above the first's */
+            it.store(it.ctx, 0, s, p, k, v);
+        }
     }
     float q[4 * 16], a[4 * 16], b[4 * 16];
     for (int i = 0; i < 4 * 16; i++)
@@ -593,7 +601,6 @@ static void test_mass_reference(int32_t bs) {
     CHECK(memcmp(a, b, sizeof a) == 0);     /* the same bits either way */
     static double ref[256];
     memset(ref, 0, sizeof ref);
-    float k[2 * 16], v[2 * 16];
     const double scale = 1.0 / sqrt((double)hd);
     for (int32_t hq = 0; hq < 4; hq++) {
         double sc[150], mx = -1e300, sum = 0;
@@ -601,7 +608,7 @@ static void test_mass_reference(int32_t bs) {
             gen_kv(&hp, 0, p, k, v);
             double d = 0;
             for (int32_t i = 0; i < hd; i++)
-                d += (double)q[hq * hd + i] * k[(hq / 2) * hd + i];
+                d += (double)q[hq * hd + i] * k[(hq / 2) * hd + i] * (p >= 64 ? boost : 1.0f);
             sc[p] = d * scale;
             mx = sc[p] > mx ? sc[p] : mx;
         }
@@ -789,9 +796,11 @@ int main(void) {
     test_shared_untouched(KVL_KV_POLICY_H2O);
     for (uint32_t seed = 0; seed < 40; seed++)
         random_scored(seed);
-    test_mass_reference(4);
-    test_mass_reference(48);
-    test_mass_reference(1);
+    test_mass_reference(4, 1.0f);
+    test_mass_reference(48, 1.0f);
+    test_mass_reference(1, 1.0f);
+    test_mass_reference(16, 40.0f); /* the reference max moves up */
+    test_mass_reference(48, 40.0f);
     test_h2o_constructed();
     test_snapkv_constructed();
     return kvt_finish("test_kv_policy");

@@ -26,9 +26,9 @@
  *
  * Attention mass (h2o, snapkv; view.mass not NULL): after each tile's
  * softmax step the weights of each block segment are summed per head and
- * kept as a log-sum per (head, block) in the caller's scratch (mass_tmp;
- * a pass then takes at most n_ctx / blocks heads so that they fit); at the
- * end of the pass, with the final max and sum known, each block's weight
+ * kept per (head, block) against a reference max in the caller's scratch
+ * (mass_tmp; a pass then takes at most n_ctx / blocks heads so that they
+ * fit): one exp per head and tile, one add per row; at the end of the pass, with the final max and sum known, each block's weight
  * summed over the pass's heads goes to view.mass[block] by one atomic
  * integer add. The output arithmetic is untouched, so out has the same
  * bits with and without it; with view.mass NULL the only extra work is a
@@ -92,33 +92,47 @@ static inline void online_softmax(float *S, int32_t stride, int32_t ng, int32_t 
 
 /* ---- attention mass (h2o / snapkv) ------------------------------------ */
 
-/* log(exp(a) + exp(b)), -inf being an empty sum. */
-static inline float log_add(float a, float b) {
-    if (a == -INFINITY)
-        return b;
-    if (b == -INFINITY)
-        return a;
-    const float hi = a > b ? a : b, lo = a > b ? b : a;
-    return hi + log1pf(expf(lo - hi));
+/* Sum of x[0..n) in 8 independent lanes (the compiler vectorizes it; a
+ * single running sum would be a chain of dependent adds, one per row). */
+static inline float lane_sum(const float *x, int32_t n) {
+    float a[8] = {0};
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int32_t j = 0; j < 8; j++)
+            a[j] += x[i + j];
+    float r = 0.0f;
+    for (; i < n; i++)
+        r += x[i];
+    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + r;
 }
 
-/* After online_softmax of tile [t0, t1): S holds exp(score - m[g]) for the
- * ng heads; lbs[g * nb + b] becomes log(sum of exp(score - 0)) over the
- * positions of block b seen so far (a block crossing tiles is combined in
- * the log domain). */
+/* After online_softmax of tile [t0, t1): S holds exp(score - m[g]) for
+ * the ng heads. pend[g * nb + b] accumulates the weights of block b's
+ * positions as exp(score - R[g]), R[g] a reference per head: the first
+ * tile's max, raised (and the earlier sums rescaled) only when the max
+ * passes it by more than 60, so that each tile costs one exp per head and
+ * a block crossing tiles simply adds. */
 static void mass_tile(const float *S, int32_t t0, int32_t t1, int32_t bs, int32_t ng,
-                      const float *m, float *lbs, int32_t nb) {
+                      const float *m, float *R, float *pend, int32_t nb) {
+    float f[ATT_GT];
+    for (int32_t g = 0; g < ng; g++) {
+        if (t0 == 0)
+            R[g] = m[g];
+        if (m[g] - R[g] > 60.0f) { /* rare: keep the sums in range */
+            const float c = expf(R[g] - m[g]);
+            for (int32_t b = 0; b < (t0 + bs - 1) / bs; b++)
+                pend[(int64_t)g * nb + b] *= c;
+            R[g] = m[g];
+        }
+        f[g] = expf(m[g] - R[g]);
+    }
     for (int32_t p = t0; p < t1;) {
         const int32_t lb = p / bs, i0 = p % bs;
         const int32_t e = t1 - p < bs - i0 ? t1 : p + (bs - i0);
         for (int32_t g = 0; g < ng; g++) {
-            const float *Sg = S + g * ATT_RT;
-            float sum = 0.0f;
-            for (int32_t i = p - t0; i < e - t0; i++)
-                sum += Sg[i];
-            const float ls = m[g] + logf(sum);
-            float *x = lbs + (int64_t)g * nb + lb;
-            *x = i0 == 0 ? ls : log_add(*x, ls);
+            const float sum = lane_sum(S + g * ATT_RT + (p - t0), e - p);
+            float *x = pend + (int64_t)g * nb + lb;
+            *x = i0 == 0 ? sum * f[g] : *x + sum * f[g];
         }
         p = e;
     }
@@ -126,12 +140,15 @@ static void mass_tile(const float *S, int32_t t0, int32_t t1, int32_t bs, int32_
 
 /* Add each block's softmax weight, summed over the ng heads (final max m
  * and sum l), to mass as fixed point. */
-static void mass_add(uint64_t *mass, const float *lbs, int32_t nb, int32_t ng, const float *m,
-                     const float *l) {
+static void mass_add(uint64_t *mass, const float *pend, int32_t nb, int32_t ng, const float *m,
+                     const float *l, const float *R) {
+    double c[ATT_GT];
+    for (int32_t g = 0; g < ng; g++)
+        c[g] = (double)expf(R[g] - m[g]) / (double)l[g];
     for (int32_t b = 0; b < nb; b++) {
         double t = 0.0;
         for (int32_t g = 0; g < ng; g++)
-            t += (double)expf(lbs[(int64_t)g * nb + b] - m[g]) / (double)l[g];
+            t += (double)pend[(int64_t)g * nb + b] * c[g];
         const uint64_t x = (uint64_t)(t * KVL_KV_MASS_ONE + 0.5);
         if (x)
             __atomic_fetch_add(&mass[b], x, __ATOMIC_RELAXED);
@@ -210,7 +227,7 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
     if (n_ctx <= 0)
         return;
     float S[ATT_GT * ATT_RT];
-    float m[ATT_GT], l[ATT_GT];
+    float m[ATT_GT], l[ATT_GT], R[ATT_GT];
     const int32_t nb = (n_ctx + bs - 1) / bs; /* logical blocks seen */
     _Alignas(64) uint8_t qp[KVL_KVQ_QP_BYTES(ATT_GT, KVL_MAX_HEAD_DIM)];
     _Alignas(64) float qrot[ATT_GT * KVL_MAX_HEAD_DIM]; /* query rotated by a block's shift */
@@ -264,7 +281,7 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
             }
             online_softmax(S, ATT_RT, ng, t1 - t0, scale, m, l, oh, hd);
             if (vw->mass)
-                mass_tile(S, t0, t1, bs, ng, m, vw->mass_tmp, nb);
+                mass_tile(S, t0, t1, bs, ng, m, R, vw->mass_tmp, nb);
             /* weighted sum of V rows, in position order */
             for (int32_t p = t0; p < t1;) {
                 const int32_t lb = p / bs, i0 = p % bs;
@@ -280,7 +297,7 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
             }
         }
         if (vw->mass)
-            mass_add(vw->mass, vw->mass_tmp, nb, ng, m, l);
+            mass_add(vw->mass, vw->mass_tmp, nb, ng, m, l, R);
         for (int32_t g = 0; g < ng; g++) {
             const float inv = 1.0f / l[g];
             float *og = oh + (int64_t)g * hd;
