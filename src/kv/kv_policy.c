@@ -90,15 +90,18 @@ kvl_status kvl_kv_policy_check(const kvl_kv_policy *p, int32_t block_size, int32
     return KVL_OK;
 }
 
-uint32_t kvl_kv_policy_tail(const kvl_kv_policy *p, int32_t block_size, int32_t n_tokens) {
+uint32_t kvl_kv_policy_tail(const kvl_kv_policy *p, int32_t block_size, int32_t n_tokens,
+                            int32_t n_new) {
     const uint32_t nb = (uint32_t)(((int64_t)n_tokens + block_size - 1) / block_size);
+    /* h2o's window counts the blocks the n_new positions will be written to */
+    const uint32_t nb_grown = (uint32_t)(((int64_t)n_tokens + n_new + block_size - 1) / block_size);
     if (p->kind == KVL_KV_POLICY_H2O) {
         const int32_t ns = kvl_kv_policy_sink_blocks(p, block_size);
         const int32_t avail = p->budget_tokens / block_size - ns; /* >= 2 (checked) */
         int32_t h = (int32_t)floorf(kvl_kv_policy_heavy(p) * (float)avail);
         h = h < 1 ? 1 : h > avail - 1 ? avail - 1 : h;
         const uint32_t r = (uint32_t)(avail - h);
-        return nb > r ? nb - r : 0;
+        return nb_grown > r ? nb_grown - r : 0;
     }
     if (p->kind == KVL_KV_POLICY_SNAPKV) {
         const int32_t from = n_tokens - kvl_kv_policy_obs_window(p);
@@ -156,7 +159,7 @@ kvl_status kvl_kv_policy_victims_scored(const kvl_kv_policy *p, int32_t block_si
     const int64_t want = (over + block_size - 1) / block_size;
     const uint32_t ns = (uint32_t)kvl_kv_policy_sink_blocks(p, block_size);
     const uint32_t n_full = (uint32_t)(n_tokens / block_size);
-    const uint32_t tail = kvl_kv_policy_tail(p, block_size, n_tokens);
+    const uint32_t tail = kvl_kv_policy_tail(p, block_size, n_tokens, n_new);
     const uint32_t end = tail < n_full ? tail : n_full;
     uint32_t nc = 0;
     for (uint32_t b = ns; b < end; b++)

@@ -23,7 +23,8 @@
  *
  *   h2o:    B = budget / bs blocks, H = heavy * (B - ns) (at least 1, at
  *           most B - ns - 1) heavy-hitter blocks, and the tail is the last
- *           R = B - ns - H blocks of the table (the recent window);
+ *           R = B - ns - H blocks of the table once grown by n_new (the
+ *           recent window, the blocks being written included);
  *   snapkv: the tail is the blocks holding the last obs_window positions.
  */
 #ifndef KVL_KV_POLICY_H
@@ -62,8 +63,12 @@ int32_t kvl_kv_policy_obs_window(const kvl_kv_policy *p);
 bool kvl_kv_policy_accumulates(const kvl_kv_policy *p, int32_t n_tokens, int32_t n_ctx);
 
 /* First logical block of the protected tail of a scored policy for a
- * table of n_tokens positions (n_blocks of them); n_blocks for the others. */
-uint32_t kvl_kv_policy_tail(const kvl_kv_policy *p, int32_t block_size, int32_t n_tokens);
+ * table of n_tokens positions about to grow by n_new; the table's block
+ * count for the others. h2o's recent window is the last R blocks of the
+ * grown table (the blocks the new positions go to count), so that after
+ * the eviction the table holds sinks + H heavy + R recent blocks. */
+uint32_t kvl_kv_policy_tail(const kvl_kv_policy *p, int32_t block_size, int32_t n_tokens,
+                            int32_t n_new);
 
 /* Scratch of kvl_kv_policy_victims_scored: one per candidate block. */
 typedef struct kvl_kv_cand {
