@@ -22,6 +22,9 @@
  *   eviction_mass_speed ROUNDS STEPS KV_TYPE decode MODEL D [decode MODEL D ...]
  *                                            attention D [...]
  *
+ * With EVICT_BENCH_AA=1 in the environment both sides run window (an A/A
+ * run: how far from 1 the method reads when nothing differs).
+ *
  * Must not: be a test (timing decides nothing); allocate in the timed loop.
  */
 #include "core/pool.h"
@@ -134,7 +137,11 @@ static kvl_kv_paged *make_kv(const kvl_hparams *hp, kvl_kv_format fmt, int32_t d
     kvl_kv_paged *kv;
     if (kvl_kv_paged_init(hp, &pp, &kv, &err))
         return fprintf(stderr, "%s\n", err.msg), NULL;
-    b->h2o = (kvl_kv_policy){.kind = KVL_KV_POLICY_H2O, .budget_tokens = ctx, .sinks = 4};
+    /* EVICT_BENCH_AA=1: both sides plain (window), the method's noise floor */
+    const char *aa = getenv("EVICT_BENCH_AA");
+    b->h2o = (kvl_kv_policy){.kind = aa && *aa == '1' ? KVL_KV_POLICY_WINDOW : KVL_KV_POLICY_H2O,
+                             .budget_tokens = ctx,
+                             .sinks = 4};
     b->window = (kvl_kv_policy){.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = ctx};
     /* depth + 1: the decode step writes (and rewrites) position depth */
     if (kvl_kv_paged_reserve(kv, 0, depth + 1, &err))
