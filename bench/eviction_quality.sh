@@ -32,7 +32,9 @@ for b in 256 128 64; do
     row "recompute $b (stride 16)" $S $K 5120 --recompute $b --recompute-stride 16
     row "window $b" $S $K 5120 --kv-policy window --kv-budget-tokens $b
     row "sinks 4+$b" $S $K 5120 --kv-policy sinks --kv-budget-tokens $b
+    row "h2o 4+$b (heavy 0.5)" $S $K 5120 --kv-policy h2o --kv-budget-tokens $b
 done
+row "h2o 4+512 (heavy 0.5)" $S $K 5120 --kv-policy h2o --kv-budget-tokens 512
 for f in f16 fp8_e4m3 int8 int4; do
     row "full windows, KV $f" $S $K 5120 --kv-type $f --kv-policy full
     row "sinks 4+512, KV $f" $S $K 5120 --kv-type $f --kv-policy sinks --kv-budget-tokens 512
