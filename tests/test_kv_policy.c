@@ -160,13 +160,20 @@ static void test_names_and_checks(void) {
 }
 
 /* One randomized stream; returns false on the first broken invariant. */
-static void random_stream(uint32_t seed) {
-    rng = 0x9e3779b97f4a7c15ull * (seed + 1);
+/* A random KV format and a block size for it (4, 5, 16 or its default). */
+static void pick_format(kvl_kv_format *fmt, int32_t *bs) {
     static const kvl_kv_format fmts[] = {KVL_KV_FMT_F32,      KVL_KV_FMT_F16,  KVL_KV_FMT_BF16,
                                          KVL_KV_FMT_FP8_E4M3, KVL_KV_FMT_INT8, KVL_KV_FMT_INT4};
-    const kvl_kv_format fmt = fmts[rnd_u32() % 6];
+    *fmt = fmts[rnd_u32() % 6];
     const int32_t bs_pick[] = {4, 5, 16, 0};
-    const int32_t bs = kvl_kv_block_size(bs_pick[rnd_u32() % 4], fmt, fmt);
+    *bs = kvl_kv_block_size(bs_pick[rnd_u32() % 4], *fmt, *fmt);
+}
+
+static void random_stream(uint32_t seed) {
+    rng = 0x9e3779b97f4a7c15ull * (seed + 1);
+    kvl_kv_format fmt;
+    int32_t bs;
+    pick_format(&fmt, &bs);
     kvl_hparams hp = shape(2, 4, 2, 8);
     const int32_t max_ctx = 40 * bs;
     kvl_kv_paged *kv = make(&hp, bs, fmt, 48, max_ctx, 1);
@@ -509,11 +516,9 @@ static void feed_attend(const kvl_hparams *hp, kvl_kv_iface *it, int32_t seq, in
  * blocks at once, and moves the mass with the table. */
 static void random_scored(uint32_t seed) {
     rng = 0x5851f42d4c957f2dull * (seed + 1);
-    static const kvl_kv_format fmts[] = {KVL_KV_FMT_F32,      KVL_KV_FMT_F16,  KVL_KV_FMT_BF16,
-                                         KVL_KV_FMT_FP8_E4M3, KVL_KV_FMT_INT8, KVL_KV_FMT_INT4};
-    const kvl_kv_format fmt = fmts[rnd_u32() % 6];
-    const int32_t bs_pick[] = {4, 5, 16, 0};
-    const int32_t bs = kvl_kv_block_size(bs_pick[rnd_u32() % 4], fmt, fmt);
+    kvl_kv_format fmt;
+    int32_t bs;
+    pick_format(&fmt, &bs);
     kvl_hparams hp = shape(2, 4, 2, 8);
     const int32_t max_ctx = 30 * bs;
     kvl_kv_paged *kv = make(&hp, bs, fmt, 32, max_ctx, 1);

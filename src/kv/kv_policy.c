@@ -110,16 +110,23 @@ uint32_t kvl_kv_policy_tail(const kvl_kv_policy *p, int32_t block_size, int32_t 
     return nb;
 }
 
+/* Blocks that must leave for n_tokens + n_new to fit the budget (0: none,
+ * or the policy never evicts). */
+static int64_t blocks_over(const kvl_kv_policy *p, int32_t block_size, int32_t n_tokens,
+                           int32_t n_new) {
+    const int64_t over = (int64_t)n_tokens + n_new - p->budget_tokens;
+    if (!kvl_kv_policy_evicts(p) || over <= 0)
+        return 0;
+    return (over + block_size - 1) / block_size;
+}
+
 kvl_status kvl_kv_policy_victims(const kvl_kv_policy *p, int32_t block_size, int32_t n_tokens,
                                  int32_t n_new, uint32_t *first, uint32_t *n, kvl_error *err) {
     *first = 0;
     *n = 0;
-    if (!kvl_kv_policy_evicts(p))
+    const int64_t want = blocks_over(p, block_size, n_tokens, n_new);
+    if (want == 0)
         return KVL_OK;
-    const int64_t over = (int64_t)n_tokens + n_new - p->budget_tokens;
-    if (over <= 0)
-        return KVL_OK;
-    const int64_t want = (over + block_size - 1) / block_size;
     const int32_t ns = kvl_kv_policy_sink_blocks(p, block_size);
     const int64_t evictable = (int64_t)(n_tokens / block_size) - ns;
     if (want > evictable)
@@ -151,12 +158,9 @@ kvl_status kvl_kv_policy_victims_scored(const kvl_kv_policy *p, int32_t block_si
                                         kvl_kv_cand *cand, uint32_t *out, uint32_t *n,
                                         kvl_error *err) {
     *n = 0;
-    if (!kvl_kv_policy_evicts(p))
+    const int64_t want = blocks_over(p, block_size, n_tokens, n_new);
+    if (want == 0)
         return KVL_OK;
-    const int64_t over = (int64_t)n_tokens + n_new - p->budget_tokens;
-    if (over <= 0)
-        return KVL_OK;
-    const int64_t want = (over + block_size - 1) / block_size;
     const uint32_t ns = (uint32_t)kvl_kv_policy_sink_blocks(p, block_size);
     const uint32_t n_full = (uint32_t)(n_tokens / block_size);
     const uint32_t tail = kvl_kv_policy_tail(p, block_size, n_tokens, n_new);
