@@ -57,7 +57,7 @@ static void usage(FILE *f) {
         "                        each) with the --kv-policy below (docs/eviction.md)\n"
         "      --stream-bos B   each (default: BOS before every document, as llama2.c\n"
         "                        trains) or first (one BOS, at the stream's start)\n"
-        "      --stream-log F   window/sinks: every 256 tokens append 'index tokens/s\n"
+        "      --stream-log F   an evicting policy: every 256 tokens append 'index tokens/s\n"
         "                        kv_bytes_used cache_len' to F (the rate since the last line)\n"
         "      --prompt P       stream mode with a policy: prefill the first P tokens in\n"
         "                       one batch, cut the cache to the budget, decode the rest\n"
