@@ -2,7 +2,9 @@
 # Perplexity of a concatenated TinyStories stream 10x the trained context
 # under each KV policy (docs/eviction.md), with the full-KV references:
 # fresh context windows one after the other, and a recomputed sliding
-# window. Prints a markdown table. Usage: bench/eviction_quality.sh [BUILD]
+# window; then KL divergence to full KV at a budget of 25% for window,
+# sinks, h2o and snapkv. Prints markdown tables. Usage:
+# bench/eviction_quality.sh [BUILD]
 set -eu
 B=${1:-build}
 M=${KVL_SHARED:-../shared}/models
@@ -30,7 +32,9 @@ for b in 256 128 64; do
     row "recompute $b (stride 16)" $S $K 5120 --recompute $b --recompute-stride 16
     row "window $b" $S $K 5120 --kv-policy window --kv-budget-tokens $b
     row "sinks 4+$b" $S $K 5120 --kv-policy sinks --kv-budget-tokens $b
+    row "h2o 4+$b (heavy 0.5)" $S $K 5120 --kv-policy h2o --kv-budget-tokens $b
 done
+row "h2o 4+512 (heavy 0.5)" $S $K 5120 --kv-policy h2o --kv-budget-tokens 512
 for f in f16 fp8_e4m3 int8 int4; do
     row "full windows, KV $f" $S $K 5120 --kv-type $f --kv-policy full
     row "sinks 4+512, KV $f" $S $K 5120 --kv-type $f --kv-policy sinks --kv-budget-tokens 512
@@ -58,4 +62,46 @@ for pol in window sinks; do
     kl $S $K 512 --kv-policy $pol --kv-budget-tokens 512
     kl $S $K 512 --kv-policy $pol --kv-budget-tokens 128
     kl $Y $Z 256 --kv-policy $pol --kv-budget-tokens 64
+done
+
+# h2o and snapkv against window and sinks (docs/eviction.md).
+# 1. The stream decoded from its start, a budget of 25% of it (as above):
+#    snapkv never sees a prompt past its budget here, so it decodes as
+#    sinks + its observation window.
+echo
+echo "| model | stream = context | policy | budget | KL(full f32 || policy) mean | top-1 agreement | ppl |"
+echo "|---|---:|---|---:|---:|---:|---:|"
+for pol in window sinks h2o snapkv; do
+    kl $S $K 512 --kv-policy $pol --kv-budget-tokens 128
+done
+for pol in window sinks h2o; do
+    kl $Y $Z 256 --kv-policy $pol --kv-budget-tokens 64
+done
+
+# 2. A long prompt prefilled whole (full attention), cut to 25% of its
+#    cache by each policy's rule, then the rest of the stream decoded under
+#    the budget; KL over the predictions made after the cut only.
+klp() { # model tok n prompt budget args...
+    model=$1 tok=$2 n=$3 pr=$4 bud=$5
+    shift 5
+    out=$("$B/kvllm" ppl -m "$M/$model" --tokenizer "$M/$tok" -f "$T" --stream "$n" -c "$n" --kl-ref -t 1 --prompt "$pr" --kv-budget-tokens "$bud" "$@" 2>/dev/null)
+    echo "| $model | $n | $pr | $bud | $(echo "$out" | awk '$1=="kv_policy"{print $2}') | $(echo "$out" | awk '$1=="kl_mean"{print $2}') | $(echo "$out" | awk '$1=="top1_agree"{print $2}') | $(echo "$out" | awk '$1=="ppl"{print $2}') | \`$*\` |"
+}
+echo
+echo "| model | stream = context | prompt | budget (25% of the prompt) | policy | KL(full f32 || policy) mean, after the cut | top-1 agreement | ppl | flags |"
+echo "|---|---:|---:|---:|---|---:|---:|---:|---|"
+for pol in window sinks h2o snapkv; do
+    klp $S $K 512 448 112 --kv-policy $pol
+done
+for pol in window sinks h2o snapkv; do
+    klp $S $K 512 384 96 --kv-policy $pol
+done
+for pol in h2o snapkv; do
+    klp $S $K 512 448 112 --kv-policy $pol --kv-sinks 0
+done
+for pol in window sinks h2o snapkv; do
+    klp $Y $Z 256 224 56 --block-size 8 --kv-policy $pol
+done
+for pol in h2o snapkv; do
+    klp $Y $Z 256 224 56 --block-size 8 --kv-policy $pol --kv-sinks 0
 done

@@ -219,25 +219,41 @@ typedef struct kvl_kv_stats {
  * full: everything (the budget is not used; the context limits the length).
  * window: the most recent positions. sinks: the first `sinks` positions
  * (rounded up to whole blocks; StreamingLLM's attention sinks) plus the most
- * recent ones. Whole blocks leave the sequence's table; positions are those
- * within the cache, so rotary angles stay inside the trained range and a
- * stream can run past the model's context. */
+ * recent ones. h2o: the sinks, a recent window and the "heavy hitter"
+ * blocks, those with the most attention mass accumulated so far (summed
+ * over layers, heads and queries). snapkv: a prompt longer than the budget
+ * is compressed after its prefill to the sinks, the blocks its last
+ * obs_window queries attended to most, and those queries' own blocks.
+ * Whole blocks leave the sequence's table; positions are those within the
+ * cache, so rotary angles stay inside the trained range and a stream can
+ * run past the model's context. */
 typedef enum kvl_kv_policy_kind {
     KVL_KV_POLICY_FULL = 0,
     KVL_KV_POLICY_WINDOW,
     KVL_KV_POLICY_SINKS,
+    KVL_KV_POLICY_H2O,
+    KVL_KV_POLICY_SNAPKV,
 } kvl_kv_policy_kind;
 
 typedef struct kvl_kv_policy {
     kvl_kv_policy_kind kind; /* default full */
-    int32_t budget_tokens;   /* window, sinks: most positions held; >= sinks
-                                (rounded to the block) + 2 blocks */
-    int32_t sinks;           /* sinks: first positions always kept; default 4 */
+    int32_t budget_tokens;   /* all but full: most positions held; >= sinks
+                                (rounded to the block) + 2 blocks (snapkv: + the
+                                observation window's blocks) */
+    int32_t sinks;           /* sinks, h2o, snapkv: first positions always kept;
+                                default 4 */
+    float heavy;             /* h2o: share of the budget's non-sink blocks kept by
+                                attention mass (the rest is the recent window);
+                                0 means the default 0.5; else in (0, 1) */
+    int32_t obs_window;      /* snapkv: the prompt's last positions whose attention
+                                scores the blocks (always kept); 0 means 32 */
 } kvl_kv_policy;
 
 #define KVL_KV_POLICY_DEFAULT_SINKS 4
+#define KVL_KV_POLICY_DEFAULT_HEAVY 0.5f
+#define KVL_KV_POLICY_DEFAULT_OBS_WINDOW 32
 
-/* "full", "window", "sinks"; NULL for a value out of range. */
+/* "full", "window", "sinks", "h2o", "snapkv"; NULL for a value out of range. */
 KVL_API const char *kvl_kv_policy_str(kvl_kv_policy_kind k);
 /* false for an unknown name (*out unchanged). */
 KVL_API bool kvl_kv_policy_parse(const char *s, kvl_kv_policy_kind *out);

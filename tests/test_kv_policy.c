@@ -13,9 +13,20 @@
  *     StreamingLLM rule), to f32 rounding;
  *   - a block shared by a fork is never written by a policy: the other
  *     sequence's bytes, counts and attention are unchanged;
- *   - the engine refuses window and sinks requests (not run there yet).
+ *   - the engine refuses window and sinks requests (not run there yet);
+ *   - h2o / snapkv: the mass attention accumulates equals the softmax
+ *     weights per block summed over heads (double reference; block sizes
+ *     inside, across and below the 64-row tiles), with the output bits
+ *     unchanged and nothing accumulated for the other policies; randomized
+ *     streams over every format (prompt cut, then decoding) never exceed
+ *     the budget and evict exactly the least-mass candidates, never a sink
+ *     or protected-tail block; constructed cases: h2o evicts the block
+ *     with the least mass, snapkv keeps the highest-scoring blocks plus
+ *     its window; a fork under h2o never writes its shared blocks; with a
+ *     budget >= the stream both are bit-identical to full.
  */
 #include "kernels/kernels.h"
+#include "kv/kv_attn.h"
 #include "kv/kv_paged.h"
 #include "model/model.h"
 #include "kv/kv_policy.h"
@@ -78,7 +89,8 @@ static void attend(const kvl_hparams *hp, kvl_kv_iface *kv, int32_t l, int32_t s
     float q[8 * 64];
     memcpy(q, q0, sizeof(float) * (size_t)(hp->n_heads * hp->head_dim));
     kvl_rope(q, hp->n_heads, hp->head_dim, hp->rope_dim, qpos, hp->rope_base);
-    float scratch[1];
+    static float scratch[8192]; /* n_ctx floats (h2o / snapkv keep block sums there) */
+    CHECK(n_ctx <= 8192);
     kv->attend(kv->ctx, l, seq, n_ctx, q, out, 0, (int32_t)hp->n_heads,
                1.0f / sqrtf((float)hp->head_dim), scratch);
 }
@@ -102,7 +114,9 @@ static void test_names_and_checks(void) {
     kvl_kv_policy_kind k = KVL_KV_POLICY_FULL;
     CHECK(kvl_kv_policy_parse("sinks", &k) && k == KVL_KV_POLICY_SINKS);
     CHECK(kvl_kv_policy_parse("window", &k) && k == KVL_KV_POLICY_WINDOW);
-    CHECK(!kvl_kv_policy_parse("h2o", &k) && k == KVL_KV_POLICY_WINDOW);
+    CHECK(kvl_kv_policy_parse("h2o", &k) && k == KVL_KV_POLICY_H2O);
+    CHECK(kvl_kv_policy_parse("snapkv", &k) && k == KVL_KV_POLICY_SNAPKV);
+    CHECK(!kvl_kv_policy_parse("lru", &k) && k == KVL_KV_POLICY_SNAPKV);
     CHECK(!strcmp(kvl_kv_policy_str(KVL_KV_POLICY_FULL), "full"));
     CHECK(kvl_kv_policy_str((kvl_kv_policy_kind)9) == NULL);
     kvl_error err;
@@ -146,13 +160,20 @@ static void test_names_and_checks(void) {
 }
 
 /* One randomized stream; returns false on the first broken invariant. */
-static void random_stream(uint32_t seed) {
-    rng = 0x9e3779b97f4a7c15ull * (seed + 1);
+/* A random KV format and a block size for it (4, 5, 16 or its default). */
+static void pick_format(kvl_kv_format *fmt, int32_t *bs) {
     static const kvl_kv_format fmts[] = {KVL_KV_FMT_F32,      KVL_KV_FMT_F16,  KVL_KV_FMT_BF16,
                                          KVL_KV_FMT_FP8_E4M3, KVL_KV_FMT_INT8, KVL_KV_FMT_INT4};
-    const kvl_kv_format fmt = fmts[rnd_u32() % 6];
+    *fmt = fmts[rnd_u32() % 6];
     const int32_t bs_pick[] = {4, 5, 16, 0};
-    const int32_t bs = kvl_kv_block_size(bs_pick[rnd_u32() % 4], fmt, fmt);
+    *bs = kvl_kv_block_size(bs_pick[rnd_u32() % 4], *fmt, *fmt);
+}
+
+static void random_stream(uint32_t seed) {
+    rng = 0x9e3779b97f4a7c15ull * (seed + 1);
+    kvl_kv_format fmt;
+    int32_t bs;
+    pick_format(&fmt, &bs);
     kvl_hparams hp = shape(2, 4, 2, 8);
     const int32_t max_ctx = 40 * bs;
     kvl_kv_paged *kv = make(&hp, bs, fmt, 48, max_ctx, 1);
@@ -224,13 +245,15 @@ static void random_stream(uint32_t seed) {
 static void test_identical_within_budget(kvl_kv_format fmt) {
     kvl_hparams hp = shape(2, 8, 2, 16);
     const int32_t n = 150;
-    kvl_kv_paged *kv = make(&hp, 16, fmt, 64, 256, 3);
+    kvl_kv_paged *kv = make(&hp, 16, fmt, 64, 256, 5);
     kvl_kv_iface it = kvl_kv_paged_iface(kv);
     kvl_error err;
-    kvl_kv_policy pol[3] = {{.kind = KVL_KV_POLICY_FULL},
+    kvl_kv_policy pol[5] = {{.kind = KVL_KV_POLICY_FULL},
                             {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 160},
-                            {.kind = KVL_KV_POLICY_SINKS, .budget_tokens = 150, .sinks = 4}};
-    for (int32_t s = 0; s < 3; s++) {
+                            {.kind = KVL_KV_POLICY_SINKS, .budget_tokens = 150, .sinks = 4},
+                            {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 150, .sinks = 4},
+                            {.kind = KVL_KV_POLICY_SNAPKV, .budget_tokens = 150, .sinks = 4}};
+    for (int32_t s = 0; s < 5; s++) {
         CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, s, &pol[s], &err), KVL_OK);
         for (int32_t i = 0; i < n; i++) { /* a token at a time, as decode */
             int32_t ev = -1;
@@ -240,18 +263,26 @@ static void test_identical_within_budget(kvl_kv_format fmt) {
             feed(&hp, &it, s, i, i, i, 1);
         }
     }
-    float q[8 * 16], o[3][8 * 16];
+    float q[8 * 16], o[5][8 * 16];
     int mismatches = 0;
     for (int32_t l = 0; l < 2; l++)
         for (int rep = 0; rep < 4; rep++) {
             for (int i = 0; i < 8 * 16; i++)
                 q[i] = 3.0f * rnd();
-            for (int32_t s = 0; s < 3; s++)
+            for (int32_t s = 0; s < 5; s++)
                 attend(&hp, &it, l, s, n, q, n - 1, o[s]);
-            mismatches += memcmp(o[0], o[1], sizeof o[0]) != 0;
-            mismatches += memcmp(o[0], o[2], sizeof o[0]) != 0;
+            for (int32_t s = 1; s < 5; s++)
+                mismatches += memcmp(o[0], o[s], sizeof o[0]) != 0;
         }
     CHECK_EQ_INT(mismatches, 0);
+    /* h2o accumulated (8 heads x 8 queries: mass 64), the others did not */
+    const uint64_t *mh = kvl_kv_paged_mass(kv, 3), *mf = kvl_kv_paged_mass(kv, 0);
+    double sum_h = 0, sum_f = 0;
+    for (uint32_t b = 0; b < 10; b++) {
+        sum_h += (double)mh[b] / KVL_KV_MASS_ONE;
+        sum_f += (double)mf[b] + (double)kvl_kv_paged_mass(kv, 4)[b];
+    }
+    CHECK(fabs(sum_h - 64.0) < 1e-3 && sum_f == 0.0);
     kvl_kv_paged_free(kv);
 }
 
@@ -303,9 +334,13 @@ static void test_positions(kvl_kv_format fmt, float tol, bool check_off) {
     kvl_kv_paged_free(kv);
 }
 
-/* A forked sequence with a sinks policy evicts blocks it shares: they are
- * neither written nor freed, the other sequence reads the same bits. */
-static void test_shared_untouched(void) {
+static void feed_attend(const kvl_hparams *hp, kvl_kv_iface *it, int32_t seq, int32_t i0,
+                        int32_t pos0, int32_t n);
+
+/* A forked sequence with a sinks or h2o policy evicts blocks it shares:
+ * they are neither written nor freed, the other sequence reads the same
+ * bits (h2o: the fork attends, so its victims follow the mass). */
+static void test_shared_untouched(kvl_kv_policy_kind kind) {
     kvl_hparams hp = shape(2, 4, 2, 8);
     const int32_t bs = 8;
     kvl_kv_paged *kv = make(&hp, bs, KVL_KV_FMT_INT4, 64, 256, 2);
@@ -329,29 +364,43 @@ static void test_shared_untouched(void) {
     for (int i = 0; i < 4 * 8; i++)
         q[i] = rnd();
     attend(&hp, &it, 1, 0, n0, q, n0 - 1, before);
-    kvl_kv_policy p = {.kind = KVL_KV_POLICY_SINKS, .budget_tokens = 4 * bs, .sinks = 1};
+    kvl_kv_policy p = {.kind = kind, .budget_tokens = 4 * bs, .sinks = 1};
     CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 1, &p, &err), KVL_OK);
     int32_t fed = n0, n_shared_evicted = 0;
     for (int32_t i = 0; i < 5 * bs; i++, fed++) {
         const uint32_t free0 = kvl_block_pool_n_free(pool);
         const kvl_block_table *t1 = kvl_kv_paged_table(kv, 1);
-        uint32_t ids[64], own = 0;
-        memcpy(ids, t1->ids, t1->n_blocks * sizeof(uint32_t));
+        uint32_t ids[64], own = 0, nb = t1->n_blocks, n_gone = 0;
+        memcpy(ids, t1->ids, nb * sizeof(uint32_t));
         int32_t ev = 0;
         CHECK_EQ_INT(kvl_kv_paged_make_room(kv, 1, 1, &ev, &err), KVL_OK);
-        /* victims follow the one sink block; shared ones only lose a
-         * reference, only those seq 1 held alone are freed */
-        for (int32_t j = 1; j <= ev / bs; j++)
+        /* the victims: shared ones only lose a reference, only those seq 1
+         * held alone are freed; never the sink block */
+        for (uint32_t j = 0; j < nb; j++) {
+            bool kept = false;
+            for (uint32_t r = 0; r < t1->n_blocks; r++)
+                kept = kept || t1->ids[r] == ids[j];
+            if (kept)
+                continue;
+            CHECK(j > 0);
+            n_gone++;
             own += kvl_block_pool_refcount(pool, ids[j]) == 0;
-        for (int32_t j = 1; j <= ev / bs; j++)
             n_shared_evicted += kvl_block_pool_refcount(pool, ids[j]) == 1;
+        }
+        CHECK_EQ_INT((int)n_gone * bs, ev);
         CHECK_EQ_INT((int)kvl_block_pool_n_free(pool), (int)(free0 + own));
         int32_t pos = kvl_kv_paged_len(kv, 1);
         CHECK_EQ_INT(kvl_kv_paged_reserve(kv, 1, 1, &err), KVL_OK);
-        feed(&hp, &it, 1, fed, pos, pos, 1);
+        if (kind == KVL_KV_POLICY_H2O)
+            feed_attend(&hp, &it, 1, fed, pos, 1);
+        else
+            feed(&hp, &it, 1, fed, pos, pos, 1);
     }
     CHECK(kvl_kv_paged_len(kv, 1) <= 4 * bs);
-    CHECK(n_shared_evicted >= 5); /* blocks 1..5 were shared with seq 0 */
+    /* blocks 1..5 were shared with seq 0 (h2o may keep one as its heavy block) */
+    CHECK(n_shared_evicted >= (kind == KVL_KV_POLICY_H2O ? 4 : 5));
+    /* the parent (policy full) accumulated nothing; the fork's mass is its own */
+    CHECK(kind != KVL_KV_POLICY_H2O || kvl_kv_paged_mass(kv, 0)[0] == 0);
     int changed = 0;
     for (uint32_t b = 0; b < t0->n_blocks; b++) {
         changed +=
@@ -366,6 +415,343 @@ static void test_shared_untouched(void) {
     CHECK_EQ_INT(kvl_kv_paged_release(kv, 0, &err), KVL_OK);
     CHECK_EQ_INT((int)kvl_block_pool_n_free(pool), (int)kvl_block_pool_n_blocks(pool));
     free(snap);
+    kvl_kv_paged_free(kv);
+}
+
+/* ---- h2o and snapkv ---------------------------------------------------- */
+
+/* The victims the rule of kv_policy.h names for a table of n_tokens
+ * (ids, mass before) growing by n_new, recomputed here from the rule's
+ * statement; *n gets how many, vict[] the logical blocks (any order). */
+static void expected_victims(const kvl_kv_policy *p, int32_t bs, int32_t n_tokens, int32_t n_new,
+                             const uint64_t *mass, uint32_t *vict, uint32_t *n) {
+    *n = 0;
+    const int32_t over = n_tokens + n_new - p->budget_tokens;
+    if (over <= 0)
+        return;
+    const int32_t want = (over + bs - 1) / bs;
+    const int32_t ns = p->sinks > 0 ? (p->sinks + bs - 1) / bs : 0;
+    int32_t tail;
+    if (p->kind == KVL_KV_POLICY_H2O) {
+        const int32_t avail = p->budget_tokens / bs - ns;
+        int32_t h = (int32_t)floorf((p->heavy == 0.0f ? 0.5f : p->heavy) * (float)avail);
+        h = h < 1 ? 1 : h > avail - 1 ? avail - 1 : h;
+        tail = (n_tokens + n_new + bs - 1) / bs - (avail - h); /* the grown table's last R */
+    } else {
+        const int32_t w = p->obs_window ? p->obs_window : 32;
+        tail = n_tokens - w > 0 ? (n_tokens - w) / bs : 0;
+    }
+    const int32_t end = tail < n_tokens / bs ? tail : n_tokens / bs;
+    bool taken[2048] = {false};
+    for (int32_t k = 0; k < want; k++) {
+        int32_t best = -1;
+        for (int32_t b = ns; b < end; b++)
+            if (!taken[b] && (best < 0 || mass[b] < mass[best]))
+                best = b;
+        if (best < 0)
+            return; /* fewer candidates than wanted: *n < want */
+        taken[best] = true;
+        vict[(*n)++] = (uint32_t)best;
+    }
+}
+
+/* Make room under a scored policy and check the table against the rule:
+ * exactly the expected blocks left, the rest (sinks and the protected
+ * tail among them) kept in order with their mass. */
+static kvl_kv_policy scored_policy; /* the policy under test */
+
+static kvl_status scored_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, int32_t *ev) {
+    const kvl_block_table *t = kvl_kv_paged_table(kv, seq);
+    kvl_error err;
+    static uint32_t ids[2048], vict[2048];
+    static uint64_t mass[2048];
+    const uint32_t nb = t->n_blocks;
+    const int32_t len = t->n_tokens, bs = t->block_size;
+    memcpy(ids, t->ids, nb * sizeof(uint32_t));
+    memcpy(mass, kvl_kv_paged_mass(kv, seq), nb * sizeof(uint64_t));
+    kvl_status st = kvl_kv_paged_make_room(kv, seq, n_new, ev, &err);
+    if (st != KVL_OK) {
+        CHECK_EQ_INT(t->n_tokens, len);
+        CHECK(memcmp(ids, t->ids, nb * sizeof(uint32_t)) == 0);
+        return st;
+    }
+    uint32_t n = 0;
+    expected_victims(&scored_policy, bs, len, n_new, mass, vict, &n);
+    CHECK_EQ_INT(*ev, (int32_t)n * bs);
+    bool gone[2048] = {false};
+    for (uint32_t i = 0; i < n; i++)
+        gone[vict[i]] = true;
+    uint32_t j = 0;
+    int bad = 0;
+    for (uint32_t b = 0; b < nb; b++) {
+        if (gone[b])
+            continue;
+        bad += j >= t->n_blocks || t->ids[j] != ids[b] || kvl_kv_paged_mass(kv, seq)[j] != mass[b];
+        j++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT((int)j, (int)t->n_blocks);
+    return st;
+}
+
+/* Feed stream tokens [i0, i0 + n) at cache positions from pos0 (keys
+ * rotated there), then attend every new position in every layer with a
+ * random query, as the forward pass would (this accumulates mass). */
+static void feed_attend(const kvl_hparams *hp, kvl_kv_iface *it, int32_t seq, int32_t i0,
+                        int32_t pos0, int32_t n) {
+    feed(hp, it, seq, i0, pos0, pos0, n);
+    float q[8 * 64], o[8 * 64];
+    for (int32_t l = 0; l < hp->n_layers; l++)
+        for (int32_t t = 0; t < n; t++) {
+            for (int64_t i = 0; i < hp->n_heads * hp->head_dim; i++)
+                q[i] = 3.0f * rnd();
+            attend(hp, it, l, seq, pos0 + t + 1, q, pos0 + t, o);
+        }
+}
+
+/* Randomized h2o / snapkv streams, every format: a prompt past the budget
+ * is cut to it (make_room 0), then decoding never holds more than the
+ * budget; every eviction takes exactly the least-mass candidates (ties:
+ * the oldest), never a sink block or one of the protected tail, frees its
+ * blocks at once, and moves the mass with the table. */
+static void random_scored(uint32_t seed) {
+    rng = 0x5851f42d4c957f2dull * (seed + 1);
+    kvl_kv_format fmt;
+    int32_t bs;
+    pick_format(&fmt, &bs);
+    kvl_hparams hp = shape(2, 4, 2, 8);
+    const int32_t max_ctx = 30 * bs;
+    kvl_kv_paged *kv = make(&hp, bs, fmt, 32, max_ctx, 1);
+    kvl_kv_iface it = kvl_kv_paged_iface(kv);
+    kvl_block_pool *pool = kvl_kv_paged_pool(kv);
+    static const float heavies[] = {0.0f, 0.25f, 0.5f, 0.9f};
+    kvl_kv_policy p = {.kind = rnd_u32() % 2 ? KVL_KV_POLICY_H2O : KVL_KV_POLICY_SNAPKV,
+                       .sinks = rnd_in(0, 2 * bs),
+                       .heavy = heavies[rnd_u32() % 4],
+                       .obs_window = rnd_in(1, 2 * bs)};
+    const int32_t ns = kvl_kv_policy_sink_blocks(&p, bs);
+    const int32_t lo = (ns + 2) * bs + (p.kind == KVL_KV_POLICY_SNAPKV ? p.obs_window : 0);
+    p.budget_tokens = rnd_in(lo, max_ctx - bs);
+    scored_policy = p;
+    kvl_error err;
+    CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 0, &p, &err), KVL_OK);
+    int32_t fed = 0, ev = 0;
+    if (rnd_u32() % 4 != 0) { /* a prompt past the budget, prefilled whole, then cut */
+        const int32_t n = rnd_in(p.budget_tokens + 1, max_ctx);
+        CHECK_EQ_INT(kvl_kv_paged_reserve(kv, 0, n, &err), KVL_OK);
+        feed_attend(&hp, &it, 0, 0, 0, n);
+        const uint32_t free0 = kvl_block_pool_n_free(pool);
+        CHECK_EQ_INT(scored_room(kv, 0, 0, &ev), KVL_OK);
+        CHECK_EQ_INT((int)kvl_block_pool_n_free(pool), (int)(free0 + (uint32_t)(ev / bs)));
+        CHECK(kvl_kv_paged_len(kv, 0) <= p.budget_tokens && ev > 0);
+        fed = n;
+    }
+    const int32_t total = fed + rnd_in(p.budget_tokens, 3 * max_ctx);
+    while (fed < total) {
+        int32_t n_new = rnd_u32() % 4 ? 1 : rnd_in(2, bs);
+        n_new = n_new < total - fed ? n_new : total - fed;
+        const uint32_t free0 = kvl_block_pool_n_free(pool);
+        kvl_status st = scored_room(kv, 0, n_new, &ev);
+        if (st == KVL_E_LIMIT) { /* too big a chunk for the candidates */
+            n_new = 1;
+            st = scored_room(kv, 0, n_new, &ev);
+        }
+        CHECK_EQ_INT(st, KVL_OK);
+        CHECK_EQ_INT((int)kvl_block_pool_n_free(pool), (int)(free0 + (uint32_t)(ev / bs)));
+        const int32_t pos = kvl_kv_paged_len(kv, 0);
+        CHECK_EQ_INT(kvl_kv_paged_reserve(kv, 0, n_new, &err), KVL_OK);
+        feed_attend(&hp, &it, 0, fed, pos, n_new);
+        fed += n_new;
+        CHECK(kvl_kv_paged_len(kv, 0) <= p.budget_tokens);
+        CHECK_EQ_INT(kvl_block_pool_check(pool, &err), KVL_OK);
+    }
+    CHECK_EQ_INT(kvl_kv_paged_release(kv, 0, &err), KVL_OK);
+    CHECK_EQ_INT((int)kvl_block_pool_n_free(pool), (int)kvl_block_pool_n_blocks(pool));
+    for (uint32_t b = 0; b < 30; b++) /* release clears the mass */
+        CHECK(kvl_kv_paged_mass(kv, 0)[b] == 0);
+    kvl_kv_paged_free(kv);
+}
+
+/* The mass attention adds equals, block by block, the softmax weights
+ * summed over the heads, computed here in double from the stored f32 keys
+ * (no rotary: rope_dim 0), for block sizes that split the 64-row tiles
+ * (4, 16), cross them (48) and force one head per pass (1); boost scales
+ * the keys after the first tile so that the max passes the first tile's by
+ * far more than 60 (the rescaling path). */
+static void test_mass_reference(int32_t bs, float boost) {
+    kvl_hparams hp = shape(1, 4, 2, 16);
+    hp.rope_dim = 0;
+    const int32_t n = 150, hd = 16;
+    kvl_kv_paged *kv = make(&hp, bs, KVL_KV_FMT_F32, 2 * (256 / bs + 2), 256, 2);
+    kvl_kv_iface it = kvl_kv_paged_iface(kv);
+    kvl_error err;
+    kvl_kv_policy h = {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 256 / bs * bs};
+    kvl_kv_policy w = {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 256 / bs * bs};
+    CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 0, &h, &err), KVL_OK);
+    CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 1, &w, &err), KVL_OK);
+    float k[2 * 16], v[2 * 16];
+    for (int32_t s = 0; s < 2; s++) {
+        CHECK_EQ_INT(kvl_kv_paged_reserve(kv, s, n, &err), KVL_OK);
+        for (int32_t p = 0; p < n; p++) {
+            gen_kv(&hp, 0, p, k, v);
+            for (int32_t i = 0; i < 2 * 16 && p >= 64; i++)
+                k[i] *= boost; /* later tiles' scores far above the first's */
+            it.store(it.ctx, 0, s, p, k, v);
+        }
+    }
+    float q[4 * 16], a[4 * 16], b[4 * 16];
+    for (int i = 0; i < 4 * 16; i++)
+        q[i] = 4.0f * rnd();
+    attend(&hp, &it, 0, 0, n, q, n - 1, a); /* h2o: accumulates */
+    attend(&hp, &it, 0, 1, n, q, n - 1, b); /* window: does not */
+    CHECK(memcmp(a, b, sizeof a) == 0);     /* the same bits either way */
+    static double ref[256];
+    memset(ref, 0, sizeof ref);
+    const double scale = 1.0 / sqrt((double)hd);
+    for (int32_t hq = 0; hq < 4; hq++) {
+        double sc[150], mx = -1e300, sum = 0;
+        for (int32_t p = 0; p < n; p++) {
+            gen_kv(&hp, 0, p, k, v);
+            double d = 0;
+            for (int32_t i = 0; i < hd; i++)
+                d += (double)q[hq * hd + i] * k[(hq / 2) * hd + i] * (p >= 64 ? boost : 1.0f);
+            sc[p] = d * scale;
+            mx = sc[p] > mx ? sc[p] : mx;
+        }
+        for (int32_t p = 0; p < n; p++)
+            sum += exp(sc[p] - mx);
+        for (int32_t p = 0; p < n; p++)
+            ref[p / bs] += exp(sc[p] - mx) / sum;
+    }
+    const uint64_t *m = kvl_kv_paged_mass(kv, 0);
+    double worst = 0, total = 0;
+    for (int32_t blk = 0; blk < (n + bs - 1) / bs; blk++) {
+        worst = fmax(worst, fabs((double)m[blk] / KVL_KV_MASS_ONE - ref[blk]));
+        total += (double)m[blk] / KVL_KV_MASS_ONE;
+    }
+    CHECK(worst < 2e-5);
+    CHECK(fabs(total - 4.0) < 1e-4);
+    if (worst >= 2e-5)
+        fprintf(stderr, "  mass, bs %d: max |diff| %g\n", (int)bs, worst);
+    for (int32_t blk = 0; blk < 256 / bs; blk++)
+        CHECK(kvl_kv_paged_mass(kv, 1)[blk] == 0);
+    kvl_kv_paged_free(kv);
+}
+
+/* Keys of block b are c[b] * u (one direction u), every query is u: a
+ * block's scores, and so its share of the attention, grow with c[b]. */
+static void feed_scaled(kvl_kv_iface *it, int32_t seq, int32_t pos0, int32_t n, int32_t bs,
+                        const float *c) {
+    float k[2 * 8], v[2 * 8];
+    for (int32_t t = 0; t < n; t++) {
+        for (int32_t i = 0; i < 2 * 8; i++) {
+            k[i] = c[(pos0 + t) / bs] * (i % 8 == 0 ? 1.0f : 0.0f);
+            v[i] = (float)(pos0 + t);
+        }
+        it->store(it->ctx, 0, seq, pos0 + t, k, v);
+    }
+}
+
+static void attend_u(const kvl_hparams *hp, kvl_kv_iface *it, int32_t seq, int32_t n_ctx) {
+    float q[2 * 8] = {0}, o[2 * 8];
+    q[0] = q[8] = 8.0f;
+    attend(hp, it, 0, seq, n_ctx, q, 0, o);
+}
+
+/* h2o, constructed: 10 blocks of 4 under a budget of 40 (1 sink block,
+ * heavy 0.5: 4 heavy, 5 recent counting the block the next token opens),
+ * block 3's keys score lowest: the next token evicts block 3, and only it. */
+static void test_h2o_constructed(void) {
+    kvl_hparams hp = shape(1, 2, 2, 8);
+    hp.rope_dim = 0;
+    const int32_t bs = 4;
+    kvl_kv_paged *kv = make(&hp, bs, KVL_KV_FMT_F32, 16, 64, 1);
+    kvl_kv_iface it = kvl_kv_paged_iface(kv);
+    kvl_error err;
+    kvl_kv_policy p = {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 40, .sinks = 4};
+    CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 0, &p, &err), KVL_OK);
+    /* candidates are blocks 1..5; block 3 lowest, then 1 */
+    const float c[16] = {1.0f, 0.2f, 1.2f, -1.0f, 0.9f, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    for (int32_t i = 0; i < 40; i++) {
+        CHECK_EQ_INT(kvl_kv_paged_make_room(kv, 0, 1, NULL, &err), KVL_OK);
+        CHECK_EQ_INT(kvl_kv_paged_reserve(kv, 0, 1, &err), KVL_OK);
+        feed_scaled(&it, 0, i, 1, bs, c);
+        attend_u(&hp, &it, 0, i + 1);
+    }
+    const kvl_block_table *t = kvl_kv_paged_table(kv, 0);
+    uint32_t ids[10];
+    memcpy(ids, t->ids, sizeof ids);
+    const uint64_t *m = kvl_kv_paged_mass(kv, 0);
+    CHECK(m[3] < m[1] && m[1] < m[4] && m[4] < m[2]);
+    int32_t ev = 0;
+    CHECK_EQ_INT(kvl_kv_paged_make_room(kv, 0, 1, &ev, &err), KVL_OK);
+    CHECK_EQ_INT(ev, bs);
+    const uint32_t want[9] = {ids[0], ids[1], ids[2], ids[4], ids[5],
+                              ids[6], ids[7], ids[8], ids[9]};
+    CHECK(t->n_blocks == 9 && memcmp(t->ids, want, sizeof want) == 0);
+    /* blocks after the victim moved down one block: their shift grew by 4 */
+    CHECK(t->shift[2] == 0 && t->shift[3] == bs && t->shift[8] == bs);
+    kvl_kv_paged_free(kv);
+}
+
+/* snapkv, constructed: a 60-token prompt (15 blocks of 4) under a budget
+ * of 24 with a 4-token observation window and 1 sink block: the cut keeps
+ * block 0, the 4 blocks among 1..13 whose keys score highest, and block
+ * 14 (the window); queries before the window add no mass. */
+static void test_snapkv_constructed(void) {
+    kvl_hparams hp = shape(1, 2, 2, 8);
+    hp.rope_dim = 0;
+    const int32_t bs = 4, n = 60;
+    kvl_kv_paged *kv = make(&hp, bs, KVL_KV_FMT_F32, 20, 64, 1);
+    kvl_kv_iface it = kvl_kv_paged_iface(kv);
+    kvl_error err;
+    kvl_kv_policy p = {
+        .kind = KVL_KV_POLICY_SNAPKV, .budget_tokens = 24, .sinks = 4, .obs_window = 4};
+    CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 0, &p, &err), KVL_OK);
+    float c[16];
+    for (int32_t b = 0; b < 16; b++)
+        c[b] = 0.1f * (float)((b * 7) % 13); /* distinct for blocks 1..13 */
+    CHECK_EQ_INT(kvl_kv_paged_reserve(kv, 0, n, &err), KVL_OK);
+    feed_scaled(&it, 0, 0, n, bs, c);
+    for (int32_t i = 0; i < n - 4; i++) /* before the window: no mass */
+        attend_u(&hp, &it, 0, i + 1);
+    for (uint32_t b = 0; b < 15; b++)
+        CHECK(kvl_kv_paged_mass(kv, 0)[b] == 0);
+    for (int32_t i = n - 4; i < n; i++)
+        attend_u(&hp, &it, 0, i + 1);
+    const kvl_block_table *t = kvl_kv_paged_table(kv, 0);
+    uint32_t ids[15];
+    memcpy(ids, t->ids, sizeof ids);
+    int32_t ev = 0;
+    CHECK_EQ_INT(kvl_kv_paged_make_room(kv, 0, 0, &ev, &err), KVL_OK);
+    CHECK_EQ_INT(ev, 36);
+    CHECK_EQ_INT(kvl_kv_paged_len(kv, 0), 24);
+    /* the top 4 of c over blocks 1..13, in table order */
+    uint32_t keep[6] = {ids[0]}, nk = 1;
+    for (int32_t b = 1; b < 14; b++) {
+        int32_t above = 0;
+        for (int32_t o = 1; o < 14; o++)
+            above += c[o] > c[b];
+        if (above < 4)
+            keep[nk++] = ids[b];
+    }
+    keep[nk++] = ids[14];
+    CHECK_EQ_INT((int)nk, 6);
+    CHECK(t->n_blocks == 6 && memcmp(t->ids, keep, sizeof keep) == 0);
+    /* decoding past the cut: no more accumulation (the sequence is within
+     * its budget), the next eviction is the least-scored kept prompt block */
+    uint64_t m1[6];
+    memcpy(m1, kvl_kv_paged_mass(kv, 0), sizeof m1);
+    attend_u(&hp, &it, 0, 24);
+    CHECK(memcmp(m1, kvl_kv_paged_mass(kv, 0), sizeof m1) == 0);
+    uint32_t low = 1;
+    for (uint32_t b = 2; b < 5; b++)
+        low = m1[b] < m1[low] ? b : low;
+    const uint32_t gone = keep[low];
+    CHECK_EQ_INT(kvl_kv_paged_make_room(kv, 0, 1, &ev, &err), KVL_OK);
+    CHECK_EQ_INT(ev, bs);
+    for (uint32_t b = 0; b < t->n_blocks; b++)
+        CHECK(t->ids[b] != gone);
     kvl_kv_paged_free(kv);
 }
 
@@ -412,6 +798,16 @@ int main(void) {
     test_positions(KVL_KV_FMT_F32, 2e-5f, true);
     /* f16: the reference's keys round differently (rotated elsewhere) */
     test_positions(KVL_KV_FMT_F16, 2e-2f, false);
-    test_shared_untouched();
+    test_shared_untouched(KVL_KV_POLICY_SINKS);
+    test_shared_untouched(KVL_KV_POLICY_H2O);
+    for (uint32_t seed = 0; seed < 40; seed++)
+        random_scored(seed);
+    test_mass_reference(4, 1.0f);
+    test_mass_reference(48, 1.0f);
+    test_mass_reference(1, 1.0f);
+    test_mass_reference(16, 40.0f); /* the reference max moves up */
+    test_mass_reference(48, 40.0f);
+    test_h2o_constructed();
+    test_snapkv_constructed();
     return kvt_finish("test_kv_policy");
 }

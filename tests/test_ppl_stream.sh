@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # kvllm ppl --stream with KV policies, end to end on stories260K (context
-# 512): a stream past the context runs under window and sinks and never
-# holds more than the budget; with a budget at least the stream's length
+# 512): a stream past the context runs under window, sinks, h2o and snapkv
+# and never holds more than the budget; --prompt (prefill, cut, decode)
+# stays within the budget after the cut and, with a budget >= the stream,
+# gives full KV's logits under every policy; with a budget at least the stream's length
 # window and sinks score exactly the same and match full f32 KV decoding
 # the same stream (--kl-ref: KL 0); bad policy flags are refused
 # with the field and the limit; run refuses the policy flags.
@@ -30,6 +32,31 @@ for pol in window sinks; do
   awk -v p="$p" 'BEGIN{exit !(p > 1 && p < 20)}' && ok || bad "$pol: ppl '$p'"
 done
 
+# h2o and snapkv past the context: never above the budget
+for pol in h2o snapkv; do
+  ppl --stream 600 --kv-policy $pol --kv-budget-tokens 96 >"$tmp/$pol.txt" 2>"$tmp/$pol.err" || bad "$pol stream: $(cat "$tmp/$pol.err")"
+  mx=$(val max_cache_len "$tmp/$pol.txt")
+  ev=$(val evicted_tokens "$tmp/$pol.txt")
+  [ -n "$mx" ] && [ "$mx" -le 96 ] && [ "$ev" -ge 500 ] && ok || bad "$pol: max_cache_len '$mx' evicted '$ev'"
+done
+
+# --prompt: a 300-token prompt prefilled whole, cut to a budget of 96, then
+# decoded: never above the budget after the cut, each policy evicts; with
+# a budget >= the stream every policy gives full KV's logits (KL 0)
+for pol in window sinks h2o snapkv; do
+  ppl --stream 400 -c 512 --kl-ref --prompt 300 --kv-policy $pol --kv-budget-tokens 96 >"$tmp/p$pol.txt" 2>"$tmp/p$pol.err" || bad "$pol prompt: $(cat "$tmp/p$pol.err")"
+  mx=$(val max_cache_len "$tmp/p$pol.txt")
+  ev=$(val evicted_tokens "$tmp/p$pol.txt")
+  k=$(val kl_mean "$tmp/p$pol.txt")
+  [ -n "$mx" ] && [ "$mx" -le 96 ] && [ "$ev" -ge 300 ] && awk -v k="$k" 'BEGIN{exit !(k > 0 && k < 2)}' && ok ||
+    bad "$pol prompt: max_cache_len '$mx' evicted '$ev' kl '$k'"
+  ppl --stream 400 -c 512 --kl-ref --prompt 300 --kv-policy $pol --kv-budget-tokens 400 >"$tmp/q$pol.txt" 2>/dev/null || bad "$pol prompt within budget"
+  [ "$(val kl_mean "$tmp/q$pol.txt")" = 0 ] && [ "$(val top1_agree "$tmp/q$pol.txt")" = 1.000000 ] &&
+    [ "$(val evicted_tokens "$tmp/q$pol.txt")" = 0 ] && ok || bad "$pol prompt within budget: kl $(val kl_mean "$tmp/q$pol.txt")"
+done
+# snapkv and window keep different blocks of the same prompt
+[ "$(val nll "$tmp/psnapkv.txt")" != "$(val nll "$tmp/pwindow.txt")" ] && ok || bad "snapkv == window after the cut"
+
 # --stream-log: a line every 256 tokens; KV bytes stop growing at the budget
 ppl --stream 1300 --kv-policy sinks --kv-budget-tokens 128 --stream-log "$tmp/log.txt" >/dev/null 2>&1 || bad "stream-log run"
 [ "$(wc -l <"$tmp/log.txt")" = 5 ] && [ "$(awk '{print $3}' "$tmp/log.txt" | sort -u | wc -l)" = 1 ] &&
@@ -53,7 +80,13 @@ awk -v k="$(val kl_mean "$tmp/k1.txt")" 'BEGIN{exit !(k > 0 && k < 1)}' && ok ||
 ppl --stream 300 --kv-policy sinks --kv-budget-tokens 20 >/dev/null 2>"$tmp/e1.err"
 [ $? != 0 ] && grep -q "budget_tokens 20 not in \[48" "$tmp/e1.err" && ok || { bad "small budget"; cat "$tmp/e1.err"; }
 ppl --stream 300 --kv-policy lru >/dev/null 2>"$tmp/e2.err"
-[ $? = 2 ] && grep -q "'lru' is not full, window or sinks" "$tmp/e2.err" && ok || { bad "bad policy"; cat "$tmp/e2.err"; }
+[ $? = 2 ] && grep -q "'lru' is not full, window, sinks, h2o or snapkv" "$tmp/e2.err" && ok || { bad "bad policy"; cat "$tmp/e2.err"; }
+ppl --stream 300 --kv-policy h2o --kv-budget-tokens 96 --kv-heavy 1.5 >/dev/null 2>"$tmp/e6.err"
+[ $? = 2 ] && grep -q "kv-heavy: '1.5' is not a number in (0, 1)" "$tmp/e6.err" && ok || { bad "bad heavy"; cat "$tmp/e6.err"; }
+ppl --stream 300 --kv-policy snapkv --kv-budget-tokens 64 >/dev/null 2>"$tmp/e7.err"
+[ $? != 0 ] && grep -q "budget_tokens 64 not in \[80" "$tmp/e7.err" && ok || { bad "snapkv small budget"; cat "$tmp/e7.err"; }
+ppl --stream 300 --prompt 299 --kv-policy h2o --kv-budget-tokens 96 >/dev/null 2>"$tmp/e8.err"
+[ $? = 2 ] && grep -q "prompt + 1" "$tmp/e8.err" && ok || { bad "prompt too long"; cat "$tmp/e8.err"; }
 ppl --kv-policy sinks --kv-budget-tokens 64 >/dev/null 2>"$tmp/e3.err"
 [ $? = 2 ] && grep -q "give --stream N" "$tmp/e3.err" && ok || { bad "policy without stream"; cat "$tmp/e3.err"; }
 ppl --stream 300 --kv-policy sinks --kv-budget-tokens 600 >/dev/null 2>"$tmp/e4.err"

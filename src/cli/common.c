@@ -54,17 +54,27 @@ void kvl_cli_kv_defaults(kvl_cli_kv_opts *o) {
 void kvl_cli_kv_policy_usage(FILE *f) {
     fprintf(f,
             "      --kv-policy P     what the cache keeps at its token budget: full (default),\n"
-            "                        window (the most recent positions) or sinks (the first\n"
-            "                        --kv-sinks positions + the most recent); docs/eviction.md\n"
-            "      --kv-budget-tokens N  positions a window/sinks sequence holds at most\n"
-            "      --kv-sinks N      sink positions, rounded up to whole blocks (default %d)\n",
-            KVL_KV_POLICY_DEFAULT_SINKS);
+            "                        window (the most recent positions), sinks (the first\n"
+            "                        --kv-sinks positions + the most recent), h2o (sinks +\n"
+            "                        recent + the blocks with the most attention mass) or\n"
+            "                        snapkv (a prompt over the budget cut to the blocks its\n"
+            "                        last queries attend to most); docs/eviction.md\n"
+            "      --kv-budget-tokens N  positions a sequence holds at most (not full)\n"
+            "      --kv-sinks N      sink positions, rounded up to whole blocks (default %d)\n"
+            "      --kv-heavy F      h2o: share of the non-sink budget kept by attention mass,\n"
+            "                        0 < F < 1 (default %.1f; the rest is the recent window)\n"
+            "      --kv-obs-window N snapkv: the prompt's last N queries score the blocks\n"
+            "                        (default %d)\n",
+            KVL_KV_POLICY_DEFAULT_SINKS, (double)KVL_KV_POLICY_DEFAULT_HEAVY,
+            KVL_KV_POLICY_DEFAULT_OBS_WINDOW);
 }
 
-/* --kv-policy, --kv-budget-tokens, --kv-sinks: as kvl_cli_kv_flag. */
+/* --kv-policy, --kv-budget-tokens, --kv-sinks, --kv-heavy, --kv-obs-window:
+ * as kvl_cli_kv_flag. */
 static int kv_policy_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_opts *o) {
     const char *a = argv[*i], *v;
-    if (strcmp(a, "--kv-policy") && strcmp(a, "--kv-budget-tokens") && strcmp(a, "--kv-sinks"))
+    if (strcmp(a, "--kv-policy") && strcmp(a, "--kv-budget-tokens") && strcmp(a, "--kv-sinks") &&
+        strcmp(a, "--kv-heavy") && strcmp(a, "--kv-obs-window"))
         return 0;
     if (!o->policy_ok) {
         fprintf(stderr,
@@ -78,9 +88,23 @@ static int kv_policy_flag(const char *cmd, int argc, char **argv, int *i, kvl_cl
     long long n;
     if (!strcmp(a, "--kv-policy")) {
         if (!kvl_kv_policy_parse(v, &o->policy.kind)) {
-            fprintf(stderr, "kvllm %s: --kv-policy: '%s' is not full, window or sinks\n", cmd, v);
+            fprintf(stderr,
+                    "kvllm %s: --kv-policy: '%s' is not full, window, sinks, h2o or snapkv\n", cmd,
+                    v);
             return -1;
         }
+    } else if (!strcmp(a, "--kv-heavy")) {
+        char *end = NULL;
+        const double f = strtod(v, &end);
+        if (end == v || *end || !(f > 0.0 && f < 1.0)) {
+            fprintf(stderr, "kvllm %s: --kv-heavy: '%s' is not a number in (0, 1)\n", cmd, v);
+            return -1;
+        }
+        o->policy.heavy = (float)f;
+    } else if (!strcmp(a, "--kv-obs-window")) {
+        if (!kvl_cli_int(cmd, a, v, 1, KVL_MAX_CTX, &n))
+            return -1;
+        o->policy.obs_window = (int32_t)n;
     } else if (!kvl_cli_int(cmd, a, v, !strcmp(a, "--kv-sinks") ? 0 : 1, KVL_MAX_CTX, &n))
         return -1;
     else if (!strcmp(a, "--kv-sinks"))

@@ -16,8 +16,13 @@
  * stream of N tokens, which may be many times the context. It is scored
  *   - with --kv-policy full: in fresh windows of the context, one after the
  *     other (the most a full cache can do);
- *   - with window or sinks: as one sequence decoded a token at a time, the
- *     policy evicting blocks at its budget, positions within the cache;
+ *   - with window, sinks, h2o or snapkv: as one sequence decoded a token
+ *     at a time, the policy evicting blocks at its budget, positions
+ *     within the cache; with --prompt P the first P tokens are first
+ *     prefilled in one batch (full attention; the cache holds P positions
+ *     for that step) and cut to the budget by the policy (snapkv's prompt
+ *     compression; window, sinks and h2o make the same cut by their own
+ *     rule), and only the predictions made after the cut are scored;
  *   - with --recompute W: every --recompute-stride tokens a fresh sequence
  *     over the W tokens before them (the expensive sliding-window reference:
  *     each scored token sees between W - stride and W - 1 earlier tokens).
@@ -52,8 +57,11 @@ static void usage(FILE *f) {
         "                        each) with the --kv-policy below (docs/eviction.md)\n"
         "      --stream-bos B   each (default: BOS before every document, as llama2.c\n"
         "                        trains) or first (one BOS, at the stream's start)\n"
-        "      --stream-log F   window/sinks: every 256 tokens append 'index tokens/s\n"
+        "      --stream-log F   an evicting policy: every 256 tokens append 'index tokens/s\n"
         "                        kv_bytes_used cache_len' to F (the rate since the last line)\n"
+        "      --prompt P       stream mode with a policy: prefill the first P tokens in\n"
+        "                       one batch, cut the cache to the budget, decode the rest\n"
+        "                       and score only the predictions after the cut\n"
         "      --recompute W    stream mode: score by recomputing a fresh window of W\n"
         "                        tokens every --recompute-stride tokens (default 16)\n"
         "      --recompute-stride S\n"
@@ -152,6 +160,7 @@ typedef struct ppl_opts {
     const char *file;
     long long ctx, max_docs;
     long long stream, recompute, stride; /* --stream N, --recompute W, --recompute-stride */
+    long long prompt;                    /* --prompt P: prefilled, then cut to the budget */
     bool blank_mode, windows, kl_ref;
     bool bos_first;         /* --stream-bos first: one BOS, at the start of the stream */
     const char *stream_log; /* --stream-log FILE: rate and KV bytes every 256 tokens */
@@ -178,7 +187,7 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
         static const char *const known[] = {
             "-f",           "--file",       "--split",  "--long",      "-c",
             "--ctx",        "--max-docs",   "--stream", "--recompute", "--recompute-stride",
-            "--stream-bos", "--stream-log", NULL};
+            "--stream-bos", "--stream-log", "--prompt", NULL};
         if (!kvl_cli_flag_value(cmd, known, "the text file goes after -f", argc, argv, &i, &v))
             return 2;
         if (!strcmp(a, "-f") || !strcmp(a, "--file"))
@@ -206,6 +215,9 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
                 return 2;
             }
             o->bos_first = !strcmp(v, "first");
+        } else if (!strcmp(a, "--prompt")) {
+            if (!kvl_cli_int(cmd, a, v, 1, KVL_MAX_CTX, &o->prompt))
+                return 2;
         } else if (!strcmp(a, "--recompute")) {
             if (!kvl_cli_int(cmd, a, v, 2, KVL_MAX_CTX, &o->recompute))
                 return 2;
@@ -234,8 +246,15 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
         return 2;
     }
     if (o->stream && o->kl_ref && (!evicts || o->ctx == 0 || o->stream > o->ctx)) {
-        fprintf(stderr, "kvllm ppl: --kl-ref with --stream compares a window or sinks policy "
+        fprintf(stderr, "kvllm ppl: --kl-ref with --stream compares an evicting policy "
                         "to full KV: give --kv-policy and -c N with --stream <= N\n");
+        return 2;
+    }
+    if (o->prompt && (!evicts || o->prompt + 1 >= o->stream)) {
+        fprintf(stderr,
+                "kvllm ppl: --prompt %lld needs --kv-policy other than full and --stream > "
+                "prompt + 1 (stream %lld)\n",
+                o->prompt, o->stream);
         return 2;
     }
     if (o->stride > o->recompute - 1 && o->recompute) {
@@ -474,7 +493,7 @@ static bool kl_step(ppl_run *pr, size_t i, const float *lg, ppl_acc *acc) {
         .n_tokens = 1, .tokens = pr->stream + i, .seq = &seq, .pos = &pos, .logits = &want};
     const float *lr;
     int32_t n_out;
-    if (i == 0)
+    if (i == 0) /* (with --prompt the reference was prefilled) */
         kvl_kv_cache_release(pr->kvr, 0, &err);
     if (kvl_executor_run_cache(pr->fwr, pr->kvr, &b, &lr, &n_out, &err)) {
         fprintf(stderr, "kvllm ppl: reference: %s\n", err.msg);
@@ -490,6 +509,34 @@ static bool kl_step(ppl_run *pr, size_t i, const float *lg, ppl_acc *acc) {
 
 static bool evict_step(ppl_run *pr, size_t i, ppl_acc *acc, const bool *want);
 
+/* --prompt P: stream tokens [0, P) in one batch into the measured cache
+ * (and the reference), then the policy cuts the measured one to its
+ * budget (make_room(0): snapkv's compression). */
+static bool prefill_prompt(ppl_run *pr, long long n_prompt, ppl_acc *acc) {
+    kvl_error err;
+    kvl_batch b = {.n_tokens = (int32_t)n_prompt,
+                   .tokens = pr->stream,
+                   .seq = pr->seq,
+                   .pos = pr->pos,
+                   .logits = NULL};
+    const float *lg;
+    int32_t n_out, ev = 0;
+    if (kvl_executor_run_cache(pr->fw, pr->kvc, &b, &lg, &n_out, &err) ||
+        kvl_kv_cache_make_room(pr->kvc, 0, 0, &ev, &err)) {
+        fprintf(stderr, "kvllm ppl: --prompt: %s\n", err.msg);
+        return false;
+    }
+    acc->n_evicted += ev;
+    if (pr->kvr) {
+        kvl_kv_cache_release(pr->kvr, 0, &err);
+        if (kvl_executor_run_cache(pr->fwr, pr->kvr, &b, &lg, &n_out, &err)) {
+            fprintf(stderr, "kvllm ppl: reference: %s\n", err.msg);
+            return false;
+        }
+    }
+    return true;
+}
+
 /* One --stream-log line; returns the time it was written. */
 static double log_line(FILE *log, const kvl_kv_cache *kvc, size_t i, double t_last) {
     const double t = kvl_now();
@@ -501,8 +548,8 @@ static double log_line(FILE *log, const kvl_kv_cache *kvc, size_t i, double t_la
     return kvl_now();
 }
 
-/* window / sinks: one sequence, a token at a time, at its place in the
- * cache, the policy making room before each. */
+/* An evicting policy: one sequence, a token at a time, at its place in
+ * the cache, the policy making room before each (after the --prompt). */
 static bool score_stream_evict(const ppl_opts *o, ppl_run *pr, ppl_acc *acc) {
     kvl_error err;
     kvl_kv_cache_release(pr->kvc, 0, &err);
@@ -519,8 +566,8 @@ static bool score_stream_evict(const ppl_opts *o, ppl_run *pr, ppl_acc *acc) {
     kvl_progress_begin(&prog, "ppl stream");
     const bool want = true;
     double t_last = kvl_now();
-    bool ok = true;
-    for (size_t i = 0; ok && i + 1 < pr->n_stream; i++) {
+    bool ok = !o->prompt || prefill_prompt(pr, o->prompt, acc);
+    for (size_t i = (size_t)o->prompt; ok && i + 1 < pr->n_stream; i++) {
         if (log && i % 256 == 0 && i > 0)
             t_last = log_line(log, pr->kvc, i, t_last);
         ok = evict_step(pr, i, acc, &want);
@@ -645,8 +692,17 @@ int kvl_cli_ppl(int argc, char **argv) {
                    o.recompute ? "recompute" : kvl_kv_policy_str(kp->kind));
             if (kvl_kv_policy_evicts(kp))
                 printf("kv_budget_tokens %d\nkv_sinks %d\nevicted_tokens %lld\nmax_cache_len %d\n",
-                       (int)kp->budget_tokens, kp->kind == KVL_KV_POLICY_SINKS ? (int)kp->sinks : 0,
+                       (int)kp->budget_tokens,
+                       kvl_kv_policy_sink_blocks(kp, kvp.block_size ? kvp.block_size : 1) > 0
+                           ? (int)kp->sinks
+                           : 0,
                        acc.n_evicted, (int)acc.max_len);
+            if (kp->kind == KVL_KV_POLICY_H2O)
+                printf("kv_heavy %g\n", (double)kvl_kv_policy_heavy(kp));
+            if (kp->kind == KVL_KV_POLICY_SNAPKV)
+                printf("kv_obs_window %d\n", (int)kvl_kv_policy_obs_window(kp));
+            if (o.prompt)
+                printf("prompt_tokens %lld\n", o.prompt);
             if (o.recompute)
                 printf("recompute_window %lld\nrecompute_stride %lld\n", o.recompute,
                        o.stride ? o.stride : 16);

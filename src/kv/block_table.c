@@ -210,6 +210,35 @@ kvl_status kvl_block_table_evict(kvl_block_table *t, kvl_block_pool *p, uint32_t
     return KVL_OK;
 }
 
+kvl_status kvl_block_table_evict_list(kvl_block_table *t, kvl_block_pool *p,
+                                      const uint32_t *victims, uint32_t n, kvl_error *err) {
+    const uint32_t n_full = (uint32_t)(t->n_tokens / t->block_size);
+    for (uint32_t i = 0; i < n; i++)
+        if (victims[i] >= n_full || (i > 0 && victims[i] <= victims[i - 1]))
+            return kvl_errorf(err, KVL_E_INVALID,
+                              "kv table: evict list entry %u: block %u not ascending or not "
+                              "in the full blocks [0, %u)",
+                              i, victims[i], n_full);
+    if (n == 0)
+        return KVL_OK;
+    const int32_t bs = t->block_size;
+    uint32_t dst = victims[0], k = 0; /* k: victims passed so far */
+    for (uint32_t b = victims[0]; b < t->n_blocks; b++) {
+        if (k < n && victims[k] == b) {
+            kvl_block_pool_decref(p, &t->ids[b], 1); /* oldest first */
+            k++;
+            continue;
+        }
+        t->ids[dst] = t->ids[b];
+        t->shift[dst] = t->shift[b] + (int32_t)k * bs;
+        dst++;
+    }
+    t->shifted = t->shifted || victims[0] < dst;
+    t->n_blocks -= n;
+    t->n_tokens -= (int32_t)n * bs;
+    return KVL_OK;
+}
+
 kvl_status kvl_block_table_fork(kvl_block_table *dst, const kvl_block_table *src, kvl_block_pool *p,
                                 kvl_error *err) {
     if (dst == src)

@@ -74,6 +74,14 @@ void kvl_block_table_release(kvl_block_table *t, kvl_block_pool *p);
 kvl_status kvl_block_table_evict(kvl_block_table *t, kvl_block_pool *p, uint32_t first, uint32_t n,
                                  kvl_error *err);
 
+/* The same for any set of full blocks: logical blocks victims[0..n),
+ * strictly ascending (a scored policy's choice, kv_policy.h). Each later
+ * block moves down by the victims before it, its shift growing by as many
+ * blocks. KVL_E_INVALID (nothing changed) when the list is not ascending
+ * or names a block that is not full. */
+kvl_status kvl_block_table_evict_list(kvl_block_table *t, kvl_block_pool *p,
+                                      const uint32_t *victims, uint32_t n, kvl_error *err);
+
 /* Make dst share all of src's blocks (count + 1 each) and its length. dst
  * must be empty and have src's block size and at least its blocks;
  * KVL_E_INVALID otherwise (nothing changes). Takes no new block. */

@@ -24,6 +24,17 @@
  * preparation for the K format) is redone only when the shift changes
  * from one block to the next. Without a shift array nothing changes.
  *
+ * Attention mass (h2o, snapkv; view.mass not NULL): after each tile's
+ * softmax step the weights of each block segment are summed per head (one
+ * add per row) and kept per (head, block) against a reference max in the
+ * caller's scratch (mass_tmp; a pass then takes at most n_ctx / blocks
+ * heads so that they fit; an exp only when a head's max moves); at the end
+ * of the pass, with the final max and sum known, each block's weight
+ * summed over the pass's heads goes to the call's totals, and at the end
+ * of the call to view.mass[block] by one atomic integer add. The output
+ * arithmetic is untouched, so out has the same bits with and without it;
+ * with view.mass NULL the only extra work is a NULL test per tile.
+ *
  * kvl_kv_attend_f32 is that same routine over f32 rows: it describes its
  * view as F32 chunks (one per head and block, at the view's strides) and
  * calls kvl_kv_attend_q.
@@ -42,8 +53,9 @@
  *     its pass, so any split of heads over threads gives the same bits.
  *
  * Must not:
- *   - write anything but out[h0..h1) (callers run it from several threads
- *     at once on the same store);
+ *   - write anything but out[h0..h1), and view.mass (atomic adds) and
+ *     mass_tmp when given (callers run it from several threads at once on
+ *     the same store);
  *   - allocate (the score tile, 4 KiB, is on the stack).
  */
 #include "kv/kv_attn.h"
@@ -52,6 +64,9 @@
 
 #include <math.h>
 #include <string.h>
+
+#define ATT_GT 16 /* query heads per pass */
+#define ATT_RT 64 /* rows per tile */
 
 /* One tile of the online softmax for the ng query heads of a GQA group:
  * S holds n raw scores per head (row stride `stride`); they are scaled,
@@ -76,6 +91,92 @@ static inline void online_softmax(float *S, int32_t stride, int32_t ng, int32_t 
     }
 }
 
+/* ---- attention mass (h2o / snapkv) ------------------------------------ */
+
+/* Sum of x[0..n) in 8 independent lanes (the compiler vectorizes it; a
+ * single running sum would be a chain of dependent adds, one per row). */
+static inline float lane_sum(const float *x, int32_t n) {
+    float a[8] = {0};
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int32_t j = 0; j < 8; j++)
+            a[j] += x[i + j];
+    float r = 0.0f;
+    for (; i < n; i++)
+        r += x[i];
+    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + r;
+}
+
+/* After online_softmax of tile [t0, t1): S holds exp(score - m[g]) for
+ * the ng heads. pend[g * nb + b] accumulates the weights of block b's
+ * positions as exp(score - R[g]), R[g] a reference per head: the first
+ * tile's max, raised (and the earlier sums rescaled) only when the max
+ * passes it by more than 60; f[g] = exp(m[g] - R[g]) is recomputed only
+ * when the max moved (mp[g]: the max it was computed at), so a tile costs
+ * an exp only where the softmax itself rescales, and a block crossing
+ * tiles simply adds. */
+static void mass_tile(const float *S, int32_t t0, int32_t t1, int32_t bs, int32_t ng,
+                      const float *m, float *R, float *f, float *mp, float *pend, int32_t nb) {
+    for (int32_t g = 0; g < ng; g++) {
+        if (t0 == 0) {
+            R[g] = mp[g] = m[g];
+            f[g] = 1.0f;
+        }
+        if (m[g] == mp[g]) /* the max did not move: f[g] = exp(m - R) still */
+            continue;
+        if (m[g] - R[g] > 60.0f) { /* rare: keep the sums in range */
+            const float c = expf(R[g] - m[g]);
+            for (int32_t b = 0; b < (t0 + bs - 1) / bs; b++)
+                pend[(int64_t)g * nb + b] *= c;
+            R[g] = m[g];
+        }
+        f[g] = expf(m[g] - R[g]);
+        mp[g] = m[g];
+    }
+    for (int32_t p = t0; p < t1;) {
+        const int32_t lb = p / bs, i0 = p % bs;
+        const int32_t e = t1 - p < bs - i0 ? t1 : p + (bs - i0);
+        for (int32_t g = 0; g < ng; g++) {
+            const float sum = lane_sum(S + g * ATT_RT + (p - t0), e - p);
+            float *x = pend + (int64_t)g * nb + lb;
+            *x = i0 == 0 ? sum * f[g] : *x + sum * f[g];
+        }
+        p = e;
+    }
+}
+
+/* mass[b] += x[b] * KVL_KV_MASS_ONE for the nb blocks, one atomic integer
+ * add each (the order of the adds does not change the sum). */
+static void mass_commit(uint64_t *mass, const float *x, int32_t nb) {
+    for (int32_t b = 0; b < nb; b++) {
+        const uint64_t v = (uint64_t)((double)x[b] * KVL_KV_MASS_ONE + 0.5);
+        if (v)
+            __atomic_fetch_add(&mass[b], v, __ATOMIC_RELAXED);
+    }
+}
+
+/* Each block's softmax weight, summed over the ng heads of a pass (final
+ * max m and sum l), folded into pend's first row (contiguous loops), then
+ * added to the call's totals tot, or, without them, to mass. */
+static void mass_add(uint64_t *mass, float *tot, float *pend, int32_t nb, int32_t ng,
+                     const float *m, const float *l, const float *R) {
+    for (int32_t g = 0; g < ng; g++) {
+        const float c = expf(R[g] - m[g]) / l[g];
+        float *row = pend + (int64_t)g * nb;
+        if (g == 0)
+            for (int32_t b = 0; b < nb; b++)
+                pend[b] = row[b] * c;
+        else
+            for (int32_t b = 0; b < nb; b++)
+                pend[b] += row[b] * c;
+    }
+    if (tot)
+        for (int32_t b = 0; b < nb; b++)
+            tot[b] += pend[b];
+    else
+        mass_commit(mass, pend, nb);
+}
+
 void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, float *out,
                        int32_t h0, int32_t h1, float scale, float *scratch) {
     (void)scratch;
@@ -98,6 +199,8 @@ void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, f
         .res_block = -1,
         .shift = view->shift,
         .rope = view->rope,
+        .mass = view->mass,
+        .mass_tmp = view->mass_tmp,
     };
     kvl_kv_attend_q(&qv, n_ctx, q, out, h0, h1, scale, false);
 }
@@ -134,9 +237,6 @@ static void rotate_heads(const kvl_kv_rope *r, int32_t d, const float *src, floa
 
 /* ---- any format: fused, online softmax -------------------------------- */
 
-#define ATT_GT 16 /* query heads per pass */
-#define ATT_RT 64 /* rows per tile */
-
 void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, float *out, int32_t h0,
                      int32_t h1, float scale, bool ref) {
     const int32_t hd = vw->head_dim, bs = vw->block_size;
@@ -149,7 +249,15 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
     if (n_ctx <= 0)
         return;
     float S[ATT_GT * ATT_RT];
-    float m[ATT_GT], l[ATT_GT];
+    float m[ATT_GT], l[ATT_GT], R[ATT_GT], F[ATT_GT], MP[ATT_GT]; /* R, F, MP: mass_tile */
+    const int32_t nb = (n_ctx + bs - 1) / bs;                     /* logical blocks seen */
+    /* mass_tmp: the call's totals per block (when there is room for them
+     * and one head's sums: one atomic add per block per call) and the
+     * pass's sums per (head, block) */
+    float *tot = vw->mass && n_ctx / nb >= 2 ? vw->mass_tmp : NULL;
+    float *pend = tot ? vw->mass_tmp + nb : vw->mass_tmp;
+    for (int32_t b = 0; tot && b < nb; b++)
+        tot[b] = 0.0f;
     _Alignas(64) uint8_t qp[KVL_KVQ_QP_BYTES(ATT_GT, KVL_MAX_HEAD_DIM)];
     _Alignas(64) float qrot[ATT_GT * KVL_MAX_HEAD_DIM]; /* query rotated by a block's shift */
     for (int32_t h = h0; h < h1;) {
@@ -157,6 +265,10 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
         int32_t hend = (kh + 1) * group;
         hend = hend < h1 ? hend : h1;
         hend = hend < h + ATT_GT ? hend : h + ATT_GT;
+        if (vw->mass) { /* the block sums of the pass's heads fit mass_tmp */
+            const int32_t lim = n_ctx / nb - (tot ? 1 : 0) > 1 ? n_ctx / nb - (tot ? 1 : 0) : 1;
+            hend = hend < h + lim ? hend : h + lim;
+        }
         const int32_t ng = hend - h;
         const float *qh = q + (int64_t)h * hd;
         float *oh = out + (int64_t)h * hd;
@@ -197,6 +309,8 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
                 p = e;
             }
             online_softmax(S, ATT_RT, ng, t1 - t0, scale, m, l, oh, hd);
+            if (vw->mass)
+                mass_tile(S, t0, t1, bs, ng, m, R, F, MP, pend, nb);
             /* weighted sum of V rows, in position order */
             for (int32_t p = t0; p < t1;) {
                 const int32_t lb = p / bs, i0 = p % bs;
@@ -211,6 +325,8 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
                 p = e;
             }
         }
+        if (vw->mass)
+            mass_add(vw->mass, tot, pend, nb, ng, m, l, R);
         for (int32_t g = 0; g < ng; g++) {
             const float inv = 1.0f / l[g];
             float *og = oh + (int64_t)g * hd;
@@ -219,6 +335,8 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
         }
         h = hend;
     }
+    if (tot)
+        mass_commit(vw->mass, tot, nb);
 }
 
 kvl_status kvl_kv_check_shape(const kvl_hparams *hp, const char *who, kvl_error *err) {

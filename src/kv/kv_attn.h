@@ -61,6 +61,11 @@ typedef struct kvl_kv_rope {
  * rope_freqs divisors are applied by kvl_kv_paged_rope_divide. */
 void kvl_kv_rope_freqs(const kvl_hparams *hp, float *freq);
 
+/* Attention mass is kept per logical block as fixed point: mass * 2^28
+ * (a probability of 1 adds 2^28; 2^64 is reached after 2^36 units, e.g.
+ * 97 million tokens of 22 layers x 32 heads all on one block). */
+#define KVL_KV_MASS_ONE ((double)(1u << 28))
+
 typedef struct kvl_kv_view {
     const float *k;         /* layer base of K */
     const float *v;         /* layer base of V */
@@ -73,6 +78,8 @@ typedef struct kvl_kv_view {
     int32_t head_dim;
     const int32_t *shift;    /* (blocks) or NULL: rotation shift of each logical block */
     const kvl_kv_rope *rope; /* needed when shift is not NULL */
+    uint64_t *mass;          /* (blocks) or NULL: attention mass accumulator (kvl_kvq_view) */
+    float *mass_tmp;         /* n_ctx floats of scratch when mass is not NULL */
 } kvl_kv_view;
 
 /*
@@ -111,6 +118,15 @@ typedef struct kvl_kvq_view {
     const float *k_res, *v_res; /* (n_kv_heads, block_size, head_dim) or NULL */
     const int32_t *shift;       /* (blocks) or NULL; see kvl_kv_view */
     const kvl_kv_rope *rope;
+    /* Attention mass (eviction by h2o / snapkv, docs/eviction.md): when not
+     * NULL, each query head's softmax weights over the positions of logical
+     * block b, summed over the heads [h0, h1), are added to mass[b] as fixed
+     * point (KVL_KV_MASS_ONE per unit: integer adds, so the sum is the same
+     * whatever the threads' order) with atomic adds, the only write outside
+     * out. mass_tmp: n_ctx floats of the caller's scratch. NULL: nothing is
+     * accumulated and the routine runs exactly as without these fields. */
+    uint64_t *mass;
+    float *mass_tmp;
 } kvl_kvq_view;
 
 /*

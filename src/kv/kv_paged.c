@@ -34,10 +34,13 @@
  *   - eviction (make_room, docs/eviction.md) removes only full blocks below
  *     every layer's res_start, never writes a block, and moves res_start
  *     down with the table; a table's shift[b] is a multiple of bs and at
- *     most max_ctx, so rope_cs covers every shift attention meets.
+ *     most max_ctx, so rope_cs covers every shift attention meets;
+ *   - with mass allocated, mass[seq][b] is 0 for b >= the table's blocks,
+ *     and attend() writes it (atomic adds) only for a slot whose policy
+ *     accumulates.
  *
  * Must not: allocate or take blocks in store()/attend(); mutate anything
- * in attend() (it runs on several threads); change anything on a failed
+ * in attend() (it runs on several threads) but the mass above; change anything on a failed
  * reserve, fork, truncate or release.
  */
 #include "kv/kv_paged.h"
@@ -72,6 +75,12 @@ struct kvl_kv_paged {
     float *rope_cs;            /* (max_ctx / bs + 1, rope_dim) kvl_kv_rope.cs; made by the
                                   first set_policy that evicts */
     kvl_kv_rope rope;
+    /* scored policies (h2o, snapkv); made by the first set_policy of one */
+    uint64_t *mass;    /* (max_seqs, cap) attention mass of each logical block,
+                            fixed point (kv_attn.h); 0 past a table's blocks */
+    kvl_kv_cand *cand; /* (cap) victim selection scratch */
+    uint32_t *victims; /* (cap) */
+    uint32_t cap;      /* logical blocks of a table */
 };
 
 static float *res_ptr(const kvl_kv_paged *kv, float *base, int32_t seq, int32_t layer, int32_t h) {
@@ -147,6 +156,7 @@ kvl_status kvl_kv_paged_init(const kvl_hparams *hp, const kvl_kv_paged_params *p
               : kvl_block_pool_init(&lay, params->budget, &kv->pool, err);
     for (int32_t s = 0; st == KVL_OK && s < kv->max_seqs; s++)
         st = kvl_block_table_init(&kv->tables[s], kv->max_ctx, bs, err);
+    kv->cap = st == KVL_OK ? kv->tables[0].cap : 0;
     if (st != KVL_OK) {
         kvl_kv_paged_free(kv);
         return st;
@@ -207,6 +217,9 @@ void kvl_kv_paged_free(kvl_kv_paged *kv) {
     free(kv->n_evicted_blocks);
     free(kv->rope_freq);
     free(kv->rope_cs);
+    free(kv->mass);
+    free(kv->cand);
+    free(kv->victims);
     kvl_block_pool_free(kv->pool);
     free(kv);
 }
@@ -281,6 +294,10 @@ static void paged_attend(void *ctx, int32_t layer, int32_t seq, int32_t n_ctx, c
     const kvl_block_table *t = &kv->tables[seq];
     KVL_ASSERT(n_ctx <= t->n_tokens);
     const kvl_block_region *rk = &kv->regions[layer * 2], *rv = &kv->regions[layer * 2 + 1];
+    /* h2o / snapkv: this query's attention adds to the blocks' mass */
+    uint64_t *mass = kv->mass && kvl_kv_policy_accumulates(&kv->policy[seq], t->n_tokens, n_ctx)
+                         ? kv->mass + (size_t)seq * kv->cap
+                         : NULL;
     if (kv->k_codec == KVL_KVQ_F32 && kv->v_codec == KVL_KVQ_F32) {
         /* f32: K and V chunks and arrays have the same sizes */
         kvl_kv_view view = {
@@ -295,6 +312,8 @@ static void paged_attend(void *ctx, int32_t layer, int32_t seq, int32_t n_ctx, c
             .head_dim = kv->lay.head_dim,
             .shift = t->shifted ? t->shift : NULL,
             .rope = &kv->rope,
+            .mass = mass,
+            .mass_tmp = scratch,
         };
         kvl_kv_attend_f32(&view, n_ctx, q, out, h0, h1, scale, scratch);
         return;
@@ -316,6 +335,8 @@ static void paged_attend(void *ctx, int32_t layer, int32_t seq, int32_t n_ctx, c
         .res_block = -1,
         .shift = t->shifted ? t->shift : NULL,
         .rope = &kv->rope,
+        .mass = mass,
+        .mass_tmp = scratch,
     };
     if (kv->res_start) {
         int32_t rs = kv->res_start[(size_t)seq * kv->lay.n_layers + layer];
@@ -443,6 +464,9 @@ kvl_status kvl_kv_paged_fork(kvl_kv_paged *kv, int32_t src, int32_t dst, kvl_err
                           "kv paged fork: dst seq %d holds %d tokens, not 0 (release it first)",
                           (int)dst, (int)kv->tables[dst].n_tokens);
     st = kvl_block_table_fork(&kv->tables[dst], &kv->tables[src], kv->pool, err);
+    if (st == KVL_OK && kv->mass)
+        memcpy(kv->mass + (size_t)dst * kv->cap, kv->mass + (size_t)src * kv->cap,
+               kv->cap * sizeof(uint64_t));
     if (st != KVL_OK || !kv->res_start)
         return st;
     const size_t L = (size_t)kv->lay.n_layers;
@@ -454,6 +478,12 @@ kvl_status kvl_kv_paged_fork(kvl_kv_paged *kv, int32_t src, int32_t dst, kvl_err
         memcpy(res_ptr(kv, kv->res_v, dst, 0, 0), res_ptr(kv, kv->res_v, src, 0, 0),
                kv->res_seq_floats * sizeof(float));
     return KVL_OK;
+}
+
+/* Zero seq's attention mass from logical block `from` on. */
+static void mass_clear(kvl_kv_paged *kv, int32_t seq, uint32_t from) {
+    if (kv->mass && from < kv->cap)
+        memset(kv->mass + (size_t)seq * kv->cap + from, 0, (kv->cap - from) * sizeof(uint64_t));
 }
 
 /* After truncating seq to n tokens: the residual starts at the block of n;
@@ -493,6 +523,8 @@ kvl_status kvl_kv_paged_truncate(kvl_kv_paged *kv, int32_t seq, int32_t n_tokens
     st = kvl_block_table_truncate(&kv->tables[seq], kv->pool, n_tokens, err);
     if (st == KVL_OK && kv->res_start)
         residual_truncate(kv, seq, n_tokens);
+    if (st == KVL_OK)
+        mass_clear(kv, seq, kv->tables[seq].n_blocks);
     return st;
 }
 
@@ -512,6 +544,7 @@ kvl_status kvl_kv_paged_release(kvl_kv_paged *kv, int32_t seq, kvl_error *err) {
     if (st != KVL_OK)
         return st;
     kvl_block_table_release(&kv->tables[seq], kv->pool);
+    mass_clear(kv, seq, 0);
     if (kv->res_start)
         for (int32_t l = 0; l < kv->lay.n_layers; l++)
             kv->res_start[(size_t)seq * kv->lay.n_layers + l] = 0;
@@ -560,7 +593,73 @@ kvl_status kvl_kv_paged_set_policy(kvl_kv_paged *kv, int32_t seq, const kvl_kv_p
         if (st != KVL_OK)
             return st;
     }
+    if (kvl_kv_policy_scored(p) && !kv->mass) {
+        kv->mass = calloc((size_t)kv->max_seqs * kv->cap, sizeof(uint64_t));
+        kv->cand = malloc(kv->cap * sizeof(kvl_kv_cand));
+        kv->victims = malloc(kv->cap * sizeof(uint32_t));
+        if (!kv->mass || !kv->cand || !kv->victims) {
+            free(kv->mass);
+            free(kv->cand);
+            free(kv->victims);
+            kv->mass = NULL;
+            kv->cand = NULL;
+            kv->victims = NULL;
+            return kvl_errorf(err, KVL_E_NOMEM,
+                              "kv paged set_policy: cannot allocate the attention mass of %d "
+                              "slots x %u blocks",
+                              (int)kv->max_seqs, kv->cap);
+        }
+    }
     kv->policy[seq] = *p;
+    return KVL_OK;
+}
+
+/* Drop the evicted blocks' mass: victims (ascending) of a table that had
+ * n_blocks; the later entries move down, the freed tail is zeroed. */
+static void mass_evict(kvl_kv_paged *kv, int32_t seq, uint32_t n_blocks, const uint32_t *victims,
+                       uint32_t n) {
+    if (!kv->mass || n == 0)
+        return;
+    uint64_t *m = kv->mass + (size_t)seq * kv->cap;
+    uint32_t dst = victims[0], k = 0;
+    for (uint32_t b = victims[0]; b < n_blocks; b++) {
+        if (k < n && victims[k] == b)
+            k++;
+        else
+            m[dst++] = m[b];
+    }
+    mass_clear(kv, seq, dst);
+}
+
+/* The victims of seq's policy for growing by n_new, evicted from its
+ * table: *n blocks, the last of them *last. */
+static kvl_status evict_victims(kvl_kv_paged *kv, int32_t seq, int32_t n_new, uint32_t *n,
+                                uint32_t *last, kvl_error *err) {
+    kvl_block_table *t = &kv->tables[seq];
+    const kvl_kv_policy *p = &kv->policy[seq];
+    const int32_t bs = kv->lay.block_size;
+    kvl_status st;
+    *n = 0;
+    if (kvl_kv_policy_scored(p) && kv->mass) {
+        const uint32_t nb = t->n_blocks;
+        st = kvl_kv_policy_victims_scored(p, bs, t->n_tokens, n_new,
+                                          kv->mass + (size_t)seq * kv->cap, kv->cand, kv->victims,
+                                          n, err);
+        if (st != KVL_OK || *n == 0)
+            return st;
+        st = kvl_block_table_evict_list(t, kv->pool, kv->victims, *n, err);
+        KVL_ASSERT(st == KVL_OK); /* ascending full blocks */
+        mass_evict(kv, seq, nb, kv->victims, *n);
+        *last = kv->victims[*n - 1];
+        return KVL_OK;
+    }
+    uint32_t first;
+    st = kvl_kv_policy_victims(p, bs, t->n_tokens, n_new, &first, n, err);
+    if (st != KVL_OK || *n == 0)
+        return st;
+    st = kvl_block_table_evict(t, kv->pool, first, *n, err);
+    KVL_ASSERT(st == KVL_OK); /* the victims are full blocks before n_tokens */
+    *last = first + *n - 1;
     return KVL_OK;
 }
 
@@ -584,19 +683,15 @@ kvl_status kvl_kv_paged_make_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, 
     if (n_new < 0)
         return kvl_errorf(err, KVL_E_INVALID, "kv paged make_room: seq %d: n_new %d < 0", (int)seq,
                           (int)n_new);
-    kvl_block_table *t = &kv->tables[seq];
-    uint32_t first, n;
-    st = kvl_kv_policy_victims(&kv->policy[seq], kv->lay.block_size, t->n_tokens, n_new, &first, &n,
-                               err);
+    uint32_t n, last = 0;
+    st = evict_victims(kv, seq, n_new, &n, &last, err);
     if (st != KVL_OK || n == 0)
         return st;
-    st = kvl_block_table_evict(t, kv->pool, first, n, err);
-    KVL_ASSERT(st == KVL_OK); /* the victims are full blocks before n_tokens */
     const int32_t d = (int32_t)n * kv->lay.block_size;
     if (kv->res_start) /* every victim lies below the residual's block */
         for (int32_t l = 0; l < kv->lay.n_layers; l++) {
             int32_t *rs = &kv->res_start[(size_t)seq * kv->lay.n_layers + l];
-            KVL_ASSERT(*rs >= (int32_t)(first + n) * kv->lay.block_size);
+            KVL_ASSERT(*rs >= (int32_t)(last + 1) * kv->lay.block_size);
             *rs -= d;
         }
     kv->n_evicted_blocks[seq] += n;
@@ -604,6 +699,10 @@ kvl_status kvl_kv_paged_make_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, 
     if (n_evicted)
         *n_evicted = d;
     return KVL_OK;
+}
+
+const uint64_t *kvl_kv_paged_mass(const kvl_kv_paged *kv, int32_t seq) {
+    return kv->mass && seq >= 0 && seq < kv->max_seqs ? kv->mass + (size_t)seq * kv->cap : NULL;
 }
 
 int32_t kvl_kv_paged_len(const kvl_kv_paged *kv, int32_t seq) {

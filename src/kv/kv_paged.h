@@ -140,6 +140,15 @@ kvl_status kvl_kv_paged_release(kvl_kv_paged *kv, int32_t seq, kvl_error *err);
  * evicted positions (*n_evicted, may be NULL), so the next position to
  * write is kvl_kv_paged_len. KVL_E_LIMIT (nothing changed) when n_new
  * cannot fit the budget even after evicting every window block.
+ *
+ * h2o and snapkv choose their victims by the attention mass of each
+ * logical block (kv_policy.h), which attend() accumulates for seq while
+ * its policy asks for it (kvl_kv_policy_accumulates; never for full,
+ * window or sinks): per sequence slot, summed over layers and heads,
+ * moved with the table on eviction, copied by fork, cleared by truncate
+ * and release. make_room(seq, 0) brings a sequence that was reserved
+ * past its budget (a prompt prefilled whole) back within it: snapkv's
+ * compression after the prefill, and the same cut for the others.
  */
 kvl_status kvl_kv_paged_set_policy(kvl_kv_paged *kv, int32_t seq, const kvl_kv_policy *p,
                                    kvl_error *err);
@@ -149,6 +158,10 @@ kvl_status kvl_kv_paged_set_policy(kvl_kv_paged *kv, int32_t seq, const kvl_kv_p
 void kvl_kv_paged_rope_divide(kvl_kv_paged *kv, const void *div);
 kvl_status kvl_kv_paged_make_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, int32_t *n_evicted,
                                   kvl_error *err);
+
+/* seq's attention mass per logical block (fixed point, kv_attn.h), read
+ * only; NULL for a bad seq or before any set_policy of h2o / snapkv. */
+const uint64_t *kvl_kv_paged_mass(const kvl_kv_paged *kv, int32_t seq);
 
 int32_t kvl_kv_paged_len(const kvl_kv_paged *kv, int32_t seq); /* -1 for a bad seq */
 int32_t kvl_kv_paged_max_seqs(const kvl_kv_paged *kv);

@@ -9,10 +9,23 @@
  *   logical block   0 .. ns-1     ns ...                          last
  *                 | sinks       | oldest window blocks -> victims | recent window |
  *
- * window has ns = 0; sinks has ns = ceil(sinks / bs). Victims are the
- * oldest full blocks after the sinks, as many as bring n_tokens + n_new
- * to at most budget_tokens; a block that is partly filled or about to be
- * written is never a victim.
+ * window has ns = 0; sinks, h2o and snapkv have ns = ceil(sinks / bs).
+ * For window and sinks the victims are the oldest full blocks after the
+ * sinks, as many as bring n_tokens + n_new to at most budget_tokens; a
+ * block that is partly filled or about to be written is never a victim.
+ *
+ * h2o and snapkv (scored policies) choose among the same full blocks after
+ * the sinks, less a protected tail, those with the least attention mass
+ * (kvl_kv_policy_victims_scored; ties go to the oldest):
+ *
+ *   logical block   0 .. ns-1   ns ...               tail ...       last
+ *                 | sinks     | candidates: by mass | protected tail      |
+ *
+ *   h2o:    B = budget / bs blocks, H = heavy * (B - ns) (at least 1, at
+ *           most B - ns - 1) heavy-hitter blocks, and the tail is the last
+ *           R = B - ns - H blocks of the table once grown by n_new (the
+ *           recent window, the blocks being written included);
+ *   snapkv: the tail is the blocks holding the last obs_window positions.
  */
 #ifndef KVL_KV_POLICY_H
 #define KVL_KV_POLICY_H
@@ -27,11 +40,41 @@
 kvl_status kvl_kv_policy_check(const kvl_kv_policy *p, int32_t block_size, int32_t max_ctx,
                                kvl_error *err);
 
-/* Leading blocks the policy never evicts: ceil(sinks / bs) for sinks, else 0. */
+/* Leading blocks the policy never evicts: ceil(sinks / bs) for sinks, h2o
+ * and snapkv, else 0. */
 int32_t kvl_kv_policy_sink_blocks(const kvl_kv_policy *p, int32_t block_size);
 
-/* Whether the policy ever evicts (window or sinks). */
+/* Whether the policy ever evicts (all but full). */
 bool kvl_kv_policy_evicts(const kvl_kv_policy *p);
+
+/* Whether it chooses victims by attention mass (h2o, snapkv). */
+bool kvl_kv_policy_scored(const kvl_kv_policy *p);
+
+/* h2o's heavy share and snapkv's observation window, defaults applied. */
+float kvl_kv_policy_heavy(const kvl_kv_policy *p);
+int32_t kvl_kv_policy_obs_window(const kvl_kv_policy *p);
+
+/*
+ * Whether attention of a query that sees n_ctx positions of a sequence of
+ * n_tokens (reserved) positions adds to the blocks' mass: always for h2o;
+ * for snapkv only while a prompt longer than the budget is prefilled and
+ * only for its last obs_window queries; never for the others.
+ */
+bool kvl_kv_policy_accumulates(const kvl_kv_policy *p, int32_t n_tokens, int32_t n_ctx);
+
+/* First logical block of the protected tail of a scored policy for a
+ * table of n_tokens positions about to grow by n_new; the table's block
+ * count for the others. h2o's recent window is the last R blocks of the
+ * grown table (the blocks the new positions go to count), so that after
+ * the eviction the table holds sinks + H heavy + R recent blocks. */
+uint32_t kvl_kv_policy_tail(const kvl_kv_policy *p, int32_t block_size, int32_t n_tokens,
+                            int32_t n_new);
+
+/* Scratch of kvl_kv_policy_victims_scored: one per candidate block. */
+typedef struct kvl_kv_cand {
+    uint64_t mass;
+    uint32_t block;
+} kvl_kv_cand;
 
 /*
  * The victims for growing a sequence of n_tokens by n_new: logical blocks
@@ -41,5 +84,20 @@ bool kvl_kv_policy_evicts(const kvl_kv_policy *p);
  */
 kvl_status kvl_kv_policy_victims(const kvl_kv_policy *p, int32_t block_size, int32_t n_tokens,
                                  int32_t n_new, uint32_t *first, uint32_t *n, kvl_error *err);
+
+/*
+ * The victims of a scored policy (or of any policy: mass NULL counts as
+ * all equal, so the oldest candidates go) for growing n_tokens by n_new
+ * (n_new 0: just bring the sequence within its budget, snapkv's
+ * compression after a prefill): *n logical blocks, ascending, in out[];
+ * mass[b] is block b's accumulated mass. cand and out hold at least
+ * ceil(n_tokens / block_size) entries. KVL_E_LIMIT (message with the
+ * numbers, nothing written that matters) when the candidates are fewer
+ * than needed: sinks and the protected tail are never victims.
+ */
+kvl_status kvl_kv_policy_victims_scored(const kvl_kv_policy *p, int32_t block_size,
+                                        int32_t n_tokens, int32_t n_new, const uint64_t *mass,
+                                        kvl_kv_cand *cand, uint32_t *out, uint32_t *n,
+                                        kvl_error *err);
 
 #endif
