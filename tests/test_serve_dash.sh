@@ -13,6 +13,7 @@
 #     of the busy interval has tokens, TTFT and TPOT;
 #   - the plan for fitting and non-fitting prompts and contexts, and 400
 #     naming the parameter and its range for bad values;
+#   - with the contiguous layout: the map is 501, the plan counts slots;
 #   - every metric name used by every panel of the Grafana dashboard is in
 #     a live /metrics (a renamed metric fails here), the JSON is importable
 #     (inputs, uid, schemaVersion, gridPos), and promtool parses every
@@ -188,6 +189,15 @@ if command -v promtool >/dev/null; then
 else
   echo "SKIP: promtool not installed (Debian prometheus): the expressions' syntax is not checked"
 fi
+kill "$spid"; wait "$spid" 2>/dev/null
+
+# ---- the contiguous layout has no blocks to map: 501; the plan counts slots
+start contig -m "$model" --kv-layout contiguous -c 128 --max-seqs 4 --api-key "$key" || exit 1
+get /v1/kv/map >"$tmp/mapx.json"
+[ "$(code)" = 501 ] && [ "$(py 'j["error"]["code"]' <"$tmp/mapx.json")" = unsupported ] && ok || bad "contiguous map: $(code) $(cat "$tmp/mapx.json")"
+get '/v1/plan?prompt_tokens=100&context=128' >"$tmp/planx.json"
+[ "$(code)" = 200 ] && [ "$(py '(j["fits_now"], j["blocks_needed"], j["users_at_context"], j["n_blocks"])' <"$tmp/planx.json")" = "(True, 1, 4, 4)" ] \
+  && ok || bad "contiguous plan: $(cat "$tmp/planx.json")"
 kill "$spid"; wait "$spid" 2>/dev/null
 
 # ---- a slow model: 8 streams at once
