@@ -33,12 +33,12 @@ u=$(py '(j["usage"]["prompt_tokens"], j["usage"]["completion_tokens"], j["usage"
 # blocks (same text), another cache_salt never is
 long='Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball.'
 r1=$(post /v1/completions "{\"prompt\":\"$long\",\"max_tokens\":8,\"temperature\":0,\"cache_salt\":\"t1\"}" | py '(j["choices"][0]["text"], j["usage"]["prompt_tokens_details"]["cached_tokens"])')
-r2=$(post /v1/completions "{\"prompt\":\"$long\",\"max_tokens\":8,\"temperature\":0,\"cache_salt\":\"t1\"}" | py '(j["choices"][0]["text"], j["usage"]["prompt_tokens_details"]["cached_tokens"])')
+r2=$(post /v1/completions "{\"prompt\":\"$long\",\"max_tokens\":8,\"temperature\":0,\"cache_salt\":\"t1\"}" | py '(j["choices"][0]["text"], j["usage"]["prompt_tokens_details"]["cached_tokens"], j["usage"]["prompt_tokens_details"]["cached_tokens_tier"])')
 r3=$(post /v1/completions "{\"prompt\":\"$long\",\"max_tokens\":8,\"temperature\":0,\"cache_salt\":\"other\"}" | py 'j["usage"]["prompt_tokens_details"]["cached_tokens"]')
 python3 - "$r1" "$r2" "$r3" <<'PY' && ok || bad "prefix cache over HTTP: $r1 / $r2 / $r3"
 import ast, sys
-t1, c1 = ast.literal_eval(sys.argv[1]); t2, c2 = ast.literal_eval(sys.argv[2])
-assert c1 == 0 and c2 >= 16 and t1 == t2 and int(sys.argv[3]) == 0
+t1, c1 = ast.literal_eval(sys.argv[1]); t2, c2, tier2 = ast.literal_eval(sys.argv[2])
+assert c1 == 0 and c2 >= 16 and tier2 == 0 and t1 == t2 and int(sys.argv[3]) == 0
 PY
 
 # --- chat: streamed text equals non-streamed text; SSE shape; usage chunk
@@ -345,6 +345,36 @@ wait "$r1"
 tail -c 14 "$tmp/r1.txt" | grep -q 'data: \[DONE\]' && ok || bad "in-flight stream got [DONE] at shutdown"
 grep -q '"finish_reason":"abort"' "$tmp/r1.txt" && ok || bad "in-flight stream ended with abort"
 grep -q 'cancelled 1 requests' "$tmp/slow.err" && ok || bad "shutdown says what it cancelled: $(cat "$tmp/slow.err")"
+
+# --- the prefix tier over HTTP: carol's prompt (9 blocks of 4) leaves the
+# 40-block pool for the second tier while two long prompts run, then comes
+# back: the same text, usage says how many cached tokens the tier gave, and
+# carol's session in /v1/kv counts her demoted and promoted blocks
+start tier -m "$model" -c 160 --block-size 4 --kv-mem 200KiB --swap-mem 2MiB --prefix-tier host || exit 1
+ids() { python3 -c "import sys; print([1] + [3 + (i * 37 + int(sys.argv[2]) * 101) % 500 for i in range(int(sys.argv[1]) - 1)])" "$1" "$2"; }
+a=$(ids 33 0) b=$(ids 120 1) c=$(ids 120 2)
+post /v1/completions "{\"prompt\":$a,\"max_tokens\":4,\"temperature\":0,\"user\":\"carol\"}" >"$tmp/tier1.json"
+post /v1/completions "{\"prompt\":$b,\"max_tokens\":4,\"temperature\":0,\"user\":\"dave\"}" >/dev/null
+post /v1/completions "{\"prompt\":$c,\"max_tokens\":4,\"temperature\":0,\"user\":\"dave\"}" >/dev/null
+post /v1/completions "{\"prompt\":$a,\"max_tokens\":4,\"temperature\":0,\"user\":\"carol\"}" >"$tmp/tier2.json"
+curl -s "http://127.0.0.1:$port/v1/kv" >"$tmp/tier_kv.json"
+python3 - "$tmp/tier1.json" "$tmp/tier2.json" "$tmp/tier_kv.json" >"$tmp/tier.check" 2>&1 <<'PY' && ok || { bad "prefix tier over HTTP"; cat "$tmp/tier.check"; }
+import json, sys
+r1, r2, kv = (json.load(open(f)) for f in sys.argv[1:4])
+d1, d2 = r1["usage"]["prompt_tokens_details"], r2["usage"]["prompt_tokens_details"]
+assert d1 == {"cached_tokens": 0, "cached_tokens_tier": 0}, d1
+assert r2["choices"][0]["text"] == r1["choices"][0]["text"], (r1, r2)
+assert d2["cached_tokens"] == 32 and 0 < d2["cached_tokens_tier"] <= 32, d2
+carol = [s for s in kv["sessions"] if s["user"] == "carol"][0]
+dave = [s for s in kv["sessions"] if s["user"] == "dave"][0]
+assert carol["blocks_demoted"] > 0 and carol["blocks_promoted"] == d2["cached_tokens_tier"] // 4, carol
+assert dave["blocks_promoted"] == 0, dave
+assert carol["blocks_shared"] == 0 and carol["blocks"] == 0, carol
+t = carol["turns"]
+assert [x["cached_tokens"] for x in t] == [0, 32], t
+assert [x["cached_tokens_tier"] for x in t] == [0, d2["cached_tokens_tier"]], t
+PY
+kill -TERM "$spid"; wait "$spid" && ok || bad "tier server exit status"
 
 # --- no --chat-template and none in the file: chat is 400 naming the flag
 start notmpl -m "$model" || exit 1
