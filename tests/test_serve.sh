@@ -148,8 +148,9 @@ check400 '{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}' 'mess
 check400 '{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]}' messages /v1/chat/completions
 mt=$(post /v1/chat/completions '{"messages":[{"role":"system","content":"s"},{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":[{"type":"text","text":"c"}]}],"max_tokens":3}' | py 'j["choices"][0]["finish_reason"]')
 [ "$(code)" = 200 ] && [ "$mt" = length ] && ok || bad "multi-turn chat: $(code) $(cat "$tmp/body")"
-c=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health" -H "X-Big: $(head -c 40000 /dev/zero | tr '\0' a)")
-[ "$c" = 431 ] && ok || bad "headers over 32 KiB: $c"
+c=$(curl -s -o "$tmp/body" -w '%{http_code}' "http://127.0.0.1:$port/health" -H "X-Big: $(head -c 40000 /dev/zero | tr '\0' a)")
+[ "$c" = 431 ] && [ "$(py 'j["error"]["code"]' <"$tmp/body")" = headers_too_large ] && ok || bad "headers over 32 KiB: $c $(cat "$tmp/body")"
+# far past libmicrohttpd's own buffer (64 KiB): its HTML 431, still a 431
 hdrs=(); for i in $(seq 1 3000); do hdrs+=(-H "X-$i: v"); done
 c=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health" "${hdrs[@]}")
 [ "$c" = 431 ] && ok || bad "3000 small headers: $c"
