@@ -378,7 +378,9 @@ PY
 kill -TERM "$spid"; wait "$spid" && ok || bad "tier server exit status"
 
 # --- no --chat-template and none in the file: chat is 400 naming the flag
-start notmpl -m "$model" || exit 1
+start notmpl -m "$model" --kv-type-k f16 --kv-type-v int8 --block-size 8 --kv-mem 2MiB || exit 1
+# the shared KV flags reach the engine (kvl_cli_engine_kv, as run and chat)
+grep -q 'KV paged, f16/int8, block 8, 504 blocks .* 2097152 bytes: kv_mem as given' "$tmp/notmpl.err" && grep -q ', 1 threads$' "$tmp/notmpl.err" && ok || bad "KV flags in the start-up report: $(cat "$tmp/notmpl.err")"
 post /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}]}' >/dev/null
 [ "$(code)" = 400 ] && grep -q -- '--chat-template' "$tmp/body" && grep -q '"code":"chat_template_missing"' "$tmp/body" && ok || bad "chat without a template: $(code) $(cat "$tmp/body")"
 grep -q 'no chat template.*answers 400' "$tmp/notmpl.err" && ok || bad "start-up report says chat is off"
