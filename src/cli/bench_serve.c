@@ -896,6 +896,7 @@ int kvl_cli_bench_serve(int argc, char **argv) {
                     .out = {64, 64},
                     .load = KVL_LOAD_AUTO};
     kvl_cli_kv_defaults(&o.kvo);
+    o.kvo.tier_ok = true;
     int pr = parse_args(argc, argv, &o);
     if (pr)
         return pr == 1 ? 0 : 2;

@@ -141,6 +141,13 @@ int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_o
     if (pr != 0)
         return pr;
     if (!strcmp(a, "--prefix-tier")) {
+        if (!o->tier_ok) {
+            fprintf(stderr,
+                    "kvllm %s: --prefix-tier: this subcommand has no prefix cache tier (it "
+                    "keeps no swap area); run, serve and bench serve take it\n",
+                    cmd);
+            return -1;
+        }
         if (!kvl_cli_value(cmd, argc, argv, i, &v))
             return -1;
         if (!kvl_prefix_tier_parse(v, &o->prefix_tier)) {

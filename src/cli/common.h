@@ -29,6 +29,8 @@ typedef struct kvl_cli_kv_opts {
     bool policy_ok;                   /* the subcommand runs policies (set before parsing); else
                              the policy flags are refused */
     kvl_prefix_tier_mode prefix_tier; /* --prefix-tier (the engine commands) */
+    bool tier_ok;                     /* the subcommand gives prefix_tier to its engine (set before
+                     parsing); else --prefix-tier is refused */
 } kvl_cli_kv_opts;
 
 void kvl_cli_kv_defaults(kvl_cli_kv_opts *o);

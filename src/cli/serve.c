@@ -327,6 +327,7 @@ done:
 int kvl_cli_serve(int argc, char **argv) {
     serve_opts o = {.sp = kvl_server_defaults(), .grace = 5};
     kvl_cli_common_defaults(&o.com);
+    o.com.kvo.tier_ok = true;
     int pr = parse_args(argc, argv, &o);
     if (pr)
         return pr == 1 ? 0 : 2;
