@@ -7,10 +7,5 @@
 #
 # KVL_ISA=avx2 or scalar in the environment caps the kernels' ISA.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-B=$(cd "${1:-$ROOT/build}" && pwd)
-OUT=$B/kv_speed
-cc -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I"$ROOT/include" -I"$ROOT/src" \
-    "$ROOT/bench/kv_speed.c" "$B/libkvl_kv.a" "$B/libkvl_plan.a" "$B/libkvl_model.a" \
-    "$B/libkvl_kernels.a" "$B/libkvl_core.a" -lm -lpthread -o "$OUT"
-"$OUT" "${2:-4096}" "${3:-15}"
+. "$(dirname "$0")/lib_bench.sh"
+kvl_bench_c kv_speed "${1:-}" "${2:-4096}" "${3:-15}"

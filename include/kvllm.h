@@ -439,10 +439,12 @@ KVL_API const char *kvl_finish_reason_str(kvl_finish_reason r);
 
 typedef struct kvl_usage {
     int64_t prompt_tokens;
-    int64_t completion_tokens; /* over all samples, counting a sampled end-of-sequence
+    int64_t completion_tokens;  /* over all samples, counting a sampled end-of-sequence
                                   token (which has no TOKEN event), as vLLM does */
-    int64_t cached_tokens;     /* prompt tokens whose KV was reused, not computed */
-    int64_t recomputed_tokens; /* positions computed again after a preemption (prefix-cache
+    int64_t cached_tokens;      /* prompt tokens whose KV was reused, not computed */
+    int64_t cached_tokens_tier; /* of those, promoted from the prefix cache's second tier
+                                   (a copy); the rest were found in the pool */
+    int64_t recomputed_tokens;  /* positions computed again after a preemption (prefix-cache
                                   hits on its own old blocks not counted) */
     int32_t n_preemptions;
     double queue_s; /* submit to first scheduled */
@@ -574,6 +576,7 @@ typedef struct kvl_session_turn {
     uint32_t n_blocks; /* blocks the turn held when it ended */
     size_t kv_bytes;
     kvl_finish_reason reason;
+    int64_t cached_tokens_tier; /* of cached_tokens, promoted from the second tier */
 } kvl_session_turn;
 
 typedef struct kvl_session_info {
@@ -584,6 +587,13 @@ typedef struct kvl_session_info {
     size_t kv_bytes;
     int32_t n_turns; /* entries in turns, oldest first */
     kvl_session_turn turns[KVL_SESSION_TURNS];
+    uint32_t n_blocks_shared;  /* of n_blocks, those with more than one reference */
+    int64_t n_blocks_demoted;  /* prefix-cache blocks its requests filled that the pool
+                                  later demoted to the second tier (counted when it
+                                  happens, also after the requests ended) */
+    int64_t n_blocks_promoted; /* second-tier blocks its requests' admissions brought
+                                  back (whoever filled them; a promoted block counts
+                                  as this session's from then on) */
 } kvl_session_info;
 
 /* KVL_E_NOT_FOUND for a session never seen (or forgotten). */

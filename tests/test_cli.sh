@@ -103,5 +103,16 @@ awk '/^predicted_tokens /{t=$2} /^truncated /{c=$2} END{exit !(t == 6561 && c ==
 expect_rc 2 "$bin" ppl -m "$shared/models/stories260K.gguf";  expect_err "-f TEXT is required"
 expect_rc 2 "$bin" ppl -f x --split weird;  expect_err "--split: 'weird'"
 
+# --prefix-tier belongs to the engine commands with a swap area: ppl, bench
+# and chat refuse it naming the flag (they would ignore it); run takes it
+for c in ppl bench chat; do
+  expect_rc 2 "$bin" $c -m "$shared/models/stories260K.gguf" --prefix-tier host
+  expect_err "kvllm $c: --prefix-tier: this subcommand has no prefix cache tier"
+done
+expect_rc 0 "$bin" run -m "$shared/models/stories260K.gguf" -p "Once upon a time" -n 8 --temp 0 \
+  --prefix-tier host --swap-mem 1MiB
+expect_rc 2 "$bin" run -m "$shared/models/stories260K.gguf" -p "x" --prefix-tier disk
+expect_err "--prefix-tier: 'disk' is not off, host or file"
+
 echo "test_cli: $pass passed, $fail failed"
 [ "$fail" = 0 ]

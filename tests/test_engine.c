@@ -102,8 +102,8 @@ static kvl_engine *mk(const kvl_model *m, uint32_t n_blocks, int32_t max_seqs, i
 
 /* Prompt of n tokens: BOS then ids from a fixed pattern (no BOS/EOS). */
 static int32_t prompt_buf[8][512];
-static uint64_t submit_salt(kvl_engine *e, int which, int32_t n_prompt, int32_t max_tokens,
-                            int32_t n, int32_t prio, const char *salt) {
+static uint64_t submit_full(kvl_engine *e, int which, int32_t n_prompt, int32_t max_tokens,
+                            int32_t n, int32_t prio, const char *salt, uint64_t session) {
     int32_t *t = prompt_buf[which];
     t[0] = 1;
     for (int32_t i = 1; i < n_prompt; i++)
@@ -116,12 +116,18 @@ static uint64_t submit_salt(kvl_engine *e, int which, int32_t n_prompt, int32_t 
     rp.temperature = 0;
     rp.priority = prio;
     rp.cache_salt = salt;
+    rp.session = session;
     uint64_t id = 0;
     kvl_error err;
     kvl_status st = kvl_engine_submit(e, &rp, &id, &err);
     if (st)
         fprintf(stderr, "submit: %s\n", err.msg);
     return st ? 0 : id;
+}
+
+static uint64_t submit_salt(kvl_engine *e, int which, int32_t n_prompt, int32_t max_tokens,
+                            int32_t n, int32_t prio, const char *salt) {
+    return submit_full(e, which, n_prompt, max_tokens, n, prio, salt, 0);
 }
 
 static uint64_t submit(kvl_engine *e, int which, int32_t n_prompt, int32_t max_tokens, int32_t n,
@@ -796,6 +802,8 @@ static void test_tier_order(const kvl_model *m) {
     run_to_idle(e, 50);
     kvl_engine_get_stats(e, &st);
     CHECK_EQ_INT(logs[c].usage.cached_tokens, 20);
+    CHECK_EQ_INT(logs[c].usage.cached_tokens_tier, 12); /* the pool's share: 8 */
+    CHECK_EQ_INT(logs[a].usage.cached_tokens_tier, 0);
     CHECK_EQ_INT(st.prefix_hit_tokens_tier, 12);
     CHECK_EQ_INT(st.prefix_hit_tokens_pool, 8);
     CHECK_EQ_INT(st.prefix_promoted_blocks, 3);
@@ -849,6 +857,8 @@ static void test_tier_hits(const kvl_model *m, const char *fmt) {
             CHECK_EQ_INT(logs[a].usage.cached_tokens, 0);
             CHECK_EQ_INT(logs[x].usage.cached_tokens, 0);
             CHECK_EQ_INT(logs[b].usage.cached_tokens, tier ? want_hit : 0);
+            CHECK_EQ_INT(logs[b].usage.cached_tokens_tier, tier ? want_hit : 0);
+            CHECK_EQ_INT(logs[x].usage.cached_tokens_tier, 0);
             CHECK_EQ_INT(st.prefix_hit_tokens_tier - st0.prefix_hit_tokens_tier,
                          tier ? want_hit : 0);
             CHECK_EQ_INT(st.prefix_promoted_blocks - st0.prefix_promoted_blocks,
@@ -886,6 +896,7 @@ static void test_tier_swap_first(const kvl_model *m) {
     CHECK(kvl_engine_request_info(e, c, &ri) == KVL_OK);
     CHECK_EQ_INT(ri.cached_tokens, 20);
     CHECK(ri.cached_tokens_tier > 0);
+    int64_t c_tier = ri.cached_tokens_tier;
     while (logs[c].n[0] < 2)
         step(e);
     kvl_engine_get_stats(e, &st);
@@ -899,7 +910,78 @@ static void test_tier_swap_first(const kvl_model *m) {
     CHECK_EQ_INT(st.n_preempt_swap, 1);
     CHECK(st.prefix_tier_dropped_swap > 0);
     CHECK_EQ_INT(logs[c].n[0], 12);
+    CHECK_EQ_INT(logs[c].usage.cached_tokens_tier, c_tier); /* the first admission's */
     CHECK(memcmp(logs[a].toks[0], logs[c].toks[0], 4 * sizeof(int32_t)) == 0);
+    CHECK(kvl_engine_check(e, &err) == KVL_OK);
+    kvl_engine_free(e);
+}
+
+static kvl_session_info sinfo(kvl_engine *e, uint64_t session) {
+    kvl_session_info si;
+    memset(&si, 0, sizeof si);
+    CHECK(kvl_engine_session_info(e, session, &si) == KVL_OK);
+    return si;
+}
+
+/* Per-session tier accounting, on test_tier_order's scenario with every
+ * request in a session: A's (session 1) four demoted blocks are its own,
+ * B's and D's sessions demoted nothing; C (session 4, A's prompt) promotes
+ * three and its usage and turn say 12 of its 20 cached tokens came from the
+ * tier. The promoted blocks are session 4's from then on: evicted again by
+ * E, each demotion counts for the session that filled or promoted the
+ * block, and the sessions' counts add up to the engine's. */
+static void test_tier_sessions(const kvl_model *m) {
+    kvl_engine_params p = mk_params(12, 2, 64, KVL_PREEMPT_RECOMPUTE, 3);
+    p.prefix_tier = KVL_PREFIX_TIER_HOST;
+    kvl_engine *e = mk_from(m, &p);
+    submit_full(e, 0, 24, 4, 1, 0, NULL, 1);
+    run_to_idle(e, 50);
+    submit_full(e, 1, 16, 4, 1, 0, NULL, 2);
+    run_to_idle(e, 50);
+    submit_full(e, 2, 16, 4, 1, 0, NULL, 3);
+    run_to_idle(e, 50);
+    CHECK_EQ_INT(sinfo(e, 1).n_blocks_demoted, 4);
+    CHECK_EQ_INT(sinfo(e, 1).n_blocks_promoted, 0);
+    CHECK_EQ_INT(sinfo(e, 2).n_blocks_demoted, 0);
+    CHECK_EQ_INT(sinfo(e, 3).n_blocks_demoted, 0);
+    uint64_t c = submit_full(e, 0, 24, 4, 1, 0, NULL, 4);
+    run_to_idle(e, 50);
+    kvl_session_info s4 = sinfo(e, 4);
+    CHECK_EQ_INT(s4.n_blocks_promoted, 3);
+    CHECK_EQ_INT(s4.n_blocks_demoted, 0);
+    CHECK_EQ_INT(sinfo(e, 1).n_blocks_promoted, 0);
+    CHECK_EQ_INT(logs[c].usage.cached_tokens, 20);
+    CHECK_EQ_INT(logs[c].usage.cached_tokens_tier, 12);
+    CHECK_EQ_INT(s4.n_turns, 1);
+    CHECK_EQ_INT(s4.turns[0].cached_tokens, 20);
+    CHECK_EQ_INT(s4.turns[0].cached_tokens_tier, 12);
+    CHECK_EQ_INT(sinfo(e, 1).turns[0].cached_tokens, 0);
+    /* E takes the whole pool: C's blocks (A0, A1 filled by session 1, the
+     * three it promoted, its own last ones) leave it */
+    submit_full(e, 3, 40, 4, 1, 0, NULL, 5);
+    run_to_idle(e, 50);
+    kvl_engine_stats st;
+    kvl_engine_get_stats(e, &st);
+    int64_t dem = 0, pro = 0;
+    for (uint64_t k = 1; k <= 5; k++) {
+        dem += sinfo(e, k).n_blocks_demoted;
+        pro += sinfo(e, k).n_blocks_promoted;
+    }
+    CHECK_EQ_INT(dem, st.prefix_demoted_blocks);
+    CHECK_EQ_INT(pro, st.prefix_promoted_blocks);
+    CHECK(sinfo(e, 4).n_blocks_demoted >= 3); /* the promoted ones are its own now */
+    CHECK(sinfo(e, 1).n_blocks_demoted > 4);  /* A0, A1 */
+    /* n = 2 samples share the prompt's blocks: the session's shared count is
+     * its request's */
+    uint64_t f = submit_full(e, 4, 12, 8, 2, 0, NULL, 6);
+    while (logs[f].n[1] < 2 && !kvl_engine_idle(e))
+        step(e);
+    kvl_request_info ri;
+    CHECK(kvl_engine_request_info(e, f, &ri) == KVL_OK);
+    CHECK(ri.n_blocks_shared > 0);
+    CHECK_EQ_INT(sinfo(e, 6).n_blocks_shared, ri.n_blocks_shared);
+    run_to_idle(e, 50);
+    kvl_error err;
     CHECK(kvl_engine_check(e, &err) == KVL_OK);
     kvl_engine_free(e);
 }
@@ -961,6 +1043,7 @@ int main(void) {
     test_tier_hits(m, "f16");
     test_tier_hits(m, "int8");
     test_tier_swap_first(m);
+    test_tier_sessions(m);
     test_tier_params(m);
     test_batch_invariance(m);
     kvl_model_free(m);

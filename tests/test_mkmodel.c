@@ -1090,13 +1090,13 @@ static void test_models(void) {
     kvl_mkmodel_spec s;
     kvl_catalog_mkmodel_spec("stories260K", &s, NULL);
     snprintf(s.shape.name, sizeof s.shape.name, "tiny-custom");
-    s.shape.hp.dim = 32;
-    s.shape.hp.n_heads = 4;
-    s.shape.hp.n_kv_heads = 1;
-    s.shape.hp.ffn_dim = 96;
-    s.shape.hp.n_layers = 2;
-    s.shape.hp.n_vocab = 300;
-    s.shape.hp.ctx_len = 128;
+    kvt_set_dims(&s.shape.hp, (kvt_dims){.dim = 32,
+                                         .n_heads = 4,
+                                         .n_kv_heads = 1,
+                                         .ffn_dim = 96,
+                                         .n_layers = 2,
+                                         .n_vocab = 300,
+                                         .ctx_len = 128});
     s.shape.hp.rope_base = 500000.0f;
     s.shape.hp.rms_eps = 1e-6f;
     s.type = KVL_TYPE_Q4_0;

@@ -5,6 +5,8 @@
 #     tests/serve_load_gate.c, holds the model's open() until the test lets
 #     it go), then 200; other endpoints 503 with an error object;
 #   - connections past --max-connections get 503 (Connection: close);
+#   - request line and headers over 32 KiB, or over 100 header fields: 431
+#     with an error object naming the limit; just under both: 200;
 #   - slow-loris: a request line, headers or a body dribbled byte by byte
 #     are cut at their deadlines (--keepalive-timeout, --header-timeout,
 #     --body-timeout), an idle keep-alive connection is closed, and the
@@ -154,6 +156,60 @@ print("metrics", cuts)
 PYEOF
 c=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":8}' | py 'j["usage"]["completion_tokens"]')
 [ "$(code)" = 200 ] && [ "$c" = 8 ] && ok || bad "serving after the slow clients: $(code) $(cat "$tmp/body")"
+
+# --- header limits (defaults: 32768 bytes of request line and headers, 100
+# fields): just under works, just over is 431 with an error object naming
+# the limit, also with a body waiting; the server keeps serving
+python3 - "$port" >"$tmp/headers.txt" 2>&1 <<'PYEOF' && ok || { bad "header limits"; cat "$tmp/headers.txt"; }
+import json, socket, sys
+port = int(sys.argv[1])
+def send(lines, method=b"GET", path=b"/health", body=b""):
+    head = method + b" " + path + b" HTTP/1.1\r\n" + b"".join(lines)
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(20)
+    s.sendall(head + b"\r\n" + body)
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+        h, sep, b = got.partition(b"\r\n\r\n")
+        cl = [l for l in h.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+        if sep and cl and len(b) >= int(cl[0].split(b":")[1]):
+            break
+    s.close()
+    h, _, b = got.partition(b"\r\n\r\n")
+    return len(head), int(h.split(b" ")[1]), h.decode().lower(), b
+def sized(total, extra=()):  # exactly total bytes of request line and headers
+    base = [b"Host: x\r\n"] + list(extra)
+    n = total - len(b"GET /health HTTP/1.1\r\n") - sum(map(len, base)) - len(b"X-Big: \r\n")
+    return base + [b"X-Big: " + b"a" * n + b"\r\n"]
+def is431(st, head, body, limit):
+    e = json.loads(body)["error"]
+    assert st == 431 and "connection: close" in head, (st, head)
+    assert e["code"] == "headers_too_large" and e["type"] == "invalid_request_error", e
+    assert "limit of %s" % limit in e["message"], e
+    return e["message"]
+n, st, _, body = send(sized(32768))
+assert n == 32768 and st == 200 and json.loads(body) == {"status": "ok"}, (n, st, body)
+n, st, head, body = send(sized(32769))
+assert n == 32769
+print(is431(st, head, body, "32768 bytes"))
+fields = lambda k: [b"Host: x\r\n"] + [b"X-%d: v\r\n" % i for i in range(k - 1)]
+_, st, _, body = send(fields(100))
+assert st == 200, (st, body)
+_, st, head, body = send(fields(101))
+print(is431(st, head, body, "100"))
+# a completion whose headers are over: refused before its body is read
+req = b'{"prompt":"Once upon a time","max_tokens":4}'
+extra = [b"Content-Type: application/json\r\n", b"Content-Length: %d\r\n" % len(req)]
+_, st, head, body = send(sized(40000, extra), b"POST", b"/v1/completions", req)
+print(is431(st, head, body, "32768 bytes"))
+_, st, _, body = send(extra + [b"Host: x\r\n"], b"POST", b"/v1/completions", req)
+assert st == 200 and json.loads(body)["usage"]["completion_tokens"] == 4, (st, body)
+PYEOF
+[ "$(metric 'kvllm:http_responses_total{status="431"}')" = 3 ] && ok || bad "431s counted: $(metric 'kvllm:http_responses_total{status="431"}')"
 kill -TERM "$spid"; wait "$spid" && ok || bad "limits server exit status"
 
 # --- overload: a pool of exactly 8 full-context sequences (context 512,

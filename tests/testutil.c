@@ -55,6 +55,33 @@ void *kvt_read_file(const char *path, size_t *n) {
     return p;
 }
 
+void kvt_set_dims(kvl_hparams *hp, kvt_dims d) {
+    hp->dim = d.dim;
+    hp->n_heads = d.n_heads;
+    hp->n_kv_heads = d.n_kv_heads;
+    hp->head_dim = d.head_dim ? d.head_dim : d.dim / d.n_heads;
+    hp->rope_dim = hp->head_dim;
+    hp->ffn_dim = d.ffn_dim;
+    hp->n_layers = d.n_layers;
+    hp->n_vocab = d.n_vocab;
+    hp->ctx_len = d.ctx_len;
+}
+
+const char *kvt_mkmodel_file(const kvl_mkmodel_spec *spec, const char *name) {
+    kvl_error err = {0};
+    kvl_mkmodel_vocab voc;
+    const char *path = kvt_tmp(name);
+    kvl_status st = kvl_mkmodel_vocab_synth((int32_t)spec->shape.hp.n_vocab, &voc, &err);
+    if (st == KVL_OK) {
+        st = kvl_mkmodel_write(spec, &voc, path, NULL, NULL, NULL, &err);
+        kvl_mkmodel_vocab_free(&voc);
+    }
+    CHECK_EQ_INT(st, KVL_OK);
+    if (st)
+        fprintf(stderr, "%s: %s\n", name, err.msg);
+    return st ? NULL : path;
+}
+
 int kvt_finish(const char *name) {
     printf("%s: %d passed, %d failed\n", name, kvt_checks - kvt_failures, kvt_failures);
     return kvt_failures ? 1 : 0;

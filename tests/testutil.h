@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "model/gguf.h"
+#include "model/mkmodel.h"
 #include "model/tokenizer.h"
 
 extern int kvt_failures;
@@ -83,7 +84,18 @@ void kvt_kv_arr(kvl_gguf_kv *kv, const char *key, uint32_t elem, uint64_t n, con
  * NUL-terminated buffer; *len gets the byte count. The caller frees it. */
 char *kvt_decode(const kvl_tokenizer *t, int32_t prev, const int32_t *ids, size_t n, size_t *len);
 
-/* Print "<name>: N passed, M failed" and return the exit code. */
+/* The dimensions of a small test model, set on hp by kvt_set_dims:
+ * head_dim 0 means dim / n_heads; rope_dim becomes head_dim. The other
+ * fields of hp (arch, rope base, eps) are left as they are. */
+typedef struct kvt_dims {
+    int64_t dim, n_heads, n_kv_heads, head_dim, ffn_dim, n_layers, n_vocab, ctx_len;
+} kvt_dims;
+void kvt_set_dims(kvl_hparams *hp, kvt_dims d);
+/* Write spec with a synthesized vocabulary of its n_vocab pieces to the
+ * temp file `name`: the path (kvt_tmp's static buffer), or NULL after a
+ * failed CHECK and the writer's message on stderr. */
+const char *kvt_mkmodel_file(const kvl_mkmodel_spec *spec, const char *name);
+
 /* One step of Marsaglia's xorshift64 (13, 7, 17) on *state; returns the new
  * state. Each test keeps its own seeded state and takes the bits it wants. */
 uint64_t kvt_xorshift64(uint64_t *state);

@@ -738,14 +738,7 @@ static int drive(serve_run *sr) {
 
 static kvl_engine_params engine_params(const serve_opts *o) {
     kvl_engine_params ep = kvl_engine_defaults();
-    const kvl_kv_cache_params *kp = &o->kvo.p;
-    ep.n_threads = (int32_t)o->threads;
-    ep.kv_layout = kp->layout;
-    ep.kv_type_k = o->kvo.k_set ? kvl_kv_format_get(kp->k_fmt)->name : NULL;
-    ep.kv_type_v = o->kvo.v_set ? kvl_kv_format_get(kp->v_fmt)->name : NULL;
-    ep.kv_mem = kp->budget;
-    ep.kv_mem_fraction = o->kvo.mem_fraction;
-    ep.block_size = kp->block_size;
+    kvl_cli_engine_kv_opts(&o->kvo, o->threads, &ep);
     ep.max_ctx = (int32_t)o->ctx;
     if (o->max_seqs)
         ep.max_seqs = (int32_t)o->max_seqs;
@@ -903,6 +896,7 @@ int kvl_cli_bench_serve(int argc, char **argv) {
                     .out = {64, 64},
                     .load = KVL_LOAD_AUTO};
     kvl_cli_kv_defaults(&o.kvo);
+    o.kvo.tier_ok = true;
     int pr = parse_args(argc, argv, &o);
     if (pr)
         return pr == 1 ? 0 : 2;

@@ -165,6 +165,13 @@ int kvl_cli_kv_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_o
     if (pr != 0)
         return pr;
     if (!strcmp(a, "--prefix-tier")) {
+        if (!o->tier_ok) {
+            fprintf(stderr,
+                    "kvllm %s: --prefix-tier: this subcommand has no prefix cache tier (it "
+                    "keeps no swap area); run, serve and bench serve take it\n",
+                    cmd);
+            return -1;
+        }
         if (!kvl_cli_value(cmd, argc, argv, i, &v))
             return -1;
         if (!kvl_prefix_tier_parse(v, &o->prefix_tier)) {
@@ -424,15 +431,19 @@ int kvl_cli_sampler_flag(const char *cmd, const char *a, const char *v, kvl_samp
     return 1;
 }
 
-void kvl_cli_engine_kv(const kvl_cli_common *c, kvl_engine_params *ep) {
-    const kvl_kv_cache_params *kp = &c->kvo.p;
-    ep->n_threads = (int32_t)c->threads;
+void kvl_cli_engine_kv_opts(const kvl_cli_kv_opts *kvo, long long threads, kvl_engine_params *ep) {
+    const kvl_kv_cache_params *kp = &kvo->p;
+    ep->n_threads = (int32_t)threads;
     ep->kv_layout = kp->layout;
-    ep->kv_type_k = c->kvo.k_set ? kvl_kv_format_get(kp->k_fmt)->name : NULL;
-    ep->kv_type_v = c->kvo.v_set ? kvl_kv_format_get(kp->v_fmt)->name : NULL;
+    ep->kv_type_k = kvo->k_set ? kvl_kv_format_get(kp->k_fmt)->name : NULL;
+    ep->kv_type_v = kvo->v_set ? kvl_kv_format_get(kp->v_fmt)->name : NULL;
     ep->kv_mem = kp->budget;
-    ep->kv_mem_fraction = c->kvo.mem_fraction;
+    ep->kv_mem_fraction = kvo->mem_fraction;
     ep->block_size = kp->block_size;
+}
+
+void kvl_cli_engine_kv(const kvl_cli_common *c, kvl_engine_params *ep) {
+    kvl_cli_engine_kv_opts(&c->kvo, c->threads, ep);
 }
 
 char *kvl_cli_read_text(const char *cmd, const char *path, size_t *len) {

@@ -29,6 +29,8 @@ typedef struct kvl_cli_kv_opts {
     bool policy_ok;                   /* the subcommand runs policies (set before parsing); else
                              the policy flags are refused */
     kvl_prefix_tier_mode prefix_tier; /* --prefix-tier (the engine commands) */
+    bool tier_ok;                     /* the subcommand gives prefix_tier to its engine (set before
+                     parsing); else --prefix-tier is refused */
 } kvl_cli_kv_opts;
 
 void kvl_cli_kv_defaults(kvl_cli_kv_opts *o);
@@ -66,6 +68,8 @@ int kvl_cli_common_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_
  * (-t, --kv-layout, --kv-type*, --kv-mem, --block-size). This function
  * can't fail. */
 void kvl_cli_engine_kv(const kvl_cli_common *c, kvl_engine_params *ep);
+/* The same from the KV flags and a thread count held apart (bench serve). */
+void kvl_cli_engine_kv_opts(const kvl_cli_kv_opts *kvo, long long threads, kvl_engine_params *ep);
 /* The model the flags name (or the shipped one): NULL with a message when
  * none is given and the shipped one is missing. */
 const char *kvl_cli_model_path(const char *cmd, const kvl_cli_common *c);

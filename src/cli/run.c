@@ -568,6 +568,7 @@ int kvl_cli_run(int argc, char **argv) {
                   .parallel = 1,
                   .sp = kvl_sampler_defaults()};
     kvl_cli_common_defaults(&o.com);
+    o.com.kvo.tier_ok = true;
     int pr = parse_args(argc, argv, &o);
     if (pr)
         return pr == 1 ? 0 : 2;

@@ -203,14 +203,7 @@ static int parse_args(int argc, char **argv, serve_opts *o) {
 
 static kvl_engine_params engine_params(const serve_opts *o) {
     kvl_engine_params ep = kvl_engine_defaults();
-    const kvl_kv_cache_params *kp = &o->com.kvo.p;
-    ep.n_threads = (int32_t)o->com.threads;
-    ep.kv_layout = kp->layout;
-    ep.kv_type_k = o->com.kvo.k_set ? kvl_kv_format_get(kp->k_fmt)->name : NULL;
-    ep.kv_type_v = o->com.kvo.v_set ? kvl_kv_format_get(kp->v_fmt)->name : NULL;
-    ep.kv_mem = kp->budget;
-    ep.kv_mem_fraction = o->com.kvo.mem_fraction;
-    ep.block_size = kp->block_size;
+    kvl_cli_engine_kv(&o->com, &ep);
     ep.max_ctx = (int32_t)o->ctx;
     if (o->max_seqs)
         ep.max_seqs = (int32_t)o->max_seqs;
@@ -334,6 +327,7 @@ done:
 int kvl_cli_serve(int argc, char **argv) {
     serve_opts o = {.sp = kvl_server_defaults(), .grace = 5};
     kvl_cli_common_defaults(&o.com);
+    o.com.kvo.tier_ok = true;
     int pr = parse_args(argc, argv, &o);
     if (pr)
         return pr == 1 ? 0 : 2;

@@ -30,6 +30,22 @@ const char *kvl_finish_reason_str(kvl_finish_reason r) {
     return "unknown";
 }
 
+/* The scheduler's tier hook: count a session's demoted and promoted
+ * blocks. The slot is where the session's record was when its request was
+ * submitted; a session forgotten since is looked up again (O(sessions)),
+ * and one no longer tracked is not counted. Caller holds mu. */
+static void session_tier_hook(void *ctx, uint64_t session, int32_t slot, int32_t demoted,
+                              int32_t promoted) {
+    kvl_engine *e = ctx;
+    eng_session *ss = slot >= 0 && slot < KVL_MAX_SESSIONS && e->sessions[slot].id == session
+                          ? &e->sessions[slot]
+                          : kvl_engine_session(e, session, false);
+    if (ss) {
+        ss->n_demoted += demoted;
+        ss->n_promoted += promoted;
+    }
+}
+
 /* ---- init / free ---------------------------------------------------------- */
 
 /* Pieces must fit an event beside the held-back text. */
@@ -123,6 +139,7 @@ kvl_status kvl_engine_init(const kvl_model *m, const kvl_engine_params *p, kvl_e
             if ((st = kvl_kv_tier_init(e->swap, &e->tier, err)))
                 goto fail;
             kvl_sched_set_prefix_tier(e->sched, e->tier);
+            kvl_sched_set_tier_hook(e->sched, session_tier_hook, e);
         }
     }
     if (ep->batch_invariant)
@@ -403,6 +420,8 @@ kvl_status kvl_engine_submit(kvl_engine *e, const kvl_request_params *p, uint64_
     if (ss) {
         ss->n_requests++;
         ss->n_open++;
+        q->r.session = q->session;
+        q->r.session_slot = (int32_t)(ss - e->sessions);
     }
     q->t_submit = kvl_now();
     q->all_next = e->all_head;
@@ -467,6 +486,7 @@ void kvl_engine_finish(kvl_engine *e, eng_req *q, kvl_finish_reason reason, kvl_
     u->prompt_tokens = q->r.n_prompt;
     u->completion_tokens = q->n_completion;
     u->cached_tokens = q->r.cached_tokens;
+    u->cached_tokens_tier = q->r.cached_tier;
     u->recomputed_tokens = q->r.recomputed;
     u->n_preemptions = q->r.n_preempt;
     u->queue_s = q->t_sched > 0 ? q->t_sched - q->t_submit : now - q->t_submit;
@@ -483,6 +503,8 @@ void kvl_engine_finish(kvl_engine *e, eng_req *q, kvl_finish_reason reason, kvl_
         *t = (kvl_session_turn){.request_id = q->r.id,
                                 .prompt_tokens = q->r.n_prompt,
                                 .completion_tokens = q->n_completion,
+                                .cached_tokens = q->r.cached_tokens,
+                                .cached_tokens_tier = q->r.cached_tier,
                                 .n_blocks = q->end_blocks,
                                 .kv_bytes = q->end_bytes,
                                 .reason = reason};
@@ -616,6 +638,8 @@ kvl_status kvl_engine_session_info(kvl_engine *e, uint64_t session, kvl_session_
         o->n_requests = s->n_requests;
         o->n_open = s->n_open;
         o->n_turns = s->n_turns;
+        o->n_blocks_demoted = s->n_demoted;
+        o->n_blocks_promoted = s->n_promoted;
         for (int32_t i = 0; i < s->n_turns; i++)
             o->turns[i] = s->turns[(s->turn_head + i) % KVL_SESSION_TURNS];
         for (eng_req *q = e->all_head; q; q = q->all_next)
@@ -623,6 +647,7 @@ kvl_status kvl_engine_session_info(kvl_engine *e, uint64_t session, kvl_session_
                 kvl_request_info ri;
                 kvl_engine_req_info(e, q, &ri);
                 o->n_blocks += ri.n_blocks;
+                o->n_blocks_shared += ri.n_blocks_shared;
                 o->kv_bytes += ri.kv_bytes;
             }
     }

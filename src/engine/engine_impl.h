@@ -48,7 +48,8 @@ typedef struct eng_session {
     int32_t n_open;
     int32_t n_turns, turn_head; /* ring of the newest turns */
     kvl_session_turn turns[KVL_SESSION_TURNS];
-    uint64_t last_use; /* for forgetting the least recently used idle one */
+    int64_t n_demoted, n_promoted; /* its blocks moved to and from the second tier */
+    uint64_t last_use;             /* for forgetting the least recently used idle one */
 } eng_session;
 
 struct kvl_engine {

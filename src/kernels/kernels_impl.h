@@ -125,6 +125,13 @@ static inline size_t kvl_act_stride(int64_t n_cols) {
  * per function. */
 typedef void (*kvl_tile_fn)(const kvl_mm_ctx *c, int64_t r, int64_t tok);
 
+/* The loop nest over a register tile's R x T accumulators (i the row, j
+ * the token), each loop fully unrolled: stmt, which sees i and j, zeroes
+ * the tile before the blocks or stores its sums after them. */
+#define KVL_TILE_EACH(R, T, stmt)                                                                  \
+    _Pragma("GCC unroll 4") for (int j = 0; j < (T); j++)                                          \
+        _Pragma("GCC unroll 4") for (int i = 0; i < (R); i++) stmt
+
 /* The tile functions of one weight type for kvl_mm_drive: tile_<kind>(c, r,
  * tok, R, T, ty) instantiated as tile_<tname>_<R>x<T> for R rows and for 1
  * row, T = 1..4 tokens each, and the tables big_<tname> (R rows) and

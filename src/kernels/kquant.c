@@ -264,16 +264,26 @@ static float fit_scale_sym(const float *x, int n, int nmin, int nmax, float step
     return best_s;
 }
 
+/* The 16 groups' symmetric scales of a 256-value block (fit_scale_sym with
+ * levels nmin..nmax, grids `step` apart) into sg; returns the one of
+ * largest magnitude (the first of equal ones). */
+static inline __attribute__((always_inline)) float
+group_scales_sym(const float *x, int nmin, int nmax, float step, float sg[16]) {
+    float smax = 0.0f;
+    for (int g = 0; g < 16; g++) {
+        sg[g] = fit_scale_sym(x + 16 * g, 16, nmin, nmax, step);
+        if (fabsf(sg[g]) > fabsf(smax))
+            smax = sg[g];
+    }
+    return smax;
+}
+
 static void quantize_q6_k(const float *src, kvl_block_q6_k *y, int64_t n) {
     float x[KVL_QK_K];
     for (int64_t s = 0; s < n / KVL_QK_K; s++) {
         sanitize(src + s * KVL_QK_K, x, KVL_QK_K);
-        float sg[16], smax = 0.0f;
-        for (int g = 0; g < 16; g++) {
-            sg[g] = fit_scale_sym(x + 16 * g, 16, -32, 31, 0.25f);
-            if (fabsf(sg[g]) > fabsf(smax))
-                smax = sg[g];
-        }
+        float sg[16];
+        const float smax = group_scales_sym(x, -32, 31, 0.25f, sg);
         kvl_block_q6_k *b = &y[s];
         const float d = smax / -128.0f;
         for (int g = 0; g < 16; g++)
@@ -314,12 +324,8 @@ static void quantize_q3_k(const float *src, kvl_block_q3_k *y, int64_t n) {
     float x[KVL_QK_K];
     for (int64_t s = 0; s < n / KVL_QK_K; s++) {
         sanitize(src + s * KVL_QK_K, x, KVL_QK_K);
-        float sg[16], smax = 0.0f;
-        for (int g = 0; g < 16; g++) {
-            sg[g] = fit_scale_sym(x + 16 * g, 16, -4, 3, 0.1f);
-            if (fabsf(sg[g]) > fabsf(smax))
-                smax = sg[g];
-        }
+        float sg[16];
+        const float smax = group_scales_sym(x, -4, 3, 0.1f, sg);
         kvl_block_q3_k *b = &y[s];
         const float d = smax / -32.0f;
         int sc[16];

@@ -141,11 +141,7 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
     const float *const *dx = in.dx;
     const int16_t *const *bs = in.bsums;
     __m256 acc[4][4];
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++)
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            acc[i][j] = _mm256_setzero_ps();
+    KVL_TILE_EACH(R, T, acc[i][j] = _mm256_setzero_ps());
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (int64_t s = 0; s < ns; s++) {
 #pragma GCC unroll 4
@@ -259,11 +255,7 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
             }
         }
     }
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++)
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            c->Y[(tok + j) * c->n_rows + r + i] = hsum8(acc[i][j]);
+    KVL_TILE_EACH(R, T, c->Y[(tok + j) * c->n_rows + r + i] = hsum8(acc[i][j]));
 }
 
 KVL_TILES(kq, KVL_TYPE_Q4_K, q4k, 2)
@@ -322,11 +314,7 @@ AI void tile_q5(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
     kvl_tile_in in;
     kvl_tile_in_init(&in, c, r, R, tok, T);
     __m256 acc[4][4];
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++)
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            acc[i][j] = _mm256_setzero_ps();
+    KVL_TILE_EACH(R, T, acc[i][j] = _mm256_setzero_ps());
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b = 0; b < nb; b++) {
         __m256i w[4];
@@ -358,11 +346,7 @@ AI void tile_q5(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
             }
         }
     }
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++)
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            c->Y[(tok + j) * c->n_rows + r + i] = hsum8(acc[i][j]);
+    KVL_TILE_EACH(R, T, c->Y[(tok + j) * c->n_rows + r + i] = hsum8(acc[i][j]));
 }
 
 KVL_TILES(q5, KVL_TYPE_Q5_0, q50, 4)

@@ -165,11 +165,7 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
     const float *const *dx = in.dx;
     const int16_t *const *bs = in.bsums;
     __m512 acc[4][4];
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++)
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            acc[i][j] = _mm512_setzero_ps();
+    KVL_TILE_EACH(R, T, acc[i][j] = _mm512_setzero_ps());
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     for (int64_t s = 0; s < ns; s++) {
 #pragma GCC unroll 4
@@ -262,11 +258,7 @@ AI void tile_kq(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
             }
         }
     }
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++)
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            c->Y[(tok + j) * c->n_rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+    KVL_TILE_EACH(R, T, c->Y[(tok + j) * c->n_rows + r + i] = _mm512_reduce_add_ps(acc[i][j]));
 }
 
 KVL_TILES(kq, KVL_TYPE_Q4_K, q4k, 2)
@@ -281,29 +273,19 @@ KVL_TILES(kq, KVL_TYPE_Q3_K, q3k, 2)
 KVL_TILES(kq, KVL_TYPE_Q2_K, q2k_dec, 4)
 KVL_TILES(kq, KVL_TYPE_Q3_K, q3k_dec, 4)
 
+/* Drive tname's tiles: 4 rows x 1 token for decode (_dec), else 2 x 4. */
+#define DRIVE(tname)                                                                               \
+    kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_##tname##_dec : big_##tname,       \
+                 dec ? one_##tname##_dec : one_##tname)
+
 void kvl_kq_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
     const bool dec = c->n_tok == 1;
     switch (c->t) {
-    case KVL_TYPE_Q2_K:
-        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q2k_dec : big_q2k,
-                     dec ? one_q2k_dec : one_q2k);
-        break;
-    case KVL_TYPE_Q3_K:
-        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q3k_dec : big_q3k,
-                     dec ? one_q3k_dec : one_q3k);
-        break;
-    case KVL_TYPE_Q4_K:
-        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q4k_dec : big_q4k,
-                     dec ? one_q4k_dec : one_q4k);
-        break;
-    case KVL_TYPE_Q5_K:
-        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q5k_dec : big_q5k,
-                     dec ? one_q5k_dec : one_q5k);
-        break;
-    default:
-        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q6k_dec : big_q6k,
-                     dec ? one_q6k_dec : one_q6k);
-        break;
+    case KVL_TYPE_Q2_K: DRIVE(q2k); break;
+    case KVL_TYPE_Q3_K: DRIVE(q3k); break;
+    case KVL_TYPE_Q4_K: DRIVE(q4k); break;
+    case KVL_TYPE_Q5_K: DRIVE(q5k); break;
+    default: DRIVE(q6k); break;
     }
 }
 
@@ -334,11 +316,7 @@ AI void tile_q5(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
     kvl_tile_in in;
     kvl_tile_in_init(&in, c, r, R, tok, T);
     __m512 acc[4][4];
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++)
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            acc[i][j] = _mm512_setzero_ps();
+    KVL_TILE_EACH(R, T, acc[i][j] = _mm512_setzero_ps());
     for (int64_t b = 0; b < nb; b += 2) {
         const bool two = b + 1 < nb;
         __m512i w[4];
@@ -382,11 +360,7 @@ AI void tile_q5(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const 
             }
         }
     }
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++)
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            c->Y[(tok + j) * c->n_rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+    KVL_TILE_EACH(R, T, c->Y[(tok + j) * c->n_rows + r + i] = _mm512_reduce_add_ps(acc[i][j]));
 }
 
 KVL_TILES(q5, KVL_TYPE_Q5_0, q50, 2)
@@ -397,11 +371,9 @@ KVL_TILES(q5, KVL_TYPE_Q5_1, q51_dec, 4)
 void kvl_q5_rows_avx512(const kvl_mm_ctx *c, int64_t r0, int64_t r1) {
     const bool dec = c->n_tok == 1;
     if (c->t == KVL_TYPE_Q5_0)
-        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q50_dec : big_q50,
-                     dec ? one_q50_dec : one_q50);
+        DRIVE(q50);
     else
-        kvl_mm_drive(c, r0, r1, dec ? 4 : 2, dec ? 1 : 4, dec ? big_q51_dec : big_q51,
-                     dec ? one_q51_dec : one_q51);
+        DRIVE(q51);
 }
 
 void kvl_kq_quantize_act_avx512(const float *x, int64_t n_cols, int64_t s0, int64_t s1,

@@ -120,11 +120,7 @@ AI void tile_q(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const i
     const float *const *dx = in.dx;
     const int32_t *const *cr = in.corr;
     __m256 acc[4][4];
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++)
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            acc[i][j] = _mm256_setzero_ps();
+    KVL_TILE_EACH(R, T, acc[i][j] = _mm256_setzero_ps());
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (int64_t b = 0; b < nb; b++) {
@@ -165,11 +161,7 @@ AI void tile_q(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const i
             }
         }
     }
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++)
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            c->Y[(tok + j) * c->n_rows + r + i] = hsum8(acc[i][j]);
+    KVL_TILE_EACH(R, T, c->Y[(tok + j) * c->n_rows + r + i] = hsum8(acc[i][j]));
 }
 
 /* ---- float tiles ---- */

@@ -206,21 +206,13 @@ AI void tile_q(const kvl_mm_ctx *c, int64_t r, int64_t tok, const int R, const i
     const float *const *dx = in.dx;
     const int32_t *const *cr = in.corr;
     __m512 acc[4][4];
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++)
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            acc[i][j] = _mm512_setzero_ps();
+    KVL_TILE_EACH(R, T, acc[i][j] = _mm512_setzero_ps());
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2)
         qstep(acc, row, qx, dx, cr, b, true, R, T, t);
     if (b < nb)
         qstep(acc, row, qx, dx, cr, b, false, R, T, t);
-#pragma GCC unroll 4
-    for (int j = 0; j < T; j++)
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++)
-            c->Y[(tok + j) * c->n_rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+    KVL_TILE_EACH(R, T, c->Y[(tok + j) * c->n_rows + r + i] = _mm512_reduce_add_ps(acc[i][j]));
 }
 
 /* Decode, quantized: rows [r0, r1) x token 0, one row at a time (two rows

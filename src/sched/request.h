@@ -53,6 +53,9 @@ typedef struct kvl_request {
     int64_t cached_tier;   /* of those, promoted from the second tier */
     int64_t cached_again;  /* positions found on re-admissions and swap-ins after a preemption */
     bool ever_run;
+    uint64_t session;                /* the owner's session id (0: none), recorded on the blocks it
+                             fills for the tier hook (scheduler.h), with */
+    int32_t session_slot;            /* the owner's hint where that session's record is */
     kvl_seq *seqs;                   /* (n_samples) */
     struct kvl_request *prev, *next; /* in its state's list */
     void *owner;                     /* the engine's record */

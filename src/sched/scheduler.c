@@ -21,6 +21,12 @@
 
 #include <stdlib.h>
 
+/* The session of the request that filled a cached block (0: none). */
+typedef struct blk_owner {
+    uint64_t session;
+    int32_t slot;
+} blk_owner;
+
 typedef struct req_list {
     kvl_request *head, *tail;
     int32_t n;
@@ -49,6 +55,9 @@ struct kvl_sched {
     uint32_t *hit_ids;     /* (max blocks of one sequence) a lookup: pool ids, */
     uint32_t *hit_swap;    /* (same) tier swap ids, */
     kvl_hash128 *hit_hash; /* (same) and hashes */
+    blk_owner *owner;      /* (n_blocks) who filled each cached block, for tier_hook */
+    kvl_sched_tier_hook tier_hook;
+    void *tier_ctx;
 };
 
 /* ---- lists ---------------------------------------------------------------- */
@@ -154,6 +163,7 @@ void kvl_sched_free(kvl_sched *s) {
     free(s->hit_ids);
     free(s->hit_swap);
     free(s->hit_hash);
+    free(s->owner);
     free(s->free_slots);
     free(s->items);
     free(s->rs_seq);
@@ -193,6 +203,9 @@ static void evict_hook(void *ctx, uint32_t id) {
         double t0 = kvl_now();
         kvl_kv_paged_block_save_id(s->paged, id, dst);
         s->c.prefix_tier_seconds += kvl_now() - t0;
+        const blk_owner *o = &s->owner[id];
+        if (s->tier_hook && o->session)
+            s->tier_hook(s->tier_ctx, o->session, o->slot, 1, 0);
     } else if (!hit && !(s->tier && kvl_kv_tier_find(s->tier, h) != UINT32_MAX)) {
         s->c.prefix_evicted_unused++;
     }
@@ -208,12 +221,15 @@ void kvl_sched_set_prefix_cache(kvl_sched *s, kvl_prefix_cache *pc) {
         s->hit_ids = malloc(n * sizeof *s->hit_ids);
         s->hit_swap = malloc(n * sizeof *s->hit_swap);
         s->hit_hash = malloc(n * sizeof *s->hit_hash);
-        if (!s->hit_ids || !s->hit_swap || !s->hit_hash) {
+        s->owner = calloc(s->n_blocks, sizeof *s->owner);
+        if (!s->hit_ids || !s->hit_swap || !s->hit_hash || !s->owner) {
             free(s->hit_ids);
             free(s->hit_swap);
             free(s->hit_hash);
+            free(s->owner);
             s->hit_ids = s->hit_swap = NULL;
             s->hit_hash = NULL;
+            s->owner = NULL;
             return; /* no caching rather than no engine */
         }
     }
@@ -225,6 +241,15 @@ void kvl_sched_set_prefix_cache(kvl_sched *s, kvl_prefix_cache *pc) {
 
 void kvl_sched_set_prefix_tier(kvl_sched *s, kvl_kv_tier *tier) {
     s->tier = s->pc && s->swap ? tier : NULL;
+}
+
+void kvl_sched_set_tier_hook(kvl_sched *s, kvl_sched_tier_hook fn, void *ctx) {
+    s->tier_hook = fn;
+    s->tier_ctx = ctx;
+}
+
+static void set_owner(kvl_sched *s, const kvl_request *r, uint32_t id) {
+    s->owner[id] = (blk_owner){r->session, r->session_slot};
 }
 
 /* The longest cached prefix of sample q's first `limit` positions, in whole
@@ -272,7 +297,8 @@ static uint32_t lookup_free_hits(const kvl_sched *s, uint32_t n_hit) {
  * fresh blocks are allocated, so the demotions those allocations cause
  * can drop neither. The caller has checked that n_tier + the free pool
  * hits fit in the free blocks. */
-static void prefix_attach(kvl_sched *s, kvl_seq *q, uint32_t n_hit, uint32_t n_tier) {
+static void prefix_attach(kvl_sched *s, const kvl_request *r, kvl_seq *q, uint32_t n_hit,
+                          uint32_t n_tier) {
     kvl_block_pool *pool = kvl_kv_paged_pool(s->paged);
     for (uint32_t j = 0; j < n_hit; j++)
         if (s->hit_swap[j] != UINT32_MAX) {
@@ -292,6 +318,7 @@ static void prefix_attach(kvl_sched *s, kvl_seq *q, uint32_t n_hit, uint32_t n_t
                                    kvl_kv_swap_block(s->swap, s->hit_swap[j]));
         kvl_kv_swap_release(s->swap, &s->hit_swap[j], 1);
         kvl_prefix_cache_insert(s->pc, s->hit_hash[j], s->hit_ids[j]);
+        set_owner(s, r, s->hit_ids[j]);
     }
     if (n_tier)
         s->c.prefix_tier_seconds += kvl_now() - t0;
@@ -311,6 +338,7 @@ static void prefix_register(kvl_sched *s, const kvl_request *r, kvl_seq *q) {
         kvl_hash128 h =
             kvl_prefix_hash(s->pc, q->chain, r->ns, q->hist + (size_t)q->n_hashed * s->block_size);
         kvl_prefix_cache_insert(s->pc, h, t->ids[q->n_hashed]);
+        set_owner(s, r, t->ids[q->n_hashed]);
         q->chain = h;
         q->n_hashed++;
     }
@@ -615,7 +643,7 @@ static bool swap_in(kvl_sched *s, kvl_request *r) {
     double t0 = kvl_now();
     kvl_error err;
     if (n_hit)
-        prefix_attach(s, q, n_hit, 0);
+        prefix_attach(s, r, q, n_hit, 0);
     int32_t hit = (int32_t)n_hit * s->block_size;
     kvl_status st = kvl_kv_cache_reserve(s->kv, q->slot, q->n_kv - hit, &err);
     KVL_ASSERT(st == KVL_OK);
@@ -745,6 +773,8 @@ static void count_hits(kvl_sched *s, kvl_request *r, int32_t target, int32_t hit
         r->cached_tokens = hit;
         r->cached_tier = tier;
     }
+    if (n_tier && s->tier_hook && r->session)
+        s->tier_hook(s->tier_ctx, r->session, r->session_slot, 0, (int32_t)n_tier);
 }
 
 static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
@@ -779,7 +809,7 @@ static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
             r->seqs[i].slot = s->free_slots[--s->n_free_slots];
     move_to(s, r, KVL_REQ_RUNNING);
     if (n_hit) {
-        prefix_attach(s, q, n_hit, n_tier);
+        prefix_attach(s, r, q, n_hit, n_tier);
         q->n_kv = hit;
     }
     if (s->pc)

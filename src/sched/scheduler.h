@@ -103,6 +103,14 @@ void kvl_sched_set_prefix_cache(kvl_sched *s, kvl_prefix_cache *pc);
  * Swapped-out requests come first: preemption by swap drops the tier's
  * oldest blocks for room. */
 void kvl_sched_set_prefix_tier(kvl_sched *s, kvl_kv_tier *tier);
+/* Called (during scheduling) for each block the pool demotes to the tier,
+ * with the session of the request that filled it (demoted 1), and for each
+ * admission that promotes blocks back, with the admitted request's session
+ * (promoted n); only for sessions other than 0. A promoted block belongs to
+ * the promoting request's session from then on. */
+typedef void (*kvl_sched_tier_hook)(void *ctx, uint64_t session, int32_t session_slot,
+                                    int32_t demoted, int32_t promoted);
+void kvl_sched_set_tier_hook(kvl_sched *s, kvl_sched_tier_hook fn, void *ctx);
 
 /* Queue r (state WAITING, nothing held). This function can't fail. */
 void kvl_sched_add(kvl_sched *s, kvl_request *r);

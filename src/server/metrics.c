@@ -304,6 +304,9 @@ static cJSON *session_json(const kvl_session_info *si, const char *user) {
               cJSON_AddStringToObject(o, "user", user) &&
               add_num(o, "requests", (double)si->n_requests) && add_num(o, "open", si->n_open) &&
               add_num(o, "blocks", si->n_blocks) && add_num(o, "kv_bytes", (double)si->kv_bytes) &&
+              add_num(o, "blocks_shared", si->n_blocks_shared) &&
+              add_num(o, "blocks_demoted", (double)si->n_blocks_demoted) &&
+              add_num(o, "blocks_promoted", (double)si->n_blocks_promoted) &&
               (turns = cJSON_AddArrayToObject(o, "turns"));
     for (int32_t i = 0; ok && i < si->n_turns; i++) {
         const kvl_session_turn *t = &si->turns[i];
@@ -313,6 +316,7 @@ static cJSON *session_json(const kvl_session_info *si, const char *user) {
              add_num(j, "prompt_tokens", (double)t->prompt_tokens) &&
              add_num(j, "completion_tokens", (double)t->completion_tokens) &&
              add_num(j, "cached_tokens", (double)t->cached_tokens) &&
+             add_num(j, "cached_tokens_tier", (double)t->cached_tokens_tier) &&
              add_num(j, "blocks", t->n_blocks) && add_num(j, "kv_bytes", (double)t->kv_bytes) &&
              cJSON_AddStringToObject(j, "finish_reason", kvl_finish_reason_str(t->reason));
     }

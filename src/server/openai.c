@@ -731,7 +731,8 @@ static bool add_usage(cJSON *o, const kvl_usage *u) {
            cJSON_AddNumberToObject(us, "total_tokens",
                                    (double)(u->prompt_tokens + u->completion_tokens)) &&
            (d = cJSON_AddObjectToObject(us, "prompt_tokens_details")) &&
-           cJSON_AddNumberToObject(d, "cached_tokens", (double)u->cached_tokens);
+           cJSON_AddNumberToObject(d, "cached_tokens", (double)u->cached_tokens) &&
+           cJSON_AddNumberToObject(d, "cached_tokens_tier", (double)u->cached_tokens_tier);
 }
 
 static cJSON *envelope(srv_call *c, const char *object) {

@@ -29,7 +29,8 @@ typedef struct kvl_server_params {
     int32_t http_threads;      /* libmicrohttpd's thread pool; default 2 */
     int32_t max_connections;   /* open connections; default 512 (503 beyond) */
     size_t max_body;           /* request body bytes; default 1 MiB (413 beyond) */
-    size_t max_header;         /* header buffer per connection; default 32 KiB (431) */
+    size_t max_header;         /* request line + header fields, bytes; default 32 KiB (431) */
+    int32_t max_header_count;  /* header fields; default 100 (431 beyond) */
     int32_t timeout_s;         /* inactivity (no byte moved) per connection; default 30 */
     int32_t keepalive_s;       /* idle between requests (to the next request line); default 10 */
     int32_t header_s;          /* request line to the end of the headers; default 10 */
