@@ -59,7 +59,8 @@ static void usage(FILE *f) {
            "  --calib FILE          rates measured by kvllm sim calibrate\n"
            "  --tp N                tensor-parallel devices (default 1)\n"
            "  --mbu X --mfu X       fractions of peak bandwidth / FLOP/s (GPU default 0.8 / 0.5)\n"
-           "  --overhead S          seconds per step (GPU default 0.002)\n"
+           "  --overhead S|vllm     seconds per step (GPU default 0.002; vllm: 0.0082, the\n"
+           "                        Python vLLM engine's CPU work per step, docs/sim.md)\n"
            "KV and scheduler:\n"
            "  --kv-mem BYTES        KV budget (default: devices x --mem-util - weights)\n"
            "  --mem-util F          fraction of device memory usable (default 0.9)\n"
@@ -385,7 +386,9 @@ static int parse(int argc, char **argv, sim_opts *o) {
             if (!kvl_cli_float("sim", f, v, 1e-3, 1, &o->mfu))
                 return 2;
         } else if (!strcmp(f, "--overhead")) {
-            if (!kvl_cli_float("sim", f, v, 0, 10, &o->overhead))
+            if (!strcasecmp(v, "vllm")) /* the Python engine's, a sourced estimate */
+                o->overhead = kvl_sim_constant_get("vllm_cpu_step_overhead_s");
+            else if (!kvl_cli_float("sim", f, v, 0, 10, &o->overhead))
                 return 2;
         } else if (!strcmp(f, "--kv-mem")) {
             if (!kvl_cli_bytes("sim", f, v, &o->kv_mem))
