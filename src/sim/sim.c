@@ -536,7 +536,7 @@ done:
 
 void kvl_sim_result_text(const kvl_sim_result *r, FILE *f) {
     fprintf(f,
-            "policy %s, rate %.3f req/s: %lld requests (%lld refused), %lld steps, %.1f s "
+            "policy %s, rate %.3f %s: %lld requests (%lld refused), %lld steps, %.1f s "
             "simulated\n"
             "  throughput      %.3f req/s, %.1f output tokens/s\n"
             "  goodput         %.3f req/s (%lld requests with TTFT <= %.3g s and TPOT <= %.3g s)\n"
@@ -551,12 +551,12 @@ void kvl_sim_result_text(const kvl_sim_result *r, FILE *f) {
             "tokens recomputed)\n"
             "  prefix cache    %lld of %lld prompt positions looked up were hits (rate %.3f), "
             "not computed; %lld sessions\n",
-            r->policy, r->rate, (long long)r->n_done, (long long)r->n_refused,
-            (long long)r->n_steps, r->makespan_s, r->throughput_rps, r->throughput_tps,
-            r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot, r->norm_latency,
-            r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99, r->mean_batch,
-            r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s, r->kv_blocks,
-            r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved,
+            r->policy, r->rate, r->n_sessions ? "sessions/s" : "req/s", (long long)r->n_done,
+            (long long)r->n_refused, (long long)r->n_steps, r->makespan_s, r->throughput_rps,
+            r->throughput_tps, r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot,
+            r->norm_latency, r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99,
+            r->mean_batch, r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s,
+            r->kv_blocks, r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved,
             r->kv_rounding, r->kv_free, (long long)r->n_preemptions, (long long)r->n_preempt_swap,
             r->swap_bytes / 1e9, r->swap_s, (long long)r->tokens_recomputed,
             (long long)r->prefix_hit_tokens, (long long)r->prefix_lookup_tokens, r->prefix_hit_rate,

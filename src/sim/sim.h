@@ -118,9 +118,11 @@ typedef struct kvl_sim_params {
     bool buddy;
     double slo_ttft, slo_tpot; /* goodput's SLOs, seconds (defaults 1 and 0.1) */
     /* The engine's prefix cache on the scheduler (paged only; default off,
-     * as in the paper's vLLM). Prompts get token ids: the first
-     * min(shared_prefix, prompt) are the same for every request, the rest
-     * unique to the request; generated tokens are unique too. */
+     * as in the paper's vLLM; on with shared_prefix > 0). Prompts get
+     * token ids: the first min(shared_prefix, prompt) are the same for
+     * every request, then a request's keyed positions (a session's or a
+     * prefix id's stream, kvl_sim_request), the rest unique to the
+     * request. */
     bool prefix_cache;
     int32_t shared_prefix;
     /* Preemption (paged): the scheduler's mode (default recompute) and a
