@@ -209,6 +209,78 @@ static void test_pinned(void) {
     CHECK(r.kv_rounding > 0); /* 2 of the 8 blocks are never reserved */
 }
 
+/* The seconds of every step, in order. */
+typedef struct secs_rec {
+    double s[64];
+    int n;
+} secs_rec;
+
+static void record_secs(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c,
+                        const kvl_sim_kv *kv, double t) {
+    (void)pl;
+    (void)kv;
+    (void)t;
+    secs_rec *r = user;
+    if (r->n < 64)
+        r->s[r->n++] = c->seconds;
+}
+
+/* --split-prefill on the pinned scenario: the same plans (a burst: pricing
+ * cannot change them), and the three steps that mix prompt chunks with
+ * decodes (steps 2, 3 and 15 of docs/sim.md's sequence) priced as a
+ * prompt-only step then a decode-only step, each with the overhead. Step 2
+ * is |0:1@6 1:4@2 2:3@0|: request 0 decodes at 6; 1 feeds positions 2-5
+ * (the end of its prompt: logits), 2 positions 0-2. */
+static void test_split_prefill(void) {
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.lengths = KVL_SIM_LEN_FIXED;
+    w.arrivals = KVL_SIM_ARR_BURST;
+    w.n_requests = 3;
+    w.prompt_lo = w.prompt_hi = 6;
+    w.output_lo = w.output_hi = 14;
+    kvl_error err;
+    kvl_sim_result a, b;
+    static secs_rec ra, rb;
+    kvl_sim_params p = small_params(KVL_RESERVE_PAGED);
+    p.on_step = record_secs;
+    p.user = &ra;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &a, &err), KVL_OK);
+    p.split_prefill = true;
+    p.user = &rb;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &b, &err), KVL_OK);
+    CHECK_EQ_INT(a.n_steps, 20);
+    CHECK_EQ_INT(b.n_steps, 20 + 3);
+    CHECK_EQ_INT(rb.n, 20); /* the callback sees each plan once */
+    /* the prefill part: request 1's run then request 2's (slots 1 and 2) */
+    int32_t pt[7] = {0}, pseq[7] = {1, 1, 1, 1, 2, 2, 2}, ppos[7] = {2, 3, 4, 5, 0, 1, 2};
+    int32_t dseq[1] = {0}, dpos[1] = {6};
+    bool pl[7] = {false, false, false, true, false, false, false}, dl[1] = {true};
+    kvl_batch pre = {.n_tokens = 7, .tokens = pt, .seq = pseq, .pos = ppos, .logits = pl};
+    kvl_batch dec = {.n_tokens = 1, .tokens = pt, .seq = dseq, .pos = dpos, .logits = dl};
+    kvl_sim_step sp, sd;
+    kvl_sim_cost c = p.cost;
+    c.paged = true;
+    kvl_sim_cost_batch(&c, &pre, &sp);
+    kvl_sim_cost_batch(&c, &dec, &sd);
+    CHECK_NEAR(rb.s[1], sp.seconds + sd.seconds, 1e-15);
+    CHECK(rb.s[1] > ra.s[1] + 0.5 * c.dev.step_overhead_s); /* one more overhead, at least */
+    CHECK_NEAR(rb.s[0], ra.s[0], 0); /* step 1 is prompt chunks only: unchanged */
+    CHECK_NEAR(rb.s[4], ra.s[4], 0); /* a decode-only step: unchanged */
+    CHECK_EQ_INT(b.n_done, 3);
+    CHECK_EQ_INT(b.n_preemptions, a.n_preemptions);
+    /* the running set, time-weighted: a lone request runs in every step */
+    w.n_requests = 1;
+    p.on_step = NULL;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &b, &err), KVL_OK);
+    CHECK_NEAR(b.mean_running, 1, 1e-12);
+    CHECK_NEAR(b.mean_batch, 1, 0);
+    /* three: at most 3, and more than the per-step mean under split
+     * pricing, whose prompt-only steps hold fewer requests than run */
+    w.n_requests = 3;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &b, &err), KVL_OK);
+    CHECK(b.mean_running <= 3 && b.mean_running > b.mean_batch);
+}
+
 /* ---- the buddy allocator -------------------------------------------------- */
 
 static uint64_t xrand(uint64_t *x) { /* xorshift64 */
@@ -626,6 +698,7 @@ int main(void) {
     test_cost();
     test_calib_file();
     test_pinned();
+    test_split_prefill();
     test_buddy();
     test_goodput();
     test_prefix();

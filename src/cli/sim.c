@@ -32,7 +32,7 @@ typedef struct sim_opts {
     uint64_t kv_mem;
     double mem_util, mbu, mfu, overhead, slo, slo_ttft, slo_tpot;
     bool policies[4];
-    bool no_buddy, prefix_cache, no_prefix_cache;
+    bool no_buddy, prefix_cache, no_prefix_cache, split_prefill;
     int32_t shared_prefix;
     kvl_preempt_mode preempt;
     uint64_t swap_mem;
@@ -72,6 +72,8 @@ static void usage(FILE *f) {
            "  --prefix-cache        the engine's prefix cache on the scheduler (default off;\n"
            "                        on with sessions, prefix ids or --shared-prefix)\n"
            "  --no-prefix-cache     off even then (what the cache saves, by comparison)\n"
+           "  --split-prefill       price a step mixing prompt chunks and decodes as two steps\n"
+           "                        (vLLM's 2023 prompt-only steps; each pays the overhead)\n"
            "  --preempt MODE        recompute (default), swap or auto (the engine's cost rule)\n"
            "  --swap-mem BYTES      host swap area for swap preemption (default 0: none);\n"
            "                        copies priced at the device's host link\n"
@@ -339,6 +341,10 @@ static int parse(int argc, char **argv, sim_opts *o) {
             usage(stdout);
             return -1;
         }
+        if (!strcmp(f, "--split-prefill")) {
+            o->split_prefill = true;
+            continue;
+        }
         if (!strcmp(f, "--prefix-cache") || !strcmp(f, "--no-prefix-cache")) {
             o->prefix_cache = !strcmp(f, "--prefix-cache");
             o->no_prefix_cache = !o->prefix_cache;
@@ -577,6 +583,7 @@ static int setup(const sim_opts *o, kvl_sim_params *p, size_t *weight_bytes) {
     p->shared_prefix = o->no_prefix_cache ? 0 : o->shared_prefix;
     p->preempt = o->preempt;
     p->swap_mem = (size_t)o->swap_mem;
+    p->split_prefill = o->split_prefill;
     p->slo_ttft = o->slo_ttft;
     p->slo_tpot = o->slo_tpot;
     if (o->kv_mem) {

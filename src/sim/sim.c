@@ -307,6 +307,66 @@ static bool place(sim_state *S, const kvl_sched *sched, sim_req *sr) {
     return true;
 }
 
+/* Scratch for pricing a mixed step as two (kvl_sim_params.split_prefill):
+ * one allocation, four arrays of max_batch_tokens per part. */
+typedef struct split_buf {
+    int32_t *tok;
+    int32_t cap;
+} split_buf;
+
+static bool split_buf_init(split_buf *b, int32_t cap) {
+    b->cap = cap;
+    b->tok = malloc((size_t)cap * 2 * (3 * sizeof(int32_t) + sizeof(bool)));
+    return b->tok != NULL;
+}
+
+/* Price plan pl as vLLM's 2023 scheduler ran such a batch: a step of its
+ * prompt chunks, then a step of its decodes (an item of one token at the
+ * end of a sequence that has generated), each with the device's per-step
+ * overhead. *out: the sum (seconds, times, FLOPs and bytes); *dec_s: the
+ * decode step's seconds. */
+static void price_split(const kvl_sim_cost *c, const kvl_sched_plan *pl, split_buf *b,
+                        kvl_sim_step *out, double *dec_s) {
+    int32_t *tok[2], *seq[2], *pos[2], n[2] = {0, 0};
+    bool *want[2];
+    for (int k = 0; k < 2; k++) {
+        tok[k] = b->tok + (size_t)k * 3 * (size_t)b->cap;
+        seq[k] = tok[k] + b->cap;
+        pos[k] = seq[k] + b->cap;
+        want[k] = (bool *)(b->tok + (size_t)6 * (size_t)b->cap) + (size_t)k * (size_t)b->cap;
+    }
+    for (int32_t i = 0, at = 0; i < pl->n_items; at += pl->items[i++].n_tokens) {
+        const kvl_sched_item *it = &pl->items[i];
+        const kvl_seq *q = &it->r->seqs[it->si];
+        int k = it->n_tokens == 1 && it->pos0 + 1 == q->len && q->n_gen > 0; /* 1: decode */
+        for (int32_t j = at; j < at + it->n_tokens; j++, n[k]++) {
+            tok[k][n[k]] = pl->batch.tokens[j];
+            seq[k][n[k]] = pl->batch.seq[j];
+            pos[k][n[k]] = pl->batch.pos[j];
+            want[k][n[k]] = pl->batch.logits[j];
+        }
+    }
+    kvl_sim_step part[2];
+    for (int k = 0; k < 2; k++) {
+        kvl_batch bk = {
+            .n_tokens = n[k], .tokens = tok[k], .seq = seq[k], .pos = pos[k], .logits = want[k]};
+        kvl_sim_cost_batch(c, &bk, &part[k]);
+    }
+    kvl_sim_step s = part[0];
+    s.n_tokens += part[1].n_tokens;
+    s.n_logits += part[1].n_logits;
+    s.n_runs += part[1].n_runs;
+    s.flops += part[1].flops;
+    s.bytes += part[1].bytes;
+    s.kv_read_bytes += part[1].kv_read_bytes;
+    s.t_compute += part[1].t_compute;
+    s.t_memory += part[1].t_memory;
+    s.t_comm += part[1].t_comm;
+    s.seconds += part[1].seconds;
+    *out = s;
+    *dec_s = part[1].seconds;
+}
+
 /* The earliest arrival not yet taken: a first turn (reqs[*next], skipping
  * later turns, which arrive through the heap) or a later turn whose turn
  * before it has ended; INFINITY when none is known. */
@@ -342,6 +402,9 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     S.norm = malloc(((size_t)n + 1) * sizeof(double));
     int64_t *fifo = malloc(((size_t)n + 1) * sizeof *fifo); /* arrived, not yet queued */
     S.later.v = malloc(((size_t)n + 1) * sizeof *S.later.v);
+    split_buf sb = {0};
+    if (p->split_prefill && !split_buf_init(&sb, p->max_batch_tokens))
+        st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory for the split steps");
     kvl_sim_cost cost = p->cost;
     cost.paged = p->policy == KVL_RESERVE_PAGED; /* reservations are contiguous kernels */
     kvl_buddy buddy = {0};
@@ -375,7 +438,7 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     R.block_size = kvl_sched_block_size(sched);
     const int32_t max_ctx = kvl_kv_cache_params_of(kv)->max_ctx;
     kv_acc acc = {0};
-    double t = 0, batch_sum = 0, tok_sum = 0, step_sum = 0, dec_sum = 0, swapped = 0;
+    double t = 0, batch_sum = 0, tok_sum = 0, step_sum = 0, dec_sum = 0, swapped = 0, run_sum = 0;
     int64_t next = 0, n_dec = 0, in_flight = 0, n_fifo = 0, head = 0;
     for (;;) {
         for (int64_t i; next_arrival(&S, &next) <= t;) {
@@ -439,17 +502,25 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
         if ((st = kvl_executor_run(x, &pl->batch, &none, &logits, &n_out, err)))
             goto done;
         const kvl_sim_step *c = kvl_executor_sim_last(x);
+        kvl_sim_step two;
+        double dec_part = 0; /* split: the decode step's seconds */
+        bool split = p->split_prefill && pl->n_prefill > 0 && pl->n_decode > 0;
+        if (split) {
+            price_split(&cost, pl, &sb, &two, &dec_part);
+            c = &two;
+        }
         kvl_sim_kv kvnow;
         double dt = c->seconds + swap_s;
         kv_sample(kv, sched, S.buddy, dt, &acc, &kvnow); /* the KV held while the step runs */
+        run_sum += dt * kvl_sched_count(sched, KVL_REQ_RUNNING);
         t += c->seconds;
         kvl_sched_after_run(sched, pl);
-        R.n_steps++;
+        R.n_steps += 1 + split;
         batch_sum += pl->n_items;
         tok_sum += pl->batch.n_tokens;
         step_sum += dt;
-        if (pl->n_prefill == 0) {
-            dec_sum += dt;
+        if (pl->n_prefill == 0 || split) {
+            dec_sum += split ? dec_part : dt;
             n_dec++;
         }
         R.n_prefill_fed += pl->n_prefill;
@@ -485,6 +556,7 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
         R.mean_step_s = step_sum / (double)R.n_steps;
     }
     R.mean_decode_step_s = n_dec ? dec_sum / (double)n_dec : 0;
+    R.mean_running = step_sum > 0 ? run_sum / step_sum : 0;
     if (acc.t > 0) {
         R.kv_occupancy = acc.occ / acc.t;
         R.kv_tokens = acc.tok / acc.t;
@@ -528,6 +600,7 @@ done:
     free(S.norm);
     free(fifo);
     free(S.later.v);
+    free(sb.tok);
     free(reqs);
     return st;
 }
@@ -544,7 +617,7 @@ void kvl_sim_result_text(const kvl_sim_result *r, FILE *f) {
             "  TTFT            p50 %.4f s, p99 %.4f s\n"
             "  TPOT            p50 %.4f s, p99 %.4f s\n"
             "  batch           %.2f requests, %.1f tokens per step; step %.4f s (decode-only "
-            "%.4f s)\n"
+            "%.4f s); %.2f running (time-weighted)\n"
             "  KV              %u blocks of %d; occupancy %.3f; of the slots: tokens %.3f, "
             "fragmentation %.3f, reserved %.3f, rounding %.3f, free %.3f\n"
             "  preemptions     %lld (%lld by swap: %.3g GB over the host link, %.3f s; %lld "
@@ -556,11 +629,11 @@ void kvl_sim_result_text(const kvl_sim_result *r, FILE *f) {
             r->throughput_tps, r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot,
             r->norm_latency, r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99,
             r->mean_batch, r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s,
-            r->kv_blocks, r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved,
-            r->kv_rounding, r->kv_free, (long long)r->n_preemptions, (long long)r->n_preempt_swap,
-            r->swap_bytes / 1e9, r->swap_s, (long long)r->tokens_recomputed,
-            (long long)r->prefix_hit_tokens, (long long)r->prefix_lookup_tokens, r->prefix_hit_rate,
-            (long long)r->n_sessions);
+            r->mean_running, r->kv_blocks, r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag,
+            r->kv_reserved, r->kv_rounding, r->kv_free, (long long)r->n_preemptions,
+            (long long)r->n_preempt_swap, r->swap_bytes / 1e9, r->swap_s,
+            (long long)r->tokens_recomputed, (long long)r->prefix_hit_tokens,
+            (long long)r->prefix_lookup_tokens, r->prefix_hit_rate, (long long)r->n_sessions);
 }
 
 void kvl_sim_result_row(const kvl_sim_result *r, bool header, FILE *f) {
@@ -591,7 +664,8 @@ void kvl_sim_result_json(const kvl_sim_result *r, FILE *f) {
             "\"kv_reserved\": %.6f, \"kv_rounding\": %.6f, \"kv_free\": %.6f, "
             "\"preemptions\": %lld, \"preempt_swap\": %lld, \"swap_bytes\": %.0f, "
             "\"swap_s\": %.6f, \"tokens_recomputed\": %lld, \"prefix_hit_tokens\": %lld, "
-            "\"prefix_lookup_tokens\": %lld, \"prefix_hit_rate\": %.6f, \"sessions\": %lld}",
+            "\"prefix_lookup_tokens\": %lld, \"prefix_hit_rate\": %.6f, \"sessions\": %lld, "
+            "\"mean_running\": %.4f}",
             r->policy, r->rate, (long long)r->n_requests, (long long)r->n_done,
             (long long)r->n_refused, (long long)r->n_steps, r->makespan_s, r->throughput_rps,
             r->throughput_tps, r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot,
@@ -601,7 +675,8 @@ void kvl_sim_result_json(const kvl_sim_result *r, FILE *f) {
             r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved, r->kv_rounding, r->kv_free,
             (long long)r->n_preemptions, (long long)r->n_preempt_swap, r->swap_bytes, r->swap_s,
             (long long)r->tokens_recomputed, (long long)r->prefix_hit_tokens,
-            (long long)r->prefix_lookup_tokens, r->prefix_hit_rate, (long long)r->n_sessions);
+            (long long)r->prefix_lookup_tokens, r->prefix_hit_rate, (long long)r->n_sessions,
+            r->mean_running);
 }
 
 void kvl_sim_result_csv(const kvl_sim_result *r, bool header, FILE *f) {

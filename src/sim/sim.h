@@ -131,6 +131,13 @@ typedef struct kvl_sim_params {
      * added to the step that makes them. */
     kvl_preempt_mode preempt;
     size_t swap_mem;
+    /* Price a step that mixes prompt chunks and decodes as two steps, the
+     * prompt chunks' then the decodes', each with the per-step overhead:
+     * how vLLM's scheduler of 2023 ran them (prompt-only steps). The
+     * batches are still kvl_sched's (chunked, at most max_batch_tokens);
+     * every token of the pair is emitted at the end of the second. Mean
+     * batch counts the two as two steps. Default false. */
+    bool split_prefill;
     /* Called after every step (NULL: none): the plan as scheduled, its
      * price, the KV held while it ran, the virtual time at its end. For
      * tests, step logs and the KV-over-time chart. */
@@ -152,7 +159,8 @@ typedef struct kvl_sim_result {
     double norm_latency; /* mean over requests of e2e latency / output tokens, s/token */
     double e2e_mean;
     double ttft_p50, ttft_p99, tpot_p50, tpot_p99;
-    double mean_batch; /* requests per step, mean over steps */
+    double mean_batch;   /* requests per step, mean over steps */
+    double mean_running; /* requests running (admitted, not preempted), time-weighted */
     double mean_batch_tokens;
     double mean_step_s, mean_decode_step_s; /* decode: steps with no prefill token */
     /* KV, time-weighted means as fractions of the pool's token slots:
