@@ -118,6 +118,13 @@ expect 1 "sessions (turns 2) need a synthetic workload" -- "${A[@]}" --sessions 
     --workload trace:"$TMP/ptrace.txt" --prefix-len 96
 expect 2 "--shared-prefix: -1 is outside" -- "${A[@]}" --shared-prefix -1
 
+# vLLM's prompt-only steps priced apart: more steps, the running set reported
+one=$("$BIN" sim "${A[@]}" --requests 40 --rate 4 2>&1 | grep -o "[0-9]* steps")
+two=$("$BIN" sim "${A[@]}" --requests 40 --rate 4 --split-prefill 2>&1 | grep -o "[0-9]* steps")
+if [ -n "$one" ] && [ "${two% *}" -gt "${one% *}" ]; then ok; else bad "split: $one / $two"; fi
+expect 0 "running (time-weighted)" -- "${A[@]}" --requests 5 --split-prefill --overhead vllm
+expect 2 "--overhead" -- "${A[@]}" --overhead fast
+
 # swap preemption: flags read, bad values refused
 expect 0 "by swap" -- "${A[@]}" --requests 20 --preempt swap --swap-mem 1GiB
 expect 2 "--preempt 'later': want recompute, swap or auto" -- "${A[@]}" --preempt later
