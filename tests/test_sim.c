@@ -209,6 +209,78 @@ static void test_pinned(void) {
     CHECK(r.kv_rounding > 0); /* 2 of the 8 blocks are never reserved */
 }
 
+/* The seconds of every step, in order. */
+typedef struct secs_rec {
+    double s[64];
+    int n;
+} secs_rec;
+
+static void record_secs(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c,
+                        const kvl_sim_kv *kv, double t) {
+    (void)pl;
+    (void)kv;
+    (void)t;
+    secs_rec *r = user;
+    if (r->n < 64)
+        r->s[r->n++] = c->seconds;
+}
+
+/* --split-prefill on the pinned scenario: the same plans (a burst: pricing
+ * cannot change them), and the three steps that mix prompt chunks with
+ * decodes (steps 2, 3 and 15 of docs/sim.md's sequence) priced as a
+ * prompt-only step then a decode-only step, each with the overhead. Step 2
+ * is |0:1@6 1:4@2 2:3@0|: request 0 decodes at 6; 1 feeds positions 2-5
+ * (the end of its prompt: logits), 2 positions 0-2. */
+static void test_split_prefill(void) {
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.lengths = KVL_SIM_LEN_FIXED;
+    w.arrivals = KVL_SIM_ARR_BURST;
+    w.n_requests = 3;
+    w.prompt_lo = w.prompt_hi = 6;
+    w.output_lo = w.output_hi = 14;
+    kvl_error err;
+    kvl_sim_result a, b;
+    static secs_rec ra, rb;
+    kvl_sim_params p = small_params(KVL_RESERVE_PAGED);
+    p.on_step = record_secs;
+    p.user = &ra;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &a, &err), KVL_OK);
+    p.split_prefill = true;
+    p.user = &rb;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &b, &err), KVL_OK);
+    CHECK_EQ_INT(a.n_steps, 20);
+    CHECK_EQ_INT(b.n_steps, 20 + 3);
+    CHECK_EQ_INT(rb.n, 20); /* the callback sees each plan once */
+    /* the prefill part: request 1's run then request 2's (slots 1 and 2) */
+    int32_t pt[7] = {0}, pseq[7] = {1, 1, 1, 1, 2, 2, 2}, ppos[7] = {2, 3, 4, 5, 0, 1, 2};
+    int32_t dseq[1] = {0}, dpos[1] = {6};
+    bool pl[7] = {false, false, false, true, false, false, false}, dl[1] = {true};
+    kvl_batch pre = {.n_tokens = 7, .tokens = pt, .seq = pseq, .pos = ppos, .logits = pl};
+    kvl_batch dec = {.n_tokens = 1, .tokens = pt, .seq = dseq, .pos = dpos, .logits = dl};
+    kvl_sim_step sp, sd;
+    kvl_sim_cost c = p.cost;
+    c.paged = true;
+    kvl_sim_cost_batch(&c, &pre, &sp);
+    kvl_sim_cost_batch(&c, &dec, &sd);
+    CHECK_NEAR(rb.s[1], sp.seconds + sd.seconds, 1e-15);
+    CHECK(rb.s[1] > ra.s[1] + 0.5 * c.dev.step_overhead_s); /* one more overhead, at least */
+    CHECK_NEAR(rb.s[0], ra.s[0], 0); /* step 1 is prompt chunks only: unchanged */
+    CHECK_NEAR(rb.s[4], ra.s[4], 0); /* a decode-only step: unchanged */
+    CHECK_EQ_INT(b.n_done, 3);
+    CHECK_EQ_INT(b.n_preemptions, a.n_preemptions);
+    /* the running set, time-weighted: a lone request runs in every step */
+    w.n_requests = 1;
+    p.on_step = NULL;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &b, &err), KVL_OK);
+    CHECK_NEAR(b.mean_running, 1, 1e-12);
+    CHECK_NEAR(b.mean_batch, 1, 0);
+    /* three: at most 3, and more than the per-step mean under split
+     * pricing, whose prompt-only steps hold fewer requests than run */
+    w.n_requests = 3;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &b, &err), KVL_OK);
+    CHECK(b.mean_running <= 3 && b.mean_running > b.mean_batch);
+}
+
 /* ---- the buddy allocator -------------------------------------------------- */
 
 static uint64_t xrand(uint64_t *x) { /* xorshift64 */
@@ -348,6 +420,166 @@ static void test_prefix(void) {
     CHECK_EQ_INT(r.n_prefill_fed, 4 * 12);
 }
 
+/* A trace with prefix ids: rows with the same id share their first
+ * prefix_len tokens, and the cache serves whole blocks of them. Blocks of
+ * 4; rows far apart (each ends before the next arrives):
+ *   id 1, 10 shared: first of its id, no hit; second: 2 whole blocks (8)
+ *   id 2,  8 shared: first, no hit; second: 8
+ *   no id: nothing.  Hits 16 of 60 positions looked up; 44 fed. */
+static void test_trace_prefix(void) {
+    const char *dir = getenv("KVL_TMP");
+    char path[512];
+    snprintf(path, sizeof path, "%s/sim_trace_prefix.txt", dir ? dir : "/tmp");
+    FILE *f = fopen(path, "w");
+    fprintf(f, "# arrival prompt output prefix_id prefix_len\n0 12 3 1 10\n10 12 3 1 10\n"
+               "20 12 3 2\n30 12 3 2\n40 12 3\n");
+    fclose(f);
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.lengths = KVL_SIM_LEN_TRACE;
+    w.trace_path = path;
+    w.prefix_len = 8; /* for the rows of id 2, which give no length */
+    kvl_error err;
+    kvl_sim_result r;
+    kvl_sim_params p = small_params(KVL_RESERVE_PAGED);
+    p.prefix_cache = true;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.n_done, 5);
+    CHECK_EQ_INT(r.prefix_hit_tokens, 16);
+    CHECK_EQ_INT(r.prefix_lookup_tokens, 60);
+    CHECK_NEAR(r.prefix_hit_rate, 16.0 / 60, 1e-12);
+    CHECK_EQ_INT(r.n_prefill_fed, 60 - 16);
+    p.prefix_cache = false; /* the same trace without the cache computes everything */
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.prefix_hit_tokens, 0);
+    CHECK_EQ_INT(r.n_prefill_fed, 60);
+    /* bad rows: named line and field, nothing run */
+    static const char *const bad[][2] = {
+        {"0 12 3 1 13\n", "line 1: prefix_len 13 not in [0, prompt 12]"},
+        {"0 12 3 -2 4\n", "line 1: prefix_id -2 not in [0, 2^48)"},
+        {"0 12 3\n1 12 3 7 4 9\n", "line 2: want 'arrival_s prompt output [prefix_id"},
+        {"0 12 3 x\n", "line 1: want"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        f = fopen(path, "w");
+        fputs(bad[i][0], f);
+        fclose(f);
+        CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_E_FORMAT);
+        CHECK_CONTAINS(err.msg, bad[i][1]);
+    }
+    f = fopen(path, "w");
+    fputs("0 12 3 5\n", f);
+    fclose(f);
+    w.prefix_len = 0;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_E_FORMAT);
+    CHECK_CONTAINS(err.msg, "prefix_id 5 without a prefix_len");
+    remove(path);
+}
+
+/* Per request index: the start of its first step and the end of its last. */
+typedef struct span_rec {
+    double first[4096], last[4096];
+} span_rec;
+
+static void record_span(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c,
+                        const kvl_sim_kv *kv, double t) {
+    (void)kv;
+    span_rec *s = user;
+    for (int32_t i = 0; i < pl->n_items; i++) {
+        uint64_t id = pl->items[i].r->id;
+        if (id >= 4096)
+            continue;
+        if (s->first[id] < 0)
+            s->first[id] = t - c->seconds;
+        s->last[id] = t;
+    }
+}
+
+/* Sessions: turn 2's prompt is turn 1's prompt and answer plus a new
+ * message. Turn 1 (6 + 5) feeds 10 positions (its last token is never
+ * fed), so 2 whole blocks of 4 are cached; turn 2's prompt of 6 + 5 + 6 =
+ * 17 finds those 8 and computes 9: the unfed last answer token, the new
+ * message and the 2 positions of turn 1's partial block. A third turn (28
+ * + 5) would pass max_total 30, so each session stops at two. */
+static void test_sessions(void) {
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.lengths = KVL_SIM_LEN_FIXED;
+    w.prompt_lo = w.prompt_hi = 6;
+    w.output_lo = w.output_hi = 5;
+    w.turns = 3;
+    w.max_total = 30;
+    w.n_requests = 3; /* sessions */
+    w.rate = 0.001;
+    kvl_error err;
+    kvl_sim_result r;
+    kvl_sim_params p = small_params(KVL_RESERVE_PAGED);
+    p.prefix_cache = true;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.n_sessions, 3);
+    CHECK_EQ_INT(r.n_done, 6);
+    CHECK_EQ_INT(r.prefix_hit_tokens, 3 * 8);
+    CHECK_EQ_INT(r.prefix_lookup_tokens, 3 * (6 + 17));
+    CHECK_EQ_INT(r.n_prefill_fed, 3 * (6 + 9));
+    p.prefix_cache = false;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.n_prefill_fed, 3 * (6 + 17));
+    /* Under load, with think times: every later turn starts exactly its
+     * think time after the turn before it ends (or later, when it must
+     * wait for room), and the same seed gives the same report. */
+    kvl_sim_workload u = kvl_sim_workload_defaults();
+    u.lengths = KVL_SIM_LEN_UNIFORM;
+    u.prompt_lo = 1, u.prompt_hi = 5, u.output_lo = 1, u.output_hi = 4;
+    u.turns = 4;
+    u.max_total = 24;
+    u.think_s = 0.05;
+    u.rate = 20;
+    u.n_requests = 200;
+    u.seed = 11;
+    kvl_sim_request *v;
+    int64_t n;
+    CHECK_EQ_INT(kvl_sim_workload_make(&u, &v, &n, &err), KVL_OK);
+    CHECK(n > 200 && n < 4096);
+    static span_rec sp;
+    for (int i = 0; i < 4096; i++)
+        sp.first[i] = -1;
+    p = small_params(KVL_RESERVE_PAGED);
+    p.prefix_cache = true;
+    p.on_step = record_span;
+    p.user = &sp;
+    CHECK_EQ_INT(kvl_sim_run(&p, &u, &r, &err), KVL_OK);
+    CHECK_EQ_INT(r.n_done, n);
+    CHECK(r.prefix_hit_tokens > 0);
+    int64_t exact = 0;
+    bool ordered = true;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t j = v[i].next_turn;
+        if (j < 0)
+            continue;
+        /* the conversation so far plus a message of 1-5 tokens, all one stream */
+        int32_t msg = v[j].n_prompt - v[i].n_prompt - v[i].n_output;
+        CHECK(msg >= 1 && msg <= 5);
+        CHECK(v[j].key == v[i].key && v[j].n_keyed == v[j].n_prompt + v[j].n_output);
+        double due = sp.last[i] + v[j].think_s;
+        ordered = ordered && sp.first[j] >= due - 1e-12;
+        exact += sp.first[j] - due < 1e-12;
+    }
+    CHECK(ordered);
+    CHECK(exact > 0);
+    static char a[4096], b[4096];
+    FILE *f = fmemopen(a, sizeof a, "w");
+    kvl_sim_result_json(&r, f);
+    fclose(f);
+    p.on_step = NULL;
+    CHECK_EQ_INT(kvl_sim_run(&p, &u, &r, &err), KVL_OK);
+    f = fmemopen(b, sizeof b, "w");
+    kvl_sim_result_json(&r, f);
+    fclose(f);
+    CHECK(!strcmp(a, b));
+    free(v);
+    u.lengths = KVL_SIM_LEN_TRACE;
+    CHECK_EQ_INT(kvl_sim_workload_make(&u, &v, &n, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "sessions");
+}
+
 /* Swap preemption through the scheduler's real path on the metadata-only
  * ledger: the pinned scenario's one preemption (request 2, 14 positions =
  * 4 blocks of 4) goes to the swap area and back, nothing is recomputed,
@@ -466,9 +698,12 @@ int main(void) {
     test_cost();
     test_calib_file();
     test_pinned();
+    test_split_prefill();
     test_buddy();
     test_goodput();
     test_prefix();
+    test_trace_prefix();
+    test_sessions();
     test_swap();
     test_determinism();
     test_workloads();

@@ -2,7 +2,8 @@
 # test_sim_cli: `kvllm sim` end to end. Exit codes and messages for bad
 # flags and files; a trace workload's exact request count; gamma arrivals;
 # byte-identical JSON for one seed; --csv and --svg written; a calibration
-# file read back (with a bad one refused).
+# file read back (with a bad one refused); prefix ids in a trace and
+# multi-turn sessions through the prefix cache.
 set -u
 BIN=${KVL_BIN:?KVL_BIN must point at kvllm}
 TMP=${KVL_TMP:-/tmp}/test_sim_cli.$$
@@ -94,10 +95,35 @@ u=$("$BIN" sim "${A[@]}" --rate 2 --duration 120 --policy oracle 2>&1 | grep rou
 if grep -q "rounding 0.000" <<<"$b" && [ "$b" != "$u" ]; then ok; else bad "alloc: $b / $u"; fi
 
 # a shared prefix is served from the prefix cache; a bad length refused
-expect 0 "prefix cache hits 0 tokens" -- "${A[@]}" --requests 20 --prefix-cache
-out=$("$BIN" sim "${A[@]}" --requests 20 --shared-prefix 64 2>&1 | grep -o "prefix cache hits [0-9]*")
+expect 0 "prefix cache    0 of" -- "${A[@]}" --requests 20 --prefix-cache
+out=$("$BIN" sim "${A[@]}" --requests 20 --shared-prefix 64 2>&1 | grep -o "prefix cache  *[0-9]*")
 if [ -n "$out" ] && [ "${out##* }" -gt 0 ]; then ok; else bad "shared prefix: $out"; fi
+
+# a trace with prefix ids (the cache is on by itself), --prefix-len for
+# rows that give an id only; --no-prefix-cache turns it off
+printf '0 100 10 7\n5 100 10 7\n10 100 10 8 64\n15 100 10 8 64\n' >"$TMP/ptrace.txt"
+expect 0 "prefix cache    160 of 400 prompt positions" -- "${A[@]}" \
+    --workload trace:"$TMP/ptrace.txt" --prefix-len 96
+expect 0 "prefix cache    0 of 0" -- "${A[@]}" --workload trace:"$TMP/ptrace.txt" \
+    --prefix-len 96 --no-prefix-cache
+expect 1 "line 1: prefix_id 7 without a prefix_len" -- "${A[@]}" --workload trace:"$TMP/ptrace.txt"
+# sessions: counted, JSON and CSV carry the prefix figures, bad values refused
+out=$("$BIN" sim "${A[@]}" --requests 30 --rate 0.2 --sessions 3 --think 20 \
+    --json "$TMP/s.json" --csv "$TMP/s.csv" 2>&1)
+if grep -q "; 30 sessions" <<<"$out" && grep -q '"sessions": 30' "$TMP/s.json" &&
+    head -1 "$TMP/s.csv" | grep -q "prefix_hit_rate"; then ok; else bad "sessions: $out"; fi
+expect 2 "--sessions" -- "${A[@]}" --sessions 0
+expect 2 "--think" -- "${A[@]}" --sessions 2 --think -1
+expect 1 "sessions (turns 2) need a synthetic workload" -- "${A[@]}" --sessions 2 \
+    --workload trace:"$TMP/ptrace.txt" --prefix-len 96
 expect 2 "--shared-prefix: -1 is outside" -- "${A[@]}" --shared-prefix -1
+
+# vLLM's prompt-only steps priced apart: more steps, the running set reported
+one=$("$BIN" sim "${A[@]}" --requests 40 --rate 4 2>&1 | grep -o "[0-9]* steps")
+two=$("$BIN" sim "${A[@]}" --requests 40 --rate 4 --split-prefill 2>&1 | grep -o "[0-9]* steps")
+if [ -n "$one" ] && [ "${two% *}" -gt "${one% *}" ]; then ok; else bad "split: $one / $two"; fi
+expect 0 "running (time-weighted)" -- "${A[@]}" --requests 5 --split-prefill --overhead vllm
+expect 2 "--overhead" -- "${A[@]}" --overhead fast
 
 # swap preemption: flags read, bad values refused
 expect 0 "by swap" -- "${A[@]}" --requests 20 --preempt swap --swap-mem 1GiB

@@ -32,7 +32,7 @@ typedef struct sim_opts {
     uint64_t kv_mem;
     double mem_util, mbu, mfu, overhead, slo, slo_ttft, slo_tpot;
     bool policies[4];
-    bool no_buddy, prefix_cache;
+    bool no_buddy, prefix_cache, no_prefix_cache, split_prefill;
     int32_t shared_prefix;
     kvl_preempt_mode preempt;
     uint64_t swap_mem;
@@ -43,56 +43,67 @@ typedef struct sim_opts {
 
 static void usage(FILE *f) {
     fprintf(
-        f,
-        "usage: kvllm sim (--model NAME | -m FILE.gguf) --device NAME [flags]\n"
-        "       kvllm sim calibrate -o FILE [-t THREADS]\n"
-        "\n"
-        "The real scheduler and KV ledger (metadata only) on a virtual clock; each step\n"
-        "priced as max(FLOPs / (flops x mfu), bytes / (bandwidth x mbu)) + overhead.\n"
-        "\n"
-        "model and device:\n"
-        "  --model NAME          a catalogue shape (kvllm plan --list-models)\n"
-        "  -m FILE.gguf          the shape of a GGUF file\n"
-        "  --type T              weight type: f16 (default), bf16, f32, q8_0, q4_0\n"
-        "  --kv-type F           KV format of K and V (default f16)\n"
-        "  --device NAME         A100-40GB, A100-80GB, H100-80GB, H200-141GB, L40S-48GB,\n"
-        "                        L4-24GB, RTX4090-24GB, or cpu (with --calib FILE)\n"
-        "  --calib FILE          rates measured by kvllm sim calibrate\n"
-        "  --tp N                tensor-parallel devices (default 1)\n"
-        "  --mbu X --mfu X       fractions of peak bandwidth / FLOP/s (GPU default 0.8 / 0.5)\n"
-        "  --overhead S          seconds per step (GPU default 0.002)\n"
-        "KV and scheduler:\n"
-        "  --kv-mem BYTES        KV budget (default: devices x --mem-util - weights)\n"
-        "  --mem-util F          fraction of device memory usable (default 0.9)\n"
-        "  --block-size N        16   --max-seqs N 256   --max-batch-tokens N 2048\n"
-        "  --ctx N               max context (default: the model's)\n"
-        "  --policy P[,P..]      paged, max, oracle, pow2, or all (default paged)\n"
-        "  --alloc A             where max/oracle/pow2 place reservations: buddy (default,\n"
-        "                        the paper's Orca) or blocks (any free blocks)\n"
-        "  --prefix-cache        the engine's prefix cache on the scheduler (default off)\n"
-        "  --preempt MODE        recompute (default), swap or auto (the engine's cost rule)\n"
-        "  --swap-mem BYTES      host swap area for swap preemption (default 0: none);\n"
-        "                        copies priced at the device's host link\n"
-        "  --shared-prefix N     every prompt starts with the same N tokens (implies\n"
-        "                        --prefix-cache)\n"
-        "workload:\n"
-        "  --workload W          sharegpt (default), alpaca, fixed:P,O,\n"
-        "                        uniform:P0-P1,O0-O1, trace:FILE (rows 'arrival prompt output')\n"
-        "  --rate R | --rates R1,R2,..   requests/s (default 1)\n"
-        "  --arrival A           poisson (default), gamma:CV, burst\n"
-        "  --duration S          seconds of arrivals (default 600)\n"
-        "  --requests N          exactly N requests instead\n"
-        "  --seed N              (default 1)\n"
-        "reports:\n"
-        "  --json FILE  --csv FILE  --steps FILE (one line per step)\n"
-        "  --svg FILE            normalized latency vs rate, one line per policy\n"
-        "  --svg-kv FILE         KV slots over time (one policy and rate): tokens,\n"
-        "                        + fragmentation, + reserved, + buddy rounding\n"
-        "  --steps FILE columns: end_s step_s requests tokens prefill decode occupancy\n"
-        "                        tokens frag reserved rounding (KV as fractions of the slots)\n"
-        "  --slo S               normalized latency (s/token) for the sustainable-rate summary\n"
-        "                        of a sweep (default 0.5)\n"
-        "  --slo-ttft S --slo-tpot S   goodput's SLOs in seconds (default 1 and 0.1)\n");
+        f, "usage: kvllm sim (--model NAME | -m FILE.gguf) --device NAME [flags]\n"
+           "       kvllm sim calibrate -o FILE [-t THREADS]\n"
+           "\n"
+           "The real scheduler and KV ledger (metadata only) on a virtual clock; each step\n"
+           "priced as max(FLOPs / (flops x mfu), bytes / (bandwidth x mbu)) + overhead.\n"
+           "\n"
+           "model and device:\n"
+           "  --model NAME          a catalogue shape (kvllm plan --list-models)\n"
+           "  -m FILE.gguf          the shape of a GGUF file\n"
+           "  --type T              weight type: f16 (default), bf16, f32, q8_0, q4_0\n"
+           "  --kv-type F           KV format of K and V (default f16)\n"
+           "  --device NAME         A100-40GB, A100-80GB, H100-80GB, H200-141GB, L40S-48GB,\n"
+           "                        L4-24GB, RTX4090-24GB, or cpu (with --calib FILE)\n"
+           "  --calib FILE          rates measured by kvllm sim calibrate\n"
+           "  --tp N                tensor-parallel devices (default 1)\n"
+           "  --mbu X --mfu X       fractions of peak bandwidth / FLOP/s (GPU default 0.8 / 0.5)\n"
+           "  --overhead S|vllm     seconds per step (GPU default 0.002; vllm: 0.0082, the\n"
+           "                        Python vLLM engine's CPU work per step, docs/sim.md)\n"
+           "KV and scheduler:\n"
+           "  --kv-mem BYTES        KV budget (default: devices x --mem-util - weights)\n"
+           "  --mem-util F          fraction of device memory usable (default 0.9)\n"
+           "  --block-size N        16   --max-seqs N 256   --max-batch-tokens N 2048\n"
+           "  --ctx N               max context (default: the model's)\n"
+           "  --policy P[,P..]      paged, max, oracle, pow2, or all (default paged)\n"
+           "  --alloc A             where max/oracle/pow2 place reservations: buddy (default,\n"
+           "                        the paper's Orca) or blocks (any free blocks)\n"
+           "  --prefix-cache        the engine's prefix cache on the scheduler (default off;\n"
+           "                        on with sessions, prefix ids or --shared-prefix)\n"
+           "  --no-prefix-cache     off even then (what the cache saves, by comparison)\n"
+           "  --split-prefill       price a step mixing prompt chunks and decodes as two steps\n"
+           "                        (vLLM's 2023 prompt-only steps; each pays the overhead)\n"
+           "  --preempt MODE        recompute (default), swap or auto (the engine's cost rule)\n"
+           "  --swap-mem BYTES      host swap area for swap preemption (default 0: none);\n"
+           "                        copies priced at the device's host link\n"
+           "  --shared-prefix N     every prompt starts with the same N tokens (implies\n"
+           "                        --prefix-cache)\n"
+           "workload:\n"
+           "  --workload W          sharegpt (default), alpaca, fixed:P,O,\n"
+           "                        uniform:P0-P1,O0-O1, trace:FILE (rows 'arrival prompt output\n"
+           "                        [prefix_id [prefix_len]]': same id, same first tokens)\n"
+           "  --prefix-len K        a trace row's shared length when it gives an id only\n"
+           "  --sessions T          multi-turn: each arrival starts a session of up to T turns\n"
+           "                        (turn k's prompt: the conversation so far + a new message;\n"
+           "                        --rate and --requests count sessions)\n"
+           "  --think S             mean think time between a turn's end and the next (default\n"
+           "                        0, exponential)\n"
+           "  --rate R | --rates R1,R2,..   requests/s (default 1)\n"
+           "  --arrival A           poisson (default), gamma:CV, burst\n"
+           "  --duration S          seconds of arrivals (default 600)\n"
+           "  --requests N          exactly N requests instead\n"
+           "  --seed N              (default 1)\n"
+           "reports:\n"
+           "  --json FILE  --csv FILE  --steps FILE (one line per step)\n"
+           "  --svg FILE            normalized latency vs rate, one line per policy\n"
+           "  --svg-kv FILE         KV slots over time (one policy and rate): tokens,\n"
+           "                        + fragmentation, + reserved, + buddy rounding\n"
+           "  --steps FILE columns: end_s step_s requests tokens prefill decode occupancy\n"
+           "                        tokens frag reserved rounding (KV as fractions of the slots)\n"
+           "  --slo S               normalized latency (s/token) for the sustainable-rate summary\n"
+           "                        of a sweep (default 0.5)\n"
+           "  --slo-ttft S --slo-tpot S   goodput's SLOs in seconds (default 1 and 0.1)\n");
 }
 
 /* ---- calibrate ------------------------------------------------------------ */
@@ -305,7 +316,7 @@ static const char *const k_value_flags[] = {
     "--arrival",  "--duration", "--requests",   "--seed",          "--json",
     "--csv",      "--steps",    "--slo",        "--svg",           "--svg-kv",
     "--alloc",    "--slo-ttft", "--slo-tpot",   "--shared-prefix", "--preempt",
-    "--swap-mem", NULL};
+    "--swap-mem", "--sessions", "--think",      "--prefix-len",    NULL};
 
 static int parse(int argc, char **argv, sim_opts *o) {
     memset(o, 0, sizeof *o);
@@ -330,8 +341,13 @@ static int parse(int argc, char **argv, sim_opts *o) {
             usage(stdout);
             return -1;
         }
-        if (!strcmp(f, "--prefix-cache")) {
-            o->prefix_cache = true;
+        if (!strcmp(f, "--split-prefill")) {
+            o->split_prefill = true;
+            continue;
+        }
+        if (!strcmp(f, "--prefix-cache") || !strcmp(f, "--no-prefix-cache")) {
+            o->prefix_cache = !strcmp(f, "--prefix-cache");
+            o->no_prefix_cache = !o->prefix_cache;
             continue;
         }
         if (!kvl_cli_flag_value("sim", k_value_flags, "kvllm sim --help", argc, argv, &i, &v))
@@ -376,7 +392,9 @@ static int parse(int argc, char **argv, sim_opts *o) {
             if (!kvl_cli_float("sim", f, v, 1e-3, 1, &o->mfu))
                 return 2;
         } else if (!strcmp(f, "--overhead")) {
-            if (!kvl_cli_float("sim", f, v, 0, 10, &o->overhead))
+            if (!strcasecmp(v, "vllm")) /* the Python engine's, a sourced estimate */
+                o->overhead = kvl_sim_constant_get("vllm_cpu_step_overhead_s");
+            else if (!kvl_cli_float("sim", f, v, 0, 10, &o->overhead))
                 return 2;
         } else if (!strcmp(f, "--kv-mem")) {
             if (!kvl_cli_bytes("sim", f, v, &o->kv_mem))
@@ -451,6 +469,17 @@ static int parse(int argc, char **argv, sim_opts *o) {
         } else if (!strcmp(f, "--swap-mem")) {
             if (!kvl_cli_bytes("sim", f, v, &o->swap_mem))
                 return 2;
+        } else if (!strcmp(f, "--sessions")) {
+            if (!kvl_cli_int("sim", f, v, 1, 1000, &x))
+                return 2;
+            o->w.turns = (int32_t)x;
+        } else if (!strcmp(f, "--think")) {
+            if (!kvl_cli_float("sim", f, v, 0, 1e6, &o->w.think_s))
+                return 2;
+        } else if (!strcmp(f, "--prefix-len")) {
+            if (!kvl_cli_int("sim", f, v, 1, KVL_MAX_CTX, &x))
+                return 2;
+            o->w.prefix_len = (int32_t)x;
         } else if (!strcmp(f, "--shared-prefix")) {
             if (!kvl_cli_int("sim", f, v, 0, KVL_MAX_CTX, &x))
                 return 2;
@@ -548,10 +577,13 @@ static int setup(const sim_opts *o, kvl_sim_params *p, size_t *weight_bytes) {
     p->max_batch_tokens = o->max_batch_tokens;
     p->max_ctx = o->max_ctx;
     p->buddy = !o->no_buddy;
-    p->prefix_cache = o->prefix_cache;
-    p->shared_prefix = o->shared_prefix;
+    /* sessions and prefix ids are for the prefix cache: on unless refused */
+    bool keyed = o->w.turns > 1 || o->w.lengths == KVL_SIM_LEN_TRACE;
+    p->prefix_cache = !o->no_prefix_cache && (o->prefix_cache || keyed);
+    p->shared_prefix = o->no_prefix_cache ? 0 : o->shared_prefix;
     p->preempt = o->preempt;
     p->swap_mem = (size_t)o->swap_mem;
+    p->split_prefill = o->split_prefill;
     p->slo_ttft = o->slo_ttft;
     p->slo_tpot = o->slo_tpot;
     if (o->kv_mem) {

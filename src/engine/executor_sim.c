@@ -30,6 +30,13 @@ static const kvl_sim_constant k_constants[] = {
     {"gpu_step_overhead_s", 0.002,
      "assumption (not measured): scheduling, launches and sampling per step; change with "
      "--overhead"},
+    {"vllm_cpu_step_overhead_s", 0.0082,
+     "the CPU-side work per step of the Python vLLM engine (--overhead vllm, for reproducing "
+     "vLLM-era results): vLLM blog 2024-09-05 (v0.6.0 performance update) profiled v0.5.3 "
+     "serving Llama-3-8B on one H100 with GPU execution under 38% of the time (API server "
+     "33%, scheduling and input preparation 29%); vLLM blog 2025-01-24 (V1) puts that GPU "
+     "step at ~5 ms; 5 ms x (1 / 0.38 - 1) = 8.2 ms. A later vLLM, another model and GPU: an "
+     "estimate, not a measurement of the paper's system"},
     {"link_latency_s", 10e-6, "assumption (not measured): latency of one all-reduce"},
     {"activation_bytes", 2.0, "bf16 activations in the tensor-parallel all-reduce"},
     {"allreduces_per_layer", 2.0,

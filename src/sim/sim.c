@@ -63,9 +63,16 @@ typedef struct sim_req {
     int32_t buddy_order;
 } sim_req;
 
+/* Later turns waiting for their arrival: a binary min-heap on (arrival,
+ * index). */
+typedef struct turn_heap {
+    int64_t *v;
+    int64_t n;
+} turn_heap;
+
 typedef struct sim_state {
     const kvl_sim_params *p;
-    const kvl_sim_request *reqs;
+    kvl_sim_request *reqs;
     int64_t n_reqs;
     double *ttft, *tpot, *norm; /* (n_reqs) of finished requests, in finish order */
     int64_t n_done, n_good;
@@ -73,21 +80,53 @@ typedef struct sim_state {
     kvl_buddy *buddy; /* NULL: no contiguous placement */
     int64_t prompt_tokens, output_tokens;
     double t_last_finish;
+    turn_heap later; /* sessions' next turns, arrival known */
 } sim_state;
 
-/* A token id unique to (request idx, position j), never below 2^20, so it
+static bool turn_before(const kvl_sim_request *r, int64_t a, int64_t b) {
+    return r[a].arrival < r[b].arrival || (r[a].arrival == r[b].arrival && a < b);
+}
+
+static void heap_push(sim_state *S, int64_t idx) {
+    int64_t *v = S->later.v, i = S->later.n++;
+    for (; i > 0 && turn_before(S->reqs, idx, v[(i - 1) / 2]); i = (i - 1) / 2)
+        v[i] = v[(i - 1) / 2];
+    v[i] = idx;
+}
+
+static int64_t heap_pop(sim_state *S) {
+    int64_t *v = S->later.v, top = v[0], last = v[--S->later.n], n = S->later.n, i = 0;
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && turn_before(S->reqs, v[c + 1], v[c]))
+            c++;
+        if (!turn_before(S->reqs, v[c], last))
+            break;
+        v[i] = v[c];
+        i = c;
+    }
+    if (n > 0)
+        v[i] = last;
+    return top;
+}
+
+/* Position j of the token stream of key (a request's index, or a prefix
+ * id or session with its KVL_SIM_KEY_* bits), never below 2^20, so it
  * never equals a shared-prefix id (1 + j). splitmix64's finalizer. */
-static int32_t token_of(int64_t idx, int32_t j) {
-    uint64_t z = (uint64_t)idx * 0x9e3779b97f4a7c15ull + (uint64_t)j + 1;
+static int32_t token_of(uint64_t key, int32_t j) {
+    uint64_t z = key * 0x9e3779b97f4a7c15ull + (uint64_t)j + 1;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
     return (int32_t)((1u << 20) + (z % (0x7fffffffu - (1u << 20))));
 }
 
-/* block_size: for the swap ids a swapped-out sequence holds. */
+/* block_size: for the swap ids a swapped-out sequence holds; rank: its
+ * place in the scheduler's arrival order. */
 static sim_req *req_new(const kvl_sim_request *q, int64_t idx, int32_t shared_prefix,
-                        int32_t block_size) {
+                        int32_t block_size, uint64_t rank) {
     sim_req *s = calloc(1, sizeof *s);
     size_t n_tok = (size_t)q->n_prompt + (size_t)q->n_output;
     int32_t *hist = calloc(n_tok, sizeof *hist);
@@ -99,12 +138,14 @@ static sim_req *req_new(const kvl_sim_request *q, int64_t idx, int32_t shared_pr
         return NULL;
     }
     for (int32_t j = 0; j < q->n_prompt + q->n_output; j++)
-        hist[j] = j < shared_prefix && j < q->n_prompt ? 1 + j : token_of(idx, j);
+        hist[j] = j < shared_prefix && j < q->n_prompt ? 1 + j
+                  : j < q->n_keyed                     ? token_of(q->key, j)
+                                                       : token_of((uint64_t)idx, j);
     s->idx = idx;
     s->buddy_off = -1;
     s->seq = (kvl_seq){.slot = -1, .len = q->n_prompt, .hist = hist, .swap_ids = swap_ids};
     s->r = (kvl_request){.id = (uint64_t)idx,
-                         .arrival = (uint64_t)idx,
+                         .arrival = rank,
                          .n_prompt = q->n_prompt,
                          .max_tokens = q->n_output,
                          .hist_cap = q->n_prompt + q->n_output,
@@ -137,6 +178,10 @@ static void emit(sim_state *st, kvl_sched *sched, sim_req *q, double t) {
     if (q->buddy_off >= 0)
         kvl_buddy_release(st->buddy, (uint32_t)q->buddy_off, q->buddy_order);
     const kvl_sim_request *w = &st->reqs[q->idx];
+    if (w->next_turn >= 0) { /* the session's next turn arrives after its think time */
+        st->reqs[w->next_turn].arrival = t + st->reqs[w->next_turn].think_s;
+        heap_push(st, w->next_turn);
+    }
     double e2e = t - w->arrival;
     int64_t k = st->n_done++;
     st->ttft[k] = q->t_first - w->arrival;
@@ -262,6 +307,84 @@ static bool place(sim_state *S, const kvl_sched *sched, sim_req *sr) {
     return true;
 }
 
+/* Scratch for pricing a mixed step as two (kvl_sim_params.split_prefill):
+ * one allocation, four arrays of max_batch_tokens per part. */
+typedef struct split_buf {
+    int32_t *tok;
+    int32_t cap;
+} split_buf;
+
+static bool split_buf_init(split_buf *b, int32_t cap) {
+    b->cap = cap;
+    b->tok = malloc((size_t)cap * 2 * (3 * sizeof(int32_t) + sizeof(bool)));
+    return b->tok != NULL;
+}
+
+/* Price plan pl as vLLM's 2023 scheduler ran such a batch: a step of its
+ * prompt chunks, then a step of its decodes (an item of one token at the
+ * end of a sequence that has generated), each with the device's per-step
+ * overhead. *out: the sum (seconds, times, FLOPs and bytes); *dec_s: the
+ * decode step's seconds. */
+static void price_split(const kvl_sim_cost *c, const kvl_sched_plan *pl, split_buf *b,
+                        kvl_sim_step *out, double *dec_s) {
+    int32_t *tok[2], *seq[2], *pos[2], n[2] = {0, 0};
+    bool *want[2];
+    for (int k = 0; k < 2; k++) {
+        tok[k] = b->tok + (size_t)k * 3 * (size_t)b->cap;
+        seq[k] = tok[k] + b->cap;
+        pos[k] = seq[k] + b->cap;
+        want[k] = (bool *)(b->tok + (size_t)6 * (size_t)b->cap) + (size_t)k * (size_t)b->cap;
+    }
+    for (int32_t i = 0, at = 0; i < pl->n_items; at += pl->items[i++].n_tokens) {
+        const kvl_sched_item *it = &pl->items[i];
+        const kvl_seq *q = &it->r->seqs[it->si];
+        int k = it->n_tokens == 1 && it->pos0 + 1 == q->len && q->n_gen > 0; /* 1: decode */
+        for (int32_t j = at; j < at + it->n_tokens; j++, n[k]++) {
+            tok[k][n[k]] = pl->batch.tokens[j];
+            seq[k][n[k]] = pl->batch.seq[j];
+            pos[k][n[k]] = pl->batch.pos[j];
+            want[k][n[k]] = pl->batch.logits[j];
+        }
+    }
+    kvl_sim_step part[2];
+    for (int k = 0; k < 2; k++) {
+        kvl_batch bk = {
+            .n_tokens = n[k], .tokens = tok[k], .seq = seq[k], .pos = pos[k], .logits = want[k]};
+        kvl_sim_cost_batch(c, &bk, &part[k]);
+    }
+    kvl_sim_step s = part[0];
+    s.n_tokens += part[1].n_tokens;
+    s.n_logits += part[1].n_logits;
+    s.n_runs += part[1].n_runs;
+    s.flops += part[1].flops;
+    s.bytes += part[1].bytes;
+    s.kv_read_bytes += part[1].kv_read_bytes;
+    s.t_compute += part[1].t_compute;
+    s.t_memory += part[1].t_memory;
+    s.t_comm += part[1].t_comm;
+    s.seconds += part[1].seconds;
+    *out = s;
+    *dec_s = part[1].seconds;
+}
+
+/* The earliest arrival not yet taken: a first turn (reqs[*next], skipping
+ * later turns, which arrive through the heap) or a later turn whose turn
+ * before it has ended; INFINITY when none is known. */
+static double next_arrival(sim_state *S, int64_t *next) {
+    while (*next < S->n_reqs && S->reqs[*next].turn > 0)
+        (*next)++;
+    double a = *next < S->n_reqs ? S->reqs[*next].arrival : INFINITY;
+    double b = S->later.n ? S->reqs[S->later.v[0]].arrival : INFINITY;
+    return a < b ? a : b;
+}
+
+/* Take that arrival (after next_arrival). */
+static int64_t take_arrival(sim_state *S, int64_t *next) {
+    if (S->later.n && (*next >= S->n_reqs || turn_before(S->reqs, S->later.v[0], *next)))
+        return heap_pop(S);
+    return (*next)++;
+}
+
 kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_sim_result *out,
                        kvl_error *err) {
     kvl_sim_request *reqs = NULL;
@@ -278,12 +401,16 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     S.tpot = malloc(((size_t)n + 1) * sizeof(double));
     S.norm = malloc(((size_t)n + 1) * sizeof(double));
     int64_t *fifo = malloc(((size_t)n + 1) * sizeof *fifo); /* arrived, not yet queued */
+    S.later.v = malloc(((size_t)n + 1) * sizeof *S.later.v);
+    split_buf sb = {0};
+    if (p->split_prefill && !split_buf_init(&sb, p->max_batch_tokens))
+        st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory for the split steps");
     kvl_sim_cost cost = p->cost;
     cost.paged = p->policy == KVL_RESERVE_PAGED; /* reservations are contiguous kernels */
     kvl_buddy buddy = {0};
     kvl_prefix_cache *pc = NULL;
     uint64_t ns = 0;
-    if (!S.ttft || !S.tpot || !S.norm || !fifo)
+    if (!S.ttft || !S.tpot || !S.norm || !fifo || !S.later.v)
         st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory for %lld requests", (long long)n);
     if (!st)
         st = make_ledger(p, &kv, &sw, &sched, err);
@@ -311,18 +438,20 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     R.block_size = kvl_sched_block_size(sched);
     const int32_t max_ctx = kvl_kv_cache_params_of(kv)->max_ctx;
     kv_acc acc = {0};
-    double t = 0, batch_sum = 0, tok_sum = 0, step_sum = 0, dec_sum = 0, swapped = 0;
+    double t = 0, batch_sum = 0, tok_sum = 0, step_sum = 0, dec_sum = 0, swapped = 0, run_sum = 0;
     int64_t next = 0, n_dec = 0, in_flight = 0, n_fifo = 0, head = 0;
     for (;;) {
-        for (; next < n && reqs[next].arrival <= t; next++) {
-            const kvl_sim_request *q = &reqs[next];
+        for (int64_t i; next_arrival(&S, &next) <= t;) {
+            i = take_arrival(&S, &next);
+            const kvl_sim_request *q = &reqs[i];
             if ((int64_t)q->n_prompt + q->n_output > max_ctx ||
                 kvl_sched_blocks_worst(sched, q->n_prompt, q->n_output, 1) > R.kv_blocks ||
                 (S.buddy && kvl_buddy_order(S.buddy, resv_blocks(sched, q)) < 0)) {
-                R.n_refused++;
+                for (int64_t k = i; k >= 0; k = reqs[k].next_turn) /* and its later turns */
+                    R.n_refused++;
                 continue;
             }
-            fifo[n_fifo++] = next;
+            fifo[n_fifo++] = i;
         }
         /* The scheduler's waiting list is topped up to max_seqs + 1 from the
          * arrival FIFO: a step admits at most max_seqs (its slots), in rank
@@ -330,7 +459,8 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
          * (later arrivals), so the steps are those of queueing everything at
          * once, without the list's O(n) insertion over a long backlog. */
         for (; head < n_fifo && kvl_sched_count(sched, KVL_REQ_WAITING) <= p->max_seqs; head++) {
-            sim_req *sr = req_new(&reqs[fifo[head]], fifo[head], p->shared_prefix, R.block_size);
+            sim_req *sr = req_new(&reqs[fifo[head]], fifo[head], p->shared_prefix, R.block_size,
+                                  (uint64_t)head);
             if (!sr) {
                 st = kvl_errorf(err, KVL_E_NOMEM, "sim: out of memory at request %lld",
                                 (long long)fifo[head]);
@@ -344,7 +474,8 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
             kvl_sched_add(sched, &sr->r);
             in_flight++;
         }
-        if (in_flight == S.n_done && head == n_fifo && next >= n)
+        double t_next = next_arrival(&S, &next);
+        if (in_flight == S.n_done && head == n_fifo && t_next == INFINITY)
             break;
         kvl_sched_plan *pl;
         kvl_sched_schedule(sched, INT32_MAX, &pl);
@@ -356,13 +487,13 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
         R.swap_s += swap_s;
         t += swap_s;
         if (pl->batch.n_tokens == 0) {
-            if (next >= n || head < n_fifo) { /* nothing runs, nothing comes: a bug */
+            if (t_next == INFINITY || head < n_fifo) { /* nothing runs, nothing comes: a bug */
                 st = kvl_errorf(err, KVL_E_INVALID,
                                 "sim: stalled at t=%.3f s with %lld requests queued", t,
                                 (long long)(in_flight - S.n_done + n_fifo - head));
                 goto done;
             }
-            t = reqs[next].arrival; /* idle until the next arrival */
+            t = t_next; /* idle until the next arrival */
             continue;
         }
         const float *logits;
@@ -371,17 +502,25 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
         if ((st = kvl_executor_run(x, &pl->batch, &none, &logits, &n_out, err)))
             goto done;
         const kvl_sim_step *c = kvl_executor_sim_last(x);
+        kvl_sim_step two;
+        double dec_part = 0; /* split: the decode step's seconds */
+        bool split = p->split_prefill && pl->n_prefill > 0 && pl->n_decode > 0;
+        if (split) {
+            price_split(&cost, pl, &sb, &two, &dec_part);
+            c = &two;
+        }
         kvl_sim_kv kvnow;
         double dt = c->seconds + swap_s;
         kv_sample(kv, sched, S.buddy, dt, &acc, &kvnow); /* the KV held while the step runs */
+        run_sum += dt * kvl_sched_count(sched, KVL_REQ_RUNNING);
         t += c->seconds;
         kvl_sched_after_run(sched, pl);
-        R.n_steps++;
+        R.n_steps += 1 + split;
         batch_sum += pl->n_items;
         tok_sum += pl->batch.n_tokens;
         step_sum += dt;
-        if (pl->n_prefill == 0) {
-            dec_sum += dt;
+        if (pl->n_prefill == 0 || split) {
+            dec_sum += split ? dec_part : dt;
             n_dec++;
         }
         R.n_prefill_fed += pl->n_prefill;
@@ -417,6 +556,7 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
         R.mean_step_s = step_sum / (double)R.n_steps;
     }
     R.mean_decode_step_s = n_dec ? dec_sum / (double)n_dec : 0;
+    R.mean_running = step_sum > 0 ? run_sum / step_sum : 0;
     if (acc.t > 0) {
         R.kv_occupancy = acc.occ / acc.t;
         R.kv_tokens = acc.tok / acc.t;
@@ -433,6 +573,11 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     R.n_preemptions = sc->n_preemptions;
     R.tokens_recomputed = sc->tokens_recomputed;
     R.prefix_hit_tokens = sc->prefix_hit_tokens + sc->prefix_hit_tokens_self;
+    R.prefix_lookup_tokens = sc->prefix_lookup_tokens;
+    if (R.prefix_lookup_tokens > 0)
+        R.prefix_hit_rate = (double)R.prefix_hit_tokens / (double)R.prefix_lookup_tokens;
+    for (int64_t i = 0; i < n; i++)
+        R.n_sessions += reqs[i].turn == 0 && (reqs[i].key >> 62) == (KVL_SIM_KEY_SESSION >> 62);
     R.n_preempt_swap = sc->n_preempt_swap;
     R.swap_bytes = swapped;
     *out = R;
@@ -454,6 +599,8 @@ done:
     free(S.tpot);
     free(S.norm);
     free(fifo);
+    free(S.later.v);
+    free(sb.tok);
     free(reqs);
     return st;
 }
@@ -462,7 +609,7 @@ done:
 
 void kvl_sim_result_text(const kvl_sim_result *r, FILE *f) {
     fprintf(f,
-            "policy %s, rate %.3f req/s: %lld requests (%lld refused), %lld steps, %.1f s "
+            "policy %s, rate %.3f %s: %lld requests (%lld refused), %lld steps, %.1f s "
             "simulated\n"
             "  throughput      %.3f req/s, %.1f output tokens/s\n"
             "  goodput         %.3f req/s (%lld requests with TTFT <= %.3g s and TPOT <= %.3g s)\n"
@@ -470,20 +617,23 @@ void kvl_sim_result_text(const kvl_sim_result *r, FILE *f) {
             "  TTFT            p50 %.4f s, p99 %.4f s\n"
             "  TPOT            p50 %.4f s, p99 %.4f s\n"
             "  batch           %.2f requests, %.1f tokens per step; step %.4f s (decode-only "
-            "%.4f s)\n"
+            "%.4f s); %.2f running (time-weighted)\n"
             "  KV              %u blocks of %d; occupancy %.3f; of the slots: tokens %.3f, "
             "fragmentation %.3f, reserved %.3f, rounding %.3f, free %.3f\n"
             "  preemptions     %lld (%lld by swap: %.3g GB over the host link, %.3f s; %lld "
-            "tokens recomputed); prefix cache hits %lld tokens\n",
-            r->policy, r->rate, (long long)r->n_done, (long long)r->n_refused,
-            (long long)r->n_steps, r->makespan_s, r->throughput_rps, r->throughput_tps,
-            r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot, r->norm_latency,
-            r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99, r->mean_batch,
-            r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s, r->kv_blocks,
-            r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved,
-            r->kv_rounding, r->kv_free, (long long)r->n_preemptions, (long long)r->n_preempt_swap,
-            r->swap_bytes / 1e9, r->swap_s, (long long)r->tokens_recomputed,
-            (long long)r->prefix_hit_tokens);
+            "tokens recomputed)\n"
+            "  prefix cache    %lld of %lld prompt positions looked up were hits (rate %.3f), "
+            "not computed; %lld sessions\n",
+            r->policy, r->rate, r->n_sessions ? "sessions/s" : "req/s", (long long)r->n_done,
+            (long long)r->n_refused, (long long)r->n_steps, r->makespan_s, r->throughput_rps,
+            r->throughput_tps, r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot,
+            r->norm_latency, r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99,
+            r->mean_batch, r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s,
+            r->mean_running, r->kv_blocks, r->block_size, r->kv_occupancy, r->kv_tokens, r->kv_frag,
+            r->kv_reserved, r->kv_rounding, r->kv_free, (long long)r->n_preemptions,
+            (long long)r->n_preempt_swap, r->swap_bytes / 1e9, r->swap_s,
+            (long long)r->tokens_recomputed, (long long)r->prefix_hit_tokens,
+            (long long)r->prefix_lookup_tokens, r->prefix_hit_rate, (long long)r->n_sessions);
 }
 
 void kvl_sim_result_row(const kvl_sim_result *r, bool header, FILE *f) {
@@ -513,7 +663,9 @@ void kvl_sim_result_json(const kvl_sim_result *r, FILE *f) {
             "\"kv_occupancy\": %.6f, \"kv_tokens\": %.6f, \"kv_frag\": %.6f, "
             "\"kv_reserved\": %.6f, \"kv_rounding\": %.6f, \"kv_free\": %.6f, "
             "\"preemptions\": %lld, \"preempt_swap\": %lld, \"swap_bytes\": %.0f, "
-            "\"swap_s\": %.6f, \"tokens_recomputed\": %lld, \"prefix_hit_tokens\": %lld}",
+            "\"swap_s\": %.6f, \"tokens_recomputed\": %lld, \"prefix_hit_tokens\": %lld, "
+            "\"prefix_lookup_tokens\": %lld, \"prefix_hit_rate\": %.6f, \"sessions\": %lld, "
+            "\"mean_running\": %.4f}",
             r->policy, r->rate, (long long)r->n_requests, (long long)r->n_done,
             (long long)r->n_refused, (long long)r->n_steps, r->makespan_s, r->throughput_rps,
             r->throughput_tps, r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot,
@@ -522,19 +674,23 @@ void kvl_sim_result_json(const kvl_sim_result *r, FILE *f) {
             (long long)r->n_prefill_fed, (long long)r->n_decode_fed, r->kv_blocks, r->block_size,
             r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved, r->kv_rounding, r->kv_free,
             (long long)r->n_preemptions, (long long)r->n_preempt_swap, r->swap_bytes, r->swap_s,
-            (long long)r->tokens_recomputed, (long long)r->prefix_hit_tokens);
+            (long long)r->tokens_recomputed, (long long)r->prefix_hit_tokens,
+            (long long)r->prefix_lookup_tokens, r->prefix_hit_rate, (long long)r->n_sessions,
+            r->mean_running);
 }
 
 void kvl_sim_result_csv(const kvl_sim_result *r, bool header, FILE *f) {
     if (header)
         fprintf(f, "policy,rate,done,throughput_rps,goodput_rps,norm_latency,ttft_p50,ttft_p99,"
                    "tpot_p50,tpot_p99,mean_batch,mean_step_s,kv_tokens,kv_frag,kv_reserved,"
-                   "kv_rounding,kv_free,preemptions\n");
+                   "kv_rounding,kv_free,preemptions,prefix_hit_tokens,prefix_lookup_tokens,"
+                   "prefix_hit_rate\n");
     fprintf(f,
             "%s,%.6g,%lld,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.4f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,"
-            "%lld\n",
+            "%lld,%lld,%lld,%.6f\n",
             r->policy, r->rate, (long long)r->n_done, r->throughput_rps, r->goodput_rps,
             r->norm_latency, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99, r->mean_batch,
             r->mean_step_s, r->kv_tokens, r->kv_frag, r->kv_reserved, r->kv_rounding, r->kv_free,
-            (long long)r->n_preemptions);
+            (long long)r->n_preemptions, (long long)r->prefix_hit_tokens,
+            (long long)r->prefix_lookup_tokens, r->prefix_hit_rate);
 }

@@ -131,8 +131,45 @@ static void fit(lognorm2 *m, double want_p, double want_o) {
 
 /* ---- traces --------------------------------------------------------------- */
 
-static kvl_status read_trace(const char *path, kvl_sim_request **out, int64_t *n_out,
-                             kvl_error *err) {
+/* One trace row: "arrival prompt output [prefix_id [prefix_len]]". */
+static kvl_status parse_row(const char *line, const char *path, int64_t ln, int32_t prefix_len,
+                            kvl_sim_request *q, kvl_error *err) {
+    double t;
+    long long p, o, id = -1, k = -1;
+    int end = 0,
+        got = sscanf(line, "%lf %lld %lld%n %lld%n %lld%n", &t, &p, &o, &end, &id, &end, &k, &end);
+    while (got >= 3 && (line[end] == ' ' || line[end] == '\t' || line[end] == '\r'))
+        end++;
+    if (got < 3 || (line[end] && line[end] != '\n') || !(t >= 0) || t > 1e9 || p < 1 || o < 1 ||
+        p > KVL_MAX_CTX || o > KVL_MAX_CTX)
+        return kvl_errorf(err, KVL_E_FORMAT,
+                          "sim: trace %s line %lld: want 'arrival_s prompt output [prefix_id "
+                          "[prefix_len]]' with arrival in [0, 1e9] and lengths in [1, %d]",
+                          path, (long long)ln, KVL_MAX_CTX);
+    if (got >= 4 && (id < 0 || id >= (1ll << 48)))
+        return kvl_errorf(err, KVL_E_FORMAT,
+                          "sim: trace %s line %lld: prefix_id %lld not in [0, 2^48)", path,
+                          (long long)ln, id);
+    if (got == 5 && (k < 0 || k > p))
+        return kvl_errorf(err, KVL_E_FORMAT,
+                          "sim: trace %s line %lld: prefix_len %lld not in [0, prompt %lld]", path,
+                          (long long)ln, k, p);
+    if (got == 4 && prefix_len <= 0)
+        return kvl_errorf(err, KVL_E_FORMAT,
+                          "sim: trace %s line %lld: prefix_id %lld without a prefix_len: give a "
+                          "fifth column or --prefix-len",
+                          path, (long long)ln, id);
+    *q = (kvl_sim_request){
+        .arrival = t, .n_prompt = (int32_t)p, .n_output = (int32_t)o, .next_turn = -1};
+    if (got >= 4) {
+        q->key = KVL_SIM_KEY_PREFIX | (uint64_t)id;
+        q->n_keyed = got == 5 ? (int32_t)k : prefix_len < p ? prefix_len : (int32_t)p;
+    }
+    return KVL_OK;
+}
+
+static kvl_status read_trace(const char *path, int32_t prefix_len, kvl_sim_request **out,
+                             int64_t *n_out, kvl_error *err) {
     FILE *f = fopen(path, "r");
     if (!f)
         return kvl_errorf(err, KVL_E_IO, "sim: trace %s: cannot open", path);
@@ -146,23 +183,16 @@ static kvl_status read_trace(const char *path, kvl_sim_request **out, int64_t *n
         ln++;
         if (line[0] == '#' || line[0] == '\n')
             continue;
-        double t;
-        long long p, o;
-        if (sscanf(line, "%lf %lld %lld", &t, &p, &o) != 3 || !(t >= 0) || t > 1e9 || p < 1 ||
-            o < 1 || p > KVL_MAX_CTX || o > KVL_MAX_CTX) {
-            st = kvl_errorf(err, KVL_E_FORMAT,
-                            "sim: trace %s line %lld: want 'arrival_s prompt output' with "
-                            "arrival in [0, 1e9] and lengths in [1, %d]",
-                            path, (long long)ln, KVL_MAX_CTX);
+        kvl_sim_request q;
+        if ((st = parse_row(line, path, ln, prefix_len, &q, err)))
             break;
-        }
-        if (t < last) {
+        if (q.arrival < last) {
             st = kvl_errorf(err, KVL_E_FORMAT,
                             "sim: trace %s line %lld: arrival %g before the previous row's %g",
-                            path, (long long)ln, t, last);
+                            path, (long long)ln, q.arrival, last);
             break;
         }
-        last = t;
+        last = q.arrival;
         if (n == cap) {
             if (cap >= 100000000) {
                 st = kvl_errorf(err, KVL_E_LIMIT, "sim: trace %s: more than 10^8 rows", path);
@@ -176,7 +206,7 @@ static kvl_status read_trace(const char *path, kvl_sim_request **out, int64_t *n
             v = g;
             cap *= 2;
         }
-        v[n++] = (kvl_sim_request){.arrival = t, .n_prompt = (int32_t)p, .n_output = (int32_t)o};
+        v[n++] = q;
     }
     fclose(f);
     if (st) {
@@ -188,12 +218,33 @@ static kvl_status read_trace(const char *path, kvl_sim_request **out, int64_t *n
     return KVL_OK;
 }
 
+/* One (prompt, output) pair from w's length law. */
+static void draw_lengths(const kvl_sim_workload *w, const lognorm2 *m, rng *rl, int32_t *p,
+                         int32_t *o) {
+    switch (w->lengths) {
+    case KVL_SIM_LEN_FIXED:
+        *p = w->prompt_lo;
+        *o = w->output_lo;
+        break;
+    case KVL_SIM_LEN_UNIFORM:
+        *p = w->prompt_lo + (int32_t)(rng_u64(rl) % (uint64_t)(w->prompt_hi - w->prompt_lo + 1));
+        *o = w->output_lo + (int32_t)(rng_u64(rl) % (uint64_t)(w->output_hi - w->output_lo + 1));
+        break;
+    default: draw_pair(rl, m, p, o);
+    }
+}
+
 /* ---- generation ----------------------------------------------------------- */
 
 kvl_status kvl_sim_workload_make(const kvl_sim_workload *w, kvl_sim_request **out, int64_t *n_out,
                                  kvl_error *err) {
+    if (w->lengths == KVL_SIM_LEN_TRACE && w->turns > 1)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "sim: sessions (turns %d) need a synthetic "
+                          "workload, not a trace",
+                          (int)w->turns);
     if (w->lengths == KVL_SIM_LEN_TRACE)
-        return read_trace(w->trace_path, out, n_out, err);
+        return read_trace(w->trace_path, w->prefix_len, out, n_out, err);
     if (w->arrivals != KVL_SIM_ARR_BURST && !(w->rate > 0 && w->rate <= 1e6))
         return kvl_errorf(err, KVL_E_INVALID, "sim: rate %g not in (0, 1e6] requests/s", w->rate);
     if (w->arrivals == KVL_SIM_ARR_GAMMA && !(w->cv > 0 && w->cv <= 100))
@@ -208,6 +259,10 @@ kvl_status kvl_sim_workload_make(const kvl_sim_workload *w, kvl_sim_request **ou
                           "sim: lengths prompt [%d, %d], output [%d, %d] must be 1 <= lo <= hi "
                           "<= %d",
                           w->prompt_lo, w->prompt_hi, w->output_lo, w->output_hi, KVL_MAX_CTX);
+    if (w->turns < 0 || w->turns > 1000 || !(w->think_s >= 0 && w->think_s <= 1e6))
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "sim: turns %d not in [0, 1000] or think %g s not in [0, 1e6]",
+                          (int)w->turns, w->think_s);
     if (w->max_prompt < 4 || w->max_total < 8)
         return kvl_errorf(err, KVL_E_INVALID, "sim: max_prompt %d >= 4 and max_total %d >= 8",
                           w->max_prompt, w->max_total);
@@ -225,36 +280,52 @@ kvl_status kvl_sim_workload_make(const kvl_sim_workload *w, kvl_sim_request **ou
         m.sg_o = 0.9;
         fit(&m, 19, 58);
     }
-    kvl_sim_request *v = malloc((size_t)cap * sizeof *v);
+    int32_t turns = w->turns > 1 ? w->turns : 1;
+    if ((double)cap * turns > 1e8)
+        return kvl_errorf(err, KVL_E_LIMIT, "sim: about %lld sessions x %d turns > 10^8 requests",
+                          (long long)cap, (int)turns);
+    kvl_sim_request *v = malloc((size_t)cap * (size_t)turns * sizeof *v);
     if (!v)
-        return kvl_errorf(err, KVL_E_NOMEM, "sim: %lld requests: out of memory", (long long)cap);
-    rng ra, rl;
+        return kvl_errorf(err, KVL_E_NOMEM, "sim: %lld requests: out of memory",
+                          (long long)cap * turns);
+    rng ra, rl, rt;
     rng_seed(&ra, w->seed * 2 + 1); /* arrivals and lengths from separate streams, */
     rng_seed(&rl, w->seed * 2 + 2); /* so a rate sweep keeps the same lengths */
+    rng_seed(&rt, w->seed * 2 + 3 + ((uint64_t)1 << 40)); /* think times */
     double t = 0, k = 1 / (w->cv * w->cv);
-    int64_t n = 0;
+    int64_t n = 0, n_sess = 0;
     for (;;) {
         if (w->arrivals == KVL_SIM_ARR_POISSON)
             t += -log(rng_unit(&ra)) * mean_gap;
         else if (w->arrivals == KVL_SIM_ARR_GAMMA)
             t += rng_gamma(&ra, k) / k * mean_gap;
-        if (w->n_requests > 0 ? n >= w->n_requests : (t >= w->duration_s || n >= cap))
+        if (w->n_requests > 0 ? n_sess >= w->n_requests : (t >= w->duration_s || n_sess >= cap))
             break;
-        kvl_sim_request q = {.arrival = t};
-        switch (w->lengths) {
-        case KVL_SIM_LEN_FIXED:
-            q.n_prompt = w->prompt_lo;
-            q.n_output = w->output_lo;
-            break;
-        case KVL_SIM_LEN_UNIFORM:
-            q.n_prompt = w->prompt_lo +
-                         (int32_t)(rng_u64(&rl) % (uint64_t)(w->prompt_hi - w->prompt_lo + 1));
-            q.n_output = w->output_lo +
-                         (int32_t)(rng_u64(&rl) % (uint64_t)(w->output_hi - w->output_lo + 1));
-            break;
-        default: draw_pair(&rl, &m, &q.n_prompt, &q.n_output);
+        kvl_sim_request q = {.arrival = t, .next_turn = -1};
+        draw_lengths(w, &m, &rl, &q.n_prompt, &q.n_output);
+        if (turns > 1) {
+            q.key = KVL_SIM_KEY_SESSION | (uint64_t)n_sess;
+            q.n_keyed = q.n_prompt + q.n_output;
         }
         v[n++] = q;
+        n_sess++;
+        for (int32_t j = 1; j < turns; j++) { /* the session's later turns */
+            kvl_sim_request *prev = &v[n - 1];
+            int32_t msg, ans;
+            draw_lengths(w, &m, &rl, &msg, &ans);
+            double think = w->think_s > 0 ? -log(rng_unit(&rt)) * w->think_s : 0;
+            int64_t np = (int64_t)prev->n_prompt + prev->n_output + msg;
+            if (np + ans > w->max_total)
+                break;
+            prev->next_turn = n;
+            v[n++] = (kvl_sim_request){.n_prompt = (int32_t)np,
+                                       .n_output = ans,
+                                       .key = prev->key,
+                                       .n_keyed = (int32_t)np + ans,
+                                       .turn = j,
+                                       .think_s = think,
+                                       .next_turn = -1};
+        }
     }
     *out = v;
     *n_out = n;
