@@ -314,5 +314,23 @@ wait_idle && ok || { bad "not idle after the disconnects"; cat "$tmp/kv.json"; }
 [ "$(metric 'kvllm:request_success_total{finished_reason="abort"}')" = 40 ] && ok || bad "40 aborted: $(metric 'kvllm:request_success_total{finished_reason="abort"}')"
 kill -TERM "$spid"; wait "$spid" && ok || bad "drop server exit status"
 
+# --- SIGTERM while a large model is still loading stops the server at once
+# (the model loads on its own thread; a 230 MB file with --check-tensors
+# takes far longer to load than the signal takes to arrive)
+if "$bin" mkmodel --preset tinyllama-1.1b --layers 2 --type q8_0 -o "$tmp/big.gguf" >/dev/null 2>&1; then
+  "$bin" serve -m "$tmp/big.gguf" --port 0 --check-tensors --load huge 2>"$tmp/bigload.err" &
+  bpid=$!
+  for _ in $(seq 1 1000); do grep -q listening "$tmp/bigload.err" && break; sleep 0.01; done
+  kill -TERM "$bpid"
+  t0=$(date +%s%N)
+  wait "$bpid" && ok || bad "stop while loading: exit status"
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  grep -q "SIGTERM while loading: stopped" "$tmp/bigload.err" && ok || bad "stop while loading: $(cat "$tmp/bigload.err")"
+  [ "$ms" -lt 2000 ] && ok || bad "stop while loading took $ms ms"
+  rm -f "$tmp/big.gguf"
+else
+  bad "mkmodel for the loading test"
+fi
+
 echo "test_serve_limits: $pass passed, $fail failed"
 [ "$fail" = 0 ]

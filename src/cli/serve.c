@@ -15,10 +15,12 @@
 #include "core/pool.h"
 #include "server/server.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct serve_opts {
     kvl_cli_common com; /* -m, --tokenizer, -t, --load, the KV flags */
@@ -255,6 +257,56 @@ static void default_model_id(const char *path, char *out, size_t cap) {
         *dot = '\0';
 }
 
+/* The model loads on its own thread so that SIGINT/SIGTERM stop the server
+ * at once even while a large file is still being read: the main thread
+ * waits for a signal, and the loader sends SIGUSR1 when it is done. */
+typedef struct model_loader {
+    const char *path;
+    kvl_model_params mp;
+    kvl_model *m;
+    kvl_error err;
+    kvl_status st;
+} model_loader;
+
+static void *load_model(void *arg) {
+    model_loader *l = arg;
+    l->st = kvl_model_load(l->path, &l->mp, &l->m, &l->err);
+    kill(getpid(), SIGUSR1);
+    return NULL;
+}
+
+/* Waits for the model or a stop signal: true with *out when it loaded; false
+ * when it failed (message printed, *rc set) or a signal came first (the
+ * loader is left to the process's exit; *rc 0). */
+static bool await_model(serve_opts *o, const sigset_t *sigs, kvl_model **out, int *rc) {
+    static model_loader loader; /* static: a loader left running at a stop stays reachable */
+    model_loader *l = &loader;
+    pthread_t t;
+    l->path = o->com.model;
+    l->mp = (kvl_model_params){.tokenizer_path = o->com.tokenizer,
+                               .load = o->com.load,
+                               .check_tensors = o->com.check_tensors};
+    if (pthread_create(&t, NULL, load_model, l)) {
+        fprintf(stderr, "kvllm serve: cannot start the loading thread\n");
+        return false;
+    }
+    int sig = 0;
+    sigwait(sigs, &sig);
+    if (sig != SIGUSR1) { /* stopped while loading: the loader dies with the process */
+        pthread_detach(t);
+        fprintf(stderr, "kvllm serve: %s while loading: stopped\n",
+                sig == SIGINT ? "SIGINT" : "SIGTERM");
+        *rc = 0;
+        return false;
+    }
+    pthread_join(t, NULL);
+    bool ok = l->st == KVL_OK;
+    if (!ok)
+        fprintf(stderr, "kvllm serve: %s\n", l->err.msg);
+    *out = l->m;
+    return ok;
+}
+
 static int serve(serve_opts *o) {
     kvl_error err = {0};
     kvl_server *srv = NULL;
@@ -266,6 +318,7 @@ static int serve(serve_opts *o) {
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGUSR1); /* the model loader's "done" */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (!o->model_id[0])
@@ -278,13 +331,8 @@ static int serve(serve_opts *o) {
     fprintf(stderr,
             "kvllm serve: listening on http://%s:%d; loading %s (/health: 503 until ready)\n",
             o->sp.host, kvl_server_port(srv), o->com.model);
-    kvl_model_params mp = {.tokenizer_path = o->com.tokenizer,
-                           .load = o->com.load,
-                           .check_tensors = o->com.check_tensors};
-    if (kvl_model_load(o->com.model, &mp, &m, &err)) {
-        fprintf(stderr, "kvllm serve: %s\n", err.msg);
+    if (!await_model(o, &sigs, &m, &rc))
         goto done;
-    }
     kvl_model_info mi;
     kvl_model_get_info(m, &mi);
     if (o->ctx > mi.ctx_len) {
@@ -311,8 +359,9 @@ static int serve(serve_opts *o) {
         fprintf(stderr, "kvllm serve: chat template %s (%s)\n", kvl_chat_template_name(cp.tmpl),
                 o->sp.chat_template ? "--chat-template" : "the model file's");
     fprintf(stderr, "kvllm serve: ready\n");
-    int sig = 0;
-    sigwait(&sigs, &sig);
+    int sig = SIGUSR1;
+    while (sig == SIGUSR1)
+        sigwait(&sigs, &sig);
     fprintf(stderr, "kvllm serve: %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     kvl_server_shutdown(srv, o->grace, stderr);
     fprintf(stderr, "kvllm serve: stopped\n");
