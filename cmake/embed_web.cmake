@@ -1,5 +1,5 @@
 # Turn the page's static files into one C source (run with cmake -P):
-#   cmake -DOUT=gen.c -DFILES="a;b;c" -P embed_web.cmake
+#   cmake -DOUT=gen.c "-DFILES=a|b|c" -P embed_web.cmake
 # Each file becomes a byte array and one row of srv_web_assets (name,
 # bytes, size, ETag). The ETag is the file's SHA-1 (first 16 hex digits),
 # so it changes exactly when the file does. No xxd: CMake reads the bytes
@@ -7,6 +7,7 @@
 if(NOT OUT OR NOT FILES)
   message(FATAL_ERROR "embed_web.cmake: OUT and FILES are required")
 endif()
+string(REPLACE "|" ";" FILES "${FILES}")
 set(arrays "")
 set(rows "")
 set(i 0)
