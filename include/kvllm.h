@@ -573,6 +573,98 @@ typedef struct kvl_session_info {
 /* KVL_E_NOT_FOUND for a session never seen (or forgotten). */
 KVL_API kvl_status kvl_engine_session_info(kvl_engine *e, uint64_t session, kvl_session_info *out);
 
+/* ---- The KV block map ----------------------------------------------------
+ *
+ * Every block of the pool and of the swap area at one moment, with who
+ * holds it: what a dashboard draws as a grid of cells (the PagedAttention
+ * paper's picture). No token or text is in it, only ids and counts.
+ *
+ *     uint32_t nb, ns, nh;
+ *     kvl_engine_kv_map_size(e, &nb, &ns, &nh);
+ *     kvl_kv_map m = {.blocks = calloc(nb, sizeof *m.blocks), .cap_blocks = nb,
+ *                     .swap = calloc(ns ? ns : 1, sizeof *m.swap), .cap_swap = ns,
+ *                     .holders = calloc(nh, sizeof *m.holders), .cap_holders = nh};
+ *     if (kvl_engine_kv_map(e, &m, &err) == KVL_OK)
+ *         for (uint32_t b = 0; b < m.n_blocks; b++)
+ *             if (m.blocks[b].state == KVL_KV_BLOCK_USED)
+ *                 printf("block %u: request %llu, %u references\n", b,
+ *                        (unsigned long long)m.holders[m.blocks[b].holder].request,
+ *                        m.blocks[b].refcount);
+ */
+typedef enum kvl_kv_block_state {
+    KVL_KV_BLOCK_FREE = 0,   /* no reference, no cached data */
+    KVL_KV_BLOCK_CACHED = 1, /* no reference, but a prefix-cache entry: a hit reuses it,
+                                an allocation may take it (it is counted free in stats) */
+    KVL_KV_BLOCK_USED = 2,   /* referenced by at least one sequence's block table */
+} kvl_kv_block_state;
+
+typedef struct kvl_kv_block_info {
+    kvl_kv_block_state state;
+    uint32_t refcount; /* block tables that hold it (0 unless USED; > 1: shared) */
+    int32_t holder;    /* USED: index in holders of its first holder (the lowest request
+                          id whose tables hold it); -1 otherwise */
+    bool hashed;       /* it has a prefix-cache entry (always when CACHED) */
+} kvl_kv_block_info;
+
+typedef enum kvl_kv_swap_state {
+    KVL_KV_SWAP_FREE = 0, /* unused */
+    KVL_KV_SWAP_TIER = 1, /* a prefix-cache block demoted to the second tier */
+    KVL_KV_SWAP_HELD = 2, /* holds a swapped-out request's KV */
+} kvl_kv_swap_state;
+
+typedef struct kvl_kv_swap_info {
+    kvl_kv_swap_state state;
+    int32_t holder; /* HELD: index in holders of the swapped request; -1 otherwise */
+} kvl_kv_swap_info;
+
+/* A request that holds pool or swap blocks. Blocks are counted as in
+ * kvl_request_info: table entries summed over its samples. */
+typedef struct kvl_kv_holder {
+    uint64_t request, session;
+    kvl_request_state state; /* running or swapped */
+    int32_t n_samples;
+    uint32_t n_blocks, n_blocks_shared, n_swap_blocks;
+    int64_t n_tokens; /* positions stored, summed over its samples */
+} kvl_kv_holder;
+
+typedef struct kvl_kv_map {
+    /* in: arrays the caller owns, and their lengths */
+    kvl_kv_block_info *blocks; /* (cap_blocks) one per pool block, by block id */
+    uint32_t cap_blocks;
+    kvl_kv_swap_info *swap; /* (cap_swap) one per swap-area block; may be NULL when 0 */
+    uint32_t cap_swap;
+    kvl_kv_holder *holders; /* (cap_holders) ascending request id */
+    uint32_t cap_holders;
+    /* out */
+    uint32_t n_blocks, n_swap_blocks, n_holders; /* entries written */
+    uint32_t n_free, n_cached, n_used, n_shared; /* pool blocks by state; shared: refcount > 1 */
+    uint32_t n_swap_free, n_swap_tier, n_swap_held;
+    kvl_kv_stats kv; /* the pool's stats taken at the same moment under the same lock:
+                        n_blocks_used == n_used, n_blocks_free == n_free + n_cached,
+                        n_blocks_shared == n_shared, occupancy = n_used / n_blocks */
+    int32_t n_waiting, n_running, n_swapped; /* the queues at the same moment */
+    int64_t n_steps;                         /* steps completed when it was taken */
+    bool in_step; /* taken while a batch was computing: the blocks the scheduler
+                     reserved for it are here, and kvl_engine_get_stats shows them
+                     from the end of that step. false: kv equals get_stats's kv. */
+} kvl_kv_map;
+
+/* The lengths that make kvl_engine_kv_map never fail for room: pool
+ * blocks, swap-area blocks, and the most holders there can be (max_seqs +
+ * swap blocks: a running request holds a slot, a swapped one a swap
+ * block). They never change. This function can't fail. */
+KVL_API void kvl_engine_kv_map_size(kvl_engine *e, uint32_t *n_blocks, uint32_t *n_swap_blocks,
+                                    uint32_t *max_holders);
+/* Fill m (its out fields and arrays) under the engine's lock, in
+ * O(pool blocks + swap blocks + open requests), allocating nothing; safe
+ * from any thread. The map, m->kv and the queue counts are one moment:
+ * when m->in_step is false it is exactly the moment of the last
+ * kvl_engine_get_stats snapshot. On error m is unchanged:
+ * KVL_E_INVALID (NULL m or an array NULL with a non-zero length),
+ * KVL_E_UNSUPPORTED (the contiguous layout has no blocks), KVL_E_LIMIT
+ * (an array too short; the message says how many entries are needed). */
+KVL_API kvl_status kvl_engine_kv_map(kvl_engine *e, kvl_kv_map *m, kvl_error *err);
+
 /* ---- Chat templates ------------------------------------------------------
  *
  * A chat model was trained on conversations written in one fixed markup;

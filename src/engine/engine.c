@@ -134,7 +134,7 @@ kvl_status kvl_engine_init(const kvl_model *m, const kvl_engine_params *p, kvl_e
     pthread_cond_init(&e->ev_cond, NULL);
     pthread_cond_init(&e->space_cond, NULL);
     pthread_cond_init(&e->work_cond, NULL);
-    kvl_kv_cache_stats(e->kv, &e->stats.kv);
+    kvl_engine_snapshot(e); /* stats are whole before the first step */
     *out = e;
     return KVL_OK;
 fail:

@@ -99,6 +99,9 @@ void kvl_engine_finish(kvl_engine *e, eng_req *q, kvl_finish_reason reason, kvl_
 void kvl_engine_req_free(eng_req *q);
 /* Fill o from q's record and block tables. Caller holds mu. */
 void kvl_engine_req_info(kvl_engine *e, const eng_req *q, kvl_request_info *o);
+/* Take the stats snapshot (kvl_engine_get_stats) from the live state: at
+ * init and at the end of every step. Caller holds mu (or owns e alone). */
+void kvl_engine_snapshot(kvl_engine *e);
 /* One step; caller holds no lock. */
 kvl_status kvl_engine_step_impl(kvl_engine *e, int32_t *n_tokens, kvl_error *err);
 

@@ -142,7 +142,7 @@ static void handle_cancels(kvl_engine *e) {
     }
 }
 
-static void snapshot(kvl_engine *e) {
+void kvl_engine_snapshot(kvl_engine *e) {
     kvl_engine_stats *st = &e->stats;
     kvl_kv_cache_stats(e->kv, &st->kv);
     st->capacity_tokens = (int64_t)kvl_sched_n_blocks(e->sched) * kvl_sched_block_size(e->sched);
@@ -287,7 +287,7 @@ kvl_status kvl_engine_step_impl(kvl_engine *e, int32_t *n_tokens, kvl_error *err
         e->n_steps++;
     if (n_tokens)
         *n_tokens = pl->batch.n_tokens;
-    snapshot(e);
+    kvl_engine_snapshot(e);
     e->stepping = false;
     pthread_mutex_unlock(&e->mu);
     return KVL_OK;

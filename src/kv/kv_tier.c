@@ -132,6 +132,10 @@ bool kvl_kv_tier_make_room(kvl_kv_tier *t, uint32_t n) {
 
 uint32_t kvl_kv_tier_n_entries(const kvl_kv_tier *t) { return t ? t->st.n_entries : 0; }
 
+bool kvl_kv_tier_holds(const kvl_kv_tier *t, uint32_t id) {
+    return t && kvl_prefix_cache_has(t->map, id);
+}
+
 uint32_t kvl_kv_tier_order(const kvl_kv_tier *t, uint32_t *ids, uint32_t cap) {
     uint32_t k = 0;
     for (uint32_t id = t->next[t->n]; id != t->n; id = t->next[id], k++)

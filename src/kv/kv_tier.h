@@ -59,6 +59,8 @@ uint32_t kvl_kv_tier_take(kvl_kv_tier *t, kvl_hash128 h);
  * (after dropping everything) when the tier's blocks are not enough. */
 bool kvl_kv_tier_make_room(kvl_kv_tier *t, uint32_t n);
 uint32_t kvl_kv_tier_n_entries(const kvl_kv_tier *t); /* 0 for NULL */
+/* True when swap block id holds a tier entry (false for NULL). O(1). */
+bool kvl_kv_tier_holds(const kvl_kv_tier *t, uint32_t id);
 /* Write up to cap swap ids, oldest first; returns the number of entries. */
 uint32_t kvl_kv_tier_order(const kvl_kv_tier *t, uint32_t *ids, uint32_t cap);
 void kvl_kv_tier_stats_get(const kvl_kv_tier *t, kvl_kv_tier_stats *out);

@@ -18,7 +18,8 @@
  *     suspended connections are probed: libmicrohttpd neither reads nor
  *     closes them, so the descriptor is theirs.
  * Work per poll is bounded: at most SRV_POLL_MAX events, each routed with
- * one hash lookup; the hang-up probe visits each open request once.
+ * one hash lookup; the hang-up probe visits each open request once; once a
+ * second the dashboard's history takes one sample (dash.c).
  */
 #include "core/core.h"
 #include "server/server_impl.h"
@@ -186,6 +187,7 @@ static size_t bucket(uint64_t id) {
 kvl_status srv_submit(kvl_server *s, const kvl_request_params *p, srv_req *r, kvl_error *err) {
     pthread_mutex_lock(&s->reg_mu);
     uint64_t id = 0;
+    r->t_submit = kvl_now();
     kvl_status st = kvl_engine_submit(s->e, p, &id, err);
     if (st == KVL_OK) {
         r->id = id;
@@ -298,11 +300,17 @@ static void route(kvl_server *s, const kvl_event *ev) {
     if (!r) /* not ours (cannot happen: every request comes through srv_submit) */
         return;
     bool cancel = false;
-    if (ev->type == KVL_EV_TOKEN && ev->index == 0) { /* only the dispatcher touches t_tok */
-        double now = kvl_now();
-        if (r->t_tok > 0)
-            srv_metrics_itl(&s->met, now - r->t_tok);
-        r->t_tok = now;
+    if (ev->type == KVL_EV_TOKEN) {
+        double gap = -1, ttft = -1;
+        if (ev->index == 0) { /* only the dispatcher touches t_tok */
+            double now = kvl_now();
+            if (r->t_tok > 0)
+                srv_metrics_itl(&s->met, gap = now - r->t_tok);
+            else
+                ttft = now - r->t_submit;
+            r->t_tok = now;
+        }
+        srv_dash_token(s, gap, ttft);
     }
     pthread_mutex_lock(&r->mu);
     if (!req_push(r, ev) && !r->cancel_sent)
@@ -352,6 +360,7 @@ static void *dispatcher(void *arg) {
         for (int i = 0; i < n; i++)
             route(s, &s->evbuf[i]);
         double now = kvl_now();
+        srv_dash_tick(s, now);
         if (now - last_probe >= 0.1) {
             probe_hangups(s);
             last_probe = now;
@@ -363,9 +372,11 @@ static void *dispatcher(void *arg) {
 kvl_status srv_dispatch_start(kvl_server *s, kvl_error *err) {
     if (!(s->evbuf = calloc(SRV_POLL_MAX, sizeof *s->evbuf)))
         return kvl_errorf(err, KVL_E_NOMEM, "serve: out of memory");
+    srv_dash_init(s);
     atomic_store(&s->disp_stop, 0);
     int rc = pthread_create(&s->disp, NULL, dispatcher, s);
     if (rc) {
+        srv_dash_free(s);
         free(s->evbuf);
         s->evbuf = NULL;
         return kvl_errorf(err, KVL_E_NOMEM, "serve: pthread_create: %s", strerror(rc));
@@ -380,6 +391,7 @@ void srv_dispatch_stop(kvl_server *s) {
     atomic_store(&s->disp_stop, 1);
     pthread_join(s->disp, NULL);
     s->disp_started = false;
+    srv_dash_free(s);
     free(s->evbuf);
     s->evbuf = NULL;
 }

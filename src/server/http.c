@@ -52,6 +52,9 @@ enum {
     R_CHAT,
     R_TOKENIZE,
     R_DETOKENIZE,
+    R_KV_MAP,
+    R_KV_HISTORY,
+    R_PLAN,
     R_WEB,
     R_NOT_FOUND,
 };
@@ -69,6 +72,9 @@ static const struct {
     {"/v1/chat/completions", "POST", R_CHAT},
     {"/tokenize", "POST", R_TOKENIZE},
     {"/detokenize", "POST", R_DETOKENIZE},
+    {"/v1/kv/map", "GET", R_KV_MAP},
+    {"/v1/kv/history", "GET", R_KV_HISTORY},
+    {"/v1/plan", "GET", R_PLAN},
     {"/", "GET", R_WEB},
     {"/static/", "GET", R_WEB},
 };
@@ -436,6 +442,9 @@ static enum MHD_Result serve_call(srv_call *c, struct MHD_Connection *conn) {
         if (!srv_kv_json(s, &b))
             st = 500;
         break;
+    case R_KV_MAP: st = srv_dash_map(s, &b); break;
+    case R_KV_HISTORY: st = srv_dash_history(s, conn, &b); break;
+    case R_PLAN: st = srv_dash_plan(s, conn, &b); break;
     case R_METRICS:
         if (!srv_metrics_text(s, &b))
             st = 500;

@@ -229,7 +229,7 @@ bool srv_metrics_text(kvl_server *s, srv_buf *b) {
 
 /* ---- the ledger ---- */
 
-static const char *state_name(kvl_request_state st) {
+const char *srv_state_name(kvl_request_state st) {
     switch (st) {
     case KVL_REQ_WAITING: return "waiting";
     case KVL_REQ_RUNNING: return "running";
@@ -258,6 +258,7 @@ static cJSON *pool_json(kvl_server *s) {
               add_num(p, "blocks_used", kv->n_blocks_used) &&
               add_num(p, "blocks_shared", kv->n_blocks_shared) &&
               add_num(p, "blocks_cached", st.prefix_cached_blocks) &&
+              add_num(p, "occupancy", kv->occupancy) &&
               add_num(p, "bytes_total", (double)kv->bytes_total) &&
               add_num(p, "bytes_used", (double)kv->bytes_used) &&
               add_num(p, "bytes_shared", (double)kv->bytes_shared) &&
@@ -280,7 +281,7 @@ static cJSON *pool_json(kvl_server *s) {
 static cJSON *request_json(const kvl_request_info *ri) {
     cJSON *o = cJSON_CreateObject();
     bool ok = o && add_num(o, "id", (double)ri->id) &&
-              cJSON_AddStringToObject(o, "state", state_name(ri->state)) &&
+              cJSON_AddStringToObject(o, "state", srv_state_name(ri->state)) &&
               add_num(o, "session", (double)ri->session) && add_num(o, "priority", ri->priority) &&
               add_num(o, "n", ri->n_samples) && add_num(o, "blocks", ri->n_blocks) &&
               add_num(o, "blocks_shared", ri->n_blocks_shared) &&

@@ -83,6 +83,7 @@ typedef struct srv_req {
     bool cancel_sent;            /* kvl_engine_cancel was called */
     bool gone;                   /* the connection completed: mail is dropped */
     double t_tok;                /* dispatcher: when sample 0's last token came; 0 = none yet */
+    double t_submit;             /* kvl_now() at submit (the history's TTFT) */
     srv_mail *mail;              /* (cap_mail) ring-less queue, oldest first */
     size_t n_mail, cap_mail;
     struct srv_req *bucket_next, *prev, *next; /* the registry, under reg_mu */
@@ -107,6 +108,36 @@ typedef struct srv_conn {
     bool over; /* opened past --max-connections: its request gets 503 */
     bool cut;  /* shut down by the deadline watchdog */
 } srv_conn;
+
+/* One second of the dashboard's history (GET /v1/kv/history). Means are
+ * NAN when the interval saw nothing to average. */
+#define SRV_HISTORY 600
+typedef struct srv_sample {
+    double t; /* uptime seconds at the end of the interval */
+    double occupancy;
+    uint32_t blocks_used, blocks_cached, blocks_free;
+    int32_t running, waiting, swapped;
+    double batch_tokens;         /* tokens per engine step */
+    double tpot_ms, ttft_ms;     /* means over the interval's tokens / first tokens */
+    double prefix_hit_rate;      /* cumulative */
+    int64_t prefix_tokens_saved; /* cumulative */
+    double tokens_per_s;         /* generated tokens routed / the interval */
+    uint32_t swap_used, tier_blocks;
+    int64_t preemptions; /* cumulative */
+} srv_sample;
+
+/* The history ring and what the dispatcher accumulates for the current
+ * interval, under mu (a leaf lock). */
+typedef struct srv_dash {
+    pthread_mutex_t mu;
+    bool mu_ok;
+    double t0, t_prev, t_next;       /* kvl_now() at start, at the last sample, of the next */
+    int64_t steps_prev, tokens_prev; /* engine steps and batch tokens at the last sample */
+    double gap_sum, ttft_sum;        /* this interval */
+    int64_t n_gap, n_ttft, n_tokens;
+    srv_sample ring[SRV_HISTORY];
+    int head, n; /* oldest at head */
+} srv_dash;
 
 #define SRV_N_STATUS 12
 typedef struct srv_metrics {
@@ -154,6 +185,7 @@ struct kvl_server {
     int n_ses, ses_next;
     atomic_ullong counter; /* ids and default seeds */
     srv_metrics met;
+    srv_dash dash;
     /* open connections (deadlines, the connection limit) and their watchdog */
     pthread_mutex_t conn_mu;
     srv_conn *conns;
@@ -185,6 +217,20 @@ size_t srv_req_take(srv_req *r, struct MHD_Connection *conn, srv_mail **out, boo
 /* Remember a session for the ledger. */
 void srv_session_seen(kvl_server *s, uint64_t session, const char *user);
 
+/* ---- dash.c: the dashboard's endpoints ---- */
+void srv_dash_init(kvl_server *s);
+void srv_dash_free(kvl_server *s);
+/* The dispatcher, for each TOKEN it routes: gap_s (>= 0: seconds since the
+ * previous token of sample 0) or ttft_s (>= 0: sample 0's first token). */
+void srv_dash_token(kvl_server *s, double gap_s, double ttft_s);
+/* The dispatcher, every pass: close the interval when a second is up. */
+void srv_dash_tick(kvl_server *s, double now);
+/* GET /v1/kv/map, /v1/kv/history, /v1/plan: an HTTP status and the body
+ * (the OpenAI error object on 4xx/5xx). */
+unsigned srv_dash_map(kvl_server *s, srv_buf *b);
+unsigned srv_dash_history(kvl_server *s, struct MHD_Connection *conn, srv_buf *b);
+unsigned srv_dash_plan(kvl_server *s, struct MHD_Connection *conn, srv_buf *b);
+
 /* ---- http.c ---- */
 int32_t srv_n_conns(kvl_server *s); /* open connections now */
 
@@ -198,5 +244,7 @@ void srv_metrics_itl(srv_metrics *m, double gap_s);
 /* The Prometheus text (metrics) and the ledger (kv) into b; false on OOM. */
 bool srv_metrics_text(kvl_server *s, srv_buf *b);
 bool srv_kv_json(kvl_server *s, srv_buf *b);
+/* "waiting", "running", "swapped" or "finished". */
+const char *srv_state_name(kvl_request_state st);
 
 #endif
