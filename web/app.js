@@ -424,7 +424,9 @@ function drawChart(cv, samples, series, opts) {
   const padL = 40;
   const padB = 16;
   const t1 = samples.length ? samples[samples.length - 1].t : 0;
-  const t0 = t1 - WINDOW_S;
+  // the window grows with the data, from one minute to WINDOW_S
+  const win = samples.length ? Math.min(WINDOW_S, Math.max(60, t1 - samples[0].t)) : 60;
+  const t0 = t1 - win;
   let ymax = opts.max || 0;
   if (!opts.max)
     for (const s of samples)
@@ -444,9 +446,9 @@ function drawChart(cv, samples, series, opts) {
     g.stroke();
     g.fillText(fmtNum(ymax * (1 - k / 4)), 2, y + 3);
   }
-  g.fillText(`-${WINDOW_S / 60} min`, padL, H - 3);
+  g.fillText(`-${Math.round(win)} s`, padL, H - 3);
   g.fillText('now', W - 22, H - 3);
-  const X = (t) => padL + ((t - t0) / WINDOW_S) * (W - padL);
+  const X = (t) => padL + ((t - t0) / win) * (W - padL);
   const Y = (v) => 6 + (H - padB - 6) * (1 - v / ymax);
   series.forEach((se, k) => {
     g.strokeStyle = se.color;
@@ -548,7 +550,7 @@ function planText(j) {
   if (j.users_at_context != null)
     parts.push(`${j.users_at_context} users of ${j.context} positions fit in the pool ` +
       `(${j.bytes_per_token} bytes per token).`);
-  if (j.reason) parts.push(j.reason);
+  if (j.reason && !j.fits_ever) parts.push(j.reason);
   return parts.join(' ');
 }
 
