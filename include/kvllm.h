@@ -252,8 +252,8 @@ KVL_API bool kvl_kv_policy_parse(const char *s, kvl_kv_policy_kind *out);
  * request. docs/engine.md has the state machine and the step algorithm.
  *
  * Threads: kvl_engine_submit, kvl_engine_cancel, kvl_engine_poll,
- * kvl_engine_get_stats and kvl_engine_request_info are safe from any
- * thread. Steps run either on the caller's thread (kvl_engine_step: tests,
+ * kvl_engine_get_stats, kvl_engine_request_info and kvl_engine_kv_map are
+ * safe from any thread. Steps run either on the caller's thread (kvl_engine_step: tests,
  * benchmarks, single-threaded programs) or on the engine's own thread
  * (kvl_engine_start: servers); never both at once. Compute runs on the
  * engine's worker pool either way.
@@ -656,10 +656,12 @@ typedef struct kvl_kv_map {
 KVL_API void kvl_engine_kv_map_size(kvl_engine *e, uint32_t *n_blocks, uint32_t *n_swap_blocks,
                                     uint32_t *max_holders);
 /* Fill m (its out fields and arrays) under the engine's lock, in
- * O(pool blocks + swap blocks + open requests), allocating nothing; safe
- * from any thread. The map, m->kv and the queue counts are one moment:
- * when m->in_step is false it is exactly the moment of the last
- * kvl_engine_get_stats snapshot. On error m is unchanged:
+ * O(pool blocks + swap blocks + open requests + table entries),
+ * allocating nothing; safe from any thread. The cells, m->kv and the
+ * queue counts are one moment; when m->in_step is false the blocks are
+ * exactly those of the last kvl_engine_get_stats snapshot (its kv equals
+ * m->kv; a submission since then shows in m->n_waiting first). On error m
+ * is unchanged:
  * KVL_E_INVALID (NULL m or an array NULL with a non-zero length),
  * KVL_E_UNSUPPORTED (the contiguous layout has no blocks), KVL_E_LIMIT
  * (an array too short; the message says how many entries are needed). */

@@ -2,9 +2,11 @@
  * The engine from many threads: its own engine thread steps
  * (kvl_engine_start) while four client threads submit requests and cancel
  * some of them (their own and others'), read request info and stats, and
- * one thread polls events with a timeout. Every accepted request must get
- * exactly one final event, as its last; at the end the engine is idle with
- * every block free. Run under ThreadSanitizer by scripts/tsan.sh.
+ * one thread polls events with a timeout, and one takes KV block maps
+ * (kvl_engine_kv_map), each of which must agree with itself and with the
+ * pool stats taken with it. Every accepted request must get exactly one
+ * final event, as its last; at the end the engine is idle with every block
+ * free. Run under ThreadSanitizer by scripts/tsan.sh.
  */
 #include "engine/engine_debug.h"
 #include "testutil.h"
@@ -12,6 +14,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define N_CLIENTS 4
 #define PER_CLIENT 40
@@ -80,6 +83,57 @@ static void *poller(void *arg) {
     }
 }
 
+/* One map's cells against its own counts and the stats taken with it. */
+static bool map_consistent(const kvl_kv_map *m) {
+    uint32_t c[3] = {0}, shared = 0, held = 0, swap_sum = 0;
+    for (uint32_t i = 0; i < m->n_blocks; i++) {
+        const kvl_kv_block_info *b = &m->blocks[i];
+        c[b->state]++;
+        shared += b->refcount > 1;
+        if ((b->state == KVL_KV_BLOCK_USED) !=
+            (b->holder >= 0 && (uint32_t)b->holder < m->n_holders))
+            return false;
+    }
+    for (uint32_t i = 0; i < m->n_swap_blocks; i++)
+        held += m->swap[i].state == KVL_KV_SWAP_HELD;
+    for (uint32_t h = 0; h < m->n_holders; h++) {
+        swap_sum += m->holders[h].n_swap_blocks;
+        if (h && m->holders[h].request <= m->holders[h - 1].request)
+            return false;
+    }
+    return c[0] == m->n_free && c[1] == m->n_cached && c[2] == m->n_used && shared == m->n_shared &&
+           m->n_used == m->kv.n_blocks_used && m->n_free + m->n_cached == m->kv.n_blocks_free &&
+           shared == m->kv.n_blocks_shared && held == m->n_swap_held && swap_sum == held;
+}
+
+static atomic_int n_maps, n_maps_bad, n_maps_in_step;
+
+static void *mapper(void *arg) {
+    (void)arg;
+    uint32_t nb, ns, nh;
+    kvl_engine_kv_map_size(eng, &nb, &ns, &nh);
+    kvl_kv_map m = {.blocks = calloc(nb, sizeof *m.blocks),
+                    .cap_blocks = nb,
+                    .swap = calloc(ns ? ns : 1, sizeof *m.swap),
+                    .cap_swap = ns,
+                    .holders = calloc(nh, sizeof *m.holders),
+                    .cap_holders = nh};
+    while (atomic_load(&clients_done) < N_CLIENTS ||
+           atomic_load(&n_finals) < atomic_load(&n_accepted)) {
+        kvl_error err;
+        if (kvl_engine_kv_map(eng, &m, &err) != KVL_OK || !map_consistent(&m))
+            atomic_fetch_add(&n_maps_bad, 1);
+        atomic_fetch_add(&n_maps, 1);
+        atomic_fetch_add(&n_maps_in_step, m.in_step);
+        struct timespec ts = {0, 200 * 1000}; /* a viewer polls; it does not spin */
+        nanosleep(&ts, NULL);
+    }
+    free(m.blocks);
+    free(m.swap);
+    free(m.holders);
+    return NULL;
+}
+
 int main(void) {
     kvl_model *m = NULL;
     kvl_error err;
@@ -100,14 +154,18 @@ int main(void) {
     CHECK(kvl_engine_init(m, &p, &eng, &err) == KVL_OK);
     CHECK(kvl_engine_start(eng, &err) == KVL_OK);
     CHECK(kvl_engine_step(eng, NULL, &err) == KVL_E_INVALID); /* the thread steps */
-    pthread_t cl[N_CLIENTS], po;
+    pthread_t cl[N_CLIENTS], po, mp;
     pthread_create(&po, NULL, poller, NULL);
+    pthread_create(&mp, NULL, mapper, NULL);
     for (uintptr_t i = 0; i < N_CLIENTS; i++)
         pthread_create(&cl[i], NULL, client, (void *)i);
     for (int i = 0; i < N_CLIENTS; i++)
         pthread_join(cl[i], NULL);
     pthread_join(po, NULL);
+    pthread_join(mp, NULL);
     kvl_engine_stop(eng);
+    CHECK(atomic_load(&n_maps) > 0);
+    CHECK_EQ_INT(atomic_load(&n_maps_bad), 0);
     CHECK(atomic_load(&n_accepted) > 0);
     CHECK_EQ_INT(atomic_load(&n_finals), atomic_load(&n_accepted));
     for (int id = 1; id <= MAX_ID; id++) {
@@ -119,8 +177,9 @@ int main(void) {
     kvl_engine_stats st;
     kvl_engine_get_stats(eng, &st);
     CHECK_EQ_INT(st.kv.n_blocks_used, 0);
-    printf("test_engine_threads: %d requests, %lld preemptions\n", atomic_load(&n_accepted),
-           (long long)st.n_preemptions);
+    printf("test_engine_threads: %d requests, %lld preemptions, %d maps (%d during a step)\n",
+           atomic_load(&n_accepted), (long long)st.n_preemptions, atomic_load(&n_maps),
+           atomic_load(&n_maps_in_step));
     kvl_engine_free(eng);
     kvl_model_free(m);
     return kvt_finish("test_engine_threads");

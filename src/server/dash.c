@@ -68,7 +68,7 @@ void srv_dash_tick(kvl_server *s, double now) {
     kvl_engine_stats st;
     kvl_engine_get_stats(s->e, &st);
     int64_t tokens = st.tokens_prefilled + st.tokens_decoded;
-    srv_sample x = {.t = now - d->t0,
+    srv_sample x = {.t = round((now - d->t0) * 1e3) / 1e3, /* as printed: since=T compares equal */
                     .occupancy = st.kv.occupancy,
                     .blocks_used = st.kv.n_blocks_used,
                     .blocks_cached = st.prefix_cached_blocks,

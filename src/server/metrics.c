@@ -258,7 +258,7 @@ static cJSON *pool_json(kvl_server *s) {
               add_num(p, "blocks_used", kv->n_blocks_used) &&
               add_num(p, "blocks_shared", kv->n_blocks_shared) &&
               add_num(p, "blocks_cached", st.prefix_cached_blocks) &&
-              add_num(p, "occupancy", kv->occupancy) &&
+              add_num(p, "occupancy", kv->occupancy) && add_num(p, "steps", (double)st.n_steps) &&
               add_num(p, "bytes_total", (double)kv->bytes_total) &&
               add_num(p, "bytes_used", (double)kv->bytes_used) &&
               add_num(p, "bytes_shared", (double)kv->bytes_shared) &&
