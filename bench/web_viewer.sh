@@ -57,7 +57,7 @@ for i in $(seq 1 "$pairs"); do
     fi
     KVL_NPM_DIR=$npmdir pin "${KVL_VIEWER_CPUS:-}" node "$src/bench/web_viewer.mjs" "$url" $arm >"$out/$arm$i.log" 2>&1 &
     vpid=$!
-    until grep -q ready "$out/$arm$i.log"; do kill -0 $vpid || { cat "$out/$arm$i.log"; exit 1; }; sleep 0.2; done
+    until grep -qs ready "$out/$arm$i.log"; do kill -0 $vpid || { cat "$out/$arm$i.log"; exit 1; }; sleep 0.2; done
     load $arm$i
     kill -TERM $vpid; wait $vpid || true; vpid=""
   done

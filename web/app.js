@@ -196,12 +196,17 @@ async function sendChat(text) {
     });
     out.dataset.state = 'done';
     showUsage(usage, finish);
+    state.messages.push({ role: 'assistant', content: answer });
   } catch (e) {
     out.dataset.state = e.name === 'AbortError' ? 'stopped' : 'error';
-    if (e.name === 'AbortError') $('chat-usage').textContent = 'stopped; the server cancels the request';
-    else addMessage('error', String(e.message || e));
+    if (e.name === 'AbortError') {
+      $('chat-usage').textContent = 'stopped; the server cancels the request';
+      state.messages.push({ role: 'assistant', content: answer }); // keep what came
+    } else {
+      state.messages.pop(); // the turn failed: it leaves the conversation
+      addMessage('error', String(e.message || e));
+    }
   } finally {
-    state.messages.push({ role: 'assistant', content: answer });
     state.abort = null;
     $('chat-send').disabled = false;
     $('chat-stop').disabled = true;
@@ -500,10 +505,8 @@ function drawSeries() {
     { label: 'waiting', color: '#e3b341', get: key('waiting') },
     { label: 'swapped', color: '#ff7b72', get: key('swapped') },
   ], {});
-  drawChart($('chart-batch'), S, [
-    { label: 'batch', color: '#d2a8ff', get: key('batch_tokens') },
-    { label: 'tok/s', color: '#6cb6ff', get: key('tokens_per_s') },
-  ], {});
+  drawChart($('chart-batch'), S, [{ label: 'tokens per step', color: '#d2a8ff', get: key('batch_tokens') }], {});
+  drawChart($('chart-rate'), S, [{ label: 'generated tokens/s', color: '#6cb6ff', get: key('tokens_per_s') }], {});
   drawChart($('chart-latency'), S, [
     { label: 'TPOT', color: '#7ee787', get: key('tpot_ms') },
     { label: 'TTFT', color: '#ffa657', get: key('ttft_ms') },

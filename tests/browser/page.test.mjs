@@ -62,6 +62,13 @@ test('a chat round trip at temperature 0 streams the API\'s text', async () => {
   assert.equal(Number(await attr(page, '#chat-usage', 'promptTokens')), j.usage.prompt_tokens);
   assert.equal(Number(await attr(page, '#chat-usage', 'completionTokens')), j.usage.completion_tokens);
   assert.ok(Number.isInteger(Number(await attr(page, '#chat-usage', 'cachedTokens'))));
+  // a second turn resends the first: its blocks come from the prefix cache
+  await page.type('#chat-input', 'And then?');
+  await page.click('#chat-send');
+  await page.waitForFunction(() => document.querySelectorAll('.msg.assistant[data-state="done"]').length === 2,
+    { timeout: 20000 });
+  assert.ok(Number(await attr(page, '#chat-usage', 'cachedTokens')) >= 16, 'cached tokens on turn 2');
+  assert.equal(sent.messages.length, 3, 'turn 2 sends the conversation');
   assert.deepEqual(problems, []);
   await page.close();
 });
