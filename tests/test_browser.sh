@@ -25,8 +25,12 @@ etag=$(hv ETag)
 [ -n "$etag" ] && [ "$(hv Cache-Control)" = no-cache ] && hv Content-Security-Policy | grep -q "default-src 'self'" && ok || bad "GET / headers: $(cat "$tmp/hdr")"
 fetch_hdr -H "If-None-Match: $etag" "$base/"
 [ "$(status)" = 304 ] && { [ ! -s "$tmp/asset" ]; } && ok || bad "If-None-Match $etag: $(status)"
+fetch_hdr -H "If-None-Match: \"0000\", W/$etag" "$base/"
+[ "$(status)" = 304 ] && ok || bad "If-None-Match list with W/$etag: $(status)"
 fetch_hdr -H 'If-None-Match: "0000"' "$base/"
 [ "$(status)" = 200 ] && ok || bad "another ETag: $(status)"
+fetch_hdr -H "If-None-Match: ${etag%\"}0\"" "$base/"
+[ "$(status)" = 200 ] && ok || bad "an ETag one digit longer: $(status)"
 for f in app.js:text/javascript style.css:text/css index.html:text/html; do
   fetch_hdr "$base/static/${f%%:*}"
   [ "$(status)" = 200 ] && [ "$(hv Content-Type)" = "${f#*:}; charset=utf-8" ] && cmp -s "$tmp/asset" "$src/web/${f%%:*}" && ok || bad "/static/${f%%:*}: $(status) $(hv Content-Type)"

@@ -455,7 +455,8 @@ function drawChart(cv, samples, series, opts) {
   g.fillText('now', W - 22, H - 3);
   const X = (t) => padL + ((t - t0) / win) * (W - padL);
   const Y = (v) => 6 + (H - padB - 6) * (1 - v / ymax);
-  series.forEach((se, k) => {
+  let labelX = padL + 4;
+  series.forEach((se) => {
     g.strokeStyle = se.color;
     g.lineWidth = 1.5;
     g.beginPath();
@@ -473,7 +474,8 @@ function drawChart(cv, samples, series, opts) {
     g.stroke();
     g.lineWidth = 1;
     g.fillStyle = se.color;
-    g.fillText(se.label, padL + 4 + k * 70, 14);
+    g.fillText(se.label, labelX, 14);
+    labelX += g.measureText(se.label).width + 10;
   });
 }
 
