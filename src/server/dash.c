@@ -157,6 +157,19 @@ static bool map_holders(const kvl_kv_map *m, srv_buf *b) {
     return ok && srv_buf_str(b, "]}");
 }
 
+static bool map_json(const kvl_kv_map *m, double t, srv_buf *b) {
+    return srv_buf_printf(b,
+                          "{\"t\":%.3f,\"block_size\":%d,\"block_bytes\":%zu,\"n_blocks\":%u,"
+                          "\"occupancy\":%.17g,\"n_used\":%u,\"n_cached\":%u,\"n_free\":%u,"
+                          "\"n_shared\":%u,\"running\":%d,\"waiting\":%d,\"swapped\":%d,"
+                          "\"steps\":%lld,\"in_step\":%s",
+                          t, m->kv.block_size, m->kv.block_bytes, m->n_blocks, m->kv.occupancy,
+                          m->n_used, m->n_cached, m->n_free, m->n_shared, m->n_running,
+                          m->n_waiting, m->n_swapped, (long long)m->n_steps,
+                          m->in_step ? "true" : "false") &&
+           map_cells(m, b) && map_holders(m, b) && srv_buf_str(b, "}");
+}
+
 unsigned srv_dash_map(kvl_server *s, srv_buf *b) {
     uint32_t nb, ns, nh;
     kvl_engine_kv_map_size(s->e, &nb, &ns, &nh);
@@ -166,29 +179,16 @@ unsigned srv_dash_map(kvl_server *s, srv_buf *b) {
                     .cap_swap = ns,
                     .holders = malloc(((size_t)nh + 1) * sizeof *m.holders),
                     .cap_holders = nh};
+    kvl_error err = {.msg = "out of memory"};
+    kvl_status st =
+        m.blocks && m.swap && m.holders ? kvl_engine_kv_map(s->e, &m, &err) : KVL_E_NOMEM;
     unsigned code = 200;
-    kvl_error err;
-    kvl_status st = KVL_E_NOMEM;
-    if (!m.blocks || !m.swap || !m.holders)
-        code = 500, oai_error(b, "server_error", NULL, NULL, "out of memory");
-    else if ((st = kvl_engine_kv_map(s->e, &m, &err)) != KVL_OK)
-        code = st == KVL_E_UNSUPPORTED ? 501 : 500,
-        oai_error(b, "server_error", NULL, st == KVL_E_UNSUPPORTED ? "unsupported" : NULL, "%s",
-                  err.msg);
-    if (code == 200) {
-        double t = kvl_now() - s->dash.t0;
-        bool ok =
-            srv_buf_printf(b,
-                           "{\"t\":%.3f,\"block_size\":%d,\"block_bytes\":%zu,\"n_blocks\":%u,"
-                           "\"occupancy\":%.17g,\"n_used\":%u,\"n_cached\":%u,\"n_free\":%u,"
-                           "\"n_shared\":%u,\"running\":%d,\"waiting\":%d,\"swapped\":%d,"
-                           "\"steps\":%lld,\"in_step\":%s",
-                           t, m.kv.block_size, m.kv.block_bytes, m.n_blocks, m.kv.occupancy,
-                           m.n_used, m.n_cached, m.n_free, m.n_shared, m.n_running, m.n_waiting,
-                           m.n_swapped, (long long)m.n_steps, m.in_step ? "true" : "false") &&
-            map_cells(&m, b) && map_holders(&m, b) && srv_buf_str(b, "}");
-        if (!ok)
-            code = 500, oai_error(b, "server_error", NULL, NULL, "out of memory");
+    if (st == KVL_E_UNSUPPORTED) { /* the contiguous layout */
+        code = 501;
+        oai_error(b, "server_error", NULL, "unsupported", "%s", err.msg);
+    } else if (st != KVL_OK || !map_json(&m, kvl_now() - s->dash.t0, b)) {
+        code = 500;
+        oai_error(b, "server_error", NULL, NULL, "%s", st ? err.msg : "out of memory");
     }
     free(m.blocks);
     free(m.swap);
