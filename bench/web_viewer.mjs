@@ -63,7 +63,7 @@ if (mode === 'poll') {
   while (updates < 2) await new Promise((res) => setTimeout(res, 50));
 } else {
   const { launch } = await import('../tests/browser/lib.mjs');
-  browser = await launch();
+  browser = await launch({ handleSIGTERM: false });
   rootPid = browser.process().pid;
   page = await browser.newPage();
   await page.setViewport({ width: 1400, height: 1000 });

@@ -7,12 +7,14 @@ import { createRequire } from 'node:module';
 const require = createRequire((process.env.KVL_NPM_DIR || '.') + '/');
 export const puppeteer = require('puppeteer-core');
 
-export async function launch() {
-  return puppeteer.launch({
+// extra: more puppeteer launch options (bench/web_viewer.mjs turns off
+// puppeteer's own SIGTERM handler to read the page before closing it)
+export async function launch(extra = {}) {
+  return puppeteer.launch(Object.assign({
     executablePath: process.env.KVL_CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run'],
-  });
+  }, extra));
 }
 
 // Open base in a new page; problems collects console errors, page errors,
