@@ -25,3 +25,13 @@ if [ "${1:-}" = test ] && ! command -v promtool >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus \
     >/dev/null 2>&1 || echo "deps.sh: prometheus (promtool) not installable; its check will be skipped" >&2
 fi
+# Headless Chromium, node and npm drive the built-in page in
+# tests/test_browser.sh (puppeteer-core comes from npm at test time);
+# optional: the test says SKIP without them. --no-install-recommends keeps
+# Chromium's desktop extras out; fonts-dejavu-core gives the page's text a font.
+if [ "${1:-}" = test ] && ! { command -v chromium && command -v node && command -v npm; } >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium nodejs \
+    npm fonts-dejavu-core >/dev/null 2>&1 || echo "deps.sh: chromium/nodejs/npm not installable; the browser tests will be skipped" >&2
+fi

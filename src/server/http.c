@@ -31,6 +31,7 @@
  */
 #include "core/core.h"
 #include "server/openai.h"
+#include "server/web.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -54,6 +55,7 @@ enum {
     R_KV_MAP,
     R_KV_HISTORY,
     R_PLAN,
+    R_WEB,
     R_NOT_FOUND,
 };
 
@@ -61,6 +63,7 @@ static const struct {
     const char *path, *method;
     int route;
 } routes[] = {
+    /* a path ending in '/' (but "/") names a folder: a prefix */
     {"/health", "GET", R_HEALTH},
     {"/v1/models", "GET", R_MODELS},
     {"/metrics", "GET", R_METRICS},
@@ -72,6 +75,8 @@ static const struct {
     {"/v1/kv/map", "GET", R_KV_MAP},
     {"/v1/kv/history", "GET", R_KV_HISTORY},
     {"/v1/plan", "GET", R_PLAN},
+    {"/", "GET", R_WEB},
+    {"/static/", "GET", R_WEB},
 };
 #define N_ROUTES ((int)(sizeof routes / sizeof routes[0]))
 
@@ -454,6 +459,8 @@ static enum MHD_Result serve_call(srv_call *c, struct MHD_Connection *conn) {
                  s->p.max_body);
         return reply_error(c, conn, 413, "invalid_request_error", "body_too_large", msg);
     }
+    if (c->route == R_WEB) /* the page holds no data: no key needed */
+        return srv_web_reply(c, conn);
     if (s->api_key && c->route != R_HEALTH && c->route != R_METRICS &&
         !key_ok(s->api_key,
                 MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION)))
@@ -505,11 +512,17 @@ static enum MHD_Result serve_call(srv_call *c, struct MHD_Connection *conn) {
     return r;
 }
 
+static bool is_folder(const char *path) {
+    size_t n = strlen(path);
+    return n > 1 && path[n - 1] == '/';
+}
+
 /* Route of (method, url): > 0 a route, R_NOT_FOUND, or -(index + 1) when
  * the path exists under another method. */
 static int route_of(const char *method, const char *url) {
     for (int i = 0; i < N_ROUTES; i++)
-        if (!strcmp(url, routes[i].path))
+        if (is_folder(routes[i].path) ? !strncmp(url, routes[i].path, strlen(routes[i].path))
+                                      : !strcmp(url, routes[i].path))
             return !strcmp(method, routes[i].method) ? routes[i].route : -(i + 1);
     return R_NOT_FOUND;
 }
@@ -525,6 +538,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         c->s = s;
         c->route = route_of(method, url);
+        c->asset = c->route == R_WEB ? srv_web_find(url) : -1;
         *req_cls = c;
         char msg[160];
         if (headers_over(s, conn, method, url, version, msg, sizeof msg)) {

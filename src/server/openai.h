@@ -42,6 +42,7 @@ typedef struct oai_sample {
 typedef struct srv_call {
     kvl_server *s;
     int route;
+    int asset; /* R_WEB: the page file asked for (web.h), -1 none */
     srv_buf body;
     bool too_big;
     bool close; /* answer with Connection: close */
