@@ -221,6 +221,7 @@ for need in ["kvllm:num_requests_running", "kvllm:num_requests_waiting", "kvllm:
 print("ok", len(types))
 EOF
 grep -qE '^kvllm:http_responses_total\{status="400"\} [1-9]' "$tmp/metrics.txt" && ok || bad "400s counted"
+grep -qE '^kvllm:kv_evicted_blocks_total [1-9]' "$tmp/metrics.txt" && ok || bad "kv_policy evictions counted"
 # --- promtool (Debian package prometheus): the only finding allowed is the
 # `kvllm:` prefix's colon, which vLLM's names (`vllm:`) have too
 if command -v promtool >/dev/null; then
