@@ -10,11 +10,17 @@
  *   - a mixed batch of full and windowed requests gives each the tokens
  *     it gets alone (batch-invariant kernels);
  *   - a windowed request preempted by recompute finishes with max_tokens;
+ *   - the engine's window stream equals the KV layer's own streaming path
+ *     (what `kvllm ppl --stream` runs: make_room before each token, the
+ *     token at its place in the cache) driven by hand with argmax;
  *   - refusals name the field: n, h2o, the budget's bounds, the layout.
  * kvl_engine_check runs after every step (it asserts the budget too); at
  * the end every block is free.
  */
+#include "core/pool.h"
 #include "engine/engine_debug.h"
+#include "engine/executor.h"
+#include "kv/kv_cache.h"
 #include "kv/kv_paged.h"
 #include "testutil.h"
 
@@ -91,6 +97,7 @@ static kvl_status submit(kvl_engine *e, int which, int32_t n_prompt, int32_t max
     rp.max_tokens = max_tokens;
     rp.n = n;
     rp.temperature = 0;
+    rp.repeat_penalty = 1.0f; /* greedy = the argmax (test_against_stream) */
     rp.ignore_eos = true;
     rp.kv_policy.kind = kind;
     rp.kv_policy.budget_tokens = budget;
@@ -244,6 +251,68 @@ static void test_preempt(const kvl_model *m) {
     kvl_engine_free(e);
 }
 
+/* The index of the largest logit (the first of ties). */
+static int32_t argmax(const float *row, int32_t n) {
+    int32_t b = 0;
+    for (int32_t i = 1; i < n; i++)
+        b = row[i] > row[b] ? i : b;
+    return b;
+}
+
+/* window 16 over prompt 12 + 60 outputs: the engine's tokens equal those
+ * of a direct make_room / forward loop on one sequence. */
+static void test_against_stream(const kvl_model *m) {
+    kvl_engine *e = mk(m, 24, 2, 48, false);
+    uint64_t id = submit_ok(e, 0, 12, 60, KVL_KV_POLICY_WINDOW, 16);
+    run_to_idle(e, 300);
+    CHECK_EQ_INT(logs[id].n, 60);
+    kvl_engine_free(e);
+    kvl_error err;
+    kvl_pool *pool = NULL;
+    kvl_executor *x = NULL;
+    kvl_kv_cache *kvc = NULL;
+    kvl_kv_cache_params kp = kvl_kv_cache_defaults();
+    kp.block_size = 4;
+    kp.max_seqs = 1;
+    kp.max_ctx = 48;
+    kvl_kv_policy pol = {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 16};
+    if (kvl_pool_init(1, &pool, &err) || kvl_executor_cpu_init(m, pool, 64, 48, &x, &err) ||
+        kvl_kv_cache_init(&m->hp, &kp, &kvc, &err) || kvl_kv_cache_set_policy(kvc, 0, &pol, &err)) {
+        fprintf(stderr, "reference: %s\n", err.msg);
+        CHECK(!"reference setup");
+        return;
+    }
+    int32_t nv = (int32_t)m->hp.n_vocab, toks[12], seq[12] = {0}, pos[12], n_out = 0, got = 0;
+    bool want[12] = {false};
+    memcpy(toks, prompt[0], sizeof toks);
+    for (int32_t k = 0; k < 12; k++)
+        pos[k] = k;
+    want[11] = true;
+    const float *lg = NULL;
+    kvl_batch b = {.n_tokens = 12, .tokens = toks, .seq = seq, .pos = pos, .logits = want};
+    bool ok = kvl_executor_run_cache(x, kvc, &b, &lg, &n_out, &err) == KVL_OK;
+    int64_t evicted = 0;
+    for (; ok && got < 60; got++) {
+        int32_t t = argmax(lg, nv), ev = 0;
+        if (t != logs[id].toks[got])
+            break;
+        if (got == 59) /* the engine feeds no token after the last */
+            continue;
+        ok = kvl_kv_cache_make_room(kvc, 0, 1, &ev, &err) == KVL_OK;
+        evicted += ev;
+        toks[0] = t;
+        pos[0] = kvl_kv_cache_len(kvc, 0);
+        b = (kvl_batch){.n_tokens = 1, .tokens = toks, .seq = seq, .pos = pos, .logits = want + 11};
+        ok = ok && kvl_executor_run_cache(x, kvc, &b, &lg, &n_out, &err) == KVL_OK;
+    }
+    CHECK_EQ_INT(got, 60);
+    CHECK(evicted > 0);
+    CHECK_EQ_INT(logs[id].usage.evicted_tokens, evicted);
+    kvl_kv_cache_free(kvc);
+    kvl_executor_free(x);
+    kvl_pool_free(pool);
+}
+
 static void refused(kvl_engine *e, int32_t max_tokens, kvl_kv_policy_kind kind, int32_t budget,
                     int32_t n, kvl_status want, const char *field) {
     uint64_t id = 0;
@@ -286,6 +355,7 @@ int main(void) {
     test_small_budget(m, KVL_KV_POLICY_SINKS);
     test_mixed(m);
     test_preempt(m);
+    test_against_stream(m);
     test_refusals(m);
     kvl_model_free(m);
     return kvt_finish("test_engine_policy");
