@@ -2,7 +2,8 @@
  * The scheduler (scheduler.h has the contract and the step). It owns the
  * three request lists, the free KV slots and the step's batch arrays, and
  * talks to the KV store only through kv_cache's ledger calls (reserve,
- * release, fork, blocks_needed) and the paged store's swap copies.
+ * release, fork, blocks_needed), the paged store's swap copies and its
+ * eviction calls (set_policy, make_room).
  *
  * Invariants (checked by the engine's tests after every step):
  *   - a request is in exactly one list, the one its state names;
@@ -10,7 +11,11 @@
  *   - RUNNING: every alive sample holds a slot; unforked, only the lead's
  *     slot holds KV; ended samples hold nothing;
  *   - SWAPPED: no slot; the samples with KV hold swap blocks;
- *   - free slots + held slots == max_seqs.
+ *   - free slots + held slots == max_seqs;
+ *   - a request with an evicting KV policy (window, sinks) holds
+ *     n_kv - n_drop positions, at most its budget: make_room runs before
+ *     each of its reservations, it is never swapped, and it neither takes
+ *     nor publishes prefix-cache blocks (docs/eviction.md, "In the engine").
  *
  * Must not: allocate in a step (all arrays are sized at init); preempt a
  * request ranked before the one that needs the blocks.
@@ -522,7 +527,7 @@ static int64_t kv_tokens(const kvl_request *r) {
         const kvl_seq *q = &r->seqs[i];
         if (q->done || q->n_kv == 0)
             continue;
-        t += (r->forked && !first && r->n_alive > 1) ? q->n_kv - r->n_prompt : q->n_kv - q->n_drop;
+        t += (r->forked && !first && r->n_alive > 1) ? q->n_kv - r->n_prompt : q->n_kv;
         first = false;
     }
     return t;
