@@ -252,6 +252,8 @@ typedef struct kvl_kv_policy {
 #define KVL_KV_POLICY_DEFAULT_SINKS 4
 #define KVL_KV_POLICY_DEFAULT_HEAVY 0.5f
 #define KVL_KV_POLICY_DEFAULT_OBS_WINDOW 32
+/* most max_tokens of an engine request under an evicting policy */
+#define KVL_MAX_STREAM_TOKENS (1 << 24)
 
 /* "full", "window", "sinks", "h2o", "snapkv"; NULL for a value out of range. */
 KVL_API const char *kvl_kv_policy_str(kvl_kv_policy_kind k);
@@ -399,8 +401,17 @@ typedef struct kvl_request_params {
                                      between requests with the same salt (NULL: none) */
     bool ignore_eos;         /* keep generating past end-of-sequence and BOS (benchmarks:
                                      every output runs to max_tokens) */
-    kvl_kv_policy kv_policy; /* default full; the engine refuses others for now
-                                (KVL_E_UNSUPPORTED): `kvllm ppl` runs them */
+    kvl_kv_policy kv_policy; /* default full. window and sinks (sinks 0 means 4)
+                                keep the request's cache within budget_tokens:
+                                max_tokens may then pass the context (up to
+                                KVL_MAX_STREAM_TOKENS), n must be 1, the paged
+                                layout is required, the request takes no
+                                prefix-cache hits and publishes no blocks, and
+                                is preempted by recompute only (its whole
+                                history fed again under the policy).
+                                h2o and snapkv: KVL_E_UNSUPPORTED in the engine
+                                (`kvllm ppl --stream` runs them).
+                                docs/eviction.md */
 } kvl_request_params;
 
 #define KVL_MAX_STOPS 16
@@ -447,10 +458,14 @@ typedef struct kvl_usage {
     int64_t recomputed_tokens;  /* positions computed again after a preemption (prefix-cache
                                   hits on its own old blocks not counted) */
     int32_t n_preemptions;
-    double queue_s; /* submit to first scheduled */
-    double ttft_s;  /* submit to first token */
-    double tpot_s;  /* mean time per output token after the first */
-    double e2e_s;   /* submit to the final event */
+    double queue_s;               /* submit to first scheduled */
+    double ttft_s;                /* submit to first token */
+    double tpot_s;                /* mean time per output token after the first */
+    double e2e_s;                 /* submit to the final event */
+    kvl_kv_policy_kind kv_policy; /* the request's KV policy */
+    int64_t evicted_blocks;       /* blocks its policy took out of its cache (all
+                                     admissions, recompute replays included) */
+    int64_t evicted_tokens;       /* the same in positions */
 } kvl_usage;
 
 #define KVL_EVENT_TEXT_MAX 512
@@ -557,6 +572,8 @@ typedef struct kvl_request_info {
     int64_t cached_tokens_tier; /* of those, promoted from the second tier */
     int64_t cached_again;       /* positions found cached on re-admissions and swap-ins */
     double queue_s, age_s;
+    kvl_kv_policy_kind kv_policy;           /* as in its usage */
+    int64_t evicted_blocks, evicted_tokens; /* so far, as in its usage */
 } kvl_request_info;
 
 /* KVL_E_NOT_FOUND when id is unknown or finished. */

@@ -35,6 +35,7 @@ static uint32_t rnd(uint32_t n) { /* splitmix64, uniform enough for tests */
 
 typedef struct pending {
     int32_t at_step, n_prompt, max_tokens, n, prio, cancel_at;
+    kvl_kv_policy policy; /* a third of the requests: window or sinks */
     float temp;
     uint64_t id;
     bool accepted;
@@ -44,6 +45,7 @@ typedef struct pending {
 
 static int64_t total_hits, total_self_hits, total_preemptions; /* the paths were exercised */
 static int64_t total_promoted, total_demoted, total_tier_swap_drops;
+static int64_t total_policy_done, total_evicted; /* policy requests finished, blocks evicted */
 
 static int one_seed(const kvl_model *m, uint64_t seed) {
     rng_state = seed * 7919 + 1;
@@ -92,6 +94,14 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
         q->prio = (int32_t)rnd(5) - 2;
         q->cancel_at = rnd(5) == 0 ? q->at_step + (int32_t)rnd(20) : -1;
         q->temp = rnd(2) ? 0.0f : 0.9f;
+        if (rnd(3) == 0) { /* a windowed stream: n 1, may run past the context */
+            q->policy.kind = rnd(2) ? KVL_KV_POLICY_WINDOW : KVL_KV_POLICY_SINKS;
+            q->policy.sinks = (int32_t)rnd(9); /* 0: the default 4 */
+            /* 2..5 blocks past the sinks' block; 1 in 10 below the bound */
+            q->policy.budget_tokens = rnd(10) ? 12 + 4 * (int32_t)rnd(4) : 4;
+            q->n = rnd(8) ? 1 : 2; /* 2: refused */
+            q->max_tokens = 1 + (int32_t)rnd((uint32_t)(2 * p.max_ctx));
+        }
     }
     int32_t toks[256], base[256]; /* prompts often share a prefix of base */
     base[0] = 1;
@@ -117,9 +127,12 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
                 rp.temperature = q->temp;
                 rp.seed = seed;
                 rp.cache_salt = salts[rnd(3)];
+                rp.kv_policy = q->policy;
                 kvl_status st = kvl_engine_submit(e, &rp, &q->id, &err);
                 q->accepted = st == KVL_OK;
-                CHECK(st == KVL_OK || st == KVL_E_LIMIT || st == KVL_E_BUSY || st == KVL_E_INVALID);
+                CHECK(st == KVL_OK || st == KVL_E_LIMIT || st == KVL_E_BUSY ||
+                      st == KVL_E_INVALID ||
+                      (st == KVL_E_UNSUPPORTED && q->policy.kind != KVL_KV_POLICY_FULL));
                 if (q->accepted) {
                     work += q->n_prompt + (int64_t)q->n * (q->n_prompt + q->max_tokens);
                     bound = 64 + 4 * work + steps;
@@ -164,6 +177,7 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
         CHECK_EQ_INT(req[i].n_final, 1);
         CHECK_EQ_INT(req[i].n_after, 0);
         CHECK(req[i].tokens <= (int64_t)req[i].n * req[i].max_tokens);
+        total_policy_done += req[i].policy.kind != KVL_KV_POLICY_FULL;
     }
     kvl_engine_stats st;
     kvl_engine_get_stats(e, &st);
@@ -177,6 +191,7 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
     total_promoted += st.prefix_promoted_blocks;
     total_demoted += st.prefix_demoted_blocks;
     total_tier_swap_drops += st.prefix_tier_dropped_swap;
+    total_evicted += st.kv.n_blocks_evicted;
     CHECK(kvl_engine_check(e, &err) == KVL_OK);
     kvl_engine_free(e);
     if (kvt_failures != fails_before)
@@ -203,12 +218,16 @@ int main(void) {
     printf("test_engine_prop: prefix tier: %lld blocks demoted, %lld promoted, %lld dropped for "
            "swapped requests\n",
            (long long)total_demoted, (long long)total_promoted, (long long)total_tier_swap_drops);
+    printf("test_engine_prop: %lld window/sinks requests accepted, %lld blocks evicted\n",
+           (long long)total_policy_done, (long long)total_evicted);
     if (n_seeds >= 100) {
         CHECK(total_preemptions > 0);
         CHECK(total_hits > 0);
         CHECK(total_self_hits > 0);
         CHECK(total_demoted > 0);
         CHECK(total_promoted > 0);
+        CHECK(total_policy_done > 0);
+        CHECK(total_evicted > 0);
     }
     kvl_model_free(m);
     return kvt_finish("test_engine_prop");

@@ -133,6 +133,27 @@ check400 '{"prompt":"x","presence_penalty":2.5}' presence_penalty
 check400 '{"prompt":"x","frequency_penalty":"1"}' frequency_penalty
 check400 '{"prompt":"x","logprobs":6}' logprobs
 check400 '{"prompt":"x","stop":[1]}' stop
+# the kv_policy extension (docs/eviction.md): bad shapes name the nested field
+check400 '{"prompt":"x","kv_policy":"window"}' kv_policy
+check400 '{"prompt":"x","kv_policy":{"kind":"h2o","budget_tokens":64}}' kv_policy.kind
+check400 '{"prompt":"x","kv_policy":{"kind":"window"}}' kv_policy.budget_tokens
+check400 '{"prompt":"x","kv_policy":{"kind":"sinks","budget_tokens":8}}' kv_policy.budget_tokens
+check400 '{"prompt":"x","kv_policy":{"kind":"sinks","budget_tokens":64,"sinks":-1}}' kv_policy.sinks
+check400 '{"prompt":"x","n":2,"kv_policy":{"kind":"window","budget_tokens":64}}' n
+# a sinks request streams 300 tokens through a 64-position cache
+curl -sN "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":300,"temperature":0,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true},"kv_policy":{"kind":"sinks","budget_tokens":64,"sinks":4}}' >"$tmp/kvp.txt"
+python3 - "$tmp/kvp.txt" >"$tmp/kvp.check" 2>&1 <<'PY' && ok || { bad "kv_policy stream"; cat "$tmp/kvp.check"; }
+import json, sys
+ev = [e[6:] for e in open(sys.argv[1]).read().split("\n\n") if e.startswith("data: ")]
+assert ev[-1] == "[DONE]", ev[-3:]
+chunks = [json.loads(e) for e in ev[:-1]]
+u = chunks[-1]["usage"]
+assert u["completion_tokens"] == 300, u
+kp = u["kv_policy"]
+assert kp["kind"] == "sinks" and kp["evicted_tokens"] >= 300 + 5 - 1 - 64, kp
+assert kp["evicted_tokens"] == 16 * kp["evicted_blocks"], kp
+assert len("".join(c["choices"][0]["text"] for c in chunks if c["choices"])) > 0
+PY
 check400 '{"prompt":"x","stop":""}' stop
 check400 '{"prompt":"x","model":"gpt-4"}' model
 check400 '{"prompt":"x","stream":"yes"}' stream
@@ -200,6 +221,7 @@ for need in ["kvllm:num_requests_running", "kvllm:num_requests_waiting", "kvllm:
 print("ok", len(types))
 EOF
 grep -qE '^kvllm:http_responses_total\{status="400"\} [1-9]' "$tmp/metrics.txt" && ok || bad "400s counted"
+grep -qE '^kvllm:kv_evicted_blocks_total [1-9]' "$tmp/metrics.txt" && ok || bad "kv_policy evictions counted"
 # --- promtool (Debian package prometheus): the only finding allowed is the
 # `kvllm:` prefix's colon, which vLLM's names (`vllm:`) have too
 if command -v promtool >/dev/null; then

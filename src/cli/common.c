@@ -78,8 +78,8 @@ static int kv_policy_flag(const char *cmd, int argc, char **argv, int *i, kvl_cl
         return 0;
     if (!o->policy_ok) {
         fprintf(stderr,
-                "kvllm %s: %s: this subcommand keeps full KV (the engine has no eviction "
-                "yet); kvllm ppl takes it\n",
+                "kvllm %s: %s: this subcommand keeps full KV; kvllm run and kvllm ppl "
+                "take it\n",
                 cmd, a);
         return -1;
     }

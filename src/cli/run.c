@@ -14,6 +14,7 @@
 #include "engine/engine_debug.h"
 #include "core/pool.h"
 #include "engine/sampler.h"
+#include "kv/kv_policy.h"
 #include "model/model.h"
 
 #include <stdio.h>
@@ -30,7 +31,7 @@ typedef struct run_opts {
     kvl_preempt_mode preempt;
     uint64_t swap_mem;
     const char *swap_file;
-    bool batch_invariant, no_prefix_cache;
+    bool batch_invariant, no_prefix_cache, ignore_eos;
 } run_opts;
 
 static void usage(FILE *f) {
@@ -64,10 +65,13 @@ static void usage(FILE *f) {
         "      --batch-invariant every product takes one kernel path whatever the batch\n"
         "                        (a request's greedy tokens never depend on the others;\n"
         "                        slower decode)\n"
+        "      --ignore-eos      generate -n tokens whatever the model samples\n"
         "  -h, --help\n"
         "\nKV cache:\n",
         KVL_MAX_STOPS, KVL_MAX_SAMPLES, KVL_POOL_MAX_THREADS);
     kvl_cli_kv_usage(f);
+    kvl_cli_kv_policy_usage(f);
+    fprintf(f, "                        (run: window or sinks; -n may then pass the context)\n");
 }
 
 /* Flags with no value; 1 consumed, 0 not one of them. */
@@ -158,6 +162,10 @@ static int parse_args(int argc, char **argv, run_opts *o) {
         }
         if (!strcmp(a, "--batch-invariant") || !strcmp(a, "--no-prefix-cache")) {
             *(a[2] == 'b' ? &o->batch_invariant : &o->no_prefix_cache) = true;
+            continue;
+        }
+        if (!strcmp(a, "--ignore-eos")) {
+            o->ignore_eos = true;
             continue;
         }
         int r = kvl_cli_common_flag(cmd, argc, argv, &i, &o->com);
@@ -308,6 +316,12 @@ static kvl_engine_params engine_params(const run_opts *o, size_t n_prompt) {
     /* the pool and the buffers are sized by the request, not the model's
      * context (a file may claim 16M positions) */
     ep.max_ctx = (int32_t)((long long)n_prompt + o->n_predict);
+    const kvl_kv_policy *pol = &o->com.kvo.policy;
+    if (kvl_kv_policy_evicts(pol)) { /* the cache holds the budget, not the stream */
+        long long c =
+            (long long)n_prompt > pol->budget_tokens ? (long long)n_prompt : pol->budget_tokens;
+        ep.max_ctx = (int32_t)(c < o->ctx ? c : o->ctx);
+    }
     ep.max_seqs = (int32_t)o->parallel;
     long long bt = o->batch_tokens;
     if (bt == 0) /* the whole prompt in one pass when it is not huge */
@@ -356,6 +370,10 @@ static void print_report(const run_state *rs, const kvl_model *m, double t_load,
             u->ttft_s > 0 ? (double)n_prompt / u->ttft_s : 0.0, (long long)u->completion_tokens,
             t_gen, t_gen > 0 ? (double)u->completion_tokens / t_gen : 0.0, rs->n_samples,
             rs->n_samples == 1 ? "" : "s", cfg.n_threads);
+    if (u->kv_policy != KVL_KV_POLICY_FULL)
+        fprintf(stderr, "kvllm: kv policy %s: %lld blocks (%lld positions) evicted\n",
+                kvl_kv_policy_str(u->kv_policy), (long long)u->evicted_blocks,
+                (long long)u->evicted_tokens);
     if (u->n_preemptions)
         fprintf(stderr, "kvllm: preempted %d times, %lld positions computed again\n",
                 u->n_preemptions, (long long)u->recomputed_tokens);
@@ -402,6 +420,8 @@ static kvl_status submit_all(run_state *rs, const int32_t *toks, size_t n_prompt
     rp.seed = o->sp.seed;
     rp.stop = o->stops;
     rp.n_stop = o->n_stops;
+    rp.kv_policy = o->com.kvo.policy;
+    rp.ignore_eos = o->ignore_eos;
     rs->n_reqs = 1;
     kvl_status sst = kvl_engine_submit(e, &rp, &rs->ids[0], err);
     if (sst == KVL_E_LIMIT && rp.n > 1) {
@@ -460,8 +480,15 @@ static int run_request(run_opts *o) {
         rc = 2;
         goto done;
     }
+    bool evicts = kvl_kv_policy_evicts(&o->com.kvo.policy);
+    if (evicts && o->com.kvo.policy.budget_tokens == 0) {
+        fprintf(stderr, "kvllm run: --kv-policy %s needs --kv-budget-tokens N\n",
+                kvl_kv_policy_str(o->com.kvo.policy.kind));
+        rc = 2;
+        goto done;
+    }
     long long room = o->ctx - (long long)n_prompt;
-    if (o->n_predict > room) {
+    if (o->n_predict > room && !evicts) {
         fprintf(stderr,
                 "kvllm run: -n %lld: the %zu-token prompt leaves %lld of the context's %lld "
                 "positions; generating at most %lld tokens\n",
@@ -569,6 +596,7 @@ int kvl_cli_run(int argc, char **argv) {
                   .sp = kvl_sampler_defaults()};
     kvl_cli_common_defaults(&o.com);
     o.com.kvo.tier_ok = true;
+    o.com.kvo.policy_ok = true;
     int pr = parse_args(argc, argv, &o);
     if (pr)
         return pr == 1 ? 0 : 2;

@@ -255,9 +255,11 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
     if (p->n < 1 || p->n > KVL_MAX_SAMPLES || p->n > ep->max_seqs)
         return kvl_errorf(err, KVL_E_INVALID, "submit: n %d outside [1, %d]", p->n,
                           ep->max_seqs < KVL_MAX_SAMPLES ? ep->max_seqs : KVL_MAX_SAMPLES);
-    if (p->max_tokens < 1 || p->max_tokens > ep->max_ctx)
-        return kvl_errorf(err, KVL_E_INVALID, "submit: max_tokens %d outside [1, %d]",
-                          p->max_tokens, ep->max_ctx);
+    bool evicts = kvl_kv_policy_evicts(&p->kv_policy);
+    int32_t max_out = evicts ? KVL_MAX_STREAM_TOKENS : ep->max_ctx;
+    if (p->max_tokens < 1 || p->max_tokens > max_out)
+        return kvl_errorf(err, KVL_E_INVALID, "submit: max_tokens %d outside [1, %d]%s",
+                          p->max_tokens, max_out, evicts ? " (kv_policy evicts)" : "");
     if (p->n_stop < 0 || p->n_stop > KVL_MAX_STOPS || (p->n_stop && !p->stop))
         return kvl_errorf(err, KVL_E_INVALID, "submit: n_stop %d outside [0, %d]", p->n_stop,
                           KVL_MAX_STOPS);
@@ -310,13 +312,21 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
             return st;
         }
     }
-    if (n_prompt + (size_t)p->max_tokens > (size_t)ep->max_ctx) {
+    if (evicts && n_prompt > (size_t)ep->max_ctx) {
+        free(toks);
+        return kvl_errorf(err, KVL_E_LIMIT, "submit: prompt %zu tokens > the context %d", n_prompt,
+                          ep->max_ctx);
+    }
+    if (!evicts && n_prompt + (size_t)p->max_tokens > (size_t)ep->max_ctx) {
         free(toks);
         return kvl_errorf(err, KVL_E_LIMIT,
                           "submit: prompt %zu tokens + max_tokens %d = %zu > the context %d",
                           n_prompt, p->max_tokens, n_prompt + (size_t)p->max_tokens, ep->max_ctx);
     }
     uint64_t worst = kvl_sched_blocks_worst(e->sched, (int32_t)n_prompt, p->max_tokens, p->n);
+    uint64_t bs = (uint64_t)kvl_sched_block_size(e->sched);
+    if (evicts && worst > (p->kv_policy.budget_tokens + bs - 1) / bs) /* admitted on its budget */
+        worst = (p->kv_policy.budget_tokens + bs - 1) / bs;
     if (worst > kvl_sched_n_blocks(e->sched)) {
         free(toks);
         return kvl_errorf(err, KVL_E_LIMIT,
@@ -367,6 +377,11 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
     q->r.n_alive = ns;
     q->r.priority = p->priority;
     q->r.owner = q;
+    q->r.policy = p->kv_policy;
+    if (evicts) { /* the largest chunk make_room can always fit (docs/eviction.md) */
+        int32_t b = (int32_t)bs, nsk = kvl_kv_policy_sink_blocks(&p->kv_policy, b);
+        q->r.chunk_cap = p->kv_policy.budget_tokens - (nsk + 1) * b + 1;
+    }
     if (e->pc) {
         const kvl_kv_cache_params *kp = kvl_kv_cache_params_of(e->kv);
         q->r.ns = kvl_prefix_namespace(e->pc, p->cache_salt, (int)kp->k_fmt, (int)kp->v_fmt);
@@ -379,24 +394,52 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
     return KVL_OK;
 }
 
+/* The request's KV policy (docs/eviction.md): full, or window / sinks
+ * within the engine's restrictions. *out is p with sinks' default applied. */
+static kvl_status policy_check(kvl_engine *e, const kvl_request_params *p, kvl_request_params *out,
+                               kvl_error *err) {
+    *out = *p;
+    kvl_kv_policy *pol = &out->kv_policy;
+    const char *name = kvl_kv_policy_str(pol->kind);
+    if (!name)
+        return kvl_errorf(err, KVL_E_INVALID, "submit: kv_policy.kind %d is not a policy",
+                          (int)pol->kind);
+    if (pol->kind == KVL_KV_POLICY_FULL)
+        return KVL_OK;
+    if (pol->kind != KVL_KV_POLICY_WINDOW && pol->kind != KVL_KV_POLICY_SINKS)
+        return kvl_errorf(err, KVL_E_UNSUPPORTED,
+                          "submit: kv_policy.kind %s: the engine runs full, window and sinks "
+                          "(`kvllm ppl --stream` runs h2o and snapkv)",
+                          name);
+    kvl_kv_paged *pg = kvl_kv_cache_paged(e->kv);
+    if (!pg)
+        return kvl_errorf(err, KVL_E_UNSUPPORTED,
+                          "submit: kv_policy.kind %s needs the paged KV layout", name);
+    if (p->n != 1)
+        return kvl_errorf(err, KVL_E_UNSUPPORTED, "submit: n %d with kv_policy.kind %s: must be 1",
+                          p->n, name);
+    if (pol->kind == KVL_KV_POLICY_SINKS && pol->sinks == 0)
+        pol->sinks = KVL_KV_POLICY_DEFAULT_SINKS;
+    kvl_error e2;
+    if (kvl_kv_policy_check(pol, kvl_kv_paged_layout(pg)->block_size, kvl_kv_paged_max_ctx(pg),
+                            &e2))
+        return kvl_errorf(err, KVL_E_INVALID, "submit: kv_policy: %s", e2.msg);
+    return KVL_OK;
+}
+
 kvl_status kvl_engine_submit(kvl_engine *e, const kvl_request_params *p, uint64_t *id,
                              kvl_error *err) {
     if (!p)
         return kvl_errorf(err, KVL_E_INVALID, "submit: params is NULL");
-    if (p->kv_policy.kind != KVL_KV_POLICY_FULL) /* docs/eviction.md: not in the engine yet */
-        return kvl_errorf(
-            err, kvl_kv_policy_str(p->kv_policy.kind) ? KVL_E_UNSUPPORTED : KVL_E_INVALID,
-            "submit: kv_policy %d (%s): the engine keeps full KV only; `kvllm ppl "
-            "--kv-policy` runs window and sinks",
-            (int)p->kv_policy.kind,
-            kvl_kv_policy_str(p->kv_policy.kind) ? kvl_kv_policy_str(p->kv_policy.kind)
-                                                 : "unknown");
+    kvl_request_params pp;
+    kvl_status st = policy_check(e, p, &pp, err);
+    if (st)
+        return st;
     eng_req *q = NULL;
-    kvl_status st = req_build(e, p, &q, err);
-    pthread_mutex_lock(&e->mu);
-    if (st) {
+    if ((st = req_build(e, &pp, &q, err)))
         q = NULL;
-    } else {
+    pthread_mutex_lock(&e->mu);
+    if (!st) {
         const kvl_engine_params *ep = &e->cfg.p;
         int32_t nw = kvl_sched_count(e->sched, KVL_REQ_WAITING);
         int64_t wt = kvl_sched_waiting_tokens(e->sched);
@@ -493,6 +536,9 @@ void kvl_engine_finish(kvl_engine *e, eng_req *q, kvl_finish_reason reason, kvl_
     u->ttft_s = q->t_first > 0 ? q->t_first - q->t_submit : 0;
     u->tpot_s = q->n_completion > 1 ? (q->t_last - q->t_first) / (double)(q->n_completion - 1) : 0;
     u->e2e_s = now - q->t_submit;
+    u->kv_policy = q->r.policy.kind;
+    u->evicted_blocks = q->r.n_evicted_blocks;
+    u->evicted_tokens = q->r.n_evicted_tokens;
     eng_session *ss = q->session ? kvl_engine_session(e, q->session, false) : NULL;
     if (ss) {
         kvl_session_turn *t = &ss->turns[(ss->turn_head + ss->n_turns) % KVL_SESSION_TURNS];
@@ -579,6 +625,9 @@ void kvl_engine_req_info(kvl_engine *e, const eng_req *q, kvl_request_info *o) {
     o->cached_tokens = q->r.cached_tokens;
     o->cached_tokens_tier = q->r.cached_tier;
     o->cached_again = q->r.cached_again;
+    o->kv_policy = q->r.policy.kind;
+    o->evicted_blocks = q->r.n_evicted_blocks;
+    o->evicted_tokens = q->r.n_evicted_tokens;
     double now = kvl_now();
     o->age_s = now - q->t_submit;
     o->queue_s = (q->t_sched > 0 ? q->t_sched : now) - q->t_submit;
@@ -766,11 +815,18 @@ static kvl_status check_locked(kvl_engine *e, kvl_error *err) {
                     return kvl_errorf(err, KVL_E_INVALID,
                                       "swapped request %llu sample %d holds a slot",
                                       (unsigned long long)r->id, i);
-                if (slot && kvl_kv_cache_len(e->kv, s->slot) != s->n_kv)
+                if (slot && kvl_kv_cache_len(e->kv, s->slot) != s->n_kv - s->n_drop)
                     return kvl_errorf(err, KVL_E_INVALID,
-                                      "request %llu sample %d: slot %d holds %d positions, n_kv %d",
+                                      "request %llu sample %d: slot %d holds %d positions, n_kv "
+                                      "%d - evicted %d",
                                       (unsigned long long)r->id, i, s->slot,
-                                      kvl_kv_cache_len(e->kv, s->slot), s->n_kv);
+                                      kvl_kv_cache_len(e->kv, s->slot), s->n_kv, s->n_drop);
+                if (slot && kvl_kv_policy_evicts(&r->policy) &&
+                    kvl_kv_cache_len(e->kv, s->slot) > r->policy.budget_tokens)
+                    return kvl_errorf(err, KVL_E_INVALID,
+                                      "request %llu sample %d: %d positions > its budget %d",
+                                      (unsigned long long)r->id, i,
+                                      kvl_kv_cache_len(e->kv, s->slot), r->policy.budget_tokens);
             }
             if (alive != r->n_alive)
                 return kvl_errorf(err, KVL_E_INVALID, "request %llu: %d alive samples, n_alive %d",

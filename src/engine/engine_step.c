@@ -119,7 +119,8 @@ static void sample_one(kvl_engine *e, eng_req *q, int32_t si, const float *row, 
     kvl_engine_push(e, ev);
     if (stopped)
         sample_end(e, q, si, KVL_FINISH_STOP);
-    else if (s->n_gen >= q->r.max_tokens || s->len >= e->cfg.p.max_ctx)
+    else if (s->n_gen >= q->r.max_tokens ||
+             (s->len >= e->cfg.p.max_ctx && !kvl_kv_policy_evicts(&q->r.policy)))
         sample_end(e, q, si, KVL_FINISH_LENGTH);
 }
 

@@ -20,13 +20,17 @@
 #define KVL_REQUEST_H
 
 #include "core/core.h"
+#include "kv/kv_policy.h"
 #include "kv/prefix_cache.h"
 
 typedef struct kvl_seq {
-    int32_t slot;  /* KV cache slot, -1 when none */
-    int32_t len;   /* tokens in hist */
-    int32_t n_kv;  /* positions with KV stored or reserved */
-    int32_t n_gen; /* tokens generated */
+    int32_t slot;   /* KV cache slot, -1 when none */
+    int32_t len;    /* tokens in hist */
+    int32_t n_kv;   /* positions with KV stored or reserved */
+    int32_t n_drop; /* of those, evicted by the request's KV policy from its
+                       current cache: the cache holds n_kv - n_drop, and the
+                       next token is written at that position */
+    int32_t n_gen;  /* tokens generated */
     bool done;
     kvl_finish_reason reason;
     int32_t *hist;      /* (hist_cap) prompt then generated tokens */
@@ -56,6 +60,12 @@ typedef struct kvl_request {
     uint64_t session;                /* the owner's session id (0: none), recorded on the blocks it
                              fills for the tier hook (scheduler.h), with */
     int32_t session_slot;            /* the owner's hint where that session's record is */
+    kvl_kv_policy policy;            /* its KV policy (docs/eviction.md); set on its slot at
+                                        admission */
+    int32_t chunk_cap;               /* most tokens fed per step (0: no cap): what make_room
+                                        can always fit under the policy's budget */
+    int64_t n_evicted_blocks;        /* blocks its policy evicted (all admissions) */
+    int64_t n_evicted_tokens;        /* the same in positions */
     kvl_seq *seqs;                   /* (n_samples) */
     struct kvl_request *prev, *next; /* in its state's list */
     void *owner;                     /* the engine's record */

@@ -2,7 +2,8 @@
  * The scheduler (scheduler.h has the contract and the step). It owns the
  * three request lists, the free KV slots and the step's batch arrays, and
  * talks to the KV store only through kv_cache's ledger calls (reserve,
- * release, fork, blocks_needed) and the paged store's swap copies.
+ * release, fork, blocks_needed), the paged store's swap copies and its
+ * eviction calls (set_policy, make_room).
  *
  * Invariants (checked by the engine's tests after every step):
  *   - a request is in exactly one list, the one its state names;
@@ -10,7 +11,11 @@
  *   - RUNNING: every alive sample holds a slot; unforked, only the lead's
  *     slot holds KV; ended samples hold nothing;
  *   - SWAPPED: no slot; the samples with KV hold swap blocks;
- *   - free slots + held slots == max_seqs.
+ *   - free slots + held slots == max_seqs;
+ *   - a request with an evicting KV policy (window, sinks) holds
+ *     n_kv - n_drop positions, at most its budget: make_room runs before
+ *     each of its reservations, it is never swapped, and it neither takes
+ *     nor publishes prefix-cache blocks (docs/eviction.md, "In the engine").
  *
  * Must not: allocate in a step (all arrays are sized at init); preempt a
  * request ranked before the one that needs the blocks.
@@ -331,8 +336,8 @@ static void prefix_attach(kvl_sched *s, const kvl_request *r, kvl_seq *q, uint32
 
 /* Register sample q's full blocks not yet in the cache. */
 static void prefix_register(kvl_sched *s, const kvl_request *r, kvl_seq *q) {
-    if (!s->pc || q->slot < 0)
-        return;
+    if (!s->pc || q->slot < 0 || kvl_kv_policy_evicts(&r->policy))
+        return; /* an evicting request's blocks move: never published */
     const kvl_block_table *t = kvl_kv_paged_table(s->paged, q->slot);
     while ((int64_t)(q->n_hashed + 1) * s->block_size <= q->n_kv) {
         kvl_hash128 h =
@@ -478,6 +483,7 @@ void kvl_sched_add(kvl_sched *s, kvl_request *r) {
     for (int32_t i = 0; i < r->n_samples; i++) {
         r->seqs[i].slot = -1;
         r->seqs[i].n_kv = 0;
+        r->seqs[i].n_drop = 0;
         r->seqs[i].n_swap = 0;
         prefix_forget(&r->seqs[i]);
     }
@@ -492,6 +498,7 @@ void kvl_sched_remove(kvl_sched *s, kvl_request *r) {
         slot_put(s, &r->seqs[i]);
         swap_put(s, &r->seqs[i]);
         r->seqs[i].n_kv = 0;
+        r->seqs[i].n_drop = 0;
     }
     move_to(s, r, KVL_REQ_FINISHED);
 }
@@ -505,6 +512,7 @@ void kvl_sched_end_sample(kvl_sched *s, kvl_request *r, int32_t si) {
     slot_put(s, q);
     swap_put(s, q);
     q->n_kv = 0;
+    q->n_drop = 0;
     if (r->n_alive <= 1)
         r->forked = true;
 }
@@ -531,6 +539,7 @@ static void preempt_recompute(kvl_sched *s, kvl_request *r) {
     for (int32_t i = 0; i < r->n_samples; i++) {
         slot_put(s, &r->seqs[i]);
         r->seqs[i].n_kv = 0;
+        r->seqs[i].n_drop = 0;
         prefix_forget(&r->seqs[i]);
     }
     r->forked = r->n_alive <= 1;
@@ -541,8 +550,8 @@ static void preempt_recompute(kvl_sched *s, kvl_request *r) {
  * samples not yet forked): a forked request's shared prompt blocks would
  * come back as copies, which could exceed what it was admitted with. */
 static bool swap_possible(const kvl_sched *s, const kvl_request *r, uint32_t *n_blocks) {
-    if (!s->swap || (r->forked && r->n_alive > 1))
-        return false;
+    if (!s->swap || (r->forked && r->n_alive > 1) || kvl_kv_policy_evicts(&r->policy))
+        return false; /* an evicting request: its table's shifts do not travel */
     int32_t li = lead_of(r);
     const kvl_block_table *t = kvl_kv_paged_table(s->paged, r->seqs[li].slot);
     *n_blocks = t->n_blocks;
@@ -613,6 +622,35 @@ static kvl_request *victim_for(kvl_sched *s, const kvl_request *r) {
     return (v && v != r && ranks_before(r, v)) ? v : NULL;
 }
 
+/* ---- KV policies (docs/eviction.md) -------------------------------------- */
+
+/* Give r's slots its policy (a slot keeps the last one set: full requests
+ * reset it). Paged layout only. */
+static void slot_policy(kvl_sched *s, const kvl_request *r) {
+    if (!s->paged)
+        return;
+    for (int32_t i = 0; i < r->n_samples; i++)
+        if (!r->seqs[i].done) {
+            kvl_error err;
+            kvl_status st = kvl_kv_paged_set_policy(s->paged, r->seqs[i].slot, &r->policy, &err);
+            KVL_ASSERT(st == KVL_OK); /* checked at submit */
+        }
+}
+
+/* Evict by r's policy before sample q grows by n positions: the cache
+ * stays within the budget. n <= chunk_cap always fits (submit). */
+static void policy_room(kvl_sched *s, kvl_request *r, kvl_seq *q, int32_t n) {
+    if (!s->paged || !kvl_kv_policy_evicts(&r->policy))
+        return;
+    int32_t d = 0;
+    kvl_error err;
+    kvl_status st = kvl_kv_paged_make_room(s->paged, q->slot, n, &d, &err);
+    KVL_ASSERT(st == KVL_OK);
+    q->n_drop += d;
+    r->n_evicted_tokens += d;
+    r->n_evicted_blocks += d / s->block_size;
+}
+
 /* ---- swap in -------------------------------------------------------------- */
 
 /* A swapped request comes back: its leading full blocks still cached in
@@ -640,6 +678,7 @@ static bool swap_in(kvl_sched *s, kvl_request *r) {
     for (int32_t i = 0; i < r->n_samples; i++)
         if (!r->seqs[i].done)
             r->seqs[i].slot = s->free_slots[--s->n_free_slots];
+    slot_policy(s, r);
     double t0 = kvl_now();
     kvl_error err;
     if (n_hit)
@@ -669,7 +708,8 @@ static bool swap_in(kvl_sched *s, kvl_request *r) {
 static int32_t want_tokens(const kvl_request *r, int32_t si) {
     const kvl_seq *q = &r->seqs[si];
     int32_t target = (!r->forked && q->n_kv < r->n_prompt) ? r->n_prompt : q->len;
-    return target - q->n_kv;
+    int32_t w = target - q->n_kv;
+    return r->chunk_cap > 0 && w > r->chunk_cap ? r->chunk_cap : w;
 }
 
 static void add_item(kvl_sched *s, kvl_request *r, int32_t si, int32_t n) {
@@ -681,7 +721,7 @@ static void add_item(kvl_sched *s, kvl_request *r, int32_t si, int32_t n) {
     for (int32_t k = 0; k < n; k++) {
         s->tok[at + k] = q->hist[q->n_kv + k];
         s->seq[at + k] = q->slot;
-        s->pos[at + k] = q->n_kv + k;
+        s->pos[at + k] = q->n_kv - q->n_drop + k; /* the place in the cache */
         s->want[at + k] = false;
     }
     bool unforked_lead = !r->forked;
@@ -722,8 +762,10 @@ static bool schedule_running(kvl_sched *s, kvl_request *r, int32_t *budget) {
         if (n == 0)
             return true;
         int32_t slots[KVL_MAX_SAMPLES];
-        for (int32_t k = 0; k < n; k++)
+        for (int32_t k = 0; k < n; k++) {
             slots[k] = r->seqs[s->rs_seq[k]].slot;
+            policy_room(s, r, &r->seqs[s->rs_seq[k]], s->rs_n[k]);
+        }
         kvl_error err;
         kvl_status st = kvl_kv_cache_reserve_batch(s->kv, n, slots, s->rs_n, &err);
         if (st == KVL_OK) {
@@ -787,16 +829,21 @@ static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
      * left to compute (its logits, or the fork point's); tier hits need a
      * fresh pool block each, like the blocks of the chunk */
     uint32_t n_tier = 0;
-    uint32_t n_hit = s->pc ? prefix_lookup(s, r, q, target - 1, true, &n_tier) : 0;
-    uint32_t n_hit_free = s->pc ? lookup_free_hits(s, n_hit) : 0, n_pool = n_hit - n_tier;
+    bool evicts = kvl_kv_policy_evicts(&r->policy), pc = s->pc && !evicts; /* no prefix hits */
+    uint32_t n_hit = pc ? prefix_lookup(s, r, q, target - 1, true, &n_tier) : 0;
+    uint32_t n_hit_free = pc ? lookup_free_hits(s, n_hit) : 0, n_pool = n_hit - n_tier;
     int32_t hit = (int32_t)n_hit * s->block_size;
     int32_t chunk = target - hit < *budget ? target - hit : *budget;
+    if (r->chunk_cap > 0 && chunk > r->chunk_cap)
+        chunk = r->chunk_cap;
     uint64_t need =
         s->paged ? ceil_div((uint64_t)(hit + chunk), (uint64_t)s->block_size) - n_pool : 0;
     if (r->n_preempt > 0 && s->paged) /* thrash guard: its whole history must fit */
         for (int32_t i = 0; i < r->n_samples; i++)
             if (!r->seqs[i].done) {
                 uint64_t b = ceil_div((uint64_t)r->seqs[i].len + 1, (uint64_t)s->block_size);
+                uint64_t cap = ceil_div((uint64_t)r->policy.budget_tokens, s->block_size);
+                b = evicts && b > cap ? cap : b; /* its cache never holds more */
                 b = b > n_pool ? b - n_pool : 0;
                 need = b > need ? b : need;
             }
@@ -807,12 +854,13 @@ static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
     for (int32_t i = 0; i < r->n_samples; i++)
         if (!r->seqs[i].done)
             r->seqs[i].slot = s->free_slots[--s->n_free_slots];
+    slot_policy(s, r);
     move_to(s, r, KVL_REQ_RUNNING);
     if (n_hit) {
         prefix_attach(s, r, q, n_hit, n_tier);
         q->n_kv = hit;
     }
-    if (s->pc)
+    if (pc)
         count_hits(s, r, target, hit, n_tier, n_hit_free);
     if (r->to_recompute > 0) { /* what the cache did not give back is computed again */
         int64_t again = r->to_recompute > hit ? r->to_recompute - hit : 0;

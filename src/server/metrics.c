@@ -185,6 +185,11 @@ bool srv_metrics_text(kvl_server *s, srv_buf *b) {
         metric(b, "prefix_cache_evicted_unused_total", "counter",
                "Cached blocks that left the cache without a hit.",
                (double)st.prefix_evicted_unused) &&
+        metric(b, "kv_evicted_blocks_total", "counter",
+               "KV blocks that requests' eviction policies (kv_policy) took out of their caches.",
+               (double)st.kv.n_blocks_evicted) &&
+        metric(b, "kv_evicted_tokens_total", "counter", "Positions those evictions dropped.",
+               (double)st.kv.n_tokens_evicted) &&
         metric(b, "client_disconnects_total", "counter",
                "Requests cancelled because the client hung up.", (double)m.disconnects) &&
         metric(b, "http_connections", "gauge", "Open HTTP connections.", srv_n_conns(s)) &&

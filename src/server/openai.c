@@ -380,6 +380,37 @@ static uint64_t fnv1a(const char *s) {
     return h ? h : 1;
 }
 
+/* The kvllm extension "kv_policy": {"kind": "window" | "sinks" | "full",
+ * "budget_tokens": N, "sinks": S}; 400 naming the nested field. The
+ * engine checks the budget's bounds against the block size at submit. */
+static unsigned parse_kv_policy(const kvl_server *s, const cJSON *root, oai_req *o, srv_buf *out) {
+    const cJSON *kp = field(root, "kv_policy");
+    if (!kp)
+        return 0;
+    if (!cJSON_IsObject(kp))
+        return BAD("kv_policy", "kv_policy must be an object: {\"kind\": \"window\" or "
+                                "\"sinks\", \"budget_tokens\": N, \"sinks\": S}");
+    const cJSON *kind = field(kp, "kind");
+    kvl_kv_policy_kind k = KVL_KV_POLICY_FULL;
+    if (!kind || !cJSON_IsString(kind) || !kvl_kv_policy_parse(kind->valuestring, &k) ||
+        k > KVL_KV_POLICY_SINKS)
+        return BAD("kv_policy.kind", "kv_policy.kind must be \"full\", \"window\" or \"sinks\"");
+    o->kv_policy.kind = k;
+    long long iv;
+    unsigned r = get_int(kp, "budget_tokens", 1, s->cfg.max_ctx, &iv, out);
+    if (r > 1 || (r == 1 && k != KVL_KV_POLICY_FULL))
+        return BAD("kv_policy.budget_tokens",
+                   "kv_policy.budget_tokens must be an integer in [1, %d]", s->cfg.max_ctx);
+    if (r == 0)
+        o->kv_policy.budget_tokens = (int32_t)iv;
+    if ((r = get_int(kp, "sinks", 0, s->cfg.max_ctx, &iv, out)) > 1)
+        return BAD("kv_policy.sinks", "kv_policy.sinks must be an integer in [0, %d]",
+                   s->cfg.max_ctx);
+    if (r == 0)
+        o->kv_policy.sinks = (int32_t)iv;
+    return 0;
+}
+
 unsigned oai_parse(kvl_server *s, bool chat, const char *body, size_t n, oai_req *o, srv_buf *out) {
     memset(o, 0, sizeof *o);
     o->chat = chat;
@@ -417,11 +448,15 @@ unsigned oai_parse(kvl_server *s, bool chat, const char *body, size_t n, oai_req
     if (!(r = get_int(root, "n", 1, max_n, &iv, out)))
         o->n = (int32_t)iv;
     CHECK(r);
+    CHECK(parse_kv_policy(s, root, o, out));
+    /* an evicting policy's cache holds its budget: the output may pass the context */
+    double max_out =
+        o->kv_policy.kind != KVL_KV_POLICY_FULL ? KVL_MAX_STREAM_TOKENS : s->cfg.max_ctx;
     o->max_tokens = 0;
-    if (!(r = get_int(root, "max_tokens", 1, s->cfg.max_ctx, &iv, out)))
+    if (!(r = get_int(root, "max_tokens", 1, max_out, &iv, out)))
         o->max_tokens = (int32_t)iv;
     CHECK(r);
-    if (!(r = get_int(root, "max_completion_tokens", 1, s->cfg.max_ctx, &iv, out)))
+    if (!(r = get_int(root, "max_completion_tokens", 1, max_out, &iv, out)))
         o->max_tokens = (int32_t)iv;
     CHECK(r);
     o->temperature = 1.0f;
@@ -549,6 +584,10 @@ static const char *refusal_param(const oai_req *o, const char *msg) {
         return o->chat ? "messages" : "prompt";
     if (strstr(msg, "submit: n "))
         return "n";
+    if (strstr(msg, "budget_tokens"))
+        return "kv_policy.budget_tokens";
+    if (strstr(msg, "kv_policy"))
+        return "kv_policy";
     if (strstr(msg, "stop"))
         return "stop";
     if (strstr(msg, "temperature"))
@@ -583,6 +622,7 @@ unsigned oai_submit(srv_call *c, struct MHD_Connection *conn, srv_buf *out) {
     rp.session = o->session;
     rp.cache_salt = o->has_salt ? o->cache_salt : NULL;
     rp.ignore_eos = o->ignore_eos;
+    rp.kv_policy = o->kv_policy;
     if (!(c->smp = calloc((size_t)o->n, sizeof *c->smp)) || !(c->req = srv_req_new()))
         return oai_error(out, "server_error", NULL, NULL, "out of memory"), 500;
     c->req->conn = conn; /* before the submit: the dispatcher may resume it at once */
@@ -606,6 +646,7 @@ unsigned oai_submit(srv_call *c, struct MHD_Connection *conn, srv_buf *out) {
                429;
     case KVL_E_LIMIT:
     case KVL_E_INVALID:
+    case KVL_E_UNSUPPORTED: /* e.g. n 2 with a kv_policy */
         return oai_error(out, "invalid_request_error", refusal_param(o, err.msg), "invalid_value",
                          "%s", err.msg),
                400;
@@ -725,7 +766,13 @@ static cJSON *logprobs_json(srv_call *c, const oai_sample *sm, size_t from, size
 }
 
 static bool add_usage(cJSON *o, const kvl_usage *u) {
-    cJSON *us = cJSON_AddObjectToObject(o, "usage"), *d = NULL;
+    cJSON *us = cJSON_AddObjectToObject(o, "usage"), *d = NULL, *kp = NULL;
+    if (us && u->kv_policy != KVL_KV_POLICY_FULL) /* kvllm extension: what the policy dropped */
+        if (!(kp = cJSON_AddObjectToObject(us, "kv_policy")) ||
+            !cJSON_AddStringToObject(kp, "kind", kvl_kv_policy_str(u->kv_policy)) ||
+            !cJSON_AddNumberToObject(kp, "evicted_blocks", (double)u->evicted_blocks) ||
+            !cJSON_AddNumberToObject(kp, "evicted_tokens", (double)u->evicted_tokens))
+            return false;
     return us && cJSON_AddNumberToObject(us, "prompt_tokens", (double)u->prompt_tokens) &&
            cJSON_AddNumberToObject(us, "completion_tokens", (double)u->completion_tokens) &&
            cJSON_AddNumberToObject(us, "total_tokens",

@@ -24,6 +24,7 @@ typedef struct oai_req {
     char user[SRV_USER_MAX];
     char cache_salt[SRV_USER_MAX]; /* prefix-cache namespace; "" = none */
     bool has_salt;
+    kvl_kv_policy kv_policy; /* kvllm extension "kv_policy" (docs/eviction.md); full by default */
 } oai_req;
 
 /* What one sample produced so far (non-streamed), or its stream state. */

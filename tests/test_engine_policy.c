@@ -1,0 +1,362 @@
+/*
+ * Per-request KV policies in the serving engine (docs/eviction.md,
+ * "Where it runs"), on stories260K with f32 KV in blocks of 4 positions:
+ *   - a budget that holds the whole request: window and sinks give the
+ *     same tokens and log-probabilities (bits) as full at temperature 0;
+ *   - a small budget: at every step the request's table holds at most
+ *     ceil(budget / 4) blocks, the sink block stays (sinks) or moves
+ *     (window), generation runs past the engine's context to max_tokens,
+ *     and the usage counts the evicted blocks and positions;
+ *   - a mixed batch of full and windowed requests gives each the tokens
+ *     it gets alone (batch-invariant kernels);
+ *   - a windowed request preempted by recompute finishes with max_tokens;
+ *   - the engine's window stream equals the KV layer's own streaming path
+ *     (what `kvllm ppl --stream` runs: make_room before each token, the
+ *     token at its place in the cache) driven by hand with argmax;
+ *   - refusals name the field: n, h2o, the budget's bounds, the layout.
+ * kvl_engine_check runs after every step (it asserts the budget too); at
+ * the end every block is free.
+ */
+#include "core/pool.h"
+#include "engine/engine_debug.h"
+#include "engine/executor.h"
+#include "kv/kv_cache.h"
+#include "kv/kv_paged.h"
+#include "testutil.h"
+
+#include <stdlib.h>
+
+#define BLOCK 5120
+#define MAXT 512
+
+typedef struct rlog {
+    int32_t toks[MAXT];
+    float lp[MAXT];
+    int32_t n, n_final;
+    kvl_finish_reason reason;
+    kvl_usage usage;
+} rlog;
+
+static rlog logs[8];
+
+static void drain(kvl_engine *e) {
+    kvl_event ev[64];
+    int n;
+    while ((n = kvl_engine_poll(e, ev, 64, 0)) > 0)
+        for (int i = 0; i < n; i++) {
+            if (ev[i].id >= 8)
+                continue;
+            rlog *l = &logs[ev[i].id];
+            if (ev[i].type == KVL_EV_TOKEN && l->n < MAXT) {
+                l->toks[l->n] = ev[i].token;
+                l->lp[l->n++] = ev[i].logprob;
+            } else if (ev[i].type == KVL_EV_FINAL) {
+                l->n_final++;
+                l->reason = ev[i].reason;
+                l->usage = ev[i].usage;
+            }
+        }
+}
+
+static kvl_engine *mk(const kvl_model *m, uint32_t n_blocks, int32_t max_seqs, int32_t max_ctx,
+                      bool contiguous) {
+    kvl_engine_params p = kvl_engine_defaults();
+    p.n_threads = 1;
+    p.block_size = 4;
+    p.kv_type_k = p.kv_type_v = "f32";
+    p.kv_mem = (size_t)n_blocks * BLOCK;
+    p.max_seqs = max_seqs;
+    p.max_batch_tokens = 64;
+    p.max_ctx = max_ctx;
+    p.batch_invariant = true;
+    p.preempt = KVL_PREEMPT_RECOMPUTE;
+    if (contiguous) {
+        p.kv_layout = KVL_KV_LAYOUT_CONTIGUOUS;
+        p.kv_mem = (size_t)max_seqs * (size_t)max_ctx * 1280;
+    }
+    kvl_engine *e = NULL;
+    kvl_error err;
+    if (kvl_engine_init(m, &p, &e, &err))
+        fprintf(stderr, "engine init: %s\n", err.msg);
+    memset(logs, 0, sizeof logs);
+    return e;
+}
+
+static int32_t prompt[8][128];
+
+static kvl_status submit(kvl_engine *e, int which, int32_t n_prompt, int32_t max_tokens,
+                         kvl_kv_policy_kind kind, int32_t budget, int32_t n, uint64_t *id,
+                         kvl_error *err) {
+    int32_t *t = prompt[which];
+    t[0] = 1;
+    for (int32_t i = 1; i < n_prompt; i++)
+        t[i] = 3 + (int32_t)((i * 37 + which * 101) % 500);
+    kvl_request_params rp = kvl_request_defaults();
+    rp.prompt_tokens = t;
+    rp.n_prompt_tokens = (size_t)n_prompt;
+    rp.max_tokens = max_tokens;
+    rp.n = n;
+    rp.temperature = 0;
+    rp.repeat_penalty = 1.0f; /* greedy = the argmax (test_against_stream) */
+    rp.ignore_eos = true;
+    rp.kv_policy.kind = kind;
+    rp.kv_policy.budget_tokens = budget;
+    return kvl_engine_submit(e, &rp, id, err);
+}
+
+static uint64_t submit_ok(kvl_engine *e, int which, int32_t n_prompt, int32_t max_tokens,
+                          kvl_kv_policy_kind kind, int32_t budget) {
+    uint64_t id = 0;
+    kvl_error err;
+    if (submit(e, which, n_prompt, max_tokens, kind, budget, 1, &id, &err)) {
+        fprintf(stderr, "submit: %s\n", err.msg);
+        CHECK(!"submit");
+    }
+    return id;
+}
+
+static void step(kvl_engine *e) {
+    kvl_error err;
+    CHECK(kvl_engine_step(e, NULL, &err) == KVL_OK);
+    if (kvl_engine_check(e, &err) != KVL_OK) {
+        fprintf(stderr, "check: %s\n", err.msg);
+        CHECK(!"engine check");
+    }
+    drain(e);
+}
+
+static void run_to_idle(kvl_engine *e, int max_steps) {
+    for (int s = 0; !kvl_engine_idle(e) && s < max_steps; s++)
+        step(e);
+    CHECK(kvl_engine_idle(e));
+}
+
+static void check_idle(kvl_engine *e) {
+    kvl_engine_stats st;
+    kvl_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.kv.n_blocks_used, 0);
+}
+
+static bool same(const rlog *a, const rlog *b) {
+    if (a->n != b->n)
+        return false;
+    for (int32_t i = 0; i < a->n; i++)
+        if (a->toks[i] != b->toks[i] || memcmp(&a->lp[i], &b->lp[i], sizeof(float)))
+            return false;
+    return true;
+}
+
+/* Budget 64 >= prompt 20 + 40 outputs: nothing is evicted, bits equal. */
+static void test_identical(const kvl_model *m) {
+    rlog ref;
+    kvl_kv_policy_kind kinds[] = {KVL_KV_POLICY_FULL, KVL_KV_POLICY_WINDOW, KVL_KV_POLICY_SINKS};
+    for (int k = 0; k < 3; k++) {
+        kvl_engine *e = mk(m, 40, 2, 128, false);
+        uint64_t id = submit_ok(e, 0, 20, 40, kinds[k], 64);
+        run_to_idle(e, 200);
+        CHECK_EQ_INT(logs[id].n, 40);
+        CHECK_EQ_INT(logs[id].usage.evicted_blocks, 0);
+        CHECK_EQ_INT(logs[id].usage.kv_policy, kinds[k]);
+        if (k == 0)
+            ref = logs[id];
+        else
+            CHECK(same(&logs[id], &ref));
+        check_idle(e);
+        kvl_engine_free(e);
+    }
+}
+
+/* Budget 16 (4 blocks), prompt 10, 150 outputs on an engine of context 48:
+ * bounded table at every step, past the context, counted evictions. */
+static void test_small_budget(const kvl_model *m, kvl_kv_policy_kind kind) {
+    kvl_engine *e = mk(m, 24, 2, 48, false);
+    uint64_t id = submit_ok(e, 0, 10, 150, kind, 16);
+    uint32_t first = UINT32_MAX;
+    bool first_moved = false;
+    int64_t max_blocks = 0;
+    for (int s = 0; s < 400 && !kvl_engine_idle(e); s++) {
+        step(e);
+        kvl_request_info ri;
+        if (kvl_engine_request_info(e, id, &ri) != KVL_OK)
+            break;
+        CHECK(ri.n_blocks <= 4);
+        CHECK_EQ_INT(ri.kv_policy, kind);
+        max_blocks = ri.n_blocks > max_blocks ? ri.n_blocks : max_blocks;
+        int32_t slot = kvl_engine_slot_of(e, id, 0);
+        const kvl_block_table *t =
+            kvl_kv_paged_table(kvl_kv_cache_paged(kvl_engine_kv_cache(e)), slot);
+        if (t && t->n_blocks) {
+            if (first == UINT32_MAX)
+                first = t->ids[0];
+            first_moved |= t->ids[0] != first;
+        }
+    }
+    CHECK_EQ_INT(max_blocks, 4);
+    CHECK_EQ_INT(logs[id].n_final, 1);
+    CHECK_EQ_INT(logs[id].n, 150);
+    CHECK_EQ_INT(logs[id].reason, KVL_FINISH_LENGTH);
+    const kvl_usage *u = &logs[id].usage;
+    CHECK_EQ_INT(u->kv_policy, kind);
+    /* fed: 10 + 149 positions; at most 16 remain */
+    CHECK(u->evicted_tokens >= 159 - 16 && u->evicted_tokens <= 159);
+    CHECK_EQ_INT(u->evicted_tokens, u->evicted_blocks * 4);
+    CHECK(kind == KVL_KV_POLICY_SINKS ? !first_moved : first_moved);
+    kvl_engine_stats st;
+    kvl_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.kv.n_blocks_evicted, u->evicted_blocks);
+    check_idle(e);
+    kvl_engine_free(e);
+}
+
+/* Full and windowed requests together: each gets its tokens alone. */
+static void test_mixed(const kvl_model *m) {
+    rlog alone[3];
+    kvl_kv_policy_kind kinds[] = {KVL_KV_POLICY_FULL, KVL_KV_POLICY_WINDOW, KVL_KV_POLICY_SINKS};
+    int32_t budgets[] = {0, 16, 20};
+    for (int k = 0; k < 3; k++) {
+        kvl_engine *e = mk(m, 40, 4, 64, false);
+        uint64_t id = submit_ok(e, k, 12, 30, kinds[k], budgets[k]);
+        run_to_idle(e, 200);
+        alone[k] = logs[id];
+        CHECK_EQ_INT(alone[k].n, 30);
+        kvl_engine_free(e);
+    }
+    kvl_engine *e = mk(m, 40, 4, 64, false);
+    uint64_t ids[3];
+    for (int k = 0; k < 3; k++)
+        ids[k] = submit_ok(e, k, 12, 30, kinds[k], budgets[k]);
+    run_to_idle(e, 200);
+    for (int k = 0; k < 3; k++)
+        CHECK(same(&logs[ids[k]], &alone[k]));
+    CHECK(logs[ids[1]].usage.evicted_blocks > 0 && logs[ids[2]].usage.evicted_blocks > 0);
+    CHECK_EQ_INT(logs[ids[0]].usage.evicted_blocks, 0);
+    check_idle(e);
+    kvl_engine_free(e);
+}
+
+/* A windowed request preempted (recompute) halfway still finishes. */
+static void test_preempt(const kvl_model *m) {
+    kvl_engine *e = mk(m, 24, 2, 48, false);
+    uint64_t id = submit_ok(e, 0, 10, 60, KVL_KV_POLICY_WINDOW, 16);
+    for (int s = 0; s < 30; s++)
+        step(e);
+    CHECK(kvl_engine_preempt(e, id, KVL_PREEMPT_SWAP) == KVL_OK); /* falls back to recompute */
+    kvl_request_info ri;
+    CHECK(kvl_engine_request_info(e, id, &ri) == KVL_OK);
+    CHECK_EQ_INT(ri.state, KVL_REQ_WAITING);
+    run_to_idle(e, 300);
+    CHECK_EQ_INT(logs[id].n, 60);
+    CHECK_EQ_INT(logs[id].usage.n_preemptions, 1);
+    check_idle(e);
+    kvl_engine_free(e);
+}
+
+/* The index of the largest logit (the first of ties). */
+static int32_t argmax(const float *row, int32_t n) {
+    int32_t b = 0;
+    for (int32_t i = 1; i < n; i++)
+        b = row[i] > row[b] ? i : b;
+    return b;
+}
+
+/* window 16 over prompt 12 + 60 outputs: the engine's tokens equal those
+ * of a direct make_room / forward loop on one sequence. */
+static void test_against_stream(const kvl_model *m) {
+    kvl_engine *e = mk(m, 24, 2, 48, false);
+    uint64_t id = submit_ok(e, 0, 12, 60, KVL_KV_POLICY_WINDOW, 16);
+    run_to_idle(e, 300);
+    CHECK_EQ_INT(logs[id].n, 60);
+    kvl_engine_free(e);
+    kvl_error err;
+    kvl_pool *pool = NULL;
+    kvl_executor *x = NULL;
+    kvl_kv_cache *kvc = NULL;
+    kvl_kv_cache_params kp = kvl_kv_cache_defaults();
+    kp.block_size = 4;
+    kp.max_seqs = 1;
+    kp.max_ctx = 48;
+    kvl_kv_policy pol = {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 16};
+    if (kvl_pool_init(1, &pool, &err) || kvl_executor_cpu_init(m, pool, 64, 48, &x, &err) ||
+        kvl_kv_cache_init(&m->hp, &kp, &kvc, &err) || kvl_kv_cache_set_policy(kvc, 0, &pol, &err)) {
+        fprintf(stderr, "reference: %s\n", err.msg);
+        CHECK(!"reference setup");
+        return;
+    }
+    int32_t nv = (int32_t)m->hp.n_vocab, toks[12], seq[12] = {0}, pos[12], n_out = 0, got = 0;
+    bool want[12] = {false};
+    memcpy(toks, prompt[0], sizeof toks);
+    for (int32_t k = 0; k < 12; k++)
+        pos[k] = k;
+    want[11] = true;
+    const float *lg = NULL;
+    kvl_batch b = {.n_tokens = 12, .tokens = toks, .seq = seq, .pos = pos, .logits = want};
+    bool ok = kvl_executor_run_cache(x, kvc, &b, &lg, &n_out, &err) == KVL_OK;
+    int64_t evicted = 0;
+    for (; ok && got < 60; got++) {
+        int32_t t = argmax(lg, nv), ev = 0;
+        if (t != logs[id].toks[got])
+            break;
+        if (got == 59) /* the engine feeds no token after the last */
+            continue;
+        ok = kvl_kv_cache_make_room(kvc, 0, 1, &ev, &err) == KVL_OK;
+        evicted += ev;
+        toks[0] = t;
+        pos[0] = kvl_kv_cache_len(kvc, 0);
+        b = (kvl_batch){.n_tokens = 1, .tokens = toks, .seq = seq, .pos = pos, .logits = want + 11};
+        ok = ok && kvl_executor_run_cache(x, kvc, &b, &lg, &n_out, &err) == KVL_OK;
+    }
+    CHECK_EQ_INT(got, 60);
+    CHECK(evicted > 0);
+    CHECK_EQ_INT(logs[id].usage.evicted_tokens, evicted);
+    kvl_kv_cache_free(kvc);
+    kvl_executor_free(x);
+    kvl_pool_free(pool);
+}
+
+static void refused(kvl_engine *e, int32_t max_tokens, kvl_kv_policy_kind kind, int32_t budget,
+                    int32_t n, kvl_status want, const char *field) {
+    uint64_t id = 0;
+    kvl_error err = {0};
+    kvl_status st = submit(e, 0, 10, max_tokens, kind, budget, n, &id, &err);
+    CHECK_EQ_INT(st, want);
+    if (!strstr(err.msg, field)) {
+        fprintf(stderr, "message without '%s': %s\n", field, err.msg);
+        CHECK(!"field named");
+    }
+}
+
+static void test_refusals(const kvl_model *m) {
+    kvl_engine *e = mk(m, 24, 2, 48, false);
+    refused(e, 20, KVL_KV_POLICY_WINDOW, 16, 2, KVL_E_UNSUPPORTED, "n 2");
+    refused(e, 20, KVL_KV_POLICY_H2O, 16, 1, KVL_E_UNSUPPORTED, "h2o");
+    refused(e, 20, (kvl_kv_policy_kind)9, 16, 1, KVL_E_INVALID, "kv_policy.kind");
+    refused(e, 20, KVL_KV_POLICY_WINDOW, 4, 1, KVL_E_INVALID, "budget_tokens 4");
+    refused(e, 20, KVL_KV_POLICY_SINKS, 8, 1, KVL_E_INVALID, "budget_tokens 8"); /* 1 + 2 blocks */
+    refused(e, 20, KVL_KV_POLICY_WINDOW, 49, 1, KVL_E_INVALID, "max_ctx 48");
+    refused(e, 100, KVL_KV_POLICY_FULL, 0, 1, KVL_E_INVALID, "max_tokens 100"); /* full: context */
+    kvl_engine_stats st;
+    kvl_engine_get_stats(e, &st);
+    CHECK_EQ_INT(st.n_requests_accepted, 0);
+    kvl_engine_free(e);
+    e = mk(m, 24, 2, 48, true);
+    refused(e, 20, KVL_KV_POLICY_WINDOW, 16, 1, KVL_E_UNSUPPORTED, "paged");
+    kvl_engine_free(e);
+}
+
+int main(void) {
+    kvl_model *m = NULL;
+    kvl_error err;
+    if (kvl_model_load(kvt_shared("models/stories260K.gguf"), NULL, &m, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    test_identical(m);
+    test_small_budget(m, KVL_KV_POLICY_WINDOW);
+    test_small_budget(m, KVL_KV_POLICY_SINKS);
+    test_mixed(m);
+    test_preempt(m);
+    test_against_stream(m);
+    test_refusals(m);
+    kvl_model_free(m);
+    return kvt_finish("test_engine_policy");
+}
