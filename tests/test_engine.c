@@ -105,9 +105,7 @@ static int32_t prompt_buf[8][512];
 static uint64_t submit_full(kvl_engine *e, int which, int32_t n_prompt, int32_t max_tokens,
                             int32_t n, int32_t prio, const char *salt, uint64_t session) {
     int32_t *t = prompt_buf[which];
-    t[0] = 1;
-    for (int32_t i = 1; i < n_prompt; i++)
-        t[i] = 3 + (int32_t)((i * 37 + which * 101) % 500);
+    kvt_pattern_prompt(t, n_prompt, which);
     kvl_request_params rp = kvl_request_defaults();
     rp.prompt_tokens = t;
     rp.n_prompt_tokens = (size_t)n_prompt;

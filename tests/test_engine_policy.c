@@ -88,9 +88,7 @@ static kvl_status submit(kvl_engine *e, int which, int32_t n_prompt, int32_t max
                          kvl_kv_policy_kind kind, int32_t budget, int32_t n, uint64_t *id,
                          kvl_error *err) {
     int32_t *t = prompt[which];
-    t[0] = 1;
-    for (int32_t i = 1; i < n_prompt; i++)
-        t[i] = 3 + (int32_t)((i * 37 + which * 101) % 500);
+    kvt_pattern_prompt(t, n_prompt, which);
     kvl_request_params rp = kvl_request_defaults();
     rp.prompt_tokens = t;
     rp.n_prompt_tokens = (size_t)n_prompt;

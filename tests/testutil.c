@@ -146,6 +146,12 @@ char *kvt_decode(const kvl_tokenizer *t, int32_t prev, const int32_t *ids, size_
     return buf;
 }
 
+void kvt_pattern_prompt(int32_t *t, int32_t n, int which) {
+    t[0] = 1;
+    for (int32_t i = 1; i < n; i++)
+        t[i] = 3 + (int32_t)((i * 37 + which * 101) % 500);
+}
+
 uint64_t kvt_xorshift64(uint64_t *state) {
     uint64_t x = *state;
     x ^= x << 13;

@@ -100,6 +100,10 @@ const char *kvt_mkmodel_file(const kvl_mkmodel_spec *spec, const char *name);
  * state. Each test keeps its own seeded state and takes the bits it wants. */
 uint64_t kvt_xorshift64(uint64_t *state);
 
+/* A prompt of n token ids: BOS (1), then a fixed pattern in 3..502 that
+ * differs by `which` (no BOS or EOS inside): the engine tests' prompts. */
+void kvt_pattern_prompt(int32_t *t, int32_t n, int which);
+
 int kvt_finish(const char *name);
 
 #endif
