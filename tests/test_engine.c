@@ -106,12 +106,7 @@ static uint64_t submit_full(kvl_engine *e, int which, int32_t n_prompt, int32_t 
                             int32_t n, int32_t prio, const char *salt, uint64_t session) {
     int32_t *t = prompt_buf[which];
     kvt_pattern_prompt(t, n_prompt, which);
-    kvl_request_params rp = kvl_request_defaults();
-    rp.prompt_tokens = t;
-    rp.n_prompt_tokens = (size_t)n_prompt;
-    rp.max_tokens = max_tokens;
-    rp.n = n;
-    rp.temperature = 0;
+    kvl_request_params rp = kvt_greedy_request(t, n_prompt, max_tokens, n);
     rp.priority = prio;
     rp.cache_salt = salt;
     rp.session = session;

@@ -89,12 +89,7 @@ static kvl_status submit(kvl_engine *e, int which, int32_t n_prompt, int32_t max
                          kvl_error *err) {
     int32_t *t = prompt[which];
     kvt_pattern_prompt(t, n_prompt, which);
-    kvl_request_params rp = kvl_request_defaults();
-    rp.prompt_tokens = t;
-    rp.n_prompt_tokens = (size_t)n_prompt;
-    rp.max_tokens = max_tokens;
-    rp.n = n;
-    rp.temperature = 0;
+    kvl_request_params rp = kvt_greedy_request(t, n_prompt, max_tokens, n);
     rp.repeat_penalty = 1.0f; /* greedy = the argmax (test_against_stream) */
     rp.ignore_eos = true;
     rp.kv_policy.kind = kind;

@@ -210,12 +210,7 @@ static kvl_engine_params params(uint32_t n_blocks, int32_t max_seqs, uint32_t sw
 
 static uint64_t submit(kvl_engine *e, const int32_t *toks, int32_t n_prompt, int32_t max_tokens,
                        int32_t n) {
-    kvl_request_params rp = kvl_request_defaults();
-    rp.prompt_tokens = toks;
-    rp.n_prompt_tokens = (size_t)n_prompt;
-    rp.max_tokens = max_tokens;
-    rp.n = n;
-    rp.temperature = 0;
+    kvl_request_params rp = kvt_greedy_request(toks, n_prompt, max_tokens, n);
     rp.ignore_eos = true;
     uint64_t id = 0;
     kvl_error err;

@@ -152,6 +152,17 @@ void kvt_pattern_prompt(int32_t *t, int32_t n, int which) {
         t[i] = 3 + (int32_t)((i * 37 + which * 101) % 500);
 }
 
+kvl_request_params kvt_greedy_request(const int32_t *toks, int32_t n_prompt, int32_t max_tokens,
+                                      int32_t n) {
+    kvl_request_params rp = kvl_request_defaults();
+    rp.prompt_tokens = toks;
+    rp.n_prompt_tokens = (size_t)n_prompt;
+    rp.max_tokens = max_tokens;
+    rp.n = n;
+    rp.temperature = 0;
+    return rp;
+}
+
 uint64_t kvt_xorshift64(uint64_t *state) {
     uint64_t x = *state;
     x ^= x << 13;

@@ -104,6 +104,11 @@ uint64_t kvt_xorshift64(uint64_t *state);
  * differs by `which` (no BOS or EOS inside): the engine tests' prompts. */
 void kvt_pattern_prompt(int32_t *t, int32_t n, int which);
 
+/* A greedy request (temperature 0) for n samples of max_tokens each after
+ * the n_prompt ids at toks; every other field is kvl_request_defaults'. */
+kvl_request_params kvt_greedy_request(const int32_t *toks, int32_t n_prompt, int32_t max_tokens,
+                                      int32_t n);
+
 int kvt_finish(const char *name);
 
 #endif
