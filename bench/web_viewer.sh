@@ -18,6 +18,7 @@ set -eu
 pairs=$1 out=$2
 shift 2
 src=$(cd "$(dirname "$0")/.." && pwd)
+. "$src/scripts/lib_serve.sh"
 bin=${KVL_BIN:-$src/build/kvllm}
 npmdir=${KVL_NPM_DIR:-$(dirname "$bin")/npm_browser}
 mkdir -p "$out"
@@ -36,12 +37,7 @@ pin "${KVL_SERVER_CPUS:-}" "$bin" serve -m "$model" --port 0 --max-seqs 16 "$@" 
 spid=$!
 vpid=""
 trap 'kill $spid 2>/dev/null; [ -n "$vpid" ] && kill $vpid 2>/dev/null' EXIT
-port=""
-for _ in $(seq 1 300); do
-  port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$out/serve.err" | sed 's/.*://' || true)
-  [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
-  sleep 0.1
-done
+port=$(kvl_serve_wait "$out/serve.err" "$spid" 300) || { cat "$out/serve.err"; exit 1; }
 url=http://127.0.0.1:$port
 load() { python3 "$src/bench/serve_load.py" --url "$url" --workload "$out/w.jsonl" \
   --max-concurrency 16 --json "$out/$1.json" >/dev/null; }

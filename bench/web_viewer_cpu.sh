@@ -16,6 +16,7 @@
 set -eu
 calls=${1:-2000}
 src=$(cd "$(dirname "$0")/.." && pwd)
+. "$src/scripts/lib_serve.sh"
 bin=${KVL_BIN:-$src/build/kvllm}
 model=${2:-$src/../shared/models/stories260K.gguf}
 shift 2 || shift $#
@@ -23,13 +24,7 @@ tmp=$(mktemp -d)
 "$bin" serve -m "$model" --port 0 --max-seqs 16 "$@" 2>"$tmp/serve.err" &
 spid=$!
 trap 'kill $spid 2>/dev/null; rm -rf "$tmp"' EXIT
-port=""
-for _ in $(seq 1 600); do
-  port=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/serve.err")
-  [ -n "$port" ] && grep -q "ready" "$tmp/serve.err" && break
-  sleep 0.1
-done
-grep -q ready "$tmp/serve.err" || { cat "$tmp/serve.err"; exit 1; }
+port=$(kvl_serve_wait "$tmp/serve.err" "$spid") || { cat "$tmp/serve.err"; exit 1; }
 grep "KV paged" "$tmp/serve.err" | sed 's/^kvllm serve: /pool: /'
 python3 - "$port" "$spid" "$calls" <<'EOF'
 import http.client, os, sys, time

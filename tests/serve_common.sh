@@ -2,6 +2,7 @@
 # the test's scratch folder): start a server on a free port and wait for
 # /health 200, post JSON with curl, poll the ledger until idle.
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib_serve.sh"
 bin=${KVL_BIN:?} shared=${KVL_SHARED:?}
 tmp=${KVL_TMP:-/tmp}/${SERVE_TMP_NAME:?}
 build=${KVL_BUILD:-$tmp}
@@ -24,15 +25,7 @@ start() {
   "$bin" serve --port 0 -t 1 "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
   spid=$!
   pids+=("$spid")
-  port=""
-  for _ in $(seq 1 600); do
-    port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/$name.err" | sed 's/.*://')
-    if [ -n "$port" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ]; then
-      return 0
-    fi
-    kill -0 "$spid" 2>/dev/null || break
-    sleep 0.1
-  done
+  port=$(kvl_serve_wait "$tmp/$name.err" "$spid") && return 0
   bad "server $name did not become healthy"; cat "$tmp/$name.err"
   return 1
 }

@@ -274,6 +274,11 @@ static enum MHD_Result reply(srv_call *c, struct MHD_Connection *conn, unsigned 
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (status == 429)
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    return srv_queue(c, conn, status, r);
+}
+
+enum MHD_Result srv_queue(srv_call *c, struct MHD_Connection *conn, unsigned status,
+                          struct MHD_Response *r) {
     if (atomic_load(&c->s->draining) || c->close)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
@@ -411,11 +416,7 @@ static enum MHD_Result generate(srv_call *c, struct MHD_Connection *conn, bool c
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    enum MHD_Result ret = MHD_queue_response(conn, 200, r);
-    MHD_destroy_response(r);
-    c->answered = true;
-    srv_metrics_http(&s->met, 200);
-    return ret;
+    return srv_queue(c, conn, 200, r);
 }
 
 /* "Bearer KEY" against the key, in time independent of where they differ. */

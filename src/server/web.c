@@ -88,11 +88,5 @@ enum MHD_Result srv_web_reply(srv_call *c, struct MHD_Connection *conn) {
     MHD_add_response_header(r, "Content-Security-Policy",
                             "default-src 'self'; img-src 'self' data:; object-src 'none'; "
                             "base-uri 'none'; frame-ancestors 'none'");
-    if (atomic_load(&c->s->draining) || c->close)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-    enum MHD_Result ret = MHD_queue_response(conn, status, r);
-    MHD_destroy_response(r);
-    c->answered = true;
-    srv_metrics_http(&c->s->met, status);
-    return ret;
+    return srv_queue(c, conn, status, r);
 }

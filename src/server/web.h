@@ -29,4 +29,10 @@ int srv_web_find(const char *url);
  * asset. MHD_NO only when libmicrohttpd could not queue the answer. */
 enum MHD_Result srv_web_reply(srv_call *c, struct MHD_Connection *conn);
 
+/* http.c: queue r (released here) as c's answer with status, closing the
+ * connection after it while the server drains or c asks to; c is then
+ * answered and the status counted. MHD_NO when libmicrohttpd refuses. */
+enum MHD_Result srv_queue(srv_call *c, struct MHD_Connection *conn, unsigned status,
+                          struct MHD_Response *r);
+
 #endif

@@ -4,6 +4,7 @@
 #   tests/browser/screenshot.sh [BUILD_DIR] [OUT.png]
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
+. "$src/scripts/lib_serve.sh"
 build=$(cd "${1:-$src/build}" && pwd)
 out=${2:-$src/docs/web-page.png}
 shared=${KVL_SHARED:-$src/../shared}
@@ -14,10 +15,5 @@ log=$(mktemp)
   --kv-mem 6MiB 2>"$log" &
 spid=$!
 trap 'kill $spid 2>/dev/null; rm -f "$log"' EXIT
-port=""
-for _ in $(seq 1 100); do
-  port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$log" | sed 's/.*://' || true)
-  [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
-  sleep 0.1
-done
+port=$(kvl_serve_wait "$log" "$spid" 100) || { cat "$log"; exit 1; }
 KVL_NPM_DIR=$npmdir node "$src/tests/browser/screenshot.mjs" "http://127.0.0.1:$port" "$out" "${KVL_SHOT_STREAMS:-12}"
