@@ -247,11 +247,32 @@ typedef struct kvl_kv_policy {
                                 0 means the default 0.5; else in (0, 1) */
     int32_t obs_window;      /* snapkv: the prompt's last positions whose attention
                                 scores the blocks (always kept); 0 means 32 */
+    int32_t score;           /* h2o: how a block's attention mass ranks it: 0 the
+                                default (KVL_KV_SCORE_MEAN), KVL_KV_SCORE_SUM (the
+                                mass summed over every query, the H2O paper's) or
+                                KVL_KV_SCORE_MEAN (that sum over the number of queries
+                                that added to it: older blocks are not favoured for
+                                having been seen by more queries) */
+    int32_t mass_stride;     /* h2o: only queries at a cache position that is a
+                                multiple of mass_stride add attention mass (the
+                                accumulation's cost / mass_stride); 0 means the
+                                default KVL_KV_POLICY_DEFAULT_MASS_STRIDE; 1 every
+                                query; at most the block size */
+    int32_t pool;            /* snapkv: each block is ranked by the largest score of
+                                the pool blocks centred on it (SnapKV's pooling, at
+                                block granularity; odd, 1: none); 0 means the
+                                default KVL_KV_POLICY_DEFAULT_POOL */
 } kvl_kv_policy;
+
+/* kvl_kv_policy.score */
+#define KVL_KV_SCORE_SUM 1
+#define KVL_KV_SCORE_MEAN 2
 
 #define KVL_KV_POLICY_DEFAULT_SINKS 4
 #define KVL_KV_POLICY_DEFAULT_HEAVY 0.5f
 #define KVL_KV_POLICY_DEFAULT_OBS_WINDOW 32
+#define KVL_KV_POLICY_DEFAULT_MASS_STRIDE 1
+#define KVL_KV_POLICY_DEFAULT_POOL 1
 /* most max_tokens of an engine request under an evicting policy */
 #define KVL_MAX_STREAM_TOKENS (1 << 24)
 
