@@ -256,8 +256,9 @@ typedef struct kvl_kv_policy {
     int32_t mass_stride;     /* h2o: only queries at a cache position that is a
                                 multiple of mass_stride add attention mass (the
                                 accumulation's cost / mass_stride); 0 means the
-                                default KVL_KV_POLICY_DEFAULT_MASS_STRIDE; 1 every
-                                query; at most the block size */
+                                default KVL_KV_POLICY_DEFAULT_MASS_STRIDE (at most
+                                the block size); 1 every query; at most the block
+                                size */
     int32_t pool;            /* snapkv: each block is ranked by the largest score of
                                 the pool blocks centred on it (SnapKV's pooling, at
                                 block granularity; odd, 1: none); 0 means the
@@ -271,7 +272,7 @@ typedef struct kvl_kv_policy {
 #define KVL_KV_POLICY_DEFAULT_SINKS 4
 #define KVL_KV_POLICY_DEFAULT_HEAVY 0.5f
 #define KVL_KV_POLICY_DEFAULT_OBS_WINDOW 32
-#define KVL_KV_POLICY_DEFAULT_MASS_STRIDE 1
+#define KVL_KV_POLICY_DEFAULT_MASS_STRIDE 4
 #define KVL_KV_POLICY_DEFAULT_POOL 1
 /* most max_tokens of an engine request under an evicting policy */
 #define KVL_MAX_STREAM_TOKENS (1 << 24)

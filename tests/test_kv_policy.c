@@ -248,11 +248,12 @@ static void test_identical_within_budget(kvl_kv_format fmt) {
     kvl_kv_paged *kv = make(&hp, 16, fmt, 64, 256, 5);
     kvl_kv_iface it = kvl_kv_paged_iface(kv);
     kvl_error err;
-    kvl_kv_policy pol[5] = {{.kind = KVL_KV_POLICY_FULL},
-                            {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 160},
-                            {.kind = KVL_KV_POLICY_SINKS, .budget_tokens = 150, .sinks = 4},
-                            {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 150, .sinks = 4},
-                            {.kind = KVL_KV_POLICY_SNAPKV, .budget_tokens = 150, .sinks = 4}};
+    kvl_kv_policy pol[5] = {
+        {.kind = KVL_KV_POLICY_FULL},
+        {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 160},
+        {.kind = KVL_KV_POLICY_SINKS, .budget_tokens = 150, .sinks = 4},
+        {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 150, .sinks = 4, .mass_stride = 1},
+        {.kind = KVL_KV_POLICY_SNAPKV, .budget_tokens = 150, .sinks = 4}};
     for (int32_t s = 0; s < 5; s++) {
         CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, s, &pol[s], &err), KVL_OK);
         for (int32_t i = 0; i < n; i++) { /* a token at a time, as decode */
@@ -538,9 +539,10 @@ static void feed_attend(const kvl_hparams *hp, kvl_kv_iface *it, int32_t seq, in
     const int32_t len = kvl_kv_paged_len(it->ctx, seq);
     for (int32_t t = 0; t < n; t++) { /* which queries add mass (kv_policy.h), counted */
         const int32_t n_ctx = pos0 + t + 1, w = p->obs_window ? p->obs_window : 32;
-        const bool adds = p->kind == KVL_KV_POLICY_H2O
-                              ? (n_ctx - 1) % (p->mass_stride ? p->mass_stride : 1) == 0
-                              : len > p->budget_tokens && n_ctx > len - w;
+        const int32_t dflt = KVL_KV_POLICY_DEFAULT_MASS_STRIDE;
+        const int32_t stride = p->mass_stride ? p->mass_stride : bs < dflt ? bs : dflt;
+        const bool adds = p->kind == KVL_KV_POLICY_H2O ? (n_ctx - 1) % stride == 0
+                                                       : len > p->budget_tokens && n_ctx > len - w;
         for (int32_t b = 0; adds && b < (n_ctx + bs - 1) / bs; b++)
             ref_count[b]++;
     }
@@ -635,7 +637,7 @@ static void test_mass_reference(int32_t bs, float boost) {
     kvl_kv_paged *kv = make(&hp, bs, KVL_KV_FMT_F32, 2 * (256 / bs + 2), 256, 2);
     kvl_kv_iface it = kvl_kv_paged_iface(kv);
     kvl_error err;
-    kvl_kv_policy h = {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 256 / bs * bs};
+    kvl_kv_policy h = {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 256 / bs * bs, .mass_stride = 1};
     kvl_kv_policy w = {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 256 / bs * bs};
     CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 0, &h, &err), KVL_OK);
     CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 1, &w, &err), KVL_OK);

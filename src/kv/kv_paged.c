@@ -632,6 +632,11 @@ kvl_status kvl_kv_paged_set_policy(kvl_kv_paged *kv, int32_t seq, const kvl_kv_p
         }
     }
     kv->policy[seq] = *p;
+    /* h2o's default stride, at most the block size (so that every full
+     * block has been seen by a query that adds mass) */
+    if (p->kind == KVL_KV_POLICY_H2O && p->mass_stride == 0 &&
+        kvl_kv_policy_mass_stride(p) > kv->lay.block_size)
+        kv->policy[seq].mass_stride = kv->lay.block_size;
     return KVL_OK;
 }
 
