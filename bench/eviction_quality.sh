@@ -49,6 +49,7 @@ row "window 256" $Y $Z 2560 --kv-policy window --kv-budget-tokens 256
 row "sinks 4+256" $Y $Z 2560 --kv-policy sinks --kv-budget-tokens 256
 row "window 64" $Y $Z 2560 --kv-policy window --kv-budget-tokens 64
 row "sinks 4+64" $Y $Z 2560 --kv-policy sinks --kv-budget-tokens 64
+fi
 
 # KL divergence of next-token distributions to full KV (f32, the whole
 # stream in context) at a budget of 25% of the stream (docs/eviction.md)
@@ -58,6 +59,7 @@ kl() { # model tok n args...
     out=$("$B/kvllm" ppl -m "$M/$model" --tokenizer "$M/$tok" -f "$T" --stream "$n" -c "$n" --kl-ref -t 1 "$@" 2>/dev/null)
     echo "| $model | $n | $(echo "$out" | awk '$1=="kv_policy"{print $2}') | $(echo "$out" | awk '$1=="kv_budget_tokens"{print $2}') | $(echo "$out" | awk '$1=="kl_mean"{print $2}') | $(echo "$out" | awk '$1=="top1_agree"{print $2}') | $(echo "$out" | awk '$1=="ppl"{print $2}') |"
 }
+if [ "$PART" = all ]; then
 echo
 echo "| model | stream = context | policy | budget | KL(full f32 || policy) mean | top-1 agreement | ppl |"
 echo "|---|---:|---|---:|---:|---:|---:|"

@@ -221,7 +221,8 @@ typedef struct kvl_kv_stats {
  * (rounded up to whole blocks; StreamingLLM's attention sinks) plus the most
  * recent ones. h2o: the sinks, a recent window and the "heavy hitter"
  * blocks, those with the most attention mass accumulated so far (summed
- * over layers, heads and queries). snapkv: a prompt longer than the budget
+ * over layers and heads; by default per query that added to it, see
+ * score). snapkv: a prompt longer than the budget
  * is compressed after its prefill to the sinks, the blocks its last
  * obs_window queries attended to most, and those queries' own blocks.
  * Whole blocks leave the sequence's table; positions are those within the
@@ -241,7 +242,9 @@ typedef struct kvl_kv_policy {
                                 (rounded to the block) + 2 blocks (snapkv: + the
                                 observation window's blocks) */
     int32_t sinks;           /* sinks, h2o, snapkv: first positions always kept;
-                                default 4 */
+                                <= 0 keeps none; the CLI's default is 4 for sinks
+                                and 0 for h2o and snapkv (a sink block cost both
+                                quality on every model measured, docs/eviction.md) */
     float heavy;             /* h2o: share of the budget's non-sink blocks kept by
                                 attention mass (the rest is the recent window);
                                 0 means the default 0.5; else in (0, 1) */
