@@ -746,6 +746,36 @@ static void test_h2o_constructed(void) {
     kvl_kv_paged_free(kv);
 }
 
+/* h2o's two scores on one table: an old block that many queries gave a
+ * little (mass 100 over 100 queries) and a newer one that few gave more
+ * (30 over 10): the sum evicts the newer, the mean the older. 8 blocks of
+ * 4, budget 24 (6 blocks, no sinks, heavy 0.5: 3 heavy, 3 recent). */
+static void test_h2o_scores(void) {
+    const uint64_t mass[8] = {500, 100, 30, 400, 900, 0, 0, 0};
+    const uint32_t count[8] = {100, 100, 10, 50, 60, 5, 3, 1};
+    uint64_t rank[8];
+    kvl_kv_cand cand[8];
+    uint32_t out[8], n = 0;
+    kvl_error err;
+    kvl_kv_policy p = {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 24, .score = KVL_KV_SCORE_SUM};
+    kvl_kv_policy_rank(&p, mass, count, 8, rank);
+    CHECK(rank[1] == 100 && rank[2] == 30);
+    CHECK_EQ_INT(kvl_kv_policy_victims_scored(&p, 4, 24, 1, rank, cand, out, &n, &err), KVL_OK);
+    CHECK(n == 1 && out[0] == 2);
+    p.score = 0; /* the default: mean */
+    kvl_kv_policy_rank(&p, mass, count, 8, rank);
+    CHECK(rank[1] == 1 && rank[2] == 3 && rank[0] == 5 && rank[3] == 8);
+    CHECK_EQ_INT(kvl_kv_policy_victims_scored(&p, 4, 24, 1, rank, cand, out, &n, &err), KVL_OK);
+    CHECK(n == 1 && out[0] == 1);
+    const uint32_t none[8] = {0}; /* never counted: ranks highest, kept */
+    kvl_kv_policy_rank(&p, mass, none, 8, rank);
+    CHECK(rank[0] == UINT64_MAX && rank[7] == UINT64_MAX);
+    /* snapkv pool 3: the largest of each block and its two neighbours */
+    kvl_kv_policy s = {.kind = KVL_KV_POLICY_SNAPKV, .budget_tokens = 24, .pool = 3};
+    kvl_kv_policy_rank(&s, mass, NULL, 8, rank);
+    CHECK(rank[0] == 500 && rank[1] == 500 && rank[2] == 400 && rank[5] == 900 && rank[7] == 0);
+}
+
 /* snapkv, constructed: a 60-token prompt (15 blocks of 4) under a budget
  * of 24 with a 4-token observation window and 1 sink block: the cut keeps
  * block 0, the 4 blocks among 1..13 whose keys score highest, and block
@@ -863,6 +893,7 @@ int main(void) {
     test_mass_reference(16, 40.0f); /* the reference max moves up */
     test_mass_reference(48, 40.0f);
     test_h2o_constructed();
+    test_h2o_scores();
     test_snapkv_constructed();
     return kvt_finish("test_kv_policy");
 }
