@@ -22,8 +22,12 @@
  *   eviction_mass_speed ROUNDS STEPS KV_TYPE decode MODEL D [decode MODEL D ...]
  *                                            attention D [...]
  *
- * With EVICT_BENCH_AA=1 in the environment both sides run window (an A/A
- * run: how far from 1 the method reads when nothing differs).
+ * Step s is at position D - (s % 16) (D - (s % 16) + 1 positions seen),
+ * the same on both sides, so that h2o's mass stride (only queries at a
+ * position that is a multiple of it accumulate) takes effect as in a
+ * stream. With EVICT_BENCH_AA=1 in the environment both sides run window
+ * (an A/A run: how far from 1 the method reads when nothing differs);
+ * EVICT_BENCH_STRIDE=K sets h2o's mass_stride (default: the policy's).
  *
  * Must not: be a test (timing decides nothing); allocate in the timed loop.
  */
@@ -73,7 +77,7 @@ static double time_steps(bench *b, bool mass) {
     const double t0 = cpu_now();
     for (int s = 0; s < b->steps; s++) {
         if (b->f) {
-            const int32_t tok = 1 + s % 7, seq = 0, pos = b->depth;
+            const int32_t tok = 1 + s % 7, seq = 0, pos = b->depth - s % 16;
             kvl_batch bt = {.n_tokens = 1, .tokens = &tok, .seq = &seq, .pos = &pos};
             const float *lg;
             int32_t n_out;
@@ -83,8 +87,8 @@ static double time_steps(bench *b, bool mass) {
             }
         } else {
             for (int32_t l = 0; l < b->hp->n_layers; l++)
-                it.attend(b->kv, l, 0, b->depth, b->q, b->out, 0, (int32_t)b->hp->n_heads, 0.125f,
-                          b->scratch);
+                it.attend(b->kv, l, 0, b->depth - s % 16, b->q, b->out, 0, (int32_t)b->hp->n_heads,
+                          0.125f, b->scratch);
         }
     }
     return (cpu_now() - t0) / b->steps;
@@ -142,6 +146,8 @@ static kvl_kv_paged *make_kv(const kvl_hparams *hp, kvl_kv_format fmt, int32_t d
     b->h2o = (kvl_kv_policy){.kind = aa && *aa == '1' ? KVL_KV_POLICY_WINDOW : KVL_KV_POLICY_H2O,
                              .budget_tokens = ctx,
                              .sinks = 4};
+    const char *stride = getenv("EVICT_BENCH_STRIDE");
+    b->h2o.mass_stride = stride ? atoi(stride) : 0;
     b->window = (kvl_kv_policy){.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = ctx};
     /* depth + 1: the decode step writes (and rewrites) position depth */
     if (kvl_kv_paged_reserve(kv, 0, depth + 1, &err))

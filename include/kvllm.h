@@ -221,7 +221,8 @@ typedef struct kvl_kv_stats {
  * (rounded up to whole blocks; StreamingLLM's attention sinks) plus the most
  * recent ones. h2o: the sinks, a recent window and the "heavy hitter"
  * blocks, those with the most attention mass accumulated so far (summed
- * over layers, heads and queries). snapkv: a prompt longer than the budget
+ * over layers and heads; by default per query that added to it, see
+ * score). snapkv: a prompt longer than the budget
  * is compressed after its prefill to the sinks, the blocks its last
  * obs_window queries attended to most, and those queries' own blocks.
  * Whole blocks leave the sequence's table; positions are those within the
@@ -241,17 +242,41 @@ typedef struct kvl_kv_policy {
                                 (rounded to the block) + 2 blocks (snapkv: + the
                                 observation window's blocks) */
     int32_t sinks;           /* sinks, h2o, snapkv: first positions always kept;
-                                default 4 */
+                                <= 0 keeps none; the CLI's default is 4 for sinks
+                                and 0 for h2o and snapkv (a sink block cost both
+                                quality on every model measured, docs/eviction.md) */
     float heavy;             /* h2o: share of the budget's non-sink blocks kept by
                                 attention mass (the rest is the recent window);
                                 0 means the default 0.5; else in (0, 1) */
     int32_t obs_window;      /* snapkv: the prompt's last positions whose attention
                                 scores the blocks (always kept); 0 means 32 */
+    int32_t score;           /* h2o: how a block's attention mass ranks it: 0 the
+                                default (KVL_KV_SCORE_MEAN), KVL_KV_SCORE_SUM (the
+                                mass summed over every query, the H2O paper's) or
+                                KVL_KV_SCORE_MEAN (that sum over the number of queries
+                                that added to it: older blocks are not favoured for
+                                having been seen by more queries) */
+    int32_t mass_stride;     /* h2o: only queries at a cache position that is a
+                                multiple of mass_stride add attention mass (the
+                                accumulation's cost / mass_stride); 0 means the
+                                default KVL_KV_POLICY_DEFAULT_MASS_STRIDE (at most
+                                the block size); 1 every query; at most the block
+                                size */
+    int32_t pool;            /* snapkv: each block is ranked by the largest score of
+                                the pool blocks centred on it (SnapKV's pooling, at
+                                block granularity; odd, 1: none); 0 means the
+                                default KVL_KV_POLICY_DEFAULT_POOL */
 } kvl_kv_policy;
+
+/* kvl_kv_policy.score */
+#define KVL_KV_SCORE_SUM 1
+#define KVL_KV_SCORE_MEAN 2
 
 #define KVL_KV_POLICY_DEFAULT_SINKS 4
 #define KVL_KV_POLICY_DEFAULT_HEAVY 0.5f
 #define KVL_KV_POLICY_DEFAULT_OBS_WINDOW 32
+#define KVL_KV_POLICY_DEFAULT_MASS_STRIDE 4
+#define KVL_KV_POLICY_DEFAULT_POOL 1
 /* most max_tokens of an engine request under an evicting policy */
 #define KVL_MAX_STREAM_TOKENS (1 << 24)
 

@@ -248,11 +248,12 @@ static void test_identical_within_budget(kvl_kv_format fmt) {
     kvl_kv_paged *kv = make(&hp, 16, fmt, 64, 256, 5);
     kvl_kv_iface it = kvl_kv_paged_iface(kv);
     kvl_error err;
-    kvl_kv_policy pol[5] = {{.kind = KVL_KV_POLICY_FULL},
-                            {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 160},
-                            {.kind = KVL_KV_POLICY_SINKS, .budget_tokens = 150, .sinks = 4},
-                            {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 150, .sinks = 4},
-                            {.kind = KVL_KV_POLICY_SNAPKV, .budget_tokens = 150, .sinks = 4}};
+    kvl_kv_policy pol[5] = {
+        {.kind = KVL_KV_POLICY_FULL},
+        {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 160},
+        {.kind = KVL_KV_POLICY_SINKS, .budget_tokens = 150, .sinks = 4},
+        {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 150, .sinks = 4, .mass_stride = 1},
+        {.kind = KVL_KV_POLICY_SNAPKV, .budget_tokens = 150, .sinks = 4}};
     for (int32_t s = 0; s < 5; s++) {
         CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, s, &pol[s], &err), KVL_OK);
         for (int32_t i = 0; i < n; i++) { /* a token at a time, as decode */
@@ -420,11 +421,32 @@ static void test_shared_untouched(kvl_kv_policy_kind kind) {
 
 /* ---- h2o and snapkv ---------------------------------------------------- */
 
-/* The victims the rule of kv_policy.h names for a table of n_tokens
- * (ids, mass before) growing by n_new, recomputed here from the rule's
- * statement; *n gets how many, vict[] the logical blocks (any order). */
+/* Each block's rank as kvl_kv_policy_rank states it, recomputed here:
+ * h2o sum: the mass; h2o mean (score 0 or 2): mass / count, a block never
+ * counted ranks highest; snapkv: the largest mass of the pool blocks
+ * centred on the block, among the table's nb. */
+static uint64_t expected_rank(const kvl_kv_policy *p, const uint64_t *mass, const uint32_t *count,
+                              uint32_t nb, uint32_t b) {
+    if (p->kind == KVL_KV_POLICY_H2O) {
+        if (p->score == KVL_KV_SCORE_SUM)
+            return mass[b];
+        return count[b] ? mass[b] / count[b] : UINT64_MAX;
+    }
+    const int32_t half = (p->pool ? p->pool : 1) / 2;
+    uint64_t r = 0;
+    for (int32_t j = (int32_t)b - half; j <= (int32_t)b + half; j++)
+        if (j >= 0 && j < (int32_t)nb && mass[j] > r)
+            r = mass[j];
+    return r;
+}
+
+/* The victims the rule of kv_policy.h names for a table of n_tokens in nb
+ * blocks (mass and query counts before) growing by n_new, recomputed here
+ * from the rule's statement; *n gets how many, vict[] the logical blocks
+ * (any order). */
 static void expected_victims(const kvl_kv_policy *p, int32_t bs, int32_t n_tokens, int32_t n_new,
-                             const uint64_t *mass, uint32_t *vict, uint32_t *n) {
+                             const uint64_t *mass, const uint32_t *count, uint32_t nb,
+                             uint32_t *vict, uint32_t *n) {
     *n = 0;
     const int32_t over = n_tokens + n_new - p->budget_tokens;
     if (over <= 0)
@@ -443,10 +465,13 @@ static void expected_victims(const kvl_kv_policy *p, int32_t bs, int32_t n_token
     }
     const int32_t end = tail < n_tokens / bs ? tail : n_tokens / bs;
     bool taken[2048] = {false};
+    static uint64_t rank[2048];
+    for (int32_t b = ns; b < end; b++)
+        rank[b] = expected_rank(p, mass, count, nb, (uint32_t)b);
     for (int32_t k = 0; k < want; k++) {
         int32_t best = -1;
         for (int32_t b = ns; b < end; b++)
-            if (!taken[b] && (best < 0 || mass[b] < mass[best]))
+            if (!taken[b] && (best < 0 || rank[b] < rank[best]))
                 best = b;
         if (best < 0)
             return; /* fewer candidates than wanted: *n < want */
@@ -459,6 +484,7 @@ static void expected_victims(const kvl_kv_policy *p, int32_t bs, int32_t n_token
  * exactly the expected blocks left, the rest (sinks and the protected
  * tail among them) kept in order with their mass. */
 static kvl_kv_policy scored_policy; /* the policy under test */
+static uint32_t ref_count[2048];    /* queries that added to each block's mass, kept here */
 
 static kvl_status scored_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, int32_t *ev) {
     const kvl_block_table *t = kvl_kv_paged_table(kv, seq);
@@ -469,6 +495,10 @@ static kvl_status scored_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, int3
     const int32_t len = t->n_tokens, bs = t->block_size;
     memcpy(ids, t->ids, nb * sizeof(uint32_t));
     memcpy(mass, kvl_kv_paged_mass(kv, seq), nb * sizeof(uint64_t));
+    int cbad = 0; /* the store counted the queries as this test did */
+    for (uint32_t b = 0; b < nb; b++)
+        cbad += kvl_kv_paged_mass_count(kv, seq)[b] != ref_count[b];
+    CHECK_EQ_INT(cbad, 0);
     kvl_status st = kvl_kv_paged_make_room(kv, seq, n_new, ev, &err);
     if (st != KVL_OK) {
         CHECK_EQ_INT(t->n_tokens, len);
@@ -476,7 +506,7 @@ static kvl_status scored_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, int3
         return st;
     }
     uint32_t n = 0;
-    expected_victims(&scored_policy, bs, len, n_new, mass, vict, &n);
+    expected_victims(&scored_policy, bs, len, n_new, mass, ref_count, nb, vict, &n);
     CHECK_EQ_INT(*ev, (int32_t)n * bs);
     bool gone[2048] = {false};
     for (uint32_t i = 0; i < n; i++)
@@ -487,8 +517,11 @@ static kvl_status scored_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, int3
         if (gone[b])
             continue;
         bad += j >= t->n_blocks || t->ids[j] != ids[b] || kvl_kv_paged_mass(kv, seq)[j] != mass[b];
+        ref_count[j] = ref_count[b]; /* the counts move with the table */
         j++;
     }
+    for (uint32_t b = j; b < nb; b++)
+        ref_count[b] = 0;
     CHECK_EQ_INT(bad, 0);
     CHECK_EQ_INT((int)j, (int)t->n_blocks);
     return st;
@@ -501,6 +534,18 @@ static void feed_attend(const kvl_hparams *hp, kvl_kv_iface *it, int32_t seq, in
                         int32_t pos0, int32_t n) {
     feed(hp, it, seq, i0, pos0, pos0, n);
     float q[8 * 64], o[8 * 64];
+    const kvl_kv_policy *p = &scored_policy;
+    const int32_t bs = kvl_kv_paged_table(it->ctx, seq)->block_size;
+    const int32_t len = kvl_kv_paged_len(it->ctx, seq);
+    for (int32_t t = 0; t < n; t++) { /* which queries add mass (kv_policy.h), counted */
+        const int32_t n_ctx = pos0 + t + 1, w = p->obs_window ? p->obs_window : 32;
+        const int32_t dflt = KVL_KV_POLICY_DEFAULT_MASS_STRIDE;
+        const int32_t stride = p->mass_stride ? p->mass_stride : bs < dflt ? bs : dflt;
+        const bool adds = p->kind == KVL_KV_POLICY_H2O ? (n_ctx - 1) % stride == 0
+                                                       : len > p->budget_tokens && n_ctx > len - w;
+        for (int32_t b = 0; adds && b < (n_ctx + bs - 1) / bs; b++)
+            ref_count[b]++;
+    }
     for (int32_t l = 0; l < hp->n_layers; l++)
         for (int32_t t = 0; t < n; t++) {
             for (int64_t i = 0; i < hp->n_heads * hp->head_dim; i++)
@@ -529,6 +574,13 @@ static void random_scored(uint32_t seed) {
                        .sinks = rnd_in(0, 2 * bs),
                        .heavy = heavies[rnd_u32() % 4],
                        .obs_window = rnd_in(1, 2 * bs)};
+    if (p.kind == KVL_KV_POLICY_H2O) { /* every score; stride 0 (default) .. bs */
+        p.score = rnd_in(0, KVL_KV_SCORE_MEAN);
+        p.mass_stride = rnd_in(0, bs);
+    } else
+        p.pool = 2 * rnd_in(0, 4) - 1; /* -1 -> 0 (default), 1, 3, 5, 7 */
+    p.pool = p.pool < 0 ? 0 : p.pool;
+    memset(ref_count, 0, sizeof ref_count);
     const int32_t ns = kvl_kv_policy_sink_blocks(&p, bs);
     const int32_t lo = (ns + 2) * bs + (p.kind == KVL_KV_POLICY_SNAPKV ? p.obs_window : 0);
     p.budget_tokens = rnd_in(lo, max_ctx - bs);
@@ -585,7 +637,7 @@ static void test_mass_reference(int32_t bs, float boost) {
     kvl_kv_paged *kv = make(&hp, bs, KVL_KV_FMT_F32, 2 * (256 / bs + 2), 256, 2);
     kvl_kv_iface it = kvl_kv_paged_iface(kv);
     kvl_error err;
-    kvl_kv_policy h = {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 256 / bs * bs};
+    kvl_kv_policy h = {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 256 / bs * bs, .mass_stride = 1};
     kvl_kv_policy w = {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 256 / bs * bs};
     CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 0, &h, &err), KVL_OK);
     CHECK_EQ_INT(kvl_kv_paged_set_policy(kv, 1, &w, &err), KVL_OK);
@@ -692,6 +744,36 @@ static void test_h2o_constructed(void) {
     /* blocks after the victim moved down one block: their shift grew by 4 */
     CHECK(t->shift[2] == 0 && t->shift[3] == bs && t->shift[8] == bs);
     kvl_kv_paged_free(kv);
+}
+
+/* h2o's two scores on one table: an old block that many queries gave a
+ * little (mass 100 over 100 queries) and a newer one that few gave more
+ * (30 over 10): the sum evicts the newer, the mean the older. 8 blocks of
+ * 4, budget 24 (6 blocks, no sinks, heavy 0.5: 3 heavy, 3 recent). */
+static void test_h2o_scores(void) {
+    const uint64_t mass[8] = {500, 100, 30, 400, 900, 0, 0, 0};
+    const uint32_t count[8] = {100, 100, 10, 50, 60, 5, 3, 1};
+    uint64_t rank[8];
+    kvl_kv_cand cand[8];
+    uint32_t out[8], n = 0;
+    kvl_error err;
+    kvl_kv_policy p = {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 24, .score = KVL_KV_SCORE_SUM};
+    kvl_kv_policy_rank(&p, mass, count, 8, rank);
+    CHECK(rank[1] == 100 && rank[2] == 30);
+    CHECK_EQ_INT(kvl_kv_policy_victims_scored(&p, 4, 24, 1, rank, cand, out, &n, &err), KVL_OK);
+    CHECK(n == 1 && out[0] == 2);
+    p.score = 0; /* the default: mean */
+    kvl_kv_policy_rank(&p, mass, count, 8, rank);
+    CHECK(rank[1] == 1 && rank[2] == 3 && rank[0] == 5 && rank[3] == 8);
+    CHECK_EQ_INT(kvl_kv_policy_victims_scored(&p, 4, 24, 1, rank, cand, out, &n, &err), KVL_OK);
+    CHECK(n == 1 && out[0] == 1);
+    const uint32_t none[8] = {0}; /* never counted: ranks highest, kept */
+    kvl_kv_policy_rank(&p, mass, none, 8, rank);
+    CHECK(rank[0] == UINT64_MAX && rank[7] == UINT64_MAX);
+    /* snapkv pool 3: the largest of each block and its two neighbours */
+    kvl_kv_policy s = {.kind = KVL_KV_POLICY_SNAPKV, .budget_tokens = 24, .pool = 3};
+    kvl_kv_policy_rank(&s, mass, NULL, 8, rank);
+    CHECK(rank[0] == 500 && rank[1] == 500 && rank[2] == 400 && rank[5] == 900 && rank[7] == 0);
 }
 
 /* snapkv, constructed: a 60-token prompt (15 blocks of 4) under a budget
@@ -811,6 +893,7 @@ int main(void) {
     test_mass_reference(16, 40.0f); /* the reference max moves up */
     test_mass_reference(48, 40.0f);
     test_h2o_constructed();
+    test_h2o_scores();
     test_snapkv_constructed();
     return kvt_finish("test_kv_policy");
 }

@@ -57,6 +57,26 @@ done
 # snapkv and window keep different blocks of the same prompt
 [ "$(val nll "$tmp/psnapkv.txt")" != "$(val nll "$tmp/pwindow.txt")" ] && ok || bad "snapkv == window after the cut"
 
+# the scored policies' options are reported, with their defaults: h2o's
+# mean score, mass stride, and no sink block unless --kv-sinks says so
+# (before or after --kv-policy); a non-default stride, score and pool run
+ppl --stream 300 --kv-policy h2o --kv-budget-tokens 96 >"$tmp/o1.txt" 2>/dev/null || bad "h2o defaults"
+[ "$(val kv_score "$tmp/o1.txt")" = mean ] && [ "$(val kv_sinks "$tmp/o1.txt")" = 0 ] &&
+  [ -n "$(val kv_mass_stride "$tmp/o1.txt")" ] && ok || bad "h2o defaults: $(tr '\n' ' ' <"$tmp/o1.txt")"
+ppl --stream 300 --kv-sinks 4 --kv-policy h2o --kv-budget-tokens 96 --kv-score sum --kv-mass-stride 4 >"$tmp/o2.txt" 2>/dev/null || bad "h2o options"
+[ "$(val kv_score "$tmp/o2.txt")" = sum ] && [ "$(val kv_sinks "$tmp/o2.txt")" = 4 ] &&
+  [ "$(val kv_mass_stride "$tmp/o2.txt")" = 4 ] && [ "$(val max_cache_len "$tmp/o2.txt")" -le 96 ] && ok || bad "h2o options: $(tr '\n' ' ' <"$tmp/o2.txt")"
+ppl --stream 400 --prompt 300 --kv-policy snapkv --kv-budget-tokens 96 --kv-pool 3 >"$tmp/o3.txt" 2>/dev/null || bad "snapkv pool"
+[ "$(val kv_pool "$tmp/o3.txt")" = 3 ] && [ "$(val kv_sinks "$tmp/o3.txt")" = 0 ] &&
+  [ "$(val max_cache_len "$tmp/o3.txt")" -le 96 ] && ok || bad "snapkv pool: $(tr '\n' ' ' <"$tmp/o3.txt")"
+ppl --stream 300 --kv-policy sinks --kv-budget-tokens 96 >"$tmp/o4.txt" 2>/dev/null || bad "sinks default"
+[ "$(val kv_sinks "$tmp/o4.txt")" = 4 ] && ok || bad "sinks default: $(val kv_sinks "$tmp/o4.txt")"
+# --stream-skip: another stream of the same text
+ppl --stream 300 --stream-skip 5 --kv-policy window --kv-budget-tokens 96 >"$tmp/o5.txt" 2>/dev/null || bad "stream-skip"
+ppl --stream 300 --kv-policy window --kv-budget-tokens 96 >"$tmp/o6.txt" 2>/dev/null || bad "no skip"
+[ "$(val stream_skip "$tmp/o5.txt")" = 5 ] && [ "$(val nll "$tmp/o5.txt")" != "$(val nll "$tmp/o6.txt")" ] &&
+  [ "$(val stream_tokens "$tmp/o5.txt")" = 300 ] && ok || bad "stream-skip: $(val nll "$tmp/o5.txt") vs $(val nll "$tmp/o6.txt")"
+
 # --stream-log: a line every 256 tokens; KV bytes stop growing at the budget
 ppl --stream 1300 --kv-policy sinks --kv-budget-tokens 128 --stream-log "$tmp/log.txt" >/dev/null 2>&1 || bad "stream-log run"
 [ "$(wc -l <"$tmp/log.txt")" = 5 ] && [ "$(awk '{print $3}' "$tmp/log.txt" | sort -u | wc -l)" = 1 ] &&
@@ -83,8 +103,20 @@ ppl --stream 300 --kv-policy lru >/dev/null 2>"$tmp/e2.err"
 [ $? = 2 ] && grep -q "'lru' is not full, window, sinks, h2o or snapkv" "$tmp/e2.err" && ok || { bad "bad policy"; cat "$tmp/e2.err"; }
 ppl --stream 300 --kv-policy h2o --kv-budget-tokens 96 --kv-heavy 1.5 >/dev/null 2>"$tmp/e6.err"
 [ $? = 2 ] && grep -q "kv-heavy: '1.5' is not a number in (0, 1)" "$tmp/e6.err" && ok || { bad "bad heavy"; cat "$tmp/e6.err"; }
-ppl --stream 300 --kv-policy snapkv --kv-budget-tokens 64 >/dev/null 2>"$tmp/e7.err"
+ppl --stream 300 --kv-policy snapkv --kv-budget-tokens 64 --kv-sinks 4 >/dev/null 2>"$tmp/e7.err"
 [ $? != 0 ] && grep -q "budget_tokens 64 not in \[80" "$tmp/e7.err" && ok || { bad "snapkv small budget"; cat "$tmp/e7.err"; }
+ppl --stream 300 --kv-policy snapkv --kv-budget-tokens 48 >/dev/null 2>"$tmp/e7.err"
+[ $? != 0 ] && grep -q "budget_tokens 48 not in \[64" "$tmp/e7.err" && ok || { bad "snapkv small budget, no sinks"; cat "$tmp/e7.err"; }
+ppl --stream 300 --kv-policy h2o --kv-budget-tokens 96 --kv-score max >/dev/null 2>"$tmp/e9.err"
+[ $? = 2 ] && grep -q "kv-score: 'max' is not sum or mean" "$tmp/e9.err" && ok || { bad "bad score"; cat "$tmp/e9.err"; }
+ppl --stream 300 --kv-policy h2o --kv-budget-tokens 96 --kv-mass-stride 17 >/dev/null 2>"$tmp/e10.err"
+[ $? != 0 ] && grep -q "mass_stride 17 not in \[0, block size 16\]" "$tmp/e10.err" && ok || { bad "bad mass stride"; cat "$tmp/e10.err"; }
+ppl --stream 300 --kv-policy snapkv --kv-budget-tokens 96 --kv-pool 4 >/dev/null 2>"$tmp/e11.err"
+[ $? != 0 ] && grep -q "pool 4 is not 0 (default 1) or an odd number" "$tmp/e11.err" && ok || { bad "bad pool"; cat "$tmp/e11.err"; }
+ppl --stream 300 --stream-skip 500 --kv-policy window --kv-budget-tokens 96 >/dev/null 2>"$tmp/e12.err"
+[ $? != 0 ] && grep -q "stream-skip 500: .* holds only 201 documents" "$tmp/e12.err" && ok || { bad "skip past the text"; cat "$tmp/e12.err"; }
+ppl --stream-skip 3 >/dev/null 2>"$tmp/e13.err"
+[ $? = 2 ] && grep -q "stream-skip 3 applies to a stream" "$tmp/e13.err" && ok || { bad "skip without stream"; cat "$tmp/e13.err"; }
 ppl --stream 300 --prompt 299 --kv-policy h2o --kv-budget-tokens 96 >/dev/null 2>"$tmp/e8.err"
 [ $? = 2 ] && grep -q "prompt + 1" "$tmp/e8.err" && ok || { bad "prompt too long"; cat "$tmp/e8.err"; }
 ppl --kv-policy sinks --kv-budget-tokens 64 >/dev/null 2>"$tmp/e3.err"

@@ -3,6 +3,7 @@
 #include "engine/config.h"
 #include "cli/cli.h"
 #include "engine/kv_check.h"
+#include "kv/kv_policy.h"
 
 #include <limits.h>
 #include <string.h>
@@ -60,21 +61,31 @@ void kvl_cli_kv_policy_usage(FILE *f) {
             "                        snapkv (a prompt over the budget cut to the blocks its\n"
             "                        last queries attend to most); docs/eviction.md\n"
             "      --kv-budget-tokens N  positions a sequence holds at most (not full)\n"
-            "      --kv-sinks N      sink positions, rounded up to whole blocks (default %d)\n"
+            "      --kv-sinks N      sink positions, rounded up to whole blocks (default %d;\n"
+            "                        h2o and snapkv: 0, see docs/eviction.md)\n"
             "      --kv-heavy F      h2o: share of the non-sink budget kept by attention mass,\n"
             "                        0 < F < 1 (default %.1f; the rest is the recent window)\n"
             "      --kv-obs-window N snapkv: the prompt's last N queries score the blocks\n"
-            "                        (default %d)\n",
+            "                        (default %d)\n"
+            "      --kv-score S      h2o: rank blocks by the mean attention per query that\n"
+            "                        saw them (mean, default) or by its sum (sum, H2O's)\n"
+            "      --kv-mass-stride N  h2o: only every N-th query position adds attention\n"
+            "                        mass, 1..block size (default %d)\n"
+            "      --kv-pool N       snapkv: rank a block by the best of the N blocks\n"
+            "                        centred on it, N odd (default %d: none)\n",
             KVL_KV_POLICY_DEFAULT_SINKS, (double)KVL_KV_POLICY_DEFAULT_HEAVY,
-            KVL_KV_POLICY_DEFAULT_OBS_WINDOW);
+            KVL_KV_POLICY_DEFAULT_OBS_WINDOW, KVL_KV_POLICY_DEFAULT_MASS_STRIDE,
+            KVL_KV_POLICY_DEFAULT_POOL);
 }
 
-/* --kv-policy, --kv-budget-tokens, --kv-sinks, --kv-heavy, --kv-obs-window:
- * as kvl_cli_kv_flag. */
+/* --kv-policy, --kv-budget-tokens, --kv-sinks, --kv-heavy, --kv-obs-window,
+ * --kv-score, --kv-mass-stride, --kv-pool: as kvl_cli_kv_flag (the ranges
+ * that depend on the block size are checked by kvl_kv_policy_check). */
 static int kv_policy_flag(const char *cmd, int argc, char **argv, int *i, kvl_cli_kv_opts *o) {
     const char *a = argv[*i], *v;
     if (strcmp(a, "--kv-policy") && strcmp(a, "--kv-budget-tokens") && strcmp(a, "--kv-sinks") &&
-        strcmp(a, "--kv-heavy") && strcmp(a, "--kv-obs-window"))
+        strcmp(a, "--kv-heavy") && strcmp(a, "--kv-obs-window") && strcmp(a, "--kv-score") &&
+        strcmp(a, "--kv-mass-stride") && strcmp(a, "--kv-pool"))
         return 0;
     if (!o->policy_ok) {
         fprintf(stderr,
@@ -93,6 +104,8 @@ static int kv_policy_flag(const char *cmd, int argc, char **argv, int *i, kvl_cl
                     v);
             return -1;
         }
+        if (!o->sinks_set) /* the scored policies keep no sink block unless asked */
+            o->policy.sinks = kvl_kv_policy_scored(&o->policy) ? 0 : KVL_KV_POLICY_DEFAULT_SINKS;
     } else if (!strcmp(a, "--kv-heavy")) {
         char *end = NULL;
         const double f = strtod(v, &end);
@@ -101,15 +114,29 @@ static int kv_policy_flag(const char *cmd, int argc, char **argv, int *i, kvl_cl
             return -1;
         }
         o->policy.heavy = (float)f;
+    } else if (!strcmp(a, "--kv-score")) {
+        if (strcmp(v, "sum") && strcmp(v, "mean")) {
+            fprintf(stderr, "kvllm %s: --kv-score: '%s' is not sum or mean\n", cmd, v);
+            return -1;
+        }
+        o->policy.score = !strcmp(v, "sum") ? KVL_KV_SCORE_SUM : KVL_KV_SCORE_MEAN;
+    } else if (!strcmp(a, "--kv-mass-stride") || !strcmp(a, "--kv-pool")) {
+        if (!kvl_cli_int(cmd, a, v, 1, KVL_MAX_CTX, &n))
+            return -1;
+        if (!strcmp(a, "--kv-pool"))
+            o->policy.pool = (int32_t)n;
+        else
+            o->policy.mass_stride = (int32_t)n;
     } else if (!strcmp(a, "--kv-obs-window")) {
         if (!kvl_cli_int(cmd, a, v, 1, KVL_MAX_CTX, &n))
             return -1;
         o->policy.obs_window = (int32_t)n;
     } else if (!kvl_cli_int(cmd, a, v, !strcmp(a, "--kv-sinks") ? 0 : 1, KVL_MAX_CTX, &n))
         return -1;
-    else if (!strcmp(a, "--kv-sinks"))
+    else if (!strcmp(a, "--kv-sinks")) {
         o->policy.sinks = (int32_t)n;
-    else
+        o->sinks_set = true;
+    } else
         o->policy.budget_tokens = (int32_t)n;
     return 1;
 }

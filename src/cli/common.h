@@ -26,6 +26,8 @@ typedef struct kvl_cli_kv_opts {
     bool check;                       /* --kv-check */
     bool k_set, v_set;                /* a format was given; otherwise "auto" */
     kvl_kv_policy policy;             /* --kv-policy, --kv-budget-tokens, --kv-sinks */
+    bool sinks_set;                   /* --kv-sinks given; else sinks follows the policy:
+                                         4 for sinks, 0 for h2o and snapkv (docs/eviction.md) */
     bool policy_ok;                   /* the subcommand runs policies (set before parsing); else
                              the policy flags are refused */
     kvl_prefix_tier_mode prefix_tier; /* --prefix-tier (the engine commands) */

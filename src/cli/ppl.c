@@ -55,6 +55,8 @@ static void usage(FILE *f) {
         "      --max-docs N     score only the first N documents\n"
         "      --stream N       score the documents as one stream of N tokens (BOS before\n"
         "                        each) with the --kv-policy below (docs/eviction.md)\n"
+        "      --stream-skip D  stream mode: start the stream after the first D documents\n"
+        "                        (another sample of the same text; default 0)\n"
         "      --stream-bos B   each (default: BOS before every document, as llama2.c\n"
         "                        trains) or first (one BOS, at the stream's start)\n"
         "      --stream-log F   an evicting policy: every 256 tokens append 'index tokens/s\n"
@@ -161,6 +163,7 @@ typedef struct ppl_opts {
     long long ctx, max_docs;
     long long stream, recompute, stride; /* --stream N, --recompute W, --recompute-stride */
     long long prompt;                    /* --prompt P: prefilled, then cut to the budget */
+    long long skip_docs;                 /* --stream-skip D: documents left out first */
     bool blank_mode, windows, kl_ref;
     bool bos_first;         /* --stream-bos first: one BOS, at the start of the stream */
     const char *stream_log; /* --stream-log FILE: rate and KV bytes every 256 tokens */
@@ -185,9 +188,9 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
         if (r > 0)
             continue;
         static const char *const known[] = {
-            "-f",           "--file",       "--split",  "--long",      "-c",
-            "--ctx",        "--max-docs",   "--stream", "--recompute", "--recompute-stride",
-            "--stream-bos", "--stream-log", "--prompt", NULL};
+            "-f",           "--file",       "--split",  "--long",        "-c",
+            "--ctx",        "--max-docs",   "--stream", "--recompute",   "--recompute-stride",
+            "--stream-bos", "--stream-log", "--prompt", "--stream-skip", NULL};
         if (!kvl_cli_flag_value(cmd, known, "the text file goes after -f", argc, argv, &i, &v))
             return 2;
         if (!strcmp(a, "-f") || !strcmp(a, "--file"))
@@ -215,6 +218,9 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
                 return 2;
             }
             o->bos_first = !strcmp(v, "first");
+        } else if (!strcmp(a, "--stream-skip")) {
+            if (!kvl_cli_int(cmd, a, v, 0, INT32_MAX, &o->skip_docs))
+                return 2;
         } else if (!strcmp(a, "--prompt")) {
             if (!kvl_cli_int(cmd, a, v, 1, KVL_MAX_CTX, &o->prompt))
                 return 2;
@@ -243,6 +249,11 @@ static int parse_args(int argc, char **argv, ppl_opts *o) {
     if (o->recompute && evicts) {
         fprintf(stderr, "kvllm ppl: --recompute is the full-KV reference: drop --kv-policy %s\n",
                 kvl_kv_policy_str(o->com.kvo.policy.kind));
+        return 2;
+    }
+    if (o->skip_docs && !o->stream) {
+        fprintf(stderr, "kvllm ppl: --stream-skip %lld applies to a stream: give --stream N\n",
+                o->skip_docs);
         return 2;
     }
     if (o->stream && o->kl_ref && (!evicts || o->ctx == 0 || o->stream > o->ctx)) {
@@ -462,6 +473,12 @@ static bool build_stream(const ppl_opts *o, const char *text, size_t len, ppl_ru
     }
     size_t at = 0;
     span d;
+    for (long long k = 0; k < o->skip_docs; k++)
+        if (!next_doc(text, len, &at, o->blank_mode, &d)) {
+            fprintf(stderr, "kvllm ppl: --stream-skip %lld: %s holds only %lld documents\n",
+                    o->skip_docs, o->file, k);
+            return false;
+        }
     while (pr->n_stream < n && next_doc(text, len, &at, o->blank_mode, &d)) {
         size_t k = 0;
         kvl_error err;
@@ -698,9 +715,15 @@ int kvl_cli_ppl(int argc, char **argv) {
                            : 0,
                        acc.n_evicted, (int)acc.max_len);
             if (kp->kind == KVL_KV_POLICY_H2O)
-                printf("kv_heavy %g\n", (double)kvl_kv_policy_heavy(kp));
+                printf("kv_heavy %g\nkv_score %s\nkv_mass_stride %d\n",
+                       (double)kvl_kv_policy_heavy(kp),
+                       kvl_kv_policy_score(kp) == KVL_KV_SCORE_SUM ? "sum" : "mean",
+                       (int)kvl_kv_policy_mass_stride(kp));
             if (kp->kind == KVL_KV_POLICY_SNAPKV)
-                printf("kv_obs_window %d\n", (int)kvl_kv_policy_obs_window(kp));
+                printf("kv_obs_window %d\nkv_pool %d\n", (int)kvl_kv_policy_obs_window(kp),
+                       (int)kvl_kv_policy_pool(kp));
+            if (o.skip_docs)
+                printf("stream_skip %lld\n", o.skip_docs);
             if (o.prompt)
                 printf("prompt_tokens %lld\n", o.prompt);
             if (o.recompute)

@@ -35,9 +35,12 @@
  *     every layer's res_start, never writes a block, and moves res_start
  *     down with the table; a table's shift[b] is a multiple of bs and at
  *     most max_ctx, so rope_cs covers every shift attention meets;
- *   - with mass allocated, mass[seq][b] is 0 for b >= the table's blocks,
- *     and attend() writes it (atomic adds) only for a slot whose policy
- *     accumulates.
+ *   - with mass allocated, mass[seq][b] and mass_n[seq][b] are 0 for b >=
+ *     the table's blocks, attend() writes them (atomic adds) only for a
+ *     slot whose policy accumulates, and mass_n[seq][b] counts the queries
+ *     whose attention added to mass[seq][b] (the layer-0 call that starts
+ *     at head 0 counts each query once); both move with the table on
+ *     eviction.
  *
  * Must not: allocate or take blocks in store()/attend(); mutate anything
  * in attend() (it runs on several threads) but the mass above; change anything on a failed
@@ -78,6 +81,8 @@ struct kvl_kv_paged {
     /* scored policies (h2o, snapkv); made by the first set_policy of one */
     uint64_t *mass;    /* (max_seqs, cap) attention mass of each logical block,
                             fixed point (kv_attn.h); 0 past a table's blocks */
+    uint32_t *mass_n;  /* (max_seqs, cap) queries that added to each mass */
+    uint64_t *rank;    /* (cap) kvl_kv_policy_rank's answer, victim scratch */
     kvl_kv_cand *cand; /* (cap) victim selection scratch */
     uint32_t *victims; /* (cap) */
     uint32_t cap;      /* logical blocks of a table */
@@ -218,6 +223,8 @@ void kvl_kv_paged_free(kvl_kv_paged *kv) {
     free(kv->rope_freq);
     free(kv->rope_cs);
     free(kv->mass);
+    free(kv->mass_n);
+    free(kv->rank);
     free(kv->cand);
     free(kv->victims);
     kvl_block_pool_free(kv->pool);
@@ -298,6 +305,9 @@ static void paged_attend(void *ctx, int32_t layer, int32_t seq, int32_t n_ctx, c
     uint64_t *mass = kv->mass && kvl_kv_policy_accumulates(&kv->policy[seq], t->n_tokens, n_ctx)
                          ? kv->mass + (size_t)seq * kv->cap
                          : NULL;
+    if (mass && layer == 0 && h0 == 0) /* one count per query for every block it sees */
+        for (int32_t b = 0, nb = (n_ctx + kv->lay.block_size - 1) / kv->lay.block_size; b < nb; b++)
+            __atomic_fetch_add(&kv->mass_n[(size_t)seq * kv->cap + b], 1u, __ATOMIC_RELAXED);
     if (kv->k_codec == KVL_KVQ_F32 && kv->v_codec == KVL_KVQ_F32) {
         /* f32: K and V chunks and arrays have the same sizes */
         kvl_kv_view view = {
@@ -464,9 +474,12 @@ kvl_status kvl_kv_paged_fork(kvl_kv_paged *kv, int32_t src, int32_t dst, kvl_err
                           "kv paged fork: dst seq %d holds %d tokens, not 0 (release it first)",
                           (int)dst, (int)kv->tables[dst].n_tokens);
     st = kvl_block_table_fork(&kv->tables[dst], &kv->tables[src], kv->pool, err);
-    if (st == KVL_OK && kv->mass)
+    if (st == KVL_OK && kv->mass) {
         memcpy(kv->mass + (size_t)dst * kv->cap, kv->mass + (size_t)src * kv->cap,
                kv->cap * sizeof(uint64_t));
+        memcpy(kv->mass_n + (size_t)dst * kv->cap, kv->mass_n + (size_t)src * kv->cap,
+               kv->cap * sizeof(uint32_t));
+    }
     if (st != KVL_OK || !kv->res_start)
         return st;
     const size_t L = (size_t)kv->lay.n_layers;
@@ -480,10 +493,12 @@ kvl_status kvl_kv_paged_fork(kvl_kv_paged *kv, int32_t src, int32_t dst, kvl_err
     return KVL_OK;
 }
 
-/* Zero seq's attention mass from logical block `from` on. */
+/* Zero seq's attention mass and its counts from logical block `from` on. */
 static void mass_clear(kvl_kv_paged *kv, int32_t seq, uint32_t from) {
-    if (kv->mass && from < kv->cap)
-        memset(kv->mass + (size_t)seq * kv->cap + from, 0, (kv->cap - from) * sizeof(uint64_t));
+    if (!kv->mass || from >= kv->cap)
+        return;
+    memset(kv->mass + (size_t)seq * kv->cap + from, 0, (kv->cap - from) * sizeof(uint64_t));
+    memset(kv->mass_n + (size_t)seq * kv->cap + from, 0, (kv->cap - from) * sizeof(uint32_t));
 }
 
 /* After truncating seq to n tokens: the residual starts at the block of n;
@@ -595,13 +610,19 @@ kvl_status kvl_kv_paged_set_policy(kvl_kv_paged *kv, int32_t seq, const kvl_kv_p
     }
     if (kvl_kv_policy_scored(p) && !kv->mass) {
         kv->mass = calloc((size_t)kv->max_seqs * kv->cap, sizeof(uint64_t));
+        kv->mass_n = calloc((size_t)kv->max_seqs * kv->cap, sizeof(uint32_t));
+        kv->rank = malloc(kv->cap * sizeof(uint64_t));
         kv->cand = malloc(kv->cap * sizeof(kvl_kv_cand));
         kv->victims = malloc(kv->cap * sizeof(uint32_t));
-        if (!kv->mass || !kv->cand || !kv->victims) {
+        if (!kv->mass || !kv->mass_n || !kv->rank || !kv->cand || !kv->victims) {
             free(kv->mass);
+            free(kv->mass_n);
+            free(kv->rank);
             free(kv->cand);
             free(kv->victims);
             kv->mass = NULL;
+            kv->mass_n = NULL;
+            kv->rank = NULL;
             kv->cand = NULL;
             kv->victims = NULL;
             return kvl_errorf(err, KVL_E_NOMEM,
@@ -611,6 +632,11 @@ kvl_status kvl_kv_paged_set_policy(kvl_kv_paged *kv, int32_t seq, const kvl_kv_p
         }
     }
     kv->policy[seq] = *p;
+    /* h2o's default stride, at most the block size (so that every full
+     * block has been seen by a query that adds mass) */
+    if (p->kind == KVL_KV_POLICY_H2O && p->mass_stride == 0 &&
+        kvl_kv_policy_mass_stride(p) > kv->lay.block_size)
+        kv->policy[seq].mass_stride = kv->lay.block_size;
     return KVL_OK;
 }
 
@@ -621,12 +647,15 @@ static void mass_evict(kvl_kv_paged *kv, int32_t seq, uint32_t n_blocks, const u
     if (!kv->mass || n == 0)
         return;
     uint64_t *m = kv->mass + (size_t)seq * kv->cap;
+    uint32_t *c = kv->mass_n + (size_t)seq * kv->cap;
     uint32_t dst = victims[0], k = 0;
     for (uint32_t b = victims[0]; b < n_blocks; b++) {
         if (k < n && victims[k] == b)
             k++;
-        else
+        else {
+            c[dst] = c[b];
             m[dst++] = m[b];
+        }
     }
     mass_clear(kv, seq, dst);
 }
@@ -642,9 +671,10 @@ static kvl_status evict_victims(kvl_kv_paged *kv, int32_t seq, int32_t n_new, ui
     *n = 0;
     if (kvl_kv_policy_scored(p) && kv->mass) {
         const uint32_t nb = t->n_blocks;
-        st = kvl_kv_policy_victims_scored(p, bs, t->n_tokens, n_new,
-                                          kv->mass + (size_t)seq * kv->cap, kv->cand, kv->victims,
-                                          n, err);
+        kvl_kv_policy_rank(p, kv->mass + (size_t)seq * kv->cap, kv->mass_n + (size_t)seq * kv->cap,
+                           nb, kv->rank);
+        st = kvl_kv_policy_victims_scored(p, bs, t->n_tokens, n_new, kv->rank, kv->cand,
+                                          kv->victims, n, err);
         if (st != KVL_OK || *n == 0)
             return st;
         st = kvl_block_table_evict_list(t, kv->pool, kv->victims, *n, err);
@@ -703,6 +733,10 @@ kvl_status kvl_kv_paged_make_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, 
 
 const uint64_t *kvl_kv_paged_mass(const kvl_kv_paged *kv, int32_t seq) {
     return kv->mass && seq >= 0 && seq < kv->max_seqs ? kv->mass + (size_t)seq * kv->cap : NULL;
+}
+
+const uint32_t *kvl_kv_paged_mass_count(const kvl_kv_paged *kv, int32_t seq) {
+    return kv->mass && seq >= 0 && seq < kv->max_seqs ? kv->mass_n + (size_t)seq * kv->cap : NULL;
 }
 
 int32_t kvl_kv_paged_len(const kvl_kv_paged *kv, int32_t seq) {

@@ -162,6 +162,9 @@ kvl_status kvl_kv_paged_make_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, 
 /* seq's attention mass per logical block (fixed point, kv_attn.h), read
  * only; NULL for a bad seq or before any set_policy of h2o / snapkv. */
 const uint64_t *kvl_kv_paged_mass(const kvl_kv_paged *kv, int32_t seq);
+/* The number of queries whose attention added to each block's mass
+ * (h2o's mean score divides by it), as kvl_kv_paged_mass. */
+const uint32_t *kvl_kv_paged_mass_count(const kvl_kv_paged *kv, int32_t seq);
 
 int32_t kvl_kv_paged_len(const kvl_kv_paged *kv, int32_t seq); /* -1 for a bad seq */
 int32_t kvl_kv_paged_max_seqs(const kvl_kv_paged *kv);

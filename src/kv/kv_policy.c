@@ -46,9 +46,44 @@ int32_t kvl_kv_policy_obs_window(const kvl_kv_policy *p) {
     return p->obs_window == 0 ? KVL_KV_POLICY_DEFAULT_OBS_WINDOW : p->obs_window;
 }
 
+int32_t kvl_kv_policy_score(const kvl_kv_policy *p) {
+    if (p->kind != KVL_KV_POLICY_H2O)
+        return KVL_KV_SCORE_SUM;
+    return p->score == 0 ? KVL_KV_SCORE_MEAN : p->score;
+}
+
+int32_t kvl_kv_policy_mass_stride(const kvl_kv_policy *p) {
+    if (p->kind != KVL_KV_POLICY_H2O)
+        return 1;
+    return p->mass_stride == 0 ? KVL_KV_POLICY_DEFAULT_MASS_STRIDE : p->mass_stride;
+}
+
+int32_t kvl_kv_policy_pool(const kvl_kv_policy *p) {
+    if (p->kind != KVL_KV_POLICY_SNAPKV)
+        return 1;
+    return p->pool == 0 ? KVL_KV_POLICY_DEFAULT_POOL : p->pool;
+}
+
+void kvl_kv_policy_rank(const kvl_kv_policy *p, const uint64_t *mass, const uint32_t *count,
+                        uint32_t nb, uint64_t *out) {
+    const bool mean = kvl_kv_policy_score(p) == KVL_KV_SCORE_MEAN && count;
+    const uint32_t half = (uint32_t)(kvl_kv_policy_pool(p) / 2);
+    for (uint32_t b = 0; b < nb; b++) {
+        if (mean) {
+            out[b] = count[b] ? mass[b] / count[b] : UINT64_MAX;
+            continue;
+        }
+        uint64_t r = mass[b];
+        const uint32_t lo = b > half ? b - half : 0, hi = b + half < nb ? b + half : nb - 1;
+        for (uint32_t j = lo; j <= hi; j++)
+            r = mass[j] > r ? mass[j] : r;
+        out[b] = r;
+    }
+}
+
 bool kvl_kv_policy_accumulates(const kvl_kv_policy *p, int32_t n_tokens, int32_t n_ctx) {
     if (p->kind == KVL_KV_POLICY_H2O)
-        return true;
+        return (n_ctx - 1) % kvl_kv_policy_mass_stride(p) == 0;
     return p->kind == KVL_KV_POLICY_SNAPKV && n_tokens > p->budget_tokens &&
            n_ctx > n_tokens - kvl_kv_policy_obs_window(p);
 }
@@ -73,6 +108,22 @@ kvl_status kvl_kv_policy_check(const kvl_kv_policy *p, int32_t block_size, int32
     if (p->kind == KVL_KV_POLICY_H2O && !(heavy == 0.0f || (heavy > 0.0f && heavy < 1.0f)))
         return kvl_errorf(err, KVL_E_INVALID, "kv policy h2o: heavy %g not in (0, 1) (0: %g)",
                           (double)heavy, (double)KVL_KV_POLICY_DEFAULT_HEAVY);
+    if (p->kind == KVL_KV_POLICY_H2O && p->score != 0 && p->score != KVL_KV_SCORE_SUM &&
+        p->score != KVL_KV_SCORE_MEAN)
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "kv policy h2o: score %d is not 0 (default), %d (sum) or %d (mean)",
+                          (int)p->score, KVL_KV_SCORE_SUM, KVL_KV_SCORE_MEAN);
+    if (p->kind == KVL_KV_POLICY_H2O && (p->mass_stride < 0 || p->mass_stride > block_size))
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "kv policy h2o: mass_stride %d not in [0, block size %d] (0: %d)",
+                          (int)p->mass_stride, (int)block_size, KVL_KV_POLICY_DEFAULT_MASS_STRIDE);
+    if (p->kind == KVL_KV_POLICY_SNAPKV &&
+        (p->pool < 0 || (p->pool > 0 && p->pool % 2 == 0) || p->pool > max_ctx / block_size + 1))
+        return kvl_errorf(err, KVL_E_INVALID,
+                          "kv policy snapkv: pool %d is not 0 (default %d) or an odd number of "
+                          "blocks in [1, %d]",
+                          (int)p->pool, KVL_KV_POLICY_DEFAULT_POOL,
+                          (int)(max_ctx / block_size + 1));
     const int32_t w = kvl_kv_policy_obs_window(p);
     if (p->kind == KVL_KV_POLICY_SNAPKV && (w < 1 || w > max_ctx))
         return kvl_errorf(err, KVL_E_INVALID, "kv policy snapkv: obs_window %d not in [1, %d]",

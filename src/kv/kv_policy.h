@@ -54,11 +54,30 @@ bool kvl_kv_policy_scored(const kvl_kv_policy *p);
 float kvl_kv_policy_heavy(const kvl_kv_policy *p);
 int32_t kvl_kv_policy_obs_window(const kvl_kv_policy *p);
 
+/* h2o's score (KVL_KV_SCORE_SUM or _MEAN; snapkv: SUM) and mass stride
+ * (snapkv, others: 1), snapkv's pool (others: 1), defaults applied. */
+int32_t kvl_kv_policy_score(const kvl_kv_policy *p);
+int32_t kvl_kv_policy_mass_stride(const kvl_kv_policy *p);
+int32_t kvl_kv_policy_pool(const kvl_kv_policy *p);
+
+/*
+ * The rank of each of nb blocks for kvl_kv_policy_victims_scored (least
+ * ranked leave first), from mass[b], the attention mass accumulated into
+ * block b, and count[b], the number of queries that added to it (count may
+ * be NULL for SUM): h2o SUM: mass; h2o MEAN: mass / count (a block no
+ * query has added to yet ranks highest: nothing is known against it);
+ * snapkv: the largest mass among the pool blocks centred on b (those that
+ * exist). out[] holds nb entries.
+ */
+void kvl_kv_policy_rank(const kvl_kv_policy *p, const uint64_t *mass, const uint32_t *count,
+                        uint32_t nb, uint64_t *out);
+
 /*
  * Whether attention of a query that sees n_ctx positions of a sequence of
  * n_tokens (reserved) positions adds to the blocks' mass: always for h2o;
- * for snapkv only while a prompt longer than the budget is prefilled and
- * only for its last obs_window queries; never for the others.
+ * h2o's queries at a position (n_ctx - 1) that is a multiple of its mass
+ * stride; for snapkv only while a prompt longer than the budget is
+ * prefilled and only for its last obs_window queries; never for the others.
  */
 bool kvl_kv_policy_accumulates(const kvl_kv_policy *p, int32_t n_tokens, int32_t n_ctx);
 
