@@ -63,6 +63,23 @@ typedef struct kvl_sim_device {
      * matmuls are priced from them (interpolated linearly in tokens between
      * the points, proportional to tokens past 64) instead of the two rates. */
     double mm_s_per_byte[4];
+    /* A calibrated CPU's work outside the weight products, as the served
+     * engine does it (each 0 = not measured, the term is left out; used
+     * only with mm_s_per_byte, so the GPU devices never see them):
+     *   attn_s_per_pos: seconds per (layer x query head x attended
+     *     position) of the engine's attention kernel (f16 KV, the pool's
+     *     split), for heads of attn_head_dim; scaled by head_dim /
+     *     attn_head_dim. When set, attention is priced with it instead of
+     *     FLOPs at the 64-token product rate, and the KV read bytes leave
+     *     the bandwidth term (the kernel's time includes its reads).
+     *   tok_s_per_layer: seconds per (token x layer) of the per-token work
+     *     around the products: norms, rotary, KV store, residual adds,
+     *     SwiGLU and the attention call itself (context-independent part).
+     *   row_s_per_vocab: seconds per (logits row x vocabulary entry) of the
+     *     engine's per-row work after the forward: the row copied, sampled
+     *     at temperature 1 over the whole vocabulary, its log-probability.
+     * step_overhead_s above is the fixed part of a step. */
+    double attn_s_per_pos, attn_head_dim, tok_s_per_layer, row_s_per_vocab;
     const char *source; /* where the numbers come from */
 } kvl_sim_device;
 
@@ -106,6 +123,8 @@ typedef struct kvl_sim_step {
     double flops, bytes;  /* per device */
     double kv_read_bytes; /* per device, before the paged penalty */
     double t_compute, t_memory, t_comm;
+    double t_attn;  /* of t_compute: attention (calibrated CPU: its own term) */
+    double t_other; /* of t_compute: a calibrated CPU's per-token and per-row work */
     double seconds; /* the step's time */
 } kvl_sim_step;
 
