@@ -9,7 +9,10 @@
  *
  * (the sum of the two terms instead of their max for a serial device: a
  * calibrated CPU, whose weight matmuls are priced from measured products of
- * 1, 4, 16 and 64 tokens; docs/sim.md has the measurements that chose this)
+ * 1, 4, 16 and 64 tokens, and whose attention, per-token kernels, per-row
+ * sampling and dispatches have measured terms of their own when its file
+ * gives them (kvl_sim_device; docs/sim.md has the formula and the
+ * measurements that chose it))
  *
  * counted per device of a tensor-parallel group of tp devices:
  *
@@ -99,7 +102,9 @@ kvl_status kvl_sim_device_from_catalog(const char *name, kvl_sim_device *out, kv
 
 /* Read a calibration file written by `kvllm sim calibrate` (key value
  * lines: bandwidth, flops, step_overhead_s, serial, bytes (default 16 GiB),
- * mm_s_per_byte_1/4/16/64, threads, name). mbu = mfu = 1:
+ * mm_s_per_byte_1/4/16/64, attn_s_per_pos, attn_head_dim, tok_s_per_layer,
+ * row_s_per_vocab, threads, name; a value outside its key's range is
+ * refused naming the key and the range). mbu = mfu = 1:
  * the measured rates are what this machine reaches. KVL_E_IO / KVL_E_FORMAT
  * naming the file, line and key. */
 kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_error *err);
