@@ -611,6 +611,11 @@ int kvl_cli_sim(int argc, char **argv) {
            c->dev.bandwidth / 1e9, c->dev.mbu, c->dev.flops / 1e12, c->dev.mfu,
            c->dev.step_overhead_s, (double)p.kv_budget / (1u << 30), p.block_size, p.max_seqs,
            p.max_batch_tokens);
+    if (c->dev.attn_s_per_pos > 0 || c->dev.tok_s_per_layer > 0 || c->dev.row_s_per_vocab > 0)
+        printf("sim: served-step terms: attention %.3g s per layer-head-position (head %.0f), "
+               "%.3g s per token-layer, %.3g s per row-vocab entry\n",
+               c->dev.attn_s_per_pos, c->dev.attn_head_dim, c->dev.tok_s_per_layer,
+               c->dev.row_s_per_vocab);
     int n_runs = 0;
     for (int k = 0; k < 4; k++)
         n_runs += o.policies[k] ? o.n_rates : 0;
