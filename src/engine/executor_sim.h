@@ -128,8 +128,9 @@ typedef struct kvl_sim_step {
     double flops, bytes;  /* per device */
     double kv_read_bytes; /* per device, before the paged penalty */
     double t_compute, t_memory, t_comm;
-    double t_attn;  /* of t_compute: attention (calibrated CPU: its own term) */
-    double t_other; /* of t_compute: a calibrated CPU's per-token and per-row work */
+    /* parts of t_compute, on a calibrated CPU only (0 otherwise): attention,
+     * and the per-token and per-row work */
+    double t_attn, t_other;
     double seconds; /* the step's time */
 } kvl_sim_step;
 
