@@ -12,13 +12,18 @@
 # Each point is solved exactly: the sim's step is linear in the point it
 # uses (a run of the same shape as the bench test with two trial values
 # gives the slope and the rest of the step), solved in the order 1, 4, 16,
-# 64 so that each solve sees the points before it.
+# 64 so that each solve sees the points before it. The calibration's
+# other terms (attention per position, per-token work, dispatches) stay in
+# the solve, so the points keep only what the products take; the per-row
+# sampling term (row_s_per_vocab) is left out of the solve, since `kvllm
+# bench` computes logits but samples nothing, and written back after.
 set -eu
 model=$1 calib=$2 csv=$3
 bin=${KVL_BIN:-build/kvllm}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-grep -v '^mm_s_per_byte_' "$calib" >"$tmp/base"
+grep -v '^mm_s_per_byte_\|^row_s_per_vocab ' "$calib" >"$tmp/base"
+row=$(awk '$1 == "row_s_per_vocab" { print $2 }' "$calib")
 declare -A pt=([1]=1e-10 [4]=1e-10 [16]=1e-10 [64]=1e-9)
 write() { # the calibration with the current points
     cp "$tmp/base" "$tmp/c"
@@ -49,3 +54,4 @@ solve 64 fixed:64,1 1 mean_step_s "$(measured pp64 64)"
 write
 echo "# mm_s_per_byte_* solved from $csv (bench/sim_calib_from_bench.sh)"
 cat "$tmp/c"
+if [ -n "$row" ]; then echo "row_s_per_vocab $row"; fi

@@ -6,8 +6,10 @@
 # --dump-workload for its seed, as a sim trace) on the calibrated CPU
 # (predicted), with two calibrations taken right before each measured run
 # (the machine is shared: its rates move within minutes): A, `kvllm sim
-# calibrate` (kernel products on one large matrix), and B, A with its
-# product points solved from `kvllm bench` steps of this model
+# calibrate -m MODEL` (kernel products on one large matrix, and the served
+# step's other work on the model's shape: attention per position, per-token
+# kernels, per-row sampling, dispatches), and B, A with its product points
+# solved from `kvllm bench` steps of this model
 # (bench/sim_calib_from_bench.sh).
 #
 #   bench/sim_serve_validate.sh MODEL.gguf OUTDIR "RATES" N PROMPT OUTPUT
@@ -16,7 +18,8 @@
 # Run it on a quiet machine (nothing else compiling or benchmarking): the
 # 15% target is below this machine's load swings.
 #
-# Compared, each cell measured / A / B (B / measured):
+# Compared, each cell measured / A / B (A / measured, B / measured)
+# (bench/sim_serve_table.py):
 #   mean step: the mean wall time of the steps that ran tokens (bench
 #     serve's per-step timings: its batch_tpot buckets and mixed steps),
 #     against the sim's mean step. Not duration / engine_steps: that counts
@@ -33,7 +36,8 @@ printf '| rate | load | steps: meas / A / B | mean step s | TTFT p50 s | TPOT p5
 printf '|---|---|---|---|---|---|\n'
 for r in $rates; do
     load=$(cut -d' ' -f1 /proc/loadavg)
-    $bin sim calibrate -t 2 -o "$out/calib_$r.txt" >"$out/calib_$r.log" 2>&1
+    echo "$load" >"$out/load_$r.txt"
+    $bin sim calibrate -t 2 -m "$model" -o "$out/calib_$r.txt" >"$out/calib_$r.log" 2>&1
     $bin bench -m "$model" -t 2 -p 64 -n 16 -b 1,4,16 -r 2 -o csv >"$out/bench_$r.csv" 2>/dev/null
     bench/sim_calib_from_bench.sh "$model" "$out/calib_$r.txt" "$out/bench_$r.csv" \
         >"$out/calibB_$r.txt"
@@ -52,20 +56,9 @@ PY
         $bin sim -m "$model" --type q8_0 --kv-type f16 --device cpu --calib "$out/${c}_$r.txt" \
             --ctx 256 --kv-mem 256MiB --max-seqs 16 --max-batch-tokens 256 \
             --workload "trace:$out/trace_$r.txt" --json "$out/sim_${c}_$r.json" \
+            --steps "$out/steps_${c}_$r.txt" \
             >"$out/sim_${c}_$r.txt" 2>&1
     done
-    python3 - "$out/serve_$r.json" "$out/sim_calib_$r.json" "$out/sim_calibB_$r.json" "$r" \
-        "$load" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
-a, b = (json.load(open(f))["results"][0] for f in sys.argv[2:4])
-steps = sum(k["steps"] for k in m["batch_tpot"]) + m["mixed_steps"]
-busy = sum(k["steps"] * k["mean_tpot_ms"] for k in m["batch_tpot"]) / 1e3
-busy += m["mixed_steps"] * m["mixed_step_mean_ms"] / 1e3
-ms = busy / steps
-tt, tp = m["p50_ttft_ms"] / 1e3, m["p50_tpot_ms"] / 1e3
-f = lambda x, k: "%.3f / %.3f / %.3f (%.2f)" % (x, a[k], b[k], b[k] / x if x else float("nan"))
-print("| %s | %s | %d / %d / %d | %s | %s | %s |" % (sys.argv[4], sys.argv[5], steps, a["steps"],
-      b["steps"], f(ms, "mean_step_s"), f(tt, "ttft_p50"), f(tp, "tpot_p50")))
-PY
+    python3 bench/sim_serve_table.py "$out/serve_$r.json" "$out/sim_calib_$r.json" \
+        "$out/sim_calibB_$r.json" "$r" "$load"
 done

@@ -18,6 +18,56 @@
 
 /* ---- the cost model ------------------------------------------------------- */
 
+/* The calibrated CPU's terms for the served step's other work, on the
+ * serial device d of test_cost (products 1e-9, 2e-9, 4e-9, 8e-9 s/byte):
+ * each moves the step by exactly what its formula says, and a GPU-style
+ * device (not serial) ignores them. */
+static void test_cost_cpu_terms(const kvl_model_shape *sh, kvl_sim_device *d) {
+    kvl_sim_cost c;
+    kvl_error err;
+    kvl_sim_step s0, s1;
+    /* three decodes at positions 4, 9, 19 (contexts 5, 10, 20), logits on
+     * all three; weights: 163840 B at the 3-token rate 1e-9 + 2/3 x 1e-9 */
+    int32_t tok[3] = {0}, seq[3] = {0, 1, 2}, pos[3] = {4, 9, 19};
+    bool lg[3] = {true, true, true};
+    kvl_batch b = {.n_tokens = 3, .tokens = tok, .seq = seq, .pos = pos, .logits = lg};
+    CHECK_EQ_INT(kvl_sim_cost_init(sh, KVL_TYPE_F16, 512, d, 1, true, &c, &err), KVL_OK);
+    kvl_sim_cost_batch(&c, &b, &s0);
+    d->attn_s_per_pos = 1e-6;
+    d->attn_head_dim = 8; /* the shape's heads are 16 wide: twice the rate */
+    d->tok_s_per_layer = 1e-4;
+    d->row_s_per_vocab = 1e-5;
+    d->step_overhead_s = 0.25;
+    CHECK_EQ_INT(kvl_sim_cost_init(sh, KVL_TYPE_F16, 512, d, 1, true, &c, &err), KVL_OK);
+    kvl_sim_cost_batch(&c, &b, &s1);
+    /* by hand: 2 layers x 4 heads x (5 + 10 + 20) positions x 1e-6 x 16/8 */
+    double attn = 1e-6 * 2 * 2 * 4 * 35, other = 1e-4 * 3 * 2 + 1e-5 * 3 * 100;
+    double w = 163840.0 * (1e-9 + 2.0 / 3 * 1e-9) + 12800.0 * (1e-9 + 2.0 / 3 * 1e-9);
+    double mem = (3 * 512.0 + 3 * 128.0) / 1e9; /* KV written, embedding rows; no KV read */
+    CHECK_NEAR(s1.t_attn, attn, 1e-15);
+    CHECK_NEAR(s1.t_other, other, 1e-15);
+    CHECK_NEAR(s1.t_compute, w + attn + other, 1e-15);
+    CHECK_NEAR(s1.t_memory, mem, 1e-18);
+    CHECK_NEAR(s1.seconds, w + attn + other + mem + 0.25, 1e-12);
+    /* against the step without the terms: attention was FLOPs at 1e9 and the
+     * KV read (35 positions x 512 B x 1.2 paged) at the bandwidth */
+    double attn0 = 4.0 * 2 * 64 * 35 / 1e9, kv0 = 35 * 512.0 * 1.2 / 1e9;
+    CHECK_NEAR(s0.seconds, w + attn0 + mem + kv0 + 0.5, 1e-12);
+    CHECK_NEAR(s1.seconds - s0.seconds, attn - attn0 + other - kv0 - 0.25, 1e-12);
+    /* a GPU-style device: the terms are not part of its model */
+    kvl_sim_device g = *d;
+    g.serial = false;
+    kvl_sim_device g0 = g;
+    g0.attn_s_per_pos = g0.tok_s_per_layer = g0.row_s_per_vocab = 0;
+    CHECK_EQ_INT(kvl_sim_cost_init(sh, KVL_TYPE_F16, 512, &g, 1, true, &c, &err), KVL_OK);
+    kvl_sim_cost_batch(&c, &b, &s1);
+    CHECK_EQ_INT(kvl_sim_cost_init(sh, KVL_TYPE_F16, 512, &g0, 1, true, &c, &err), KVL_OK);
+    kvl_sim_cost_batch(&c, &b, &s0);
+    CHECK(s1.seconds == s0.seconds);
+    CHECK(s1.t_attn == 0 && s1.t_other == 0);
+    d->attn_s_per_pos = d->attn_head_dim = d->tok_s_per_layer = d->row_s_per_vocab = 0;
+}
+
 static void test_cost(void) {
     /* a 2-layer MHA shape with round numbers */
     kvl_model_shape sh;
@@ -98,6 +148,7 @@ static void test_cost(void) {
     CHECK_NEAR(s.t_compute, 163840.0 * 8e-9 * 100 / 64 + 12800.0 * 1e-9 + 4.0 * 2 * 64 * 5050 / 1e9,
                1e-12);
     CHECK_CONTAINS(err.msg, "--tp 3");
+    test_cost_cpu_terms(&sh, &d);
 }
 
 /* ---- the pinned scenario -------------------------------------------------- */
@@ -681,6 +732,38 @@ static void test_calib_file(void) {
     CHECK_NEAR(d.flops, 9e10, 0);
     CHECK(d.serial);
     CHECK_NEAR(d.mbu, 1, 0);
+    CHECK_NEAR(d.attn_s_per_pos, 0, 0); /* an old file: the terms are off */
+    CHECK_NEAR(d.row_s_per_vocab, 0, 0);
+    f = fopen(path, "w");
+    fprintf(f, "bandwidth 3e9\nflops 9e10\nserial 1\nattn_s_per_pos 5e-9\nattn_head_dim 64\n"
+               "tok_s_per_layer 2e-5\nrow_s_per_vocab 2e-7\nstep_overhead_s 3e-5\n");
+    fclose(f);
+    CHECK_EQ_INT(kvl_sim_device_from_file(path, &d, &err), KVL_OK);
+    CHECK_NEAR(d.attn_s_per_pos, 5e-9, 0);
+    CHECK_NEAR(d.attn_head_dim, 64, 0);
+    CHECK_NEAR(d.tok_s_per_layer, 2e-5, 0);
+    CHECK_NEAR(d.row_s_per_vocab, 2e-7, 0);
+    CHECK_NEAR(d.step_overhead_s, 3e-5, 0);
+    /* each new key's range, named with the key in the refusal */
+    static const char *const bad[][2] = {
+        {"attn_s_per_pos 0.5\nattn_head_dim 64\n",
+         "line 3: attn_s_per_pos '0.5' is not a number in [0, 0.001]"},
+        {"attn_s_per_pos 1e-9\nattn_head_dim 0\n",
+         "line 4: attn_head_dim '0' is not a number in [1, 4096]"},
+        {"tok_s_per_layer -1\n", "line 3: tok_s_per_layer '-1' is not a number in [0, 1]"},
+        {"row_s_per_vocab 2x\n", "line 3: row_s_per_vocab '2x' is not a number in [0, 0.001]"},
+        {"step_overhead_s 11\n", "line 3: step_overhead_s '11' is not a number in [0, 10]"},
+        {"attn_s_per_pos 1e-9\n", "attn_s_per_pos needs attn_head_dim"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        f = fopen(path, "w");
+        fprintf(f, "bandwidth 3e9\nflops 9e10\n%s", bad[i][0]);
+        fclose(f);
+        d.row_s_per_vocab = 7;
+        CHECK_EQ_INT(kvl_sim_device_from_file(path, &d, &err), KVL_E_FORMAT);
+        CHECK_CONTAINS(err.msg, bad[i][1]);
+        CHECK_NEAR(d.row_s_per_vocab, 7, 0); /* *out untouched */
+    }
     f = fopen(path, "w");
     fprintf(f, "bandwidth fast\n");
     fclose(f);

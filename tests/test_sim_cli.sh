@@ -138,6 +138,24 @@ printf 'bandwidth 3e9\n' >"$TMP/calib_bad.txt"
 expect 1 "must both be > 0" -- --model TinyLlama-1.1B --device cpu --calib "$TMP/calib_bad.txt"
 out=$("$BIN" sim calibrate 2>&1)
 if [ $? = 2 ] && grep -qF -- "-o FILE is required" <<<"$out"; then ok; else bad "calibrate: $out"; fi
+out=$("$BIN" sim calibrate -o "$TMP/c.txt" -m "$TMP/none.gguf" 2>&1)
+if [ $? = 1 ] && grep -qF -- "-m $TMP/none.gguf" <<<"$out"; then ok; else bad "calibrate -m: $out"; fi
+# the served step's terms: read, and each moves the CPU's step; bad values refused
+cat "$TMP/calib.txt" - >"$TMP/calib_t.txt" <<'EOF2'
+mm_s_per_byte_1 5e-11
+mm_s_per_byte_4 5e-11
+mm_s_per_byte_16 1e-10
+mm_s_per_byte_64 3e-10
+EOF2
+step() { "$BIN" sim --model TinyLlama-1.1B --type q8_0 --device cpu --calib "$1" \
+    --workload fixed:16,4 --requests 2 --arrival burst | grep -o 'step [0-9.]* s' | head -1; }
+base=$(step "$TMP/calib_t.txt")
+{ cat "$TMP/calib_t.txt"; echo "row_s_per_vocab 1e-6"; } >"$TMP/calib_r.txt"
+more=$(step "$TMP/calib_r.txt")
+if [ -n "$base" ] && [ "$base" != "$more" ]; then ok; else bad "row term: '$base' '$more'"; fi
+printf 'attn_s_per_pos 1\n' >>"$TMP/calib_r.txt"
+expect 1 "attn_s_per_pos '1' is not a number in [0, 0.001]" -- --model TinyLlama-1.1B \
+    --device cpu --calib "$TMP/calib_r.txt"
 
 echo "test_sim_cli: $checks checks, $fails failed"
 [ "$fails" = 0 ]

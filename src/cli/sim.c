@@ -8,8 +8,7 @@
  * single pair, a table for several, plus --json and --csv files.
  */
 #include "cli/cli.h"
-#include "core/pool.h"
-#include "kernels/kernels.h"
+#include "cli/sim_calib.h"
 #include "model/gguf.h"
 #include "plan/catalog.h"
 #include "plan/planner.h"
@@ -20,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #define MAX_RATES 64
 
@@ -44,7 +42,7 @@ typedef struct sim_opts {
 static void usage(FILE *f) {
     fprintf(
         f, "usage: kvllm sim (--model NAME | -m FILE.gguf) --device NAME [flags]\n"
-           "       kvllm sim calibrate -o FILE [-t THREADS]\n"
+           "       kvllm sim calibrate -o FILE [-t THREADS] [-m FILE.gguf (the shape)]\n"
            "\n"
            "The real scheduler and KV ledger (metadata only) on a virtual clock; each step\n"
            "priced as max(FLOPs / (flops x mfu), bytes / (bandwidth x mbu)) + overhead.\n"
@@ -104,150 +102,6 @@ static void usage(FILE *f) {
            "  --slo S               normalized latency (s/token) for the sustainable-rate summary\n"
            "                        of a sweep (default 0.5)\n"
            "  --slo-ttft S --slo-tpot S   goodput's SLOs in seconds (default 1 and 0.1)\n");
-}
-
-/* ---- calibrate ------------------------------------------------------------ */
-
-static double now_s(void) { return kvl_now(); }
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-typedef struct read_arg {
-    const double *a;
-    size_t n;
-    int n_threads;
-    double sum[64];
-} read_arg;
-
-static void read_fn(void *p, int ti, int nt) {
-    read_arg *r = p;
-    size_t lo = r->n * (size_t)ti / (size_t)nt, hi = r->n * (size_t)(ti + 1) / (size_t)nt;
-    double s[8] = {0}; /* eight chains: the adds' latency must not bound the read */
-    size_t i = lo;
-    for (; i + 8 <= hi; i += 8)
-        for (int k = 0; k < 8; k++)
-            s[k] += r->a[i + k];
-    for (; i < hi; i++)
-        s[0] += r->a[i];
-    r->sum[ti % 64] = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
-}
-
-static int calibrate(int argc, char **argv) {
-    const char *out = NULL;
-    long long threads = 2;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if (!strcmp(argv[i], "-o") || !strcmp(argv[i], "--out")) {
-            if (!kvl_cli_value("sim calibrate", argc, argv, &i, &out))
-                return 2;
-        } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
-            if (!kvl_cli_value("sim calibrate", argc, argv, &i, &v) ||
-                !kvl_cli_int("sim calibrate", "-t", v, 1, 64, &threads))
-                return 2;
-        } else {
-            kvl_cli_unknown("sim calibrate", argv[i], "flags: -o FILE, -t THREADS");
-            return 2;
-        }
-    }
-    if (!out) {
-        fprintf(stderr, "kvllm sim calibrate: -o FILE is required\n");
-        return 2;
-    }
-    kvl_error err;
-    kvl_pool *pool = NULL;
-    if (kvl_pool_init((int)threads, &pool, &err)) {
-        fprintf(stderr, "kvllm sim calibrate: %s\n", err.msg);
-        return 1;
-    }
-    /* 1. read bandwidth: 256 MiB of doubles summed, one slice per thread */
-    size_t nd = (size_t)32 << 20;
-    double *a = malloc(nd * sizeof *a);
-    /* 2. a Q8_0 weight of 8192 x 16384 (136 MiB): GEMV (decode's weight
-     *    stream) and a 64-token product (prefill's FLOP rate) */
-    const int64_t rows = 8192, cols = 16384, ntok = 64;
-    size_t row_bytes = (size_t)cols / 32 * 34;
-    uint8_t *W = malloc((size_t)rows * row_bytes);
-    float *X = malloc((size_t)(ntok * cols) * sizeof *X),
-          *Y = malloc((size_t)(ntok * rows) * sizeof *Y);
-    float *tmp = malloc((size_t)cols * sizeof *tmp);
-    void *scratch =
-        aligned_alloc(64, (kvl_matmul_scratch_size(KVL_TYPE_Q8_0, cols, ntok) + 63) / 64 * 64);
-    if (!a || !W || !X || !Y || !tmp || !scratch) {
-        fprintf(stderr, "kvllm sim calibrate: out of memory\n");
-        return 1;
-    }
-    uint64_t s = 88172645463325252ull;
-    for (size_t i = 0; i < nd; i++)
-        a[i] = (double)(i & 1023);
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t c = 0; c < cols; c++) {
-            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-            tmp[c] = (float)(int32_t)(s >> 40 & 0xffff) / 32768.0f - 1.0f;
-        }
-        kvl_quantize_row(KVL_TYPE_Q8_0, tmp, W + (size_t)r * row_bytes, cols);
-    }
-    for (int64_t i = 0; i < ntok * cols; i++)
-        X[i] = (float)(i % 97) / 97.0f - 0.5f;
-    enum { REPS = 7 };
-    static const int64_t k_ntok[4] = {1, 4, 16, 64};
-    double t_read[REPS], t_mm[4][REPS], med[4];
-    read_arg ra = {.a = a, .n = nd};
-    for (int k = 0; k < REPS; k++) { /* interleaved, so that load changes hit all alike */
-        double t0 = now_s();
-        kvl_pool_run(pool, read_fn, &ra);
-        t_read[k] = now_s() - t0;
-        for (int j = 0; j < 4; j++) {
-            t0 = now_s();
-            kvl_matmul(pool, Y, W, KVL_TYPE_Q8_0, rows, cols, X, k_ntok[j], scratch);
-            t_mm[j][k] = now_s() - t0;
-        }
-    }
-    qsort(t_read, REPS, sizeof(double), cmp_d);
-    for (int j = 0; j < 4; j++) {
-        qsort(t_mm[j], REPS, sizeof(double), cmp_d);
-        med[j] = t_mm[j][REPS / 2];
-    }
-    const double wbytes = (double)((size_t)rows * row_bytes);
-    double bw_read = (double)(nd * sizeof *a) / t_read[REPS / 2];
-    double bw_gemv = wbytes / med[0];
-    double flops = 2.0 * (double)rows * (double)cols * (double)ntok / med[3];
-    FILE *f = fopen(out, "w");
-    if (!f) {
-        fprintf(stderr, "kvllm sim calibrate: -o %s: cannot create\n", out);
-        return 1;
-    }
-    fprintf(f,
-            "# kvllm sim calibrate: medians of %d runs, %lld threads\n"
-            "# bandwidth: bytes/s a Q8_0 GEMV of %lld x %lld streams (what decode reads)\n"
-            "# flops: FLOP/s of a Q8_0 product of %lld tokens over the same weight (prefill)\n"
-            "# stream_read: bytes/s of a %zu MiB sum (for reference; not used)\n"
-            "name cpu-%lldt\nthreads %lld\nbandwidth %.6g\nflops %.6g\nstream_read %.6g\n"
-            "# serial: compute and memory time add (the same cores do both)\n"
-            "serial 1\nstep_overhead_s 0\n"
-            "# bytes: this machine's physical memory (the device's memory for the KV budget)\n"
-            "bytes %.0f\n"
-            "# seconds per weight byte of Q8_0 products of 1, 4, 16, 64 tokens\n"
-            "mm_s_per_byte_1 %.6g\nmm_s_per_byte_4 %.6g\nmm_s_per_byte_16 %.6g\n"
-            "mm_s_per_byte_64 %.6g\n",
-            REPS, threads, (long long)rows, (long long)cols, (long long)ntok, nd * sizeof *a >> 20,
-            threads, threads, bw_gemv, flops, bw_read,
-            (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE), med[0] / wbytes,
-            med[1] / wbytes, med[2] / wbytes, med[3] / wbytes);
-    fclose(f);
-    printf("calibrated %lld threads: GEMV stream %.2f GB/s, Q8_0 x%lld %.2f GFLOP/s, read %.2f "
-           "GB/s -> %s\n",
-           threads, bw_gemv / 1e9, (long long)ntok, flops / 1e9, bw_read / 1e9, out);
-    free(a);
-    free(W);
-    free(X);
-    free(Y);
-    free(tmp);
-    free(scratch);
-    kvl_pool_free(pool);
-    return 0;
 }
 
 /* ---- flags ---------------------------------------------------------------- */
@@ -733,7 +587,7 @@ static void write_kv_svg(FILE *f, const step_sink *k, const char *title) {
 
 int kvl_cli_sim(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "calibrate"))
-        return calibrate(argc - 1, argv + 1);
+        return kvl_cli_sim_calibrate(argc - 1, argv + 1);
     sim_opts o;
     int rc = parse(argc, argv, &o);
     if (rc)
@@ -757,6 +611,11 @@ int kvl_cli_sim(int argc, char **argv) {
            c->dev.bandwidth / 1e9, c->dev.mbu, c->dev.flops / 1e12, c->dev.mfu,
            c->dev.step_overhead_s, (double)p.kv_budget / (1u << 30), p.block_size, p.max_seqs,
            p.max_batch_tokens);
+    if (c->dev.attn_s_per_pos > 0 || c->dev.tok_s_per_layer > 0 || c->dev.row_s_per_vocab > 0)
+        printf("sim: served-step terms: attention %.3g s per layer-head-position (head %.0f), "
+               "%.3g s per token-layer, %.3g s per row-vocab entry\n",
+               c->dev.attn_s_per_pos, c->dev.attn_head_dim, c->dev.tok_s_per_layer,
+               c->dev.row_s_per_vocab);
     int n_runs = 0;
     for (int k = 0; k < 4; k++)
         n_runs += o.policies[k] ? o.n_rates : 0;

@@ -11,6 +11,8 @@
 
 #include "plan/planner.h"
 
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <strings.h>
 
@@ -106,6 +108,58 @@ kvl_status kvl_sim_device_from_catalog(const char *name, kvl_sim_device *out, kv
     return KVL_OK;
 }
 
+/* The numeric keys of a calibration file, where each goes and its range
+ * (a value outside is refused naming the key and the range). */
+typedef struct calib_key {
+    const char *key;
+    size_t off; /* of the double in kvl_sim_device; SIZE_MAX: special */
+    double lo, hi;
+} calib_key;
+#define DEV_OFF(f) offsetof(kvl_sim_device, f)
+static const calib_key k_calib_keys[] = {
+    {"bandwidth", DEV_OFF(bandwidth), 0, 1e30},
+    {"flops", DEV_OFF(flops), 0, 1e30},
+    {"step_overhead_s", DEV_OFF(step_overhead_s), 0, 10},
+    {"bytes", SIZE_MAX, 0, 1e30},
+    {"serial", SIZE_MAX, 0, 1},
+    {"mm_s_per_byte_1", DEV_OFF(mm_s_per_byte[0]), 0, 1e30},
+    {"mm_s_per_byte_4", DEV_OFF(mm_s_per_byte[1]), 0, 1e30},
+    {"mm_s_per_byte_16", DEV_OFF(mm_s_per_byte[2]), 0, 1e30},
+    {"mm_s_per_byte_64", DEV_OFF(mm_s_per_byte[3]), 0, 1e30},
+    {"attn_s_per_pos", DEV_OFF(attn_s_per_pos), 0, 1e-3},
+    {"attn_head_dim", DEV_OFF(attn_head_dim), 1, 4096},
+    {"tok_s_per_layer", DEV_OFF(tok_s_per_layer), 0, 1},
+    {"row_s_per_vocab", DEV_OFF(row_s_per_vocab), 0, 1e-3},
+};
+
+/* One "key value" line into v (unknown keys are for people). */
+static kvl_status calib_line(const char *path, int ln, const char *key, const char *val,
+                             kvl_sim_device *v, kvl_error *err) {
+    if (!strcmp(key, "name")) {
+        snprintf(v->name, sizeof v->name, "%.63s", val);
+        return KVL_OK;
+    }
+    for (size_t i = 0; i < sizeof k_calib_keys / sizeof k_calib_keys[0]; i++) {
+        const calib_key *k = &k_calib_keys[i];
+        if (strcmp(key, k->key))
+            continue;
+        char *end;
+        double x = strtod(val, &end);
+        if (*end || !(x >= k->lo && x <= k->hi) || (k->hi == 1e30 && x == 1e30))
+            return kvl_errorf(err, KVL_E_FORMAT,
+                              "sim: %s line %d: %s '%s' is not a number in [%g, %g%s", path, ln,
+                              key, val, k->lo, k->hi, k->hi == 1e30 ? ")" : "]");
+        if (!strcmp(key, "bytes"))
+            v->bytes = (size_t)x;
+        else if (!strcmp(key, "serial"))
+            v->serial = x != 0;
+        else
+            *(double *)((char *)v + k->off) = x;
+        return KVL_OK;
+    }
+    return KVL_OK; /* stream_read, threads, ...: for people */
+}
+
 kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_error *err) {
     FILE *f = fopen(path, "r");
     if (!f)
@@ -127,37 +181,10 @@ kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_e
         char key[64], val[128];
         if (line[0] == '#' || line[0] == '\n')
             continue;
-        if (sscanf(line, "%63s %127s", key, val) != 2) {
+        if (sscanf(line, "%63s %127s", key, val) != 2)
             st = kvl_errorf(err, KVL_E_FORMAT, "sim: %s line %d: want 'key value'", path, ln);
-            break;
-        }
-        char *end;
-        double x = strtod(val, &end);
-        bool num = *end == 0 && x >= 0 && x < 1e30;
-        if (!strcmp(key, "name"))
-            snprintf(v.name, sizeof v.name, "%.63s", val);
-        else if (!num)
-            st = kvl_errorf(err, KVL_E_FORMAT, "sim: %s line %d: %s '%s' is not a number >= 0",
-                            path, ln, key, val);
-        else if (!strcmp(key, "bandwidth"))
-            v.bandwidth = x;
-        else if (!strcmp(key, "flops"))
-            v.flops = x;
-        else if (!strcmp(key, "step_overhead_s"))
-            v.step_overhead_s = x;
-        else if (!strcmp(key, "bytes"))
-            v.bytes = (size_t)x;
-        else if (!strcmp(key, "serial"))
-            v.serial = x != 0;
-        else if (!strcmp(key, "mm_s_per_byte_1"))
-            v.mm_s_per_byte[0] = x;
-        else if (!strcmp(key, "mm_s_per_byte_4"))
-            v.mm_s_per_byte[1] = x;
-        else if (!strcmp(key, "mm_s_per_byte_16"))
-            v.mm_s_per_byte[2] = x;
-        else if (!strcmp(key, "mm_s_per_byte_64"))
-            v.mm_s_per_byte[3] = x;
-        /* other keys (stream_read, threads, ...) are for people */
+        else
+            st = calib_line(path, ln, key, val, &v, err);
     }
     fclose(f);
     if (st == KVL_OK && (v.bandwidth <= 0 || v.flops <= 0))
@@ -165,6 +192,11 @@ kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_e
                         "sim: %s: bandwidth and flops must both be > 0 "
                         "(got %g, %g)",
                         path, v.bandwidth, v.flops);
+    if (st == KVL_OK && v.attn_s_per_pos > 0 && !(v.attn_head_dim >= 1))
+        st = kvl_errorf(err, KVL_E_FORMAT,
+                        "sim: %s: attn_s_per_pos needs attn_head_dim (the head size it was "
+                        "measured at, in [1, 4096])",
+                        path);
     v.host_bandwidth = v.bandwidth; /* swap on a CPU is a memcpy */
     if (st == KVL_OK)
         *out = v;
@@ -242,6 +274,34 @@ static double mm_per_byte(const kvl_sim_device *d, double n) {
     return d->mm_s_per_byte[3] * n / 64;
 }
 
+/* A calibrated CPU (serial, measured products): the weights at the
+ * measured products; attention at its measured rate per (layer x head x
+ * position) when the file has one, else its FLOPs at the 64-token product
+ * rate with the KV read at the bandwidth; the per-token and per-row work
+ * at their measured rates (0 when not measured); the KV written and the
+ * embedding rows at the bandwidth. Fills t_compute (weights + attention +
+ * the rest), t_attn, t_other, t_memory; returns their sum. */
+static double cpu_serial(const kvl_sim_cost *c, kvl_sim_step *s, double n, double ctx_sum,
+                         double attn_flops, double weights) {
+    const kvl_sim_device *d = &c->dev;
+    const kvl_hparams *hp = &c->shape.hp;
+    const double tp = c->tp;
+    double mem = s->bytes - weights + n * c->embd_row_bytes; /* KV read and written, rows */
+    if (d->attn_s_per_pos > 0) {
+        s->t_attn = d->attn_s_per_pos * ((double)hp->head_dim / d->attn_head_dim) *
+                    (double)hp->n_layers * (double)hp->n_heads * ctx_sum / tp;
+        mem -= s->kv_read_bytes * (c->paged ? 1 + c->paged_penalty : 1);
+    } else {
+        s->t_attn = attn_flops / tp / (d->flops * d->mfu);
+    }
+    s->t_other = d->tok_s_per_layer * n * (double)hp->n_layers +
+                 d->row_s_per_vocab * (double)s->n_logits * (double)hp->n_vocab;
+    s->t_compute = c->lin_bytes / tp * mm_per_byte(d, n) +
+                   c->head_bytes / tp * mm_per_byte(d, s->n_logits) + s->t_attn + s->t_other;
+    s->t_memory = mem / (d->bandwidth * d->mbu);
+    return s->t_compute + s->t_memory;
+}
+
 void kvl_sim_cost_batch(const kvl_sim_cost *c, const kvl_batch *b, kvl_sim_step *out) {
     const kvl_hparams *hp = &c->shape.hp;
     kvl_sim_step s;
@@ -278,15 +338,8 @@ void kvl_sim_cost_batch(const kvl_sim_cost *c, const kvl_batch *b, kvl_sim_step 
     }
     double busy = c->dev.serial ? s.t_compute + s.t_memory
                                 : (s.t_compute > s.t_memory ? s.t_compute : s.t_memory);
-    if (c->dev.serial && c->dev.mm_s_per_byte[0] > 0) {
-        /* measured products for the weights; attention at the FLOP rate,
-         * the KV and embedding rows at the bandwidth */
-        s.t_compute = c->lin_bytes / tp * mm_per_byte(&c->dev, n) +
-                      c->head_bytes / tp * mm_per_byte(&c->dev, s.n_logits) +
-                      attn_flops / tp / (c->dev.flops * c->dev.mfu);
-        s.t_memory = (s.bytes - weights + n * c->embd_row_bytes) / (c->dev.bandwidth * c->dev.mbu);
-        busy = s.t_compute + s.t_memory;
-    }
+    if (c->dev.serial && c->dev.mm_s_per_byte[0] > 0)
+        busy = cpu_serial(c, &s, n, ctx_sum, attn_flops, weights);
     s.seconds = busy + s.t_comm + c->dev.step_overhead_s;
     *out = s;
 }

@@ -9,7 +9,10 @@
  *
  * (the sum of the two terms instead of their max for a serial device: a
  * calibrated CPU, whose weight matmuls are priced from measured products of
- * 1, 4, 16 and 64 tokens; docs/sim.md has the measurements that chose this)
+ * 1, 4, 16 and 64 tokens, and whose attention, per-token kernels, per-row
+ * sampling and dispatches have measured terms of their own when its file
+ * gives them (kvl_sim_device; docs/sim.md has the formula and the
+ * measurements that chose it))
  *
  * counted per device of a tensor-parallel group of tp devices:
  *
@@ -63,6 +66,23 @@ typedef struct kvl_sim_device {
      * matmuls are priced from them (interpolated linearly in tokens between
      * the points, proportional to tokens past 64) instead of the two rates. */
     double mm_s_per_byte[4];
+    /* A calibrated CPU's work outside the weight products, as the served
+     * engine does it (each 0 = not measured, the term is left out; used
+     * only with mm_s_per_byte, so the GPU devices never see them):
+     *   attn_s_per_pos: seconds per (layer x query head x attended
+     *     position) of the engine's attention kernel (f16 KV, the pool's
+     *     split), for heads of attn_head_dim; scaled by head_dim /
+     *     attn_head_dim. When set, attention is priced with it instead of
+     *     FLOPs at the 64-token product rate, and the KV read bytes leave
+     *     the bandwidth term (the kernel's time includes its reads).
+     *   tok_s_per_layer: seconds per (token x layer) of the per-token work
+     *     around the products: norms, rotary, KV store, residual adds,
+     *     SwiGLU and the attention call itself (context-independent part).
+     *   row_s_per_vocab: seconds per (logits row x vocabulary entry) of the
+     *     engine's per-row work after the forward: the row copied, sampled
+     *     at temperature 1 over the whole vocabulary, its log-probability.
+     * step_overhead_s above is the fixed part of a step. */
+    double attn_s_per_pos, attn_head_dim, tok_s_per_layer, row_s_per_vocab;
     const char *source; /* where the numbers come from */
 } kvl_sim_device;
 
@@ -82,7 +102,9 @@ kvl_status kvl_sim_device_from_catalog(const char *name, kvl_sim_device *out, kv
 
 /* Read a calibration file written by `kvllm sim calibrate` (key value
  * lines: bandwidth, flops, step_overhead_s, serial, bytes (default 16 GiB),
- * mm_s_per_byte_1/4/16/64, threads, name). mbu = mfu = 1:
+ * mm_s_per_byte_1/4/16/64, attn_s_per_pos, attn_head_dim, tok_s_per_layer,
+ * row_s_per_vocab, threads, name; a value outside its key's range is
+ * refused naming the key and the range). mbu = mfu = 1:
  * the measured rates are what this machine reaches. KVL_E_IO / KVL_E_FORMAT
  * naming the file, line and key. */
 kvl_status kvl_sim_device_from_file(const char *path, kvl_sim_device *out, kvl_error *err);
@@ -106,6 +128,9 @@ typedef struct kvl_sim_step {
     double flops, bytes;  /* per device */
     double kv_read_bytes; /* per device, before the paged penalty */
     double t_compute, t_memory, t_comm;
+    /* parts of t_compute, on a calibrated CPU only (0 otherwise): attention,
+     * and the per-token and per-row work */
+    double t_attn, t_other;
     double seconds; /* the step's time */
 } kvl_sim_step;
 
