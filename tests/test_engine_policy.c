@@ -83,6 +83,8 @@ static kvl_engine *mk(const kvl_model *m, uint32_t n_blocks, int32_t max_seqs, i
 }
 
 static int32_t prompt[8][128];
+static float g_heavy;     /* h2o's heavy share for the next submits (0: default) */
+static int32_t g_obs = 4; /* snapkv's observation window for the next submits */
 
 static kvl_status submit(kvl_engine *e, int which, int32_t n_prompt, int32_t max_tokens,
                          kvl_kv_policy_kind kind, int32_t budget, int32_t n, uint64_t *id,
@@ -94,6 +96,8 @@ static kvl_status submit(kvl_engine *e, int which, int32_t n_prompt, int32_t max
     rp.ignore_eos = true;
     rp.kv_policy.kind = kind;
     rp.kv_policy.budget_tokens = budget;
+    rp.kv_policy.heavy = g_heavy;
+    rp.kv_policy.obs_window = g_obs;
     return kvl_engine_submit(e, &rp, id, err);
 }
 
@@ -321,7 +325,21 @@ static void refused(kvl_engine *e, int32_t max_tokens, kvl_kv_policy_kind kind, 
 static void test_refusals(const kvl_model *m) {
     kvl_engine *e = mk(m, 24, 2, 48, false);
     refused(e, 20, KVL_KV_POLICY_WINDOW, 16, 2, KVL_E_UNSUPPORTED, "n 2");
-    refused(e, 20, KVL_KV_POLICY_H2O, 16, 1, KVL_E_UNSUPPORTED, "h2o");
+    refused(e, 20, KVL_KV_POLICY_H2O, 16, 2, KVL_E_UNSUPPORTED, "n 2");
+    refused(e, 20, KVL_KV_POLICY_SNAPKV, 16, 2, KVL_E_UNSUPPORTED, "n 2");
+    g_heavy = 1.5f;
+    refused(e, 20, KVL_KV_POLICY_H2O, 16, 1, KVL_E_INVALID, "heavy 1.5 not in (0, 1)");
+    g_heavy = -0.25f;
+    refused(e, 20, KVL_KV_POLICY_H2O, 16, 1, KVL_E_INVALID, "heavy -0.25");
+    g_heavy = 0.0f;
+    g_obs = -1;
+    refused(e, 20, KVL_KV_POLICY_SNAPKV, 16, 1, KVL_E_INVALID, "obs_window -1 not in [1, 48]");
+    g_obs = 49;
+    refused(e, 20, KVL_KV_POLICY_SNAPKV, 16, 1, KVL_E_INVALID, "obs_window 49");
+    g_obs = 0; /* the default 32: the budget must hold 1 + 2 blocks + 32 */
+    refused(e, 20, KVL_KV_POLICY_SNAPKV, 16, 1, KVL_E_INVALID, "budget_tokens 16 not in [44");
+    g_obs = 4;
+    refused(e, 20, KVL_KV_POLICY_H2O, 8, 1, KVL_E_INVALID, "budget_tokens 8");
     refused(e, 20, (kvl_kv_policy_kind)9, 16, 1, KVL_E_INVALID, "kv_policy.kind");
     refused(e, 20, KVL_KV_POLICY_WINDOW, 4, 1, KVL_E_INVALID, "budget_tokens 4");
     refused(e, 20, KVL_KV_POLICY_SINKS, 8, 1, KVL_E_INVALID, "budget_tokens 8"); /* 1 + 2 blocks */
@@ -333,6 +351,8 @@ static void test_refusals(const kvl_model *m) {
     kvl_engine_free(e);
     e = mk(m, 24, 2, 48, true);
     refused(e, 20, KVL_KV_POLICY_WINDOW, 16, 1, KVL_E_UNSUPPORTED, "paged");
+    refused(e, 20, KVL_KV_POLICY_H2O, 16, 1, KVL_E_UNSUPPORTED, "paged");
+    refused(e, 20, KVL_KV_POLICY_SNAPKV, 16, 1, KVL_E_UNSUPPORTED, "paged");
     kvl_engine_free(e);
 }
 

@@ -162,6 +162,10 @@ kvl_status kvl_kv_paged_make_room(kvl_kv_paged *kv, int32_t seq, int32_t n_new, 
 /* seq's attention mass per logical block (fixed point, kv_attn.h), read
  * only; NULL for a bad seq or before any set_policy of h2o / snapkv. */
 const uint64_t *kvl_kv_paged_mass(const kvl_kv_paged *kv, int32_t seq);
+/* Zero seq's attention mass (nothing for a bad seq or without mass): the
+ * engine's snapkv starts its observation window with it when a prompt is
+ * prefilled in chunks (docs/eviction.md, "In the engine"). */
+void kvl_kv_paged_mass_reset(kvl_kv_paged *kv, int32_t seq);
 
 int32_t kvl_kv_paged_len(const kvl_kv_paged *kv, int32_t seq); /* -1 for a bad seq */
 int32_t kvl_kv_paged_max_seqs(const kvl_kv_paged *kv);
