@@ -39,6 +39,8 @@ typedef struct rlog {
 
 static rlog logs[8];
 
+static int32_t g_threads = 1, g_mbt = 64; /* the next engines' threads and max_batch_tokens */
+
 static void drain(kvl_engine *e) {
     kvl_event ev[64];
     int n;
@@ -61,12 +63,12 @@ static void drain(kvl_engine *e) {
 static kvl_engine *mk(const kvl_model *m, uint32_t n_blocks, int32_t max_seqs, int32_t max_ctx,
                       bool contiguous) {
     kvl_engine_params p = kvl_engine_defaults();
-    p.n_threads = 1;
+    p.n_threads = g_threads;
     p.block_size = 4;
     p.kv_type_k = p.kv_type_v = "f32";
     p.kv_mem = (size_t)n_blocks * BLOCK;
     p.max_seqs = max_seqs;
-    p.max_batch_tokens = 64;
+    p.max_batch_tokens = g_mbt;
     p.max_ctx = max_ctx;
     p.batch_invariant = true;
     p.preempt = KVL_PREEMPT_RECOMPUTE;
@@ -310,6 +312,296 @@ static void test_against_stream(const kvl_model *m) {
     kvl_pool_free(pool);
 }
 
+/* FNV-1a over n bytes, continuing h. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* What slot seq of pg holds: its length, its full blocks' bytes (every
+ * layer's K and V), their rotation shifts and their attention mass. */
+static uint64_t cache_hash(const kvl_kv_paged *pg, int32_t seq) {
+    const kvl_block_table *t = kvl_kv_paged_table(pg, seq);
+    const kvl_block_layout *lay = kvl_kv_paged_layout(pg);
+    uint8_t *buf = malloc(lay->block_bytes);
+    uint64_t h = fnv(0xcbf29ce484222325ull, &t->n_tokens, sizeof t->n_tokens);
+    for (int32_t j = 0; buf && j < t->n_tokens / lay->block_size; j++) {
+        kvl_kv_paged_block_save(pg, seq, (uint32_t)j, buf);
+        h = fnv(h, buf, lay->block_bytes);
+        int32_t sh = t->shifted ? t->shift[j] : 0;
+        h = fnv(h, &sh, sizeof sh);
+    }
+    free(buf);
+    const uint64_t *ms = kvl_kv_paged_mass(pg, seq);
+    return ms ? fnv(h, ms, t->n_blocks * sizeof *ms) : h;
+}
+
+/* A request's run: its tokens, and what its cache held after the step
+ * that produced each of them (before the next is fed). */
+typedef struct run_log {
+    int32_t toks[MAXT], n;
+    uint64_t hash[MAXT];
+    int64_t evicted;
+    int32_t max_len_after_prompt; /* the most positions held once decoding */
+} run_log;
+
+/*
+ * The KV layer driven by hand as `kvllm ppl --stream` drives it, greedy:
+ * set_policy; the prompt in chunks of `chunk` positions, make_room(c)
+ * before each (chunk 0: in one batch, reserved past the budget, ppl's
+ * --prompt), then make_room(0) (the cut; snapkv's compression); then per
+ * token make_room(1) and the token at its place in the cache.
+ */
+static void ref_run(const kvl_model *m, const kvl_kv_policy *pol, const int32_t *prompt_toks,
+                    int32_t n_prompt, int32_t chunk, int32_t max_tokens, int32_t max_ctx,
+                    run_log *o) {
+    memset(o, 0, sizeof *o);
+    kvl_error err;
+    kvl_pool *pool = NULL;
+    kvl_executor *x = NULL;
+    kvl_kv_cache *kvc = NULL;
+    kvl_kv_cache_params kp = kvl_kv_cache_defaults();
+    kp.block_size = 4;
+    kp.max_seqs = 1;
+    kp.max_ctx = max_ctx;
+    if (kvl_pool_init(1, &pool, &err) || kvl_executor_cpu_init(m, pool, 128, max_ctx, &x, &err) ||
+        kvl_kv_cache_init(&m->hp, &kp, &kvc, &err) || kvl_kv_cache_set_policy(kvc, 0, pol, &err)) {
+        fprintf(stderr, "reference: %s\n", err.msg);
+        CHECK(!"reference setup");
+        return;
+    }
+    const kvl_kv_paged *pg = kvl_kv_cache_paged(kvc);
+    int32_t nv = (int32_t)m->hp.n_vocab, seq[128] = {0}, pos[128], n_out = 0, ev = 0;
+    bool want[128] = {false};
+    const float *lg = NULL;
+    bool ok = true;
+    for (int32_t at = 0; ok && at < n_prompt;) {
+        int32_t c = chunk > 0 && n_prompt - at > chunk ? chunk : n_prompt - at;
+        ok = kvl_kv_cache_make_room(kvc, 0, chunk > 0 ? c : 0, &ev, &err) == KVL_OK;
+        o->evicted += ev;
+        for (int32_t k = 0; k < c; k++)
+            pos[k] = kvl_kv_cache_len(kvc, 0) + k;
+        want[c - 1] = at + c == n_prompt;
+        kvl_batch b = {.n_tokens = c,
+                       .tokens = (int32_t *)prompt_toks + at,
+                       .seq = seq,
+                       .pos = pos,
+                       .logits = want};
+        ok = ok && kvl_executor_run_cache(x, kvc, &b, &lg, &n_out, &err) == KVL_OK;
+        want[c - 1] = false;
+        at += c;
+    }
+    ok = ok && kvl_kv_cache_make_room(kvc, 0, 0, &ev, &err) == KVL_OK;
+    o->evicted += ev;
+    for (; ok && o->n < max_tokens; o->n++) {
+        int32_t t = argmax(lg, nv), len = kvl_kv_cache_len(kvc, 0);
+        o->toks[o->n] = t;
+        o->hash[o->n] = cache_hash(pg, 0);
+        o->max_len_after_prompt = len > o->max_len_after_prompt ? len : o->max_len_after_prompt;
+        if (o->n + 1 == max_tokens) /* the engine feeds no token after the last */
+            continue;
+        ok = kvl_kv_cache_make_room(kvc, 0, 1, &ev, &err) == KVL_OK;
+        o->evicted += ev;
+        pos[0] = kvl_kv_cache_len(kvc, 0);
+        bool w1 = true;
+        kvl_batch b = {.n_tokens = 1, .tokens = &t, .seq = seq, .pos = pos, .logits = &w1};
+        ok = ok && kvl_executor_run_cache(x, kvc, &b, &lg, &n_out, &err) == KVL_OK;
+    }
+    if (!ok)
+        fprintf(stderr, "reference: %s\n", err.msg);
+    CHECK(ok);
+    kvl_kv_cache_free(kvc);
+    kvl_executor_free(x);
+    kvl_pool_free(pool);
+}
+
+/* The engine's run of request `which` under pol, step by step: tokens and
+ * the cache after each step that produced one (all but the last: the
+ * request ends in that step). */
+static void engine_run(const kvl_model *m, const kvl_kv_policy *pol, int which, int32_t n_prompt,
+                       int32_t max_tokens, int32_t max_ctx, run_log *o) {
+    memset(o, 0, sizeof *o);
+    kvl_engine *e = mk(m, 64, 2, max_ctx, false);
+    int32_t *t = prompt[which];
+    kvt_pattern_prompt(t, n_prompt, which);
+    kvl_request_params rp = kvt_greedy_request(t, n_prompt, max_tokens, 1);
+    rp.repeat_penalty = 1.0f;
+    rp.ignore_eos = true;
+    rp.kv_policy = *pol;
+    uint64_t id = 0;
+    kvl_error err;
+    if (kvl_engine_submit(e, &rp, &id, &err)) {
+        fprintf(stderr, "submit: %s\n", err.msg);
+        CHECK(!"submit");
+        kvl_engine_free(e);
+        return;
+    }
+    const kvl_kv_paged *pg = kvl_kv_cache_paged(kvl_engine_kv_cache(e));
+    for (int s = 0; s < 1000 && !kvl_engine_idle(e); s++) {
+        int32_t before = logs[id].n;
+        step(e);
+        if (logs[id].n == before || logs[id].n_final)
+            continue;
+        CHECK_EQ_INT(logs[id].n, before + 1);
+        int32_t slot = kvl_engine_slot_of(e, id, 0), len = kvl_kv_paged_len(pg, slot);
+        o->hash[before] = cache_hash(pg, slot);
+        o->max_len_after_prompt = len > o->max_len_after_prompt ? len : o->max_len_after_prompt;
+    }
+    CHECK(kvl_engine_idle(e));
+    o->n = logs[id].n;
+    memcpy(o->toks, logs[id].toks, sizeof o->toks);
+    o->evicted = logs[id].usage.evicted_tokens;
+    CHECK_EQ_INT(logs[id].usage.evicted_tokens, logs[id].usage.evicted_blocks * 4);
+    check_idle(e);
+    kvl_engine_free(e);
+}
+
+/* The engine (threads, max_batch_tokens as set) against the hand-driven
+ * loop feeding the prompt in chunks of ref_chunk (0: whole): the same
+ * tokens, the same cache after every step, the same evictions, and the
+ * cache within the budget once the prompt is in. */
+static void against_ref(const kvl_model *m, const kvl_kv_policy *pol, int which, int32_t n_prompt,
+                        int32_t max_tokens, int32_t max_ctx, int32_t ref_chunk) {
+    static run_log ref, eng;
+    kvt_pattern_prompt(prompt[which], n_prompt, which);
+    ref_run(m, pol, prompt[which], n_prompt, ref_chunk, max_tokens, max_ctx, &ref);
+    engine_run(m, pol, which, n_prompt, max_tokens, max_ctx, &eng);
+    CHECK_EQ_INT(eng.n, max_tokens);
+    CHECK_EQ_INT(ref.n, max_tokens);
+    int32_t same_tok = 0, same_kv = 0;
+    for (int32_t k = 0; k < max_tokens && k < eng.n; k++) {
+        same_tok += eng.toks[k] == ref.toks[k];
+        same_kv += k + 1 == max_tokens || eng.hash[k] == ref.hash[k];
+    }
+    if (same_tok != max_tokens || same_kv != max_tokens)
+        fprintf(stderr,
+                "%s budget %d prompt %d threads %d batch %d: %d/%d tokens and %d caches agree\n",
+                kvl_kv_policy_str(pol->kind), pol->budget_tokens, n_prompt, g_threads, g_mbt,
+                same_tok, max_tokens, same_kv);
+    CHECK_EQ_INT(same_tok, max_tokens);
+    CHECK_EQ_INT(same_kv, max_tokens);
+    CHECK_EQ_INT(eng.evicted, ref.evicted);
+    CHECK(ref.evicted > 0);
+    CHECK(eng.max_len_after_prompt <= pol->budget_tokens);
+}
+
+/* h2o and snapkv against the hand-driven loop; snapkv's prompt over its
+ * budget in one batch and in chunks (one cut short at its observation
+ * window), and prefills long enough for the forward pass's attention
+ * to run on the pool (one thread here: test_mass_threads has more). */
+static void test_scored_against_ref(const kvl_model *m) {
+    /* prompt within the budget: ppl --stream --prompt 12 */
+    kvl_kv_policy h2o = {.kind = KVL_KV_POLICY_H2O, .budget_tokens = 20, .sinks = 4, .heavy = 0.5f};
+    against_ref(m, &h2o, 0, 12, 60, 48, 0);
+    /* prompt over the budget: chunks of chunk_cap = 20 - 2 * 4 + 1 with make_room before each */
+    against_ref(m, &h2o, 1, 40, 40, 48, 13);
+    kvl_kv_policy snap = {
+        .kind = KVL_KV_POLICY_SNAPKV, .budget_tokens = 20, .sinks = 4, .obs_window = 4};
+    int32_t batches[] = {64, 13, 16, 7};
+    for (int k = 0; k < 4; k++) {
+        g_mbt = batches[k];
+        against_ref(m, &snap, 2, 40, 40, 48, 0);
+    }
+    g_mbt = 64;
+    against_ref(m, &snap, 3, 12, 40, 48, 0); /* within the budget: decodes as sinks */
+    /* large prefills run attention on several threads */
+    kvl_kv_policy h2o64 = {
+        .kind = KVL_KV_POLICY_H2O, .budget_tokens = 64, .sinks = 4, .heavy = 0.25f};
+    kvl_kv_policy snap64 = {
+        .kind = KVL_KV_POLICY_SNAPKV, .budget_tokens = 64, .sinks = 4, .obs_window = 24};
+    g_mbt = 128;
+    against_ref(m, &h2o64, 4, 100, 30, 128, 64 - 8 + 1);
+    against_ref(m, &snap64, 5, 100, 30, 128, 0);
+    g_mbt = 64;
+}
+
+/*
+ * The attention mass of a 100-position h2o prefill (one step, nothing
+ * evicted yet) with 1, 2 and 3 engine threads against the hand-driven
+ * loop's on one thread. The threads split the batch's (token, head) units
+ * evenly; a query whose heads land on two threads has each part's heads
+ * summed in f32 and rounded to fixed point on its own (kv_attn.c sums a
+ * call's heads in f32 before rounding), so its mass may differ from one
+ * thread's by that rounding: per split query, layer and block at most
+ * n_heads half-ULPs of 1 in f32 (2^-24 = 16 units each) plus one unit.
+ * One thread is bit-exact; with more, every atomic add is there (no block
+ * off by more than the bound). Measured: docs/eviction.md, "In the engine".
+ */
+static void test_mass_threads(const kvl_model *m) {
+    kvl_kv_policy pol = {
+        .kind = KVL_KV_POLICY_H2O, .budget_tokens = 120, .sinks = 4, .heavy = 0.5f};
+    kvt_pattern_prompt(prompt[6], 100, 6);
+    static run_log ref;
+    uint64_t ref_mass[32] = {0};
+    ref_run(m, &pol, prompt[6], 100, 0, 1, 128, &ref);
+    g_mbt = 128;
+    for (g_threads = 1; g_threads <= 3; g_threads++) {
+        kvl_engine *e = mk(m, 64, 2, 128, false);
+        kvl_request_params rp = kvt_greedy_request(prompt[6], 100, 2, 1);
+        rp.ignore_eos = true;
+        rp.kv_policy = pol;
+        uint64_t id = 0;
+        kvl_error err;
+        CHECK(kvl_engine_submit(e, &rp, &id, &err) == KVL_OK);
+        step(e);
+        const kvl_kv_paged *pg = kvl_kv_cache_paged(kvl_engine_kv_cache(e));
+        int32_t slot = kvl_engine_slot_of(e, id, 0);
+        const uint64_t *ms = kvl_kv_paged_mass(pg, slot);
+        CHECK(ms != NULL && kvl_kv_paged_len(pg, slot) == 100);
+        if (!ms) {
+            kvl_engine_free(e);
+            continue;
+        }
+        if (g_threads == 1) {
+            memcpy(ref_mass, ms, 25 * sizeof *ms);
+            CHECK_EQ_INT((int64_t)cache_hash(pg, slot), (int64_t)ref.hash[0]); /* bit-exact */
+        }
+        /* split queries: at most one per thread boundary */
+        int64_t bound = (int64_t)(g_threads - 1) * m->hp.n_layers * (m->hp.n_heads * 16 + 1);
+        int64_t worst = 0, n_diff = 0;
+        uint64_t tot = 0, tot1 = 0;
+        for (int32_t b = 0; b < 25; b++) {
+            int64_t d = (int64_t)(ms[b] - ref_mass[b]);
+            d = d < 0 ? -d : d;
+            worst = d > worst ? d : worst;
+            n_diff += d != 0;
+            tot += ms[b];
+            tot1 += ref_mass[b];
+        }
+        fprintf(stderr,
+                "mass with %d threads: %lld of 25 blocks differ from 1 thread's, by at most "
+                "%lld units of 2^-28 (bound %lld)\n",
+                g_threads, (long long)n_diff, (long long)worst, (long long)bound);
+        CHECK(worst <= bound);
+        CHECK(tot1 > (uint64_t)100 << 28); /* every query adds about n_layers x n_heads */
+        int64_t dt = (int64_t)(tot - tot1);
+        CHECK((dt < 0 ? -dt : dt) <= 25 * bound);
+        run_to_idle(e, 10);
+        check_idle(e);
+        kvl_engine_free(e);
+    }
+    g_threads = 1;
+    g_mbt = 64;
+}
+
+/* snapkv within its budget keeps what sinks keeps (no mass: the oldest
+ * candidates go): the same tokens. */
+static void test_snapkv_as_sinks(const kvl_model *m) {
+    g_obs = 4;
+    kvl_engine *e = mk(m, 24, 2, 48, false);
+    uint64_t a = submit_ok(e, 0, 10, 80, KVL_KV_POLICY_SINKS, 20);
+    run_to_idle(e, 300);
+    uint64_t b = submit_ok(e, 0, 10, 80, KVL_KV_POLICY_SNAPKV, 20);
+    run_to_idle(e, 300);
+    CHECK(same(&logs[a], &logs[b]));
+    CHECK(logs[b].usage.evicted_blocks > 0);
+    CHECK_EQ_INT(logs[b].usage.kv_policy, KVL_KV_POLICY_SNAPKV);
+    check_idle(e);
+    kvl_engine_free(e);
+}
+
 static void refused(kvl_engine *e, int32_t max_tokens, kvl_kv_policy_kind kind, int32_t budget,
                     int32_t n, kvl_status want, const char *field) {
     uint64_t id = 0;
@@ -369,6 +661,9 @@ int main(void) {
     test_mixed(m);
     test_preempt(m);
     test_against_stream(m);
+    test_scored_against_ref(m);
+    test_snapkv_as_sinks(m);
+    test_mass_threads(m);
     test_refusals(m);
     kvl_model_free(m);
     return kvt_finish("test_engine_policy");

@@ -659,7 +659,7 @@ uint64_t kvl_sched_policy_blocks(const kvl_kv_policy *p, int32_t n_prompt, int32
 }
 
 bool kvl_sched_over_budget_ok(const kvl_request *r, const kvl_seq *q) {
-    return r->policy.kind == KVL_KV_POLICY_SNAPKV && !r->forked && q->n_kv < r->n_prompt;
+    return r->policy.kind == KVL_KV_POLICY_SNAPKV && q->n_kv < r->n_prompt; /* n is 1 */
 }
 
 /* The chunk of n tokens sample q of r is about to take, cut so that a
@@ -748,9 +748,9 @@ static bool swap_in(kvl_sched *s, kvl_request *r) {
 static int32_t want_tokens(const kvl_request *r, int32_t si) {
     const kvl_seq *q = &r->seqs[si];
     int32_t target = (!r->forked && q->n_kv < r->n_prompt) ? r->n_prompt : q->len;
-    int32_t w = target - q->n_kv;
     if (kvl_sched_over_budget_ok(r, q)) /* snapkv's prompt: fed whole, then cut */
-        return w;
+        return r->n_prompt - q->n_kv;
+    int32_t w = target - q->n_kv;
     return r->chunk_cap > 0 && w > r->chunk_cap ? r->chunk_cap : w;
 }
 
@@ -871,7 +871,7 @@ static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
         return false;
     int32_t li = lead_of(r);
     kvl_seq *q = &r->seqs[li];
-    int32_t target = r->forked ? q->len : r->n_prompt;
+    int32_t target = r->forked && !kvl_sched_over_budget_ok(r, q) ? q->len : r->n_prompt;
     /* the prefix cache: whole blocks, at least the target's last position
      * left to compute (its logits, or the fork point's); tier hits need a
      * fresh pool block each, like the blocks of the chunk */
@@ -968,8 +968,9 @@ void kvl_sched_after_run(kvl_sched *s, kvl_sched_plan *pl) {
         kvl_request *r = it->r;
         if (r->state == KVL_REQ_RUNNING)
             prefix_register(s, r, &r->seqs[it->si]);
-        if (it->fork_after && r->state == KVL_REQ_RUNNING) /* the prompt is in: cut it to the */
-            policy_room(s, r, &r->seqs[it->si], 0);        /* budget (snapkv; others: no-op) */
+        if (r->state == KVL_REQ_RUNNING && it->pos0 < r->n_prompt &&
+            it->pos0 + it->n_tokens == r->n_prompt) /* the prompt is in: cut it to the */
+            policy_room(s, r, &r->seqs[it->si], 0); /* budget (snapkv; others: no-op) */
         if (!it->fork_after || r->state != KVL_REQ_RUNNING || r->forked)
             continue;
         kvl_seq *lead = &r->seqs[it->si];
