@@ -135,7 +135,16 @@ check400 '{"prompt":"x","logprobs":6}' logprobs
 check400 '{"prompt":"x","stop":[1]}' stop
 # the kv_policy extension (docs/eviction.md): bad shapes name the nested field
 check400 '{"prompt":"x","kv_policy":"window"}' kv_policy
-check400 '{"prompt":"x","kv_policy":{"kind":"h2o","budget_tokens":64}}' kv_policy.kind
+check400 '{"prompt":"x","kv_policy":{"kind":"lru","budget_tokens":64}}' kv_policy.kind
+check400 '{"prompt":"x","kv_policy":{"kind":"h2o","budget_tokens":64,"heavy":1.5}}' kv_policy.heavy
+grep -q 'kv_policy.heavy must be a number in (0, 1)' "$tmp/body" && ok || bad "heavy's range named: $(cat "$tmp/body")"
+check400 '{"prompt":"x","kv_policy":{"kind":"h2o","budget_tokens":64,"heavy":0}}' kv_policy.heavy
+check400 '{"prompt":"x","kv_policy":{"kind":"h2o","budget_tokens":64,"heavy":"half"}}' kv_policy.heavy
+check400 '{"prompt":"x","kv_policy":{"kind":"snapkv","budget_tokens":96,"obs_window":0}}' kv_policy.obs_window
+grep -q 'kv_policy.obs_window must be an integer in \[1, ' "$tmp/body" && ok || bad "obs_window's range named: $(cat "$tmp/body")"
+check400 '{"prompt":"x","kv_policy":{"kind":"snapkv","budget_tokens":96,"obs_window":2.5}}' kv_policy.obs_window
+# snapkv's default window of 32 needs a budget of 1 + 2 blocks of 16 + 32
+check400 '{"prompt":"x","kv_policy":{"kind":"snapkv","budget_tokens":64}}' kv_policy.budget_tokens
 check400 '{"prompt":"x","kv_policy":{"kind":"window"}}' kv_policy.budget_tokens
 check400 '{"prompt":"x","kv_policy":{"kind":"sinks","budget_tokens":8}}' kv_policy.budget_tokens
 check400 '{"prompt":"x","kv_policy":{"kind":"sinks","budget_tokens":64,"sinks":-1}}' kv_policy.sinks
@@ -154,6 +163,24 @@ assert kp["kind"] == "sinks" and kp["evicted_tokens"] >= 300 + 5 - 1 - 64, kp
 assert kp["evicted_tokens"] == 16 * kp["evicted_blocks"], kp
 assert len("".join(c["choices"][0]["text"] for c in chunks if c["choices"])) > 0
 PY
+# h2o and snapkv: a prompt of about 150 tokens (snapkv: cut to the budget
+# after its prefill) and 200 outputs through a 64-position cache
+long="Once upon a time there was a little girl named Lily. She loved to play outside in the park with her friends. One day she saw a big red ball near the tree and she ran to get it. Her mom said to be careful. Lily smiled and said she would. Then the sun came out and the birds sang a happy song. Lily and her friends played until the sky was dark."
+for kp in '"kind":"h2o","budget_tokens":64,"heavy":0.25' '"kind":"snapkv","budget_tokens":64,"obs_window":8'; do
+  curl -sN "http://127.0.0.1:$port/v1/completions" -d "{\"prompt\":\"$long\",\"max_tokens\":200,\"temperature\":0,\"ignore_eos\":true,\"stream\":true,\"stream_options\":{\"include_usage\":true},\"kv_policy\":{$kp}}" >"$tmp/kvp2.txt"
+  python3 - "$tmp/kvp2.txt" >"$tmp/kvp2.check" 2>&1 <<'PY' && ok || { bad "kv_policy {$kp} stream"; cat "$tmp/kvp2.check"; }
+import json, sys
+ev = [e[6:] for e in open(sys.argv[1]).read().split("\n\n") if e.startswith("data: ")]
+assert ev[-1] == "[DONE]", ev[-3:]
+chunks = [json.loads(e) for e in ev[:-1]]
+u = chunks[-1]["usage"]
+assert u["completion_tokens"] == 200 and u["prompt_tokens"] > 64, u
+kp = u["kv_policy"]
+fed = u["prompt_tokens"] + 200 - 1
+assert kp["kind"] in ("h2o", "snapkv") and fed - kp["evicted_tokens"] <= 64, kp
+assert kp["evicted_tokens"] == 16 * kp["evicted_blocks"], kp
+PY
+done
 check400 '{"prompt":"x","stop":""}' stop
 check400 '{"prompt":"x","model":"gpt-4"}' model
 check400 '{"prompt":"x","stream":"yes"}' stream
