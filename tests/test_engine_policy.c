@@ -4,16 +4,24 @@
  *   - a budget that holds the whole request: window and sinks give the
  *     same tokens and log-probabilities (bits) as full at temperature 0;
  *   - a small budget: at every step the request's table holds at most
- *     ceil(budget / 4) blocks, the sink block stays (sinks) or moves
- *     (window), generation runs past the engine's context to max_tokens,
- *     and the usage counts the evicted blocks and positions;
- *   - a mixed batch of full and windowed requests gives each the tokens
- *     it gets alone (batch-invariant kernels);
- *   - a windowed request preempted by recompute finishes with max_tokens;
+ *     ceil(budget / 4) blocks, the sink block stays (sinks, h2o, snapkv) or
+ *     moves (window), generation runs past the engine's context to
+ *     max_tokens, and the usage counts the evicted blocks and positions;
+ *   - a mixed batch of full, window, sinks, h2o and snapkv requests gives
+ *     each the tokens it gets alone (batch-invariant kernels);
+ *   - an evicting request preempted by recompute finishes with max_tokens
+ *     (snapkv also when preempted in the middle of its chunked prefill);
  *   - the engine's window stream equals the KV layer's own streaming path
  *     (what `kvllm ppl --stream` runs: make_room before each token, the
- *     token at its place in the cache) driven by hand with argmax;
- *   - refusals name the field: n, h2o, the budget's bounds, the layout.
+ *     token at its place in the cache) driven by hand with argmax; for h2o
+ *     and snapkv the same, and the cache (every full block's bytes, shifts
+ *     and attention mass) equal after every step; snapkv with a prompt over
+ *     its budget prefilled in one batch and in chunks of 7, 13 and 16;
+ *   - snapkv within its budget gives sinks' tokens;
+ *   - the attention mass with 1, 2 and 3 engine threads (bounded rounding
+ *     when a query's heads are split between threads);
+ *   - refusals name the field: n, heavy, obs_window, the budget's bounds,
+ *     the layout.
  * kvl_engine_check runs after every step (it asserts the budget too); at
  * the end every block is free.
  */
@@ -199,7 +207,7 @@ static void test_small_budget(const kvl_model *m, kvl_kv_policy_kind kind) {
     /* fed: 10 + 149 positions; at most 16 remain */
     CHECK(u->evicted_tokens >= 159 - 16 && u->evicted_tokens <= 159);
     CHECK_EQ_INT(u->evicted_tokens, u->evicted_blocks * 4);
-    CHECK(kind == KVL_KV_POLICY_SINKS ? !first_moved : first_moved);
+    CHECK(kind == KVL_KV_POLICY_WINDOW ? first_moved : !first_moved); /* the sink block stays */
     kvl_engine_stats st;
     kvl_engine_get_stats(e, &st);
     CHECK_EQ_INT(st.kv.n_blocks_evicted, u->evicted_blocks);
@@ -207,38 +215,58 @@ static void test_small_budget(const kvl_model *m, kvl_kv_policy_kind kind) {
     kvl_engine_free(e);
 }
 
-/* Full and windowed requests together: each gets its tokens alone. */
+/* Full and evicting requests together (snapkv with a prompt over its
+ * budget, prefilled in the same steps as the others' chunks and decodes):
+ * each gets its tokens alone, and each evicting one at most its budget
+ * once decoding. */
 static void test_mixed(const kvl_model *m) {
-    rlog alone[3];
-    kvl_kv_policy_kind kinds[] = {KVL_KV_POLICY_FULL, KVL_KV_POLICY_WINDOW, KVL_KV_POLICY_SINKS};
-    int32_t budgets[] = {0, 16, 20};
-    for (int k = 0; k < 3; k++) {
-        kvl_engine *e = mk(m, 40, 4, 64, false);
-        uint64_t id = submit_ok(e, k, 12, 30, kinds[k], budgets[k]);
+    enum { NK = 5 };
+    rlog alone[NK];
+    kvl_kv_policy_kind kinds[NK] = {KVL_KV_POLICY_FULL, KVL_KV_POLICY_WINDOW, KVL_KV_POLICY_SINKS,
+                                    KVL_KV_POLICY_H2O, KVL_KV_POLICY_SNAPKV};
+    int32_t budgets[NK] = {0, 16, 20, 16, 20}, prompts[NK] = {12, 12, 12, 12, 30};
+    for (int k = 0; k < NK; k++) {
+        kvl_engine *e = mk(m, 64, NK, 64, false);
+        uint64_t id = submit_ok(e, k, prompts[k], 30, kinds[k], budgets[k]);
         run_to_idle(e, 200);
         alone[k] = logs[id];
         CHECK_EQ_INT(alone[k].n, 30);
         kvl_engine_free(e);
     }
-    kvl_engine *e = mk(m, 40, 4, 64, false);
-    uint64_t ids[3];
-    for (int k = 0; k < 3; k++)
-        ids[k] = submit_ok(e, k, 12, 30, kinds[k], budgets[k]);
-    run_to_idle(e, 200);
-    for (int k = 0; k < 3; k++)
+    kvl_engine *e = mk(m, 64, NK, 64, false);
+    uint64_t ids[NK];
+    for (int k = 0; k < NK; k++)
+        ids[k] = submit_ok(e, k, prompts[k], 30, kinds[k], budgets[k]);
+    for (int s = 0; s < 200 && !kvl_engine_idle(e); s++) {
+        step(e);
+        for (int k = 1; k < NK; k++) {
+            kvl_request_info ri;
+            if (logs[ids[k]].n > 0 && !logs[ids[k]].n_final &&
+                kvl_engine_request_info(e, ids[k], &ri) == KVL_OK)
+                CHECK((int32_t)ri.n_blocks <= (budgets[k] + 3) / 4);
+        }
+    }
+    CHECK(kvl_engine_idle(e));
+    for (int k = 0; k < NK; k++)
         CHECK(same(&logs[ids[k]], &alone[k]));
-    CHECK(logs[ids[1]].usage.evicted_blocks > 0 && logs[ids[2]].usage.evicted_blocks > 0);
+    for (int k = 1; k < NK; k++)
+        CHECK(logs[ids[k]].usage.evicted_blocks > 0);
     CHECK_EQ_INT(logs[ids[0]].usage.evicted_blocks, 0);
     check_idle(e);
     kvl_engine_free(e);
 }
 
-/* A windowed request preempted (recompute) halfway still finishes. */
-static void test_preempt(const kvl_model *m) {
+/* An evicting request preempted (recompute) after `after` steps still
+ * finishes; snapkv with a prompt of 30 over its budget of 20 in chunks of
+ * 8, preempted in its prefill (after 2) and after its cut (after 30). */
+static void test_preempt(const kvl_model *m, kvl_kv_policy_kind kind, int after) {
+    bool snap = kind == KVL_KV_POLICY_SNAPKV;
+    g_mbt = snap ? 8 : 64;
     kvl_engine *e = mk(m, 24, 2, 48, false);
-    uint64_t id = submit_ok(e, 0, 10, 60, KVL_KV_POLICY_WINDOW, 16);
-    for (int s = 0; s < 30; s++)
+    uint64_t id = submit_ok(e, 0, snap ? 30 : 10, 60, kind, snap ? 20 : 16);
+    for (int s = 0; s < after; s++)
         step(e);
+    g_mbt = 64;
     CHECK(kvl_engine_preempt(e, id, KVL_PREEMPT_SWAP) == KVL_OK); /* falls back to recompute */
     kvl_request_info ri;
     CHECK(kvl_engine_request_info(e, id, &ri) == KVL_OK);
@@ -658,8 +686,13 @@ int main(void) {
     test_identical(m);
     test_small_budget(m, KVL_KV_POLICY_WINDOW);
     test_small_budget(m, KVL_KV_POLICY_SINKS);
+    test_small_budget(m, KVL_KV_POLICY_H2O);
+    test_small_budget(m, KVL_KV_POLICY_SNAPKV); /* obs_window 4: 1 + 2 blocks + 4 <= 16 */
     test_mixed(m);
-    test_preempt(m);
+    test_preempt(m, KVL_KV_POLICY_WINDOW, 30);
+    test_preempt(m, KVL_KV_POLICY_H2O, 30);
+    test_preempt(m, KVL_KV_POLICY_SNAPKV, 2);
+    test_preempt(m, KVL_KV_POLICY_SNAPKV, 30);
     test_against_stream(m);
     test_scored_against_ref(m);
     test_snapkv_as_sinks(m);
