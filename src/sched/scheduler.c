@@ -767,10 +767,11 @@ static void add_item(kvl_sched *s, kvl_request *r, int32_t si, int32_t n) {
         s->want[at + k] = false;
     }
     bool unforked_lead = !r->forked;
+    /* snapkv: the mass of chunks before the observation window is not the window's */
     if (s->paged && kvl_sched_over_budget_ok(r, q) &&
         q->n_kv <= r->n_prompt - kvl_kv_policy_obs_window(&r->policy))
-        kvl_kv_paged_mass_reset(s->paged, q->slot); /* earlier chunks' mass is not the window's */
-    if (q->n_kv + n == q->len) {                    /* the chunk reaches the end: sample after it */
+        kvl_kv_paged_mass_reset(s->paged, q->slot);
+    if (q->n_kv + n == q->len) { /* the chunk reaches the end: sample after it */
         s->want[at + n - 1] = true;
         it->logit_row = 0; /* numbered below */
     }
