@@ -153,6 +153,48 @@ static bool same(const rlog *a, const rlog *b) {
     return true;
 }
 
+/* FNV-1a over n bytes, continuing h. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* What slot seq of pg holds: its length, its full blocks' bytes (every
+ * layer's K and V), their rotation shifts and their attention mass. */
+static uint64_t cache_hash(const kvl_kv_paged *pg, int32_t seq) {
+    const kvl_block_table *t = kvl_kv_paged_table(pg, seq);
+    const kvl_block_layout *lay = kvl_kv_paged_layout(pg);
+    uint8_t *buf = malloc(lay->block_bytes);
+    uint64_t h = fnv(0xcbf29ce484222325ull, &t->n_tokens, sizeof t->n_tokens);
+    for (int32_t j = 0; buf && j < t->n_tokens / lay->block_size; j++) {
+        kvl_kv_paged_block_save(pg, seq, (uint32_t)j, buf);
+        h = fnv(h, buf, lay->block_bytes);
+        int32_t sh = t->shifted ? t->shift[j] : 0;
+        h = fnv(h, &sh, sizeof sh);
+    }
+    free(buf);
+    /* the mass of a scored policy's slot (others have none to speak of,
+     * though the array exists once any slot had h2o or snapkv) */
+    kvl_kv_seq_stats st;
+    kvl_error err;
+    const uint64_t *ms = kvl_kv_paged_mass(pg, seq);
+    bool scored = kvl_kv_paged_seq_stats_get(pg, seq, &st, &err) == KVL_OK &&
+                  (st.policy == KVL_KV_POLICY_H2O || st.policy == KVL_KV_POLICY_SNAPKV);
+    return ms && scored ? fnv(h, ms, t->n_blocks * sizeof *ms) : h;
+}
+
+/* After a step: the cache of request id's slot when it has just produced
+ * a token (not its last: the request ends in that step), in hash[n - 1]. */
+static void track(kvl_engine *e, uint64_t id, int32_t *seen, uint64_t *hash) {
+    if (logs[id].n != *seen && !logs[id].n_final) {
+        const kvl_kv_paged *pg = kvl_kv_cache_paged(kvl_engine_kv_cache(e));
+        hash[logs[id].n - 1] = cache_hash(pg, kvl_engine_slot_of(e, id, 0));
+    }
+    *seen = logs[id].n;
+}
+
 /* Budget 64 >= prompt 20 + 40 outputs: nothing is evicted, bits equal. */
 static void test_identical(const kvl_model *m) {
     rlog ref;
@@ -217,28 +259,38 @@ static void test_small_budget(const kvl_model *m, kvl_kv_policy_kind kind) {
 
 /* Full and evicting requests together (snapkv with a prompt over its
  * budget, prefilled in the same steps as the others' chunks and decodes):
- * each gets its tokens alone, and each evicting one at most its budget
- * once decoding. */
+ * each gets its tokens alone and the same cache after each of its steps
+ * (each slot's mass is its own), and each evicting one holds at most its
+ * budget once decoding. */
 static void test_mixed(const kvl_model *m) {
     enum { NK = 5 };
     rlog alone[NK];
     kvl_kv_policy_kind kinds[NK] = {KVL_KV_POLICY_FULL, KVL_KV_POLICY_WINDOW, KVL_KV_POLICY_SINKS,
                                     KVL_KV_POLICY_H2O, KVL_KV_POLICY_SNAPKV};
     int32_t budgets[NK] = {0, 16, 20, 16, 20}, prompts[NK] = {12, 12, 12, 12, 30};
+    static uint64_t h_alone[NK][32], h_mixed[NK][32];
+    int32_t seen[NK] = {0};
     for (int k = 0; k < NK; k++) {
         kvl_engine *e = mk(m, 64, NK, 64, false);
         uint64_t id = submit_ok(e, k, prompts[k], 30, kinds[k], budgets[k]);
-        run_to_idle(e, 200);
+        for (int s = 0; s < 200 && !kvl_engine_idle(e); s++) {
+            step(e);
+            track(e, id, &seen[k], h_alone[k]);
+        }
         alone[k] = logs[id];
         CHECK_EQ_INT(alone[k].n, 30);
         kvl_engine_free(e);
     }
     kvl_engine *e = mk(m, 64, NK, 64, false);
     uint64_t ids[NK];
-    for (int k = 0; k < NK; k++)
+    for (int k = 0; k < NK; k++) {
         ids[k] = submit_ok(e, k, prompts[k], 30, kinds[k], budgets[k]);
+        seen[k] = 0;
+    }
     for (int s = 0; s < 200 && !kvl_engine_idle(e); s++) {
         step(e);
+        for (int k = 0; k < NK; k++)
+            track(e, ids[k], &seen[k], h_mixed[k]);
         for (int k = 1; k < NK; k++) {
             kvl_request_info ri;
             if (logs[ids[k]].n > 0 && !logs[ids[k]].n_final &&
@@ -247,8 +299,11 @@ static void test_mixed(const kvl_model *m) {
         }
     }
     CHECK(kvl_engine_idle(e));
-    for (int k = 0; k < NK; k++)
+    for (int k = 0; k < NK; k++) {
         CHECK(same(&logs[ids[k]], &alone[k]));
+        /* and the same cache (bytes, shifts, mass) after each of its steps */
+        CHECK(!memcmp(h_mixed[k], h_alone[k], 29 * sizeof h_alone[k][0]));
+    }
     for (int k = 1; k < NK; k++)
         CHECK(logs[ids[k]].usage.evicted_blocks > 0);
     CHECK_EQ_INT(logs[ids[0]].usage.evicted_blocks, 0);
@@ -338,32 +393,6 @@ static void test_against_stream(const kvl_model *m) {
     kvl_kv_cache_free(kvc);
     kvl_executor_free(x);
     kvl_pool_free(pool);
-}
-
-/* FNV-1a over n bytes, continuing h. */
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
-/* What slot seq of pg holds: its length, its full blocks' bytes (every
- * layer's K and V), their rotation shifts and their attention mass. */
-static uint64_t cache_hash(const kvl_kv_paged *pg, int32_t seq) {
-    const kvl_block_table *t = kvl_kv_paged_table(pg, seq);
-    const kvl_block_layout *lay = kvl_kv_paged_layout(pg);
-    uint8_t *buf = malloc(lay->block_bytes);
-    uint64_t h = fnv(0xcbf29ce484222325ull, &t->n_tokens, sizeof t->n_tokens);
-    for (int32_t j = 0; buf && j < t->n_tokens / lay->block_size; j++) {
-        kvl_kv_paged_block_save(pg, seq, (uint32_t)j, buf);
-        h = fnv(h, buf, lay->block_bytes);
-        int32_t sh = t->shifted ? t->shift[j] : 0;
-        h = fnv(h, &sh, sizeof sh);
-    }
-    free(buf);
-    const uint64_t *ms = kvl_kv_paged_mass(pg, seq);
-    return ms ? fnv(h, ms, t->n_blocks * sizeof *ms) : h;
 }
 
 /* A request's run: its tokens, and what its cache held after the step
