@@ -341,60 +341,6 @@ static int32_t argmax(const float *row, int32_t n) {
     return b;
 }
 
-/* window 16 over prompt 12 + 60 outputs: the engine's tokens equal those
- * of a direct make_room / forward loop on one sequence. */
-static void test_against_stream(const kvl_model *m) {
-    kvl_engine *e = mk(m, 24, 2, 48, false);
-    uint64_t id = submit_ok(e, 0, 12, 60, KVL_KV_POLICY_WINDOW, 16);
-    run_to_idle(e, 300);
-    CHECK_EQ_INT(logs[id].n, 60);
-    kvl_engine_free(e);
-    kvl_error err;
-    kvl_pool *pool = NULL;
-    kvl_executor *x = NULL;
-    kvl_kv_cache *kvc = NULL;
-    kvl_kv_cache_params kp = kvl_kv_cache_defaults();
-    kp.block_size = 4;
-    kp.max_seqs = 1;
-    kp.max_ctx = 48;
-    kvl_kv_policy pol = {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 16};
-    if (kvl_pool_init(1, &pool, &err) || kvl_executor_cpu_init(m, pool, 64, 48, &x, &err) ||
-        kvl_kv_cache_init(&m->hp, &kp, &kvc, &err) || kvl_kv_cache_set_policy(kvc, 0, &pol, &err)) {
-        fprintf(stderr, "reference: %s\n", err.msg);
-        CHECK(!"reference setup");
-        return;
-    }
-    int32_t nv = (int32_t)m->hp.n_vocab, toks[12], seq[12] = {0}, pos[12], n_out = 0, got = 0;
-    bool want[12] = {false};
-    memcpy(toks, prompt[0], sizeof toks);
-    for (int32_t k = 0; k < 12; k++)
-        pos[k] = k;
-    want[11] = true;
-    const float *lg = NULL;
-    kvl_batch b = {.n_tokens = 12, .tokens = toks, .seq = seq, .pos = pos, .logits = want};
-    bool ok = kvl_executor_run_cache(x, kvc, &b, &lg, &n_out, &err) == KVL_OK;
-    int64_t evicted = 0;
-    for (; ok && got < 60; got++) {
-        int32_t t = argmax(lg, nv), ev = 0;
-        if (t != logs[id].toks[got])
-            break;
-        if (got == 59) /* the engine feeds no token after the last */
-            continue;
-        ok = kvl_kv_cache_make_room(kvc, 0, 1, &ev, &err) == KVL_OK;
-        evicted += ev;
-        toks[0] = t;
-        pos[0] = kvl_kv_cache_len(kvc, 0);
-        b = (kvl_batch){.n_tokens = 1, .tokens = toks, .seq = seq, .pos = pos, .logits = want + 11};
-        ok = ok && kvl_executor_run_cache(x, kvc, &b, &lg, &n_out, &err) == KVL_OK;
-    }
-    CHECK_EQ_INT(got, 60);
-    CHECK(evicted > 0);
-    CHECK_EQ_INT(logs[id].usage.evicted_tokens, evicted);
-    kvl_kv_cache_free(kvc);
-    kvl_executor_free(x);
-    kvl_pool_free(pool);
-}
-
 /* A request's run: its tokens, and what its cache held after the step
  * that produced each of them (before the next is fed). */
 typedef struct run_log {
@@ -542,6 +488,13 @@ static void against_ref(const kvl_model *m, const kvl_kv_policy *pol, int which,
     CHECK_EQ_INT(eng.evicted, ref.evicted);
     CHECK(ref.evicted > 0);
     CHECK(eng.max_len_after_prompt <= pol->budget_tokens);
+}
+
+/* window 16 over prompt 12 + 60 outputs: the engine's tokens and cache
+ * equal those of a direct make_room / forward loop on one sequence. */
+static void test_against_stream(const kvl_model *m) {
+    kvl_kv_policy window = {.kind = KVL_KV_POLICY_WINDOW, .budget_tokens = 16};
+    against_ref(m, &window, 0, 12, 60, 48, 0);
 }
 
 /* h2o and snapkv against the hand-driven loop; snapkv's prompt over its

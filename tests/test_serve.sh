@@ -149,38 +149,31 @@ check400 '{"prompt":"x","kv_policy":{"kind":"window"}}' kv_policy.budget_tokens
 check400 '{"prompt":"x","kv_policy":{"kind":"sinks","budget_tokens":8}}' kv_policy.budget_tokens
 check400 '{"prompt":"x","kv_policy":{"kind":"sinks","budget_tokens":64,"sinks":-1}}' kv_policy.sinks
 check400 '{"prompt":"x","n":2,"kv_policy":{"kind":"window","budget_tokens":64}}' n
-# a sinks request streams 300 tokens through a 64-position cache
-curl -sN "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":300,"temperature":0,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true},"kv_policy":{"kind":"sinks","budget_tokens":64,"sinks":4}}' >"$tmp/kvp.txt"
-python3 - "$tmp/kvp.txt" >"$tmp/kvp.check" 2>&1 <<'PY' && ok || { bad "kv_policy stream"; cat "$tmp/kvp.check"; }
+# streams through a 64-position cache: sinks with a short prompt and 300
+# outputs; h2o and snapkv with a prompt of about 150 tokens (snapkv: cut to
+# the budget after its prefill) and 200 outputs. KIND PROMPT MAX_TOKENS KV_POLICY
+kv_stream() {
+  curl -sN "http://127.0.0.1:$port/v1/completions" -d "{\"prompt\":\"$2\",\"max_tokens\":$3,\"temperature\":0,\"ignore_eos\":true,\"stream\":true,\"stream_options\":{\"include_usage\":true},\"kv_policy\":{$4}}" >"$tmp/kvp.txt"
+  python3 - "$tmp/kvp.txt" "$1" "$3" >"$tmp/kvp.check" 2>&1 <<'PY' && ok || { bad "kv_policy {$4} stream"; cat "$tmp/kvp.check"; }
 import json, sys
+kind, n = sys.argv[2], int(sys.argv[3])
 ev = [e[6:] for e in open(sys.argv[1]).read().split("\n\n") if e.startswith("data: ")]
 assert ev[-1] == "[DONE]", ev[-3:]
 chunks = [json.loads(e) for e in ev[:-1]]
 u = chunks[-1]["usage"]
-assert u["completion_tokens"] == 300, u
+assert u["completion_tokens"] == n, u
+assert kind == "sinks" or u["prompt_tokens"] > 64, u  # h2o, snapkv: a prompt over the budget
 kp = u["kv_policy"]
-assert kp["kind"] == "sinks" and kp["evicted_tokens"] >= 300 + 5 - 1 - 64, kp
+fed = u["prompt_tokens"] + n - 1  # the last token is not fed
+assert kp["kind"] == kind and fed - kp["evicted_tokens"] <= 64, kp
 assert kp["evicted_tokens"] == 16 * kp["evicted_blocks"], kp
 assert len("".join(c["choices"][0]["text"] for c in chunks if c["choices"])) > 0
 PY
-# h2o and snapkv: a prompt of about 150 tokens (snapkv: cut to the budget
-# after its prefill) and 200 outputs through a 64-position cache
+}
+kv_stream sinks "Once upon a time" 300 '"kind":"sinks","budget_tokens":64,"sinks":4'
 long="Once upon a time there was a little girl named Lily. She loved to play outside in the park with her friends. One day she saw a big red ball near the tree and she ran to get it. Her mom said to be careful. Lily smiled and said she would. Then the sun came out and the birds sang a happy song. Lily and her friends played until the sky was dark."
-for kp in '"kind":"h2o","budget_tokens":64,"heavy":0.25' '"kind":"snapkv","budget_tokens":64,"obs_window":8'; do
-  curl -sN "http://127.0.0.1:$port/v1/completions" -d "{\"prompt\":\"$long\",\"max_tokens\":200,\"temperature\":0,\"ignore_eos\":true,\"stream\":true,\"stream_options\":{\"include_usage\":true},\"kv_policy\":{$kp}}" >"$tmp/kvp2.txt"
-  python3 - "$tmp/kvp2.txt" >"$tmp/kvp2.check" 2>&1 <<'PY' && ok || { bad "kv_policy {$kp} stream"; cat "$tmp/kvp2.check"; }
-import json, sys
-ev = [e[6:] for e in open(sys.argv[1]).read().split("\n\n") if e.startswith("data: ")]
-assert ev[-1] == "[DONE]", ev[-3:]
-chunks = [json.loads(e) for e in ev[:-1]]
-u = chunks[-1]["usage"]
-assert u["completion_tokens"] == 200 and u["prompt_tokens"] > 64, u
-kp = u["kv_policy"]
-fed = u["prompt_tokens"] + 200 - 1
-assert kp["kind"] in ("h2o", "snapkv") and fed - kp["evicted_tokens"] <= 64, kp
-assert kp["evicted_tokens"] == 16 * kp["evicted_blocks"], kp
-PY
-done
+kv_stream h2o "$long" 200 '"kind":"h2o","budget_tokens":64,"heavy":0.25'
+kv_stream snapkv "$long" 200 '"kind":"snapkv","budget_tokens":64,"obs_window":8'
 check400 '{"prompt":"x","stop":""}' stop
 check400 '{"prompt":"x","model":"gpt-4"}' model
 check400 '{"prompt":"x","stream":"yes"}' stream
