@@ -596,6 +596,37 @@ static void test_mass_threads(const kvl_model *m) {
     g_mbt = 64;
 }
 
+/* One slot used by an h2o request, then by another (or by a preempted
+ * request's replay): the second starts from zero mass and gets the tokens
+ * and caches it gets on a fresh engine (release clears the slot's mass). */
+static void test_slot_reuse(const kvl_model *m) {
+    static uint64_t h_fresh[64], h_reused[64];
+    int32_t seen = 0;
+    kvl_engine *e = mk(m, 24, 1, 48, false);
+    uint64_t b = submit_ok(e, 1, 12, 50, KVL_KV_POLICY_H2O, 16);
+    for (int s = 0; s < 200 && !kvl_engine_idle(e); s++) {
+        step(e);
+        track(e, b, &seen, h_fresh);
+    }
+    rlog fresh = logs[b];
+    kvl_engine_free(e);
+    e = mk(m, 24, 1, 48, false);
+    uint64_t a = submit_ok(e, 0, 10, 40, KVL_KV_POLICY_H2O, 16);
+    run_to_idle(e, 200);
+    CHECK_EQ_INT(logs[a].n, 40);
+    b = submit_ok(e, 1, 12, 50, KVL_KV_POLICY_H2O, 16);
+    CHECK(b != a);
+    seen = 0;
+    for (int s = 0; s < 200 && !kvl_engine_idle(e); s++) {
+        step(e);
+        track(e, b, &seen, h_reused);
+    }
+    CHECK(same(&logs[b], &fresh));
+    CHECK(!memcmp(h_reused, h_fresh, 49 * sizeof h_fresh[0]));
+    check_idle(e);
+    kvl_engine_free(e);
+}
+
 /* snapkv within its budget keeps what sinks keeps (no mass: the oldest
  * candidates go): the same tokens. */
 static void test_snapkv_as_sinks(const kvl_model *m) {
@@ -678,6 +709,7 @@ int main(void) {
     test_against_stream(m);
     test_scored_against_ref(m);
     test_snapkv_as_sinks(m);
+    test_slot_reuse(m);
     test_mass_threads(m);
     test_refusals(m);
     kvl_model_free(m);
