@@ -18,6 +18,7 @@
  *     and attention mass) equal after every step; snapkv with a prompt over
  *     its budget prefilled in one batch and in chunks of 7, 13 and 16;
  *   - snapkv within its budget gives sinks' tokens;
+ *   - a slot reused by a second h2o request starts from zero mass;
  *   - the attention mass with 1, 2 and 3 engine threads (bounded rounding
  *     when a query's heads are split between threads);
  *   - refusals name the field: n, heavy, obs_window, the budget's bounds,
