@@ -242,9 +242,10 @@ typedef struct kvl_kv_policy {
                                 (rounded to the block) + 2 blocks (snapkv: + the
                                 observation window's blocks) */
     int32_t sinks;           /* sinks, h2o, snapkv: first positions always kept;
-                                <= 0 keeps none; the CLI's default is 4 for sinks
-                                and 0 for h2o and snapkv (a sink block cost both
-                                quality on every model measured, docs/eviction.md) */
+                                0 means the default: 4 for sinks, none for h2o and
+                                snapkv (a sink block cost both quality on every
+                                model measured, docs/eviction.md); the CLI and the
+                                server default alike */
     float heavy;             /* h2o: share of the budget's non-sink blocks kept by
                                 attention mass (the rest is the recent window);
                                 0 means the default 0.5; else in (0, 1) */
@@ -426,17 +427,21 @@ typedef struct kvl_request_params {
                                      between requests with the same salt (NULL: none) */
     bool ignore_eos;         /* keep generating past end-of-sequence and BOS (benchmarks:
                                      every output runs to max_tokens) */
-    kvl_kv_policy kv_policy; /* default full. window and sinks (sinks 0 means 4)
-                                keep the request's cache within budget_tokens:
+    kvl_kv_policy kv_policy; /* default full. window, sinks, h2o and snapkv
+                                (sinks 0 means 4, heavy 0 means 0.5,
+                                obs_window 0 means 32; out of range:
+                                KVL_E_INVALID naming the field) keep the
+                                request's cache within budget_tokens:
                                 max_tokens may then pass the context (up to
                                 KVL_MAX_STREAM_TOKENS), n must be 1, the paged
                                 layout is required, the request takes no
                                 prefix-cache hits and publishes no blocks, and
                                 is preempted by recompute only (its whole
-                                history fed again under the policy).
-                                h2o and snapkv: KVL_E_UNSUPPORTED in the engine
-                                (`kvllm ppl --stream` runs them).
-                                docs/eviction.md */
+                                history fed again under the policy). snapkv
+                                prefills a prompt longer than the budget
+                                whole (its blocks must fit the pool) and cuts
+                                it to the budget before the first decode.
+                                docs/eviction.md, "In the engine" */
 } kvl_request_params;
 
 #define KVL_MAX_STOPS 16

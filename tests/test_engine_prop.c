@@ -35,7 +35,7 @@ static uint32_t rnd(uint32_t n) { /* splitmix64, uniform enough for tests */
 
 typedef struct pending {
     int32_t at_step, n_prompt, max_tokens, n, prio, cancel_at;
-    kvl_kv_policy policy; /* a third of the requests: window or sinks */
+    kvl_kv_policy policy; /* a third of the requests: window, sinks, h2o or snapkv */
     float temp;
     uint64_t id;
     bool accepted;
@@ -46,6 +46,7 @@ typedef struct pending {
 static int64_t total_hits, total_self_hits, total_preemptions; /* the paths were exercised */
 static int64_t total_promoted, total_demoted, total_tier_swap_drops;
 static int64_t total_policy_done, total_evicted; /* policy requests finished, blocks evicted */
+static int64_t total_kind[5], total_snap_over;   /* per policy; snapkv prompts cut after prefill */
 
 static int one_seed(const kvl_model *m, uint64_t seed) {
     rng_state = seed * 7919 + 1;
@@ -94,11 +95,17 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
         q->prio = (int32_t)rnd(5) - 2;
         q->cancel_at = rnd(5) == 0 ? q->at_step + (int32_t)rnd(20) : -1;
         q->temp = rnd(2) ? 0.0f : 0.9f;
-        if (rnd(3) == 0) { /* a windowed stream: n 1, may run past the context */
-            q->policy.kind = rnd(2) ? KVL_KV_POLICY_WINDOW : KVL_KV_POLICY_SINKS;
+        if (rnd(3) == 0) { /* an evicting stream: n 1, may run past the context */
+            q->policy.kind = (kvl_kv_policy_kind)(KVL_KV_POLICY_WINDOW + (int)rnd(4));
             q->policy.sinks = (int32_t)rnd(9); /* 0: the default 4 */
             /* 2..5 blocks past the sinks' block; 1 in 10 below the bound */
             q->policy.budget_tokens = rnd(10) ? 12 + 4 * (int32_t)rnd(4) : 4;
+            q->policy.heavy = rnd(4) ? 0.0f : 0.1f + 0.2f * (float)rnd(5); /* 0: 0.5 */
+            q->policy.obs_window = 1 + (int32_t)rnd(8); /* snapkv: budget >= its bound + w */
+            if (q->policy.kind == KVL_KV_POLICY_SNAPKV && rnd(10))
+                q->policy.budget_tokens += q->policy.obs_window;
+            if (rnd(20) == 0) /* out of range: refused naming the field */
+                q->policy.heavy = 1.5f, q->policy.obs_window = -3;
             q->n = rnd(8) ? 1 : 2; /* 2: refused */
             q->max_tokens = 1 + (int32_t)rnd((uint32_t)(2 * p.max_ctx));
         }
@@ -178,6 +185,9 @@ static int one_seed(const kvl_model *m, uint64_t seed) {
         CHECK_EQ_INT(req[i].n_after, 0);
         CHECK(req[i].tokens <= (int64_t)req[i].n * req[i].max_tokens);
         total_policy_done += req[i].policy.kind != KVL_KV_POLICY_FULL;
+        total_kind[req[i].policy.kind]++;
+        total_snap_over += req[i].policy.kind == KVL_KV_POLICY_SNAPKV &&
+                           req[i].n_prompt > req[i].policy.budget_tokens;
     }
     kvl_engine_stats st;
     kvl_engine_get_stats(e, &st);
@@ -218,8 +228,11 @@ int main(void) {
     printf("test_engine_prop: prefix tier: %lld blocks demoted, %lld promoted, %lld dropped for "
            "swapped requests\n",
            (long long)total_demoted, (long long)total_promoted, (long long)total_tier_swap_drops);
-    printf("test_engine_prop: %lld window/sinks requests accepted, %lld blocks evicted\n",
-           (long long)total_policy_done, (long long)total_evicted);
+    printf("test_engine_prop: %lld evicting requests accepted (%lld h2o, %lld snapkv, %lld "
+           "snapkv prompts over the budget), %lld blocks evicted\n",
+           (long long)total_policy_done, (long long)total_kind[KVL_KV_POLICY_H2O],
+           (long long)total_kind[KVL_KV_POLICY_SNAPKV], (long long)total_snap_over,
+           (long long)total_evicted);
     if (n_seeds >= 100) {
         CHECK(total_preemptions > 0);
         CHECK(total_hits > 0);
@@ -228,6 +241,8 @@ int main(void) {
         CHECK(total_promoted > 0);
         CHECK(total_policy_done > 0);
         CHECK(total_evicted > 0);
+        CHECK(total_kind[KVL_KV_POLICY_H2O] > 0 && total_kind[KVL_KV_POLICY_SNAPKV] > 0);
+        CHECK(total_snap_over > 0);
     }
     kvl_model_free(m);
     return kvt_finish("test_engine_prop");

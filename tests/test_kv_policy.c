@@ -837,9 +837,9 @@ static void test_snapkv_constructed(void) {
     kvl_kv_paged_free(kv);
 }
 
-/* The engine's request field: h2o is refused (KVL_E_UNSUPPORTED: the
- * engine runs window and sinks), sinks is accepted, an unknown kind is
- * invalid. */
+/* The engine's request field: sinks and h2o are accepted (the engine runs
+ * every policy: tests/test_engine_policy.c), h2o with heavy out of (0, 1)
+ * is refused naming the field, an unknown kind is invalid. */
 static void test_engine_refuses(void) {
     kvl_model *m = NULL;
     kvl_error err;
@@ -861,9 +861,12 @@ static void test_engine_refuses(void) {
     rp.kv_policy.kind = KVL_KV_POLICY_SINKS;
     rp.kv_policy.budget_tokens = 64;
     uint64_t id = 0;
-    rp.kv_policy.kind = KVL_KV_POLICY_H2O; /* the engine runs window and sinks */
-    CHECK_EQ_INT(kvl_engine_submit(e, &rp, &id, &err), KVL_E_UNSUPPORTED);
-    CHECK_CONTAINS(err.msg, "kv_policy.kind h2o");
+    rp.kv_policy.kind = KVL_KV_POLICY_H2O;
+    rp.kv_policy.heavy = 1.0f;
+    CHECK_EQ_INT(kvl_engine_submit(e, &rp, &id, &err), KVL_E_INVALID);
+    CHECK_CONTAINS(err.msg, "heavy 1 not in (0, 1)");
+    rp.kv_policy.heavy = 0.0f; /* the default */
+    CHECK_EQ_INT(kvl_engine_submit(e, &rp, &id, &err), KVL_OK);
     rp.kv_policy.kind = KVL_KV_POLICY_SINKS; /* tests/test_engine_policy.c runs it */
     CHECK_EQ_INT(kvl_engine_submit(e, &rp, &id, &err), KVL_OK);
     rp.kv_policy.kind = (kvl_kv_policy_kind)9;

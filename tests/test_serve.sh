@@ -135,25 +135,45 @@ check400 '{"prompt":"x","logprobs":6}' logprobs
 check400 '{"prompt":"x","stop":[1]}' stop
 # the kv_policy extension (docs/eviction.md): bad shapes name the nested field
 check400 '{"prompt":"x","kv_policy":"window"}' kv_policy
-check400 '{"prompt":"x","kv_policy":{"kind":"h2o","budget_tokens":64}}' kv_policy.kind
+check400 '{"prompt":"x","kv_policy":{"kind":"lru","budget_tokens":64}}' kv_policy.kind
+check400 '{"prompt":"x","kv_policy":{"kind":"h2o","budget_tokens":64,"heavy":1.5}}' kv_policy.heavy
+grep -q 'kv_policy.heavy must be a number in (0, 1)' "$tmp/body" && ok || bad "heavy's range named: $(cat "$tmp/body")"
+check400 '{"prompt":"x","kv_policy":{"kind":"h2o","budget_tokens":64,"heavy":0}}' kv_policy.heavy
+check400 '{"prompt":"x","kv_policy":{"kind":"h2o","budget_tokens":64,"heavy":"half"}}' kv_policy.heavy
+check400 '{"prompt":"x","kv_policy":{"kind":"snapkv","budget_tokens":96,"obs_window":0}}' kv_policy.obs_window
+grep -q 'kv_policy.obs_window must be an integer in \[1, ' "$tmp/body" && ok || bad "obs_window's range named: $(cat "$tmp/body")"
+check400 '{"prompt":"x","kv_policy":{"kind":"snapkv","budget_tokens":96,"obs_window":2.5}}' kv_policy.obs_window
+# snapkv's default window of 32 needs a budget of 1 + 2 blocks of 16 + 32
+check400 '{"prompt":"x","kv_policy":{"kind":"snapkv","budget_tokens":48}}' kv_policy.budget_tokens
 check400 '{"prompt":"x","kv_policy":{"kind":"window"}}' kv_policy.budget_tokens
 check400 '{"prompt":"x","kv_policy":{"kind":"sinks","budget_tokens":8}}' kv_policy.budget_tokens
 check400 '{"prompt":"x","kv_policy":{"kind":"sinks","budget_tokens":64,"sinks":-1}}' kv_policy.sinks
 check400 '{"prompt":"x","n":2,"kv_policy":{"kind":"window","budget_tokens":64}}' n
-# a sinks request streams 300 tokens through a 64-position cache
-curl -sN "http://127.0.0.1:$port/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":300,"temperature":0,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true},"kv_policy":{"kind":"sinks","budget_tokens":64,"sinks":4}}' >"$tmp/kvp.txt"
-python3 - "$tmp/kvp.txt" >"$tmp/kvp.check" 2>&1 <<'PY' && ok || { bad "kv_policy stream"; cat "$tmp/kvp.check"; }
+# streams through a 64-position cache: sinks with a short prompt and 300
+# outputs; h2o and snapkv with a prompt of about 150 tokens (snapkv: cut to
+# the budget after its prefill) and 200 outputs. KIND PROMPT MAX_TOKENS KV_POLICY
+kv_stream() {
+  curl -sN "http://127.0.0.1:$port/v1/completions" -d "{\"prompt\":\"$2\",\"max_tokens\":$3,\"temperature\":0,\"ignore_eos\":true,\"stream\":true,\"stream_options\":{\"include_usage\":true},\"kv_policy\":{$4}}" >"$tmp/kvp.txt"
+  python3 - "$tmp/kvp.txt" "$1" "$3" >"$tmp/kvp.check" 2>&1 <<'PY' && ok || { bad "kv_policy {$4} stream"; cat "$tmp/kvp.check"; }
 import json, sys
+kind, n = sys.argv[2], int(sys.argv[3])
 ev = [e[6:] for e in open(sys.argv[1]).read().split("\n\n") if e.startswith("data: ")]
 assert ev[-1] == "[DONE]", ev[-3:]
 chunks = [json.loads(e) for e in ev[:-1]]
 u = chunks[-1]["usage"]
-assert u["completion_tokens"] == 300, u
+assert u["completion_tokens"] == n, u
+assert kind == "sinks" or u["prompt_tokens"] > 64, u  # h2o, snapkv: a prompt over the budget
 kp = u["kv_policy"]
-assert kp["kind"] == "sinks" and kp["evicted_tokens"] >= 300 + 5 - 1 - 64, kp
+fed = u["prompt_tokens"] + n - 1  # the last token is not fed
+assert kp["kind"] == kind and fed - kp["evicted_tokens"] <= 64, kp
 assert kp["evicted_tokens"] == 16 * kp["evicted_blocks"], kp
 assert len("".join(c["choices"][0]["text"] for c in chunks if c["choices"])) > 0
 PY
+}
+kv_stream sinks "Once upon a time" 300 '"kind":"sinks","budget_tokens":64,"sinks":4'
+long="Once upon a time there was a little girl named Lily. She loved to play outside in the park with her friends. One day she saw a big red ball near the tree and she ran to get it. Her mom said to be careful. Lily smiled and said she would. Then the sun came out and the birds sang a happy song. Lily and her friends played until the sky was dark."
+kv_stream h2o "$long" 200 '"kind":"h2o","budget_tokens":64,"heavy":0.25'
+kv_stream snapkv "$long" 200 '"kind":"snapkv","budget_tokens":64,"obs_window":8'
 check400 '{"prompt":"x","stop":""}' stop
 check400 '{"prompt":"x","model":"gpt-4"}' model
 check400 '{"prompt":"x","stream":"yes"}' stream

@@ -71,7 +71,8 @@ static void usage(FILE *f) {
         KVL_MAX_STOPS, KVL_MAX_SAMPLES, KVL_POOL_MAX_THREADS);
     kvl_cli_kv_usage(f);
     kvl_cli_kv_policy_usage(f);
-    fprintf(f, "                        (run: window or sinks; -n may then pass the context)\n");
+    fprintf(f, "                        (run: any but full lets -n pass the context; snapkv\n"
+               "                        prefills a longer prompt whole, then cuts it)\n");
 }
 
 /* Flags with no value; 1 consumed, 0 not one of them. */

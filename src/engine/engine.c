@@ -325,8 +325,9 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
     }
     uint64_t worst = kvl_sched_blocks_worst(e->sched, (int32_t)n_prompt, p->max_tokens, p->n);
     uint64_t bs = (uint64_t)kvl_sched_block_size(e->sched);
-    if (evicts && worst > (p->kv_policy.budget_tokens + bs - 1) / bs) /* admitted on its budget */
-        worst = (p->kv_policy.budget_tokens + bs - 1) / bs;
+    uint64_t cap = kvl_sched_policy_blocks(&p->kv_policy, (int32_t)n_prompt, (int32_t)bs);
+    if (evicts && worst > cap) /* admitted on its budget (snapkv: or its prompt) */
+        worst = cap;
     if (worst > kvl_sched_n_blocks(e->sched)) {
         free(toks);
         return kvl_errorf(err, KVL_E_LIMIT,
@@ -378,10 +379,8 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
     q->r.priority = p->priority;
     q->r.owner = q;
     q->r.policy = p->kv_policy;
-    if (evicts) { /* the largest chunk make_room can always fit (docs/eviction.md) */
-        int32_t b = (int32_t)bs, nsk = kvl_kv_policy_sink_blocks(&p->kv_policy, b);
-        q->r.chunk_cap = p->kv_policy.budget_tokens - (nsk + 1) * b + 1;
-    }
+    if (evicts) /* the largest chunk make_room can always fit (docs/eviction.md) */
+        q->r.chunk_cap = kvl_sched_chunk_cap(&p->kv_policy, (int32_t)bs);
     if (e->pc) {
         const kvl_kv_cache_params *kp = kvl_kv_cache_params_of(e->kv);
         q->r.ns = kvl_prefix_namespace(e->pc, p->cache_salt, (int)kp->k_fmt, (int)kp->v_fmt);
@@ -394,8 +393,9 @@ static kvl_status req_build(kvl_engine *e, const kvl_request_params *p, eng_req 
     return KVL_OK;
 }
 
-/* The request's KV policy (docs/eviction.md): full, or window / sinks
- * within the engine's restrictions. *out is p with sinks' default applied. */
+/* The request's KV policy (docs/eviction.md): full, or window / sinks /
+ * h2o / snapkv within the engine's restrictions. *out is p with the
+ * defaults of sinks, heavy and obs_window applied. */
 static kvl_status policy_check(kvl_engine *e, const kvl_request_params *p, kvl_request_params *out,
                                kvl_error *err) {
     *out = *p;
@@ -406,11 +406,6 @@ static kvl_status policy_check(kvl_engine *e, const kvl_request_params *p, kvl_r
                           (int)pol->kind);
     if (pol->kind == KVL_KV_POLICY_FULL)
         return KVL_OK;
-    if (pol->kind != KVL_KV_POLICY_WINDOW && pol->kind != KVL_KV_POLICY_SINKS)
-        return kvl_errorf(err, KVL_E_UNSUPPORTED,
-                          "submit: kv_policy.kind %s: the engine runs full, window and sinks "
-                          "(`kvllm ppl --stream` runs h2o and snapkv)",
-                          name);
     kvl_kv_paged *pg = kvl_kv_cache_paged(e->kv);
     if (!pg)
         return kvl_errorf(err, KVL_E_UNSUPPORTED,
@@ -418,8 +413,12 @@ static kvl_status policy_check(kvl_engine *e, const kvl_request_params *p, kvl_r
     if (p->n != 1)
         return kvl_errorf(err, KVL_E_UNSUPPORTED, "submit: n %d with kv_policy.kind %s: must be 1",
                           p->n, name);
-    if (pol->kind == KVL_KV_POLICY_SINKS && pol->sinks == 0)
+    if (pol->kind == KVL_KV_POLICY_SINKS && pol->sinks == 0) /* h2o, snapkv: none */
         pol->sinks = KVL_KV_POLICY_DEFAULT_SINKS;
+    if (pol->kind == KVL_KV_POLICY_H2O && pol->heavy == 0.0f)
+        pol->heavy = KVL_KV_POLICY_DEFAULT_HEAVY;
+    if (pol->kind == KVL_KV_POLICY_SNAPKV && pol->obs_window == 0)
+        pol->obs_window = KVL_KV_POLICY_DEFAULT_OBS_WINDOW;
     kvl_error e2;
     if (kvl_kv_policy_check(pol, kvl_kv_paged_layout(pg)->block_size, kvl_kv_paged_max_ctx(pg),
                             &e2))
@@ -821,7 +820,7 @@ static kvl_status check_locked(kvl_engine *e, kvl_error *err) {
                                       "%d - evicted %d",
                                       (unsigned long long)r->id, i, s->slot,
                                       kvl_kv_cache_len(e->kv, s->slot), s->n_kv, s->n_drop);
-                if (slot && kvl_kv_policy_evicts(&r->policy) &&
+                if (slot && kvl_kv_policy_evicts(&r->policy) && !kvl_sched_over_budget_ok(r, s) &&
                     kvl_kv_cache_len(e->kv, s->slot) > r->policy.budget_tokens)
                     return kvl_errorf(err, KVL_E_INVALID,
                                       "request %llu sample %d: %d positions > its budget %d",

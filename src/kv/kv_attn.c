@@ -29,9 +29,11 @@
  * add per row) and kept per (head, block) against a reference max in the
  * caller's scratch (mass_tmp; a pass then takes at most n_ctx / blocks
  * heads so that they fit; an exp only when a head's max moves); at the end
- * of the pass, with the final max and sum known, each block's weight
- * summed over the pass's heads goes to the call's totals, and at the end
- * of the call to view.mass[block] by one atomic integer add. The output
+ * of the pass, with the final max and sum known, each head's weight per
+ * block is rounded to fixed point and added to the call's integer totals
+ * (head by head, so the sums do not depend on how a query's heads are
+ * split between calls or threads), and at the end of the call to
+ * view.mass[block] by one atomic integer add. The output
  * arithmetic is untouched, so out has the same bits with and without it;
  * with view.mass NULL the only extra work is a NULL test per tile.
  *
@@ -145,36 +147,31 @@ static void mass_tile(const float *S, int32_t t0, int32_t t1, int32_t bs, int32_
     }
 }
 
-/* mass[b] += x[b] * KVL_KV_MASS_ONE for the nb blocks, one atomic integer
- * add each (the order of the adds does not change the sum). */
-static void mass_commit(uint64_t *mass, const float *x, int32_t nb) {
-    for (int32_t b = 0; b < nb; b++) {
-        const uint64_t v = (uint64_t)((double)x[b] * KVL_KV_MASS_ONE + 0.5);
-        if (v)
-            __atomic_fetch_add(&mass[b], v, __ATOMIC_RELAXED);
-    }
-}
+/* A weight as fixed point (kv_attn.h). */
+static inline uint64_t mass_fixed(float x) { return (uint64_t)((double)x * KVL_KV_MASS_ONE + 0.5); }
 
-/* Each block's softmax weight, summed over the ng heads of a pass (final
- * max m and sum l), folded into pend's first row (contiguous loops), then
- * added to the call's totals tot, or, without them, to mass. */
-static void mass_add(uint64_t *mass, float *tot, float *pend, int32_t nb, int32_t ng,
+/* Each block's softmax weight for each of the ng heads of a pass (final
+ * max m and sum l), rounded to fixed point head by head, so that how a
+ * query's heads are split between passes, calls or threads cannot change
+ * the sums: added to the call's integer totals tot, or, without them, to
+ * mass by one atomic add per head and block (the order of integer adds
+ * does not change the sum). */
+static void mass_add(uint64_t *mass, uint64_t *tot, const float *pend, int32_t nb, int32_t ng,
                      const float *m, const float *l, const float *R) {
     for (int32_t g = 0; g < ng; g++) {
         const float c = expf(R[g] - m[g]) / l[g];
-        float *row = pend + (int64_t)g * nb;
-        if (g == 0)
+        const float *row = pend + (int64_t)g * nb;
+        if (tot) {
             for (int32_t b = 0; b < nb; b++)
-                pend[b] = row[b] * c;
-        else
-            for (int32_t b = 0; b < nb; b++)
-                pend[b] += row[b] * c;
+                tot[b] += mass_fixed(row[b] * c);
+        } else {
+            for (int32_t b = 0; b < nb; b++) {
+                const uint64_t v = mass_fixed(row[b] * c);
+                if (v)
+                    __atomic_fetch_add(&mass[b], v, __ATOMIC_RELAXED);
+            }
+        }
     }
-    if (tot)
-        for (int32_t b = 0; b < nb; b++)
-            tot[b] += pend[b];
-    else
-        mass_commit(mass, pend, nb);
 }
 
 void kvl_kv_attend_f32(const kvl_kv_view *view, int32_t n_ctx, const float *q, float *out,
@@ -251,13 +248,23 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
     float S[ATT_GT * ATT_RT];
     float m[ATT_GT], l[ATT_GT], R[ATT_GT], F[ATT_GT], MP[ATT_GT]; /* R, F, MP: mass_tile */
     const int32_t nb = (n_ctx + bs - 1) / bs;                     /* logical blocks seen */
-    /* mass_tmp: the call's totals per block (when there is room for them
-     * and one head's sums: one atomic add per block per call) and the
-     * pass's sums per (head, block) */
-    float *tot = vw->mass && n_ctx / nb >= 2 ? vw->mass_tmp : NULL;
-    float *pend = tot ? vw->mass_tmp + nb : vw->mass_tmp;
-    for (int32_t b = 0; tot && b < nb; b++)
-        tot[b] = 0.0f;
+    /* mass_tmp (n_ctx floats): the call's integer totals per block (two
+     * floats' room each, 8-byte aligned, when there is room for them and
+     * one head's sums: one atomic add per block per call), then the
+     * pass's sums per (head, block) in the rest (room floats) */
+    uint64_t *tot = NULL;
+    float *pend = vw->mass_tmp;
+    int32_t room = n_ctx;
+    if (vw->mass) {
+        const int32_t skew = ((uintptr_t)vw->mass_tmp & 7) ? 1 : 0;
+        if (n_ctx - skew >= 3 * nb) {
+            tot = (uint64_t *)(void *)(vw->mass_tmp + skew);
+            pend = vw->mass_tmp + skew + 2 * nb;
+            room = n_ctx - skew - 2 * nb;
+            for (int32_t b = 0; b < nb; b++)
+                tot[b] = 0;
+        }
+    }
     _Alignas(64) uint8_t qp[KVL_KVQ_QP_BYTES(ATT_GT, KVL_MAX_HEAD_DIM)];
     _Alignas(64) float qrot[ATT_GT * KVL_MAX_HEAD_DIM]; /* query rotated by a block's shift */
     for (int32_t h = h0; h < h1;) {
@@ -266,7 +273,7 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
         hend = hend < h1 ? hend : h1;
         hend = hend < h + ATT_GT ? hend : h + ATT_GT;
         if (vw->mass) { /* the block sums of the pass's heads fit mass_tmp */
-            const int32_t lim = n_ctx / nb - (tot ? 1 : 0) > 1 ? n_ctx / nb - (tot ? 1 : 0) : 1;
+            const int32_t lim = room / nb > 1 ? room / nb : 1;
             hend = hend < h + lim ? hend : h + lim;
         }
         const int32_t ng = hend - h;
@@ -335,8 +342,9 @@ void kvl_kv_attend_q(const kvl_kvq_view *vw, int32_t n_ctx, const float *q, floa
         }
         h = hend;
     }
-    if (tot)
-        mass_commit(vw->mass, tot, nb);
+    for (int32_t b = 0; tot && b < nb; b++)
+        if (tot[b])
+            __atomic_fetch_add(&vw->mass[b], tot[b], __ATOMIC_RELAXED);
 }
 
 kvl_status kvl_kv_check_shape(const kvl_hparams *hp, const char *who, kvl_error *err) {

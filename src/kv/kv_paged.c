@@ -739,6 +739,11 @@ const uint32_t *kvl_kv_paged_mass_count(const kvl_kv_paged *kv, int32_t seq) {
     return kv->mass && seq >= 0 && seq < kv->max_seqs ? kv->mass_n + (size_t)seq * kv->cap : NULL;
 }
 
+void kvl_kv_paged_mass_reset(kvl_kv_paged *kv, int32_t seq) {
+    if (seq >= 0 && seq < kv->max_seqs)
+        mass_clear(kv, seq, 0);
+}
+
 int32_t kvl_kv_paged_len(const kvl_kv_paged *kv, int32_t seq) {
     return seq >= 0 && seq < kv->max_seqs ? kv->tables[seq].n_tokens : -1;
 }

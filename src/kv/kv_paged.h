@@ -165,6 +165,10 @@ const uint64_t *kvl_kv_paged_mass(const kvl_kv_paged *kv, int32_t seq);
 /* The number of queries whose attention added to each block's mass
  * (h2o's mean score divides by it), as kvl_kv_paged_mass. */
 const uint32_t *kvl_kv_paged_mass_count(const kvl_kv_paged *kv, int32_t seq);
+/* Zero seq's attention mass (nothing for a bad seq or without mass): the
+ * engine's snapkv starts its observation window with it when a prompt is
+ * prefilled in chunks (docs/eviction.md, "In the engine"). */
+void kvl_kv_paged_mass_reset(kvl_kv_paged *kv, int32_t seq);
 
 int32_t kvl_kv_paged_len(const kvl_kv_paged *kv, int32_t seq); /* -1 for a bad seq */
 int32_t kvl_kv_paged_max_seqs(const kvl_kv_paged *kv);

@@ -12,10 +12,16 @@
  *     slot holds KV; ended samples hold nothing;
  *   - SWAPPED: no slot; the samples with KV hold swap blocks;
  *   - free slots + held slots == max_seqs;
- *   - a request with an evicting KV policy (window, sinks) holds
- *     n_kv - n_drop positions, at most its budget: make_room runs before
- *     each of its reservations, it is never swapped, and it neither takes
- *     nor publishes prefix-cache blocks (docs/eviction.md, "In the engine").
+ *   - a request with an evicting KV policy holds n_kv - n_drop positions,
+ *     at most its budget: make_room runs before each of its reservations
+ *     (snapkv: its prompt is prefilled whole, past the budget, and cut by
+ *     make_room(0) right after the prompt's last chunk), it is never
+ *     swapped, and it neither takes nor publishes prefix-cache blocks
+ *     (docs/eviction.md, "In the engine");
+ *   - snapkv's attention mass comes only from the prompt's last obs_window
+ *     queries: a prefill chunk that starts before that window ends at its
+ *     start or at the prompt's end, and the mass is zeroed before every
+ *     chunk that starts at or before it.
  *
  * Must not: allocate in a step (all arrays are sized at init); preempt a
  * request ranked before the one that needs the blocks.
@@ -637,10 +643,44 @@ static void slot_policy(kvl_sched *s, const kvl_request *r) {
         }
 }
 
+int32_t kvl_sched_chunk_cap(const kvl_kv_policy *p, int32_t block_size) {
+    /* after evicting every candidate: the sink blocks, the partly filled
+     * last block, and (snapkv) the observation window's positions remain */
+    int32_t nsk = kvl_kv_policy_sink_blocks(p, block_size);
+    int32_t w = p->kind == KVL_KV_POLICY_SNAPKV ? kvl_kv_policy_obs_window(p) : 0;
+    return p->budget_tokens - (nsk + 1) * block_size - w + 1;
+}
+
+uint64_t kvl_sched_policy_blocks(const kvl_kv_policy *p, int32_t n_prompt, int32_t block_size) {
+    int32_t t = p->budget_tokens;
+    if (p->kind == KVL_KV_POLICY_SNAPKV && n_prompt > t)
+        t = n_prompt;
+    return ceil_div((uint64_t)t, (uint64_t)block_size);
+}
+
+bool kvl_sched_over_budget_ok(const kvl_request *r, const kvl_seq *q) {
+    return r->policy.kind == KVL_KV_POLICY_SNAPKV && q->n_kv < r->n_prompt; /* n is 1 */
+}
+
+/* The chunk of n tokens sample q of r is about to take, cut so that a
+ * snapkv prompt chunk that starts before the observation window and does
+ * not reach the prompt's end stops at the window's start (its queries
+ * would otherwise add mass as if they were the prompt's last). */
+static int32_t snap_chunk(const kvl_request *r, const kvl_seq *q, int32_t n) {
+    if (!kvl_sched_over_budget_ok(r, q))
+        return n;
+    int32_t from = r->n_prompt - kvl_kv_policy_obs_window(&r->policy);
+    if (q->n_kv < from && q->n_kv + n < r->n_prompt && q->n_kv + n > from)
+        return from - q->n_kv;
+    return n;
+}
+
 /* Evict by r's policy before sample q grows by n positions: the cache
- * stays within the budget. n <= chunk_cap always fits (submit). */
+ * stays within the budget. n <= chunk_cap always fits (submit); n == 0
+ * cuts a sequence reserved past its budget (snapkv's prompt). A snapkv
+ * prompt grows past the budget: nothing is evicted while it is fed. */
 static void policy_room(kvl_sched *s, kvl_request *r, kvl_seq *q, int32_t n) {
-    if (!s->paged || !kvl_kv_policy_evicts(&r->policy))
+    if (!s->paged || !kvl_kv_policy_evicts(&r->policy) || (n > 0 && kvl_sched_over_budget_ok(r, q)))
         return;
     int32_t d = 0;
     kvl_error err;
@@ -708,6 +748,8 @@ static bool swap_in(kvl_sched *s, kvl_request *r) {
 static int32_t want_tokens(const kvl_request *r, int32_t si) {
     const kvl_seq *q = &r->seqs[si];
     int32_t target = (!r->forked && q->n_kv < r->n_prompt) ? r->n_prompt : q->len;
+    if (kvl_sched_over_budget_ok(r, q)) /* snapkv's prompt: fed whole, then cut */
+        return r->n_prompt - q->n_kv;
     int32_t w = target - q->n_kv;
     return r->chunk_cap > 0 && w > r->chunk_cap ? r->chunk_cap : w;
 }
@@ -725,6 +767,10 @@ static void add_item(kvl_sched *s, kvl_request *r, int32_t si, int32_t n) {
         s->want[at + k] = false;
     }
     bool unforked_lead = !r->forked;
+    /* snapkv: the mass of chunks before the observation window is not the window's */
+    if (s->paged && kvl_sched_over_budget_ok(r, q) &&
+        q->n_kv <= r->n_prompt - kvl_kv_policy_obs_window(&r->policy))
+        kvl_kv_paged_mass_reset(s->paged, q->slot);
     if (q->n_kv + n == q->len) { /* the chunk reaches the end: sample after it */
         s->want[at + n - 1] = true;
         it->logit_row = 0; /* numbered below */
@@ -754,6 +800,7 @@ static bool schedule_running(kvl_sched *s, kvl_request *r, int32_t *budget) {
                 continue;
             if (w > left)
                 w = left;
+            w = snap_chunk(r, q, w);
             s->rs_seq[n] = i;
             s->rs_n[n] = w;
             left -= w;
@@ -784,6 +831,7 @@ static bool schedule_running(kvl_sched *s, kvl_request *r, int32_t *budget) {
                 else
                     hi = mid - 1;
             }
+            lo = snap_chunk(r, &r->seqs[s->rs_seq[0]], lo);
             if (lo >= 1 && kvl_kv_cache_reserve(s->kv, slots[0], lo, &err) == KVL_OK) {
                 add_item(s, r, s->rs_seq[0], lo);
                 *budget -= lo;
@@ -824,7 +872,7 @@ static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
         return false;
     int32_t li = lead_of(r);
     kvl_seq *q = &r->seqs[li];
-    int32_t target = r->forked ? q->len : r->n_prompt;
+    int32_t target = r->forked && !kvl_sched_over_budget_ok(r, q) ? q->len : r->n_prompt;
     /* the prefix cache: whole blocks, at least the target's last position
      * left to compute (its logits, or the fork point's); tier hits need a
      * fresh pool block each, like the blocks of the chunk */
@@ -834,15 +882,16 @@ static bool admit(kvl_sched *s, kvl_request *r, int32_t *budget) {
     uint32_t n_hit_free = pc ? lookup_free_hits(s, n_hit) : 0, n_pool = n_hit - n_tier;
     int32_t hit = (int32_t)n_hit * s->block_size;
     int32_t chunk = target - hit < *budget ? target - hit : *budget;
-    if (r->chunk_cap > 0 && chunk > r->chunk_cap)
+    if (r->chunk_cap > 0 && chunk > r->chunk_cap && !kvl_sched_over_budget_ok(r, q))
         chunk = r->chunk_cap;
+    chunk = snap_chunk(r, q, chunk);
     uint64_t need =
         s->paged ? ceil_div((uint64_t)(hit + chunk), (uint64_t)s->block_size) - n_pool : 0;
     if (r->n_preempt > 0 && s->paged) /* thrash guard: its whole history must fit */
         for (int32_t i = 0; i < r->n_samples; i++)
             if (!r->seqs[i].done) {
                 uint64_t b = ceil_div((uint64_t)r->seqs[i].len + 1, (uint64_t)s->block_size);
-                uint64_t cap = ceil_div((uint64_t)r->policy.budget_tokens, s->block_size);
+                uint64_t cap = kvl_sched_policy_blocks(&r->policy, r->n_prompt, s->block_size);
                 b = evicts && b > cap ? cap : b; /* its cache never holds more */
                 b = b > n_pool ? b - n_pool : 0;
                 need = b > need ? b : need;
@@ -920,6 +969,9 @@ void kvl_sched_after_run(kvl_sched *s, kvl_sched_plan *pl) {
         kvl_request *r = it->r;
         if (r->state == KVL_REQ_RUNNING)
             prefix_register(s, r, &r->seqs[it->si]);
+        if (r->state == KVL_REQ_RUNNING && it->pos0 < r->n_prompt &&
+            it->pos0 + it->n_tokens == r->n_prompt) /* the prompt is in: cut it to the */
+            policy_room(s, r, &r->seqs[it->si], 0); /* budget (snapkv; others: no-op) */
         if (!it->fork_after || r->state != KVL_REQ_RUNNING || r->forked)
             continue;
         kvl_seq *lead = &r->seqs[it->si];

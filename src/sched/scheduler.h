@@ -156,4 +156,16 @@ uint64_t kvl_sched_reserve_blocks(const kvl_sched *s, const kvl_request *r);
 uint64_t kvl_sched_reserved_unused(const kvl_sched *s);
 int32_t kvl_sched_block_size(const kvl_sched *s);
 
+/* Evicting KV policies (docs/eviction.md, "In the engine"). The largest
+ * chunk make_room can always fit under p's budget (h2o's tail and snapkv's
+ * observation window are protected: their cap accounts for them). */
+int32_t kvl_sched_chunk_cap(const kvl_kv_policy *p, int32_t block_size);
+/* The most blocks a request under evicting policy p holds at once: its
+ * budget's, or for snapkv the prompt's when that is longer (the prompt is
+ * prefilled whole, reserved past the budget, then cut). */
+uint64_t kvl_sched_policy_blocks(const kvl_kv_policy *p, int32_t n_prompt, int32_t block_size);
+/* Whether sample q of r may hold more than its budget now: snapkv while
+ * its prompt is prefilled (the cut follows the prompt's last chunk). */
+bool kvl_sched_over_budget_ok(const kvl_request *r, const kvl_seq *q);
+
 #endif

@@ -380,21 +380,23 @@ static uint64_t fnv1a(const char *s) {
     return h ? h : 1;
 }
 
-/* The kvllm extension "kv_policy": {"kind": "window" | "sinks" | "full",
- * "budget_tokens": N, "sinks": S}; 400 naming the nested field. The
- * engine checks the budget's bounds against the block size at submit. */
+/* The kvllm extension "kv_policy": {"kind": "full" | "window" | "sinks" |
+ * "h2o" | "snapkv", "budget_tokens": N, "sinks": S, "heavy": F (h2o, in
+ * (0, 1)), "obs_window": W (snapkv, in [1, context])}; 400 naming the
+ * nested field and its range. The engine checks the budget's bounds
+ * against the block size (and snapkv's window) at submit. */
 static unsigned parse_kv_policy(const kvl_server *s, const cJSON *root, oai_req *o, srv_buf *out) {
     const cJSON *kp = field(root, "kv_policy");
     if (!kp)
         return 0;
     if (!cJSON_IsObject(kp))
-        return BAD("kv_policy", "kv_policy must be an object: {\"kind\": \"window\" or "
-                                "\"sinks\", \"budget_tokens\": N, \"sinks\": S}");
+        return BAD("kv_policy", "kv_policy must be an object: {\"kind\": \"window\", "
+                                "\"sinks\", \"h2o\" or \"snapkv\", \"budget_tokens\": N, ...}");
     const cJSON *kind = field(kp, "kind");
     kvl_kv_policy_kind k = KVL_KV_POLICY_FULL;
-    if (!kind || !cJSON_IsString(kind) || !kvl_kv_policy_parse(kind->valuestring, &k) ||
-        k > KVL_KV_POLICY_SINKS)
-        return BAD("kv_policy.kind", "kv_policy.kind must be \"full\", \"window\" or \"sinks\"");
+    if (!kind || !cJSON_IsString(kind) || !kvl_kv_policy_parse(kind->valuestring, &k))
+        return BAD("kv_policy.kind", "kv_policy.kind must be \"full\", \"window\", \"sinks\", "
+                                     "\"h2o\" or \"snapkv\"");
     o->kv_policy.kind = k;
     long long iv;
     unsigned r = get_int(kp, "budget_tokens", 1, s->cfg.max_ctx, &iv, out);
@@ -408,6 +410,16 @@ static unsigned parse_kv_policy(const kvl_server *s, const cJSON *root, oai_req 
                    s->cfg.max_ctx);
     if (r == 0)
         o->kv_policy.sinks = (int32_t)iv;
+    double dv;
+    if ((r = get_num(kp, "heavy", 0, 1, true, &dv, out)) > 1 || (r == 0 && dv >= 1))
+        return BAD("kv_policy.heavy", "kv_policy.heavy must be a number in (0, 1)");
+    if (r == 0)
+        o->kv_policy.heavy = (float)dv;
+    if ((r = get_int(kp, "obs_window", 1, s->cfg.max_ctx, &iv, out)) > 1)
+        return BAD("kv_policy.obs_window", "kv_policy.obs_window must be an integer in [1, %d]",
+                   s->cfg.max_ctx);
+    if (r == 0)
+        o->kv_policy.obs_window = (int32_t)iv;
     return 0;
 }
 
@@ -586,6 +598,10 @@ static const char *refusal_param(const oai_req *o, const char *msg) {
         return "n";
     if (strstr(msg, "budget_tokens"))
         return "kv_policy.budget_tokens";
+    if (strstr(msg, "heavy"))
+        return "kv_policy.heavy";
+    if (strstr(msg, "obs_window"))
+        return "kv_policy.obs_window";
     if (strstr(msg, "kv_policy"))
         return "kv_policy";
     if (strstr(msg, "stop"))
