@@ -145,6 +145,10 @@ grep -q 'kv_policy.obs_window must be an integer in \[1, ' "$tmp/body" && ok || 
 check400 '{"prompt":"x","kv_policy":{"kind":"snapkv","budget_tokens":96,"obs_window":2.5}}' kv_policy.obs_window
 # snapkv's default window of 32 needs a budget of 1 + 2 blocks of 16 + 32
 check400 '{"prompt":"x","kv_policy":{"kind":"snapkv","budget_tokens":48}}' kv_policy.budget_tokens
+check400 '{"prompt":"x","kv_policy":{"kind":"h2o","budget_tokens":64,"score":"max"}}' kv_policy.score
+check400 '{"prompt":"x","kv_policy":{"kind":"h2o","budget_tokens":64,"mass_stride":0}}' kv_policy.mass_stride
+check400 '{"prompt":"x","kv_policy":{"kind":"h2o","budget_tokens":64,"mass_stride":17}}' kv_policy.mass_stride
+check400 '{"prompt":"x","kv_policy":{"kind":"snapkv","budget_tokens":96,"pool":2}}' kv_policy.pool
 check400 '{"prompt":"x","kv_policy":{"kind":"window"}}' kv_policy.budget_tokens
 check400 '{"prompt":"x","kv_policy":{"kind":"sinks","budget_tokens":8}}' kv_policy.budget_tokens
 check400 '{"prompt":"x","kv_policy":{"kind":"sinks","budget_tokens":64,"sinks":-1}}' kv_policy.sinks
@@ -173,6 +177,8 @@ PY
 kv_stream sinks "Once upon a time" 300 '"kind":"sinks","budget_tokens":64,"sinks":4'
 long="Once upon a time there was a little girl named Lily. She loved to play outside in the park with her friends. One day she saw a big red ball near the tree and she ran to get it. Her mom said to be careful. Lily smiled and said she would. Then the sun came out and the birds sang a happy song. Lily and her friends played until the sky was dark."
 kv_stream h2o "$long" 200 '"kind":"h2o","budget_tokens":64,"heavy":0.25'
+kv_stream h2o "$long" 120 '"kind":"h2o","budget_tokens":64,"score":"sum","mass_stride":1,"sinks":4'
+kv_stream snapkv "$long" 120 '"kind":"snapkv","budget_tokens":64,"obs_window":8,"pool":3'
 kv_stream snapkv "$long" 200 '"kind":"snapkv","budget_tokens":64,"obs_window":8'
 check400 '{"prompt":"x","stop":""}' stop
 check400 '{"prompt":"x","model":"gpt-4"}' model

@@ -382,7 +382,8 @@ static uint64_t fnv1a(const char *s) {
 
 /* The kvllm extension "kv_policy": {"kind": "full" | "window" | "sinks" |
  * "h2o" | "snapkv", "budget_tokens": N, "sinks": S, "heavy": F (h2o, in
- * (0, 1)), "obs_window": W (snapkv, in [1, context])}; 400 naming the
+ * (0, 1)), "score": "mean" | "sum", "mass_stride": K (h2o), "obs_window":
+ * W (snapkv, in [1, context]), "pool": P (snapkv, odd)}; 400 naming the
  * nested field and its range. The engine checks the budget's bounds
  * against the block size (and snapkv's window) at submit. */
 static unsigned parse_kv_policy(const kvl_server *s, const cJSON *root, oai_req *o, srv_buf *out) {
@@ -420,6 +421,24 @@ static unsigned parse_kv_policy(const kvl_server *s, const cJSON *root, oai_req 
                    s->cfg.max_ctx);
     if (r == 0)
         o->kv_policy.obs_window = (int32_t)iv;
+    const cJSON *sc = field(kp, "score");
+    if (sc && !(cJSON_IsString(sc) &&
+                (!strcmp(sc->valuestring, "mean") || !strcmp(sc->valuestring, "sum"))))
+        return BAD("kv_policy.score", "kv_policy.score must be \"mean\" or \"sum\"");
+    if (sc)
+        o->kv_policy.score = !strcmp(sc->valuestring, "sum") ? KVL_KV_SCORE_SUM : KVL_KV_SCORE_MEAN;
+    /* the engine checks mass_stride against the block size and pool's
+     * oddness (400s naming them) */
+    if ((r = get_int(kp, "mass_stride", 1, s->cfg.max_ctx, &iv, out)) > 1)
+        return BAD("kv_policy.mass_stride",
+                   "kv_policy.mass_stride must be an integer in [1, the block size]");
+    if (r == 0)
+        o->kv_policy.mass_stride = (int32_t)iv;
+    if ((r = get_int(kp, "pool", 1, s->cfg.max_ctx, &iv, out)) > 1)
+        return BAD("kv_policy.pool", "kv_policy.pool must be an odd integer in [1, %d]",
+                   s->cfg.max_ctx);
+    if (r == 0)
+        o->kv_policy.pool = (int32_t)iv;
     return 0;
 }
 
@@ -602,6 +621,10 @@ static const char *refusal_param(const oai_req *o, const char *msg) {
         return "kv_policy.heavy";
     if (strstr(msg, "obs_window"))
         return "kv_policy.obs_window";
+    if (strstr(msg, "mass_stride"))
+        return "kv_policy.mass_stride";
+    if (strstr(msg, "pool"))
+        return "kv_policy.pool";
     if (strstr(msg, "kv_policy"))
         return "kv_policy";
     if (strstr(msg, "stop"))
