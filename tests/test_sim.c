@@ -147,6 +147,23 @@ static void test_cost(void) {
     kvl_sim_cost_batch(&c, &b100, &s); /* past 64: proportional to tokens */
     CHECK_NEAR(s.t_compute, 163840.0 * 8e-9 * 100 / 64 + 12800.0 * 1e-9 + 4.0 * 2 * 64 * 5050 / 1e9,
                1e-12);
+    /* a kernel that takes tokens in groups of 16: 100 tokens cost what 112
+     * do, 20 what 32 do (a third of the way from the 16- to the 64-token
+     * point), 10 (below one group) what 10 do */
+    d.mm_token_group = 16;
+    CHECK_EQ_INT(kvl_sim_cost_init(&sh, KVL_TYPE_F16, 512, &d, 1, false, &c, &err), KVL_OK);
+    kvl_sim_cost_batch(&c, &b100, &s);
+    CHECK_NEAR(s.t_compute, 163840.0 * 8e-9 * 112 / 64 + 12800.0 * 1e-9 + 4.0 * 2 * 64 * 5050 / 1e9,
+               1e-12);
+    kvl_sim_cost_batch(&c, &b10, &s);
+    CHECK_NEAR(s.t_compute, 163840.0 * 3e-9 + 12800.0 * 1e-9 + attn / 1e9, 1e-15);
+    kvl_batch b20 = {.n_tokens = 20, .tokens = t100, .seq = s100, .pos = p100, .logits = NULL};
+    kvl_sim_cost_batch(&c, &b20, &s);
+    CHECK_NEAR(s.t_compute,
+               163840.0 * (4e-9 + (32.0 - 16) / 48 * 4e-9) + 12800.0 * 1e-9 +
+                   4.0 * 2 * 64 * 210 / 1e9,
+               1e-12);
+    d.mm_token_group = 0;
     CHECK_CONTAINS(err.msg, "--tp 3");
     test_cost_cpu_terms(&sh, &d);
 }
@@ -744,6 +761,7 @@ static void test_calib_file(void) {
     CHECK_NEAR(d.tok_s_per_layer, 2e-5, 0);
     CHECK_NEAR(d.row_s_per_vocab, 2e-7, 0);
     CHECK_NEAR(d.step_overhead_s, 3e-5, 0);
+    CHECK_NEAR(d.mm_token_group, 0, 0); /* absent: no grouping */
     /* each new key's range, named with the key in the refusal */
     static const char *const bad[][2] = {
         {"attn_s_per_pos 0.5\nattn_head_dim 64\n",
@@ -753,6 +771,7 @@ static void test_calib_file(void) {
         {"tok_s_per_layer -1\n", "line 3: tok_s_per_layer '-1' is not a number in [0, 1]"},
         {"row_s_per_vocab 2x\n", "line 3: row_s_per_vocab '2x' is not a number in [0, 0.001]"},
         {"step_overhead_s 11\n", "line 3: step_overhead_s '11' is not a number in [0, 10]"},
+        {"mm_token_group -16\n", "line 3: mm_token_group '-16' is not a number in [0, 4096]"},
         {"attn_s_per_pos 1e-9\n", "attn_s_per_pos needs attn_head_dim"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

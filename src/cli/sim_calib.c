@@ -379,10 +379,14 @@ static void write_file(FILE *f, long long threads, const mm_figs *m, const kvl_m
             "bytes %.0f\n"
             "# seconds per weight byte of Q8_0 products of 1, 4, 16, 64 tokens\n"
             "mm_s_per_byte_1 %.6g\nmm_s_per_byte_4 %.6g\nmm_s_per_byte_16 %.6g\n"
-            "mm_s_per_byte_64 %.6g\n",
+            "mm_s_per_byte_64 %.6g\n"
+            "# mm_token_group: tokens the Q8_0 product takes per group from 16 tokens up on\n"
+            "#   this ISA (a partial group costs a whole one: 65 tokens as 80); 0 = none\n"
+            "mm_token_group %d\n",
             threads, threads, threads, m->bw_gemv, m->flops, m->bw_read,
             (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE), m->s_per_byte[0],
-            m->s_per_byte[1], m->s_per_byte[2], m->s_per_byte[3]);
+            m->s_per_byte[1], m->s_per_byte[2], m->s_per_byte[3],
+            (int)kvl_matmul_token_group(KVL_TYPE_Q8_0));
     fprintf(f,
             "# the served step's work outside the products, measured on %s's shape\n"
             "# attn_s_per_pos: seconds per (layer x query head x attended position) of decode\n"

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdlib.h>
 #include <strings.h>
 
@@ -126,6 +127,7 @@ static const calib_key k_calib_keys[] = {
     {"mm_s_per_byte_4", DEV_OFF(mm_s_per_byte[1]), 0, 1e30},
     {"mm_s_per_byte_16", DEV_OFF(mm_s_per_byte[2]), 0, 1e30},
     {"mm_s_per_byte_64", DEV_OFF(mm_s_per_byte[3]), 0, 1e30},
+    {"mm_token_group", DEV_OFF(mm_token_group), 0, 4096},
     {"attn_s_per_pos", DEV_OFF(attn_s_per_pos), 0, 1e-3},
     {"attn_head_dim", DEV_OFF(attn_head_dim), 1, 4096},
     {"tok_s_per_layer", DEV_OFF(tok_s_per_layer), 0, 1},
@@ -259,11 +261,15 @@ kvl_status kvl_sim_cost_init(const kvl_model_shape *shape, kvl_type wtype, doubl
 }
 
 /* Seconds per weight byte of a product of n tokens, from the measured
- * points (1, 4, 16, 64 tokens). */
+ * points (1, 4, 16, 64 tokens); from 16 tokens up, n rounded up to the
+ * kernel's token group (mm_token_group) first. */
 static double mm_per_byte(const kvl_sim_device *d, double n) {
     static const double at[4] = {1, 4, 16, 64};
     if (n <= 0)
         return 0;
+    const double g = d->mm_token_group;
+    if (g > 1 && n > 16)
+        n = ceil(n / g) * g;
     if (n <= 1)
         return d->mm_s_per_byte[0];
     for (int i = 1; i < 4; i++)

@@ -66,6 +66,12 @@ typedef struct kvl_sim_device {
      * matmuls are priced from them (interpolated linearly in tokens between
      * the points, proportional to tokens past 64) instead of the two rates. */
     double mm_s_per_byte[4];
+    /* Tokens the CPU product kernel takes in one group from 16 tokens up
+     * (kvllm's AVX-512 Q8_0 / K-quant token-lane layout: 16; the slots past
+     * the last token of the last group are computed as zeros), so a product
+     * of n such tokens costs what ceil(n / group) * group tokens cost: 65
+     * tokens are priced as 80. 0 = no grouping (other ISAs, old files). */
+    double mm_token_group;
     /* A calibrated CPU's work outside the weight products, as the served
      * engine does it (each 0 = not measured, the term is left out; used
      * only with mm_s_per_byte, so the GPU devices never see them):

@@ -41,6 +41,12 @@ void kvl_dequantize_row(kvl_type t, const void *src, float *dst, int64_t n);
 
 /* Scratch bytes that kvl_matmul needs for these shapes. */
 size_t kvl_matmul_scratch_size(kvl_type t, int64_t n_cols, int64_t n_tok);
+/* Tokens a product of type t takes in one group once it has at least that
+ * many (the AVX-512 token-lane layout of Q8_0 and the K-quants: 16; the
+ * last group is padded with zero tokens, so 65 tokens cost what 80 do), or
+ * 0 when products of t on the active ISA are not grouped (the sim's CPU
+ * cost model rounds up to it). This function can't fail. */
+int32_t kvl_matmul_token_group(kvl_type t);
 
 /*
  * Y = X * W^T.

@@ -259,6 +259,13 @@ static void group_task(void *arg, int i, int n) {
     rows_task((void *)&g->m[o], i - g->first[o], g->first[o + 1] - g->first[o]);
 }
 
+int32_t kvl_matmul_token_group(kvl_type t) {
+    return kvl_isa_active() == KVL_ISA_AVX512 && (t == KVL_TYPE_Q8_0 || kvl_kq_has_tl(t)) &&
+                   !kvl_mm_batch_invariant
+               ? KVL_TL_MIN_TOK
+               : 0;
+}
+
 void kvl_matmul(kvl_pool *pool, float *Y, const void *W, kvl_type t, int64_t n_rows, int64_t n_cols,
                 const float *X, int64_t n_tok, void *scratch) {
     const kvl_mm_out out = {.Y = Y, .W = W, .n_rows = n_rows};
@@ -287,8 +294,8 @@ void kvl_matmul_multi(kvl_pool *pool, const kvl_mm_out *outs, int n_out, kvl_typ
         KVL_ASSERT(scratch != NULL || n_cols == 0);
         c.act = scratch;
         c.k_corr = t == KVL_TYPE_Q4_0 ? 8 : t == KVL_TYPE_Q5_0 ? 16 : t == KVL_TYPE_Q5_1 ? 1 : 128;
-        m.tl = m.isa == KVL_ISA_AVX512 && (t == KVL_TYPE_Q8_0 || kvl_kq_has_tl(t)) &&
-               n_tok >= KVL_TL_MIN_TOK && !kvl_mm_batch_invariant;
+        const int32_t group = kvl_matmul_token_group(t);
+        m.tl = group > 0 && n_tok >= group;
         c.act_stride =
             kvl_is_kquant(t) && !m.tl ? kvl_kq_act_stride(n_cols) : kvl_act_stride(n_cols);
         if (m.tl) {
