@@ -15,7 +15,7 @@ kvl_bench_c() {
   shift 2
   # shellcheck disable=SC2086 # CFLAGS and pkg-config's output are word lists
   ${CC:-cc} ${CFLAGS:-} -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -I"$root/include" -I"$root/src" \
-    "$root/bench/$name.c" "$b/libkvl_kv.a" "$b/libkvl_plan.a" "$b/libkvl_model.a" \
+    "$root/bench/$name.c" "$b/libkvl_engine.a" "$b/libkvl_kv.a" "$b/libkvl_plan.a" "$b/libkvl_model.a" \
     "$b/libkvl_kernels.a" "$b/libkvl_core.a" $(pkg-config --libs libpcre2-8) -lm -lpthread \
     -o "$b/$name"
   "$b/$name" "$@"

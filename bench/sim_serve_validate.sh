@@ -26,6 +26,9 @@
 #     the idle time between arrivals at low rates, which the sim's steps
 #     do not contain.
 #   TTFT p50 and TPOT p50, from the scheduled arrival, as both define them.
+# Per rate, OUTDIR/steps_compare_RATE.md compares the steps themselves, by
+# what they ran (prefill tokens, decode tokens): the engine's
+# (bench serve --steps) against each sim's (bench/sim_steps_compare.py).
 set -eu
 model=$1 out=$2 rates=$3 n=$4 pl=$5 ol=$6
 bin=${KVL_BIN:-build/kvllm}
@@ -51,7 +54,8 @@ for line in open(sys.argv[1]):
     q = json.loads(line)
     print("%.6f %d %d" % (q["arrival_s"], len(q["prompt"]), q["max_tokens"]))
 PY
-    $bin bench serve "${common[@]}" -o json >"$out/serve_$r.json" 2>"$out/serve_$r.log"
+    $bin bench serve "${common[@]}" -o json --steps "$out/steps_meas_$r.txt" \
+        >"$out/serve_$r.json" 2>"$out/serve_$r.log"
     for c in calib calibB; do
         $bin sim -m "$model" --type q8_0 --kv-type f16 --device cpu --calib "$out/${c}_$r.txt" \
             --ctx 256 --kv-mem 256MiB --max-seqs 16 --max-batch-tokens 256 \
@@ -61,4 +65,6 @@ PY
     done
     python3 bench/sim_serve_table.py "$out/serve_$r.json" "$out/sim_calib_$r.json" \
         "$out/sim_calibB_$r.json" "$r" "$load"
+    python3 bench/sim_steps_compare.py "$out/steps_meas_$r.txt" "$out/steps_calib_$r.txt" \
+        "$out/steps_calibB_$r.txt" >"$out/steps_compare_$r.md"
 done

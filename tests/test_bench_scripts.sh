@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The attention benchmarks' scripts (bench/kv_speed.sh, bench/kv_evict_speed.sh,
-# sharing bench/lib_bench.sh) build against this build directory and run
+# The C benchmarks' scripts (bench/kv_speed.sh, bench/kv_evict_speed.sh,
+# bench/sampler_speed.sh, sharing bench/lib_bench.sh) build against this build directory and run
 # with their arguments: a row per KV format, and a depth out of range is
 # refused with the program's usage. Nothing here is timed.
 set -u
@@ -22,6 +22,14 @@ for s in "kv_speed 64" "kv_evict_speed 128"; do
   fi
   [ -x "$build/$1" ] && ok || bad "$1 not built in the build directory"
 done
+# the sampler's cost per cut: a row per cut (bench/sampler_speed.sh)
+if (cd "$tmp" && "$src/bench/sampler_speed.sh" "$build" 1000 3) >"$tmp/samp.txt" 2>"$tmp/samp.err"; then
+  for cut in "none (no sort)" "sorted walk" "top-k 40" "top-p 0.95"; do
+    grep -qF "| $cut |" "$tmp/samp.txt" && ok || bad "sampler_speed: no row '$cut'"
+  done
+else
+  bad "sampler_speed.sh failed: $(tail -5 "$tmp/samp.err")"
+fi
 if "$src/bench/kv_evict_speed.sh" "$build" 64 1 >"$tmp/low.txt" 2>&1; then
   bad "kv_evict_speed.sh: depth 64 accepted"
 else

@@ -103,6 +103,28 @@ a, b = (json.load(open(p)) for p in sys.argv[1:3])
 assert a["input_lens"] == b["input_lens"] and a["output_lens"] == b["output_lens"]
 PY
 
+# --steps: one line per step that ran tokens; prefill tokens add up to the
+# prompts, decode tokens to the outputs after each request's first, and the
+# lines to the report's steps
+expect_rc 0 "$bin" bench serve -m "$m" --num-prompts 6 --input-len 8:40 --output-len 4:12 \
+  --max-seqs 3 --max-batch-tokens 32 -o json --steps "$tmp/steps.txt"
+python3 - "$tmp/out" "$tmp/steps.txt" <<'PY' && ok || bad "--steps: sums"
+import json, sys
+d = json.load(open(sys.argv[1]))
+rows = [l.split() for l in open(sys.argv[2])]
+assert rows and all(len(r) == 6 for r in rows), rows[:3]
+pre = sum(int(r[4]) for r in rows)
+dec = sum(int(r[5]) for r in rows)
+assert all(int(r[3]) == int(r[4]) + int(r[5]) and int(r[3]) <= 32 for r in rows)
+assert pre == d["total_input_tokens"] + d["tokens_recomputed"], (pre, d["total_input_tokens"])
+assert dec == d["total_output_tokens"] - d["num_prompts"], (dec, d["total_output_tokens"])
+assert len(rows) == d["engine_steps"], (len(rows), d["engine_steps"])
+ends = [float(r[0]) for r in rows]
+assert ends == sorted(ends) and all(float(r[1]) >= 0 for r in rows)
+PY
+expect_rc 1 "$bin" bench serve -m "$m" --num-prompts 2 --steps "$tmp/no/such/dir/s.txt"
+expect_err "--steps: cannot write"
+
 # text report: vllm bench serve's names
 expect_rc 0 "$bin" bench serve -m "$m" --num-prompts 4 --input-len 8 --output-len 8
 for needle in "Serving Benchmark Result" "Successful requests:                     4" \

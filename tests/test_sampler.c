@@ -2,12 +2,14 @@
  * Sampling: greedy is argmax; top-k 1 is greedy at any temperature; top-p
  * and min-p cut exactly the candidates they should; the repetition penalty
  * divides positive and multiplies negative logits once per distinct token;
- * a seed gives the same draws, draws follow the softmax; NaN logits never
+ * a seed gives the same draws, draws follow the softmax; without top-k the
+ * unsorted top-p and draw give the sorted walk's token; NaN logits never
  * win; bad parameters are refused with the field named.
  */
 #include "engine/sampler.h"
 #include "testutil.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 static kvl_sampler *make(kvl_sampler_params p, int32_t n) {
@@ -188,6 +190,64 @@ int main(void) {
         CHECK(t == 1 || t == 3);
     }
     kvl_sampler_free(s);
+
+    /* without top-k, top-p and the draw skip the sort: they must give the
+     * token the sorted walk gives for the same seed. top_k = n_vocab keeps
+     * the sort, so the two samplers are compared draw by draw, over spread,
+     * tied (logits on a coarse grid: the id breaks the tie) and masked (-inf)
+     * rows, at several temperatures, min-p and top-p cuts. */
+    {
+        static const int32_t sizes[] = {1, 2, 7, 100, 1000, 32000};
+        static const float temps[] = {0.5f, 1.0f, 2.0f};
+        static const float minps[] = {0.0f, 0.05f, 0.3f};
+        static const float topps[] = {1.0f, 0.95f, 0.5f};
+        float *row = malloc(32000 * sizeof *row), *w1 = malloc(32000 * sizeof *w1),
+              *w2 = malloc(32000 * sizeof *w2);
+        uint64_t x = 0x9e3779b97f4a7c15ull;
+        int64_t draws = 0, differ = 0;
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+            for (int kind = 0; kind < 3; kind++) {
+                int32_t n = sizes[si];
+                for (int32_t i = 0; i < n; i++) {
+                    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                    float u = (float)(x >> 40) / 16777216.0f; /* [0, 1) */
+                    row[i] = kind == 1 ? floorf(u * 8.0f)     /* 8 values: ties */
+                                       : 12.0f * u - 6.0f;
+                    if (kind == 2 && (x >> 20) % 3 == 0)
+                        row[i] = -INFINITY;
+                }
+                if (kind == 2)
+                    row[n / 2] = 1.0f; /* at least one finite */
+                for (size_t ti = 0; ti < sizeof temps / sizeof *temps; ti++)
+                    for (size_t mi = 0; mi < 9; mi++) {
+                        kvl_sampler_params q = kvl_sampler_defaults();
+                        q.temperature = temps[ti];
+                        q.min_p = minps[mi % 3];
+                        q.top_p = topps[mi / 3];
+                        q.seed = 7 + si * 100 + (uint64_t)kind * 10 + ti * 3 + mi;
+                        q.top_k = 0;
+                        kvl_sampler *fast = make(q, n);
+                        q.top_k = n;
+                        kvl_sampler *sorted = make(q, n);
+                        for (int d = 0; d < 60; d++) {
+                            memcpy(w1, row, (size_t)n * sizeof *w1);
+                            memcpy(w2, row, (size_t)n * sizeof *w2);
+                            int32_t a1 = kvl_sampler_sample(fast, w1, NULL, 0);
+                            int32_t a2 = kvl_sampler_sample(sorted, w2, NULL, 0);
+                            CHECK(a1 >= 0 && a1 < n && row[a1] > -INFINITY);
+                            draws++;
+                            differ += a1 != a2;
+                        }
+                        kvl_sampler_free(fast);
+                        kvl_sampler_free(sorted);
+                    }
+            }
+        CHECK_EQ_INT(differ, 0);
+        CHECK(draws == 6 * 3 * 3 * 9 * 60);
+        free(row);
+        free(w1);
+        free(w2);
+    }
 
     /* bad parameters name the field */
     kvl_error err;

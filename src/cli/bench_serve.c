@@ -93,6 +93,9 @@ static void usage(FILE *f) {
         "  -s, --seed N            seed of arrivals, lengths, prompts and sampling (default 0)\n"
         "  -o, --output FMT        text (default) or json\n"
         "      --svg FILE          write the batch size vs TPOT chart\n"
+        "      --steps FILE        one line per step that ran tokens, the columns of\n"
+        "                          `kvllm sim --steps`: end_s step_s running tokens prefill\n"
+        "                          decode (running: sequences running after the step)\n"
         "\n"
         "Engine:\n"
         "  -t, --threads N         worker threads, 1..512 (default: one per core)\n"
@@ -154,6 +157,8 @@ static int parse_flag(serve_opts *o, const char *a, const char *v) {
         o->svg = v;
     else if (!strcmp(a, "--dump-workload"))
         o->dump = v;
+    else if (!strcmp(a, "--steps"))
+        o->steps = v;
     else if (!strcmp(a, "--swap-file"))
         o->swap_file = v;
     else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
@@ -241,7 +246,8 @@ static const char *const value_flags[] = {"-m",
                                           "--preempt",
                                           "--chat-sessions",
                                           "--chat-turns",
-                                          "--dump-workload"};
+                                          "--dump-workload",
+                                          "--steps"};
 
 /* 0 parsed, 1 help printed, 2 usage error (message printed). */
 static int parse_args(int argc, char **argv, serve_opts *o) {
@@ -657,6 +663,9 @@ static bool step_once(serve_run *sr, double t0, kvl_engine_stats *prev, kvl_even
         step_bucket *b = pre == 0 && dec > 0 && dec < sr->n_buckets ? &sr->decode[dec] : &sr->mixed;
         b->n_steps++;
         b->sum_s += te - ts;
+        if (sr->steps)
+            fprintf(sr->steps, "%.6f %.6f %d %lld %lld %lld\n", te - t0, te - ts, (int)st.n_running,
+                    (long long)(pre + dec), (long long)pre, (long long)dec);
     }
     *prev = st;
     *progress = nt > 0;
@@ -858,8 +867,19 @@ static int bench_serve(const serve_opts *o, const dataset *d) {
         rc = dump_workload(o, m, &sr.mi, sr.rq, sr.n);
         goto done;
     }
+    if (o->steps && !(sr.steps = fopen(o->steps, "w"))) {
+        fprintf(stderr, "kvllm %s: --steps: cannot write '%s': %s\n", CMD, o->steps,
+                strerror(errno));
+        rc = 1;
+        goto done;
+    }
     print_setup(&sr);
     rc = drive(&sr);
+    if (sr.steps && fclose(sr.steps) != 0 && !rc) {
+        fprintf(stderr, "kvllm %s: --steps: writing '%s' failed\n", CMD, o->steps);
+        rc = 1;
+    }
+    sr.steps = NULL;
     serve_report rep;
     if (!kvl_serve_summarize(&sr, &rep))
         rc = 1;

@@ -2,7 +2,8 @@
  * Sampling. Order of operations (as llama.cpp's default chain): repetition
  * penalty, then top-k, temperature, softmax, top-p, min-p, draw. Candidates
  * live in a buffer allocated at init; a partial selection keeps top-k
- * cheap. The generator is xoshiro256** seeded by splitmix64, so a seed gives
+ * cheap, and without top-k (the OpenAI API's default) neither top-p nor
+ * the draw needs a sort (cut_mass, draw_unsorted). The generator is xoshiro256** seeded by splitmix64, so a seed gives
  * the same tokens on every machine.
  */
 #include "engine/sampler.h"
@@ -19,6 +20,7 @@ struct kvl_sampler {
     kvl_sampler_params p;
     int32_t n_vocab;
     cand *c;         /* (n_vocab) */
+    float *m;        /* (n_vocab) probability mass beside c, for draw_unsorted */
     uint64_t rng[4]; /* xoshiro256** state */
 };
 
@@ -89,14 +91,17 @@ kvl_status kvl_sampler_init(const kvl_sampler_params *p, int32_t n_vocab, kvl_sa
         return kvl_errorf(err, KVL_E_INVALID, "sampler: n_vocab %d < 1", n_vocab);
     kvl_sampler *s = calloc(1, sizeof *s);
     cand *c = calloc((size_t)n_vocab, sizeof *c);
-    if (!s || !c) {
+    float *m = calloc((size_t)n_vocab, sizeof *m);
+    if (!s || !c || !m) {
         free(s);
         free(c);
+        free(m);
         return kvl_errorf(err, KVL_E_NOMEM, "sampler: cannot allocate %d candidates", n_vocab);
     }
     s->p = *p;
     s->n_vocab = n_vocab;
     s->c = c;
+    s->m = m;
     uint64_t x = p->seed;
     for (int i = 0; i < 4; i++)
         s->rng[i] = splitmix64(&x);
@@ -108,6 +113,7 @@ void kvl_sampler_free(kvl_sampler *s) {
     if (!s)
         return;
     free(s->c);
+    free(s->m);
     free(s);
 }
 
@@ -183,6 +189,78 @@ static void select_top(cand *c, int32_t n, int32_t k) {
     sort_desc(c, k);
 }
 
+static void swap2(cand *c, float *m, int32_t i, int32_t j) {
+    cand t = c[i];
+    c[i] = c[j];
+    c[j] = t;
+    float u = m[i];
+    m[i] = m[j];
+    m[j] = u;
+}
+
+/* The token the sorted walk (below, in kvl_sampler_sample) would draw for
+ * r in [0, total mass), found without sorting: c[0..n) and their masses
+ * m[0..n) in any order. Each pass partitions the range around a pivot by
+ * the walk's order (before: larger logit, then smaller id; a total order),
+ * sums the mass ahead of the pivot, and keeps the side where the walk's
+ * running sum crosses r. Expected O(n) against the sort's O(n log n); the
+ * answer is the walk's except when r falls within rounding of a boundary
+ * (the sums run in another order), about 1e-13 of draws. */
+static int32_t draw_unsorted(cand *c, float *m, int32_t n, double r) {
+    int32_t lo = 0, hi = n; /* the answer is in [lo, hi); r counts from lo */
+    while (hi - lo > 1) {
+        swap2(c, m, lo + (hi - lo) / 2, hi - 1);
+        const cand pv = c[hi - 1];
+        int32_t s = lo;
+        double ahead = 0;
+        for (int32_t i = lo; i < hi - 1; i++)
+            if (before(c[i], pv)) {
+                ahead += m[i];
+                swap2(c, m, i, s++);
+            }
+        if (r < ahead) { /* [lo, s): everything the walk meets before the pivot */
+            hi = s;
+            continue;
+        }
+        r -= ahead;
+        if (r < m[hi - 1] || s == hi - 1)
+            return pv.id; /* the pivot, or the last candidate */
+        r -= m[hi - 1];
+        lo = s, hi = hi - 1; /* [s, hi - 1): after the pivot */
+    }
+    return c[lo].id;
+}
+
+/* top-p without a sort: arrange c/m (in any order) so that [0, keep) is the
+ * smallest prefix of the walk's order whose mass reaches target, and return
+ * keep (n when the whole row falls short). The same partitioning as
+ * draw_unsorted, keeping what lies ahead of the crossing in front. */
+static int32_t cut_mass(cand *c, float *m, int32_t n, double target) {
+    int32_t lo = 0, hi = n; /* [0, lo) is kept, its mass acc < target */
+    double acc = 0;
+    while (lo < hi) {
+        swap2(c, m, lo + (hi - lo) / 2, hi - 1);
+        const cand pv = c[hi - 1];
+        int32_t s = lo;
+        double ahead = 0;
+        for (int32_t i = lo; i < hi - 1; i++)
+            if (before(c[i], pv)) {
+                ahead += m[i];
+                swap2(c, m, i, s++);
+            }
+        swap2(c, m, s, hi - 1);      /* the pivot after what precedes it */
+        if (acc + ahead >= target) { /* the crossing is ahead of the pivot */
+            hi = s;
+            continue;
+        }
+        acc += ahead + m[s];
+        if (acc >= target)
+            return s + 1;
+        lo = s + 1;
+    }
+    return lo;
+}
+
 void kvl_sampler_penalize_output(kvl_sampler *s, float *logits, const int32_t *gen, int32_t n_gen) {
     float pres = s->p.presence_penalty, freq = s->p.frequency_penalty;
     if ((pres == 0.0f && freq == 0.0f) || !gen)
@@ -232,6 +310,31 @@ int32_t kvl_sampler_sample(kvl_sampler *s, float *logits, const int32_t *recent,
         return kvl_argmax(logits, n);
 
     cand *c = s->c;
+    if (p->top_k == 0) { /* no top-k: min-p filters, top-p and the draw select */
+        float mx = logits[0];
+        for (int32_t i = 1; i < n; i++)
+            mx = logits[i] > mx ? logits[i] : mx;
+        /* min-p keeps p >= min_p * p_max, where p_max's mass is expf(0) = 1 */
+        int32_t keep = 0;
+        double sum = 0, keep_sum = 0;
+        for (int32_t i = 0; i < n; i++) {
+            float e = expf((logits[i] - mx) / p->temperature);
+            sum += e;
+            if (p->min_p > 0.0f && e < p->min_p)
+                continue;
+            c[keep] = (cand){logits[i], i};
+            s->m[keep++] = e;
+            keep_sum += e;
+        }
+        if (p->top_p < 1.0f) {
+            keep = cut_mass(c, s->m, keep, (double)p->top_p * sum);
+            keep = keep > 0 ? keep : 1;
+            keep_sum = 0;
+            for (int32_t i = 0; i < keep; i++)
+                keep_sum += s->m[i];
+        }
+        return draw_unsorted(c, s->m, keep, next_unit(s->rng) * keep_sum);
+    }
     for (int32_t i = 0; i < n; i++)
         c[i] = (cand){logits[i], i};
     int32_t k = (p->top_k > 0 && p->top_k < n) ? p->top_k : n;
