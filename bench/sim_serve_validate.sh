@@ -4,21 +4,24 @@
 # workload on the engine (measured), then `kvllm sim --device cpu` runs the
 # SAME requests (the arrivals and lengths bench serve dumps with
 # --dump-workload for its seed, as a sim trace) on the calibrated CPU
-# (predicted), with two calibrations taken right before each measured run
-# (the machine is shared: its rates move within minutes): A, `kvllm sim
-# calibrate -m MODEL` (kernel products on one large matrix, and the served
-# step's other work on the model's shape: attention per position, per-token
-# kernels, per-row sampling, dispatches), and B, A with its product points
-# solved from `kvllm bench` steps of this model
-# (bench/sim_calib_from_bench.sh).
+# (predicted), with `kvllm sim calibrate -m MODEL` (the model's own
+# products at 1, 4, 16 and 64 tokens, and the served step's other work on
+# its shape: attention per position, per-token kernels, per-row sampling,
+# dispatches) taken twice, right before and right after the measured run
+# (the machine is shared: its speed moves by 10% within minutes):
+#   A:  the calibration before the run (a prediction made in advance);
+#   A2: every figure the mean of before and after (what the machine was
+#       like over the run).
+# Both sides start warm: bench serve sends its test request first (--no-warmup turns
+# it off), the sim has no cold start.
 #
 #   bench/sim_serve_validate.sh MODEL.gguf OUTDIR "RATES" N PROMPT OUTPUT
-#   e.g. bench/sim_serve_validate.sh /work/models/tl-q8.gguf bench/sim/serve3 "inf 1 0.5 0.2" 10 64 16
+#   e.g. bench/sim_serve_validate.sh /work/models/tl-q8.gguf bench/sim/serve9 "inf 1 0.5 0.2" 20 64 16
 #
 # Run it on a quiet machine (nothing else compiling or benchmarking): the
 # 15% target is below this machine's load swings.
 #
-# Compared, each cell measured / A / B (A / measured, B / measured)
+# Compared, each cell measured / A / A2 (A / measured, A2 / measured)
 # (bench/sim_serve_table.py):
 #   mean step: the mean wall time of the steps that ran tokens (bench
 #     serve's per-step timings: its batch_tpot buckets and mixed steps),
@@ -35,15 +38,12 @@ bin=${KVL_BIN:-build/kvllm}
 seed=${SEED:-0}
 mkdir -p "$out"
 eng="-t 2 -c 256 --max-seqs 16 --max-batch-tokens 256 --kv-type f16 --preempt recompute"
-printf '| rate | load | steps: meas / A / B | mean step s | TTFT p50 s | TPOT p50 s |\n'
+printf '| rate | load | steps: meas / A / A2 | mean step s | TTFT p50 s | TPOT p50 s |\n'
 printf '|---|---|---|---|---|---|\n'
 for r in $rates; do
     load=$(cut -d' ' -f1 /proc/loadavg)
     echo "$load" >"$out/load_$r.txt"
     $bin sim calibrate -t 2 -m "$model" -o "$out/calib_$r.txt" >"$out/calib_$r.log" 2>&1
-    $bin bench -m "$model" -t 2 -p 64 -n 16 -b 1,4,16 -r 2 -o csv >"$out/bench_$r.csv" 2>/dev/null
-    bench/sim_calib_from_bench.sh "$model" "$out/calib_$r.txt" "$out/bench_$r.csv" \
-        >"$out/calibB_$r.txt"
     common=(-m "$model" $eng --num-prompts "$n" --request-rate "$r" --input-len "$pl"
         --output-len "$ol" --ignore-eos -s "$seed")
     $bin bench serve "${common[@]}" --dump-workload "$out/workload_$r.jsonl" >/dev/null 2>&1
@@ -56,6 +56,18 @@ for line in open(sys.argv[1]):
 PY
     $bin bench serve "${common[@]}" -o json --steps "$out/steps_meas_$r.txt" \
         >"$out/serve_$r.json" 2>"$out/serve_$r.log"
+    $bin sim calibrate -t 2 -m "$model" -o "$out/calibpost_$r.txt" >"$out/calibpost_$r.log" 2>&1
+    python3 - "$out/calib_$r.txt" "$out/calibpost_$r.txt" >"$out/calibB_$r.txt" <<'PY'
+import sys
+pre, post = ([l.split() for l in open(f) if l.strip() and not l.startswith("#")] for f in sys.argv[1:3])
+print("# every figure the mean of %s (before the run) and %s (after)" % tuple(sys.argv[1:3]))
+for a, b in zip(pre, post):
+    assert a[0] == b[0], (a, b)
+    try:
+        print(a[0], "%.6g" % ((float(a[1]) + float(b[1])) / 2))
+    except ValueError:
+        print(" ".join(a))
+PY
     for c in calib calibB; do
         $bin sim -m "$model" --type q8_0 --kv-type f16 --device cpu --calib "$out/${c}_$r.txt" \
             --ctx 256 --kv-mem 256MiB --max-seqs 16 --max-batch-tokens 256 \

@@ -122,6 +122,21 @@ assert len(rows) == d["engine_steps"], (len(rows), d["engine_steps"])
 ends = [float(r[0]) for r in rows]
 assert ends == sorted(ends) and all(float(r[1]) >= 0 for r in rows)
 PY
+# the warm-up request is not reported: the same workload without it counts
+# the same steps, tokens and prefix lookups
+cp "$tmp/out" "$tmp/warm.json"
+expect_rc 0 "$bin" bench serve -m "$m" --num-prompts 6 --input-len 8:40 --output-len 4:12 \
+  --max-seqs 3 --max-batch-tokens 32 -o json --no-warmup --ignore-eos
+cp "$tmp/out" "$tmp/cold.json"
+expect_rc 0 "$bin" bench serve -m "$m" --num-prompts 6 --input-len 8:40 --output-len 4:12 \
+  --max-seqs 3 --max-batch-tokens 32 -o json --ignore-eos
+python3 - "$tmp/cold.json" "$tmp/out" <<'PY' && ok || bad "warm-up counted in the report"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+for k in ("engine_steps", "total_input_tokens", "total_output_tokens", "prefix_lookup_tokens",
+          "prefix_hit_tokens", "prefix_evicted_blocks", "prefix_evicted_unused", "mixed_steps"):
+    assert a[k] == b[k], (k, a[k], b[k])
+PY
 expect_rc 1 "$bin" bench serve -m "$m" --num-prompts 2 --steps "$tmp/no/such/dir/s.txt"
 expect_err "--steps: cannot write"
 

@@ -140,6 +140,28 @@ out=$("$BIN" sim calibrate 2>&1)
 if [ $? = 2 ] && grep -qF -- "-o FILE is required" <<<"$out"; then ok; else bad "calibrate: $out"; fi
 out=$("$BIN" sim calibrate -o "$TMP/c.txt" -m "$TMP/none.gguf" 2>&1)
 if [ $? = 1 ] && grep -qF -- "-m $TMP/none.gguf" <<<"$out"; then ok; else bad "calibrate -m: $out"; fi
+# -m: the product points are the model's own (every layer's products), the
+# one large matrix's kept as a comment; the sim reads the file back
+if "$BIN" sim calibrate -t 2 -m "$KVL_SHARED/models/stories260K.gguf" -o "$TMP/c260.txt" \
+    >"$TMP/c260.log" 2>&1; then
+  python3 - "$TMP/c260.txt" <<'PY' && ok || bad "calibrate -m: $(cat "$TMP/c260.txt")"
+import sys
+kv, text = {}, open(sys.argv[1]).read()
+for line in text.splitlines():
+    f = line.split()
+    if f and not f[0].startswith("#"):
+        kv[f[0]] = f[1]
+assert "every layer's products of the model (-m)" in text
+assert "#matrix mm_s_per_byte_1 " in text and "f32 weights, 906240 bytes" in text, text
+for k in ("mm_s_per_byte_1", "mm_s_per_byte_4", "mm_s_per_byte_16", "mm_s_per_byte_64",
+          "attn_s_per_pos", "tok_s_per_layer", "row_s_per_vocab", "step_overhead_s"):
+    assert 0 < float(kv[k]) < 1, (k, kv.get(k))
+PY
+  expect 0 "cpu-2t" -- -m "$KVL_SHARED/models/stories260K.gguf" --device cpu \
+      --calib "$TMP/c260.txt" --workload fixed:16,4 --requests 2 --arrival burst
+else
+  bad "calibrate -m stories260K: $(cat "$TMP/c260.log")"
+fi
 # the served step's terms: read, and each moves the CPU's step; bad values refused
 cat "$TMP/calib.txt" - >"$TMP/calib_t.txt" <<'EOF2'
 mm_s_per_byte_1 5e-11

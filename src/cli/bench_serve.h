@@ -35,6 +35,7 @@ typedef struct serve_opts {
     uint64_t swap_mem;
     long long shared_prefix; /* every prompt starts with the same this many tokens */
     bool ignore_eos, no_prefix_cache;
+    bool no_warmup;    /* --no-warmup: no test request before the run */
     const char *dump;  /* --dump-workload: write the requests as JSONL instead of running */
     const char *steps; /* --steps: one line per engine step that ran tokens */
     long long chat_sessions, chat_turns; /* multi-turn chat (bench_workload.h); 0: off */
@@ -81,7 +82,8 @@ typedef struct serve_run {
     int32_t **hist;  /* chat: (sessions) each session's last prompt, growing */
     int32_t *n_hist; /* (sessions) */
     double duration;
-    FILE *steps; /* --steps, open while driving */
+    FILE *steps;           /* --steps, open while driving */
+    kvl_engine_stats base; /* after the warm-up request: taken off the report */
     char first_error[640];
 } serve_run;
 

@@ -46,6 +46,26 @@ static dist dist_of(double *v, size_t n) {
     return d;
 }
 
+/* The engine's counters less what the warm-up request counted (base: zero
+ * without one), so the report covers the measured requests only. */
+static void take_off_warmup(kvl_engine_stats *st, const kvl_engine_stats *b) {
+#define SUB(f) st->f -= b->f
+    SUB(n_steps), SUB(n_requests_accepted), SUB(n_requests_finished), SUB(n_preemptions);
+    SUB(n_preempt_recompute), SUB(n_preempt_swap), SUB(tokens_recomputed);
+    SUB(n_blocks_swapped_out), SUB(n_blocks_swapped_in), SUB(bytes_swapped_out);
+    SUB(bytes_swapped_in), SUB(tokens_prefilled), SUB(tokens_decoded), SUB(prefix_lookup_tokens);
+    SUB(prefix_hit_tokens), SUB(prefix_hit_tokens_self), SUB(prefix_hit_tokens_pool);
+    SUB(prefix_hit_tokens_tier), SUB(prefix_hit_free_blocks), SUB(prefix_swapin_hit_blocks);
+    SUB(prefix_evicted_blocks), SUB(prefix_evicted_unused), SUB(prefix_demoted_blocks);
+    SUB(prefix_promoted_blocks), SUB(prefix_tier_dropped), SUB(prefix_tier_dropped_swap);
+    SUB(prefix_tier_seconds), SUB(prefill_s_saved);
+#undef SUB
+    st->prefix_hit_rate = st->prefix_lookup_tokens > 0
+                              ? (double)(st->prefix_hit_tokens + st->prefix_hit_tokens_self) /
+                                    (double)st->prefix_lookup_tokens
+                              : 0;
+}
+
 bool kvl_serve_summarize(serve_run *sr, serve_report *rep) {
     memset(rep, 0, sizeof *rep);
     double *ttft = malloc((sr->n + 1) * sizeof *ttft), *tpot = malloc((sr->n + 1) * sizeof *tpot),
@@ -80,6 +100,7 @@ bool kvl_serve_summarize(serve_run *sr, serve_report *rep) {
     rep->e2el = dist_of(e2el, n_e2el);
     rep->itl = dist_of(sr->itl, sr->n_itl);
     kvl_engine_get_stats(sr->e, &rep->st);
+    take_off_warmup(&rep->st, &sr->base);
     free(ttft);
     free(tpot);
     free(e2el);

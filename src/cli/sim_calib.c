@@ -28,6 +28,7 @@
 #include "kernels/kernels.h"
 #include "kv/kv_cache.h"
 #include "model/gguf.h"
+#include "model/model.h"
 #include "plan/catalog.h"
 #include "plan/planner.h"
 
@@ -319,6 +320,102 @@ static kvl_status measure_row(int32_t n_vocab, float *buf, double *out, double *
     return KVL_OK;
 }
 
+/* ---- the model's own products (-m) ---------------------------------------- */
+
+/* With -m, the product points are the model's: every layer's products as
+ * forward.c runs them (Q/K/V and gate/up grouped, then output and down), at
+ * 1, 4, 16 and 64 tokens, REPS interleaved sweeps after an untimed one;
+ * seconds per byte of those weights (what `kvllm sim` multiplies by the
+ * model's linear bytes). The large-matrix points are kept in the file as
+ * comments for comparison. A different shape prices differently: at 64
+ * tokens the model's narrow K/V and wide FFN run at another rate than one
+ * 8192 x 16384 matrix. */
+typedef struct model_mm {
+    double s_per_byte[4];
+    double lin_bytes;
+    kvl_type type;
+} model_mm;
+
+/* forward.c's mm_n: one grouped product when the weights share type and
+ * width, else one product each. */
+static void mm_group(kvl_pool *pool, float *const *Y, const kvl_weight *const *w, int n,
+                     const float *X, int64_t n_tok, void *scratch) {
+    kvl_mm_out outs[KVL_MM_MAX_OUT];
+    bool same = n <= KVL_MM_MAX_OUT;
+    for (int i = 0; i < n && same; i++) {
+        same = w[i]->type == w[0]->type && w[i]->ne0 == w[0]->ne0;
+        outs[i] = (kvl_mm_out){.Y = Y[i], .W = w[i]->data, .n_rows = w[i]->ne1};
+    }
+    if (same) {
+        kvl_matmul_multi(pool, outs, n, w[0]->type, w[0]->ne0, X, n_tok, scratch);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        kvl_matmul(pool, Y[i], w[i]->data, w[i]->type, w[i]->ne1, w[i]->ne0, X, n_tok, scratch);
+}
+
+static kvl_status measure_model_products(kvl_pool *pool, const char *path, model_mm *o,
+                                         kvl_error *err) {
+    kvl_model *m = NULL;
+    kvl_model_params mp = {.load = KVL_LOAD_AUTO};
+    kvl_status st = kvl_model_load(path, &mp, &m, err);
+    if (st)
+        return st;
+    const kvl_hparams *hp = &m->hp;
+    const int64_t T = 64, qd = hp->n_heads * hp->head_dim, kvd = hp->n_kv_heads * hp->head_dim;
+    const int64_t wide = hp->ffn_dim > hp->dim ? hp->ffn_dim : hp->dim;
+    const int64_t in = qd > wide ? qd : wide;
+    size_t scr = 0;
+    o->lin_bytes = 0;
+    o->type = m->layers[0].wq.type;
+    for (int64_t l = 0; l < hp->n_layers; l++) {
+        const kvl_layer_weights *L = &m->layers[l];
+        const kvl_weight *ws[7] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                   &L->w_gate, &L->w_up, &L->w_down};
+        for (int k = 0; k < 7; k++) {
+            size_t need = kvl_matmul_scratch_size(ws[k]->type, ws[k]->ne0, T);
+            scr = need > scr ? need : scr;
+            o->lin_bytes += (double)kvl_row_bytes(ws[k]->type, ws[k]->ne0) * (double)ws[k]->ne1;
+        }
+    }
+    float *X = malloc((size_t)(T * in) * sizeof *X);
+    float *Yq = malloc((size_t)(T * qd) * sizeof *Yq), *Yk = malloc((size_t)(T * kvd) * sizeof *Yk),
+          *Yv = malloc((size_t)(T * kvd) * sizeof *Yv);
+    float *Yg = malloc((size_t)(T * wide) * sizeof *Yg),
+          *Yu = malloc((size_t)(T * wide) * sizeof *Yu);
+    void *scratch = aligned_alloc(64, (scr + 64) / 64 * 64);
+    if (!X || !Yq || !Yk || !Yv || !Yg || !Yu || !scratch) {
+        st = kvl_errorf(err, KVL_E_NOMEM, "sim calibrate: out of memory for the model's products");
+    } else {
+        for (int64_t i = 0; i < T * in; i++)
+            X[i] = (float)(i % 89) / 89.0f - 0.5f;
+        static const int64_t k_ntok[4] = {1, 4, 16, 64};
+        double t[4][REPS];
+        for (int r = -1; r < REPS; r++) /* r = -1: untimed, touches every page */
+            for (int j = 0; j < 4; j++) {
+                const int64_t n = k_ntok[j];
+                double t0 = kvl_now();
+                for (int64_t l = 0; l < hp->n_layers; l++) {
+                    const kvl_layer_weights *L = &m->layers[l];
+                    const kvl_weight *qkv[3] = {&L->wq, &L->wk, &L->wv};
+                    const kvl_weight *gu[2] = {&L->w_gate, &L->w_up};
+                    float *yqkv[3] = {Yq, Yk, Yv}, *ygu[2] = {Yg, Yu};
+                    mm_group(pool, yqkv, qkv, 3, X, n, scratch);
+                    mm_group(pool, &Yg, (const kvl_weight *[]){&L->wo}, 1, X, n, scratch);
+                    mm_group(pool, ygu, gu, 2, X, n, scratch);
+                    mm_group(pool, &Yu, (const kvl_weight *[]){&L->w_down}, 1, X, n, scratch);
+                }
+                if (r >= 0)
+                    t[j][r] = kvl_now() - t0;
+            }
+        for (int j = 0; j < 4; j++)
+            o->s_per_byte[j] = median(t[j], REPS) / o->lin_bytes;
+    }
+    free(X), free(Yq), free(Yk), free(Yv), free(Yg), free(Yu), free(scratch);
+    kvl_model_free(m);
+    return st;
+}
+
 /* The shape the engine terms are measured on. */
 static bool calib_shape(const char *path, kvl_model_shape *sh) {
     if (!path) {
@@ -365,8 +462,9 @@ static kvl_status measure_engine(kvl_pool *pool, const kvl_model_shape *sh, eng_
 
 /* ---- the command ---------------------------------------------------------- */
 
-static void write_file(FILE *f, long long threads, const mm_figs *m, const kvl_model_shape *sh,
-                       const eng_figs *e) {
+static void write_file(FILE *f, long long threads, const mm_figs *m, const model_mm *mm,
+                       const kvl_model_shape *sh, const eng_figs *e) {
+    const double *pts = mm ? mm->s_per_byte : m->s_per_byte;
     fprintf(f,
             "# kvllm sim calibrate: medians of interleaved runs, %lld threads\n"
             "# bandwidth: bytes/s a Q8_0 GEMV of 8192 x 16384 streams (what decode reads)\n"
@@ -377,16 +475,25 @@ static void write_file(FILE *f, long long threads, const mm_figs *m, const kvl_m
             "serial 1\n"
             "# bytes: this machine's physical memory (the device's memory for the KV budget)\n"
             "bytes %.0f\n"
-            "# seconds per weight byte of Q8_0 products of 1, 4, 16, 64 tokens\n"
+            "# seconds per weight byte of products of 1, 4, 16, 64 tokens: %s\n"
             "mm_s_per_byte_1 %.6g\nmm_s_per_byte_4 %.6g\nmm_s_per_byte_16 %.6g\n"
             "mm_s_per_byte_64 %.6g\n"
             "# mm_token_group: tokens the Q8_0 product takes per group from 16 tokens up on\n"
             "#   this ISA (a partial group costs a whole one: 65 tokens as 80); 0 = none\n"
             "mm_token_group %d\n",
             threads, threads, threads, m->bw_gemv, m->flops, m->bw_read,
-            (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE), m->s_per_byte[0],
-            m->s_per_byte[1], m->s_per_byte[2], m->s_per_byte[3],
-            (int)kvl_matmul_token_group(KVL_TYPE_Q8_0));
+            (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE),
+            mm ? "every layer's products of the model (-m), as forward.c groups them"
+               : "one Q8_0 weight of 8192 x 16384",
+            pts[0], pts[1], pts[2], pts[3], (int)kvl_matmul_token_group(KVL_TYPE_Q8_0));
+    if (mm)
+        fprintf(f,
+                "# the model's products: %s weights, %.0f bytes of linear layers; the one\n"
+                "#   8192 x 16384 Q8_0 weight's points, for comparison (not read):\n"
+                "#matrix mm_s_per_byte_1 %.6g mm_s_per_byte_4 %.6g mm_s_per_byte_16 %.6g "
+                "mm_s_per_byte_64 %.6g\n",
+                kvl_type_name(mm->type), mm->lin_bytes, m->s_per_byte[0], m->s_per_byte[1],
+                m->s_per_byte[2], m->s_per_byte[3]);
     fprintf(f,
             "# the served step's work outside the products, measured on %s's shape\n"
             "# attn_s_per_pos: seconds per (layer x query head x attended position) of decode\n"
@@ -451,11 +558,15 @@ int kvl_cli_sim_calibrate(int argc, char **argv) {
         return 1;
     }
     mm_figs m;
+    model_mm mm;
     eng_figs e;
     memset(&e, 0, sizeof e);
     int rc = 0;
     if (!measure_products(pool, &m)) {
         fprintf(stderr, "kvllm sim calibrate: out of memory\n");
+        rc = 1;
+    } else if (model && measure_model_products(pool, model, &mm, &err)) {
+        fprintf(stderr, "kvllm sim calibrate: -m %s: %s\n", model, err.msg);
         rc = 1;
     } else if (measure_engine(pool, &sh, &e, &err)) {
         fprintf(stderr, "kvllm %s\n", err.msg);
@@ -469,7 +580,7 @@ int kvl_cli_sim_calibrate(int argc, char **argv) {
         fprintf(stderr, "kvllm sim calibrate: -o %s: cannot create\n", out);
         return 1;
     }
-    write_file(f, threads, &m, &sh, &e);
+    write_file(f, threads, &m, model ? &mm : NULL, &sh, &e);
     fclose(f);
     printf("calibrated %lld threads: GEMV stream %.2f GB/s, Q8_0 x64 %.2f GFLOP/s, read %.2f "
            "GB/s; attention %.3g s/pos, %.3g s/token-layer, %.3g s/row, %.3g s/step -> %s\n",
