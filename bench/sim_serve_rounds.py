@@ -15,7 +15,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sim_serve_table import METRICS, measured  # noqa: E402
+from sim_serve_table import DIAGNOSTIC, METRICS, measured  # noqa: E402
 
 
 def main():
@@ -32,7 +32,9 @@ def main():
             a = json.load(open(os.path.join(d, "sim_calib_%s.json" % r)))["results"][0]
             a2 = json.load(open(os.path.join(d, "sim_calibB_%s.json" % r)))["results"][0]
             rows.append((m, a, a2))
-        for name, k in METRICS:
+        for name, k in METRICS + DIAGNOSTIC:
+            if any(k not in x[1] or k not in x[2] for x in rows):
+                continue  # a sim from before the key
             meas = [x[0][k] for x in rows]
             line = "| %s | %s | %.3f (%.3f-%.3f) |" % (r, name, statistics.median(meas),
                                                       min(meas), max(meas))
@@ -40,10 +42,12 @@ def main():
                 q = [x[j][k] / x[0][k] for x in rows]
                 within = sum(abs(v - 1) <= 0.15 for v in q)
                 med = statistics.median(q)
-                tot[col] += abs(med - 1) <= 0.15
+                if (name, k) in METRICS:
+                    tot[col] += abs(med - 1) <= 0.15
                 line += " %.2f (%.2f-%.2f), %d of %d |" % (med, min(q), max(q), within, len(q))
-            cells += 1
-            print(line)
+            cells += (name, k) in METRICS
+            print(line.replace("| %s |" % name, "| %s (diagnostic) |" % name, 1)
+                  if (name, k) in DIAGNOSTIC else line)
     print()
     print("Cells whose median ratio is within 15%%: A %d of %d, A2 %d of %d (%d rounds)."
           % (tot["A"], cells, tot["A2"], cells, len(dirs)))

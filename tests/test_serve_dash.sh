@@ -202,11 +202,14 @@ kill "$spid"; wait "$spid" 2>/dev/null
 
 # ---- a slow model: 8 streams at once
 "$bin" mkmodel -o "$tmp/slow.gguf" --dim 768 --layers 8 --ffn 2048 --heads 12 --kv-heads 12 \
-  --vocab-size 512 --ctx 4096 --type q8_0 >/dev/null 2>"$tmp/mkmodel.err" || { bad "mkmodel"; cat "$tmp/mkmodel.err"; }
-# 128 blocks of 16 positions (f16 KV, 24 KiB a position); 8 x 150 tokens take 80
-start slow -m "$tmp/slow.gguf" -c 2048 --kv-mem 48MiB --max-seqs 8 --api-key "$key" || exit 1
+  --vocab-size 512 --ctx 8192 --type q8_0 >/dev/null 2>"$tmp/mkmodel.err" || { bad "mkmodel"; cat "$tmp/mkmodel.err"; }
+# 320 blocks of 16 positions (f16 KV, 24 KiB a position); 8 x 600 tokens
+# take 304, so all 8 run to the end without preemption. 600 steps last
+# seconds even on a fast machine (the checks below take well under one):
+# 150 tokens ended before the checks on a 2026-12 machine.
+start slow -m "$tmp/slow.gguf" -c 5120 --kv-mem 120MiB --max-seqs 8 --api-key "$key" || exit 1
 spids=()
-ntok=150
+ntok=600
 [ -n "${KVL_SAN_FLAGS:-}" ] && ntok=40 # a sanitizer build steps the slow model ~30x slower
 for i in 1 2 3 4 5 6 7 8; do
   curl -sN -H "Authorization: Bearer $key" "http://127.0.0.1:$port/v1/completions" \

@@ -128,8 +128,8 @@ static void test_cost(void) {
     /* a calibrated serial device: 10 decode tokens price the weights at the
      * rate halfway between the 4- and 16-token points (3e-9 s/byte) */
     d.serial = true;
-    d.mm_s_per_byte[0] = 1e-9, d.mm_s_per_byte[1] = 2e-9;
-    d.mm_s_per_byte[2] = 4e-9, d.mm_s_per_byte[3] = 8e-9;
+    d.mm_s_per_byte[0] = 1e-9, d.mm_s_per_byte[3] = 2e-9; /* 1 and 4 tokens */
+    d.mm_s_per_byte[5] = 4e-9, d.mm_s_per_byte[7] = 8e-9; /* 16 and 64 */
     CHECK_EQ_INT(kvl_sim_cost_init(&sh, KVL_TYPE_F16, 512, &d, 1, false, &c, &err), KVL_OK);
     int32_t t10[10] = {0}, s10[10], p10[10] = {0};
     for (int i = 0; i < 10; i++)
@@ -163,6 +163,21 @@ static void test_cost(void) {
                163840.0 * (4e-9 + (32.0 - 16) / 48 * 4e-9) + 12800.0 * 1e-9 +
                    4.0 * 2 * 64 * 210 / 1e9,
                1e-12);
+    /* points at 2, 8 and 32 tokens, when measured, are used: 20 tokens (32
+     * after grouping) cost the 32-token point; 10 interpolate between 8 and
+     * 16; 3 between 2 and 4 */
+    d.mm_s_per_byte[1] = 1.2e-9, d.mm_s_per_byte[4] = 2.5e-9, d.mm_s_per_byte[6] = 6e-9;
+    CHECK_EQ_INT(kvl_sim_cost_init(&sh, KVL_TYPE_F16, 512, &d, 1, false, &c, &err), KVL_OK);
+    kvl_sim_cost_batch(&c, &b20, &s);
+    CHECK_NEAR(s.t_compute, 163840.0 * 6e-9 + 12800.0 * 1e-9 + 4.0 * 2 * 64 * 210 / 1e9, 1e-12);
+    kvl_sim_cost_batch(&c, &b10, &s);
+    CHECK_NEAR(s.t_compute,
+               163840.0 * (2.5e-9 + (10.0 - 8) / 8 * 1.5e-9) + 12800.0 * 1e-9 + attn / 1e9, 1e-15);
+    kvl_batch b3 = {.n_tokens = 3, .tokens = t10, .seq = s10, .pos = p10, .logits = NULL};
+    kvl_sim_cost_batch(&c, &b3, &s);
+    CHECK_NEAR(s.t_compute,
+               163840.0 * (1.2e-9 + 0.5 * 0.8e-9) + 12800.0 * 1e-9 + 4.0 * 2 * 64 * 3 / 1e9, 1e-15);
+    d.mm_s_per_byte[1] = d.mm_s_per_byte[4] = d.mm_s_per_byte[6] = 0;
     d.mm_token_group = 0;
     CHECK_CONTAINS(err.msg, "--tp 3");
     test_cost_cpu_terms(&sh, &d);

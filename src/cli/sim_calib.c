@@ -7,7 +7,9 @@
  * hits all alike):
  *   - products: Q8_0 weight 8192 x 16384 times 1, 4, 16, 64 tokens
  *     (mm_s_per_byte_*), the GEMV's bytes/s (bandwidth), the 64-token
- *     FLOP rate (flops), a plain read (stream_read, for people);
+ *     FLOP rate (flops), a plain read (stream_read, for people); with -m,
+ *     the product points are instead the model's own products, every
+ *     layer's, at 1, 2, 3, 4, 8, 16, 32 and 64 tokens;
  *   - the served step's work outside the products, on a model shape (-m
  *     FILE.gguf's, default TinyLlama-1.1B's) as the engine runs it:
  *     attention over a real f16 paged KV cache, one pool run per layer
@@ -24,6 +26,7 @@
 
 #include "cli/cli.h"
 #include "core/pool.h"
+#include "engine/executor_sim.h"
 #include "engine/sampler.h"
 #include "kernels/kernels.h"
 #include "kv/kv_cache.h"
@@ -324,14 +327,16 @@ static kvl_status measure_row(int32_t n_vocab, float *buf, double *out, double *
 
 /* With -m, the product points are the model's: every layer's products as
  * forward.c runs them (Q/K/V and gate/up grouped, then output and down), at
- * 1, 4, 16 and 64 tokens, REPS interleaved sweeps after an untimed one;
+ * 1, 2, 3, 4, 8, 16, 32 and 64 tokens (kvl_sim_mm_tokens: the one-token
+ * GEMV, the small-batch kernel and the token-lane groups each get points),
+ * REPS interleaved sweeps after an untimed one;
  * seconds per byte of those weights (what `kvllm sim` multiplies by the
  * model's linear bytes). The large-matrix points are kept in the file as
  * comments for comparison. A different shape prices differently: at 64
  * tokens the model's narrow K/V and wide FFN run at another rate than one
  * 8192 x 16384 matrix. */
 typedef struct model_mm {
-    double s_per_byte[4];
+    double s_per_byte[KVL_SIM_MM_POINTS]; /* at kvl_sim_mm_tokens */
     double lin_bytes;
     kvl_type type;
 } model_mm;
@@ -389,11 +394,10 @@ static kvl_status measure_model_products(kvl_pool *pool, const char *path, model
     } else {
         for (int64_t i = 0; i < T * in; i++)
             X[i] = (float)(i % 89) / 89.0f - 0.5f;
-        static const int64_t k_ntok[4] = {1, 4, 16, 64};
-        double t[4][REPS];
+        double t[KVL_SIM_MM_POINTS][REPS];
         for (int r = -1; r < REPS; r++) /* r = -1: untimed, touches every page */
-            for (int j = 0; j < 4; j++) {
-                const int64_t n = k_ntok[j];
+            for (int j = 0; j < KVL_SIM_MM_POINTS; j++) {
+                const int64_t n = kvl_sim_mm_tokens[j];
                 double t0 = kvl_now();
                 for (int64_t l = 0; l < hp->n_layers; l++) {
                     const kvl_layer_weights *L = &m->layers[l];
@@ -408,7 +412,7 @@ static kvl_status measure_model_products(kvl_pool *pool, const char *path, model
                 if (r >= 0)
                     t[j][r] = kvl_now() - t0;
             }
-        for (int j = 0; j < 4; j++)
+        for (int j = 0; j < KVL_SIM_MM_POINTS; j++)
             o->s_per_byte[j] = median(t[j], REPS) / o->lin_bytes;
     }
     free(X), free(Yq), free(Yk), free(Yv), free(Yg), free(Yu), free(scratch);
@@ -464,7 +468,6 @@ static kvl_status measure_engine(kvl_pool *pool, const kvl_model_shape *sh, eng_
 
 static void write_file(FILE *f, long long threads, const mm_figs *m, const model_mm *mm,
                        const kvl_model_shape *sh, const eng_figs *e) {
-    const double *pts = mm ? mm->s_per_byte : m->s_per_byte;
     fprintf(f,
             "# kvllm sim calibrate: medians of interleaved runs, %lld threads\n"
             "# bandwidth: bytes/s a Q8_0 GEMV of 8192 x 16384 streams (what decode reads)\n"
@@ -475,17 +478,24 @@ static void write_file(FILE *f, long long threads, const mm_figs *m, const model
             "serial 1\n"
             "# bytes: this machine's physical memory (the device's memory for the KV budget)\n"
             "bytes %.0f\n"
-            "# seconds per weight byte of products of 1, 4, 16, 64 tokens: %s\n"
-            "mm_s_per_byte_1 %.6g\nmm_s_per_byte_4 %.6g\nmm_s_per_byte_16 %.6g\n"
-            "mm_s_per_byte_64 %.6g\n"
-            "# mm_token_group: tokens the Q8_0 product takes per group from 16 tokens up on\n"
-            "#   this ISA (a partial group costs a whole one: 65 tokens as 80); 0 = none\n"
-            "mm_token_group %d\n",
+            "# seconds per weight byte of products of N tokens (mm_s_per_byte_N): %s\n",
             threads, threads, threads, m->bw_gemv, m->flops, m->bw_read,
             (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE),
             mm ? "every layer's products of the model (-m), as forward.c groups them"
-               : "one Q8_0 weight of 8192 x 16384",
-            pts[0], pts[1], pts[2], pts[3], (int)kvl_matmul_token_group(KVL_TYPE_Q8_0));
+               : "one Q8_0 weight of 8192 x 16384");
+    static const int k_matrix_pts[4] = {0, 3, 5, 7}; /* 1, 4, 16, 64 tokens */
+    if (mm)
+        for (int j = 0; j < KVL_SIM_MM_POINTS; j++)
+            fprintf(f, "mm_s_per_byte_%d %.6g\n", (int)kvl_sim_mm_tokens[j], mm->s_per_byte[j]);
+    else
+        for (int j = 0; j < 4; j++)
+            fprintf(f, "mm_s_per_byte_%d %.6g\n", (int)kvl_sim_mm_tokens[k_matrix_pts[j]],
+                    m->s_per_byte[j]);
+    fprintf(f,
+            "# mm_token_group: tokens the Q8_0 product takes per group from 16 tokens up on\n"
+            "#   this ISA (a partial group costs a whole one: 65 tokens as 80); 0 = none\n"
+            "mm_token_group %d\n",
+            (int)kvl_matmul_token_group(KVL_TYPE_Q8_0));
     if (mm)
         fprintf(f,
                 "# the model's products: %s weights, %.0f bytes of linear layers; the one\n"

@@ -124,9 +124,13 @@ static const calib_key k_calib_keys[] = {
     {"bytes", SIZE_MAX, 0, 1e30},
     {"serial", SIZE_MAX, 0, 1},
     {"mm_s_per_byte_1", DEV_OFF(mm_s_per_byte[0]), 0, 1e30},
-    {"mm_s_per_byte_4", DEV_OFF(mm_s_per_byte[1]), 0, 1e30},
-    {"mm_s_per_byte_16", DEV_OFF(mm_s_per_byte[2]), 0, 1e30},
-    {"mm_s_per_byte_64", DEV_OFF(mm_s_per_byte[3]), 0, 1e30},
+    {"mm_s_per_byte_2", DEV_OFF(mm_s_per_byte[1]), 0, 1e30},
+    {"mm_s_per_byte_3", DEV_OFF(mm_s_per_byte[2]), 0, 1e30},
+    {"mm_s_per_byte_4", DEV_OFF(mm_s_per_byte[3]), 0, 1e30},
+    {"mm_s_per_byte_8", DEV_OFF(mm_s_per_byte[4]), 0, 1e30},
+    {"mm_s_per_byte_16", DEV_OFF(mm_s_per_byte[5]), 0, 1e30},
+    {"mm_s_per_byte_32", DEV_OFF(mm_s_per_byte[6]), 0, 1e30},
+    {"mm_s_per_byte_64", DEV_OFF(mm_s_per_byte[7]), 0, 1e30},
     {"mm_token_group", DEV_OFF(mm_token_group), 0, 4096},
     {"attn_s_per_pos", DEV_OFF(attn_s_per_pos), 0, 1e-3},
     {"attn_head_dim", DEV_OFF(attn_head_dim), 1, 4096},
@@ -260,24 +264,31 @@ kvl_status kvl_sim_cost_init(const kvl_model_shape *shape, kvl_type wtype, doubl
     return KVL_OK;
 }
 
+const int32_t kvl_sim_mm_tokens[KVL_SIM_MM_POINTS] = {1, 2, 3, 4, 8, 16, 32, 64};
+
 /* Seconds per weight byte of a product of n tokens, from the measured
- * points (1, 4, 16, 64 tokens); from 16 tokens up, n rounded up to the
- * kernel's token group (mm_token_group) first. */
+ * points (those set: linear in tokens between neighbours, proportional to
+ * tokens past the last); from 16 tokens up, n rounded up to the kernel's
+ * token group (mm_token_group) first. */
 static double mm_per_byte(const kvl_sim_device *d, double n) {
-    static const double at[4] = {1, 4, 16, 64};
     if (n <= 0)
         return 0;
     const double g = d->mm_token_group;
     if (g > 1 && n > 16)
         n = ceil(n / g) * g;
-    if (n <= 1)
-        return d->mm_s_per_byte[0];
-    for (int i = 1; i < 4; i++)
-        if (n <= at[i]) {
-            double f = (n - at[i - 1]) / (at[i] - at[i - 1]);
-            return d->mm_s_per_byte[i - 1] + f * (d->mm_s_per_byte[i] - d->mm_s_per_byte[i - 1]);
+    double at0 = 0, v0 = 0; /* the last point at or below n */
+    for (int i = 0; i < KVL_SIM_MM_POINTS; i++) {
+        const double at = kvl_sim_mm_tokens[i], v = d->mm_s_per_byte[i];
+        if (v <= 0)
+            continue;
+        if (n <= at) {
+            if (at0 == 0) /* below the first point: its rate */
+                return v;
+            return v0 + (n - at0) / (at - at0) * (v - v0);
         }
-    return d->mm_s_per_byte[3] * n / 64;
+        at0 = at, v0 = v;
+    }
+    return v0 * n / at0;
 }
 
 /* A calibrated CPU (serial, measured products): the weights at the

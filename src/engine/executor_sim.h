@@ -9,7 +9,7 @@
  *
  * (the sum of the two terms instead of their max for a serial device: a
  * calibrated CPU, whose weight matmuls are priced from measured products of
- * 1, 4, 16 and 64 tokens, and whose attention, per-token kernels, per-row
+ * 1 to 64 tokens (kvl_sim_mm_tokens), and whose attention, per-token kernels, per-row
  * sampling and dispatches have measured terms of their own when its file
  * gives them (kvl_sim_device; docs/sim.md has the formula and the
  * measurements that chose it))
@@ -49,6 +49,10 @@
 #include "plan/catalog.h"
 
 /* A device as the cost model sees it. */
+/* The token counts a calibrated CPU's product points are measured at. */
+#define KVL_SIM_MM_POINTS 8
+extern const int32_t kvl_sim_mm_tokens[KVL_SIM_MM_POINTS]; /* 1, 2, 3, 4, 8, 16, 32, 64 */
+
 typedef struct kvl_sim_device {
     char name[64];
     size_t bytes;           /* memory of one device */
@@ -61,11 +65,14 @@ typedef struct kvl_sim_device {
     double host_bandwidth;  /* host <-> device bytes/s per direction (swap copies) */
     bool serial;            /* compute and memory time add instead of overlapping (a
                                CPU: the same cores load, dequantize and multiply) */
-    /* Measured matmul seconds per weight byte for products of 1, 4, 16 and
-     * 64 tokens (a calibrated CPU; 0 = not measured). When set, the weight
-     * matmuls are priced from them (interpolated linearly in tokens between
-     * the points, proportional to tokens past 64) instead of the two rates. */
-    double mm_s_per_byte[4];
+    /* Measured matmul seconds per weight byte for products of
+     * kvl_sim_mm_tokens[i] tokens (1, 2, 3, 4, 8, 16, 32, 64; a calibrated
+     * CPU; 0 = not measured). When the 1-token point is set, the weight
+     * matmuls are priced from the points that are (interpolated linearly in
+     * tokens between neighbours, proportional to tokens past the last)
+     * instead of the two rates. Files before the 2, 3, 8 and 32 points have
+     * only 1, 4, 16 and 64. */
+    double mm_s_per_byte[KVL_SIM_MM_POINTS];
     /* Tokens the CPU product kernel takes in one group from 16 tokens up
      * (kvllm's AVX-512 Q8_0 / K-quant token-lane layout: 16; the slots past
      * the last token of the last group are computed as zeros), so a product
@@ -108,7 +115,7 @@ kvl_status kvl_sim_device_from_catalog(const char *name, kvl_sim_device *out, kv
 
 /* Read a calibration file written by `kvllm sim calibrate` (key value
  * lines: bandwidth, flops, step_overhead_s, serial, bytes (default 16 GiB),
- * mm_s_per_byte_1/4/16/64, attn_s_per_pos, attn_head_dim, tok_s_per_layer,
+ * mm_s_per_byte_N for N in kvl_sim_mm_tokens, attn_s_per_pos, attn_head_dim, tok_s_per_layer,
  * row_s_per_vocab, threads, name; a value outside its key's range is
  * refused naming the key and the range). mbu = mfu = 1:
  * the measured rates are what this machine reaches. KVL_E_IO / KVL_E_FORMAT

@@ -543,6 +543,8 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
     if (S.n_done) {
         R.norm_latency = S.norm_sum / (double)S.n_done;
         R.e2e_mean = S.e2e_sum / (double)S.n_done;
+        for (int64_t i = 0; i < S.n_done; i++)
+            R.ttft_mean += S.ttft[i] / (double)S.n_done;
         qsort(S.ttft, (size_t)S.n_done, sizeof(double), cmp_double);
         qsort(S.tpot, (size_t)S.n_done, sizeof(double), cmp_double);
         R.ttft_p50 = pct(S.ttft, S.n_done, 0.5);
@@ -656,7 +658,8 @@ void kvl_sim_result_json(const kvl_sim_result *r, FILE *f) {
             "\"refused\": %lld, \"steps\": %lld, \"makespan_s\": %.6f, "
             "\"throughput_rps\": %.6f, \"throughput_tps\": %.6f, \"goodput_rps\": %.6f, "
             "\"good\": %lld, \"slo_ttft\": %.6g, \"slo_tpot\": %.6g, \"norm_latency\": %.6f, "
-            "\"e2e_mean\": %.6f, \"ttft_p50\": %.6f, \"ttft_p99\": %.6f, \"tpot_p50\": %.6f, "
+            "\"e2e_mean\": %.6f, \"ttft_p50\": %.6f, \"ttft_p99\": %.6f, \"ttft_mean\": %.6f, "
+            "\"tpot_p50\": %.6f, "
             "\"tpot_p99\": %.6f, \"mean_batch\": %.4f, \"mean_batch_tokens\": %.4f, "
             "\"mean_step_s\": %.6f, \"mean_decode_step_s\": %.6f, \"prefill_fed\": %lld, "
             "\"decode_fed\": %lld, \"kv_blocks\": %u, \"block_size\": %d, "
@@ -669,8 +672,8 @@ void kvl_sim_result_json(const kvl_sim_result *r, FILE *f) {
             r->policy, r->rate, (long long)r->n_requests, (long long)r->n_done,
             (long long)r->n_refused, (long long)r->n_steps, r->makespan_s, r->throughput_rps,
             r->throughput_tps, r->goodput_rps, (long long)r->n_good, r->slo_ttft, r->slo_tpot,
-            r->norm_latency, r->e2e_mean, r->ttft_p50, r->ttft_p99, r->tpot_p50, r->tpot_p99,
-            r->mean_batch, r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s,
+            r->norm_latency, r->e2e_mean, r->ttft_p50, r->ttft_p99, r->ttft_mean, r->tpot_p50,
+            r->tpot_p99, r->mean_batch, r->mean_batch_tokens, r->mean_step_s, r->mean_decode_step_s,
             (long long)r->n_prefill_fed, (long long)r->n_decode_fed, r->kv_blocks, r->block_size,
             r->kv_occupancy, r->kv_tokens, r->kv_frag, r->kv_reserved, r->kv_rounding, r->kv_free,
             (long long)r->n_preemptions, (long long)r->n_preempt_swap, r->swap_bytes, r->swap_s,

@@ -159,6 +159,7 @@ typedef struct kvl_sim_result {
     double norm_latency; /* mean over requests of e2e latency / output tokens, s/token */
     double e2e_mean;
     double ttft_p50, ttft_p99, tpot_p50, tpot_p99;
+    double ttft_mean;
     double mean_batch;   /* requests per step, mean over steps */
     double mean_running; /* requests running (admitted, not preempted), time-weighted */
     double mean_batch_tokens;
