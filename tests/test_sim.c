@@ -7,6 +7,7 @@
  * never preempt; goodput counts the SLOs; workload lengths obey their
  * filters and means.
  */
+#include "core/core.h"
 #include "plan/catalog.h"
 #include "plan/planner.h"
 #include "sim/buddy.h"
@@ -14,6 +15,7 @@
 
 #include "testutil.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 /* ---- the cost model ------------------------------------------------------- */
@@ -811,7 +813,35 @@ static void test_calib_file(void) {
     remove(path);
 }
 
+/* The sim's p50/p99 use numpy's (and kvllm bench serve's) definition:
+ * linear interpolation between the closest ranks. */
+static void test_quantile(void) {
+    const double v[4] = {1, 2, 3, 10};
+    CHECK(kvl_quantile(v, 4, 0.5) == 2.5); /* an even count: the middle two's mean */
+    CHECK(kvl_quantile(v, 4, 0) == 1 && kvl_quantile(v, 4, 1) == 10);
+    CHECK(fabs(kvl_quantile(v, 4, 0.99) - 9.79) < 1e-12); /* 3 + 7 x 0.97 */
+    CHECK(kvl_quantile(v, 1, 0.5) == 1 && kvl_quantile(v, 0, 0.5) == 0);
+    CHECK(kvl_quantile(v, 4, -1) == 1 && kvl_quantile(v, 4, 2) == 10); /* clamped */
+    /* 2 requests in a burst, one step each at a time: the p50 of their TTFTs
+     * lies halfway between them, not on either (nearest rank would say the
+     * first). */
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.lengths = KVL_SIM_LEN_FIXED;
+    w.arrivals = KVL_SIM_ARR_BURST;
+    w.n_requests = 2;
+    w.prompt_lo = w.prompt_hi = 6;
+    w.output_lo = w.output_hi = 2;
+    kvl_sim_params p = small_params(KVL_RESERVE_PAGED);
+    p.max_seqs = 1;
+    kvl_sim_result r;
+    kvl_error err;
+    CHECK_EQ_INT(kvl_sim_run(&p, &w, &r, &err), KVL_OK);
+    CHECK(r.ttft_p50 > 0 && r.ttft_p99 > r.ttft_p50);
+    CHECK(fabs(r.ttft_p50 - r.ttft_mean) < 1e-12 * r.ttft_mean);
+}
+
 int main(void) {
+    test_quantile();
     test_cost();
     test_calib_file();
     test_pinned();

@@ -159,6 +159,29 @@ for k in ("mm_s_per_byte_1", "mm_s_per_byte_4", "mm_s_per_byte_16", "mm_s_per_by
 PY
   expect 0 "cpu-2t" -- -m "$KVL_SHARED/models/stories260K.gguf" --device cpu \
       --calib "$TMP/c260.txt" --workload fixed:16,4 --requests 2 --arrival burst
+  # the points come from real forward passes: the sim prices a lone prefill
+  # of N tokens at the forward measured for N (#fwd_s) plus the per-row
+  # sampling (the engine's, after the forward), to the files' digits
+  for n in 1 3 16 64; do
+    "$BIN" sim -m "$KVL_SHARED/models/stories260K.gguf" --type f32 --device cpu \
+      --calib "$TMP/c260.txt" --workload "fixed:$n,1" --requests 1 --steps "$TMP/st$n.txt" \
+      >/dev/null 2>&1 || bad "sim with the -m calibration, $n tokens"
+    python3 - "$TMP/c260.txt" "$TMP/st$n.txt" "$n" <<'PY' && ok || bad "lone prefill of $n tokens"
+import sys
+path, steps, n = sys.argv[1], sys.argv[2], sys.argv[3]
+kv = {}
+for line in open(path):
+    f = line.split()
+    if f and f[0] == "#fwd_s":
+        kv.update(("fwd_" + a.split(":")[0], float(a.split(":")[1])) for a in f[1:])
+    elif f and not f[0].startswith("#"):
+        kv[f[0]] = f[1]
+step = [l.split() for l in open(steps) if not l.startswith("#")][0]
+assert int(step[4]) == int(n), step  # the prefill step
+want = kv["fwd_" + n] + float(kv["row_s_per_vocab"]) * 512
+assert abs(float(step[1]) - want) < 1e-4 * want + 1e-6, (step, want)  # 6 digits, 1 us
+PY
+  done
 else
   bad "calibrate -m stories260K: $(cat "$TMP/c260.log")"
 fi

@@ -20,12 +20,6 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static double pct(const double *v, size_t n, double p) {
-    double idx = p / 100.0 * (double)(n - 1);
-    size_t lo = (size_t)floor(idx), hi = lo + 1 < n ? lo + 1 : lo;
-    return v[lo] + (v[hi] - v[lo]) * (idx - (double)lo);
-}
-
 /* v (seconds) is sorted in place. */
 static dist dist_of(double *v, size_t n) {
     dist d = {.n = n};
@@ -40,9 +34,9 @@ static dist dist_of(double *v, size_t n) {
         sq += (v[i] - d.mean) * (v[i] - d.mean);
     d.std = sqrt(sq / (double)n) * 1e3;
     d.mean *= 1e3;
-    d.median = d.p50 = pct(v, n, 50) * 1e3;
-    d.p90 = pct(v, n, 90) * 1e3;
-    d.p99 = pct(v, n, 99) * 1e3;
+    d.median = d.p50 = kvl_quantile(v, n, 0.50) * 1e3;
+    d.p90 = kvl_quantile(v, n, 0.90) * 1e3;
+    d.p99 = kvl_quantile(v, n, 0.99) * 1e3;
     return d;
 }
 

@@ -8,8 +8,10 @@
  *   - products: Q8_0 weight 8192 x 16384 times 1, 4, 16, 64 tokens
  *     (mm_s_per_byte_*), the GEMV's bytes/s (bandwidth), the 64-token
  *     FLOP rate (flops), a plain read (stream_read, for people); with -m,
- *     the product points are instead the model's own products, every
- *     layer's, at 1, 2, 3, 4, 8, 16, 32 and 64 tokens;
+ *     the product points are instead the model's own: a real forward pass
+ *     of 1, 2, 3, 4, 8, 16, 32 and 64 tokens less what the sim prices
+ *     outside the products, per linear byte (the products alone, every
+ *     layer's back to back, kept as a comment);
  *   - the served step's work outside the products, on a model shape (-m
  *     FILE.gguf's, default TinyLlama-1.1B's) as the engine runs it:
  *     attention over a real f16 paged KV cache, one pool run per layer
@@ -336,10 +338,72 @@ static kvl_status measure_row(int32_t n_vocab, float *buf, double *out, double *
  * tokens the model's narrow K/V and wide FFN run at another rate than one
  * 8192 x 16384 matrix. */
 typedef struct model_mm {
-    double s_per_byte[KVL_SIM_MM_POINTS]; /* at kvl_sim_mm_tokens */
+    double s_per_byte[KVL_SIM_MM_POINTS];      /* at kvl_sim_mm_tokens */
+    double fwd_s[KVL_SIM_MM_POINTS];           /* a real forward pass of that many tokens */
+    double loop_s_per_byte[KVL_SIM_MM_POINTS]; /* the products alone, back to back */
+    bool from_fwd;                             /* s_per_byte derived from fwd_s */
     double lin_bytes;
     kvl_type type;
 } model_mm;
+
+/* The real forward pass (engine/executor.h, as the served engine runs it)
+ * of one sequence's first n tokens, from an empty cache, logits for the
+ * last token only: seconds. */
+typedef struct fwd_rig {
+    kvl_executor *x;
+    kvl_kv_cache *kvc;
+    int32_t tok[64], seq[64], pos[64];
+    bool want[64];
+} fwd_rig;
+
+static kvl_status fwd_rig_init(const kvl_model *m, kvl_pool *pool, fwd_rig *r, kvl_error *err) {
+    memset(r, 0, sizeof *r);
+    kvl_kv_cache_params kp = kvl_kv_cache_defaults();
+    kp.layout = KVL_KV_LAYOUT_PAGED;
+    kp.max_seqs = 1;
+    kp.max_ctx = 64;
+    kp.budget = 0; /* one full context */
+    kp.k_fmt = kp.v_fmt = KVL_KV_FMT_F16;
+    kvl_status st = kvl_kv_cache_init(&m->hp, &kp, &r->kvc, err);
+    if (st)
+        return st;
+    if ((st = kvl_executor_cpu_init(m, pool, 64, 64, &r->x, err))) {
+        kvl_kv_cache_free(r->kvc);
+        r->kvc = NULL;
+        return st;
+    }
+    for (int i = 0; i < 64; i++)
+        r->tok[i] = (int32_t)((7919u * (unsigned)i + 13u) % (unsigned)m->hp.n_vocab);
+    return KVL_OK;
+}
+
+static kvl_status fwd_time(fwd_rig *r, int32_t n, double *sec, kvl_error *err) {
+    if (kvl_kv_cache_len(r->kvc, 0) > 0) {
+        kvl_status st = kvl_kv_cache_truncate(r->kvc, 0, 0, err);
+        if (st)
+            return st;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        r->seq[i] = 0;
+        r->pos[i] = i;
+        r->want[i] = i == n - 1;
+    }
+    kvl_batch b = {
+        .n_tokens = n, .tokens = r->tok, .seq = r->seq, .pos = r->pos, .logits = r->want};
+    const float *logits;
+    int32_t n_out;
+    double t0 = kvl_now();
+    kvl_status st = kvl_executor_run_cache(r->x, r->kvc, &b, &logits, &n_out, err);
+    *sec = kvl_now() - t0;
+    return st;
+}
+
+static void fwd_rig_free(fwd_rig *r) {
+    if (r->x)
+        kvl_executor_free(r->x);
+    if (r->kvc)
+        kvl_kv_cache_free(r->kvc);
+}
 
 /* forward.c's mm_n: one grouped product when the weights share type and
  * width, else one product each. */
@@ -389,15 +453,24 @@ static kvl_status measure_model_products(kvl_pool *pool, const char *path, model
     float *Yg = malloc((size_t)(T * wide) * sizeof *Yg),
           *Yu = malloc((size_t)(T * wide) * sizeof *Yu);
     void *scratch = aligned_alloc(64, (scr + 64) / 64 * 64);
+    fwd_rig rig;
     if (!X || !Yq || !Yk || !Yv || !Yg || !Yu || !scratch) {
         st = kvl_errorf(err, KVL_E_NOMEM, "sim calibrate: out of memory for the model's products");
+        memset(&rig, 0, sizeof rig);
+    } else if ((st = fwd_rig_init(m, pool, &rig, err))) {
+        memset(&rig, 0, sizeof rig);
     } else {
         for (int64_t i = 0; i < T * in; i++)
             X[i] = (float)(i % 89) / 89.0f - 0.5f;
-        double t[KVL_SIM_MM_POINTS][REPS];
-        for (int r = -1; r < REPS; r++) /* r = -1: untimed, touches every page */
-            for (int j = 0; j < KVL_SIM_MM_POINTS; j++) {
+        double t[KVL_SIM_MM_POINTS][REPS], tf[KVL_SIM_MM_POINTS][REPS];
+        for (int r = -1; r < REPS && !st; r++) /* r = -1: untimed, touches every page */
+            for (int j = 0; j < KVL_SIM_MM_POINTS && !st; j++) {
                 const int64_t n = kvl_sim_mm_tokens[j];
+                double tfj;
+                if ((st = fwd_time(&rig, (int32_t)n, &tfj, err)))
+                    break;
+                if (r >= 0)
+                    tf[j][r] = tfj;
                 double t0 = kvl_now();
                 for (int64_t l = 0; l < hp->n_layers; l++) {
                     const kvl_layer_weights *L = &m->layers[l];
@@ -412,9 +485,12 @@ static kvl_status measure_model_products(kvl_pool *pool, const char *path, model
                 if (r >= 0)
                     t[j][r] = kvl_now() - t0;
             }
-        for (int j = 0; j < KVL_SIM_MM_POINTS; j++)
+        for (int j = 0; j < KVL_SIM_MM_POINTS && !st; j++) {
             o->s_per_byte[j] = median(t[j], REPS) / o->lin_bytes;
+            o->fwd_s[j] = median(tf[j], REPS);
+        }
     }
+    fwd_rig_free(&rig);
     free(X), free(Yq), free(Yk), free(Yv), free(Yg), free(Yu), free(scratch);
     kvl_model_free(m);
     return st;
@@ -464,6 +540,53 @@ static kvl_status measure_engine(kvl_pool *pool, const kvl_model_shape *sh, eng_
     return st;
 }
 
+/* With -m: the product points from the real forward passes. A forward of
+ * n prompt tokens is priced by the sim's own cost function
+ * (kvl_sim_cost_batch) from the file just written; what that price puts
+ * outside the products (attention, per-token kernels, the classifier, the
+ * dispatches, the KV written; not the per-row sampling, which the engine
+ * does after the forward) is taken from the measured forward, and the rest,
+ * per linear byte, is the point. Products inside a forward run slower than
+ * back to back (the other kernels between them evict the caches): the
+ * price of a lone prefill was 8% under the served one with the
+ * back-to-back points (docs/sim.md). A point whose remainder is not
+ * positive keeps its back-to-back value. */
+static kvl_status derive_fwd_points(const char *path, const kvl_model_shape *sh, model_mm *mm,
+                                    kvl_error *err) {
+    kvl_sim_device d;
+    kvl_status st = kvl_sim_device_from_file(path, &d, err);
+    if (st)
+        return st;
+    double kv_tok;
+    if ((st = kvl_plan_kv_token_bytes(sh, KVL_KV_FMT_F16, KVL_KV_FMT_F16, 16, &kv_tok, err)))
+        return st;
+    kvl_sim_cost c;
+    if ((st = kvl_sim_cost_init(sh, mm->type, kv_tok, &d, 1, true, &c, err)))
+        return st;
+    int32_t tok[64] = {0}, seq[64], pos[64];
+    bool want[64];
+    for (int j = 0; j < KVL_SIM_MM_POINTS; j++) {
+        const int32_t n = kvl_sim_mm_tokens[j];
+        for (int32_t i = 0; i < n; i++)
+            seq[i] = 0, pos[i] = i, want[i] = i == n - 1;
+        kvl_batch b = {.n_tokens = n, .tokens = tok, .seq = seq, .pos = pos, .logits = want};
+        kvl_sim_step s;
+        kvl_sim_cost_batch(&c, &b, &s);
+        /* the classifier's one row is priced at the 1-token point: solved
+         * with it at j = 0, at the derived one after */
+        const double bytes = c.lin_bytes + (j == 0 ? c.head_bytes : 0);
+        const double other = s.seconds - bytes * c.dev.mm_s_per_byte[j] -
+                             d.row_s_per_vocab * (double)s.n_logits * (double)sh->hp.n_vocab;
+        const double v = (mm->fwd_s[j] - other) / bytes;
+        mm->loop_s_per_byte[j] = mm->s_per_byte[j];
+        mm->s_per_byte[j] = v > 0 ? v : mm->s_per_byte[j];
+        if (j == 0)
+            c.dev.mm_s_per_byte[0] = mm->s_per_byte[0];
+    }
+    mm->from_fwd = true;
+    return KVL_OK;
+}
+
 /* ---- the command ---------------------------------------------------------- */
 
 static void write_file(FILE *f, long long threads, const mm_figs *m, const model_mm *mm,
@@ -496,6 +619,17 @@ static void write_file(FILE *f, long long threads, const mm_figs *m, const model
             "#   this ISA (a partial group costs a whole one: 65 tokens as 80); 0 = none\n"
             "mm_token_group %d\n",
             (int)kvl_matmul_token_group(KVL_TYPE_Q8_0));
+    if (mm && mm->from_fwd) {
+        fprintf(f,
+                "# from real forward passes of one sequence's first N tokens (seconds):\n#fwd_s");
+        for (int j = 0; j < KVL_SIM_MM_POINTS; j++)
+            fprintf(f, " %d:%.6g", (int)kvl_sim_mm_tokens[j], mm->fwd_s[j]);
+        fprintf(f, "\n# less what the sim prices outside the products, per linear byte; the\n"
+                   "#   products alone, back to back (not read):\n#loop");
+        for (int j = 0; j < KVL_SIM_MM_POINTS; j++)
+            fprintf(f, " mm_s_per_byte_%d %.6g", (int)kvl_sim_mm_tokens[j], mm->loop_s_per_byte[j]);
+        fprintf(f, "\n");
+    }
     if (mm)
         fprintf(f,
                 "# the model's products: %s weights, %.0f bytes of linear layers; the one\n"
@@ -591,7 +725,25 @@ int kvl_cli_sim_calibrate(int argc, char **argv) {
         return 1;
     }
     write_file(f, threads, &m, model ? &mm : NULL, &sh, &e);
-    fclose(f);
+    if (fclose(f)) {
+        fprintf(stderr, "kvllm sim calibrate: -o %s: write failed\n", out);
+        return 1;
+    }
+    if (model) { /* the points from the forward passes, priced from the file */
+        if (derive_fwd_points(out, &sh, &mm, &err)) {
+            fprintf(stderr, "kvllm sim calibrate: %s\n", err.msg);
+            return 1;
+        }
+        if (!(f = fopen(out, "w"))) {
+            fprintf(stderr, "kvllm sim calibrate: -o %s: cannot create\n", out);
+            return 1;
+        }
+        write_file(f, threads, &m, &mm, &sh, &e);
+        if (fclose(f)) {
+            fprintf(stderr, "kvllm sim calibrate: -o %s: write failed\n", out);
+            return 1;
+        }
+    }
     printf("calibrated %lld threads: GEMV stream %.2f GB/s, Q8_0 x64 %.2f GFLOP/s, read %.2f "
            "GB/s; attention %.3g s/pos, %.3g s/token-layer, %.3g s/row, %.3g s/step -> %s\n",
            threads, m.bw_gemv / 1e9, m.flops / 1e9, m.bw_read / 1e9, e.attn_s_per_pos,

@@ -258,6 +258,15 @@ double kvl_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+double kvl_quantile(const double *v, size_t n, double q) {
+    if (n == 0)
+        return 0;
+    q = q < 0 ? 0 : q > 1 ? 1 : q;
+    double idx = q * (double)(n - 1);
+    size_t lo = (size_t)floor(idx), hi = lo + 1 < n ? lo + 1 : lo;
+    return v[lo] + (v[hi] - v[lo]) * (idx - (double)lo);
+}
+
 float kvl_fp16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f;

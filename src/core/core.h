@@ -69,6 +69,13 @@ long long kvl_proc_kb(const char *path, const char *key);
 /* Seconds from an arbitrary fixed point (CLOCK_MONOTONIC). */
 double kvl_now(void);
 
+/* The q-quantile (0..1) of sorted v[0..n) by linear interpolation between
+ * the closest ranks, as numpy's percentile and vLLM's benchmark compute it
+ * (the median of an even count is the mean of the middle two); 0 when n is
+ * 0. kvllm bench serve and kvllm sim both report with it, so their p50 and
+ * p99 compare like with like. */
+double kvl_quantile(const double *v, size_t n, double q);
+
 /* IEEE half and bfloat16 <-> float (round to nearest even). */
 float kvl_fp16_to_f32(uint16_t h);
 uint16_t kvl_f32_to_fp16(float f);

@@ -201,14 +201,6 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Nearest-rank percentile of sorted v[0..n). */
-static double pct(const double *v, int64_t n, double q) {
-    if (n == 0)
-        return 0;
-    int64_t k = (int64_t)ceil(q * (double)n) - 1;
-    return v[k < 0 ? 0 : k >= n ? n - 1 : k];
-}
-
 static kvl_status make_ledger(const kvl_sim_params *p, kvl_kv_cache **kv, kvl_kv_swap **sw,
                               kvl_sched **sched, kvl_error *err) {
     kvl_kv_cache_params kp = kvl_kv_cache_defaults();
@@ -547,10 +539,10 @@ kvl_status kvl_sim_run(const kvl_sim_params *p, const kvl_sim_workload *w, kvl_s
             R.ttft_mean += S.ttft[i] / (double)S.n_done;
         qsort(S.ttft, (size_t)S.n_done, sizeof(double), cmp_double);
         qsort(S.tpot, (size_t)S.n_done, sizeof(double), cmp_double);
-        R.ttft_p50 = pct(S.ttft, S.n_done, 0.5);
-        R.ttft_p99 = pct(S.ttft, S.n_done, 0.99);
-        R.tpot_p50 = pct(S.tpot, S.n_done, 0.5);
-        R.tpot_p99 = pct(S.tpot, S.n_done, 0.99);
+        R.ttft_p50 = kvl_quantile(S.ttft, (size_t)S.n_done, 0.5);
+        R.ttft_p99 = kvl_quantile(S.ttft, (size_t)S.n_done, 0.99);
+        R.tpot_p50 = kvl_quantile(S.tpot, (size_t)S.n_done, 0.5);
+        R.tpot_p99 = kvl_quantile(S.tpot, (size_t)S.n_done, 0.99);
     }
     if (R.n_steps) {
         R.mean_batch = batch_sum / (double)R.n_steps;
