@@ -7,7 +7,14 @@ each round, their median and range, and in how many rounds it is within 15%.
 
 Two predictions per round, as sim_serve_validate.sh makes them: A, from the calibration taken
 right before the round's measured run, and A2, from the mean of the calibrations before and
-after it. A round's files: serve_RATE.json, sim_calib_RATE.json (A), sim_calibB_RATE.json (A2).
+after it. A round's files: serve_RATE.json, sim_calib_RATE.json (A), sim_calibB_RATE.json (A2),
+calib_RATE.txt and calibpost_RATE.txt (the calibrations).
+
+The machine is shared: its speed can move by 2x within minutes (another tenant). A (round, rate)
+is "steady" when the calibrations before and after its measured run agree: their forward passes
+(the #fwd_s line; the product points in files without it) within STEADY (10%) in total. The last
+column takes A2 over the steady rounds only: when the machine changed during a run, neither
+calibration describes it, and no prediction made from them can be judged.
 """
 import json
 import os
@@ -18,12 +25,37 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sim_serve_table import DIAGNOSTIC, METRICS, measured  # noqa: E402
 
 
+STEADY = 0.10
+
+
+def calib_speed(path):
+    """Seconds of the file's forward passes (or its product points), summed."""
+    pts = 0.0
+    for line in open(path):
+        f = line.split()
+        if f and f[0] == "#fwd_s":
+            return sum(float(a.split(":")[1]) for a in f[1:])
+        if f and f[0].startswith("mm_s_per_byte_"):
+            pts += float(f[1])
+    return pts
+
+
+def drift(d, r):
+    """How far the calibrations before and after the measured run disagree (0 = same speed)."""
+    a = calib_speed(os.path.join(d, "calib_%s.txt" % r))
+    b = calib_speed(os.path.join(d, "calibpost_%s.txt" % r))
+    return max(a / b, b / a) - 1
+
+
 def main():
     rates, dirs = sys.argv[1].split(), sys.argv[2:]
     print("| rate | metric | measured: median (range) | A / measured: median (range), "
-          "rounds within 15% | A2 / measured: median (range), rounds within 15% |")
-    print("|---|---|---|---|---|")
-    tot = {"A": 0, "A2": 0}
+          "rounds within 15% | A2 / measured: median (range), rounds within 15% | "
+          "A2 / measured, steady rounds: median (range), n |")
+    print("|---|---|---|---|---|---|")
+    tot = {"A": 0, "A2": 0, "steady": 0}
+    steady_cells = 0
+    drifts = []
     cells = 0
     for r in rates:
         rows = []
@@ -31,7 +63,9 @@ def main():
             m, _ = measured(json.load(open(os.path.join(d, "serve_%s.json" % r))))
             a = json.load(open(os.path.join(d, "sim_calib_%s.json" % r)))["results"][0]
             a2 = json.load(open(os.path.join(d, "sim_calibB_%s.json" % r)))["results"][0]
-            rows.append((m, a, a2))
+            dr = drift(d, r)
+            drifts.append("%s/%s %.0f%%" % (os.path.basename(d.rstrip("/")), r, 100 * dr))
+            rows.append((m, a, a2, dr <= STEADY))
         for name, k in METRICS + DIAGNOSTIC:
             if any(k not in x[1] or k not in x[2] for x in rows):
                 continue  # a sim from before the key
@@ -45,12 +79,25 @@ def main():
                 if (name, k) in METRICS:
                     tot[col] += abs(med - 1) <= 0.15
                 line += " %.2f (%.2f-%.2f), %d of %d |" % (med, min(q), max(q), within, len(q))
+            q = [x[2][k] / x[0][k] for x in rows if x[3]]
+            if q:
+                med = statistics.median(q)
+                line += " %.2f (%.2f-%.2f), %d |" % (med, min(q), max(q), len(q))
+                if (name, k) in METRICS:
+                    tot["steady"] += abs(med - 1) <= 0.15
+                    steady_cells += 1
+            else:
+                line += " no steady round |"
             cells += (name, k) in METRICS
             print(line.replace("| %s |" % name, "| %s (diagnostic) |" % name, 1)
                   if (name, k) in DIAGNOSTIC else line)
     print()
-    print("Cells whose median ratio is within 15%%: A %d of %d, A2 %d of %d (%d rounds)."
-          % (tot["A"], cells, tot["A2"], cells, len(dirs)))
+    print("Cells whose median ratio is within 15%%: A %d of %d, A2 %d of %d (%d rounds); "
+          "A2 over the steady rounds %d of %d (cells with one)."
+          % (tot["A"], cells, tot["A2"], cells, len(dirs), tot["steady"], steady_cells))
+    print()
+    print("Drift between the calibrations before and after each run (steady: <= %.0f%%): %s."
+          % (100 * STEADY, ", ".join(drifts)))
 
 
 if __name__ == "__main__":
