@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""One table row of the cost model against the served engine (bench/sim_serve_validate.sh,
-bench/sim_serve_refit.sh): the engine's `kvllm bench serve -o json` and the sim's `--json` for
+"""One table row of the cost model against the served engine (bench/sim_serve_validate.sh):
+the engine's `kvllm bench serve -o json` and the sim's `--json` for
 two calibrations on the same requests.
 
     sim_serve_table.py SERVE.json SIM_A.json SIM_B.json RATE LOAD

@@ -5,7 +5,7 @@
 # SAME requests (the arrivals and lengths bench serve dumps with
 # --dump-workload for its seed, as a sim trace) on the calibrated CPU
 # (predicted), with `kvllm sim calibrate -m MODEL` (the model's own
-# products at 1, 4, 16 and 64 tokens, and the served step's other work on
+# products at 1-64 tokens from real forward passes, and the served step's other work on
 # its shape: attention per position, per-token kernels, per-row sampling,
 # dispatches) taken twice, right before and right after the measured run
 # (the machine is shared: its speed moves by 10% within minutes):
@@ -16,7 +16,7 @@
 # it off), the sim has no cold start.
 #
 #   bench/sim_serve_validate.sh MODEL.gguf OUTDIR "RATES" N PROMPT OUTPUT
-#   e.g. bench/sim_serve_validate.sh /work/models/tl-q8.gguf bench/sim/serve9 "inf 1 0.5 0.2" 20 64 16
+#   e.g. bench/sim_serve_validate.sh /work/models/tl-q8.gguf bench/sim/serveN "inf 1 0.5 0.2" 20 64 16
 #
 # Run it on a quiet machine (nothing else compiling or benchmarking): the
 # 15% target is below this machine's load swings.

@@ -5,7 +5,7 @@
  * the buddy allocator); the buddy allocator's invariants under random
  * traffic; the same seed gives byte-identical reports; reserving policies
  * never preempt; goodput counts the SLOs; workload lengths obey their
- * filters and means.
+ * filters and means; p50/p99 by interpolation (kvl_quantile).
  */
 #include "core/core.h"
 #include "plan/catalog.h"
