@@ -342,6 +342,7 @@ typedef struct model_mm {
     double fwd_s[KVL_SIM_MM_POINTS];           /* a real forward pass of that many tokens */
     double loop_s_per_byte[KVL_SIM_MM_POINTS]; /* the products alone, back to back */
     bool from_fwd;                             /* s_per_byte derived from fwd_s */
+    bool kept_loop[KVL_SIM_MM_POINTS];         /* remainder <= 0: the loop's value kept */
     double lin_bytes;
     kvl_type type;
 } model_mm;
@@ -579,6 +580,7 @@ static kvl_status derive_fwd_points(const char *path, const kvl_model_shape *sh,
                              d.row_s_per_vocab * (double)s.n_logits * (double)sh->hp.n_vocab;
         const double v = (mm->fwd_s[j] - other) / bytes;
         mm->loop_s_per_byte[j] = mm->s_per_byte[j];
+        mm->kept_loop[j] = !(v > 0);
         mm->s_per_byte[j] = v > 0 ? v : mm->s_per_byte[j];
         if (j == 0)
             c.dev.mm_s_per_byte[0] = mm->s_per_byte[0];
@@ -629,6 +631,17 @@ static void write_file(FILE *f, long long threads, const mm_figs *m, const model
         for (int j = 0; j < KVL_SIM_MM_POINTS; j++)
             fprintf(f, " mm_s_per_byte_%d %.6g", (int)kvl_sim_mm_tokens[j], mm->loop_s_per_byte[j]);
         fprintf(f, "\n");
+        bool any = false;
+        for (int j = 0; j < KVL_SIM_MM_POINTS; j++)
+            any |= mm->kept_loop[j];
+        if (any) { /* a small model on a loaded machine: the rest was not positive */
+            fprintf(f, "# points whose forward was not above the rest of its price (the\n"
+                       "#   back-to-back value kept):\n#kept_loop");
+            for (int j = 0; j < KVL_SIM_MM_POINTS; j++)
+                if (mm->kept_loop[j])
+                    fprintf(f, " %d", (int)kvl_sim_mm_tokens[j]);
+            fprintf(f, "\n");
+        }
     }
     if (mm)
         fprintf(f,
