@@ -42,7 +42,7 @@ typedef struct sim_opts {
 static void usage(FILE *f) {
     fprintf(
         f, "usage: kvllm sim (--model NAME | -m FILE.gguf) --device NAME [flags]\n"
-           "       kvllm sim calibrate -o FILE [-t THREADS] [-m FILE.gguf (the shape)]\n"
+           "       kvllm sim calibrate -o FILE [-t THREADS] [-m FILE.gguf (its forward passes)]\n"
            "\n"
            "The real scheduler and KV ledger (metadata only) on a virtual clock; each step\n"
            "priced as max(FLOPs / (flops x mfu), bytes / (bandwidth x mbu)) + overhead.\n"
