@@ -205,6 +205,17 @@ static void record(void *user, const kvl_sched_plan *pl, const kvl_sim_step *c,
                                  (int)pl->items[i].pos0);
 }
 
+/* n requests arriving together, each prompt prompts and output out tokens. */
+static kvl_sim_workload burst(int64_t n, int32_t prompt, int32_t out) {
+    kvl_sim_workload w = kvl_sim_workload_defaults();
+    w.lengths = KVL_SIM_LEN_FIXED;
+    w.arrivals = KVL_SIM_ARR_BURST;
+    w.n_requests = n;
+    w.prompt_lo = w.prompt_hi = prompt;
+    w.output_lo = w.output_hi = out;
+    return w;
+}
+
 static kvl_sim_params small_params(kvl_sched_reserve pol) {
     const kvl_model_shape *sh = kvl_catalog_shape_find("stories260K");
     kvl_sim_device d;
@@ -224,12 +235,7 @@ static kvl_sim_params small_params(kvl_sched_reserve pol) {
 }
 
 static void test_pinned(void) {
-    kvl_sim_workload w = kvl_sim_workload_defaults();
-    w.lengths = KVL_SIM_LEN_FIXED;
-    w.arrivals = KVL_SIM_ARR_BURST;
-    w.n_requests = 3;
-    w.prompt_lo = w.prompt_hi = 6;
-    w.output_lo = w.output_hi = 14; /* 20 positions = 5 blocks each; 3 do not fit 12 */
+    kvl_sim_workload w = burst(3, 6, 14); /* 20 positions = 5 blocks each; 3 do not fit 12 */
     kvl_error err;
     kvl_sim_result r;
     rec a = {.n = 0};
@@ -317,12 +323,7 @@ static void record_secs(void *user, const kvl_sched_plan *pl, const kvl_sim_step
  * is |0:1@6 1:4@2 2:3@0|: request 0 decodes at 6; 1 feeds positions 2-5
  * (the end of its prompt: logits), 2 positions 0-2. */
 static void test_split_prefill(void) {
-    kvl_sim_workload w = kvl_sim_workload_defaults();
-    w.lengths = KVL_SIM_LEN_FIXED;
-    w.arrivals = KVL_SIM_ARR_BURST;
-    w.n_requests = 3;
-    w.prompt_lo = w.prompt_hi = 6;
-    w.output_lo = w.output_hi = 14;
+    kvl_sim_workload w = burst(3, 6, 14);
     kvl_error err;
     kvl_sim_result a, b;
     static secs_rec ra, rb;
@@ -670,12 +671,7 @@ static void test_sessions(void) {
  * 4 blocks of 4) goes to the swap area and back, nothing is recomputed,
  * and the 8 block copies are priced at the host link. */
 static void test_swap(void) {
-    kvl_sim_workload w = kvl_sim_workload_defaults();
-    w.lengths = KVL_SIM_LEN_FIXED;
-    w.arrivals = KVL_SIM_ARR_BURST;
-    w.n_requests = 3;
-    w.prompt_lo = w.prompt_hi = 6;
-    w.output_lo = w.output_hi = 14;
+    kvl_sim_workload w = burst(3, 6, 14);
     kvl_error err;
     kvl_sim_result r;
     kvl_sim_params p = small_params(KVL_RESERVE_PAGED);
@@ -825,12 +821,7 @@ static void test_quantile(void) {
     /* 2 requests in a burst, one step each at a time: the p50 of their TTFTs
      * lies halfway between them, not on either (nearest rank would say the
      * first). */
-    kvl_sim_workload w = kvl_sim_workload_defaults();
-    w.lengths = KVL_SIM_LEN_FIXED;
-    w.arrivals = KVL_SIM_ARR_BURST;
-    w.n_requests = 2;
-    w.prompt_lo = w.prompt_hi = 6;
-    w.output_lo = w.output_hi = 2;
+    kvl_sim_workload w = burst(2, 6, 2);
     kvl_sim_params p = small_params(KVL_RESERVE_PAGED);
     p.max_seqs = 1;
     kvl_sim_result r;
