@@ -327,13 +327,15 @@ static kvl_status measure_row(int32_t n_vocab, float *buf, double *out, double *
 
 /* ---- the model's own products (-m) ---------------------------------------- */
 
-/* With -m, the product points are the model's: every layer's products as
- * forward.c runs them (Q/K/V and gate/up grouped, then output and down), at
- * 1, 2, 3, 4, 8, 16, 32 and 64 tokens (kvl_sim_mm_tokens: the one-token
- * GEMV, the small-batch kernel and the token-lane groups each get points),
- * REPS interleaved sweeps after an untimed one;
- * seconds per byte of those weights (what `kvllm sim` multiplies by the
- * model's linear bytes). The large-matrix points are kept in the file as
+/* With -m, the product points are the model's, at 1, 2, 3, 4, 8, 16, 32
+ * and 64 tokens (kvl_sim_mm_tokens: the one-token GEMV, the small-batch
+ * kernel and the token-lane groups each get points), REPS interleaved
+ * sweeps after an untimed one, each timing a real forward pass of that
+ * many tokens and every layer's products back to back as forward.c runs
+ * them (Q/K/V and gate/up grouped, then output and down); seconds per byte
+ * of those weights (what `kvllm sim` multiplies by the model's linear
+ * bytes), from the forwards (derive_fwd_points) or, until then and in
+ * the #loop comment, from the products alone. The large-matrix points are kept in the file as
  * comments for comparison. A different shape prices differently: at 64
  * tokens the model's narrow K/V and wide FFN run at another rate than one
  * 8192 x 16384 matrix. */
@@ -547,11 +549,10 @@ static kvl_status measure_engine(kvl_pool *pool, const kvl_model_shape *sh, eng_
  * outside the products (attention, per-token kernels, the classifier, the
  * dispatches, the KV written; not the per-row sampling, which the engine
  * does after the forward) is taken from the measured forward, and the rest,
- * per linear byte, is the point. Products inside a forward run slower than
- * back to back (the other kernels between them evict the caches): the
- * price of a lone prefill was 8% under the served one with the
- * back-to-back points (docs/sim.md). A point whose remainder is not
- * positive keeps its back-to-back value. */
+ * per linear byte, is the point. With the back-to-back points the price
+ * of a served lone prefill was 8% under its time; how far the two sets of
+ * points differ varies by size and run (docs/sim.md). A point whose
+ * remainder is not positive keeps its back-to-back value. */
 static kvl_status derive_fwd_points(const char *path, const kvl_model_shape *sh, model_mm *mm,
                                     kvl_error *err) {
     kvl_sim_device d;
@@ -681,6 +682,22 @@ static void write_file(FILE *f, long long threads, const mm_figs *m, const model
             e->min_dispatch_s * (5.0 * (double)sh->hp.n_layers + 1));
 }
 
+/* write_file to path; false (said on stderr) when it cannot be created or written. */
+static bool save_file(const char *path, long long threads, const mm_figs *m, const model_mm *mm,
+                      const kvl_model_shape *sh, const eng_figs *e) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "kvllm sim calibrate: -o %s: cannot create\n", path);
+        return false;
+    }
+    write_file(f, threads, m, mm, sh, e);
+    if (fclose(f)) {
+        fprintf(stderr, "kvllm sim calibrate: -o %s: write failed\n", path);
+        return false;
+    }
+    return true;
+}
+
 int kvl_cli_sim_calibrate(int argc, char **argv) {
     const char *out = NULL, *model = NULL;
     long long threads = 2;
@@ -732,30 +749,15 @@ int kvl_cli_sim_calibrate(int argc, char **argv) {
     kvl_pool_free(pool);
     if (rc)
         return rc;
-    FILE *f = fopen(out, "w");
-    if (!f) {
-        fprintf(stderr, "kvllm sim calibrate: -o %s: cannot create\n", out);
+    if (!save_file(out, threads, &m, model ? &mm : NULL, &sh, &e))
         return 1;
-    }
-    write_file(f, threads, &m, model ? &mm : NULL, &sh, &e);
-    if (fclose(f)) {
-        fprintf(stderr, "kvllm sim calibrate: -o %s: write failed\n", out);
-        return 1;
-    }
     if (model) { /* the points from the forward passes, priced from the file */
         if (derive_fwd_points(out, &sh, &mm, &err)) {
             fprintf(stderr, "kvllm sim calibrate: %s\n", err.msg);
             return 1;
         }
-        if (!(f = fopen(out, "w"))) {
-            fprintf(stderr, "kvllm sim calibrate: -o %s: cannot create\n", out);
+        if (!save_file(out, threads, &m, &mm, &sh, &e))
             return 1;
-        }
-        write_file(f, threads, &m, &mm, &sh, &e);
-        if (fclose(f)) {
-            fprintf(stderr, "kvllm sim calibrate: -o %s: write failed\n", out);
-            return 1;
-        }
     }
     printf("calibrated %lld threads: GEMV stream %.2f GB/s, Q8_0 x64 %.2f GFLOP/s, read %.2f "
            "GB/s; attention %.3g s/pos, %.3g s/token-layer, %.3g s/row, %.3g s/step -> %s\n",

@@ -48,11 +48,11 @@
 #include "engine/executor.h"
 #include "plan/catalog.h"
 
-/* A device as the cost model sees it. */
 /* The token counts a calibrated CPU's product points are measured at. */
 #define KVL_SIM_MM_POINTS 8
 extern const int32_t kvl_sim_mm_tokens[KVL_SIM_MM_POINTS]; /* 1, 2, 3, 4, 8, 16, 32, 64 */
 
+/* A device as the cost model sees it. */
 typedef struct kvl_sim_device {
     char name[64];
     size_t bytes;           /* memory of one device */
